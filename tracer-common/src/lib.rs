@@ -1,0 +1,149 @@
+//! The wire format between the kernel programs and the agent.
+//!
+//! Everything here is plain `#[repr(C)]` data with fixed-width fields, so the
+//! eBPF object and the user-space decoder agree byte for byte. Layouts are
+//! asserted at compile time; changing one means bumping [`ABI_VERSION`].
+#![no_std]
+
+/// Version written into every [`Event`]; the decoder rejects any other.
+pub const ABI_VERSION: u8 = 1;
+
+/// `Event::kind`: a TCP state change (`sock:inet_sock_set_state`).
+pub const KIND_STATE: u8 = 1;
+/// `Event::kind`: a data segment was retransmitted (`tcp:tcp_retransmit_skb`).
+pub const KIND_RETRANSMIT: u8 = 2;
+/// `Event::kind`: a SYN-ACK was retransmitted (`tcp:tcp_retransmit_synack`).
+pub const KIND_SYNACK_RETRANSMIT: u8 = 3;
+/// `Event::kind`: this host sent a RST (`tcp:tcp_send_reset`).
+pub const KIND_RESET_SENT: u8 = 4;
+/// `Event::kind`: this host received a RST (`tcp:tcp_receive_reset`).
+pub const KIND_RESET_RECEIVED: u8 = 5;
+
+/// `AF_INET`, as stored in `Event::family`.
+pub const FAMILY_INET: u8 = 2;
+/// `AF_INET6`, as stored in `Event::family`.
+pub const FAMILY_INET6: u8 = 10;
+/// `Event::family` when the kernel gave no socket (a RST answering a segment
+/// that matched no socket); addresses and ports are zero.
+pub const FAMILY_NONE: u8 = 0;
+
+/// One event, as the kernel programs write it into the ring buffer.
+///
+/// Addresses are in network byte order (an IPv4 address fills the first four
+/// bytes); ports are in host byte order. `pid` is the thread-group id and
+/// `tid` the thread id of the task that was running when the hook fired.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// One of the `KIND_*` constants.
+    pub kind: u8,
+    /// Always [`ABI_VERSION`].
+    pub version: u8,
+    /// `FAMILY_INET`, `FAMILY_INET6` or `FAMILY_NONE`.
+    pub family: u8,
+    /// Kernel `TCP_*` state before a state change; 0 for other kinds.
+    pub old_state: u8,
+    /// Kernel `TCP_*` state after a state change; for other kinds, the
+    /// socket's state when the event fired.
+    pub new_state: u8,
+    /// Explicit padding; always zero.
+    pub pad0: [u8; 3],
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// The socket cookie (`ss -e` shows it as `sk:<hex>`); 0 when unknown.
+    pub cookie: u64,
+    /// Thread-group id of the current task.
+    pub pid: u32,
+    /// Thread id of the current task.
+    pub tid: u32,
+    /// Local port, host byte order.
+    pub sport: u16,
+    /// Remote port, host byte order.
+    pub dport: u16,
+    /// Explicit padding; always zero.
+    pub pad1: u32,
+    /// Local address, network byte order.
+    pub saddr: [u8; 16],
+    /// Remote address, network byte order.
+    pub daddr: [u8; 16],
+    /// `comm` of the current task, NUL-padded.
+    pub comm: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<Event>() == 88);
+const _: () = assert!(core::mem::align_of::<Event>() == 8);
+const _: () = assert!(core::mem::offset_of!(Event, ts_ns) == 8);
+const _: () = assert!(core::mem::offset_of!(Event, cookie) == 16);
+const _: () = assert!(core::mem::offset_of!(Event, sport) == 32);
+const _: () = assert!(core::mem::offset_of!(Event, saddr) == 40);
+const _: () = assert!(core::mem::offset_of!(Event, comm) == 72);
+
+impl Event {
+    /// An all-zero event, the starting point the kernel programs fill in.
+    pub const ZERO: Event = Event {
+        kind: 0,
+        version: 0,
+        family: 0,
+        old_state: 0,
+        new_state: 0,
+        pad0: [0; 3],
+        ts_ns: 0,
+        cookie: 0,
+        pid: 0,
+        tid: 0,
+        sport: 0,
+        dport: 0,
+        pad1: 0,
+        saddr: [0; 16],
+        daddr: [0; 16],
+        comm: [0; 16],
+    };
+}
+
+/// Slot in the `COUNTERS` per-CPU array: events dropped because the ring
+/// buffer was full.
+pub const COUNTER_RINGBUF_FULL: u32 = 0;
+/// Slot in `COUNTERS`: a kernel read (`bpf_probe_read_kernel`) failed, so the
+/// event was not sent.
+pub const COUNTER_READ_ERROR: u32 = 1;
+/// Number of slots in `COUNTERS`.
+pub const COUNTER_SLOTS: u32 = 4;
+
+/// Byte offsets into kernel structures, read from `/sys/kernel/btf/vmlinux`
+/// by the agent at load time and handed to the programs as a read-only global
+/// (`SOCK_OFFSETS`). Rust eBPF has no CO-RE relocations yet; this replaces them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockOffsets {
+    /// Must equal [`SockOffsets::MAGIC`]; the programs refuse to run on zeros.
+    pub magic: u32,
+    /// `sock_common.skc_daddr` (`__be32`).
+    pub skc_daddr: u32,
+    /// `sock_common.skc_rcv_saddr` (`__be32`).
+    pub skc_rcv_saddr: u32,
+    /// `sock_common.skc_dport` (`__be16`).
+    pub skc_dport: u32,
+    /// `sock_common.skc_num` (`__u16`, host order).
+    pub skc_num: u32,
+    /// `sock_common.skc_family` (`unsigned short`).
+    pub skc_family: u32,
+    /// `sock_common.skc_state` (`volatile unsigned char`).
+    pub skc_state: u32,
+    /// `sock_common.skc_v6_daddr` (`struct in6_addr`).
+    pub skc_v6_daddr: u32,
+    /// `sock_common.skc_v6_rcv_saddr` (`struct in6_addr`).
+    pub skc_v6_rcv_saddr: u32,
+    /// `sock.sk_protocol` (`u16`, kernel 5.6 and later).
+    pub sk_protocol: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<SockOffsets>() == 40);
+
+impl SockOffsets {
+    /// The value of `magic` in offsets that were really filled in.
+    pub const MAGIC: u32 = 0x7472_6372;
+}
+
+#[cfg(feature = "user")]
+// SAFETY: SockOffsets is #[repr(C)], made only of u32s, with no padding.
+unsafe impl aya::Pod for SockOffsets {}

@@ -1,0 +1,42 @@
+//! The ring buffer, the error counters, and the one way events leave the kernel.
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::map,
+    maps::{PerCpuArray, RingBuf},
+};
+use tracer_common::{ABI_VERSION, COUNTER_RINGBUF_FULL, COUNTER_SLOTS, Event};
+
+/// Default size; the agent resizes it at load time (`--ring-bytes`).
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// Per-CPU failure counters, indexed by `tracer_common::COUNTER_*`.
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// Add one to a `COUNTER_*` slot.
+#[inline(always)]
+pub fn count(slot: u32) {
+    if let Some(ptr) = COUNTERS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *ptr += 1 };
+    }
+}
+
+/// Stamp the header and the current task into `ev`, then send it.
+#[inline(always)]
+pub fn send(ev: &mut Event, kind: u8) {
+    ev.kind = kind;
+    ev.version = ABI_VERSION;
+    // SAFETY: helpers with no pointer arguments.
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    ev.pid = (pid_tgid >> 32) as u32;
+    ev.tid = pid_tgid as u32;
+    if let Ok(comm) = bpf_get_current_comm() {
+        ev.comm = comm;
+    }
+    if EVENTS.output::<Event>(&*ev, 0).is_err() {
+        count(COUNTER_RINGBUF_FULL);
+    }
+}

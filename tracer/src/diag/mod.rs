@@ -1,0 +1,87 @@
+//! NETLINK_SOCK_DIAG: what the kernel says about every TCP socket right now.
+//!
+//! The agent takes a dump at start (to adopt sockets that predate it) and on
+//! every reconcile interval (to confirm and end TIME_WAIT, and to heal lost
+//! events). `tracer leaks` takes one when no agent runs. sock_diag sees only
+//! the network namespace it runs in.
+use std::net::IpAddr;
+
+use crate::tcp::{Family, TcpState};
+
+/// The kernel timer armed on a socket (`idiag_timer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerKind {
+    /// No timer.
+    None,
+    /// Retransmission (or SYN/SYN-ACK, loss probe, RACK reorder) timer.
+    Retransmit,
+    /// Keepalive timer (also used for SYN_SENT/FIN_WAIT2 timeouts).
+    Keepalive,
+    /// The TIME_WAIT timer of a timewait socket.
+    TimeWait,
+    /// Zero-window probe timer.
+    Probe,
+}
+
+/// The fields of `struct tcp_info` the detectors use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpInfo {
+    /// `tcpi_retransmits`: consecutive RTO retransmits of the head segment.
+    pub retransmits: u8,
+    /// `tcpi_probes`: unanswered zero-window or keepalive probes.
+    pub probes: u8,
+    /// `tcpi_backoff`: RTO exponential backoff.
+    pub backoff: u8,
+    /// `tcpi_rto`, microseconds.
+    pub rto_us: u32,
+    /// `tcpi_unacked`: segments sent and not yet acknowledged.
+    pub unacked: u32,
+    /// `tcpi_last_data_sent`, milliseconds ago.
+    pub last_data_sent_ms: u32,
+    /// `tcpi_last_data_recv`, milliseconds ago.
+    pub last_data_recv_ms: u32,
+    /// `tcpi_last_ack_recv`, milliseconds ago.
+    pub last_ack_recv_ms: u32,
+    /// `tcpi_total_retrans`.
+    pub total_retrans: u32,
+}
+
+/// One socket in a sock_diag dump.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiagSocket {
+    /// `idiag_cookie`: the same cookie the kernel programs report.
+    pub cookie: u64,
+    /// Address family.
+    pub family: Family,
+    /// `idiag_state`. A timewait socket reports its substate here:
+    /// `TimeWait`, or `FinWait2` for an orphaned FIN_WAIT2 socket.
+    pub state: TcpState,
+    /// True for an `inet_timewait_sock` (the mini socket that replaces a
+    /// closed full socket during TIME_WAIT or orphaned FIN_WAIT2).
+    pub timewait: bool,
+    /// Local address.
+    pub saddr: IpAddr,
+    /// Local port.
+    pub sport: u16,
+    /// Remote address.
+    pub daddr: IpAddr,
+    /// Remote port.
+    pub dport: u16,
+    /// `idiag_inode`; 0 for timewait and orphaned sockets.
+    pub inode: u64,
+    /// `idiag_uid`.
+    pub uid: u32,
+    /// The armed timer.
+    pub timer: TimerKind,
+    /// Milliseconds until the timer fires (`idiag_expires`).
+    pub expires_ms: u32,
+    /// `idiag_retrans`: retransmits or unanswered probes counted by the timer.
+    pub timer_retrans: u8,
+    /// `idiag_rqueue`: bytes not yet read by the application (established
+    /// sockets), or the accept backlog (listeners).
+    pub rqueue: u32,
+    /// `idiag_wqueue`: bytes not yet acknowledged, or the backlog limit.
+    pub wqueue: u32,
+    /// `tcp_info`, for full sockets when it was requested.
+    pub info: Option<TcpInfo>,
+}

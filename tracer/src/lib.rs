@@ -1,0 +1,9 @@
+//! tracer: follow every TCP connection through its life.
+//!
+//! Data flows one way:
+//! `bpf` (load/attach) -> `ingest` (ring buffer -> [`event::SockEvent`])
+//! -> `engine` (pure per-socket lifecycle) -> detectors -> exporters.
+//! `cli` wires the pieces together for each command.
+pub mod diag;
+pub mod event;
+pub mod tcp;
