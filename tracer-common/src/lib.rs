@@ -135,9 +135,14 @@ pub struct SockOffsets {
     pub skc_v6_rcv_saddr: u32,
     /// `sock.sk_protocol` (`u16`, kernel 5.6 and later).
     pub sk_protocol: u32,
+    /// `inet_sock.inet_sport` (`__be16`). Unlike `skc_num`, it survives the
+    /// port release that precedes the move to `close`.
+    pub inet_sport: u32,
+    /// Explicit padding; always zero.
+    pub pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<SockOffsets>() == 40);
+const _: () = assert!(core::mem::size_of::<SockOffsets>() == 48);
 
 impl SockOffsets {
     /// The value of `magic` in offsets that were really filled in.

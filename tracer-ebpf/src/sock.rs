@@ -17,7 +17,12 @@ static SOCK_OFFSETS: SockOffsets = SockOffsets {
     skc_v6_daddr: 0,
     skc_v6_rcv_saddr: 0,
     sk_protocol: 0,
+    inet_sport: 0,
+    pad: 0,
 };
+
+const TCP_TIME_WAIT: u8 = 6;
+const TCP_NEW_SYN_RECV: u8 = 12;
 
 /// The offsets, or `None` when the agent did not fill them in.
 #[inline(always)]
@@ -75,7 +80,13 @@ pub fn fill_tuple(ev: &mut Event, sk: *const u8, off: &SockOffsets) -> Result<()
 #[inline(always)]
 fn fill_tuple_inner(ev: &mut Event, sk: *const u8, off: &SockOffsets) -> Result<(), ()> {
     let family = read::<u16>(sk, off.skc_family)?;
-    ev.sport = read::<u16>(sk, off.skc_num)?;
+    // Timewait and request sockets are not full sockets: no inet_sock part.
+    let state = read::<u8>(sk, off.skc_state)?;
+    ev.sport = if state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV {
+        read::<u16>(sk, off.skc_num)?
+    } else {
+        u16::from_be(read::<u16>(sk, off.inet_sport)?)
+    };
     ev.dport = u16::from_be(read::<u16>(sk, off.skc_dport)?);
     if family == FAMILY_INET6 as u16 {
         ev.family = FAMILY_INET6;

@@ -2,8 +2,12 @@
 //!
 //! Data flows one way:
 //! `bpf` (load/attach) -> `ingest` (ring buffer -> [`event::SockEvent`])
-//! -> `engine` (pure per-socket lifecycle) -> detectors -> exporters.
+//! -> `engine` (pure per-socket lifecycle) -> detectors -> `export`.
 //! `cli` wires the pieces together for each command.
+pub mod bpf;
+pub mod cli;
 pub mod diag;
 pub mod event;
+pub mod export;
+pub mod ingest;
 pub mod tcp;

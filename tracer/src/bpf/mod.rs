@@ -1,0 +1,132 @@
+//! Loading and attaching the kernel programs: the only user of `aya::programs`.
+//!
+//! [`Probes::load`] checks privileges and kernel features first, so a user
+//! who cannot run the tracer reads one sentence saying why, then loads the
+//! object built by `build.rs`, fills in the BTF offsets, and attaches the
+//! five BTF tracepoints. Dropping [`Probes`] detaches everything.
+pub mod btf;
+pub mod preflight;
+
+use anyhow::Context as _;
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::BtfTracePoint,
+};
+use tracer_common::{COUNTER_READ_ERROR, COUNTER_RINGBUF_FULL};
+
+/// The kernel object, built by build.rs from tracer-ebpf.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+/// Default ring buffer size: 8 MiB holds ~87,000 events, several seconds of
+/// a very busy host, while user space drains it continuously.
+pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
+
+/// Each hook: (program name in the object, tracepoint, `subsystem/event` for messages).
+pub const HOOKS: [(&str, &str); 5] = [
+    ("inet_sock_set_state", "sock/inet_sock_set_state"),
+    ("tcp_retransmit_skb", "tcp/tcp_retransmit_skb"),
+    ("tcp_retransmit_synack", "tcp/tcp_retransmit_synack"),
+    ("tcp_send_reset", "tcp/tcp_send_reset"),
+    ("tcp_receive_reset", "tcp/tcp_receive_reset"),
+];
+
+/// The loaded, attached programs and the maps user space reads.
+pub struct Probes {
+    /// Owns programs and links; dropping it detaches.
+    _ebpf: Ebpf,
+    counters: PerCpuArray<MapData, u64>,
+}
+
+/// Kernel-side loss and error counts, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    /// Events dropped because the ring buffer was full.
+    pub ringbuf_full: u64,
+    /// Events not sent because a kernel read failed.
+    pub read_errors: u64,
+}
+
+impl KernelCounters {
+    /// Every event the kernel could not deliver.
+    pub fn lost(&self) -> u64 {
+        self.ringbuf_full + self.read_errors
+    }
+}
+
+impl Probes {
+    /// Check the machine, load the programs and attach every hook.
+    /// Returns the probes and the ring buffer their events arrive on.
+    pub fn load(ring_bytes: u32) -> anyhow::Result<(Probes, RingBuf<MapData>)> {
+        preflight::check()?;
+        if !ring_bytes.is_power_of_two() || ring_bytes < 4096 {
+            anyhow::bail!(
+                "ring buffer size {ring_bytes} is not a power of two of at least 4096 bytes"
+            );
+        }
+        let offsets = btf::Btf::from_file(preflight::VMLINUX_BTF)?.sock_offsets()?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("SOCK_OFFSETS", &offsets, true)
+            .map_max_entries("EVENTS", ring_bytes)
+            .load(OBJECT)
+            .context("loading the kernel programs")?;
+        let kernel_btf = aya::Btf::from_sys_fs().context("reading kernel BTF")?;
+        for (prog, hook) in HOOKS {
+            let p: &mut BtfTracePoint = ebpf
+                .program_mut(prog)
+                .with_context(|| format!("program {prog} is missing from the kernel object"))?
+                .try_into()
+                .with_context(|| format!("program {prog} is not a BTF tracepoint"))?;
+            p.load(prog, &kernel_btf).map_err(|e| {
+                anyhow::anyhow!(
+                    "the kernel refused the program for tracepoint {hook}: {}",
+                    verifier_detail(&e)
+                )
+            })?;
+            p.attach()
+                .with_context(|| format!("attaching tracepoint {hook}"))?;
+        }
+        let ring = RingBuf::try_from(
+            ebpf.take_map("EVENTS")
+                .context("map EVENTS is missing from the kernel object")?,
+        )
+        .context("opening ring buffer EVENTS")?;
+        let counters = PerCpuArray::try_from(
+            ebpf.take_map("COUNTERS")
+                .context("map COUNTERS is missing from the kernel object")?,
+        )
+        .context("opening map COUNTERS")?;
+        Ok((Probes { _ebpf: ebpf, counters }, ring))
+    }
+
+    /// Read the kernel-side counters.
+    pub fn counters(&self) -> KernelCounters {
+        let sum = |slot: u32| -> u64 {
+            self.counters
+                .get(&slot, 0)
+                .map(|v| v.iter().sum())
+                .unwrap_or(0)
+        };
+        KernelCounters {
+            ringbuf_full: sum(COUNTER_RINGBUF_FULL),
+            read_errors: sum(COUNTER_READ_ERROR),
+        }
+    }
+}
+
+/// The whole error chain of a program load, verifier log included.
+fn verifier_detail(e: &aya::programs::ProgramError) -> String {
+    use std::error::Error as _;
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    if let aya::programs::ProgramError::LoadError { verifier_log, .. } = e {
+        s.push_str("\nverifier log:\n");
+        s.push_str(&verifier_log.to_string());
+    }
+    s
+}

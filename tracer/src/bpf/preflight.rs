@@ -1,0 +1,75 @@
+//! Checks that run before anything is loaded, each ending in one plain
+//! sentence when it fails: privileges, kernel BTF, the BPF ring buffer.
+use aya::maps::MapType;
+
+/// Where the kernel publishes its own BTF.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Why the tracer cannot run here.
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    /// Neither root nor CAP_BPF + CAP_PERFMON.
+    #[error(
+        "tracer needs root, or the CAP_BPF and CAP_PERFMON capabilities, to load its kernel programs; \
+         run it with sudo or grant them (setcap cap_bpf,cap_perfmon,cap_net_admin,cap_sys_ptrace,cap_dac_read_search+ep tracer)"
+    )]
+    NotPrivileged,
+    /// No /sys/kernel/btf/vmlinux.
+    #[error(
+        "this kernel exposes no BTF at {VMLINUX_BTF}; tracer needs Linux 5.8 or later built with CONFIG_DEBUG_INFO_BTF=y"
+    )]
+    NoBtf,
+    /// BPF_MAP_TYPE_RINGBUF is not supported.
+    #[error("this kernel has no BPF ring buffer; tracer needs Linux 5.8 or later")]
+    NoRingBuf,
+}
+
+/// The effective capability mask of this process.
+pub fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+/// True when the mask lets us load and attach tracing programs.
+pub fn caps_allow_tracing(caps: u64) -> bool {
+    let has = |c: u32| caps & (1u64 << c) != 0;
+    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
+}
+
+/// Run every check.
+pub fn check() -> Result<(), PreflightError> {
+    if !caps_allow_tracing(effective_caps()) {
+        return Err(PreflightError::NotPrivileged);
+    }
+    if !std::path::Path::new(VMLINUX_BTF).exists() {
+        return Err(PreflightError::NoBtf);
+    }
+    if !aya::sys::is_map_supported(MapType::RingBuf).unwrap_or(false) {
+        return Err(PreflightError::NoRingBuf);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_rules() {
+        assert!(!caps_allow_tracing(0));
+        assert!(caps_allow_tracing(1 << CAP_SYS_ADMIN));
+        assert!(!caps_allow_tracing(1 << CAP_BPF));
+        assert!(!caps_allow_tracing(1 << CAP_PERFMON));
+        assert!(caps_allow_tracing((1 << CAP_BPF) | (1 << CAP_PERFMON)));
+    }
+}

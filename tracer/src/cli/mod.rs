@@ -1,0 +1,27 @@
+//! Command-line interface: flag definitions and one module per command.
+pub mod events;
+
+use clap::{Parser, Subcommand};
+
+/// eBPF TCP connection lifecycle tracer.
+#[derive(Debug, Parser)]
+#[command(name = "tracer", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stream raw TCP events from the kernel as JSON lines on stdout.
+    Events(events::EventsArgs),
+}
+
+/// Run the parsed command; the returned code becomes the exit status.
+pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Events(args) => events::run(args),
+    }
+}

@@ -1,0 +1,3 @@
+//! Everything that leaves the agent: the JSON event stream, Prometheus
+//! metrics, and the HTTP API.
+pub mod stream;

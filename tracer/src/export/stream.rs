@@ -1,0 +1,100 @@
+//! The JSON-lines event stream of `tracer events` (schema: docs/events.md).
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::{
+    event::{Kind, SockEvent},
+    tcp::TcpState,
+};
+
+#[derive(Serialize)]
+struct Line<'a> {
+    ts_ns: u64,
+    kind: Kind,
+    cookie: u64,
+    family: Option<&'static str>,
+    saddr: std::net::IpAddr,
+    sport: u16,
+    daddr: std::net::IpAddr,
+    dport: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old_state: Option<TcpState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new_state: Option<TcpState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<TcpState>,
+    pid: u32,
+    tid: u32,
+    comm: &'a str,
+}
+
+/// Write one event as one JSON line.
+pub fn write_event(out: &mut impl Write, ev: &SockEvent) -> std::io::Result<()> {
+    let is_state = ev.kind == Kind::State;
+    let line = Line {
+        ts_ns: ev.ts_ns,
+        kind: ev.kind,
+        cookie: ev.cookie,
+        family: ev.family.map(|f| f.name()),
+        saddr: ev.saddr,
+        sport: ev.sport,
+        daddr: ev.daddr,
+        dport: ev.dport,
+        old_state: if is_state { ev.old_state } else { None },
+        new_state: if is_state { ev.new_state } else { None },
+        state: if is_state { None } else { ev.new_state },
+        pid: ev.pid,
+        tid: ev.tid,
+        comm: ev.comm_str(),
+    };
+    serde_json::to_writer(&mut *out, &line)?;
+    out.write_all(b"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tcp::Family;
+
+    #[test]
+    fn state_event_schema() {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"curl");
+        let ev = SockEvent {
+            ts_ns: 5,
+            kind: Kind::State,
+            cookie: 102927,
+            family: Some(Family::Ipv6),
+            saddr: "::1".parse().unwrap(),
+            sport: 80,
+            daddr: "::1".parse().unwrap(),
+            dport: 40000,
+            old_state: Some(TcpState::FinWait2),
+            new_state: Some(TcpState::Close),
+            pid: 7,
+            tid: 8,
+            comm,
+        };
+        let mut out = Vec::new();
+        write_event(&mut out, &ev).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["kind"], "state");
+        assert_eq!(v["cookie"], 102927);
+        assert_eq!(v["family"], "ipv6");
+        assert_eq!(v["saddr"], "::1");
+        assert_eq!(v["old_state"], "fin_wait2");
+        assert_eq!(v["new_state"], "close");
+        assert_eq!(v["comm"], "curl");
+        assert!(v.get("state").is_none());
+        assert_eq!(*out.last().unwrap(), b'\n');
+
+        let rx = SockEvent { kind: Kind::Retransmit, old_state: None, new_state: Some(TcpState::Established), ..ev };
+        out.clear();
+        write_event(&mut out, &rx).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["kind"], "retransmit");
+        assert_eq!(v["state"], "established");
+        assert!(v.get("old_state").is_none() && v.get("new_state").is_none());
+    }
+}
