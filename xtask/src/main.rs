@@ -1,1 +1,64 @@
-fn main() {}
+//! `cargo xtask`: the one entry point for humans and CI.
+//!
+//! - `setup`: install the eBPF toolchain pieces and check the kernel (idempotent).
+//! - `run`:   setup if needed, build, run the tracer as root with defaults.
+//! - `test`:  setup if needed, install test packages, run every test.
+//! - `bench`: the benchmarks (see BENCHMARKS.md).
+mod cmd;
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install nightly rust-src and bpf-linker, check the kernel.
+    Setup,
+    /// Build and run the tracer as root with defaults; extra args go to `tracer`.
+    Run {
+        /// Arguments for `tracer` (default: `run`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run unit tests, clippy, and the privileged integration tests.
+    Test {
+        /// Only tests whose name contains this.
+        filter: Option<String>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::setup(),
+        Command::Run { args } => run(args),
+        Command::Test { filter } => test::test(filter.as_deref()),
+    };
+    if let Err(e) = result {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Vec<String>) -> anyhow::Result<()> {
+    setup::ensure()?;
+    cmd::run("cargo", &["build", "--release", "-p", "tracer"])?;
+    let bin = cmd::workspace_root().join("target/release/tracer");
+    let args = if args.is_empty() { vec!["run".to_string()] } else { args };
+    let bin = bin.to_string_lossy().into_owned();
+    let mut argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    if cmd::is_root() {
+        cmd::exec(&bin, &argv)
+    } else {
+        eprintln!("xtask: tracer needs root; running it through sudo");
+        argv.insert(0, &bin);
+        cmd::exec("sudo", &argv)
+    }
+}

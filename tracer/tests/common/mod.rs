@@ -1,0 +1,284 @@
+//! Helpers for the privileged integration tests: running the real `tracer`
+//! binary, network namespaces that clean up after themselves, and `ss` as an
+//! independent oracle for socket cookies.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// Fail loudly, with the fix, when not root: these tests load kernel programs.
+pub fn require_root() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uid0 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().nth(1).map(|u| u == "0"))
+        .unwrap_or(false);
+    assert!(uid0, "privileged test: run it as root (`cargo xtask test` does)");
+}
+
+/// A running `tracer events` process.
+pub struct Events {
+    child: Child,
+    stdout: Option<JoinHandle<Vec<Value>>>,
+    stderr: Option<JoinHandle<String>>,
+}
+
+/// What a stopped `tracer events` printed.
+pub struct Output {
+    pub events: Vec<Value>,
+    pub stderr: String,
+    pub status: std::process::ExitStatus,
+}
+
+impl Events {
+    /// Start `tracer events ARGS` and wait until its programs are attached.
+    pub fn start(args: &[&str]) -> Events {
+        require_root();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tracer"))
+            .arg("events")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tracer events");
+        let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let stderr = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if line.contains("tracing TCP events") {
+                    let _ = ready_tx.send(());
+                }
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        let stdout = std::thread::spawn(move || {
+            BufReader::new(out)
+                .lines()
+                .map_while(Result::ok)
+                .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}")))
+                .collect()
+        });
+        let mut ev = Events { child, stdout: Some(stdout), stderr: Some(stderr) };
+        if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            let _ = ev.child.kill();
+            let out = ev.finish();
+            panic!("tracer events did not start: {}", out.stderr);
+        }
+        ev
+    }
+
+    /// SIGINT, then collect everything it printed.
+    pub fn stop(self) -> Output {
+        // Let events already in the ring buffer be read before stopping.
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.finish()
+    }
+
+    fn finish(mut self) -> Output {
+        let status = self.child.wait().expect("wait for tracer");
+        Output {
+            events: self.stdout.take().map(|h| h.join().expect("stdout reader")).unwrap_or_default(),
+            stderr: self.stderr.take().map(|h| h.join().expect("stderr reader")).unwrap_or_default(),
+            status,
+        }
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.try_wait();
+    }
+}
+
+impl Output {
+    /// The number of events the summary line says were lost in the kernel.
+    pub fn lost(&self) -> u64 {
+        let line = self
+            .stderr
+            .lines()
+            .find(|l| l.contains("lost in the kernel"))
+            .unwrap_or_else(|| panic!("no summary on stderr: {}", self.stderr));
+        let before = line.split(" lost in the kernel").next().unwrap_or_default();
+        before
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("cannot parse summary: {line}"))
+    }
+
+    /// `from->to` transitions per cookie, in arrival order.
+    pub fn paths(&self) -> BTreeMap<u64, Vec<String>> {
+        let mut m: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        for e in self.events.iter().filter(|e| e["kind"] == "state") {
+            m.entry(e["cookie"].as_u64().expect("cookie"))
+                .or_default()
+                .push(format!(
+                    "{}->{}",
+                    e["old_state"].as_str().expect("old_state"),
+                    e["new_state"].as_str().expect("new_state")
+                ));
+        }
+        m
+    }
+
+    /// Events of `kind`.
+    pub fn of_kind(&self, kind: &str) -> Vec<&Value> {
+        self.events.iter().filter(|e| e["kind"] == kind).collect()
+    }
+}
+
+/// Cookies `ss` reports right now for sockets on `port`, keyed by
+/// (local, remote) address. `ss` is iproute2's sock_diag client; the tests
+/// use it as an oracle independent of tracer's own code.
+pub fn ss_cookies(port: u16) -> BTreeMap<(SocketAddr, SocketAddr), u64> {
+    let out = Command::new("ss")
+        .args(["-tanHe", &format!("( sport = :{port} or dport = :{port} )")])
+        .output()
+        .expect("run ss");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut m = BTreeMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 5 {
+            continue;
+        }
+        let parse = |s: &str| -> Option<SocketAddr> {
+            let s = s.replace('[', "").replace(']', "");
+            let (ip, port) = s.rsplit_once(':')?;
+            let ip = ip.split('%').next()?;
+            let ip: std::net::IpAddr = if ip == "*" { "0.0.0.0".parse().ok()? } else { ip.parse().ok()? };
+            Some(SocketAddr::new(ip, if port == "*" { 0 } else { port.parse().ok()? }))
+        };
+        let cookie = f
+            .iter()
+            .find_map(|t| t.strip_prefix("sk:"))
+            .and_then(|h| u64::from_str_radix(h, 16).ok());
+        if let (Some(l), Some(r), Some(c)) = (parse(f[3]), parse(f[4]), cookie) {
+            m.insert((l, r), c);
+        }
+    }
+    m
+}
+
+/// Local addresses of TIME_WAIT sockets on `port`, per `ss`.
+pub fn ss_time_wait(port: u16) -> Vec<SocketAddr> {
+    let out = Command::new("ss")
+        .args(["-tanH", "state", "time-wait", &format!("( sport = :{port} or dport = :{port} )")])
+        .output()
+        .expect("run ss");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(2)?.parse().ok()
+        })
+        .collect()
+}
+
+/// Poll `f` until it returns true or the timeout passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+/// Run a command and panic with its output when it fails.
+pub fn sh(program: &str, args: &[&str]) {
+    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Two network namespaces joined by a veth pair, addressed from
+/// 198.18.0.0/15 (the range set aside for network tests). Deleted on drop,
+/// even when the test fails.
+pub struct NetnsPair {
+    pub a: String,
+    pub b: String,
+    pub addr_a: String,
+    pub addr_b: String,
+}
+
+impl NetnsPair {
+    /// Make `tracer-<tag>-<pid>-a/b`, with `198.18.<n>.1/2` on the veth ends.
+    pub fn new(tag: &str, subnet: u8) -> NetnsPair {
+        let pid = std::process::id();
+        let a = format!("tr-{tag}-{pid}-a");
+        let b = format!("tr-{tag}-{pid}-b");
+        let pair = NetnsPair {
+            a: a.clone(),
+            b: b.clone(),
+            addr_a: format!("198.18.{subnet}.1"),
+            addr_b: format!("198.18.{subnet}.2"),
+        };
+        let va = format!("v{}a", pid % 100000);
+        let vb = format!("v{}b", pid % 100000);
+        sh("ip", &["netns", "add", &a]);
+        sh("ip", &["netns", "add", &b]);
+        sh("ip", &["link", "add", &va, "netns", &a, "type", "veth", "peer", "name", &vb, "netns", &b]);
+        for (ns, dev, addr) in [(&a, &va, &pair.addr_a), (&b, &vb, &pair.addr_b)] {
+            sh("ip", &["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev]);
+            sh("ip", &["-n", ns, "link", "set", dev, "up"]);
+            sh("ip", &["-n", ns, "link", "set", "lo", "up"]);
+        }
+        pair
+    }
+
+    /// Run `f` on a thread that has entered namespace `ns`; sockets made
+    /// there stay in that namespace.
+    pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{ns}");
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            use std::os::fd::AsRawFd as _;
+            // SAFETY: setns on this thread only, with a valid netns fd.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("namespace thread")
+    }
+
+    /// Drop every packet arriving in namespace `ns` (the peer vanishes).
+    pub fn blackhole(ns: &str) {
+        sh(
+            "ip",
+            &["netns", "exec", ns, "nft", "add table inet tracer_test; add chain inet tracer_test in { type filter hook input priority 0; policy drop; }"],
+        );
+    }
+}
+
+impl Drop for NetnsPair {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}

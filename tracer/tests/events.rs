@@ -1,0 +1,264 @@
+//! `tracer events` against real sockets: exact transition sequences, cookies
+//! that match sock_diag, resets, retransmissions, and no loss.
+//! Privileged: loads the real kernel programs. Each test filters by its own
+//! ports and never assumes it is alone on the machine.
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    io::{Read, Write},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    time::Duration,
+};
+
+use common::{Events, NetnsPair, ss_cookies, ss_time_wait, wait_until};
+use socket2::{Domain, Socket, Type};
+
+/// A bound, not yet listening, socket on an ephemeral port of `ip`; the
+/// port is known before the tracer starts, so it can filter on it.
+fn bound(ip: IpAddr) -> (Socket, u16) {
+    let domain = if ip.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let s = Socket::new(domain, Type::STREAM, None).expect("socket");
+    s.bind(&SocketAddr::new(ip, 0).into()).expect("bind");
+    let port = s.local_addr().expect("addr").as_socket().expect("inet").port();
+    (s, port)
+}
+
+fn lifecycle(ip: IpAddr) {
+    let (sock, port) = bound(ip);
+    let tracer = Events::start(&["--port", &port.to_string()]);
+    sock.listen(16).expect("listen");
+    let listener: TcpListener = sock.into();
+    let mut client = TcpStream::connect((ip, port)).expect("connect");
+    let (mut server, _) = listener.accept().expect("accept");
+    client.write_all(b"ping").expect("write");
+    let mut buf = [0u8; 4];
+    server.read_exact(&mut buf).expect("read");
+
+    // While they are open, sock_diag (through ss) names their cookies.
+    let diag = ss_cookies(port);
+    let client_addr = client.local_addr().unwrap();
+    let server_key = (server.local_addr().unwrap(), server.peer_addr().unwrap());
+    let client_cookie = diag[&(client_addr, client.peer_addr().unwrap())];
+    let server_cookie = diag[&server_key];
+
+    // Client closes first; the server sees EOF (close_wait), then closes.
+    drop(client);
+    assert_eq!(server.read(&mut buf).expect("read eof"), 0);
+    drop(server);
+    drop(listener);
+    // The client's fin_wait2->close needs the server's FIN to arrive: wait
+    // until ss shows the client's 4-tuple only as a timewait socket.
+    assert!(wait_until(Duration::from_secs(5), || {
+        ss_time_wait(port).contains(&client_addr)
+    }));
+    let out = tracer.stop();
+    assert!(out.status.success(), "tracer events failed: {}", out.stderr);
+    assert_eq!(out.lost(), 0, "events lost: {}", out.stderr);
+
+    let paths = out.paths();
+    assert_eq!(
+        paths.get(&client_cookie).map(|p| p.iter().map(String::as_str).collect::<Vec<_>>()).as_deref(),
+        Some(
+            &[
+                "close->syn_sent",
+                "syn_sent->established",
+                "established->fin_wait1",
+                "fin_wait1->fin_wait2",
+                "fin_wait2->close"
+            ][..]
+        ),
+        "client path; all paths: {paths:?}"
+    );
+    assert_eq!(
+        paths.get(&server_cookie).map(|p| p.iter().map(String::as_str).collect::<Vec<_>>()).as_deref(),
+        Some(
+            &[
+                "listen->syn_recv",
+                "syn_recv->established",
+                "established->close_wait",
+                "close_wait->last_ack",
+                "last_ack->close"
+            ][..]
+        ),
+        "server path; all paths: {paths:?}"
+    );
+    let listener_paths: Vec<_> = paths
+        .iter()
+        .filter(|(c, _)| **c != client_cookie && **c != server_cookie)
+        .collect();
+    assert_eq!(listener_paths.len(), 1, "one listener: {paths:?}");
+    assert_eq!(listener_paths[0].1, &["close->listen", "listen->close"]);
+
+    // Every event carries the right family and endpoints.
+    let family = if ip.is_ipv4() { "ipv4" } else { "ipv6" };
+    for e in &out.events {
+        assert_eq!(e["family"], family, "{e}");
+        assert_eq!(e["saddr"], ip.to_string(), "{e}");
+        assert!(e["sport"] == port || e["dport"] == port, "{e}");
+        assert!(e["pid"].as_u64().is_some() && e["comm"].is_string(), "{e}");
+    }
+    // The connect() ran in this process: the owner is known there.
+    let connect = out
+        .events
+        .iter()
+        .find(|e| e["cookie"] == client_cookie && e["new_state"] == "syn_sent")
+        .expect("connect event");
+    assert_eq!(connect["pid"], std::process::id());
+}
+
+#[test]
+fn ipv4_loopback_lifecycle() {
+    lifecycle("127.0.0.1".parse().unwrap());
+}
+
+#[test]
+fn ipv6_loopback_lifecycle() {
+    lifecycle("::1".parse().unwrap());
+}
+
+#[test]
+fn linger_zero_close_sends_and_receives_reset() {
+    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+    let (sock, port) = bound(ip);
+    let tracer = Events::start(&["--port", &port.to_string(), "--kind", "reset_sent", "--kind", "reset_received", "--kind", "state"]);
+    sock.listen(16).expect("listen");
+    let listener: TcpListener = sock.into();
+    let client = TcpStream::connect((ip, port)).expect("connect");
+    let (server, _) = listener.accept().expect("accept");
+    let diag = ss_cookies(port);
+    let client_cookie = diag[&(client.local_addr().unwrap(), client.peer_addr().unwrap())];
+    let server_cookie = diag[&(server.local_addr().unwrap(), server.peer_addr().unwrap())];
+    let client = Socket::from(client);
+    client.set_linger(Some(Duration::ZERO)).expect("SO_LINGER 0");
+    drop(client);
+    let mut server = server;
+    let mut buf = [0u8; 1];
+    assert!(server.read(&mut buf).is_err(), "the server sees the reset");
+    drop(server);
+    let out = tracer.stop();
+    assert_eq!(out.lost(), 0);
+
+    let sent: Vec<_> = out.of_kind("reset_sent");
+    let received: Vec<_> = out.of_kind("reset_received");
+    assert_eq!(sent.len(), 1, "{:?}", out.events);
+    assert_eq!(sent[0]["cookie"], client_cookie);
+    // tcp_close() moves to close before it sends the abortive RST.
+    assert_eq!(sent[0]["state"], "close");
+    assert_eq!(received.len(), 1, "{:?}", out.events);
+    assert_eq!(received[0]["cookie"], server_cookie);
+    let paths = out.paths();
+    assert_eq!(paths[&client_cookie].last().map(String::as_str), Some("established->close"));
+    assert_eq!(paths[&server_cookie].last().map(String::as_str), Some("established->close"));
+}
+
+#[test]
+fn dropped_peer_causes_retransmits() {
+    let pair = NetnsPair::new("rtx", 41);
+    let server_ip: IpAddr = pair.addr_b.parse().unwrap();
+    let (sock, port) = NetnsPair::in_ns(&pair.b, move || bound(server_ip));
+    let tracer = Events::start(&["--port", &port.to_string()]);
+    sock.listen(16).expect("listen");
+    let listener: TcpListener = sock.into();
+    let mut client =
+        NetnsPair::in_ns(&pair.a, move || TcpStream::connect((server_ip, port)).expect("connect"));
+    let (_server, _) = listener.accept().expect("accept");
+    client.write_all(b"before").expect("write");
+
+    NetnsPair::blackhole(&pair.b);
+    client.write_all(b"into the void").expect("write");
+    // RTO starts around 200 ms and doubles: expect several within 3 s.
+    std::thread::sleep(Duration::from_secs(3));
+    let out = tracer.stop();
+    assert_eq!(out.lost(), 0);
+
+    let client_cookie = out
+        .events
+        .iter()
+        .find(|e| e["new_state"] == "syn_sent")
+        .and_then(|e| e["cookie"].as_u64())
+        .expect("client connect event");
+    let rtx: Vec<_> = out
+        .of_kind("retransmit")
+        .into_iter()
+        .filter(|e| e["cookie"] == client_cookie)
+        .collect();
+    assert!(rtx.len() >= 2, "expected retransmits of cookie {client_cookie}: {:?}", out.events);
+    for e in &rtx {
+        assert_eq!(e["state"], "established");
+        assert_eq!(e["daddr"], pair.addr_b);
+        assert_eq!(e["dport"], port);
+    }
+    drop(pair);
+}
+
+/// The "done when" of the foundation: hundreds of real connections, every
+/// transition reported once, and cookies that match sock_diag.
+#[test]
+fn hundreds_of_connections_none_missing_none_duplicated() {
+    const N: usize = 300;
+    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+    let (sock, port) = bound(ip);
+    let tracer = Events::start(&["--port", &port.to_string(), "--kind", "state"]);
+    sock.listen(1024).expect("listen");
+    let listener: TcpListener = sock.into();
+    let mut pairs = Vec::with_capacity(N);
+    for _ in 0..N {
+        let c = TcpStream::connect((ip, port)).expect("connect");
+        let (s, _) = listener.accept().expect("accept");
+        pairs.push((c, s));
+    }
+    let diag: BTreeSet<u64> = ss_cookies(port).values().copied().collect();
+    for (c, mut s) in pairs {
+        drop(c);
+        let mut buf = [0u8; 1];
+        assert_eq!(s.read(&mut buf).expect("eof"), 0);
+    }
+    drop(listener);
+    let out = tracer.stop();
+    assert_eq!(out.lost(), 0, "{}", out.stderr);
+
+    let paths = out.paths();
+    // 2N connection ends plus the listener.
+    assert_eq!(paths.len(), 2 * N + 1);
+    assert_eq!(diag.len(), 2 * N + 1, "ss sees every socket and the listener");
+    let traced: BTreeSet<u64> = paths.keys().copied().collect();
+    assert_eq!(traced, diag, "event cookies equal sock_diag cookies");
+    let mut clients = 0;
+    let mut servers = 0;
+    for (cookie, p) in &paths {
+        match p.first().map(String::as_str) {
+            Some("close->syn_sent") => {
+                clients += 1;
+                assert_eq!(p.len(), 5, "client {cookie}: {p:?}");
+                assert_eq!(p[4], "fin_wait2->close", "client {cookie}: {p:?}");
+            }
+            Some("listen->syn_recv") => {
+                servers += 1;
+                assert_eq!(p.len(), 5, "server {cookie}: {p:?}");
+                assert_eq!(p[4], "last_ack->close", "server {cookie}: {p:?}");
+            }
+            Some("close->listen") => assert_eq!(p, &["close->listen", "listen->close"]),
+            other => panic!("unexpected first transition {other:?} for {cookie}: {p:?}"),
+        }
+    }
+    assert_eq!((clients, servers), (N, N));
+}
+
+#[test]
+fn bad_flags_exit_nonzero_with_one_line() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(["events", "--kind", "bogus"])
+        .output()
+        .expect("run tracer");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown kind \"bogus\""), "{err}");
+    assert!(out.stdout.is_empty());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(["events", "--duration", "-1"])
+        .output()
+        .expect("run tracer");
+    assert!(!out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
