@@ -1,3 +1,4 @@
 //! Everything that leaves the agent: the JSON event stream, Prometheus
 //! metrics, and the HTTP API.
+pub mod metrics;
 pub mod stream;

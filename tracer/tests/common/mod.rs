@@ -160,7 +160,7 @@ pub fn ss_cookies(port: u16) -> BTreeMap<(SocketAddr, SocketAddr), u64> {
             continue;
         }
         let parse = |s: &str| -> Option<SocketAddr> {
-            let s = s.replace('[', "").replace(']', "");
+            let s = s.replace(['[', ']'], "");
             let (ip, port) = s.rsplit_once(':')?;
             let ip = ip.split('%').next()?;
             let ip: std::net::IpAddr = if ip == "*" { "0.0.0.0".parse().ok()? } else { ip.parse().ok()? };

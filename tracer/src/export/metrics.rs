@@ -1,0 +1,352 @@
+//! Prometheus metrics (prometheus-client), documented in docs/metrics.md.
+//!
+//! Every labelled series is created up front, and the hot path holds
+//! handles to them in arrays, so counting an event never hashes labels,
+//! takes a lock or allocates. `/metrics` only reads atomics, so a scrape
+//! never waits for the engine.
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+use crate::{event::Kind, tcp::TcpState};
+
+/// Buckets that resolve both sub-millisecond handshakes and the 60 s of
+/// TIME_WAIT (which the reconcile interval, 1 s by default, quantises).
+pub const DURATION_BUCKETS: [f64; 28] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0,
+    30.0, 55.0, 59.0, 60.0, 61.0, 62.0, 65.0, 90.0, 120.0, 300.0, 900.0, 3600.0, 86400.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FromTo {
+    from: &'static str,
+    to: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClosedByLabel {
+    closed_by: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabel {
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PortLabel {
+    port: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    abi: String,
+}
+
+/// `closed_by` label values.
+pub const CLOSED_BY: [&str; 3] = ["local", "remote", "reset"];
+/// `direction` label values of `tracer_tcp_resets_total`.
+pub const DIRECTIONS: [&str; 2] = ["sent", "received"];
+/// `reason` label values of `tracer_reconcile_corrections_total`.
+pub const CORRECTION_REASONS: [&str; 4] = ["missed", "vanished", "state_mismatch", "time_wait_never_appeared"];
+
+const N: usize = TcpState::COUNT;
+
+/// All metrics and the registry that exposes them.
+pub struct Metrics {
+    /// The registry `/metrics` encodes.
+    pub registry: Registry,
+    sockets: [Gauge; N],
+    durations: [Histogram; N],
+    transitions: Vec<Counter>,
+    closed: [Counter; 3],
+    time_wait_by_port: Family<PortLabel, Gauge>,
+    /// `tracer_tcp_retransmits_total`
+    pub retransmits: Counter,
+    /// `tracer_tcp_synack_retransmits_total`
+    pub synack_retransmits: Counter,
+    resets: [Counter; 2],
+    events: [Counter; 5],
+    /// `tracer_events_lost_total`
+    pub events_lost: Counter,
+    /// `tracer_events_undecodable_total`
+    pub events_undecodable: Counter,
+    corrections: [Counter; 4],
+    /// `tracer_tracked_sockets`
+    pub tracked: Gauge,
+    /// `tracer_evictions_total`
+    pub evictions: Counter,
+    /// `tracer_reconcile_errors_total`
+    pub reconcile_errors: Counter,
+    /// `tracer_time_wait_ended_total{how}` handles: expired, reused, reset.
+    time_wait_ended: [Counter; 3],
+}
+
+/// How a TIME_WAIT stay ended, as the `how` label spells it.
+pub const TIME_WAIT_ENDS: [&str; 3] = ["expired", "reused", "reset"];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Register every metric, with every known label value at 0.
+    pub fn new() -> Metrics {
+        let mut r = Registry::with_prefix("tracer");
+        let sockets_f = Family::<StateLabel, Gauge>::default();
+        r.register("tcp_sockets", "Current TCP sockets per state", sockets_f.clone());
+        let durations_f = Family::<StateLabel, Histogram>::new_with_constructor(
+            (|| Histogram::new(DURATION_BUCKETS)) as fn() -> Histogram,
+        );
+        r.register_with_unit(
+            "tcp_state_duration",
+            "Completed stays in each TCP state",
+            prometheus_client::registry::Unit::Seconds,
+            durations_f.clone(),
+        );
+        let transitions_f = Family::<FromTo, Counter>::default();
+        r.register("tcp_state_transitions", "TCP state transitions", transitions_f.clone());
+        let closed_f = Family::<ClosedByLabel, Counter>::default();
+        r.register("tcp_connections_closed", "Connections closed, by who closed first", closed_f.clone());
+        let time_wait_by_port = Family::<PortLabel, Gauge>::default();
+        r.register(
+            "tcp_time_wait_sockets",
+            "TIME_WAIT sockets by local listening port (port=\"other\" for the rest)",
+            time_wait_by_port.clone(),
+        );
+        let retransmits = Counter::default();
+        r.register("tcp_retransmits", "Retransmitted TCP segments", retransmits.clone());
+        let synack_retransmits = Counter::default();
+        r.register("tcp_synack_retransmits", "Retransmitted SYN-ACKs", synack_retransmits.clone());
+        let resets_f = Family::<DirectionLabel, Counter>::default();
+        r.register("tcp_resets", "TCP resets sent and received", resets_f.clone());
+        let events_f = Family::<KindLabel, Counter>::default();
+        r.register("events", "Kernel events received, by kind", events_f.clone());
+        let events_lost = Counter::default();
+        r.register("events_lost", "Events the kernel could not deliver (ring buffer full or failed read)", events_lost.clone());
+        let events_undecodable = Counter::default();
+        r.register("events_undecodable", "Ring buffer records that could not be decoded", events_undecodable.clone());
+        let corrections_f = Family::<ReasonLabel, Counter>::default();
+        r.register(
+            "reconcile_corrections",
+            "Differences between tracked state and sock_diag that reconciliation corrected",
+            corrections_f.clone(),
+        );
+        let tracked = Gauge::default();
+        r.register("tracked_sockets", "Socket records held by the engine", tracked.clone());
+        let evictions = Counter::default();
+        r.register("evictions", "Socket records evicted at the --max-sockets cap", evictions.clone());
+        let reconcile_errors = Counter::default();
+        r.register("reconcile_errors", "sock_diag dumps that failed", reconcile_errors.clone());
+        let tw_end_f = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
+        r.register("tcp_time_wait_ended", "TIME_WAIT stays that ended, by how", tw_end_f.clone());
+        r.register(
+            "build",
+            "Build information",
+            prometheus_client::metrics::info::Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                abi: tracer_common::ABI_VERSION.to_string(),
+            }),
+        );
+
+        let by_state = |st: TcpState| StateLabel { state: st.name() };
+        let sockets = TcpState::ALL.map(|st| sockets_f.get_or_create_owned(&by_state(st)));
+        let durations = TcpState::ALL.map(|st| durations_f.get_or_create_owned(&by_state(st)));
+        let mut transitions = Vec::with_capacity(N * N);
+        for from in TcpState::ALL {
+            for to in TcpState::ALL {
+                // Only pairs the kernel can report get a pre-created series;
+                // the rest are created (once) if they ever occur.
+                let label = FromTo { from: from.name(), to: to.name() };
+                transitions.push(if plausible(from, to) {
+                    transitions_f.get_or_create_owned(&label)
+                } else {
+                    Counter::default()
+                });
+            }
+        }
+        let closed = CLOSED_BY.map(|c| closed_f.get_or_create_owned(&ClosedByLabel { closed_by: c }));
+        let resets = DIRECTIONS.map(|d| resets_f.get_or_create_owned(&DirectionLabel { direction: d }));
+        let events = Kind::ALL.map(|k| events_f.get_or_create_owned(&KindLabel { kind: k.name() }));
+        let corrections = CORRECTION_REASONS.map(|r| corrections_f.get_or_create_owned(&ReasonLabel { reason: r }));
+        let time_wait_ended = TIME_WAIT_ENDS.map(|h| tw_end_f.get_or_create_owned(&vec![("how", h)]));
+        let m = Metrics {
+            registry: r,
+            sockets,
+            durations,
+            transitions,
+            closed,
+            time_wait_by_port,
+            retransmits,
+            synack_retransmits,
+            resets,
+            events,
+            events_lost,
+            events_undecodable,
+            corrections,
+            tracked,
+            evictions,
+            reconcile_errors,
+            time_wait_ended,
+        };
+        m.time_wait_by_port.get_or_create(&PortLabel { port: "other".into() }).set(0);
+        let _ = transitions_f;
+        m
+    }
+
+    /// Set `tracer_tcp_sockets{state}` from per-state counts.
+    pub fn set_sockets(&self, counts: &[u64; N]) {
+        for (g, &c) in self.sockets.iter().zip(counts) {
+            g.set(c as i64);
+        }
+    }
+
+    /// Record a completed stay.
+    pub fn observe_stay(&self, state: TcpState, secs: f64) {
+        self.durations[state.index()].observe(secs);
+    }
+
+    /// Count a transition.
+    pub fn transition(&self, from: TcpState, to: TcpState) {
+        self.transitions[from.index() * N + to.index()].inc();
+    }
+
+    /// Count a closed connection; `by` indexes [`CLOSED_BY`].
+    pub fn closed(&self, by: usize) {
+        if let Some(c) = self.closed.get(by) {
+            c.inc();
+        }
+    }
+
+    /// Count a reset; `dir` indexes [`DIRECTIONS`].
+    pub fn reset(&self, dir: usize) {
+        if let Some(c) = self.resets.get(dir) {
+            c.inc();
+        }
+    }
+
+    /// Count an event of `kind`.
+    pub fn event(&self, kind: Kind) {
+        self.events[kind as usize].inc();
+    }
+
+    /// Count a reconcile correction; `reason` indexes [`CORRECTION_REASONS`].
+    pub fn correction(&self, reason: usize, n: u64) {
+        if let Some(c) = self.corrections.get(reason) {
+            c.inc_by(n);
+        }
+    }
+
+    /// Count a TIME_WAIT end; `how` indexes [`TIME_WAIT_ENDS`].
+    pub fn time_wait_ended(&self, how: usize) {
+        if let Some(c) = self.time_wait_ended.get(how) {
+            c.inc();
+        }
+    }
+
+    /// Replace `tracer_tcp_time_wait_sockets{port}`: `listening` lists the
+    /// ports the host listens on; counts for other ports go to "other".
+    pub fn set_time_wait_by_port(&self, per_port: impl Iterator<Item = (Option<u16>, u64)>) {
+        self.time_wait_by_port.clear();
+        let mut other = 0u64;
+        for (port, n) in per_port {
+            match port {
+                Some(p) => {
+                    self.time_wait_by_port.get_or_create(&PortLabel { port: p.to_string() }).set(n as i64);
+                }
+                None => other += n,
+            }
+        }
+        self.time_wait_by_port.get_or_create(&PortLabel { port: "other".into() }).set(other as i64);
+    }
+
+    /// Encode the registry in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(64 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Transitions `inet_sock_set_state` reports in practice.
+fn plausible(from: TcpState, to: TcpState) -> bool {
+    use TcpState::*;
+    matches!(
+        (from, to),
+        (Close, SynSent)
+            | (Close, Listen)
+            | (Listen, Close)
+            | (Listen, SynRecv)
+            | (SynSent, Established)
+            | (SynSent, Close)
+            | (SynRecv, Established)
+            | (SynRecv, Close)
+            | (Established, FinWait1)
+            | (Established, CloseWait)
+            | (Established, Close)
+            | (FinWait1, FinWait2)
+            | (FinWait1, Closing)
+            | (FinWait1, Close)
+            | (FinWait2, Close)
+            | (Closing, Close)
+            | (CloseWait, LastAck)
+            | (CloseWait, Close)
+            | (LastAck, Close)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_every_family_with_zeroes() {
+        let m = Metrics::new();
+        m.transition(TcpState::FinWait2, TcpState::Close);
+        m.observe_stay(TcpState::TimeWait, 60.2);
+        m.set_time_wait_by_port([(Some(8080), 3), (None, 2), (None, 1)].into_iter());
+        let text = m.encode();
+        for needle in [
+            "tracer_tcp_sockets{state=\"time_wait\"} 0",
+            "tracer_tcp_state_transitions_total{from=\"fin_wait2\",to=\"close\"} 1",
+            "tracer_tcp_state_transitions_total{from=\"established\",to=\"close_wait\"} 0",
+            "tracer_tcp_state_duration_seconds_bucket{le=\"61.0\",state=\"time_wait\"} 1",
+            "tracer_tcp_state_duration_seconds_bucket{le=\"60.0\",state=\"time_wait\"} 0",
+            "tracer_tcp_connections_closed_total{closed_by=\"reset\"} 0",
+            "tracer_tcp_time_wait_sockets{port=\"8080\"} 3",
+            "tracer_tcp_time_wait_sockets{port=\"other\"} 3",
+            "tracer_tcp_resets_total{direction=\"received\"} 0",
+            "tracer_events_total{kind=\"synack_retransmit\"} 0",
+            "tracer_events_lost_total 0",
+            "tracer_reconcile_corrections_total{reason=\"missed\"} 0",
+            "tracer_tracked_sockets 0",
+            "tracer_evictions_total 0",
+            "tracer_build_info{",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in:\n{text}");
+        }
+        // A transition the kernel never reports has no pre-created series.
+        assert!(!text.contains("from=\"time_wait\""));
+    }
+}
