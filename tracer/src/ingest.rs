@@ -4,7 +4,7 @@ use std::os::fd::AsRawFd;
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
-use crate::event::{DecodeError, SockEvent};
+use crate::event::SockEvent;
 
 /// Wakes when the kernel has written events, and hands them out decoded.
 pub struct Ingest {
@@ -37,15 +37,26 @@ impl Ingest {
             n += 1;
             match SockEvent::decode(&item) {
                 Ok(ev) => f(&ev),
-                Err(DecodeError::Short(_) | DecodeError::Version(_))
-                | Err(DecodeError::Kind(_) | DecodeError::Family(_) | DecodeError::State(_)) => {
-                    errors += 1
-                }
+                Err(_) => errors += 1,
             }
         }
         guard.clear_ready();
         self.decode_errors += errors;
         Ok(n)
+    }
+
+    /// Hand every event already in the ring buffer to `f`, without waiting.
+    pub fn drain_now(&mut self, mut f: impl FnMut(&SockEvent)) -> usize {
+        let ring = self.fd.get_mut();
+        let mut n = 0;
+        while let Some(item) = ring.next() {
+            n += 1;
+            match SockEvent::decode(&item) {
+                Ok(ev) => f(&ev),
+                Err(_) => self.decode_errors += 1,
+            }
+        }
+        n
     }
 
     /// The ring buffer's file descriptor, for diagnostics.

@@ -4,9 +4,12 @@
 //! `bpf` (load/attach) -> `ingest` (ring buffer -> [`event::SockEvent`])
 //! -> `engine` (pure per-socket lifecycle) -> detectors -> `export`.
 //! `cli` wires the pieces together for each command.
+pub mod agent;
 pub mod bpf;
+pub mod config;
 pub mod cli;
 pub mod diag;
+pub mod engine;
 pub mod event;
 pub mod export;
 pub mod ingest;

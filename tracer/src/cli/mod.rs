@@ -1,5 +1,6 @@
 //! Command-line interface: flag definitions and one module per command.
 pub mod events;
+pub mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -17,11 +18,14 @@ pub struct Cli {
 pub enum Command {
     /// Stream raw TCP events from the kernel as JSON lines on stdout.
     Events(events::EventsArgs),
+    /// Run the agent: follow every socket, serve /metrics and the JSON API.
+    Run(run::RunArgs),
 }
 
 /// Run the parsed command; the returned code becomes the exit status.
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Events(args) => events::run(args),
+        Command::Run(args) => crate::agent::run(args.settings()?),
     }
 }

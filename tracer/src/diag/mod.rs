@@ -4,7 +4,21 @@
 //! every reconcile interval (to confirm and end TIME_WAIT, and to heal lost
 //! events). `tracer leaks` takes one when no agent runs. sock_diag sees only
 //! the network namespace it runs in.
+//!
+//! - [`dump`]: the netlink request/receive loop ([`Dumper`], [`dump_tcp`]);
+//! - `parse`: zero-copy decoding of the replies;
+//! - [`owner`]: which processes hold a socket inode, like `ss -p`;
+//! - [`cgroup`]: container ids from cgroup paths (pure).
 use std::net::IpAddr;
+
+pub mod cgroup;
+pub mod dump;
+pub mod owner;
+mod parse;
+
+pub use cgroup::container_id;
+pub use dump::{DiagError, DumpOptions, DumpStats, Dumper, dump_tcp};
+pub use owner::{Owner, owners_of};
 
 use crate::tcp::{Family, TcpState};
 
@@ -54,12 +68,16 @@ pub struct DiagSocket {
     /// Address family.
     pub family: Family,
     /// `idiag_state`. A timewait socket reports its substate here:
-    /// `TimeWait`, or `FinWait2` for an orphaned FIN_WAIT2 socket.
+    /// `TimeWait`, or `FinWait2` for an orphaned FIN_WAIT2 socket. Two
+    /// kernel quirks are undone: a request socket (reported as SYN_RECV)
+    /// reads `NewSynRecv`, and a bound-but-inactive socket (reported as
+    /// CLOSE with no peer) reads `BoundInactive`.
     pub state: TcpState,
     /// True for an `inet_timewait_sock` (the mini socket that replaces a
     /// closed full socket during TIME_WAIT or orphaned FIN_WAIT2).
     pub timewait: bool,
-    /// Local address.
+    /// Local address. IPv4 peers of a dual-stack IPv6 socket appear as
+    /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`), as the kernel reports them.
     pub saddr: IpAddr,
     /// Local port.
     pub sport: u16,
@@ -73,7 +91,8 @@ pub struct DiagSocket {
     pub uid: u32,
     /// The armed timer.
     pub timer: TimerKind,
-    /// Milliseconds until the timer fires (`idiag_expires`).
+    /// Milliseconds until the timer fires (`idiag_expires`); for a timewait
+    /// socket, until it is destroyed.
     pub expires_ms: u32,
     /// `idiag_retrans`: retransmits or unanswered probes counted by the timer.
     pub timer_retrans: u8,

@@ -350,3 +350,48 @@ mod tests {
         assert!(!text.contains("from=\"time_wait\""));
     }
 }
+
+/// Feeds what the engine learns into the metrics.
+impl crate::engine::Observer for &Metrics {
+    fn stay(&mut self, _cookie: u64, state: TcpState, duration_ns: u64, _lower_bound: bool) {
+        self.observe_stay(state, duration_ns as f64 / 1e9);
+    }
+
+    fn transition(&mut self, _cookie: u64, from: TcpState, to: TcpState) {
+        Metrics::transition(self, from, to);
+    }
+
+    fn closed(&mut self, _cookie: u64, by: Option<crate::engine::ClosedBy>) {
+        if let Some(by) = by {
+            Metrics::closed(self, by.index());
+        }
+    }
+
+    fn retransmit(&mut self, _cookie: u64, _state: Option<TcpState>) {
+        self.retransmits.inc();
+    }
+
+    fn synack_retransmit(&mut self, _cookie: u64) {
+        self.synack_retransmits.inc();
+    }
+
+    fn reset(&mut self, _cookie: u64, direction: crate::engine::Direction, _state: Option<TcpState>) {
+        Metrics::reset(self, direction.index());
+    }
+
+    fn time_wait_ended(&mut self, _cookie: u64, how: crate::engine::TimeWaitEnd) {
+        Metrics::time_wait_ended(self, how.index());
+    }
+
+    fn time_wait_never_appeared(&mut self, _cookie: u64) {
+        Metrics::correction(self, 3, 1);
+    }
+
+    fn correction(&mut self, _cookie: u64, reason: crate::engine::Correction) {
+        Metrics::correction(self, reason.index(), 1);
+    }
+
+    fn evicted(&mut self, _cookie: u64, _live: bool) {
+        self.evictions.inc();
+    }
+}

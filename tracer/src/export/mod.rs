@@ -1,4 +1,5 @@
 //! Everything that leaves the agent: the JSON event stream, Prometheus
 //! metrics, and the HTTP API.
+pub mod http;
 pub mod metrics;
 pub mod stream;

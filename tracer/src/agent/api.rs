@@ -1,0 +1,149 @@
+//! The agent's answers to the HTTP API: sockets, summary, health.
+use std::sync::{Arc, atomic::Ordering};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{Shared, monotonic_ns};
+use crate::{
+    engine::SocketView,
+    export::http::{Api, Health, SocketQuery},
+    tcp::TcpState,
+};
+
+/// [`Api`] over the shared agent state.
+pub struct AgentApi(pub Arc<Shared>);
+
+/// One socket, as `/api/v1/sockets` lists it.
+#[derive(Serialize)]
+pub struct SocketJson {
+    cookie: u64,
+    family: &'static str,
+    saddr: std::net::IpAddr,
+    sport: u16,
+    daddr: std::net::IpAddr,
+    dport: u16,
+    state: TcpState,
+    state_since_ns: u64,
+    age_seconds: f64,
+    age_is_lower_bound: bool,
+    time_wait_confirmed: Option<bool>,
+    path: Vec<TcpState>,
+    path_truncated: bool,
+    closed_by: Option<&'static str>,
+    half_closed: bool,
+    retransmits: u32,
+    synack_retransmits: u16,
+    resets_sent: u8,
+    resets_received: u8,
+    pid: Option<u32>,
+    comm: Option<String>,
+    created_ns: u64,
+    live: bool,
+}
+
+impl SocketJson {
+    fn new(v: &SocketView<'_>, now_ns: u64) -> SocketJson {
+        let owner = v.owner();
+        let (local, remote) = (v.local(), v.remote());
+        SocketJson {
+            cookie: v.cookie(),
+            family: v.family().name(),
+            saddr: local.ip(),
+            sport: local.port(),
+            daddr: remote.ip(),
+            dport: remote.port(),
+            state: v.state(),
+            state_since_ns: v.state_since_ns(),
+            age_seconds: now_ns.saturating_sub(v.state_since_ns()) as f64 / 1e9,
+            age_is_lower_bound: v.since_is_lower_bound(),
+            time_wait_confirmed: v.in_time_wait().then(|| v.time_wait_confirmed()),
+            path: v.path().collect(),
+            path_truncated: v.path_truncated(),
+            closed_by: v.closed_by().map(|c| c.name()),
+            half_closed: v.half_closed(),
+            retransmits: v.retransmits(),
+            synack_retransmits: v.synack_retransmits(),
+            resets_sent: v.resets_sent(),
+            resets_received: v.resets_received(),
+            pid: owner.map(|o| o.pid),
+            comm: owner.map(|o| o.comm_str().to_string()),
+            created_ns: v.created_ns(),
+            live: v.is_live(),
+        }
+    }
+}
+
+impl Api for AgentApi {
+    fn sockets(&self, q: &SocketQuery) -> Result<Value, String> {
+        let state = match q.state.as_deref() {
+            None => None,
+            Some(s) => Some(TcpState::from_name(s).ok_or_else(|| {
+                let names: Vec<_> = TcpState::ALL.iter().map(|s| s.name()).collect();
+                format!("unknown state {s:?}; expected one of {}", names.join(", "))
+            })?),
+        };
+        let now = monotonic_ns();
+        let core = self.0.lock();
+        let list: Vec<SocketJson> = core
+            .engine
+            .sockets()
+            .filter(|v| state.is_none_or(|s| v.state() == s && v.is_live()))
+            .filter(|v| q.port.is_none_or(|p| v.local().port() == p || v.remote().port() == p))
+            .map(|v| SocketJson::new(&v, now))
+            .collect();
+        drop(core);
+        serde_json::to_value(list).map_err(|e| e.to_string())
+    }
+
+    fn summary(&self) -> Value {
+        let core = self.0.lock();
+        let counts = core.engine.counts_by_state();
+        let mut states = serde_json::Map::new();
+        let mut dwell = serde_json::Map::new();
+        for st in TcpState::ALL {
+            states.insert(st.name().into(), json!(counts[st.index()]));
+            if let Some(p) = core.dwell.percentiles(st) {
+                dwell.insert(st.name().into(), json!(p));
+            }
+        }
+        let stats = core.engine.stats();
+        json!({
+            "now_ns": monotonic_ns(),
+            "started_ns": self.0.started_ns,
+            "tracked_sockets": stats.tracked,
+            "sockets": states,
+            "dwell_seconds": dwell,
+            "dwell_window": super::dwell::WINDOW,
+        })
+    }
+
+    fn leaks(&self) -> Value {
+        json!([])
+    }
+
+    fn health(&self) -> Health {
+        let s = &self.0;
+        let now = monotonic_ns();
+        let attached = s.attached.load(Ordering::Relaxed);
+        let beat_age = now.saturating_sub(s.heartbeat_ns.load(Ordering::Relaxed)) as f64 / 1e9;
+        let stall = (3.0 * s.settings.reconcile_interval.as_secs_f64()).max(5.0);
+        let last_event = s.last_event_ns.load(Ordering::Relaxed);
+        let event_age = (last_event != 0).then(|| now.saturating_sub(last_event) as f64 / 1e9);
+        let ok = attached && beat_age < stall;
+        let detail = format!(
+            "programs {}; event loop last ran {beat_age:.1}s ago; last event {}",
+            if attached { "attached" } else { "detached" },
+            event_age.map_or("none yet".to_string(), |a| format!("{a:.1}s ago"))
+        );
+        Health { ok, detail }
+    }
+
+    fn refresh_metrics(&self) {
+        // Never wait for the engine: if it is busy, the gauges from its
+        // last batch are at most one batch old.
+        if let Ok(core) = self.0.core.try_lock() {
+            self.0.publish(&core);
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! `tracer run`: the long-running agent. It owns the tasks: the event loop
+//! (ring buffer -> engine), reconciliation with sock_diag on an interval,
+//! and the HTTP server. Shared state sits behind one short-held mutex;
+//! `/metrics` never takes it for longer than a `try_lock`.
+mod api;
+pub mod dwell;
+
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    bpf::Probes,
+    config::Settings,
+    diag::{
+        DiagSocket,
+        dump::{DumpOptions, Dumper},
+    },
+    engine::{self, ClosedBy, Correction, Direction, Engine, Observer, TimeWaitEnd},
+    export::{http, metrics::Metrics},
+    ingest::Ingest,
+    tcp::TcpState,
+};
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The engine and what is computed alongside it, under one lock.
+pub struct Core {
+    /// The lifecycle engine.
+    pub engine: Engine,
+    /// Recent stays, for percentiles.
+    pub dwell: dwell::Dwell,
+    /// Local ports the host listens on, from the last dump.
+    pub listening: HashSet<u16>,
+}
+
+/// State shared between the event loop and the HTTP handlers.
+pub struct Shared {
+    /// Engine and friends.
+    pub core: Mutex<Core>,
+    /// All metrics.
+    pub metrics: Arc<Metrics>,
+    /// Settings in force.
+    pub settings: Settings,
+    /// Monotonic ns when the agent started.
+    pub started_ns: u64,
+    /// Programs attached.
+    pub attached: AtomicBool,
+    /// Monotonic ns of the last event-loop turn.
+    pub heartbeat_ns: AtomicU64,
+    /// Monotonic ns of the last event received (0: none yet).
+    pub last_event_ns: AtomicU64,
+    /// Monotonic ns of the last successful reconcile.
+    pub last_reconcile_ns: AtomicU64,
+}
+
+/// Observer that feeds metrics and dwell percentiles.
+struct Obs<'a> {
+    metrics: &'a Metrics,
+    dwell: &'a mut dwell::Dwell,
+}
+
+impl Observer for Obs<'_> {
+    fn stay(&mut self, cookie: u64, state: TcpState, duration_ns: u64, lower_bound: bool) {
+        let mut m = self.metrics;
+        m.stay(cookie, state, duration_ns, lower_bound);
+        if !lower_bound {
+            self.dwell.record(state, duration_ns as f64 / 1e9);
+        }
+    }
+    fn transition(&mut self, cookie: u64, from: TcpState, to: TcpState) {
+        let mut m = self.metrics;
+        Observer::transition(&mut m, cookie, from, to);
+    }
+    fn closed(&mut self, cookie: u64, by: Option<ClosedBy>) {
+        let mut m = self.metrics;
+        Observer::closed(&mut m, cookie, by);
+    }
+    fn retransmit(&mut self, cookie: u64, state: Option<TcpState>) {
+        let mut m = self.metrics;
+        m.retransmit(cookie, state);
+    }
+    fn synack_retransmit(&mut self, cookie: u64) {
+        let mut m = self.metrics;
+        m.synack_retransmit(cookie);
+    }
+    fn reset(&mut self, cookie: u64, direction: Direction, state: Option<TcpState>) {
+        let mut m = self.metrics;
+        Observer::reset(&mut m, cookie, direction, state);
+    }
+    fn time_wait_ended(&mut self, cookie: u64, how: TimeWaitEnd) {
+        let mut m = self.metrics;
+        Observer::time_wait_ended(&mut m, cookie, how);
+    }
+    fn time_wait_never_appeared(&mut self, cookie: u64) {
+        let mut m = self.metrics;
+        m.time_wait_never_appeared(cookie);
+    }
+    fn correction(&mut self, cookie: u64, reason: Correction) {
+        let mut m = self.metrics;
+        Observer::correction(&mut m, cookie, reason);
+    }
+    fn evicted(&mut self, cookie: u64, live: bool) {
+        let mut m = self.metrics;
+        m.evicted(cookie, live);
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Core> {
+        // A panic while holding the lock cannot leave the engine half
+        // updated in a way later calls would trip over; keep serving.
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Copy engine-derived gauges into the metrics.
+    fn publish(&self, core: &Core) {
+        self.metrics.set_sockets(&core.engine.counts_by_state());
+        self.metrics.tracked.set(core.engine.tracked() as i64);
+    }
+}
+
+/// A sock_diag dump running on a blocking thread: it hands back the dumper
+/// and buffer for reuse, with the dump's start time and outcome.
+type DumpJob = tokio::task::JoinHandle<(Dumper, Vec<DiagSocket>, u64, anyhow::Result<()>)>;
+
+/// Run the agent until SIGINT or SIGTERM.
+pub fn run(settings: Settings) -> anyhow::Result<i32> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run_async(settings))
+}
+
+async fn run_async(settings: Settings) -> anyhow::Result<i32> {
+    let listener = http::bind(settings.listen).await?;
+    let (probes, ring) = Probes::load(settings.ring_bytes)?;
+    let mut ingest = Ingest::new(ring).context("polling the ring buffer")?;
+    let mut dumper = Some(Dumper::new(DumpOptions::default()).context("listing TCP sockets with sock_diag")?);
+    let started_ns = monotonic_ns();
+    let metrics = Arc::new(Metrics::new());
+    let engine = Engine::new(engine::Config {
+        max_sockets: settings.max_sockets,
+        retention_ns: settings.closed_retention.as_nanos() as u64,
+        ..engine::Config::default()
+    });
+    let shared = Arc::new(Shared {
+        core: Mutex::new(Core { engine, dwell: dwell::Dwell::new(), listening: HashSet::new() }),
+        metrics: metrics.clone(),
+        settings: settings.clone(),
+        started_ns,
+        attached: AtomicBool::new(true),
+        heartbeat_ns: AtomicU64::new(started_ns),
+        last_event_ns: AtomicU64::new(0),
+        last_reconcile_ns: AtomicU64::new(0),
+    });
+
+    // Adopt what exists: the programs are attached, so nothing born from
+    // here on is missed; events for adopted sockets simply update them.
+    let mut dump: Vec<DiagSocket> = Vec::new();
+    let now = monotonic_ns();
+    if let Some(dp) = dumper.as_mut() {
+        dp.dump_into(&mut dump).context("listing existing TCP sockets with sock_diag")?;
+    }
+    let adopted = {
+        let mut core = shared.lock();
+        let n = core.engine.adopt(&dump, now);
+        core.listening = listening_ports(&dump);
+        shared.publish(&core);
+        n
+    };
+    eprintln!(
+        "tracer: agent running: {adopted} existing sockets adopted; serving http://{}/metrics",
+        settings.listen
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = {
+        let app = http::router(Arc::new(api::AgentApi(shared.clone())), metrics.clone());
+        let mut rx = stop_rx.clone();
+        tokio::spawn(http::serve(listener, app, async move {
+            let _ = rx.changed().await;
+        }))
+    };
+
+    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut tick = tokio::time::interval(settings.reconcile_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pending: Option<DumpJob> = None;
+    let mut lost_seen = 0u64;
+    let mut undecodable_seen = 0u64;
+
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            r = apply_batch(&mut ingest, &shared) => { r.context("reading the ring buffer")?; }
+            _ = tick.tick(), if pending.is_none() => {
+                // Dump on a blocking thread; events keep flowing meanwhile.
+                let mut d = std::mem::take(&mut dump);
+                let mut dp = match dumper.take() {
+                    Some(dp) => dp,
+                    None => Dumper::new(DumpOptions::default()).context("opening sock_diag")?,
+                };
+                pending = Some(tokio::task::spawn_blocking(move || {
+                    let start = monotonic_ns();
+                    let r = dp.dump_into(&mut d).map_err(anyhow::Error::from);
+                    (dp, d, start, r)
+                }));
+            }
+            joined = async { pending.as_mut().expect("guarded by the if").await }, if pending.is_some() => {
+                pending = None;
+                let (dp, d, start, result) = joined.context("sock_diag dump task")?;
+                dumper = Some(dp);
+                dump = d;
+                match result {
+                    Ok(()) => reconcile(&mut ingest, &shared, &dump, start),
+                    Err(e) => {
+                        metrics.reconcile_errors.inc();
+                        eprintln!("tracer: reconcile skipped: {e:#}");
+                    }
+                }
+                let k = probes.counters();
+                metrics.events_lost.inc_by(k.lost().saturating_sub(lost_seen));
+                lost_seen = lost_seen.max(k.lost());
+                metrics.events_undecodable.inc_by(ingest.decode_errors.saturating_sub(undecodable_seen));
+                undecodable_seen = undecodable_seen.max(ingest.decode_errors);
+            }
+        }
+        shared.heartbeat_ns.store(monotonic_ns(), Ordering::Relaxed);
+    }
+
+    eprintln!("tracer: stopping");
+    shared.attached.store(false, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    drop(probes);
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(r)) => r?,
+        Ok(Err(e)) => return Err(e).context("HTTP server task"),
+        Err(_) => eprintln!("tracer: HTTP server did not stop within 5 s"),
+    }
+    Ok(0)
+}
+
+/// Wait for events, then apply everything ready under one lock.
+async fn apply_batch(ingest: &mut Ingest, shared: &Shared) -> std::io::Result<()> {
+    // Collect first (the ring buffer wakes us), then lock once per batch.
+    let mut core = None;
+    let metrics = &*shared.metrics;
+    let n = ingest
+        .next_batch(|ev| {
+            let core = core.get_or_insert_with(|| shared.lock());
+            let Core { engine, dwell, .. } = &mut **core;
+            metrics.event(ev.kind);
+            engine.apply(ev, &mut Obs { metrics, dwell });
+        })
+        .await?;
+    if n > 0 {
+        shared.last_event_ns.store(monotonic_ns(), Ordering::Relaxed);
+    }
+    if let Some(core) = core {
+        shared.publish(&core);
+    }
+    Ok(())
+}
+
+/// Apply events older than the dump, then reconcile with it.
+fn reconcile(ingest: &mut Ingest, shared: &Shared, dump: &[DiagSocket], start_ns: u64) {
+    let metrics = &*shared.metrics;
+    let mut core = shared.lock();
+    let Core { engine, dwell, listening } = &mut *core;
+    ingest.drain_now(|ev| {
+        metrics.event(ev.kind);
+        engine.apply(ev, &mut Obs { metrics, dwell });
+    });
+    engine.reconcile(dump, start_ns, &mut Obs { metrics, dwell });
+    *listening = listening_ports(dump);
+    let mut per_port: Vec<(Option<u16>, u64)> = Vec::new();
+    engine.time_wait_by_local_port(|port, n| {
+        per_port.push((listening.contains(&port).then_some(port), n));
+    });
+    metrics.set_time_wait_by_port(per_port.into_iter());
+    shared.publish(&core);
+    shared.last_reconcile_ns.store(monotonic_ns(), Ordering::Relaxed);
+}
+
+fn listening_ports(dump: &[DiagSocket]) -> HashSet<u16> {
+    dump.iter().filter(|d| d.state == TcpState::Listen).map(|d| d.sport).collect()
+}

@@ -1,0 +1,105 @@
+//! `tracer run`: flags, merged over the config file and the defaults.
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::config::{self, FileConfig, Settings};
+
+/// Flags of `tracer run`. Each overrides the same key of `--config`.
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    /// TOML config file; any flag below can be set there (kebab-case keys).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address for /metrics, /healthz and /api/v1 [default: 127.0.0.1:9077].
+    #[arg(long, value_name = "ADDR:PORT", value_parser = config::parse_listen)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// How often to reconcile with sock_diag [default: 1s].
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    pub reconcile_interval: Option<std::time::Duration>,
+    /// Cap on tracked sockets; closed records are evicted first [default: 1000000].
+    #[arg(long, value_name = "N")]
+    pub max_sockets: Option<usize>,
+    /// Kernel ring buffer size in bytes, a power of two [default: 8388608].
+    #[arg(long, value_name = "BYTES")]
+    pub ring_bytes: Option<u32>,
+    /// How long closed sockets stay visible in /api/v1/sockets [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    pub closed_retention: Option<std::time::Duration>,
+    /// CLOSE_WAIT longer than this is a leak [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    pub close_wait_threshold: Option<std::time::Duration>,
+    /// Retransmitting without ACK progress this long is half-open [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    pub half_open_threshold: Option<std::time::Duration>,
+    /// Idle ESTABLISHED without keepalive this long is at risk [default: 10m].
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    pub idle_threshold: Option<std::time::Duration>,
+    /// SYN_SENT/SYN_RECV this long is a stuck handshake [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    pub handshake_threshold: Option<std::time::Duration>,
+    /// Orphaned FIN_WAIT2 this long is flagged [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    pub fin_wait2_threshold: Option<std::time::Duration>,
+}
+
+impl RunArgs {
+    /// Defaults, then the config file, then these flags.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let mut s = Settings::default();
+        if let Some(path) = &self.config {
+            FileConfig::load(path)?.apply(&mut s)?;
+        }
+        if let Some(v) = self.listen {
+            s.listen = v;
+        }
+        if let Some(v) = self.reconcile_interval {
+            s.reconcile_interval = v;
+        }
+        if let Some(v) = self.max_sockets {
+            s.max_sockets = config::check_max_sockets(v)?;
+        }
+        if let Some(v) = self.ring_bytes {
+            s.ring_bytes = v;
+        }
+        for (flag, slot) in [
+            (self.closed_retention, &mut s.closed_retention),
+            (self.close_wait_threshold, &mut s.close_wait_threshold),
+            (self.half_open_threshold, &mut s.half_open_threshold),
+            (self.idle_threshold, &mut s.idle_threshold),
+            (self.handshake_threshold, &mut s.handshake_threshold),
+            (self.fin_wait2_threshold, &mut s.fin_wait2_threshold),
+        ] {
+            if let Some(v) = flag {
+                *slot = v;
+            }
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = std::env::temp_dir().join(format!("tracer-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tracer.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9999\"\nmax-sockets = 5\nidle-threshold = \"1m\"\n").unwrap();
+        let args = RunArgs {
+            config: Some(path.clone()),
+            max_sockets: Some(7),
+            ..Default::default()
+        };
+        let s = args.settings().unwrap();
+        assert_eq!(s.listen, "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(s.max_sockets, 7);
+        assert_eq!(s.idle_threshold, std::time::Duration::from_secs(60));
+        let missing = RunArgs { config: Some(dir.join("nope.toml")), ..Default::default() };
+        let err = format!("{:#}", missing.settings().unwrap_err());
+        assert!(err.contains("reading config file") && err.contains("nope.toml"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

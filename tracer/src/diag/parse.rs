@@ -1,0 +1,245 @@
+//! Decoding of sock_diag reply datagrams into [`DiagSocket`]s, in place.
+//!
+//! Everything here reads straight out of the receive buffer: the netlink
+//! header with `netlink_packet_core::NetlinkBuffer`, the socket id with
+//! `netlink_packet_sock_diag::inet::SocketId`, attributes with
+//! `NlasIterator`. Nothing is allocated per socket, so a dump of N sockets
+//! costs N pushes into the caller's (reused) `Vec` and nothing else. The
+//! crate's own `InetResponse` is not used: it boxes every message, copies
+//! `tcp_info` into a `Vec`, and drops `idiag_expires` for timewait sockets
+//! and `idiag_retrans` for keepalive/probe timers.
+//!
+//! What the kernel reports, per `net/ipv4/inet_diag.c` (6.18) and checked by
+//! `tests/diag.rs`:
+//! - full sockets (`inet_sk_diag_fill`) always carry `INET_DIAG_SHUTDOWN`;
+//!   request and timewait sockets never carry it;
+//! - timewait sockets (`inet_twsk_diag_fill`): `idiag_timer = 3`,
+//!   `idiag_state = tw_substate` (TIME_WAIT, or FIN_WAIT2 for an orphan),
+//!   inode, uid and queues 0, `idiag_expires` = ms left;
+//! - request sockets (`inet_req_diag_fill`): `idiag_state = TCP_SYN_RECV`
+//!   (not NEW_SYN_RECV), timer 1, inode 0: reported here as `NewSynRecv`;
+//! - bound-but-inactive sockets (6.8+, `TCPF_BOUND_INACTIVE` in the mask)
+//!   come from the bind hash with `idiag_state = TCP_CLOSE` and no peer:
+//!   reported here as `BoundInactive`.
+use std::mem::size_of;
+
+use netlink_packet_core::{
+    NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN, NetlinkBuffer, NlasIterator,
+    ParseableParametrized,
+};
+use netlink_packet_sock_diag::{
+    AF_INET, AF_INET6, INET_DIAG_INFO, INET_DIAG_SHUTDOWN, SOCK_DIAG_BY_FAMILY, inet::SocketId,
+};
+
+use super::dump::DiagError;
+use super::{DiagSocket, TcpInfo, TimerKind};
+use crate::tcp::{Family, TcpState};
+
+/// `sizeof(struct inet_diag_msg)`.
+const INET_DIAG_MSG_LEN: usize = 72;
+/// Offsets in `struct inet_diag_msg` (`include/uapi/linux/inet_diag.h`).
+const OFF_FAMILY: usize = 0;
+const OFF_STATE: usize = 1;
+const OFF_TIMER: usize = 2;
+const OFF_RETRANS: usize = 3;
+const OFF_ID: usize = 4;
+const OFF_EXPIRES: usize = 52;
+const OFF_RQUEUE: usize = 56;
+const OFF_WQUEUE: usize = 60;
+const OFF_UID: usize = 64;
+const OFF_INODE: usize = 68;
+
+/// Offsets in `struct tcp_info` (`include/uapi/linux/tcp.h`); the attribute
+/// is as long as the kernel's struct, so every read is bounds-checked.
+pub(super) mod tcpi {
+    pub const RETRANSMITS: usize = 2;
+    pub const PROBES: usize = 3;
+    pub const BACKOFF: usize = 4;
+    pub const RTO: usize = 8;
+    pub const UNACKED: usize = 24;
+    pub const LAST_DATA_SENT: usize = 44;
+    pub const LAST_DATA_RECV: usize = 52;
+    pub const LAST_ACK_RECV: usize = 56;
+    pub const TOTAL_RETRANS: usize = 100;
+}
+
+/// Where a datagram left the dump.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Step {
+    /// More datagrams follow.
+    More,
+    /// `NLMSG_DONE` for our request was seen.
+    Done,
+}
+
+/// Counts for one datagram, added to the dump's totals.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Counts {
+    /// Socket messages decoded and pushed.
+    pub sockets: u32,
+    /// Socket messages skipped: unknown state number or family.
+    pub skipped: u32,
+}
+
+/// Decode one received datagram (possibly several netlink messages),
+/// pushing sockets into `out`. Messages with another sequence number (left
+/// over from an abandoned dump) are ignored.
+pub(super) fn parse_datagram(
+    buf: &[u8],
+    seq: u32,
+    family: &'static str,
+    out: &mut Vec<DiagSocket>,
+    counts: &mut Counts,
+) -> Result<Step, DiagError> {
+    let malformed = |detail: String| DiagError::Malformed { family, detail };
+    let mut off = 0;
+    while off < buf.len() {
+        let msg = NetlinkBuffer::new_checked(&buf[off..])
+            .map_err(|e| malformed(format!("netlink header at byte {off}: {e}")))?;
+        let len = msg.length() as usize;
+        // NLMSG_ALIGN; new_checked guaranteed len >= 16.
+        off += (len + 3) & !3;
+        if msg.sequence_number() != seq {
+            continue;
+        }
+        let payload = msg.payload();
+        match msg.message_type() {
+            NLMSG_NOOP => {}
+            NLMSG_DONE => {
+                // The dump's final status (`nlk->dump_done_errno`); may be absent.
+                let code = read_i32(payload, 0).unwrap_or(0);
+                if code < 0 {
+                    return Err(DiagError::Refused {
+                        family,
+                        errno: -code,
+                    });
+                }
+                return Ok(Step::Done);
+            }
+            NLMSG_ERROR => {
+                let code = read_i32(payload, 0)
+                    .ok_or_else(|| malformed(format!("NLMSG_ERROR of {len} bytes")))?;
+                if code < 0 {
+                    return Err(DiagError::Refused {
+                        family,
+                        errno: -code,
+                    });
+                }
+                // 0 is an ACK; a dump does not ask for one, but it is harmless.
+            }
+            NLMSG_OVERRUN => return Err(malformed("NLMSG_OVERRUN: data was lost".into())),
+            SOCK_DIAG_BY_FAMILY => match decode_socket(payload).map_err(malformed)? {
+                Some(sock) => {
+                    out.push(sock);
+                    counts.sockets += 1;
+                }
+                None => counts.skipped += 1,
+            },
+            _ => {}
+        }
+    }
+    Ok(Step::More)
+}
+
+/// Decode one `inet_diag_msg` and its attributes. `Ok(None)` for a state
+/// or family this code does not know (a newer kernel), which the caller counts.
+pub(super) fn decode_socket(p: &[u8]) -> Result<Option<DiagSocket>, String> {
+    if p.len() < INET_DIAG_MSG_LEN {
+        return Err(format!(
+            "inet_diag_msg of {} bytes, expected at least {INET_DIAG_MSG_LEN}",
+            p.len()
+        ));
+    }
+    let family = match p[OFF_FAMILY] {
+        AF_INET => Family::Ipv4,
+        AF_INET6 => Family::Ipv6,
+        _ => return Ok(None),
+    };
+    let id = SocketId::parse_with_param(&p[OFF_ID..OFF_EXPIRES], p[OFF_FAMILY])
+        .map_err(|e| format!("socket id: {e}"))?;
+    let timer_raw = p[OFF_TIMER];
+    let mut full = false;
+    let mut info = None;
+    for nla in NlasIterator::new(&p[INET_DIAG_MSG_LEN..]) {
+        let nla = nla.map_err(|e| format!("attribute: {e}"))?;
+        match nla.kind() {
+            INET_DIAG_SHUTDOWN => full = true,
+            INET_DIAG_INFO => info = Some(decode_tcp_info(nla.value())),
+            _ => {}
+        }
+    }
+    let timewait = timer_raw == 3 || p[OFF_STATE] == TcpState::TimeWait as u8;
+    let Some(state) = TcpState::from_kernel(p[OFF_STATE]) else {
+        return Ok(None);
+    };
+    let state = match state {
+        TcpState::SynRecv if !full && !timewait => TcpState::NewSynRecv,
+        TcpState::Close if id.destination_port == 0 && !timewait => TcpState::BoundInactive,
+        s => s,
+    };
+    let timer = match timer_raw {
+        1 => TimerKind::Retransmit,
+        2 => TimerKind::Keepalive,
+        3 => TimerKind::TimeWait,
+        4 => TimerKind::Probe,
+        _ => TimerKind::None,
+    };
+    Ok(Some(DiagSocket {
+        cookie: cookie_from_id(&id.cookie),
+        family,
+        state,
+        timewait,
+        saddr: id.source_address,
+        sport: id.source_port,
+        daddr: id.destination_address,
+        dport: id.destination_port,
+        inode: u64::from(read_u32(p, OFF_INODE).unwrap_or(0)),
+        uid: read_u32(p, OFF_UID).unwrap_or(0),
+        timer,
+        expires_ms: read_u32(p, OFF_EXPIRES).unwrap_or(0),
+        timer_retrans: p[OFF_RETRANS],
+        rqueue: read_u32(p, OFF_RQUEUE).unwrap_or(0),
+        wqueue: read_u32(p, OFF_WQUEUE).unwrap_or(0),
+        info,
+    }))
+}
+
+/// `idiag_cookie` is `__u32[2]` in host byte order, low half first
+/// (`sock_diag_save_cookie`: `cookie[0] = (u32)res; cookie[1] = res >> 32`).
+/// `ss` prints `(u64)cookie[1] << 32 | cookie[0]` as `sk:<hex>`.
+pub(super) fn cookie_from_id(raw: &[u8; 8]) -> u64 {
+    let low = u32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]);
+    let high = u32::from_ne_bytes([raw[4], raw[5], raw[6], raw[7]]);
+    u64::from(high) << 32 | u64::from(low)
+}
+
+/// The [`TcpInfo`] subset of a `struct tcp_info` attribute; fields past the
+/// end of a short (older kernel) struct read as 0.
+pub(super) fn decode_tcp_info(v: &[u8]) -> TcpInfo {
+    let u8_at = |off: usize| v.get(off).copied().unwrap_or(0);
+    let u32_at = |off: usize| read_u32(v, off).unwrap_or(0);
+    TcpInfo {
+        retransmits: u8_at(tcpi::RETRANSMITS),
+        probes: u8_at(tcpi::PROBES),
+        backoff: u8_at(tcpi::BACKOFF),
+        rto_us: u32_at(tcpi::RTO),
+        unacked: u32_at(tcpi::UNACKED),
+        last_data_sent_ms: u32_at(tcpi::LAST_DATA_SENT),
+        last_data_recv_ms: u32_at(tcpi::LAST_DATA_RECV),
+        last_ack_recv_ms: u32_at(tcpi::LAST_ACK_RECV),
+        total_retrans: u32_at(tcpi::TOTAL_RETRANS),
+    }
+}
+
+fn read_u32(buf: &[u8], off: usize) -> Option<u32> {
+    let bytes = buf.get(off..off.checked_add(size_of::<u32>())?)?;
+    Some(u32::from_ne_bytes(bytes.try_into().ok()?))
+}
+
+fn read_i32(buf: &[u8], off: usize) -> Option<i32> {
+    let bytes = buf.get(off..off.checked_add(size_of::<i32>())?)?;
+    Some(i32::from_ne_bytes(bytes.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,282 @@
+//! [`Engine::apply`]: one kernel event in, observer calls out.
+//!
+//! The rules (duplicates, disorder, TIME_WAIT inference, who closed, owner)
+//! are described in the module docs of `engine`; this file is their code.
+//! Nothing here allocates except when the store grows.
+use super::observer::{ClosedBy, Direction, Observer, TimeWaitEnd};
+use super::record::{Record, flag, tw_end};
+use super::{Engine, hash};
+use crate::event::{Kind, SockEvent};
+use crate::tcp::TcpState::{self, *};
+
+/// The closer a transition reveals.
+fn closer_of(to: TcpState) -> Option<ClosedBy> {
+    match to {
+        FinWait1 => Some(ClosedBy::Local),
+        CloseWait => Some(ClosedBy::Remote),
+        _ => None,
+    }
+}
+
+/// True when the transition runs in the owner's syscall, so the event's
+/// pid/comm are the owner's. `rst_rx`: a reset was received in `from`
+/// (then `established -> close` ran in softirq).
+fn syscall_context(from: TcpState, to: TcpState, rst_rx: bool) -> bool {
+    match (from, to) {
+        (Close, SynSent) | (Close, Listen) | (Listen, Close) | (Established, FinWait1) | (CloseWait, LastAck) => true,
+        (Established, Close) => !rst_rx,
+        _ => false,
+    }
+}
+
+/// True when the transition creates the socket's life as a connection or
+/// listener.
+fn is_birth(from: TcpState, to: TcpState) -> bool {
+    matches!((from, to), (Close, SynSent) | (Close, Listen) | (Listen, SynRecv))
+}
+
+/// Keep what an event tells regardless of order: who closed, the owner,
+/// and how old the socket is.
+fn learn(r: &mut Record, from: TcpState, to: TcpState, ev: &SockEvent) {
+    if r.closed_by.is_none() {
+        r.closed_by = closer_of(to);
+    }
+    if !r.has(flag::OWNER) && ev.pid != 0 && syscall_context(from, to, r.has(flag::RST_RX)) {
+        r.pid = ev.pid;
+        r.comm = ev.comm;
+        r.set(flag::OWNER, true);
+    }
+    if is_birth(from, to) && !r.has(flag::BIRTH_SEEN) {
+        r.set(flag::BIRTH_SEEN, true);
+        r.created_ns = r.created_ns.min(ev.ts_ns);
+    } else if ev.ts_ns < r.created_ns {
+        r.created_ns = ev.ts_ns;
+    }
+}
+
+impl Engine {
+    /// Apply one decoded kernel event. Idempotent for an exact duplicate;
+    /// never reports a negative (wrapped) duration.
+    pub fn apply(&mut self, ev: &SockEvent, obs: &mut impl Observer) {
+        self.stats.events += 1;
+        self.expire(ev.ts_ns);
+        match ev.kind {
+            Kind::State => self.apply_state(ev, obs),
+            Kind::Retransmit => {
+                obs.retransmit(ev.cookie, ev.new_state);
+                self.bump(ev.cookie, |r| r.retransmits = r.retransmits.saturating_add(1));
+            }
+            Kind::SynackRetransmit => {
+                obs.synack_retransmit(ev.cookie);
+                self.bump(ev.cookie, |r| r.synack_retransmits = r.synack_retransmits.saturating_add(1));
+            }
+            Kind::ResetSent => self.apply_reset(ev, Direction::Sent, obs),
+            Kind::ResetReceived => self.apply_reset(ev, Direction::Received, obs),
+        }
+    }
+
+    /// Update a counter of a tracked record, or count the event as untracked.
+    fn bump(&mut self, cookie: u64, f: impl FnOnce(&mut Record)) -> Option<u32> {
+        match self.store.slot(cookie) {
+            Some(slot) => {
+                self.store.update(slot, f);
+                Some(slot)
+            }
+            None => {
+                self.stats.untracked_events += 1;
+                None
+            }
+        }
+    }
+
+    fn apply_reset(&mut self, ev: &SockEvent, dir: Direction, obs: &mut impl Observer) {
+        obs.reset(ev.cookie, dir, ev.new_state);
+        let (bit, counter): (u16, fn(&mut Record)) = match dir {
+            Direction::Sent => (flag::RST_TX, |r| r.resets_sent = r.resets_sent.saturating_add(1)),
+            Direction::Received => (flag::RST_RX, |r| r.resets_received = r.resets_received.saturating_add(1)),
+        };
+        let Some(slot) = self.bump(ev.cookie, counter) else { return };
+        let r = self.store.rec(slot);
+        if r.has(flag::TW) {
+            if ev.ts_ns > r.since_ns {
+                self.end_time_wait(slot, ev.ts_ns, TimeWaitEnd::Reset, obs);
+            } else if !r.has(flag::TW_CONFIRMED) {
+                // The reset came first (delivered late): it caused the close,
+                // and a reset close leaves no timewait socket.
+                self.store.update(slot, |r| {
+                    r.set(flag::FINISHED, true);
+                    r.state = Close;
+                    r.pop_path(TimeWait);
+                });
+            }
+        } else if !r.has(flag::FINISHED) && ev.ts_ns >= r.since_ns {
+            self.store.update(slot, |r| r.set(bit, true));
+        }
+    }
+
+    /// End the TIME_WAIT (or orphaned FIN_WAIT2) stay of `slot` at `at_ns`.
+    pub(super) fn end_time_wait(&mut self, slot: u32, at_ns: u64, how: TimeWaitEnd, obs: &mut impl Observer) {
+        let r = self.store.rec(slot);
+        let (cookie, state, since) = (r.cookie, r.state, r.since_ns);
+        let dur = at_ns.saturating_sub(since);
+        obs.stay(cookie, state, dur, r.has(flag::LOWER_BOUND));
+        if state == TimeWait {
+            obs.time_wait_ended(cookie, how);
+        }
+        let half = self.half_closed(state, dur);
+        self.store.update(slot, |r| {
+            r.set(flag::FINISHED, true);
+            r.set(flag::LOWER_BOUND, false);
+            r.set(flag::HALF_CLOSED, half || r.has(flag::HALF_CLOSED));
+            r.state = Close;
+            r.since_ns = at_ns.max(since);
+            r.tw_end = match how {
+                TimeWaitEnd::Expired => tw_end::EXPIRED,
+                TimeWaitEnd::Reused => tw_end::REUSED,
+                TimeWaitEnd::Reset => tw_end::RESET,
+            };
+        });
+    }
+
+    fn apply_state(&mut self, ev: &SockEvent, obs: &mut impl Observer) {
+        let (Some(from), Some(to), Some(family)) = (ev.old_state, ev.new_state, ev.family) else {
+            self.stats.untracked_events += 1;
+            return;
+        };
+        if matches!(to, SynSent | SynRecv) {
+            self.end_reused_time_wait(ev, family as u8, obs);
+        }
+        let slot = match self.store.slot(ev.cookie) {
+            Some(slot) => {
+                if !self.advance_record(slot, ev, from, to, obs) {
+                    return;
+                }
+                slot
+            }
+            None => {
+                let mut rec = Record::new(ev.cookie, family, from, ev.ts_ns);
+                rec.push_path(from);
+                match self.store.insert(rec, true, obs) {
+                    Some(slot) => slot,
+                    None => return,
+                }
+            }
+        };
+        self.enter(slot, from, to, ev, obs);
+    }
+
+    /// A new connection on the 4-tuple of a TIME_WAIT record ends it.
+    fn end_reused_time_wait(&mut self, ev: &SockEvent, family: u8, obs: &mut impl Observer) {
+        let (local, remote) = (super::record::addr_bytes(ev.saddr), super::record::addr_bytes(ev.daddr));
+        let h = hash::tuple_hash(family, &local, ev.sport, &remote, ev.dport);
+        let Some(cookie) = self.store.time_wait_with_tuple(h) else { return };
+        let Some(slot) = self.store.slot(cookie) else { return };
+        let r = self.store.rec(slot);
+        let same = r.local == local && r.remote == remote && r.lport == ev.sport && r.rport == ev.dport;
+        if cookie != ev.cookie && same {
+            self.end_time_wait(slot, ev.ts_ns, TimeWaitEnd::Reused, obs);
+        }
+    }
+
+    /// Decide what a state event for a tracked record means. Returns true
+    /// when the record should enter `to` now (after reporting the stay it
+    /// leaves); false when the event was a duplicate or stale.
+    fn advance_record(&mut self, slot: u32, ev: &SockEvent, from: TcpState, to: TcpState, obs: &mut impl Observer) -> bool {
+        let r = self.store.rec(slot);
+        let ts = ev.ts_ns;
+        let cur = r.kernel_state();
+        let lower_bound = r.has(flag::LOWER_BOUND);
+        if ts <= r.since_ns && r.is_now(to) && lower_bound {
+            // A late event says when the unseen entry into `cur` happened.
+            self.stats.out_of_order += 1;
+            self.store.update(slot, |r| {
+                learn(r, from, to, ev);
+                r.since_ns = ts;
+                r.prev = Some(from);
+                r.set(flag::LOWER_BOUND, false);
+            });
+            return false;
+        }
+        if ts <= r.since_ns && r.prev == Some(from) && r.is_now(to) {
+            self.stats.duplicates += 1;
+            return false;
+        }
+        if ts < r.since_ns && from != cur {
+            // Stale: the record is already past this event.
+            self.stats.out_of_order += 1;
+            self.store.update(slot, |r| learn(r, from, to, ev));
+            return false;
+        }
+        let at = if ts < r.since_ns {
+            self.stats.out_of_order += 1;
+            r.since_ns
+        } else {
+            ts
+        };
+        if from != cur {
+            self.stats.path_gap += 1;
+        }
+        let (cookie, state, since) = (r.cookie, r.state, r.since_ns);
+        if r.has(flag::FINISHED) || r.has(flag::TW) {
+            // The full socket had closed; a reconnect (close -> syn_sent)
+            // starts a new life on the same cookie. A TIME_WAIT cannot be
+            // left by a state event: end it silently (the kernel wins).
+            self.store.update(slot, |r| {
+                if r.has(flag::FINISHED) {
+                    r.set(flag::FINISHED | flag::TW_CONFIRMED | flag::HALF_CLOSED, false);
+                    r.closed_by = None;
+                    r.tw_end = tw_end::NONE;
+                }
+                r.set(flag::TW, false);
+            });
+        } else if from == cur {
+            let dur = at - since;
+            obs.stay(cookie, state, dur, lower_bound);
+            if self.half_closed(state, dur) {
+                self.store.update(slot, |r| r.set(flag::HALF_CLOSED, true));
+            }
+        }
+        true
+    }
+
+    /// Move `slot` into `to` at the event's time: path, facts, and the
+    /// close (finish, or infer TIME_WAIT).
+    fn enter(&mut self, slot: u32, from: TcpState, to: TcpState, ev: &SockEvent, obs: &mut impl Observer) {
+        let at = ev.ts_ns.max(self.store.rec(slot).since_ns);
+        let (cookie, closed) = self.store.update(slot, |r| {
+            learn(r, from, to, ev);
+            r.set_tuple(ev.saddr, ev.sport, ev.daddr, ev.dport);
+            r.prev = Some(from);
+            r.push_path(to);
+            r.since_ns = at;
+            r.set(flag::LOWER_BOUND, false);
+            let closing = matches!(to, Close | TimeWait);
+            if closing {
+                let rst = r.has(flag::RST_RX | flag::RST_TX);
+                if rst && r.closed_by.is_none() {
+                    r.closed_by = Some(ClosedBy::Reset);
+                }
+                if to == TimeWait || (matches!(from, FinWait2 | Closing) && !rst) {
+                    r.set(flag::TW, true);
+                    r.set(flag::TW_CONFIRMED, false);
+                    r.tw_end = tw_end::NONE;
+                    r.state = TimeWait;
+                    if to == Close {
+                        r.push_path(TimeWait);
+                    }
+                } else {
+                    r.set(flag::FINISHED, true);
+                    r.state = Close;
+                }
+            } else {
+                r.state = to;
+            }
+            r.set(flag::RST_RX | flag::RST_TX, false);
+            (r.cookie, closing.then_some(r.closed_by))
+        });
+        obs.transition(cookie, from, to);
+        if let Some(by) = closed {
+            obs.closed(cookie, by);
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The lifecycle engine: pure per-socket TCP state, durations and outcomes.
+//!
+//! It takes decoded kernel events ([`Engine::apply`]) and sock_diag dumps
+//! ([`Engine::adopt`] at start, [`Engine::reconcile`] every interval), keeps
+//! one compact record per socket cookie, and reports what it learns (stays,
+//! transitions, closes, TIME_WAIT outcomes, corrections, evictions) to an
+//! [`Observer`]. Time comes only from its inputs (kernel monotonic ns); it
+//! does no I/O and never allocates per event in steady state.
+//!
+//! # What it models
+//! - **TIME_WAIT is inferred.** The full socket never reports TIME_WAIT: on
+//!   `fin_wait2 -> close` or `closing -> close` (without a reset in that
+//!   state) the record enters TIME_WAIT at the event's time, *unconfirmed*.
+//!   The next reconcile that judges it (see grace below) confirms it (dump
+//!   shows a timewait socket in TIME_WAIT), turns it into an orphaned
+//!   FIN_WAIT2 (timewait socket in FIN_WAIT2: the stay counts as
+//!   `fin_wait2`), or, when the cookie is absent, counts "never appeared"
+//!   and finishes the record without a TIME_WAIT stay. A confirmed one ends
+//!   when a later dump lacks it ([`TimeWaitEnd::Expired`], resolution: the
+//!   reconcile interval), when a reset hits it ([`TimeWaitEnd::Reset`]), or
+//!   when a new connection opens on the same 4-tuple ([`TimeWaitEnd::Reused`]).
+//! - **Who closed first** ([`ClosedBy`]): the first of `-> fin_wait1`
+//!   (local), `-> close_wait` (remote), or a reset seen in the state that
+//!   went to `close` (reset).
+//! - **Owner** only from transitions that run in the owner's syscall:
+//!   `close->syn_sent`, `close->listen`, `listen->close`,
+//!   `established->fin_wait1`, `close_wait->last_ack`, and
+//!   `established->close` unless a reset was just received (then it ran in
+//!   softirq). Receive-path transitions never set it.
+//! - **Disorder**: an exact duplicate (same ts, from, to as the last applied
+//!   transition) is ignored; an event older than the record's current state
+//!   either follows it (`from` matches: applied with a clamped zero-length
+//!   stay) or is stale (the record is already past it: only its facts are
+//!   kept, the state does not move back); both count `out_of_order`. A
+//!   `from` that differs from the tracked state counts `path_gap`, the event
+//!   wins, and no stay is reported for the unseen part.
+//! - **Sockets older than the agent** are adopted from a dump with
+//!   `since_is_lower_bound` (ages are "at least"), except a TIME_WAIT
+//!   socket, whose entry is `now - (TCP_TIMEWAIT_LEN - expires)`.
+//!
+//! # Reconcile contract
+//! Pass `now_ns` = the monotonic time the dump *started*, and drain the
+//! ring buffer before reconciling, so every event older than the dump has
+//! been applied. Only records whose `state_since` is at least
+//! `Config::reconcile_slack_ns` older than `now_ns` are judged (flagged
+//! vanished, mismatched, or TIME_WAIT never appeared): a socket that
+//! changed during the dump is left for the next one.
+//!
+//! # Memory
+//! At most `Config::max_sockets` records (evicting the oldest finished
+//! record first, else the oldest live one; every eviction is counted), each
+//! 112 bytes in a dense slab plus a 16-byte cookie index entry, plus one
+//! more index entry per TIME_WAIT record: about 150-190 bytes per socket
+//! with hash table slack. See `store.rs`.
+mod apply;
+mod hash;
+mod observer;
+mod reconcile;
+mod record;
+mod store;
+#[cfg(test)]
+mod tests;
+
+pub use hash::{BuildCookieHasher, CookieHasher};
+pub use observer::{ClosedBy, Correction, Direction, Observer, TimeWaitEnd};
+pub use reconcile::ReconcileReport;
+pub use record::{Owner, PATH_LEN, SocketView};
+
+use record::flag;
+use store::Store;
+
+use crate::tcp::TcpState;
+
+/// Nanoseconds per second.
+pub const NS_PER_SEC: u64 = 1_000_000_000;
+
+/// How long a timewait socket lives: `TCP_TIMEWAIT_LEN` (60 s), fixed in
+/// the kernel (`include/net/tcp.h`), independent of `tcp_fin_timeout`.
+pub const TCP_TIMEWAIT_LEN_NS: u64 = 60 * NS_PER_SEC;
+
+/// Engine settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Most records held at once (at least 1). Default 1,000,000.
+    pub max_sockets: usize,
+    /// How long a finished record stays readable after it closed (and any
+    /// TIME_WAIT ended). Default 5 s.
+    pub retention_ns: u64,
+    /// Reconcile grace: records that changed less than this before the dump
+    /// started are not judged. Default 200 ms.
+    pub reconcile_slack_ns: u64,
+    /// A FIN_WAIT2 or CLOSE_WAIT stay longer than this marks the connection
+    /// `half_closed`. Default 1 s.
+    pub half_closed_threshold_ns: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max_sockets: 1_000_000,
+            retention_ns: 5 * NS_PER_SEC,
+            reconcile_slack_ns: 200_000_000,
+            half_closed_threshold_ns: NS_PER_SEC,
+        }
+    }
+}
+
+/// Engine counters, for self-monitoring.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Events passed to `apply`.
+    pub events: u64,
+    /// Exact duplicates ignored.
+    pub duplicates: u64,
+    /// Events older than the record's current state (clamped or stale).
+    pub out_of_order: u64,
+    /// State events whose `from` was not the tracked state.
+    pub path_gap: u64,
+    /// Records evicted at the cap.
+    pub evictions: u64,
+    /// Records held now (live and finished).
+    pub tracked: usize,
+    /// Live records now (the sum of `counts_by_state`).
+    pub live: u64,
+    /// Retransmit/reset events for cookies not tracked (still reported).
+    pub untracked_events: u64,
+    /// Dump sockets not adopted because the store was full of live records.
+    pub not_adopted: u64,
+    /// Finished records dropped after their retention.
+    pub expired: u64,
+}
+
+/// The lifecycle engine. See the module docs.
+pub struct Engine {
+    cfg: Config,
+    store: Store,
+    stats: Stats,
+    /// The latest time seen in any input; drives retention.
+    clock_ns: u64,
+}
+
+impl Engine {
+    /// An empty engine.
+    pub fn new(cfg: Config) -> Engine {
+        Engine { cfg, store: Store::new(cfg.max_sockets), stats: Stats::default(), clock_ns: 0 }
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Live sockets per state (index with [`TcpState::index`]): TIME_WAIT
+    /// counts inferred and confirmed timewait records, FIN_WAIT2 includes
+    /// orphaned ones; finished records are not counted. O(1).
+    pub fn counts_by_state(&self) -> [u64; TcpState::COUNT] {
+        *self.store.counts()
+    }
+
+    /// Call `f(local_port, n)` for every local port with `n > 0` records in
+    /// TIME_WAIT, in port order. Scans every record: once per scrape.
+    pub fn time_wait_by_local_port(&self, mut f: impl FnMut(u16, u64)) {
+        let mut per_port = vec![0u32; 1 << 16];
+        for r in self.store.records() {
+            if r.has(flag::TW) && r.state == TcpState::TimeWait {
+                per_port[usize::from(r.lport)] += 1;
+            }
+        }
+        for (port, &n) in per_port.iter().enumerate() {
+            if n > 0 {
+                f(port as u16, u64::from(n));
+            }
+        }
+    }
+
+    /// Every record (live and recently finished), in no particular order.
+    pub fn sockets(&self) -> impl Iterator<Item = SocketView<'_>> {
+        self.store.records().iter().map(|rec| SocketView { rec })
+    }
+
+    /// The record of `cookie`.
+    pub fn get(&self, cookie: u64) -> Option<SocketView<'_>> {
+        self.store.slot(cookie).map(|s| SocketView { rec: self.store.rec(s) })
+    }
+
+    /// Records held (live and finished); never above `max_sockets`.
+    pub fn tracked(&self) -> usize {
+        self.store.len()
+    }
+
+    /// Heap bytes the records and their indexes hold (an estimate from
+    /// capacities; excludes the `Engine` struct itself).
+    pub fn approx_heap_bytes(&self) -> usize {
+        self.store.approx_heap_bytes()
+    }
+
+    /// Counters, with `tracked`, `live` and `evictions` filled in.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            tracked: self.store.len(),
+            live: self.store.counts().iter().sum(),
+            evictions: self.store.evictions(),
+            ..self.stats
+        }
+    }
+
+    /// Drop finished records older than the retention, as of `now_ns`.
+    /// `apply` and `reconcile` do this themselves; call it when no input
+    /// arrives for a while. Returns how many were dropped.
+    pub fn expire(&mut self, now_ns: u64) -> usize {
+        self.clock_ns = self.clock_ns.max(now_ns);
+        let n = match self.clock_ns.checked_sub(self.cfg.retention_ns) {
+            Some(cutoff) => self.store.expire(cutoff),
+            None => 0,
+        };
+        self.stats.expired += n as u64;
+        n
+    }
+
+    /// True when `state` lasting `dur_ns` makes the connection half-closed.
+    fn half_closed(&self, state: TcpState, dur_ns: u64) -> bool {
+        matches!(state, TcpState::FinWait2 | TcpState::CloseWait) && dur_ns > self.cfg.half_closed_threshold_ns
+    }
+}

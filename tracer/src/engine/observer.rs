@@ -1,0 +1,173 @@
+//! What the engine reports, and the vocabulary it reports it in.
+//!
+//! The engine calls an [`Observer`] synchronously from `apply` and
+//! `reconcile`. Every method has a no-op default, so an implementation (the
+//! Prometheus layer, a test recorder, `()`) overrides only what it needs.
+//! Arguments are plain `Copy` values: reporting never allocates.
+use crate::tcp::TcpState;
+
+/// Who started closing a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClosedBy {
+    /// This host: the socket left ESTABLISHED for FIN_WAIT1.
+    Local,
+    /// The peer: the socket left ESTABLISHED for CLOSE_WAIT.
+    Remote,
+    /// A reset (sent or received) moved the socket to CLOSE.
+    Reset,
+}
+
+impl ClosedBy {
+    /// Every value, in [`ClosedBy::index`] order.
+    pub const ALL: [ClosedBy; 3] = [ClosedBy::Local, ClosedBy::Remote, ClosedBy::Reset];
+
+    /// The `closed_by` label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClosedBy::Local => "local",
+            ClosedBy::Remote => "remote",
+            ClosedBy::Reset => "reset",
+        }
+    }
+
+    /// A dense index in `0..3`, for per-value arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Which way a reset went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// This host sent it.
+    Sent,
+    /// This host received it.
+    Received,
+}
+
+impl Direction {
+    /// The `direction` label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Sent => "sent",
+            Direction::Received => "received",
+        }
+    }
+
+    /// A dense index in `0..2`, for per-value arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How a TIME_WAIT stay ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TimeWaitEnd {
+    /// The timewait socket was confirmed by a dump, and a later dump no
+    /// longer showed it: its timer fired (resolution: the reconcile interval).
+    Expired,
+    /// A new connection took the same 4-tuple.
+    Reused,
+    /// A reset killed it.
+    Reset,
+}
+
+impl TimeWaitEnd {
+    /// Every value, in [`TimeWaitEnd::index`] order.
+    pub const ALL: [TimeWaitEnd; 3] = [TimeWaitEnd::Expired, TimeWaitEnd::Reused, TimeWaitEnd::Reset];
+
+    /// The `how` label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeWaitEnd::Expired => "expired",
+            TimeWaitEnd::Reused => "reused",
+            TimeWaitEnd::Reset => "reset",
+        }
+    }
+
+    /// A dense index in `0..3`, for per-value arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a reconcile corrected the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Correction {
+    /// The dump showed a socket the engine did not track (its events were
+    /// lost, or it was evicted); it was adopted with a lower-bound age.
+    Missed,
+    /// A tracked open socket was absent from the dump; it was closed.
+    Vanished,
+    /// The dump showed another state than the engine's; the dump won.
+    StateMismatch,
+}
+
+impl Correction {
+    /// Every value, in [`Correction::index`] order.
+    pub const ALL: [Correction; 3] = [Correction::Missed, Correction::Vanished, Correction::StateMismatch];
+
+    /// The `reason` label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Correction::Missed => "missed",
+            Correction::Vanished => "vanished",
+            Correction::StateMismatch => "state_mismatch",
+        }
+    }
+
+    /// A dense index in `0..3`, for per-value arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Receives what the engine learns, as it learns it.
+///
+/// `cookie` names the socket in every per-socket call, so an event stream
+/// can link outcomes to connections; counters ignore it. Calls happen while
+/// the engine is borrowed: look records up afterwards, not from inside.
+#[expect(unused_variables, reason = "default methods ignore their arguments")]
+pub trait Observer {
+    /// A socket left `state` after `duration_ns`. `lower_bound` is true when
+    /// the engine did not see the state begin (an adopted socket, or a state
+    /// learnt from a dump): the real stay was at least this long.
+    /// TIME_WAIT stays are reported here too (state `TimeWait`), and the
+    /// stay of an orphaned FIN_WAIT2 timewait socket as `FinWait2`.
+    fn stay(&mut self, cookie: u64, state: TcpState, duration_ns: u64, lower_bound: bool) {}
+
+    /// The kernel reported a state change (only kernel events: the inferred
+    /// entry into TIME_WAIT is not a transition of its own).
+    fn transition(&mut self, cookie: u64, from: TcpState, to: TcpState) {}
+
+    /// A socket reached CLOSE. `by` is `None` when no close handshake or
+    /// reset was seen (a listener closing, a connect timing out, lost events).
+    fn closed(&mut self, cookie: u64, by: Option<ClosedBy>) {}
+
+    /// A data segment was retransmitted; `state` is the socket's state then.
+    fn retransmit(&mut self, cookie: u64, state: Option<TcpState>) {}
+
+    /// A listener retransmitted a SYN-ACK.
+    fn synack_retransmit(&mut self, cookie: u64) {}
+
+    /// A reset was sent or received (`cookie` 0: it matched no socket).
+    fn reset(&mut self, cookie: u64, direction: Direction, state: Option<TcpState>) {}
+
+    /// A TIME_WAIT stay ended; its duration went to [`Observer::stay`] first.
+    fn time_wait_ended(&mut self, cookie: u64, how: TimeWaitEnd) {}
+
+    /// A close that should have left a timewait socket (FIN_WAIT2 or CLOSING
+    /// to CLOSE) was not followed by one in the next reconcile dump:
+    /// `tcp_max_tw_buckets` overflowed, or it was killed unseen.
+    fn time_wait_never_appeared(&mut self, cookie: u64) {}
+
+    /// A reconcile corrected the engine.
+    fn correction(&mut self, cookie: u64, reason: Correction) {}
+
+    /// A record was dropped to stay under `max_sockets`; `live` is true when
+    /// it was still open (no finished record was left to drop).
+    fn evicted(&mut self, cookie: u64, live: bool) {}
+}
+
+/// Ignores everything.
+impl Observer for () {}

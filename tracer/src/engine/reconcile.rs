@@ -1,0 +1,261 @@
+//! Dumps in: [`Engine::adopt`] at start, [`Engine::reconcile`] every
+//! interval. A dump is the kernel's truth at `now_ns`; it confirms and ends
+//! TIME_WAIT (which has no events) and heals lost events.
+//!
+//! Reconcile runs in two passes without allocating: the first walks the
+//! dump, marking each tracked record `SEEN` and fixing what disagrees; the
+//! second walks the records and judges the unseen ones. Only records whose
+//! `since` is older than `now - slack` are judged (see `engine` docs).
+use super::observer::{ClosedBy, Correction, Observer, TimeWaitEnd};
+use super::record::{Record, flag, tw_end};
+use super::{Engine, TCP_TIMEWAIT_LEN_NS};
+use crate::diag::DiagSocket;
+use crate::tcp::TcpState::{self, *};
+
+/// What one reconcile found and fixed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Sockets in the dump the engine did not track (adopted).
+    pub missed: u64,
+    /// Tracked open sockets absent from the dump (closed).
+    pub vanished: u64,
+    /// Records whose state disagreed with the dump (the dump won).
+    pub state_mismatch: u64,
+    /// Inferred TIME_WAIT records the dump confirmed.
+    pub time_wait_confirmed: u64,
+    /// Inferred TIME_WAIT records that the dump showed as orphaned FIN_WAIT2.
+    pub orphan_fin_wait2: u64,
+    /// Confirmed TIME_WAIT records now absent: expired.
+    pub time_wait_expired: u64,
+    /// Confirmed orphaned FIN_WAIT2 timewait records now absent.
+    pub orphan_fin_wait2_ended: u64,
+    /// Inferred TIME_WAIT records the dump never showed.
+    pub time_wait_never_appeared: u64,
+    /// Missed sockets not adopted: the store was full of live records.
+    pub not_adopted: u64,
+    /// Finished records dropped after their retention.
+    pub expired: u64,
+}
+
+/// Dump states the engine does not track: no event ever describes them
+/// (request sockets, bound-only sockets, closed ones).
+fn untracked_state(d: &DiagSocket) -> bool {
+    !d.timewait && matches!(d.state, Close | NewSynRecv | BoundInactive)
+}
+
+/// When a timewait socket with `expires_ms` left entered TIME_WAIT.
+fn time_wait_entry(now_ns: u64, expires_ms: u32) -> u64 {
+    let left = u64::from(expires_ms).saturating_mul(1_000_000).min(TCP_TIMEWAIT_LEN_NS);
+    now_ns.saturating_sub(TCP_TIMEWAIT_LEN_NS - left)
+}
+
+/// Who closed first, as far as a state alone tells.
+fn implied_closer(state: TcpState, timewait: bool) -> Option<ClosedBy> {
+    match state {
+        _ if timewait => Some(ClosedBy::Local),
+        FinWait1 | FinWait2 | Closing | TimeWait => Some(ClosedBy::Local),
+        CloseWait | LastAck => Some(ClosedBy::Remote),
+        _ => None,
+    }
+}
+
+/// A record for a socket first seen in a dump, or `None` for an untracked state.
+fn adopted(d: &DiagSocket, now_ns: u64) -> Option<Record> {
+    if untracked_state(d) {
+        return None;
+    }
+    let state = if d.timewait && d.state != FinWait2 { TimeWait } else { d.state };
+    let mut r = Record::new(d.cookie, d.family, state, now_ns);
+    r.set_tuple(d.saddr, d.sport, d.daddr, d.dport);
+    r.push_path(state);
+    r.closed_by = implied_closer(state, d.timewait);
+    if d.timewait {
+        r.set(flag::TW | flag::TW_CONFIRMED, true);
+    }
+    if state == TimeWait {
+        r.since_ns = time_wait_entry(now_ns, d.expires_ms);
+        r.created_ns = r.since_ns;
+    } else {
+        r.set(flag::LOWER_BOUND, true);
+    }
+    Some(r)
+}
+
+impl Engine {
+    /// Create records for the sockets of a dump taken at `now_ns` (at agent
+    /// start): TIME_WAIT ones with their entry time from `expires_ms`, any
+    /// other state with `since_is_lower_bound`. Already tracked cookies are
+    /// left alone; at the cap only finished records are evicted to make room
+    /// (dump sockets are not worth evicting live ones). Returns how many
+    /// records were created.
+    pub fn adopt(&mut self, dump: &[DiagSocket], now_ns: u64) -> usize {
+        self.expire(now_ns);
+        let mut n = 0;
+        for d in dump {
+            if self.store.slot(d.cookie).is_some() {
+                continue;
+            }
+            if let Some(rec) = adopted(d, now_ns) {
+                match self.store.insert(rec, false, &mut ()) {
+                    Some(_) => n += 1,
+                    None => self.stats.not_adopted += 1,
+                }
+            }
+        }
+        n
+    }
+
+    /// Compare the engine with a dump that started at `now_ns` and fix it:
+    /// confirm, reclassify or end TIME_WAIT, adopt missed sockets, close
+    /// vanished ones, follow the dump on a state mismatch. Call it after
+    /// draining the events up to the dump (see the module docs).
+    pub fn reconcile(&mut self, dump: &[DiagSocket], now_ns: u64, obs: &mut impl Observer) -> ReconcileReport {
+        let mut rep = ReconcileReport::default();
+        let judge_before = now_ns.saturating_sub(self.cfg.reconcile_slack_ns);
+        self.clock_ns = self.clock_ns.max(now_ns);
+        for d in dump {
+            match self.store.slot(d.cookie) {
+                Some(slot) => self.present(slot, d, now_ns, judge_before, &mut rep, obs),
+                None => {
+                    let Some(mut rec) = adopted(d, now_ns) else { continue };
+                    rec.set(flag::SEEN, true);
+                    rep.missed += 1;
+                    obs.correction(d.cookie, Correction::Missed);
+                    if self.store.insert(rec, false, obs).is_none() {
+                        rep.not_adopted += 1;
+                        self.stats.not_adopted += 1;
+                    }
+                }
+            }
+        }
+        for slot in 0..self.store.len() as u32 {
+            self.absent(slot, now_ns, judge_before, &mut rep, obs);
+        }
+        rep.expired = self.expire(now_ns) as u64;
+        rep
+    }
+
+    /// `slot` is in the dump as `d`.
+    fn present(&mut self, slot: u32, d: &DiagSocket, now_ns: u64, judge_before: u64, rep: &mut ReconcileReport, obs: &mut impl Observer) {
+        let r = self.store.rec(slot);
+        let (cookie, state, since, lower_bound) = (r.cookie, r.state, r.since_ns, r.has(flag::LOWER_BOUND));
+        if r.has(flag::FINISHED) || untracked_state(d) || (r.has(flag::TW) && !d.timewait) {
+            // Closed since the dump began, or not a socket we follow (a
+            // cookie is never reused, so a timewait record cannot be a full
+            // socket again): judged as absent, or left alone.
+            return;
+        }
+        let judged = since <= judge_before;
+        if r.has(flag::TW) {
+            if !r.has(flag::TW_CONFIRMED) {
+                rep.time_wait_confirmed += 1;
+            }
+            match (state, d.state) {
+                (TimeWait, FinWait2) => {
+                    rep.orphan_fin_wait2 += 1;
+                    self.store.update(slot, |r| {
+                        r.state = FinWait2;
+                        r.replace_last_path(TimeWait, FinWait2);
+                    });
+                }
+                (FinWait2, TimeWait) => {
+                    // The orphan got its FIN: TIME_WAIT restarted at 60 s.
+                    let entry = time_wait_entry(now_ns, d.expires_ms).clamp(since, now_ns);
+                    obs.stay(cookie, FinWait2, entry - since, lower_bound);
+                    let half = self.half_closed(FinWait2, entry - since);
+                    self.store.update(slot, |r| {
+                        r.state = TimeWait;
+                        r.since_ns = entry;
+                        r.set(flag::LOWER_BOUND, false);
+                        r.set(flag::HALF_CLOSED, half || r.has(flag::HALF_CLOSED));
+                        r.push_path(TimeWait);
+                    });
+                }
+                _ => {}
+            }
+            self.store.update(slot, |r| r.set(flag::TW_CONFIRMED | flag::SEEN, true));
+            return;
+        }
+        if judged && (d.timewait || d.state != state) {
+            rep.state_mismatch += 1;
+            obs.correction(cookie, Correction::StateMismatch);
+            let to = if d.timewait && d.state != FinWait2 { TimeWait } else { d.state };
+            self.store.update(slot, |r| {
+                r.prev = Some(r.kernel_state());
+                if d.timewait {
+                    r.push_path(Close);
+                    r.set(flag::TW | flag::TW_CONFIRMED, true);
+                    r.tw_end = tw_end::NONE;
+                }
+                r.push_path(to);
+                r.state = to;
+                r.set(flag::RST_RX | flag::RST_TX, false);
+                if r.closed_by.is_none() {
+                    r.closed_by = implied_closer(to, d.timewait);
+                }
+                if to == TimeWait {
+                    r.since_ns = time_wait_entry(now_ns, d.expires_ms).clamp(since, now_ns);
+                    r.set(flag::LOWER_BOUND, false);
+                } else {
+                    r.since_ns = now_ns.max(since);
+                    r.set(flag::LOWER_BOUND, true);
+                }
+            });
+        }
+        self.store.update(slot, |r| r.set(flag::SEEN, true));
+    }
+
+    /// Judge `slot` if the dump did not show it.
+    fn absent(&mut self, slot: u32, now_ns: u64, judge_before: u64, rep: &mut ReconcileReport, obs: &mut impl Observer) {
+        let r = self.store.rec(slot);
+        let (cookie, since) = (r.cookie, r.since_ns);
+        let seen = r.has(flag::SEEN);
+        if r.has(flag::FINISHED) {
+            if seen {
+                self.store.update(slot, |r| r.set(flag::SEEN, false));
+            }
+            return;
+        }
+        if seen || since > judge_before {
+            let half = self.half_closed(r.state, now_ns.saturating_sub(since));
+            self.store.update(slot, |r| {
+                r.set(flag::SEEN, false);
+                r.set(flag::HALF_CLOSED, half || r.has(flag::HALF_CLOSED));
+            });
+            return;
+        }
+        if r.has(flag::TW) {
+            if r.has(flag::TW_CONFIRMED) {
+                match r.state {
+                    TimeWait => rep.time_wait_expired += 1,
+                    _ => rep.orphan_fin_wait2_ended += 1,
+                }
+                self.end_time_wait(slot, now_ns, TimeWaitEnd::Expired, obs);
+            } else {
+                rep.time_wait_never_appeared += 1;
+                obs.time_wait_never_appeared(cookie);
+                self.finish_at(slot, now_ns, tw_end::NEVER_APPEARED);
+            }
+        } else {
+            rep.vanished += 1;
+            obs.correction(cookie, Correction::Vanished);
+            self.finish_at(slot, now_ns, tw_end::NONE);
+        }
+    }
+
+    /// Finish `slot` at `at_ns` without reporting a stay.
+    fn finish_at(&mut self, slot: u32, at_ns: u64, tw: u8) {
+        self.store.update(slot, |r| {
+            if tw == tw_end::NEVER_APPEARED {
+                r.pop_path(TimeWait);
+            } else {
+                r.push_path(Close);
+            }
+            r.set(flag::FINISHED, true);
+            r.set(flag::LOWER_BOUND, false);
+            r.state = Close;
+            r.since_ns = at_ns.max(r.since_ns);
+            r.tw_end = tw;
+        });
+    }
+}

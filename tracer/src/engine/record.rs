@@ -1,0 +1,371 @@
+//! The compact per-socket record and its public read-only view.
+//!
+//! A [`Record`] is 112 bytes: times as u64 ns, addresses as `[u8; 16]` plus a
+//! family, the state path as up to [`PATH_LEN`] kernel state numbers, small
+//! saturating counters, and two `u32` links for the store's intrusive lists.
+//! Only the store (`store.rs`) may change `state` or the `FINISHED`/`TW`
+//! flags, through `Store::update`, which keeps every index in step.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use super::observer::{ClosedBy, TimeWaitEnd};
+use crate::event::comm_str;
+use crate::tcp::{Family, TcpState};
+
+/// How many states of a socket's path are kept; later ones set `truncated`.
+pub const PATH_LEN: usize = 8;
+
+/// `Record::flags` bits.
+pub(super) mod flag {
+    /// `since_ns` is later than the real entry into `state` (not seen).
+    pub const LOWER_BOUND: u16 = 1 << 0;
+    /// The socket's creation was seen (`created_ns` is exact).
+    pub const BIRTH_SEEN: u16 = 1 << 1;
+    /// The full socket closed into a timewait socket (state TimeWait, or
+    /// FinWait2 for an orphan); cleared when that ends.
+    pub const TW: u16 = 1 << 2;
+    /// A dump showed the timewait socket.
+    pub const TW_CONFIRMED: u16 = 1 << 3;
+    /// Closed and past any TIME_WAIT: kept only for the retention period.
+    pub const FINISHED: u16 = 1 << 4;
+    /// More than `PATH_LEN` states were visited.
+    pub const TRUNCATED: u16 = 1 << 5;
+    /// A half-closed state outlasted the configured threshold.
+    pub const HALF_CLOSED: u16 = 1 << 6;
+    /// `pid`/`comm` came from a syscall-context transition.
+    pub const OWNER: u16 = 1 << 7;
+    /// A reset was received in the current state.
+    pub const RST_RX: u16 = 1 << 8;
+    /// A reset was sent in the current state.
+    pub const RST_TX: u16 = 1 << 9;
+    /// Seen in the dump being reconciled (cleared by the same reconcile).
+    pub const SEEN: u16 = 1 << 10;
+}
+
+/// `Record::tw_end` values.
+pub(super) mod tw_end {
+    pub const NONE: u8 = 0;
+    pub const EXPIRED: u8 = 1;
+    pub const REUSED: u8 = 2;
+    pub const RESET: u8 = 3;
+    pub const NEVER_APPEARED: u8 = 4;
+}
+
+/// "No slot": the end of an intrusive list.
+pub(super) const NIL: u32 = u32::MAX;
+
+/// One tracked socket. Plain data; see the module docs for the rules.
+#[derive(Clone, Debug)]
+pub(super) struct Record {
+    pub cookie: u64,
+    pub created_ns: u64,
+    pub since_ns: u64,
+    pub local: [u8; 16],
+    pub remote: [u8; 16],
+    pub comm: [u8; 16],
+    pub pid: u32,
+    pub retransmits: u32,
+    pub link_prev: u32,
+    pub link_next: u32,
+    pub synack_retransmits: u16,
+    pub lport: u16,
+    pub rport: u16,
+    pub resets_sent: u8,
+    pub resets_received: u8,
+    pub path: [u8; PATH_LEN],
+    pub path_len: u8,
+    pub state: TcpState,
+    /// `from` of the last kernel transition applied (duplicate detection).
+    pub prev: Option<TcpState>,
+    pub family: Family,
+    pub closed_by: Option<ClosedBy>,
+    pub tw_end: u8,
+    pub flags: u16,
+}
+
+const _: () = assert!(size_of::<Record>() == 112);
+
+/// An address as stored: IPv4 in the first four bytes, as the ABI does.
+pub(super) fn addr_bytes(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(v4) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&v4.octets());
+            b
+        }
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+fn addr_of(family: Family, b: &[u8; 16]) -> IpAddr {
+    match family {
+        Family::Ipv4 => IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3])),
+        Family::Ipv6 => IpAddr::V6(Ipv6Addr::from(*b)),
+    }
+}
+
+impl Record {
+    /// A fresh record in `state` since `since_ns`; everything else empty.
+    pub fn new(cookie: u64, family: Family, state: TcpState, since_ns: u64) -> Record {
+        Record {
+            cookie,
+            created_ns: since_ns,
+            since_ns,
+            local: [0; 16],
+            remote: [0; 16],
+            comm: [0; 16],
+            pid: 0,
+            retransmits: 0,
+            link_prev: NIL,
+            link_next: NIL,
+            synack_retransmits: 0,
+            lport: 0,
+            rport: 0,
+            resets_sent: 0,
+            resets_received: 0,
+            path: [0; PATH_LEN],
+            path_len: 0,
+            state,
+            prev: None,
+            family,
+            closed_by: None,
+            tw_end: tw_end::NONE,
+            flags: 0,
+        }
+    }
+
+    /// Set the 4-tuple.
+    pub fn set_tuple(&mut self, local: IpAddr, lport: u16, remote: IpAddr, rport: u16) {
+        self.local = addr_bytes(local);
+        self.lport = lport;
+        self.remote = addr_bytes(remote);
+        self.rport = rport;
+    }
+
+    /// The 4-tuple fingerprint (see `hash::tuple_hash`).
+    pub fn tuple_hash(&self) -> u64 {
+        super::hash::tuple_hash(self.family as u8, &self.local, self.lport, &self.remote, self.rport)
+    }
+
+    pub fn has(&self, f: u16) -> bool {
+        self.flags & f != 0
+    }
+
+    pub fn set(&mut self, f: u16, on: bool) {
+        if on {
+            self.flags |= f;
+        } else {
+            self.flags &= !f;
+        }
+    }
+
+    /// The state the kernel's full socket is in: `Close` once it has been
+    /// replaced by a timewait socket.
+    pub fn kernel_state(&self) -> TcpState {
+        if self.has(flag::TW) { TcpState::Close } else { self.state }
+    }
+
+    /// True when an event's `to` describes where the record is now (a
+    /// direct `-> time_wait` counts for a record in TIME_WAIT).
+    pub fn is_now(&self, to: TcpState) -> bool {
+        to == self.kernel_state() || (to == TcpState::TimeWait && self.has(flag::TW))
+    }
+
+    /// Append a state to the path, or note truncation.
+    pub fn push_path(&mut self, st: TcpState) {
+        let n = self.path_len as usize;
+        if n < PATH_LEN {
+            self.path[n] = st as u8;
+            self.path_len += 1;
+        } else {
+            self.flags |= flag::TRUNCATED;
+        }
+    }
+
+    /// Drop the last path entry when it is `st` (a retracted inference).
+    pub fn pop_path(&mut self, st: TcpState) {
+        if let Some(last) = (self.path_len as usize).checked_sub(1) {
+            if self.path[last] == st as u8 && !self.has(flag::TRUNCATED) {
+                self.path_len -= 1;
+            }
+        }
+    }
+
+    /// Replace the last path entry when it is `from`.
+    pub fn replace_last_path(&mut self, from: TcpState, to: TcpState) {
+        if let Some(last) = (self.path_len as usize).checked_sub(1) {
+            if self.path[last] == from as u8 {
+                self.path[last] = to as u8;
+            }
+        }
+    }
+}
+
+/// The process that owns a socket, as seen in a syscall-context transition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// Thread-group id.
+    pub pid: u32,
+    /// `comm`, NUL-padded.
+    pub comm: [u8; 16],
+}
+
+impl Owner {
+    /// `comm` as text.
+    pub fn comm_str(&self) -> &str {
+        comm_str(&self.comm)
+    }
+}
+
+/// A read-only view of one tracked socket.
+#[derive(Clone, Copy)]
+pub struct SocketView<'a> {
+    pub(super) rec: &'a Record,
+}
+
+impl<'a> SocketView<'a> {
+    /// The socket cookie.
+    pub fn cookie(&self) -> u64 {
+        self.rec.cookie
+    }
+
+    /// Address family.
+    pub fn family(&self) -> Family {
+        self.rec.family
+    }
+
+    /// Local endpoint (unspecified until an event or dump gave it).
+    pub fn local(&self) -> SocketAddr {
+        SocketAddr::new(addr_of(self.rec.family, &self.rec.local), self.rec.lport)
+    }
+
+    /// Remote endpoint.
+    pub fn remote(&self) -> SocketAddr {
+        SocketAddr::new(addr_of(self.rec.family, &self.rec.remote), self.rec.rport)
+    }
+
+    /// Current state: `TimeWait` while in (inferred or confirmed) TIME_WAIT,
+    /// `FinWait2` for an orphaned FIN_WAIT2 timewait socket, `Close` once
+    /// finished.
+    pub fn state(&self) -> TcpState {
+        self.rec.state
+    }
+
+    /// When the socket entered [`SocketView::state`] (monotonic ns).
+    pub fn state_since_ns(&self) -> u64 {
+        self.rec.since_ns
+    }
+
+    /// True when the entry was not seen: the socket has been in this state
+    /// at least since `state_since_ns`.
+    pub fn since_is_lower_bound(&self) -> bool {
+        self.rec.has(flag::LOWER_BOUND)
+    }
+
+    /// False once closed (and past any TIME_WAIT): the record is only kept
+    /// for the retention period and is not counted in `counts_by_state`.
+    pub fn is_live(&self) -> bool {
+        !self.rec.has(flag::FINISHED)
+    }
+
+    /// True while a timewait socket stands in for the closed socket
+    /// (state `TimeWait`, or `FinWait2` for an orphan).
+    pub fn in_time_wait(&self) -> bool {
+        self.rec.has(flag::TW)
+    }
+
+    /// True when a dump showed the timewait socket (not only inferred).
+    pub fn time_wait_confirmed(&self) -> bool {
+        self.rec.has(flag::TW_CONFIRMED)
+    }
+
+    /// How the TIME_WAIT stay ended, once it has.
+    pub fn time_wait_end(&self) -> Option<TimeWaitEnd> {
+        match self.rec.tw_end {
+            tw_end::EXPIRED => Some(TimeWaitEnd::Expired),
+            tw_end::REUSED => Some(TimeWaitEnd::Reused),
+            tw_end::RESET => Some(TimeWaitEnd::Reset),
+            _ => None,
+        }
+    }
+
+    /// True when a TIME_WAIT was expected but no dump ever showed it.
+    pub fn time_wait_never_appeared(&self) -> bool {
+        self.rec.tw_end == tw_end::NEVER_APPEARED
+    }
+
+    /// States visited, oldest first (the first is the `from` of the first
+    /// event seen, or the state a dump showed). The inferred TIME_WAIT
+    /// appears after `close`.
+    pub fn path(&self) -> impl Iterator<Item = TcpState> + 'a {
+        let rec: &'a Record = self.rec;
+        rec.path[..rec.path_len as usize].iter().filter_map(|&n| TcpState::from_kernel(n))
+    }
+
+    /// True when the path was longer than [`PATH_LEN`] and was cut.
+    pub fn path_truncated(&self) -> bool {
+        self.rec.has(flag::TRUNCATED)
+    }
+
+    /// Who started closing, once known.
+    pub fn closed_by(&self) -> Option<ClosedBy> {
+        self.rec.closed_by
+    }
+
+    /// True when FIN_WAIT2 or CLOSE_WAIT (one direction shut) lasted longer
+    /// than `Config::half_closed_threshold_ns`. Set when the state is left,
+    /// and by a reconcile for a socket still in it.
+    pub fn half_closed(&self) -> bool {
+        self.rec.has(flag::HALF_CLOSED)
+    }
+
+    /// Data retransmits seen (saturating).
+    pub fn retransmits(&self) -> u32 {
+        self.rec.retransmits
+    }
+
+    /// SYN-ACK retransmits seen (saturating).
+    pub fn synack_retransmits(&self) -> u16 {
+        self.rec.synack_retransmits
+    }
+
+    /// Resets sent (saturating).
+    pub fn resets_sent(&self) -> u8 {
+        self.rec.resets_sent
+    }
+
+    /// Resets received (saturating).
+    pub fn resets_received(&self) -> u8 {
+        self.rec.resets_received
+    }
+
+    /// The owning process, when a syscall-context transition revealed it.
+    pub fn owner(&self) -> Option<Owner> {
+        self.rec.has(flag::OWNER).then_some(Owner { pid: self.rec.pid, comm: self.rec.comm })
+    }
+
+    /// When the engine first knew the socket (monotonic ns).
+    pub fn created_ns(&self) -> u64 {
+        self.rec.created_ns
+    }
+
+    /// True when the creation itself was seen (`close->syn_sent`,
+    /// `close->listen`, `listen->syn_recv`); otherwise the socket is older
+    /// than `created_ns` says.
+    pub fn birth_seen(&self) -> bool {
+        self.rec.has(flag::BIRTH_SEEN)
+    }
+}
+
+impl std::fmt::Debug for SocketView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketView")
+            .field("cookie", &self.cookie())
+            .field("local", &self.local())
+            .field("remote", &self.remote())
+            .field("state", &self.state())
+            .field("since_ns", &self.state_since_ns())
+            .field("flags", &format_args!("{:#x}", self.rec.flags))
+            .field("path", &self.path().collect::<Vec<_>>())
+            .finish()
+    }
+}

@@ -1,0 +1,309 @@
+//! The bounded record store: a dense slab of [`Record`]s, a cookie index,
+//! per-state counts, a 4-tuple index of TIME_WAIT records, and the two
+//! intrusive lists that make eviction O(1).
+//!
+//! Records live in a `Vec` (removal is `swap_remove`, fixing the moved
+//! record's index entry and list links), so a socket costs its 112 bytes
+//! plus one 16-byte `cookie -> slot` entry in a hash map. Every record is on
+//! exactly one list, threaded through `link_prev`/`link_next`: `live`
+//! (insertion order: the fallback eviction victim is its head) or
+//! `finished` (finish order: retention and the first eviction choice both
+//! take its head). All changes to a record's state, `FINISHED` or `TW`
+//! flags go through [`Store::update`], which diffs an accounting snapshot
+//! before and after, so counts, lists and the tuple index cannot drift.
+use std::collections::HashMap;
+
+use super::hash::BuildCookieHasher;
+use super::observer::Observer;
+use super::record::{NIL, Record, flag};
+use crate::tcp::TcpState;
+
+/// Head and tail of an intrusive list of slots.
+#[derive(Clone, Copy, Debug)]
+struct List {
+    head: u32,
+    tail: u32,
+}
+
+const EMPTY: List = List { head: NIL, tail: NIL };
+
+/// What a record contributes to the indexes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Acct {
+    /// The state counted in `counts` (live records only).
+    counted: Option<TcpState>,
+    /// Which list it is on.
+    finished: bool,
+    /// Its tuple fingerprint, while in TIME_WAIT.
+    tw: Option<u64>,
+}
+
+fn acct(r: &Record) -> Acct {
+    let finished = r.has(flag::FINISHED);
+    Acct {
+        counted: (!finished).then_some(r.state),
+        finished,
+        tw: (!finished && r.has(flag::TW)).then(|| r.tuple_hash()),
+    }
+}
+
+/// The bounded store. See the module docs.
+pub(super) struct Store {
+    slab: Vec<Record>,
+    index: HashMap<u64, u32, BuildCookieHasher>,
+    tw_index: HashMap<u64, u64, BuildCookieHasher>,
+    live: List,
+    finished: List,
+    counts: [u64; TcpState::COUNT],
+    max: usize,
+    evictions: u64,
+}
+
+impl Store {
+    /// An empty store that holds at most `max` records (at least 1).
+    pub fn new(max: usize) -> Store {
+        Store {
+            slab: Vec::new(),
+            index: HashMap::default(),
+            tw_index: HashMap::default(),
+            live: EMPTY,
+            finished: EMPTY,
+            counts: [0; TcpState::COUNT],
+            max: max.clamp(1, NIL as usize),
+            evictions: 0,
+        }
+    }
+
+    /// Records held.
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// Heap bytes held, estimated from capacities: the slab, and both hash
+    /// tables (hashbrown keeps 1/8 of its buckets free, and one control
+    /// byte per bucket plus a trailing group).
+    pub fn approx_heap_bytes(&self) -> usize {
+        fn table<K, V>(capacity: usize) -> usize {
+            if capacity == 0 {
+                return 0;
+            }
+            let buckets = (capacity * 8 / 7).next_power_of_two();
+            buckets * (size_of::<(K, V)>() + 1) + 16
+        }
+        self.slab.capacity() * size_of::<Record>()
+            + table::<u64, u32>(self.index.capacity())
+            + table::<u64, u64>(self.tw_index.capacity())
+    }
+
+    /// Records evicted so far.
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    /// Live records per state.
+    pub fn counts(&self) -> &[u64; TcpState::COUNT] {
+        &self.counts
+    }
+
+    /// Every record, in no particular order.
+    pub fn records(&self) -> &[Record] {
+        &self.slab
+    }
+
+    /// The slot of `cookie`.
+    pub fn slot(&self, cookie: u64) -> Option<u32> {
+        self.index.get(&cookie).copied()
+    }
+
+    /// The record in `slot`.
+    pub fn rec(&self, slot: u32) -> &Record {
+        &self.slab[slot as usize]
+    }
+
+    /// The cookie of the TIME_WAIT record with this tuple fingerprint.
+    pub fn time_wait_with_tuple(&self, hash: u64) -> Option<u64> {
+        self.tw_index.get(&hash).copied()
+    }
+
+    /// Change the record in `slot` through `f`, then bring counts, lists and
+    /// the tuple index up to date with what changed.
+    pub fn update<R>(&mut self, slot: u32, f: impl FnOnce(&mut Record) -> R) -> R {
+        let i = slot as usize;
+        let before = acct(&self.slab[i]);
+        let out = f(&mut self.slab[i]);
+        if self.slab[i].has(flag::FINISHED) {
+            // A finished record is out of TIME_WAIT by definition.
+            self.slab[i].set(flag::TW, false);
+        }
+        let after = acct(&self.slab[i]);
+        if before != after {
+            self.unaccount(slot, before);
+            self.account(slot, after);
+        }
+        out
+    }
+
+    /// Insert a record for a cookie that is not present. At the cap, first
+    /// evict the oldest finished record, else (when `evict_live`) the oldest
+    /// live one; returns `None` when nothing could make room.
+    pub fn insert(&mut self, rec: Record, evict_live: bool, obs: &mut impl Observer) -> Option<u32> {
+        debug_assert!(!self.index.contains_key(&rec.cookie));
+        if self.slab.len() >= self.max && !self.evict_one(evict_live, obs) {
+            return None;
+        }
+        if self.slab.len() == self.slab.capacity() {
+            // Grow by an eighth rather than doubling: the slab is most of the
+            // memory, and this keeps its slack near 12 %.
+            let room = self.max - self.slab.len();
+            self.slab.reserve_exact((self.slab.len() / 8).max(64).min(room));
+        }
+        let slot = self.slab.len() as u32;
+        let cookie = rec.cookie;
+        self.slab.push(rec);
+        self.slab[slot as usize].link_prev = NIL;
+        self.slab[slot as usize].link_next = NIL;
+        self.index.insert(cookie, slot);
+        let a = acct(&self.slab[slot as usize]);
+        self.account(slot, a);
+        Some(slot)
+    }
+
+    /// Drop the oldest finished record, else (when `live_too`) the oldest
+    /// live one. Returns false when there was none.
+    pub fn evict_one(&mut self, live_too: bool, obs: &mut impl Observer) -> bool {
+        let (slot, live) = if self.finished.head != NIL {
+            (self.finished.head, false)
+        } else if live_too && self.live.head != NIL {
+            (self.live.head, true)
+        } else {
+            return false;
+        };
+        let cookie = self.remove(slot).cookie;
+        self.evictions += 1;
+        obs.evicted(cookie, live);
+        true
+    }
+
+    /// Drop finished records whose finish time is at or before `cutoff_ns`,
+    /// oldest first. Returns how many.
+    pub fn expire(&mut self, cutoff_ns: u64) -> usize {
+        let mut n = 0;
+        while self.finished.head != NIL && self.slab[self.finished.head as usize].since_ns <= cutoff_ns {
+            self.remove(self.finished.head);
+            n += 1;
+        }
+        n
+    }
+
+    /// Remove the record in `slot` and return it.
+    pub fn remove(&mut self, slot: u32) -> Record {
+        let a = acct(&self.slab[slot as usize]);
+        self.unaccount(slot, a);
+        let rec = self.slab.swap_remove(slot as usize);
+        self.index.remove(&rec.cookie);
+        if let Some(moved) = self.slab.get(slot as usize) {
+            // The last record now sits in `slot`: repoint whoever named it.
+            let (cookie, prev, next, finished) = (moved.cookie, moved.link_prev, moved.link_next, moved.has(flag::FINISHED));
+            self.index.insert(cookie, slot);
+            match prev {
+                NIL => self.list_mut(finished).head = slot,
+                p => self.slab[p as usize].link_next = slot,
+            }
+            match next {
+                NIL => self.list_mut(finished).tail = slot,
+                n => self.slab[n as usize].link_prev = slot,
+            }
+        }
+        rec
+    }
+
+    fn list_mut(&mut self, finished: bool) -> &mut List {
+        if finished { &mut self.finished } else { &mut self.live }
+    }
+
+    fn account(&mut self, slot: u32, a: Acct) {
+        if let Some(st) = a.counted {
+            self.counts[st.index()] += 1;
+        }
+        if let Some(h) = a.tw {
+            // At most one timewait socket per tuple exists; the newest wins.
+            self.tw_index.insert(h, self.slab[slot as usize].cookie);
+        }
+        // Append to the tail of its list.
+        let list = *self.list_mut(a.finished);
+        let r = &mut self.slab[slot as usize];
+        r.link_prev = list.tail;
+        r.link_next = NIL;
+        match list.tail {
+            NIL => self.list_mut(a.finished).head = slot,
+            t => self.slab[t as usize].link_next = slot,
+        }
+        self.list_mut(a.finished).tail = slot;
+    }
+
+    fn unaccount(&mut self, slot: u32, a: Acct) {
+        if let Some(st) = a.counted {
+            self.counts[st.index()] -= 1;
+        }
+        let cookie = self.slab[slot as usize].cookie;
+        if let Some(h) = a.tw {
+            if self.tw_index.get(&h) == Some(&cookie) {
+                self.tw_index.remove(&h);
+            }
+        }
+        let (prev, next) = (self.slab[slot as usize].link_prev, self.slab[slot as usize].link_next);
+        match prev {
+            NIL => self.list_mut(a.finished).head = next,
+            p => self.slab[p as usize].link_next = next,
+        }
+        match next {
+            NIL => self.list_mut(a.finished).tail = prev,
+            n => self.slab[n as usize].link_prev = prev,
+        }
+        let r = &mut self.slab[slot as usize];
+        r.link_prev = NIL;
+        r.link_next = NIL;
+    }
+
+    /// Panic unless every index agrees with the records (tests only).
+    #[cfg(test)]
+    pub fn check(&self) {
+        assert!(self.slab.len() <= self.max, "{} records over the cap {}", self.slab.len(), self.max);
+        assert_eq!(self.index.len(), self.slab.len());
+        let mut counts = [0u64; TcpState::COUNT];
+        let mut tw = 0;
+        for (i, r) in self.slab.iter().enumerate() {
+            assert_eq!(self.index.get(&r.cookie), Some(&(i as u32)), "index of {:#x}", r.cookie);
+            assert!(!(r.has(flag::FINISHED) && r.has(flag::TW)), "finished record in TIME_WAIT");
+            if !r.has(flag::FINISHED) {
+                counts[r.state.index()] += 1;
+                if r.has(flag::TW) {
+                    tw += 1;
+                    assert!(matches!(r.state, TcpState::TimeWait | TcpState::FinWait2));
+                }
+            } else {
+                assert_eq!(r.state, TcpState::Close);
+            }
+        }
+        assert_eq!(counts, self.counts, "per-state counts drifted");
+        assert!(self.tw_index.len() <= tw);
+        for (h, c) in &self.tw_index {
+            let r = &self.slab[self.index[c] as usize];
+            assert!(r.has(flag::TW) && r.tuple_hash() == *h);
+        }
+        for finished in [false, true] {
+            let list = if finished { self.finished } else { self.live };
+            let (mut n, mut prev, mut cur) = (0, NIL, list.head);
+            while cur != NIL {
+                let r = &self.slab[cur as usize];
+                assert_eq!(r.has(flag::FINISHED), finished);
+                assert_eq!(r.link_prev, prev);
+                (prev, cur) = (cur, r.link_next);
+                n += 1;
+            }
+            assert_eq!(list.tail, prev);
+            let want = self.slab.iter().filter(|r| r.has(flag::FINISHED) == finished).count();
+            assert_eq!(n, want, "list length");
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The cap: eviction order (finished first, then oldest live), counting,
+//! and memory per socket.
+use super::*;
+use crate::tcp::TcpState::*;
+
+fn capped(n: usize) -> H {
+    H::with(Config { max_sockets: n, ..Config::default() })
+}
+
+fn refused(c: u64, t: u64) -> [Ev; 2] {
+    [ev(c).from(Close).to(SynSent).at(t), ev(c).from(SynSent).to(Close).at(t + 1)]
+}
+
+#[test]
+fn at_the_cap_finished_records_go_first_oldest_first() {
+    let mut h = capped(3);
+    h.run(active_open(3, 0)); // live, inserted first
+    h.run(refused(1, ms(1)));
+    h.run(refused(2, ms(2)));
+    h.take();
+    h.run([ev(4).from(Close).to(SynSent).at(ms(3))]);
+    assert_eq!(h.take()[0], Obs::Evicted(1, false));
+    h.run([ev(5).from(Close).to(SynSent).at(ms(4))]);
+    assert_eq!(h.take()[0], Obs::Evicted(2, false));
+    h.run([ev(6).from(Close).to(SynSent).at(ms(5))]);
+    assert_eq!(h.take()[0], Obs::Evicted(3, true), "no finished record left: the oldest live one");
+    assert_eq!(h.e.tracked(), 3);
+    assert_eq!(h.e.stats().evictions, 3);
+    assert!(h.e.get(3).is_none() && h.e.get(6).is_some());
+    assert_eq!(h.n(SynSent), 3);
+}
+
+#[test]
+fn time_wait_records_are_live_for_eviction() {
+    let mut h = capped(2);
+    h.run(active_close(1, 0));
+    h.run(refused(2, ms(30)));
+    h.run([ev(3).from(Close).to(SynSent).at(ms(40))]);
+    assert!(h.e.get(1).is_some(), "the finished record went, not the TIME_WAIT one");
+    assert!(h.e.get(2).is_none());
+}
+
+#[test]
+fn churn_stays_under_the_cap() {
+    let mut h = capped(100);
+    for c in 1..=5000u64 {
+        let t = c * ms(1);
+        h.e.apply(&ev(c).from(Close).to(SynSent).at(t).0, &mut h.o);
+        if c % 3 == 0 {
+            h.e.apply(&ev(c).from(SynSent).to(Close).at(t + 1).0, &mut h.o);
+        }
+        if c % 7 == 0 {
+            h.e.apply(&ev(c - 1).from(SynSent).to(Established).at(t + 2).0, &mut h.o);
+        }
+        assert!(h.e.tracked() <= 100);
+        if c % 97 == 0 {
+            h.check();
+        }
+    }
+    h.check();
+    let evicted = h.count(|o| matches!(o, Obs::Evicted(..))) as u64;
+    assert_eq!(evicted, h.e.stats().evictions);
+    assert!(evicted > 4000);
+}
+
+#[test]
+fn dumps_do_not_evict_live_records() {
+    let mut h = capped(2);
+    h.run(active_open(1, 0));
+    h.run(active_open(2, 0));
+    assert_eq!(h.adopt(&[diag(3, Established).0], secs(1)), 0);
+    let rep = h.reconcile(&[diag(1, Established).0, diag(2, Established).0, diag(3, Established).0], secs(2));
+    assert_eq!((rep.missed, rep.not_adopted), (1, 1));
+    assert_eq!(h.e.stats().not_adopted, 2);
+    assert!(h.e.get(1).is_some() && h.e.get(2).is_some());
+    // With a finished record to spare, the missed socket gets its place.
+    h.run([rst_rx(2).at(secs(3)), ev(2).from(Established).to(Close).at(secs(3))]);
+    h.take();
+    let rep = h.reconcile(&[diag(1, Established).0, diag(3, Established).0], secs(4));
+    assert_eq!((rep.missed, rep.not_adopted), (1, 0));
+    assert!(h.o.0.contains(&Obs::Evicted(2, false)));
+    assert!(h.e.get(3).is_some());
+}
+
+#[test]
+fn a_cap_of_zero_means_one() {
+    let mut h = capped(0);
+    h.run(active_open(1, 0));
+    h.run(active_open(2, ms(5)));
+    assert_eq!(h.e.tracked(), 1);
+    assert!(h.e.get(2).is_some());
+}
+
+#[test]
+fn under_200_bytes_per_socket() {
+    for n in [1_000u64, 50_000, 200_000] {
+        let mut e = Engine::new(Config::default());
+        for c in 1..=n {
+            let t = c * 1000;
+            // Every other socket ends in TIME_WAIT: both indexes are used.
+            e.apply(&ev(c).from(Close).to(SynSent).at(t).0, &mut ());
+            if c % 2 == 0 {
+                e.apply(&ev(c).from(FinWait2).to(Close).at(t + 1).0, &mut ());
+            }
+        }
+        let per = e.approx_heap_bytes() as f64 / e.tracked() as f64;
+        assert!(per < 200.0, "{per:.0} bytes per socket at {n}");
+    }
+}
+
+#[test]
+#[ignore = "timing: run with --release -- --ignored --nocapture"]
+fn throughput() {
+    let n = 2_000_000u64;
+    let mut evs = Vec::with_capacity(n as usize * 5);
+    for c in 1..=n {
+        let t = c * 1000;
+        evs.extend(active_open(c, t).map(|e| e.0));
+        evs.extend(active_close(c, t + ms(2)).map(|e| e.0));
+    }
+    let mut e = Engine::new(Config { max_sockets: 1_000_000, ..Config::default() });
+    let start = std::time::Instant::now();
+    for x in &evs {
+        e.apply(x, &mut ());
+    }
+    let el = start.elapsed();
+    println!(
+        "{} events in {el:?}: {:.2} M events/s; {} tracked, {} evictions, {:.0} bytes/socket",
+        evs.len(),
+        evs.len() as f64 / el.as_secs_f64() / 1e6,
+        e.tracked(),
+        e.stats().evictions,
+        e.approx_heap_bytes() as f64 / e.tracked() as f64
+    );
+}

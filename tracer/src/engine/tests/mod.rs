@@ -1,0 +1,296 @@
+//! Engine tests: builders for events and dump entries, a recording
+//! observer, and a harness that checks the store's invariants after every
+//! step. The scenarios live in the submodules, one concern each.
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::{ClosedBy, Config, Correction, Direction, Engine, Observer, ReconcileReport, SocketView, TimeWaitEnd};
+use crate::diag::{DiagSocket, TimerKind};
+use crate::event::{Kind, SockEvent};
+use crate::tcp::{Family, TcpState};
+
+mod disorder;
+mod evict;
+mod lifecycle;
+mod props;
+mod reconcile;
+mod timewait;
+
+/// Milliseconds as ns.
+pub fn ms(n: u64) -> u64 {
+    n * 1_000_000
+}
+
+/// Seconds as ns.
+pub fn secs(n: u64) -> u64 {
+    n * 1_000_000_000
+}
+
+/// The default local port of `cookie`: distinct per cookie, so tuples only
+/// collide when a test says so.
+fn default_lport(cookie: u64) -> u16 {
+    10_000 + (cookie % 50_000) as u16
+}
+
+const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
+const REMOTE: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
+
+/// An event under construction: `ev(7).from(FinWait2).to(Close).at(ms(5))`.
+#[derive(Clone, Copy, Debug)]
+pub struct Ev(pub SockEvent);
+
+/// A state event of `cookie` at time 0, from a bystander task (pid 999).
+pub fn ev(cookie: u64) -> Ev {
+    let mut comm = [0u8; 16];
+    comm[..9].copy_from_slice(b"bystander");
+    Ev(SockEvent {
+        ts_ns: 0,
+        kind: Kind::State,
+        cookie,
+        family: Some(Family::Ipv4),
+        saddr: LOCAL,
+        sport: default_lport(cookie),
+        daddr: REMOTE,
+        dport: 80,
+        old_state: None,
+        new_state: None,
+        pid: 999,
+        tid: 999,
+        comm,
+    })
+}
+
+/// A reset received by `cookie`.
+pub fn rst_rx(cookie: u64) -> Ev {
+    ev(cookie).kind(Kind::ResetReceived)
+}
+
+/// A reset sent by `cookie`.
+pub fn rst_tx(cookie: u64) -> Ev {
+    ev(cookie).kind(Kind::ResetSent)
+}
+
+impl Ev {
+    pub fn from(mut self, s: TcpState) -> Ev {
+        self.0.old_state = Some(s);
+        self
+    }
+    pub fn to(mut self, s: TcpState) -> Ev {
+        self.0.new_state = Some(s);
+        self
+    }
+    pub fn at(mut self, ts: u64) -> Ev {
+        self.0.ts_ns = ts;
+        self
+    }
+    pub fn kind(mut self, k: Kind) -> Ev {
+        self.0.kind = k;
+        self
+    }
+    /// Ran in the context of `pid`/`comm`.
+    pub fn by(mut self, pid: u32, comm: &str) -> Ev {
+        self.0.pid = pid;
+        self.0.comm = [0; 16];
+        self.0.comm[..comm.len()].copy_from_slice(comm.as_bytes());
+        self
+    }
+    /// Local and remote ports.
+    pub fn ports(mut self, local: u16, remote: u16) -> Ev {
+        self.0.sport = local;
+        self.0.dport = remote;
+        self
+    }
+}
+
+/// A dump entry for `cookie`, with the same tuple `ev(cookie)` has.
+#[derive(Clone, Copy, Debug)]
+pub struct Diag(pub DiagSocket);
+
+pub fn diag(cookie: u64, state: TcpState) -> Diag {
+    Diag(DiagSocket {
+        cookie,
+        family: Family::Ipv4,
+        state,
+        timewait: false,
+        saddr: LOCAL,
+        sport: default_lport(cookie),
+        daddr: REMOTE,
+        dport: 80,
+        inode: 1000 + cookie,
+        uid: 0,
+        timer: TimerKind::None,
+        expires_ms: 0,
+        timer_retrans: 0,
+        rqueue: 0,
+        wqueue: 0,
+        info: None,
+    })
+}
+
+/// A timewait socket (`state` TimeWait or FinWait2) with `expires_ms` left.
+pub fn tw(cookie: u64, state: TcpState, expires_ms: u32) -> DiagSocket {
+    let mut d = diag(cookie, state).0;
+    d.timewait = true;
+    d.timer = TimerKind::TimeWait;
+    d.expires_ms = expires_ms;
+    d.inode = 0;
+    d
+}
+
+impl Diag {
+    pub fn ports(mut self, local: u16, remote: u16) -> Diag {
+        self.0.sport = local;
+        self.0.dport = remote;
+        self
+    }
+}
+
+/// One observer call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Obs {
+    Stay(u64, TcpState, u64, bool),
+    Trans(u64, TcpState, TcpState),
+    Closed(u64, Option<ClosedBy>),
+    Retrans(u64),
+    Synack(u64),
+    Reset(u64, Direction),
+    TwEnded(u64, TimeWaitEnd),
+    TwNever(u64),
+    Corr(u64, Correction),
+    Evicted(u64, bool),
+}
+
+/// Records every call; fails on an implausible (wrapped) duration.
+#[derive(Default, Debug)]
+pub struct Recorder(pub Vec<Obs>);
+
+impl Observer for Recorder {
+    fn stay(&mut self, cookie: u64, state: TcpState, duration_ns: u64, lower_bound: bool) {
+        assert!(duration_ns < 1_000_000_000_000_000, "wrapped duration {duration_ns} for {state}");
+        self.0.push(Obs::Stay(cookie, state, duration_ns, lower_bound));
+    }
+    fn transition(&mut self, cookie: u64, from: TcpState, to: TcpState) {
+        self.0.push(Obs::Trans(cookie, from, to));
+    }
+    fn closed(&mut self, cookie: u64, by: Option<ClosedBy>) {
+        self.0.push(Obs::Closed(cookie, by));
+    }
+    fn retransmit(&mut self, cookie: u64, _state: Option<TcpState>) {
+        self.0.push(Obs::Retrans(cookie));
+    }
+    fn synack_retransmit(&mut self, cookie: u64) {
+        self.0.push(Obs::Synack(cookie));
+    }
+    fn reset(&mut self, cookie: u64, direction: Direction, _state: Option<TcpState>) {
+        self.0.push(Obs::Reset(cookie, direction));
+    }
+    fn time_wait_ended(&mut self, cookie: u64, how: TimeWaitEnd) {
+        self.0.push(Obs::TwEnded(cookie, how));
+    }
+    fn time_wait_never_appeared(&mut self, cookie: u64) {
+        self.0.push(Obs::TwNever(cookie));
+    }
+    fn correction(&mut self, cookie: u64, reason: Correction) {
+        self.0.push(Obs::Corr(cookie, reason));
+    }
+    fn evicted(&mut self, cookie: u64, live: bool) {
+        self.0.push(Obs::Evicted(cookie, live));
+    }
+}
+
+/// An engine, a recorder, and invariant checks after every step.
+pub struct H {
+    pub e: Engine,
+    pub o: Recorder,
+}
+
+impl H {
+    pub fn new() -> H {
+        H::with(Config::default())
+    }
+
+    pub fn with(cfg: Config) -> H {
+        H { e: Engine::new(cfg), o: Recorder::default() }
+    }
+
+    /// Apply events in order.
+    pub fn run(&mut self, evs: impl IntoIterator<Item = Ev>) -> &mut H {
+        for e in evs {
+            self.e.apply(&e.0, &mut self.o);
+            self.check();
+        }
+        self
+    }
+
+    pub fn reconcile(&mut self, dump: &[DiagSocket], now: u64) -> ReconcileReport {
+        let rep = self.e.reconcile(dump, now, &mut self.o);
+        self.check();
+        rep
+    }
+
+    pub fn adopt(&mut self, dump: &[DiagSocket], now: u64) -> usize {
+        let n = self.e.adopt(dump, now);
+        self.check();
+        n
+    }
+
+    /// Store invariants, and per-state counts against a naive recount.
+    pub fn check(&self) {
+        self.e.store.check();
+        let mut naive = [0u64; TcpState::COUNT];
+        for s in self.e.sockets().filter(|s| s.is_live()) {
+            naive[s.state().index()] += 1;
+        }
+        assert_eq!(naive, self.e.counts_by_state());
+        assert!(self.e.tracked() <= self.e.config().max_sockets);
+    }
+
+    /// Take the calls recorded so far.
+    pub fn take(&mut self) -> Vec<Obs> {
+        std::mem::take(&mut self.o.0)
+    }
+
+    /// The stays recorded so far, of any cookie.
+    pub fn stays(&self) -> Vec<(TcpState, u64, bool)> {
+        self.o.0.iter().filter_map(|o| if let Obs::Stay(_, s, d, lb) = *o { Some((s, d, lb)) } else { None }).collect()
+    }
+
+    /// Every recorded call matching `f`.
+    pub fn count(&self, f: impl Fn(&Obs) -> bool) -> usize {
+        self.o.0.iter().filter(|o| f(o)).count()
+    }
+
+    pub fn view(&self, cookie: u64) -> SocketView<'_> {
+        self.e.get(cookie).unwrap_or_else(|| panic!("cookie {cookie} is not tracked"))
+    }
+
+    pub fn state(&self, cookie: u64) -> TcpState {
+        self.view(cookie).state()
+    }
+
+    pub fn path(&self, cookie: u64) -> Vec<TcpState> {
+        self.view(cookie).path().collect()
+    }
+
+    /// The live count of `state`.
+    pub fn n(&self, state: TcpState) -> u64 {
+        self.e.counts_by_state()[state.index()]
+    }
+}
+
+/// The events of an active open of `c` starting at `t0`: close -> syn_sent
+/// -> established (1 ms later).
+pub fn active_open(c: u64, t0: u64) -> [Ev; 2] {
+    use TcpState::*;
+    [ev(c).from(Close).to(SynSent).at(t0), ev(c).from(SynSent).to(Established).at(t0 + ms(1))]
+}
+
+/// Active close of `c` starting at `t0`: fin_wait1, fin_wait2 (+10 ms),
+/// close (+20 ms).
+pub fn active_close(c: u64, t0: u64) -> [Ev; 3] {
+    use TcpState::*;
+    [
+        ev(c).from(Established).to(FinWait1).at(t0),
+        ev(c).from(FinWait1).to(FinWait2).at(t0 + ms(10)),
+        ev(c).from(FinWait2).to(Close).at(t0 + ms(20)),
+    ]
+}

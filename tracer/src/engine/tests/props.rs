@@ -1,0 +1,121 @@
+//! Property tests: random event streams (a few cookies, any states, time
+//! jitter including backwards) with random reconciles never wrap a
+//! duration, never exceed the cap, and keep the counts exact; duplicating
+//! every state event changes nothing the observer hears.
+use proptest::prelude::*;
+
+use super::*;
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// (cookie, kind, from, to, time step in ms (may be negative), local port)
+    Event(u64, Kind, TcpState, TcpState, i64, u16),
+    /// (cookies in the dump with (state, timewait, expires_ms), time step in ms)
+    Reconcile(Vec<(u64, TcpState, bool, u32)>, i64),
+    Expire(i64),
+}
+
+fn state() -> impl Strategy<Value = TcpState> {
+    prop::sample::select(TcpState::ALL.to_vec())
+}
+
+fn kind() -> impl Strategy<Value = Kind> {
+    prop_oneof![8 => Just(Kind::State), 1 => prop::sample::select(Kind::ALL.to_vec())]
+}
+
+/// Mostly forward, sometimes back a little.
+fn step() -> impl Strategy<Value = i64> {
+    prop_oneof![6 => 0i64..2000, 1 => -50i64..0, 1 => 0i64..120_000]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        12 => (1u64..7, kind(), state(), state(), step(), 1u16..3).prop_map(|(c, k, f, t, dt, p)| Op::Event(c, k, f, t, dt, p)),
+        2 => (prop::collection::vec((1u64..9, state(), any::<bool>(), 0u32..70_000), 0..6), step()).prop_map(|(d, dt)| Op::Reconcile(d, dt)),
+        1 => step().prop_map(Op::Expire),
+    ]
+}
+
+fn at(t: &mut u64, dt_ms: i64) -> u64 {
+    *t = t.saturating_add_signed(dt_ms * 1_000_000);
+    *t
+}
+
+fn event(c: u64, k: Kind, from: TcpState, to: TcpState, ts: u64, port: u16) -> Ev {
+    let e = ev(c).kind(k).at(ts).ports(port, 80);
+    match k {
+        Kind::State => e.from(from).to(to),
+        _ => e.to(to),
+    }
+}
+
+fn dump(d: &[(u64, TcpState, bool, u32)]) -> Vec<DiagSocket> {
+    d.iter()
+        .map(|&(c, s, timewait, exp)| {
+            if timewait {
+                tw(c, if s == TcpState::FinWait2 { s } else { TcpState::TimeWait }, exp)
+            } else {
+                diag(c, s).0
+            }
+        })
+        .collect()
+}
+
+/// Run `ops` on `h`; when `dup`, every state event is applied twice.
+fn drive(h: &mut H, ops: &[Op], dup: bool) {
+    let mut t = secs(1000);
+    for op in ops {
+        match op {
+            Op::Event(c, k, f, to, dt, p) => {
+                let e = event(*c, *k, *f, *to, at(&mut t, *dt), *p);
+                h.run([e]);
+                if dup && *k == Kind::State {
+                    h.run([e]);
+                }
+            }
+            Op::Reconcile(d, dt) => {
+                h.reconcile(&dump(d), at(&mut t, *dt));
+            }
+            Op::Expire(dt) => {
+                h.e.expire(at(&mut t, *dt));
+                h.check();
+            }
+        }
+        assert!(h.e.tracked() <= h.e.config().max_sockets);
+        let live = h.e.sockets().filter(|s| s.is_live()).count() as u64;
+        assert_eq!(h.e.counts_by_state().iter().sum::<u64>(), live);
+        for s in h.e.sockets() {
+            assert!(s.path().count() <= crate::engine::PATH_LEN);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn invariants_hold_on_random_streams(ops in prop::collection::vec(op(), 1..120), cap in 1usize..8) {
+        let mut h = H::with(Config { max_sockets: cap, retention_ns: secs(2), ..Config::default() });
+        // The recorder fails on any duration >= 1e15 ns; H checks the store
+        // and a naive recount of counts_by_state after every step.
+        drive(&mut h, &ops, false);
+        let s = h.e.stats();
+        prop_assert_eq!(s.evictions, h.count(|o| matches!(o, Obs::Evicted(..))) as u64);
+        prop_assert_eq!(s.tracked, h.e.tracked());
+    }
+
+    #[test]
+    fn duplicating_every_state_event_changes_nothing(ops in prop::collection::vec(op(), 1..80)) {
+        let mut once = H::new();
+        drive(&mut once, &ops, false);
+        let mut twice = H::new();
+        drive(&mut twice, &ops, true);
+        prop_assert_eq!(&once.o.0, &twice.o.0);
+        prop_assert_eq!(once.e.counts_by_state(), twice.e.counts_by_state());
+        let mut a: Vec<_> = once.e.sockets().map(|s| (s.cookie(), s.state(), s.state_since_ns(), s.path().collect::<Vec<_>>())).collect();
+        let mut b: Vec<_> = twice.e.sockets().map(|s| (s.cookie(), s.state(), s.state_since_ns(), s.path().collect::<Vec<_>>())).collect();
+        a.sort_by_key(|x| x.0);
+        b.sort_by_key(|x| x.0);
+        prop_assert_eq!(a, b);
+    }
+}

@@ -1,0 +1,244 @@
+//! Dumps: adopting sockets older than the agent, and reconcile corrections
+//! (missed, vanished, state mismatch) with the grace rule; retention.
+use super::*;
+use crate::tcp::TcpState::*;
+
+#[test]
+fn adopt_a_start_dump() {
+    let mut h = H::new();
+    let dump = [
+        tw(1, TimeWait, 45_000),
+        diag(2, Established).0,
+        diag(3, CloseWait).0,
+        diag(4, Listen).0,
+        tw(5, FinWait2, 30_000),
+        diag(6, NewSynRecv).0,
+        diag(7, BoundInactive).0,
+        diag(8, Close).0,
+    ];
+    assert_eq!(h.adopt(&dump, secs(100)), 5);
+    // (cookie, state, since, lower bound, closed_by, in_time_wait)
+    let want = [
+        (1, TimeWait, secs(85), false, Some(ClosedBy::Local), true),
+        (2, Established, secs(100), true, None, false),
+        (3, CloseWait, secs(100), true, Some(ClosedBy::Remote), false),
+        (4, Listen, secs(100), true, None, false),
+        (5, FinWait2, secs(100), true, Some(ClosedBy::Local), true),
+    ];
+    for (c, state, since, lb, by, in_tw) in want {
+        let v = h.view(c);
+        assert_eq!(
+            (v.state(), v.state_since_ns(), v.since_is_lower_bound(), v.closed_by(), v.in_time_wait()),
+            (state, since, lb, by, in_tw),
+            "cookie {c}"
+        );
+        assert!(!v.birth_seen());
+        assert_eq!(v.time_wait_confirmed(), in_tw);
+    }
+    for c in [6, 7, 8] {
+        assert!(h.e.get(c).is_none(), "state of {c} is not tracked");
+    }
+    assert_eq!((h.n(TimeWait), h.n(FinWait2), h.n(Established)), (1, 1, 1));
+    assert_eq!(h.e.stats().live, 5);
+    // The adopted TIME_WAIT's stay is exact: 60 s from its computed entry.
+    h.reconcile(&dump[1..4], secs(145));
+    assert!(h.o.0.contains(&Obs::Stay(1, TimeWait, secs(60), false)));
+    assert!(h.o.0.contains(&Obs::Stay(5, FinWait2, secs(45), true)));
+}
+
+#[test]
+fn adopt_leaves_tracked_sockets_alone() {
+    let mut h = H::new();
+    h.run(active_open(1, 0));
+    assert_eq!(h.adopt(&[diag(1, CloseWait).0], secs(1)), 0);
+    assert_eq!(h.state(1), Established);
+}
+
+#[test]
+fn corrections_table() {
+    // (what the engine has, the dump, the correction, state after)
+    struct Case {
+        name: &'static str,
+        events: Vec<Ev>,
+        dump: Vec<DiagSocket>,
+        cookie: u64,
+        correction: Option<Correction>,
+        state: TcpState,
+        live: bool,
+    }
+    let t = secs(5);
+    let cases = vec![
+        Case {
+            name: "missed: a socket nobody told us about",
+            events: vec![],
+            dump: vec![diag(2, Established).0],
+            cookie: 2,
+            correction: Some(Correction::Missed),
+            state: Established,
+            live: true,
+        },
+        Case {
+            name: "vanished: open record absent from the dump",
+            events: active_open(1, 0).into(),
+            dump: vec![],
+            cookie: 1,
+            correction: Some(Correction::Vanished),
+            state: Close,
+            live: false,
+        },
+        Case {
+            name: "state mismatch: the dump wins",
+            events: active_open(1, 0).into(),
+            dump: vec![diag(1, CloseWait).0],
+            cookie: 1,
+            correction: Some(Correction::StateMismatch),
+            state: CloseWait,
+            live: true,
+        },
+        Case {
+            name: "state mismatch: a lost close shows up as a timewait socket",
+            events: active_open(1, 0).into(),
+            dump: vec![tw(1, TimeWait, 58_000)],
+            cookie: 1,
+            correction: Some(Correction::StateMismatch),
+            state: TimeWait,
+            live: true,
+        },
+        Case {
+            name: "agreement: nothing to fix",
+            events: active_open(1, 0).into(),
+            dump: vec![diag(1, Established).0],
+            cookie: 1,
+            correction: None,
+            state: Established,
+            live: true,
+        },
+        Case {
+            name: "grace: created 50 ms before the dump, absent from it",
+            events: vec![ev(1).from(Close).to(SynSent).at(t - ms(50))],
+            dump: vec![],
+            cookie: 1,
+            correction: None,
+            state: SynSent,
+            live: true,
+        },
+        Case {
+            name: "grace: changed 50 ms before the dump, which shows the next state",
+            events: vec![ev(1).from(Close).to(SynSent).at(t - ms(50))],
+            dump: vec![diag(1, Established).0],
+            cookie: 1,
+            correction: None,
+            state: SynSent,
+            live: true,
+        },
+        Case {
+            name: "grace: changed after the dump started",
+            events: vec![ev(1).from(Close).to(SynSent).at(0), ev(1).from(SynSent).to(Established).at(t + ms(1))],
+            dump: vec![diag(1, SynSent).0],
+            cookie: 1,
+            correction: None,
+            state: Established,
+            live: true,
+        },
+        Case {
+            name: "closed before the dump: not vanished, already closed",
+            events: vec![ev(1).from(Close).to(SynSent).at(0), ev(1).from(SynSent).to(Close).at(ms(1))],
+            dump: vec![],
+            cookie: 1,
+            correction: None,
+            state: Close,
+            live: false,
+        },
+        Case {
+            name: "request and bound-only sockets are not missed",
+            events: vec![ev(1).from(Close).to(Listen).at(0)],
+            dump: vec![diag(1, Listen).0, diag(2, NewSynRecv).0, diag(3, BoundInactive).0],
+            cookie: 1,
+            correction: None,
+            state: Listen,
+            live: true,
+        },
+    ];
+    for c in cases {
+        let mut h = H::new();
+        h.run(c.events.iter().copied());
+        h.take();
+        let rep = h.reconcile(&c.dump, t);
+        let corrections: Vec<_> = h.o.0.iter().filter_map(|o| if let Obs::Corr(_, r) = o { Some(*r) } else { None }).collect();
+        assert_eq!(corrections, c.correction.into_iter().collect::<Vec<_>>(), "{}", c.name);
+        let n = |r| u64::from(c.correction == Some(r));
+        assert_eq!(
+            (rep.missed, rep.vanished, rep.state_mismatch),
+            (n(Correction::Missed), n(Correction::Vanished), n(Correction::StateMismatch)),
+            "{}",
+            c.name
+        );
+        assert_eq!(h.state(c.cookie), c.state, "{}", c.name);
+        assert_eq!(h.view(c.cookie).is_live(), c.live, "{}", c.name);
+        assert!(!h.o.0.iter().any(|o| matches!(o, Obs::Stay(..) | Obs::Closed(..))), "{}: corrections invent no stays", c.name);
+        if c.correction.is_some() && c.live {
+            assert!(h.view(c.cookie).since_is_lower_bound() || c.state == TimeWait, "{}", c.name);
+        }
+    }
+}
+
+#[test]
+fn a_mismatch_stay_is_reported_as_a_lower_bound() {
+    let mut h = H::new();
+    h.run(active_open(1, 0));
+    h.reconcile(&[diag(1, CloseWait).0], secs(5));
+    assert_eq!(h.view(1).closed_by(), Some(ClosedBy::Remote));
+    h.run([ev(1).from(CloseWait).to(LastAck).at(secs(7))]);
+    assert_eq!(h.stays().last(), Some(&(CloseWait, secs(2), true)));
+    assert_eq!(h.e.stats().path_gap, 0);
+}
+
+#[test]
+fn a_lost_close_found_as_time_wait_gets_its_entry_from_expires() {
+    let mut h = H::new();
+    h.run(active_open(1, 0));
+    h.reconcile(&[tw(1, TimeWait, 58_000)], secs(5));
+    let v = h.view(1);
+    assert_eq!((v.state_since_ns(), v.since_is_lower_bound(), v.time_wait_confirmed()), (secs(3), false, true));
+    assert_eq!(v.closed_by(), Some(ClosedBy::Local));
+}
+
+#[test]
+fn a_long_close_wait_is_marked_half_closed_while_still_in_it() {
+    let mut h = H::new();
+    h.run([ev(1).from(Established).to(CloseWait).at(secs(1))]);
+    h.reconcile(&[diag(1, CloseWait).0], ms(1500));
+    assert!(!h.view(1).half_closed());
+    h.reconcile(&[diag(1, CloseWait).0], secs(5));
+    assert!(h.view(1).half_closed());
+}
+
+#[test]
+fn finished_records_are_kept_for_the_retention_then_dropped() {
+    let mut h = H::new();
+    h.run([ev(1).from(Close).to(SynSent).at(0), ev(1).from(SynSent).to(Close).at(secs(1))]);
+    h.run([ev(2).from(Close).to(Listen).at(ms(5999))]);
+    assert!(h.e.get(1).is_some(), "kept for 5 s");
+    h.run([ev(2).from(Listen).to(Close).at(secs(6))]);
+    assert!(h.e.get(1).is_none(), "dropped by the first event 5 s after");
+    assert_eq!(h.e.stats().expired, 1);
+    let rep = h.reconcile(&[], secs(11));
+    assert_eq!(rep.expired, 1, "and by a reconcile");
+    assert_eq!(h.e.tracked(), 0);
+    let mut h = H::new();
+    h.run([ev(3).from(Close).to(SynSent).at(0), ev(3).from(SynSent).to(Close).at(secs(1))]);
+    assert_eq!(h.e.expire(secs(6)), 1, "expire() for idle periods");
+}
+
+#[test]
+fn time_wait_records_are_kept_until_they_end_then_retained() {
+    let mut h = H::new();
+    h.run(active_close(1, 0));
+    h.run([ev(2).from(Close).to(Listen).at(secs(30))]);
+    assert!(h.view(1).in_time_wait(), "retention does not apply to TIME_WAIT");
+    h.reconcile(&[tw(1, TimeWait, 30_000), diag(2, Listen).0], secs(30));
+    h.reconcile(&[diag(2, Listen).0], secs(61));
+    assert!(!h.view(1).is_live());
+    h.reconcile(&[diag(2, Listen).0], secs(66));
+    assert!(h.e.get(1).is_none());
+}
