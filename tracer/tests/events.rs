@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Events, NetnsPair, ss_cookies, ss_time_wait, wait_until};
+use common::{Events, Netns, NetnsPair, ss_cookies, ss_time_wait, wait_until};
 use socket2::{Domain, Socket, Type};
 
 /// A bound, not yet listening, socket on an ephemeral port of `ip`; the
@@ -25,6 +25,7 @@ fn bound(ip: IpAddr) -> (Socket, u16) {
 }
 
 fn lifecycle(ip: IpAddr) {
+    let _ns = Netns::enter(if ip.is_ipv4() { "life4" } else { "life6" });
     let (sock, port) = bound(ip);
     let tracer = Events::start(&["--port", &port.to_string()]);
     sock.listen(16).expect("listen");
@@ -119,6 +120,7 @@ fn ipv6_loopback_lifecycle() {
 
 #[test]
 fn linger_zero_close_sends_and_receives_reset() {
+    let _ns = Netns::enter("linger");
     let ip: IpAddr = "127.0.0.1".parse().unwrap();
     let (sock, port) = bound(ip);
     let tracer = Events::start(&["--port", &port.to_string(), "--kind", "reset_sent", "--kind", "reset_received", "--kind", "state"]);
@@ -196,6 +198,7 @@ fn dropped_peer_causes_retransmits() {
 /// transition reported once, and cookies that match sock_diag.
 #[test]
 fn hundreds_of_connections_none_missing_none_duplicated() {
+    let _ns = Netns::enter("many");
     const N: usize = 300;
     let ip: IpAddr = "127.0.0.1".parse().unwrap();
     let (sock, port) = bound(ip);

@@ -28,6 +28,7 @@ pub struct SocketJson {
     age_seconds: f64,
     age_is_lower_bound: bool,
     time_wait_confirmed: Option<bool>,
+    time_wait_ended: Option<&'static str>,
     path: Vec<TcpState>,
     path_truncated: bool,
     closed_by: Option<&'static str>,
@@ -58,6 +59,11 @@ impl SocketJson {
             age_seconds: now_ns.saturating_sub(v.state_since_ns()) as f64 / 1e9,
             age_is_lower_bound: v.since_is_lower_bound(),
             time_wait_confirmed: v.in_time_wait().then(|| v.time_wait_confirmed()),
+            time_wait_ended: if v.time_wait_never_appeared() {
+                Some("never_appeared")
+            } else {
+                v.time_wait_end().map(|e| e.name())
+            },
             path: v.path().collect(),
             path_truncated: v.path_truncated(),
             closed_by: v.closed_by().map(|c| c.name()),

@@ -9,13 +9,13 @@ use anyhow::Context as _;
 use axum::{
     Json, Router,
     extract::{Query, State},
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
 use serde::Deserialize;
 
-use super::metrics::Metrics;
+use super::metrics::{Metrics, to_classic_text};
 
 /// `?state=S&port=P` on `/api/v1/sockets`.
 #[derive(Debug, Default, Deserialize, Clone)]
@@ -104,14 +104,22 @@ async fn index() -> &'static str {
     "tracer: /metrics /healthz /api/v1/sockets?state=S&port=P /api/v1/summary /api/v1/leaks\n"
 }
 
-async fn metrics_handler<A: Api>(State(s): State<Shared<A>>) -> Response {
+/// OpenMetrics for clients that ask for it (Prometheus does), the classic
+/// text format for everyone else (curl, promtool).
+async fn metrics_handler<A: Api>(State(s): State<Shared<A>>, headers: HeaderMap) -> Response {
     s.api.refresh_metrics();
     let body = s.metrics.encode();
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        body,
-    )
-        .into_response()
+    let wants_om = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    if wants_om {
+        ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+            .into_response()
+    } else {
+        ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], to_classic_text(&body))
+            .into_response()
+    }
 }
 
 async fn health_handler<A: Api>(State(s): State<Shared<A>>) -> Response {

@@ -14,8 +14,8 @@ use crate::{event::Kind, tcp::TcpState};
 
 /// Buckets that resolve both sub-millisecond handshakes and the 60 s of
 /// TIME_WAIT (which the reconcile interval, 1 s by default, quantises).
-pub const DURATION_BUCKETS: [f64; 28] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0,
+pub const DURATION_BUCKETS: [f64; 30] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 3.0, 3.5, 5.0, 10.0,
     30.0, 55.0, 59.0, 60.0, 61.0, 62.0, 65.0, 90.0, 120.0, 300.0, 900.0, 3600.0, 86400.0,
 ];
 
@@ -160,14 +160,16 @@ impl Metrics {
         r.register("reconcile_errors", "sock_diag dumps that failed", reconcile_errors.clone());
         let tw_end_f = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
         r.register("tcp_time_wait_ended", "TIME_WAIT stays that ended, by how", tw_end_f.clone());
-        r.register(
-            "build",
-            "Build information",
-            prometheus_client::metrics::info::Info::new(BuildLabels {
+        // A gauge fixed at 1 rather than an OpenMetrics `info`, which the
+        // classic text parser (promtool 2.x) rejects.
+        let build = Family::<BuildLabels, Gauge>::default();
+        r.register("build_info", "Build information; always 1", build.clone());
+        build
+            .get_or_create(&BuildLabels {
                 version: env!("CARGO_PKG_VERSION"),
                 abi: tracer_common::ABI_VERSION.to_string(),
-            }),
-        );
+            })
+            .set(1);
 
         let by_state = |st: TcpState| StateLabel { state: st.name() };
         let sockets = TcpState::ALL.map(|st| sockets_f.get_or_create_owned(&by_state(st)));
@@ -289,6 +291,40 @@ impl Metrics {
     }
 }
 
+/// Turn an OpenMetrics exposition into the classic Prometheus text format
+/// (version 0.0.4) for clients that do not ask for OpenMetrics, such as
+/// `curl` or `promtool check metrics`: counter families are named with
+/// their `_total` suffix, and `# UNIT` and `# EOF` lines are dropped.
+pub fn to_classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 1024);
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "].into_iter().find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(tail);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Transitions `inet_sock_set_state` reports in practice.
 fn plausible(from: TcpState, to: TcpState) -> bool {
     use TcpState::*;
@@ -314,41 +350,6 @@ fn plausible(from: TcpState, to: TcpState) -> bool {
             | (CloseWait, Close)
             | (LastAck, Close)
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exposition_has_every_family_with_zeroes() {
-        let m = Metrics::new();
-        m.transition(TcpState::FinWait2, TcpState::Close);
-        m.observe_stay(TcpState::TimeWait, 60.2);
-        m.set_time_wait_by_port([(Some(8080), 3), (None, 2), (None, 1)].into_iter());
-        let text = m.encode();
-        for needle in [
-            "tracer_tcp_sockets{state=\"time_wait\"} 0",
-            "tracer_tcp_state_transitions_total{from=\"fin_wait2\",to=\"close\"} 1",
-            "tracer_tcp_state_transitions_total{from=\"established\",to=\"close_wait\"} 0",
-            "tracer_tcp_state_duration_seconds_bucket{le=\"61.0\",state=\"time_wait\"} 1",
-            "tracer_tcp_state_duration_seconds_bucket{le=\"60.0\",state=\"time_wait\"} 0",
-            "tracer_tcp_connections_closed_total{closed_by=\"reset\"} 0",
-            "tracer_tcp_time_wait_sockets{port=\"8080\"} 3",
-            "tracer_tcp_time_wait_sockets{port=\"other\"} 3",
-            "tracer_tcp_resets_total{direction=\"received\"} 0",
-            "tracer_events_total{kind=\"synack_retransmit\"} 0",
-            "tracer_events_lost_total 0",
-            "tracer_reconcile_corrections_total{reason=\"missed\"} 0",
-            "tracer_tracked_sockets 0",
-            "tracer_evictions_total 0",
-            "tracer_build_info{",
-        ] {
-            assert!(text.contains(needle), "missing {needle} in:\n{text}");
-        }
-        // A transition the kernel never reports has no pre-created series.
-        assert!(!text.contains("from=\"time_wait\""));
-    }
 }
 
 /// Feeds what the engine learns into the metrics.
@@ -393,5 +394,45 @@ impl crate::engine::Observer for &Metrics {
 
     fn evicted(&mut self, _cookie: u64, _live: bool) {
         self.evictions.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_every_family_with_zeroes() {
+        let m = Metrics::new();
+        m.transition(TcpState::FinWait2, TcpState::Close);
+        m.observe_stay(TcpState::TimeWait, 60.2);
+        m.set_time_wait_by_port([(Some(8080), 3), (None, 2), (None, 1)].into_iter());
+        let text = m.encode();
+        for needle in [
+            "tracer_tcp_sockets{state=\"time_wait\"} 0",
+            "tracer_tcp_state_transitions_total{from=\"fin_wait2\",to=\"close\"} 1",
+            "tracer_tcp_state_transitions_total{from=\"established\",to=\"close_wait\"} 0",
+            "tracer_tcp_state_duration_seconds_bucket{le=\"61.0\",state=\"time_wait\"} 1",
+            "tracer_tcp_state_duration_seconds_bucket{le=\"60.0\",state=\"time_wait\"} 0",
+            "tracer_tcp_connections_closed_total{closed_by=\"reset\"} 0",
+            "tracer_tcp_time_wait_sockets{port=\"8080\"} 3",
+            "tracer_tcp_time_wait_sockets{port=\"other\"} 3",
+            "tracer_tcp_resets_total{direction=\"received\"} 0",
+            "tracer_events_total{kind=\"synack_retransmit\"} 0",
+            "tracer_events_lost_total 0",
+            "tracer_reconcile_corrections_total{reason=\"missed\"} 0",
+            "tracer_tracked_sockets 0",
+            "tracer_evictions_total 0",
+            "tracer_build_info{",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in:\n{text}");
+        }
+        let classic = to_classic_text(&text);
+        assert!(classic.contains("# TYPE tracer_tcp_retransmits_total counter\n"), "{classic}");
+        assert!(classic.contains("# HELP tracer_tcp_retransmits_total "));
+        assert!(classic.contains("# TYPE tracer_tcp_sockets gauge\n"));
+        assert!(!classic.contains("# EOF") && !classic.contains("# UNIT"));
+        // A transition the kernel never reports has no pre-created series.
+        assert!(!text.contains("from=\"time_wait\""));
     }
 }

@@ -282,3 +282,149 @@ impl Drop for NetnsPair {
         }
     }
 }
+
+/// A running `tracer run` agent on a free loopback port.
+pub struct Agent {
+    child: Child,
+    /// `127.0.0.1:<port>` it serves on.
+    pub addr: SocketAddr,
+}
+
+impl Agent {
+    /// Start `tracer run --listen 127.0.0.1:<free> ARGS` and wait for /healthz.
+    pub fn start(args: &[&str]) -> Agent {
+        require_root();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let child = Command::new(env!("CARGO_BIN_EXE_tracer"))
+            .arg("run")
+            .args(["--listen", &addr.to_string()])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tracer run");
+        let mut agent = Agent { child, addr };
+        let up = wait_until(Duration::from_secs(30), || {
+            matches!(agent.child.try_wait(), Ok(None)) && http_get(addr, "/healthz").is_some_and(|(c, _)| c == 200)
+        });
+        assert!(up, "tracer run did not become healthy on {addr}");
+        agent
+    }
+
+    /// GET a path; panics unless it answers 200.
+    pub fn get(&self, path: &str) -> String {
+        let (code, body) = http_get(self.addr, path).unwrap_or_else(|| panic!("GET {path}: no answer"));
+        assert_eq!(code, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// GET a JSON path.
+    pub fn json(&self, path: &str) -> Value {
+        serde_json::from_str(&self.get(path)).expect("JSON body")
+    }
+
+    /// The value of one exposition line, e.g. `tracer_tcp_sockets{state="listen"}`.
+    pub fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.get("/metrics"), series).unwrap_or_else(|| panic!("no series {series}"))
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().expect("wait for tracer run")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of `series` (name plus exact label set) in an exposition.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// A bare HTTP/1.1 GET: (status, body), or None when nothing answers.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    Some((code, if chunked { dechunk(body) } else { body.to_string() }))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(len.trim(), 16) else { break };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Count of sockets `ss` shows in `state` (ss's name, e.g. `time-wait`) on `port`.
+pub fn ss_count(state: &str, filter: &str) -> usize {
+    let out = Command::new("ss")
+        .args(["-tanH", "state", state, filter])
+        .output()
+        .expect("run ss");
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).count()
+}
+
+/// A private network namespace that the calling thread (one test) enters:
+/// sockets, child processes (the agent, ss, prometheus) and loopback are
+/// then its own, untouched by whatever else runs on the host, including a
+/// host-wide TIME_WAIT table that is full (`tcp_max_tw_buckets` is per
+/// namespace). Leaves and deletes the namespace on drop.
+pub struct Netns {
+    name: String,
+    original: std::fs::File,
+}
+
+impl Netns {
+    /// Create `tr-<tag>-<pid>`, bring up its loopback, and enter it.
+    pub fn enter(tag: &str) -> Netns {
+        require_root();
+        use std::os::fd::AsRawFd as _;
+        let name = format!("tr-{tag}-{}", std::process::id());
+        let original = std::fs::File::open("/proc/thread-self/ns/net").expect("current netns");
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        sh("ip", &["netns", "add", &name]);
+        let ns = Netns { name, original };
+        sh("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
+        let file = std::fs::File::open(format!("/run/netns/{}", ns.name)).expect("open netns");
+        // SAFETY: setns on this thread with a valid namespace fd.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: back to the namespace this thread started in.
+        unsafe { libc::setns(self.original.as_raw_fd(), libc::CLONE_NEWNET) };
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}

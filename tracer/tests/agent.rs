@@ -1,0 +1,237 @@
+//! `tracer run` end to end: real sockets, the agent's API and metrics
+//! against sock_diag (through `ss`), a real Prometheus scraping it.
+//! Privileged. Each test uses its own ports and never assumes it is alone.
+mod common;
+
+use std::{
+    io::Read,
+    net::{TcpListener, TcpStream},
+    time::{Duration, Instant},
+};
+
+use common::{Agent, Netns, ss_count, wait_until};
+
+const LO: &str = "127.0.0.1";
+
+fn listener() -> (TcpListener, u16) {
+    let l = TcpListener::bind((LO, 0)).expect("bind");
+    let p = l.local_addr().unwrap().port();
+    (l, p)
+}
+
+fn api_sockets(agent: &Agent, state: &str, port: u16) -> Vec<serde_json::Value> {
+    agent
+        .json(&format!("/api/v1/sockets?state={state}&port={port}"))
+        .as_array()
+        .cloned()
+        .expect("array")
+}
+
+#[test]
+fn time_wait_agrees_with_sock_diag_after_200_client_closes() {
+    let _ns = Netns::enter("time598");
+    let agent = Agent::start(&["--reconcile-interval", "200ms"]);
+    let (l, port) = listener();
+    for _ in 0..200 {
+        let c = TcpStream::connect((LO, port)).expect("connect");
+        let (mut s, _) = l.accept().expect("accept");
+        drop(c);
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).unwrap(), 0);
+    }
+    let filter = format!("( dport = :{port} )");
+    assert_eq!(ss_count("time-wait", &filter), 200, "the kernel holds 200 TIME_WAIT sockets");
+    // After a reconcile confirms them, the API shows exactly the same set.
+    let ok = wait_until(Duration::from_secs(5), || {
+        let tw = api_sockets(&agent, "time_wait", port);
+        tw.len() == 200 && tw.iter().all(|s| s["time_wait_confirmed"] == true)
+    });
+    let tw = api_sockets(&agent, "time_wait", port);
+    assert!(ok, "API shows {} TIME_WAIT sockets on port {port}", tw.len());
+    for s in &tw {
+        assert_eq!(s["closed_by"], "local");
+        assert_eq!(s["age_is_lower_bound"], false);
+        assert!(s["age_seconds"].as_f64().unwrap() < 60.0);
+        assert_eq!(s["dport"], port);
+    }
+    assert_eq!(ss_count("time-wait", &filter), 200);
+    // Nothing on our port is left in any other live state.
+    assert!(api_sockets(&agent, "fin_wait2", port).is_empty());
+    assert!(agent.metric("tracer_tcp_sockets{state=\"time_wait\"}") >= 200.0);
+    assert_eq!(agent.stop().code(), Some(0), "SIGTERM exits 0");
+}
+
+#[test]
+fn server_side_time_wait_is_counted_by_listening_port() {
+    let _ns = Netns::enter("server587");
+    let agent = Agent::start(&["--reconcile-interval", "200ms"]);
+    let (l, port) = listener();
+    let mut clients = Vec::new();
+    for _ in 0..25 {
+        let mut c = TcpStream::connect((LO, port)).expect("connect");
+        let (s, _) = l.accept().expect("accept");
+        drop(s); // the server closes first: TIME_WAIT on the listening port
+        let mut b = [0u8; 1];
+        assert_eq!(c.read(&mut b).unwrap(), 0);
+        clients.push(c);
+    }
+    drop(clients);
+    let series = format!("tracer_tcp_time_wait_sockets{{port=\"{port}\"}}");
+    let ok = wait_until(Duration::from_secs(5), || {
+        common::metric_value(&agent.get("/metrics"), &series) == Some(25.0)
+    });
+    assert!(ok, "{series} = {:?}", common::metric_value(&agent.get("/metrics"), &series));
+    assert_eq!(ss_count("time-wait", &format!("( sport = :{port} )")), 25);
+    drop(l);
+}
+
+#[test]
+fn close_wait_stays_are_measured() {
+    let _ns = Netns::enter("close773");
+    let agent = Agent::start(&["--reconcile-interval", "500ms"]);
+    let before = agent.get("/metrics");
+    let bucket = |text: &str, le: &str| {
+        common::metric_value(text, &format!("tracer_tcp_state_duration_seconds_bucket{{le=\"{le}\",state=\"close_wait\"}}"))
+            .unwrap_or(0.0)
+    };
+    let (l, port) = listener();
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        let c = TcpStream::connect((LO, port)).expect("connect");
+        let (s, _) = l.accept().expect("accept");
+        held.push((c, s));
+    }
+    let mut servers = Vec::new();
+    for (c, mut s) in held {
+        drop(c);
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).unwrap(), 0);
+        servers.push(s);
+    }
+    let closed_at = Instant::now();
+    std::thread::sleep(Duration::from_millis(2500));
+    // Mid-stay, the API names each socket with its age so far.
+    let cw = api_sockets(&agent, "close_wait", port);
+    let elapsed = closed_at.elapsed().as_secs_f64();
+    assert_eq!(cw.len(), 10, "{cw:?}");
+    for s in &cw {
+        let age = s["age_seconds"].as_f64().unwrap();
+        assert!((age - elapsed).abs() < 0.2, "age {age} vs {elapsed}");
+        assert_eq!(s["closed_by"], "remote");
+    }
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(closed_at.elapsed()));
+    drop(servers);
+    let ok = wait_until(Duration::from_secs(3), || {
+        let now = agent.get("/metrics");
+        bucket(&now, "3.5") - bucket(&before, "3.5") - (bucket(&now, "2.5") - bucket(&before, "2.5")) >= 10.0
+    });
+    let now = agent.get("/metrics");
+    assert!(ok, "close_wait bucket deltas: le=2.5 {} le=3.5 {}", bucket(&now, "2.5") - bucket(&before, "2.5"), bucket(&now, "3.5") - bucket(&before, "3.5"));
+    drop(l);
+}
+
+#[test]
+fn sockets_older_than_the_agent_are_adopted() {
+    let _ns = Netns::enter("socket994");
+    let (l, port) = listener();
+    let c = TcpStream::connect((LO, port)).expect("connect");
+    let (s, _) = l.accept().expect("accept");
+    // One TIME_WAIT too: a client-closed connection.
+    let c2 = TcpStream::connect((LO, port)).expect("connect");
+    let (mut s2, _) = l.accept().expect("accept");
+    drop(c2);
+    let mut b = [0u8; 1];
+    assert_eq!(s2.read(&mut b).unwrap(), 0);
+    drop(s2);
+    assert!(wait_until(Duration::from_secs(3), || ss_count("time-wait", &format!("( dport = :{port} )")) == 1));
+    std::thread::sleep(Duration::from_millis(1200));
+
+    let agent = Agent::start(&[]);
+    let est = api_sockets(&agent, "established", port);
+    assert_eq!(est.len(), 2, "{est:?}");
+    for e in &est {
+        assert_eq!(e["age_is_lower_bound"], true, "age unknown before the agent: {e}");
+    }
+    let listen = api_sockets(&agent, "listen", port);
+    assert_eq!(listen.len(), 1);
+    let tw = api_sockets(&agent, "time_wait", port);
+    assert_eq!(tw.len(), 1, "{tw:?}");
+    // Its entry follows from the remaining timer: at least the 1.2 s we waited.
+    let age = tw[0]["age_seconds"].as_f64().unwrap();
+    assert!(tw[0]["age_is_lower_bound"] == false && (1.0..10.0).contains(&age), "{}", tw[0]);
+    drop((c, s, l));
+}
+
+#[test]
+fn bad_config_and_taken_port_are_one_line_errors() {
+    common::require_root();
+    let taken = TcpListener::bind((LO, 0)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(["run", "--listen", &taken.local_addr().unwrap().to_string()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot listen on") && err.contains("--listen"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let dir = std::env::temp_dir().join(format!("tracer-agent-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("bad.toml");
+    std::fs::write(&cfg, "reconcile-intervl = \"1s\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("unknown field `reconcile-intervl`") && err.contains("bad.toml"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// TIME_WAIT ends about 60 s after it began (TCP_TIMEWAIT_LEN), seen by
+/// reconciliation: resolution is the reconcile interval plus the kernel
+/// timer wheel's slack for a 60 s timer (up to ~0.5 s).
+#[test]
+fn time_wait_ends_sixty_seconds_after_it_began() {
+    let _ns = Netns::enter("time622");
+    let agent = Agent::start(&["--reconcile-interval", "250ms", "--closed-retention", "30s"]);
+    let (l, port) = listener();
+    for _ in 0..5 {
+        let c = TcpStream::connect((LO, port)).expect("connect");
+        let (mut s, _) = l.accept().expect("accept");
+        drop(c);
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).unwrap(), 0);
+    }
+    drop(l);
+    let mut began = std::collections::BTreeMap::new();
+    assert!(wait_until(Duration::from_secs(5), || {
+        for s in api_sockets(&agent, "time_wait", port) {
+            if s["time_wait_confirmed"] == true {
+                began.insert(s["cookie"].as_u64().unwrap(), s["state_since_ns"].as_u64().unwrap());
+            }
+        }
+        began.len() == 5
+    }));
+    std::thread::sleep(Duration::from_secs(59));
+    let mut ended = std::collections::BTreeMap::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let all = agent.json(&format!("/api/v1/sockets?port={port}"));
+            for s in all.as_array().unwrap() {
+                if s["time_wait_ended"] == "expired" {
+                    ended.insert(s["cookie"].as_u64().unwrap(), s["state_since_ns"].as_u64().unwrap());
+                }
+            }
+            ended.len() == 5
+        }),
+        "ended: {ended:?}"
+    );
+    for (cookie, start) in &began {
+        let secs = (ended[cookie] - start) as f64 / 1e9;
+        assert!((59.9..=61.5).contains(&secs), "cookie {cookie}: TIME_WAIT lasted {secs} s");
+    }
+    let h = agent.get("/metrics");
+    assert!(common::metric_value(&h, "tracer_tcp_time_wait_ended_total{how=\"expired\"}").unwrap() >= 5.0);
+}
