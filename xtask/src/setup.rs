@@ -32,18 +32,25 @@ pub fn ensure() -> anyhow::Result<()> {
     setup()
 }
 
+/// Nightly components: rust-src (to build `core` for the BPF target) and
+/// clippy (to lint the kernel programs).
+const NIGHTLY_COMPONENTS: [&str; 2] = ["rust-src", "clippy"];
+
 fn rust_src_installed() -> bool {
     cmd::output("rustup", &["component", "list", "--toolchain", "nightly", "--installed"])
-        .is_some_and(|s| s.lines().any(|l| l.starts_with("rust-src")))
+        .is_some_and(|s| NIGHTLY_COMPONENTS.iter().all(|c| s.lines().any(|l| l.starts_with(c))))
 }
 
 fn rust_src() -> anyhow::Result<()> {
     if rust_src_installed() {
-        eprintln!("xtask: nightly rust-src: already installed");
+        eprintln!("xtask: nightly {}: already installed", NIGHTLY_COMPONENTS.join(", "));
         return Ok(());
     }
-    cmd::run("rustup", &["component", "add", "rust-src", "--toolchain", "nightly"])?;
-    eprintln!("xtask: nightly rust-src: installed");
+    let mut args = vec!["component", "add"];
+    args.extend(NIGHTLY_COMPONENTS);
+    args.extend(["--toolchain", "nightly"]);
+    cmd::run("rustup", &args)?;
+    eprintln!("xtask: nightly {}: installed", NIGHTLY_COMPONENTS.join(", "));
     Ok(())
 }
 

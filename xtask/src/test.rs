@@ -8,9 +8,18 @@ use crate::{cmd, setup};
 pub fn test(filter: Option<&str>) -> anyhow::Result<()> {
     setup::ensure()?;
     setup::test_packages()?;
+    cmd::run("cargo", &["fmt", "--all", "--", "--check"])?;
     cmd::run(
         "cargo",
         &["clippy", "--workspace", "--all-targets", "--exclude", "tracer-ebpf", "--", "-D", "warnings"],
+    )?;
+    // The kernel programs, linted for the target they run on.
+    cmd::run(
+        "cargo",
+        &[
+            "+nightly", "clippy", "-p", "tracer-ebpf", "--release", "--target", "bpfel-unknown-none",
+            "-Z", "build-std=core", "--", "-D", "warnings",
+        ],
     )?;
     let mut args = vec!["test", "--workspace", "--exclude", "tracer-ebpf"];
     if let Some(f) = filter {
