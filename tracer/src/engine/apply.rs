@@ -23,7 +23,11 @@ fn closer_of(to: TcpState) -> Option<ClosedBy> {
 /// (then `established -> close` ran in softirq).
 fn syscall_context(from: TcpState, to: TcpState, rst_rx: bool) -> bool {
     match (from, to) {
-        (Close, SynSent) | (Close, Listen) | (Listen, Close) | (Established, FinWait1) | (CloseWait, LastAck) => true,
+        (Close, SynSent)
+        | (Close, Listen)
+        | (Listen, Close)
+        | (Established, FinWait1)
+        | (CloseWait, LastAck) => true,
         (Established, Close) => !rst_rx,
         _ => false,
     }
@@ -32,7 +36,10 @@ fn syscall_context(from: TcpState, to: TcpState, rst_rx: bool) -> bool {
 /// True when the transition creates the socket's life as a connection or
 /// listener.
 fn is_birth(from: TcpState, to: TcpState) -> bool {
-    matches!((from, to), (Close, SynSent) | (Close, Listen) | (Listen, SynRecv))
+    matches!(
+        (from, to),
+        (Close, SynSent) | (Close, Listen) | (Listen, SynRecv)
+    )
 }
 
 /// Keep what an event tells regardless of order: who closed, the owner,
@@ -64,11 +71,15 @@ impl Engine {
             Kind::State => self.apply_state(ev, obs),
             Kind::Retransmit => {
                 obs.retransmit(ev.cookie, ev.new_state);
-                self.bump(ev.cookie, |r| r.retransmits = r.retransmits.saturating_add(1));
+                self.bump(ev.cookie, |r| {
+                    r.retransmits = r.retransmits.saturating_add(1)
+                });
             }
             Kind::SynackRetransmit => {
                 obs.synack_retransmit(ev.cookie);
-                self.bump(ev.cookie, |r| r.synack_retransmits = r.synack_retransmits.saturating_add(1));
+                self.bump(ev.cookie, |r| {
+                    r.synack_retransmits = r.synack_retransmits.saturating_add(1)
+                });
             }
             Kind::ResetSent => self.apply_reset(ev, Direction::Sent, obs),
             Kind::ResetReceived => self.apply_reset(ev, Direction::Received, obs),
@@ -92,10 +103,16 @@ impl Engine {
     fn apply_reset(&mut self, ev: &SockEvent, dir: Direction, obs: &mut impl Observer) {
         obs.reset(ev.cookie, dir, ev.new_state);
         let (bit, counter): (u16, fn(&mut Record)) = match dir {
-            Direction::Sent => (flag::RST_TX, |r| r.resets_sent = r.resets_sent.saturating_add(1)),
-            Direction::Received => (flag::RST_RX, |r| r.resets_received = r.resets_received.saturating_add(1)),
+            Direction::Sent => (flag::RST_TX, |r| {
+                r.resets_sent = r.resets_sent.saturating_add(1)
+            }),
+            Direction::Received => (flag::RST_RX, |r| {
+                r.resets_received = r.resets_received.saturating_add(1)
+            }),
         };
-        let Some(slot) = self.bump(ev.cookie, counter) else { return };
+        let Some(slot) = self.bump(ev.cookie, counter) else {
+            return;
+        };
         let r = self.store.rec(slot);
         if r.has(flag::TW) {
             if ev.ts_ns > r.since_ns {
@@ -115,7 +132,13 @@ impl Engine {
     }
 
     /// End the TIME_WAIT (or orphaned FIN_WAIT2) stay of `slot` at `at_ns`.
-    pub(super) fn end_time_wait(&mut self, slot: u32, at_ns: u64, how: TimeWaitEnd, obs: &mut impl Observer) {
+    pub(super) fn end_time_wait(
+        &mut self,
+        slot: u32,
+        at_ns: u64,
+        how: TimeWaitEnd,
+        obs: &mut impl Observer,
+    ) {
         let r = self.store.rec(slot);
         let (cookie, state, since) = (r.cookie, r.state, r.since_ns);
         let dur = at_ns.saturating_sub(since);
@@ -143,6 +166,17 @@ impl Engine {
             self.stats.untracked_events += 1;
             return;
         };
+        if ev.cookie == 0 {
+            // No socket to follow (the kernel could not name it): count it.
+            self.stats.untracked_events += 1;
+            obs.transition(0, from, to);
+            return;
+        }
+        if from == to {
+            // Not a change: nothing to end or start.
+            self.stats.duplicates += 1;
+            return;
+        }
         if matches!(to, SynSent | SynRecv) {
             self.end_reused_time_wait(ev, family as u8, obs);
         }
@@ -167,13 +201,25 @@ impl Engine {
 
     /// A new connection on the 4-tuple of a TIME_WAIT record ends it.
     fn end_reused_time_wait(&mut self, ev: &SockEvent, family: u8, obs: &mut impl Observer) {
-        let (local, remote) = (super::record::addr_bytes(ev.saddr), super::record::addr_bytes(ev.daddr));
+        let (local, remote) = (
+            super::record::addr_bytes(ev.saddr),
+            super::record::addr_bytes(ev.daddr),
+        );
         let h = hash::tuple_hash(family, &local, ev.sport, &remote, ev.dport);
-        let Some(cookie) = self.store.time_wait_with_tuple(h) else { return };
-        let Some(slot) = self.store.slot(cookie) else { return };
+        let Some(cookie) = self.store.time_wait_with_tuple(h) else {
+            return;
+        };
+        let Some(slot) = self.store.slot(cookie) else {
+            return;
+        };
         let r = self.store.rec(slot);
-        let same = r.local == local && r.remote == remote && r.lport == ev.sport && r.rport == ev.dport;
-        if cookie != ev.cookie && same {
+        let same = r.family as u8 == family
+            && r.local == local
+            && r.remote == remote
+            && r.lport == ev.sport
+            && r.rport == ev.dport;
+        // A connection that started before the TIME_WAIT did cannot reuse it.
+        if cookie != ev.cookie && same && ev.ts_ns >= r.since_ns {
             self.end_time_wait(slot, ev.ts_ns, TimeWaitEnd::Reused, obs);
         }
     }
@@ -181,7 +227,14 @@ impl Engine {
     /// Decide what a state event for a tracked record means. Returns true
     /// when the record should enter `to` now (after reporting the stay it
     /// leaves); false when the event was a duplicate or stale.
-    fn advance_record(&mut self, slot: u32, ev: &SockEvent, from: TcpState, to: TcpState, obs: &mut impl Observer) -> bool {
+    fn advance_record(
+        &mut self,
+        slot: u32,
+        ev: &SockEvent,
+        from: TcpState,
+        to: TcpState,
+        obs: &mut impl Observer,
+    ) -> bool {
         let r = self.store.rec(slot);
         let ts = ev.ts_ns;
         let cur = r.kernel_state();
@@ -201,8 +254,10 @@ impl Engine {
             self.stats.duplicates += 1;
             return false;
         }
-        if ts < r.since_ns && from != cur {
-            // Stale: the record is already past this event.
+        let closed = r.has(flag::FINISHED) || r.has(flag::TW);
+        if ts < r.since_ns && (from != cur || closed) {
+            // Stale: the record is already past this event (a closed socket
+            // can start again, but only after it closed).
             self.stats.out_of_order += 1;
             self.store.update(slot, |r| learn(r, from, to, ev));
             return false;
@@ -217,13 +272,16 @@ impl Engine {
             self.stats.path_gap += 1;
         }
         let (cookie, state, since) = (r.cookie, r.state, r.since_ns);
-        if r.has(flag::FINISHED) || r.has(flag::TW) {
+        if closed {
             // The full socket had closed; a reconnect (close -> syn_sent)
             // starts a new life on the same cookie. A TIME_WAIT cannot be
             // left by a state event: end it silently (the kernel wins).
             self.store.update(slot, |r| {
                 if r.has(flag::FINISHED) {
-                    r.set(flag::FINISHED | flag::TW_CONFIRMED | flag::HALF_CLOSED, false);
+                    r.set(
+                        flag::FINISHED | flag::TW_CONFIRMED | flag::HALF_CLOSED,
+                        false,
+                    );
                     r.closed_by = None;
                     r.tw_end = tw_end::NONE;
                 }
@@ -241,7 +299,14 @@ impl Engine {
 
     /// Move `slot` into `to` at the event's time: path, facts, and the
     /// close (finish, or infer TIME_WAIT).
-    fn enter(&mut self, slot: u32, from: TcpState, to: TcpState, ev: &SockEvent, obs: &mut impl Observer) {
+    fn enter(
+        &mut self,
+        slot: u32,
+        from: TcpState,
+        to: TcpState,
+        ev: &SockEvent,
+        obs: &mut impl Observer,
+    ) {
         let at = ev.ts_ns.max(self.store.rec(slot).since_ns);
         let (cookie, closed) = self.store.update(slot, |r| {
             learn(r, from, to, ev);

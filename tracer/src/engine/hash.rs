@@ -49,7 +49,13 @@ pub type BuildCookieHasher = BuildHasherDefault<CookieHasher>;
 /// A 64-bit fingerprint of (family, local address:port, remote address:port).
 /// Equal tuples give equal fingerprints; callers compare the full tuple on a
 /// hit, so a collision costs a missed match, never a wrong one.
-pub(super) fn tuple_hash(family: u8, local: &[u8; 16], lport: u16, remote: &[u8; 16], rport: u16) -> u64 {
+pub(super) fn tuple_hash(
+    family: u8,
+    local: &[u8; 16],
+    lport: u16,
+    remote: &[u8; 16],
+    rport: u16,
+) -> u64 {
     let word = |b: &[u8; 16], i: usize| {
         let mut w = [0u8; 8];
         w.copy_from_slice(&b[i..i + 8]);
@@ -57,7 +63,12 @@ pub(super) fn tuple_hash(family: u8, local: &[u8; 16], lport: u16, remote: &[u8;
     };
     let ports = u64::from(lport) | u64::from(rport) << 16 | u64::from(family) << 32;
     let mut h = mix(ports);
-    for w in [word(local, 0), word(local, 8), word(remote, 0), word(remote, 8)] {
+    for w in [
+        word(local, 0),
+        word(local, 8),
+        word(remote, 0),
+        word(remote, 8),
+    ] {
         h = mix(h ^ w);
     }
     h

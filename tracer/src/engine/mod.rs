@@ -31,9 +31,10 @@
 //!   transition) is ignored; an event older than the record's current state
 //!   either follows it (`from` matches: applied with a clamped zero-length
 //!   stay) or is stale (the record is already past it: only its facts are
-//!   kept, the state does not move back); both count `out_of_order`. A
-//!   `from` that differs from the tracked state counts `path_gap`, the event
-//!   wins, and no stay is reported for the unseen part.
+//!   kept and the state does not move back; a closed record restarts only
+//!   on a newer event); both count `out_of_order`. A `from` that differs
+//!   from the tracked state counts `path_gap`, the event wins, and no stay
+//!   is reported for the unseen part.
 //! - **Sockets older than the agent** are adopted from a dump with
 //!   `since_is_lower_bound` (ages are "at least"), except a TIME_WAIT
 //!   socket, whose entry is `now - (TCP_TIMEWAIT_LEN - expires)`.
@@ -47,11 +48,12 @@
 //! changed during the dump is left for the next one.
 //!
 //! # Memory
-//! At most `Config::max_sockets` records (evicting the oldest finished
-//! record first, else the oldest live one; every eviction is counted), each
-//! 112 bytes in a dense slab plus a 16-byte cookie index entry, plus one
-//! more index entry per TIME_WAIT record: about 150-190 bytes per socket
-//! with hash table slack. See `store.rs`.
+//! At most `Config::max_sockets` records: at the cap the oldest finished
+//! record is evicted first, else the oldest live one (dump adoption never
+//! evicts a live record), and every eviction is counted. A record is 112
+//! bytes in a dense slab plus a 16-byte cookie index entry, plus one more
+//! index entry while in TIME_WAIT: about 150-190 bytes per socket with hash
+//! table slack. See `store.rs`.
 mod apply;
 mod hash;
 mod observer;
@@ -140,9 +142,15 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An empty engine.
-    pub fn new(cfg: Config) -> Engine {
-        Engine { cfg, store: Store::new(cfg.max_sockets), stats: Stats::default(), clock_ns: 0 }
+    /// An empty engine. `max_sockets` is clamped to `1..u32::MAX`.
+    pub fn new(mut cfg: Config) -> Engine {
+        cfg.max_sockets = cfg.max_sockets.clamp(1, record::NIL as usize - 1);
+        Engine {
+            cfg,
+            store: Store::new(cfg.max_sockets),
+            stats: Stats::default(),
+            clock_ns: 0,
+        }
     }
 
     /// The settings in use.
@@ -180,7 +188,9 @@ impl Engine {
 
     /// The record of `cookie`.
     pub fn get(&self, cookie: u64) -> Option<SocketView<'_>> {
-        self.store.slot(cookie).map(|s| SocketView { rec: self.store.rec(s) })
+        self.store.slot(cookie).map(|s| SocketView {
+            rec: self.store.rec(s),
+        })
     }
 
     /// Records held (live and finished); never above `max_sockets`.
@@ -219,6 +229,7 @@ impl Engine {
 
     /// True when `state` lasting `dur_ns` makes the connection half-closed.
     fn half_closed(&self, state: TcpState, dur_ns: u64) -> bool {
-        matches!(state, TcpState::FinWait2 | TcpState::CloseWait) && dur_ns > self.cfg.half_closed_threshold_ns
+        matches!(state, TcpState::FinWait2 | TcpState::CloseWait)
+            && dur_ns > self.cfg.half_closed_threshold_ns
     }
 }

@@ -74,7 +74,11 @@ pub enum TimeWaitEnd {
 
 impl TimeWaitEnd {
     /// Every value, in [`TimeWaitEnd::index`] order.
-    pub const ALL: [TimeWaitEnd; 3] = [TimeWaitEnd::Expired, TimeWaitEnd::Reused, TimeWaitEnd::Reset];
+    pub const ALL: [TimeWaitEnd; 3] = [
+        TimeWaitEnd::Expired,
+        TimeWaitEnd::Reused,
+        TimeWaitEnd::Reset,
+    ];
 
     /// The `how` label value.
     pub fn name(self) -> &'static str {
@@ -105,7 +109,11 @@ pub enum Correction {
 
 impl Correction {
     /// Every value, in [`Correction::index`] order.
-    pub const ALL: [Correction; 3] = [Correction::Missed, Correction::Vanished, Correction::StateMismatch];
+    pub const ALL: [Correction; 3] = [
+        Correction::Missed,
+        Correction::Vanished,
+        Correction::StateMismatch,
+    ];
 
     /// The `reason` label value.
     pub fn name(self) -> &'static str {

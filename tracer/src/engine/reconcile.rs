@@ -45,7 +45,9 @@ fn untracked_state(d: &DiagSocket) -> bool {
 
 /// When a timewait socket with `expires_ms` left entered TIME_WAIT.
 fn time_wait_entry(now_ns: u64, expires_ms: u32) -> u64 {
-    let left = u64::from(expires_ms).saturating_mul(1_000_000).min(TCP_TIMEWAIT_LEN_NS);
+    let left = u64::from(expires_ms)
+        .saturating_mul(1_000_000)
+        .min(TCP_TIMEWAIT_LEN_NS);
     now_ns.saturating_sub(TCP_TIMEWAIT_LEN_NS - left)
 }
 
@@ -64,7 +66,11 @@ fn adopted(d: &DiagSocket, now_ns: u64) -> Option<Record> {
     if untracked_state(d) {
         return None;
     }
-    let state = if d.timewait && d.state != FinWait2 { TimeWait } else { d.state };
+    let state = if d.timewait && d.state != FinWait2 {
+        TimeWait
+    } else {
+        d.state
+    };
     let mut r = Record::new(d.cookie, d.family, state, now_ns);
     r.set_tuple(d.saddr, d.sport, d.daddr, d.dport);
     r.push_path(state);
@@ -85,9 +91,9 @@ impl Engine {
     /// Create records for the sockets of a dump taken at `now_ns` (at agent
     /// start): TIME_WAIT ones with their entry time from `expires_ms`, any
     /// other state with `since_is_lower_bound`. Already tracked cookies are
-    /// left alone; at the cap only finished records are evicted to make room
-    /// (dump sockets are not worth evicting live ones). Returns how many
-    /// records were created.
+    /// left alone; at the cap nothing is evicted (sockets the engine never
+    /// saw change are not worth dropping records for): the rest count in
+    /// `Stats::not_adopted`. Returns how many records were created.
     pub fn adopt(&mut self, dump: &[DiagSocket], now_ns: u64) -> usize {
         self.expire(now_ns);
         let mut n = 0;
@@ -95,11 +101,15 @@ impl Engine {
             if self.store.slot(d.cookie).is_some() {
                 continue;
             }
-            if let Some(rec) = adopted(d, now_ns) {
-                match self.store.insert(rec, false, &mut ()) {
-                    Some(_) => n += 1,
-                    None => self.stats.not_adopted += 1,
-                }
+            let Some(rec) = adopted(d, now_ns) else {
+                continue;
+            };
+            if self.store.len() < self.cfg.max_sockets
+                && self.store.insert(rec, false, &mut ()).is_some()
+            {
+                n += 1;
+            } else {
+                self.stats.not_adopted += 1;
             }
         }
         n
@@ -109,7 +119,12 @@ impl Engine {
     /// confirm, reclassify or end TIME_WAIT, adopt missed sockets, close
     /// vanished ones, follow the dump on a state mismatch. Call it after
     /// draining the events up to the dump (see the module docs).
-    pub fn reconcile(&mut self, dump: &[DiagSocket], now_ns: u64, obs: &mut impl Observer) -> ReconcileReport {
+    pub fn reconcile(
+        &mut self,
+        dump: &[DiagSocket],
+        now_ns: u64,
+        obs: &mut impl Observer,
+    ) -> ReconcileReport {
         let mut rep = ReconcileReport::default();
         let judge_before = now_ns.saturating_sub(self.cfg.reconcile_slack_ns);
         self.clock_ns = self.clock_ns.max(now_ns);
@@ -117,7 +132,9 @@ impl Engine {
             match self.store.slot(d.cookie) {
                 Some(slot) => self.present(slot, d, now_ns, judge_before, &mut rep, obs),
                 None => {
-                    let Some(mut rec) = adopted(d, now_ns) else { continue };
+                    let Some(mut rec) = adopted(d, now_ns) else {
+                        continue;
+                    };
                     rec.set(flag::SEEN, true);
                     rep.missed += 1;
                     obs.correction(d.cookie, Correction::Missed);
@@ -136,9 +153,18 @@ impl Engine {
     }
 
     /// `slot` is in the dump as `d`.
-    fn present(&mut self, slot: u32, d: &DiagSocket, now_ns: u64, judge_before: u64, rep: &mut ReconcileReport, obs: &mut impl Observer) {
+    fn present(
+        &mut self,
+        slot: u32,
+        d: &DiagSocket,
+        now_ns: u64,
+        judge_before: u64,
+        rep: &mut ReconcileReport,
+        obs: &mut impl Observer,
+    ) {
         let r = self.store.rec(slot);
-        let (cookie, state, since, lower_bound) = (r.cookie, r.state, r.since_ns, r.has(flag::LOWER_BOUND));
+        let (cookie, state, since, lower_bound) =
+            (r.cookie, r.state, r.since_ns, r.has(flag::LOWER_BOUND));
         if r.has(flag::FINISHED) || untracked_state(d) || (r.has(flag::TW) && !d.timewait) {
             // Closed since the dump began, or not a socket we follow (a
             // cookie is never reused, so a timewait record cannot be a full
@@ -160,7 +186,7 @@ impl Engine {
                 }
                 (FinWait2, TimeWait) => {
                     // The orphan got its FIN: TIME_WAIT restarted at 60 s.
-                    let entry = time_wait_entry(now_ns, d.expires_ms).clamp(since, now_ns);
+                    let entry = time_wait_entry(now_ns, d.expires_ms).max(since);
                     obs.stay(cookie, FinWait2, entry - since, lower_bound);
                     let half = self.half_closed(FinWait2, entry - since);
                     self.store.update(slot, |r| {
@@ -173,13 +199,18 @@ impl Engine {
                 }
                 _ => {}
             }
-            self.store.update(slot, |r| r.set(flag::TW_CONFIRMED | flag::SEEN, true));
+            self.store
+                .update(slot, |r| r.set(flag::TW_CONFIRMED | flag::SEEN, true));
             return;
         }
         if judged && (d.timewait || d.state != state) {
             rep.state_mismatch += 1;
             obs.correction(cookie, Correction::StateMismatch);
-            let to = if d.timewait && d.state != FinWait2 { TimeWait } else { d.state };
+            let to = if d.timewait && d.state != FinWait2 {
+                TimeWait
+            } else {
+                d.state
+            };
             self.store.update(slot, |r| {
                 r.prev = Some(r.kernel_state());
                 if d.timewait {
@@ -194,7 +225,7 @@ impl Engine {
                     r.closed_by = implied_closer(to, d.timewait);
                 }
                 if to == TimeWait {
-                    r.since_ns = time_wait_entry(now_ns, d.expires_ms).clamp(since, now_ns);
+                    r.since_ns = time_wait_entry(now_ns, d.expires_ms).max(since);
                     r.set(flag::LOWER_BOUND, false);
                 } else {
                     r.since_ns = now_ns.max(since);
@@ -206,7 +237,14 @@ impl Engine {
     }
 
     /// Judge `slot` if the dump did not show it.
-    fn absent(&mut self, slot: u32, now_ns: u64, judge_before: u64, rep: &mut ReconcileReport, obs: &mut impl Observer) {
+    fn absent(
+        &mut self,
+        slot: u32,
+        now_ns: u64,
+        judge_before: u64,
+        rep: &mut ReconcileReport,
+        obs: &mut impl Observer,
+    ) {
         let r = self.store.rec(slot);
         let (cookie, since) = (r.cookie, r.since_ns);
         let seen = r.has(flag::SEEN);

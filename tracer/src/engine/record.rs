@@ -143,7 +143,13 @@ impl Record {
 
     /// The 4-tuple fingerprint (see `hash::tuple_hash`).
     pub fn tuple_hash(&self) -> u64 {
-        super::hash::tuple_hash(self.family as u8, &self.local, self.lport, &self.remote, self.rport)
+        super::hash::tuple_hash(
+            self.family as u8,
+            &self.local,
+            self.lport,
+            &self.remote,
+            self.rport,
+        )
     }
 
     pub fn has(&self, f: u16) -> bool {
@@ -161,7 +167,11 @@ impl Record {
     /// The state the kernel's full socket is in: `Close` once it has been
     /// replaced by a timewait socket.
     pub fn kernel_state(&self) -> TcpState {
-        if self.has(flag::TW) { TcpState::Close } else { self.state }
+        if self.has(flag::TW) {
+            TcpState::Close
+        } else {
+            self.state
+        }
     }
 
     /// True when an event's `to` describes where the record is now (a
@@ -183,19 +193,20 @@ impl Record {
 
     /// Drop the last path entry when it is `st` (a retracted inference).
     pub fn pop_path(&mut self, st: TcpState) {
-        if let Some(last) = (self.path_len as usize).checked_sub(1) {
-            if self.path[last] == st as u8 && !self.has(flag::TRUNCATED) {
-                self.path_len -= 1;
-            }
+        if let Some(last) = (self.path_len as usize).checked_sub(1)
+            && self.path[last] == st as u8
+            && !self.has(flag::TRUNCATED)
+        {
+            self.path_len -= 1;
         }
     }
 
     /// Replace the last path entry when it is `from`.
     pub fn replace_last_path(&mut self, from: TcpState, to: TcpState) {
-        if let Some(last) = (self.path_len as usize).checked_sub(1) {
-            if self.path[last] == from as u8 {
-                self.path[last] = to as u8;
-            }
+        if let Some(last) = (self.path_len as usize).checked_sub(1)
+            && self.path[last] == from as u8
+        {
+            self.path[last] = to as u8;
         }
     }
 }
@@ -298,7 +309,9 @@ impl<'a> SocketView<'a> {
     /// appears after `close`.
     pub fn path(&self) -> impl Iterator<Item = TcpState> + 'a {
         let rec: &'a Record = self.rec;
-        rec.path[..rec.path_len as usize].iter().filter_map(|&n| TcpState::from_kernel(n))
+        rec.path[..rec.path_len as usize]
+            .iter()
+            .filter_map(|&n| TcpState::from_kernel(n))
     }
 
     /// True when the path was longer than [`PATH_LEN`] and was cut.
@@ -340,7 +353,10 @@ impl<'a> SocketView<'a> {
 
     /// The owning process, when a syscall-context transition revealed it.
     pub fn owner(&self) -> Option<Owner> {
-        self.rec.has(flag::OWNER).then_some(Owner { pid: self.rec.pid, comm: self.rec.comm })
+        self.rec.has(flag::OWNER).then_some(Owner {
+            pid: self.rec.pid,
+            comm: self.rec.comm,
+        })
     }
 
     /// When the engine first knew the socket (monotonic ns).

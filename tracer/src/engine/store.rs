@@ -25,7 +25,10 @@ struct List {
     tail: u32,
 }
 
-const EMPTY: List = List { head: NIL, tail: NIL };
+const EMPTY: List = List {
+    head: NIL,
+    tail: NIL,
+};
 
 /// What a record contributes to the indexes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -69,7 +72,7 @@ impl Store {
             live: EMPTY,
             finished: EMPTY,
             counts: [0; TcpState::COUNT],
-            max: max.clamp(1, NIL as usize),
+            max: max.clamp(1, NIL as usize - 1),
             evictions: 0,
         }
     }
@@ -146,7 +149,12 @@ impl Store {
     /// Insert a record for a cookie that is not present. At the cap, first
     /// evict the oldest finished record, else (when `evict_live`) the oldest
     /// live one; returns `None` when nothing could make room.
-    pub fn insert(&mut self, rec: Record, evict_live: bool, obs: &mut impl Observer) -> Option<u32> {
+    pub fn insert(
+        &mut self,
+        rec: Record,
+        evict_live: bool,
+        obs: &mut impl Observer,
+    ) -> Option<u32> {
         debug_assert!(!self.index.contains_key(&rec.cookie));
         if self.slab.len() >= self.max && !self.evict_one(evict_live, obs) {
             return None;
@@ -155,7 +163,8 @@ impl Store {
             // Grow by an eighth rather than doubling: the slab is most of the
             // memory, and this keeps its slack near 12 %.
             let room = self.max - self.slab.len();
-            self.slab.reserve_exact((self.slab.len() / 8).max(64).min(room));
+            self.slab
+                .reserve_exact((self.slab.len() / 8).max(64).min(room));
         }
         let slot = self.slab.len() as u32;
         let cookie = rec.cookie;
@@ -188,7 +197,9 @@ impl Store {
     /// oldest first. Returns how many.
     pub fn expire(&mut self, cutoff_ns: u64) -> usize {
         let mut n = 0;
-        while self.finished.head != NIL && self.slab[self.finished.head as usize].since_ns <= cutoff_ns {
+        while self.finished.head != NIL
+            && self.slab[self.finished.head as usize].since_ns <= cutoff_ns
+        {
             self.remove(self.finished.head);
             n += 1;
         }
@@ -203,7 +214,12 @@ impl Store {
         self.index.remove(&rec.cookie);
         if let Some(moved) = self.slab.get(slot as usize) {
             // The last record now sits in `slot`: repoint whoever named it.
-            let (cookie, prev, next, finished) = (moved.cookie, moved.link_prev, moved.link_next, moved.has(flag::FINISHED));
+            let (cookie, prev, next, finished) = (
+                moved.cookie,
+                moved.link_prev,
+                moved.link_next,
+                moved.has(flag::FINISHED),
+            );
             self.index.insert(cookie, slot);
             match prev {
                 NIL => self.list_mut(finished).head = slot,
@@ -218,7 +234,11 @@ impl Store {
     }
 
     fn list_mut(&mut self, finished: bool) -> &mut List {
-        if finished { &mut self.finished } else { &mut self.live }
+        if finished {
+            &mut self.finished
+        } else {
+            &mut self.live
+        }
     }
 
     fn account(&mut self, slot: u32, a: Acct) {
@@ -246,12 +266,15 @@ impl Store {
             self.counts[st.index()] -= 1;
         }
         let cookie = self.slab[slot as usize].cookie;
-        if let Some(h) = a.tw {
-            if self.tw_index.get(&h) == Some(&cookie) {
-                self.tw_index.remove(&h);
-            }
+        if let Some(h) = a.tw
+            && self.tw_index.get(&h) == Some(&cookie)
+        {
+            self.tw_index.remove(&h);
         }
-        let (prev, next) = (self.slab[slot as usize].link_prev, self.slab[slot as usize].link_next);
+        let (prev, next) = (
+            self.slab[slot as usize].link_prev,
+            self.slab[slot as usize].link_next,
+        );
         match prev {
             NIL => self.list_mut(a.finished).head = next,
             p => self.slab[p as usize].link_next = next,
@@ -268,13 +291,26 @@ impl Store {
     /// Panic unless every index agrees with the records (tests only).
     #[cfg(test)]
     pub fn check(&self) {
-        assert!(self.slab.len() <= self.max, "{} records over the cap {}", self.slab.len(), self.max);
+        assert!(
+            self.slab.len() <= self.max,
+            "{} records over the cap {}",
+            self.slab.len(),
+            self.max
+        );
         assert_eq!(self.index.len(), self.slab.len());
         let mut counts = [0u64; TcpState::COUNT];
         let mut tw = 0;
         for (i, r) in self.slab.iter().enumerate() {
-            assert_eq!(self.index.get(&r.cookie), Some(&(i as u32)), "index of {:#x}", r.cookie);
-            assert!(!(r.has(flag::FINISHED) && r.has(flag::TW)), "finished record in TIME_WAIT");
+            assert_eq!(
+                self.index.get(&r.cookie),
+                Some(&(i as u32)),
+                "index of {:#x}",
+                r.cookie
+            );
+            assert!(
+                !(r.has(flag::FINISHED) && r.has(flag::TW)),
+                "finished record in TIME_WAIT"
+            );
             if !r.has(flag::FINISHED) {
                 counts[r.state.index()] += 1;
                 if r.has(flag::TW) {
@@ -302,7 +338,11 @@ impl Store {
                 n += 1;
             }
             assert_eq!(list.tail, prev);
-            let want = self.slab.iter().filter(|r| r.has(flag::FINISHED) == finished).count();
+            let want = self
+                .slab
+                .iter()
+                .filter(|r| r.has(flag::FINISHED) == finished)
+                .count();
             assert_eq!(n, want, "list length");
         }
     }

@@ -4,11 +4,17 @@ use super::*;
 use crate::tcp::TcpState::*;
 
 fn capped(n: usize) -> H {
-    H::with(Config { max_sockets: n, ..Config::default() })
+    H::with(Config {
+        max_sockets: n,
+        ..Config::default()
+    })
 }
 
 fn refused(c: u64, t: u64) -> [Ev; 2] {
-    [ev(c).from(Close).to(SynSent).at(t), ev(c).from(SynSent).to(Close).at(t + 1)]
+    [
+        ev(c).from(Close).to(SynSent).at(t),
+        ev(c).from(SynSent).to(Close).at(t + 1),
+    ]
 }
 
 #[test]
@@ -23,7 +29,11 @@ fn at_the_cap_finished_records_go_first_oldest_first() {
     h.run([ev(5).from(Close).to(SynSent).at(ms(4))]);
     assert_eq!(h.take()[0], Obs::Evicted(2, false));
     h.run([ev(6).from(Close).to(SynSent).at(ms(5))]);
-    assert_eq!(h.take()[0], Obs::Evicted(3, true), "no finished record left: the oldest live one");
+    assert_eq!(
+        h.take()[0],
+        Obs::Evicted(3, true),
+        "no finished record left: the oldest live one"
+    );
     assert_eq!(h.e.tracked(), 3);
     assert_eq!(h.e.stats().evictions, 3);
     assert!(h.e.get(3).is_none() && h.e.get(6).is_some());
@@ -36,7 +46,10 @@ fn time_wait_records_are_live_for_eviction() {
     h.run(active_close(1, 0));
     h.run(refused(2, ms(30)));
     h.run([ev(3).from(Close).to(SynSent).at(ms(40))]);
-    assert!(h.e.get(1).is_some(), "the finished record went, not the TIME_WAIT one");
+    assert!(
+        h.e.get(1).is_some(),
+        "the finished record went, not the TIME_WAIT one"
+    );
     assert!(h.e.get(2).is_none());
 }
 
@@ -50,7 +63,10 @@ fn churn_stays_under_the_cap() {
             h.e.apply(&ev(c).from(SynSent).to(Close).at(t + 1).0, &mut h.o);
         }
         if c % 7 == 0 {
-            h.e.apply(&ev(c - 1).from(SynSent).to(Established).at(t + 2).0, &mut h.o);
+            h.e.apply(
+                &ev(c - 1).from(SynSent).to(Established).at(t + 2).0,
+                &mut h.o,
+            );
         }
         assert!(h.e.tracked() <= 100);
         if c % 97 == 0 {
@@ -69,12 +85,22 @@ fn dumps_do_not_evict_live_records() {
     h.run(active_open(1, 0));
     h.run(active_open(2, 0));
     assert_eq!(h.adopt(&[diag(3, Established).0], secs(1)), 0);
-    let rep = h.reconcile(&[diag(1, Established).0, diag(2, Established).0, diag(3, Established).0], secs(2));
+    let rep = h.reconcile(
+        &[
+            diag(1, Established).0,
+            diag(2, Established).0,
+            diag(3, Established).0,
+        ],
+        secs(2),
+    );
     assert_eq!((rep.missed, rep.not_adopted), (1, 1));
     assert_eq!(h.e.stats().not_adopted, 2);
     assert!(h.e.get(1).is_some() && h.e.get(2).is_some());
     // With a finished record to spare, the missed socket gets its place.
-    h.run([rst_rx(2).at(secs(3)), ev(2).from(Established).to(Close).at(secs(3))]);
+    h.run([
+        rst_rx(2).at(secs(3)),
+        ev(2).from(Established).to(Close).at(secs(3)),
+    ]);
     h.take();
     let rep = h.reconcile(&[diag(1, Established).0, diag(3, Established).0], secs(4));
     assert_eq!((rep.missed, rep.not_adopted), (1, 0));
@@ -108,6 +134,16 @@ fn under_200_bytes_per_socket() {
     }
 }
 
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
 #[test]
 #[ignore = "timing: run with --release -- --ignored --nocapture"]
 fn throughput() {
@@ -115,21 +151,29 @@ fn throughput() {
     let mut evs = Vec::with_capacity(n as usize * 5);
     for c in 1..=n {
         let t = c * 1000;
-        evs.extend(active_open(c, t).map(|e| e.0));
-        evs.extend(active_close(c, t + ms(2)).map(|e| e.0));
+        // Distinct tuples: every connection ends in TIME_WAIT (the worst
+        // case for memory: both indexes hold every record).
+        let (lp, rp) = ((c % 60_000) as u16, (c / 60_000) as u16);
+        evs.extend(active_open(c, t).map(|e| e.ports(lp, rp).0));
+        evs.extend(active_close(c, t + ms(2)).map(|e| e.ports(lp, rp).0));
     }
-    let mut e = Engine::new(Config { max_sockets: 1_000_000, ..Config::default() });
+    let rss0 = rss_bytes();
+    let mut e = Engine::new(Config::default());
     let start = std::time::Instant::now();
     for x in &evs {
         e.apply(x, &mut ());
     }
     let el = start.elapsed();
+    let rss = rss_bytes().saturating_sub(rss0);
     println!(
-        "{} events in {el:?}: {:.2} M events/s; {} tracked, {} evictions, {:.0} bytes/socket",
+        "{} events in {el:?}: {:.2} M events/s; {} tracked ({} in TIME_WAIT), {} evictions; \
+         {:.0} bytes/socket estimated, {:.0} by RSS",
         evs.len(),
         evs.len() as f64 / el.as_secs_f64() / 1e6,
         e.tracked(),
+        e.counts_by_state()[TimeWait.index()],
         e.stats().evictions,
-        e.approx_heap_bytes() as f64 / e.tracked() as f64
+        e.approx_heap_bytes() as f64 / e.tracked() as f64,
+        rss as f64 / e.tracked() as f64,
     );
 }

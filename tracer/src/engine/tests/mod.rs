@@ -3,7 +3,10 @@
 //! step. The scenarios live in the submodules, one concern each.
 use std::net::{IpAddr, Ipv4Addr};
 
-use super::{ClosedBy, Config, Correction, Direction, Engine, Observer, ReconcileReport, SocketView, TimeWaitEnd};
+use super::{
+    ClosedBy, Config, Correction, Direction, Engine, Observer, ReconcileReport, SocketView,
+    TimeWaitEnd,
+};
 use crate::diag::{DiagSocket, TimerKind};
 use crate::event::{Kind, SockEvent};
 use crate::tcp::{Family, TcpState};
@@ -11,6 +14,7 @@ use crate::tcp::{Family, TcpState};
 mod disorder;
 mod evict;
 mod lifecycle;
+mod lives;
 mod props;
 mod reconcile;
 mod timewait;
@@ -136,14 +140,6 @@ pub fn tw(cookie: u64, state: TcpState, expires_ms: u32) -> DiagSocket {
     d
 }
 
-impl Diag {
-    pub fn ports(mut self, local: u16, remote: u16) -> Diag {
-        self.0.sport = local;
-        self.0.dport = remote;
-        self
-    }
-}
-
 /// One observer call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Obs {
@@ -165,8 +161,12 @@ pub struct Recorder(pub Vec<Obs>);
 
 impl Observer for Recorder {
     fn stay(&mut self, cookie: u64, state: TcpState, duration_ns: u64, lower_bound: bool) {
-        assert!(duration_ns < 1_000_000_000_000_000, "wrapped duration {duration_ns} for {state}");
-        self.0.push(Obs::Stay(cookie, state, duration_ns, lower_bound));
+        assert!(
+            duration_ns < 1_000_000_000_000_000,
+            "wrapped duration {duration_ns} for {state}"
+        );
+        self.0
+            .push(Obs::Stay(cookie, state, duration_ns, lower_bound));
     }
     fn transition(&mut self, cookie: u64, from: TcpState, to: TcpState) {
         self.0.push(Obs::Trans(cookie, from, to));
@@ -209,7 +209,10 @@ impl H {
     }
 
     pub fn with(cfg: Config) -> H {
-        H { e: Engine::new(cfg), o: Recorder::default() }
+        H {
+            e: Engine::new(cfg),
+            o: Recorder::default(),
+        }
     }
 
     /// Apply events in order.
@@ -251,7 +254,17 @@ impl H {
 
     /// The stays recorded so far, of any cookie.
     pub fn stays(&self) -> Vec<(TcpState, u64, bool)> {
-        self.o.0.iter().filter_map(|o| if let Obs::Stay(_, s, d, lb) = *o { Some((s, d, lb)) } else { None }).collect()
+        self.o
+            .0
+            .iter()
+            .filter_map(|o| {
+                if let Obs::Stay(_, s, d, lb) = *o {
+                    Some((s, d, lb))
+                } else {
+                    None
+                }
+            })
+            .collect()
     }
 
     /// Every recorded call matching `f`.
@@ -260,7 +273,9 @@ impl H {
     }
 
     pub fn view(&self, cookie: u64) -> SocketView<'_> {
-        self.e.get(cookie).unwrap_or_else(|| panic!("cookie {cookie} is not tracked"))
+        self.e
+            .get(cookie)
+            .unwrap_or_else(|| panic!("cookie {cookie} is not tracked"))
     }
 
     pub fn state(&self, cookie: u64) -> TcpState {
@@ -281,7 +296,10 @@ impl H {
 /// -> established (1 ms later).
 pub fn active_open(c: u64, t0: u64) -> [Ev; 2] {
     use TcpState::*;
-    [ev(c).from(Close).to(SynSent).at(t0), ev(c).from(SynSent).to(Established).at(t0 + ms(1))]
+    [
+        ev(c).from(Close).to(SynSent).at(t0),
+        ev(c).from(SynSent).to(Established).at(t0 + ms(1)),
+    ]
 }
 
 /// Active close of `c` starting at `t0`: fin_wait1, fin_wait2 (+10 ms),

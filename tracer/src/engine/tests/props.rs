@@ -3,6 +3,7 @@
 //! duration, never exceed the cap, and keep the counts exact; duplicating
 //! every state event changes nothing the observer hears.
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 use super::*;
 
@@ -53,7 +54,15 @@ fn dump(d: &[(u64, TcpState, bool, u32)]) -> Vec<DiagSocket> {
     d.iter()
         .map(|&(c, s, timewait, exp)| {
             if timewait {
-                tw(c, if s == TcpState::FinWait2 { s } else { TcpState::TimeWait }, exp)
+                tw(
+                    c,
+                    if s == TcpState::FinWait2 {
+                        s
+                    } else {
+                        TcpState::TimeWait
+                    },
+                    exp,
+                )
             } else {
                 diag(c, s).0
             }
@@ -91,7 +100,12 @@ fn drive(h: &mut H, ops: &[Op], dup: bool) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        // Keep regression seeds next to this file (tests/props.regressions).
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn invariants_hold_on_random_streams(ops in prop::collection::vec(op(), 1..120), cap in 1usize..8) {

@@ -28,7 +28,13 @@ fn adopt_a_start_dump() {
     for (c, state, since, lb, by, in_tw) in want {
         let v = h.view(c);
         assert_eq!(
-            (v.state(), v.state_since_ns(), v.since_is_lower_bound(), v.closed_by(), v.in_time_wait()),
+            (
+                v.state(),
+                v.state_since_ns(),
+                v.since_is_lower_bound(),
+                v.closed_by(),
+                v.in_time_wait()
+            ),
             (state, since, lb, by, in_tw),
             "cookie {c}"
         );
@@ -133,7 +139,10 @@ fn corrections_table() {
         },
         Case {
             name: "grace: changed after the dump started",
-            events: vec![ev(1).from(Close).to(SynSent).at(0), ev(1).from(SynSent).to(Established).at(t + ms(1))],
+            events: vec![
+                ev(1).from(Close).to(SynSent).at(0),
+                ev(1).from(SynSent).to(Established).at(t + ms(1)),
+            ],
             dump: vec![diag(1, SynSent).0],
             cookie: 1,
             correction: None,
@@ -142,7 +151,10 @@ fn corrections_table() {
         },
         Case {
             name: "closed before the dump: not vanished, already closed",
-            events: vec![ev(1).from(Close).to(SynSent).at(0), ev(1).from(SynSent).to(Close).at(ms(1))],
+            events: vec![
+                ev(1).from(Close).to(SynSent).at(0),
+                ev(1).from(SynSent).to(Close).at(ms(1)),
+            ],
             dump: vec![],
             cookie: 1,
             correction: None,
@@ -152,7 +164,11 @@ fn corrections_table() {
         Case {
             name: "request and bound-only sockets are not missed",
             events: vec![ev(1).from(Close).to(Listen).at(0)],
-            dump: vec![diag(1, Listen).0, diag(2, NewSynRecv).0, diag(3, BoundInactive).0],
+            dump: vec![
+                diag(1, Listen).0,
+                diag(2, NewSynRecv).0,
+                diag(3, BoundInactive).0,
+            ],
             cookie: 1,
             correction: None,
             state: Listen,
@@ -164,20 +180,49 @@ fn corrections_table() {
         h.run(c.events.iter().copied());
         h.take();
         let rep = h.reconcile(&c.dump, t);
-        let corrections: Vec<_> = h.o.0.iter().filter_map(|o| if let Obs::Corr(_, r) = o { Some(*r) } else { None }).collect();
-        assert_eq!(corrections, c.correction.into_iter().collect::<Vec<_>>(), "{}", c.name);
+        let corrections: Vec<_> =
+            h.o.0
+                .iter()
+                .filter_map(|o| {
+                    if let Obs::Corr(_, r) = o {
+                        Some(*r)
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+        assert_eq!(
+            corrections,
+            c.correction.into_iter().collect::<Vec<_>>(),
+            "{}",
+            c.name
+        );
         let n = |r| u64::from(c.correction == Some(r));
         assert_eq!(
             (rep.missed, rep.vanished, rep.state_mismatch),
-            (n(Correction::Missed), n(Correction::Vanished), n(Correction::StateMismatch)),
+            (
+                n(Correction::Missed),
+                n(Correction::Vanished),
+                n(Correction::StateMismatch)
+            ),
             "{}",
             c.name
         );
         assert_eq!(h.state(c.cookie), c.state, "{}", c.name);
         assert_eq!(h.view(c.cookie).is_live(), c.live, "{}", c.name);
-        assert!(!h.o.0.iter().any(|o| matches!(o, Obs::Stay(..) | Obs::Closed(..))), "{}: corrections invent no stays", c.name);
+        assert!(
+            !h.o.0
+                .iter()
+                .any(|o| matches!(o, Obs::Stay(..) | Obs::Closed(..))),
+            "{}: corrections invent no stays",
+            c.name
+        );
         if c.correction.is_some() && c.live {
-            assert!(h.view(c.cookie).since_is_lower_bound() || c.state == TimeWait, "{}", c.name);
+            assert!(
+                h.view(c.cookie).since_is_lower_bound() || c.state == TimeWait,
+                "{}",
+                c.name
+            );
         }
     }
 }
@@ -199,7 +244,14 @@ fn a_lost_close_found_as_time_wait_gets_its_entry_from_expires() {
     h.run(active_open(1, 0));
     h.reconcile(&[tw(1, TimeWait, 58_000)], secs(5));
     let v = h.view(1);
-    assert_eq!((v.state_since_ns(), v.since_is_lower_bound(), v.time_wait_confirmed()), (secs(3), false, true));
+    assert_eq!(
+        (
+            v.state_since_ns(),
+            v.since_is_lower_bound(),
+            v.time_wait_confirmed()
+        ),
+        (secs(3), false, true)
+    );
     assert_eq!(v.closed_by(), Some(ClosedBy::Local));
 }
 
@@ -216,7 +268,10 @@ fn a_long_close_wait_is_marked_half_closed_while_still_in_it() {
 #[test]
 fn finished_records_are_kept_for_the_retention_then_dropped() {
     let mut h = H::new();
-    h.run([ev(1).from(Close).to(SynSent).at(0), ev(1).from(SynSent).to(Close).at(secs(1))]);
+    h.run([
+        ev(1).from(Close).to(SynSent).at(0),
+        ev(1).from(SynSent).to(Close).at(secs(1)),
+    ]);
     h.run([ev(2).from(Close).to(Listen).at(ms(5999))]);
     assert!(h.e.get(1).is_some(), "kept for 5 s");
     h.run([ev(2).from(Listen).to(Close).at(secs(6))]);
@@ -226,7 +281,10 @@ fn finished_records_are_kept_for_the_retention_then_dropped() {
     assert_eq!(rep.expired, 1, "and by a reconcile");
     assert_eq!(h.e.tracked(), 0);
     let mut h = H::new();
-    h.run([ev(3).from(Close).to(SynSent).at(0), ev(3).from(SynSent).to(Close).at(secs(1))]);
+    h.run([
+        ev(3).from(Close).to(SynSent).at(0),
+        ev(3).from(SynSent).to(Close).at(secs(1)),
+    ]);
     assert_eq!(h.e.expire(secs(6)), 1, "expire() for idle periods");
 }
 
@@ -235,7 +293,10 @@ fn time_wait_records_are_kept_until_they_end_then_retained() {
     let mut h = H::new();
     h.run(active_close(1, 0));
     h.run([ev(2).from(Close).to(Listen).at(secs(30))]);
-    assert!(h.view(1).in_time_wait(), "retention does not apply to TIME_WAIT");
+    assert!(
+        h.view(1).in_time_wait(),
+        "retention does not apply to TIME_WAIT"
+    );
     h.reconcile(&[tw(1, TimeWait, 30_000), diag(2, Listen).0], secs(30));
     h.reconcile(&[diag(2, Listen).0], secs(61));
     assert!(!h.view(1).is_live());

@@ -23,17 +23,30 @@ fn confirmed_then_expires_about_60s_later() {
     assert!(h.view(1).time_wait_confirmed());
     assert!(h.take().is_empty(), "confirming reports nothing");
     for t in 3..=61 {
-        let rep = h.reconcile(&[tw(1, TimeWait, (62_020 - t as u32 * 1000).min(60_000))], secs(t));
+        let rep = h.reconcile(
+            &[tw(1, TimeWait, (62_020 - t as u32 * 1000).min(60_000))],
+            secs(t),
+        );
         assert_eq!(rep, ReconcileReport::default(), "at {t} s");
     }
     let rep = h.reconcile(&[], secs(62));
     assert_eq!(rep.time_wait_expired, 1);
-    assert_eq!(h.take(), vec![Obs::Stay(1, TimeWait, secs(62) - CLOSE, false), Obs::TwEnded(1, TimeWaitEnd::Expired)]);
+    assert_eq!(
+        h.take(),
+        vec![
+            Obs::Stay(1, TimeWait, secs(62) - CLOSE, false),
+            Obs::TwEnded(1, TimeWaitEnd::Expired)
+        ]
+    );
     let v = h.view(1);
     assert!(!v.is_live() && !v.in_time_wait());
     assert_eq!(v.state(), Close);
     assert_eq!(v.time_wait_end(), Some(TimeWaitEnd::Expired));
-    assert_eq!(h.path(1).last(), Some(&TimeWait), "the path keeps the TIME_WAIT stay");
+    assert_eq!(
+        h.path(1).last(),
+        Some(&TimeWait),
+        "the path keeps the TIME_WAIT stay"
+    );
     assert_eq!(h.n(TimeWait), 0);
 }
 
@@ -46,7 +59,10 @@ fn never_appears_counted_and_finished_without_a_stay() {
     let v = h.view(1);
     assert!(v.time_wait_never_appeared() && !v.is_live());
     assert_eq!(v.time_wait_end(), None);
-    assert_eq!(h.path(1), [Close, SynSent, Established, FinWait1, FinWait2, Close]);
+    assert_eq!(
+        h.path(1),
+        [Close, SynSent, Established, FinWait1, FinWait2, Close]
+    );
     assert_eq!(h.n(TimeWait), 0);
 }
 
@@ -56,7 +72,11 @@ fn grace_a_close_just_before_the_dump_is_not_judged() {
     h.run(active_open(1, 0));
     h.run(active_close(1, ms(1880))); // close at 1.9 s
     let rep = h.reconcile(&[], secs(2));
-    assert_eq!(rep, ReconcileReport::default(), "closed 100 ms before the dump: within the 200 ms slack");
+    assert_eq!(
+        rep,
+        ReconcileReport::default(),
+        "closed 100 ms before the dump: within the 200 ms slack"
+    );
     assert!(h.view(1).in_time_wait());
     let rep = h.reconcile(&[], secs(3));
     assert_eq!(rep.time_wait_never_appeared, 1, "the next dump judges it");
@@ -65,7 +85,10 @@ fn grace_a_close_just_before_the_dump_is_not_judged() {
 #[test]
 fn reused_4_tuple_ends_it_early() {
     // How the new connection on the same tuple starts.
-    let openers = [ev(2).from(Close).to(SynSent), ev(2).from(Listen).to(SynRecv)];
+    let openers = [
+        ev(2).from(Close).to(SynSent),
+        ev(2).from(Listen).to(SynRecv),
+    ];
     for opener in openers {
         let mut h = H::new();
         h.run([ev(1).from(Established).to(FinWait1).ports(40000, 80).at(0)]);
@@ -74,7 +97,13 @@ fn reused_4_tuple_ends_it_early() {
         h.take();
         h.run([opener.ports(40000, 80).at(secs(5))]);
         let obs = h.take();
-        assert_eq!(obs[..2], [Obs::Stay(1, TimeWait, secs(5) - ms(2), false), Obs::TwEnded(1, TimeWaitEnd::Reused)]);
+        assert_eq!(
+            obs[..2],
+            [
+                Obs::Stay(1, TimeWait, secs(5) - ms(2), false),
+                Obs::TwEnded(1, TimeWaitEnd::Reused)
+            ]
+        );
         assert_eq!(h.view(1).time_wait_end(), Some(TimeWaitEnd::Reused));
         assert!(!h.view(1).is_live());
         assert_eq!(h.n(TimeWait), 0);
@@ -82,12 +111,17 @@ fn reused_4_tuple_ends_it_early() {
 }
 
 #[test]
-fn another_tuple_or_the_same_cookie_does_not_reuse() {
+fn another_tuple_a_non_opening_event_or_an_older_one_does_not_reuse() {
     let mut h = H::new();
-    h.run([ev(1).from(FinWait2).to(Close).ports(40000, 80).at(0)]);
+    h.run([ev(1).from(FinWait2).to(Close).ports(40000, 80).at(ms(1))]);
     h.run([ev(2).from(Close).to(SynSent).ports(40001, 80).at(ms(1))]);
     h.run([ev(3).from(Close).to(SynSent).ports(40000, 81).at(ms(1))]);
-    h.run([ev(4).from(Established).to(FinWait1).ports(40000, 80).at(ms(1))]);
+    h.run([ev(4)
+        .from(Established)
+        .to(FinWait1)
+        .ports(40000, 80)
+        .at(ms(1))]);
+    h.run([ev(5).from(Close).to(SynSent).ports(40000, 80).at(0)]);
     assert!(h.view(1).in_time_wait());
     assert_eq!(h.count(|o| matches!(o, Obs::TwEnded(..))), 0);
 }
@@ -98,7 +132,10 @@ fn reset_kills_it_early() {
         let mut h = closed_at_1s();
         h.run([reset.at(CLOSE + secs(5))]);
         let obs = h.take();
-        assert!(obs.contains(&Obs::Stay(1, TimeWait, secs(5), false)), "{obs:?}");
+        assert!(
+            obs.contains(&Obs::Stay(1, TimeWait, secs(5), false)),
+            "{obs:?}"
+        );
         assert!(obs.contains(&Obs::TwEnded(1, TimeWaitEnd::Reset)));
         assert_eq!(h.view(1).time_wait_end(), Some(TimeWaitEnd::Reset));
         assert!(!h.view(1).is_live());
@@ -137,7 +174,11 @@ fn orphaned_fin_wait2_counts_as_fin_wait2() {
     assert_eq!(h.path(1)[5..], [Close, FinWait2]);
     let rep = h.reconcile(&[], secs(30));
     assert_eq!((rep.orphan_fin_wait2_ended, rep.time_wait_expired), (1, 0));
-    assert_eq!(h.take(), vec![Obs::Stay(1, FinWait2, secs(30) - CLOSE, false)], "no TIME_WAIT stay, no time_wait_ended");
+    assert_eq!(
+        h.take(),
+        vec![Obs::Stay(1, FinWait2, secs(30) - CLOSE, false)],
+        "no TIME_WAIT stay, no time_wait_ended"
+    );
     assert!(h.view(1).half_closed());
 }
 
@@ -147,19 +188,32 @@ fn orphan_that_gets_its_fin_enters_time_wait() {
     h.reconcile(&[tw(1, FinWait2, 59_000)], secs(2));
     // At 10 s the timewait socket is in TIME_WAIT with 59.5 s left: entered at 9.5 s.
     h.reconcile(&[tw(1, TimeWait, 59_500)], secs(10));
-    assert_eq!(h.take(), vec![Obs::Stay(1, FinWait2, ms(9500) - CLOSE, false)]);
+    assert_eq!(
+        h.take(),
+        vec![Obs::Stay(1, FinWait2, ms(9500) - CLOSE, false)]
+    );
     assert_eq!(h.view(1).state(), TimeWait);
     assert_eq!(h.view(1).state_since_ns(), ms(9500));
     assert_eq!((h.n(FinWait2), h.n(TimeWait)), (0, 1));
     h.reconcile(&[], secs(70));
-    assert_eq!(h.take(), vec![Obs::Stay(1, TimeWait, ms(60_500), false), Obs::TwEnded(1, TimeWaitEnd::Expired)]);
+    assert_eq!(
+        h.take(),
+        vec![
+            Obs::Stay(1, TimeWait, ms(60_500), false),
+            Obs::TwEnded(1, TimeWaitEnd::Expired)
+        ]
+    );
 }
 
 #[test]
 fn time_wait_by_local_port_counts_only_time_wait() {
     let mut h = H::new();
     for (c, port) in [(1, 80), (2, 80), (3, 80), (4, 443), (5, 80), (6, 8080)] {
-        h.run([ev(c).from(FinWait2).to(Close).ports(port, 50000 + c as u16).at(ms(c))]);
+        h.run([ev(c)
+            .from(FinWait2)
+            .to(Close)
+            .ports(port, 50000 + c as u16)
+            .at(ms(c))]);
     }
     // 5 becomes an orphaned FIN_WAIT2; 6 never appears.
     let dump: Vec<_> = [(1, 80), (2, 80), (3, 80), (4, 443)]
