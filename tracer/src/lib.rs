@@ -13,4 +13,5 @@ pub mod engine;
 pub mod event;
 pub mod export;
 pub mod ingest;
+pub mod leaks;
 pub mod tcp;

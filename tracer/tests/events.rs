@@ -265,3 +265,45 @@ fn bad_flags_exit_nonzero_with_one_line() {
     assert!(!out.status.success());
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
+
+/// Without root or CAP_BPF+CAP_PERFMON: one sentence that says how to fix
+/// it, exit status 2, nothing on stdout, no panic.
+#[test]
+fn unprivileged_user_gets_one_sentence() {
+    common::require_root();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .arg(env!("CARGO_BIN_EXE_tracer"))
+        .args(["events", "--duration", "1"])
+        .output()
+        .expect("setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("needs root, or the CAP_BPF and CAP_PERFMON capabilities"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+/// CAP_BPF and CAP_PERFMON are enough: no root needed.
+#[test]
+fn runs_with_only_cap_bpf_and_cap_perfmon() {
+    let _ns = Netns::enter("caps");
+    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+    let (sock, port) = bound(ip);
+    let tracer = Events::start_as(
+        &[
+            "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+            "--inh-caps=-all,+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon",
+        ],
+        &["--port", &port.to_string()],
+    );
+    sock.listen(4).expect("listen");
+    let listener: TcpListener = sock.into();
+    let c = TcpStream::connect((ip, port)).expect("connect");
+    let (s, _) = listener.accept().expect("accept");
+    drop((c, s, listener));
+    let out = tracer.stop();
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.lost(), 0);
+    assert!(out.paths().values().any(|p| p.first().map(String::as_str) == Some("close->syn_sent")), "{:?}", out.events);
+}

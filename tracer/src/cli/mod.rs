@@ -1,5 +1,6 @@
 //! Command-line interface: flag definitions and one module per command.
 pub mod events;
+pub mod leaks;
 pub mod run;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Stream raw TCP events from the kernel as JSON lines on stdout.
     Events(events::EventsArgs),
+    /// List leaked sockets (CLOSE_WAIT, half-open, stuck handshakes) with their process, fd and age.
+    Leaks(leaks::LeaksArgs),
     /// Run the agent: follow every socket, serve /metrics and the JSON API.
     Run(run::RunArgs),
 }
@@ -26,6 +29,7 @@ pub enum Command {
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Events(args) => events::run(args),
+        Command::Leaks(args) => leaks::run(args),
         Command::Run(args) => crate::agent::run(args.settings()?),
     }
 }

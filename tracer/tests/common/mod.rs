@@ -43,8 +43,23 @@ pub struct Output {
 impl Events {
     /// Start `tracer events ARGS` and wait until its programs are attached.
     pub fn start(args: &[&str]) -> Events {
+        Events::start_as(&[], args)
+    }
+
+    /// Like [`Events::start`], run through `wrapper` (e.g. setpriv ...).
+    pub fn start_as(wrapper: &[&str], args: &[&str]) -> Events {
         require_root();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        let bin = env!("CARGO_BIN_EXE_tracer");
+        let (program, pre): (&str, &[&str]) = match wrapper.split_first() {
+            Some((p, rest)) => (p, rest),
+            None => (bin, &[]),
+        };
+        let mut cmd = Command::new(program);
+        cmd.args(pre);
+        if !wrapper.is_empty() {
+            cmd.arg(bin);
+        }
+        let mut child = cmd
             .arg("events")
             .args(args)
             .stdout(Stdio::piped())

@@ -1,0 +1,273 @@
+//! `tracer leaks`: name the process, fd, peer and age behind every leak.
+//!
+//! Asks the running agent (`GET /api/v1/leaks`, plain HTTP/1.0 over a
+//! `TcpStream`); when nothing answers at `--agent`, takes a one-shot
+//! sock_diag snapshot in which every CLOSE_WAIT socket is a suspected leak
+//! of unknown age, and says so. Prints a table grouped by process, worst
+//! first, or the report as JSON with `--json`. Exit status: 0 without
+//! leaks, 1 with leaks, 2 on error (risks alone do not count).
+use std::{
+    collections::HashMap,
+    io::{self, Read, Write},
+    net::{TcpStream, ToSocketAddrs},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::{
+    config,
+    diag::{DumpOptions, dump_tcp, owners_of},
+    leaks::{Flag, LeakKind, Report, snapshot_report, table::render},
+};
+
+/// The agent's default address, as a URL.
+pub const DEFAULT_AGENT: &str = "http://127.0.0.1:9077";
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Flags of `tracer leaks`.
+#[derive(Debug, Args, Default, Clone)]
+pub struct LeaksArgs {
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// The agent to ask [default: http://127.0.0.1:9077]; without one, a snapshot is taken.
+    #[arg(long, value_name = "URL")]
+    pub agent: Option<String>,
+    /// Hide CLOSE_WAIT leaks younger than this (on top of the agent's own threshold).
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    pub close_wait_threshold: Option<Duration>,
+    /// Hide half-open connections stalled for less than this.
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    pub half_open_threshold: Option<Duration>,
+    /// Hide idle connections idle for less than this.
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    pub idle_threshold: Option<Duration>,
+    /// Hide stuck handshakes younger than this.
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    pub handshake_threshold: Option<Duration>,
+    /// Hide orphaned FIN_WAIT2 sockets younger than this.
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    pub fin_wait2_threshold: Option<Duration>,
+}
+
+impl LeaksArgs {
+    fn min_age(&self, kind: LeakKind) -> Option<Duration> {
+        match kind {
+            LeakKind::CloseWait => self.close_wait_threshold,
+            LeakKind::HalfOpen => self.half_open_threshold,
+            LeakKind::IdleNoKeepalive => self.idle_threshold,
+            LeakKind::StuckHandshake => self.handshake_threshold,
+            LeakKind::OrphanedFinWait2 => self.fin_wait2_threshold,
+        }
+    }
+}
+
+/// Run `tracer leaks`, printing to stdout.
+pub fn run(args: LeaksArgs) -> anyhow::Result<i32> {
+    let stdout = io::stdout();
+    run_to(&args, &mut stdout.lock())
+}
+
+/// Run `tracer leaks`, printing to `out`; returns the exit status (0 or 1).
+pub fn run_to(args: &LeaksArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let report = filter(
+        collect(args.agent.as_deref().unwrap_or(DEFAULT_AGENT))?,
+        args,
+    );
+    let written = if args.json {
+        serde_json::to_writer_pretty(&mut *out, &report)
+            .map_err(io::Error::from)
+            .and_then(|()| writeln!(out))
+    } else {
+        render(&report, out)
+    };
+    match written.and_then(|()| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+            Err(e).context("writing the leak report")
+        }
+        _ => Ok(report.exit_code()),
+    }
+}
+
+/// The agent's report, or a snapshot when no agent answers at `url`.
+pub fn collect(url: &str) -> anyhow::Result<Report> {
+    match http_get(url, "/api/v1/leaks")? {
+        Some(body) => serde_json::from_str(&body).with_context(|| {
+            format!(
+                "the agent at {url} answered /api/v1/leaks with something that is not a leak report"
+            )
+        }),
+        None => {
+            let dump = dump_tcp(DumpOptions { with_info: false })
+                .context("taking a sock_diag snapshot")?;
+            let inodes = dump
+                .iter()
+                .filter(|d| d.inode != 0)
+                .map(|d| d.inode)
+                .collect();
+            let owners = owners_of(&inodes);
+            Ok(snapshot_report(
+                &dump,
+                &owners,
+                format!("no agent at {url}: one-shot snapshot, ages unknown"),
+            ))
+        }
+    }
+}
+
+/// GET `path` under an `http://host:port` URL. `Ok(None)` when nothing
+/// accepts the connection (no agent); an error when something answers badly.
+pub fn http_get(url: &str, path: &str) -> anyhow::Result<Option<String>> {
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("--agent {url:?}: only http://HOST:PORT URLs are supported"))?;
+    let (authority, base) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    let addrs: Vec<_> = with_port
+        .to_socket_addrs()
+        .with_context(|| format!("--agent {url:?}: cannot resolve {authority:?}"))?
+        .collect();
+    let Some(mut stream) = addrs
+        .iter()
+        .find_map(|a| TcpStream::connect_timeout(a, CONNECT_TIMEOUT).ok())
+    else {
+        return Ok(None);
+    };
+    let full_path = format!("/{}{path}", base.trim_end_matches('/')).replace("//", "/");
+    stream
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .context("setting a read timeout")?;
+    stream
+        .set_write_timeout(Some(READ_TIMEOUT))
+        .context("setting a write timeout")?;
+    let request = format!(
+        "GET {full_path} HTTP/1.0\r\nHost: {authority}\r\nAccept: application/json\r\n\r\n"
+    );
+    let mut reply = Vec::new();
+    stream
+        .write_all(request.as_bytes())
+        .and_then(|()| stream.read_to_end(&mut reply))
+        .with_context(|| format!("asking the agent at {url} for {full_path}"))?;
+    let reply = String::from_utf8_lossy(&reply);
+    let (head, body) = reply
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("the agent at {url} sent no complete HTTP response"))?;
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    if status != "200" {
+        anyhow::bail!(
+            "the agent at {url} answered {full_path} with HTTP {status}: {}",
+            body.trim()
+        );
+    }
+    Ok(Some(body.to_owned()))
+}
+
+/// Drop flags younger than the `--*-threshold` flags ask for.
+fn filter(report: Report, args: &LeaksArgs) -> Report {
+    if LeakKind::ALL.iter().all(|&k| args.min_age(k).is_none()) {
+        return report;
+    }
+    let keep = |f: &Flag| match (args.min_age(f.kind), f.age_seconds) {
+        (Some(min), Some(age)) => age >= min.as_secs_f64(),
+        _ => true,
+    };
+    let growth: HashMap<u32, Option<f64>> = report
+        .leaks
+        .iter()
+        .filter_map(|g| Some((g.pid?, g.growth_per_minute)))
+        .collect();
+    let mut flags: Vec<Flag> = Vec::new();
+    for f in report
+        .leaks
+        .iter()
+        .flat_map(|g| &g.sockets)
+        .chain(&report.risks)
+    {
+        let same = |o: &Flag| o.kind == f.kind && o.cookie == f.cookie && o.local == f.local;
+        if keep(f) && !flags.iter().any(same) {
+            flags.push(f.clone());
+        }
+    }
+    let mut out = Report::build(
+        report.source,
+        report.note,
+        report.now_ns,
+        None,
+        flags.iter(),
+        report.recently_cleared,
+        |pid, _, _| growth.get(&pid).copied().flatten(),
+    );
+    out.thresholds = report.thresholds;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+    use crate::leaks::table::tests::sample;
+
+    #[test]
+    fn threshold_flags_filter_known_ages_only() {
+        let mut r = sample();
+        r.leaks[0].sockets[0].age_seconds = Some(5.0);
+        let args = LeaksArgs {
+            close_wait_threshold: Some(Duration::from_secs(10)),
+            ..LeaksArgs::default()
+        };
+        let f = filter(r, &args);
+        assert_eq!(f.leak_count, 3);
+    }
+
+    #[test]
+    fn no_agent_means_none_and_bad_urls_are_errors() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        drop(l);
+        assert!(
+            http_get(&format!("http://127.0.0.1:{port}"), "/api/v1/leaks")
+                .expect("no agent")
+                .is_none()
+        );
+        let e = http_get("https://127.0.0.1:9077", "/x").expect_err("https");
+        assert!(e.to_string().contains("only http://"), "{e}");
+    }
+
+    #[test]
+    fn http_get_reads_an_agent_reply() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/", l.local_addr().expect("addr"));
+        let body = serde_json::to_string(&sample()).expect("json");
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().expect("accept");
+            let mut req = [0u8; 1024];
+            let n = s.read(&mut req).expect("read");
+            let req = String::from_utf8_lossy(&req[..n]).to_string();
+            write!(
+                s,
+                "HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{body}"
+            )
+            .expect("write");
+            req
+        });
+        let report = collect(&url).expect("report");
+        assert!(
+            server
+                .join()
+                .expect("server")
+                .starts_with("GET /api/v1/leaks HTTP/1.0\r\n")
+        );
+        assert_eq!(report, sample());
+    }
+}

@@ -1,0 +1,403 @@
+//! The rules, and the little state they need between dumps: when each
+//! candidate socket was first seen in its state, when each stall began,
+//! the active flags, and a bounded ring of cleared ones.
+//!
+//! Memory: the first-seen and stall maps hold only sockets in candidate
+//! states that are still in the last dump (swept every update), capped at
+//! [`MAX_TRACKED`]; sockets beyond the cap are counted in
+//! [`DetectorStats::untracked`] and get an age only from the engine.
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque, hash_map::Entry};
+
+use super::rollup::{Gauges, Report, Rollup, Source};
+use super::rules::{PortAcc, Stall, cleared_how, socket_flag};
+use super::{Change, Flag, LeakKind, LeakOwner, Reason, Thresholds, fmt_duration};
+use crate::{
+    diag::{DiagSocket, Owner},
+    tcp::TcpState,
+};
+
+/// Cap on first-seen and stall entries (each).
+pub const MAX_TRACKED: usize = 1 << 20;
+/// Cleared flags kept for the report.
+pub const HISTORY: usize = 256;
+
+/// What a flag is about: one socket, or (for `syn_recv`) one listening port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Subject {
+    Socket(u64),
+    Port(u16),
+}
+
+type Key = (LeakKind, Subject);
+
+#[derive(Clone, Copy)]
+struct Seen {
+    state: TcpState,
+    since_ns: u64,
+    generation: u64,
+}
+
+/// Counters about the detector itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DetectorStats {
+    /// Sockets with a first-seen time or a stall being timed.
+    pub tracked: usize,
+    /// Times a socket was not tracked because a map was at [`MAX_TRACKED`].
+    pub untracked: u64,
+    /// Flags raised now.
+    pub active: usize,
+}
+
+/// Raises and clears leak flags from successive sock_diag dumps.
+pub struct Detector {
+    pub(super) thresholds: Thresholds,
+    seen: HashMap<u64, Seen>,
+    pub(super) stalls: HashMap<u64, Stall>,
+    active: BTreeMap<Key, Flag>,
+    history: VecDeque<Flag>,
+    rollup: Rollup,
+    pub(super) generation: u64,
+    pub(super) untracked: u64,
+}
+
+pub(super) fn ns(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+pub(super) fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+impl Detector {
+    /// A detector with no history.
+    pub fn new(thresholds: Thresholds) -> Detector {
+        Detector {
+            thresholds,
+            seen: HashMap::new(),
+            stalls: HashMap::new(),
+            active: BTreeMap::new(),
+            history: VecDeque::new(),
+            rollup: Rollup::default(),
+            generation: 0,
+            untracked: 0,
+        }
+    }
+
+    /// The thresholds in force.
+    pub fn thresholds(&self) -> &Thresholds {
+        &self.thresholds
+    }
+
+    /// Check a dump taken at `now_ns` (CLOCK_MONOTONIC; take the dump with
+    /// `DumpOptions { with_info: true }`), raise and clear flags, and return
+    /// what changed: cleared flags first, then raised ones.
+    ///
+    /// `since(cookie, state)` returns when the socket entered `state` and
+    /// whether that time is a lower bound (the engine's
+    /// `state_since_ns`/`since_is_lower_bound`), or `None` when unknown; the
+    /// detector then uses when it first saw the socket in that state, as a
+    /// lower bound. `owners` is called at most once, with the inodes of new
+    /// flags (and of earlier ones still without an owner); pass
+    /// [`crate::diag::owners_of`].
+    pub fn update<S, O>(
+        &mut self,
+        dump: &[DiagSocket],
+        now_ns: u64,
+        since: S,
+        owners: O,
+    ) -> Vec<Change>
+    where
+        S: Fn(u64, TcpState) -> Option<(u64, bool)>,
+        O: FnOnce(&HashSet<u64>) -> HashMap<u64, Vec<Owner>>,
+    {
+        self.generation += 1;
+        let mut found: BTreeMap<Key, Flag> = BTreeMap::new();
+        let mut ports: BTreeMap<u16, PortAcc> = BTreeMap::new();
+        for d in dump {
+            self.check(d, now_ns, &since, &mut found, &mut ports);
+        }
+        for (port, acc) in ports {
+            if let Some(f) = self.port_flag(port, &acc, now_ns) {
+                found.insert((LeakKind::StuckHandshake, Subject::Port(port)), f);
+            }
+        }
+        let generation = self.generation;
+        self.seen.retain(|_, s| s.generation == generation);
+        self.stalls.retain(|_, s| s.generation == generation);
+
+        let mut changes = Vec::new();
+        let ended: Vec<Key> = self
+            .active
+            .keys()
+            .filter(|k| !found.contains_key(k))
+            .copied()
+            .collect();
+        if !ended.is_empty() {
+            let mut now_state: HashMap<u64, TcpState> = ended
+                .iter()
+                .filter_map(|(_, s)| match s {
+                    Subject::Socket(c) => Some((*c, TcpState::Close)),
+                    Subject::Port(_) => None,
+                })
+                .collect();
+            let mut missing: HashSet<u64> = now_state.keys().copied().collect();
+            for d in dump {
+                if let Some(st) = now_state.get_mut(&d.cookie) {
+                    *st = d.state;
+                    missing.remove(&d.cookie);
+                }
+            }
+            for key in ended {
+                let Some(mut f) = self.active.remove(&key) else {
+                    continue;
+                };
+                let state = f
+                    .cookie
+                    .filter(|c| !missing.contains(c))
+                    .and_then(|c| now_state.get(&c).copied());
+                f.cleared_at_ns = Some(now_ns);
+                f.cleared_how = Some(cleared_how(&f, state));
+                if self.history.len() == HISTORY {
+                    self.history.pop_front();
+                }
+                self.history.push_back(f.clone());
+                changes.push(Change::Cleared(f));
+            }
+        }
+
+        let mut raised = Vec::new();
+        for (key, f) in found {
+            match self.active.get_mut(&key) {
+                Some(a) => {
+                    a.age_seconds = f.age_seconds;
+                    a.age_is_lower_bound = f.age_is_lower_bound;
+                    a.unread_bytes = f.unread_bytes;
+                    a.evidence = f.evidence;
+                    a.count = f.count;
+                }
+                None => {
+                    raised.push(key);
+                    self.active.insert(key, f);
+                }
+            }
+        }
+        self.attach_owners(&raised, owners);
+        for key in raised {
+            if let Some(f) = self.active.get(&key) {
+                changes.push(Change::Raised(f.clone()));
+            }
+        }
+        self.rollup.sample(now_ns, self.active.values());
+        changes
+    }
+
+    /// Owners for new flags; ownerless older flags get another try then.
+    fn attach_owners<O>(&mut self, raised: &[Key], owners: O)
+    where
+        O: FnOnce(&HashSet<u64>) -> HashMap<u64, Vec<Owner>>,
+    {
+        if !raised
+            .iter()
+            .any(|k| self.active.get(k).is_some_and(|f| f.inode != 0))
+        {
+            return;
+        }
+        let inodes: HashSet<u64> = self
+            .active
+            .values()
+            .filter(|f| f.inode != 0 && f.owners.is_empty())
+            .map(|f| f.inode)
+            .collect();
+        let found = owners(&inodes);
+        for f in self.active.values_mut().filter(|f| f.owners.is_empty()) {
+            if let Some(list) = found.get(&f.inode) {
+                f.owners = list.iter().map(LeakOwner::from).collect();
+            }
+        }
+    }
+
+    fn check<S>(
+        &mut self,
+        d: &DiagSocket,
+        now: u64,
+        since: &S,
+        found: &mut BTreeMap<Key, Flag>,
+        ports: &mut BTreeMap<u16, PortAcc>,
+    ) where
+        S: Fn(u64, TcpState) -> Option<(u64, bool)>,
+    {
+        let t = self.thresholds;
+        let key = |k| (k, Subject::Socket(d.cookie));
+        match d.state {
+            TcpState::CloseWait | TcpState::Established if !d.timewait => {
+                if d.state == TcpState::CloseWait
+                    && let Some((age, lb)) = self.age(d, now, since)
+                    && age >= ns(t.close_wait)
+                {
+                    let evidence = format!(
+                        "in CLOSE_WAIT for {}{:.1}s (threshold {}); {} bytes unread",
+                        if lb { "at least " } else { "" },
+                        secs(age),
+                        fmt_duration(t.close_wait),
+                        d.rqueue
+                    );
+                    found.insert(
+                        key(LeakKind::CloseWait),
+                        socket_flag(d, LeakKind::CloseWait, None, now, (age, lb), evidence),
+                    );
+                }
+                if let Some(info) = d.info {
+                    if let Some(f) = self.half_open(d, &info, now) {
+                        found.insert(key(LeakKind::HalfOpen), f);
+                    }
+                    if let Some(f) = self.idle(d, &info, now) {
+                        found.insert(key(LeakKind::IdleNoKeepalive), f);
+                    }
+                }
+            }
+            TcpState::SynSent => {
+                if let Some((age, lb)) = self.age(d, now, since)
+                    && age >= ns(t.handshake)
+                {
+                    let evidence = format!(
+                        "in SYN_SENT for {}{:.1}s (threshold {}); {} SYN retransmits, no answer",
+                        if lb { "at least " } else { "" },
+                        secs(age),
+                        fmt_duration(t.handshake),
+                        d.timer_retrans
+                    );
+                    let f = socket_flag(
+                        d,
+                        LeakKind::StuckHandshake,
+                        Some(Reason::SynSent),
+                        now,
+                        (age, lb),
+                        evidence,
+                    );
+                    found.insert(key(LeakKind::StuckHandshake), f);
+                }
+            }
+            TcpState::NewSynRecv | TcpState::SynRecv => {
+                let age = self.age(d, now, since);
+                let old = age.is_some_and(|(a, _)| a >= ns(t.handshake));
+                if old || d.timer_retrans > 0 {
+                    let acc = ports.entry(d.sport).or_default();
+                    acc.local
+                        .get_or_insert(std::net::SocketAddr::new(d.saddr, d.sport));
+                    acc.stuck += 1;
+                    if d.timer_retrans > 0 {
+                        acc.retransmitted += 1;
+                        acc.max_retrans = acc.max_retrans.max(d.timer_retrans);
+                    }
+                    if let Some(a) = age
+                        && acc.oldest.is_none_or(|(o, _)| a.0 > o)
+                    {
+                        acc.oldest = Some(a);
+                    }
+                }
+            }
+            TcpState::FinWait2 if d.timewait || d.inode == 0 => {
+                if let Some((age, lb)) = self.age(d, now, since)
+                    && age >= ns(t.fin_wait2)
+                {
+                    let evidence = format!(
+                        "orphaned in FIN_WAIT2 for {}{:.1}s (threshold {}): we closed, the peer never sent its FIN",
+                        if lb { "at least " } else { "" },
+                        secs(age),
+                        fmt_duration(t.fin_wait2)
+                    );
+                    let f = socket_flag(
+                        d,
+                        LeakKind::OrphanedFinWait2,
+                        None,
+                        now,
+                        (age, lb),
+                        evidence,
+                    );
+                    found.insert(key(LeakKind::OrphanedFinWait2), f);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// How long `d` has been in its state: the engine's time when exact,
+    /// else the earliest of the engine's lower bound and our first sight.
+    fn age<S>(&mut self, d: &DiagSocket, now: u64, since: &S) -> Option<(u64, bool)>
+    where
+        S: Fn(u64, TcpState) -> Option<(u64, bool)>,
+    {
+        let generation = self.generation;
+        let full = self.seen.len() >= MAX_TRACKED;
+        let first = match self.seen.entry(d.cookie) {
+            Entry::Occupied(mut e) => {
+                let s = e.get_mut();
+                if s.state != d.state {
+                    *s = Seen {
+                        state: d.state,
+                        since_ns: now,
+                        generation,
+                    };
+                }
+                s.generation = generation;
+                Some(s.since_ns)
+            }
+            Entry::Vacant(e) if !full => {
+                e.insert(Seen {
+                    state: d.state,
+                    since_ns: now,
+                    generation,
+                });
+                Some(now)
+            }
+            Entry::Vacant(_) => {
+                self.untracked += 1;
+                None
+            }
+        };
+        let known = since(d.cookie, d.state).filter(|&(s, _)| s <= now);
+        match (known, first) {
+            (Some((s, false)), _) => Some((now - s, false)),
+            (Some((s, true)), f) => Some((now - f.map_or(s, |f| s.min(f)), true)),
+            (None, Some(f)) => Some((now - f, true)),
+            (None, None) => None,
+        }
+    }
+
+    /// The flags raised now.
+    pub fn active(&self) -> impl Iterator<Item = &Flag> {
+        self.active.values()
+    }
+
+    /// Recently cleared flags, oldest first (at most [`HISTORY`]).
+    pub fn recently_cleared(&self) -> impl Iterator<Item = &Flag> {
+        self.history.iter()
+    }
+
+    /// The numbers for the agent's gauges.
+    pub fn gauges(&self) -> Gauges {
+        Gauges::from_flags(self.active.values())
+    }
+
+    /// The `/api/v1/leaks` report at `now_ns`.
+    pub fn report(&self, now_ns: u64) -> Report {
+        Report::build(
+            Source::Agent,
+            None,
+            now_ns,
+            Some(&self.thresholds),
+            self.active.values(),
+            self.history.iter().rev().cloned().collect(),
+            |pid, comm, count| self.rollup.growth(pid, comm, now_ns, count),
+        )
+    }
+
+    /// Counters about the detector itself.
+    pub fn stats(&self) -> DetectorStats {
+        DetectorStats {
+            tracked: self.seen.len() + self.stalls.len(),
+            untracked: self.untracked,
+            active: self.active.len(),
+        }
+    }
+}

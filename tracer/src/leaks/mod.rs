@@ -1,0 +1,302 @@
+//! Leak detection: which sockets look leaked or doomed, who holds them, and
+//! since when.
+//!
+//! Pure: [`Detector::update`] takes a sock_diag dump (with `tcp_info`), the
+//! current monotonic time, a lookup of known state-entry times (the engine)
+//! and an owner lookup (`diag::owners_of`), and returns the flags raised and
+//! cleared since the last call. It does no I/O of its own.
+//!
+//! - [`detect`]: the rules and the [`Detector`] state (first-seen times,
+//!   active flags, a bounded ring of cleared flags);
+//! - [`rollup`]: per-process CLOSE_WAIT roll-up with growth, the gauges the
+//!   agent exports, and the [`Report`] served by `/api/v1/leaks` and printed
+//!   by `tracer leaks`;
+//! - [`table`]: the report as a table for people.
+//!
+//! Kinds and their conditions (thresholds in [`Thresholds`]):
+//!
+//! | kind | condition |
+//! |---|---|
+//! | `close_wait` | CLOSE_WAIT longer than `close_wait` |
+//! | `half_open` / `retransmitting` | unacked data, RTO retransmits or backoff, no ACK for `half_open`, seen stalled for `half_open` |
+//! | `half_open` / `keepalive_unanswered` | keepalive probes unanswered, seen for `half_open` |
+//! | `idle_no_keepalive` (a risk) | ESTABLISHED, no data either way for `idle`, no keepalive timer |
+//! | `stuck_handshake` / `syn_sent` | SYN_SENT longer than `handshake` |
+//! | `stuck_handshake` / `syn_recv` | per listening port: request sockets with SYN-ACK retransmits or older than `handshake` |
+//! | `orphaned_fin_wait2` | FIN_WAIT2 without an owner (timewait substate or inode 0) longer than `fin_wait2` |
+use std::{net::SocketAddr, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{diag::Owner, tcp::TcpState};
+
+pub mod detect;
+pub mod rollup;
+mod rules;
+pub mod table;
+#[cfg(test)]
+mod tests;
+
+pub use detect::{Detector, DetectorStats};
+pub use rollup::{Gauges, ProcessLeaks, Report, Source, ThresholdSeconds, snapshot_report};
+
+/// How long each condition must last before it is flagged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Thresholds {
+    /// CLOSE_WAIT longer than this is a leak.
+    pub close_wait: Duration,
+    /// Stalled (retransmitting without ACK, or keepalive unanswered) this long: half-open.
+    pub half_open: Duration,
+    /// ESTABLISHED and idle this long without a keepalive timer: at risk.
+    pub idle: Duration,
+    /// SYN_SENT, or a request socket, this long: a stuck handshake.
+    pub handshake: Duration,
+    /// Orphaned FIN_WAIT2 this long: flagged.
+    pub fin_wait2: Duration,
+}
+
+impl Default for Thresholds {
+    /// The defaults of `tracer run` (60 s, 10 s, 10 min, 10 s, 60 s).
+    fn default() -> Self {
+        Thresholds {
+            close_wait: Duration::from_secs(60),
+            half_open: Duration::from_secs(10),
+            idle: Duration::from_secs(600),
+            handshake: Duration::from_secs(10),
+            fin_wait2: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Thresholds {
+    /// The thresholds of the agent's settings.
+    pub fn from_settings(s: &crate::config::Settings) -> Thresholds {
+        Thresholds {
+            close_wait: s.close_wait_threshold,
+            half_open: s.half_open_threshold,
+            idle: s.idle_threshold,
+            handshake: s.handshake_threshold,
+            fin_wait2: s.fin_wait2_threshold,
+        }
+    }
+
+    /// The threshold of one kind.
+    pub fn of(&self, kind: LeakKind) -> Duration {
+        match kind {
+            LeakKind::CloseWait => self.close_wait,
+            LeakKind::HalfOpen => self.half_open,
+            LeakKind::IdleNoKeepalive => self.idle,
+            LeakKind::StuckHandshake => self.handshake,
+            LeakKind::OrphanedFinWait2 => self.fin_wait2,
+        }
+    }
+}
+
+/// What a flag says about a socket. The `kind` label of
+/// `tracer_leaks_flagged_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeakKind {
+    /// The peer closed; the application never called close().
+    CloseWait,
+    /// The peer vanished without FIN or RST; the connection will never work.
+    HalfOpen,
+    /// Idle without keepalive: if the peer dies nobody will know. A risk, not a leak.
+    IdleNoKeepalive,
+    /// A handshake that does not complete.
+    StuckHandshake,
+    /// We closed; the peer never sent its FIN.
+    OrphanedFinWait2,
+}
+
+impl LeakKind {
+    /// Every kind, for pre-created metric labels.
+    pub const ALL: [LeakKind; 5] = [
+        LeakKind::CloseWait,
+        LeakKind::HalfOpen,
+        LeakKind::IdleNoKeepalive,
+        LeakKind::StuckHandshake,
+        LeakKind::OrphanedFinWait2,
+    ];
+
+    /// The label value (`close_wait`, `half_open`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            LeakKind::CloseWait => "close_wait",
+            LeakKind::HalfOpen => "half_open",
+            LeakKind::IdleNoKeepalive => "idle_no_keepalive",
+            LeakKind::StuckHandshake => "stuck_handshake",
+            LeakKind::OrphanedFinWait2 => "orphaned_fin_wait2",
+        }
+    }
+
+    /// False for risks (`idle_no_keepalive`): they do not make `tracer leaks` exit 1.
+    pub fn is_leak(self) -> bool {
+        self != LeakKind::IdleNoKeepalive
+    }
+}
+
+/// The sub-kind of a `half_open` or `stuck_handshake` flag: the `reason`
+/// label of `tracer_half_open_connections` and the `kind` label of
+/// `tracer_stuck_handshakes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// RTO retransmits or backoff with no ACK progress.
+    Retransmitting,
+    /// Keepalive probes sent and not answered.
+    KeepaliveUnanswered,
+    /// A connect() in SYN_SENT too long.
+    SynSent,
+    /// Request sockets on a listening port needing SYN-ACK retransmits or too old.
+    SynRecv,
+}
+
+impl Reason {
+    /// Half-open reasons, for pre-created labels.
+    pub const HALF_OPEN: [Reason; 2] = [Reason::Retransmitting, Reason::KeepaliveUnanswered];
+    /// Stuck-handshake kinds, for pre-created labels.
+    pub const HANDSHAKE: [Reason; 2] = [Reason::SynSent, Reason::SynRecv];
+
+    /// The label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::Retransmitting => "retransmitting",
+            Reason::KeepaliveUnanswered => "keepalive_unanswered",
+            Reason::SynSent => "syn_sent",
+            Reason::SynRecv => "syn_recv",
+        }
+    }
+}
+
+/// One (process, fd) holding a flagged socket; [`Owner`] in serializable form.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeakOwner {
+    /// Process id.
+    pub pid: u32,
+    /// Process name.
+    pub comm: String,
+    /// Full command line.
+    pub cmdline: String,
+    /// Descriptor number in that process.
+    pub fd: u32,
+    /// cgroup v2 path (empty without a unified hierarchy).
+    pub cgroup: String,
+    /// Container id from the cgroup path, if any.
+    pub container_id: Option<String>,
+}
+
+impl From<&Owner> for LeakOwner {
+    fn from(o: &Owner) -> LeakOwner {
+        LeakOwner {
+            pid: o.pid,
+            comm: o.comm.clone(),
+            cmdline: o.cmdline.clone(),
+            fd: o.fd,
+            cgroup: o.cgroup.clone(),
+            container_id: o.container_id.clone(),
+        }
+    }
+}
+
+/// One flag: a socket (or, for `syn_recv`, a listening port) in trouble.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Flag {
+    /// What is wrong.
+    pub kind: LeakKind,
+    /// Sub-kind for `half_open` and `stuck_handshake`.
+    pub reason: Option<Reason>,
+    /// Socket cookie; `None` for a per-port `syn_recv` flag.
+    pub cookie: Option<u64>,
+    /// Local endpoint (the listening address for a `syn_recv` flag).
+    pub local: SocketAddr,
+    /// Remote endpoint; `None` for a `syn_recv` flag (many peers).
+    pub remote: Option<SocketAddr>,
+    /// Socket state (`new_syn_recv` for a `syn_recv` flag).
+    #[serde(with = "state_name")]
+    pub state: TcpState,
+    /// Socket inode (0 for timewait, request and orphaned sockets).
+    pub inode: u64,
+    /// Monotonic ns when the flag was raised (0 in a one-shot snapshot).
+    pub raised_at_ns: u64,
+    /// How long the condition has held; `None` when unknown (snapshot).
+    pub age_seconds: Option<f64>,
+    /// True when the condition started before we could see it: the age is at least this.
+    pub age_is_lower_bound: bool,
+    /// Bytes received and not read by the application (`idiag_rqueue`).
+    pub unread_bytes: u32,
+    /// Why, in words and numbers.
+    pub evidence: String,
+    /// For a `syn_recv` flag: how many request sockets are stuck.
+    pub count: Option<u32>,
+    /// Every (process, fd) holding the socket; empty for orphans.
+    pub owners: Vec<LeakOwner>,
+    /// Monotonic ns when the flag cleared.
+    pub cleared_at_ns: Option<u64>,
+    /// How it cleared ("socket gone", "socket left close_wait (now last_ack)", ...).
+    pub cleared_how: Option<String>,
+}
+
+/// A flag raised or cleared by one [`Detector::update`]; the agent turns
+/// each into a `leak_flagged` / `leak_cleared` event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// A new flag (owners filled in).
+    Raised(Flag),
+    /// A flag whose condition ended (`cleared_at_ns` and `cleared_how` set).
+    Cleared(Flag),
+}
+
+impl Change {
+    /// `leak_flagged` or `leak_cleared`.
+    pub fn event_name(&self) -> &'static str {
+        match self {
+            Change::Raised(_) => "leak_flagged",
+            Change::Cleared(_) => "leak_cleared",
+        }
+    }
+
+    /// The flag.
+    pub fn flag(&self) -> &Flag {
+        match self {
+            Change::Raised(f) | Change::Cleared(f) => f,
+        }
+    }
+
+    /// The event as one JSON object: `{"event": "leak_flagged", ...flag fields}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self.flag()).unwrap_or_default();
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert("event".into(), self.event_name().into());
+        }
+        v
+    }
+}
+
+/// `TcpState` as its kernel name, both ways (the crate's `TcpState` only serializes).
+mod state_name {
+    use crate::tcp::TcpState;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(st: &TcpState, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(st.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TcpState, D::Error> {
+        let name = String::deserialize(d)?;
+        TcpState::from_name(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown TCP state {name:?}")))
+    }
+}
+
+/// A duration for evidence text: `60s`, `1.5s`, `10m` (whole minutes from 10 up).
+pub(crate) fn fmt_duration(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 600.0 && d.as_secs().is_multiple_of(60) && d.subsec_nanos() == 0 {
+        format!("{}m", d.as_secs() / 60)
+    } else if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{s:.1}s")
+    }
+}

@@ -1,0 +1,356 @@
+//! Views over the flags: the per-process CLOSE_WAIT roll-up with its growth
+//! history, the gauges the agent exports, and the [`Report`] that
+//! `/api/v1/leaks` serves and `tracer leaks` prints.
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Flag, LeakKind, Reason, Thresholds};
+
+/// Growth is measured over this window.
+const WINDOW_NS: u64 = 300 * 1_000_000_000;
+/// At most one count sample per process per this long.
+const SAMPLE_EVERY_NS: u64 = 10 * 1_000_000_000;
+/// No growth figure until the history spans this long.
+const MIN_SPAN_NS: u64 = 30 * 1_000_000_000;
+/// Processes with a growth history, at most.
+const MAX_PROCS: usize = 4096;
+/// `tracer_close_wait_leaks_by_process` names this many processes; the rest is `other`.
+pub const TOP_COMMS: usize = 20;
+
+/// Per-process (pid, comm) history of CLOSE_WAIT leak counts: (ns, count)
+/// samples covering the last [`WINDOW_NS`], bounded.
+#[derive(Default)]
+pub(super) struct Rollup {
+    procs: HashMap<(u32, String), VecDeque<(u64, u32)>>,
+}
+
+/// CLOSE_WAIT leaks per (pid, comm); a socket shared by several processes
+/// counts for each.
+fn close_wait_by_process<'a>(flags: impl Iterator<Item = &'a Flag>) -> HashMap<(u32, String), u32> {
+    let mut counts: HashMap<(u32, String), u32> = HashMap::new();
+    for f in flags.filter(|f| f.kind == LeakKind::CloseWait) {
+        let mut pids: Vec<(u32, &str)> =
+            f.owners.iter().map(|o| (o.pid, o.comm.as_str())).collect();
+        pids.dedup_by_key(|p| p.0);
+        for (pid, comm) in pids {
+            *counts.entry((pid, comm.to_owned())).or_default() += 1;
+        }
+    }
+    counts
+}
+
+impl Rollup {
+    /// Record the current counts at `now`; forget processes with none.
+    pub(super) fn sample<'a>(&mut self, now: u64, flags: impl Iterator<Item = &'a Flag>) {
+        let counts = close_wait_by_process(flags);
+        self.procs.retain(|k, _| counts.contains_key(k));
+        for (key, count) in counts {
+            let len = self.procs.len();
+            let hist = match self.procs.entry(key) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(_) if len >= MAX_PROCS => continue,
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(VecDeque::new()),
+            };
+            if hist
+                .back()
+                .is_none_or(|&(t, _)| now.saturating_sub(t) >= SAMPLE_EVERY_NS)
+            {
+                hist.push_back((now, count));
+            }
+            // Keep one sample at or before the window start as the baseline.
+            while hist.len() >= 2 && hist[1].0 <= now.saturating_sub(WINDOW_NS) {
+                hist.pop_front();
+            }
+        }
+    }
+
+    /// Sockets per minute over the last ~5 minutes, from the oldest sample to
+    /// `count` now; `None` until the history spans [`MIN_SPAN_NS`].
+    pub(super) fn growth(&self, pid: u32, comm: &str, now: u64, count: u32) -> Option<f64> {
+        let &(t, base) = self.procs.get(&(pid, comm.to_owned()))?.front()?;
+        let span = now.saturating_sub(t);
+        (span >= MIN_SPAN_NS).then(|| (f64::from(count) - f64::from(base)) / (span as f64 / 60e9))
+    }
+}
+
+/// The numbers behind the agent's leak gauges. Label sets are complete
+/// (zeros included) so the agent can set every pre-created series.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gauges {
+    /// `tracer_close_wait_leaks`.
+    pub close_wait_leaks: u64,
+    /// `tracer_close_wait_leaks_by_process{comm}`: the top [`TOP_COMMS`]
+    /// names by count, then `("other", rest)` (always present). A socket
+    /// counts once, for its first owner; ownerless ones count as `other`.
+    pub close_wait_by_comm: Vec<(String, u64)>,
+    /// `tracer_half_open_connections{reason}`.
+    pub half_open: [(Reason, u64); 2],
+    /// `tracer_stuck_handshakes{kind}`: SYN_SENT sockets, and request
+    /// sockets summed over listening ports.
+    pub stuck_handshakes: [(Reason, u64); 2],
+    /// `tracer_idle_without_keepalive`.
+    pub idle_without_keepalive: u64,
+    /// Orphaned FIN_WAIT2 sockets flagged.
+    pub orphaned_fin_wait2: u64,
+}
+
+impl Gauges {
+    /// Count the active flags.
+    pub fn from_flags<'a>(flags: impl Iterator<Item = &'a Flag>) -> Gauges {
+        let mut g = Gauges {
+            close_wait_leaks: 0,
+            close_wait_by_comm: Vec::new(),
+            half_open: Reason::HALF_OPEN.map(|r| (r, 0)),
+            stuck_handshakes: Reason::HANDSHAKE.map(|r| (r, 0)),
+            idle_without_keepalive: 0,
+            orphaned_fin_wait2: 0,
+        };
+        let mut by_comm: HashMap<&str, u64> = HashMap::new();
+        let mut other = 0;
+        for f in flags {
+            let add = |slots: &mut [(Reason, u64); 2], n: u64| {
+                if let Some(s) = slots.iter_mut().find(|s| Some(s.0) == f.reason) {
+                    s.1 += n;
+                }
+            };
+            match f.kind {
+                LeakKind::CloseWait => {
+                    g.close_wait_leaks += 1;
+                    match f.owners.first() {
+                        Some(o) => *by_comm.entry(o.comm.as_str()).or_default() += 1,
+                        None => other += 1,
+                    }
+                }
+                LeakKind::HalfOpen => add(&mut g.half_open, 1),
+                LeakKind::StuckHandshake => {
+                    add(&mut g.stuck_handshakes, u64::from(f.count.unwrap_or(1)))
+                }
+                LeakKind::IdleNoKeepalive => g.idle_without_keepalive += 1,
+                LeakKind::OrphanedFinWait2 => g.orphaned_fin_wait2 += 1,
+            }
+        }
+        let mut ranked: Vec<(&str, u64)> = by_comm.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        for (i, (comm, n)) in ranked.into_iter().enumerate() {
+            if i < TOP_COMMS && comm != "other" {
+                g.close_wait_by_comm.push((comm.to_owned(), n));
+            } else {
+                other += n;
+            }
+        }
+        g.close_wait_by_comm.push(("other".to_owned(), other));
+        g
+    }
+}
+
+/// Where a report's data came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The running agent, with ages and thresholds.
+    Agent,
+    /// A one-shot sock_diag snapshot: every CLOSE_WAIT socket, ages unknown.
+    Snapshot,
+}
+
+/// The thresholds, in seconds, as the report shows them.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdSeconds {
+    /// CLOSE_WAIT.
+    pub close_wait: f64,
+    /// Half-open.
+    pub half_open: f64,
+    /// Idle without keepalive.
+    pub idle: f64,
+    /// Stuck handshake.
+    pub handshake: f64,
+    /// Orphaned FIN_WAIT2.
+    pub fin_wait2: f64,
+}
+
+/// The flags of one process (or, with `pid: None`, of sockets no process holds).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessLeaks {
+    /// Process id; `None` for ownerless sockets (orphans, request sockets).
+    pub pid: Option<u32>,
+    /// Process name.
+    pub comm: Option<String>,
+    /// Full command line.
+    pub cmdline: String,
+    /// cgroup v2 path.
+    pub cgroup: String,
+    /// Container id, if the cgroup path carries one.
+    pub container_id: Option<String>,
+    /// CLOSE_WAIT leaks held.
+    pub close_wait: usize,
+    /// Age of the oldest flag, when known.
+    pub oldest_age_seconds: Option<f64>,
+    /// True when that age is a lower bound.
+    pub oldest_is_lower_bound: bool,
+    /// CLOSE_WAIT growth over the last ~5 minutes, sockets per minute
+    /// (`None`: not enough history, or a snapshot).
+    pub growth_per_minute: Option<f64>,
+    /// The flags, oldest first.
+    pub sockets: Vec<Flag>,
+}
+
+/// Everything `tracer leaks` shows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Agent or snapshot.
+    pub source: Source,
+    /// A caveat for the reader ("no agent at URL: one-shot snapshot, ages unknown").
+    pub note: Option<String>,
+    /// Monotonic ns of the report (0 for a snapshot).
+    pub now_ns: u64,
+    /// Thresholds in force (agent only).
+    pub thresholds: Option<ThresholdSeconds>,
+    /// Distinct leak flags (risks excluded); `tracer leaks` exits 1 when > 0.
+    pub leak_count: usize,
+    /// Leaks grouped by process, worst first.
+    pub leaks: Vec<ProcessLeaks>,
+    /// Risks (`idle_no_keepalive`), not leaks.
+    pub risks: Vec<Flag>,
+    /// Recently cleared flags, newest first.
+    pub recently_cleared: Vec<Flag>,
+}
+
+impl Report {
+    /// Group `flags` by owning process, worst first (most CLOSE_WAIT, then
+    /// most flags, then oldest). `growth(pid, comm, count)` gives a
+    /// process's CLOSE_WAIT growth.
+    pub fn build<'a>(
+        source: Source,
+        note: Option<String>,
+        now_ns: u64,
+        thresholds: Option<&Thresholds>,
+        flags: impl Iterator<Item = &'a Flag>,
+        recently_cleared: Vec<Flag>,
+        growth: impl Fn(u32, &str, u32) -> Option<f64>,
+    ) -> Report {
+        let mut groups: BTreeMap<Option<u32>, ProcessLeaks> = BTreeMap::new();
+        let mut risks = Vec::new();
+        let mut leak_count = 0;
+        for f in flags {
+            if !f.kind.is_leak() {
+                risks.push(f.clone());
+                continue;
+            }
+            leak_count += 1;
+            let mut pids: Vec<Option<u32>> = f.owners.iter().map(|o| Some(o.pid)).collect();
+            pids.dedup();
+            if pids.is_empty() {
+                pids.push(None);
+            }
+            for pid in pids {
+                let g = groups.entry(pid).or_insert_with(|| {
+                    let o = f.owners.iter().find(|o| Some(o.pid) == pid);
+                    ProcessLeaks {
+                        pid,
+                        comm: o.map(|o| o.comm.clone()),
+                        cmdline: o.map(|o| o.cmdline.clone()).unwrap_or_default(),
+                        cgroup: o.map(|o| o.cgroup.clone()).unwrap_or_default(),
+                        container_id: o.and_then(|o| o.container_id.clone()),
+                        close_wait: 0,
+                        oldest_age_seconds: None,
+                        oldest_is_lower_bound: false,
+                        growth_per_minute: None,
+                        sockets: Vec::new(),
+                    }
+                });
+                g.close_wait += usize::from(f.kind == LeakKind::CloseWait);
+                if let Some(a) = f.age_seconds
+                    && g.oldest_age_seconds.is_none_or(|o| a > o)
+                {
+                    g.oldest_age_seconds = Some(a);
+                    g.oldest_is_lower_bound = f.age_is_lower_bound;
+                }
+                g.sockets.push(f.clone());
+            }
+        }
+        let mut leaks: Vec<ProcessLeaks> = groups.into_values().collect();
+        for g in &mut leaks {
+            g.sockets.sort_by(|a, b| {
+                b.age_seconds
+                    .unwrap_or(-1.0)
+                    .total_cmp(&a.age_seconds.unwrap_or(-1.0))
+            });
+            if let (Some(pid), Some(comm)) = (g.pid, &g.comm)
+                && let Ok(n) = u32::try_from(g.close_wait)
+                && n > 0
+            {
+                g.growth_per_minute = growth(pid, comm, n);
+            }
+        }
+        leaks.sort_by(|a, b| {
+            b.close_wait
+                .cmp(&a.close_wait)
+                .then(b.sockets.len().cmp(&a.sockets.len()))
+                .then(
+                    b.oldest_age_seconds
+                        .unwrap_or(-1.0)
+                        .total_cmp(&a.oldest_age_seconds.unwrap_or(-1.0)),
+                )
+                .then(a.pid.cmp(&b.pid))
+        });
+        Report {
+            source,
+            note,
+            now_ns,
+            thresholds: thresholds.map(|t| ThresholdSeconds {
+                close_wait: t.close_wait.as_secs_f64(),
+                half_open: t.half_open.as_secs_f64(),
+                idle: t.idle.as_secs_f64(),
+                handshake: t.handshake.as_secs_f64(),
+                fin_wait2: t.fin_wait2.as_secs_f64(),
+            }),
+            leak_count,
+            leaks,
+            risks,
+            recently_cleared,
+        }
+    }
+
+    /// The exit status `tracer leaks` uses: 1 with leaks, else 0.
+    pub fn exit_code(&self) -> i32 {
+        i32::from(self.leak_count > 0)
+    }
+}
+
+/// The report of a one-shot snapshot (no agent): every CLOSE_WAIT socket of
+/// `dump` is a suspected leak, with its owners from `owners` (inode ->
+/// holders, as [`crate::diag::owners_of`] returns) and its age unknown.
+pub fn snapshot_report(
+    dump: &[crate::diag::DiagSocket],
+    owners: &HashMap<u64, Vec<crate::diag::Owner>>,
+    note: String,
+) -> Report {
+    let flags: Vec<Flag> = dump
+        .iter()
+        .filter(|d| d.state == crate::tcp::TcpState::CloseWait && !d.timewait)
+        .map(|d| {
+            let evidence = format!(
+                "in CLOSE_WAIT, age unknown (snapshot); {} bytes unread",
+                d.rqueue
+            );
+            let mut f =
+                super::rules::socket_flag(d, LeakKind::CloseWait, None, 0, (0, true), evidence);
+            f.age_seconds = None;
+            f.raised_at_ns = 0;
+            if let Some(list) = owners.get(&d.inode).filter(|_| d.inode != 0) {
+                f.owners = list.iter().map(super::LeakOwner::from).collect();
+            }
+            f
+        })
+        .collect();
+    Report::build(
+        Source::Snapshot,
+        Some(note),
+        0,
+        None,
+        flags.iter(),
+        Vec::new(),
+        |_, _, _| None,
+    )
+}

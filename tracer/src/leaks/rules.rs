@@ -1,0 +1,204 @@
+//! The per-socket rules that need more than an age: half-open stalls,
+//! idle sockets without keepalive, per-port stuck handshakes; and how a
+//! flag is built and how its clearing is worded.
+use super::detect::{Detector, MAX_TRACKED, ns, secs};
+use super::{Flag, LeakKind, Reason, fmt_duration};
+use crate::{
+    diag::{DiagSocket, TcpInfo, TimerKind},
+    tcp::TcpState,
+};
+use std::collections::hash_map::Entry;
+
+const MS: u64 = 1_000_000;
+
+#[derive(Clone, Copy)]
+pub(super) struct Stall {
+    pub(super) reason: Reason,
+    pub(super) since_ns: u64,
+    pub(super) total_retrans: u32,
+    pub(super) generation: u64,
+}
+
+/// Request sockets of one listening port, in one dump.
+#[derive(Default)]
+pub(super) struct PortAcc {
+    pub(super) local: Option<std::net::SocketAddr>,
+    pub(super) stuck: u32,
+    pub(super) retransmitted: u32,
+    pub(super) max_retrans: u8,
+    pub(super) oldest: Option<(u64, bool)>,
+}
+
+impl Detector {
+    pub(super) fn half_open(&mut self, d: &DiagSocket, info: &TcpInfo, now: u64) -> Option<Flag> {
+        let rto = info.unacked > 0 && (info.retransmits > 0 || info.backoff > 0);
+        let probes = d.timer_retrans.max(info.probes);
+        let keepalive = d.timer == TimerKind::Keepalive && probes > 0;
+        let reason = if rto {
+            Reason::Retransmitting
+        } else if keepalive {
+            Reason::KeepaliveUnanswered
+        } else {
+            return None;
+        };
+        let generation = self.generation;
+        let fresh = Stall {
+            reason,
+            since_ns: now,
+            total_retrans: info.total_retrans,
+            generation,
+        };
+        let full = self.stalls.len() >= MAX_TRACKED;
+        let stall = match self.stalls.entry(d.cookie) {
+            Entry::Occupied(mut e) => {
+                let s = e.get_mut();
+                if s.reason != reason {
+                    *s = fresh;
+                }
+                s.generation = generation;
+                *s
+            }
+            Entry::Vacant(e) if !full => *e.insert(fresh),
+            Entry::Vacant(_) => {
+                self.untracked += 1;
+                return None;
+            }
+        };
+        let threshold = ns(self.thresholds.half_open);
+        let stalled = now - stall.since_ns;
+        let no_ack = u64::from(info.last_ack_recv_ms) * MS;
+        if stalled < threshold || (reason == Reason::Retransmitting && no_ack < threshold) {
+            return None;
+        }
+        let evidence = match reason {
+            Reason::Retransmitting => format!(
+                "no ACK for {:.1}s (threshold {}) with {} segments unacked; head segment retransmitted {} times, \
+                 RTO backoff {} (rto {:.1}s); {} retransmits in total, {} while stalled",
+                secs(no_ack),
+                fmt_duration(self.thresholds.half_open),
+                info.unacked,
+                info.retransmits,
+                info.backoff,
+                f64::from(info.rto_us) / 1e6,
+                info.total_retrans,
+                info.total_retrans.saturating_sub(stall.total_retrans)
+            ),
+            _ => format!(
+                "{probes} keepalive probes unanswered; no ACK for {:.1}s, probing for {:.1}s (threshold {})",
+                secs(no_ack),
+                secs(stalled),
+                fmt_duration(self.thresholds.half_open)
+            ),
+        };
+        let age = no_ack.max(stalled);
+        Some(socket_flag(
+            d,
+            LeakKind::HalfOpen,
+            Some(reason),
+            now,
+            (age, false),
+            evidence,
+        ))
+    }
+
+    pub(super) fn idle(&self, d: &DiagSocket, info: &TcpInfo, now: u64) -> Option<Flag> {
+        if d.state != TcpState::Established || d.timer == TimerKind::Keepalive {
+            return None;
+        }
+        let idle = u64::from(info.last_data_recv_ms.min(info.last_data_sent_ms)) * MS;
+        if idle < ns(self.thresholds.idle) {
+            return None;
+        }
+        let evidence = format!(
+            "no data received for {:.1}s nor sent for {:.1}s (threshold {}); no keepalive timer armed, \
+             a dead peer would go unnoticed",
+            f64::from(info.last_data_recv_ms) / 1e3,
+            f64::from(info.last_data_sent_ms) / 1e3,
+            fmt_duration(self.thresholds.idle)
+        );
+        Some(socket_flag(
+            d,
+            LeakKind::IdleNoKeepalive,
+            None,
+            now,
+            (idle, false),
+            evidence,
+        ))
+    }
+
+    pub(super) fn port_flag(&self, port: u16, acc: &PortAcc, now: u64) -> Option<Flag> {
+        let local = acc.local?;
+        let (age, lb) = acc.oldest.unwrap_or((0, true));
+        let evidence = format!(
+            "{} handshakes stuck on port {port}: {} needed SYN-ACK retransmits (up to {}), oldest {}{:.1}s \
+             (threshold {}); a SYN flood or a full accept queue",
+            acc.stuck,
+            acc.retransmitted,
+            acc.max_retrans,
+            if lb { "at least " } else { "" },
+            secs(age),
+            fmt_duration(self.thresholds.handshake)
+        );
+        Some(Flag {
+            kind: LeakKind::StuckHandshake,
+            reason: Some(Reason::SynRecv),
+            cookie: None,
+            local,
+            remote: None,
+            state: TcpState::NewSynRecv,
+            inode: 0,
+            raised_at_ns: now,
+            age_seconds: Some(secs(age)),
+            age_is_lower_bound: lb,
+            unread_bytes: 0,
+            evidence,
+            count: Some(acc.stuck),
+            owners: Vec::new(),
+            cleared_at_ns: None,
+            cleared_how: None,
+        })
+    }
+}
+
+/// A flag about one socket, raised at `now` (owners filled in later).
+pub(super) fn socket_flag(
+    d: &DiagSocket,
+    kind: LeakKind,
+    reason: Option<Reason>,
+    now: u64,
+    age: (u64, bool),
+    evidence: String,
+) -> Flag {
+    Flag {
+        kind,
+        reason,
+        cookie: Some(d.cookie),
+        local: std::net::SocketAddr::new(d.saddr, d.sport),
+        remote: Some(std::net::SocketAddr::new(d.daddr, d.dport)),
+        state: d.state,
+        inode: d.inode,
+        raised_at_ns: now,
+        age_seconds: Some(secs(age.0)),
+        age_is_lower_bound: age.1,
+        unread_bytes: d.rqueue,
+        evidence,
+        count: None,
+        owners: Vec::new(),
+        cleared_at_ns: None,
+        cleared_how: None,
+    }
+}
+
+/// Why a flag ended, given the socket's state now (`None`: not in the dump).
+pub(super) fn cleared_how(f: &Flag, now: Option<TcpState>) -> String {
+    match (f.cookie, now) {
+        (None, _) => "no stuck handshakes left on the port".into(),
+        (Some(_), None) => "socket gone (closed, or its process exited)".into(),
+        (Some(_), Some(st)) if st != f.state => format!("socket left {} (now {st})", f.state),
+        (Some(_), Some(_)) => match f.kind {
+            LeakKind::HalfOpen => "ACK progress resumed".into(),
+            LeakKind::IdleNoKeepalive => "traffic resumed or keepalive armed".into(),
+            _ => format!("no longer {}", f.kind.name()),
+        },
+    }
+}

@@ -1,0 +1,301 @@
+//! The `tracer leaks` table: a [`Report`] as text a person can read at
+//! 3 a.m., grouped by process, worst first. Pure formatting, no I/O but the writer.
+use std::io::{self, Write};
+
+use super::{Flag, ProcessLeaks, Report};
+
+/// An age for people: `73.2s`, `12m05s`, `3h04m`, `2d03h`.
+pub fn fmt_age(secs: Option<f64>, lower_bound: bool) -> String {
+    let Some(s) = secs else {
+        return "unknown".into();
+    };
+    let t = s.max(0.0) as u64;
+    let text = match t {
+        0..120 => format!("{s:.1}s"),
+        120..3600 => format!("{}m{:02}s", t / 60, t % 60),
+        3600..86400 => format!("{}h{:02}m", t / 3600, t % 3600 / 60),
+        _ => format!("{}d{:02}h", t / 86400, t % 86400 / 3600),
+    };
+    if lower_bound {
+        format!(">={text}")
+    } else {
+        text
+    }
+}
+
+/// The table a person reads at 3 a.m.
+pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
+    if let Some(note) = &r.note {
+        writeln!(out, "tracer leaks: {note}")?;
+    }
+    if r.leak_count == 0 {
+        writeln!(out, "no leaks found")?;
+    } else {
+        let procs = r.leaks.iter().filter(|g| g.pid.is_some()).count();
+        writeln!(
+            out,
+            "{} leak{} in {procs} process{}",
+            r.leak_count,
+            plural(r.leak_count),
+            if procs == 1 { "" } else { "es" }
+        )?;
+    }
+    for g in &r.leaks {
+        writeln!(out)?;
+        render_group(g, out)?;
+    }
+    if !r.risks.is_empty() {
+        writeln!(out, "\nAt risk, not leaks ({}):", r.risks.len())?;
+        for f in &r.risks {
+            writeln!(
+                out,
+                "  {}  {}  {}  {}",
+                endpoints(f),
+                owners_short(f),
+                fmt_age(f.age_seconds, f.age_is_lower_bound),
+                f.evidence
+            )?;
+        }
+    }
+    if !r.recently_cleared.is_empty() {
+        writeln!(out, "\nRecently cleared:")?;
+        for f in r.recently_cleared.iter().take(10) {
+            let how = f.cleared_how.as_deref().unwrap_or("");
+            writeln!(
+                out,
+                "  {:<18} {}  {}: {how}",
+                f.kind.name(),
+                endpoints(f),
+                owners_short(f)
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn render_group(g: &ProcessLeaks, out: &mut dyn Write) -> io::Result<()> {
+    match (g.pid, &g.comm) {
+        (Some(pid), comm) => write!(out, "PID {pid} {}", comm.as_deref().unwrap_or("?"))?,
+        (None, _) => write!(out, "no process (orphaned, timewait or request sockets)")?,
+    }
+    write!(
+        out,
+        ": {} socket{}",
+        g.sockets.len(),
+        plural(g.sockets.len())
+    )?;
+    if g.close_wait > 0 {
+        write!(out, ", {} in CLOSE_WAIT", g.close_wait)?;
+    }
+    write!(
+        out,
+        ", oldest {}",
+        fmt_age(g.oldest_age_seconds, g.oldest_is_lower_bound)
+    )?;
+    match g.growth_per_minute {
+        Some(x) if x > 0.0 => write!(out, ", GROWING {x:+.1}/min")?,
+        Some(x) => write!(out, ", steady ({x:+.1}/min)")?,
+        None => {}
+    }
+    writeln!(out)?;
+    if !g.cmdline.is_empty() {
+        writeln!(out, "  cmdline: {}", g.cmdline.replace(['\n', '\r'], " "))?;
+    }
+    if !g.cgroup.is_empty() {
+        let id = g
+            .container_id
+            .as_deref()
+            .map(|c| format!("  [container {}]", c.get(..12).unwrap_or(c)));
+        writeln!(out, "  cgroup:  {}{}", g.cgroup, id.unwrap_or_default())?;
+    }
+    let rows: Vec<[String; 6]> = g
+        .sockets
+        .iter()
+        .map(|f| {
+            let fds: Vec<String> = f
+                .owners
+                .iter()
+                .filter(|o| Some(o.pid) == g.pid)
+                .map(|o| o.fd.to_string())
+                .collect();
+            let kind = match f.reason {
+                Some(r) => format!("{}/{}", f.kind.name(), r.name()),
+                None => f.kind.name().to_owned(),
+            };
+            [
+                if fds.is_empty() {
+                    "-".into()
+                } else {
+                    fds.join(",")
+                },
+                endpoints(f),
+                kind,
+                fmt_age(f.age_seconds, f.age_is_lower_bound),
+                f.unread_bytes.to_string(),
+                f.evidence.clone(),
+            ]
+        })
+        .collect();
+    let header = ["FD", "LOCAL -> REMOTE", "KIND", "AGE", "UNREAD", "EVIDENCE"].map(String::from);
+    let mut width = [0; 5];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let [fd, ep, kind, age, unread, ev] = row;
+        writeln!(
+            out,
+            "  {fd:<w0$}  {ep:<w1$}  {kind:<w2$}  {age:>w3$}  {unread:>w4$}  {ev}",
+            w0 = width[0],
+            w1 = width[1],
+            w2 = width[2],
+            w3 = width[3],
+            w4 = width[4]
+        )?;
+    }
+    Ok(())
+}
+
+fn endpoints(f: &Flag) -> String {
+    match f.remote {
+        Some(r) => format!("{} -> {r}", f.local),
+        None => format!("{} <- {} peers", f.local, f.count.unwrap_or(0)),
+    }
+}
+
+fn owners_short(f: &Flag) -> String {
+    match f.owners.first() {
+        Some(o) => format!("pid {} {} fd {}", o.pid, o.comm, o.fd),
+        None => "no process".into(),
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::HashMap;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::diag::{DiagSocket, Owner, TimerKind};
+    use crate::leaks::snapshot_report;
+    use crate::tcp::{Family, TcpState};
+
+    fn close_wait(cookie: u64, inode: u64, rqueue: u32) -> DiagSocket {
+        DiagSocket {
+            cookie,
+            family: Family::Ipv4,
+            state: TcpState::CloseWait,
+            timewait: false,
+            saddr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            sport: 8080,
+            daddr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            dport: 50000 + cookie as u16,
+            inode,
+            uid: 0,
+            timer: TimerKind::None,
+            expires_ms: 0,
+            timer_retrans: 0,
+            rqueue,
+            wqueue: 0,
+            info: None,
+        }
+    }
+
+    fn owner(pid: u32, comm: &str, fd: u32) -> Owner {
+        let cgroup = "/system.slice/docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope";
+        Owner {
+            pid,
+            comm: comm.into(),
+            cmdline: format!("/usr/bin/{comm} --port 8080"),
+            fd,
+            cgroup: cgroup.into(),
+            container_id: Some(
+                "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into(),
+            ),
+        }
+    }
+
+    /// Four CLOSE_WAIT sockets: two of pid 4242, one of pid 77, one ownerless.
+    pub(crate) fn sample() -> Report {
+        let dump = [
+            close_wait(1, 11, 512),
+            close_wait(2, 12, 0),
+            close_wait(3, 13, 7),
+            close_wait(4, 0, 0),
+        ];
+        let owners = HashMap::from([
+            (11, vec![owner(4242, "api", 7)]),
+            (12, vec![owner(4242, "api", 9)]),
+            (13, vec![owner(77, "worker", 3)]),
+        ]);
+        snapshot_report(
+            &dump,
+            &owners,
+            "no agent at http://127.0.0.1:1: one-shot snapshot, ages unknown".into(),
+        )
+    }
+
+    #[test]
+    fn table_groups_by_process_worst_first() {
+        let mut out = Vec::new();
+        render(&sample(), &mut out).expect("render");
+        let text = String::from_utf8(out).expect("utf8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "tracer leaks: no agent at http://127.0.0.1:1: one-shot snapshot, ages unknown"
+        );
+        assert_eq!(lines[1], "4 leaks in 2 processes");
+        assert_eq!(
+            lines[3],
+            "PID 4242 api: 2 sockets, 2 in CLOSE_WAIT, oldest unknown"
+        );
+        assert_eq!(lines[4], "  cmdline: /usr/bin/api --port 8080");
+        assert!(lines[5].ends_with("docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope  [container 0123456789ab]"));
+        assert_eq!(
+            lines[6],
+            "  FD  LOCAL -> REMOTE                    KIND            AGE  UNREAD  EVIDENCE"
+        );
+        assert_eq!(
+            lines[7],
+            "  7   127.0.0.1:8080 -> 127.0.0.1:50001  close_wait  unknown     512  in CLOSE_WAIT, age unknown (snapshot); 512 bytes unread"
+        );
+        assert!(
+            lines[8].starts_with("  9   127.0.0.1:8080 -> 127.0.0.1:50002"),
+            "{}",
+            lines[8]
+        );
+        assert!(
+            text.contains("PID 77 worker: 1 socket, 1 in CLOSE_WAIT"),
+            "{text}"
+        );
+        assert!(
+            text.contains("no process (orphaned, timewait or request sockets): 1 socket"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn empty_report_and_ages() {
+        let r = snapshot_report(&[], &HashMap::new(), "no agent".into());
+        let mut out = Vec::new();
+        render(&r, &mut out).expect("render");
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            "tracer leaks: no agent\nno leaks found\n"
+        );
+        assert_eq!(r.exit_code(), 0);
+        assert_eq!(sample().exit_code(), 1);
+        assert_eq!(fmt_age(Some(73.24), false), "73.2s");
+        assert_eq!(fmt_age(Some(725.0), true), ">=12m05s");
+        assert_eq!(fmt_age(Some(3.0 * 3600.0 + 240.0), false), "3h04m");
+        assert_eq!(fmt_age(Some(2.0 * 86400.0 + 3.0 * 3600.0), false), "2d03h");
+        assert_eq!(fmt_age(None, true), "unknown");
+    }
+}

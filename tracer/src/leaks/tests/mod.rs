@@ -1,0 +1,398 @@
+//! Synthetic dumps through the detector: threshold edges, clearing,
+//! lower-bound ages, and no false positives; `rollup` covers the roll-up.
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+mod rollup;
+
+use super::*;
+use crate::diag::{DiagSocket, Owner, TcpInfo, TimerKind};
+use crate::tcp::{Family, TcpState};
+
+const S: u64 = 1_000_000_000;
+
+fn sock(cookie: u64, state: TcpState) -> DiagSocket {
+    DiagSocket {
+        cookie,
+        family: Family::Ipv4,
+        state,
+        timewait: false,
+        saddr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+        sport: 8080,
+        daddr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+        dport: 40000 + (cookie % 1000) as u16,
+        inode: 1000 + cookie,
+        uid: 0,
+        timer: TimerKind::None,
+        expires_ms: 0,
+        timer_retrans: 0,
+        rqueue: 0,
+        wqueue: 0,
+        info: Some(TcpInfo {
+            last_data_recv_ms: 10,
+            last_data_sent_ms: 10,
+            last_ack_recv_ms: 10,
+            ..TcpInfo::default()
+        }),
+    }
+}
+
+fn info(d: &mut DiagSocket) -> &mut TcpInfo {
+    d.info.get_or_insert_with(TcpInfo::default)
+}
+
+fn owner(pid: u32, comm: &str, fd: u32) -> Owner {
+    Owner {
+        pid,
+        comm: comm.into(),
+        cmdline: format!("{comm} --serve"),
+        fd,
+        cgroup: "/x".into(),
+        container_id: None,
+    }
+}
+
+/// Owners: socket inode 1000+cookie held by pid 100 ("app") at fd = cookie.
+fn app_owners(inodes: &HashSet<u64>) -> HashMap<u64, Vec<Owner>> {
+    inodes
+        .iter()
+        .map(|&i| (i, vec![owner(100, "app", (i - 1000) as u32)]))
+        .collect()
+}
+
+fn none(_: u64, _: TcpState) -> Option<(u64, bool)> {
+    None
+}
+
+fn thresholds() -> Thresholds {
+    Thresholds {
+        close_wait: Duration::from_secs(60),
+        half_open: Duration::from_secs(10),
+        idle: Duration::from_secs(600),
+        handshake: Duration::from_secs(10),
+        fin_wait2: Duration::from_secs(60),
+    }
+}
+
+fn raised(changes: &[Change]) -> Vec<&Flag> {
+    changes
+        .iter()
+        .filter_map(|c| {
+            if let Change::Raised(f) = c {
+                Some(f)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+fn cleared(changes: &[Change]) -> Vec<&Flag> {
+    changes
+        .iter()
+        .filter_map(|c| {
+            if let Change::Cleared(f) = c {
+                Some(f)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn close_wait_threshold_edge_with_exact_engine_time() {
+    let mut det = Detector::new(thresholds());
+    let mut d = sock(1, TcpState::CloseWait);
+    d.rqueue = 512;
+    let engine =
+        |c: u64, st: TcpState| (c == 1 && st == TcpState::CloseWait).then_some((1_000 * S, false));
+    let c = det.update(&[d], 1_000 * S + 60 * S - 1, engine, app_owners);
+    assert!(c.is_empty(), "one ns short of the threshold: {c:?}");
+    let c = det.update(&[d], 1_060 * S, engine, app_owners);
+    let f = raised(&c);
+    assert_eq!(f.len(), 1);
+    let f = f[0];
+    assert_eq!(
+        (f.kind, f.cookie, f.state),
+        (LeakKind::CloseWait, Some(1), TcpState::CloseWait)
+    );
+    assert_eq!((f.age_seconds, f.age_is_lower_bound), (Some(60.0), false));
+    assert_eq!(
+        f.evidence,
+        "in CLOSE_WAIT for 60.0s (threshold 60s); 512 bytes unread"
+    );
+    assert_eq!(f.owners, vec![LeakOwner::from(&owner(100, "app", 1))]);
+    assert_eq!(f.raised_at_ns, 1_060 * S);
+    assert_eq!(Change::Raised(f.clone()).to_json()["event"], "leak_flagged");
+    // Still there: no new change, age refreshed.
+    assert!(
+        det.update(&[d], 1_073 * S + S / 5, engine, app_owners)
+            .is_empty()
+    );
+    let f = det.active().next().expect("flag");
+    assert_eq!(f.age_seconds, Some(73.2));
+    assert!(f.evidence.starts_with("in CLOSE_WAIT for 73.2s"));
+}
+
+#[test]
+fn unknown_age_counts_from_first_sight_as_a_lower_bound() {
+    let mut det = Detector::new(thresholds());
+    let d = sock(1, TcpState::CloseWait);
+    assert!(det.update(&[d], 5 * S, none, app_owners).is_empty());
+    assert!(det.update(&[d], 64 * S, none, app_owners).is_empty());
+    let c = det.update(&[d], 65 * S, none, app_owners);
+    let f = raised(&c)[0];
+    assert_eq!((f.age_seconds, f.age_is_lower_bound), (Some(60.0), true));
+    assert!(
+        f.evidence.starts_with("in CLOSE_WAIT for at least 60.0s"),
+        "{}",
+        f.evidence
+    );
+    // An engine lower bound earlier than our first sight wins.
+    let mut det = Detector::new(thresholds());
+    let early = |_: u64, _: TcpState| Some((0, true));
+    let c = det.update(&[d], 61 * S, early, app_owners);
+    assert_eq!(raised(&c)[0].age_seconds, Some(61.0));
+    assert!(raised(&c)[0].age_is_lower_bound);
+}
+
+#[test]
+fn clears_when_the_socket_moves_on_or_goes() {
+    let mut det = Detector::new(thresholds());
+    let (a, b) = (sock(1, TcpState::CloseWait), sock(2, TcpState::CloseWait));
+    det.update(&[a, b], 0, none, app_owners);
+    assert_eq!(
+        raised(&det.update(&[a, b], 60 * S, none, app_owners)).len(),
+        2
+    );
+    let mut a2 = a;
+    a2.state = TcpState::LastAck;
+    let c = det.update(&[a2], 61 * S, none, app_owners);
+    let gone = cleared(&c);
+    assert_eq!(gone.len(), 2);
+    let how: HashMap<_, _> = gone
+        .iter()
+        .map(|f| (f.cookie, f.cleared_how.clone()))
+        .collect();
+    assert_eq!(
+        how[&Some(1)].as_deref(),
+        Some("socket left close_wait (now last_ack)")
+    );
+    assert_eq!(
+        how[&Some(2)].as_deref(),
+        Some("socket gone (closed, or its process exited)")
+    );
+    assert!(gone.iter().all(|f| f.cleared_at_ns == Some(61 * S)));
+    assert_eq!(
+        Change::Cleared(gone[0].clone()).to_json()["event"],
+        "leak_cleared"
+    );
+    assert_eq!(det.active().count(), 0);
+    assert_eq!(det.recently_cleared().count(), 2);
+    // Back in CLOSE_WAIT later: the clock restarts.
+    assert!(det.update(&[a], 62 * S, none, app_owners).is_empty());
+    assert_eq!(det.stats().tracked, 1);
+}
+
+#[test]
+fn history_ring_is_bounded() {
+    let mut det = Detector::new(thresholds());
+    for i in 0..(detect::HISTORY as u64 + 10) {
+        let d = sock(i, TcpState::CloseWait);
+        let since = |_: u64, _: TcpState| Some((0, false));
+        det.update(&[d], 100 * S + i, since, app_owners);
+        det.update(&[], 100 * S + i, since, app_owners);
+    }
+    assert_eq!(det.recently_cleared().count(), detect::HISTORY);
+}
+
+fn stalled(cookie: u64, no_ack_ms: u32) -> DiagSocket {
+    let mut d = sock(cookie, TcpState::Established);
+    d.timer = TimerKind::Retransmit;
+    let i = info(&mut d);
+    i.unacked = 3;
+    i.retransmits = 4;
+    i.backoff = 4;
+    i.total_retrans = 9;
+    i.last_ack_recv_ms = no_ack_ms;
+    d
+}
+
+#[test]
+fn half_open_needs_a_stall_observed_for_the_threshold() {
+    let mut det = Detector::new(thresholds());
+    // Long without ACK already, but seen stalled only from t=0.
+    assert!(
+        det.update(&[stalled(7, 30_000)], 0, none, app_owners)
+            .is_empty()
+    );
+    assert!(
+        det.update(&[stalled(7, 39_999)], 10 * S - 1, none, app_owners)
+            .is_empty()
+    );
+    let c = det.update(&[stalled(7, 40_000)], 10 * S, none, app_owners);
+    let f = raised(&c)[0];
+    assert_eq!(
+        (f.kind, f.reason),
+        (LeakKind::HalfOpen, Some(Reason::Retransmitting))
+    );
+    assert_eq!((f.age_seconds, f.age_is_lower_bound), (Some(40.0), false));
+    assert!(
+        f.evidence
+            .starts_with("no ACK for 40.0s (threshold 10s) with 3 segments unacked"),
+        "{}",
+        f.evidence
+    );
+    // An ACK arrives: retransmits reset, the flag clears.
+    let mut ok = stalled(7, 5);
+    info(&mut ok).retransmits = 0;
+    info(&mut ok).backoff = 0;
+    let c = det.update(&[ok], 11 * S, none, app_owners);
+    assert_eq!(
+        cleared(&c)[0].cleared_how.as_deref(),
+        Some("ACK progress resumed")
+    );
+}
+
+#[test]
+fn no_false_positive_on_busy_sockets_with_recent_acks() {
+    let mut det = Detector::new(thresholds());
+    for t in 0..60 {
+        // Unacked data in flight, an occasional lost segment, ACKs flowing.
+        let mut busy = sock(1, TcpState::Established);
+        let i = info(&mut busy);
+        i.unacked = 40;
+        i.last_ack_recv_ms = 2;
+        i.retransmits = u8::from(t % 7 == 0);
+        i.total_retrans = t as u32 / 7;
+        // A long-idle socket that just sent: unacked, no ACK yet, no RTO.
+        let mut woke = sock(2, TcpState::Established);
+        info(&mut woke).unacked = 1;
+        info(&mut woke).last_ack_recv_ms = 900_000;
+        // Keepalive armed, no probes outstanding.
+        let mut ka = sock(3, TcpState::Established);
+        ka.timer = TimerKind::Keepalive;
+        info(&mut ka).last_data_recv_ms = 3_600_000;
+        info(&mut ka).last_data_sent_ms = 3_600_000;
+        let c = det.update(&[busy, woke, ka], t * S, none, app_owners);
+        assert!(c.is_empty(), "t={t}: {c:?}");
+    }
+    assert_eq!(
+        det.gauges().half_open,
+        [
+            (Reason::Retransmitting, 0),
+            (Reason::KeepaliveUnanswered, 0)
+        ]
+    );
+}
+
+#[test]
+fn keepalive_probes_unanswered() {
+    let mut det = Detector::new(thresholds());
+    let mut d = sock(4, TcpState::Established);
+    d.timer = TimerKind::Keepalive;
+    d.timer_retrans = 2;
+    info(&mut d).last_ack_recv_ms = 7_300_000;
+    assert!(det.update(&[d], 0, none, app_owners).is_empty());
+    let f = det.update(&[d], 10 * S, none, app_owners);
+    let f = raised(&f)[0];
+    assert_eq!(f.reason, Some(Reason::KeepaliveUnanswered));
+    assert!(
+        f.evidence.starts_with("2 keepalive probes unanswered"),
+        "{}",
+        f.evidence
+    );
+    assert_eq!(det.gauges().half_open[1], (Reason::KeepaliveUnanswered, 1));
+}
+
+#[test]
+fn idle_without_keepalive_is_a_risk_not_a_leak() {
+    let mut det = Detector::new(thresholds());
+    let mut d = sock(5, TcpState::Established);
+    info(&mut d).last_data_recv_ms = 700_000;
+    info(&mut d).last_data_sent_ms = 599_999;
+    assert!(det.update(&[d], S, none, app_owners).is_empty());
+    info(&mut d).last_data_sent_ms = 600_000;
+    let c = det.update(&[d], 2 * S, none, app_owners);
+    assert_eq!(raised(&c)[0].kind, LeakKind::IdleNoKeepalive);
+    assert_eq!(raised(&c)[0].age_seconds, Some(600.0));
+    let r = det.report(2 * S);
+    assert_eq!((r.leak_count, r.risks.len(), r.exit_code()), (0, 1, 0));
+    assert_eq!(det.gauges().idle_without_keepalive, 1);
+    // SO_KEEPALIVE turned on: the risk clears.
+    d.timer = TimerKind::Keepalive;
+    let c = det.update(&[d], 3 * S, none, app_owners);
+    assert_eq!(
+        cleared(&c)[0].cleared_how.as_deref(),
+        Some("traffic resumed or keepalive armed")
+    );
+}
+
+#[test]
+fn stuck_handshakes_syn_sent_and_per_port_syn_recv() {
+    let mut det = Detector::new(thresholds());
+    let mut syn = sock(6, TcpState::SynSent);
+    syn.timer_retrans = 3;
+    let mut r1 = sock(10, TcpState::NewSynRecv);
+    r1.inode = 0;
+    r1.timer_retrans = 2;
+    let mut r2 = sock(11, TcpState::NewSynRecv);
+    r2.inode = 0;
+    let mut fresh = sock(12, TcpState::NewSynRecv);
+    fresh.inode = 0;
+    fresh.sport = 9090;
+    let c = det.update(&[syn, r1, r2], 0, none, app_owners);
+    // r1 needed a SYN-ACK retransmit: its port is flagged at once.
+    assert_eq!(raised(&c).len(), 1);
+    assert_eq!(raised(&c)[0].count, Some(1));
+    let c = det.update(&[syn, r1, r2, fresh], 10 * S, none, app_owners);
+    let f = raised(&c);
+    assert_eq!(f.len(), 1, "{c:?}");
+    assert_eq!((f[0].reason, f[0].cookie), (Some(Reason::SynSent), Some(6)));
+    let port = det
+        .active()
+        .find(|f| f.reason == Some(Reason::SynRecv))
+        .expect("port flag");
+    assert_eq!(
+        (port.count, port.local.port(), port.remote),
+        (Some(2), 8080, None)
+    );
+    assert!(
+        port.evidence
+            .starts_with("2 handshakes stuck on port 8080: 1 needed SYN-ACK retransmits (up to 2)")
+    );
+    let g = det.gauges();
+    assert_eq!(
+        g.stuck_handshakes,
+        [(Reason::SynSent, 1), (Reason::SynRecv, 2)]
+    );
+    let c = det.update(&[fresh], 11 * S, none, app_owners);
+    let how: Vec<_> = cleared(&c)
+        .iter()
+        .map(|f| f.cleared_how.clone().unwrap_or_default())
+        .collect();
+    assert!(
+        how.contains(&"no stuck handshakes left on the port".to_string()),
+        "{how:?}"
+    );
+}
+
+#[test]
+fn orphaned_fin_wait2_only_without_an_owner() {
+    let mut det = Detector::new(thresholds());
+    let mut tw = sock(20, TcpState::FinWait2);
+    tw.timewait = true;
+    tw.inode = 0;
+    let held = sock(21, TcpState::FinWait2); // shutdown(SHUT_WR), still open
+    det.update(&[tw, held], 0, none, app_owners);
+    let c = det.update(&[tw, held], 60 * S, none, app_owners);
+    let f = raised(&c);
+    assert_eq!(f.len(), 1);
+    assert_eq!(
+        (f[0].kind, f[0].cookie),
+        (LeakKind::OrphanedFinWait2, Some(20))
+    );
+    assert!(f[0].owners.is_empty());
+}
