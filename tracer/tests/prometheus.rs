@@ -6,64 +6,11 @@ mod common;
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
-use common::{Agent, Netns, http_get, wait_until};
-
-struct Prometheus {
-    child: Child,
-    dir: std::path::PathBuf,
-    addr: std::net::SocketAddr,
-}
-
-impl Prometheus {
-    fn start(target: std::net::SocketAddr) -> Prometheus {
-        let dir = std::env::temp_dir().join(format!("tracer-prom-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let cfg = dir.join("prometheus.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: tracer\n    static_configs:\n      - targets: ['{target}']\n"
-            ),
-        )
-        .unwrap();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start prometheus (Debian package `prometheus`; cargo xtask test installs it)");
-        Prometheus { child, dir, addr }
-    }
-
-    fn query(&self, promql: &str) -> Option<f64> {
-        let q: String = promql
-            .bytes()
-            .map(|b| if b.is_ascii_alphanumeric() || b == b'_' { (b as char).to_string() } else { format!("%{b:02X}") })
-            .collect();
-        let (code, body) = http_get(self.addr, &format!("/api/v1/query?query={q}"))?;
-        if code != 200 {
-            return None;
-        }
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use common::{Agent, Netns, Prometheus, wait_until};
 
 #[test]
 fn prometheus_scrapes_the_time_wait_count() {
@@ -81,7 +28,7 @@ fn prometheus_scrapes_the_time_wait_count() {
         clients.push(c);
     }
     drop(clients);
-    let prom = Prometheus::start(agent.addr);
+    let prom = Prometheus::start(agent.addr, "");
     let promql = format!("tracer_tcp_time_wait_sockets{{job=\"tracer\",port=\"{port}\"}}");
     let ok = wait_until(Duration::from_secs(30), || prom.query(&promql) == Some(12.0));
     assert!(ok, "PromQL {promql} = {:?}", prom.query(&promql));

@@ -125,7 +125,8 @@ impl Api for AgentApi {
     }
 
     fn leaks(&self) -> Value {
-        json!([])
+        let core = self.0.lock();
+        serde_json::to_value(core.detector.report(monotonic_ns())).unwrap_or_else(|e| json!({ "error": e.to_string() }))
     }
 
     fn health(&self) -> Health {

@@ -46,6 +46,8 @@ pub struct Core {
     pub dwell: dwell::Dwell,
     /// Local ports the host listens on, from the last dump.
     pub listening: HashSet<u16>,
+    /// Leak detectors, run on every reconcile.
+    pub detector: crate::leaks::Detector,
 }
 
 /// State shared between the event loop and the HTTP handlers.
@@ -134,6 +136,9 @@ impl Shared {
     }
 }
 
+/// Reconcile dumps carry `tcp_info`: the half-open and idle detectors need it.
+const DUMP: DumpOptions = DumpOptions { with_info: true };
+
 /// A sock_diag dump running on a blocking thread: it hands back the dumper
 /// and buffer for reuse, with the dump's start time and outcome.
 type DumpJob = tokio::task::JoinHandle<(Dumper, Vec<DiagSocket>, u64, anyhow::Result<()>)>;
@@ -152,7 +157,7 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
     let listener = http::bind(settings.listen).await?;
     let (probes, ring) = Probes::load(settings.ring_bytes)?;
     let mut ingest = Ingest::new(ring).context("polling the ring buffer")?;
-    let mut dumper = Some(Dumper::new(DumpOptions::default()).context("listing TCP sockets with sock_diag")?);
+    let mut dumper = Some(Dumper::new(DUMP).context("listing TCP sockets with sock_diag")?);
     let started_ns = monotonic_ns();
     let metrics = Arc::new(Metrics::new());
     let engine = Engine::new(engine::Config {
@@ -161,7 +166,12 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
         ..engine::Config::default()
     });
     let shared = Arc::new(Shared {
-        core: Mutex::new(Core { engine, dwell: dwell::Dwell::new(), listening: HashSet::new() }),
+        core: Mutex::new(Core {
+            engine,
+            dwell: dwell::Dwell::new(),
+            listening: HashSet::new(),
+            detector: crate::leaks::Detector::new(crate::leaks::Thresholds::from_settings(&settings)),
+        }),
         metrics: metrics.clone(),
         settings: settings.clone(),
         started_ns,
@@ -217,7 +227,7 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
                 let mut d = std::mem::take(&mut dump);
                 let mut dp = match dumper.take() {
                     Some(dp) => dp,
-                    None => Dumper::new(DumpOptions::default()).context("opening sock_diag")?,
+                    None => Dumper::new(DUMP).context("opening sock_diag")?,
                 };
                 pending = Some(tokio::task::spawn_blocking(move || {
                     let start = monotonic_ns();
@@ -285,12 +295,33 @@ async fn apply_batch(ingest: &mut Ingest, shared: &Shared) -> std::io::Result<()
 fn reconcile(ingest: &mut Ingest, shared: &Shared, dump: &[DiagSocket], start_ns: u64) {
     let metrics = &*shared.metrics;
     let mut core = shared.lock();
-    let Core { engine, dwell, listening } = &mut *core;
+    let Core { engine, dwell, listening, detector } = &mut *core;
     ingest.drain_now(|ev| {
         metrics.event(ev.kind);
         engine.apply(ev, &mut Obs { metrics, dwell });
     });
     engine.reconcile(dump, start_ns, &mut Obs { metrics, dwell });
+    let engine_ref = &*engine;
+    let changes = detector.update(
+        dump,
+        start_ns,
+        |cookie, st| {
+            engine_ref
+                .get(cookie)
+                .filter(|v| v.is_live() && v.state() == st)
+                .map(|v| (v.state_since_ns(), v.since_is_lower_bound()))
+        },
+        crate::diag::owner::owners_of,
+    );
+    for c in &changes {
+        if let crate::leaks::Change::Raised(f) = c {
+            metrics.leak_flagged(f.kind);
+        }
+        // The agent's log: one JSON object per line, the same objects
+        // `tracer events` prints.
+        eprintln!("{}", c.to_json());
+    }
+    metrics.set_leaks(&detector.gauges());
     *listening = listening_ports(dump);
     let mut per_port: Vec<(Option<u16>, u64)> = Vec::new();
     engine.time_wait_by_local_port(|port, n| {

@@ -98,6 +98,18 @@ pub struct Metrics {
     pub reconcile_errors: Counter,
     /// `tracer_time_wait_ended_total{how}` handles: expired, reused, reset.
     time_wait_ended: [Counter; 3],
+    close_wait_leaks: Gauge,
+    close_wait_by_comm: Family<CommLabel, Gauge>,
+    half_open: Family<ReasonLabel, Gauge>,
+    stuck_handshakes: Family<KindLabel, Gauge>,
+    idle_without_keepalive: Gauge,
+    orphaned_fin_wait2: Gauge,
+    leaks_flagged: Family<KindLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CommLabel {
+    comm: String,
 }
 
 /// How a TIME_WAIT stay ended, as the `how` label spells it.
@@ -162,6 +174,42 @@ impl Metrics {
         r.register("tcp_time_wait_ended", "TIME_WAIT stays that ended, by how", tw_end_f.clone());
         // A gauge fixed at 1 rather than an OpenMetrics `info`, which the
         // classic text parser (promtool 2.x) rejects.
+        let close_wait_leaks = Gauge::default();
+        r.register("close_wait_leaks", "Sockets in CLOSE_WAIT longer than --close-wait-threshold", close_wait_leaks.clone());
+        let close_wait_by_comm = Family::<CommLabel, Gauge>::default();
+        r.register(
+            "close_wait_leaks_by_process",
+            "CLOSE_WAIT leaks by process name: the top 20, the rest under comm=\"other\"",
+            close_wait_by_comm.clone(),
+        );
+        let half_open = Family::<ReasonLabel, Gauge>::default();
+        r.register("half_open_connections", "Connections whose peer seems to have vanished", half_open.clone());
+        let stuck_handshakes = Family::<KindLabel, Gauge>::default();
+        r.register("stuck_handshakes", "Handshakes that did not finish within --handshake-threshold", stuck_handshakes.clone());
+        let idle_without_keepalive = Gauge::default();
+        r.register(
+            "idle_without_keepalive",
+            "ESTABLISHED sockets idle longer than --idle-threshold with no keepalive timer (a risk)",
+            idle_without_keepalive.clone(),
+        );
+        let orphaned_fin_wait2 = Gauge::default();
+        r.register(
+            "orphaned_fin_wait2",
+            "Orphaned FIN_WAIT2 sockets older than --fin-wait2-threshold",
+            orphaned_fin_wait2.clone(),
+        );
+        let leaks_flagged = Family::<KindLabel, Counter>::default();
+        r.register("leaks_flagged", "Leak and risk flags raised, by kind", leaks_flagged.clone());
+        for k in crate::leaks::LeakKind::ALL {
+            leaks_flagged.get_or_create(&KindLabel { kind: k.name() }).inc_by(0);
+        }
+        for reason in crate::leaks::Reason::HALF_OPEN {
+            half_open.get_or_create(&ReasonLabel { reason: reason.name() }).set(0);
+        }
+        for kind in crate::leaks::Reason::HANDSHAKE {
+            stuck_handshakes.get_or_create(&KindLabel { kind: kind.name() }).set(0);
+        }
+        close_wait_by_comm.get_or_create(&CommLabel { comm: "other".into() }).set(0);
         let build = Family::<BuildLabels, Gauge>::default();
         r.register("build_info", "Build information; always 1", build.clone());
         build
@@ -210,6 +258,13 @@ impl Metrics {
             evictions,
             reconcile_errors,
             time_wait_ended,
+            close_wait_leaks,
+            close_wait_by_comm,
+            half_open,
+            stuck_handshakes,
+            idle_without_keepalive,
+            orphaned_fin_wait2,
+            leaks_flagged,
         };
         m.time_wait_by_port.get_or_create(&PortLabel { port: "other".into() }).set(0);
         let _ = transitions_f;
@@ -280,6 +335,28 @@ impl Metrics {
             }
         }
         self.time_wait_by_port.get_or_create(&PortLabel { port: "other".into() }).set(other as i64);
+    }
+
+    /// Publish the leak detector's gauges.
+    pub fn set_leaks(&self, g: &crate::leaks::Gauges) {
+        self.close_wait_leaks.set(g.close_wait_leaks as i64);
+        self.close_wait_by_comm.clear();
+        for (comm, n) in &g.close_wait_by_comm {
+            self.close_wait_by_comm.get_or_create(&CommLabel { comm: comm.clone() }).set(*n as i64);
+        }
+        for (reason, n) in g.half_open {
+            self.half_open.get_or_create(&ReasonLabel { reason: reason.name() }).set(n as i64);
+        }
+        for (kind, n) in g.stuck_handshakes {
+            self.stuck_handshakes.get_or_create(&KindLabel { kind: kind.name() }).set(n as i64);
+        }
+        self.idle_without_keepalive.set(g.idle_without_keepalive as i64);
+        self.orphaned_fin_wait2.set(g.orphaned_fin_wait2 as i64);
+    }
+
+    /// Count a raised flag of `kind`.
+    pub fn leak_flagged(&self, kind: crate::leaks::LeakKind) {
+        self.leaks_flagged.get_or_create(&KindLabel { kind: kind.name() }).inc();
     }
 
     /// Encode the registry in the OpenMetrics text format.
