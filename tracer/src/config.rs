@@ -90,17 +90,21 @@ impl FileConfig {
 
     /// Parse TOML text.
     pub fn parse(text: &str) -> anyhow::Result<FileConfig> {
-        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.message().trim_end()).context(
-            e.span()
-                .map(|s| format!("at byte {}", s.start))
-                .unwrap_or_else(|| "invalid TOML".into()),
-        ))
+        toml::from_str(text).map_err(|e| {
+            anyhow::anyhow!("{}", e.message().trim_end()).context(
+                e.span()
+                    .map(|s| format!("at byte {}", s.start))
+                    .unwrap_or_else(|| "invalid TOML".into()),
+            )
+        })
     }
 
     /// Overlay this file's values onto `s`.
     pub fn apply(&self, s: &mut Settings) -> anyhow::Result<()> {
         if let Some(v) = &self.listen {
-            s.listen = parse_listen(v).map_err(anyhow::Error::msg).context("key listen")?;
+            s.listen = parse_listen(v)
+                .map_err(anyhow::Error::msg)
+                .context("key listen")?;
         }
         if let Some(v) = self.max_sockets {
             s.max_sockets = check_max_sockets(v).context("key max-sockets")?;
@@ -109,17 +113,47 @@ impl FileConfig {
             s.ring_bytes = v;
         }
         let durations: [(&str, &Option<String>, &mut Duration); 7] = [
-            ("reconcile-interval", &self.reconcile_interval, &mut s.reconcile_interval),
-            ("closed-retention", &self.closed_retention, &mut s.closed_retention),
-            ("close-wait-threshold", &self.close_wait_threshold, &mut s.close_wait_threshold),
-            ("half-open-threshold", &self.half_open_threshold, &mut s.half_open_threshold),
-            ("idle-threshold", &self.idle_threshold, &mut s.idle_threshold),
-            ("handshake-threshold", &self.handshake_threshold, &mut s.handshake_threshold),
-            ("fin-wait2-threshold", &self.fin_wait2_threshold, &mut s.fin_wait2_threshold),
+            (
+                "reconcile-interval",
+                &self.reconcile_interval,
+                &mut s.reconcile_interval,
+            ),
+            (
+                "closed-retention",
+                &self.closed_retention,
+                &mut s.closed_retention,
+            ),
+            (
+                "close-wait-threshold",
+                &self.close_wait_threshold,
+                &mut s.close_wait_threshold,
+            ),
+            (
+                "half-open-threshold",
+                &self.half_open_threshold,
+                &mut s.half_open_threshold,
+            ),
+            (
+                "idle-threshold",
+                &self.idle_threshold,
+                &mut s.idle_threshold,
+            ),
+            (
+                "handshake-threshold",
+                &self.handshake_threshold,
+                &mut s.handshake_threshold,
+            ),
+            (
+                "fin-wait2-threshold",
+                &self.fin_wait2_threshold,
+                &mut s.fin_wait2_threshold,
+            ),
         ];
         for (key, v, slot) in durations {
             if let Some(v) = v {
-                *slot = parse_duration(v).map_err(anyhow::Error::msg).with_context(|| format!("key {key}"))?;
+                *slot = parse_duration(v)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("key {key}"))?;
             }
         }
         Ok(())
@@ -128,9 +162,14 @@ impl FileConfig {
 
 /// Parse `ADDR:PORT`, or `:PORT` for the default address.
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    let full = if let Some(port) = s.strip_prefix(':') { format!("127.0.0.1:{port}") } else { s.to_string() };
-    full.parse()
-        .map_err(|_| format!("{s:?} is not an ADDR:PORT listen address (e.g. 127.0.0.1:9077 or [::]:9077)"))
+    let full = if let Some(port) = s.strip_prefix(':') {
+        format!("127.0.0.1:{port}")
+    } else {
+        s.to_string()
+    };
+    full.parse().map_err(|_| {
+        format!("{s:?} is not an ADDR:PORT listen address (e.g. 127.0.0.1:9077 or [::]:9077)")
+    })
 }
 
 /// Parse a duration: a number with a unit (`ms`, `s`, `m`, `h`), or bare seconds.
@@ -178,20 +217,29 @@ mod tests {
         assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("not a duration")
+        );
     }
 
     #[test]
     fn listen_addresses() {
-        assert_eq!(parse_listen(":9999").unwrap(), "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(
+            parse_listen(":9999").unwrap(),
+            "127.0.0.1:9999".parse().unwrap()
+        );
         assert_eq!(parse_listen("[::]:80").unwrap(), "[::]:80".parse().unwrap());
         assert!(parse_listen("localhost").is_err());
     }
 
     #[test]
     fn file_overrides_defaults_and_rejects_unknown_keys() {
-        let f = FileConfig::parse("listen = \"0.0.0.0:9100\"\nreconcile-interval = \"250ms\"\nmax-sockets = 10\n")
-            .unwrap();
+        let f = FileConfig::parse(
+            "listen = \"0.0.0.0:9100\"\nreconcile-interval = \"250ms\"\nmax-sockets = 10\n",
+        )
+        .unwrap();
         let mut s = Settings::default();
         f.apply(&mut s).unwrap();
         assert_eq!(s.listen, "0.0.0.0:9100".parse().unwrap());
@@ -200,12 +248,18 @@ mod tests {
         assert_eq!(s.close_wait_threshold, Duration::from_secs(60));
 
         let err = FileConfig::parse("lisen = \"x\"").unwrap_err();
-        assert!(format!("{err:#}").contains("unknown field `lisen`"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("unknown field `lisen`"),
+            "{err:#}"
+        );
         let err = FileConfig::parse("max-sockets = \"many\"").unwrap_err();
         assert!(format!("{err:#}").contains("invalid type"), "{err:#}");
         let bad = FileConfig::parse("close-wait-threshold = \"forever\"").unwrap();
         let err = bad.apply(&mut Settings::default()).unwrap_err();
-        assert!(format!("{err:#}").contains("close-wait-threshold"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("close-wait-threshold"),
+            "{err:#}"
+        );
         let zero = FileConfig::parse("max-sockets = 0").unwrap();
         assert!(zero.apply(&mut Settings::default()).is_err());
     }

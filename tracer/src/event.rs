@@ -160,7 +160,9 @@ impl SockEvent {
             if n == 0 {
                 Ok(None)
             } else {
-                TcpState::from_kernel(n).map(Some).ok_or(DecodeError::State(n))
+                TcpState::from_kernel(n)
+                    .map(Some)
+                    .ok_or(DecodeError::State(n))
             }
         };
         let old_state = state(raw.old_state)?;
@@ -230,8 +232,13 @@ mod tests {
     fn bytes(e: &abi::Event) -> Vec<u8> {
         // SAFETY: Event is repr(C) plain data without uninitialised padding
         // (every padding byte is a named field).
-        unsafe { std::slice::from_raw_parts((e as *const abi::Event).cast::<u8>(), size_of::<abi::Event>()) }
-            .to_vec()
+        unsafe {
+            std::slice::from_raw_parts(
+                (e as *const abi::Event).cast::<u8>(),
+                size_of::<abi::Event>(),
+            )
+        }
+        .to_vec()
     }
 
     #[test]

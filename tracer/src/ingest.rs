@@ -20,15 +20,15 @@ impl Ingest {
         // which happens after the AsyncFd that wraps it deregisters.
         let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(std::io::Error::from)?;
-        Ok(Ingest { fd, decode_errors: 0 })
+        Ok(Ingest {
+            fd,
+            decode_errors: 0,
+        })
     }
 
     /// Wait until events are ready, then hand every ready one to `f`.
     /// Returns how many records were read.
-    pub async fn next_batch(
-        &mut self,
-        mut f: impl FnMut(&SockEvent),
-    ) -> std::io::Result<usize> {
+    pub async fn next_batch(&mut self, mut f: impl FnMut(&SockEvent)) -> std::io::Result<usize> {
         let mut guard = self.fd.readable_mut().await?;
         let ring = guard.get_inner_mut();
         let mut n = 0;

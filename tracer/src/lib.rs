@@ -6,8 +6,8 @@
 //! `cli` wires the pieces together for each command.
 pub mod agent;
 pub mod bpf;
-pub mod config;
 pub mod cli;
+pub mod config;
 pub mod diag;
 pub mod engine;
 pub mod event;

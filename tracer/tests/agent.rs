@@ -40,14 +40,22 @@ fn time_wait_agrees_with_sock_diag_after_200_client_closes() {
         assert_eq!(s.read(&mut b).unwrap(), 0);
     }
     let filter = format!("( dport = :{port} )");
-    assert_eq!(ss_count("time-wait", &filter), 200, "the kernel holds 200 TIME_WAIT sockets");
+    assert_eq!(
+        ss_count("time-wait", &filter),
+        200,
+        "the kernel holds 200 TIME_WAIT sockets"
+    );
     // After a reconcile confirms them, the API shows exactly the same set.
     let ok = wait_until(Duration::from_secs(5), || {
         let tw = api_sockets(&agent, "time_wait", port);
         tw.len() == 200 && tw.iter().all(|s| s["time_wait_confirmed"] == true)
     });
     let tw = api_sockets(&agent, "time_wait", port);
-    assert!(ok, "API shows {} TIME_WAIT sockets on port {port}", tw.len());
+    assert!(
+        ok,
+        "API shows {} TIME_WAIT sockets on port {port}",
+        tw.len()
+    );
     for s in &tw {
         assert_eq!(s["closed_by"], "local");
         assert_eq!(s["age_is_lower_bound"], false);
@@ -80,7 +88,11 @@ fn server_side_time_wait_is_counted_by_listening_port() {
     let ok = wait_until(Duration::from_secs(5), || {
         common::metric_value(&agent.get("/metrics"), &series) == Some(25.0)
     });
-    assert!(ok, "{series} = {:?}", common::metric_value(&agent.get("/metrics"), &series));
+    assert!(
+        ok,
+        "{series} = {:?}",
+        common::metric_value(&agent.get("/metrics"), &series)
+    );
     assert_eq!(ss_count("time-wait", &format!("( sport = :{port} )")), 25);
     drop(l);
 }
@@ -91,8 +103,13 @@ fn close_wait_stays_are_measured() {
     let agent = Agent::start(&["--reconcile-interval", "500ms"]);
     let before = agent.get("/metrics");
     let bucket = |text: &str, le: &str| {
-        common::metric_value(text, &format!("tracer_tcp_state_duration_seconds_bucket{{le=\"{le}\",state=\"close_wait\"}}"))
-            .unwrap_or(0.0)
+        common::metric_value(
+            text,
+            &format!(
+                "tracer_tcp_state_duration_seconds_bucket{{le=\"{le}\",state=\"close_wait\"}}"
+            ),
+        )
+        .unwrap_or(0.0)
     };
     let (l, port) = listener();
     let mut held = Vec::new();
@@ -123,10 +140,18 @@ fn close_wait_stays_are_measured() {
     drop(servers);
     let ok = wait_until(Duration::from_secs(3), || {
         let now = agent.get("/metrics");
-        bucket(&now, "3.5") - bucket(&before, "3.5") - (bucket(&now, "2.5") - bucket(&before, "2.5")) >= 10.0
+        bucket(&now, "3.5")
+            - bucket(&before, "3.5")
+            - (bucket(&now, "2.5") - bucket(&before, "2.5"))
+            >= 10.0
     });
     let now = agent.get("/metrics");
-    assert!(ok, "close_wait bucket deltas: le=2.5 {} le=3.5 {}", bucket(&now, "2.5") - bucket(&before, "2.5"), bucket(&now, "3.5") - bucket(&before, "3.5"));
+    assert!(
+        ok,
+        "close_wait bucket deltas: le=2.5 {} le=3.5 {}",
+        bucket(&now, "2.5") - bucket(&before, "2.5"),
+        bucket(&now, "3.5") - bucket(&before, "3.5")
+    );
     drop(l);
 }
 
@@ -143,14 +168,20 @@ fn sockets_older_than_the_agent_are_adopted() {
     let mut b = [0u8; 1];
     assert_eq!(s2.read(&mut b).unwrap(), 0);
     drop(s2);
-    assert!(wait_until(Duration::from_secs(3), || ss_count("time-wait", &format!("( dport = :{port} )")) == 1));
+    assert!(wait_until(Duration::from_secs(3), || ss_count(
+        "time-wait",
+        &format!("( dport = :{port} )")
+    ) == 1));
     std::thread::sleep(Duration::from_millis(1200));
 
     let agent = Agent::start(&[]);
     let est = api_sockets(&agent, "established", port);
     assert_eq!(est.len(), 2, "{est:?}");
     for e in &est {
-        assert_eq!(e["age_is_lower_bound"], true, "age unknown before the agent: {e}");
+        assert_eq!(
+            e["age_is_lower_bound"], true,
+            "age unknown before the agent: {e}"
+        );
     }
     let listen = api_sockets(&agent, "listen", port);
     assert_eq!(listen.len(), 1);
@@ -158,7 +189,11 @@ fn sockets_older_than_the_agent_are_adopted() {
     assert_eq!(tw.len(), 1, "{tw:?}");
     // Its entry follows from the remaining timer: at least the 1.2 s we waited.
     let age = tw[0]["age_seconds"].as_f64().unwrap();
-    assert!(tw[0]["age_is_lower_bound"] == false && (1.0..10.0).contains(&age), "{}", tw[0]);
+    assert!(
+        tw[0]["age_is_lower_bound"] == false && (1.0..10.0).contains(&age),
+        "{}",
+        tw[0]
+    );
     drop((c, s, l));
 }
 
@@ -172,7 +207,10 @@ fn bad_config_and_taken_port_are_one_line_errors() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("cannot listen on") && err.contains("--listen"), "{err}");
+    assert!(
+        err.contains("cannot listen on") && err.contains("--listen"),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "{err}");
 
     let dir = std::env::temp_dir().join(format!("tracer-agent-cfg-{}", std::process::id()));
@@ -185,7 +223,10 @@ fn bad_config_and_taken_port_are_one_line_errors() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("unknown field `reconcile-intervl`") && err.contains("bad.toml"), "{err}");
+    assert!(
+        err.contains("unknown field `reconcile-intervl`") && err.contains("bad.toml"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -209,7 +250,10 @@ fn time_wait_ends_sixty_seconds_after_it_began() {
     assert!(wait_until(Duration::from_secs(5), || {
         for s in api_sockets(&agent, "time_wait", port) {
             if s["time_wait_confirmed"] == true {
-                began.insert(s["cookie"].as_u64().unwrap(), s["state_since_ns"].as_u64().unwrap());
+                began.insert(
+                    s["cookie"].as_u64().unwrap(),
+                    s["state_since_ns"].as_u64().unwrap(),
+                );
             }
         }
         began.len() == 5
@@ -221,7 +265,10 @@ fn time_wait_ends_sixty_seconds_after_it_began() {
             let all = agent.json(&format!("/api/v1/sockets?port={port}"));
             for s in all.as_array().unwrap() {
                 if s["time_wait_ended"] == "expired" {
-                    ended.insert(s["cookie"].as_u64().unwrap(), s["state_since_ns"].as_u64().unwrap());
+                    ended.insert(
+                        s["cookie"].as_u64().unwrap(),
+                        s["state_since_ns"].as_u64().unwrap(),
+                    );
                 }
             }
             ended.len() == 5
@@ -230,8 +277,14 @@ fn time_wait_ends_sixty_seconds_after_it_began() {
     );
     for (cookie, start) in &began {
         let secs = (ended[cookie] - start) as f64 / 1e9;
-        assert!((59.9..=61.5).contains(&secs), "cookie {cookie}: TIME_WAIT lasted {secs} s");
+        assert!(
+            (59.9..=61.5).contains(&secs),
+            "cookie {cookie}: TIME_WAIT lasted {secs} s"
+        );
     }
     let h = agent.get("/metrics");
-    assert!(common::metric_value(&h, "tracer_tcp_time_wait_ended_total{how=\"expired\"}").unwrap() >= 5.0);
+    assert!(
+        common::metric_value(&h, "tracer_tcp_time_wait_ended_total{how=\"expired\"}").unwrap()
+            >= 5.0
+    );
 }

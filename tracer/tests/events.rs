@@ -17,10 +17,19 @@ use socket2::{Domain, Socket, Type};
 /// A bound, not yet listening, socket on an ephemeral port of `ip`; the
 /// port is known before the tracer starts, so it can filter on it.
 fn bound(ip: IpAddr) -> (Socket, u16) {
-    let domain = if ip.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let domain = if ip.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
     let s = Socket::new(domain, Type::STREAM, None).expect("socket");
     s.bind(&SocketAddr::new(ip, 0).into()).expect("bind");
-    let port = s.local_addr().expect("addr").as_socket().expect("inet").port();
+    let port = s
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("inet")
+        .port();
     (s, port)
 }
 
@@ -59,7 +68,10 @@ fn lifecycle(ip: IpAddr) {
 
     let paths = out.paths();
     assert_eq!(
-        paths.get(&client_cookie).map(|p| p.iter().map(String::as_str).collect::<Vec<_>>()).as_deref(),
+        paths
+            .get(&client_cookie)
+            .map(|p| p.iter().map(String::as_str).collect::<Vec<_>>())
+            .as_deref(),
         Some(
             &[
                 "close->syn_sent",
@@ -72,7 +84,10 @@ fn lifecycle(ip: IpAddr) {
         "client path; all paths: {paths:?}"
     );
     assert_eq!(
-        paths.get(&server_cookie).map(|p| p.iter().map(String::as_str).collect::<Vec<_>>()).as_deref(),
+        paths
+            .get(&server_cookie)
+            .map(|p| p.iter().map(String::as_str).collect::<Vec<_>>())
+            .as_deref(),
         Some(
             &[
                 "listen->syn_recv",
@@ -123,7 +138,16 @@ fn linger_zero_close_sends_and_receives_reset() {
     let _ns = Netns::enter("linger");
     let ip: IpAddr = "127.0.0.1".parse().unwrap();
     let (sock, port) = bound(ip);
-    let tracer = Events::start(&["--port", &port.to_string(), "--kind", "reset_sent", "--kind", "reset_received", "--kind", "state"]);
+    let tracer = Events::start(&[
+        "--port",
+        &port.to_string(),
+        "--kind",
+        "reset_sent",
+        "--kind",
+        "reset_received",
+        "--kind",
+        "state",
+    ]);
     sock.listen(16).expect("listen");
     let listener: TcpListener = sock.into();
     let client = TcpStream::connect((ip, port)).expect("connect");
@@ -132,7 +156,9 @@ fn linger_zero_close_sends_and_receives_reset() {
     let client_cookie = diag[&(client.local_addr().unwrap(), client.peer_addr().unwrap())];
     let server_cookie = diag[&(server.local_addr().unwrap(), server.peer_addr().unwrap())];
     let client = Socket::from(client);
-    client.set_linger(Some(Duration::ZERO)).expect("SO_LINGER 0");
+    client
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER 0");
     drop(client);
     let mut server = server;
     let mut buf = [0u8; 1];
@@ -150,8 +176,14 @@ fn linger_zero_close_sends_and_receives_reset() {
     assert_eq!(received.len(), 1, "{:?}", out.events);
     assert_eq!(received[0]["cookie"], server_cookie);
     let paths = out.paths();
-    assert_eq!(paths[&client_cookie].last().map(String::as_str), Some("established->close"));
-    assert_eq!(paths[&server_cookie].last().map(String::as_str), Some("established->close"));
+    assert_eq!(
+        paths[&client_cookie].last().map(String::as_str),
+        Some("established->close")
+    );
+    assert_eq!(
+        paths[&server_cookie].last().map(String::as_str),
+        Some("established->close")
+    );
 }
 
 #[test]
@@ -162,8 +194,9 @@ fn dropped_peer_causes_retransmits() {
     let tracer = Events::start(&["--port", &port.to_string()]);
     sock.listen(16).expect("listen");
     let listener: TcpListener = sock.into();
-    let mut client =
-        NetnsPair::in_ns(&pair.a, move || TcpStream::connect((server_ip, port)).expect("connect"));
+    let mut client = NetnsPair::in_ns(&pair.a, move || {
+        TcpStream::connect((server_ip, port)).expect("connect")
+    });
     let (_server, _) = listener.accept().expect("accept");
     client.write_all(b"before").expect("write");
 
@@ -185,7 +218,11 @@ fn dropped_peer_causes_retransmits() {
         .into_iter()
         .filter(|e| e["cookie"] == client_cookie)
         .collect();
-    assert!(rtx.len() >= 2, "expected retransmits of cookie {client_cookie}: {:?}", out.events);
+    assert!(
+        rtx.len() >= 2,
+        "expected retransmits of cookie {client_cookie}: {:?}",
+        out.events
+    );
     for e in &rtx {
         assert_eq!(e["state"], "established");
         assert_eq!(e["daddr"], pair.addr_b);
@@ -224,7 +261,11 @@ fn hundreds_of_connections_none_missing_none_duplicated() {
     let paths = out.paths();
     // 2N connection ends plus the listener.
     assert_eq!(paths.len(), 2 * N + 1);
-    assert_eq!(diag.len(), 2 * N + 1, "ss sees every socket and the listener");
+    assert_eq!(
+        diag.len(),
+        2 * N + 1,
+        "ss sees every socket and the listener"
+    );
     let traced: BTreeSet<u64> = paths.keys().copied().collect();
     assert_eq!(traced, diag, "event cookies equal sock_diag cookies");
     let mut clients = 0;
@@ -272,14 +313,23 @@ fn bad_flags_exit_nonzero_with_one_line() {
 fn unprivileged_user_gets_one_sentence() {
     common::require_root();
     let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
         .arg(env!("CARGO_BIN_EXE_tracer"))
         .args(["events", "--duration", "1"])
         .output()
         .expect("setpriv (util-linux)");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("needs root, or the CAP_BPF and CAP_PERFMON capabilities"), "{err}");
+    assert!(
+        err.contains("needs root, or the CAP_BPF and CAP_PERFMON capabilities"),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(out.stdout.is_empty());
 }
@@ -292,8 +342,12 @@ fn runs_with_only_cap_bpf_and_cap_perfmon() {
     let (sock, port) = bound(ip);
     let tracer = Events::start_as(
         &[
-            "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-            "--inh-caps=-all,+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon",
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all,+bpf,+perfmon",
+            "--ambient-caps=+bpf,+perfmon",
         ],
         &["--port", &port.to_string()],
     );
@@ -305,5 +359,60 @@ fn runs_with_only_cap_bpf_and_cap_perfmon() {
     let out = tracer.stop();
     assert!(out.status.success(), "{}", out.stderr);
     assert_eq!(out.lost(), 0);
-    assert!(out.paths().values().any(|p| p.first().map(String::as_str) == Some("close->syn_sent")), "{:?}", out.events);
+    assert!(
+        out.paths()
+            .values()
+            .any(|p| p.first().map(String::as_str) == Some("close->syn_sent")),
+        "{:?}",
+        out.events
+    );
+}
+
+/// The stream carries leak_flagged and leak_cleared with the agent's fields.
+#[test]
+fn close_wait_leak_is_flagged_then_cleared_in_the_stream() {
+    let _ns = Netns::enter("leakev");
+    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+    let (sock, port) = bound(ip);
+    let tracer = Events::start(&[
+        "--port",
+        &port.to_string(),
+        "--close-wait-threshold",
+        "1s",
+        "--kind",
+        "leak_flagged",
+        "--kind",
+        "leak_cleared",
+    ]);
+    sock.listen(4).expect("listen");
+    let listener: TcpListener = sock.into();
+    let c = TcpStream::connect((ip, port)).expect("connect");
+    let (mut s, _) = listener.accept().expect("accept");
+    let server_cookie = ss_cookies(port)[&(s.local_addr().unwrap(), s.peer_addr().unwrap())];
+    drop(c);
+    let mut b = [0u8; 1];
+    assert_eq!(s.read(&mut b).unwrap(), 0);
+    std::thread::sleep(Duration::from_millis(3000));
+    drop(s);
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = tracer.stop();
+    let kinds: Vec<&str> = out
+        .events
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["leak_flagged", "leak_cleared"], "{:?}", out.events);
+    for e in &out.events {
+        assert_eq!(e["leak"], "close_wait");
+        assert_eq!(e["cookie"], server_cookie);
+        assert_eq!(e["local"], format!("127.0.0.1:{port}"));
+        assert!(e["ts_ns"].as_u64().is_some());
+        assert_eq!(e["owners"][0]["pid"], std::process::id(), "{e}");
+    }
+    assert!(
+        out.events[0]["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("CLOSE_WAIT")
+    );
 }

@@ -337,7 +337,12 @@ fn detector_flags_real_close_wait_and_clears_when_the_process_exits() {
 #[test]
 fn agent_flags_the_leak_and_a_prometheus_alert_fires() {
     let _ns = common::Netns::enter("leakagent");
-    let agent = common::Agent::start(&["--close-wait-threshold", "1s", "--reconcile-interval", "250ms"]);
+    let agent = common::Agent::start(&[
+        "--close-wait-threshold",
+        "1s",
+        "--reconcile-interval",
+        "250ms",
+    ]);
     let url = format!("http://{}", agent.addr);
     let rules = "groups:\n  - name: tracer\n    rules:\n      - alert: CloseWaitLeak\n        expr: tracer_close_wait_leaks > 0\n";
     let prom = common::Prometheus::start(agent.addr, rules);
@@ -350,9 +355,17 @@ fn agent_flags_the_leak_and_a_prometheus_alert_fires() {
     let mut last = (0, String::new());
     let found = common::wait_until(Duration::from_secs(3), || {
         last = tracer_leaks(&["--json", "--agent", &url]);
-        last.0 == 1 && serde_json::from_str::<Value>(&last.1).is_ok_and(|r| flags_on_port(&r, port).len() == CONNS)
+        last.0 == 1
+            && serde_json::from_str::<Value>(&last.1)
+                .is_ok_and(|r| flags_on_port(&r, port).len() == CONNS)
     });
-    assert!(found, "after {:?}: exit {} {}", start.elapsed(), last.0, last.1);
+    assert!(
+        found,
+        "after {:?}: exit {} {}",
+        start.elapsed(),
+        last.0,
+        last.1
+    );
     let report: Value = serde_json::from_str(&last.1).unwrap();
     assert_eq!(report["source"], "agent");
     let flags = flags_on_port(&report, port);
@@ -368,18 +381,28 @@ fn agent_flags_the_leak_and_a_prometheus_alert_fires() {
         assert_eq!(f["kind"], "close_wait");
         let age = f["age_seconds"].as_f64().expect("age known to the agent");
         assert!(age >= 1.0 && f["age_is_lower_bound"] == false, "{f}");
-        assert!(f["remote"].as_str().is_some_and(|r| r.starts_with("127.0.0.1:")), "{f}");
+        assert!(
+            f["remote"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("127.0.0.1:")),
+            "{f}"
+        );
     }
     assert!(agent.metric("tracer_close_wait_leaks") >= CONNS as f64);
     assert!(agent.metric("tracer_leaks_flagged_total{kind=\"close_wait\"}") >= CONNS as f64);
     assert!(
-        common::wait_until(Duration::from_secs(30), || prom.firing().iter().any(|a| a == "CloseWaitLeak")),
+        common::wait_until(Duration::from_secs(30), || prom
+            .firing()
+            .iter()
+            .any(|a| a == "CloseWaitLeak")),
         "the Prometheus alert on tracer_close_wait_leaks fires"
     );
 
     // The process exits: the flags clear and the exit status is 0.
     drop(server);
-    let cleared = common::wait_until(Duration::from_secs(5), || tracer_leaks(&["--json", "--agent", &url]).0 == 0);
+    let cleared = common::wait_until(Duration::from_secs(5), || {
+        tracer_leaks(&["--json", "--agent", &url]).0 == 0
+    });
     assert!(cleared, "{:?}", tracer_leaks(&["--agent", &url]));
     assert_eq!(agent.metric("tracer_close_wait_leaks"), 0.0);
 }

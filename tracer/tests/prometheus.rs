@@ -30,7 +30,9 @@ fn prometheus_scrapes_the_time_wait_count() {
     drop(clients);
     let prom = Prometheus::start(agent.addr, "");
     let promql = format!("tracer_tcp_time_wait_sockets{{job=\"tracer\",port=\"{port}\"}}");
-    let ok = wait_until(Duration::from_secs(30), || prom.query(&promql) == Some(12.0));
+    let ok = wait_until(Duration::from_secs(30), || {
+        prom.query(&promql) == Some(12.0)
+    });
     assert!(ok, "PromQL {promql} = {:?}", prom.query(&promql));
     let up = prom.query("up{job=\"tracer\"}");
     assert_eq!(up, Some(1.0));
@@ -47,7 +49,12 @@ fn promtool_accepts_the_exposition() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("promtool (Debian package `prometheus`)");
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),

@@ -95,7 +95,10 @@ impl Api for AgentApi {
             .engine
             .sockets()
             .filter(|v| state.is_none_or(|s| v.state() == s && v.is_live()))
-            .filter(|v| q.port.is_none_or(|p| v.local().port() == p || v.remote().port() == p))
+            .filter(|v| {
+                q.port
+                    .is_none_or(|p| v.local().port() == p || v.remote().port() == p)
+            })
             .map(|v| SocketJson::new(&v, now))
             .collect();
         drop(core);
@@ -126,7 +129,8 @@ impl Api for AgentApi {
 
     fn leaks(&self) -> Value {
         let core = self.0.lock();
-        serde_json::to_value(core.detector.report(monotonic_ns())).unwrap_or_else(|e| json!({ "error": e.to_string() }))
+        serde_json::to_value(core.detector.report(monotonic_ns()))
+            .unwrap_or_else(|e| json!({ "error": e.to_string() }))
     }
 
     fn health(&self) -> Health {

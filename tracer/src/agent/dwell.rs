@@ -40,7 +40,9 @@ impl Dwell {
     /// Empty rings.
     pub fn new() -> Dwell {
         Dwell {
-            rings: (0..TcpState::COUNT).map(|_| Box::new([0.0; WINDOW])).collect(),
+            rings: (0..TcpState::COUNT)
+                .map(|_| Box::new([0.0; WINDOW]))
+                .collect(),
             next: [0; TcpState::COUNT],
             len: [0; TcpState::COUNT],
             total: [0; TcpState::COUNT],
@@ -89,7 +91,10 @@ mod tests {
             d.record(TcpState::TimeWait, i as f64);
         }
         let p = d.percentiles(TcpState::TimeWait).unwrap();
-        assert_eq!((p.p50, p.p90, p.p99, p.max, p.count), (50.0, 90.0, 99.0, 100.0, 100));
+        assert_eq!(
+            (p.p50, p.p90, p.p99, p.max, p.count),
+            (50.0, 90.0, 99.0, 100.0, 100)
+        );
         assert!(d.percentiles(TcpState::CloseWait).is_none());
     }
 

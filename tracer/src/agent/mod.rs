@@ -32,7 +32,10 @@ use crate::{
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -170,7 +173,9 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
             engine,
             dwell: dwell::Dwell::new(),
             listening: HashSet::new(),
-            detector: crate::leaks::Detector::new(crate::leaks::Thresholds::from_settings(&settings)),
+            detector: crate::leaks::Detector::new(crate::leaks::Thresholds::from_settings(
+                &settings,
+            )),
         }),
         metrics: metrics.clone(),
         settings: settings.clone(),
@@ -186,7 +191,8 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
     let mut dump: Vec<DiagSocket> = Vec::new();
     let now = monotonic_ns();
     if let Some(dp) = dumper.as_mut() {
-        dp.dump_into(&mut dump).context("listing existing TCP sockets with sock_diag")?;
+        dp.dump_into(&mut dump)
+            .context("listing existing TCP sockets with sock_diag")?;
     }
     let adopted = {
         let mut core = shared.lock();
@@ -283,7 +289,9 @@ async fn apply_batch(ingest: &mut Ingest, shared: &Shared) -> std::io::Result<()
         })
         .await?;
     if n > 0 {
-        shared.last_event_ns.store(monotonic_ns(), Ordering::Relaxed);
+        shared
+            .last_event_ns
+            .store(monotonic_ns(), Ordering::Relaxed);
     }
     if let Some(core) = core {
         shared.publish(&core);
@@ -295,7 +303,12 @@ async fn apply_batch(ingest: &mut Ingest, shared: &Shared) -> std::io::Result<()
 fn reconcile(ingest: &mut Ingest, shared: &Shared, dump: &[DiagSocket], start_ns: u64) {
     let metrics = &*shared.metrics;
     let mut core = shared.lock();
-    let Core { engine, dwell, listening, detector } = &mut *core;
+    let Core {
+        engine,
+        dwell,
+        listening,
+        detector,
+    } = &mut *core;
     ingest.drain_now(|ev| {
         metrics.event(ev.kind);
         engine.apply(ev, &mut Obs { metrics, dwell });
@@ -319,7 +332,10 @@ fn reconcile(ingest: &mut Ingest, shared: &Shared, dump: &[DiagSocket], start_ns
         }
         // The agent's log: one JSON object per line, the same objects
         // `tracer events` prints.
-        eprintln!("{}", c.to_json());
+        let mut line = Vec::with_capacity(512);
+        if crate::export::stream::write_leak(&mut line, c, start_ns).is_ok() {
+            eprint!("{}", String::from_utf8_lossy(&line));
+        }
     }
     metrics.set_leaks(&detector.gauges());
     *listening = listening_ports(dump);
@@ -329,9 +345,14 @@ fn reconcile(ingest: &mut Ingest, shared: &Shared, dump: &[DiagSocket], start_ns
     });
     metrics.set_time_wait_by_port(per_port.into_iter());
     shared.publish(&core);
-    shared.last_reconcile_ns.store(monotonic_ns(), Ordering::Relaxed);
+    shared
+        .last_reconcile_ns
+        .store(monotonic_ns(), Ordering::Relaxed);
 }
 
 fn listening_ports(dump: &[DiagSocket]) -> HashSet<u16> {
-    dump.iter().filter(|d| d.state == TcpState::Listen).map(|d| d.sport).collect()
+    dump.iter()
+        .filter(|d| d.state == TcpState::Listen)
+        .map(|d| d.sport)
+        .collect()
 }

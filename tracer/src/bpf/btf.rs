@@ -92,7 +92,9 @@ impl Btf {
     /// Parse a little-endian BTF blob.
     pub fn parse(data: &[u8]) -> Result<Btf, BtfError> {
         if data.len() < 24 || data[0..2] != [0x9f, 0xeb] {
-            return Err(BtfError::Malformed("bad magic (only little-endian BTF is supported)"));
+            return Err(BtfError::Malformed(
+                "bad magic (only little-endian BTF is supported)",
+            ));
         }
         let hdr_len = u32_at(data, 4)? as usize;
         let type_off = u32_at(data, 8)? as usize;
@@ -108,7 +110,12 @@ impl Btf {
             .to_vec();
         let mut btf = Btf {
             // Type id 0 is `void`.
-            types: vec![Type { kind: 0, target: 0, first_member: 0, vlen: 0 }],
+            types: vec![Type {
+                kind: 0,
+                target: 0,
+                first_member: 0,
+                vlen: 0,
+            }],
             members: Vec::new(),
             strings,
             structs_by_name: HashMap::new(),
@@ -154,7 +161,12 @@ impl Btf {
                 let name = btf.str_at(name_off).to_string();
                 btf.structs_by_name.entry(name).or_insert(id);
             }
-            btf.types.push(Type { kind, target: size_or_type, first_member, vlen });
+            btf.types.push(Type {
+                kind,
+                target: size_or_type,
+                first_member,
+                vlen,
+            });
         }
         Ok(btf)
     }

@@ -96,7 +96,13 @@ impl Probes {
                 .context("map COUNTERS is missing from the kernel object")?,
         )
         .context("opening map COUNTERS")?;
-        Ok((Probes { _ebpf: ebpf, counters }, ring))
+        Ok((
+            Probes {
+                _ebpf: ebpf,
+                counters,
+            },
+            ring,
+        ))
     }
 
     /// Read the kernel-side counters.

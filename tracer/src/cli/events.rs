@@ -8,11 +8,119 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::{
+    agent::monotonic_ns,
     bpf::{DEFAULT_RING_BYTES, Probes},
+    config::Settings,
+    diag::dump::{DumpOptions, Dumper},
+    engine::{self, Engine},
     event::{Kind, SockEvent},
     export::stream,
     ingest::Ingest,
+    leaks::{Change, Detector, Thresholds},
 };
+
+/// Leak detection alongside the stream: an engine for exact ages, the
+/// detectors, and a sock_diag dump every second.
+struct Leaks {
+    engine: Engine,
+    detector: Detector,
+    dumper: Dumper,
+    dump: Vec<crate::diag::DiagSocket>,
+}
+
+impl Leaks {
+    fn new(args: &EventsArgs) -> anyhow::Result<Leaks> {
+        let mut settings = Settings::default();
+        args.thresholds.apply(&mut settings);
+        let mut leaks = Leaks {
+            engine: Engine::new(engine::Config::default()),
+            detector: Detector::new(Thresholds::from_settings(&settings)),
+            dumper: Dumper::new(DumpOptions { with_info: true })
+                .context("listing TCP sockets with sock_diag")?,
+            dump: Vec::new(),
+        };
+        let now = monotonic_ns();
+        leaks
+            .dumper
+            .dump_into(&mut leaks.dump)
+            .context("listing TCP sockets with sock_diag")?;
+        leaks.engine.adopt(&leaks.dump, now);
+        Ok(leaks)
+    }
+
+    /// Dump, reconcile, detect; print events and flag changes.
+    fn tick<W: Write>(&mut self, ingest: &mut Ingest, p: &mut Printer<W>) {
+        let start = monotonic_ns();
+        if self.dumper.dump_into(&mut self.dump).is_err() {
+            return;
+        }
+        let engine = &mut self.engine;
+        ingest.drain_now(|ev| {
+            engine.apply(ev, &mut ());
+            p.event(ev);
+        });
+        engine.reconcile(&self.dump, start, &mut ());
+        let engine = &*engine;
+        let changes = self.detector.update(
+            &self.dump,
+            start,
+            |cookie, st| {
+                engine
+                    .get(cookie)
+                    .filter(|v| v.is_live() && v.state() == st)
+                    .map(|v| (v.state_since_ns(), v.since_is_lower_bound()))
+            },
+            crate::diag::owner::owners_of,
+        );
+        for c in &changes {
+            p.leak(c, start);
+        }
+    }
+}
+
+/// Writes what passes the filter, remembering the first write error.
+struct Printer<W: Write> {
+    out: W,
+    filter: Filter,
+    seen: u64,
+    printed: u64,
+    err: Option<std::io::Error>,
+}
+
+impl<W: Write> Printer<W> {
+    fn event(&mut self, ev: &SockEvent) {
+        self.seen += 1;
+        if self.err.is_none() && self.filter.keep(ev) {
+            self.printed += 1;
+            if let Err(e) = stream::write_event(&mut self.out, ev) {
+                self.err = Some(e);
+            }
+        }
+    }
+
+    fn leak(&mut self, c: &Change, ts_ns: u64) {
+        if self.err.is_none() && self.filter.keep_leak(c) {
+            self.printed += 1;
+            if let Err(e) = stream::write_leak(&mut self.out, c, ts_ns) {
+                self.err = Some(e);
+            }
+        }
+    }
+
+    /// Flush; a closed pipe ends the stream quietly, other errors fail it.
+    fn flush(&mut self) -> anyhow::Result<bool> {
+        if self.err.is_none()
+            && let Err(e) = self.out.flush()
+        {
+            self.err = Some(e);
+        }
+        match self.err.take() {
+            None => Ok(true),
+            Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+            Some(e) => Err(e).context("writing events to stdout"),
+        }
+    }
+}
 
 /// Flags of `tracer events`.
 #[derive(Debug, Args)]
@@ -21,9 +129,15 @@ pub struct EventsArgs {
     #[arg(long = "port", value_name = "P")]
     pub ports: Vec<u16>,
     /// Only events of this kind (repeatable): state, retransmit,
-    /// synack_retransmit, reset_sent, reset_received.
+    /// synack_retransmit, reset_sent, reset_received, leak_flagged, leak_cleared.
     #[arg(long = "kind", value_name = "K", value_parser = parse_kind)]
-    pub kinds: Vec<Kind>,
+    pub kinds: Vec<Wanted>,
+    /// Do not run the leak detectors (no sock_diag dumps, no leak events).
+    #[arg(long)]
+    pub no_leaks: bool,
+    /// Leak detector thresholds.
+    #[command(flatten)]
+    pub thresholds: super::run::ThresholdArgs,
     /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
@@ -32,31 +146,70 @@ pub struct EventsArgs {
     pub ring_bytes: u32,
 }
 
-fn parse_kind(s: &str) -> Result<Kind, String> {
-    Kind::from_name(s).ok_or_else(|| {
-        let names: Vec<_> = Kind::ALL.iter().map(|k| k.name()).collect();
-        format!("unknown kind {s:?}; expected one of {}", names.join(", "))
-    })
+/// An event kind a user can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wanted {
+    /// A kernel event kind.
+    Kernel(Kind),
+    /// `leak_flagged`.
+    LeakFlagged,
+    /// `leak_cleared`.
+    LeakCleared,
+}
+
+fn parse_kind(s: &str) -> Result<Wanted, String> {
+    match s {
+        "leak_flagged" => Ok(Wanted::LeakFlagged),
+        "leak_cleared" => Ok(Wanted::LeakCleared),
+        _ => Kind::from_name(s).map(Wanted::Kernel).ok_or_else(|| {
+            let names: Vec<_> = Kind::ALL.iter().map(|k| k.name()).collect();
+            format!(
+                "unknown kind {s:?}; expected one of {}, leak_flagged, leak_cleared",
+                names.join(", ")
+            )
+        }),
+    }
 }
 
 /// Which events to print.
 #[derive(Debug, Default, Clone)]
 pub struct Filter {
     ports: Vec<u16>,
-    kinds: Vec<Kind>,
+    kinds: Vec<Wanted>,
 }
 
 impl Filter {
     /// A filter keeping events on any of `ports` and of any of `kinds`;
     /// an empty list keeps everything.
-    pub fn new(ports: Vec<u16>, kinds: Vec<Kind>) -> Filter {
+    pub fn new(ports: Vec<u16>, kinds: Vec<Wanted>) -> Filter {
         Filter { ports, kinds }
     }
 
     /// True when the event passes.
     pub fn keep(&self, ev: &SockEvent) -> bool {
         (self.ports.is_empty() || self.ports.iter().any(|&p| ev.has_port(p)))
-            && (self.kinds.is_empty() || self.kinds.contains(&ev.kind))
+            && (self.kinds.is_empty() || self.kinds.contains(&Wanted::Kernel(ev.kind)))
+    }
+
+    /// True when a leak flag change passes.
+    pub fn keep_leak(&self, c: &Change) -> bool {
+        let f = c.flag();
+        let want = match c {
+            Change::Raised(_) => Wanted::LeakFlagged,
+            Change::Cleared(_) => Wanted::LeakCleared,
+        };
+        let on_port = |p: u16| f.local.port() == p || f.remote.is_some_and(|r| r.port() == p);
+        (self.ports.is_empty() || self.ports.iter().any(|&p| on_port(p)))
+            && (self.kinds.is_empty() || self.kinds.contains(&want))
+    }
+
+    /// True when no leak event can pass, so detection can be skipped.
+    pub fn excludes_leaks(&self) -> bool {
+        !self.kinds.is_empty()
+            && !self
+                .kinds
+                .iter()
+                .any(|k| matches!(k, Wanted::LeakFlagged | Wanted::LeakCleared))
     }
 }
 
@@ -79,7 +232,14 @@ async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
 
     let (probes, ring) = Probes::load(args.ring_bytes)?;
     let mut ingest = Ingest::new(ring).context("polling the ring buffer")?;
-    let filter = Filter::new(args.ports, args.kinds);
+    let filter = Filter::new(args.ports.clone(), args.kinds.clone());
+    let mut leaks = if args.no_leaks || filter.excludes_leaks() {
+        None
+    } else {
+        Some(Leaks::new(&args)?)
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let deadline = async {
@@ -92,39 +252,41 @@ async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
     eprintln!("tracer: tracing TCP events; stop with Ctrl-C");
 
     let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
-    let mut seen: u64 = 0;
-    let mut printed: u64 = 0;
-    let mut write_err: Option<std::io::Error> = None;
+    let mut p = Printer {
+        out: std::io::BufWriter::with_capacity(64 * 1024, stdout.lock()),
+        filter,
+        seen: 0,
+        printed: 0,
+        err: None,
+    };
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = &mut deadline => break,
-            r = ingest.next_batch(|ev| {
-                seen += 1;
-                if write_err.is_none() && filter.keep(ev) {
-                    printed += 1;
-                    if let Err(e) = stream::write_event(&mut out, ev) {
-                        write_err = Some(e);
-                    }
+            _ = tick.tick(), if leaks.is_some() => {
+                if let Some(l) = leaks.as_mut() {
+                    l.tick(&mut ingest, &mut p);
                 }
+                if !p.flush()? {
+                    break;
+                }
+            }
+            r = ingest.next_batch(|ev| {
+                if let Some(l) = leaks.as_mut() {
+                    l.engine.apply(ev, &mut ());
+                }
+                p.event(ev);
             }) => {
                 r.context("reading the ring buffer")?;
-                if write_err.is_none() && let Err(e) = out.flush() {
-                    write_err = Some(e);
-                }
-                if let Some(e) = write_err.take() {
-                    if e.kind() == std::io::ErrorKind::BrokenPipe {
-                        break;
-                    }
-                    return Err(e).context("writing events to stdout");
+                if !p.flush()? {
+                    break;
                 }
             }
         }
     }
-    // Drain what arrived before the stop.
-    let _ = out.flush();
+    let _ = p.flush();
+    let (seen, printed) = (p.seen, p.printed);
     let counters = probes.counters();
     eprintln!(
         "tracer: {seen} events read, {printed} printed, {} lost in the kernel \

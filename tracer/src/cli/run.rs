@@ -5,6 +5,43 @@ use clap::Args;
 
 use crate::config::{self, FileConfig, Settings};
 
+/// Leak detector thresholds, shared by `tracer run` and `tracer events`.
+#[derive(Debug, Args, Default, Clone)]
+pub struct ThresholdArgs {
+    /// CLOSE_WAIT longer than this is a leak [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    pub close_wait_threshold: Option<std::time::Duration>,
+    /// Retransmitting without ACK progress this long is half-open [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    pub half_open_threshold: Option<std::time::Duration>,
+    /// Idle ESTABLISHED without keepalive this long is at risk [default: 10m].
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    pub idle_threshold: Option<std::time::Duration>,
+    /// SYN_SENT/SYN_RECV this long is a stuck handshake [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    pub handshake_threshold: Option<std::time::Duration>,
+    /// Orphaned FIN_WAIT2 this long is flagged [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    pub fin_wait2_threshold: Option<std::time::Duration>,
+}
+
+impl ThresholdArgs {
+    /// Overlay the thresholds that were given onto `s`.
+    pub fn apply(&self, s: &mut Settings) {
+        for (flag, slot) in [
+            (self.close_wait_threshold, &mut s.close_wait_threshold),
+            (self.half_open_threshold, &mut s.half_open_threshold),
+            (self.idle_threshold, &mut s.idle_threshold),
+            (self.handshake_threshold, &mut s.handshake_threshold),
+            (self.fin_wait2_threshold, &mut s.fin_wait2_threshold),
+        ] {
+            if let Some(v) = flag {
+                *slot = v;
+            }
+        }
+    }
+}
+
 /// Flags of `tracer run`. Each overrides the same key of `--config`.
 #[derive(Debug, Args, Default)]
 pub struct RunArgs {
@@ -26,21 +63,9 @@ pub struct RunArgs {
     /// How long closed sockets stay visible in /api/v1/sockets [default: 5s].
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
     pub closed_retention: Option<std::time::Duration>,
-    /// CLOSE_WAIT longer than this is a leak [default: 60s].
-    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
-    pub close_wait_threshold: Option<std::time::Duration>,
-    /// Retransmitting without ACK progress this long is half-open [default: 10s].
-    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
-    pub half_open_threshold: Option<std::time::Duration>,
-    /// Idle ESTABLISHED without keepalive this long is at risk [default: 10m].
-    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
-    pub idle_threshold: Option<std::time::Duration>,
-    /// SYN_SENT/SYN_RECV this long is a stuck handshake [default: 10s].
-    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
-    pub handshake_threshold: Option<std::time::Duration>,
-    /// Orphaned FIN_WAIT2 this long is flagged [default: 60s].
-    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
-    pub fin_wait2_threshold: Option<std::time::Duration>,
+    /// Leak detector thresholds.
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
 }
 
 impl RunArgs {
@@ -62,18 +87,10 @@ impl RunArgs {
         if let Some(v) = self.ring_bytes {
             s.ring_bytes = v;
         }
-        for (flag, slot) in [
-            (self.closed_retention, &mut s.closed_retention),
-            (self.close_wait_threshold, &mut s.close_wait_threshold),
-            (self.half_open_threshold, &mut s.half_open_threshold),
-            (self.idle_threshold, &mut s.idle_threshold),
-            (self.handshake_threshold, &mut s.handshake_threshold),
-            (self.fin_wait2_threshold, &mut s.fin_wait2_threshold),
-        ] {
-            if let Some(v) = flag {
-                *slot = v;
-            }
+        if let Some(v) = self.closed_retention {
+            s.closed_retention = v;
         }
+        self.thresholds.apply(&mut s);
         Ok(s)
     }
 }
@@ -87,7 +104,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tracer-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("tracer.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:9999\"\nmax-sockets = 5\nidle-threshold = \"1m\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9999\"\nmax-sockets = 5\nidle-threshold = \"1m\"\n",
+        )
+        .unwrap();
         let args = RunArgs {
             config: Some(path.clone()),
             max_sockets: Some(7),
@@ -97,9 +118,15 @@ mod tests {
         assert_eq!(s.listen, "127.0.0.1:9999".parse().unwrap());
         assert_eq!(s.max_sockets, 7);
         assert_eq!(s.idle_threshold, std::time::Duration::from_secs(60));
-        let missing = RunArgs { config: Some(dir.join("nope.toml")), ..Default::default() };
+        let missing = RunArgs {
+            config: Some(dir.join("nope.toml")),
+            ..Default::default()
+        };
         let err = format!("{:#}", missing.settings().unwrap_err());
-        assert!(err.contains("reading config file") && err.contains("nope.toml"), "{err}");
+        assert!(
+            err.contains("reading config file") && err.contains("nope.toml"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

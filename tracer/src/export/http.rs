@@ -57,7 +57,10 @@ struct Shared<A> {
 
 impl<A> Clone for Shared<A> {
     fn clone(&self) -> Self {
-        Shared { api: self.api.clone(), metrics: self.metrics.clone() }
+        Shared {
+            api: self.api.clone(),
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
@@ -114,17 +117,33 @@ async fn metrics_handler<A: Api>(State(s): State<Shared<A>>, headers: HeaderMap)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/openmetrics-text"));
     if wants_om {
-        ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
             .into_response()
     } else {
-        ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], to_classic_text(&body))
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            to_classic_text(&body),
+        )
             .into_response()
     }
 }
 
 async fn health_handler<A: Api>(State(s): State<Shared<A>>) -> Response {
     let h = s.api.health();
-    let code = if h.ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if h.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(h)).into_response()
 }
 
@@ -151,5 +170,9 @@ async fn leaks_handler<A: Api>(State(s): State<Shared<A>>) -> Response {
 }
 
 fn bad_request(msg: String) -> Response {
-    (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": msg }))).into_response()
+    (
+        StatusCode::BAD_REQUEST,
+        Json(serde_json::json!({ "error": msg })),
+    )
+        .into_response()
 }

@@ -15,8 +15,8 @@ use crate::{event::Kind, tcp::TcpState};
 /// Buckets that resolve both sub-millisecond handshakes and the 60 s of
 /// TIME_WAIT (which the reconcile interval, 1 s by default, quantises).
 pub const DURATION_BUCKETS: [f64; 30] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 3.0, 3.5, 5.0, 10.0,
-    30.0, 55.0, 59.0, 60.0, 61.0, 62.0, 65.0, 90.0, 120.0, 300.0, 900.0, 3600.0, 86400.0,
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 3.0, 3.5, 5.0,
+    10.0, 30.0, 55.0, 59.0, 60.0, 61.0, 62.0, 65.0, 90.0, 120.0, 300.0, 900.0, 3600.0, 86400.0,
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,7 +66,12 @@ pub const CLOSED_BY: [&str; 3] = ["local", "remote", "reset"];
 /// `direction` label values of `tracer_tcp_resets_total`.
 pub const DIRECTIONS: [&str; 2] = ["sent", "received"];
 /// `reason` label values of `tracer_reconcile_corrections_total`.
-pub const CORRECTION_REASONS: [&str; 4] = ["missed", "vanished", "state_mismatch", "time_wait_never_appeared"];
+pub const CORRECTION_REASONS: [&str; 4] = [
+    "missed",
+    "vanished",
+    "state_mismatch",
+    "time_wait_never_appeared",
+];
 
 const N: usize = TcpState::COUNT;
 
@@ -126,7 +131,11 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut r = Registry::with_prefix("tracer");
         let sockets_f = Family::<StateLabel, Gauge>::default();
-        r.register("tcp_sockets", "Current TCP sockets per state", sockets_f.clone());
+        r.register(
+            "tcp_sockets",
+            "Current TCP sockets per state",
+            sockets_f.clone(),
+        );
         let durations_f = Family::<StateLabel, Histogram>::new_with_constructor(
             (|| Histogram::new(DURATION_BUCKETS)) as fn() -> Histogram,
         );
@@ -137,9 +146,17 @@ impl Metrics {
             durations_f.clone(),
         );
         let transitions_f = Family::<FromTo, Counter>::default();
-        r.register("tcp_state_transitions", "TCP state transitions", transitions_f.clone());
+        r.register(
+            "tcp_state_transitions",
+            "TCP state transitions",
+            transitions_f.clone(),
+        );
         let closed_f = Family::<ClosedByLabel, Counter>::default();
-        r.register("tcp_connections_closed", "Connections closed, by who closed first", closed_f.clone());
+        r.register(
+            "tcp_connections_closed",
+            "Connections closed, by who closed first",
+            closed_f.clone(),
+        );
         let time_wait_by_port = Family::<PortLabel, Gauge>::default();
         r.register(
             "tcp_time_wait_sockets",
@@ -147,17 +164,41 @@ impl Metrics {
             time_wait_by_port.clone(),
         );
         let retransmits = Counter::default();
-        r.register("tcp_retransmits", "Retransmitted TCP segments", retransmits.clone());
+        r.register(
+            "tcp_retransmits",
+            "Retransmitted TCP segments",
+            retransmits.clone(),
+        );
         let synack_retransmits = Counter::default();
-        r.register("tcp_synack_retransmits", "Retransmitted SYN-ACKs", synack_retransmits.clone());
+        r.register(
+            "tcp_synack_retransmits",
+            "Retransmitted SYN-ACKs",
+            synack_retransmits.clone(),
+        );
         let resets_f = Family::<DirectionLabel, Counter>::default();
-        r.register("tcp_resets", "TCP resets sent and received", resets_f.clone());
+        r.register(
+            "tcp_resets",
+            "TCP resets sent and received",
+            resets_f.clone(),
+        );
         let events_f = Family::<KindLabel, Counter>::default();
-        r.register("events", "Kernel events received, by kind", events_f.clone());
+        r.register(
+            "events",
+            "Kernel events received, by kind",
+            events_f.clone(),
+        );
         let events_lost = Counter::default();
-        r.register("events_lost", "Events the kernel could not deliver (ring buffer full or failed read)", events_lost.clone());
+        r.register(
+            "events_lost",
+            "Events the kernel could not deliver (ring buffer full or failed read)",
+            events_lost.clone(),
+        );
         let events_undecodable = Counter::default();
-        r.register("events_undecodable", "Ring buffer records that could not be decoded", events_undecodable.clone());
+        r.register(
+            "events_undecodable",
+            "Ring buffer records that could not be decoded",
+            events_undecodable.clone(),
+        );
         let corrections_f = Family::<ReasonLabel, Counter>::default();
         r.register(
             "reconcile_corrections",
@@ -165,17 +206,37 @@ impl Metrics {
             corrections_f.clone(),
         );
         let tracked = Gauge::default();
-        r.register("tracked_sockets", "Socket records held by the engine", tracked.clone());
+        r.register(
+            "tracked_sockets",
+            "Socket records held by the engine",
+            tracked.clone(),
+        );
         let evictions = Counter::default();
-        r.register("evictions", "Socket records evicted at the --max-sockets cap", evictions.clone());
+        r.register(
+            "evictions",
+            "Socket records evicted at the --max-sockets cap",
+            evictions.clone(),
+        );
         let reconcile_errors = Counter::default();
-        r.register("reconcile_errors", "sock_diag dumps that failed", reconcile_errors.clone());
+        r.register(
+            "reconcile_errors",
+            "sock_diag dumps that failed",
+            reconcile_errors.clone(),
+        );
         let tw_end_f = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
-        r.register("tcp_time_wait_ended", "TIME_WAIT stays that ended, by how", tw_end_f.clone());
+        r.register(
+            "tcp_time_wait_ended",
+            "TIME_WAIT stays that ended, by how",
+            tw_end_f.clone(),
+        );
         // A gauge fixed at 1 rather than an OpenMetrics `info`, which the
         // classic text parser (promtool 2.x) rejects.
         let close_wait_leaks = Gauge::default();
-        r.register("close_wait_leaks", "Sockets in CLOSE_WAIT longer than --close-wait-threshold", close_wait_leaks.clone());
+        r.register(
+            "close_wait_leaks",
+            "Sockets in CLOSE_WAIT longer than --close-wait-threshold",
+            close_wait_leaks.clone(),
+        );
         let close_wait_by_comm = Family::<CommLabel, Gauge>::default();
         r.register(
             "close_wait_leaks_by_process",
@@ -183,9 +244,17 @@ impl Metrics {
             close_wait_by_comm.clone(),
         );
         let half_open = Family::<ReasonLabel, Gauge>::default();
-        r.register("half_open_connections", "Connections whose peer seems to have vanished", half_open.clone());
+        r.register(
+            "half_open_connections",
+            "Connections whose peer seems to have vanished",
+            half_open.clone(),
+        );
         let stuck_handshakes = Family::<KindLabel, Gauge>::default();
-        r.register("stuck_handshakes", "Handshakes that did not finish within --handshake-threshold", stuck_handshakes.clone());
+        r.register(
+            "stuck_handshakes",
+            "Handshakes that did not finish within --handshake-threshold",
+            stuck_handshakes.clone(),
+        );
         let idle_without_keepalive = Gauge::default();
         r.register(
             "idle_without_keepalive",
@@ -199,17 +268,33 @@ impl Metrics {
             orphaned_fin_wait2.clone(),
         );
         let leaks_flagged = Family::<KindLabel, Counter>::default();
-        r.register("leaks_flagged", "Leak and risk flags raised, by kind", leaks_flagged.clone());
+        r.register(
+            "leaks_flagged",
+            "Leak and risk flags raised, by kind",
+            leaks_flagged.clone(),
+        );
         for k in crate::leaks::LeakKind::ALL {
-            leaks_flagged.get_or_create(&KindLabel { kind: k.name() }).inc_by(0);
+            leaks_flagged
+                .get_or_create(&KindLabel { kind: k.name() })
+                .inc_by(0);
         }
         for reason in crate::leaks::Reason::HALF_OPEN {
-            half_open.get_or_create(&ReasonLabel { reason: reason.name() }).set(0);
+            half_open
+                .get_or_create(&ReasonLabel {
+                    reason: reason.name(),
+                })
+                .set(0);
         }
         for kind in crate::leaks::Reason::HANDSHAKE {
-            stuck_handshakes.get_or_create(&KindLabel { kind: kind.name() }).set(0);
+            stuck_handshakes
+                .get_or_create(&KindLabel { kind: kind.name() })
+                .set(0);
         }
-        close_wait_by_comm.get_or_create(&CommLabel { comm: "other".into() }).set(0);
+        close_wait_by_comm
+            .get_or_create(&CommLabel {
+                comm: "other".into(),
+            })
+            .set(0);
         let build = Family::<BuildLabels, Gauge>::default();
         r.register("build_info", "Build information; always 1", build.clone());
         build
@@ -227,7 +312,10 @@ impl Metrics {
             for to in TcpState::ALL {
                 // Only pairs the kernel can report get a pre-created series;
                 // the rest are created (once) if they ever occur.
-                let label = FromTo { from: from.name(), to: to.name() };
+                let label = FromTo {
+                    from: from.name(),
+                    to: to.name(),
+                };
                 transitions.push(if plausible(from, to) {
                     transitions_f.get_or_create_owned(&label)
                 } else {
@@ -235,11 +323,15 @@ impl Metrics {
                 });
             }
         }
-        let closed = CLOSED_BY.map(|c| closed_f.get_or_create_owned(&ClosedByLabel { closed_by: c }));
-        let resets = DIRECTIONS.map(|d| resets_f.get_or_create_owned(&DirectionLabel { direction: d }));
+        let closed =
+            CLOSED_BY.map(|c| closed_f.get_or_create_owned(&ClosedByLabel { closed_by: c }));
+        let resets =
+            DIRECTIONS.map(|d| resets_f.get_or_create_owned(&DirectionLabel { direction: d }));
         let events = Kind::ALL.map(|k| events_f.get_or_create_owned(&KindLabel { kind: k.name() }));
-        let corrections = CORRECTION_REASONS.map(|r| corrections_f.get_or_create_owned(&ReasonLabel { reason: r }));
-        let time_wait_ended = TIME_WAIT_ENDS.map(|h| tw_end_f.get_or_create_owned(&vec![("how", h)]));
+        let corrections = CORRECTION_REASONS
+            .map(|r| corrections_f.get_or_create_owned(&ReasonLabel { reason: r }));
+        let time_wait_ended =
+            TIME_WAIT_ENDS.map(|h| tw_end_f.get_or_create_owned(&vec![("how", h)]));
         let m = Metrics {
             registry: r,
             sockets,
@@ -266,7 +358,11 @@ impl Metrics {
             orphaned_fin_wait2,
             leaks_flagged,
         };
-        m.time_wait_by_port.get_or_create(&PortLabel { port: "other".into() }).set(0);
+        m.time_wait_by_port
+            .get_or_create(&PortLabel {
+                port: "other".into(),
+            })
+            .set(0);
         let _ = transitions_f;
         m
     }
@@ -329,12 +425,20 @@ impl Metrics {
         for (port, n) in per_port {
             match port {
                 Some(p) => {
-                    self.time_wait_by_port.get_or_create(&PortLabel { port: p.to_string() }).set(n as i64);
+                    self.time_wait_by_port
+                        .get_or_create(&PortLabel {
+                            port: p.to_string(),
+                        })
+                        .set(n as i64);
                 }
                 None => other += n,
             }
         }
-        self.time_wait_by_port.get_or_create(&PortLabel { port: "other".into() }).set(other as i64);
+        self.time_wait_by_port
+            .get_or_create(&PortLabel {
+                port: "other".into(),
+            })
+            .set(other as i64);
     }
 
     /// Publish the leak detector's gauges.
@@ -342,21 +446,32 @@ impl Metrics {
         self.close_wait_leaks.set(g.close_wait_leaks as i64);
         self.close_wait_by_comm.clear();
         for (comm, n) in &g.close_wait_by_comm {
-            self.close_wait_by_comm.get_or_create(&CommLabel { comm: comm.clone() }).set(*n as i64);
+            self.close_wait_by_comm
+                .get_or_create(&CommLabel { comm: comm.clone() })
+                .set(*n as i64);
         }
         for (reason, n) in g.half_open {
-            self.half_open.get_or_create(&ReasonLabel { reason: reason.name() }).set(n as i64);
+            self.half_open
+                .get_or_create(&ReasonLabel {
+                    reason: reason.name(),
+                })
+                .set(n as i64);
         }
         for (kind, n) in g.stuck_handshakes {
-            self.stuck_handshakes.get_or_create(&KindLabel { kind: kind.name() }).set(n as i64);
+            self.stuck_handshakes
+                .get_or_create(&KindLabel { kind: kind.name() })
+                .set(n as i64);
         }
-        self.idle_without_keepalive.set(g.idle_without_keepalive as i64);
+        self.idle_without_keepalive
+            .set(g.idle_without_keepalive as i64);
         self.orphaned_fin_wait2.set(g.orphaned_fin_wait2 as i64);
     }
 
     /// Count a raised flag of `kind`.
     pub fn leak_flagged(&self, kind: crate::leaks::LeakKind) {
-        self.leaks_flagged.get_or_create(&KindLabel { kind: kind.name() }).inc();
+        self.leaks_flagged
+            .get_or_create(&KindLabel { kind: kind.name() })
+            .inc();
     }
 
     /// Encode the registry in the OpenMetrics text format.
@@ -383,7 +498,9 @@ pub fn to_classic_text(openmetrics: &str) -> String {
         if line.starts_with("# UNIT ") || line == "# EOF" {
             continue;
         }
-        let meta = ["# HELP ", "# TYPE "].into_iter().find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
         match meta {
             Some((prefix, rest)) => {
                 let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -453,7 +570,12 @@ impl crate::engine::Observer for &Metrics {
         self.synack_retransmits.inc();
     }
 
-    fn reset(&mut self, _cookie: u64, direction: crate::engine::Direction, _state: Option<TcpState>) {
+    fn reset(
+        &mut self,
+        _cookie: u64,
+        direction: crate::engine::Direction,
+        _state: Option<TcpState>,
+    ) {
         Metrics::reset(self, direction.index());
     }
 
@@ -505,7 +627,10 @@ mod tests {
             assert!(text.contains(needle), "missing {needle} in:\n{text}");
         }
         let classic = to_classic_text(&text);
-        assert!(classic.contains("# TYPE tracer_tcp_retransmits_total counter\n"), "{classic}");
+        assert!(
+            classic.contains("# TYPE tracer_tcp_retransmits_total counter\n"),
+            "{classic}"
+        );
         assert!(classic.contains("# HELP tracer_tcp_retransmits_total "));
         assert!(classic.contains("# TYPE tracer_tcp_sockets gauge\n"));
         assert!(!classic.contains("# EOF") && !classic.contains("# UNIT"));

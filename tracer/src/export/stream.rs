@@ -52,6 +52,25 @@ pub fn write_event(out: &mut impl Write, ev: &SockEvent) -> std::io::Result<()> 
     out.write_all(b"\n")
 }
 
+/// Write a leak flag raised or cleared as one JSON line: the flag's fields,
+/// with `kind` = `leak_flagged` or `leak_cleared`, `leak` = the leak kind,
+/// and `ts_ns`. The agent's log and `tracer events` both use this form.
+pub fn write_leak(
+    out: &mut impl Write,
+    change: &crate::leaks::Change,
+    ts_ns: u64,
+) -> std::io::Result<()> {
+    let mut v = serde_json::to_value(change.flag())?;
+    if let serde_json::Value::Object(m) = &mut v {
+        let leak = m.remove("kind").unwrap_or_default();
+        m.insert("ts_ns".into(), ts_ns.into());
+        m.insert("kind".into(), change.event_name().into());
+        m.insert("leak".into(), leak);
+    }
+    serde_json::to_writer(&mut *out, &v)?;
+    out.write_all(b"\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,7 +108,12 @@ mod tests {
         assert!(v.get("state").is_none());
         assert_eq!(*out.last().unwrap(), b'\n');
 
-        let rx = SockEvent { kind: Kind::Retransmit, old_state: None, new_state: Some(TcpState::Established), ..ev };
+        let rx = SockEvent {
+            kind: Kind::Retransmit,
+            old_state: None,
+            new_state: Some(TcpState::Established),
+            ..ev
+        };
         out.clear();
         write_event(&mut out, &rx).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();

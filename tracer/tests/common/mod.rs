@@ -23,7 +23,10 @@ pub fn require_root() {
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|v| v.split_whitespace().nth(1).map(|u| u == "0"))
         .unwrap_or(false);
-    assert!(uid0, "privileged test: run it as root (`cargo xtask test` does)");
+    assert!(
+        uid0,
+        "privileged test: run it as root (`cargo xtask test` does)"
+    );
 }
 
 /// A running `tracer events` process.
@@ -84,10 +87,17 @@ impl Events {
             BufReader::new(out)
                 .lines()
                 .map_while(Result::ok)
-                .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}")))
+                .map(|l| {
+                    serde_json::from_str(&l)
+                        .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
+                })
                 .collect()
         });
-        let mut ev = Events { child, stdout: Some(stdout), stderr: Some(stderr) };
+        let mut ev = Events {
+            child,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        };
         if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
             let _ = ev.child.kill();
             let out = ev.finish();
@@ -108,8 +118,16 @@ impl Events {
     fn finish(mut self) -> Output {
         let status = self.child.wait().expect("wait for tracer");
         Output {
-            events: self.stdout.take().map(|h| h.join().expect("stdout reader")).unwrap_or_default(),
-            stderr: self.stderr.take().map(|h| h.join().expect("stderr reader")).unwrap_or_default(),
+            events: self
+                .stdout
+                .take()
+                .map(|h| h.join().expect("stdout reader"))
+                .unwrap_or_default(),
+            stderr: self
+                .stderr
+                .take()
+                .map(|h| h.join().expect("stderr reader"))
+                .unwrap_or_default(),
             status,
         }
     }
@@ -178,8 +196,15 @@ pub fn ss_cookies(port: u16) -> BTreeMap<(SocketAddr, SocketAddr), u64> {
             let s = s.replace(['[', ']'], "");
             let (ip, port) = s.rsplit_once(':')?;
             let ip = ip.split('%').next()?;
-            let ip: std::net::IpAddr = if ip == "*" { "0.0.0.0".parse().ok()? } else { ip.parse().ok()? };
-            Some(SocketAddr::new(ip, if port == "*" { 0 } else { port.parse().ok()? }))
+            let ip: std::net::IpAddr = if ip == "*" {
+                "0.0.0.0".parse().ok()?
+            } else {
+                ip.parse().ok()?
+            };
+            Some(SocketAddr::new(
+                ip,
+                if port == "*" { 0 } else { port.parse().ok()? },
+            ))
         };
         let cookie = f
             .iter()
@@ -195,7 +220,12 @@ pub fn ss_cookies(port: u16) -> BTreeMap<(SocketAddr, SocketAddr), u64> {
 /// Local addresses of TIME_WAIT sockets on `port`, per `ss`.
 pub fn ss_time_wait(port: u16) -> Vec<SocketAddr> {
     let out = Command::new("ss")
-        .args(["-tanH", "state", "time-wait", &format!("( sport = :{port} or dport = :{port} )")])
+        .args([
+            "-tanH",
+            "state",
+            "time-wait",
+            &format!("( sport = :{port} or dport = :{port} )"),
+        ])
         .output()
         .expect("run ss");
     String::from_utf8_lossy(&out.stdout)
@@ -221,7 +251,10 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// Run a command and panic with its output when it fails.
 pub fn sh(program: &str, args: &[&str]) {
-    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
     assert!(
         out.status.success(),
         "{program} {} failed: {}",
@@ -256,9 +289,17 @@ impl NetnsPair {
         let vb = format!("v{}b", pid % 100000);
         sh("ip", &["netns", "add", &a]);
         sh("ip", &["netns", "add", &b]);
-        sh("ip", &["link", "add", &va, "netns", &a, "type", "veth", "peer", "name", &vb, "netns", &b]);
+        sh(
+            "ip",
+            &[
+                "link", "add", &va, "netns", &a, "type", "veth", "peer", "name", &vb, "netns", &b,
+            ],
+        );
         for (ns, dev, addr) in [(&a, &va, &pair.addr_a), (&b, &vb, &pair.addr_b)] {
-            sh("ip", &["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev]);
+            sh(
+                "ip",
+                &["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev],
+            );
             sh("ip", &["-n", ns, "link", "set", dev, "up"]);
             sh("ip", &["-n", ns, "link", "set", "lo", "up"]);
         }
@@ -285,7 +326,13 @@ impl NetnsPair {
     pub fn blackhole(ns: &str) {
         sh(
             "ip",
-            &["netns", "exec", ns, "nft", "add table inet tracer_test; add chain inet tracer_test in { type filter hook input priority 0; policy drop; }"],
+            &[
+                "netns",
+                "exec",
+                ns,
+                "nft",
+                "add table inet tracer_test; add chain inet tracer_test in { type filter hook input priority 0; policy drop; }",
+            ],
         );
     }
 }
@@ -324,7 +371,8 @@ impl Agent {
             .expect("spawn tracer run");
         let mut agent = Agent { child, addr };
         let up = wait_until(Duration::from_secs(30), || {
-            matches!(agent.child.try_wait(), Ok(None)) && http_get(addr, "/healthz").is_some_and(|(c, _)| c == 200)
+            matches!(agent.child.try_wait(), Ok(None))
+                && http_get(addr, "/healthz").is_some_and(|(c, _)| c == 200)
         });
         assert!(up, "tracer run did not become healthy on {addr}");
         agent
@@ -332,7 +380,8 @@ impl Agent {
 
     /// GET a path; panics unless it answers 200.
     pub fn get(&self, path: &str) -> String {
-        let (code, body) = http_get(self.addr, path).unwrap_or_else(|| panic!("GET {path}: no answer"));
+        let (code, body) =
+            http_get(self.addr, path).unwrap_or_else(|| panic!("GET {path}: no answer"));
         assert_eq!(code, 200, "GET {path}: {body}");
         body
     }
@@ -365,7 +414,10 @@ impl Drop for Agent {
 /// The value of `series` (name plus exact label set) in an exposition.
 pub fn metric_value(text: &str, series: &str) -> Option<f64> {
     text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
@@ -374,20 +426,35 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     use std::io::{Read as _, Write as _};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).ok()?;
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n")?;
     let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-    Some((code, if chunked { dechunk(body) } else { body.to_string() }))
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    Some((
+        code,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
+    ))
 }
 
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((len, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(len.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(len.trim(), 16) else {
+            break;
+        };
         if n == 0 || rest.len() < n {
             break;
         }
@@ -403,7 +470,10 @@ pub fn ss_count(state: &str, filter: &str) -> usize {
         .args(["-tanH", "state", state, filter])
         .output()
         .expect("run ss");
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).count()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
 }
 
 /// A private network namespace that the calling thread (one test) enters:
@@ -440,7 +510,9 @@ impl Drop for Netns {
         use std::os::fd::AsRawFd as _;
         // SAFETY: back to the namespace this thread started in.
         unsafe { libc::setns(self.original.as_raw_fd(), libc::CLONE_NEWNET) };
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
@@ -457,11 +529,23 @@ impl Prometheus {
     pub fn start(target: std::net::SocketAddr, rules: &str) -> Prometheus {
         let dir = std::env::temp_dir().join(format!("tracer-prom-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let cfg = dir.join("prometheus.yml");
         let rule_file = dir.join("rules.yml");
-        std::fs::write(&rule_file, if rules.is_empty() { "groups: []\n" } else { rules }).unwrap();
+        std::fs::write(
+            &rule_file,
+            if rules.is_empty() {
+                "groups: []\n"
+            } else {
+                rules
+            },
+        )
+        .unwrap();
         std::fs::write(
             &cfg,
             format!(
@@ -472,7 +556,10 @@ impl Prometheus {
         .unwrap();
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -485,7 +572,13 @@ impl Prometheus {
     pub fn query(&self, promql: &str) -> Option<f64> {
         let q: String = promql
             .bytes()
-            .map(|b| if b.is_ascii_alphanumeric() || b == b'_' { (b as char).to_string() } else { format!("%{b:02X}") })
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b == b'_' {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
             .collect();
         let (code, body) = http_get(self.addr, &format!("/api/v1/query?query={q}"))?;
         if code != 200 {
@@ -499,7 +592,9 @@ impl Prometheus {
 impl Prometheus {
     /// Names of alerts that are firing now.
     pub fn firing(&self) -> Vec<String> {
-        let Some((200, body)) = http_get(self.addr, "/api/v1/alerts") else { return Vec::new() };
+        let Some((200, body)) = http_get(self.addr, "/api/v1/alerts") else {
+            return Vec::new();
+        };
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         v["data"]["alerts"]
             .as_array()
