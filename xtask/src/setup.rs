@@ -37,20 +37,33 @@ pub fn ensure() -> anyhow::Result<()> {
 const NIGHTLY_COMPONENTS: [&str; 2] = ["rust-src", "clippy"];
 
 fn rust_src_installed() -> bool {
-    cmd::output("rustup", &["component", "list", "--toolchain", "nightly", "--installed"])
-        .is_some_and(|s| NIGHTLY_COMPONENTS.iter().all(|c| s.lines().any(|l| l.starts_with(c))))
+    cmd::output(
+        "rustup",
+        &["component", "list", "--toolchain", "nightly", "--installed"],
+    )
+    .is_some_and(|s| {
+        NIGHTLY_COMPONENTS
+            .iter()
+            .all(|c| s.lines().any(|l| l.starts_with(c)))
+    })
 }
 
 fn rust_src() -> anyhow::Result<()> {
     if rust_src_installed() {
-        eprintln!("xtask: nightly {}: already installed", NIGHTLY_COMPONENTS.join(", "));
+        eprintln!(
+            "xtask: nightly {}: already installed",
+            NIGHTLY_COMPONENTS.join(", ")
+        );
         return Ok(());
     }
     let mut args = vec!["component", "add"];
     args.extend(NIGHTLY_COMPONENTS);
     args.extend(["--toolchain", "nightly"]);
     cmd::run("rustup", &args)?;
-    eprintln!("xtask: nightly {}: installed", NIGHTLY_COMPONENTS.join(", "));
+    eprintln!(
+        "xtask: nightly {}: installed",
+        NIGHTLY_COMPONENTS.join(", ")
+    );
     Ok(())
 }
 
@@ -62,8 +75,9 @@ struct NightlyLlvm {
 }
 
 fn nightly_llvm() -> anyhow::Result<NightlyLlvm> {
-    let vv = cmd::output("rustc", &["+nightly", "-vV"])
-        .context("the nightly toolchain is missing; install it with `rustup toolchain install nightly`")?;
+    let vv = cmd::output("rustc", &["+nightly", "-vV"]).context(
+        "the nightly toolchain is missing; install it with `rustup toolchain install nightly`",
+    )?;
     let version = vv
         .lines()
         .find_map(|l| l.strip_prefix("LLVM version: "))
@@ -80,7 +94,11 @@ fn nightly_llvm() -> anyhow::Result<NightlyLlvm> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .find(|n| n.starts_with(&format!("libLLVM.so.{major}")))
         .with_context(|| format!("no libLLVM.so.{major}* in {}", lib.display()))?;
-    Ok(NightlyLlvm { file: lib.join(&name), name, major })
+    Ok(NightlyLlvm {
+        file: lib.join(&name),
+        name,
+        major,
+    })
 }
 
 fn bpf_linker_path() -> PathBuf {
@@ -98,7 +116,9 @@ fn bpf_linker_matches() -> anyhow::Result<bool> {
     let Ok(bytes) = std::fs::read(&path) else {
         return Ok(false);
     };
-    let links_it = bytes.windows(llvm.name.len()).any(|w| w == llvm.name.as_bytes());
+    let links_it = bytes
+        .windows(llvm.name.len())
+        .any(|w| w == llvm.name.as_bytes());
     let runs = cmd::output(&path.to_string_lossy(), &["--version"]).is_some();
     Ok(links_it && runs)
 }
@@ -111,7 +131,9 @@ fn bpf_linker() -> anyhow::Result<()> {
     }
     // bpf-linker must use the nightly's LLVM: point LLVM_PREFIX at a folder
     // whose lib/ holds that very library under both names it is looked up by.
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/root".into());
     let prefix = home.join(".cache/tracer/llvm");
     let lib = prefix.join("lib");
     std::fs::create_dir_all(&lib).with_context(|| format!("creating {}", lib.display()))?;
@@ -130,13 +152,24 @@ fn bpf_linker() -> anyhow::Result<()> {
     cmd::run_env(
         "cargo",
         &[
-            "+nightly", "install", "bpf-linker", "--version", "0.13.0", "--locked", "--force",
-            "--no-default-features", "--features", &feature,
+            "+nightly",
+            "install",
+            "bpf-linker",
+            "--version",
+            "0.13.0",
+            "--locked",
+            "--force",
+            "--no-default-features",
+            "--features",
+            &feature,
         ],
         &[("LLVM_PREFIX", &prefix_s)],
     )?;
     if !bpf_linker_matches()? {
-        bail!("bpf-linker was built but does not run against {}", llvm.name);
+        bail!(
+            "bpf-linker was built but does not run against {}",
+            llvm.name
+        );
     }
     eprintln!("xtask: bpf-linker: installed");
     Ok(())
@@ -147,15 +180,26 @@ fn kernel_check() {
     let btf = std::path::Path::new("/sys/kernel/btf/vmlinux").exists();
     eprintln!(
         "xtask: kernel BTF (/sys/kernel/btf/vmlinux): {}",
-        if btf { "present" } else { "MISSING: tracer needs CONFIG_DEBUG_INFO_BTF=y" }
+        if btf {
+            "present"
+        } else {
+            "MISSING: tracer needs CONFIG_DEBUG_INFO_BTF=y"
+        }
     );
     let bpf = std::path::Path::new("/proc/sys/kernel/unprivileged_bpf_disabled").exists();
     eprintln!(
         "xtask: bpf() syscall: {}",
-        if bpf { "available" } else { "MISSING: tracer needs CONFIG_BPF_SYSCALL=y" }
+        if bpf {
+            "available"
+        } else {
+            "MISSING: tracer needs CONFIG_BPF_SYSCALL=y"
+        }
     );
     let tracefs = std::fs::read_to_string("/proc/mounts")
-        .map(|m| m.lines().any(|l| l.split_whitespace().nth(2) == Some("tracefs")))
+        .map(|m| {
+            m.lines()
+                .any(|l| l.split_whitespace().nth(2) == Some("tracefs"))
+        })
         .unwrap_or(false);
     eprintln!(
         "xtask: tracefs: {} (tracer's BTF tracepoints do not need it)",
@@ -180,7 +224,10 @@ pub fn test_packages() -> anyhow::Result<()> {
     let mut pkgs = missing.clone();
     pkgs.dedup();
     if !cmd::is_root() {
-        bail!("the tests need these Debian packages: {}; run as root so xtask can install them", pkgs.join(" "));
+        bail!(
+            "the tests need these Debian packages: {}; run as root so xtask can install them",
+            pkgs.join(" ")
+        );
     }
     cmd::run("apt-get", &["update", "-qq"])?;
     let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];

@@ -11,14 +11,33 @@ pub fn test(filter: Option<&str>) -> anyhow::Result<()> {
     cmd::run("cargo", &["fmt", "--all", "--", "--check"])?;
     cmd::run(
         "cargo",
-        &["clippy", "--workspace", "--all-targets", "--exclude", "tracer-ebpf", "--", "-D", "warnings"],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--exclude",
+            "tracer-ebpf",
+            "--",
+            "-D",
+            "warnings",
+        ],
     )?;
     // The kernel programs, linted for the target they run on.
     cmd::run(
         "cargo",
         &[
-            "+nightly", "clippy", "-p", "tracer-ebpf", "--release", "--target", "bpfel-unknown-none",
-            "-Z", "build-std=core", "--", "-D", "warnings",
+            "+nightly",
+            "clippy",
+            "-p",
+            "tracer-ebpf",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
         ],
     )?;
     let mut args = vec!["test", "--workspace", "--exclude", "tracer-ebpf"];
