@@ -6,7 +6,7 @@
 #![no_std]
 
 /// Version written into every [`Event`]; the decoder rejects any other.
-pub const ABI_VERSION: u8 = 1;
+pub const ABI_VERSION: u8 = 2;
 
 /// `Event::kind`: a TCP state change (`sock:inet_sock_set_state`).
 pub const KIND_STATE: u8 = 1;
@@ -60,8 +60,9 @@ pub struct Event {
     pub sport: u16,
     /// Remote port, host byte order.
     pub dport: u16,
-    /// Explicit padding; always zero.
-    pub pad1: u32,
+    /// Inode number of the socket's network namespace (what
+    /// `stat -L -c %i /proc/<pid>/ns/net` prints); 0 when unknown.
+    pub netns: u32,
     /// Local address, network byte order.
     pub saddr: [u8; 16],
     /// Remote address, network byte order.
@@ -93,7 +94,7 @@ impl Event {
         tid: 0,
         sport: 0,
         dport: 0,
-        pad1: 0,
+        netns: 0,
         saddr: [0; 16],
         daddr: [0; 16],
         comm: [0; 16],
@@ -138,11 +139,14 @@ pub struct SockOffsets {
     /// `inet_sock.inet_sport` (`__be16`). Unlike `skc_num`, it survives the
     /// port release that precedes the move to `close`.
     pub inet_sport: u32,
-    /// Explicit padding; always zero.
-    pub pad: u32,
+    /// `sock_common.skc_net`: a `possible_net_t`, whose first (only) member
+    /// is the `struct net *`.
+    pub skc_net: u32,
+    /// `struct net` -> `ns.inum`: the namespace's inode number.
+    pub net_inum: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<SockOffsets>() == 48);
+const _: () = assert!(core::mem::size_of::<SockOffsets>() == 52);
 
 impl SockOffsets {
     /// The value of `magic` in offsets that were really filled in.

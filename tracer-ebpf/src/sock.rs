@@ -18,7 +18,8 @@ static SOCK_OFFSETS: SockOffsets = SockOffsets {
     skc_v6_rcv_saddr: 0,
     sk_protocol: 0,
     inet_sport: 0,
-    pad: 0,
+    skc_net: 0,
+    net_inum: 0,
 };
 
 const TCP_TIME_WAIT: u8 = 6;
@@ -88,6 +89,8 @@ fn fill_tuple_inner(ev: &mut Event, sk: *const u8, off: &SockOffsets) -> Result<
         u16::from_be(read::<u16>(sk, off.inet_sport)?)
     };
     ev.dport = u16::from_be(read::<u16>(sk, off.skc_dport)?);
+    let net = read::<u64>(sk, off.skc_net)? as *const u8;
+    ev.netns = read::<u32>(net, off.net_inum)?;
     if family == FAMILY_INET6 as u16 {
         ev.family = FAMILY_INET6;
         ev.saddr = read::<[u8; 16]>(sk, off.skc_v6_rcv_saddr)?;

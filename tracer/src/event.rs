@@ -118,6 +118,8 @@ pub struct SockEvent {
     pub tid: u32,
     /// `comm` of the task that was running, NUL-padded.
     pub comm: [u8; 16],
+    /// Inode number of the socket's network namespace; 0 when unknown.
+    pub netns: u32,
 }
 
 impl SockEvent {
@@ -184,6 +186,7 @@ impl SockEvent {
             pid: raw.pid,
             tid: raw.tid,
             comm: raw.comm,
+            netns: raw.netns,
         })
     }
 
@@ -226,6 +229,7 @@ mod tests {
         e.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
         e.daddr[..4].copy_from_slice(&[10, 1, 2, 3]);
         e.comm[..4].copy_from_slice(b"curl");
+        e.netns = 4026531840;
         e
     }
 
@@ -252,6 +256,7 @@ mod tests {
         assert_eq!(ev.daddr, "10.1.2.3".parse::<IpAddr>().unwrap());
         assert_eq!((ev.sport, ev.dport), (8080, 51000));
         assert_eq!(ev.comm_str(), "curl");
+        assert_eq!(ev.netns, 4026531840);
         assert!(ev.has_port(51000) && !ev.has_port(1));
     }
 
@@ -279,8 +284,11 @@ mod tests {
         e.kind = 9;
         assert_eq!(SockEvent::decode(&bytes(&e)), Err(DecodeError::Kind(9)));
         let mut e = raw_state(7, 2);
-        e.version = 2;
-        assert_eq!(SockEvent::decode(&bytes(&e)), Err(DecodeError::Version(2)));
+        e.version = abi::ABI_VERSION + 1;
+        assert_eq!(
+            SockEvent::decode(&bytes(&e)),
+            Err(DecodeError::Version(abi::ABI_VERSION + 1))
+        );
         let mut e = raw_state(7, 2);
         e.family = 1;
         assert_eq!(SockEvent::decode(&bytes(&e)), Err(DecodeError::Family(1)));

@@ -106,9 +106,14 @@ fn lifecycle(ip: IpAddr) {
     assert_eq!(listener_paths.len(), 1, "one listener: {paths:?}");
     assert_eq!(listener_paths[0].1, &["close->listen", "listen->close"]);
 
-    // Every event carries the right family and endpoints.
+    // Every event carries the right family, endpoints and namespace.
     let family = if ip.is_ipv4() { "ipv4" } else { "ipv6" };
+    let netns = {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino()
+    };
     for e in &out.events {
+        assert_eq!(e["netns"], netns, "{e}");
         assert_eq!(e["family"], family, "{e}");
         assert_eq!(e["saddr"], ip.to_string(), "{e}");
         assert!(e["sport"] == port || e["dport"] == port, "{e}");

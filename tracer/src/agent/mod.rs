@@ -41,6 +41,20 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Inode number of this process's network namespace (0 if unreadable):
+/// what the kernel programs report as `netns`.
+pub fn own_netns() -> u32 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self/ns/net")
+        .map(|m| m.ino() as u32)
+        .unwrap_or(0)
+}
+
+/// True for events of sockets in the namespace `netns` (or of unknown namespace).
+pub fn in_netns(ev: &crate::event::SockEvent, netns: u32) -> bool {
+    ev.netns == 0 || netns == 0 || ev.netns == netns
+}
+
 /// The engine and what is computed alongside it, under one lock.
 pub struct Core {
     /// The lifecycle engine.
@@ -71,6 +85,8 @@ pub struct Shared {
     pub last_event_ns: AtomicU64,
     /// Monotonic ns of the last successful reconcile.
     pub last_reconcile_ns: AtomicU64,
+    /// The network namespace the agent follows: its own, the one sock_diag sees.
+    pub netns: u32,
 }
 
 /// Observer that feeds metrics and dwell percentiles.
@@ -184,6 +200,7 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
         heartbeat_ns: AtomicU64::new(started_ns),
         last_event_ns: AtomicU64::new(0),
         last_reconcile_ns: AtomicU64::new(0),
+        netns: own_netns(),
     });
 
     // Adopt what exists: the programs are attached, so nothing born from
@@ -282,9 +299,13 @@ async fn apply_batch(ingest: &mut Ingest, shared: &Shared) -> std::io::Result<()
     let metrics = &*shared.metrics;
     let n = ingest
         .next_batch(|ev| {
+            metrics.event(ev.kind);
+            if !in_netns(ev, shared.netns) {
+                metrics.events_other_netns.inc();
+                return;
+            }
             let core = core.get_or_insert_with(|| shared.lock());
             let Core { engine, dwell, .. } = &mut **core;
-            metrics.event(ev.kind);
             engine.apply(ev, &mut Obs { metrics, dwell });
         })
         .await?;
@@ -311,7 +332,11 @@ fn reconcile(ingest: &mut Ingest, shared: &Shared, dump: &[DiagSocket], start_ns
     } = &mut *core;
     ingest.drain_now(|ev| {
         metrics.event(ev.kind);
-        engine.apply(ev, &mut Obs { metrics, dwell });
+        if in_netns(ev, shared.netns) {
+            engine.apply(ev, &mut Obs { metrics, dwell });
+        } else {
+            metrics.events_other_netns.inc();
+        }
     });
     engine.reconcile(dump, start_ns, &mut Obs { metrics, dwell });
     let engine_ref = &*engine;

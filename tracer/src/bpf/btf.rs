@@ -243,7 +243,10 @@ impl Btf {
             skc_v6_rcv_saddr: sc("skc_v6_rcv_saddr")?,
             sk_protocol: self.member_offset("sock", "sk_protocol")?,
             inet_sport: self.member_offset("inet_sock", "inet_sport")?,
-            pad: 0,
+            // `possible_net_t` is a one-pointer struct: the `struct net *`
+            // sits at the start of `skc_net`.
+            skc_net: sc("skc_net")?,
+            net_inum: self.member_offset("net", "ns")? + self.member_offset("ns_common", "inum")?,
         })
         .map(|mut o| {
             // sock_common is the first member of struct sock; keep offsets
@@ -257,6 +260,7 @@ impl Btf {
                 &mut o.skc_state,
                 &mut o.skc_v6_daddr,
                 &mut o.skc_v6_rcv_saddr,
+                &mut o.skc_net,
             ] {
                 *f += common;
             }
@@ -301,6 +305,8 @@ mod tests {
         assert_eq!(o.skc_state, 18);
         assert!(o.skc_v6_daddr > o.skc_state && o.skc_v6_rcv_saddr == o.skc_v6_daddr + 16);
         assert!(o.sk_protocol > o.skc_v6_rcv_saddr);
+        assert!(o.skc_net > o.skc_state && o.skc_net < o.skc_v6_daddr);
+        assert!(o.net_inum > 0);
         assert!(matches!(
             btf.member_offset("sock_common", "no_such_field"),
             Err(BtfError::NoMember(..))

@@ -23,6 +23,8 @@ use crate::{
 /// detectors, and a sock_diag dump every second.
 struct Leaks {
     engine: Engine,
+    /// The namespace sock_diag sees; the engine follows only its sockets.
+    netns: u32,
     detector: Detector,
     dumper: Dumper,
     dump: Vec<crate::diag::DiagSocket>,
@@ -34,6 +36,7 @@ impl Leaks {
         args.thresholds.apply(&mut settings);
         let mut leaks = Leaks {
             engine: Engine::new(engine::Config::default()),
+            netns: crate::agent::own_netns(),
             detector: Detector::new(Thresholds::from_settings(&settings)),
             dumper: Dumper::new(DumpOptions { with_info: true })
                 .context("listing TCP sockets with sock_diag")?,
@@ -55,8 +58,11 @@ impl Leaks {
             return;
         }
         let engine = &mut self.engine;
+        let netns = self.netns;
         ingest.drain_now(|ev| {
-            engine.apply(ev, &mut ());
+            if crate::agent::in_netns(ev, netns) {
+                engine.apply(ev, &mut ());
+            }
             p.event(ev);
         });
         engine.reconcile(&self.dump, start, &mut ());
@@ -273,7 +279,9 @@ async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
                 }
             }
             r = ingest.next_batch(|ev| {
-                if let Some(l) = leaks.as_mut() {
+                if let Some(l) = leaks.as_mut()
+                    && crate::agent::in_netns(ev, l.netns)
+                {
                     l.engine.apply(ev, &mut ());
                 }
                 p.event(ev);

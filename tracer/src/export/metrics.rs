@@ -94,6 +94,8 @@ pub struct Metrics {
     pub events_lost: Counter,
     /// `tracer_events_undecodable_total`
     pub events_undecodable: Counter,
+    /// `tracer_events_other_netns_total`
+    pub events_other_netns: Counter,
     corrections: [Counter; 4],
     /// `tracer_tracked_sockets`
     pub tracked: Gauge,
@@ -198,6 +200,12 @@ impl Metrics {
             "events_undecodable",
             "Ring buffer records that could not be decoded",
             events_undecodable.clone(),
+        );
+        let events_other_netns = Counter::default();
+        r.register(
+            "events_other_netns",
+            "Events of sockets in other network namespaces, which the agent does not follow",
+            events_other_netns.clone(),
         );
         let corrections_f = Family::<ReasonLabel, Counter>::default();
         r.register(
@@ -345,6 +353,7 @@ impl Metrics {
             events,
             events_lost,
             events_undecodable,
+            events_other_netns,
             corrections,
             tracked,
             evictions,

@@ -27,6 +27,7 @@ struct Line<'a> {
     pid: u32,
     tid: u32,
     comm: &'a str,
+    netns: u32,
 }
 
 /// Write one event as one JSON line.
@@ -47,6 +48,7 @@ pub fn write_event(out: &mut impl Write, ev: &SockEvent) -> std::io::Result<()> 
         pid: ev.pid,
         tid: ev.tid,
         comm: ev.comm_str(),
+        netns: ev.netns,
     };
     serde_json::to_writer(&mut *out, &line)?;
     out.write_all(b"\n")
@@ -94,6 +96,7 @@ mod tests {
             pid: 7,
             tid: 8,
             comm,
+            netns: 4026531833,
         };
         let mut out = Vec::new();
         write_event(&mut out, &ev).unwrap();
@@ -105,6 +108,7 @@ mod tests {
         assert_eq!(v["old_state"], "fin_wait2");
         assert_eq!(v["new_state"], "close");
         assert_eq!(v["comm"], "curl");
+        assert_eq!(v["netns"], 4026531833u32);
         assert!(v.get("state").is_none());
         assert_eq!(*out.last().unwrap(), b'\n');
 

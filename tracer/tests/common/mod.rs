@@ -466,10 +466,12 @@ fn dechunk(mut body: &str) -> String {
 
 /// Count of sockets `ss` shows in `state` (ss's name, e.g. `time-wait`) on `port`.
 pub fn ss_count(state: &str, filter: &str) -> usize {
-    let out = Command::new("ss")
-        .args(["-tanH", "state", state, filter])
-        .output()
-        .expect("run ss");
+    let mut cmd = Command::new("ss");
+    cmd.args(["-tanH", "state", state]);
+    if !filter.is_empty() {
+        cmd.arg(filter);
+    }
+    let out = cmd.output().expect("run ss");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| !l.trim().is_empty())

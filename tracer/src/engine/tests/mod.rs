@@ -60,6 +60,7 @@ pub fn ev(cookie: u64) -> Ev {
         pid: 999,
         tid: 999,
         comm,
+        netns: 0,
     })
 }
 
