@@ -169,6 +169,8 @@ impl Detector {
         for (key, f) in found {
             match self.active.get_mut(&key) {
                 Some(a) => {
+                    // A half-open stall keeps its flag when its evidence changes kind.
+                    a.reason = f.reason;
                     a.age_seconds = f.age_seconds;
                     a.age_is_lower_bound = f.age_is_lower_bound;
                     a.unread_bytes = f.unread_bytes;

@@ -20,10 +20,14 @@
 //! | `close_wait` | CLOSE_WAIT longer than `close_wait` |
 //! | `half_open` / `retransmitting` | unacked data, RTO retransmits or backoff, no ACK for `half_open`, seen stalled for `half_open` |
 //! | `half_open` / `keepalive_unanswered` | keepalive probes unanswered, seen for `half_open` |
-//! | `idle_no_keepalive` (a risk) | ESTABLISHED, no data either way for `idle`, no keepalive timer |
+//! | `idle_no_keepalive` (a risk) | ESTABLISHED, no data either way for `idle`, no timer armed (a retransmit or zero-window probe timer hides the keepalive one, and watches the peer too) |
 //! | `stuck_handshake` / `syn_sent` | SYN_SENT longer than `handshake` |
 //! | `stuck_handshake` / `syn_recv` | per listening port: request sockets with SYN-ACK retransmits or older than `handshake` |
 //! | `orphaned_fin_wait2` | FIN_WAIT2 without an owner (timewait substate or inode 0) longer than `fin_wait2` |
+//!
+//! A half-open stall lasts until an ACK arrives: when its evidence changes
+//! (an application writes into a connection whose keepalive probes go
+//! unanswered), the flag stays and its reason follows.
 use std::{net::SocketAddr, time::Duration};
 
 use serde::{Deserialize, Serialize};

@@ -30,43 +30,60 @@ pub(super) struct PortAcc {
 }
 
 impl Detector {
+    /// A stall is timed from when it was first seen, and goes on for as
+    /// long as no ACK arrives, whatever its evidence: keepalive probes
+    /// unanswered can turn into retransmits when the application writes, with
+    /// a moment between the two (data in flight, first RTO not yet fired)
+    /// that shows neither. An ACK after the stall began ends it.
     pub(super) fn half_open(&mut self, d: &DiagSocket, info: &TcpInfo, now: u64) -> Option<Flag> {
         let rto = info.unacked > 0 && (info.retransmits > 0 || info.backoff > 0);
         let probes = d.timer_retrans.max(info.probes);
         let keepalive = d.timer == TimerKind::Keepalive && probes > 0;
+        let no_ack = u64::from(info.last_ack_recv_ms) * MS;
+        let ongoing = self
+            .stalls
+            .get(&d.cookie)
+            .copied()
+            .filter(|s| now.saturating_sub(no_ack) <= s.since_ns);
         let reason = if rto {
             Reason::Retransmitting
         } else if keepalive {
             Reason::KeepaliveUnanswered
+        } else if let Some(s) = ongoing
+            && (info.unacked > 0 || info.probes > 0)
+        {
+            // Still waiting on the peer, between one kind of evidence and the next.
+            s.reason
         } else {
             return None;
         };
         let generation = self.generation;
-        let fresh = Stall {
-            reason,
-            since_ns: now,
-            total_retrans: info.total_retrans,
-            generation,
+        let stall = match ongoing {
+            Some(s) => Stall {
+                reason,
+                generation,
+                ..s
+            },
+            None => Stall {
+                reason,
+                since_ns: now,
+                total_retrans: info.total_retrans,
+                generation,
+            },
         };
         let full = self.stalls.len() >= MAX_TRACKED;
-        let stall = match self.stalls.entry(d.cookie) {
-            Entry::Occupied(mut e) => {
-                let s = e.get_mut();
-                if s.reason != reason {
-                    *s = fresh;
-                }
-                s.generation = generation;
-                *s
+        match self.stalls.entry(d.cookie) {
+            Entry::Occupied(mut e) => *e.get_mut() = stall,
+            Entry::Vacant(e) if !full => {
+                e.insert(stall);
             }
-            Entry::Vacant(e) if !full => *e.insert(fresh),
             Entry::Vacant(_) => {
                 self.untracked += 1;
                 return None;
             }
-        };
+        }
         let threshold = ns(self.thresholds.half_open);
         let stalled = now - stall.since_ns;
-        let no_ack = u64::from(info.last_ack_recv_ms) * MS;
         if stalled < threshold || (reason == Reason::Retransmitting && no_ack < threshold) {
             return None;
         }
@@ -101,8 +118,12 @@ impl Detector {
         ))
     }
 
+    /// sock_diag reports one timer per socket, and a pending retransmit or
+    /// zero-window probe timer hides the keepalive timer; either of them
+    /// notices a dead peer anyway. So only a socket with no timer at all is
+    /// at risk.
     pub(super) fn idle(&self, d: &DiagSocket, info: &TcpInfo, now: u64) -> Option<Flag> {
-        if d.state != TcpState::Established || d.timer == TimerKind::Keepalive {
+        if d.state != TcpState::Established || d.timer != TimerKind::None {
             return None;
         }
         let idle = u64::from(info.last_data_recv_ms.min(info.last_data_sent_ms)) * MS;

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 mod rollup;
+mod stalls;
 
 use super::*;
 use crate::diag::{DiagSocket, Owner, TcpInfo, TimerKind};

@@ -1,0 +1,112 @@
+//! A stall whose evidence changes kind, and sockets whose kernel timers
+//! already watch the peer. Both were seen on real sockets
+//! (`tests/leaks_net.rs`): an application writing into a connection whose
+//! keepalive probes went unanswered.
+use super::*;
+
+/// An idle socket with SO_KEEPALIVE whose probes go unanswered.
+fn probing(cookie: u64, no_ack_ms: u32) -> DiagSocket {
+    let mut d = sock(cookie, TcpState::Established);
+    d.timer = TimerKind::Keepalive;
+    d.timer_retrans = 3;
+    let i = info(&mut d);
+    i.probes = 3;
+    i.last_ack_recv_ms = no_ack_ms;
+    i.last_data_recv_ms = no_ack_ms;
+    i.last_data_sent_ms = no_ack_ms;
+    d
+}
+
+#[test]
+fn a_keepalive_stall_that_turns_into_retransmits_stays_one_flag() {
+    let mut det = Detector::new(thresholds());
+    assert!(
+        det.update(&[probing(8, 20_000)], 0, none, app_owners)
+            .is_empty()
+    );
+    let c = det.update(&[probing(8, 30_000)], 10 * S, none, app_owners);
+    assert_eq!(raised(&c)[0].reason, Some(Reason::KeepaliveUnanswered));
+
+    // The application writes: the data is in flight, the first RTO has not
+    // fired yet, the probes are still unanswered. Nothing was ACKed.
+    let mut written = probing(8, 30_500);
+    written.timer = TimerKind::Retransmit;
+    written.timer_retrans = 0;
+    info(&mut written).unacked = 1;
+    info(&mut written).last_data_sent_ms = 100;
+    let c = det.update(&[written], 10 * S + S / 2, none, app_owners);
+    assert!(c.is_empty(), "no ACK arrived, the stall goes on: {c:?}");
+
+    // The RTO fires: the same flag, now for retransmits.
+    let mut rto = written;
+    rto.timer_retrans = 1;
+    info(&mut rto).retransmits = 1;
+    info(&mut rto).backoff = 1;
+    info(&mut rto).last_ack_recv_ms = 31_000;
+    let c = det.update(&[rto], 11 * S, none, app_owners);
+    assert!(c.is_empty(), "{c:?}");
+    let f = det.active().next().expect("flag");
+    assert_eq!(
+        (f.reason, f.raised_at_ns),
+        (Some(Reason::Retransmitting), 10 * S)
+    );
+    assert!(f.evidence.starts_with("no ACK for 31.0s"), "{}", f.evidence);
+    assert_eq!(
+        det.gauges().half_open,
+        [
+            (Reason::Retransmitting, 1),
+            (Reason::KeepaliveUnanswered, 0)
+        ]
+    );
+
+    // An ACK: retransmits reset, the flag clears.
+    let mut acked = rto;
+    info(&mut acked).retransmits = 0;
+    info(&mut acked).backoff = 0;
+    info(&mut acked).last_ack_recv_ms = 20;
+    let c = det.update(&[acked], 12 * S, none, app_owners);
+    assert_eq!(
+        cleared(&c)[0].cleared_how.as_deref(),
+        Some("ACK progress resumed")
+    );
+}
+
+#[test]
+fn an_ack_between_dumps_starts_a_new_stall() {
+    let mut det = Detector::new(thresholds());
+    let mut d = probing(9, 20_000);
+    assert!(det.update(&[d], 0, none, app_owners).is_empty());
+    // Answered at 5 s, then probes went unanswered again by 9 s.
+    let mut at = |t: u64| {
+        info(&mut d).last_ack_recv_ms = (t - 5) as u32 * 1000;
+        det.update(&[d], t * S, none, app_owners)
+    };
+    assert!(at(9).is_empty());
+    assert!(at(18).is_empty());
+    let c = at(19);
+    assert_eq!(raised(&c).len(), 1, "stalled from 9 s: flagged at 19 s");
+}
+
+#[test]
+fn a_socket_with_a_retransmit_or_probe_timer_is_not_idle_at_risk() {
+    // sock_diag reports one timer: a pending retransmit or zero-window probe
+    // hides the keepalive timer, and either one notices a dead peer anyway.
+    let mut det = Detector::new(thresholds());
+    let mut rtx = probing(10, 900_000);
+    rtx.timer = TimerKind::Retransmit;
+    info(&mut rtx).unacked = 1;
+    info(&mut rtx).retransmits = 9;
+    info(&mut rtx).last_data_sent_ms = 700_000;
+    let mut zero_window = sock(11, TcpState::Established);
+    zero_window.timer = TimerKind::Probe;
+    info(&mut zero_window).last_data_recv_ms = 700_000;
+    info(&mut zero_window).last_data_sent_ms = 700_000;
+    for t in [0, 20 * S] {
+        let c = det.update(&[rtx, zero_window], t, none, app_owners);
+        assert!(
+            c.iter().all(|c| c.flag().kind != LeakKind::IdleNoKeepalive),
+            "{c:?}"
+        );
+    }
+    assert_eq!(det.gauges().idle_without_keepalive, 0);
+}

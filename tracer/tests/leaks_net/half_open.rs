@@ -1,0 +1,283 @@
+//! Half-open: the peer vanished (its namespace drops everything) while we
+//! send, or while our keepalive probes go unanswered.
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use crate::common::{Agent, NetnsPair, sh};
+use crate::support::*;
+use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
+
+#[test]
+fn half_open_peer_vanished_is_flagged_and_a_busy_neighbour_is_not() {
+    // a holds the surviving sockets (and the agent); b is a healthy peer;
+    // c is the peer that vanishes.
+    let pair = NetnsPair::new("hopen", 60);
+    let spur = Spur::new(&pair.a, "hopen", 61);
+    let _inside = Inside::enter(&pair.a);
+    let agent = Agent::start(&[
+        "--half-open-threshold",
+        "2s",
+        "--reconcile-interval",
+        "250ms",
+    ]);
+    let url = format!("http://{}", agent.addr);
+    let stop = Stop::default();
+
+    // The busy neighbour: a round trip every 5 ms through an echo server in b.
+    let b_ip: IpAddr = pair.addr_b.parse().expect("addr");
+    let listener = NetnsPair::in_ns(&pair.b, move || {
+        TcpListener::bind((b_ip, 0)).expect("bind in b")
+    });
+    let b_port = listener.local_addr().expect("addr").port();
+    let _echo = echo_server(listener, stop.0.clone());
+    let mut healthy = TcpStream::connect((b_ip, b_port)).expect("connect to b");
+    let healthy_ends = (
+        healthy.local_addr().expect("local"),
+        healthy.peer_addr().expect("peer"),
+    );
+    let trips = Arc::new(AtomicU64::new(0));
+    let (t, s) = (trips.clone(), stop.0.clone());
+    let _busy = std::thread::spawn(move || {
+        let mut buf = [7u8; 512];
+        // An error ends the loop; the test then sees the round trips stop.
+        while !s.load(Relaxed)
+            && healthy
+                .write_all(&buf)
+                .and_then(|()| healthy.read_exact(&mut buf))
+                .is_ok()
+        {
+            t.fetch_add(1, Relaxed);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+
+    // The doomed connection carries data both ways, then c drops everything.
+    let c_ip = spur.addr_far;
+    let dead_listener = NetnsPair::in_ns(&spur.far, move || {
+        TcpListener::bind((c_ip, 0)).expect("bind in c")
+    });
+    let c_port = dead_listener.local_addr().expect("addr").port();
+    let mut client = TcpStream::connect((c_ip, c_port)).expect("connect to c");
+    let (mut peer, _) = dead_listener.accept().expect("accept");
+    client.write_all(b"hello").expect("write");
+    peer.read_exact(&mut [0u8; 5]).expect("read");
+    peer.write_all(b"world").expect("write");
+    client.read_exact(&mut [0u8; 5]).expect("read");
+    let ends = (
+        client.local_addr().expect("local"),
+        client.peer_addr().expect("peer"),
+    );
+    NetnsPair::blackhole(&spur.far);
+    client.write_all(&[1u8; 4096]).expect("write into the void");
+    let vanished = Instant::now();
+
+    // Threshold (2 s) + the first RTO + a few seconds.
+    let (code, report, ok) = poll(&url, Duration::from_secs(8), |r| {
+        flag_of(&all_flags(r), "half_open", ends.0, ends.1).is_some()
+    });
+    assert!(
+        ok,
+        "not flagged half_open {:?} after the peer vanished: {report:#}",
+        vanished.elapsed()
+    );
+    let f = flag_of(&all_flags(&report), "half_open", ends.0, ends.1).expect("flag");
+    assert_eq!(
+        (f["reason"].as_str(), f["state"].as_str()),
+        (Some("retransmitting"), Some("established")),
+        "{f:#}"
+    );
+    let evidence = f["evidence"].as_str().expect("evidence");
+    let no_ack = number_after(evidence, "no ACK for ")
+        .unwrap_or_else(|| panic!("no ACK time in {evidence:?}"));
+    let unacked = number_after(evidence, "with ")
+        .unwrap_or_else(|| panic!("no unacked count in {evidence:?}"));
+    let head = number_after(evidence, "retransmitted ")
+        .unwrap_or_else(|| panic!("no retransmits in {evidence:?}"));
+    assert!(no_ack >= 2.0 && unacked >= 1.0 && head >= 1.0, "{evidence}");
+    assert!(f["age_seconds"].as_f64().is_some_and(|a| a >= 2.0), "{f:#}");
+    assert_owned_by_us(&f, client.as_raw_fd());
+    assert_eq!(code, 1, "a half-open connection is a leak: exit 1");
+
+    // The busy neighbour kept talking and was never flagged; nothing else was.
+    let before = trips.load(Relaxed);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        trips.load(Relaxed) > before + 20,
+        "the healthy connection stalled"
+    );
+    let (_, report) = tracer_leaks(&url);
+    let flags = all_flags(&report);
+    assert!(
+        flags
+            .iter()
+            .all(|f| f["local"] != healthy_ends.0.to_string()),
+        "busy healthy connection {healthy_ends:?} flagged: {report:#}"
+    );
+    assert_eq!(flags.len(), 1, "only the half-open socket: {report:#}");
+    assert_eq!(
+        agent.metric("tracer_half_open_connections{reason=\"retransmitting\"}"),
+        1.0
+    );
+    assert_eq!(
+        agent.metric("tracer_leaks_flagged_total{kind=\"half_open\"}"),
+        1.0
+    );
+
+    // The peer comes back: the next retransmit is ACKed and the flag clears.
+    sh(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &spur.far,
+            "nft",
+            "delete table inet tracer_test",
+        ],
+    );
+    let (code, report, ok) = poll(&url, Duration::from_secs(20), |r| {
+        r["recently_cleared"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|f| f["kind"] == "half_open" && f["local"] == ends.0.to_string())
+        })
+    });
+    assert!(
+        ok,
+        "half-open flag did not clear after the peer came back: {report:#}"
+    );
+    let cleared = &report["recently_cleared"][0];
+    assert_eq!(
+        cleared["cleared_how"], "ACK progress resumed",
+        "{cleared:#}"
+    );
+    assert!(
+        cleared["cleared_at_ns"].as_u64() > cleared["raised_at_ns"].as_u64(),
+        "{cleared:#}"
+    );
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(
+        agent.metric("tracer_half_open_connections{reason=\"retransmitting\"}"),
+        0.0
+    );
+}
+
+/// The other half-open rule: an idle connection whose keepalive probes go
+/// unanswered (no data in flight, so no RTO ever fires).
+#[test]
+fn unanswered_keepalive_probes_are_half_open() {
+    let pair = NetnsPair::new("kalive", 63);
+    let _inside = Inside::enter(&pair.a);
+    // A 1 s idle threshold too: a socket with a keepalive timer is never "idle at risk".
+    let agent = Agent::start(&[
+        "--half-open-threshold",
+        "2s",
+        "--idle-threshold",
+        "1s",
+        "--reconcile-interval",
+        "250ms",
+    ]);
+    let url = format!("http://{}", agent.addr);
+    let b_ip: IpAddr = pair.addr_b.parse().expect("addr");
+    let listener = NetnsPair::in_ns(&pair.b, move || {
+        TcpListener::bind((b_ip, 0)).expect("bind in b")
+    });
+    let server = SocketAddr::new(b_ip, listener.local_addr().expect("addr").port());
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+    let probes = TcpKeepalive::new()
+        .with_time(Duration::from_secs(1))
+        .with_interval(Duration::from_secs(1))
+        .with_retries(30);
+    sock.set_tcp_keepalive(&probes).expect("keepalive");
+    sock.connect(&server.into()).expect("connect");
+    let mut client: TcpStream = sock.into();
+    let (mut peer, _) = listener.accept().expect("accept");
+    client.write_all(b"hello").expect("write");
+    peer.read_exact(&mut [0u8; 5]).expect("read");
+    let local = client.local_addr().expect("local");
+    NetnsPair::blackhole(&pair.b);
+
+    let (code, report, ok) = poll(&url, Duration::from_secs(8), |r| {
+        flag_of(&all_flags(r), "half_open", local, server).is_some()
+    });
+    assert!(ok, "unanswered keepalive probes not flagged: {report:#}");
+    let f = flag_of(&all_flags(&report), "half_open", local, server).expect("flag");
+    assert_eq!(f["reason"], "keepalive_unanswered", "{f:#}");
+    let evidence = f["evidence"].as_str().expect("evidence");
+    assert!(
+        number_after(evidence, "").is_some_and(|n| n >= 1.0),
+        "probe count in {evidence:?}"
+    );
+    assert!(
+        number_after(evidence, "probing for ").is_some_and(|s| s >= 2.0),
+        "{evidence}"
+    );
+    assert_owned_by_us(&f, client.as_raw_fd());
+    assert_eq!(code, 1);
+    assert_eq!(
+        all_flags(&report).len(),
+        1,
+        "no idle risk for a socket with keepalive: {report:#}"
+    );
+    assert_eq!(
+        agent.metric("tracer_half_open_connections{reason=\"keepalive_unanswered\"}"),
+        1.0
+    );
+
+    // The application writes into the dead connection: still the same
+    // stall (no ACK since), now with retransmits; the flag must not clear.
+    client.write_all(b"anyone there?").expect("write");
+    let (_, report, ok) = poll(&url, Duration::from_secs(5), |r| {
+        flag_of(&all_flags(r), "half_open", local, server)
+            .is_some_and(|f| f["reason"] == "retransmitting")
+    });
+    assert!(
+        ok,
+        "the flag should turn to reason retransmitting: {report:#}"
+    );
+    assert!(
+        report["recently_cleared"]
+            .as_array()
+            .is_some_and(Vec::is_empty),
+        "the peer never answered, yet the flag cleared: {report:#}"
+    );
+    assert_eq!(
+        agent.metric("tracer_leaks_flagged_total{kind=\"half_open\"}"),
+        1.0
+    );
+    // Past the 1 s idle threshold since the write: a socket retransmitting
+    // (its keepalive timer hidden behind the retransmit timer) is no idle risk.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, report) = tracer_leaks(&url);
+    assert!(
+        flag_of(&all_flags(&report), "idle_no_keepalive", local, server).is_none(),
+        "a retransmitting socket is not idle: {report:#}"
+    );
+    assert!(
+        report["recently_cleared"]
+            .as_array()
+            .is_some_and(Vec::is_empty),
+        "{report:#}"
+    );
+
+    // The peer answers again: the next retransmit is ACKed and the flag clears.
+    sh(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &pair.b,
+            "nft",
+            "delete table inet tracer_test",
+        ],
+    );
+    let (code, report, ok) = poll(&url, Duration::from_secs(5), |r| r["leak_count"] == 0);
+    assert!(ok, "{report:#}");
+    assert_eq!(
+        report["recently_cleared"][0]["cleared_how"], "ACK progress resumed",
+        "{report:#}"
+    );
+    assert_eq!(code, 0);
+}
