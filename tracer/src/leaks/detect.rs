@@ -282,7 +282,9 @@ impl Detector {
             TcpState::NewSynRecv | TcpState::SynRecv => {
                 let age = self.age(d, now, since);
                 let old = age.is_some_and(|(a, _)| a >= ns(t.handshake));
-                if old || d.timer_retrans > 0 {
+                // One retransmitted SYN-ACK is ordinary packet loss; two in a
+                // row (3 s with the 1 s initial RTO) is a handshake in trouble.
+                if old || d.timer_retrans >= 2 {
                     let acc = ports.entry(d.sport).or_default();
                     acc.local
                         .get_or_insert(std::net::SocketAddr::new(d.saddr, d.sport));

@@ -22,7 +22,7 @@
 //! | `half_open` / `keepalive_unanswered` | keepalive probes unanswered, seen for `half_open` |
 //! | `idle_no_keepalive` (a risk) | ESTABLISHED, no data either way for `idle`, no timer armed (a retransmit or zero-window probe timer hides the keepalive one, and watches the peer too) |
 //! | `stuck_handshake` / `syn_sent` | SYN_SENT longer than `handshake` |
-//! | `stuck_handshake` / `syn_recv` | per listening port: request sockets with SYN-ACK retransmits or older than `handshake` |
+//! | `stuck_handshake` / `syn_recv` | per listening port: request sockets that retransmitted their SYN-ACK at least twice, or are older than `handshake` |
 //! | `orphaned_fin_wait2` | FIN_WAIT2 without an owner (timewait substate or inode 0) longer than `fin_wait2` |
 //!
 //! A half-open stall lasts until an ACK arrives: when its evidence changes
