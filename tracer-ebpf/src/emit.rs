@@ -1,5 +1,6 @@
 //! The ring buffer, the error counters, and the one way events leave the kernel.
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::map,
     maps::{PerCpuArray, RingBuf},
@@ -9,6 +10,13 @@ use tracer_common::{ABI_VERSION, COUNTER_RINGBUF_FULL, COUNTER_SLOTS, Event};
 /// Default size; the agent resizes it at load time (`--ring-bytes`).
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// Wake user space only once this many bytes wait in the ring buffer; below
+/// it, records are written without a wake-up and the agent collects them on
+/// its drain interval. 0 keeps the kernel's default (wake when the reader
+/// has caught up). Set by the agent at load time.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 0;
 
 /// Per-CPU failure counters, indexed by `tracer_common::COUNTER_*`.
 #[map]
@@ -36,7 +44,17 @@ pub fn send(ev: &mut Event, kind: u8) {
     if let Ok(comm) = bpf_get_current_comm() {
         ev.comm = comm;
     }
-    if EVENTS.output::<Event>(&*ev, 0).is_err() {
+    // SAFETY: a read of a global the loader wrote; volatile so the compiler
+    // does not fold the zero initializer.
+    let wakeup = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
+    let flags = if wakeup == 0 {
+        0
+    } else if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= wakeup {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    };
+    if EVENTS.output::<Event>(&*ev, flags).is_err() {
         count(COUNTER_RINGBUF_FULL);
     }
 }

@@ -164,8 +164,10 @@ type DumpJob = tokio::task::JoinHandle<(Dumper, Vec<DiagSocket>, u64, anyhow::Re
 
 /// Run the agent until SIGINT or SIGTERM.
 pub fn run(settings: Settings) -> anyhow::Result<i32> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the event loop, reconcile bookkeeping and the HTTP server
+    // are all light; dumps run on the blocking pool. Fewer threads, fewer
+    // cross-thread wake-ups on a busy host.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
@@ -174,8 +176,9 @@ pub fn run(settings: Settings) -> anyhow::Result<i32> {
 
 async fn run_async(settings: Settings) -> anyhow::Result<i32> {
     let listener = http::bind(settings.listen).await?;
-    let (probes, ring) = Probes::load(settings.ring_bytes)?;
-    let mut ingest = Ingest::new(ring).context("polling the ring buffer")?;
+    let (probes, ring) = Probes::load(settings.ring_bytes, true)?;
+    let mut ingest =
+        Ingest::new(ring, Some(crate::bpf::DRAIN_INTERVAL)).context("polling the ring buffer")?;
     let mut dumper = Some(Dumper::new(DUMP).context("listing TCP sockets with sock_diag")?);
     let started_ns = monotonic_ns();
     let metrics = Arc::new(Metrics::new());

@@ -236,8 +236,9 @@ pub fn run(args: EventsArgs) -> anyhow::Result<i32> {
 async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
     use tokio::signal::unix::{SignalKind, signal};
 
-    let (probes, ring) = Probes::load(args.ring_bytes)?;
-    let mut ingest = Ingest::new(ring).context("polling the ring buffer")?;
+    let (probes, ring) = Probes::load(args.ring_bytes, true)?;
+    let mut ingest =
+        Ingest::new(ring, Some(crate::bpf::DRAIN_INTERVAL)).context("polling the ring buffer")?;
     let filter = Filter::new(args.ports.clone(), args.kinds.clone());
     let mut leaks = if args.no_leaks || filter.excludes_leaks() {
         None
