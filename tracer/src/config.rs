@@ -19,6 +19,9 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// How often to reconcile with a sock_diag dump.
     pub reconcile_interval: Duration,
+    /// How often that dump includes TIME_WAIT sockets (at least every
+    /// reconcile).
+    pub time_wait_interval: Duration,
     /// Cap on tracked socket records.
     pub max_sockets: usize,
     /// Kernel ring buffer size in bytes.
@@ -42,6 +45,7 @@ impl Default for Settings {
         Settings {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             reconcile_interval: Duration::from_secs(1),
+            time_wait_interval: Duration::from_secs(10),
             max_sockets: 1_000_000,
             ring_bytes: DEFAULT_RING_BYTES,
             closed_retention: Duration::from_secs(5),
@@ -62,6 +66,8 @@ pub struct FileConfig {
     pub listen: Option<String>,
     /// See [`Settings::reconcile_interval`] (e.g. "1s", "500ms").
     pub reconcile_interval: Option<String>,
+    /// See [`Settings::time_wait_interval`].
+    pub time_wait_interval: Option<String>,
     /// See [`Settings::max_sockets`].
     pub max_sockets: Option<usize>,
     /// See [`Settings::ring_bytes`].

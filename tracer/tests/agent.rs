@@ -30,7 +30,12 @@ fn api_sockets(agent: &Agent, state: &str, port: u16) -> Vec<serde_json::Value> 
 #[test]
 fn time_wait_agrees_with_sock_diag_after_200_client_closes() {
     let _ns = Netns::enter("time598");
-    let agent = Agent::start(&["--reconcile-interval", "200ms"]);
+    let agent = Agent::start(&[
+        "--reconcile-interval",
+        "200ms",
+        "--time-wait-interval",
+        "1s",
+    ]);
     let (l, port) = listener();
     for _ in 0..200 {
         let c = TcpStream::connect((LO, port)).expect("connect");
@@ -249,7 +254,14 @@ fn bad_config_and_taken_port_are_one_line_errors() {
 #[test]
 fn time_wait_ends_sixty_seconds_after_it_began() {
     let _ns = Netns::enter("time622");
-    let agent = Agent::start(&["--reconcile-interval", "250ms", "--closed-retention", "30s"]);
+    let agent = Agent::start(&[
+        "--reconcile-interval",
+        "250ms",
+        "--time-wait-interval",
+        "1s",
+        "--closed-retention",
+        "30s",
+    ]);
     let (l, port) = listener();
     for _ in 0..5 {
         let c = TcpStream::connect((LO, port)).expect("connect");
@@ -295,9 +307,52 @@ fn time_wait_ends_sixty_seconds_after_it_began() {
             "cookie {cookie}: TIME_WAIT lasted {secs} s"
         );
     }
+    // ...and the kernel agrees: the timewait sockets are gone (its 60 s
+    // timer may fire up to ~0.5 s late).
+    assert!(
+        wait_until(Duration::from_secs(2), || ss_count(
+            "time-wait",
+            &format!("( dport = :{port} )")
+        ) == 0),
+        "ss still shows TIME_WAIT sockets on port {port}"
+    );
     let h = agent.get("/metrics");
     assert!(
         common::metric_value(&h, "tracer_tcp_time_wait_ended_total{how=\"expired\"}").unwrap()
             >= 5.0
     );
+}
+
+/// When `tcp_max_tw_buckets` overflows, closes leave no timewait socket;
+/// the gauge must still match sock_diag at every scrape, between full dumps.
+#[test]
+fn time_wait_gauge_matches_sock_diag_when_buckets_overflow() {
+    let _ns = Netns::enter("twovf");
+    common::sh("sysctl", &["-qw", "net.ipv4.tcp_max_tw_buckets=10"]);
+    // No full dump during the test: only the overflow counter can keep the
+    // gauge honest.
+    let agent = Agent::start(&[
+        "--reconcile-interval",
+        "250ms",
+        "--time-wait-interval",
+        "1h",
+    ]);
+    let (l, port) = listener();
+    for _ in 0..30 {
+        let c = TcpStream::connect((LO, port)).expect("connect");
+        let (mut s, _) = l.accept().expect("accept");
+        drop(c);
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).unwrap(), 0);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut seen = Vec::new();
+    let agrees = wait_until(Duration::from_secs(5), || {
+        let before = ss_count("time-wait", "");
+        let gauge = agent.metric("tracer_tcp_sockets{state=\"time_wait\"}") as usize;
+        let after = ss_count("time-wait", "");
+        seen.push((before, gauge, after));
+        before == 10 && gauge == before
+    });
+    assert!(agrees, "(ss before, gauge, ss after): {seen:?}");
 }

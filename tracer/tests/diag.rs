@@ -51,7 +51,11 @@ fn require_root() {
 }
 
 fn dump(with_info: bool) -> Vec<DiagSocket> {
-    dump_tcp(DumpOptions { with_info }).expect("sock_diag dump")
+    dump_tcp(DumpOptions {
+        with_info,
+        without_time_wait: false,
+    })
+    .expect("sock_diag dump")
 }
 
 /// The sockets whose local and remote endpoints are exactly these.
@@ -411,7 +415,11 @@ fn many_sockets_span_many_datagrams_and_reuse_allocates_nothing() {
             ]
         })
         .collect();
-    let mut dumper = Dumper::new(DumpOptions { with_info: true }).expect("dumper");
+    let mut dumper = Dumper::new(DumpOptions {
+        with_info: true,
+        without_time_wait: false,
+    })
+    .expect("dumper");
     let mut out = Vec::new();
     dumper.dump_into(&mut out).expect("dump");
     let ours = |s: &&DiagSocket| {
@@ -470,7 +478,11 @@ fn dump_100k_sockets_in_private_netns() {
             drop(c); // client closes first: it keeps the timewait socket
             drop(s);
         }
-        let mut dumper = Dumper::new(DumpOptions { with_info: true }).expect("dumper");
+        let mut dumper = Dumper::new(DumpOptions {
+            with_info: true,
+            without_time_wait: false,
+        })
+        .expect("dumper");
         let mut out = Vec::new();
         let t = Instant::now();
         dumper.dump_into(&mut out).expect("dump");

@@ -257,7 +257,11 @@ fn detector_flags_real_close_wait_and_clears_when_the_process_exits() {
         ..Thresholds::default()
     };
     let mut det = Detector::new(t);
-    let mut dumper = Dumper::new(DumpOptions { with_info: true }).expect("sock_diag");
+    let mut dumper = Dumper::new(DumpOptions {
+        with_info: true,
+        without_time_wait: false,
+    })
+    .expect("sock_diag");
     let mut dump = Vec::new();
     let mine = |c: &Change| c.flag().kind == LeakKind::CloseWait && c.flag().local.port() == port;
 

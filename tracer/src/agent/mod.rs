@@ -87,6 +87,10 @@ pub struct Shared {
     pub last_reconcile_ns: AtomicU64,
     /// The network namespace the agent follows: its own, the one sock_diag sees.
     pub netns: u32,
+    /// TIME_WAIT overflows (closes that left no timewait socket) since the
+    /// last full dump: inferred TIME_WAIT records the next full dump will
+    /// find missing. The gauge leaves them out.
+    pub tw_overflow_pending: AtomicU64,
 }
 
 /// Observer that feeds metrics and dwell percentiles.
@@ -150,17 +154,84 @@ impl Shared {
 
     /// Copy engine-derived gauges into the metrics.
     fn publish(&self, core: &Core) {
-        self.metrics.set_sockets(&core.engine.counts_by_state());
+        let mut counts = core.engine.counts_by_state();
+        let overflow = self
+            .tw_overflow_pending
+            .load(Ordering::Relaxed)
+            .min(core.engine.unconfirmed_time_wait());
+        let tw = &mut counts[TcpState::TimeWait.index()];
+        *tw = tw.saturating_sub(overflow);
+        self.metrics.set_sockets(&counts);
         self.metrics.tracked.set(core.engine.tracked() as i64);
     }
 }
 
 /// Reconcile dumps carry `tcp_info`: the half-open and idle detectors need it.
-const DUMP: DumpOptions = DumpOptions { with_info: true };
+/// Every reconcile: every state but TIME_WAIT (cheap: TIME_WAIT sockets
+/// are the bulk of a busy host).
+const FREQUENT: DumpOptions = DumpOptions {
+    with_info: true,
+    without_time_wait: true,
+};
+/// Every `--time-wait-interval`: everything.
+const FULL: DumpOptions = DumpOptions {
+    with_info: true,
+    without_time_wait: false,
+};
 
-/// A sock_diag dump running on a blocking thread: it hands back the dumper
-/// and buffer for reuse, with the dump's start time and outcome.
-type DumpJob = tokio::task::JoinHandle<(Dumper, Vec<DiagSocket>, u64, anyhow::Result<()>)>;
+/// The dumpers and the buffer they fill, moved to a blocking thread for a
+/// dump and handed back for reuse.
+struct DumpKit {
+    frequent: Dumper,
+    full: Dumper,
+    buf: Vec<DiagSocket>,
+}
+
+/// What one dump found.
+struct DumpOutcome {
+    /// Monotonic ns when the dump started.
+    start_ns: u64,
+    /// TIME_WAIT sockets included.
+    full: bool,
+    /// The kernel's TIME_WAIT overflow counter just before and after.
+    overflow_before: Option<u64>,
+    overflow_after: Option<u64>,
+    result: anyhow::Result<()>,
+}
+
+type DumpJob = tokio::task::JoinHandle<(DumpKit, DumpOutcome)>;
+
+impl DumpKit {
+    fn open() -> anyhow::Result<DumpKit> {
+        Ok(DumpKit {
+            frequent: Dumper::new(FREQUENT).context("listing TCP sockets with sock_diag")?,
+            full: Dumper::new(FULL).context("listing TCP sockets with sock_diag")?,
+            buf: Vec::new(),
+        })
+    }
+
+    fn dump(mut self, full: bool) -> (DumpKit, DumpOutcome) {
+        let overflow_before = crate::diag::netstat::time_wait_overflows();
+        let start_ns = monotonic_ns();
+        let dumper = if full {
+            &mut self.full
+        } else {
+            &mut self.frequent
+        };
+        let result = dumper.dump_into(&mut self.buf).map_err(anyhow::Error::from);
+        let overflow_after = crate::diag::netstat::time_wait_overflows();
+        (
+            self,
+            DumpOutcome {
+                start_ns,
+                full,
+                overflow_before,
+                overflow_after,
+                result,
+            },
+        )
+    }
+}
 
 /// Run the agent until SIGINT or SIGTERM.
 pub fn run(settings: Settings) -> anyhow::Result<i32> {
@@ -179,7 +250,7 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
     let (probes, ring) = Probes::load(settings.ring_bytes, true)?;
     let mut ingest =
         Ingest::new(ring, Some(crate::bpf::DRAIN_INTERVAL)).context("polling the ring buffer")?;
-    let mut dumper = Some(Dumper::new(DUMP).context("listing TCP sockets with sock_diag")?);
+    let mut kit = Some(DumpKit::open()?);
     let started_ns = monotonic_ns();
     let metrics = Arc::new(Metrics::new());
     let engine = Engine::new(engine::Config {
@@ -204,23 +275,25 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
         last_event_ns: AtomicU64::new(0),
         last_reconcile_ns: AtomicU64::new(0),
         netns: own_netns(),
+        tw_overflow_pending: AtomicU64::new(0),
     });
 
     // Adopt what exists: the programs are attached, so nothing born from
     // here on is missed; events for adopted sockets simply update them.
-    let mut dump: Vec<DiagSocket> = Vec::new();
-    let now = monotonic_ns();
-    if let Some(dp) = dumper.as_mut() {
-        dp.dump_into(&mut dump)
-            .context("listing existing TCP sockets with sock_diag")?;
-    }
+    let (k, first) = kit.take().map(|k| k.dump(true)).context("sock_diag")?;
+    first
+        .result
+        .context("listing existing TCP sockets with sock_diag")?;
+    let mut overflow_baseline = first.overflow_before;
+    let mut last_full_ns = first.start_ns;
     let adopted = {
         let mut core = shared.lock();
-        let n = core.engine.adopt(&dump, now);
-        core.listening = listening_ports(&dump);
+        let n = core.engine.adopt(&k.buf, first.start_ns);
+        core.listening = listening_ports(&k.buf);
         shared.publish(&core);
         n
     };
+    kit = Some(k);
     eprintln!(
         "tracer: agent running: {adopted} existing sockets adopted; serving http://{}/metrics",
         settings.listen
@@ -250,29 +323,39 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
             r = apply_batch(&mut ingest, &shared) => { r.context("reading the ring buffer")?; }
             _ = tick.tick(), if pending.is_none() => {
                 // Dump on a blocking thread; events keep flowing meanwhile.
-                let mut d = std::mem::take(&mut dump);
-                let mut dp = match dumper.take() {
-                    Some(dp) => dp,
-                    None => Dumper::new(DUMP).context("opening sock_diag")?,
+                let k = match kit.take() {
+                    Some(k) => k,
+                    None => DumpKit::open()?,
                 };
-                pending = Some(tokio::task::spawn_blocking(move || {
-                    let start = monotonic_ns();
-                    let r = dp.dump_into(&mut d).map_err(anyhow::Error::from);
-                    (dp, d, start, r)
-                }));
+                let full = monotonic_ns().saturating_sub(last_full_ns)
+                    >= settings.time_wait_interval.as_nanos() as u64;
+                pending = Some(tokio::task::spawn_blocking(move || k.dump(full)));
             }
             joined = async { pending.as_mut().expect("guarded by the if").await }, if pending.is_some() => {
                 pending = None;
-                let (dp, d, start, result) = joined.context("sock_diag dump task")?;
-                dumper = Some(dp);
-                dump = d;
-                match result {
-                    Ok(()) => reconcile(&mut ingest, &shared, &dump, start),
+                let (k, out) = joined.context("sock_diag dump task")?;
+                match out.result {
+                    Ok(()) => {
+                        reconcile(&mut ingest, &shared, &k.buf, out.start_ns, out.full);
+                        if out.full {
+                            last_full_ns = out.start_ns;
+                            overflow_baseline = out.overflow_before;
+                        }
+                    }
                     Err(e) => {
                         metrics.reconcile_errors.inc();
                         eprintln!("tracer: reconcile skipped: {e:#}");
                     }
                 }
+                kit = Some(k);
+                // Closes since the last full dump that the kernel could not
+                // give a timewait socket: the engine still counts them as
+                // (unconfirmed) TIME_WAIT until the next full dump.
+                let pending_overflow = match (overflow_baseline, out.overflow_after) {
+                    (Some(b), Some(a)) => a.saturating_sub(b),
+                    _ => 0,
+                };
+                shared.tw_overflow_pending.store(pending_overflow, Ordering::Relaxed);
                 let k = probes.counters();
                 metrics.events_lost.inc_by(k.lost().saturating_sub(lost_seen));
                 lost_seen = lost_seen.max(k.lost());
@@ -323,8 +406,9 @@ async fn apply_batch(ingest: &mut Ingest, shared: &Shared) -> std::io::Result<()
     Ok(())
 }
 
-/// Apply events older than the dump, then reconcile with it.
-fn reconcile(ingest: &mut Ingest, shared: &Shared, dump: &[DiagSocket], start_ns: u64) {
+/// Apply events older than the dump, then reconcile with it. `full`: the
+/// dump includes TIME_WAIT sockets.
+fn reconcile(ingest: &mut Ingest, shared: &Shared, dump: &[DiagSocket], start_ns: u64, full: bool) {
     let metrics = &*shared.metrics;
     let mut core = shared.lock();
     let Core {
@@ -341,7 +425,7 @@ fn reconcile(ingest: &mut Ingest, shared: &Shared, dump: &[DiagSocket], start_ns
             metrics.events_other_netns.inc();
         }
     });
-    engine.reconcile(dump, start_ns, &mut Obs { metrics, dwell });
+    engine.reconcile(dump, start_ns, full, &mut Obs { metrics, dwell });
     let engine_ref = &*engine;
     let changes = detector.update(
         dump,

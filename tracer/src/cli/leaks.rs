@@ -101,7 +101,7 @@ pub fn collect(url: &str) -> anyhow::Result<Report> {
             )
         }),
         None => {
-            let dump = dump_tcp(DumpOptions { with_info: false })
+            let dump = dump_tcp(DumpOptions { with_info: false, without_time_wait: false })
                 .context("taking a sock_diag snapshot")?;
             let inodes = dump
                 .iter()

@@ -54,6 +54,11 @@ pub struct RunArgs {
     /// How often to reconcile with sock_diag [default: 1s].
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
     pub reconcile_interval: Option<std::time::Duration>,
+    /// How often the reconcile dump includes TIME_WAIT sockets [default: 10s].
+    /// Their ends come from the kernel's 60 s timer; this dump confirms
+    /// them and catches early kills. Costs ~1 µs of kernel time per socket.
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    pub time_wait_interval: Option<std::time::Duration>,
     /// Cap on tracked sockets; closed records are evicted first [default: 1000000].
     #[arg(long, value_name = "N")]
     pub max_sockets: Option<usize>,
@@ -80,6 +85,9 @@ impl RunArgs {
         }
         if let Some(v) = self.reconcile_interval {
             s.reconcile_interval = v;
+        }
+        if let Some(v) = self.time_wait_interval {
+            s.time_wait_interval = v;
         }
         if let Some(v) = self.max_sockets {
             s.max_sockets = config::check_max_sockets(v)?;

@@ -13,6 +13,7 @@ use std::net::IpAddr;
 
 pub mod cgroup;
 pub mod dump;
+pub mod netstat;
 pub mod owner;
 mod parse;
 

@@ -5,7 +5,7 @@
 //! Nothing here allocates except when the store grows.
 use super::observer::{ClosedBy, Direction, Observer, TimeWaitEnd};
 use super::record::{Record, flag, tw_end};
-use super::{Engine, hash};
+use super::{Engine, TCP_TIMEWAIT_LEN_NS, hash};
 use crate::event::{Kind, SockEvent};
 use crate::tcp::TcpState::{self, *};
 
@@ -66,7 +66,7 @@ impl Engine {
     /// never reports a negative (wrapped) duration.
     pub fn apply(&mut self, ev: &SockEvent, obs: &mut impl Observer) {
         self.stats.events += 1;
-        self.expire(ev.ts_ns);
+        self.expire(ev.ts_ns, obs);
         match ev.kind {
             Kind::State => self.apply_state(ev, obs),
             Kind::Retransmit => {
@@ -131,7 +131,9 @@ impl Engine {
         }
     }
 
-    /// End the TIME_WAIT (or orphaned FIN_WAIT2) stay of `slot` at `at_ns`.
+    /// End the TIME_WAIT (or orphaned FIN_WAIT2) stay of `slot` at `at_ns`,
+    /// or at its 60 s timer if that came first (an inferred TIME_WAIT keeps
+    /// no timer of its own until `since + 60 s + slack`).
     pub(super) fn end_time_wait(
         &mut self,
         slot: u32,
@@ -141,6 +143,10 @@ impl Engine {
     ) {
         let r = self.store.rec(slot);
         let (cookie, state, since) = (r.cookie, r.state, r.since_ns);
+        let (at_ns, how) = match since.checked_add(TCP_TIMEWAIT_LEN_NS) {
+            Some(timer) if state == TimeWait && timer < at_ns => (timer, TimeWaitEnd::Expired),
+            _ => (at_ns, how),
+        };
         let dur = at_ns.saturating_sub(since);
         obs.stay(cookie, state, dur, r.has(flag::LOWER_BOUND));
         if state == TimeWait {

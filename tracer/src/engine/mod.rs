@@ -11,14 +11,30 @@
 //! - **TIME_WAIT is inferred.** The full socket never reports TIME_WAIT: on
 //!   `fin_wait2 -> close` or `closing -> close` (without a reset in that
 //!   state) the record enters TIME_WAIT at the event's time, *unconfirmed*.
-//!   The next reconcile that judges it (see grace below) confirms it (dump
+//!   The next *full* reconcile that judges it (see below) confirms it (dump
 //!   shows a timewait socket in TIME_WAIT), turns it into an orphaned
 //!   FIN_WAIT2 (timewait socket in FIN_WAIT2: the stay counts as
-//!   `fin_wait2`), or, when the cookie is absent, counts "never appeared"
-//!   and finishes the record without a TIME_WAIT stay. A confirmed one ends
-//!   when a later dump lacks it ([`TimeWaitEnd::Expired`], resolution: the
-//!   reconcile interval), when a reset hits it ([`TimeWaitEnd::Reset`]), or
-//!   when a new connection opens on the same 4-tuple ([`TimeWaitEnd::Reused`]).
+//!   `fin_wait2`; any dump may show this), or, when the cookie is absent,
+//!   counts "never appeared" and finishes the record without a TIME_WAIT
+//!   stay.
+//! - **TIME_WAIT ends by its timer.** The kernel arms a fixed
+//!   [`TCP_TIMEWAIT_LEN_NS`] timer when the socket enters TIME_WAIT, so a
+//!   confirmed record ends as [`TimeWaitEnd::Expired`] at exactly
+//!   `since + 60 s` (a 60 s stay) as soon as any input (event, dump, or
+//!   [`Engine::expire`]) brings the clock past it, whether or not a dump
+//!   still shows it. Earlier ends: a reset ([`TimeWaitEnd::Reset`]), a new
+//!   connection on the same 4-tuple ([`TimeWaitEnd::Reused`]), or absence
+//!   from a full dump more than [`TIME_WAIT_SLACK_NS`] before the timer
+//!   (`Reset`: killed before its timer, by a RST or an explicit kill).
+//!   `since` is the closing event's time; when the entry was not seen
+//!   (adopted, found by a state mismatch, or an orphaned FIN_WAIT2 that got
+//!   its FIN, which re-arms the timer at 60 s) it is
+//!   `now - (60 s - expires_ms)` from the dump. An inferred record no full
+//!   dump has judged by `since + 60 s + slack` (full dumps failing) ends as
+//!   `Expired` at `since + 60 s` too: it cannot have lasted longer.
+//!   Not modelled: the kernel re-arms the timer when a retransmitted FIN
+//!   or in-window ACK arrives in TIME_WAIT; such a socket is ended at 60 s
+//!   and then ignored while dumps still show it.
 //! - **Who closed first** ([`ClosedBy`]): the first of `-> fin_wait1`
 //!   (local), `-> close_wait` (remote), or a reset seen in the state that
 //!   went to `close` (reset).
@@ -47,13 +63,33 @@
 //! vanished, mismatched, or TIME_WAIT never appeared): a socket that
 //! changed during the dump is left for the next one.
 //!
+//! Two kinds of dumps, told apart by `covers_time_wait`:
+//! - **full** (`true`): every state. It judges everything above.
+//! - **frequent** (`false`): every state except timewait sockets in the
+//!   TIME_WAIT substate (sock_diag's state mask without `TCP_TIME_WAIT`;
+//!   orphaned FIN_WAIT2 timewait sockets and all full sockets are in it).
+//!   Records a TIME_WAIT socket may hide behind are not judged when absent:
+//!   TIME_WAIT records (inferred or confirmed), orphaned FIN_WAIT2 ones
+//!   (they may have got their FIN and moved to TIME_WAIT), and full sockets
+//!   in FIN_WAIT2 or CLOSING (a lost close event may have turned them into
+//!   one). The next full dump judges them. Everything else (missed,
+//!   vanished, state mismatch, orphan confirmation) is judged as in a full
+//!   dump; timer ends happen on every reconcile.
+//!
+//! A dump socket whose cookie belongs to a finished record is ignored (a
+//! timewait socket outlives its 60 s while the kernel's timer wheel runs
+//! late), and so is an untracked timewait socket in TIME_WAIT with at most
+//! [`TIME_WAIT_SLACK_NS`] left: most likely the same socket after its
+//! finished record was dropped by retention (a genuinely missed one that
+//! close to its end is not worth a record).
+//!
 //! # Memory
 //! At most `Config::max_sockets` records: at the cap the oldest finished
 //! record is evicted first, else the oldest live one (dump adoption never
 //! evicts a live record), and every eviction is counted. A record is 112
 //! bytes in a dense slab plus a 16-byte cookie index entry, plus one more
-//! index entry while in TIME_WAIT: about 150-190 bytes per socket with hash
-//! table slack. See `store.rs`.
+//! index entry and a 16-byte timer entry while in TIME_WAIT: about 150-210
+//! bytes per socket with hash table slack. See `store.rs`.
 mod apply;
 mod hash;
 mod observer;
@@ -79,6 +115,12 @@ pub const NS_PER_SEC: u64 = 1_000_000_000;
 /// How long a timewait socket lives: `TCP_TIMEWAIT_LEN` (60 s), fixed in
 /// the kernel (`include/net/tcp.h`), independent of `tcp_fin_timeout`.
 pub const TCP_TIMEWAIT_LEN_NS: u64 = 60 * NS_PER_SEC;
+
+/// Tolerance around a TIME_WAIT timer: a full dump that lacks a timewait
+/// socket less than this before its 60 s are up saw it expire (the dump
+/// takes time; the timer never fires early), not killed; an inferred one
+/// nobody judged ends this long after its 60 s.
+pub const TIME_WAIT_SLACK_NS: u64 = NS_PER_SEC;
 
 /// Engine settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,6 +207,14 @@ impl Engine {
         *self.store.counts()
     }
 
+    /// Live records in TIME_WAIT that no dump has confirmed yet (inferred
+    /// from a close; a full reconcile judges each within one interval).
+    /// Bounds how many of the TIME_WAIT count may be sockets the kernel
+    /// never created (`tcp_max_tw_buckets` overflow). O(1).
+    pub fn unconfirmed_time_wait(&self) -> u64 {
+        self.store.unconfirmed()
+    }
+
     /// Call `f(local_port, n)` for every local port with `n > 0` records in
     /// TIME_WAIT, in port order. Scans every record: once per scrape.
     pub fn time_wait_by_local_port(&self, mut f: impl FnMut(u16, u64)) {
@@ -214,11 +264,36 @@ impl Engine {
         }
     }
 
-    /// Drop finished records older than the retention, as of `now_ns`.
-    /// `apply` and `reconcile` do this themselves; call it when no input
-    /// arrives for a while. Returns how many were dropped.
-    pub fn expire(&mut self, now_ns: u64) -> usize {
+    /// Advance the clock to `now_ns`: end the TIME_WAIT stays whose timer
+    /// is due (reported to `obs`), then drop finished records older than
+    /// the retention. `apply` and `reconcile` do this themselves; call it
+    /// when no input arrives for a while. Returns how many were dropped.
+    pub fn expire(&mut self, now_ns: u64, obs: &mut impl Observer) -> usize {
         self.clock_ns = self.clock_ns.max(now_ns);
+        self.time_wait_timers(obs);
+        self.drop_retained()
+    }
+
+    /// End every TIME_WAIT whose timer is due at the clock, at its
+    /// deadline. Returns how many (confirmed, inferred) ended.
+    fn time_wait_timers(&mut self, obs: &mut impl Observer) -> (u64, u64) {
+        let mut n = (0, 0);
+        while let Some((slot, deadline)) = self.store.pop_time_wait_timer(self.clock_ns) {
+            let r = self.store.rec(slot);
+            let at = if r.has(flag::TW_CONFIRMED) {
+                n.0 += 1;
+                deadline
+            } else {
+                n.1 += 1;
+                r.since_ns.saturating_add(TCP_TIMEWAIT_LEN_NS)
+            };
+            self.end_time_wait(slot, at, TimeWaitEnd::Expired, obs);
+        }
+        n
+    }
+
+    /// Drop finished records older than the retention, as of the clock.
+    fn drop_retained(&mut self) -> usize {
         let n = match self.clock_ns.checked_sub(self.cfg.retention_ns) {
             Some(cutoff) => self.store.expire(cutoff),
             None => 0,

@@ -63,12 +63,14 @@ impl Direction {
 /// How a TIME_WAIT stay ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TimeWaitEnd {
-    /// The timewait socket was confirmed by a dump, and a later dump no
-    /// longer showed it: its timer fired (resolution: the reconcile interval).
+    /// Its 60 s timer fired: the stay ended at exactly entry + 60 s (also
+    /// for an inferred one that no full dump judged in time).
     Expired,
     /// A new connection took the same 4-tuple.
     Reused,
-    /// A reset killed it.
+    /// Killed before its timer: a reset was seen, or a full dump no longer
+    /// showed it well before its 60 s were up (a RST or an explicit kill;
+    /// resolution: the full-dump interval).
     Reset,
 }
 

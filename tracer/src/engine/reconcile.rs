@@ -2,13 +2,16 @@
 //! interval. A dump is the kernel's truth at `now_ns`; it confirms and ends
 //! TIME_WAIT (which has no events) and heals lost events.
 //!
-//! Reconcile runs in two passes without allocating: the first walks the
-//! dump, marking each tracked record `SEEN` and fixing what disagrees; the
-//! second walks the records and judges the unseen ones. Only records whose
-//! `since` is older than `now - slack` are judged (see `engine` docs).
+//! Reconcile ends due TIME_WAIT timers, then runs two passes without
+//! allocating: the first walks the dump, marking each tracked record `SEEN`
+//! and fixing what disagrees; the second walks the records and judges the
+//! unseen ones. Only records whose `since` is older than `now - slack` are
+//! judged, and a frequent dump (`covers_time_wait == false`) does not judge
+//! the absence of records that may hide in TIME_WAIT (see `engine` docs).
+//! Timers run once more at the end, for records this dump confirmed late.
 use super::observer::{ClosedBy, Correction, Observer, TimeWaitEnd};
 use super::record::{Record, flag, tw_end};
-use super::{Engine, TCP_TIMEWAIT_LEN_NS};
+use super::{Engine, TCP_TIMEWAIT_LEN_NS, TIME_WAIT_SLACK_NS};
 use crate::diag::DiagSocket;
 use crate::tcp::TcpState::{self, *};
 
@@ -25,14 +28,25 @@ pub struct ReconcileReport {
     pub time_wait_confirmed: u64,
     /// Inferred TIME_WAIT records that the dump showed as orphaned FIN_WAIT2.
     pub orphan_fin_wait2: u64,
-    /// Confirmed TIME_WAIT records now absent: expired.
+    /// Confirmed TIME_WAIT records ended by their timer during this
+    /// reconcile (at `since + 60 s`; `apply` and `expire` end others
+    /// unreported here), or absent from a full dump within the slack of it.
     pub time_wait_expired: u64,
+    /// Inferred TIME_WAIT records no full dump judged within 60 s + slack,
+    /// ended by their timer during this reconcile.
+    pub time_wait_unconfirmed_expired: u64,
+    /// Confirmed TIME_WAIT records absent from a full dump well before
+    /// their timer: killed (a RST or an explicit kill), ended as `Reset`.
+    pub time_wait_killed: u64,
     /// Confirmed orphaned FIN_WAIT2 timewait records now absent.
     pub orphan_fin_wait2_ended: u64,
     /// Inferred TIME_WAIT records the dump never showed.
     pub time_wait_never_appeared: u64,
     /// Missed sockets not adopted: the store was full of live records.
     pub not_adopted: u64,
+    /// Dump sockets ignored: a finished record's cookie, or an untracked
+    /// timewait socket in TIME_WAIT within the slack of its end.
+    pub ignored: u64,
     /// Finished records dropped after their retention.
     pub expired: u64,
 }
@@ -61,6 +75,14 @@ fn implied_closer(state: TcpState, timewait: bool) -> Option<ClosedBy> {
     }
 }
 
+/// An untracked timewait socket about to expire (overdue ones show 0 ms):
+/// most likely one whose finished record retention already dropped.
+fn time_wait_ending(d: &DiagSocket) -> bool {
+    d.timewait
+        && d.state != FinWait2
+        && u64::from(d.expires_ms).saturating_mul(1_000_000) <= TIME_WAIT_SLACK_NS
+}
+
 /// A record for a socket first seen in a dump, or `None` for an untracked state.
 fn adopted(d: &DiagSocket, now_ns: u64) -> Option<Record> {
     if untracked_state(d) {
@@ -78,7 +100,7 @@ fn adopted(d: &DiagSocket, now_ns: u64) -> Option<Record> {
     if d.timewait {
         r.set(flag::TW | flag::TW_CONFIRMED, true);
     }
-    if state == TimeWait {
+    if d.timewait && state == TimeWait {
         r.since_ns = time_wait_entry(now_ns, d.expires_ms);
         r.created_ns = r.since_ns;
     } else {
@@ -93,9 +115,12 @@ impl Engine {
     /// other state with `since_is_lower_bound`. Already tracked cookies are
     /// left alone; at the cap nothing is evicted (sockets the engine never
     /// saw change are not worth dropping records for): the rest count in
-    /// `Stats::not_adopted`. Returns how many records were created.
+    /// `Stats::not_adopted`. Returns how many records were created. An
+    /// adopted TIME_WAIT ends by its timer (at `since + 60 s`) on the first
+    /// `apply`, `reconcile` or `expire` past it.
     pub fn adopt(&mut self, dump: &[DiagSocket], now_ns: u64) -> usize {
-        self.expire(now_ns);
+        self.clock_ns = self.clock_ns.max(now_ns);
+        self.drop_retained();
         let mut n = 0;
         for d in dump {
             if self.store.slot(d.cookie).is_some() {
@@ -116,21 +141,27 @@ impl Engine {
     }
 
     /// Compare the engine with a dump that started at `now_ns` and fix it:
-    /// confirm, reclassify or end TIME_WAIT, adopt missed sockets, close
-    /// vanished ones, follow the dump on a state mismatch. Call it after
-    /// draining the events up to the dump (see the module docs).
+    /// end TIME_WAIT stays whose timer is due, confirm, reclassify or end
+    /// TIME_WAIT, adopt missed sockets, close vanished ones, follow the dump
+    /// on a state mismatch. `covers_time_wait`: the dump includes timewait
+    /// sockets in the TIME_WAIT substate (a full dump); when false, records
+    /// that may be such a socket are not judged by their absence. Call it
+    /// after draining the events up to the dump (see the module docs).
     pub fn reconcile(
         &mut self,
         dump: &[DiagSocket],
         now_ns: u64,
+        covers_time_wait: bool,
         obs: &mut impl Observer,
     ) -> ReconcileReport {
         let mut rep = ReconcileReport::default();
         let judge_before = now_ns.saturating_sub(self.cfg.reconcile_slack_ns);
         self.clock_ns = self.clock_ns.max(now_ns);
+        self.count_timers(&mut rep, obs);
         for d in dump {
             match self.store.slot(d.cookie) {
                 Some(slot) => self.present(slot, d, now_ns, judge_before, &mut rep, obs),
+                None if time_wait_ending(d) => rep.ignored += 1,
                 None => {
                     let Some(mut rec) = adopted(d, now_ns) else {
                         continue;
@@ -146,10 +177,18 @@ impl Engine {
             }
         }
         for slot in 0..self.store.len() as u32 {
-            self.absent(slot, now_ns, judge_before, &mut rep, obs);
+            self.absent(slot, now_ns, judge_before, covers_time_wait, &mut rep, obs);
         }
-        rep.expired = self.expire(now_ns) as u64;
+        self.count_timers(&mut rep, obs);
+        rep.expired = self.drop_retained() as u64;
         rep
+    }
+
+    /// End the due TIME_WAIT timers, counting them in `rep`.
+    fn count_timers(&mut self, rep: &mut ReconcileReport, obs: &mut impl Observer) {
+        let (confirmed, inferred) = self.time_wait_timers(obs);
+        rep.time_wait_expired += confirmed;
+        rep.time_wait_unconfirmed_expired += inferred;
     }
 
     /// `slot` is in the dump as `d`.
@@ -165,10 +204,16 @@ impl Engine {
         let r = self.store.rec(slot);
         let (cookie, state, since, lower_bound) =
             (r.cookie, r.state, r.since_ns, r.has(flag::LOWER_BOUND));
-        if r.has(flag::FINISHED) || untracked_state(d) || (r.has(flag::TW) && !d.timewait) {
-            // Closed since the dump began, or not a socket we follow (a
-            // cookie is never reused, so a timewait record cannot be a full
-            // socket again): judged as absent, or left alone.
+        if r.has(flag::FINISHED) {
+            // Closed since the dump began, or a timewait socket the timer
+            // already ended (the kernel's fires late): never revived.
+            rep.ignored += 1;
+            return;
+        }
+        if untracked_state(d) || (r.has(flag::TW) && !d.timewait) {
+            // Not a socket we follow (a cookie is never reused, so a
+            // timewait record cannot be a full socket again): judged as
+            // absent, or left alone.
             return;
         }
         let judged = since <= judge_before;
@@ -224,7 +269,7 @@ impl Engine {
                 if r.closed_by.is_none() {
                     r.closed_by = implied_closer(to, d.timewait);
                 }
-                if to == TimeWait {
+                if d.timewait && to == TimeWait {
                     r.since_ns = time_wait_entry(now_ns, d.expires_ms).max(since);
                     r.set(flag::LOWER_BOUND, false);
                 } else {
@@ -236,12 +281,14 @@ impl Engine {
         self.store.update(slot, |r| r.set(flag::SEEN, true));
     }
 
-    /// Judge `slot` if the dump did not show it.
+    /// Judge `slot` if the dump did not show it. `full`: the dump covered
+    /// TIME_WAIT.
     fn absent(
         &mut self,
         slot: u32,
         now_ns: u64,
         judge_before: u64,
+        full: bool,
         rep: &mut ReconcileReport,
         obs: &mut impl Observer,
     ) {
@@ -262,13 +309,28 @@ impl Engine {
             });
             return;
         }
+        if !full && (r.has(flag::TW) || matches!(r.state, FinWait2 | Closing)) {
+            // May be (or have become) a timewait socket in TIME_WAIT, which
+            // this dump does not list: the next full dump judges it.
+            return;
+        }
         if r.has(flag::TW) {
             if r.has(flag::TW_CONFIRMED) {
-                match r.state {
-                    TimeWait => rep.time_wait_expired += 1,
-                    _ => rep.orphan_fin_wait2_ended += 1,
+                if r.state != TimeWait {
+                    rep.orphan_fin_wait2_ended += 1;
+                    self.end_time_wait(slot, now_ns, TimeWaitEnd::Expired, obs);
+                    return;
                 }
-                self.end_time_wait(slot, now_ns, TimeWaitEnd::Expired, obs);
+                let deadline = since.saturating_add(TCP_TIMEWAIT_LEN_NS);
+                if deadline > now_ns.saturating_add(TIME_WAIT_SLACK_NS) {
+                    rep.time_wait_killed += 1;
+                    self.end_time_wait(slot, now_ns, TimeWaitEnd::Reset, obs);
+                } else {
+                    // Expired during the dump: a timer never fires early,
+                    // so the stay was its full 60 s.
+                    rep.time_wait_expired += 1;
+                    self.end_time_wait(slot, deadline, TimeWaitEnd::Expired, obs);
+                }
             } else {
                 rep.time_wait_never_appeared += 1;
                 obs.time_wait_never_appeared(cookie);

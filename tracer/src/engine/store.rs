@@ -1,6 +1,6 @@
 //! The bounded record store: a dense slab of [`Record`]s, a cookie index,
-//! per-state counts, a 4-tuple index of TIME_WAIT records, and the two
-//! intrusive lists that make eviction O(1).
+//! per-state counts, a 4-tuple index of TIME_WAIT records, a min-heap of
+//! TIME_WAIT timers, and the two intrusive lists that make eviction O(1).
 //!
 //! Records live in a `Vec` (removal is `swap_remove`, fixing the moved
 //! record's index entry and list links), so a socket costs its 112 bytes
@@ -10,12 +10,22 @@
 //! `finished` (finish order: retention and the first eviction choice both
 //! take its head). All changes to a record's state, `FINISHED` or `TW`
 //! flags go through [`Store::update`], which diffs an accounting snapshot
-//! before and after, so counts, lists and the tuple index cannot drift.
-use std::collections::HashMap;
+//! before and after, so counts, lists, the tuple index and the timers cannot
+//! drift.
+//!
+//! The timer heap holds `(deadline, cookie)` for every record that entered
+//! TIME_WAIT (see [`time_wait_deadline`]); entries are never removed early:
+//! [`Store::pop_time_wait_timer`] skips those whose record has gone, left
+//! TIME_WAIT or got another deadline. A record pushes one entry per change
+//! of its deadline, and every entry pops within about 61 s of its push, so
+//! the heap stays near the number of TIME_WAIT entries of the last minute.
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 
 use super::hash::BuildCookieHasher;
 use super::observer::Observer;
 use super::record::{NIL, Record, flag};
+use super::{TCP_TIMEWAIT_LEN_NS, TIME_WAIT_SLACK_NS};
 use crate::tcp::TcpState;
 
 /// Head and tail of an intrusive list of slots.
@@ -39,14 +49,37 @@ struct Acct {
     finished: bool,
     /// Its tuple fingerprint, while in TIME_WAIT.
     tw: Option<u64>,
+    /// Its TIME_WAIT timer deadline.
+    timer: Option<u64>,
+    /// In TIME_WAIT, inferred and not confirmed by a dump yet.
+    unconfirmed: bool,
+}
+
+/// When the TIME_WAIT stay of `r` ends by its timer: `since + 60 s` once a
+/// dump confirmed it; `since + 60 s + slack` while only inferred (a full
+/// dump should have judged it by then). `None` unless live in TIME_WAIT
+/// (an orphaned FIN_WAIT2 has no fixed timer).
+pub(super) fn time_wait_deadline(r: &Record) -> Option<u64> {
+    if r.has(flag::FINISHED) || !r.has(flag::TW) || r.state != TcpState::TimeWait {
+        return None;
+    }
+    let end = r.since_ns.saturating_add(TCP_TIMEWAIT_LEN_NS);
+    Some(if r.has(flag::TW_CONFIRMED) {
+        end
+    } else {
+        end.saturating_add(TIME_WAIT_SLACK_NS)
+    })
 }
 
 fn acct(r: &Record) -> Acct {
     let finished = r.has(flag::FINISHED);
+    let timer = time_wait_deadline(r);
     Acct {
         counted: (!finished).then_some(r.state),
         finished,
         tw: (!finished && r.has(flag::TW)).then(|| r.tuple_hash()),
+        timer,
+        unconfirmed: timer.is_some() && !r.has(flag::TW_CONFIRMED),
     }
 }
 
@@ -55,9 +88,13 @@ pub(super) struct Store {
     slab: Vec<Record>,
     index: HashMap<u64, u32, BuildCookieHasher>,
     tw_index: HashMap<u64, u64, BuildCookieHasher>,
+    /// `(deadline, cookie)` of TIME_WAIT timers, earliest first (lazy).
+    timers: BinaryHeap<Reverse<(u64, u64)>>,
     live: List,
     finished: List,
     counts: [u64; TcpState::COUNT],
+    /// Live records in TIME_WAIT that no dump confirmed yet.
+    unconfirmed: u64,
     max: usize,
     evictions: u64,
 }
@@ -69,9 +106,11 @@ impl Store {
             slab: Vec::new(),
             index: HashMap::default(),
             tw_index: HashMap::default(),
+            timers: BinaryHeap::new(),
             live: EMPTY,
             finished: EMPTY,
             counts: [0; TcpState::COUNT],
+            unconfirmed: 0,
             max: max.clamp(1, NIL as usize - 1),
             evictions: 0,
         }
@@ -96,6 +135,7 @@ impl Store {
         self.slab.capacity() * size_of::<Record>()
             + table::<u64, u32>(self.index.capacity())
             + table::<u64, u64>(self.tw_index.capacity())
+            + self.timers.capacity() * size_of::<(u64, u64)>()
     }
 
     /// Records evicted so far.
@@ -106,6 +146,29 @@ impl Store {
     /// Live records per state.
     pub fn counts(&self) -> &[u64; TcpState::COUNT] {
         &self.counts
+    }
+
+    /// Live records in TIME_WAIT not confirmed by a dump.
+    pub fn unconfirmed(&self) -> u64 {
+        self.unconfirmed
+    }
+
+    /// The slot of a record whose TIME_WAIT timer is due at `now_ns`, with
+    /// its deadline, removing its entry; `None` when no timer is due. Stale
+    /// entries on the way are dropped.
+    pub fn pop_time_wait_timer(&mut self, now_ns: u64) -> Option<(u32, u64)> {
+        while let Some(&Reverse((deadline, cookie))) = self.timers.peek() {
+            if deadline > now_ns {
+                return None;
+            }
+            self.timers.pop();
+            if let Some(slot) = self.slot(cookie)
+                && time_wait_deadline(self.rec(slot)) == Some(deadline)
+            {
+                return Some((slot, deadline));
+            }
+        }
+        None
     }
 
     /// Every record, in no particular order.
@@ -245,6 +308,11 @@ impl Store {
         if let Some(st) = a.counted {
             self.counts[st.index()] += 1;
         }
+        self.unconfirmed += u64::from(a.unconfirmed);
+        if let Some(deadline) = a.timer {
+            let cookie = self.slab[slot as usize].cookie;
+            self.timers.push(Reverse((deadline, cookie)));
+        }
         if let Some(h) = a.tw {
             // At most one timewait socket per tuple exists; the newest wins.
             self.tw_index.insert(h, self.slab[slot as usize].cookie);
@@ -265,6 +333,7 @@ impl Store {
         if let Some(st) = a.counted {
             self.counts[st.index()] -= 1;
         }
+        self.unconfirmed -= u64::from(a.unconfirmed);
         let cookie = self.slab[slot as usize].cookie;
         if let Some(h) = a.tw
             && self.tw_index.get(&h) == Some(&cookie)
@@ -299,7 +368,9 @@ impl Store {
         );
         assert_eq!(self.index.len(), self.slab.len());
         let mut counts = [0u64; TcpState::COUNT];
-        let mut tw = 0;
+        let (mut tw, mut unconfirmed) = (0, 0);
+        let timers: std::collections::HashSet<(u64, u64)> =
+            self.timers.iter().map(|t| t.0).collect();
         for (i, r) in self.slab.iter().enumerate() {
             assert_eq!(
                 self.index.get(&r.cookie),
@@ -311,6 +382,14 @@ impl Store {
                 !(r.has(flag::FINISHED) && r.has(flag::TW)),
                 "finished record in TIME_WAIT"
             );
+            if let Some(deadline) = time_wait_deadline(r) {
+                assert!(
+                    timers.contains(&(deadline, r.cookie)),
+                    "no timer for {:#x}",
+                    r.cookie
+                );
+                unconfirmed += u64::from(!r.has(flag::TW_CONFIRMED));
+            }
             if !r.has(flag::FINISHED) {
                 counts[r.state.index()] += 1;
                 if r.has(flag::TW) {
@@ -322,6 +401,7 @@ impl Store {
             }
         }
         assert_eq!(counts, self.counts, "per-state counts drifted");
+        assert_eq!(unconfirmed, self.unconfirmed, "unconfirmed count drifted");
         assert!(self.tw_index.len() <= tw);
         for (h, c) in &self.tw_index {
             let r = &self.slab[self.index[c] as usize];

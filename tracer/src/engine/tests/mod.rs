@@ -11,6 +11,7 @@ use crate::diag::{DiagSocket, TimerKind};
 use crate::event::{Kind, SockEvent};
 use crate::tcp::{Family, TcpState};
 
+mod coverage;
 mod disorder;
 mod evict;
 mod lifecycle;
@@ -225,10 +226,33 @@ impl H {
         self
     }
 
+    /// Reconcile with a full dump (TIME_WAIT included).
     pub fn reconcile(&mut self, dump: &[DiagSocket], now: u64) -> ReconcileReport {
-        let rep = self.e.reconcile(dump, now, &mut self.o);
+        self.reconcile_with(dump, now, true)
+    }
+
+    /// Reconcile with a frequent dump (no timewait sockets in TIME_WAIT).
+    pub fn frequent(&mut self, dump: &[DiagSocket], now: u64) -> ReconcileReport {
+        assert!(
+            !dump
+                .iter()
+                .any(|d| d.timewait && d.state != TcpState::FinWait2),
+            "a frequent dump has no TIME_WAIT timewait sockets"
+        );
+        self.reconcile_with(dump, now, false)
+    }
+
+    pub fn reconcile_with(&mut self, dump: &[DiagSocket], now: u64, full: bool) -> ReconcileReport {
+        let rep = self.e.reconcile(dump, now, full, &mut self.o);
         self.check();
         rep
+    }
+
+    /// `Engine::expire`, observed.
+    pub fn expire(&mut self, now: u64) -> usize {
+        let n = self.e.expire(now, &mut self.o);
+        self.check();
+        n
     }
 
     pub fn adopt(&mut self, dump: &[DiagSocket], now: u64) -> usize {

@@ -285,7 +285,7 @@ fn finished_records_are_kept_for_the_retention_then_dropped() {
         ev(3).from(Close).to(SynSent).at(0),
         ev(3).from(SynSent).to(Close).at(secs(1)),
     ]);
-    assert_eq!(h.e.expire(secs(6)), 1, "expire() for idle periods");
+    assert_eq!(h.expire(secs(6)), 1, "expire() for idle periods");
 }
 
 #[test]

@@ -15,7 +15,7 @@ fn closed_at_1s() -> H {
 const CLOSE: u64 = 1_020_000_000;
 
 #[test]
-fn confirmed_then_expires_about_60s_later() {
+fn confirmed_then_expires_by_its_timer_exactly_60s_later() {
     let mut h = closed_at_1s();
     assert_eq!(h.n(TimeWait), 1, "inferred TIME_WAIT is counted");
     let rep = h.reconcile(&[tw(1, TimeWait, 59_020)], secs(2));
@@ -31,10 +31,11 @@ fn confirmed_then_expires_about_60s_later() {
     }
     let rep = h.reconcile(&[], secs(62));
     assert_eq!(rep.time_wait_expired, 1);
+    assert_eq!(rep.time_wait_killed, 0);
     assert_eq!(
         h.take(),
         vec![
-            Obs::Stay(1, TimeWait, secs(62) - CLOSE, false),
+            Obs::Stay(1, TimeWait, secs(60), false),
             Obs::TwEnded(1, TimeWaitEnd::Expired)
         ]
     );
@@ -42,6 +43,11 @@ fn confirmed_then_expires_about_60s_later() {
     assert!(!v.is_live() && !v.in_time_wait());
     assert_eq!(v.state(), Close);
     assert_eq!(v.time_wait_end(), Some(TimeWaitEnd::Expired));
+    assert_eq!(
+        v.state_since_ns(),
+        CLOSE + secs(60),
+        "finished at the deadline"
+    );
     assert_eq!(
         h.path(1).last(),
         Some(&TimeWait),
@@ -199,7 +205,7 @@ fn orphan_that_gets_its_fin_enters_time_wait() {
     assert_eq!(
         h.take(),
         vec![
-            Obs::Stay(1, TimeWait, ms(60_500), false),
+            Obs::Stay(1, TimeWait, secs(60), false),
             Obs::TwEnded(1, TimeWaitEnd::Expired)
         ]
     );
