@@ -4,6 +4,7 @@
 //! - `run`:   setup if needed, build, run the tracer as root with defaults.
 //! - `test`:  setup if needed, install test packages, run every test.
 //! - `bench`: the benchmarks (see BENCHMARKS.md).
+mod bench;
 mod cmd;
 mod setup;
 mod test;
@@ -32,6 +33,8 @@ enum Command {
         /// Only tests whose name contains this.
         filter: Option<String>,
     },
+    /// Measure the tracer's overhead side by side; writes BENCHMARKS.md.
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -40,6 +43,7 @@ fn main() {
         Command::Setup => setup::setup(),
         Command::Run { args } => run(args),
         Command::Test { filter } => test::test(filter.as_deref()),
+        Command::Bench(args) => bench::bench(args),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");
@@ -51,7 +55,11 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
     setup::ensure()?;
     cmd::run("cargo", &["build", "--release", "-p", "tracer"])?;
     let bin = cmd::workspace_root().join("target/release/tracer");
-    let args = if args.is_empty() { vec!["run".to_string()] } else { args };
+    let args = if args.is_empty() {
+        vec!["run".to_string()]
+    } else {
+        args
+    };
     let bin = bin.to_string_lossy().into_owned();
     let mut argv: Vec<&str> = args.iter().map(String::as_str).collect();
     if cmd::is_root() {

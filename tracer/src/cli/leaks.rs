@@ -101,8 +101,11 @@ pub fn collect(url: &str) -> anyhow::Result<Report> {
             )
         }),
         None => {
-            let dump = dump_tcp(DumpOptions { with_info: false, without_time_wait: false })
-                .context("taking a sock_diag snapshot")?;
+            let dump = dump_tcp(DumpOptions {
+                with_info: false,
+                without_time_wait: false,
+            })
+            .context("taking a sock_diag snapshot")?;
             let inodes = dump
                 .iter()
                 .filter(|d| d.inode != 0)

@@ -1,0 +1,119 @@
+//! Heap bytes per tracked socket, with 1,000,000 synthetic sockets
+//! (issue 5 target: at most 200). A counting global allocator measures what
+//! the engine really holds, hash-table slack and growth included, in two
+//! populations: all ESTABLISHED, and all in (inferred) TIME_WAIT, which
+//! also needs a 4-tuple index entry and is what peak churn leaves behind.
+//!
+//! Then, at the cap, it feeds 10,000 more sockets (each evicting an old
+//! record) and counts allocator calls: the hot path should make none.
+//!
+//! Prints `key: value` lines; `bytes_per_socket` is the worse population.
+//! Run with `cargo bench -p tracer --bench engine_memory`.
+mod synth;
+
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    sync::atomic::{AtomicUsize, Ordering},
+};
+
+use synth::st;
+use tracer::{
+    engine::{Config, Engine},
+    event::SockEvent,
+};
+
+/// Counts live heap bytes and their high-water mark.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            CALLS.fetch_add(1, Ordering::Relaxed);
+            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const SOCKETS: u64 = 1_000_000;
+
+/// Feed `steps` for client sockets `first..first + n` (cookie `k + 1`).
+fn feed(engine: &mut Engine, steps: &[(u8, u8)], first: u64, n: u64) {
+    for k in first..first + n {
+        let port = 32768 + (k % 28000) as u16;
+        let src = [127, 1, (k / 254 % 256) as u8, (k % 254 + 1) as u8];
+        for (i, &(old, new)) in steps.iter().enumerate() {
+            let ts = 1_000_000_000 + k * 1_000 + i as u64 * 100;
+            let raw = synth::raw(k + 1, ts, true, port, src, old, new);
+            if let Ok(ev) = SockEvent::decode(&synth::bytes(&raw)) {
+                engine.apply(&ev, &mut ());
+            }
+        }
+    }
+}
+
+/// Track `SOCKETS` client sockets through `steps`, then keep feeding new
+/// ones at the cap (each evicts an old record) and count allocator calls.
+fn measure(name: &str, steps: &[(u8, u8)]) -> f64 {
+    let base = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let mut engine = Engine::new(Config {
+        max_sockets: SOCKETS as usize,
+        ..Config::default()
+    });
+    feed(&mut engine, steps, 0, SOCKETS);
+    let live = LIVE.load(Ordering::Relaxed) - base;
+    let peak = PEAK.load(Ordering::Relaxed) - base;
+    let per = live as f64 / SOCKETS as f64;
+    println!("{name}_tracked: {}", engine.tracked());
+    println!("{name}_bytes_per_socket: {per:.1}");
+    println!(
+        "{name}_peak_bytes_per_socket: {:.1}",
+        peak as f64 / SOCKETS as f64
+    );
+    println!(
+        "{name}_engine_estimate_bytes_per_socket: {:.1}",
+        engine.approx_heap_bytes() as f64 / SOCKETS as f64
+    );
+    const MORE: u64 = 10_000;
+    let calls = CALLS.load(Ordering::Relaxed);
+    feed(&mut engine, steps, SOCKETS, MORE);
+    let events = MORE * steps.len() as u64;
+    let allocs = CALLS.load(Ordering::Relaxed) - calls;
+    println!(
+        "{name}_allocations_per_event_at_cap: {:.4}",
+        allocs as f64 / events as f64
+    );
+    per
+}
+
+fn main() {
+    let established = [(st::CLOSE, st::SYN_SENT), (st::SYN_SENT, st::ESTABLISHED)];
+    let time_wait = [
+        (st::CLOSE, st::SYN_SENT),
+        (st::SYN_SENT, st::ESTABLISHED),
+        (st::ESTABLISHED, st::FIN_WAIT1),
+        (st::FIN_WAIT1, st::FIN_WAIT2),
+        (st::FIN_WAIT2, st::CLOSE),
+    ];
+    println!("sockets: {SOCKETS}");
+    let worst = measure("established", &established).max(measure("time_wait", &time_wait));
+    println!("bytes_per_socket: {worst:.1}");
+}

@@ -1,0 +1,203 @@
+//! Interleaved measurement: for each round, every variant once (the order
+//! rotated each round), each with a fresh agent and server, so slow drifts in
+//! machine load hit every variant alike. Per-round ratios to the baseline of
+//! the same round cancel the rest.
+use std::time::Instant;
+
+use super::{
+    agent::{Agent, AgentStats, Env, Variant},
+    churn::{self, ChurnConfig, ChurnResult},
+    procfs,
+    stats::Summary,
+};
+
+/// One variant measured once.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// Which variant.
+    pub variant: Variant,
+    /// Which round (0-based).
+    pub round: usize,
+    /// What the workload achieved.
+    pub churn: ChurnResult,
+    /// What the agent did (`None` for the baseline).
+    pub agent: Option<AgentStats>,
+    /// Whole-machine busy time during the window, % of all CPUs.
+    pub machine_busy_pct: f64,
+    /// Busy time not spent by the workload or the agent, % of one core:
+    /// other processes on the machine (and interrupts).
+    pub other_pct: f64,
+}
+
+impl Sample {
+    /// Agent CPU in % of one core.
+    pub fn cpu_pct(&self) -> Option<f64> {
+        self.agent
+            .as_ref()
+            .map(|a| 100.0 * a.cpu_secs / self.secs())
+    }
+
+    /// Agent events per second.
+    pub fn events_per_sec(&self) -> Option<f64> {
+        self.agent.as_ref()?.events.map(|e| e / self.secs())
+    }
+
+    /// Agent context switches per second.
+    pub fn ctx_per_sec(&self) -> Option<f64> {
+        self.agent.as_ref()?.ctx_switches.map(|c| c / self.secs())
+    }
+
+    /// Seconds the workload ran.
+    pub fn secs(&self) -> f64 {
+        self.churn.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Measure `variants` for `rounds` rounds of `cfg`.
+pub fn interleaved(
+    env: &Env,
+    cfg: &ChurnConfig,
+    variants: &[Variant],
+    rounds: usize,
+    label: &str,
+) -> anyhow::Result<Vec<Sample>> {
+    let mut out = Vec::new();
+    for round in 0..rounds {
+        for i in 0..variants.len() {
+            let v = variants[(i + round) % variants.len()];
+            let s = once(env, cfg, v, round, label)?;
+            eprintln!(
+                "xtask: bench {label} round {}/{rounds} {:<28} {:>8.0} conn/s{}{}",
+                round + 1,
+                v.name(),
+                s.churn.rate(),
+                s.cpu_pct()
+                    .map_or(String::new(), |c| format!("  agent {c:.1}% cpu")),
+                s.events_per_sec()
+                    .map_or(String::new(), |e| format!("  {e:.0} ev/s")),
+            );
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+/// Run `cfg` once under `variant`.
+pub fn once(
+    env: &Env,
+    cfg: &ChurnConfig,
+    variant: Variant,
+    round: usize,
+    label: &str,
+) -> anyhow::Result<Sample> {
+    let server = churn::Server::start(cfg.server_threads, cfg.closer, cfg.payload)?;
+    let mut agent = Agent::start(variant, env, &format!("{label}-r{round}"))?;
+    if let Some(a) = agent.as_mut() {
+        a.begin()?;
+    }
+    let m0 = procfs::MachineCpu::now()?;
+    let self0 = procfs::self_cpu_secs()?;
+    let t0 = Instant::now();
+    let mut result = churn::run_clients(&server, cfg)?;
+    let wall = t0.elapsed().as_secs_f64().max(1e-9);
+    let self1 = procfs::self_cpu_secs()?;
+    let m1 = procfs::MachineCpu::now()?;
+    let agent = match agent {
+        Some(a) => Some(a.finish()?),
+        None => None,
+    };
+    result.errors += server.errors();
+    drop(server);
+    let busy = m1.busy - m0.busy;
+    let agent_cpu = agent.as_ref().map_or(0.0, |a| a.cpu_secs);
+    Ok(Sample {
+        variant,
+        round,
+        churn: result,
+        machine_busy_pct: 100.0 * busy / (m1.total - m0.total).max(1e-9),
+        other_pct: (100.0 * (busy - (self1 - self0) - agent_cpu) / wall).max(0.0),
+        agent,
+    })
+}
+
+/// Per-variant summaries of one scenario.
+#[derive(Clone, Debug)]
+pub struct VariantSummary {
+    /// Which variant.
+    pub variant: Variant,
+    /// Connections per second.
+    pub conn_rate: Summary,
+    /// Per-round ratio to the same round's baseline.
+    pub ratio: Option<Summary>,
+    /// Agent events per second.
+    pub events_rate: Option<Summary>,
+    /// Kernel-lost events, summed over rounds.
+    pub lost: Option<f64>,
+    /// Reconcile corrections, summed over rounds, per reason.
+    pub corrections: Option<Vec<(String, f64)>>,
+    /// Agent CPU, % of one core.
+    pub cpu_pct: Option<Summary>,
+    /// Agent context switches per second.
+    pub ctx_rate: Option<Summary>,
+    /// Agent peak RSS, MiB.
+    pub hwm_mib: Option<Summary>,
+    /// Load from other processes, % of one core.
+    pub other_pct: Summary,
+    /// Failed connections, summed over rounds.
+    pub errors: u64,
+}
+
+/// Summarise samples per variant, in `variants` order.
+pub fn summarise(samples: &[Sample], variants: &[Variant]) -> Vec<VariantSummary> {
+    let base = |round: usize| {
+        samples
+            .iter()
+            .find(|s| s.variant == Variant::Baseline && s.round == round)
+            .map(|s| s.churn.rate())
+    };
+    variants
+        .iter()
+        .filter_map(|&v| {
+            let mine: Vec<&Sample> = samples.iter().filter(|s| s.variant == v).collect();
+            let agents: Vec<&AgentStats> = mine.iter().filter_map(|s| s.agent.as_ref()).collect();
+            let sum_opt = |f: &dyn Fn(&AgentStats) -> Option<f64>| -> Option<f64> {
+                let v: Vec<f64> = agents.iter().filter_map(|a| f(a)).collect();
+                (!v.is_empty()).then(|| v.iter().sum())
+            };
+            let corrections = {
+                let mut acc: Vec<(String, f64)> = Vec::new();
+                let mut any = false;
+                for c in agents.iter().filter_map(|a| a.corrections.as_ref()) {
+                    any = true;
+                    for (r, n) in c {
+                        match acc.iter_mut().find(|(k, _)| k == r) {
+                            Some((_, t)) => *t += n,
+                            None => acc.push((r.clone(), *n)),
+                        }
+                    }
+                }
+                any.then_some(acc)
+            };
+            Some(VariantSummary {
+                variant: v,
+                conn_rate: Summary::of(mine.iter().map(|s| s.churn.rate()))?,
+                ratio: Summary::of(
+                    mine.iter()
+                        .filter_map(|s| Some(s.churn.rate() / base(s.round)?)),
+                ),
+                events_rate: Summary::of(mine.iter().filter_map(|s| s.events_per_sec())),
+                lost: sum_opt(&|a| a.lost),
+                corrections,
+                cpu_pct: Summary::of(mine.iter().filter_map(|s| s.cpu_pct())),
+                ctx_rate: Summary::of(mine.iter().filter_map(|s| s.ctx_per_sec())),
+                hwm_mib: Summary::of(
+                    agents
+                        .iter()
+                        .filter_map(|a| a.hwm_kib.map(|k| k as f64 / 1024.0)),
+                ),
+                other_pct: Summary::of(mine.iter().map(|s| s.other_pct))?,
+                errors: mine.iter().map(|s| s.churn.errors).sum(),
+            })
+        })
+        .collect()
+}

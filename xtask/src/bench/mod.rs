@@ -1,0 +1,282 @@
+//! `cargo xtask bench`: what the tracer costs, measured side by side.
+//!
+//! A loopback connection-churn workload ([`churn`]) runs under each variant
+//! ([`agent::Variant`]: no tracer, `tracer run`, `tracer events >/dev/null`,
+//! the bpftrace peer) in interleaved rounds ([`measure`]); then a sweep over
+//! open-loop target rates, the engine microbenchmarks ([`micro`]), and a
+//! report ([`report`]) into BENCHMARKS.md with an SVG plot ([`svg`]).
+//! `--soak` is the long run that shows RSS stays flat ([`soak`]).
+mod agent;
+mod churn;
+mod machine;
+mod measure;
+mod micro;
+mod output;
+mod procfs;
+mod report;
+mod scrape;
+mod soak;
+mod stats;
+mod svg;
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, bail};
+
+use crate::cmd;
+use agent::{Env, Variant};
+use churn::{ChurnConfig, Closer};
+
+/// Flags of `cargo xtask bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Short run (under 2 minutes once built): 3 rounds of 3 s, a 2-rate
+    /// sweep of 1 round, quick microbenchmarks.
+    #[arg(long)]
+    pub quick: bool,
+    /// Rounds per variant (default 5, or 3 with --quick).
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Seconds of churn per round (default 10, or 3 with --quick).
+    #[arg(long, value_name = "SECS")]
+    pub secs: Option<f64>,
+    /// Client threads.
+    #[arg(long, default_value_t = 4)]
+    pub threads: usize,
+    /// Server threads.
+    #[arg(long, default_value_t = 4)]
+    pub server_threads: usize,
+    /// Which side closes first.
+    #[arg(long, value_enum, default_value_t = Closer::Client)]
+    pub closer: Closer,
+    /// Bytes sent each way per connection.
+    #[arg(long, value_name = "BYTES", default_value_t = 64)]
+    pub payload: usize,
+    /// Open-loop target rate of the main scenario, connections/s (default: as fast as possible).
+    #[arg(long, value_name = "CONN_PER_SEC")]
+    pub rate: Option<u64>,
+    /// Client source addresses to spread connections over (127.1.x.y).
+    #[arg(long, default_value_t = 1024)]
+    pub source_addrs: u32,
+    /// Variants to run (default: all; bpftrace only when installed).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub variants: Vec<Variant>,
+    /// Target rates of the sweep (default 1000,2500,5000,10000,20000, or 5000,10000 with --quick).
+    #[arg(long, value_delimiter = ',', value_name = "RATES")]
+    pub sweep: Vec<u64>,
+    /// Skip the rate sweep.
+    #[arg(long)]
+    pub no_sweep: bool,
+    /// Skip the engine microbenchmarks.
+    #[arg(long)]
+    pub no_micro: bool,
+    /// Only the engine microbenchmarks.
+    #[arg(long, conflicts_with_all = ["no_micro", "soak", "churn_only"])]
+    pub micro_only: bool,
+    /// Only run the churn workload (no tracer) and print its rate.
+    #[arg(long)]
+    pub churn_only: bool,
+    /// The long run: `tracer run` under churn at --soak-rate for --soak-secs,
+    /// sampling its RSS (default 10 minutes at 10,000 conn/s).
+    #[arg(long)]
+    pub soak: bool,
+    /// Length of the soak run.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub soak_secs: u64,
+    /// Target rate of the soak run.
+    #[arg(long, value_name = "CONN_PER_SEC", default_value_t = 10_000)]
+    pub soak_rate: u64,
+    /// Extra argument for `tracer run` (repeatable), e.g. `--tracer-arg=--ring-bytes=16777216`.
+    #[arg(long = "tracer-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub tracer_args: Vec<String>,
+    /// Use this tracer binary instead of building target/release/tracer.
+    #[arg(long, value_name = "PATH")]
+    pub tracer_bin: Option<PathBuf>,
+    /// Do not rewrite BENCHMARKS.md and bench/*.svg.
+    #[arg(long)]
+    pub no_write: bool,
+    /// A note for BENCHMARKS.md about the conditions of this run (e.g. "machine shared with builds").
+    #[arg(long)]
+    pub note: Option<String>,
+}
+
+impl BenchArgs {
+    fn churn(&self, rate: Option<u64>, secs: f64) -> ChurnConfig {
+        ChurnConfig {
+            client_threads: self.threads,
+            server_threads: self.server_threads,
+            closer: self.closer,
+            payload: self.payload,
+            rate,
+            duration: Duration::from_secs_f64(secs),
+            source_addrs: self.source_addrs,
+        }
+    }
+}
+
+/// Run the benchmarks the flags ask for.
+pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let root = cmd::workspace_root();
+    if args.churn_only {
+        let cfg = args.churn(args.rate, args.secs.unwrap_or(10.0));
+        let r = churn::run(&cfg)?;
+        println!(
+            "{:.0} conn/s ({} completed, {} errors in {:.1} s; {} closes first, {} B payload, {} client threads)",
+            r.rate(),
+            r.completed,
+            r.errors,
+            r.elapsed.as_secs_f64(),
+            cfg.closer.name(),
+            cfg.payload,
+            cfg.client_threads
+        );
+        return Ok(());
+    }
+    if !cmd::is_root() {
+        bail!("the benchmark loads kernel programs: run it as root (sudo -E cargo xtask bench)");
+    }
+    crate::setup::ensure()?;
+    ensure_tracefs()?;
+    if args.tracer_bin.is_none() {
+        cmd::run("cargo", &["build", "--release", "-p", "tracer"])?;
+    }
+    let micro = match !args.no_micro && !args.soak {
+        true => Some(micro::build()?),
+        false => None,
+    };
+    let mut report = report::Report::new(&args);
+    let t0 = std::time::Instant::now();
+    if args.micro_only {
+        let exe = micro
+            .as_ref()
+            .context("the microbenchmarks were not built")?;
+        report.micro = Some(micro::run(exe, args.quick)?);
+        return finish(&args, &report, &root, t0);
+    }
+    let env = Env {
+        tracer: args
+            .tracer_bin
+            .clone()
+            .unwrap_or_else(|| target_dir().join("release/tracer")),
+        bpftrace_script: root.join("bench/tcpstates-dwell.bt"),
+        scratch: target_dir().join("bench"),
+        run_args: args.tracer_args.clone(),
+    };
+    std::fs::create_dir_all(&env.scratch)
+        .with_context(|| format!("creating {}", env.scratch.display()))?;
+    warn_if_traced();
+    if args.soak {
+        report.soak = Some(soak::run(
+            &env,
+            &args.churn(Some(args.soak_rate), args.soak_secs as f64),
+        )?);
+        return finish(&args, &report, &root, t0);
+    }
+    let variants = variants(&args);
+    let (rounds, secs) = match args.quick {
+        true => (args.rounds.unwrap_or(3), args.secs.unwrap_or(3.0)),
+        false => (args.rounds.unwrap_or(5), args.secs.unwrap_or(10.0)),
+    };
+    anyhow::ensure!(
+        rounds >= 1 && secs > 0.0,
+        "--rounds and --secs must be positive"
+    );
+    let main_cfg = args.churn(args.rate, secs);
+    let samples = measure::interleaved(&env, &main_cfg, &variants, rounds, "main")?;
+    report.main = Some(report::Scenario {
+        cfg: main_cfg,
+        rounds,
+        samples,
+    });
+    if !args.no_sweep {
+        let (rates, sweep_rounds, sweep_secs) = match (args.quick, args.sweep.is_empty()) {
+            (true, true) => (vec![5_000, 10_000], 1, 2.0),
+            (true, false) => (args.sweep.clone(), 1, 2.0),
+            (false, true) => (vec![1_000, 2_500, 5_000, 10_000, 20_000], 3, 5.0),
+            (false, false) => (args.sweep.clone(), 3, 5.0),
+        };
+        for rate in rates {
+            let cfg = args.churn(Some(rate), sweep_secs);
+            let samples =
+                measure::interleaved(&env, &cfg, &variants, sweep_rounds, &format!("sweep{rate}"))?;
+            report.sweep.push(report::Scenario {
+                cfg,
+                rounds: sweep_rounds,
+                samples,
+            });
+        }
+    }
+    if let Some(exe) = &micro {
+        report.micro = Some(micro::run(exe, args.quick)?);
+    }
+    finish(&args, &report, &root, t0)
+}
+
+fn finish(
+    args: &BenchArgs,
+    report: &report::Report,
+    root: &std::path::Path,
+    t0: std::time::Instant,
+) -> anyhow::Result<()> {
+    let took = t0.elapsed();
+    print!("{}", report.terminal());
+    eprintln!(
+        "xtask: bench took {:.0} s (after the build)",
+        took.as_secs_f64()
+    );
+    if !args.no_write {
+        report.write(root, took)?;
+    }
+    Ok(())
+}
+
+/// The variants to run: as asked, or all; bpftrace only when installed.
+fn variants(args: &BenchArgs) -> Vec<Variant> {
+    let mut v = if args.variants.is_empty() {
+        Variant::ALL.to_vec()
+    } else {
+        args.variants.clone()
+    };
+    if !v.contains(&Variant::Baseline) {
+        v.insert(0, Variant::Baseline);
+    }
+    if v.contains(&Variant::Bpftrace) && cmd::output("bpftrace", &["--version"]).is_none() {
+        eprintln!(
+            "xtask: bpftrace is not installed (apt-get install -y bpftrace); skipping its variant"
+        );
+        v.retain(|&x| x != Variant::Bpftrace);
+    }
+    v
+}
+
+/// Classic tracepoints (bpftrace) need tracefs mounted.
+fn ensure_tracefs() -> anyhow::Result<()> {
+    if std::path::Path::new("/sys/kernel/tracing/events/sock").exists() {
+        return Ok(());
+    }
+    cmd::run("mount", &["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+        .context("mounting tracefs for bpftrace")
+}
+
+/// Another tracer or bpftrace already running would be measured too.
+fn warn_if_traced() {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if matches!(comm.trim(), "tracer" | "bpftrace") {
+            eprintln!(
+                "xtask: warning: {} (pid {}) is already running; its overhead lands on every variant",
+                comm.trim(),
+                e.file_name().to_string_lossy()
+            );
+        }
+    }
+}
+
+/// The cargo target directory.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| cmd::workspace_root().join("target"), PathBuf::from)
+}

@@ -1,0 +1,155 @@
+//! The files a run writes besides BENCHMARKS.md text: the SVG plots,
+//! bench/last-run.csv with every raw sample, and the generated-block
+//! replacement that leaves the hand-written parts of BENCHMARKS.md alone.
+use std::{fmt::Write as _, path::Path};
+
+use anyhow::Context as _;
+
+use super::{
+    agent::Variant,
+    measure::VariantSummary,
+    report::{Report, Scenario},
+    svg,
+};
+
+impl Report {
+    pub(super) fn write_plots(&self, root: &Path) -> anyhow::Result<()> {
+        // Evenly spaced categories: each sweep rate, then the peak ("max").
+        let mut scenarios: Vec<&Scenario> = self.sweep.iter().collect();
+        scenarios.sort_by_key(|s| s.cfg.rate.unwrap_or(u64::MAX));
+        scenarios.extend(self.main.as_ref().filter(|m| m.cfg.rate.is_none()));
+        let categories: Vec<String> = scenarios
+            .iter()
+            .map(|sc| match sc.cfg.rate {
+                Some(r) if r % 1000 == 0 => format!("{}k", r / 1000),
+                Some(r) => format!("{:.1}k", r as f64 / 1000.0),
+                None => sc.summary(Variant::Baseline).map_or("max".into(), |b| {
+                    format!("max ({:.1}k)", b.conn_rate.median / 1000.0)
+                }),
+            })
+            .collect();
+        let plot =
+            |f: &dyn Fn(&VariantSummary) -> Option<f64>, skip_base: bool| -> Vec<svg::Series> {
+                Variant::ALL
+                    .into_iter()
+                    .filter(|v| !(skip_base && *v == Variant::Baseline))
+                    .map(|v| {
+                        let points = scenarios
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(i, sc)| Some((i as f64, f(&sc.summary(v)?)?)))
+                            .collect();
+                        svg::Series {
+                            name: v.name().to_string(),
+                            points,
+                            color: v as usize,
+                        }
+                    })
+                    .filter(|s: &svg::Series| !s.points.is_empty())
+                    .collect()
+            };
+        let ratio = svg::Chart {
+            title: "Throughput with a tracer, relative to no tracer",
+            x_label: "target connections/s (open loop); max: as fast as possible (baseline median)",
+            y_label: "throughput ratio to baseline",
+            series: plot(&|v| v.ratio.map(|r| r.median), false),
+            reference: Some((0.97, "target 0.97")),
+            y_include: &[1.0],
+            x_categories: categories.clone(),
+        };
+        write(
+            &root.join("bench/throughput-ratio.svg"),
+            &svg::render(&ratio),
+        )?;
+        let cpu = svg::Chart {
+            title: "Agent CPU (user + system), % of one core",
+            x_label: "target connections/s (open loop); max: as fast as possible",
+            y_label: "% of one core",
+            series: plot(&|v| v.cpu_pct.map(|c| c.median), true),
+            reference: Some((10.0, "target at 10k/s")),
+            y_include: &[0.0],
+            x_categories: categories,
+        };
+        write(&root.join("bench/agent-cpu.svg"), &svg::render(&cpu))
+    }
+
+    pub(super) fn write_csv(&self, root: &Path) -> anyhow::Result<()> {
+        let mut s = String::from(
+            "scenario,target_rate,variant,round,conn_per_s,completed,errors,secs,events,lost,corrections,agent_cpu_pct,agent_ctx_per_s,agent_hwm_kib,machine_busy_pct,other_pct\n",
+        );
+        let all = self
+            .main
+            .iter()
+            .map(|m| ("peak", m))
+            .chain(self.sweep.iter().map(|m| ("sweep", m)));
+        for (name, sc) in all {
+            for x in &sc.samples {
+                let a = x.agent.as_ref();
+                let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.1}"));
+                let _ = writeln!(
+                    s,
+                    "{name},{},{:?},{},{:.1},{},{},{:.3},{},{},{},{},{},{},{:.1},{:.1}",
+                    sc.cfg.rate.unwrap_or(0),
+                    x.variant,
+                    x.round,
+                    x.churn.rate(),
+                    x.churn.completed,
+                    x.churn.errors,
+                    x.secs(),
+                    opt(a.and_then(|a| a.events)),
+                    opt(a.and_then(|a| a.lost)),
+                    opt(a.and_then(|a| a
+                        .corrections
+                        .as_ref()
+                        .map(|c| c.iter().map(|(_, n)| n).sum()))),
+                    opt(x.cpu_pct()),
+                    opt(x.ctx_per_sec()),
+                    a.and_then(|a| a.hwm_kib)
+                        .map_or(String::new(), |k| k.to_string()),
+                    x.machine_busy_pct,
+                    x.other_pct
+                );
+            }
+        }
+        write(&root.join("bench/last-run.csv"), &s)
+    }
+}
+
+/// Replace the text between `<!-- bench:NAME:start -->` and `<!-- bench:NAME:end -->`,
+/// appending the block when it is missing.
+pub fn replace_block(doc: &str, name: &str, body: &str) -> String {
+    let (start, end) = (
+        format!("<!-- bench:{name}:start -->"),
+        format!("<!-- bench:{name}:end -->"),
+    );
+    let block = format!("{start}\n{}\n{end}", body.trim_end());
+    match (doc.find(&start), doc.find(&end)) {
+        (Some(a), Some(b)) if b > a => format!("{}{block}{}", &doc[..a], &doc[b + end.len()..]),
+        _ => format!("{}\n\n{block}\n", doc.trim_end()),
+    }
+}
+
+/// Write `text` to `path`, creating its folder.
+pub fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_are_replaced_in_place_or_appended() {
+        let doc = "# B\nintro\n<!-- bench:x:start -->\nold\n<!-- bench:x:end -->\noutro\n";
+        let d = replace_block(doc, "x", "new\n");
+        assert_eq!(
+            d,
+            "# B\nintro\n<!-- bench:x:start -->\nnew\n<!-- bench:x:end -->\noutro\n"
+        );
+        let d = replace_block(&d, "y", "more");
+        assert!(d.ends_with("outro\n\n<!-- bench:y:start -->\nmore\n<!-- bench:y:end -->\n"));
+    }
+}

@@ -1,0 +1,388 @@
+//! Results as Markdown: printed, and written into the generated blocks of
+//! BENCHMARKS.md (the files beside it are in `output`).
+use std::{fmt::Write as _, path::Path, time::Duration};
+
+use super::{
+    BenchArgs,
+    agent::Variant,
+    churn::ChurnConfig,
+    machine,
+    measure::{self, Sample, VariantSummary},
+    micro,
+    output::{replace_block, write},
+    soak,
+    stats::fmt_opt,
+};
+
+/// One workload measured under several variants.
+pub struct Scenario {
+    /// The workload.
+    pub cfg: ChurnConfig,
+    /// Rounds per variant.
+    pub rounds: usize,
+    /// Every sample.
+    pub samples: Vec<Sample>,
+}
+
+impl Scenario {
+    /// Per-variant summaries, in report order.
+    pub fn summaries(&self) -> Vec<VariantSummary> {
+        let vs: Vec<Variant> = Variant::ALL
+            .into_iter()
+            .filter(|v| self.samples.iter().any(|s| s.variant == *v))
+            .collect();
+        measure::summarise(&self.samples, &vs)
+    }
+
+    /// The summary of one variant, if it ran.
+    pub fn summary(&self, v: Variant) -> Option<VariantSummary> {
+        self.summaries().into_iter().find(|s| s.variant == v)
+    }
+
+    fn describe(&self) -> String {
+        let c = &self.cfg;
+        format!(
+            "{} closes first, {} B each way, {} client + {} server threads, {} rounds × {:.0} s per variant, interleaved",
+            c.closer.name(),
+            c.payload,
+            c.client_threads,
+            c.server_threads,
+            self.rounds,
+            c.duration.as_secs_f64()
+        )
+    }
+}
+
+/// Everything one `cargo xtask bench` measured.
+pub struct Report {
+    quick: bool,
+    note: Option<String>,
+    command: String,
+    binary: Option<String>,
+    /// The peak-churn scenario.
+    pub main: Option<Scenario>,
+    /// The rate sweep.
+    pub sweep: Vec<Scenario>,
+    /// The engine microbenchmarks.
+    pub micro: Option<micro::Results>,
+    /// The long run.
+    pub soak: Option<soak::Results>,
+}
+
+impl Report {
+    /// An empty report for a run with these flags.
+    pub fn new(args: &BenchArgs) -> Report {
+        let argv: Vec<String> = std::env::args()
+            .skip(1)
+            .map(|a| if a.contains(' ') { format!("{a:?}") } else { a })
+            .collect();
+        Report {
+            quick: args.quick,
+            note: args.note.clone(),
+            command: format!("cargo xtask {}", argv.join(" ")),
+            binary: args.tracer_bin.as_ref().map(|p| p.display().to_string()),
+            main: None,
+            sweep: Vec::new(),
+            micro: None,
+            soak: None,
+        }
+    }
+
+    /// The results as Markdown for the terminal.
+    pub fn terminal(&self) -> String {
+        let mut s = String::new();
+        for block in [
+            self.results_md(),
+            self.micro_md(),
+            self.soak.as_ref().map(soak::Results::markdown),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            s.push_str(&block);
+            s.push('\n');
+        }
+        s
+    }
+
+    /// Update BENCHMARKS.md, the plots and bench/last-run.csv.
+    pub fn write(&self, root: &Path, took: Duration) -> anyhow::Result<()> {
+        let path = root.join("BENCHMARKS.md");
+        let mut doc =
+            std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_string());
+        let mode = match (self.soak.is_some(), self.quick) {
+            (true, _) => "`--soak`",
+            (false, true) => "`--quick`",
+            (false, false) => "full",
+        };
+        let stamp = format!(
+            "_Measured {} by `{}` ({mode} run, {:.0} s after the build; work tree at {}){}{}._\n\n",
+            machine::now_utc(),
+            self.command,
+            took.as_secs_f64(),
+            machine::commit(),
+            self.binary
+                .as_ref()
+                .map_or(String::new(), |b| format!("; tracer binary {b}")),
+            self.note
+                .as_ref()
+                .map_or(String::new(), |n| format!("; {n}"))
+        );
+        doc = replace_block(
+            &doc,
+            "machine",
+            &machine::describe_md(self.binary.as_deref()),
+        );
+        if let Some(md) = self.results_md() {
+            doc = replace_block(&doc, "results", &format!("{stamp}{md}"));
+            self.write_plots(root)?;
+            self.write_csv(root)?;
+        }
+        if let Some(md) = self.micro_md() {
+            doc = replace_block(&doc, "micro", &format!("{stamp}{md}"));
+        }
+        if let Some(soak) = &self.soak {
+            doc = replace_block(&doc, "soak", &format!("{stamp}{}", soak.markdown()));
+            write(&root.join("bench/soak-rss.svg"), &soak.chart_svg())?;
+            write(&root.join("bench/soak.csv"), &soak::csv(&soak.points))?;
+        }
+        write(&path, &doc)?;
+        eprintln!("xtask: wrote {}", path.display());
+        Ok(())
+    }
+
+    fn results_md(&self) -> Option<String> {
+        let main = self.main.as_ref()?;
+        let mut s = String::new();
+        let _ = writeln!(s, "### Peak churn: {}\n", main.describe());
+        s.push_str(&variant_table(&main.summaries()));
+        s.push_str(
+            "\nMedian (min–max) over rounds. The ratio is taken per round against the same round's \
+             baseline. Lost events and corrections are totals over all rounds. Agent CPU is user + \
+             system time from /proc/<pid>/stat over the churn window; kernel-side BPF time is charged \
+             to the workload and shows in the ratio. \"Other load\" is machine busy time not spent by \
+             the workload or the agent: other processes sharing the machine.\n\n",
+        );
+        s.push_str(&self.targets_md());
+        if !self.sweep.is_empty() {
+            let _ = writeln!(s, "\n### Rate sweep: {}\n", self.sweep[0].describe());
+            s.push_str("![throughput ratio against connection rate](bench/throughput-ratio.svg)\n");
+            s.push_str("![agent CPU against connection rate](bench/agent-cpu.svg)\n\n");
+            s.push_str("| target conn/s | variant | conn/s | ratio to baseline | events/s | lost | agent CPU % | agent context switches/s |\n");
+            s.push_str("|---:|---|---:|---:|---:|---:|---:|---:|\n");
+            for sc in &self.sweep {
+                for v in sc.summaries() {
+                    let _ = writeln!(
+                        s,
+                        "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                        sc.cfg.rate.unwrap_or(0),
+                        v.variant.name(),
+                        v.conn_rate.fmt(0),
+                        fmt_opt(v.ratio, 3),
+                        fmt_opt(v.events_rate, 0),
+                        v.lost.map_or("–".into(), |l| format!("{l:.0}")),
+                        fmt_opt(v.cpu_pct, 1),
+                        fmt_opt(v.ctx_rate, 0)
+                    );
+                }
+            }
+        }
+        Some(s)
+    }
+
+    fn targets_md(&self) -> String {
+        let mut s = String::from("Targets (issue 5):\n\n");
+        let mut line = |ok: Option<bool>, text: String| {
+            let mark = match ok {
+                Some(true) => "met",
+                Some(false) => "**missed**",
+                None => "not measured",
+            };
+            let _ = writeln!(s, "- {text}: {mark}");
+        };
+        let main = self.main.as_ref();
+        let run = main.and_then(|m| m.summary(Variant::Run));
+        let bt = main.and_then(|m| m.summary(Variant::Bpftrace));
+        let r = run.as_ref().and_then(|v| v.ratio);
+        line(
+            r.map(|r| r.median >= 0.97),
+            format!(
+                "ratio with `tracer run` at peak ≥ 0.97 (median {})",
+                fmt_opt(r, 3)
+            ),
+        );
+        let b = bt.as_ref().and_then(|v| v.ratio);
+        line(
+            r.zip(b).map(|(r, b)| r.median > b.median),
+            format!(
+                "better than the bpftrace peer ({} vs {})",
+                fmt_opt(r, 3),
+                fmt_opt(b, 3)
+            ),
+        );
+        let lost = run.as_ref().and_then(|v| v.lost);
+        line(
+            lost.map(|l| l == 0.0),
+            format!(
+                "zero kernel-lost events at peak ({})",
+                lost.map_or("–".into(), |l| format!("{l:.0}"))
+            ),
+        );
+        let corr = run.as_ref().and_then(|v| v.corrections.clone());
+        let from_lost = corr.as_ref().map(|c| split_corrections(c).0);
+        let detail = corr.map_or("–".into(), |c| {
+            let parts: Vec<String> = c.iter().map(|(r, n)| format!("{r} {n:.0}")).collect();
+            if parts.is_empty() {
+                "none reported".into()
+            } else {
+                parts.join(", ")
+            }
+        });
+        line(
+            from_lost.map(|t| t == 0.0),
+            format!(
+                "zero reconcile corrections from lost events at peak ({detail}; `{TW_OVERFLOW}` counts closes \
+                 that left no timewait socket because `tcp_max_tw_buckets` was full, not lost events)"
+            ),
+        );
+        let at10k = self
+            .sweep
+            .iter()
+            .find(|s| s.cfg.rate == Some(10_000))
+            .and_then(|s| s.summary(Variant::Run));
+        let cpu = at10k.and_then(|v| v.cpu_pct);
+        line(
+            cpu.map(|c| c.median <= 10.0),
+            format!(
+                "agent CPU ≤ 10% of one core at 10,000 conn/s ({})",
+                fmt_opt(cpu, 1)
+            ),
+        );
+        if let Some(m) = &self.micro {
+            let best = m
+                .rows
+                .iter()
+                .filter(|r| r.id.ends_with("decode_engine"))
+                .find_map(micro::Row::per_sec);
+            line(
+                best.map(|e| e >= 2e6),
+                format!(
+                    "engine ≥ 2,000,000 events/s on one core ({})",
+                    best.map_or("–".into(), |e| format!("{e:.0}"))
+                ),
+            );
+            let mem = m.memory.map(|(b, _)| b);
+            line(
+                mem.map(|b| b <= 200.0),
+                format!(
+                    "≤ 200 bytes per tracked socket ({})",
+                    mem.map_or("–".into(), |b| format!("{b:.0}"))
+                ),
+            );
+            let allocs: Vec<f64> = m
+                .memory_detail
+                .iter()
+                .filter(|(k, _)| k.contains("allocations_per_event"))
+                .map(|(_, v)| *v)
+                .collect();
+            line(
+                (!allocs.is_empty()).then(|| allocs.iter().all(|&a| a == 0.0)),
+                format!(
+                    "no allocation per event in decode + engine at the cap ({} per event)",
+                    allocs.iter().copied().fold(0.0, f64::max)
+                ),
+            );
+        }
+        s
+    }
+
+    fn micro_md(&self) -> Option<String> {
+        let m = self.micro.as_ref()?;
+        let mut s = format!(
+            "### Engine microbenchmarks (criterion{}, one core)\n\n| benchmark | time per iteration | events/s |\n|---|---:|---:|\n",
+            if m.quick { ", quick settings" } else { "" }
+        );
+        for r in &m.rows {
+            let _ = writeln!(
+                s,
+                "| `{}` | {} | {} |",
+                r.id,
+                human_ns(r.ns_per_iter),
+                r.per_sec()
+                    .map_or("–".into(), |e| format!("{:.2} M", e / 1e6))
+            );
+        }
+        if let Some((bytes, n)) = m.memory {
+            let _ = writeln!(
+                s,
+                "\nMemory (`engine_memory`, counting global allocator, {n} synthetic sockets): \
+                 **{bytes:.1} heap bytes per tracked socket** in the worse population. `peak` is the high-water mark while the tables grew; \
+                 `allocations_per_event_at_cap` counts allocator calls per event once the store is full.\n\n\
+                 | measure | value |\n|---|---:|"
+            );
+            for (k, v) in m
+                .memory_detail
+                .iter()
+                .filter(|(k, _)| k.contains("_per_") && k != "bytes_per_socket")
+            {
+                let _ = match k.contains("allocations") {
+                    true => writeln!(s, "| `{k}` | {v:.4} |"),
+                    false => writeln!(s, "| `{k}` | {v:.1} |"),
+                };
+            }
+        }
+        Some(s)
+    }
+}
+
+fn variant_table(vs: &[VariantSummary]) -> String {
+    let mut s = String::from(
+        "| variant | conn/s | ratio to baseline | tracer events/s | lost in kernel | reconcile corrections (of which TIME_WAIT never appeared) | agent CPU % of 1 core | agent context switches/s | agent peak RSS MiB | other load % of 1 core | failed conns |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for v in vs {
+        let corr = v.corrections.as_ref().map_or("–".into(), |c| {
+            let (lost_related, tw) = split_corrections(c);
+            format!("{:.0} ({tw:.0})", lost_related + tw)
+        });
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            v.variant.name(),
+            v.conn_rate.fmt(0),
+            fmt_opt(v.ratio, 3),
+            fmt_opt(v.events_rate, 0),
+            v.lost.map_or("–".into(), |l| format!("{l:.0}")),
+            corr,
+            fmt_opt(v.cpu_pct, 1),
+            fmt_opt(v.ctx_rate, 0),
+            fmt_opt(v.hwm_mib, 1),
+            v.other_pct.fmt(0),
+            v.errors
+        );
+    }
+    s
+}
+
+/// Reason of the corrections that come from `tcp_max_tw_buckets` overflow,
+/// not from lost events.
+const TW_OVERFLOW: &str = "time_wait_never_appeared";
+
+/// (corrections other than TIME_WAIT-never-appeared, TIME_WAIT-never-appeared).
+fn split_corrections(c: &[(String, f64)]) -> (f64, f64) {
+    c.iter().fold((0.0, 0.0), |(o, t), (r, n)| {
+        if r == TW_OVERFLOW {
+            (o, t + n)
+        } else {
+            (o + n, t)
+        }
+    })
+}
+
+fn human_ns(ns: f64) -> String {
+    match ns {
+        n if n >= 1e6 => format!("{:.2} ms", n / 1e6),
+        n if n >= 1e3 => format!("{:.2} µs", n / 1e3),
+        n => format!("{n:.1} ns"),
+    }
+}
