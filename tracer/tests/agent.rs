@@ -19,6 +19,18 @@ fn listener() -> (TcpListener, u16) {
     (l, p)
 }
 
+/// `n` connections to `l` on `port` where the client closes first and the
+/// server closes on EOF: each leaves a TIME_WAIT socket on the client side.
+fn client_closes_first(l: &TcpListener, port: u16, n: usize) {
+    for _ in 0..n {
+        let c = TcpStream::connect((LO, port)).expect("connect");
+        let (mut s, _) = l.accept().expect("accept");
+        drop(c);
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).unwrap(), 0);
+    }
+}
+
 fn api_sockets(agent: &Agent, state: &str, port: u16) -> Vec<serde_json::Value> {
     agent
         .json(&format!("/api/v1/sockets?state={state}&port={port}"))
@@ -37,13 +49,7 @@ fn time_wait_agrees_with_sock_diag_after_200_client_closes() {
         "1s",
     ]);
     let (l, port) = listener();
-    for _ in 0..200 {
-        let c = TcpStream::connect((LO, port)).expect("connect");
-        let (mut s, _) = l.accept().expect("accept");
-        drop(c);
-        let mut b = [0u8; 1];
-        assert_eq!(s.read(&mut b).unwrap(), 0);
-    }
+    client_closes_first(&l, port, 200);
     let filter = format!("( dport = :{port} )");
     assert_eq!(
         ss_count("time-wait", &filter),
@@ -263,13 +269,7 @@ fn time_wait_ends_sixty_seconds_after_it_began() {
         "30s",
     ]);
     let (l, port) = listener();
-    for _ in 0..5 {
-        let c = TcpStream::connect((LO, port)).expect("connect");
-        let (mut s, _) = l.accept().expect("accept");
-        drop(c);
-        let mut b = [0u8; 1];
-        assert_eq!(s.read(&mut b).unwrap(), 0);
-    }
+    client_closes_first(&l, port, 5);
     drop(l);
     let mut began = std::collections::BTreeMap::new();
     assert!(wait_until(Duration::from_secs(5), || {
@@ -338,13 +338,7 @@ fn time_wait_gauge_matches_sock_diag_when_buckets_overflow() {
         "1h",
     ]);
     let (l, port) = listener();
-    for _ in 0..30 {
-        let c = TcpStream::connect((LO, port)).expect("connect");
-        let (mut s, _) = l.accept().expect("accept");
-        drop(c);
-        let mut b = [0u8; 1];
-        assert_eq!(s.read(&mut b).unwrap(), 0);
-    }
+    client_closes_first(&l, port, 30);
     std::thread::sleep(Duration::from_millis(300));
     let mut seen = Vec::new();
     let agrees = wait_until(Duration::from_secs(5), || {

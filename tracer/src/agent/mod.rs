@@ -430,12 +430,7 @@ fn reconcile(ingest: &mut Ingest, shared: &Shared, dump: &[DiagSocket], start_ns
     let changes = detector.update(
         dump,
         start_ns,
-        |cookie, st| {
-            engine_ref
-                .get(cookie)
-                .filter(|v| v.is_live() && v.state() == st)
-                .map(|v| (v.state_since_ns(), v.since_is_lower_bound()))
-        },
+        |cookie, st| engine_ref.state_since(cookie, st),
         crate::diag::owner::owners_of,
     );
     for c in &changes {

@@ -75,12 +75,7 @@ impl Leaks {
         let changes = self.detector.update(
             &self.dump,
             start,
-            |cookie, st| {
-                engine
-                    .get(cookie)
-                    .filter(|v| v.is_live() && v.state() == st)
-                    .map(|v| (v.state_since_ns(), v.since_is_lower_bound()))
-            },
+            |cookie, st| engine.state_since(cookie, st),
             crate::diag::owner::owners_of,
         );
         for c in &changes {

@@ -17,7 +17,7 @@ use procfs::process::{FDTarget, Process};
 use super::cgroup::parse_proc_cgroup;
 
 /// One descriptor of a socket in one process.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Owner {
     /// Process id (thread group id).
     pub pid: u32,

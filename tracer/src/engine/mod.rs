@@ -236,6 +236,15 @@ impl Engine {
         self.store.records().iter().map(|rec| SocketView { rec })
     }
 
+    /// When the live socket `cookie` entered `state`, and whether that is
+    /// only a lower bound; `None` when it is not tracked or is in another
+    /// state. The leak detectors' age lookup.
+    pub fn state_since(&self, cookie: u64, state: TcpState) -> Option<(u64, bool)> {
+        self.get(cookie)
+            .filter(|v| v.is_live() && v.state() == state)
+            .map(|v| (v.state_since_ns(), v.since_is_lower_bound()))
+    }
+
     /// The record of `cookie`.
     pub fn get(&self, cookie: u64) -> Option<SocketView<'_>> {
         self.store.slot(cookie).map(|s| SocketView {

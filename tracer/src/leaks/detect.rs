@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque, hash_map::Entry};
 
 use super::rollup::{Gauges, Report, Rollup, Source};
 use super::rules::{PortAcc, Stall, cleared_how, socket_flag};
-use super::{Change, Flag, LeakKind, LeakOwner, Reason, Thresholds, fmt_duration};
+use super::{Change, Flag, LeakKind, Reason, Thresholds, fmt_duration};
 use crate::{
     diag::{DiagSocket, Owner},
     tcp::TcpState,
@@ -213,7 +213,7 @@ impl Detector {
         let found = owners(&inodes);
         for f in self.active.values_mut().filter(|f| f.owners.is_empty()) {
             if let Some(list) = found.get(&f.inode) {
-                f.owners = list.iter().map(LeakOwner::from).collect();
+                f.owners = list.clone();
             }
         }
     }

@@ -173,36 +173,6 @@ impl Reason {
     }
 }
 
-/// One (process, fd) holding a flagged socket; [`Owner`] in serializable form.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeakOwner {
-    /// Process id.
-    pub pid: u32,
-    /// Process name.
-    pub comm: String,
-    /// Full command line.
-    pub cmdline: String,
-    /// Descriptor number in that process.
-    pub fd: u32,
-    /// cgroup v2 path (empty without a unified hierarchy).
-    pub cgroup: String,
-    /// Container id from the cgroup path, if any.
-    pub container_id: Option<String>,
-}
-
-impl From<&Owner> for LeakOwner {
-    fn from(o: &Owner) -> LeakOwner {
-        LeakOwner {
-            pid: o.pid,
-            comm: o.comm.clone(),
-            cmdline: o.cmdline.clone(),
-            fd: o.fd,
-            cgroup: o.cgroup.clone(),
-            container_id: o.container_id.clone(),
-        }
-    }
-}
-
 /// One flag: a socket (or, for `syn_recv`, a listening port) in trouble.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Flag {
@@ -234,7 +204,7 @@ pub struct Flag {
     /// For a `syn_recv` flag: how many request sockets are stuck.
     pub count: Option<u32>,
     /// Every (process, fd) holding the socket; empty for orphans.
-    pub owners: Vec<LeakOwner>,
+    pub owners: Vec<Owner>,
     /// Monotonic ns when the flag cleared.
     pub cleared_at_ns: Option<u64>,
     /// How it cleared ("socket gone", "socket left close_wait (now last_ack)", ...).

@@ -339,7 +339,7 @@ pub fn snapshot_report(
             f.age_seconds = None;
             f.raised_at_ns = 0;
             if let Some(list) = owners.get(&d.inode).filter(|_| d.inode != 0) {
-                f.owners = list.iter().map(super::LeakOwner::from).collect();
+                f.owners = list.clone();
             }
             f
         })

@@ -124,7 +124,7 @@ fn close_wait_threshold_edge_with_exact_engine_time() {
         f.evidence,
         "in CLOSE_WAIT for 60.0s (threshold 60s); 512 bytes unread"
     );
-    assert_eq!(f.owners, vec![LeakOwner::from(&owner(100, "app", 1))]);
+    assert_eq!(f.owners, vec![owner(100, "app", 1)]);
     assert_eq!(f.raised_at_ns, 1_060 * S);
     assert_eq!(Change::Raised(f.clone()).to_json()["event"], "leak_flagged");
     // Still there: no new change, age refreshed.

@@ -86,7 +86,7 @@ fn top_comms_and_other() {
                 (0, true),
                 String::new(),
             );
-            f.owners = vec![LeakOwner::from(&owner(i, &format!("p{i:02}"), 3))];
+            f.owners = vec![owner(i, &format!("p{i:02}"), 3)];
             f
         })
         .collect();
