@@ -7,12 +7,16 @@ use anyhow::{Context as _, bail};
 use crate::cmd;
 
 /// Debian packages the tests need: nft, a Prometheus server and promtool,
-/// ip/ss, bpftrace (the benchmark peer).
-pub const TEST_PACKAGES: [(&str, &str); 4] = [
+/// ip and ss, sysctl, and python3 (the leaking server of the leak tests).
+/// (`cargo xtask bench` runs its bpftrace peer only when bpftrace is installed.)
+pub const TEST_PACKAGES: [(&str, &str); 7] = [
     ("nft", "nftables"),
     ("prometheus", "prometheus"),
     ("promtool", "prometheus"),
     ("ip", "iproute2"),
+    ("ss", "iproute2"),
+    ("sysctl", "procps"),
+    ("python3", "python3"),
 ];
 
 /// Full setup, printing every step.
