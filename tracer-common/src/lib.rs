@@ -144,9 +144,19 @@ pub struct SockOffsets {
     pub skc_net: u32,
     /// `struct net` -> `ns.inum`: the namespace's inode number.
     pub net_inum: u32,
+    /// Where the programs start their one read of [`SOCK_BLOCK_LEN`] bytes
+    /// that covers every `skc_*` field above (the start of `sock_common`).
+    pub block_start: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<SockOffsets>() == 52);
+const _: () = assert!(core::mem::size_of::<SockOffsets>() == 56);
+
+/// Bytes of `sock_common` the programs copy in one `bpf_probe_read_kernel`:
+/// addresses, ports, family, state, the netns pointer and the IPv6
+/// addresses all sit in its first 88 bytes on 64-bit kernels. One read
+/// instead of one per field is most of what an event costs in the kernel.
+/// The agent refuses a kernel whose fields do not fit.
+pub const SOCK_BLOCK_LEN: u32 = 96;
 
 impl SockOffsets {
     /// The value of `magic` in offsets that were really filled in.

@@ -31,18 +31,33 @@ pub fn count(slot: u32) {
     }
 }
 
-/// Stamp the header and the current task into `ev`, then send it.
+/// Whose context the hook runs in, which decides whether the current task
+/// is worth recording.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// A syscall of the socket's owner: record pid, tid and comm.
+    Owner,
+    /// Softirq or a timer: the current task is whoever was interrupted.
+    /// Leave pid, tid and comm zero (reading comm is a third of what an
+    /// event otherwise costs).
+    Unrelated,
+}
+
+/// Stamp the header (and the current task, for [`Task::Owner`]) into `ev`,
+/// then send it.
 #[inline(always)]
-pub fn send(ev: &mut Event, kind: u8) {
+pub fn send(ev: &mut Event, kind: u8, task: Task) {
     ev.kind = kind;
     ev.version = ABI_VERSION;
     // SAFETY: helpers with no pointer arguments.
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
-    let pid_tgid = bpf_get_current_pid_tgid();
-    ev.pid = (pid_tgid >> 32) as u32;
-    ev.tid = pid_tgid as u32;
-    if let Ok(comm) = bpf_get_current_comm() {
-        ev.comm = comm;
+    if task == Task::Owner {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        ev.pid = (pid_tgid >> 32) as u32;
+        ev.tid = pid_tgid as u32;
+        if let Ok(comm) = bpf_get_current_comm() {
+            ev.comm = comm;
+        }
     }
     // SAFETY: a read of a global the loader wrote; volatile so the compiler
     // does not fold the zero initializer.

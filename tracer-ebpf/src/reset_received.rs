@@ -6,7 +6,10 @@
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::{Event, KIND_RESET_RECEIVED};
 
-use crate::{emit, sock};
+use crate::{
+    emit::{self, Task},
+    sock,
+};
 
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
@@ -18,9 +21,10 @@ fn try_tcp_receive_reset(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let off = sock::offsets().ok_or(())?;
     let sk: *const u8 = ctx.arg(0);
     let mut ev = Event::ZERO;
-    ev.new_state = sock::state(sk, &off)?;
+    let common = sock::Common::read(sk, &off)?;
+    ev.new_state = common.state();
     ev.cookie = sock::cookie(sk);
-    sock::fill_tuple(&mut ev, sk, &off)?;
-    emit::send(&mut ev, KIND_RESET_RECEIVED);
+    common.fill_tuple(&mut ev)?;
+    emit::send(&mut ev, KIND_RESET_RECEIVED, Task::Unrelated);
     Ok(())
 }

@@ -10,7 +10,10 @@
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::{Event, KIND_RESET_SENT};
 
-use crate::{emit, sock};
+use crate::{
+    emit::{self, Task},
+    sock,
+};
 
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
@@ -23,10 +26,11 @@ fn try_tcp_send_reset(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let sk: *const u8 = ctx.arg(0);
     let mut ev = Event::ZERO;
     if !sk.is_null() {
-        ev.new_state = sock::state(sk, &off)?;
+        let common = sock::Common::read(sk, &off)?;
+        ev.new_state = common.state();
         ev.cookie = sock::cookie(sk);
-        sock::fill_tuple(&mut ev, sk, &off)?;
+        common.fill_tuple(&mut ev)?;
     }
-    emit::send(&mut ev, KIND_RESET_SENT);
+    emit::send(&mut ev, KIND_RESET_SENT, Task::Owner);
     Ok(())
 }

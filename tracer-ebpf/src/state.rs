@@ -8,9 +8,35 @@
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::{Event, KIND_STATE};
 
-use crate::{emit, sock};
+use crate::{
+    emit::{self, Task},
+    sock,
+};
 
 const IPPROTO_TCP: u16 = 6;
+const TCP_ESTABLISHED: i32 = 1;
+const TCP_SYN_SENT: i32 = 2;
+const TCP_FIN_WAIT1: i32 = 4;
+const TCP_CLOSE: i32 = 7;
+const TCP_CLOSE_WAIT: i32 = 8;
+const TCP_LAST_ACK: i32 = 9;
+const TCP_LISTEN: i32 = 10;
+
+/// Transitions made inside a syscall of the socket's owner (connect, listen,
+/// close, shutdown, abort), where the current task is the owner. Every
+/// other transition runs in softirq or a timer.
+#[inline(always)]
+fn task_of(old: i32, new: i32) -> Task {
+    match (old, new) {
+        (TCP_CLOSE, TCP_SYN_SENT)
+        | (TCP_CLOSE, TCP_LISTEN)
+        | (TCP_LISTEN, TCP_CLOSE)
+        | (TCP_ESTABLISHED, TCP_FIN_WAIT1)
+        | (TCP_ESTABLISHED, TCP_CLOSE)
+        | (TCP_CLOSE_WAIT, TCP_LAST_ACK) => Task::Owner,
+        _ => Task::Unrelated,
+    }
+}
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
@@ -30,7 +56,7 @@ fn try_inet_sock_set_state(ctx: &BtfTracePointContext) -> Result<(), ()> {
     ev.old_state = old as u8;
     ev.new_state = new as u8;
     ev.cookie = sock::cookie(sk);
-    sock::fill_tuple(&mut ev, sk, &off)?;
-    emit::send(&mut ev, KIND_STATE);
+    sock::Common::read(sk, &off)?.fill_tuple(&mut ev)?;
+    emit::send(&mut ev, KIND_STATE, task_of(old, new));
     Ok(())
 }

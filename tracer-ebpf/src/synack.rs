@@ -8,7 +8,10 @@
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::{Event, KIND_SYNACK_RETRANSMIT};
 
-use crate::{emit, sock};
+use crate::{
+    emit::{self, Task},
+    sock,
+};
 
 #[btf_tracepoint(function = "tcp_retransmit_synack")]
 pub fn tcp_retransmit_synack(ctx: BtfTracePointContext) -> i32 {
@@ -21,9 +24,10 @@ fn try_tcp_retransmit_synack(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let sk: *const u8 = ctx.arg(0);
     let req: *const u8 = ctx.arg(1);
     let mut ev = Event::ZERO;
-    ev.new_state = sock::state(req, &off)?;
+    let common = sock::Common::read(req, &off)?;
+    ev.new_state = common.state();
     ev.cookie = sock::cookie(sk);
-    sock::fill_tuple(&mut ev, req, &off)?;
-    emit::send(&mut ev, KIND_SYNACK_RETRANSMIT);
+    common.fill_tuple(&mut ev)?;
+    emit::send(&mut ev, KIND_SYNACK_RETRANSMIT, Task::Unrelated);
     Ok(())
 }

@@ -126,6 +126,18 @@ fn lifecycle(ip: IpAddr) {
         .find(|e| e["cookie"] == client_cookie && e["new_state"] == "syn_sent")
         .expect("connect event");
     assert_eq!(connect["pid"], std::process::id());
+    // Receive-path transitions run in softirq, where the current task is
+    // unrelated to the socket: they carry no task at all.
+    let handshake = out
+        .events
+        .iter()
+        .find(|e| e["cookie"] == client_cookie && e["new_state"] == "established")
+        .expect("handshake event");
+    assert_eq!(
+        (&handshake["pid"], &handshake["comm"]),
+        (&0.into(), &"".into()),
+        "{handshake}"
+    );
 }
 
 #[test]

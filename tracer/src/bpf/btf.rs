@@ -30,6 +30,13 @@ pub enum BtfError {
     /// A member the programs need is not there, or is a bitfield.
     #[error("kernel BTF has no usable member {1} in struct {0}; this kernel is too old or unusual")]
     NoMember(String, String),
+    /// `sock_common` is laid out so that the fields do not fit the one read
+    /// the programs make.
+    #[error(
+        "struct sock_common on this kernel spreads its addresses over {0} bytes, more than the {max} the kernel programs read at once",
+        max = tracer_common::SOCK_BLOCK_LEN
+    )]
+    Layout(u32),
 }
 
 const KIND_INT: u32 = 1;
@@ -247,8 +254,9 @@ impl Btf {
             // sits at the start of `skc_net`.
             skc_net: sc("skc_net")?,
             net_inum: self.member_offset("net", "ns")? + self.member_offset("ns_common", "inum")?,
+            block_start: 0,
         })
-        .map(|mut o| {
+        .and_then(|mut o| {
             // sock_common is the first member of struct sock; keep offsets
             // relative to the socket pointer in case that ever changes.
             for f in [
@@ -264,7 +272,28 @@ impl Btf {
             ] {
                 *f += common;
             }
-            o
+            o.block_start = common;
+            // The programs copy SOCK_BLOCK_LEN bytes from block_start in one
+            // read: every sock_common field they use must lie inside.
+            let end = [
+                o.skc_daddr + 4,
+                o.skc_rcv_saddr + 4,
+                o.skc_dport + 2,
+                o.skc_num + 2,
+                o.skc_family + 2,
+                o.skc_state + 1,
+                o.skc_v6_daddr + 16,
+                o.skc_v6_rcv_saddr + 16,
+                o.skc_net + 8,
+            ]
+            .into_iter()
+            .max()
+            .unwrap_or(0);
+            let span = end - o.block_start;
+            if span > tracer_common::SOCK_BLOCK_LEN {
+                return Err(BtfError::Layout(span));
+            }
+            Ok(o)
         })
     }
 }
@@ -307,6 +336,8 @@ mod tests {
         assert!(o.sk_protocol > o.skc_v6_rcv_saddr);
         assert!(o.skc_net > o.skc_state && o.skc_net < o.skc_v6_daddr);
         assert!(o.net_inum > 0);
+        assert_eq!(o.block_start, 0);
+        assert!(o.skc_v6_rcv_saddr + 16 <= tracer_common::SOCK_BLOCK_LEN);
         assert!(matches!(
             btf.member_offset("sock_common", "no_such_field"),
             Err(BtfError::NoMember(..))
