@@ -22,6 +22,9 @@ pub struct Settings {
     /// How often that dump includes TIME_WAIT sockets (at least every
     /// reconcile).
     pub time_wait_interval: Duration,
+    /// Percent of one core each kind of dump may use; a dump that costs
+    /// more stretches its interval (0: no limit).
+    pub reconcile_budget: f64,
     /// Cap on tracked socket records.
     pub max_sockets: usize,
     /// Kernel ring buffer size in bytes.
@@ -46,6 +49,7 @@ impl Default for Settings {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             reconcile_interval: Duration::from_secs(1),
             time_wait_interval: Duration::from_secs(10),
+            reconcile_budget: DEFAULT_RECONCILE_BUDGET,
             max_sockets: 1_000_000,
             ring_bytes: DEFAULT_RING_BYTES,
             closed_retention: Duration::from_secs(5),
@@ -68,6 +72,8 @@ pub struct FileConfig {
     pub reconcile_interval: Option<String>,
     /// See [`Settings::time_wait_interval`].
     pub time_wait_interval: Option<String>,
+    /// See [`Settings::reconcile_budget`] (e.g. "1%", 0.5).
+    pub reconcile_budget: Option<Percent>,
     /// See [`Settings::max_sockets`].
     pub max_sockets: Option<usize>,
     /// See [`Settings::ring_bytes`].
@@ -118,11 +124,19 @@ impl FileConfig {
         if let Some(v) = self.ring_bytes {
             s.ring_bytes = v;
         }
-        let durations: [(&str, &Option<String>, &mut Duration); 7] = [
+        if let Some(v) = &self.reconcile_budget {
+            s.reconcile_budget = v.value().context("key reconcile-budget")?;
+        }
+        let durations: [(&str, &Option<String>, &mut Duration); 8] = [
             (
                 "reconcile-interval",
                 &self.reconcile_interval,
                 &mut s.reconcile_interval,
+            ),
+            (
+                "time-wait-interval",
+                &self.time_wait_interval,
+                &mut s.time_wait_interval,
             ),
             (
                 "closed-retention",
@@ -202,6 +216,49 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v * scale))
 }
 
+/// Default of `--reconcile-budget`: 1% of one core per kind of dump.
+pub const DEFAULT_RECONCILE_BUDGET: f64 = 1.0;
+
+/// A percentage in the config file: a number, or a string such as `"1%"`.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(untagged)]
+pub enum Percent {
+    /// `reconcile-budget = 0.5`
+    Number(f64),
+    /// `reconcile-budget = "0.5%"`
+    Text(String),
+}
+
+impl Percent {
+    fn value(&self) -> anyhow::Result<f64> {
+        match self {
+            Percent::Number(v) => check_percent(*v, &v.to_string()),
+            Percent::Text(t) => parse_percent(t),
+        }
+        .map_err(anyhow::Error::msg)
+    }
+}
+
+/// Parse a percentage of one core: `1`, `1%`, `0.5%`; 0 means no limit.
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let v: f64 = t
+        .strip_suffix('%')
+        .unwrap_or(t)
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a percentage (e.g. 1%, 0.5%, 0 for no limit)"))?;
+    check_percent(v, s)
+}
+
+fn check_percent(v: f64, s: &str) -> Result<f64, String> {
+    if v.is_finite() && (0.0..=100.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s:?} must be between 0% and 100%"))
+    }
+}
+
 /// `--max-sockets` must leave room for at least one socket.
 pub fn check_max_sockets(n: usize) -> anyhow::Result<usize> {
     if n == 0 {
@@ -231,6 +288,25 @@ mod tests {
     }
 
     #[test]
+    fn percentages() {
+        assert_eq!(parse_percent("1%"), Ok(1.0));
+        assert_eq!(parse_percent(" 0.5 % "), Ok(0.5));
+        assert_eq!(parse_percent("2"), Ok(2.0));
+        assert_eq!(parse_percent("0"), Ok(0.0));
+        assert!(
+            parse_percent("101%")
+                .unwrap_err()
+                .contains("between 0% and 100%")
+        );
+        assert!(parse_percent("-1").is_err());
+        assert!(
+            parse_percent("lots")
+                .unwrap_err()
+                .contains("not a percentage")
+        );
+    }
+
+    #[test]
     fn listen_addresses() {
         assert_eq!(
             parse_listen(":9999").unwrap(),
@@ -243,11 +319,25 @@ mod tests {
     #[test]
     fn file_overrides_defaults_and_rejects_unknown_keys() {
         let f = FileConfig::parse(
-            "listen = \"0.0.0.0:9100\"\nreconcile-interval = \"250ms\"\nmax-sockets = 10\n",
+            "listen = \"0.0.0.0:9100\"\nreconcile-interval = \"250ms\"\nmax-sockets = 10\n\
+             time-wait-interval = \"30s\"\nreconcile-budget = \"0.5%\"\n",
         )
         .unwrap();
         let mut s = Settings::default();
         f.apply(&mut s).unwrap();
+        assert_eq!(s.time_wait_interval, Duration::from_secs(30));
+        assert_eq!(s.reconcile_budget, 0.5);
+        let mut n = Settings::default();
+        FileConfig::parse("reconcile-budget = 2")
+            .unwrap()
+            .apply(&mut n)
+            .unwrap();
+        assert_eq!(n.reconcile_budget, 2.0);
+        let err = FileConfig::parse("reconcile-budget = \"much\"")
+            .unwrap()
+            .apply(&mut n)
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("reconcile-budget"), "{err:#}");
         assert_eq!(s.listen, "0.0.0.0:9100".parse().unwrap());
         assert_eq!(s.reconcile_interval, Duration::from_millis(250));
         assert_eq!(s.max_sockets, 10);

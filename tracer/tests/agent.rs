@@ -221,6 +221,64 @@ fn sockets_older_than_the_agent_are_adopted() {
     drop((c, s, l));
 }
 
+/// `--reconcile-budget` spaces out dumps that cost more than it allows,
+/// but events lost in the kernel still bring a dump at the next tick, and
+/// that dump heals what they would have told.
+#[test]
+fn reconcile_budget_spaces_dumps_but_losses_still_heal() {
+    let _ns = Netns::enter("budget");
+    let live = "tracer_reconciles_total{dump=\"live\"}";
+    // A budget no dump can meet (0.00001% of a core: 100 µs of CPU buys a
+    // 1000 s gap), and the smallest ring, which a frozen agent overflows.
+    let agent = Agent::start(&[
+        "--reconcile-interval",
+        "200ms",
+        "--reconcile-budget",
+        "0.00001%",
+        "--ring-bytes",
+        "4096",
+    ]);
+    assert!(
+        wait_until(Duration::from_secs(5), || agent.metric(live) >= 1.0),
+        "the first live dump is due one interval after adoption"
+    );
+    let gap = agent.metric("tracer_reconcile_interval_seconds{dump=\"live\"}");
+    assert!(
+        gap > 10.0,
+        "the budget stretches the 200 ms interval: {gap} s"
+    );
+    let dumps = agent.metric(live);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        agent.metric(live),
+        dumps,
+        "no dump within the stretched gap"
+    );
+
+    // Freeze the agent and make more events than a 4 KiB ring holds; the
+    // connection made last is open, and its events are surely lost.
+    let (l, port) = listener();
+    agent.freeze(true);
+    client_closes_first(&l, port, 60);
+    let c = TcpStream::connect((LO, port)).expect("connect");
+    let (s, _) = l.accept().expect("accept");
+    agent.freeze(false);
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            agent.metric("tracer_events_lost_total") > 0.0 && agent.metric(live) > dumps
+        }),
+        "lost events bring a dump regardless of the budget"
+    );
+    let est = api_sockets(&agent, "established", port);
+    assert_eq!(
+        est.len(),
+        2,
+        "both ends of the open connection, healed: {est:?}"
+    );
+    assert!(agent.metric("tracer_reconcile_corrections_total{reason=\"missed\"}") >= 1.0);
+    drop((c, s, l));
+}
+
 #[test]
 fn bad_config_and_taken_port_are_one_line_errors() {
     common::require_root();

@@ -4,6 +4,7 @@
 //! `/metrics` never takes it for longer than a `try_lock`.
 mod api;
 pub mod dwell;
+pub(crate) mod pace;
 
 use std::{
     collections::HashSet,
@@ -18,6 +19,7 @@ use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
+    agent::pace::{Pace, thread_cpu_ns},
     bpf::Probes,
     config::Settings,
     diag::{
@@ -191,6 +193,8 @@ struct DumpKit {
 struct DumpOutcome {
     /// Monotonic ns when the dump started.
     start_ns: u64,
+    /// CPU time the dumping thread spent on it (mostly the kernel's walk).
+    cpu_ns: u64,
     /// TIME_WAIT sockets included.
     full: bool,
     /// The kernel's TIME_WAIT overflow counter just before and after.
@@ -213,17 +217,20 @@ impl DumpKit {
     fn dump(mut self, full: bool) -> (DumpKit, DumpOutcome) {
         let overflow_before = crate::diag::netstat::time_wait_overflows();
         let start_ns = monotonic_ns();
+        let cpu_before = thread_cpu_ns();
         let dumper = if full {
             &mut self.full
         } else {
             &mut self.frequent
         };
         let result = dumper.dump_into(&mut self.buf).map_err(anyhow::Error::from);
+        let cpu_ns = thread_cpu_ns().saturating_sub(cpu_before);
         let overflow_after = crate::diag::netstat::time_wait_overflows();
         (
             self,
             DumpOutcome {
                 start_ns,
+                cpu_ns,
                 full,
                 overflow_before,
                 overflow_after,
@@ -285,7 +292,8 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
         .result
         .context("listing existing TCP sockets with sock_diag")?;
     let mut overflow_baseline = first.overflow_before;
-    let mut last_full_ns = first.start_ns;
+    let mut paces = Paces::new(&settings);
+    paces.done(&metrics, true, first.start_ns, first.cpu_ns);
     let adopted = {
         let mut core = shared.lock();
         let n = core.engine.adopt(&k.buf, first.start_ns);
@@ -313,6 +321,9 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
     let mut tick = tokio::time::interval(settings.reconcile_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pending: Option<DumpJob> = None;
+    // Kernel-side losses when the last dump started: more since then means
+    // the engine may be wrong, and the next tick dumps whatever the budget.
+    let mut lost_at_dump = probes.counters().lost();
     let mut lost_seen = 0u64;
     let mut undecodable_seen = 0u64;
 
@@ -322,27 +333,35 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
             _ = sigterm.recv() => break,
             r = apply_batch(&mut ingest, &shared) => { r.context("reading the ring buffer")?; }
             _ = tick.tick(), if pending.is_none() => {
-                // Dump on a blocking thread; events keep flowing meanwhile.
-                let k = match kit.take() {
-                    Some(k) => k,
-                    None => DumpKit::open()?,
-                };
-                let full = monotonic_ns().saturating_sub(last_full_ns)
-                    >= settings.time_wait_interval.as_nanos() as u64;
-                pending = Some(tokio::task::spawn_blocking(move || k.dump(full)));
+                let lost = probes.counters().lost();
+                if let Some(full) = paces.next(monotonic_ns(), lost > lost_at_dump) {
+                    lost_at_dump = lost;
+                    // Dump on a blocking thread; events keep flowing meanwhile.
+                    let k = match kit.take() {
+                        Some(k) => k,
+                        None => DumpKit::open()?,
+                    };
+                    pending = Some(tokio::task::spawn_blocking(move || k.dump(full)));
+                } else {
+                    // No dump this tick: still end the TIME_WAIT stays
+                    // whose 60 s are up, as a reconcile would.
+                    advance_clock(&shared);
+                }
             }
             joined = async { pending.as_mut().expect("guarded by the if").await }, if pending.is_some() => {
                 pending = None;
                 let (k, out) = joined.context("sock_diag dump task")?;
                 match out.result {
                     Ok(()) => {
-                        reconcile(&mut ingest, &shared, &k.buf, out.start_ns, out.full);
+                        let engine_ns = reconcile(&mut ingest, &shared, &k.buf, out.start_ns, out.full);
+                        paces.done(&metrics, out.full, out.start_ns, out.cpu_ns + engine_ns);
                         if out.full {
-                            last_full_ns = out.start_ns;
                             overflow_baseline = out.overflow_before;
                         }
                     }
                     Err(e) => {
+                        // Try again at the next interval, not the next tick.
+                        paces.done(&metrics, out.full, out.start_ns, out.cpu_ns);
                         metrics.reconcile_errors.inc();
                         eprintln!("tracer: reconcile skipped: {e:#}");
                     }
@@ -378,6 +397,51 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// The schedules of both kinds of dump.
+struct Paces {
+    /// Every state but TIME_WAIT, every `--reconcile-interval`.
+    live: Pace,
+    /// Everything, every `--time-wait-interval`.
+    full: Pace,
+}
+
+impl Paces {
+    fn new(s: &Settings) -> Paces {
+        Paces {
+            live: Pace::new(s.reconcile_interval, s.reconcile_budget),
+            full: Pace::new(s.time_wait_interval, s.reconcile_budget),
+        }
+    }
+
+    /// What to dump at `now_ns`: `Some(true)` for a full dump, `Some(false)`
+    /// for a live one, `None` for nothing yet. `lost`: events were lost
+    /// since the last dump, so one is due regardless of the budget.
+    fn next(&self, now_ns: u64, lost: bool) -> Option<bool> {
+        if self.full.due(now_ns) {
+            Some(true)
+        } else if lost || self.live.due(now_ns) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    /// Account for a dump and schedule the next one of its kind. A full
+    /// dump also covers a live one.
+    fn done(&mut self, metrics: &Metrics, full: bool, start_ns: u64, cpu_ns: u64) {
+        let (pace, m) = if full {
+            self.live.covered(start_ns);
+            (&mut self.full, &metrics.dumps[1])
+        } else {
+            (&mut self.live, &metrics.dumps[0])
+        };
+        pace.done(start_ns, cpu_ns);
+        m.count.inc();
+        m.cpu_seconds.inc_by(cpu_ns as f64 / 1e9);
+        m.interval_seconds.set(pace.interval().as_secs_f64());
+    }
+}
+
 /// Wait for events, then apply everything ready under one lock.
 async fn apply_batch(ingest: &mut Ingest, shared: &Shared) -> std::io::Result<()> {
     // Collect first (the ring buffer wakes us), then lock once per batch.
@@ -406,9 +470,26 @@ async fn apply_batch(ingest: &mut Ingest, shared: &Shared) -> std::io::Result<()
     Ok(())
 }
 
+/// End what is due at the current time, with no event or dump to carry it.
+fn advance_clock(shared: &Shared) {
+    let metrics = &*shared.metrics;
+    let mut core = shared.lock();
+    let Core { engine, dwell, .. } = &mut *core;
+    engine.expire(monotonic_ns(), &mut Obs { metrics, dwell });
+    shared.publish(&core);
+}
+
 /// Apply events older than the dump, then reconcile with it. `full`: the
-/// dump includes TIME_WAIT sockets.
-fn reconcile(ingest: &mut Ingest, shared: &Shared, dump: &[DiagSocket], start_ns: u64, full: bool) {
+/// dump includes TIME_WAIT sockets. Returns the CPU time the engine's
+/// reconcile took: with the dump, what grows with the host's socket count
+/// (owner lookups for new leak flags are one-offs, and not counted).
+fn reconcile(
+    ingest: &mut Ingest,
+    shared: &Shared,
+    dump: &[DiagSocket],
+    start_ns: u64,
+    full: bool,
+) -> u64 {
     let metrics = &*shared.metrics;
     let mut core = shared.lock();
     let Core {
@@ -425,7 +506,9 @@ fn reconcile(ingest: &mut Ingest, shared: &Shared, dump: &[DiagSocket], start_ns
             metrics.events_other_netns.inc();
         }
     });
+    let cpu_before = thread_cpu_ns();
     engine.reconcile(dump, start_ns, full, &mut Obs { metrics, dwell });
+    let engine_ns = thread_cpu_ns().saturating_sub(cpu_before);
     let engine_ref = &*engine;
     let changes = detector.update(
         dump,
@@ -455,6 +538,7 @@ fn reconcile(ingest: &mut Ingest, shared: &Shared, dump: &[DiagSocket], start_ns
     shared
         .last_reconcile_ns
         .store(monotonic_ns(), Ordering::Relaxed);
+    engine_ns
 }
 
 fn listening_ports(dump: &[DiagSocket]) -> HashSet<u16> {

@@ -8,9 +8,12 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::{
-    agent::monotonic_ns,
+    agent::{
+        monotonic_ns,
+        pace::{Pace, thread_cpu_ns},
+    },
     bpf::{DEFAULT_RING_BYTES, Probes},
-    config::Settings,
+    config::{DEFAULT_RECONCILE_BUDGET, Settings},
     diag::dump::{DumpOptions, Dumper},
     engine::{self, Engine},
     event::{Kind, SockEvent},
@@ -20,9 +23,13 @@ use crate::{
 };
 
 /// Leak detection alongside the stream: an engine for exact ages, the
-/// detectors, and a sock_diag dump every second.
+/// detectors, and a sock_diag dump every second (less often where a dump
+/// costs more than the default `--reconcile-budget` of `tracer run`).
 struct Leaks {
     engine: Engine,
+    pace: Pace,
+    /// Kernel-side losses at the last dump; more brings the next one early.
+    lost_at_dump: u64,
     /// The namespace sock_diag sees; the engine follows only its sockets.
     netns: u32,
     detector: Detector,
@@ -36,6 +43,8 @@ impl Leaks {
         args.thresholds.apply(&mut settings);
         let mut leaks = Leaks {
             engine: Engine::new(engine::Config::default()),
+            pace: Pace::new(Duration::from_secs(1), DEFAULT_RECONCILE_BUDGET),
+            lost_at_dump: 0,
             netns: crate::agent::own_netns(),
             detector: Detector::new(Thresholds::from_settings(&settings)),
             // TIME_WAIT sockets are the bulk of a busy host and no detector
@@ -48,18 +57,28 @@ impl Leaks {
             dump: Vec::new(),
         };
         let now = monotonic_ns();
+        let cpu = thread_cpu_ns();
         leaks
             .dumper
             .dump_into(&mut leaks.dump)
             .context("listing TCP sockets with sock_diag")?;
         leaks.engine.adopt(&leaks.dump, now);
+        leaks.pace.done(now, thread_cpu_ns().saturating_sub(cpu));
         Ok(leaks)
     }
 
-    /// Dump, reconcile, detect; print events and flag changes.
-    fn tick<W: Write>(&mut self, ingest: &mut Ingest, p: &mut Printer<W>) {
+    /// When a dump is due (or events were lost: `lost` is the kernel's
+    /// count): dump, reconcile, detect; print events and flag changes.
+    fn tick<W: Write>(&mut self, ingest: &mut Ingest, p: &mut Printer<W>, lost: u64) {
         let start = monotonic_ns();
-        if self.dumper.dump_into(&mut self.dump).is_err() {
+        if !self.pace.due(start) && lost <= self.lost_at_dump {
+            return;
+        }
+        self.lost_at_dump = lost;
+        let cpu = thread_cpu_ns();
+        let dumped = self.dumper.dump_into(&mut self.dump);
+        if dumped.is_err() {
+            self.pace.done(start, thread_cpu_ns().saturating_sub(cpu));
             return;
         }
         let engine = &mut self.engine;
@@ -71,6 +90,9 @@ impl Leaks {
             p.event(ev);
         });
         engine.reconcile(&self.dump, start, false, &mut ());
+        // The budget covers the dump and the reconcile, which grow with the
+        // host's socket count; not owner lookups for new flags (one-offs).
+        self.pace.done(start, thread_cpu_ns().saturating_sub(cpu));
         let engine = &*engine;
         let changes = self.detector.update(
             &self.dump,
@@ -273,7 +295,7 @@ async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
             _ = &mut deadline => break,
             _ = tick.tick(), if leaks.is_some() => {
                 if let Some(l) = leaks.as_mut() {
-                    l.tick(&mut ingest, &mut p);
+                    l.tick(&mut ingest, &mut p, probes.counters().lost());
                 }
                 if !p.flush()? {
                     break;

@@ -59,6 +59,12 @@ pub struct RunArgs {
     /// them and catches early kills. Costs ~1 µs of kernel time per socket.
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
     pub time_wait_interval: Option<std::time::Duration>,
+    /// CPU each kind of dump may use, in percent of one core; a dump that
+    /// costs more (a host holding 100,000s of TIME_WAIT sockets) is taken
+    /// less often. Lost events still trigger a dump at the next interval.
+    /// 0: no limit [default: 1%].
+    #[arg(long, value_name = "PERCENT", value_parser = config::parse_percent)]
+    pub reconcile_budget: Option<f64>,
     /// Cap on tracked sockets; closed records are evicted first [default: 1000000].
     #[arg(long, value_name = "N")]
     pub max_sockets: Option<usize>,
@@ -88,6 +94,9 @@ impl RunArgs {
         }
         if let Some(v) = self.time_wait_interval {
             s.time_wait_interval = v;
+        }
+        if let Some(v) = self.reconcile_budget {
+            s.reconcile_budget = v;
         }
         if let Some(v) = self.max_sockets {
             s.max_sockets = config::check_max_sockets(v)?;

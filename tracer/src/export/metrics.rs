@@ -46,6 +46,26 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DumpLabel {
+    dump: &'static str,
+}
+
+/// `dump` label values of the reconcile self-metrics: `live` is every
+/// `--reconcile-interval` (every state but TIME_WAIT), `full` every
+/// `--time-wait-interval` (everything).
+pub const DUMPS: [&str; 2] = ["live", "full"];
+
+/// Self-metrics of one kind of reconcile dump.
+pub struct DumpMetrics {
+    /// `tracer_reconciles_total{dump}`
+    pub count: Counter,
+    /// `tracer_reconcile_cpu_seconds_total{dump}`
+    pub cpu_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// `tracer_reconcile_interval_seconds{dump}`
+    pub interval_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
 }
@@ -103,6 +123,8 @@ pub struct Metrics {
     pub evictions: Counter,
     /// `tracer_reconcile_errors_total`
     pub reconcile_errors: Counter,
+    /// Reconcile dumps, indexed like [`DUMPS`].
+    pub dumps: [DumpMetrics; 2],
     /// `tracer_time_wait_ended_total{how}` handles: expired, reused, reset.
     time_wait_ended: [Counter; 3],
     close_wait_leaks: Gauge,
@@ -231,6 +253,30 @@ impl Metrics {
             "sock_diag dumps that failed",
             reconcile_errors.clone(),
         );
+        let dump_count_f = Family::<DumpLabel, Counter>::default();
+        r.register(
+            "reconciles",
+            "sock_diag dumps reconciled, by kind",
+            dump_count_f.clone(),
+        );
+        let dump_cpu_f = Family::<DumpLabel, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+        r.register(
+            "reconcile_cpu_seconds",
+            "CPU time spent on reconcile dumps: the kernel's walk and the engine's update",
+            dump_cpu_f.clone(),
+        );
+        let dump_interval_f =
+            Family::<DumpLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        r.register(
+            "reconcile_interval_seconds",
+            "Gap between reconcile dumps in force: the configured interval, or longer when --reconcile-budget stretched it",
+            dump_interval_f.clone(),
+        );
+        let dumps = DUMPS.map(|dump| DumpMetrics {
+            count: dump_count_f.get_or_create_owned(&DumpLabel { dump }),
+            cpu_seconds: dump_cpu_f.get_or_create_owned(&DumpLabel { dump }),
+            interval_seconds: dump_interval_f.get_or_create_owned(&DumpLabel { dump }),
+        });
         let tw_end_f = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
         r.register(
             "tcp_time_wait_ended",
@@ -358,6 +404,7 @@ impl Metrics {
             tracked,
             evictions,
             reconcile_errors,
+            dumps,
             time_wait_ended,
             close_wait_leaks,
             close_wait_by_comm,

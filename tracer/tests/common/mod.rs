@@ -396,6 +396,15 @@ impl Agent {
         metric_value(&self.get("/metrics"), series).unwrap_or_else(|| panic!("no series {series}"))
     }
 
+    /// SIGSTOP (`true`) or SIGCONT (`false`): a frozen agent reads nothing,
+    /// so the kernel's ring buffer fills and events are lost.
+    #[allow(dead_code)]
+    pub fn freeze(&self, frozen: bool) {
+        let sig = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
     /// SIGTERM, and the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
         // SAFETY: kill(2) on our own child.

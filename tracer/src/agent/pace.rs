@@ -1,0 +1,148 @@
+//! When to take the next sock_diag dump.
+//!
+//! A dump is not free, and its cost does not depend on what it returns:
+//! the kernel walks the whole established hash, timewait sockets included,
+//! even when the request leaves them out. Beside 131,072 TIME_WAIT sockets
+//! one walk costs 15–30 ms of kernel time, so a dump every second is several
+//! percent of a core spent confirming what the events already said.
+//!
+//! Each kind of dump therefore has a [`Pace`]: it runs every `interval`
+//! (`--reconcile-interval`, `--time-wait-interval`), unless the last one
+//! cost more than `budget` of one core over that interval; then the gap
+//! grows until it does not (`cost / budget`). A dump is still taken at
+//! the next tick whenever events may have been lost: healing is what the
+//! reconcile is for, and it must not wait for the budget.
+use std::time::Duration;
+
+/// The schedule of one kind of dump.
+#[derive(Clone, Debug)]
+pub struct Pace {
+    base_ns: u64,
+    /// Fraction of one core; 0 disables the budget.
+    budget: f64,
+    interval_ns: u64,
+    next_ns: u64,
+}
+
+impl Pace {
+    /// A pace of one dump every `interval`, spending at most `budget_percent`
+    /// of one core on it (0: no limit). The first dump is due at once.
+    pub fn new(interval: Duration, budget_percent: f64) -> Pace {
+        let base_ns = interval.as_nanos() as u64;
+        Pace {
+            base_ns,
+            budget: budget_percent / 100.0,
+            interval_ns: base_ns,
+            next_ns: 0,
+        }
+    }
+
+    /// True when a dump is due at `now_ns`.
+    pub fn due(&self, now_ns: u64) -> bool {
+        now_ns >= self.next_ns
+    }
+
+    /// Record a dump that started at `start_ns` and cost `cost_ns` of CPU
+    /// time (the kernel's walk plus the engine's reconcile).
+    pub fn done(&mut self, start_ns: u64, cost_ns: u64) {
+        self.interval_ns = if self.budget > 0.0 {
+            let stretched = (cost_ns as f64 / self.budget).min(u64::MAX as f64) as u64;
+            self.base_ns.max(stretched)
+        } else {
+            self.base_ns
+        };
+        self.next_ns = start_ns.saturating_add(self.interval_ns);
+    }
+
+    /// Push the next dump one interval past `start_ns`, keeping the interval:
+    /// a dump of another kind covered this one's ground.
+    pub fn covered(&mut self, start_ns: u64) {
+        self.next_ns = self.next_ns.max(start_ns.saturating_add(self.interval_ns));
+    }
+
+    /// The gap between dumps in force: the configured interval, or longer
+    /// when the budget stretched it.
+    pub fn interval(&self) -> Duration {
+        Duration::from_nanos(self.interval_ns)
+    }
+}
+
+/// CPU time this thread has used, in nanoseconds (user and system).
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+    const S: u64 = 1_000 * MS;
+
+    #[test]
+    fn cheap_dumps_keep_the_configured_interval() {
+        let mut p = Pace::new(Duration::from_secs(1), 1.0);
+        assert!(p.due(0), "the first dump is due at once");
+        p.done(5 * S, 2 * MS); // 2 ms: 0.2% of a core at 1 s
+        assert_eq!(p.interval(), Duration::from_secs(1));
+        assert!(!p.due(5 * S + 999 * MS));
+        assert!(p.due(6 * S));
+    }
+
+    #[test]
+    fn expensive_dumps_stretch_the_interval_to_the_budget() {
+        let mut p = Pace::new(Duration::from_secs(1), 1.0);
+        p.done(10 * S, 40 * MS); // 40 ms at 1% of a core: every 4 s
+        assert_eq!(p.interval(), Duration::from_secs(4));
+        assert!(!p.due(13 * S));
+        assert!(p.due(14 * S));
+        // The walk got cheap again (TIME_WAIT drained): back to 1 s.
+        p.done(14 * S, 3 * MS);
+        assert_eq!(p.interval(), Duration::from_secs(1));
+        assert!(p.due(15 * S));
+    }
+
+    #[test]
+    fn zero_budget_means_no_limit() {
+        let mut p = Pace::new(Duration::from_millis(500), 0.0);
+        p.done(S, 10 * S);
+        assert_eq!(p.interval(), Duration::from_millis(500));
+        assert!(p.due(S + 500 * MS));
+    }
+
+    #[test]
+    fn a_covering_dump_postpones_but_never_advances() {
+        let mut p = Pace::new(Duration::from_secs(1), 1.0);
+        p.done(0, 20 * MS); // every 2 s
+        p.covered(S); // a full dump at 1 s covered the ground
+        assert!(!p.due(2 * S + 999 * MS));
+        assert!(p.due(3 * S));
+        p.covered(0); // an older covering dump changes nothing
+        assert!(!p.due(2 * S + 999 * MS));
+    }
+
+    #[test]
+    fn absurd_costs_do_not_overflow() {
+        let mut p = Pace::new(Duration::from_secs(1), 0.001);
+        p.done(u64::MAX - 5, u64::MAX);
+        assert!(!p.due(u64::MAX - 6));
+        assert!(p.due(u64::MAX));
+    }
+
+    #[test]
+    fn thread_cpu_time_advances_with_work() {
+        let before = thread_cpu_ns();
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(thread_cpu_ns() > before);
+    }
+}
