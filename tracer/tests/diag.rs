@@ -445,6 +445,74 @@ fn many_sockets_span_many_datagrams_and_reuse_allocates_nothing() {
     );
 }
 
+/// The one-walk request (both families at once) and one request per family
+/// list the same sockets, with and without TIME_WAIT.
+#[test]
+fn one_walk_and_per_family_dumps_agree() {
+    require_root();
+    let v4 = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind v4");
+    let v6 = TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).expect("bind v6");
+    let ports: HashSet<u16> = [&v4, &v6]
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect();
+    let mut held = Vec::new();
+    for l in [&v4, &v6] {
+        let addr = l.local_addr().expect("addr");
+        for _ in 0..3 {
+            held.push(TcpStream::connect(addr).expect("connect"));
+            held.push(l.accept().expect("accept").0);
+        }
+        // One client-closed connection: a TIME_WAIT socket.
+        let c = TcpStream::connect(addr).expect("connect");
+        let (mut s, _) = l.accept().expect("accept");
+        drop(c);
+        assert_eq!(s.read(&mut [0u8; 1]).expect("eof"), 0);
+    }
+    let ours = |out: &[DiagSocket]| -> HashSet<(u64, TcpState)> {
+        out.iter()
+            .filter(|s| ports.contains(&s.sport) || ports.contains(&s.dport))
+            .map(|s| (s.cookie, s.state))
+            .collect()
+    };
+    for without_time_wait in [false, true] {
+        let opts = DumpOptions {
+            with_info: true,
+            without_time_wait,
+        };
+        let mut one = Dumper::new(opts).expect("dumper");
+        let mut split = Dumper::per_family(opts).expect("dumper");
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        // Retry across a racing state change of our own sockets (the
+        // TIME_WAIT's FIN handshake may still be settling).
+        let agreed = (0..20).any(|_| {
+            one.dump_into(&mut a).expect("one-walk dump");
+            split.dump_into(&mut b).expect("per-family dump");
+            ours(&a) == ours(&b) || {
+                std::thread::sleep(Duration::from_millis(50));
+                false
+            }
+        });
+        assert!(agreed, "{:?} vs {:?}", ours(&a), ours(&b));
+        assert!(one.one_walk(), "this kernel serves TCPDIAG_GETSOCK");
+        let tw = ours(&a)
+            .iter()
+            .filter(|(_, st)| *st == TcpState::TimeWait)
+            .count();
+        let listen = ours(&a)
+            .iter()
+            .filter(|(_, st)| *st == TcpState::Listen)
+            .count();
+        assert_eq!(listen, 2, "both families' listeners");
+        assert_eq!(tw, if without_time_wait { 0 } else { 2 });
+        let est = ours(&a)
+            .iter()
+            .filter(|(_, st)| *st == TcpState::Established)
+            .count();
+        assert_eq!(est, held.len());
+    }
+}
+
 fn run(cmd: &str, args: &[&str]) {
     let status = Command::new(cmd).args(args).status().expect(cmd);
     assert!(status.success(), "{cmd} {args:?}: {status}");

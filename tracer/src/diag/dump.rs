@@ -8,6 +8,16 @@
 //! came in 299 datagrams (about 0.18 s in a debug build), all received into
 //! one reused buffer.
 //!
+//! One walk for both families. The kernel walks its whole established hash
+//! for every dump request, whatever the request's family and state filter
+//! (beside 131,072 timewait sockets a walk costs 15-30 ms), so a request
+//! per family costs two walks. The original `TCPDIAG_GETSOCK` request,
+//! which the kernel still serves (`inet_diag_dump_compat`), dumps with
+//! `AF_UNSPEC`: both families in one walk, answered with the same
+//! `inet_diag_msg` records. The `Dumper` uses it, and falls back to one
+//! `SOCK_DIAG_BY_FAMILY` request per family, for good, when a kernel
+//! refuses it.
+//!
 //! Cost: [`Dumper::dump_into`] allocates nothing per socket; it pushes into
 //! the caller's `Vec`, which keeps its capacity between reconciles. The
 //! requests are built once, the receive buffer lives in the `Dumper`.
@@ -126,9 +136,11 @@ pub struct Dumper {
     /// `None` after an error; reopened by the next dump.
     socket: Option<Socket>,
     buf: Vec<u8>,
-    /// Serialized requests for AF_INET and AF_INET6; the sequence number is
-    /// patched in before each send.
-    requests: [Vec<u8>; 2],
+    /// Serialized requests: both families (`TCPDIAG_GETSOCK`), AF_INET and
+    /// AF_INET6; the sequence number is patched in before each send.
+    requests: [Vec<u8>; 3],
+    /// Dump both families in one request; false once the kernel refused it.
+    one_walk: bool,
     seq: u32,
     stats: DumpStats,
 }
@@ -143,14 +155,32 @@ impl Dumper {
         Ok(Dumper {
             socket: Some(open_socket()?),
             buf: vec![0; len],
-            requests: [request(AF_INET, opts), request(AF_INET6, opts)],
+            requests: [
+                request_both(opts),
+                request(AF_INET, opts),
+                request(AF_INET6, opts),
+            ],
+            one_walk: true,
             seq: 0,
             stats: DumpStats::default(),
         })
     }
 
+    /// A `Dumper` that asks for each family separately, as it does after
+    /// a kernel refused the one-walk request.
+    pub fn per_family(opts: DumpOptions) -> Result<Dumper, DiagError> {
+        let mut d = Dumper::new(opts)?;
+        d.one_walk = false;
+        Ok(d)
+    }
+
+    /// True while dumps take one walk for both families.
+    pub fn one_walk(&self) -> bool {
+        self.one_walk
+    }
+
     /// Replace the contents of `out` with every TCP socket of this network
-    /// namespace, IPv4 first. `out` keeps its capacity, so a steady-state
+    /// namespace. `out` keeps its capacity, so a steady-state
     /// reconcile allocates nothing. On error `out` holds a partial dump.
     pub fn dump_into(&mut self, out: &mut Vec<DiagSocket>) -> Result<(), DiagError> {
         match self.dump_once(out) {
@@ -175,7 +205,25 @@ impl Dumper {
             Some(socket) => socket,
             None => open_socket()?,
         };
-        for (which, family) in [(0, "IPv4"), (1, "IPv6")] {
+        if self.one_walk {
+            match self.dump_family(&socket, 0, "IPv4 and IPv6", out) {
+                Err(DiagError::Refused { errno, .. })
+                    if matches!(errno, libc::EINVAL | libc::ENOENT | libc::EOPNOTSUPP) =>
+                {
+                    // A kernel without the old request: one per family from
+                    // now on. The error ended that request; the socket is
+                    // clean.
+                    self.one_walk = false;
+                    out.clear();
+                }
+                r => {
+                    r?;
+                    self.socket = Some(socket);
+                    return Ok(());
+                }
+            }
+        }
+        for (which, family) in [(1, "IPv4"), (2, "IPv6")] {
             self.dump_family(&socket, which, family, out)?;
         }
         self.socket = Some(socket);
@@ -245,11 +293,46 @@ fn open_socket() -> Result<Socket, DiagError> {
     Ok(socket)
 }
 
-/// A serialized `inet_diag_req_v2` dump request for one family.
 /// `TCP_TIME_WAIT`, the bit of the state mask that selects timewait sockets
 /// in the TIME_WAIT substate.
 const TCP_TIME_WAIT: u32 = 6;
 
+/// The state mask of a request: all ones, like `ss -a` (the crate's
+/// `StateFlags::all()` stops at CLOSING and would miss NEW_SYN_RECV (12)
+/// and BOUND_INACTIVE (13)), without TIME_WAIT if asked.
+fn states(opts: DumpOptions) -> u32 {
+    if opts.without_time_wait {
+        !(1u32 << TCP_TIME_WAIT)
+    } else {
+        u32::MAX
+    }
+}
+
+/// Netlink message type of the original TCP dump request.
+pub(super) const TCPDIAG_GETSOCK: u16 = 18;
+
+/// A serialized `TCPDIAG_GETSOCK` dump request (an `inet_diag_req`): both
+/// families in one walk. The crate models only the newer request, so the
+/// 60-byte payload is laid out here: family, src_len, dst_len, ext, a
+/// 48-byte `inet_diag_sockid` (unused by a dump), states, dbs.
+fn request_both(opts: DumpOptions) -> Vec<u8> {
+    const PAYLOAD: usize = 60;
+    let mut buf = vec![0u8; 16 + PAYLOAD];
+    let mut nl = NetlinkBuffer::new(&mut buf[..]);
+    nl.set_length((16 + PAYLOAD) as u32);
+    nl.set_message_type(TCPDIAG_GETSOCK);
+    nl.set_flags(NLM_F_REQUEST | NLM_F_DUMP);
+    let p = &mut buf[16..];
+    // The kernel dumps AF_UNSPEC whatever this says; AF_INET for old ones.
+    p[0] = AF_INET;
+    if opts.with_info {
+        p[3] = ExtensionFlags::INFO.bits();
+    }
+    p[52..56].copy_from_slice(&states(opts).to_ne_bytes());
+    buf
+}
+
+/// A serialized `inet_diag_req_v2` dump request for one family.
 fn request(family: u8, opts: DumpOptions) -> Vec<u8> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
@@ -263,13 +346,7 @@ fn request(family: u8, opts: DumpOptions) -> Vec<u8> {
             } else {
                 ExtensionFlags::empty()
             },
-            // All ones, like `ss -a`: the crate's `all()` stops at CLOSING
-            // and would miss NEW_SYN_RECV (12) and BOUND_INACTIVE (13).
-            states: StateFlags::from_bits_retain(if opts.without_time_wait {
-                !(1u32 << TCP_TIME_WAIT)
-            } else {
-                u32::MAX
-            }),
+            states: StateFlags::from_bits_retain(states(opts)),
             socket_id: if family == AF_INET {
                 SocketId::new_v4()
             } else {
@@ -316,6 +393,28 @@ mod tests {
                 .payload()[2],
             0
         );
+    }
+
+    #[test]
+    fn one_walk_request_is_an_inet_diag_req() {
+        let req = request_both(DumpOptions {
+            with_info: true,
+            without_time_wait: true,
+        });
+        // nlmsghdr(16) + inet_diag_req(60)
+        assert_eq!(req.len(), 76);
+        let nl = NetlinkBuffer::new_checked(&req[..]).expect("header");
+        assert_eq!(nl.message_type(), TCPDIAG_GETSOCK);
+        assert_eq!(nl.flags(), NLM_F_REQUEST | NLM_F_DUMP);
+        let p = nl.payload();
+        assert_eq!(p.len(), 60);
+        assert_eq!(p[3], 1 << (netlink_packet_sock_diag::INET_DIAG_INFO - 1));
+        let states = u32::from_ne_bytes([p[52], p[53], p[54], p[55]]);
+        assert_eq!(states, !(1 << 6), "every state but TIME_WAIT");
+        assert_eq!(&p[56..60], &[0; 4], "idiag_dbs");
+        let all = request_both(DumpOptions::default());
+        assert_eq!(all[16 + 3], 0);
+        assert_eq!(&all[16 + 52..16 + 56], &u32::MAX.to_ne_bytes());
     }
 
     /// Needs no privileges: any user may dump TCP sockets.

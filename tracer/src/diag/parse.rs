@@ -128,13 +128,17 @@ pub(super) fn parse_datagram(
                 // 0 is an ACK; a dump does not ask for one, but it is harmless.
             }
             NLMSG_OVERRUN => return Err(malformed("NLMSG_OVERRUN: data was lost".into())),
-            SOCK_DIAG_BY_FAMILY => match decode_socket(payload).map_err(malformed)? {
-                Some(sock) => {
-                    out.push(sock);
-                    counts.sockets += 1;
+            // Replies carry the request's type; both requests get
+            // `inet_diag_msg` records.
+            SOCK_DIAG_BY_FAMILY | super::dump::TCPDIAG_GETSOCK => {
+                match decode_socket(payload).map_err(malformed)? {
+                    Some(sock) => {
+                        out.push(sock);
+                        counts.sockets += 1;
+                    }
+                    None => counts.skipped += 1,
                 }
-                None => counts.skipped += 1,
-            },
+            }
             _ => {}
         }
     }
