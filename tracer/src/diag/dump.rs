@@ -207,9 +207,10 @@ impl Dumper {
         };
         if self.one_walk {
             match self.dump_family(&socket, 0, "IPv4 and IPv6", out) {
-                Err(DiagError::Refused { errno, .. })
-                    if matches!(errno, libc::EINVAL | libc::ENOENT | libc::EOPNOTSUPP) =>
-                {
+                Err(DiagError::Refused {
+                    errno: libc::EINVAL | libc::ENOENT | libc::EOPNOTSUPP,
+                    ..
+                }) => {
                     // A kernel without the old request: one per family from
                     // now on. The error ended that request; the socket is
                     // clean.
