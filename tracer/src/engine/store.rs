@@ -1,11 +1,11 @@
 //! The bounded record store: a dense slab of [`Record`]s, a cookie index,
-//! per-state counts, a 4-tuple index of TIME_WAIT records, a min-heap of
+//! per-state counts, a 4-tuple index of TIME_WAIT records, a queue of
 //! TIME_WAIT timers, and the two intrusive lists that make eviction O(1).
 //!
 //! Records live in a `Vec` (removal is `swap_remove`, fixing the moved
-//! record's index entry and list links), so a socket costs its 112 bytes
-//! plus one 16-byte `cookie -> slot` entry in a hash map. Every record is on
-//! exactly one list, threaded through `link_prev`/`link_next`: `live`
+//! record's index entry, list links and timer), so a socket costs its 112
+//! bytes plus one 16-byte `cookie -> slot` entry in a hash map. Every record
+//! is on exactly one list, threaded through `link_prev`/`link_next`: `live`
 //! (insertion order: the fallback eviction victim is its head) or
 //! `finished` (finish order: retention and the first eviction choice both
 //! take its head). All changes to a record's state, `FINISHED` or `TW`
@@ -13,20 +13,23 @@
 //! before and after, so counts, lists, the tuple index and the timers cannot
 //! drift.
 //!
-//! The timer heap holds `(deadline, cookie)` for every record that entered
-//! TIME_WAIT (see [`time_wait_deadline`]); entries are never removed early:
-//! [`Store::pop_time_wait_timer`] skips those whose record has gone, left
-//! TIME_WAIT or got another deadline. A record pushes one entry per change
-//! of its deadline, and every entry pops within about 61 s of its push, so
-//! the heap stays near the number of TIME_WAIT entries of the last minute.
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+//! Every record that has a TIME_WAIT deadline (see [`time_wait_deadline`])
+//! has exactly one 8-byte `(slot, tick)` entry in the timer queue
+//! (`timers.rs`), which pops them in `(deadline, cookie)` order. Entries are
+//! keyed by `since + 60 s`, which a dump confirming the record leaves alone.
+//! A record that leaves TIME_WAIT or gets another `since` cancels its entry,
+//! leaving a tombstone until it reaches an end of the queue (about 61 s at
+//! most), so the queue stays near the number of TIME_WAIT records.
+mod timers;
+
+use std::collections::HashMap;
 
 use super::hash::BuildCookieHasher;
 use super::observer::Observer;
 use super::record::{NIL, Record, flag};
 use super::{TCP_TIMEWAIT_LEN_NS, TIME_WAIT_SLACK_NS};
 use crate::tcp::TcpState;
+use timers::{Timer, TimerQueue};
 
 /// Head and tail of an intrusive list of slots.
 #[derive(Clone, Copy, Debug)]
@@ -49,7 +52,7 @@ struct Acct {
     finished: bool,
     /// Its tuple fingerprint, while in TIME_WAIT.
     tw: Option<u64>,
-    /// Its TIME_WAIT timer deadline.
+    /// The base of its TIME_WAIT timer, `since + 60 s` (see `Timer`).
     timer: Option<u64>,
     /// In TIME_WAIT, inferred and not confirmed by a dump yet.
     unconfirmed: bool,
@@ -71,15 +74,31 @@ pub(super) fn time_wait_deadline(r: &Record) -> Option<u64> {
     })
 }
 
+/// The timer of `r`, when it has a deadline: `time_wait_deadline(r)` is
+/// its `deadline_ns()`.
+fn timer(r: &Record) -> Option<Timer> {
+    time_wait_deadline(r)?;
+    Some(Timer {
+        base_ns: r.since_ns.saturating_add(TCP_TIMEWAIT_LEN_NS),
+        cookie: r.cookie,
+        grace: !r.has(flag::TW_CONFIRMED),
+    })
+}
+
+/// The timer of the record in `slot`, for the timer queue.
+fn timer_at(slab: &[Record], slot: u32) -> Option<Timer> {
+    timer(slab.get(slot as usize)?)
+}
+
 fn acct(r: &Record) -> Acct {
     let finished = r.has(flag::FINISHED);
-    let timer = time_wait_deadline(r);
+    let timer = timer(r);
     Acct {
         counted: (!finished).then_some(r.state),
         finished,
         tw: (!finished && r.has(flag::TW)).then(|| r.tuple_hash()),
-        timer,
-        unconfirmed: timer.is_some() && !r.has(flag::TW_CONFIRMED),
+        timer: timer.map(|t| t.base_ns),
+        unconfirmed: timer.is_some_and(|t| t.grace),
     }
 }
 
@@ -88,8 +107,11 @@ pub(super) struct Store {
     slab: Vec<Record>,
     index: HashMap<u64, u32, BuildCookieHasher>,
     tw_index: HashMap<u64, u64, BuildCookieHasher>,
-    /// `(deadline, cookie)` of TIME_WAIT timers, earliest first (lazy).
-    timers: BinaryHeap<Reverse<(u64, u64)>>,
+    /// One entry per record with a TIME_WAIT deadline, earliest first.
+    timers: TimerQueue,
+    /// The slot whose timer entry `pop_time_wait_timer` just returned (and
+    /// removed), until its record's deadline changes; else `NIL`.
+    fired: u32,
     live: List,
     finished: List,
     counts: [u64; TcpState::COUNT],
@@ -106,7 +128,8 @@ impl Store {
             slab: Vec::new(),
             index: HashMap::default(),
             tw_index: HashMap::default(),
-            timers: BinaryHeap::new(),
+            timers: TimerQueue::new(),
+            fired: NIL,
             live: EMPTY,
             finished: EMPTY,
             counts: [0; TcpState::COUNT],
@@ -121,9 +144,9 @@ impl Store {
         self.slab.len()
     }
 
-    /// Heap bytes held, estimated from capacities: the slab, and both hash
+    /// Heap bytes held, estimated from capacities: the slab, both hash
     /// tables (hashbrown keeps 1/8 of its buckets free, and one control
-    /// byte per bucket plus a trailing group).
+    /// byte per bucket plus a trailing group) and the timer queue.
     pub fn approx_heap_bytes(&self) -> usize {
         fn table<K, V>(capacity: usize) -> usize {
             if capacity == 0 {
@@ -135,7 +158,7 @@ impl Store {
         self.slab.capacity() * size_of::<Record>()
             + table::<u64, u32>(self.index.capacity())
             + table::<u64, u64>(self.tw_index.capacity())
-            + self.timers.capacity() * size_of::<(u64, u64)>()
+            + self.timers.heap_bytes()
     }
 
     /// Records evicted so far.
@@ -154,21 +177,15 @@ impl Store {
     }
 
     /// The slot of a record whose TIME_WAIT timer is due at `now_ns`, with
-    /// its deadline, removing its entry; `None` when no timer is due. Stale
-    /// entries on the way are dropped.
+    /// its deadline, removing its entry; `None` when no timer is due. Due
+    /// timers come earliest first, ties by cookie.
     pub fn pop_time_wait_timer(&mut self, now_ns: u64) -> Option<(u32, u64)> {
-        while let Some(&Reverse((deadline, cookie))) = self.timers.peek() {
-            if deadline > now_ns {
-                return None;
-            }
-            self.timers.pop();
-            if let Some(slot) = self.slot(cookie)
-                && time_wait_deadline(self.rec(slot)) == Some(deadline)
-            {
-                return Some((slot, deadline));
-            }
+        let slab = &self.slab;
+        let due = self.timers.pop(now_ns, &|s| timer_at(slab, s));
+        if let Some((slot, _)) = due {
+            self.fired = slot;
         }
-        None
+        due
     }
 
     /// Every record, in no particular order.
@@ -205,6 +222,20 @@ impl Store {
         if before != after {
             self.unaccount(slot, before);
             self.account(slot, after);
+            if before.timer != after.timer {
+                if let Some(base) = before.timer {
+                    self.cancel_timer(slot, base);
+                }
+                if after.timer.is_some() {
+                    self.arm_timer(slot);
+                }
+            } else if let Some(base) = after.timer
+                && before.unconfirmed
+                && !after.unconfirmed
+            {
+                let slab = &self.slab;
+                self.timers.confirmed(slot, base, &|s| timer_at(slab, s));
+            }
         }
         out
     }
@@ -237,6 +268,9 @@ impl Store {
         self.index.insert(cookie, slot);
         let a = acct(&self.slab[slot as usize]);
         self.account(slot, a);
+        if a.timer.is_some() {
+            self.arm_timer(slot);
+        }
         Some(slot)
     }
 
@@ -273,16 +307,27 @@ impl Store {
     pub fn remove(&mut self, slot: u32) -> Record {
         let a = acct(&self.slab[slot as usize]);
         self.unaccount(slot, a);
+        if let Some(base) = a.timer {
+            self.cancel_timer(slot, base);
+        }
         let rec = self.slab.swap_remove(slot as usize);
         self.index.remove(&rec.cookie);
         if let Some(moved) = self.slab.get(slot as usize) {
             // The last record now sits in `slot`: repoint whoever named it.
-            let (cookie, prev, next, finished) = (
+            let (cookie, prev, next, finished, timer) = (
                 moved.cookie,
                 moved.link_prev,
                 moved.link_next,
                 moved.has(flag::FINISHED),
+                timer(moved),
             );
+            let from = self.slab.len() as u32;
+            if self.fired == from {
+                self.fired = slot;
+            } else if let Some(t) = timer {
+                let found = self.timers.relocate(from, slot, t.base_ns);
+                debug_assert!(found, "no timer for {cookie:#x}");
+            }
             self.index.insert(cookie, slot);
             match prev {
                 NIL => self.list_mut(finished).head = slot,
@@ -304,15 +349,30 @@ impl Store {
         }
     }
 
+    /// Queue the timer of the record in `slot`.
+    fn arm_timer(&mut self, slot: u32) {
+        let slab = &self.slab;
+        self.timers.push(slot, &|s| timer_at(slab, s));
+    }
+
+    /// Drop the timer entry of the record in `slot`, based at `base`.
+    fn cancel_timer(&mut self, slot: u32, base: u64) {
+        if self.fired == slot {
+            // `pop_time_wait_timer` took the entry already.
+            self.fired = NIL;
+        } else {
+            let found = self.timers.remove(slot, base);
+            debug_assert!(found, "no timer for slot {slot}");
+        }
+    }
+
+    /// Count `a` and append the record in `slot` to its list (timers are
+    /// the caller's).
     fn account(&mut self, slot: u32, a: Acct) {
         if let Some(st) = a.counted {
             self.counts[st.index()] += 1;
         }
         self.unconfirmed += u64::from(a.unconfirmed);
-        if let Some(deadline) = a.timer {
-            let cookie = self.slab[slot as usize].cookie;
-            self.timers.push(Reverse((deadline, cookie)));
-        }
         if let Some(h) = a.tw {
             // At most one timewait socket per tuple exists; the newest wins.
             self.tw_index.insert(h, self.slab[slot as usize].cookie);
@@ -329,6 +389,7 @@ impl Store {
         self.list_mut(a.finished).tail = slot;
     }
 
+    /// Undo `account` (timers are the caller's).
     fn unaccount(&mut self, slot: u32, a: Acct) {
         if let Some(st) = a.counted {
             self.counts[st.index()] -= 1;
@@ -369,8 +430,11 @@ impl Store {
         assert_eq!(self.index.len(), self.slab.len());
         let mut counts = [0u64; TcpState::COUNT];
         let (mut tw, mut unconfirmed) = (0, 0);
-        let timers: std::collections::HashSet<(u64, u64)> =
-            self.timers.iter().map(|t| t.0).collect();
+        assert_eq!(self.fired, NIL, "a popped timer's record kept its deadline");
+        let mut timers = HashMap::new();
+        for (slot, tick) in self.timers.check(&|s| timer_at(&self.slab, s)) {
+            assert!(timers.insert(slot, tick).is_none(), "two timers for {slot}");
+        }
         for (i, r) in self.slab.iter().enumerate() {
             assert_eq!(
                 self.index.get(&r.cookie),
@@ -383,8 +447,11 @@ impl Store {
                 "finished record in TIME_WAIT"
             );
             if let Some(deadline) = time_wait_deadline(r) {
-                assert!(
-                    timers.contains(&(deadline, r.cookie)),
+                let t = timer(r).expect("a deadline has a timer");
+                assert_eq!(t.deadline_ns(), deadline);
+                assert_eq!(
+                    timers.remove(&(i as u32)),
+                    Some(timers::tick(t.base_ns)),
                     "no timer for {:#x}",
                     r.cookie
                 );
@@ -400,6 +467,7 @@ impl Store {
                 assert_eq!(r.state, TcpState::Close);
             }
         }
+        assert!(timers.is_empty(), "timers without a deadline: {timers:?}");
         assert_eq!(counts, self.counts, "per-state counts drifted");
         assert_eq!(unconfirmed, self.unconfirmed, "unconfirmed count drifted");
         assert!(self.tw_index.len() <= tw);

@@ -18,6 +18,7 @@ mod lifecycle;
 mod lives;
 mod props;
 mod reconcile;
+mod timers;
 mod timewait;
 
 /// Milliseconds as ns.
