@@ -75,10 +75,14 @@ impl Leaks {
             return;
         }
         self.lost_at_dump = lost;
+        // The budget covers the dump and the reconcile, which grow with the
+        // host's socket count; not the events drained in between, nor owner
+        // lookups for new flags (one-offs).
         let cpu = thread_cpu_ns();
         let dumped = self.dumper.dump_into(&mut self.dump);
+        let dump_ns = thread_cpu_ns().saturating_sub(cpu);
         if dumped.is_err() {
-            self.pace.done(start, thread_cpu_ns().saturating_sub(cpu));
+            self.pace.done(start, dump_ns);
             return;
         }
         let engine = &mut self.engine;
@@ -89,10 +93,10 @@ impl Leaks {
             }
             p.event(ev);
         });
+        let cpu = thread_cpu_ns();
         engine.reconcile(&self.dump, start, false, &mut ());
-        // The budget covers the dump and the reconcile, which grow with the
-        // host's socket count; not owner lookups for new flags (one-offs).
-        self.pace.done(start, thread_cpu_ns().saturating_sub(cpu));
+        self.pace
+            .done(start, dump_ns + thread_cpu_ns().saturating_sub(cpu));
         let engine = &*engine;
         let changes = self.detector.update(
             &self.dump,
