@@ -126,7 +126,7 @@ impl<'a> Common<'a> {
         // The agent checked that the field lies inside the block; the mask
         // only proves the bound to the verifier.
         let rel = at.wrapping_sub(self.off.block_start) as usize & MASK;
-        const { assert!(size_of::<T>() <= PADDED - MASK - 1) };
+        const { assert!(size_of::<T>() < PADDED - MASK) };
         // SAFETY: rel + size_of::<T>() <= PADDED.
         unsafe { core::ptr::read_unaligned(self.bytes.as_ptr().add(rel).cast::<T>()) }
     }
