@@ -15,7 +15,7 @@ pub enum PreflightError {
     /// Neither root nor CAP_BPF + CAP_PERFMON.
     #[error(
         "tracer needs root, or the CAP_BPF and CAP_PERFMON capabilities, to load its kernel programs; \
-         run it with sudo or grant them (setcap cap_bpf,cap_perfmon,cap_net_admin,cap_sys_ptrace,cap_dac_read_search+ep tracer)"
+         run it with sudo or grant them (setcap cap_bpf,cap_perfmon,cap_sys_ptrace,cap_dac_read_search+ep tracer)"
     )]
     NotPrivileged,
     /// No /sys/kernel/btf/vmlinux.
