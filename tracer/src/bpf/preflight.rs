@@ -26,6 +26,14 @@ pub enum PreflightError {
     /// BPF_MAP_TYPE_RINGBUF is not supported.
     #[error("this kernel has no BPF ring buffer; tracer needs Linux 5.8 or later")]
     NoRingBuf,
+    /// Not even an array map can be created, though the capabilities allow
+    /// it: the bpf() system call itself is refused.
+    #[error(
+        "the bpf() system call is refused although this process holds CAP_BPF: a seccomp \
+         profile (a container runtime's default one) or an LSM policy blocks it; run with \
+         seccomp unconfined (see docs/kubernetes.md)"
+    )]
+    BpfBlocked,
 }
 
 /// The effective capability mask of this process.
@@ -54,10 +62,18 @@ pub fn check() -> Result<(), PreflightError> {
     if !std::path::Path::new(VMLINUX_BTF).exists() {
         return Err(PreflightError::NoBtf);
     }
-    if !aya::sys::is_map_supported(MapType::RingBuf).unwrap_or(false) {
-        return Err(PreflightError::NoRingBuf);
+    let supported = |t| aya::sys::is_map_supported(t).unwrap_or(false);
+    map_support(supported(MapType::Array), supported(MapType::RingBuf))
+}
+
+/// What the two map probes say: an array map (every BPF kernel has one)
+/// and a ring buffer (5.8+).
+fn map_support(array: bool, ring_buf: bool) -> Result<(), PreflightError> {
+    match (array, ring_buf) {
+        (_, true) => Ok(()),
+        (false, false) => Err(PreflightError::BpfBlocked),
+        (true, false) => Err(PreflightError::NoRingBuf),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -71,5 +87,16 @@ mod tests {
         assert!(!caps_allow_tracing(1 << CAP_BPF));
         assert!(!caps_allow_tracing(1 << CAP_PERFMON));
         assert!(caps_allow_tracing((1 << CAP_BPF) | (1 << CAP_PERFMON)));
+    }
+
+    #[test]
+    fn a_refused_bpf_call_is_not_called_an_old_kernel() {
+        assert!(map_support(true, true).is_ok());
+        assert!(matches!(
+            map_support(true, false),
+            Err(PreflightError::NoRingBuf)
+        ));
+        let blocked = map_support(false, false).unwrap_err();
+        assert!(blocked.to_string().contains("seccomp"), "{blocked}");
     }
 }
