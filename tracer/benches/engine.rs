@@ -71,18 +71,20 @@ impl Feed {
         }
     }
 
-    /// Time `stage` over `iters` fresh batches.
-    fn time(
+    /// Time `stage` over `iters` fresh batches, each first turned into its
+    /// input by `prep` (untimed).
+    fn time<T>(
         &mut self,
         iters: u64,
         metrics: &Metrics,
-        mut stage: impl FnMut(&mut Engine, &[[u8; 88]]),
+        prep: impl Fn(Vec<[u8; 88]>) -> T,
+        mut stage: impl FnMut(&mut Engine, &T),
     ) -> Duration {
         let mut total = Duration::ZERO;
         for _ in 0..iters {
-            let raw = self.next_raw();
+            let input = prep(self.next_raw());
             let t = Instant::now();
-            stage(&mut self.engine, &raw);
+            stage(&mut self.engine, &input);
             total += t.elapsed();
             self.maybe_reconcile(metrics);
         }
@@ -130,61 +132,61 @@ fn benches(c: &mut Criterion) {
     let mut feed = Feed::new();
     g.bench_function("apply", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let evs = decode_all(&feed.next_raw());
-                let t = Instant::now();
-                for ev in &evs {
-                    feed.engine.apply(black_box(ev), &mut ());
+            let prep = |raw: Vec<[u8; 88]>| decode_all(&raw);
+            feed.time(iters, &metrics, prep, |engine, evs| {
+                for ev in evs {
+                    engine.apply(black_box(ev), &mut ());
                 }
-                total += t.elapsed();
-                feed.maybe_reconcile(&metrics);
-            }
-            total
+            })
         })
     });
 
     let mut feed = Feed::new();
     g.bench_function("apply_metrics", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let evs = decode_all(&feed.next_raw());
-                let t = Instant::now();
-                for ev in &evs {
-                    feed.engine.apply(black_box(ev), &mut &metrics);
+            let prep = |raw: Vec<[u8; 88]>| decode_all(&raw);
+            feed.time(iters, &metrics, prep, |engine, evs| {
+                for ev in evs {
+                    engine.apply(black_box(ev), &mut &metrics);
                 }
-                total += t.elapsed();
-                feed.maybe_reconcile(&metrics);
-            }
-            total
+            })
         })
     });
 
     let mut feed = Feed::new();
     g.bench_function("decode_engine", |b| {
         b.iter_custom(|iters| {
-            feed.time(iters, &metrics, |engine, raw| {
-                for r in raw {
-                    if let Ok(ev) = SockEvent::decode(black_box(r)) {
-                        engine.apply(&ev, &mut ());
+            feed.time(
+                iters,
+                &metrics,
+                |raw| raw,
+                |engine, raw| {
+                    for r in raw {
+                        if let Ok(ev) = SockEvent::decode(black_box(r)) {
+                            engine.apply(&ev, &mut ());
+                        }
                     }
-                }
-            })
+                },
+            )
         })
     });
 
     let mut feed = Feed::new();
     g.bench_function("pipeline", |b| {
         b.iter_custom(|iters| {
-            feed.time(iters, &metrics, |engine, raw| {
-                for r in raw {
-                    if let Ok(ev) = SockEvent::decode(black_box(r)) {
-                        metrics.event(ev.kind);
-                        engine.apply(&ev, &mut &metrics);
+            feed.time(
+                iters,
+                &metrics,
+                |raw| raw,
+                |engine, raw| {
+                    for r in raw {
+                        if let Ok(ev) = SockEvent::decode(black_box(r)) {
+                            metrics.event(ev.kind);
+                            engine.apply(&ev, &mut &metrics);
+                        }
                     }
-                }
-            })
+                },
+            )
         })
     });
     g.finish();
