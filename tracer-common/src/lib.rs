@@ -32,7 +32,7 @@ pub const FAMILY_NONE: u8 = 0;
 /// Addresses are in network byte order (an IPv4 address fills the first four
 /// bytes); ports are in host byte order. `pid` is the thread-group id and
 /// `tid` the thread id of the task that was running when the hook fired.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Event {
     /// One of the `KIND_*` constants.
@@ -104,8 +104,9 @@ impl Event {
 /// Slot in the `COUNTERS` per-CPU array: events dropped because the ring
 /// buffer was full.
 pub const COUNTER_RINGBUF_FULL: u32 = 0;
-/// Slot in `COUNTERS`: a kernel read (`bpf_probe_read_kernel`) failed, so the
-/// event was not sent.
+/// Slot in `COUNTERS`: an event was not sent because a kernel read failed,
+/// or gave a value the programs cannot use (an address family other than
+/// IPv4 and IPv6, offsets the agent never filled in).
 pub const COUNTER_READ_ERROR: u32 = 1;
 /// Number of slots in `COUNTERS`.
 pub const COUNTER_SLOTS: u32 = 4;
@@ -113,6 +114,11 @@ pub const COUNTER_SLOTS: u32 = 4;
 /// Byte offsets into kernel structures, read from `/sys/kernel/btf/vmlinux`
 /// by the agent at load time and handed to the programs as a read-only global
 /// (`SOCK_OFFSETS`). Rust eBPF has no CO-RE relocations yet; this replaces them.
+///
+/// The global lives in a frozen read-only map, so the verifier knows every
+/// offset as a constant and checks each load through a BTF-typed socket
+/// pointer against the kernel's own type: the programs read kernel memory
+/// with plain loads instead of `bpf_probe_read_kernel` calls.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockOffsets {
@@ -130,9 +136,9 @@ pub struct SockOffsets {
     pub skc_family: u32,
     /// `sock_common.skc_state` (`volatile unsigned char`).
     pub skc_state: u32,
-    /// `sock_common.skc_v6_daddr` (`struct in6_addr`).
+    /// `sock_common.skc_v6_daddr` (`struct in6_addr`, 8-byte aligned).
     pub skc_v6_daddr: u32,
-    /// `sock_common.skc_v6_rcv_saddr` (`struct in6_addr`).
+    /// `sock_common.skc_v6_rcv_saddr` (`struct in6_addr`, 8-byte aligned).
     pub skc_v6_rcv_saddr: u32,
     /// `sock.sk_protocol` (`u16`, kernel 5.6 and later).
     pub sk_protocol: u32,
@@ -144,23 +150,27 @@ pub struct SockOffsets {
     pub skc_net: u32,
     /// `struct net` -> `ns.inum`: the namespace's inode number.
     pub net_inum: u32,
-    /// Where the programs start their one read of [`SOCK_BLOCK_LEN`] bytes
-    /// that covers every `skc_*` field above (the start of `sock_common`).
-    pub block_start: u32,
+    /// Explicit padding; always zero.
+    pub pad: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<SockOffsets>() == 56);
 
-/// Bytes of `sock_common` the programs copy in one `bpf_probe_read_kernel`:
-/// addresses, ports, family, state, the netns pointer and the IPv6
-/// addresses all sit in its first 88 bytes on 64-bit kernels. One read
-/// instead of one per field is most of what an event costs in the kernel.
-/// The agent refuses a kernel whose fields do not fit.
-pub const SOCK_BLOCK_LEN: u32 = 96;
-
 impl SockOffsets {
     /// The value of `magic` in offsets that were really filled in.
     pub const MAGIC: u32 = 0x7472_6372;
+}
+
+/// Names shared by the kernel object and the loader.
+pub mod names {
+    /// The ring buffer every event goes through.
+    pub const EVENTS: &str = "EVENTS";
+    /// The per-CPU error counters, indexed by `COUNTER_*`.
+    pub const COUNTERS: &str = "COUNTERS";
+    /// The read-only global holding [`super::SockOffsets`].
+    pub const SOCK_OFFSETS: &str = "SOCK_OFFSETS";
+    /// The read-only global holding the wake-up threshold in bytes.
+    pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
 }
 
 #[cfg(feature = "user")]

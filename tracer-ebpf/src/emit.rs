@@ -1,11 +1,21 @@
 //! The ring buffer, the error counters, and the one way events leave the kernel.
+//!
+//! [`emit`] takes the event's memory from the ring buffer, writes each field
+//! once, and submits it: nothing is built on the stack and copied, and
+//! nothing is zeroed that is written anyway.
+use core::mem::offset_of;
+
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_get_current_comm},
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use tracer_common::{ABI_VERSION, COUNTER_RINGBUF_FULL, COUNTER_SLOTS, Event};
+use tracer_common::{
+    ABI_VERSION, COUNTER_READ_ERROR, COUNTER_RINGBUF_FULL, COUNTER_SLOTS, Event, FAMILY_NONE,
+};
+
+use crate::sock::{Sock, Tuple};
 
 /// Default size; the agent resizes it at load time (`--ring-bytes`).
 #[map]
@@ -22,12 +32,31 @@ static WAKEUP_BYTES: u64 = 0;
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
-/// Add one to a `COUNTER_*` slot.
-#[inline(always)]
-pub fn count(slot: u32) {
-    if let Some(ptr) = COUNTERS.get_ptr_mut(slot) {
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        unsafe { *ptr += 1 };
+/// Why an event was not sent. Each is counted; none is silent.
+#[derive(Clone, Copy)]
+pub enum Fail {
+    /// The agent did not fill in `SOCK_OFFSETS`.
+    Offsets,
+    /// A helper read of kernel memory failed.
+    Read,
+    /// The socket's address family is neither IPv4 nor IPv6.
+    Family,
+    /// The ring buffer had no room.
+    RingFull,
+}
+
+impl Fail {
+    /// Count it in its `COUNTERS` slot.
+    #[inline(always)]
+    pub fn count(self) {
+        let slot = match self {
+            Fail::RingFull => COUNTER_RINGBUF_FULL,
+            Fail::Offsets | Fail::Read | Fail::Family => COUNTER_READ_ERROR,
+        };
+        if let Some(ptr) = COUNTERS.get_ptr_mut(slot) {
+            // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+            unsafe { *ptr += 1 };
+        }
     }
 }
 
@@ -43,33 +72,114 @@ pub enum Task {
     Unrelated,
 }
 
-/// Stamp the header (and the current task, for [`Task::Owner`]) into `ev`,
-/// then send it.
+/// What an event says, apart from the socket it reads.
+pub struct Head {
+    /// One of `tracer_common::KIND_*`.
+    pub kind: u8,
+    /// State before a state change; 0 otherwise.
+    pub old_state: u8,
+    /// State after a state change, or the socket's state.
+    pub new_state: u8,
+    /// The socket cookie.
+    pub cookie: u64,
+    /// Whose task the hook runs in.
+    pub task: Task,
+}
+
+/// Write `v` at byte `at` of the event at `ev`.
+///
+/// # Safety
+/// `ev` points to a whole `Event`, and `at` is the offset of a field of
+/// type `T`.
 #[inline(always)]
-pub fn send(ev: &mut Event, kind: u8, task: Task) {
-    ev.kind = kind;
-    ev.version = ABI_VERSION;
-    // SAFETY: helpers with no pointer arguments.
-    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
-    if task == Task::Owner {
-        let pid_tgid = bpf_get_current_pid_tgid();
-        ev.pid = (pid_tgid >> 32) as u32;
-        ev.tid = pid_tgid as u32;
-        if let Ok(comm) = bpf_get_current_comm() {
-            ev.comm = comm;
+unsafe fn put<T>(ev: *mut Event, at: usize, v: T) {
+    // SAFETY: per the contract; Event is 8-aligned and so is every field
+    // offset a u64 is written at. Volatile, so LLVM does not merge adjacent
+    // zero stores into a call to a byte-at-a-time memset.
+    unsafe { ev.cast::<u8>().add(at).cast::<T>().write_volatile(v) }
+}
+
+/// Send one event about `sock` (a NULL socket gives a tuple of zeros).
+#[inline(always)]
+pub fn emit(head: Head, sock: Sock) -> Result<(), Fail> {
+    let tuple = if sock.is_null() {
+        None
+    } else {
+        Some(sock.tuple()?)
+    };
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        return Err(Fail::RingFull);
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` is the reserved, 8-aligned record of one Event; every
+    // offset below is a field's.
+    unsafe {
+        let family = tuple.as_ref().map_or(FAMILY_NONE, |t| t.family);
+        // kind, version, family, old_state, new_state and the padding, as
+        // one little-endian word.
+        let word = u64::from(head.kind)
+            | u64::from(ABI_VERSION) << 8
+            | u64::from(family) << 16
+            | u64::from(head.old_state) << 24
+            | u64::from(head.new_state) << 32;
+        put(ev, 0, word);
+        put(ev, offset_of!(Event, ts_ns), bpf_ktime_get_ns());
+        put(ev, offset_of!(Event, cookie), head.cookie);
+        let t = tuple.unwrap_or(Tuple {
+            family: FAMILY_NONE,
+            sport: 0,
+            dport: 0,
+            netns: 0,
+            saddr: [0; 2],
+            daddr: [0; 2],
+        });
+        put(ev, offset_of!(Event, sport), t.sport);
+        put(ev, offset_of!(Event, dport), t.dport);
+        put(ev, offset_of!(Event, netns), t.netns);
+        put(ev, offset_of!(Event, saddr), t.saddr[0]);
+        put(ev, offset_of!(Event, saddr) + 8, t.saddr[1]);
+        put(ev, offset_of!(Event, daddr), t.daddr[0]);
+        put(ev, offset_of!(Event, daddr) + 8, t.daddr[1]);
+        let comm = offset_of!(Event, comm);
+        if head.task == Task::Owner {
+            // pid in the high half, tid in the low: the event's pid then tid.
+            let pid_tgid = bpf_get_current_pid_tgid();
+            put(ev, offset_of!(Event, pid), pid_tgid.rotate_left(32));
+            let p = ev.cast::<u8>().add(comm);
+            if bpf_get_current_comm(p.cast(), 16) != 0 {
+                put(ev, comm, 0u64);
+                put(ev, comm + 8, 0u64);
+            }
+        } else {
+            put(ev, offset_of!(Event, pid), 0u64);
+            put(ev, comm, 0u64);
+            put(ev, comm + 8, 0u64);
         }
     }
+    entry.submit(wakeup_flags());
+    Ok(())
+}
+
+/// The submit flags that wake user space only once `WAKEUP_BYTES` wait.
+#[inline(always)]
+fn wakeup_flags() -> u64 {
     // SAFETY: a read of a global the loader wrote; volatile so the compiler
     // does not fold the zero initializer.
-    let wakeup = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
-    let flags = if wakeup == 0 {
+    let wakeup = unsafe { core::ptr::read_volatile(&raw const WAKEUP_BYTES) };
+    if wakeup == 0 {
         0
     } else if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= wakeup {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
-    };
-    if EVENTS.output::<Event>(&*ev, flags).is_err() {
-        count(COUNTER_RINGBUF_FULL);
     }
+}
+
+/// Run a hook body and count its failure. Every entry point ends here.
+#[inline(always)]
+pub fn finish(r: Result<(), Fail>) -> i32 {
+    if let Err(e) = r {
+        e.count();
+    }
+    0
 }

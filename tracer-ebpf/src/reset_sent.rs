@@ -8,29 +8,27 @@
 //! no tuple. `sk` may also be a timewait or request socket; both start with
 //! `struct sock_common`, which is all we read.
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use tracer_common::{Event, KIND_RESET_SENT};
+use tracer_common::KIND_RESET_SENT;
 
 use crate::{
-    emit::{self, Task},
-    sock,
+    emit::{self, Fail, Head, Task},
+    sock::Sock,
 };
 
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
-    let _ = try_tcp_send_reset(&ctx);
-    0
+    emit::finish(try_tcp_send_reset(&ctx))
 }
 
-fn try_tcp_send_reset(ctx: &BtfTracePointContext) -> Result<(), ()> {
-    let off = sock::offsets().ok_or(())?;
-    let sk: *const u8 = ctx.arg(0);
-    let mut ev = Event::ZERO;
-    if !sk.is_null() {
-        let common = sock::Common::read(sk, &off)?;
-        ev.new_state = common.state();
-        ev.cookie = sock::cookie(sk);
-        common.fill_tuple(&mut ev)?;
-    }
-    emit::send(&mut ev, KIND_RESET_SENT, Task::Owner);
-    Ok(())
+#[inline(always)]
+fn try_tcp_send_reset(ctx: &BtfTracePointContext) -> Result<(), Fail> {
+    let sk = Sock::new(ctx.arg(0))?;
+    let head = Head {
+        kind: KIND_RESET_SENT,
+        old_state: 0,
+        new_state: if sk.is_null() { 0 } else { sk.state() },
+        cookie: sk.cookie(),
+        task: Task::Owner,
+    };
+    emit::emit(head, sk)
 }

@@ -1,21 +1,20 @@
-//! Reading a `struct sock_common` with offsets taken from the running kernel's BTF.
+//! Reading a socket with offsets taken from the running kernel's BTF.
 //!
-//! Every field an event needs from `sock_common` comes from one
-//! `bpf_probe_read_kernel` of its first [`SOCK_BLOCK_LEN`] bytes ([`Common`]);
-//! a read per field cost more than everything else an event does.
-use core::mem::{MaybeUninit, size_of};
+//! A `tp_btf` program gets its socket as a BTF-typed pointer. A plain load
+//! through it is checked by the verifier against the kernel's own type of
+//! the struct and compiled to a guarded load: a bad address reads as zero
+//! instead of faulting. That costs a few instructions where
+//! `bpf_probe_read_kernel` costs a helper call and a copy.
+//!
+//! The verifier accepts such a load only at an offset it knows. The offsets
+//! sit in `SOCK_OFFSETS`, a read-only global in a map the loader freezes, so
+//! every offset read from it is a known constant to the verifier.
+use aya_ebpf::helpers::{bpf_probe_read_kernel, generated::bpf_get_socket_cookie};
+use tracer_common::{FAMILY_INET, FAMILY_INET6, SockOffsets};
 
-use aya_ebpf::helpers::{
-    bpf_probe_read_kernel, generated::bpf_get_socket_cookie,
-    generated::bpf_probe_read_kernel as raw_read,
-};
-use tracer_common::{
-    COUNTER_READ_ERROR, Event, FAMILY_INET, FAMILY_INET6, SOCK_BLOCK_LEN, SockOffsets,
-};
+use crate::emit::Fail;
 
-use crate::emit::count;
-
-/// Filled in by the agent before load (`EbpfLoader::set_global`).
+/// Filled in by the agent before load (`EbpfLoader::override_global`).
 #[unsafe(no_mangle)]
 static SOCK_OFFSETS: SockOffsets = SockOffsets {
     magic: 0,
@@ -31,150 +30,133 @@ static SOCK_OFFSETS: SockOffsets = SockOffsets {
     inet_sport: 0,
     skc_net: 0,
     net_inum: 0,
-    block_start: 0,
+    pad: 0,
 };
+
+/// One field of `SOCK_OFFSETS`. A volatile load, so the compiler reads the
+/// map (which the verifier then folds to a constant) instead of folding the
+/// zero initializer itself.
+macro_rules! off {
+    ($field:ident) => {
+        // SAFETY: a read of a field of a global.
+        unsafe { core::ptr::read_volatile(&raw const SOCK_OFFSETS.$field) as usize }
+    };
+}
 
 const TCP_TIME_WAIT: u8 = 6;
 const TCP_NEW_SYN_RECV: u8 = 12;
-const BLOCK: usize = SOCK_BLOCK_LEN as usize;
-/// Offsets into the copy are masked to 0..=127 so the verifier can bound
-/// them; the copy is padded so a 16-byte field at any masked offset fits.
-const MASK: usize = 127;
-const PADDED: usize = MASK + 1 + 16;
 
-/// The offsets, or `None` when the agent did not fill them in.
-#[inline(always)]
-pub fn offsets() -> Option<SockOffsets> {
-    // SAFETY: a read of a global the loader wrote; volatile so the compiler
-    // does not fold the zero initializer.
-    let off = unsafe { core::ptr::read_volatile(&SOCK_OFFSETS) };
-    if off.magic == SockOffsets::MAGIC {
-        Some(off)
-    } else {
-        count(COUNTER_READ_ERROR);
-        None
-    }
+/// The tuple of a socket, as the event carries it.
+pub struct Tuple {
+    /// `FAMILY_INET` or `FAMILY_INET6`.
+    pub family: u8,
+    /// Local port, host order.
+    pub sport: u16,
+    /// Remote port, host order.
+    pub dport: u16,
+    /// Network namespace inode.
+    pub netns: u32,
+    /// Local address, network order, as two words in memory order.
+    pub saddr: [u64; 2],
+    /// Remote address, likewise.
+    pub daddr: [u64; 2],
 }
 
-#[inline(always)]
-fn read<T>(base: *const u8, off: u32) -> Result<T, ()> {
-    // SAFETY: bpf_probe_read_kernel checks the address and fails cleanly.
-    unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize) as *const T) }.map_err(|_| ())
-}
+/// A BTF-typed pointer to a `struct sock`, or to anything that starts with
+/// a `struct sock_common` (a timewait or request socket).
+#[derive(Clone, Copy)]
+pub struct Sock(*const u8);
 
-/// `sk->sk_protocol`. Only valid on a full socket.
-#[inline(always)]
-pub fn protocol(sk: *const u8, off: &SockOffsets) -> Result<u16, ()> {
-    read::<u16>(sk, off.sk_protocol)
-}
-
-/// The socket cookie, generated on first use; 0 for a NULL socket.
-#[inline(always)]
-pub fn cookie(sk: *const u8) -> u64 {
-    if sk.is_null() {
-        return 0;
-    }
-    // SAFETY: sk is the BTF-typed socket pointer the tracepoint handed us.
-    unsafe { bpf_get_socket_cookie(sk as *mut _) }
-}
-
-/// A copy of the start of a socket's `sock_common`.
-#[repr(C, align(8))]
-pub struct Common<'a> {
-    bytes: [u8; PADDED],
-    sk: *const u8,
-    off: &'a SockOffsets,
-}
-
-impl<'a> Common<'a> {
-    /// Copy `sk`'s `sock_common` prefix. Counts a failed read.
+impl Sock {
+    /// Wrap the socket a tracepoint handed us. Fails (counted) when the
+    /// agent never filled in the offsets.
     #[inline(always)]
-    pub fn read(sk: *const u8, off: &'a SockOffsets) -> Result<Common<'a>, ()> {
-        let mut bytes = MaybeUninit::<[u8; PADDED]>::uninit();
-        // SAFETY: the helper writes the first BLOCK bytes or fails (then we
-        // never look at them); the padding is zeroed below.
-        let rc = unsafe {
-            raw_read(
-                bytes.as_mut_ptr().cast(),
-                SOCK_BLOCK_LEN,
-                sk.wrapping_add(off.block_start as usize).cast(),
-            )
-        };
-        if rc != 0 {
-            count(COUNTER_READ_ERROR);
-            return Err(());
+    pub fn new(sk: *const u8) -> Result<Sock, Fail> {
+        if off!(magic) as u32 != SockOffsets::MAGIC {
+            return Err(Fail::Offsets);
         }
-        // SAFETY: BLOCK..PADDED is inside the array.
-        unsafe {
-            core::ptr::write_bytes(
-                bytes.as_mut_ptr().cast::<u8>().add(BLOCK),
-                0,
-                PADDED - BLOCK,
-            )
-        };
-        Ok(Common {
-            // SAFETY: initialised by the read and the zeroing above.
-            bytes: unsafe { bytes.assume_init() },
-            sk,
-            off,
-        })
+        Ok(Sock(sk))
     }
 
-    /// The field at socket offset `at`, which the agent checked lies in the block.
+    /// Whether the tracepoint gave no socket.
     #[inline(always)]
-    fn get<T: Copy>(&self, at: u32) -> T {
-        // The agent checked that the field lies inside the block; the mask
-        // only proves the bound to the verifier.
-        let rel = at.wrapping_sub(self.off.block_start) as usize & MASK;
-        const { assert!(size_of::<T>() < PADDED - MASK) };
-        // SAFETY: rel + size_of::<T>() <= PADDED.
-        unsafe { core::ptr::read_unaligned(self.bytes.as_ptr().add(rel).cast::<T>()) }
+    pub fn is_null(self) -> bool {
+        self.0.is_null()
+    }
+
+    #[inline(always)]
+    fn load<T: Copy>(self, off: usize) -> T {
+        // SAFETY: a load through the BTF-typed pointer at an offset the
+        // verifier knows; it checks it against the kernel's type and the
+        // JIT guards it, so a bad pointer reads as zero.
+        unsafe { core::ptr::read_volatile(self.0.wrapping_add(off).cast::<T>()) }
+    }
+
+    /// `sk->sk_protocol`. Only valid on a full socket.
+    #[inline(always)]
+    pub fn protocol(self) -> u16 {
+        self.load::<u16>(off!(sk_protocol))
     }
 
     /// `skc_state`.
     #[inline(always)]
-    pub fn state(&self) -> u8 {
-        self.get::<u8>(self.off.skc_state)
+    pub fn state(self) -> u8 {
+        self.load::<u8>(off!(skc_state))
     }
 
-    /// Fill family, addresses, ports and namespace of `ev`. Counts and
-    /// returns an error when a read fails.
+    /// The socket cookie, generated on first use; 0 for a NULL socket.
     #[inline(always)]
-    pub fn fill_tuple(&self, ev: &mut Event) -> Result<(), ()> {
-        let r = self.fill_tuple_inner(ev);
-        if r.is_err() {
-            count(COUNTER_READ_ERROR);
+    pub fn cookie(self) -> u64 {
+        if self.0.is_null() {
+            return 0;
         }
-        r
+        // SAFETY: the BTF-typed socket pointer the tracepoint handed us.
+        unsafe { bpf_get_socket_cookie(self.0 as *mut _) }
     }
 
+    /// Family, ports, namespace and addresses.
     #[inline(always)]
-    fn fill_tuple_inner(&self, ev: &mut Event) -> Result<(), ()> {
-        let off = self.off;
+    pub fn tuple(self) -> Result<Tuple, Fail> {
         let state = self.state();
-        let num = self.get::<u16>(off.skc_num);
+        let num = self.load::<u16>(off!(skc_num));
         // skc_num is the bound port; the kernel zeroes it when it releases
         // the port just before ->close, but a full socket keeps
-        // inet_sport. Timewait and request sockets have no inet_sock part.
-        ev.sport = if num != 0 || state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV {
+        // inet_sport. Timewait and request sockets have no inet_sock part,
+        // so that field lies outside what the verifier lets us load
+        // directly: it takes a helper read, on that one transition only.
+        let sport = if num != 0 || state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV {
             num
         } else {
-            u16::from_be(read::<u16>(self.sk, off.inet_sport)?)
+            // SAFETY: the helper checks the address and fails cleanly.
+            let p = self.0.wrapping_add(off!(inet_sport)).cast::<u16>();
+            u16::from_be(unsafe { bpf_probe_read_kernel(p) }.map_err(|_| Fail::Read)?)
         };
-        ev.dport = u16::from_be(self.get::<u16>(off.skc_dport));
-        let net = self.get::<u64>(off.skc_net) as *const u8;
-        ev.netns = read::<u32>(net, off.net_inum)?;
-        if self.get::<u16>(off.skc_family) == FAMILY_INET6 as u16 {
-            ev.family = FAMILY_INET6;
-            ev.saddr = self.get::<[u8; 16]>(off.skc_v6_rcv_saddr);
-            ev.daddr = self.get::<[u8; 16]>(off.skc_v6_daddr);
+        let dport = u16::from_be(self.load::<u16>(off!(skc_dport)));
+        let net = self.load::<*const u8>(off!(skc_net));
+        let netns = Sock(net).load::<u32>(off!(net_inum));
+        let family = self.load::<u16>(off!(skc_family));
+        if family == u16::from(FAMILY_INET6) {
+            let s = off!(skc_v6_rcv_saddr);
+            let d = off!(skc_v6_daddr);
+            Ok(Tuple {
+                family: FAMILY_INET6,
+                sport,
+                dport,
+                netns,
+                saddr: [self.load::<u64>(s), self.load::<u64>(s + 8)],
+                daddr: [self.load::<u64>(d), self.load::<u64>(d + 8)],
+            })
+        } else if family == u16::from(FAMILY_INET) {
+            Ok(Tuple {
+                family: FAMILY_INET,
+                sport,
+                dport,
+                netns,
+                saddr: [u64::from(self.load::<u32>(off!(skc_rcv_saddr))), 0],
+                daddr: [u64::from(self.load::<u32>(off!(skc_daddr))), 0],
+            })
         } else {
-            ev.family = FAMILY_INET;
-            let s = self.get::<[u8; 4]>(off.skc_rcv_saddr);
-            let d = self.get::<[u8; 4]>(off.skc_daddr);
-            ev.saddr[..4].copy_from_slice(&s);
-            ev.daddr[..4].copy_from_slice(&d);
+            Err(Fail::Family)
         }
-        Ok(())
     }
 }

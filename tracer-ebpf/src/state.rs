@@ -6,11 +6,11 @@
 //! `(const struct sock *sk, const int oldstate, const int newstate)`.
 //! The tracepoint also fires for SCTP and MPTCP sockets; we keep TCP only.
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use tracer_common::{Event, KIND_STATE};
+use tracer_common::KIND_STATE;
 
 use crate::{
-    emit::{self, Task},
-    sock,
+    emit::{self, Fail, Head, Task},
+    sock::Sock,
 };
 
 const IPPROTO_TCP: u16 = 6;
@@ -40,23 +40,23 @@ fn task_of(old: i32, new: i32) -> Task {
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
-    let _ = try_inet_sock_set_state(&ctx);
-    0
+    emit::finish(try_inet_sock_set_state(&ctx))
 }
 
-fn try_inet_sock_set_state(ctx: &BtfTracePointContext) -> Result<(), ()> {
-    let off = sock::offsets().ok_or(())?;
-    let sk: *const u8 = ctx.arg(0);
+#[inline(always)]
+fn try_inet_sock_set_state(ctx: &BtfTracePointContext) -> Result<(), Fail> {
+    let sk = Sock::new(ctx.arg(0))?;
     let old: i32 = ctx.arg(1);
     let new: i32 = ctx.arg(2);
-    if sock::protocol(sk, &off)? != IPPROTO_TCP {
+    if sk.protocol() != IPPROTO_TCP {
         return Ok(());
     }
-    let mut ev = Event::ZERO;
-    ev.old_state = old as u8;
-    ev.new_state = new as u8;
-    ev.cookie = sock::cookie(sk);
-    sock::Common::read(sk, &off)?.fill_tuple(&mut ev)?;
-    emit::send(&mut ev, KIND_STATE, task_of(old, new));
-    Ok(())
+    let head = Head {
+        kind: KIND_STATE,
+        old_state: old as u8,
+        new_state: new as u8,
+        cookie: sk.cookie(),
+        task: task_of(old, new),
+    };
+    emit::emit(head, sk)
 }

@@ -6,28 +6,28 @@
 //! has no cookie of its own yet) and the request's 4-tuple, which starts with
 //! a `struct sock_common` like any socket.
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use tracer_common::{Event, KIND_SYNACK_RETRANSMIT};
+use tracer_common::KIND_SYNACK_RETRANSMIT;
 
 use crate::{
-    emit::{self, Task},
-    sock,
+    emit::{self, Fail, Head, Task},
+    sock::Sock,
 };
 
 #[btf_tracepoint(function = "tcp_retransmit_synack")]
 pub fn tcp_retransmit_synack(ctx: BtfTracePointContext) -> i32 {
-    let _ = try_tcp_retransmit_synack(&ctx);
-    0
+    emit::finish(try_tcp_retransmit_synack(&ctx))
 }
 
-fn try_tcp_retransmit_synack(ctx: &BtfTracePointContext) -> Result<(), ()> {
-    let off = sock::offsets().ok_or(())?;
-    let sk: *const u8 = ctx.arg(0);
-    let req: *const u8 = ctx.arg(1);
-    let mut ev = Event::ZERO;
-    let common = sock::Common::read(req, &off)?;
-    ev.new_state = common.state();
-    ev.cookie = sock::cookie(sk);
-    common.fill_tuple(&mut ev)?;
-    emit::send(&mut ev, KIND_SYNACK_RETRANSMIT, Task::Unrelated);
-    Ok(())
+#[inline(always)]
+fn try_tcp_retransmit_synack(ctx: &BtfTracePointContext) -> Result<(), Fail> {
+    let listener = Sock::new(ctx.arg(0))?;
+    let req = Sock::new(ctx.arg(1))?;
+    let head = Head {
+        kind: KIND_SYNACK_RETRANSMIT,
+        old_state: 0,
+        new_state: req.state(),
+        cookie: listener.cookie(),
+        task: Task::Unrelated,
+    };
+    emit::emit(head, req)
 }

@@ -7,9 +7,11 @@ use anyhow::{Context as _, bail};
 use crate::cmd;
 
 /// Debian packages the tests need: nft, a Prometheus server and promtool,
-/// ip and ss, sysctl, and python3 (the leaking server of the leak tests).
+/// ip and ss, sysctl, python3 (the leaking server of the leak tests), and
+/// bpftool (the guards on the loaded programs' shape).
 /// (`cargo xtask bench` runs its bpftrace peer only when bpftrace is installed.)
-pub const TEST_PACKAGES: [(&str, &str); 7] = [
+pub const TEST_PACKAGES: [(&str, &str); 8] = [
+    ("bpftool", "bpftool"),
     ("nft", "nftables"),
     ("prometheus", "prometheus"),
     ("promtool", "prometheus"),
@@ -210,7 +212,7 @@ fn kernel_check() {
         if tracefs { "mounted" } else { "not mounted" }
     );
     if let Some(r) = cmd::output("uname", &["-r"]) {
-        eprintln!("xtask: kernel {} (tracer needs 5.8 or later)", r.trim());
+        eprintln!("xtask: kernel {} (tracer needs 5.12 or later)", r.trim());
     }
 }
 

@@ -30,13 +30,11 @@ pub enum BtfError {
     /// A member the programs need is not there, or is a bitfield.
     #[error("kernel BTF has no usable member {1} in struct {0}; this kernel is too old or unusual")]
     NoMember(String, String),
-    /// `sock_common` is laid out so that the fields do not fit the one read
-    /// the programs make.
+    /// A field the programs load in whole words is not aligned for it.
     #[error(
-        "struct sock_common on this kernel spreads its addresses over {0} bytes, more than the {max} the kernel programs read at once",
-        max = tracer_common::SOCK_BLOCK_LEN
+        "sock_common.{0} sits at byte {1} on this kernel, not aligned as the kernel programs need"
     )]
-    Layout(u32),
+    Layout(&'static str, u32),
 }
 
 const KIND_INT: u32 = 1;
@@ -254,7 +252,7 @@ impl Btf {
             // sits at the start of `skc_net`.
             skc_net: sc("skc_net")?,
             net_inum: self.member_offset("net", "ns")? + self.member_offset("ns_common", "inum")?,
-            block_start: 0,
+            pad: 0,
         })
         .and_then(|mut o| {
             // sock_common is the first member of struct sock; keep offsets
@@ -272,26 +270,18 @@ impl Btf {
             ] {
                 *f += common;
             }
-            o.block_start = common;
-            // The programs copy SOCK_BLOCK_LEN bytes from block_start in one
-            // read: every sock_common field they use must lie inside.
-            let end = [
-                o.skc_daddr + 4,
-                o.skc_rcv_saddr + 4,
-                o.skc_dport + 2,
-                o.skc_num + 2,
-                o.skc_family + 2,
-                o.skc_state + 1,
-                o.skc_v6_daddr + 16,
-                o.skc_v6_rcv_saddr + 16,
-                o.skc_net + 8,
-            ]
-            .into_iter()
-            .max()
-            .unwrap_or(0);
-            let span = end - o.block_start;
-            if span > tracer_common::SOCK_BLOCK_LEN {
-                return Err(BtfError::Layout(span));
+            // The programs load each field with one aligned load of its
+            // own size; the IPv6 addresses as two 8-byte words.
+            for (name, at, align) in [
+                ("skc_daddr", o.skc_daddr, 4),
+                ("skc_rcv_saddr", o.skc_rcv_saddr, 4),
+                ("skc_v6_daddr", o.skc_v6_daddr, 8),
+                ("skc_v6_rcv_saddr", o.skc_v6_rcv_saddr, 8),
+                ("skc_net", o.skc_net, 8),
+            ] {
+                if at % align != 0 {
+                    return Err(BtfError::Layout(name, at));
+                }
             }
             Ok(o)
         })
@@ -336,8 +326,6 @@ mod tests {
         assert!(o.sk_protocol > o.skc_v6_rcv_saddr);
         assert!(o.skc_net > o.skc_state && o.skc_net < o.skc_v6_daddr);
         assert!(o.net_inum > 0);
-        assert_eq!(o.block_start, 0);
-        assert!(o.skc_v6_rcv_saddr + 16 <= tracer_common::SOCK_BLOCK_LEN);
         assert!(matches!(
             btf.member_offset("sock_common", "no_such_field"),
             Err(BtfError::NoMember(..))

@@ -13,7 +13,7 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::BtfTracePoint,
 };
-use tracer_common::{COUNTER_READ_ERROR, COUNTER_RINGBUF_FULL};
+use tracer_common::{COUNTER_READ_ERROR, COUNTER_RINGBUF_FULL, names};
 
 /// The kernel object, built by build.rs from tracer-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -79,9 +79,9 @@ impl Probes {
             0
         };
         let mut ebpf = EbpfLoader::new()
-            .override_global("SOCK_OFFSETS", &offsets, true)
-            .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
-            .map_max_entries("EVENTS", ring_bytes)
+            .override_global(names::SOCK_OFFSETS, &offsets, true)
+            .override_global(names::WAKEUP_BYTES, &wakeup_bytes, true)
+            .map_max_entries(names::EVENTS, ring_bytes)
             .load(OBJECT)
             .context("loading the kernel programs")?;
         let kernel_btf = aya::Btf::from_sys_fs().context("reading kernel BTF")?;
@@ -91,22 +91,17 @@ impl Probes {
                 .with_context(|| format!("program {prog} is missing from the kernel object"))?
                 .try_into()
                 .with_context(|| format!("program {prog} is not a BTF tracepoint"))?;
-            p.load(prog, &kernel_btf).map_err(|e| {
-                anyhow::anyhow!(
-                    "the kernel refused the program for tracepoint {hook}: {}",
-                    verifier_detail(&e)
-                )
-            })?;
+            p.load(prog, &kernel_btf).map_err(|e| refused(hook, &e))?;
             p.attach()
                 .with_context(|| format!("attaching tracepoint {hook}"))?;
         }
         let ring = RingBuf::try_from(
-            ebpf.take_map("EVENTS")
+            ebpf.take_map(names::EVENTS)
                 .context("map EVENTS is missing from the kernel object")?,
         )
         .context("opening ring buffer EVENTS")?;
         let counters = PerCpuArray::try_from(
-            ebpf.take_map("COUNTERS")
+            ebpf.take_map(names::COUNTERS)
                 .context("map COUNTERS is missing from the kernel object")?,
         )
         .context("opening map COUNTERS")?;
@@ -132,6 +127,22 @@ impl Probes {
             read_errors: sum(COUNTER_READ_ERROR),
         }
     }
+}
+
+/// Why a program was refused. A refusal we recognise (a missing kernel
+/// feature) is one sentence, with the verifier log only when `RUST_LOG`
+/// asks for debug output; anything else keeps the whole log.
+fn refused(hook: &str, e: &aya::programs::ProgramError) -> anyhow::Error {
+    let detail = verifier_detail(e);
+    if detail.contains("unknown func bpf_get_socket_cookie") {
+        if std::env::var("RUST_LOG").is_ok_and(|v| v.contains("debug") || v.contains("trace")) {
+            eprintln!(
+                "tracer: debug: the kernel refused the program for tracepoint {hook}: {detail}"
+            );
+        }
+        return preflight::PreflightError::NoSocketCookie(preflight::kernel_release()).into();
+    }
+    anyhow::anyhow!("the kernel refused the program for tracepoint {hook}: {detail}")
 }
 
 /// The whole error chain of a program load, verifier log included.

@@ -34,6 +34,20 @@ pub enum PreflightError {
          seccomp unconfined (see docs/kubernetes.md)"
     )]
     BpfBlocked,
+    /// The kernel refuses `bpf_get_socket_cookie` in BTF tracepoint
+    /// programs (before Linux 5.12).
+    #[error(
+        "this kernel ({0}) does not let tracing programs call bpf_get_socket_cookie, which tracer \
+         needs to tell sockets apart; it needs Linux 5.12 or later (Debian 12, Ubuntu 22.04, RHEL 9)"
+    )]
+    NoSocketCookie(String),
+}
+
+/// The running kernel's release (`uname -r`), for messages.
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown release".to_string())
 }
 
 /// The effective capability mask of this process.

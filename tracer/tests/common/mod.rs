@@ -106,6 +106,11 @@ impl Events {
         ev
     }
 
+    /// The process id of the running `tracer events`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGINT, then collect everything it printed.
     pub fn stop(self) -> Output {
         // Let events already in the ring buffer be read before stopping.
