@@ -171,6 +171,15 @@ pub mod names {
     pub const SOCK_OFFSETS: &str = "SOCK_OFFSETS";
     /// The read-only global holding the wake-up threshold in bytes.
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
+    /// Each hook as (program name in the object, `subsystem/event`), in the
+    /// order of the hook numbers the programs' diagnostics carry.
+    pub const HOOKS: [(&str, &str); 5] = [
+        ("inet_sock_set_state", "sock/inet_sock_set_state"),
+        ("tcp_retransmit_skb", "tcp/tcp_retransmit_skb"),
+        ("tcp_retransmit_synack", "tcp/tcp_retransmit_synack"),
+        ("tcp_send_reset", "tcp/tcp_send_reset"),
+        ("tcp_receive_reset", "tcp/tcp_receive_reset"),
+    ];
 }
 
 #[cfg(feature = "user")]

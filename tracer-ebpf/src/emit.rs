@@ -6,11 +6,13 @@
 use core::mem::offset_of;
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_get_current_comm},
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
+use aya_log_ebpf::{error, warn};
 use tracer_common::{
     ABI_VERSION, COUNTER_READ_ERROR, COUNTER_RINGBUF_FULL, COUNTER_SLOTS, Event, FAMILY_NONE,
 };
@@ -33,25 +35,39 @@ static WAKEUP_BYTES: u64 = 0;
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
 /// Why an event was not sent. Each is counted; none is silent.
+///
+/// Two plain words rather than an enum with a payload: LLVM may read an
+/// enum's unused payload register, which the verifier refuses.
 #[derive(Clone, Copy)]
-pub enum Fail {
-    /// The agent did not fill in `SOCK_OFFSETS`.
-    Offsets,
-    /// A helper read of kernel memory failed.
-    Read,
-    /// The socket's address family is neither IPv4 nor IPv6.
-    Family,
-    /// The ring buffer had no room.
-    RingFull,
+pub struct Fail {
+    code: u32,
+    detail: u32,
 }
 
 impl Fail {
+    /// The agent did not fill in `SOCK_OFFSETS`.
+    pub const OFFSETS: Fail = Fail { code: 0, detail: 0 };
+    /// A helper read of kernel memory failed.
+    pub const READ: Fail = Fail { code: 1, detail: 0 };
+    /// The ring buffer had no room.
+    pub const RING_FULL: Fail = Fail { code: 3, detail: 0 };
+
+    /// The socket's address family is neither IPv4 nor IPv6.
+    #[inline(always)]
+    pub fn family(family: u16) -> Fail {
+        Fail {
+            code: 2,
+            detail: u32::from(family),
+        }
+    }
+
     /// Count it in its `COUNTERS` slot.
     #[inline(always)]
-    pub fn count(self) {
-        let slot = match self {
-            Fail::RingFull => COUNTER_RINGBUF_FULL,
-            Fail::Offsets | Fail::Read | Fail::Family => COUNTER_READ_ERROR,
+    fn count(self) {
+        let slot = if self.code == Fail::RING_FULL.code {
+            COUNTER_RINGBUF_FULL
+        } else {
+            COUNTER_READ_ERROR
         };
         if let Some(ptr) = COUNTERS.get_ptr_mut(slot) {
             // SAFETY: per-CPU slot, no concurrent writer on this CPU.
@@ -108,7 +124,7 @@ pub fn emit(head: Head, sock: Sock) -> Result<(), Fail> {
         Some(sock.tuple()?)
     };
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        return Err(Fail::RingFull);
+        return Err(Fail::RING_FULL);
     };
     let ev = entry.as_mut_ptr();
     // SAFETY: `ev` is the reserved, 8-aligned record of one Event; every
@@ -175,11 +191,77 @@ fn wakeup_flags() -> u64 {
     }
 }
 
-/// Run a hook body and count its failure. Every entry point ends here.
+/// Per-CPU time of the last diagnostic sent through aya-log, so a failure
+/// that repeats on every event logs once a second per CPU at most.
+#[map]
+static LOG_GATE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// At most one diagnostic per this many nanoseconds per CPU.
+const LOG_EVERY_NS: u64 = 1_000_000_000;
+
+/// Run a hook body; count its failure, and say why through aya-log
+/// (rate-limited). Every entry point ends here. The counter says how often,
+/// the log says why; neither is on the path of an event that succeeds.
 #[inline(always)]
-pub fn finish(r: Result<(), Fail>) -> i32 {
+pub fn finish<C: EbpfContext>(ctx: &C, hook: Hook, r: Result<(), Fail>) -> i32 {
     if let Err(e) = r {
         e.count();
+        diagnose(ctx, hook as u32, e.code, e.detail);
     }
     0
+}
+
+/// Which hook failed, for the diagnostic: an index into
+/// `tracer_common::names::HOOKS`, which the agent turns back into a name.
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum Hook {
+    /// `sock:inet_sock_set_state`.
+    State,
+    /// `tcp:tcp_retransmit_skb`.
+    Retransmit,
+    /// `tcp:tcp_retransmit_synack`.
+    SynackRetransmit,
+    /// `tcp:tcp_send_reset`.
+    ResetSent,
+    /// `tcp:tcp_receive_reset`.
+    ResetReceived,
+}
+
+/// Say why, rate-limited. Out of line: the events that succeed never run it.
+#[inline(never)]
+fn diagnose<C: EbpfContext>(ctx: &C, hook: u32, code: u32, detail: u32) {
+    let Some(last) = LOG_GATE.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: a helper without arguments; a per-CPU slot with no
+    // concurrent writer on this CPU.
+    unsafe {
+        let now = bpf_ktime_get_ns();
+        if *last != 0 && now.wrapping_sub(*last) < LOG_EVERY_NS {
+            return;
+        }
+        *last = now;
+    }
+    match code {
+        0 => error!(
+            ctx,
+            "hook {}: the agent did not fill in the socket offsets; no event is sent", hook
+        ),
+        1 => warn!(
+            ctx,
+            "hook {}: a kernel read failed (inet_sock.inet_sport); the event was dropped", hook
+        ),
+        2 => warn!(
+            ctx,
+            "hook {}: socket address family {} is neither IPv4 nor IPv6; the event was dropped",
+            hook,
+            detail
+        ),
+        _ => warn!(
+            ctx,
+            "hook {}: the event ring buffer is full; events are dropped until the agent catches up",
+            hook
+        ),
+    }
 }

@@ -7,13 +7,13 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::KIND_RESET_RECEIVED;
 
 use crate::{
-    emit::{self, Fail, Head, Task},
+    emit::{self, Fail, Head, Hook, Task},
     sock::Sock,
 };
 
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
-    emit::finish(try_tcp_receive_reset(&ctx))
+    emit::finish(&ctx, Hook::ResetReceived, try_tcp_receive_reset(&ctx))
 }
 
 #[inline(always)]

@@ -11,13 +11,13 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::KIND_RESET_SENT;
 
 use crate::{
-    emit::{self, Fail, Head, Task},
+    emit::{self, Fail, Head, Hook, Task},
     sock::Sock,
 };
 
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
-    emit::finish(try_tcp_send_reset(&ctx))
+    emit::finish(&ctx, Hook::ResetSent, try_tcp_send_reset(&ctx))
 }
 
 #[inline(always)]

@@ -7,13 +7,13 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::KIND_RETRANSMIT;
 
 use crate::{
-    emit::{self, Fail, Head, Task},
+    emit::{self, Fail, Head, Hook, Task},
     sock::Sock,
 };
 
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {
-    emit::finish(try_tcp_retransmit_skb(&ctx))
+    emit::finish(&ctx, Hook::Retransmit, try_tcp_retransmit_skb(&ctx))
 }
 
 #[inline(always)]

@@ -73,7 +73,7 @@ impl Sock {
     #[inline(always)]
     pub fn new(sk: *const u8) -> Result<Sock, Fail> {
         if off!(magic) as u32 != SockOffsets::MAGIC {
-            return Err(Fail::Offsets);
+            return Err(Fail::OFFSETS);
         }
         Ok(Sock(sk))
     }
@@ -129,7 +129,7 @@ impl Sock {
         } else {
             // SAFETY: the helper checks the address and fails cleanly.
             let p = self.0.wrapping_add(off!(inet_sport)).cast::<u16>();
-            u16::from_be(unsafe { bpf_probe_read_kernel(p) }.map_err(|_| Fail::Read)?)
+            u16::from_be(unsafe { bpf_probe_read_kernel(p) }.map_err(|_| Fail::READ)?)
         };
         let dport = u16::from_be(self.load::<u16>(off!(skc_dport)));
         let net = self.load::<*const u8>(off!(skc_net));
@@ -156,7 +156,7 @@ impl Sock {
                 daddr: [u64::from(self.load::<u32>(off!(skc_daddr))), 0],
             })
         } else {
-            Err(Fail::Family)
+            Err(Fail::family(family))
         }
     }
 }

@@ -9,7 +9,7 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::KIND_STATE;
 
 use crate::{
-    emit::{self, Fail, Head, Task},
+    emit::{self, Fail, Head, Hook, Task},
     sock::Sock,
 };
 
@@ -40,7 +40,7 @@ fn task_of(old: i32, new: i32) -> Task {
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
-    emit::finish(try_inet_sock_set_state(&ctx))
+    emit::finish(&ctx, Hook::State, try_inet_sock_set_state(&ctx))
 }
 
 #[inline(always)]

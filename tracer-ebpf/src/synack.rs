@@ -9,13 +9,17 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::KIND_SYNACK_RETRANSMIT;
 
 use crate::{
-    emit::{self, Fail, Head, Task},
+    emit::{self, Fail, Head, Hook, Task},
     sock::Sock,
 };
 
 #[btf_tracepoint(function = "tcp_retransmit_synack")]
 pub fn tcp_retransmit_synack(ctx: BtfTracePointContext) -> i32 {
-    emit::finish(try_tcp_retransmit_synack(&ctx))
+    emit::finish(
+        &ctx,
+        Hook::SynackRetransmit,
+        try_tcp_retransmit_synack(&ctx),
+    )
 }
 
 #[inline(always)]

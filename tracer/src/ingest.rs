@@ -4,11 +4,16 @@ use std::os::fd::AsRawFd;
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
-use crate::event::SockEvent;
+use crate::{
+    bpf::{Stream, klog::KernelLogger},
+    event::SockEvent,
+};
 
 /// Wakes when the kernel has written events, and hands them out decoded.
 pub struct Ingest {
     fd: AsyncFd<RingBuf<MapData>>,
+    /// The programs' diagnostics, forwarded to the log on every drain.
+    logs: Option<KernelLogger>,
     /// Drain on this timer too, for programs that wake us only when the
     /// ring fills up (`Probes::load(.., batched: true)`).
     tick: Option<tokio::time::Interval>,
@@ -17,12 +22,13 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Wrap the ring buffer; must be called inside a tokio runtime.
+    /// Wrap the programs' stream; must be called inside a tokio runtime.
     /// `drain_every` also drains on a timer (for batched wake-ups).
     pub fn new(
-        ring: RingBuf<MapData>,
+        stream: Stream,
         drain_every: Option<std::time::Duration>,
     ) -> std::io::Result<Ingest> {
+        let Stream { events: ring, logs } = stream;
         // SAFETY: the ring buffer owns its fd and closes it only on drop,
         // which happens after the AsyncFd that wraps it deregisters.
         let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
@@ -34,6 +40,7 @@ impl Ingest {
         });
         Ok(Ingest {
             fd,
+            logs,
             tick,
             decode_errors: 0,
         })
@@ -44,9 +51,13 @@ impl Ingest {
     pub async fn next_batch(&mut self, f: impl FnMut(&SockEvent)) -> std::io::Result<usize> {
         let Ingest {
             fd,
+            logs,
             tick,
             decode_errors,
         } = self;
+        if let Some(l) = logs {
+            l.flush();
+        }
         let Some(tick) = tick else {
             let mut guard = fd.readable_mut().await?;
             let n = drain(guard.get_inner_mut(), decode_errors, f);

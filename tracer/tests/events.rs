@@ -433,3 +433,45 @@ fn close_wait_leak_is_flagged_then_cleared_in_the_stream() {
             .contains("CLOSE_WAIT")
     );
 }
+
+/// A ring buffer that fills while the reader is stopped: the kernel counts
+/// every dropped event and says why, once, through its own log.
+#[test]
+fn a_full_ring_is_counted_and_the_kernel_says_why() {
+    let _ns = Netns::enter("ringfull");
+    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+    let (sock, port) = bound(ip);
+    let tracer = Events::start(&["--port", &port.to_string(), "--ring-bytes", "4096"]);
+    sock.listen(64).expect("listen");
+    let listener: TcpListener = sock.into();
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(tracer.pid() as i32, libc::SIGSTOP) };
+    for _ in 0..100 {
+        let c = TcpStream::connect((ip, port)).expect("connect");
+        let (s, _) = listener.accept().expect("accept");
+        drop(c);
+        drop(s);
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(tracer.pid() as i32, libc::SIGCONT) };
+    let out = tracer.stop();
+    assert!(
+        out.lost() > 0,
+        "a 4 KiB ring held 100 connections: {}",
+        out.stderr
+    );
+    let why: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("tracer: kernel warn: "))
+        .collect();
+    assert!(
+        why.iter()
+            .any(|l| l.contains("sock/inet_sock_set_state: the event ring buffer is full")),
+        "{}",
+        out.stderr
+    );
+    // Rate-limited: one line per CPU per second, not one per lost event.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(why.len() <= 3 * cpus, "{}", out.stderr);
+}

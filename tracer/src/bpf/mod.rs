@@ -5,6 +5,7 @@
 //! object built by `build.rs`, fills in the BTF offsets, and attaches the
 //! five BTF tracepoints. Dropping [`Probes`] detaches everything.
 pub mod btf;
+pub mod klog;
 pub mod preflight;
 
 use anyhow::Context as _;
@@ -25,14 +26,17 @@ pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
 /// How often a batched reader drains the ring buffer without being woken.
 pub const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// Each hook: (program name in the object, tracepoint, `subsystem/event` for messages).
-pub const HOOKS: [(&str, &str); 5] = [
-    ("inet_sock_set_state", "sock/inet_sock_set_state"),
-    ("tcp_retransmit_skb", "tcp/tcp_retransmit_skb"),
-    ("tcp_retransmit_synack", "tcp/tcp_retransmit_synack"),
-    ("tcp_send_reset", "tcp/tcp_send_reset"),
-    ("tcp_receive_reset", "tcp/tcp_receive_reset"),
-];
+/// Each hook: (program name in the object, `subsystem/event` for messages).
+pub const HOOKS: [(&str, &str); 5] = names::HOOKS;
+
+/// What the programs send to user space: their events, and their own
+/// diagnostics (absent when the log map could not be opened).
+pub struct Stream {
+    /// The ring buffer of events.
+    pub events: RingBuf<MapData>,
+    /// The programs' aya-log records.
+    pub logs: Option<klog::KernelLogger>,
+}
 
 /// The loaded, attached programs and the maps user space reads.
 pub struct Probes {
@@ -59,13 +63,14 @@ impl KernelCounters {
 
 impl Probes {
     /// Check the machine, load the programs and attach every hook.
-    /// Returns the probes and the ring buffer their events arrive on.
+    /// Returns the probes and the stream their events and diagnostics
+    /// arrive on.
     ///
     /// With `batched`, the programs wake user space only when an eighth of
     /// the ring is full; the reader must then also drain on a timer
     /// ([`DRAIN_INTERVAL`]). This trades up to one interval of latency for
     /// thousands fewer wake-ups a second on a busy host.
-    pub fn load(ring_bytes: u32, batched: bool) -> anyhow::Result<(Probes, RingBuf<MapData>)> {
+    pub fn load(ring_bytes: u32, batched: bool) -> anyhow::Result<(Probes, Stream)> {
         preflight::check()?;
         if !ring_bytes.is_power_of_two() || ring_bytes < 4096 {
             anyhow::bail!(
@@ -95,7 +100,17 @@ impl Probes {
             p.attach()
                 .with_context(|| format!("attaching tracepoint {hook}"))?;
         }
-        let ring = RingBuf::try_from(
+        let logs =
+            match klog::KernelLogger::init_with_logger(&mut ebpf, klog::KernelLog::from_env()) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    eprintln!(
+                        "tracer: warning: the kernel programs' diagnostics are unavailable: {e}"
+                    );
+                    None
+                }
+            };
+        let events = RingBuf::try_from(
             ebpf.take_map(names::EVENTS)
                 .context("map EVENTS is missing from the kernel object")?,
         )
@@ -110,7 +125,7 @@ impl Probes {
                 _ebpf: ebpf,
                 counters,
             },
-            ring,
+            Stream { events, logs },
         ))
     }
 
