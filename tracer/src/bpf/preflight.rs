@@ -20,11 +20,11 @@ pub enum PreflightError {
     NotPrivileged,
     /// No /sys/kernel/btf/vmlinux.
     #[error(
-        "this kernel exposes no BTF at {VMLINUX_BTF}; tracer needs Linux 5.8 or later built with CONFIG_DEBUG_INFO_BTF=y"
+        "this kernel exposes no BTF at {VMLINUX_BTF}; tracer needs Linux 5.12 or later built with CONFIG_DEBUG_INFO_BTF=y"
     )]
     NoBtf,
     /// BPF_MAP_TYPE_RINGBUF is not supported.
-    #[error("this kernel has no BPF ring buffer; tracer needs Linux 5.8 or later")]
+    #[error("this kernel has no BPF ring buffer; tracer needs Linux 5.12 or later")]
     NoRingBuf,
     /// Not even an array map can be created, though the capabilities allow
     /// it: the bpf() system call itself is refused.
