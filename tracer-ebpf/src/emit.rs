@@ -17,8 +17,6 @@ use tracer_common::{
     ABI_VERSION, COUNTER_READ_ERROR, COUNTER_RINGBUF_FULL, COUNTER_SLOTS, Event, FAMILY_NONE,
 };
 
-use crate::sock::{Sock, Tuple};
-
 /// Default size; the agent resizes it at load time (`--ring-bytes`).
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
@@ -102,6 +100,38 @@ pub struct Head {
     pub task: Task,
 }
 
+/// The tuple of a socket, as the event carries it.
+///
+/// Always built whole (never an `Option`): LLVM reads the payload of a
+/// `None` as well, from a stack slot nothing wrote, which Linux 6.1's
+/// verifier refuses.
+pub struct Tuple {
+    /// `FAMILY_INET` or `FAMILY_INET6`.
+    pub family: u8,
+    /// Local port, host order.
+    pub sport: u16,
+    /// Remote port, host order.
+    pub dport: u16,
+    /// Network namespace inode.
+    pub netns: u32,
+    /// Local address, network order, as two words in memory order.
+    pub saddr: [u64; 2],
+    /// Remote address, likewise.
+    pub daddr: [u64; 2],
+}
+
+impl Tuple {
+    /// No socket: family `FAMILY_NONE`, everything zero.
+    pub const NONE: Tuple = Tuple {
+        family: FAMILY_NONE,
+        sport: 0,
+        dport: 0,
+        netns: 0,
+        saddr: [0; 2],
+        daddr: [0; 2],
+    };
+}
+
 /// Write `v` at byte `at` of the event at `ev`.
 ///
 /// # Safety
@@ -115,14 +145,9 @@ unsafe fn put<T>(ev: *mut Event, at: usize, v: T) {
     unsafe { ev.cast::<u8>().add(at).cast::<T>().write_volatile(v) }
 }
 
-/// Send one event about `sock` (a NULL socket gives a tuple of zeros).
+/// Send one event about the socket whose tuple is `t`.
 #[inline(always)]
-pub fn emit(head: Head, sock: Sock) -> Result<(), Fail> {
-    let tuple = if sock.is_null() {
-        None
-    } else {
-        Some(sock.tuple()?)
-    };
+pub fn emit(head: Head, t: &Tuple) -> Result<(), Fail> {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         return Err(Fail::RING_FULL);
     };
@@ -130,25 +155,16 @@ pub fn emit(head: Head, sock: Sock) -> Result<(), Fail> {
     // SAFETY: `ev` is the reserved, 8-aligned record of one Event; every
     // offset below is a field's.
     unsafe {
-        let family = tuple.as_ref().map_or(FAMILY_NONE, |t| t.family);
         // kind, version, family, old_state, new_state and the padding, as
         // one little-endian word.
         let word = u64::from(head.kind)
             | u64::from(ABI_VERSION) << 8
-            | u64::from(family) << 16
+            | u64::from(t.family) << 16
             | u64::from(head.old_state) << 24
             | u64::from(head.new_state) << 32;
         put(ev, 0, word);
         put(ev, offset_of!(Event, ts_ns), bpf_ktime_get_ns());
         put(ev, offset_of!(Event, cookie), head.cookie);
-        let t = tuple.unwrap_or(Tuple {
-            family: FAMILY_NONE,
-            sport: 0,
-            dport: 0,
-            netns: 0,
-            saddr: [0; 2],
-            daddr: [0; 2],
-        });
         put(ev, offset_of!(Event, sport), t.sport);
         put(ev, offset_of!(Event, dport), t.dport);
         put(ev, offset_of!(Event, netns), t.netns);

@@ -26,5 +26,5 @@ fn try_tcp_receive_reset(ctx: &BtfTracePointContext) -> Result<(), Fail> {
         cookie: sk.cookie(),
         task: Task::Unrelated,
     };
-    emit::emit(head, sk)
+    sk.emit(head)
 }

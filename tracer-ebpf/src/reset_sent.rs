@@ -11,7 +11,7 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::KIND_RESET_SENT;
 
 use crate::{
-    emit::{self, Fail, Head, Hook, Task},
+    emit::{self, Fail, Head, Hook, Task, Tuple},
     sock::Sock,
 };
 
@@ -30,5 +30,9 @@ fn try_tcp_send_reset(ctx: &BtfTracePointContext) -> Result<(), Fail> {
         cookie: sk.cookie(),
         task: Task::Owner,
     };
-    emit::emit(head, sk)
+    if sk.is_null() {
+        emit::emit(head, &Tuple::NONE)
+    } else {
+        sk.emit(head)
+    }
 }

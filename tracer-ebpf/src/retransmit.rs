@@ -26,5 +26,5 @@ fn try_tcp_retransmit_skb(ctx: &BtfTracePointContext) -> Result<(), Fail> {
         cookie: sk.cookie(),
         task: Task::Unrelated,
     };
-    emit::emit(head, sk)
+    sk.emit(head)
 }

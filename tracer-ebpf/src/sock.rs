@@ -12,7 +12,7 @@
 use aya_ebpf::helpers::{bpf_probe_read_kernel, generated::bpf_get_socket_cookie};
 use tracer_common::{FAMILY_INET, FAMILY_INET6, SockOffsets};
 
-use crate::emit::Fail;
+use crate::emit::{self, Fail, Head, Tuple};
 
 /// Filled in by the agent before load (`EbpfLoader::override_global`).
 #[unsafe(no_mangle)]
@@ -46,22 +46,6 @@ macro_rules! off {
 const TCP_TIME_WAIT: u8 = 6;
 const TCP_NEW_SYN_RECV: u8 = 12;
 
-/// The tuple of a socket, as the event carries it.
-pub struct Tuple {
-    /// `FAMILY_INET` or `FAMILY_INET6`.
-    pub family: u8,
-    /// Local port, host order.
-    pub sport: u16,
-    /// Remote port, host order.
-    pub dport: u16,
-    /// Network namespace inode.
-    pub netns: u32,
-    /// Local address, network order, as two words in memory order.
-    pub saddr: [u64; 2],
-    /// Remote address, likewise.
-    pub daddr: [u64; 2],
-}
-
 /// A BTF-typed pointer to a `struct sock`, or to anything that starts with
 /// a `struct sock_common` (a timewait or request socket).
 #[derive(Clone, Copy)]
@@ -82,6 +66,12 @@ impl Sock {
     #[inline(always)]
     pub fn is_null(self) -> bool {
         self.0.is_null()
+    }
+
+    /// Send one event about this socket.
+    #[inline(always)]
+    pub fn emit(self, head: Head) -> Result<(), Fail> {
+        emit::emit(head, &self.tuple()?)
     }
 
     #[inline(always)]

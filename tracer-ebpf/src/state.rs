@@ -58,5 +58,5 @@ fn try_inet_sock_set_state(ctx: &BtfTracePointContext) -> Result<(), Fail> {
         cookie: sk.cookie(),
         task: task_of(old, new),
     };
-    emit::emit(head, sk)
+    sk.emit(head)
 }

@@ -33,5 +33,5 @@ fn try_tcp_retransmit_synack(ctx: &BtfTracePointContext) -> Result<(), Fail> {
         cookie: listener.cookie(),
         task: Task::Unrelated,
     };
-    emit::emit(head, req)
+    req.emit(head)
 }
