@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{procfs, scrape};
+use super::{kprog, procfs, scrape};
 
 /// One way of running the machine during the churn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -24,15 +24,19 @@ pub enum Variant {
     Events,
     /// `bpftrace bench/tcpstates-dwell.bt`.
     Bpftrace,
+    /// An empty bpftrace program on the same tracepoint: the floor of what
+    /// a program there costs.
+    Empty,
 }
 
 impl Variant {
     /// Every variant, in report order.
-    pub const ALL: [Variant; 4] = [
+    pub const ALL: [Variant; 5] = [
         Variant::Baseline,
         Variant::Run,
         Variant::Events,
         Variant::Bpftrace,
+        Variant::Empty,
     ];
 
     /// The name in reports.
@@ -42,6 +46,7 @@ impl Variant {
             Variant::Run => "tracer run",
             Variant::Events => "tracer events >/dev/null",
             Variant::Bpftrace => "bpftrace tcpstates-dwell.bt",
+            Variant::Empty => "empty program (floor)",
         }
     }
 
@@ -51,9 +56,14 @@ impl Variant {
             Variant::Run => "run",
             Variant::Events => "events",
             Variant::Bpftrace => "bpftrace",
+            Variant::Empty => "empty",
         }
     }
 }
+
+/// The floor variant's program: bpftrace's cheapest possible program on the
+/// tracepoint the tracer and the bpftrace peer use.
+pub const EMPTY_PROGRAM: &str = "tracepoint:sock:inet_sock_set_state {}";
 
 /// Where things are.
 #[derive(Clone, Debug)]
@@ -66,6 +76,9 @@ pub struct Env {
     pub scratch: PathBuf,
     /// Extra arguments for `tracer run` (e.g. `--ring-bytes`).
     pub run_args: Vec<String>,
+    /// Read each variant's kernel-program counters around the window
+    /// (`kernel.bpf_stats_enabled` is on).
+    pub bpf_stats: bool,
 }
 
 /// What an agent did during the measured window.
@@ -129,6 +142,14 @@ impl Agent {
                 );
                 (c, None)
             }
+            Variant::Empty => {
+                let mut c = Command::new("bpftrace");
+                c.arg("-e").arg(EMPTY_PROGRAM);
+                c.stdout(
+                    File::create(&out).with_context(|| format!("creating {}", out.display()))?,
+                );
+                (c, None)
+            }
         };
         cmd.stdin(Stdio::null()).stderr(stderr()?);
         let child = cmd
@@ -164,7 +185,12 @@ impl Agent {
                     .http
                     .is_some_and(|a| matches!(scrape::get(a, "/healthz"), Ok((200, _)))),
                 Variant::Events => read(&self.err).contains("tracing TCP events"),
-                Variant::Bpftrace => read(&self.out).contains("Attaching"),
+                // bpftrace prints "Attaching" before it loads its programs,
+                // which takes it a second or more with a big map.
+                Variant::Bpftrace | Variant::Empty => {
+                    read(&self.out).contains("Attaching")
+                        && kprog::prog_ids(self.pid()).is_ok_and(|ids| !ids.is_empty())
+                }
             };
             if ready {
                 return Ok(());
@@ -238,7 +264,7 @@ impl Agent {
                 stats.lost = Some(lost);
             }
             Variant::Bpftrace => stats.events = parse_bpftrace_count(&read(&self.out)),
-            Variant::Baseline | Variant::Run => {}
+            Variant::Baseline | Variant::Run | Variant::Empty => {}
         }
         Ok(stats)
     }

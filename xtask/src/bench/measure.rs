@@ -7,6 +7,7 @@ use std::time::Instant;
 use super::{
     agent::{Agent, AgentStats, Env, Variant},
     churn::{self, ChurnConfig, ChurnResult},
+    kprog::{self, ProgCost},
     procfs,
     stats::Summary,
 };
@@ -27,6 +28,9 @@ pub struct Sample {
     /// Busy time not spent by the workload or the agent, % of one core:
     /// other processes on the machine (and interrupts).
     pub other_pct: f64,
+    /// What each of the agent's kernel programs did during the window
+    /// (empty without bpf_stats or an agent).
+    pub progs: Vec<ProgCost>,
 }
 
 impl Sample {
@@ -45,6 +49,13 @@ impl Sample {
     /// Agent context switches per second.
     pub fn ctx_per_sec(&self) -> Option<f64> {
         self.agent.as_ref()?.ctx_switches.map(|c| c / self.secs())
+    }
+
+    /// Agent CPU (user + system) per event it handled, in ns.
+    pub fn agent_ns_per_event(&self) -> Option<f64> {
+        let a = self.agent.as_ref()?;
+        let events = a.events.filter(|&e| e > 0.0)?;
+        Some(a.cpu_secs * 1e9 / events)
     }
 
     /// Seconds the workload ran.
@@ -67,7 +78,7 @@ pub fn interleaved(
             let v = variants[(i + round) % variants.len()];
             let s = once(env, cfg, v, round, label)?;
             eprintln!(
-                "xtask: bench {label} round {}/{rounds} {:<28} {:>8.0} conn/s{}{}",
+                "xtask: bench {label} round {}/{rounds} {:<28} {:>8.0} conn/s{}{}{}",
                 round + 1,
                 v.name(),
                 s.churn.rate(),
@@ -75,6 +86,9 @@ pub fn interleaved(
                     .map_or(String::new(), |c| format!("  agent {c:.1}% cpu")),
                 s.events_per_sec()
                     .map_or(String::new(), |e| format!("  {e:.0} ev/s")),
+                kprog::busiest(&s.progs)
+                    .and_then(|p| Some(format!("  {} {:.0} ns/run", p.name, p.ns_per_event()?)))
+                    .unwrap_or_default(),
             );
             out.push(s);
         }
@@ -95,6 +109,10 @@ pub fn once(
     if let Some(a) = agent.as_mut() {
         a.begin()?;
     }
+    let progs0 = match agent.as_ref().filter(|_| env.bpf_stats) {
+        Some(a) => Some(kprog::Snapshot::take(a.pid())?),
+        None => None,
+    };
     let m0 = procfs::MachineCpu::now()?;
     let self0 = procfs::self_cpu_secs()?;
     let t0 = Instant::now();
@@ -102,6 +120,10 @@ pub fn once(
     let wall = t0.elapsed().as_secs_f64().max(1e-9);
     let self1 = procfs::self_cpu_secs()?;
     let m1 = procfs::MachineCpu::now()?;
+    let progs = match (&progs0, agent.as_ref()) {
+        (Some(p0), Some(a)) => kprog::Snapshot::take(a.pid())?.since(p0),
+        _ => Vec::new(),
+    };
     let agent = match agent {
         Some(a) => Some(a.finish()?),
         None => None,
@@ -117,6 +139,7 @@ pub fn once(
         machine_busy_pct: 100.0 * busy / (m1.total - m0.total).max(1e-9),
         other_pct: (100.0 * (busy - (self1 - self0) - agent_cpu) / wall).max(0.0),
         agent,
+        progs,
     })
 }
 

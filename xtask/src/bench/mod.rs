@@ -2,22 +2,27 @@
 //!
 //! A loopback connection-churn workload ([`churn`]) runs under each variant
 //! ([`agent::Variant`]: no tracer, `tracer run`, `tracer events >/dev/null`,
-//! the bpftrace peer) in interleaved rounds ([`measure`]); then a sweep over
-//! open-loop target rates, the engine microbenchmarks ([`micro`]), and a
-//! report ([`report`]) into BENCHMARKS.md with an SVG plot ([`svg`]).
+//! the bpftrace peer, an empty bpftrace program as the floor) in interleaved
+//! rounds ([`measure`]), with each variant's kernel programs timed by the
+//! kernel's bpf_stats ([`kprog`]); then a sweep over open-loop target rates,
+//! the engine microbenchmarks ([`micro`]), and a report ([`report`],
+//! [`progcost`], [`targets`]) into BENCHMARKS.md with SVG plots ([`svg`]).
 //! `--soak` is the long run that shows RSS stays flat ([`soak`]).
 mod agent;
 mod churn;
+mod kprog;
 mod machine;
 mod measure;
 mod micro;
 mod output;
 mod procfs;
+mod progcost;
 mod report;
 mod scrape;
 mod soak;
 mod stats;
 mod svg;
+mod targets;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -30,8 +35,8 @@ use churn::{ChurnConfig, Closer};
 /// Flags of `cargo xtask bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Short run (under 2 minutes once built): 3 rounds of 3 s, a 2-rate
-    /// sweep of 1 round, quick microbenchmarks.
+    /// Short run (about 2 minutes once built): 3 rounds of 3 s, a 2-rate
+    /// sweep of 1 round, quick microbenchmarks. Its figures are rough.
     #[arg(long)]
     pub quick: bool,
     /// Rounds per variant (default 5, or 3 with --quick).
@@ -58,7 +63,7 @@ pub struct BenchArgs {
     /// Client source addresses to spread connections over (127.1.x.y).
     #[arg(long, default_value_t = 1024)]
     pub source_addrs: u32,
-    /// Variants to run (default: all; bpftrace only when installed).
+    /// Variants to run (default: all; bpftrace and empty only when bpftrace is installed).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub variants: Vec<Variant>,
     /// Target rates of the sweep (default 1000,5000,10000,20000, or 5000,10000 with --quick).
@@ -92,6 +97,10 @@ pub struct BenchArgs {
     /// Use this tracer binary instead of building target/release/tracer.
     #[arg(long, value_name = "PATH")]
     pub tracer_bin: Option<PathBuf>,
+    /// Do not turn on kernel.bpf_stats_enabled: no per-program ns/event
+    /// (the kernel's accounting adds two clock reads to every program run).
+    #[arg(long)]
+    pub no_bpf_stats: bool,
     /// Do not rewrite BENCHMARKS.md and bench/*.svg.
     #[arg(long)]
     pub no_write: bool,
@@ -153,7 +162,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         report.micro = Some(micro::run(exe, args.quick)?);
         return finish(&args, &report, &root, t0);
     }
-    let env = Env {
+    let mut env = Env {
         tracer: args
             .tracer_bin
             .clone()
@@ -161,6 +170,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         bpftrace_script: root.join("bench/tcpstates-dwell.bt"),
         scratch: target_dir().join("bench"),
         run_args: args.tracer_args.clone(),
+        bpf_stats: false,
     };
     std::fs::create_dir_all(&env.scratch)
         .with_context(|| format!("creating {}", env.scratch.display()))?;
@@ -181,6 +191,13 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         rounds >= 1 && secs > 0.0,
         "--rounds and --secs must be positive"
     );
+    // On from the first round to the end of the sweep; off again when this
+    // is dropped, also on an error or Ctrl-C.
+    let stats_guard = match args.no_bpf_stats {
+        true => None,
+        false => bpf_stats_guard(),
+    };
+    env.bpf_stats = stats_guard.is_some();
     let main_cfg = args.churn(args.rate, secs);
     let samples = measure::interleaved(&env, &main_cfg, &variants, rounds, "main")?;
     report.main = Some(report::Scenario {
@@ -208,6 +225,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             });
         }
     }
+    drop(stats_guard);
     if let Some(exe) = &micro {
         report.micro = Some(micro::run(exe, args.quick)?);
     }
@@ -232,7 +250,24 @@ fn finish(
     Ok(())
 }
 
-/// The variants to run: as asked, or all; bpftrace only when installed.
+/// Turn on the kernel's per-program accounting, or say why not.
+fn bpf_stats_guard() -> Option<kprog::StatsGuard> {
+    if !kprog::bpftool_available() {
+        eprintln!(
+            "xtask: bpftool is not installed (apt-get install -y bpftool); no per-program ns/event"
+        );
+        return None;
+    }
+    match kprog::StatsGuard::enable() {
+        Ok(g) => Some(g),
+        Err(e) => {
+            eprintln!("xtask: cannot turn on bpf_stats ({e:#}); no per-program ns/event");
+            None
+        }
+    }
+}
+
+/// The variants to run: as asked, or all; the bpftrace ones only when installed.
 fn variants(args: &BenchArgs) -> Vec<Variant> {
     let mut v = if args.variants.is_empty() {
         Variant::ALL.to_vec()
@@ -242,11 +277,12 @@ fn variants(args: &BenchArgs) -> Vec<Variant> {
     if !v.contains(&Variant::Baseline) {
         v.insert(0, Variant::Baseline);
     }
-    if v.contains(&Variant::Bpftrace) && cmd::output("bpftrace", &["--version"]).is_none() {
+    let bpftrace = [Variant::Bpftrace, Variant::Empty];
+    if v.iter().any(|x| bpftrace.contains(x)) && cmd::output("bpftrace", &["--version"]).is_none() {
         eprintln!(
-            "xtask: bpftrace is not installed (apt-get install -y bpftrace); skipping its variant"
+            "xtask: bpftrace is not installed (apt-get install -y bpftrace); skipping the bpftrace peer and the empty program"
         );
-        v.retain(|&x| x != Variant::Bpftrace);
+        v.retain(|x| !bpftrace.contains(x));
     }
     v
 }

@@ -1,5 +1,6 @@
 //! The files a run writes besides BENCHMARKS.md text: the SVG plots,
-//! bench/last-run.csv with every raw sample, and the generated-block
+//! bench/last-run.csv with every raw sample (with each sample's agent CPU
+//! ns per event and its kernel programs' bpf_stats deltas), and the generated-block
 //! replacement that leaves the hand-written parts of BENCHMARKS.md alone.
 use std::{fmt::Write as _, path::Path};
 
@@ -7,6 +8,7 @@ use anyhow::Context as _;
 
 use super::{
     agent::Variant,
+    kprog::ProgCost,
     measure::VariantSummary,
     report::{Report, Scenario},
     svg,
@@ -75,7 +77,7 @@ impl Report {
 
     pub(super) fn write_csv(&self, root: &Path) -> anyhow::Result<()> {
         let mut s = String::from(
-            "scenario,target_rate,variant,round,conn_per_s,completed,errors,secs,events,lost,corrections,agent_cpu_pct,agent_ctx_per_s,agent_hwm_kib,machine_busy_pct,other_pct\n",
+            "scenario,target_rate,variant,round,conn_per_s,completed,errors,secs,events,lost,corrections,agent_cpu_pct,agent_ctx_per_s,agent_hwm_kib,machine_busy_pct,other_pct,agent_ns_per_event,bpf_programs\n",
         );
         let all = self
             .main
@@ -88,7 +90,7 @@ impl Report {
                 let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.1}"));
                 let _ = writeln!(
                     s,
-                    "{name},{},{:?},{},{:.1},{},{},{:.3},{},{},{},{},{},{},{:.1},{:.1}",
+                    "{name},{},{:?},{},{:.1},{},{},{:.3},{},{},{},{},{},{},{:.1},{:.1},{},{}",
                     sc.cfg.rate.unwrap_or(0),
                     x.variant,
                     x.round,
@@ -107,12 +109,24 @@ impl Report {
                     a.and_then(|a| a.hwm_kib)
                         .map_or(String::new(), |k| k.to_string()),
                     x.machine_busy_pct,
-                    x.other_pct
+                    x.other_pct,
+                    opt(x.agent_ns_per_event()),
+                    progs_field(&x.progs)
                 );
             }
         }
         write(&root.join("bench/last-run.csv"), &s)
     }
+}
+
+/// The `bpf_programs` CSV field: `name:runs:run_time_ns` of each of the
+/// variant's programs over the window, space-separated.
+fn progs_field(progs: &[ProgCost]) -> String {
+    let items: Vec<String> = progs
+        .iter()
+        .map(|p| format!("{}:{}:{}", p.name, p.run_cnt, p.run_time_ns))
+        .collect();
+    items.join(" ")
 }
 
 /// Replace the text between `<!-- bench:NAME:start -->` and `<!-- bench:NAME:end -->`,
@@ -151,5 +165,21 @@ mod tests {
         );
         let d = replace_block(&d, "y", "more");
         assert!(d.ends_with("outro\n\n<!-- bench:y:start -->\nmore\n<!-- bench:y:end -->\n"));
+    }
+
+    #[test]
+    fn program_counters_fit_one_csv_field() {
+        let p = |name: &str, rc, rt| ProgCost {
+            name: name.into(),
+            kind: "tracing".into(),
+            run_time_ns: rt,
+            run_cnt: rc,
+        };
+        let f = progs_field(&[
+            p("inet_sock_set_state", 10, 5000),
+            p("tcp_send_reset", 0, 0),
+        ]);
+        assert_eq!(f, "inet_sock_set_state:10:5000 tcp_send_reset:0:0");
+        assert!(!f.contains(','));
     }
 }

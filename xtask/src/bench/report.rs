@@ -1,5 +1,6 @@
 //! Results as Markdown: printed, and written into the generated blocks of
-//! BENCHMARKS.md (the files beside it are in `output`).
+//! BENCHMARKS.md (the files beside it are in `output`, the per-event cost
+//! table in `progcost`, the targets list in `targets`).
 use std::{fmt::Write as _, path::Path, time::Duration};
 
 use super::{
@@ -10,7 +11,7 @@ use super::{
     measure::{self, Sample, VariantSummary},
     micro,
     output::{replace_block, write},
-    soak,
+    progcost, soak,
     stats::fmt_opt,
 };
 
@@ -163,6 +164,7 @@ impl Report {
              to the workload and shows in the ratio. \"Other load\" is machine busy time not spent by \
              the workload or the agent: other processes sharing the machine.\n\n",
         );
+        s.push_str(&progcost::markdown(main, &self.sweep, self.quick));
         s.push_str(&self.targets_md());
         if !self.sweep.is_empty() {
             let _ = writeln!(s, "\n### Rate sweep: {}\n", self.sweep[0].describe());
@@ -188,112 +190,6 @@ impl Report {
             }
         }
         Some(s)
-    }
-
-    fn targets_md(&self) -> String {
-        let mut s = String::from("Targets (issue 5):\n\n");
-        let mut line = |ok: Option<bool>, text: String| {
-            let mark = match ok {
-                Some(true) => "met",
-                Some(false) => "**missed**",
-                None => "not measured",
-            };
-            let _ = writeln!(s, "- {text}: {mark}");
-        };
-        let main = self.main.as_ref();
-        let run = main.and_then(|m| m.summary(Variant::Run));
-        let bt = main.and_then(|m| m.summary(Variant::Bpftrace));
-        let r = run.as_ref().and_then(|v| v.ratio);
-        line(
-            r.map(|r| r.median >= 0.97),
-            format!(
-                "ratio with `tracer run` at peak ≥ 0.97 (median {})",
-                fmt_opt(r, 3)
-            ),
-        );
-        let b = bt.as_ref().and_then(|v| v.ratio);
-        line(
-            r.zip(b).map(|(r, b)| r.median > b.median),
-            format!(
-                "better than the bpftrace peer ({} vs {})",
-                fmt_opt(r, 3),
-                fmt_opt(b, 3)
-            ),
-        );
-        let lost = run.as_ref().and_then(|v| v.lost);
-        line(
-            lost.map(|l| l == 0.0),
-            format!(
-                "zero kernel-lost events at peak ({})",
-                lost.map_or("–".into(), |l| format!("{l:.0}"))
-            ),
-        );
-        let corr = run.as_ref().and_then(|v| v.corrections.clone());
-        let from_lost = corr.as_ref().map(|c| split_corrections(c).0);
-        let detail = corr.map_or("–".into(), |c| {
-            let parts: Vec<String> = c.iter().map(|(r, n)| format!("{r} {n:.0}")).collect();
-            if parts.is_empty() {
-                "none reported".into()
-            } else {
-                parts.join(", ")
-            }
-        });
-        line(
-            from_lost.map(|t| t == 0.0),
-            format!(
-                "zero reconcile corrections from lost events at peak ({detail}; `{TW_OVERFLOW}` counts closes \
-                 that left no timewait socket because `tcp_max_tw_buckets` was full, not lost events)"
-            ),
-        );
-        let at10k = self
-            .sweep
-            .iter()
-            .find(|s| s.cfg.rate == Some(10_000))
-            .and_then(|s| s.summary(Variant::Run));
-        let cpu = at10k.and_then(|v| v.cpu_pct);
-        line(
-            cpu.map(|c| c.median <= 10.0),
-            format!(
-                "agent CPU ≤ 10% of one core at 10,000 conn/s ({})",
-                fmt_opt(cpu, 1)
-            ),
-        );
-        if let Some(m) = &self.micro {
-            let best = m
-                .rows
-                .iter()
-                .filter(|r| r.id.ends_with("decode_engine"))
-                .find_map(micro::Row::per_sec);
-            line(
-                best.map(|e| e >= 2e6),
-                format!(
-                    "engine ≥ 2,000,000 events/s on one core ({})",
-                    best.map_or("–".into(), |e| format!("{e:.0}"))
-                ),
-            );
-            let mem = m.memory.map(|(b, _)| b);
-            line(
-                mem.map(|b| b <= 200.0),
-                format!(
-                    "≤ 200 bytes per tracked socket ({})",
-                    mem.map_or("–".into(), |b| format!("{b:.0}"))
-                ),
-            );
-            let allocs: Vec<f64> = m
-                .memory_detail
-                .iter()
-                .filter(|(k, _)| k.contains("allocations_per_event"))
-                .map(|(_, v)| *v)
-                .collect();
-            line(
-                (!allocs.is_empty()).then(|| allocs.iter().all(|&a| a == 0.0)),
-                format!(
-                    "no allocation per event in decode + engine at the cap ({} per event)",
-                    allocs.iter().copied().fold(0.0, f64::max)
-                ),
-            );
-        }
-        s
     }
 
     fn micro_md(&self) -> Option<String> {
@@ -366,10 +262,10 @@ fn variant_table(vs: &[VariantSummary]) -> String {
 
 /// Reason of the corrections that come from `tcp_max_tw_buckets` overflow,
 /// not from lost events.
-const TW_OVERFLOW: &str = "time_wait_never_appeared";
+pub(super) const TW_OVERFLOW: &str = "time_wait_never_appeared";
 
 /// (corrections other than TIME_WAIT-never-appeared, TIME_WAIT-never-appeared).
-fn split_corrections(c: &[(String, f64)]) -> (f64, f64) {
+pub(super) fn split_corrections(c: &[(String, f64)]) -> (f64, f64) {
     c.iter().fold((0.0, 0.0), |(o, t), (r, n)| {
         if r == TW_OVERFLOW {
             (o, t + n)

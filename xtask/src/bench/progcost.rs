@@ -1,0 +1,259 @@
+//! What one event costs, per variant and per program: the kernel programs'
+//! Δrun_time_ns / Δrun_cnt from bpf_stats ([`kprog`](super::kprog)), each
+//! beside the empty program (the floor) of the same round, and the agent's
+//! CPU per event; summarised over rounds and written as the "Kernel
+//! programs, ns per event" table.
+use std::fmt::Write as _;
+
+use super::{
+    agent::Variant,
+    kprog::{self, MIN_RUNS},
+    measure::Sample,
+    report::Scenario,
+    stats::{Summary, fmt_opt},
+};
+
+/// What a row measures.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Subject {
+    /// A kernel program, by the name and type bpftool shows.
+    Prog {
+        /// Program name.
+        name: String,
+        /// Program type.
+        kind: String,
+    },
+    /// The agent process: its CPU time per event it handled.
+    Agent,
+}
+
+/// One variant × program (or the agent), over the rounds of one scenario.
+#[derive(Clone, Debug)]
+pub struct CostRow {
+    /// Which variant.
+    pub variant: Variant,
+    /// Which program, or the agent.
+    pub subject: Subject,
+    /// Nanoseconds per event, median (min–max) over rounds.
+    pub ns: Summary,
+    /// Events counted over all rounds (program runs, or agent events).
+    pub events: f64,
+    /// Per-round ratio to the same round's floor (kernel programs only).
+    pub to_floor: Option<Summary>,
+}
+
+impl CostRow {
+    /// Whether this is the tracer's state program (on `inet_sock_set_state`;
+    /// the kernel keeps 15 characters of a name, bpftool shows the BTF name).
+    pub fn is_state_prog(&self) -> bool {
+        matches!(&self.subject, Subject::Prog { name, .. } if name.starts_with("inet_sock_set_s"))
+    }
+}
+
+/// The rows of one scenario: for each variant in report order, its programs
+/// that ran at least [`MIN_RUNS`] times in some round (most runs first),
+/// then, for the tracer's variants, the agent.
+pub fn rows(samples: &[Sample]) -> Vec<CostRow> {
+    let floor = |round: usize| {
+        samples
+            .iter()
+            .find(|s| s.variant == Variant::Empty && s.round == round)
+            .and_then(|s| kprog::busiest(&s.progs)?.ns_per_event())
+    };
+    let mut out = Vec::new();
+    for v in Variant::ALL {
+        let mine: Vec<&Sample> = samples.iter().filter(|s| s.variant == v).collect();
+        // Program (name, type) with its runs over all rounds.
+        let mut progs: Vec<(String, String, u64)> = Vec::new();
+        for p in mine.iter().flat_map(|s| &s.progs) {
+            match progs
+                .iter_mut()
+                .find(|(n, k, _)| *n == p.name && *k == p.kind)
+            {
+                Some((_, _, runs)) => *runs += p.run_cnt,
+                None => progs.push((p.name.clone(), p.kind.clone(), p.run_cnt)),
+            }
+        }
+        progs.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+        for (name, kind, runs) in progs {
+            // (ns per event, ratio to that round's floor) of each round.
+            let per_round: Vec<(f64, Option<f64>)> = mine
+                .iter()
+                .filter_map(|s| {
+                    let p = s.progs.iter().find(|p| p.name == name && p.kind == kind)?;
+                    let ns = p.ns_per_event()?;
+                    Some((ns, floor(s.round).map(|f| ns / f)))
+                })
+                .collect();
+            let Some(ns) = Summary::of(per_round.iter().map(|r| r.0)) else {
+                continue;
+            };
+            out.push(CostRow {
+                variant: v,
+                subject: Subject::Prog { name, kind },
+                ns,
+                events: runs as f64,
+                to_floor: Summary::of(per_round.iter().filter_map(|r| r.1)),
+            });
+        }
+        if matches!(v, Variant::Run | Variant::Events)
+            && let Some(ns) = Summary::of(mine.iter().filter_map(|s| s.agent_ns_per_event()))
+        {
+            out.push(CostRow {
+                variant: v,
+                subject: Subject::Agent,
+                ns,
+                events: mine.iter().filter_map(|s| s.agent.as_ref()?.events).sum(),
+                to_floor: None,
+            });
+        }
+    }
+    out
+}
+
+/// The tracer run's state program row.
+pub fn state_prog(rows: &[CostRow]) -> Option<&CostRow> {
+    rows.iter()
+        .find(|r| r.variant == Variant::Run && r.is_state_prog())
+}
+
+/// The busiest program of a variant (rows are sorted by runs).
+pub fn first_prog(rows: &[CostRow], v: Variant) -> Option<&CostRow> {
+    rows.iter()
+        .find(|r| r.variant == v && matches!(r.subject, Subject::Prog { .. }))
+}
+
+/// The agent row of a variant.
+pub fn agent(rows: &[CostRow], v: Variant) -> Option<&CostRow> {
+    rows.iter()
+        .find(|r| r.variant == v && r.subject == Subject::Agent)
+}
+
+/// The table over the peak scenario and the 10,000 conn/s sweep point.
+pub fn markdown(main: &Scenario, sweep: &[Scenario], quick: bool) -> String {
+    let mut s = String::from(
+        "### Kernel programs, ns per event (bpf_stats)\n\n\
+         | load | variant | program | ns per event | events counted | ratio to the floor |\n\
+         |---|---|---|---:|---:|---:|\n",
+    );
+    let at10k = sweep.iter().find(|s| s.cfg.rate == Some(10_000));
+    let mut any = false;
+    for (load, sc) in [("peak", Some(main)), ("10,000 conn/s", at10k)] {
+        let Some(sc) = sc else { continue };
+        for r in rows(&sc.samples) {
+            any = true;
+            let what = match &r.subject {
+                Subject::Prog { name, kind } => format!("`{name}` ({kind})"),
+                Subject::Agent => "agent: CPU per event (user + system)".into(),
+            };
+            let _ = writeln!(
+                s,
+                "| {load} | {} | {what} | {} | {:.0} | {} |",
+                r.variant.name(),
+                r.ns.fmt(0),
+                r.events,
+                match r.subject {
+                    Subject::Agent => "–".into(),
+                    Subject::Prog { .. } => fmt_opt(r.to_floor, 2),
+                }
+            );
+        }
+    }
+    if !any {
+        return "### Kernel programs, ns per event (bpf_stats)\n\nNot measured \
+                (`--no-bpf-stats`, or bpftool missing).\n"
+            .into();
+    }
+    let _ = write!(
+        s,
+        "\nMedian (min–max) over rounds of Δ`run_time_ns` / Δ`run_cnt` of each program the variant's \
+         process holds (`prog_id:` in /proc/<pid>/fdinfo, counters from `bpftool prog show -j`) over \
+         the churn window, with `kernel.bpf_stats_enabled=1`, whose own cost (two clock reads per run) is in \
+         every figure, the floor's too. Only programs that ran ≥ {MIN_RUNS} times in \
+         a round. Events counted: runs summed over rounds. The floor is `bpftrace -e '{}'`; the ratio \
+         is taken per round against that round's floor. The kernel keeps 15 characters of a program \
+         name; bpftool shows the full name when the program has BTF. The agent row is the agent's CPU \
+         time (/proc/<pid>/stat, 10 ms ticks) over the window divided by the events it handled \
+         (`tracer events`: its whole life's count).{}\n\n",
+        super::agent::EMPTY_PROGRAM,
+        if quick {
+            " With `--quick` the windows are short and the figures rough."
+        } else {
+            ""
+        }
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::{agent::AgentStats, churn::ChurnResult, kprog::ProgCost};
+    use std::time::Duration;
+
+    fn sample(variant: Variant, round: usize, progs: &[(&str, u64, u64)]) -> Sample {
+        Sample {
+            variant,
+            round,
+            churn: ChurnResult {
+                completed: 1000,
+                errors: 0,
+                elapsed: Duration::from_secs(1),
+            },
+            agent: Some(AgentStats {
+                cpu_secs: 0.01,
+                events: Some(20_000.0),
+                ..AgentStats::default()
+            }),
+            machine_busy_pct: 0.0,
+            other_pct: 0.0,
+            progs: progs
+                .iter()
+                .map(|&(name, rt, rc)| ProgCost {
+                    name: name.into(),
+                    kind: "tracing".into(),
+                    run_time_ns: rt,
+                    run_cnt: rc,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn rows_per_program_against_the_same_rounds_floor() {
+        let samples = [
+            sample(Variant::Empty, 0, &[("inet_sock_set_s", 1_000_000, 10_000)]),
+            sample(Variant::Empty, 1, &[("inet_sock_set_s", 2_000_000, 10_000)]),
+            sample(
+                Variant::Run,
+                0,
+                &[
+                    ("inet_sock_set_state", 3_000_000, 10_000),
+                    ("tcp_retransmit_skb", 5_000, 10),
+                ],
+            ),
+            sample(
+                Variant::Run,
+                1,
+                &[("inet_sock_set_state", 4_000_000, 10_000)],
+            ),
+        ];
+        let rows = rows(&samples);
+        let st = state_prog(&rows).expect("state row");
+        assert_eq!((st.ns.min, st.ns.max, st.events), (300.0, 400.0, 20_000.0));
+        // Round 0: 300/100, round 1: 400/200.
+        let r = st.to_floor.expect("ratio");
+        assert_eq!((r.min, r.max), (2.0, 3.0));
+        // Ran fewer than MIN_RUNS times: no row.
+        assert!(rows.iter().all(|r| !matches!(&r.subject,
+            Subject::Prog { name, .. } if name == "tcp_retransmit_skb")));
+        // 10 ms of agent CPU over 20,000 events.
+        let a = agent(&rows, Variant::Run).expect("agent row");
+        assert_eq!(a.ns.median, 500.0);
+        assert_eq!(
+            first_prog(&rows, Variant::Empty).map(|r| r.ns.median),
+            Some(150.0)
+        );
+        assert!(agent(&rows, Variant::Empty).is_none());
+    }
+}

@@ -1,0 +1,172 @@
+//! The targets list under the results: each target of issue 9 (what a
+//! kernel program and the agent cost per event, and the peak ratio) and the
+//! still-relevant ones of issue 5, marked met or missed from this run.
+use std::fmt::Write as _;
+
+use super::{
+    agent::Variant,
+    micro,
+    progcost::{self, CostRow},
+    report::{Report, Scenario, TW_OVERFLOW, split_corrections},
+    stats::{Summary, fmt_opt},
+};
+
+/// A state program may cost at most this many times the empty program.
+const MAX_TO_FLOOR: f64 = 3.0;
+/// The agent's CPU budget per event at 10,000 conn/s, ns.
+const MAX_AGENT_NS: f64 = 200.0;
+
+impl Report {
+    /// The sweep point at 10,000 conn/s, if the sweep ran it.
+    fn at_10k(&self) -> Option<&Scenario> {
+        self.sweep.iter().find(|s| s.cfg.rate == Some(10_000))
+    }
+
+    /// "Targets (issue 9)" as a Markdown list.
+    pub(super) fn targets_md(&self) -> String {
+        let mut s = String::from(
+            "Targets (issue 9; those marked \"issue 5\" are carried over from issue 5):\n\n",
+        );
+        let mut line = |ok: Option<bool>, text: String| {
+            let mark = match ok {
+                Some(true) => "met",
+                Some(false) => "**missed**",
+                None => "not measured",
+            };
+            let _ = writeln!(s, "- {text}: {mark}");
+        };
+        let main = self.main.as_ref();
+        let rows: Vec<CostRow> = main.map_or_else(Vec::new, |m| progcost::rows(&m.samples));
+        let ns = |r: Option<&CostRow>| r.map(|r| r.ns);
+        let state = progcost::state_prog(&rows);
+        let floor = progcost::first_prog(&rows, Variant::Empty);
+        let peer = progcost::first_prog(&rows, Variant::Bpftrace);
+        let to_floor = state.and_then(|r| r.to_floor);
+        line(
+            to_floor.map(|r| r.median <= MAX_TO_FLOOR),
+            format!(
+                "`tracer run`'s state program ≤ {MAX_TO_FLOOR}× the empty program on the same tracepoint, \
+                 same run, at peak (ratio {}; {} vs {} ns per event)",
+                fmt_opt(to_floor, 2),
+                fmt_opt(ns(state), 0),
+                fmt_opt(ns(floor), 0)
+            ),
+        );
+        line(
+            ns(state).zip(ns(peer)).map(|(a, b)| a.median < b.median),
+            format!(
+                "state program below the bpftrace peer's program ({} vs {} ns per event)",
+                fmt_opt(ns(state), 0),
+                fmt_opt(ns(peer), 0)
+            ),
+        );
+        let (agent, where_) = match self.at_10k() {
+            Some(sc) => (
+                progcost::agent(&progcost::rows(&sc.samples), Variant::Run).map(|r| r.ns),
+                "at 10,000 conn/s",
+            ),
+            None => (
+                progcost::agent(&rows, Variant::Run).map(|r| r.ns),
+                "at peak: the sweep did not run 10,000 conn/s",
+            ),
+        };
+        line(
+            agent.map(|a| a.median <= MAX_AGENT_NS),
+            format!(
+                "agent ≤ {MAX_AGENT_NS:.0} ns of CPU per event at 10,000 conn/s ({} ns, {where_})",
+                fmt_opt(agent, 0)
+            ),
+        );
+        let run = main.and_then(|m| m.summary(Variant::Run));
+        let bt = main.and_then(|m| m.summary(Variant::Bpftrace));
+        let r = run.as_ref().and_then(|v| v.ratio);
+        line(
+            r.map(|r| r.median >= 0.97),
+            format!(
+                "ratio with `tracer run` at peak ≥ 0.97 (median {})",
+                fmt_opt(r, 3)
+            ),
+        );
+        let b = bt.as_ref().and_then(|v| v.ratio);
+        line(
+            r.zip(b).map(|(r, b)| r.median > b.median),
+            format!(
+                "ahead of the bpftrace peer at peak ({} vs {})",
+                fmt_opt(r, 3),
+                fmt_opt(b, 3)
+            ),
+        );
+        let lost = run.as_ref().and_then(|v| v.lost);
+        line(
+            lost.map(|l| l == 0.0),
+            format!(
+                "issue 5: zero kernel-lost events at peak ({})",
+                lost.map_or("–".into(), |l| format!("{l:.0}"))
+            ),
+        );
+        let corr = run.as_ref().and_then(|v| v.corrections.clone());
+        let from_lost = corr.as_ref().map(|c| split_corrections(c).0);
+        let detail = corr.map_or("–".into(), |c| {
+            let parts: Vec<String> = c.iter().map(|(r, n)| format!("{r} {n:.0}")).collect();
+            if parts.is_empty() {
+                "none reported".into()
+            } else {
+                parts.join(", ")
+            }
+        });
+        line(
+            from_lost.map(|t| t == 0.0),
+            format!(
+                "issue 5: zero reconcile corrections from lost events at peak ({detail}; `{TW_OVERFLOW}` counts \
+                 closes that left no timewait socket because `tcp_max_tw_buckets` was full, not lost events)"
+            ),
+        );
+        let cpu: Option<Summary> = self
+            .at_10k()
+            .and_then(|s| s.summary(Variant::Run))
+            .and_then(|v| v.cpu_pct);
+        line(
+            cpu.map(|c| c.median <= 10.0),
+            format!(
+                "issue 5: agent CPU ≤ 10% of one core at 10,000 conn/s ({})",
+                fmt_opt(cpu, 1)
+            ),
+        );
+        if let Some(m) = &self.micro {
+            let best = m
+                .rows
+                .iter()
+                .filter(|r| r.id.ends_with("decode_engine"))
+                .find_map(micro::Row::per_sec);
+            line(
+                best.map(|e| e >= 2e6),
+                format!(
+                    "issue 5: engine ≥ 2,000,000 events/s on one core ({})",
+                    best.map_or("–".into(), |e| format!("{e:.0}"))
+                ),
+            );
+            let mem = m.memory.map(|(b, _)| b);
+            line(
+                mem.map(|b| b <= 200.0),
+                format!(
+                    "issue 5: ≤ 200 bytes per tracked socket ({})",
+                    mem.map_or("–".into(), |b| format!("{b:.0}"))
+                ),
+            );
+            let allocs: Vec<f64> = m
+                .memory_detail
+                .iter()
+                .filter(|(k, _)| k.contains("allocations_per_event"))
+                .map(|(_, v)| *v)
+                .collect();
+            line(
+                (!allocs.is_empty()).then(|| allocs.iter().all(|&a| a == 0.0)),
+                format!(
+                    "issue 5: no allocation per event in decode + engine at the cap ({} per event)",
+                    allocs.iter().copied().fold(0.0, f64::max)
+                ),
+            );
+        }
+        s
+    }
+}
