@@ -3,7 +3,8 @@
 //! Data flows one way:
 //! `bpf` (load/attach) -> `ingest` (ring buffer -> [`event::SockEvent`])
 //! -> `engine` (pure per-socket lifecycle) -> detectors -> `export`.
-//! `cli` wires the pieces together for each command.
+//! [`pipeline`] runs that chain, with sock_diag dumps, once for every
+//! command; `cli` and `agent` choose only what it feeds (its sink).
 pub mod agent;
 pub mod bpf;
 pub mod cli;
@@ -14,4 +15,5 @@ pub mod event;
 pub mod export;
 pub mod ingest;
 pub mod leaks;
+pub mod pipeline;
 pub mod tcp;

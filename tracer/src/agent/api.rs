@@ -4,10 +4,11 @@ use std::sync::{Arc, atomic::Ordering};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Shared, monotonic_ns};
+use super::Shared;
 use crate::{
     engine::SocketView,
     export::http::{Api, Health, SocketQuery},
+    pipeline::monotonic_ns,
     tcp::TcpState,
 };
 
@@ -90,7 +91,7 @@ impl Api for AgentApi {
             })?),
         };
         let now = monotonic_ns();
-        let core = self.0.lock();
+        let core = self.0.core.lock();
         let list: Vec<SocketJson> = core
             .engine
             .sockets()
@@ -106,13 +107,13 @@ impl Api for AgentApi {
     }
 
     fn summary(&self) -> Value {
-        let core = self.0.lock();
+        let core = self.0.core.lock();
         let counts = core.engine.counts_by_state();
         let mut states = serde_json::Map::new();
         let mut dwell = serde_json::Map::new();
         for st in TcpState::ALL {
             states.insert(st.name().into(), json!(counts[st.index()]));
-            if let Some(p) = core.dwell.percentiles(st) {
+            if let Some(p) = core.derived.dwell.percentiles(st) {
                 dwell.insert(st.name().into(), json!(p));
             }
         }
@@ -128,7 +129,7 @@ impl Api for AgentApi {
     }
 
     fn leaks(&self) -> Value {
-        let core = self.0.lock();
+        let core = self.0.core.lock();
         serde_json::to_value(core.detector.report(monotonic_ns()))
             .unwrap_or_else(|e| json!({ "error": e.to_string() }))
     }
@@ -153,7 +154,7 @@ impl Api for AgentApi {
     fn refresh_metrics(&self) {
         // Never wait for the engine: if it is busy, the gauges from its
         // last batch are at most one batch old.
-        if let Ok(core) = self.0.core.try_lock() {
+        if let Some(core) = self.0.core.try_lock() {
             self.0.publish(&core);
         }
     }

@@ -8,105 +8,34 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::{
-    agent::{
-        monotonic_ns,
-        pace::{Pace, thread_cpu_ns},
-    },
-    bpf::{DEFAULT_RING_BYTES, Probes},
+    bpf::DEFAULT_RING_BYTES,
     config::{DEFAULT_RECONCILE_BUDGET, Settings},
-    diag::dump::{DumpOptions, Dumper},
-    engine::{self, Engine},
+    diag::DiagSocket,
+    engine,
     event::{Kind, SockEvent},
     export::stream,
-    ingest::Ingest,
-    leaks::{Change, Detector, Thresholds},
+    leaks::{Change, Thresholds},
+    pipeline::{self, Core, Flow, NetnsScope, Pipeline, Reconcile, Sink},
 };
 
-/// Leak detection alongside the stream: an engine for exact ages, the
-/// detectors, and a sock_diag dump every second (less often where a dump
-/// costs more than the default `--reconcile-budget` of `tracer run`).
-struct Leaks {
-    engine: Engine,
-    pace: Pace,
-    /// Kernel-side losses at the last dump; more brings the next one early.
-    lost_at_dump: u64,
-    /// The namespace sock_diag sees; the engine follows only its sockets.
-    netns: u32,
-    detector: Detector,
-    dumper: Dumper,
-    dump: Vec<crate::diag::DiagSocket>,
-}
-
-impl Leaks {
-    fn new(args: &EventsArgs) -> anyhow::Result<Leaks> {
-        let mut settings = Settings::default();
-        args.thresholds.apply(&mut settings);
-        let mut leaks = Leaks {
-            engine: Engine::new(engine::Config::default()),
-            pace: Pace::new(Duration::from_secs(1), DEFAULT_RECONCILE_BUDGET),
-            lost_at_dump: 0,
-            netns: crate::agent::own_netns(),
-            detector: Detector::new(Thresholds::from_settings(&settings)),
-            // TIME_WAIT sockets are the bulk of a busy host and no detector
-            // looks at them: leave them out of the dumps.
-            dumper: Dumper::new(DumpOptions {
-                with_info: true,
-                without_time_wait: true,
-            })
-            .context("listing TCP sockets with sock_diag")?,
-            dump: Vec::new(),
-        };
-        let now = monotonic_ns();
-        let cpu = thread_cpu_ns();
-        leaks
-            .dumper
-            .dump_into(&mut leaks.dump)
-            .context("listing TCP sockets with sock_diag")?;
-        leaks.engine.adopt(&leaks.dump, now);
-        leaks.pace.done(now, thread_cpu_ns().saturating_sub(cpu));
-        Ok(leaks)
-    }
-
-    /// When a dump is due (or events were lost: `lost` is the kernel's
-    /// count): dump, reconcile, detect; print events and flag changes.
-    fn tick<W: Write>(&mut self, ingest: &mut Ingest, p: &mut Printer<W>, lost: u64) {
-        let start = monotonic_ns();
-        if !self.pace.due(start) && lost <= self.lost_at_dump {
-            return;
-        }
-        self.lost_at_dump = lost;
-        // The budget covers the dump and the reconcile, which grow with the
-        // host's socket count; not the events drained in between, nor owner
-        // lookups for new flags (one-offs).
-        let cpu = thread_cpu_ns();
-        let dumped = self.dumper.dump_into(&mut self.dump);
-        let dump_ns = thread_cpu_ns().saturating_sub(cpu);
-        if dumped.is_err() {
-            self.pace.done(start, dump_ns);
-            return;
-        }
-        let engine = &mut self.engine;
-        let netns = self.netns;
-        ingest.drain_now(|ev| {
-            if crate::agent::in_netns(ev, netns) {
-                engine.apply(ev, &mut ());
-            }
-            p.event(ev);
-        });
-        let cpu = thread_cpu_ns();
-        engine.reconcile(&self.dump, start, false, &mut ());
-        self.pace
-            .done(start, dump_ns + thread_cpu_ns().saturating_sub(cpu));
-        let engine = &*engine;
-        let changes = self.detector.update(
-            &self.dump,
-            start,
-            |cookie, st| engine.state_since(cookie, st),
-            crate::diag::owner::owners_of,
-        );
-        for c in &changes {
-            p.leak(c, start);
-        }
+/// The pipeline `tracer events` runs. With leak detection: an engine for
+/// exact ages, the detectors, and a live sock_diag dump every second (less
+/// often where a dump costs more than the default `--reconcile-budget` of
+/// `tracer run`); TIME_WAIT sockets are the bulk of a busy host and no
+/// detector looks at them, so no full dumps. Without: the stream alone.
+fn pipeline_config(args: &EventsArgs, leaks: bool) -> pipeline::Config {
+    let mut settings = Settings::default();
+    args.thresholds.apply(&mut settings);
+    pipeline::Config {
+        scope: NetnsScope::own(),
+        ring_bytes: args.ring_bytes,
+        engine: engine::Config::default(),
+        thresholds: Thresholds::from_settings(&settings),
+        reconcile: leaks.then_some(Reconcile {
+            interval: Duration::from_secs(1),
+            time_wait_interval: None,
+            budget_percent: DEFAULT_RECONCILE_BUDGET,
+        }),
     }
 }
 
@@ -151,6 +80,35 @@ impl<W: Write> Printer<W> {
             Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
             Some(e) => Err(e).context("writing events to stdout"),
         }
+    }
+}
+
+/// Every event is printed, in scope or not; leak flag changes too.
+impl<W: Write> Sink for Printer<W> {
+    type Derived = ();
+
+    fn event(&mut self, ev: &SockEvent, _in_scope: bool) {
+        Printer::event(self, ev);
+    }
+
+    fn reconciled(
+        &mut self,
+        _core: &mut Core<()>,
+        _dump: &[DiagSocket],
+        changes: &[Change],
+        start_ns: u64,
+    ) {
+        for c in changes {
+            self.leak(c, start_ns);
+        }
+    }
+
+    fn turn(&mut self) -> anyhow::Result<Flow> {
+        Ok(if self.flush()? {
+            Flow::Continue
+        } else {
+            Flow::Stop
+        })
     }
 }
 
@@ -260,30 +218,9 @@ pub fn run(args: EventsArgs) -> anyhow::Result<i32> {
 }
 
 async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
-    use tokio::signal::unix::{SignalKind, signal};
-
-    let (probes, ring) = Probes::load(args.ring_bytes, true)?;
-    let mut ingest =
-        Ingest::new(ring, Some(crate::bpf::DRAIN_INTERVAL)).context("polling the ring buffer")?;
     let filter = Filter::new(args.ports.clone(), args.kinds.clone());
-    let mut leaks = if args.no_leaks || filter.excludes_leaks() {
-        None
-    } else {
-        Some(Leaks::new(&args)?)
-    };
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let deadline = async {
-        match args.duration {
-            Some(d) => tokio::time::sleep(Duration::from_secs_f64(d)).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(deadline);
-    eprintln!("tracer: tracing TCP events; stop with Ctrl-C");
-
+    let leaks = !(args.no_leaks || filter.excludes_leaks());
+    let mut pipeline = Pipeline::new(pipeline_config(&args, leaks), ())?;
     let stdout = std::io::stdout();
     let mut p = Printer {
         out: std::io::BufWriter::with_capacity(64 * 1024, stdout.lock()),
@@ -292,44 +229,36 @@ async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
         printed: 0,
         err: None,
     };
-    loop {
+    pipeline
+        .adopt(&mut p)
+        .context("listing TCP sockets with sock_diag")?;
+    let signal = pipeline::stop_signal()?;
+    let duration = args.duration;
+    let stop = async move {
+        let deadline = async {
+            match duration {
+                Some(d) => tokio::time::sleep(Duration::from_secs_f64(d)).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            _ = &mut deadline => break,
-            _ = tick.tick(), if leaks.is_some() => {
-                if let Some(l) = leaks.as_mut() {
-                    l.tick(&mut ingest, &mut p, probes.counters().lost());
-                }
-                if !p.flush()? {
-                    break;
-                }
-            }
-            r = ingest.next_batch(|ev| {
-                if let Some(l) = leaks.as_mut()
-                    && crate::agent::in_netns(ev, l.netns)
-                {
-                    l.engine.apply(ev, &mut ());
-                }
-                p.event(ev);
-            }) => {
-                r.context("reading the ring buffer")?;
-                if !p.flush()? {
-                    break;
-                }
-            }
+            () = signal => {}
+            () = deadline => {}
         }
-    }
+    };
+    eprintln!("tracer: tracing TCP events; stop with Ctrl-C");
+
+    pipeline.run(&mut p, stop).await?;
     let _ = p.flush();
     let (seen, printed) = (p.seen, p.printed);
-    let counters = probes.counters();
+    let counters = pipeline.counters();
     eprintln!(
         "tracer: {seen} events read, {printed} printed, {} lost in the kernel \
          (ring buffer full: {}, read errors: {}), {} undecodable",
         counters.lost(),
         counters.ringbuf_full,
         counters.read_errors,
-        ingest.decode_errors
+        pipeline.decode_errors()
     );
     Ok(0)
 }

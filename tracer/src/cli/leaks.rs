@@ -18,8 +18,9 @@ use clap::Args;
 
 use crate::{
     config,
-    diag::{DumpOptions, dump_tcp, owners_of},
+    diag::owners_of,
     leaks::{Flag, LeakKind, Report, snapshot_report, table::render},
+    pipeline::{NetnsScope, snapshot},
 };
 
 /// The agent's default address, as a URL.
@@ -101,11 +102,7 @@ pub fn collect(url: &str) -> anyhow::Result<Report> {
             )
         }),
         None => {
-            let dump = dump_tcp(DumpOptions {
-                with_info: false,
-                without_time_wait: false,
-            })
-            .context("taking a sock_diag snapshot")?;
+            let dump = snapshot(NetnsScope::own()).context("taking a sock_diag snapshot")?;
             let inodes = dump
                 .iter()
                 .filter(|d| d.inode != 0)

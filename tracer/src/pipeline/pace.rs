@@ -70,9 +70,52 @@ impl Pace {
     }
 }
 
-/// CPU time this thread has used, in nanoseconds (user and system).
-pub fn thread_cpu_ns() -> u64 {
-    super::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
+/// The schedules of both kinds of dump: "live" (every state but
+/// TIME_WAIT) and, when asked for, "full" (everything).
+#[derive(Clone, Debug)]
+pub struct Paces {
+    /// Every state but TIME_WAIT, every reconcile interval.
+    live: Pace,
+    /// Everything, every TIME_WAIT interval; `None`: live dumps only.
+    full: Option<Pace>,
+}
+
+impl Paces {
+    /// Live dumps every `live`, full ones every `full` (none if `None`),
+    /// each kind within `budget_percent` of one core.
+    pub fn new(live: Duration, full: Option<Duration>, budget_percent: f64) -> Paces {
+        Paces {
+            live: Pace::new(live, budget_percent),
+            full: full.map(|f| Pace::new(f, budget_percent)),
+        }
+    }
+
+    /// What to dump at `now_ns`: `Some(true)` for a full dump, `Some(false)`
+    /// for a live one, `None` for nothing yet. `lost`: events were lost
+    /// since the last dump, so one is due regardless of the budget.
+    pub fn next(&self, now_ns: u64, lost: bool) -> Option<bool> {
+        if self.full.as_ref().is_some_and(|f| f.due(now_ns)) {
+            Some(true)
+        } else if lost || self.live.due(now_ns) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    /// Account for a dump and schedule the next one of its kind; returns
+    /// the gap now in force for that kind. A full dump also covers a live one.
+    pub fn done(&mut self, full: bool, start_ns: u64, cpu_ns: u64) -> Duration {
+        let pace = match (full, self.full.as_mut()) {
+            (true, Some(f)) => {
+                self.live.covered(start_ns);
+                f
+            }
+            _ => &mut self.live,
+        };
+        pace.done(start_ns, cpu_ns);
+        pace.interval()
+    }
 }
 
 #[cfg(test)]
@@ -143,13 +186,14 @@ mod tests {
     }
 
     #[test]
-    fn thread_cpu_time_advances_with_work() {
-        let before = thread_cpu_ns();
-        let mut x = 0u64;
-        for i in 0..5_000_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(i);
-        }
-        std::hint::black_box(x);
-        assert!(thread_cpu_ns() > before);
+    fn full_dumps_come_first_and_cover_live_ones() {
+        let mut p = Paces::new(Duration::from_secs(1), Some(Duration::from_secs(10)), 1.0);
+        assert_eq!(p.next(0, false), Some(true), "a full dump first");
+        p.done(true, S, MS);
+        assert_eq!(p.next(S + 500 * MS, false), None);
+        assert_eq!(p.next(S + 500 * MS, true), Some(false), "lost events");
+        assert_eq!(p.next(2 * S, false), Some(false));
+        let live_only = Paces::new(Duration::from_secs(1), None, 1.0);
+        assert_eq!(live_only.next(0, false), Some(false));
     }
 }

@@ -1,0 +1,139 @@
+//! The agent's sink: metrics, the agent's log of leak flags, and the
+//! health and freshness marks the HTTP API reports.
+use std::{
+    collections::HashSet,
+    sync::{Arc, atomic::Ordering},
+};
+
+use super::state::{AgentState, Shared};
+use crate::{
+    diag::DiagSocket,
+    event::SockEvent,
+    leaks::Change,
+    pipeline::{Core, Dumped, Flow, Sink, Tallies, monotonic_ns},
+    tcp::TcpState,
+};
+
+/// Feeds the agent's metrics and shared state from the pipeline.
+pub struct AgentSink {
+    shared: Arc<Shared>,
+    /// Kernel losses and undecodable records already counted in the metrics.
+    lost_seen: u64,
+    undecodable_seen: u64,
+}
+
+impl AgentSink {
+    /// A sink writing into `shared`.
+    pub fn new(shared: Arc<Shared>) -> AgentSink {
+        AgentSink {
+            shared,
+            lost_seen: 0,
+            undecodable_seen: 0,
+        }
+    }
+}
+
+impl Sink for AgentSink {
+    type Derived = AgentState;
+
+    fn event(&mut self, ev: &SockEvent, in_scope: bool) {
+        let metrics = &self.shared.metrics;
+        metrics.event(ev.kind);
+        if !in_scope {
+            metrics.events_other_netns.inc();
+        }
+    }
+
+    fn batch(&mut self, read: usize, core: Option<&Core<AgentState>>) {
+        if read > 0 {
+            self.shared
+                .last_event_ns
+                .store(monotonic_ns(), Ordering::Relaxed);
+        }
+        if let Some(core) = core {
+            self.shared.publish(core);
+        }
+    }
+
+    fn adopted(&mut self, core: &mut Core<AgentState>, dump: &[DiagSocket]) {
+        core.derived.listening = listening_ports(dump);
+        self.shared.publish(core);
+    }
+
+    fn advanced(&mut self, core: &Core<AgentState>) {
+        self.shared.publish(core);
+    }
+
+    fn reconciled(
+        &mut self,
+        core: &mut Core<AgentState>,
+        dump: &[DiagSocket],
+        changes: &[Change],
+        start_ns: u64,
+    ) {
+        let metrics = &*self.shared.metrics;
+        for c in changes {
+            if let Change::Raised(f) = c {
+                metrics.leak_flagged(f.kind);
+            }
+            // The agent's log: one JSON object per line, the same objects
+            // `tracer events` prints.
+            let mut line = Vec::with_capacity(512);
+            if crate::export::stream::write_leak(&mut line, c, start_ns).is_ok() {
+                eprint!("{}", String::from_utf8_lossy(&line));
+            }
+        }
+        metrics.set_leaks(&core.detector.gauges());
+        let listening = listening_ports(dump);
+        let mut per_port: Vec<(Option<u16>, u64)> = Vec::new();
+        core.engine.time_wait_by_local_port(|port, n| {
+            per_port.push((listening.contains(&port).then_some(port), n));
+        });
+        core.derived.listening = listening;
+        metrics.set_time_wait_by_port(per_port.into_iter());
+        self.shared.publish(core);
+        self.shared
+            .last_reconcile_ns
+            .store(monotonic_ns(), Ordering::Relaxed);
+    }
+
+    fn dumped(&mut self, d: &Dumped<'_>) {
+        let metrics = &*self.shared.metrics;
+        let m = &metrics.dumps[usize::from(d.full)];
+        m.count.inc();
+        m.cpu_seconds.inc_by(d.cpu_ns as f64 / 1e9);
+        m.interval_seconds.set(d.interval.as_secs_f64());
+        if let Some(e) = d.error {
+            metrics.reconcile_errors.inc();
+            eprintln!("tracer: reconcile skipped: {e:#}");
+        }
+    }
+
+    fn tallied(&mut self, t: &Tallies) {
+        let s = &self.shared;
+        s.tw_overflow_pending
+            .store(t.tw_overflow_pending, Ordering::Relaxed);
+        s.metrics
+            .events_lost
+            .inc_by(t.lost.saturating_sub(self.lost_seen));
+        self.lost_seen = self.lost_seen.max(t.lost);
+        s.metrics
+            .events_undecodable
+            .inc_by(t.undecodable.saturating_sub(self.undecodable_seen));
+        self.undecodable_seen = self.undecodable_seen.max(t.undecodable);
+    }
+
+    fn turn(&mut self) -> anyhow::Result<Flow> {
+        self.shared
+            .heartbeat_ns
+            .store(monotonic_ns(), Ordering::Relaxed);
+        Ok(Flow::Continue)
+    }
+}
+
+fn listening_ports(dump: &[DiagSocket]) -> HashSet<u16> {
+    dump.iter()
+        .filter(|d| d.state == TcpState::Listen)
+        .map(|d| d.sport)
+        .collect()
+}

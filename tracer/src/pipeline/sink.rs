@@ -1,0 +1,89 @@
+//! What a command plugs into the pipeline: a [`Sink`] that hears of every
+//! event, adoption, reconcile and dump, and the state it keeps beside the
+//! engine under the same lock ([`super::Core::derived`]).
+use std::time::Duration;
+
+use super::Core;
+use crate::{diag::DiagSocket, event::SockEvent, leaks::Change};
+
+/// Whether the pipeline goes on after a turn of its loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep going.
+    Continue,
+    /// Stop the loop (e.g. the reader of the stream went away).
+    Stop,
+}
+
+/// One dump done, successful or not, and the schedule it left.
+#[derive(Debug)]
+pub struct Dumped<'a> {
+    /// TIME_WAIT sockets included.
+    pub full: bool,
+    /// CPU the budget charges for it: the kernel's walk plus the engine's
+    /// reconcile (the walk alone when the dump failed or only adopted).
+    pub cpu_ns: u64,
+    /// The gap to the next dump of this kind now in force.
+    pub interval: Duration,
+    /// Why the dump failed, if it did (the next one comes at its interval).
+    pub error: Option<&'a anyhow::Error>,
+}
+
+/// Counts the pipeline refreshes after every reconcile dump.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tallies {
+    /// Closes since the last full dump that the kernel could not give a
+    /// timewait socket (`TCPTimeWaitOverflow`): the engine still counts them
+    /// as unconfirmed TIME_WAIT until the next full dump.
+    pub tw_overflow_pending: u64,
+    /// Events the kernel programs lost so far.
+    pub lost: u64,
+    /// Records read so far that could not be decoded.
+    pub undecodable: u64,
+}
+
+/// A command's outputs. Every method has a default that does nothing.
+/// Methods given a [`Core`] are called with its lock held: be brief.
+#[expect(unused_variables, reason = "default methods ignore their arguments")]
+pub trait Sink {
+    /// What the command keeps beside the engine, under the same lock; it
+    /// observes every outcome of the engine (`()` when nothing does).
+    type Derived: crate::engine::Observer;
+
+    /// Every event read, whatever its namespace; `in_scope`: the engine
+    /// followed it (it has already applied it).
+    fn event(&mut self, ev: &SockEvent, in_scope: bool) {}
+
+    /// A batch of `read` records was handed out; `core` is the core the
+    /// batch changed, when it changed it.
+    fn batch(&mut self, read: usize, core: Option<&Core<Self::Derived>>) {}
+
+    /// The first dump was adopted into the engine.
+    fn adopted(&mut self, core: &mut Core<Self::Derived>, dump: &[DiagSocket]) {}
+
+    /// The engine ended what was due at the current time, with no dump.
+    fn advanced(&mut self, core: &Core<Self::Derived>) {}
+
+    /// The engine reconciled with `dump` (taken at `start_ns`) and the
+    /// detectors raised or cleared `changes`.
+    fn reconciled(
+        &mut self,
+        core: &mut Core<Self::Derived>,
+        dump: &[DiagSocket],
+        changes: &[Change],
+        start_ns: u64,
+    ) {
+    }
+
+    /// A dump ended (adoption included), after any reconcile it brought.
+    fn dumped(&mut self, dump: &Dumped<'_>) {}
+
+    /// The counts after each reconcile dump (not after adoption).
+    fn tallied(&mut self, tallies: &Tallies) {}
+
+    /// One turn of the loop ended; the pipeline stops on [`Flow::Stop`] or
+    /// an error.
+    fn turn(&mut self) -> anyhow::Result<Flow> {
+        Ok(Flow::Continue)
+    }
+}
