@@ -150,8 +150,9 @@ pub struct SockOffsets {
     pub skc_net: u32,
     /// `struct net` -> `ns.inum`: the namespace's inode number.
     pub net_inum: u32,
-    /// Explicit padding; always zero.
-    pub pad: u32,
+    /// `sock_common.skc_cookie` (`atomic64_t`, 8-byte aligned): read only
+    /// to tell a child socket's own cookie from a copy of its listener's.
+    pub skc_cookie: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<SockOffsets>() == 56);

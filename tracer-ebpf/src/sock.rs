@@ -30,7 +30,7 @@ static SOCK_OFFSETS: SockOffsets = SockOffsets {
     inet_sport: 0,
     skc_net: 0,
     net_inum: 0,
-    pad: 0,
+    skc_cookie: 0,
 };
 
 /// One field of `SOCK_OFFSETS`. A volatile load, so the compiler reads the
@@ -102,6 +102,23 @@ impl Sock {
         }
         // SAFETY: the BTF-typed socket pointer the tracepoint handed us.
         unsafe { bpf_get_socket_cookie(self.0 as *mut _) }
+    }
+
+    /// The cookie of a child socket the listener just cloned, announced in
+    /// its move from listen to syn_recv. Kernels up to at least 6.12 (seen:
+    /// Debian's 6.1 and 6.12) copy the listener's whole socket, cookie
+    /// included, into the child, announce the move, and only then reset
+    /// the child's cookie: a cookie already set here is the listener's, and
+    /// asking for it would return that. The event then carries 0 ("not
+    /// known yet"); the child's next event carries its own. Newer kernels
+    /// reset it first, and the child gets its own cookie here.
+    #[inline(always)]
+    pub fn child_cookie(self) -> u64 {
+        if self.load::<u64>(off!(skc_cookie)) != 0 {
+            0
+        } else {
+            self.cookie()
+        }
     }
 
     /// Family, ports, namespace and addresses.

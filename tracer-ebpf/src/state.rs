@@ -16,6 +16,7 @@ use crate::{
 const IPPROTO_TCP: u16 = 6;
 const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
+const TCP_SYN_RECV: i32 = 3;
 const TCP_FIN_WAIT1: i32 = 4;
 const TCP_CLOSE: i32 = 7;
 const TCP_CLOSE_WAIT: i32 = 8;
@@ -55,7 +56,11 @@ fn try_inet_sock_set_state(ctx: &BtfTracePointContext) -> Result<(), Fail> {
         kind: KIND_STATE,
         old_state: old as u8,
         new_state: new as u8,
-        cookie: sk.cookie(),
+        cookie: if old == TCP_LISTEN && new == TCP_SYN_RECV {
+            sk.child_cookie()
+        } else {
+            sk.cookie()
+        },
         task: task_of(old, new),
     };
     sk.emit(head)

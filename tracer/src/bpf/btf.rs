@@ -252,7 +252,7 @@ impl Btf {
             // sits at the start of `skc_net`.
             skc_net: sc("skc_net")?,
             net_inum: self.member_offset("net", "ns")? + self.member_offset("ns_common", "inum")?,
-            pad: 0,
+            skc_cookie: sc("skc_cookie")?,
         })
         .and_then(|mut o| {
             // sock_common is the first member of struct sock; keep offsets
@@ -267,6 +267,7 @@ impl Btf {
                 &mut o.skc_v6_daddr,
                 &mut o.skc_v6_rcv_saddr,
                 &mut o.skc_net,
+                &mut o.skc_cookie,
             ] {
                 *f += common;
             }
@@ -278,6 +279,7 @@ impl Btf {
                 ("skc_v6_daddr", o.skc_v6_daddr, 8),
                 ("skc_v6_rcv_saddr", o.skc_v6_rcv_saddr, 8),
                 ("skc_net", o.skc_net, 8),
+                ("skc_cookie", o.skc_cookie, 8),
             ] {
                 if at % align != 0 {
                     return Err(BtfError::Layout(name, at));

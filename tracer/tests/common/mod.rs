@@ -162,16 +162,41 @@ impl Output {
     }
 
     /// `from->to` transitions per cookie, in arrival order.
+    ///
+    /// On kernels that announce a new server socket's listen->syn_recv
+    /// before giving it its own cookie (Debian's 6.1 and 6.12), that one
+    /// event carries cookie 0 (docs/events.md); it belongs to the next
+    /// event on the same 4-tuple, and is filed under that event's cookie.
     pub fn paths(&self) -> BTreeMap<u64, Vec<String>> {
+        let tuple = |e: &Value| {
+            (
+                e["saddr"].clone(),
+                e["sport"].clone(),
+                e["daddr"].clone(),
+                e["dport"].clone(),
+            )
+        };
         let mut m: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        let mut unnamed: Vec<(_, String)> = Vec::new();
         for e in self.events.iter().filter(|e| e["kind"] == "state") {
-            m.entry(e["cookie"].as_u64().expect("cookie"))
-                .or_default()
-                .push(format!(
-                    "{}->{}",
-                    e["old_state"].as_str().expect("old_state"),
-                    e["new_state"].as_str().expect("new_state")
-                ));
+            let step = format!(
+                "{}->{}",
+                e["old_state"].as_str().expect("old_state"),
+                e["new_state"].as_str().expect("new_state")
+            );
+            let cookie = e["cookie"].as_u64().expect("cookie");
+            if cookie == 0 && step == "listen->syn_recv" {
+                unnamed.push((tuple(e), step));
+                continue;
+            }
+            let path = m.entry(cookie).or_default();
+            if let Some(i) = unnamed.iter().position(|(t, _)| *t == tuple(e)) {
+                path.push(unnamed.remove(i).1);
+            }
+            path.push(step);
+        }
+        for (_, step) in unnamed {
+            m.entry(0).or_default().push(step);
         }
         m
     }
