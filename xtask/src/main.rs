@@ -4,10 +4,12 @@
 //! - `run`:   setup if needed, build, run the tracer as root with defaults.
 //! - `test`:  setup if needed, install test packages, run every test.
 //! - `bench`: the benchmarks (see BENCHMARKS.md).
+//! - `vmtest`: the privileged smoke suite on other kernels, in VMs (see docs/vmtest.md).
 mod bench;
 mod cmd;
 mod setup;
 mod test;
+mod vmtest;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +37,9 @@ enum Command {
     },
     /// Measure the tracer's overhead side by side; writes BENCHMARKS.md.
     Bench(bench::BenchArgs),
+    /// Boot Debian's 5.10, 6.1 and 6.12 kernels in VMs (and use the host's)
+    /// and run the privileged smoke suite on each; prints a table.
+    Vmtest(vmtest::VmtestArgs),
 }
 
 fn main() {
@@ -44,6 +49,7 @@ fn main() {
         Command::Run { args } => run(args),
         Command::Test { filter } => test::test(filter.as_deref()),
         Command::Bench(args) => bench::bench(args),
+        Command::Vmtest(args) => vmtest::vmtest(args),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");

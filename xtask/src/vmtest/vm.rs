@@ -1,0 +1,195 @@
+//! Running the suite script: in a VM booted by virtme-ng under TCG, or
+//! directly on the host, always under a watchdog.
+//!
+//! The runner (vng and the qemu it starts, or `sh` on the host) gets a
+//! process group of its own; on timeout, on Ctrl-C or SIGTERM, the whole
+//! group is killed, so no qemu outlives `cargo xtask vmtest`. Network
+//! namespaces are made by the tests inside the guest and vanish with it.
+use std::{
+    fs::File,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Command, ExitStatus, Stdio},
+    sync::atomic::{AtomicI32, Ordering::SeqCst},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+
+/// Guest size: 2 vCPUs (the host has 2 cores) and room for the tests.
+const CPUS: &str = "2";
+const MEMORY: &str = "2G";
+
+/// How the runner ended.
+#[derive(Debug)]
+pub struct Finished {
+    /// Its exit status; `None` when the watchdog killed it.
+    pub status: Option<ExitStatus>,
+    /// Wall-clock time, boot included.
+    pub elapsed: Duration,
+}
+
+/// Where the suite runs.
+pub enum Target<'a> {
+    /// A VM booting `image` with virtme-ng (`vng`), the host's root
+    /// filesystem read-only and the run directory writable.
+    Vm {
+        /// The `vng` executable.
+        vng: &'a Path,
+        /// The kernel image to boot.
+        image: &'a Path,
+    },
+    /// This machine, as it is.
+    Host,
+}
+
+/// Run `script` on `target` with its output in `console` and a limit of
+/// `limit`; the script's results are files in `run_dir`.
+pub fn run(
+    target: &Target<'_>,
+    run_dir: &Path,
+    script: &Path,
+    console: &Path,
+    limit: Duration,
+) -> anyhow::Result<Finished> {
+    let mut cmd = command(target, run_dir, script);
+    let log = File::create(console).with_context(|| format!("creating {}", console.display()))?;
+    let log2 = log
+        .try_clone()
+        .with_context(|| format!("opening {}", console.display()))?;
+    cmd.stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .current_dir(run_dir)
+        .process_group(0);
+    eprintln!(
+        "xtask: $ {} (output in {})",
+        describe(&cmd),
+        console.display()
+    );
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", describe(&cmd)))?;
+    let pgid = i32::try_from(child.id()).context("pid out of range")?;
+    GROUP.store(pgid, SeqCst);
+    install_signal_handlers();
+    let status = loop {
+        if let Some(s) = child.try_wait().context("waiting for the runner")? {
+            break Some(s);
+        }
+        if start.elapsed() > limit {
+            eprintln!(
+                "xtask: no result after {}s: killing the run (process group {pgid})",
+                limit.as_secs()
+            );
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // Whatever ended, nothing of the group may stay behind (qemu included).
+    // SAFETY: kill(2) on the process group we created for this run.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    let _ = child.wait();
+    GROUP.store(0, SeqCst);
+    Ok(Finished {
+        status,
+        elapsed: start.elapsed(),
+    })
+}
+
+fn command(target: &Target<'_>, run_dir: &Path, script: &Path) -> Command {
+    match target {
+        Target::Vm { vng, image } => {
+            let mut c = Command::new(vng);
+            c.arg("--run")
+                .arg(image)
+                // Nested KVM here rejects `-cpu host`: emulate (TCG).
+                .arg("--disable-kvm")
+                .args(["--cpus", CPUS, "--memory", MEMORY])
+                // No tty: --verbose shows the console, stdin is /dev/null.
+                .arg("--verbose")
+                // The guest's own /tmp is fresh; results go here.
+                .arg(format!("--rwdir={}", run_dir.display()))
+                .arg(format!("--cwd={}", run_dir.display()))
+                .arg("--exec")
+                .arg(format!("sh {}", script.display()));
+            c
+        }
+        Target::Host => {
+            let mut c = Command::new("sh");
+            c.arg(script);
+            c
+        }
+    }
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut v = vec![cmd.get_program().to_string_lossy().into_owned()];
+    v.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+    v.join(" ")
+}
+
+/// The process group of the run in progress (0: none).
+static GROUP: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    const MSG: &[u8] = b"\nxtask: interrupted: the run and its VM are killed\n";
+    let pgid = GROUP.load(SeqCst);
+    if pgid > 0 {
+        // SAFETY: kill(2) and write(2) are async-signal-safe; the group is ours.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+            libc::write(2, MSG.as_ptr().cast(), MSG.len());
+        }
+    }
+    // SAFETY: _exit(2) is async-signal-safe.
+    unsafe { libc::_exit(128 + sig) };
+}
+
+fn install_signal_handlers() {
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: installing a handler that only calls async-signal-safe functions.
+        unsafe { libc::signal(sig, handler) };
+    }
+}
+
+/// The run directory of a kernel: `target/vmtest/runs/<key>`, emptied.
+pub fn fresh_run_dir(cache: &Path, key: &str) -> anyhow::Result<PathBuf> {
+    let dir = cache.join("runs").join(key);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watchdog_kills_the_whole_group() {
+        let dir = std::env::temp_dir().join(format!("vmtest-vm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("suite.sh");
+        // A grandchild that would outlive a plain kill of `sh`.
+        std::fs::write(&script, "sleep 60 &\necho $! >grandchild.pid\nwait\n").unwrap();
+        let f = run(
+            &Target::Host,
+            &dir,
+            &script,
+            &dir.join("console.log"),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert!(f.status.is_none(), "{f:?}");
+        assert!(f.elapsed < Duration::from_secs(10), "{f:?}");
+        let pid = std::fs::read_to_string(dir.join("grandchild.pid")).unwrap();
+        // Reaped by init or still a zombie at worst: never running.
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+        assert!(stat.is_empty() || stat.contains(") Z "), "{stat}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
