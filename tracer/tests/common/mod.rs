@@ -161,44 +161,49 @@ impl Output {
             .unwrap_or_else(|| panic!("cannot parse summary: {line}"))
     }
 
-    /// `from->to` transitions per cookie, in arrival order.
-    ///
-    /// On kernels that announce a new server socket's listen->syn_recv
-    /// before giving it its own cookie (Debian's 6.1 and 6.12), that one
-    /// event carries cookie 0 (docs/events.md); it belongs to the next
-    /// event on the same 4-tuple, and is filed under that event's cookie.
+    /// `from->to` transitions per cookie, in arrival order. Accepts the
+    /// kernel announced before naming the new socket are left out: see
+    /// [`Output::unnamed_accepts`].
     pub fn paths(&self) -> BTreeMap<u64, Vec<String>> {
-        let tuple = |e: &Value| {
-            (
-                e["saddr"].clone(),
-                e["sport"].clone(),
-                e["daddr"].clone(),
-                e["dport"].clone(),
-            )
-        };
         let mut m: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-        let mut unnamed: Vec<(_, String)> = Vec::new();
         for e in self.events.iter().filter(|e| e["kind"] == "state") {
-            let step = format!(
+            let cookie = e["cookie"].as_u64().expect("cookie");
+            if cookie == 0 {
+                continue;
+            }
+            m.entry(cookie).or_default().push(format!(
                 "{}->{}",
                 e["old_state"].as_str().expect("old_state"),
                 e["new_state"].as_str().expect("new_state")
-            );
-            let cookie = e["cookie"].as_u64().expect("cookie");
-            if cookie == 0 && step == "listen->syn_recv" {
-                unnamed.push((tuple(e), step));
-                continue;
-            }
-            let path = m.entry(cookie).or_default();
-            if let Some(i) = unnamed.iter().position(|(t, _)| *t == tuple(e)) {
-                path.push(unnamed.remove(i).1);
-            }
-            path.push(step);
-        }
-        for (_, step) in unnamed {
-            m.entry(0).or_default().push(step);
+            ));
         }
         m
+    }
+
+    /// How many `listen->syn_recv` events carried cookie 0. Kernels up to
+    /// 6.12 (Debian's 6.1 and 6.12) announce a new server socket before it
+    /// has its own cookie or peer (docs/events.md); there the socket's path
+    /// starts at `syn_recv->established`. On 6.18 this is 0.
+    pub fn unnamed_accepts(&self) -> usize {
+        self.events
+            .iter()
+            .filter(|e| {
+                e["kind"] == "state"
+                    && e["cookie"] == 0
+                    && e["old_state"] == "listen"
+                    && e["new_state"] == "syn_recv"
+            })
+            .count()
+    }
+
+    /// A server socket's expected path: the whole of `full`, or without its
+    /// first step where the kernel announced the accept unnamed.
+    pub fn server_path<'a>(&self, full: &'a [&'a str]) -> &'a [&'a str] {
+        if self.unnamed_accepts() > 0 {
+            &full[1..]
+        } else {
+            full
+        }
     }
 
     /// Events of `kind`.
