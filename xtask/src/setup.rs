@@ -218,20 +218,27 @@ fn kernel_check() {
 
 /// Install the Debian packages the tests need, when any is missing.
 pub fn test_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = TEST_PACKAGES
+    apt_install("test packages", "the tests", &TEST_PACKAGES)
+}
+
+/// Install each Debian package whose binary is missing: `(binary that
+/// shows it is installed, package)`. `what` names the set in messages;
+/// `who` says what needs them.
+pub fn apt_install(what: &str, who: &str, wanted: &[(&str, &str)]) -> anyhow::Result<()> {
+    let mut pkgs: Vec<&str> = wanted
         .iter()
         .filter(|(bin, _)| cmd::output("sh", &["-c", &format!("command -v {bin}")]).is_none())
         .map(|(_, pkg)| *pkg)
         .collect();
-    if missing.is_empty() {
-        eprintln!("xtask: test packages: already installed");
+    pkgs.sort_unstable();
+    pkgs.dedup();
+    if pkgs.is_empty() {
+        eprintln!("xtask: {what}: already installed");
         return Ok(());
     }
-    let mut pkgs = missing.clone();
-    pkgs.dedup();
     if !cmd::is_root() {
         bail!(
-            "the tests need these Debian packages: {}; run as root so xtask can install them",
+            "{who} need these Debian packages: {}; run as root so xtask can install them",
             pkgs.join(" ")
         );
     }
@@ -239,6 +246,6 @@ pub fn test_packages() -> anyhow::Result<()> {
     let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
     args.extend(pkgs.iter().copied());
     cmd::run_env("apt-get", &args, &[("DEBIAN_FRONTEND", "noninteractive")])?;
-    eprintln!("xtask: test packages: installed {}", pkgs.join(" "));
+    eprintln!("xtask: {what}: installed {}", pkgs.join(" "));
     Ok(())
 }

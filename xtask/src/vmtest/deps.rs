@@ -31,33 +31,8 @@ pub fn ensure() -> anyhow::Result<PathBuf> {
     virtme_ng()
 }
 
-fn installed(bin: &str) -> bool {
-    cmd::output("sh", &["-c", &format!("command -v {bin}")]).is_some()
-}
-
 fn vm_packages() -> anyhow::Result<()> {
-    let mut pkgs: Vec<&str> = VM_PACKAGES
-        .iter()
-        .filter(|(bin, _)| !installed(bin))
-        .map(|(_, pkg)| *pkg)
-        .collect();
-    pkgs.dedup();
-    if pkgs.is_empty() {
-        eprintln!("xtask: VM packages: already installed");
-        return Ok(());
-    }
-    if !cmd::is_root() {
-        bail!(
-            "vmtest needs these Debian packages: {}; run as root so xtask can install them",
-            pkgs.join(" ")
-        );
-    }
-    cmd::run("apt-get", &["update", "-qq"])?;
-    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
-    args.extend(pkgs.iter().copied());
-    cmd::run_env("apt-get", &args, &[("DEBIAN_FRONTEND", "noninteractive")])?;
-    eprintln!("xtask: VM packages: installed {}", pkgs.join(" "));
-    Ok(())
+    setup::apt_install("VM packages", "vmtest's VMs", &VM_PACKAGES)
 }
 
 /// Where `python3 -m pip` puts console scripts (pyenv's or /usr/local/bin).
