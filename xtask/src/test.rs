@@ -60,7 +60,10 @@ pub fn test(filter: Option<&str>) -> anyhow::Result<()> {
     }
     if !cmd::is_root() {
         eprintln!("xtask: vmtest boots VMs and installs packages; running it through sudo");
-        return cmd::run("sudo", &["-E", "cargo", "xtask", "vmtest", "--kernels", VM_KERNELS]);
+        return cmd::run(
+            "sudo",
+            &["-E", "cargo", "xtask", "vmtest", "--kernels", VM_KERNELS],
+        );
     }
     crate::vmtest::vmtest(crate::vmtest::VmtestArgs {
         kernels: VM_KERNELS.split(',').map(str::to_string).collect(),
