@@ -19,6 +19,7 @@ pub struct AgentApi(pub Arc<Shared>);
 #[derive(Serialize)]
 pub struct SocketJson {
     cookie: u64,
+    netns: u32,
     family: &'static str,
     saddr: std::net::IpAddr,
     sport: u16,
@@ -50,6 +51,7 @@ impl SocketJson {
         let (local, remote) = (v.local(), v.remote());
         SocketJson {
             cookie: v.cookie(),
+            netns: v.netns(),
             family: v.family().name(),
             saddr: local.ip(),
             sport: local.port(),

@@ -32,8 +32,8 @@ use netlink_packet_sock_diag::{
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
-use super::DiagSocket;
 use super::parse::{Counts, Step, parse_datagram};
+use super::{DiagSocket, netns::NetnsHandle};
 
 /// Initial receive buffer: twice the largest datagram a dump sends today.
 const RECV_BUF_LEN: usize = 64 * 1024;
@@ -56,6 +56,9 @@ pub enum DiagError {
     /// The netlink socket could not be created or bound.
     #[error("cannot open a NETLINK_SOCK_DIAG socket (needed to list TCP sockets)")]
     Open(#[source] io::Error),
+    /// The network namespace could not be entered to open the socket there.
+    #[error("cannot enter the network namespace (entering another namespace needs CAP_SYS_ADMIN)")]
+    Enter(#[source] io::Error),
     /// Sending the dump request failed.
     #[error("cannot send the {family} TCP socket dump request to the kernel")]
     Send {
@@ -131,10 +134,15 @@ pub struct DumpStats {
 /// the two prebuilt requests, kept across dumps.
 ///
 /// The socket belongs to the network namespace of the thread that created
-/// the `Dumper`, and sees only that namespace's sockets.
+/// the `Dumper` ([`Dumper::new`]), or to the one it was opened in
+/// ([`Dumper::inside`]), and sees only that namespace's sockets.
 pub struct Dumper {
-    /// `None` after an error; reopened by the next dump.
+    /// `None` after an error; reopened by the next dump, in the same namespace.
     socket: Option<Socket>,
+    /// The namespace entered to (re)open the socket; `None`: the caller's.
+    netns: Option<NetnsHandle>,
+    /// Written into every [`DiagSocket::netns`] this dumper lists.
+    netns_inode: u32,
     buf: Vec<u8>,
     /// Serialized requests: both families (`TCPDIAG_GETSOCK`), AF_INET and
     /// AF_INET6; the sequence number is patched in before each send.
@@ -148,12 +156,35 @@ pub struct Dumper {
 impl Dumper {
     /// Open the netlink socket and build the requests.
     pub fn new(opts: DumpOptions) -> Result<Dumper, DiagError> {
-        Dumper::with_buffer(opts, RECV_BUF_LEN)
+        Dumper::with_buffer(opts, RECV_BUF_LEN, None)
     }
 
-    fn with_buffer(opts: DumpOptions, len: usize) -> Result<Dumper, DiagError> {
+    /// A dumper whose socket is opened inside the namespace `netns` (on a
+    /// helper thread; see [`super::netns`]). Fails with [`DiagError::Enter`]
+    /// when the namespace cannot be entered.
+    /// Its receive buffer starts at 8 KiB, not 64: the kernel sizes a
+    /// dump's datagrams to the reader's buffer, and a host may hold
+    /// hundreds of namespaces (a larger datagram grows it, as usual).
+    pub fn inside(opts: DumpOptions, netns: NetnsHandle) -> Result<Dumper, DiagError> {
+        Dumper::with_buffer(opts, 8 * 1024, Some(netns))
+    }
+
+    /// The namespace inode written into the sockets it lists.
+    pub fn netns(&self) -> u32 {
+        self.netns_inode
+    }
+
+    fn with_buffer(
+        opts: DumpOptions,
+        len: usize,
+        netns: Option<NetnsHandle>,
+    ) -> Result<Dumper, DiagError> {
         Ok(Dumper {
-            socket: Some(open_socket()?),
+            socket: Some(open_socket(netns.as_ref())?),
+            netns_inode: netns
+                .as_ref()
+                .map_or_else(super::netns::own_netns, NetnsHandle::inode),
+            netns,
             buf: vec![0; len],
             requests: [
                 request_both(opts),
@@ -183,12 +214,24 @@ impl Dumper {
     /// namespace. `out` keeps its capacity, so a steady-state
     /// reconcile allocates nothing. On error `out` holds a partial dump.
     pub fn dump_into(&mut self, out: &mut Vec<DiagSocket>) -> Result<(), DiagError> {
-        match self.dump_once(out) {
+        out.clear();
+        self.dump_append(out)
+    }
+
+    /// Append every TCP socket of this dumper's namespace to `out`, each
+    /// with [`DiagSocket::netns`] set. On error `out` may hold part of it.
+    pub fn dump_append(&mut self, out: &mut Vec<DiagSocket>) -> Result<(), DiagError> {
+        let from = out.len();
+        let r = match self.dump_once(out, from) {
             // dump_family grew the buffer to fit; retry once, and return a
             // second truncation (a kernel sending ever larger datagrams).
-            Err(DiagError::Truncated { .. }) => self.dump_once(out),
+            Err(DiagError::Truncated { .. }) => self.dump_once(out, from),
             r => r,
+        };
+        for d in &mut out[from..] {
+            d.netns = self.netns_inode;
         }
+        r
     }
 
     /// Sizes of the last completed or failed dump.
@@ -196,14 +239,14 @@ impl Dumper {
         self.stats
     }
 
-    fn dump_once(&mut self, out: &mut Vec<DiagSocket>) -> Result<(), DiagError> {
-        out.clear();
+    fn dump_once(&mut self, out: &mut Vec<DiagSocket>, from: usize) -> Result<(), DiagError> {
+        out.truncate(from);
         self.stats = DumpStats::default();
         // On error the socket is dropped, not put back: a half-read dump
         // would make the kernel answer the next request with EBUSY.
         let socket = match self.socket.take() {
             Some(socket) => socket,
-            None => open_socket()?,
+            None => open_socket(self.netns.as_ref())?,
         };
         if self.one_walk {
             match self.dump_family(&socket, 0, "IPv4 and IPv6", out) {
@@ -215,7 +258,7 @@ impl Dumper {
                     // now on. The error ended that request; the socket is
                     // clean.
                     self.one_walk = false;
-                    out.clear();
+                    out.truncate(from);
                 }
                 r => {
                     r?;
@@ -285,7 +328,15 @@ pub fn dump_tcp(opts: DumpOptions) -> Result<Vec<DiagSocket>, DiagError> {
     Ok(out)
 }
 
-fn open_socket() -> Result<Socket, DiagError> {
+/// A sock_diag socket in `netns`, or in the caller's namespace.
+fn open_socket(netns: Option<&NetnsHandle>) -> Result<Socket, DiagError> {
+    match netns {
+        None => open_here(),
+        Some(ns) => ns.run_inside(open_here).map_err(DiagError::Enter)?,
+    }
+}
+
+fn open_here() -> Result<Socket, DiagError> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(DiagError::Open)?;
     socket.bind_auto().map_err(DiagError::Open)?;
     socket
@@ -363,109 +414,4 @@ fn request(family: u8, opts: DumpOptions) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_asks_for_every_state_and_info() {
-        let req = request(
-            AF_INET6,
-            DumpOptions {
-                with_info: true,
-                without_time_wait: false,
-            },
-        );
-        // nlmsghdr(16) + inet_diag_req_v2(56)
-        assert_eq!(req.len(), 72);
-        let nl = NetlinkBuffer::new_checked(&req[..]).expect("header");
-        assert_eq!(
-            nl.message_type(),
-            netlink_packet_sock_diag::SOCK_DIAG_BY_FAMILY
-        );
-        assert_eq!(nl.flags(), NLM_F_REQUEST | NLM_F_DUMP);
-        let p = nl.payload();
-        assert_eq!((p[0], p[1]), (AF_INET6, IPPROTO_TCP));
-        assert_eq!(p[2], 1 << (netlink_packet_sock_diag::INET_DIAG_INFO - 1));
-        assert_eq!(u32::from_ne_bytes([p[4], p[5], p[6], p[7]]), u32::MAX);
-        let plain = request(AF_INET, DumpOptions::default());
-        assert_eq!(
-            NetlinkBuffer::new_checked(&plain[..])
-                .expect("header")
-                .payload()[2],
-            0
-        );
-    }
-
-    #[test]
-    fn one_walk_request_is_an_inet_diag_req() {
-        let req = request_both(DumpOptions {
-            with_info: true,
-            without_time_wait: true,
-        });
-        // nlmsghdr(16) + inet_diag_req(60)
-        assert_eq!(req.len(), 76);
-        let nl = NetlinkBuffer::new_checked(&req[..]).expect("header");
-        assert_eq!(nl.message_type(), TCPDIAG_GETSOCK);
-        assert_eq!(nl.flags(), NLM_F_REQUEST | NLM_F_DUMP);
-        let p = nl.payload();
-        assert_eq!(p.len(), 60);
-        assert_eq!(p[3], 1 << (netlink_packet_sock_diag::INET_DIAG_INFO - 1));
-        let states = u32::from_ne_bytes([p[52], p[53], p[54], p[55]]);
-        assert_eq!(states, !(1 << 6), "every state but TIME_WAIT");
-        assert_eq!(&p[56..60], &[0; 4], "idiag_dbs");
-        let all = request_both(DumpOptions::default());
-        assert_eq!(all[16 + 3], 0);
-        assert_eq!(&all[16 + 52..16 + 56], &u32::MAX.to_ne_bytes());
-    }
-
-    /// Needs no privileges: any user may dump TCP sockets.
-    #[test]
-    fn truncated_datagrams_grow_the_buffer_and_retry() {
-        // Enough listeners that the first datagram (at least NLMSG_GOODSIZE,
-        // ~3.7 KiB) overflows a 512-byte buffer.
-        let listeners: Vec<_> = (0..16)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-            .collect();
-        let mut dumper = Dumper::with_buffer(
-            DumpOptions {
-                with_info: true,
-                without_time_wait: false,
-            },
-            512,
-        )
-        .expect("open");
-        let mut out = Vec::new();
-        dumper.dump_into(&mut out).expect("dump after one retry");
-        assert!(dumper.buf.len() > 512);
-        for l in &listeners {
-            let port = l.local_addr().expect("addr").port();
-            assert!(
-                out.iter()
-                    .any(|s| s.sport == port && s.state == crate::tcp::TcpState::Listen)
-            );
-        }
-    }
-
-    /// The agent moves a `Dumper` into `spawn_blocking`.
-    const _: () = {
-        const fn send<T: Send>() {}
-        send::<Dumper>();
-    };
-
-    #[test]
-    fn errors_read_as_sentences() {
-        let e = DiagError::Refused {
-            family: "IPv4",
-            errno: libc::EPERM,
-        };
-        assert!(
-            e.to_string()
-                .starts_with("the kernel refused the IPv4 TCP socket dump: permission denied")
-        );
-        let e = DiagError::Refused {
-            family: "IPv6",
-            errno: libc::EINVAL,
-        };
-        assert!(e.to_string().contains("Invalid argument"), "{e}");
-    }
-}
+mod tests;

@@ -2,23 +2,27 @@
 //!
 //! The agent takes a dump at start (to adopt sockets that predate it) and on
 //! every reconcile interval (to confirm and end TIME_WAIT, and to heal lost
-//! events). `tracer leaks` takes one when no agent runs. sock_diag sees only
-//! the network namespace it runs in.
+//! events). `tracer leaks` takes one when no agent runs. A sock_diag socket
+//! sees only the network namespace it was created in: [`netns`] creates
+//! one inside any namespace.
 //!
 //! - [`dump`]: the netlink request/receive loop ([`Dumper`], [`dump_tcp`]);
 //! - `parse`: zero-copy decoding of the replies;
+//! - [`netns`]: entering a network namespace to open a socket there;
 //! - [`owner`]: which processes hold a socket inode, like `ss -p`;
 //! - [`cgroup`]: container ids from cgroup paths (pure).
 use std::net::IpAddr;
 
 pub mod cgroup;
 pub mod dump;
+pub mod netns;
 pub mod netstat;
 pub mod owner;
 mod parse;
 
 pub use cgroup::container_id;
 pub use dump::{DiagError, DumpOptions, DumpStats, Dumper, dump_tcp};
+pub use netns::{NetnsHandle, own_netns};
 pub use owner::{Owner, owners_of};
 
 use crate::tcp::{Family, TcpState};
@@ -104,4 +108,7 @@ pub struct DiagSocket {
     pub wqueue: u32,
     /// `tcp_info`, for full sockets when it was requested.
     pub info: Option<TcpInfo>,
+    /// Inode of the network namespace the socket lives in: that of the
+    /// [`Dumper`] that listed it (0 when unknown).
+    pub netns: u32,
 }

@@ -205,6 +205,7 @@ pub(super) fn decode_socket(p: &[u8]) -> Result<Option<DiagSocket>, String> {
         rqueue: read_u32(p, OFF_RQUEUE).unwrap_or(0),
         wqueue: read_u32(p, OFF_WQUEUE).unwrap_or(0),
         info,
+        netns: 0,
     }))
 }
 

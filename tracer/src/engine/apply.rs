@@ -195,6 +195,7 @@ impl Engine {
             }
             None => {
                 let mut rec = Record::new(ev.cookie, family, from, ev.ts_ns);
+                rec.netns = ev.netns;
                 rec.push_path(from);
                 match self.store.insert(rec, true, obs) {
                     Some(slot) => slot,
@@ -211,7 +212,7 @@ impl Engine {
             super::record::addr_bytes(ev.saddr),
             super::record::addr_bytes(ev.daddr),
         );
-        let h = hash::tuple_hash(family, &local, ev.sport, &remote, ev.dport);
+        let h = hash::tuple_hash(ev.netns, family, &local, ev.sport, &remote, ev.dport);
         let Some(cookie) = self.store.time_wait_with_tuple(h) else {
             return;
         };
@@ -219,7 +220,8 @@ impl Engine {
             return;
         };
         let r = self.store.rec(slot);
-        let same = r.family as u8 == family
+        let same = r.netns == ev.netns
+            && r.family as u8 == family
             && r.local == local
             && r.remote == remote
             && r.lport == ev.sport
@@ -317,6 +319,7 @@ impl Engine {
         let (cookie, closed) = self.store.update(slot, |r| {
             learn(r, from, to, ev);
             r.set_tuple(ev.saddr, ev.sport, ev.daddr, ev.dport);
+            r.netns = ev.netns;
             r.prev = Some(from);
             r.push_path(to);
             r.since_ns = at;

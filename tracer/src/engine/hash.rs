@@ -46,10 +46,13 @@ impl Hasher for CookieHasher {
 /// `BuildHasher` for engine maps keyed by cookie or tuple fingerprint.
 pub type BuildCookieHasher = BuildHasherDefault<CookieHasher>;
 
-/// A 64-bit fingerprint of (family, local address:port, remote address:port).
+/// A 64-bit fingerprint of (network namespace, family, local address:port,
+/// remote address:port): the same 4-tuple in two namespaces is two
+/// connections.
 /// Equal tuples give equal fingerprints; callers compare the full tuple on a
 /// hit, so a collision costs a missed match, never a wrong one.
 pub(super) fn tuple_hash(
+    netns: u32,
     family: u8,
     local: &[u8; 16],
     lport: u16,
@@ -62,7 +65,7 @@ pub(super) fn tuple_hash(
         u64::from_le_bytes(w)
     };
     let ports = u64::from(lport) | u64::from(rport) << 16 | u64::from(family) << 32;
-    let mut h = mix(ports);
+    let mut h = mix(mix(ports) ^ u64::from(netns));
     for w in [
         word(local, 0),
         word(local, 8),
@@ -103,11 +106,16 @@ mod tests {
     fn tuple_hash_depends_on_every_field() {
         let l = [1u8; 16];
         let r = [2u8; 16];
-        let base = tuple_hash(4, &l, 80, &r, 5000);
-        assert_ne!(base, tuple_hash(6, &l, 80, &r, 5000));
-        assert_ne!(base, tuple_hash(4, &r, 80, &l, 5000));
-        assert_ne!(base, tuple_hash(4, &l, 81, &r, 5000));
-        assert_ne!(base, tuple_hash(4, &l, 80, &r, 5001));
-        assert_eq!(base, tuple_hash(4, &l, 80, &r, 5000));
+        let base = tuple_hash(0, 4, &l, 80, &r, 5000);
+        assert_ne!(base, tuple_hash(0, 6, &l, 80, &r, 5000));
+        assert_ne!(base, tuple_hash(0, 4, &r, 80, &l, 5000));
+        assert_ne!(base, tuple_hash(0, 4, &l, 81, &r, 5000));
+        assert_ne!(base, tuple_hash(0, 4, &l, 80, &r, 5001));
+        assert_eq!(base, tuple_hash(0, 4, &l, 80, &r, 5000));
+        assert_ne!(
+            base,
+            tuple_hash(7, 4, &l, 80, &r, 5000),
+            "another namespace"
+        );
     }
 }

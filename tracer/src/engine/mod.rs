@@ -86,13 +86,14 @@
 //! # Memory
 //! At most `Config::max_sockets` records: at the cap the oldest finished
 //! record is evicted first, else the oldest live one (dump adoption never
-//! evicts a live record), and every eviction is counted. A record is 112
+//! evicts a live record), and every eviction is counted. A record is 120
 //! bytes in a dense slab plus a 16-byte cookie index entry, plus one more
-//! index entry and an 8-byte timer entry while in TIME_WAIT: about 148
-//! (ESTABLISHED) to 192 (TIME_WAIT) bytes per socket with hash table slack.
+//! index entry and an 8-byte timer entry while in TIME_WAIT: about 156
+//! (ESTABLISHED) to 200 (TIME_WAIT) bytes per socket with hash table slack.
 //! See `store.rs`.
 mod apply;
 mod hash;
+mod netns;
 mod observer;
 mod reconcile;
 mod record;

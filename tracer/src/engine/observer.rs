@@ -107,14 +107,18 @@ pub enum Correction {
     Vanished,
     /// The dump showed another state than the engine's; the dump won.
     StateMismatch,
+    /// The socket's network namespace is gone (no process or mount holds
+    /// it any more): the socket went with it, and was closed.
+    NetnsGone,
 }
 
 impl Correction {
     /// Every value, in [`Correction::index`] order.
-    pub const ALL: [Correction; 3] = [
+    pub const ALL: [Correction; 4] = [
         Correction::Missed,
         Correction::Vanished,
         Correction::StateMismatch,
+        Correction::NetnsGone,
     ];
 
     /// The `reason` label value.
@@ -123,10 +127,11 @@ impl Correction {
             Correction::Missed => "missed",
             Correction::Vanished => "vanished",
             Correction::StateMismatch => "state_mismatch",
+            Correction::NetnsGone => "netns_gone",
         }
     }
 
-    /// A dense index in `0..3`, for per-value arrays.
+    /// A dense index in `0..4`, for per-value arrays.
     pub fn index(self) -> usize {
         self as usize
     }

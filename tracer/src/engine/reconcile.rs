@@ -95,6 +95,7 @@ fn adopted(d: &DiagSocket, now_ns: u64) -> Option<Record> {
     };
     let mut r = Record::new(d.cookie, d.family, state, now_ns);
     r.set_tuple(d.saddr, d.sport, d.daddr, d.dport);
+    r.netns = d.netns;
     r.push_path(state);
     r.closed_by = implied_closer(state, d.timewait);
     if d.timewait {
@@ -154,6 +155,21 @@ impl Engine {
         covers_time_wait: bool,
         obs: &mut impl Observer,
     ) -> ReconcileReport {
+        self.reconcile_within(dump, now_ns, covers_time_wait, |_| true, obs)
+    }
+
+    /// [`Engine::reconcile`] with a dump that lists only the network
+    /// namespaces `covers` says yes to: records of other namespaces are not
+    /// judged by their absence (they may live in a namespace nobody could
+    /// dump).
+    pub fn reconcile_within(
+        &mut self,
+        dump: &[DiagSocket],
+        now_ns: u64,
+        covers_time_wait: bool,
+        covers: impl Fn(u32) -> bool,
+        obs: &mut impl Observer,
+    ) -> ReconcileReport {
         let mut rep = ReconcileReport::default();
         let judge_before = now_ns.saturating_sub(self.cfg.reconcile_slack_ns);
         self.clock_ns = self.clock_ns.max(now_ns);
@@ -177,7 +193,9 @@ impl Engine {
             }
         }
         for slot in 0..self.store.len() as u32 {
-            self.absent(slot, now_ns, judge_before, covers_time_wait, &mut rep, obs);
+            if covers(self.store.rec(slot).netns) {
+                self.absent(slot, now_ns, judge_before, covers_time_wait, &mut rep, obs);
+            }
         }
         self.count_timers(&mut rep, obs);
         rep.expired = self.drop_retained() as u64;

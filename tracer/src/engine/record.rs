@@ -1,7 +1,7 @@
 //! The compact per-socket record and its public read-only view.
 //!
-//! A [`Record`] is 112 bytes: times as u64 ns, addresses as `[u8; 16]` plus a
-//! family, the state path as up to [`PATH_LEN`] kernel state numbers, small
+//! A [`Record`] is 120 bytes: times as u64 ns, addresses as `[u8; 16]` plus a
+//! family, the network namespace inode, the state path as up to [`PATH_LEN`] kernel state numbers, small
 //! saturating counters, and two `u32` links for the store's intrusive lists.
 //! Only the store (`store.rs`) may change `state` or the `FINISHED`/`TW`
 //! flags, through `Store::update`, which keeps every index in step.
@@ -66,6 +66,8 @@ pub(super) struct Record {
     pub retransmits: u32,
     pub link_prev: u32,
     pub link_next: u32,
+    /// Inode of the socket's network namespace (0: unknown).
+    pub netns: u32,
     pub synack_retransmits: u16,
     pub lport: u16,
     pub rport: u16,
@@ -82,7 +84,7 @@ pub(super) struct Record {
     pub flags: u16,
 }
 
-const _: () = assert!(size_of::<Record>() == 112);
+const _: () = assert!(size_of::<Record>() == 120);
 
 /// An address as stored: IPv4 in the first four bytes, as the ABI does.
 pub(super) fn addr_bytes(a: IpAddr) -> [u8; 16] {
@@ -117,6 +119,7 @@ impl Record {
             retransmits: 0,
             link_prev: NIL,
             link_next: NIL,
+            netns: 0,
             synack_retransmits: 0,
             lport: 0,
             rport: 0,
@@ -141,9 +144,11 @@ impl Record {
         self.rport = rport;
     }
 
-    /// The 4-tuple fingerprint (see `hash::tuple_hash`).
+    /// The fingerprint of the 4-tuple in its namespace (see
+    /// `hash::tuple_hash`).
     pub fn tuple_hash(&self) -> u64 {
         super::hash::tuple_hash(
+            self.netns,
             self.family as u8,
             &self.local,
             self.lport,
@@ -242,6 +247,12 @@ impl<'a> SocketView<'a> {
     /// Address family.
     pub fn family(&self) -> Family {
         self.rec.family
+    }
+
+    /// Inode of the socket's network namespace (0 when unknown): two
+    /// namespaces may hold the same 4-tuple.
+    pub fn netns(&self) -> u32 {
+        self.rec.netns
     }
 
     /// Local endpoint (unspecified until an event or dump gave it).
@@ -376,6 +387,7 @@ impl std::fmt::Debug for SocketView<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SocketView")
             .field("cookie", &self.cookie())
+            .field("netns", &self.netns())
             .field("local", &self.local())
             .field("remote", &self.remote())
             .field("state", &self.state())

@@ -3,7 +3,7 @@
 //! TIME_WAIT timers, and the two intrusive lists that make eviction O(1).
 //!
 //! Records live in a `Vec` (removal is `swap_remove`, fixing the moved
-//! record's index entry, list links and timer), so a socket costs its 112
+//! record's index entry, list links and timer), so a socket costs its 120
 //! bytes plus one 16-byte `cookie -> slot` entry in a hash map. Every record
 //! is on exactly one list, threaded through `link_prev`/`link_next`: `live`
 //! (insertion order: the fallback eviction victim is its head) or

@@ -86,12 +86,15 @@ pub const CLOSED_BY: [&str; 3] = ["local", "remote", "reset"];
 /// `direction` label values of `tracer_tcp_resets_total`.
 pub const DIRECTIONS: [&str; 2] = ["sent", "received"];
 /// `reason` label values of `tracer_reconcile_corrections_total`.
-pub const CORRECTION_REASONS: [&str; 4] = [
+pub const CORRECTION_REASONS: [&str; 5] = [
     "missed",
     "vanished",
     "state_mismatch",
     "time_wait_never_appeared",
+    "netns_gone",
 ];
+/// `reason` label values of `tracer_netns_unreachable`.
+pub const NETNS_UNREACHABLE: [&str; 3] = ["no_cap_sys_admin", "unnamed", "over_cap"];
 
 const N: usize = TcpState::COUNT;
 
@@ -116,7 +119,11 @@ pub struct Metrics {
     pub events_undecodable: Counter,
     /// `tracer_events_other_netns_total`
     pub events_other_netns: Counter,
-    corrections: [Counter; 4],
+    corrections: [Counter; 5],
+    /// `tracer_netns_tracked`
+    pub netns_tracked: Gauge,
+    /// `tracer_netns_unreachable{reason}`, indexed like [`NETNS_UNREACHABLE`].
+    pub netns_unreachable: [Gauge; 3],
     /// `tracer_tracked_sockets`
     pub tracked: Gauge,
     /// `tracer_evictions_total`
@@ -235,6 +242,20 @@ impl Metrics {
             "Differences between tracked state and sock_diag that reconciliation corrected",
             corrections_f.clone(),
         );
+        let netns_tracked = Gauge::default();
+        r.register(
+            "netns_tracked",
+            "Network namespaces followed, each with its own sock_diag sockets",
+            netns_tracked.clone(),
+        );
+        let netns_unreachable_f = Family::<ReasonLabel, Gauge>::default();
+        r.register(
+            "netns_unreachable",
+            "Network namespaces that cannot be followed, by why",
+            netns_unreachable_f.clone(),
+        );
+        let netns_unreachable = NETNS_UNREACHABLE
+            .map(|r| netns_unreachable_f.get_or_create_owned(&ReasonLabel { reason: r }));
         let tracked = Gauge::default();
         r.register(
             "tracked_sockets",
@@ -401,6 +422,8 @@ impl Metrics {
             events_undecodable,
             events_other_netns,
             corrections,
+            netns_tracked,
+            netns_unreachable,
             tracked,
             evictions,
             reconcile_errors,
@@ -644,7 +667,9 @@ impl crate::engine::Observer for &Metrics {
     }
 
     fn correction(&mut self, _cookie: u64, reason: crate::engine::Correction) {
-        Metrics::correction(self, reason.index(), 1);
+        if let Some(i) = CORRECTION_REASONS.iter().position(|&r| r == reason.name()) {
+            Metrics::correction(self, i, 1);
+        }
     }
 
     fn evicted(&mut self, _cookie: u64, _live: bool) {
@@ -676,6 +701,9 @@ mod tests {
             "tracer_events_total{kind=\"synack_retransmit\"} 0",
             "tracer_events_lost_total 0",
             "tracer_reconcile_corrections_total{reason=\"missed\"} 0",
+            "tracer_reconcile_corrections_total{reason=\"netns_gone\"} 0",
+            "tracer_netns_tracked 0",
+            "tracer_netns_unreachable{reason=\"no_cap_sys_admin\"} 0",
             "tracer_tracked_sockets 0",
             "tracer_evictions_total 0",
             "tracer_build_info{",

@@ -21,11 +21,12 @@ pub const MAX_TRACKED: usize = 1 << 20;
 /// Cleared flags kept for the report.
 pub const HISTORY: usize = 256;
 
-/// What a flag is about: one socket, or (for `syn_recv`) one listening port.
+/// What a flag is about: one socket, or (for `syn_recv`) one listening port
+/// in one network namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Subject {
     Socket(u64),
-    Port(u16),
+    Port(u32, u16),
 }
 
 type Key = (LeakKind, Subject);
@@ -112,13 +113,13 @@ impl Detector {
     {
         self.generation += 1;
         let mut found: BTreeMap<Key, Flag> = BTreeMap::new();
-        let mut ports: BTreeMap<u16, PortAcc> = BTreeMap::new();
+        let mut ports: BTreeMap<(u32, u16), PortAcc> = BTreeMap::new();
         for d in dump {
             self.check(d, now_ns, &since, &mut found, &mut ports);
         }
         for (port, acc) in ports {
             if let Some(f) = self.port_flag(port, &acc, now_ns) {
-                found.insert((LeakKind::StuckHandshake, Subject::Port(port)), f);
+                found.insert((LeakKind::StuckHandshake, Subject::Port(port.0, port.1)), f);
             }
         }
         let generation = self.generation;
@@ -137,7 +138,7 @@ impl Detector {
                 .iter()
                 .filter_map(|(_, s)| match s {
                     Subject::Socket(c) => Some((*c, TcpState::Close)),
-                    Subject::Port(_) => None,
+                    Subject::Port(..) => None,
                 })
                 .collect();
             let mut missing: HashSet<u64> = now_state.keys().copied().collect();
@@ -224,7 +225,7 @@ impl Detector {
         now: u64,
         since: &S,
         found: &mut BTreeMap<Key, Flag>,
-        ports: &mut BTreeMap<u16, PortAcc>,
+        ports: &mut BTreeMap<(u32, u16), PortAcc>,
     ) where
         S: Fn(u64, TcpState) -> Option<(u64, bool)>,
     {
@@ -285,7 +286,7 @@ impl Detector {
                 // One retransmitted SYN-ACK is ordinary packet loss; two in a
                 // row (3 s with the 1 s initial RTO) is a handshake in trouble.
                 if old || d.timer_retrans >= 2 {
-                    let acc = ports.entry(d.sport).or_default();
+                    let acc = ports.entry((d.netns, d.sport)).or_default();
                     acc.local
                         .get_or_insert(std::net::SocketAddr::new(d.saddr, d.sport));
                     acc.stuck += 1;

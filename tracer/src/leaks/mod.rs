@@ -191,6 +191,9 @@ pub struct Flag {
     pub state: TcpState,
     /// Socket inode (0 for timewait, request and orphaned sockets).
     pub inode: u64,
+    /// Inode of the socket's network namespace (0 when unknown).
+    #[serde(default)]
+    pub netns: u32,
     /// Monotonic ns when the flag was raised (0 in a one-shot snapshot).
     pub raised_at_ns: u64,
     /// How long the condition has held; `None` when unknown (snapshot).

@@ -147,7 +147,12 @@ impl Detector {
         ))
     }
 
-    pub(super) fn port_flag(&self, port: u16, acc: &PortAcc, now: u64) -> Option<Flag> {
+    pub(super) fn port_flag(
+        &self,
+        (netns, port): (u32, u16),
+        acc: &PortAcc,
+        now: u64,
+    ) -> Option<Flag> {
         let local = acc.local?;
         let (age, lb) = acc.oldest.unwrap_or((0, true));
         let evidence = format!(
@@ -168,6 +173,7 @@ impl Detector {
             remote: None,
             state: TcpState::NewSynRecv,
             inode: 0,
+            netns,
             raised_at_ns: now,
             age_seconds: Some(secs(age)),
             age_is_lower_bound: lb,
@@ -198,6 +204,7 @@ pub(super) fn socket_flag(
         remote: Some(std::net::SocketAddr::new(d.daddr, d.dport)),
         state: d.state,
         inode: d.inode,
+        netns: d.netns,
         raised_at_ns: now,
         age_seconds: Some(secs(age.0)),
         age_is_lower_bound: age.1,

@@ -108,7 +108,7 @@ fn render_group(g: &ProcessLeaks, out: &mut dyn Write) -> io::Result<()> {
             .map(|c| format!("  [container {}]", c.get(..12).unwrap_or(c)));
         writeln!(out, "  cgroup:  {}{}", g.cgroup, id.unwrap_or_default())?;
     }
-    let rows: Vec<[String; 6]> = g
+    let rows: Vec<[String; 7]> = g
         .sockets
         .iter()
         .map(|f| {
@@ -128,6 +128,7 @@ fn render_group(g: &ProcessLeaks, out: &mut dyn Write) -> io::Result<()> {
                 } else {
                     fds.join(",")
                 },
+                netns(f),
                 endpoints(f),
                 kind,
                 fmt_age(f.age_seconds, f.age_is_lower_bound),
@@ -136,26 +137,44 @@ fn render_group(g: &ProcessLeaks, out: &mut dyn Write) -> io::Result<()> {
             ]
         })
         .collect();
-    let header = ["FD", "LOCAL -> REMOTE", "KIND", "AGE", "UNREAD", "EVIDENCE"].map(String::from);
-    let mut width = [0; 5];
+    let header = [
+        "FD",
+        "NETNS",
+        "LOCAL -> REMOTE",
+        "KIND",
+        "AGE",
+        "UNREAD",
+        "EVIDENCE",
+    ]
+    .map(String::from);
+    let mut width = [0; 6];
     for row in std::iter::once(&header).chain(&rows) {
         for (w, cell) in width.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
         }
     }
     for row in std::iter::once(&header).chain(&rows) {
-        let [fd, ep, kind, age, unread, ev] = row;
+        let [fd, ns, ep, kind, age, unread, ev] = row;
         writeln!(
             out,
-            "  {fd:<w0$}  {ep:<w1$}  {kind:<w2$}  {age:>w3$}  {unread:>w4$}  {ev}",
+            "  {fd:<w0$}  {ns:<w1$}  {ep:<w2$}  {kind:<w3$}  {age:>w4$}  {unread:>w5$}  {ev}",
             w0 = width[0],
             w1 = width[1],
             w2 = width[2],
             w3 = width[3],
-            w4 = width[4]
+            w4 = width[4],
+            w5 = width[5]
         )?;
     }
     Ok(())
+}
+
+/// The network namespace inode, or `-` when unknown.
+fn netns(f: &Flag) -> String {
+    match f.netns {
+        0 => "-".into(),
+        n => n.to_string(),
+    }
 }
 
 fn endpoints(f: &Flag) -> String {
@@ -204,6 +223,7 @@ pub(crate) mod tests {
             rqueue,
             wqueue: 0,
             info: None,
+            netns: 0,
         }
     }
 
@@ -260,14 +280,14 @@ pub(crate) mod tests {
         assert!(lines[5].ends_with("docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope  [container 0123456789ab]"));
         assert_eq!(
             lines[6],
-            "  FD  LOCAL -> REMOTE                    KIND            AGE  UNREAD  EVIDENCE"
+            "  FD  NETNS  LOCAL -> REMOTE                    KIND            AGE  UNREAD  EVIDENCE"
         );
         assert_eq!(
             lines[7],
-            "  7   127.0.0.1:8080 -> 127.0.0.1:50001  close_wait  unknown     512  in CLOSE_WAIT, age unknown (snapshot); 512 bytes unread"
+            "  7   -      127.0.0.1:8080 -> 127.0.0.1:50001  close_wait  unknown     512  in CLOSE_WAIT, age unknown (snapshot); 512 bytes unread"
         );
         assert!(
-            lines[8].starts_with("  9   127.0.0.1:8080 -> 127.0.0.1:50002"),
+            lines[8].starts_with("  9   -      127.0.0.1:8080 -> 127.0.0.1:50002"),
             "{}",
             lines[8]
         );

@@ -153,6 +153,7 @@ fn full_established_socket_with_tcp_info() {
                 last_ack_recv_ms: 9,
                 total_retrans: 10,
             }),
+            netns: 0,
         }
     );
 }

@@ -16,6 +16,7 @@ mod disorder;
 mod evict;
 mod lifecycle;
 mod lives;
+mod netns;
 mod props;
 mod reconcile;
 mod timers;
@@ -100,6 +101,11 @@ impl Ev {
         self.0.comm[..comm.len()].copy_from_slice(comm.as_bytes());
         self
     }
+    /// The socket's network namespace inode.
+    pub fn netns(mut self, netns: u32) -> Ev {
+        self.0.netns = netns;
+        self
+    }
     /// Local and remote ports.
     pub fn ports(mut self, local: u16, remote: u16) -> Ev {
         self.0.sport = local;
@@ -130,6 +136,7 @@ pub fn diag(cookie: u64, state: TcpState) -> Diag {
         rqueue: 0,
         wqueue: 0,
         info: None,
+        netns: 0,
     })
 }
 

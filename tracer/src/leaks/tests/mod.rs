@@ -36,6 +36,7 @@ fn sock(cookie: u64, state: TcpState) -> DiagSocket {
             last_ack_recv_ms: 10,
             ..TcpInfo::default()
         }),
+        netns: 0,
     }
 }
 
