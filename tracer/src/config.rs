@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 use anyhow::Context as _;
 use serde::Deserialize;
 
-use crate::bpf::DEFAULT_RING_BYTES;
+use crate::{bpf::DEFAULT_RING_BYTES, pipeline::NetnsChoice};
 
 /// The default listen address: loopback, on a port outside the 9100-9999
 /// range that Prometheus's port allocation list hands to other exporters.
@@ -41,6 +41,9 @@ pub struct Settings {
     pub handshake_threshold: Duration,
     /// Orphaned FIN_WAIT2 this long: flagged.
     pub fin_wait2_threshold: Duration,
+    /// The network namespaces followed: all (default), host, a `/run/netns`
+    /// name, an inode, or `pid:N`.
+    pub netns: NetnsChoice,
 }
 
 impl Default for Settings {
@@ -58,6 +61,7 @@ impl Default for Settings {
             idle_threshold: Duration::from_secs(600),
             handshake_threshold: Duration::from_secs(10),
             fin_wait2_threshold: Duration::from_secs(60),
+            netns: NetnsChoice::All,
         }
     }
 }
@@ -90,6 +94,8 @@ pub struct FileConfig {
     pub handshake_threshold: Option<String>,
     /// See [`Settings::fin_wait2_threshold`].
     pub fin_wait2_threshold: Option<String>,
+    /// See [`Settings::netns`] (e.g. "all", "host", "blue", "pid:1").
+    pub netns: Option<String>,
 }
 
 impl FileConfig {
@@ -123,6 +129,9 @@ impl FileConfig {
         }
         if let Some(v) = self.ring_bytes {
             s.ring_bytes = v;
+        }
+        if let Some(v) = &self.netns {
+            s.netns = v.parse().map_err(anyhow::Error::msg).context("key netns")?;
         }
         if let Some(v) = &self.reconcile_budget {
             s.reconcile_budget = v.value().context("key reconcile-budget")?;

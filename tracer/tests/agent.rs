@@ -390,11 +390,15 @@ fn time_wait_gauge_matches_sock_diag_when_buckets_overflow() {
     common::sh("sysctl", &["-qw", "net.ipv4.tcp_max_tw_buckets=10"]);
     // No full dump during the test: only the overflow counter can keep the
     // gauge honest.
+    // The whole namespace's gauge against its `ss`: today's behaviour, the
+    // agent's own namespace only (the overflow counter is per namespace).
     let agent = Agent::start(&[
         "--reconcile-interval",
         "250ms",
         "--time-wait-interval",
         "1h",
+        "--netns",
+        "host",
     ]);
     let (l, port) = listener();
     client_closes_first(&l, port, 30);

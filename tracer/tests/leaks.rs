@@ -233,7 +233,9 @@ fn snapshot_names_the_server_pid_and_fds_then_clears() {
     // The server closes them (it exits): the flags are gone.
     drop(server);
     wait_close_wait(port, 0);
-    let (code, stdout) = tracer_leaks(&["--json", "--agent", NO_AGENT]);
+    // The host's namespace only, as `ss` below sees it: other namespaces
+    // may hold CLOSE_WAIT sockets of their own.
+    let (code, stdout) = tracer_leaks(&["--json", "--agent", NO_AGENT, "--netns", "host"]);
     let report: Value = serde_json::from_str(&stdout).expect("json");
     assert!(flags_on_port(&report, port).is_empty());
     if foreign_close_wait(port) {

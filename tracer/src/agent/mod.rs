@@ -29,9 +29,9 @@ use crate::{
 };
 
 /// The pipeline `tracer run` runs: every dump kind, the configured pace.
-fn pipeline_config(settings: &Settings) -> pipeline::Config {
-    pipeline::Config {
-        scope: NetnsScope::own(),
+fn pipeline_config(settings: &Settings) -> anyhow::Result<pipeline::Config> {
+    Ok(pipeline::Config {
+        scope: NetnsScope::resolve(&settings.netns)?,
         ring_bytes: settings.ring_bytes,
         engine: engine::Config {
             max_sockets: settings.max_sockets,
@@ -44,7 +44,7 @@ fn pipeline_config(settings: &Settings) -> pipeline::Config {
             time_wait_interval: Some(settings.time_wait_interval),
             budget_percent: settings.reconcile_budget,
         }),
-    }
+    })
 }
 
 /// Run the agent until SIGINT or SIGTERM.
@@ -62,7 +62,10 @@ pub fn run(settings: Settings) -> anyhow::Result<i32> {
 async fn run_async(settings: Settings) -> anyhow::Result<i32> {
     let listener = http::bind(settings.listen).await?;
     let metrics = Arc::new(Metrics::new());
-    let mut pipeline = Pipeline::new(pipeline_config(&settings), AgentState::new(metrics.clone()))?;
+    let mut pipeline = Pipeline::new(
+        pipeline_config(&settings)?,
+        AgentState::new(metrics.clone()),
+    )?;
     let started_ns = monotonic_ns();
     let shared = Arc::new(Shared {
         core: pipeline.core(),

@@ -10,7 +10,7 @@ use crate::{
     diag::DiagSocket,
     event::SockEvent,
     leaks::Change,
-    pipeline::{Core, Dumped, Flow, Sink, Tallies, monotonic_ns},
+    pipeline::{Core, Dumped, Flow, NetnsTally, Sink, Tallies, monotonic_ns},
     tcp::TcpState,
 };
 
@@ -121,6 +121,18 @@ impl Sink for AgentSink {
             .events_undecodable
             .inc_by(t.undecodable.saturating_sub(self.undecodable_seen));
         self.undecodable_seen = self.undecodable_seen.max(t.undecodable);
+    }
+
+    fn netns(&mut self, t: &NetnsTally) {
+        let m = &self.shared.metrics;
+        m.netns_tracked.set(t.tracked as i64);
+        for (gauge, n) in m
+            .netns_unreachable
+            .iter()
+            .zip([t.refused, t.unnamed, t.over_cap])
+        {
+            gauge.set(n as i64);
+        }
     }
 
     fn turn(&mut self) -> anyhow::Result<Flow> {

@@ -15,7 +15,7 @@ use crate::{
     event::{Kind, SockEvent},
     export::stream,
     leaks::{Change, Thresholds},
-    pipeline::{self, Core, Flow, NetnsScope, Pipeline, Reconcile, Sink},
+    pipeline::{self, Core, Flow, NetnsChoice, NetnsScope, Pipeline, Reconcile, Sink},
 };
 
 /// The pipeline `tracer events` runs. With leak detection: an engine for
@@ -23,11 +23,11 @@ use crate::{
 /// often where a dump costs more than the default `--reconcile-budget` of
 /// `tracer run`); TIME_WAIT sockets are the bulk of a busy host and no
 /// detector looks at them, so no full dumps. Without: the stream alone.
-fn pipeline_config(args: &EventsArgs, leaks: bool) -> pipeline::Config {
+fn pipeline_config(args: &EventsArgs, leaks: bool) -> anyhow::Result<pipeline::Config> {
     let mut settings = Settings::default();
     args.thresholds.apply(&mut settings);
-    pipeline::Config {
-        scope: NetnsScope::own(),
+    Ok(pipeline::Config {
+        scope: NetnsScope::resolve(&args.netns)?,
         ring_bytes: args.ring_bytes,
         engine: engine::Config::default(),
         thresholds: Thresholds::from_settings(&settings),
@@ -36,7 +36,7 @@ fn pipeline_config(args: &EventsArgs, leaks: bool) -> pipeline::Config {
             time_wait_interval: None,
             budget_percent: DEFAULT_RECONCILE_BUDGET,
         }),
-    }
+    })
 }
 
 /// Writes what passes the filter, remembering the first write error.
@@ -83,12 +83,14 @@ impl<W: Write> Printer<W> {
     }
 }
 
-/// Every event is printed, in scope or not; leak flag changes too.
+/// Every event in the `--netns` scope is printed; leak flag changes too.
 impl<W: Write> Sink for Printer<W> {
     type Derived = ();
 
-    fn event(&mut self, ev: &SockEvent, _in_scope: bool) {
-        Printer::event(self, ev);
+    fn event(&mut self, ev: &SockEvent, in_scope: bool) {
+        if in_scope {
+            Printer::event(self, ev);
+        }
     }
 
     fn reconciled(
@@ -131,6 +133,10 @@ pub struct EventsArgs {
     /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
+    /// Network namespaces: all, host (the one tracer runs in), a /run/netns
+    /// name, an inode, or pid:N.
+    #[arg(long, value_name = "NETNS", default_value_t = NetnsChoice::All)]
+    pub netns: NetnsChoice,
     /// Size of the kernel ring buffer in bytes (a power of two).
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BYTES)]
     pub ring_bytes: u32,
@@ -220,7 +226,7 @@ pub fn run(args: EventsArgs) -> anyhow::Result<i32> {
 async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
     let filter = Filter::new(args.ports.clone(), args.kinds.clone());
     let leaks = !(args.no_leaks || filter.excludes_leaks());
-    let mut pipeline = Pipeline::new(pipeline_config(&args, leaks), ())?;
+    let mut pipeline = Pipeline::new(pipeline_config(&args, leaks)?, ())?;
     let stdout = std::io::stdout();
     let mut p = Printer {
         out: std::io::BufWriter::with_capacity(64 * 1024, stdout.lock()),

@@ -20,7 +20,7 @@ use crate::{
     config,
     diag::owners_of,
     leaks::{Flag, LeakKind, Report, snapshot_report, table::render},
-    pipeline::{NetnsScope, snapshot},
+    pipeline::{NetnsChoice, NetnsScope, snapshot},
 };
 
 /// The agent's default address, as a URL.
@@ -52,6 +52,11 @@ pub struct LeaksArgs {
     /// Hide orphaned FIN_WAIT2 sockets younger than this.
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
     pub fin_wait2_threshold: Option<Duration>,
+    /// Network namespaces: all, host (the one tracer runs in), a /run/netns
+    /// name, an inode, or pid:N [default: all]. With an agent, its report
+    /// is narrowed to them.
+    #[arg(long, value_name = "NETNS")]
+    pub netns: Option<NetnsChoice>,
 }
 
 impl LeaksArgs {
@@ -74,9 +79,12 @@ pub fn run(args: LeaksArgs) -> anyhow::Result<i32> {
 
 /// Run `tracer leaks`, printing to `out`; returns the exit status (0 or 1).
 pub fn run_to(args: &LeaksArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let choice = args.netns.clone().unwrap_or_default();
+    let scope = NetnsScope::resolve(&choice)?;
     let report = filter(
-        collect(args.agent.as_deref().unwrap_or(DEFAULT_AGENT))?,
+        collect(args.agent.as_deref().unwrap_or(DEFAULT_AGENT), scope)?,
         args,
+        scope,
     );
     let written = if args.json {
         serde_json::to_writer_pretty(&mut *out, &report)
@@ -93,8 +101,9 @@ pub fn run_to(args: &LeaksArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     }
 }
 
-/// The agent's report, or a snapshot when no agent answers at `url`.
-pub fn collect(url: &str) -> anyhow::Result<Report> {
+/// The agent's report, or a snapshot of `scope` when no agent answers at
+/// `url`.
+pub fn collect(url: &str, scope: NetnsScope) -> anyhow::Result<Report> {
     match http_get(url, "/api/v1/leaks")? {
         Some(body) => serde_json::from_str(&body).with_context(|| {
             format!(
@@ -102,18 +111,21 @@ pub fn collect(url: &str) -> anyhow::Result<Report> {
             )
         }),
         None => {
-            let dump = snapshot(NetnsScope::own()).context("taking a sock_diag snapshot")?;
+            let (dump, census) = snapshot(scope).context("taking a sock_diag snapshot")?;
             let inodes = dump
                 .iter()
                 .filter(|d| d.inode != 0)
                 .map(|d| d.inode)
                 .collect();
             let owners = owners_of(&inodes);
-            Ok(snapshot_report(
-                &dump,
-                &owners,
-                format!("no agent at {url}: one-shot snapshot, ages unknown"),
-            ))
+            let mut note = format!("no agent at {url}: one-shot snapshot, ages unknown");
+            if !census.refused.is_empty() {
+                note.push_str(&format!(
+                    "; {} network namespace(s) could not be entered (that needs CAP_SYS_ADMIN)",
+                    census.refused.len()
+                ));
+            }
+            Ok(snapshot_report(&dump, &owners, note))
         }
     }
 }
@@ -172,14 +184,18 @@ pub fn http_get(url: &str, path: &str) -> anyhow::Result<Option<String>> {
     Ok(Some(body.to_owned()))
 }
 
-/// Drop flags younger than the `--*-threshold` flags ask for.
-fn filter(report: Report, args: &LeaksArgs) -> Report {
-    if LeakKind::ALL.iter().all(|&k| args.min_age(k).is_none()) {
+/// Drop flags younger than the `--*-threshold` flags ask for, and flags
+/// of namespaces outside `scope`.
+fn filter(report: Report, args: &LeaksArgs, scope: NetnsScope) -> Report {
+    if LeakKind::ALL.iter().all(|&k| args.min_age(k).is_none()) && scope.is_all() {
         return report;
     }
-    let keep = |f: &Flag| match (args.min_age(f.kind), f.age_seconds) {
-        (Some(min), Some(age)) => age >= min.as_secs_f64(),
-        _ => true,
+    let keep = |f: &Flag| {
+        let old_enough = match (args.min_age(f.kind), f.age_seconds) {
+            (Some(min), Some(age)) => age >= min.as_secs_f64(),
+            _ => true,
+        };
+        old_enough && (f.netns == 0 || scope.covers(f.netns))
     };
     let growth: HashMap<u32, Option<f64>> = report
         .leaks
@@ -226,7 +242,7 @@ mod tests {
             close_wait_threshold: Some(Duration::from_secs(10)),
             ..LeaksArgs::default()
         };
-        let f = filter(r, &args);
+        let f = filter(r, &args, NetnsScope::all());
         assert_eq!(f.leak_count, 3);
     }
 
@@ -261,7 +277,7 @@ mod tests {
             .expect("write");
             req
         });
-        let report = collect(&url).expect("report");
+        let report = collect(&url, NetnsScope::all()).expect("report");
         assert!(
             server
                 .join()

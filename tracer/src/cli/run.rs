@@ -3,7 +3,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::config::{self, FileConfig, Settings};
+use crate::{
+    config::{self, FileConfig, Settings},
+    pipeline::NetnsChoice,
+};
 
 /// Leak detector thresholds, shared by `tracer run` and `tracer events`.
 #[derive(Debug, Args, Default, Clone)]
@@ -74,6 +77,10 @@ pub struct RunArgs {
     /// How long closed sockets stay visible in /api/v1/sockets [default: 5s].
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
     pub closed_retention: Option<std::time::Duration>,
+    /// Network namespaces to follow: all, host (the one tracer runs in), a
+    /// /run/netns name, an inode, or pid:N [default: all].
+    #[arg(long, value_name = "NETNS")]
+    pub netns: Option<NetnsChoice>,
     /// Leak detector thresholds.
     #[command(flatten)]
     pub thresholds: ThresholdArgs,
@@ -107,6 +114,9 @@ impl RunArgs {
         if let Some(v) = self.closed_retention {
             s.closed_retention = v;
         }
+        if let Some(v) = &self.netns {
+            s.netns = v.clone();
+        }
         self.thresholds.apply(&mut s);
         Ok(s)
     }
@@ -123,7 +133,7 @@ mod tests {
         let path = dir.join("tracer.toml");
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:9999\"\nmax-sockets = 5\nidle-threshold = \"1m\"\n",
+            "listen = \"127.0.0.1:9999\"\nmax-sockets = 5\nidle-threshold = \"1m\"\nnetns = \"host\"\n",
         )
         .unwrap();
         let args = RunArgs {
@@ -135,6 +145,7 @@ mod tests {
         assert_eq!(s.listen, "127.0.0.1:9999".parse().unwrap());
         assert_eq!(s.max_sockets, 7);
         assert_eq!(s.idle_threshold, std::time::Duration::from_secs(60));
+        assert_eq!(s.netns, NetnsChoice::Host);
         let missing = RunArgs {
             config: Some(dir.join("nope.toml")),
             ..Default::default()

@@ -1,14 +1,29 @@
-//! The one source of sock_diag dumps: the dumpers for the scope, the buffer
-//! they fill, and the blocking thread a dump runs on while events keep
-//! flowing. `tracer leaks` without an agent takes its snapshot here too.
-use anyhow::Context as _;
+//! The one source of sock_diag dumps: a dumper per network namespace in
+//! scope, the buffer they fill, and the blocking thread a dump runs on
+//! while events keep flowing. `tracer leaks` without an agent takes its
+//! snapshot here too.
+//!
+//! Every dump first looks for namespaces ([`super::discover`]): a new one
+//! gets its dumpers (opened inside it), a vanished one loses them (they
+//! would keep it alive). Then each namespace is dumped in turn into one
+//! buffer, those already adopted first, new ones last, so the pipeline
+//! reconciles the former and adopts the latter. The thread's CPU time
+//! covers discovery and every namespace's walk: the budget is for the sum.
+use std::collections::{BTreeMap, BTreeSet};
+
 use tokio::task::JoinHandle;
 
 use super::{
     clock::{monotonic_ns, thread_cpu_ns},
+    discover::discover,
     netns::NetnsScope,
 };
-use crate::diag::{DiagError, DiagSocket, DumpOptions, Dumper, netstat};
+use crate::diag::{DiagError, DiagSocket, DumpOptions, Dumper, NetnsHandle, netstat};
+
+/// Most namespaces followed at once; more are counted in
+/// [`Census::over_cap`]. Each costs two netlink sockets and their buffers
+/// (8 KiB or more each).
+pub const MAX_NETNS: usize = 512;
 
 /// Reconcile dumps carry `tcp_info`: the half-open and idle detectors need it.
 /// Every reconcile: every state but TIME_WAIT (cheap: TIME_WAIT sockets
@@ -28,40 +43,195 @@ const SNAPSHOT: DumpOptions = DumpOptions {
     without_time_wait: false,
 };
 
-/// One dump of every TCP socket in `scope`, for a one-shot report.
-pub fn snapshot(scope: NetnsScope) -> Result<Vec<DiagSocket>, DiagError> {
-    scope.snapshot(SNAPSHOT)
+/// What the dump source knows about namespaces after a dump.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Namespaces with dumpers (followed).
+    pub tracked: usize,
+    /// Namespaces that could not be entered (no `CAP_SYS_ADMIN`), sorted.
+    pub refused: Vec<u32>,
+    /// Namespaces found beyond [`MAX_NETNS`].
+    pub over_cap: usize,
+    /// Every namespace found (sorted), followed or not.
+    pub known: Vec<u32>,
+    /// Processes whose `/proc/<pid>/ns/net` could not be read.
+    pub unreadable_processes: u32,
+}
+
+/// One snapshot of every TCP socket in `scope` (every namespace in it), for
+/// a one-shot report, and what was found about namespaces.
+pub fn snapshot(scope: NetnsScope) -> anyhow::Result<(Vec<DiagSocket>, Census)> {
+    let (kit, dump) = Kit::new(scope, SNAPSHOT, SNAPSHOT).dump(false);
+    dump.result?;
+    Ok((kit.buf, dump.census))
+}
+
+/// One namespace's dumpers, opened on first use.
+struct Ns {
+    /// `None`: the namespace tracer runs in (no setns needed).
+    handle: Option<NetnsHandle>,
+    live: Option<Dumper>,
+    full: Option<Dumper>,
+    /// A dump of it has been handed out (the pipeline adopted it).
+    adopted: bool,
+}
+
+impl Ns {
+    fn append(
+        &mut self,
+        full: bool,
+        opts: DumpOptions,
+        out: &mut Vec<DiagSocket>,
+    ) -> Result<(), DiagError> {
+        let slot = if full { &mut self.full } else { &mut self.live };
+        let dumper = match slot {
+            Some(d) => d,
+            None => slot.insert(match &self.handle {
+                None => Dumper::new(opts)?,
+                Some(h) => Dumper::inside(opts, h.clone())?,
+            }),
+        };
+        dumper.dump_append(out)
+    }
 }
 
 /// The dumpers and the buffer they fill, moved to a blocking thread for a
 /// dump and handed back for reuse.
 struct Kit {
-    live: Dumper,
-    full: Dumper,
+    scope: NetnsScope,
+    live_opts: DumpOptions,
+    full_opts: DumpOptions,
+    spaces: BTreeMap<u32, Ns>,
+    refused: BTreeSet<u32>,
+    /// Every namespace in scope the last discovery found, followed or not.
+    known: BTreeSet<u32>,
     buf: Vec<DiagSocket>,
 }
 
 impl Kit {
-    fn open(scope: NetnsScope) -> anyhow::Result<Kit> {
-        Ok(Kit {
-            live: scope
-                .dumper(LIVE)
-                .context("listing TCP sockets with sock_diag")?,
-            full: scope
-                .dumper(FULL)
-                .context("listing TCP sockets with sock_diag")?,
+    fn new(scope: NetnsScope, live_opts: DumpOptions, full_opts: DumpOptions) -> Kit {
+        Kit {
+            scope,
+            live_opts,
+            full_opts,
+            spaces: BTreeMap::new(),
+            refused: BTreeSet::new(),
+            known: BTreeSet::new(),
             buf: Vec::new(),
-        })
+        }
+    }
+
+    /// Find the namespaces in scope, open new ones, drop vanished ones.
+    /// Returns the inodes that vanished (followed ones, and found ones that
+    /// could not be followed: their sockets are gone too) and the census
+    /// so far.
+    fn refresh(&mut self) -> (Vec<u32>, Census) {
+        let own = self.scope.own_inode();
+        let mut census = Census::default();
+        let mut wanted: BTreeMap<u32, Option<std::path::PathBuf>> = BTreeMap::new();
+        match self.scope {
+            NetnsScope::One { own: true, inode } => {
+                wanted.insert(inode, None);
+            }
+            _ => {
+                let found = discover();
+                census.unreadable_processes = found.unreadable;
+                census.known = found.paths.keys().copied().collect();
+                for (inode, path) in found.paths {
+                    if self.scope.covers(inode) {
+                        wanted.insert(inode, (inode != own).then_some(path));
+                    }
+                }
+            }
+        }
+        let mut gone: BTreeSet<u32> = self
+            .spaces
+            .keys()
+            .filter(|k| !wanted.contains_key(k))
+            .copied()
+            .collect();
+        for g in &gone {
+            self.spaces.remove(g);
+        }
+        let known: BTreeSet<u32> = wanted.keys().copied().collect();
+        gone.extend(self.known.difference(&known));
+        self.known = known;
+        self.refused.retain(|r| wanted.contains_key(r));
+        for (inode, path) in wanted {
+            if self.spaces.contains_key(&inode) || self.refused.contains(&inode) {
+                continue;
+            }
+            if self.spaces.len() >= MAX_NETNS {
+                census.over_cap += 1;
+                continue;
+            }
+            let handle = match path {
+                None => None,
+                // Gone since the scan: the next one will not find it.
+                Some(p) => match NetnsHandle::open(&p) {
+                    Ok(h) if h.inode() == inode => Some(h),
+                    _ => continue,
+                },
+            };
+            self.spaces.insert(
+                inode,
+                Ns {
+                    handle,
+                    live: None,
+                    full: None,
+                    adopted: false,
+                },
+            );
+        }
+        (gone.into_iter().collect(), census)
     }
 
     fn dump(mut self, full: bool) -> (Kit, Dump) {
         let overflow_before = netstat::time_wait_overflows();
         let start_ns = monotonic_ns();
         let cpu_before = thread_cpu_ns();
-        let dumper = if full { &mut self.full } else { &mut self.live };
-        let result = dumper.dump_into(&mut self.buf).map_err(anyhow::Error::from);
+        let (gone, mut census) = self.refresh();
+        let opts = if full { self.full_opts } else { self.live_opts };
+        self.buf.clear();
+        let (mut covered, mut fresh, mut fresh_from) = (Vec::new(), Vec::new(), 0);
+        let mut error = None;
+        for adopted in [true, false] {
+            if !adopted {
+                fresh_from = self.buf.len();
+            }
+            for (&inode, ns) in self
+                .spaces
+                .iter_mut()
+                .filter(|(_, ns)| ns.adopted == adopted)
+            {
+                let before = self.buf.len();
+                match ns.append(full, opts, &mut self.buf) {
+                    Ok(()) if adopted => covered.push(inode),
+                    Ok(()) => {
+                        ns.adopted = true;
+                        fresh.push(inode);
+                    }
+                    Err(e) => {
+                        self.buf.truncate(before);
+                        if matches!(e, DiagError::Enter(_)) {
+                            self.refused.insert(inode);
+                        } else {
+                            error = Some(e);
+                        }
+                    }
+                }
+            }
+        }
+        let refused = &self.refused;
+        self.spaces.retain(|inode, _| !refused.contains(inode));
+        census.tracked = self.spaces.len();
+        census.refused = self.refused.iter().copied().collect();
         let cpu_ns = thread_cpu_ns().saturating_sub(cpu_before);
         let overflow_after = netstat::time_wait_overflows();
+        let result = match error {
+            Some(e) if covered.is_empty() && fresh.is_empty() => Err(anyhow::Error::from(e)),
+            _ => Ok(()),
+        };
         let dump = Dump {
             start_ns,
             cpu_ns,
@@ -69,6 +239,11 @@ impl Kit {
             overflow_before,
             overflow_after,
             result,
+            covered,
+            fresh_from,
+            fresh,
+            gone,
+            census,
         };
         (self, dump)
     }
@@ -79,16 +254,29 @@ impl Kit {
 pub struct Dump {
     /// Monotonic ns when the dump started.
     pub start_ns: u64,
-    /// CPU time the dumping thread spent on it (mostly the kernel's walk).
+    /// CPU time the dumping thread spent on it: discovery and every
+    /// namespace's walk (mostly the kernel's).
     pub cpu_ns: u64,
     /// TIME_WAIT sockets included.
     pub full: bool,
-    /// The kernel's TIME_WAIT overflow counter just before the dump.
+    /// The kernel's TIME_WAIT overflow counter just before the dump (of the
+    /// namespace tracer runs in).
     pub overflow_before: Option<u64>,
     /// The same counter just after.
     pub overflow_after: Option<u64>,
-    /// Whether the dump succeeded.
+    /// Whether the dump succeeded (in at least one namespace).
     pub result: anyhow::Result<()>,
+    /// Namespaces adopted earlier and dumped now: their sockets are
+    /// `sockets()[..fresh_from]`, to reconcile.
+    pub covered: Vec<u32>,
+    /// Where the sockets of namespaces dumped for the first time begin.
+    pub fresh_from: usize,
+    /// Namespaces dumped for the first time: `sockets()[fresh_from..]`, to adopt.
+    pub fresh: Vec<u32>,
+    /// Namespaces that vanished since the last dump: their sockets are gone.
+    pub gone: Vec<u32>,
+    /// The namespaces found, followed, refused.
+    pub census: Census,
 }
 
 /// Where dumps come from: one per pipeline, for its [`NetnsScope`].
@@ -101,29 +289,28 @@ pub struct DumpSource {
 }
 
 impl DumpSource {
-    /// Open the sock_diag sockets for `scope`.
-    pub fn open(scope: NetnsScope) -> anyhow::Result<DumpSource> {
-        Ok(DumpSource {
+    /// A dump source for `scope`; sockets are opened by the first dump.
+    pub fn open(scope: NetnsScope) -> DumpSource {
+        DumpSource {
             scope,
-            kit: Some(Kit::open(scope)?),
+            kit: Some(Kit::new(scope, LIVE, FULL)),
             job: None,
-        })
+        }
     }
 
     /// Dump on this thread and wait for it (adoption at start).
-    pub fn dump_now(&mut self, full: bool) -> anyhow::Result<Dump> {
-        let kit = self.take_kit()?;
+    pub fn dump_now(&mut self, full: bool) -> Dump {
+        let kit = self.take_kit();
         let (kit, dump) = kit.dump(full);
         self.kit = Some(kit);
-        Ok(dump)
+        dump
     }
 
     /// Start a dump on a blocking thread; [`DumpSource::finished`] says
     /// when it is done.
-    pub fn start(&mut self, full: bool) -> anyhow::Result<()> {
-        let kit = self.take_kit()?;
+    pub fn start(&mut self, full: bool) {
+        let kit = self.take_kit();
         self.job = Some(tokio::task::spawn_blocking(move || kit.dump(full)));
-        Ok(())
     }
 
     /// True while a dump runs.
@@ -139,7 +326,7 @@ impl DumpSource {
         };
         let joined = job.await;
         self.job = None;
-        let (kit, dump) = joined.context("sock_diag dump task")?;
+        let (kit, dump) = anyhow::Context::context(joined, "sock_diag dump task")?;
         self.kit = Some(kit);
         Ok(dump)
     }
@@ -149,10 +336,10 @@ impl DumpSource {
         self.kit.as_ref().map_or(&[], |k| &k.buf)
     }
 
-    fn take_kit(&mut self) -> anyhow::Result<Kit> {
-        match self.kit.take() {
-            Some(k) => Ok(k),
-            None => Kit::open(self.scope),
-        }
+    /// The dumpers, or new ones when a dump task was lost (it panicked).
+    fn take_kit(&mut self) -> Kit {
+        self.kit
+            .take()
+            .unwrap_or_else(|| Kit::new(self.scope, LIVE, FULL))
     }
 }

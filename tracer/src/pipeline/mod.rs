@@ -8,17 +8,22 @@
 //! leaks` without an agent takes one [`snapshot`] from the same source.
 //!
 //! - [`clock`]: monotonic and thread-CPU clocks;
-//! - [`netns`]: which namespace is followed, and where its dumps come from;
-//! - [`dumps`]: the dumpers and the thread a dump runs on;
+//! - [`netns`]: which namespaces are followed (`--netns`);
+//! - [`discover`]: finding the namespaces of the host;
+//! - [`dumps`]: a dumper per namespace, and the thread a dump runs on;
+//! - `run`: the event loop, reconcile, namespaces coming and going;
 //! - [`pace`]: when the next dump is due, within the CPU budget;
 //! - [`sink`]: what a command plugs in.
 pub mod clock;
+pub mod discover;
 pub mod dumps;
 pub mod netns;
 pub mod pace;
+mod run;
 pub mod sink;
 
 use std::{
+    collections::HashMap,
     future::Future,
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
@@ -28,14 +33,13 @@ use anyhow::Context as _;
 
 pub use self::{
     clock::{monotonic_ns, thread_cpu_ns},
-    dumps::{Dump, DumpSource, snapshot},
-    netns::NetnsScope,
+    dumps::{Census, Dump, DumpSource, MAX_NETNS, snapshot},
+    netns::{NetnsChoice, NetnsScope},
     pace::{Pace, Paces},
-    sink::{Dumped, Flow, Sink, Tallies},
+    sink::{Dumped, Flow, NetnsTally, Sink, Tallies},
 };
 use crate::{
     bpf::{KernelCounters, Probes},
-    diag::{DiagSocket, owners_of},
     engine::{self, Engine, Observer},
     ingest::Ingest,
     leaks::{Detector, Thresholds},
@@ -104,24 +108,8 @@ struct Tracking {
     lost_at_dump: u64,
     /// The TIME_WAIT overflow counter before the last full dump.
     overflow_baseline: Option<u64>,
-}
-
-/// What woke the dump side of the loop.
-enum Step {
-    Tick,
-    Dumped(anyhow::Result<Dump>),
-}
-
-/// The next tick, or the end of the dump in progress; never without tracking.
-async fn next_step(tracking: Option<&mut Tracking>) -> Step {
-    match tracking {
-        None => std::future::pending().await,
-        Some(t) if t.dumps.busy() => Step::Dumped(t.dumps.finished().await),
-        Some(t) => {
-            t.tick.tick().await;
-            Step::Tick
-        }
-    }
+    /// The sentences about unreachable namespaces already said.
+    warned: run::Warned,
 }
 
 /// Probes, ingest, scope, engine, detectors, dumps and pacing: one command's
@@ -132,6 +120,9 @@ pub struct Pipeline<D> {
     scope: NetnsScope,
     core: Arc<SharedCore<D>>,
     tracking: Option<Tracking>,
+    /// Namespaces seen in events that no discovery found, with the time of
+    /// their last event (at most [`MAX_NETNS`]): unreachable ones.
+    event_netns: HashMap<u32, u64>,
 }
 
 impl<D: Observer> Pipeline<D> {
@@ -148,10 +139,11 @@ impl<D: Observer> Pipeline<D> {
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 Some(Tracking {
                     tick,
-                    dumps: DumpSource::open(cfg.scope)?,
+                    dumps: DumpSource::open(cfg.scope),
                     paces: Paces::new(r.interval, r.time_wait_interval, r.budget_percent),
                     lost_at_dump: 0,
                     overflow_baseline: None,
+                    warned: run::Warned::default(),
                 })
             }
         };
@@ -166,6 +158,7 @@ impl<D: Observer> Pipeline<D> {
             scope: cfg.scope,
             core: Arc::new(SharedCore(Mutex::new(core))),
             tracking,
+            event_netns: HashMap::new(),
         })
     }
 
@@ -198,8 +191,8 @@ impl<D: Observer> Pipeline<D> {
             return Ok(0);
         };
         let full = t.paces.next(monotonic_ns(), false) == Some(true);
-        let dump = t.dumps.dump_now(full)?;
-        dump.result?;
+        let mut dump = t.dumps.dump_now(full);
+        std::mem::replace(&mut dump.result, Ok(()))?;
         t.overflow_baseline = dump.overflow_before;
         let interval = t.paces.done(full, dump.start_ns, dump.cpu_ns);
         sink.dumped(&Dumped {
@@ -211,164 +204,10 @@ impl<D: Observer> Pipeline<D> {
         let mut core = self.core.lock();
         let n = core.engine.adopt(t.dumps.sockets(), dump.start_ns);
         sink.adopted(&mut core, t.dumps.sockets());
+        drop(core);
+        run::tally_netns(t, &mut self.event_netns, &dump, 0, sink);
         Ok(n)
     }
-
-    /// Run until `stop` completes, the sink says stop, or reading fails.
-    pub async fn run<S: Sink<Derived = D>>(
-        &mut self,
-        sink: &mut S,
-        stop: impl Future<Output = ()>,
-    ) -> anyhow::Result<()> {
-        tokio::pin!(stop);
-        let tracking = self.tracking.is_some();
-        loop {
-            tokio::select! {
-                () = &mut stop => break,
-                r = read_batch(&mut self.ingest, &self.core, self.scope, tracking, sink) => {
-                    r.context("reading the ring buffer")?;
-                }
-                step = next_step(self.tracking.as_mut()) => match step {
-                    Step::Tick => self.on_tick(sink)?,
-                    Step::Dumped(dump) => self.on_dump(dump?, sink),
-                },
-            }
-            if sink.turn()? == Flow::Stop {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    /// A tick: start a dump when one is due, else end what is due now.
-    fn on_tick<S: Sink<Derived = D>>(&mut self, sink: &mut S) -> anyhow::Result<()> {
-        let Some(t) = self.tracking.as_mut() else {
-            return Ok(());
-        };
-        let lost = self.probes.counters().lost();
-        if let Some(full) = t.paces.next(monotonic_ns(), lost > t.lost_at_dump) {
-            t.lost_at_dump = lost;
-            // On a blocking thread; events keep flowing meanwhile.
-            t.dumps.start(full)?;
-        } else {
-            // No dump this tick: still end the TIME_WAIT stays whose 60 s
-            // are up, as a reconcile would.
-            let mut core = self.core.lock();
-            let Core {
-                engine, derived, ..
-            } = &mut *core;
-            engine.expire(monotonic_ns(), derived);
-            sink.advanced(&core);
-        }
-        Ok(())
-    }
-
-    /// A dump ended: reconcile with it, account for it, refresh the tallies.
-    fn on_dump<S: Sink<Derived = D>>(&mut self, dump: Dump, sink: &mut S) {
-        let Some(t) = self.tracking.as_mut() else {
-            return;
-        };
-        let cpu_ns = match &dump.result {
-            Ok(()) => {
-                let engine_ns = reconcile(
-                    &mut self.ingest,
-                    &self.core,
-                    self.scope,
-                    sink,
-                    t.dumps.sockets(),
-                    &dump,
-                );
-                if dump.full {
-                    t.overflow_baseline = dump.overflow_before;
-                }
-                dump.cpu_ns + engine_ns
-            }
-            // Try again at the next interval, not the next tick.
-            Err(_) => dump.cpu_ns,
-        };
-        let interval = t.paces.done(dump.full, dump.start_ns, cpu_ns);
-        sink.dumped(&Dumped {
-            full: dump.full,
-            cpu_ns,
-            interval,
-            error: dump.result.as_ref().err(),
-        });
-        let tw_overflow_pending = match (t.overflow_baseline, dump.overflow_after) {
-            (Some(b), Some(a)) => a.saturating_sub(b),
-            _ => 0,
-        };
-        sink.tallied(&Tallies {
-            tw_overflow_pending,
-            lost: self.probes.counters().lost(),
-            undecodable: self.ingest.decode_errors,
-        });
-    }
-}
-
-/// Wait for events, then apply everything ready under one lock.
-async fn read_batch<D: Observer, S: Sink<Derived = D>>(
-    ingest: &mut Ingest,
-    core: &SharedCore<D>,
-    scope: NetnsScope,
-    tracking: bool,
-    sink: &mut S,
-) -> std::io::Result<()> {
-    // Collect first (the ring buffer wakes us), then lock once per batch.
-    let mut guard = None;
-    let n = ingest
-        .next_batch(|ev| {
-            let in_scope = scope.contains(ev);
-            if in_scope && tracking {
-                let core = guard.get_or_insert_with(|| core.lock());
-                let Core {
-                    engine, derived, ..
-                } = &mut **core;
-                engine.apply(ev, derived);
-            }
-            sink.event(ev, in_scope);
-        })
-        .await?;
-    sink.batch(n, guard.as_deref());
-    Ok(())
-}
-
-/// Apply the events older than the dump, reconcile with it, run the
-/// detectors. Returns the CPU time the engine's reconcile took: with the
-/// dump, what grows with the host's socket count (owner lookups for new leak
-/// flags are one-offs, and not counted).
-fn reconcile<D: Observer, S: Sink<Derived = D>>(
-    ingest: &mut Ingest,
-    core: &SharedCore<D>,
-    scope: NetnsScope,
-    sink: &mut S,
-    sockets: &[DiagSocket],
-    dump: &Dump,
-) -> u64 {
-    let mut guard = core.lock();
-    let Core {
-        engine,
-        detector,
-        derived,
-    } = &mut *guard;
-    ingest.drain_now(|ev| {
-        let in_scope = scope.contains(ev);
-        if in_scope {
-            engine.apply(ev, derived);
-        }
-        sink.event(ev, in_scope);
-    });
-    let cpu_before = thread_cpu_ns();
-    engine.reconcile(sockets, dump.start_ns, dump.full, derived);
-    let engine_ns = thread_cpu_ns().saturating_sub(cpu_before);
-    let engine = &*engine;
-    let changes = detector.update(
-        sockets,
-        dump.start_ns,
-        |cookie, st| engine.state_since(cookie, st),
-        owners_of,
-    );
-    sink.reconciled(&mut guard, sockets, &changes, dump.start_ns);
-    engine_ns
 }
 
 /// A future that completes on SIGINT or SIGTERM.

@@ -1,54 +1,161 @@
 //! Which network namespaces the pipeline follows: one [`NetnsScope`] value
-//! decides both which kernel events reach the engine and where sock_diag
-//! dumps come from, so the two always agree.
+//! decides both which kernel events reach the engine and which namespaces
+//! the [`super::DumpSource`] dumps, so the two always agree.
 //!
-//! Today the scope is the namespace the process runs in, the only one a
-//! sock_diag socket opened here can see.
-use std::os::unix::fs::MetadataExt as _;
+//! `--netns` chooses it ([`NetnsChoice`]): every namespace of the host (the
+//! default), `host` (the namespace tracer runs in), a name under
+//! `/run/netns`, an inode number, or `pid:N` (that process's namespace).
+use std::{os::unix::fs::MetadataExt as _, path::Path, str::FromStr};
 
-use crate::{
-    diag::{DiagError, DiagSocket, DumpOptions, Dumper},
-    event::SockEvent,
-};
+use anyhow::Context as _;
+
+use crate::{diag::own_netns, event::SockEvent};
+
+/// What `--netns` asked for, before it is resolved to an inode.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum NetnsChoice {
+    /// Every network namespace of the host.
+    #[default]
+    All,
+    /// The namespace tracer itself runs in.
+    Host,
+    /// `/run/netns/<name>`, as `ip netns add` makes.
+    Name(String),
+    /// A namespace inode, as events report it in `netns`.
+    Inode(u32),
+    /// The namespace of process `N`.
+    Pid(u32),
+}
+
+impl FromStr for NetnsChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<NetnsChoice, String> {
+        let s = s.trim();
+        Ok(match s {
+            "" => {
+                return Err(
+                    "an empty --netns; expected all, host, a /run/netns name, an inode or pid:N"
+                        .into(),
+                );
+            }
+            "all" => NetnsChoice::All,
+            "host" => NetnsChoice::Host,
+            _ if s.starts_with("pid:") => NetnsChoice::Pid(
+                s["pid:".len()..]
+                    .parse()
+                    .map_err(|_| format!("{s:?}: pid:N needs a process id"))?,
+            ),
+            _ if s.bytes().all(|b| b.is_ascii_digit()) => NetnsChoice::Inode(
+                s.parse()
+                    .map_err(|_| format!("{s:?} is not a namespace inode (too large)"))?,
+            ),
+            _ if s.contains('/') || s.starts_with('.') => {
+                return Err(format!(
+                    "{s:?} is not a /run/netns name; expected all, host, a name, an inode or pid:N"
+                ));
+            }
+            _ => NetnsChoice::Name(s.to_owned()),
+        })
+    }
+}
+
+impl std::fmt::Display for NetnsChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetnsChoice::All => f.write_str("all"),
+            NetnsChoice::Host => f.write_str("host"),
+            NetnsChoice::Name(n) => f.write_str(n),
+            NetnsChoice::Inode(i) => write!(f, "{i}"),
+            NetnsChoice::Pid(p) => write!(f, "pid:{p}"),
+        }
+    }
+}
 
 /// The network namespaces the pipeline follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NetnsScope {
-    /// Inode of the namespace (0: unreadable, then every event passes).
-    inode: u32,
+pub enum NetnsScope {
+    /// Every namespace; `own` is the one tracer runs in (0: unreadable).
+    All {
+        /// This process's namespace inode.
+        own: u32,
+    },
+    /// One namespace.
+    One {
+        /// Its inode (0: unreadable, then every event passes).
+        inode: u32,
+        /// True when it is the namespace tracer runs in (no setns needed).
+        own: bool,
+    },
 }
 
 impl NetnsScope {
-    /// The namespace this process runs in: what sock_diag answers for.
+    /// The namespace this process runs in (`--netns host`).
     pub fn own() -> NetnsScope {
-        let inode = std::fs::metadata("/proc/self/ns/net")
-            .map(|m| m.ino() as u32)
-            .unwrap_or(0);
-        NetnsScope { inode }
+        NetnsScope::One {
+            inode: own_netns(),
+            own: true,
+        }
     }
 
-    /// The namespace's inode, as the kernel programs report it in `netns`
-    /// (0 if unreadable).
-    pub fn inode(&self) -> u32 {
-        self.inode
+    /// Every namespace of the host (`--netns all`, the default).
+    pub fn all() -> NetnsScope {
+        NetnsScope::All { own: own_netns() }
+    }
+
+    /// Resolve a `--netns` choice: find the inode of a name or a process.
+    pub fn resolve(choice: &NetnsChoice) -> anyhow::Result<NetnsScope> {
+        let one = |inode: u32| NetnsScope::One {
+            inode,
+            own: inode == own_netns(),
+        };
+        Ok(match choice {
+            NetnsChoice::All => NetnsScope::all(),
+            NetnsChoice::Host => NetnsScope::own(),
+            NetnsChoice::Inode(i) => one(*i),
+            NetnsChoice::Name(n) => one(inode_of(&Path::new("/run/netns").join(n)).with_context(
+                || format!("--netns {n}: no network namespace /run/netns/{n} (see `ip netns list`)"),
+            )?),
+            NetnsChoice::Pid(p) => one(
+                inode_of(&Path::new("/proc").join(p.to_string()).join("ns/net")).with_context(
+                    || format!("--netns pid:{p}: cannot read the network namespace of process {p} (is it running? reading another user's needs CAP_SYS_PTRACE)"),
+                )?,
+            ),
+        })
+    }
+
+    /// The inode of the namespace tracer runs in (0 if unreadable).
+    pub fn own_inode(&self) -> u32 {
+        match *self {
+            NetnsScope::All { own } => own,
+            NetnsScope::One { inode, own: true } => inode,
+            NetnsScope::One { .. } => own_netns(),
+        }
+    }
+
+    /// True when every namespace is followed.
+    pub fn is_all(&self) -> bool {
+        matches!(self, NetnsScope::All { .. })
+    }
+
+    /// True when the namespace `inode` is followed.
+    pub fn covers(&self, inode: u32) -> bool {
+        match *self {
+            NetnsScope::All { .. } => true,
+            NetnsScope::One { inode: 0, .. } => true,
+            NetnsScope::One { inode: mine, .. } => inode == mine,
+        }
     }
 
     /// True for events of sockets in scope (or of unknown namespace).
     pub fn contains(&self, ev: &SockEvent) -> bool {
-        ev.netns == 0 || self.inode == 0 || ev.netns == self.inode
+        ev.netns == 0 || self.covers(ev.netns)
     }
+}
 
-    /// A sock_diag dumper that lists the sockets in scope.
-    pub fn dumper(&self, opts: DumpOptions) -> Result<Dumper, DiagError> {
-        Dumper::new(opts)
-    }
-
-    /// One dump of the sockets in scope, with a fresh dumper.
-    pub fn snapshot(&self, opts: DumpOptions) -> Result<Vec<DiagSocket>, DiagError> {
-        let mut out = Vec::new();
-        self.dumper(opts)?.dump_into(&mut out)?;
-        Ok(out)
-    }
+/// The inode of a namespace file.
+fn inode_of(path: &Path) -> std::io::Result<u32> {
+    Ok(std::fs::metadata(path)?.ino() as u32)
 }
 
 #[cfg(test)]
@@ -77,11 +184,50 @@ mod tests {
 
     #[test]
     fn the_scope_keeps_its_namespace_and_unknown_ones() {
-        let scope = NetnsScope { inode: 7 };
+        let scope = NetnsScope::One {
+            inode: 7,
+            own: false,
+        };
         assert!(scope.contains(&event(7)));
         assert!(scope.contains(&event(0)));
         assert!(!scope.contains(&event(8)));
-        let unknown = NetnsScope { inode: 0 };
+        let unknown = NetnsScope::One {
+            inode: 0,
+            own: true,
+        };
         assert!(unknown.contains(&event(8)));
+        assert!(NetnsScope::All { own: 7 }.contains(&event(8)));
+    }
+
+    #[test]
+    fn choices_parse_and_print() {
+        for (s, want) in [
+            ("all", NetnsChoice::All),
+            ("host", NetnsChoice::Host),
+            ("blue", NetnsChoice::Name("blue".into())),
+            ("4026531840", NetnsChoice::Inode(4026531840)),
+            ("pid:1", NetnsChoice::Pid(1)),
+        ] {
+            let got: NetnsChoice = s.parse().expect(s);
+            assert_eq!(got, want);
+            assert_eq!(got.to_string(), s);
+        }
+        for bad in ["", "pid:x", "a/b", "..", "99999999999"] {
+            assert!(bad.parse::<NetnsChoice>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_names_say_where_they_looked() {
+        let e = NetnsScope::resolve(&NetnsChoice::Name("tracer-no-such-ns".into()))
+            .expect_err("no such namespace");
+        assert!(
+            format!("{e:#}").contains("/run/netns/tracer-no-such-ns"),
+            "{e:#}"
+        );
+        assert_eq!(
+            NetnsScope::resolve(&NetnsChoice::Host).expect("host"),
+            NetnsScope::own()
+        );
     }
 }

@@ -42,6 +42,22 @@ pub struct Tallies {
     pub undecodable: u64,
 }
 
+/// The network namespaces after a dump.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetnsTally {
+    /// Namespaces followed (each with its own sock_diag sockets).
+    pub tracked: usize,
+    /// Namespaces that could not be entered (no `CAP_SYS_ADMIN`).
+    pub refused: usize,
+    /// Namespaces seen only in events: no process or mount tracer may
+    /// read names them (no `CAP_SYS_PTRACE`, or another pid namespace).
+    pub unnamed: usize,
+    /// Namespaces found beyond the cap.
+    pub over_cap: usize,
+    /// Sockets ended because their namespace vanished, in this dump.
+    pub ended: u64,
+}
+
 /// A command's outputs. Every method has a default that does nothing.
 /// Methods given a [`Core`] are called with its lock held: be brief.
 #[expect(unused_variables, reason = "default methods ignore their arguments")]
@@ -80,6 +96,9 @@ pub trait Sink {
 
     /// The counts after each reconcile dump (not after adoption).
     fn tallied(&mut self, tallies: &Tallies) {}
+
+    /// The namespaces after each dump (adoption included).
+    fn netns(&mut self, tally: &NetnsTally) {}
 
     /// One turn of the loop ended; the pipeline stops on [`Flow::Stop`] or
     /// an error.

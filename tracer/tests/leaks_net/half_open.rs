@@ -23,6 +23,9 @@ fn half_open_peer_vanished_is_flagged_and_a_busy_neighbour_is_not() {
         "2s",
         "--reconcile-interval",
         "250ms",
+        // This namespace only: its peers' sockets live in the others.
+        "--netns",
+        "host",
     ]);
     let url = format!("http://{}", agent.addr);
     let stop = Stop::default();
@@ -178,6 +181,9 @@ fn unanswered_keepalive_probes_are_half_open() {
         "1s",
         "--reconcile-interval",
         "250ms",
+        // This namespace only: its peers' sockets live in the others.
+        "--netns",
+        "host",
     ]);
     let url = format!("http://{}", agent.addr);
     let b_ip: IpAddr = pair.addr_b.parse().expect("addr");

@@ -22,13 +22,16 @@ fn connect_whose_syn_acks_are_dropped_is_a_stuck_handshake() {
          add rule inet tracer_test in ip saddr {b_ip} drop"
     );
     sh("ip", &["netns", "exec", &pair.a, "nft", &rule]);
-    const ARGS: [&str; 4] = [
+    const ARGS: [&str; 6] = [
         "--handshake-threshold",
         "2s",
         "--reconcile-interval",
         "250ms",
+        "--netns",
+        "host",
     ];
-    // An agent on each side: a sees the SYN_SENT socket, b the request socket.
+    // An agent on each side, each following its own namespace only: a sees
+    // the SYN_SENT socket, b the request socket.
     let agent_b = NetnsPair::in_ns(&pair.b, || Agent::start(&ARGS));
     let _inside = Inside::enter(&pair.a);
     let agent_a = Agent::start(&ARGS);

@@ -13,7 +13,15 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 #[test]
 fn idle_without_keepalive_is_a_risk_and_with_keepalive_is_not() {
     let _ns = Netns::enter("atrisk");
-    let agent = Agent::start(&["--idle-threshold", "2s", "--reconcile-interval", "250ms"]);
+    // This namespace only: other tests' namespaces hold idle sockets too.
+    let agent = Agent::start(&[
+        "--idle-threshold",
+        "2s",
+        "--reconcile-interval",
+        "250ms",
+        "--netns",
+        "host",
+    ]);
     let url = format!("http://{}", agent.addr);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");

@@ -89,7 +89,10 @@ fn request(s: &mut TcpStream, close: bool, stop: &AtomicBool) -> bool {
 #[test]
 fn busy_keep_alive_http_for_30_seconds_raises_no_flags() {
     let _ns = Netns::enter("nofalse");
+    // This namespace only: other tests' namespaces raise flags of their own.
     let agent = Agent::start(&[
+        "--netns",
+        "host",
         "--half-open-threshold",
         "2s",
         "--handshake-threshold",

@@ -1,0 +1,83 @@
+//! Finding the network namespaces of the host: the mounts under
+//! `/run/netns` (what `ip netns add` makes) and every process's
+//! `/proc/<pid>/ns/net`. A namespace that neither names, but whose sockets
+//! send events, is still seen in the events' `netns` (see
+//! [`super::dumps::Census`]).
+//!
+//! Reading another user's `/proc/<pid>/ns/net` needs `CAP_SYS_PTRACE`;
+//! processes whose link cannot be read are counted, not fatal.
+use std::{
+    collections::BTreeMap,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+/// Where each namespace found can be opened.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Namespace inode -> a path that opens it (a `/run/netns` mount first).
+    pub paths: BTreeMap<u32, PathBuf>,
+    /// Processes whose `ns/net` could not be read (permission, or gone).
+    pub unreadable: u32,
+}
+
+/// Scan `/run/netns` and `/proc` for network namespaces.
+pub fn discover() -> Found {
+    let mut found = Found::default();
+    scan(Path::new("/run/netns"), None, &mut found);
+    scan(Path::new("/proc"), Some("ns/net"), &mut found);
+    found
+}
+
+/// Add every entry of `dir` (with `suffix` joined, for `/proc/<pid>`).
+fn scan(dir: &Path, suffix: Option<&str>, found: &mut Found) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if suffix.is_some() && !name.as_encoded_bytes().iter().all(u8::is_ascii_digit) {
+            continue;
+        }
+        let path = match suffix {
+            Some(s) => entry.path().join(s),
+            None => entry.path(),
+        };
+        match std::fs::metadata(&path) {
+            // A file under /run/netns that is not a mounted namespace is
+            // on the tmpfs (an `ip netns add` that failed half-way).
+            Ok(_) if suffix.is_none() && !is_nsfs(&path) => {}
+            Ok(m) => {
+                found.paths.entry(m.ino() as u32).or_insert(path);
+            }
+            Err(_) if suffix.is_some() => found.unreadable += 1,
+            Err(_) => {}
+        }
+    }
+}
+
+/// True when `path` is a namespace file (on nsfs), not a plain file.
+fn is_nsfs(path: &Path) -> bool {
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into the zeroed struct we own; `c` is a valid
+    // NUL-terminated path.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == NSFS_MAGIC
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_own_namespace_is_found() {
+        let own = crate::diag::own_netns();
+        let found = discover();
+        assert!(found.paths.contains_key(&own), "{found:?}");
+    }
+}

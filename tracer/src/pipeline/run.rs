@@ -1,0 +1,319 @@
+//! The pipeline's event loop: read batches of events into the engine,
+//! start a dump when one is due, reconcile with it when it ends. Namespaces
+//! dumped for the first time are adopted, vanished ones end their sockets,
+//! and unreachable ones are reported once, in one sentence each.
+use std::{collections::HashMap, future::Future};
+
+use anyhow::Context as _;
+
+use super::{
+    Census, Core, Dump, MAX_NETNS, NetnsScope, Pipeline, SharedCore, Tracking,
+    clock::{monotonic_ns, thread_cpu_ns},
+    sink::{Dumped, Flow, NetnsTally, Sink, Tallies},
+};
+use crate::{
+    diag::{DiagSocket, owners_of},
+    engine::Observer,
+    ingest::Ingest,
+};
+
+/// What woke the dump side of the loop.
+enum Step {
+    Tick,
+    Dumped(anyhow::Result<Box<Dump>>),
+}
+
+/// The next tick, or the end of the dump in progress; never without tracking.
+async fn next_step(tracking: Option<&mut Tracking>) -> Step {
+    match tracking {
+        None => std::future::pending().await,
+        Some(t) if t.dumps.busy() => Step::Dumped(t.dumps.finished().await.map(Box::new)),
+        Some(t) => {
+            t.tick.tick().await;
+            Step::Tick
+        }
+    }
+}
+
+impl<D: Observer> Pipeline<D> {
+    /// Run until `stop` completes, the sink says stop, or reading fails.
+    pub async fn run<S: Sink<Derived = D>>(
+        &mut self,
+        sink: &mut S,
+        stop: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        tokio::pin!(stop);
+        loop {
+            let tracking = self.tracking.is_some();
+            let seen = (tracking && self.scope.is_all()).then_some(&mut self.event_netns);
+            tokio::select! {
+                () = &mut stop => break,
+                r = read_batch(&mut self.ingest, &self.core, self.scope, tracking, seen, sink) => {
+                    r.context("reading the ring buffer")?;
+                }
+                step = next_step(self.tracking.as_mut()) => match step {
+                    Step::Tick => self.on_tick(sink)?,
+                    Step::Dumped(dump) => self.on_dump(*dump?, sink),
+                },
+            }
+            if sink.turn()? == Flow::Stop {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// A tick: start a dump when one is due, else end what is due now.
+    fn on_tick<S: Sink<Derived = D>>(&mut self, sink: &mut S) -> anyhow::Result<()> {
+        let Some(t) = self.tracking.as_mut() else {
+            return Ok(());
+        };
+        let lost = self.probes.counters().lost();
+        if let Some(full) = t.paces.next(monotonic_ns(), lost > t.lost_at_dump) {
+            t.lost_at_dump = lost;
+            // On a blocking thread; events keep flowing meanwhile.
+            t.dumps.start(full);
+        } else {
+            // No dump this tick: still end the TIME_WAIT stays whose 60 s
+            // are up, as a reconcile would.
+            let mut core = self.core.lock();
+            let Core {
+                engine, derived, ..
+            } = &mut *core;
+            engine.expire(monotonic_ns(), derived);
+            sink.advanced(&core);
+        }
+        Ok(())
+    }
+
+    /// A dump ended: reconcile with it, account for it, refresh the tallies.
+    fn on_dump<S: Sink<Derived = D>>(&mut self, dump: Dump, sink: &mut S) {
+        let Some(t) = self.tracking.as_mut() else {
+            return;
+        };
+        let mut ended = 0;
+        let cpu_ns = match &dump.result {
+            Ok(()) => {
+                let (engine_ns, n) = reconcile(
+                    &mut self.ingest,
+                    &self.core,
+                    self.scope,
+                    sink,
+                    t.dumps.sockets(),
+                    &dump,
+                );
+                ended = n;
+                if dump.full {
+                    t.overflow_baseline = dump.overflow_before;
+                }
+                dump.cpu_ns + engine_ns
+            }
+            // Try again at the next interval, not the next tick. Vanished
+            // namespaces are gone all the same.
+            Err(_) => {
+                let mut core = self.core.lock();
+                let Core {
+                    engine, derived, ..
+                } = &mut *core;
+                for &g in &dump.gone {
+                    ended += engine.end_netns(g, dump.start_ns, derived);
+                }
+                dump.cpu_ns
+            }
+        };
+        let interval = t.paces.done(dump.full, dump.start_ns, cpu_ns);
+        sink.dumped(&Dumped {
+            full: dump.full,
+            cpu_ns,
+            interval,
+            error: dump.result.as_ref().err(),
+        });
+        let tw_overflow_pending = match (t.overflow_baseline, dump.overflow_after) {
+            (Some(b), Some(a)) => a.saturating_sub(b),
+            _ => 0,
+        };
+        sink.tallied(&Tallies {
+            tw_overflow_pending,
+            lost: self.probes.counters().lost(),
+            undecodable: self.ingest.decode_errors,
+        });
+        tally_netns(t, &mut self.event_netns, &dump, ended, sink);
+    }
+}
+
+/// How long a namespace seen only in events stays counted without events.
+const UNNAMED_TTL_NS: u64 = 300_000_000_000;
+
+/// Which sentences about unreachable namespaces were said.
+#[derive(Debug, Default)]
+pub(super) struct Warned {
+    refused: bool,
+    unnamed: bool,
+    over_cap: bool,
+}
+
+/// Up to 8 inodes, and how many more.
+fn some(inodes: &[u32]) -> String {
+    let mut s: Vec<String> = inodes.iter().take(8).map(u32::to_string).collect();
+    if inodes.len() > 8 {
+        s.push(format!("and {} more", inodes.len() - 8));
+    }
+    s.join(", ")
+}
+
+impl Warned {
+    /// Say, once per reason, which namespaces cannot be followed and why.
+    fn say(&mut self, c: &Census, unnamed: &[u32]) {
+        const LOSS: &str = "their sockets are known only from kernel events, \
+            without adoption, reconciliation, TIME_WAIT confirmation or leak detection";
+        if !self.refused && !c.refused.is_empty() {
+            self.refused = true;
+            eprintln!(
+                "tracer: {} network namespace(s) cannot be followed ({}): entering another \
+                 namespace needs CAP_SYS_ADMIN; {LOSS}",
+                c.refused.len(),
+                some(&c.refused)
+            );
+        }
+        if !self.unnamed && !unnamed.is_empty() {
+            self.unnamed = true;
+            eprintln!(
+                "tracer: {} network namespace(s) seen in events cannot be opened ({}): no \
+                 process or /run/netns mount that tracer may read holds them (reading other \
+                 users' /proc/<pid>/ns/net needs CAP_SYS_PTRACE, and tracer must share the \
+                 host's pid namespace); {LOSS}",
+                unnamed.len(),
+                some(unnamed)
+            );
+        }
+        if !self.over_cap && c.over_cap > 0 {
+            self.over_cap = true;
+            eprintln!(
+                "tracer: {} network namespace(s) beyond the cap of {MAX_NETNS} are not \
+                 followed; {LOSS}",
+                c.over_cap
+            );
+        }
+    }
+}
+
+/// After a dump: which namespaces are followed, which cannot be, and tell
+/// the sink. Namespaces seen in events that no discovery found (and that
+/// had events in the last 5 minutes) count as unnamed.
+pub(super) fn tally_netns<S: Sink>(
+    t: &mut Tracking,
+    event_netns: &mut HashMap<u32, u64>,
+    dump: &Dump,
+    ended: u64,
+    sink: &mut S,
+) {
+    let c = &dump.census;
+    let newest = event_netns.values().copied().max().unwrap_or(0);
+    event_netns.retain(|n, ts| {
+        c.known.binary_search(n).is_err() && ts.saturating_add(UNNAMED_TTL_NS) >= newest
+    });
+    let mut unnamed: Vec<u32> = event_netns.keys().copied().collect();
+    unnamed.sort_unstable();
+    t.warned.say(c, &unnamed);
+    sink.netns(&NetnsTally {
+        tracked: c.tracked,
+        refused: c.refused.len(),
+        unnamed: unnamed.len(),
+        over_cap: c.over_cap,
+        ended,
+    });
+}
+
+/// Wait for events, then apply everything ready under one lock.
+async fn read_batch<D: Observer, S: Sink<Derived = D>>(
+    ingest: &mut Ingest,
+    core: &SharedCore<D>,
+    scope: NetnsScope,
+    tracking: bool,
+    mut seen: Option<&mut HashMap<u32, u64>>,
+    sink: &mut S,
+) -> std::io::Result<()> {
+    // Collect first (the ring buffer wakes us), then lock once per batch.
+    let mut guard = None;
+    let mut last_netns = 0;
+    let n = ingest
+        .next_batch(|ev| {
+            if let Some(seen) = seen.as_deref_mut()
+                && ev.netns != last_netns
+                && ev.netns != 0
+            {
+                last_netns = ev.netns;
+                if seen.len() < MAX_NETNS || seen.contains_key(&ev.netns) {
+                    seen.insert(ev.netns, ev.ts_ns);
+                }
+            }
+            let in_scope = scope.contains(ev);
+            if in_scope && tracking {
+                let core = guard.get_or_insert_with(|| core.lock());
+                let Core {
+                    engine, derived, ..
+                } = &mut **core;
+                engine.apply(ev, derived);
+            }
+            sink.event(ev, in_scope);
+        })
+        .await?;
+    sink.batch(n, guard.as_deref());
+    Ok(())
+}
+
+/// Apply the events older than the dump, reconcile the namespaces it
+/// covers, adopt those dumped for the first time, end the sockets of
+/// vanished ones, run the detectors. Returns the CPU time the engine took:
+/// with the dump, what grows with the host's socket count (owner lookups
+/// for new leak flags are one-offs, and not counted), and how many sockets
+/// ended with their namespace.
+fn reconcile<D: Observer, S: Sink<Derived = D>>(
+    ingest: &mut Ingest,
+    core: &SharedCore<D>,
+    scope: NetnsScope,
+    sink: &mut S,
+    sockets: &[DiagSocket],
+    dump: &Dump,
+) -> (u64, u64) {
+    let mut guard = core.lock();
+    let Core {
+        engine,
+        detector,
+        derived,
+    } = &mut *guard;
+    ingest.drain_now(|ev| {
+        let in_scope = scope.contains(ev);
+        if in_scope {
+            engine.apply(ev, derived);
+        }
+        sink.event(ev, in_scope);
+    });
+    let cpu_before = thread_cpu_ns();
+    let covered = &dump.covered;
+    let own_covered = covered.binary_search(&scope.own_inode()).is_ok();
+    let (old, fresh) = sockets.split_at(dump.fresh_from.min(sockets.len()));
+    engine.reconcile_within(
+        old,
+        dump.start_ns,
+        dump.full,
+        |n| covered.binary_search(&n).is_ok() || (n == 0 && own_covered),
+        derived,
+    );
+    engine.adopt(fresh, dump.start_ns);
+    let ended: u64 = dump
+        .gone
+        .iter()
+        .map(|&g| engine.end_netns(g, dump.start_ns, derived))
+        .sum();
+    let engine_ns = thread_cpu_ns().saturating_sub(cpu_before);
+    let engine = &*engine;
+    let changes = detector.update(
+        sockets,
+        dump.start_ns,
+        |cookie, st| engine.state_since(cookie, st),
+        owners_of,
+    );
+    sink.reconciled(&mut guard, sockets, &changes, dump.start_ns);
+    (engine_ns, ended)
+}

@@ -1,0 +1,397 @@
+//! Privileged tests of every network namespace, followed by default: plain
+//! `ip netns` namespaces made by each test (named `tr-<tag>-<pid>`, deleted
+//! on drop even when the test fails), sockets made inside them by a thread
+//! that entered them, and an agent in the host's namespace that names each
+//! socket's namespace. Each test looks only at its own namespaces.
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use common::{Agent, NetnsPair, require_root, sh, wait_until};
+use serde_json::Value;
+
+const NO_AGENT: &str = "http://127.0.0.1:1";
+
+/// A plain `ip netns add` namespace with loopback up; deleted on drop.
+struct PlainNs {
+    name: String,
+    inode: u64,
+}
+
+impl PlainNs {
+    fn new(tag: &str) -> PlainNs {
+        require_root();
+        let name = format!("tr-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        sh("ip", &["netns", "add", &name]);
+        let ns = PlainNs {
+            inode: std::fs::metadata(format!("/run/netns/{name}"))
+                .expect("netns mount")
+                .ino(),
+            name,
+        };
+        sh("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Run `f` inside the namespace.
+    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        NetnsPair::in_ns(&self.name, f)
+    }
+
+    /// `ss -tan` inside: live sockets per state, named as the API names them.
+    fn ss_states(&self) -> BTreeMap<String, usize> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "ss", "-tanH"])
+            .output()
+            .expect("ss");
+        let mut m = BTreeMap::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Some(state) = line.split_whitespace().next() else {
+                continue;
+            };
+            let name = match state {
+                "ESTAB" => "established".to_owned(),
+                "FIN-WAIT-1" => "fin_wait1".to_owned(),
+                "FIN-WAIT-2" => "fin_wait2".to_owned(),
+                s => s.to_ascii_lowercase().replace('-', "_"),
+            };
+            *m.entry(name).or_default() += 1;
+        }
+        m
+    }
+}
+
+impl Drop for PlainNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Live sockets per state the agent lists in namespace `inode`.
+fn api_states(agent: &Agent, inode: u64) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for s in agent.json("/api/v1/sockets").as_array().expect("array") {
+        if s["netns"] == inode && s["live"] == true {
+            let state = s["state"].as_str().expect("state").to_owned();
+            *m.entry(state).or_default() += 1;
+        }
+    }
+    m
+}
+
+/// `n` connections to a listener inside `ns`, closed by their clients: the
+/// server ends sit in CLOSE_WAIT, held by this process. Returns the port
+/// and the server ends.
+fn leak_close_wait(ns: &PlainNs, n: usize) -> (u16, Vec<TcpStream>) {
+    ns.run(move || {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let mut held = Vec::new();
+        for _ in 0..n {
+            let c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            held.push(l.accept().expect("accept").0);
+            drop(c);
+        }
+        (port, held)
+    })
+}
+
+/// `tracer leaks ARGS --json`: (exit status, report).
+fn tracer_leaks(args: &[&str]) -> (i32, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .arg("leaks")
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("run tracer leaks");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{e}: {text}\n{}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().expect("exit code"), report)
+}
+
+/// Flags of a report whose local port is `port`.
+fn flags_on(report: &Value, port: u16) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    for g in report["leaks"].as_array().expect("leaks") {
+        for f in g["sockets"].as_array().expect("sockets") {
+            let mine = f["local"]
+                .as_str()
+                .is_some_and(|l| l.ends_with(&format!(":{port}")));
+            if mine && !out.iter().any(|o| o["cookie"] == f["cookie"]) {
+                out.push(f.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Each flag names the namespace, this process and one of `fds`.
+fn assert_named(flags: &[Value], inode: u64, fds: &[i32]) {
+    for f in flags {
+        assert_eq!(f["netns"], inode, "{f:#}");
+        let me = std::process::id();
+        let owner = f["owners"]
+            .as_array()
+            .expect("owners")
+            .iter()
+            .find(|o| o["pid"] == me)
+            .unwrap_or_else(|| panic!("owner {me} not named: {f:#}"));
+        let fd = owner["fd"].as_i64().expect("fd") as i32;
+        assert!(fds.contains(&fd), "fd {fd} not one of {fds:?}");
+    }
+}
+
+#[test]
+fn a_leak_in_a_namespace_made_after_the_agent_is_named_from_the_host() {
+    let agent = Agent::start(&[
+        "--close-wait-threshold",
+        "1s",
+        "--reconcile-interval",
+        "250ms",
+    ]);
+    let url = format!("http://{}", agent.addr);
+    let ns = PlainNs::new("nsleak");
+    let (port, held) = leak_close_wait(&ns, 3);
+    let leaked = Instant::now();
+    let fds: Vec<i32> = held.iter().map(|s| s.as_raw_fd()).collect();
+
+    // The API lists them, with their namespace.
+    let listed = wait_until(Duration::from_secs(5), || {
+        let v = agent.json(&format!("/api/v1/sockets?state=close_wait&port={port}"));
+        let a = v.as_array().expect("array");
+        a.len() == 3 && a.iter().all(|s| s["netns"] == ns.inode)
+    });
+    assert!(
+        listed,
+        "{}",
+        agent.get(&format!("/api/v1/sockets?port={port}"))
+    );
+
+    // The agent's report names pid, fd, age and namespace. Flags come only
+    // from dumps: raised 1 s (the threshold) after the leak began, plus at
+    // most one reconcile interval (250 ms) once the namespace is dumped, so
+    // the new namespace was adopted within about one interval.
+    let mut report = Value::Null;
+    let flagged = wait_until(Duration::from_secs(6), || {
+        report = tracer_leaks(&["--agent", &url]).1;
+        flags_on(&report, port).len() == 3
+    });
+    assert!(flagged, "{report:#}");
+    assert!(
+        leaked.elapsed() < Duration::from_millis(2500),
+        "flagged {:?} after the leak began",
+        leaked.elapsed()
+    );
+    let flags = flags_on(&report, port);
+    assert_named(&flags, ns.inode, &fds);
+    for f in &flags {
+        assert!(f["age_seconds"].as_f64().is_some_and(|a| a >= 1.0), "{f:#}");
+        assert_eq!(f["age_is_lower_bound"], false, "seen from its birth: {f:#}");
+    }
+    // Narrowed to the host's namespace, the agent's report has none of them.
+    let (_, host_only) = tracer_leaks(&["--agent", &url, "--netns", "host"]);
+    assert!(flags_on(&host_only, port).is_empty(), "{host_only:#}");
+
+    // Without an agent: a snapshot of every namespace names them too.
+    let (code, snap) = tracer_leaks(&["--agent", NO_AGENT]);
+    assert_eq!(code, 1);
+    let flags = flags_on(&snap, port);
+    assert_eq!(flags.len(), 3, "{snap:#}");
+    assert_named(&flags, ns.inode, &fds);
+    let (_, by_name) = tracer_leaks(&["--agent", NO_AGENT, "--netns", &ns.name]);
+    assert_eq!(flags_on(&by_name, port).len(), 3, "{by_name:#}");
+    let (_, host) = tracer_leaks(&["--agent", NO_AGENT, "--netns", "host"]);
+    assert!(flags_on(&host, port).is_empty(), "{host:#}");
+
+    // The table shows the namespace.
+    let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(["leaks", "--agent", NO_AGENT, "--netns", &ns.name])
+        .output()
+        .expect("tracer leaks");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains(&ns.inode.to_string()), "{table}");
+
+    // Per-state counts agree with `ss -tan` inside the namespace.
+    let mut seen = (BTreeMap::new(), BTreeMap::new());
+    let agree = wait_until(Duration::from_secs(5), || {
+        seen = (api_states(&agent, ns.inode), ns.ss_states());
+        seen.0 == seen.1
+    });
+    assert!(agree, "(agent, ss): {seen:?}");
+    drop(held);
+}
+
+#[test]
+fn the_same_four_tuple_in_two_namespaces_is_kept_apart() {
+    let agent = Agent::start(&["--reconcile-interval", "250ms"]);
+    let (a, b) = (PlainNs::new("tuplea"), PlainNs::new("tupleb"));
+    let pair = |ns: &PlainNs| {
+        ns.run(|| {
+            let l = TcpListener::bind("127.0.0.1:8080").expect("bind 8080");
+            let c = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                .expect("socket");
+            let from: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+            c.bind(&from.into()).expect("bind 40000");
+            let to: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+            c.connect(&to.into()).expect("connect");
+            let s = l.accept().expect("accept").0;
+            (l, TcpStream::from(c), s)
+        })
+    };
+    let (la, ca, sa) = pair(&a);
+    let (_lb, _cb, _sb) = pair(&b);
+    let per_ns = |inode: u64| -> Vec<Value> {
+        agent
+            .json("/api/v1/sockets?port=8080")
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter(|s| s["netns"] == inode && s["live"] == true)
+            .cloned()
+            .collect()
+    };
+    let both = wait_until(Duration::from_secs(5), || {
+        per_ns(a.inode).len() == 3 && per_ns(b.inode).len() == 3
+    });
+    assert!(both, "a: {:#?}\nb: {:#?}", per_ns(a.inode), per_ns(b.inode));
+    let mut cookies: Vec<u64> = per_ns(a.inode)
+        .iter()
+        .chain(&per_ns(b.inode))
+        .map(|s| s["cookie"].as_u64().expect("cookie"))
+        .collect();
+    cookies.sort_unstable();
+    cookies.dedup();
+    assert_eq!(cookies.len(), 6, "six sockets, six cookies");
+
+    // a's client closes first: TIME_WAIT in a; b's connection is untouched.
+    drop(ca);
+    std::thread::sleep(Duration::from_millis(50));
+    drop(sa);
+    drop(la);
+    let apart = wait_until(Duration::from_secs(5), || {
+        let a_tw = per_ns(a.inode)
+            .iter()
+            .filter(|s| s["state"] == "time_wait")
+            .count();
+        let b_est = per_ns(b.inode)
+            .iter()
+            .filter(|s| s["state"] == "established")
+            .count();
+        a_tw == 1 && b_est == 2
+    });
+    assert!(
+        apart,
+        "a: {:#?}\nb: {:#?}",
+        per_ns(a.inode),
+        per_ns(b.inode)
+    );
+    for ns in [&a, &b] {
+        let mut seen = (BTreeMap::new(), BTreeMap::new());
+        let agree = wait_until(Duration::from_secs(5), || {
+            seen = (api_states(&agent, ns.inode), ns.ss_states());
+            seen.0 == seen.1
+        });
+        assert!(agree, "{}: (agent, ss): {seen:?}", ns.name);
+    }
+}
+
+#[test]
+fn a_deleted_namespace_ends_cleanly() {
+    let agent = Agent::start(&[
+        "--reconcile-interval",
+        "250ms",
+        "--time-wait-interval",
+        "500ms",
+    ]);
+    let ns = PlainNs::new("nsgone");
+    let inode = ns.inode;
+    // A connection its client closes first: a TIME_WAIT socket that lives
+    // on after every process let go, until the namespace is destroyed.
+    ns.run(|| {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let c = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let s = l.accept().expect("accept").0;
+        drop(c);
+        std::thread::sleep(Duration::from_millis(50));
+        drop(s);
+    });
+    let tw = || -> Vec<Value> {
+        agent
+            .json("/api/v1/sockets?state=time_wait")
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter(|s| s["netns"] == inode)
+            .cloned()
+            .collect()
+    };
+    // Confirmed by a full dump: the agent follows the namespace.
+    assert!(
+        wait_until(Duration::from_secs(5), || tw()
+            .first()
+            .is_some_and(|s| s["time_wait_confirmed"] == true)),
+        "{:#?}",
+        tw()
+    );
+    let cookie = tw()[0]["cookie"].as_u64().expect("cookie");
+    let tracked = agent.metric("tracer_netns_tracked");
+    drop(ns);
+    let mut ended = Value::Null;
+    let gone = wait_until(Duration::from_secs(5), || {
+        let all = agent.json("/api/v1/sockets");
+        let arr = all.as_array().expect("array");
+        if let Some(s) = arr.iter().find(|s| s["cookie"] == cookie) {
+            ended = s.clone();
+        }
+        !arr.iter().any(|s| s["netns"] == inode && s["live"] == true)
+    });
+    assert!(
+        gone,
+        "sockets of the deleted namespace still live: {:#?}",
+        agent.json("/api/v1/sockets").as_array().map(|a| a
+            .iter()
+            .filter(|s| s["netns"] == inode)
+            .cloned()
+            .collect::<Vec<_>>())
+    );
+    assert_eq!(ended["time_wait_ended"], "reset", "{ended:#}");
+    assert!(
+        wait_until(Duration::from_secs(3), || agent
+            .metric("tracer_netns_tracked")
+            < tracked),
+        "the namespace is still followed"
+    );
+}
+
+#[test]
+fn netns_host_follows_only_the_agents_own_namespace() {
+    let agent = Agent::start(&[
+        "--close-wait-threshold",
+        "1s",
+        "--reconcile-interval",
+        "250ms",
+        "--netns",
+        "host",
+    ]);
+    let url = format!("http://{}", agent.addr);
+    let ns = PlainNs::new("nshost");
+    let (port, held) = leak_close_wait(&ns, 2);
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, report) = tracer_leaks(&["--agent", &url]);
+    assert!(flags_on(&report, port).is_empty(), "{report:#}");
+    let listed = agent.json(&format!("/api/v1/sockets?port={port}"));
+    assert_eq!(listed.as_array().map(Vec::len), Some(0), "{listed:#}");
+    assert_eq!(agent.metric("tracer_netns_tracked"), 1.0);
+    assert!(agent.metric("tracer_events_other_netns_total") > 0.0);
+    drop(held);
+}
