@@ -49,11 +49,123 @@ fn without_cap_dac_read_search_the_leak_is_flagged_but_its_owner_unnamed() {
     owner_unnamed_without("dac_read_search", "capsnodac");
 }
 
+/// Another `ip netns` namespace, deleted on drop.
+struct OtherNs(String);
+
+impl OtherNs {
+    fn new(tag: &str) -> OtherNs {
+        let name = format!("tr-{tag}-{}", std::process::id());
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &name])
+            .output();
+        common::sh("ip", &["netns", "add", &name]);
+        common::sh("ip", &["-n", &name, "link", "set", "lo", "up"]);
+        OtherNs(name)
+    }
+
+    fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(format!("/run/netns/{}", self.0))
+            .expect("netns")
+            .ino()
+    }
+}
+
+impl Drop for OtherNs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .output();
+    }
+}
+
+/// With the manifest's capabilities (SYS_ADMIN among them) the agent
+/// follows every namespace: a leak in another one is named, with its
+/// namespace.
+#[test]
+fn with_the_manifests_capabilities_a_leak_in_another_namespace_is_named() {
+    let _ns = Netns::enter("capsallns");
+    let other = OtherNs::new("capsallnsx");
+    let leak = common::NetnsPair::in_ns(&other.0, close_wait_leak);
+    let agent = CapAgent::start_with(&Grant::Ambient(CAPS.to_vec()), &[]);
+    agent.assert_runs_as_nobody_with(&CAPS);
+    let pid = std::process::id();
+    let mut last = None;
+    let named = common::wait_until(Duration::from_secs(10), || {
+        last = flag_on(&agent, leak.port);
+        last.as_ref().is_some_and(|(f, _)| {
+            f["owners"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|o| o["pid"] == pid && o["fd"] == leak.fd))
+        })
+    });
+    assert!(named, "no flag naming pid {pid} fd {}: {last:?}", leak.fd);
+    let (flag, _) = last.expect("flag");
+    assert_eq!(flag["netns"], other.inode(), "{flag}");
+    assert_eq!(
+        metric(
+            &agent,
+            "tracer_netns_unreachable{reason=\"no_cap_sys_admin\"}"
+        ),
+        Some(0.0)
+    );
+}
+
+/// Without CAP_SYS_ADMIN the agent cannot enter other namespaces: it says
+/// so once, in one sentence, counts them, and goes on with its own.
+#[test]
+fn without_cap_sys_admin_other_namespaces_are_unreachable_and_the_rest_goes_on() {
+    let _ns = Netns::enter("capsnoadm");
+    // Another namespace for sure, besides the host's.
+    let _other = OtherNs::new("capsnoadmx");
+    let caps = without("sys_admin");
+    let mut agent = CapAgent::start_with(&Grant::Ambient(caps.clone()), &[]);
+    agent.assert_runs_as_nobody_with(&caps);
+    let leak = close_wait_leak();
+    let pid = std::process::id();
+    let named = common::wait_until(Duration::from_secs(10), || {
+        flag_on(&agent, leak.port).is_some_and(|(f, _)| {
+            f["owners"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|o| o["pid"] == pid && o["fd"] == leak.fd))
+        })
+    });
+    assert!(
+        named,
+        "the leak in the agent's own namespace is still named"
+    );
+    let series = "tracer_netns_unreachable{reason=\"no_cap_sys_admin\"}";
+    assert!(
+        common::wait_until(Duration::from_secs(5), || metric(&agent, series)
+            .is_some_and(|n| n >= 1.0)),
+        "{series}: {:?}",
+        metric(&agent, series)
+    );
+    assert_eq!(metric(&agent, "tracer_netns_tracked"), Some(1.0));
+    let (_, stderr) = agent.exit(Duration::ZERO);
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("CAP_SYS_ADMIN"))
+        .collect();
+    assert_eq!(said.len(), 1, "one sentence: {stderr}");
+    assert!(
+        said[0].contains("cannot be followed") && said[0].ends_with("leak detection"),
+        "{}",
+        said[0]
+    );
+}
+
 #[test]
 fn without_cap_bpf_or_cap_perfmon_the_agent_does_not_start() {
     let _ns = Netns::enter("capsnobpf");
     for missing in ["bpf", "perfmon"] {
-        let mut agent = CapAgent::spawn(&Grant::Ambient(without(missing)));
+        // CAP_SYS_ADMIN would stand in for either (bpf_capable() and
+        // perfmon_capable() accept it): leave it out too.
+        let caps: Vec<&str> = without(missing)
+            .into_iter()
+            .filter(|c| *c != "sys_admin")
+            .collect();
+        let mut agent = CapAgent::spawn(&Grant::Ambient(caps));
         let (status, stderr) = agent.exit(Duration::from_secs(20));
         assert_eq!(
             status.and_then(|s| s.code()),

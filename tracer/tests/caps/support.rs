@@ -14,7 +14,13 @@ use crate::common::{http_get, metric_value, wait_until};
 use serde_json::Value;
 
 /// What the manifest adds and the image's setcap grants, in setpriv's names.
-pub(crate) const CAPS: [&str; 4] = ["bpf", "perfmon", "sys_ptrace", "dac_read_search"];
+pub(crate) const CAPS: [&str; 5] = [
+    "bpf",
+    "perfmon",
+    "sys_ptrace",
+    "dac_read_search",
+    "sys_admin",
+];
 /// The manifest's runAsUser and runAsGroup.
 pub(crate) const NOBODY: &str = "65534";
 /// Leaks flagged after 1 s, owners looked for 4 times a second.
@@ -24,6 +30,9 @@ pub(crate) const AGENT_ARGS: [&str; 4] = [
     "--reconcile-interval",
     "250ms",
 ];
+/// The agent's own namespace only: each test runs in its own, and the
+/// leaks of the others (held by this same process) would count too.
+pub(crate) const OWN_NETNS: [&str; 2] = ["--netns", "host"];
 
 pub(crate) fn repo_file(rel: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel);
@@ -35,6 +44,7 @@ pub(crate) fn cap_number(name: &str) -> u32 {
     match name {
         "dac_read_search" => 2,
         "sys_ptrace" => 19,
+        "sys_admin" => 21,
         "perfmon" => 38,
         "bpf" => 39,
         other => panic!("capability {other} is not in this test's table"),
@@ -74,8 +84,14 @@ pub(crate) struct CapAgent {
 }
 
 impl CapAgent {
-    /// Spawn `tracer run` on a free loopback port of this thread's namespace.
+    /// Spawn `tracer run` on a free loopback port of this thread's
+    /// namespace, following that namespace only.
     pub(crate) fn spawn(grant: &Grant) -> CapAgent {
+        CapAgent::spawn_with(grant, &OWN_NETNS)
+    }
+
+    /// Spawn `tracer run` with `extra` arguments.
+    pub(crate) fn spawn_with(grant: &Grant, extra: &[&str]) -> CapAgent {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -103,6 +119,7 @@ impl CapAgent {
         let mut child = cmd
             .args(["run", "--listen", &addr.to_string()])
             .args(AGENT_ARGS)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -122,7 +139,12 @@ impl CapAgent {
 
     /// Spawn and wait until /healthz answers 200.
     pub(crate) fn start(grant: &Grant) -> CapAgent {
-        let mut agent = CapAgent::spawn(grant);
+        CapAgent::start_with(grant, &OWN_NETNS)
+    }
+
+    /// [`CapAgent::start`] with `extra` arguments instead of `--netns host`.
+    pub(crate) fn start_with(grant: &Grant, extra: &[&str]) -> CapAgent {
+        let mut agent = CapAgent::spawn_with(grant, extra);
         let addr = agent.addr;
         let mut exited = false;
         let up = wait_until(Duration::from_secs(30), || {
@@ -192,9 +214,9 @@ impl Drop for CapAgent {
 /// client closed, the server never will.
 pub(crate) struct Leak {
     _server: TcpStream,
-    port: u16,
-    fd: u32,
-    inode: u64,
+    pub(crate) port: u16,
+    pub(crate) fd: u32,
+    pub(crate) inode: u64,
 }
 
 pub(crate) fn close_wait_leak() -> Leak {
