@@ -102,6 +102,7 @@ impl Api for AgentApi {
                 q.port
                     .is_none_or(|p| v.local().port() == p || v.remote().port() == p)
             })
+            .filter(|v| q.netns.is_none_or(|n| v.netns() == n))
             .map(|v| SocketJson::new(&v, now))
             .collect();
         drop(core);

@@ -25,6 +25,8 @@ pub struct SocketQuery {
     pub state: Option<String>,
     /// Keep sockets with this port at either end.
     pub port: Option<u16>,
+    /// Keep sockets of this network namespace (inode).
+    pub netns: Option<u32>,
 }
 
 /// Health as `/healthz` reports it.

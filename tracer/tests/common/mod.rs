@@ -388,7 +388,10 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Start `tracer run --listen 127.0.0.1:<free> ARGS` and wait for /healthz.
+    /// Start `tracer run --listen 127.0.0.1:<free> ARGS` and wait for
+    /// /healthz. Unless ARGS say otherwise (`--netns all`), the agent follows
+    /// only the namespace it starts in (`--netns host`): most tests run it in
+    /// a namespace of their own, away from whatever else the host runs.
     pub fn start(args: &[&str]) -> Agent {
         require_root();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -399,6 +402,11 @@ impl Agent {
         let child = Command::new(env!("CARGO_BIN_EXE_tracer"))
             .arg("run")
             .args(["--listen", &addr.to_string()])
+            .args(if args.contains(&"--netns") {
+                &[][..]
+            } else {
+                &["--netns", "host"][..]
+            })
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
