@@ -9,13 +9,15 @@ use super::record::{flag, tw_end};
 use crate::tcp::TcpState::Close;
 
 impl Engine {
-    /// End every live record of the network namespace `netns` at `now_ns`:
-    /// a TIME_WAIT stay ends as `Reset` (killed before its timer), any other
+    /// End every live record of the network namespaces `gone` (sorted) at
+    /// `now_ns`, in one pass over the records however many vanished: a
+    /// TIME_WAIT stay ends as `Reset` (killed before its timer), any other
     /// socket is closed and counted as [`Correction::NetnsGone`]. Returns
     /// how many records ended. Records of unknown namespace (0) are never
     /// ended this way.
-    pub fn end_netns(&mut self, netns: u32, now_ns: u64, obs: &mut impl Observer) -> u64 {
-        if netns == 0 {
+    pub fn end_netns(&mut self, gone: &[u32], now_ns: u64, obs: &mut impl Observer) -> u64 {
+        debug_assert!(gone.is_sorted(), "namespaces sorted");
+        if gone.iter().all(|&n| n == 0) {
             return 0;
         }
         self.clock_ns = self.clock_ns.max(now_ns);
@@ -23,7 +25,7 @@ impl Engine {
         let mut n = 0;
         for slot in 0..self.store.len() as u32 {
             let r = self.store.rec(slot);
-            if r.netns != netns || r.has(flag::FINISHED) {
+            if r.netns == 0 || r.has(flag::FINISHED) || gone.binary_search(&r.netns).is_err() {
                 continue;
             }
             n += 1;

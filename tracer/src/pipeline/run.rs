@@ -91,8 +91,7 @@ impl<D: Observer> Pipeline<D> {
         let Some(t) = self.tracking.as_mut() else {
             return;
         };
-        let mut ended = 0;
-        let cpu_ns = match &dump.result {
+        let (cpu_ns, ended) = match &dump.result {
             Ok(()) => {
                 let (engine_ns, n) = reconcile(
                     &mut self.ingest,
@@ -102,11 +101,10 @@ impl<D: Observer> Pipeline<D> {
                     t.dumps.sockets(),
                     &dump,
                 );
-                ended = n;
                 if dump.full {
                     t.overflow_baseline = dump.overflow_before;
                 }
-                dump.cpu_ns + engine_ns
+                (dump.cpu_ns + engine_ns, n)
             }
             // Try again at the next interval, not the next tick. Vanished
             // namespaces are gone all the same.
@@ -115,10 +113,8 @@ impl<D: Observer> Pipeline<D> {
                 let Core {
                     engine, derived, ..
                 } = &mut *core;
-                for &g in &dump.gone {
-                    ended += engine.end_netns(g, dump.start_ns, derived);
-                }
-                dump.cpu_ns
+                let n = engine.end_netns(&dump.gone, dump.start_ns, derived);
+                (dump.cpu_ns, n)
             }
         };
         let interval = t.paces.done(dump.full, dump.start_ns, cpu_ns);
@@ -301,11 +297,7 @@ fn reconcile<D: Observer, S: Sink<Derived = D>>(
         derived,
     );
     engine.adopt(fresh, dump.start_ns);
-    let ended: u64 = dump
-        .gone
-        .iter()
-        .map(|&g| engine.end_netns(g, dump.start_ns, derived))
-        .sum();
+    let ended = engine.end_netns(&dump.gone, dump.start_ns, derived);
     let engine_ns = thread_cpu_ns().saturating_sub(cpu_before);
     let engine = &*engine;
     let changes = detector.update(

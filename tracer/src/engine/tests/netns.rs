@@ -90,7 +90,7 @@ fn a_vanished_namespace_ends_its_sockets() {
     ]);
     let before = h.e.counts_by_state();
     assert_eq!(before[TimeWait.index()], 1);
-    assert_eq!(h.e.end_netns(A, secs(10), &mut h.o), 2);
+    assert_eq!(h.e.end_netns(&[A], secs(10), &mut h.o), 2);
     h.check();
     assert!(!h.view(1).is_live() && !h.view(2).is_live());
     assert!(h.view(3).is_live(), "B is untouched");
@@ -99,10 +99,15 @@ fn a_vanished_namespace_ends_its_sockets() {
     let after = h.e.counts_by_state();
     assert_eq!(after[TimeWait.index()], 0);
     assert_eq!(after[Listen.index()], 1);
-    assert_eq!(h.e.end_netns(A, secs(11), &mut h.o), 0, "nothing left");
+    assert_eq!(h.e.end_netns(&[A], secs(11), &mut h.o), 0, "nothing left");
     assert_eq!(
-        h.e.end_netns(0, secs(11), &mut h.o),
+        h.e.end_netns(&[0], secs(11), &mut h.o),
         0,
         "unknown is never ended"
     );
+    // Several at once, in one pass.
+    assert_eq!(h.e.end_netns(&[B, B + 1], secs(12), &mut h.o), 1);
+    h.check();
+    assert!(!h.view(3).is_live());
+    assert_eq!(h.e.counts_by_state().iter().sum::<u64>(), 0);
 }
