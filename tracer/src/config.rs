@@ -44,6 +44,9 @@ pub struct Settings {
     /// The network namespaces followed: all (default), host, a `/run/netns`
     /// name, an inode, or `pid:N`.
     pub netns: NetnsChoice,
+    /// Most workloads (pods, containers, namespaces) with metric series of
+    /// their own; the rest are summed under `other`.
+    pub max_workloads: usize,
 }
 
 impl Default for Settings {
@@ -62,6 +65,7 @@ impl Default for Settings {
             handshake_threshold: Duration::from_secs(10),
             fin_wait2_threshold: Duration::from_secs(60),
             netns: NetnsChoice::All,
+            max_workloads: crate::export::workload::DEFAULT_MAX_WORKLOADS,
         }
     }
 }
@@ -96,6 +100,8 @@ pub struct FileConfig {
     pub fin_wait2_threshold: Option<String>,
     /// See [`Settings::netns`] (e.g. "all", "host", "blue", "pid:1").
     pub netns: Option<String>,
+    /// See [`Settings::max_workloads`].
+    pub max_workloads: Option<usize>,
 }
 
 impl FileConfig {
@@ -129,6 +135,9 @@ impl FileConfig {
         }
         if let Some(v) = self.ring_bytes {
             s.ring_bytes = v;
+        }
+        if let Some(v) = self.max_workloads {
+            s.max_workloads = v;
         }
         if let Some(v) = &self.netns {
             s.netns = v.parse().map_err(anyhow::Error::msg).context("key netns")?;

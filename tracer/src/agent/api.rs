@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::Shared;
 use crate::{
+    container::{Container, ContainerMap, attribute_report},
     engine::SocketView,
     export::http::{Api, Health, SocketQuery},
     pipeline::monotonic_ns,
@@ -43,10 +44,11 @@ pub struct SocketJson {
     comm: Option<String>,
     created_ns: u64,
     live: bool,
+    container: Option<Container>,
 }
 
 impl SocketJson {
-    fn new(v: &SocketView<'_>, now_ns: u64) -> SocketJson {
+    fn new(v: &SocketView<'_>, now_ns: u64, containers: &ContainerMap) -> SocketJson {
         let owner = v.owner();
         let (local, remote) = (v.local(), v.remote());
         SocketJson {
@@ -79,6 +81,7 @@ impl SocketJson {
             comm: owner.map(|o| o.comm_str().to_string()),
             created_ns: v.created_ns(),
             live: v.is_live(),
+            container: containers.get(v.netns()).map(|c| (**c).clone()),
         }
     }
 }
@@ -103,7 +106,7 @@ impl Api for AgentApi {
                     .is_none_or(|p| v.local().port() == p || v.remote().port() == p)
             })
             .filter(|v| q.netns.is_none_or(|n| v.netns() == n))
-            .map(|v| SocketJson::new(&v, now))
+            .map(|v| SocketJson::new(&v, now, &core.containers))
             .collect();
         drop(core);
         serde_json::to_value(list).map_err(|e| e.to_string())
@@ -133,8 +136,10 @@ impl Api for AgentApi {
 
     fn leaks(&self) -> Value {
         let core = self.0.core.lock();
-        serde_json::to_value(core.detector.report(monotonic_ns()))
-            .unwrap_or_else(|e| json!({ "error": e.to_string() }))
+        let mut report = core.detector.report(monotonic_ns());
+        attribute_report(&mut report, &core.containers);
+        drop(core);
+        serde_json::to_value(report).unwrap_or_else(|e| json!({ "error": e.to_string() }))
     }
 
     fn health(&self) -> Health {

@@ -62,6 +62,7 @@ pub fn run(settings: Settings) -> anyhow::Result<i32> {
 async fn run_async(settings: Settings) -> anyhow::Result<i32> {
     let listener = http::bind(settings.listen).await?;
     let metrics = Arc::new(Metrics::new());
+    metrics.workloads.set_cap(settings.max_workloads);
     let mut pipeline = Pipeline::new(
         pipeline_config(&settings)?,
         AgentState::new(metrics.clone()),
@@ -78,7 +79,7 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
         last_reconcile_ns: AtomicU64::new(0),
         tw_overflow_pending: AtomicU64::new(0),
     });
-    let mut sink = sink::AgentSink::new(shared.clone());
+    let mut sink = sink::AgentSink::new(shared.clone(), pipeline.scope().own_inode());
 
     // Adopt what exists: the programs are attached, so nothing born from
     // here on is missed; events for adopted sockets simply update them.

@@ -1,7 +1,7 @@
 //! The agent's sink: metrics, the agent's log of leak flags, and the
 //! health and freshness marks the HTTP API reports.
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, atomic::Ordering},
 };
 
@@ -9,7 +9,8 @@ use super::state::{AgentState, Shared};
 use crate::{
     diag::DiagSocket,
     event::SockEvent,
-    leaks::Change,
+    export::workload::{Counts, WORKLOAD_STATES, Workload},
+    leaks::{Change, LeakKind},
     pipeline::{Core, Dumped, Flow, NetnsTally, Sink, Tallies, monotonic_ns},
     tcp::TcpState,
 };
@@ -20,16 +21,47 @@ pub struct AgentSink {
     /// Kernel losses and undecodable records already counted in the metrics.
     lost_seen: u64,
     undecodable_seen: u64,
+    /// Container cache evictions already counted.
+    evictions_seen: u64,
+    /// The namespace tracer runs in: its workload is `host`.
+    own_netns: u32,
 }
 
 impl AgentSink {
-    /// A sink writing into `shared`.
-    pub fn new(shared: Arc<Shared>) -> AgentSink {
+    /// A sink writing into `shared`; `own_netns` is the namespace tracer runs in.
+    pub fn new(shared: Arc<Shared>, own_netns: u32) -> AgentSink {
         AgentSink {
             shared,
             lost_seen: 0,
             undecodable_seen: 0,
+            evictions_seen: 0,
+            own_netns,
         }
+    }
+
+    /// Per-workload socket counts and leak flags, into the metrics.
+    fn publish_workloads(&self, core: &Core<AgentState>) {
+        let mut by_netns: HashMap<u32, Counts> = HashMap::new();
+        for v in core.engine.sockets().filter(|v| v.is_live()) {
+            if let Some(i) = WORKLOAD_STATES.iter().position(|&s| s == v.state()) {
+                by_netns.entry(v.netns()).or_default().sockets[i] += 1;
+            }
+        }
+        for f in core.detector.active() {
+            if let Some(i) = LeakKind::ALL.iter().position(|&k| k == f.kind) {
+                let n = match f.kind {
+                    LeakKind::StuckHandshake => u64::from(f.count.unwrap_or(1)),
+                    _ => 1,
+                };
+                by_netns.entry(f.netns).or_default().leaks[i] += n;
+            }
+        }
+        let mut tally: BTreeMap<Workload, Counts> = BTreeMap::new();
+        for (netns, c) in by_netns {
+            let w = Workload::of(netns, self.own_netns, &core.containers);
+            tally.entry(w).or_default().add(&c);
+        }
+        self.shared.metrics.workloads.set(tally);
     }
 }
 
@@ -58,6 +90,7 @@ impl Sink for AgentSink {
     fn adopted(&mut self, core: &mut Core<AgentState>, dump: &[DiagSocket]) {
         core.derived.listening = listening_ports(dump);
         self.shared.publish(core);
+        self.publish_workloads(core);
     }
 
     fn advanced(&mut self, core: &Core<AgentState>) {
@@ -92,6 +125,7 @@ impl Sink for AgentSink {
         core.derived.listening = listening;
         metrics.set_time_wait_by_port(per_port.into_iter());
         self.shared.publish(core);
+        self.publish_workloads(core);
         self.shared
             .last_reconcile_ns
             .store(monotonic_ns(), Ordering::Relaxed);
@@ -133,6 +167,12 @@ impl Sink for AgentSink {
         {
             gauge.set(n as i64);
         }
+        let w = &m.workloads;
+        w.containers.set(t.containers.attributed as i64);
+        w.cache_entries.set(t.containers.cached as i64);
+        w.cache_evictions
+            .inc_by(t.containers.evictions.saturating_sub(self.evictions_seen));
+        self.evictions_seen = self.evictions_seen.max(t.containers.evictions);
     }
 
     fn turn(&mut self) -> anyhow::Result<Flow> {

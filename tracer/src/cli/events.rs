@@ -2,7 +2,7 @@
 //!
 //! Stdout carries JSON only; the summary (events seen, events lost in the
 //! kernel) goes to stderr when the command ends.
-use std::{io::Write, time::Duration};
+use std::{io::Write, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::Args;
@@ -10,6 +10,7 @@ use clap::Args;
 use crate::{
     bpf::DEFAULT_RING_BYTES,
     config::{DEFAULT_RECONCILE_BUDGET, Settings},
+    container::ContainerMap,
     diag::DiagSocket,
     engine,
     event::{Kind, SockEvent},
@@ -46,6 +47,8 @@ struct Printer<W: Write> {
     seen: u64,
     printed: u64,
     err: Option<std::io::Error>,
+    /// The container of each namespace, from the pipeline's last discovery.
+    containers: Arc<ContainerMap>,
 }
 
 impl<W: Write> Printer<W> {
@@ -53,7 +56,8 @@ impl<W: Write> Printer<W> {
         self.seen += 1;
         if self.err.is_none() && self.filter.keep(ev) {
             self.printed += 1;
-            if let Err(e) = stream::write_event(&mut self.out, ev) {
+            let container = self.containers.get(ev.netns).map(|c| &**c);
+            if let Err(e) = stream::write_event(&mut self.out, ev, container) {
                 self.err = Some(e);
             }
         }
@@ -91,6 +95,10 @@ impl<W: Write> Sink for Printer<W> {
         if in_scope {
             Printer::event(self, ev);
         }
+    }
+
+    fn containers(&mut self, map: &Arc<ContainerMap>) {
+        self.containers = map.clone();
     }
 
     fn reconciled(
@@ -234,6 +242,7 @@ async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
         seen: 0,
         printed: 0,
         err: None,
+        containers: Arc::default(),
     };
     pipeline
         .adopt(&mut p)

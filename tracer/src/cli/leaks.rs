@@ -18,6 +18,7 @@ use clap::Args;
 
 use crate::{
     config,
+    container::attribute_report,
     diag::owners_of,
     leaks::{Flag, LeakKind, Report, snapshot_report, table::render},
     pipeline::{NetnsChoice, NetnsScope, snapshot},
@@ -125,7 +126,9 @@ pub fn collect(url: &str, scope: NetnsScope) -> anyhow::Result<Report> {
                     census.refused.len()
                 ));
             }
-            Ok(snapshot_report(&dump, &owners, note))
+            let mut report = snapshot_report(&dump, &owners, note);
+            attribute_report(&mut report, &census.containers);
+            Ok(report)
         }
     }
 }

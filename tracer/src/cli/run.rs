@@ -81,6 +81,10 @@ pub struct RunArgs {
     /// /run/netns name, an inode, or pid:N [default: all].
     #[arg(long, value_name = "NETNS")]
     pub netns: Option<NetnsChoice>,
+    /// Most workloads (pods, containers, or namespaces) with per-workload
+    /// metric series of their own; the rest are summed under `other` [default: 256].
+    #[arg(long, value_name = "N")]
+    pub max_workloads: Option<usize>,
     /// Leak detector thresholds.
     #[command(flatten)]
     pub thresholds: ThresholdArgs,
@@ -117,6 +121,9 @@ impl RunArgs {
         if let Some(v) = &self.netns {
             s.netns = v.clone();
         }
+        if let Some(v) = self.max_workloads {
+            s.max_workloads = v;
+        }
         self.thresholds.apply(&mut s);
         Ok(s)
     }
@@ -133,7 +140,7 @@ mod tests {
         let path = dir.join("tracer.toml");
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:9999\"\nmax-sockets = 5\nidle-threshold = \"1m\"\nnetns = \"host\"\n",
+            "listen = \"127.0.0.1:9999\"\nmax-sockets = 5\nidle-threshold = \"1m\"\nnetns = \"host\"\nmax-workloads = 9\n",
         )
         .unwrap();
         let args = RunArgs {
@@ -146,6 +153,7 @@ mod tests {
         assert_eq!(s.max_sockets, 7);
         assert_eq!(s.idle_threshold, std::time::Duration::from_secs(60));
         assert_eq!(s.netns, NetnsChoice::Host);
+        assert_eq!(s.max_workloads, 9);
         let missing = RunArgs {
             config: Some(dir.join("nope.toml")),
             ..Default::default()

@@ -141,6 +141,8 @@ pub struct Metrics {
     idle_without_keepalive: Gauge,
     orphaned_fin_wait2: Gauge,
     leaks_flagged: Family<KindLabel, Counter>,
+    /// Per-workload gauges and the container attribution's counters.
+    pub workloads: super::workload::Workloads,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -370,6 +372,7 @@ impl Metrics {
                 comm: "other".into(),
             })
             .set(0);
+        let workloads = super::workload::Workloads::register(&mut r);
         let build = Family::<BuildLabels, Gauge>::default();
         r.register("build_info", "Build information; always 1", build.clone());
         build
@@ -436,6 +439,7 @@ impl Metrics {
             idle_without_keepalive,
             orphaned_fin_wait2,
             leaks_flagged,
+            workloads,
         };
         m.time_wait_by_port
             .get_or_create(&PortLabel {

@@ -4,6 +4,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use crate::{
+    container::Container,
     event::{Kind, SockEvent},
     tcp::TcpState,
 };
@@ -28,10 +29,17 @@ struct Line<'a> {
     tid: u32,
     comm: &'a str,
     netns: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<&'a Container>,
 }
 
-/// Write one event as one JSON line.
-pub fn write_event(out: &mut impl Write, ev: &SockEvent) -> std::io::Result<()> {
+/// Write one event as one JSON line, with the container of its namespace
+/// when it has one.
+pub fn write_event(
+    out: &mut impl Write,
+    ev: &SockEvent,
+    container: Option<&Container>,
+) -> std::io::Result<()> {
     let is_state = ev.kind == Kind::State;
     let line = Line {
         ts_ns: ev.ts_ns,
@@ -49,6 +57,7 @@ pub fn write_event(out: &mut impl Write, ev: &SockEvent) -> std::io::Result<()> 
         tid: ev.tid,
         comm: ev.comm_str(),
         netns: ev.netns,
+        container,
     };
     serde_json::to_writer(&mut *out, &line)?;
     out.write_all(b"\n")
@@ -99,7 +108,7 @@ mod tests {
             netns: 4026531833,
         };
         let mut out = Vec::new();
-        write_event(&mut out, &ev).unwrap();
+        write_event(&mut out, &ev, None).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["kind"], "state");
         assert_eq!(v["cookie"], 102927);
@@ -119,10 +128,23 @@ mod tests {
             ..ev
         };
         out.clear();
-        write_event(&mut out, &rx).unwrap();
+        write_event(&mut out, &rx, None).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["kind"], "retransmit");
         assert_eq!(v["state"], "established");
         assert!(v.get("old_state").is_none() && v.get("new_state").is_none());
+        assert!(v.get("container").is_none());
+
+        let c = Container {
+            id: "ab".repeat(32),
+            runtime: Some(crate::container::Runtime::Podman),
+            name: Some("leaky".into()),
+            pod: None,
+        };
+        out.clear();
+        write_event(&mut out, &rx, Some(&c)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["container"]["name"], "leaky");
+        assert_eq!(v["container"]["runtime"], "podman");
     }
 }

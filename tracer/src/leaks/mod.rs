@@ -212,6 +212,9 @@ pub struct Flag {
     pub cleared_at_ns: Option<u64>,
     /// How it cleared ("socket gone", "socket left close_wait (now last_ack)", ...).
     pub cleared_how: Option<String>,
+    /// The container (and pod) of the socket's namespace, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<crate::container::Container>,
 }
 
 /// A flag raised or cleared by one [`Detector::update`]; the agent turns

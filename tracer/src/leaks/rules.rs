@@ -183,6 +183,7 @@ impl Detector {
             owners: Vec::new(),
             cleared_at_ns: None,
             cleared_how: None,
+            container: None,
         })
     }
 }
@@ -214,6 +215,7 @@ pub(super) fn socket_flag(
         owners: Vec::new(),
         cleared_at_ns: None,
         cleared_how: None,
+        container: None,
     }
 }
 

@@ -108,7 +108,7 @@ fn render_group(g: &ProcessLeaks, out: &mut dyn Write) -> io::Result<()> {
             .map(|c| format!("  [container {}]", c.get(..12).unwrap_or(c)));
         writeln!(out, "  cgroup:  {}{}", g.cgroup, id.unwrap_or_default())?;
     }
-    let rows: Vec<[String; 7]> = g
+    let rows: Vec<[String; 8]> = g
         .sockets
         .iter()
         .map(|f| {
@@ -129,6 +129,7 @@ fn render_group(g: &ProcessLeaks, out: &mut dyn Write) -> io::Result<()> {
                     fds.join(",")
                 },
                 netns(f),
+                f.container.as_ref().map_or("-".into(), |c| c.short()),
                 endpoints(f),
                 kind,
                 fmt_age(f.age_seconds, f.age_is_lower_bound),
@@ -140,6 +141,7 @@ fn render_group(g: &ProcessLeaks, out: &mut dyn Write) -> io::Result<()> {
     let header = [
         "FD",
         "NETNS",
+        "CONTAINER",
         "LOCAL -> REMOTE",
         "KIND",
         "AGE",
@@ -147,23 +149,24 @@ fn render_group(g: &ProcessLeaks, out: &mut dyn Write) -> io::Result<()> {
         "EVIDENCE",
     ]
     .map(String::from);
-    let mut width = [0; 6];
+    let mut width = [0; 7];
     for row in std::iter::once(&header).chain(&rows) {
         for (w, cell) in width.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
         }
     }
     for row in std::iter::once(&header).chain(&rows) {
-        let [fd, ns, ep, kind, age, unread, ev] = row;
+        let [fd, ns, ct, ep, kind, age, unread, ev] = row;
         writeln!(
             out,
-            "  {fd:<w0$}  {ns:<w1$}  {ep:<w2$}  {kind:<w3$}  {age:>w4$}  {unread:>w5$}  {ev}",
+            "  {fd:<w0$}  {ns:<w1$}  {ct:<w2$}  {ep:<w3$}  {kind:<w4$}  {age:>w5$}  {unread:>w6$}  {ev}",
             w0 = width[0],
             w1 = width[1],
             w2 = width[2],
             w3 = width[3],
             w4 = width[4],
-            w5 = width[5]
+            w5 = width[5],
+            w6 = width[6]
         )?;
     }
     Ok(())
@@ -280,14 +283,14 @@ pub(crate) mod tests {
         assert!(lines[5].ends_with("docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope  [container 0123456789ab]"));
         assert_eq!(
             lines[6],
-            "  FD  NETNS  LOCAL -> REMOTE                    KIND            AGE  UNREAD  EVIDENCE"
+            "  FD  NETNS  CONTAINER  LOCAL -> REMOTE                    KIND            AGE  UNREAD  EVIDENCE"
         );
         assert_eq!(
             lines[7],
-            "  7   -      127.0.0.1:8080 -> 127.0.0.1:50001  close_wait  unknown     512  in CLOSE_WAIT, age unknown (snapshot); 512 bytes unread"
+            "  7   -      -          127.0.0.1:8080 -> 127.0.0.1:50001  close_wait  unknown     512  in CLOSE_WAIT, age unknown (snapshot); 512 bytes unread"
         );
         assert!(
-            lines[8].starts_with("  9   -      127.0.0.1:8080 -> 127.0.0.1:50002"),
+            lines[8].starts_with("  9   -      -          127.0.0.1:8080 -> 127.0.0.1:50002"),
             "{}",
             lines[8]
         );

@@ -17,9 +17,16 @@ use std::{
 pub struct Found {
     /// Namespace inode -> a path that opens it (a `/run/netns` mount first).
     pub paths: BTreeMap<u32, PathBuf>,
+    /// Namespace inode -> its first few processes ([`PIDS_PER_NETNS`],
+    /// lowest first): what names its container.
+    pub pids: BTreeMap<u32, Vec<u32>>,
     /// Processes whose `ns/net` could not be read (permission, or gone).
     pub unreadable: u32,
 }
+
+/// Processes remembered per namespace: a pod's sandbox and its first
+/// application processes.
+pub const PIDS_PER_NETNS: usize = 8;
 
 /// Scan `/run/netns` and `/proc` for network namespaces.
 pub fn discover() -> Found {
@@ -48,7 +55,15 @@ fn scan(dir: &Path, suffix: Option<&str>, found: &mut Found) {
             // on the tmpfs (an `ip netns add` that failed half-way).
             Ok(_) if suffix.is_none() && !is_nsfs(&path) => {}
             Ok(m) => {
-                found.paths.entry(m.ino() as u32).or_insert(path);
+                let inode = m.ino() as u32;
+                found.paths.entry(inode).or_insert(path);
+                if suffix.is_some() {
+                    let pids = found.pids.entry(inode).or_default();
+                    let pid = name.to_str().and_then(|n| n.parse().ok());
+                    if let Some(pid) = pid.filter(|_| pids.len() < PIDS_PER_NETNS) {
+                        pids.push(pid);
+                    }
+                }
             }
             Err(_) if suffix.is_some() => found.unreadable += 1,
             Err(_) => {}
@@ -79,5 +94,7 @@ mod tests {
         let own = crate::diag::own_netns();
         let found = discover();
         assert!(found.paths.contains_key(&own), "{found:?}");
+        let pids = found.pids.get(&own).expect("our namespace has processes");
+        assert!(!pids.is_empty() && pids.len() <= PIDS_PER_NETNS, "{pids:?}");
     }
 }

@@ -9,7 +9,10 @@
 //! buffer, those already adopted first, new ones last, so the pipeline
 //! reconciles the former and adopts the latter. The thread's CPU time
 //! covers discovery and every namespace's walk: the budget is for the sum.
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use tokio::task::JoinHandle;
 
@@ -18,7 +21,10 @@ use super::{
     discover::discover,
     netns::NetnsScope,
 };
-use crate::diag::{DiagError, DiagSocket, DumpOptions, Dumper, NetnsHandle, netstat};
+use crate::{
+    container::{ContainerMap, Resolver, ResolverStats},
+    diag::{DiagError, DiagSocket, DumpOptions, Dumper, NetnsHandle, netstat},
+};
 
 /// Most namespaces followed at once; more are counted in
 /// [`Census::over_cap`]. Each costs two netlink sockets and their buffers
@@ -56,6 +62,10 @@ pub struct Census {
     pub known: Vec<u32>,
     /// Processes whose `/proc/<pid>/ns/net` could not be read.
     pub unreadable_processes: u32,
+    /// The container of each namespace in scope that has one.
+    pub containers: Arc<ContainerMap>,
+    /// The container resolver's counters.
+    pub resolver: ResolverStats,
 }
 
 /// One snapshot of every TCP socket in `scope` (every namespace in it), for
@@ -105,6 +115,8 @@ struct Kit {
     refused: BTreeSet<u32>,
     /// Every namespace in scope the last discovery found, followed or not.
     known: BTreeSet<u32>,
+    /// Names the container of each namespace, once per container.
+    resolver: Resolver,
     buf: Vec<DiagSocket>,
 }
 
@@ -117,6 +129,7 @@ impl Kit {
             spaces: BTreeMap::new(),
             refused: BTreeSet::new(),
             known: BTreeSet::new(),
+            resolver: Resolver::default(),
             buf: Vec::new(),
         }
     }
@@ -137,6 +150,11 @@ impl Kit {
                 let found = discover();
                 census.unreadable_processes = found.unreadable;
                 census.known = found.paths.keys().copied().collect();
+                let mut pids = found.pids;
+                pids.retain(|&inode, _| self.scope.covers(inode));
+                self.resolver.update(&pids);
+                census.containers = self.resolver.map();
+                census.resolver = self.resolver.stats();
                 for (inode, path) in found.paths {
                     if self.scope.covers(inode) {
                         wanted.insert(inode, (inode != own).then_some(path));

@@ -40,6 +40,7 @@ pub use self::{
 };
 use crate::{
     bpf::{KernelCounters, Probes},
+    container::ContainerMap,
     engine::{self, Engine, Observer},
     ingest::Ingest,
     leaks::{Detector, Thresholds},
@@ -80,6 +81,8 @@ pub struct Core<D> {
     pub detector: Detector,
     /// The sink's own state; it observes the engine.
     pub derived: D,
+    /// The container of each namespace that has one, as of the last dump.
+    pub containers: Arc<ContainerMap>,
 }
 
 /// The [`Core`] behind its lock, shared with whoever reads it (the HTTP API).
@@ -151,6 +154,7 @@ impl<D: Observer> Pipeline<D> {
             engine: Engine::new(cfg.engine),
             detector: Detector::new(cfg.thresholds),
             derived,
+            containers: Arc::default(),
         };
         Ok(Pipeline {
             probes,
@@ -201,6 +205,7 @@ impl<D: Observer> Pipeline<D> {
             interval,
             error: None,
         });
+        run::new_containers(&self.core, &dump, sink);
         let mut core = self.core.lock();
         let n = core.engine.adopt(t.dumps.sockets(), dump.start_ns);
         sink.adopted(&mut core, t.dumps.sockets());

@@ -15,6 +15,7 @@ use crate::{
     diag::{DiagSocket, owners_of},
     engine::Observer,
     ingest::Ingest,
+    leaks::Change,
 };
 
 /// What woke the dump side of the loop.
@@ -91,6 +92,7 @@ impl<D: Observer> Pipeline<D> {
         let Some(t) = self.tracking.as_mut() else {
             return;
         };
+        new_containers(&self.core, &dump, sink);
         let (cpu_ns, ended) = match &dump.result {
             Ok(()) => {
                 let (engine_ns, n) = reconcile(
@@ -217,7 +219,25 @@ pub(super) fn tally_netns<S: Sink>(
         unnamed: unnamed.len(),
         over_cap: c.over_cap,
         ended,
+        containers: c.resolver,
     });
+}
+
+/// Hand a changed container map to the core and the sink, before the
+/// dump's sockets are reconciled (so new leak flags name their container).
+pub(super) fn new_containers<D, S: Sink<Derived = D>>(
+    core: &SharedCore<D>,
+    dump: &Dump,
+    sink: &mut S,
+) {
+    let map = &dump.census.containers;
+    let mut core = core.lock();
+    if std::sync::Arc::ptr_eq(&core.containers, map) || *core.containers == **map {
+        return;
+    }
+    core.containers = map.clone();
+    drop(core);
+    sink.containers(map);
 }
 
 /// Wait for events, then apply everything ready under one lock.
@@ -277,6 +297,7 @@ fn reconcile<D: Observer, S: Sink<Derived = D>>(
         engine,
         detector,
         derived,
+        containers,
     } = &mut *guard;
     ingest.drain_now(|ev| {
         let in_scope = scope.contains(ev);
@@ -300,12 +321,16 @@ fn reconcile<D: Observer, S: Sink<Derived = D>>(
     let ended = engine.end_netns(&dump.gone, dump.start_ns, derived);
     let engine_ns = thread_cpu_ns().saturating_sub(cpu_before);
     let engine = &*engine;
-    let changes = detector.update(
+    let mut changes = detector.update(
         sockets,
         dump.start_ns,
         |cookie, st| engine.state_since(cookie, st),
         owners_of,
     );
+    for c in &mut changes {
+        let (Change::Raised(f) | Change::Cleared(f)) = c;
+        f.container = containers.get(f.netns).map(|c| (**c).clone());
+    }
     sink.reconciled(&mut guard, sockets, &changes, dump.start_ns);
     (engine_ns, ended)
 }

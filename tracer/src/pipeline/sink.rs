@@ -1,10 +1,15 @@
 //! What a command plugs into the pipeline: a [`Sink`] that hears of every
 //! event, adoption, reconcile and dump, and the state it keeps beside the
 //! engine under the same lock ([`super::Core::derived`]).
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use super::Core;
-use crate::{diag::DiagSocket, event::SockEvent, leaks::Change};
+use crate::{
+    container::{ContainerMap, ResolverStats},
+    diag::DiagSocket,
+    event::SockEvent,
+    leaks::Change,
+};
 
 /// Whether the pipeline goes on after a turn of its loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +61,8 @@ pub struct NetnsTally {
     pub over_cap: usize,
     /// Sockets ended because their namespace vanished, in this dump.
     pub ended: u64,
+    /// Namespaces attributed to containers, and the resolver's cache.
+    pub containers: ResolverStats,
 }
 
 /// A command's outputs. Every method has a default that does nothing.
@@ -99,6 +106,10 @@ pub trait Sink {
 
     /// The namespaces after each dump (adoption included).
     fn netns(&mut self, tally: &NetnsTally) {}
+
+    /// The containers of the namespaces changed (found in a discovery,
+    /// before the dump's reconcile); the same map is in [`Core::containers`].
+    fn containers(&mut self, map: &Arc<ContainerMap>) {}
 
     /// One turn of the loop ended; the pipeline stops on [`Flow::Stop`] or
     /// an error.

@@ -1,0 +1,239 @@
+//! The [`Resolver`]: namespace -> container, kept up to date from each
+//! namespace discovery, each container resolved once and cached (at most
+//! [`CACHE_CAP`] entries, the least recently used evicted and counted).
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+    sync::Arc,
+};
+
+use super::{Container, ContainerMap, Runtime, bundle};
+use crate::diag::cgroup::parse_proc_cgroup;
+
+/// Most containers cached at once.
+pub const CACHE_CAP: usize = 4096;
+
+/// The resolver's counters, exported as metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResolverStats {
+    /// Namespaces attributed to a container now.
+    pub attributed: usize,
+    /// Containers in the cache.
+    pub cached: usize,
+    /// Containers evicted from the full cache, since start.
+    pub evictions: u64,
+}
+
+struct Cached {
+    found: bundle::Found,
+    container: Arc<Container>,
+    used: u64,
+}
+
+/// What was last seen of one namespace.
+struct Seen {
+    pids: Vec<u32>,
+    container: Option<Arc<Container>>,
+}
+
+/// Attributes namespaces to containers; lives on the dump thread.
+pub struct Resolver {
+    root: PathBuf,
+    cache: HashMap<String, Cached>,
+    cap: usize,
+    clock: u64,
+    netns: HashMap<u32, Seen>,
+    map: Arc<ContainerMap>,
+    evictions: u64,
+}
+
+impl Default for Resolver {
+    fn default() -> Resolver {
+        Resolver::new(PathBuf::from("/"), CACHE_CAP)
+    }
+}
+
+impl Resolver {
+    /// A resolver reading `/proc` and the runtimes' files under `root`
+    /// (`/` but in tests), caching at most `cap` containers.
+    pub fn new(root: PathBuf, cap: usize) -> Resolver {
+        Resolver {
+            root,
+            cache: HashMap::new(),
+            cap: cap.max(1),
+            clock: 0,
+            netns: HashMap::new(),
+            map: Arc::default(),
+            evictions: 0,
+        }
+    }
+
+    /// The attribution as of the last [`Resolver::update`].
+    pub fn map(&self) -> Arc<ContainerMap> {
+        self.map.clone()
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> ResolverStats {
+        ResolverStats {
+            attributed: self.map.len(),
+            cached: self.cache.len(),
+            evictions: self.evictions,
+        }
+    }
+
+    /// Given a few processes of each namespace found (lowest pids first),
+    /// attribute new namespaces and those whose processes changed; forget
+    /// vanished ones. Returns the new map when it changed.
+    pub fn update(&mut self, pids: &BTreeMap<u32, Vec<u32>>) -> Option<Arc<ContainerMap>> {
+        let before = self.netns.len();
+        self.netns.retain(|n, _| pids.contains_key(n));
+        let mut changed = self.netns.len() != before;
+        for (&netns, list) in pids {
+            if self.netns.get(&netns).is_some_and(|s| &s.pids == list) {
+                continue;
+            }
+            let container = self.attribute(list);
+            let old = self.netns.insert(
+                netns,
+                Seen {
+                    pids: list.clone(),
+                    container: container.clone(),
+                },
+            );
+            changed |= old.map(|s| s.container) != Some(container);
+        }
+        if !changed {
+            return None;
+        }
+        self.map = Arc::new(
+            self.netns
+                .iter()
+                .filter_map(|(&n, s)| Some((n, s.container.clone()?)))
+                .collect(),
+        );
+        Some(self.map.clone())
+    }
+
+    /// The container of the first of `pids` that is in one, preferring an
+    /// application container to a pod's sandbox.
+    fn attribute(&mut self, pids: &[u32]) -> Option<Arc<Container>> {
+        let mut sandbox = None;
+        for &pid in pids {
+            let path = self.root.join("proc").join(pid.to_string()).join("cgroup");
+            let Ok(text) = std::fs::read_to_string(path) else {
+                continue;
+            };
+            let cg = parse_proc_cgroup(&text);
+            let Some(id) = cg.container_id else {
+                continue;
+            };
+            let line = text.lines().find(|l| l.contains(id)).unwrap_or("");
+            let hint = Runtime::from_cgroup(line, id);
+            let (container, is_sandbox) = self.lookup(id, hint);
+            if !is_sandbox {
+                return Some(container);
+            }
+            sandbox.get_or_insert(container);
+        }
+        sandbox
+    }
+
+    /// A container from the cache, or read from disk and cached.
+    fn lookup(&mut self, id: &str, hint: Option<Runtime>) -> (Arc<Container>, bool) {
+        self.clock += 1;
+        if let Some(c) = self.cache.get_mut(id) {
+            c.used = self.clock;
+            return (c.container.clone(), c.found.sandbox);
+        }
+        if self.cache.len() >= self.cap
+            && let Some(oldest) = self
+                .cache
+                .iter()
+                .min_by_key(|(_, c)| c.used)
+                .map(|(k, _)| k.clone())
+        {
+            self.cache.remove(&oldest);
+            self.evictions += 1;
+        }
+        let found = bundle::find(&self.root, id, hint);
+        let container = Arc::new(found.container.clone());
+        let sandbox = found.sandbox;
+        self.cache.insert(
+            id.to_owned(),
+            Cached {
+                found,
+                container: container.clone(),
+                used: self.clock,
+            },
+        );
+        (container, sandbox)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> String {
+        format!("{:064x}", u64::from(n) + 0xabc)
+    }
+
+    /// A fake root: processes 1.. with the given cgroup paths.
+    fn root(tag: &str, procs: &[(u32, String)]) -> PathBuf {
+        let root = std::env::temp_dir().join(format!("tracer-res-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for (pid, cg) in procs {
+            let dir = root.join("proc").join(pid.to_string());
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            std::fs::write(dir.join("cgroup"), format!("4:pids:{cg}\n0::/\n")).expect("cgroup");
+        }
+        root
+    }
+
+    #[test]
+    fn namespaces_follow_their_processes() {
+        let procs = [
+            (1, "/init.scope".to_string()),
+            (10, format!("/libpod_parent/libpod-{}", id(1))),
+            (20, format!("/libpod_parent/libpod-{}", id(2))),
+        ];
+        let root = root("follow", &procs);
+        let mut r = Resolver::new(root.clone(), 8);
+        let mut pids = BTreeMap::from([(100, vec![1]), (200, vec![10]), (300, vec![])]);
+        let map = r.update(&pids).expect("first map");
+        assert_eq!(map.len(), 1);
+        let c = map.get(200).expect("container");
+        assert_eq!(c.id, id(1));
+        assert_eq!(c.runtime, Some(Runtime::Podman));
+        assert!(map.get(100).is_none() && map.get(0).is_none());
+        // Nothing changed: no new map.
+        assert!(r.update(&pids).is_none());
+        // A container joins a namespace made beforehand (`--network ns:`).
+        pids.insert(300, vec![20]);
+        let map = r.update(&pids).expect("joined");
+        assert_eq!(map.get(300).expect("second").id, id(2));
+        // It stops, and the namespace goes.
+        pids.remove(&300);
+        let map = r.update(&pids).expect("gone");
+        assert!(map.get(300).is_none());
+        assert_eq!(r.stats().attributed, 1);
+        std::fs::remove_dir_all(&root).expect("cleanup");
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_counts_evictions() {
+        let procs: Vec<(u32, String)> = (1..=5)
+            .map(|n| (u32::from(n), format!("/docker/{}", id(n))))
+            .collect();
+        let root = root("cap", &procs);
+        let mut r = Resolver::new(root.clone(), 2);
+        let pids: BTreeMap<u32, Vec<u32>> = (1..=5).map(|n| (n * 100, vec![n])).collect();
+        let map = r.update(&pids).expect("map");
+        assert_eq!(map.len(), 5, "attribution does not depend on the cache");
+        let s = r.stats();
+        assert_eq!((s.cached, s.evictions), (2, 3));
+        assert_eq!(map.get(300).expect("3").runtime, Some(Runtime::Docker));
+        std::fs::remove_dir_all(&root).expect("cleanup");
+    }
+}
