@@ -4,7 +4,8 @@
 //! | runtime | OCI bundle `config.json` | name |
 //! |---|---|---|
 //! | containerd (Kubernetes, docker) | `/run/containerd/io.containerd.runtime.v2.task/<ns>/<id>/` | pod annotations; docker: `/var/lib/docker/containers/<id>/config.v2.json` |
-//! | CRI-O, podman | `/run/containers/storage/overlay-containers/<id>/userdata/` | `/var/lib/containers/storage/overlay-containers/containers.json` |
+//! | CRI-O | `/run/containers/storage/overlay-containers/<id>/userdata/` | `io.kubernetes.cri-o.Name` |
+//! | podman | `/var/lib/containers/storage/overlay-containers/<id>/userdata/` | `/var/lib/containers/storage/overlay-containers/containers.json` |
 //!
 //! The pod comes from the CRI annotations containerd writes
 //! (`io.kubernetes.cri.sandbox-name`, `-namespace`, `container-name`) or
@@ -22,9 +23,12 @@ const TASK_DIRS: [&str; 2] = [
     "run/containerd/io.containerd.runtime.v2.task",
     "run/containerd/io.containerd.runtime.v1.linux",
 ];
-const STORAGE_RUNROOTS: [&str; 2] = [
+/// containers/storage: CRI-O keeps bundles under the run root, podman
+/// under the graph root.
+const STORAGE_ROOTS: [&str; 3] = [
     "run/containers/storage/overlay-containers",
     "var/run/containers/storage/overlay-containers",
+    "var/lib/containers/storage/overlay-containers",
 ];
 const STORAGE_INDEX: &str = "var/lib/containers/storage/overlay-containers/containers.json";
 const DOCKER_CONFIG: &str = "var/lib/docker/containers";
@@ -46,7 +50,7 @@ pub fn find(root: &Path, id: &str, hint: Option<Runtime>) -> Found {
     let mut annotations = Map::new();
     let storage_first = matches!(hint, Some(Runtime::Podman | Runtime::CriO));
     let mut places: Vec<(std::path::PathBuf, Option<Runtime>)> = Vec::new();
-    let storage = STORAGE_RUNROOTS
+    let storage = STORAGE_ROOTS
         .iter()
         .map(|d| (root.join(d).join(id).join("userdata/config.json"), None));
     let tasks = TASK_DIRS.iter().flat_map(|d| {
@@ -135,9 +139,12 @@ pub fn from_annotations(id: &str, runtime: Option<Runtime>, a: &Map<String, Valu
     }
 }
 
-/// A bundle under containers/storage: CRI-O's when it says so, else podman's.
+/// A bundle under containers/storage: podman's when it says so (podman
+/// also writes some `io.kubernetes.cri-o.*` keys), else CRI-O's if it
+/// says so, else podman's.
 fn storage_runtime(a: &Map<String, Value>) -> Runtime {
-    if a.keys().any(|k| k.starts_with("io.kubernetes.cri-o.")) {
+    let podman = a.get("io.container.manager").and_then(Value::as_str) == Some("libpod");
+    if !podman && a.keys().any(|k| k.starts_with("io.kubernetes.cri-o.")) {
         Runtime::CriO
     } else {
         Runtime::Podman
@@ -228,11 +235,12 @@ mod tests {
     fn bundles_and_names_are_found_on_disk() {
         let root = std::env::temp_dir().join(format!("tracer-bundle-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        let user = root.join(STORAGE_RUNROOTS[0]).join(ID).join("userdata");
+        let user = root.join(STORAGE_ROOTS[2]).join(ID).join("userdata");
         std::fs::create_dir_all(&user).expect("mkdir");
         std::fs::write(
             user.join("config.json"),
             r#"{"ociVersion":"1.0.2","annotations":{"io.container.manager":"libpod",
+               "io.kubernetes.cri-o.TTY":"false",
                "io.kubernetes.cri.sandbox-name":"p","io.kubernetes.cri.sandbox-namespace":"n",
                "io.kubernetes.cri.container-name":"c"}}"#,
         )
@@ -244,7 +252,7 @@ mod tests {
             format!(r#"[{{"id":"{ID}","names":["leaky"],"image":"x"}}]"#),
         )
         .expect("containers.json");
-        let f = find(&root, ID, Some(Runtime::Podman));
+        let f = find(&root, ID, None);
         assert_eq!(f.container.name.as_deref(), Some("leaky"));
         assert_eq!(f.container.runtime, Some(Runtime::Podman));
         assert_eq!(f.container.pod.expect("pod").name, "p");

@@ -374,6 +374,12 @@ impl Detector {
         self.active.values()
     }
 
+    /// The flags raised now, to fill in what the detector does not know
+    /// (their container).
+    pub fn active_mut(&mut self) -> impl Iterator<Item = &mut Flag> {
+        self.active.values_mut()
+    }
+
     /// Recently cleared flags, oldest first (at most [`HISTORY`]).
     pub fn recently_cleared(&self) -> impl Iterator<Item = &Flag> {
         self.history.iter()

@@ -327,9 +327,14 @@ fn reconcile<D: Observer, S: Sink<Derived = D>>(
         |cookie, st| engine.state_since(cookie, st),
         owners_of,
     );
-    for c in &mut changes {
-        let (Change::Raised(f) | Change::Cleared(f)) = c;
-        f.container = containers.get(f.netns).map(|c| (**c).clone());
+    // Flags keep the container they were raised in, even once it is gone.
+    let changed = changes.iter_mut().map(|c| match c {
+        Change::Raised(f) | Change::Cleared(f) => f,
+    });
+    for f in detector.active_mut().chain(changed) {
+        if f.container.is_none() {
+            f.container = containers.get(f.netns).map(|c| (**c).clone());
+        }
     }
     sink.reconciled(&mut guard, sockets, &changes, dump.start_ns);
     (engine_ns, ended)
