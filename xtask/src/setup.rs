@@ -10,7 +10,7 @@ use crate::cmd;
 /// ip and ss, sysctl, python3 (the leaking server of the leak tests), and
 /// bpftool (the guards on the loaded programs' shape).
 /// (`cargo xtask bench` runs its bpftrace peer only when bpftrace is installed.)
-pub const TEST_PACKAGES: [(&str, &str); 8] = [
+pub const TEST_PACKAGES: [(&str, &str); 11] = [
     ("bpftool", "bpftool"),
     ("nft", "nftables"),
     ("prometheus", "prometheus"),
@@ -19,6 +19,10 @@ pub const TEST_PACKAGES: [(&str, &str); 8] = [
     ("ss", "iproute2"),
     ("sysctl", "procps"),
     ("python3", "python3"),
+    // tests/containers.rs: real containers, image from a static busybox
+    ("podman", "podman"),
+    ("runc", "runc"),
+    ("busybox", "busybox-static"),
 ];
 
 /// Full setup, printing every step.

@@ -1,0 +1,415 @@
+//! Privileged tests with real containers (podman + runc, a busybox image
+//! made on the machine): the agent, `tracer leaks` and `tracer events` name
+//! the container (and the pod, from CRI annotations) behind each socket,
+//! from the host, without configuration, and count each container's sockets
+//! as `ss -tan` inside it does. Each test looks only at its own
+//! containers (`tr-<tag>-<pid>`, removed on drop) and namespaces.
+mod common;
+#[path = "containers/podman.rs"]
+mod podman;
+
+use std::{
+    collections::BTreeMap,
+    net::{SocketAddr, TcpStream},
+    os::unix::fs::MetadataExt as _,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use common::{Agent, Events, NetnsPair, require_root, sh, wait_until};
+use podman::{Container, image, pids_in};
+use serde_json::Value;
+
+const NO_AGENT: &str = "http://127.0.0.1:1";
+
+/// A server that accepts and never closes: each connection is handed to a
+/// `sleep` that holds it (fds 0-2) and never reads.
+const LEAKY_SERVER: &str = "exec nc -ll -p 8080 -e /bin/sleep 100000";
+
+/// From inside container `c`'s namespace, connect from 127.0.0.1:40000 to
+/// its server on 127.0.0.1:8080 (once it listens): the same 4-tuple in
+/// every container. The test holds the client end, a `sleep` the server end.
+fn connect_inside(c: &Container) -> TcpStream {
+    let up = wait_until(Duration::from_secs(10), || c.listening(8080));
+    assert!(up, "the server in {} never listened", c.name);
+    c.inside(|| {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        s.set_reuse_address(true).expect("SO_REUSEADDR");
+        let from: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+        s.bind(&from.into()).expect("bind 40000");
+        let to: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+        s.connect(&to.into()).expect("connect");
+        TcpStream::from(s)
+    })
+}
+
+/// The agent every test runs: every namespace, dumps without a budget.
+fn agent() -> Agent {
+    Agent::start(&[
+        "--close-wait-threshold",
+        "1s",
+        "--reconcile-interval",
+        "250ms",
+        "--reconcile-budget",
+        "0",
+        "--netns",
+        "all",
+    ])
+}
+
+/// A plain `ip netns` namespace for a container to join; deleted on drop.
+struct TestNs {
+    name: String,
+    inode: u64,
+}
+
+impl TestNs {
+    fn new(tag: &str) -> TestNs {
+        require_root();
+        let name = format!("tr-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        sh("ip", &["netns", "add", &name]);
+        let inode = std::fs::metadata(format!("/run/netns/{name}"))
+            .expect("netns")
+            .ino();
+        let ns = TestNs { name, inode };
+        sh("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+}
+
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// The agent's live sockets on port 8080 in namespace `netns`.
+fn sockets(agent: &Agent, netns: u64) -> Vec<Value> {
+    agent
+        .json(&format!("/api/v1/sockets?port=8080&netns={netns}"))
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|s| s["netns"] == netns && s["live"] == true)
+        .cloned()
+        .collect()
+}
+
+/// The value of a series, or -1 while it does not exist.
+fn metric(agent: &Agent, series: &str) -> f64 {
+    common::metric_value(&agent.get("/metrics"), series).unwrap_or(-1.0)
+}
+
+/// True when `v["container"]` is container `c`, made by podman.
+fn names(v: &Value, c: &Container) -> bool {
+    v["container"]["id"] == c.id.as_str()
+        && v["container"]["name"] == c.name.as_str()
+        && v["container"]["runtime"] == "podman"
+}
+
+/// `tracer leaks ARGS --json`: the flags on port 8080 in namespace `netns`.
+fn leak_flags(args: &[&str], netns: u64) -> Vec<Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(["leaks", "--json"])
+        .args(args)
+        .output()
+        .expect("tracer leaks");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    let mut flags: Vec<Value> = Vec::new();
+    for g in report["leaks"].as_array().expect("leaks") {
+        for f in g["sockets"].as_array().expect("sockets") {
+            let mine =
+                f["netns"] == netns && f["local"].as_str().is_some_and(|l| l.ends_with(":8080"));
+            if mine && !flags.iter().any(|o| o["cookie"] == f["cookie"]) {
+                flags.push(f.clone());
+            }
+        }
+    }
+    flags
+}
+
+#[test]
+fn a_leak_in_a_container_started_after_the_agent_is_named_from_the_host() {
+    let Some(_) = image() else { return };
+    let agent = agent();
+    let url = format!("http://{}", agent.addr);
+    let ns = TestNs::new("ctleak");
+    let c = Container::run(
+        "ctleak",
+        &["--network", &format!("ns:/run/netns/{}", ns.name)],
+        LEAKY_SERVER,
+    );
+    assert_eq!(
+        c.netns, ns.inode,
+        "the container joined the test's namespace"
+    );
+    // Three clients, from the test's thread inside the namespace, connect
+    // and close: the container's sleeps hold three CLOSE_WAIT sockets.
+    let up = wait_until(Duration::from_secs(10), || c.listening(8080));
+    assert!(up, "the server in {} never listened", c.name);
+    let closed = NetnsPair::in_ns(&ns.name, || {
+        for _ in 0..3 {
+            let s = TcpStream::connect("127.0.0.1:8080").expect("connect");
+            std::thread::sleep(Duration::from_millis(100));
+            drop(s);
+        }
+        Instant::now()
+    });
+    // The 3 connections, held by sleeps in the container.
+    let leakers = {
+        let mut p = Vec::new();
+        wait_until(Duration::from_secs(5), || {
+            p = pids_in(&c.id, "sleep");
+            p.len() == 3
+        });
+        p
+    };
+    assert_eq!(
+        leakers.len(),
+        3,
+        "sleeps holding the connections: {leakers:?}"
+    );
+
+    // The API names the container beside the namespace.
+    let listed = wait_until(Duration::from_secs(5), || {
+        let cw: Vec<Value> = sockets(&agent, ns.inode)
+            .into_iter()
+            .filter(|s| s["state"] == "close_wait")
+            .collect();
+        cw.len() == 3 && cw.iter().all(|s| names(s, &c))
+    });
+    assert!(listed, "{:#?}", sockets(&agent, ns.inode));
+
+    // The agent's report: pid, fd, exact age, netns and container.
+    let mut flags = Vec::new();
+    let flagged = wait_until(Duration::from_secs(8), || {
+        flags = leak_flags(&["--agent", &url], ns.inode);
+        flags.len() == 3
+    });
+    assert!(flagged, "{flags:#?}");
+    let since_close = closed.elapsed().as_secs_f64();
+    for f in &flags {
+        assert!(names(f, &c), "{f:#}");
+        assert_eq!(f["kind"], "close_wait", "{f:#}");
+        let owner = &f["owners"][0];
+        let pid = owner["pid"].as_u64().expect("pid") as u32;
+        assert!(
+            leakers.contains(&pid),
+            "owner {pid} not in {leakers:?}: {f:#}"
+        );
+        assert!(owner["fd"].as_u64().is_some_and(|fd| fd <= 2), "{f:#}");
+        assert_eq!(f["age_is_lower_bound"], false, "{f:#}");
+        let age = f["age_seconds"].as_f64().expect("age");
+        assert!(
+            age >= 1.0 && age <= since_close + 1.0,
+            "age {age} s, closed {since_close} s ago: {f:#}"
+        );
+    }
+
+    // Without an agent: the snapshot names the container too.
+    let snap = leak_flags(&["--agent", NO_AGENT], ns.inode);
+    assert_eq!(snap.len(), 3, "{snap:#?}");
+    assert!(snap.iter().all(|f| names(f, &c)), "{snap:#?}");
+    let table = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(["leaks", "--agent", &url])
+        .output()
+        .expect("tracer leaks");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains(&format!("podman:{}", c.name)), "{table}");
+
+    // Per-workload metrics, by container name.
+    let series = |m: &str, label: &str| {
+        format!(
+            "tracer_{m}{{pod_namespace=\"\",pod=\"\",container=\"{}\",netns=\"\",{label}}}",
+            c.name
+        )
+    };
+    let counted = wait_until(Duration::from_secs(3), || {
+        metric(&agent, &series("workload_sockets", "state=\"close_wait\"")) == 3.0
+            && metric(&agent, &series("workload_leaks", "kind=\"close_wait\"")) == 3.0
+    });
+    assert!(counted, "{}", agent.get("/metrics"));
+    assert!(metric(&agent, "tracer_containers") >= 1.0);
+}
+
+#[test]
+fn a_container_that_stops_ends_its_sockets_and_its_series() {
+    let Some(_) = image() else { return };
+    let agent = agent();
+    let events = Events::start(&["--port", "8080"]);
+    let c = Container::run("ctstop", &["--network", "none"], LEAKY_SERVER);
+    let _client = connect_inside(&c);
+    let netns = c.netns;
+    let attributed = wait_until(Duration::from_secs(10), || {
+        let s = sockets(&agent, netns);
+        s.len() == 3 && s.iter().all(|s| names(s, &c))
+    });
+    assert!(attributed, "{:#?}", sockets(&agent, netns));
+    let name = c.name.clone();
+    let id = c.id.clone();
+    let workload = format!(
+        "tracer_workload_sockets{{pod_namespace=\"\",pod=\"\",container=\"{name}\",netns=\"\",state=\"established\"}}"
+    );
+    assert!(wait_until(Duration::from_secs(3), || metric(
+        &agent, &workload
+    ) == 2.0));
+    // Let `tracer events` discover the namespace too (one dump a second).
+    std::thread::sleep(Duration::from_millis(2500));
+    c.remove();
+    let ended = wait_until(Duration::from_secs(10), || {
+        sockets(&agent, netns).is_empty()
+    });
+    assert!(ended, "{:#?}", sockets(&agent, netns));
+    let gone = wait_until(Duration::from_secs(5), || {
+        !agent
+            .get("/metrics")
+            .contains(&format!("container=\"{name}\""))
+    });
+    assert!(gone, "the stopped container's series stay");
+
+    let out = events.stop();
+    let mine: Vec<&Value> = out.events.iter().filter(|e| e["netns"] == netns).collect();
+    let closes: Vec<&&Value> = mine
+        .iter()
+        .filter(|e| e["new_state"] == "close" || e["new_state"] == "fin_wait1")
+        .collect();
+    assert!(!closes.is_empty(), "{mine:#?}");
+    for e in closes {
+        assert_eq!(e["container"]["id"], id.as_str(), "{e:#}");
+        assert_eq!(e["container"]["name"], name.as_str(), "{e:#}");
+    }
+}
+
+#[test]
+fn the_same_four_tuple_in_two_containers_is_kept_apart() {
+    let Some(_) = image() else { return };
+    let agent = agent();
+    let a = Container::run("cttuplea", &["--network", "none"], LEAKY_SERVER);
+    let b = Container::run("cttupleb", &["--network", "none"], LEAKY_SERVER);
+    let _clients = (connect_inside(&a), connect_inside(&b));
+    assert_ne!(a.netns, b.netns);
+    let both = wait_until(Duration::from_secs(10), || {
+        let (sa, sb) = (sockets(&agent, a.netns), sockets(&agent, b.netns));
+        sa.len() == 3
+            && sb.len() == 3
+            && sa.iter().all(|s| names(s, &a))
+            && sb.iter().all(|s| names(s, &b))
+    });
+    assert!(
+        both,
+        "a: {:#?}\nb: {:#?}",
+        sockets(&agent, a.netns),
+        sockets(&agent, b.netns)
+    );
+    let tuples = |c: &Container| -> Vec<(String, String)> {
+        let mut t: Vec<(String, String)> = sockets(&agent, c.netns)
+            .iter()
+            .filter(|s| s["state"] == "established")
+            .map(|s| {
+                (
+                    format!("{}:{}", s["saddr"], s["sport"]),
+                    format!("{}:{}", s["daddr"], s["dport"]),
+                )
+            })
+            .collect();
+        t.sort();
+        t
+    };
+    assert_eq!(tuples(&a), tuples(&b), "the same 4-tuples in both");
+    assert_eq!(tuples(&a).len(), 2);
+    let mut cookies: Vec<u64> = [&a, &b]
+        .iter()
+        .flat_map(|c| sockets(&agent, c.netns))
+        .map(|s| s["cookie"].as_u64().expect("cookie"))
+        .collect();
+    cookies.sort_unstable();
+    cookies.dedup();
+    assert_eq!(cookies.len(), 6, "six sockets, six cookies");
+
+    // Per-state counts agree with `ss -tan` run inside each (nsenter).
+    for c in [&a, &b] {
+        let mut seen = (BTreeMap::new(), BTreeMap::new());
+        let agree = wait_until(Duration::from_secs(5), || {
+            seen = (api_states(&agent, c.netns), ss_states(c.pid));
+            seen.0 == seen.1
+        });
+        assert!(agree, "{}: (agent, ss): {seen:?}", c.name);
+    }
+}
+
+/// Live sockets per state the agent lists in namespace `netns`.
+fn api_states(agent: &Agent, netns: u64) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    let list = agent.json(&format!("/api/v1/sockets?netns={netns}"));
+    for s in list.as_array().expect("array") {
+        if s["netns"] == netns && s["live"] == true {
+            *m.entry(s["state"].as_str().expect("state").to_owned())
+                .or_default() += 1;
+        }
+    }
+    m
+}
+
+/// `ss -tan` in the network namespace of `pid`, per state as the API names them.
+fn ss_states(pid: u32) -> BTreeMap<String, usize> {
+    let out = Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-n", "ss", "-tanH"])
+        .output()
+        .expect("nsenter ss");
+    let mut m = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(state) = line.split_whitespace().next() else {
+            continue;
+        };
+        let name = match state {
+            "ESTAB" => "established".to_owned(),
+            "FIN-WAIT-1" => "fin_wait1".to_owned(),
+            "FIN-WAIT-2" => "fin_wait2".to_owned(),
+            s => s.to_ascii_lowercase().replace('-', "_"),
+        };
+        *m.entry(name).or_default() += 1;
+    }
+    m
+}
+
+#[test]
+fn a_container_with_cri_annotations_is_attributed_to_its_pod() {
+    let Some(_) = image() else { return };
+    let agent = agent();
+    let pod = format!("cart-{}", std::process::id());
+    let annotations = [
+        "io.kubernetes.cri.container-type=container".to_owned(),
+        format!("io.kubernetes.cri.sandbox-name={pod}"),
+        "io.kubernetes.cri.sandbox-namespace=shop".to_owned(),
+        "io.kubernetes.cri.container-name=app".to_owned(),
+    ];
+    let mut extra = vec!["--network", "none"];
+    for a in &annotations {
+        extra.extend(["--annotation", a.as_str()]);
+    }
+    let c = Container::run("ctpod", &extra, LEAKY_SERVER);
+    let _client = connect_inside(&c);
+    let in_pod = |s: &Value| {
+        let p = &s["container"]["pod"];
+        s["container"]["id"] == c.id.as_str()
+            && p["namespace"] == "shop"
+            && p["name"] == pod.as_str()
+            && p["container"] == "app"
+    };
+    let attributed = wait_until(Duration::from_secs(10), || {
+        let s = sockets(&agent, c.netns);
+        s.len() == 3 && s.iter().all(in_pod)
+    });
+    assert!(attributed, "{:#?}", sockets(&agent, c.netns));
+    let series = format!(
+        "tracer_workload_sockets{{pod_namespace=\"shop\",pod=\"{pod}\",container=\"app\",netns=\"\",state=\"established\"}}"
+    );
+    let counted = wait_until(Duration::from_secs(3), || metric(&agent, &series) == 2.0);
+    assert!(counted, "{}", agent.get("/metrics"));
+}
