@@ -7,13 +7,15 @@
 //! kernel's bpf_stats ([`kprog`]); then a sweep over open-loop target rates,
 //! the engine microbenchmarks ([`micro`]), and a report ([`report`],
 //! [`progcost`], [`targets`]) into BENCHMARKS.md with SVG plots ([`svg`]).
-//! `--soak` is the long run that shows RSS stays flat ([`soak`]).
+//! `--soak` is the long run that shows RSS stays flat ([`soak`]);
+//! `--netns-scale N` the agent beside N namespaces of idle sockets ([`netns_scale`]).
 mod agent;
 mod churn;
 mod kprog;
 mod machine;
 mod measure;
 mod micro;
+mod netns_scale;
 mod output;
 mod procfs;
 mod progcost;
@@ -81,6 +83,14 @@ pub struct BenchArgs {
     /// Only run the churn workload (no tracer) and print its rate.
     #[arg(long)]
     pub churn_only: bool,
+    /// Only the namespace scale run: `tracer run` beside this many network
+    /// namespaces holding idle sockets; prints what reconciliation costs
+    /// per namespace and per socket (window: --secs, default 30).
+    #[arg(long, value_name = "NAMESPACES")]
+    pub netns_scale: Option<usize>,
+    /// Idle connections per namespace in the --netns-scale run.
+    #[arg(long, value_name = "CONNS", default_value_t = 10)]
+    pub netns_conns: usize,
     /// The long run: `tracer run` under churn at --soak-rate for --soak-secs,
     /// sampling its RSS (default 10 minutes at 10,000 conn/s).
     #[arg(long)]
@@ -148,6 +158,13 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     ensure_tracefs()?;
     if args.tracer_bin.is_none() {
         cmd::run("cargo", &["build", "--release", "-p", "tracer"])?;
+    }
+    if let Some(n) = args.netns_scale {
+        let tracer = args
+            .tracer_bin
+            .clone()
+            .unwrap_or_else(|| target_dir().join("release/tracer"));
+        return netns_scale::run(&tracer, n, args.netns_conns, args.secs.unwrap_or(30.0));
     }
     let micro = match !args.no_micro && !args.soak {
         true => Some(micro::build()?),
