@@ -61,3 +61,57 @@ pub fn exec(program: &str, args: &[&str]) -> anyhow::Result<()> {
     let err = Command::new(program).args(args).exec();
     Err(err).with_context(|| format!("starting {program}"))
 }
+
+/// One executable cargo built, from its `compiler-artifact` JSON message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Artifact {
+    /// The target's name (`events` for tracer/tests/events.rs).
+    pub name: String,
+    /// The target's kinds (`test`, `bin`, `bench`, `lib`, ...).
+    pub kinds: Vec<String>,
+    /// Built with the test harness (`profile.test`).
+    pub test: bool,
+    /// The executable.
+    pub executable: PathBuf,
+}
+
+/// Run `cargo ARGS --message-format=json-render-diagnostics` in the
+/// workspace (ARGS a `--no-run` build) and return every executable it
+/// reports; diagnostics go to stderr as usual.
+pub fn cargo_artifacts(args: &[&str]) -> anyhow::Result<Vec<Artifact>> {
+    let mut all = args.to_vec();
+    all.push("--message-format=json-render-diagnostics");
+    eprintln!("xtask: $ cargo {}", all.join(" "));
+    let out = Command::new("cargo")
+        .args(&all)
+        .current_dir(workspace_root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("starting cargo")?;
+    if !out.status.success() {
+        bail!("`cargo {}` failed ({})", all.join(" "), out.status);
+    }
+    Ok(artifacts(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Pick the executables out of cargo's JSON messages.
+pub fn artifacts(json_lines: &str) -> Vec<Artifact> {
+    json_lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact")
+        .filter_map(|m| {
+            Some(Artifact {
+                name: m["target"]["name"].as_str()?.to_string(),
+                kinds: m["target"]["kind"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|k| k.as_str().map(str::to_string))
+                    .collect(),
+                test: m["profile"]["test"].as_bool().unwrap_or(false),
+                executable: PathBuf::from(m["executable"].as_str()?),
+            })
+        })
+        .collect()
+}

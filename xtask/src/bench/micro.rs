@@ -53,35 +53,11 @@ pub struct Executables {
 /// Compile the benches and return their executables, so the timing runs
 /// measure this build even if the sources change meanwhile.
 pub fn build() -> anyhow::Result<Executables> {
-    let args = [
-        "bench",
-        "-p",
-        "tracer",
-        "--no-run",
-        "--message-format=json-render-diagnostics",
-    ];
-    eprintln!("xtask: $ cargo {}", args.join(" "));
-    let out = Command::new("cargo")
-        .args(args)
-        .current_dir(cmd::workspace_root())
-        .stderr(Stdio::inherit())
-        .output()
-        .context("starting cargo bench --no-run")?;
-    if !out.status.success() {
-        bail!("cargo bench -p tracer --no-run failed ({})", out.status);
-    }
     let mut exe = Executables::default();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let (Some(name), Some(path)) = (v["target"]["name"].as_str(), v["executable"].as_str())
-        else {
-            continue;
-        };
-        match name {
-            "engine" => exe.engine = PathBuf::from(path),
-            "engine_memory" => exe.engine_memory = PathBuf::from(path),
+    for a in cmd::cargo_artifacts(&["bench", "-p", "tracer", "--no-run"])? {
+        match a.name.as_str() {
+            "engine" => exe.engine = a.executable,
+            "engine_memory" => exe.engine_memory = a.executable,
             _ => {}
         }
     }

@@ -4,14 +4,9 @@
 //! artifact; an integration test target `tracer/tests/events.rs` is the
 //! executable `target/debug/deps/events-<hash>`. The guest sees the host's
 //! filesystem, so it runs these very files.
-use std::{
-    collections::BTreeMap,
-    path::PathBuf,
-    process::{Command, Stdio},
-};
+use std::{collections::BTreeMap, path::PathBuf};
 
-use anyhow::{Context as _, bail};
-use serde_json::Value;
+use anyhow::Context as _;
 
 use crate::cmd;
 
@@ -35,53 +30,25 @@ impl Binaries {
 
 /// Build the workspace's tests (not run) and return their executables.
 pub fn build() -> anyhow::Result<Binaries> {
-    let args = [
+    pick(cmd::cargo_artifacts(&[
         "test",
         "--workspace",
         "--exclude",
         "tracer-ebpf",
         "--no-run",
-        "--message-format=json-render-diagnostics",
-    ];
-    eprintln!("xtask: $ cargo {}", args.join(" "));
-    let out = Command::new("cargo")
-        .args(args)
-        .current_dir(cmd::workspace_root())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .output()
-        .context("starting cargo")?;
-    if !out.status.success() {
-        bail!("`cargo {}` failed ({})", args.join(" "), out.status);
-    }
-    parse(&String::from_utf8_lossy(&out.stdout))
+    ])?)
 }
 
-/// Pick the artifacts out of cargo's JSON messages.
-fn parse(json_lines: &str) -> anyhow::Result<Binaries> {
+/// The integration tests and the `tracer` binary among cargo's artifacts.
+fn pick(artifacts: Vec<cmd::Artifact>) -> anyhow::Result<Binaries> {
     let mut tests = BTreeMap::new();
     let mut tracer = None;
-    for line in json_lines.lines() {
-        let Ok(msg) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        if msg["reason"] != "compiler-artifact" {
-            continue;
-        }
-        let Some(exe) = msg["executable"].as_str() else {
-            continue;
-        };
-        let target = &msg["target"];
-        let name = target["name"].as_str().unwrap_or_default().to_string();
-        let kinds: Vec<&str> = target["kind"]
-            .as_array()
-            .map(|k| k.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let is_test = msg["profile"]["test"].as_bool().unwrap_or(false);
-        if is_test && kinds.contains(&"test") {
-            tests.insert(name, PathBuf::from(exe));
-        } else if !is_test && kinds.contains(&"bin") && name == "tracer" {
-            tracer = Some(PathBuf::from(exe));
+    for a in artifacts {
+        let kind = |k: &str| a.kinds.iter().any(|x| x == k);
+        if a.test && kind("test") {
+            tests.insert(a.name, a.executable);
+        } else if !a.test && kind("bin") && a.name == "tracer" {
+            tracer = Some(a.executable);
         }
     }
     let tracer = tracer.context("cargo reported no `tracer` executable")?;
@@ -102,7 +69,7 @@ mod tests {
             r#"{"reason":"build-finished","success":true}"#,
         ]
         .join("\n");
-        let b = parse(&lines).unwrap();
+        let b = pick(cmd::artifacts(&lines)).unwrap();
         assert_eq!(
             b.test("events").unwrap(),
             &PathBuf::from("/w/target/debug/deps/events-1a2b")
