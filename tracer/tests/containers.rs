@@ -358,24 +358,7 @@ fn api_states(agent: &Agent, netns: u64) -> BTreeMap<String, usize> {
 
 /// `ss -tan` in the network namespace of `pid`, per state as the API names them.
 fn ss_states(pid: u32) -> BTreeMap<String, usize> {
-    let out = Command::new("nsenter")
-        .args(["-t", &pid.to_string(), "-n", "ss", "-tanH"])
-        .output()
-        .expect("nsenter ss");
-    let mut m = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some(state) = line.split_whitespace().next() else {
-            continue;
-        };
-        let name = match state {
-            "ESTAB" => "established".to_owned(),
-            "FIN-WAIT-1" => "fin_wait1".to_owned(),
-            "FIN-WAIT-2" => "fin_wait2".to_owned(),
-            s => s.to_ascii_lowercase().replace('-', "_"),
-        };
-        *m.entry(name).or_default() += 1;
-    }
-    m
+    common::ss_states(Command::new("nsenter").args(["-t", &pid.to_string(), "-n", "ss", "-tanH"]))
 }
 
 #[test]

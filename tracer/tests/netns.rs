@@ -47,24 +47,7 @@ impl PlainNs {
 
     /// `ss -tan` inside: live sockets per state, named as the API names them.
     fn ss_states(&self) -> BTreeMap<String, usize> {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, "ss", "-tanH"])
-            .output()
-            .expect("ss");
-        let mut m = BTreeMap::new();
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let Some(state) = line.split_whitespace().next() else {
-                continue;
-            };
-            let name = match state {
-                "ESTAB" => "established".to_owned(),
-                "FIN-WAIT-1" => "fin_wait1".to_owned(),
-                "FIN-WAIT-2" => "fin_wait2".to_owned(),
-                s => s.to_ascii_lowercase().replace('-', "_"),
-            };
-            *m.entry(name).or_default() += 1;
-        }
-        m
+        common::ss_states(Command::new("ip").args(["netns", "exec", &self.name, "ss", "-tanH"]))
     }
 }
 

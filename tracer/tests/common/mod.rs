@@ -344,17 +344,7 @@ impl NetnsPair {
     /// Run `f` on a thread that has entered namespace `ns`; sockets made
     /// there stay in that namespace.
     pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{ns}");
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            use std::os::fd::AsRawFd as _;
-            // SAFETY: setns on this thread only, with a valid netns fd.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("namespace thread")
+        in_netns_file(format!("/run/netns/{ns}"), f)
     }
 
     /// Drop every packet arriving in namespace `ns` (the peer vanishes).
@@ -668,4 +658,40 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Run `f` on a thread that has entered the network namespace of the file
+/// at `path` (`/run/netns/NAME`, `/proc/PID/ns/net`); sockets made there
+/// stay in that namespace.
+pub fn in_netns_file<T: Send + 'static>(path: String, f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd as _;
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: setns on this thread only, with a valid netns fd.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("namespace thread")
+}
+
+/// `ss -tanH` run by `cmd` (inside some namespace): live sockets per
+/// state, named as the API names them.
+pub fn ss_states(cmd: &mut Command) -> BTreeMap<String, usize> {
+    let out = cmd.output().expect("ss");
+    let mut m = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(state) = line.split_whitespace().next() else {
+            continue;
+        };
+        let name = match state {
+            "ESTAB" => "established".to_owned(),
+            "FIN-WAIT-1" => "fin_wait1".to_owned(),
+            "FIN-WAIT-2" => "fin_wait2".to_owned(),
+            s => s.to_ascii_lowercase().replace('-', "_"),
+        };
+        *m.entry(name).or_default() += 1;
+    }
+    m
 }

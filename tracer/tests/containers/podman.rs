@@ -140,17 +140,7 @@ impl Container {
     /// Run `f` on a thread that entered the container's network namespace:
     /// sockets it makes live there, held by the test.
     pub fn inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/proc/{}/ns/net", self.pid);
-        std::thread::spawn(move || {
-            use std::os::fd::AsRawFd as _;
-            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            // SAFETY: setns on this thread only, with a valid netns fd.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("thread inside the container's namespace")
+        crate::common::in_netns_file(format!("/proc/{}/ns/net", self.pid), f)
     }
 
     /// True once something listens on `port` in the container's namespace
