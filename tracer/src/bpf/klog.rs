@@ -16,12 +16,10 @@ pub struct KernelLog {
 
 impl KernelLog {
     /// Warnings and errors by default; everything when `RUST_LOG` asks for
-    /// debug or trace output.
+    /// info, debug or trace output.
     pub fn from_env() -> KernelLog {
-        let verbose = std::env::var("RUST_LOG")
-            .is_ok_and(|v| v.contains("debug") || v.contains("trace") || v.contains("info"));
         KernelLog {
-            max: if verbose {
+            max: if rust_log_asks_for(Level::Info) {
                 LevelFilter::Trace
             } else {
                 LevelFilter::Warn
@@ -60,6 +58,18 @@ impl Log for KernelLog {
     }
 
     fn flush(&self) {}
+}
+
+/// Whether `RUST_LOG` names `level` or a more verbose one (the one place
+/// the agent reads it, until it has a logging framework).
+pub fn rust_log_asks_for(level: Level) -> bool {
+    let Ok(v) = std::env::var("RUST_LOG") else {
+        return false;
+    };
+    [Level::Info, Level::Debug, Level::Trace]
+        .into_iter()
+        .filter(|l| *l >= level)
+        .any(|l| v.contains(&l.as_str().to_ascii_lowercase()))
 }
 
 /// The reader of the programs' log ring buffer.

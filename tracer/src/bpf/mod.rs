@@ -150,7 +150,7 @@ impl Probes {
 fn refused(hook: &str, e: &aya::programs::ProgramError) -> anyhow::Error {
     let detail = verifier_detail(e);
     if detail.contains("unknown func bpf_get_socket_cookie") {
-        if std::env::var("RUST_LOG").is_ok_and(|v| v.contains("debug") || v.contains("trace")) {
+        if klog::rust_log_asks_for(log::Level::Debug) {
             eprintln!(
                 "tracer: debug: the kernel refused the program for tracepoint {hook}: {detail}"
             );
