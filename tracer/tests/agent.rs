@@ -62,10 +62,18 @@ fn time_wait_agrees_with_sock_diag_after_200_client_closes() {
         tw.len() == 200 && tw.iter().all(|s| s["time_wait_confirmed"] == true)
     });
     let tw = api_sockets(&agent, "time_wait", port);
+    let confirmed = tw
+        .iter()
+        .filter(|s| s["time_wait_confirmed"] == true)
+        .count();
     assert!(
         ok,
-        "API shows {} TIME_WAIT sockets on port {port}",
-        tw.len()
+        "API shows {} TIME_WAIT sockets on port {port}, {confirmed} confirmed; metrics:\n{}",
+        tw.len(),
+        common::metric_lines(
+            &agent.get("/metrics"),
+            &["tracer_dump", "tracer_reconcile", "tracer_netns"]
+        )
     );
     for s in &tw {
         assert_eq!(s["closed_by"], "local");

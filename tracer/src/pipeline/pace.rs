@@ -12,6 +12,11 @@
 //! grows until it does not (`cost / budget`). A dump is still taken at
 //! the next tick whenever events may have been lost: healing is what the
 //! reconcile is for, and it must not wait for the budget.
+//!
+//! The first dump of each kind does not set the pace: it adopts every
+//! socket, opens every namespace and fills the owner caches, so its cost
+//! says nothing about the steady state (on a slow machine it was 100 times
+//! a later one, and stretched the next dump past a minute).
 use std::time::Duration;
 
 /// The schedule of one kind of dump.
@@ -22,6 +27,8 @@ pub struct Pace {
     budget: f64,
     interval_ns: u64,
     next_ns: u64,
+    /// No dump has been recorded yet.
+    first: bool,
 }
 
 impl Pace {
@@ -34,6 +41,7 @@ impl Pace {
             budget: budget_percent / 100.0,
             interval_ns: base_ns,
             next_ns: 0,
+            first: true,
         }
     }
 
@@ -46,9 +54,11 @@ impl Pace {
     }
 
     /// Record a dump that started at `start_ns` and cost `cost_ns` of CPU
-    /// time (the kernel's walk plus the engine's reconcile).
+    /// time (the kernel's walk plus the engine's reconcile). The first
+    /// dump keeps the configured interval, whatever it cost.
     pub fn done(&mut self, start_ns: u64, cost_ns: u64) {
-        self.interval_ns = if self.budget > 0.0 {
+        let first = std::mem::replace(&mut self.first, false);
+        self.interval_ns = if self.budget > 0.0 && !first {
             let stretched = (cost_ns as f64 / self.budget).min(u64::MAX as f64) as u64;
             self.base_ns.max(stretched)
         } else {
@@ -129,6 +139,7 @@ mod tests {
     fn cheap_dumps_keep_the_configured_interval() {
         let mut p = Pace::new(Duration::from_secs(1), 1.0);
         assert!(p.due(0), "the first dump is due at once");
+        p.done(0, MS);
         p.done(5 * S, 2 * MS); // 2 ms: 0.2% of a core at 1 s
         assert_eq!(p.interval(), Duration::from_secs(1));
         assert!(!p.due(5 * S + 700 * MS));
@@ -140,6 +151,7 @@ mod tests {
         let mut p = Pace::new(Duration::from_secs(1), 1.0);
         // The dump started 300 µs after its tick; the next tick comes
         // exactly 1 s after the previous one.
+        p.done(0, MS);
         p.done(S + 300_000, MS);
         assert!(p.due(2 * S), "a tick 300 µs early is not skipped");
         assert!(!p.due(S + 700 * MS));
@@ -148,6 +160,7 @@ mod tests {
     #[test]
     fn expensive_dumps_stretch_the_interval_to_the_budget() {
         let mut p = Pace::new(Duration::from_secs(1), 1.0);
+        p.done(0, MS);
         p.done(10 * S, 40 * MS); // 40 ms at 1% of a core: every 4 s
         assert_eq!(p.interval(), Duration::from_secs(4));
         assert!(!p.due(13 * S));
@@ -156,6 +169,16 @@ mod tests {
         p.done(14 * S, 3 * MS);
         assert_eq!(p.interval(), Duration::from_secs(1));
         assert!(p.due(15 * S));
+    }
+
+    #[test]
+    fn the_first_dump_does_not_set_the_pace() {
+        let mut p = Pace::new(Duration::from_secs(1), 1.0);
+        p.done(0, 175 * MS); // adoption: 17.5 s at 1% if it counted
+        assert_eq!(p.interval(), Duration::from_secs(1));
+        assert!(p.due(S));
+        p.done(S, 175 * MS); // the second one does
+        assert_eq!(p.interval(), Duration::from_millis(17_500));
     }
 
     #[test]
@@ -169,6 +192,7 @@ mod tests {
     #[test]
     fn a_covering_dump_postpones_but_never_advances() {
         let mut p = Pace::new(Duration::from_secs(1), 1.0);
+        p.done(0, MS);
         p.done(0, 20 * MS); // every 2 s
         p.covered(S); // a full dump at 1 s covered the ground
         assert!(!p.due(2 * S + 700 * MS));
@@ -180,6 +204,7 @@ mod tests {
     #[test]
     fn absurd_costs_do_not_overflow() {
         let mut p = Pace::new(Duration::from_secs(1), 0.001);
+        p.done(0, MS);
         p.done(u64::MAX - 5, u64::MAX);
         assert!(!p.due(0));
         assert!(p.due(u64::MAX));

@@ -463,6 +463,15 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
+/// The sample lines of an exposition whose names start with one of
+/// `prefixes`: context for a failed assertion.
+pub fn metric_lines(text: &str, prefixes: &[&str]) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && prefixes.iter().any(|p| l.starts_with(p)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// A bare HTTP/1.1 GET: (status, body), or None when nothing answers.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     use std::io::{Read as _, Write as _};
