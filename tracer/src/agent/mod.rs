@@ -77,7 +77,6 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
         heartbeat_ns: AtomicU64::new(started_ns),
         last_event_ns: AtomicU64::new(0),
         last_reconcile_ns: AtomicU64::new(0),
-        tw_overflow_pending: AtomicU64::new(0),
     });
     let mut sink = sink::AgentSink::new(shared.clone(), pipeline.scope().own_inode());
 

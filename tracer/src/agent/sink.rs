@@ -145,8 +145,6 @@ impl Sink for AgentSink {
 
     fn tallied(&mut self, t: &Tallies) {
         let s = &self.shared;
-        s.tw_overflow_pending
-            .store(t.tw_overflow_pending, Ordering::Relaxed);
         s.metrics
             .events_lost
             .inc_by(t.lost.saturating_sub(self.lost_seen));

@@ -103,23 +103,12 @@ pub struct Shared {
     pub last_event_ns: AtomicU64,
     /// Monotonic ns of the last successful reconcile.
     pub last_reconcile_ns: AtomicU64,
-    /// TIME_WAIT overflows (closes that left no timewait socket) since the
-    /// last full dump: inferred TIME_WAIT records the next full dump will
-    /// find missing. The gauge leaves them out.
-    pub tw_overflow_pending: AtomicU64,
 }
 
 impl Shared {
     /// Copy engine-derived gauges into the metrics.
     pub fn publish(&self, core: &Core<AgentState>) {
-        let mut counts = core.engine.counts_by_state();
-        let overflow = self
-            .tw_overflow_pending
-            .load(Ordering::Relaxed)
-            .min(core.engine.unconfirmed_time_wait());
-        let tw = &mut counts[TcpState::TimeWait.index()];
-        *tw = tw.saturating_sub(overflow);
-        self.metrics.set_sockets(&counts);
+        self.metrics.set_sockets(&core.engine.counts_by_state());
         self.metrics.tracked.set(core.engine.tracked() as i64);
     }
 }

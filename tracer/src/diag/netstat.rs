@@ -1,23 +1,25 @@
-//! Kernel TCP counters from `/proc/self/net/netstat` (per network namespace).
+//! Kernel TCP settings of one network namespace, read from `/proc/sys`.
+use std::{fs::File, io, os::unix::fs::FileExt as _};
 
-/// `TcpExt: TCPTimeWaitOverflow`: closes that left no timewait socket
-/// because `tcp_max_tw_buckets` was full, in this process's network
-/// namespace. `None` when the file or the counter is missing.
-pub fn time_wait_overflows() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/net/netstat").ok()?;
-    counter(&text, "TcpExt:", "TCPTimeWaitOverflow")
-}
+/// `net.ipv4.tcp_max_tw_buckets` of the network namespace this was opened
+/// in: a `/proc/sys/net` file stays bound to the namespace of the thread
+/// that opened it, so one opened inside a namespace (see
+/// [`super::NetnsHandle::run_inside`]) reads that namespace's value for good.
+#[derive(Debug)]
+pub struct TimeWaitLimit(File);
 
-/// A counter from netstat-format text: a header line of names and a value
-/// line, both starting with `prefix`.
-pub fn counter(text: &str, prefix: &str, name: &str) -> Option<u64> {
-    let mut lines = text.lines().filter(|l| l.starts_with(prefix));
-    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
-        if let Some(i) = names.split_whitespace().position(|n| n == name) {
-            return values.split_whitespace().nth(i)?.parse().ok();
-        }
+impl TimeWaitLimit {
+    /// Open the setting of the calling thread's namespace.
+    pub fn open() -> io::Result<TimeWaitLimit> {
+        File::open("/proc/sys/net/ipv4/tcp_max_tw_buckets").map(TimeWaitLimit)
     }
-    None
+
+    /// Its value now; `None` when unreadable.
+    pub fn read(&self) -> Option<u32> {
+        let mut buf = [0u8; 24];
+        let n = self.0.read_at(&mut buf, 0).ok()?;
+        std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
+    }
 }
 
 #[cfg(test)]
@@ -25,19 +27,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_the_counter_by_name() {
-        let text = "TcpExt: SyncookiesSent TCPTimeWaitOverflow TWRecycled\nTcpExt: 3 1234 0\nIpExt: InNoRoutes\nIpExt: 9\n";
-        assert_eq!(counter(text, "TcpExt:", "TCPTimeWaitOverflow"), Some(1234));
-        assert_eq!(counter(text, "IpExt:", "InNoRoutes"), Some(9));
-        assert_eq!(counter(text, "TcpExt:", "Nope"), None);
-        assert_eq!(counter("", "TcpExt:", "TCPTimeWaitOverflow"), None);
-    }
-
-    #[test]
-    fn reads_this_namespace() {
-        assert!(
-            time_wait_overflows().is_some(),
-            "/proc/self/net/netstat has TCPTimeWaitOverflow"
-        );
+    fn reads_this_namespaces_limit_again_and_again() {
+        let limit = TimeWaitLimit::open().expect("tcp_max_tw_buckets");
+        let first = limit.read().expect("a number");
+        assert!(first > 0);
+        assert_eq!(limit.read(), Some(first), "read from the start each time");
     }
 }

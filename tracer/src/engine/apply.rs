@@ -5,7 +5,7 @@
 //! Nothing here allocates except when the store grows.
 use super::observer::{ClosedBy, Direction, Observer, TimeWaitEnd};
 use super::record::{Record, flag, tw_end};
-use super::{Engine, TCP_TIMEWAIT_LEN_NS, hash};
+use super::{Engine, hash};
 use crate::event::{Kind, SockEvent};
 use crate::tcp::TcpState::{self, *};
 
@@ -31,6 +31,20 @@ fn syscall_context(from: TcpState, to: TcpState, rst_rx: bool) -> bool {
         (Established, Close) => !rst_rx,
         _ => false,
     }
+}
+
+/// True when a transition shows a new connection on its 4-tuple, which
+/// the kernel allows only once no other socket holds it: a timewait socket
+/// on the same tuple was recycled. A client's `close -> syn_sent` runs
+/// before `connect()` picks the port (sport 0 unless bound), so its
+/// `syn_sent -> established` is the first to show the tuple; a server's
+/// `listen -> syn_recv` shows it at once.
+fn reuses_a_tuple(from: TcpState, to: TcpState, ev: &SockEvent) -> bool {
+    ev.sport != 0
+        && matches!(
+            (from, to),
+            (_, SynSent) | (_, SynRecv) | (SynSent | SynRecv, Established)
+        )
 }
 
 /// True when the transition creates the socket's life as a connection or
@@ -143,9 +157,11 @@ impl Engine {
     ) {
         let r = self.store.rec(slot);
         let (cookie, state, since) = (r.cookie, r.state, r.since_ns);
-        let (at_ns, how) = match since.checked_add(TCP_TIMEWAIT_LEN_NS) {
-            Some(timer) if state == TimeWait && timer < at_ns => (timer, TimeWaitEnd::Expired),
-            _ => (at_ns, how),
+        let timer = self.store.time_wait_end(since);
+        let (at_ns, how) = if state == TimeWait && timer < at_ns {
+            (timer, TimeWaitEnd::Expired)
+        } else {
+            (at_ns, how)
         };
         let dur = at_ns.saturating_sub(since);
         obs.stay(cookie, state, dur, r.has(flag::LOWER_BOUND));
@@ -172,6 +188,11 @@ impl Engine {
             self.stats.untracked_events += 1;
             return;
         };
+        if from != to && reuses_a_tuple(from, to, ev) {
+            // Even a request socket the kernel names no cookie for (a SYN
+            // that took over a server-side TIME_WAIT) ends the old stay.
+            self.end_reused_time_wait(ev, family as u8, obs);
+        }
         if ev.cookie == 0 {
             // No socket to follow (the kernel could not name it): count it.
             self.stats.untracked_events += 1;
@@ -182,9 +203,6 @@ impl Engine {
             // Not a change: nothing to end or start.
             self.stats.duplicates += 1;
             return;
-        }
-        if matches!(to, SynSent | SynRecv) {
-            self.end_reused_time_wait(ev, family as u8, obs);
         }
         let slot = match self.store.slot(ev.cookie) {
             Some(slot) => {
@@ -228,6 +246,7 @@ impl Engine {
             && r.rport == ev.dport;
         // A connection that started before the TIME_WAIT did cannot reuse it.
         if cookie != ev.cookie && same && ev.ts_ns >= r.since_ns {
+            self.stats.time_wait_reused += 1;
             self.end_time_wait(slot, ev.ts_ns, TimeWaitEnd::Reused, obs);
         }
     }
@@ -316,6 +335,11 @@ impl Engine {
         obs: &mut impl Observer,
     ) {
         let at = ev.ts_ns.max(self.store.rec(slot).since_ns);
+        // A close that would leave a timewait socket where the namespace
+        // holds its limit of them leaves none (the kernel counts it in
+        // `TCPTimeWaitOverflow`).
+        let tw_full = matches!(to, Close | TimeWait) && self.time_wait_full(ev.netns);
+        let mut overflowed = false;
         let (cookie, closed) = self.store.update(slot, |r| {
             learn(r, from, to, ev);
             r.set_tuple(ev.saddr, ev.sport, ev.daddr, ev.dport);
@@ -330,7 +354,9 @@ impl Engine {
                 if rst && r.closed_by.is_none() {
                     r.closed_by = Some(ClosedBy::Reset);
                 }
-                if to == TimeWait || (matches!(from, FinWait2 | Closing) && !rst) {
+                let tw = to == TimeWait || (matches!(from, FinWait2 | Closing) && !rst);
+                overflowed = tw && tw_full;
+                if tw && !tw_full {
                     r.set(flag::TW, true);
                     r.set(flag::TW_CONFIRMED, false);
                     r.tw_end = tw_end::NONE;
@@ -348,6 +374,7 @@ impl Engine {
             r.set(flag::RST_RX | flag::RST_TX, false);
             (r.cookie, closing.then_some(r.closed_by))
         });
+        self.stats.time_wait_overflows += u64::from(overflowed);
         obs.transition(cookie, from, to);
         if let Some(by) = closed {
             obs.closed(cookie, by);

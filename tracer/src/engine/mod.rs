@@ -18,12 +18,16 @@
 //!   counts "never appeared" and finishes the record without a TIME_WAIT
 //!   stay.
 //! - **TIME_WAIT ends by its timer.** The kernel arms a fixed
-//!   [`TCP_TIMEWAIT_LEN_NS`] timer when the socket enters TIME_WAIT, so a
-//!   confirmed record ends as [`TimeWaitEnd::Expired`] at exactly
-//!   `since + 60 s` (a 60 s stay) as soon as any input (event, dump, or
-//!   [`Engine::expire`]) brings the clock past it, whether or not a dump
-//!   still shows it. Earlier ends: a reset ([`TimeWaitEnd::Reset`]), a new
-//!   connection on the same 4-tuple ([`TimeWaitEnd::Reused`]), or absence
+//!   [`TCP_TIMEWAIT_LEN_NS`] timer when the socket enters TIME_WAIT, which
+//!   its timer wheel fires at the next bucket boundary after 60 s (up to
+//!   2 s later at HZ=250; [`TimeWaitClock`], when `Config` has one, else
+//!   exactly 60 s). A confirmed record ends as [`TimeWaitEnd::Expired`] at
+//!   that time as soon as any input (event, dump, or [`Engine::expire`])
+//!   brings the clock past it, whether or not a dump still shows it.
+//!   Earlier ends: a reset ([`TimeWaitEnd::Reset`]), a new connection on
+//!   the same 4-tuple ([`TimeWaitEnd::Reused`]: a client's
+//!   `syn_sent -> established` or a server's `listen -> syn_recv`, even
+//!   without a cookie), or absence
 //!   from a full dump more than [`TIME_WAIT_SLACK_NS`] before the timer
 //!   (`Reset`: killed before its timer, by a RST or an explicit kill).
 //!   `since` is the closing event's time; when the entry was not seen
@@ -35,6 +39,10 @@
 //!   Not modelled: the kernel re-arms the timer when a retransmitted FIN
 //!   or in-window ACK arrives in TIME_WAIT; such a socket is ended at 60 s
 //!   and then ignored while dumps still show it.
+//! - **`tcp_max_tw_buckets`.** With a namespace's limit known
+//!   ([`Engine::set_time_wait_limit`]), a close there while it holds that
+//!   many timewait records leaves none, as `inet_twsk_alloc()` decides;
+//!   counted in [`Stats::time_wait_overflows`].
 //! - **Who closed first** ([`ClosedBy`]): the first of `-> fin_wait1`
 //!   (local), `-> close_wait` (remote), or a reset seen in the state that
 //!   went to `close` (reset).
@@ -100,13 +108,17 @@ mod record;
 mod store;
 #[cfg(test)]
 mod tests;
+mod wheel;
 
 pub use hash::{BuildCookieHasher, CookieHasher};
 pub use observer::{ClosedBy, Correction, Direction, Observer, TimeWaitEnd};
 pub use reconcile::ReconcileReport;
 pub use record::{Owner, PATH_LEN, SocketView};
+pub use wheel::TimeWaitClock;
 
 use record::flag;
+use std::collections::HashMap;
+
 use store::Store;
 
 use crate::tcp::TcpState;
@@ -138,6 +150,9 @@ pub struct Config {
     /// A FIN_WAIT2 or CLOSE_WAIT stay longer than this marks the connection
     /// `half_closed`. Default 1 s.
     pub half_closed_threshold_ns: u64,
+    /// The kernel's timer wheel, to end TIME_WAIT stays when it does;
+    /// `None`: after exactly 60 s. Default `None`.
+    pub time_wait_clock: Option<TimeWaitClock>,
 }
 
 impl Default for Config {
@@ -147,6 +162,7 @@ impl Default for Config {
             retention_ns: 5 * NS_PER_SEC,
             reconcile_slack_ns: 200_000_000,
             half_closed_threshold_ns: NS_PER_SEC,
+            time_wait_clock: None,
         }
     }
 }
@@ -174,6 +190,11 @@ pub struct Stats {
     pub not_adopted: u64,
     /// Finished records dropped after their retention.
     pub expired: u64,
+    /// Closes that left no timewait socket because their namespace held
+    /// `tcp_max_tw_buckets` of them already (as the kernel decides).
+    pub time_wait_overflows: u64,
+    /// TIME_WAIT stays ended by a new connection on their 4-tuple.
+    pub time_wait_reused: u64,
 }
 
 /// The lifecycle engine. See the module docs.
@@ -183,6 +204,8 @@ pub struct Engine {
     stats: Stats,
     /// The latest time seen in any input; drives retention.
     clock_ns: u64,
+    /// `tcp_max_tw_buckets` of each network namespace, where known.
+    tw_limits: HashMap<u32, u32, BuildCookieHasher>,
 }
 
 impl Engine {
@@ -191,10 +214,32 @@ impl Engine {
         cfg.max_sockets = cfg.max_sockets.clamp(1, record::NIL as usize - 1);
         Engine {
             cfg,
-            store: Store::new(cfg.max_sockets),
+            store: Store::new(cfg.max_sockets, cfg.time_wait_clock),
             stats: Stats::default(),
             clock_ns: 0,
+            tw_limits: HashMap::default(),
         }
+    }
+
+    /// The kernel's `tcp_max_tw_buckets` in `netns`: a close there leaves no
+    /// timewait socket while the namespace holds that many (the kernel's
+    /// `inet_twsk_alloc()` rule), so none is inferred either.
+    pub fn set_time_wait_limit(&mut self, netns: u32, limit: u32) {
+        self.tw_limits.insert(netns, limit);
+    }
+
+    /// Forget the limits of namespaces that vanished.
+    pub fn forget_time_wait_limits(&mut self, gone: &[u32]) {
+        for netns in gone {
+            self.tw_limits.remove(netns);
+        }
+    }
+
+    /// True when `netns` holds as many timewait sockets as the kernel allows.
+    fn time_wait_full(&self, netns: u32) -> bool {
+        self.tw_limits
+            .get(&netns)
+            .is_some_and(|&max| self.store.time_wait_in(netns) >= max)
     }
 
     /// The settings in use.
@@ -296,7 +341,7 @@ impl Engine {
                 deadline
             } else {
                 n.1 += 1;
-                r.since_ns.saturating_add(TCP_TIMEWAIT_LEN_NS)
+                self.store.time_wait_end(r.since_ns)
             };
             self.end_time_wait(slot, at, TimeWaitEnd::Expired, obs);
         }

@@ -339,7 +339,7 @@ impl Engine {
                     self.end_time_wait(slot, now_ns, TimeWaitEnd::Expired, obs);
                     return;
                 }
-                let deadline = since.saturating_add(TCP_TIMEWAIT_LEN_NS);
+                let deadline = self.store.time_wait_end(since);
                 if deadline > now_ns.saturating_add(TIME_WAIT_SLACK_NS) {
                     rep.time_wait_killed += 1;
                     self.end_time_wait(slot, now_ns, TimeWaitEnd::Reset, obs);

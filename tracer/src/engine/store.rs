@@ -24,10 +24,11 @@ mod timers;
 
 use std::collections::HashMap;
 
+use super::TIME_WAIT_SLACK_NS;
 use super::hash::BuildCookieHasher;
 use super::observer::Observer;
 use super::record::{NIL, Record, flag};
-use super::{TCP_TIMEWAIT_LEN_NS, TIME_WAIT_SLACK_NS};
+use super::wheel::{TimeWaitClock, time_wait_end};
 use crate::tcp::TcpState;
 use timers::{Timer, TimerQueue};
 
@@ -50,23 +51,23 @@ struct Acct {
     counted: Option<TcpState>,
     /// Which list it is on.
     finished: bool,
-    /// Its tuple fingerprint, while in TIME_WAIT.
-    tw: Option<u64>,
+    /// Its tuple fingerprint and network namespace, while in TIME_WAIT.
+    tw: Option<(u64, u32)>,
     /// The base of its TIME_WAIT timer, `since + 60 s` (see `Timer`).
     timer: Option<u64>,
     /// In TIME_WAIT, inferred and not confirmed by a dump yet.
     unconfirmed: bool,
 }
 
-/// When the TIME_WAIT stay of `r` ends by its timer: `since + 60 s` once a
-/// dump confirmed it; `since + 60 s + slack` while only inferred (a full
-/// dump should have judged it by then). `None` unless live in TIME_WAIT
-/// (an orphaned FIN_WAIT2 has no fixed timer).
-pub(super) fn time_wait_deadline(r: &Record) -> Option<u64> {
+/// When the TIME_WAIT stay of `r` ends by its timer: the kernel's end for
+/// its `since` (see `wheel`) once a dump confirmed it; that plus the slack
+/// while only inferred (a full dump should have judged it by then). `None`
+/// unless live in TIME_WAIT (an orphaned FIN_WAIT2 has no fixed timer).
+pub(super) fn time_wait_deadline(r: &Record, clock: Option<&TimeWaitClock>) -> Option<u64> {
     if r.has(flag::FINISHED) || !r.has(flag::TW) || r.state != TcpState::TimeWait {
         return None;
     }
-    let end = r.since_ns.saturating_add(TCP_TIMEWAIT_LEN_NS);
+    let end = time_wait_end(clock, r.since_ns);
     Some(if r.has(flag::TW_CONFIRMED) {
         end
     } else {
@@ -76,27 +77,27 @@ pub(super) fn time_wait_deadline(r: &Record) -> Option<u64> {
 
 /// The timer of `r`, when it has a deadline: `time_wait_deadline(r)` is
 /// its `deadline_ns()`.
-fn timer(r: &Record) -> Option<Timer> {
-    time_wait_deadline(r)?;
+fn timer(r: &Record, clock: Option<&TimeWaitClock>) -> Option<Timer> {
+    time_wait_deadline(r, clock)?;
     Some(Timer {
-        base_ns: r.since_ns.saturating_add(TCP_TIMEWAIT_LEN_NS),
+        base_ns: time_wait_end(clock, r.since_ns),
         cookie: r.cookie,
         grace: !r.has(flag::TW_CONFIRMED),
     })
 }
 
 /// The timer of the record in `slot`, for the timer queue.
-fn timer_at(slab: &[Record], slot: u32) -> Option<Timer> {
-    timer(slab.get(slot as usize)?)
+fn timer_at(slab: &[Record], slot: u32, clock: Option<&TimeWaitClock>) -> Option<Timer> {
+    timer(slab.get(slot as usize)?, clock)
 }
 
-fn acct(r: &Record) -> Acct {
+fn acct(r: &Record, clock: Option<&TimeWaitClock>) -> Acct {
     let finished = r.has(flag::FINISHED);
-    let timer = timer(r);
+    let timer = timer(r, clock);
     Acct {
         counted: (!finished).then_some(r.state),
         finished,
-        tw: (!finished && r.has(flag::TW)).then(|| r.tuple_hash()),
+        tw: (!finished && r.has(flag::TW)).then(|| (r.tuple_hash(), r.netns)),
         timer: timer.map(|t| t.base_ns),
         unconfirmed: timer.is_some_and(|t| t.grace),
     }
@@ -117,13 +118,19 @@ pub(super) struct Store {
     counts: [u64; TcpState::COUNT],
     /// Live records in TIME_WAIT that no dump confirmed yet.
     unconfirmed: u64,
+    /// Live timewait records (TIME_WAIT and orphaned FIN_WAIT2) per
+    /// network namespace: what the kernel holds against
+    /// `tcp_max_tw_buckets`. Entries at zero are removed.
+    tw_per_netns: HashMap<u32, u32, BuildCookieHasher>,
+    /// When the kernel ends a TIME_WAIT stay; `None`: after exactly 60 s.
+    clock: Option<TimeWaitClock>,
     max: usize,
     evictions: u64,
 }
 
 impl Store {
     /// An empty store that holds at most `max` records (at least 1).
-    pub fn new(max: usize) -> Store {
+    pub fn new(max: usize, clock: Option<TimeWaitClock>) -> Store {
         Store {
             slab: Vec::new(),
             index: HashMap::default(),
@@ -134,6 +141,8 @@ impl Store {
             finished: EMPTY,
             counts: [0; TcpState::COUNT],
             unconfirmed: 0,
+            tw_per_netns: HashMap::default(),
+            clock,
             max: max.clamp(1, NIL as usize - 1),
             evictions: 0,
         }
@@ -176,12 +185,23 @@ impl Store {
         self.unconfirmed
     }
 
+    /// Live timewait records (TIME_WAIT or orphaned FIN_WAIT2) of `netns`.
+    pub fn time_wait_in(&self, netns: u32) -> u32 {
+        self.tw_per_netns.get(&netns).copied().unwrap_or(0)
+    }
+
+    /// When the kernel ends a TIME_WAIT stay that began at `since_ns`.
+    pub fn time_wait_end(&self, since_ns: u64) -> u64 {
+        time_wait_end(self.clock.as_ref(), since_ns)
+    }
+
     /// The slot of a record whose TIME_WAIT timer is due at `now_ns`, with
     /// its deadline, removing its entry; `None` when no timer is due. Due
     /// timers come earliest first, ties by cookie.
     pub fn pop_time_wait_timer(&mut self, now_ns: u64) -> Option<(u32, u64)> {
         let slab = &self.slab;
-        let due = self.timers.pop(now_ns, &|s| timer_at(slab, s));
+        let clock = self.clock.as_ref();
+        let due = self.timers.pop(now_ns, &|s| timer_at(slab, s, clock));
         if let Some((slot, _)) = due {
             self.fired = slot;
         }
@@ -212,13 +232,13 @@ impl Store {
     /// the tuple index up to date with what changed.
     pub fn update<R>(&mut self, slot: u32, f: impl FnOnce(&mut Record) -> R) -> R {
         let i = slot as usize;
-        let before = acct(&self.slab[i]);
+        let before = acct(&self.slab[i], self.clock.as_ref());
         let out = f(&mut self.slab[i]);
         if self.slab[i].has(flag::FINISHED) {
             // A finished record is out of TIME_WAIT by definition.
             self.slab[i].set(flag::TW, false);
         }
-        let after = acct(&self.slab[i]);
+        let after = acct(&self.slab[i], self.clock.as_ref());
         if before != after {
             self.unaccount(slot, before);
             self.account(slot, after);
@@ -233,8 +253,9 @@ impl Store {
                 && before.unconfirmed
                 && !after.unconfirmed
             {
-                let slab = &self.slab;
-                self.timers.confirmed(slot, base, &|s| timer_at(slab, s));
+                let (slab, clock) = (&self.slab, self.clock.as_ref());
+                self.timers
+                    .confirmed(slot, base, &|s| timer_at(slab, s, clock));
             }
         }
         out
@@ -266,7 +287,7 @@ impl Store {
         self.slab[slot as usize].link_prev = NIL;
         self.slab[slot as usize].link_next = NIL;
         self.index.insert(cookie, slot);
-        let a = acct(&self.slab[slot as usize]);
+        let a = acct(&self.slab[slot as usize], self.clock.as_ref());
         self.account(slot, a);
         if a.timer.is_some() {
             self.arm_timer(slot);
@@ -305,7 +326,7 @@ impl Store {
 
     /// Remove the record in `slot` and return it.
     pub fn remove(&mut self, slot: u32) -> Record {
-        let a = acct(&self.slab[slot as usize]);
+        let a = acct(&self.slab[slot as usize], self.clock.as_ref());
         self.unaccount(slot, a);
         if let Some(base) = a.timer {
             self.cancel_timer(slot, base);
@@ -319,7 +340,7 @@ impl Store {
                 moved.link_prev,
                 moved.link_next,
                 moved.has(flag::FINISHED),
-                timer(moved),
+                timer(moved, self.clock.as_ref()),
             );
             let from = self.slab.len() as u32;
             if self.fired == from {
@@ -351,8 +372,8 @@ impl Store {
 
     /// Queue the timer of the record in `slot`.
     fn arm_timer(&mut self, slot: u32) {
-        let slab = &self.slab;
-        self.timers.push(slot, &|s| timer_at(slab, s));
+        let (slab, clock) = (&self.slab, self.clock.as_ref());
+        self.timers.push(slot, &|s| timer_at(slab, s, clock));
     }
 
     /// Drop the timer entry of the record in `slot`, based at `base`.
@@ -373,9 +394,10 @@ impl Store {
             self.counts[st.index()] += 1;
         }
         self.unconfirmed += u64::from(a.unconfirmed);
-        if let Some(h) = a.tw {
+        if let Some((h, netns)) = a.tw {
             // At most one timewait socket per tuple exists; the newest wins.
             self.tw_index.insert(h, self.slab[slot as usize].cookie);
+            *self.tw_per_netns.entry(netns).or_default() += 1;
         }
         // Append to the tail of its list.
         let list = *self.list_mut(a.finished);
@@ -396,10 +418,16 @@ impl Store {
         }
         self.unconfirmed -= u64::from(a.unconfirmed);
         let cookie = self.slab[slot as usize].cookie;
-        if let Some(h) = a.tw
-            && self.tw_index.get(&h) == Some(&cookie)
-        {
-            self.tw_index.remove(&h);
+        if let Some((h, netns)) = a.tw {
+            if self.tw_index.get(&h) == Some(&cookie) {
+                self.tw_index.remove(&h);
+            }
+            if let Some(n) = self.tw_per_netns.get_mut(&netns) {
+                *n -= 1;
+                if *n == 0 {
+                    self.tw_per_netns.remove(&netns);
+                }
+            }
         }
         let (prev, next) = (
             self.slab[slot as usize].link_prev,
@@ -432,7 +460,10 @@ impl Store {
         let (mut tw, mut unconfirmed) = (0, 0);
         assert_eq!(self.fired, NIL, "a popped timer's record kept its deadline");
         let mut timers = HashMap::new();
-        for (slot, tick) in self.timers.check(&|s| timer_at(&self.slab, s)) {
+        for (slot, tick) in self
+            .timers
+            .check(&|s| timer_at(&self.slab, s, self.clock.as_ref()))
+        {
             assert!(timers.insert(slot, tick).is_none(), "two timers for {slot}");
         }
         for (i, r) in self.slab.iter().enumerate() {
@@ -446,8 +477,8 @@ impl Store {
                 !(r.has(flag::FINISHED) && r.has(flag::TW)),
                 "finished record in TIME_WAIT"
             );
-            if let Some(deadline) = time_wait_deadline(r) {
-                let t = timer(r).expect("a deadline has a timer");
+            if let Some(deadline) = time_wait_deadline(r, self.clock.as_ref()) {
+                let t = timer(r, self.clock.as_ref()).expect("a deadline has a timer");
                 assert_eq!(t.deadline_ns(), deadline);
                 assert_eq!(
                     timers.remove(&(i as u32)),
@@ -471,6 +502,22 @@ impl Store {
         assert_eq!(counts, self.counts, "per-state counts drifted");
         assert_eq!(unconfirmed, self.unconfirmed, "unconfirmed count drifted");
         assert!(self.tw_index.len() <= tw);
+        let mut per_netns: HashMap<u32, u32> = HashMap::new();
+        for r in self
+            .slab
+            .iter()
+            .filter(|r| !r.has(flag::FINISHED) && r.has(flag::TW))
+        {
+            *per_netns.entry(r.netns).or_default() += 1;
+        }
+        assert_eq!(
+            per_netns.len(),
+            self.tw_per_netns.len(),
+            "timewait namespaces"
+        );
+        for (netns, n) in per_netns {
+            assert_eq!(self.time_wait_in(netns), n, "timewait records of {netns}");
+        }
         for (h, c) in &self.tw_index {
             let r = &self.slab[self.index[c] as usize];
             assert!(r.has(flag::TW) && r.tuple_hash() == *h);

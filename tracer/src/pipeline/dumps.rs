@@ -23,7 +23,7 @@ use super::{
 };
 use crate::{
     container::{ContainerMap, Resolver, ResolverStats},
-    diag::{DiagError, DiagSocket, DumpOptions, Dumper, NetnsHandle, netstat},
+    diag::{DiagError, DiagSocket, DumpOptions, Dumper, NetnsHandle, netstat::TimeWaitLimit},
 };
 
 /// Most namespaces followed at once; more are counted in
@@ -82,6 +82,8 @@ struct Ns {
     handle: Option<NetnsHandle>,
     live: Option<Dumper>,
     full: Option<Dumper>,
+    /// Its `tcp_max_tw_buckets`, opened inside it.
+    tw_limit: Option<TimeWaitLimit>,
     /// A dump of it has been handed out (the pipeline adopted it).
     adopted: bool,
 }
@@ -191,12 +193,17 @@ impl Kit {
                     _ => continue,
                 },
             };
+            let tw_limit = match &handle {
+                None => TimeWaitLimit::open().ok(),
+                Some(h) => h.run_inside(TimeWaitLimit::open).ok().and_then(Result::ok),
+            };
             self.spaces.insert(
                 inode,
                 Ns {
                     handle,
                     live: None,
                     full: None,
+                    tw_limit,
                     adopted: false,
                 },
             );
@@ -205,7 +212,6 @@ impl Kit {
     }
 
     fn dump(mut self, full: bool) -> (Kit, Dump) {
-        let overflow_before = netstat::time_wait_overflows();
         let start_ns = monotonic_ns();
         let cpu_before = thread_cpu_ns();
         let (gone, mut census) = self.refresh();
@@ -245,7 +251,12 @@ impl Kit {
         census.tracked = self.spaces.len();
         census.refused = self.refused.iter().copied().collect();
         let cpu_ns = thread_cpu_ns().saturating_sub(cpu_before);
-        let overflow_after = netstat::time_wait_overflows();
+        let tw_limits = self
+            .spaces
+            .iter()
+            .filter(|_| full)
+            .filter_map(|(&inode, ns)| Some((inode, ns.tw_limit.as_ref()?.read()?)))
+            .collect();
         let result = match error {
             Some(e) if covered.is_empty() && fresh.is_empty() => Err(anyhow::Error::from(e)),
             _ => Ok(()),
@@ -254,8 +265,7 @@ impl Kit {
             start_ns,
             cpu_ns,
             full,
-            overflow_before,
-            overflow_after,
+            tw_limits,
             result,
             covered,
             fresh_from,
@@ -277,11 +287,8 @@ pub struct Dump {
     pub cpu_ns: u64,
     /// TIME_WAIT sockets included.
     pub full: bool,
-    /// The kernel's TIME_WAIT overflow counter just before the dump (of the
-    /// namespace tracer runs in).
-    pub overflow_before: Option<u64>,
-    /// The same counter just after.
-    pub overflow_after: Option<u64>,
+    /// `tcp_max_tw_buckets` of each namespace followed (full dumps only).
+    pub tw_limits: Vec<(u32, u32)>,
     /// Whether the dump succeeded (in at least one namespace).
     pub result: anyhow::Result<()>,
     /// Namespaces adopted earlier and dumped now: their sockets are

@@ -109,8 +109,6 @@ struct Tracking {
     /// Kernel-side losses when the last dump started: more since then means
     /// the engine may be wrong, and the next tick dumps whatever the budget.
     lost_at_dump: u64,
-    /// The TIME_WAIT overflow counter before the last full dump.
-    overflow_baseline: Option<u64>,
     /// The sentences about unreachable namespaces already said.
     warned: run::Warned,
 }
@@ -145,13 +143,17 @@ impl<D: Observer> Pipeline<D> {
                     dumps: DumpSource::open(cfg.scope),
                     paces: Paces::new(r.interval, r.time_wait_interval, r.budget_percent),
                     lost_at_dump: 0,
-                    overflow_baseline: None,
                     warned: run::Warned::default(),
                 })
             }
         };
+        let mut engine_cfg = cfg.engine;
+        if engine_cfg.time_wait_clock.is_none() {
+            // Where it cannot be read, stays end after exactly 60 s.
+            engine_cfg.time_wait_clock = clock::time_wait_clock();
+        }
         let core = Core {
-            engine: Engine::new(cfg.engine),
+            engine: Engine::new(engine_cfg),
             detector: Detector::new(cfg.thresholds),
             derived,
             containers: Arc::default(),
@@ -197,7 +199,6 @@ impl<D: Observer> Pipeline<D> {
         let full = t.paces.next(monotonic_ns(), false) == Some(true);
         let mut dump = t.dumps.dump_now(full);
         std::mem::replace(&mut dump.result, Ok(()))?;
-        t.overflow_baseline = dump.overflow_before;
         let interval = t.paces.done(full, dump.start_ns, dump.cpu_ns);
         sink.dumped(&Dumped {
             full,
@@ -207,6 +208,7 @@ impl<D: Observer> Pipeline<D> {
         });
         run::new_containers(&self.core, &dump, sink);
         let mut core = self.core.lock();
+        run::set_time_wait_limits(&mut core.engine, &dump);
         let n = core.engine.adopt(t.dumps.sockets(), dump.start_ns);
         sink.adopted(&mut core, t.dumps.sockets());
         drop(core);

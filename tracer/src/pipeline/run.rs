@@ -103,9 +103,6 @@ impl<D: Observer> Pipeline<D> {
                     t.dumps.sockets(),
                     &dump,
                 );
-                if dump.full {
-                    t.overflow_baseline = dump.overflow_before;
-                }
                 (dump.cpu_ns + engine_ns, n)
             }
             // Try again at the next interval, not the next tick. Vanished
@@ -126,17 +123,21 @@ impl<D: Observer> Pipeline<D> {
             interval,
             error: dump.result.as_ref().err(),
         });
-        let tw_overflow_pending = match (t.overflow_baseline, dump.overflow_after) {
-            (Some(b), Some(a)) => a.saturating_sub(b),
-            _ => 0,
-        };
         sink.tallied(&Tallies {
-            tw_overflow_pending,
             lost: self.probes.counters().lost(),
             undecodable: self.ingest.decode_errors,
         });
         tally_netns(t, &mut self.event_netns, &dump, ended, sink);
     }
+}
+
+/// Give the engine each namespace's `tcp_max_tw_buckets` from a full dump,
+/// and forget those of vanished namespaces.
+pub(super) fn set_time_wait_limits(engine: &mut crate::engine::Engine, dump: &Dump) {
+    for &(netns, limit) in &dump.tw_limits {
+        engine.set_time_wait_limit(netns, limit);
+    }
+    engine.forget_time_wait_limits(&dump.gone);
 }
 
 /// How long a namespace seen only in events stays counted without events.
@@ -307,6 +308,7 @@ fn reconcile<D: Observer, S: Sink<Derived = D>>(
         sink.event(ev, in_scope);
     });
     let cpu_before = thread_cpu_ns();
+    set_time_wait_limits(engine, dump);
     let covered = &dump.covered;
     let own_covered = covered.binary_search(&scope.own_inode()).is_ok();
     let (old, fresh) = sockets.split_at(dump.fresh_from.min(sockets.len()));

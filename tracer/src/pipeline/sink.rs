@@ -37,10 +37,6 @@ pub struct Dumped<'a> {
 /// Counts the pipeline refreshes after every reconcile dump.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Tallies {
-    /// Closes since the last full dump that the kernel could not give a
-    /// timewait socket (`TCPTimeWaitOverflow`): the engine still counts them
-    /// as unconfirmed TIME_WAIT until the next full dump.
-    pub tw_overflow_pending: u64,
     /// Events the kernel programs lost so far.
     pub lost: u64,
     /// Records read so far that could not be decoded.

@@ -19,6 +19,7 @@ mod lives;
 mod netns;
 mod props;
 mod reconcile;
+mod reuse;
 mod timers;
 mod timewait;
 

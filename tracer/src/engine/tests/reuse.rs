@@ -1,0 +1,179 @@
+//! TIME_WAIT on a busy host: stays recycled by a new connection on their
+//! 4-tuple (client and server side), the namespace's `tcp_max_tw_buckets`
+//! overflowing, and stays that end when the kernel's timer wheel ends them.
+use super::*;
+use crate::engine::{TCP_TIMEWAIT_LEN_NS, TimeWaitClock};
+use crate::tcp::TcpState::*;
+
+const NS: u32 = 4026532100;
+
+/// Cookie `c` on local port `lport` to remote port 80 closes first at `t`:
+/// TIME_WAIT (inferred) from `t + 2 ms`.
+fn closes_first(h: &mut H, c: u64, lport: u16, t: u64) {
+    h.run([
+        ev(c)
+            .netns(NS)
+            .ports(lport, 80)
+            .from(Established)
+            .to(FinWait1)
+            .at(t),
+        ev(c)
+            .netns(NS)
+            .ports(lport, 80)
+            .from(FinWait1)
+            .to(FinWait2)
+            .at(t + ms(1)),
+        ev(c)
+            .netns(NS)
+            .ports(lport, 80)
+            .from(FinWait2)
+            .to(Close)
+            .at(t + ms(2)),
+    ]);
+}
+
+#[test]
+fn a_client_reusing_the_port_ends_the_stay_at_its_handshake() {
+    let mut h = H::new();
+    closes_first(&mut h, 1, 40000, secs(1));
+    h.take();
+    // connect() reports syn_sent before it picks the port (sport 0): the
+    // tuple shows only at established.
+    h.run([ev(2)
+        .netns(NS)
+        .ports(0, 80)
+        .from(Close)
+        .to(SynSent)
+        .at(secs(3))]);
+    assert!(h.view(1).in_time_wait(), "no tuple yet, nothing reused");
+    h.run([ev(2)
+        .netns(NS)
+        .ports(40000, 80)
+        .from(SynSent)
+        .to(Established)
+        .at(secs(3) + ms(1))]);
+    let obs = h.take();
+    assert!(
+        obs.contains(&Obs::Stay(1, TimeWait, secs(2) + ms(1) - ms(2), false)),
+        "the real dwell, not 60 s: {obs:?}"
+    );
+    assert!(obs.contains(&Obs::TwEnded(1, TimeWaitEnd::Reused)));
+    assert_eq!(h.n(TimeWait), 0);
+    assert_eq!(h.n(Established), 1);
+    assert_eq!(h.e.stats().time_wait_reused, 1);
+}
+
+#[test]
+fn a_syn_taking_over_a_server_side_stay_ends_it_even_without_a_cookie() {
+    let mut h = H::new();
+    // The server (port 8080) closed first: TIME_WAIT on 8080 -> 51000.
+    closes_first(&mut h, 1, 8080, secs(1));
+    // Kernels up to 6.12 give the request socket of listen -> syn_recv no
+    // cookie; the tuple is enough.
+    h.run([ev(0)
+        .netns(NS)
+        .ports(8080, 80)
+        .from(Listen)
+        .to(SynRecv)
+        .at(secs(4))]);
+    assert_eq!(h.view(1).time_wait_end(), Some(TimeWaitEnd::Reused));
+    assert!(
+        h.o.0
+            .contains(&Obs::Stay(1, TimeWait, secs(3) - ms(2), false))
+    );
+    assert_eq!(h.n(TimeWait), 0);
+}
+
+#[test]
+fn a_stay_no_dump_confirmed_yet_is_reused_and_not_judged_later() {
+    let mut h = H::new();
+    closes_first(&mut h, 1, 40000, secs(1));
+    assert!(!h.view(1).time_wait_confirmed());
+    h.run(active_open(2, secs(2)).map(|e| e.netns(NS).ports(40000, 80)));
+    assert_eq!(h.view(1).time_wait_end(), Some(TimeWaitEnd::Reused));
+    // The next full dump shows cookie 2 only: cookie 1 is not "never
+    // appeared", it ended.
+    let mut d = diag(2, Established).0;
+    d.netns = NS;
+    d.sport = 40000;
+    let rep = h.reconcile(&[d], secs(3));
+    assert_eq!(rep.time_wait_never_appeared, 0);
+    assert_eq!(h.e.stats().time_wait_reused, 1);
+}
+
+#[test]
+fn the_same_tuple_established_in_another_namespace_reuses_nothing() {
+    let mut h = H::new();
+    closes_first(&mut h, 1, 40000, secs(1));
+    h.run(active_open(2, secs(2)).map(|e| e.netns(NS + 1).ports(40000, 80)));
+    assert!(h.view(1).in_time_wait());
+    assert_eq!(h.e.stats().time_wait_reused, 0);
+}
+
+#[test]
+fn a_full_namespace_leaves_no_time_wait_as_the_kernel_does() {
+    let mut h = H::new();
+    h.e.set_time_wait_limit(NS, 2);
+    for c in 1..=3 {
+        closes_first(&mut h, c, 40000 + c as u16, secs(c));
+    }
+    assert_eq!(h.n(TimeWait), 2, "the limit holds");
+    assert!(h.view(1).in_time_wait() && h.view(2).in_time_wait());
+    let v = h.view(3);
+    assert!(!v.is_live() && !v.in_time_wait(), "the third overflowed");
+    assert_eq!(h.e.stats().time_wait_overflows, 1);
+    // Another namespace has its own limit (here none known).
+    h.run([ev(9).netns(NS + 1).from(FinWait2).to(Close).at(secs(4))]);
+    assert!(h.view(9).in_time_wait());
+    // Once one ends (reused), there is room for the next close again.
+    h.run(active_open(4, secs(5)).map(|e| e.netns(NS).ports(40001, 80)));
+    closes_first(&mut h, 5, 40005, secs(6));
+    assert!(h.view(5).in_time_wait());
+    assert_eq!(h.n(TimeWait), 3, "two in NS, one in NS + 1");
+    // A full dump that agrees changes nothing.
+    h.e.forget_time_wait_limits(&[NS]);
+    closes_first(&mut h, 6, 40006, secs(7));
+    assert!(
+        h.view(6).in_time_wait(),
+        "no limit known: inferred as before"
+    );
+}
+
+#[test]
+fn with_the_kernels_clock_a_stay_ends_at_its_bucket_not_at_60_s() {
+    // HZ=250 with the tick grid at multiples of 4 ms.
+    let clock = TimeWaitClock::new(250, 0, secs(100), 4_294_892_296 + 25_000).unwrap();
+    let mut h = H::with(Config {
+        time_wait_clock: Some(clock),
+        ..Config::default()
+    });
+    let close = secs(200) + ms(3);
+    closes_first(&mut h, 1, 40000, close - ms(2));
+    let end = clock.end_ns(close);
+    assert!(
+        end > close + TCP_TIMEWAIT_LEN_NS,
+        "rounded up to its bucket"
+    );
+    h.reconcile(&[in_ns(tw(1, TimeWait, 59_000), NS)], close + secs(1));
+    assert!(h.view(1).time_wait_confirmed());
+    h.take();
+    h.expire(close + TCP_TIMEWAIT_LEN_NS);
+    assert!(h.view(1).in_time_wait(), "60 s are not enough");
+    h.expire(end - 1);
+    assert!(h.view(1).in_time_wait());
+    h.expire(end);
+    assert_eq!(
+        h.take(),
+        vec![
+            Obs::Stay(1, TimeWait, end - close, false),
+            Obs::TwEnded(1, TimeWaitEnd::Expired)
+        ]
+    );
+    assert_eq!(h.n(TimeWait), 0);
+}
+
+fn in_ns(mut d: DiagSocket, netns: u32) -> DiagSocket {
+    d.netns = netns;
+    d.sport = 40000;
+    d
+}
