@@ -79,6 +79,9 @@ pub struct Env {
     /// Read each variant's kernel-program counters around the window
     /// (`kernel.bpf_stats_enabled` is on).
     pub bpf_stats: bool,
+    /// Sample the kernel's TIME_WAIT count (and `tracer run`'s gauge) this
+    /// often during each window; `None`: not at all.
+    pub truth_every: Option<Duration>,
 }
 
 /// What an agent did during the measured window.

@@ -7,11 +7,18 @@
 //! closes on EOF. A client that closes first leaves its socket in TIME_WAIT
 //! for 60 s, so at tens of thousands of connections per second a single
 //! (source, destination) address pair would run out of its ~28k ephemeral
-//! ports within a second. Each client connection therefore binds a source
-//! address from a rotating set in 127.1.0.0/16 with `IP_BIND_ADDRESS_NO_PORT`
-//! (the port is chosen at `connect()`, against the full 4-tuple), which gives
-//! every source address its own ephemeral port range. The whole of
-//! 127.0.0.0/8 is local on Linux, so this needs no setup.
+//! ports within a second. [`Sources::Many`] therefore binds each client
+//! connection to a source address from a rotating set in 127.1.0.0/16 with
+//! `IP_BIND_ADDRESS_NO_PORT` (the port is chosen at `connect()`, against the
+//! full 4-tuple), which gives every source address its own ephemeral port
+//! range. The whole of 127.0.0.0/8 is local on Linux, so this needs no setup.
+//! [`Sources::One`] connects from 127.0.0.1 without binding, so the kernel
+//! recycles ports still in TIME_WAIT (`tcp_tw_reuse`, 2 by default, allows
+//! it on loopback once a stay is a second old): the regime of a busy host
+//! talking to one peer. Its windows share one server port
+//! ([`ChurnConfig::server_port`]), so every window's clients meet the stays
+//! the previous ones left and the population stays bounded by the port
+//! range, as on a host that keeps talking to the same service.
 use std::{
     io::{ErrorKind, Read as _, Write as _},
     net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
@@ -45,6 +52,16 @@ impl Closer {
     }
 }
 
+/// Where client connections come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sources {
+    /// 127.0.0.1 only: the kernel reuses ports still in TIME_WAIT.
+    One,
+    /// A rotating set of addresses in 127.1.0.0/16 (`--source-addrs`), so
+    /// no port is reused while its TIME_WAIT lasts.
+    Many,
+}
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct ChurnConfig {
@@ -61,8 +78,24 @@ pub struct ChurnConfig {
     pub rate: Option<u64>,
     /// How long the clients run.
     pub duration: Duration,
-    /// How many client source addresses (127.1.x.y) to rotate through.
+    /// One source address or many.
+    pub sources: Sources,
+    /// The server's port on 127.0.0.1; 0: a fresh ephemeral port each time
+    /// a server starts.
+    pub server_port: u16,
+    /// How many client source addresses (127.1.x.y) to rotate through with
+    /// [`Sources::Many`].
     pub source_addrs: u32,
+}
+
+impl ChurnConfig {
+    /// The client side in words, for reports.
+    pub fn describe_sources(&self) -> String {
+        match self.sources {
+            Sources::One => "one source address (ports reused from TIME_WAIT)".to_string(),
+            Sources::Many => format!("{} source addresses", self.source_addrs),
+        }
+    }
 }
 
 /// What happened.
@@ -96,10 +129,11 @@ pub struct Server {
 }
 
 impl Server {
-    /// Listen on 127.0.0.1 at an ephemeral port and start accepting.
-    pub fn start(threads: usize, closer: Closer, payload: usize) -> anyhow::Result<Server> {
-        let listener =
-            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding the churn server")?;
+    /// Listen on 127.0.0.1 at `cfg.server_port` and start accepting.
+    pub fn start(cfg: &ChurnConfig) -> anyhow::Result<Server> {
+        let (threads, closer, payload) = (cfg.server_threads, cfg.closer, cfg.payload);
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, cfg.server_port))
+            .with_context(|| format!("binding the churn server to port {}", cfg.server_port))?;
         let addr = listener
             .local_addr()
             .context("reading the churn server's address")?;
@@ -212,7 +246,10 @@ pub fn run_clients(server: &Server, cfg: &ChurnConfig) -> anyhow::Result<ChurnRe
             dst: server.addr(),
             closer: cfg.closer,
             payload: cfg.payload,
-            sources: cfg.source_addrs.max(1),
+            sources: match cfg.sources {
+                Sources::One => None,
+                Sources::Many => Some(cfg.source_addrs.max(1)),
+            },
             next_source: t as u32 * 7919,
         };
         let h = thread::Builder::new()
@@ -236,7 +273,7 @@ pub fn run_clients(server: &Server, cfg: &ChurnConfig) -> anyhow::Result<ChurnRe
 
 /// Start a server, run the clients, stop the server.
 pub fn run(cfg: &ChurnConfig) -> anyhow::Result<ChurnResult> {
-    let server = Server::start(cfg.server_threads, cfg.closer, cfg.payload)?;
+    let server = Server::start(cfg)?;
     let mut r = run_clients(&server, cfg)?;
     r.errors += server.errors();
     Ok(r)
@@ -246,7 +283,8 @@ struct Client {
     dst: SocketAddr,
     closer: Closer,
     payload: usize,
-    sources: u32,
+    /// How many 127.1.x.y addresses to rotate through; `None`: 127.0.0.1, unbound.
+    sources: Option<u32>,
     next_source: u32,
 }
 
@@ -283,17 +321,19 @@ impl Client {
         (ok, err)
     }
 
-    /// The next source address: 127.1.a.b, b in 1..=254.
-    fn source(&mut self) -> SocketAddr {
-        let k = self.next_source % self.sources;
+    /// The next source address: 127.1.a.b, b in 1..=254; `None` with one source.
+    fn source(&mut self) -> Option<SocketAddr> {
+        let k = self.next_source % self.sources?;
         self.next_source = self.next_source.wrapping_add(1);
         let ip = Ipv4Addr::new(127, 1, (k / 254) as u8, (k % 254 + 1) as u8);
-        SocketAddr::V4(SocketAddrV4::new(ip, 0))
+        Some(SocketAddr::V4(SocketAddrV4::new(ip, 0)))
     }
 
     fn one(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
-        let src = self.source();
-        let mut s = connect_from(src, self.dst)?;
+        let mut s = match self.source() {
+            Some(src) => connect_from(src, self.dst)?,
+            None => TcpStream::connect_timeout(&self.dst, IO_TIMEOUT)?,
+        };
         s.set_read_timeout(Some(IO_TIMEOUT))?;
         if !buf.is_empty() {
             s.write_all(buf)?;
@@ -308,6 +348,12 @@ impl Client {
             }
         }
     }
+}
+
+/// A loopback port nobody listens on right now, for [`ChurnConfig::server_port`].
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free server port")?;
+    Ok(l.local_addr()?.port())
 }
 
 /// `socket()`, `IP_BIND_ADDRESS_NO_PORT`, `bind(src:0)`, `connect(dst)`.
@@ -352,6 +398,8 @@ mod tests {
             payload,
             rate,
             duration: Duration::from_millis(300),
+            sources: Sources::Many,
+            server_port: 0,
             source_addrs: 16,
         }
     }
@@ -364,6 +412,21 @@ mod tests {
                 assert!(r.completed > 10, "{closer:?}/{payload}: {r:?}");
                 assert_eq!(r.errors, 0, "{closer:?}/{payload}: {r:?}");
             }
+        }
+    }
+
+    #[test]
+    fn one_source_completes_connections_without_errors() {
+        let c = ChurnConfig {
+            sources: Sources::One,
+            server_port: free_port().expect("a port"),
+            ..cfg(Closer::Client, 16, None)
+        };
+        // Twice on the same server port, as the windows of a scenario do.
+        for _ in 0..2 {
+            let r = run(&c).expect("churn runs");
+            assert!(r.completed > 10, "{r:?}");
+            assert_eq!(r.errors, 0, "{r:?}");
         }
     }
 

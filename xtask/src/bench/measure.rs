@@ -10,6 +10,7 @@ use super::{
     kprog::{self, ProgCost},
     procfs,
     stats::Summary,
+    truth::{self, Worst},
 };
 
 /// One variant measured once.
@@ -31,6 +32,9 @@ pub struct Sample {
     /// What each of the agent's kernel programs did during the window
     /// (empty without bpf_stats or an agent).
     pub progs: Vec<ProgCost>,
+    /// Kernel TIME_WAIT counts (and the agent's gauge) sampled during the
+    /// window (empty with `--no-truth`).
+    pub truth: Vec<truth::Point>,
 }
 
 impl Sample {
@@ -58,6 +62,11 @@ impl Sample {
         Some(a.cpu_secs * 1e9 / events)
     }
 
+    /// The largest kernel TIME_WAIT count sampled.
+    pub fn tw_peak(&self) -> Option<u64> {
+        self.truth.iter().map(|p| p.ss_before.max(p.ss_after)).max()
+    }
+
     /// Seconds the workload ran.
     pub fn secs(&self) -> f64 {
         self.churn.elapsed.as_secs_f64().max(1e-9)
@@ -78,7 +87,7 @@ pub fn interleaved(
             let v = variants[(i + round) % variants.len()];
             let s = once(env, cfg, v, round, label)?;
             eprintln!(
-                "xtask: bench {label} round {}/{rounds} {:<28} {:>8.0} conn/s{}{}{}",
+                "xtask: bench {label} round {}/{rounds} {:<28} {:>8.0} conn/s{}{}{}{}",
                 round + 1,
                 v.name(),
                 s.churn.rate(),
@@ -88,6 +97,9 @@ pub fn interleaved(
                     .map_or(String::new(), |e| format!("  {e:.0} ev/s")),
                 kprog::busiest(&s.progs)
                     .and_then(|p| Some(format!("  {} {:.0} ns/run", p.name, p.ns_per_event()?)))
+                    .unwrap_or_default(),
+                Worst::of(&s.truth)
+                    .map(|w| format!("  TIME_WAIT gauge-ss worst {}", w.fmt()))
                     .unwrap_or_default(),
             );
             out.push(s);
@@ -104,7 +116,7 @@ pub fn once(
     round: usize,
     label: &str,
 ) -> anyhow::Result<Sample> {
-    let server = churn::Server::start(cfg.server_threads, cfg.closer, cfg.payload)?;
+    let server = churn::Server::start(cfg)?;
     let mut agent = Agent::start(variant, env, &format!("{label}-r{round}"))?;
     if let Some(a) = agent.as_mut() {
         a.begin()?;
@@ -115,9 +127,20 @@ pub fn once(
     };
     let m0 = procfs::MachineCpu::now()?;
     let self0 = procfs::self_cpu_secs()?;
+    let sampler = match env.truth_every {
+        Some(every) => Some(truth::Sampler::start(
+            agent.as_ref().and_then(|a| a.http()),
+            every,
+        )?),
+        None => None,
+    };
     let t0 = Instant::now();
     let mut result = churn::run_clients(&server, cfg)?;
     let wall = t0.elapsed().as_secs_f64().max(1e-9);
+    let truth = match sampler {
+        Some(s) => s.finish()?,
+        None => Vec::new(),
+    };
     let self1 = procfs::self_cpu_secs()?;
     let m1 = procfs::MachineCpu::now()?;
     let progs = match (&progs0, agent.as_ref()) {
@@ -140,6 +163,7 @@ pub fn once(
         other_pct: (100.0 * (busy - (self1 - self0) - agent_cpu) / wall).max(0.0),
         agent,
         progs,
+        truth,
     })
 }
 
@@ -168,6 +192,11 @@ pub struct VariantSummary {
     pub other_pct: Summary,
     /// Failed connections, summed over rounds.
     pub errors: u64,
+    /// The largest kernel TIME_WAIT count sampled in any round.
+    pub tw_peak: Option<u64>,
+    /// The agent's worst TIME_WAIT gauge deviation from the kernel's count
+    /// over every sample of every round (`tracer run` only).
+    pub tw_worst: Option<Worst>,
 }
 
 /// Summarise samples per variant, in `variants` order.
@@ -220,6 +249,8 @@ pub fn summarise(samples: &[Sample], variants: &[Variant]) -> Vec<VariantSummary
                 ),
                 other_pct: Summary::of(mine.iter().map(|s| s.other_pct))?,
                 errors: mine.iter().map(|s| s.churn.errors).sum(),
+                tw_peak: mine.iter().filter_map(|s| s.tw_peak()).max(),
+                tw_worst: Worst::of(mine.iter().flat_map(|s| &s.truth)),
             })
         })
         .collect()

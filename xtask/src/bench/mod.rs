@@ -7,6 +7,9 @@
 //! kernel's bpf_stats ([`kprog`]); then a sweep over open-loop target rates,
 //! the engine microbenchmarks ([`micro`]), and a report ([`report`],
 //! [`progcost`], [`targets`]) into BENCHMARKS.md with SVG plots ([`svg`]).
+//! While each churn window runs, the kernel's TIME_WAIT count is sampled
+//! beside `tracer run`'s gauge ([`truth`], [`sockdiag`]); a port-reuse
+//! scenario (one source address) runs beside the main one.
 //! `--soak` is the long run that shows RSS stays flat ([`soak`]);
 //! `--netns-scale N` the agent beside N namespaces of idle sockets ([`netns_scale`]).
 mod agent;
@@ -22,9 +25,11 @@ mod progcost;
 mod report;
 mod scrape;
 mod soak;
+mod sockdiag;
 mod stats;
 mod svg;
 mod targets;
+mod truth;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -32,7 +37,7 @@ use anyhow::{Context as _, bail};
 
 use crate::cmd;
 use agent::{Env, Variant};
-use churn::{ChurnConfig, Closer};
+use churn::{ChurnConfig, Closer, Sources};
 
 /// Flags of `cargo xtask bench`.
 #[derive(Debug, clap::Args)]
@@ -62,9 +67,29 @@ pub struct BenchArgs {
     /// Open-loop target rate of the main scenario, connections/s (default: as fast as possible).
     #[arg(long, value_name = "CONN_PER_SEC")]
     pub rate: Option<u64>,
-    /// Client source addresses to spread connections over (127.1.x.y).
+    /// Client source addresses to spread connections over (127.1.x.y) with
+    /// `--churn-sources many`.
     #[arg(long, default_value_t = 1024)]
     pub source_addrs: u32,
+    /// Where the clients of the main scenario, the sweep and the soak
+    /// connect from: `many` rotates over --source-addrs addresses so no port
+    /// is reused; `one` connects from 127.0.0.1 only, so the kernel reuses
+    /// ports still in TIME_WAIT.
+    #[arg(long, value_enum, default_value_t = Sources::Many)]
+    pub churn_sources: Sources,
+    /// Skip the port-reuse scenario (the main scenario from one source
+    /// address, under the baseline and `tracer run`; it runs by default when
+    /// the main scenario uses many sources and `tracer run` is selected).
+    #[arg(long)]
+    pub no_reuse: bool,
+    /// Seconds between samples of the kernel's TIME_WAIT count and
+    /// `tracer run`'s gauge during each churn window.
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    pub truth_every: f64,
+    /// Do not sample the kernel's TIME_WAIT count and the agent's gauge (no
+    /// truth column).
+    #[arg(long)]
+    pub no_truth: bool,
     /// Variants to run (default: all; bpftrace and empty only when bpftrace is installed).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub variants: Vec<Variant>,
@@ -128,6 +153,8 @@ impl BenchArgs {
             payload: self.payload,
             rate,
             duration: Duration::from_secs_f64(secs),
+            sources: self.churn_sources,
+            server_port: 0,
             source_addrs: self.source_addrs,
         }
     }
@@ -188,6 +215,13 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         scratch: target_dir().join("bench"),
         run_args: args.tracer_args.clone(),
         bpf_stats: false,
+        truth_every: match args.no_truth {
+            true => None,
+            false => {
+                anyhow::ensure!(args.truth_every > 0.0, "--truth-every must be positive");
+                Some(Duration::from_secs_f64(args.truth_every))
+            }
+        },
     };
     std::fs::create_dir_all(&env.scratch)
         .with_context(|| format!("creating {}", env.scratch.display()))?;
@@ -215,7 +249,33 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         false => bpf_stats_guard(),
     };
     env.bpf_stats = stats_guard.is_some();
-    let main_cfg = args.churn(args.rate, secs);
+    // Port reuse first: the main scenario fills the TIME_WAIT table
+    // (`tcp_max_tw_buckets`) for the next 60 s, and reuse is to be measured
+    // apart from that overflow.
+    if !args.no_reuse && args.churn_sources == Sources::Many && variants.contains(&Variant::Run) {
+        let cfg = ChurnConfig {
+            sources: Sources::One,
+            server_port: churn::free_port()?,
+            ..args.churn(args.rate, secs)
+        };
+        let vs = [Variant::Baseline, Variant::Run];
+        let samples = measure::interleaved(&env, &cfg, &vs, rounds, "reuse")?;
+        report.reuse = Some(report::Scenario {
+            cfg,
+            rounds,
+            samples,
+        });
+    }
+    // With one source, every window of the run talks to the same server port
+    // (see `ChurnConfig::server_port`).
+    let port = match args.churn_sources {
+        Sources::One => churn::free_port()?,
+        Sources::Many => 0,
+    };
+    let main_cfg = ChurnConfig {
+        server_port: port,
+        ..args.churn(args.rate, secs)
+    };
     let samples = measure::interleaved(&env, &main_cfg, &variants, rounds, "main")?;
     report.main = Some(report::Scenario {
         cfg: main_cfg,
@@ -232,7 +292,10 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             (false, false) => (args.sweep.clone(), 3, 10.0),
         };
         for rate in rates {
-            let cfg = args.churn(Some(rate), sweep_secs);
+            let cfg = ChurnConfig {
+                server_port: port,
+                ..args.churn(Some(rate), sweep_secs)
+            };
             let samples =
                 measure::interleaved(&env, &cfg, &variants, sweep_rounds, &format!("sweep{rate}"))?;
             report.sweep.push(report::Scenario {

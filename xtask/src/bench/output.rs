@@ -1,6 +1,8 @@
 //! The files a run writes besides BENCHMARKS.md text: the SVG plots,
 //! bench/last-run.csv with every raw sample (with each sample's agent CPU
-//! ns per event and its kernel programs' bpf_stats deltas), and the generated-block
+//! ns per event, its kernel programs' bpf_stats deltas and its worst
+//! TIME_WAIT gauge deviation), bench/time-wait-truth.csv with every TIME_WAIT
+//! sample, and the generated-block
 //! replacement that leaves the hand-written parts of BENCHMARKS.md alone.
 use std::{fmt::Write as _, path::Path};
 
@@ -12,6 +14,7 @@ use super::{
     measure::VariantSummary,
     report::{Report, Scenario},
     svg,
+    truth::Worst,
 };
 
 impl Report {
@@ -77,20 +80,19 @@ impl Report {
 
     pub(super) fn write_csv(&self, root: &Path) -> anyhow::Result<()> {
         let mut s = String::from(
-            "scenario,target_rate,variant,round,conn_per_s,completed,errors,secs,events,lost,corrections,agent_cpu_pct,agent_ctx_per_s,agent_hwm_kib,machine_busy_pct,other_pct,agent_ns_per_event,bpf_programs\n",
+            "scenario,target_rate,variant,round,conn_per_s,completed,errors,secs,events,lost,corrections,agent_cpu_pct,agent_ctx_per_s,agent_hwm_kib,machine_busy_pct,other_pct,agent_ns_per_event,bpf_programs,sources,tw_samples,tw_kernel_peak,tw_gauge_dev_worst,tw_gauge_dev_worst_pct\n",
         );
-        let all = self
-            .main
-            .iter()
-            .map(|m| ("peak", m))
-            .chain(self.sweep.iter().map(|m| ("sweep", m)));
-        for (name, sc) in all {
+        let mut truth = String::from(
+            "scenario,target_rate,sources,variant,round,t_secs,kernel_before,gauge,kernel_after,deviation,deviation_pct\n",
+        );
+        for (name, sc) in self.scenarios() {
             for x in &sc.samples {
                 let a = x.agent.as_ref();
                 let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.1}"));
+                let worst = Worst::of(&x.truth);
                 let _ = writeln!(
                     s,
-                    "{name},{},{:?},{},{:.1},{},{},{:.3},{},{},{},{},{},{},{:.1},{:.1},{},{}",
+                    "{name},{},{:?},{},{:.1},{},{},{:.3},{},{},{},{},{},{},{:.1},{:.1},{},{},{:?},{},{},{},{}",
                     sc.cfg.rate.unwrap_or(0),
                     x.variant,
                     x.round,
@@ -111,11 +113,43 @@ impl Report {
                     x.machine_busy_pct,
                     x.other_pct,
                     opt(x.agent_ns_per_event()),
-                    progs_field(&x.progs)
+                    progs_field(&x.progs),
+                    sc.cfg.sources,
+                    x.truth.len(),
+                    x.tw_peak().map_or(String::new(), |n| n.to_string()),
+                    opt(worst.map(|w| w.abs)),
+                    opt(worst.map(|w| w.pct)),
                 );
+                for p in &x.truth {
+                    let _ = writeln!(
+                        truth,
+                        "{name},{},{:?},{:?},{},{:.2},{},{},{},{},{}",
+                        sc.cfg.rate.unwrap_or(0),
+                        sc.cfg.sources,
+                        x.variant,
+                        x.round,
+                        p.t_secs,
+                        p.ss_before,
+                        opt(p.gauge),
+                        p.ss_after,
+                        opt(p.deviation()),
+                        p.deviation_pct()
+                            .map_or(String::new(), |v| format!("{v:.2}")),
+                    );
+                }
             }
         }
-        write(&root.join("bench/last-run.csv"), &s)
+        write(&root.join("bench/last-run.csv"), &s)?;
+        write(&root.join("bench/time-wait-truth.csv"), &truth)
+    }
+
+    /// Every churn scenario with its CSV name: `peak`, `reuse`, `sweep`.
+    fn scenarios(&self) -> impl Iterator<Item = (&'static str, &Scenario)> {
+        self.main
+            .iter()
+            .map(|m| ("peak", m))
+            .chain(self.reuse.iter().map(|m| ("reuse", m)))
+            .chain(self.sweep.iter().map(|m| ("sweep", m)))
     }
 }
 

@@ -216,6 +216,7 @@ mod tests {
                     run_cnt: rc,
                 })
                 .collect(),
+            truth: Vec::new(),
         }
     }
 

@@ -13,6 +13,7 @@ use super::{
     output::{replace_block, write},
     progcost, soak,
     stats::fmt_opt,
+    truth::fmt_worst,
 };
 
 /// One workload measured under several variants.
@@ -43,8 +44,9 @@ impl Scenario {
     fn describe(&self) -> String {
         let c = &self.cfg;
         format!(
-            "{} closes first, {} B each way, {} client + {} server threads, {} rounds × {:.0} s per variant, interleaved",
+            "{} closes first, {}, {} B each way, {} client + {} server threads, {} rounds × {:.0} s per variant, interleaved",
             c.closer.name(),
+            c.describe_sources(),
             c.payload,
             c.client_threads,
             c.server_threads,
@@ -62,6 +64,8 @@ pub struct Report {
     binary: Option<String>,
     /// The peak-churn scenario.
     pub main: Option<Scenario>,
+    /// The main scenario from one source address: ports reused from TIME_WAIT.
+    pub reuse: Option<Scenario>,
     /// The rate sweep.
     pub sweep: Vec<Scenario>,
     /// The engine microbenchmarks.
@@ -83,6 +87,7 @@ impl Report {
             command: format!("cargo xtask {}", argv.join(" ")),
             binary: args.tracer_bin.as_ref().map(|p| p.display().to_string()),
             main: None,
+            reuse: None,
             sweep: Vec::new(),
             micro: None,
             soak: None,
@@ -162,21 +167,31 @@ impl Report {
              baseline. Lost events and corrections are totals over all rounds. Agent CPU is user + \
              system time from /proc/<pid>/stat over the churn window; kernel-side BPF time is charged \
              to the workload and shows in the ratio. \"Other load\" is machine busy time not spent by \
-             the workload or the agent: other processes sharing the machine.\n\n",
+             the workload or the agent: other processes sharing the machine. The TIME_WAIT columns \
+             come from samples taken during the churn: the kernel's count (sock_diag, as `ss -tan state \
+             time-wait` lists it, in the churn's network namespace) read right before and after a scrape \
+             of `tracer_tcp_sockets{state=\"time_wait\"}`; the deviation is the gauge minus the nearer \
+             count (0 when between them), worst over all samples of all rounds, in sockets and in % of \
+             the kernel's count.\n\n",
         );
+        if let Some(r) = &self.reuse {
+            let _ = writeln!(s, "### Port reuse: {}\n", r.describe());
+            s.push_str(&variant_table(&r.summaries()));
+            s.push('\n');
+        }
         s.push_str(&progcost::markdown(main, &self.sweep, self.quick));
         s.push_str(&self.targets_md());
         if !self.sweep.is_empty() {
             let _ = writeln!(s, "\n### Rate sweep: {}\n", self.sweep[0].describe());
             s.push_str("![throughput ratio against connection rate](bench/throughput-ratio.svg)\n");
             s.push_str("![agent CPU against connection rate](bench/agent-cpu.svg)\n\n");
-            s.push_str("| target conn/s | variant | conn/s | ratio to baseline | events/s | lost | agent CPU % | agent context switches/s |\n");
-            s.push_str("|---:|---|---:|---:|---:|---:|---:|---:|\n");
+            s.push_str("| target conn/s | variant | conn/s | ratio to baseline | events/s | lost | agent CPU % | agent context switches/s | TIME_WAIT gauge − ss, worst: sockets / % |\n");
+            s.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
             for sc in &self.sweep {
                 for v in sc.summaries() {
                     let _ = writeln!(
                         s,
-                        "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                        "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                         sc.cfg.rate.unwrap_or(0),
                         v.variant.name(),
                         v.conn_rate.fmt(0),
@@ -184,7 +199,8 @@ impl Report {
                         fmt_opt(v.events_rate, 0),
                         v.lost.map_or("–".into(), |l| format!("{l:.0}")),
                         fmt_opt(v.cpu_pct, 1),
-                        fmt_opt(v.ctx_rate, 0)
+                        fmt_opt(v.ctx_rate, 0),
+                        fmt_worst(v.tw_worst)
                     );
                 }
             }
@@ -233,8 +249,8 @@ impl Report {
 
 fn variant_table(vs: &[VariantSummary]) -> String {
     let mut s = String::from(
-        "| variant | conn/s | ratio to baseline | tracer events/s | lost in kernel | reconcile corrections (of which TIME_WAIT never appeared) | agent CPU % of 1 core | agent context switches/s | agent peak RSS MiB | other load % of 1 core | failed conns |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| variant | conn/s | ratio to baseline | tracer events/s | lost in kernel | reconcile corrections (of which TIME_WAIT never appeared) | agent CPU % of 1 core | agent context switches/s | agent peak RSS MiB | other load % of 1 core | failed conns | kernel TIME_WAIT, peak | TIME_WAIT gauge − ss, worst: sockets / % |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for v in vs {
         let corr = v.corrections.as_ref().map_or("–".into(), |c| {
@@ -243,7 +259,7 @@ fn variant_table(vs: &[VariantSummary]) -> String {
         });
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             v.variant.name(),
             v.conn_rate.fmt(0),
             fmt_opt(v.ratio, 3),
@@ -254,7 +270,9 @@ fn variant_table(vs: &[VariantSummary]) -> String {
             fmt_opt(v.ctx_rate, 0),
             fmt_opt(v.hwm_mib, 1),
             v.other_pct.fmt(0),
-            v.errors
+            v.errors,
+            v.tw_peak.map_or("–".into(), |n| n.to_string()),
+            fmt_worst(v.tw_worst)
         );
     }
     s

@@ -45,6 +45,8 @@ pub struct Counters {
     pub corrections: Vec<(String, f64)>,
     /// `tracer_tracked_sockets` (a gauge).
     pub tracked: f64,
+    /// `tracer_tcp_sockets{state="time_wait"}` (a gauge), when present.
+    pub time_wait: Option<f64>,
 }
 
 impl Counters {
@@ -63,6 +65,9 @@ impl Counters {
                 "tracer_events_total" => c.events += v,
                 "tracer_events_lost_total" => c.lost += v,
                 "tracer_tracked_sockets" => c.tracked = v,
+                "tracer_tcp_sockets" if label(labels, "state") == Some("time_wait") => {
+                    c.time_wait = Some(v);
+                }
                 "tracer_reconcile_corrections_total" => {
                     let reason = label(labels, "reason").unwrap_or("").to_string();
                     c.corrections.push((reason, v));
@@ -91,6 +96,7 @@ impl Counters {
                 .map(|(r, v)| (r.clone(), v - prev(r)))
                 .collect(),
             tracked: self.tracked,
+            time_wait: self.time_wait,
         }
     }
 }
@@ -114,9 +120,12 @@ mod tests {
              tracer_events_lost_total 0\n\
              tracer_reconcile_corrections_total{reason=\"missed\"} 1\n\
              tracer_reconcile_corrections_total{reason=\"vanished\"} 0\n\
-             tracer_sockets{state=\"established\"} 4\n# EOF\n",
+             tracer_sockets{state=\"established\"} 4\n\
+             tracer_tcp_sockets{state=\"established\"} 4\n\
+             tracer_tcp_sockets{state=\"time_wait\"} 1234\n# EOF\n",
         );
         assert_eq!(a.events, 12.0);
+        assert_eq!(a.time_wait, Some(1234.0));
         assert_eq!(a.corrections.iter().map(|(_, v)| v).sum::<f64>(), 1.0);
         let b = Counters::parse(
             "tracer_events_total{kind=\"state\"} 110\ntracer_events_lost_total 3\n\

@@ -128,7 +128,7 @@ pub fn run(env: &Env, cfg: &ChurnConfig) -> anyhow::Result<Results> {
         cfg.duration.as_secs_f64(),
         every.as_secs_f64()
     );
-    let server = churn::Server::start(cfg.server_threads, cfg.closer, cfg.payload)?;
+    let server = churn::Server::start(cfg)?;
     let mut agent = Agent::start(Variant::Run, env, "soak")?.context("tracer run did not start")?;
     agent.begin()?;
     let stop = Arc::new(AtomicBool::new(false));
