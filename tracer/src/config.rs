@@ -1,11 +1,16 @@
 //! Agent settings: defaults, a TOML file (`--config`), and flags, in
 //! increasing priority. Unknown keys and bad values are errors that name
-//! the key and say what is expected.
-use std::{net::SocketAddr, path::Path, time::Duration};
+//! the key, its line and column, and say what is expected; the file is read
+//! only if it is a regular file of at most 1 MiB.
+mod values;
+
+use std::{io::Read as _, net::SocketAddr, path::Path, time::Duration};
 
 use anyhow::Context as _;
 use serde::Deserialize;
+use toml::Spanned;
 
+pub use self::values::*;
 use crate::{bpf::DEFAULT_RING_BYTES, pipeline::NetnsChoice};
 
 /// The default listen address: loopback, on a port outside the 9100-9999
@@ -70,311 +75,305 @@ impl Default for Settings {
     }
 }
 
-/// The config file: every key optional, unknown keys rejected.
+/// The config file: every key optional, unknown keys rejected. Each value
+/// keeps its place in the file, so an error can give line and column.
 #[derive(Debug, Default, Deserialize, Clone, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileConfig {
     /// See [`Settings::listen`].
-    pub listen: Option<String>,
-    /// See [`Settings::reconcile_interval`] (e.g. "1s", "500ms").
-    pub reconcile_interval: Option<String>,
+    pub listen: Option<Spanned<String>>,
+    /// See [`Settings::reconcile_interval`] (e.g. "1s", "500ms", 5).
+    pub reconcile_interval: Option<Spanned<Quantity>>,
     /// See [`Settings::time_wait_interval`].
-    pub time_wait_interval: Option<String>,
+    pub time_wait_interval: Option<Spanned<Quantity>>,
     /// See [`Settings::reconcile_budget`] (e.g. "1%", 0.5).
-    pub reconcile_budget: Option<Percent>,
+    pub reconcile_budget: Option<Spanned<Quantity>>,
     /// See [`Settings::max_sockets`].
-    pub max_sockets: Option<usize>,
+    pub max_sockets: Option<Spanned<Quantity>>,
     /// See [`Settings::ring_bytes`].
-    pub ring_bytes: Option<u32>,
+    pub ring_bytes: Option<Spanned<Quantity>>,
     /// See [`Settings::closed_retention`].
-    pub closed_retention: Option<String>,
+    pub closed_retention: Option<Spanned<Quantity>>,
     /// See [`Settings::close_wait_threshold`].
-    pub close_wait_threshold: Option<String>,
+    pub close_wait_threshold: Option<Spanned<Quantity>>,
     /// See [`Settings::half_open_threshold`].
-    pub half_open_threshold: Option<String>,
+    pub half_open_threshold: Option<Spanned<Quantity>>,
     /// See [`Settings::idle_threshold`].
-    pub idle_threshold: Option<String>,
+    pub idle_threshold: Option<Spanned<Quantity>>,
     /// See [`Settings::handshake_threshold`].
-    pub handshake_threshold: Option<String>,
+    pub handshake_threshold: Option<Spanned<Quantity>>,
     /// See [`Settings::fin_wait2_threshold`].
-    pub fin_wait2_threshold: Option<String>,
+    pub fin_wait2_threshold: Option<Spanned<Quantity>>,
     /// See [`Settings::netns`] (e.g. "all", "host", "blue", "pid:1").
-    pub netns: Option<String>,
+    pub netns: Option<Spanned<String>>,
     /// See [`Settings::max_workloads`].
-    pub max_workloads: Option<usize>,
+    pub max_workloads: Option<Spanned<Quantity>>,
+    /// The text parsed, to turn byte offsets into lines and columns.
+    #[serde(skip)]
+    text: String,
 }
 
+/// The most a config file may hold: 1 MiB.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 impl FileConfig {
-    /// Read and parse a TOML file.
+    /// Read and parse a TOML file: a regular file of at most
+    /// [`MAX_CONFIG_BYTES`]. FIFOs, devices and directories are refused
+    /// without blocking on them.
     pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config file {}", path.display()))?;
-        FileConfig::parse(&text).with_context(|| format!("config file {}", path.display()))
+        let name = || format!("config file {}", path.display());
+        let text = read_bounded(path).with_context(name)?;
+        FileConfig::parse(&text).with_context(name)
     }
 
     /// Parse TOML text.
     pub fn parse(text: &str) -> anyhow::Result<FileConfig> {
-        toml::from_str(text).map_err(|e| {
-            anyhow::anyhow!("{}", e.message().trim_end()).context(
-                e.span()
-                    .map(|s| format!("at byte {}", s.start))
-                    .unwrap_or_else(|| "invalid TOML".into()),
-            )
-        })
+        match toml::from_str::<FileConfig>(text) {
+            Ok(mut f) => {
+                f.text = text.to_owned();
+                Ok(f)
+            }
+            Err(e) => {
+                let msg = e.message().trim_end().replace('\n', "; ");
+                match e.span() {
+                    Some(span) => {
+                        let (line, col) = line_col(text, span.start);
+                        match key_before(text, span.start) {
+                            Some(key) => {
+                                anyhow::bail!("key {key} at line {line}, column {col}: {msg}")
+                            }
+                            None => anyhow::bail!("line {line}, column {col}: {msg}"),
+                        }
+                    }
+                    None => anyhow::bail!("{msg}"),
+                }
+            }
+        }
+    }
+
+    /// "key K at line L, column C", for an error about one value.
+    fn at<T>(&self, key: &str, v: &Spanned<T>) -> String {
+        let (line, col) = line_col(&self.text, v.span().start);
+        format!("key {key} at line {line}, column {col}")
+    }
+
+    /// Check one value with `parse`, naming the key and its place.
+    fn check<T, U>(
+        &self,
+        key: &str,
+        v: &Option<Spanned<T>>,
+        parse: impl FnOnce(&T) -> Result<U, String>,
+    ) -> anyhow::Result<Option<U>> {
+        v.as_ref()
+            .map(|v| parse(v.get_ref()).map_err(|e| anyhow::anyhow!("{}: {e}", self.at(key, v))))
+            .transpose()
+    }
+
+    /// [`FileConfig::check`] for a [`Quantity`].
+    fn quantity<U>(
+        &self,
+        key: &str,
+        v: &Option<Spanned<Quantity>>,
+        parse: impl FnOnce(&str) -> Result<U, String>,
+    ) -> anyhow::Result<Option<U>> {
+        self.check(key, v, |q| parse(&q.0))
     }
 
     /// Overlay this file's values onto `s`.
     pub fn apply(&self, s: &mut Settings) -> anyhow::Result<()> {
-        if let Some(v) = &self.listen {
-            s.listen = parse_listen(v)
-                .map_err(anyhow::Error::msg)
-                .context("key listen")?;
+        if let Some(v) = self.check("listen", &self.listen, |v| parse_listen(v))? {
+            s.listen = v;
         }
-        if let Some(v) = self.max_sockets {
-            s.max_sockets = check_max_sockets(v).context("key max-sockets")?;
+        if let Some(v) = self.quantity("max-sockets", &self.max_sockets, parse_max_sockets)? {
+            s.max_sockets = v;
         }
-        if let Some(v) = self.ring_bytes {
+        if let Some(v) = self.quantity("ring-bytes", &self.ring_bytes, parse_ring_bytes)? {
             s.ring_bytes = v;
         }
-        if let Some(v) = self.max_workloads {
+        if let Some(v) = self.quantity("max-workloads", &self.max_workloads, parse_max_workloads)? {
             s.max_workloads = v;
         }
-        if let Some(v) = &self.netns {
-            s.netns = v.parse().map_err(anyhow::Error::msg).context("key netns")?;
+        if let Some(v) = self.check("netns", &self.netns, |v| v.parse::<NetnsChoice>())? {
+            s.netns = v;
         }
-        if let Some(v) = &self.reconcile_budget {
-            s.reconcile_budget = v.value().context("key reconcile-budget")?;
+        let budget = self.quantity("reconcile-budget", &self.reconcile_budget, parse_percent)?;
+        if let Some(v) = budget {
+            s.reconcile_budget = v;
         }
-        let durations: [(&str, &Option<String>, &mut Duration); 8] = [
+        let durations: [(&str, &Option<Spanned<Quantity>>, &mut Duration, Bounds); 8] = [
             (
                 "reconcile-interval",
                 &self.reconcile_interval,
                 &mut s.reconcile_interval,
+                INTERVAL,
             ),
             (
                 "time-wait-interval",
                 &self.time_wait_interval,
                 &mut s.time_wait_interval,
+                INTERVAL,
             ),
             (
                 "closed-retention",
                 &self.closed_retention,
                 &mut s.closed_retention,
+                RETENTION,
             ),
             (
                 "close-wait-threshold",
                 &self.close_wait_threshold,
                 &mut s.close_wait_threshold,
+                THRESHOLD,
             ),
             (
                 "half-open-threshold",
                 &self.half_open_threshold,
                 &mut s.half_open_threshold,
+                THRESHOLD,
             ),
             (
                 "idle-threshold",
                 &self.idle_threshold,
                 &mut s.idle_threshold,
+                THRESHOLD,
             ),
             (
                 "handshake-threshold",
                 &self.handshake_threshold,
                 &mut s.handshake_threshold,
+                THRESHOLD,
             ),
             (
                 "fin-wait2-threshold",
                 &self.fin_wait2_threshold,
                 &mut s.fin_wait2_threshold,
+                THRESHOLD,
             ),
         ];
-        for (key, v, slot) in durations {
-            if let Some(v) = v {
-                *slot = parse_duration(v)
-                    .map_err(anyhow::Error::msg)
-                    .with_context(|| format!("key {key}"))?;
+        for (key, v, slot, bounds) in durations {
+            if let Some(d) = self.quantity(key, v, |v| parse_duration_within(v, bounds))? {
+                *slot = d;
             }
         }
         Ok(())
     }
 }
 
-/// Parse `ADDR:PORT`, or `:PORT` for the default address.
-pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    let full = if let Some(port) = s.strip_prefix(':') {
-        format!("127.0.0.1:{port}")
+/// Read at most [`MAX_CONFIG_BYTES`] of a regular file. Opened without
+/// blocking, so a FIFO with no writer is refused rather than waited on.
+fn read_bounded(path: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .context("cannot be opened")?;
+    let meta = file.metadata().context("cannot be inspected")?;
+    let t = meta.file_type();
+    let kind = if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
     } else {
-        s.to_string()
+        ""
     };
-    full.parse().map_err(|_| {
-        format!("{s:?} is not an ADDR:PORT listen address (e.g. 127.0.0.1:9077 or [::]:9077)")
+    if !kind.is_empty() {
+        anyhow::bail!("is {kind}, not a regular file; give the path of a TOML file");
+    }
+    let too_big = || {
+        anyhow::anyhow!(
+            "is over the {} KiB a config file may hold; is it the right file?",
+            MAX_CONFIG_BYTES >> 10
+        )
+    };
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .context("cannot be read")?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_big());
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let (line, col) = line_col(
+            &String::from_utf8_lossy(e.as_bytes()),
+            e.utf8_error().valid_up_to(),
+        );
+        anyhow::anyhow!("is not UTF-8 text (line {line}, column {col})")
     })
 }
 
-/// Parse a duration: a number with a unit (`ms`, `s`, `m`, `h`), or bare seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60.0)
-    } else if let Some(n) = t.strip_suffix('h') {
-        (n, 3600.0)
-    } else {
-        (t, 1.0)
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 10s, 5m, 1h)"))?;
-    if !(v.is_finite() && v > 0.0) {
-        return Err(format!("{s:?} must be a positive duration"));
+/// The 1-based line and column (in characters) of byte `at` in `text`.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
     }
-    Ok(Duration::from_secs_f64(v * scale))
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[start..].chars().count() + 1)
+}
+
+/// The key of a `key = value` line when byte `at` lies in its value.
+fn key_before(text: &str, at: usize) -> Option<String> {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let before = &text[..at];
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    let (key, _) = before[start..].split_once('=')?;
+    let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
+    (!key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+    .then(|| key.to_owned())
+}
+
+/// A config value that may be a number or a string: `reconcile-interval
+/// = 5` (bare seconds) or `"5s"`, `reconcile-budget = 0.5` or `"0.5%"`,
+/// `max-sockets = 1000`. Checked, with its key, by [`FileConfig::apply`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quantity(pub String);
+
+impl<'de> Deserialize<'de> for Quantity {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Quantity;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number or a string such as \"10s\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Quantity, E> {
+                Ok(Quantity(v.to_owned()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Quantity, E> {
+                Ok(Quantity(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Quantity, E> {
+                Ok(Quantity(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Quantity, E> {
+                // Debug keeps 1e20 short; a whole float still reads as one.
+                Ok(Quantity(format!("{v:?}")))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// Default of `--reconcile-budget`: 1% of one core per kind of dump.
 pub const DEFAULT_RECONCILE_BUDGET: f64 = 1.0;
 
-/// A percentage in the config file: a number, or a string such as `"1%"`.
-#[derive(Debug, Deserialize, Clone, PartialEq)]
-#[serde(untagged)]
-pub enum Percent {
-    /// `reconcile-budget = 0.5`
-    Number(f64),
-    /// `reconcile-budget = "0.5%"`
-    Text(String),
-}
-
-impl Percent {
-    fn value(&self) -> anyhow::Result<f64> {
-        match self {
-            Percent::Number(v) => check_percent(*v, &v.to_string()),
-            Percent::Text(t) => parse_percent(t),
-        }
-        .map_err(anyhow::Error::msg)
-    }
-}
-
-/// Parse a percentage of one core: `1`, `1%`, `0.5%`; 0 means no limit.
-pub fn parse_percent(s: &str) -> Result<f64, String> {
-    let t = s.trim();
-    let v: f64 = t
-        .strip_suffix('%')
-        .unwrap_or(t)
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a percentage (e.g. 1%, 0.5%, 0 for no limit)"))?;
-    check_percent(v, s)
-}
-
-fn check_percent(v: f64, s: &str) -> Result<f64, String> {
-    if v.is_finite() && (0.0..=100.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("{s:?} must be between 0% and 100%"))
-    }
-}
-
-/// `--max-sockets` must leave room for at least one socket.
-pub fn check_max_sockets(n: usize) -> anyhow::Result<usize> {
-    if n == 0 {
-        anyhow::bail!("max-sockets must be at least 1");
-    }
-    Ok(n)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("-1s").is_err());
-        assert!(
-            parse_duration("soon")
-                .unwrap_err()
-                .contains("not a duration")
-        );
-    }
-
-    #[test]
-    fn percentages() {
-        assert_eq!(parse_percent("1%"), Ok(1.0));
-        assert_eq!(parse_percent(" 0.5 % "), Ok(0.5));
-        assert_eq!(parse_percent("2"), Ok(2.0));
-        assert_eq!(parse_percent("0"), Ok(0.0));
-        assert!(
-            parse_percent("101%")
-                .unwrap_err()
-                .contains("between 0% and 100%")
-        );
-        assert!(parse_percent("-1").is_err());
-        assert!(
-            parse_percent("lots")
-                .unwrap_err()
-                .contains("not a percentage")
-        );
-    }
-
-    #[test]
-    fn listen_addresses() {
-        assert_eq!(
-            parse_listen(":9999").unwrap(),
-            "127.0.0.1:9999".parse().unwrap()
-        );
-        assert_eq!(parse_listen("[::]:80").unwrap(), "[::]:80".parse().unwrap());
-        assert!(parse_listen("localhost").is_err());
-    }
-
-    #[test]
-    fn file_overrides_defaults_and_rejects_unknown_keys() {
-        let f = FileConfig::parse(
-            "listen = \"0.0.0.0:9100\"\nreconcile-interval = \"250ms\"\nmax-sockets = 10\n\
-             time-wait-interval = \"30s\"\nreconcile-budget = \"0.5%\"\n",
-        )
-        .unwrap();
-        let mut s = Settings::default();
-        f.apply(&mut s).unwrap();
-        assert_eq!(s.time_wait_interval, Duration::from_secs(30));
-        assert_eq!(s.reconcile_budget, 0.5);
-        let mut n = Settings::default();
-        FileConfig::parse("reconcile-budget = 2")
-            .unwrap()
-            .apply(&mut n)
-            .unwrap();
-        assert_eq!(n.reconcile_budget, 2.0);
-        let err = FileConfig::parse("reconcile-budget = \"much\"")
-            .unwrap()
-            .apply(&mut n)
-            .unwrap_err();
-        assert!(format!("{err:#}").contains("reconcile-budget"), "{err:#}");
-        assert_eq!(s.listen, "0.0.0.0:9100".parse().unwrap());
-        assert_eq!(s.reconcile_interval, Duration::from_millis(250));
-        assert_eq!(s.max_sockets, 10);
-        assert_eq!(s.close_wait_threshold, Duration::from_secs(60));
-
-        let err = FileConfig::parse("lisen = \"x\"").unwrap_err();
-        assert!(
-            format!("{err:#}").contains("unknown field `lisen`"),
-            "{err:#}"
-        );
-        let err = FileConfig::parse("max-sockets = \"many\"").unwrap_err();
-        assert!(format!("{err:#}").contains("invalid type"), "{err:#}");
-        let bad = FileConfig::parse("close-wait-threshold = \"forever\"").unwrap();
-        let err = bad.apply(&mut Settings::default()).unwrap_err();
-        assert!(
-            format!("{err:#}").contains("close-wait-threshold"),
-            "{err:#}"
-        );
-        let zero = FileConfig::parse("max-sockets = 0").unwrap();
-        assert!(zero.apply(&mut Settings::default()).is_err());
-    }
-}
+mod tests;

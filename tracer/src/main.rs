@@ -1,10 +1,13 @@
 //! The `tracer` binary: parse flags, run the command, turn errors into one
-//! line on stderr and an exit status.
+//! line on stderr and an exit status (2 for a usage error or a failure).
 use clap::Parser as _;
-use tracer::cli::{Cli, dispatch};
+use tracer::cli::{Cli, Command, dispatch};
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| usage_error(&e));
+    if matches!(cli.command, Command::Run(_) | Command::Events(_)) {
+        ignore_hangup();
+    }
     match dispatch(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
@@ -12,6 +15,49 @@ fn main() {
             std::process::exit(2);
         }
     }
+}
+
+/// Help and version print as clap prints them; a bad flag or value is one
+/// line (clap's first, plus its tips) and exit status 2.
+fn usage_error(e: &clap::Error) -> ! {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    // A rejected value: the flag, then the validator's sentence.
+    if let (ErrorKind::ValueValidation, Some(ContextValue::String(arg)), Some(why)) = (
+        e.kind(),
+        e.get(ContextKind::InvalidArg),
+        std::error::Error::source(e),
+    ) {
+        let flag = arg.split_whitespace().next().unwrap_or(arg);
+        eprintln!("tracer: error: {flag}: {why}");
+        std::process::exit(2);
+    }
+    let text = e.render().to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("invalid arguments");
+    let mut line = first.strip_prefix("error: ").unwrap_or(first).to_owned();
+    for tip in lines.filter(|l| l.starts_with("tip:")) {
+        line.push_str(" (");
+        line.push_str(tip);
+        line.push(')');
+    }
+    eprintln!("tracer: error: {line}");
+    std::process::exit(2);
+}
+
+/// SIGHUP does not stop the long-running commands: their settings are read
+/// only at start. Ignored from here on; once the event loop runs, each one
+/// is also logged (see `pipeline::run`).
+fn ignore_hangup() {
+    // SAFETY: signal(2) setting SIG_IGN, before any other thread exists.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
 }
 
 /// The error and its causes as one sentence; a verifier log stays whole.

@@ -9,7 +9,7 @@ use clap::Args;
 
 use crate::{
     bpf::DEFAULT_RING_BYTES,
-    config::{DEFAULT_RECONCILE_BUDGET, Settings},
+    config::{self, DEFAULT_RECONCILE_BUDGET, Settings},
     container::ContainerMap,
     diag::DiagSocket,
     engine,
@@ -126,7 +126,7 @@ impl<W: Write> Sink for Printer<W> {
 #[derive(Debug, Args)]
 pub struct EventsArgs {
     /// Only events where either endpoint uses this port (repeatable).
-    #[arg(long = "port", value_name = "P")]
+    #[arg(long = "port", value_name = "P", value_parser = config::parse_port, allow_hyphen_values = true)]
     pub ports: Vec<u16>,
     /// Only events of this kind (repeatable): state, retransmit,
     /// synack_retransmit, reset_sent, reset_received, leak_flagged, leak_cleared.
@@ -138,15 +138,18 @@ pub struct EventsArgs {
     /// Leak detector thresholds.
     #[command(flatten)]
     pub thresholds: super::run::ThresholdArgs,
-    /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
-    #[arg(long, value_name = "SECS")]
-    pub duration: Option<f64>,
+    /// Stop after this long: bare seconds or 500ms, 10s, 5m, up to 30d
+    /// (default: run until SIGINT/SIGTERM).
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_run_length, allow_hyphen_values = true)]
+    pub duration: Option<Duration>,
     /// Network namespaces: all, host (the one tracer runs in), a /run/netns
     /// name, an inode, or pid:N.
     #[arg(long, value_name = "NETNS", default_value_t = NetnsChoice::All)]
     pub netns: NetnsChoice,
-    /// Size of the kernel ring buffer in bytes (a power of two).
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BYTES)]
+    /// Size of the kernel ring buffer in bytes: a power of two from 4096 to
+    /// 256 MiB (kernel memory).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BYTES,
+          value_parser = config::parse_ring_bytes, allow_hyphen_values = true)]
     pub ring_bytes: u32,
 }
 
@@ -219,11 +222,6 @@ impl Filter {
 
 /// Run `tracer events`.
 pub fn run(args: EventsArgs) -> anyhow::Result<i32> {
-    if let Some(d) = args.duration
-        && !(d.is_finite() && d > 0.0)
-    {
-        anyhow::bail!("--duration must be a positive number of seconds, not {d}");
-    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -252,7 +250,7 @@ async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
     let stop = async move {
         let deadline = async {
             match duration {
-                Some(d) => tokio::time::sleep(Duration::from_secs_f64(d)).await,
+                Some(d) => tokio::time::sleep(d).await,
                 None => std::future::pending().await,
             }
         };

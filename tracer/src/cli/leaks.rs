@@ -39,19 +39,19 @@ pub struct LeaksArgs {
     #[arg(long, value_name = "URL")]
     pub agent: Option<String>,
     /// Hide CLOSE_WAIT leaks younger than this (on top of the agent's own threshold).
-    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_threshold, allow_hyphen_values = true)]
     pub close_wait_threshold: Option<Duration>,
     /// Hide half-open connections stalled for less than this.
-    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_threshold, allow_hyphen_values = true)]
     pub half_open_threshold: Option<Duration>,
     /// Hide idle connections idle for less than this.
-    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_threshold, allow_hyphen_values = true)]
     pub idle_threshold: Option<Duration>,
     /// Hide stuck handshakes younger than this.
-    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_threshold, allow_hyphen_values = true)]
     pub handshake_threshold: Option<Duration>,
     /// Hide orphaned FIN_WAIT2 sockets younger than this.
-    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_threshold, allow_hyphen_values = true)]
     pub fin_wait2_threshold: Option<Duration>,
     /// Network namespaces: all, host (the one tracer runs in), a /run/netns
     /// name, an inode, or pid:N [default: all]. With an agent, its report

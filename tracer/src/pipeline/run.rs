@@ -38,17 +38,25 @@ async fn next_step(tracking: Option<&mut Tracking>) -> Step {
 
 impl<D: Observer> Pipeline<D> {
     /// Run until `stop` completes, the sink says stop, or reading fails.
+    /// SIGHUP does not stop it: settings are read only at start, so each
+    /// one is logged and ignored.
     pub async fn run<S: Sink<Derived = D>>(
         &mut self,
         sink: &mut S,
         stop: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
         tokio::pin!(stop);
         loop {
             let tracking = self.tracking.is_some();
             let seen = (tracking && self.scope.is_all()).then_some(&mut self.event_netns);
             tokio::select! {
                 () = &mut stop => break,
+                Some(()) = hangup.recv() => eprintln!(
+                    "tracer: SIGHUP ignored: flags and the config file are read only at start; \
+                     restart tracer to change them"
+                ),
                 r = read_batch(&mut self.ingest, &self.core, self.scope, tracking, seen, sink) => {
                     r.context("reading the ring buffer")?;
                 }

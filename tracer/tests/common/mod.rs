@@ -704,3 +704,10 @@ pub fn ss_states(cmd: &mut Command) -> BTreeMap<String, usize> {
     }
     m
 }
+
+impl Agent {
+    /// The process id of the running agent (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}

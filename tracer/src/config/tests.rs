@@ -1,0 +1,171 @@
+//! The config file: keys, bare numbers, and errors with line and column.
+use super::*;
+
+fn applied(text: &str) -> anyhow::Result<Settings> {
+    let mut s = Settings::default();
+    FileConfig::parse(text)?.apply(&mut s)?;
+    Ok(s)
+}
+
+fn error(text: &str) -> String {
+    format!("{:#}", applied(text).expect_err(text))
+}
+
+#[test]
+fn file_overrides_defaults() {
+    let s = applied(
+        "listen = \"0.0.0.0:9100\"\nreconcile-interval = \"250ms\"\nmax-sockets = 10\n\
+         time-wait-interval = \"30s\"\nreconcile-budget = \"0.5%\"\nring-bytes = 65536\n",
+    )
+    .unwrap();
+    assert_eq!(s.listen, "0.0.0.0:9100".parse().unwrap());
+    assert_eq!(s.reconcile_interval, Duration::from_millis(250));
+    assert_eq!(s.time_wait_interval, Duration::from_secs(30));
+    assert_eq!(s.reconcile_budget, 0.5);
+    assert_eq!(s.max_sockets, 10);
+    assert_eq!(s.ring_bytes, 65536);
+    assert_eq!(s.close_wait_threshold, Duration::from_secs(60));
+    assert_eq!(
+        applied("reconcile-budget = 2").unwrap().reconcile_budget,
+        2.0
+    );
+}
+
+#[test]
+fn bare_numbers_are_seconds() {
+    let s = applied("reconcile-interval = 5\nclose-wait-threshold = 0.5\nidle-threshold = 1e3\n")
+        .unwrap();
+    assert_eq!(s.reconcile_interval, Duration::from_secs(5));
+    assert_eq!(s.close_wait_threshold, Duration::from_millis(500));
+    assert_eq!(s.idle_threshold, Duration::from_secs(1000));
+}
+
+#[test]
+fn errors_name_the_key_with_line_and_column() {
+    for (text, says) in [
+        (
+            "listen = \":1\"\nreconcile-interval = \"1e20\"\n",
+            "key reconcile-interval at line 2, column 22: \"1e20\" is longer than the maximum of 1d",
+        ),
+        (
+            "reconcile-interval = 1e20",
+            "key reconcile-interval at line 1, column 22: \"1e20\" is longer",
+        ),
+        (
+            "reconcile-interval = \"1e-10\"",
+            "key reconcile-interval at line 1, column 22: \"1e-10\" is shorter than the minimum of 10ms",
+        ),
+        (
+            "time-wait-interval = -1",
+            "key time-wait-interval at line 1, column 22: \"-1\" is negative",
+        ),
+        (
+            "closed-retention = nan",
+            "key closed-retention at line 1, column 20: \"NaN\" is not a duration",
+        ),
+        (
+            "close-wait-threshold = inf",
+            "key close-wait-threshold at line 1, column 24: \"inf\" is not a duration",
+        ),
+        (
+            "close-wait-threshold = \"forever\"",
+            "key close-wait-threshold",
+        ),
+        (
+            "\n\nmax-sockets = 0",
+            "key max-sockets at line 3, column 15: \"0\" is out of range",
+        ),
+        (
+            "max-sockets = -5",
+            "key max-sockets at line 1, column 15: \"-5\" is negative",
+        ),
+        (
+            "max-sockets = \"many\"",
+            "key max-sockets at line 1, column 15: \"many\" is not a whole number",
+        ),
+        (
+            "ring-bytes = 2147483648",
+            "key ring-bytes at line 1, column 14: \"2147483648\" is over the maximum",
+        ),
+        ("ring-bytes = 5000", "power of two"),
+        (
+            "max-workloads = 1.5",
+            "key max-workloads at line 1, column 17",
+        ),
+        (
+            "reconcile-budget = \"much\"",
+            "key reconcile-budget at line 1, column 20",
+        ),
+        ("reconcile-budget = -1", "between 0% and 100%"),
+        (
+            "listen = 9077",
+            "key listen at line 1, column 10: invalid type: integer `9077`",
+        ),
+        (
+            "listen = \"localhost\"",
+            "key listen at line 1, column 10: \"localhost\" is not an ADDR:PORT",
+        ),
+        ("netns = 7", "key netns at line 1, column 9"),
+        (
+            "reconcile-interval = true",
+            "key reconcile-interval at line 1, column 22: invalid type: boolean",
+        ),
+        ("\nlisen = \"x\"", "line 2, column 1: unknown field `lisen`"),
+        ("listen = \"x", "line 1, column"),
+        ("[table]\nx = 1", "line 1, column 2: unknown field `table`"),
+    ] {
+        let err = error(text);
+        assert!(err.contains(says), "{text:?}: {err}");
+        assert!(!err.contains('\n'), "{text:?}: {err}");
+    }
+}
+
+#[test]
+fn positions_count_characters() {
+    assert_eq!(line_col("", 0), (1, 1));
+    assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    assert_eq!(line_col("é = 1", 5), (1, 5));
+    assert_eq!(line_col("ab", 99), (1, 3));
+    assert_eq!(key_before("a = 1\n b-c = 2", 12), Some("b-c".into()));
+    assert_eq!(key_before("\"k\" = 1", 6), Some("k".into()));
+    assert_eq!(key_before("[t]", 1), None);
+}
+
+#[test]
+fn only_small_regular_files_are_read() {
+    let dir = std::env::temp_dir().join(format!("tracer-cfg-read-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ok = dir.join("ok.toml");
+    std::fs::write(&ok, "max-sockets = 3\n").unwrap();
+    let mut s = Settings::default();
+    FileConfig::load(&ok).unwrap().apply(&mut s).unwrap();
+    assert_eq!(s.max_sockets, 3);
+
+    let big = dir.join("big.toml");
+    std::fs::write(&big, "#".repeat(MAX_CONFIG_BYTES as usize + 1)).unwrap();
+    let fifo = dir.join("fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo(3) with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let binary = dir.join("binary.toml");
+    std::fs::write(&binary, b"a = \xff\n").unwrap();
+    for (path, says) in [
+        (big.as_path(), "over the 1024 KiB"),
+        (fifo.as_path(), "is a FIFO, not a regular file"),
+        (
+            Path::new("/dev/zero"),
+            "is a character device, not a regular file",
+        ),
+        (dir.as_path(), "is a directory, not a regular file"),
+        (binary.as_path(), "is not UTF-8 text (line 1, column 5)"),
+        (&dir.join("nope.toml"), "cannot be opened"),
+    ] {
+        let err = format!("{:#}", FileConfig::load(path).expect_err(says));
+        assert!(err.contains(says), "{err}");
+        assert!(
+            err.contains(&format!("config file {}", path.display())),
+            "{err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,366 @@
+//! The values a flag or config key can take, and their bounds: durations,
+//! counts, sizes, percentages and addresses. Each parser returns one
+//! sentence that quotes the value and says what is expected; the caller
+//! (clap, or the config file) names the flag or key. Nothing here panics,
+//! whatever the input.
+use std::{net::SocketAddr, time::Duration};
+
+/// The range a duration flag or key accepts, with the words for its ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// Shortest accepted.
+    pub min: Duration,
+    /// Longest accepted.
+    pub max: Duration,
+    /// `min` as a user would write it.
+    pub min_text: &'static str,
+    /// `max` as a user would write it.
+    pub max_text: &'static str,
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// `--reconcile-interval`, `--time-wait-interval`: at least 10 ms (each
+/// tick costs a wake-up, each dump a walk of the kernel's socket tables),
+/// at most a day.
+pub const INTERVAL: Bounds = Bounds {
+    min: Duration::from_millis(10),
+    max: DAY,
+    min_text: "10ms",
+    max_text: "1d",
+};
+
+/// Leak detector thresholds: at least 1 ms, at most 30 days.
+pub const THRESHOLD: Bounds = Bounds {
+    min: Duration::from_millis(1),
+    max: Duration::from_secs(30 * 86_400),
+    min_text: "1ms",
+    max_text: "30d",
+};
+
+/// `--closed-retention`: at least 1 ms, at most a day.
+pub const RETENTION: Bounds = Bounds {
+    min: Duration::from_millis(1),
+    max: DAY,
+    min_text: "1ms",
+    max_text: "1d",
+};
+
+/// `tracer events --duration`: at least 1 ms, at most 30 days (leave it
+/// out to run until stopped).
+pub const RUN_LENGTH: Bounds = Bounds {
+    min: Duration::from_millis(1),
+    max: Duration::from_secs(30 * 86_400),
+    min_text: "1ms",
+    max_text: "30d",
+};
+
+const DURATION_EXAMPLES: &str = "e.g. 500ms, 10s, 5m, 1h, 1d, or bare seconds";
+
+/// Parse a duration within `b`: a number with a unit (`ms`, `s`, `m`, `h`,
+/// `d`), or bare seconds.
+pub fn parse_duration_within(s: &str, b: Bounds) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = t.strip_suffix('h') {
+        (n, 3600.0)
+    } else if let Some(n) = t.strip_suffix('d') {
+        (n, 86_400.0)
+    } else {
+        (t, 1.0)
+    };
+    let num = num.trim();
+    let negative = || format!("{s:?} is negative; a duration is positive ({DURATION_EXAMPLES})");
+    let not_one = || format!("{s:?} is not a duration ({DURATION_EXAMPLES})");
+    let v: f64 = match num.parse() {
+        _ if num.starts_with('-') => return Err(negative()),
+        Ok(v) if f64::is_nan(v) || num.to_ascii_lowercase().contains("inf") => {
+            return Err(not_one());
+        }
+        Ok(v) => v,
+        Err(_) => return Err(not_one()),
+    };
+    let secs = v * scale;
+    if secs > b.max.as_secs_f64() {
+        return Err(format!(
+            "{s:?} is longer than the maximum of {}",
+            b.max_text
+        ));
+    }
+    // Compared in f64 first: no conversion below can overflow or panic.
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d >= b.min => Ok(d),
+        _ => Err(format!(
+            "{s:?} is shorter than the minimum of {}",
+            b.min_text
+        )),
+    }
+}
+
+/// A reconcile interval ([`INTERVAL`]).
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    parse_duration_within(s, INTERVAL)
+}
+
+/// A leak detector threshold ([`THRESHOLD`]).
+pub fn parse_threshold(s: &str) -> Result<Duration, String> {
+    parse_duration_within(s, THRESHOLD)
+}
+
+/// `--closed-retention` ([`RETENTION`]).
+pub fn parse_retention(s: &str) -> Result<Duration, String> {
+    parse_duration_within(s, RETENTION)
+}
+
+/// `tracer events --duration` ([`RUN_LENGTH`]).
+pub fn parse_run_length(s: &str) -> Result<Duration, String> {
+    parse_duration_within(s, RUN_LENGTH)
+}
+
+/// A whole number in `min..=max`; `what` says what it counts.
+pub fn parse_count(s: &str, min: u64, max: u64, what: &str) -> Result<u64, String> {
+    let t = s.trim().replace('_', "");
+    match t.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        Ok(_) => Err(format!(
+            "{s:?} is out of range: give {what} from {min} to {max}"
+        )),
+        Err(_) if t.starts_with('-') => Err(format!(
+            "{s:?} is negative: give {what} from {min} to {max}"
+        )),
+        Err(_) if !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit()) => Err(format!(
+            "{s:?} is out of range: give {what} from {min} to {max}"
+        )),
+        Err(_) => Err(format!(
+            "{s:?} is not a whole number: give {what} from {min} to {max}"
+        )),
+    }
+}
+
+/// Most records `--max-sockets` may ask for: 100 million, some 20 GB.
+pub const MAX_SOCKETS: u64 = 100_000_000;
+
+/// `--max-sockets`: 1 to [`MAX_SOCKETS`].
+pub fn parse_max_sockets(s: &str) -> Result<usize, String> {
+    parse_count(s, 1, MAX_SOCKETS, "a number of sockets").map(|n| n as usize)
+}
+
+/// Most workloads with series of their own: beyond this, Prometheus drowns.
+pub const MAX_WORKLOADS: u64 = 100_000;
+
+/// `--max-workloads`: 0 (everything under `other`) to [`MAX_WORKLOADS`].
+pub fn parse_max_workloads(s: &str) -> Result<usize, String> {
+    parse_count(s, 0, MAX_WORKLOADS, "a number of workloads").map(|n| n as usize)
+}
+
+/// A TCP port, 0 to 65535.
+pub fn parse_port(s: &str) -> Result<u16, String> {
+    parse_count(s, 0, u64::from(u16::MAX), "a port").map(|n| n as u16)
+}
+
+/// Smallest ring buffer: one page.
+pub const MIN_RING_BYTES: u32 = 4096;
+/// Largest ring buffer: 256 MiB.
+pub const MAX_RING_BYTES: u32 = 256 << 20;
+
+/// `--ring-bytes`: a power of two from 4096 to 256 MiB.
+pub fn parse_ring_bytes(s: &str) -> Result<u32, String> {
+    let n = parse_count(s, 0, u64::MAX, "a power of two of bytes")?;
+    check_ring_bytes(n).map_err(|e| format!("{s:?} {e}"))
+}
+
+/// The bounds of `--ring-bytes`, as a phrase to follow the value.
+pub fn check_ring_bytes(n: u64) -> Result<u32, String> {
+    if n > u64::from(MAX_RING_BYTES) {
+        return Err(format!(
+            "is over the maximum of {MAX_RING_BYTES} (256 MiB): the ring buffer is kernel \
+             memory, never swapped out, taken in full whether or not events come"
+        ));
+    }
+    if n < u64::from(MIN_RING_BYTES) || !n.is_power_of_two() {
+        return Err(format!(
+            "is not a power of two from {MIN_RING_BYTES} to {MAX_RING_BYTES} bytes \
+             (e.g. 8388608 for 8 MiB)"
+        ));
+    }
+    Ok(n as u32)
+}
+
+/// Parse `ADDR:PORT`, or `:PORT` for the default address.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let full = if let Some(port) = s.strip_prefix(':') {
+        format!("127.0.0.1:{port}")
+    } else {
+        s.to_string()
+    };
+    full.parse().map_err(|_| {
+        format!("{s:?} is not an ADDR:PORT listen address (e.g. 127.0.0.1:9077 or [::]:9077)")
+    })
+}
+
+/// Parse a percentage of one core: `1`, `1%`, `0.5%`; 0 means no limit.
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let v: f64 = t
+        .strip_suffix('%')
+        .unwrap_or(t)
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a percentage (e.g. 1%, 0.5%, 0 for no limit)"))?;
+    if v.is_finite() && (0.0..=100.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s:?} must be between 0% and 100%"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let p = parse_threshold;
+        assert_eq!(p("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(p("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(p("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(p("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(p("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(p("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(p(" 0.5 "), Ok(Duration::from_millis(500)));
+        assert_eq!(p("1e1"), Ok(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn bad_durations_are_one_sentence_each() {
+        for (value, bounds, says) in [
+            ("1e20s", INTERVAL, "longer than the maximum of 1d"),
+            ("1e20", THRESHOLD, "longer than the maximum of 30d"),
+            ("1e300", RUN_LENGTH, "longer than the maximum of 30d"),
+            ("1e308h", THRESHOLD, "longer than the maximum"),
+            ("25h", INTERVAL, "longer than the maximum of 1d"),
+            ("31d", THRESHOLD, "longer than the maximum of 30d"),
+            ("1e-10", INTERVAL, "shorter than the minimum of 10ms"),
+            ("0.0001ms", INTERVAL, "shorter than the minimum of 10ms"),
+            ("9ms", INTERVAL, "shorter than the minimum of 10ms"),
+            ("0", THRESHOLD, "shorter than the minimum of 1ms"),
+            ("0s", RETENTION, "shorter than the minimum of 1ms"),
+            ("1e-400", THRESHOLD, "shorter than the minimum"),
+            ("-1", INTERVAL, "negative"),
+            ("-1s", THRESHOLD, "negative"),
+            ("-0.5ms", THRESHOLD, "negative"),
+            ("-inf", THRESHOLD, "negative"),
+            ("NaN", INTERVAL, "not a duration"),
+            ("nan", THRESHOLD, "not a duration"),
+            ("inf", INTERVAL, "not a duration"),
+            ("infinity", THRESHOLD, "not a duration"),
+            ("1e999", THRESHOLD, "longer than the maximum"),
+            ("soon", THRESHOLD, "not a duration"),
+            ("", THRESHOLD, "not a duration"),
+            ("ms", THRESHOLD, "not a duration"),
+            ("10 seconds", THRESHOLD, "not a duration"),
+        ] {
+            let err = parse_duration_within(value, bounds)
+                .expect_err(value)
+                .to_string();
+            assert!(err.contains(says), "{value}: {err}");
+            assert!(!err.contains('\n'), "{value}: {err}");
+        }
+    }
+
+    #[test]
+    fn interval_bounds_are_inclusive() {
+        assert_eq!(parse_interval("10ms"), Ok(Duration::from_millis(10)));
+        assert_eq!(parse_interval("1d"), Ok(DAY));
+        assert_eq!(parse_interval("24h"), Ok(DAY));
+        assert_eq!(parse_retention("1ms"), Ok(Duration::from_millis(1)));
+        assert_eq!(parse_run_length("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_run_length("3"), Ok(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn counts() {
+        assert_eq!(parse_max_sockets("1000"), Ok(1000));
+        assert_eq!(parse_max_sockets("1_000_000"), Ok(1_000_000));
+        assert!(parse_max_sockets("0").unwrap_err().contains("from 1 to"));
+        assert!(parse_max_sockets("-5").unwrap_err().contains("negative"));
+        assert!(
+            parse_max_sockets("99999999999999999999999")
+                .unwrap_err()
+                .contains("out of range")
+        );
+        assert!(
+            parse_max_sockets("1e6")
+                .unwrap_err()
+                .contains("not a whole number")
+        );
+        assert_eq!(parse_max_workloads("0"), Ok(0));
+        assert!(parse_max_workloads("100001").is_err());
+        assert_eq!(parse_port("9077"), Ok(9077));
+        assert!(parse_port("65536").unwrap_err().contains("out of range"));
+        assert!(parse_port("-1").unwrap_err().contains("negative"));
+    }
+
+    #[test]
+    fn ring_bytes() {
+        assert_eq!(parse_ring_bytes("4096"), Ok(4096));
+        assert_eq!(parse_ring_bytes("268435456"), Ok(MAX_RING_BYTES));
+        let big = parse_ring_bytes("2147483648").unwrap_err();
+        assert!(
+            big.contains("maximum") && big.contains("kernel memory"),
+            "{big}"
+        );
+        assert!(
+            parse_ring_bytes("4294967296")
+                .unwrap_err()
+                .contains("maximum")
+        );
+        assert!(
+            parse_ring_bytes("5000")
+                .unwrap_err()
+                .contains("power of two")
+        );
+        assert!(
+            parse_ring_bytes("2048")
+                .unwrap_err()
+                .contains("power of two")
+        );
+        assert!(parse_ring_bytes("0").unwrap_err().contains("power of two"));
+        assert!(parse_ring_bytes("-1").unwrap_err().contains("negative"));
+    }
+
+    #[test]
+    fn percentages() {
+        assert_eq!(parse_percent("1%"), Ok(1.0));
+        assert_eq!(parse_percent(" 0.5 % "), Ok(0.5));
+        assert_eq!(parse_percent("2"), Ok(2.0));
+        assert_eq!(parse_percent("0"), Ok(0.0));
+        assert!(
+            parse_percent("101%")
+                .unwrap_err()
+                .contains("between 0% and 100%")
+        );
+        assert!(parse_percent("-1").is_err());
+        assert!(parse_percent("NaN").is_err());
+        assert!(
+            parse_percent("lots")
+                .unwrap_err()
+                .contains("not a percentage")
+        );
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            parse_listen(":9999").unwrap(),
+            "127.0.0.1:9999".parse().unwrap()
+        );
+        assert_eq!(parse_listen("[::]:80").unwrap(), "[::]:80".parse().unwrap());
+        assert!(parse_listen("localhost").is_err());
+    }
+}
