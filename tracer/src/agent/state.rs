@@ -5,7 +5,7 @@ use std::{
     collections::HashSet,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64},
     },
 };
 
@@ -78,6 +78,10 @@ impl Observer for AgentState {
     fn correction(&mut self, cookie: u64, reason: Correction) {
         let mut m = &*self.metrics;
         Observer::correction(&mut m, cookie, reason);
+    }
+    fn time_wait_overflowed(&mut self, cookie: u64) {
+        let mut m = &*self.metrics;
+        m.time_wait_overflowed(cookie);
     }
     fn evicted(&mut self, cookie: u64, live: bool) {
         let mut m = &*self.metrics;

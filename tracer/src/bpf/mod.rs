@@ -52,11 +52,22 @@ pub struct KernelCounters {
     pub ringbuf_full: u64,
     /// Events not sent because a kernel read failed.
     pub read_errors: u64,
+    /// Events the kernel never ran a program for: the program was already
+    /// running on that CPU (a softirq's state change interrupting a
+    /// syscall's), so the nested run is skipped (`recursion_misses`).
+    pub recursion_misses: u64,
 }
 
 impl KernelCounters {
     /// Every event the kernel could not deliver.
     pub fn lost(&self) -> u64 {
+        self.ringbuf_full + self.read_errors + self.recursion_misses
+    }
+
+    /// Losses that come in bursts (a full ring buffer, failing reads): the
+    /// next reconcile should not wait for the dump budget. Recursion misses
+    /// are a trickle under any churn; the regular dumps heal them.
+    pub fn bursty(&self) -> u64 {
         self.ringbuf_full + self.read_errors
     }
 }
@@ -140,8 +151,47 @@ impl Probes {
         KernelCounters {
             ringbuf_full: sum(COUNTER_RINGBUF_FULL),
             read_errors: sum(COUNTER_READ_ERROR),
+            recursion_misses: self
+                ._ebpf
+                .programs()
+                .filter_map(|(_, p)| recursion_misses(std::os::fd::AsFd::as_fd(p.fd().ok()?)))
+                .sum(),
         }
     }
+}
+
+/// `bpf_prog_info.recursion_misses` of the program `fd` (Linux 5.12+);
+/// `None` when the kernel does not say. aya reads the info but does not
+/// expose this field, so this asks `BPF_OBJ_GET_INFO_BY_FD` itself.
+fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
+    use std::os::fd::AsRawFd as _;
+    /// The `info` member of `union bpf_attr`.
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    // SAFETY: bpf_prog_info is plain old data; all zeroes is valid.
+    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: size_of_val(&info) as u32,
+        info: &raw mut info as u64,
+    };
+    // SAFETY: the kernel writes at most `info_len` bytes into `info`, which
+    // outlives the call, and reads only `attr`.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            aya_obj::generated::bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
+            &raw mut attr,
+            size_of::<InfoAttr>() as libc::c_long,
+        )
+    };
+    let covered = attr.info_len as usize
+        >= std::mem::offset_of!(aya_obj::generated::bpf_prog_info, recursion_misses) + 8;
+    (rc == 0 && covered).then_some(info.recursion_misses)
 }
 
 /// Why a program was refused. A refusal we recognise (a missing kernel

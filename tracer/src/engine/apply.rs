@@ -38,13 +38,14 @@ fn syscall_context(from: TcpState, to: TcpState, rst_rx: bool) -> bool {
 /// on the same tuple was recycled. A client's `close -> syn_sent` runs
 /// before `connect()` picks the port (sport 0 unless bound), so its
 /// `syn_sent -> established` is the first to show the tuple; a server's
-/// `listen -> syn_recv` shows it at once.
-fn reuses_a_tuple(from: TcpState, to: TcpState, ev: &SockEvent) -> bool {
-    ev.sport != 0
-        && matches!(
-            (from, to),
-            (_, SynSent) | (_, SynRecv) | (SynSent | SynRecv, Established)
-        )
+/// `listen -> syn_recv` shows it at once. The kernel skips events that fire
+/// while its program runs on the same CPU, so any event that shows a
+/// socket's tuple for the first time is checked too.
+fn reuses_a_tuple(from: TcpState, to: TcpState) -> bool {
+    matches!(
+        (from, to),
+        (_, SynSent) | (_, SynRecv) | (SynSent | SynRecv, Established)
+    )
 }
 
 /// True when the transition creates the socket's life as a connection or
@@ -188,7 +189,12 @@ impl Engine {
             self.stats.untracked_events += 1;
             return;
         };
-        if from != to && reuses_a_tuple(from, to, ev) {
+        let known_tuple = self.store.slot(ev.cookie).is_some_and(|s| {
+            self.store
+                .rec(s)
+                .has_tuple(ev.netns, ev.saddr, ev.sport, ev.daddr, ev.dport)
+        });
+        if from != to && ev.sport != 0 && (reuses_a_tuple(from, to) || !known_tuple) {
             // Even a request socket the kernel names no cookie for (a SYN
             // that took over a server-side TIME_WAIT) ends the old stay.
             self.end_reused_time_wait(ev, family as u8, obs);
@@ -374,7 +380,10 @@ impl Engine {
             r.set(flag::RST_RX | flag::RST_TX, false);
             (r.cookie, closing.then_some(r.closed_by))
         });
-        self.stats.time_wait_overflows += u64::from(overflowed);
+        if overflowed {
+            self.stats.time_wait_overflows += 1;
+            obs.time_wait_overflowed(cookie);
+        }
         obs.transition(cookie, from, to);
         if let Some(by) = closed {
             obs.closed(cookie, by);

@@ -79,8 +79,8 @@
 //!   Records a TIME_WAIT socket may hide behind are not judged when absent:
 //!   TIME_WAIT records (inferred or confirmed), orphaned FIN_WAIT2 ones
 //!   (they may have got their FIN and moved to TIME_WAIT), and full sockets
-//!   in FIN_WAIT2 or CLOSING (a lost close event may have turned them into
-//!   one). The next full dump judges them. Everything else (missed,
+//!   in FIN_WAIT1, FIN_WAIT2 or CLOSING (lost events may have turned them
+//!   into one). The next full dump judges them. Everything else (missed,
 //!   vanished, state mismatch, orphan confirmation) is judged as in a full
 //!   dump; timer ends happen on every reconcile.
 //!
@@ -346,6 +346,13 @@ impl Engine {
             self.end_time_wait(slot, at, TimeWaitEnd::Expired, obs);
         }
         n
+    }
+
+    /// When to call [`Engine::expire`] next so that TIME_WAIT stays end when
+    /// the kernel ends them: no timer is due before this (it may be a little
+    /// early). `None` when no stay is in TIME_WAIT.
+    pub fn next_time_wait_end(&self) -> Option<u64> {
+        self.store.next_time_wait_timer()
     }
 
     /// Drop finished records older than the retention, as of the clock.

@@ -176,6 +176,10 @@ pub trait Observer {
     /// `tcp_max_tw_buckets` overflowed, or it was killed unseen.
     fn time_wait_never_appeared(&mut self, cookie: u64) {}
 
+    /// A close left no timewait socket because its namespace held
+    /// `tcp_max_tw_buckets` of them (the kernel's `TCPTimeWaitOverflow`).
+    fn time_wait_overflowed(&mut self, cookie: u64) {}
+
     /// A reconcile corrected the engine.
     fn correction(&mut self, cookie: u64, reason: Correction) {}
 

@@ -322,14 +322,22 @@ impl Engine {
         if seen || since > judge_before {
             let half = self.half_closed(r.state, now_ns.saturating_sub(since));
             self.store.update(slot, |r| {
-                r.set(flag::SEEN, false);
+                r.set(flag::SEEN | flag::MISSING, false);
                 r.set(flag::HALF_CLOSED, half || r.has(flag::HALF_CLOSED));
             });
             return;
         }
-        if !full && (r.has(flag::TW) || matches!(r.state, FinWait2 | Closing)) {
+        if !full && (r.has(flag::TW) || matches!(r.state, FinWait1 | FinWait2 | Closing)) {
             // May be (or have become) a timewait socket in TIME_WAIT, which
-            // this dump does not list: the next full dump judges it.
+            // this dump does not list: the next full dump judges it. The
+            // kernel drops an event that fires while the program runs on
+            // the same CPU (a softirq interrupting a syscall's event), so
+            // `fin_wait1 -> fin_wait2 -> close` can go unseen.
+            return;
+        }
+        if r.has(flag::TW) && !r.has(flag::MISSING) {
+            // Absent once: judged by the next full dump if absent again.
+            self.store.update(slot, |r| r.set(flag::MISSING, true));
             return;
         }
         if r.has(flag::TW) {

@@ -39,6 +39,11 @@ pub(super) mod flag {
     pub const RST_TX: u16 = 1 << 9;
     /// Seen in the dump being reconciled (cleared by the same reconcile).
     pub const SEEN: u16 = 1 << 10;
+    /// A timewait record the last full dump did not show. A dump that
+    /// races with churn can skip sockets (it resumes each netlink message
+    /// by position in a hash bucket that moved meanwhile), so only a
+    /// second full dump in a row without it ends it.
+    pub const MISSING: u16 = 1 << 11;
 }
 
 /// `Record::tw_end` values.
@@ -142,6 +147,22 @@ impl Record {
         self.lport = lport;
         self.remote = addr_bytes(remote);
         self.rport = rport;
+    }
+
+    /// True when the record already has this 4-tuple and namespace.
+    pub fn has_tuple(
+        &self,
+        netns: u32,
+        local: IpAddr,
+        lport: u16,
+        remote: IpAddr,
+        rport: u16,
+    ) -> bool {
+        self.netns == netns
+            && self.lport == lport
+            && self.rport == rport
+            && self.local == addr_bytes(local)
+            && self.remote == addr_bytes(remote)
     }
 
     /// The fingerprint of the 4-tuple in its namespace (see

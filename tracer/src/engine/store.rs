@@ -208,6 +208,11 @@ impl Store {
         due
     }
 
+    /// No TIME_WAIT timer is due before this; `None` when none is armed.
+    pub fn next_time_wait_timer(&self) -> Option<u64> {
+        Some(self.timers.not_before()).filter(|&t| t != u64::MAX)
+    }
+
     /// Every record, in no particular order.
     pub fn records(&self) -> &[Record] {
         &self.slab

@@ -42,7 +42,7 @@ impl TimeWaitClock {
     /// has `phase_ns` (mod the tick) and where `jiffies` read `jiffies` at
     /// monotonic `at_ns`. `None` for an `hz` the kernel cannot have.
     pub fn new(hz: u64, phase_ns: u64, at_ns: u64, jiffies: u64) -> Option<TimeWaitClock> {
-        if !(24..=10_000).contains(&hz) || NS_PER_SEC % hz != 0 {
+        if !(24..=10_000).contains(&hz) || !NS_PER_SEC.is_multiple_of(hz) {
             return None;
         }
         let tick_ns = NS_PER_SEC / hz;

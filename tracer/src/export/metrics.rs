@@ -128,6 +128,8 @@ pub struct Metrics {
     pub tracked: Gauge,
     /// `tracer_evictions_total`
     pub evictions: Counter,
+    /// `tracer_time_wait_overflows_total`
+    pub time_wait_overflows: Counter,
     /// `tracer_reconcile_errors_total`
     pub reconcile_errors: Counter,
     /// Reconcile dumps, indexed like [`DUMPS`].
@@ -269,6 +271,12 @@ impl Metrics {
             "evictions",
             "Socket records evicted at the --max-sockets cap",
             evictions.clone(),
+        );
+        let time_wait_overflows = Counter::default();
+        r.register(
+            "time_wait_overflows",
+            "Closes that left no TIME_WAIT socket because the namespace held tcp_max_tw_buckets of them",
+            time_wait_overflows.clone(),
         );
         let reconcile_errors = Counter::default();
         r.register(
@@ -429,6 +437,7 @@ impl Metrics {
             netns_unreachable,
             tracked,
             evictions,
+            time_wait_overflows,
             reconcile_errors,
             dumps,
             time_wait_ended,
@@ -676,6 +685,10 @@ impl crate::engine::Observer for &Metrics {
         }
     }
 
+    fn time_wait_overflowed(&mut self, _cookie: u64) {
+        self.time_wait_overflows.inc();
+    }
+
     fn evicted(&mut self, _cookie: u64, _live: bool) {
         self.evictions.inc();
     }
@@ -710,6 +723,7 @@ mod tests {
             "tracer_netns_unreachable{reason=\"no_cap_sys_admin\"} 0",
             "tracer_tracked_sockets 0",
             "tracer_evictions_total 0",
+            "tracer_time_wait_overflows_total 0",
             "tracer_build_info{",
         ] {
             assert!(text.contains(needle), "missing {needle} in:\n{text}");

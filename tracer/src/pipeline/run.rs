@@ -18,6 +18,17 @@ use crate::{
     leaks::Change,
 };
 
+/// Sleep until monotonic `at_ns`; forever when `None`.
+async fn until(at_ns: Option<u64>) {
+    match at_ns {
+        None => std::future::pending().await,
+        Some(at) => {
+            let wait = at.saturating_sub(monotonic_ns());
+            tokio::time::sleep(std::time::Duration::from_nanos(wait)).await;
+        }
+    }
+}
+
 /// What woke the dump side of the loop.
 enum Step {
     Tick,
@@ -49,6 +60,7 @@ impl<D: Observer> Pipeline<D> {
         let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
         tokio::pin!(stop);
         loop {
+            let next_end = self.core.lock().engine.next_time_wait_end();
             let tracking = self.tracking.is_some();
             let seen = (tracking && self.scope.is_all()).then_some(&mut self.event_netns);
             tokio::select! {
@@ -60,6 +72,7 @@ impl<D: Observer> Pipeline<D> {
                 r = read_batch(&mut self.ingest, &self.core, self.scope, tracking, seen, sink) => {
                     r.context("reading the ring buffer")?;
                 }
+                () = until(next_end) => self.expire(sink),
                 step = next_step(self.tracking.as_mut()) => match step {
                     Step::Tick => self.on_tick(sink)?,
                     Step::Dumped(dump) => self.on_dump(*dump?, sink),
@@ -77,22 +90,28 @@ impl<D: Observer> Pipeline<D> {
         let Some(t) = self.tracking.as_mut() else {
             return Ok(());
         };
-        let lost = self.probes.counters().lost();
+        let lost = self.probes.counters().bursty();
         if let Some(full) = t.paces.next(monotonic_ns(), lost > t.lost_at_dump) {
             t.lost_at_dump = lost;
             // On a blocking thread; events keep flowing meanwhile.
             t.dumps.start(full);
         } else {
-            // No dump this tick: still end the TIME_WAIT stays whose 60 s
-            // are up, as a reconcile would.
-            let mut core = self.core.lock();
-            let Core {
-                engine, derived, ..
-            } = &mut *core;
-            engine.expire(monotonic_ns(), derived);
-            sink.advanced(&core);
+            // No dump this tick: still drop what retention says, as a
+            // reconcile would.
+            self.expire(sink);
         }
         Ok(())
+    }
+
+    /// End the TIME_WAIT stays the kernel has ended by now, and drop
+    /// finished records past their retention.
+    fn expire<S: Sink<Derived = D>>(&mut self, sink: &mut S) {
+        let mut core = self.core.lock();
+        let Core {
+            engine, derived, ..
+        } = &mut *core;
+        engine.expire(monotonic_ns(), derived);
+        sink.advanced(&core);
     }
 
     /// A dump ended: reconcile with it, account for it, refresh the tallies.

@@ -182,6 +182,11 @@ impl TimerQueue {
         }
     }
 
+    /// No timer is due before this (a lower bound; `u64::MAX`: none armed).
+    pub fn not_before(&self) -> u64 {
+        self.idle_until
+    }
+
     /// Heap bytes held.
     pub fn heap_bytes(&self) -> usize {
         (self.queue.capacity() + self.late.capacity() + self.grace.capacity()) * size_of::<Entry>()

@@ -157,7 +157,7 @@ fn a_frequent_dump_does_not_judge_what_may_hide_in_time_wait() {
         assert!(h.o.0.is_empty(), "{}: {:?}", c.name, h.o.0);
         assert!(h.view(1).is_live(), "{}", c.name);
         assert_eq!(h.state(1), state, "{}", c.name);
-        let rep = h.reconcile(&[], secs(20));
+        let rep = h.reconcile_absent(&[], secs(20));
         assert!((c.full)(&rep), "{}: {rep:?}", c.name);
         assert!(!h.view(1).is_live(), "{}", c.name);
     }
@@ -235,7 +235,7 @@ fn a_full_dump_without_a_confirmed_time_wait() {
     for (now, how, at, stay, (killed, expired)) in cases {
         let name = format!("dump at {now} ns");
         let mut h = confirmed();
-        let rep = h.reconcile(&[], now);
+        let rep = h.reconcile_absent(&[], now);
         assert_eq!(
             (rep.time_wait_killed, rep.time_wait_expired),
             (killed, expired),
@@ -360,7 +360,7 @@ fn unconfirmed_time_wait_is_counted_until_a_full_dump_judges_it() {
     // the grace.
     h.run([rst_rx(4).at(ms(3950))]);
     assert_eq!(h.e.unconfirmed_time_wait(), 3);
-    h.reconcile(&[tw(1, TimeWait, 58_000), tw(3, FinWait2, 49_000)], secs(4));
+    h.reconcile_absent(&[tw(1, TimeWait, 58_000), tw(3, FinWait2, 49_000)], secs(4));
     assert_eq!(h.e.unconfirmed_time_wait(), 1);
     assert_eq!(h.n(TimeWait), 2);
     h.reconcile(&[tw(1, TimeWait, 57_000), tw(5, TimeWait, 59_900)], secs(5));

@@ -240,6 +240,30 @@ impl H {
         self.reconcile_with(dump, now, true)
     }
 
+    /// Reconcile with the same full dump twice, 1 ms before `now` and at
+    /// `now`: a timewait record is judged absent only by a second full dump
+    /// in a row that lacks it. Returns both reports summed.
+    pub fn reconcile_absent(&mut self, dump: &[DiagSocket], now: u64) -> ReconcileReport {
+        let a = self.reconcile(dump, now - ms(1));
+        let b = self.reconcile(dump, now);
+        ReconcileReport {
+            missed: a.missed + b.missed,
+            vanished: a.vanished + b.vanished,
+            state_mismatch: a.state_mismatch + b.state_mismatch,
+            time_wait_confirmed: a.time_wait_confirmed + b.time_wait_confirmed,
+            orphan_fin_wait2: a.orphan_fin_wait2 + b.orphan_fin_wait2,
+            time_wait_expired: a.time_wait_expired + b.time_wait_expired,
+            time_wait_unconfirmed_expired: a.time_wait_unconfirmed_expired
+                + b.time_wait_unconfirmed_expired,
+            time_wait_killed: a.time_wait_killed + b.time_wait_killed,
+            orphan_fin_wait2_ended: a.orphan_fin_wait2_ended + b.orphan_fin_wait2_ended,
+            time_wait_never_appeared: a.time_wait_never_appeared + b.time_wait_never_appeared,
+            not_adopted: a.not_adopted + b.not_adopted,
+            ignored: a.ignored + b.ignored,
+            expired: a.expired + b.expired,
+        }
+    }
+
     /// Reconcile with a frequent dump (no timewait sockets in TIME_WAIT).
     pub fn frequent(&mut self, dump: &[DiagSocket], now: u64) -> ReconcileReport {
         assert!(

@@ -64,6 +64,39 @@ fn a_client_reusing_the_port_ends_the_stay_at_its_handshake() {
 }
 
 #[test]
+fn a_reuse_whose_handshake_event_was_lost_is_seen_at_the_next_event() {
+    let mut h = H::new();
+    closes_first(&mut h, 1, 40000, secs(1));
+    // syn_sent without a port, then the kernel skipped syn_sent ->
+    // established: the close shows the tuple first.
+    h.run([ev(2)
+        .netns(NS)
+        .ports(0, 80)
+        .from(Close)
+        .to(SynSent)
+        .at(secs(3))]);
+    h.run([ev(2)
+        .netns(NS)
+        .ports(40000, 80)
+        .from(Established)
+        .to(FinWait1)
+        .at(secs(4))]);
+    assert_eq!(h.view(1).time_wait_end(), Some(TimeWaitEnd::Reused));
+    assert!(
+        h.o.0
+            .contains(&Obs::Stay(1, TimeWait, secs(3) - ms(2), false))
+    );
+    // Later events of the same socket and tuple look nothing up again.
+    h.run([ev(2)
+        .netns(NS)
+        .ports(40000, 80)
+        .from(FinWait1)
+        .to(FinWait2)
+        .at(secs(5))]);
+    assert_eq!(h.e.stats().time_wait_reused, 1);
+}
+
+#[test]
 fn a_syn_taking_over_a_server_side_stay_ends_it_even_without_a_cookie() {
     let mut h = H::new();
     // The server (port 8080) closed first: TIME_WAIT on 8080 -> 51000.
@@ -169,6 +202,30 @@ fn with_the_kernels_clock_a_stay_ends_at_its_bucket_not_at_60_s() {
             Obs::TwEnded(1, TimeWaitEnd::Expired)
         ]
     );
+    assert_eq!(h.n(TimeWait), 0);
+}
+
+#[test]
+fn a_full_dump_that_skips_a_stay_once_does_not_end_it() {
+    let mut h = H::new();
+    closes_first(&mut h, 1, 40000, secs(1));
+    h.reconcile(&[in_ns(tw(1, TimeWait, 59_000), NS)], secs(2));
+    assert!(h.view(1).time_wait_confirmed());
+    // A dump racing with churn skipped it: still in TIME_WAIT, and the
+    // next dump that shows it clears the doubt.
+    let rep = h.reconcile(&[], secs(4));
+    assert_eq!(rep.time_wait_killed, 0);
+    assert!(h.view(1).in_time_wait());
+    h.reconcile(&[in_ns(tw(1, TimeWait, 55_000), NS)], secs(6));
+    h.reconcile(&[], secs(8));
+    assert!(
+        h.view(1).in_time_wait(),
+        "absent once again, not twice in a row"
+    );
+    // Absent from two full dumps in a row: killed, ended at the second.
+    let rep = h.reconcile(&[], secs(10));
+    assert_eq!(rep.time_wait_killed, 1);
+    assert_eq!(h.view(1).time_wait_end(), Some(TimeWaitEnd::Reset));
     assert_eq!(h.n(TimeWait), 0);
 }
 

@@ -1,0 +1,313 @@
+//! The TIME_WAIT gauge against the kernel's own count, sampled *while* the
+//! kernel recycles, overflows and expires timewait sockets: client-side
+//! port reuse, server-side reuse, `tcp_max_tw_buckets` overflowing, and the
+//! minute in which a burst of stays expires. Privileged: each test has a
+//! network namespace of its own, so `ss` there counts only its sockets.
+mod common;
+
+use std::{
+    io::Read as _,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::{Agent, Netns, sh, ss_count};
+
+/// Connections per second over all client threads.
+const RATE: f64 = 1_500.0;
+
+/// Who closes first, and so keeps the timewait socket.
+#[derive(Clone, Copy, PartialEq)]
+enum Closer {
+    Client,
+    /// The server closes first; clients connect from `ports` in turn, so
+    /// each new SYN meets the server's timewait socket on its 4-tuple.
+    Server {
+        ports: (u16, u16),
+    },
+}
+
+/// Loopback connections to a server on `port` until `stop`, from
+/// `threads` clients; returns the connections made.
+fn churn(
+    threads: usize,
+    closer: Closer,
+    stop: Arc<AtomicBool>,
+) -> (u16, Vec<thread::JoinHandle<u64>>) {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind server");
+    let port = l.local_addr().unwrap().port();
+    let mut handles = Vec::new();
+    {
+        let stop = stop.clone();
+        handles.push(thread::spawn(move || {
+            l.set_nonblocking(true).unwrap();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        if closer == Closer::Client {
+                            let mut b = [0u8; 1];
+                            let _ = s.read(&mut b);
+                        }
+                        n += 1;
+                    }
+                    Err(_) => thread::sleep(Duration::from_micros(200)),
+                }
+            }
+            n
+        }));
+    }
+    let next = Arc::new(AtomicU64::new(0));
+    for _ in 0..threads {
+        let (stop, next) = (stop.clone(), next.clone());
+        handles.push(thread::spawn(move || {
+            let server = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+            let mut n = 0;
+            // Paced, so that the unoptimised agent the tests build keeps up
+            // (events lost would make the comparison meaningless; the bench
+            // measures truth at peak churn with the release build).
+            let gap = Duration::from_secs_f64(threads as f64 / RATE);
+            let begin = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(wait) = (begin + gap * n as u32).checked_duration_since(Instant::now())
+                {
+                    thread::sleep(wait);
+                }
+                let conn = match closer {
+                    Closer::Client => TcpStream::connect(server),
+                    Closer::Server { ports: (lo, hi) } => {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let local = lo + (i % u64::from(hi - lo)) as u16;
+                        connect_from(local, server)
+                    }
+                };
+                let Ok(mut c) = conn else {
+                    // Every port busy for now (EADDRNOTAVAIL): the kernel
+                    // frees them as their stays end or are recycled.
+                    thread::sleep(Duration::from_millis(2));
+                    continue;
+                };
+                if let Closer::Server { .. } = closer {
+                    let mut b = [0u8; 1];
+                    let _ = c.read(&mut b);
+                }
+                drop(c);
+                n += 1;
+            }
+            n
+        }));
+    }
+    (port, handles)
+}
+
+/// A connection to `server` from local port `port` (SO_REUSEADDR).
+fn connect_from(port: u16, server: SocketAddr) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)).into())?;
+    s.connect(&server.into())?;
+    Ok(s.into())
+}
+
+/// One sample: the kernel's count just before and just after a scrape of
+/// the gauge, and the gauge.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    /// Seconds into the sampling (shown in failure messages).
+    #[allow(dead_code)]
+    at_s: f64,
+    before: usize,
+    gauge: usize,
+    after: usize,
+}
+
+impl Sample {
+    /// Within 1% or 20 sockets (whichever is larger) of a count the kernel
+    /// had while the scrape ran.
+    fn agrees(&self) -> bool {
+        let (lo, hi) = (self.before.min(self.after), self.before.max(self.after));
+        let tol = (hi / 100).max(20);
+        self.gauge + tol >= lo && self.gauge <= hi + tol
+    }
+}
+
+fn sample(agent: &Agent, t0: Instant) -> Sample {
+    let before = ss_count("time-wait", "");
+    let gauge = agent.metric("tracer_tcp_sockets{state=\"time_wait\"}") as usize;
+    let after = ss_count("time-wait", "");
+    Sample {
+        at_s: t0.elapsed().as_secs_f64(),
+        before,
+        gauge,
+        after,
+    }
+}
+
+/// Sample every `every` for `dur`, then assert every sample agreed.
+fn sample_for(agent: &Agent, dur: Duration, every: Duration, what: &str) -> Vec<Sample> {
+    let t0 = Instant::now();
+    let mut samples = Vec::new();
+    while t0.elapsed() < dur {
+        samples.push(sample(agent, t0));
+        thread::sleep(every);
+    }
+    // Recursion misses (the kernel skipping a nested run of a program)
+    // are a trickle at any rate; a full ring buffer would be a flood.
+    let lost = agent.metric("tracer_events_lost_total");
+    let events = agent.metric("tracer_events_total{kind=\"state\"}");
+    assert!(
+        lost <= events / 500.0,
+        "{what}: {lost} of {events} events lost"
+    );
+    let bad: Vec<_> = samples.iter().filter(|s| !s.agrees()).collect();
+    assert!(
+        bad.is_empty(),
+        "{what}: {} of {} samples off by more than 1% or 20 ({lost} events lost): \
+         {bad:?}\nall: {samples:?}",
+        bad.len(),
+        samples.len()
+    );
+    samples
+}
+
+/// Wait until the kernel's TIME_WAIT count stops growing (ports start to
+/// be recycled, or the table is full): the steady state of the regime.
+fn settle() {
+    let t0 = Instant::now();
+    let mut last = ss_count("time-wait", "");
+    while t0.elapsed() < Duration::from_secs(10) {
+        thread::sleep(Duration::from_millis(500));
+        let now = ss_count("time-wait", "");
+        if now <= last + last / 50 {
+            return;
+        }
+        last = now;
+    }
+}
+
+fn agent() -> Agent {
+    Agent::start(&["--reconcile-interval", "1s", "--time-wait-interval", "2s"])
+}
+
+fn stop_all(stop: &AtomicBool, handles: Vec<thread::JoinHandle<u64>>) -> u64 {
+    stop.store(true, Ordering::Relaxed);
+    handles.into_iter().map(|h| h.join().unwrap()).sum()
+}
+
+#[test]
+fn client_side_port_reuse_keeps_the_gauge_on_ss() {
+    let _ns = Netns::enter("twcli");
+    // 2,000 ports: the kernel recycles each after about a second.
+    sh(
+        "sysctl",
+        &["-qw", "net.ipv4.ip_local_port_range=40000 41999"],
+    );
+    sh("sysctl", &["-qw", "net.ipv4.tcp_tw_reuse=1"]);
+    let agent = agent();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (_, handles) = churn(2, Closer::Client, stop.clone());
+    settle();
+    let samples = sample_for(
+        &agent,
+        Duration::from_secs(10),
+        Duration::from_millis(300),
+        "client reuse",
+    );
+    let conns = stop_all(&stop, handles);
+    let reused = agent.metric("tracer_tcp_time_wait_ended_total{how=\"reused\"}");
+    assert!(
+        conns > 4_000,
+        "{conns} connections: not enough to recycle ports"
+    );
+    assert!(reused > 1_000.0, "{reused} stays ended as reused");
+    assert!(samples.iter().any(|s| s.before > 500), "{samples:?}");
+}
+
+#[test]
+fn server_side_reuse_keeps_the_gauge_on_ss() {
+    let _ns = Netns::enter("twsrv");
+    let agent = agent();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (_, handles) = churn(
+        2,
+        Closer::Server {
+            ports: (45000, 45400),
+        },
+        stop.clone(),
+    );
+    thread::sleep(Duration::from_secs(2));
+    let samples = sample_for(
+        &agent,
+        Duration::from_secs(10),
+        Duration::from_millis(300),
+        "server reuse",
+    );
+    let conns = stop_all(&stop, handles);
+    let reused = agent.metric("tracer_tcp_time_wait_ended_total{how=\"reused\"}");
+    assert!(conns > 2_000, "{conns} connections");
+    assert!(reused > 1_000.0, "{reused} stays ended as reused");
+    // One per client port, and one per scrape of our own.
+    let most = 400 + samples.len() * 3;
+    assert!(samples.iter().all(|s| s.before <= most), "{samples:?}");
+}
+
+#[test]
+fn an_overflowing_tcp_max_tw_buckets_keeps_the_gauge_on_ss() {
+    let _ns = Netns::enter("twmax");
+    sh("sysctl", &["-qw", "net.ipv4.tcp_max_tw_buckets=300"]);
+    let agent = agent();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (_, handles) = churn(2, Closer::Client, stop.clone());
+    thread::sleep(Duration::from_secs(1));
+    let samples = sample_for(
+        &agent,
+        Duration::from_secs(8),
+        Duration::from_millis(300),
+        "overflow",
+    );
+    stop_all(&stop, handles);
+    assert!(
+        samples.iter().all(|s| s.before <= 300) && samples.iter().any(|s| s.before >= 290),
+        "the kernel held the limit: {samples:?}"
+    );
+    assert!(agent.metric("tracer_time_wait_overflows_total") > 100.0);
+}
+
+#[test]
+fn a_burst_of_stays_expires_on_the_kernels_ticks() {
+    let _ns = Netns::enter("twburst");
+    let agent = agent();
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let (_, handles) = churn(2, Closer::Client, stop.clone());
+    thread::sleep(Duration::from_secs(3));
+    let conns = stop_all(&stop, handles);
+    assert!(conns > 1_000, "{conns} connections in the burst");
+    // Settled: every stay confirmed and the gauge equal to ss.
+    sample_for(
+        &agent,
+        Duration::from_secs(5),
+        Duration::from_millis(500),
+        "after the burst",
+    );
+    // The stays end from 60 s after the first close to about 2 s after the
+    // last (timer wheel buckets): sample from 59 s to 65 s.
+    thread::sleep(Duration::from_secs(59).saturating_sub(start.elapsed()));
+    let samples = sample_for(
+        &agent,
+        Duration::from_secs(6),
+        Duration::from_millis(100),
+        "expiry",
+    );
+    let (first, last) = (samples[0].before, samples[samples.len() - 1].before);
+    assert!(first > last + 300, "stays expired meanwhile: {samples:?}");
+    // What is left are our own scrapes' stays (the agent closes first).
+    assert!(last < 150, "the burst expired: {samples:?}");
+}
