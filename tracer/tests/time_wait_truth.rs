@@ -138,10 +138,24 @@ impl Sample {
     }
 }
 
-fn sample(agent: &Agent, t0: Instant) -> Sample {
-    let before = ss_count("time-wait", "");
-    let gauge = agent.metric("tracer_tcp_sockets{state=\"time_wait\"}") as usize;
-    let after = ss_count("time-wait", "");
+/// What to compare: a series of the agent's, and the `ss` filter that
+/// counts the same sockets.
+#[derive(Clone, Copy)]
+struct Gauge<'a> {
+    series: &'a str,
+    filter: &'a str,
+}
+
+/// The TIME_WAIT total of the namespace.
+const TOTAL: Gauge = Gauge {
+    series: "tracer_tcp_sockets{state=\"time_wait\"}",
+    filter: "",
+};
+
+fn sample(agent: &Agent, g: Gauge, t0: Instant) -> Sample {
+    let before = ss_count("time-wait", g.filter);
+    let gauge = common::metric_value(&agent.get("/metrics"), g.series).unwrap_or(0.0) as usize;
+    let after = ss_count("time-wait", g.filter);
     Sample {
         at_s: t0.elapsed().as_secs_f64(),
         before,
@@ -152,10 +166,21 @@ fn sample(agent: &Agent, t0: Instant) -> Sample {
 
 /// Sample every `every` for `dur`, then assert every sample agreed.
 fn sample_for(agent: &Agent, dur: Duration, every: Duration, what: &str) -> Vec<Sample> {
+    sample_gauge(agent, TOTAL, dur, every, what)
+}
+
+/// Sample `g` every `every` for `dur`, then assert every sample agreed.
+fn sample_gauge(
+    agent: &Agent,
+    g: Gauge,
+    dur: Duration,
+    every: Duration,
+    what: &str,
+) -> Vec<Sample> {
     let t0 = Instant::now();
     let mut samples = Vec::new();
     while t0.elapsed() < dur {
-        samples.push(sample(agent, t0));
+        samples.push(sample(agent, g, t0));
         thread::sleep(every);
     }
     // Recursion misses (the kernel skipping a nested run of a program)
@@ -235,7 +260,7 @@ fn server_side_reuse_keeps_the_gauge_on_ss() {
     let _ns = Netns::enter("twsrv");
     let agent = agent();
     let stop = Arc::new(AtomicBool::new(false));
-    let (_, handles) = churn(
+    let (port, handles) = churn(
         2,
         Closer::Server {
             ports: (45000, 45400),
@@ -245,10 +270,27 @@ fn server_side_reuse_keeps_the_gauge_on_ss() {
     thread::sleep(Duration::from_secs(2));
     let samples = sample_for(
         &agent,
-        Duration::from_secs(10),
+        Duration::from_secs(6),
         Duration::from_millis(300),
         "server reuse",
     );
+    // The server's stays are on its listening port: so is the port gauge.
+    let (series, filter) = (
+        format!("tracer_tcp_time_wait_sockets{{port=\"{port}\"}}"),
+        format!("( sport = :{port} )"),
+    );
+    let by_port = Gauge {
+        series: &series,
+        filter: &filter,
+    };
+    let on_port = sample_gauge(
+        &agent,
+        by_port,
+        Duration::from_secs(4),
+        Duration::from_millis(300),
+        "server reuse, by port",
+    );
+    assert!(on_port.iter().all(|s| s.before > 100), "{on_port:?}");
     let conns = stop_all(&stop, handles);
     let reused = agent.metric("tracer_tcp_time_wait_ended_total{how=\"reused\"}");
     assert!(conns > 2_000, "{conns} connections");

@@ -117,13 +117,7 @@ impl Sink for AgentSink {
             }
         }
         metrics.set_leaks(&core.detector.gauges());
-        let listening = listening_ports(dump);
-        let mut per_port: Vec<(Option<u16>, u64)> = Vec::new();
-        core.engine.time_wait_by_local_port(|port, n| {
-            per_port.push((listening.contains(&port).then_some(port), n));
-        });
-        core.derived.listening = listening;
-        metrics.set_time_wait_by_port(per_port.into_iter());
+        core.derived.listening = listening_ports(dump);
         self.shared.publish(core);
         self.publish_workloads(core);
         self.shared

@@ -112,7 +112,25 @@ pub struct Shared {
 impl Shared {
     /// Copy engine-derived gauges into the metrics.
     pub fn publish(&self, core: &Core<AgentState>) {
-        self.metrics.set_sockets(&core.engine.counts_by_state());
+        let counts = core.engine.counts_by_state();
+        self.metrics.set_sockets(&counts);
         self.metrics.tracked.set(core.engine.tracked() as i64);
+        // TIME_WAIT by listening port, the rest under "other": O(ports
+        // listened on), from counts the engine keeps as it goes.
+        let engine = &core.engine;
+        let total = counts[TcpState::TimeWait.index()];
+        let listed: u64 = core
+            .derived
+            .listening
+            .iter()
+            .map(|&p| engine.time_wait_on_port(p))
+            .sum();
+        let per_port = core
+            .derived
+            .listening
+            .iter()
+            .map(|&p| (Some(p), engine.time_wait_on_port(p)))
+            .chain([(None, total.saturating_sub(listed))]);
+        self.metrics.set_time_wait_by_port(per_port);
     }
 }

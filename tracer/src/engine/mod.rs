@@ -262,18 +262,18 @@ impl Engine {
         self.store.unconfirmed()
     }
 
+    /// Live records in TIME_WAIT on local port `port`. O(1).
+    pub fn time_wait_on_port(&self, port: u16) -> u64 {
+        u64::from(self.store.time_wait_on_port(port))
+    }
+
     /// Call `f(local_port, n)` for every local port with `n > 0` records in
-    /// TIME_WAIT, in port order. Scans every record: once per scrape.
+    /// TIME_WAIT, in port order (a walk over all 65,536 ports).
     pub fn time_wait_by_local_port(&self, mut f: impl FnMut(u16, u64)) {
-        let mut per_port = vec![0u32; 1 << 16];
-        for r in self.store.records() {
-            if r.has(flag::TW) && r.state == TcpState::TimeWait {
-                per_port[usize::from(r.lport)] += 1;
-            }
-        }
-        for (port, &n) in per_port.iter().enumerate() {
+        for port in 0..=u16::MAX {
+            let n = self.time_wait_on_port(port);
             if n > 0 {
-                f(port as u16, u64::from(n));
+                f(port, n);
             }
         }
     }

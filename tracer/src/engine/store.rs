@@ -53,6 +53,8 @@ struct Acct {
     finished: bool,
     /// Its tuple fingerprint and network namespace, while in TIME_WAIT.
     tw: Option<(u64, u32)>,
+    /// Its local port, while live in the TIME_WAIT state proper.
+    tw_port: Option<u16>,
     /// The base of its TIME_WAIT timer, `since + 60 s` (see `Timer`).
     timer: Option<u64>,
     /// In TIME_WAIT, inferred and not confirmed by a dump yet.
@@ -98,6 +100,7 @@ fn acct(r: &Record, clock: Option<&TimeWaitClock>) -> Acct {
         counted: (!finished).then_some(r.state),
         finished,
         tw: (!finished && r.has(flag::TW)).then(|| (r.tuple_hash(), r.netns)),
+        tw_port: (!finished && r.has(flag::TW) && r.state == TcpState::TimeWait).then_some(r.lport),
         timer: timer.map(|t| t.base_ns),
         unconfirmed: timer.is_some_and(|t| t.grace),
     }
@@ -122,6 +125,9 @@ pub(super) struct Store {
     /// network namespace: what the kernel holds against
     /// `tcp_max_tw_buckets`. Entries at zero are removed.
     tw_per_netns: HashMap<u32, u32, BuildCookieHasher>,
+    /// Live records in TIME_WAIT per local port (65,536 entries, 256 KiB):
+    /// the per-port gauge, read every turn without a scan.
+    tw_per_port: Box<[u32]>,
     /// When the kernel ends a TIME_WAIT stay; `None`: after exactly 60 s.
     clock: Option<TimeWaitClock>,
     max: usize,
@@ -142,6 +148,7 @@ impl Store {
             counts: [0; TcpState::COUNT],
             unconfirmed: 0,
             tw_per_netns: HashMap::default(),
+            tw_per_port: vec![0; 1 << 16].into_boxed_slice(),
             clock,
             max: max.clamp(1, NIL as usize - 1),
             evictions: 0,
@@ -165,6 +172,7 @@ impl Store {
             buckets * (size_of::<(K, V)>() + 1) + 16
         }
         self.slab.capacity() * size_of::<Record>()
+            + self.tw_per_port.len() * size_of::<u32>()
             + table::<u64, u32>(self.index.capacity())
             + table::<u64, u64>(self.tw_index.capacity())
             + self.timers.heap_bytes()
@@ -188,6 +196,11 @@ impl Store {
     /// Live timewait records (TIME_WAIT or orphaned FIN_WAIT2) of `netns`.
     pub fn time_wait_in(&self, netns: u32) -> u32 {
         self.tw_per_netns.get(&netns).copied().unwrap_or(0)
+    }
+
+    /// Live records in TIME_WAIT on local port `port`.
+    pub fn time_wait_on_port(&self, port: u16) -> u32 {
+        self.tw_per_port[usize::from(port)]
     }
 
     /// When the kernel ends a TIME_WAIT stay that began at `since_ns`.
@@ -404,6 +417,9 @@ impl Store {
             self.tw_index.insert(h, self.slab[slot as usize].cookie);
             *self.tw_per_netns.entry(netns).or_default() += 1;
         }
+        if let Some(port) = a.tw_port {
+            self.tw_per_port[usize::from(port)] += 1;
+        }
         // Append to the tail of its list.
         let list = *self.list_mut(a.finished);
         let r = &mut self.slab[slot as usize];
@@ -433,6 +449,9 @@ impl Store {
                     self.tw_per_netns.remove(&netns);
                 }
             }
+        }
+        if let Some(port) = a.tw_port {
+            self.tw_per_port[usize::from(port)] -= 1;
         }
         let (prev, next) = (
             self.slab[slot as usize].link_prev,
@@ -520,6 +539,15 @@ impl Store {
             self.tw_per_netns.len(),
             "timewait namespaces"
         );
+        let mut per_port = vec![0u32; 1 << 16];
+        for r in self
+            .slab
+            .iter()
+            .filter(|r| !r.has(flag::FINISHED) && r.has(flag::TW) && r.state == TcpState::TimeWait)
+        {
+            per_port[usize::from(r.lport)] += 1;
+        }
+        assert!(*per_port == *self.tw_per_port, "TIME_WAIT per port drifted");
         for (netns, n) in per_netns {
             assert_eq!(self.time_wait_in(netns), n, "timewait records of {netns}");
         }

@@ -107,6 +107,8 @@ pub struct Metrics {
     transitions: Vec<Counter>,
     closed: [Counter; 3],
     time_wait_by_port: Family<PortLabel, Gauge>,
+    /// The ports `time_wait_by_port` has a series for.
+    time_wait_ports_shown: std::sync::Mutex<Vec<u16>>,
     /// `tracer_tcp_retransmits_total`
     pub retransmits: Counter,
     /// `tracer_tcp_synack_retransmits_total`
@@ -425,6 +427,7 @@ impl Metrics {
             transitions,
             closed,
             time_wait_by_port,
+            time_wait_ports_shown: std::sync::Mutex::default(),
             retransmits,
             synack_retransmits,
             resets,
@@ -511,8 +514,15 @@ impl Metrics {
 
     /// Replace `tracer_tcp_time_wait_sockets{port}`: `listening` lists the
     /// ports the host listens on; counts for other ports go to "other".
+    ///
+    /// Series are set in place, and those of ports no longer listed are
+    /// removed, so a concurrent scrape never sees the family half-built.
     pub fn set_time_wait_by_port(&self, per_port: impl Iterator<Item = (Option<u16>, u64)>) {
-        self.time_wait_by_port.clear();
+        let mut shown = self
+            .time_wait_ports_shown
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let before = std::mem::take(&mut *shown);
         let mut other = 0u64;
         for (port, n) in per_port {
             match port {
@@ -522,9 +532,15 @@ impl Metrics {
                             port: p.to_string(),
                         })
                         .set(n as i64);
+                    shown.push(p);
                 }
                 None => other += n,
             }
+        }
+        for gone in before.into_iter().filter(|p| !shown.contains(p)) {
+            self.time_wait_by_port.remove(&PortLabel {
+                port: gone.to_string(),
+            });
         }
         self.time_wait_by_port
             .get_or_create(&PortLabel {
