@@ -24,11 +24,11 @@ mod timers;
 
 use std::collections::HashMap;
 
-use super::TIME_WAIT_SLACK_NS;
 use super::hash::BuildCookieHasher;
 use super::observer::Observer;
 use super::record::{NIL, Record, flag};
 use super::wheel::{TimeWaitClock, time_wait_end};
+use super::{TCP_TIMEWAIT_LEN_NS, TIME_WAIT_SLACK_NS};
 use crate::tcp::TcpState;
 use timers::{Timer, TimerQueue};
 
@@ -82,7 +82,8 @@ pub(super) fn time_wait_deadline(r: &Record, clock: Option<&TimeWaitClock>) -> O
 fn timer(r: &Record, clock: Option<&TimeWaitClock>) -> Option<Timer> {
     time_wait_deadline(r, clock)?;
     Some(Timer {
-        base_ns: time_wait_end(clock, r.since_ns),
+        base_ns: r.since_ns.saturating_add(TCP_TIMEWAIT_LEN_NS),
+        end_ns: time_wait_end(clock, r.since_ns),
         cookie: r.cookie,
         grace: !r.has(flag::TW_CONFIRMED),
     })

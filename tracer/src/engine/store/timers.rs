@@ -60,11 +60,16 @@ fn serial(a: u32, b: u32) -> Ordering {
 /// What the queue needs to know of a record with a timer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Timer {
-    /// `since + 60 s`.
+    /// `since + 60 s`: where it sits in the queues. Distinct records rarely
+    /// share a tick of it, so finding an entry stays a binary search.
     pub base_ns: u64,
+    /// When it ends once confirmed: at or after `base_ns`, and never
+    /// earlier for a later base (the kernel's timer wheel rounds many bases
+    /// up to one bucket's end).
+    pub end_ns: u64,
     /// Breaks ties.
     pub cookie: u64,
-    /// Inferred: it ends [`TIME_WAIT_SLACK_NS`] after its base.
+    /// Inferred: it ends [`TIME_WAIT_SLACK_NS`] after `end_ns`.
     pub grace: bool,
 }
 
@@ -72,9 +77,9 @@ impl Timer {
     /// When it ends.
     pub fn deadline_ns(&self) -> u64 {
         if self.grace {
-            self.base_ns.saturating_add(TIME_WAIT_SLACK_NS)
+            self.end_ns.saturating_add(TIME_WAIT_SLACK_NS)
         } else {
-            self.base_ns
+            self.end_ns
         }
     }
 
@@ -204,7 +209,7 @@ impl TimerQueue {
             slot,
             tick: tick(t.base_ns),
         };
-        self.idle_until = self.idle_until.min(t.base_ns);
+        self.idle_until = self.idle_until.min(t.end_ns);
         if !insert(&mut self.queue, e, t, NEAR, key) {
             self.late.push(e);
         }
@@ -272,7 +277,7 @@ impl TimerQueue {
                 break None;
             };
             match live(e, key) {
-                Some(t) if t.grace && t.base_ns <= now_ns => {
+                Some(t) if t.grace && t.end_ns <= now_ns => {
                     self.queue.pop_front();
                     insert(&mut self.grace, e, t, usize::MAX, key);
                 }
@@ -303,7 +308,7 @@ impl TimerQueue {
             // Whatever comes next: `first` moving to `grace` or due (both
             // at its base), or `waiting` due.
             self.idle_until = first
-                .map(|a| a.base_ns)
+                .map(|a| a.end_ns)
                 .into_iter()
                 .chain(waiting.map(|b| b.deadline_ns()))
                 .min()
@@ -387,7 +392,7 @@ impl TimerQueue {
                 assert!(prev < Some(t.order()), "{name}: order at {i}");
                 assert!(name == "queue" || t.grace, "grace: entry {i} is confirmed");
                 let next = if name == "queue" {
-                    t.base_ns
+                    t.end_ns
                 } else {
                     t.deadline_ns()
                 };
@@ -401,10 +406,7 @@ impl TimerQueue {
         }
         for &e in &self.late {
             let t = live(e, key).expect("late: stale entry");
-            assert!(
-                t.base_ns >= self.idle_until,
-                "late: entry before idle_until"
-            );
+            assert!(t.end_ns >= self.idle_until, "late: entry before idle_until");
             all.push((e.slot, e.tick));
         }
         all

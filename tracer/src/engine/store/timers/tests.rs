@@ -28,6 +28,7 @@ impl Keys {
 fn timer(slot: u32, base_ns: u64) -> Timer {
     Timer {
         base_ns,
+        end_ns: base_ns,
         cookie: u64::from(slot) + 100,
         grace: false,
     }
@@ -194,6 +195,7 @@ fn against_a_model(t0: u64, seed: u64) {
                 cookie += 1;
                 let t = Timer {
                     base_ns: base,
+                    end_ns: base,
                     cookie,
                     grace: rand(2) == 0,
                 };
@@ -250,4 +252,36 @@ fn agrees_with_a_sorted_set() {
     against_a_model(1_000_000_000, 0x9e37_79b9_7f4a_7c15);
     // Across the tick wrap.
     against_a_model((1 << (32 + TICK_SHIFT)) - 20_000_000_000, 42);
+}
+
+#[test]
+fn many_bases_ending_in_one_bucket_fire_together_and_never_early() {
+    // The kernel's timer wheel ends every stay based within one 2.048 s
+    // bucket at its boundary: distinct bases (found by binary search),
+    // one end.
+    const BUCKET: u64 = 2_048_000_000;
+    let timers: Vec<Timer> = (0..3_000u32)
+        .map(|i| {
+            let base = 60_000_000_000 + u64::from(i) * 1_000_000;
+            Timer {
+                end_ns: (base / BUCKET + 1) * BUCKET,
+                ..timer(i, base)
+            }
+        })
+        .collect();
+    let (mut q, mut keys) = armed(&timers);
+    let first_end = timers[0].end_ns;
+    assert!(q.not_before() <= first_end);
+    assert!(pop_all(&mut q, &mut keys, first_end - 1).is_empty());
+    let fired = pop_all(&mut q, &mut keys, first_end);
+    let want = timers.iter().filter(|t| t.end_ns == first_end).count();
+    assert_eq!(fired.len(), want);
+    assert!(fired.iter().all(|&(_, d)| d == first_end));
+    assert!(q.not_before() > first_end, "sleeps until the next bucket");
+    // Cancelling one of thousands sharing an end is a binary search away.
+    let (slot, t) = (2_000u32, timers[2_000]);
+    assert!(q.remove(slot, t.base_ns));
+    keys.set(slot, None);
+    let rest = pop_all(&mut q, &mut keys, u64::MAX);
+    assert_eq!(rest.len(), timers.len() - want - 1);
 }
