@@ -189,7 +189,9 @@ impl Engine {
             self.stats.untracked_events += 1;
             return;
         };
-        let known_tuple = self.store.slot(ev.cookie).is_some_and(|s| {
+        // Ending another record's stay changes no slot: look this one up once.
+        let tracked = self.store.slot(ev.cookie);
+        let known_tuple = tracked.is_some_and(|s| {
             self.store
                 .rec(s)
                 .has_tuple(ev.netns, ev.saddr, ev.sport, ev.daddr, ev.dport)
@@ -210,7 +212,7 @@ impl Engine {
             self.stats.duplicates += 1;
             return;
         }
-        let slot = match self.store.slot(ev.cookie) {
+        let slot = match tracked {
             Some(slot) => {
                 if !self.advance_record(slot, ev, from, to, obs) {
                     return;
