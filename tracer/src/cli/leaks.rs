@@ -1,15 +1,15 @@
 //! `tracer leaks`: name the process, fd, peer and age behind every leak.
 //!
 //! Asks the running agent (`GET /api/v1/leaks`, plain HTTP/1.0 over a
-//! `TcpStream`); when nothing answers at `--agent`, takes a one-shot
+//! `TcpStream`, within `--timeout` and a 64 MiB cap: see [`client`]); when
+//! nothing answers at `--agent`, takes a one-shot
 //! sock_diag snapshot in which every CLOSE_WAIT socket is a suspected leak
 //! of unknown age, and says so. Prints a table grouped by process, worst
 //! first, or the report as JSON with `--json`. Exit status: 0 without
 //! leaks, 1 with leaks, 2 on error (risks alone do not count).
 use std::{
     collections::HashMap,
-    io::{self, Read, Write},
-    net::{TcpStream, ToSocketAddrs},
+    io::{self, Write},
     time::Duration,
 };
 
@@ -24,10 +24,12 @@ use crate::{
     pipeline::{NetnsChoice, NetnsScope, snapshot},
 };
 
+pub mod client;
+
+pub use client::{ClientError, Limits, http_get};
+
 /// The agent's default address, as a URL.
 pub const DEFAULT_AGENT: &str = "http://127.0.0.1:9077";
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Flags of `tracer leaks`.
 #[derive(Debug, Args, Default, Clone)]
@@ -38,6 +40,9 @@ pub struct LeaksArgs {
     /// The agent to ask [default: http://127.0.0.1:9077]; without one, a snapshot is taken.
     #[arg(long, value_name = "URL")]
     pub agent: Option<String>,
+    /// Give up on the agent after this long, connection to last byte [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = client::parse_timeout, allow_hyphen_values = true)]
+    pub timeout: Option<Duration>,
     /// Hide CLOSE_WAIT leaks younger than this (on top of the agent's own threshold).
     #[arg(long, value_name = "DURATION", value_parser = config::parse_threshold, allow_hyphen_values = true)]
     pub close_wait_threshold: Option<Duration>,
@@ -82,8 +87,16 @@ pub fn run(args: LeaksArgs) -> anyhow::Result<i32> {
 pub fn run_to(args: &LeaksArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let choice = args.netns.clone().unwrap_or_default();
     let scope = NetnsScope::resolve(&choice)?;
+    let limits = Limits {
+        timeout: args.timeout.unwrap_or(client::DEFAULT_TIMEOUT),
+        ..Limits::default()
+    };
     let report = filter(
-        collect(args.agent.as_deref().unwrap_or(DEFAULT_AGENT), scope)?,
+        collect(
+            args.agent.as_deref().unwrap_or(DEFAULT_AGENT),
+            scope,
+            limits,
+        )?,
         args,
         scope,
     );
@@ -102,10 +115,10 @@ pub fn run_to(args: &LeaksArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     }
 }
 
-/// The agent's report, or a snapshot of `scope` when no agent answers at
-/// `url`.
-pub fn collect(url: &str, scope: NetnsScope) -> anyhow::Result<Report> {
-    match http_get(url, "/api/v1/leaks")? {
+/// The agent's report (asked within `limits`), or a snapshot of `scope`
+/// when no agent answers at `url`.
+pub fn collect(url: &str, scope: NetnsScope, limits: Limits) -> anyhow::Result<Report> {
+    match http_get(url, "/api/v1/leaks", limits)? {
         Some(body) => serde_json::from_str(&body).with_context(|| {
             format!(
                 "the agent at {url} answered /api/v1/leaks with something that is not a leak report"
@@ -131,60 +144,6 @@ pub fn collect(url: &str, scope: NetnsScope) -> anyhow::Result<Report> {
             Ok(report)
         }
     }
-}
-
-/// GET `path` under an `http://host:port` URL. `Ok(None)` when nothing
-/// accepts the connection (no agent); an error when something answers badly.
-pub fn http_get(url: &str, path: &str) -> anyhow::Result<Option<String>> {
-    let rest = url
-        .strip_prefix("http://")
-        .with_context(|| format!("--agent {url:?}: only http://HOST:PORT URLs are supported"))?;
-    let (authority, base) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-    let with_port = if authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    };
-    let addrs: Vec<_> = with_port
-        .to_socket_addrs()
-        .with_context(|| format!("--agent {url:?}: cannot resolve {authority:?}"))?
-        .collect();
-    let Some(mut stream) = addrs
-        .iter()
-        .find_map(|a| TcpStream::connect_timeout(a, CONNECT_TIMEOUT).ok())
-    else {
-        return Ok(None);
-    };
-    let full_path = format!("/{}{path}", base.trim_end_matches('/')).replace("//", "/");
-    stream
-        .set_read_timeout(Some(READ_TIMEOUT))
-        .context("setting a read timeout")?;
-    stream
-        .set_write_timeout(Some(READ_TIMEOUT))
-        .context("setting a write timeout")?;
-    let request = format!(
-        "GET {full_path} HTTP/1.0\r\nHost: {authority}\r\nAccept: application/json\r\n\r\n"
-    );
-    let mut reply = Vec::new();
-    stream
-        .write_all(request.as_bytes())
-        .and_then(|()| stream.read_to_end(&mut reply))
-        .with_context(|| format!("asking the agent at {url} for {full_path}"))?;
-    let reply = String::from_utf8_lossy(&reply);
-    let (head, body) = reply
-        .split_once("\r\n\r\n")
-        .with_context(|| format!("the agent at {url} sent no complete HTTP response"))?;
-    let status = head.split_whitespace().nth(1).unwrap_or("");
-    if status != "200" {
-        anyhow::bail!(
-            "the agent at {url} answered {full_path} with HTTP {status}: {}",
-            body.trim()
-        );
-    }
-    Ok(Some(body.to_owned()))
 }
 
 /// Drop flags younger than the `--*-threshold` flags ask for, and flags
@@ -255,11 +214,15 @@ mod tests {
         let port = l.local_addr().expect("addr").port();
         drop(l);
         assert!(
-            http_get(&format!("http://127.0.0.1:{port}"), "/api/v1/leaks")
-                .expect("no agent")
-                .is_none()
+            http_get(
+                &format!("http://127.0.0.1:{port}"),
+                "/api/v1/leaks",
+                Limits::default()
+            )
+            .expect("no agent")
+            .is_none()
         );
-        let e = http_get("https://127.0.0.1:9077", "/x").expect_err("https");
+        let e = http_get("https://127.0.0.1:9077", "/x", Limits::default()).expect_err("https");
         assert!(e.to_string().contains("only http://"), "{e}");
     }
 
@@ -280,7 +243,7 @@ mod tests {
             .expect("write");
             req
         });
-        let report = collect(&url, NetnsScope::all()).expect("report");
+        let report = collect(&url, NetnsScope::all(), Limits::default()).expect("report");
         assert!(
             server
                 .join()
@@ -288,5 +251,31 @@ mod tests {
                 .starts_with("GET /api/v1/leaks HTTP/1.0\r\n")
         );
         assert_eq!(report, sample());
+    }
+
+    #[test]
+    fn the_timeout_flag_bounds_the_whole_command() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", l.local_addr().expect("addr"));
+        // Accepts (through the backlog) and never answers.
+        let args = LeaksArgs {
+            agent: Some(url.clone()),
+            timeout: Some(Duration::from_millis(400)),
+            ..LeaksArgs::default()
+        };
+        let start = std::time::Instant::now();
+        let e = run_to(&args, &mut Vec::new()).expect_err("silent agent");
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(
+            format!("{e:#}"),
+            format!(
+                "asking {url} for /api/v1/leaks timed out after 0.4 s (the whole request; raise it with --timeout)"
+            )
+        );
+        drop(l);
     }
 }

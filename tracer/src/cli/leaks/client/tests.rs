@@ -1,0 +1,158 @@
+//! The client against fake agents on loopback threads: one that answers,
+//! one that trickles a byte every 0.5 s, one that never answers, one that
+//! sends an endless body. None needs privileges.
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// A fake agent on a free loopback port: accepts one connection, reads the
+/// request, then runs `serve` on the stream until it returns (or a write
+/// fails because the client went away).
+fn fake_agent(serve: impl FnOnce(&mut TcpStream) + Send + 'static) -> (String, JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", l.local_addr().expect("addr"));
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().expect("accept");
+        let mut req = [0u8; 1024];
+        let _ = s.read(&mut req);
+        serve(&mut s);
+    });
+    (url, server)
+}
+
+/// Write `bytes` one at a time every `every`, for at most `max` bytes.
+fn trickle(s: &mut TcpStream, bytes: &[u8], every: Duration) {
+    for b in bytes.iter().cycle().take(200) {
+        if s.write_all(&[*b]).is_err() {
+            return;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+fn limits(timeout_ms: u64) -> Limits {
+    Limits {
+        timeout: Duration::from_millis(timeout_ms),
+        ..Limits::default()
+    }
+}
+
+#[test]
+fn a_byte_every_half_second_does_not_outlive_the_deadline() {
+    let (url, server) = fake_agent(|s| {
+        trickle(
+            s,
+            b"HTTP/1.0 200 OK\r\n\r\n{\"source\": ",
+            Duration::from_millis(500),
+        );
+    });
+    let start = Instant::now();
+    let e = http_get(&url, "/api/v1/leaks", limits(1500)).expect_err("trickle");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+    let text = format!("{e:#}");
+    assert!(text.contains("timed out after 1.5 s"), "{text}");
+    assert!(!text.contains("os error"), "{text}");
+    drop(e);
+    server.join().expect("server");
+}
+
+#[test]
+fn an_agent_that_never_answers_times_out_in_words() {
+    let (url, server) = fake_agent(|s| {
+        // Hold the connection open, silent, until the client hangs up.
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        let _ = s.read(&mut [0u8; 1]);
+    });
+    let e = http_get(&url, "/api/v1/leaks", limits(300)).expect_err("silent");
+    let text = format!("{e:#}");
+    assert!(
+        text.contains(&format!(
+            "asking {url} for /api/v1/leaks timed out after 0.3 s"
+        )),
+        "{text}"
+    );
+    assert!(
+        matches!(
+            e.downcast_ref::<ClientError>(),
+            Some(ClientError::TimedOut { .. })
+        ),
+        "{e:?}"
+    );
+    server.join().expect("server");
+}
+
+#[test]
+fn an_endless_body_stops_at_the_cap() {
+    let (url, server) = fake_agent(|s| {
+        if s.write_all(b"HTTP/1.0 200 OK\r\n\r\n").is_err() {
+            return;
+        }
+        let chunk = vec![b' '; 1 << 20];
+        // 80 MiB at most: more than the 64 MiB cap.
+        for _ in 0..80 {
+            if s.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let e = http_get(&url, "/api/v1/leaks", Limits::default()).expect_err("huge");
+    let text = format!("{e:#}");
+    assert!(
+        text.contains(&format!(
+            "the response from {url} for /api/v1/leaks was larger than 64 MiB"
+        )),
+        "{text}"
+    );
+    drop(e);
+    server.join().expect("server");
+}
+
+#[test]
+fn a_small_cap_is_the_cap() {
+    let (url, server) = fake_agent(|s| {
+        let _ = write!(s, "HTTP/1.0 200 OK\r\n\r\n{}", "x".repeat(3 << 20));
+    });
+    let e = http_get(
+        &url,
+        "/x",
+        Limits {
+            max_bytes: 2 << 20,
+            ..Limits::default()
+        },
+    )
+    .expect_err("over 2 MiB");
+    assert!(format!("{e:#}").contains("larger than 2 MiB"), "{e:#}");
+    drop(e);
+    server.join().expect("server");
+}
+
+#[test]
+fn an_answer_within_the_limits_is_read_whole() {
+    let body = "y".repeat(100_000);
+    let sent = body.clone();
+    let (url, server) = fake_agent(move |s| {
+        let _ = write!(s, "HTTP/1.0 200 OK\r\n\r\n{sent}");
+    });
+    let got = http_get(&url, "/x", limits(5000)).expect("answer");
+    assert_eq!(got, Some(body));
+    server.join().expect("server");
+}
+
+#[test]
+fn timeout_flag_bounds() {
+    assert_eq!(parse_timeout("10s"), Ok(Duration::from_secs(10)));
+    assert_eq!(parse_timeout("2.5"), Ok(Duration::from_millis(2500)));
+    for bad in ["0", "50ms", "-1", "1e20", "2h", "inf", "NaN", "soon"] {
+        let e = parse_timeout(bad).expect_err(bad);
+        assert!(e.contains(&format!("{bad:?}")), "{bad}: {e}");
+    }
+    assert_eq!(fmt_secs(Duration::from_secs(10)), "10");
+    assert_eq!(fmt_secs(Duration::from_millis(1500)), "1.5");
+}
