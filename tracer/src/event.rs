@@ -212,6 +212,9 @@ fn v4(b: &[u8; 16]) -> Ipv4Addr {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -247,4 +247,6 @@ fn read_i32(buf: &[u8], off: usize) -> Option<i32> {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

@@ -3,10 +3,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::*;
 
-const SEQ: u32 = 7;
+pub(super) const SEQ: u32 = 7;
 
 /// One netlink message: header + payload, padded to 4 bytes.
-fn nlmsg(seq: u32, kind: u16, payload: &[u8]) -> Vec<u8> {
+pub(super) fn nlmsg(seq: u32, kind: u16, payload: &[u8]) -> Vec<u8> {
     let len = 16 + payload.len();
     let mut m = Vec::new();
     m.extend_from_slice(&(len as u32).to_ne_bytes());
@@ -20,7 +20,7 @@ fn nlmsg(seq: u32, kind: u16, payload: &[u8]) -> Vec<u8> {
 }
 
 /// One attribute, padded to 4 bytes.
-fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
+pub(super) fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
     let len = 4 + value.len();
     let mut a = Vec::new();
     a.extend_from_slice(&(len as u16).to_ne_bytes());
@@ -30,19 +30,20 @@ fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
     a
 }
 
-struct Msg {
-    family: u8,
-    state: u8,
-    timer: u8,
-    retrans: u8,
-    sport: u16,
-    dport: u16,
-    src: IpAddr,
-    dst: IpAddr,
-    cookie: u64,
-    expires: u32,
-    inode: u32,
-    attrs: Vec<u8>,
+/// One `inet_diag_msg` and its attributes, as the kernel would send it.
+pub(super) struct Msg {
+    pub(super) family: u8,
+    pub(super) state: u8,
+    pub(super) timer: u8,
+    pub(super) retrans: u8,
+    pub(super) sport: u16,
+    pub(super) dport: u16,
+    pub(super) src: IpAddr,
+    pub(super) dst: IpAddr,
+    pub(super) cookie: u64,
+    pub(super) expires: u32,
+    pub(super) inode: u32,
+    pub(super) attrs: Vec<u8>,
 }
 
 /// Fixed `idiag_rqueue`, `idiag_wqueue` and `idiag_uid` of every [`Msg`].
@@ -50,7 +51,7 @@ const RQUEUE: u32 = 3;
 const WQUEUE: u32 = 5;
 const UID: u32 = 1000;
 
-fn established() -> Msg {
+pub(super) fn established() -> Msg {
     Msg {
         family: AF_INET,
         state: 1,
@@ -68,7 +69,7 @@ fn established() -> Msg {
 }
 
 impl Msg {
-    fn bytes(&self) -> Vec<u8> {
+    pub(super) fn bytes(&self) -> Vec<u8> {
         let mut p = vec![self.family, self.state, self.timer, self.retrans];
         p.extend_from_slice(&self.sport.to_be_bytes());
         p.extend_from_slice(&self.dport.to_be_bytes());
@@ -98,7 +99,7 @@ impl Msg {
     }
 }
 
-fn tcp_info_bytes(len: usize) -> Vec<u8> {
+pub(super) fn tcp_info_bytes(len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len];
     v[tcpi::RETRANSMITS] = 2;
     v[tcpi::PROBES] = 3;
