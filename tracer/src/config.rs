@@ -52,6 +52,8 @@ pub struct Settings {
     /// Most workloads (pods, containers, namespaces) with metric series of
     /// their own; the rest are summed under `other`.
     pub max_workloads: usize,
+    /// Most HTTP connections open at once.
+    pub max_http_connections: usize,
 }
 
 impl Default for Settings {
@@ -71,6 +73,7 @@ impl Default for Settings {
             fin_wait2_threshold: Duration::from_secs(60),
             netns: NetnsChoice::All,
             max_workloads: crate::export::workload::DEFAULT_MAX_WORKLOADS,
+            max_http_connections: crate::export::serve::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -108,6 +111,8 @@ pub struct FileConfig {
     pub netns: Option<Spanned<String>>,
     /// See [`Settings::max_workloads`].
     pub max_workloads: Option<Spanned<Quantity>>,
+    /// See [`Settings::max_http_connections`].
+    pub max_http_connections: Option<Spanned<Quantity>>,
     /// The text parsed, to turn byte offsets into lines and columns.
     #[serde(skip)]
     text: String,
@@ -192,6 +197,14 @@ impl FileConfig {
         }
         if let Some(v) = self.quantity("max-workloads", &self.max_workloads, parse_max_workloads)? {
             s.max_workloads = v;
+        }
+        let conns = self.quantity(
+            "max-http-connections",
+            &self.max_http_connections,
+            parse_max_http_connections,
+        )?;
+        if let Some(v) = conns {
+            s.max_http_connections = v;
         }
         if let Some(v) = self.check("netns", &self.netns, |v| v.parse::<NetnsChoice>())? {
             s.netns = v;

@@ -8,7 +8,10 @@ use super::Shared;
 use crate::{
     container::{Container, ContainerMap, attribute_report},
     engine::SocketView,
-    export::http::{Api, Health, SocketQuery},
+    export::{
+        http::{Api, Health, SocketQuery},
+        page::{Page, Picker},
+    },
     pipeline::monotonic_ns,
     tcp::TcpState,
 };
@@ -86,19 +89,37 @@ impl SocketJson {
     }
 }
 
+/// A state as users type it: the kernel's name (`close_wait`) or ss's
+/// (`close-wait`, `estab`, `fin-wait-1`, `listening`), any case.
+pub fn parse_state(s: &str) -> Option<TcpState> {
+    let name = s.trim().to_ascii_lowercase().replace('-', "_");
+    let name = match name.as_str() {
+        "estab" => "established",
+        "fin_wait_1" => "fin_wait1",
+        "fin_wait_2" => "fin_wait2",
+        "listening" => "listen",
+        other => other,
+    };
+    TcpState::from_name(name)
+}
+
 impl Api for AgentApi {
-    fn sockets(&self, q: &SocketQuery) -> Result<Value, String> {
+    type Socket = SocketJson;
+
+    /// Under the engine lock: one walk that only compares, then a copy of
+    /// the page's records. Serialising happens after the lock is let go.
+    fn sockets(&self, q: &SocketQuery) -> Result<Page<SocketJson>, String> {
         let state = match q.state.as_deref() {
             None => None,
-            Some(s) => Some(TcpState::from_name(s).ok_or_else(|| {
+            Some(s) => Some(parse_state(s).ok_or_else(|| {
                 let names: Vec<_> = TcpState::ALL.iter().map(|s| s.name()).collect();
                 format!("unknown state {s:?}; expected one of {}", names.join(", "))
             })?),
         };
+        let mut picker = Picker::new(q.limit()?, q.after);
         let now = monotonic_ns();
         let core = self.0.core.lock();
-        let list: Vec<SocketJson> = core
-            .engine
+        core.engine
             .sockets()
             .filter(|v| state.is_none_or(|s| v.state() == s && v.is_live()))
             .filter(|v| {
@@ -106,10 +127,19 @@ impl Api for AgentApi {
                     .is_none_or(|p| v.local().port() == p || v.remote().port() == p)
             })
             .filter(|v| q.netns.is_none_or(|n| v.netns() == n))
+            .for_each(|v| picker.offer(v.cookie()));
+        let (cookies, total, next_after) = picker.finish();
+        let items = cookies
+            .iter()
+            .filter_map(|&c| core.engine.get(c))
             .map(|v| SocketJson::new(&v, now, &core.containers))
             .collect();
         drop(core);
-        serde_json::to_value(list).map_err(|e| e.to_string())
+        Ok(Page {
+            items,
+            total,
+            next_after,
+        })
     }
 
     fn summary(&self) -> Value {
@@ -165,5 +195,30 @@ impl Api for AgentApi {
         if let Some(core) = self.0.core.try_lock() {
             self.0.publish(&core);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_are_read_in_either_spelling() {
+        for (typed, want) in [
+            ("close_wait", TcpState::CloseWait),
+            ("close-wait", TcpState::CloseWait),
+            ("CLOSE-WAIT", TcpState::CloseWait),
+            ("time-wait", TcpState::TimeWait),
+            ("estab", TcpState::Established),
+            ("fin-wait-1", TcpState::FinWait1),
+            ("fin-wait-2", TcpState::FinWait2),
+            ("fin_wait2", TcpState::FinWait2),
+            ("syn-recv", TcpState::SynRecv),
+            ("listening", TcpState::Listen),
+            ("last-ack", TcpState::LastAck),
+        ] {
+            assert_eq!(parse_state(typed), Some(want), "{typed}");
+        }
+        assert_eq!(parse_state("waiting"), None);
     }
 }

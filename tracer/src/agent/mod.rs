@@ -1,9 +1,11 @@
 //! `tracer run`: the long-running agent. It runs the [`Pipeline`] with a
 //! sink that feeds metrics and the state the HTTP API reads, and serves
-//! that API. Shared state sits behind one short-held mutex; `/metrics`
-//! never takes it for longer than a `try_lock`.
+//! that API from a thread of its own. Shared state sits behind one
+//! short-held mutex; `/metrics` never takes it for longer than a
+//! `try_lock`, and API answers copy a page under it and serialise after.
 mod api;
 pub mod dwell;
+mod nofile;
 mod sink;
 pub mod state;
 
@@ -23,7 +25,7 @@ pub use crate::pipeline::monotonic_ns;
 use crate::{
     config::Settings,
     engine,
-    export::{http, metrics::Metrics},
+    export::{http, metrics::Metrics, serve},
     leaks::Thresholds,
     pipeline::{self, NetnsScope, Pipeline, Reconcile},
 };
@@ -49,9 +51,9 @@ fn pipeline_config(settings: &Settings) -> anyhow::Result<pipeline::Config> {
 
 /// Run the agent until SIGINT or SIGTERM.
 pub fn run(settings: Settings) -> anyhow::Result<i32> {
-    // One thread: the event loop, reconcile bookkeeping and the HTTP server
-    // are all light; dumps run on the blocking pool. Fewer threads, fewer
-    // cross-thread wake-ups on a busy host.
+    // One thread for the event loop and reconcile bookkeeping; dumps run
+    // on the blocking pool. The HTTP server has a thread of its own (see
+    // `serve::spawn`), so no client can hold up an event loop turn.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -60,7 +62,7 @@ pub fn run(settings: Settings) -> anyhow::Result<i32> {
 }
 
 async fn run_async(settings: Settings) -> anyhow::Result<i32> {
-    let listener = http::bind(settings.listen).await?;
+    let listener = http::bind(settings.listen)?;
     let metrics = Arc::new(Metrics::new());
     metrics.workloads.set_cap(settings.max_workloads);
     let mut pipeline = Pipeline::new(
@@ -77,7 +79,11 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
         heartbeat_ns: AtomicU64::new(started_ns),
         last_event_ns: AtomicU64::new(0),
         last_reconcile_ns: AtomicU64::new(0),
+        cap_binding: AtomicBool::new(false),
     });
+    if let Some(warning) = nofile::raise_and_check(settings.max_http_connections) {
+        eprintln!("{warning}");
+    }
     let mut sink = sink::AgentSink::new(shared.clone(), pipeline.scope().own_inode());
 
     // Adopt what exists: the programs are attached, so nothing born from
@@ -93,10 +99,11 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = {
         let app = http::router(Arc::new(api::AgentApi(shared.clone())), metrics.clone());
-        let mut rx = stop_rx.clone();
-        tokio::spawn(http::serve(listener, app, async move {
-            let _ = rx.changed().await;
-        }))
+        let limits = serve::Limits {
+            max_connections: settings.max_http_connections,
+            ..serve::Limits::default()
+        };
+        serve::spawn(listener, app, limits, stop_rx)?
     };
 
     pipeline.run(&mut sink, pipeline::stop_signal()?).await?;
@@ -105,10 +112,17 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
     shared.attached.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     drop(pipeline);
-    match tokio::time::timeout(Duration::from_secs(5), server).await {
-        Ok(Ok(r)) => r?,
-        Ok(Err(e)) => return Err(e).context("HTTP server task"),
-        Err(_) => eprintln!("tracer: HTTP server did not stop within 5 s"),
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !server.is_finished() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if !server.is_finished() {
+        eprintln!("tracer: HTTP server did not stop within 5 s");
+        return Ok(0);
+    }
+    match server.join() {
+        Ok(r) => r.context("HTTP server")?,
+        Err(_) => anyhow::bail!("the HTTP server's thread panicked"),
     }
     Ok(0)
 }

@@ -90,6 +90,10 @@ pub struct RunArgs {
     /// `other` [default: 256].
     #[arg(long, value_name = "N", value_parser = config::parse_max_workloads, allow_hyphen_values = true)]
     pub max_workloads: Option<usize>,
+    /// Most HTTP connections open at once, 1 to 65536; at the cap the
+    /// oldest idle one is closed to make room [default: 256].
+    #[arg(long, value_name = "N", value_parser = config::parse_max_http_connections, allow_hyphen_values = true)]
+    pub max_http_connections: Option<usize>,
     /// Leak detector thresholds.
     #[command(flatten)]
     pub thresholds: ThresholdArgs,
@@ -128,6 +132,9 @@ impl RunArgs {
         }
         if let Some(v) = self.max_workloads {
             s.max_workloads = v;
+        }
+        if let Some(v) = self.max_http_connections {
+            s.max_http_connections = v;
         }
         self.thresholds.apply(&mut s);
         Ok(s)

@@ -158,6 +158,15 @@ pub fn parse_max_workloads(s: &str) -> Result<usize, String> {
     parse_count(s, 0, MAX_WORKLOADS, "a number of workloads").map(|n| n as usize)
 }
 
+/// Most HTTP connections `--max-http-connections` may allow: each is a
+/// file, and few hosts allow a process more.
+pub const MAX_HTTP_CONNECTIONS: u64 = 65_536;
+
+/// `--max-http-connections`: 1 to [`MAX_HTTP_CONNECTIONS`].
+pub fn parse_max_http_connections(s: &str) -> Result<usize, String> {
+    parse_count(s, 1, MAX_HTTP_CONNECTIONS, "a number of connections").map(|n| n as usize)
+}
+
 /// A TCP port, 0 to 65535.
 pub fn parse_port(s: &str) -> Result<u16, String> {
     parse_count(s, 0, u64::from(u16::MAX), "a port").map(|n| n as u16)
@@ -301,6 +310,9 @@ mod tests {
         );
         assert_eq!(parse_max_workloads("0"), Ok(0));
         assert!(parse_max_workloads("100001").is_err());
+        assert_eq!(parse_max_http_connections("256"), Ok(256));
+        assert!(parse_max_http_connections("0").is_err());
+        assert!(parse_max_http_connections("65537").is_err());
         assert_eq!(parse_port("9077"), Ok(9077));
         assert!(parse_port("65536").unwrap_err().contains("out of range"));
         assert!(parse_port("-1").unwrap_err().contains("negative"));

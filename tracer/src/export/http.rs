@@ -1,32 +1,85 @@
 //! The agent's HTTP server: `/metrics`, `/healthz` and the JSON API.
 //!
 //! The server knows nothing about the engine: it asks an [`Api`]
-//! implementation (the agent) for JSON. `/metrics` reads only the metric
-//! atomics, so a scrape never waits on the engine.
+//! implementation (the agent) for answers. `/metrics` and `/healthz` read
+//! only atomics (and the engine's gauges through a `try_lock`), so they
+//! never wait on the engine. Every answer that needs the engine is built on
+//! a blocking thread, at most [`ENGINE_READERS`] at once, so neither the
+//! server's thread nor the event loop waits on a client; JSON is gzipped
+//! when the client asks. Connection limits live in [`super::serve`].
 use std::{net::SocketAddr, sync::Arc};
 
-use anyhow::Context as _;
 use axum::{
     Json, Router,
     extract::{Query, State},
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 
-use super::metrics::{Metrics, to_classic_text};
+use super::{
+    metrics::{Metrics, to_classic_text},
+    page::{self, Page},
+};
 
-/// `?state=S&port=P` on `/api/v1/sockets`.
+/// `?state=S&port=P&netns=N&limit=L&after=C` on `/api/v1/sockets`.
 #[derive(Debug, Default, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct SocketQuery {
-    /// Keep sockets in this state (lowercase kernel name).
+    /// Keep sockets in this state (kernel name, `close_wait`, or ss's
+    /// spelling, `close-wait`).
     pub state: Option<String>,
     /// Keep sockets with this port at either end.
     pub port: Option<u16>,
     /// Keep sockets of this network namespace (inode).
     pub netns: Option<u32>,
+    /// Sockets per page, 1 to [`page::MAX_LIMIT`] (default
+    /// [`page::DEFAULT_LIMIT`]).
+    pub limit: Option<usize>,
+    /// Only sockets with a cookie above this (the previous page's cursor).
+    pub after: Option<u64>,
+}
+
+impl SocketQuery {
+    /// The page size asked for, checked.
+    pub fn limit(&self) -> Result<usize, String> {
+        match self.limit {
+            None => Ok(page::DEFAULT_LIMIT),
+            Some(0) => Err("limit must be at least 1".into()),
+            Some(n) if n > page::MAX_LIMIT => Err(format!(
+                "limit {n} is above the maximum of {}: page with ?after=",
+                page::MAX_LIMIT
+            )),
+            Some(n) => Ok(n),
+        }
+    }
+
+    /// The query string of the page after `cursor`, keeping the filters.
+    fn next(&self, cursor: u64) -> String {
+        let mut q = Vec::new();
+        if let Some(s) = &self.state {
+            q.push(format!(
+                "state={}",
+                s.replace(
+                    |c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-',
+                    ""
+                )
+            ));
+        }
+        if let Some(p) = self.port {
+            q.push(format!("port={p}"));
+        }
+        if let Some(n) = self.netns {
+            q.push(format!("netns={n}"));
+        }
+        if let Some(l) = self.limit {
+            q.push(format!("limit={l}"));
+        }
+        q.push(format!("after={cursor}"));
+        q.join("&")
+    }
 }
 
 /// Health as `/healthz` reports it.
@@ -38,23 +91,33 @@ pub struct Health {
     pub detail: String,
 }
 
-/// What the server asks the agent for.
+/// What the server asks the agent for. Every method but `health` and
+/// `refresh_metrics` may wait on the engine: the server calls them on a
+/// blocking thread.
 pub trait Api: Send + Sync + 'static {
-    /// `/api/v1/sockets`; `Err` is a message for a 400 response.
-    fn sockets(&self, q: &SocketQuery) -> Result<serde_json::Value, String>;
+    /// One socket as the API lists it.
+    type Socket: Serialize + Send + 'static;
+    /// One page of `/api/v1/sockets`; `Err` is a message for a 400 response.
+    fn sockets(&self, q: &SocketQuery) -> Result<Page<Self::Socket>, String>;
     /// `/api/v1/summary`.
     fn summary(&self) -> serde_json::Value;
     /// `/api/v1/leaks`.
     fn leaks(&self) -> serde_json::Value;
-    /// `/healthz`.
+    /// `/healthz`; must not wait on the engine.
     fn health(&self) -> Health;
-    /// Bring the metrics up to date just before a scrape (cheap reads only).
+    /// Bring the metrics up to date just before a scrape; must not wait on
+    /// the engine.
     fn refresh_metrics(&self) {}
 }
+
+/// Most API answers built at once: each takes the engine lock for a walk,
+/// and the event loop must not queue behind many of them.
+pub const ENGINE_READERS: usize = 2;
 
 struct Shared<A> {
     api: Arc<A>,
     metrics: Arc<Metrics>,
+    readers: Arc<Semaphore>,
 }
 
 impl<A> Clone for Shared<A> {
@@ -62,6 +125,7 @@ impl<A> Clone for Shared<A> {
         Shared {
             api: self.api.clone(),
             metrics: self.metrics.clone(),
+            readers: self.readers.clone(),
         }
     }
 }
@@ -75,12 +139,17 @@ pub fn router<A: Api>(api: Arc<A>, metrics: Arc<Metrics>) -> Router {
         .route("/api/v1/summary", get(summary_handler::<A>))
         .route("/api/v1/leaks", get(leaks_handler::<A>))
         .route("/", get(index))
-        .with_state(Shared { api, metrics })
+        .with_state(Shared {
+            api,
+            metrics,
+            readers: Arc::new(Semaphore::new(ENGINE_READERS)),
+        })
 }
 
-/// Bind `addr`, with an error that says what to do when it is taken.
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+/// Bind `addr`, with an error that says what to do when it is taken. The
+/// listener is non-blocking, ready for any tokio runtime.
+pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr).map_err(|e| {
         let hint = match e.kind() {
             std::io::ErrorKind::AddrInUse => {
                 "; another process (maybe another tracer) uses it: pick another with --listen ADDR:PORT"
@@ -90,23 +159,14 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
             _ => "",
         };
         anyhow::anyhow!("cannot listen on {addr}: {e}{hint}")
-    })
-}
-
-/// Serve until `shutdown` completes.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving HTTP")
+    })?;
+    l.set_nonblocking(true)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    Ok(l)
 }
 
 async fn index() -> &'static str {
-    "tracer: /metrics /healthz /api/v1/sockets?state=S&port=P /api/v1/summary /api/v1/leaks\n"
+    "tracer: /metrics /healthz /api/v1/sockets?state=S&port=P&limit=N&after=CURSOR /api/v1/summary /api/v1/leaks\n"
 }
 
 /// OpenMetrics for clients that ask for it (Prometheus does), the classic
@@ -149,26 +209,147 @@ async fn health_handler<A: Api>(State(s): State<Shared<A>>) -> Response {
     (code, Json(h)).into_response()
 }
 
+/// A JSON answer, serialised (and compressed) off the server's thread.
+struct Answer {
+    body: Vec<u8>,
+    gzip: bool,
+    headers: Vec<(header::HeaderName, String)>,
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        let mut r = (StatusCode::OK, self.body).into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        if self.gzip {
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        for (k, v) in self.headers {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.insert(k, v);
+            }
+        }
+        r
+    }
+}
+
+/// Run `f` (which may wait on the engine) on a blocking thread, one of at
+/// most [`ENGINE_READERS`], and encode what it returns.
+async fn off_thread<A: Api>(
+    s: &Shared<A>,
+    headers: &HeaderMap,
+    f: impl FnOnce(&A) -> Result<(Vec<u8>, Vec<(header::HeaderName, String)>), String> + Send + 'static,
+) -> Response {
+    let gzip = accepts_gzip(headers);
+    let Ok(_permit) = s.readers.clone().acquire_owned().await else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let api = s.api.clone();
+    let job = tokio::task::spawn_blocking(move || {
+        let (json, headers) = f(&api)?;
+        let body = if gzip { gzip_bytes(&json) } else { json };
+        Ok::<_, String>(Answer {
+            body,
+            gzip,
+            headers,
+        })
+    });
+    match job.await {
+        Ok(Ok(a)) => a.into_response(),
+        Ok(Err(msg)) => bad_request(msg),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(serde_json::json!({ "error": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
 async fn sockets_handler<A: Api>(
     State(s): State<Shared<A>>,
+    headers: HeaderMap,
     q: Result<Query<SocketQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let q = match q {
         Ok(Query(q)) => q,
         Err(e) => return bad_request(e.body_text()),
     };
-    match s.api.sockets(&q) {
-        Ok(v) => Json(v).into_response(),
-        Err(msg) => bad_request(msg),
+    if let Err(msg) = q.limit() {
+        return bad_request(msg);
     }
+    off_thread(&s, &headers, move |api| {
+        let page = api.sockets(&q)?;
+        let json = serde_json::to_vec(&page.items).map_err(|e| e.to_string())?;
+        let mut extra = vec![(
+            header::HeaderName::from_static("x-total-count"),
+            page.total.to_string(),
+        )];
+        if let Some(c) = page.next_after {
+            extra.push((
+                header::LINK,
+                format!("</api/v1/sockets?{}>; rel=\"next\"", q.next(c)),
+            ));
+            extra.push((
+                header::HeaderName::from_static("x-next-after"),
+                c.to_string(),
+            ));
+        }
+        Ok((json, extra))
+    })
+    .await
 }
 
-async fn summary_handler<A: Api>(State(s): State<Shared<A>>) -> Response {
-    Json(s.api.summary()).into_response()
+async fn summary_handler<A: Api>(State(s): State<Shared<A>>, headers: HeaderMap) -> Response {
+    off_thread(&s, &headers, |api| {
+        serde_json::to_vec(&api.summary())
+            .map(|j| (j, Vec::new()))
+            .map_err(|e| e.to_string())
+    })
+    .await
 }
 
-async fn leaks_handler<A: Api>(State(s): State<Shared<A>>) -> Response {
-    Json(s.api.leaks()).into_response()
+async fn leaks_handler<A: Api>(State(s): State<Shared<A>>, headers: HeaderMap) -> Response {
+    off_thread(&s, &headers, |api| {
+        serde_json::to_vec(&api.leaks())
+            .map(|j| (j, Vec::new()))
+            .map_err(|e| e.to_string())
+    })
+    .await
+}
+
+/// Whether `Accept-Encoding` lists gzip (or `*`) with a non-zero weight.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let zero = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !zero
+        })
+}
+
+/// Gzip at the fastest level: API JSON shrinks about tenfold even so.
+fn gzip_bytes(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 8),
+        flate2::Compression::fast(),
+    );
+    // Writing to a Vec cannot fail.
+    let _ = enc.write_all(data);
+    enc.finish().unwrap_or_default()
 }
 
 fn bad_request(msg: String) -> Response {
@@ -177,4 +358,57 @@ fn bad_request(msg: String) -> Response {
         Json(serde_json::json!({ "error": msg })),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn gzip_only_when_asked() {
+        assert!(accepts_gzip(&with("gzip")));
+        assert!(accepts_gzip(&with("deflate, gzip;q=0.5")));
+        assert!(accepts_gzip(&with("*")));
+        assert!(!accepts_gzip(&with("gzip;q=0")));
+        assert!(!accepts_gzip(&with("br")));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn gzip_round_trips() {
+        use std::io::Read as _;
+        let data = br#"[{"cookie":1,"state":"time_wait"}]"#.repeat(100);
+        let z = gzip_bytes(&data);
+        assert!(z.len() < data.len() / 5);
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&z[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data);
+    }
+
+    #[test]
+    fn the_next_link_keeps_the_filters() {
+        let q = SocketQuery {
+            state: Some("close-wait".into()),
+            port: Some(80),
+            limit: Some(5),
+            after: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(q.next(9), "state=close-wait&port=80&limit=5&after=9");
+        assert_eq!(q.limit(), Ok(5));
+        let q = SocketQuery {
+            limit: Some(page::MAX_LIMIT + 1),
+            ..Default::default()
+        };
+        assert!(q.limit().unwrap_err().contains("maximum"));
+        assert_eq!(SocketQuery::default().limit(), Ok(page::DEFAULT_LIMIT));
+    }
 }

@@ -2,5 +2,7 @@
 //! metrics, and the HTTP API.
 pub mod http;
 pub mod metrics;
+pub mod page;
+pub mod serve;
 pub mod stream;
 pub mod workload;

@@ -711,3 +711,122 @@ impl Agent {
         self.child.id()
     }
 }
+
+/// An HTTP answer with its head, for tests that read headers or bytes.
+pub struct Reply {
+    pub code: u16,
+    /// Status line and headers.
+    pub head: String,
+    /// The body as sent (not decompressed).
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// GET `path` with extra request headers, waiting at most `timeout`
+/// for the whole answer; None when nothing (complete) answers in time.
+pub fn http_get_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Option<Reply> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Reply {
+        code,
+        head,
+        body: raw[split + 4..].to_vec(),
+    })
+}
+
+impl Agent {
+    /// Like [`Agent::start`], run through `wrapper` (e.g. `prlimit
+    /// --nofile=1024:1024`), with stderr collected into the returned log.
+    pub fn start_logged(
+        wrapper: &[&str],
+        args: &[&str],
+    ) -> (Agent, std::sync::Arc<std::sync::Mutex<String>>) {
+        require_root();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let bin = env!("CARGO_BIN_EXE_tracer");
+        let mut cmd = match wrapper.split_first() {
+            Some((p, rest)) => {
+                let mut c = Command::new(p);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
+            .arg("run")
+            .args(["--listen", &addr.to_string()])
+            .args(if args.contains(&"--netns") {
+                &[][..]
+            } else {
+                &["--netns", "host"][..]
+            })
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tracer run");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let err = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let mut agent = Agent { child, addr };
+        let up = wait_until(Duration::from_secs(60), || {
+            matches!(agent.child.try_wait(), Ok(None))
+                && http_get(addr, "/healthz").is_some_and(|(c, _)| c == 200)
+        });
+        assert!(
+            up,
+            "tracer run did not become healthy on {addr}: {}",
+            log.lock().unwrap()
+        );
+        (agent, log)
+    }
+}
+
+/// The sum of every sample of metric `name` (over all its label sets).
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

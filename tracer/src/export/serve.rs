@@ -1,0 +1,369 @@
+//! The HTTP connection loop, with limits a hostile client cannot outlast:
+//! a deadline for each request's headers (which also ends a keep-alive
+//! connection that stays silent), an idle timeout for a connection on
+//! which no byte moves, and a cap on open connections.
+//!
+//! At the cap the oldest connection that has no request in flight (a slow
+//! or silent client) is closed to make room, so a scrape that arrives
+//! during a slowloris flood is still accepted and answered; only when
+//! every open connection is busy is the newcomer refused. Reaching the cap
+//! is logged once per burst.
+use std::{
+    collections::BTreeMap,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use axum::Router;
+use hyper::{body::Incoming, server::conn::http1};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+    sync::{Notify, watch},
+};
+
+/// Limits on the server's connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Time allowed for a request's headers, counted from when the
+    /// connection is ready for a request (so also a keep-alive gap).
+    pub header_timeout: Duration,
+    /// A connection on which no byte moves for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+/// The default of `--max-http-connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serve on a thread of its own, with its own runtime: the event loop's
+/// thread never runs a handler, and a handler never waits for an event
+/// loop turn. Returns when `shutdown` fires and connections have closed.
+pub fn spawn(
+    listener: std::net::TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<()>>> {
+    std::thread::Builder::new()
+        .name("tracer-http".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .max_blocking_threads(super::http::ENGINE_READERS + 2)
+                .build()
+                .context("starting the HTTP server's runtime")?;
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)
+                    .context("registering the HTTP listener")?;
+                serve(listener, app, limits, shutdown).await
+            })
+        })
+        .context("starting the HTTP server's thread")
+}
+
+/// One open connection, as the accept loop sees it.
+struct Conn {
+    /// Requests being answered on it now.
+    busy: Arc<AtomicUsize>,
+    /// Wakes the connection's task to close it.
+    close: Arc<Notify>,
+}
+
+/// Open connections by accept order (oldest first).
+#[derive(Default)]
+struct Table {
+    conns: BTreeMap<u64, Conn>,
+    next_id: u64,
+    /// The cap was reached and not yet left: log nothing more.
+    in_burst: bool,
+}
+
+/// Serve `app` on `listener` within `limits` until `shutdown` fires.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let table = Arc::new(Mutex::new(Table::default()));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            _ = shutdown.changed() => break,
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    // EMFILE and friends: wait for a file to be freed rather
+                    // than spin; a reset before accept is just skipped.
+                    if !is_connection_error(&e) {
+                        eprintln!("tracer: HTTP accept failed: {e}; retrying in 100 ms");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    continue;
+                }
+            },
+        };
+        let Some((id, busy, close)) = admit(&table, limits.max_connections) else {
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let conn_table = table.clone();
+        let app = app.clone();
+        let http = http.clone();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let activity = Arc::new(AtomicU64::new(now_ms()));
+            let io = TokioIo::new(Watched {
+                inner: stream,
+                activity: activity.clone(),
+            });
+            let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                let app = app.clone();
+                let guard = Busy::new(busy.clone());
+                async move {
+                    let r = tower::ServiceExt::oneshot(app, req).await;
+                    drop(guard);
+                    r
+                }
+            });
+            let conn = http.serve_connection(io, svc);
+            tokio::pin!(conn);
+            let idle = idle_watch(activity, limits.idle_timeout);
+            tokio::pin!(idle);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = close.notified() => {}
+                _ = &mut idle => {}
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await;
+                }
+            }
+            leave(&conn_table, id, limits.max_connections);
+        });
+    }
+    // Let answers in flight finish (each connection closes within 1 s).
+    for _ in 0..30 {
+        if table.lock().map_or(true, |t| t.conns.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Make room for a new connection: its id, busy counter and close handle,
+/// or `None` when every open connection is busy.
+fn admit(table: &Mutex<Table>, max: usize) -> Option<(u64, Arc<AtomicUsize>, Arc<Notify>)> {
+    let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
+    if t.conns.len() >= max {
+        if !t.in_burst {
+            t.in_burst = true;
+            eprintln!(
+                "tracer: HTTP connection cap of {max} reached (--max-http-connections): \
+                 closing the oldest idle connections to make room; said once per burst"
+            );
+        }
+        let oldest_idle = t
+            .conns
+            .iter()
+            .find(|(_, c)| c.busy.load(Ordering::Relaxed) == 0)
+            .map(|(&id, _)| id);
+        let victim = oldest_idle.and_then(|id| t.conns.remove(&id))?;
+        victim.close.notify_one();
+    }
+    let id = t.next_id;
+    t.next_id += 1;
+    let conn = Conn {
+        busy: Arc::new(AtomicUsize::new(0)),
+        close: Arc::new(Notify::new()),
+    };
+    let handles = (id, conn.busy.clone(), conn.close.clone());
+    t.conns.insert(id, conn);
+    Some(handles)
+}
+
+/// A connection ended: forget it; a burst ends below half the cap.
+fn leave(table: &Mutex<Table>, id: u64, max: usize) {
+    let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
+    t.conns.remove(&id);
+    if t.in_burst && t.conns.len() <= max / 2 {
+        t.in_burst = false;
+    }
+}
+
+/// Counts a request in flight on its connection while alive.
+struct Busy(Arc<AtomicUsize>);
+
+impl Busy {
+    fn new(n: Arc<AtomicUsize>) -> Busy {
+        n.fetch_add(1, Ordering::Relaxed);
+        Busy(n)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Resolves once no byte has moved for `idle`.
+async fn idle_watch(activity: Arc<AtomicU64>, idle: Duration) {
+    let idle_ms = idle.as_millis() as u64;
+    loop {
+        let last = activity.load(Ordering::Relaxed);
+        let due = last.saturating_add(idle_ms);
+        let now = now_ms();
+        if now >= due {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(due - now)).await;
+    }
+}
+
+/// Milliseconds on the monotonic clock.
+fn now_ms() -> u64 {
+    crate::pipeline::monotonic_ns() / 1_000_000
+}
+
+/// A stream that notes when a byte last moved either way.
+struct Watched {
+    inner: TcpStream,
+    activity: Arc<AtomicU64>,
+}
+
+impl Watched {
+    fn moved<T>(&self, r: &Poll<std::io::Result<T>>, n: usize) {
+        if n > 0 && matches!(r, Poll::Ready(Ok(_))) {
+            self.activity.store(now_ms(), Ordering::Relaxed);
+        }
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.moved(&r, buf.filled().len() - before);
+        r
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        let n = match &r {
+            Poll::Ready(Ok(n)) => *n,
+            _ => 0,
+        };
+        self.moved(&r, n);
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        let n = match &r {
+            Poll::Ready(Ok(n)) => *n,
+            _ => 0,
+        };
+        self.moved(&r, n);
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Errors of one connection that say nothing about the listener.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_the_cap_the_oldest_idle_connection_makes_room() {
+        let t = Mutex::new(Table::default());
+        let (a, busy_a, _) = admit(&t, 2).unwrap();
+        let (b, _, close_b) = admit(&t, 2).unwrap();
+        busy_a.fetch_add(1, Ordering::Relaxed);
+        // a is busy, so b (idle) goes.
+        let (c, busy_c, _) = admit(&t, 2).unwrap();
+        assert!(t.lock().unwrap().conns.contains_key(&a));
+        assert!(!t.lock().unwrap().conns.contains_key(&b));
+        assert!(t.lock().unwrap().in_burst);
+        // close_b was notified: a permit is stored.
+        let waker = futures_noop();
+        let mut fut = Box::pin(close_b.notified());
+        assert!(
+            fut.as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_ready()
+        );
+        // Everyone busy: the newcomer is refused.
+        busy_c.fetch_add(1, Ordering::Relaxed);
+        assert!(admit(&t, 2).is_none());
+        // Back to half the cap: the burst is over.
+        leave(&t, c, 2);
+        assert!(!t.lock().unwrap().in_burst);
+        leave(&t, a, 2);
+        assert!(t.lock().unwrap().conns.is_empty());
+    }
+
+    fn futures_noop() -> std::task::Waker {
+        std::task::Waker::noop().clone()
+    }
+
+    use std::future::Future as _;
+}
