@@ -7,12 +7,19 @@
 //! Timewait and request sockets have inode 0 and no owner.
 //!
 //! The scan sees the processes of this mount's `/proc` (the agent's pid
-//! namespace). Processes that exit mid-scan, or whose files we may not read,
-//! are skipped without error: ownership is best-effort by nature.
+//! namespace). Processes that exit mid-scan are skipped without error.
+//! Processes whose descriptors we may not read (another user's, without
+//! `CAP_DAC_READ_SEARCH` and `CAP_SYS_PTRACE`) are skipped too, but
+//! counted: a socket with an inode and no owner found then has an owner we
+//! could not see ([`OwnerScan::unknown`]), which is not the same as having
+//! none (orphaned, timewait and request sockets, inode 0).
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
-use procfs::process::{FDTarget, Process};
+use procfs::{
+    ProcError,
+    process::{FDTarget, Process},
+};
 
 use super::cgroup::parse_proc_cgroup;
 
@@ -36,29 +43,105 @@ pub struct Owner {
     pub container_id: Option<String>,
 }
 
-/// Map each socket inode in `inodes` to every (process, fd) holding it,
-/// sorted by pid then fd. Inodes nobody holds are absent from the map.
-pub fn owners_of(inodes: &HashSet<u64>) -> HashMap<u64, Vec<Owner>> {
-    let mut found: HashMap<u64, Vec<Owner>> = HashMap::new();
+/// What an owner scan found, and how much of `/proc` it could read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OwnerScan {
+    /// Every (process, fd) holding each inode, sorted by pid then fd.
+    /// Inodes nobody was seen to hold are absent.
+    pub owners: HashMap<u64, Vec<Owner>>,
+    /// Processes whose descriptors could not be read (permission denied).
+    pub unreadable: usize,
+}
+
+/// Why an owner is unknown when other users' descriptors were unreadable.
+pub const HINT_UNREADABLE: &str = "other users' /proc/<pid>/fd could not be read: \
+     run as root, or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, to name the owner";
+/// Why an owner is unknown when every process could be read.
+pub const HINT_NOT_VISIBLE: &str = "no process in this pid namespace holds it: \
+     run in the host's pid namespace to name the owner (or it was closed since the dump)";
+
+impl OwnerScan {
+    /// For a socket with no owner found: why its owner is unknown (a hint
+    /// with the fix), or `None` when it has none to find (inode 0:
+    /// orphaned, timewait and request sockets) or its owner was found.
+    pub fn unknown(&self, inode: u64) -> Option<&'static str> {
+        if inode == 0 || self.owners.contains_key(&inode) {
+            None
+        } else if self.unreadable > 0 {
+            Some(HINT_UNREADABLE)
+        } else {
+            Some(HINT_NOT_VISIBLE)
+        }
+    }
+}
+
+/// The scan reads as its map of owners (`scan[&inode]`, `scan.get(&inode)`).
+impl std::ops::Deref for OwnerScan {
+    type Target = HashMap<u64, Vec<Owner>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.owners
+    }
+}
+
+/// A scan that read everything (tests, and lookups built by hand).
+impl From<HashMap<u64, Vec<Owner>>> for OwnerScan {
+    fn from(owners: HashMap<u64, Vec<Owner>>) -> Self {
+        OwnerScan {
+            owners,
+            unreadable: 0,
+        }
+    }
+}
+
+/// Find every (process, fd) holding each socket inode in `inodes`, and
+/// count the processes whose descriptors could not be read.
+pub fn owners_of(inodes: &HashSet<u64>) -> OwnerScan {
+    let mut scan = OwnerScan::default();
     if inodes.is_empty() {
-        return found;
+        return scan;
     }
     let Ok(processes) = procfs::process::all_processes() else {
-        return found;
+        // No /proc at all: nothing could be read.
+        scan.unreadable = 1;
+        return scan;
     };
     let mut hits = Vec::new();
-    // Errors are a process that vanished or that we may not read: skip it.
+    // A process that vanished is skipped; one we may not read is counted.
     for process in processes.flatten() {
         hits.clear();
-        let Ok(fds) = process.fd() else { continue };
-        for fd in fds.flatten() {
-            if let FDTarget::Socket(inode) = fd.target
-                && inodes.contains(&inode)
-                && let Ok(fd) = u32::try_from(fd.fd)
-            {
-                hits.push((inode, fd));
+        let fds = match process.fd() {
+            Ok(fds) => fds,
+            Err(ProcError::PermissionDenied(_)) => {
+                scan.unreadable += 1;
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let mut denied = false;
+        let mut read = 0usize;
+        for fd in fds {
+            match fd {
+                Ok(fd) => {
+                    read += 1;
+                    if let FDTarget::Socket(inode) = fd.target
+                        && inodes.contains(&inode)
+                        && let Ok(fd) = u32::try_from(fd.fd)
+                    {
+                        hits.push((inode, fd));
+                    }
+                }
+                Err(ProcError::PermissionDenied(_)) => denied = true,
+                Err(_) => {}
             }
         }
+        // The fd directory may be listed (CAP_DAC_READ_SEARCH) while its
+        // links may not be read (no CAP_SYS_PTRACE): procfs then skips
+        // every entry silently. The exe link has the same ptrace check.
+        if read == 0 && matches!(process.exe(), Err(ProcError::PermissionDenied(_))) {
+            denied = true;
+        }
+        scan.unreadable += usize::from(denied);
         if hits.is_empty() {
             continue;
         }
@@ -66,13 +149,13 @@ pub fn owners_of(inodes: &HashSet<u64>) -> HashMap<u64, Vec<Owner>> {
             continue;
         };
         for &(inode, fd) in &hits {
-            found.entry(inode).or_default().push(id.owner(fd));
+            scan.owners.entry(inode).or_default().push(id.owner(fd));
         }
     }
-    for owners in found.values_mut() {
+    for owners in scan.owners.values_mut() {
         owners.sort_by_key(|o| (o.pid, o.fd));
     }
-    found
+    scan
 }
 
 /// The per-process part of an [`Owner`], read once per process with hits.
@@ -128,4 +211,46 @@ fn read_relative(process: &Process, name: &str) -> Option<String> {
         .read_to_string(&mut text)
         .ok()?;
     Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_owner_and_unknown_owner_are_told_apart() {
+        let found = OwnerScan::from(HashMap::from([(7, Vec::new())]));
+        // inode 0: orphaned, timewait, request socket: nobody to find.
+        assert_eq!(found.unknown(0), None);
+        // Found.
+        assert_eq!(found.unknown(7), None);
+        // Not found, everything readable: outside our pid namespace.
+        assert_eq!(found.unknown(8), Some(HINT_NOT_VISIBLE));
+        let partial = OwnerScan {
+            unreadable: 3,
+            ..found
+        };
+        assert_eq!(partial.unknown(0), None);
+        assert_eq!(partial.unknown(8), Some(HINT_UNREADABLE));
+        assert!(HINT_UNREADABLE.contains("CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"));
+    }
+
+    #[test]
+    fn this_process_finds_its_own_socket() {
+        use std::os::fd::AsRawFd as _;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", l.as_raw_fd())).expect("link");
+        let inode: u64 = link
+            .to_str()
+            .and_then(|t| t.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok())
+            .expect("socket inode");
+        let scan = owners_of(&HashSet::from([inode]));
+        let mine = scan.get(&inode).expect("found");
+        assert!(
+            mine.iter()
+                .any(|o| o.pid == std::process::id() && o.fd == l.as_raw_fd() as u32),
+            "{mine:?}"
+        );
+        assert_eq!(scan.unknown(inode), None);
+    }
 }

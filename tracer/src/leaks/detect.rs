@@ -9,10 +9,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque, hash_map::Entry};
 
 use super::rollup::{Gauges, Report, Rollup, Source};
-use super::rules::{PortAcc, Stall, cleared_how, socket_flag};
+use super::rules::{PortAcc, Stall, apply_scan, cleared_how, socket_flag};
 use super::{Change, Flag, LeakKind, Reason, Thresholds, fmt_duration};
 use crate::{
-    diag::{DiagSocket, Owner},
+    diag::{DiagSocket, owner::OwnerScan},
     tcp::TcpState,
 };
 
@@ -99,8 +99,9 @@ impl Detector {
     /// detector then uses when it first saw the socket in that state, as a
     /// lower bound. `owners` is called at most once, with the inodes of new
     /// flags (and of earlier ones still without an owner); pass
-    /// [`crate::diag::owners_of`].
-    pub fn update<S, O>(
+    /// [`crate::diag::owners_of`]. A flag whose owner the scan could not
+    /// see is marked `owner_unknown`, with a hint.
+    pub fn update<S, O, R>(
         &mut self,
         dump: &[DiagSocket],
         now_ns: u64,
@@ -109,7 +110,8 @@ impl Detector {
     ) -> Vec<Change>
     where
         S: Fn(u64, TcpState) -> Option<(u64, bool)>,
-        O: FnOnce(&HashSet<u64>) -> HashMap<u64, Vec<Owner>>,
+        O: FnOnce(&HashSet<u64>) -> R,
+        R: Into<OwnerScan>,
     {
         self.generation += 1;
         let mut found: BTreeMap<Key, Flag> = BTreeMap::new();
@@ -195,9 +197,10 @@ impl Detector {
     }
 
     /// Owners for new flags; ownerless older flags get another try then.
-    fn attach_owners<O>(&mut self, raised: &[Key], owners: O)
+    fn attach_owners<O, R>(&mut self, raised: &[Key], owners: O)
     where
-        O: FnOnce(&HashSet<u64>) -> HashMap<u64, Vec<Owner>>,
+        O: FnOnce(&HashSet<u64>) -> R,
+        R: Into<OwnerScan>,
     {
         if !raised
             .iter()
@@ -211,11 +214,9 @@ impl Detector {
             .filter(|f| f.inode != 0 && f.owners.is_empty())
             .map(|f| f.inode)
             .collect();
-        let found = owners(&inodes);
+        let found: OwnerScan = owners(&inodes).into();
         for f in self.active.values_mut().filter(|f| f.owners.is_empty()) {
-            if let Some(list) = found.get(&f.inode) {
-                f.owners = list.clone();
-            }
+            apply_scan(f, &found);
         }
     }
 

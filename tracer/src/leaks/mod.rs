@@ -3,7 +3,8 @@
 //!
 //! Pure: [`Detector::update`] takes a sock_diag dump (with `tcp_info`), the
 //! current monotonic time, a lookup of known state-entry times (the engine)
-//! and an owner lookup (`diag::owners_of`), and returns the flags raised and
+//! and an owner lookup (`diag::owners_of`, which also says whether an
+//! owner it did not find could not be read), and returns the flags raised and
 //! cleared since the last call. It does no I/O of its own.
 //!
 //! - [`detect`]: the rules and the [`Detector`] state (first-seen times,
@@ -206,8 +207,18 @@ pub struct Flag {
     pub evidence: String,
     /// For a `syn_recv` flag: how many request sockets are stuck.
     pub count: Option<u32>,
-    /// Every (process, fd) holding the socket; empty for orphans.
+    /// Every (process, fd) holding the socket; empty for orphans, and when
+    /// the owner could not be read.
     pub owners: Vec<Owner>,
+    /// True when the socket has an owner (an inode) that could not be
+    /// named: not readable without privileges, or outside our pid
+    /// namespace. False with no owners means there is none (orphaned,
+    /// timewait and request sockets).
+    #[serde(default)]
+    pub owner_unknown: bool,
+    /// With `owner_unknown`: why, and what would reveal the owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_hint: Option<String>,
     /// Monotonic ns when the flag cleared.
     pub cleared_at_ns: Option<u64>,
     /// How it cleared ("socket gone", "socket left close_wait (now last_ack)", ...).

@@ -169,11 +169,20 @@ pub struct ThresholdSeconds {
     pub fin_wait2: f64,
 }
 
-/// The flags of one process (or, with `pid: None`, of sockets no process holds).
+/// The flags of one process; with `pid: None`, of sockets no process holds
+/// (`owner_unknown: false`) or whose owner could not be named
+/// (`owner_unknown: true`, with a `hint`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProcessLeaks {
-    /// Process id; `None` for ownerless sockets (orphans, request sockets).
+    /// Process id; `None` for ownerless sockets (orphans, request sockets)
+    /// and for sockets whose owner is unknown.
     pub pid: Option<u32>,
+    /// True for the group of sockets that have an owner we could not name.
+    #[serde(default)]
+    pub owner_unknown: bool,
+    /// With `owner_unknown`: why, and what would name the owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
     /// Process name.
     pub comm: Option<String>,
     /// Full command line.
@@ -229,7 +238,7 @@ impl Report {
         recently_cleared: Vec<Flag>,
         growth: impl Fn(u32, &str, u32) -> Option<f64>,
     ) -> Report {
-        let mut groups: BTreeMap<Option<u32>, ProcessLeaks> = BTreeMap::new();
+        let mut groups: BTreeMap<Holder, ProcessLeaks> = BTreeMap::new();
         let mut risks = Vec::new();
         let mut leak_count = 0;
         for f in flags {
@@ -238,16 +247,30 @@ impl Report {
                 continue;
             }
             leak_count += 1;
-            let mut pids: Vec<Option<u32>> = f.owners.iter().map(|o| Some(o.pid)).collect();
-            pids.dedup();
-            if pids.is_empty() {
-                pids.push(None);
+            let mut holders: Vec<Holder> = f.owners.iter().map(|o| Holder::Pid(o.pid)).collect();
+            holders.dedup();
+            if holders.is_empty() {
+                holders.push(match (&f.owner_hint, f.owner_unknown) {
+                    (Some(hint), true) => Holder::Unknown(hint.clone()),
+                    (None, true) => Holder::Unknown(String::new()),
+                    (_, false) => Holder::Nobody,
+                });
             }
-            for pid in pids {
-                let g = groups.entry(pid).or_insert_with(|| {
+            for holder in holders {
+                let g = groups.entry(holder.clone()).or_insert_with(|| {
+                    let pid = match holder {
+                        Holder::Pid(pid) => Some(pid),
+                        _ => None,
+                    };
                     let o = f.owners.iter().find(|o| Some(o.pid) == pid);
+                    let hint = match &holder {
+                        Holder::Unknown(h) if !h.is_empty() => Some(h.clone()),
+                        _ => None,
+                    };
                     ProcessLeaks {
                         pid,
+                        owner_unknown: matches!(holder, Holder::Unknown(_)),
+                        hint,
                         comm: o.map(|o| o.comm.clone()),
                         cmdline: o.map(|o| o.cmdline.clone()).unwrap_or_default(),
                         cgroup: o.map(|o| o.cgroup.clone()).unwrap_or_default(),
@@ -318,12 +341,22 @@ impl Report {
     }
 }
 
+/// Who holds a group's sockets: a process, someone we could not name
+/// (with the hint), or nobody.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Holder {
+    Pid(u32),
+    Unknown(String),
+    Nobody,
+}
+
 /// The report of a one-shot snapshot (no agent): every CLOSE_WAIT socket of
-/// `dump` is a suspected leak, with its owners from `owners` (inode ->
-/// holders, as [`crate::diag::owners_of`] returns) and its age unknown.
+/// `dump` is a suspected leak, with its owners from `owners` (as
+/// [`crate::diag::owners_of`] returns: the holders, and whether an owner
+/// not found could not be read) and its age unknown.
 pub fn snapshot_report(
     dump: &[crate::diag::DiagSocket],
-    owners: &HashMap<u64, Vec<crate::diag::Owner>>,
+    owners: &crate::diag::owner::OwnerScan,
     note: String,
 ) -> Report {
     let flags: Vec<Flag> = dump
@@ -338,9 +371,7 @@ pub fn snapshot_report(
                 super::rules::socket_flag(d, LeakKind::CloseWait, None, 0, (0, true), evidence);
             f.age_seconds = None;
             f.raised_at_ns = 0;
-            if let Some(list) = owners.get(&d.inode).filter(|_| d.inode != 0) {
-                f.owners = list.clone();
-            }
+            super::rules::apply_scan(&mut f, owners);
             f
         })
         .collect();

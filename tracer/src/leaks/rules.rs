@@ -181,6 +181,8 @@ impl Detector {
             evidence,
             count: Some(acc.stuck),
             owners: Vec::new(),
+            owner_unknown: false,
+            owner_hint: None,
             cleared_at_ns: None,
             cleared_how: None,
             container: None,
@@ -213,9 +215,25 @@ pub(super) fn socket_flag(
         evidence,
         count: None,
         owners: Vec::new(),
+        owner_unknown: false,
+        owner_hint: None,
         cleared_at_ns: None,
         cleared_how: None,
         container: None,
+    }
+}
+
+/// Fill in `f`'s owners from `scan`, or mark them unknown (with the hint)
+/// when the socket has an owner the scan could not see.
+pub(super) fn apply_scan(f: &mut Flag, scan: &crate::diag::owner::OwnerScan) {
+    if let Some(list) = scan.get(&f.inode).filter(|_| f.inode != 0) {
+        f.owners = list.clone();
+        f.owner_unknown = false;
+        f.owner_hint = None;
+    } else {
+        let hint = scan.unknown(f.inode);
+        f.owner_unknown = hint.is_some();
+        f.owner_hint = hint.map(str::to_owned);
     }
 }
 

@@ -32,13 +32,24 @@ pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
         writeln!(out, "no leaks found")?;
     } else {
         let procs = r.leaks.iter().filter(|g| g.pid.is_some()).count();
-        writeln!(
-            out,
-            "{} leak{} in {procs} process{}",
-            r.leak_count,
-            plural(r.leak_count),
-            if procs == 1 { "" } else { "es" }
-        )?;
+        let unknown: usize = r
+            .leaks
+            .iter()
+            .filter(|g| g.owner_unknown)
+            .map(|g| g.sockets.iter().filter(|f| f.kind.is_leak()).count())
+            .sum();
+        write!(out, "{} leak{}", r.leak_count, plural(r.leak_count))?;
+        if procs > 0 || unknown == 0 {
+            write!(
+                out,
+                " in {procs} process{}",
+                if procs == 1 { "" } else { "es" }
+            )?;
+        }
+        if unknown > 0 {
+            write!(out, ", owner unknown for {unknown}")?;
+        }
+        writeln!(out)?;
     }
     for g in &r.leaks {
         writeln!(out)?;
@@ -76,6 +87,7 @@ pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
 fn render_group(g: &ProcessLeaks, out: &mut dyn Write) -> io::Result<()> {
     match (g.pid, &g.comm) {
         (Some(pid), comm) => write!(out, "PID {pid} {}", comm.as_deref().unwrap_or("?"))?,
+        (None, _) if g.owner_unknown => write!(out, "owner unknown")?,
         (None, _) => write!(out, "no process (orphaned, timewait or request sockets)")?,
     }
     write!(
@@ -98,6 +110,9 @@ fn render_group(g: &ProcessLeaks, out: &mut dyn Write) -> io::Result<()> {
         None => {}
     }
     writeln!(out)?;
+    if let Some(hint) = &g.hint {
+        writeln!(out, "  why:     {hint}")?;
+    }
     if !g.cmdline.is_empty() {
         writeln!(out, "  cmdline: {}", g.cmdline.replace(['\n', '\r'], " "))?;
     }
@@ -190,6 +205,7 @@ fn endpoints(f: &Flag) -> String {
 fn owners_short(f: &Flag) -> String {
     match f.owners.first() {
         Some(o) => format!("pid {} {} fd {}", o.pid, o.comm, o.fd),
+        None if f.owner_unknown => "owner unknown".into(),
         None => "no process".into(),
     }
 }
@@ -204,7 +220,7 @@ pub(crate) mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
-    use crate::diag::{DiagSocket, Owner, TimerKind};
+    use crate::diag::{DiagSocket, Owner, TimerKind, owner::OwnerScan};
     use crate::leaks::snapshot_report;
     use crate::tcp::{Family, TcpState};
 
@@ -259,7 +275,7 @@ pub(crate) mod tests {
         ]);
         snapshot_report(
             &dump,
-            &owners,
+            &owners.into(),
             "no agent at http://127.0.0.1:1: one-shot snapshot, ages unknown".into(),
         )
     }
@@ -306,7 +322,7 @@ pub(crate) mod tests {
 
     #[test]
     fn empty_report_and_ages() {
-        let r = snapshot_report(&[], &HashMap::new(), "no agent".into());
+        let r = snapshot_report(&[], &OwnerScan::default(), "no agent".into());
         let mut out = Vec::new();
         render(&r, &mut out).expect("render");
         assert_eq!(
