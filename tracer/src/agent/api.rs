@@ -181,11 +181,19 @@ impl Api for AgentApi {
         let last_event = s.last_event_ns.load(Ordering::Relaxed);
         let event_age = (last_event != 0).then(|| now.saturating_sub(last_event) as f64 / 1e9);
         let ok = attached && beat_age < stall;
-        let detail = format!(
+        let mut detail = format!(
             "programs {}; event loop last ran {beat_age:.1}s ago; last event {}",
             if attached { "attached" } else { "detached" },
             event_age.map_or("none yet".to_string(), |a| format!("{a:.1}s ago"))
         );
+        if s.cap_binding.load(Ordering::Relaxed) {
+            // Still serving, and the gauges still true; but some sockets
+            // are followed only through the dumps.
+            detail.push_str(&format!(
+                "; degraded: --max-sockets {} binds, new sockets go untracked",
+                s.settings.max_sockets
+            ));
+        }
         Health { ok, detail }
     }
 

@@ -39,6 +39,30 @@ impl AgentSink {
         }
     }
 
+    /// Say once when `--max-sockets` starts or stops binding, and mark it
+    /// for `/healthz`.
+    fn note_cap(&self, core: &Core<AgentState>) {
+        let binding = core.engine.cap_binding();
+        if self.shared.cap_binding.swap(binding, Ordering::Relaxed) != binding {
+            let stats = core.engine.stats();
+            if binding {
+                eprintln!(
+                    "tracer: warning: --max-sockets {} is binding: new sockets go untracked \
+                     (their states still count in tracer_tcp_sockets, from the dumps) and \
+                     TIME_WAIT records are evicted first; raise --max-sockets to follow every socket",
+                    core.engine.config().max_sockets
+                );
+            } else {
+                eprintln!(
+                    "tracer: --max-sockets {} no longer binds: every socket is followed again \
+                     ({} tracked)",
+                    core.engine.config().max_sockets,
+                    stats.tracked
+                );
+            }
+        }
+    }
+
     /// Per-workload socket counts and leak flags, into the metrics.
     fn publish_workloads(&self, core: &Core<AgentState>) {
         let mut by_netns: HashMap<u32, Counts> = HashMap::new();
@@ -89,6 +113,7 @@ impl Sink for AgentSink {
 
     fn adopted(&mut self, core: &mut Core<AgentState>, dump: &[DiagSocket]) {
         core.derived.listening = listening_ports(dump);
+        self.note_cap(core);
         self.shared.publish(core);
         self.publish_workloads(core);
     }
@@ -118,6 +143,7 @@ impl Sink for AgentSink {
         }
         metrics.set_leaks(&core.detector.gauges());
         core.derived.listening = listening_ports(dump);
+        self.note_cap(core);
         self.shared.publish(core);
         self.publish_workloads(core);
         self.shared

@@ -107,12 +107,15 @@ pub struct Shared {
     pub last_event_ns: AtomicU64,
     /// Monotonic ns of the last successful reconcile.
     pub last_reconcile_ns: AtomicU64,
+    /// `--max-sockets` binds: sockets go untracked (gauges come from the
+    /// dumps for them; `/healthz` says "degraded").
+    pub cap_binding: AtomicBool,
 }
 
 impl Shared {
     /// Copy engine-derived gauges into the metrics.
     pub fn publish(&self, core: &Core<AgentState>) {
-        let counts = core.engine.counts_by_state();
+        let counts = core.engine.sockets_by_state();
         self.metrics.set_sockets(&counts);
         self.metrics.tracked.set(core.engine.tracked() as i64);
         // TIME_WAIT by listening port, the rest under "other": O(ports

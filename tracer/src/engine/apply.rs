@@ -225,7 +225,13 @@ impl Engine {
                 rec.push_path(from);
                 match self.store.insert(rec, true, obs) {
                     Some(slot) => slot,
-                    None => return,
+                    None => {
+                        // At the cap with only live records that are not
+                        // in TIME_WAIT: this socket goes untracked.
+                        self.stats.refused += 1;
+                        self.refused_since_dump += 1;
+                        return;
+                    }
                 }
             }
         };

@@ -188,6 +188,9 @@ pub struct Stats {
     pub untracked_events: u64,
     /// Dump sockets not adopted because the store was full of live records.
     pub not_adopted: u64,
+    /// New sockets whose events were not followed because the store was
+    /// full of live records not in TIME_WAIT (see `Config::max_sockets`).
+    pub refused: u64,
     /// Finished records dropped after their retention.
     pub expired: u64,
     /// Closes that left no timewait socket because their namespace held
@@ -206,6 +209,11 @@ pub struct Engine {
     clock_ns: u64,
     /// `tcp_max_tw_buckets` of each network namespace, where known.
     tw_limits: HashMap<u32, u32, BuildCookieHasher>,
+    /// Per state, sockets the last dump listed that the cap left untracked
+    /// (TIME_WAIT from the last full dump).
+    untracked: [u64; TcpState::COUNT],
+    /// New sockets refused at the cap since the last reconcile.
+    refused_since_dump: u64,
 }
 
 impl Engine {
@@ -218,7 +226,27 @@ impl Engine {
             stats: Stats::default(),
             clock_ns: 0,
             tw_limits: HashMap::default(),
+            untracked: [0; TcpState::COUNT],
+            refused_since_dump: 0,
         }
+    }
+
+    /// Sockets per state as the kernel has them: the live records
+    /// ([`Engine::counts_by_state`]) plus, when `max_sockets` binds, the
+    /// sockets the last dump listed that the engine could not hold (as of
+    /// that dump). Equal to `ss` whether or not the cap binds.
+    pub fn sockets_by_state(&self) -> [u64; TcpState::COUNT] {
+        let mut n = *self.store.counts();
+        for (n, u) in n.iter_mut().zip(self.untracked) {
+            *n += u;
+        }
+        n
+    }
+
+    /// True when `max_sockets` binds: the last dump listed sockets the
+    /// engine could not hold, or new sockets went untracked since.
+    pub fn cap_binding(&self) -> bool {
+        self.refused_since_dump > 0 || self.untracked.iter().any(|&n| n > 0)
     }
 
     /// The kernel's `tcp_max_tw_buckets` in `netns`: a close there leaves no

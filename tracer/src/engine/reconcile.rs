@@ -130,12 +130,14 @@ impl Engine {
             let Some(rec) = adopted(d, now_ns) else {
                 continue;
             };
+            let state = rec.state;
             if self.store.len() < self.cfg.max_sockets
                 && self.store.insert(rec, false, &mut ()).is_some()
             {
                 n += 1;
             } else {
                 self.stats.not_adopted += 1;
+                self.untracked[state.index()] += 1;
             }
         }
         n
@@ -172,6 +174,14 @@ impl Engine {
     ) -> ReconcileReport {
         let mut rep = ReconcileReport::default();
         let judge_before = now_ns.saturating_sub(self.cfg.reconcile_slack_ns);
+        // Recount what the cap leaves untracked, in the states this dump
+        // lists (a live dump leaves TIME_WAIT out).
+        for (i, n) in self.untracked.iter_mut().enumerate() {
+            if covers_time_wait || i != TimeWait.index() {
+                *n = 0;
+            }
+        }
+        self.refused_since_dump = 0;
         self.clock_ns = self.clock_ns.max(now_ns);
         self.count_timers(&mut rep, obs);
         for d in dump {
@@ -185,9 +195,11 @@ impl Engine {
                     rec.set(flag::SEEN, true);
                     rep.missed += 1;
                     obs.correction(d.cookie, Correction::Missed);
+                    let state = rec.state;
                     if self.store.insert(rec, false, obs).is_none() {
                         rep.not_adopted += 1;
                         self.stats.not_adopted += 1;
+                        self.untracked[state.index()] += 1;
                     }
                 }
             }

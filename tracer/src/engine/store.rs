@@ -281,16 +281,18 @@ impl Store {
     }
 
     /// Insert a record for a cookie that is not present. At the cap, first
-    /// evict the oldest finished record, else (when `evict_live`) the oldest
-    /// live one; returns `None` when nothing could make room.
+    /// evict the oldest finished record, else (when `evict_time_wait`) the
+    /// oldest in TIME_WAIT; returns `None` when nothing could make room.
+    /// Other live records are never evicted: the long-lived ones are what
+    /// leak detection needs, so a new socket goes untracked instead.
     pub fn insert(
         &mut self,
         rec: Record,
-        evict_live: bool,
+        evict_time_wait: bool,
         obs: &mut impl Observer,
     ) -> Option<u32> {
         debug_assert!(!self.index.contains_key(&rec.cookie));
-        if self.slab.len() >= self.max && !self.evict_one(evict_live, obs) {
+        if self.slab.len() >= self.max && !self.evict_one(evict_time_wait, obs) {
             return None;
         }
         if self.slab.len() == self.slab.capacity() {
@@ -314,15 +316,19 @@ impl Store {
         Some(slot)
     }
 
-    /// Drop the oldest finished record, else (when `live_too`) the oldest
-    /// live one. Returns false when there was none.
-    pub fn evict_one(&mut self, live_too: bool, obs: &mut impl Observer) -> bool {
+    /// Drop the oldest finished record, else (when `time_wait_too`) the
+    /// oldest in TIME_WAIT. Returns false when there was none.
+    pub fn evict_one(&mut self, time_wait_too: bool, obs: &mut impl Observer) -> bool {
         let (slot, live) = if self.finished.head != NIL {
             (self.finished.head, false)
-        } else if live_too && self.live.head != NIL {
-            (self.live.head, true)
-        } else {
+        } else if !time_wait_too {
             return false;
+        } else {
+            let (slab, clock) = (&self.slab, self.clock.as_ref());
+            match self.timers.earliest(&|s| timer_at(slab, s, clock)) {
+                Some(slot) => (slot, true),
+                None => return false,
+            }
         };
         let cookie = self.remove(slot).cookie;
         self.evictions += 1;

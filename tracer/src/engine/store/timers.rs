@@ -260,6 +260,29 @@ impl TimerQueue {
         }
     }
 
+    /// The slot of the timer armed earliest (the oldest stay in TIME_WAIT),
+    /// without removing it; `None` when none is armed.
+    pub fn earliest<K>(&mut self, key: &K) -> Option<u32>
+    where
+        K: Fn(u32) -> Option<Timer>,
+    {
+        self.merge_late(key);
+        while self.queue.front().is_some_and(|&e| live(e, key).is_none()) {
+            self.queue.pop_front();
+        }
+        while self.grace.front().is_some_and(|&e| live(e, key).is_none()) {
+            self.grace.pop_front();
+        }
+        let front = |q: &VecDeque<Entry>| {
+            q.front()
+                .and_then(|&e| Some((live(e, key)?.order(), e.slot)))
+        };
+        match (front(&self.queue), front(&self.grace)) {
+            (Some(a), Some(b)) => Some(a.min(b).1),
+            (a, b) => a.or(b).map(|(_, slot)| slot),
+        }
+    }
+
     /// The earliest timer, with its exact deadline, if that is at or before
     /// `now_ns`, removing it.
     pub fn pop<K>(&mut self, now_ns: u64, key: &K) -> Option<(u32, u64)>

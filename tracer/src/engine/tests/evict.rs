@@ -1,5 +1,6 @@
-//! The cap: eviction order (finished first, then oldest live), counting,
-//! and memory per socket.
+//! The cap: eviction order (finished first, then the oldest TIME_WAIT, and
+//! never another live record: a new socket goes untracked instead),
+//! counting, the kernel's counts kept true, and memory per socket.
 use super::*;
 use crate::tcp::TcpState::*;
 
@@ -29,28 +30,32 @@ fn at_the_cap_finished_records_go_first_oldest_first() {
     h.run([ev(5).from(Close).to(SynSent).at(ms(4))]);
     assert_eq!(h.take()[0], Obs::Evicted(2, false));
     h.run([ev(6).from(Close).to(SynSent).at(ms(5))]);
-    assert_eq!(
-        h.take()[0],
-        Obs::Evicted(3, true),
-        "no finished record left: the oldest live one"
+    assert!(
+        h.take().is_empty(),
+        "no finished or TIME_WAIT record left: the new socket goes untracked"
     );
     assert_eq!(h.e.tracked(), 3);
-    assert_eq!(h.e.stats().evictions, 3);
-    assert!(h.e.get(3).is_none() && h.e.get(6).is_some());
-    assert_eq!(h.n(SynSent), 3);
+    assert_eq!((h.e.stats().evictions, h.e.stats().refused), (2, 1));
+    assert!(h.e.get(3).is_some() && h.e.get(6).is_none());
+    assert_eq!(h.n(SynSent), 2);
+    assert!(h.e.cap_binding());
 }
 
 #[test]
-fn time_wait_records_are_live_for_eviction() {
-    let mut h = capped(2);
+fn time_wait_records_go_after_finished_ones_oldest_first() {
+    let mut h = capped(3);
     h.run(active_close(1, 0));
+    h.run(active_close(7, ms(5)));
     h.run(refused(2, ms(30)));
     h.run([ev(3).from(Close).to(SynSent).at(ms(40))]);
     assert!(
-        h.e.get(1).is_some(),
-        "the finished record went, not the TIME_WAIT one"
+        h.e.get(1).is_some() && h.e.get(2).is_none(),
+        "the finished record went, not a TIME_WAIT one"
     );
-    assert!(h.e.get(2).is_none());
+    h.take();
+    h.run([ev(4).from(Close).to(SynSent).at(ms(50))]);
+    assert_eq!(h.take()[0], Obs::Evicted(1, true), "the oldest TIME_WAIT");
+    assert!(h.e.get(7).is_some() && h.e.get(4).is_some());
 }
 
 #[test]
@@ -76,7 +81,35 @@ fn churn_stays_under_the_cap() {
     h.check();
     let evicted = h.count(|o| matches!(o, Obs::Evicted(..))) as u64;
     assert_eq!(evicted, h.e.stats().evictions);
-    assert!(evicted > 4000);
+    assert!(h.e.stats().refused > 4000, "{:?}", h.e.stats());
+}
+
+#[test]
+fn the_counts_stay_the_kernels_when_the_cap_binds() {
+    let mut h = capped(2);
+    let dump: Vec<_> = (1..=5).map(|c| diag(c, Established).0).collect();
+    assert_eq!(h.adopt(&dump, secs(1)), 2);
+    assert_eq!(h.n(Established), 2, "records held");
+    assert_eq!(
+        h.e.sockets_by_state()[Established.index()],
+        5,
+        "the kernel's"
+    );
+    assert!(h.e.cap_binding());
+    // A full dump recounts: two closed since.
+    let mut d2: Vec<_> = (1..=3).map(|c| diag(c, Established).0).collect();
+    d2.push(tw(9, TimeWait, 50_000));
+    h.reconcile(&d2, secs(2));
+    let n = h.e.sockets_by_state();
+    assert_eq!((n[Established.index()], n[TimeWait.index()]), (3, 1));
+    // A live dump leaves the TIME_WAIT count of the last full one alone.
+    h.frequent(&d2[..3], secs(3));
+    assert_eq!(h.e.sockets_by_state()[TimeWait.index()], 1);
+    // Room again: nothing is left untracked.
+    let mut h = capped(10);
+    h.adopt(&dump, secs(1));
+    assert!(!h.e.cap_binding());
+    assert_eq!(h.e.sockets_by_state(), h.e.counts_by_state());
 }
 
 #[test]
@@ -114,7 +147,7 @@ fn a_cap_of_zero_means_one() {
     h.run(active_open(1, 0));
     h.run(active_open(2, ms(5)));
     assert_eq!(h.e.tracked(), 1);
-    assert!(h.e.get(2).is_some());
+    assert!(h.e.get(1).is_some() && h.e.get(2).is_none());
 }
 
 #[test]
