@@ -25,7 +25,13 @@ pub struct AgentSink {
     evictions_seen: u64,
     /// The namespace tracer runs in: its workload is `host`.
     own_netns: u32,
+    /// When the per-workload gauges were last refreshed (monotonic ns).
+    workloads_at_ns: u64,
 }
+
+/// How often the per-workload gauges follow the engine between dumps: a
+/// walk over every record, so not every turn.
+const WORKLOADS_EVERY_NS: u64 = 1_000_000_000;
 
 impl AgentSink {
     /// A sink writing into `shared`; `own_netns` is the namespace tracer runs in.
@@ -36,6 +42,7 @@ impl AgentSink {
             undecodable_seen: 0,
             evictions_seen: 0,
             own_netns,
+            workloads_at_ns: 0,
         }
     }
 
@@ -64,7 +71,8 @@ impl AgentSink {
     }
 
     /// Per-workload socket counts and leak flags, into the metrics.
-    fn publish_workloads(&self, core: &Core<AgentState>) {
+    fn publish_workloads(&mut self, core: &Core<AgentState>) {
+        self.workloads_at_ns = monotonic_ns();
         let mut by_netns: HashMap<u32, Counts> = HashMap::new();
         for v in core.engine.sockets().filter(|v| v.is_live()) {
             if let Some(i) = WORKLOAD_STATES.iter().position(|&s| s == v.state()) {
@@ -120,6 +128,11 @@ impl Sink for AgentSink {
 
     fn advanced(&mut self, core: &Core<AgentState>) {
         self.shared.publish(core);
+        // Between dumps (which a budget may space out by a minute), the
+        // workloads' socket gauges still follow the events.
+        if monotonic_ns().saturating_sub(self.workloads_at_ns) >= WORKLOADS_EVERY_NS {
+            self.publish_workloads(core);
+        }
     }
 
     fn reconciled(
