@@ -36,7 +36,7 @@ enum Command {
         filter: Option<String>,
     },
     /// Measure the tracer's overhead side by side; writes BENCHMARKS.md.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Boot Debian's 5.10, 6.1 and 6.12 kernels in VMs (and use the host's)
     /// and run the privileged smoke suite on each; prints a table.
     Vmtest(vmtest::VmtestArgs),
@@ -48,7 +48,7 @@ fn main() {
         Command::Setup => setup::setup(),
         Command::Run { args } => run(args),
         Command::Test { filter } => test::test(filter.as_deref()),
-        Command::Bench(args) => bench::bench(args),
+        Command::Bench(args) => bench::bench(*args),
         Command::Vmtest(args) => vmtest::vmtest(args),
     };
     if let Err(e) = result {

@@ -11,9 +11,11 @@
 //! beside `tracer run`'s gauge ([`truth`], [`sockdiag`]); a port-reuse
 //! scenario (one source address) runs beside the main one.
 //! `--soak` is the long run that shows RSS stays flat ([`soak`]);
-//! `--netns-scale N` the agent beside N namespaces of idle sockets ([`netns_scale`]).
+//! `--netns-scale N` the agent beside N namespaces of idle sockets ([`netns_scale`]);
+//! `--soak-faults` the agent under churn through one fault after another ([`faults`]).
 mod agent;
 mod churn;
+mod faults;
 mod kprog;
 mod machine;
 mod measure;
@@ -126,6 +128,13 @@ pub struct BenchArgs {
     /// Target rate of the soak run.
     #[arg(long, value_name = "CONN_PER_SEC", default_value_t = 10_000)]
     pub soak_rate: u64,
+    /// Only the fault soak: `tracer run` under churn at --rate (default
+    /// 3000 conn/s) through API clients, slow clients, a tiny ring buffer,
+    /// kill -9 and namespaces coming and going, --secs (default 25) per
+    /// fault; fails unless the gauges return to the kernel's counts after
+    /// each (about 4 minutes).
+    #[arg(long, conflicts_with_all = ["soak", "micro_only", "churn_only", "netns_scale"])]
+    pub soak_faults: bool,
     /// Extra argument for `tracer run` (repeatable), e.g. `--tracer-arg=--ring-bytes=16777216`.
     #[arg(long = "tracer-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub tracer_args: Vec<String>,
@@ -193,7 +202,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| target_dir().join("release/tracer"));
         return netns_scale::run(&tracer, n, args.netns_conns, args.secs.unwrap_or(30.0));
     }
-    let micro = match !args.no_micro && !args.soak {
+    let micro = match !args.no_micro && !args.soak && !args.soak_faults {
         true => Some(micro::build()?),
         false => None,
     };
@@ -232,6 +241,19 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             &args.churn(Some(args.soak_rate), args.soak_secs as f64),
         )?);
         return finish(&args, &report, &root, t0);
+    }
+    if args.soak_faults {
+        let secs = args.secs.unwrap_or(25.0);
+        anyhow::ensure!(secs >= 2.0, "--secs must be at least 2 with --soak-faults");
+        let cfg = args.churn(Some(args.rate.unwrap_or(3_000)), secs);
+        let results = faults::run(&env, &cfg, Duration::from_secs_f64(secs))?;
+        let survived = results.survived();
+        report.faults = Some(results);
+        finish(&args, &report, &root, t0)?;
+        if !survived {
+            bail!("the agent did not survive every fault (see the table above)");
+        }
+        return Ok(());
     }
     let variants = variants(&args);
     let (rounds, secs) = match args.quick {

@@ -7,7 +7,7 @@ use super::{
     BenchArgs,
     agent::Variant,
     churn::ChurnConfig,
-    machine,
+    faults, machine,
     measure::{self, Sample, VariantSummary},
     micro,
     output::{replace_block, write},
@@ -72,6 +72,8 @@ pub struct Report {
     pub micro: Option<micro::Results>,
     /// The long run.
     pub soak: Option<soak::Results>,
+    /// The fault soak.
+    pub faults: Option<faults::Results>,
 }
 
 impl Report {
@@ -91,6 +93,7 @@ impl Report {
             sweep: Vec::new(),
             micro: None,
             soak: None,
+            faults: None,
         }
     }
 
@@ -101,6 +104,7 @@ impl Report {
             self.results_md(),
             self.micro_md(),
             self.soak.as_ref().map(soak::Results::markdown),
+            self.faults.as_ref().map(faults::Results::markdown),
         ]
         .into_iter()
         .flatten()
@@ -116,10 +120,11 @@ impl Report {
         let path = root.join("BENCHMARKS.md");
         let mut doc =
             std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_string());
-        let mode = match (self.soak.is_some(), self.quick) {
-            (true, _) => "`--soak`",
-            (false, true) => "`--quick`",
-            (false, false) => "full",
+        let mode = match (self.soak.is_some(), self.faults.is_some(), self.quick) {
+            (true, _, _) => "`--soak`",
+            (false, true, _) => "`--soak-faults`",
+            (false, false, true) => "`--quick`",
+            (false, false, false) => "full",
         };
         let stamp = format!(
             "_Measured {} by `{}` ({mode} run, {:.0} s after the build; work tree at {}){}{}._\n\n",
@@ -151,6 +156,9 @@ impl Report {
             doc = replace_block(&doc, "soak", &format!("{stamp}{}", soak.markdown()));
             write(&root.join("bench/soak-rss.svg"), &soak.chart_svg())?;
             write(&root.join("bench/soak.csv"), &soak::csv(&soak.points))?;
+        }
+        if let Some(f) = &self.faults {
+            doc = replace_block(&doc, "faults", &format!("{stamp}{}", f.markdown()));
         }
         write(&path, &doc)?;
         eprintln!("xtask: wrote {}", path.display());

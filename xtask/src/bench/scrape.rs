@@ -101,6 +101,25 @@ impl Counters {
     }
 }
 
+/// The sum of the series of metric `name` whose labels include every
+/// `(key, value)` of `want`; `None` when no series matches.
+pub fn gauge(text: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
+    let mut sum = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (n, labels) = series.split_once('{').unwrap_or((series, ""));
+        if n != name || !want.iter().all(|(k, v)| label(labels, k) == Some(v)) {
+            continue;
+        }
+        if let Ok(v) = value.trim().parse::<f64>() {
+            *sum.get_or_insert(0.0) += v;
+        }
+    }
+    sum
+}
+
 fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
     labels.trim_end_matches('}').split(',').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
@@ -134,5 +153,28 @@ mod tests {
         let d = b.since(&a);
         assert_eq!((d.events, d.lost), (98.0, 3.0));
         assert_eq!(d.corrections, vec![("missed".to_string(), 3.0)]);
+    }
+
+    #[test]
+    fn gauge_sums_the_series_with_the_labels_asked_for() {
+        let text = "tracer_tcp_sockets{state=\"established\"} 4\n\
+                    tracer_workload_sockets{pod=\"\",netns=\"host\",state=\"time_wait\"} 7\n\
+                    tracer_workload_sockets{pod=\"\",netns=\"4026\",state=\"time_wait\"} 2\n\
+                    tracer_netns_tracked 3\n";
+        assert_eq!(
+            gauge(text, "tracer_tcp_sockets", &[("state", "established")]),
+            Some(4.0)
+        );
+        let tw = [("netns", "host"), ("state", "time_wait")];
+        assert_eq!(gauge(text, "tracer_workload_sockets", &tw), Some(7.0));
+        assert_eq!(
+            gauge(text, "tracer_workload_sockets", &[("state", "time_wait")]),
+            Some(9.0)
+        );
+        assert_eq!(gauge(text, "tracer_netns_tracked", &[]), Some(3.0));
+        assert_eq!(
+            gauge(text, "tracer_tcp_sockets", &[("state", "listen")]),
+            None
+        );
     }
 }

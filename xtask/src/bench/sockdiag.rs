@@ -1,5 +1,5 @@
-//! The kernel's own count of TIME_WAIT sockets, as `ss -tan state time-wait`
-//! would list them: one `NETLINK_SOCK_DIAG` dump per address family with the
+//! The kernel's own count of TIME_WAIT (or ESTABLISHED) sockets, as
+//! `ss -tan state time-wait` would list them: one `NETLINK_SOCK_DIAG` dump per address family with the
 //! state filter `1 << TCP_TIME_WAIT`, counting the replies. It runs in the
 //! calling thread's network namespace (the one the churn runs in), in
 //! process and without formatting, so a count takes milliseconds and can be
@@ -50,12 +50,25 @@ struct Request {
 const _: () = assert!(size_of::<InetDiagReqV2>() == 56);
 const _: () = assert!(size_of::<Request>() == 72);
 
+/// `TCP_ESTABLISHED` (include/net/tcp_states.h).
+const TCP_ESTABLISHED: u32 = 1;
+
 /// TIME_WAIT TCP sockets (IPv4 and IPv6) in this thread's network namespace.
 pub fn count_time_wait() -> anyhow::Result<u64> {
-    Ok(count(libc::AF_INET as u8)? + count(libc::AF_INET6 as u8)?)
+    count_states(1 << TCP_TIME_WAIT)
 }
 
-fn count(family: u8) -> anyhow::Result<u64> {
+/// ESTABLISHED TCP sockets (IPv4 and IPv6) in this thread's network
+/// namespace, as `ss -tan state established` lists them.
+pub fn count_established() -> anyhow::Result<u64> {
+    count_states(1 << TCP_ESTABLISHED)
+}
+
+fn count_states(states: u32) -> anyhow::Result<u64> {
+    Ok(count(libc::AF_INET as u8, states)? + count(libc::AF_INET6 as u8, states)?)
+}
+
+fn count(family: u8, states: u32) -> anyhow::Result<u64> {
     // SAFETY: plain syscall; the descriptor is owned right away.
     let fd = unsafe {
         libc::socket(
@@ -80,7 +93,7 @@ fn count(family: u8) -> anyhow::Result<u64> {
         req: InetDiagReqV2 {
             family,
             protocol: libc::IPPROTO_TCP as u8,
-            states: 1 << TCP_TIME_WAIT,
+            states,
             ..InetDiagReqV2::default()
         },
     };
