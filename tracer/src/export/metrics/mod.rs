@@ -711,48 +711,4 @@ impl crate::engine::Observer for &Metrics {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exposition_has_every_family_with_zeroes() {
-        let m = Metrics::new();
-        m.transition(TcpState::FinWait2, TcpState::Close);
-        m.observe_stay(TcpState::TimeWait, 60.2);
-        m.set_time_wait_by_port([(Some(8080), 3), (None, 2), (None, 1)].into_iter());
-        let text = m.encode();
-        for needle in [
-            "tracer_tcp_sockets{state=\"time_wait\"} 0",
-            "tracer_tcp_state_transitions_total{from=\"fin_wait2\",to=\"close\"} 1",
-            "tracer_tcp_state_transitions_total{from=\"established\",to=\"close_wait\"} 0",
-            "tracer_tcp_state_duration_seconds_bucket{le=\"61.0\",state=\"time_wait\"} 1",
-            "tracer_tcp_state_duration_seconds_bucket{le=\"60.0\",state=\"time_wait\"} 0",
-            "tracer_tcp_connections_closed_total{closed_by=\"reset\"} 0",
-            "tracer_tcp_time_wait_sockets{port=\"8080\"} 3",
-            "tracer_tcp_time_wait_sockets{port=\"other\"} 3",
-            "tracer_tcp_resets_total{direction=\"received\"} 0",
-            "tracer_events_total{kind=\"synack_retransmit\"} 0",
-            "tracer_events_lost_total 0",
-            "tracer_reconcile_corrections_total{reason=\"missed\"} 0",
-            "tracer_reconcile_corrections_total{reason=\"netns_gone\"} 0",
-            "tracer_netns_tracked 0",
-            "tracer_netns_unreachable{reason=\"no_cap_sys_admin\"} 0",
-            "tracer_tracked_sockets 0",
-            "tracer_evictions_total 0",
-            "tracer_time_wait_overflows_total 0",
-            "tracer_build_info{",
-        ] {
-            assert!(text.contains(needle), "missing {needle} in:\n{text}");
-        }
-        let classic = to_classic_text(&text);
-        assert!(
-            classic.contains("# TYPE tracer_tcp_retransmits_total counter\n"),
-            "{classic}"
-        );
-        assert!(classic.contains("# HELP tracer_tcp_retransmits_total "));
-        assert!(classic.contains("# TYPE tracer_tcp_sockets gauge\n"));
-        assert!(!classic.contains("# EOF") && !classic.contains("# UNIT"));
-        // A transition the kernel never reports has no pre-created series.
-        assert!(!text.contains("from=\"time_wait\""));
-    }
-}
+mod tests;
