@@ -26,10 +26,10 @@ use std::{
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tracer::{
-    diag::DiagSocket,
     engine::{Config, Engine, NS_PER_SEC},
     event::SockEvent,
     export::metrics::Metrics,
+    snapshot::SocketSnapshot,
     tcp::TcpState,
 };
 
@@ -65,7 +65,7 @@ impl Feed {
     fn maybe_reconcile(&mut self, metrics: &Metrics) {
         let now = 1_000_000_000 + self.next_conn * GAP_NS;
         if now - self.last_reconcile_ns >= NS_PER_SEC {
-            let empty: &[DiagSocket] = &[];
+            let empty: &[SocketSnapshot] = &[];
             self.engine.reconcile(empty, now, true, &mut &*metrics);
             self.last_reconcile_ns = now;
         }

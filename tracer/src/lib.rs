@@ -17,4 +17,5 @@ pub mod export;
 pub mod ingest;
 pub mod leaks;
 pub mod pipeline;
+pub mod snapshot;
 pub mod tcp;

@@ -15,7 +15,8 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use tracer::diag::{DiagSocket, DumpOptions, Dumper, TimerKind, dump_tcp, owners_of};
+use tracer::diag::{DumpOptions, Dumper, dump_tcp, owners_of};
+use tracer::snapshot::{SocketSnapshot, TimerKind};
 use tracer::tcp::{Family, TcpState};
 
 /// Counts allocations made by threads that opted in, so a test can check
@@ -50,7 +51,7 @@ fn require_root() {
     );
 }
 
-fn dump(with_info: bool) -> Vec<DiagSocket> {
+fn dump(with_info: bool) -> Vec<SocketSnapshot> {
     dump_tcp(DumpOptions {
         with_info,
         without_time_wait: false,
@@ -59,7 +60,7 @@ fn dump(with_info: bool) -> Vec<DiagSocket> {
 }
 
 /// The sockets whose local and remote endpoints are exactly these.
-fn find(socks: &[DiagSocket], local: SocketAddr, peer: SocketAddr) -> Vec<DiagSocket> {
+fn find(socks: &[SocketSnapshot], local: SocketAddr, peer: SocketAddr) -> Vec<SocketSnapshot> {
     let key = (local.ip(), local.port(), peer.ip(), peer.port());
     socks
         .iter()
@@ -68,7 +69,7 @@ fn find(socks: &[DiagSocket], local: SocketAddr, peer: SocketAddr) -> Vec<DiagSo
         .collect()
 }
 
-fn one(socks: &[DiagSocket], local: SocketAddr, peer: SocketAddr) -> DiagSocket {
+fn one(socks: &[SocketSnapshot], local: SocketAddr, peer: SocketAddr) -> SocketSnapshot {
     let found = find(socks, local, peer);
     assert_eq!(found.len(), 1, "one socket {local} -> {peer}: {found:#?}");
     found[0]
@@ -112,7 +113,7 @@ fn ss_cookie(state: &str, local: u16, peer: u16) -> u64 {
 }
 
 /// Poll dumps until `f` finds what it wants (5 s at most).
-fn wait_for<T>(what: &str, mut f: impl FnMut(&[DiagSocket]) -> Option<T>) -> T {
+fn wait_for<T>(what: &str, mut f: impl FnMut(&[SocketSnapshot]) -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         if let Some(t) = f(&dump(false)) {
@@ -295,7 +296,7 @@ fn client_close_leaves_timewait_with_the_client_cookie() {
     let (port, cport) = (laddr.port(), caddr.port());
     let cookie = one(&dump(false), caddr, laddr).cookie;
     let client_in = |state: TcpState, timewait: bool| {
-        move |s: &[DiagSocket]| {
+        move |s: &[SocketSnapshot]| {
             find(s, caddr, laddr)
                 .into_iter()
                 .find(|s| (s.state, s.timewait) == (state, timewait))
@@ -422,7 +423,7 @@ fn many_sockets_span_many_datagrams_and_reuse_allocates_nothing() {
     .expect("dumper");
     let mut out = Vec::new();
     dumper.dump_into(&mut out).expect("dump");
-    let ours = |s: &&DiagSocket| {
+    let ours = |s: &&SocketSnapshot| {
         s.state == TcpState::Established && (s.sport == laddr.port() || s.dport == laddr.port())
     };
     assert_eq!(out.iter().filter(ours).count(), held.len());
@@ -469,7 +470,7 @@ fn one_walk_and_per_family_dumps_agree() {
         drop(c);
         assert_eq!(s.read(&mut [0u8; 1]).expect("eof"), 0);
     }
-    let ours = |out: &[DiagSocket]| -> HashSet<(u64, TcpState)> {
+    let ours = |out: &[SocketSnapshot]| -> HashSet<(u64, TcpState)> {
         out.iter()
             .filter(|s| ports.contains(&s.sport) || ports.contains(&s.dport))
             .map(|s| (s.cookie, s.state))

@@ -11,12 +11,12 @@ use crate::{
     bpf::DEFAULT_RING_BYTES,
     config::{self, DEFAULT_RECONCILE_BUDGET, Settings},
     container::ContainerMap,
-    diag::DiagSocket,
     engine,
     event::{Kind, SockEvent},
     export::stream,
     leaks::{Change, Thresholds},
     pipeline::{self, Core, Flow, NetnsChoice, NetnsScope, Pipeline, Reconcile, Sink},
+    snapshot::SocketSnapshot,
 };
 
 /// The pipeline `tracer events` runs. With leak detection: an engine for
@@ -104,7 +104,7 @@ impl<W: Write> Sink for Printer<W> {
     fn reconciled(
         &mut self,
         _core: &mut Core<()>,
-        _dump: &[DiagSocket],
+        _dump: &[SocketSnapshot],
         changes: &[Change],
         start_ns: u64,
     ) {

@@ -32,8 +32,10 @@ use netlink_packet_sock_diag::{
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
-use super::parse::{Counts, Step, parse_datagram};
-use super::{DiagSocket, netns::NetnsHandle};
+use super::error::DiagError;
+use super::netns::NetnsHandle;
+use super::parse::{Counts, Step, TCPDIAG_GETSOCK, parse_datagram};
+use crate::snapshot::SocketSnapshot;
 
 /// Initial receive buffer: twice the largest datagram a dump sends today.
 const RECV_BUF_LEN: usize = 64 * 1024;
@@ -48,74 +50,6 @@ pub struct DumpOptions {
     /// FIN_WAIT2 timewait sockets stay in). On a busy host they are the bulk
     /// of a dump: 131,072 of them cost ~150 ms of kernel time.
     pub without_time_wait: bool,
-}
-
-/// A failed dump, in words a user can act on.
-#[derive(Debug, thiserror::Error)]
-pub enum DiagError {
-    /// The netlink socket could not be created or bound.
-    #[error("cannot open a NETLINK_SOCK_DIAG socket (needed to list TCP sockets)")]
-    Open(#[source] io::Error),
-    /// The network namespace could not be entered to open the socket there.
-    #[error("cannot enter the network namespace (entering another namespace needs CAP_SYS_ADMIN)")]
-    Enter(#[source] io::Error),
-    /// Sending the dump request failed.
-    #[error("cannot send the {family} TCP socket dump request to the kernel")]
-    Send {
-        /// `IPv4` or `IPv6`.
-        family: &'static str,
-        /// The send error.
-        #[source]
-        source: io::Error,
-    },
-    /// Receiving the dump failed.
-    #[error("cannot read the {family} TCP socket dump from the kernel")]
-    Recv {
-        /// `IPv4` or `IPv6`.
-        family: &'static str,
-        /// The receive error.
-        #[source]
-        source: io::Error,
-    },
-    /// The kernel answered with an error (`NLMSG_ERROR`, or a negative
-    /// status in `NLMSG_DONE`).
-    #[error("the kernel refused the {family} TCP socket dump: {}", explain(*.errno))]
-    Refused {
-        /// `IPv4` or `IPv6`.
-        family: &'static str,
-        /// The positive errno.
-        errno: i32,
-    },
-    /// A datagram was larger than the receive buffer and was cut; the
-    /// buffer has been grown, so the next dump will fit.
-    #[error("a {family} sock_diag datagram of {needed} bytes did not fit the receive buffer")]
-    Truncated {
-        /// `IPv4` or `IPv6`.
-        family: &'static str,
-        /// The datagram's real size.
-        needed: usize,
-    },
-    /// The kernel's reply could not be decoded.
-    #[error("the kernel sent a malformed {family} sock_diag reply: {detail}")]
-    Malformed {
-        /// `IPv4` or `IPv6`.
-        family: &'static str,
-        /// What was wrong.
-        detail: String,
-    },
-}
-
-/// One sentence for a sock_diag errno.
-fn explain(errno: i32) -> String {
-    match errno {
-        libc::EPERM | libc::EACCES => "permission denied; a seccomp, SELinux or AppArmor policy \
-            blocks sock_diag: run tracer as root or allow NETLINK_SOCK_DIAG"
-            .to_owned(),
-        libc::ENOENT => "this kernel has no TCP sock_diag support; load it with \
-            `modprobe tcp_diag` or build with CONFIG_INET_DIAG and CONFIG_INET_TCP_DIAG"
-            .to_owned(),
-        e => format!("{}", io::Error::from_raw_os_error(e)),
-    }
 }
 
 /// Sizes of the last dump, for logs and metrics.
@@ -141,7 +75,7 @@ pub struct Dumper {
     socket: Option<Socket>,
     /// The namespace entered to (re)open the socket; `None`: the caller's.
     netns: Option<NetnsHandle>,
-    /// Written into every [`DiagSocket::netns`] this dumper lists.
+    /// Written into every [`SocketSnapshot::netns`] this dumper lists.
     netns_inode: u32,
     buf: Vec<u8>,
     /// Serialized requests: both families (`TCPDIAG_GETSOCK`), AF_INET and
@@ -213,14 +147,14 @@ impl Dumper {
     /// Replace the contents of `out` with every TCP socket of this network
     /// namespace. `out` keeps its capacity, so a steady-state
     /// reconcile allocates nothing. On error `out` holds a partial dump.
-    pub fn dump_into(&mut self, out: &mut Vec<DiagSocket>) -> Result<(), DiagError> {
+    pub fn dump_into(&mut self, out: &mut Vec<SocketSnapshot>) -> Result<(), DiagError> {
         out.clear();
         self.dump_append(out)
     }
 
     /// Append every TCP socket of this dumper's namespace to `out`, each
-    /// with [`DiagSocket::netns`] set. On error `out` may hold part of it.
-    pub fn dump_append(&mut self, out: &mut Vec<DiagSocket>) -> Result<(), DiagError> {
+    /// with [`SocketSnapshot::netns`] set. On error `out` may hold part of it.
+    pub fn dump_append(&mut self, out: &mut Vec<SocketSnapshot>) -> Result<(), DiagError> {
         let from = out.len();
         let r = match self.dump_once(out, from) {
             // dump_family grew the buffer to fit; retry once, and return a
@@ -239,7 +173,7 @@ impl Dumper {
         self.stats
     }
 
-    fn dump_once(&mut self, out: &mut Vec<DiagSocket>, from: usize) -> Result<(), DiagError> {
+    fn dump_once(&mut self, out: &mut Vec<SocketSnapshot>, from: usize) -> Result<(), DiagError> {
         out.truncate(from);
         self.stats = DumpStats::default();
         // On error the socket is dropped, not put back: a half-read dump
@@ -279,7 +213,7 @@ impl Dumper {
         socket: &Socket,
         which: usize,
         family: &'static str,
-        out: &mut Vec<DiagSocket>,
+        out: &mut Vec<SocketSnapshot>,
     ) -> Result<(), DiagError> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
@@ -322,7 +256,7 @@ impl Dumper {
 
 /// Take one dump with a fresh [`Dumper`]. For repeated dumps keep a
 /// `Dumper` and call [`Dumper::dump_into`].
-pub fn dump_tcp(opts: DumpOptions) -> Result<Vec<DiagSocket>, DiagError> {
+pub fn dump_tcp(opts: DumpOptions) -> Result<Vec<SocketSnapshot>, DiagError> {
     let mut out = Vec::new();
     Dumper::new(opts)?.dump_into(&mut out)?;
     Ok(out)
@@ -359,9 +293,6 @@ fn states(opts: DumpOptions) -> u32 {
         u32::MAX
     }
 }
-
-/// Netlink message type of the original TCP dump request.
-pub(super) const TCPDIAG_GETSOCK: u16 = 18;
 
 /// A serialized `TCPDIAG_GETSOCK` dump request (an `inet_diag_req`): both
 /// families in one walk. The crate models only the newer request, so the

@@ -13,7 +13,7 @@
 //! counted: a socket with an inode and no owner found then has an owner we
 //! could not see ([`OwnerScan::unknown`]), which is not the same as having
 //! none (orphaned, timewait and request sockets, inode 0).
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::Read;
 
 use procfs::{
@@ -22,77 +22,7 @@ use procfs::{
 };
 
 use super::cgroup::parse_proc_cgroup;
-
-/// One descriptor of a socket in one process.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Owner {
-    /// Process id (thread group id).
-    pub pid: u32,
-    /// `/proc/<pid>/comm`: the thread group leader's name.
-    pub comm: String,
-    /// `/proc/<pid>/cmdline`, arguments joined by spaces; empty for kernel
-    /// threads and zombies.
-    pub cmdline: String,
-    /// The descriptor number in that process.
-    pub fd: u32,
-    /// The cgroup v2 path (the `0::` line of `/proc/<pid>/cgroup`), or empty
-    /// when there is no unified hierarchy.
-    pub cgroup: String,
-    /// The 64-hex container id found in the cgroup path, if any (see
-    /// [`container_id`](super::container_id)).
-    pub container_id: Option<String>,
-}
-
-/// What an owner scan found, and how much of `/proc` it could read.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct OwnerScan {
-    /// Every (process, fd) holding each inode, sorted by pid then fd.
-    /// Inodes nobody was seen to hold are absent.
-    pub owners: HashMap<u64, Vec<Owner>>,
-    /// Processes whose descriptors could not be read (permission denied).
-    pub unreadable: usize,
-}
-
-/// Why an owner is unknown when other users' descriptors were unreadable.
-pub const HINT_UNREADABLE: &str = "other users' /proc/<pid>/fd could not be read: \
-     run as root, or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, to name the owner";
-/// Why an owner is unknown when every process could be read.
-pub const HINT_NOT_VISIBLE: &str = "no process in this pid namespace holds it: \
-     run in the host's pid namespace to name the owner (or it was closed since the dump)";
-
-impl OwnerScan {
-    /// For a socket with no owner found: why its owner is unknown (a hint
-    /// with the fix), or `None` when it has none to find (inode 0:
-    /// orphaned, timewait and request sockets) or its owner was found.
-    pub fn unknown(&self, inode: u64) -> Option<&'static str> {
-        if inode == 0 || self.owners.contains_key(&inode) {
-            None
-        } else if self.unreadable > 0 {
-            Some(HINT_UNREADABLE)
-        } else {
-            Some(HINT_NOT_VISIBLE)
-        }
-    }
-}
-
-/// The scan reads as its map of owners (`scan[&inode]`, `scan.get(&inode)`).
-impl std::ops::Deref for OwnerScan {
-    type Target = HashMap<u64, Vec<Owner>>;
-
-    fn deref(&self) -> &Self::Target {
-        &self.owners
-    }
-}
-
-/// A scan that read everything (tests, and lookups built by hand).
-impl From<HashMap<u64, Vec<Owner>>> for OwnerScan {
-    fn from(owners: HashMap<u64, Vec<Owner>>) -> Self {
-        OwnerScan {
-            owners,
-            unreadable: 0,
-        }
-    }
-}
+use crate::snapshot::{FdOwner, OwnerScan};
 
 /// Find every (process, fd) holding each socket inode in `inodes`, and
 /// count the processes whose descriptors could not be read.
@@ -158,7 +88,7 @@ pub fn owners_of(inodes: &HashSet<u64>) -> OwnerScan {
     scan
 }
 
-/// The per-process part of an [`Owner`], read once per process with hits.
+/// The per-process part of an [`FdOwner`], read once per process with hits.
 struct Identity {
     pid: u32,
     comm: String,
@@ -189,8 +119,8 @@ impl Identity {
         })
     }
 
-    fn owner(&self, fd: u32) -> Owner {
-        Owner {
+    fn owner(&self, fd: u32) -> FdOwner {
+        FdOwner {
             pid: self.pid,
             comm: self.comm.clone(),
             cmdline: self.cmdline.clone(),
@@ -216,24 +146,6 @@ fn read_relative(process: &Process, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn no_owner_and_unknown_owner_are_told_apart() {
-        let found = OwnerScan::from(HashMap::from([(7, Vec::new())]));
-        // inode 0: orphaned, timewait, request socket: nobody to find.
-        assert_eq!(found.unknown(0), None);
-        // Found.
-        assert_eq!(found.unknown(7), None);
-        // Not found, everything readable: outside our pid namespace.
-        assert_eq!(found.unknown(8), Some(HINT_NOT_VISIBLE));
-        let partial = OwnerScan {
-            unreadable: 3,
-            ..found
-        };
-        assert_eq!(partial.unknown(0), None);
-        assert_eq!(partial.unknown(8), Some(HINT_UNREADABLE));
-        assert!(HINT_UNREADABLE.contains("CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"));
-    }
 
     #[test]
     fn this_process_finds_its_own_socket() {

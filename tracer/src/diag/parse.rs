@@ -1,4 +1,4 @@
-//! Decoding of sock_diag reply datagrams into [`DiagSocket`]s, in place.
+//! Decoding of sock_diag reply datagrams into [`SocketSnapshot`]s, in place.
 //!
 //! Everything here reads straight out of the receive buffer: the netlink
 //! header with `netlink_packet_core::NetlinkBuffer`, the socket id with
@@ -31,9 +31,13 @@ use netlink_packet_sock_diag::{
     AF_INET, AF_INET6, INET_DIAG_INFO, INET_DIAG_SHUTDOWN, SOCK_DIAG_BY_FAMILY, inet::SocketId,
 };
 
-use super::dump::DiagError;
-use super::{DiagSocket, TcpInfo, TimerKind};
+use super::error::DiagError;
+use crate::snapshot::{SocketSnapshot, TcpInfo, TimerKind};
 use crate::tcp::{Family, TcpState};
+
+/// Netlink message type of the original TCP dump request
+/// (`TCPDIAG_GETSOCK`, which `dump` sends for its one-walk dump).
+pub(super) const TCPDIAG_GETSOCK: u16 = 18;
 
 /// `sizeof(struct inet_diag_msg)`.
 const INET_DIAG_MSG_LEN: usize = 72;
@@ -88,7 +92,7 @@ pub(super) fn parse_datagram(
     buf: &[u8],
     seq: u32,
     family: &'static str,
-    out: &mut Vec<DiagSocket>,
+    out: &mut Vec<SocketSnapshot>,
     counts: &mut Counts,
 ) -> Result<Step, DiagError> {
     let malformed = |detail: String| DiagError::Malformed { family, detail };
@@ -130,7 +134,7 @@ pub(super) fn parse_datagram(
             NLMSG_OVERRUN => return Err(malformed("NLMSG_OVERRUN: data was lost".into())),
             // Replies carry the request's type; both requests get
             // `inet_diag_msg` records.
-            SOCK_DIAG_BY_FAMILY | super::dump::TCPDIAG_GETSOCK => {
+            SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK => {
                 match decode_socket(payload).map_err(malformed)? {
                     Some(sock) => {
                         out.push(sock);
@@ -147,7 +151,7 @@ pub(super) fn parse_datagram(
 
 /// Decode one `inet_diag_msg` and its attributes. `Ok(None)` for a state
 /// or family this code does not know (a newer kernel), which the caller counts.
-pub(super) fn decode_socket(p: &[u8]) -> Result<Option<DiagSocket>, String> {
+pub(super) fn decode_socket(p: &[u8]) -> Result<Option<SocketSnapshot>, String> {
     if p.len() < INET_DIAG_MSG_LEN {
         return Err(format!(
             "inet_diag_msg of {} bytes, expected at least {INET_DIAG_MSG_LEN}",
@@ -188,7 +192,7 @@ pub(super) fn decode_socket(p: &[u8]) -> Result<Option<DiagSocket>, String> {
         4 => TimerKind::Probe,
         _ => TimerKind::None,
     };
-    Ok(Some(DiagSocket {
+    Ok(Some(SocketSnapshot {
         cookie: cookie_from_id(&id.cookie),
         family,
         state,

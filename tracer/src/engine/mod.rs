@@ -113,7 +113,7 @@ mod wheel;
 pub use hash::{BuildCookieHasher, CookieHasher};
 pub use observer::{ClosedBy, Correction, Direction, Observer, TimeWaitEnd};
 pub use reconcile::ReconcileReport;
-pub use record::{Owner, PATH_LEN, SocketView};
+pub use record::{PATH_LEN, SocketView, SyscallOwner};
 pub use wheel::TimeWaitClock;
 
 use record::flag;

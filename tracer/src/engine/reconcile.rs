@@ -12,7 +12,7 @@
 use super::observer::{ClosedBy, Correction, Observer, TimeWaitEnd};
 use super::record::{Record, flag, tw_end};
 use super::{Engine, TCP_TIMEWAIT_LEN_NS, TIME_WAIT_SLACK_NS};
-use crate::diag::DiagSocket;
+use crate::snapshot::SocketSnapshot;
 use crate::tcp::TcpState::{self, *};
 
 /// What one reconcile found and fixed.
@@ -53,7 +53,7 @@ pub struct ReconcileReport {
 
 /// Dump states the engine does not track: no event ever describes them
 /// (request sockets, bound-only sockets, closed ones).
-fn untracked_state(d: &DiagSocket) -> bool {
+fn untracked_state(d: &SocketSnapshot) -> bool {
     !d.timewait && matches!(d.state, Close | NewSynRecv | BoundInactive)
 }
 
@@ -77,14 +77,14 @@ fn implied_closer(state: TcpState, timewait: bool) -> Option<ClosedBy> {
 
 /// An untracked timewait socket about to expire (overdue ones show 0 ms):
 /// most likely one whose finished record retention already dropped.
-fn time_wait_ending(d: &DiagSocket) -> bool {
+fn time_wait_ending(d: &SocketSnapshot) -> bool {
     d.timewait
         && d.state != FinWait2
         && u64::from(d.expires_ms).saturating_mul(1_000_000) <= TIME_WAIT_SLACK_NS
 }
 
 /// A record for a socket first seen in a dump, or `None` for an untracked state.
-fn adopted(d: &DiagSocket, now_ns: u64) -> Option<Record> {
+fn adopted(d: &SocketSnapshot, now_ns: u64) -> Option<Record> {
     if untracked_state(d) {
         return None;
     }
@@ -119,7 +119,7 @@ impl Engine {
     /// `Stats::not_adopted`. Returns how many records were created. An
     /// adopted TIME_WAIT ends by its timer (at `since + 60 s`) on the first
     /// `apply`, `reconcile` or `expire` past it.
-    pub fn adopt(&mut self, dump: &[DiagSocket], now_ns: u64) -> usize {
+    pub fn adopt(&mut self, dump: &[SocketSnapshot], now_ns: u64) -> usize {
         self.clock_ns = self.clock_ns.max(now_ns);
         self.drop_retained();
         let mut n = 0;
@@ -152,7 +152,7 @@ impl Engine {
     /// after draining the events up to the dump (see the module docs).
     pub fn reconcile(
         &mut self,
-        dump: &[DiagSocket],
+        dump: &[SocketSnapshot],
         now_ns: u64,
         covers_time_wait: bool,
         obs: &mut impl Observer,
@@ -166,7 +166,7 @@ impl Engine {
     /// dump).
     pub fn reconcile_within(
         &mut self,
-        dump: &[DiagSocket],
+        dump: &[SocketSnapshot],
         now_ns: u64,
         covers_time_wait: bool,
         covers: impl Fn(u32) -> bool,
@@ -225,7 +225,7 @@ impl Engine {
     fn present(
         &mut self,
         slot: u32,
-        d: &DiagSocket,
+        d: &SocketSnapshot,
         now_ns: u64,
         judge_before: u64,
         rep: &mut ReconcileReport,

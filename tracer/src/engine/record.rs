@@ -239,14 +239,14 @@ impl Record {
 
 /// The process that owns a socket, as seen in a syscall-context transition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Owner {
+pub struct SyscallOwner {
     /// Thread-group id.
     pub pid: u32,
     /// `comm`, NUL-padded.
     pub comm: [u8; 16],
 }
 
-impl Owner {
+impl SyscallOwner {
     /// `comm` as text.
     pub fn comm_str(&self) -> &str {
         comm_str(&self.comm)
@@ -384,8 +384,8 @@ impl<'a> SocketView<'a> {
     }
 
     /// The owning process, when a syscall-context transition revealed it.
-    pub fn owner(&self) -> Option<Owner> {
-        self.rec.has(flag::OWNER).then_some(Owner {
+    pub fn owner(&self) -> Option<SyscallOwner> {
+        self.rec.has(flag::OWNER).then_some(SyscallOwner {
             pid: self.rec.pid,
             comm: self.rec.comm,
         })

@@ -12,7 +12,7 @@ use super::rollup::{Gauges, Report, Rollup, Source};
 use super::rules::{PortAcc, Stall, apply_scan, cleared_how, socket_flag};
 use super::{Change, Flag, LeakKind, Reason, Thresholds, fmt_duration};
 use crate::{
-    diag::{DiagSocket, owner::OwnerScan},
+    snapshot::{OwnerScan, SocketSnapshot},
     tcp::TcpState,
 };
 
@@ -99,11 +99,11 @@ impl Detector {
     /// detector then uses when it first saw the socket in that state, as a
     /// lower bound. `owners` is called at most once, with the inodes of new
     /// flags (and of earlier ones still without an owner); pass
-    /// [`crate::diag::owners_of`]. A flag whose owner the scan could not
+    /// the `/proc` owner scan. A flag whose owner the scan could not
     /// see is marked `owner_unknown`, with a hint.
     pub fn update<S, O, R>(
         &mut self,
-        dump: &[DiagSocket],
+        dump: &[SocketSnapshot],
         now_ns: u64,
         since: S,
         owners: O,
@@ -222,7 +222,7 @@ impl Detector {
 
     fn check<S>(
         &mut self,
-        d: &DiagSocket,
+        d: &SocketSnapshot,
         now: u64,
         since: &S,
         found: &mut BTreeMap<Key, Flag>,
@@ -329,7 +329,7 @@ impl Detector {
 
     /// How long `d` has been in its state: the engine's time when exact,
     /// else the earliest of the engine's lower bound and our first sight.
-    fn age<S>(&mut self, d: &DiagSocket, now: u64, since: &S) -> Option<(u64, bool)>
+    fn age<S>(&mut self, d: &SocketSnapshot, now: u64, since: &S) -> Option<(u64, bool)>
     where
         S: Fn(u64, TcpState) -> Option<(u64, bool)>,
     {

@@ -3,9 +3,10 @@
 //!
 //! Pure: [`Detector::update`] takes a sock_diag dump (with `tcp_info`), the
 //! current monotonic time, a lookup of known state-entry times (the engine)
-//! and an owner lookup (`diag::owners_of`, which also says whether an
-//! owner it did not find could not be read), and returns the flags raised and
-//! cleared since the last call. It does no I/O of its own.
+//! and an owner lookup (the `/proc` scan's
+//! [`OwnerScan`](crate::snapshot::OwnerScan), which also says whether an
+//! owner it did not find could not be read), and returns the flags raised
+//! and cleared since the last call. It does no I/O of its own.
 //!
 //! - [`detect`]: the rules and the [`Detector`] state (first-seen times,
 //!   active flags, a bounded ring of cleared flags);
@@ -33,7 +34,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{diag::Owner, tcp::TcpState};
+use crate::{snapshot::FdOwner, tcp::TcpState};
 
 pub mod detect;
 pub mod rollup;
@@ -209,7 +210,7 @@ pub struct Flag {
     pub count: Option<u32>,
     /// Every (process, fd) holding the socket; empty for orphans, and when
     /// the owner could not be read.
-    pub owners: Vec<Owner>,
+    pub owners: Vec<FdOwner>,
     /// True when the socket has an owner (an inode) that could not be
     /// named: not readable without privileges, or outside our pid
     /// namespace. False with no owners means there is none (orphaned,

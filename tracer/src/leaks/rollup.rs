@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::{Flag, LeakKind, Reason, Thresholds};
+use crate::snapshot::{OwnerScan, SocketSnapshot};
 
 /// Growth is measured over this window.
 const WINDOW_NS: u64 = 300 * 1_000_000_000;
@@ -352,13 +353,9 @@ enum Holder {
 
 /// The report of a one-shot snapshot (no agent): every CLOSE_WAIT socket of
 /// `dump` is a suspected leak, with its owners from `owners` (as
-/// [`crate::diag::owners_of`] returns: the holders, and whether an owner
+/// the `/proc` owner scan returns: the holders, and whether an owner
 /// not found could not be read) and its age unknown.
-pub fn snapshot_report(
-    dump: &[crate::diag::DiagSocket],
-    owners: &crate::diag::owner::OwnerScan,
-    note: String,
-) -> Report {
+pub fn snapshot_report(dump: &[SocketSnapshot], owners: &OwnerScan, note: String) -> Report {
     let flags: Vec<Flag> = dump
         .iter()
         .filter(|d| d.state == crate::tcp::TcpState::CloseWait && !d.timewait)

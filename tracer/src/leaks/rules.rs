@@ -4,7 +4,7 @@
 use super::detect::{Detector, MAX_TRACKED, ns, secs};
 use super::{Flag, LeakKind, Reason, fmt_duration};
 use crate::{
-    diag::{DiagSocket, TcpInfo, TimerKind},
+    snapshot::{OwnerScan, SocketSnapshot, TcpInfo, TimerKind},
     tcp::TcpState,
 };
 use std::collections::hash_map::Entry;
@@ -35,7 +35,12 @@ impl Detector {
     /// unanswered can turn into retransmits when the application writes, with
     /// a moment between the two (data in flight, first RTO not yet fired)
     /// that shows neither. An ACK after the stall began ends it.
-    pub(super) fn half_open(&mut self, d: &DiagSocket, info: &TcpInfo, now: u64) -> Option<Flag> {
+    pub(super) fn half_open(
+        &mut self,
+        d: &SocketSnapshot,
+        info: &TcpInfo,
+        now: u64,
+    ) -> Option<Flag> {
         let rto = info.unacked > 0 && (info.retransmits > 0 || info.backoff > 0);
         let probes = d.timer_retrans.max(info.probes);
         let keepalive = d.timer == TimerKind::Keepalive && probes > 0;
@@ -122,7 +127,7 @@ impl Detector {
     /// zero-window probe timer hides the keepalive timer; either of them
     /// notices a dead peer anyway. So only a socket with no timer at all is
     /// at risk.
-    pub(super) fn idle(&self, d: &DiagSocket, info: &TcpInfo, now: u64) -> Option<Flag> {
+    pub(super) fn idle(&self, d: &SocketSnapshot, info: &TcpInfo, now: u64) -> Option<Flag> {
         if d.state != TcpState::Established || d.timer != TimerKind::None {
             return None;
         }
@@ -192,7 +197,7 @@ impl Detector {
 
 /// A flag about one socket, raised at `now` (owners filled in later).
 pub(super) fn socket_flag(
-    d: &DiagSocket,
+    d: &SocketSnapshot,
     kind: LeakKind,
     reason: Option<Reason>,
     now: u64,
@@ -225,7 +230,7 @@ pub(super) fn socket_flag(
 
 /// Fill in `f`'s owners from `scan`, or mark them unknown (with the hint)
 /// when the socket has an owner the scan could not see.
-pub(super) fn apply_scan(f: &mut Flag, scan: &crate::diag::owner::OwnerScan) {
+pub(super) fn apply_scan(f: &mut Flag, scan: &OwnerScan) {
     if let Some(list) = scan.get(&f.inode).filter(|_| f.inode != 0) {
         f.owners = list.clone();
         f.owner_unknown = false;

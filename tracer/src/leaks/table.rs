@@ -220,12 +220,12 @@ pub(crate) mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
-    use crate::diag::{DiagSocket, Owner, TimerKind, owner::OwnerScan};
     use crate::leaks::snapshot_report;
+    use crate::snapshot::{FdOwner, OwnerScan, SocketSnapshot, TimerKind};
     use crate::tcp::{Family, TcpState};
 
-    fn close_wait(cookie: u64, inode: u64, rqueue: u32) -> DiagSocket {
-        DiagSocket {
+    fn close_wait(cookie: u64, inode: u64, rqueue: u32) -> SocketSnapshot {
+        SocketSnapshot {
             cookie,
             family: Family::Ipv4,
             state: TcpState::CloseWait,
@@ -246,9 +246,9 @@ pub(crate) mod tests {
         }
     }
 
-    fn owner(pid: u32, comm: &str, fd: u32) -> Owner {
+    fn owner(pid: u32, comm: &str, fd: u32) -> FdOwner {
         let cgroup = "/system.slice/docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope";
-        Owner {
+        FdOwner {
             pid,
             comm: comm.into(),
             cmdline: format!("/usr/bin/{comm} --port 8080"),

@@ -23,7 +23,8 @@ use super::{
 };
 use crate::{
     container::{ContainerMap, Resolver, ResolverStats},
-    diag::{DiagError, DiagSocket, DumpOptions, Dumper, NetnsHandle, netstat::TimeWaitLimit},
+    diag::{DiagError, DumpOptions, Dumper, NetnsHandle, netstat::TimeWaitLimit},
+    snapshot::SocketSnapshot,
 };
 
 /// Most namespaces followed at once; more are counted in
@@ -70,7 +71,7 @@ pub struct Census {
 
 /// One snapshot of every TCP socket in `scope` (every namespace in it), for
 /// a one-shot report, and what was found about namespaces.
-pub fn snapshot(scope: NetnsScope) -> anyhow::Result<(Vec<DiagSocket>, Census)> {
+pub fn snapshot(scope: NetnsScope) -> anyhow::Result<(Vec<SocketSnapshot>, Census)> {
     let (kit, dump) = Kit::new(scope, SNAPSHOT, SNAPSHOT).dump(false);
     dump.result?;
     Ok((kit.buf, dump.census))
@@ -93,7 +94,7 @@ impl Ns {
         &mut self,
         full: bool,
         opts: DumpOptions,
-        out: &mut Vec<DiagSocket>,
+        out: &mut Vec<SocketSnapshot>,
     ) -> Result<(), DiagError> {
         let slot = if full { &mut self.full } else { &mut self.live };
         let dumper = match slot {
@@ -119,7 +120,7 @@ struct Kit {
     known: BTreeSet<u32>,
     /// Names the container of each namespace, once per container.
     resolver: Resolver,
-    buf: Vec<DiagSocket>,
+    buf: Vec<SocketSnapshot>,
 }
 
 impl Kit {
@@ -357,7 +358,7 @@ impl DumpSource {
     }
 
     /// The sockets of the last dump (empty while one runs).
-    pub fn sockets(&self) -> &[DiagSocket] {
+    pub fn sockets(&self) -> &[SocketSnapshot] {
         self.kit.as_ref().map_or(&[], |k| &k.buf)
     }
 

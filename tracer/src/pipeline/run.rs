@@ -12,10 +12,7 @@ use super::{
     sink::{Dumped, Flow, NetnsTally, Sink, Tallies},
 };
 use crate::{
-    diag::{DiagSocket, owners_of},
-    engine::Observer,
-    ingest::Ingest,
-    leaks::Change,
+    diag::owners_of, engine::Observer, ingest::Ingest, leaks::Change, snapshot::SocketSnapshot,
 };
 
 /// Sleep until monotonic `at_ns`; forever when `None`.
@@ -317,7 +314,7 @@ fn reconcile<D: Observer, S: Sink<Derived = D>>(
     core: &SharedCore<D>,
     scope: NetnsScope,
     sink: &mut S,
-    sockets: &[DiagSocket],
+    sockets: &[SocketSnapshot],
     dump: &Dump,
 ) -> (u64, u64) {
     let mut guard = core.lock();

@@ -6,9 +6,9 @@ use std::{sync::Arc, time::Duration};
 use super::Core;
 use crate::{
     container::{ContainerMap, ResolverStats},
-    diag::DiagSocket,
     event::SockEvent,
     leaks::Change,
+    snapshot::SocketSnapshot,
 };
 
 /// Whether the pipeline goes on after a turn of its loop.
@@ -78,7 +78,7 @@ pub trait Sink {
     fn batch(&mut self, read: usize, core: Option<&Core<Self::Derived>>) {}
 
     /// The first dump was adopted into the engine.
-    fn adopted(&mut self, core: &mut Core<Self::Derived>, dump: &[DiagSocket]) {}
+    fn adopted(&mut self, core: &mut Core<Self::Derived>, dump: &[SocketSnapshot]) {}
 
     /// The engine ended what was due at the current time, with no dump.
     fn advanced(&mut self, core: &Core<Self::Derived>) {}
@@ -88,7 +88,7 @@ pub trait Sink {
     fn reconciled(
         &mut self,
         core: &mut Core<Self::Derived>,
-        dump: &[DiagSocket],
+        dump: &[SocketSnapshot],
         changes: &[Change],
         start_ns: u64,
     ) {

@@ -160,7 +160,7 @@ fn parse_checked(buf: &[u8]) -> Result<Result<Step, DiagError>, TestCaseError> {
 }
 
 /// What every decoded socket satisfies.
-fn check_socket(s: &DiagSocket) -> Result<(), TestCaseError> {
+fn check_socket(s: &SocketSnapshot) -> Result<(), TestCaseError> {
     match s.family {
         Family::Ipv4 => prop_assert!(s.saddr.is_ipv4() && s.daddr.is_ipv4()),
         Family::Ipv6 => prop_assert!(s.saddr.is_ipv6() && s.daddr.is_ipv6()),

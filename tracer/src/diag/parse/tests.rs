@@ -92,7 +92,7 @@ impl Msg {
         p
     }
 
-    fn decode(&self) -> DiagSocket {
+    fn decode(&self) -> SocketSnapshot {
         decode_socket(&self.bytes())
             .expect("decodes")
             .expect("known state")
@@ -127,7 +127,7 @@ fn full_established_socket_with_tcp_info() {
     let s = m.decode();
     assert_eq!(
         s,
-        DiagSocket {
+        SocketSnapshot {
             cookie: 0x1_0001_920f,
             family: Family::Ipv4,
             state: TcpState::Established,

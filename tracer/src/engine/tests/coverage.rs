@@ -107,7 +107,7 @@ fn a_frequent_dump_does_not_judge_what_may_hide_in_time_wait() {
     struct Case {
         name: &'static str,
         events: Vec<Ev>,
-        confirm: Option<DiagSocket>,
+        confirm: Option<SocketSnapshot>,
         full: fn(&ReconcileReport) -> bool,
     }
     let cases = [

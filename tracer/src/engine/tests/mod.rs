@@ -7,8 +7,8 @@ use super::{
     ClosedBy, Config, Correction, Direction, Engine, Observer, ReconcileReport, SocketView,
     TimeWaitEnd,
 };
-use crate::diag::{DiagSocket, TimerKind};
 use crate::event::{Kind, SockEvent};
+use crate::snapshot::{SocketSnapshot, TimerKind};
 use crate::tcp::{Family, TcpState};
 
 mod coverage;
@@ -117,10 +117,10 @@ impl Ev {
 
 /// A dump entry for `cookie`, with the same tuple `ev(cookie)` has.
 #[derive(Clone, Copy, Debug)]
-pub struct Diag(pub DiagSocket);
+pub struct Diag(pub SocketSnapshot);
 
 pub fn diag(cookie: u64, state: TcpState) -> Diag {
-    Diag(DiagSocket {
+    Diag(SocketSnapshot {
         cookie,
         family: Family::Ipv4,
         state,
@@ -142,7 +142,7 @@ pub fn diag(cookie: u64, state: TcpState) -> Diag {
 }
 
 /// A timewait socket (`state` TimeWait or FinWait2) with `expires_ms` left.
-pub fn tw(cookie: u64, state: TcpState, expires_ms: u32) -> DiagSocket {
+pub fn tw(cookie: u64, state: TcpState, expires_ms: u32) -> SocketSnapshot {
     let mut d = diag(cookie, state).0;
     d.timewait = true;
     d.timer = TimerKind::TimeWait;
@@ -236,14 +236,14 @@ impl H {
     }
 
     /// Reconcile with a full dump (TIME_WAIT included).
-    pub fn reconcile(&mut self, dump: &[DiagSocket], now: u64) -> ReconcileReport {
+    pub fn reconcile(&mut self, dump: &[SocketSnapshot], now: u64) -> ReconcileReport {
         self.reconcile_with(dump, now, true)
     }
 
     /// Reconcile with the same full dump twice, 1 ms before `now` and at
     /// `now`: a timewait record is judged absent only by a second full dump
     /// in a row that lacks it. Returns both reports summed.
-    pub fn reconcile_absent(&mut self, dump: &[DiagSocket], now: u64) -> ReconcileReport {
+    pub fn reconcile_absent(&mut self, dump: &[SocketSnapshot], now: u64) -> ReconcileReport {
         let a = self.reconcile(dump, now - ms(1));
         let b = self.reconcile(dump, now);
         ReconcileReport {
@@ -265,7 +265,7 @@ impl H {
     }
 
     /// Reconcile with a frequent dump (no timewait sockets in TIME_WAIT).
-    pub fn frequent(&mut self, dump: &[DiagSocket], now: u64) -> ReconcileReport {
+    pub fn frequent(&mut self, dump: &[SocketSnapshot], now: u64) -> ReconcileReport {
         assert!(
             !dump
                 .iter()
@@ -275,7 +275,12 @@ impl H {
         self.reconcile_with(dump, now, false)
     }
 
-    pub fn reconcile_with(&mut self, dump: &[DiagSocket], now: u64, full: bool) -> ReconcileReport {
+    pub fn reconcile_with(
+        &mut self,
+        dump: &[SocketSnapshot],
+        now: u64,
+        full: bool,
+    ) -> ReconcileReport {
         let rep = self.e.reconcile(dump, now, full, &mut self.o);
         self.check();
         rep
@@ -288,7 +293,7 @@ impl H {
         n
     }
 
-    pub fn adopt(&mut self, dump: &[DiagSocket], now: u64) -> usize {
+    pub fn adopt(&mut self, dump: &[SocketSnapshot], now: u64) -> usize {
         let n = self.e.adopt(dump, now);
         self.check();
         n

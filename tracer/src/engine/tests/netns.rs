@@ -7,7 +7,7 @@ use crate::tcp::TcpState::*;
 const A: u32 = 4026532001;
 const B: u32 = 4026532002;
 
-fn in_ns(mut d: DiagSocket, netns: u32) -> DiagSocket {
+fn in_ns(mut d: SocketSnapshot, netns: u32) -> SocketSnapshot {
     d.netns = netns;
     d
 }

@@ -53,7 +53,7 @@ fn event(c: u64, k: Kind, from: TcpState, to: TcpState, ts: u64, port: u16) -> E
 }
 
 /// The dump; a frequent one (`!full`) lists no timewait socket in TIME_WAIT.
-fn dump(d: &[(u64, TcpState, bool, u32)], full: bool) -> Vec<DiagSocket> {
+fn dump(d: &[(u64, TcpState, bool, u32)], full: bool) -> Vec<SocketSnapshot> {
     d.iter()
         .filter(|&&(_, s, timewait, _)| full || !timewait || s == TcpState::FinWait2)
         .map(|&(c, s, timewait, exp)| {

@@ -66,7 +66,7 @@ fn corrections_table() {
     struct Case {
         name: &'static str,
         events: Vec<Ev>,
-        dump: Vec<DiagSocket>,
+        dump: Vec<SocketSnapshot>,
         cookie: u64,
         correction: Option<Correction>,
         state: TcpState,

@@ -229,7 +229,7 @@ fn a_full_dump_that_skips_a_stay_once_does_not_end_it() {
     assert_eq!(h.n(TimeWait), 0);
 }
 
-fn in_ns(mut d: DiagSocket, netns: u32) -> DiagSocket {
+fn in_ns(mut d: SocketSnapshot, netns: u32) -> SocketSnapshot {
     d.netns = netns;
     d.sport = 40000;
     d

@@ -9,13 +9,13 @@ mod rollup;
 mod stalls;
 
 use super::*;
-use crate::diag::{DiagSocket, Owner, TcpInfo, TimerKind};
+use crate::snapshot::{FdOwner, SocketSnapshot, TcpInfo, TimerKind};
 use crate::tcp::{Family, TcpState};
 
 const S: u64 = 1_000_000_000;
 
-fn sock(cookie: u64, state: TcpState) -> DiagSocket {
-    DiagSocket {
+fn sock(cookie: u64, state: TcpState) -> SocketSnapshot {
+    SocketSnapshot {
         cookie,
         family: Family::Ipv4,
         state,
@@ -41,12 +41,12 @@ fn sock(cookie: u64, state: TcpState) -> DiagSocket {
     }
 }
 
-fn info(d: &mut DiagSocket) -> &mut TcpInfo {
+fn info(d: &mut SocketSnapshot) -> &mut TcpInfo {
     d.info.get_or_insert_with(TcpInfo::default)
 }
 
-fn owner(pid: u32, comm: &str, fd: u32) -> Owner {
-    Owner {
+fn owner(pid: u32, comm: &str, fd: u32) -> FdOwner {
+    FdOwner {
         pid,
         comm: comm.into(),
         cmdline: format!("{comm} --serve"),
@@ -57,7 +57,7 @@ fn owner(pid: u32, comm: &str, fd: u32) -> Owner {
 }
 
 /// Owners: socket inode 1000+cookie held by pid 100 ("app") at fd = cookie.
-fn app_owners(inodes: &HashSet<u64>) -> HashMap<u64, Vec<Owner>> {
+fn app_owners(inodes: &HashSet<u64>) -> HashMap<u64, Vec<FdOwner>> {
     inodes
         .iter()
         .map(|&i| (i, vec![owner(100, "app", (i - 1000) as u32)]))
@@ -211,7 +211,7 @@ fn history_ring_is_bounded() {
     assert_eq!(det.recently_cleared().count(), detect::HISTORY);
 }
 
-fn stalled(cookie: u64, no_ack_ms: u32) -> DiagSocket {
+fn stalled(cookie: u64, no_ack_ms: u32) -> SocketSnapshot {
     let mut d = sock(cookie, TcpState::Established);
     d.timer = TimerKind::Retransmit;
     let i = info(&mut d);

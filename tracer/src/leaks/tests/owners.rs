@@ -2,8 +2,8 @@
 //! capabilities that would name them; sockets with no owner (inode 0) stay
 //! "no process". Through the detector, the report, its JSON and the table.
 use super::*;
-use crate::diag::owner::{HINT_NOT_VISIBLE, HINT_UNREADABLE, OwnerScan};
 use crate::leaks::table::render;
+use crate::snapshot::{HINT_NOT_VISIBLE, HINT_UNREADABLE, OwnerScan};
 
 /// A scan that could not read some processes and found nothing.
 fn unreadable(_: &HashSet<u64>) -> OwnerScan {
@@ -139,7 +139,7 @@ fn a_later_scan_that_reads_the_owner_names_it() {
 fn an_owner_outside_our_pid_namespace_is_unknown_too() {
     let mut det = Detector::new(thresholds());
     let dump = [sock(1, TcpState::CloseWait)];
-    let everything_read = |_: &HashSet<u64>| HashMap::<u64, Vec<Owner>>::new();
+    let everything_read = |_: &HashSet<u64>| HashMap::<u64, Vec<FdOwner>>::new();
     det.update(&dump, S, none, everything_read);
     let c = det.update(&dump, 62 * S, none, everything_read);
     let f = raised(&c)[0];

@@ -8,7 +8,7 @@ fn rollup_groups_by_process_and_measures_growth() {
     let mut det = Detector::new(thresholds());
     let exact = |_: u64, _: TcpState| Some((0, false));
     // "app" (pid 100) leaks one more socket every 10 s; "db" (pid 200) holds one.
-    let db_owner = |inodes: &HashSet<u64>| -> HashMap<u64, Vec<Owner>> {
+    let db_owner = |inodes: &HashSet<u64>| -> HashMap<u64, Vec<FdOwner>> {
         inodes
             .iter()
             .map(|&i| {

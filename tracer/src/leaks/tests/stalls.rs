@@ -5,7 +5,7 @@
 use super::*;
 
 /// An idle socket with SO_KEEPALIVE whose probes go unanswered.
-fn probing(cookie: u64, no_ack_ms: u32) -> DiagSocket {
+fn probing(cookie: u64, no_ack_ms: u32) -> SocketSnapshot {
     let mut d = sock(cookie, TcpState::Established);
     d.timer = TimerKind::Keepalive;
     d.timer_retrans = 3;

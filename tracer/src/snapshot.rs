@@ -1,0 +1,192 @@
+//! Plain snapshot data: what the kernel and `/proc` say about sockets at
+//! one moment, with no I/O.
+//!
+//! [`crate::diag`] fills these in (a sock_diag dump gives
+//! [`SocketSnapshot`]s, a `/proc` scan gives an [`OwnerScan`]); the engine
+//! reconciles against them and the leak detectors judge them, without
+//! depending on the netlink and procfs code.
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use crate::tcp::{Family, TcpState};
+
+/// The kernel timer armed on a socket (`idiag_timer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerKind {
+    /// No timer.
+    None,
+    /// Retransmission (or SYN/SYN-ACK, loss probe, RACK reorder) timer.
+    Retransmit,
+    /// Keepalive timer (also used for SYN_SENT/FIN_WAIT2 timeouts).
+    Keepalive,
+    /// The TIME_WAIT timer of a timewait socket.
+    TimeWait,
+    /// Zero-window probe timer.
+    Probe,
+}
+
+/// The fields of `struct tcp_info` the detectors use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpInfo {
+    /// `tcpi_retransmits`: consecutive RTO retransmits of the head segment.
+    pub retransmits: u8,
+    /// `tcpi_probes`: unanswered zero-window or keepalive probes.
+    pub probes: u8,
+    /// `tcpi_backoff`: RTO exponential backoff.
+    pub backoff: u8,
+    /// `tcpi_rto`, microseconds.
+    pub rto_us: u32,
+    /// `tcpi_unacked`: segments sent and not yet acknowledged.
+    pub unacked: u32,
+    /// `tcpi_last_data_sent`, milliseconds ago.
+    pub last_data_sent_ms: u32,
+    /// `tcpi_last_data_recv`, milliseconds ago.
+    pub last_data_recv_ms: u32,
+    /// `tcpi_last_ack_recv`, milliseconds ago.
+    pub last_ack_recv_ms: u32,
+    /// `tcpi_total_retrans`.
+    pub total_retrans: u32,
+}
+
+/// One socket as a sock_diag dump lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketSnapshot {
+    /// `idiag_cookie`: the same cookie the kernel programs report.
+    pub cookie: u64,
+    /// Address family.
+    pub family: Family,
+    /// `idiag_state`. A timewait socket reports its substate here:
+    /// `TimeWait`, or `FinWait2` for an orphaned FIN_WAIT2 socket. Two
+    /// kernel quirks are undone: a request socket (reported as SYN_RECV)
+    /// reads `NewSynRecv`, and a bound-but-inactive socket (reported as
+    /// CLOSE with no peer) reads `BoundInactive`.
+    pub state: TcpState,
+    /// True for an `inet_timewait_sock` (the mini socket that replaces a
+    /// closed full socket during TIME_WAIT or orphaned FIN_WAIT2).
+    pub timewait: bool,
+    /// Local address. IPv4 peers of a dual-stack IPv6 socket appear as
+    /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`), as the kernel reports them.
+    pub saddr: IpAddr,
+    /// Local port.
+    pub sport: u16,
+    /// Remote address.
+    pub daddr: IpAddr,
+    /// Remote port.
+    pub dport: u16,
+    /// `idiag_inode`; 0 for timewait and orphaned sockets.
+    pub inode: u64,
+    /// `idiag_uid`.
+    pub uid: u32,
+    /// The armed timer.
+    pub timer: TimerKind,
+    /// Milliseconds until the timer fires (`idiag_expires`); for a timewait
+    /// socket, until it is destroyed.
+    pub expires_ms: u32,
+    /// `idiag_retrans`: retransmits or unanswered probes counted by the timer.
+    pub timer_retrans: u8,
+    /// `idiag_rqueue`: bytes not yet read by the application (established
+    /// sockets), or the accept backlog (listeners).
+    pub rqueue: u32,
+    /// `idiag_wqueue`: bytes not yet acknowledged, or the backlog limit.
+    pub wqueue: u32,
+    /// `tcp_info`, for full sockets when it was requested.
+    pub info: Option<TcpInfo>,
+    /// Inode of the network namespace the socket lives in: that of the
+    /// [`Dumper`](crate::diag::Dumper) that listed it (0 when unknown).
+    pub netns: u32,
+}
+
+/// One descriptor of a socket in one process.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FdOwner {
+    /// Process id (thread group id).
+    pub pid: u32,
+    /// `/proc/<pid>/comm`: the thread group leader's name.
+    pub comm: String,
+    /// `/proc/<pid>/cmdline`, arguments joined by spaces; empty for kernel
+    /// threads and zombies.
+    pub cmdline: String,
+    /// The descriptor number in that process.
+    pub fd: u32,
+    /// The cgroup v2 path (the `0::` line of `/proc/<pid>/cgroup`), or empty
+    /// when there is no unified hierarchy.
+    pub cgroup: String,
+    /// The 64-hex container id found in the cgroup path, if any (see
+    /// [`container_id`](crate::diag::container_id)).
+    pub container_id: Option<String>,
+}
+
+/// What an owner scan ([`crate::diag::owners_of`]) found, and how much of
+/// `/proc` it could read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OwnerScan {
+    /// Every (process, fd) holding each inode, sorted by pid then fd.
+    /// Inodes nobody was seen to hold are absent.
+    pub owners: HashMap<u64, Vec<FdOwner>>,
+    /// Processes whose descriptors could not be read (permission denied).
+    pub unreadable: usize,
+}
+
+/// Why an owner is unknown when other users' descriptors were unreadable.
+pub const HINT_UNREADABLE: &str = "other users' /proc/<pid>/fd could not be read: \
+     run as root, or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, to name the owner";
+/// Why an owner is unknown when every process could be read.
+pub const HINT_NOT_VISIBLE: &str = "no process in this pid namespace holds it: \
+     run in the host's pid namespace to name the owner (or it was closed since the dump)";
+
+impl OwnerScan {
+    /// For a socket with no owner found: why its owner is unknown (a hint
+    /// with the fix), or `None` when it has none to find (inode 0:
+    /// orphaned, timewait and request sockets) or its owner was found.
+    pub fn unknown(&self, inode: u64) -> Option<&'static str> {
+        if inode == 0 || self.owners.contains_key(&inode) {
+            None
+        } else if self.unreadable > 0 {
+            Some(HINT_UNREADABLE)
+        } else {
+            Some(HINT_NOT_VISIBLE)
+        }
+    }
+}
+
+/// The scan reads as its map of owners (`scan[&inode]`, `scan.get(&inode)`).
+impl std::ops::Deref for OwnerScan {
+    type Target = HashMap<u64, Vec<FdOwner>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.owners
+    }
+}
+
+/// A scan that read everything (tests, and lookups built by hand).
+impl From<HashMap<u64, Vec<FdOwner>>> for OwnerScan {
+    fn from(owners: HashMap<u64, Vec<FdOwner>>) -> Self {
+        OwnerScan {
+            owners,
+            unreadable: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_owner_and_unknown_owner_are_told_apart() {
+        let found = OwnerScan::from(HashMap::from([(7, Vec::new())]));
+        // inode 0: orphaned, timewait, request socket: nobody to find.
+        assert_eq!(found.unknown(0), None);
+        // Found.
+        assert_eq!(found.unknown(7), None);
+        // Not found, everything readable: outside our pid namespace.
+        assert_eq!(found.unknown(8), Some(HINT_NOT_VISIBLE));
+        let partial = OwnerScan {
+            unreadable: 3,
+            ..found
+        };
+        assert_eq!(partial.unknown(0), None);
+        assert_eq!(partial.unknown(8), Some(HINT_UNREADABLE));
+        assert!(HINT_UNREADABLE.contains("CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"));
+    }
+}
