@@ -212,6 +212,34 @@ impl Kit {
         (gone.into_iter().collect(), census)
     }
 
+    /// Look for namespaces without dumping any: those that vanished are
+    /// reported in `gone`, new ones wait (unadopted) for the next dump.
+    /// Costs a scan of `/proc`, not a walk of the kernel's socket table
+    /// per namespace, so it runs every interval whatever the budget.
+    fn survey(mut self) -> (Kit, Dump) {
+        let start_ns = monotonic_ns();
+        let cpu_before = thread_cpu_ns();
+        let (gone, mut census) = self.refresh();
+        self.buf.clear();
+        census.tracked = self.spaces.len();
+        census.refused = self.refused.iter().copied().collect();
+        let dump = Dump {
+            start_ns,
+            cpu_ns: thread_cpu_ns().saturating_sub(cpu_before),
+            full: false,
+            survey: true,
+            unadopted: self.spaces.values().any(|ns| !ns.adopted),
+            tw_limits: Vec::new(),
+            result: Ok(()),
+            covered: Vec::new(),
+            fresh_from: 0,
+            fresh: Vec::new(),
+            gone,
+            census,
+        };
+        (self, dump)
+    }
+
     fn dump(mut self, full: bool) -> (Kit, Dump) {
         let start_ns = monotonic_ns();
         let cpu_before = thread_cpu_ns();
@@ -266,6 +294,8 @@ impl Kit {
             start_ns,
             cpu_ns,
             full,
+            survey: false,
+            unadopted: false,
             tw_limits,
             result,
             covered,
@@ -288,6 +318,10 @@ pub struct Dump {
     pub cpu_ns: u64,
     /// TIME_WAIT sockets included.
     pub full: bool,
+    /// Only a look for namespaces ([`DumpSource::survey`]): no sockets.
+    pub survey: bool,
+    /// A survey found namespaces no dump has adopted yet.
+    pub unadopted: bool,
     /// `tcp_max_tw_buckets` of each namespace followed (full dumps only).
     pub tw_limits: Vec<(u32, u32)>,
     /// Whether the dump succeeded (in at least one namespace).
@@ -337,6 +371,13 @@ impl DumpSource {
     pub fn start(&mut self, full: bool) {
         let kit = self.take_kit();
         self.job = Some(tokio::task::spawn_blocking(move || kit.dump(full)));
+    }
+
+    /// Start a survey (a look for namespaces, no sockets) on a blocking
+    /// thread; it ends like a dump, with `survey` set.
+    pub fn survey(&mut self) {
+        let kit = self.take_kit();
+        self.job = Some(tokio::task::spawn_blocking(move || kit.survey()));
     }
 
     /// True while a dump runs.

@@ -109,6 +109,8 @@ struct Tracking {
     /// Kernel-side losses when the last dump started: more since then means
     /// the engine may be wrong, and the next tick dumps whatever the budget.
     lost_at_dump: u64,
+    /// The last survey found namespaces no dump has adopted yet.
+    unadopted: bool,
     /// The sentences about unreachable namespaces already said.
     warned: run::Warned,
 }
@@ -143,6 +145,7 @@ impl<D: Observer> Pipeline<D> {
                     dumps: DumpSource::open(cfg.scope),
                     paces: Paces::new(r.interval, r.time_wait_interval, r.budget_percent),
                     lost_at_dump: 0,
+                    unadopted: false,
                     warned: run::Warned::default(),
                 })
             }

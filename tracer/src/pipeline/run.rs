@@ -88,10 +88,19 @@ impl<D: Observer> Pipeline<D> {
             return Ok(());
         };
         let lost = self.probes.counters().bursty();
-        if let Some(full) = t.paces.next(monotonic_ns(), lost > t.lost_at_dump) {
+        // Lost events or a namespace no dump has seen: dump whatever the
+        // budget says.
+        let urgent = lost > t.lost_at_dump || t.unadopted;
+        if let Some(full) = t.paces.next(monotonic_ns(), urgent) {
             t.lost_at_dump = lost;
+            t.unadopted = false;
             // On a blocking thread; events keep flowing meanwhile.
             t.dumps.start(full);
+        } else if self.scope.is_all() {
+            // Namespaces come and go between dumps the budget spaces out:
+            // look for them every interval (a /proc scan, no socket walk).
+            t.dumps.survey();
+            self.expire(sink);
         } else {
             // No dump this tick: still drop what retention says, as a
             // reconcile would.
@@ -117,6 +126,19 @@ impl<D: Observer> Pipeline<D> {
             return;
         };
         new_containers(&self.core, &dump, sink);
+        if dump.survey {
+            let ended = {
+                let mut core = self.core.lock();
+                let Core {
+                    engine, derived, ..
+                } = &mut *core;
+                engine.forget_time_wait_limits(&dump.gone);
+                engine.end_netns(&dump.gone, dump.start_ns, derived)
+            };
+            t.unadopted = dump.unadopted;
+            tally_netns(t, &mut self.event_netns, &dump, ended, sink);
+            return;
+        }
         let (cpu_ns, ended) = match &dump.result {
             Ok(()) => {
                 let (engine_ns, n) = reconcile(
