@@ -3,13 +3,13 @@
 //! measured alone so that a regression is easy to place.
 //!
 //! - `decode`: raw 88-byte records -> `SockEvent`.
-//! - `metrics`: the per-event metric updates (`event`, `transition`,
-//!   `observe_stay`) alone.
+//! - `metrics`: the per-event metric updates (`event`, and the recorders'
+//!   `transition` and `stay`) alone.
 //! - `apply`: decoded events -> `Engine::apply` with a no-op observer.
-//! - `apply_metrics`: the same with `&Metrics` as the observer.
+//! - `apply_metrics`: the same with the metrics' recorders as the observer.
 //! - `decode_engine`: bytes -> decode -> apply: the issue-5 target
 //!   (2,000,000 events/s on one core).
-//! - `pipeline`: bytes -> decode -> `Metrics::event` -> apply with `&Metrics`:
+//! - `pipeline`: bytes -> decode -> count the event -> apply with the recorders:
 //!   what the agent's ring-buffer callback does, less the dwell window.
 //!
 //! The stateful benches feed a steady stream at 20,000 client-closes-first
@@ -26,7 +26,7 @@ use std::{
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tracer::{
-    engine::{Config, Engine, NS_PER_SEC},
+    engine::{Config, Engine, NS_PER_SEC, Observer},
     event::SockEvent,
     export::metrics::Metrics,
     snapshot::SocketSnapshot,
@@ -66,7 +66,8 @@ impl Feed {
         let now = 1_000_000_000 + self.next_conn * GAP_NS;
         if now - self.last_reconcile_ns >= NS_PER_SEC {
             let empty: &[SocketSnapshot] = &[];
-            self.engine.reconcile(empty, now, true, &mut &*metrics);
+            self.engine
+                .reconcile(empty, now, true, &mut metrics.recorders());
             self.last_reconcile_ns = now;
         }
     }
@@ -117,13 +118,14 @@ fn benches(c: &mut Criterion) {
     });
 
     let decoded = decode_all(&raw);
+    let mut recorders = metrics.recorders();
     g.bench_function("metrics", |b| {
         b.iter(|| {
             for ev in &decoded {
-                metrics.event(ev.kind);
+                metrics.agent.event(ev.kind);
                 if let (Some(from), Some(to)) = (ev.old_state, ev.new_state) {
-                    metrics.transition(from, to);
-                    metrics.observe_stay(from, black_box(0.000_006));
+                    recorders.transition(0, from, to);
+                    recorders.stay(0, from, black_box(6_000), false);
                 }
             }
         })
@@ -147,7 +149,7 @@ fn benches(c: &mut Criterion) {
             let prep = |raw: Vec<[u8; 88]>| decode_all(&raw);
             feed.time(iters, &metrics, prep, |engine, evs| {
                 for ev in evs {
-                    engine.apply(black_box(ev), &mut &metrics);
+                    engine.apply(black_box(ev), &mut recorders);
                 }
             })
         })
@@ -181,8 +183,8 @@ fn benches(c: &mut Criterion) {
                 |engine, raw| {
                     for r in raw {
                         if let Ok(ev) = SockEvent::decode(black_box(r)) {
-                            metrics.event(ev.kind);
-                            engine.apply(&ev, &mut &metrics);
+                            metrics.agent.event(ev.kind);
+                            engine.apply(&ev, &mut recorders);
                         }
                     }
                 },

@@ -147,9 +147,10 @@ impl Api for AgentApi {
         let counts = core.engine.counts_by_state();
         let mut states = serde_json::Map::new();
         let mut dwell = serde_json::Map::new();
+        let (_, stays) = &core.derived;
         for st in TcpState::ALL {
             states.insert(st.name().into(), json!(counts[st.index()]));
-            if let Some(p) = core.derived.dwell.percentiles(st) {
+            if let Some(p) = stays.percentiles(st) {
                 dwell.insert(st.name().into(), json!(p));
             }
         }

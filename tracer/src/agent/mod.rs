@@ -65,10 +65,7 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
     let listener = http::bind(settings.listen)?;
     let metrics = Arc::new(Metrics::new());
     metrics.workloads.set_cap(settings.max_workloads);
-    let mut pipeline = Pipeline::new(
-        pipeline_config(&settings)?,
-        AgentState::new(metrics.clone()),
-    )?;
+    let mut pipeline = Pipeline::new(pipeline_config(&settings)?, state::agent_state(&metrics))?;
     let started_ns = monotonic_ns();
     let shared = Arc::new(Shared {
         core: pipeline.core(),

@@ -1,28 +1,18 @@
 //! The agent's sink: metrics, the agent's log of leak flags, and the
 //! health and freshness marks the HTTP API reports.
-use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    sync::{Arc, atomic::Ordering},
-};
+use std::sync::{Arc, atomic::Ordering};
 
 use super::state::{AgentState, Shared};
 use crate::{
     diag::DiagSocket,
     event::SockEvent,
-    export::workload::{Counts, WORKLOAD_STATES, Workload},
-    leaks::{Change, LeakKind},
+    leaks::Change,
     pipeline::{Core, Dumped, Flow, NetnsTally, Sink, Tallies, monotonic_ns},
-    tcp::TcpState,
 };
 
 /// Feeds the agent's metrics and shared state from the pipeline.
 pub struct AgentSink {
     shared: Arc<Shared>,
-    /// Kernel losses and undecodable records already counted in the metrics.
-    lost_seen: u64,
-    undecodable_seen: u64,
-    /// Container cache evictions already counted.
-    evictions_seen: u64,
     /// The namespace tracer runs in: its workload is `host`.
     own_netns: u32,
     /// When the per-workload gauges were last refreshed (monotonic ns).
@@ -38,9 +28,6 @@ impl AgentSink {
     pub fn new(shared: Arc<Shared>, own_netns: u32) -> AgentSink {
         AgentSink {
             shared,
-            lost_seen: 0,
-            undecodable_seen: 0,
-            evictions_seen: 0,
             own_netns,
             workloads_at_ns: 0,
         }
@@ -73,27 +60,10 @@ impl AgentSink {
     /// Per-workload socket counts and leak flags, into the metrics.
     fn publish_workloads(&mut self, core: &Core<AgentState>) {
         self.workloads_at_ns = monotonic_ns();
-        let mut by_netns: HashMap<u32, Counts> = HashMap::new();
-        for v in core.engine.sockets().filter(|v| v.is_live()) {
-            if let Some(i) = WORKLOAD_STATES.iter().position(|&s| s == v.state()) {
-                by_netns.entry(v.netns()).or_default().sockets[i] += 1;
-            }
-        }
-        for f in core.detector.active() {
-            if let Some(i) = LeakKind::ALL.iter().position(|&k| k == f.kind) {
-                let n = match f.kind {
-                    LeakKind::StuckHandshake => u64::from(f.count.unwrap_or(1)),
-                    _ => 1,
-                };
-                by_netns.entry(f.netns).or_default().leaks[i] += n;
-            }
-        }
-        let mut tally: BTreeMap<Workload, Counts> = BTreeMap::new();
-        for (netns, c) in by_netns {
-            let w = Workload::of(netns, self.own_netns, &core.containers);
-            tally.entry(w).or_default().add(&c);
-        }
-        self.shared.metrics.workloads.set(tally);
+        self.shared
+            .metrics
+            .netns
+            .publish_workloads(core, self.own_netns);
     }
 }
 
@@ -102,9 +72,9 @@ impl Sink for AgentSink {
 
     fn event(&mut self, ev: &SockEvent, in_scope: bool) {
         let metrics = &self.shared.metrics;
-        metrics.event(ev.kind);
+        metrics.agent.event(ev.kind);
         if !in_scope {
-            metrics.events_other_netns.inc();
+            metrics.netns.event_not_followed();
         }
     }
 
@@ -120,7 +90,7 @@ impl Sink for AgentSink {
     }
 
     fn adopted(&mut self, core: &mut Core<AgentState>, dump: &[DiagSocket]) {
-        core.derived.listening = listening_ports(dump);
+        self.shared.metrics.tcp.listening_in(dump);
         self.note_cap(core);
         self.shared.publish(core);
         self.publish_workloads(core);
@@ -145,7 +115,7 @@ impl Sink for AgentSink {
         let metrics = &*self.shared.metrics;
         for c in changes {
             if let Change::Raised(f) = c {
-                metrics.leak_flagged(f.kind);
+                metrics.leaks.flagged(f.kind);
             }
             // The agent's log: one JSON object per line, the same objects
             // `tracer events` prints.
@@ -154,8 +124,8 @@ impl Sink for AgentSink {
                 eprint!("{}", String::from_utf8_lossy(&line));
             }
         }
-        metrics.set_leaks(&core.detector.gauges());
-        core.derived.listening = listening_ports(dump);
+        metrics.leaks.publish(&core.detector.gauges());
+        metrics.tcp.listening_in(dump);
         self.note_cap(core);
         self.shared.publish(core);
         self.publish_workloads(core);
@@ -165,45 +135,18 @@ impl Sink for AgentSink {
     }
 
     fn dumped(&mut self, d: &Dumped<'_>) {
-        let metrics = &*self.shared.metrics;
-        let m = &metrics.dumps[usize::from(d.full)];
-        m.count.inc();
-        m.cpu_seconds.inc_by(d.cpu_ns as f64 / 1e9);
-        m.interval_seconds.set(d.interval.as_secs_f64());
+        self.shared.metrics.reconcile.dumped(d);
         if let Some(e) = d.error {
-            metrics.reconcile_errors.inc();
             eprintln!("tracer: reconcile skipped: {e:#}");
         }
     }
 
     fn tallied(&mut self, t: &Tallies) {
-        let s = &self.shared;
-        s.metrics
-            .events_lost
-            .inc_by(t.lost.saturating_sub(self.lost_seen));
-        self.lost_seen = self.lost_seen.max(t.lost);
-        s.metrics
-            .events_undecodable
-            .inc_by(t.undecodable.saturating_sub(self.undecodable_seen));
-        self.undecodable_seen = self.undecodable_seen.max(t.undecodable);
+        self.shared.metrics.agent.tallied(t);
     }
 
     fn netns(&mut self, t: &NetnsTally) {
-        let m = &self.shared.metrics;
-        m.netns_tracked.set(t.tracked as i64);
-        for (gauge, n) in m
-            .netns_unreachable
-            .iter()
-            .zip([t.refused, t.unnamed, t.over_cap])
-        {
-            gauge.set(n as i64);
-        }
-        let w = &m.workloads;
-        w.containers.set(t.containers.attributed as i64);
-        w.cache_entries.set(t.containers.cached as i64);
-        w.cache_evictions
-            .inc_by(t.containers.evictions.saturating_sub(self.evictions_seen));
-        self.evictions_seen = self.evictions_seen.max(t.containers.evictions);
+        self.shared.metrics.netns.publish(t);
     }
 
     fn turn(&mut self) -> anyhow::Result<Flow> {
@@ -212,11 +155,4 @@ impl Sink for AgentSink {
             .store(monotonic_ns(), Ordering::Relaxed);
         Ok(Flow::Continue)
     }
-}
-
-fn listening_ports(dump: &[DiagSocket]) -> HashSet<u16> {
-    dump.iter()
-        .filter(|d| d.state == TcpState::Listen)
-        .map(|d| d.sport)
-        .collect()
 }

@@ -1,91 +1,35 @@
 //! What the agent keeps beside the engine: the state the HTTP handlers
-//! read, and the observer that turns engine outcomes into metrics and
-//! dwell percentiles.
-use std::{
-    collections::HashSet,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64},
-    },
+//! read, and the observers of engine outcomes (the metrics' recorders and
+//! the dwell percentiles).
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicU64},
 };
 
 use super::dwell::Dwell;
 use crate::{
     config::Settings,
-    engine::{ClosedBy, Correction, Direction, Observer, TimeWaitEnd},
-    export::metrics::Metrics,
+    engine::Observer,
+    export::metrics::{Metrics, Recorders},
     pipeline::{Core, SharedCore},
     tcp::TcpState,
 };
 
-/// The agent's part of the pipeline's core: fed with every engine outcome.
-pub struct AgentState {
-    /// All metrics.
-    pub metrics: Arc<Metrics>,
-    /// Recent stays, for percentiles.
-    pub dwell: Dwell,
-    /// Local ports the host listens on, from the last dump.
-    pub listening: HashSet<u16>,
+/// The agent's part of the pipeline's core, fed with every engine
+/// outcome: the metrics' recorders, and recent stays for percentiles.
+pub type AgentState = (Recorders, Dwell);
+
+/// A new [`AgentState`] feeding `metrics`.
+pub fn agent_state(metrics: &Metrics) -> AgentState {
+    (metrics.recorders(), Dwell::new())
 }
 
-impl AgentState {
-    /// Empty, feeding `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> AgentState {
-        AgentState {
-            metrics,
-            dwell: Dwell::new(),
-            listening: HashSet::new(),
-        }
-    }
-}
-
-impl Observer for AgentState {
-    fn stay(&mut self, cookie: u64, state: TcpState, duration_ns: u64, lower_bound: bool) {
-        let mut m = &*self.metrics;
-        m.stay(cookie, state, duration_ns, lower_bound);
+/// Stays whose start was seen, for percentiles.
+impl Observer for Dwell {
+    fn stay(&mut self, _cookie: u64, state: TcpState, duration_ns: u64, lower_bound: bool) {
         if !lower_bound {
-            self.dwell.record(state, duration_ns as f64 / 1e9);
+            self.record(state, duration_ns as f64 / 1e9);
         }
-    }
-    fn transition(&mut self, cookie: u64, from: TcpState, to: TcpState) {
-        let mut m = &*self.metrics;
-        Observer::transition(&mut m, cookie, from, to);
-    }
-    fn closed(&mut self, cookie: u64, by: Option<ClosedBy>) {
-        let mut m = &*self.metrics;
-        Observer::closed(&mut m, cookie, by);
-    }
-    fn retransmit(&mut self, cookie: u64, state: Option<TcpState>) {
-        let mut m = &*self.metrics;
-        m.retransmit(cookie, state);
-    }
-    fn synack_retransmit(&mut self, cookie: u64) {
-        let mut m = &*self.metrics;
-        m.synack_retransmit(cookie);
-    }
-    fn reset(&mut self, cookie: u64, direction: Direction, state: Option<TcpState>) {
-        let mut m = &*self.metrics;
-        Observer::reset(&mut m, cookie, direction, state);
-    }
-    fn time_wait_ended(&mut self, cookie: u64, how: TimeWaitEnd) {
-        let mut m = &*self.metrics;
-        Observer::time_wait_ended(&mut m, cookie, how);
-    }
-    fn time_wait_never_appeared(&mut self, cookie: u64) {
-        let mut m = &*self.metrics;
-        m.time_wait_never_appeared(cookie);
-    }
-    fn correction(&mut self, cookie: u64, reason: Correction) {
-        let mut m = &*self.metrics;
-        Observer::correction(&mut m, cookie, reason);
-    }
-    fn time_wait_overflowed(&mut self, cookie: u64) {
-        let mut m = &*self.metrics;
-        m.time_wait_overflowed(cookie);
-    }
-    fn evicted(&mut self, cookie: u64, live: bool) {
-        let mut m = &*self.metrics;
-        m.evicted(cookie, live);
     }
 }
 
@@ -115,25 +59,6 @@ pub struct Shared {
 impl Shared {
     /// Copy engine-derived gauges into the metrics.
     pub fn publish(&self, core: &Core<AgentState>) {
-        let counts = core.engine.sockets_by_state();
-        self.metrics.set_sockets(&counts);
-        self.metrics.tracked.set(core.engine.tracked() as i64);
-        // TIME_WAIT by listening port, the rest under "other": O(ports
-        // listened on), from counts the engine keeps as it goes.
-        let engine = &core.engine;
-        let total = counts[TcpState::TimeWait.index()];
-        let listed: u64 = core
-            .derived
-            .listening
-            .iter()
-            .map(|&p| engine.time_wait_on_port(p))
-            .sum();
-        let per_port = core
-            .derived
-            .listening
-            .iter()
-            .map(|&p| (Some(p), engine.time_wait_on_port(p)))
-            .chain([(None, total.saturating_sub(listed))]);
-        self.metrics.set_time_wait_by_port(per_port);
+        self.metrics.publish(&core.engine);
     }
 }

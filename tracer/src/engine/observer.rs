@@ -190,3 +190,53 @@ pub trait Observer {
 
 /// Ignores everything.
 impl Observer for () {}
+
+/// Both observers see every outcome, `A` first: the one fan-out, nested
+/// for more than two (`(a, (b, c))`). A method added to [`Observer`] is
+/// added here too, and nowhere else.
+impl<A: Observer, B: Observer> Observer for (A, B) {
+    fn stay(&mut self, cookie: u64, state: TcpState, duration_ns: u64, lower_bound: bool) {
+        self.0.stay(cookie, state, duration_ns, lower_bound);
+        self.1.stay(cookie, state, duration_ns, lower_bound);
+    }
+    fn transition(&mut self, cookie: u64, from: TcpState, to: TcpState) {
+        self.0.transition(cookie, from, to);
+        self.1.transition(cookie, from, to);
+    }
+    fn closed(&mut self, cookie: u64, by: Option<ClosedBy>) {
+        self.0.closed(cookie, by);
+        self.1.closed(cookie, by);
+    }
+    fn retransmit(&mut self, cookie: u64, state: Option<TcpState>) {
+        self.0.retransmit(cookie, state);
+        self.1.retransmit(cookie, state);
+    }
+    fn synack_retransmit(&mut self, cookie: u64) {
+        self.0.synack_retransmit(cookie);
+        self.1.synack_retransmit(cookie);
+    }
+    fn reset(&mut self, cookie: u64, direction: Direction, state: Option<TcpState>) {
+        self.0.reset(cookie, direction, state);
+        self.1.reset(cookie, direction, state);
+    }
+    fn time_wait_ended(&mut self, cookie: u64, how: TimeWaitEnd) {
+        self.0.time_wait_ended(cookie, how);
+        self.1.time_wait_ended(cookie, how);
+    }
+    fn time_wait_never_appeared(&mut self, cookie: u64) {
+        self.0.time_wait_never_appeared(cookie);
+        self.1.time_wait_never_appeared(cookie);
+    }
+    fn time_wait_overflowed(&mut self, cookie: u64) {
+        self.0.time_wait_overflowed(cookie);
+        self.1.time_wait_overflowed(cookie);
+    }
+    fn correction(&mut self, cookie: u64, reason: Correction) {
+        self.0.correction(cookie, reason);
+        self.1.correction(cookie, reason);
+    }
+    fn evicted(&mut self, cookie: u64, live: bool) {
+        self.0.evicted(cookie, live);
+        self.1.evicted(cookie, live);
+    }
+}

@@ -4,6 +4,7 @@ mod docs;
 mod golden;
 
 use super::*;
+use crate::{engine::Observer as _, tcp::TcpState};
 
 /// The exposition with what varies between runs and builds made fixed:
 /// series within a family sorted by their labels (a family keeps its
@@ -58,14 +59,17 @@ fn series_key(line: &str) -> String {
 /// A fixed sequence of engine outcomes and published gauges, touching
 /// every family.
 pub(super) fn drive(m: &Metrics) {
+    use std::time::Duration;
+
     use crate::{
+        container::ResolverStats,
         engine::{ClosedBy, Correction, Direction, Observer, TimeWaitEnd},
         event::Kind,
         export::workload::{Counts, Workload},
         leaks::{Gauges, LeakKind, Reason},
+        pipeline::{Dumped, NetnsTally, Tallies},
     };
-    let mut observer = m;
-    let o: &mut dyn Observer = &mut observer;
+    let o = &mut m.recorders();
     o.stay(1, TcpState::TimeWait, 60_200_000_000, false);
     o.stay(2, TcpState::Established, 1_500_000, true);
     o.stay(3, TcpState::SynSent, 400_000, false);
@@ -95,30 +99,48 @@ pub(super) fn drive(m: &Metrics) {
     for (i, c) in counts.iter_mut().enumerate() {
         *c = i as u64;
     }
-    m.set_sockets(&counts);
-    m.tracked.set(42);
-    m.set_time_wait_by_port([(Some(8080), 3), (Some(443), 1), (None, 2)].into_iter());
-    m.set_time_wait_by_port([(Some(8080), 4), (None, 2), (None, 3)].into_iter());
+    m.tcp.set_sockets(&counts);
+    m.agent.set_tracked(42);
+    m.tcp.set_listening([8080, 443].into());
+    m.tcp.split_time_wait(6, |p| if p == 8080 { 3 } else { 1 });
+    m.tcp.set_listening([8080].into());
+    m.tcp.split_time_wait(9, |_| 4);
 
-    m.event(Kind::State);
-    m.event(Kind::State);
-    m.event(Kind::ResetSent);
-    m.events_other_netns.inc();
-    m.events_lost.inc_by(3);
-    m.events_undecodable.inc_by(1);
+    m.agent.event(Kind::State);
+    m.agent.event(Kind::State);
+    m.agent.event(Kind::ResetSent);
+    m.netns.event_not_followed();
+    m.agent.tallied(&Tallies {
+        lost: 3,
+        undecodable: 1,
+    });
 
-    m.netns_tracked.set(2);
-    for (g, n) in m.netns_unreachable.iter().zip([1, 2, 3]) {
-        g.set(n);
+    m.netns.publish(&NetnsTally {
+        tracked: 2,
+        refused: 1,
+        unnamed: 2,
+        over_cap: 3,
+        ended: 0,
+        containers: ResolverStats {
+            attributed: 1,
+            cached: 2,
+            evictions: 3,
+        },
+    });
+    let error = anyhow::anyhow!("dump failed");
+    for (full, cpu_ns, interval_s, error) in [
+        (false, 250_000_000, 1, Some(&error)),
+        (true, 500_000_000, 5, None),
+    ] {
+        m.reconcile.dumped(&Dumped {
+            full,
+            cpu_ns,
+            interval: Duration::from_secs(interval_s),
+            error,
+        });
     }
-    for (d, (cpu, interval)) in m.dumps.iter().zip([(0.25, 1.0), (0.5, 5.0)]) {
-        d.count.inc();
-        d.cpu_seconds.inc_by(cpu);
-        d.interval_seconds.set(interval);
-    }
-    m.reconcile_errors.inc();
 
-    m.set_leaks(&Gauges {
+    m.leaks.publish(&Gauges {
         close_wait_leaks: 3,
         close_wait_by_comm: vec![("nginx".into(), 2), ("other".into(), 1)],
         half_open: [
@@ -129,9 +151,9 @@ pub(super) fn drive(m: &Metrics) {
         idle_without_keepalive: 5,
         orphaned_fin_wait2: 6,
     });
-    m.leak_flagged(LeakKind::CloseWait);
-    m.leak_flagged(LeakKind::CloseWait);
-    m.leak_flagged(LeakKind::HalfOpen);
+    m.leaks.flagged(LeakKind::CloseWait);
+    m.leaks.flagged(LeakKind::CloseWait);
+    m.leaks.flagged(LeakKind::HalfOpen);
 
     let pod = Workload {
         pod_namespace: "shop".into(),
@@ -163,17 +185,16 @@ pub(super) fn drive(m: &Metrics) {
         .into_iter()
         .collect(),
     );
-    m.workloads.containers.set(1);
-    m.workloads.cache_entries.set(2);
-    m.workloads.cache_evictions.inc_by(3);
 }
 
 #[test]
 fn exposition_has_every_family_with_zeroes() {
     let m = Metrics::new();
-    m.transition(TcpState::FinWait2, TcpState::Close);
-    m.observe_stay(TcpState::TimeWait, 60.2);
-    m.set_time_wait_by_port([(Some(8080), 3), (None, 2), (None, 1)].into_iter());
+    let o = &mut m.recorders();
+    o.transition(1, TcpState::FinWait2, TcpState::Close);
+    o.stay(1, TcpState::TimeWait, 60_200_000_000, false);
+    m.tcp.set_listening([8080].into());
+    m.tcp.split_time_wait(6, |_| 3);
     let text = m.encode();
     for needle in [
         "tracer_tcp_sockets{state=\"time_wait\"} 0",
@@ -198,14 +219,44 @@ fn exposition_has_every_family_with_zeroes() {
     ] {
         assert!(text.contains(needle), "missing {needle} in:\n{text}");
     }
-    let classic = to_classic_text(&text);
-    assert!(
-        classic.contains("# TYPE tracer_tcp_retransmits_total counter\n"),
-        "{classic}"
-    );
-    assert!(classic.contains("# HELP tracer_tcp_retransmits_total "));
-    assert!(classic.contains("# TYPE tracer_tcp_sockets gauge\n"));
-    assert!(!classic.contains("# EOF") && !classic.contains("# UNIT"));
     // A transition the kernel never reports has no pre-created series.
     assert!(!text.contains("from=\"time_wait\""));
+}
+
+#[test]
+fn counters_catch_up_with_totals_kept_elsewhere() {
+    use crate::pipeline::Tallies;
+    let m = Metrics::new();
+    for (lost, undecodable) in [(3, 0), (5, 1), (4, 1)] {
+        m.agent.tallied(&Tallies { lost, undecodable });
+    }
+    let text = m.encode();
+    assert!(text.contains("tracer_events_lost_total 5\n"), "{text}");
+    assert!(
+        text.contains("tracer_events_undecodable_total 1\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_port_no_longer_listened_on_loses_its_series() {
+    let m = Metrics::new();
+    m.tcp.set_listening([8080, 443].into());
+    m.tcp.split_time_wait(10, |p| u64::from(p == 443));
+    assert!(
+        m.encode()
+            .contains("tracer_tcp_time_wait_sockets{port=\"443\"} 1\n")
+    );
+    m.tcp.set_listening([8080].into());
+    m.tcp.split_time_wait(10, |_| 2);
+    let text = m.encode();
+    assert!(!text.contains("port=\"443\""), "{text}");
+    assert!(
+        text.contains("tracer_tcp_time_wait_sockets{port=\"8080\"} 2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tracer_tcp_time_wait_sockets{port=\"other\"} 8\n"),
+        "{text}"
+    );
 }

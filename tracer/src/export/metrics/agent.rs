@@ -1,0 +1,114 @@
+//! The agent's own health: kernel events read, lost and undecodable, the
+//! engine's records and evictions, and the build.
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+use super::catch_up;
+use crate::{
+    engine::{Engine, Observer},
+    event::Kind,
+    pipeline::Tallies,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: Kind,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    abi: String,
+}
+
+/// The agent's own families. Clones share their series: the engine's
+/// observer is one.
+#[derive(Clone)]
+pub struct Agent {
+    /// Indexed like [`Kind::ALL`].
+    events: [Counter; 5],
+    lost: Counter,
+    undecodable: Counter,
+    tracked: Gauge,
+    evictions: Counter,
+}
+
+impl Agent {
+    /// Register the families in `r`, every known label value at 0.
+    pub fn register(r: &mut Registry) -> Agent {
+        let events = Family::<KindLabel, Counter>::default();
+        r.register("events", "Kernel events received, by kind", events.clone());
+        let lost = Counter::default();
+        r.register(
+            "events_lost",
+            "Events the kernel could not deliver (ring buffer full or failed read)",
+            lost.clone(),
+        );
+        let undecodable = Counter::default();
+        r.register(
+            "events_undecodable",
+            "Ring buffer records that could not be decoded",
+            undecodable.clone(),
+        );
+        let tracked = Gauge::default();
+        r.register(
+            "tracked_sockets",
+            "Socket records held by the engine",
+            tracked.clone(),
+        );
+        let evictions = Counter::default();
+        r.register(
+            "evictions",
+            "Socket records evicted at the --max-sockets cap",
+            evictions.clone(),
+        );
+        // A gauge fixed at 1 rather than an OpenMetrics `info`, which the
+        // classic text parser (promtool 2.x) rejects.
+        let build = Family::<BuildLabels, Gauge>::default();
+        r.register("build_info", "Build information; always 1", build.clone());
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                abi: tracer_common::ABI_VERSION.to_string(),
+            })
+            .set(1);
+        Agent {
+            events: Kind::ALL.map(|kind| events.get_or_create_owned(&KindLabel { kind })),
+            lost,
+            undecodable,
+            tracked,
+            evictions,
+        }
+    }
+
+    /// Count an event read from the ring buffer.
+    pub fn event(&self, kind: Kind) {
+        self.events[kind as usize].inc();
+    }
+
+    /// Bring the loss counters up to the pipeline's counts since start.
+    pub fn tallied(&self, t: &Tallies) {
+        catch_up(&self.lost, t.lost);
+        catch_up(&self.undecodable, t.undecodable);
+    }
+
+    /// Copy the engine's record count.
+    pub fn publish(&self, engine: &Engine) {
+        self.set_tracked(engine.tracked());
+    }
+
+    /// Set `tracer_tracked_sockets`.
+    pub(super) fn set_tracked(&self, records: usize) {
+        self.tracked.set(records as i64);
+    }
+}
+
+/// Counts evictions at the cap.
+impl Observer for Agent {
+    fn evicted(&mut self, _cookie: u64, _live: bool) {
+        self.evictions.inc();
+    }
+}
