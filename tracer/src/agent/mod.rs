@@ -68,6 +68,7 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
     let mut pipeline = Pipeline::new(pipeline_config(&settings)?, state::agent_state(&metrics))?;
     let started_ns = monotonic_ns();
     let shared = Arc::new(Shared {
+        own_netns: pipeline.scope().own_inode(),
         core: pipeline.core(),
         metrics: metrics.clone(),
         settings: settings.clone(),
@@ -81,7 +82,7 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
     if let Some(warning) = nofile::raise_and_check(settings.max_http_connections) {
         eprintln!("{warning}");
     }
-    let mut sink = sink::AgentSink::new(shared.clone(), pipeline.scope().own_inode());
+    let mut sink = sink::AgentSink::new(shared.clone());
 
     // Adopt what exists: the programs are attached, so nothing born from
     // here on is missed; events for adopted sockets simply update them.

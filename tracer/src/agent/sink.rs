@@ -13,23 +13,13 @@ use crate::{
 /// Feeds the agent's metrics and shared state from the pipeline.
 pub struct AgentSink {
     shared: Arc<Shared>,
-    /// The namespace tracer runs in: its workload is `host`.
-    own_netns: u32,
-    /// When the per-workload gauges were last refreshed (monotonic ns).
-    workloads_at_ns: u64,
 }
 
-/// How often the per-workload gauges follow the engine between dumps: a
-/// walk over every record, so not every turn.
-const WORKLOADS_EVERY_NS: u64 = 1_000_000_000;
-
 impl AgentSink {
-    /// A sink writing into `shared`; `own_netns` is the namespace tracer runs in.
-    pub fn new(shared: Arc<Shared>, own_netns: u32) -> AgentSink {
+    /// A sink writing into `shared`.
+    pub fn new(shared: Arc<Shared>) -> AgentSink {
         AgentSink {
             shared,
-            own_netns,
-            workloads_at_ns: 0,
         }
     }
 
@@ -55,15 +45,6 @@ impl AgentSink {
                 );
             }
         }
-    }
-
-    /// Per-workload socket counts and leak flags, into the metrics.
-    fn publish_workloads(&mut self, core: &Core<AgentState>) {
-        self.workloads_at_ns = monotonic_ns();
-        self.shared
-            .metrics
-            .netns
-            .publish_workloads(core, self.own_netns);
     }
 }
 
@@ -93,16 +74,10 @@ impl Sink for AgentSink {
         self.shared.metrics.tcp.listening_in(dump);
         self.note_cap(core);
         self.shared.publish(core);
-        self.publish_workloads(core);
     }
 
     fn advanced(&mut self, core: &Core<AgentState>) {
         self.shared.publish(core);
-        // Between dumps (which a budget may space out by a minute), the
-        // workloads' socket gauges still follow the events.
-        if monotonic_ns().saturating_sub(self.workloads_at_ns) >= WORKLOADS_EVERY_NS {
-            self.publish_workloads(core);
-        }
     }
 
     fn reconciled(
@@ -128,7 +103,6 @@ impl Sink for AgentSink {
         metrics.tcp.listening_in(dump);
         self.note_cap(core);
         self.shared.publish(core);
-        self.publish_workloads(core);
         self.shared
             .last_reconcile_ns
             .store(monotonic_ns(), Ordering::Relaxed);

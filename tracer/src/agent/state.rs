@@ -35,6 +35,8 @@ impl Observer for Dwell {
 
 /// State shared between the event loop and the HTTP handlers.
 pub struct Shared {
+    /// The network namespace tracer runs in: its workload is `host`.
+    pub own_netns: u32,
     /// Engine, detectors and [`AgentState`], under one short-held lock.
     pub core: Arc<SharedCore<AgentState>>,
     /// All metrics.
@@ -60,5 +62,7 @@ impl Shared {
     /// Copy engine-derived gauges into the metrics.
     pub fn publish(&self, core: &Core<AgentState>) {
         self.metrics.publish(&core.engine);
+        // O(namespaces + flags): the engine counts per namespace as it goes.
+        self.metrics.netns.publish_workloads(core, self.own_netns);
     }
 }

@@ -290,6 +290,13 @@ impl Engine {
         self.store.unconfirmed()
     }
 
+    /// Live sockets per state (index with [`TcpState::index`]) for each
+    /// network namespace that has any: O(namespaces), kept as records
+    /// change.
+    pub fn live_by_netns(&self) -> impl Iterator<Item = (u32, &[u32; TcpState::COUNT])> {
+        self.store.live_per_netns()
+    }
+
     /// Live records in TIME_WAIT on local port `port`. O(1).
     pub fn time_wait_on_port(&self, port: u16) -> u64 {
         u64::from(self.store.time_wait_on_port(port))

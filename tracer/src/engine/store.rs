@@ -49,6 +49,8 @@ const EMPTY: List = List {
 struct Acct {
     /// The state counted in `counts` (live records only).
     counted: Option<TcpState>,
+    /// Its network namespace (where `counted` is counted per namespace).
+    netns: u32,
     /// Which list it is on.
     finished: bool,
     /// Its tuple fingerprint and network namespace, while in TIME_WAIT.
@@ -99,6 +101,7 @@ fn acct(r: &Record, clock: Option<&TimeWaitClock>) -> Acct {
     let timer = timer(r, clock);
     Acct {
         counted: (!finished).then_some(r.state),
+        netns: r.netns,
         finished,
         tw: (!finished && r.has(flag::TW)).then(|| (r.tuple_hash(), r.netns)),
         tw_port: (!finished && r.has(flag::TW) && r.state == TcpState::TimeWait).then_some(r.lport),
@@ -122,6 +125,9 @@ pub(super) struct Store {
     counts: [u64; TcpState::COUNT],
     /// Live records in TIME_WAIT that no dump confirmed yet.
     unconfirmed: u64,
+    /// Live records per state in each network namespace (namespaces with
+    /// none are removed): the per-workload gauges, read without a scan.
+    live_per_netns: HashMap<u32, [u32; TcpState::COUNT], BuildCookieHasher>,
     /// Live timewait records (TIME_WAIT and orphaned FIN_WAIT2) per
     /// network namespace: what the kernel holds against
     /// `tcp_max_tw_buckets`. Entries at zero are removed.
@@ -148,6 +154,7 @@ impl Store {
             finished: EMPTY,
             counts: [0; TcpState::COUNT],
             unconfirmed: 0,
+            live_per_netns: HashMap::default(),
             tw_per_netns: HashMap::default(),
             tw_per_port: vec![0; 1 << 16].into_boxed_slice(),
             clock,
@@ -197,6 +204,11 @@ impl Store {
     /// Live timewait records (TIME_WAIT or orphaned FIN_WAIT2) of `netns`.
     pub fn time_wait_in(&self, netns: u32) -> u32 {
         self.tw_per_netns.get(&netns).copied().unwrap_or(0)
+    }
+
+    /// Live records per state, for each network namespace that has any.
+    pub fn live_per_netns(&self) -> impl Iterator<Item = (u32, &[u32; TcpState::COUNT])> {
+        self.live_per_netns.iter().map(|(&n, c)| (n, c))
     }
 
     /// Live records in TIME_WAIT on local port `port`.
@@ -417,6 +429,7 @@ impl Store {
     fn account(&mut self, slot: u32, a: Acct) {
         if let Some(st) = a.counted {
             self.counts[st.index()] += 1;
+            self.live_per_netns.entry(a.netns).or_default()[st.index()] += 1;
         }
         self.unconfirmed += u64::from(a.unconfirmed);
         if let Some((h, netns)) = a.tw {
@@ -443,6 +456,12 @@ impl Store {
     fn unaccount(&mut self, slot: u32, a: Acct) {
         if let Some(st) = a.counted {
             self.counts[st.index()] -= 1;
+            if let Some(c) = self.live_per_netns.get_mut(&a.netns) {
+                c[st.index()] -= 1;
+                if c.iter().all(|&n| n == 0) {
+                    self.live_per_netns.remove(&a.netns);
+                }
+            }
         }
         self.unconfirmed -= u64::from(a.unconfirmed);
         let cookie = self.slab[slot as usize].cookie;
@@ -546,6 +565,14 @@ impl Store {
             self.tw_per_netns.len(),
             "timewait namespaces"
         );
+        let mut live: HashMap<u32, [u32; TcpState::COUNT]> = HashMap::new();
+        for r in self.slab.iter().filter(|r| !r.has(flag::FINISHED)) {
+            live.entry(r.netns).or_default()[r.state.index()] += 1;
+        }
+        assert_eq!(live.len(), self.live_per_netns.len(), "live namespaces");
+        for (netns, c) in live {
+            assert_eq!(Some(&c), self.live_per_netns.get(&netns), "live in {netns}");
+        }
         let mut per_port = vec![0u32; 1 << 16];
         for r in self
             .slab

@@ -126,9 +126,10 @@ impl Namespaces {
     /// is the namespace the agent runs in (its workload is `host`).
     pub fn publish_workloads<D>(&self, core: &Core<D>, own_netns: u32) {
         let mut by_netns: HashMap<u32, Counts> = HashMap::new();
-        for v in core.engine.sockets().filter(|v| v.is_live()) {
-            if let Some(i) = WORKLOAD_STATES.iter().position(|&s| s == v.state()) {
-                by_netns.entry(v.netns()).or_default().sockets[i] += 1;
+        for (netns, live) in core.engine.live_by_netns() {
+            let c = by_netns.entry(netns).or_default();
+            for (i, st) in WORKLOAD_STATES.iter().enumerate() {
+                c.sockets[i] += u64::from(live[st.index()]);
             }
         }
         for f in core.detector.active() {
