@@ -20,6 +20,9 @@
 //! A record that leaves TIME_WAIT or gets another `since` cancels its entry,
 //! leaving a tombstone until it reaches an end of the queue (about 61 s at
 //! most), so the queue stays near the number of TIME_WAIT records.
+mod acct;
+#[cfg(test)]
+mod check;
 mod timers;
 
 use std::collections::HashMap;
@@ -28,9 +31,9 @@ use super::hash::BuildCookieHasher;
 use super::observer::Observer;
 use super::record::{NIL, Record, flag};
 use super::wheel::{TimeWaitClock, time_wait_end};
-use super::{TCP_TIMEWAIT_LEN_NS, TIME_WAIT_SLACK_NS};
 use crate::tcp::TcpState;
-use timers::{Timer, TimerQueue};
+use acct::{acct, timer, timer_at};
+use timers::TimerQueue;
 
 /// Head and tail of an intrusive list of slots.
 #[derive(Clone, Copy, Debug)]
@@ -43,72 +46,6 @@ const EMPTY: List = List {
     head: NIL,
     tail: NIL,
 };
-
-/// What a record contributes to the indexes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Acct {
-    /// The state counted in `counts` (live records only).
-    counted: Option<TcpState>,
-    /// Its network namespace (where `counted` is counted per namespace).
-    netns: u32,
-    /// Which list it is on.
-    finished: bool,
-    /// Its tuple fingerprint and network namespace, while in TIME_WAIT.
-    tw: Option<(u64, u32)>,
-    /// Its local port, while live in the TIME_WAIT state proper.
-    tw_port: Option<u16>,
-    /// The base of its TIME_WAIT timer, `since + 60 s` (see `Timer`).
-    timer: Option<u64>,
-    /// In TIME_WAIT, inferred and not confirmed by a dump yet.
-    unconfirmed: bool,
-}
-
-/// When the TIME_WAIT stay of `r` ends by its timer: the kernel's end for
-/// its `since` (see `wheel`) once a dump confirmed it; that plus the slack
-/// while only inferred (a full dump should have judged it by then). `None`
-/// unless live in TIME_WAIT (an orphaned FIN_WAIT2 has no fixed timer).
-pub(super) fn time_wait_deadline(r: &Record, clock: Option<&TimeWaitClock>) -> Option<u64> {
-    if r.has(flag::FINISHED) || !r.has(flag::TW) || r.state != TcpState::TimeWait {
-        return None;
-    }
-    let end = time_wait_end(clock, r.since_ns);
-    Some(if r.has(flag::TW_CONFIRMED) {
-        end
-    } else {
-        end.saturating_add(TIME_WAIT_SLACK_NS)
-    })
-}
-
-/// The timer of `r`, when it has a deadline: `time_wait_deadline(r)` is
-/// its `deadline_ns()`.
-fn timer(r: &Record, clock: Option<&TimeWaitClock>) -> Option<Timer> {
-    time_wait_deadline(r, clock)?;
-    Some(Timer {
-        base_ns: r.since_ns.saturating_add(TCP_TIMEWAIT_LEN_NS),
-        end_ns: time_wait_end(clock, r.since_ns),
-        cookie: r.cookie,
-        grace: !r.has(flag::TW_CONFIRMED),
-    })
-}
-
-/// The timer of the record in `slot`, for the timer queue.
-fn timer_at(slab: &[Record], slot: u32, clock: Option<&TimeWaitClock>) -> Option<Timer> {
-    timer(slab.get(slot as usize)?, clock)
-}
-
-fn acct(r: &Record, clock: Option<&TimeWaitClock>) -> Acct {
-    let finished = r.has(flag::FINISHED);
-    let timer = timer(r, clock);
-    Acct {
-        counted: (!finished).then_some(r.state),
-        netns: r.netns,
-        finished,
-        tw: (!finished && r.has(flag::TW)).then(|| (r.tuple_hash(), r.netns)),
-        tw_port: (!finished && r.has(flag::TW) && r.state == TcpState::TimeWait).then_some(r.lport),
-        timer: timer.map(|t| t.base_ns),
-        unconfirmed: timer.is_some_and(|t| t.grace),
-    }
-}
 
 /// The bounded store. See the module docs.
 pub(super) struct Store {
@@ -421,191 +358,6 @@ impl Store {
         } else {
             let found = self.timers.remove(slot, base);
             debug_assert!(found, "no timer for slot {slot}");
-        }
-    }
-
-    /// Count `a` and append the record in `slot` to its list (timers are
-    /// the caller's).
-    fn account(&mut self, slot: u32, a: Acct) {
-        if let Some(st) = a.counted {
-            self.counts[st.index()] += 1;
-            self.live_per_netns.entry(a.netns).or_default()[st.index()] += 1;
-        }
-        self.unconfirmed += u64::from(a.unconfirmed);
-        if let Some((h, netns)) = a.tw {
-            // At most one timewait socket per tuple exists; the newest wins.
-            self.tw_index.insert(h, self.slab[slot as usize].cookie);
-            *self.tw_per_netns.entry(netns).or_default() += 1;
-        }
-        if let Some(port) = a.tw_port {
-            self.tw_per_port[usize::from(port)] += 1;
-        }
-        // Append to the tail of its list.
-        let list = *self.list_mut(a.finished);
-        let r = &mut self.slab[slot as usize];
-        r.link_prev = list.tail;
-        r.link_next = NIL;
-        match list.tail {
-            NIL => self.list_mut(a.finished).head = slot,
-            t => self.slab[t as usize].link_next = slot,
-        }
-        self.list_mut(a.finished).tail = slot;
-    }
-
-    /// Undo `account` (timers are the caller's).
-    fn unaccount(&mut self, slot: u32, a: Acct) {
-        if let Some(st) = a.counted {
-            self.counts[st.index()] -= 1;
-            if let Some(c) = self.live_per_netns.get_mut(&a.netns) {
-                c[st.index()] -= 1;
-                if c.iter().all(|&n| n == 0) {
-                    self.live_per_netns.remove(&a.netns);
-                }
-            }
-        }
-        self.unconfirmed -= u64::from(a.unconfirmed);
-        let cookie = self.slab[slot as usize].cookie;
-        if let Some((h, netns)) = a.tw {
-            if self.tw_index.get(&h) == Some(&cookie) {
-                self.tw_index.remove(&h);
-            }
-            if let Some(n) = self.tw_per_netns.get_mut(&netns) {
-                *n -= 1;
-                if *n == 0 {
-                    self.tw_per_netns.remove(&netns);
-                }
-            }
-        }
-        if let Some(port) = a.tw_port {
-            self.tw_per_port[usize::from(port)] -= 1;
-        }
-        let (prev, next) = (
-            self.slab[slot as usize].link_prev,
-            self.slab[slot as usize].link_next,
-        );
-        match prev {
-            NIL => self.list_mut(a.finished).head = next,
-            p => self.slab[p as usize].link_next = next,
-        }
-        match next {
-            NIL => self.list_mut(a.finished).tail = prev,
-            n => self.slab[n as usize].link_prev = prev,
-        }
-        let r = &mut self.slab[slot as usize];
-        r.link_prev = NIL;
-        r.link_next = NIL;
-    }
-
-    /// Panic unless every index agrees with the records (tests only).
-    #[cfg(test)]
-    pub fn check(&self) {
-        assert!(
-            self.slab.len() <= self.max,
-            "{} records over the cap {}",
-            self.slab.len(),
-            self.max
-        );
-        assert_eq!(self.index.len(), self.slab.len());
-        let mut counts = [0u64; TcpState::COUNT];
-        let (mut tw, mut unconfirmed) = (0, 0);
-        assert_eq!(self.fired, NIL, "a popped timer's record kept its deadline");
-        let mut timers = HashMap::new();
-        for (slot, tick) in self
-            .timers
-            .check(&|s| timer_at(&self.slab, s, self.clock.as_ref()))
-        {
-            assert!(timers.insert(slot, tick).is_none(), "two timers for {slot}");
-        }
-        for (i, r) in self.slab.iter().enumerate() {
-            assert_eq!(
-                self.index.get(&r.cookie),
-                Some(&(i as u32)),
-                "index of {:#x}",
-                r.cookie
-            );
-            assert!(
-                !(r.has(flag::FINISHED) && r.has(flag::TW)),
-                "finished record in TIME_WAIT"
-            );
-            if let Some(deadline) = time_wait_deadline(r, self.clock.as_ref()) {
-                let t = timer(r, self.clock.as_ref()).expect("a deadline has a timer");
-                assert_eq!(t.deadline_ns(), deadline);
-                assert_eq!(
-                    timers.remove(&(i as u32)),
-                    Some(timers::tick(t.base_ns)),
-                    "no timer for {:#x}",
-                    r.cookie
-                );
-                unconfirmed += u64::from(!r.has(flag::TW_CONFIRMED));
-            }
-            if !r.has(flag::FINISHED) {
-                counts[r.state.index()] += 1;
-                if r.has(flag::TW) {
-                    tw += 1;
-                    assert!(matches!(r.state, TcpState::TimeWait | TcpState::FinWait2));
-                }
-            } else {
-                assert_eq!(r.state, TcpState::Close);
-            }
-        }
-        assert!(timers.is_empty(), "timers without a deadline: {timers:?}");
-        assert_eq!(counts, self.counts, "per-state counts drifted");
-        assert_eq!(unconfirmed, self.unconfirmed, "unconfirmed count drifted");
-        assert!(self.tw_index.len() <= tw);
-        let mut per_netns: HashMap<u32, u32> = HashMap::new();
-        for r in self
-            .slab
-            .iter()
-            .filter(|r| !r.has(flag::FINISHED) && r.has(flag::TW))
-        {
-            *per_netns.entry(r.netns).or_default() += 1;
-        }
-        assert_eq!(
-            per_netns.len(),
-            self.tw_per_netns.len(),
-            "timewait namespaces"
-        );
-        let mut live: HashMap<u32, [u32; TcpState::COUNT]> = HashMap::new();
-        for r in self.slab.iter().filter(|r| !r.has(flag::FINISHED)) {
-            live.entry(r.netns).or_default()[r.state.index()] += 1;
-        }
-        assert_eq!(live.len(), self.live_per_netns.len(), "live namespaces");
-        for (netns, c) in live {
-            assert_eq!(Some(&c), self.live_per_netns.get(&netns), "live in {netns}");
-        }
-        let mut per_port = vec![0u32; 1 << 16];
-        for r in self
-            .slab
-            .iter()
-            .filter(|r| !r.has(flag::FINISHED) && r.has(flag::TW) && r.state == TcpState::TimeWait)
-        {
-            per_port[usize::from(r.lport)] += 1;
-        }
-        assert!(*per_port == *self.tw_per_port, "TIME_WAIT per port drifted");
-        for (netns, n) in per_netns {
-            assert_eq!(self.time_wait_in(netns), n, "timewait records of {netns}");
-        }
-        for (h, c) in &self.tw_index {
-            let r = &self.slab[self.index[c] as usize];
-            assert!(r.has(flag::TW) && r.tuple_hash() == *h);
-        }
-        for finished in [false, true] {
-            let list = if finished { self.finished } else { self.live };
-            let (mut n, mut prev, mut cur) = (0, NIL, list.head);
-            while cur != NIL {
-                let r = &self.slab[cur as usize];
-                assert_eq!(r.has(flag::FINISHED), finished);
-                assert_eq!(r.link_prev, prev);
-                (prev, cur) = (cur, r.link_next);
-                n += 1;
-            }
-            assert_eq!(list.tail, prev);
-            let want = self
-                .slab
-                .iter()
-                .filter(|r| r.has(flag::FINISHED) == finished)
-                .count();
-            assert_eq!(n, want, "list length");
         }
     }
 }

@@ -1,0 +1,150 @@
+//! What each record contributes to the store's indexes, and keeping them
+//! in step: per-state counts (in all and per namespace), the lists, the
+//! TIME_WAIT tuple index, per-namespace and per-port TIME_WAIT counts.
+//! Timers are the caller's (`Store::update`, `insert`, `remove`).
+use super::super::record::{NIL, Record, flag};
+use super::super::wheel::{TimeWaitClock, time_wait_end};
+use super::super::{TCP_TIMEWAIT_LEN_NS, TIME_WAIT_SLACK_NS};
+use super::Store;
+use super::timers::Timer;
+use crate::tcp::TcpState;
+
+/// What a record contributes to the indexes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct Acct {
+    /// The state counted in `counts` (live records only).
+    pub(super) counted: Option<TcpState>,
+    /// Its network namespace (where `counted` is counted per namespace).
+    pub(super) netns: u32,
+    /// Which list it is on.
+    pub(super) finished: bool,
+    /// Its tuple fingerprint and network namespace, while in TIME_WAIT.
+    pub(super) tw: Option<(u64, u32)>,
+    /// Its local port, while live in the TIME_WAIT state proper.
+    pub(super) tw_port: Option<u16>,
+    /// The base of its TIME_WAIT timer, `since + 60 s` (see `Timer`).
+    pub(super) timer: Option<u64>,
+    /// In TIME_WAIT, inferred and not confirmed by a dump yet.
+    pub(super) unconfirmed: bool,
+}
+
+/// When the TIME_WAIT stay of `r` ends by its timer: the kernel's end for
+/// its `since` (see `wheel`) once a dump confirmed it; that plus the slack
+/// while only inferred (a full dump should have judged it by then). `None`
+/// unless live in TIME_WAIT (an orphaned FIN_WAIT2 has no fixed timer).
+pub(super) fn time_wait_deadline(r: &Record, clock: Option<&TimeWaitClock>) -> Option<u64> {
+    if r.has(flag::FINISHED) || !r.has(flag::TW) || r.state != TcpState::TimeWait {
+        return None;
+    }
+    let end = time_wait_end(clock, r.since_ns);
+    Some(if r.has(flag::TW_CONFIRMED) {
+        end
+    } else {
+        end.saturating_add(TIME_WAIT_SLACK_NS)
+    })
+}
+
+/// The timer of `r`, when it has a deadline: `time_wait_deadline(r)` is
+/// its `deadline_ns()`.
+pub(super) fn timer(r: &Record, clock: Option<&TimeWaitClock>) -> Option<Timer> {
+    time_wait_deadline(r, clock)?;
+    Some(Timer {
+        base_ns: r.since_ns.saturating_add(TCP_TIMEWAIT_LEN_NS),
+        end_ns: time_wait_end(clock, r.since_ns),
+        cookie: r.cookie,
+        grace: !r.has(flag::TW_CONFIRMED),
+    })
+}
+
+/// The timer of the record in `slot`, for the timer queue.
+pub(super) fn timer_at(slab: &[Record], slot: u32, clock: Option<&TimeWaitClock>) -> Option<Timer> {
+    timer(slab.get(slot as usize)?, clock)
+}
+
+pub(super) fn acct(r: &Record, clock: Option<&TimeWaitClock>) -> Acct {
+    let finished = r.has(flag::FINISHED);
+    let timer = timer(r, clock);
+    Acct {
+        counted: (!finished).then_some(r.state),
+        netns: r.netns,
+        finished,
+        tw: (!finished && r.has(flag::TW)).then(|| (r.tuple_hash(), r.netns)),
+        tw_port: (!finished && r.has(flag::TW) && r.state == TcpState::TimeWait).then_some(r.lport),
+        timer: timer.map(|t| t.base_ns),
+        unconfirmed: timer.is_some_and(|t| t.grace),
+    }
+}
+
+impl Store {
+    /// Count `a` and append the record in `slot` to its list (timers are
+    /// the caller's).
+    pub(super) fn account(&mut self, slot: u32, a: Acct) {
+        if let Some(st) = a.counted {
+            self.counts[st.index()] += 1;
+            self.live_per_netns.entry(a.netns).or_default()[st.index()] += 1;
+        }
+        self.unconfirmed += u64::from(a.unconfirmed);
+        if let Some((h, netns)) = a.tw {
+            // At most one timewait socket per tuple exists; the newest wins.
+            self.tw_index.insert(h, self.slab[slot as usize].cookie);
+            *self.tw_per_netns.entry(netns).or_default() += 1;
+        }
+        if let Some(port) = a.tw_port {
+            self.tw_per_port[usize::from(port)] += 1;
+        }
+        // Append to the tail of its list.
+        let list = *self.list_mut(a.finished);
+        let r = &mut self.slab[slot as usize];
+        r.link_prev = list.tail;
+        r.link_next = NIL;
+        match list.tail {
+            NIL => self.list_mut(a.finished).head = slot,
+            t => self.slab[t as usize].link_next = slot,
+        }
+        self.list_mut(a.finished).tail = slot;
+    }
+
+    /// Undo `account` (timers are the caller's).
+    pub(super) fn unaccount(&mut self, slot: u32, a: Acct) {
+        if let Some(st) = a.counted {
+            self.counts[st.index()] -= 1;
+            if let Some(c) = self.live_per_netns.get_mut(&a.netns) {
+                c[st.index()] -= 1;
+                if c.iter().all(|&n| n == 0) {
+                    self.live_per_netns.remove(&a.netns);
+                }
+            }
+        }
+        self.unconfirmed -= u64::from(a.unconfirmed);
+        let cookie = self.slab[slot as usize].cookie;
+        if let Some((h, netns)) = a.tw {
+            if self.tw_index.get(&h) == Some(&cookie) {
+                self.tw_index.remove(&h);
+            }
+            if let Some(n) = self.tw_per_netns.get_mut(&netns) {
+                *n -= 1;
+                if *n == 0 {
+                    self.tw_per_netns.remove(&netns);
+                }
+            }
+        }
+        if let Some(port) = a.tw_port {
+            self.tw_per_port[usize::from(port)] -= 1;
+        }
+        let (prev, next) = (
+            self.slab[slot as usize].link_prev,
+            self.slab[slot as usize].link_next,
+        );
+        match prev {
+            NIL => self.list_mut(a.finished).head = next,
+            p => self.slab[p as usize].link_next = next,
+        }
+        match next {
+            NIL => self.list_mut(a.finished).tail = prev,
+            n => self.slab[n as usize].link_prev = prev,
+        }
+        let r = &mut self.slab[slot as usize];
+        r.link_prev = NIL;
+        r.link_next = NIL;
+    }
+}

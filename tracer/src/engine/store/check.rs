@@ -1,0 +1,122 @@
+//! The store's invariants, checked after every step of the engine tests.
+use std::collections::HashMap;
+
+use super::super::record::{NIL, flag};
+use super::acct::{time_wait_deadline, timer, timer_at};
+use super::{Store, timers};
+use crate::tcp::TcpState;
+
+impl Store {
+    /// Panic unless every index agrees with the records (tests only).
+    #[cfg(test)]
+    pub fn check(&self) {
+        assert!(
+            self.slab.len() <= self.max,
+            "{} records over the cap {}",
+            self.slab.len(),
+            self.max
+        );
+        assert_eq!(self.index.len(), self.slab.len());
+        let mut counts = [0u64; TcpState::COUNT];
+        let (mut tw, mut unconfirmed) = (0, 0);
+        assert_eq!(self.fired, NIL, "a popped timer's record kept its deadline");
+        let mut timers = HashMap::new();
+        for (slot, tick) in self
+            .timers
+            .check(&|s| timer_at(&self.slab, s, self.clock.as_ref()))
+        {
+            assert!(timers.insert(slot, tick).is_none(), "two timers for {slot}");
+        }
+        for (i, r) in self.slab.iter().enumerate() {
+            assert_eq!(
+                self.index.get(&r.cookie),
+                Some(&(i as u32)),
+                "index of {:#x}",
+                r.cookie
+            );
+            assert!(
+                !(r.has(flag::FINISHED) && r.has(flag::TW)),
+                "finished record in TIME_WAIT"
+            );
+            if let Some(deadline) = time_wait_deadline(r, self.clock.as_ref()) {
+                let t = timer(r, self.clock.as_ref()).expect("a deadline has a timer");
+                assert_eq!(t.deadline_ns(), deadline);
+                assert_eq!(
+                    timers.remove(&(i as u32)),
+                    Some(timers::tick(t.base_ns)),
+                    "no timer for {:#x}",
+                    r.cookie
+                );
+                unconfirmed += u64::from(!r.has(flag::TW_CONFIRMED));
+            }
+            if !r.has(flag::FINISHED) {
+                counts[r.state.index()] += 1;
+                if r.has(flag::TW) {
+                    tw += 1;
+                    assert!(matches!(r.state, TcpState::TimeWait | TcpState::FinWait2));
+                }
+            } else {
+                assert_eq!(r.state, TcpState::Close);
+            }
+        }
+        assert!(timers.is_empty(), "timers without a deadline: {timers:?}");
+        assert_eq!(counts, self.counts, "per-state counts drifted");
+        assert_eq!(unconfirmed, self.unconfirmed, "unconfirmed count drifted");
+        assert!(self.tw_index.len() <= tw);
+        let mut per_netns: HashMap<u32, u32> = HashMap::new();
+        for r in self
+            .slab
+            .iter()
+            .filter(|r| !r.has(flag::FINISHED) && r.has(flag::TW))
+        {
+            *per_netns.entry(r.netns).or_default() += 1;
+        }
+        assert_eq!(
+            per_netns.len(),
+            self.tw_per_netns.len(),
+            "timewait namespaces"
+        );
+        let mut live: HashMap<u32, [u32; TcpState::COUNT]> = HashMap::new();
+        for r in self.slab.iter().filter(|r| !r.has(flag::FINISHED)) {
+            live.entry(r.netns).or_default()[r.state.index()] += 1;
+        }
+        assert_eq!(live.len(), self.live_per_netns.len(), "live namespaces");
+        for (netns, c) in live {
+            assert_eq!(Some(&c), self.live_per_netns.get(&netns), "live in {netns}");
+        }
+        let mut per_port = vec![0u32; 1 << 16];
+        for r in self
+            .slab
+            .iter()
+            .filter(|r| !r.has(flag::FINISHED) && r.has(flag::TW) && r.state == TcpState::TimeWait)
+        {
+            per_port[usize::from(r.lport)] += 1;
+        }
+        assert!(*per_port == *self.tw_per_port, "TIME_WAIT per port drifted");
+        for (netns, n) in per_netns {
+            assert_eq!(self.time_wait_in(netns), n, "timewait records of {netns}");
+        }
+        for (h, c) in &self.tw_index {
+            let r = &self.slab[self.index[c] as usize];
+            assert!(r.has(flag::TW) && r.tuple_hash() == *h);
+        }
+        for finished in [false, true] {
+            let list = if finished { self.finished } else { self.live };
+            let (mut n, mut prev, mut cur) = (0, NIL, list.head);
+            while cur != NIL {
+                let r = &self.slab[cur as usize];
+                assert_eq!(r.has(flag::FINISHED), finished);
+                assert_eq!(r.link_prev, prev);
+                (prev, cur) = (cur, r.link_next);
+                n += 1;
+            }
+            assert_eq!(list.tail, prev);
+            let want = self
+                .slab
+                .iter()
+                .filter(|r| r.has(flag::FINISHED) == finished)
+                .count();
+            assert_eq!(n, want, "list length");
+        }
+    }
+}
