@@ -18,9 +18,7 @@ pub struct AgentSink {
 impl AgentSink {
     /// A sink writing into `shared`.
     pub fn new(shared: Arc<Shared>) -> AgentSink {
-        AgentSink {
-            shared,
-        }
+        AgentSink { shared }
     }
 
     /// Say once when `--max-sockets` starts or stops binding, and mark it
