@@ -40,6 +40,7 @@ fn api_sockets(agent: &Agent, state: &str, port: u16) -> Vec<serde_json::Value> 
 }
 
 #[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
 fn time_wait_agrees_with_sock_diag_after_200_client_closes() {
     let _ns = Netns::enter("time598");
     let agent = Agent::start(&[
@@ -102,6 +103,7 @@ fn time_wait_agrees_with_sock_diag_after_200_client_closes() {
 }
 
 #[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
 fn server_side_time_wait_is_counted_by_listening_port() {
     let _ns = Netns::enter("server587");
     let agent = Agent::start(&["--reconcile-interval", "200ms"]);
@@ -130,6 +132,7 @@ fn server_side_time_wait_is_counted_by_listening_port() {
 }
 
 #[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
 fn close_wait_stays_are_measured() {
     let _ns = Netns::enter("close773");
     let agent = Agent::start(&["--reconcile-interval", "500ms"]);
@@ -188,6 +191,7 @@ fn close_wait_stays_are_measured() {
 }
 
 #[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
 fn sockets_older_than_the_agent_are_adopted() {
     let _ns = Netns::enter("socket994");
     let (l, port) = listener();
@@ -233,6 +237,7 @@ fn sockets_older_than_the_agent_are_adopted() {
 /// but events lost in the kernel still bring a dump at the next tick, and
 /// that dump heals what they would have told.
 #[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
 fn reconcile_budget_spaces_dumps_but_losses_still_heal() {
     let _ns = Netns::enter("budget");
     let live = "tracer_reconciles_total{dump=\"live\"}";
@@ -295,6 +300,7 @@ fn reconcile_budget_spaces_dumps_but_losses_still_heal() {
 }
 
 #[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
 fn bad_config_and_taken_port_are_one_line_errors() {
     common::require_root();
     let taken = TcpListener::bind((LO, 0)).unwrap();
@@ -331,6 +337,7 @@ fn bad_config_and_taken_port_are_one_line_errors() {
 /// reconciliation: resolution is the reconcile interval plus the kernel
 /// timer wheel's slack for a 60 s timer (up to ~0.5 s).
 #[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
 fn time_wait_ends_sixty_seconds_after_it_began() {
     let _ns = Netns::enter("time622");
     let agent = Agent::start(&[
@@ -401,6 +408,7 @@ fn time_wait_ends_sixty_seconds_after_it_began() {
 /// When `tcp_max_tw_buckets` overflows, closes leave no timewait socket;
 /// the gauge must still match sock_diag at every scrape, between full dumps.
 #[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
 fn time_wait_gauge_matches_sock_diag_when_buckets_overflow() {
     let _ns = Netns::enter("twovf");
     common::sh("sysctl", &["-qw", "net.ipv4.tcp_max_tw_buckets=10"]);

@@ -303,6 +303,7 @@ fn values_within_bounds_pass() {
 /// SIGHUP does not end `tracer events`: it says so, keeps going, and a
 /// later SIGINT still ends it with its summary and status 0.
 #[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
 fn sighup_is_logged_and_ignored_by_events() {
     let tracer = Events::start(&["--no-leaks", "--port", "9"]);
     // The SIGHUP handler is installed as the event loop starts, just
@@ -320,6 +321,7 @@ fn sighup_is_logged_and_ignored_by_events() {
 /// SIGHUP does not end `tracer run`: it keeps serving, and stops cleanly
 /// on SIGTERM.
 #[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
 fn sighup_does_not_stop_the_agent() {
     let agent = Agent::start(&[]);
     std::thread::sleep(Duration::from_millis(300));

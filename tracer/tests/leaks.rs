@@ -40,15 +40,6 @@ for _ in range(n):
 time.sleep(3600)
 "#;
 
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "tests/leaks.rs needs root (sock_diag inodes and /proc/<pid>/fd of another process); run it with sudo"
-    );
-}
-
 /// The leaking server: killed on drop.
 struct Server {
     child: Child,
@@ -128,11 +119,6 @@ fn tracer_leaks(args: &[&str]) -> (i32, String) {
         .args(args)
         .output()
         .expect("run tracer leaks");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !stderr.contains("unrecognized subcommand"),
-        "tracer has no `leaks` command yet: {stderr}"
-    );
     (
         out.status.code().expect("exit code"),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -171,8 +157,9 @@ fn foreign_close_wait(port: u16) -> bool {
 }
 
 #[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
 fn snapshot_names_the_server_pid_and_fds_then_clears() {
-    require_root();
+    common::require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let server = leaking_server();
     let (port, pid) = (server.port, server.child.id());
@@ -248,8 +235,9 @@ fn snapshot_names_the_server_pid_and_fds_then_clears() {
 }
 
 #[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
 fn detector_flags_real_close_wait_and_clears_when_the_process_exits() {
-    require_root();
+    common::require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let server = leaking_server();
     let (port, pid) = (server.port, server.child.id());
@@ -341,6 +329,7 @@ fn detector_flags_real_close_wait_and_clears_when_the_process_exits() {
 /// clears when the process closes them. Runs in its own network namespace,
 /// so no other CLOSE_WAIT socket on the host can disturb the exit statuses.
 #[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
 fn agent_flags_the_leak_and_a_prometheus_alert_fires() {
     let _ns = common::Netns::enter("leakagent");
     let agent = common::Agent::start(&[

@@ -11,6 +11,7 @@ use std::{
 use common::{Agent, Netns, http_get, ss_count, wait_until};
 
 #[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
 fn established_gauge_equals_ss_with_the_cap_far_below() {
     let _ns = Netns::enter("cap3000");
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -13,6 +13,7 @@ use std::{
 use common::{Agent, Netns, Prometheus, wait_until};
 
 #[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
 fn prometheus_scrapes_the_time_wait_count() {
     let _ns = Netns::enter("prom");
     let agent = Agent::start(&["--reconcile-interval", "250ms"]);
@@ -39,6 +40,7 @@ fn prometheus_scrapes_the_time_wait_count() {
 }
 
 #[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
 fn promtool_accepts_the_exposition() {
     let agent = Agent::start(&[]);
     let text = agent.get("/metrics");

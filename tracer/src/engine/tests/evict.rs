@@ -1,6 +1,7 @@
 //! The cap: eviction order (finished first, then the oldest TIME_WAIT, and
 //! never another live record: a new socket goes untracked instead),
 //! counting, the kernel's counts kept true, and memory per socket.
+//! Throughput is measured by the benches (benches/engine.rs), not here.
 use super::*;
 use crate::tcp::TcpState::*;
 
@@ -169,48 +170,4 @@ fn under_200_bytes_per_socket() {
         let per = (e.approx_heap_bytes() - fixed) as f64 / e.tracked() as f64;
         assert!(per < 200.0, "{per:.0} bytes per socket at {n}");
     }
-}
-
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
-}
-
-#[test]
-#[ignore = "timing: run with --release -- --ignored --nocapture"]
-fn throughput() {
-    let n = 2_000_000u64;
-    let mut evs = Vec::with_capacity(n as usize * 5);
-    for c in 1..=n {
-        let t = c * 1000;
-        // Distinct tuples: every connection ends in TIME_WAIT (the worst
-        // case for memory: both indexes hold every record).
-        let (lp, rp) = ((c % 60_000) as u16, (c / 60_000) as u16);
-        evs.extend(active_open(c, t).map(|e| e.ports(lp, rp).0));
-        evs.extend(active_close(c, t + ms(2)).map(|e| e.ports(lp, rp).0));
-    }
-    let rss0 = rss_bytes();
-    let mut e = Engine::new(Config::default());
-    let start = std::time::Instant::now();
-    for x in &evs {
-        e.apply(x, &mut ());
-    }
-    let el = start.elapsed();
-    let rss = rss_bytes().saturating_sub(rss0);
-    println!(
-        "{} events in {el:?}: {:.2} M events/s; {} tracked ({} in TIME_WAIT), {} evictions; \
-         {:.0} bytes/socket estimated, {:.0} by RSS",
-        evs.len(),
-        evs.len() as f64 / el.as_secs_f64() / 1e6,
-        e.tracked(),
-        e.counts_by_state()[TimeWait.index()],
-        e.stats().evictions,
-        e.approx_heap_bytes() as f64 / e.tracked() as f64,
-        rss as f64 / e.tracked() as f64,
-    );
 }

@@ -1,0 +1,162 @@
+//! A running `tracer run` agent on a free loopback port.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+
+use super::{http_get, metric_value, require_root, wait_until};
+
+/// A running `tracer run` agent on a free loopback port.
+pub struct Agent {
+    child: Child,
+    /// `127.0.0.1:<port>` it serves on.
+    pub addr: SocketAddr,
+}
+
+impl Agent {
+    /// Start `tracer run --listen 127.0.0.1:<free> ARGS` and wait for
+    /// /healthz. Unless ARGS say otherwise (`--netns all`), the agent follows
+    /// only the namespace it starts in (`--netns host`): most tests run it in
+    /// a namespace of their own, away from whatever else the host runs.
+    pub fn start(args: &[&str]) -> Agent {
+        require_root();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let child = Command::new(env!("CARGO_BIN_EXE_tracer"))
+            .arg("run")
+            .args(["--listen", &addr.to_string()])
+            .args(if args.contains(&"--netns") {
+                &[][..]
+            } else {
+                &["--netns", "host"][..]
+            })
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tracer run");
+        let mut agent = Agent { child, addr };
+        let up = wait_until(Duration::from_secs(30), || {
+            matches!(agent.child.try_wait(), Ok(None))
+                && http_get(addr, "/healthz").is_some_and(|(c, _)| c == 200)
+        });
+        assert!(up, "tracer run did not become healthy on {addr}");
+        agent
+    }
+
+    /// GET a path; panics unless it answers 200.
+    pub fn get(&self, path: &str) -> String {
+        let (code, body) =
+            http_get(self.addr, path).unwrap_or_else(|| panic!("GET {path}: no answer"));
+        assert_eq!(code, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// GET a JSON path.
+    pub fn json(&self, path: &str) -> Value {
+        serde_json::from_str(&self.get(path)).expect("JSON body")
+    }
+
+    /// The value of one exposition line, e.g. `tracer_tcp_sockets{state="listen"}`.
+    pub fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.get("/metrics"), series).unwrap_or_else(|| panic!("no series {series}"))
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT (`false`): a frozen agent reads nothing,
+    /// so the kernel's ring buffer fills and events are lost.
+    #[allow(dead_code)]
+    pub fn freeze(&self, frozen: bool) {
+        let sig = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().expect("wait for tracer run")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Agent {
+    /// The process id of the running agent (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Agent {
+    /// Like [`Agent::start`], run through `wrapper` (e.g. `prlimit
+    /// --nofile=1024:1024`), with stderr collected into the returned log.
+    pub fn start_logged(
+        wrapper: &[&str],
+        args: &[&str],
+    ) -> (Agent, std::sync::Arc<std::sync::Mutex<String>>) {
+        require_root();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let bin = env!("CARGO_BIN_EXE_tracer");
+        let mut cmd = match wrapper.split_first() {
+            Some((p, rest)) => {
+                let mut c = Command::new(p);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
+            .arg("run")
+            .args(["--listen", &addr.to_string()])
+            .args(if args.contains(&"--netns") {
+                &[][..]
+            } else {
+                &["--netns", "host"][..]
+            })
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tracer run");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let err = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let mut agent = Agent { child, addr };
+        let up = wait_until(Duration::from_secs(60), || {
+            matches!(agent.child.try_wait(), Ok(None))
+                && http_get(addr, "/healthz").is_some_and(|(c, _)| c == 200)
+        });
+        assert!(
+            up,
+            "tracer run did not become healthy on {addr}: {}",
+            log.lock().unwrap()
+        );
+        (agent, log)
+    }
+}

@@ -1,0 +1,197 @@
+//! A running `tracer events` process and what it printed.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use serde_json::Value;
+
+use super::require_root;
+
+/// A running `tracer events` process.
+pub struct Events {
+    child: Child,
+    stdout: Option<JoinHandle<Vec<Value>>>,
+    stderr: Option<JoinHandle<String>>,
+}
+
+/// What a stopped `tracer events` printed.
+pub struct Output {
+    pub events: Vec<Value>,
+    pub stderr: String,
+    pub status: std::process::ExitStatus,
+}
+
+impl Events {
+    /// Start `tracer events ARGS` and wait until its programs are attached.
+    pub fn start(args: &[&str]) -> Events {
+        Events::start_as(&[], args)
+    }
+
+    /// Like [`Events::start`], run through `wrapper` (e.g. setpriv ...).
+    pub fn start_as(wrapper: &[&str], args: &[&str]) -> Events {
+        require_root();
+        let bin = env!("CARGO_BIN_EXE_tracer");
+        let (program, pre): (&str, &[&str]) = match wrapper.split_first() {
+            Some((p, rest)) => (p, rest),
+            None => (bin, &[]),
+        };
+        let mut cmd = Command::new(program);
+        cmd.args(pre);
+        if !wrapper.is_empty() {
+            cmd.arg(bin);
+        }
+        let mut child = cmd
+            .arg("events")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tracer events");
+        let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let stderr = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if line.contains("tracing TCP events") {
+                    let _ = ready_tx.send(());
+                }
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        let stdout = std::thread::spawn(move || {
+            BufReader::new(out)
+                .lines()
+                .map_while(Result::ok)
+                .map(|l| {
+                    serde_json::from_str(&l)
+                        .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
+                })
+                .collect()
+        });
+        let mut ev = Events {
+            child,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        };
+        if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            let _ = ev.child.kill();
+            let out = ev.finish();
+            panic!("tracer events did not start: {}", out.stderr);
+        }
+        ev
+    }
+
+    /// The process id of the running `tracer events`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGINT, then collect everything it printed.
+    pub fn stop(self) -> Output {
+        // Let events already in the ring buffer be read before stopping.
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.finish()
+    }
+
+    fn finish(mut self) -> Output {
+        let status = self.child.wait().expect("wait for tracer");
+        Output {
+            events: self
+                .stdout
+                .take()
+                .map(|h| h.join().expect("stdout reader"))
+                .unwrap_or_default(),
+            stderr: self
+                .stderr
+                .take()
+                .map(|h| h.join().expect("stderr reader"))
+                .unwrap_or_default(),
+            status,
+        }
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.try_wait();
+    }
+}
+
+impl Output {
+    /// The number of events the summary line says were lost in the kernel.
+    pub fn lost(&self) -> u64 {
+        let line = self
+            .stderr
+            .lines()
+            .find(|l| l.contains("lost in the kernel"))
+            .unwrap_or_else(|| panic!("no summary on stderr: {}", self.stderr));
+        let before = line.split(" lost in the kernel").next().unwrap_or_default();
+        before
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("cannot parse summary: {line}"))
+    }
+
+    /// `from->to` transitions per cookie, in arrival order. Accepts the
+    /// kernel announced before naming the new socket are left out: see
+    /// [`Output::unnamed_accepts`].
+    pub fn paths(&self) -> BTreeMap<u64, Vec<String>> {
+        let mut m: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        for e in self.events.iter().filter(|e| e["kind"] == "state") {
+            let cookie = e["cookie"].as_u64().expect("cookie");
+            if cookie == 0 {
+                continue;
+            }
+            m.entry(cookie).or_default().push(format!(
+                "{}->{}",
+                e["old_state"].as_str().expect("old_state"),
+                e["new_state"].as_str().expect("new_state")
+            ));
+        }
+        m
+    }
+
+    /// How many `listen->syn_recv` events carried cookie 0. Kernels up to
+    /// 6.12 (Debian's 6.1 and 6.12) announce a new server socket before it
+    /// has its own cookie or peer (docs/events.md); there the socket's path
+    /// starts at `syn_recv->established`. On 6.18 this is 0.
+    pub fn unnamed_accepts(&self) -> usize {
+        self.events
+            .iter()
+            .filter(|e| {
+                e["kind"] == "state"
+                    && e["cookie"] == 0
+                    && e["old_state"] == "listen"
+                    && e["new_state"] == "syn_recv"
+            })
+            .count()
+    }
+
+    /// A server socket's expected path: the whole of `full`, or without its
+    /// first step where the kernel announced the accept unnamed.
+    pub fn server_path<'a>(&self, full: &'a [&'a str]) -> &'a [&'a str] {
+        if self.unnamed_accepts() > 0 {
+            &full[1..]
+        } else {
+            full
+        }
+    }
+
+    /// Events of `kind`.
+    pub fn of_kind(&self, kind: &str) -> Vec<&Value> {
+        self.events.iter().filter(|e| e["kind"] == kind).collect()
+    }
+}

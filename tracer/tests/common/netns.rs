@@ -1,0 +1,134 @@
+//! Network namespaces that clean up after themselves: a private one the
+//! test's thread enters, a veth-joined pair, and running code inside one.
+
+use std::process::Command;
+
+use super::{require_root, sh};
+
+/// Two network namespaces joined by a veth pair, addressed from
+/// 198.18.0.0/15 (the range set aside for network tests). Deleted on drop,
+/// even when the test fails.
+pub struct NetnsPair {
+    pub a: String,
+    pub b: String,
+    pub addr_a: String,
+    pub addr_b: String,
+}
+
+impl NetnsPair {
+    /// Make `tracer-<tag>-<pid>-a/b`, with `198.18.<n>.1/2` on the veth ends.
+    pub fn new(tag: &str, subnet: u8) -> NetnsPair {
+        let pid = std::process::id();
+        let a = format!("tr-{tag}-{pid}-a");
+        let b = format!("tr-{tag}-{pid}-b");
+        let pair = NetnsPair {
+            a: a.clone(),
+            b: b.clone(),
+            addr_a: format!("198.18.{subnet}.1"),
+            addr_b: format!("198.18.{subnet}.2"),
+        };
+        let va = format!("v{}a", pid % 100000);
+        let vb = format!("v{}b", pid % 100000);
+        sh("ip", &["netns", "add", &a]);
+        sh("ip", &["netns", "add", &b]);
+        sh(
+            "ip",
+            &[
+                "link", "add", &va, "netns", &a, "type", "veth", "peer", "name", &vb, "netns", &b,
+            ],
+        );
+        for (ns, dev, addr) in [(&a, &va, &pair.addr_a), (&b, &vb, &pair.addr_b)] {
+            sh(
+                "ip",
+                &["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev],
+            );
+            sh("ip", &["-n", ns, "link", "set", dev, "up"]);
+            sh("ip", &["-n", ns, "link", "set", "lo", "up"]);
+        }
+        pair
+    }
+
+    /// Run `f` on a thread that has entered namespace `ns`; sockets made
+    /// there stay in that namespace.
+    pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        in_netns_file(format!("/run/netns/{ns}"), f)
+    }
+
+    /// Drop every packet arriving in namespace `ns` (the peer vanishes).
+    pub fn blackhole(ns: &str) {
+        sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns,
+                "nft",
+                "add table inet tracer_test; add chain inet tracer_test in { type filter hook input priority 0; policy drop; }",
+            ],
+        );
+    }
+}
+
+impl Drop for NetnsPair {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// A private network namespace that the calling thread (one test) enters:
+/// sockets, child processes (the agent, ss, prometheus) and loopback are
+/// then its own, untouched by whatever else runs on the host, including a
+/// host-wide TIME_WAIT table that is full (`tcp_max_tw_buckets` is per
+/// namespace). Leaves and deletes the namespace on drop.
+pub struct Netns {
+    name: String,
+    original: std::fs::File,
+}
+
+impl Netns {
+    /// Create `tr-<tag>-<pid>`, bring up its loopback, and enter it.
+    pub fn enter(tag: &str) -> Netns {
+        require_root();
+        use std::os::fd::AsRawFd as _;
+        let name = format!("tr-{tag}-{}", std::process::id());
+        let original = std::fs::File::open("/proc/thread-self/ns/net").expect("current netns");
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        sh("ip", &["netns", "add", &name]);
+        let ns = Netns { name, original };
+        sh("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
+        let file = std::fs::File::open(format!("/run/netns/{}", ns.name)).expect("open netns");
+        // SAFETY: setns on this thread with a valid namespace fd.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: back to the namespace this thread started in.
+        unsafe { libc::setns(self.original.as_raw_fd(), libc::CLONE_NEWNET) };
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Run `f` on a thread that has entered the network namespace of the file
+/// at `path` (`/run/netns/NAME`, `/proc/PID/ns/net`); sockets made there
+/// stay in that namespace.
+pub fn in_netns_file<T: Send + 'static>(path: String, f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd as _;
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: setns on this thread only, with a valid netns fd.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("namespace thread")
+}

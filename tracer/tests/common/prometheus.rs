@@ -1,0 +1,105 @@
+//! A real Prometheus server scraping the agent, for alert and query tests.
+
+use std::process::{Child, Command, Stdio};
+
+use super::http_get;
+
+/// A real Prometheus server (Debian package) scraping one target every
+/// second, with optional rules; killed and its data removed on drop.
+pub struct Prometheus {
+    child: Child,
+    dir: std::path::PathBuf,
+    addr: std::net::SocketAddr,
+}
+
+impl Prometheus {
+    /// Start it on a free loopback port; `rules` is a rule file's YAML (or empty).
+    pub fn start(target: std::net::SocketAddr, rules: &str) -> Prometheus {
+        let dir = std::env::temp_dir().join(format!("tracer-prom-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let cfg = dir.join("prometheus.yml");
+        let rule_file = dir.join("rules.yml");
+        std::fs::write(
+            &rule_file,
+            if rules.is_empty() {
+                "groups: []\n"
+            } else {
+                rules
+            },
+        )
+        .unwrap();
+        std::fs::write(
+            &cfg,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: tracer\n    static_configs:\n      - targets: ['{target}']\n",
+                rule_file.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus (Debian package `prometheus`; cargo xtask test installs it)");
+        Prometheus { child, dir, addr }
+    }
+
+    /// The first sample of an instant query.
+    pub fn query(&self, promql: &str) -> Option<f64> {
+        let q: String = promql
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b == b'_' {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let (code, body) = http_get(self.addr, &format!("/api/v1/query?query={q}"))?;
+        if code != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+}
+
+impl Prometheus {
+    /// Names of alerts that are firing now.
+    pub fn firing(&self) -> Vec<String> {
+        let Some((200, body)) = http_get(self.addr, "/api/v1/alerts") else {
+            return Vec::new();
+        };
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        v["data"]["alerts"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|x| x["state"] == "firing")
+                    .filter_map(|x| x["labels"]["alertname"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
