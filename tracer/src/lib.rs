@@ -19,3 +19,5 @@ pub mod leaks;
 pub mod pipeline;
 pub mod snapshot;
 pub mod tcp;
+#[cfg(test)]
+mod testkit;

@@ -132,13 +132,13 @@ fn a_frequent_dump_does_not_judge_what_may_hide_in_time_wait() {
         Case {
             name: "full socket in FIN_WAIT2 (its close may be lost)",
             events: active_close(1, secs(1))[..2].into(),
-            confirm: Some(diag(1, FinWait2).0),
+            confirm: Some(diag(1, FinWait2)),
             full: |r| r.vanished == 1,
         },
         Case {
             name: "full socket in CLOSING",
             events: vec![ev(1).from(FinWait1).to(Closing).at(secs(1))],
-            confirm: Some(diag(1, Closing).0),
+            confirm: Some(diag(1, Closing)),
             full: |r| r.vanished == 1,
         },
     ];
@@ -171,9 +171,9 @@ fn a_frequent_dump_judges_everything_else() {
     h.run(active_close(3, 0)); // inferred TIME_WAIT, shows up as an orphan
     let rep = h.frequent(
         &[
-            diag(2, CloseWait).0,
+            diag(2, CloseWait),
             tw(3, FinWait2, 50_000),
-            diag(4, Established).0,
+            diag(4, Established),
         ],
         secs(5),
     );

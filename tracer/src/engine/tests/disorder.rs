@@ -128,7 +128,7 @@ fn a_path_gap_follows_the_kernel() {
 #[test]
 fn late_events_refine_an_adopted_socket() {
     let mut h = H::new();
-    h.adopt(&[diag(1, Established).0], secs(10));
+    h.adopt(&[diag(1, Established)], secs(10));
     assert!(h.view(1).since_is_lower_bound());
     h.run([ev(1).from(SynSent).to(Established).at(secs(9))]);
     let v = h.view(1);
@@ -152,7 +152,7 @@ fn late_events_refine_an_adopted_socket() {
 #[test]
 fn an_adopted_socket_reports_its_first_stay_as_a_lower_bound() {
     let mut h = H::new();
-    h.adopt(&[diag(1, CloseWait).0], secs(10));
+    h.adopt(&[diag(1, CloseWait)], secs(10));
     h.run([ev(1).from(CloseWait).to(LastAck).at(secs(25))]);
     assert_eq!(h.stays(), [(CloseWait, secs(15), true)]);
     h.run([ev(1).from(LastAck).to(Close).at(secs(26))]);

@@ -88,7 +88,7 @@ fn churn_stays_under_the_cap() {
 #[test]
 fn the_counts_stay_the_kernels_when_the_cap_binds() {
     let mut h = capped(2);
-    let dump: Vec<_> = (1..=5).map(|c| diag(c, Established).0).collect();
+    let dump: Vec<_> = (1..=5).map(|c| diag(c, Established)).collect();
     assert_eq!(h.adopt(&dump, secs(1)), 2);
     assert_eq!(h.n(Established), 2, "records held");
     assert_eq!(
@@ -98,7 +98,7 @@ fn the_counts_stay_the_kernels_when_the_cap_binds() {
     );
     assert!(h.e.cap_binding());
     // A full dump recounts: two closed since.
-    let mut d2: Vec<_> = (1..=3).map(|c| diag(c, Established).0).collect();
+    let mut d2: Vec<_> = (1..=3).map(|c| diag(c, Established)).collect();
     d2.push(tw(9, TimeWait, 50_000));
     h.reconcile(&d2, secs(2));
     let n = h.e.sockets_by_state();
@@ -118,12 +118,12 @@ fn dumps_do_not_evict_live_records() {
     let mut h = capped(2);
     h.run(active_open(1, 0));
     h.run(active_open(2, 0));
-    assert_eq!(h.adopt(&[diag(3, Established).0], secs(1)), 0);
+    assert_eq!(h.adopt(&[diag(3, Established)], secs(1)), 0);
     let rep = h.reconcile(
         &[
-            diag(1, Established).0,
-            diag(2, Established).0,
-            diag(3, Established).0,
+            diag(1, Established),
+            diag(2, Established),
+            diag(3, Established),
         ],
         secs(2),
     );
@@ -136,7 +136,7 @@ fn dumps_do_not_evict_live_records() {
         ev(2).from(Established).to(Close).at(secs(3)),
     ]);
     h.take();
-    let rep = h.reconcile(&[diag(1, Established).0, diag(3, Established).0], secs(4));
+    let rep = h.reconcile(&[diag(1, Established), diag(3, Established)], secs(4));
     assert_eq!((rep.missed, rep.not_adopted), (1, 0));
     assert!(h.o.0.contains(&Obs::Evicted(2, false)));
     assert!(h.e.get(3).is_some());

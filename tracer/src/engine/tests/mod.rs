@@ -1,15 +1,15 @@
 //! Engine tests: builders for events and dump entries, a recording
 //! observer, and a harness that checks the store's invariants after every
 //! step. The scenarios live in the submodules, one concern each.
-use std::net::{IpAddr, Ipv4Addr};
-
 use super::{
     ClosedBy, Config, Correction, Direction, Engine, Observer, ReconcileReport, SocketView,
     TimeWaitEnd,
 };
 use crate::event::{Kind, SockEvent};
-use crate::snapshot::{SocketSnapshot, TimerKind};
+use crate::snapshot::SocketSnapshot;
 use crate::tcp::{Family, TcpState};
+pub use crate::testkit::SnapshotBuilder;
+use crate::testkit::{LOCAL, REMOTE, REMOTE_PORT, local_port};
 
 mod coverage;
 mod disorder;
@@ -33,15 +33,6 @@ pub fn secs(n: u64) -> u64 {
     n * 1_000_000_000
 }
 
-/// The default local port of `cookie`: distinct per cookie, so tuples only
-/// collide when a test says so.
-fn default_lport(cookie: u64) -> u16 {
-    10_000 + (cookie % 50_000) as u16
-}
-
-const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
-const REMOTE: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
-
 /// An event under construction: `ev(7).from(FinWait2).to(Close).at(ms(5))`.
 #[derive(Clone, Copy, Debug)]
 pub struct Ev(pub SockEvent);
@@ -56,9 +47,9 @@ pub fn ev(cookie: u64) -> Ev {
         cookie,
         family: Some(Family::Ipv4),
         saddr: LOCAL,
-        sport: default_lport(cookie),
+        sport: local_port(cookie),
         daddr: REMOTE,
-        dport: 80,
+        dport: REMOTE_PORT,
         old_state: None,
         new_state: None,
         pid: 999,
@@ -116,39 +107,11 @@ impl Ev {
 }
 
 /// A dump entry for `cookie`, with the same tuple `ev(cookie)` has.
-#[derive(Clone, Copy, Debug)]
-pub struct Diag(pub SocketSnapshot);
-
-pub fn diag(cookie: u64, state: TcpState) -> Diag {
-    Diag(SocketSnapshot {
-        cookie,
-        family: Family::Ipv4,
-        state,
-        timewait: false,
-        saddr: LOCAL,
-        sport: default_lport(cookie),
-        daddr: REMOTE,
-        dport: 80,
-        inode: 1000 + cookie,
-        uid: 0,
-        timer: TimerKind::None,
-        expires_ms: 0,
-        timer_retrans: 0,
-        rqueue: 0,
-        wqueue: 0,
-        info: None,
-        netns: 0,
-    })
-}
+pub use crate::testkit::snapshot as diag;
 
 /// A timewait socket (`state` TimeWait or FinWait2) with `expires_ms` left.
 pub fn tw(cookie: u64, state: TcpState, expires_ms: u32) -> SocketSnapshot {
-    let mut d = diag(cookie, state).0;
-    d.timewait = true;
-    d.timer = TimerKind::TimeWait;
-    d.expires_ms = expires_ms;
-    d.inode = 0;
-    d
+    diag(cookie, state).timewait(expires_ms)
 }
 
 /// One observer call.

@@ -7,9 +7,8 @@ use crate::tcp::TcpState::*;
 const A: u32 = 4026532001;
 const B: u32 = 4026532002;
 
-fn in_ns(mut d: SocketSnapshot, netns: u32) -> SocketSnapshot {
-    d.netns = netns;
-    d
+fn in_ns(d: SocketSnapshot, netns: u32) -> SocketSnapshot {
+    d.netns(netns)
 }
 
 #[test]
@@ -65,7 +64,7 @@ fn a_dump_of_one_namespace_does_not_judge_another() {
         ev(2).netns(B).from(Close).to(SynSent).at(secs(1)),
         ev(2).netns(B).from(SynSent).to(Established).at(secs(1) + 1),
     ]);
-    let dump = [in_ns(diag(1, Established).0, A)];
+    let dump = [in_ns(diag(1, Established), A)];
     let rep =
         h.e.reconcile_within(&dump, secs(5), true, |n| n == A, &mut h.o);
     h.check();

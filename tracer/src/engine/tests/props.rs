@@ -68,7 +68,7 @@ fn dump(d: &[(u64, TcpState, bool, u32)], full: bool) -> Vec<SocketSnapshot> {
                     exp,
                 )
             } else {
-                diag(c, s).0
+                diag(c, s)
             }
         })
         .collect()

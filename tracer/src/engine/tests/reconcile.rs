@@ -8,13 +8,13 @@ fn adopt_a_start_dump() {
     let mut h = H::new();
     let dump = [
         tw(1, TimeWait, 45_000),
-        diag(2, Established).0,
-        diag(3, CloseWait).0,
-        diag(4, Listen).0,
+        diag(2, Established),
+        diag(3, CloseWait),
+        diag(4, Listen),
         tw(5, FinWait2, 30_000),
-        diag(6, NewSynRecv).0,
-        diag(7, BoundInactive).0,
-        diag(8, Close).0,
+        diag(6, NewSynRecv),
+        diag(7, BoundInactive),
+        diag(8, Close),
     ];
     assert_eq!(h.adopt(&dump, secs(100)), 5);
     // (cookie, state, since, lower bound, closed_by, in_time_wait)
@@ -56,7 +56,7 @@ fn adopt_a_start_dump() {
 fn adopt_leaves_tracked_sockets_alone() {
     let mut h = H::new();
     h.run(active_open(1, 0));
-    assert_eq!(h.adopt(&[diag(1, CloseWait).0], secs(1)), 0);
+    assert_eq!(h.adopt(&[diag(1, CloseWait)], secs(1)), 0);
     assert_eq!(h.state(1), Established);
 }
 
@@ -77,7 +77,7 @@ fn corrections_table() {
         Case {
             name: "missed: a socket nobody told us about",
             events: vec![],
-            dump: vec![diag(2, Established).0],
+            dump: vec![diag(2, Established)],
             cookie: 2,
             correction: Some(Correction::Missed),
             state: Established,
@@ -95,7 +95,7 @@ fn corrections_table() {
         Case {
             name: "state mismatch: the dump wins",
             events: active_open(1, 0).into(),
-            dump: vec![diag(1, CloseWait).0],
+            dump: vec![diag(1, CloseWait)],
             cookie: 1,
             correction: Some(Correction::StateMismatch),
             state: CloseWait,
@@ -113,7 +113,7 @@ fn corrections_table() {
         Case {
             name: "agreement: nothing to fix",
             events: active_open(1, 0).into(),
-            dump: vec![diag(1, Established).0],
+            dump: vec![diag(1, Established)],
             cookie: 1,
             correction: None,
             state: Established,
@@ -131,7 +131,7 @@ fn corrections_table() {
         Case {
             name: "grace: changed 50 ms before the dump, which shows the next state",
             events: vec![ev(1).from(Close).to(SynSent).at(t - ms(50))],
-            dump: vec![diag(1, Established).0],
+            dump: vec![diag(1, Established)],
             cookie: 1,
             correction: None,
             state: SynSent,
@@ -143,7 +143,7 @@ fn corrections_table() {
                 ev(1).from(Close).to(SynSent).at(0),
                 ev(1).from(SynSent).to(Established).at(t + ms(1)),
             ],
-            dump: vec![diag(1, SynSent).0],
+            dump: vec![diag(1, SynSent)],
             cookie: 1,
             correction: None,
             state: Established,
@@ -164,11 +164,7 @@ fn corrections_table() {
         Case {
             name: "request and bound-only sockets are not missed",
             events: vec![ev(1).from(Close).to(Listen).at(0)],
-            dump: vec![
-                diag(1, Listen).0,
-                diag(2, NewSynRecv).0,
-                diag(3, BoundInactive).0,
-            ],
+            dump: vec![diag(1, Listen), diag(2, NewSynRecv), diag(3, BoundInactive)],
             cookie: 1,
             correction: None,
             state: Listen,
@@ -231,7 +227,7 @@ fn corrections_table() {
 fn a_mismatch_stay_is_reported_as_a_lower_bound() {
     let mut h = H::new();
     h.run(active_open(1, 0));
-    h.reconcile(&[diag(1, CloseWait).0], secs(5));
+    h.reconcile(&[diag(1, CloseWait)], secs(5));
     assert_eq!(h.view(1).closed_by(), Some(ClosedBy::Remote));
     h.run([ev(1).from(CloseWait).to(LastAck).at(secs(7))]);
     assert_eq!(h.stays().last(), Some(&(CloseWait, secs(2), true)));
@@ -259,9 +255,9 @@ fn a_lost_close_found_as_time_wait_gets_its_entry_from_expires() {
 fn a_long_close_wait_is_marked_half_closed_while_still_in_it() {
     let mut h = H::new();
     h.run([ev(1).from(Established).to(CloseWait).at(secs(1))]);
-    h.reconcile(&[diag(1, CloseWait).0], ms(1500));
+    h.reconcile(&[diag(1, CloseWait)], ms(1500));
     assert!(!h.view(1).half_closed());
-    h.reconcile(&[diag(1, CloseWait).0], secs(5));
+    h.reconcile(&[diag(1, CloseWait)], secs(5));
     assert!(h.view(1).half_closed());
 }
 
@@ -297,9 +293,9 @@ fn time_wait_records_are_kept_until_they_end_then_retained() {
         h.view(1).in_time_wait(),
         "retention does not apply to TIME_WAIT"
     );
-    h.reconcile(&[tw(1, TimeWait, 30_000), diag(2, Listen).0], secs(30));
-    h.reconcile(&[diag(2, Listen).0], secs(61));
+    h.reconcile(&[tw(1, TimeWait, 30_000), diag(2, Listen)], secs(30));
+    h.reconcile(&[diag(2, Listen)], secs(61));
     assert!(!h.view(1).is_live());
-    h.reconcile(&[diag(2, Listen).0], secs(66));
+    h.reconcile(&[diag(2, Listen)], secs(66));
     assert!(h.e.get(1).is_none());
 }

@@ -126,7 +126,7 @@ fn a_stay_no_dump_confirmed_yet_is_reused_and_not_judged_later() {
     assert_eq!(h.view(1).time_wait_end(), Some(TimeWaitEnd::Reused));
     // The next full dump shows cookie 2 only: cookie 1 is not "never
     // appeared", it ended.
-    let mut d = diag(2, Established).0;
+    let mut d = diag(2, Established);
     d.netns = NS;
     d.sport = 40000;
     let rep = h.reconcile(&[d], secs(3));

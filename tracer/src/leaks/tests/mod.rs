@@ -10,35 +10,25 @@ mod stalls;
 
 use super::*;
 use crate::snapshot::{FdOwner, SocketSnapshot, TcpInfo, TimerKind};
-use crate::tcp::{Family, TcpState};
+use crate::tcp::TcpState;
+use crate::testkit::{SnapshotBuilder, snapshot};
 
 const S: u64 = 1_000_000_000;
 
+/// A served connection `10.0.0.1:8080 <- 10.0.0.2:40000+`, recently busy.
 fn sock(cookie: u64, state: TcpState) -> SocketSnapshot {
-    SocketSnapshot {
-        cookie,
-        family: Family::Ipv4,
-        state,
-        timewait: false,
-        saddr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
-        sport: 8080,
-        daddr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
-        dport: 40000 + (cookie % 1000) as u16,
-        inode: 1000 + cookie,
-        uid: 0,
-        timer: TimerKind::None,
-        expires_ms: 0,
-        timer_retrans: 0,
-        rqueue: 0,
-        wqueue: 0,
-        info: Some(TcpInfo {
+    snapshot(cookie, state)
+        .local(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 8080)
+        .peer(
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+            40000 + (cookie % 1000) as u16,
+        )
+        .info(TcpInfo {
             last_data_recv_ms: 10,
             last_data_sent_ms: 10,
             last_ack_recv_ms: 10,
             ..TcpInfo::default()
-        }),
-        netns: 0,
-    }
+        })
 }
 
 fn info(d: &mut SocketSnapshot) -> &mut TcpInfo {
@@ -212,8 +202,7 @@ fn history_ring_is_bounded() {
 }
 
 fn stalled(cookie: u64, no_ack_ms: u32) -> SocketSnapshot {
-    let mut d = sock(cookie, TcpState::Established);
-    d.timer = TimerKind::Retransmit;
+    let mut d = sock(cookie, TcpState::Established).timer(TimerKind::Retransmit, 0);
     let i = info(&mut d);
     i.unacked = 3;
     i.retransmits = 4;

@@ -6,9 +6,7 @@ use super::*;
 
 /// An idle socket with SO_KEEPALIVE whose probes go unanswered.
 fn probing(cookie: u64, no_ack_ms: u32) -> SocketSnapshot {
-    let mut d = sock(cookie, TcpState::Established);
-    d.timer = TimerKind::Keepalive;
-    d.timer_retrans = 3;
+    let mut d = sock(cookie, TcpState::Established).timer(TimerKind::Keepalive, 3);
     let i = info(&mut d);
     i.probes = 3;
     i.last_ack_recv_ms = no_ack_ms;
