@@ -9,10 +9,7 @@
 //! buffer, those already adopted first, new ones last, so the pipeline
 //! reconciles the former and adopts the latter. The thread's CPU time
 //! covers discovery and every namespace's walk: the budget is for the sum.
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    sync::Arc,
-};
+use std::collections::{BTreeMap, BTreeSet};
 
 use tokio::task::JoinHandle;
 
@@ -22,10 +19,14 @@ use super::{
     netns::NetnsScope,
 };
 use crate::{
-    container::{ContainerMap, Resolver, ResolverStats},
+    container::Resolver,
     diag::{DiagError, DumpOptions, Dumper, NetnsHandle, netstat::TimeWaitLimit},
     snapshot::SocketSnapshot,
 };
+
+mod found;
+
+pub use found::{Census, Dump};
 
 /// Most namespaces followed at once; more are counted in
 /// [`Census::over_cap`]. Each costs two netlink sockets and their buffers
@@ -49,25 +50,6 @@ const SNAPSHOT: DumpOptions = DumpOptions {
     with_info: false,
     without_time_wait: false,
 };
-
-/// What the dump source knows about namespaces after a dump.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Census {
-    /// Namespaces with dumpers (followed).
-    pub tracked: usize,
-    /// Namespaces that could not be entered (no `CAP_SYS_ADMIN`), sorted.
-    pub refused: Vec<u32>,
-    /// Namespaces found beyond [`MAX_NETNS`].
-    pub over_cap: usize,
-    /// Every namespace found (sorted), followed or not.
-    pub known: Vec<u32>,
-    /// Processes whose `/proc/<pid>/ns/net` could not be read.
-    pub unreadable_processes: u32,
-    /// The container of each namespace in scope that has one.
-    pub containers: Arc<ContainerMap>,
-    /// The container resolver's counters.
-    pub resolver: ResolverStats,
-}
 
 /// One snapshot of every TCP socket in `scope` (every namespace in it), for
 /// a one-shot report, and what was found about namespaces.
@@ -306,37 +288,6 @@ impl Kit {
         };
         (self, dump)
     }
-}
-
-/// What one dump found; the sockets stay in [`DumpSource::sockets`].
-#[derive(Debug)]
-pub struct Dump {
-    /// Monotonic ns when the dump started.
-    pub start_ns: u64,
-    /// CPU time the dumping thread spent on it: discovery and every
-    /// namespace's walk (mostly the kernel's).
-    pub cpu_ns: u64,
-    /// TIME_WAIT sockets included.
-    pub full: bool,
-    /// Only a look for namespaces ([`DumpSource::survey`]): no sockets.
-    pub survey: bool,
-    /// A survey found namespaces no dump has adopted yet.
-    pub unadopted: bool,
-    /// `tcp_max_tw_buckets` of each namespace followed (full dumps only).
-    pub tw_limits: Vec<(u32, u32)>,
-    /// Whether the dump succeeded (in at least one namespace).
-    pub result: anyhow::Result<()>,
-    /// Namespaces adopted earlier and dumped now: their sockets are
-    /// `sockets()[..fresh_from]`, to reconcile.
-    pub covered: Vec<u32>,
-    /// Where the sockets of namespaces dumped for the first time begin.
-    pub fresh_from: usize,
-    /// Namespaces dumped for the first time: `sockets()[fresh_from..]`, to adopt.
-    pub fresh: Vec<u32>,
-    /// Namespaces that vanished since the last dump: their sockets are gone.
-    pub gone: Vec<u32>,
-    /// The namespaces found, followed, refused.
-    pub census: Census,
 }
 
 /// Where dumps come from: one per pipeline, for its [`NetnsScope`].

@@ -115,7 +115,7 @@ impl<'a> SocketView<'a> {
             .filter_map(|&n| TcpState::from_kernel(n))
     }
 
-    /// True when the path was longer than [`PATH_LEN`] and was cut.
+    /// True when the path was longer than [`PATH_LEN`](super::PATH_LEN) and was cut.
     pub fn path_truncated(&self) -> bool {
         self.rec.has(flag::TRUNCATED)
     }

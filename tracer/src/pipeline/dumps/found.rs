@@ -1,0 +1,54 @@
+//! What a dump or a survey found: the namespaces and the outcome.
+use std::sync::Arc;
+
+use crate::container::{ContainerMap, ResolverStats};
+
+/// What the dump source knows about namespaces after a dump.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Namespaces with dumpers (followed).
+    pub tracked: usize,
+    /// Namespaces that could not be entered (no `CAP_SYS_ADMIN`), sorted.
+    pub refused: Vec<u32>,
+    /// Namespaces found beyond [`MAX_NETNS`](super::MAX_NETNS).
+    pub over_cap: usize,
+    /// Every namespace found (sorted), followed or not.
+    pub known: Vec<u32>,
+    /// Processes whose `/proc/<pid>/ns/net` could not be read.
+    pub unreadable_processes: u32,
+    /// The container of each namespace in scope that has one.
+    pub containers: Arc<ContainerMap>,
+    /// The container resolver's counters.
+    pub resolver: ResolverStats,
+}
+
+/// What one dump found; the sockets stay in [`DumpSource::sockets`](super::DumpSource::sockets).
+#[derive(Debug)]
+pub struct Dump {
+    /// Monotonic ns when the dump started.
+    pub start_ns: u64,
+    /// CPU time the dumping thread spent on it: discovery and every
+    /// namespace's walk (mostly the kernel's).
+    pub cpu_ns: u64,
+    /// TIME_WAIT sockets included.
+    pub full: bool,
+    /// Only a look for namespaces ([`DumpSource::survey`](super::DumpSource::survey)): no sockets.
+    pub survey: bool,
+    /// A survey found namespaces no dump has adopted yet.
+    pub unadopted: bool,
+    /// `tcp_max_tw_buckets` of each namespace followed (full dumps only).
+    pub tw_limits: Vec<(u32, u32)>,
+    /// Whether the dump succeeded (in at least one namespace).
+    pub result: anyhow::Result<()>,
+    /// Namespaces adopted earlier and dumped now: their sockets are
+    /// `sockets()[..fresh_from]`, to reconcile.
+    pub covered: Vec<u32>,
+    /// Where the sockets of namespaces dumped for the first time begin.
+    pub fresh_from: usize,
+    /// Namespaces dumped for the first time: `sockets()[fresh_from..]`, to adopt.
+    pub fresh: Vec<u32>,
+    /// Namespaces that vanished since the last dump: their sockets are gone.
+    pub gone: Vec<u32>,
+    /// The namespaces found, followed, refused.
+    pub census: Census,
+}
