@@ -26,7 +26,6 @@ use crate::{
     config::Settings,
     engine,
     export::{http, metrics::Metrics, serve},
-    leaks::Thresholds,
     pipeline::{self, NetnsScope, Pipeline, Reconcile},
 };
 
@@ -40,7 +39,7 @@ fn pipeline_config(settings: &Settings) -> anyhow::Result<pipeline::Config> {
             retention_ns: settings.closed_retention.as_nanos() as u64,
             ..engine::Config::default()
         },
-        thresholds: Thresholds::from_settings(settings),
+        thresholds: settings.thresholds(),
         reconcile: Some(Reconcile {
             interval: settings.reconcile_interval,
             time_wait_interval: Some(settings.time_wait_interval),

@@ -9,12 +9,12 @@ use clap::Args;
 
 use crate::{
     bpf::DEFAULT_RING_BYTES,
-    config::{self, DEFAULT_RECONCILE_BUDGET, Settings},
+    config::{self, DEFAULT_RECONCILE_BUDGET, ThresholdFlags},
     container::ContainerMap,
     engine,
     event::{Kind, SockEvent},
     export::stream,
-    leaks::{Change, Thresholds},
+    leaks::Change,
     pipeline::{self, Core, Flow, NetnsChoice, NetnsScope, Pipeline, Reconcile, Sink},
     snapshot::SocketSnapshot,
 };
@@ -25,13 +25,11 @@ use crate::{
 /// `tracer run`); TIME_WAIT sockets are the bulk of a busy host and no
 /// detector looks at them, so no full dumps. Without: the stream alone.
 fn pipeline_config(args: &EventsArgs, leaks: bool) -> anyhow::Result<pipeline::Config> {
-    let mut settings = Settings::default();
-    args.thresholds.apply(&mut settings);
     Ok(pipeline::Config {
         scope: NetnsScope::resolve(&args.netns)?,
         ring_bytes: args.ring_bytes,
         engine: engine::Config::default(),
-        thresholds: Thresholds::from_settings(&settings),
+        thresholds: args.thresholds.thresholds(),
         reconcile: leaks.then_some(Reconcile {
             interval: Duration::from_secs(1),
             time_wait_interval: None,
@@ -137,7 +135,7 @@ pub struct EventsArgs {
     pub no_leaks: bool,
     /// Leak detector thresholds.
     #[command(flatten)]
-    pub thresholds: super::run::ThresholdArgs,
+    pub thresholds: ThresholdFlags,
     /// Stop after this long: bare seconds or 500ms, 10s, 5m, up to 30d
     /// (default: run until SIGINT/SIGTERM).
     #[arg(long, value_name = "DURATION", value_parser = config::parse_run_length, allow_hyphen_values = true)]

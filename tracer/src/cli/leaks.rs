@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::{
-    config,
+    config::ThresholdFlags,
     container::attribute_report,
     diag::owners_of,
     leaks::{Flag, LeakKind, Report, snapshot_report, table::render},
@@ -31,8 +31,19 @@ pub use client::{ClientError, Limits, http_get};
 /// The agent's default address, as a URL.
 pub const DEFAULT_AGENT: &str = "http://127.0.0.1:9077";
 
-/// Flags of `tracer leaks`.
+/// Flags of `tracer leaks`. The thresholds are those of `tracer run`,
+/// with no default: each hides younger flags of its kind.
 #[derive(Debug, Args, Default, Clone)]
+#[command(
+    mut_arg("close_wait_threshold", |a| a.help(
+        "Hide CLOSE_WAIT leaks younger than this (on top of the agent's own threshold)")),
+    mut_arg("half_open_threshold", |a| a.help(
+        "Hide half-open connections stalled for less than this")),
+    mut_arg("idle_threshold", |a| a.help("Hide idle connections idle for less than this")),
+    mut_arg("handshake_threshold", |a| a.help("Hide stuck handshakes younger than this")),
+    mut_arg("fin_wait2_threshold", |a| a.help(
+        "Hide orphaned FIN_WAIT2 sockets younger than this")),
+)]
 pub struct LeaksArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
@@ -43,21 +54,10 @@ pub struct LeaksArgs {
     /// Give up on the agent after this long, connection to last byte [default: 10s].
     #[arg(long, value_name = "DURATION", value_parser = client::parse_timeout, allow_hyphen_values = true)]
     pub timeout: Option<Duration>,
-    /// Hide CLOSE_WAIT leaks younger than this (on top of the agent's own threshold).
-    #[arg(long, value_name = "DURATION", value_parser = config::parse_threshold, allow_hyphen_values = true)]
-    pub close_wait_threshold: Option<Duration>,
-    /// Hide half-open connections stalled for less than this.
-    #[arg(long, value_name = "DURATION", value_parser = config::parse_threshold, allow_hyphen_values = true)]
-    pub half_open_threshold: Option<Duration>,
-    /// Hide idle connections idle for less than this.
-    #[arg(long, value_name = "DURATION", value_parser = config::parse_threshold, allow_hyphen_values = true)]
-    pub idle_threshold: Option<Duration>,
-    /// Hide stuck handshakes younger than this.
-    #[arg(long, value_name = "DURATION", value_parser = config::parse_threshold, allow_hyphen_values = true)]
-    pub handshake_threshold: Option<Duration>,
-    /// Hide orphaned FIN_WAIT2 sockets younger than this.
-    #[arg(long, value_name = "DURATION", value_parser = config::parse_threshold, allow_hyphen_values = true)]
-    pub fin_wait2_threshold: Option<Duration>,
+    /// The `--*-threshold` flags of `tracer run`, here hiding what is
+    /// younger (see the help above).
+    #[command(flatten)]
+    pub thresholds: ThresholdFlags,
     /// Network namespaces: all, host (the one tracer runs in), a /run/netns
     /// name, an inode, or pid:N [default: all]. With an agent, its report
     /// is narrowed to them.
@@ -68,11 +68,11 @@ pub struct LeaksArgs {
 impl LeaksArgs {
     fn min_age(&self, kind: LeakKind) -> Option<Duration> {
         match kind {
-            LeakKind::CloseWait => self.close_wait_threshold,
-            LeakKind::HalfOpen => self.half_open_threshold,
-            LeakKind::IdleNoKeepalive => self.idle_threshold,
-            LeakKind::StuckHandshake => self.handshake_threshold,
-            LeakKind::OrphanedFinWait2 => self.fin_wait2_threshold,
+            LeakKind::CloseWait => self.thresholds.close_wait_threshold,
+            LeakKind::HalfOpen => self.thresholds.half_open_threshold,
+            LeakKind::IdleNoKeepalive => self.thresholds.idle_threshold,
+            LeakKind::StuckHandshake => self.thresholds.handshake_threshold,
+            LeakKind::OrphanedFinWait2 => self.thresholds.fin_wait2_threshold,
         }
     }
 }
@@ -201,7 +201,10 @@ mod tests {
         let mut r = sample();
         r.leaks[0].sockets[0].age_seconds = Some(5.0);
         let args = LeaksArgs {
-            close_wait_threshold: Some(Duration::from_secs(10)),
+            thresholds: ThresholdFlags {
+                close_wait_threshold: Some(Duration::from_secs(10)),
+                ..ThresholdFlags::default()
+            },
             ..LeaksArgs::default()
         };
         let f = filter(r, &args, NetnsScope::all());

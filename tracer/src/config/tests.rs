@@ -1,5 +1,10 @@
 //! The config file: keys, bare numbers, and errors with line and column.
-use super::*;
+use std::path::Path;
+
+use super::{
+    file::{key_before, line_col},
+    *,
+};
 
 fn applied(text: &str) -> anyhow::Result<Settings> {
     let mut s = Settings::default();
@@ -168,4 +173,26 @@ fn only_small_regular_files_are_read() {
         );
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn help_states_each_default() {
+    assert_eq!(undocumented_defaults(), Vec::<&str>::new());
+}
+
+/// Every flag of `tracer run` past `--config` is a key of the file, read
+/// by the same parser: "" is refused as a value, not as an unknown key.
+#[test]
+fn every_flag_is_a_key() {
+    use clap::Args as _;
+    let cmd = RunFlags::augment_args(clap::Command::new("run"));
+    let flags: Vec<&str> = cmd.get_arguments().filter_map(|a| a.get_long()).collect();
+    assert_eq!(flags.len(), 15, "{flags:?}");
+    for flag in flags {
+        let err = error(&format!("{flag} = \"\""));
+        assert!(
+            err.starts_with(&format!("key {flag} at line 1, column ")),
+            "{err}"
+        );
+    }
 }

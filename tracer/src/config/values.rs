@@ -5,6 +5,8 @@
 //! whatever the input.
 use std::{net::SocketAddr, time::Duration};
 
+use crate::pipeline::NetnsChoice;
+
 /// The range a duration flag or key accepts, with the words for its ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Bounds {
@@ -210,6 +212,11 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     full.parse().map_err(|_| {
         format!("{s:?} is not an ADDR:PORT listen address (e.g. 127.0.0.1:9077 or [::]:9077)")
     })
+}
+
+/// `--netns`: all, host, a `/run/netns` name, an inode, or `pid:N`.
+pub fn parse_netns(s: &str) -> Result<NetnsChoice, String> {
+    s.parse()
 }
 
 /// Parse a percentage of one core: `1`, `1%`, `0.5%`; 0 means no limit.

@@ -75,17 +75,6 @@ impl Default for Thresholds {
 }
 
 impl Thresholds {
-    /// The thresholds of the agent's settings.
-    pub fn from_settings(s: &crate::config::Settings) -> Thresholds {
-        Thresholds {
-            close_wait: s.close_wait_threshold,
-            half_open: s.half_open_threshold,
-            idle: s.idle_threshold,
-            handshake: s.handshake_threshold,
-            fin_wait2: s.fin_wait2_threshold,
-        }
-    }
-
     /// The threshold of one kind.
     pub fn of(&self, kind: LeakKind) -> Duration {
         match kind {
