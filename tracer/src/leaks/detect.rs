@@ -6,11 +6,11 @@
 //! states that are still in the last dump (swept every update), capped at
 //! [`MAX_TRACKED`]; sockets beyond the cap are counted in
 //! [`DetectorStats::untracked`] and get an age only from the engine.
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque, hash_map::Entry};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use super::rollup::{Gauges, Report, Rollup, Source};
-use super::rules::{PortAcc, Stall, apply_scan, cleared_how, socket_flag};
-use super::{Change, Flag, LeakKind, Reason, Thresholds, fmt_duration};
+use super::rules::{PortAcc, Stall, apply_scan, cleared_how};
+use super::{Change, Flag, LeakKind, Thresholds};
 use crate::{
     snapshot::{OwnerScan, SocketSnapshot},
     tcp::TcpState,
@@ -30,6 +30,8 @@ enum Subject {
 }
 
 type Key = (LeakKind, Subject);
+
+mod judge;
 
 #[derive(Clone, Copy)]
 struct Seen {
@@ -217,156 +219,6 @@ impl Detector {
         let found: OwnerScan = owners(&inodes).into();
         for f in self.active.values_mut().filter(|f| f.owners.is_empty()) {
             apply_scan(f, &found);
-        }
-    }
-
-    fn check<S>(
-        &mut self,
-        d: &SocketSnapshot,
-        now: u64,
-        since: &S,
-        found: &mut BTreeMap<Key, Flag>,
-        ports: &mut BTreeMap<(u32, u16), PortAcc>,
-    ) where
-        S: Fn(u64, TcpState) -> Option<(u64, bool)>,
-    {
-        let t = self.thresholds;
-        let key = |k| (k, Subject::Socket(d.cookie));
-        match d.state {
-            TcpState::CloseWait | TcpState::Established if !d.timewait => {
-                if d.state == TcpState::CloseWait
-                    && let Some((age, lb)) = self.age(d, now, since)
-                    && age >= ns(t.close_wait)
-                {
-                    let evidence = format!(
-                        "in CLOSE_WAIT for {}{:.1}s (threshold {}); {} bytes unread",
-                        if lb { "at least " } else { "" },
-                        secs(age),
-                        fmt_duration(t.close_wait),
-                        d.rqueue
-                    );
-                    found.insert(
-                        key(LeakKind::CloseWait),
-                        socket_flag(d, LeakKind::CloseWait, None, now, (age, lb), evidence),
-                    );
-                }
-                if let Some(info) = d.info {
-                    if let Some(f) = self.half_open(d, &info, now) {
-                        found.insert(key(LeakKind::HalfOpen), f);
-                    }
-                    if let Some(f) = self.idle(d, &info, now) {
-                        found.insert(key(LeakKind::IdleNoKeepalive), f);
-                    }
-                }
-            }
-            TcpState::SynSent => {
-                if let Some((age, lb)) = self.age(d, now, since)
-                    && age >= ns(t.handshake)
-                {
-                    let evidence = format!(
-                        "in SYN_SENT for {}{:.1}s (threshold {}); {} SYN retransmits, no answer",
-                        if lb { "at least " } else { "" },
-                        secs(age),
-                        fmt_duration(t.handshake),
-                        d.timer_retrans
-                    );
-                    let f = socket_flag(
-                        d,
-                        LeakKind::StuckHandshake,
-                        Some(Reason::SynSent),
-                        now,
-                        (age, lb),
-                        evidence,
-                    );
-                    found.insert(key(LeakKind::StuckHandshake), f);
-                }
-            }
-            TcpState::NewSynRecv | TcpState::SynRecv => {
-                let age = self.age(d, now, since);
-                let old = age.is_some_and(|(a, _)| a >= ns(t.handshake));
-                // One retransmitted SYN-ACK is ordinary packet loss; two in a
-                // row (3 s with the 1 s initial RTO) is a handshake in trouble.
-                if old || d.timer_retrans >= 2 {
-                    let acc = ports.entry((d.netns, d.sport)).or_default();
-                    acc.local
-                        .get_or_insert(std::net::SocketAddr::new(d.saddr, d.sport));
-                    acc.stuck += 1;
-                    if d.timer_retrans > 0 {
-                        acc.retransmitted += 1;
-                        acc.max_retrans = acc.max_retrans.max(d.timer_retrans);
-                    }
-                    if let Some(a) = age
-                        && acc.oldest.is_none_or(|(o, _)| a.0 > o)
-                    {
-                        acc.oldest = Some(a);
-                    }
-                }
-            }
-            TcpState::FinWait2 if d.timewait || d.inode == 0 => {
-                if let Some((age, lb)) = self.age(d, now, since)
-                    && age >= ns(t.fin_wait2)
-                {
-                    let evidence = format!(
-                        "orphaned in FIN_WAIT2 for {}{:.1}s (threshold {}): we closed, the peer never sent its FIN",
-                        if lb { "at least " } else { "" },
-                        secs(age),
-                        fmt_duration(t.fin_wait2)
-                    );
-                    let f = socket_flag(
-                        d,
-                        LeakKind::OrphanedFinWait2,
-                        None,
-                        now,
-                        (age, lb),
-                        evidence,
-                    );
-                    found.insert(key(LeakKind::OrphanedFinWait2), f);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// How long `d` has been in its state: the engine's time when exact,
-    /// else the earliest of the engine's lower bound and our first sight.
-    fn age<S>(&mut self, d: &SocketSnapshot, now: u64, since: &S) -> Option<(u64, bool)>
-    where
-        S: Fn(u64, TcpState) -> Option<(u64, bool)>,
-    {
-        let generation = self.generation;
-        let full = self.seen.len() >= MAX_TRACKED;
-        let first = match self.seen.entry(d.cookie) {
-            Entry::Occupied(mut e) => {
-                let s = e.get_mut();
-                if s.state != d.state {
-                    *s = Seen {
-                        state: d.state,
-                        since_ns: now,
-                        generation,
-                    };
-                }
-                s.generation = generation;
-                Some(s.since_ns)
-            }
-            Entry::Vacant(e) if !full => {
-                e.insert(Seen {
-                    state: d.state,
-                    since_ns: now,
-                    generation,
-                });
-                Some(now)
-            }
-            Entry::Vacant(_) => {
-                self.untracked += 1;
-                None
-            }
-        };
-        let known = since(d.cookie, d.state).filter(|&(s, _)| s <= now);
-        match (known, first) {
-            (Some((s, false)), _) => Some((now - s, false)),
-            (Some((s, true)), f) => Some((now - f.map_or(s, |f| s.min(f)), true)),
-            (None, Some(f)) => Some((now - f, true)),
-            (None, None) => None,
         }
     }
 
