@@ -3,6 +3,10 @@
 //! Privileged: loads the real kernel programs. Each test filters by its own
 //! ports and never assumes it is alone on the machine.
 mod common;
+#[path = "events/resets.rs"]
+mod resets;
+#[path = "events/stream.rs"]
+mod stream;
 
 use std::{
     collections::BTreeSet,
@@ -148,106 +152,6 @@ fn ipv4_loopback_lifecycle() {
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn ipv6_loopback_lifecycle() {
     lifecycle("::1".parse().unwrap());
-}
-
-#[test]
-#[ignore = "privileged: cargo xtask test runs it as root"]
-fn linger_zero_close_sends_and_receives_reset() {
-    let _ns = Netns::enter("linger");
-    let ip: IpAddr = "127.0.0.1".parse().unwrap();
-    let (sock, port) = bound(ip);
-    let tracer = Events::start(&[
-        "--port",
-        &port.to_string(),
-        "--kind",
-        "reset_sent",
-        "--kind",
-        "reset_received",
-        "--kind",
-        "state",
-    ]);
-    sock.listen(16).expect("listen");
-    let listener: TcpListener = sock.into();
-    let client = TcpStream::connect((ip, port)).expect("connect");
-    let (server, _) = listener.accept().expect("accept");
-    let diag = ss_cookies(port);
-    let client_cookie = diag[&(client.local_addr().unwrap(), client.peer_addr().unwrap())];
-    let server_cookie = diag[&(server.local_addr().unwrap(), server.peer_addr().unwrap())];
-    let client = Socket::from(client);
-    client
-        .set_linger(Some(Duration::ZERO))
-        .expect("SO_LINGER 0");
-    drop(client);
-    let mut server = server;
-    let mut buf = [0u8; 1];
-    assert!(server.read(&mut buf).is_err(), "the server sees the reset");
-    drop(server);
-    let out = tracer.stop();
-    assert_eq!(out.lost(), 0);
-
-    let sent: Vec<_> = out.of_kind("reset_sent");
-    let received: Vec<_> = out.of_kind("reset_received");
-    assert_eq!(sent.len(), 1, "{:?}", out.events);
-    assert_eq!(sent[0]["cookie"], client_cookie);
-    // tcp_close() moves to close before it sends the abortive RST.
-    assert_eq!(sent[0]["state"], "close");
-    assert_eq!(received.len(), 1, "{:?}", out.events);
-    assert_eq!(received[0]["cookie"], server_cookie);
-    let paths = out.paths();
-    assert_eq!(
-        paths[&client_cookie].last().map(String::as_str),
-        Some("established->close")
-    );
-    assert_eq!(
-        paths[&server_cookie].last().map(String::as_str),
-        Some("established->close")
-    );
-}
-
-#[test]
-#[ignore = "privileged: cargo xtask test runs it as root"]
-fn dropped_peer_causes_retransmits() {
-    let pair = NetnsPair::new("rtx", 41);
-    let server_ip: IpAddr = pair.addr_b.parse().unwrap();
-    let (sock, port) = NetnsPair::in_ns(&pair.b, move || bound(server_ip));
-    let tracer = Events::start(&["--port", &port.to_string()]);
-    sock.listen(16).expect("listen");
-    let listener: TcpListener = sock.into();
-    let mut client = NetnsPair::in_ns(&pair.a, move || {
-        TcpStream::connect((server_ip, port)).expect("connect")
-    });
-    let (_server, _) = listener.accept().expect("accept");
-    client.write_all(b"before").expect("write");
-
-    NetnsPair::blackhole(&pair.b);
-    client.write_all(b"into the void").expect("write");
-    // RTO starts around 200 ms and doubles: expect several within 3 s.
-    std::thread::sleep(Duration::from_secs(3));
-    let out = tracer.stop();
-    assert_eq!(out.lost(), 0);
-
-    let client_cookie = out
-        .events
-        .iter()
-        .find(|e| e["new_state"] == "syn_sent")
-        .and_then(|e| e["cookie"].as_u64())
-        .expect("client connect event");
-    let rtx: Vec<_> = out
-        .of_kind("retransmit")
-        .into_iter()
-        .filter(|e| e["cookie"] == client_cookie)
-        .collect();
-    assert!(
-        rtx.len() >= 2,
-        "expected retransmits of cookie {client_cookie}: {:?}",
-        out.events
-    );
-    for e in &rtx {
-        assert_eq!(e["state"], "established");
-        assert_eq!(e["daddr"], pair.addr_b);
-        assert_eq!(e["dport"], port);
-    }
-    drop(pair);
 }
 
 /// The "done when" of the foundation: hundreds of real connections, every
@@ -397,97 +301,4 @@ fn runs_with_only_cap_bpf_and_cap_perfmon() {
         "{:?}",
         out.events
     );
-}
-
-/// The stream carries leak_flagged and leak_cleared with the agent's fields.
-#[test]
-#[ignore = "privileged: cargo xtask test runs it as root"]
-fn close_wait_leak_is_flagged_then_cleared_in_the_stream() {
-    let _ns = Netns::enter("leakev");
-    let ip: IpAddr = "127.0.0.1".parse().unwrap();
-    let (sock, port) = bound(ip);
-    let tracer = Events::start(&[
-        "--port",
-        &port.to_string(),
-        "--close-wait-threshold",
-        "1s",
-        "--kind",
-        "leak_flagged",
-        "--kind",
-        "leak_cleared",
-    ]);
-    sock.listen(4).expect("listen");
-    let listener: TcpListener = sock.into();
-    let c = TcpStream::connect((ip, port)).expect("connect");
-    let (mut s, _) = listener.accept().expect("accept");
-    let server_cookie = ss_cookies(port)[&(s.local_addr().unwrap(), s.peer_addr().unwrap())];
-    drop(c);
-    let mut b = [0u8; 1];
-    assert_eq!(s.read(&mut b).unwrap(), 0);
-    std::thread::sleep(Duration::from_millis(3000));
-    drop(s);
-    std::thread::sleep(Duration::from_millis(1500));
-    let out = tracer.stop();
-    let kinds: Vec<&str> = out
-        .events
-        .iter()
-        .filter_map(|e| e["kind"].as_str())
-        .collect();
-    assert_eq!(kinds, ["leak_flagged", "leak_cleared"], "{:?}", out.events);
-    for e in &out.events {
-        assert_eq!(e["leak"], "close_wait");
-        assert_eq!(e["cookie"], server_cookie);
-        assert_eq!(e["local"], format!("127.0.0.1:{port}"));
-        assert!(e["ts_ns"].as_u64().is_some());
-        assert_eq!(e["owners"][0]["pid"], std::process::id(), "{e}");
-    }
-    assert!(
-        out.events[0]["evidence"]
-            .as_str()
-            .unwrap()
-            .contains("CLOSE_WAIT")
-    );
-}
-
-/// A ring buffer that fills while the reader is stopped: the kernel counts
-/// every dropped event and says why, once, through its own log.
-#[test]
-#[ignore = "privileged: cargo xtask test runs it as root"]
-fn a_full_ring_is_counted_and_the_kernel_says_why() {
-    let _ns = Netns::enter("ringfull");
-    let ip: IpAddr = "127.0.0.1".parse().unwrap();
-    let (sock, port) = bound(ip);
-    let tracer = Events::start(&["--port", &port.to_string(), "--ring-bytes", "4096"]);
-    sock.listen(64).expect("listen");
-    let listener: TcpListener = sock.into();
-    // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(tracer.pid() as i32, libc::SIGSTOP) };
-    for _ in 0..100 {
-        let c = TcpStream::connect((ip, port)).expect("connect");
-        let (s, _) = listener.accept().expect("accept");
-        drop(c);
-        drop(s);
-    }
-    // SAFETY: as above.
-    unsafe { libc::kill(tracer.pid() as i32, libc::SIGCONT) };
-    let out = tracer.stop();
-    assert!(
-        out.lost() > 0,
-        "a 4 KiB ring held 100 connections: {}",
-        out.stderr
-    );
-    let why: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("tracer: kernel warn: "))
-        .collect();
-    assert!(
-        why.iter()
-            .any(|l| l.contains("sock/inet_sock_set_state: the event ring buffer is full")),
-        "{}",
-        out.stderr
-    );
-    // Rate-limited: one line per CPU per second, not one per lost event.
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    assert!(why.len() <= 3 * cpus, "{}", out.stderr);
 }

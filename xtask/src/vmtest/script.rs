@@ -88,7 +88,7 @@ impl Script<'_> {
                 s,
                 "echo \"== {name} ($(date +%T))\"\n\
                  start=$(date +%s)\n\
-                 timeout -k 10 {t} {bin} --exact {tests} --test-threads=1 --nocapture \
+                 timeout -k 10 {t} {bin} --exact {tests} --include-ignored --test-threads=1 --nocapture \
                  >{name}.log 2>&1 </dev/null\n\
                  echo $? >{name}.status\n\
                  echo $(( $(date +%s) - start )) >{name}.seconds",
