@@ -265,11 +265,14 @@ fn reconcile_budget_spaces_dumps_but_losses_still_heal() {
         "the budget stretches the 200 ms interval: {gap} s"
     );
     let dumps = agent.metric(live);
+    let lost = agent.metric("tracer_events_lost_total");
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(
-        agent.metric(live),
-        dumps,
-        "no dump within the stretched gap"
+    // No dump within the stretched gap, unless events were lost meanwhile:
+    // the 4 KiB ring also carries every other namespace's events, which
+    // the agent filters in user space, and tests beside this one make them.
+    assert!(
+        agent.metric(live) == dumps || agent.metric("tracer_events_lost_total") > lost,
+        "a dump within the stretched gap, and no events lost"
     );
 
     // Freeze the agent and make more events than a 4 KiB ring holds; the
