@@ -186,10 +186,20 @@ mod tests {
         assert!(f.status.is_none(), "{f:?}");
         assert!(f.elapsed < Duration::from_secs(10), "{f:?}");
         let pid = std::fs::read_to_string(dir.join("grandchild.pid")).unwrap();
-        // Reaped by init or still a zombie at worst: never running.
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
-        assert!(stat.is_empty() || stat.contains(") Z "), "{stat}");
+        // Reaped by init or still a zombie at worst: never running. A
+        // killed process takes a moment to die on a loaded machine.
+        let dead = || {
+            let stat =
+                std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+            (stat.is_empty() || stat.contains(") Z ")).then_some(()).ok_or(stat)
+        };
+        let mut state = dead();
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while state.is_err() && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+            state = dead();
+        }
+        assert!(state.is_ok(), "{state:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
