@@ -191,7 +191,9 @@ mod tests {
         let dead = || {
             let stat =
                 std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
-            (stat.is_empty() || stat.contains(") Z ")).then_some(()).ok_or(stat)
+            (stat.is_empty() || stat.contains(") Z "))
+                .then_some(())
+                .ok_or(stat)
         };
         let mut state = dead();
         let until = std::time::Instant::now() + Duration::from_secs(5);
