@@ -1,0 +1,130 @@
+//! Whole datagrams: multi-part replies, the kernel's errors, malformed
+//! replies, and the cookie's byte order.
+use super::*;
+
+#[test]
+fn multi_part_datagram_until_done() {
+    let mut dgram = nlmsg(SEQ, SOCK_DIAG_BY_FAMILY, &established().bytes());
+    dgram.extend(nlmsg(SEQ - 1, SOCK_DIAG_BY_FAMILY, &established().bytes())); // stale dump
+    dgram.extend(nlmsg(
+        SEQ,
+        SOCK_DIAG_BY_FAMILY,
+        &Msg {
+            state: 42,
+            ..established()
+        }
+        .bytes(),
+    ));
+    dgram.extend(nlmsg(
+        SEQ,
+        SOCK_DIAG_BY_FAMILY,
+        &Msg {
+            sport: 1,
+            ..established()
+        }
+        .bytes(),
+    ));
+    let mut out = Vec::new();
+    let mut counts = Counts::default();
+    assert_eq!(
+        parse_datagram(&dgram, SEQ, "IPv4", &mut out, &mut counts).expect("ok"),
+        Step::More
+    );
+    assert_eq!(
+        counts,
+        Counts {
+            sockets: 2,
+            skipped: 1
+        }
+    );
+    assert_eq!(out.iter().map(|s| s.sport).collect::<Vec<_>>(), [40000, 1]);
+
+    let done = nlmsg(SEQ, NLMSG_DONE, &0i32.to_ne_bytes());
+    assert_eq!(
+        parse_datagram(&done, SEQ, "IPv4", &mut out, &mut counts).expect("ok"),
+        Step::Done
+    );
+    // The kernel may send a bare NLMSG_DONE.
+    let bare = nlmsg(SEQ, NLMSG_DONE, &[]);
+    assert_eq!(
+        parse_datagram(&bare, SEQ, "IPv4", &mut out, &mut counts).expect("ok"),
+        Step::Done
+    );
+    // A DONE of a stale dump does not end ours.
+    let stale = nlmsg(SEQ + 1, NLMSG_DONE, &0i32.to_ne_bytes());
+    assert_eq!(
+        parse_datagram(&stale, SEQ, "IPv4", &mut out, &mut counts).expect("ok"),
+        Step::More
+    );
+}
+
+#[test]
+fn kernel_errors_become_refusals() {
+    let mut out = Vec::new();
+    let mut counts = Counts::default();
+    // NLMSG_ERROR: i32 error, then the offending request's header.
+    let mut err = (-libc::EPERM).to_ne_bytes().to_vec();
+    err.extend_from_slice(&[0; 16]);
+    let e = parse_datagram(
+        &nlmsg(SEQ, NLMSG_ERROR, &err),
+        SEQ,
+        "IPv6",
+        &mut out,
+        &mut counts,
+    )
+    .expect_err("refused");
+    assert!(
+        matches!(
+            e,
+            DiagError::Refused {
+                family: "IPv6",
+                errno: libc::EPERM
+            }
+        ),
+        "{e:?}"
+    );
+    let done = nlmsg(SEQ, NLMSG_DONE, &(-libc::ENOBUFS).to_ne_bytes());
+    let e = parse_datagram(&done, SEQ, "IPv4", &mut out, &mut counts).expect_err("refused");
+    assert!(
+        matches!(
+            e,
+            DiagError::Refused {
+                errno: libc::ENOBUFS,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // An ACK (error 0) is not an error.
+    let ack = nlmsg(SEQ, NLMSG_ERROR, &[0; 20]);
+    assert_eq!(
+        parse_datagram(&ack, SEQ, "IPv4", &mut out, &mut counts).expect("ok"),
+        Step::More
+    );
+}
+
+#[test]
+fn malformed_replies_are_errors_not_panics() {
+    let mut out = Vec::new();
+    let mut counts = Counts::default();
+    let good = nlmsg(SEQ, SOCK_DIAG_BY_FAMILY, &established().bytes());
+    for cut in [3, 15, 20, good.len() - 1] {
+        let r = parse_datagram(&good[..cut], SEQ, "IPv4", &mut out, &mut counts);
+        assert!(
+            matches!(r, Err(DiagError::Malformed { .. })),
+            "cut at {cut}: {r:?}"
+        );
+    }
+    // An attribute whose length runs past the message.
+    let mut bad = established();
+    bad.attrs = vec![200, 0, 8, 0, 0, 0, 0, 0];
+    assert!(decode_socket(&bad.bytes()).is_err());
+}
+
+#[test]
+fn cookie_halves_low_first_in_host_order() {
+    let mut raw = [0u8; 8];
+    raw[..4].copy_from_slice(&0x0001_920fu32.to_ne_bytes());
+    raw[4..].copy_from_slice(&0x2u32.to_ne_bytes());
+    assert_eq!(cookie_from_id(&raw), 0x2_0001_920f);
+}
