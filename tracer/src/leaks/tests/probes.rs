@@ -1,0 +1,124 @@
+//! Half-open peers, keepalive probes and idle connections: judged from
+//! tcp_info, not from states.
+use super::*;
+
+fn stalled(cookie: u64, no_ack_ms: u32) -> SocketSnapshot {
+    let mut d = sock(cookie, TcpState::Established).timer(TimerKind::Retransmit, 0);
+    let i = info(&mut d);
+    i.unacked = 3;
+    i.retransmits = 4;
+    i.backoff = 4;
+    i.total_retrans = 9;
+    i.last_ack_recv_ms = no_ack_ms;
+    d
+}
+
+#[test]
+fn half_open_needs_a_stall_observed_for_the_threshold() {
+    let mut det = Detector::new(thresholds());
+    // Long without ACK already, but seen stalled only from t=0.
+    assert!(
+        det.update(&[stalled(7, 30_000)], 0, none, app_owners)
+            .is_empty()
+    );
+    assert!(
+        det.update(&[stalled(7, 39_999)], 10 * S - 1, none, app_owners)
+            .is_empty()
+    );
+    let c = det.update(&[stalled(7, 40_000)], 10 * S, none, app_owners);
+    let f = raised(&c)[0];
+    assert_eq!(
+        (f.kind, f.reason),
+        (LeakKind::HalfOpen, Some(Reason::Retransmitting))
+    );
+    assert_eq!((f.age_seconds, f.age_is_lower_bound), (Some(40.0), false));
+    assert!(
+        f.evidence
+            .starts_with("no ACK for 40.0s (threshold 10s) with 3 segments unacked"),
+        "{}",
+        f.evidence
+    );
+    // An ACK arrives: retransmits reset, the flag clears.
+    let mut ok = stalled(7, 5);
+    info(&mut ok).retransmits = 0;
+    info(&mut ok).backoff = 0;
+    let c = det.update(&[ok], 11 * S, none, app_owners);
+    assert_eq!(
+        cleared(&c)[0].cleared_how.as_deref(),
+        Some("ACK progress resumed")
+    );
+}
+
+#[test]
+fn no_false_positive_on_busy_sockets_with_recent_acks() {
+    let mut det = Detector::new(thresholds());
+    for t in 0..60 {
+        // Unacked data in flight, an occasional lost segment, ACKs flowing.
+        let mut busy = sock(1, TcpState::Established);
+        let i = info(&mut busy);
+        i.unacked = 40;
+        i.last_ack_recv_ms = 2;
+        i.retransmits = u8::from(t % 7 == 0);
+        i.total_retrans = t as u32 / 7;
+        // A long-idle socket that just sent: unacked, no ACK yet, no RTO.
+        let mut woke = sock(2, TcpState::Established);
+        info(&mut woke).unacked = 1;
+        info(&mut woke).last_ack_recv_ms = 900_000;
+        // Keepalive armed, no probes outstanding.
+        let mut ka = sock(3, TcpState::Established);
+        ka.timer = TimerKind::Keepalive;
+        info(&mut ka).last_data_recv_ms = 3_600_000;
+        info(&mut ka).last_data_sent_ms = 3_600_000;
+        let c = det.update(&[busy, woke, ka], t * S, none, app_owners);
+        assert!(c.is_empty(), "t={t}: {c:?}");
+    }
+    assert_eq!(
+        det.gauges().half_open,
+        [
+            (Reason::Retransmitting, 0),
+            (Reason::KeepaliveUnanswered, 0)
+        ]
+    );
+}
+
+#[test]
+fn keepalive_probes_unanswered() {
+    let mut det = Detector::new(thresholds());
+    let mut d = sock(4, TcpState::Established);
+    d.timer = TimerKind::Keepalive;
+    d.timer_retrans = 2;
+    info(&mut d).last_ack_recv_ms = 7_300_000;
+    assert!(det.update(&[d], 0, none, app_owners).is_empty());
+    let f = det.update(&[d], 10 * S, none, app_owners);
+    let f = raised(&f)[0];
+    assert_eq!(f.reason, Some(Reason::KeepaliveUnanswered));
+    assert!(
+        f.evidence.starts_with("2 keepalive probes unanswered"),
+        "{}",
+        f.evidence
+    );
+    assert_eq!(det.gauges().half_open[1], (Reason::KeepaliveUnanswered, 1));
+}
+
+#[test]
+fn idle_without_keepalive_is_a_risk_not_a_leak() {
+    let mut det = Detector::new(thresholds());
+    let mut d = sock(5, TcpState::Established);
+    info(&mut d).last_data_recv_ms = 700_000;
+    info(&mut d).last_data_sent_ms = 599_999;
+    assert!(det.update(&[d], S, none, app_owners).is_empty());
+    info(&mut d).last_data_sent_ms = 600_000;
+    let c = det.update(&[d], 2 * S, none, app_owners);
+    assert_eq!(raised(&c)[0].kind, LeakKind::IdleNoKeepalive);
+    assert_eq!(raised(&c)[0].age_seconds, Some(600.0));
+    let r = det.report(2 * S);
+    assert_eq!((r.leak_count, r.risks.len(), r.exit_code()), (0, 1, 0));
+    assert_eq!(det.gauges().idle_without_keepalive, 1);
+    // SO_KEEPALIVE turned on: the risk clears.
+    d.timer = TimerKind::Keepalive;
+    let c = det.update(&[d], 3 * S, none, app_owners);
+    assert_eq!(
+        cleared(&c)[0].cleared_how.as_deref(),
+        Some("traffic resumed or keepalive armed")
+    );
+}
