@@ -245,6 +245,9 @@ fn a_container_that_stops_ends_its_sockets_and_its_series() {
     let Some(_) = image() else { return };
     let agent = agent();
     let events = Events::start(&["--port", "8080"]);
+    // Events from before our container are another test's: the kernel
+    // reuses a destroyed namespace's inode.
+    let born_ns = tracer::pipeline::monotonic_ns();
     let c = Container::run("ctstop", &["--network", "none"], LEAKY_SERVER);
     let _client = connect_inside(&c);
     let netns = c.netns;
@@ -276,7 +279,11 @@ fn a_container_that_stops_ends_its_sockets_and_its_series() {
     assert!(gone, "the stopped container's series stay");
 
     let out = events.stop();
-    let mine: Vec<&Value> = out.events.iter().filter(|e| e["netns"] == netns).collect();
+    let mine: Vec<&Value> = out
+        .events
+        .iter()
+        .filter(|e| e["netns"] == netns && e["ts_ns"].as_u64().is_some_and(|t| t >= born_ns))
+        .collect();
     let closes: Vec<&&Value> = mine
         .iter()
         .filter(|e| e["new_state"] == "close" || e["new_state"] == "fin_wait1")

@@ -127,11 +127,24 @@ impl<D: Observer> Pipeline<D> {
         };
         new_containers(&self.core, &dump, sink);
         if dump.survey {
-            let ended = {
+            let ended = if dump.gone.is_empty() {
+                0
+            } else {
                 let mut core = self.core.lock();
                 let Core {
                     engine, derived, ..
                 } = &mut *core;
+                // The events of a namespace's last moments (its processes'
+                // sockets closing) first: ended now, they cannot start
+                // records again afterwards.
+                let scope = self.scope;
+                self.ingest.drain_now(|ev| {
+                    let in_scope = scope.contains(ev);
+                    if in_scope {
+                        engine.apply(ev, derived);
+                    }
+                    sink.event(ev, in_scope);
+                });
                 engine.forget_time_wait_limits(&dump.gone);
                 engine.end_netns(&dump.gone, dump.start_ns, derived)
             };
