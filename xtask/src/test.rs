@@ -45,7 +45,14 @@ pub fn test(filter: Option<&str>) -> anyhow::Result<()> {
             "warnings",
         ],
     )?;
-    let mut args = vec!["test", "--workspace", "--exclude", "tracer-ebpf"];
+    // Every test binary runs even when one fails: one CI run reports all.
+    let mut args = vec![
+        "test",
+        "--workspace",
+        "--exclude",
+        "tracer-ebpf",
+        "--no-fail-fast",
+    ];
     if let Some(f) = filter {
         args.push(f);
     }
