@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::Shared;
 use crate::{
-    container::{Container, ContainerMap, attribute_report},
+    container::{Container, ContainerMap},
     engine::SocketView,
     export::{
         http::{Api, Health, SocketQuery},
@@ -168,7 +168,7 @@ impl Api for AgentApi {
     fn leaks(&self) -> Value {
         let core = self.0.core.lock();
         let mut report = core.detector.report(monotonic_ns());
-        attribute_report(&mut report, &core.containers);
+        report.attribute(&core.containers);
         drop(core);
         serde_json::to_value(report).unwrap_or_else(|e| json!({ "error": e.to_string() }))
     }

@@ -18,7 +18,6 @@ use clap::Args;
 
 use crate::{
     config::ThresholdFlags,
-    container::attribute_report,
     diag::owners_of,
     leaks::{Flag, LeakKind, Report, snapshot_report, table::render},
     pipeline::{NetnsChoice, NetnsScope, snapshot},
@@ -140,7 +139,7 @@ pub fn collect(url: &str, scope: NetnsScope, limits: Limits) -> anyhow::Result<R
                 ));
             }
             let mut report = snapshot_report(&dump, &owners, note);
-            attribute_report(&mut report, &census.containers);
+            report.attribute(&census.containers);
             Ok(report)
         }
     }

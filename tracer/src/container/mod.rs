@@ -146,24 +146,6 @@ impl FromIterator<(u32, Arc<Container>)> for ContainerMap {
     }
 }
 
-/// Fill in the container of every flag of a leak report, by its namespace.
-pub fn attribute_report(report: &mut crate::leaks::Report, map: &ContainerMap) {
-    if map.is_empty() {
-        return;
-    }
-    let flags = report
-        .leaks
-        .iter_mut()
-        .flat_map(|g| g.sockets.iter_mut())
-        .chain(report.risks.iter_mut())
-        .chain(report.recently_cleared.iter_mut());
-    for f in flags {
-        if f.container.is_none() {
-            f.container = map.get(f.netns).map(|c| (**c).clone());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,6 +32,7 @@ enum Subject {
 type Key = (LeakKind, Subject);
 
 mod judge;
+mod stalls;
 
 #[derive(Clone, Copy)]
 struct Seen {
@@ -61,14 +62,6 @@ pub struct Detector {
     rollup: Rollup,
     pub(super) generation: u64,
     pub(super) untracked: u64,
-}
-
-pub(super) fn ns(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-pub(super) fn secs(ns: u64) -> f64 {
-    ns as f64 / 1e9
 }
 
 impl Detector {

@@ -227,6 +227,24 @@ pub struct Report {
 }
 
 impl Report {
+    /// Fill in the container of every flag, by its namespace.
+    pub fn attribute(&mut self, map: &crate::container::ContainerMap) {
+        if map.is_empty() {
+            return;
+        }
+        let flags = self
+            .leaks
+            .iter_mut()
+            .flat_map(|g| g.sockets.iter_mut())
+            .chain(self.risks.iter_mut())
+            .chain(self.recently_cleared.iter_mut());
+        for f in flags {
+            if f.container.is_none() {
+                f.container = map.get(f.netns).map(|c| (**c).clone());
+            }
+        }
+    }
+
     /// Group `flags` by owning process, worst first (most CLOSE_WAIT, then
     /// most flags, then oldest). `growth(pid, comm, count)` gives a
     /// process's CLOSE_WAIT growth.

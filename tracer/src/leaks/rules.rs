@@ -1,15 +1,13 @@
 //! The per-socket rules that need more than an age: half-open stalls,
 //! idle sockets without keepalive, per-port stuck handshakes; and how a
 //! flag is built and how its clearing is worded.
-use super::detect::{Detector, MAX_TRACKED, ns, secs};
-use super::{Flag, LeakKind, Reason, fmt_duration};
+use super::{Flag, LeakKind, Reason};
 use crate::{
-    snapshot::{OwnerScan, SocketSnapshot, TcpInfo, TimerKind},
+    snapshot::{OwnerScan, SocketSnapshot},
     tcp::TcpState,
 };
-use std::collections::hash_map::Entry;
 
-const MS: u64 = 1_000_000;
+pub(super) const MS: u64 = 1_000_000;
 
 #[derive(Clone, Copy)]
 pub(super) struct Stall {
@@ -27,172 +25,6 @@ pub(super) struct PortAcc {
     pub(super) retransmitted: u32,
     pub(super) max_retrans: u8,
     pub(super) oldest: Option<(u64, bool)>,
-}
-
-impl Detector {
-    /// A stall is timed from when it was first seen, and goes on for as
-    /// long as no ACK arrives, whatever its evidence: keepalive probes
-    /// unanswered can turn into retransmits when the application writes, with
-    /// a moment between the two (data in flight, first RTO not yet fired)
-    /// that shows neither. An ACK after the stall began ends it.
-    pub(super) fn half_open(
-        &mut self,
-        d: &SocketSnapshot,
-        info: &TcpInfo,
-        now: u64,
-    ) -> Option<Flag> {
-        let rto = info.unacked > 0 && (info.retransmits > 0 || info.backoff > 0);
-        let probes = d.timer_retrans.max(info.probes);
-        let keepalive = d.timer == TimerKind::Keepalive && probes > 0;
-        let no_ack = u64::from(info.last_ack_recv_ms) * MS;
-        let ongoing = self
-            .stalls
-            .get(&d.cookie)
-            .copied()
-            .filter(|s| now.saturating_sub(no_ack) <= s.since_ns);
-        let reason = if rto {
-            Reason::Retransmitting
-        } else if keepalive {
-            Reason::KeepaliveUnanswered
-        } else if let Some(s) = ongoing
-            && (info.unacked > 0 || info.probes > 0)
-        {
-            // Still waiting on the peer, between one kind of evidence and the next.
-            s.reason
-        } else {
-            return None;
-        };
-        let generation = self.generation;
-        let stall = match ongoing {
-            Some(s) => Stall {
-                reason,
-                generation,
-                ..s
-            },
-            None => Stall {
-                reason,
-                since_ns: now,
-                total_retrans: info.total_retrans,
-                generation,
-            },
-        };
-        let full = self.stalls.len() >= MAX_TRACKED;
-        match self.stalls.entry(d.cookie) {
-            Entry::Occupied(mut e) => *e.get_mut() = stall,
-            Entry::Vacant(e) if !full => {
-                e.insert(stall);
-            }
-            Entry::Vacant(_) => {
-                self.untracked += 1;
-                return None;
-            }
-        }
-        let threshold = ns(self.thresholds.half_open);
-        let stalled = now - stall.since_ns;
-        if stalled < threshold || (reason == Reason::Retransmitting && no_ack < threshold) {
-            return None;
-        }
-        let evidence = match reason {
-            Reason::Retransmitting => format!(
-                "no ACK for {:.1}s (threshold {}) with {} segments unacked; head segment retransmitted {} times, \
-                 RTO backoff {} (rto {:.1}s); {} retransmits in total, {} while stalled",
-                secs(no_ack),
-                fmt_duration(self.thresholds.half_open),
-                info.unacked,
-                info.retransmits,
-                info.backoff,
-                f64::from(info.rto_us) / 1e6,
-                info.total_retrans,
-                info.total_retrans.saturating_sub(stall.total_retrans)
-            ),
-            _ => format!(
-                "{probes} keepalive probes unanswered; no ACK for {:.1}s, probing for {:.1}s (threshold {})",
-                secs(no_ack),
-                secs(stalled),
-                fmt_duration(self.thresholds.half_open)
-            ),
-        };
-        let age = no_ack.max(stalled);
-        Some(socket_flag(
-            d,
-            LeakKind::HalfOpen,
-            Some(reason),
-            now,
-            (age, false),
-            evidence,
-        ))
-    }
-
-    /// sock_diag reports one timer per socket, and a pending retransmit or
-    /// zero-window probe timer hides the keepalive timer; either of them
-    /// notices a dead peer anyway. So only a socket with no timer at all is
-    /// at risk.
-    pub(super) fn idle(&self, d: &SocketSnapshot, info: &TcpInfo, now: u64) -> Option<Flag> {
-        if d.state != TcpState::Established || d.timer != TimerKind::None {
-            return None;
-        }
-        let idle = u64::from(info.last_data_recv_ms.min(info.last_data_sent_ms)) * MS;
-        if idle < ns(self.thresholds.idle) {
-            return None;
-        }
-        let evidence = format!(
-            "no data received for {:.1}s nor sent for {:.1}s (threshold {}); no keepalive timer armed, \
-             a dead peer would go unnoticed",
-            f64::from(info.last_data_recv_ms) / 1e3,
-            f64::from(info.last_data_sent_ms) / 1e3,
-            fmt_duration(self.thresholds.idle)
-        );
-        Some(socket_flag(
-            d,
-            LeakKind::IdleNoKeepalive,
-            None,
-            now,
-            (idle, false),
-            evidence,
-        ))
-    }
-
-    pub(super) fn port_flag(
-        &self,
-        (netns, port): (u32, u16),
-        acc: &PortAcc,
-        now: u64,
-    ) -> Option<Flag> {
-        let local = acc.local?;
-        let (age, lb) = acc.oldest.unwrap_or((0, true));
-        let evidence = format!(
-            "{} handshakes stuck on port {port}: {} needed SYN-ACK retransmits (up to {}), oldest {}{:.1}s \
-             (threshold {}); a SYN flood or a full accept queue",
-            acc.stuck,
-            acc.retransmitted,
-            acc.max_retrans,
-            if lb { "at least " } else { "" },
-            secs(age),
-            fmt_duration(self.thresholds.handshake)
-        );
-        Some(Flag {
-            kind: LeakKind::StuckHandshake,
-            reason: Some(Reason::SynRecv),
-            cookie: None,
-            local,
-            remote: None,
-            state: TcpState::NewSynRecv,
-            inode: 0,
-            netns,
-            raised_at_ns: now,
-            age_seconds: Some(secs(age)),
-            age_is_lower_bound: lb,
-            unread_bytes: 0,
-            evidence,
-            count: Some(acc.stuck),
-            owners: Vec::new(),
-            owner_unknown: false,
-            owner_hint: None,
-            cleared_at_ns: None,
-            cleared_how: None,
-            container: None,
-        })
-    }
 }
 
 /// A flag about one socket, raised at `now` (owners filled in later).
@@ -254,4 +86,12 @@ pub(super) fn cleared_how(f: &Flag, now: Option<TcpState>) -> String {
             _ => format!("no longer {}", f.kind.name()),
         },
     }
+}
+
+pub(super) fn ns(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+pub(super) fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
 }

@@ -2,8 +2,9 @@
 use std::collections::{BTreeMap, hash_map::Entry};
 
 use super::super::rules::{PortAcc, socket_flag};
+use super::super::rules::{ns, secs};
 use super::super::{Flag, LeakKind, Reason, fmt_duration};
-use super::{Detector, Key, MAX_TRACKED, Seen, Subject, ns, secs};
+use super::{Detector, Key, MAX_TRACKED, Seen, Subject};
 use crate::{snapshot::SocketSnapshot, tcp::TcpState};
 
 impl Detector {
