@@ -255,3 +255,43 @@ pub fn summarise(samples: &[Sample], variants: &[Variant]) -> Vec<VariantSummary
         })
         .collect()
 }
+
+/// One workload measured under several variants.
+pub struct Scenario {
+    /// The workload.
+    pub cfg: ChurnConfig,
+    /// Rounds per variant.
+    pub rounds: usize,
+    /// Every sample.
+    pub samples: Vec<Sample>,
+}
+
+impl Scenario {
+    /// Per-variant summaries, in report order.
+    pub fn summaries(&self) -> Vec<VariantSummary> {
+        let vs: Vec<Variant> = Variant::ALL
+            .into_iter()
+            .filter(|v| self.samples.iter().any(|s| s.variant == *v))
+            .collect();
+        summarise(&self.samples, &vs)
+    }
+
+    /// The summary of one variant, if it ran.
+    pub fn summary(&self, v: Variant) -> Option<VariantSummary> {
+        self.summaries().into_iter().find(|s| s.variant == v)
+    }
+
+    pub(super) fn describe(&self) -> String {
+        let c = &self.cfg;
+        format!(
+            "{} closes first, {}, {} B each way, {} client + {} server threads, {} rounds × {:.0} s per variant, interleaved",
+            c.closer.name(),
+            c.describe_sources(),
+            c.payload,
+            c.client_threads,
+            c.server_threads,
+            self.rounds,
+            c.duration.as_secs_f64()
+        )
+    }
+}

@@ -15,6 +15,7 @@
 //! `--soak-faults` the agent under churn through one fault after another ([`faults`]).
 mod agent;
 mod churn;
+mod doc;
 mod faults;
 mod kprog;
 mod machine;
@@ -282,7 +283,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         };
         let vs = [Variant::Baseline, Variant::Run];
         let samples = measure::interleaved(&env, &cfg, &vs, rounds, "reuse")?;
-        report.reuse = Some(report::Scenario {
+        report.reuse = Some(measure::Scenario {
             cfg,
             rounds,
             samples,
@@ -299,7 +300,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         ..args.churn(args.rate, secs)
     };
     let samples = measure::interleaved(&env, &main_cfg, &variants, rounds, "main")?;
-    report.main = Some(report::Scenario {
+    report.main = Some(measure::Scenario {
         cfg: main_cfg,
         rounds,
         samples,
@@ -320,7 +321,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             };
             let samples =
                 measure::interleaved(&env, &cfg, &variants, sweep_rounds, &format!("sweep{rate}"))?;
-            report.sweep.push(report::Scenario {
+            report.sweep.push(measure::Scenario {
                 cfg,
                 rounds: sweep_rounds,
                 samples,

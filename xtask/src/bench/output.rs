@@ -1,20 +1,13 @@
 //! The files a run writes besides BENCHMARKS.md text: the SVG plots,
 //! bench/last-run.csv with every raw sample (with each sample's agent CPU
 //! ns per event, its kernel programs' bpf_stats deltas and its worst
-//! TIME_WAIT gauge deviation), bench/time-wait-truth.csv with every TIME_WAIT
-//! sample, and the generated-block
-//! replacement that leaves the hand-written parts of BENCHMARKS.md alone.
+//! TIME_WAIT gauge deviation), and bench/time-wait-truth.csv with every
+//! TIME_WAIT sample.
 use std::{fmt::Write as _, path::Path};
 
-use anyhow::Context as _;
-
 use super::{
-    agent::Variant,
-    kprog::ProgCost,
-    measure::VariantSummary,
-    report::{Report, Scenario},
-    svg,
-    truth::Worst,
+    agent::Variant, doc::write, kprog::ProgCost, measure::Scenario, measure::VariantSummary,
+    report::Report, svg, truth::Worst,
 };
 
 impl Report {
@@ -163,43 +156,9 @@ fn progs_field(progs: &[ProgCost]) -> String {
     items.join(" ")
 }
 
-/// Replace the text between `<!-- bench:NAME:start -->` and `<!-- bench:NAME:end -->`,
-/// appending the block when it is missing.
-pub fn replace_block(doc: &str, name: &str, body: &str) -> String {
-    let (start, end) = (
-        format!("<!-- bench:{name}:start -->"),
-        format!("<!-- bench:{name}:end -->"),
-    );
-    let block = format!("{start}\n{}\n{end}", body.trim_end());
-    match (doc.find(&start), doc.find(&end)) {
-        (Some(a), Some(b)) if b > a => format!("{}{block}{}", &doc[..a], &doc[b + end.len()..]),
-        _ => format!("{}\n\n{block}\n", doc.trim_end()),
-    }
-}
-
-/// Write `text` to `path`, creating its folder.
-pub fn write(path: &Path, text: &str) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn blocks_are_replaced_in_place_or_appended() {
-        let doc = "# B\nintro\n<!-- bench:x:start -->\nold\n<!-- bench:x:end -->\noutro\n";
-        let d = replace_block(doc, "x", "new\n");
-        assert_eq!(
-            d,
-            "# B\nintro\n<!-- bench:x:start -->\nnew\n<!-- bench:x:end -->\noutro\n"
-        );
-        let d = replace_block(&d, "y", "more");
-        assert!(d.ends_with("outro\n\n<!-- bench:y:start -->\nmore\n<!-- bench:y:end -->\n"));
-    }
 
     #[test]
     fn program_counters_fit_one_csv_field() {

@@ -9,7 +9,7 @@ use super::{
     agent::Variant,
     kprog::{self, MIN_RUNS},
     measure::Sample,
-    report::Scenario,
+    measure::Scenario,
     stats::{Summary, fmt_opt},
 };
 

@@ -1,60 +1,18 @@
 //! Results as Markdown: printed, and written into the generated blocks of
-//! BENCHMARKS.md (the files beside it are in `output`, the per-event cost
-//! table in `progcost`, the targets list in `targets`).
+//! BENCHMARKS.md (the files beside it are in `output`, block replacement
+//! and file writing in `doc`, the per-event cost table in `progcost`, the
+//! targets list in `targets`; a `Scenario`'s samples are `measure`'s).
 use std::{fmt::Write as _, path::Path, time::Duration};
 
 use super::{
     BenchArgs,
-    agent::Variant,
-    churn::ChurnConfig,
+    doc::{replace_block, write},
     faults, machine,
-    measure::{self, Sample, VariantSummary},
-    micro,
-    output::{replace_block, write},
-    progcost, soak,
+    measure::{Scenario, VariantSummary},
+    micro, progcost, soak,
     stats::fmt_opt,
     truth::fmt_worst,
 };
-
-/// One workload measured under several variants.
-pub struct Scenario {
-    /// The workload.
-    pub cfg: ChurnConfig,
-    /// Rounds per variant.
-    pub rounds: usize,
-    /// Every sample.
-    pub samples: Vec<Sample>,
-}
-
-impl Scenario {
-    /// Per-variant summaries, in report order.
-    pub fn summaries(&self) -> Vec<VariantSummary> {
-        let vs: Vec<Variant> = Variant::ALL
-            .into_iter()
-            .filter(|v| self.samples.iter().any(|s| s.variant == *v))
-            .collect();
-        measure::summarise(&self.samples, &vs)
-    }
-
-    /// The summary of one variant, if it ran.
-    pub fn summary(&self, v: Variant) -> Option<VariantSummary> {
-        self.summaries().into_iter().find(|s| s.variant == v)
-    }
-
-    fn describe(&self) -> String {
-        let c = &self.cfg;
-        format!(
-            "{} closes first, {}, {} B each way, {} client + {} server threads, {} rounds × {:.0} s per variant, interleaved",
-            c.closer.name(),
-            c.describe_sources(),
-            c.payload,
-            c.client_threads,
-            c.server_threads,
-            self.rounds,
-            c.duration.as_secs_f64()
-        )
-    }
-}
 
 /// Everything one `cargo xtask bench` measured.
 pub struct Report {

@@ -5,9 +5,10 @@ use std::fmt::Write as _;
 
 use super::{
     agent::Variant,
+    measure::Scenario,
     micro,
     progcost::{self, CostRow},
-    report::{Report, Scenario, TW_OVERFLOW, split_corrections},
+    report::{Report, TW_OVERFLOW, split_corrections},
     stats::{Summary, fmt_opt},
 };
 
