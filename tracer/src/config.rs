@@ -1,6 +1,6 @@
 //! Agent settings: defaults, a TOML file (`--config`), and flags, in
 //! increasing priority. Every setting is one row of the table below, which
-//! gives its type, default, flag, key and help at once (see [`schema`]).
+//! gives its type, default, flag, key and help at once (see `config/schema.rs`).
 //! Unknown keys and bad values are errors that name the key, its line and
 //! column, and say what is expected; the file is read only if it is a
 //! regular file of at most 1 MiB ([`file`]).

@@ -21,6 +21,7 @@ pub mod netns;
 pub mod pace;
 mod run;
 pub mod sink;
+mod tally;
 
 use std::{
     collections::HashMap,
@@ -112,7 +113,7 @@ struct Tracking {
     /// The last survey found namespaces no dump has adopted yet.
     unadopted: bool,
     /// The sentences about unreachable namespaces already said.
-    warned: run::Warned,
+    warned: tally::Warned,
 }
 
 /// Probes, ingest, scope, engine, detectors, dumps and pacing: one command's
@@ -146,7 +147,7 @@ impl<D: Observer> Pipeline<D> {
                     paces: Paces::new(r.interval, r.time_wait_interval, r.budget_percent),
                     lost_at_dump: 0,
                     unadopted: false,
-                    warned: run::Warned::default(),
+                    warned: tally::Warned::default(),
                 })
             }
         };
@@ -215,7 +216,7 @@ impl<D: Observer> Pipeline<D> {
         let n = core.engine.adopt(t.dumps.sockets(), dump.start_ns);
         sink.adopted(&mut core, t.dumps.sockets());
         drop(core);
-        run::tally_netns(t, &mut self.event_netns, &dump, 0, sink);
+        tally::tally_netns(t, &mut self.event_netns, &dump, 0, sink);
         Ok(n)
     }
 }

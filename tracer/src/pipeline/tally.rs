@@ -1,0 +1,93 @@
+//! What the pipeline says about namespaces after a dump or a survey: how
+//! many are followed, refused, unnamed or over the cap, to the sink; and,
+//! once each, the sentences about the ones that cannot be followed.
+use std::collections::HashMap;
+
+use super::{
+    Census, Dump, MAX_NETNS, Tracking,
+    sink::{NetnsTally, Sink},
+};
+
+/// How long a namespace seen only in events stays counted without events.
+const UNNAMED_TTL_NS: u64 = 300_000_000_000;
+
+/// Which sentences about unreachable namespaces were said.
+#[derive(Debug, Default)]
+pub(super) struct Warned {
+    refused: bool,
+    unnamed: bool,
+    over_cap: bool,
+}
+
+/// Up to 8 inodes, and how many more.
+fn some(inodes: &[u32]) -> String {
+    let mut s: Vec<String> = inodes.iter().take(8).map(u32::to_string).collect();
+    if inodes.len() > 8 {
+        s.push(format!("and {} more", inodes.len() - 8));
+    }
+    s.join(", ")
+}
+
+impl Warned {
+    /// Say, once per reason, which namespaces cannot be followed and why.
+    fn say(&mut self, c: &Census, unnamed: &[u32]) {
+        const LOSS: &str = "their sockets are known only from kernel events, \
+            without adoption, reconciliation, TIME_WAIT confirmation or leak detection";
+        if !self.refused && !c.refused.is_empty() {
+            self.refused = true;
+            eprintln!(
+                "tracer: {} network namespace(s) cannot be followed ({}): entering another \
+                 namespace needs CAP_SYS_ADMIN; {LOSS}",
+                c.refused.len(),
+                some(&c.refused)
+            );
+        }
+        if !self.unnamed && !unnamed.is_empty() {
+            self.unnamed = true;
+            eprintln!(
+                "tracer: {} network namespace(s) seen in events cannot be opened ({}): no \
+                 process or /run/netns mount that tracer may read holds them (reading other \
+                 users' /proc/<pid>/ns/net needs CAP_SYS_PTRACE, and tracer must share the \
+                 host's pid namespace); {LOSS}",
+                unnamed.len(),
+                some(unnamed)
+            );
+        }
+        if !self.over_cap && c.over_cap > 0 {
+            self.over_cap = true;
+            eprintln!(
+                "tracer: {} network namespace(s) beyond the cap of {MAX_NETNS} are not \
+                 followed; {LOSS}",
+                c.over_cap
+            );
+        }
+    }
+}
+
+/// After a dump: which namespaces are followed, which cannot be, and tell
+/// the sink. Namespaces seen in events that no discovery found (and that
+/// had events in the last 5 minutes) count as unnamed.
+pub(super) fn tally_netns<S: Sink>(
+    t: &mut Tracking,
+    event_netns: &mut HashMap<u32, u64>,
+    dump: &Dump,
+    ended: u64,
+    sink: &mut S,
+) {
+    let c = &dump.census;
+    let newest = event_netns.values().copied().max().unwrap_or(0);
+    event_netns.retain(|n, ts| {
+        c.known.binary_search(n).is_err() && ts.saturating_add(UNNAMED_TTL_NS) >= newest
+    });
+    let mut unnamed: Vec<u32> = event_netns.keys().copied().collect();
+    unnamed.sort_unstable();
+    t.warned.say(c, &unnamed);
+    sink.netns(&NetnsTally {
+        tracked: c.tracked,
+        refused: c.refused.len(),
+        unnamed: unnamed.len(),
+        over_cap: c.over_cap,
+        ended,
+        containers: c.resolver,
+    });
+}
