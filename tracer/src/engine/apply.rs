@@ -282,12 +282,16 @@ impl Engine {
         let lower_bound = r.has(flag::LOWER_BOUND);
         if ts <= r.since_ns && r.is_now(to) && lower_bound {
             // A late event says when the unseen entry into `cur` happened.
+            // (Not for a full socket a dump showed in TIME_WAIT, which the
+            // kernel never reports: no timer bounds that stay, so its age
+            // stays a lower bound.)
             self.stats.out_of_order += 1;
             self.store.update(slot, |r| {
                 learn(r, from, to, ev);
                 r.since_ns = ts;
                 r.prev = Some(from);
-                r.set(flag::LOWER_BOUND, false);
+                let unbounded = r.state == TimeWait && !r.has(flag::TW);
+                r.set(flag::LOWER_BOUND, unbounded);
             });
             return false;
         }
