@@ -236,7 +236,8 @@ mod tests {
         e
     }
 
-    fn bytes(e: &abi::Event) -> Vec<u8> {
+    /// The wire bytes of `e`.
+    pub(super) fn bytes(e: &abi::Event) -> Vec<u8> {
         // SAFETY: Event is repr(C) plain data without uninitialised padding
         // (every padding byte is a named field).
         unsafe {

@@ -8,20 +8,8 @@
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
+use super::tests::bytes;
 use super::*;
-
-/// The wire bytes of `e`.
-fn bytes(e: &abi::Event) -> Vec<u8> {
-    // SAFETY: Event is repr(C) plain data without uninitialised padding
-    // (every padding byte is a named field).
-    unsafe {
-        std::slice::from_raw_parts(
-            (e as *const abi::Event).cast::<u8>(),
-            size_of::<abi::Event>(),
-        )
-    }
-    .to_vec()
-}
 
 const SIZE: usize = size_of::<abi::Event>();
 /// Offsets of the header fields the decoder branches on.
