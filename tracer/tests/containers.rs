@@ -249,7 +249,7 @@ fn a_container_that_stops_ends_its_sockets_and_its_series() {
     // reuses a destroyed namespace's inode.
     let born_ns = tracer::pipeline::monotonic_ns();
     let c = Container::run("ctstop", &["--network", "none"], LEAKY_SERVER);
-    let _client = connect_inside(&c);
+    let client = connect_inside(&c);
     let netns = c.netns;
     let attributed = wait_until(Duration::from_secs(10), || {
         let s = sockets(&agent, netns);
@@ -266,6 +266,9 @@ fn a_container_that_stops_ends_its_sockets_and_its_series() {
     ) == 2.0));
     // Let `tracer events` discover the namespace too (one dump a second).
     std::thread::sleep(Duration::from_millis(2500));
+    // The client's socket would keep the namespace, and its CLOSE_WAIT
+    // end, alive after the container stops: close it first.
+    drop(client);
     c.remove();
     let ended = wait_until(Duration::from_secs(10), || {
         sockets(&agent, netns).is_empty()

@@ -1,10 +1,17 @@
 //! The [`Resolver`]: namespace -> container, kept up to date from each
 //! namespace discovery, each container resolved once and cached (at most
 //! [`CACHE_CAP`] entries, the least recently used evicted and counted).
+//!
+//! Sockets outlive the processes of their namespace: a killed server's
+//! connections still pass LAST_ACK and FIN_WAIT on their way out, and the
+//! namespace lives until they do. A namespace whose processes vanished
+//! therefore keeps its container for [`LINGER`] (unless a new namespace
+//! takes its inode), so those last events are still named.
 use std::{
     collections::{BTreeMap, HashMap},
     path::PathBuf,
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use super::{Container, ContainerMap, Runtime, bundle};
@@ -12,6 +19,10 @@ use crate::diag::cgroup::parse_proc_cgroup;
 
 /// Most containers cached at once.
 pub const CACHE_CAP: usize = 4096;
+
+/// How long a namespace with no processes left keeps its container: an
+/// orphaned FIN_WAIT2 socket lives `tcp_fin_timeout` (60 s by default).
+pub const LINGER: Duration = Duration::from_secs(90);
 
 /// The resolver's counters, exported as metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -43,6 +54,8 @@ pub struct Resolver {
     cap: usize,
     clock: u64,
     netns: HashMap<u32, Seen>,
+    /// Namespaces whose processes vanished, with their container and when.
+    lingering: HashMap<u32, (Arc<Container>, Instant)>,
     map: Arc<ContainerMap>,
     evictions: u64,
 }
@@ -63,6 +76,7 @@ impl Resolver {
             cap: cap.max(1),
             clock: 0,
             netns: HashMap::new(),
+            lingering: HashMap::new(),
             map: Arc::default(),
             evictions: 0,
         }
@@ -76,7 +90,7 @@ impl Resolver {
     /// Counters for metrics.
     pub fn stats(&self) -> ResolverStats {
         ResolverStats {
-            attributed: self.map.len(),
+            attributed: self.map.len() - self.lingering.len(),
             cached: self.cache.len(),
             evictions: self.evictions,
         }
@@ -84,11 +98,29 @@ impl Resolver {
 
     /// Given a few processes of each namespace found (lowest pids first),
     /// attribute new namespaces and those whose processes changed; forget
-    /// vanished ones. Returns the new map when it changed.
+    /// vanished ones after [`LINGER`]. Returns the new map when it changed.
     pub fn update(&mut self, pids: &BTreeMap<u32, Vec<u32>>) -> Option<Arc<ContainerMap>> {
-        let before = self.netns.len();
-        self.netns.retain(|n, _| pids.contains_key(n));
-        let mut changed = self.netns.len() != before;
+        self.update_at(pids, Instant::now())
+    }
+
+    fn update_at(
+        &mut self,
+        pids: &BTreeMap<u32, Vec<u32>>,
+        now: Instant,
+    ) -> Option<Arc<ContainerMap>> {
+        let lingering = &mut self.lingering;
+        self.netns.retain(|&n, seen| {
+            let keep = pids.contains_key(&n);
+            if !keep && let Some(c) = seen.container.take() {
+                lingering.insert(n, (c, now));
+            }
+            keep
+        });
+        let before = lingering.len();
+        lingering.retain(|n, (_, since)| {
+            !pids.contains_key(n) && now.saturating_duration_since(*since) < LINGER
+        });
+        let mut changed = lingering.len() != before;
         for (&netns, list) in pids {
             if self.netns.get(&netns).is_some_and(|s| &s.pids == list) {
                 continue;
@@ -110,6 +142,7 @@ impl Resolver {
             self.netns
                 .iter()
                 .filter_map(|(&n, s)| Some((n, s.container.clone()?)))
+                .chain(self.lingering.iter().map(|(&n, (c, _))| (n, c.clone())))
                 .collect(),
         );
         Some(self.map.clone())
@@ -213,11 +246,28 @@ mod tests {
         pids.insert(300, vec![20]);
         let map = r.update(&pids).expect("joined");
         assert_eq!(map.get(300).expect("second").id, id(2));
-        // It stops, and the namespace goes.
+        // It stops: the namespace keeps its name while its last sockets
+        // close, but is no longer counted as attributed.
+        let stopped = Instant::now();
         pids.remove(&300);
-        let map = r.update(&pids).expect("gone");
+        assert!(r.update_at(&pids, stopped).is_none());
+        assert_eq!(r.map().get(300).expect("lingers").id, id(2));
+        assert_eq!(r.stats().attributed, 1);
+        assert!(r.update_at(&pids, stopped + LINGER / 2).is_none());
+        let map = r.update_at(&pids, stopped + LINGER).expect("gone");
         assert!(map.get(300).is_none());
         assert_eq!(r.stats().attributed, 1);
+        // A new namespace that takes a lingering one's inode is its own.
+        pids.insert(300, vec![20]);
+        r.update(&pids).expect("back");
+        pids.remove(&300);
+        assert!(r.update(&pids).is_none());
+        pids.insert(300, vec![1]);
+        let map = r.update(&pids).expect("reused inode");
+        assert!(
+            map.get(300).is_none(),
+            "the host's process is in no container"
+        );
         std::fs::remove_dir_all(&root).expect("cleanup");
     }
 
