@@ -1,7 +1,9 @@
 //! Command-line interface: flag definitions and one module per command.
 pub mod events;
 pub mod leaks;
+pub mod port;
 pub mod run;
+pub mod shell;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +25,13 @@ pub enum Command {
     Leaks(leaks::LeaksArgs),
     /// Run the agent: follow every socket, serve /metrics and the JSON API.
     Run(run::RunArgs),
+    /// Explain a busy port: who holds it, until when, and whether a new listener can bind it.
+    Port(port::PortArgs),
+    /// Print a shell completion script.
+    Completions(shell::CompletionsArgs),
+    /// Print the man page.
+    #[command(hide = true)]
+    Man,
 }
 
 /// Run the parsed command; the returned code becomes the exit status.
@@ -31,5 +40,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Events(args) => events::run(args),
         Command::Leaks(args) => leaks::run(args),
         Command::Run(args) => crate::agent::run(args.settings()?),
+        Command::Port(args) => port::run(args),
+        Command::Completions(args) => shell::completions(args),
+        Command::Man => shell::man(),
     }
 }
