@@ -8,9 +8,10 @@ use crate::cmd;
 
 /// Debian packages the tests need: nft, a Prometheus server and promtool,
 /// ip and ss, sysctl, python3 (the leaking server of the leak tests), and
-/// bpftool (the guards on the loaded programs' shape).
+/// bpftool (the guards on the loaded programs' shape), curl and openssl
+/// (the HTTPS endpoint), systemd-analyze (the unit), tmux (the live view).
 /// (`cargo xtask bench` runs its bpftrace peer only when bpftrace is installed.)
-pub const TEST_PACKAGES: [(&str, &str); 11] = [
+pub const TEST_PACKAGES: [(&str, &str); 15] = [
     ("bpftool", "bpftool"),
     ("nft", "nftables"),
     ("prometheus", "prometheus"),
@@ -23,6 +24,10 @@ pub const TEST_PACKAGES: [(&str, &str); 11] = [
     ("podman", "podman"),
     ("runc", "runc"),
     ("busybox", "busybox-static"),
+    ("curl", "curl"),
+    ("openssl", "openssl"),
+    ("systemd-analyze", "systemd"),
+    ("tmux", "tmux"),
 ];
 
 /// Full setup, printing every step.
