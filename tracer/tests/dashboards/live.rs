@@ -1,0 +1,157 @@
+//! A real Prometheus (Debian package) scraping one agent every second as
+//! job `tracer`, with deploy/prometheus/tracer-rules.yml loaded, asked
+//! through its HTTP API the way Grafana asks it: instant queries, label
+//! values, and the rules' health. Killed, and its data removed, on drop.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+
+use crate::common::{http_get, wait_until};
+
+/// A running Prometheus of this test alone.
+pub struct LivePrometheus {
+    child: Child,
+    dir: PathBuf,
+    addr: SocketAddr,
+}
+
+/// One sample of an instant query: its labels (as JSON) and value.
+pub struct Sample {
+    pub labels: Value,
+    pub value: f64,
+}
+
+impl LivePrometheus {
+    /// Start it on a free loopback port, scraping `target`, with the rule
+    /// file `rules` loaded; waits until it answers.
+    pub fn start(target: SocketAddr, rules: &std::path::Path) -> LivePrometheus {
+        let dir =
+            std::env::temp_dir().join(format!("tracer-dashboards-prom-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("prometheus dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let cfg = dir.join("prometheus.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+                 rule_files:\n  - {}\n\
+                 scrape_configs:\n  - job_name: tracer\n    static_configs:\n      - targets: ['{target}']\n",
+                rules.display()
+            ),
+        )
+        .expect("write prometheus.yml");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus (Debian package `prometheus`; cargo xtask test installs it)");
+        let prom = LivePrometheus { child, dir, addr };
+        let ready = wait_until(Duration::from_secs(30), || {
+            http_get(addr, "/-/ready").is_some_and(|(c, _)| c == 200)
+        });
+        assert!(ready, "prometheus on {addr} did not become ready");
+        prom
+    }
+
+    /// GET an API path; the `data` of a `success` answer, or Err with the
+    /// status and body.
+    fn api(&self, path: &str) -> Result<Value, String> {
+        let (code, body) =
+            http_get(self.addr, path).ok_or_else(|| format!("GET {path}: no answer"))?;
+        let v: Value = serde_json::from_str(&body).map_err(|e| format!("{code} {e}: {body}"))?;
+        if code != 200 || v["status"] != "success" {
+            return Err(format!("{code}: {body}"));
+        }
+        Ok(v["data"].clone())
+    }
+
+    /// An instant query now: every sample of a vector or scalar result.
+    pub fn query(&self, promql: &str) -> Result<Vec<Sample>, String> {
+        let data = self.api(&format!("/api/v1/query?query={}", encode(promql)))?;
+        let value = |v: &Value| -> f64 {
+            v[1].as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(f64::NAN)
+        };
+        match data["resultType"].as_str() {
+            Some("vector") => Ok(data["result"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| Sample {
+                    labels: s["metric"].clone(),
+                    value: value(&s["value"]),
+                })
+                .collect()),
+            Some("scalar") => Ok(vec![Sample {
+                labels: Value::Null,
+                value: value(&data["result"]),
+            }]),
+            other => Err(format!("{promql}: result type {other:?}")),
+        }
+    }
+
+    /// Values of `label` on series matching `selector`, as Grafana's
+    /// `label_values(selector, label)` asks for them.
+    pub fn label_values(&self, selector: &str, label: &str) -> Result<Vec<String>, String> {
+        let data = self.api(&format!(
+            "/api/v1/label/{label}/values?match[]={}",
+            encode(selector)
+        ))?;
+        Ok(data
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect())
+    }
+
+    /// Every loaded rule: name, query, health, last error, evaluated yet.
+    pub fn rules(&self) -> Vec<Value> {
+        let data = self.api("/api/v1/rules").unwrap_or_default();
+        data["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+}
+
+impl Drop for LivePrometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Percent-encode everything but unreserved characters.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

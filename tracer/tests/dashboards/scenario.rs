@@ -1,0 +1,217 @@
+//! The real traffic the dashboard is evaluated against, all inside the
+//! test's own network namespace: a python3 server that leaks CLOSE_WAIT
+//! sockets, short connections that leave TIME_WAIT behind and complete
+//! stays in every state on the way, and a connection and a connect whose
+//! answers an nft rule drops (half-open, stuck handshakes).
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::{Child, ChildStdout, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering::Relaxed},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::common::sh;
+
+/// A python3 server that accepts and never closes: every client that
+/// hangs up leaves one of its sockets in CLOSE_WAIT. Killed on drop.
+pub struct LeakyServer {
+    child: Child,
+    out: BufReader<ChildStdout>,
+    pub port: u16,
+}
+
+const SERVER: &str = r#"
+import socket, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(64)
+print(s.getsockname()[1], flush=True)
+held = []
+while True:
+    c, _ = s.accept()
+    held.append(c)
+    print(c.fileno(), flush=True)
+"#;
+
+impl LeakyServer {
+    /// Start the server (its comm is `python3`).
+    pub fn start() -> LeakyServer {
+        let mut child = Command::new("python3")
+            .args(["-c", SERVER])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 is needed for the leaking server");
+        let out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut server = LeakyServer {
+            child,
+            out,
+            port: 0,
+        };
+        server.port = server.line().parse().expect("port");
+        server
+    }
+
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.out
+            .read_line(&mut l)
+            .expect("read from the python3 server");
+        assert!(!l.is_empty(), "the python3 server exited early");
+        l.trim().to_owned()
+    }
+
+    /// Connect `n` clients, wait until the server holds each, and close
+    /// them: `n` more server sockets in CLOSE_WAIT.
+    pub fn leak(&mut self, n: usize) {
+        let clients: Vec<TcpStream> = (0..n)
+            .map(|_| TcpStream::connect(("127.0.0.1", self.port)).expect("connect"))
+            .collect();
+        for _ in 0..n {
+            self.line();
+        }
+        drop(clients);
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for LeakyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Short connections, one every 20 ms until dropped: the client writes a
+/// byte and closes first (its socket goes to TIME_WAIT for 60 s), the
+/// server reads to EOF and closes. Stays complete in SYN_SENT,
+/// ESTABLISHED, FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK and, after 60 s,
+/// TIME_WAIT.
+pub struct Churn {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    pub port: u16,
+}
+
+impl Churn {
+    /// Start both ends on a loopback port of their own.
+    pub fn start() -> Churn {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let server = std::thread::spawn(move || {
+            while !s.load(Relaxed) {
+                match listener.accept() {
+                    Ok((mut c, _)) => {
+                        let _ = c.set_nonblocking(false);
+                        let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                        let mut sink = Vec::new();
+                        let _ = c.read_to_end(&mut sink);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        let s = stop.clone();
+        let client = std::thread::spawn(move || {
+            while !s.load(Relaxed) {
+                if let Ok(mut c) = TcpStream::connect(addr) {
+                    let _ = c.write_all(b"x");
+                    drop(c);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Churn {
+            stop,
+            threads: vec![server, client],
+            port: addr.port(),
+        }
+    }
+}
+
+impl Drop for Churn {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A connection whose peer goes silent while we send (half-open,
+/// `retransmitting`), and a connect whose SYN-ACKs never arrive (stuck in
+/// SYN_SENT on our side, a SYN_RECV request on the listener): an nft rule
+/// in the test's namespace drops every segment sent from either listening
+/// port. The rule goes with the namespace; it is also deleted on drop.
+pub struct Blackholed {
+    _listeners: [TcpListener; 2],
+    _half_open: TcpStream,
+    _server_end: TcpStream,
+    _connecting: Socket,
+    pub half_open_port: u16,
+    pub handshake_port: u16,
+}
+
+const TABLE: &str = "tracer_dashboards";
+
+impl Blackholed {
+    /// Set it up; the caller must be in a network namespace of its own.
+    pub fn start() -> Blackholed {
+        let h = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let s = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let (hp, sp) = (
+            h.local_addr().expect("addr").port(),
+            s.local_addr().expect("addr").port(),
+        );
+        let mut half_open = TcpStream::connect(("127.0.0.1", hp)).expect("connect");
+        let (server_end, _) = h.accept().expect("accept");
+        sh(
+            "nft",
+            &[&format!(
+                "add table inet {TABLE}; \
+                 add chain inet {TABLE} in {{ type filter hook input priority 0; policy accept; }}; \
+                 add rule inet {TABLE} in tcp sport {{ {hp}, {sp} }} drop"
+            )],
+        );
+        // Data the peer never acknowledges: retransmitted with backoff.
+        half_open.write_all(&[7u8; 1000]).expect("write");
+        let connecting =
+            Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+        connecting.set_nonblocking(true).expect("nonblocking");
+        let target: SocketAddr = format!("127.0.0.1:{sp}").parse().expect("addr");
+        match connecting.connect(&target.into()) {
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            other => panic!("non-blocking connect to {target}: {other:?}"),
+        }
+        Blackholed {
+            _listeners: [h, s],
+            _half_open: half_open,
+            _server_end: server_end,
+            _connecting: connecting,
+            half_open_port: hp,
+            handshake_port: sp,
+        }
+    }
+}
+
+impl Drop for Blackholed {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", TABLE])
+            .output();
+    }
+}
