@@ -1,15 +1,124 @@
 //! `tracer port PORT [--addr ADDR]`: why a port is busy, and whether a new
-//! listener could bind it now.
+//! listener could bind it now, with and without `SO_REUSEADDR`.
+//!
+//! A sock_diag snapshot of every namespace in scope lists what is bound
+//! to the port (listeners, connections, TIME_WAIT sockets with the
+//! kernel's timers) and `/proc` names their owners; a running agent, when
+//! one answers at `--agent`, adds exact ages and who closed first. The
+//! verdict follows Linux's bind rules ([`bind`]), and a test `bind()`
+//! ([`probe`]) settles what the rules cannot see. Exit status: 0 when a
+//! plain `bind()` + `listen()` would succeed, 1 when it would fail, 2 on
+//! error.
+//!
+//! - [`bind`]: the kernel's rules, pure;
+//! - [`gather`]: the snapshot, the owners, the agent's answer;
+//! - [`probe`]: the test bind;
+//! - [`report`]: the answer as data (`--json`); [`text`]: for people.
+use std::{
+    io::{self, Write},
+    net::{IpAddr, Ipv6Addr},
+    time::Duration,
+};
+
+use anyhow::Context as _;
 use clap::Args;
+
+use crate::{
+    cli::leaks::{DEFAULT_AGENT, Limits, client},
+    diag::own_netns,
+    pipeline::{NetnsChoice, NetnsScope},
+};
+
+pub mod bind;
+pub mod gather;
+pub mod probe;
+pub mod report;
+pub mod text;
 
 /// Flags of `tracer port`.
 #[derive(Debug, Args, Clone)]
 pub struct PortArgs {
     /// The local port to explain.
+    #[arg(value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
+    /// The local address the new listener would bind [default: any, i.e.
+    /// `::` dual-stack, which overlaps every address]; `0.0.0.0` for an
+    /// IPv4-only listener.
+    #[arg(long, value_name = "ADDR")]
+    pub addr: Option<IpAddr>,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The agent to ask for exact ages [default: http://127.0.0.1:9077];
+    /// without one, ages other than TIME_WAIT's are unknown.
+    #[arg(long, value_name = "URL")]
+    pub agent: Option<String>,
+    /// Give up on the agent after this long, connection to last byte [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = client::parse_timeout, allow_hyphen_values = true)]
+    pub timeout: Option<Duration>,
+    /// Network namespaces: all, host (the one tracer runs in), a /run/netns
+    /// name, an inode, or pid:N [default: all]. A port is per namespace:
+    /// the answer is given for each one that holds it.
+    #[arg(long, value_name = "NETNS")]
+    pub netns: Option<NetnsChoice>,
 }
 
-/// Run `tracer port`.
-pub fn run(_args: PortArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("tracer port is not built yet")
+/// Run `tracer port`, printing to stdout.
+pub fn run(args: PortArgs) -> anyhow::Result<i32> {
+    let stdout = io::stdout();
+    run_to(&args, &mut stdout.lock())
+}
+
+/// Run `tracer port`, printing to `out`; returns the exit status (0 or 1).
+pub fn run_to(args: &PortArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let scope = NetnsScope::resolve(&args.netns.clone().unwrap_or_default())?;
+    let limits = Limits {
+        timeout: args.timeout.unwrap_or(client::DEFAULT_TIMEOUT),
+        ..Limits::default()
+    };
+    let url = args.agent.as_deref().unwrap_or(DEFAULT_AGENT);
+    let found = gather::gather(args.port, scope, url, limits)?;
+    let addr = args.addr.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    let mut note = if found.agent {
+        format!(
+            "agent at {url} (exact ages; {} of its sockets on the port) and a sock_diag snapshot (sockets, owners, timers)",
+            found.agent_sockets
+        )
+    } else {
+        format!(
+            "no agent at {url}: one-shot sock_diag snapshot; TIME_WAIT ages from the kernel's timers, other ages unknown"
+        )
+    };
+    if found.refused > 0 {
+        note.push_str(&format!(
+            "; {} network namespace(s) could not be entered (that needs CAP_SYS_ADMIN)",
+            found.refused
+        ));
+    }
+    let own = own_netns();
+    let report = report::build(args.port, addr, false, &found, note, |netns| {
+        let path = if netns == own || netns == 0 {
+            None
+        } else {
+            Some(found.paths.get(&netns)?.as_path())
+        };
+        match probe::test_bind(addr, args.port, false, path) {
+            Ok(()) => Some(true),
+            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => Some(false),
+            Err(_) => None,
+        }
+    });
+    let written = if args.json {
+        serde_json::to_writer_pretty(&mut *out, &report)
+            .map_err(io::Error::from)
+            .and_then(|()| writeln!(out))
+    } else {
+        text::render(&report, out)
+    };
+    match written.and_then(|()| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+            Err(e).context("writing the port report")
+        }
+        _ => Ok(report.exit_code()),
+    }
 }

@@ -1,0 +1,159 @@
+//! What holds the port: the kernel's sockets on it (a sock_diag snapshot
+//! of every namespace in scope, with their owners from `/proc`), and,
+//! when an agent answers, what it knows of the same sockets (exact ages,
+//! who closed first, the process that made the last syscall).
+//!
+//! The snapshot is always taken, with an agent too: it is the truth for
+//! which sockets are in the bind table right now (listeners included), it
+//! carries the TIME_WAIT timers, and it is cheap. The agent's answer is
+//! joined to it by cookie.
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+use super::bind::in_bind_table;
+use crate::{
+    cli::leaks::{Limits, http_get},
+    container::ContainerMap,
+    diag::owners_of,
+    pipeline::{NetnsScope, discover::discover, snapshot},
+    snapshot::{FdOwner, SocketSnapshot},
+};
+
+/// Most sockets asked of the agent per page (its maximum).
+const PAGE: usize = 10_000;
+
+/// A socket as `/api/v1/sockets` lists it: the fields used here.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct AgentSocket {
+    /// The kernel's socket cookie.
+    pub cookie: u64,
+    /// Local port.
+    pub sport: u16,
+    /// Seconds in the current state.
+    pub age_seconds: f64,
+    /// The socket predates the agent: the age is a lower bound.
+    #[serde(default)]
+    pub age_is_lower_bound: bool,
+    /// `local`, `remote` or `reset`.
+    #[serde(default)]
+    pub closed_by: Option<String>,
+    /// The process of the last syscall-driven transition.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// Its command name.
+    #[serde(default)]
+    pub comm: Option<String>,
+    /// Still open in the kernel (closed ones linger in the API a while).
+    #[serde(default)]
+    pub live: bool,
+}
+
+/// One socket on the port.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Held {
+    /// What sock_diag said.
+    pub snap: SocketSnapshot,
+    /// Every (process, fd) holding it.
+    pub owners: Vec<FdOwner>,
+    /// What the agent knows of it, when one answered and tracked it.
+    pub agent: Option<AgentSocket>,
+}
+
+/// Everything found about the port.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// The sockets in the bind table on the port, by namespace inode.
+    pub by_netns: BTreeMap<u32, Vec<Held>>,
+    /// The container of each namespace that has one.
+    pub containers: ContainerMap,
+    /// `/run/netns` names, by inode.
+    pub names: HashMap<u32, String>,
+    /// Where each namespace can be entered (for the test bind).
+    pub paths: HashMap<u32, std::path::PathBuf>,
+    /// Namespaces dumped.
+    pub namespaces: usize,
+    /// Namespaces that could not be entered.
+    pub refused: usize,
+    /// The agent answered.
+    pub agent: bool,
+    /// Sockets the agent listed on the port.
+    pub agent_sockets: usize,
+}
+
+/// Snapshot `scope`, keep what is bound to `port`, name its owners, and
+/// ask the agent at `url` (if one answers) what it knows of them.
+pub fn gather(port: u16, scope: NetnsScope, url: &str, limits: Limits) -> anyhow::Result<Found> {
+    let agent = ask_agent(url, port, limits)?;
+    let (dump, census) = snapshot(scope).context("taking a sock_diag snapshot")?;
+    let held: Vec<SocketSnapshot> = dump
+        .into_iter()
+        .filter(|s| s.sport == port && in_bind_table(s.state))
+        .collect();
+    let inodes: HashSet<u64> = held.iter().map(|s| s.inode).filter(|&i| i != 0).collect();
+    let owners = owners_of(&inodes);
+    let mut found = Found {
+        containers: (*census.containers).clone(),
+        namespaces: census.tracked.max(1),
+        refused: census.refused.len(),
+        agent: agent.is_some(),
+        agent_sockets: agent.as_ref().map_or(0, HashMap::len),
+        ..Found::default()
+    };
+    let mut agent = agent.unwrap_or_default();
+    for snap in held {
+        found.by_netns.entry(snap.netns).or_default().push(Held {
+            owners: owners.get(&snap.inode).cloned().unwrap_or_default(),
+            agent: agent.remove(&snap.cookie),
+            snap,
+        });
+    }
+    for list in found.by_netns.values_mut() {
+        list.sort_by_key(|h| (h.snap.state, h.snap.saddr, h.snap.daddr, h.snap.dport));
+    }
+    for (inode, path) in discover().paths {
+        if let Ok(name) = path.strip_prefix("/run/netns") {
+            found
+                .names
+                .insert(inode, name.to_string_lossy().into_owned());
+        }
+        found.paths.insert(inode, path);
+    }
+    Ok(found)
+}
+
+/// Every live socket the agent lists with `port` as its local port, by
+/// cookie; `None` when no agent answers at `url`.
+fn ask_agent(
+    url: &str,
+    port: u16,
+    limits: Limits,
+) -> anyhow::Result<Option<HashMap<u64, AgentSocket>>> {
+    let mut out = HashMap::new();
+    let mut after: Option<u64> = None;
+    loop {
+        let mut path = format!("/api/v1/sockets?port={port}&limit={PAGE}");
+        if let Some(a) = after {
+            path.push_str(&format!("&after={a}"));
+        }
+        let Some(body) = http_get(url, &path, limits)? else {
+            return Ok(None);
+        };
+        let page: Vec<AgentSocket> = serde_json::from_str(&body).with_context(|| {
+            format!(
+                "the agent at {url} answered {path} with something that is not a list of sockets"
+            )
+        })?;
+        let full = page.len() >= PAGE;
+        after = page.last().map(|s| s.cookie);
+        out.extend(
+            page.into_iter()
+                .filter(|s| s.sport == port && s.live)
+                .map(|s| (s.cookie, s)),
+        );
+        if !full || after.is_none() {
+            return Ok(Some(out));
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The kernel's own answer where the rules cannot give one: a test
+//! `bind()` with `SO_REUSEADDR` in the port's namespace, closed at once.
+//!
+//! sock_diag does not report a socket's `SO_REUSEADDR`, and Linux lets a
+//! new listener with it past a TIME_WAIT socket or a live connection only
+//! when that socket set it too. A `bind()` that is never followed by
+//! `listen()` receives nothing and lives for microseconds; it answers
+//! exactly that question. It is tried only when no listener overlaps (a
+//! listener blocks anyway, and `bind()` alone would not find it when the
+//! listener set `SO_REUSEADDR`: only `listen()` checks that).
+use std::{
+    io,
+    mem::size_of,
+    net::{IpAddr, SocketAddr},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    path::Path,
+};
+
+use crate::diag::NetnsHandle;
+
+/// `bind()` a fresh TCP socket to `addr:port` with `SO_REUSEADDR`
+/// (and `IPV6_V6ONLY` as given, for IPv6), inside the namespace at
+/// `netns` (`None`: this process's), then close it.
+pub fn test_bind(addr: IpAddr, port: u16, v6only: bool, netns: Option<&Path>) -> io::Result<()> {
+    let at = SocketAddr::new(addr, port);
+    match netns {
+        None => bind_here(at, v6only),
+        Some(p) => NetnsHandle::open(p)?.run_inside(|| bind_here(at, v6only))?,
+    }
+}
+
+fn bind_here(at: SocketAddr, v6only: bool) -> io::Result<()> {
+    let family = if at.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: socket(2) with constant arguments; the descriptor is owned
+    // (and closed) by `fd` from here on.
+    let raw = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a descriptor we just opened and nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    set_int(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    if at.is_ipv6() {
+        set_int(
+            &fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            i32::from(v6only),
+        )?;
+    }
+    // SAFETY: an all-zero sockaddr_storage is valid; the address is
+    // written below as the family's own struct, within its size.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match at {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*a.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin) };
+            size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin6) };
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    // SAFETY: `storage` holds a valid address of `len` bytes.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const storage).cast(),
+            len as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn set_int(fd: &OwnedFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: setsockopt reads `size_of::<i32>()` bytes from `&value`.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&raw const value).cast(),
+            size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use socket2::{Domain, Socket, Type};
+
+    use super::*;
+
+    fn holder(reuseaddr: bool) -> (Socket, u16) {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        s.set_reuse_address(reuseaddr).expect("SO_REUSEADDR");
+        s.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+            .expect("bind");
+        let port = s
+            .local_addr()
+            .expect("addr")
+            .as_socket()
+            .expect("inet")
+            .port();
+        (s, port)
+    }
+
+    #[test]
+    fn a_test_bind_answers_whether_the_holder_set_reuseaddr() {
+        let any = IpAddr::from(Ipv4Addr::UNSPECIFIED);
+        let (without, port) = holder(false);
+        let e = test_bind(any, port, false, None).expect_err("busy");
+        assert_eq!(e.raw_os_error(), Some(libc::EADDRINUSE));
+        drop(without);
+        let (with, port) = holder(true);
+        test_bind(any, port, false, None).expect("both set SO_REUSEADDR");
+        drop(with);
+        // The test socket is gone: the port binds plainly.
+        std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).expect("rebind");
+    }
+}

@@ -1,0 +1,336 @@
+//! The answer, as data: per namespace holding the port, the verdict for
+//! a new listener with and without `SO_REUSEADDR`, and every socket in
+//! the way with its age, timer, owner and who closed first. `--json`
+//! prints it as is; [`super::text`] renders it for people.
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::{Duration, SystemTime},
+};
+
+use serde::Serialize;
+
+use super::{
+    bind::{Bind, Holder, Outcome, Reason, verdict},
+    gather::{Found, Held},
+};
+use crate::{container::Container, tcp::TcpState};
+
+/// `TCP_TIMEWAIT_LEN`: how long a TIME_WAIT socket lives (60 s, fixed in
+/// the kernel), so its age is this minus its timer.
+pub const TIME_WAIT_LEN_MS: u32 = 60_000;
+
+/// The whole answer.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The port asked about.
+    pub port: u16,
+    /// The address a new listener would bind (`::`: any, dual-stack).
+    pub addr: IpAddr,
+    /// `agent` (ages from the agent) or `snapshot`.
+    pub source: &'static str,
+    /// How the answer was had, and what it cannot know.
+    pub note: String,
+    /// A plain `bind()` + `listen()` succeeds in every namespace.
+    pub free: bool,
+    /// The same with `SO_REUSEADDR`; `null` when unknown somewhere.
+    pub free_with_reuseaddr: Option<bool>,
+    /// Wall-clock time of the answer (RFC 3339, UTC).
+    pub at: String,
+    /// Namespaces where something is bound to the port (none: free everywhere).
+    pub namespaces: Vec<Namespace>,
+}
+
+/// One network namespace holding the port.
+#[derive(Clone, Debug, Serialize)]
+pub struct Namespace {
+    /// Its inode (`stat -L -c %i /proc/<pid>/ns/net`).
+    pub netns: u32,
+    /// Its `/run/netns` name, if it has one.
+    pub name: Option<String>,
+    /// The container running in it, if one was found.
+    pub container: Option<Container>,
+    /// A new listener without `SO_REUSEADDR`.
+    pub without_reuseaddr: Verdict,
+    /// A new listener with `SO_REUSEADDR`.
+    pub with_reuseaddr: Verdict,
+    /// Listening sockets on the port (any address).
+    pub listeners: Vec<Socket>,
+    /// Every other socket bound to the port, by state then address.
+    pub sockets: Vec<Socket>,
+    /// TIME_WAIT and orphaned FIN_WAIT2 mini sockets, and when the last goes.
+    pub time_wait: Option<TimeWait>,
+}
+
+/// Whether a new listener could bind, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verdict {
+    /// `free`, `busy` or `unknown`.
+    pub outcome: &'static str,
+    /// Sockets in the way (for `unknown`: those whose `SO_REUSEADDR` decides).
+    pub blockers: usize,
+    /// The reason in words.
+    pub why: String,
+    /// A test `bind()` gave the answer (see docs/port.md).
+    pub test_bind: bool,
+}
+
+/// When the mini sockets go.
+#[derive(Clone, Debug, Serialize)]
+pub struct TimeWait {
+    /// How many (TIME_WAIT and orphaned FIN_WAIT2 mini sockets).
+    pub count: usize,
+    /// Seconds until the last one is destroyed (the kernel's timer).
+    pub last_expires_in_seconds: f64,
+    /// When, wall clock (RFC 3339, UTC).
+    pub last_expires_at: String,
+    /// They are all that keeps a plain bind out: it succeeds then.
+    pub free_then: bool,
+}
+
+/// One socket bound to the port.
+#[derive(Clone, Debug, Serialize)]
+pub struct Socket {
+    /// The kernel's socket cookie.
+    pub cookie: u64,
+    /// `ipv4` or `ipv6`.
+    pub family: &'static str,
+    /// Its state (kernel name).
+    pub state: TcpState,
+    /// Local address and port.
+    pub local: SocketAddr,
+    /// Remote address and port (`0.0.0.0:0` or `[::]:0` for listeners).
+    pub peer: SocketAddr,
+    /// Seconds in this state; `null` when unknown (no agent).
+    pub age_seconds: Option<f64>,
+    /// The age is at least this (the socket predates the agent).
+    pub age_is_lower_bound: bool,
+    /// Seconds until the kernel destroys it (TIME_WAIT, orphaned FIN_WAIT2).
+    pub expires_in_seconds: Option<f64>,
+    /// `local` or `remote`: which side closed first, from the state;
+    /// the agent's `closed_by` (which may also say `reset`) when it knows.
+    pub closed_first: Option<String>,
+    /// Processes holding it (none for TIME_WAIT and orphaned sockets).
+    pub owners: Vec<Owner>,
+    /// The process of its last syscall-driven transition, per the agent.
+    pub last_seen_process: Option<Owner>,
+    /// Why it keeps a plain listener out (`listening`, `bound`), or `null`.
+    pub blocks_without_reuseaddr: Option<&'static str>,
+    /// Why it keeps a `SO_REUSEADDR` listener out (`listening`,
+    /// `reuseaddr_unknown`), or `null`.
+    pub blocks_with_reuseaddr: Option<&'static str>,
+}
+
+/// A process holding a socket.
+#[derive(Clone, Debug, Serialize)]
+pub struct Owner {
+    /// Process id.
+    pub pid: u32,
+    /// Command name.
+    pub comm: String,
+    /// Descriptor number; `null` when only the agent saw the process.
+    pub fd: Option<u32>,
+}
+
+/// Which side closed first, from the state alone.
+pub fn closed_first(state: TcpState) -> Option<&'static str> {
+    match state {
+        TcpState::FinWait1 | TcpState::FinWait2 | TcpState::Closing | TcpState::TimeWait => {
+            Some("local")
+        }
+        TcpState::CloseWait | TcpState::LastAck => Some("remote"),
+        _ => None,
+    }
+}
+
+/// A new listener's view of a socket on the port.
+fn holder(h: &Held) -> Holder {
+    Holder {
+        addr: h.snap.saddr,
+        state: h.snap.state,
+        v6only: None,
+        reuseaddr: None,
+    }
+}
+
+fn socket(h: &Held, plain: Option<Reason>, reuse: Option<Reason>) -> Socket {
+    let s = &h.snap;
+    let (age, lower) = match &h.agent {
+        Some(a) => (Some(a.age_seconds), a.age_is_lower_bound),
+        None if s.timewait && s.state == TcpState::TimeWait => (
+            Some(f64::from(TIME_WAIT_LEN_MS.saturating_sub(s.expires_ms)) / 1e3),
+            false,
+        ),
+        None => (None, false),
+    };
+    Socket {
+        cookie: s.cookie,
+        family: s.family.name(),
+        state: s.state,
+        local: SocketAddr::new(s.saddr, s.sport),
+        peer: SocketAddr::new(s.daddr, s.dport),
+        age_seconds: age,
+        age_is_lower_bound: lower,
+        expires_in_seconds: s.timewait.then(|| f64::from(s.expires_ms) / 1e3),
+        closed_first: h
+            .agent
+            .as_ref()
+            .and_then(|a| a.closed_by.clone())
+            .or_else(|| closed_first(s.state).map(str::to_owned)),
+        owners: h
+            .owners
+            .iter()
+            .map(|o| Owner {
+                pid: o.pid,
+                comm: o.comm.clone(),
+                fd: Some(o.fd),
+            })
+            .collect(),
+        last_seen_process: h.agent.as_ref().and_then(|a| {
+            Some(Owner {
+                pid: a.pid?,
+                comm: a.comm.clone().unwrap_or_default(),
+                fd: None,
+            })
+        }),
+        blocks_without_reuseaddr: plain.map(Reason::name),
+        blocks_with_reuseaddr: reuse.map(Reason::name),
+    }
+}
+
+/// A verdict in words.
+fn say(outcome: Outcome, blockers: &[(usize, Reason)], test_bind: bool) -> Verdict {
+    let n = if outcome == Outcome::Free {
+        0
+    } else {
+        blockers.len()
+    };
+    let why = match outcome {
+        Outcome::Free if test_bind => {
+            "a test bind() with SO_REUSEADDR succeeded: the sockets on the port set SO_REUSEADDR too"
+                .to_owned()
+        }
+        Outcome::Free => "nothing on the port is in the way at this address".to_owned(),
+        Outcome::Busy if test_bind => {
+            "a test bind() with SO_REUSEADDR failed (EADDRINUSE): some socket on the port did not set SO_REUSEADDR, and Linux needs it on both".to_owned()
+        }
+        Outcome::Busy | Outcome::Unknown => {
+            let first = blockers
+                .iter()
+                .map(|&(_, r)| r)
+                .find(|&r| r != Reason::ReuseAddrUnknown)
+                .unwrap_or(Reason::ReuseAddrUnknown);
+            format!(
+                "{n} socket{} in the way; {}",
+                if n == 1 { "" } else { "s" },
+                first.sentence()
+            )
+        }
+    };
+    Verdict {
+        outcome: outcome.name(),
+        blockers: n,
+        why,
+        test_bind,
+    }
+}
+
+/// Judge what was found for a new listener on `addr` (`v6only` as
+/// given). `test_bind` resolves an unknown `SO_REUSEADDR` verdict in a
+/// namespace: `Some(true)` when a test bind succeeded there.
+pub fn build(
+    port: u16,
+    addr: IpAddr,
+    v6only: bool,
+    found: &Found,
+    note: String,
+    mut test_bind: impl FnMut(u32) -> Option<bool>,
+) -> Report {
+    let now = SystemTime::now();
+    let plain = Bind {
+        addr,
+        v6only,
+        reuseaddr: false,
+    };
+    let reuse = Bind {
+        reuseaddr: true,
+        ..plain
+    };
+    let mut namespaces = Vec::new();
+    for (&netns, held) in &found.by_netns {
+        let holders: Vec<Holder> = held.iter().map(holder).collect();
+        let (p_out, p_why) = verdict(&plain, &holders);
+        let (mut r_out, r_why) = verdict(&reuse, &holders);
+        let mut tested = false;
+        if r_out == Outcome::Unknown
+            && let Some(ok) = test_bind(netns)
+        {
+            tested = true;
+            r_out = if ok { Outcome::Free } else { Outcome::Busy };
+        }
+        let reason =
+            |why: &[(usize, Reason)], i: usize| why.iter().find(|&&(j, _)| j == i).map(|&(_, r)| r);
+        let (mut listeners, mut sockets) = (Vec::new(), Vec::new());
+        for (i, h) in held.iter().enumerate() {
+            let r = if tested { None } else { reason(&r_why, i) };
+            let s = socket(h, reason(&p_why, i), r);
+            if h.snap.state == TcpState::Listen {
+                listeners.push(s);
+            } else {
+                sockets.push(s);
+            }
+        }
+        let minis: Vec<&Held> = held.iter().filter(|h| h.snap.timewait).collect();
+        let time_wait = minis.iter().map(|h| h.snap.expires_ms).max().map(|ms| {
+            let left = Duration::from_millis(u64::from(ms));
+            TimeWait {
+                count: minis.len(),
+                last_expires_in_seconds: left.as_secs_f64(),
+                last_expires_at: humantime::format_rfc3339_millis(now + left).to_string(),
+                free_then: p_why.iter().all(|&(i, _)| held[i].snap.timewait),
+            }
+        });
+        namespaces.push(Namespace {
+            netns,
+            name: found.names.get(&netns).cloned(),
+            container: found.containers.get(netns).map(|c| (**c).clone()),
+            without_reuseaddr: say(p_out, &p_why, false),
+            with_reuseaddr: say(r_out, &r_why, tested),
+            listeners,
+            sockets,
+            time_wait,
+        });
+    }
+    let free = namespaces
+        .iter()
+        .all(|n| n.without_reuseaddr.outcome == "free");
+    let free_with_reuseaddr = if namespaces
+        .iter()
+        .any(|n| n.with_reuseaddr.outcome == "busy")
+    {
+        Some(false)
+    } else if namespaces
+        .iter()
+        .all(|n| n.with_reuseaddr.outcome == "free")
+    {
+        Some(true)
+    } else {
+        None
+    };
+    Report {
+        port,
+        addr,
+        source: if found.agent { "agent" } else { "snapshot" },
+        note,
+        free,
+        free_with_reuseaddr,
+        at: humantime::format_rfc3339_millis(now).to_string(),
+        namespaces,
+    }
+}
+
+impl Report {
+    /// 0 when a plain bind succeeds everywhere, 1 when it fails somewhere.
+    pub fn exit_code(&self) -> i32 {
+        if self.free { 0 } else { 1 }
+    }
+}

@@ -1,0 +1,152 @@
+//! The report for people: the verdict first, then per namespace the
+//! listeners, the sockets holding the port grouped by state, and when the
+//! last TIME_WAIT socket goes.
+use std::io::{self, Write};
+
+use super::report::{Namespace, Report, Socket, Verdict};
+
+/// `FREE`, `BUSY` or `UNKNOWN`.
+fn word(v: &Verdict) -> String {
+    v.outcome.to_ascii_uppercase()
+}
+
+fn secs(s: f64) -> String {
+    if s >= 100.0 {
+        format!("{s:.0}s")
+    } else {
+        format!("{s:.1}s")
+    }
+}
+
+/// Render `r` to `out`.
+pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
+    let at = if r.addr.is_unspecified() && r.addr.is_ipv6() {
+        "any address".to_owned()
+    } else {
+        r.addr.to_string()
+    };
+    let reuse = match r.free_with_reuseaddr {
+        Some(true) => "FREE",
+        Some(false) => "BUSY",
+        None => "UNKNOWN",
+    };
+    writeln!(
+        out,
+        "port {} ({at}) is {} for a new listener without SO_REUSEADDR; {reuse} with SO_REUSEADDR",
+        r.port,
+        if r.free { "FREE" } else { "BUSY" },
+    )?;
+    writeln!(out, "source: {}", r.note)?;
+    if r.namespaces.is_empty() {
+        writeln!(
+            out,
+            "\nnothing is bound to port {} in the namespaces scanned",
+            r.port
+        )?;
+    }
+    let many = r.namespaces.len() > 1;
+    for ns in &r.namespaces {
+        namespace(ns, many, out)?;
+    }
+    Ok(())
+}
+
+fn namespace(ns: &Namespace, many: bool, out: &mut dyn Write) -> io::Result<()> {
+    writeln!(out)?;
+    let mut title = format!("netns {}", ns.netns);
+    if let Some(n) = &ns.name {
+        title.push_str(&format!(" ({n})"));
+    }
+    if let Some(c) = &ns.container {
+        title.push_str(&format!(", container {}", c.short()));
+    }
+    if many {
+        title.push_str(&format!(": {}", word(&ns.without_reuseaddr)));
+    }
+    writeln!(out, "{title}")?;
+    for (label, v) in [
+        ("without SO_REUSEADDR", &ns.without_reuseaddr),
+        ("with SO_REUSEADDR", &ns.with_reuseaddr),
+    ] {
+        writeln!(out, "  {:<21} {}: {}", format!("{label}:"), word(v), v.why)?;
+    }
+    if ns.listeners.is_empty() {
+        writeln!(out, "  listeners: none")?;
+    } else {
+        writeln!(out, "  listeners:")?;
+        for s in &ns.listeners {
+            writeln!(out, "    {:<24} {}", s.local.to_string(), owners(s))?;
+        }
+    }
+    let mut i = 0;
+    while i < ns.sockets.len() {
+        let state = ns.sockets[i].state;
+        let group: Vec<&Socket> = ns.sockets[i..]
+            .iter()
+            .take_while(|s| s.state == state)
+            .collect();
+        i += group.len();
+        writeln!(
+            out,
+            "  {} ({}):",
+            state.name().to_ascii_uppercase(),
+            group.len()
+        )?;
+        for s in group {
+            socket(s, out)?;
+        }
+    }
+    if let Some(tw) = &ns.time_wait {
+        writeln!(
+            out,
+            "  last TIME_WAIT expires in {} (at {}){}",
+            secs(tw.last_expires_in_seconds),
+            tw.last_expires_at,
+            if tw.free_then && ns.without_reuseaddr.outcome != "free" {
+                ": a plain bind succeeds then"
+            } else {
+                ""
+            }
+        )?;
+    }
+    Ok(())
+}
+
+fn socket(s: &Socket, out: &mut dyn Write) -> io::Result<()> {
+    let age = match s.age_seconds {
+        Some(a) if s.age_is_lower_bound => format!(">{}", secs(a)),
+        Some(a) => secs(a),
+        None => "unknown".to_owned(),
+    };
+    let mut line = format!(
+        "    {:<24} <- {:<24} age {age:<8}",
+        s.local.to_string(),
+        s.peer.to_string()
+    );
+    if let Some(e) = s.expires_in_seconds {
+        line.push_str(&format!(" expires in {:<7}", secs(e)));
+    }
+    if let Some(c) = &s.closed_first {
+        line.push_str(&format!(" closed first: {c:<6}"));
+    }
+    line.push(' ');
+    line.push_str(&owners(s));
+    writeln!(out, "{}", line.trim_end())
+}
+
+fn owners(s: &Socket) -> String {
+    if s.owners.is_empty() {
+        return match &s.last_seen_process {
+            Some(p) => format!("no process holds it (last: pid {} {})", p.pid, p.comm),
+            None => "no process holds it".to_owned(),
+        };
+    }
+    s.owners
+        .iter()
+        .map(|o| match o.fd {
+            Some(fd) => format!("pid {} {} fd {fd}", o.pid, o.comm),
+            None => format!("pid {} {}", o.pid, o.comm),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
