@@ -19,5 +19,6 @@ pub mod leaks;
 pub mod pipeline;
 pub mod snapshot;
 pub mod tcp;
+pub mod wall;
 #[cfg(test)]
 mod testkit;

@@ -163,6 +163,7 @@ fn close_wait_stays_are_measured() {
         servers.push(s);
     }
     let closed_at = Instant::now();
+    let closed_wall = std::time::SystemTime::now();
     std::thread::sleep(Duration::from_millis(2500));
     // Mid-stay, the API names each socket with its age so far.
     let cw = api_sockets(&agent, "close_wait", port);
@@ -172,6 +173,17 @@ fn close_wait_stays_are_measured() {
         let age = s["age_seconds"].as_f64().unwrap();
         assert!((age - elapsed).abs() < 0.2, "age {age} vs {elapsed}");
         assert_eq!(s["closed_by"], "remote");
+        // The same moment on the wall clock.
+        let since = serde_json::from_value::<tracer::wall::Wall>(s["state_since"].clone())
+            .unwrap_or_else(|e| panic!("{e}: {s}"))
+            .0;
+        let off = since
+            .duration_since(closed_wall)
+            .unwrap_or_else(|e| e.duration());
+        assert!(
+            off < Duration::from_millis(200),
+            "state_since {since:?} vs {closed_wall:?}"
+        );
     }
     std::thread::sleep(Duration::from_secs(3).saturating_sub(closed_at.elapsed()));
     drop(servers);

@@ -39,6 +39,7 @@ fn bound(ip: IpAddr) -> (Socket, u16) {
 
 fn lifecycle(ip: IpAddr) {
     let _ns = Netns::enter(if ip.is_ipv4() { "life4" } else { "life6" });
+    let began = std::time::SystemTime::now();
     let (sock, port) = bound(ip);
     let tracer = Events::start(&["--port", &port.to_string()]);
     sock.listen(16).expect("listen");
@@ -69,6 +70,25 @@ fn lifecycle(ip: IpAddr) {
     let out = tracer.stop();
     assert!(out.status.success(), "tracer events failed: {}", out.stderr);
     assert_eq!(out.lost(), 0, "events lost: {}", out.stderr);
+    // Every event's wall-clock time lies within the test.
+    let ended = std::time::SystemTime::now();
+    let walls: Vec<std::time::SystemTime> = out
+        .events
+        .iter()
+        .map(|e| {
+            serde_json::from_value::<tracer::wall::Wall>(e["ts"].clone())
+                .unwrap_or_else(|err| panic!("{err}: {e}"))
+                .0
+        })
+        .collect();
+    assert!(!walls.is_empty());
+    let slack = Duration::from_millis(50);
+    for w in &walls {
+        assert!(
+            *w + slack >= began && *w <= ended + slack,
+            "{w:?} not in {began:?}..{ended:?}"
+        );
+    }
 
     let paths = out.paths();
     assert_eq!(

@@ -14,6 +14,7 @@ use crate::{
     },
     pipeline::monotonic_ns,
     tcp::TcpState,
+    wall::{Wall, WallClock},
 };
 
 /// [`Api`] over the shared agent state.
@@ -31,6 +32,7 @@ pub struct SocketJson {
     dport: u16,
     state: TcpState,
     state_since_ns: u64,
+    state_since: Wall,
     age_seconds: f64,
     age_is_lower_bound: bool,
     time_wait_confirmed: Option<bool>,
@@ -46,12 +48,18 @@ pub struct SocketJson {
     pid: Option<u32>,
     comm: Option<String>,
     created_ns: u64,
+    created: Option<Wall>,
     live: bool,
     container: Option<Container>,
 }
 
 impl SocketJson {
-    fn new(v: &SocketView<'_>, now_ns: u64, containers: &ContainerMap) -> SocketJson {
+    fn new(
+        v: &SocketView<'_>,
+        now_ns: u64,
+        clock: &WallClock,
+        containers: &ContainerMap,
+    ) -> SocketJson {
         let owner = v.owner();
         let (local, remote) = (v.local(), v.remote());
         SocketJson {
@@ -64,6 +72,7 @@ impl SocketJson {
             dport: remote.port(),
             state: v.state(),
             state_since_ns: v.state_since_ns(),
+            state_since: clock.at(v.state_since_ns()),
             age_seconds: now_ns.saturating_sub(v.state_since_ns()) as f64 / 1e9,
             age_is_lower_bound: v.since_is_lower_bound(),
             time_wait_confirmed: v.in_time_wait().then(|| v.time_wait_confirmed()),
@@ -83,6 +92,7 @@ impl SocketJson {
             pid: owner.map(|o| o.pid),
             comm: owner.map(|o| o.comm_str().to_string()),
             created_ns: v.created_ns(),
+            created: clock.at_known(v.created_ns()),
             live: v.is_live(),
             container: containers.get(v.netns()).map(|c| (**c).clone()),
         }
@@ -118,6 +128,7 @@ impl Api for AgentApi {
         };
         let mut picker = Picker::new(q.limit()?, q.after);
         let now = monotonic_ns();
+        let clock = WallClock::now();
         let core = self.0.core.lock();
         core.engine
             .sockets()
@@ -132,7 +143,7 @@ impl Api for AgentApi {
         let items = cookies
             .iter()
             .filter_map(|&c| core.engine.get(c))
-            .map(|v| SocketJson::new(&v, now, &core.containers))
+            .map(|v| SocketJson::new(&v, now, &clock, &core.containers))
             .collect();
         drop(core);
         Ok(Page {
@@ -155,9 +166,12 @@ impl Api for AgentApi {
             }
         }
         let stats = core.engine.stats();
+        let (now, clock) = (monotonic_ns(), WallClock::now());
         json!({
-            "now_ns": monotonic_ns(),
+            "now_ns": now,
+            "now": clock.at(now),
             "started_ns": self.0.started_ns,
+            "started": clock.at(self.0.started_ns),
             "tracked_sockets": stats.tracked,
             "sockets": states,
             "dwell_seconds": dwell,
@@ -170,6 +184,7 @@ impl Api for AgentApi {
         let mut report = core.detector.report(monotonic_ns());
         report.attribute(&core.containers);
         drop(core);
+        report.stamp(&WallClock::now());
         serde_json::to_value(report).unwrap_or_else(|e| json!({ "error": e.to_string() }))
     }
 

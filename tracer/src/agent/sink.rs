@@ -86,6 +86,7 @@ impl Sink for AgentSink {
         start_ns: u64,
     ) {
         let metrics = &*self.shared.metrics;
+        let clock = crate::wall::WallClock::now();
         for c in changes {
             if let Change::Raised(f) = c {
                 metrics.leaks.flagged(f.kind);
@@ -93,7 +94,7 @@ impl Sink for AgentSink {
             // The agent's log: one JSON object per line, the same objects
             // `tracer events` prints.
             let mut line = Vec::with_capacity(512);
-            if crate::export::stream::write_leak(&mut line, c, start_ns).is_ok() {
+            if crate::export::stream::write_leak(&mut line, c, start_ns, &clock).is_ok() {
                 eprint!("{}", String::from_utf8_lossy(&line));
             }
         }

@@ -17,6 +17,7 @@ use crate::{
     leaks::Change,
     pipeline::{self, Core, Flow, NetnsChoice, NetnsScope, Pipeline, Reconcile, Sink},
     snapshot::SocketSnapshot,
+    wall::WallClock,
 };
 
 /// The pipeline `tracer events` runs. With leak detection: an engine for
@@ -47,6 +48,8 @@ struct Printer<W: Write> {
     err: Option<std::io::Error>,
     /// The container of each namespace, from the pipeline's last discovery.
     containers: Arc<ContainerMap>,
+    /// Monotonic to wall-clock time, read again every loop turn.
+    clock: WallClock,
 }
 
 impl<W: Write> Printer<W> {
@@ -55,7 +58,7 @@ impl<W: Write> Printer<W> {
         if self.err.is_none() && self.filter.keep(ev) {
             self.printed += 1;
             let container = self.containers.get(ev.netns).map(|c| &**c);
-            if let Err(e) = stream::write_event(&mut self.out, ev, container) {
+            if let Err(e) = stream::write_event(&mut self.out, ev, container, &self.clock) {
                 self.err = Some(e);
             }
         }
@@ -64,7 +67,7 @@ impl<W: Write> Printer<W> {
     fn leak(&mut self, c: &Change, ts_ns: u64) {
         if self.err.is_none() && self.filter.keep_leak(c) {
             self.printed += 1;
-            if let Err(e) = stream::write_leak(&mut self.out, c, ts_ns) {
+            if let Err(e) = stream::write_leak(&mut self.out, c, ts_ns, &self.clock) {
                 self.err = Some(e);
             }
         }
@@ -112,6 +115,7 @@ impl<W: Write> Sink for Printer<W> {
     }
 
     fn turn(&mut self) -> anyhow::Result<Flow> {
+        self.clock = WallClock::now();
         Ok(if self.flush()? {
             Flow::Continue
         } else {
@@ -239,6 +243,7 @@ async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
         printed: 0,
         err: None,
         containers: Arc::default(),
+        clock: WallClock::now(),
     };
     pipeline
         .adopt(&mut p)

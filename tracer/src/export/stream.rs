@@ -7,11 +7,13 @@ use crate::{
     container::Container,
     event::{Kind, SockEvent},
     tcp::TcpState,
+    wall::{Wall, WallClock},
 };
 
 #[derive(Serialize)]
 struct Line<'a> {
     ts_ns: u64,
+    ts: Wall,
     kind: Kind,
     cookie: u64,
     family: Option<&'static str>,
@@ -34,15 +36,17 @@ struct Line<'a> {
 }
 
 /// Write one event as one JSON line, with the container of its namespace
-/// when it has one.
+/// when it has one, and its wall-clock time by `clock`.
 pub fn write_event(
     out: &mut impl Write,
     ev: &SockEvent,
     container: Option<&Container>,
+    clock: &WallClock,
 ) -> std::io::Result<()> {
     let is_state = ev.kind == Kind::State;
     let line = Line {
         ts_ns: ev.ts_ns,
+        ts: clock.at(ev.ts_ns),
         kind: ev.kind,
         cookie: ev.cookie,
         family: ev.family.map(|f| f.name()),
@@ -65,16 +69,21 @@ pub fn write_event(
 
 /// Write a leak flag raised or cleared as one JSON line: the flag's fields,
 /// with `kind` = `leak_flagged` or `leak_cleared`, `leak` = the leak kind,
-/// and `ts_ns`. The agent's log and `tracer events` both use this form.
+/// `ts_ns` and `ts`, and the flag's times on the wall clock. The agent's log
+/// and `tracer events` both use this form.
 pub fn write_leak(
     out: &mut impl Write,
     change: &crate::leaks::Change,
     ts_ns: u64,
+    clock: &WallClock,
 ) -> std::io::Result<()> {
-    let mut v = serde_json::to_value(change.flag())?;
+    let mut flag = change.flag().clone();
+    flag.stamp(clock);
+    let mut v = serde_json::to_value(flag)?;
     if let serde_json::Value::Object(m) = &mut v {
         let leak = m.remove("kind").unwrap_or_default();
         m.insert("ts_ns".into(), ts_ns.into());
+        m.insert("ts".into(), serde_json::to_value(clock.at(ts_ns))?);
         m.insert("kind".into(), change.event_name().into());
         m.insert("leak".into(), leak);
     }
@@ -85,7 +94,7 @@ pub fn write_leak(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tcp::Family;
+    use crate::{leaks::Change, tcp::Family};
 
     #[test]
     fn state_event_schema() {
@@ -108,8 +117,11 @@ mod tests {
             netns: 4026531833,
         };
         let mut out = Vec::new();
-        write_event(&mut out, &ev, None).unwrap();
+        let clock = WallClock::from_offset_ns(1_764_479_523_000_000_000);
+        write_event(&mut out, &ev, None, &clock).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["ts_ns"], 5);
+        assert_eq!(v["ts"], "2025-11-30T05:12:03.000000005Z");
         assert_eq!(v["kind"], "state");
         assert_eq!(v["cookie"], 102927);
         assert_eq!(v["family"], "ipv6");
@@ -128,7 +140,7 @@ mod tests {
             ..ev
         };
         out.clear();
-        write_event(&mut out, &rx, None).unwrap();
+        write_event(&mut out, &rx, None, &clock).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["kind"], "retransmit");
         assert_eq!(v["state"], "established");
@@ -142,9 +154,34 @@ mod tests {
             pod: None,
         };
         out.clear();
-        write_event(&mut out, &rx, Some(&c)).unwrap();
+        write_event(&mut out, &rx, Some(&c), &clock).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["container"]["name"], "leaky");
         assert_eq!(v["container"]["runtime"], "podman");
+    }
+
+    #[test]
+    fn leak_lines_carry_wall_clock_times() {
+        let report = crate::leaks::table::tests::sample();
+        let mut flag = report.leaks[0].sockets[0].clone();
+        flag.raised_at_ns = 2_000_000_000;
+        flag.cleared_at_ns = Some(3_500_000_000);
+        let clock = WallClock::from_offset_ns(1_764_479_520_000_000_000);
+        let mut out = Vec::new();
+        write_leak(&mut out, &Change::Cleared(flag), 3_500_000_000, &clock).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["kind"], "leak_cleared");
+        assert_eq!(v["ts"], "2025-11-30T05:12:03.500000000Z");
+        assert_eq!(v["raised_at"], "2025-11-30T05:12:02.000000000Z");
+        assert_eq!(v["cleared_at"], "2025-11-30T05:12:03.500000000Z");
+        // A snapshot's flag has no time: none is made up.
+        let snap = report.leaks[0].sockets[0].clone();
+        out.clear();
+        write_leak(&mut out, &Change::Raised(snap), 0, &clock).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(
+            v.get("raised_at").is_none() && v.get("cleared_at").is_none(),
+            "{v}"
+        );
     }
 }

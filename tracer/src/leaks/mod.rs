@@ -34,7 +34,11 @@ use std::{net::SocketAddr, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{snapshot::FdOwner, tcp::TcpState};
+use crate::{
+    snapshot::FdOwner,
+    tcp::TcpState,
+    wall::{Wall, WallClock},
+};
 
 pub mod detect;
 pub mod rollup;
@@ -187,6 +191,9 @@ pub struct Flag {
     pub netns: u32,
     /// Monotonic ns when the flag was raised (0 in a one-shot snapshot).
     pub raised_at_ns: u64,
+    /// `raised_at_ns` on the wall clock (see [`Flag::stamp`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raised_at: Option<Wall>,
     /// How long the condition has held; `None` when unknown (snapshot).
     pub age_seconds: Option<f64>,
     /// True when the condition started before we could see it: the age is at least this.
@@ -211,11 +218,23 @@ pub struct Flag {
     pub owner_hint: Option<String>,
     /// Monotonic ns when the flag cleared.
     pub cleared_at_ns: Option<u64>,
+    /// `cleared_at_ns` on the wall clock (see [`Flag::stamp`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleared_at: Option<Wall>,
     /// How it cleared ("socket gone", "socket left close_wait (now last_ack)", ...).
     pub cleared_how: Option<String>,
     /// The container (and pod) of the socket's namespace, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<crate::container::Container>,
+}
+
+impl Flag {
+    /// Fill in the wall-clock times of `raised_at_ns` and `cleared_at_ns`
+    /// by `clock` (none for a snapshot's 0).
+    pub fn stamp(&mut self, clock: &WallClock) {
+        self.raised_at = clock.at_known(self.raised_at_ns);
+        self.cleared_at = self.cleared_at_ns.and_then(|t| clock.at_known(t));
+    }
 }
 
 /// A flag raised or cleared by one [`Detector::update`]; the agent turns

@@ -214,6 +214,9 @@ pub struct Report {
     pub note: Option<String>,
     /// Monotonic ns of the report (0 for a snapshot).
     pub now_ns: u64,
+    /// `now_ns` on the wall clock (see [`Report::stamp`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now: Option<crate::wall::Wall>,
     /// Thresholds in force (agent only).
     pub thresholds: Option<ThresholdSeconds>,
     /// Distinct leak flags (risks excluded); `tracer leaks` exits 1 when > 0.
@@ -227,6 +230,20 @@ pub struct Report {
 }
 
 impl Report {
+    /// Fill in the wall-clock times of the report and of every flag.
+    pub fn stamp(&mut self, clock: &crate::wall::WallClock) {
+        self.now = clock.at_known(self.now_ns);
+        let flags = self
+            .leaks
+            .iter_mut()
+            .flat_map(|g| g.sockets.iter_mut())
+            .chain(self.risks.iter_mut())
+            .chain(self.recently_cleared.iter_mut());
+        for f in flags {
+            f.stamp(clock);
+        }
+    }
+
     /// Fill in the container of every flag, by its namespace.
     pub fn attribute(&mut self, map: &crate::container::ContainerMap) {
         if map.is_empty() {
@@ -340,6 +357,7 @@ impl Report {
             source,
             note,
             now_ns,
+            now: None,
             thresholds: thresholds.map(|t| ThresholdSeconds {
                 close_wait: t.close_wait.as_secs_f64(),
                 half_open: t.half_open.as_secs_f64(),

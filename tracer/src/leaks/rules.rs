@@ -46,6 +46,7 @@ pub(super) fn socket_flag(
         inode: d.inode,
         netns: d.netns,
         raised_at_ns: now,
+        raised_at: None,
         age_seconds: Some(secs(age.0)),
         age_is_lower_bound: age.1,
         unread_bytes: d.rqueue,
@@ -55,6 +56,7 @@ pub(super) fn socket_flag(
         owner_unknown: false,
         owner_hint: None,
         cleared_at_ns: None,
+        cleared_at: None,
         cleared_how: None,
         container: None,
     }

@@ -161,6 +161,7 @@ impl Detector {
             inode: 0,
             netns,
             raised_at_ns: now,
+            raised_at: None,
             age_seconds: Some(secs(age)),
             age_is_lower_bound: lb,
             unread_bytes: 0,
@@ -170,6 +171,7 @@ impl Detector {
             owner_unknown: false,
             owner_hint: None,
             cleared_at_ns: None,
+            cleared_at: None,
             cleared_how: None,
             container: None,
         })
