@@ -63,6 +63,11 @@ settings! {
         /// oldest idle one is closed to make room [default: 256].
         max_http_connections: usize = crate::export::serve::DEFAULT_MAX_CONNECTIONS
             => "N" parse_max_http_connections;
+        /// TLS and basic auth for the HTTP server: a YAML file in node_exporter's
+        /// web config format (tls_server_config, basic_auth_users); relative
+        /// paths in it are taken from its directory. `none` for plain HTTP,
+        /// e.g. to override the config file [default: none].
+        web_config: WebConfigFile = None => "FILE" parse_web_config as String;
     }
     thresholds {
         /// CLOSE_WAIT longer than this is a leak [default: 60s].

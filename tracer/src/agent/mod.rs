@@ -25,7 +25,7 @@ pub use crate::pipeline::monotonic_ns;
 use crate::{
     config::Settings,
     engine,
-    export::{http, metrics::Metrics, serve},
+    export::{http, metrics::Metrics, serve, web::Gate},
     pipeline::{self, NetnsScope, Pipeline, Reconcile},
 };
 
@@ -61,8 +61,14 @@ pub fn run(settings: Settings) -> anyhow::Result<i32> {
 }
 
 async fn run_async(settings: Settings) -> anyhow::Result<i32> {
+    // Read first: a bad web config is refused before anything is bound or loaded.
+    let gate = settings.web_config.as_deref().map(Gate::load).transpose()?;
     let listener = http::bind(settings.listen)?;
     let metrics = Arc::new(Metrics::new());
+    let gate = gate.map(|g| {
+        let agent = metrics.agent.clone();
+        Arc::new(g.counting(move |why| agent.http_refused(why)))
+    });
     metrics.workloads.set_cap(settings.max_workloads);
     let mut pipeline = Pipeline::new(pipeline_config(&settings)?, state::agent_state(&metrics))?;
     let started_ns = monotonic_ns();
@@ -89,7 +95,8 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
         .adopt(&mut sink)
         .context("listing existing TCP sockets with sock_diag")?;
     eprintln!(
-        "tracer: agent running: {adopted} existing sockets adopted; serving http://{}/metrics",
+        "tracer: agent running: {adopted} existing sockets adopted; serving {}://{}/metrics",
+        Gate::scheme(gate.as_deref()),
         settings.listen
     );
 
@@ -100,7 +107,7 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
             max_connections: settings.max_http_connections,
             ..serve::Limits::default()
         };
-        serve::spawn(listener, app, limits, stop_rx)?
+        serve::spawn(listener, app, limits, gate, stop_rx)?
     };
 
     pipeline.run(&mut sink, pipeline::stop_signal()?).await?;

@@ -37,6 +37,17 @@ fn file_overrides_defaults() {
 }
 
 #[test]
+fn web_config_is_a_path_or_none() {
+    let s = applied("web-config = \"/etc/tracer/web.yml\"").unwrap();
+    assert_eq!(
+        s.web_config.as_deref(),
+        Some(Path::new("/etc/tracer/web.yml"))
+    );
+    assert_eq!(applied("web-config = \"none\"").unwrap().web_config, None);
+    assert_eq!(Settings::default().web_config, None);
+}
+
+#[test]
 fn bare_numbers_are_seconds() {
     let s = applied("reconcile-interval = 5\nclose-wait-threshold = 0.5\nidle-threshold = 1e3\n")
         .unwrap();
@@ -187,7 +198,7 @@ fn every_flag_is_a_key() {
     use clap::Args as _;
     let cmd = RunFlags::augment_args(clap::Command::new("run"));
     let flags: Vec<&str> = cmd.get_arguments().filter_map(|a| a.get_long()).collect();
-    assert_eq!(flags.len(), 15, "{flags:?}");
+    assert_eq!(flags.len(), 16, "{flags:?}");
     for flag in flags {
         let err = error(&format!("{flag} = \"\""));
         assert!(

@@ -3,7 +3,7 @@
 //! sentence that quotes the value and says what is expected; the caller
 //! (clap, or the config file) names the flag or key. Nothing here panics,
 //! whatever the input.
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use crate::pipeline::NetnsChoice;
 
@@ -219,6 +219,20 @@ pub fn parse_netns(s: &str) -> Result<NetnsChoice, String> {
     s.parse()
 }
 
+/// `--web-config`: the web config file, if any ([`parse_web_config`]).
+pub type WebConfigFile = Option<PathBuf>;
+
+/// `--web-config`: a path, or `none` for plain HTTP. The file itself is
+/// read when the agent starts (`export::web`), which names what is wrong
+/// in it.
+pub fn parse_web_config(s: &str) -> Result<WebConfigFile, String> {
+    match s {
+        "none" => Ok(None),
+        "" => Err("an empty path: give the web config file's path, or none".to_owned()),
+        _ => Ok(Some(PathBuf::from(s))),
+    }
+}
+
 /// Parse a percentage of one core: `1`, `1%`, `0.5%`; 0 means no limit.
 pub fn parse_percent(s: &str) -> Result<f64, String> {
     let t = s.trim();
@@ -371,6 +385,16 @@ mod tests {
                 .unwrap_err()
                 .contains("not a percentage")
         );
+    }
+
+    #[test]
+    fn web_config_files() {
+        assert_eq!(parse_web_config("none"), Ok(None));
+        assert_eq!(
+            parse_web_config("web.yml"),
+            Ok(Some(PathBuf::from("web.yml")))
+        );
+        assert!(parse_web_config("").unwrap_err().contains("empty path"));
     }
 
     #[test]

@@ -5,4 +5,5 @@ pub mod metrics;
 pub mod page;
 pub mod serve;
 pub mod stream;
+pub mod web;
 pub mod workload;

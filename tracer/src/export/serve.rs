@@ -8,6 +8,11 @@
 //! during a slowloris flood is still accepted and answered; only when
 //! every open connection is busy is the newcomer refused. Reaching the cap
 //! is logged once per burst.
+//!
+//! Under `--web-config` ([`Gate`]) each connection first completes a TLS
+//! handshake, within the header deadline, and each request shows basic
+//! auth credentials before the router sees it. A failed handshake ends
+//! only its own connection.
 use std::{
     collections::BTreeMap,
     pin::Pin,
@@ -28,6 +33,8 @@ use tokio::{
     net::TcpStream,
     sync::{Notify, watch},
 };
+
+use super::web::{Gate, Refusal};
 
 /// Limits on the server's connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +68,7 @@ pub fn spawn(
     listener: std::net::TcpListener,
     app: Router,
     limits: Limits,
+    gate: Option<Arc<Gate>>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<()>>> {
     std::thread::Builder::new()
@@ -74,7 +82,7 @@ pub fn spawn(
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)
                     .context("registering the HTTP listener")?;
-                serve(listener, app, limits, shutdown).await
+                serve(listener, app, limits, gate, shutdown).await
             })
         })
         .context("starting the HTTP server's thread")
@@ -97,11 +105,13 @@ struct Table {
     in_burst: bool,
 }
 
-/// Serve `app` on `listener` within `limits` until `shutdown` fires.
+/// Serve `app` on `listener` within `limits`, behind `gate` if any, until
+/// `shutdown` fires.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     limits: Limits,
+    gate: Option<Arc<Gate>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let table = Arc::new(Mutex::new(Table::default()));
@@ -133,34 +143,60 @@ pub async fn serve(
         let conn_table = table.clone();
         let app = app.clone();
         let http = http.clone();
+        let gate = gate.clone();
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
             let activity = Arc::new(AtomicU64::new(now_ms()));
-            let io = TokioIo::new(Watched {
+            let stream = Watched {
                 inner: stream,
                 activity: activity.clone(),
-            });
+            };
+            let req_gate = gate.clone();
             let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 let app = app.clone();
+                let gate = req_gate.clone();
                 let guard = Busy::new(busy.clone());
                 async move {
-                    let r = tower::ServiceExt::oneshot(app, req).await;
+                    let r = match &gate {
+                        Some(g) => match g.admit(req.headers()).await {
+                            Ok(()) => tower::ServiceExt::oneshot(app, req).await,
+                            Err(refused) => Ok(refused),
+                        },
+                        None => tower::ServiceExt::oneshot(app, req).await,
+                    };
                     drop(guard);
                     r
                 }
             });
-            let conn = http.serve_connection(io, svc);
-            tokio::pin!(conn);
             let idle = idle_watch(activity, limits.idle_timeout);
             tokio::pin!(idle);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = close.notified() => {}
-                _ = &mut idle => {}
-                _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await;
+            let Some(tls) = gate.as_ref().and_then(|g| g.tls.clone()) else {
+                let conn = http.serve_connection(TokioIo::new(stream), svc);
+                drive(conn, &close, &mut idle, &mut stop).await;
+                leave(&conn_table, id, limits.max_connections);
+                return;
+            };
+            // The handshake has the header deadline, and gives way to the
+            // cap and to shutdown like a silent connection.
+            let handshake = tokio::select! {
+                r = tokio::time::timeout(limits.header_timeout, tls.accept(stream)) => Some(r),
+                _ = close.notified() => None,
+                _ = stop.changed() => None,
+            };
+            match handshake {
+                Some(Ok(Ok(stream))) => {
+                    let conn = http.serve_connection(TokioIo::new(stream), svc);
+                    drive(conn, &close, &mut idle, &mut stop).await;
                 }
+                // A client that connects and leaves without a word (a TCP
+                // probe) is not counted.
+                Some(Ok(Err(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+                Some(_) => {
+                    if let Some(g) = &gate {
+                        g.refused(Refusal::Tls);
+                    }
+                }
+                None => {}
             }
             leave(&conn_table, id, limits.max_connections);
         });
@@ -173,6 +209,31 @@ pub async fn serve(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
+}
+
+/// Run one connection until it ends, the cap closes it, it idles out, or
+/// shutdown (which lets an answer in flight finish, within 1 s).
+async fn drive<I, S>(
+    conn: http1::Connection<I, S>,
+    close: &Notify,
+    idle: &mut Pin<&mut impl Future<Output = ()>>,
+    stop: &mut watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    S: hyper::service::HttpService<Incoming>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = close.notified() => {}
+        _ = idle.as_mut() => {}
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await;
+        }
+    }
 }
 
 /// Make room for a new connection: its id, busy counter and close handle,

@@ -103,3 +103,51 @@ impl Drop for Prometheus {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+impl Prometheus {
+    /// Start it on a free loopback port, scraping `target` every second
+    /// with `job` added to the `tracer` job's settings: YAML lines indented
+    /// by four spaces, e.g. `scheme: https`, `tls_config:` and
+    /// `basic_auth:`. Each one gets a directory of its own.
+    pub fn start_job(target: std::net::SocketAddr, job: &str) -> Prometheus {
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("tracer-prom-job-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let cfg = dir.join("prometheus.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: tracer\n{job}    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus (Debian package `prometheus`; cargo xtask test installs it)");
+        Prometheus { child, dir, addr }
+    }
+
+    /// The `lastError` Prometheus reports for its first target, if any.
+    pub fn target_error(&self) -> Option<String> {
+        let (_, body) = http_get(self.addr, "/api/v1/targets")?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["data"]["activeTargets"][0]["lastError"]
+            .as_str()
+            .map(String::from)
+    }
+}

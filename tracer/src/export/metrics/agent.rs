@@ -1,7 +1,8 @@
 //! The agent's own health: kernel events read, lost and undecodable, the
-//! engine's records and evictions, and the build.
+//! engine's records and evictions, the HTTP server's refusals under
+//! `--web-config`, and the build.
 use prometheus_client::{
-    encoding::EncodeLabelSet,
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
@@ -10,12 +11,24 @@ use super::catch_up;
 use crate::{
     engine::{Engine, Observer},
     event::Kind,
+    export::web::Refusal,
     pipeline::Tallies,
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: Kind,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: Refusal,
+}
+
+impl EncodeLabelValue for Refusal {
+    fn encode(&self, e: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        std::fmt::Write::write_str(e, self.name())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -34,6 +47,8 @@ pub struct Agent {
     undecodable: Counter,
     tracked: Gauge,
     evictions: Counter,
+    /// Indexed like [`Refusal::ALL`].
+    refusals: [Counter; 4],
 }
 
 impl Agent {
@@ -65,6 +80,12 @@ impl Agent {
             "Socket records evicted at the --max-sockets cap",
             evictions.clone(),
         );
+        let refusals = Family::<ReasonLabel, Counter>::default();
+        r.register(
+            "http_auth_failures",
+            "HTTP requests and connections refused under --web-config, by reason",
+            refusals.clone(),
+        );
         // A gauge fixed at 1 rather than an OpenMetrics `info`, which the
         // classic text parser (promtool 2.x) rejects.
         let build = Family::<BuildLabels, Gauge>::default();
@@ -81,7 +102,14 @@ impl Agent {
             undecodable,
             tracked,
             evictions,
+            refusals: Refusal::ALL
+                .map(|reason| refusals.get_or_create_owned(&ReasonLabel { reason })),
         }
+    }
+
+    /// Count a request or connection the web config refused.
+    pub fn http_refused(&self, why: Refusal) {
+        self.refusals[why as usize].inc();
     }
 
     /// Count an event read from the ring buffer.

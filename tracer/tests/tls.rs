@@ -1,0 +1,430 @@
+//! `tracer run --web-config`: TLS and basic auth from a web config file in
+//! node_exporter's format. A CA and a server certificate are made at run
+//! time with the openssl CLI, and a bcrypt hash with the bcrypt crate;
+//! curl and a real Prometheus are the clients. The agent tests are
+//! privileged; the bad-config tests run as any user, since the file is
+//! read before anything privileged happens.
+mod common;
+
+use std::{
+    io::Write as _,
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
+
+use common::{Prometheus, metric_lines, metric_value, require_root, wait_until};
+
+const USER: &str = "prometheus";
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A directory of its own with a CA, a server certificate for 127.0.0.1
+/// signed by it, and a web config; removed on drop.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        static MADE: AtomicUsize = AtomicUsize::new(0);
+        let n = MADE.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("tracer-tls-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("pki dir");
+        let pki = Pki { dir };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        pki.openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &["-days", "1", "-subj", "/CN=tracer test CA"],
+                &["-keyout", "ca-key.pem", "-out", "ca.pem"],
+            ]
+            .concat(),
+        );
+        pki.openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &["-subj", "/CN=tracer"],
+                &["-keyout", "key.pem", "-out", "server.csr"],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            pki.path("server.ext"),
+            "subjectAltName = IP:127.0.0.1, DNS:localhost\nbasicConstraints = CA:FALSE\n\
+             keyUsage = digitalSignature\nextendedKeyUsage = serverAuth\n",
+        )
+        .expect("ext file");
+        pki.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "cert.pem",
+        ]);
+        pki
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .expect("openssl (Debian package `openssl`; cargo xtask test installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Write `text` to `name` in the directory; its path.
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    /// A web config with TLS (paths relative to the file, as node_exporter
+    /// takes them) and one basic auth user.
+    fn web_config(&self) -> PathBuf {
+        let hash = bcrypt::hash(PASSWORD, 10).expect("bcrypt");
+        self.write(
+            "web.yml",
+            &format!(
+                "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n\
+                 basic_auth_users:\n  {USER}: {hash}\n"
+            ),
+        )
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `tracer run --web-config` on a free loopback port; killed on drop.
+struct TlsAgent {
+    child: Child,
+    addr: SocketAddr,
+    ca: PathBuf,
+}
+
+impl TlsAgent {
+    /// Start it, and wait until /healthz answers 200 over TLS with the
+    /// right credentials.
+    fn start(pki: &Pki, web_config: &Path) -> TlsAgent {
+        require_root();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let child = Command::new(env!("CARGO_BIN_EXE_tracer"))
+            .args(["run", "--netns", "host", "--listen", &addr.to_string()])
+            .arg("--web-config")
+            .arg(web_config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tracer run");
+        let mut agent = TlsAgent {
+            child,
+            addr,
+            ca: pki.path("ca.pem"),
+        };
+        let up = wait_until(Duration::from_secs(30), || {
+            matches!(agent.child.try_wait(), Ok(None))
+                && agent.curl("/healthz", Some((USER, PASSWORD))).code == Some(200)
+        });
+        assert!(
+            up,
+            "tracer run --web-config did not become healthy on {addr}"
+        );
+        agent
+    }
+
+    /// curl https://ADDR/PATH, trusting the test CA.
+    fn curl(&self, path: &str, creds: Option<(&str, &str)>) -> Curl {
+        let mut args = vec![
+            "--cacert".to_owned(),
+            self.ca.display().to_string(),
+            format!("https://{}{path}", self.addr),
+        ];
+        if let Some((u, p)) = creds {
+            args.extend(["-u".to_owned(), format!("{u}:{p}")]);
+        }
+        curl(&args)
+    }
+}
+
+impl Drop for TlsAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What curl got: the status (None when no HTTP answer came), headers
+/// and body, and its stderr.
+struct Curl {
+    code: Option<u16>,
+    head: String,
+    body: String,
+    err: String,
+}
+
+/// Run curl with `args` (at most 10 s), headers included.
+fn curl(args: &[String]) -> Curl {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-D", "-", "-o", "-"])
+        .args(args)
+        .output()
+        .expect("curl (Debian package `curl`; cargo xtask test installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .map_or((text.clone(), String::new()), |(h, b)| {
+            (h.to_owned(), b.to_owned())
+        });
+    let code = out
+        .status
+        .success()
+        .then(|| head.split_whitespace().nth(1)?.parse().ok())
+        .flatten();
+    Curl {
+        code,
+        head,
+        body,
+        err: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn curl_needs_tls_and_the_right_password() {
+    let pki = Pki::new();
+    let agent = TlsAgent::start(&pki, &pki.web_config());
+
+    let ok = agent.curl("/metrics", Some((USER, PASSWORD)));
+    assert_eq!(ok.code, Some(200), "{}{}", ok.head, ok.err);
+    assert!(ok.body.contains("tracer_build_info"), "{}", ok.body);
+    let api = agent.curl("/api/v1/summary", Some((USER, PASSWORD)));
+    assert_eq!(api.code, Some(200), "{}{}", api.head, api.err);
+
+    // Every path asks for credentials, as node_exporter's do.
+    for path in ["/metrics", "/healthz", "/api/v1/sockets", "/nope"] {
+        for creds in [None, Some((USER, "wrong")), Some(("nobody", PASSWORD))] {
+            let r = agent.curl(path, creds);
+            assert_eq!(r.code, Some(401), "{path} {creds:?}: {}{}", r.head, r.err);
+            assert!(
+                r.head.contains("WWW-Authenticate: Basic realm=\"tracer\"")
+                    || r.head.contains("www-authenticate: Basic realm=\"tracer\""),
+                "{path}: {}",
+                r.head
+            );
+            assert!(!r.body.contains("tracer_"), "{path}: {}", r.body);
+        }
+    }
+
+    // Plain HTTP to the TLS port: refused at once, and nothing else stalls.
+    let start = Instant::now();
+    let plain = curl(&[format!("http://{}/metrics", agent.addr)]);
+    assert_ne!(plain.code, Some(200), "{}", plain.body);
+    assert!(!plain.body.contains("tracer_"), "{}", plain.body);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    // Connections that never finish a handshake hold up nobody.
+    let silent: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(agent.addr).expect("connect"))
+        .collect();
+    let mut half = TcpStream::connect(agent.addr).expect("connect");
+    half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .expect("partial hello");
+    let start = Instant::now();
+    let after = agent.curl("/metrics", Some((USER, PASSWORD)));
+    assert_eq!(after.code, Some(200), "{}{}", after.head, after.err);
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(silent);
+    drop(half);
+
+    // Each refusal is counted by reason.
+    let text = agent.curl("/metrics", Some((USER, PASSWORD))).body;
+    let count = |reason: &str| {
+        metric_value(
+            &text,
+            &format!("tracer_http_auth_failures_total{{reason=\"{reason}\"}}"),
+        )
+        .unwrap_or_else(|| {
+            panic!(
+                "no {reason} series: {}",
+                metric_lines(&text, &["tracer_http"])
+            )
+        })
+    };
+    assert_eq!(
+        count("missing"),
+        4.0,
+        "{}",
+        metric_lines(&text, &["tracer_http"])
+    );
+    assert_eq!(
+        count("wrong"),
+        8.0,
+        "{}",
+        metric_lines(&text, &["tracer_http"])
+    );
+    assert!(
+        count("tls") >= 1.0,
+        "{}",
+        metric_lines(&text, &["tracer_http"])
+    );
+    assert_eq!(count("busy"), 0.0);
+}
+
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn prometheus_scrapes_over_tls_with_basic_auth() {
+    let pki = Pki::new();
+    let agent = TlsAgent::start(&pki, &pki.web_config());
+    let job = format!(
+        "    scheme: https\n    tls_config:\n      ca_file: {}\n    basic_auth:\n      \
+         username: {USER}\n      password: {PASSWORD}\n",
+        pki.path("ca.pem").display()
+    );
+    let prom = Prometheus::start_job(agent.addr, &job);
+    let up = wait_until(Duration::from_secs(30), || {
+        prom.query("up{job=\"tracer\"}") == Some(1.0)
+    });
+    assert!(
+        up,
+        "up = {:?}, last scrape error: {:?}",
+        prom.query("up{job=\"tracer\"}"),
+        prom.target_error()
+    );
+    assert_eq!(prom.query("tracer_build_info{job=\"tracer\"}"), Some(1.0));
+    // Prometheus's scrapes never failed auth.
+    let text = agent.curl("/metrics", Some((USER, PASSWORD))).body;
+    assert_eq!(
+        metric_value(&text, "tracer_http_auth_failures_total{reason=\"wrong\"}"),
+        Some(0.0)
+    );
+
+    // And with a wrong password its target is down, saying 401.
+    let wrong = job.replace(PASSWORD, "wrong");
+    let prom = Prometheus::start_job(agent.addr, &wrong);
+    let seen = wait_until(Duration::from_secs(30), || {
+        prom.target_error().is_some_and(|e| e.contains("401"))
+    });
+    assert!(seen, "last scrape error: {:?}", prom.target_error());
+    assert_eq!(prom.query("up{job=\"tracer\"}"), Some(0.0));
+}
+
+/// Run `tracer run ARGS` to the end (at most 10 s): status and stderr.
+fn tracer_run(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .arg("run")
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tracer");
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tracer run {args:?} still running after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("output");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_bad_web_config_is_one_sentence_and_exit_2() {
+    let pki = Pki::new();
+    let hash = bcrypt::hash(PASSWORD, 4).expect("bcrypt");
+    let tls = "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n";
+    let cases: Vec<(PathBuf, Vec<String>)> = vec![
+        (pki.path("missing.yml"), vec!["missing.yml: cannot be opened".into()]),
+        (
+            pki.write("unknown.yml", &format!("{tls}  cert: x\n")),
+            vec!["unknown field `cert`".into(), "tls_server_config".into()],
+        ),
+        (
+            pki.write("top.yml", &format!("{tls}http_server_config:\n  http2: true\n")),
+            vec!["unknown field `http_server_config`".into()],
+        ),
+        (
+            pki.write("hash.yml", &format!("{tls}basic_auth_users:\n  {USER}: plaintext\n")),
+            vec![format!("key basic_auth_users.{USER}: not a bcrypt hash")],
+        ),
+        (
+            pki.write("nocert.yml", &format!("tls_server_config:\n  cert_file: gone.pem\n  key_file: key.pem\nbasic_auth_users:\n  {USER}: {hash}\n")),
+            vec!["key tls_server_config.cert_file".into(), pki.path("gone.pem").display().to_string()],
+        ),
+        (
+            pki.write("nokey.yml", "tls_server_config:\n  cert_file: cert.pem\n"),
+            vec!["key tls_server_config.key_file is missing".into()],
+        ),
+        (
+            pki.write("yaml.yml", "tls_server_config: [\n"),
+            vec!["line".into()],
+        ),
+        (pki.write("empty.yml", ""), vec!["holds neither".into()]),
+    ];
+    for (path, says) in cases {
+        let p = path.display().to_string();
+        let (code, err) = tracer_run(&["--listen", "127.0.0.1:0", "--web-config", &p]);
+        assert_eq!(code, Some(2), "{p}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{p}: {err}");
+        assert!(
+            err.starts_with(&format!("tracer: error: web config file {p}: ")),
+            "{err}"
+        );
+        for s in says {
+            assert!(err.contains(&s), "{p}: want {s:?} in {err}");
+        }
+    }
+}
