@@ -1,0 +1,208 @@
+//! `tracer port` against the kernel: the seed's scenario for real. A
+//! server (python3, a separate process) listening with clients connected
+//! is killed with its connections open, so its side of each goes to
+//! FIN_WAIT2 or TIME_WAIT; `tracer port` must then say "busy without
+//! SO_REUSEADDR" (and, for a server that set it, "free with it"), and a
+//! restart of the server both ways must agree: EADDRINUSE without
+//! SO_REUSEADDR, listening with it.
+//!
+//! Each test runs in a network namespace of its own (`common::Netns`), so
+//! it is alone on its port; the tracer and the agent run in it too.
+mod common;
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use common::{Agent, Netns, wait_until};
+
+#[path = "port/kit.rs"]
+mod kit;
+use kit::*;
+
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn a_killed_server_with_reuseaddr_restarts_only_with_reuseaddr() {
+    let _ns = Netns::enter("port-seed");
+    let port = 8080;
+    let clients = crash(port, true);
+    let (code, r) = port_json(port, &["--agent", NO_AGENT]);
+    assert_eq!(code, 1, "{r:#}");
+    assert_eq!(r["source"], "snapshot");
+    assert_eq!(r["free"], false);
+    assert_eq!(r["free_with_reuseaddr"], true, "{r:#}");
+    let ns = only_namespace(&r);
+    assert_eq!(ns["without_reuseaddr"]["outcome"], "busy");
+    assert_eq!(ns["without_reuseaddr"]["blockers"], 3);
+    assert_eq!(ns["with_reuseaddr"]["outcome"], "free");
+    assert_eq!(ns["with_reuseaddr"]["test_bind"], true);
+    assert_eq!(ns["listeners"].as_array().map(Vec::len), Some(0));
+    let states = states(ns);
+    assert_eq!(states, ["fin_wait2", "time_wait", "time_wait"], "{ns:#}");
+    for s in ns["sockets"].as_array().expect("sockets") {
+        assert_eq!(s["closed_first"], "local", "{s}");
+        assert_eq!(s["owners"].as_array().map(Vec::len), Some(0), "{s}");
+        assert_eq!(s["blocks_without_reuseaddr"], "bound", "{s}");
+        assert_eq!(s["blocks_with_reuseaddr"], Value::Null, "{s}");
+        let left = s["expires_in_seconds"].as_f64().expect("a kernel timer");
+        assert!(left > 50.0 && left <= 60.0, "{s}");
+        // Without an agent, only TIME_WAIT's age is known (its timer says).
+        if s["state"] == "time_wait" {
+            let age = s["age_seconds"].as_f64().expect("TIME_WAIT age");
+            assert!((0.0..10.0).contains(&age), "{s}");
+        } else {
+            assert_eq!(s["age_seconds"], Value::Null, "{s}");
+        }
+    }
+    let tw = &ns["time_wait"];
+    assert_eq!(tw["count"], 3);
+    assert_eq!(tw["free_then"], true);
+    // The text says the same in words.
+    let text = port_text(port, &["--agent", NO_AGENT]);
+    assert!(
+        text.starts_with(
+            "port 8080 (any address) is BUSY for a new listener without SO_REUSEADDR; FREE with SO_REUSEADDR"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("  TIME_WAIT (2):\n"), "{text}");
+    assert!(text.contains("closed first: local"), "{text}");
+    assert!(text.contains("a plain bind succeeds then"), "{text}");
+    // Reality agrees: plainly EADDRINUSE, with SO_REUSEADDR a listener.
+    assert_eq!(try_listen(ANY, port, false), Err(libc::EADDRINUSE));
+    assert_eq!(try_listen(ANY4, port, false), Err(libc::EADDRINUSE));
+    let plain = Server::start(port, false);
+    assert_eq!(plain.outcome, Err(libc::EADDRINUSE));
+    let again = Server::start(port, true);
+    assert_eq!(again.outcome, Ok(()));
+    drop(clients);
+}
+
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn a_killed_server_without_reuseaddr_blocks_even_a_reuseaddr_restart() {
+    // Linux shares a port only when both sockets set SO_REUSEADDR: the
+    // TIME_WAIT sockets of a server that did not block a restart with it.
+    let _ns = Netns::enter("port-noreuse");
+    let port = 8081;
+    let _clients = crash(port, false);
+    let (code, r) = port_json(port, &["--agent", NO_AGENT]);
+    assert_eq!(code, 1);
+    assert_eq!(r["free_with_reuseaddr"], false, "{r:#}");
+    let ns = only_namespace(&r);
+    assert_eq!(ns["with_reuseaddr"]["outcome"], "busy");
+    assert_eq!(ns["with_reuseaddr"]["test_bind"], true);
+    assert_eq!(try_listen(ANY, port, true), Err(libc::EADDRINUSE));
+    assert_eq!(Server::start(port, true).outcome, Err(libc::EADDRINUSE));
+}
+
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn with_an_agent_every_age_is_exact() {
+    let _ns = Netns::enter("port-agent");
+    let agent = Agent::start(&[]);
+    let url = format!("http://{}", agent.addr);
+    let port = 8082;
+    let _clients = crash(port, true);
+    let start = std::time::Instant::now();
+    // The agent follows the sockets through their events: wait until it
+    // knows all three.
+    let mut last = Value::Null;
+    let known = wait_until(Duration::from_secs(10), || {
+        let (_, r) = port_json(port, &["--agent", &url]);
+        last = r;
+        only_namespace(&last)["sockets"]
+            .as_array()
+            .is_some_and(|s| s.len() == 3 && s.iter().all(|s| s["age_seconds"].is_f64()))
+    });
+    assert!(known, "{last:#}");
+    let (code, r) = port_json(port, &["--agent", &url]);
+    assert_eq!(code, 1);
+    assert_eq!(r["source"], "agent", "{r:#}");
+    assert_eq!(r["free_with_reuseaddr"], true);
+    let ns = only_namespace(&r);
+    for s in ns["sockets"].as_array().expect("sockets") {
+        assert_eq!(s["age_is_lower_bound"], false, "{s}");
+        let age = s["age_seconds"].as_f64().expect("age");
+        assert!(
+            age >= 0.0 && age <= start.elapsed().as_secs_f64() + 1.0,
+            "{s}"
+        );
+        assert_eq!(s["closed_first"], "local", "{s}");
+    }
+    let text = port_text(port, &["--agent", &url]);
+    assert!(text.contains("source: agent at"), "{text}");
+    assert!(!text.contains("age unknown"), "{text}");
+    assert_eq!(try_listen(ANY, port, false), Err(libc::EADDRINUSE));
+    assert_eq!(Server::start(port, true).outcome, Ok(()));
+}
+
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn a_live_listener_is_busy_both_ways_and_named() {
+    let _ns = Netns::enter("port-live");
+    let port = 8083;
+    let server = Server::start(port, true);
+    assert_eq!(server.outcome, Ok(()));
+    let _c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let (code, r) = port_json(port, &["--agent", NO_AGENT]);
+    assert_eq!(code, 1, "{r:#}");
+    assert_eq!(r["free"], false);
+    assert_eq!(r["free_with_reuseaddr"], false);
+    let ns = only_namespace(&r);
+    assert_eq!(ns["with_reuseaddr"]["outcome"], "busy");
+    assert_eq!(ns["with_reuseaddr"]["test_bind"], false);
+    let listeners = ns["listeners"].as_array().expect("listeners");
+    assert_eq!(listeners.len(), 1, "{ns:#}");
+    let owner = &listeners[0]["owners"][0];
+    assert_eq!(owner["pid"], server.pid());
+    assert_eq!(owner["comm"], "python3");
+    assert_eq!(listeners[0]["blocks_with_reuseaddr"], "listening");
+    // The accepted connection: ESTABLISHED, held by the same process.
+    assert_eq!(states(ns), ["established"]);
+    assert_eq!(ns["sockets"][0]["owners"][0]["pid"], server.pid());
+    // Reality: both ways EADDRINUSE.
+    for reuse in [false, true] {
+        assert_eq!(try_listen(ANY, port, reuse), Err(libc::EADDRINUSE));
+        assert_eq!(try_listen(ANY4, port, reuse), Err(libc::EADDRINUSE));
+    }
+    // Another address: an IPv6-only listener on ::1 is not in the way of
+    // 127.0.0.1's, and the verdict for --addr ::1 says so.
+    let (code, r) = port_json(port, &["--agent", NO_AGENT, "--addr", "::1"]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(try_listen("::1".parse().expect("::1"), port, false), Ok(()));
+}
+
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn an_unused_port_is_free() {
+    let _ns = Netns::enter("port-free");
+    let (code, r) = port_json(8084, &["--agent", NO_AGENT]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["free"], true);
+    assert_eq!(r["free_with_reuseaddr"], true);
+    assert_eq!(r["namespaces"].as_array().map(Vec::len), Some(0));
+    let text = port_text(8084, &["--agent", NO_AGENT]);
+    assert!(text.contains("nothing is bound to port 8084"), "{text}");
+    assert_eq!(try_listen(ANY, 8084, false), Ok(()));
+}
+
+#[test]
+fn bad_flags_are_one_sentence_and_status_2() {
+    for args in [
+        &["port", "8080", "--bogus"][..],
+        &["port", "http"],
+        &["port", "0"],
+        &["port", "8080", "--addr", "localhost"],
+        &["port", "8080", "--netns", "a/b"],
+        &["port"],
+    ] {
+        let out = tracer(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("tracer: error: "), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
