@@ -10,13 +10,13 @@ use crate::model::{Vars, dashboard, label_values, targets, variables};
 use crate::promtool::rules_file;
 use crate::scenario::{Blackholed, Churn, LeakyServer};
 
-/// The samples of the first query of the panel titled `title`.
-fn panel_samples(prom: &LivePrometheus, vars: &Vars, title: &str) -> Vec<Sample> {
+/// The samples of query `ref_id` of the panel titled `title`.
+fn panel_samples(prom: &LivePrometheus, vars: &Vars, title: &str, ref_id: &str) -> Vec<Sample> {
     let dash = dashboard();
     let t = targets(&dash)
         .into_iter()
-        .find(|t| t.name.contains(&format!(" \"{title}\" / ")))
-        .unwrap_or_else(|| panic!("no panel {title:?}"));
+        .find(|t| t.name.ends_with(&format!(" \"{title}\" / \"{ref_id}\"")))
+        .unwrap_or_else(|| panic!("no panel {title:?} with a query {ref_id}"));
     prom.query(&vars.substitute(&t.expr))
         .unwrap_or_else(|e| panic!("{}: {e}", t.name))
 }
@@ -162,16 +162,16 @@ fn every_dashboard_query_returns_data_from_a_real_agent_during_a_real_leak() {
     );
 
     // The panels show the scenario itself.
-    let leaks = panel_samples(&prom, &vars, "CLOSE_WAIT leaks by process");
+    let leaks = panel_samples(&prom, &vars, "CLOSE_WAIT leaks by process", "A");
     assert!(by_label(&leaks, "comm", "python3").is_some_and(|v| v >= 5.0));
-    let stuck = panel_samples(&prom, &vars, "Stuck handshakes by kind");
+    let stuck = panel_samples(&prom, &vars, "Stuck handshakes by kind", "A");
     assert!(by_label(&stuck, "kind", "syn_sent").is_some_and(|v| v >= 1.0));
     assert!(by_label(&stuck, "kind", "syn_recv").is_some_and(|v| v >= 1.0));
-    let half = panel_samples(&prom, &vars, "Half-open connections by reason");
+    let half = panel_samples(&prom, &vars, "Half-open connections by reason", "A");
     assert!(by_label(&half, "reason", "retransmitting").is_some_and(|v| v >= 1.0));
     // Loopback reuses TIME_WAIT 4-tuples (tcp_tw_reuse=2), so most stays
     // end early; none outlasts the 60 s timer and its wheel's tick.
-    let dwell = panel_samples(&prom, &vars, "TIME_WAIT dwell (p50, p99)");
+    let dwell = panel_samples(&prom, &vars, "TIME_WAIT dwell (p50, p99)", "A");
     assert!(
         dwell
             .first()
@@ -240,6 +240,35 @@ fn every_dashboard_query_returns_data_from_a_real_agent_during_a_real_leak() {
             "{quiet} active on a healthy agent: {active:#?}"
         );
     }
+
+    // The TIME_WAIT timer: once the first stays expire (60 s after the
+    // churn began), the dwell panel's p99 is the kernel's 60 s plus up to
+    // one tick of its timer wheel.
+    let q = "sum(increase(tracer_tcp_time_wait_ended_total{how=\"expired\"}[20s]))";
+    let expired = wait_until(Duration::from_secs(100), || {
+        prom.query(q)
+            .is_ok_and(|s| s.first().is_some_and(|s| s.value >= 20.0))
+    });
+    assert!(
+        expired,
+        "{q}: {:?}",
+        prom.query(q).map(|s| s.first().map(|s| s.value))
+    );
+    let p99 = panel_samples(&prom, &vars, "TIME_WAIT dwell (p50, p99)", "B");
+    assert!(
+        p99.first()
+            .is_some_and(|s| (59.0..=65.0).contains(&s.value)),
+        "TIME_WAIT p99: {:?}",
+        p99.first().map(|s| s.value)
+    );
+    let ended = panel_samples(&prom, &vars, "TIME_WAIT ended, and overflows", "A");
+    assert!(by_label(&ended, "how", "expired").is_some_and(|v| v > 0.0));
+    eprintln!(
+        "TIME_WAIT p99 {:?} s once the timers expire, after {:?}",
+        p99.first().map(|s| s.value),
+        started.elapsed()
+    );
+
     eprintln!(
         "{} dashboard queries and {} alert rules checked after {:?}",
         all.len(),
