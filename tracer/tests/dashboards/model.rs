@@ -118,7 +118,7 @@ fn regex_escape(s: &str) -> String {
     out
 }
 
-/// Names of the dashboard's template variables.
+/// The dashboard's template variables.
 pub fn variables(dash: &Value) -> Vec<&Value> {
     dash["templating"]["list"]
         .as_array()
