@@ -60,7 +60,7 @@ pub struct Gate {
     /// Handshakes each connection, when `tls_server_config` is given.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Checks each request's credentials, when `basic_auth_users` is given.
-    pub users: Option<Arc<Users>>,
+    pub users: Option<Users>,
     /// Counts each refusal (`tracer_http_auth_failures_total`).
     counter: Arc<dyn Fn(Refusal) + Send + Sync>,
 }
@@ -103,11 +103,7 @@ impl Gate {
             .as_ref()
             .map(|t| tls::acceptor(t, dir))
             .transpose()?;
-        let users = file
-            .basic_auth_users
-            .map(Users::new)
-            .transpose()?
-            .map(Arc::new);
+        let users = file.basic_auth_users.map(Users::new).transpose()?;
         Ok(Gate {
             tls,
             users,

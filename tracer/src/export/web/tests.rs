@@ -4,34 +4,37 @@ use std::path::Path;
 
 use super::*;
 
-/// A self-signed certificate and its key, made once by the openssl CLI
-/// in a directory of their own; `None` when openssl is not installed.
-fn pki() -> Option<PathBuf> {
-    static DIR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("tracer-web-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).ok()?;
-        let ok = std::process::Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-            ])
-            .args(["-nodes", "-days", "1", "-subj", "/CN=tracer"])
-            .arg("-keyout")
-            .arg(dir.join("key.pem"))
-            .arg("-out")
-            .arg(dir.join("cert.pem"))
-            .stderr(std::process::Stdio::null())
-            .status()
-            .ok()?
-            .success();
-        ok.then_some(dir)
-    })
-    .clone()
+/// A self-signed certificate and its key, made by the openssl CLI in a
+/// directory of the test's own, removed on drop.
+struct Pki(PathBuf);
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `None` when openssl is not installed (the test says it skips).
+fn pki(test: &str) -> Option<Pki> {
+    let dir = std::env::temp_dir().join(format!("tracer-web-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).ok()?;
+    let pki = Pki(dir);
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=tracer"])
+        .args(["-keyout", "key.pem", "-out", "cert.pem"])
+        .current_dir(&pki.0)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    made.then_some(pki)
 }
 
 fn error(text: &str, dir: &Path) -> String {
@@ -60,13 +63,14 @@ fn basic_auth_alone_is_accepted() {
 
 #[test]
 fn relative_paths_are_taken_from_the_files_directory() {
-    let Some(dir) = pki() else {
+    let Some(pki) = pki("relative") else {
         eprintln!("skipped: no openssl");
         return;
     };
+    let dir = &pki.0;
     let g = Gate::parse(
         "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n  min_version: TLS13\n",
-        &dir,
+        dir,
     )
     .unwrap();
     assert!(g.tls.is_some());
@@ -83,8 +87,8 @@ fn relative_paths_are_taken_from_the_files_directory() {
 
 #[test]
 fn each_mistake_is_one_sentence_naming_the_key() {
-    let dir = pki();
-    let d = dir.as_deref().unwrap_or(Path::new("/"));
+    let pki = pki("mistakes");
+    let d = pki.as_ref().map_or(Path::new("/"), |p| p.0.as_path());
     let mut table = vec![
         ("", "holds neither tls_server_config nor basic_auth_users"),
         (
@@ -115,7 +119,7 @@ fn each_mistake_is_one_sentence_naming_the_key() {
             "key tls_server_config.cert_file: /nope/c.pem: cannot be read",
         ),
     ];
-    if dir.is_some() {
+    if pki.is_some() {
         table.extend([
             (
                 "tls_server_config:\n  cert_file: cert.pem\n  key_file: nope.pem\n",
@@ -152,14 +156,15 @@ fn each_mistake_is_one_sentence_naming_the_key() {
 
 #[test]
 fn client_certificates_can_be_required() {
-    let Some(dir) = pki() else {
+    let Some(pki) = pki("client-ca") else {
         eprintln!("skipped: no openssl");
         return;
     };
+    let dir = &pki.0;
     let g = Gate::parse(
         "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n  \
          client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: cert.pem\n",
-        &dir,
+        dir,
     );
     assert!(g.is_ok(), "{:#}", g.err().unwrap());
 }
