@@ -143,9 +143,10 @@ fn with_an_agent_every_age_is_exact() {
 fn a_live_listener_is_busy_both_ways_and_named() {
     let _ns = Netns::enter("port-live");
     let port = 8083;
-    let server = Server::start(port, true);
+    let mut server = Server::start(port, true);
     assert_eq!(server.outcome, Ok(()));
     let _c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    server.accepted(1);
     let (code, r) = port_json(port, &["--agent", NO_AGENT]);
     assert_eq!(code, 1, "{r:#}");
     assert_eq!(r["free"], false);
@@ -155,6 +156,8 @@ fn a_live_listener_is_busy_both_ways_and_named() {
     assert_eq!(ns["with_reuseaddr"]["test_bind"], false);
     let listeners = ns["listeners"].as_array().expect("listeners");
     assert_eq!(listeners.len(), 1, "{ns:#}");
+    // Read through the server's own descriptor: python3 set SO_REUSEADDR.
+    assert_eq!(listeners[0]["reuseaddr"], true, "{ns:#}");
     let owner = &listeners[0]["owners"][0];
     assert_eq!(owner["pid"], server.pid());
     assert_eq!(owner["comm"], "python3");
@@ -205,4 +208,89 @@ fn bad_flags_are_one_sentence_and_status_2() {
         assert!(err.starts_with("tracer: error: "), "{args:?}: {err}");
         assert!(out.stdout.is_empty(), "{args:?}");
     }
+}
+
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn a_live_connection_blocks_a_reuseaddr_restart_only_without_reuseaddr_of_its_own() {
+    // A worker that outlives its server's listener keeps its accepted
+    // connection ESTABLISHED. Linux lets a SO_REUSEADDR listener past it
+    // when the connection has SO_REUSEADDR too (inherited from the
+    // listener), and not otherwise; the options are read through the
+    // worker's descriptor, so no test bind is needed.
+    let _ns = Netns::enter("port-worker");
+    for (port, reuse) in [(8085, true), (8086, false)] {
+        let mut worker = Server::start_with(port, reuse, &["1"]);
+        assert_eq!(worker.outcome, Ok(()));
+        let _c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        worker.accepted(1);
+        assert_eq!(worker.line(), "closed");
+        let (code, r) = port_json(port, &["--agent", NO_AGENT]);
+        assert_eq!(code, 1, "{r:#}");
+        let ns = only_namespace(&r);
+        assert_eq!(states(ns), ["established"], "{ns:#}");
+        let s = &ns["sockets"][0];
+        assert_eq!(s["owners"][0]["pid"], worker.pid(), "{s}");
+        assert_eq!(s["reuseaddr"], reuse, "{s}");
+        assert_eq!(s["closed_first"], Value::Null, "{s}");
+        assert_eq!(ns["with_reuseaddr"]["test_bind"], false, "{ns:#}");
+        assert_eq!(r["free_with_reuseaddr"], reuse, "{r:#}");
+        if reuse {
+            assert_eq!(s["blocks_with_reuseaddr"], Value::Null, "{s}");
+        } else {
+            assert_eq!(s["blocks_with_reuseaddr"], "no_reuseaddr", "{s}");
+        }
+        // Reality.
+        assert_eq!(try_listen(ANY, port, false), Err(libc::EADDRINUSE));
+        let restart = Server::start(port, true);
+        let want = if reuse { Ok(()) } else { Err(libc::EADDRINUSE) };
+        assert_eq!(restart.outcome, want, "reuse {reuse}");
+    }
+}
+
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn each_namespace_holding_the_port_gets_its_own_answer() {
+    let _ns = Netns::enter("port-ns-a");
+    let other = OtherNetns::new("port-ns-b");
+    let port = 8090;
+    let here = Server::start(port, true);
+    assert_eq!(here.outcome, Ok(()));
+    let there = other.run(move || Server::start(port, false));
+    assert_eq!(there.outcome, Ok(()));
+    let p = port.to_string();
+    let out = tracer(&["port", &p, "--json", "--agent", NO_AGENT]);
+    assert_eq!(out.status.code(), Some(1));
+    let r: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let ours: Vec<&Value> = r["namespaces"]
+        .as_array()
+        .expect("namespaces")
+        .iter()
+        .filter(|n| {
+            n["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("tr-port-ns-"))
+        })
+        .collect();
+    assert_eq!(ours.len(), 2, "{r:#}");
+    for n in &ours {
+        assert_eq!(n["without_reuseaddr"]["outcome"], "busy");
+        let l = &n["listeners"][0];
+        let pid = if n["name"] == other.0 {
+            there.pid()
+        } else {
+            here.pid()
+        };
+        assert_eq!(l["owners"][0]["pid"], pid, "{n:#}");
+    }
+    let text =
+        String::from_utf8_lossy(&tracer(&["port", &p, "--agent", NO_AGENT]).stdout).into_owned();
+    print!("{text}");
+    assert!(text.contains(&format!("({}): BUSY", other.0)), "{text}");
+    // --netns picks one.
+    let out = tracer(&[
+        "port", &p, "--json", "--agent", NO_AGENT, "--netns", &other.0,
+    ]);
+    let r: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(only_namespace(&r)["name"], other.0.as_str());
 }

@@ -18,10 +18,13 @@ pub const ANY: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
 pub const ANY4: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
 
 /// The server: listens on 0.0.0.0:PORT (SO_REUSEADDR if asked), holds
-/// every connection it accepts, and reports a failed bind by errno.
+/// every connection it accepts (saying `accepted`), and reports a failed bind by errno. With
+/// a third argument N it closes its listener after N connections, as a
+/// worker that outlives its server does, and says `closed`.
 const SERVER: &str = r#"
 import socket, sys
 port, reuse = int(sys.argv[1]), sys.argv[2] == "1"
+close_after = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 s = socket.socket()
 if reuse:
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -35,6 +38,11 @@ print("listening", flush=True)
 held = []
 while True:
     held.append(s.accept()[0])
+    print("accepted", flush=True)
+    if len(held) == close_after:
+        s.close()
+        print("closed", flush=True)
+        input()
 "#;
 
 /// A python3 server process; killed on drop.
@@ -42,11 +50,18 @@ pub struct Server {
     child: Child,
     /// Listening, or the errno of its failed bind()/listen().
     pub outcome: Result<(), i32>,
+    out: BufReader<std::process::ChildStdout>,
 }
 
 impl Server {
     /// Start it in this thread's namespace and wait for its first line.
     pub fn start(port: u16, reuse: bool) -> Server {
+        Server::start_with(port, reuse, &[])
+    }
+
+    /// Start it with extra arguments (the connections after which it
+    /// closes its listener); its later lines are read with [`Server::line`].
+    pub fn start_with(port: u16, reuse: bool, extra: &[&str]) -> Server {
         let mut child = Command::new("python3")
             .args([
                 "-c",
@@ -54,19 +69,39 @@ impl Server {
                 &port.to_string(),
                 if reuse { "1" } else { "0" },
             ])
+            .args(extra)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
+        out.read_line(&mut line)
             .expect("read the server's first line");
         let outcome = match line.split_whitespace().collect::<Vec<_>>()[..] {
             ["listening"] => Ok(()),
             ["errno", n] => Err(n.parse().expect("errno")),
             _ => panic!("python3 server said {line:?}"),
         };
-        Server { child, outcome }
+        Server {
+            child,
+            outcome,
+            out,
+        }
+    }
+
+    /// The server's next line.
+    pub fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.out.read_line(&mut l).expect("read from the server");
+        l.trim().to_owned()
+    }
+
+    /// Wait until it has accepted `n` more connections.
+    pub fn accepted(&mut self, n: usize) {
+        for _ in 0..n {
+            assert_eq!(self.line(), "accepted");
+        }
     }
 
     /// Its process id.
@@ -92,15 +127,14 @@ impl Drop for Server {
 /// the connections open; two clients then close theirs (the server's side
 /// goes to TIME_WAIT), one does not (FIN_WAIT2). Returns the open client.
 pub fn crash(port: u16, reuse: bool) -> TcpStream {
-    let server = Server::start(port, reuse);
+    let mut server = Server::start(port, reuse);
     assert_eq!(server.outcome, Ok(()), "the first server must listen");
     let mut clients: Vec<TcpStream> = (0..3)
         .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
         .collect();
-    // Accepted: the server's side of each is ESTABLISHED.
-    assert!(wait_until(Duration::from_secs(5), || {
-        common::ss_count("established", &format!("sport = :{port}")) == 3
-    }));
+    // Accepted (a connection still in the accept queue would be reset
+    // when the listener dies): the server's side of each is ESTABLISHED.
+    server.accepted(3);
     server.kill();
     // Its FINs reach the clients: their side is CLOSE_WAIT, ours FIN_WAIT2.
     assert!(wait_until(Duration::from_secs(5), || {
@@ -182,4 +216,30 @@ pub fn states(ns: &Value) -> Vec<String> {
         .iter()
         .map(|s| s["state"].as_str().expect("state").to_owned())
         .collect()
+}
+
+/// A network namespace made with `ip netns add`, deleted on drop; this
+/// thread does not enter it.
+pub struct OtherNetns(pub String);
+
+impl OtherNetns {
+    /// `ip netns add tr-<tag>-<pid>`, loopback up.
+    pub fn new(tag: &str) -> OtherNetns {
+        let name = format!("tr-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        common::sh("ip", &["netns", "add", &name]);
+        common::sh("ip", &["-n", &name, "link", "set", "lo", "up"]);
+        OtherNetns(name)
+    }
+
+    /// Run `f` on a thread inside it.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        common::in_netns_file(format!("/run/netns/{}", self.0), f)
+    }
+}
+
+impl Drop for OtherNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
 }

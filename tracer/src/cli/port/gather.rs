@@ -6,13 +6,17 @@
 //! The snapshot is always taken, with an agent too: it is the truth for
 //! which sockets are in the bind table right now (listeners included), it
 //! carries the TIME_WAIT timers, and it is cheap. The agent's answer is
-//! joined to it by cookie.
+//! joined to it by cookie. Sockets with an owner get their options read
+//! ([`options_of`]).
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::Context as _;
 use serde::Deserialize;
 
-use super::bind::in_bind_table;
+use super::{
+    bind::in_bind_table,
+    probe::{SockOptions, options_of},
+};
 use crate::{
     cli::leaks::{Limits, http_get},
     container::ContainerMap,
@@ -59,6 +63,8 @@ pub struct Held {
     pub owners: Vec<FdOwner>,
     /// What the agent knows of it, when one answered and tracked it.
     pub agent: Option<AgentSocket>,
+    /// Its options, read through an owner's descriptor when it has one.
+    pub options: Option<SockOptions>,
 }
 
 /// Everything found about the port.
@@ -103,8 +109,13 @@ pub fn gather(port: u16, scope: NetnsScope, url: &str, limits: Limits) -> anyhow
     };
     let mut agent = agent.unwrap_or_default();
     for snap in held {
+        let owners = owners.get(&snap.inode).cloned().unwrap_or_default();
+        let options = owners
+            .iter()
+            .find_map(|o| options_of(o.pid, o.fd, snap.inode));
         found.by_netns.entry(snap.netns).or_default().push(Held {
-            owners: owners.get(&snap.inode).cloned().unwrap_or_default(),
+            owners,
+            options,
             agent: agent.remove(&snap.cookie),
             snap,
         });

@@ -1,5 +1,13 @@
-//! The kernel's own answer where the rules cannot give one: a test
-//! `bind()` with `SO_REUSEADDR` in the port's namespace, closed at once.
+//! What the rules need and sock_diag does not say: the socket options
+//! of the sockets on the port, and, where those cannot be read, the
+//! kernel's own answer from a test `bind()`.
+//!
+//! A socket some process holds is read through a duplicate of its
+//! descriptor (`pidfd_getfd(2)`, Linux 5.6, which needs what ptrace
+//! needs: root, or `CAP_SYS_PTRACE`): `SO_REUSEADDR` and `IPV6_V6ONLY`,
+//! then the duplicate is closed. TIME_WAIT and orphaned sockets have no
+//! descriptor; for them a test `bind()` with `SO_REUSEADDR` in the port's
+//! namespace, closed at once, answers.
 //!
 //! sock_diag does not report a socket's `SO_REUSEADDR`, and Linux lets a
 //! new listener with it past a TIME_WAIT socket or a live connection only
@@ -17,6 +25,66 @@ use std::{
 };
 
 use crate::diag::NetnsHandle;
+
+/// The options of a socket that matter to a new listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockOptions {
+    /// `SO_REUSEADDR`.
+    pub reuseaddr: bool,
+    /// `IPV6_V6ONLY`, for an IPv6 socket.
+    pub v6only: Option<bool>,
+}
+
+/// Read the options of socket `inode` through descriptor `fd` of process
+/// `pid`. `None` when it cannot be read (no `pidfd_getfd`, not allowed,
+/// the process is gone) or the descriptor is now another file.
+pub fn options_of(pid: u32, fd: u32, inode: u64) -> Option<SockOptions> {
+    let pid = i32::try_from(pid).ok()?;
+    let fd = i32::try_from(fd).ok()?;
+    // SAFETY: pidfd_open(2) with plain integers; the result is owned below.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let pidfd = owned(i32::try_from(pidfd).ok()?)?;
+    // SAFETY: pidfd_getfd(2) with plain integers; the result is owned below.
+    let dup = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    let dup = owned(i32::try_from(dup).ok()?)?;
+    // SAFETY: fstat(2) fills the zeroed struct it is given.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(dup.as_raw_fd(), &raw mut st) } != 0
+        || st.st_mode & libc::S_IFMT != libc::S_IFSOCK
+        || st.st_ino != inode
+    {
+        return None;
+    }
+    let reuseaddr = get_int(&dup, libc::SOL_SOCKET, libc::SO_REUSEADDR)? != 0;
+    let v6only = if get_int(&dup, libc::SOL_SOCKET, libc::SO_DOMAIN)? == libc::AF_INET6 {
+        Some(get_int(&dup, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)? != 0)
+    } else {
+        None
+    };
+    Some(SockOptions { reuseaddr, v6only })
+}
+
+/// Own a descriptor a syscall returned (`None` for an error).
+fn owned(raw: i32) -> Option<OwnedFd> {
+    // SAFETY: a non-negative result is a descriptor nobody else owns.
+    (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+fn get_int(fd: &OwnedFd, level: i32, name: i32) -> Option<i32> {
+    let mut value: i32 = 0;
+    let mut len = size_of::<i32>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `value`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&raw mut value).cast(),
+            &raw mut len,
+        )
+    };
+    (rc == 0).then_some(value)
+}
 
 /// `bind()` a fresh TCP socket to `addr:port` with `SO_REUSEADDR`
 /// (and `IPV6_V6ONLY` as given, for IPv6), inside the namespace at
@@ -137,6 +205,43 @@ mod tests {
             .expect("inet")
             .port();
         (s, port)
+    }
+
+    #[test]
+    fn options_are_read_from_a_descriptor_of_a_process() {
+        use std::os::fd::AsRawFd as _;
+        use std::os::unix::fs::MetadataExt as _;
+        for reuse in [false, true] {
+            let (s, _) = holder(reuse);
+            let fd = s.as_raw_fd();
+            let inode = std::fs::metadata(format!("/proc/self/fd/{fd}"))
+                .expect("fd")
+                .ino();
+            let me = std::process::id();
+            let Some(o) = options_of(me, fd as u32, inode) else {
+                // pidfd_getfd needs Linux 5.6 and ptrace rights over
+                // ourselves (a seccomp or LSM policy may refuse it).
+                return;
+            };
+            assert_eq!(
+                o,
+                SockOptions {
+                    reuseaddr: reuse,
+                    v6only: None
+                }
+            );
+            // Another inode through the same number: refused.
+            assert_eq!(options_of(me, fd as u32, inode + 1), None);
+        }
+        let s = Socket::new(Domain::IPV6, Type::STREAM, None).expect("socket");
+        s.set_only_v6(true).expect("v6only");
+        let fd = s.as_raw_fd();
+        let inode = std::fs::metadata(format!("/proc/self/fd/{fd}"))
+            .expect("fd")
+            .ino();
+        if let Some(o) = options_of(std::process::id(), fd as u32, inode) {
+            assert_eq!(o.v6only, Some(true));
+        }
     }
 
     #[test]

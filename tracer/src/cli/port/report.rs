@@ -111,6 +111,11 @@ pub struct Socket {
     pub closed_first: Option<String>,
     /// Processes holding it (none for TIME_WAIT and orphaned sockets).
     pub owners: Vec<Owner>,
+    /// Its `SO_REUSEADDR`, read through an owner's descriptor; `null`
+    /// when it has none (TIME_WAIT, orphaned) or it could not be read.
+    pub reuseaddr: Option<bool>,
+    /// Its `IPV6_V6ONLY` (IPv6 sockets), read the same way.
+    pub v6only: Option<bool>,
     /// The process of its last syscall-driven transition, per the agent.
     pub last_seen_process: Option<Owner>,
     /// Why it keeps a plain listener out (`listening`, `bound`), or `null`.
@@ -147,8 +152,8 @@ fn holder(h: &Held) -> Holder {
     Holder {
         addr: h.snap.saddr,
         state: h.snap.state,
-        v6only: None,
-        reuseaddr: None,
+        v6only: h.options.and_then(|o| o.v6only),
+        reuseaddr: h.options.map(|o| o.reuseaddr),
     }
 }
 
@@ -185,6 +190,8 @@ fn socket(h: &Held, plain: Option<Reason>, reuse: Option<Reason>) -> Socket {
                 fd: Some(o.fd),
             })
             .collect(),
+        reuseaddr: h.options.map(|o| o.reuseaddr),
+        v6only: h.options.and_then(|o| o.v6only),
         last_seen_process: h.agent.as_ref().and_then(|a| {
             Some(Owner {
                 pid: a.pid?,
@@ -271,7 +278,11 @@ pub fn build(
             |why: &[(usize, Reason)], i: usize| why.iter().find(|&&(j, _)| j == i).map(|&(_, r)| r);
         let (mut listeners, mut sockets) = (Vec::new(), Vec::new());
         for (i, h) in held.iter().enumerate() {
-            let r = if tested { None } else { reason(&r_why, i) };
+            let r = if tested && r_out == Outcome::Free {
+                None
+            } else {
+                reason(&r_why, i)
+            };
             let s = socket(h, reason(&p_why, i), r);
             if h.snap.state == TcpState::Listen {
                 listeners.push(s);
