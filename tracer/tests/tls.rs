@@ -428,3 +428,68 @@ fn a_bad_web_config_is_one_sentence_and_exit_2() {
         }
     }
 }
+
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn a_flood_of_wrong_passwords_does_not_stall_a_known_one() {
+    let pki = Pki::new();
+    let agent = TlsAgent::start(&pki, &pki.web_config());
+    // Remembered from here on: TlsAgent::start checked it once.
+    let url = format!("https://{}/metrics", agent.addr);
+    const FLOOD: usize = 48;
+    let mut flood = Command::new("curl")
+        .args(["-s", "-w", "%{http_code}\\n"])
+        .args(["--max-time", "60", "--parallel", "--parallel-max", "64"])
+        .arg("--cacert")
+        .arg(pki.path("ca.pem"))
+        .args(["-u", &format!("{USER}:wrong")])
+        .args((0..FLOOD).flat_map(|_| ["-o", "/dev/null", url.as_str()]))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl");
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..5 {
+        let start = Instant::now();
+        let r = agent.curl("/metrics", Some((USER, PASSWORD)));
+        assert_eq!(r.code, Some(200), "{}{}", r.head, r.err);
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "a remembered password waited {:?} behind the flood",
+            start.elapsed()
+        );
+    }
+    let out = flood.wait().map(|_| ()).and_then(|()| {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut flood.stdout.take().expect("stdout"), &mut s)?;
+        Ok(s)
+    });
+    let codes = out.expect("curl output");
+    let answered: Vec<&str> = codes.lines().collect();
+    assert_eq!(answered.len(), FLOOD, "{codes}");
+    assert!(
+        answered.iter().all(|c| *c == "401" || *c == "503"),
+        "{codes}"
+    );
+    let text = agent.curl("/metrics", Some((USER, PASSWORD))).body;
+    let count = |reason: &str| {
+        metric_value(
+            &text,
+            &format!("tracer_http_auth_failures_total{{reason=\"{reason}\"}}"),
+        )
+        .unwrap_or(-1.0)
+    };
+    let busy = answered.iter().filter(|c| **c == "503").count() as f64;
+    assert_eq!(
+        count("busy"),
+        busy,
+        "{}",
+        metric_lines(&text, &["tracer_http"])
+    );
+    assert_eq!(
+        count("wrong"),
+        FLOOD as f64 - busy,
+        "{}",
+        metric_lines(&text, &["tracer_http"])
+    );
+    eprintln!("flood of {FLOOD}: {busy} answered 503 at once, the rest 401 after bcrypt");
+}

@@ -8,8 +8,9 @@
 //! - each check runs on a blocking thread, one at a time, so a flood of
 //!   wrong passwords takes at most one core and never the server's own
 //!   thread: `/metrics` for a known password stays quick;
-//! - at most [`MAX_WAITING`] checks wait their turn; more get a 503 at
-//!   once instead of holding their connection (and the connection cap).
+//! - at most [`MAX_WAITING`] checks are pending (one running, the rest
+//!   waiting their turn); more get a 503 at once instead of holding their
+//!   connection (and the connection cap).
 //!
 //! An unknown user is checked against a fixed hash all the same, so the
 //! time taken does not tell which users exist.
@@ -26,7 +27,8 @@ use base64::Engine as _;
 use hyper::{StatusCode, header};
 use tokio::sync::Semaphore;
 
-/// Checks that may wait for the one bcrypt thread; more get a 503.
+/// Checks that may be pending at once, the running one included; more
+/// get a 503.
 pub const MAX_WAITING: usize = 16;
 
 /// Remembered matches; the oldest is forgotten beyond this.
