@@ -493,3 +493,148 @@ fn a_flood_of_wrong_passwords_does_not_stall_a_known_one() {
     );
     eprintln!("flood of {FLOOD}: {busy} answered 503 at once, the rest 401 after bcrypt");
 }
+
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn client_certificates_are_required_when_asked() {
+    let pki = Pki::new();
+    pki.openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=prometheus",
+        "-keyout",
+        "client-key.pem",
+        "-out",
+        "client.csr",
+    ]);
+    pki.write("client.ext", "extendedKeyUsage = clientAuth\n");
+    pki.openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "client.ext",
+        "-out",
+        "client.pem",
+    ]);
+    // A certificate from another CA is refused like none at all.
+    pki.openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=stranger",
+        "-keyout",
+        "stranger-key.pem",
+        "-out",
+        "stranger.pem",
+    ]);
+    let hash = bcrypt::hash(PASSWORD, 4).expect("bcrypt");
+    let web = pki.write(
+        "mtls.yml",
+        &format!(
+            "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n  \
+             client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n  \
+             min_version: TLS13\nbasic_auth_users:\n  {USER}: {hash}\n"
+        ),
+    );
+    let with_cert = |cert: &str, key: &str| {
+        vec![
+            "--cert".to_owned(),
+            pki.path(cert).display().to_string(),
+            "--key".to_owned(),
+            pki.path(key).display().to_string(),
+        ]
+    };
+    let client = with_cert("client.pem", "client-key.pem");
+    // TlsAgent::start's own curl has no client certificate: start by hand.
+    require_root();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let child = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(["run", "--netns", "host", "--listen", &addr.to_string()])
+        .arg("--web-config")
+        .arg(&web)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn tracer run");
+    let agent = TlsAgent {
+        child,
+        addr,
+        ca: pki.path("ca.pem"),
+    };
+    let get = |extra: &[String], creds: &str| {
+        let mut args = extra.to_vec();
+        args.extend([
+            "--cacert".to_owned(),
+            agent.ca.display().to_string(),
+            "-u".to_owned(),
+            creds.to_owned(),
+            format!("https://{addr}/metrics"),
+        ]);
+        curl(&args)
+    };
+    let good = format!("{USER}:{PASSWORD}");
+    let up = wait_until(Duration::from_secs(30), || {
+        get(&client, &good).code == Some(200)
+    });
+    assert!(
+        up,
+        "tracer run with client certificates did not answer on {addr}"
+    );
+
+    let none = get(&[], &good);
+    assert_eq!(
+        none.code, None,
+        "without a client certificate: {}",
+        none.head
+    );
+    let stranger = get(&with_cert("stranger.pem", "stranger-key.pem"), &good);
+    assert_eq!(
+        stranger.code, None,
+        "a stranger's certificate: {}",
+        stranger.head
+    );
+    let tls12 = get(
+        &[&client[..], &["--tls-max".to_owned(), "1.2".to_owned()]].concat(),
+        &good,
+    );
+    assert_eq!(
+        tls12.code, None,
+        "TLS 1.2 under min_version TLS13: {}",
+        tls12.head
+    );
+    // The certificate does not stand in for the password.
+    assert_eq!(get(&client, &format!("{USER}:wrong")).code, Some(401));
+
+    let text = get(&client, &good).body;
+    let tls = metric_value(&text, "tracer_http_auth_failures_total{reason=\"tls\"}");
+    assert!(
+        tls >= Some(3.0),
+        "{}",
+        metric_lines(&text, &["tracer_http"])
+    );
+}
