@@ -158,7 +158,7 @@ impl Api for AgentApi {
         let counts = core.engine.counts_by_state();
         let mut states = serde_json::Map::new();
         let mut dwell = serde_json::Map::new();
-        let (_, stays) = &core.derived;
+        let (_, (stays, handshakes)) = &core.derived;
         for st in TcpState::ALL {
             states.insert(st.name().into(), json!(counts[st.index()]));
             if let Some(p) = stays.percentiles(st) {
@@ -176,6 +176,7 @@ impl Api for AgentApi {
             "sockets": states,
             "dwell_seconds": dwell,
             "dwell_window": super::dwell::WINDOW,
+            "handshakes": handshakes.summary(),
         })
     }
 

@@ -61,15 +61,23 @@ impl Dwell {
     /// Percentiles for `state` (nearest rank), or `None` before any stay.
     pub fn percentiles(&self, state: TcpState) -> Option<Percentiles> {
         let i = state.index();
-        let n = self.len[i];
+        Percentiles::of(&self.rings[i][..self.len[i]], self.total[i])
+    }
+}
+
+impl Percentiles {
+    /// Nearest-rank percentiles of `recent`, the latest of `count`
+    /// samples; `None` when it is empty.
+    pub fn of(recent: &[f64], count: u64) -> Option<Percentiles> {
+        let n = recent.len();
         if n == 0 {
             return None;
         }
-        let mut v: Vec<f64> = self.rings[i][..n].to_vec();
+        let mut v: Vec<f64> = recent.to_vec();
         v.sort_by(f64::total_cmp);
         let rank = |p: f64| v[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
         Some(Percentiles {
-            count: self.total[i],
+            count,
             window: n,
             p50: rank(0.50),
             p90: rank(0.90),

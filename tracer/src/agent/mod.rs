@@ -5,6 +5,7 @@
 //! `try_lock`, and API answers copy a page under it and serialise after.
 mod api;
 pub mod dwell;
+mod handshakes;
 mod nofile;
 mod sink;
 pub mod state;

@@ -6,7 +6,7 @@ use std::sync::{
     atomic::{AtomicBool, AtomicU64},
 };
 
-use super::dwell::Dwell;
+use super::{dwell::Dwell, handshakes::HandshakeTally};
 use crate::{
     config::Settings,
     engine::Observer,
@@ -16,12 +16,13 @@ use crate::{
 };
 
 /// The agent's part of the pipeline's core, fed with every engine
-/// outcome: the metrics' recorders, and recent stays for percentiles.
-pub type AgentState = (Recorders, Dwell);
+/// outcome: the metrics' recorders, recent stays for percentiles, and
+/// handshake outcomes for the summary.
+pub type AgentState = (Recorders, (Dwell, HandshakeTally));
 
 /// A new [`AgentState`] feeding `metrics`.
 pub fn agent_state(metrics: &Metrics) -> AgentState {
-    (metrics.recorders(), Dwell::new())
+    (metrics.recorders(), (Dwell::new(), HandshakeTally::new()))
 }
 
 /// Stays whose start was seen, for percentiles.

@@ -3,6 +3,7 @@
 //! The rules (duplicates, disorder, TIME_WAIT inference, who closed, owner)
 //! are described in the module docs of `engine`; this file is their code.
 //! Nothing here allocates except when the store grows.
+use super::handshake::{self, Seen};
 use super::observer::{ClosedBy, Direction, Observer, TimeWaitEnd};
 use super::record::{Record, flag, tw_end};
 use super::{Engine, hash};
@@ -86,8 +87,12 @@ impl Engine {
             Kind::State => self.apply_state(ev, obs),
             Kind::Retransmit => {
                 obs.retransmit(ev.cookie, ev.new_state);
+                let ts = ev.ts_ns;
                 self.bump(ev.cookie, |r| {
-                    r.retransmits = r.retransmits.saturating_add(1)
+                    r.retransmits = r.retransmits.saturating_add(1);
+                    if ts >= r.since_ns && !r.has(flag::FINISHED) {
+                        r.set(flag::RTX, true);
+                    }
                 });
             }
             Kind::SynackRetransmit => {
@@ -212,8 +217,12 @@ impl Engine {
             self.stats.duplicates += 1;
             return;
         }
+        let mut seen = None;
         let slot = match tracked {
             Some(slot) => {
+                if matches!(from, SynSent | SynRecv) {
+                    seen = self.seen_in(slot, from, ev.ts_ns);
+                }
                 if !self.advance_record(slot, ev, from, to, obs) {
                     return;
                 }
@@ -236,6 +245,23 @@ impl Engine {
             }
         };
         self.enter(slot, from, to, ev, obs);
+        if let Some((role, outcome)) = handshake::outcome(from, to, seen) {
+            obs.handshake(ev.cookie, role, outcome);
+        }
+    }
+
+    /// What the engine saw of `slot` in `state`, the state an event at
+    /// `ts` says it leaves; `None` when the record is not in it (closed,
+    /// or events were lost).
+    fn seen_in(&self, slot: u32, state: TcpState, ts: u64) -> Option<Seen> {
+        let r = self.store.rec(slot);
+        (r.state == state && !r.has(flag::FINISHED | flag::TW)).then(|| Seen {
+            entry_seen: !r.has(flag::LOWER_BOUND),
+            stay_ns: ts.saturating_sub(r.since_ns),
+            prev: r.prev,
+            reset_received: r.has(flag::RST_RX),
+            retransmitted: r.has(flag::RTX),
+        })
     }
 
     /// A new connection on the 4-tuple of a TIME_WAIT record ends it.
@@ -389,7 +415,7 @@ impl Engine {
             } else {
                 r.state = to;
             }
-            r.set(flag::RST_RX | flag::RST_TX, false);
+            r.set(flag::RST_RX | flag::RST_TX | flag::RTX, false);
             (r.cookie, closing.then_some(r.closed_by))
         });
         if overflowed {

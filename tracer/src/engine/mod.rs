@@ -3,9 +3,10 @@
 //! It takes decoded kernel events ([`Engine::apply`]) and sock_diag dumps
 //! ([`Engine::adopt`] at start, [`Engine::reconcile`] every interval), keeps
 //! one compact record per socket cookie, and reports what it learns (stays,
-//! transitions, closes, TIME_WAIT outcomes, corrections, evictions) to an
-//! [`Observer`]. Time comes only from its inputs (kernel monotonic ns); it
-//! does no I/O and never allocates per event in steady state.
+//! transitions, closes, handshake outcomes, TIME_WAIT outcomes,
+//! corrections, evictions) to an [`Observer`]. Time comes only from its
+//! inputs (kernel monotonic ns); it does no I/O and never allocates per
+//! event in steady state.
 //!
 //! # What it models
 //! - **TIME_WAIT is inferred.** The full socket never reports TIME_WAIT: on
@@ -46,6 +47,11 @@
 //! - **Who closed first** ([`ClosedBy`]): the first of `-> fin_wait1`
 //!   (local), `-> close_wait` (remote), or a reset seen in the state that
 //!   went to `close` (reset).
+//! - **Handshakes** end when a socket leaves SYN_SENT or SYN_RECV: for
+//!   ESTABLISHED a success (a client's latency: its SYN_SENT stay, when
+//!   seen from the start), for CLOSE a failure whose reason is the evidence
+//!   seen in that state: a reset received, else a retransmit, else none
+//!   ([`HandshakeFailure`]; `handshake.rs`).
 //! - **Owner** only from transitions that run in the owner's syscall:
 //!   `close->syn_sent`, `close->listen`, `listen->close`,
 //!   `established->fin_wait1`, `close_wait->last_ack`, and
@@ -101,6 +107,7 @@
 //! See `store.rs`.
 mod apply;
 mod config;
+mod handshake;
 mod hash;
 mod netns;
 mod observer;
@@ -112,6 +119,7 @@ mod tests;
 mod wheel;
 
 pub use config::{Config, Stats};
+pub use handshake::{Handshake, HandshakeFailure, Role};
 pub use hash::{BuildCookieHasher, CookieHasher};
 pub use observer::{ClosedBy, Correction, Direction, Observer, TimeWaitEnd};
 pub use reconcile::ReconcileReport;

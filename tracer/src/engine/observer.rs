@@ -4,6 +4,7 @@
 //! `reconcile`. Every method has a no-op default, so an implementation (the
 //! Prometheus layer, a test recorder, `()`) overrides only what it needs.
 //! Arguments are plain `Copy` values: reporting never allocates.
+use super::handshake::{Handshake, Role};
 use crate::tcp::TcpState;
 
 /// Who started closing a connection.
@@ -168,6 +169,10 @@ pub trait Observer {
     /// A reset was sent or received (`cookie` 0: it matched no socket).
     fn reset(&mut self, cookie: u64, direction: Direction, state: Option<TcpState>) {}
 
+    /// A socket left SYN_SENT or SYN_RECV: its handshake completed or
+    /// failed (see `handshake.rs` for the evidence of each reason).
+    fn handshake(&mut self, cookie: u64, role: Role, outcome: Handshake) {}
+
     /// A TIME_WAIT stay ended; its duration went to [`Observer::stay`] first.
     fn time_wait_ended(&mut self, cookie: u64, how: TimeWaitEnd) {}
 
@@ -218,6 +223,10 @@ impl<A: Observer, B: Observer> Observer for (A, B) {
     fn reset(&mut self, cookie: u64, direction: Direction, state: Option<TcpState>) {
         self.0.reset(cookie, direction, state);
         self.1.reset(cookie, direction, state);
+    }
+    fn handshake(&mut self, cookie: u64, role: Role, outcome: Handshake) {
+        self.0.handshake(cookie, role, outcome);
+        self.1.handshake(cookie, role, outcome);
     }
     fn time_wait_ended(&mut self, cookie: u64, how: TimeWaitEnd) {
         self.0.time_wait_ended(cookie, how);

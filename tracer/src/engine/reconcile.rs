@@ -295,7 +295,7 @@ impl Engine {
                 }
                 r.push_path(to);
                 r.state = to;
-                r.set(flag::RST_RX | flag::RST_TX, false);
+                r.set(flag::RST_RX | flag::RST_TX | flag::RTX, false);
                 if r.closed_by.is_none() {
                     r.closed_by = implied_closer(to, d.timewait);
                 }

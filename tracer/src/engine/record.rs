@@ -43,6 +43,9 @@ pub(super) mod flag {
     /// by position in a hash bucket that moved meanwhile), so only a
     /// second full dump in a row without it ends it.
     pub const MISSING: u16 = 1 << 11;
+    /// A segment (in SYN_SENT, the SYN) was retransmitted in the current
+    /// state.
+    pub const RTX: u16 = 1 << 12;
 }
 
 /// `Record::tw_end` values.

@@ -2,8 +2,8 @@
 //! observer, and a harness that checks the store's invariants after every
 //! step. The scenarios live in the submodules, one concern each.
 use super::{
-    ClosedBy, Config, Correction, Direction, Engine, Observer, ReconcileReport, SocketView,
-    TimeWaitEnd,
+    ClosedBy, Config, Correction, Direction, Engine, Handshake, Observer, ReconcileReport, Role,
+    SocketView, TimeWaitEnd,
 };
 use crate::event::{Kind, SockEvent};
 use crate::snapshot::SocketSnapshot;
@@ -14,6 +14,7 @@ use crate::testkit::{LOCAL, REMOTE, REMOTE_PORT, local_port};
 mod coverage;
 mod disorder;
 mod evict;
+mod handshakes;
 mod lifecycle;
 mod lives;
 mod netns;
@@ -130,8 +131,10 @@ pub enum Obs {
 }
 
 /// Records every call; fails on an implausible (wrapped) duration.
+/// Handshake outcomes go to a list of their own, so the call sequences
+/// of the other tests stay as they were.
 #[derive(Default, Debug)]
-pub struct Recorder(pub Vec<Obs>);
+pub struct Recorder(pub Vec<Obs>, pub Vec<(u64, Role, Handshake)>);
 
 impl Observer for Recorder {
     fn stay(&mut self, cookie: u64, state: TcpState, duration_ns: u64, lower_bound: bool) {
@@ -156,6 +159,15 @@ impl Observer for Recorder {
     }
     fn reset(&mut self, cookie: u64, direction: Direction, _state: Option<TcpState>) {
         self.0.push(Obs::Reset(cookie, direction));
+    }
+    fn handshake(&mut self, cookie: u64, role: Role, outcome: Handshake) {
+        if let Handshake::Established {
+            latency_ns: Some(ns),
+        } = outcome
+        {
+            assert!(ns < 1_000_000_000_000_000, "wrapped latency {ns}");
+        }
+        self.1.push((cookie, role, outcome));
     }
     fn time_wait_ended(&mut self, cookie: u64, how: TimeWaitEnd) {
         self.0.push(Obs::TwEnded(cookie, how));

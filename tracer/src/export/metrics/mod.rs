@@ -6,6 +6,7 @@
 //! | recorder | file | families |
 //! |---|---|---|
 //! | [`Tcp`] | `tcp.rs` | `tracer_tcp_*`, `tracer_time_wait_overflows_total` |
+//! | [`Handshakes`] | `handshake.rs` | `tracer_tcp_connections_established_total`, `tracer_tcp_handshake_*` |
 //! | [`Leaks`] | `leaks.rs` | leak and risk gauges, `tracer_leaks_flagged_total` |
 //! | [`Workloads`] | `../workload.rs` | `tracer_workload_*`, container attribution |
 //! | [`Namespaces`] | `netns.rs` | `tracer_netns_*`, `tracer_events_other_netns_total`; publishes the workloads |
@@ -20,6 +21,7 @@
 //! the engine.
 mod agent;
 mod classic;
+mod handshake;
 mod leaks;
 mod netns;
 mod reconcile;
@@ -32,6 +34,7 @@ use prometheus_client::registry::Registry;
 pub use self::{
     agent::Agent,
     classic::to_classic_text,
+    handshake::{HANDSHAKE_BUCKETS, Handshakes},
     leaks::Leaks,
     netns::Namespaces,
     reconcile::Reconcile,
@@ -61,6 +64,8 @@ label_values!(
     crate::engine::ClosedBy,
     crate::engine::Direction,
     crate::engine::TimeWaitEnd,
+    crate::engine::Role,
+    crate::engine::HandshakeFailure,
     crate::leaks::LeakKind,
     crate::leaks::Reason,
 );
@@ -73,7 +78,7 @@ fn catch_up(counter: &prometheus_client::metrics::counter::Counter, total: u64) 
 /// The recorders that observe the engine's outcomes, as the pipeline's
 /// observer: each sees every outcome and counts those of its concern.
 /// They share their series with the ones in [`Metrics`].
-pub type Recorders = (Tcp, (Reconcile, Agent));
+pub type Recorders = (Tcp, (Handshakes, (Reconcile, Agent)));
 
 /// Every recorder, and the registry that exposes them.
 pub struct Metrics {
@@ -81,6 +86,8 @@ pub struct Metrics {
     pub registry: Registry,
     /// TCP lifecycle.
     pub tcp: Tcp,
+    /// Handshake outcomes.
+    pub handshakes: Handshakes,
     /// Leak detectors.
     pub leaks: Leaks,
     /// Per-workload gauges and the container attribution's counters.
@@ -104,6 +111,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut r = Registry::with_prefix("tracer");
         let tcp = Tcp::register(&mut r);
+        let handshakes = Handshakes::register(&mut r);
         let leaks = Leaks::register(&mut r);
         let workloads = Arc::new(Workloads::register(&mut r));
         let netns = Namespaces::register(&mut r, workloads.clone());
@@ -112,6 +120,7 @@ impl Metrics {
         Metrics {
             registry: r,
             tcp,
+            handshakes,
             leaks,
             workloads,
             netns,
@@ -124,7 +133,10 @@ impl Metrics {
     pub fn recorders(&self) -> Recorders {
         (
             self.tcp.clone(),
-            (self.reconcile.clone(), self.agent.clone()),
+            (
+                self.handshakes.clone(),
+                (self.reconcile.clone(), self.agent.clone()),
+            ),
         )
     }
 

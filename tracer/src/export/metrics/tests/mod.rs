@@ -63,7 +63,10 @@ pub(super) fn drive(m: &Metrics) {
 
     use crate::{
         container::ResolverStats,
-        engine::{ClosedBy, Correction, Direction, Observer, TimeWaitEnd},
+        engine::{
+            ClosedBy, Correction, Direction, Handshake, HandshakeFailure, Observer, Role,
+            TimeWaitEnd,
+        },
         event::Kind,
         export::workload::{Counts, Workload},
         leaks::{Gauges, LeakKind, Reason},
@@ -84,6 +87,19 @@ pub(super) fn drive(m: &Metrics) {
     o.synack_retransmit(5);
     o.reset(6, Direction::Received, None);
     o.reset(0, Direction::Sent, Some(TcpState::Established));
+    let ok = |latency_ns| Handshake::Established { latency_ns };
+    let failed = Handshake::Failed;
+    for (cookie, role, outcome) in [
+        (13, Role::Client, ok(Some(80_000))),
+        (14, Role::Client, ok(Some(1_020_000_000))),
+        (15, Role::Client, ok(None)),
+        (16, Role::Server, ok(None)),
+        (17, Role::Client, failed(HandshakeFailure::Refused)),
+        (18, Role::Client, failed(HandshakeFailure::TimedOut)),
+        (19, Role::Server, failed(HandshakeFailure::Reset)),
+    ] {
+        o.handshake(cookie, role, outcome);
+    }
     o.time_wait_ended(1, TimeWaitEnd::Expired);
     o.time_wait_ended(7, TimeWaitEnd::Reused);
     o.time_wait_never_appeared(8);
@@ -206,6 +222,9 @@ fn exposition_has_every_family_with_zeroes() {
         "tracer_tcp_time_wait_sockets{port=\"8080\"} 3",
         "tracer_tcp_time_wait_sockets{port=\"other\"} 3",
         "tracer_tcp_resets_total{direction=\"received\"} 0",
+        "tracer_tcp_connections_established_total{role=\"server\"} 0",
+        "tracer_tcp_handshake_failures_total{role=\"client\",reason=\"refused\"} 0",
+        "tracer_tcp_handshake_seconds_count{role=\"client\"} 0",
         "tracer_events_total{kind=\"synack_retransmit\"} 0",
         "tracer_events_lost_total 0",
         "tracer_reconcile_corrections_total{reason=\"missed\"} 0",
@@ -219,8 +238,11 @@ fn exposition_has_every_family_with_zeroes() {
     ] {
         assert!(text.contains(needle), "missing {needle} in:\n{text}");
     }
-    // A transition the kernel never reports has no pre-created series.
+    // A transition the kernel never reports has no pre-created series,
+    // nor does a handshake failure that cannot happen to its role.
     assert!(!text.contains("from=\"time_wait\""));
+    assert!(!text.contains("role=\"server\",reason=\"refused\""));
+    assert!(!text.contains("tracer_tcp_handshake_seconds_count{role=\"server\"}"));
 }
 
 #[test]

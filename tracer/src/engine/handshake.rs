@@ -1,0 +1,170 @@
+//! Handshake outcomes: how a socket left SYN_SENT or SYN_RECV, and why a
+//! failed one failed, judged from what the kernel programs report.
+//!
+//! A client socket leaves SYN_SENT for ESTABLISHED (a success; its stay in
+//! SYN_SENT is the handshake's latency) or for CLOSE. The reason of a close
+//! is the strongest evidence seen while it was in SYN_SENT:
+//! - a reset received ([`HandshakeFailure::Refused`]): the SYN was answered
+//!   with a RST (`tcp_reset()` in SYN_SENT), which `connect()` returns as
+//!   ECONNREFUSED;
+//! - else a retransmitted SYN ([`HandshakeFailure::TimedOut`]): nobody
+//!   answered, and the kernel gave up after `tcp_syn_retries` (ETIMEDOUT).
+//!   An ICMP error, or the application's own close, after a retransmit
+//!   looks the same;
+//! - else nothing ([`HandshakeFailure::Aborted`]): it closed before its
+//!   first retransmit timer (1 s). The application closed it (a connect
+//!   timeout of its own, a Happy Eyeballs loser), or an ICMP error ended it
+//!   (EHOSTUNREACH, ENETUNREACH): the `SYN_SENT -> CLOSE` event carries
+//!   neither the task nor the socket's error, so the two look the same.
+//!
+//! A server's full socket leaves SYN_RECV for ESTABLISHED (a success) or
+//! for CLOSE: [`HandshakeFailure::Reset`] with a reset received there, else
+//! as a client's. Linux creates that socket only when the handshake's last
+//! ACK arrives (`inet_csk_clone_lock()`), so its SYN_RECV stay is the
+//! kernel's own microseconds, not the handshake: no latency is reported
+//! for it. Request sockets that die before (a SYN-ACK unanswered or reset)
+//! change no state the kernel reports, and are not counted.
+//!
+//! A socket adopted from a dump mid-handshake is counted when it leaves,
+//! without a latency (its SYN_SENT began before the agent).
+use crate::tcp::TcpState;
+
+/// Which end of the handshake the socket was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// It called `connect()`: SYN_SENT (also SYN_RECV after a simultaneous
+    /// open).
+    Client,
+    /// A listener's new connection: SYN_RECV.
+    Server,
+}
+
+impl Role {
+    /// Every value, in [`Role::index`] order.
+    pub const ALL: [Role; 2] = [Role::Client, Role::Server];
+
+    /// The `role` label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Client => "client",
+            Role::Server => "server",
+        }
+    }
+
+    /// A dense index in `0..2`, for per-value arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a handshake failed. See the module docs for the evidence of each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HandshakeFailure {
+    /// A client's SYN was answered with a reset (ECONNREFUSED).
+    Refused,
+    /// A server's half-open connection was reset.
+    Reset,
+    /// Closed after the SYN (or SYN-ACK) was retransmitted unanswered.
+    TimedOut,
+    /// Closed before any retransmit, with no reset: the application closed
+    /// it, or an ICMP error ended it.
+    Aborted,
+}
+
+impl HandshakeFailure {
+    /// Every value, in [`HandshakeFailure::index`] order.
+    pub const ALL: [HandshakeFailure; 4] = [
+        HandshakeFailure::Refused,
+        HandshakeFailure::Reset,
+        HandshakeFailure::TimedOut,
+        HandshakeFailure::Aborted,
+    ];
+
+    /// The `reason` label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            HandshakeFailure::Refused => "refused",
+            HandshakeFailure::Reset => "reset",
+            HandshakeFailure::TimedOut => "timed_out",
+            HandshakeFailure::Aborted => "aborted",
+        }
+    }
+
+    /// A dense index in `0..4`, for per-value arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// True when a socket of `role` can fail this way (a client is
+    /// refused, a server is reset).
+    pub fn applies_to(self, role: Role) -> bool {
+        !matches!(
+            (self, role),
+            (HandshakeFailure::Refused, Role::Server) | (HandshakeFailure::Reset, Role::Client)
+        )
+    }
+}
+
+/// How a handshake ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Handshake {
+    /// The socket reached ESTABLISHED.
+    Established {
+        /// A client's stay in SYN_SENT when the engine saw it begin;
+        /// `None` for a server, and for a socket adopted from a dump or
+        /// first seen leaving.
+        latency_ns: Option<u64>,
+    },
+    /// The socket closed.
+    Failed(HandshakeFailure),
+}
+
+/// What the engine saw of the socket in the state it leaves.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Seen {
+    /// The state was entered at the record's `since_ns`, seen by an event
+    /// (not adopted, not learnt from a dump).
+    pub entry_seen: bool,
+    /// How long the state lasted, as the stay reports it.
+    pub stay_ns: u64,
+    /// The state before it (`SynSent` for a simultaneous open).
+    pub prev: Option<TcpState>,
+    /// A reset was received in it.
+    pub reset_received: bool,
+    /// A segment (the SYN or SYN-ACK) was retransmitted in it.
+    pub retransmitted: bool,
+}
+
+/// The outcome of a transition `from -> to`, if it ends a handshake.
+/// `seen` is `None` when the engine did not follow the socket in `from`
+/// (a new record, or events lost): it is counted, with the weakest reason.
+pub(super) fn outcome(
+    from: TcpState,
+    to: TcpState,
+    seen: Option<Seen>,
+) -> Option<(Role, Handshake)> {
+    use TcpState::*;
+    let role = match from {
+        SynSent => Role::Client,
+        SynRecv if seen.is_some_and(|s| s.prev == Some(SynSent)) => Role::Client,
+        SynRecv => Role::Server,
+        _ => return None,
+    };
+    let outcome = match to {
+        Established => Handshake::Established {
+            latency_ns: seen
+                .filter(|s| from == SynSent && s.entry_seen)
+                .map(|s| s.stay_ns),
+        },
+        Close => Handshake::Failed(match seen {
+            Some(s) if s.reset_received => match role {
+                Role::Client => HandshakeFailure::Refused,
+                Role::Server => HandshakeFailure::Reset,
+            },
+            Some(s) if s.retransmitted => HandshakeFailure::TimedOut,
+            _ => HandshakeFailure::Aborted,
+        }),
+        _ => return None,
+    };
+    Some((role, outcome))
+}
