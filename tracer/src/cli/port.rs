@@ -122,3 +122,6 @@ pub fn run_to(args: &PortArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         _ => Ok(report.exit_code()),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -137,7 +137,7 @@ fn socket(s: &Socket, out: &mut dyn Write) -> io::Result<()> {
 fn owners(s: &Socket) -> String {
     if s.owners.is_empty() {
         return match &s.last_seen_process {
-            Some(p) => format!("no process holds it (last: pid {} {})", p.pid, p.comm),
+            Some(p) => format!("no process holds it (was pid {} {})", p.pid, p.comm),
             None => "no process holds it".to_owned(),
         };
     }

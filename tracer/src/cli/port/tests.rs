@@ -1,0 +1,273 @@
+//! The report and its text, built from sockets made up here: what each
+//! case says, and the exit status.
+use std::net::IpAddr;
+
+use super::{
+    gather::{AgentSocket, Found, Held},
+    probe::SockOptions,
+    report::{Report, build},
+    text::render,
+};
+use crate::{
+    snapshot::{FdOwner, SocketSnapshot, TimerKind},
+    tcp::{Family, TcpState},
+};
+
+const NS: u32 = 4026532177;
+
+fn snap(state: TcpState, local: &str, peer: &str, cookie: u64) -> SocketSnapshot {
+    let (l, p): (std::net::SocketAddr, std::net::SocketAddr) =
+        (local.parse().expect("local"), peer.parse().expect("peer"));
+    let timewait = matches!(state, TcpState::TimeWait | TcpState::FinWait2);
+    SocketSnapshot {
+        cookie,
+        family: if l.is_ipv4() {
+            Family::Ipv4
+        } else {
+            Family::Ipv6
+        },
+        state,
+        timewait,
+        saddr: l.ip(),
+        sport: l.port(),
+        daddr: p.ip(),
+        dport: p.port(),
+        inode: if timewait { 0 } else { 1000 + cookie },
+        uid: 0,
+        timer: if timewait {
+            TimerKind::TimeWait
+        } else {
+            TimerKind::None
+        },
+        expires_ms: if timewait { 43_200 } else { 0 },
+        timer_retrans: 0,
+        rqueue: 0,
+        wqueue: 0,
+        info: None,
+        netns: NS,
+    }
+}
+
+fn held(s: SocketSnapshot) -> Held {
+    Held {
+        snap: s,
+        owners: Vec::new(),
+        agent: None,
+        options: None,
+    }
+}
+
+fn found(sockets: Vec<Held>) -> Found {
+    let mut f = Found::default();
+    f.names.insert(NS, "web".into());
+    f.by_netns.insert(NS, sockets);
+    f
+}
+
+fn any() -> IpAddr {
+    "::".parse().expect("::")
+}
+
+fn text(r: &Report) -> String {
+    let mut out = Vec::new();
+    render(r, &mut out).expect("render");
+    String::from_utf8(out).expect("utf-8")
+}
+
+/// The seed: a killed server's TIME_WAIT and orphaned FIN_WAIT2 sockets.
+fn seed() -> Found {
+    found(vec![
+        held(snap(
+            TcpState::FinWait2,
+            "127.0.0.1:8080",
+            "127.0.0.1:50001",
+            3,
+        )),
+        held(snap(
+            TcpState::TimeWait,
+            "127.0.0.1:8080",
+            "127.0.0.1:50002",
+            1,
+        )),
+        held(snap(
+            TcpState::TimeWait,
+            "127.0.0.1:8080",
+            "127.0.0.1:50003",
+            2,
+        )),
+    ])
+}
+
+#[test]
+fn the_seed_without_an_agent() {
+    let r = build(8080, any(), false, &seed(), "snapshot".into(), |netns| {
+        assert_eq!(netns, NS);
+        Some(true)
+    });
+    assert_eq!(r.exit_code(), 1);
+    assert!(!r.free);
+    assert_eq!(r.free_with_reuseaddr, Some(true));
+    let ns = &r.namespaces[0];
+    assert_eq!(ns.without_reuseaddr.outcome, "busy");
+    assert_eq!(ns.without_reuseaddr.blockers, 3);
+    assert_eq!(ns.with_reuseaddr.outcome, "free");
+    assert!(ns.with_reuseaddr.test_bind);
+    let tw = ns.time_wait.as_ref().expect("time_wait");
+    assert_eq!((tw.count, tw.free_then), (3, true));
+    assert_eq!(tw.last_expires_in_seconds, 43.2);
+    // TIME_WAIT's age from its timer; FIN_WAIT2's is unknown.
+    let ages: Vec<Option<f64>> = ns.sockets.iter().map(|s| s.age_seconds).collect();
+    assert_eq!(ages, [None, Some(16.8), Some(16.8)]);
+    let t = text(&r);
+    let lines: Vec<&str> = t.lines().collect();
+    assert_eq!(
+        lines[0],
+        "port 8080 (any address) is BUSY for a new listener without SO_REUSEADDR; FREE with SO_REUSEADDR"
+    );
+    assert_eq!(lines[3], "netns 4026532177 (web)");
+    assert!(
+        lines[4].starts_with("  without SO_REUSEADDR: BUSY: 3 sockets bound"),
+        "{t}"
+    );
+    assert!(
+        lines[5].starts_with("  with SO_REUSEADDR:    FREE: a test bind()"),
+        "{t}"
+    );
+    assert_eq!(lines[6], "  listeners: none");
+    assert_eq!(lines[7], "  FIN_WAIT2 (1):");
+    assert!(lines[8].contains("age unknown"), "{t}");
+    assert!(lines[8].contains("closed first: local"), "{t}");
+    assert!(lines[8].ends_with("no process holds it"), "{t}");
+    assert_eq!(lines[9], "  TIME_WAIT (2):");
+    assert!(lines[10].contains("age 16.8s"), "{t}");
+    assert!(
+        lines[12].starts_with("  last TIME_WAIT expires in 43.2s (at "),
+        "{t}"
+    );
+    assert!(lines[12].ends_with("): a plain bind succeeds then"), "{t}");
+}
+
+#[test]
+fn without_a_test_bind_the_reuseaddr_verdict_is_unknown() {
+    let r = build(8080, any(), false, &seed(), "snapshot".into(), |_| None);
+    assert_eq!(r.free_with_reuseaddr, None);
+    let ns = &r.namespaces[0];
+    assert_eq!(ns.with_reuseaddr.outcome, "unknown");
+    assert_eq!(ns.with_reuseaddr.blockers, 3);
+    assert!(
+        ns.with_reuseaddr
+            .why
+            .starts_with("free if the 3 sockets below set SO_REUSEADDR")
+    );
+    assert!(
+        ns.sockets
+            .iter()
+            .all(|s| s.blocks_with_reuseaddr == Some("reuseaddr_unknown"))
+    );
+    assert!(text(&r).starts_with(
+        "port 8080 (any address) is BUSY for a new listener without SO_REUSEADDR; UNKNOWN with SO_REUSEADDR"
+    ));
+}
+
+#[test]
+fn a_listener_is_named_and_busy_both_ways_without_a_test_bind() {
+    let mut f = seed();
+    let mut l = held(snap(TcpState::Listen, "0.0.0.0:8080", "0.0.0.0:0", 9));
+    l.owners = vec![FdOwner {
+        pid: 4242,
+        comm: "python3".into(),
+        cmdline: "python3 -m http.server 8080".into(),
+        fd: 3,
+        cgroup: String::new(),
+        container_id: None,
+    }];
+    l.options = Some(SockOptions {
+        reuseaddr: true,
+        v6only: None,
+    });
+    f.by_netns.get_mut(&NS).expect("ns").push(l);
+    let r = build(8080, any(), false, &f, "snapshot".into(), |_| {
+        panic!("a listener blocks: no test bind")
+    });
+    assert_eq!(r.free_with_reuseaddr, Some(false));
+    let ns = &r.namespaces[0];
+    assert_eq!(ns.with_reuseaddr.blockers, 1);
+    assert_eq!(
+        ns.with_reuseaddr.why,
+        "1 listener on an overlapping address (a listener keeps out any new one, SO_REUSEADDR or not); 3 more unless they set SO_REUSEADDR"
+    );
+    assert_eq!(ns.listeners[0].reuseaddr, Some(true));
+    let t = text(&r);
+    assert!(
+        t.contains("  listeners:\n    0.0.0.0:8080             pid 4242 python3 fd 3\n"),
+        "{t}"
+    );
+    // The TIME_WAIT sockets go, the listener stays: no "succeeds then".
+    assert!(!t.contains("succeeds then"), "{t}");
+    // Another address: only the listener on 0.0.0.0 covers 127.0.0.2.
+    let r = build(
+        8080,
+        "127.0.0.2".parse().expect("ip"),
+        false,
+        &f,
+        String::new(),
+        |_| None,
+    );
+    assert_eq!(r.namespaces[0].without_reuseaddr.blockers, 1);
+    // An IPv6 one: nothing in the way.
+    let r = build(
+        8080,
+        "::1".parse().expect("ip"),
+        false,
+        &f,
+        String::new(),
+        |_| None,
+    );
+    assert_eq!(r.exit_code(), 0);
+    assert_eq!(r.free_with_reuseaddr, Some(true));
+}
+
+#[test]
+fn the_agent_gives_ages_and_who_closed() {
+    let mut f = seed();
+    for h in f.by_netns.get_mut(&NS).expect("ns") {
+        h.agent = Some(AgentSocket {
+            cookie: h.snap.cookie,
+            sport: 8080,
+            age_seconds: 12.5,
+            age_is_lower_bound: h.snap.cookie == 1,
+            closed_by: Some("local".into()),
+            pid: Some(77),
+            comm: Some("server".into()),
+            live: true,
+        });
+    }
+    f.agent = true;
+    let r = build(8080, any(), false, &f, "agent".into(), |_| Some(true));
+    assert_eq!(r.source, "agent");
+    let t = text(&r);
+    assert!(!t.contains("age unknown"), "{t}");
+    assert!(t.contains("age >12.5s"), "{t}");
+    assert!(t.contains("no process holds it (was pid 77 server)"), "{t}");
+    let s = &r.namespaces[0].sockets[0];
+    assert_eq!(s.age_seconds, Some(12.5));
+    assert_eq!(s.last_seen_process.as_ref().map(|p| p.pid), Some(77));
+}
+
+#[test]
+fn nothing_bound_is_free_and_says_so() {
+    let r = build(
+        8080,
+        any(),
+        false,
+        &Found::default(),
+        "snapshot".into(),
+        |_| panic!("nothing to test"),
+    );
+    assert_eq!(r.exit_code(), 0);
+    assert_eq!(r.free_with_reuseaddr, Some(true));
+    assert!(text(&r).contains("\nnothing is bound to port 8080 in the namespaces scanned\n"));
+    let json = serde_json::to_value(&r).expect("json");
+    assert_eq!(json["namespaces"], serde_json::json!([]));
+    assert_eq!(json["free"], true);
+}
