@@ -5,8 +5,10 @@
 //! - `test`:  setup if needed, install test packages, run every test.
 //! - `bench`: the benchmarks (see BENCHMARKS.md).
 //! - `vmtest`: the privileged smoke suite on other kernels, in VMs (see docs/vmtest.md).
+//! - `dist`:  the tarball and the .deb in target/dist/ (see docs/install.md).
 mod bench;
 mod cmd;
+mod dist;
 mod setup;
 mod test;
 mod vmtest;
@@ -40,6 +42,9 @@ enum Command {
     /// Boot Debian's 5.10, 6.1 and 6.12 kernels in VMs (and use the host's)
     /// and run the privileged smoke suite on each; prints a table.
     Vmtest(vmtest::VmtestArgs),
+    /// Build the release tarball and the .deb into target/dist/; with
+    /// --check, verify the unit and install, run and purge the .deb.
+    Dist(dist::DistArgs),
 }
 
 fn main() {
@@ -50,6 +55,7 @@ fn main() {
         Command::Test { filter } => test::test(filter.as_deref()),
         Command::Bench(args) => bench::bench(*args),
         Command::Vmtest(args) => vmtest::vmtest(args),
+        Command::Dist(args) => dist::dist(args),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");

@@ -4,10 +4,13 @@
 //! tracer/tests that load the real kernel programs) is marked
 //! `#[ignore = "privileged: ..."]` so that plain `cargo test` passes for a
 //! normal user; here every tier runs, with `--include-ignored`, directly
-//! when we are root and through `sudo -E` otherwise. Then the
-//! smoke suite on Debian's kernels in VMs (`cargo xtask vmtest`): 5.10,
-//! 6.1 and 6.12; the host's kernel is the one the whole suite just ran on.
-//! With a filter, only the matching tests run, and no VMs.
+//! when we are root and through `sudo -E` otherwise. Then the packages
+//! (`cargo xtask dist --check`: the release build, the tarball and the
+//! .deb, the systemd unit verified and scored, the .deb installed, its
+//! agent run, and purged). Then the smoke suite on Debian's kernels in VMs
+//! (`cargo xtask vmtest`): 5.10, 6.1 and 6.12; the host's kernel is the
+//! one the whole suite just ran on. With a filter, only the matching tests
+//! run: no packages, no VMs.
 use crate::{cmd, setup};
 
 pub fn test(filter: Option<&str>) -> anyhow::Result<()> {
@@ -72,6 +75,14 @@ pub fn test(filter: Option<&str>) -> anyhow::Result<()> {
     }
     if filter.is_some() {
         return Ok(());
+    }
+    // The packages. vmtest runs the debug build of `cargo test`, so this
+    // release build is the only one.
+    if cmd::is_root() {
+        crate::dist::dist(crate::dist::DistArgs { check: true })?;
+    } else {
+        eprintln!("xtask: the dist check installs a .deb; running it through sudo");
+        cmd::run("sudo", &["-E", "cargo", "xtask", "dist", "--check"])?;
     }
     if !cmd::is_root() {
         eprintln!("xtask: vmtest boots VMs and installs packages; running it through sudo");
