@@ -14,6 +14,7 @@ pub mod diag;
 pub mod engine;
 pub mod event;
 pub mod export;
+pub mod filter;
 pub mod ingest;
 pub mod leaks;
 pub mod pipeline;

@@ -87,6 +87,33 @@ impl TcpState {
     pub fn from_name(s: &str) -> Option<TcpState> {
         TcpState::ALL.iter().copied().find(|st| st.name() == s)
     }
+
+    /// A state as people type it: the kernel's name (`close_wait`) or
+    /// ss's (`close-wait`, `estab`, `fin-wait-1`, `syn-recv`, `listening`),
+    /// any case.
+    pub fn parse(s: &str) -> Option<TcpState> {
+        let name = s.trim().to_ascii_lowercase().replace('-', "_");
+        let name = match name.as_str() {
+            "estab" => "established",
+            "fin_wait_1" => "fin_wait1",
+            "fin_wait_2" => "fin_wait2",
+            "listening" => "listen",
+            "timewait" => "time_wait",
+            other => other,
+        };
+        TcpState::from_name(name)
+    }
+
+    /// [`TcpState::parse`] with the sentence a person sees when it fails.
+    pub fn parse_or_say(s: &str) -> Result<TcpState, String> {
+        TcpState::parse(s).ok_or_else(|| {
+            let names: Vec<_> = TcpState::ALL.iter().map(|s| s.name()).collect();
+            format!(
+                "unknown state {s:?}; expected one of {} (or ss's spelling: close-wait, estab, fin-wait-1, ...)",
+                names.join(", ")
+            )
+        })
+    }
 }
 
 impl serde::Serialize for TcpState {
@@ -140,5 +167,25 @@ mod tests {
         assert_eq!(TcpState::from_kernel(0), None);
         assert_eq!(TcpState::from_kernel(14), None);
         assert_eq!(TcpState::from_name("TIME_WAIT"), None);
+    }
+
+    #[test]
+    fn states_are_read_in_either_spelling() {
+        for (typed, want) in [
+            ("close_wait", TcpState::CloseWait),
+            ("close-wait", TcpState::CloseWait),
+            ("CLOSE-WAIT", TcpState::CloseWait),
+            ("time-wait", TcpState::TimeWait),
+            ("estab", TcpState::Established),
+            ("fin-wait-1", TcpState::FinWait1),
+            ("fin-wait-2", TcpState::FinWait2),
+            ("fin_wait2", TcpState::FinWait2),
+            ("syn-recv", TcpState::SynRecv),
+            ("listening", TcpState::Listen),
+            ("last-ack", TcpState::LastAck),
+        ] {
+            assert_eq!(TcpState::parse(typed), Some(want), "{typed}");
+        }
+        assert_eq!(TcpState::parse("waiting"), None);
     }
 }

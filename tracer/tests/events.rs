@@ -322,3 +322,56 @@ fn runs_with_only_cap_bpf_and_cap_perfmon() {
         out.events
     );
 }
+
+/// `-c python3` keeps python's socket from its connect to its close,
+/// receive-path transitions included, and leaves out the test's own.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn comm_filter_follows_the_socket_from_connect_to_close() {
+    let _ns = Netns::enter("comm");
+    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+    let (sock, port) = bound(ip);
+    let tracer = Events::start(&["-c", "python3", "-s", "established", "-s", "close"]);
+    sock.listen(16).expect("listen");
+    let listener: TcpListener = sock.into();
+    // The test's own connection: not python's.
+    let mine = TcpStream::connect((ip, port)).expect("connect");
+    let (theirs, _) = listener.accept().expect("accept");
+    drop((mine, theirs));
+    let py = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import socket,sys; s=socket.create_connection(('127.0.0.1', int(sys.argv[1]))); print(s.getsockname()[1]); s.close()",
+            &port.to_string(),
+        ])
+        .output()
+        .expect("python3");
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let py_port: u16 = String::from_utf8_lossy(&py.stdout)
+        .trim()
+        .parse()
+        .expect("port");
+    let (s, _) = listener.accept().expect("accept python");
+    drop(s);
+    assert!(wait_until(Duration::from_secs(5), || {
+        ss_time_wait(port).iter().any(|a| a.port() == py_port)
+    }));
+    let out = tracer.stop();
+    let mine: Vec<&serde_json::Value> = out
+        .events
+        .iter()
+        .filter(|e| e["dport"] == port || e["sport"] == port)
+        .collect();
+    let states: Vec<&str> = mine
+        .iter()
+        .map(|e| e["new_state"].as_str().unwrap_or(""))
+        .collect();
+    // syn_sent->established comes from softirq (no pid), fin_wait2->close
+    // too: both are python's all the same.
+    assert_eq!(states, ["established", "close"], "{mine:#?}");
+    assert!(mine.iter().all(|e| e["sport"] == py_port), "{mine:#?}");
+}

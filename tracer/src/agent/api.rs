@@ -99,33 +99,13 @@ impl SocketJson {
     }
 }
 
-/// A state as users type it: the kernel's name (`close_wait`) or ss's
-/// (`close-wait`, `estab`, `fin-wait-1`, `listening`), any case.
-pub fn parse_state(s: &str) -> Option<TcpState> {
-    let name = s.trim().to_ascii_lowercase().replace('-', "_");
-    let name = match name.as_str() {
-        "estab" => "established",
-        "fin_wait_1" => "fin_wait1",
-        "fin_wait_2" => "fin_wait2",
-        "listening" => "listen",
-        other => other,
-    };
-    TcpState::from_name(name)
-}
-
 impl Api for AgentApi {
     type Socket = SocketJson;
 
     /// Under the engine lock: one walk that only compares, then a copy of
     /// the page's records. Serialising happens after the lock is let go.
     fn sockets(&self, q: &SocketQuery) -> Result<Page<SocketJson>, String> {
-        let state = match q.state.as_deref() {
-            None => None,
-            Some(s) => Some(parse_state(s).ok_or_else(|| {
-                let names: Vec<_> = TcpState::ALL.iter().map(|s| s.name()).collect();
-                format!("unknown state {s:?}; expected one of {}", names.join(", "))
-            })?),
-        };
+        let state = q.state.as_deref().map(TcpState::parse_or_say).transpose()?;
         let mut picker = Picker::new(q.limit()?, q.after);
         let now = monotonic_ns();
         let clock = WallClock::now();
@@ -138,6 +118,13 @@ impl Api for AgentApi {
                     .is_none_or(|p| v.local().port() == p || v.remote().port() == p)
             })
             .filter(|v| q.netns.is_none_or(|n| v.netns() == n))
+            .filter(|v| {
+                (q.pid.is_none() && q.comm.is_none())
+                    || v.owner().is_some_and(|o| {
+                        q.pid.is_none_or(|p| o.pid == p)
+                            && q.comm.as_deref().is_none_or(|c| o.comm_str() == c)
+                    })
+            })
             .for_each(|v| picker.offer(v.cookie()));
         let (cookies, total, next_after) = picker.finish();
         let items = cookies
@@ -180,11 +167,14 @@ impl Api for AgentApi {
         })
     }
 
-    fn leaks(&self) -> Value {
+    fn leaks(&self, m: &crate::filter::Match) -> Value {
         let core = self.0.core.lock();
         let mut report = core.detector.report(monotonic_ns());
         report.attribute(&core.containers);
         drop(core);
+        if !m.is_empty() {
+            report = report.narrowed(|f| m.flag(f));
+        }
         report.stamp(&WallClock::now());
         serde_json::to_value(report).unwrap_or_else(|e| json!({ "error": e.to_string() }))
     }
@@ -220,30 +210,5 @@ impl Api for AgentApi {
         if let Some(core) = self.0.core.try_lock() {
             self.0.publish(&core);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn states_are_read_in_either_spelling() {
-        for (typed, want) in [
-            ("close_wait", TcpState::CloseWait),
-            ("close-wait", TcpState::CloseWait),
-            ("CLOSE-WAIT", TcpState::CloseWait),
-            ("time-wait", TcpState::TimeWait),
-            ("estab", TcpState::Established),
-            ("fin-wait-1", TcpState::FinWait1),
-            ("fin-wait-2", TcpState::FinWait2),
-            ("fin_wait2", TcpState::FinWait2),
-            ("syn-recv", TcpState::SynRecv),
-            ("listening", TcpState::Listen),
-            ("last-ack", TcpState::LastAck),
-        ] {
-            assert_eq!(parse_state(typed), Some(want), "{typed}");
-        }
-        assert_eq!(parse_state("waiting"), None);
     }
 }

@@ -14,11 +14,20 @@ use crate::{
     engine,
     event::{Kind, SockEvent},
     export::stream,
+    filter::{Match, Owners},
     leaks::Change,
     pipeline::{self, Core, Flow, NetnsChoice, NetnsScope, Pipeline, Reconcile, Sink},
     snapshot::SocketSnapshot,
     wall::WallClock,
 };
+
+/// Examples under `tracer events --help`.
+const EXAMPLES: &str = "Examples:
+  tracer events --duration 30s > events.jsonl   record 30 seconds of every namespace
+  tracer events -c nginx -s close-wait          nginx's sockets entering CLOSE_WAIT
+  tracer events -L 5432 --kind reset_received   resets on a local PostgreSQL
+  tracer events -p 4242 -4                      one process's IPv4 sockets
+  tracer events --no-leaks --netns host         the raw stream of the host's namespace";
 
 /// The pipeline `tracer events` runs. With leak detection: an engine for
 /// exact ages, the detectors, and a live sock_diag dump every second (less
@@ -126,10 +135,13 @@ impl<W: Write> Sink for Printer<W> {
 
 /// Flags of `tracer events`.
 #[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
 pub struct EventsArgs {
-    /// Only events where either endpoint uses this port (repeatable).
-    #[arg(long = "port", value_name = "P", value_parser = config::parse_port, allow_hyphen_values = true)]
-    pub ports: Vec<u16>,
+    /// Which sockets: pid, comm, state (the event's new state), ports,
+    /// family. The pid and comm filters follow a socket from the syscall
+    /// that names its owner (connect, listen, close) to its close.
+    #[command(flatten)]
+    pub matching: Match,
     /// Only events of this kind (repeatable): state, retransmit,
     /// synack_retransmit, reset_sent, reset_received, leak_flagged, leak_cleared.
     #[arg(long = "kind", value_name = "K", value_parser = parse_kind)]
@@ -181,35 +193,37 @@ fn parse_kind(s: &str) -> Result<Wanted, String> {
 }
 
 /// Which events to print.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Filter {
-    ports: Vec<u16>,
+    matching: Match,
     kinds: Vec<Wanted>,
+    owners: Owners,
 }
 
 impl Filter {
-    /// A filter keeping events on any of `ports` and of any of `kinds`;
-    /// an empty list keeps everything.
-    pub fn new(ports: Vec<u16>, kinds: Vec<Wanted>) -> Filter {
-        Filter { ports, kinds }
+    /// A filter keeping events that pass `matching` and are of any of
+    /// `kinds` (an empty list keeps every kind).
+    pub fn new(matching: Match, kinds: Vec<Wanted>) -> Filter {
+        Filter {
+            matching,
+            kinds,
+            owners: Owners::default(),
+        }
     }
 
     /// True when the event passes.
-    pub fn keep(&self, ev: &SockEvent) -> bool {
-        (self.ports.is_empty() || self.ports.iter().any(|&p| ev.has_port(p)))
-            && (self.kinds.is_empty() || self.kinds.contains(&Wanted::Kernel(ev.kind)))
+    pub fn keep(&mut self, ev: &SockEvent) -> bool {
+        (self.kinds.is_empty() || self.kinds.contains(&Wanted::Kernel(ev.kind)))
+            && self.owners.keep(&self.matching, ev)
     }
 
     /// True when a leak flag change passes.
     pub fn keep_leak(&self, c: &Change) -> bool {
-        let f = c.flag();
         let want = match c {
             Change::Raised(_) => Wanted::LeakFlagged,
             Change::Cleared(_) => Wanted::LeakCleared,
         };
-        let on_port = |p: u16| f.local.port() == p || f.remote.is_some_and(|r| r.port() == p);
-        (self.ports.is_empty() || self.ports.iter().any(|&p| on_port(p)))
-            && (self.kinds.is_empty() || self.kinds.contains(&want))
+        self.matching.flag(c.flag()) && (self.kinds.is_empty() || self.kinds.contains(&want))
     }
 
     /// True when no leak event can pass, so detection can be skipped.
@@ -232,7 +246,7 @@ pub fn run(args: EventsArgs) -> anyhow::Result<i32> {
 }
 
 async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
-    let filter = Filter::new(args.ports.clone(), args.kinds.clone());
+    let filter = Filter::new(args.matching.clone(), args.kinds.clone());
     let leaks = !(args.no_leaks || filter.excludes_leaks());
     let mut pipeline = Pipeline::new(pipeline_config(&args, leaks)?, ())?;
     let stdout = std::io::stdout();

@@ -8,7 +8,6 @@
 //! first, or the report as JSON with `--json`. Exit status: 0 without
 //! leaks, 1 with leaks, 2 on error (risks alone do not count).
 use std::{
-    collections::HashMap,
     io::{self, Write},
     time::Duration,
 };
@@ -19,6 +18,7 @@ use clap::Args;
 use crate::{
     config::ThresholdFlags,
     diag::owners_of,
+    filter::Match,
     leaks::{Flag, LeakKind, Report, snapshot_report, table::render},
     pipeline::{NetnsChoice, NetnsScope, snapshot},
 };
@@ -42,10 +42,11 @@ pub const DEFAULT_AGENT: &str = "http://127.0.0.1:9077";
     mut_arg("handshake_threshold", |a| a.help("Hide stuck handshakes younger than this")),
     mut_arg("fin_wait2_threshold", |a| a.help(
         "Hide orphaned FIN_WAIT2 sockets younger than this")),
+    after_help = EXAMPLES,
 )]
 pub struct LeaksArgs {
     /// Print the report as JSON instead of a table.
-    #[arg(long)]
+    #[arg(short = 'j', long)]
     pub json: bool,
     /// The agent to ask [default: http://127.0.0.1:9077]; without one, a snapshot is taken.
     #[arg(long, value_name = "URL")]
@@ -62,7 +63,20 @@ pub struct LeaksArgs {
     /// is narrowed to them.
     #[arg(long, value_name = "NETNS")]
     pub netns: Option<NetnsChoice>,
+    /// Which leaks: of these processes (pid, comm: any owner of the
+    /// socket), in these states, on these ports, of this family.
+    #[command(flatten)]
+    pub matching: Match,
 }
+
+/// Examples under `tracer leaks --help`.
+const EXAMPLES: &str = "Examples:
+  tracer leaks                         every leak, grouped by process, worst first
+  tracer leaks -c java -s close-wait   java's CLOSE_WAIT sockets
+  tracer leaks -L 8080 -j | jq .       leaks on local port 8080, as JSON
+  tracer leaks --close-wait-threshold 10m   only CLOSE_WAIT sockets older than 10 minutes
+
+Exit status: 0 no leaks, 1 leaks found, 2 error.";
 
 impl LeaksArgs {
     fn min_age(&self, kind: LeakKind) -> Option<Duration> {
@@ -145,47 +159,22 @@ pub fn collect(url: &str, scope: NetnsScope, limits: Limits) -> anyhow::Result<R
     }
 }
 
-/// Drop flags younger than the `--*-threshold` flags ask for, and flags
-/// of namespaces outside `scope`.
+/// Drop flags younger than the `--*-threshold` flags ask for, flags of
+/// namespaces outside `scope`, and flags the filters leave out.
 fn filter(report: Report, args: &LeaksArgs, scope: NetnsScope) -> Report {
-    if LeakKind::ALL.iter().all(|&k| args.min_age(k).is_none()) && scope.is_all() {
+    if LeakKind::ALL.iter().all(|&k| args.min_age(k).is_none())
+        && scope.is_all()
+        && args.matching.is_empty()
+    {
         return report;
     }
-    let keep = |f: &Flag| {
+    report.narrowed(|f: &Flag| {
         let old_enough = match (args.min_age(f.kind), f.age_seconds) {
             (Some(min), Some(age)) => age >= min.as_secs_f64(),
             _ => true,
         };
-        old_enough && (f.netns == 0 || scope.covers(f.netns))
-    };
-    let growth: HashMap<u32, Option<f64>> = report
-        .leaks
-        .iter()
-        .filter_map(|g| Some((g.pid?, g.growth_per_minute)))
-        .collect();
-    let mut flags: Vec<Flag> = Vec::new();
-    for f in report
-        .leaks
-        .iter()
-        .flat_map(|g| &g.sockets)
-        .chain(&report.risks)
-    {
-        let same = |o: &Flag| o.kind == f.kind && o.cookie == f.cookie && o.local == f.local;
-        if keep(f) && !flags.iter().any(same) {
-            flags.push(f.clone());
-        }
-    }
-    let mut out = Report::build(
-        report.source,
-        report.note,
-        report.now_ns,
-        None,
-        flags.iter(),
-        report.recently_cleared,
-        |pid, _, _| growth.get(&pid).copied().flatten(),
-    );
-    out.thresholds = report.thresholds;
-    out
+        old_enough && (f.netns == 0 || scope.covers(f.netns)) && args.matching.flag(f)
+    })
 }
 
 #[cfg(test)]
@@ -208,6 +197,34 @@ mod tests {
         };
         let f = filter(r, &args, NetnsScope::all());
         assert_eq!(f.leak_count, 3);
+    }
+
+    #[test]
+    fn owner_and_socket_filters_narrow_the_report() {
+        let args = |m: Match| LeaksArgs {
+            matching: m,
+            ..LeaksArgs::default()
+        };
+        let by_pid = filter(
+            sample(),
+            &args(Match {
+                pids: vec![4242],
+                ..Match::default()
+            }),
+            NetnsScope::all(),
+        );
+        assert_eq!(by_pid.leak_count, 2);
+        assert_eq!(by_pid.leaks.len(), 1);
+        assert_eq!(by_pid.leaks[0].pid, Some(4242));
+        let none = filter(
+            sample(),
+            &args(Match {
+                states: vec![crate::tcp::TcpState::Established],
+                ..Match::default()
+            }),
+            NetnsScope::all(),
+        );
+        assert_eq!((none.leak_count, none.exit_code()), (0, 0));
     }
 
     #[test]

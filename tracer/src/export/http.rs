@@ -35,6 +35,11 @@ pub struct SocketQuery {
     pub port: Option<u16>,
     /// Keep sockets of this network namespace (inode).
     pub netns: Option<u32>,
+    /// Keep sockets whose owner (known from its connect, listen or close)
+    /// has this pid.
+    pub pid: Option<u32>,
+    /// Keep sockets whose owner has this command name.
+    pub comm: Option<String>,
     /// Sockets per page, 1 to [`page::MAX_LIMIT`] (default
     /// [`page::DEFAULT_LIMIT`]).
     pub limit: Option<usize>,
@@ -74,11 +79,63 @@ impl SocketQuery {
         if let Some(n) = self.netns {
             q.push(format!("netns={n}"));
         }
+        if let Some(p) = self.pid {
+            q.push(format!("pid={p}"));
+        }
+        if let Some(c) = &self.comm {
+            q.push(format!("comm={}", percent_encode(c)));
+        }
         if let Some(l) = self.limit {
             q.push(format!("limit={l}"));
         }
         q.push(format!("after={cursor}"));
         q.join("&")
+    }
+}
+
+/// `comm` as a query value: bytes outside `[A-Za-z0-9._-]` as `%XX`.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The filters of `/api/v1/leaks`: those of `tracer leaks`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeakQuery {
+    /// Keep flags with an owner of this pid.
+    pub pid: Option<u32>,
+    /// Keep flags with an owner of this command name.
+    pub comm: Option<String>,
+    /// Keep flags of sockets in this state (either spelling).
+    pub state: Option<String>,
+    /// Keep flags with this port at either end.
+    pub port: Option<u16>,
+}
+
+impl LeakQuery {
+    /// The query as the filters `tracer leaks` uses, or why it is wrong.
+    pub fn matching(&self) -> Result<crate::filter::Match, String> {
+        Ok(crate::filter::Match {
+            pids: self.pid.into_iter().collect(),
+            comms: self.comm.iter().cloned().collect(),
+            states: self
+                .state
+                .as_deref()
+                .map(crate::tcp::TcpState::parse_or_say)
+                .transpose()?
+                .into_iter()
+                .collect(),
+            ports: self.port.into_iter().collect(),
+            ..Default::default()
+        })
     }
 }
 
@@ -102,7 +159,7 @@ pub trait Api: Send + Sync + 'static {
     /// `/api/v1/summary`.
     fn summary(&self) -> serde_json::Value;
     /// `/api/v1/leaks`.
-    fn leaks(&self) -> serde_json::Value;
+    fn leaks(&self, q: &crate::filter::Match) -> serde_json::Value;
     /// `/healthz`; must not wait on the engine.
     fn health(&self) -> Health;
     /// Bring the metrics up to date just before a scrape; must not wait on
@@ -312,9 +369,18 @@ async fn summary_handler<A: Api>(State(s): State<Shared<A>>, headers: HeaderMap)
     .await
 }
 
-async fn leaks_handler<A: Api>(State(s): State<Shared<A>>, headers: HeaderMap) -> Response {
-    off_thread(&s, &headers, |api| {
-        serde_json::to_vec(&api.leaks())
+async fn leaks_handler<A: Api>(
+    State(s): State<Shared<A>>,
+    headers: HeaderMap,
+    q: Result<Query<LeakQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let m = match q.map(|Query(q)| q.matching()) {
+        Ok(Ok(m)) => m,
+        Ok(Err(msg)) => return bad_request(msg),
+        Err(e) => return bad_request(e.body_text()),
+    };
+    off_thread(&s, &headers, move |api| {
+        serde_json::to_vec(&api.leaks(&m))
             .map(|j| (j, Vec::new()))
             .map_err(|e| e.to_string())
     })

@@ -230,6 +230,44 @@ pub struct Report {
 }
 
 impl Report {
+    /// The report with only the flags `keep` keeps (risks too), regrouped;
+    /// each process keeps the growth the report gave it.
+    pub fn narrowed(self, keep: impl Fn(&Flag) -> bool) -> Report {
+        let growth: std::collections::HashMap<u32, Option<f64>> = self
+            .leaks
+            .iter()
+            .filter_map(|g| Some((g.pid?, g.growth_per_minute)))
+            .collect();
+        let mut flags: Vec<Flag> = Vec::new();
+        for f in self
+            .leaks
+            .iter()
+            .flat_map(|g| &g.sockets)
+            .chain(&self.risks)
+        {
+            // A flag with several owners is listed under each of them.
+            let same = |o: &Flag| o.kind == f.kind && o.cookie == f.cookie && o.local == f.local;
+            if keep(f) && !flags.iter().any(same) {
+                flags.push(f.clone());
+            }
+        }
+        let mut out = Report::build(
+            self.source,
+            self.note,
+            self.now_ns,
+            None,
+            flags.iter(),
+            self.recently_cleared
+                .into_iter()
+                .filter(|f| keep(f))
+                .collect(),
+            |pid, _, _| growth.get(&pid).copied().flatten(),
+        );
+        out.thresholds = self.thresholds;
+        out.now = self.now;
+        out
+    }
+
     /// Fill in the wall-clock times of the report and of every flag.
     pub fn stamp(&mut self, clock: &crate::wall::WallClock) {
         self.now = clock.at_known(self.now_ns);

@@ -1,0 +1,275 @@
+//! What a person asked about: the pid, comm, state, port and family
+//! filters that `tracer events`, `tracer leaks` and the HTTP API share.
+//!
+//! Every list is an "any of"; an empty list keeps everything; different
+//! filters must all hold. The kernel names a socket's owner only on the
+//! transitions its own syscalls make (connect, listen, close), so for
+//! events the owner filters follow the socket: see [`Owners`].
+use std::collections::HashSet;
+
+use clap::Args;
+
+use crate::{
+    config,
+    event::SockEvent,
+    leaks::Flag,
+    tcp::{Family, TcpState},
+};
+
+/// The filters, as flags (`tracer events`, `tracer leaks`) and as the
+/// API's query parameters.
+#[derive(Debug, Default, Clone, Args)]
+pub struct Match {
+    /// Only sockets of this process (repeatable).
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Only sockets of processes with this name, as `ps -o comm` shows it (repeatable).
+    #[arg(short = 'c', long = "comm", value_name = "COMM")]
+    pub comms: Vec<String>,
+    /// Only sockets in this state, the kernel's name or ss's (close_wait,
+    /// close-wait, estab, fin-wait-1, ...; repeatable).
+    #[arg(short = 's', long = "state", value_name = "STATE", value_parser = TcpState::parse_or_say)]
+    pub states: Vec<TcpState>,
+    /// Only sockets with this port at either end (repeatable).
+    #[arg(long = "port", value_name = "P", value_parser = config::parse_port, allow_hyphen_values = true)]
+    pub ports: Vec<u16>,
+    /// Only sockets with this local port, as bcc's -L (repeatable).
+    #[arg(short = 'L', long = "local-port", value_name = "P", value_parser = config::parse_port, allow_hyphen_values = true)]
+    pub local_ports: Vec<u16>,
+    /// Only sockets with this remote port, as bcc's -D (repeatable).
+    #[arg(short = 'D', long = "remote-port", value_name = "P", value_parser = config::parse_port, allow_hyphen_values = true)]
+    pub remote_ports: Vec<u16>,
+    /// Only IPv4 sockets.
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    pub ipv4: bool,
+    /// Only IPv6 sockets.
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
+}
+
+fn any_or_all<T: PartialEq>(list: &[T], v: &T) -> bool {
+    list.is_empty() || list.contains(v)
+}
+
+impl Match {
+    /// True when nothing is filtered.
+    pub fn is_empty(&self) -> bool {
+        !self.by_owner()
+            && self.states.is_empty()
+            && self.ports.is_empty()
+            && self.local_ports.is_empty()
+            && self.remote_ports.is_empty()
+            && !self.ipv4
+            && !self.ipv6
+    }
+
+    /// True when a pid or comm filter is set.
+    pub fn by_owner(&self) -> bool {
+        !self.pids.is_empty() || !self.comms.is_empty()
+    }
+
+    /// The family, ports and state filters, on one socket (`family` None:
+    /// unknown, kept only when no family is asked for).
+    pub fn socket(&self, family: Option<Family>, local: u16, remote: u16, state: TcpState) -> bool {
+        let fam = match (self.ipv4, self.ipv6) {
+            (true, _) => family == Some(Family::Ipv4),
+            (_, true) => family == Some(Family::Ipv6),
+            _ => true,
+        };
+        fam && (self.ports.is_empty()
+            || self.ports.contains(&local)
+            || self.ports.contains(&remote))
+            && any_or_all(&self.local_ports, &local)
+            && any_or_all(&self.remote_ports, &remote)
+            && any_or_all(&self.states, &state)
+    }
+
+    /// The pid and comm filters, on one owner.
+    pub fn owner(&self, pid: u32, comm: &str) -> bool {
+        any_or_all(&self.pids, &pid)
+            && (self.comms.is_empty() || self.comms.iter().any(|c| c == comm))
+    }
+
+    /// Every filter, on a leak flag: some owner must match the pid and
+    /// comm filters (a flag without a known owner fails them).
+    pub fn flag(&self, f: &Flag) -> bool {
+        let family = Some(if f.local.is_ipv4() {
+            Family::Ipv4
+        } else {
+            Family::Ipv6
+        });
+        let remote = f.remote.map_or(0, |r| r.port());
+        self.socket(family, f.local.port(), remote, f.state)
+            && (!self.by_owner() || f.owners.iter().any(|o| self.owner(o.pid, &o.comm)))
+    }
+}
+
+/// Most sockets [`Owners`] remembers; past it, it starts over (and says
+/// so once on stderr), so memory stays bounded on any host.
+pub const MAX_FOLLOWED: usize = 1 << 20;
+
+/// The sockets whose owner matched a pid or comm filter, learnt from the
+/// events that name an owner and forgotten at `close`.
+#[derive(Debug, Default)]
+pub struct Owners {
+    cookies: HashSet<u64>,
+    /// Times the set was full and started over.
+    pub restarts: u64,
+}
+
+impl Owners {
+    /// Whether `ev` passes `m`: the family, port and state filters on the
+    /// event itself (its new state), and the owner filters on its socket.
+    pub fn keep(&mut self, m: &Match, ev: &SockEvent) -> bool {
+        let state = ev.new_state.unwrap_or(TcpState::Close);
+        let own = if !m.by_owner() {
+            true
+        } else if ev.cookie == 0 {
+            ev.pid != 0 && m.owner(ev.pid, ev.comm_str())
+        } else {
+            if ev.pid != 0 {
+                if m.owner(ev.pid, ev.comm_str()) {
+                    if self.cookies.len() >= MAX_FOLLOWED {
+                        self.cookies.clear();
+                        self.restarts += 1;
+                    }
+                    self.cookies.insert(ev.cookie);
+                } else {
+                    self.cookies.remove(&ev.cookie);
+                }
+            }
+            let own = self.cookies.contains(&ev.cookie);
+            if own && ev.new_state == Some(TcpState::Close) {
+                self.cookies.remove(&ev.cookie);
+            }
+            own
+        };
+        own && m.socket(ev.family, ev.sport, ev.dport, state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::event::Kind;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        m: Match,
+    }
+
+    fn flags(args: &[&str]) -> Match {
+        Cli::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
+            .expect("flags")
+            .m
+    }
+
+    fn ev(cookie: u64, pid: u32, comm: &str, from: TcpState, to: TcpState) -> SockEvent {
+        let mut c = [0u8; 16];
+        c[..comm.len()].copy_from_slice(comm.as_bytes());
+        SockEvent {
+            ts_ns: 1,
+            kind: Kind::State,
+            cookie,
+            family: Some(Family::Ipv4),
+            saddr: "127.0.0.1".parse().unwrap(),
+            sport: 40000,
+            daddr: "127.0.0.1".parse().unwrap(),
+            dport: 8080,
+            old_state: Some(from),
+            new_state: Some(to),
+            pid,
+            tid: pid,
+            comm: c,
+            netns: 1,
+        }
+    }
+
+    #[test]
+    fn short_flags_as_ss_and_bcc_spell_them() {
+        let m = flags(&[
+            "-p",
+            "42",
+            "-c",
+            "nginx",
+            "-s",
+            "close-wait",
+            "-L",
+            "80",
+            "-D",
+            "5432",
+            "-4",
+        ]);
+        assert_eq!(m.pids, [42]);
+        assert_eq!(m.comms, ["nginx"]);
+        assert_eq!(m.states, [TcpState::CloseWait]);
+        assert_eq!(
+            (m.local_ports.as_slice(), m.remote_ports.as_slice()),
+            (&[80][..], &[5432][..])
+        );
+        assert!(m.ipv4 && !m.ipv6);
+        assert!(Cli::try_parse_from(["t", "-4", "-6"]).is_err());
+        let e = Cli::try_parse_from(["t", "-s", "waiting"])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains("unknown state \"waiting\""), "{e}");
+        assert!(flags(&[]).is_empty());
+    }
+
+    #[test]
+    fn sockets_match_on_every_filter_at_once() {
+        let m = flags(&["--port", "8080", "-s", "estab"]);
+        assert!(m.socket(Some(Family::Ipv4), 40000, 8080, TcpState::Established));
+        assert!(m.socket(Some(Family::Ipv6), 8080, 1, TcpState::Established));
+        assert!(!m.socket(Some(Family::Ipv4), 40000, 8080, TcpState::CloseWait));
+        assert!(!m.socket(Some(Family::Ipv4), 40000, 8081, TcpState::Established));
+        let m = flags(&["-6", "-L", "8080"]);
+        assert!(!m.socket(Some(Family::Ipv4), 8080, 1, TcpState::Listen));
+        assert!(!m.socket(None, 8080, 1, TcpState::Listen));
+        assert!(m.socket(Some(Family::Ipv6), 8080, 1, TcpState::Listen));
+        assert!(!m.socket(Some(Family::Ipv6), 1, 8080, TcpState::Listen));
+    }
+
+    #[test]
+    fn owner_filters_follow_the_socket_from_its_syscall_to_its_close() {
+        let m = flags(&["-c", "curl"]);
+        let mut o = Owners::default();
+        // connect() names curl; the softirq transitions after it do not.
+        assert!(o.keep(&m, &ev(7, 99, "curl", TcpState::Close, TcpState::SynSent)));
+        assert!(o.keep(&m, &ev(7, 0, "", TcpState::SynSent, TcpState::Established)));
+        // Another process's socket, and an unnamed one, are not shown.
+        assert!(!o.keep(&m, &ev(8, 5, "nginx", TcpState::Close, TcpState::Listen)));
+        assert!(!o.keep(&m, &ev(9, 0, "", TcpState::Listen, TcpState::SynRecv)));
+        // The close ends it: a reused cookie is not curl's.
+        assert!(o.keep(&m, &ev(7, 0, "", TcpState::FinWait2, TcpState::Close)));
+        assert!(!o.keep(&m, &ev(7, 0, "", TcpState::Close, TcpState::SynSent)));
+        assert!(o.cookies.is_empty());
+        // A pid filter and a state filter together.
+        let m = flags(&["-p", "99", "-s", "established"]);
+        assert!(!o.keep(&m, &ev(10, 99, "curl", TcpState::Close, TcpState::SynSent)));
+        assert!(o.keep(&m, &ev(10, 0, "", TcpState::SynSent, TcpState::Established)));
+    }
+
+    #[test]
+    fn flags_match_by_any_owner() {
+        let report = crate::leaks::table::tests::sample();
+        let flags_of = |m: &Match| -> usize {
+            report
+                .leaks
+                .iter()
+                .flat_map(|g| &g.sockets)
+                .filter(|f| m.flag(f))
+                .count()
+        };
+        assert_eq!(flags_of(&flags(&[])), 4);
+        assert_eq!(flags_of(&flags(&["-p", "4242"])), 2);
+        assert_eq!(flags_of(&flags(&["-c", "worker"])), 1);
+        assert_eq!(flags_of(&flags(&["-c", "nobody"])), 0);
+        assert_eq!(flags_of(&flags(&["-s", "close-wait", "-L", "8080"])), 4);
+        assert_eq!(flags_of(&flags(&["-6"])), 0);
+    }
+}
