@@ -53,6 +53,7 @@ fn a_killed_server_with_reuseaddr_restarts_only_with_reuseaddr() {
             assert!((0.0..10.0).contains(&age), "{s}");
         } else {
             assert_eq!(s["age_seconds"], Value::Null, "{s}");
+            assert_eq!(s["age_source"], Value::Null, "{s}");
         }
     }
     let tw = &ns["time_wait"];
@@ -124,6 +125,12 @@ fn with_an_agent_every_age_is_exact() {
     let ns = only_namespace(&r);
     for s in ns["sockets"].as_array().expect("sockets") {
         assert_eq!(s["age_is_lower_bound"], false, "{s}");
+        let want = if s["state"] == "time_wait" {
+            "kernel_timer"
+        } else {
+            "agent"
+        };
+        assert_eq!(s["age_source"], want, "{s}");
         let age = s["age_seconds"].as_f64().expect("age");
         assert!(
             age >= 0.0 && age <= start.elapsed().as_secs_f64() + 1.0,

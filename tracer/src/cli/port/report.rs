@@ -104,6 +104,9 @@ pub struct Socket {
     pub age_seconds: Option<f64>,
     /// The age is at least this (the socket predates the agent).
     pub age_is_lower_bound: bool,
+    /// Where the age comes from: `kernel_timer` (TIME_WAIT: 60 s minus
+    /// its timer), `agent`, or `null` (unknown).
+    pub age_source: Option<&'static str>,
     /// Seconds until the kernel destroys it (TIME_WAIT, orphaned FIN_WAIT2).
     pub expires_in_seconds: Option<f64>,
     /// `local` or `remote`: which side closed first, from the state;
@@ -159,13 +162,17 @@ fn holder(h: &Held) -> Holder {
 
 fn socket(h: &Held, plain: Option<Reason>, reuse: Option<Reason>) -> Socket {
     let s = &h.snap;
-    let (age, lower) = match &h.agent {
-        Some(a) => (Some(a.age_seconds), a.age_is_lower_bound),
-        None if s.timewait && s.state == TcpState::TimeWait => (
+    // TIME_WAIT's age comes from its timer even with an agent: a socket
+    // that reached TIME_WAIT from an orphaned FIN_WAIT2 mini socket moved
+    // without a state-change event, so the agent dates it from the mini.
+    let (age, lower, source) = match &h.agent {
+        _ if s.timewait && s.state == TcpState::TimeWait => (
             Some(f64::from(TIME_WAIT_LEN_MS.saturating_sub(s.expires_ms)) / 1e3),
             false,
+            Some("kernel_timer"),
         ),
-        None => (None, false),
+        Some(a) => (Some(a.age_seconds), a.age_is_lower_bound, Some("agent")),
+        None => (None, false, None),
     };
     Socket {
         cookie: s.cookie,
@@ -175,6 +182,7 @@ fn socket(h: &Held, plain: Option<Reason>, reuse: Option<Reason>) -> Socket {
         peer: SocketAddr::new(s.daddr, s.dport),
         age_seconds: age,
         age_is_lower_bound: lower,
+        age_source: source,
         expires_in_seconds: s.timewait.then(|| f64::from(s.expires_ms) / 1e3),
         closed_first: h
             .agent
