@@ -4,6 +4,7 @@ pub mod leaks;
 pub mod port;
 pub mod run;
 pub mod shell;
+pub mod top;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Explain a busy port: who holds it, until when, and whether a new listener can bind it.
     Port(port::PortArgs),
+    /// A live view of a running agent: sockets by state, leaks, TIME_WAIT, dwell times.
+    Top(top::TopArgs),
     /// Print a shell completion script.
     Completions(shell::CompletionsArgs),
     /// Print the man page.
@@ -41,6 +44,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Leaks(args) => leaks::run(args),
         Command::Run(args) => crate::agent::run(args.settings()?),
         Command::Port(args) => port::run(args),
+        Command::Top(args) => top::run(args),
         Command::Completions(args) => shell::completions(args),
         Command::Man => shell::man(),
     }
