@@ -9,14 +9,14 @@ use prometheus_client::{
 
 use crate::engine::{Handshake, HandshakeFailure, Observer, Role};
 
-/// Buckets from a loopback connect (~50 µs) to the kernel's SYN
+/// Buckets from a loopback connect (~10 µs) to the kernel's SYN
 /// retransmits: a connect answered after n retransmits lands just above
 /// the n-th retransmit time (1 s, then 2, 3, 4 s while the SYN timeouts
 /// are linear, `tcp_syn_linear_timeouts`, or 3, 7, 15, 31, 63 s with the
 /// classic doubling).
-pub const HANDSHAKE_BUCKETS: [f64; 22] = [
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.0, 3.0, 4.0, 7.0, 15.0, 31.0, 63.0, 127.0,
+pub const HANDSHAKE_BUCKETS: [f64; 24] = [
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 7.0, 15.0, 31.0, 63.0, 127.0,
 ];
 
 const ROLES: usize = Role::ALL.len();
