@@ -8,10 +8,12 @@
 //! Prometheus rules (whatever deploy/grafana/ and deploy/prometheus/ hold),
 //! the README. From it: `tracer-<version>-<arch>-linux.tar.gz` and a .deb
 //! ([`deb`]). `--check` then verifies the unit and installs, runs and
-//! removes the .deb on this machine ([`check`]). docs/install.md has the
+//! removes the .deb on this machine ([`check`]), and runs the unit under a
+//! real systemd in a container ([`systemd`]). docs/install.md has the
 //! layout and what the check proves.
 mod check;
 mod deb;
+mod systemd;
 
 use std::path::{Path, PathBuf};
 

@@ -12,10 +12,10 @@
 //! 4. the installed agent, run as the unit runs it (an unprivileged user,
 //!    the unit's capabilities as bounding and ambient set, no_new_privs)
 //!    with every key of the config example set, answers /metrics (curl);
-//! 5. `dpkg --purge tracer`, also when a step failed.
-//!
-//! The sandboxing that only systemd applies (mount namespaces, seccomp
-//! filters) is not reproduced here: docs/install.md says how it was tried.
+//! 5. `dpkg --purge tracer`, also when a step failed;
+//! 6. the unit under a real systemd, in a container ([`super::systemd`]):
+//!    the sandboxing that only systemd applies (mount namespaces, seccomp
+//!    filters), with the agent doing its whole job inside it.
 use std::{
     path::Path,
     process::{Child, Command, Stdio},
@@ -79,6 +79,7 @@ pub fn check(d: &Dist) -> anyhow::Result<()> {
         !Path::new("/usr/bin/tracer").exists(),
         "/usr/bin/tracer is still there after dpkg --purge tracer"
     );
+    super::systemd::check(d)?;
     eprintln!(
         "xtask: dist check: passed in {:.0} s",
         started.elapsed().as_secs_f64()
