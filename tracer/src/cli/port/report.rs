@@ -55,7 +55,7 @@ pub struct Namespace {
     pub with_reuseaddr: Verdict,
     /// Listening sockets on the port (any address).
     pub listeners: Vec<Socket>,
-    /// Every other socket bound to the port, by state then address.
+    /// Every other socket bound to the port, by state, oldest first.
     pub sockets: Vec<Socket>,
     /// TIME_WAIT and orphaned FIN_WAIT2 mini sockets, and when the last goes.
     pub time_wait: Option<TimeWait>,
@@ -333,6 +333,13 @@ pub fn build(
                 sockets.push(s);
             }
         }
+        // By state, oldest first (unknown ages last).
+        sockets.sort_by(|a: &Socket, b: &Socket| {
+            let age = |s: &Socket| s.age_seconds.unwrap_or(-1.0);
+            (a.state.index().cmp(&b.state.index()))
+                .then(age(b).total_cmp(&age(a)))
+                .then((a.local, a.peer).cmp(&(b.local, b.peer)))
+        });
         let minis: Vec<&Held> = held.iter().filter(|h| h.snap.timewait).collect();
         let time_wait = minis.iter().map(|h| h.snap.expires_ms).max().map(|ms| {
             let left = Duration::from_millis(u64::from(ms));

@@ -275,3 +275,56 @@ fn nothing_bound_is_free_and_says_so() {
     assert_eq!(json["namespaces"], serde_json::json!([]));
     assert_eq!(json["free"], true);
 }
+
+#[test]
+fn a_busy_port_lists_the_oldest_of_each_state() {
+    let mut sockets: Vec<Held> = (0..30u16)
+        .map(|i| {
+            let mut s = snap(
+                TcpState::TimeWait,
+                "10.0.0.1:443",
+                &format!("10.0.0.2:{}", 40000 + i),
+                u64::from(i),
+            );
+            s.expires_ms = 30_000 + u32::from(i) * 100;
+            held(s)
+        })
+        .collect();
+    sockets.push(held(snap(TcpState::Listen, "0.0.0.0:443", "0.0.0.0:0", 99)));
+    let r = build(443, any(), false, &found(sockets), String::new(), |_| None);
+    let ns = &r.namespaces[0];
+    assert_eq!(ns.sockets.len(), 30);
+    // Oldest first: the least time left.
+    assert_eq!(ns.sockets[0].peer.port(), 40000);
+    assert_eq!(ns.sockets[29].peer.port(), 40029);
+    let t = text(&r);
+    assert!(t.contains("  TIME_WAIT (30):\n"), "{t}");
+    assert_eq!(t.matches(" <- 10.0.0.2:").count(), 20, "{t}");
+    assert!(
+        t.contains("    ... and 10 more (--json lists them all)\n"),
+        "{t}"
+    );
+    assert!(t.contains("last TIME_WAIT expires in 32.9s"), "{t}");
+}
+
+#[test]
+fn a_silent_agent_is_an_error_within_the_timeout() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", l.local_addr().expect("addr"));
+    let args = super::PortArgs {
+        port: 8080,
+        addr: None,
+        json: false,
+        agent: Some(url.clone()),
+        timeout: Some(std::time::Duration::from_millis(300)),
+        netns: None,
+    };
+    let start = std::time::Instant::now();
+    let e = super::run_to(&args, &mut Vec::new()).expect_err("silent agent");
+    assert!(start.elapsed() < std::time::Duration::from_secs(2));
+    assert!(
+        format!("{e:#}").starts_with(&format!("asking {url} for /api/v1/sockets?port=8080")),
+        "{e:#}"
+    );
+    drop(l);
+}

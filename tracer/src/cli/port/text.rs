@@ -1,9 +1,13 @@
 //! The report for people: the verdict first, then per namespace the
-//! listeners, the sockets holding the port grouped by state, and when the
-//! last TIME_WAIT socket goes.
+//! listeners, the sockets holding the port grouped by state (the oldest
+//! [`SHOWN_PER_STATE`] of each), and when the last TIME_WAIT socket goes.
 use std::io::{self, Write};
 
 use super::report::{Namespace, Report, Socket, Verdict};
+
+/// Sockets listed per state, oldest first; a busy server's port has
+/// thousands, and `--json` has them all.
+pub const SHOWN_PER_STATE: usize = 20;
 
 /// `FREE`, `BUSY` or `UNKNOWN`.
 fn word(v: &Verdict) -> String {
@@ -92,8 +96,15 @@ fn namespace(ns: &Namespace, many: bool, out: &mut dyn Write) -> io::Result<()> 
             state.name().to_ascii_uppercase(),
             group.len()
         )?;
-        for s in group {
+        for s in group.iter().take(SHOWN_PER_STATE) {
             socket(s, out)?;
+        }
+        if group.len() > SHOWN_PER_STATE {
+            writeln!(
+                out,
+                "    ... and {} more (--json lists them all)",
+                group.len() - SHOWN_PER_STATE
+            )?;
         }
     }
     if let Some(tw) = &ns.time_wait {
