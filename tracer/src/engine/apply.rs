@@ -3,7 +3,7 @@
 //! The rules (duplicates, disorder, TIME_WAIT inference, who closed, owner)
 //! are described in the module docs of `engine`; this file is their code.
 //! Nothing here allocates except when the store grows.
-use super::handshake::{self, Seen};
+use super::handshake;
 use super::observer::{ClosedBy, Direction, Observer, TimeWaitEnd};
 use super::record::{Record, flag, tw_end};
 use super::{Engine, hash};
@@ -248,20 +248,6 @@ impl Engine {
         if let Some((role, outcome)) = handshake::outcome(from, to, seen) {
             obs.handshake(ev.cookie, role, outcome);
         }
-    }
-
-    /// What the engine saw of `slot` in `state`, the state an event at
-    /// `ts` says it leaves; `None` when the record is not in it (closed,
-    /// or events were lost).
-    fn seen_in(&self, slot: u32, state: TcpState, ts: u64) -> Option<Seen> {
-        let r = self.store.rec(slot);
-        (r.state == state && !r.has(flag::FINISHED | flag::TW)).then(|| Seen {
-            entry_seen: !r.has(flag::LOWER_BOUND),
-            stay_ns: ts.saturating_sub(r.since_ns),
-            prev: r.prev,
-            reset_received: r.has(flag::RST_RX),
-            retransmitted: r.has(flag::RTX),
-        })
     }
 
     /// A new connection on the 4-tuple of a TIME_WAIT record ends it.

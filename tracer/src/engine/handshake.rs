@@ -27,6 +27,7 @@
 //!
 //! A socket adopted from a dump mid-handshake is counted when it leaves,
 //! without a latency (its SYN_SENT began before the agent).
+use super::{Engine, record::flag};
 use crate::tcp::TcpState;
 
 /// Which end of the handshake the socket was.
@@ -167,4 +168,20 @@ pub(super) fn outcome(
         _ => return None,
     };
     Some((role, outcome))
+}
+
+impl Engine {
+    /// What the engine saw of `slot` in `state`, the state an event at
+    /// `ts` says it leaves; `None` when the record is not in it (closed,
+    /// or events were lost).
+    pub(super) fn seen_in(&self, slot: u32, state: TcpState, ts: u64) -> Option<Seen> {
+        let r = self.store.rec(slot);
+        (r.state == state && !r.has(flag::FINISHED | flag::TW)).then(|| Seen {
+            entry_seen: !r.has(flag::LOWER_BOUND),
+            stay_ns: ts.saturating_sub(r.since_ns),
+            prev: r.prev,
+            reset_received: r.has(flag::RST_RX),
+            retransmitted: r.has(flag::RTX),
+        })
+    }
 }
