@@ -17,6 +17,7 @@ pub mod export;
 pub mod filter;
 pub mod ingest;
 pub mod leaks;
+pub mod logging;
 pub mod pipeline;
 pub mod snapshot;
 pub mod tcp;

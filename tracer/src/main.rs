@@ -5,6 +5,10 @@ use tracer::cli::{Cli, Command, dispatch};
 
 fn main() {
     let cli = Cli::try_parse().unwrap_or_else(|e| usage_error(&e));
+    if let Err(e) = tracer::logging::init(&cli.log) {
+        eprintln!("tracer: error: {}", one_line(&e));
+        std::process::exit(2);
+    }
     if matches!(cli.command, Command::Run(_) | Command::Events(_)) {
         ignore_hangup();
     }

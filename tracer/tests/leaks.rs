@@ -282,3 +282,65 @@ fn agent_flags_the_leak_and_a_prometheus_alert_fires() {
     assert!(cleared, "{:?}", tracer_leaks(&["--agent", &url]));
     assert_eq!(agent.metric("tracer_close_wait_leaks"), 0.0);
 }
+
+/// With `--log-format json` every line of the agent's log is one JSON
+/// object, and each flag is a structured event naming the leaking process.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn the_agent_logs_each_flag_as_one_structured_json_event() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _ns = common::Netns::enter("leaklog");
+    let (agent, log) = common::Agent::start_logged(
+        &[],
+        &[
+            "--log-format",
+            "json",
+            "--close-wait-threshold",
+            "1s",
+            "--reconcile-interval",
+            "250ms",
+        ],
+    );
+    let server = leaking_server();
+    let (port, pid) = (server.port, server.child.id());
+    wait_close_wait(port, CONNS);
+    let mine = |text: &str| -> Vec<Value> {
+        text.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .filter(|v| v["event"] == "leak_flagged" && v["pid"] == pid)
+            .collect()
+    };
+    let flagged = common::wait_until(Duration::from_secs(10), || {
+        mine(&log.lock().unwrap()).len() >= CONNS
+    });
+    drop(agent);
+    let text = log.lock().unwrap().clone();
+    assert!(flagged, "{text}");
+    let events = mine(&text);
+    let fds: BTreeSet<u64> = events.iter().filter_map(|v| v["fd"].as_u64()).collect();
+    let want: BTreeSet<u64> = server.fds.keys().map(|&fd| fd as u64).collect();
+    assert_eq!(fds, want, "{events:#?}");
+    for v in &events {
+        assert_eq!(v["level"], "WARN", "{v}");
+        assert_eq!(v["leak"], "close_wait", "{v}");
+        assert_eq!(v["comm"], "python3", "{v}");
+        assert!(
+            v["local"]
+                .as_str()
+                .is_some_and(|l| l.ends_with(&format!(":{port}"))),
+            "{v}"
+        );
+        assert!(
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("leak flagged: in CLOSE_WAIT")),
+            "{v}"
+        );
+        serde_json::from_value::<tracer::wall::Wall>(v["ts"].clone()).expect("wall-clock ts");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.contains("\"message\":\"agent running:")),
+        "{text}"
+    );
+}

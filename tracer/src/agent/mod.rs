@@ -86,7 +86,7 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
         cap_binding: AtomicBool::new(false),
     });
     if let Some(warning) = nofile::raise_and_check(settings.max_http_connections) {
-        eprintln!("{warning}");
+        tracing::warn!("{warning}");
     }
     let mut sink = sink::AgentSink::new(shared.clone());
 
@@ -95,8 +95,8 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
     let adopted = pipeline
         .adopt(&mut sink)
         .context("listing existing TCP sockets with sock_diag")?;
-    eprintln!(
-        "tracer: agent running: {adopted} existing sockets adopted; serving {}://{}/metrics",
+    tracing::info!(
+        "agent running: {adopted} existing sockets adopted; serving {}://{}/metrics",
         Gate::scheme(gate.as_deref()),
         settings.listen
     );
@@ -113,7 +113,7 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
 
     pipeline.run(&mut sink, pipeline::stop_signal()?).await?;
 
-    eprintln!("tracer: stopping");
+    tracing::info!("stopping");
     shared.attached.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     drop(pipeline);
@@ -122,7 +122,7 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     if !server.is_finished() {
-        eprintln!("tracer: HTTP server did not stop within 5 s");
+        tracing::warn!("HTTP server did not stop within 5 s");
         return Ok(0);
     }
     match server.join() {

@@ -42,7 +42,7 @@ fn check(limit: u64, open: u64, http_connections: u64) -> Option<String> {
     let need = own + http_connections;
     (limit < need).then(|| {
         format!(
-            "tracer: warning: the open-file limit (RLIMIT_NOFILE) is {limit}, below the {need} \
+            "the open-file limit (RLIMIT_NOFILE) is {limit}, below the {need} \
              that {http_connections} HTTP connections (--max-http-connections) and about {own} \
              files of the agent's own need: raise the hard limit (ulimit -Hn, LimitNOFILE= in \
              systemd) or lower --max-http-connections"

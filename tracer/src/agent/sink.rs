@@ -28,15 +28,15 @@ impl AgentSink {
         if self.shared.cap_binding.swap(binding, Ordering::Relaxed) != binding {
             let stats = core.engine.stats();
             if binding {
-                eprintln!(
-                    "tracer: warning: --max-sockets {} is binding: new sockets go untracked \
+                tracing::warn!(
+                    "--max-sockets {} is binding: new sockets go untracked \
                      (their states still count in tracer_tcp_sockets, from the dumps) and \
                      TIME_WAIT records are evicted first; raise --max-sockets to follow every socket",
                     core.engine.config().max_sockets
                 );
             } else {
-                eprintln!(
-                    "tracer: --max-sockets {} no longer binds: every socket is followed again \
+                tracing::info!(
+                    "--max-sockets {} no longer binds: every socket is followed again \
                      ({} tracked)",
                     core.engine.config().max_sockets,
                     stats.tracked
@@ -91,12 +91,7 @@ impl Sink for AgentSink {
             if let Change::Raised(f) = c {
                 metrics.leaks.flagged(f.kind);
             }
-            // The agent's log: one JSON object per line, the same objects
-            // `tracer events` prints.
-            let mut line = Vec::with_capacity(512);
-            if crate::export::stream::write_leak(&mut line, c, start_ns, &clock).is_ok() {
-                eprint!("{}", String::from_utf8_lossy(&line));
-            }
+            log_leak(c, start_ns, &clock);
         }
         metrics.leaks.publish(&core.detector.gauges());
         metrics.tcp.listening_in(dump);
@@ -110,7 +105,7 @@ impl Sink for AgentSink {
     fn dumped(&mut self, d: &Dumped<'_>) {
         self.shared.metrics.reconcile.dumped(d);
         if let Some(e) = d.error {
-            eprintln!("tracer: reconcile skipped: {e:#}");
+            tracing::warn!("reconcile skipped: {e:#}");
         }
     }
 
@@ -127,5 +122,54 @@ impl Sink for AgentSink {
             .heartbeat_ns
             .store(monotonic_ns(), Ordering::Relaxed);
         Ok(Flow::Continue)
+    }
+}
+
+/// A leak flag raised (warn) or cleared (info), as one structured log
+/// event: the fields `tracer events` prints for it, the first owner
+/// flattened (`pid`, `comm`, `fd`; 0, "" and -1 when none is known).
+fn log_leak(c: &Change, ts_ns: u64, clock: &crate::wall::WallClock) {
+    let f = c.flag();
+    let first = f.owners.first();
+    let owners: Vec<String> = f
+        .owners
+        .iter()
+        .map(|o| format!("{}[{}] fd {}", o.comm, o.pid, o.fd))
+        .collect();
+    let container = f
+        .container
+        .as_ref()
+        .map_or(String::new(), |c| c.name.clone().unwrap_or_else(|| c.id.clone()));
+    macro_rules! leak_event {
+        ($level:ident, $what:literal, $why:expr) => {
+            tracing::$level!(
+                event = c.event_name(),
+                leak = f.kind.name(),
+                reason = f.reason.map_or("", |r| r.name()),
+                cookie = f.cookie.unwrap_or(0),
+                local = %f.local,
+                remote = %f.remote.map_or(String::new(), |r| r.to_string()),
+                state = f.state.name(),
+                netns = f.netns,
+                container = %container,
+                age_seconds = f.age_seconds.unwrap_or(-1.0),
+                unread_bytes = f.unread_bytes,
+                pid = first.map_or(0, |o| o.pid),
+                comm = first.map_or("", |o| o.comm.as_str()),
+                fd = first.map_or(-1, |o| i64::from(o.fd)),
+                owners = %owners.join(", "),
+                ts = %clock.at(ts_ns),
+                concat!($what, ": {}"),
+                $why
+            )
+        };
+    }
+    match c {
+        Change::Raised(_) => leak_event!(warn, "leak flagged", f.evidence),
+        Change::Cleared(_) => leak_event!(
+            info,
+            "leak cleared",
+            f.cleared_how.as_deref().unwrap_or("condition ended")
+        ),
     }
 }

@@ -3,46 +3,43 @@
 //! The programs report why an event failed (a failed read, a full ring
 //! buffer, an unexpected address family) through aya-log, at most once a
 //! second per CPU; the per-CPU counters say how often. [`KernelLog`]
-//! receives those records, with their level, and writes each as one line
-//! on stderr, the agent's log.
+//! receives those records and logs each as a `tracing` event with its
+//! level, target `kernel`, the tracepoint it came from, and the message.
 use aya_log::EbpfLogger;
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use tracer_common::names;
 
-/// Where aya-log's records go: one line each on stderr.
+/// Where aya-log's records go: the log ([`crate::logging`]).
 pub struct KernelLog {
     max: LevelFilter,
 }
 
 impl KernelLog {
-    /// Warnings and errors by default; everything when `RUST_LOG` asks for
-    /// info, debug or trace output.
-    pub fn from_env() -> KernelLog {
-        KernelLog {
-            max: if rust_log_asks_for(Level::Info) {
+    /// Warnings and errors, and more when the log's level asks for info,
+    /// debug or trace output.
+    pub fn from_log_level() -> KernelLog {
+        let max = match tracing::level_filters::LevelFilter::current().into_level() {
+            Some(tracing::Level::TRACE | tracing::Level::DEBUG | tracing::Level::INFO) => {
                 LevelFilter::Trace
-            } else {
-                LevelFilter::Warn
-            },
-        }
+            }
+            Some(_) => LevelFilter::Warn,
+            None => LevelFilter::Off,
+        };
+        KernelLog { max }
     }
 
-    /// The line a record becomes. The programs name their hook by number
-    /// (`hook 3: ...`); the line names its tracepoint.
-    pub fn line(level: Level, message: &std::fmt::Arguments<'_>) -> String {
+    /// The tracepoint and message of a record. The programs name their
+    /// hook by number (`hook 3: ...`); this names its tracepoint.
+    pub fn split(message: &std::fmt::Arguments<'_>) -> (&'static str, String) {
         let message = message.to_string();
         let named = message
             .strip_prefix("hook ")
             .and_then(|rest| rest.split_once(": "))
             .and_then(|(n, rest)| {
                 let (_, hook) = names::HOOKS.get(n.parse::<usize>().ok()?)?;
-                Some(format!("{hook}: {rest}"))
-            })
-            .unwrap_or(message);
-        format!(
-            "tracer: kernel {}: {named}",
-            level.as_str().to_ascii_lowercase()
-        )
+                Some((*hook, rest.to_owned()))
+            });
+        named.unwrap_or(("", message))
     }
 }
 
@@ -52,24 +49,25 @@ impl Log for KernelLog {
     }
 
     fn log(&self, record: &Record<'_>) {
-        if self.enabled(record.metadata()) {
-            eprintln!("{}", KernelLog::line(record.level(), record.args()));
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let (hook, msg) = KernelLog::split(record.args());
+        let msg = if hook.is_empty() {
+            msg
+        } else {
+            format!("{hook}: {msg}")
+        };
+        match record.level() {
+            Level::Error => tracing::error!(target: "kernel", hook, "kernel: {msg}"),
+            Level::Warn => tracing::warn!(target: "kernel", hook, "kernel: {msg}"),
+            Level::Info => tracing::info!(target: "kernel", hook, "kernel: {msg}"),
+            Level::Debug => tracing::debug!(target: "kernel", hook, "kernel: {msg}"),
+            Level::Trace => tracing::trace!(target: "kernel", hook, "kernel: {msg}"),
         }
     }
 
     fn flush(&self) {}
-}
-
-/// Whether `RUST_LOG` names `level` or a more verbose one (the one place
-/// the agent reads it, until it has a logging framework).
-pub fn rust_log_asks_for(level: Level) -> bool {
-    let Ok(v) = std::env::var("RUST_LOG") else {
-        return false;
-    };
-    [Level::Info, Level::Debug, Level::Trace]
-        .into_iter()
-        .filter(|l| *l >= level)
-        .any(|l| v.contains(&l.as_str().to_ascii_lowercase()))
 }
 
 /// The reader of the programs' log ring buffer.
@@ -80,11 +78,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_record_is_one_line_with_its_level() {
-        let l = KernelLog::line(Level::Warn, &format_args!("hook 3: ring full"));
-        assert_eq!(l, "tracer: kernel warn: tcp/tcp_send_reset: ring full");
-        let l = KernelLog::line(Level::Error, &format_args!("hook 9: odd"));
-        assert_eq!(l, "tracer: kernel error: hook 9: odd");
+    fn a_record_names_its_tracepoint_and_levels_filter() {
+        let (hook, msg) = KernelLog::split(&format_args!("hook 3: ring full"));
+        assert_eq!((hook, msg.as_str()), ("tcp/tcp_send_reset", "ring full"));
+        let (hook, msg) = KernelLog::split(&format_args!("hook 9: odd"));
+        assert_eq!((hook, msg.as_str()), ("", "hook 9: odd"));
         let quiet = KernelLog {
             max: LevelFilter::Warn,
         };

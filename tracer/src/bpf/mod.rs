@@ -112,11 +112,11 @@ impl Probes {
                 .with_context(|| format!("attaching tracepoint {hook}"))?;
         }
         let logs =
-            match klog::KernelLogger::init_with_logger(&mut ebpf, klog::KernelLog::from_env()) {
+            match klog::KernelLogger::init_with_logger(&mut ebpf, klog::KernelLog::from_log_level()) {
                 Ok(l) => Some(l),
                 Err(e) => {
-                    eprintln!(
-                        "tracer: warning: the kernel programs' diagnostics are unavailable: {e}"
+                    tracing::warn!(
+                        "the kernel programs' diagnostics are unavailable: {e}"
                     );
                     None
                 }
@@ -200,9 +200,9 @@ fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
 fn refused(hook: &str, e: &aya::programs::ProgramError) -> anyhow::Error {
     let detail = verifier_detail(e);
     if detail.contains("unknown func bpf_get_socket_cookie") {
-        if klog::rust_log_asks_for(log::Level::Debug) {
-            eprintln!(
-                "tracer: debug: the kernel refused the program for tracepoint {hook}: {detail}"
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!(
+                "the kernel refused the program for tracepoint {hook}: {detail}"
             );
         }
         return preflight::PreflightError::NoSocketCookie(preflight::kernel_release()).into();

@@ -276,14 +276,14 @@ async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
             () = deadline => {}
         }
     };
-    eprintln!("tracer: tracing TCP events; stop with Ctrl-C");
+    tracing::info!("tracing TCP events; stop with Ctrl-C");
 
     pipeline.run(&mut p, stop).await?;
     let _ = p.flush();
     let (seen, printed) = (p.seen, p.printed);
     let counters = pipeline.counters();
-    eprintln!(
-        "tracer: {seen} events read, {printed} printed, {} lost in the kernel \
+    tracing::info!(
+        "{seen} events read, {printed} printed, {} lost in the kernel \
          (ring buffer full: {}, read errors: {}), {} undecodable",
         counters.lost(),
         counters.ringbuf_full,

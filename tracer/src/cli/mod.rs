@@ -15,6 +15,9 @@ pub struct Cli {
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
+    /// The log: level and format.
+    #[command(flatten)]
+    pub log: crate::logging::LogFlags,
 }
 
 /// Commands.

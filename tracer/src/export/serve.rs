@@ -128,7 +128,7 @@ pub async fn serve(
                     // EMFILE and friends: wait for a file to be freed rather
                     // than spin; a reset before accept is just skipped.
                     if !is_connection_error(&e) {
-                        eprintln!("tracer: HTTP accept failed: {e}; retrying in 100 ms");
+                        tracing::warn!("HTTP accept failed: {e}; retrying in 100 ms");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                     continue;
@@ -243,8 +243,8 @@ fn admit(table: &Mutex<Table>, max: usize) -> Option<(u64, Arc<AtomicUsize>, Arc
     if t.conns.len() >= max {
         if !t.in_burst {
             t.in_burst = true;
-            eprintln!(
-                "tracer: HTTP connection cap of {max} reached (--max-http-connections): \
+            tracing::warn!(
+                "HTTP connection cap of {max} reached (--max-http-connections): \
                  closing the oldest idle connections to make room; said once per burst"
             );
         }

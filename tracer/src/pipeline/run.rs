@@ -63,8 +63,8 @@ impl<D: Observer> Pipeline<D> {
             let seen = (tracking && self.scope.is_all()).then_some(&mut self.event_netns);
             tokio::select! {
                 () = &mut stop => break,
-                Some(()) = hangup.recv() => eprintln!(
-                    "tracer: SIGHUP ignored: flags and the config file are read only at start; \
+                Some(()) = hangup.recv() => tracing::warn!(
+                    "SIGHUP ignored: flags and the config file are read only at start; \
                      restart tracer to change them"
                 ),
                 r = read_batch(&mut self.ingest, &self.core, self.scope, tracking, seen, sink) => {

@@ -35,8 +35,8 @@ impl Warned {
             without adoption, reconciliation, TIME_WAIT confirmation or leak detection";
         if !self.refused && !c.refused.is_empty() {
             self.refused = true;
-            eprintln!(
-                "tracer: {} network namespace(s) cannot be followed ({}): entering another \
+            tracing::warn!(
+                "{} network namespace(s) cannot be followed ({}): entering another \
                  namespace needs CAP_SYS_ADMIN; {LOSS}",
                 c.refused.len(),
                 some(&c.refused)
@@ -44,8 +44,8 @@ impl Warned {
         }
         if !self.unnamed && !unnamed.is_empty() {
             self.unnamed = true;
-            eprintln!(
-                "tracer: {} network namespace(s) seen in events cannot be opened ({}): no \
+            tracing::warn!(
+                "{} network namespace(s) seen in events cannot be opened ({}): no \
                  process or /run/netns mount that tracer may read holds them (reading other \
                  users' /proc/<pid>/ns/net needs CAP_SYS_PTRACE, and tracer must share the \
                  host's pid namespace); {LOSS}",
@@ -55,8 +55,8 @@ impl Warned {
         }
         if !self.over_cap && c.over_cap > 0 {
             self.over_cap = true;
-            eprintln!(
-                "tracer: {} network namespace(s) beyond the cap of {MAX_NETNS} are not \
+            tracing::warn!(
+                "{} network namespace(s) beyond the cap of {MAX_NETNS} are not \
                  followed; {LOSS}",
                 c.over_cap
             );

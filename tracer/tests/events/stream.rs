@@ -82,7 +82,7 @@ fn a_full_ring_is_counted_and_the_kernel_says_why() {
     let why: Vec<&str> = out
         .stderr
         .lines()
-        .filter(|l| l.starts_with("tracer: kernel warn: "))
+        .filter(|l| l.contains(" WARN kernel: "))
         .collect();
     assert!(
         why.iter()

@@ -74,8 +74,8 @@ impl Gate {
         let dir = path.parent().unwrap_or(Path::new("."));
         let gate = Gate::parse(&text, dir).with_context(name)?;
         if gate.tls.is_none() {
-            eprintln!(
-                "tracer: warning: {} sets basic_auth_users without tls_server_config: \
+            tracing::warn!(
+                "{} sets basic_auth_users without tls_server_config: \
                  passwords cross the network in the clear",
                 path.display()
             );
