@@ -1,0 +1,183 @@
+//! How `tracer top` asks the agent: one [`Sample`] is `/api/v1/summary`,
+//! `/api/v1/leaks` and the TIME_WAIT pages of `/api/v1/sockets` (bounded by
+//! [`MAX_TIME_WAIT`]), through the client `tracer leaks` uses. The live
+//! view asks from a thread of its own ([`spawn`]), so keys never wait on
+//! the network.
+use std::{
+    sync::mpsc::{self, Receiver, RecvTimeoutError, Sender},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+
+use super::model::{Sample, Summary, TwSocket};
+use crate::{
+    cli::leaks::{Limits, http_get},
+    filter::Match,
+    leaks::Report,
+    tcp::{Family, TcpState},
+};
+
+/// TIME_WAIT sockets read per refresh, at most; past it the panels say
+/// "sampled".
+pub const MAX_TIME_WAIT: usize = 20_000;
+
+/// Sockets asked for per page.
+const PAGE: usize = 5_000;
+
+/// An agent and what to ask it.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// `http://HOST:PORT`.
+    pub url: String,
+    /// Per request.
+    pub limits: Limits,
+    /// The shared filters, applied to the leaks and TIME_WAIT panels.
+    pub matching: Match,
+}
+
+impl Source {
+    /// The sentence said when nothing answers.
+    pub fn no_agent(&self) -> String {
+        format!(
+            "no agent answers at {}: start `tracer run` or give --agent",
+            self.url
+        )
+    }
+
+    fn get(&self, path: &str) -> anyhow::Result<String> {
+        http_get(&self.url, path, self.limits)?.ok_or_else(|| anyhow::anyhow!(self.no_agent()))
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let body = self.get(path)?;
+        serde_json::from_str(&body).with_context(|| {
+            format!(
+                "the agent at {} answered {path} with something tracer top cannot read",
+                self.url
+            )
+        })
+    }
+
+    /// One refresh.
+    pub fn sample(&self) -> anyhow::Result<Sample> {
+        let summary: Summary = self.json("/api/v1/summary")?;
+        let mut leaks: Report = self.json("/api/v1/leaks")?;
+        if !self.matching.is_empty() {
+            leaks = leaks.narrowed(|f| self.matching.flag(f));
+        }
+        let (time_wait, time_wait_sampled) = self.time_wait()?;
+        Ok(Sample {
+            summary,
+            leaks,
+            time_wait,
+            time_wait_sampled,
+        })
+    }
+
+    /// TIME_WAIT sockets that pass the filters, page by page, until the
+    /// last page or [`MAX_TIME_WAIT`] read.
+    fn time_wait(&self) -> anyhow::Result<(Vec<TwSocket>, bool)> {
+        let m = &self.matching;
+        if !m.states.is_empty() && !m.states.contains(&TcpState::TimeWait) {
+            return Ok((Vec::new(), false));
+        }
+        let mut base = format!("/api/v1/sockets?state=time_wait&limit={PAGE}");
+        if let [port] = m.ports[..] {
+            base.push_str(&format!("&port={port}"));
+        }
+        let (mut out, mut read, mut after) = (Vec::new(), 0, None);
+        loop {
+            let path = match after {
+                Some(c) => format!("{base}&after={c}"),
+                None => base.clone(),
+            };
+            let page: Vec<TwSocket> = self.json(&path)?;
+            read += page.len();
+            let full = page.len() == PAGE;
+            after = page.last().map(|s| s.cookie);
+            out.extend(page.into_iter().filter(|s| self.keeps(s)));
+            if !full {
+                return Ok((out, false));
+            }
+            if read >= MAX_TIME_WAIT {
+                return Ok((out, true));
+            }
+        }
+    }
+
+    fn keeps(&self, s: &TwSocket) -> bool {
+        let m = &self.matching;
+        let family = Some(if s.saddr.is_ipv4() {
+            Family::Ipv4
+        } else {
+            Family::Ipv6
+        });
+        m.socket(family, s.sport, s.dport, TcpState::TimeWait)
+            && (!m.by_owner()
+                || s.pid
+                    .zip(s.comm.as_deref())
+                    .is_some_and(|(p, c)| m.owner(p, c)))
+    }
+}
+
+/// What the view tells the asking thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cmd {
+    /// Ask every this long (and now).
+    Interval(Duration),
+    /// Stop asking (`true`) or start again, now (`false`).
+    Pause(bool),
+    /// Ask now, paused or not.
+    Refresh,
+}
+
+/// Ask `source` every `interval` on a thread of its own; samples (or the
+/// sentence saying why there is none) come back on the receiver. The
+/// thread ends when the sender is dropped.
+pub fn spawn(
+    source: Source,
+    mut interval: Duration,
+) -> (Sender<Cmd>, Receiver<Result<Sample, String>>) {
+    let (cmd_tx, cmd_rx) = mpsc::channel();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut paused = false;
+        loop {
+            let now = match cmd_rx.recv_timeout(interval) {
+                Ok(Cmd::Interval(d)) => {
+                    interval = d;
+                    false
+                }
+                Ok(Cmd::Pause(p)) => {
+                    paused = p;
+                    false
+                }
+                Ok(Cmd::Refresh) => true,
+                Err(RecvTimeoutError::Timeout) => false,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            if paused && !now {
+                continue;
+            }
+            let got = source.sample().map_err(|e| one_line(&e));
+            if tx.send(got).is_err() {
+                return;
+            }
+        }
+    });
+    (cmd_tx, rx)
+}
+
+/// An error and its causes as one line.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut s = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+    }
+    s
+}

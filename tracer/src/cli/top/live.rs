@@ -1,0 +1,122 @@
+//! The live view's terminal: raw mode and the alternate screen for as long
+//! as `tracer top` runs, given back on every way out (quit, error, panic:
+//! a [`Restore`] guard and a panic hook), and the loop that draws samples
+//! as they come and answers keys at once.
+use std::{
+    io::{self, Stdout},
+    sync::mpsc::TryRecvError,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use ratatui::{
+    Terminal,
+    backend::CrosstermBackend,
+    crossterm::{
+        cursor,
+        event::{self, Event, KeyEventKind},
+        execute,
+        terminal::{self, EnterAlternateScreen, LeaveAlternateScreen},
+    },
+};
+
+use super::{
+    fetch::{self, Cmd, Source},
+    keys::{Action, Ui},
+    model::{Model, Sample},
+    view::{self, Screen},
+};
+
+/// How long the loop waits for a key before looking for a new sample.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Give the terminal back: leave the alternate screen, show the cursor,
+/// leave raw mode. Safe to call twice.
+fn restore() {
+    let _ = execute!(io::stdout(), LeaveAlternateScreen, cursor::Show);
+    let _ = terminal::disable_raw_mode();
+}
+
+/// Restores the terminal when dropped, however the loop ends.
+struct Restore;
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        restore();
+    }
+}
+
+/// Take the terminal; a panic from here on restores it before its message
+/// is printed.
+fn take_terminal() -> anyhow::Result<(Terminal<CrosstermBackend<Stdout>>, Restore)> {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        restore();
+        previous(info);
+    }));
+    terminal::enable_raw_mode().context("putting the terminal in raw mode")?;
+    let guard = Restore;
+    execute!(io::stdout(), EnterAlternateScreen, cursor::Hide)
+        .context("switching to the alternate screen")?;
+    let term =
+        Terminal::new(CrosstermBackend::new(io::stdout())).context("opening the terminal")?;
+    Ok((term, guard))
+}
+
+/// Run the live view from `first` until a quit key; exit status 0.
+pub fn run(source: Source, first: Sample, interval: Duration) -> anyhow::Result<i32> {
+    let url = source.url.clone();
+    let (cmds, samples) = fetch::spawn(source, interval);
+    let mut ui = Ui::new(interval);
+    let mut model = Model::build(&first, None);
+    let mut prev = first.summary;
+    let mut error: Option<String> = None;
+    let (mut term, _restore) = take_terminal()?;
+    loop {
+        loop {
+            match samples.try_recv() {
+                Ok(Ok(s)) => {
+                    model = Model::build(&s, Some(&prev));
+                    prev = s.summary;
+                    error = None;
+                }
+                Ok(Err(e)) => error = Some(e),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    error = Some("the thread asking the agent stopped".into());
+                    break;
+                }
+            }
+        }
+        let screen = Screen {
+            model: &model,
+            ui: &ui,
+            url: &url,
+            error: error.as_deref(),
+            live: true,
+        };
+        term.draw(|f| view::draw(f, &screen))
+            .context("drawing on the terminal")?;
+        if !event::poll(TICK).context("reading the keyboard")? {
+            continue;
+        }
+        let Event::Key(k) = event::read().context("reading the keyboard")? else {
+            continue;
+        };
+        if k.kind != KeyEventKind::Press {
+            continue;
+        }
+        let cmd = match ui.key(k) {
+            Action::Quit => break,
+            Action::Redraw => None,
+            Action::Interval(d) => Some(Cmd::Interval(d)),
+            Action::Pause(p) => Some(Cmd::Pause(p)),
+            Action::Refresh => Some(Cmd::Refresh),
+        };
+        if let Some(c) = cmd {
+            // A stopped thread shows as an error on the next turn.
+            let _ = cmds.send(c);
+        }
+    }
+    Ok(0)
+}

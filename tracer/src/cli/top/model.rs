@@ -1,0 +1,453 @@
+//! What `tracer top` shows, as data: one [`Sample`] of the agent's API
+//! turned into the [`Model`]'s tables, with the change per second of each
+//! state's count measured against the previous sample. Pure: no I/O, no
+//! clock but the agent's own `now_ns`.
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, SocketAddr},
+};
+
+use serde::Deserialize;
+
+use crate::{
+    leaks::{LeakKind, Report, table::fmt_age},
+    tcp::TcpState,
+};
+
+/// `/api/v1/summary`, the parts `tracer top` reads.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct Summary {
+    /// The agent's CLOCK_MONOTONIC when it answered.
+    pub now_ns: u64,
+    /// The same on the wall clock (RFC 3339).
+    #[serde(default)]
+    pub now: Option<String>,
+    /// Sockets the agent follows.
+    #[serde(default)]
+    pub tracked_sockets: u64,
+    /// Live sockets per state (kernel names).
+    #[serde(default)]
+    pub sockets: BTreeMap<String, u64>,
+    /// Dwell-time percentiles per state, seconds.
+    #[serde(default)]
+    pub dwell_seconds: BTreeMap<String, Dwell>,
+    /// Handshake outcomes since the agent started, when it counts them.
+    #[serde(default)]
+    pub handshakes: Option<Handshakes>,
+}
+
+/// One state's recent stays (`dwell_seconds` of the summary).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq)]
+pub struct Dwell {
+    /// Stays completed since the agent started.
+    #[serde(default)]
+    pub count: u64,
+    /// Median, seconds.
+    pub p50: f64,
+    /// 90th percentile, seconds.
+    pub p90: f64,
+    /// 99th percentile, seconds.
+    pub p99: f64,
+    /// Longest, seconds.
+    pub max: f64,
+}
+
+/// Handshakes by role (`client`, `server`): completed, and failed by reason.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct Handshakes {
+    /// Completed handshakes per role.
+    #[serde(default)]
+    pub established: BTreeMap<String, u64>,
+    /// Failed handshakes per role and reason.
+    #[serde(default)]
+    pub failed: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+impl Handshakes {
+    fn totals(&self) -> (u64, u64) {
+        let ok = self.established.values().sum();
+        let failed = self.failed.values().flat_map(|r| r.values()).sum();
+        (ok, failed)
+    }
+}
+
+/// One TIME_WAIT socket of `/api/v1/sockets`, the parts `tracer top` reads.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct TwSocket {
+    /// Cookie: the paging cursor.
+    pub cookie: u64,
+    /// Local address.
+    pub saddr: IpAddr,
+    /// Local port.
+    pub sport: u16,
+    /// Remote address.
+    pub daddr: IpAddr,
+    /// Remote port.
+    pub dport: u16,
+    /// Owner, when a syscall revealed it.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// Owner's name, when a syscall revealed it.
+    #[serde(default)]
+    pub comm: Option<String>,
+}
+
+/// One refresh: everything asked of the agent.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// `/api/v1/summary`.
+    pub summary: Summary,
+    /// `/api/v1/leaks`, narrowed by the filters.
+    pub leaks: Report,
+    /// TIME_WAIT sockets read (at most [`super::fetch::MAX_TIME_WAIT`]).
+    pub time_wait: Vec<TwSocket>,
+    /// True when more TIME_WAIT sockets were left unread.
+    pub time_wait_sampled: bool,
+}
+
+/// The panels, in focus order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Panel {
+    /// Sockets by state, with change per second.
+    States,
+    /// Dwell-time percentiles per state.
+    Dwell,
+    /// The oldest CLOSE_WAIT sockets.
+    CloseWait,
+    /// Leaking processes.
+    Procs,
+    /// TIME_WAIT by local port.
+    TwPorts,
+    /// TIME_WAIT by remote endpoint.
+    TwRemotes,
+}
+
+impl Panel {
+    /// Every panel, in focus order.
+    pub const ALL: [Panel; 6] = [
+        Panel::States,
+        Panel::Dwell,
+        Panel::CloseWait,
+        Panel::Procs,
+        Panel::TwPorts,
+        Panel::TwRemotes,
+    ];
+
+    /// Index in [`Panel::ALL`].
+    pub fn index(self) -> usize {
+        Panel::ALL.iter().position(|&p| p == self).unwrap_or(0)
+    }
+
+    /// The panel's title.
+    pub fn title(self) -> &'static str {
+        match self {
+            Panel::States => "Sockets by state",
+            Panel::Dwell => "Dwell time",
+            Panel::CloseWait => "Oldest CLOSE_WAIT",
+            Panel::Procs => "Leaking processes",
+            Panel::TwPorts => "TIME_WAIT by local port",
+            Panel::TwRemotes => "TIME_WAIT by remote",
+        }
+    }
+
+    /// Column names.
+    pub fn header(self) -> &'static [&'static str] {
+        match self {
+            Panel::States => &["STATE", "COUNT", "CHANGE/s"],
+            Panel::Dwell => &["STATE", "STAYS", "P50", "P90", "P99", "MAX"],
+            Panel::CloseWait => &["AGE", "PID", "COMM", "FD", "LOCAL -> REMOTE", "CONTAINER"],
+            Panel::Procs => &["PID", "COMM", "CLOSE_WAIT", "LEAKS", "OLDEST", "GROWTH/min"],
+            Panel::TwPorts => &["PORT", "COUNT"],
+            Panel::TwRemotes => &["REMOTE", "COUNT"],
+        }
+    }
+
+    /// The sort keys `s` cycles through: (name, biggest first).
+    pub fn sorts(self) -> &'static [(&'static str, bool)] {
+        match self {
+            Panel::States => &[("state", false), ("count", true), ("change", true)],
+            Panel::Dwell => &[
+                ("state", false),
+                ("p99", true),
+                ("max", true),
+                ("stays", true),
+            ],
+            Panel::CloseWait => &[("age", true), ("pid", false), ("port", false)],
+            Panel::Procs => &[("count", true), ("growth", true), ("pid", false)],
+            Panel::TwPorts => &[("count", true), ("port", false)],
+            Panel::TwRemotes => &[("count", true), ("remote", false)],
+        }
+    }
+}
+
+/// A value rows are sorted by.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Key {
+    /// Numbers (missing ones sort as -inf).
+    Num(f64),
+    /// Text.
+    Text(String),
+}
+
+/// One table row: its cells, and one key per entry of [`Panel::sorts`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    /// The cells, as shown.
+    pub cells: Vec<String>,
+    /// Sort keys.
+    pub keys: Vec<Key>,
+}
+
+/// Handshakes since the agent started, and per second since the last sample.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HandshakeLine {
+    /// Completed.
+    pub ok: u64,
+    /// Failed, any reason.
+    pub failed: u64,
+    /// (completed, failed) per second; `None` on the first sample.
+    pub rates: Option<(f64, f64)>,
+}
+
+/// Everything on screen but the keys' state.
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    /// Wall-clock time of the sample, as the agent gave it.
+    pub now: String,
+    /// Sockets the agent follows.
+    pub tracked: u64,
+    /// Handshakes, when the agent counts them.
+    pub handshakes: Option<HandshakeLine>,
+    /// Distinct leaks in the report.
+    pub leak_count: usize,
+    /// TIME_WAIT sockets aggregated, and whether that was a sample.
+    pub time_wait_read: (usize, bool),
+    /// Rows per panel, in [`Panel::ALL`] order, unsorted.
+    pub tables: [Vec<Row>; 6],
+}
+
+/// Seconds for a table: `850us`, `12ms`, `1.5s`, `12m05s`.
+pub fn fmt_secs(s: f64) -> String {
+    match s {
+        s if s < 0.001 => format!("{:.0}us", s * 1e6),
+        s if s < 1.0 => format!("{:.0}ms", s * 1e3),
+        s => fmt_age(Some(s), false),
+    }
+}
+
+/// `2026-11-30T05:42:20.617148759Z` to `2026-11-30T05:42:20Z`.
+fn to_seconds(rfc3339: &str) -> String {
+    match rfc3339.get(..19) {
+        Some(head) if rfc3339.ends_with('Z') => format!("{head}Z"),
+        _ => rfc3339.to_owned(),
+    }
+}
+
+fn rate(now: u64, then: u64, secs: f64) -> f64 {
+    (now as f64 - then as f64) / secs
+}
+
+fn fmt_rate(r: Option<f64>) -> String {
+    match r {
+        None => "-".into(),
+        Some(r) if r.abs() < 0.05 => "0".into(),
+        Some(r) if r.abs() >= 10.0 => format!("{r:+.0}"),
+        Some(r) => format!("{r:+.1}"),
+    }
+}
+
+impl Model {
+    /// The model of `s`; rates against `prev`, the previous sample's summary.
+    pub fn build(s: &Sample, prev: Option<&Summary>) -> Model {
+        let sum = &s.summary;
+        let secs = prev
+            .map(|p| sum.now_ns.saturating_sub(p.now_ns) as f64 / 1e9)
+            .filter(|&d| d > 0.0);
+        let mut m = Model {
+            now: sum.now.as_deref().map_or(String::new(), to_seconds),
+            tracked: sum.tracked_sockets,
+            leak_count: s.leaks.leak_count,
+            time_wait_read: (s.time_wait.len(), s.time_wait_sampled),
+            ..Model::default()
+        };
+        m.handshakes = sum.handshakes.as_ref().map(|h| {
+            let (ok, failed) = h.totals();
+            let was = prev
+                .and_then(|p| p.handshakes.as_ref())
+                .map(Handshakes::totals);
+            let rates = was
+                .zip(secs)
+                .map(|((o, f), d)| (rate(ok, o, d), rate(failed, f, d)));
+            HandshakeLine { ok, failed, rates }
+        });
+        for (i, st) in TcpState::ALL.iter().enumerate() {
+            let count = sum.sockets.get(st.name()).copied().unwrap_or(0);
+            let change = prev.zip(secs).map(|(p, d)| {
+                let was = p.sockets.get(st.name()).copied().unwrap_or(0);
+                rate(count, was, d)
+            });
+            m.tables[0].push(Row {
+                cells: vec![st.name().into(), count.to_string(), fmt_rate(change)],
+                keys: vec![Key::Num(i as f64), Key::Num(count as f64), num(change)],
+            });
+            if let Some(d) = sum.dwell_seconds.get(st.name()) {
+                m.tables[1].push(Row {
+                    cells: vec![
+                        st.name().into(),
+                        d.count.to_string(),
+                        fmt_secs(d.p50),
+                        fmt_secs(d.p90),
+                        fmt_secs(d.p99),
+                        fmt_secs(d.max),
+                    ],
+                    keys: vec![
+                        Key::Num(i as f64),
+                        Key::Num(d.p99),
+                        Key::Num(d.max),
+                        Key::Num(d.count as f64),
+                    ],
+                });
+            }
+        }
+        m.tables[2] = close_wait_rows(&s.leaks);
+        m.tables[3] = process_rows(&s.leaks);
+        let (ports, remotes) = time_wait_rows(&s.time_wait);
+        (m.tables[4], m.tables[5]) = (ports, remotes);
+        m
+    }
+
+    /// The rows of `panel` that contain `filter` (any cell, any case),
+    /// sorted by its `sort`-th key.
+    pub fn rows(&self, panel: Panel, sort: usize, filter: &str) -> Vec<&Row> {
+        let needle = filter.to_lowercase();
+        let mut rows: Vec<&Row> = self.tables[panel.index()]
+            .iter()
+            .filter(|r| {
+                needle.is_empty() || r.cells.iter().any(|c| c.to_lowercase().contains(&needle))
+            })
+            .collect();
+        let sorts = panel.sorts();
+        let (i, desc) = (sort % sorts.len(), sorts[sort % sorts.len()].1);
+        rows.sort_by(|a, b| {
+            let o = match (&a.keys[i], &b.keys[i]) {
+                (Key::Num(x), Key::Num(y)) => x.total_cmp(y),
+                (Key::Text(x), Key::Text(y)) => x.cmp(y),
+                (Key::Num(_), Key::Text(_)) => std::cmp::Ordering::Less,
+                (Key::Text(_), Key::Num(_)) => std::cmp::Ordering::Greater,
+            };
+            // Stable: ties keep the table's own order.
+            if desc { o.reverse() } else { o }
+        });
+        rows
+    }
+}
+
+fn num(v: Option<f64>) -> Key {
+    Key::Num(v.unwrap_or(f64::NEG_INFINITY))
+}
+
+/// One row per CLOSE_WAIT flag (once, though several processes hold it).
+fn close_wait_rows(r: &Report) -> Vec<Row> {
+    let mut seen = std::collections::HashSet::new();
+    let flags = r.leaks.iter().flat_map(|g| &g.sockets);
+    let mut rows = Vec::new();
+    for f in flags.filter(|f| f.kind == LeakKind::CloseWait) {
+        if !seen.insert((f.cookie, f.local, f.remote)) {
+            continue;
+        }
+        let first = f.owners.first();
+        let more = match f.owners.len() {
+            0 | 1 => String::new(),
+            n => format!(" +{}", n - 1),
+        };
+        let remote = f.remote.map_or("*".into(), |r| r.to_string());
+        rows.push(Row {
+            cells: vec![
+                fmt_age(f.age_seconds, f.age_is_lower_bound),
+                first.map_or("-".into(), |o| o.pid.to_string()),
+                first.map_or("-".into(), |o| format!("{}{more}", o.comm)),
+                first.map_or("-".into(), |o| o.fd.to_string()),
+                format!("{} -> {remote}", f.local),
+                f.container.as_ref().map_or("-".into(), |c| c.short()),
+            ],
+            keys: vec![
+                num(f.age_seconds),
+                num(first.map(|o| f64::from(o.pid))),
+                Key::Num(f64::from(f.local.port())),
+            ],
+        });
+    }
+    rows
+}
+
+/// One row per process group of the report.
+fn process_rows(r: &Report) -> Vec<Row> {
+    r.leaks
+        .iter()
+        .map(|g| {
+            let comm = match (&g.comm, g.pid, g.owner_unknown) {
+                (Some(c), _, _) => c.clone(),
+                (None, None, true) => "(owner unknown)".into(),
+                (None, None, false) => "(no process)".into(),
+                (None, Some(_), _) => "?".into(),
+            };
+            Row {
+                cells: vec![
+                    g.pid.map_or("-".into(), |p| p.to_string()),
+                    comm,
+                    g.close_wait.to_string(),
+                    g.sockets.len().to_string(),
+                    fmt_age(g.oldest_age_seconds, g.oldest_is_lower_bound),
+                    g.growth_per_minute
+                        .map_or("-".into(), |v| format!("{v:+.1}")),
+                ],
+                keys: vec![
+                    Key::Num(g.close_wait as f64),
+                    num(g.growth_per_minute),
+                    num(g.pid.map(f64::from)),
+                ],
+            }
+        })
+        .collect()
+}
+
+/// TIME_WAIT counts by local port and by remote endpoint.
+pub fn time_wait_rows(sockets: &[TwSocket]) -> (Vec<Row>, Vec<Row>) {
+    let mut ports: HashMap<u16, u64> = HashMap::new();
+    let mut remotes: HashMap<SocketAddr, u64> = HashMap::new();
+    for s in sockets {
+        *ports.entry(s.sport).or_default() += 1;
+        *remotes
+            .entry(SocketAddr::new(s.daddr, s.dport))
+            .or_default() += 1;
+    }
+    let mut ports: Vec<_> = ports.into_iter().collect();
+    ports.sort_unstable();
+    let mut remotes: Vec<_> = remotes.into_iter().collect();
+    remotes.sort_unstable();
+    let ports = ports
+        .into_iter()
+        .map(|(p, n)| Row {
+            cells: vec![p.to_string(), n.to_string()],
+            keys: vec![Key::Num(n as f64), Key::Num(f64::from(p))],
+        })
+        .collect();
+    let remotes = remotes
+        .into_iter()
+        .map(|(a, n)| {
+            // Sort endpoints by address, then port, as numbers.
+            let order = match a.ip() {
+                IpAddr::V4(v4) => format!("4{:010}{:05}", u32::from(v4), a.port()),
+                IpAddr::V6(v6) => format!("6{:039}{:05}", u128::from(v6), a.port()),
+            };
+            Row {
+                cells: vec![a.to_string(), n.to_string()],
+                keys: vec![Key::Num(n as f64), Key::Text(order)],
+            }
+        })
+        .collect();
+    (ports, remotes)
+}
+
+#[cfg(test)]
+mod tests;
