@@ -6,9 +6,11 @@
 //! - `bench`: the benchmarks (see BENCHMARKS.md).
 //! - `vmtest`: the privileged smoke suite on other kernels, in VMs (see docs/vmtest.md).
 //! - `dist`:  the tarball and the .deb in target/dist/ (see docs/install.md).
+//! - `image`: the container image, built with podman and smoke-tested (see docs/kubernetes.md).
 mod bench;
 mod cmd;
 mod dist;
+mod image;
 mod setup;
 mod test;
 mod vmtest;
@@ -45,6 +47,9 @@ enum Command {
     /// Build the release tarball and the .deb into target/dist/; with
     /// --check, verify the unit and install, run and purge the .deb.
     Dist(dist::DistArgs),
+    /// Build the container image with podman from the release binary and
+    /// smoke-test it under the DaemonSet's security context.
+    Image(image::ImageArgs),
 }
 
 fn main() {
@@ -56,6 +61,7 @@ fn main() {
         Command::Bench(args) => bench::bench(*args),
         Command::Vmtest(args) => vmtest::vmtest(args),
         Command::Dist(args) => dist::dist(args),
+        Command::Image(args) => image::image(args),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");
