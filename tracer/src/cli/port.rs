@@ -13,7 +13,8 @@
 //! - [`bind`]: the kernel's rules, pure;
 //! - [`gather`]: the snapshot, the owners, the agent's answer;
 //! - [`probe`]: the test bind;
-//! - [`report`]: the answer as data (`--json`); [`text`]: for people.
+//! - [`report`]: the answer as data (`--json`), with [`verdict`] in
+//!   words; [`text`]: for people.
 use std::{
     io::{self, Write},
     net::{IpAddr, Ipv6Addr},
@@ -34,6 +35,7 @@ pub mod gather;
 pub mod probe;
 pub mod report;
 pub mod text;
+pub mod verdict;
 
 /// Flags of `tracer port`.
 #[derive(Debug, Args, Clone)]

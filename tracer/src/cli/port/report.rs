@@ -9,9 +9,11 @@ use std::{
 
 use serde::Serialize;
 
+pub use super::verdict::Verdict;
 use super::{
     bind::{Bind, Holder, Outcome, Reason, verdict},
     gather::{Found, Held},
+    verdict::say,
 };
 use crate::{container::Container, tcp::TcpState};
 
@@ -36,6 +38,8 @@ pub struct Report {
     pub free_with_reuseaddr: Option<bool>,
     /// Wall-clock time of the answer (RFC 3339, UTC).
     pub at: String,
+    /// Network namespaces dumped.
+    pub namespaces_scanned: usize,
     /// Namespaces where something is bound to the port (none: free everywhere).
     pub namespaces: Vec<Namespace>,
 }
@@ -59,19 +63,6 @@ pub struct Namespace {
     pub sockets: Vec<Socket>,
     /// TIME_WAIT and orphaned FIN_WAIT2 mini sockets, and when the last goes.
     pub time_wait: Option<TimeWait>,
-}
-
-/// Whether a new listener could bind, and why.
-#[derive(Clone, Debug, Serialize)]
-pub struct Verdict {
-    /// `free`, `busy` or `unknown`.
-    pub outcome: &'static str,
-    /// Sockets in the way (for `unknown`: those whose `SO_REUSEADDR` decides).
-    pub blockers: usize,
-    /// The reason in words.
-    pub why: String,
-    /// A test `bind()` gave the answer (see docs/port.md).
-    pub test_bind: bool,
 }
 
 /// When the mini sockets go.
@@ -212,78 +203,6 @@ fn socket(h: &Held, plain: Option<Reason>, reuse: Option<Reason>) -> Socket {
     }
 }
 
-/// `k` sockets in the way for reason `r`, in words.
-fn phrase(r: Reason, k: usize) -> String {
-    let s = if k == 1 { "" } else { "s" };
-    match r {
-        Reason::Listening => format!(
-            "{k} listener{s} on an overlapping address (a listener keeps out any new one, SO_REUSEADDR or not)"
-        ),
-        Reason::Bound => format!(
-            "{k} socket{s} bound to the port on an overlapping address (without SO_REUSEADDR, any of them blocks, TIME_WAIT included)"
-        ),
-        Reason::NoReuseAddr => format!(
-            "{k} socket{s} that did not set SO_REUSEADDR (Linux shares a port only when both sockets set it)"
-        ),
-        Reason::ReuseAddrUnknown => format!("{k} more unless they set SO_REUSEADDR"),
-    }
-}
-
-/// A verdict in words.
-fn say(outcome: Outcome, blockers: &[(usize, Reason)], test_bind: bool) -> Verdict {
-    let plural = |n: usize| if n == 1 { "" } else { "s" };
-    let unknown = blockers
-        .iter()
-        .filter(|&&(_, r)| r == Reason::ReuseAddrUnknown)
-        .count();
-    let sure = blockers.len() - unknown;
-    let count = |r: Reason| blockers.iter().filter(|&&(_, b)| b == r).count();
-    let parts: Vec<String> = [Reason::Listening, Reason::Bound, Reason::NoReuseAddr]
-        .into_iter()
-        .filter(|&r| count(r) > 0)
-        .map(|r| phrase(r, count(r)))
-        .collect();
-    let (n, why) = match (outcome, parts.is_empty()) {
-        (Outcome::Free, _) if test_bind => (
-            0,
-            "a test bind() with SO_REUSEADDR succeeded: the sockets on the port set SO_REUSEADDR too"
-                .to_owned(),
-        ),
-        (Outcome::Free, _) => (
-            0,
-            "nothing on the port is in the way at this address".to_owned(),
-        ),
-        (Outcome::Busy, _) if test_bind => (
-            unknown,
-            format!(
-                "a test bind() with SO_REUSEADDR failed (EADDRINUSE): of the {unknown} socket{} below whose SO_REUSEADDR is unknown, some did not set it, and Linux needs it on both",
-                plural(unknown)
-            ),
-        ),
-        (Outcome::Busy, false) => {
-            let mut why = parts.join("; ");
-            if unknown > 0 {
-                why.push_str("; ");
-                why.push_str(&phrase(Reason::ReuseAddrUnknown, unknown));
-            }
-            (sure, why)
-        }
-        (Outcome::Busy | Outcome::Unknown, _) => (
-            unknown,
-            format!(
-                "free if the {unknown} socket{} below set SO_REUSEADDR too: Linux needs it on both, and it is unknown for them (TIME_WAIT and orphaned sockets have no descriptor to read it from; no test bind() was possible)",
-                plural(unknown)
-            ),
-        ),
-    };
-    Verdict {
-        outcome: outcome.name(),
-        blockers: n,
-        why,
-        test_bind,
-    }
-}
-
 /// Judge what was found for a new listener on `addr` (`v6only` as
 /// given). `test_bind` resolves an unknown `SO_REUSEADDR` verdict in a
 /// namespace: `Some(true)` when a test bind succeeded there.
@@ -385,6 +304,7 @@ pub fn build(
         free,
         free_with_reuseaddr,
         at: humantime::format_rfc3339_millis(now).to_string(),
+        namespaces_scanned: found.namespaces,
         namespaces,
     }
 }

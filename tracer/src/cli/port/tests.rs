@@ -260,20 +260,22 @@ fn the_agent_gives_ages_and_who_closed() {
 
 #[test]
 fn nothing_bound_is_free_and_says_so() {
-    let r = build(
-        8080,
-        any(),
-        false,
-        &Found::default(),
-        "snapshot".into(),
-        |_| panic!("nothing to test"),
-    );
+    let nothing = Found {
+        namespaces: 3,
+        ..Found::default()
+    };
+    let r = build(8080, any(), false, &nothing, "snapshot".into(), |_| {
+        panic!("nothing to test")
+    });
     assert_eq!(r.exit_code(), 0);
     assert_eq!(r.free_with_reuseaddr, Some(true));
-    assert!(text(&r).contains("\nnothing is bound to port 8080 in the namespaces scanned\n"));
+    assert!(
+        text(&r).contains("\nnothing is bound to port 8080 in the 3 network namespaces scanned\n")
+    );
     let json = serde_json::to_value(&r).expect("json");
     assert_eq!(json["namespaces"], serde_json::json!([]));
     assert_eq!(json["free"], true);
+    assert_eq!(json["namespaces_scanned"], 3);
 }
 
 #[test]

@@ -42,10 +42,12 @@ pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
     )?;
     writeln!(out, "source: {}", r.note)?;
     if r.namespaces.is_empty() {
+        let n = r.namespaces_scanned;
         writeln!(
             out,
-            "\nnothing is bound to port {} in the namespaces scanned",
-            r.port
+            "\nnothing is bound to port {} in the {n} network namespace{} scanned",
+            r.port,
+            if n == 1 { "" } else { "s" }
         )?;
     }
     let many = r.namespaces.len() > 1;
