@@ -79,24 +79,6 @@ impl Reason {
             Reason::ReuseAddrUnknown => "reuseaddr_unknown",
         }
     }
-
-    /// The reason in words.
-    pub fn sentence(self) -> &'static str {
-        match self {
-            Reason::Listening => {
-                "it listens on an overlapping address: a new listener cannot bind, SO_REUSEADDR or not"
-            }
-            Reason::Bound => {
-                "without SO_REUSEADDR, any socket bound to the port on an overlapping address blocks, TIME_WAIT included"
-            }
-            Reason::NoReuseAddr => {
-                "it did not set SO_REUSEADDR, and Linux shares a port only when both sockets set it"
-            }
-            Reason::ReuseAddrUnknown => {
-                "it blocks unless it set SO_REUSEADDR (Linux needs it on both sockets), which sock_diag does not report"
-            }
-        }
-    }
 }
 
 /// The answer for one new listener.

@@ -330,3 +330,25 @@ fn a_silent_agent_is_an_error_within_the_timeout() {
     );
     drop(l);
 }
+
+#[test]
+fn a_container_names_its_namespace() {
+    let mut f = seed();
+    f.names.clear();
+    let c: crate::container::Container = serde_json::from_value(serde_json::json!({
+        "id": "3f4e9a1c0b7d".repeat(5) + "abcd",
+        "runtime": "podman",
+        "name": "web"
+    }))
+    .expect("container");
+    f.containers = [(NS, std::sync::Arc::new(c))].into_iter().collect();
+    let r = build(8080, any(), false, &f, String::new(), |_| Some(true));
+    let t = text(&r);
+    assert!(
+        t.contains("\nnetns 4026532177, container podman:web\n"),
+        "{t}"
+    );
+    let json = serde_json::to_value(&r).expect("json");
+    assert_eq!(json["namespaces"][0]["container"]["name"], "web");
+    assert_eq!(json["namespaces"][0]["name"], serde_json::Value::Null);
+}

@@ -228,6 +228,6 @@ fn nothing_bound_is_free() {
         Reason::NoReuseAddr,
         Reason::ReuseAddrUnknown,
     ] {
-        assert!(!r.sentence().is_empty() && !r.name().contains(' '));
+        assert!(!r.name().is_empty() && !r.name().contains(' '));
     }
 }
