@@ -47,20 +47,22 @@ fn widths(panel: Panel) -> Vec<Constraint> {
             Length(9),
             Length(9),
         ],
-        Panel::CloseWait => vec![
-            Length(9),
-            Length(8),
-            Length(16),
-            Length(5),
-            Min(30),
-            Fill(1),
-        ],
+        Panel::CloseWait => {
+            vec![
+                Length(8),
+                Length(7),
+                Length(15),
+                Length(4),
+                Min(30),
+                Length(12),
+            ]
+        }
         Panel::Procs => vec![
-            Length(8),
-            Length(16),
+            Length(7),
+            Length(15),
             Length(10),
-            Length(6),
-            Length(9),
+            Length(5),
+            Length(8),
             Length(10),
         ],
         Panel::TwPorts => vec![Length(8), Length(8)],
@@ -161,7 +163,7 @@ pub fn draw(f: &mut Frame<'_>, s: &Screen<'_>) {
     .areas(f.area());
     f.render_widget(Paragraph::new(header_lines(s)), head);
     let [states, dwell] = Layout::horizontal([Length(40), Fill(1)]).areas(top);
-    let [cw, procs] = Layout::horizontal([Fill(1), Length(68)]).areas(mid);
+    let [cw, procs] = Layout::horizontal([Fill(1), Length(62)]).areas(mid);
     let [ports, remotes] = Layout::horizontal([Percentage(35), Fill(1)]).areas(low);
     for (p, area) in [
         (Panel::States, states),

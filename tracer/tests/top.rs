@@ -1,0 +1,321 @@
+//! `tracer top` as a person uses it: in a terminal (tmux), against a real
+//! agent watching real sockets, with keys typed and the screen read back.
+//!
+//! The privileged test runs in a network namespace of its own, so the
+//! only sockets on screen are its own: a python3 server that never closes
+//! the connections its clients closed (three CLOSE_WAIT leaks), five
+//! connections the clients closed first (TIME_WAIT on the client side, to
+//! one remote endpoint) and three the server closed first (TIME_WAIT on
+//! the server's port). tmux runs its own server (`-L`, named by pid) in
+//! that namespace and is killed on drop, pass or fail.
+mod common;
+#[path = "leaks/kit.rs"]
+#[expect(dead_code, reason = "the leak tests' kit; top uses its server only")]
+mod kit;
+
+use std::{
+    net::{TcpListener, TcpStream},
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tracer");
+
+/// A tmux server of our own with one session; killed on drop.
+struct Tmux {
+    socket: String,
+    session: String,
+}
+
+impl Tmux {
+    fn tmux(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            .output()
+            .expect("tmux is needed for this test")
+    }
+
+    /// `new-session -d -x 160 -y 50 COMMAND`.
+    fn start(command: &str) -> Tmux {
+        let id = std::process::id();
+        let t = Tmux {
+            socket: format!("tracer-top-{id}"),
+            session: format!("top-{id}"),
+        };
+        let out = t.tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            &t.session,
+            "-x",
+            "160",
+            "-y",
+            "50",
+            command,
+        ]);
+        assert!(out.status.success(), "tmux: {out:?}");
+        // Keep the pane after the command ends, to read what it left.
+        t.tmux(&["set-option", "-t", &t.session, "remain-on-exit", "on"]);
+        t
+    }
+
+    fn screen(&self) -> String {
+        let out = self.tmux(&["capture-pane", "-p", "-t", &self.session]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A pane format variable (`alternate_on`, `pane_dead`).
+    fn var(&self, name: &str) -> String {
+        let f = format!("#{{{name}}}");
+        let out = self.tmux(&["display-message", "-p", "-t", &self.session, &f]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.session];
+        args.extend_from_slice(keys);
+        assert!(self.tmux(&args).status.success());
+    }
+
+    fn text(&self, text: &str) {
+        assert!(
+            self.tmux(&["send-keys", "-t", &self.session, "-l", text])
+                .status
+                .success()
+        );
+    }
+
+    /// The screen once `ok` holds on it; panics with the last screen.
+    fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let s = self.screen();
+            if ok(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited 15 s for {what}; the screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.tmux(&["kill-server"]);
+    }
+}
+
+/// The count beside `state` in the states panel (the screen's left edge).
+fn state_count(screen: &str, state: &str) -> Option<u64> {
+    screen.lines().find_map(|l| {
+        let rest = l.strip_prefix('│')?.strip_prefix(state)?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// The line of the screen holding `needle` in a table cell followed by a
+/// count: the count.
+fn count_after(screen: &str, needle: &str) -> Option<u64> {
+    screen.lines().find_map(|l| {
+        let (_, rest) = l.split_once(&format!("│{needle} "))?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// `n` connections to a fresh listener on 127.0.0.1; the client closes
+/// first (`client_first`) or the server does. Returns the listener's port.
+fn closed_connections(n: usize, client_first: bool) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    for _ in 0..n {
+        let c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let (s, _) = l.accept().expect("accept");
+        let (first, second) = if client_first { (c, s) } else { (s, c) };
+        drop(first);
+        std::thread::sleep(Duration::from_millis(20));
+        drop(second);
+    }
+    port
+}
+
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn top_in_tmux_shows_states_leaks_and_time_wait_and_answers_keys() {
+    let _ns = common::Netns::enter("top");
+    let agent = common::Agent::start(&[
+        "--close-wait-threshold",
+        "1s",
+        "--reconcile-interval",
+        "250ms",
+    ]);
+    let url = format!("http://{}", agent.addr);
+    let server = kit::leaking_server();
+    let (port, pid) = (server.port, server.child.id());
+    kit::wait_close_wait(port, kit::CONNS);
+    let remote_port = closed_connections(5, true);
+    let local_port = closed_connections(3, false);
+    let ready = common::wait_until(Duration::from_secs(15), || {
+        let leaks = agent.json("/api/v1/leaks");
+        let tw = agent.json("/api/v1/sockets?state=time_wait&limit=10000");
+        let on = |p: u16| {
+            let p = serde_json::json!(p);
+            let tw = tw.as_array().into_iter().flatten();
+            tw.filter(|s| s["sport"] == p || s["dport"] == p).count()
+        };
+        leaks["leak_count"].as_u64() == Some(3) && on(remote_port) == 5 && on(local_port) == 3
+    });
+    assert!(
+        ready,
+        "the agent did not see the leaks and TIME_WAIT sockets"
+    );
+
+    let tmux = Tmux::start(&format!(
+        "{BIN} top --agent {url} -n 500ms; echo \"top exited with status $?\"; \
+         stty -a | tr ' ;' '\\n\\n' | grep -x -- '-\\?icanon'; sleep 60"
+    ));
+    // Every refresh leaves TIME_WAIT sockets of its own (HTTP/1.0 to the
+    // agent): the test's are counted by their ports.
+    let first = tmux.wait_for("the first frame with the leaks and TIME_WAIT", |s| {
+        s.contains("python3")
+            && count_after(s, &format!("127.0.0.1:{remote_port}")) == Some(5)
+            && count_after(s, &local_port.to_string()) == Some(3)
+    });
+    println!("{first}");
+    assert_eq!(
+        tmux.var("alternate_on"),
+        "1",
+        "top draws on the alternate screen"
+    );
+    // Sockets by state, with counts.
+    // The agent's own HTTP sockets come and go: at least ours are there.
+    assert!(state_count(&first, "close_wait") >= Some(3), "{first}");
+    assert!(state_count(&first, "time_wait") >= Some(8), "{first}");
+    assert!(state_count(&first, "listen") >= Some(1), "{first}");
+    // The oldest CLOSE_WAIT sockets, and the leaking process with its pid.
+    let cw = format!("127.0.0.1:{port} -> 127.0.0.1:");
+    assert_eq!(first.matches(&cw).count(), 3, "{first}");
+    let (_, proc_row) = first
+        .split_once(&format!("│{pid} "))
+        .unwrap_or_else(|| panic!("no row for python3 pid {pid}:\n{first}"));
+    let cells: Vec<&str> = proc_row.split_whitespace().take(3).collect();
+    assert_eq!(
+        cells,
+        ["python3", "3", "3"],
+        "comm, CLOSE_WAIT, leaks: {first}"
+    );
+    // TIME_WAIT by remote endpoint and by local port.
+    assert_eq!(
+        count_after(&first, &format!("127.0.0.1:{remote_port}")),
+        Some(5),
+        "{first}"
+    );
+    assert_eq!(
+        count_after(&first, &local_port.to_string()),
+        Some(3),
+        "{first}"
+    );
+    assert!(first.contains("> Sockets by state"), "{first}");
+    assert!(first.contains("q quit"), "key hints: {first}");
+
+    // Tab moves the focus: states, dwell, the oldest CLOSE_WAIT.
+    tmux.keys(&["Tab"]);
+    tmux.wait_for("focus on dwell", |s| s.contains("> Dwell time"));
+    tmux.keys(&["Tab"]);
+    let s = tmux.wait_for("focus on CLOSE_WAIT", |s| {
+        s.contains("> Oldest CLOSE_WAIT") && !s.contains("> Sockets by state")
+    });
+    assert!(s.contains("> Oldest CLOSE_WAIT (3) sort: age v"), "{s}");
+    // s: the next sort key of the focused panel.
+    tmux.keys(&["s"]);
+    tmux.wait_for("sort by pid", |s| {
+        s.contains("> Oldest CLOSE_WAIT (3) sort: pid ^")
+    });
+    // /: a filter typed into a prompt, applied on Enter.
+    tmux.keys(&["/"]);
+    tmux.wait_for("the filter prompt", |s| s.contains("filter: _"));
+    tmux.text("python3");
+    tmux.wait_for("the typed filter", |s| s.contains("filter: python3_"));
+    tmux.keys(&["Enter"]);
+    let s = tmux.wait_for("the filter applied", |s| {
+        s.contains("filter: python3") && s.contains("TIME_WAIT by remote (0 of")
+    });
+    assert!(
+        s.contains("Oldest CLOSE_WAIT (3)"),
+        "python3's rows stay: {s}"
+    );
+    assert_eq!(s.matches(&cw).count(), 3, "{s}");
+    assert!(s.contains("Sockets by state (0 of 13)"), "{s}");
+    // ?: the help overlay; any key closes it.
+    tmux.keys(&["?"]);
+    tmux.wait_for("the help", |s| s.contains("Keys of tracer top"));
+    tmux.keys(&["?"]);
+    tmux.wait_for("the help closed", |s| !s.contains("Keys of tracer top"));
+
+    // The agent stops: the last data stays, with a line saying so.
+    drop(server);
+    assert!(agent.stop().success());
+    let s = tmux.wait_for("the error line", |s| s.contains("agent not answering"));
+    assert!(s.contains("no agent answers at"), "{s}");
+    assert_eq!(s.matches(&cw).count(), 3, "the last data stays: {s}");
+
+    // q: top exits 0 and gives the terminal back.
+    tmux.keys(&["q"]);
+    let s = tmux.wait_for("top to exit and stty to speak", |s| {
+        s.lines()
+            .any(|l| l.trim().trim_start_matches('-') == "icanon")
+    });
+    assert!(s.contains("top exited with status 0"), "{s}");
+    assert!(
+        !s.contains("Sockets by state"),
+        "the alternate screen is gone: {s}"
+    );
+    assert!(
+        s.lines().any(|l| l.trim() == "icanon"),
+        "the terminal left raw mode: {s}"
+    );
+    assert_eq!(tmux.var("alternate_on"), "0");
+    assert_eq!(tmux.var("cursor_flag"), "1", "the cursor is shown again");
+}
+
+fn tracer(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run tracer")
+}
+
+#[test]
+fn without_a_terminal_top_says_so_and_exits_2() {
+    let out = tracer(&["top", "--agent", kit::NO_AGENT]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "tracer: error: tracer top draws on a terminal and stdout is not one: \
+         run it in a terminal, or give --once for one plain-text frame\n"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn without_an_agent_top_says_how_to_start_one_and_exits_2() {
+    let out = tracer(&["top", "--once", "--agent", kit::NO_AGENT]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "tracer: error: no agent answers at {}: start `tracer run` or give --agent\n",
+            kit::NO_AGENT
+        )
+    );
+}
+
+#[test]
+fn a_bad_interval_is_one_line_naming_the_flag() {
+    let out = tracer(&["top", "-n", "100ms", "--once"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "tracer: error: --interval: \"100ms\" is shorter than the minimum of 250ms\n"
+    );
+}
