@@ -34,6 +34,20 @@ pub use smoke::smoke;
 /// The base image made on this machine.
 pub const LOCAL_BASE: &str = "localhost/tracer-base:local";
 
+/// Debian packages the build and the smoke test run: podman with runc,
+/// setcap and getcap (the base's `setcap`, the image's file capabilities),
+/// and curl, openssl and python3 (the client, the Secret's certificate and
+/// the leaking server).
+const PACKAGES: [(&str, &str); 7] = [
+    ("podman", "podman"),
+    ("runc", "runc"),
+    ("setcap", "libcap2-bin"),
+    ("getcap", "libcap2-bin"),
+    ("curl", "curl"),
+    ("openssl", "openssl"),
+    ("python3", "python3"),
+];
+
 /// Flags of `cargo xtask image`.
 #[derive(Debug, clap::Args)]
 pub struct ImageArgs {
@@ -73,11 +87,7 @@ pub fn build(base: &Base) -> anyhow::Result<String> {
     if !cmd::is_root() {
         bail!("cargo xtask image runs podman as root: run it as root (sudo -E cargo xtask image)");
     }
-    if cmd::output("podman", &["--version"]).is_none() {
-        bail!(
-            "podman is not installed: apt-get install podman runc (cargo xtask test installs both)"
-        );
-    }
+    crate::setup::apt_install("image packages", "cargo xtask image", &PACKAGES)?;
     crate::setup::ensure()?;
     cmd::run("cargo", &["build", "--release", "-p", "tracer"])?;
     let root = cmd::workspace_root();
