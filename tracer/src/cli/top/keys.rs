@@ -30,7 +30,7 @@ pub const HELP: [&str; 9] = [
     "q, Esc, Ctrl-C   quit",
     "Tab, arrows      move the focus between panels (Shift-Tab back)",
     "s                next sort key of the focused panel",
-    "/                filter: rows containing the text (Enter applies, Esc cancels)",
+    "/                filter rows by text (Enter applies, Esc cancels)",
     "+, -             refresh less or more often",
     "p                pause and resume refreshing",
     "r                refresh now",
@@ -162,3 +162,6 @@ impl Ui {
         Action::Redraw
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,7 +13,7 @@ use ratatui::{
 
 use super::{
     keys::{HELP, HINTS, Ui},
-    model::{Model, Panel, fmt_secs},
+    model::{Model, Panel},
 };
 
 /// What one frame shows.
@@ -36,7 +36,7 @@ const ONCE_ROWS: usize = 20;
 const STATES_HEIGHT: u16 = 13 + 3;
 
 fn widths(panel: Panel) -> Vec<Constraint> {
-    use Constraint::{Fill, Length, Min};
+    use Constraint::{Length, Min};
     match panel {
         Panel::States => vec![Length(14), Length(8), Length(9)],
         Panel::Dwell => vec![
@@ -76,7 +76,7 @@ fn header_lines(s: &Screen<'_>) -> Vec<Line<'static>> {
     if s.live {
         first.push_str(&format!(
             "  every {}",
-            fmt_secs(s.ui.interval.as_secs_f64())
+            humantime::format_duration(s.ui.interval)
         ));
         if s.ui.paused {
             first.push_str("  PAUSED");
@@ -162,7 +162,7 @@ pub fn draw(f: &mut Frame<'_>, s: &Screen<'_>) {
     ])
     .areas(f.area());
     f.render_widget(Paragraph::new(header_lines(s)), head);
-    let [states, dwell] = Layout::horizontal([Length(40), Fill(1)]).areas(top);
+    let [states, dwell] = Layout::horizontal([Length(44), Fill(1)]).areas(top);
     let [cw, procs] = Layout::horizontal([Fill(1), Length(62)]).areas(mid);
     let [ports, remotes] = Layout::horizontal([Percentage(35), Fill(1)]).areas(low);
     for (p, area) in [
@@ -220,3 +220,6 @@ pub fn buffer_text(b: &ratatui::buffer::Buffer) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,167 @@
+//! Frames drawn on ratatui's `TestBackend`, read back as text.
+use std::time::Duration;
+
+use ratatui::{Terminal, backend::TestBackend};
+
+use super::*;
+use crate::cli::top::model::tests::{sample, summary};
+
+fn model() -> Model {
+    let first = summary(100, &[("established", 10), ("close_wait", 1)]);
+    let s = sample(
+        102,
+        &[("established", 16), ("close_wait", 3), ("listen", 2)],
+    );
+    Model::build(&s, Some(&first))
+}
+
+fn frame(m: &Model, ui: &Ui, error: Option<&str>, (w, h): (u16, u16)) -> String {
+    let screen = Screen {
+        model: m,
+        ui,
+        url: "http://127.0.0.1:9077",
+        error,
+        live: true,
+    };
+    let mut term = Terminal::new(TestBackend::new(w, h)).expect("terminal");
+    term.draw(|f| draw(f, &screen)).expect("draw");
+    buffer_text(term.backend().buffer())
+}
+
+fn line_with<'a>(text: &'a str, needle: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle:?} in\n{text}"))
+}
+
+#[test]
+fn a_live_frame_shows_every_panel() {
+    let ui = Ui::new(Duration::from_secs(2));
+    let text = frame(&model(), &ui, None, (160, 50));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 50);
+    assert_eq!(
+        lines[0],
+        "tracer top  http://127.0.0.1:9077  at 2026-11-30T05:42:20Z  tracked 42  every 2s"
+    );
+    assert_eq!(
+        lines[1],
+        "leaks 3  handshakes: 1025 established (+10.0/s), 1 failed (+0.0/s)"
+    );
+    assert!(
+        lines[3].starts_with("┌ > Sockets by state sort: state ^ "),
+        "{}",
+        lines[3]
+    );
+    assert!(line_with(&text, "│established").starts_with("│established    16       +3.0"));
+    assert!(line_with(&text, "│close_wait ").starts_with("│close_wait     3        +1.0"));
+    assert!(text.contains("│time_wait      9        60.0s     60.2s     61.0s     61.5s"));
+    assert!(text.contains("┌ Oldest CLOSE_WAIT (3) sort: age v "));
+    let oldest = line_with(&text, "12m05s");
+    assert!(
+        oldest.starts_with(
+            "│12m05s   4242    python3         7    127.0.0.1:8080 -> 127.0.0.1:50001"
+        ),
+        "{oldest}"
+    );
+    assert!(
+        oldest.contains("││4242    python3         2          2     12m05s   -"),
+        "{oldest}"
+    );
+    assert!(
+        line_with(&text, "│90.0s")
+            .contains("││77      java            1          1     90.0s    +3.0")
+    );
+    assert!(text.contains("┌ TIME_WAIT by local port (4) sort: count v "));
+    assert!(line_with(&text, "│8080 ").starts_with("│8080     2 "));
+    assert!(line_with(&text, "10.0.0.1:443").contains("│10.0.0.1:443 "));
+    assert_eq!(lines[49], HINTS);
+}
+
+#[test]
+fn focus_sort_and_filter_show_in_the_titles() {
+    let mut ui = Ui::new(Duration::from_secs(2));
+    ui.focus = Panel::Procs;
+    ui.sort[Panel::Procs.index()] = 2;
+    ui.filter = "java".into();
+    ui.paused = true;
+    let text = frame(&model(), &ui, None, (160, 50));
+    assert!(
+        text.lines()
+            .next()
+            .expect("header")
+            .ends_with("every 2s  PAUSED  filter: java")
+    );
+    assert!(
+        text.contains("┌ Sockets by state (0 of 13) sort: state ^"),
+        "{text}"
+    );
+    assert!(
+        text.contains("┌ Oldest CLOSE_WAIT (1 of 3) sort: age v"),
+        "{text}"
+    );
+    assert!(
+        text.contains("┌ > Leaking processes (1 of 2) sort: pid ^"),
+        "{text}"
+    );
+    assert!(!text.contains("python3"), "{text}");
+    ui.prompt = Some("pyth".into());
+    let text = frame(&model(), &ui, None, (160, 50));
+    assert!(
+        text.lines()
+            .last()
+            .expect("footer")
+            .starts_with("filter: pyth_  (Enter applies, Esc cancels)")
+    );
+}
+
+#[test]
+fn an_error_keeps_the_last_data_and_help_draws_over_it() {
+    let mut ui = Ui::new(Duration::from_secs(2));
+    let err = "no agent answers at http://127.0.0.1:9077: start `tracer run` or give --agent";
+    let text = frame(&model(), &ui, Some(err), (160, 50));
+    assert_eq!(
+        text.lines().nth(2),
+        Some(format!("agent not answering, showing the last data: {err}").as_str())
+    );
+    assert!(text.contains("127.0.0.1:8080 -> 127.0.0.1:50001"));
+    ui.help = true;
+    let text = frame(&model(), &ui, None, (160, 50));
+    assert!(text.contains("Keys of tracer top"));
+    assert!(text.contains(HELP[3]), "{text}");
+}
+
+#[test]
+fn small_terminals_do_not_break_the_frame() {
+    let mut ui = Ui::new(Duration::from_secs(2));
+    ui.help = true;
+    for size in [(80, 24), (40, 10), (1, 1)] {
+        let text = frame(&model(), &ui, Some("x"), size);
+        assert_eq!(text.lines().count(), size.1 as usize);
+    }
+}
+
+#[test]
+fn a_once_frame_fits_its_rows_and_has_no_footer() {
+    let m = model();
+    let ui = Ui::new(Duration::from_secs(2));
+    let screen = Screen {
+        model: &m,
+        ui: &ui,
+        url: "http://127.0.0.1:9077",
+        error: None,
+        live: false,
+    };
+    let text = text(&screen, 120).expect("text");
+    // Header 3, states 16, leaks 3 + 3 rows, TIME_WAIT 4 + 3 rows.
+    assert_eq!(text.lines().count(), 3 + 16 + 6 + 7);
+    assert_eq!(once_height(&screen), 32);
+    assert!(
+        text.starts_with(
+            "tracer top  http://127.0.0.1:9077  at 2026-11-30T05:42:20Z  tracked 42\n"
+        )
+    );
+    assert!(!text.contains("┌ > "), "no focus in a batch frame");
+    assert!(!text.contains(HINTS));
+    assert!(text.lines().last().expect("last").starts_with("└"));
+}
