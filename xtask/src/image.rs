@@ -56,8 +56,11 @@ pub struct ImageArgs {
     #[arg(long, value_name = "IMAGE")]
     pub base: Option<String>,
     /// Build the image only; do not smoke-test it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "image")]
     pub no_smoke: bool,
+    /// Smoke-test this image (in podman's storage) instead of building one.
+    #[arg(long, value_name = "IMAGE", conflicts_with = "base")]
+    pub image: Option<String>,
 }
 
 /// Where the image's base comes from.
@@ -72,6 +75,9 @@ pub enum Base {
 
 /// `cargo xtask image`: build, then smoke-test.
 pub fn image(args: ImageArgs) -> anyhow::Result<()> {
+    if let Some(image) = args.image {
+        return smoke(&image);
+    }
     let base = args.base.map_or(Base::Local, Base::Registry);
     let image = build(&base)?;
     eprintln!("xtask: built {image}");

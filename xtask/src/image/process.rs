@@ -16,9 +16,12 @@ pub fn file_caps(image: &str) -> anyhow::Result<Vec<String>> {
     let out = cmd::output("getcap", &[&bin]);
     let _ = podman(&["image", "unmount", image]);
     let out = out.context("getcap failed (package libcap2-bin)")?;
+    if out.trim().is_empty() {
+        bail!("/usr/local/bin/tracer carries no file capabilities (the Dockerfile's setcap line)");
+    }
     let caps = out.split_whitespace().last().unwrap_or("");
     let Some(list) = caps.strip_suffix("=ep") else {
-        bail!("getcap: {:?}", out.trim());
+        bail!("getcap: {:?}, not <capabilities>=ep", out.trim());
     };
     Ok(list
         .split(',')

@@ -41,6 +41,11 @@ const ULIMITS: [&str; 4] = [
 /// Run `image` under the DaemonSet's security context and check it; prints
 /// a pass/fail table and fails when any check does.
 pub fn smoke(image: &str) -> anyhow::Result<()> {
+    if !cmd::is_root() {
+        bail!(
+            "the image smoke test runs podman as root: run it as root (sudo -E cargo xtask image)"
+        );
+    }
     let root = cmd::workspace_root();
     let work = root.join("target/image");
     let pod = Pod::read(&root.join("deploy/kubernetes/tracer.yaml"))?;
