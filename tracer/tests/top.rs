@@ -184,7 +184,14 @@ fn top_in_tmux_shows_states_leaks_and_time_wait_and_answers_keys() {
             && count_after(s, &format!("127.0.0.1:{remote_port}")) == Some(5)
             && count_after(s, &local_port.to_string()) == Some(3)
     });
-    println!("{first}");
+    // The next sample brings a change per second beside every count.
+    let rated = tmux.wait_for("a change per second", |s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("│listen"))
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .is_some_and(|c| c != "-")
+    });
+    println!("{rated}");
     assert_eq!(
         tmux.var("alternate_on"),
         "1",
