@@ -15,6 +15,7 @@ pub mod engine;
 pub mod event;
 pub mod export;
 pub mod filter;
+pub mod forecast;
 pub mod ingest;
 pub mod leaks;
 pub mod logging;

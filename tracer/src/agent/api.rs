@@ -172,6 +172,9 @@ impl Api for AgentApi {
         let mut report = core.detector.report(monotonic_ns());
         report.attribute(&core.containers);
         drop(core);
+        if let Ok(f) = self.0.forecasts.lock() {
+            report.forecasts = f.clone();
+        }
         if !m.is_empty() {
             report = report.narrowed(|f| m.flag(f));
         }

@@ -84,6 +84,7 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
         last_event_ns: AtomicU64::new(0),
         last_reconcile_ns: AtomicU64::new(0),
         cap_binding: AtomicBool::new(false),
+        forecasts: Default::default(),
     });
     if let Some(warning) = nofile::raise_and_check(settings.max_http_connections) {
         tracing::warn!("{warning}");

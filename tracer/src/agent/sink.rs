@@ -1,11 +1,15 @@
 //! The agent's sink: metrics, the agent's log of leak flags, and the
 //! health and freshness marks the HTTP API reports.
-use std::sync::{Arc, atomic::Ordering};
+use std::{
+    collections::HashMap,
+    sync::{Arc, atomic::Ordering},
+};
 
 use super::state::{AgentState, Shared};
 use crate::{
     diag::DiagSocket,
     event::SockEvent,
+    forecast::{self, Forecaster, Leaker, PortForecast, PortSettings, Sock},
     leaks::Change,
     pipeline::{Core, Dumped, Flow, NetnsTally, Sink, Tallies, monotonic_ns},
 };
@@ -13,12 +17,60 @@ use crate::{
 /// Feeds the agent's metrics and shared state from the pipeline.
 pub struct AgentSink {
     shared: Arc<Shared>,
+    /// The ports' trend between reconciles.
+    forecaster: Forecaster,
+    /// Each namespace's ephemeral port settings, from the last dump.
+    port_settings: HashMap<u32, PortSettings>,
+    /// The engine's sockets the port forecast counts (reused).
+    socks: Vec<Sock>,
+    /// What a reconcile left to forecast once the lock is let go.
+    pending: Option<(Vec<Leaker>, Vec<PortForecast>)>,
 }
 
 impl AgentSink {
     /// A sink writing into `shared`.
     pub fn new(shared: Arc<Shared>) -> AgentSink {
-        AgentSink { shared }
+        AgentSink {
+            shared,
+            forecaster: Forecaster::default(),
+            port_settings: HashMap::new(),
+            socks: Vec::new(),
+            pending: None,
+        }
+    }
+
+    /// Under the lock: count the engine's sockets on ephemeral ports per
+    /// endpoint, and pick the processes whose descriptors to read. O(sockets).
+    fn gather_forecasts(&mut self, core: &Core<AgentState>, now_ns: u64) {
+        let own = self.shared.own_netns;
+        let settings = &self.port_settings;
+        self.socks.clear();
+        self.socks.extend(
+            core.engine
+                .sockets()
+                .filter(|v| v.is_live())
+                .filter_map(|v| {
+                    let netns = if v.netns() == 0 { own } else { v.netns() };
+                    let (state, local) = (v.state(), v.local());
+                    let bound = matches!(
+                        state,
+                        crate::tcp::TcpState::Listen | crate::tcp::TcpState::BoundInactive
+                    );
+                    (bound || settings.get(&netns)?.contains(local.port())).then(|| Sock {
+                        netns,
+                        local,
+                        remote: v.remote(),
+                        state,
+                    })
+                }),
+        );
+        let ports = self.forecaster.ports(now_ns, &self.socks, settings);
+        let leakers = if core.detector.gauges().close_wait_leaks > 0 {
+            forecast::leakers(&core.detector.report(now_ns).leaks)
+        } else {
+            Vec::new()
+        };
+        self.pending = Some((leakers, ports));
     }
 
     /// Say once when `--max-sockets` starts or stops binding, and mark it
@@ -100,9 +152,26 @@ impl Sink for AgentSink {
         self.shared
             .last_reconcile_ns
             .store(monotonic_ns(), Ordering::Relaxed);
+        self.gather_forecasts(core, start_ns);
+    }
+
+    fn port_settings(&mut self, settings: &[(u32, PortSettings)]) {
+        self.port_settings.clear();
+        self.port_settings.extend(settings.iter().copied());
     }
 
     fn dumped(&mut self, d: &Dumped<'_>) {
+        // Off the lock: read the leaking processes' /proc (at most TOP).
+        if let Some((leakers, ports)) = self.pending.take() {
+            let f = forecast::Forecasts {
+                fd: forecast::fd_forecasts(&leakers, forecast::procfs::fd_usage),
+                ports,
+            };
+            self.shared.metrics.forecast.publish(&f);
+            if let Ok(mut slot) = self.shared.forecasts.lock() {
+                *slot = f;
+            }
+        }
         self.shared.metrics.reconcile.dumped(d);
         if let Some(e) = d.error {
             tracing::warn!("reconcile skipped: {e:#}");
@@ -136,10 +205,9 @@ fn log_leak(c: &Change, ts_ns: u64, clock: &crate::wall::WallClock) {
         .iter()
         .map(|o| format!("{}[{}] fd {}", o.comm, o.pid, o.fd))
         .collect();
-    let container = f
-        .container
-        .as_ref()
-        .map_or(String::new(), |c| c.name.clone().unwrap_or_else(|| c.id.clone()));
+    let container = f.container.as_ref().map_or(String::new(), |c| {
+        c.name.clone().unwrap_or_else(|| c.id.clone())
+    });
     macro_rules! leak_event {
         ($level:ident, $what:literal, $why:expr) => {
             tracing::$level!(

@@ -57,6 +57,8 @@ pub struct Shared {
     /// `--max-sockets` binds: sockets go untracked (gauges come from the
     /// dumps for them; `/healthz` says "degraded").
     pub cap_binding: AtomicBool,
+    /// The forecasts of the last reconcile, for `/api/v1/leaks`.
+    pub forecasts: std::sync::Mutex<crate::forecast::Forecasts>,
 }
 
 impl Shared {

@@ -14,6 +14,7 @@
 //! - `error`: [`DiagError`], why a dump failed;
 //! - [`netns`]: entering a network namespace to open a socket there;
 //! - [`netstat`]: kernel TCP settings of a namespace from `/proc/sys`;
+//! - [`portrange`]: its ephemeral port range and `tcp_tw_reuse`;
 //! - [`owner`]: which processes hold a socket inode, like `ss -p`;
 //! - [`cgroup`]: container ids from cgroup paths (pure).
 //!
@@ -24,6 +25,7 @@ mod error;
 pub mod netns;
 pub mod netstat;
 pub mod owner;
+pub mod portrange;
 mod parse;
 
 pub use cgroup::container_id;

@@ -227,6 +227,10 @@ pub struct Report {
     pub risks: Vec<Flag>,
     /// Recently cleared flags, newest first.
     pub recently_cleared: Vec<Flag>,
+    /// When descriptors and ephemeral ports run out (docs/forecasts.md);
+    /// a snapshot has descriptor counts only, with no rate.
+    #[serde(default, skip_serializing_if = "crate::forecast::Forecasts::is_empty")]
+    pub forecasts: crate::forecast::Forecasts,
 }
 
 impl Report {
@@ -265,6 +269,7 @@ impl Report {
         );
         out.thresholds = self.thresholds;
         out.now = self.now;
+        out.forecasts = self.forecasts;
         out
     }
 
@@ -407,6 +412,7 @@ impl Report {
             leaks,
             risks,
             recently_cleared,
+            forecasts: crate::forecast::Forecasts::default(),
         }
     }
 
@@ -429,7 +435,19 @@ enum Holder {
 /// `dump` is a suspected leak, with its owners from `owners` (as
 /// the `/proc` owner scan returns: the holders, and whether an owner
 /// not found could not be read) and its age unknown.
+/// Each holder's descriptors against its limit, from `/proc`, are in its
+/// forecasts, with no rate.
 pub fn snapshot_report(dump: &[SocketSnapshot], owners: &OwnerScan, note: String) -> Report {
+    snapshot_report_with(dump, owners, note, crate::forecast::procfs::fd_usage)
+}
+
+/// [`snapshot_report`] with each process's descriptors from `usage`.
+pub fn snapshot_report_with(
+    dump: &[SocketSnapshot],
+    owners: &OwnerScan,
+    note: String,
+    usage: impl Fn(u32) -> Option<crate::forecast::FdUsage>,
+) -> Report {
     let flags: Vec<Flag> = dump
         .iter()
         .filter(|d| d.state == crate::tcp::TcpState::CloseWait && !d.timewait)
@@ -446,7 +464,7 @@ pub fn snapshot_report(dump: &[SocketSnapshot], owners: &OwnerScan, note: String
             f
         })
         .collect();
-    Report::build(
+    let mut report = Report::build(
         Source::Snapshot,
         Some(note),
         0,
@@ -454,5 +472,8 @@ pub fn snapshot_report(dump: &[SocketSnapshot], owners: &OwnerScan, note: String
         flags.iter(),
         Vec::new(),
         |_, _, _| None,
-    )
+    );
+    let leakers = crate::forecast::leakers(&report.leaks);
+    report.forecasts.fd = crate::forecast::fd_forecasts(&leakers, usage);
+    report
 }

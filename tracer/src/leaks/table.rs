@@ -81,6 +81,8 @@ pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
             )?;
         }
     }
+    let snapshot = r.source == super::Source::Snapshot;
+    crate::forecast::text::render(&r.forecasts, snapshot, out)?;
     Ok(())
 }
 
@@ -220,7 +222,7 @@ pub(crate) mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
-    use crate::leaks::snapshot_report;
+    use crate::leaks::{rollup::snapshot_report_with, snapshot_report};
     use crate::snapshot::{FdOwner, OwnerScan, SocketSnapshot, TimerKind};
     use crate::tcp::{Family, TcpState};
 
@@ -273,10 +275,11 @@ pub(crate) mod tests {
             (12, vec![owner(4242, "api", 9)]),
             (13, vec![owner(77, "worker", 3)]),
         ]);
-        snapshot_report(
+        snapshot_report_with(
             &dump,
             &owners.into(),
             "no agent at http://127.0.0.1:1: one-shot snapshot, ages unknown".into(),
+            |_| None,
         )
     }
 

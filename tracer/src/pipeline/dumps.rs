@@ -20,7 +20,9 @@ use super::{
 };
 use crate::{
     container::Resolver,
-    diag::{DiagError, DumpOptions, Dumper, NetnsHandle, netstat::TimeWaitLimit},
+    diag::{
+        DiagError, DumpOptions, Dumper, NetnsHandle, netstat::TimeWaitLimit, portrange::PortSysctls,
+    },
     snapshot::SocketSnapshot,
 };
 
@@ -67,6 +69,8 @@ struct Ns {
     full: Option<Dumper>,
     /// Its `tcp_max_tw_buckets`, opened inside it.
     tw_limit: Option<TimeWaitLimit>,
+    /// Its ephemeral port settings, opened inside it.
+    ports: Option<PortSysctls>,
     /// A dump of it has been handed out (the pipeline adopted it).
     adopted: bool,
 }
@@ -180,6 +184,10 @@ impl Kit {
                 None => TimeWaitLimit::open().ok(),
                 Some(h) => h.run_inside(TimeWaitLimit::open).ok().and_then(Result::ok),
             };
+            let ports = match &handle {
+                None => PortSysctls::open().ok(),
+                Some(h) => h.run_inside(PortSysctls::open).ok().and_then(Result::ok),
+            };
             self.spaces.insert(
                 inode,
                 Ns {
@@ -187,6 +195,7 @@ impl Kit {
                     live: None,
                     full: None,
                     tw_limit,
+                    ports,
                     adopted: false,
                 },
             );
@@ -212,6 +221,7 @@ impl Kit {
             survey: true,
             unadopted: self.spaces.values().any(|ns| !ns.adopted),
             tw_limits: Vec::new(),
+            port_settings: Vec::new(),
             result: Ok(()),
             covered: Vec::new(),
             fresh_from: 0,
@@ -268,6 +278,11 @@ impl Kit {
             .filter(|_| full)
             .filter_map(|(&inode, ns)| Some((inode, ns.tw_limit.as_ref()?.read()?)))
             .collect();
+        let port_settings = self
+            .spaces
+            .iter()
+            .filter_map(|(&inode, ns)| Some((inode, ns.ports.as_ref()?.read()?)))
+            .collect();
         let result = match error {
             Some(e) if covered.is_empty() && fresh.is_empty() => Err(anyhow::Error::from(e)),
             _ => Ok(()),
@@ -279,6 +294,7 @@ impl Kit {
             survey: false,
             unadopted: false,
             tw_limits,
+            port_settings,
             result,
             covered,
             fresh_from,

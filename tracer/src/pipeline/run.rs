@@ -155,6 +155,7 @@ impl<D: Observer> Pipeline<D> {
         }
         let (cpu_ns, ended) = match &dump.result {
             Ok(()) => {
+                sink.port_settings(&dump.port_settings);
                 let (engine_ns, n) = reconcile(
                     &mut self.ingest,
                     &self.core,

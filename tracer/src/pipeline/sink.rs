@@ -94,6 +94,10 @@ pub trait Sink {
     ) {
     }
 
+    /// Each namespace's ephemeral port settings, read with a dump that
+    /// succeeded, before its reconcile.
+    fn port_settings(&mut self, settings: &[(u32, crate::forecast::PortSettings)]) {}
+
     /// A dump ended (adoption included), after any reconcile it brought.
     fn dumped(&mut self, dump: &Dumped<'_>) {}
 

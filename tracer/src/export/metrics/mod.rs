@@ -8,6 +8,7 @@
 //! | [`Tcp`] | `tcp.rs` | `tracer_tcp_*`, `tracer_time_wait_overflows_total` |
 //! | [`Handshakes`] | `handshake.rs` | `tracer_tcp_connections_established_total`, `tracer_tcp_handshake_*` |
 //! | [`Leaks`] | `leaks.rs` | leak and risk gauges, `tracer_leaks_flagged_total` |
+//! | [`Forecast`] | `forecast.rs` | `tracer_forecast_*`, `tracer_process_*fd*`, `tracer_ephemeral_ports_*` |
 //! | [`Workloads`] | `../workload.rs` | `tracer_workload_*`, container attribution |
 //! | [`Namespaces`] | `netns.rs` | `tracer_netns_*`, `tracer_events_other_netns_total`; publishes the workloads |
 //! | [`Reconcile`] | `reconcile.rs` | `tracer_reconcile*` |
@@ -21,6 +22,7 @@
 //! the engine.
 mod agent;
 mod classic;
+mod forecast;
 mod handshake;
 mod leaks;
 mod netns;
@@ -34,6 +36,7 @@ use prometheus_client::registry::Registry;
 pub use self::{
     agent::Agent,
     classic::to_classic_text,
+    forecast::Forecast,
     handshake::{HANDSHAKE_BUCKETS, Handshakes},
     leaks::Leaks,
     netns::Namespaces,
@@ -90,6 +93,8 @@ pub struct Metrics {
     pub handshakes: Handshakes,
     /// Leak detectors.
     pub leaks: Leaks,
+    /// Forecasts of descriptor and port exhaustion.
+    pub forecast: Forecast,
     /// Per-workload gauges and the container attribution's counters.
     pub workloads: Arc<Workloads>,
     /// Network namespaces.
@@ -113,6 +118,7 @@ impl Metrics {
         let tcp = Tcp::register(&mut r);
         let handshakes = Handshakes::register(&mut r);
         let leaks = Leaks::register(&mut r);
+        let forecast = Forecast::register(&mut r);
         let workloads = Arc::new(Workloads::register(&mut r));
         let netns = Namespaces::register(&mut r, workloads.clone());
         let reconcile = Reconcile::register(&mut r);
@@ -122,6 +128,7 @@ impl Metrics {
             tcp,
             handshakes,
             leaks,
+            forecast,
             workloads,
             netns,
             reconcile,

@@ -38,6 +38,8 @@ pub struct Dump {
     pub unadopted: bool,
     /// `tcp_max_tw_buckets` of each namespace followed (full dumps only).
     pub tw_limits: Vec<(u32, u32)>,
+    /// Ephemeral port settings of each namespace followed (not in surveys).
+    pub port_settings: Vec<(u32, crate::forecast::PortSettings)>,
     /// Whether the dump succeeded (in at least one namespace).
     pub result: anyhow::Result<()>,
     /// Namespaces adopted earlier and dumped now: their sockets are

@@ -170,6 +170,7 @@ pub(super) fn drive(m: &Metrics) {
     m.leaks.flagged(LeakKind::CloseWait);
     m.leaks.flagged(LeakKind::CloseWait);
     m.leaks.flagged(LeakKind::HalfOpen);
+    m.forecast.publish(&super::forecast::sample());
 
     let pod = Workload {
         pod_namespace: "shop".into(),

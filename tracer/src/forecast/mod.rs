@@ -1,0 +1,240 @@
+//! Forecasts of the outage before it happens: when a process leaking
+//! CLOSE_WAIT sockets runs out of file descriptors ([`fd`]), and when
+//! connects to one remote endpoint run out of ephemeral ports ([`ports`],
+//! at the growth [`trend`] measures). The math is pure; [`procfs`] reads
+//! the two `/proc` files a process forecast needs; [`text`] prints them. The agent fills a
+//! [`Forecasts`] on every reconcile (see docs/forecasts.md); `tracer leaks`
+//! shows it, and the metrics export its top [`TOP`].
+pub mod fd;
+pub mod ports;
+pub mod procfs;
+pub mod text;
+pub mod trend;
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use self::{
+    fd::{FdForecast, FdUsage},
+    ports::{Endpoint, PortSettings, PortUsage, Sock},
+    trend::Trend,
+};
+use crate::leaks::ProcessLeaks;
+
+/// Processes, and endpoints, forecast at most.
+pub const TOP: usize = 20;
+
+/// Everything forecast, as the leaks report carries it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Forecasts {
+    /// Processes holding CLOSE_WAIT leaks, fastest growing first (at most [`TOP`]).
+    #[serde(default)]
+    pub fd: Vec<FdForecast>,
+    /// Remote endpoints, most ports in use first (at most [`TOP`]).
+    #[serde(default)]
+    pub ports: Vec<PortForecast>,
+}
+
+impl Forecasts {
+    /// True when nothing is forecast.
+    pub fn is_empty(&self) -> bool {
+        self.fd.is_empty() && self.ports.is_empty()
+    }
+}
+
+/// One endpoint's ephemeral ports and the time left at their growth.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PortForecast {
+    /// Namespace, remote endpoint, local address.
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
+    /// The ports now.
+    #[serde(flatten)]
+    pub usage: PortUsage,
+    /// The namespace's settings.
+    pub settings: PortSettings,
+    /// Net growth of the ports in use, per second, over the last minute
+    /// (`None`: less than 10 s of history).
+    pub growth_per_second: Option<f64>,
+    /// Seconds until none is free at that growth: 0 when none is free now,
+    /// `None` when not growing.
+    pub seconds_left: Option<f64>,
+}
+
+/// A process whose descriptors to forecast.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Leaker {
+    /// Process id.
+    pub pid: u32,
+    /// Process name.
+    pub comm: String,
+    /// CLOSE_WAIT leaks held.
+    pub close_wait: u32,
+    /// Their growth per minute.
+    pub growth_per_minute: Option<f64>,
+}
+
+/// The processes of a leaks report's groups that hold CLOSE_WAIT leaks:
+/// fastest growing first, then most leaks; at most [`TOP`].
+pub fn leakers(groups: &[ProcessLeaks]) -> Vec<Leaker> {
+    let mut out: Vec<Leaker> = groups
+        .iter()
+        .filter_map(|g| {
+            Some(Leaker {
+                pid: g.pid?,
+                comm: g.comm.clone()?,
+                close_wait: u32::try_from(g.close_wait).ok().filter(|&n| n > 0)?,
+                growth_per_minute: g.growth_per_minute,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.growth_per_minute
+            .unwrap_or(f64::NEG_INFINITY)
+            .total_cmp(&a.growth_per_minute.unwrap_or(f64::NEG_INFINITY))
+            .then(b.close_wait.cmp(&a.close_wait))
+            .then(a.pid.cmp(&b.pid))
+    });
+    out.truncate(TOP);
+    out
+}
+
+/// The descriptor forecasts of `leakers`, each process's usage from
+/// `usage` (a process gone or unreadable is left out).
+pub fn fd_forecasts(leakers: &[Leaker], usage: impl Fn(u32) -> Option<FdUsage>) -> Vec<FdForecast> {
+    leakers
+        .iter()
+        .filter_map(|l| {
+            let u = usage(l.pid)?;
+            Some(FdForecast::new(
+                l.pid,
+                &l.comm,
+                l.close_wait,
+                u,
+                l.growth_per_minute,
+            ))
+        })
+        .collect()
+}
+
+/// The agent's memory between reconciles: the ports' trend.
+#[derive(Debug)]
+pub struct Forecaster {
+    trend: Trend,
+}
+
+impl Default for Forecaster {
+    fn default() -> Self {
+        Forecaster {
+            trend: Trend::new(2 * TOP),
+        }
+    }
+}
+
+impl Forecaster {
+    /// Count the ports of `socks` at `now_ns` with each namespace's
+    /// `settings`, record the trend of the busiest endpoints, and forecast
+    /// the [`TOP`] of them. O(sockets given).
+    pub fn ports(
+        &mut self,
+        now_ns: u64,
+        socks: &[Sock],
+        settings: &HashMap<u32, PortSettings>,
+    ) -> Vec<PortForecast> {
+        let counts = ports::count(socks, |ns| settings.get(&ns).copied());
+        let mut ranked: Vec<(Endpoint, PortUsage)> = counts.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.in_use.cmp(&a.1.in_use).then(a.0.cmp(&b.0)));
+        ranked.truncate(2 * TOP);
+        let sample: Vec<(Endpoint, u32)> = ranked.iter().map(|(e, u)| (*e, u.in_use)).collect();
+        self.trend.sample(now_ns, &sample);
+        ranked
+            .into_iter()
+            .take(TOP)
+            .filter_map(|(endpoint, usage)| {
+                let settings = *settings.get(&endpoint.netns)?;
+                let growth = self.trend.growth_per_second(&endpoint);
+                Some(PortForecast {
+                    endpoint,
+                    usage,
+                    settings,
+                    growth_per_second: growth,
+                    seconds_left: trend::seconds_left(usage.free, growth),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tcp::TcpState;
+
+    fn group(pid: u32, close_wait: usize, growth: Option<f64>) -> ProcessLeaks {
+        ProcessLeaks {
+            pid: Some(pid),
+            owner_unknown: false,
+            hint: None,
+            comm: Some(format!("p{pid}")),
+            cmdline: String::new(),
+            cgroup: String::new(),
+            container_id: None,
+            close_wait,
+            oldest_age_seconds: None,
+            oldest_is_lower_bound: false,
+            growth_per_minute: growth,
+            sockets: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn leakers_fastest_first_only_close_wait_holders() {
+        let groups = [
+            group(1, 5, None),
+            group(2, 3, Some(10.0)),
+            group(3, 0, Some(99.0)),
+            group(4, 9, Some(1.0)),
+        ];
+        let pids: Vec<u32> = leakers(&groups).iter().map(|l| l.pid).collect();
+        assert_eq!(pids, [2, 4, 1]);
+        let f = fd_forecasts(&leakers(&groups), |pid| {
+            (pid != 4).then_some(FdUsage {
+                open: 100,
+                limit: Some(160),
+            })
+        });
+        assert_eq!(f.len(), 2, "pid 4 is gone");
+        assert_eq!(f[0].seconds_left, Some(360.0));
+        assert_eq!(f[1].seconds_left, None, "no rate");
+    }
+
+    #[test]
+    fn a_client_filling_its_range_is_forecast() {
+        let settings = HashMap::from([(
+            7,
+            PortSettings {
+                low: 40000,
+                high: 40063,
+                tw_reuse: 0,
+            },
+        )]);
+        let mut f = Forecaster::default();
+        let mut last = Vec::new();
+        for s in 1..=11u16 {
+            let socks: Vec<Sock> = (0..2 * s)
+                .map(|i| Sock {
+                    netns: 7,
+                    local: format!("127.0.0.1:{}", 40000 + i).parse().expect("local"),
+                    remote: "127.0.0.1:5000".parse().expect("remote"),
+                    state: TcpState::TimeWait,
+                })
+                .collect();
+            last = f.ports(u64::from(s) * 1_000_000_000, &socks, &settings);
+        }
+        let p = &last[0];
+        assert_eq!((p.usage.in_use, p.usage.free), (22, 42));
+        assert_eq!(p.growth_per_second, Some(2.0));
+        assert_eq!(p.seconds_left, Some(21.0));
+    }
+}

@@ -1,0 +1,142 @@
+//! The forecasts as `tracer leaks` prints them, one line each:
+//! `PID 4242 api: 120 of 1024 fds, +10.0/min: runs out in ~1h30m`.
+use std::io::{self, Write};
+
+use super::{FdForecast, Forecasts, PortForecast};
+
+/// A time left for people: `now`, `~45s`, `~12 min`, `~3h04m`, `~2d03h`.
+pub fn fmt_left(secs: f64) -> String {
+    let t = secs.max(0.0).round() as u64;
+    match t {
+        0 => "now".into(),
+        1..120 => format!("~{t}s"),
+        120..7200 => format!("~{} min", (t + 30) / 60),
+        7200..172800 => format!("~{}h{:02}m", t / 3600, t % 3600 / 60),
+        _ => format!("~{}d{:02}h", t / 86400, t % 86400 / 3600),
+    }
+}
+
+/// One process's line; `snapshot`: no rate can be known.
+pub fn fd_line(f: &FdForecast, snapshot: bool) -> String {
+    let limit = f.fd_limit.map_or("unlimited".into(), |l| l.to_string());
+    let mut s = format!(
+        "PID {} {}: {} of {limit} fds, {} in CLOSE_WAIT",
+        f.pid, f.comm, f.open_fds, f.close_wait
+    );
+    match (f.growth_per_minute, f.seconds_left) {
+        _ if snapshot => s.push_str(": no rate (a snapshot sees no growth; the agent measures it)"),
+        (_, Some(0.0)) => s.push_str(": out of descriptors now"),
+        (Some(g), Some(left)) => {
+            s.push_str(&format!(", +{g:.1}/min: runs out in {}", fmt_left(left)))
+        }
+        (Some(_), None) if f.fd_limit.is_none() => s.push_str(": no limit to reach"),
+        (Some(g), None) => s.push_str(&format!(", {g:+.1}/min: not growing")),
+        (None, _) => s.push_str(": no rate yet (30 s of history needed)"),
+    }
+    s
+}
+
+/// One endpoint's line.
+pub fn port_line(p: &PortForecast) -> String {
+    let u = &p.usage;
+    let e = &p.endpoint;
+    let tw = if u.time_wait_reusable {
+        "reusable"
+    } else {
+        "not reusable"
+    };
+    let mut s = format!(
+        "{} -> {} (netns {}): {} of {} ports in use ({} in TIME_WAIT, {tw}; tcp_tw_reuse={}), {} free",
+        e.local, e.remote, e.netns, u.in_use, u.range, u.time_wait, p.settings.tw_reuse, u.free
+    );
+    match (p.growth_per_second, p.seconds_left) {
+        (_, Some(0.0)) => s.push_str(": none left, connect() fails with EADDRNOTAVAIL"),
+        (Some(g), Some(left)) => {
+            s.push_str(&format!(", +{g:.2}/s: runs out in {}", fmt_left(left)))
+        }
+        (Some(_), None) => s.push_str(": not growing"),
+        (None, _) => s.push_str(": no rate yet"),
+    }
+    s
+}
+
+/// The forecasts section, nothing when there is none.
+pub fn render(f: &Forecasts, snapshot: bool, out: &mut dyn Write) -> io::Result<()> {
+    if f.fd.is_empty() && f.ports.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\nForecasts:")?;
+    for p in &f.fd {
+        writeln!(out, "  {}", fd_line(p, snapshot))?;
+    }
+    for p in &f.ports {
+        writeln!(out, "  {}", port_line(p))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forecast::{Endpoint, FdUsage, PortSettings, PortUsage};
+
+    #[test]
+    fn process_lines() {
+        let usage = FdUsage {
+            open: 120,
+            limit: Some(1024),
+        };
+        let f = FdForecast::new(4242, "api", 100, usage, Some(10.0));
+        assert_eq!(
+            fd_line(&f, false),
+            "PID 4242 api: 120 of 1024 fds, 100 in CLOSE_WAIT, +10.0/min: runs out in ~90 min"
+        );
+        let snap = FdForecast::new(4242, "api", 100, usage, None);
+        assert!(
+            fd_line(&snap, true)
+                .ends_with(": no rate (a snapshot sees no growth; the agent measures it)")
+        );
+        assert!(fd_line(&snap, false).ends_with("no rate yet (30 s of history needed)"));
+        let flat = FdForecast::new(4242, "api", 100, usage, Some(0.0));
+        assert!(
+            fd_line(&flat, false).ends_with("+0.0/min: not growing"),
+            "{}",
+            fd_line(&flat, false)
+        );
+    }
+
+    #[test]
+    fn endpoint_lines_and_times() {
+        let p = PortForecast {
+            endpoint: Endpoint {
+                netns: 4026532000,
+                remote: "127.0.0.1:5000".parse().expect("remote"),
+                local: "127.0.0.1".parse().expect("local"),
+            },
+            usage: PortUsage {
+                range: 64,
+                connected: 0,
+                time_wait: 20,
+                time_wait_reusable: false,
+                bound: 0,
+                in_use: 20,
+                free: 44,
+            },
+            settings: PortSettings {
+                low: 40000,
+                high: 40063,
+                tw_reuse: 0,
+            },
+            growth_per_second: Some(2.0),
+            seconds_left: Some(22.0),
+        };
+        assert_eq!(
+            port_line(&p),
+            "127.0.0.1 -> 127.0.0.1:5000 (netns 4026532000): 20 of 64 ports in use \
+             (20 in TIME_WAIT, not reusable; tcp_tw_reuse=0), 44 free, +2.00/s: runs out in ~22s"
+        );
+        assert_eq!(fmt_left(0.2), "now");
+        assert_eq!(fmt_left(5424.0), "~90 min");
+        assert_eq!(fmt_left(4.0 * 3600.0 + 300.0), "~4h05m");
+    }
+}
