@@ -173,6 +173,29 @@ fn top_in_tmux_shows_states_leaks_and_time_wait_and_answers_keys() {
         "the agent did not see the leaks and TIME_WAIT sockets"
     );
 
+    // --once: one plain-text frame on a pipe, status 0.
+    let once = tracer(&["top", "--once", "--agent", &url]);
+    let text = String::from_utf8_lossy(&once.stdout);
+    assert_eq!(once.status.code(), Some(0), "{once:?}");
+    assert!(
+        text.starts_with(&format!("tracer top  {url}  at ")),
+        "{text}"
+    );
+    assert!(
+        text.contains("┌ Oldest CLOSE_WAIT (3) sort: age v"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches(&format!("127.0.0.1:{port} -> ")).count(),
+        3,
+        "{text}"
+    );
+    assert!(text.contains(&format!("│{pid} ")), "{text}");
+    assert!(
+        !text.contains("q quit"),
+        "no key hints in a batch frame: {text}"
+    );
+
     let tmux = Tmux::start(&format!(
         "{BIN} top --agent {url} -n 500ms; echo \"top exited with status $?\"; \
          stty -a | tr ' ;' '\\n\\n' | grep -x -- '-\\?icanon'; sleep 60"
