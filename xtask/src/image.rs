@@ -110,6 +110,13 @@ pub fn build(base: &Base) -> anyhow::Result<String> {
     std::fs::copy(&built, &in_context)
         .with_context(|| format!("copying {} into the build context", built.display()))?;
 
+    let image = format!("localhost/tracer:{version}");
+    // What this tag and the base's named before: removed (by id) once the
+    // new ones exist, so that repeated builds do not pile up images.
+    let old: Vec<String> = [image.as_str(), LOCAL_BASE]
+        .into_iter()
+        .filter_map(image_id)
+        .collect();
     let (base_name, setcap, network) = match base {
         Base::Local => {
             local_base(&built, &work.join("rootfs"))?;
@@ -117,11 +124,18 @@ pub fn build(base: &Base) -> anyhow::Result<String> {
         }
         Base::Registry(name) => (name.clone(), "apt", "host"),
     };
-    let image = format!("localhost/tracer:{version}");
     let dockerfile = root.join("deploy/Dockerfile");
     let base_arg = format!("BASE={base_name}");
     let setcap_arg = format!("SETCAP={setcap}");
-    let mut args = vec!["--runtime", "runc", "build", "--network", network];
+    // --layers=false: no intermediate image per step is kept.
+    let mut args = vec![
+        "--runtime",
+        "runc",
+        "build",
+        "--layers=false",
+        "--network",
+        network,
+    ];
     if *base == Base::Local {
         args.push("--pull=never");
     }
@@ -138,7 +152,21 @@ pub fn build(base: &Base) -> anyhow::Result<String> {
     ]);
     cmd::run("podman", &args)?;
     remove_dir(&context)?;
+    let now: Vec<String> = [image.as_str(), LOCAL_BASE]
+        .into_iter()
+        .filter_map(image_id)
+        .collect();
+    for id in old.iter().filter(|id| !now.contains(id)) {
+        // Fails, harmlessly, while a container still uses it.
+        let _ = cmd::output("podman", &["rmi", id]);
+    }
     Ok(image)
+}
+
+/// The id of the image podman knows as `name`, if any.
+fn image_id(name: &str) -> Option<String> {
+    let id = cmd::output("podman", &["image", "inspect", "--format", "{{.Id}}", name])?;
+    Some(id.trim().to_owned()).filter(|id| !id.is_empty())
 }
 
 /// Make [`LOCAL_BASE`] from this host's files: what `tracer` and the
