@@ -7,10 +7,12 @@
 //! when we are root and through `sudo -E` otherwise. Then the packages
 //! (`cargo xtask dist --check`: the release build, the tarball and the
 //! .deb, the systemd unit verified and scored, the .deb installed, its
-//! agent run, and purged). Then the smoke suite on Debian's kernels in VMs
+//! agent run, and purged). Then the container image (`cargo xtask image`:
+//! built with podman, run under the DaemonSet's security context, and
+//! smoke-tested). Then the smoke suite on Debian's kernels in VMs
 //! (`cargo xtask vmtest`): 5.10, 6.1 and 6.12; the host's kernel is the
 //! one the whole suite just ran on. With a filter, only the matching tests
-//! run: no packages, no VMs.
+//! run: no packages, no image, no VMs.
 use crate::{cmd, setup};
 
 pub fn test(filter: Option<&str>) -> anyhow::Result<()> {
@@ -83,6 +85,15 @@ pub fn test(filter: Option<&str>) -> anyhow::Result<()> {
     } else {
         eprintln!("xtask: the dist check installs a .deb; running it through sudo");
         cmd::run("sudo", &["-E", "cargo", "xtask", "dist", "--check"])?;
+    }
+    // The container image, built with podman from the same release binary
+    // and run as the DaemonSet runs it.
+    if cmd::is_root() {
+        let image = crate::image::build(&crate::image::Base::Local)?;
+        crate::image::smoke(&image)?;
+    } else {
+        eprintln!("xtask: the image check runs podman as root; running it through sudo");
+        cmd::run("sudo", &["-E", "cargo", "xtask", "image"])?;
     }
     if !cmd::is_root() {
         eprintln!("xtask: vmtest boots VMs and installs packages; running it through sudo");
