@@ -37,8 +37,18 @@ pub mod report;
 pub mod text;
 pub mod verdict;
 
+/// Examples under `tracer port --help`.
+const EXAMPLES: &str = "Examples:
+  tracer port 8080                    who holds port 8080, and can a server bind it now?
+  tracer port 8080 --addr 127.0.0.1   only what overlaps 127.0.0.1:8080
+  tracer port 5432 --netns pid:4242   in the network namespace of process 4242
+  tracer port 8080 --json | jq .free_with_reuseaddr
+
+Exit status: 0 a plain bind() would succeed, 1 the port is busy, 2 error.";
+
 /// Flags of `tracer port`.
 #[derive(Debug, Args, Clone)]
+#[command(after_help = EXAMPLES)]
 pub struct PortArgs {
     /// The local port to explain.
     #[arg(value_parser = clap::value_parser!(u16).range(1..))]

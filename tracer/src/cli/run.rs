@@ -6,8 +6,19 @@ use clap::Args;
 
 use crate::config::{FileConfig, RunFlags, Settings};
 
+/// Examples under `tracer run --help`.
+const EXAMPLES: &str = "Examples:
+  tracer run                                   every namespace, serving http://127.0.0.1:9077
+  tracer run --config /etc/tracer/tracer.toml  settings from a file (flags still win)
+  tracer run --listen 0.0.0.0:9077 --web-config web.yml   TLS and basic auth for remote scrapes
+  tracer run --close-wait-threshold 5m --netns host       only the host's namespace
+  tracer --log-format json run                 the log as JSON lines
+
+Exit status: 0 after SIGINT or SIGTERM, 2 when it cannot start or run.";
+
 /// Flags of `tracer run`. Each overrides the same key of `--config`.
 #[derive(Debug, Args, Default)]
+#[command(after_help = EXAMPLES)]
 pub struct RunArgs {
     /// TOML config file; any flag below can be set there (kebab-case keys).
     #[arg(long, value_name = "FILE")]
