@@ -22,6 +22,6 @@ pub mod logging;
 pub mod pipeline;
 pub mod snapshot;
 pub mod tcp;
-pub mod wall;
 #[cfg(test)]
 mod testkit;
+pub mod wall;

@@ -91,7 +91,10 @@ mod tests {
             ..LogFlags::default()
         };
         let e = filter(&flags).expect_err("refused").to_string();
-        assert!(e.starts_with("--log-level: \"loud=[\" is not a log level"), "{e}");
+        assert!(
+            e.starts_with("--log-level: \"loud=[\" is not a log level"),
+            "{e}"
+        );
         assert!(!e.contains('\n'), "{e}");
     }
 }

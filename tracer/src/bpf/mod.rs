@@ -111,16 +111,16 @@ impl Probes {
             p.attach()
                 .with_context(|| format!("attaching tracepoint {hook}"))?;
         }
-        let logs =
-            match klog::KernelLogger::init_with_logger(&mut ebpf, klog::KernelLog::from_log_level()) {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    tracing::warn!(
-                        "the kernel programs' diagnostics are unavailable: {e}"
-                    );
-                    None
-                }
-            };
+        let logs = match klog::KernelLogger::init_with_logger(
+            &mut ebpf,
+            klog::KernelLog::from_log_level(),
+        ) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!("the kernel programs' diagnostics are unavailable: {e}");
+                None
+            }
+        };
         let events = RingBuf::try_from(
             ebpf.take_map(names::EVENTS)
                 .context("map EVENTS is missing from the kernel object")?,
@@ -201,9 +201,7 @@ fn refused(hook: &str, e: &aya::programs::ProgramError) -> anyhow::Error {
     let detail = verifier_detail(e);
     if detail.contains("unknown func bpf_get_socket_cookie") {
         if tracing::enabled!(tracing::Level::DEBUG) {
-            tracing::debug!(
-                "the kernel refused the program for tracepoint {hook}: {detail}"
-            );
+            tracing::debug!("the kernel refused the program for tracepoint {hook}: {detail}");
         }
         return preflight::PreflightError::NoSocketCookie(preflight::kernel_release()).into();
     }

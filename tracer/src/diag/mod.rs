@@ -25,8 +25,8 @@ mod error;
 pub mod netns;
 pub mod netstat;
 pub mod owner;
-pub mod portrange;
 mod parse;
+pub mod portrange;
 
 pub use cgroup::container_id;
 pub use dump::{DumpOptions, DumpStats, Dumper, dump_tcp};
