@@ -60,17 +60,32 @@ pub fn port_line(p: &PortForecast) -> String {
     s
 }
 
-/// The forecasts section, nothing when there is none.
+/// Worth a line in the table: growing, or half the range used.
+fn worth_showing(p: &PortForecast) -> bool {
+    p.seconds_left.is_some() || p.usage.in_use.saturating_mul(2) >= p.usage.range
+}
+
+/// The forecasts section, nothing when there is none. Endpoints that are
+/// neither growing nor half full are counted, not listed (the JSON has them).
 pub fn render(f: &Forecasts, snapshot: bool, out: &mut dyn Write) -> io::Result<()> {
-    if f.fd.is_empty() && f.ports.is_empty() {
+    let shown: Vec<&PortForecast> = f.ports.iter().filter(|p| worth_showing(p)).collect();
+    if f.fd.is_empty() && shown.is_empty() {
         return Ok(());
     }
     writeln!(out, "\nForecasts:")?;
     for p in &f.fd {
         writeln!(out, "  {}", fd_line(p, snapshot))?;
     }
-    for p in &f.ports {
+    for p in &shown {
         writeln!(out, "  {}", port_line(p))?;
+    }
+    let quiet = f.ports.len() - shown.len();
+    if quiet > 0 && !shown.is_empty() {
+        writeln!(
+            out,
+            "  ({quiet} more endpoint{} neither growing nor half full: --json lists them)",
+            if quiet == 1 { "" } else { "s" }
+        )?;
     }
     Ok(())
 }
@@ -135,6 +150,31 @@ mod tests {
             "127.0.0.1 -> 127.0.0.1:5000 (netns 4026532000): 20 of 64 ports in use \
              (20 in TIME_WAIT, not reusable; tcp_tw_reuse=0), 44 free, +2.00/s: runs out in ~22s"
         );
+        let mut quiet = p.clone();
+        (quiet.growth_per_second, quiet.seconds_left) = (Some(0.0), None);
+        let f = Forecasts {
+            fd: Vec::new(),
+            ports: vec![p.clone(), quiet.clone()],
+        };
+        let mut out = Vec::new();
+        render(&f, false, &mut out).expect("render");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(text.starts_with("\nForecasts:\n  127.0.0.1 -> "), "{text}");
+        assert!(
+            text.ends_with("(1 more endpoint neither growing nor half full: --json lists them)\n"),
+            "{text}"
+        );
+        let mut out = Vec::new();
+        render(
+            &Forecasts {
+                fd: Vec::new(),
+                ports: vec![quiet],
+            },
+            false,
+            &mut out,
+        )
+        .expect("render");
+        assert!(out.is_empty(), "nothing worth a line");
         assert_eq!(fmt_left(0.2), "now");
         assert_eq!(fmt_left(5424.0), "~90 min");
         assert_eq!(fmt_left(4.0 * 3600.0 + 300.0), "~4h05m");
