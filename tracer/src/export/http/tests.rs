@@ -1,4 +1,5 @@
 use super::*;
+use crate::export::page;
 
 fn with(v: &str) -> HeaderMap {
     let mut h = HeaderMap::new();
