@@ -35,7 +35,7 @@ fn fd_exhaustion_is_forecast_before_accept_fails() {
     let url = format!("http://{}", agent.addr);
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let clients = std::thread::spawn(move || {
-        while stop_rx.try_recv().is_err() {
+        while stop_rx.try_recv() == Err(mpsc::TryRecvError::Empty) {
             // The server's side stays in CLOSE_WAIT, holding a descriptor.
             drop(TcpStream::connect(("127.0.0.1", port)));
             std::thread::sleep(EVERY);

@@ -270,6 +270,9 @@ impl Report {
         out.thresholds = self.thresholds;
         out.now = self.now;
         out.forecasts = self.forecasts;
+        // A process's descriptors go with its leaks.
+        let pids: Vec<Option<u32>> = out.leaks.iter().map(|g| g.pid).collect();
+        out.forecasts.fd.retain(|f| pids.contains(&Some(f.pid)));
         out
     }
 

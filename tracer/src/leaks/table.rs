@@ -340,4 +340,40 @@ pub(crate) mod tests {
         assert_eq!(fmt_age(Some(2.0 * 86400.0 + 3.0 * 3600.0), false), "2d03h");
         assert_eq!(fmt_age(None, true), "unknown");
     }
+
+    #[test]
+    fn forecasts_show_usage_without_a_rate_and_follow_the_filter() {
+        let dump = [close_wait(1, 11, 0), close_wait(3, 13, 0)];
+        let owners = HashMap::from([
+            (11, vec![owner(4242, "api", 7)]),
+            (13, vec![owner(77, "worker", 3)]),
+        ]);
+        let r = snapshot_report_with(&dump, &owners.into(), "snapshot".into(), |pid| {
+            Some(crate::forecast::FdUsage {
+                open: if pid == 4242 { 120 } else { 9 },
+                limit: Some(1024),
+            })
+        });
+        let mut out = Vec::new();
+        render(&r, &mut out).expect("render");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(
+            text.contains(
+                "\n  PID 4242 api: 120 of 1024 fds, 1 in CLOSE_WAIT: no rate (a snapshot sees no growth; the agent measures it)\n"
+            ),
+            "{text}"
+        );
+        let json = serde_json::to_value(&r).expect("json");
+        assert_eq!(json["forecasts"]["fd"][1]["open_fds"], 120);
+        let only_77 = r.narrowed(|f| f.owners.iter().any(|o| o.pid == 77));
+        let pids: Vec<u32> = only_77.forecasts.fd.iter().map(|f| f.pid).collect();
+        assert_eq!(pids, [77]);
+        // Without forecasts, the field is left out, and an older agent's
+        // report without it still reads.
+        let mut json = serde_json::to_value(sample()).expect("json");
+        assert!(json.get("forecasts").is_none());
+        json.as_object_mut().expect("object").remove("now");
+        let back: Report = serde_json::from_value(json).expect("a report without forecasts");
+        assert!(back.forecasts.is_empty());
+    }
 }
