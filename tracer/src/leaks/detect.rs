@@ -8,9 +8,12 @@
 //! [`DetectorStats::untracked`] and get an age only from the engine.
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-use super::rollup::{Gauges, Report, Rollup, Source};
 use super::rules::{PortAcc, Stall, apply_scan, cleared_how};
 use super::{Change, Flag, LeakKind, Thresholds};
+use super::{
+    report::{Report, Source},
+    rollup::{Gauges, Rollup},
+};
 use crate::{
     snapshot::{OwnerScan, SocketSnapshot},
     tcp::TcpState,

@@ -41,6 +41,7 @@ use crate::{
 };
 
 pub mod detect;
+pub mod report;
 pub mod rollup;
 mod rules;
 pub mod table;
@@ -48,7 +49,8 @@ pub mod table;
 mod tests;
 
 pub use detect::{Detector, DetectorStats};
-pub use rollup::{Gauges, ProcessLeaks, Report, Source, ThresholdSeconds, snapshot_report};
+pub use report::{ProcessLeaks, Report, Source, ThresholdSeconds, snapshot_report};
+pub use rollup::Gauges;
 
 /// How long each condition must last before it is flagged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -222,7 +222,7 @@ pub(crate) mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
-    use crate::leaks::{rollup::snapshot_report_with, snapshot_report};
+    use crate::leaks::{report::snapshot_report_with, snapshot_report};
     use crate::snapshot::{FdOwner, OwnerScan, SocketSnapshot, TimerKind};
     use crate::tcp::{Family, TcpState};
 

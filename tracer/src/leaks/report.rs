@@ -1,0 +1,344 @@
+//! The [`Report`] that `/api/v1/leaks` serves and `tracer leaks` prints:
+//! flags grouped by process, worst first, with the forecasts.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Flag, LeakKind, Thresholds};
+use crate::snapshot::{OwnerScan, SocketSnapshot};
+
+/// Where a report's data came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The running agent, with ages and thresholds.
+    Agent,
+    /// A one-shot sock_diag snapshot: every CLOSE_WAIT socket, ages unknown.
+    Snapshot,
+}
+
+/// The thresholds, in seconds, as the report shows them.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdSeconds {
+    /// CLOSE_WAIT.
+    pub close_wait: f64,
+    /// Half-open.
+    pub half_open: f64,
+    /// Idle without keepalive.
+    pub idle: f64,
+    /// Stuck handshake.
+    pub handshake: f64,
+    /// Orphaned FIN_WAIT2.
+    pub fin_wait2: f64,
+}
+
+/// The flags of one process; with `pid: None`, of sockets no process holds
+/// (`owner_unknown: false`) or whose owner could not be named
+/// (`owner_unknown: true`, with a `hint`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessLeaks {
+    /// Process id; `None` for ownerless sockets (orphans, request sockets)
+    /// and for sockets whose owner is unknown.
+    pub pid: Option<u32>,
+    /// True for the group of sockets that have an owner we could not name.
+    #[serde(default)]
+    pub owner_unknown: bool,
+    /// With `owner_unknown`: why, and what would name the owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// Process name.
+    pub comm: Option<String>,
+    /// Full command line.
+    pub cmdline: String,
+    /// cgroup v2 path.
+    pub cgroup: String,
+    /// Container id, if the cgroup path carries one.
+    pub container_id: Option<String>,
+    /// CLOSE_WAIT leaks held.
+    pub close_wait: usize,
+    /// Age of the oldest flag, when known.
+    pub oldest_age_seconds: Option<f64>,
+    /// True when that age is a lower bound.
+    pub oldest_is_lower_bound: bool,
+    /// CLOSE_WAIT growth over the last ~5 minutes, sockets per minute
+    /// (`None`: not enough history, or a snapshot).
+    pub growth_per_minute: Option<f64>,
+    /// The flags, oldest first.
+    pub sockets: Vec<Flag>,
+}
+
+/// Everything `tracer leaks` shows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Agent or snapshot.
+    pub source: Source,
+    /// A caveat for the reader ("no agent at URL: one-shot snapshot, ages unknown").
+    pub note: Option<String>,
+    /// Monotonic ns of the report (0 for a snapshot).
+    pub now_ns: u64,
+    /// `now_ns` on the wall clock (see [`Report::stamp`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now: Option<crate::wall::Wall>,
+    /// Thresholds in force (agent only).
+    pub thresholds: Option<ThresholdSeconds>,
+    /// Distinct leak flags (risks excluded); `tracer leaks` exits 1 when > 0.
+    pub leak_count: usize,
+    /// Leaks grouped by process, worst first.
+    pub leaks: Vec<ProcessLeaks>,
+    /// Risks (`idle_no_keepalive`), not leaks.
+    pub risks: Vec<Flag>,
+    /// Recently cleared flags, newest first.
+    pub recently_cleared: Vec<Flag>,
+    /// When descriptors and ephemeral ports run out (docs/forecasts.md);
+    /// a snapshot has descriptor counts only, with no rate.
+    #[serde(default, skip_serializing_if = "crate::forecast::Forecasts::is_empty")]
+    pub forecasts: crate::forecast::Forecasts,
+}
+
+impl Report {
+    /// The report with only the flags `keep` keeps (risks too), regrouped;
+    /// each process keeps the growth the report gave it.
+    pub fn narrowed(self, keep: impl Fn(&Flag) -> bool) -> Report {
+        let growth: std::collections::HashMap<u32, Option<f64>> = self
+            .leaks
+            .iter()
+            .filter_map(|g| Some((g.pid?, g.growth_per_minute)))
+            .collect();
+        let mut flags: Vec<Flag> = Vec::new();
+        for f in self
+            .leaks
+            .iter()
+            .flat_map(|g| &g.sockets)
+            .chain(&self.risks)
+        {
+            // A flag with several owners is listed under each of them.
+            let same = |o: &Flag| o.kind == f.kind && o.cookie == f.cookie && o.local == f.local;
+            if keep(f) && !flags.iter().any(same) {
+                flags.push(f.clone());
+            }
+        }
+        let mut out = Report::build(
+            self.source,
+            self.note,
+            self.now_ns,
+            None,
+            flags.iter(),
+            self.recently_cleared
+                .into_iter()
+                .filter(|f| keep(f))
+                .collect(),
+            |pid, _, _| growth.get(&pid).copied().flatten(),
+        );
+        out.thresholds = self.thresholds;
+        out.now = self.now;
+        out.forecasts = self.forecasts;
+        // A process's descriptors go with its leaks.
+        let pids: Vec<Option<u32>> = out.leaks.iter().map(|g| g.pid).collect();
+        out.forecasts.fd.retain(|f| pids.contains(&Some(f.pid)));
+        out
+    }
+
+    /// Fill in the wall-clock times of the report and of every flag.
+    pub fn stamp(&mut self, clock: &crate::wall::WallClock) {
+        self.now = clock.at_known(self.now_ns);
+        let flags = self
+            .leaks
+            .iter_mut()
+            .flat_map(|g| g.sockets.iter_mut())
+            .chain(self.risks.iter_mut())
+            .chain(self.recently_cleared.iter_mut());
+        for f in flags {
+            f.stamp(clock);
+        }
+    }
+
+    /// Fill in the container of every flag, by its namespace.
+    pub fn attribute(&mut self, map: &crate::container::ContainerMap) {
+        if map.is_empty() {
+            return;
+        }
+        let flags = self
+            .leaks
+            .iter_mut()
+            .flat_map(|g| g.sockets.iter_mut())
+            .chain(self.risks.iter_mut())
+            .chain(self.recently_cleared.iter_mut());
+        for f in flags {
+            if f.container.is_none() {
+                f.container = map.get(f.netns).map(|c| (**c).clone());
+            }
+        }
+    }
+
+    /// Group `flags` by owning process, worst first (most CLOSE_WAIT, then
+    /// most flags, then oldest). `growth(pid, comm, count)` gives a
+    /// process's CLOSE_WAIT growth.
+    pub fn build<'a>(
+        source: Source,
+        note: Option<String>,
+        now_ns: u64,
+        thresholds: Option<&Thresholds>,
+        flags: impl Iterator<Item = &'a Flag>,
+        recently_cleared: Vec<Flag>,
+        growth: impl Fn(u32, &str, u32) -> Option<f64>,
+    ) -> Report {
+        let mut groups: BTreeMap<Holder, ProcessLeaks> = BTreeMap::new();
+        let mut risks = Vec::new();
+        let mut leak_count = 0;
+        for f in flags {
+            if !f.kind.is_leak() {
+                risks.push(f.clone());
+                continue;
+            }
+            leak_count += 1;
+            let mut holders: Vec<Holder> = f.owners.iter().map(|o| Holder::Pid(o.pid)).collect();
+            holders.dedup();
+            if holders.is_empty() {
+                holders.push(match (&f.owner_hint, f.owner_unknown) {
+                    (Some(hint), true) => Holder::Unknown(hint.clone()),
+                    (None, true) => Holder::Unknown(String::new()),
+                    (_, false) => Holder::Nobody,
+                });
+            }
+            for holder in holders {
+                let g = groups.entry(holder.clone()).or_insert_with(|| {
+                    let pid = match holder {
+                        Holder::Pid(pid) => Some(pid),
+                        _ => None,
+                    };
+                    let o = f.owners.iter().find(|o| Some(o.pid) == pid);
+                    let hint = match &holder {
+                        Holder::Unknown(h) if !h.is_empty() => Some(h.clone()),
+                        _ => None,
+                    };
+                    ProcessLeaks {
+                        pid,
+                        owner_unknown: matches!(holder, Holder::Unknown(_)),
+                        hint,
+                        comm: o.map(|o| o.comm.clone()),
+                        cmdline: o.map(|o| o.cmdline.clone()).unwrap_or_default(),
+                        cgroup: o.map(|o| o.cgroup.clone()).unwrap_or_default(),
+                        container_id: o.and_then(|o| o.container_id.clone()),
+                        close_wait: 0,
+                        oldest_age_seconds: None,
+                        oldest_is_lower_bound: false,
+                        growth_per_minute: None,
+                        sockets: Vec::new(),
+                    }
+                });
+                g.close_wait += usize::from(f.kind == LeakKind::CloseWait);
+                if let Some(a) = f.age_seconds
+                    && g.oldest_age_seconds.is_none_or(|o| a > o)
+                {
+                    g.oldest_age_seconds = Some(a);
+                    g.oldest_is_lower_bound = f.age_is_lower_bound;
+                }
+                g.sockets.push(f.clone());
+            }
+        }
+        let mut leaks: Vec<ProcessLeaks> = groups.into_values().collect();
+        for g in &mut leaks {
+            g.sockets.sort_by(|a, b| {
+                b.age_seconds
+                    .unwrap_or(-1.0)
+                    .total_cmp(&a.age_seconds.unwrap_or(-1.0))
+            });
+            if let (Some(pid), Some(comm)) = (g.pid, &g.comm)
+                && let Ok(n) = u32::try_from(g.close_wait)
+                && n > 0
+            {
+                g.growth_per_minute = growth(pid, comm, n);
+            }
+        }
+        leaks.sort_by(|a, b| {
+            b.close_wait
+                .cmp(&a.close_wait)
+                .then(b.sockets.len().cmp(&a.sockets.len()))
+                .then(
+                    b.oldest_age_seconds
+                        .unwrap_or(-1.0)
+                        .total_cmp(&a.oldest_age_seconds.unwrap_or(-1.0)),
+                )
+                .then(a.pid.cmp(&b.pid))
+        });
+        Report {
+            source,
+            note,
+            now_ns,
+            now: None,
+            thresholds: thresholds.map(|t| ThresholdSeconds {
+                close_wait: t.close_wait.as_secs_f64(),
+                half_open: t.half_open.as_secs_f64(),
+                idle: t.idle.as_secs_f64(),
+                handshake: t.handshake.as_secs_f64(),
+                fin_wait2: t.fin_wait2.as_secs_f64(),
+            }),
+            leak_count,
+            leaks,
+            risks,
+            recently_cleared,
+            forecasts: crate::forecast::Forecasts::default(),
+        }
+    }
+
+    /// The exit status `tracer leaks` uses: 1 with leaks, else 0.
+    pub fn exit_code(&self) -> i32 {
+        i32::from(self.leak_count > 0)
+    }
+}
+
+/// Who holds a group's sockets: a process, someone we could not name
+/// (with the hint), or nobody.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Holder {
+    Pid(u32),
+    Unknown(String),
+    Nobody,
+}
+
+/// The report of a one-shot snapshot (no agent): every CLOSE_WAIT socket of
+/// `dump` is a suspected leak, with its owners from `owners` (as
+/// the `/proc` owner scan returns: the holders, and whether an owner
+/// not found could not be read) and its age unknown.
+/// Each holder's descriptors against its limit, from `/proc`, are in its
+/// forecasts, with no rate.
+pub fn snapshot_report(dump: &[SocketSnapshot], owners: &OwnerScan, note: String) -> Report {
+    snapshot_report_with(dump, owners, note, crate::forecast::procfs::fd_usage)
+}
+
+/// [`snapshot_report`] with each process's descriptors from `usage`.
+pub fn snapshot_report_with(
+    dump: &[SocketSnapshot],
+    owners: &OwnerScan,
+    note: String,
+    usage: impl Fn(u32) -> Option<crate::forecast::FdUsage>,
+) -> Report {
+    let flags: Vec<Flag> = dump
+        .iter()
+        .filter(|d| d.state == crate::tcp::TcpState::CloseWait && !d.timewait)
+        .map(|d| {
+            let evidence = format!(
+                "in CLOSE_WAIT, age unknown (snapshot); {} bytes unread",
+                d.rqueue
+            );
+            let mut f =
+                super::rules::socket_flag(d, LeakKind::CloseWait, None, 0, (0, true), evidence);
+            f.age_seconds = None;
+            f.raised_at_ns = 0;
+            super::rules::apply_scan(&mut f, owners);
+            f
+        })
+        .collect();
+    let mut report = Report::build(
+        Source::Snapshot,
+        Some(note),
+        0,
+        None,
+        flags.iter(),
+        Vec::new(),
+        |_, _, _| None,
+    );
+    let leakers = crate::forecast::leakers(&report.leaks);
+    report.forecasts.fd = crate::forecast::fd_forecasts(&leakers, usage);
+    report
+}
