@@ -36,12 +36,13 @@ impl Tmux {
             .expect("tmux is needed for this test")
     }
 
-    /// `new-session -d -x 160 -y 50 COMMAND`.
-    fn start(command: &str) -> Tmux {
+    /// `new-session -d -x 160 -y 50 COMMAND` on a tmux server of its own,
+    /// named by `tag` and our pid.
+    fn start(tag: &str, command: &str) -> Tmux {
         let id = std::process::id();
         let t = Tmux {
-            socket: format!("tracer-top-{id}"),
-            session: format!("top-{id}"),
+            socket: format!("tracer-top-{tag}-{id}"),
+            session: format!("top-{tag}-{id}"),
         };
         let out = t.tmux(&[
             "new-session",
@@ -107,6 +108,35 @@ impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.tmux(&["kill-server"]);
     }
+}
+
+/// A shell line running `tracer ARGS`, then saying its exit status and
+/// whether the terminal is back in canonical mode (`icanon`, not raw
+/// mode's `-icanon`).
+fn then_status(args: &str) -> String {
+    format!(
+        "{BIN} {args}; echo \"top exited with status $?\"; \
+         stty -a | tr ' ;' '\\n\\n' | grep -x -- '-\\?icanon'; sleep 60"
+    )
+}
+
+/// Wait for top to end, then check it gave the terminal back with status 0.
+fn assert_terminal_given_back(tmux: &Tmux) {
+    let s = tmux.wait_for("top to exit and stty to speak", |s| {
+        s.lines()
+            .any(|l| l.trim().trim_start_matches('-') == "icanon")
+    });
+    assert!(s.contains("top exited with status 0"), "{s}");
+    assert!(
+        !s.contains("Sockets by state"),
+        "the alternate screen is gone: {s}"
+    );
+    assert!(
+        s.lines().any(|l| l.trim() == "icanon"),
+        "the terminal left raw mode: {s}"
+    );
+    assert_eq!(tmux.var("alternate_on"), "0");
+    assert_eq!(tmux.var("cursor_flag"), "1", "the cursor is shown again");
 }
 
 /// The count beside `state` in the states panel (the screen's left edge).
@@ -196,10 +226,7 @@ fn top_in_tmux_shows_states_leaks_and_time_wait_and_answers_keys() {
         "no key hints in a batch frame: {text}"
     );
 
-    let tmux = Tmux::start(&format!(
-        "{BIN} top --agent {url} -n 500ms; echo \"top exited with status $?\"; \
-         stty -a | tr ' ;' '\\n\\n' | grep -x -- '-\\?icanon'; sleep 60"
-    ));
+    let tmux = Tmux::start("keys", &then_status(&format!("top --agent {url} -n 500ms")));
     // Every refresh leaves TIME_WAIT sockets of its own (HTTP/1.0 to the
     // agent): the test's are counted by their ports.
     let first = tmux.wait_for("the first frame with the leaks and TIME_WAIT", |s| {
@@ -294,21 +321,31 @@ fn top_in_tmux_shows_states_leaks_and_time_wait_and_answers_keys() {
 
     // q: top exits 0 and gives the terminal back.
     tmux.keys(&["q"]);
-    let s = tmux.wait_for("top to exit and stty to speak", |s| {
-        s.lines()
-            .any(|l| l.trim().trim_start_matches('-') == "icanon")
-    });
-    assert!(s.contains("top exited with status 0"), "{s}");
-    assert!(
-        !s.contains("Sockets by state"),
-        "the alternate screen is gone: {s}"
+    assert_terminal_given_back(&tmux);
+}
+
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn sigterm_ends_top_and_gives_the_terminal_back() {
+    let _ns = common::Netns::enter("topterm");
+    let agent = common::Agent::start(&[]);
+    let tmux = Tmux::start(
+        "term",
+        &then_status(&format!("top --agent http://{}", agent.addr)),
     );
-    assert!(
-        s.lines().any(|l| l.trim() == "icanon"),
-        "the terminal left raw mode: {s}"
-    );
-    assert_eq!(tmux.var("alternate_on"), "0");
-    assert_eq!(tmux.var("cursor_flag"), "1", "the cursor is shown again");
+    tmux.wait_for("the first frame", |s| s.contains("Sockets by state"));
+    assert_eq!(tmux.var("alternate_on"), "1");
+    let shell = tmux.var("pane_pid");
+    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children"))
+        .expect("the pane's shell");
+    let top: i32 = children
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no child of the pane's shell: {children:?}"));
+    // SAFETY: kill(2) on the tracer top this test started.
+    assert_eq!(unsafe { libc::kill(top, libc::SIGTERM) }, 0);
+    assert_terminal_given_back(&tmux);
 }
 
 fn tracer(args: &[&str]) -> Output {

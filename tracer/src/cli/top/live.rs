@@ -1,10 +1,14 @@
 //! The live view's terminal: raw mode and the alternate screen for as long
 //! as `tracer top` runs, given back on every way out (quit, error, panic:
-//! a [`Restore`] guard and a panic hook), and the loop that draws samples
-//! as they come and answers keys at once.
+//! a [`Restore`] guard and a panic hook; SIGTERM, SIGINT and SIGHUP: a flag
+//! the loop reads), and the loop that draws samples as they come and
+//! answers keys at once.
 use std::{
     io::{self, Stdout},
-    sync::mpsc::TryRecvError,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc::TryRecvError,
+    },
     time::Duration,
 };
 
@@ -37,6 +41,23 @@ fn restore() {
     let _ = terminal::disable_raw_mode();
 }
 
+/// Set by SIGTERM, SIGINT or SIGHUP: the loop ends at its next turn.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// A signal that would end the process ends the loop instead, so the
+/// terminal is given back (in raw mode Ctrl-C is a key, not SIGINT).
+fn catch_signals() {
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+}
+
 /// Restores the terminal when dropped, however the loop ends.
 struct Restore;
 
@@ -63,7 +84,8 @@ fn take_terminal() -> anyhow::Result<(Terminal<CrosstermBackend<Stdout>>, Restor
     Ok((term, guard))
 }
 
-/// Run the live view from `first` until a quit key; exit status 0.
+/// Run the live view from `first` until a quit key or a signal; exit
+/// status 0.
 pub fn run(source: Source, first: Sample, interval: Duration) -> anyhow::Result<i32> {
     let url = source.url.clone();
     let (cmds, samples) = fetch::spawn(source, interval);
@@ -71,8 +93,9 @@ pub fn run(source: Source, first: Sample, interval: Duration) -> anyhow::Result<
     let mut model = Model::build(&first, None);
     let mut prev = first.summary;
     let mut error: Option<String> = None;
+    catch_signals();
     let (mut term, _restore) = take_terminal()?;
-    loop {
+    while !STOP.load(Ordering::Relaxed) {
         loop {
             match samples.try_recv() {
                 Ok(Ok(s)) => {
