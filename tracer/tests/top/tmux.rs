@@ -10,14 +10,17 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_tracer");
 
 /// A tmux server of our own with one session; killed on drop.
 pub struct Tmux {
-    socket: String,
+    /// The server's socket (`-S`), removed on drop.
+    socket: std::path::PathBuf,
     session: String,
 }
 
 impl Tmux {
     fn tmux(&self, args: &[&str]) -> Output {
         Command::new("tmux")
-            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .arg("-S")
+            .arg(&self.socket)
+            .args(["-f", "/dev/null"])
             .args(args)
             .output()
             .expect("tmux is needed for this test")
@@ -28,7 +31,7 @@ impl Tmux {
     pub fn start(tag: &str, command: &str) -> Tmux {
         let id = std::process::id();
         let t = Tmux {
-            socket: format!("tracer-top-{tag}-{id}"),
+            socket: std::env::temp_dir().join(format!("tracer-top-{tag}-{id}.tmux")),
             session: format!("top-{tag}-{id}"),
         };
         let out = t.tmux(&[
@@ -94,6 +97,7 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.tmux(&["kill-server"]);
+        let _ = std::fs::remove_file(&self.socket);
     }
 }
 
