@@ -6,7 +6,7 @@
 //! the connections its clients closed (three CLOSE_WAIT leaks), five
 //! connections the clients closed first (TIME_WAIT on the client side, to
 //! one remote endpoint) and three the server closed first (TIME_WAIT on
-//! the server's port). tmux runs its own server (`-L`, named by pid) in
+//! the server's port). tmux runs its own server (`-S`, a socket named by pid) in
 //! that namespace and is killed on drop, pass or fail.
 mod common;
 #[path = "leaks/kit.rs"]
