@@ -210,7 +210,8 @@ pub fn undocumented(help: &str, example: &str) -> Vec<String> {
     help.lines()
         .filter_map(|l| l.trim_start().strip_prefix("--"))
         .filter_map(|l| l.split_whitespace().next())
-        .filter(|flag| !["config", "help", "version"].contains(flag))
+        // The log's flags belong to every command, not to the file.
+        .filter(|flag| !["config", "help", "version", "log-level", "log-format"].contains(flag))
         .filter(|flag| !example.contains(&format!("\n#{flag} = ")))
         .map(str::to_string)
         .collect()
