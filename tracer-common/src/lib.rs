@@ -6,7 +6,7 @@
 #![no_std]
 
 /// Version written into every [`Event`]; the decoder rejects any other.
-pub const ABI_VERSION: u8 = 2;
+pub const ABI_VERSION: u8 = 3;
 
 /// `Event::kind`: a TCP state change (`sock:inet_sock_set_state`).
 pub const KIND_STATE: u8 = 1;
@@ -46,8 +46,12 @@ pub struct Event {
     /// Kernel `TCP_*` state after a state change; for other kinds, the
     /// socket's state when the event fired.
     pub new_state: u8,
+    /// A state change to `close`: the socket's `sk_err` then (the errno a
+    /// failed `connect()` returns: ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH,
+    /// ...), 0 when none; 0 for other changes and kinds.
+    pub err: u8,
     /// Explicit padding; always zero.
-    pub pad0: [u8; 3],
+    pub pad0: [u8; 2],
     /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
     pub ts_ns: u64,
     /// The socket cookie (`ss -e` shows it as `sk:<hex>`); 0 when unknown.
@@ -87,7 +91,8 @@ impl Event {
         family: 0,
         old_state: 0,
         new_state: 0,
-        pad0: [0; 3],
+        err: 0,
+        pad0: [0; 2],
         ts_ns: 0,
         cookie: 0,
         pid: 0,
@@ -153,9 +158,12 @@ pub struct SockOffsets {
     /// `sock_common.skc_cookie` (`atomic64_t`, 8-byte aligned): read only
     /// to tell a child socket's own cookie from a copy of its listener's.
     pub skc_cookie: u32,
+    /// `sock.sk_err` (`int`): the socket's pending error, read on a change
+    /// to `close`.
+    pub sk_err: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<SockOffsets>() == 56);
+const _: () = assert!(core::mem::size_of::<SockOffsets>() == 60);
 
 impl SockOffsets {
     /// The value of `magic` in offsets that were really filled in.

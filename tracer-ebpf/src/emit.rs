@@ -94,6 +94,8 @@ pub struct Head {
     pub old_state: u8,
     /// State after a state change, or the socket's state.
     pub new_state: u8,
+    /// A change to `close`: the socket's `sk_err`; 0 otherwise.
+    pub err: u8,
     /// The socket cookie.
     pub cookie: u64,
     /// Whose task the hook runs in.
@@ -161,7 +163,8 @@ pub fn emit(head: Head, t: &Tuple) -> Result<(), Fail> {
             | u64::from(ABI_VERSION) << 8
             | u64::from(t.family) << 16
             | u64::from(head.old_state) << 24
-            | u64::from(head.new_state) << 32;
+            | u64::from(head.new_state) << 32
+            | u64::from(head.err) << 40;
         put(ev, 0, word);
         put(ev, offset_of!(Event, ts_ns), bpf_ktime_get_ns());
         put(ev, offset_of!(Event, cookie), head.cookie);

@@ -23,6 +23,7 @@ fn try_tcp_receive_reset(ctx: &BtfTracePointContext) -> Result<(), Fail> {
         kind: KIND_RESET_RECEIVED,
         old_state: 0,
         new_state: sk.state(),
+        err: 0,
         cookie: sk.cookie(),
         task: Task::Unrelated,
     };

@@ -27,6 +27,7 @@ fn try_tcp_send_reset(ctx: &BtfTracePointContext) -> Result<(), Fail> {
         kind: KIND_RESET_SENT,
         old_state: 0,
         new_state: if sk.is_null() { 0 } else { sk.state() },
+        err: 0,
         cookie: sk.cookie(),
         task: Task::Owner,
     };

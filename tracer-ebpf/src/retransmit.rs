@@ -23,6 +23,7 @@ fn try_tcp_retransmit_skb(ctx: &BtfTracePointContext) -> Result<(), Fail> {
         kind: KIND_RETRANSMIT,
         old_state: 0,
         new_state: sk.state(),
+        err: 0,
         cookie: sk.cookie(),
         task: Task::Unrelated,
     };

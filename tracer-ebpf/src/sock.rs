@@ -31,6 +31,7 @@ static SOCK_OFFSETS: SockOffsets = SockOffsets {
     skc_net: 0,
     net_inum: 0,
     skc_cookie: 0,
+    sk_err: 0,
 };
 
 /// One field of `SOCK_OFFSETS`. A volatile load, so the compiler reads the
@@ -80,6 +81,14 @@ impl Sock {
         // verifier knows; it checks it against the kernel's type and the
         // JIT guards it, so a bad pointer reads as zero.
         unsafe { core::ptr::read_volatile(self.0.wrapping_add(off).cast::<T>()) }
+    }
+
+    /// `sk->sk_err` as the event carries it: the errno, 255 past that.
+    /// Only valid on a full socket.
+    #[inline(always)]
+    pub fn err(self) -> u8 {
+        let e = self.load::<i32>(off!(sk_err));
+        if (0..255).contains(&e) { e as u8 } else { 255 }
     }
 
     /// `sk->sk_protocol`. Only valid on a full socket.

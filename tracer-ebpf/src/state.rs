@@ -56,6 +56,9 @@ fn try_inet_sock_set_state(ctx: &BtfTracePointContext) -> Result<(), Fail> {
         kind: KIND_STATE,
         old_state: old as u8,
         new_state: new as u8,
+        // Why a connection ended, as connect() or the next read would say:
+        // one load, only on the way to close.
+        err: if new == TCP_CLOSE { sk.err() } else { 0 },
         cookie: if old == TCP_LISTEN && new == TCP_SYN_RECV {
             sk.child_cookie()
         } else {

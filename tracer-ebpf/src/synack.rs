@@ -30,6 +30,7 @@ fn try_tcp_retransmit_synack(ctx: &BtfTracePointContext) -> Result<(), Fail> {
         kind: KIND_SYNACK_RETRANSMIT,
         old_state: 0,
         new_state: req.state(),
+        err: 0,
         cookie: listener.cookie(),
         task: Task::Unrelated,
     };

@@ -120,6 +120,28 @@ pub struct SockEvent {
     pub comm: [u8; 16],
     /// Inode number of the socket's network namespace; 0 when unknown.
     pub netns: u32,
+    /// A state change to `close`: the socket's pending error (`sk_err`,
+    /// an errno such as ECONNREFUSED); 0 when none, and for other events.
+    pub err: u8,
+}
+
+/// The name of an errno a closing socket carries (`econnrefused`), for the
+/// event stream; `None` for 0.
+pub fn errno_name(err: u8) -> Option<&'static str> {
+    Some(match i32::from(err) {
+        0 => return None,
+        libc::EPIPE => "epipe",
+        libc::EPROTO => "eproto",
+        libc::ENETDOWN => "enetdown",
+        libc::ENETUNREACH => "enetunreach",
+        libc::ECONNABORTED => "econnaborted",
+        libc::ECONNRESET => "econnreset",
+        libc::ETIMEDOUT => "etimedout",
+        libc::ECONNREFUSED => "econnrefused",
+        libc::EHOSTDOWN => "ehostdown",
+        libc::EHOSTUNREACH => "ehostunreach",
+        _ => "other",
+    })
 }
 
 impl SockEvent {
@@ -187,6 +209,7 @@ impl SockEvent {
             tid: raw.tid,
             comm: raw.comm,
             netns: raw.netns,
+            err: if kind == Kind::State { raw.err } else { 0 },
         })
     }
 

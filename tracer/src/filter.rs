@@ -185,6 +185,7 @@ mod tests {
             tid: pid,
             comm: c,
             netns: 1,
+            err: 0,
         }
     }
 

@@ -15,7 +15,7 @@ use std::{
 use common::{Agent, NetnsPair, metric_lines, metric_value, sh, wait_until};
 
 /// The series the test reads, and how many of each it expects.
-const EXPECTED: [(&str, f64); 9] = [
+const EXPECTED: [(&str, f64); 10] = [
     (
         "tracer_tcp_connections_established_total{role=\"client\"}",
         5.0,
@@ -36,6 +36,10 @@ const EXPECTED: [(&str, f64); 9] = [
     (
         "tracer_tcp_handshake_failures_total{role=\"client\",reason=\"aborted\"}",
         1.0,
+    ),
+    (
+        "tracer_tcp_handshake_failures_total{role=\"client\",reason=\"unreachable\"}",
+        0.0,
     ),
     (
         "tracer_tcp_handshake_failures_total{role=\"server\",reason=\"reset\"}",
@@ -172,13 +176,11 @@ fn refused_timed_out_aborted_and_established_connects_are_counted_exactly() {
 }
 
 /// A peer whose firewall answers SYNs with ICMP host-unreachable: each
-/// connect fails with EHOSTUNREACH, counted once as a client failure, as
-/// `timed_out` or `aborted` (never `refused`): the kernel's events do not
-/// carry the ICMP error. Over a veth the first ICMP comes back inside
-/// `connect()`, while it holds the socket, and is only noted; the next one,
-/// answering the 1 s retransmit, closes it (`timed_out`). An ICMP from a
-/// distant router arrives after `connect()` sleeps and closes it at once
-/// (`aborted`).
+/// connect fails with EHOSTUNREACH and is counted once, as `unreachable`
+/// (never `refused`, `timed_out` or `aborted`): the `syn_sent -> close`
+/// event carries the socket's error. Over a veth the first ICMP comes back
+/// inside `connect()`, while it holds the socket, and is only noted; the
+/// next one, answering the 1 s retransmit, closes it with that error.
 #[test]
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn an_icmp_unreachable_connect_is_one_failure_not_a_refusal() {
@@ -200,7 +202,7 @@ fn an_icmp_unreachable_connect_is_one_failure_not_a_refusal() {
     };
     let read = |agent: &Agent| -> Vec<f64> {
         let text = agent.get("/metrics");
-        ["refused", "timed_out", "aborted"]
+        ["refused", "timed_out", "aborted", "unreachable"]
             .map(|r| metric_value(&text, &series(r)).expect("series"))
             .to_vec()
     };
@@ -216,17 +218,16 @@ fn an_icmp_unreachable_connect_is_one_failure_not_a_refusal() {
     let mut got = before.clone();
     let settled = wait_until(Duration::from_secs(10), || {
         got = read(&agent);
-        got[1] + got[2] - before[1] - before[2] == N as f64
+        got[3] - before[3] == N as f64
     });
     assert!(settled, "before {before:?}, after {got:?}");
     std::thread::sleep(Duration::from_millis(500));
     let after = read(&agent);
-    assert_eq!(after[0], before[0], "an ICMP error is not a refusal");
-    assert_eq!(after[1] + after[2] - before[1] - before[2], N as f64);
-    eprintln!(
-        "ICMP host-unreachable: timed_out +{}, aborted +{}",
-        after[1] - before[1],
-        after[2] - before[2]
+    assert_eq!(after[3] - before[3], N as f64, "{before:?} -> {after:?}");
+    assert_eq!(
+        after[..3],
+        before[..3],
+        "an ICMP error is neither a refusal, a timeout nor the application's close"
     );
     agent.stop();
 }

@@ -253,6 +253,7 @@ impl Btf {
             skc_net: sc("skc_net")?,
             net_inum: self.member_offset("net", "ns")? + self.member_offset("ns_common", "inum")?,
             skc_cookie: sc("skc_cookie")?,
+            sk_err: self.member_offset("sock", "sk_err")?,
         })
         .and_then(|mut o| {
             // sock_common is the first member of struct sock; keep offsets

@@ -245,7 +245,7 @@ impl Engine {
             }
         };
         self.enter(slot, from, to, ev, obs);
-        if let Some((role, outcome)) = handshake::outcome(from, to, seen) {
+        if let Some((role, outcome)) = handshake::outcome(from, to, ev.err, seen) {
             obs.handshake(ev.cookie, role, outcome);
         }
     }

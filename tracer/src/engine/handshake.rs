@@ -2,20 +2,23 @@
 //! failed one failed, judged from what the kernel programs report.
 //!
 //! A client socket leaves SYN_SENT for ESTABLISHED (a success; its stay in
-//! SYN_SENT is the handshake's latency) or for CLOSE. The reason of a close
-//! is the strongest evidence seen while it was in SYN_SENT:
-//! - a reset received ([`HandshakeFailure::Refused`]): the SYN was answered
-//!   with a RST (`tcp_reset()` in SYN_SENT), which `connect()` returns as
-//!   ECONNREFUSED;
-//! - else a retransmitted SYN ([`HandshakeFailure::TimedOut`]): nobody
-//!   answered, and the kernel gave up after `tcp_syn_retries` (ETIMEDOUT).
-//!   An ICMP error, or the application's own close, after a retransmit
-//!   looks the same;
-//! - else nothing ([`HandshakeFailure::Aborted`]): it closed before its
-//!   first retransmit timer (1 s). The application closed it (a connect
-//!   timeout of its own, a Happy Eyeballs loser), or an ICMP error ended it
-//!   (EHOSTUNREACH, ENETUNREACH): the `SYN_SENT -> CLOSE` event carries
-//!   neither the task nor the socket's error, so the two look the same.
+//! SYN_SENT is the handshake's latency) or for CLOSE. The `SYN_SENT ->
+//! CLOSE` event carries the socket's `sk_err`, the errno `connect()`
+//! returns, which the kernel sets before it closes the socket:
+//! - ECONNREFUSED ([`HandshakeFailure::Refused`]): the SYN was answered
+//!   with a RST (`tcp_reset()` in SYN_SENT);
+//! - ETIMEDOUT ([`HandshakeFailure::TimedOut`]): nobody answered, and the
+//!   kernel gave up after `tcp_syn_retries` (`tcp_write_err()`);
+//! - EHOSTUNREACH, ENETUNREACH, EHOSTDOWN, ENETDOWN
+//!   ([`HandshakeFailure::Unreachable`]): an ICMP error ended it
+//!   (`tcp_v4_err()`, `tcp_v6_err()`), or, when the first one came while
+//!   `connect()` held the socket, the timeout that followed it;
+//! - no error ([`HandshakeFailure::Aborted`]): the application closed it
+//!   (a connect timeout of its own, a Happy Eyeballs loser).
+//!
+//! Without an error (events from an older agent's replay) the evidence seen
+//! in SYN_SENT decides: a reset received is `Refused`, a retransmitted SYN
+//! `TimedOut`, nothing `Aborted`.
 //!
 //! A server's full socket leaves SYN_RECV for ESTABLISHED (a success) or
 //! for CLOSE: [`HandshakeFailure::Reset`] with a reset received there, else
@@ -67,18 +70,21 @@ pub enum HandshakeFailure {
     Reset,
     /// Closed after the SYN (or SYN-ACK) was retransmitted unanswered.
     TimedOut,
-    /// Closed before any retransmit, with no reset: the application closed
-    /// it, or an ICMP error ended it.
+    /// Closed with no error: the application closed it.
     Aborted,
+    /// An ICMP error said the peer cannot be reached (EHOSTUNREACH,
+    /// ENETUNREACH, EHOSTDOWN, ENETDOWN).
+    Unreachable,
 }
 
 impl HandshakeFailure {
     /// Every value, in [`HandshakeFailure::index`] order.
-    pub const ALL: [HandshakeFailure; 4] = [
+    pub const ALL: [HandshakeFailure; 5] = [
         HandshakeFailure::Refused,
         HandshakeFailure::Reset,
         HandshakeFailure::TimedOut,
         HandshakeFailure::Aborted,
+        HandshakeFailure::Unreachable,
     ];
 
     /// The `reason` label value.
@@ -88,21 +94,43 @@ impl HandshakeFailure {
             HandshakeFailure::Reset => "reset",
             HandshakeFailure::TimedOut => "timed_out",
             HandshakeFailure::Aborted => "aborted",
+            HandshakeFailure::Unreachable => "unreachable",
         }
     }
 
-    /// A dense index in `0..4`, for per-value arrays.
+    /// A dense index in `0..5`, for per-value arrays.
     pub fn index(self) -> usize {
         self as usize
     }
 
     /// True when a socket of `role` can fail this way (a client is
-    /// refused, a server is reset).
+    /// refused or finds its peer unreachable, a server is reset).
     pub fn applies_to(self, role: Role) -> bool {
         !matches!(
             (self, role),
-            (HandshakeFailure::Refused, Role::Server) | (HandshakeFailure::Reset, Role::Client)
+            (
+                HandshakeFailure::Refused | HandshakeFailure::Unreachable,
+                Role::Server
+            ) | (HandshakeFailure::Reset, Role::Client)
         )
+    }
+
+    /// The reason an errno names, for a socket of `role`; `None` for 0 and
+    /// for errors that name none.
+    fn of_errno(err: u8, role: Role) -> Option<HandshakeFailure> {
+        Some(match i32::from(err) {
+            libc::ECONNREFUSED | libc::ECONNRESET => match role {
+                Role::Client => HandshakeFailure::Refused,
+                Role::Server => HandshakeFailure::Reset,
+            },
+            libc::ETIMEDOUT => HandshakeFailure::TimedOut,
+            libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EHOSTDOWN | libc::ENETDOWN => match role
+            {
+                Role::Client => HandshakeFailure::Unreachable,
+                Role::Server => HandshakeFailure::TimedOut,
+            },
+            _ => return None,
+        })
     }
 }
 
@@ -136,12 +164,14 @@ pub(super) struct Seen {
     pub retransmitted: bool,
 }
 
-/// The outcome of a transition `from -> to`, if it ends a handshake.
-/// `seen` is `None` when the engine did not follow the socket in `from`
-/// (a new record, or events lost): it is counted, with the weakest reason.
+/// The outcome of a transition `from -> to` whose event carried `err`, if
+/// it ends a handshake. `seen` is `None` when the engine did not follow
+/// the socket in `from` (a new record, or events lost): it is counted, by
+/// its error, else with the weakest reason.
 pub(super) fn outcome(
     from: TcpState,
     to: TcpState,
+    err: u8,
     seen: Option<Seen>,
 ) -> Option<(Role, Handshake)> {
     use TcpState::*;
@@ -157,14 +187,14 @@ pub(super) fn outcome(
                 .filter(|s| from == SynSent && s.entry_seen)
                 .map(|s| s.stay_ns),
         },
-        Close => Handshake::Failed(match seen {
+        Close => Handshake::Failed(HandshakeFailure::of_errno(err, role).unwrap_or(match seen {
             Some(s) if s.reset_received => match role {
                 Role::Client => HandshakeFailure::Refused,
                 Role::Server => HandshakeFailure::Reset,
             },
             Some(s) if s.retransmitted => HandshakeFailure::TimedOut,
             _ => HandshakeFailure::Aborted,
-        }),
+        })),
         _ => return None,
     };
     Some((role, outcome))

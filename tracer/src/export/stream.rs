@@ -32,6 +32,8 @@ struct Line<'a> {
     comm: &'a str,
     netns: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     container: Option<&'a Container>,
 }
 
@@ -61,6 +63,7 @@ pub fn write_event(
         tid: ev.tid,
         comm: ev.comm_str(),
         netns: ev.netns,
+        error: crate::event::errno_name(ev.err),
         container,
     };
     serde_json::to_writer(&mut *out, &line)?;
@@ -115,6 +118,7 @@ mod tests {
             tid: 8,
             comm,
             netns: 4026531833,
+            err: 0,
         };
         let mut out = Vec::new();
         let clock = WallClock::from_offset_ns(1_764_479_523_000_000_000);
@@ -131,7 +135,16 @@ mod tests {
         assert_eq!(v["comm"], "curl");
         assert_eq!(v["netns"], 4026531833u32);
         assert!(v.get("state").is_none());
+        assert!(v.get("error").is_none(), "no error, no field");
         assert_eq!(*out.last().unwrap(), b'\n');
+        let refused = SockEvent {
+            err: libc::ECONNREFUSED as u8,
+            ..ev
+        };
+        out.clear();
+        write_event(&mut out, &refused, None, &clock).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["error"], "econnrefused");
 
         let rx = SockEvent {
             kind: Kind::Retransmit,

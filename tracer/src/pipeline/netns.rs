@@ -179,6 +179,7 @@ mod tests {
             tid: 0,
             comm: [0; 16],
             netns,
+            err: 0,
         }
     }
 

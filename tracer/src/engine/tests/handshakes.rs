@@ -301,3 +301,46 @@ fn every_reason_has_a_role_it_applies_to() {
     assert!(!Refused.applies_to(Role::Server));
     assert!(!Reset.applies_to(Role::Client));
 }
+
+/// The error the kernel set before closing a connecting socket names the
+/// reason, whatever else was seen: ICMP unreachable is its own reason.
+#[test]
+fn the_sockets_error_names_the_reason() {
+    let close_with = |err: i32| {
+        let mut e = ev(1).from(SynSent).to(Close).at(secs(3));
+        e.0.err = err as u8;
+        e
+    };
+    for (err, evidence, want) in [
+        (libc::EHOSTUNREACH, vec![], Unreachable),
+        // The first ICMP came while connect() held the socket: the kernel
+        // retried, then closed with the error it kept.
+        (
+            libc::EHOSTUNREACH,
+            vec![rtx(1, SynSent).at(secs(1))],
+            Unreachable,
+        ),
+        (libc::ENETUNREACH, vec![], Unreachable),
+        (libc::ECONNREFUSED, vec![], Refused),
+        (libc::ETIMEDOUT, vec![rtx(1, SynSent).at(secs(1))], TimedOut),
+        // No error: the application closed it, even after a retransmit
+        // only the evidence speaks.
+        (0, vec![], Aborted),
+        (0, vec![rtx(1, SynSent).at(secs(1))], TimedOut),
+    ] {
+        let mut evs = vec![connect(1, 0)];
+        evs.extend(evidence);
+        evs.push(close_with(err));
+        assert_eq!(
+            outcomes(evs),
+            [(1, Role::Client, failed(want))],
+            "errno {err}"
+        );
+    }
+    // A server's half-open connection reset (ECONNRESET in SYN_RECV).
+    let mut reset = ev(2).from(SynRecv).to(Close).at(ms(5));
+    reset.0.err = libc::ECONNRESET as u8;
+    let got = outcomes([ev(2).from(Listen).to(SynRecv).at(0), reset]);
+    assert_eq!(got, [(2, Role::Server, failed(Reset))]);
+    assert!(!Unreachable.applies_to(Role::Server) && Unreachable.applies_to(Role::Client));
+}

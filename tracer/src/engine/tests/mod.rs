@@ -57,6 +57,7 @@ pub fn ev(cookie: u64) -> Ev {
         tid: 999,
         comm,
         netns: 0,
+        err: 0,
     })
 }
 
