@@ -17,13 +17,6 @@ impl Prometheus {
     pub fn start(target: std::net::SocketAddr, rules: &str) -> Prometheus {
         let dir = std::env::temp_dir().join(format!("tracer-prom-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let cfg = dir.join("prometheus.yml");
         let rule_file = dir.join("rules.yml");
         std::fs::write(
             &rule_file,
@@ -34,14 +27,24 @@ impl Prometheus {
             },
         )
         .unwrap();
-        std::fs::write(
-            &cfg,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: tracer\n    static_configs:\n      - targets: ['{target}']\n",
-                rule_file.display()
-            ),
-        )
-        .unwrap();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: tracer\n    static_configs:\n      - targets: ['{target}']\n",
+            rule_file.display()
+        );
+        Prometheus::launch(dir, &config)
+    }
+
+    /// Write `config` into `dir` and start Prometheus with it on a free
+    /// loopback port, its data in `dir`.
+    fn launch(dir: std::path::PathBuf, config: &str) -> Prometheus {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let cfg = dir.join("prometheus.yml");
+        std::fs::write(&cfg, config).unwrap();
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", cfg.display()))
             .arg(format!(
@@ -114,32 +117,10 @@ impl Prometheus {
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("tracer-prom-job-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let cfg = dir.join("prometheus.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: tracer\n{job}    static_configs:\n      - targets: ['{target}']\n"
-            ),
-        )
-        .unwrap();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start prometheus (Debian package `prometheus`; cargo xtask test installs it)");
-        Prometheus { child, dir, addr }
+        let config = format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: tracer\n{job}    static_configs:\n      - targets: ['{target}']\n"
+        );
+        Prometheus::launch(dir, &config)
     }
 
     /// The `lastError` Prometheus reports for its first target, if any.
