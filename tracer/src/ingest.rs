@@ -1,8 +1,8 @@
 //! Ring buffer -> decoded events, without allocating per event.
-use std::os::fd::AsRawFd;
+use std::{os::fd::AsRawFd, sync::Arc, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
-use tokio::io::unix::AsyncFd;
+use tokio::{io::unix::AsyncFd, sync::Notify};
 
 use crate::{
     bpf::{Stream, klog::KernelLogger},
@@ -17,8 +17,39 @@ pub struct Ingest {
     /// Drain on this timer too, for programs that wake us only when the
     /// ring fills up (`Probes::load(.., batched: true)`).
     tick: Option<tokio::time::Interval>,
+    /// Asks from other threads to read the ring buffer now.
+    asks: Arc<Drain>,
     /// Records that could not be decoded (another ABI version, corruption).
     pub decode_errors: u64,
+}
+
+/// Lets another thread (the HTTP server, before a scrape) ask the event
+/// loop to read the ring buffer now, and wait a bounded time until what it
+/// read has been applied and published. Between drains the programs wake
+/// user space only every [`crate::bpf::DRAIN_INTERVAL`], and at a busy
+/// host's rate that is enough events to move a gauge past `ss`'s count.
+#[derive(Default)]
+pub struct Drain {
+    asked: Notify,
+    done: Notify,
+}
+
+impl Drain {
+    /// Ask for a drain and wait until it is done, at most `within`.
+    /// Returns whether it was done in time.
+    pub async fn now(&self, within: Duration) -> bool {
+        let done = self.done.notified();
+        tokio::pin!(done);
+        // Registered before asking, so the answer cannot be missed.
+        done.as_mut().enable();
+        self.asked.notify_one();
+        tokio::time::timeout(within, done).await.is_ok()
+    }
+
+    /// The event loop has applied and published a drain that was asked for.
+    pub fn done(&self) {
+        self.done.notify_waiters();
+    }
 }
 
 impl Ingest {
@@ -42,36 +73,56 @@ impl Ingest {
             fd,
             logs,
             tick,
+            asks: Arc::default(),
             decode_errors: 0,
         })
     }
 
-    /// Wait until events are ready, then hand every ready one to `f`.
-    /// Returns how many records were read.
-    pub async fn next_batch(&mut self, f: impl FnMut(&SockEvent)) -> std::io::Result<usize> {
+    /// The handle other threads ask for a drain with.
+    pub fn drain_handle(&self) -> Arc<Drain> {
+        self.asks.clone()
+    }
+
+    /// A drain asked for has been applied and published.
+    pub fn drained(&self) {
+        self.asks.done();
+    }
+
+    /// Wait until events are ready, the drain timer fires or a drain is
+    /// asked for, then hand every ready event to `f`. Returns how many
+    /// records were read, and whether a drain was asked for (answer it with
+    /// [`Drain::done`] once the batch is published).
+    pub async fn next_batch(
+        &mut self,
+        f: impl FnMut(&SockEvent),
+    ) -> std::io::Result<(usize, bool)> {
         let Ingest {
             fd,
             logs,
             tick,
+            asks,
             decode_errors,
         } = self;
         if let Some(l) = logs {
             l.flush();
         }
-        let Some(tick) = tick else {
-            let mut guard = fd.readable_mut().await?;
-            let n = drain(guard.get_inner_mut(), decode_errors, f);
-            guard.clear_ready();
-            return Ok(n);
+        let timer = async {
+            match tick {
+                Some(t) => {
+                    t.tick().await;
+                }
+                None => std::future::pending().await,
+            }
         };
         tokio::select! {
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
                 let n = drain(guard.get_inner_mut(), decode_errors, f);
                 guard.clear_ready();
-                Ok(n)
+                Ok((n, false))
             }
-            _ = tick.tick() => Ok(drain(fd.get_mut(), decode_errors, f)),
+            () = timer => Ok((drain(fd.get_mut(), decode_errors, f), false)),
+            () = asks.asked.notified() => Ok((drain(fd.get_mut(), decode_errors, f), true)),
         }
     }
 
@@ -97,4 +148,32 @@ fn drain(ring: &mut RingBuf<MapData>, errors: &mut u64, mut f: impl FnMut(&SockE
         }
     }
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use super::Drain;
+
+    #[tokio::test]
+    async fn a_drain_nobody_answers_times_out() {
+        let d = Drain::default();
+        assert!(!d.now(Duration::from_millis(10)).await);
+    }
+
+    #[tokio::test]
+    async fn a_drain_is_answered_once_the_loop_has_read() {
+        let d = Arc::new(Drain::default());
+        let event_loop = {
+            let d = d.clone();
+            tokio::spawn(async move {
+                // As the loop does: wake on the ask, read, then answer.
+                d.asked.notified().await;
+                d.done();
+            })
+        };
+        assert!(d.now(Duration::from_secs(5)).await);
+        event_loop.await.unwrap();
+    }
 }

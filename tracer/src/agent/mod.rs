@@ -3,6 +3,9 @@
 //! that API from a thread of its own. Shared state sits behind one
 //! short-held mutex; `/metrics` never takes it for longer than a
 //! `try_lock`, and API answers copy a page under it and serialise after.
+//! Before a scrape, `/metrics` asks the event loop to read the ring buffer
+//! and waits for that at most [`SCRAPE_DRAIN_WAIT`], so that the gauges
+//! count every event the kernel had written when the scrape came.
 mod api;
 pub mod dwell;
 mod handshakes;
@@ -29,6 +32,10 @@ use crate::{
     export::{http, metrics::Metrics, serve, web::Gate},
     pipeline::{self, NetnsScope, Pipeline, Reconcile},
 };
+
+/// How long a scrape waits for the event loop to read the ring buffer
+/// before it answers with the gauges as they are.
+pub const SCRAPE_DRAIN_WAIT: Duration = Duration::from_millis(20);
 
 /// The pipeline `tracer run` runs: every dump kind, the configured pace.
 fn pipeline_config(settings: &Settings) -> anyhow::Result<pipeline::Config> {
@@ -76,6 +83,7 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
     let shared = Arc::new(Shared {
         own_netns: pipeline.scope().own_inode(),
         core: pipeline.core(),
+        drain: pipeline.drain_handle(),
         metrics: metrics.clone(),
         settings: settings.clone(),
         started_ns,

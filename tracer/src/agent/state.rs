@@ -57,6 +57,8 @@ pub struct Shared {
     /// `--max-sockets` binds: sockets go untracked (gauges come from the
     /// dumps for them; `/healthz` says "degraded").
     pub cap_binding: AtomicBool,
+    /// Asks the event loop to read the ring buffer before a scrape.
+    pub drain: Arc<crate::ingest::Drain>,
     /// The forecasts of the last reconcile, for `/api/v1/leaks`.
     pub forecasts: std::sync::Mutex<crate::forecast::Forecasts>,
 }

@@ -51,8 +51,10 @@ pub trait Api: Send + Sync + 'static {
     /// `/healthz`; must not wait on the engine.
     fn health(&self) -> Health;
     /// Bring the metrics up to date just before a scrape; must not wait on
-    /// the engine.
-    fn refresh_metrics(&self) {}
+    /// the engine, and waits on anything else only briefly.
+    fn refresh_metrics(&self) -> impl std::future::Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// Most API answers built at once: each takes the engine lock for a walk,
@@ -117,7 +119,7 @@ async fn index() -> &'static str {
 /// OpenMetrics for clients that ask for it (Prometheus does), the classic
 /// text format for everyone else (curl, promtool).
 async fn metrics_handler<A: Api>(State(s): State<Shared<A>>, headers: HeaderMap) -> Response {
-    s.api.refresh_metrics();
+    s.api.refresh_metrics().await;
     let body = s.metrics.encode();
     let wants_om = headers
         .get(header::ACCEPT)

@@ -177,6 +177,12 @@ impl<D: Observer> Pipeline<D> {
         self.core.clone()
     }
 
+    /// The handle another thread asks the event loop to read the ring
+    /// buffer now with (before a scrape).
+    pub fn drain_handle(&self) -> Arc<crate::ingest::Drain> {
+        self.ingest.drain_handle()
+    }
+
     /// The namespaces followed.
     pub fn scope(&self) -> NetnsScope {
         self.scope

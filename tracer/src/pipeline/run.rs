@@ -230,7 +230,7 @@ async fn read_batch<D: Observer, S: Sink<Derived = D>>(
     // Collect first (the ring buffer wakes us), then lock once per batch.
     let mut guard = None;
     let mut last_netns = 0;
-    let n = ingest
+    let (n, asked) = ingest
         .next_batch(|ev| {
             if let Some(seen) = seen.as_deref_mut()
                 && ev.netns != last_netns
@@ -253,6 +253,10 @@ async fn read_batch<D: Observer, S: Sink<Derived = D>>(
         })
         .await?;
     sink.batch(n, guard.as_deref());
+    drop(guard);
+    if asked {
+        ingest.drained();
+    }
     Ok(())
 }
 
