@@ -78,6 +78,14 @@ pub struct Btf {
     structs_by_name: HashMap<String, u32>,
 }
 
+/// The bytes of a BTF file, read once for both this parser and aya's.
+pub fn read(path: &str) -> Result<Vec<u8>, BtfError> {
+    std::fs::read(path).map_err(|source| BtfError::Read {
+        path: path.to_string(),
+        source,
+    })
+}
+
 fn u32_at(b: &[u8], off: usize) -> Result<u32, BtfError> {
     b.get(off..off + 4)
         .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
@@ -85,13 +93,9 @@ fn u32_at(b: &[u8], off: usize) -> Result<u32, BtfError> {
 }
 
 impl Btf {
-    /// Read `/sys/kernel/btf/vmlinux`, or another file.
+    /// Read and parse `/sys/kernel/btf/vmlinux`, or another file.
     pub fn from_file(path: &str) -> Result<Btf, BtfError> {
-        let data = std::fs::read(path).map_err(|source| BtfError::Read {
-            path: path.to_string(),
-            source,
-        })?;
-        Btf::parse(&data)
+        Btf::parse(&read(path)?)
     }
 
     /// Parse a little-endian BTF blob.

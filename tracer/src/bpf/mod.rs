@@ -88,19 +88,26 @@ impl Probes {
                 "ring buffer size {ring_bytes} is not a power of two of at least 4096 bytes"
             );
         }
-        let offsets = btf::Btf::from_file(preflight::VMLINUX_BTF)?.sock_offsets()?;
+        // Read the kernel's BTF once: this module finds the few member
+        // offsets the programs need in it, and aya parses it once for the
+        // loader and every program's attach target.
+        let vmlinux = btf::read(preflight::VMLINUX_BTF)?;
+        let offsets = btf::Btf::parse(&vmlinux)?.sock_offsets()?;
+        let kernel_btf = aya::Btf::parse(&vmlinux, aya::Endianness::default())
+            .context("parsing the kernel's BTF")?;
+        drop(vmlinux);
         let wakeup_bytes: u64 = if batched {
             u64::from(ring_bytes / 8)
         } else {
             0
         };
         let mut ebpf = EbpfLoader::new()
+            .btf(Some(&kernel_btf))
             .override_global(names::SOCK_OFFSETS, &offsets, true)
             .override_global(names::WAKEUP_BYTES, &wakeup_bytes, true)
             .map_max_entries(names::EVENTS, ring_bytes)
             .load(OBJECT)
             .context("loading the kernel programs")?;
-        let kernel_btf = aya::Btf::from_sys_fs().context("reading kernel BTF")?;
         for (prog, hook) in HOOKS {
             let p: &mut BtfTracePoint = ebpf
                 .program_mut(prog)
