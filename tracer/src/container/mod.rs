@@ -124,6 +124,15 @@ impl ContainerMap {
         self.0.get(&netns)
     }
 
+    /// The container behind a socket of namespace `netns` owned by `pids`.
+    pub fn owning(
+        &self,
+        netns: u32,
+        _pids: impl Iterator<Item = u32>,
+    ) -> Option<&Arc<Container>> {
+        self.get(netns)
+    }
+
     /// How many namespaces have a container.
     pub fn len(&self) -> usize {
         self.0.len()

@@ -316,7 +316,8 @@ fn reconcile<D: Observer, S: Sink<Derived = D>>(
     });
     for f in detector.active_mut().chain(changed) {
         if f.container.is_none() {
-            f.container = containers.get(f.netns).map(|c| (**c).clone());
+            let pids = f.owners.iter().map(|o| o.pid);
+            f.container = containers.owning(f.netns, pids).map(|c| (**c).clone());
         }
     }
     sink.reconciled(&mut guard, sockets, &changes, dump.start_ns);
