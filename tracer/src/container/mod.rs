@@ -10,11 +10,13 @@
 //!
 //! A pod's containers share one namespace: its sockets are attributed to
 //! the pod and to the first application container found in it (the
-//! sandbox's `pause` process only when nothing else runs there).
+//! sandbox's `pause` process only when nothing else runs there). Leak flags
+//! are named after their owner's own container
+//! ([`ContainerMap::owning`]).
 pub mod bundle;
 mod resolve;
 
-use std::{collections::HashMap, sync::Arc};
+use std::{borrow::Cow, collections::HashMap, path::Path, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 
@@ -125,12 +127,41 @@ impl ContainerMap {
     }
 
     /// The container behind a socket of namespace `netns` owned by `pids`.
+    ///
+    /// A pod's containers share one namespace, which [`ContainerMap::get`]
+    /// names after its first application container. The owner's own cgroup
+    /// says which of them holds the socket: a sidecar's leak is the
+    /// sidecar's. Reads `/proc/<pid>/cgroup` (and, for a container not met
+    /// yet, its runtime's record) once per call: for leak flags, which are
+    /// named once each, not for every socket of a listing. Borrowed when it
+    /// is the namespace's container, owned when read for this owner.
     pub fn owning(
         &self,
         netns: u32,
-        _pids: impl Iterator<Item = u32>,
-    ) -> Option<&Arc<Container>> {
-        self.get(netns)
+        pids: impl Iterator<Item = u32>,
+    ) -> Option<Cow<'_, Arc<Container>>> {
+        self.owning_under(Path::new("/"), netns, pids)
+    }
+
+    fn owning_under(
+        &self,
+        root: &Path,
+        netns: u32,
+        mut pids: impl Iterator<Item = u32>,
+    ) -> Option<Cow<'_, Arc<Container>>> {
+        // A namespace in no container (the host's) costs nothing.
+        let first = self.get(netns)?;
+        let Some((id, hint)) = pids.find_map(|pid| resolve::container_of_pid(root, pid)) else {
+            return Some(Cow::Borrowed(first));
+        };
+        if id == first.id {
+            return Some(Cow::Borrowed(first));
+        }
+        let found = bundle::find(root, &id, hint);
+        if found.sandbox {
+            return Some(Cow::Borrowed(first));
+        }
+        Some(Cow::Owned(Arc::new(found.container)))
     }
 
     /// How many namespaces have a container.
@@ -186,6 +217,67 @@ mod tests {
         ] {
             assert_eq!(Runtime::from_cgroup(&path, ID), want, "{path}");
         }
+    }
+
+    /// A containerd pod on a fake root: its sandbox (pid 5), its `app`
+    /// (pid 10) and a `sidecar` (pid 20), one namespace.
+    fn pod_root() -> (std::path::PathBuf, [String; 3]) {
+        let root = std::env::temp_dir().join(format!("tracer-pod-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let ids = [1u8, 2, 3].map(|n| format!("{:064x}", u64::from(n) + 0xfeed));
+        let kinds = [
+            ("sandbox", "POD", 5),
+            ("container", "app", 10),
+            ("container", "sidecar", 20),
+        ];
+        for (id, (kind, name, pid)) in ids.iter().zip(kinds) {
+            let task = root
+                .join("run/containerd/io.containerd.runtime.v2.task/k8s.io")
+                .join(id);
+            std::fs::create_dir_all(&task).expect("mkdir");
+            let a = format!(
+                r#"{{"annotations":{{"io.kubernetes.cri.container-type":"{kind}",
+                "io.kubernetes.cri.sandbox-name":"cart","io.kubernetes.cri.sandbox-namespace":"shop",
+                "io.kubernetes.cri.container-name":"{name}"}}}}"#
+            );
+            std::fs::write(task.join("config.json"), a).expect("config.json");
+            let proc = root.join("proc").join(pid.to_string());
+            std::fs::create_dir_all(&proc).expect("mkdir");
+            let cg = format!("0::/kubepods.slice/cri-containerd-{id}.scope\n");
+            std::fs::write(proc.join("cgroup"), cg).expect("cgroup");
+        }
+        (root, ids)
+    }
+
+    #[test]
+    fn a_pods_socket_is_named_after_the_container_of_its_owner() {
+        let (root, ids) = pod_root();
+        let mut r = Resolver::new(root.clone(), 8);
+        // Discovery saw the sandbox and the app: the namespace is the app's.
+        let pids = std::collections::BTreeMap::from([(700, vec![5, 10])]);
+        let map = r.update(&pids).expect("map");
+        assert_eq!(map.get(700).expect("pod").id, ids[1]);
+        let owned = |owners: &[u32]| {
+            map.owning_under(&root, 700, owners.iter().copied())
+                .map(|c| {
+                    (
+                        c.id.clone(),
+                        c.pod.as_ref().and_then(|p| p.container.clone()),
+                    )
+                })
+        };
+        let named = |i: usize, c: &str| Some((ids[i].clone(), Some(c.to_owned())));
+        // The sidecar's socket is the sidecar's, though discovery never
+        // listed its process.
+        assert_eq!(owned(&[20]), named(2, "sidecar"));
+        assert_eq!(owned(&[10]), named(1, "app"));
+        // No owner, an owner gone, or the sandbox: the namespace's name.
+        assert_eq!(owned(&[]), named(1, "app"));
+        assert_eq!(owned(&[99]), named(1, "app"));
+        assert_eq!(owned(&[5]), named(1, "app"));
+        // A namespace in no container stays unnamed, whoever owns it.
+        assert!(map.owning_under(&root, 800, [20].into_iter()).is_none());
+        std::fs::remove_dir_all(&root).expect("cleanup");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! takes its inode), so those last events are still named.
 use std::{
     collections::{BTreeMap, HashMap},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -153,17 +153,10 @@ impl Resolver {
     fn attribute(&mut self, pids: &[u32]) -> Option<Arc<Container>> {
         let mut sandbox = None;
         for &pid in pids {
-            let path = self.root.join("proc").join(pid.to_string()).join("cgroup");
-            let Ok(text) = std::fs::read_to_string(path) else {
+            let Some((id, hint)) = container_of_pid(&self.root, pid) else {
                 continue;
             };
-            let cg = parse_proc_cgroup(&text);
-            let Some(id) = cg.container_id else {
-                continue;
-            };
-            let line = text.lines().find(|l| l.contains(id)).unwrap_or("");
-            let hint = Runtime::from_cgroup(line, id);
-            let (container, is_sandbox) = self.lookup(id, hint);
+            let (container, is_sandbox) = self.lookup(&id, hint);
             if !is_sandbox {
                 return Some(container);
             }
@@ -202,6 +195,16 @@ impl Resolver {
         );
         (container, sandbox)
     }
+}
+
+/// The id of the container process `pid` runs in, from its cgroup path
+/// under `root`, and the runtime that path names.
+pub(super) fn container_of_pid(root: &Path, pid: u32) -> Option<(String, Option<Runtime>)> {
+    let path = root.join("proc").join(pid.to_string()).join("cgroup");
+    let text = std::fs::read_to_string(path).ok()?;
+    let id = parse_proc_cgroup(&text).container_id?;
+    let line = text.lines().find(|l| l.contains(id)).unwrap_or("");
+    Some((id.to_owned(), Runtime::from_cgroup(line, id)))
 }
 
 #[cfg(test)]

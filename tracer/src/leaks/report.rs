@@ -152,7 +152,7 @@ impl Report {
         }
     }
 
-    /// Fill in the container of every flag, by its namespace.
+    /// Fill in the container of every flag, by its namespace and owners.
     pub fn attribute(&mut self, map: &crate::container::ContainerMap) {
         if map.is_empty() {
             return;
@@ -165,7 +165,8 @@ impl Report {
             .chain(self.recently_cleared.iter_mut());
         for f in flags {
             if f.container.is_none() {
-                f.container = map.get(f.netns).map(|c| (**c).clone());
+                let pids = f.owners.iter().map(|o| o.pid);
+                f.container = map.owning(f.netns, pids).map(|c| (**c).clone());
             }
         }
     }
