@@ -116,6 +116,7 @@ mod record;
 mod store;
 #[cfg(test)]
 mod tests;
+mod time_wait;
 mod wheel;
 
 pub use config::{Config, Stats};

@@ -1,0 +1,95 @@
+//! How a TIME_WAIT stay ends: at its timer, when a new connection recycles
+//! its 4-tuple, or when something else ends it (a reset, a dump that no
+//! longer shows it). [`super::apply`] calls these as events arrive.
+use super::observer::{Observer, TimeWaitEnd};
+use super::record::{flag, tw_end};
+use super::{Engine, hash};
+use crate::event::SockEvent;
+use crate::tcp::TcpState::{self, *};
+
+/// True when a transition shows a new connection on its 4-tuple, which
+/// the kernel allows only once no other socket holds it: a timewait socket
+/// on the same tuple was recycled. A client's `close -> syn_sent` runs
+/// before `connect()` picks the port (sport 0 unless bound), so its
+/// `syn_sent -> established` is the first to show the tuple; a server's
+/// `listen -> syn_recv` shows it at once. The kernel skips events that fire
+/// while its program runs on the same CPU, so any event that shows a
+/// socket's tuple for the first time is checked too.
+pub(super) fn reuses_a_tuple(from: TcpState, to: TcpState) -> bool {
+    matches!(
+        (from, to),
+        (_, SynSent) | (_, SynRecv) | (SynSent | SynRecv, Established)
+    )
+}
+
+impl Engine {
+    /// End the TIME_WAIT (or orphaned FIN_WAIT2) stay of `slot` at `at_ns`,
+    /// or at its 60 s timer if that came first (an inferred TIME_WAIT keeps
+    /// no timer of its own until `since + 60 s + slack`).
+    pub(super) fn end_time_wait(
+        &mut self,
+        slot: u32,
+        at_ns: u64,
+        how: TimeWaitEnd,
+        obs: &mut impl Observer,
+    ) {
+        let r = self.store.rec(slot);
+        let (cookie, state, since) = (r.cookie, r.state, r.since_ns);
+        let timer = self.store.time_wait_end(since);
+        let (at_ns, how) = if state == TimeWait && timer < at_ns {
+            (timer, TimeWaitEnd::Expired)
+        } else {
+            (at_ns, how)
+        };
+        let dur = at_ns.saturating_sub(since);
+        obs.stay(cookie, state, dur, r.has(flag::LOWER_BOUND));
+        if state == TimeWait {
+            obs.time_wait_ended(cookie, how);
+        }
+        let half = self.half_closed(state, dur);
+        self.store.update(slot, |r| {
+            r.set(flag::FINISHED, true);
+            r.set(flag::LOWER_BOUND, false);
+            r.set(flag::HALF_CLOSED, half || r.has(flag::HALF_CLOSED));
+            r.state = Close;
+            r.since_ns = at_ns.max(since);
+            r.tw_end = match how {
+                TimeWaitEnd::Expired => tw_end::EXPIRED,
+                TimeWaitEnd::Reused => tw_end::REUSED,
+                TimeWaitEnd::Reset => tw_end::RESET,
+            };
+        });
+    }
+
+    /// A new connection on the 4-tuple of a TIME_WAIT record ends it.
+    pub(super) fn end_reused_time_wait(
+        &mut self,
+        ev: &SockEvent,
+        family: u8,
+        obs: &mut impl Observer,
+    ) {
+        let (local, remote) = (
+            super::record::addr_bytes(ev.saddr),
+            super::record::addr_bytes(ev.daddr),
+        );
+        let h = hash::tuple_hash(ev.netns, family, &local, ev.sport, &remote, ev.dport);
+        let Some(cookie) = self.store.time_wait_with_tuple(h) else {
+            return;
+        };
+        let Some(slot) = self.store.slot(cookie) else {
+            return;
+        };
+        let r = self.store.rec(slot);
+        let same = r.netns == ev.netns
+            && r.family as u8 == family
+            && r.local == local
+            && r.remote == remote
+            && r.lport == ev.sport
+            && r.rport == ev.dport;
+        // A connection that started before the TIME_WAIT did cannot reuse it.
+        if cookie != ev.cookie && same && ev.ts_ns >= r.since_ns {
+            self.stats.time_wait_reused += 1;
+            self.end_time_wait(slot, ev.ts_ns, TimeWaitEnd::Reused, obs);
+        }
+    }
+}
