@@ -2,13 +2,12 @@
 //! deploy/kubernetes/tracer.yaml, and the `podman run` flags that give the
 //! same to a container here.
 //!
-//! A small reader for this one manifest's shape (keys by indentation, block
-//! and flow lists), not a YAML parser: a key it cannot find is an error
-//! naming the key, so a reshaped manifest fails loudly rather than being
-//! smoke-tested with less than the pod gets.
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
+use serde::Deserialize as _;
+
+mod k8s;
 
 /// The pod's security context and host access.
 #[derive(Debug, PartialEq, Eq)]
@@ -62,71 +61,111 @@ impl Pod {
         Pod::parse(&text).with_context(|| format!("reading the DaemonSet in {}", path.display()))
     }
 
-    /// The DaemonSet's pod, from the manifest's text.
+    /// The DaemonSet's pod, from the manifest's text (its first
+    /// `kind: DaemonSet` document, read with a YAML parser). A field the
+    /// smoke test needs and the manifest lacks is an error naming it, so a
+    /// reshaped manifest fails loudly rather than being smoke-tested with
+    /// less than the pod gets.
     pub fn parse(text: &str) -> anyhow::Result<Pod> {
-        let lines: Vec<&str> = text.lines().filter(|l| !is_comment(l)).collect();
-        if value(&lines, "privileged").is_some_and(|v| v == "true") {
+        let mut found = None;
+        for doc in serde_norway::Deserializer::from_str(text) {
+            let value =
+                serde_norway::Value::deserialize(doc).context("the manifest is not YAML")?;
+            if value.get("kind").and_then(|k| k.as_str()) == Some("DaemonSet") {
+                found = Some(value);
+                break;
+            }
+        }
+        let ds: k8s::DaemonSet = serde_norway::from_value(found.context("no kind: DaemonSet")?)
+            .context("the DaemonSet's spec")?;
+        let spec = ds.spec.template.spec;
+        let [c] = &spec.containers[..] else {
+            bail!("the smoke test expects one container in the pod");
+        };
+        let (pod_sc, sc) = (&spec.security_context, &c.security_context);
+        if sc.privileged == Some(true) {
             bail!("the manifest asks for a privileged container");
         }
-        let caps = block(&lines, "capabilities").context("no capabilities block")?;
-        let volumes = block(&lines, "volumes").context("no volumes")?;
-        let mounts = block(&lines, "volumeMounts").context("no volumeMounts")?;
-        let limits = block(&lines, "limits").context("no resources.limits")?;
-        let mut pod = Pod {
-            user: number(&lines, "runAsUser")?,
-            group: number(&lines, "runAsGroup")?,
-            caps: list(&caps, "add").context("no capabilities.add")?,
-            no_new_privs: flag(&lines, "allowPrivilegeEscalation")? == "false",
-            read_only_root: flag(&lines, "readOnlyRootFilesystem")? == "true",
-            host_network: flag(&lines, "hostNetwork")? == "true",
-            host_pid: flag(&lines, "hostPID")? == "true",
-            seccomp: flag(&block(&lines, "seccompProfile").unwrap_or_default(), "type")?,
-            apparmor: flag(
-                &block(&lines, "appArmorProfile").unwrap_or_default(),
-                "type",
-            )?,
-            fs_group: value(&lines, "fsGroup")
-                .map(|g| g.parse().with_context(|| format!("fsGroup: {g:?}")))
-                .transpose()?,
-            args: list(&lines, "args").context("no args")?,
-            mounts: Vec::new(),
-            memory_limit: flag(&limits, "memory")?,
-            cpu_limit: flag(&limits, "cpu")?,
-        };
-        if list(&caps, "drop").as_deref() != Some(&["ALL".to_owned()][..]) {
+        let caps = sc.capabilities.as_ref().context("no capabilities block")?;
+        if caps.drop.as_deref() != Some(&["ALL".to_owned()][..]) {
             bail!("capabilities.drop is not [ALL]");
         }
-        let mut sources = Vec::new();
-        for v in items(&volumes) {
-            let name = value(&v, "name").context("a volume without a name")?;
-            let source = if let Some(path) = value(&v, "path") {
-                Source::HostPath(path)
-            } else if let Some(secret) = value(&v, "secretName") {
-                let mode = value(&v, "defaultMode").unwrap_or_else(|| "0644".to_owned());
-                Source::Secret {
-                    name: secret,
-                    mode: u32::from_str_radix(&mode, 8)
-                        .with_context(|| format!("volume {name}: defaultMode {mode}"))?,
+        // A container's own setting wins over the pod's, as in Kubernetes.
+        let profile = |own: &Option<k8s::Profile>, pod: &Option<k8s::Profile>, what: &str| {
+            own.as_ref()
+                .or(pod.as_ref())
+                .map(|p| p.kind.clone())
+                .with_context(|| format!("no {what}.type"))
+        };
+        let limits = c.resources.limits.as_ref().context("no resources.limits")?;
+        let mut sources: Vec<(String, Source)> = Vec::new();
+        for v in &spec.volumes {
+            let source = match (&v.host_path, &v.secret) {
+                (Some(h), _) => Source::HostPath(h.path.clone()),
+                (None, Some(s)) => {
+                    let mode = s.default_mode.as_deref().unwrap_or("0644");
+                    Source::Secret {
+                        name: s.secret_name.clone(),
+                        mode: u32::from_str_radix(mode, 8)
+                            .with_context(|| format!("volume {}: defaultMode {mode}", v.name))?,
+                    }
                 }
-            } else {
-                bail!("volume {name}: the smoke test knows hostPath and secret volumes");
+                (None, None) => bail!(
+                    "volume {}: the smoke test knows hostPath and secret volumes",
+                    v.name
+                ),
             };
-            sources.push((name, source));
+            sources.push((v.name.clone(), source));
         }
-        for m in items(&mounts) {
-            let name = value(&m, "name").context("a volumeMount without a name")?;
+        let mut mounts = Vec::new();
+        for m in &c.volume_mounts {
             let at = sources
                 .iter()
-                .position(|(n, _)| *n == name)
-                .with_context(|| format!("volumeMount {name} names no volume"))?;
-            pod.mounts.push(Mount {
+                .position(|(n, _)| *n == m.name)
+                .with_context(|| format!("volumeMount {} names no volume", m.name))?;
+            mounts.push(Mount {
                 source: sources.remove(at).1,
-                mount_path: value(&m, "mountPath")
-                    .with_context(|| format!("volumeMount {name} has no mountPath"))?,
-                read_only: value(&m, "readOnly").is_some_and(|v| v == "true"),
+                mount_path: m.mount_path.clone(),
+                read_only: m.read_only,
             });
         }
-        Ok(pod)
+        Ok(Pod {
+            user: sc
+                .run_as_user
+                .or(pod_sc.run_as_user)
+                .context("no runAsUser")?,
+            group: sc
+                .run_as_group
+                .or(pod_sc.run_as_group)
+                .context("no runAsGroup")?,
+            caps: caps.add.clone().context("no capabilities.add")?,
+            no_new_privs: !sc
+                .allow_privilege_escalation
+                .context("no allowPrivilegeEscalation")?,
+            read_only_root: sc
+                .read_only_root_filesystem
+                .context("no readOnlyRootFilesystem")?,
+            host_network: spec.host_network,
+            host_pid: spec.host_pid,
+            seccomp: profile(
+                &sc.seccomp_profile,
+                &pod_sc.seccomp_profile,
+                "seccompProfile",
+            )?,
+            apparmor: profile(
+                &sc.app_armor_profile,
+                &pod_sc.app_armor_profile,
+                "appArmorProfile",
+            )?,
+            fs_group: pod_sc.fs_group,
+            args: c.args.clone().context("no args")?,
+            mounts,
+            memory_limit: limits
+                .memory
+                .clone()
+                .context("no resources.limits.memory")?,
+            cpu_limit: limits.cpu.clone().context("no resources.limits.cpu")?,
+        })
     }
 
     /// `podman run` flags for this pod's container (not its args).
@@ -245,95 +284,6 @@ fn podman_cpus(k8s: &str) -> anyhow::Result<String> {
         .with_context(|| format!("cpu limit {k8s:?}"))
 }
 
-fn is_comment(l: &str) -> bool {
-    let t = l.trim_start();
-    t.is_empty() || t.starts_with('#')
-}
-
-fn indent(l: &str) -> usize {
-    l.len() - l.trim_start_matches([' ', '-']).len()
-}
-
-/// `key: value` on a line, without a trailing comment.
-fn key_value<'a>(l: &'a str, key: &str) -> Option<&'a str> {
-    let rest = l.trim_start_matches([' ', '-']).strip_prefix(key)?;
-    let v = rest.strip_prefix(':')?;
-    Some(v.split(" #").next().unwrap_or("").trim().trim_matches('"'))
-}
-
-/// The first `key: value` among `lines`.
-fn value(lines: &[&str], key: &str) -> Option<String> {
-    lines
-        .iter()
-        .find_map(|l| key_value(l, key))
-        .map(str::to_owned)
-}
-
-fn flag(lines: &[&str], key: &str) -> anyhow::Result<String> {
-    value(lines, key).with_context(|| format!("no {key}"))
-}
-
-fn number(lines: &[&str], key: &str) -> anyhow::Result<u32> {
-    let v = flag(lines, key)?;
-    v.parse().with_context(|| format!("{key}: {v:?}"))
-}
-
-/// The lines under the first `key:` line, indented deeper than it.
-fn block<'a>(lines: &[&'a str], key: &str) -> Option<Vec<&'a str>> {
-    let at = lines
-        .iter()
-        .position(|l| key_value(l, key).is_some_and(str::is_empty))?;
-    let depth = indent(lines[at]);
-    Some(
-        lines[at + 1..]
-            .iter()
-            .take_while(|l| indent(l) > depth)
-            .copied()
-            .collect(),
-    )
-}
-
-/// `key: [a, b]` or `key:` followed by `- a` lines.
-fn list(lines: &[&str], key: &str) -> Option<Vec<String>> {
-    let at = lines.iter().position(|l| key_value(l, key).is_some())?;
-    let inline = key_value(lines[at], key)?;
-    if let Some(flow) = inline.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
-        return Some(
-            flow.split(',')
-                .map(|s| s.trim().trim_matches('"').to_owned())
-                .collect(),
-        );
-    }
-    Some(
-        lines[at + 1..]
-            .iter()
-            .take_while(|l| l.trim_start().starts_with("- "))
-            .map(|l| {
-                l.trim_start()[2..]
-                    .split(" #")
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_owned()
-            })
-            .collect(),
-    )
-}
-
-/// The items of a block list of mappings, each its own lines.
-fn items<'a>(lines: &[&'a str]) -> Vec<Vec<&'a str>> {
-    let mut out: Vec<Vec<&str>> = Vec::new();
-    for &l in lines {
-        if l.trim_start().starts_with("- ") || out.is_empty() {
-            out.push(Vec::new());
-        }
-        if let Some(item) = out.last_mut() {
-            item.push(l);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,6 +308,17 @@ mod tests {
             pod.args
         );
         assert!(pod.args.contains(&"--listen".to_owned()), "{:?}", pod.args);
+        // `defaultMode: 0440` is octal to Kubernetes.
+        assert!(pod.mounts.iter().any(|m| m.source
+            == Source::Secret {
+                name: "tracer-web".to_owned(),
+                mode: 0o440
+            }));
+        assert_eq!(pod.fs_group, Some(65534));
+        assert_eq!(
+            (pod.seccomp.as_str(), pod.apparmor.as_str()),
+            ("Unconfined", "Unconfined")
+        );
     }
 
     #[test]
@@ -388,15 +349,19 @@ mod tests {
     }
 
     #[test]
-    fn flow_and_block_lists_and_limits() {
-        let text = "a:\n  capabilities:\n    drop: [ALL]\n    add:\n      - BPF   # why\n      - PERFMON\n  other: 1\n";
-        let lines: Vec<&str> = text.lines().collect();
-        let caps = block(&lines, "capabilities").unwrap();
-        assert_eq!(list(&caps, "add").unwrap(), ["BPF", "PERFMON"]);
-        assert_eq!(list(&caps, "drop").unwrap(), ["ALL"]);
+    fn limits_and_a_reshaped_manifest() {
         assert_eq!(podman_memory("1Gi").unwrap(), "1g");
         assert_eq!(podman_cpus("250m").unwrap(), "0.25");
         assert_eq!(podman_cpus("2").unwrap(), "2");
         assert!(podman_memory("512M").is_err());
+        let privileged = MANIFEST.replace(
+            "allowPrivilegeEscalation: false",
+            "allowPrivilegeEscalation: false\n            privileged: true",
+        );
+        let e = format!("{:#}", Pod::parse(&privileged).unwrap_err());
+        assert!(e.contains("privileged"), "{e}");
+        let no_limits = MANIFEST.replace("limits:", "limitz:");
+        let e = format!("{:#}", Pod::parse(&no_limits).unwrap_err());
+        assert!(e.contains("resources.limits"), "{e}");
     }
 }
