@@ -29,7 +29,7 @@ pub use events::{Events, Output};
 pub use exposition::{metric_lines, metric_sum, metric_value};
 pub use http::{Reply, http_get, http_get_with};
 pub use netns::{Netns, NetnsPair, in_netns_file};
-pub use prometheus::Prometheus;
+pub use prometheus::{Prometheus, percent_encode};
 pub use ss::{ss_cookies, ss_count, ss_states, ss_time_wait};
 
 /// Fail loudly, with the fix, when not root: these tests load kernel programs.

@@ -27,16 +27,22 @@ impl Prometheus {
             },
         )
         .unwrap();
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: tracer\n    static_configs:\n      - targets: ['{target}']\n",
-            rule_file.display()
-        );
-        Prometheus::launch(dir, &config)
+        Prometheus::launch(dir, &Prometheus::config(target, &rule_file))
     }
 
-    /// Write `config` into `dir` and start Prometheus with it on a free
-    /// loopback port, its data in `dir`.
-    fn launch(dir: std::path::PathBuf, config: &str) -> Prometheus {
+    /// A prometheus.yml that scrapes `target` as job `tracer` and evaluates
+    /// the rule file `rules`, both every second.
+    pub fn config(target: std::net::SocketAddr, rules: &std::path::Path) -> String {
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: tracer\n    static_configs:\n      - targets: ['{target}']\n",
+            rules.display()
+        )
+    }
+
+    /// Write `config` (a whole prometheus.yml) into `dir`, which must
+    /// exist, and start Prometheus with it on a free loopback port, its
+    /// data in `dir`; both are removed on drop.
+    pub fn launch(dir: std::path::PathBuf, config: &str) -> Prometheus {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -59,18 +65,22 @@ impl Prometheus {
         Prometheus { child, dir, addr }
     }
 
+    /// Wait until it answers /-/ready; panics after 30 s.
+    pub fn wait_ready(&self) {
+        let ready = super::wait_until(std::time::Duration::from_secs(30), || {
+            http_get(self.addr, "/-/ready").is_some_and(|(c, _)| c == 200)
+        });
+        assert!(ready, "prometheus on {} did not become ready", self.addr);
+    }
+
+    /// Where it serves its HTTP API.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
     /// The first sample of an instant query.
     pub fn query(&self, promql: &str) -> Option<f64> {
-        let q: String = promql
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b == b'_' {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
+        let q = percent_encode(promql);
         let (code, body) = http_get(self.addr, &format!("/api/v1/query?query={q}"))?;
         if code != 200 {
             return None;
@@ -131,4 +141,17 @@ impl Prometheus {
             .as_str()
             .map(String::from)
     }
+}
+
+/// Percent-encode everything but unreserved characters, for a query string.
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

@@ -3,23 +3,14 @@
 //! through its HTTP API the way Grafana asks it: instant queries, label
 //! values, and the rules' health. Killed, and its data removed, on drop.
 
-use std::{
-    net::SocketAddr,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::net::SocketAddr;
 
 use serde_json::Value;
 
-use crate::common::{http_get, wait_until};
+use crate::common::{Prometheus, http_get, percent_encode};
 
 /// A running Prometheus of this test alone.
-pub struct LivePrometheus {
-    child: Child,
-    dir: PathBuf,
-    addr: SocketAddr,
-}
+pub struct LivePrometheus(Prometheus);
 
 /// One sample of an instant query: its labels (as JSON) and value.
 pub struct Sample {
@@ -35,46 +26,16 @@ impl LivePrometheus {
             std::env::temp_dir().join(format!("tracer-dashboards-prom-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("prometheus dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let cfg = dir.join("prometheus.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-                 rule_files:\n  - {}\n\
-                 scrape_configs:\n  - job_name: tracer\n    static_configs:\n      - targets: ['{target}']\n",
-                rules.display()
-            ),
-        )
-        .expect("write prometheus.yml");
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start prometheus (Debian package `prometheus`; cargo xtask test installs it)");
-        let prom = LivePrometheus { child, dir, addr };
-        let ready = wait_until(Duration::from_secs(30), || {
-            http_get(addr, "/-/ready").is_some_and(|(c, _)| c == 200)
-        });
-        assert!(ready, "prometheus on {addr} did not become ready");
-        prom
+        let prom = Prometheus::launch(dir, &Prometheus::config(target, rules));
+        prom.wait_ready();
+        LivePrometheus(prom)
     }
 
     /// GET an API path; the `data` of a `success` answer, or Err with the
     /// status and body.
     fn api(&self, path: &str) -> Result<Value, String> {
         let (code, body) =
-            http_get(self.addr, path).ok_or_else(|| format!("GET {path}: no answer"))?;
+            http_get(self.0.addr(), path).ok_or_else(|| format!("GET {path}: no answer"))?;
         let v: Value = serde_json::from_str(&body).map_err(|e| format!("{code} {e}: {body}"))?;
         if code != 200 || v["status"] != "success" {
             return Err(format!("{code}: {body}"));
@@ -84,7 +45,7 @@ impl LivePrometheus {
 
     /// An instant query now: every sample of a vector or scalar result.
     pub fn query(&self, promql: &str) -> Result<Vec<Sample>, String> {
-        let data = self.api(&format!("/api/v1/query?query={}", encode(promql)))?;
+        let data = self.api(&format!("/api/v1/query?query={}", percent_encode(promql)))?;
         let value = |v: &Value| -> f64 {
             v[1].as_str()
                 .and_then(|s| s.parse().ok())
@@ -113,7 +74,7 @@ impl LivePrometheus {
     pub fn label_values(&self, selector: &str, label: &str) -> Result<Vec<String>, String> {
         let data = self.api(&format!(
             "/api/v1/label/{label}/values?match[]={}",
-            encode(selector)
+            percent_encode(selector)
         ))?;
         Ok(data
             .as_array()
@@ -133,25 +94,4 @@ impl LivePrometheus {
             .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
             .collect()
     }
-}
-
-impl Drop for LivePrometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Percent-encode everything but unreserved characters.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
