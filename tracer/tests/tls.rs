@@ -12,12 +12,12 @@ mod kit;
 
 use std::{
     io::Write as _,
-    net::{SocketAddr, TcpStream},
+    net::TcpStream,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{Prometheus, metric_lines, metric_value, require_root, wait_until};
+use common::{Prometheus, metric_lines, metric_value, wait_until};
 use kit::{PASSWORD, Pki, TlsAgent, USER, curl};
 
 #[test]
@@ -284,26 +284,9 @@ fn client_certificates_are_required_when_asked() {
         ]
     };
     let client = with_cert("client.pem", "client-key.pem");
-    // TlsAgent::start's own curl has no client certificate: start by hand.
-    require_root();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let child = Command::new(env!("CARGO_BIN_EXE_tracer"))
-        .args(["run", "--netns", "host", "--listen", &addr.to_string()])
-        .arg("--web-config")
-        .arg(&web)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn tracer run");
-    let agent = TlsAgent {
-        child,
-        addr,
-        ca: pki.path("ca.pem"),
-    };
+    // TlsAgent::start's own curl has no client certificate: wait here.
+    let agent = TlsAgent::spawn(&pki, &web);
+    let addr = agent.addr;
     let get = |extra: &[String], creds: &str| {
         let mut args = extra.to_vec();
         args.extend([

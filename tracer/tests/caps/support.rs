@@ -10,7 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::common::{http_get, metric_value, wait_until};
+use crate::common::{free_addr, http_get, metric_value, wait_until};
 use serde_json::Value;
 
 /// What the manifest adds and the image's setcap grants, in setpriv's names.
@@ -92,11 +92,7 @@ impl CapAgent {
 
     /// Spawn `tracer run` with `extra` arguments.
     pub(crate) fn spawn_with(grant: &Grant, extra: &[&str]) -> CapAgent {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let addr = free_addr();
         let plus = |caps: &[&str]| caps.iter().map(|c| format!(",+{c}")).collect::<String>();
         let mut cmd = Command::new("setpriv");
         cmd.args([

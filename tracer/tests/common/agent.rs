@@ -9,7 +9,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::{http_get, metric_value, require_root, wait_until};
+use super::{free_addr, http_get, metric_value, require_root, wait_until};
 
 /// A running `tracer run` agent on a free loopback port.
 pub struct Agent {
@@ -24,13 +24,28 @@ impl Agent {
     /// only the namespace it starts in (`--netns host`): most tests run it in
     /// a namespace of their own, away from whatever else the host runs.
     pub fn start(args: &[&str]) -> Agent {
+        let (child, addr) = Agent::spawn(&[], args, Stdio::inherit());
+        let mut agent = Agent { child, addr };
+        let up = agent.wait_healthy(Duration::from_secs(30));
+        assert!(up, "tracer run did not become healthy on {addr}");
+        agent
+    }
+
+    /// Spawn `WRAPPER tracer run --listen 127.0.0.1:<free> [--netns host]
+    /// ARGS` with stdout discarded and stderr to `stderr`.
+    fn spawn(wrapper: &[&str], args: &[&str], stderr: Stdio) -> (Child, SocketAddr) {
         require_root();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let child = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        let addr = free_addr();
+        let bin = env!("CARGO_BIN_EXE_tracer");
+        let mut cmd = match wrapper.split_first() {
+            Some((p, rest)) => {
+                let mut c = Command::new(p);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = cmd
             .arg("run")
             .args(["--listen", &addr.to_string()])
             .args(if args.contains(&"--netns") {
@@ -40,16 +55,19 @@ impl Agent {
             })
             .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn tracer run");
-        let mut agent = Agent { child, addr };
-        let up = wait_until(Duration::from_secs(30), || {
-            matches!(agent.child.try_wait(), Ok(None))
+        (child, addr)
+    }
+
+    /// Wait until it runs and answers /healthz, at most `timeout`.
+    fn wait_healthy(&mut self, timeout: Duration) -> bool {
+        let addr = self.addr;
+        wait_until(timeout, || {
+            matches!(self.child.try_wait(), Ok(None))
                 && http_get(addr, "/healthz").is_some_and(|(c, _)| c == 200)
-        });
-        assert!(up, "tracer run did not become healthy on {addr}");
-        agent
+        })
     }
 
     /// GET a path; panics unless it answers 200.
@@ -108,34 +126,7 @@ impl Agent {
         wrapper: &[&str],
         args: &[&str],
     ) -> (Agent, std::sync::Arc<std::sync::Mutex<String>>) {
-        require_root();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let bin = env!("CARGO_BIN_EXE_tracer");
-        let mut cmd = match wrapper.split_first() {
-            Some((p, rest)) => {
-                let mut c = Command::new(p);
-                c.args(rest).arg(bin);
-                c
-            }
-            None => Command::new(bin),
-        };
-        let mut child = cmd
-            .arg("run")
-            .args(["--listen", &addr.to_string()])
-            .args(if args.contains(&"--netns") {
-                &[][..]
-            } else {
-                &["--netns", "host"][..]
-            })
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tracer run");
+        let (mut child, addr) = Agent::spawn(wrapper, args, Stdio::piped());
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let err = child.stderr.take().expect("stderr");
         let sink = log.clone();
@@ -148,10 +139,7 @@ impl Agent {
             }
         });
         let mut agent = Agent { child, addr };
-        let up = wait_until(Duration::from_secs(60), || {
-            matches!(agent.child.try_wait(), Ok(None))
-                && http_get(addr, "/healthz").is_some_and(|(c, _)| c == 200)
-        });
+        let up = agent.wait_healthy(Duration::from_secs(60));
         assert!(
             up,
             "tracer run did not become healthy on {addr}: {}",

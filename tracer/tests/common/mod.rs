@@ -46,6 +46,16 @@ pub fn require_root() {
     );
 }
 
+/// A loopback address with a port that was free a moment ago, for a
+/// server the test starts.
+pub fn free_addr() -> std::net::SocketAddr {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
+}
+
 /// Poll `f` until it returns true or the timeout passes.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();

@@ -43,12 +43,7 @@ impl Prometheus {
     /// exist, and start Prometheus with it on a free loopback port, its
     /// data in `dir`; both are removed on drop.
     pub fn launch(dir: std::path::PathBuf, config: &str) -> Prometheus {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let addr = super::free_addr();
         let cfg = dir.join("prometheus.yml");
         std::fs::write(&cfg, config).unwrap();
         let child = Command::new("prometheus")

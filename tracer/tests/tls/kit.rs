@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use crate::common::{require_root, wait_until};
+use crate::common::{free_addr, require_root, wait_until};
 
 pub const USER: &str = "prometheus";
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -134,25 +134,8 @@ impl TlsAgent {
     /// Start it, and wait until /healthz answers 200 over TLS with the
     /// right credentials.
     pub fn start(pki: &Pki, web_config: &Path) -> TlsAgent {
-        require_root();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let child = Command::new(env!("CARGO_BIN_EXE_tracer"))
-            .args(["run", "--netns", "host", "--listen", &addr.to_string()])
-            .arg("--web-config")
-            .arg(web_config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn tracer run");
-        let mut agent = TlsAgent {
-            child,
-            addr,
-            ca: pki.path("ca.pem"),
-        };
+        let mut agent = TlsAgent::spawn(pki, web_config);
+        let addr = agent.addr;
         let up = wait_until(Duration::from_secs(30), || {
             matches!(agent.child.try_wait(), Ok(None))
                 && agent.curl("/healthz", Some((USER, PASSWORD))).code == Some(200)
@@ -162,6 +145,26 @@ impl TlsAgent {
             "tracer run --web-config did not become healthy on {addr}"
         );
         agent
+    }
+
+    /// Start it without waiting: for a test whose clients need more than
+    /// [`TlsAgent::curl`] sends.
+    pub fn spawn(pki: &Pki, web_config: &Path) -> TlsAgent {
+        require_root();
+        let addr = free_addr();
+        let child = Command::new(env!("CARGO_BIN_EXE_tracer"))
+            .args(["run", "--netns", "host", "--listen", &addr.to_string()])
+            .arg("--web-config")
+            .arg(web_config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tracer run");
+        TlsAgent {
+            child,
+            addr,
+            ca: pki.path("ca.pem"),
+        }
     }
 
     /// curl https://ADDR/PATH, trusting the test CA.
