@@ -33,6 +33,34 @@ fn client_closes_first(l: &TcpListener, port: u16, n: usize) {
     }
 }
 
+/// The agent of the TIME_WAIT tests: it reconciles every `reconcile`,
+/// dumps TIME_WAIT every `time_wait`, with `extra` flags after those.
+fn time_wait_agent(reconcile: &str, time_wait: &str, extra: &[&str]) -> Agent {
+    let mut args = vec![
+        "--reconcile-interval",
+        reconcile,
+        "--time-wait-interval",
+        time_wait,
+    ];
+    args.extend_from_slice(extra);
+    Agent::start(&args)
+}
+
+/// Within 5 s, a scrape of the TIME_WAIT gauge between two `ss` counts of
+/// the whole namespace for which `agree(ss before, gauge, ss after)` holds;
+/// panics with every count seen otherwise.
+fn gauge_agrees_with_ss(agent: &Agent, agree: impl Fn(usize, usize, usize) -> bool) {
+    let mut seen = Vec::new();
+    let agrees = wait_until(Duration::from_secs(5), || {
+        let before = ss_count("time-wait", "");
+        let gauge = agent.metric("tracer_tcp_sockets{state=\"time_wait\"}") as usize;
+        let after = ss_count("time-wait", "");
+        seen.push((before, gauge, after));
+        agree(before, gauge, after)
+    });
+    assert!(agrees, "(ss before, gauge, ss after): {seen:?}");
+}
+
 fn api_sockets(agent: &Agent, state: &str, port: u16) -> Vec<serde_json::Value> {
     agent
         .json(&format!("/api/v1/sockets?state={state}&port={port}"))
@@ -47,14 +75,7 @@ fn time_wait_agrees_with_sock_diag_after_200_client_closes() {
     let _ns = Netns::enter("time598");
     // No CPU budget: under a slow VM (TCG) a budgeted full dump stretches
     // past the wait below; pacing has its own test.
-    let agent = Agent::start(&[
-        "--reconcile-interval",
-        "200ms",
-        "--time-wait-interval",
-        "1s",
-        "--reconcile-budget",
-        "0",
-    ]);
+    let agent = time_wait_agent("200ms", "1s", &["--reconcile-budget", "0"]);
     let (l, port) = listener();
     client_closes_first(&l, port, 200);
     let filter = format!("( dport = :{port} )");
@@ -96,15 +117,9 @@ fn time_wait_agrees_with_sock_diag_after_200_client_closes() {
     // rest of the host churns. Our own scrapes leave TIME_WAIT sockets too
     // (the agent closes first), one per request: compare with the count
     // just before and just after each scrape.
-    let mut seen = Vec::new();
-    let agrees = wait_until(Duration::from_secs(5), || {
-        let before = ss_count("time-wait", "");
-        let gauge = agent.metric("tracer_tcp_sockets{state=\"time_wait\"}") as usize;
-        let after = ss_count("time-wait", "");
-        seen.push((before, gauge, after));
+    gauge_agrees_with_ss(&agent, |before, gauge, after| {
         gauge >= 200 && (gauge == before || gauge == after)
     });
-    assert!(agrees, "(ss before, gauge, ss after): {seen:?}");
     assert_eq!(agent.stop().code(), Some(0), "SIGTERM exits 0");
 }
 

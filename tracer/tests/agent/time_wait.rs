@@ -9,14 +9,7 @@ use super::*;
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn time_wait_ends_sixty_seconds_after_it_began() {
     let _ns = Netns::enter("time622");
-    let agent = Agent::start(&[
-        "--reconcile-interval",
-        "250ms",
-        "--time-wait-interval",
-        "1s",
-        "--closed-retention",
-        "30s",
-    ]);
+    let agent = time_wait_agent("250ms", "1s", &["--closed-retention", "30s"]);
     let (l, port) = listener();
     client_closes_first(&l, port, 5);
     drop(l);
@@ -85,24 +78,9 @@ fn time_wait_gauge_matches_sock_diag_when_buckets_overflow() {
     // gauge honest.
     // The whole namespace's gauge against its `ss`: today's behaviour, the
     // agent's own namespace only (the overflow counter is per namespace).
-    let agent = Agent::start(&[
-        "--reconcile-interval",
-        "250ms",
-        "--time-wait-interval",
-        "1h",
-        "--netns",
-        "host",
-    ]);
+    let agent = time_wait_agent("250ms", "1h", &["--netns", "host"]);
     let (l, port) = listener();
     client_closes_first(&l, port, 30);
     std::thread::sleep(Duration::from_millis(300));
-    let mut seen = Vec::new();
-    let agrees = wait_until(Duration::from_secs(5), || {
-        let before = ss_count("time-wait", "");
-        let gauge = agent.metric("tracer_tcp_sockets{state=\"time_wait\"}") as usize;
-        let after = ss_count("time-wait", "");
-        seen.push((before, gauge, after));
-        before == 10 && gauge == before
-    });
-    assert!(agrees, "(ss before, gauge, ss after): {seen:?}");
+    gauge_agrees_with_ss(&agent, |before, gauge, _| before == 10 && gauge == before);
 }
