@@ -12,7 +12,6 @@ mod scale;
 #[path = "diag/states.rs"]
 mod states;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -27,30 +26,15 @@ use tracer::diag::{DumpOptions, Dumper, dump_tcp, owners_of};
 use tracer::snapshot::{SocketSnapshot, TimerKind};
 use tracer::tcp::{Family, TcpState};
 
-use common::require_root;
+use common::{
+    counting::{ALLOCS, COUNTING, Counting},
+    require_root,
+};
 
 /// Counts allocations made by threads that opted in, so a test can check
 /// that a steady-state dump allocates nothing.
-struct CountingAlloc;
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            ALLOCS.with(|n| n.set(n.get() + 1));
-        }
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System.alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
 #[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
+static GLOBAL: Counting = Counting;
 
 fn dump(with_info: bool) -> Vec<SocketSnapshot> {
     dump_tcp(DumpOptions {

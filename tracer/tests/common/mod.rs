@@ -12,6 +12,7 @@
 #![allow(unused_imports, reason = "each test binary uses a different subset")]
 
 mod agent;
+pub mod counting;
 mod events;
 mod exposition;
 mod http;
