@@ -21,7 +21,13 @@ pub struct Ingest {
     asks: Arc<Drain>,
     /// Records that could not be decoded (another ABI version, corruption).
     pub decode_errors: u64,
+    /// Sees every record's bytes before it is decoded (a recording).
+    tap: Option<Tap>,
 }
+
+/// What a recording taps the ring buffer with: the bytes of each record
+/// read, before decoding.
+pub type Tap = Box<dyn FnMut(&[u8]) + Send>;
 
 /// Lets another thread (the HTTP server, before a scrape) ask the event
 /// loop to read the ring buffer now, and wait a bounded time until what it
@@ -75,7 +81,13 @@ impl Ingest {
             tick,
             asks: Arc::default(),
             decode_errors: 0,
+            tap: None,
         })
+    }
+
+    /// Hand the bytes of every record read from now on to `tap` too.
+    pub fn tap(&mut self, tap: Tap) {
+        self.tap = Some(tap);
     }
 
     /// The handle other threads ask for a drain with.
@@ -102,6 +114,7 @@ impl Ingest {
             tick,
             asks,
             decode_errors,
+            tap,
         } = self;
         if let Some(l) = logs {
             l.flush();
@@ -117,18 +130,18 @@ impl Ingest {
         tokio::select! {
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
-                let n = drain(guard.get_inner_mut(), decode_errors, f);
+                let n = drain(guard.get_inner_mut(), decode_errors, tap, f);
                 guard.clear_ready();
                 Ok((n, false))
             }
-            () = timer => Ok((drain(fd.get_mut(), decode_errors, f), false)),
-            () = asks.asked.notified() => Ok((drain(fd.get_mut(), decode_errors, f), true)),
+            () = timer => Ok((drain(fd.get_mut(), decode_errors, tap, f), false)),
+            () = asks.asked.notified() => Ok((drain(fd.get_mut(), decode_errors, tap, f), true)),
         }
     }
 
     /// Hand every event already in the ring buffer to `f`, without waiting.
     pub fn drain_now(&mut self, f: impl FnMut(&SockEvent)) -> usize {
-        drain(self.fd.get_mut(), &mut self.decode_errors, f)
+        drain(self.fd.get_mut(), &mut self.decode_errors, &mut self.tap, f)
     }
 
     /// The ring buffer's file descriptor, for diagnostics.
@@ -138,10 +151,18 @@ impl Ingest {
 }
 
 /// Decode and hand out every record in the ring; count the undecodable.
-fn drain(ring: &mut RingBuf<MapData>, errors: &mut u64, mut f: impl FnMut(&SockEvent)) -> usize {
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    errors: &mut u64,
+    tap: &mut Option<Tap>,
+    mut f: impl FnMut(&SockEvent),
+) -> usize {
     let mut n = 0;
     while let Some(item) = ring.next() {
         n += 1;
+        if let Some(tap) = tap {
+            tap(&item);
+        }
         match SockEvent::decode(&item) {
             Ok(ev) => f(&ev),
             Err(_) => *errors += 1,

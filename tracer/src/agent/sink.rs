@@ -27,6 +27,14 @@ pub struct AgentSink {
     pending: Option<(Vec<Leaker>, Vec<PortForecast>)>,
 }
 
+impl Shared {
+    /// The agent's sink over this state: what `tracer run` feeds, and what
+    /// the replay tests play recordings into.
+    pub fn sink(self: &Arc<Self>) -> AgentSink {
+        AgentSink::new(self.clone())
+    }
+}
+
 impl AgentSink {
     /// A sink writing into `shared`.
     pub fn new(shared: Arc<Shared>) -> AgentSink {

@@ -13,12 +13,18 @@
 //! - [`dumps`]: a dumper per namespace, and the thread a dump runs on;
 //! - `run`: the event loop, reconcile, namespaces coming and going;
 //! - [`pace`]: when the next dump is due, within the CPU budget;
-//! - [`sink`]: what a command plugs in.
+//! - [`sink`]: what a command plugs in;
+//! - [`recording`], `record`, `replay`: a recording of what the pipeline
+//!   read ([`Recorder`]), and playing it back through the same steps
+//!   ([`Replay`]), for the golden-replay tests.
 pub mod clock;
 pub mod discover;
 pub mod dumps;
 pub mod netns;
 pub mod pace;
+mod record;
+pub mod recording;
+mod replay;
 mod run;
 pub mod sink;
 mod tally;
@@ -37,6 +43,9 @@ pub use self::{
     dumps::{Census, Dump, DumpSource, MAX_NETNS, snapshot},
     netns::{NetnsChoice, NetnsScope},
     pace::{Pace, Paces},
+    record::Recorder,
+    recording::Recording,
+    replay::Replay,
     sink::{Dumped, Flow, NetnsTally, Sink, Tallies},
 };
 use crate::{
@@ -127,6 +136,8 @@ pub struct Pipeline<D> {
     /// Namespaces seen in events that no discovery found, with the time of
     /// their last event (at most [`MAX_NETNS`]): unreachable ones.
     event_netns: HashMap<u32, u64>,
+    /// Writes what the pipeline reads, when recording.
+    recorder: Option<Recorder>,
 }
 
 impl<D: Observer> Pipeline<D> {
@@ -169,7 +180,17 @@ impl<D: Observer> Pipeline<D> {
             core: Arc::new(SharedCore(Mutex::new(core))),
             tracking,
             event_netns: HashMap::new(),
+            recorder: None,
         })
+    }
+
+    /// Record what the pipeline reads from now on into `recorder`: the
+    /// events of the namespaces followed, the dumps as they go into the
+    /// engine, the owner scans and expiries. Call before [`Pipeline::adopt`].
+    pub fn record(&mut self, recorder: Recorder) {
+        recorder.header(self.scope, self.core.lock().detector.thresholds());
+        self.ingest.tap(recorder.events(self.scope));
+        self.recorder = Some(recorder);
     }
 
     /// The core, to share with readers.
@@ -217,11 +238,10 @@ impl<D: Observer> Pipeline<D> {
             error: None,
         });
         run::new_containers(&self.core, &dump, sink);
-        let mut core = self.core.lock();
-        run::set_time_wait_limits(&mut core.engine, &dump);
-        let n = core.engine.adopt(t.dumps.sockets(), dump.start_ns);
-        sink.adopted(&mut core, t.dumps.sockets());
-        drop(core);
+        let n = run::adopt(&self.core, t.dumps.sockets(), &dump, sink);
+        if let Some(r) = &self.recorder {
+            r.dumped(true, &dump, t.dumps.sockets(), None);
+        }
         tally::tally_netns(t, &mut self.event_netns, &dump, 0, sink);
         Ok(n)
     }

@@ -2,7 +2,11 @@
 //! start a dump when one is due, reconcile with it when it ends. Namespaces
 //! dumped for the first time are adopted, vanished ones end their sockets,
 //! and unreachable ones are reported once, in one sentence each.
-use std::{collections::HashMap, future::Future};
+use std::{
+    collections::{HashMap, HashSet},
+    future::Future,
+    sync::MutexGuard,
+};
 
 use anyhow::Context as _;
 
@@ -13,7 +17,12 @@ use super::{
     tally::tally_netns,
 };
 use crate::{
-    diag::owners_of, engine::Observer, ingest::Ingest, leaks::Change, snapshot::SocketSnapshot,
+    diag::owners_of,
+    engine::Observer,
+    event::SockEvent,
+    ingest::Ingest,
+    leaks::Change,
+    snapshot::{OwnerScan, SocketSnapshot},
 };
 
 /// Sleep until monotonic `at_ns`; forever when `None`.
@@ -97,6 +106,9 @@ impl<D: Observer> Pipeline<D> {
             t.unadopted = false;
             // On a blocking thread; events keep flowing meanwhile.
             t.dumps.start(full);
+            if let Some(r) = &self.recorder {
+                r.dump_started(monotonic_ns(), full);
+            }
         } else if self.scope.is_all() {
             // Namespaces come and go between dumps the budget spaces out:
             // look for them every interval (a /proc scan, no socket walk).
@@ -113,12 +125,11 @@ impl<D: Observer> Pipeline<D> {
     /// End the TIME_WAIT stays the kernel has ended by now, and drop
     /// finished records past their retention.
     fn expire<S: Sink<Derived = D>>(&mut self, sink: &mut S) {
-        let mut core = self.core.lock();
-        let Core {
-            engine, derived, ..
-        } = &mut *core;
-        engine.expire(monotonic_ns(), derived);
-        sink.advanced(&core);
+        let now_ns = monotonic_ns();
+        if let Some(r) = &self.recorder {
+            r.expired(now_ns);
+        }
+        expire(&self.core, now_ns, sink);
     }
 
     /// A dump ended: reconcile with it, account for it, refresh the tallies.
@@ -156,14 +167,26 @@ impl<D: Observer> Pipeline<D> {
         let (cpu_ns, ended) = match &dump.result {
             Ok(()) => {
                 sink.port_settings(&dump.port_settings);
+                let recorder = self.recorder.as_ref();
+                let mut scanned = None;
                 let (engine_ns, n) = reconcile(
-                    &mut self.ingest,
+                    Some(&mut self.ingest),
                     &self.core,
                     self.scope,
                     sink,
                     t.dumps.sockets(),
                     &dump,
+                    |inodes| {
+                        let scan = owners_of(inodes);
+                        if recorder.is_some() {
+                            scanned = Some(scan.clone());
+                        }
+                        scan
+                    },
                 );
+                if let Some(r) = recorder {
+                    r.dumped(false, &dump, t.dumps.sockets(), scanned.as_ref());
+                }
                 (dump.cpu_ns + engine_ns, n)
             }
             // Try again at the next interval, not the next tick. Vanished
@@ -201,6 +224,20 @@ pub(super) fn set_time_wait_limits(engine: &mut crate::engine::Engine, dump: &Du
     engine.forget_time_wait_limits(&dump.gone);
 }
 
+/// Adopt the sockets of a first dump into the engine. Returns how many.
+pub(super) fn adopt<D, S: Sink<Derived = D>>(
+    core: &SharedCore<D>,
+    sockets: &[SocketSnapshot],
+    dump: &Dump,
+    sink: &mut S,
+) -> usize {
+    let mut core = core.lock();
+    set_time_wait_limits(&mut core.engine, dump);
+    let n = core.engine.adopt(sockets, dump.start_ns);
+    sink.adopted(&mut core, sockets);
+    n
+}
+
 /// Hand a changed container map to the core and the sink, before the
 /// dump's sockets are reconciled (so new leak flags name their container).
 pub(super) fn new_containers<D, S: Sink<Derived = D>>(
@@ -224,55 +261,114 @@ async fn read_batch<D: Observer, S: Sink<Derived = D>>(
     core: &SharedCore<D>,
     scope: NetnsScope,
     tracking: bool,
-    mut seen: Option<&mut HashMap<u32, u64>>,
+    seen: Option<&mut HashMap<u32, u64>>,
     sink: &mut S,
 ) -> std::io::Result<()> {
     // Collect first (the ring buffer wakes us), then lock once per batch.
-    let mut guard = None;
-    let mut last_netns = 0;
-    let (n, asked) = ingest
-        .next_batch(|ev| {
-            if let Some(seen) = seen.as_deref_mut()
-                && ev.netns != last_netns
-                && ev.netns != 0
-            {
-                last_netns = ev.netns;
-                if seen.len() < MAX_NETNS || seen.contains_key(&ev.netns) {
-                    seen.insert(ev.netns, ev.ts_ns);
-                }
-            }
-            let in_scope = scope.contains(ev);
-            if in_scope && tracking {
-                let core = guard.get_or_insert_with(|| core.lock());
-                let Core {
-                    engine, derived, ..
-                } = &mut **core;
-                engine.apply(ev, derived);
-            }
-            sink.event(ev, in_scope);
-        })
-        .await?;
-    sink.batch(n, guard.as_deref());
-    drop(guard);
+    let mut batch = Batch::new(core, scope, tracking, seen, sink);
+    let (n, asked) = ingest.next_batch(|ev| batch.event(ev)).await?;
+    batch.finish(n);
     if asked {
         ingest.drained();
     }
     Ok(())
 }
 
-/// Apply the events older than the dump, reconcile the namespaces it
-/// covers, adopt those dumped for the first time, end the sockets of
-/// vanished ones, run the detectors. Returns the CPU time the engine took:
-/// with the dump, what grows with the host's socket count (owner lookups
-/// for new leak flags are one-offs, and not counted), and how many sockets
-/// ended with their namespace.
-fn reconcile<D: Observer, S: Sink<Derived = D>>(
-    ingest: &mut Ingest,
+/// One batch of events on its way into the engine: the lock is taken at
+/// the first event in scope and held until [`Batch::finish`]. The live
+/// loop feeds it from the ring buffer, a replay from a recording.
+pub(super) struct Batch<'a, D, S> {
+    core: &'a SharedCore<D>,
+    guard: Option<MutexGuard<'a, Core<D>>>,
+    scope: NetnsScope,
+    tracking: bool,
+    /// Namespaces seen in events, when every namespace is followed.
+    seen: Option<&'a mut HashMap<u32, u64>>,
+    last_netns: u32,
+    sink: &'a mut S,
+}
+
+impl<'a, D: Observer, S: Sink<Derived = D>> Batch<'a, D, S> {
+    /// A batch into `core`; `tracking`: the engine follows events (not
+    /// streaming only).
+    pub(super) fn new(
+        core: &'a SharedCore<D>,
+        scope: NetnsScope,
+        tracking: bool,
+        seen: Option<&'a mut HashMap<u32, u64>>,
+        sink: &'a mut S,
+    ) -> Self {
+        Batch {
+            core,
+            guard: None,
+            scope,
+            tracking,
+            seen,
+            last_netns: 0,
+            sink,
+        }
+    }
+
+    /// One event: note its namespace, apply it when in scope, tell the sink.
+    pub(super) fn event(&mut self, ev: &SockEvent) {
+        if let Some(seen) = self.seen.as_deref_mut()
+            && ev.netns != self.last_netns
+            && ev.netns != 0
+        {
+            self.last_netns = ev.netns;
+            if seen.len() < MAX_NETNS || seen.contains_key(&ev.netns) {
+                seen.insert(ev.netns, ev.ts_ns);
+            }
+        }
+        let in_scope = self.scope.contains(ev);
+        if in_scope && self.tracking {
+            let core = self.guard.get_or_insert_with(|| self.core.lock());
+            let Core {
+                engine, derived, ..
+            } = &mut **core;
+            engine.apply(ev, derived);
+        }
+        self.sink.event(ev, in_scope);
+    }
+
+    /// The batch of `read` records is applied: tell the sink, let go of
+    /// the lock.
+    pub(super) fn finish(self, read: usize) {
+        self.sink.batch(read, self.guard.as_deref());
+    }
+}
+
+/// End the TIME_WAIT stays the kernel has ended by `now_ns`, and drop
+/// finished records past their retention.
+pub(super) fn expire<D: Observer, S: Sink<Derived = D>>(
+    core: &SharedCore<D>,
+    now_ns: u64,
+    sink: &mut S,
+) {
+    let mut core = core.lock();
+    let Core {
+        engine, derived, ..
+    } = &mut *core;
+    engine.expire(now_ns, derived);
+    sink.advanced(&core);
+}
+
+/// Apply the events older than the dump (those still in `ingest`; a
+/// replay has applied them already), reconcile the namespaces it covers,
+/// adopt those dumped for the first time, end the sockets of vanished
+/// ones, run the detectors, which name the owners of new flags with
+/// `owners` (the `/proc` scan, live). Returns the CPU time the engine
+/// took: with the dump, what grows with the host's socket count (owner
+/// lookups for new leak flags are one-offs, and not counted), and how many
+/// sockets ended with their namespace.
+pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
+    ingest: Option<&mut Ingest>,
     core: &SharedCore<D>,
     scope: NetnsScope,
     sink: &mut S,
     sockets: &[SocketSnapshot],
     dump: &Dump,
+    owners: impl FnOnce(&HashSet<u64>) -> OwnerScan,
 ) -> (u64, u64) {
     let mut guard = core.lock();
     let Core {
@@ -281,13 +377,15 @@ fn reconcile<D: Observer, S: Sink<Derived = D>>(
         derived,
         containers,
     } = &mut *guard;
-    ingest.drain_now(|ev| {
-        let in_scope = scope.contains(ev);
-        if in_scope {
-            engine.apply(ev, derived);
-        }
-        sink.event(ev, in_scope);
-    });
+    if let Some(ingest) = ingest {
+        ingest.drain_now(|ev| {
+            let in_scope = scope.contains(ev);
+            if in_scope {
+                engine.apply(ev, derived);
+            }
+            sink.event(ev, in_scope);
+        });
+    }
     let cpu_before = thread_cpu_ns();
     set_time_wait_limits(engine, dump);
     let covered = &dump.covered;
@@ -308,7 +406,7 @@ fn reconcile<D: Observer, S: Sink<Derived = D>>(
         sockets,
         dump.start_ns,
         |cookie, st| engine.state_since(cookie, st),
-        owners_of,
+        owners,
     );
     // Flags keep the container they were raised in, even once it is gone.
     let changed = changes.iter_mut().map(|c| match c {
