@@ -57,11 +57,11 @@ settings! {
         /// Most workloads (pods, containers, or namespaces) with per-workload
         /// metric series of their own, up to 100000; the rest are summed under
         /// `other` [default: 256].
-        max_workloads: usize = crate::export::workload::DEFAULT_MAX_WORKLOADS
+        max_workloads: usize = DEFAULT_MAX_WORKLOADS
             => "N" parse_max_workloads;
         /// Most HTTP connections open at once, 1 to 65536; at the cap the
         /// oldest idle one is closed to make room [default: 256].
-        max_http_connections: usize = crate::export::serve::DEFAULT_MAX_CONNECTIONS
+        max_http_connections: usize = DEFAULT_MAX_HTTP_CONNECTIONS
             => "N" parse_max_http_connections;
         /// TLS and basic auth for the HTTP server: a YAML file in node_exporter's
         /// web config format (tls_server_config, basic_auth_users); relative

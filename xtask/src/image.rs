@@ -19,6 +19,7 @@
 //! the build has none (`--network none`; with `--base`, the host's, for
 //! apt), the smoke test's container the host's, as the DaemonSet's pod.
 mod pod;
+mod podman;
 mod process;
 mod smoke;
 mod traffic;

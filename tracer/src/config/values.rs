@@ -152,6 +152,9 @@ pub fn parse_max_sockets(s: &str) -> Result<usize, String> {
     parse_count(s, 1, MAX_SOCKETS, "a number of sockets").map(|n| n as usize)
 }
 
+/// The default of `--max-workloads`.
+pub const DEFAULT_MAX_WORKLOADS: usize = 256;
+
 /// Most workloads with series of their own: beyond this, Prometheus drowns.
 pub const MAX_WORKLOADS: u64 = 100_000;
 
@@ -159,6 +162,9 @@ pub const MAX_WORKLOADS: u64 = 100_000;
 pub fn parse_max_workloads(s: &str) -> Result<usize, String> {
     parse_count(s, 0, MAX_WORKLOADS, "a number of workloads").map(|n| n as usize)
 }
+
+/// The default of `--max-http-connections`.
+pub const DEFAULT_MAX_HTTP_CONNECTIONS: usize = 256;
 
 /// Most HTTP connections `--max-http-connections` may allow: each is a
 /// file, and few hosts allow a process more.

@@ -4,8 +4,8 @@
 //! are described in the module docs of `engine`; this file is their code.
 //! Nothing here allocates except when the store grows.
 use super::handshake;
-use super::observer::{ClosedBy, Direction, Observer, TimeWaitEnd};
-use super::record::{Record, flag, tw_end};
+use super::observer::{Direction, Observer, TimeWaitEnd};
+use super::record::{ClosedBy, Record, flag, tw_end};
 use super::{Engine, time_wait::reuses_a_tuple};
 use crate::event::{Kind, SockEvent};
 use crate::tcp::TcpState::{self, *};

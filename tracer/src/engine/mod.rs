@@ -122,9 +122,9 @@ mod wheel;
 pub use config::{Config, Stats};
 pub use handshake::{Handshake, HandshakeFailure, Role};
 pub use hash::{BuildCookieHasher, CookieHasher};
-pub use observer::{ClosedBy, Correction, Direction, Observer, TimeWaitEnd};
+pub use observer::{Correction, Direction, Observer, TimeWaitEnd};
 pub use reconcile::ReconcileReport;
-pub use record::{PATH_LEN, SocketView, SyscallOwner};
+pub use record::{ClosedBy, PATH_LEN, SocketView, SyscallOwner};
 pub use wheel::TimeWaitClock;
 
 use record::flag;

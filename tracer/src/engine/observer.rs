@@ -5,37 +5,8 @@
 //! Prometheus layer, a test recorder, `()`) overrides only what it needs.
 //! Arguments are plain `Copy` values: reporting never allocates.
 use super::handshake::{Handshake, Role};
+use super::record::ClosedBy;
 use crate::tcp::TcpState;
-
-/// Who started closing a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ClosedBy {
-    /// This host: the socket left ESTABLISHED for FIN_WAIT1.
-    Local,
-    /// The peer: the socket left ESTABLISHED for CLOSE_WAIT.
-    Remote,
-    /// A reset (sent or received) moved the socket to CLOSE.
-    Reset,
-}
-
-impl ClosedBy {
-    /// Every value, in [`ClosedBy::index`] order.
-    pub const ALL: [ClosedBy; 3] = [ClosedBy::Local, ClosedBy::Remote, ClosedBy::Reset];
-
-    /// The `closed_by` label value.
-    pub fn name(self) -> &'static str {
-        match self {
-            ClosedBy::Local => "local",
-            ClosedBy::Remote => "remote",
-            ClosedBy::Reset => "reset",
-        }
-    }
-
-    /// A dense index in `0..3`, for per-value arrays.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
 
 /// Which way a reset went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

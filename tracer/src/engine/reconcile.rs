@@ -9,7 +9,8 @@
 //! judged, and a frequent dump (`covers_time_wait == false`) does not judge
 //! the absence of records that may hide in TIME_WAIT (see `engine` docs).
 //! Timers run once more at the end, for records this dump confirmed late.
-use super::observer::{ClosedBy, Correction, Observer, TimeWaitEnd};
+use super::observer::{Correction, Observer, TimeWaitEnd};
+use super::record::ClosedBy;
 use super::record::{Record, flag, tw_end};
 use super::{Engine, TCP_TIMEWAIT_LEN_NS, TIME_WAIT_SLACK_NS};
 use crate::snapshot::SocketSnapshot;

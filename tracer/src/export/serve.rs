@@ -48,13 +48,10 @@ pub struct Limits {
     pub idle_timeout: Duration,
 }
 
-/// The default of `--max-http-connections`.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
-
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections: crate::config::DEFAULT_MAX_HTTP_CONNECTIONS,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
         }

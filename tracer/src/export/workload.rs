@@ -20,9 +20,6 @@ use prometheus_client::{
 
 use crate::{container::ContainerMap, leaks::LeakKind, tcp::TcpState};
 
-/// The default of `--max-workloads`.
-pub const DEFAULT_MAX_WORKLOADS: usize = 256;
-
 /// The states counted per workload.
 pub const WORKLOAD_STATES: [TcpState; 5] = [
     TcpState::Established,
@@ -152,7 +149,7 @@ impl Workloads {
             containers: Gauge::default(),
             cache_entries: Gauge::default(),
             cache_evictions: Counter::default(),
-            admitted: Mutex::new((DEFAULT_MAX_WORKLOADS, BTreeSet::new())),
+            admitted: Mutex::new((crate::config::DEFAULT_MAX_WORKLOADS, BTreeSet::new())),
         };
         r.register(
             "workload_sockets",

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use anyhow::{Context as _, bail};
 
-use super::smoke::podman;
+use super::podman::podman;
 use crate::cmd;
 
 /// The file capabilities of the image's `/usr/local/bin/tracer`, as

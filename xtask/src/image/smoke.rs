@@ -25,6 +25,7 @@ use anyhow::{Context as _, bail};
 
 use super::{
     pod::{Pod, Source},
+    podman::podman,
     process, traffic,
     web::{self, Client},
 };
@@ -339,23 +340,6 @@ impl Table {
         println!("\nimage smoke test: all {} checks passed", self.rows.len());
         Ok(())
     }
-}
-
-/// `podman --runtime runc ARGS`, its stdout.
-pub fn podman(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("podman")
-        .args(["--runtime", "runc"])
-        .args(args)
-        .output()
-        .context("starting podman")?;
-    if !out.status.success() {
-        bail!(
-            "podman {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A port nothing listens on now, for the agent.

@@ -1,7 +1,8 @@
 //! The public, read-only view of a record.
 use std::net::SocketAddr;
 
-use super::super::observer::{ClosedBy, TimeWaitEnd};
+use super::super::observer::TimeWaitEnd;
+use super::ClosedBy;
 use super::{Record, addr_of, flag, tw_end};
 use crate::event::comm_str;
 use crate::tcp::{Family, TcpState};
