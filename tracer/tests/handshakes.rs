@@ -1,13 +1,17 @@
 //! Handshake outcomes against real connections: connects that succeed
 //! (both ends counted, the client's latency timed), that a closed port
 //! refuses, that time out against a peer dropping every SYN, and that the
-//! application gives up on. The agent follows only the test's own client
-//! namespace (`--netns NAME`), and serves from the host's, so its own
-//! HTTP connections are not counted and the counts are exact.
+//! application gives up on; on the server's side, Fast Open connections
+//! reset before their handshake ended. The agent follows only the test's
+//! own client (or server) namespace (`--netns NAME`), and serves from the
+//! host's, so its own HTTP connections are not counted and the counts are
+//! exact.
 mod common;
+#[path = "handshakes/fast_open.rs"]
+mod fast_open;
 
 use std::{
-    io::ErrorKind,
+    io::{ErrorKind, Read as _},
     net::{SocketAddr, TcpListener, TcpStream},
     time::{Duration, Instant},
 };
@@ -229,5 +233,96 @@ fn an_icmp_unreachable_connect_is_one_failure_not_a_refusal() {
         before[..3],
         "an ICMP error is neither a refusal, a timeout nor the application's close"
     );
+    agent.stop();
+}
+
+/// A server's connection reset before its handshake ended is counted once,
+/// as `reset`, and the other server reasons stay 0. Only TCP Fast Open
+/// gives a Linux server such a socket: a SYN with a cookie and data makes
+/// the listener create it in SYN_RECV and queue it for `accept()` at once.
+/// The client's ACK of the SYN-ACK is dropped by its own firewall, so the
+/// server's socket stays in SYN_RECV (seen with TCP_INFO) until the client
+/// closes with SO_LINGER 0: its RST (in window, RST|ACK passes the rule)
+/// moves the socket `syn_recv -> close` with ECONNRESET, the error the
+/// server's `read()` returns.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn a_fast_open_connection_reset_in_syn_recv_is_a_server_reset() {
+    // a: the client; b: the server, the only namespace the agent follows.
+    let pair = NetnsPair::new("hstfo", 73);
+    fast_open::enable(&pair.a);
+    fast_open::enable(&pair.b);
+    let agent = Agent::start(&["--netns", &pair.b]);
+    let series = [
+        "tracer_tcp_connections_established_total{role=\"server\"}",
+        "tracer_tcp_handshake_failures_total{role=\"server\",reason=\"reset\"}",
+        "tracer_tcp_handshake_failures_total{role=\"server\",reason=\"timed_out\"}",
+        "tracer_tcp_handshake_failures_total{role=\"server\",reason=\"aborted\"}",
+    ];
+    let read = |agent: &Agent| -> Vec<f64> {
+        let text = agent.get("/metrics");
+        series
+            .map(|s| metric_value(&text, s).unwrap_or_else(|| panic!("no series {s}")))
+            .to_vec()
+    };
+    let before = read(&agent);
+
+    let addr: SocketAddr = format!("{}:0", pair.addr_b).parse().expect("addr");
+    let listener = NetnsPair::in_ns(&pair.b, move || fast_open::listener(addr));
+    let server = listener.local_addr().expect("addr");
+
+    // The first connection's SYN asks for a cookie; its handshake completes
+    // as any other (one server connection established). The server closes
+    // first: the client's FIN carries its last ACK, so the rule added next,
+    // dropping bare ACKs, leaves this connection's close alone.
+    let mut client = NetnsPair::in_ns(&pair.a, move || {
+        fast_open::connect(server, b"cookie?", false)
+    });
+    let (mut conn, _) = listener.accept().expect("accept");
+    let mut buf = [0u8; 16];
+    let n = conn.read(&mut buf).expect("read");
+    assert_eq!(&buf[..n], b"cookie?");
+    drop(conn);
+    assert_eq!(client.read(&mut buf).expect("read EOF"), 0);
+    drop(client);
+
+    fast_open::drop_bare_acks_to(&pair.a, server.port());
+    const N: usize = 2;
+    for _ in 0..N {
+        let client = NetnsPair::in_ns(&pair.a, move || {
+            fast_open::connect(server, b"in the SYN", true)
+        });
+        // The SYN-ACK arrived; the ACK that answered it was dropped.
+        assert_eq!(fast_open::tcp_state(&client), fast_open::ESTABLISHED);
+        let (mut conn, _) = listener.accept().expect("accept");
+        assert_eq!(
+            fast_open::tcp_state(&conn),
+            fast_open::SYN_RECV,
+            "the server's socket should wait in SYN_RECV: made by a Fast Open SYN, its ACK dropped"
+        );
+        let n = conn.read(&mut buf).expect("read the SYN's data");
+        assert_eq!(&buf[..n], b"in the SYN");
+        drop(client);
+        conn.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let err = conn.read(&mut buf).expect_err("the client reset");
+        assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}");
+    }
+
+    let want: Vec<f64> = before
+        .iter()
+        .zip([1.0, N as f64, 0.0, 0.0])
+        .map(|(b, n)| b + n)
+        .collect();
+    let mut got = before.clone();
+    let settled = wait_until(Duration::from_secs(10), || {
+        got = read(&agent);
+        got == want
+    });
+    assert!(settled, "want {want:?} for {series:?}, got {got:?}");
+    // Nothing more arrives later (each reset is counted once).
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(read(&agent), want, "{series:?}");
+    drop(listener);
     agent.stop();
 }
