@@ -13,8 +13,8 @@ use std::net::TcpStream;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::Agent;
-use kit::{NamedNetns, fd_forecast, leaking_server, port_forecast, tracer_leaks};
+use common::{Agent, LeakyServer, NamedNetns, tracer_leaks};
+use kit::{fd_forecast, port_forecast};
 
 /// Clients connect and close this often.
 const EVERY: Duration = Duration::from_millis(500);
@@ -30,8 +30,8 @@ fn fd_exhaustion_is_forecast_before_accept_fails() {
     common::require_root();
     const LIMIT: u32 = 160;
     let agent = Agent::start(&["--close-wait-threshold", "1s", "--reconcile-interval", "1s"]);
-    let server = leaking_server(LIMIT);
-    let (pid, port) = (server.child.id(), server.port);
+    let server = LeakyServer::start(Some(LIMIT));
+    let (pid, port) = (server.pid(), server.port);
     let url = format!("http://{}", agent.addr);
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let clients = std::thread::spawn(move || {
@@ -102,7 +102,7 @@ fn fd_exhaustion_is_forecast_before_accept_fails() {
     let predicted = at + Duration::from_secs_f64(left);
     let deadline = Instant::now() + Duration::from_secs(120);
     let hit = loop {
-        if let Some(t) = *server.emfile.lock().unwrap() {
+        if let Some(t) = server.emfile() {
             break t;
         }
         assert!(
@@ -130,7 +130,7 @@ fn fd_exhaustion_is_forecast_before_accept_fails() {
     assert!(zero, "no forecast of 0 once out of descriptors");
 
     // Without an agent: the usage against the limit, and no rate.
-    let (_, text) = tracer_leaks(&["--agent", "http://127.0.0.1:1", "-p", &pid.to_string()]);
+    let (_, text) = tracer_leaks(&["--agent", common::NO_AGENT, "-p", &pid.to_string()]);
     eprintln!("{text}");
     assert!(
         text.contains(&format!(" of {LIMIT} fds")) && text.contains("no rate"),
@@ -239,7 +239,7 @@ fn port_exhaustion_is_forecast_before_connect_fails() {
     );
 
     // At or just after the failure the agent says none is free.
-    let inode = ns.inode();
+    let inode = ns.inode;
     let series =
         |name: &str| format!(r#"{name}{{netns="{inode}",remote="{remote}",local="127.0.0.1"}}"#);
     let zero = common::wait_until(Duration::from_secs(5), || {

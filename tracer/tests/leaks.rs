@@ -12,10 +12,8 @@ mod kit;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use kit::{
-    CONNS, NO_AGENT, SERIAL, flags_on_port, foreign_close_wait, leaking_server, tracer_leaks,
-    wait_close_wait,
-};
+use common::{NO_AGENT, tracer_leaks, wait_close_wait};
+use kit::{CONNS, SERIAL, flags_on_port, foreign_close_wait, leaking_server};
 use serde_json::Value;
 use tracer::diag::{DumpOptions, Dumper, owners_of};
 use tracer::leaks::{Change, Detector, LeakKind, Thresholds};
@@ -26,7 +24,7 @@ fn snapshot_names_the_server_pid_and_fds_then_clears() {
     common::require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let server = leaking_server();
-    let (port, pid) = (server.port, server.child.id());
+    let (port, pid) = (server.port, server.pid());
     wait_close_wait(port, CONNS);
 
     // The fds /proc/<pid>/fd shows for those sockets.
@@ -104,7 +102,7 @@ fn detector_flags_real_close_wait_and_clears_when_the_process_exits() {
     common::require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let server = leaking_server();
-    let (port, pid) = (server.port, server.child.id());
+    let (port, pid) = (server.port, server.pid());
     wait_close_wait(port, CONNS);
     let t = Thresholds {
         close_wait: Duration::from_secs(1),
@@ -206,7 +204,7 @@ fn agent_flags_the_leak_and_a_prometheus_alert_fires() {
     let rules = "groups:\n  - name: tracer\n    rules:\n      - alert: CloseWaitLeak\n        expr: tracer_close_wait_leaks > 0\n";
     let prom = common::Prometheus::start(agent.addr, rules);
     let server = leaking_server();
-    let (port, pid) = (server.port, server.child.id());
+    let (port, pid) = (server.port, server.pid());
     wait_close_wait(port, CONNS);
     let start = Instant::now();
 
@@ -302,7 +300,7 @@ fn the_agent_logs_each_flag_as_one_structured_json_event() {
         ],
     );
     let server = leaking_server();
-    let (port, pid) = (server.port, server.child.id());
+    let (port, pid) = (server.port, server.pid());
     wait_close_wait(port, CONNS);
     let mine = |text: &str| -> Vec<Value> {
         text.lines()

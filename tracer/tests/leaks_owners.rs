@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::{CapAgent, Grant, NOBODY, close_wait_leak, flag_on, without};
 
-const NO_AGENT: &str = "http://127.0.0.1:1";
+use common::NO_AGENT;
 
 /// `tracer leaks ARGS` as uid/gid 65534 with no capabilities (or as root):
 /// (exit status, stdout, stderr).

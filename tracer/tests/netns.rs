@@ -10,76 +10,19 @@ mod lifetime;
 mod selection;
 
 use std::{
-    collections::BTreeMap,
     net::{SocketAddr, TcpListener, TcpStream},
-    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
+    os::fd::AsRawFd as _,
     process::Command,
     time::{Duration, Instant},
 };
 
-use common::{Agent, NetnsPair, require_root, sh, wait_until};
+use common::{Agent, NO_AGENT, NamedNetns, tracer_leaks_json, wait_until};
 use serde_json::Value;
-
-const NO_AGENT: &str = "http://127.0.0.1:1";
-
-/// A plain `ip netns add` namespace with loopback up; deleted on drop.
-struct PlainNs {
-    name: String,
-    inode: u64,
-}
-
-impl PlainNs {
-    fn new(tag: &str) -> PlainNs {
-        require_root();
-        let name = format!("tr-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        sh("ip", &["netns", "add", &name]);
-        let ns = PlainNs {
-            inode: std::fs::metadata(format!("/run/netns/{name}"))
-                .expect("netns mount")
-                .ino(),
-            name,
-        };
-        sh("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// Run `f` inside the namespace.
-    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        NetnsPair::in_ns(&self.name, f)
-    }
-
-    /// `ss -tan` inside: live sockets per state, named as the API names them.
-    fn ss_states(&self) -> BTreeMap<String, usize> {
-        common::ss_states(Command::new("ip").args(["netns", "exec", &self.name, "ss", "-tanH"]))
-    }
-}
-
-impl Drop for PlainNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-/// Live sockets per state the agent lists in namespace `inode`.
-fn api_states(agent: &Agent, inode: u64) -> BTreeMap<String, usize> {
-    let mut m = BTreeMap::new();
-    let list = agent.json(&format!("/api/v1/sockets?netns={inode}"));
-    for s in list.as_array().expect("array") {
-        if s["netns"] == inode && s["live"] == true {
-            let state = s["state"].as_str().expect("state").to_owned();
-            *m.entry(state).or_default() += 1;
-        }
-    }
-    m
-}
 
 /// `n` connections to a listener inside `ns`, closed by their clients: the
 /// server ends sit in CLOSE_WAIT, held by this process. Returns the port
 /// and the server ends.
-fn leak_close_wait(ns: &PlainNs, n: usize) -> (u16, Vec<TcpStream>) {
+fn leak_close_wait(ns: &NamedNetns, n: usize) -> (u16, Vec<TcpStream>) {
     ns.run(move || {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = l.local_addr().expect("addr").port();
@@ -91,20 +34,6 @@ fn leak_close_wait(ns: &PlainNs, n: usize) -> (u16, Vec<TcpStream>) {
         }
         (port, held)
     })
-}
-
-/// `tracer leaks ARGS --json`: (exit status, report).
-fn tracer_leaks(args: &[&str]) -> (i32, Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
-        .arg("leaks")
-        .arg("--json")
-        .args(args)
-        .output()
-        .expect("run tracer leaks");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let report = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{e}: {text}\n{}", String::from_utf8_lossy(&out.stderr)));
-    (out.status.code().expect("exit code"), report)
 }
 
 /// Flags of a report whose local port is `port`.
@@ -142,20 +71,9 @@ fn assert_named(flags: &[Value], inode: u64, fds: &[i32]) {
 #[test]
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn a_leak_in_a_namespace_made_after_the_agent_is_named_from_the_host() {
-    // No budget: another test or benchmark may fill the host's namespace
-    // with TIME_WAIT sockets, and the budget would then space dumps out.
-    let agent = Agent::start(&[
-        "--close-wait-threshold",
-        "1s",
-        "--reconcile-interval",
-        "250ms",
-        "--reconcile-budget",
-        "0",
-        "--netns",
-        "all",
-    ]);
+    let agent = Agent::start_every_netns();
     let url = format!("http://{}", agent.addr);
-    let ns = PlainNs::new("nsleak");
+    let ns = NamedNetns::new("nsleak", &[]);
     let (port, held) = leak_close_wait(&ns, 3);
     let leaked = Instant::now();
     let fds: Vec<i32> = held.iter().map(|s| s.as_raw_fd()).collect();
@@ -178,7 +96,7 @@ fn a_leak_in_a_namespace_made_after_the_agent_is_named_from_the_host() {
     // namespace of a host that may be busy) once the namespace is dumped.
     let mut report = Value::Null;
     let flagged = wait_until(Duration::from_secs(6), || {
-        report = tracer_leaks(&["--agent", &url]).1;
+        report = tracer_leaks_json(&["--agent", &url]).1;
         flags_on(&report, port).len() == 3
     });
     assert!(flagged, "{report:#}");
@@ -194,18 +112,18 @@ fn a_leak_in_a_namespace_made_after_the_agent_is_named_from_the_host() {
         assert_eq!(f["age_is_lower_bound"], false, "seen from its birth: {f:#}");
     }
     // Narrowed to the host's namespace, the agent's report has none of them.
-    let (_, host_only) = tracer_leaks(&["--agent", &url, "--netns", "host"]);
+    let (_, host_only) = tracer_leaks_json(&["--agent", &url, "--netns", "host"]);
     assert!(flags_on(&host_only, port).is_empty(), "{host_only:#}");
 
     // Without an agent: a snapshot of every namespace names them too.
-    let (code, snap) = tracer_leaks(&["--agent", NO_AGENT]);
+    let (code, snap) = tracer_leaks_json(&["--agent", NO_AGENT]);
     assert_eq!(code, 1);
     let flags = flags_on(&snap, port);
     assert_eq!(flags.len(), 3, "{snap:#}");
     assert_named(&flags, ns.inode, &fds);
-    let (_, by_name) = tracer_leaks(&["--agent", NO_AGENT, "--netns", &ns.name]);
+    let (_, by_name) = tracer_leaks_json(&["--agent", NO_AGENT, "--netns", &ns.name]);
     assert_eq!(flags_on(&by_name, port).len(), 3, "{by_name:#}");
-    let (_, host) = tracer_leaks(&["--agent", NO_AGENT, "--netns", "host"]);
+    let (_, host) = tracer_leaks_json(&["--agent", NO_AGENT, "--netns", "host"]);
     assert!(flags_on(&host, port).is_empty(), "{host:#}");
 
     // The table shows the namespace.
@@ -217,12 +135,7 @@ fn a_leak_in_a_namespace_made_after_the_agent_is_named_from_the_host() {
     assert!(table.contains(&ns.inode.to_string()), "{table}");
 
     // Per-state counts agree with `ss -tan` inside the namespace.
-    let mut seen = (BTreeMap::new(), BTreeMap::new());
-    let agree = wait_until(Duration::from_secs(5), || {
-        seen = (api_states(&agent, ns.inode), ns.ss_states());
-        seen.0 == seen.1
-    });
-    assert!(agree, "(agent, ss): {seen:?}");
+    agent.assert_states_agree(ns.inode, &ns.name, || ns.ss_states());
     drop(held);
 }
 
@@ -237,8 +150,11 @@ fn the_same_four_tuple_in_two_namespaces_is_kept_apart() {
         "--netns",
         "all",
     ]);
-    let (a, b) = (PlainNs::new("tuplea"), PlainNs::new("tupleb"));
-    let pair = |ns: &PlainNs| {
+    let (a, b) = (
+        NamedNetns::new("tuplea", &[]),
+        NamedNetns::new("tupleb", &[]),
+    );
+    let pair = |ns: &NamedNetns| {
         ns.run(|| {
             let l = TcpListener::bind("127.0.0.1:8080").expect("bind 8080");
             let c = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
@@ -299,11 +215,6 @@ fn the_same_four_tuple_in_two_namespaces_is_kept_apart() {
         per_ns(b.inode)
     );
     for ns in [&a, &b] {
-        let mut seen = (BTreeMap::new(), BTreeMap::new());
-        let agree = wait_until(Duration::from_secs(5), || {
-            seen = (api_states(&agent, ns.inode), ns.ss_states());
-            seen.0 == seen.1
-        });
-        assert!(agree, "{}: (agent, ss): {seen:?}", ns.name);
+        agent.assert_states_agree(ns.inode, &ns.name, || ns.ss_states());
     }
 }

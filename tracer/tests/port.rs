@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::{Agent, Netns, wait_until};
+use common::{Agent, NO_AGENT, Netns, wait_until};
 
 #[path = "port/kit.rs"]
 mod kit;

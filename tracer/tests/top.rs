@@ -9,9 +9,6 @@
 //! the server's port). tmux runs its own server (`-S`, a socket named by pid) in
 //! that namespace and is killed on drop, pass or fail.
 mod common;
-#[path = "leaks/kit.rs"]
-#[expect(dead_code, reason = "the leak tests' kit; top uses its server only")]
-mod kit;
 #[path = "top/tmux.rs"]
 mod tmux;
 
@@ -67,9 +64,10 @@ fn top_in_tmux_shows_states_leaks_and_time_wait_and_answers_keys() {
         "250ms",
     ]);
     let url = format!("http://{}", agent.addr);
-    let server = kit::leaking_server();
-    let (port, pid) = (server.port, server.child.id());
-    kit::wait_close_wait(port, kit::CONNS);
+    let mut server = common::LeakyServer::start(None);
+    server.leak(3);
+    let (port, pid) = (server.port, server.pid());
+    common::wait_close_wait(port, 3);
     let remote_port = closed_connections(5, true);
     let local_port = closed_connections(3, false);
     let ready = common::wait_until(Duration::from_secs(15), || {
@@ -238,7 +236,7 @@ fn tracer(args: &[&str]) -> Output {
 
 #[test]
 fn without_a_terminal_top_says_so_and_exits_2() {
-    let out = tracer(&["top", "--agent", kit::NO_AGENT]);
+    let out = tracer(&["top", "--agent", common::NO_AGENT]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
@@ -250,13 +248,13 @@ fn without_a_terminal_top_says_so_and_exits_2() {
 
 #[test]
 fn without_an_agent_top_says_how_to_start_one_and_exits_2() {
-    let out = tracer(&["top", "--once", "--agent", kit::NO_AGENT]);
+    let out = tracer(&["top", "--once", "--agent", common::NO_AGENT]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         format!(
             "tracer: error: no agent answers at {}: start `tracer run` or give --agent\n",
-            kit::NO_AGENT
+            common::NO_AGENT
         )
     );
 }

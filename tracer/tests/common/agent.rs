@@ -70,6 +70,23 @@ impl Agent {
         })
     }
 
+    /// [`Agent::start`] following every namespace, flagging CLOSE_WAIT
+    /// after 1 s, with dumps every 250 ms and no CPU budget: another test
+    /// may fill the host's namespace with TIME_WAIT sockets, and a budget
+    /// would then space dumps out.
+    pub fn start_every_netns() -> Agent {
+        Agent::start(&[
+            "--close-wait-threshold",
+            "1s",
+            "--reconcile-interval",
+            "250ms",
+            "--reconcile-budget",
+            "0",
+            "--netns",
+            "all",
+        ])
+    }
+
     /// GET a path; panics unless it answers 200.
     pub fn get(&self, path: &str) -> String {
         let (code, body) =
@@ -113,6 +130,37 @@ impl Drop for Agent {
 }
 
 impl Agent {
+    /// Live sockets per state the agent lists in namespace `netns` (its
+    /// inode), named as the API names them.
+    pub fn live_states(&self, netns: u64) -> std::collections::BTreeMap<String, usize> {
+        let mut m = std::collections::BTreeMap::new();
+        let list = self.json(&format!("/api/v1/sockets?netns={netns}"));
+        for s in list.as_array().expect("array") {
+            if s["netns"] == netns && s["live"] == true {
+                let state = s["state"].as_str().expect("state").to_owned();
+                *m.entry(state).or_default() += 1;
+            }
+        }
+        m
+    }
+
+    /// Within 5 s, the agent's live sockets per state in namespace `netns`
+    /// equal what `ss` (`ss -tan` inside it) counts; panics with both
+    /// otherwise, naming the namespace `what`.
+    pub fn assert_states_agree(
+        &self,
+        netns: u64,
+        what: &str,
+        ss: impl Fn() -> std::collections::BTreeMap<String, usize>,
+    ) {
+        let mut seen = Default::default();
+        let agree = wait_until(Duration::from_secs(5), || {
+            seen = (self.live_states(netns), ss());
+            seen.0 == seen.1
+        });
+        assert!(agree, "{what}: (agent, ss): {seen:?}");
+    }
+
     /// The process id of the running agent (to send it signals).
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -1,8 +1,9 @@
 //! The test kit for the privileged integration tests: the one privilege
-//! check, the real `tracer` binary run as `events` or `run`, network
-//! namespaces that clean up after themselves, `ss` as an independent
-//! oracle, the one HTTP client and exposition reader, and a real
-//! Prometheus.
+//! check, the real `tracer` binary run as `events`, `run` or `leaks`,
+//! network namespaces that clean up after themselves, the python3 server
+//! that leaks CLOSE_WAIT sockets, `ss` as an independent oracle, the one
+//! HTTP client and exposition reader, a real Prometheus, and the counting
+//! allocator (also the memory bench's).
 //!
 //! Tiers: a test that needs root carries
 //! `#[ignore = "privileged: cargo xtask test runs it as root"]`, so plain
@@ -16,6 +17,7 @@ pub mod counting;
 mod events;
 mod exposition;
 mod http;
+mod leaky;
 mod netns;
 mod prometheus;
 mod ss;
@@ -29,9 +31,13 @@ pub use agent::Agent;
 pub use events::{Events, Output};
 pub use exposition::{metric_lines, metric_sum, metric_value};
 pub use http::{Reply, http_get, http_get_with};
-pub use netns::{Netns, NetnsPair, in_netns_file};
+pub use leaky::{LeakyServer, tracer_leaks, tracer_leaks_json, wait_close_wait};
+pub use netns::{NamedNetns, Netns, NetnsPair, in_netns_file};
 pub use prometheus::{Prometheus, percent_encode};
 pub use ss::{ss_cookies, ss_count, ss_states, ss_time_wait};
+
+/// An agent URL that nobody answers: commands read the kernel themselves.
+pub const NO_AGENT: &str = "http://127.0.0.1:1";
 
 /// Fail loudly, with the fix, when not root: these tests load kernel programs.
 pub fn require_root() {

@@ -1,7 +1,8 @@
 //! Network namespaces that clean up after themselves: a private one the
-//! test's thread enters, a veth-joined pair, and running code inside one.
+//! test's thread enters, a named one it runs code in, a veth-joined pair,
+//! and running code inside one.
 
-use std::process::Command;
+use std::{collections::BTreeMap, process::Command};
 
 use super::{require_root, sh};
 
@@ -117,18 +118,81 @@ impl Drop for Netns {
     }
 }
 
+/// A plain `ip netns add` namespace with loopback up, which the test's
+/// thread does not enter; deleted on drop, even when the test fails.
+pub struct NamedNetns {
+    /// `tr-<tag>-<pid>`.
+    pub name: String,
+    /// The namespace's inode, as the agent labels it.
+    pub inode: u64,
+}
+
+impl NamedNetns {
+    /// Make `tr-<tag>-<pid>`, with loopback up and `sysctls` (`key=value`)
+    /// set inside.
+    pub fn new(tag: &str, sysctls: &[&str]) -> NamedNetns {
+        require_root();
+        use std::os::unix::fs::MetadataExt as _;
+        let name = format!("tr-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        sh("ip", &["netns", "add", &name]);
+        let ns = NamedNetns {
+            inode: std::fs::metadata(format!("/run/netns/{name}"))
+                .expect("netns mount")
+                .ino(),
+            name,
+        };
+        sh("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
+        for s in sysctls {
+            sh("ip", &["netns", "exec", &ns.name, "sysctl", "-qw", s]);
+        }
+        ns
+    }
+
+    /// Run `f` inside the namespace, and wait for it.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        NetnsPair::in_ns(&self.name, f)
+    }
+
+    /// Run `f` on a new thread inside the namespace, without waiting for it.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || enter_netns_file(&path, f))
+    }
+
+    /// `ss -tan` inside: live sockets per state, named as the API names them.
+    pub fn ss_states(&self) -> BTreeMap<String, usize> {
+        super::ss_states(Command::new("ip").args(["netns", "exec", &self.name, "ss", "-tanH"]))
+    }
+}
+
+impl Drop for NamedNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
 /// Run `f` on a thread that has entered the network namespace of the file
 /// at `path` (`/run/netns/NAME`, `/proc/PID/ns/net`); sockets made there
 /// stay in that namespace.
 pub fn in_netns_file<T: Send + 'static>(path: String, f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        use std::os::fd::AsRawFd as _;
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        // SAFETY: setns on this thread only, with a valid netns fd.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("namespace thread")
+    std::thread::spawn(move || enter_netns_file(&path, f))
+        .join()
+        .expect("namespace thread")
+}
+
+/// Enter the network namespace of the file at `path` on this thread, for
+/// good, and run `f`.
+fn enter_netns_file<T>(path: &str, f: impl FnOnce() -> T) -> T {
+    use std::os::fd::AsRawFd as _;
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    // SAFETY: setns on this thread only, with a valid netns fd.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+    f()
 }

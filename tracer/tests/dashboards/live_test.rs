@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{Agent, Netns, wait_until};
+use crate::common::{Agent, LeakyServer, Netns, wait_until};
 use crate::live::{LivePrometheus, Sample};
 use crate::model::{Vars, dashboard, label_values, targets, variables};
 use crate::promtool::rules_file;
-use crate::scenario::{Blackholed, Churn, LeakyServer};
+use crate::scenario::{Blackholed, Churn};
 
 /// The samples of query `ref_id` of the panel titled `title`.
 fn panel_samples(prom: &LivePrometheus, vars: &Vars, title: &str, ref_id: &str) -> Vec<Sample> {
@@ -50,7 +50,7 @@ fn every_dashboard_query_returns_data_from_a_real_agent_during_a_real_leak() {
     ]);
     let started = Instant::now();
     let churn = Churn::start();
-    let mut leaky = LeakyServer::start();
+    let mut leaky = LeakyServer::start(None);
     leaky.leak(3);
     let black = Blackholed::start();
     let prom = LivePrometheus::start(agent.addr, &rules_file());

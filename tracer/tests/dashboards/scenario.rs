@@ -1,13 +1,14 @@
 //! The real traffic the dashboard is evaluated against, all inside the
-//! test's own network namespace: a python3 server that leaks CLOSE_WAIT
-//! sockets, short connections that leave TIME_WAIT behind and complete
-//! stays in every state on the way, and a connection and a connect whose
-//! answers an nft rule drops (half-open, stuck handshakes).
+//! test's own network namespace, beside the kit's python3 server that
+//! leaks CLOSE_WAIT sockets: short connections that leave TIME_WAIT
+//! behind and complete stays in every state on the way, and a connection
+//! and a connect whose answers an nft rule drops (half-open, stuck
+//! handshakes).
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
-    process::{Child, ChildStdout, Command, Stdio},
+    process::Command,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering::Relaxed},
@@ -19,79 +20,6 @@ use std::{
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::common::sh;
-
-/// A python3 server that accepts and never closes: every client that
-/// hangs up leaves one of its sockets in CLOSE_WAIT. Killed on drop.
-pub struct LeakyServer {
-    child: Child,
-    out: BufReader<ChildStdout>,
-    pub port: u16,
-}
-
-const SERVER: &str = r#"
-import socket, time
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-s.listen(64)
-print(s.getsockname()[1], flush=True)
-held = []
-while True:
-    c, _ = s.accept()
-    held.append(c)
-    print(c.fileno(), flush=True)
-"#;
-
-impl LeakyServer {
-    /// Start the server (its comm is `python3`).
-    pub fn start() -> LeakyServer {
-        let mut child = Command::new("python3")
-            .args(["-c", SERVER])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 is needed for the leaking server");
-        let out = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut server = LeakyServer {
-            child,
-            out,
-            port: 0,
-        };
-        server.port = server.line().parse().expect("port");
-        server
-    }
-
-    fn line(&mut self) -> String {
-        let mut l = String::new();
-        self.out
-            .read_line(&mut l)
-            .expect("read from the python3 server");
-        assert!(!l.is_empty(), "the python3 server exited early");
-        l.trim().to_owned()
-    }
-
-    /// Connect `n` clients, wait until the server holds each, and close
-    /// them: `n` more server sockets in CLOSE_WAIT.
-    pub fn leak(&mut self, n: usize) {
-        let clients: Vec<TcpStream> = (0..n)
-            .map(|_| TcpStream::connect(("127.0.0.1", self.port)).expect("connect"))
-            .collect();
-        for _ in 0..n {
-            self.line();
-        }
-        drop(clients);
-    }
-
-    /// The server's pid.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for LeakyServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Short connections, one every 20 ms until dropped: the client writes a
 /// byte and closes first (its socket goes to TIME_WAIT for 60 s), the

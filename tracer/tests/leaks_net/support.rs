@@ -101,14 +101,7 @@ impl Drop for Stop {
 
 /// `tracer leaks --json --agent URL`: (exit status, report).
 pub fn tracer_leaks(url: &str) -> (i32, Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
-        .args(["leaks", "--json", "--agent", url])
-        .output()
-        .expect("run tracer leaks");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let report = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{e}: {text} {}", String::from_utf8_lossy(&out.stderr)));
-    (out.status.code().expect("exit code"), report)
+    crate::common::tracer_leaks_json(&["--agent", url])
 }
 
 /// Ask `tracer leaks` every 250 ms until `want` holds or `timeout` passes; the last answer.

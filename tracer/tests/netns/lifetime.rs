@@ -29,7 +29,7 @@ fn deleted_namespace_ends_cleanly(budget: &str, name: &str) {
     ]);
     // Two dumps done: the second one set the pace.
     std::thread::sleep(Duration::from_millis(800));
-    let ns = PlainNs::new(name);
+    let ns = NamedNetns::new(name, &[]);
     let inode = ns.inode;
     // A connection its client closes first: a TIME_WAIT socket that lives
     // on after every process let go, until the namespace is destroyed.

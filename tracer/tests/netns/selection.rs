@@ -13,10 +13,10 @@ fn netns_host_follows_only_the_agents_own_namespace() {
         "host",
     ]);
     let url = format!("http://{}", agent.addr);
-    let ns = PlainNs::new("nshost");
+    let ns = NamedNetns::new("nshost", &[]);
     let (port, held) = leak_close_wait(&ns, 2);
     std::thread::sleep(Duration::from_secs(2));
-    let (_, report) = tracer_leaks(&["--agent", &url]);
+    let (_, report) = tracer_leaks_json(&["--agent", &url]);
     assert!(flags_on(&report, port).is_empty(), "{report:#}");
     let listed = agent.json(&format!("/api/v1/sockets?port={port}"));
     assert_eq!(listed.as_array().map(Vec::len), Some(0), "{listed:#}");
@@ -28,10 +28,10 @@ fn netns_host_follows_only_the_agents_own_namespace() {
 #[test]
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn tracer_events_names_the_namespace_and_netns_selects_one() {
-    let (a, b) = (PlainNs::new("eva"), PlainNs::new("evb"));
+    let (a, b) = (NamedNetns::new("eva", &[]), NamedNetns::new("evb", &[]));
     let all = common::Events::start(&["--no-leaks"]);
     let only_a = common::Events::start(&["--no-leaks", "--netns", &a.name]);
-    let connect = |ns: &PlainNs| {
+    let connect = |ns: &NamedNetns| {
         ns.run(|| {
             let l = TcpListener::bind("127.0.0.1:0").expect("bind");
             let port = l.local_addr().expect("addr").port();

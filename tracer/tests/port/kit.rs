@@ -10,8 +10,6 @@ use socket2::{Domain, Socket, Type};
 
 use crate::common::{self, wait_until};
 
-/// An address that no agent listens on: forces the snapshot.
-pub const NO_AGENT: &str = "http://127.0.0.1:1";
 /// The dual-stack wildcard, `tracer port`'s default address.
 pub const ANY: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
 /// The IPv4 wildcard.
