@@ -7,140 +7,27 @@
 mod common;
 #[path = "containers/podman.rs"]
 mod podman;
+#[path = "containers/scenario.rs"]
+mod scenario;
 
 use std::{
-    collections::BTreeMap,
-    net::{SocketAddr, TcpStream},
-    os::unix::fs::MetadataExt as _,
+    net::TcpStream,
     process::Command,
     time::{Duration, Instant},
 };
 
-use common::{Agent, Events, NetnsPair, require_root, sh, wait_until};
+use common::{Agent, Events, NO_AGENT, NamedNetns, wait_until};
 use podman::{Container, image, pids_in};
+use scenario::{LEAKY_SERVER, connect_inside, leak_flags, metric, names, sockets, ss_states};
 use serde_json::Value;
-
-const NO_AGENT: &str = "http://127.0.0.1:1";
-
-/// A server that accepts and never closes: each connection is handed to a
-/// `sleep` that holds it (fds 0-2) and never reads.
-const LEAKY_SERVER: &str = "exec nc -ll -p 8080 -e /bin/sleep 100000";
-
-/// From inside container `c`'s namespace, connect from 127.0.0.1:40000 to
-/// its server on 127.0.0.1:8080 (once it listens): the same 4-tuple in
-/// every container. The test holds the client end, a `sleep` the server end.
-fn connect_inside(c: &Container) -> TcpStream {
-    let up = wait_until(Duration::from_secs(10), || c.listening(8080));
-    assert!(up, "the server in {} never listened", c.name);
-    c.inside(|| {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("socket");
-        s.set_reuse_address(true).expect("SO_REUSEADDR");
-        let from: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
-        s.bind(&from.into()).expect("bind 40000");
-        let to: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
-        s.connect(&to.into()).expect("connect");
-        TcpStream::from(s)
-    })
-}
-
-/// The agent every test runs: every namespace, dumps without a budget.
-fn agent() -> Agent {
-    Agent::start(&[
-        "--close-wait-threshold",
-        "1s",
-        "--reconcile-interval",
-        "250ms",
-        "--reconcile-budget",
-        "0",
-        "--netns",
-        "all",
-    ])
-}
-
-/// A plain `ip netns` namespace for a container to join; deleted on drop.
-struct TestNs {
-    name: String,
-    inode: u64,
-}
-
-impl TestNs {
-    fn new(tag: &str) -> TestNs {
-        require_root();
-        let name = format!("tr-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        sh("ip", &["netns", "add", &name]);
-        let inode = std::fs::metadata(format!("/run/netns/{name}"))
-            .expect("netns")
-            .ino();
-        let ns = TestNs { name, inode };
-        sh("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-/// The agent's live sockets on port 8080 in namespace `netns`.
-fn sockets(agent: &Agent, netns: u64) -> Vec<Value> {
-    agent
-        .json(&format!("/api/v1/sockets?port=8080&netns={netns}"))
-        .as_array()
-        .expect("array")
-        .iter()
-        .filter(|s| s["netns"] == netns && s["live"] == true)
-        .cloned()
-        .collect()
-}
-
-/// The value of a series, or -1 while it does not exist.
-fn metric(agent: &Agent, series: &str) -> f64 {
-    common::metric_value(&agent.get("/metrics"), series).unwrap_or(-1.0)
-}
-
-/// True when `v["container"]` is container `c`, made by podman.
-fn names(v: &Value, c: &Container) -> bool {
-    v["container"]["id"] == c.id.as_str()
-        && v["container"]["name"] == c.name.as_str()
-        && v["container"]["runtime"] == "podman"
-}
-
-/// `tracer leaks ARGS --json`: the flags on port 8080 in namespace `netns`.
-fn leak_flags(args: &[&str], netns: u64) -> Vec<Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
-        .args(["leaks", "--json"])
-        .args(args)
-        .output()
-        .expect("tracer leaks");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
-    });
-    let mut flags: Vec<Value> = Vec::new();
-    for g in report["leaks"].as_array().expect("leaks") {
-        for f in g["sockets"].as_array().expect("sockets") {
-            let mine =
-                f["netns"] == netns && f["local"].as_str().is_some_and(|l| l.ends_with(":8080"));
-            if mine && !flags.iter().any(|o| o["cookie"] == f["cookie"]) {
-                flags.push(f.clone());
-            }
-        }
-    }
-    flags
-}
 
 #[test]
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn a_leak_in_a_container_started_after_the_agent_is_named_from_the_host() {
     let Some(_) = image() else { return };
-    let agent = agent();
+    let agent = Agent::start_every_netns();
     let url = format!("http://{}", agent.addr);
-    let ns = TestNs::new("ctleak");
+    let ns = NamedNetns::new("ctleak", &[]);
     let c = Container::run(
         "ctleak",
         &["--network", &format!("ns:/run/netns/{}", ns.name)],
@@ -154,7 +41,7 @@ fn a_leak_in_a_container_started_after_the_agent_is_named_from_the_host() {
     // and close: the container's sleeps hold three CLOSE_WAIT sockets.
     let up = wait_until(Duration::from_secs(10), || c.listening(8080));
     assert!(up, "the server in {} never listened", c.name);
-    let closed = NetnsPair::in_ns(&ns.name, || {
+    let closed = ns.run(|| {
         for _ in 0..3 {
             let s = TcpStream::connect("127.0.0.1:8080").expect("connect");
             std::thread::sleep(Duration::from_millis(100));
@@ -243,7 +130,7 @@ fn a_leak_in_a_container_started_after_the_agent_is_named_from_the_host() {
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn a_container_that_stops_ends_its_sockets_and_its_series() {
     let Some(_) = image() else { return };
-    let agent = agent();
+    let agent = Agent::start_every_netns();
     let events = Events::start(&["--port", "8080"]);
     // Events from before our container are another test's: the kernel
     // reuses a destroyed namespace's inode.
@@ -302,7 +189,7 @@ fn a_container_that_stops_ends_its_sockets_and_its_series() {
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn the_same_four_tuple_in_two_containers_is_kept_apart() {
     let Some(_) = image() else { return };
-    let agent = agent();
+    let agent = Agent::start_every_netns();
     let a = Container::run("cttuplea", &["--network", "none"], LEAKY_SERVER);
     let b = Container::run("cttupleb", &["--network", "none"], LEAKY_SERVER);
     let _clients = (connect_inside(&a), connect_inside(&b));
@@ -347,38 +234,15 @@ fn the_same_four_tuple_in_two_containers_is_kept_apart() {
 
     // Per-state counts agree with `ss -tan` run inside each (nsenter).
     for c in [&a, &b] {
-        let mut seen = (BTreeMap::new(), BTreeMap::new());
-        let agree = wait_until(Duration::from_secs(5), || {
-            seen = (api_states(&agent, c.netns), ss_states(c.pid));
-            seen.0 == seen.1
-        });
-        assert!(agree, "{}: (agent, ss): {seen:?}", c.name);
+        agent.assert_states_agree(c.netns, &c.name, || ss_states(c.pid));
     }
-}
-
-/// Live sockets per state the agent lists in namespace `netns`.
-fn api_states(agent: &Agent, netns: u64) -> BTreeMap<String, usize> {
-    let mut m = BTreeMap::new();
-    let list = agent.json(&format!("/api/v1/sockets?netns={netns}"));
-    for s in list.as_array().expect("array") {
-        if s["netns"] == netns && s["live"] == true {
-            *m.entry(s["state"].as_str().expect("state").to_owned())
-                .or_default() += 1;
-        }
-    }
-    m
-}
-
-/// `ss -tan` in the network namespace of `pid`, per state as the API names them.
-fn ss_states(pid: u32) -> BTreeMap<String, usize> {
-    common::ss_states(Command::new("nsenter").args(["-t", &pid.to_string(), "-n", "ss", "-tanH"]))
 }
 
 #[test]
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn a_container_with_cri_annotations_is_attributed_to_its_pod() {
     let Some(_) = image() else { return };
-    let agent = agent();
+    let agent = Agent::start_every_netns();
     let pod = format!("cart-{}", std::process::id());
     let annotations = [
         "io.kubernetes.cri.container-type=container".to_owned(),
