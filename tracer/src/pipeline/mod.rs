@@ -11,22 +11,23 @@
 //! - [`netns`]: which namespaces are followed (`--netns`);
 //! - [`discover`]: finding the namespaces of the host;
 //! - [`dumps`]: a dumper per namespace, and the thread a dump runs on;
-//! - `run`: the event loop, reconcile, namespaces coming and going;
+//! - `run`: the event loop: ticks, dumps, namespaces coming and going;
+//! - `steps`: what the loop does with what it reads (a batch of events, a
+//!   dump adopted or reconciled, due stays ended), also called by a replay;
 //! - [`pace`]: when the next dump is due, within the CPU budget;
 //! - [`sink`]: what a command plugs in;
-//! - [`recording`], `record`, `replay`: a recording of what the pipeline
-//!   read ([`Recorder`]), and playing it back through the same steps
+//! - `replay`: a recording of what the pipeline read ([`Recorder`], in the
+//!   format of [`Recording`]), and playing it back through the same steps
 //!   ([`Replay`]), for the golden-replay tests.
 pub mod clock;
 pub mod discover;
 pub mod dumps;
 pub mod netns;
 pub mod pace;
-mod record;
-pub mod recording;
 mod replay;
 mod run;
 pub mod sink;
+mod steps;
 mod tally;
 
 use std::{
@@ -43,9 +44,7 @@ pub use self::{
     dumps::{Census, Dump, DumpSource, MAX_NETNS, snapshot},
     netns::{NetnsChoice, NetnsScope},
     pace::{Pace, Paces},
-    record::Recorder,
-    recording::Recording,
-    replay::Replay,
+    replay::{Recorder, Recording, Replay},
     sink::{Dumped, Flow, NetnsTally, Sink, Tallies},
 };
 use crate::{
@@ -237,8 +236,8 @@ impl<D: Observer> Pipeline<D> {
             interval,
             error: None,
         });
-        run::new_containers(&self.core, &dump, sink);
-        let n = run::adopt(&self.core, t.dumps.sockets(), &dump, sink);
+        steps::new_containers(&self.core, &dump, sink);
+        let n = steps::adopt(&self.core, t.dumps.sockets(), &dump, sink);
         if let Some(r) = &self.recorder {
             r.dumped(true, &dump, t.dumps.sockets(), None);
         }

@@ -1,7 +1,7 @@
 //! Playing a [`Recording`] through the pipeline's user-space steps, the
 //! same functions the live loop calls: a batch of events decoded, scoped
-//! and applied ([`run::Batch`]), a dump adopted or reconciled with the
-//! detectors run ([`run::reconcile`]), due stays ended ([`run::expire`]).
+//! and applied ([`steps::Batch`]), a dump adopted or reconciled with the
+//! detectors run ([`steps::reconcile`]), due stays ended ([`steps::expire`]).
 //! Time comes from the recording (events carry `ts_ns`, dumps their start
 //! time), so a replay's outcome is the same on every machine: that is the
 //! golden-replay test tier (`tracer/tests/replay.rs`). It loads no kernel
@@ -13,11 +13,16 @@ use std::{
 
 use anyhow::Context as _;
 
+mod format;
+mod recorder;
+mod sockets;
+
+use self::format::{Header, Line, RecordedDump};
+pub use self::{format::Recording, recorder::Recorder};
 use super::{
     Core, Dump, NetnsScope, SharedCore,
-    recording::{Header, Line, RecordedDump, Recording},
-    run,
     sink::{Dumped, Sink, Tallies},
+    steps,
 };
 use crate::{
     engine::{self, Engine, Observer},
@@ -81,7 +86,7 @@ impl<D: Observer> Replay<D> {
         while i < lines.len() {
             match &lines[i] {
                 Line::Event(_) => {
-                    let mut batch = run::Batch::new(&self.core, self.scope, true, None, sink);
+                    let mut batch = steps::Batch::new(&self.core, self.scope, true, None, sink);
                     let mut n = 0;
                     while let Some(Line::Event(r)) = lines.get(i) {
                         let raw = r.bytes().with_context(|| format!("event {}", i + 1))?;
@@ -98,7 +103,7 @@ impl<D: Observer> Replay<D> {
                 Line::Dump(d) => self
                     .dump(d, sink)
                     .with_context(|| format!("dump {}", i + 1))?,
-                Line::Expire(at_ns) => run::expire(&self.core, *at_ns, sink),
+                Line::Expire(at_ns) => steps::expire(&self.core, *at_ns, sink),
                 Line::Header(_) | Line::DumpStarted { .. } => {}
             }
             i += 1;
@@ -136,12 +141,12 @@ impl<D: Observer> Replay<D> {
         };
         if d.adopt {
             sink.dumped(&dumped);
-            run::adopt(&self.core, &sockets, &dump, sink);
+            steps::adopt(&self.core, &sockets, &dump, sink);
             return Ok(());
         }
         sink.port_settings(&d.port_settings);
         let owners = d.owners.as_ref();
-        run::reconcile(None, &self.core, self.scope, sink, &sockets, &dump, |_| {
+        steps::reconcile(None, &self.core, self.scope, sink, &sockets, &dump, |_| {
             owners.map(Into::into).unwrap_or_default()
         });
         sink.dumped(&dumped);

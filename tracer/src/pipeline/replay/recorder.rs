@@ -1,15 +1,13 @@
-//! The recording tap: given to a [`Pipeline`](super::Pipeline) with
-//! [`Pipeline::record`](super::Pipeline::record), it writes what the
+//! The recording tap: given to a [`Pipeline`](crate::pipeline::Pipeline) with
+//! [`Pipeline::record`](crate::pipeline::Pipeline::record), it writes what the
 //! pipeline reads (ring-buffer records of the namespaces followed, dumps
 //! as they go into the engine, owner scans, expiries) as a
-//! [`recording`](super::recording), in the order the pipeline handled
+//! [recording](super::format), in the order the pipeline handled
 //! them. Without it the pipeline does no work for recording.
 use std::sync::{Arc, Mutex};
 
-use super::{
-    Dump, NetnsScope,
-    recording::{Header, Line, Record, RecordedDump, Socket, VERSION, to_line},
-};
+use super::format::{Header, Line, Record, RecordedDump, Socket, VERSION, to_line};
+use crate::pipeline::{Dump, NetnsScope};
 use crate::{
     event::SockEvent,
     leaks::Thresholds,
@@ -41,7 +39,7 @@ impl Recorder {
     }
 
     /// The first line: what the pipeline follows and judges with.
-    pub(super) fn header(&self, scope: NetnsScope, thresholds: &Thresholds) {
+    pub(in crate::pipeline) fn header(&self, scope: NetnsScope, thresholds: &Thresholds) {
         let netns = match scope {
             NetnsScope::One { inode, .. } => inode,
             NetnsScope::All { own } => own,
@@ -55,7 +53,7 @@ impl Recorder {
 
     /// The tap [`crate::ingest::Ingest`] hands every record to: keeps
     /// those of namespaces in `scope`, and those it cannot decode.
-    pub(super) fn events(&self, scope: NetnsScope) -> crate::ingest::Tap {
+    pub(in crate::pipeline) fn events(&self, scope: NetnsScope) -> crate::ingest::Tap {
         let me = self.clone();
         Box::new(move |raw: &[u8]| {
             if SockEvent::decode(raw).is_ok_and(|ev| !scope.contains(&ev)) {
@@ -66,13 +64,13 @@ impl Recorder {
     }
 
     /// A dump began.
-    pub(super) fn dump_started(&self, at_ns: u64, full: bool) {
+    pub(in crate::pipeline) fn dump_started(&self, at_ns: u64, full: bool) {
         self.push(&Line::DumpStarted { at_ns, full });
     }
 
     /// A dump went into the engine: adopted (`adopt`) or reconciled, with
     /// the owner scan its detectors asked for.
-    pub(super) fn dumped(
+    pub(in crate::pipeline) fn dumped(
         &self,
         adopt: bool,
         dump: &Dump,
@@ -95,7 +93,7 @@ impl Recorder {
     }
 
     /// The loop ended due TIME_WAIT stays at `now_ns`.
-    pub(super) fn expired(&self, now_ns: u64) {
+    pub(in crate::pipeline) fn expired(&self, now_ns: u64) {
         self.push(&Line::Expire(now_ns));
     }
 }

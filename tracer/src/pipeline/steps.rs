@@ -1,0 +1,206 @@
+//! The pipeline's steps, each a function that both the live event loop
+//! ([`super::run`]) and a replay ([`super::replay`]) call: a batch of
+//! events applied under one lock ([`Batch`]), a first dump adopted
+//! ([`adopt`]), a dump reconciled with the detectors run ([`reconcile`]),
+//! due TIME_WAIT stays ended ([`expire`]).
+use std::{
+    collections::{HashMap, HashSet},
+    sync::MutexGuard,
+};
+
+use super::{Core, Dump, MAX_NETNS, NetnsScope, SharedCore, clock::thread_cpu_ns, sink::Sink};
+use crate::{
+    engine::Observer,
+    event::SockEvent,
+    ingest::Ingest,
+    leaks::Change,
+    snapshot::{OwnerScan, SocketSnapshot},
+};
+
+/// Give the engine each namespace's `tcp_max_tw_buckets` from a full dump,
+/// and forget those of vanished namespaces.
+pub(super) fn set_time_wait_limits(engine: &mut crate::engine::Engine, dump: &Dump) {
+    for &(netns, limit) in &dump.tw_limits {
+        engine.set_time_wait_limit(netns, limit);
+    }
+    engine.forget_time_wait_limits(&dump.gone);
+}
+
+/// Adopt the sockets of a first dump into the engine. Returns how many.
+pub(super) fn adopt<D, S: Sink<Derived = D>>(
+    core: &SharedCore<D>,
+    sockets: &[SocketSnapshot],
+    dump: &Dump,
+    sink: &mut S,
+) -> usize {
+    let mut core = core.lock();
+    set_time_wait_limits(&mut core.engine, dump);
+    let n = core.engine.adopt(sockets, dump.start_ns);
+    sink.adopted(&mut core, sockets);
+    n
+}
+
+/// Hand a changed container map to the core and the sink, before the
+/// dump's sockets are reconciled (so new leak flags name their container).
+pub(super) fn new_containers<D, S: Sink<Derived = D>>(
+    core: &SharedCore<D>,
+    dump: &Dump,
+    sink: &mut S,
+) {
+    let map = &dump.census.containers;
+    let mut core = core.lock();
+    if std::sync::Arc::ptr_eq(&core.containers, map) || *core.containers == **map {
+        return;
+    }
+    core.containers = map.clone();
+    drop(core);
+    sink.containers(map);
+}
+
+/// One batch of events on its way into the engine: the lock is taken at
+/// the first event in scope and held until [`Batch::finish`]. The live
+/// loop feeds it from the ring buffer, a replay from a recording.
+pub(super) struct Batch<'a, D, S> {
+    core: &'a SharedCore<D>,
+    guard: Option<MutexGuard<'a, Core<D>>>,
+    scope: NetnsScope,
+    tracking: bool,
+    /// Namespaces seen in events, when every namespace is followed.
+    seen: Option<&'a mut HashMap<u32, u64>>,
+    last_netns: u32,
+    sink: &'a mut S,
+}
+
+impl<'a, D: Observer, S: Sink<Derived = D>> Batch<'a, D, S> {
+    /// A batch into `core`; `tracking`: the engine follows events (not
+    /// streaming only).
+    pub(super) fn new(
+        core: &'a SharedCore<D>,
+        scope: NetnsScope,
+        tracking: bool,
+        seen: Option<&'a mut HashMap<u32, u64>>,
+        sink: &'a mut S,
+    ) -> Self {
+        Batch {
+            core,
+            guard: None,
+            scope,
+            tracking,
+            seen,
+            last_netns: 0,
+            sink,
+        }
+    }
+
+    /// One event: note its namespace, apply it when in scope, tell the sink.
+    pub(super) fn event(&mut self, ev: &SockEvent) {
+        if let Some(seen) = self.seen.as_deref_mut()
+            && ev.netns != self.last_netns
+            && ev.netns != 0
+        {
+            self.last_netns = ev.netns;
+            if seen.len() < MAX_NETNS || seen.contains_key(&ev.netns) {
+                seen.insert(ev.netns, ev.ts_ns);
+            }
+        }
+        let in_scope = self.scope.contains(ev);
+        if in_scope && self.tracking {
+            let core = self.guard.get_or_insert_with(|| self.core.lock());
+            let Core {
+                engine, derived, ..
+            } = &mut **core;
+            engine.apply(ev, derived);
+        }
+        self.sink.event(ev, in_scope);
+    }
+
+    /// The batch of `read` records is applied: tell the sink, let go of
+    /// the lock.
+    pub(super) fn finish(self, read: usize) {
+        self.sink.batch(read, self.guard.as_deref());
+    }
+}
+
+/// End the TIME_WAIT stays the kernel has ended by `now_ns`, and drop
+/// finished records past their retention.
+pub(super) fn expire<D: Observer, S: Sink<Derived = D>>(
+    core: &SharedCore<D>,
+    now_ns: u64,
+    sink: &mut S,
+) {
+    let mut core = core.lock();
+    let Core {
+        engine, derived, ..
+    } = &mut *core;
+    engine.expire(now_ns, derived);
+    sink.advanced(&core);
+}
+
+/// Apply the events older than the dump (those still in `ingest`; a
+/// replay has applied them already), reconcile the namespaces it covers,
+/// adopt those dumped for the first time, end the sockets of vanished
+/// ones, run the detectors, which name the owners of new flags with
+/// `owners` (the `/proc` scan, live). Returns the CPU time the engine
+/// took: with the dump, what grows with the host's socket count (owner
+/// lookups for new leak flags are one-offs, and not counted), and how many
+/// sockets ended with their namespace.
+pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
+    ingest: Option<&mut Ingest>,
+    core: &SharedCore<D>,
+    scope: NetnsScope,
+    sink: &mut S,
+    sockets: &[SocketSnapshot],
+    dump: &Dump,
+    owners: impl FnOnce(&HashSet<u64>) -> OwnerScan,
+) -> (u64, u64) {
+    let mut guard = core.lock();
+    let Core {
+        engine,
+        detector,
+        derived,
+        containers,
+    } = &mut *guard;
+    if let Some(ingest) = ingest {
+        ingest.drain_now(|ev| {
+            let in_scope = scope.contains(ev);
+            if in_scope {
+                engine.apply(ev, derived);
+            }
+            sink.event(ev, in_scope);
+        });
+    }
+    let cpu_before = thread_cpu_ns();
+    set_time_wait_limits(engine, dump);
+    let covered = &dump.covered;
+    let own_covered = covered.binary_search(&scope.own_inode()).is_ok();
+    let (old, fresh) = sockets.split_at(dump.fresh_from.min(sockets.len()));
+    engine.reconcile_within(
+        old,
+        dump.start_ns,
+        dump.full,
+        |n| covered.binary_search(&n).is_ok() || (n == 0 && own_covered),
+        derived,
+    );
+    engine.adopt(fresh, dump.start_ns);
+    let ended = engine.end_netns(&dump.gone, dump.start_ns, derived);
+    let engine_ns = thread_cpu_ns().saturating_sub(cpu_before);
+    let engine = &*engine;
+    let mut changes = detector.update(
+        sockets,
+        dump.start_ns,
+        |cookie, st| engine.state_since(cookie, st),
+        owners,
+    );
+    // Flags keep the container they were raised in, even once it is gone.
+    let changed = changes.iter_mut().map(|c| match c {
+        Change::Raised(f) | Change::Cleared(f) => f,
+    });
+    for f in detector.active_mut().chain(changed) {
+        if f.container.is_none() {
+            let pids = f.owners.iter().map(|o| o.pid);
+            f.container = containers.owning(f.netns, pids).map(|c| (**c).clone());
+        }
+    }
+    sink.reconciled(&mut guard, sockets, &changes, dump.start_ns);
+    (engine_ns, ended)
+}
