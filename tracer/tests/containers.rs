@@ -2,7 +2,8 @@
 //! made on the machine): the agent, `tracer leaks` and `tracer events` name
 //! the container (and the pod, from CRI annotations) behind each socket,
 //! from the host, without configuration, and count each container's sockets
-//! as `ss -tan` inside it does. Each test looks only at its own
+//! as `ss -tan` inside it does; a leak in a pod's sidecar names the
+//! sidecar. Each test looks only at its own
 //! containers (`tr-<tag>-<pid>`, removed on drop) and namespaces.
 mod common;
 #[path = "containers/podman.rs"]
@@ -273,4 +274,48 @@ fn a_container_with_cri_annotations_is_attributed_to_its_pod() {
     );
     let counted = wait_until(Duration::from_secs(3), || metric(&agent, &series) == 2.0);
     assert!(counted, "{}", agent.get("/metrics"));
+}
+
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn a_sidecars_leak_is_named_after_the_sidecar_not_its_pods_first_container() {
+    let Some(_) = image() else { return };
+    let agent = Agent::start_every_netns();
+    let url = format!("http://{}", agent.addr);
+    // A pod's shape: an application container, and a sidecar that joins
+    // its network namespace and leaks.
+    let app = Container::run("ctapp", &["--network", "none"], "exec sleep 100000");
+    let joined = format!("container:{}", app.name);
+    let side = Container::run("ctside", &["--network", &joined], LEAKY_SERVER);
+    assert_eq!(app.netns, side.netns, "one namespace, as in a pod");
+    let up = wait_until(Duration::from_secs(10), || side.listening(8080));
+    assert!(up, "the sidecar's server never listened");
+    side.inside(|| {
+        for _ in 0..3 {
+            let s = TcpStream::connect("127.0.0.1:8080").expect("connect");
+            std::thread::sleep(Duration::from_millis(100));
+            drop(s);
+        }
+    });
+    // The namespace, and so each socket listed, is named after the pod's
+    // first application container.
+    let listed = wait_until(Duration::from_secs(5), || {
+        let cw: Vec<Value> = sockets(&agent, app.netns)
+            .into_iter()
+            .filter(|s| s["state"] == "close_wait")
+            .collect();
+        cw.len() == 3 && cw.iter().all(|s| names(s, &app))
+    });
+    assert!(listed, "{:#?}", sockets(&agent, app.netns));
+    // A leak is named after the container of the process holding it.
+    let mut flags = Vec::new();
+    let flagged = wait_until(Duration::from_secs(8), || {
+        flags = leak_flags(&["--agent", &url], side.netns);
+        flags.len() == 3
+    });
+    assert!(flagged, "{flags:#?}");
+    assert!(flags.iter().all(|f| names(f, &side)), "{flags:#?}");
+    let snap = leak_flags(&["--agent", NO_AGENT], side.netns);
+    assert_eq!(snap.len(), 3, "{snap:#?}");
+    assert!(snap.iter().all(|f| names(f, &side)), "{snap:#?}");
 }
