@@ -2,8 +2,9 @@
 //! check, the real `tracer` binary run as `events`, `run` or `leaks`,
 //! network namespaces that clean up after themselves, the python3 server
 //! that leaks CLOSE_WAIT sockets, `ss` as an independent oracle, the one
-//! HTTP client and exposition reader, a real Prometheus, and the counting
-//! allocator (also the memory bench's).
+//! HTTP client and exposition reader (the `tracer-testkit` crate, which
+//! `cargo xtask` uses too), a real Prometheus, and the counting allocator
+//! (also the memory bench's).
 //!
 //! Tiers: a test that needs root carries
 //! `#[ignore = "privileged: cargo xtask test runs it as root"]`, so plain
@@ -15,8 +16,6 @@
 mod agent;
 pub mod counting;
 mod events;
-mod exposition;
-mod http;
 mod leaky;
 mod netns;
 mod prometheus;
@@ -29,12 +28,30 @@ use std::{
 
 pub use agent::Agent;
 pub use events::{Events, Output};
-pub use exposition::{metric_lines, metric_sum, metric_value};
-pub use http::{Reply, http_get, http_get_with};
 pub use leaky::{LeakyServer, tracer_leaks, tracer_leaks_json, wait_close_wait};
 pub use netns::{NamedNetns, Netns, NetnsPair, in_netns_file};
 pub use prometheus::{Prometheus, percent_encode};
 pub use ss::{ss_cookies, ss_count, ss_states, ss_time_wait};
+pub use tracer_testkit::{
+    exposition::{gauge, metric_lines, metric_sum, metric_value},
+    http::Reply,
+};
+
+/// GET `path` with extra request headers, waiting at most `timeout` for
+/// the whole answer; None when nothing (complete) answers in time.
+pub fn http_get_with(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Option<Reply> {
+    tracer_testkit::http::fetch(addr, path, headers, timeout).ok()
+}
+
+/// GET `path`: (status, body), or None when nothing answers in 10 s.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    tracer_testkit::http::get(addr, path).ok()
+}
 
 /// An agent URL that nobody answers: commands read the kernel themselves.
 pub const NO_AGENT: &str = "http://127.0.0.1:1";

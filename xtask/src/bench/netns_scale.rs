@@ -75,17 +75,9 @@ fn make(n: usize, conns: usize) -> anyhow::Result<Namespaces> {
     Ok(ns)
 }
 
-/// The sum of a metric's series whose labels contain `filter`.
-fn metric(text: &str, name: &str, filter: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter(|(series, _)| {
-            let (n, labels) = series.split_once('{').unwrap_or((series, ""));
-            n == name && labels.contains(filter)
-        })
-        .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
-        .sum()
+/// The sum of a metric's series with every label of `want`; 0 when none.
+fn metric(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
+    tracer_testkit::exposition::gauge(text, name, want).unwrap_or(0.0)
 }
 
 /// The agent under test; killed on drop.
@@ -140,8 +132,8 @@ pub fn run(
     drop(agent);
     drop(ns);
 
-    let tracked_ns = metric(&m1, "tracer_netns_tracked", "");
-    let sockets = metric(&m1, "tracer_tracked_sockets", "");
+    let tracked_ns = metric(&m1, "tracer_netns_tracked", &[]);
+    let sockets = metric(&m1, "tracer_tracked_sockets", &[]);
     println!(
         "netns scale: {namespaces} namespaces made, {conns} idle connections each ({} sockets each); \
          the agent followed {tracked_ns:.0} namespaces and {sockets:.0} sockets; {wall:.0} s window",
@@ -152,7 +144,7 @@ pub fn run(
     );
     println!("|---|---:|---:|---:|---:|---:|");
     for dump in ["live", "full"] {
-        let f = format!("dump=\"{dump}\"");
+        let f = [("dump", dump)];
         let n =
             metric(&m1, "tracer_reconciles_total", &f) - metric(&m0, "tracer_reconciles_total", &f);
         let cpu = metric(&m1, "tracer_reconcile_cpu_seconds_total", &f)
@@ -184,11 +176,11 @@ mod tests {
                     tracer_reconciles_total{dump=\"full\"} 2\n\
                     tracer_netns_tracked 101\n";
         assert_eq!(
-            metric(text, "tracer_reconciles_total", "dump=\"live\""),
+            metric(text, "tracer_reconciles_total", &[("dump", "live")]),
             4.0
         );
-        assert_eq!(metric(text, "tracer_reconciles_total", ""), 6.0);
-        assert_eq!(metric(text, "tracer_netns_tracked", ""), 101.0);
-        assert_eq!(metric(text, "tracer_missing", ""), 0.0);
+        assert_eq!(metric(text, "tracer_reconciles_total", &[]), 6.0);
+        assert_eq!(metric(text, "tracer_netns_tracked", &[]), 101.0);
+        assert_eq!(metric(text, "tracer_missing", &[]), 0.0);
     }
 }

@@ -1,37 +1,15 @@
-//! Reading `tracer run`'s HTTP endpoints: a minimal HTTP/1.0 GET (the agent
-//! listens on loopback only) and the Prometheus text format, reduced to the
-//! counters the benchmark reports.
-use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
-    time::Duration,
-};
+//! Reading `tracer run`'s HTTP endpoints with the tests' own client and
+//! exposition reader (`tracer-testkit`), reduced to the counters the
+//! benchmark reports.
+use std::net::SocketAddr;
 
 use anyhow::Context as _;
+pub use tracer_testkit::exposition::gauge;
+use tracer_testkit::exposition::samples;
 
 /// GET `path`; returns (status, body).
 pub fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    let timeout = Duration::from_secs(10);
-    let mut s = TcpStream::connect_timeout(&addr, timeout)
-        .with_context(|| format!("connecting to {addr}"))?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .with_context(|| format!("sending GET {path} to {addr}"))?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .with_context(|| format!("reading GET {path} from {addr}"))?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .with_context(|| format!("no HTTP status in the reply to GET {path}"))?;
-    Ok((status, body.to_string()))
+    tracer_testkit::http::get(addr, path).with_context(|| format!("GET {path} from {addr}"))
 }
 
 /// The counters the benchmark reads from `/metrics`.
@@ -50,27 +28,20 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Parse the Prometheus text exposition format.
+    /// Read them from an exposition.
     pub fn parse(text: &str) -> Counters {
         let mut c = Counters::default();
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let Some((series, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let Ok(v) = value.trim().parse::<f64>() else {
-                continue;
-            };
-            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
-            match name {
-                "tracer_events_total" => c.events += v,
-                "tracer_events_lost_total" => c.lost += v,
-                "tracer_tracked_sockets" => c.tracked = v,
-                "tracer_tcp_sockets" if label(labels, "state") == Some("time_wait") => {
-                    c.time_wait = Some(v);
+        for s in samples(text) {
+            match s.name {
+                "tracer_events_total" => c.events += s.value,
+                "tracer_events_lost_total" => c.lost += s.value,
+                "tracer_tracked_sockets" => c.tracked = s.value,
+                "tracer_tcp_sockets" if s.label("state") == Some("time_wait") => {
+                    c.time_wait = Some(s.value);
                 }
                 "tracer_reconcile_corrections_total" => {
-                    let reason = label(labels, "reason").unwrap_or("").to_string();
-                    c.corrections.push((reason, v));
+                    let reason = s.label("reason").unwrap_or("").to_string();
+                    c.corrections.push((reason, s.value));
                 }
                 _ => {}
             }
@@ -101,32 +72,6 @@ impl Counters {
     }
 }
 
-/// The sum of the series of metric `name` whose labels include every
-/// `(key, value)` of `want`; `None` when no series matches.
-pub fn gauge(text: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
-    let mut sum = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (n, labels) = series.split_once('{').unwrap_or((series, ""));
-        if n != name || !want.iter().all(|(k, v)| label(labels, k) == Some(v)) {
-            continue;
-        }
-        if let Ok(v) = value.trim().parse::<f64>() {
-            *sum.get_or_insert(0.0) += v;
-        }
-    }
-    sum
-}
-
-fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
-    labels.trim_end_matches('}').split(',').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k.trim() == key).then(|| v.trim().trim_matches('"'))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,28 +98,5 @@ mod tests {
         let d = b.since(&a);
         assert_eq!((d.events, d.lost), (98.0, 3.0));
         assert_eq!(d.corrections, vec![("missed".to_string(), 3.0)]);
-    }
-
-    #[test]
-    fn gauge_sums_the_series_with_the_labels_asked_for() {
-        let text = "tracer_tcp_sockets{state=\"established\"} 4\n\
-                    tracer_workload_sockets{pod=\"\",netns=\"host\",state=\"time_wait\"} 7\n\
-                    tracer_workload_sockets{pod=\"\",netns=\"4026\",state=\"time_wait\"} 2\n\
-                    tracer_netns_tracked 3\n";
-        assert_eq!(
-            gauge(text, "tracer_tcp_sockets", &[("state", "established")]),
-            Some(4.0)
-        );
-        let tw = [("netns", "host"), ("state", "time_wait")];
-        assert_eq!(gauge(text, "tracer_workload_sockets", &tw), Some(7.0));
-        assert_eq!(
-            gauge(text, "tracer_workload_sockets", &[("state", "time_wait")]),
-            Some(9.0)
-        );
-        assert_eq!(gauge(text, "tracer_netns_tracked", &[]), Some(3.0));
-        assert_eq!(
-            gauge(text, "tracer_tcp_sockets", &[("state", "listen")]),
-            None
-        );
     }
 }

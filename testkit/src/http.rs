@@ -1,13 +1,11 @@
-//! The tests' one HTTP client, on `ureq` (blocking, small, kept up to date
-//! upstream), built without its TLS and gzip features: the agent serves
-//! plain HTTP on loopback, and a test that asks for gzip reads the body as
-//! sent. Every status is an answer, not an error, so tests can assert on
-//! 4xx and 5xx codes; None means nothing (complete) answered in time.
-
+//! One HTTP client, on `ureq`. Every status is an answer, not an error, so
+//! callers can assert on 4xx and 5xx codes; an error means nothing
+//! (complete) answered in time.
 use std::{net::SocketAddr, time::Duration};
 
-/// An HTTP answer with its head, for tests that read headers or bytes.
+/// An HTTP answer with its head, for callers that read headers or bytes.
 pub struct Reply {
+    /// The status code.
     pub code: u16,
     /// Status line and headers, one per line.
     pub head: String,
@@ -23,16 +21,21 @@ impl Reply {
             k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
         })
     }
+
+    /// The body as text (invalid UTF-8 replaced).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
 }
 
-/// GET `path` with extra request headers, waiting at most `timeout`
-/// for the whole answer; None when nothing (complete) answers in time.
-pub fn http_get_with(
+/// GET `http://ADDR/PATH` with extra request headers, waiting at most
+/// `timeout` for the whole answer.
+pub fn fetch(
     addr: SocketAddr,
     path: &str,
     headers: &[(&str, &str)],
     timeout: Duration,
-) -> Option<Reply> {
+) -> Result<Reply, ureq::Error> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(timeout))
@@ -42,7 +45,7 @@ pub fn http_get_with(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let mut resp = req.call().ok()?;
+    let mut resp = req.call()?;
     let mut head = format!("{:?} {}\n", resp.version(), resp.status());
     for (k, v) in resp.headers() {
         head.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("(not text)")));
@@ -51,17 +54,16 @@ pub fn http_get_with(
         .body_mut()
         .with_config()
         .limit(u64::MAX)
-        .read_to_vec()
-        .ok()?;
-    Some(Reply {
+        .read_to_vec()?;
+    Ok(Reply {
         code: resp.status().as_u16(),
         head,
         body,
     })
 }
 
-/// GET `path`: (status, body), or None when nothing answers in 10 s.
-pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let r = http_get_with(addr, path, &[], Duration::from_secs(10))?;
-    Some((r.code, String::from_utf8_lossy(&r.body).into_owned()))
+/// GET `path`: (status, body as text), waiting at most 10 s.
+pub fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), ureq::Error> {
+    let r = fetch(addr, path, &[], Duration::from_secs(10))?;
+    Ok((r.code, r.text()))
 }
