@@ -25,7 +25,7 @@ use super::{
 };
 
 mod query;
-pub use query::{LeakQuery, SocketQuery};
+pub use query::{LeakQuery, SocketQuery, percent_encode};
 
 /// Health as `/healthz` reports it.
 #[derive(Debug, serde::Serialize)]

@@ -2,6 +2,8 @@
 
 use std::process::{Child, Command, Stdio};
 
+pub use tracer::export::http::percent_encode;
+
 use super::http_get;
 
 /// A real Prometheus server (Debian package) scraping one target every
@@ -136,17 +138,4 @@ impl Prometheus {
             .as_str()
             .map(String::from)
     }
-}
-
-/// Percent-encode everything but unreserved characters, for a query string.
-pub fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

@@ -72,11 +72,12 @@ impl SocketQuery {
     }
 }
 
-/// `comm` as a query value: bytes outside `[A-Za-z0-9._-]` as `%XX`.
-fn percent_encode(s: &str) -> String {
+/// A query value: every byte but RFC 3986's unreserved characters
+/// (`[A-Za-z0-9._~-]`) as `%XX`.
+pub fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| {
-            if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
                 (b as char).to_string()
             } else {
                 format!("%{b:02X}")
