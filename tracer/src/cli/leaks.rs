@@ -267,7 +267,7 @@ mod tests {
             server
                 .join()
                 .expect("server")
-                .starts_with("GET /api/v1/leaks HTTP/1.0\r\n")
+                .starts_with("GET /api/v1/leaks HTTP/1.1\r\n")
         );
         assert_eq!(report, sample());
     }

@@ -1,15 +1,12 @@
-//! The HTTP client `tracer leaks` asks the agent with: one `GET` over plain
-//! HTTP/1.0, under an overall deadline and a cap on the response size.
+//! The HTTP client `tracer leaks` (and `tracer top`, `tracer port`) asks the
+//! agent with: one `GET` over plain HTTP on `ureq`, under an overall
+//! deadline and a cap on the response size.
 //!
 //! A slow or hostile server cannot keep the command hung or make it grow
 //! without bound: every read waits at most for what is left of the deadline
 //! (one byte every 0.5 s does not reset it), and the reply is refused once
 //! it passes the cap. Both failures are said in words.
-use std::{
-    io::{self, Read, Write},
-    net::{TcpStream, ToSocketAddrs},
-    time::{Duration, Instant},
-};
+use std::{io, time::Duration};
 
 use anyhow::Context as _;
 
@@ -100,98 +97,79 @@ fn fmt_secs(d: Duration) -> String {
 /// when nothing accepts the connection (no agent); an error when something
 /// answers badly, too slowly or too much.
 pub fn http_get(url: &str, path: &str, limits: Limits) -> anyhow::Result<Option<String>> {
-    let start = Instant::now();
     let rest = url
         .strip_prefix("http://")
         .with_context(|| format!("--agent {url:?}: only http://HOST:PORT URLs are supported"))?;
     let (authority, base) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-    let with_port = if authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    };
-    let addrs: Vec<_> = with_port
-        .to_socket_addrs()
-        .with_context(|| format!("--agent {url:?}: cannot resolve {authority:?}"))?
-        .collect();
     let full_path = format!("/{}{path}", base.trim_end_matches('/')).replace("//", "/");
     let timed_out = || ClientError::TimedOut {
         url: url.to_owned(),
         path: full_path.clone(),
         timeout: limits.timeout,
     };
-    let deadline = start + limits.timeout;
-    let left = || {
-        deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
+    let too_large = || ClientError::TooLarge {
+        url: url.to_owned(),
+        path: full_path.clone(),
+        max_bytes: limits.max_bytes,
     };
-    let Some(mut stream) = addrs.iter().find_map(|a| {
-        let wait = left()?.min(CONNECT_TIMEOUT);
-        TcpStream::connect_timeout(a, wait).ok()
-    }) else {
-        return Ok(None);
-    };
-    let request = format!(
-        "GET {full_path} HTTP/1.0\r\nHost: {authority}\r\nAccept: application/json\r\n\r\n"
-    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        // One deadline for the whole request, connection to last byte:
+        // a byte every 0.5 s does not reset it.
+        .timeout_global(Some(limits.timeout))
+        .timeout_connect(Some(CONNECT_TIMEOUT.min(limits.timeout)))
+        .build()
+        .into();
     let asking = || format!("asking the agent at {url} for {full_path}");
-    let wait = left().ok_or_else(timed_out)?;
-    stream
-        .set_write_timeout(Some(wait))
-        .context("setting a write timeout")?;
-    match stream.write_all(request.as_bytes()) {
-        Err(e) if is_timeout(&e) => return Err(timed_out().into()),
-        other => other.with_context(asking)?,
-    }
-    let mut reply = Vec::new();
-    let mut chunk = vec![0u8; 64 << 10];
-    loop {
-        let wait = left().ok_or_else(timed_out)?;
-        stream
-            .set_read_timeout(Some(wait))
-            .context("setting a read timeout")?;
-        let n = match stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if is_timeout(&e) => return Err(timed_out().into()),
-            Err(e) => return Err(e).with_context(asking),
-        };
-        if reply.len() + n > limits.max_bytes {
-            return Err(ClientError::TooLarge {
-                url: url.to_owned(),
-                path: full_path,
-                max_bytes: limits.max_bytes,
-            }
-            .into());
+    let answer = agent
+        .get(format!("http://{authority}{full_path}"))
+        .header("Accept", "application/json")
+        .call();
+    let mut resp = match answer {
+        Ok(r) => r,
+        Err(e) if no_agent(&e) => return Ok(None),
+        Err(ureq::Error::Timeout(_)) => return Err(timed_out().into()),
+        Err(ureq::Error::HostNotFound) => {
+            anyhow::bail!("--agent {url:?}: cannot resolve {authority:?}")
         }
-        reply.extend_from_slice(&chunk[..n]);
-    }
-    let reply = String::from_utf8_lossy(&reply);
-    let (head, body) = reply
-        .split_once("\r\n\r\n")
-        .with_context(|| format!("the agent at {url} sent no complete HTTP response"))?;
-    let status = head.split_whitespace().nth(1).unwrap_or("");
-    if status != "200" {
+        Err(e) => return Err(e).with_context(asking),
+    };
+    let status = resp.status().as_u16();
+    // The head is capped by the client (64 KiB); the body here.
+    let body = match resp
+        .body_mut()
+        .with_config()
+        .limit(limits.max_bytes as u64)
+        .read_to_vec()
+    {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(ureq::Error::BodyExceedsLimit(_)) => return Err(too_large().into()),
+        Err(ureq::Error::Timeout(_)) => return Err(timed_out().into()),
+        Err(e) => return Err(e).with_context(asking),
+    };
+    if status != 200 {
         anyhow::bail!(
             "the agent at {url} answered {full_path} with HTTP {status}: {}",
             body.trim()
         );
     }
-    Ok(Some(body.to_owned()))
+    Ok(Some(body))
 }
 
-/// A socket timeout: `EAGAIN` ("Resource temporarily unavailable") on
-/// Linux, `ETIMEDOUT` elsewhere.
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
+/// True when the error says nothing accepted the connection: no agent.
+fn no_agent(e: &ureq::Error) -> bool {
+    match e {
+        ureq::Error::Timeout(ureq::Timeout::Connect) | ureq::Error::ConnectionFailed => true,
+        ureq::Error::Io(e) => matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionRefused
+                | io::ErrorKind::HostUnreachable
+                | io::ErrorKind::NetworkUnreachable
+                | io::ErrorKind::AddrNotAvailable
+        ),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
