@@ -29,13 +29,18 @@ fn established_gauge_equals_ss_with_the_cap_far_below() {
     let kernel = ss_count("established", "");
     assert!(kernel >= 3_000, "{kernel}");
     let series = "tracer_tcp_sockets{state=\"established\"}";
+    // The scrape's own connection is in this namespace too: both its ends
+    // are ESTABLISHED while the agent answers, and a scrape counts every
+    // event written before it, so the gauge may hold those 2 more than
+    // `ss` read around it.
+    let matches = |ss: usize, gauge: usize| (ss..=ss + 2).contains(&gauge);
     let mut seen = Vec::new();
     let agrees = wait_until(Duration::from_secs(10), || {
         let before = ss_count("established", "");
         let gauge = agent.metric(series) as usize;
         let after = ss_count("established", "");
         seen.push((before, gauge, after));
-        gauge == before || gauge == after
+        matches(before, gauge) || matches(after, gauge)
     });
     assert!(agrees, "(ss before, gauge, ss after): {seen:?}");
     assert_eq!(
@@ -56,7 +61,7 @@ fn established_gauge_equals_ss_with_the_cap_far_below() {
     let settled = wait_until(Duration::from_secs(10), || {
         let before = ss_count("established", "");
         let gauge = agent.metric(series) as usize;
-        before == gauge && gauge < 100
+        matches(before, gauge) && gauge < 100
     });
     assert!(
         settled,
