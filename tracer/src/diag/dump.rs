@@ -21,6 +21,12 @@
 //! Cost: [`Dumper::dump_into`] allocates nothing per socket; it pushes into
 //! the caller's `Vec`, which keeps its capacity between reconciles. The
 //! requests are built once, the receive buffer lives in the `Dumper`.
+//!
+//! Capture: a `Dumper` told to ([`Dumper::set_capture`]; off by default)
+//! also keeps a copy of every datagram of its last dump
+//! ([`Dumper::take_captured`]), which [`parse_datagrams`] turns into the
+//! same sockets again. That is what a recording holds; off, it costs a
+//! branch per datagram and nothing else.
 use std::io;
 
 use netlink_packet_core::{
@@ -34,7 +40,9 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
 use super::error::DiagError;
 use super::netns::NetnsHandle;
-use super::parse::{Counts, Step, TCPDIAG_GETSOCK, parse_datagram};
+use super::parse::{
+    Counts, Datagram, Step, TCPDIAG_GETSOCK, Walk, parse_datagram, refused_one_walk,
+};
 use crate::snapshot::SocketSnapshot;
 
 /// Initial receive buffer: twice the largest datagram a dump sends today.
@@ -78,13 +86,16 @@ pub struct Dumper {
     /// Written into every [`SocketSnapshot::netns`] this dumper lists.
     netns_inode: u32,
     buf: Vec<u8>,
-    /// Serialized requests: both families (`TCPDIAG_GETSOCK`), AF_INET and
-    /// AF_INET6; the sequence number is patched in before each send.
+    /// Serialized requests, indexed by [`Walk`]: both families
+    /// (`TCPDIAG_GETSOCK`), AF_INET and AF_INET6; the sequence number is
+    /// patched in before each send.
     requests: [Vec<u8>; 3],
     /// Dump both families in one request; false once the kernel refused it.
     one_walk: bool,
     seq: u32,
     stats: DumpStats,
+    /// The datagrams of the last dump, when capturing.
+    capture: Option<Vec<Datagram>>,
 }
 
 impl Dumper {
@@ -128,6 +139,7 @@ impl Dumper {
             one_walk: true,
             seq: 0,
             stats: DumpStats::default(),
+            capture: None,
         })
     }
 
@@ -168,6 +180,28 @@ impl Dumper {
         r
     }
 
+    /// Keep (`true`) or stop keeping the datagrams of each dump. Off by
+    /// default; turning it on allocates nothing until a dump.
+    pub fn set_capture(&mut self, on: bool) {
+        match (on, self.capture.is_some()) {
+            (true, false) => self.capture = Some(Vec::new()),
+            (false, true) => self.capture = None,
+            _ => {}
+        }
+    }
+
+    /// The datagrams of the last dump, in the order received, when
+    /// capturing (empty otherwise): those of requests that gave the
+    /// sockets listed, not of an attempt retried or refused. Parsed by
+    /// [`parse_datagrams`](super::parse_datagrams) with [`Dumper::netns`],
+    /// they give those sockets again.
+    pub fn take_captured(&mut self) -> Vec<Datagram> {
+        self.capture
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
     /// Sizes of the last completed or failed dump.
     pub fn last_stats(&self) -> DumpStats {
         self.stats
@@ -176,6 +210,9 @@ impl Dumper {
     fn dump_once(&mut self, out: &mut Vec<SocketSnapshot>, from: usize) -> Result<(), DiagError> {
         out.truncate(from);
         self.stats = DumpStats::default();
+        if let Some(c) = &mut self.capture {
+            c.clear();
+        }
         // On error the socket is dropped, not put back: a half-read dump
         // would make the kernel answer the next request with EBUSY.
         let socket = match self.socket.take() {
@@ -183,16 +220,16 @@ impl Dumper {
             None => open_socket(self.netns.as_ref())?,
         };
         if self.one_walk {
-            match self.dump_family(&socket, 0, "IPv4 and IPv6", out) {
-                Err(DiagError::Refused {
-                    errno: libc::EINVAL | libc::ENOENT | libc::EOPNOTSUPP,
-                    ..
-                }) => {
+            match self.dump_family(&socket, Walk::Both, out) {
+                Err(e) if refused_one_walk(&e) => {
                     // A kernel without the old request: one per family from
                     // now on. The error ended that request; the socket is
                     // clean.
                     self.one_walk = false;
                     out.truncate(from);
+                    if let Some(c) = &mut self.capture {
+                        c.clear();
+                    }
                 }
                 r => {
                     r?;
@@ -201,8 +238,8 @@ impl Dumper {
                 }
             }
         }
-        for (which, family) in [(1, "IPv4"), (2, "IPv6")] {
-            self.dump_family(&socket, which, family, out)?;
+        for walk in [Walk::Ipv4, Walk::Ipv6] {
+            self.dump_family(&socket, walk, out)?;
         }
         self.socket = Some(socket);
         Ok(())
@@ -211,13 +248,13 @@ impl Dumper {
     fn dump_family(
         &mut self,
         socket: &Socket,
-        which: usize,
-        family: &'static str,
+        walk: Walk,
         out: &mut Vec<SocketSnapshot>,
     ) -> Result<(), DiagError> {
+        let family = walk.label();
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
-        let req = &mut self.requests[which];
+        let req = &mut self.requests[walk as usize];
         NetlinkBuffer::new(&mut req[..]).set_sequence_number(seq);
         loop {
             match socket.send(req, 0) {
@@ -241,6 +278,13 @@ impl Dumper {
                 return Err(DiagError::Malformed {
                     family,
                     detail: "empty datagram".into(),
+                });
+            }
+            if let Some(c) = &mut self.capture {
+                c.push(Datagram {
+                    walk,
+                    seq,
+                    bytes: self.buf[..n].to_vec(),
                 });
             }
             let mut counts = Counts::default();

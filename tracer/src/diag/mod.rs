@@ -10,7 +10,8 @@
 //!
 //! - [`dump`]: the netlink request/receive loop ([`Dumper`], [`dump_tcp`]);
 //! - `parse`: zero-copy decoding of the replies into
-//!   [`SocketSnapshot`](crate::snapshot::SocketSnapshot)s;
+//!   [`SocketSnapshot`](crate::snapshot::SocketSnapshot)s, as received or
+//!   from the [`Datagram`]s a capturing dumper kept ([`parse_datagrams`]);
 //! - `error`: [`DiagError`], why a dump failed;
 //! - [`netns`]: entering a network namespace to open a socket there;
 //! - [`netstat`]: kernel TCP settings of a namespace from `/proc/sys`;
@@ -33,6 +34,7 @@ pub use dump::{DumpOptions, DumpStats, Dumper, dump_tcp};
 pub use error::DiagError;
 pub use netns::{NetnsHandle, own_netns};
 pub use owner::owners_of;
+pub use parse::{Datagram, Walk, parse_datagrams};
 
 /// The old name of [`SocketSnapshot`](crate::snapshot::SocketSnapshot),
 /// kept while agent/ still imports it from here.

@@ -1,4 +1,7 @@
-//! Decoding of sock_diag reply datagrams into [`SocketSnapshot`]s, in place.
+//! Decoding of sock_diag reply datagrams into [`SocketSnapshot`]s, in place:
+//! as they are received ([`parse_datagram`], called by `dump`), or as a
+//! capturing [`Dumper`](super::Dumper) kept them ([`parse_datagrams`], which
+//! a replay calls: the same parser, fed the same bytes).
 //!
 //! Everything here reads straight out of the receive buffer: the netlink
 //! header with `netlink_packet_core::NetlinkBuffer`, the socket id with
@@ -83,6 +86,115 @@ pub(super) struct Counts {
     pub sockets: u32,
     /// Socket messages skipped: unknown state number or family.
     pub skipped: u32,
+}
+
+/// The request a dump datagram answers: both families in one walk
+/// (`TCPDIAG_GETSOCK`), or one family (`SOCK_DIAG_BY_FAMILY`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Walk {
+    /// IPv4 and IPv6 in one walk.
+    Both,
+    /// IPv4 only.
+    Ipv4,
+    /// IPv6 only.
+    Ipv6,
+}
+
+impl Walk {
+    /// The families, as errors name them.
+    pub fn label(self) -> &'static str {
+        match self {
+            Walk::Both => "IPv4 and IPv6",
+            Walk::Ipv4 => "IPv4",
+            Walk::Ipv6 => "IPv6",
+        }
+    }
+
+    /// A short name (`both`, `ipv4`, `ipv6`), for a recording.
+    pub fn name(self) -> &'static str {
+        match self {
+            Walk::Both => "both",
+            Walk::Ipv4 => "ipv4",
+            Walk::Ipv6 => "ipv6",
+        }
+    }
+
+    /// The walk called `name` by [`Walk::name`].
+    pub fn from_name(name: &str) -> Option<Walk> {
+        [Walk::Both, Walk::Ipv4, Walk::Ipv6]
+            .into_iter()
+            .find(|w| w.name() == name)
+    }
+}
+
+/// One datagram of a dump as the kernel sent it, kept by a capturing
+/// [`Dumper`](super::Dumper).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Datagram {
+    /// The request it answers.
+    pub walk: Walk,
+    /// That request's sequence number: messages with another are ignored.
+    pub seq: u32,
+    /// The datagram's bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// True when a one-walk request was refused by a kernel without
+/// `TCPDIAG_GETSOCK`: the dump asks for each family instead, for good.
+pub(super) fn refused_one_walk(e: &DiagError) -> bool {
+    matches!(
+        e,
+        DiagError::Refused {
+            errno: libc::EINVAL | libc::ENOENT | libc::EOPNOTSUPP,
+            ..
+        }
+    )
+}
+
+/// Decode the datagrams of one namespace's dump, kept by a capturing
+/// [`Dumper`](super::Dumper), into the sockets that dump listed, in the
+/// same order, each with [`SocketSnapshot::netns`] set to `netns`. Each
+/// datagram goes through [`parse_datagram`] as it did when received; a
+/// one-walk request the kernel refused is dropped as the dumper drops it,
+/// and every request must end with `NLMSG_DONE`. On error `out` may hold
+/// part of the dump.
+pub fn parse_datagrams(
+    datagrams: &[Datagram],
+    netns: u32,
+    out: &mut Vec<SocketSnapshot>,
+) -> Result<(), DiagError> {
+    let from = out.len();
+    let mut walk_from = from;
+    let mut open: Option<&Datagram> = None;
+    let mut counts = Counts::default();
+    for d in datagrams {
+        if open.is_some_and(|o| (o.walk, o.seq) != (d.walk, d.seq)) {
+            break;
+        }
+        if open.is_none() {
+            walk_from = out.len();
+        }
+        open = Some(d);
+        match parse_datagram(&d.bytes, d.seq, d.walk.label(), out, &mut counts) {
+            Ok(Step::More) => {}
+            Ok(Step::Done) => open = None,
+            Err(e) if d.walk == Walk::Both && refused_one_walk(&e) => {
+                out.truncate(walk_from);
+                open = None;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(o) = open {
+        return Err(DiagError::Malformed {
+            family: o.walk.label(),
+            detail: "a request's datagrams end before its NLMSG_DONE".into(),
+        });
+    }
+    for d in &mut out[from..] {
+        d.netns = netns;
+    }
+    Ok(())
 }
 
 /// Decode one received datagram (possibly several netlink messages),
