@@ -1,10 +1,11 @@
 //! The golden-replay tier: recordings of real traffic
 //! (`tests/replay/<scenario>/recording.jsonl`: ring-buffer records and
-//! sock_diag dumps, in the order the pipeline read them) played through
-//! the agent's user-space pipeline (decode, namespace scope, engine,
-//! detectors, the agent's sink and metrics) with time taken from the
-//! recording; the outcome is compared with the golden files beside it.
-//! Unprivileged: nothing is loaded.
+//! sock_diag dumps' datagrams, as the kernel sent them, in the order the
+//! pipeline read them) played through the agent's user-space pipeline
+//! (decode, sock_diag parser, namespace scope, engine, detectors, the
+//! agent's sink and metrics) with time taken from the recording; the
+//! outcome is compared with the golden files beside it. Unprivileged:
+//! nothing is loaded (one test takes a dump of its own namespace).
 //!
 //! - `TRACER_BLESS=1 cargo test -p tracer --test replay` rewrites the golden files;
 //! - `TRACER_RECORD=1 cargo test -p tracer --test replay -- --ignored record`
@@ -25,6 +26,7 @@ use serde_json::{Value, json};
 use tracer::{
     agent::{Shared, state::agent_state},
     config::Settings,
+    diag::{DumpOptions, Dumper, parse_datagrams},
     engine::{self, Engine},
     export::metrics::Metrics,
     pipeline::{Recording, Replay},
@@ -258,6 +260,42 @@ fn refused_and_timeout() {
 #[test]
 fn resets() {
     check("resets");
+}
+
+/// A dump's captured datagrams parse into the sockets the dump listed,
+/// in the same order, whether it took one walk or one per family: what a
+/// replay decodes is what the live agent saw.
+#[test]
+fn captured_datagrams_parse_as_the_dump_did() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let _c = std::net::TcpStream::connect(l.local_addr().expect("address")).expect("connect");
+    let opts = DumpOptions {
+        with_info: true,
+        without_time_wait: false,
+    };
+    for mut d in [Dumper::new(opts), Dumper::per_family(opts)].map(|d| d.expect("sock_diag")) {
+        let mut live = Vec::new();
+        d.dump_into(&mut live).expect("dump");
+        assert!(d.take_captured().is_empty(), "capture is off by default");
+        d.set_capture(true);
+        d.dump_into(&mut live).expect("dump");
+        let kept = d.take_captured();
+        assert!(
+            !kept.is_empty() && live.len() >= 3,
+            "{} sockets",
+            live.len()
+        );
+        let mut parsed = Vec::new();
+        parse_datagrams(&kept, d.netns(), &mut parsed).expect("parse");
+        assert_eq!(parsed, live, "one walk: {}", d.one_walk());
+        // Cut before NLMSG_DONE (its last 20 bytes): an error, not a
+        // shorter dump.
+        let mut cut = kept.clone();
+        let last = cut.last_mut().expect("a datagram");
+        last.bytes.truncate(last.bytes.len() - 20);
+        let e = parse_datagrams(&cut, d.netns(), &mut Vec::new()).expect_err("cut short");
+        assert!(e.to_string().contains("NLMSG_DONE"), "{e}");
+    }
 }
 
 #[test]

@@ -9,6 +9,10 @@
 //! buffer, those already adopted first, new ones last, so the pipeline
 //! reconciles the former and adopts the latter. The thread's CPU time
 //! covers discovery and every namespace's walk: the budget is for the sum.
+//!
+//! When the pipeline records ([`DumpSource::capture`]), the dumpers keep
+//! the datagrams the kernel sent, and each [`Dump`] carries them beside
+//! the sockets; otherwise nothing is kept or copied.
 use std::collections::{BTreeMap, BTreeSet};
 
 use tokio::task::JoinHandle;
@@ -21,7 +25,8 @@ use super::{
 use crate::{
     container::Resolver,
     diag::{
-        DiagError, DumpOptions, Dumper, NetnsHandle, netstat::TimeWaitLimit, portrange::PortSysctls,
+        Datagram, DiagError, DumpOptions, Dumper, NetnsHandle, netstat::TimeWaitLimit,
+        portrange::PortSysctls,
     },
     snapshot::SocketSnapshot,
 };
@@ -76,12 +81,15 @@ struct Ns {
 }
 
 impl Ns {
+    /// Append its sockets to `out`; with `capture`, also return the
+    /// datagrams they came in (empty otherwise).
     fn append(
         &mut self,
         full: bool,
         opts: DumpOptions,
+        capture: bool,
         out: &mut Vec<SocketSnapshot>,
-    ) -> Result<(), DiagError> {
+    ) -> Result<Vec<Datagram>, DiagError> {
         let slot = if full { &mut self.full } else { &mut self.live };
         let dumper = match slot {
             Some(d) => d,
@@ -90,7 +98,9 @@ impl Ns {
                 Some(h) => Dumper::inside(opts, h.clone())?,
             }),
         };
-        dumper.dump_append(out)
+        dumper.set_capture(capture);
+        dumper.dump_append(out)?;
+        Ok(dumper.take_captured())
     }
 }
 
@@ -107,6 +117,8 @@ struct Kit {
     /// Names the container of each namespace, once per container.
     resolver: Resolver,
     buf: Vec<SocketSnapshot>,
+    /// Keep each dump's datagrams ([`Dump::datagrams`]).
+    capture: bool,
 }
 
 impl Kit {
@@ -120,6 +132,7 @@ impl Kit {
             known: BTreeSet::new(),
             resolver: Resolver::default(),
             buf: Vec::new(),
+            capture: false,
         }
     }
 
@@ -227,6 +240,7 @@ impl Kit {
             fresh_from: 0,
             fresh: Vec::new(),
             gone,
+            datagrams: Vec::new(),
             census,
         };
         (self, dump)
@@ -239,6 +253,7 @@ impl Kit {
         let opts = if full { self.full_opts } else { self.live_opts };
         self.buf.clear();
         let (mut covered, mut fresh, mut fresh_from) = (Vec::new(), Vec::new(), 0);
+        let mut datagrams = Vec::new();
         let mut error = None;
         for adopted in [true, false] {
             if !adopted {
@@ -250,11 +265,17 @@ impl Kit {
                 .filter(|(_, ns)| ns.adopted == adopted)
             {
                 let before = self.buf.len();
-                match ns.append(full, opts, &mut self.buf) {
-                    Ok(()) if adopted => covered.push(inode),
-                    Ok(()) => {
-                        ns.adopted = true;
-                        fresh.push(inode);
+                match ns.append(full, opts, self.capture, &mut self.buf) {
+                    Ok(kept) => {
+                        if self.capture {
+                            datagrams.push((inode, kept));
+                        }
+                        if adopted {
+                            covered.push(inode);
+                        } else {
+                            ns.adopted = true;
+                            fresh.push(inode);
+                        }
                     }
                     Err(e) => {
                         self.buf.truncate(before);
@@ -300,6 +321,7 @@ impl Kit {
             fresh_from,
             fresh,
             gone,
+            datagrams,
             census,
         };
         (self, dump)
@@ -313,6 +335,8 @@ pub struct DumpSource {
     kit: Option<Kit>,
     /// The dump in progress.
     job: Option<JoinHandle<(Kit, Dump)>>,
+    /// Dumps keep their datagrams.
+    capture: bool,
 }
 
 impl DumpSource {
@@ -322,7 +346,15 @@ impl DumpSource {
             scope,
             kit: Some(Kit::new(scope, LIVE, FULL)),
             job: None,
+            capture: false,
         }
+    }
+
+    /// From the next dump on, keep the datagrams the kernel sent in each
+    /// [`Dump::datagrams`] (for a recording). Off by default: a dump then
+    /// copies nothing.
+    pub fn capture(&mut self) {
+        self.capture = true;
     }
 
     /// Dump on this thread and wait for it (adoption at start).
@@ -372,8 +404,11 @@ impl DumpSource {
 
     /// The dumpers, or new ones when a dump task was lost (it panicked).
     fn take_kit(&mut self) -> Kit {
-        self.kit
+        let mut kit = self
+            .kit
             .take()
-            .unwrap_or_else(|| Kit::new(self.scope, LIVE, FULL))
+            .unwrap_or_else(|| Kit::new(self.scope, LIVE, FULL));
+        kit.capture = self.capture;
+        kit
     }
 }

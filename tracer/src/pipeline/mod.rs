@@ -185,10 +185,15 @@ impl<D: Observer> Pipeline<D> {
 
     /// Record what the pipeline reads from now on into `recorder`: the
     /// events of the namespaces followed, the dumps as they go into the
-    /// engine, the owner scans and expiries. Call before [`Pipeline::adopt`].
+    /// engine (as the datagrams the kernel sent: its dump source captures
+    /// them from now on), the owner scans and expiries. Call before
+    /// [`Pipeline::adopt`].
     pub fn record(&mut self, recorder: Recorder) {
         recorder.header(self.scope, self.core.lock().detector.thresholds());
         self.ingest.tap(recorder.events(self.scope));
+        if let Some(t) = &mut self.tracking {
+            t.dumps.capture();
+        }
         self.recorder = Some(recorder);
     }
 
@@ -239,7 +244,7 @@ impl<D: Observer> Pipeline<D> {
         steps::new_containers(&self.core, &dump, sink);
         let n = steps::adopt(&self.core, t.dumps.sockets(), &dump, sink);
         if let Some(r) = &self.recorder {
-            r.dumped(true, &dump, t.dumps.sockets(), None);
+            r.dumped(true, &dump, None);
         }
         tally::tally_netns(t, &mut self.event_netns, &dump, 0, sink);
         Ok(n)

@@ -4,7 +4,9 @@
 //! detectors run ([`steps::reconcile`]), due stays ended ([`steps::expire`]).
 //! Time comes from the recording (events carry `ts_ns`, dumps their start
 //! time), so a replay's outcome is the same on every machine: that is the
-//! golden-replay test tier (`tracer/tests/replay.rs`). It loads no kernel
+//! golden-replay test tier (`tracer/tests/replay.rs`). A dump's sockets
+//! are decoded from the datagrams the kernel sent, by the parser a live
+//! dump uses ([`crate::diag::parse_datagrams`]). It loads no kernel
 //! programs and needs no privileges.
 use std::{
     sync::{Arc, Mutex},
@@ -14,8 +16,8 @@ use std::{
 use anyhow::Context as _;
 
 mod format;
+mod owners;
 mod recorder;
-mod sockets;
 
 use self::format::{Header, Line, RecordedDump};
 pub use self::{format::Recording, recorder::Recorder};
@@ -28,7 +30,6 @@ use crate::{
     engine::{self, Engine, Observer},
     event::SockEvent,
     leaks::Detector,
-    snapshot::SocketSnapshot,
 };
 
 /// The pipeline's core, fed from a recording instead of the kernel.
@@ -113,11 +114,7 @@ impl<D: Observer> Replay<D> {
 
     /// A dump: adopted or reconciled as the live loop does, then accounted.
     fn dump<S: Sink<Derived = D>>(&mut self, d: &RecordedDump, sink: &mut S) -> anyhow::Result<()> {
-        let sockets = d
-            .sockets
-            .iter()
-            .map(SocketSnapshot::try_from)
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let sockets = d.sockets()?;
         let dump = Dump {
             start_ns: d.start_ns,
             cpu_ns: 0,
@@ -131,6 +128,7 @@ impl<D: Observer> Replay<D> {
             fresh_from: d.fresh_from,
             fresh: d.fresh.clone(),
             gone: d.gone.clone(),
+            datagrams: Vec::new(),
             census: Default::default(),
         };
         let dumped = Dumped {

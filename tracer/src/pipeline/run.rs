@@ -175,7 +175,7 @@ impl<D: Observer> Pipeline<D> {
                     },
                 );
                 if let Some(r) = recorder {
-                    r.dumped(false, &dump, t.dumps.sockets(), scanned.as_ref());
+                    r.dumped(false, &dump, scanned.as_ref());
                 }
                 (dump.cpu_ns + engine_ns, n)
             }

@@ -1,7 +1,10 @@
 //! What a dump or a survey found: the namespaces and the outcome.
 use std::sync::Arc;
 
-use crate::container::{ContainerMap, ResolverStats};
+use crate::{
+    container::{ContainerMap, ResolverStats},
+    diag::Datagram,
+};
 
 /// What the dump source knows about namespaces after a dump.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -51,6 +54,10 @@ pub struct Dump {
     pub fresh: Vec<u32>,
     /// Namespaces that vanished since the last dump: their sockets are gone.
     pub gone: Vec<u32>,
+    /// When recording ([`DumpSource::capture`](super::DumpSource::capture)):
+    /// each namespace dumped and the datagrams its sockets came in, in the
+    /// order of the sockets (`covered`, then `fresh`). Empty otherwise.
+    pub datagrams: Vec<(u32, Vec<Datagram>)>,
     /// The namespaces found, followed, refused.
     pub census: Census,
 }

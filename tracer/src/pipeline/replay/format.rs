@@ -10,19 +10,37 @@
 //! | `{"dump":{..}}` | a dump ended and was adopted or reconciled at this point of the stream |
 //! | `{"expire":N}` | the loop ended due TIME_WAIT stays at monotonic `N` |
 //!
-//! A dump holds the sockets as sock_diag's parser decoded them (the
-//! netlink bytes stay inside [`crate::diag`]), its start time, the
-//! namespaces it covered, and the owner scan its detectors asked for.
+//! A dump holds, per namespace dumped (in the order its sockets went into
+//! the engine), the namespace's inode and the sock_diag datagrams the
+//! kernel sent, as bytes in hex with the request each answers (`walk`:
+//! `both`, `ipv4` or `ipv6`, and its `seq`); a replay decodes them with
+//! [`crate::diag::parse_datagrams`], the parser of a live dump. Beside
+//! them: its start time, the namespaces it covered and found, their
+//! TIME_WAIT limits and port settings, and the owner scan its detectors
+//! asked for. `note`s are for people and ignored:
+//!
+//! ```text
+//! {"dump":{"start_ns":N,"full":true,"covered":[I],"fresh_from":3,
+//!   "netns":[{"inode":I,"datagrams":[{"walk":"both","seq":2,"raw":"<hex>"}],
+//!             "note":"listen 127.0.0.1:80->0.0.0.0:0 sk 1f, .."}],
+//!   "owners":{..}}}
+//! ```
 use std::{fmt::Write as _, time::Duration};
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-pub use super::sockets::{Owners, Socket};
-use crate::{event::SockEvent, forecast::PortSettings, leaks::Thresholds};
+pub use super::owners::Owners;
+use crate::{
+    diag::{Datagram, Walk, parse_datagrams},
+    event::SockEvent,
+    forecast::PortSettings,
+    leaks::Thresholds,
+    snapshot::SocketSnapshot,
+};
 
 /// The version of the format this build writes and reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// One line of a recording.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -110,27 +128,37 @@ pub struct Record {
 impl Record {
     /// A record of `raw`, with a note saying what it decodes to.
     pub fn new(raw: &[u8]) -> Record {
-        let mut hex = String::with_capacity(raw.len() * 2);
-        for b in raw {
-            let _ = write!(hex, "{b:02x}");
-        }
         Record {
-            raw: hex,
+            raw: hex(raw),
             note: note(raw),
         }
     }
 
     /// The record's bytes.
     pub fn bytes(&self) -> anyhow::Result<Vec<u8>> {
-        let s = self.raw.as_bytes();
-        anyhow::ensure!(s.len().is_multiple_of(2), "odd number of hex digits");
-        s.chunks(2)
-            .map(|p| {
-                let p = std::str::from_utf8(p)?;
-                u8::from_str_radix(p, 16).with_context(|| format!("{p:?} is not hex"))
-            })
-            .collect()
+        unhex(&self.raw)
     }
+}
+
+/// `bytes` in lowercase hex.
+fn hex(bytes: &[u8]) -> String {
+    let mut hex = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
+}
+
+/// The bytes a [`hex`] string spells.
+fn unhex(hex: &str) -> anyhow::Result<Vec<u8>> {
+    let s = hex.as_bytes();
+    anyhow::ensure!(s.len().is_multiple_of(2), "odd number of hex digits");
+    s.chunks(2)
+        .map(|p| {
+            let p = std::str::from_utf8(p)?;
+            u8::from_str_radix(p, 16).with_context(|| format!("{p:?} is not hex"))
+        })
+        .collect()
 }
 
 /// `state syn_sent->established 127.0.0.1:41234->127.0.0.1:8080 sk 1f`.
@@ -182,11 +210,111 @@ pub struct RecordedDump {
     /// Ephemeral port settings per namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub port_settings: Vec<(u32, PortSettings)>,
-    /// The sockets, as the parser decoded them.
-    pub sockets: Vec<Socket>,
+    /// Each namespace dumped, in the order of its sockets: reconciled
+    /// ones (`covered`), then new ones (`fresh`).
+    pub netns: Vec<RecordedNetns>,
     /// The owner scan the detectors asked for, if they did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owners: Option<Owners>,
+}
+
+impl RecordedDump {
+    /// The sockets of the dump, decoded from its datagrams by the parser
+    /// of a live dump, namespace after namespace, and where those of
+    /// namespaces dumped for the first time begin (checked against the
+    /// recorded `fresh_from`).
+    pub fn sockets(&self) -> anyhow::Result<Vec<SocketSnapshot>> {
+        let mut out = Vec::new();
+        let mut fresh_from = None;
+        for ns in &self.netns {
+            if fresh_from.is_none() && !self.covered.contains(&ns.inode) {
+                fresh_from = Some(out.len());
+            }
+            parse_datagrams(&ns.datagrams()?, ns.inode, &mut out)
+                .with_context(|| format!("the datagrams of namespace {}", ns.inode))?;
+        }
+        let fresh_from = fresh_from.unwrap_or(out.len());
+        anyhow::ensure!(
+            fresh_from == self.fresh_from,
+            "the namespaces covered hold {fresh_from} sockets, the dump says {}",
+            self.fresh_from
+        );
+        Ok(out)
+    }
+}
+
+/// One namespace of a dump: the datagrams the kernel sent for it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RecordedNetns {
+    /// The namespace's inode, written into its sockets.
+    pub inode: u32,
+    /// In the order received.
+    pub datagrams: Vec<RecordedDatagram>,
+    /// The sockets they decode to, for people reading the file; never
+    /// read back.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+}
+
+impl RecordedNetns {
+    /// Namespace `inode`'s `datagrams`, with a note listing its sockets.
+    pub fn new(inode: u32, datagrams: &[Datagram]) -> RecordedNetns {
+        let mut sockets = Vec::new();
+        let note = match parse_datagrams(datagrams, inode, &mut sockets) {
+            Err(e) => format!("undecodable: {e}"),
+            Ok(()) => sockets
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} {}:{}->{}:{} sk {:x}",
+                        s.state, s.saddr, s.sport, s.daddr, s.dport, s.cookie
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        RecordedNetns {
+            inode,
+            datagrams: datagrams
+                .iter()
+                .map(|d| RecordedDatagram {
+                    walk: d.walk.name().into(),
+                    seq: d.seq,
+                    raw: hex(&d.bytes),
+                })
+                .collect(),
+            note,
+        }
+    }
+
+    /// The datagrams, as [`parse_datagrams`] takes them.
+    pub fn datagrams(&self) -> anyhow::Result<Vec<Datagram>> {
+        self.datagrams
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let walk = Walk::from_name(&d.walk)
+                    .with_context(|| format!("datagram {}: unknown walk {:?}", i + 1, d.walk))?;
+                let bytes = unhex(&d.raw).with_context(|| format!("datagram {}", i + 1))?;
+                Ok(Datagram {
+                    walk,
+                    seq: d.seq,
+                    bytes,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One sock_diag datagram as the kernel sent it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RecordedDatagram {
+    /// The request it answers: `both`, `ipv4` or `ipv6`.
+    pub walk: String,
+    /// That request's sequence number.
+    pub seq: u32,
+    /// Its bytes, in hex.
+    pub raw: String,
 }
 
 /// A whole recording, read back.
@@ -201,18 +329,14 @@ pub struct Recording {
 impl Recording {
     /// Read a recording's text; errors name the line.
     pub fn parse(text: &str) -> anyhow::Result<Recording> {
-        let mut lines = Vec::new();
-        for (i, l) in text
+        let mut numbered = text
             .lines()
             .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            let line: Line =
-                serde_json::from_str(l).with_context(|| format!("recording line {}", i + 1))?;
-            lines.push(line);
-        }
-        let header = match lines.first() {
-            Some(Line::Header(h)) => h.clone(),
+            .filter(|(_, l)| !l.trim().is_empty());
+        // The header first: an older format is named as such, not as its
+        // first line this build cannot read.
+        let header = match numbered.next().map(|(_, l)| serde_json::from_str(l)) {
+            Some(Ok(Line::Header(h))) => h,
             _ => anyhow::bail!("a recording starts with its header line"),
         };
         anyhow::ensure!(
@@ -220,7 +344,12 @@ impl Recording {
             "recording format {} is not the supported {VERSION}; record it again",
             header.version
         );
-        lines.remove(0);
+        let mut lines = Vec::new();
+        for (i, l) in numbered {
+            let line: Line =
+                serde_json::from_str(l).with_context(|| format!("recording line {}", i + 1))?;
+            lines.push(line);
+        }
         Ok(Recording { header, lines })
     }
 

@@ -6,13 +6,9 @@
 //! them. Without it the pipeline does no work for recording.
 use std::sync::{Arc, Mutex};
 
-use super::format::{Header, Line, Record, RecordedDump, Socket, VERSION, to_line};
+use super::format::{Header, Line, Record, RecordedDump, RecordedNetns, VERSION, to_line};
 use crate::pipeline::{Dump, NetnsScope};
-use crate::{
-    event::SockEvent,
-    leaks::Thresholds,
-    snapshot::{OwnerScan, SocketSnapshot},
-};
+use crate::{event::SockEvent, leaks::Thresholds, snapshot::OwnerScan};
 
 /// Collects a recording; clones share it.
 #[derive(Clone, Default)]
@@ -69,14 +65,10 @@ impl Recorder {
     }
 
     /// A dump went into the engine: adopted (`adopt`) or reconciled, with
-    /// the owner scan its detectors asked for.
-    pub(in crate::pipeline) fn dumped(
-        &self,
-        adopt: bool,
-        dump: &Dump,
-        sockets: &[SocketSnapshot],
-        owners: Option<&OwnerScan>,
-    ) {
+    /// the owner scan its detectors asked for. Its sockets are recorded as
+    /// the datagrams they came in ([`Dump::datagrams`]: the pipeline's
+    /// dump source captures them once recording).
+    pub(in crate::pipeline) fn dumped(&self, adopt: bool, dump: &Dump, owners: Option<&OwnerScan>) {
         self.push(&Line::Dump(RecordedDump {
             adopt,
             start_ns: dump.start_ns,
@@ -87,7 +79,11 @@ impl Recorder {
             gone: dump.gone.clone(),
             tw_limits: dump.tw_limits.clone(),
             port_settings: dump.port_settings.clone(),
-            sockets: sockets.iter().map(Socket::from).collect(),
+            netns: dump
+                .datagrams
+                .iter()
+                .map(|(inode, d)| RecordedNetns::new(*inode, d))
+                .collect(),
             owners: owners.map(Into::into),
         }));
     }
