@@ -1,0 +1,282 @@
+//! The dumpers of every namespace in scope and the buffer they fill
+//! ([`Kit`]), moved to a blocking thread for each dump or survey and
+//! handed back: discovery, a dumper pair per namespace opened inside it,
+//! and one walk of each namespace in turn, adopted ones first.
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Census, Dump, MAX_NETNS};
+use crate::{
+    container::Resolver,
+    diag::{
+        Datagram, DiagError, DumpOptions, Dumper, NetnsHandle, netstat::TimeWaitLimit,
+        portrange::PortSysctls,
+    },
+    pipeline::{
+        clock::{monotonic_ns, thread_cpu_ns},
+        discover::discover,
+        netns::NetnsScope,
+    },
+    snapshot::SocketSnapshot,
+};
+
+/// One namespace's dumpers, opened on first use.
+struct Ns {
+    /// `None`: the namespace tracer runs in (no setns needed).
+    handle: Option<NetnsHandle>,
+    live: Option<Dumper>,
+    full: Option<Dumper>,
+    /// Its `tcp_max_tw_buckets`, opened inside it.
+    tw_limit: Option<TimeWaitLimit>,
+    /// Its ephemeral port settings, opened inside it.
+    ports: Option<PortSysctls>,
+    /// A dump of it has been handed out (the pipeline adopted it).
+    adopted: bool,
+}
+
+impl Ns {
+    /// Append its sockets to `out`; with `capture`, also return the
+    /// datagrams they came in (empty otherwise).
+    fn append(
+        &mut self,
+        full: bool,
+        opts: DumpOptions,
+        capture: bool,
+        out: &mut Vec<SocketSnapshot>,
+    ) -> Result<Vec<Datagram>, DiagError> {
+        let slot = if full { &mut self.full } else { &mut self.live };
+        let dumper = match slot {
+            Some(d) => d,
+            None => slot.insert(match &self.handle {
+                None => Dumper::new(opts)?,
+                Some(h) => Dumper::inside(opts, h.clone())?,
+            }),
+        };
+        dumper.set_capture(capture);
+        dumper.dump_append(out)?;
+        Ok(dumper.take_captured())
+    }
+}
+
+/// The dumpers and the buffer they fill, moved to a blocking thread for a
+/// dump and handed back for reuse.
+pub(super) struct Kit {
+    scope: NetnsScope,
+    live_opts: DumpOptions,
+    full_opts: DumpOptions,
+    spaces: BTreeMap<u32, Ns>,
+    refused: BTreeSet<u32>,
+    /// Every namespace in scope the last discovery found, followed or not.
+    known: BTreeSet<u32>,
+    /// Names the container of each namespace, once per container.
+    resolver: Resolver,
+    pub(super) buf: Vec<SocketSnapshot>,
+    /// Keep each dump's datagrams ([`Dump::datagrams`]).
+    pub(super) capture: bool,
+}
+
+impl Kit {
+    pub(super) fn new(scope: NetnsScope, live_opts: DumpOptions, full_opts: DumpOptions) -> Kit {
+        Kit {
+            scope,
+            live_opts,
+            full_opts,
+            spaces: BTreeMap::new(),
+            refused: BTreeSet::new(),
+            known: BTreeSet::new(),
+            resolver: Resolver::default(),
+            buf: Vec::new(),
+            capture: false,
+        }
+    }
+
+    /// Find the namespaces in scope, open new ones, drop vanished ones.
+    /// Returns the inodes that vanished (followed ones, and found ones that
+    /// could not be followed: their sockets are gone too) and the census
+    /// so far.
+    fn refresh(&mut self) -> (Vec<u32>, Census) {
+        let own = self.scope.own_inode();
+        let mut census = Census::default();
+        let mut wanted: BTreeMap<u32, Option<std::path::PathBuf>> = BTreeMap::new();
+        match self.scope {
+            NetnsScope::One { own: true, inode } => {
+                wanted.insert(inode, None);
+            }
+            _ => {
+                let found = discover();
+                census.unreadable_processes = found.unreadable;
+                census.known = found.paths.keys().copied().collect();
+                let mut pids = found.pids;
+                pids.retain(|&inode, _| self.scope.covers(inode));
+                self.resolver.update(&pids);
+                census.containers = self.resolver.map();
+                census.resolver = self.resolver.stats();
+                for (inode, path) in found.paths {
+                    if self.scope.covers(inode) {
+                        wanted.insert(inode, (inode != own).then_some(path));
+                    }
+                }
+            }
+        }
+        let mut gone: BTreeSet<u32> = self
+            .spaces
+            .keys()
+            .filter(|k| !wanted.contains_key(k))
+            .copied()
+            .collect();
+        for g in &gone {
+            self.spaces.remove(g);
+        }
+        let known: BTreeSet<u32> = wanted.keys().copied().collect();
+        gone.extend(self.known.difference(&known));
+        self.known = known;
+        self.refused.retain(|r| wanted.contains_key(r));
+        for (inode, path) in wanted {
+            if self.spaces.contains_key(&inode) || self.refused.contains(&inode) {
+                continue;
+            }
+            if self.spaces.len() >= MAX_NETNS {
+                census.over_cap += 1;
+                continue;
+            }
+            let handle = match path {
+                None => None,
+                // Gone since the scan: the next one will not find it.
+                Some(p) => match NetnsHandle::open(&p) {
+                    Ok(h) if h.inode() == inode => Some(h),
+                    _ => continue,
+                },
+            };
+            let tw_limit = match &handle {
+                None => TimeWaitLimit::open().ok(),
+                Some(h) => h.run_inside(TimeWaitLimit::open).ok().and_then(Result::ok),
+            };
+            let ports = match &handle {
+                None => PortSysctls::open().ok(),
+                Some(h) => h.run_inside(PortSysctls::open).ok().and_then(Result::ok),
+            };
+            self.spaces.insert(
+                inode,
+                Ns {
+                    handle,
+                    live: None,
+                    full: None,
+                    tw_limit,
+                    ports,
+                    adopted: false,
+                },
+            );
+        }
+        (gone.into_iter().collect(), census)
+    }
+
+    /// Look for namespaces without dumping any: those that vanished are
+    /// reported in `gone`, new ones wait (unadopted) for the next dump.
+    /// Costs a scan of `/proc`, not a walk of the kernel's socket table
+    /// per namespace, so it runs every interval whatever the budget.
+    pub(super) fn survey(mut self) -> (Kit, Dump) {
+        let start_ns = monotonic_ns();
+        let cpu_before = thread_cpu_ns();
+        let (gone, mut census) = self.refresh();
+        self.buf.clear();
+        census.tracked = self.spaces.len();
+        census.refused = self.refused.iter().copied().collect();
+        let dump = Dump {
+            start_ns,
+            cpu_ns: thread_cpu_ns().saturating_sub(cpu_before),
+            full: false,
+            survey: true,
+            unadopted: self.spaces.values().any(|ns| !ns.adopted),
+            tw_limits: Vec::new(),
+            port_settings: Vec::new(),
+            result: Ok(()),
+            covered: Vec::new(),
+            fresh_from: 0,
+            fresh: Vec::new(),
+            gone,
+            datagrams: Vec::new(),
+            census,
+        };
+        (self, dump)
+    }
+
+    pub(super) fn dump(mut self, full: bool) -> (Kit, Dump) {
+        let start_ns = monotonic_ns();
+        let cpu_before = thread_cpu_ns();
+        let (gone, mut census) = self.refresh();
+        let opts = if full { self.full_opts } else { self.live_opts };
+        self.buf.clear();
+        let (mut covered, mut fresh, mut fresh_from) = (Vec::new(), Vec::new(), 0);
+        let mut datagrams = Vec::new();
+        let mut error = None;
+        for adopted in [true, false] {
+            if !adopted {
+                fresh_from = self.buf.len();
+            }
+            for (&inode, ns) in self
+                .spaces
+                .iter_mut()
+                .filter(|(_, ns)| ns.adopted == adopted)
+            {
+                let before = self.buf.len();
+                match ns.append(full, opts, self.capture, &mut self.buf) {
+                    Ok(kept) => {
+                        if self.capture {
+                            datagrams.push((inode, kept));
+                        }
+                        if adopted {
+                            covered.push(inode);
+                        } else {
+                            ns.adopted = true;
+                            fresh.push(inode);
+                        }
+                    }
+                    Err(e) => {
+                        self.buf.truncate(before);
+                        if matches!(e, DiagError::Enter(_)) {
+                            self.refused.insert(inode);
+                        } else {
+                            error = Some(e);
+                        }
+                    }
+                }
+            }
+        }
+        let refused = &self.refused;
+        self.spaces.retain(|inode, _| !refused.contains(inode));
+        census.tracked = self.spaces.len();
+        census.refused = self.refused.iter().copied().collect();
+        let cpu_ns = thread_cpu_ns().saturating_sub(cpu_before);
+        let tw_limits = self
+            .spaces
+            .iter()
+            .filter(|_| full)
+            .filter_map(|(&inode, ns)| Some((inode, ns.tw_limit.as_ref()?.read()?)))
+            .collect();
+        let port_settings = self
+            .spaces
+            .iter()
+            .filter_map(|(&inode, ns)| Some((inode, ns.ports.as_ref()?.read()?)))
+            .collect();
+        let result = match error {
+            Some(e) if covered.is_empty() && fresh.is_empty() => Err(anyhow::Error::from(e)),
+            _ => Ok(()),
+        };
+        let dump = Dump {
+            start_ns,
+            cpu_ns,
+            full,
+            survey: false,
+            unadopted: false,
+            tw_limits,
+            port_settings,
+            result,
+            covered,
+            fresh_from,
+            fresh,
+            gone,
+            datagrams,
+            census,
+        };
+        (self, dump)
+    }
+}
