@@ -128,3 +128,55 @@ fn cookie_halves_low_first_in_host_order() {
     raw[4..].copy_from_slice(&0x2u32.to_ne_bytes());
     assert_eq!(cookie_from_id(&raw), 0x2_0001_920f);
 }
+
+#[test]
+fn recorded_datagrams_read_back_as_the_dump_listed_them() {
+    let refusal = |errno: i32| {
+        let mut err = (-errno).to_ne_bytes().to_vec();
+        err.extend_from_slice(&[0; 16]);
+        nlmsg(SEQ, NLMSG_ERROR, &err)
+    };
+    let done = |seq| nlmsg(seq, NLMSG_DONE, &0i32.to_ne_bytes());
+    let sock = |sport| {
+        nlmsg(
+            SEQ + 1,
+            SOCK_DIAG_BY_FAMILY,
+            &Msg {
+                sport,
+                ..established()
+            }
+            .bytes(),
+        )
+    };
+    let dg = |walk, seq, bytes: Vec<u8>| Datagram { walk, seq, bytes };
+    // A kernel without the one-walk request refused it; the dumper asked
+    // for each family instead.
+    let mut first = sock(1);
+    first.extend(sock(2));
+    let recorded = [
+        dg(Walk::Both, SEQ, refusal(libc::EINVAL)),
+        dg(Walk::Ipv4, SEQ + 1, first),
+        dg(Walk::Ipv4, SEQ + 1, done(SEQ + 1)),
+        dg(Walk::Ipv6, SEQ + 2, done(SEQ + 2)),
+    ];
+    let mut out = Vec::new();
+    parse_datagrams(&recorded, 4026531840, &mut out).expect("read back");
+    assert_eq!(out.iter().map(|s| s.sport).collect::<Vec<_>>(), [1, 2]);
+    assert!(out.iter().all(|s| s.netns == 4026531840));
+    // A capture cut before NLMSG_DONE is an error, not a short dump.
+    let e = parse_datagrams(&recorded[..2], 1, &mut Vec::new()).expect_err("cut");
+    assert!(e.to_string().contains("NLMSG_DONE"), "{e}");
+    // Another refusal is the kernel's answer, not a fallback.
+    let denied = [dg(Walk::Both, SEQ, refusal(libc::EPERM))];
+    let e = parse_datagrams(&denied, 1, &mut Vec::new()).expect_err("denied");
+    assert!(
+        matches!(
+            e,
+            DiagError::Refused {
+                errno: libc::EPERM,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
