@@ -138,16 +138,19 @@ impl Report {
         out
     }
 
-    /// Fill in the wall-clock times of the report and of every flag.
-    pub fn stamp(&mut self, clock: &crate::wall::WallClock) {
-        self.now = clock.at_known(self.now_ns);
-        let flags = self
-            .leaks
+    /// Every flag of the report: leaks, risks and those recently cleared.
+    fn flags_mut(&mut self) -> impl Iterator<Item = &mut Flag> {
+        self.leaks
             .iter_mut()
             .flat_map(|g| g.sockets.iter_mut())
             .chain(self.risks.iter_mut())
-            .chain(self.recently_cleared.iter_mut());
-        for f in flags {
+            .chain(self.recently_cleared.iter_mut())
+    }
+
+    /// Fill in the wall-clock times of the report and of every flag.
+    pub fn stamp(&mut self, clock: &crate::wall::WallClock) {
+        self.now = clock.at_known(self.now_ns);
+        for f in self.flags_mut() {
             f.stamp(clock);
         }
     }
@@ -157,13 +160,7 @@ impl Report {
         if map.is_empty() {
             return;
         }
-        let flags = self
-            .leaks
-            .iter_mut()
-            .flat_map(|g| g.sockets.iter_mut())
-            .chain(self.risks.iter_mut())
-            .chain(self.recently_cleared.iter_mut());
-        for f in flags {
+        for f in self.flags_mut() {
             if f.container.is_none() {
                 let pids = f.owners.iter().map(|o| o.pid);
                 f.container = map.owning(f.netns, pids).map(|c| (**c).clone());
