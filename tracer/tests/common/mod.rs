@@ -70,6 +70,28 @@ pub fn require_root() {
     );
 }
 
+/// Set the `IPPROTO_TCP` option `opt` (`TCP_FASTOPEN`, `TCP_SYNCNT`,
+/// `TCP_DEFER_ACCEPT`: ones `socket2` has no setter for) to `value`;
+/// panics with the kernel's error.
+pub fn set_tcp_int(socket: &impl std::os::fd::AsRawFd, opt: libc::c_int, value: libc::c_int) {
+    // SAFETY: setsockopt on a valid descriptor with an int option of its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            opt,
+            (&raw const value).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt IPPROTO_TCP {opt} = {value}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
 /// A loopback address with a port that was free a moment ago, for a
 /// server the test starts.
 pub fn free_addr() -> std::net::SocketAddr {

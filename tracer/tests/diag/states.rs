@@ -56,19 +56,7 @@ fn request_socket_reads_as_new_syn_recv() {
     let laddr = listener.local_addr().expect("addr");
     // TCP_DEFER_ACCEPT drops the bare final ACK, so the request socket
     // stays in NEW_SYN_RECV while the client is already ESTABLISHED.
-    let secs: libc::c_int = 30;
-    let len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: a valid fd and an option value of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_DEFER_ACCEPT,
-            (&raw const secs).cast(),
-            len,
-        )
-    };
-    assert_eq!(rc, 0, "TCP_DEFER_ACCEPT");
+    common::set_tcp_int(&listener, libc::TCP_DEFER_ACCEPT, 30);
     let client = TcpStream::connect(laddr).expect("connect");
     let caddr = client.local_addr().expect("addr");
     let req = wait_for("request socket", |s| find(s, laddr, caddr).first().copied());

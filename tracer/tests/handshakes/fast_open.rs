@@ -14,7 +14,7 @@ use std::{
 
 use socket2::{Domain, Socket, Type};
 
-use crate::common::sh;
+use crate::common::{set_tcp_int, sh};
 
 /// `TCP_ESTABLISHED` and `TCP_SYN_RECV` in `tcpi_state` (include/net/tcp_states.h).
 pub const ESTABLISHED: u8 = 1;
@@ -41,23 +41,7 @@ pub fn enable(ns: &str) {
 /// namespace.
 pub fn listener(addr: SocketAddr) -> TcpListener {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
-    let qlen: libc::c_int = 16;
-    // SAFETY: setsockopt on a valid socket with an int option of its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_FASTOPEN,
-            (&raw const qlen).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "setsockopt TCP_FASTOPEN: {}",
-        std::io::Error::last_os_error()
-    );
+    set_tcp_int(&sock, libc::TCP_FASTOPEN, 16);
     sock.bind(&addr.into()).expect("bind");
     sock.listen(16).expect("listen");
     sock.into()

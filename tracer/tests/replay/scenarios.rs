@@ -6,7 +6,7 @@ use std::{
     any::Any,
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
+    os::unix::fs::MetadataExt as _,
     sync::mpsc,
     thread,
     time::Duration,
@@ -19,7 +19,7 @@ use tracer::{
     pipeline::{self, NetnsScope, Pipeline, Reconcile, Recorder, Sink},
 };
 
-use crate::common::{Netns, sh};
+use crate::common::{Netns, set_tcp_int, sh};
 
 /// A scenario: drives sockets in the namespace its thread is in, and
 /// returns what must stay open until the recording ends.
@@ -154,18 +154,7 @@ fn refused_and_timeout() -> Box<dyn Any> {
     let target: SocketAddr = (Ipv4Addr::LOCALHOST, 9).into();
     let timing_out = thread::spawn(move || {
         let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-        let one: libc::c_int = 1;
-        // SAFETY: setsockopt on our own socket with an int option.
-        let rc = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_SYNCNT,
-                (&one as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0, "TCP_SYNCNT");
+        set_tcp_int(&s, libc::TCP_SYNCNT, 1);
         s.connect(&target.into())
     });
     let aborted = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");

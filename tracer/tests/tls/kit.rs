@@ -58,11 +58,18 @@ impl Pki {
              keyUsage = digitalSignature\nextendedKeyUsage = serverAuth\n",
         )
         .expect("ext file");
-        pki.openssl(&[
+        pki.sign("server.csr", "server.ext", "cert.pem");
+        pki
+    }
+
+    /// Sign the request `csr` with the test CA, extensions from `ext`, into
+    /// `out` (a day's validity).
+    pub fn sign(&self, csr: &str, ext: &str, out: &str) {
+        self.openssl(&[
             "x509",
             "-req",
             "-in",
-            "server.csr",
+            csr,
             "-CA",
             "ca.pem",
             "-CAkey",
@@ -71,11 +78,10 @@ impl Pki {
             "-days",
             "1",
             "-extfile",
-            "server.ext",
+            ext,
             "-out",
-            "cert.pem",
+            out,
         ]);
-        pki
     }
 
     pub fn openssl(&self, args: &[&str]) {
