@@ -1,7 +1,7 @@
 //! `tracer leaks`: name the process, fd, peer and age behind every leak.
 //!
-//! Asks the running agent (`GET /api/v1/leaks`, plain HTTP/1.0 over a
-//! `TcpStream`, within `--timeout` and a 64 MiB cap: see [`client`]); when
+//! Asks the running agent (`GET /api/v1/leaks`, plain HTTP on `ureq`,
+//! within `--timeout` and a 64 MiB cap: see [`client`]); when
 //! nothing answers at `--agent`, takes a one-shot
 //! sock_diag snapshot in which every CLOSE_WAIT socket is a suspected leak
 //! of unknown age, and says so. Prints a table grouped by process, worst
