@@ -26,7 +26,7 @@ impl Agent {
     pub fn start(args: &[&str]) -> Agent {
         let (child, addr) = Agent::spawn(&[], args, Stdio::inherit());
         let mut agent = Agent { child, addr };
-        let up = agent.wait_healthy(Duration::from_secs(30));
+        let up = agent.wait_healthy(super::STARTUP);
         assert!(up, "tracer run did not become healthy on {addr}");
         agent
     }
@@ -187,7 +187,7 @@ impl Agent {
             }
         });
         let mut agent = Agent { child, addr };
-        let up = agent.wait_healthy(Duration::from_secs(60));
+        let up = agent.wait_healthy(super::STARTUP);
         assert!(
             up,
             "tracer run did not become healthy on {addr}: {}",

@@ -82,10 +82,14 @@ impl Events {
             stdout: Some(stdout),
             stderr: Some(stderr),
         };
-        if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
+        if ready_rx.recv_timeout(super::STARTUP).is_err() {
             let _ = ev.child.kill();
             let out = ev.finish();
-            panic!("tracer events did not start: {}", out.stderr);
+            panic!(
+                "tracer events did not say it was tracing within {:?}; stderr: {}",
+                super::STARTUP,
+                out.stderr
+            );
         }
         ev
     }

@@ -53,6 +53,12 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)>
     tracer_testkit::http::get(addr, path).ok()
 }
 
+/// How long a tracer process may take to load its programs and say it is
+/// ready. Loading takes well under a second on the host, but 14 s or more in
+/// the vmtest VMs (qemu without KVM), more on a busy CI machine: a start that
+/// is slow is not a failure, one that never comes is.
+pub const STARTUP: Duration = Duration::from_secs(90);
+
 /// An agent URL that nobody answers: commands read the kernel themselves.
 pub const NO_AGENT: &str = "http://127.0.0.1:1";
 
