@@ -27,7 +27,7 @@ pub const FAMILY_INET6: u8 = 10;
 /// that matched no socket); addresses and ports are zero.
 pub const FAMILY_NONE: u8 = 0;
 
-/// One event, as the kernel programs write it into the ring buffer.
+/// One event, as the kernel programs write it into a slot of `EVENTS`.
 ///
 /// Addresses are in network byte order (an IPv4 address fills the first four
 /// bytes); ports are in host byte order. `pid` is the thread-group id and
@@ -106,8 +106,45 @@ impl Event {
     };
 }
 
-/// Slot in the `COUNTERS` per-CPU array: events dropped because the ring
-/// buffer was full.
+/// One slot of an event lane: the commit word, then the event.
+///
+/// The events travel through `EVENTS`, an mmapable array map cut into one
+/// lane per CPU. A lane is a [`LaneHead`] followed by a power-of-two number
+/// of slots (`LANE_SLOTS`). The CPU's program takes the next index `i` of
+/// its lane with one compare-and-swap on `LaneHead::reserved`, writes the
+/// event into slot `i mod slots`, and commits it by storing `i + 1` into
+/// `seq` with an atomic exchange (a full barrier). User space reads the
+/// lanes through a shared mapping, takes slot `i` once its `seq` reads
+/// `i + 1`, and hands the slots back by advancing `LaneHead::consumed`.
+/// No lock is shared between CPUs and nothing wakes user space: it reads
+/// the lanes on its drain interval.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    /// The index of the event in its lane, plus one, once it is written.
+    pub seq: u64,
+    /// The event.
+    pub event: Event,
+}
+
+/// The first element of each lane of `EVENTS`, in a slot's place.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaneHead {
+    /// Indexes the CPU's programs have taken (only they write it).
+    pub reserved: u64,
+    /// Indexes user space has read and handed back (only it writes it).
+    pub consumed: u64,
+    /// Up to the size of a slot.
+    pub pad: [u64; 10],
+}
+
+const _: () = assert!(core::mem::size_of::<Slot>() == 96);
+const _: () = assert!(core::mem::size_of::<LaneHead>() == core::mem::size_of::<Slot>());
+const _: () = assert!(core::mem::offset_of!(Slot, event) == 8);
+
+/// Slot in the `COUNTERS` per-CPU array: events dropped because their CPU's
+/// lane of `EVENTS` was full.
 pub const COUNTER_RINGBUF_FULL: u32 = 0;
 /// Slot in `COUNTERS`: an event was not sent because a kernel read failed,
 /// or gave a value the programs cannot use (an address family other than
@@ -172,14 +209,14 @@ impl SockOffsets {
 
 /// Names shared by the kernel object and the loader.
 pub mod names {
-    /// The ring buffer every event goes through.
+    /// The per-CPU lanes every event goes through (see [`super::Slot`]).
     pub const EVENTS: &str = "EVENTS";
     /// The per-CPU error counters, indexed by `COUNTER_*`.
     pub const COUNTERS: &str = "COUNTERS";
     /// The read-only global holding [`super::SockOffsets`].
     pub const SOCK_OFFSETS: &str = "SOCK_OFFSETS";
-    /// The read-only global holding the wake-up threshold in bytes.
-    pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
+    /// The read-only global holding the number of slots per lane.
+    pub const LANE_SLOTS: &str = "LANE_SLOTS";
     /// Each hook as (program name in the object, `subsystem/event`), in the
     /// order of the hook numbers the programs' diagnostics carry.
     pub const HOOKS: [(&str, &str); 5] = [

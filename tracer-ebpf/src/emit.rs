@@ -1,32 +1,38 @@
-//! The ring buffer, the error counters, and the one way events leave the kernel.
+//! The event lanes, the error counters, and the one way events leave the kernel.
 //!
-//! [`emit`] takes the event's memory from the ring buffer, writes each field
-//! once, and submits it: nothing is built on the stack and copied, and
-//! nothing is zeroed that is written anyway.
-use core::mem::offset_of;
+//! [`emit`] takes the next slot of its CPU's lane of `EVENTS` (see
+//! `tracer_common::Slot`), writes each field of the event once, and commits
+//! it: nothing is built on the stack and copied, nothing is zeroed that is
+//! written anyway, and no lock or cache line is shared with another CPU.
+use core::{
+    intrinsics::{AtomicOrdering, atomic_cxchg},
+    mem::offset_of,
+};
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_get_current_comm},
+    bindings::BPF_F_MMAPABLE,
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        generated::bpf_get_current_comm,
+    },
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray},
 };
 use aya_log_ebpf::{error, warn};
 use tracer_common::{
     ABI_VERSION, COUNTER_READ_ERROR, COUNTER_RINGBUF_FULL, COUNTER_SLOTS, Event, FAMILY_NONE,
+    LaneHead, Slot,
 };
 
-/// Default size; the agent resizes it at load time (`--ring-bytes`).
+/// One lane per CPU, each a `LaneHead` and `LANE_SLOTS` slots. The agent
+/// sizes it at load time (`--ring-bytes`) and maps it into its memory.
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+static EVENTS: Array<Slot> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-/// Wake user space only once this many bytes wait in the ring buffer; below
-/// it, records are written without a wake-up and the agent collects them on
-/// its drain interval. 0 keeps the kernel's default (wake when the reader
-/// has caught up). Set by the agent at load time.
+/// Slots per lane, a power of two. Set by the agent at load time.
 #[unsafe(no_mangle)]
-static WAKEUP_BYTES: u64 = 0;
+static LANE_SLOTS: u32 = 0;
 
 /// Per-CPU failure counters, indexed by `tracer_common::COUNTER_*`.
 #[map]
@@ -47,7 +53,7 @@ impl Fail {
     pub const OFFSETS: Fail = Fail { code: 0, detail: 0 };
     /// A helper read of kernel memory failed.
     pub const READ: Fail = Fail { code: 1, detail: 0 };
-    /// The ring buffer had no room.
+    /// The CPU's lane of `EVENTS` had no room.
     pub const RING_FULL: Fail = Fail { code: 3, detail: 0 };
 
     /// The socket's address family is neither IPv4 nor IPv6.
@@ -147,15 +153,88 @@ unsafe fn put<T>(ev: *mut Event, at: usize, v: T) {
     unsafe { ev.cast::<u8>().add(at).cast::<T>().write_volatile(v) }
 }
 
+/// Take the next index of a lane: the index, or `None` when the lane is
+/// full. A compare-and-swap rather than an add, so a full lane is left as
+/// it was; it fails only when another program on this CPU interrupted this
+/// one between the load and the swap and took the index first.
+///
+/// The BPF target offers atomics only as intrinsics (`core::sync::atomic`
+/// has no read-modify-write there); LLVM emits `BPF_CMPXCHG` (Linux 5.12).
+#[inline(always)]
+fn reserve(head: *mut LaneHead, slots: u64) -> Option<u64> {
+    // SAFETY: `head` points into the lane's map value, 8-aligned. Only
+    // the programs of this CPU write `reserved`, through the swap below;
+    // user space writes `consumed`, we only read it.
+    unsafe {
+        let reserved = &raw mut (*head).reserved;
+        let i = core::ptr::read_volatile(reserved);
+        let consumed = core::ptr::read_volatile(&raw const (*head).consumed);
+        if i.wrapping_sub(consumed) >= slots {
+            return None;
+        }
+        let (_, swapped) = atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::Relaxed }>(
+            reserved,
+            i,
+            i + 1,
+        );
+        swapped.then_some(i)
+    }
+}
+
+/// Commit slot `i` of a lane, whose event is written: store `i + 1` into
+/// its `seq`, after every store of the event.
+///
+/// # Safety
+/// `seq` is the 8-aligned `seq` of the slot this program reserved.
+#[inline(always)]
+unsafe fn commit(seq: *mut u64, i: u64) {
+    // x86-64 keeps stores in program order (TSO) and the JIT turns each BPF
+    // store into one store, so a plain store after the event's is a
+    // release. A locked exchange would be one too, but it also waits for
+    // the slot's cache line, which the reader on another CPU held last:
+    // that wait was a third of what the whole program cost.
+    #[cfg(bpf_target_arch = "x86_64")]
+    // SAFETY: per the contract.
+    unsafe {
+        core::ptr::write_volatile(seq, i + 1)
+    };
+    // Elsewhere stores may pass one another: a full barrier (`BPF_XCHG`,
+    // Linux 5.12).
+    #[cfg(not(bpf_target_arch = "x86_64"))]
+    // SAFETY: per the contract.
+    unsafe {
+        core::intrinsics::atomic_xchg::<u64, { AtomicOrdering::SeqCst }>(seq, i + 1)
+    };
+}
+
 /// Send one event about the socket whose tuple is `t`.
 #[inline(always)]
 pub fn emit(head: Head, t: &Tuple) -> Result<(), Fail> {
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+    // SAFETY: a read of a global the loader wrote; volatile so the compiler
+    // does not fold the zero initializer.
+    let slots = unsafe { core::ptr::read_volatile(&raw const LANE_SLOTS) };
+    // SAFETY: a helper without arguments.
+    let lane = unsafe { bpf_get_smp_processor_id() } * (slots + 1);
+    let Some(lane_head) = EVENTS.get_ptr_mut(lane) else {
         return Err(Fail::RING_FULL);
     };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` is the reserved, 8-aligned record of one Event; every
-    // offset below is a field's.
+    let lane_head = lane_head.cast::<LaneHead>();
+    // Two tries: the second covers a program that interrupted this one.
+    let Some(i) = reserve(lane_head, u64::from(slots)).or_else(|| reserve(lane_head, u64::from(slots)))
+    else {
+        return Err(Fail::RING_FULL);
+    };
+    // In range whenever the lane's head is: the loader sizes the map to
+    // whole lanes. Were it not, the index would never commit and user
+    // space would see the lane stall, so it is checked, not assumed.
+    let Some(slot) = EVENTS.get_ptr_mut(lane + 1 + (i as u32 & (slots - 1))) else {
+        return Err(Fail::RING_FULL);
+    };
+    // SAFETY: `slot` is the map value of one whole, 8-aligned Slot that
+    // this program alone owns until it commits it.
+    let ev = unsafe { &raw mut (*slot).event };
+    // SAFETY: `ev` is the slot's 8-aligned Event; every offset below is a
+    // field's.
     unsafe {
         // kind, version, family, old_state, new_state and the padding, as
         // one little-endian word.
@@ -190,24 +269,9 @@ pub fn emit(head: Head, t: &Tuple) -> Result<(), Fail> {
             put(ev, comm, 0u64);
             put(ev, comm + 8, 0u64);
         }
+        commit(&raw mut (*slot).seq, i);
     }
-    entry.submit(wakeup_flags());
     Ok(())
-}
-
-/// The submit flags that wake user space only once `WAKEUP_BYTES` wait.
-#[inline(always)]
-fn wakeup_flags() -> u64 {
-    // SAFETY: a read of a global the loader wrote; volatile so the compiler
-    // does not fold the zero initializer.
-    let wakeup = unsafe { core::ptr::read_volatile(&raw const WAKEUP_BYTES) };
-    if wakeup == 0 {
-        0
-    } else if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= wakeup {
-        BPF_RB_FORCE_WAKEUP as u64
-    } else {
-        BPF_RB_NO_WAKEUP as u64
-    }
 }
 
 /// Per-CPU time of the last diagnostic sent through aya-log, so a failure

@@ -1,23 +1,32 @@
-//! Ring buffer -> decoded events, without allocating per event.
-use std::{os::fd::AsRawFd, sync::Arc, time::Duration};
+//! Event lanes -> decoded events, without allocating per event.
+use std::{sync::Arc, time::Duration};
 
-use aya::maps::{MapData, RingBuf};
-use tokio::{io::unix::AsyncFd, sync::Notify};
+use tokio::{sync::Notify, time::Instant};
 
 use crate::{
-    bpf::{Stream, klog::KernelLogger},
+    bpf::{DRAIN_INTERVAL, Stream, klog::KernelLogger, lanes::Lanes},
     event::SockEvent,
+    wall::monotonic_ns,
 };
 
-/// Wakes when the kernel has written events, and hands them out decoded.
+/// Events stamped less than this long before a drain wait for the next one.
+/// A program on another CPU may still be writing an event it stamped just
+/// before: handing out the newer ones first would put them out of order.
+pub const HOLD_BACK: Duration = Duration::from_millis(1);
+
+/// Once a lane is this full at a drain, the next comes after a tenth of
+/// [`DRAIN_INTERVAL`]: a busy CPU's lane must not fill between drains.
+const BUSY_FILL: f64 = 0.125;
+
+/// Reads the kernel's event lanes on a timer, and when asked, and hands
+/// the events out decoded, oldest first.
 pub struct Ingest {
-    fd: AsyncFd<RingBuf<MapData>>,
+    lanes: Lanes,
     /// The programs' diagnostics, forwarded to the log on every drain.
     logs: Option<KernelLogger>,
-    /// Drain on this timer too, for programs that wake us only when the
-    /// ring fills up (`Probes::load(.., batched: true)`).
-    tick: Option<tokio::time::Interval>,
-    /// Asks from other threads to read the ring buffer now.
+    /// When the next drain is due.
+    due: Instant,
+    /// Asks from other threads to read the lanes now.
     asks: Arc<Drain>,
     /// Records that could not be decoded (another ABI version, corruption).
     pub decode_errors: u64,
@@ -30,10 +39,9 @@ pub struct Ingest {
 pub type Tap = Box<dyn FnMut(&[u8]) + Send>;
 
 /// Lets another thread (the HTTP server, before a scrape) ask the event
-/// loop to read the ring buffer now, and wait a bounded time until what it
-/// read has been applied and published. Between drains the programs wake
-/// user space only every [`crate::bpf::DRAIN_INTERVAL`], and at a busy
-/// host's rate that is enough events to move a gauge past `ss`'s count.
+/// loop to read the lanes now, and wait a bounded time until what it read
+/// has been applied and published. Between drains ([`DRAIN_INTERVAL`]) a
+/// busy host writes enough events to move a gauge past `ss`'s count.
 #[derive(Default)]
 pub struct Drain {
     asked: Notify,
@@ -59,30 +67,17 @@ impl Drain {
 }
 
 impl Ingest {
-    /// Wrap the programs' stream; must be called inside a tokio runtime.
-    /// `drain_every` also drains on a timer (for batched wake-ups).
-    pub fn new(
-        stream: Stream,
-        drain_every: Option<std::time::Duration>,
-    ) -> std::io::Result<Ingest> {
-        let Stream { events: ring, logs } = stream;
-        // SAFETY: the ring buffer owns its fd and closes it only on drop,
-        // which happens after the AsyncFd that wraps it deregisters.
-        let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-            .map_err(std::io::Error::from)?;
-        let tick = drain_every.map(|d| {
-            let mut t = tokio::time::interval(d);
-            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            t
-        });
-        Ok(Ingest {
-            fd,
+    /// Read the programs' stream; must be called inside a tokio runtime.
+    pub fn new(stream: Stream) -> Ingest {
+        let Stream { events, logs } = stream;
+        Ingest {
+            lanes: events,
             logs,
-            tick,
+            due: Instant::now() + DRAIN_INTERVAL,
             asks: Arc::default(),
             decode_errors: 0,
             tap: None,
-        })
+        }
     }
 
     /// Hand the bytes of every record read from now on to `tap` too.
@@ -100,75 +95,56 @@ impl Ingest {
         self.asks.done();
     }
 
-    /// Wait until events are ready, the drain timer fires or a drain is
-    /// asked for, then hand every ready event to `f`. Returns how many
-    /// records were read, and whether a drain was asked for (answer it with
-    /// [`Drain::done`] once the batch is published).
+    /// Wait until a drain is due or asked for, then hand every event ready
+    /// to `f`. Returns how many records were read, and whether a drain was
+    /// asked for (answer it with [`Drain::done`] once the batch is
+    /// published).
     pub async fn next_batch(
         &mut self,
         f: impl FnMut(&SockEvent),
     ) -> std::io::Result<(usize, bool)> {
-        let Ingest {
-            fd,
-            logs,
-            tick,
-            asks,
-            decode_errors,
-            tap,
-        } = self;
-        if let Some(l) = logs {
+        if let Some(l) = &mut self.logs {
             l.flush();
         }
-        let timer = async {
-            match tick {
-                Some(t) => {
-                    t.tick().await;
-                }
-                None => std::future::pending().await,
-            }
+        let asked = tokio::select! {
+            () = tokio::time::sleep_until(self.due) => false,
+            () = self.asks.asked.notified() => true,
         };
-        tokio::select! {
-            guard = fd.readable_mut() => {
-                let mut guard = guard?;
-                let n = drain(guard.get_inner_mut(), decode_errors, tap, f);
-                guard.clear_ready();
-                Ok((n, false))
-            }
-            () = timer => Ok((drain(fd.get_mut(), decode_errors, tap, f), false)),
-            () = asks.asked.notified() => Ok((drain(fd.get_mut(), decode_errors, tap, f), true)),
-        }
+        let busy = self.lanes.fill() >= BUSY_FILL;
+        let n = self.drain_now(f);
+        let wait = if busy {
+            DRAIN_INTERVAL / 10
+        } else {
+            DRAIN_INTERVAL
+        };
+        self.due = Instant::now() + wait;
+        Ok((n, asked))
     }
 
-    /// Hand every event already in the ring buffer to `f`, without waiting.
+    /// Hand every event ready in the lanes to `f`, without waiting: all
+    /// but the last [`HOLD_BACK`] of them.
     pub fn drain_now(&mut self, f: impl FnMut(&SockEvent)) -> usize {
-        drain(self.fd.get_mut(), &mut self.decode_errors, &mut self.tap, f)
+        let horizon = monotonic_ns().saturating_sub(HOLD_BACK.as_nanos() as u64);
+        self.drain_before(horizon, f)
     }
 
-    /// The ring buffer's file descriptor, for diagnostics.
-    pub fn raw_fd(&self) -> i32 {
-        self.fd.get_ref().as_raw_fd()
+    fn drain_before(&mut self, horizon: u64, mut f: impl FnMut(&SockEvent)) -> usize {
+        let Ingest {
+            lanes,
+            decode_errors,
+            tap,
+            ..
+        } = self;
+        lanes.drain(horizon, |bytes| {
+            if let Some(tap) = tap {
+                tap(bytes);
+            }
+            match SockEvent::decode(bytes) {
+                Ok(ev) => f(&ev),
+                Err(_) => *decode_errors += 1,
+            }
+        })
     }
-}
-
-/// Decode and hand out every record in the ring; count the undecodable.
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    errors: &mut u64,
-    tap: &mut Option<Tap>,
-    mut f: impl FnMut(&SockEvent),
-) -> usize {
-    let mut n = 0;
-    while let Some(item) = ring.next() {
-        n += 1;
-        if let Some(tap) = tap {
-            tap(&item);
-        }
-        match SockEvent::decode(&item) {
-            Ok(ev) => f(&ev),
-            Err(_) => *errors += 1,
-        }
-    }
-    n
 }
 
 #[cfg(test)]

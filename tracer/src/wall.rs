@@ -32,6 +32,12 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`, which
+/// stamps every event.
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC) as u64
+}
+
 impl WallClock {
     /// The offset now: of three (monotonic, realtime, monotonic) readings,
     /// the one whose monotonic pair is closest, against its midpoint.

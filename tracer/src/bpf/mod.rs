@@ -6,12 +6,13 @@
 //! five BTF tracepoints. Dropping [`Probes`] detaches everything.
 pub mod btf;
 pub mod klog;
+pub mod lanes;
 pub mod preflight;
 
 use anyhow::Context as _;
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{Map, MapData, PerCpuArray},
     programs::BtfTracePoint,
 };
 use tracer_common::{COUNTER_READ_ERROR, COUNTER_RINGBUF_FULL, names};
@@ -19,11 +20,12 @@ use tracer_common::{COUNTER_READ_ERROR, COUNTER_RINGBUF_FULL, names};
 /// The kernel object, built by build.rs from tracer-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
 
-/// Default ring buffer size: 8 MiB holds ~87,000 events, several seconds of
-/// a very busy host, while user space drains it continuously.
+/// Default size of the event lanes, all CPUs together: 8 MiB holds ~87,000
+/// events, several seconds of a very busy host, while user space drains it
+/// continuously.
 pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
 
-/// How often a batched reader drains the ring buffer without being woken.
+/// How often user space reads the event lanes (more often while one fills).
 pub const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Each hook: (program name in the object, `subsystem/event` for messages).
@@ -32,8 +34,8 @@ pub const HOOKS: [(&str, &str); 5] = names::HOOKS;
 /// What the programs send to user space: their events, and their own
 /// diagnostics (absent when the log map could not be opened).
 pub struct Stream {
-    /// The ring buffer of events.
-    pub events: RingBuf<MapData>,
+    /// The per-CPU lanes of events.
+    pub events: lanes::Lanes,
     /// The programs' aya-log records.
     pub logs: Option<klog::KernelLogger>,
 }
@@ -75,13 +77,12 @@ impl KernelCounters {
 impl Probes {
     /// Check the machine, load the programs and attach every hook.
     /// Returns the probes and the stream their events and diagnostics
-    /// arrive on.
+    /// arrive on. `ring_bytes` is shared out between the CPUs' lanes.
     ///
-    /// With `batched`, the programs wake user space only when an eighth of
-    /// the ring is full; the reader must then also drain on a timer
-    /// ([`DRAIN_INTERVAL`]). This trades up to one interval of latency for
-    /// thousands fewer wake-ups a second on a busy host.
-    pub fn load(ring_bytes: u32, batched: bool) -> anyhow::Result<(Probes, Stream)> {
+    /// The programs never wake user space: it reads the lanes on a timer
+    /// ([`DRAIN_INTERVAL`]), which costs up to one interval of latency and
+    /// saves thousands of wake-ups a second on a busy host.
+    pub fn load(ring_bytes: u32) -> anyhow::Result<(Probes, Stream)> {
         preflight::check()?;
         if !ring_bytes.is_power_of_two() || ring_bytes < 4096 {
             anyhow::bail!(
@@ -96,16 +97,16 @@ impl Probes {
         let kernel_btf = aya::Btf::parse(&vmlinux, aya::Endianness::default())
             .context("parsing the kernel's BTF")?;
         drop(vmlinux);
-        let wakeup_bytes: u64 = if batched {
-            u64::from(ring_bytes / 8)
-        } else {
-            0
-        };
+        // One lane per CPU the kernel may run a program on.
+        let lanes = aya::util::nr_cpus()
+            .map_err(|(what, e)| anyhow::anyhow!("counting the CPUs ({what}): {e}"))?;
+        let lanes = u32::try_from(lanes).context("counting the CPUs")?;
+        let slots = lanes::lane_slots(ring_bytes, lanes);
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&kernel_btf))
             .override_global(names::SOCK_OFFSETS, &offsets, true)
-            .override_global(names::WAKEUP_BYTES, &wakeup_bytes, true)
-            .map_max_entries(names::EVENTS, ring_bytes)
+            .override_global(names::LANE_SLOTS, &slots, true)
+            .map_max_entries(names::EVENTS, lanes * (slots + 1))
             .load(OBJECT)
             .context("loading the kernel programs")?;
         for (prog, hook) in HOOKS {
@@ -128,11 +129,11 @@ impl Probes {
                 None
             }
         };
-        let events = RingBuf::try_from(
-            ebpf.take_map(names::EVENTS)
-                .context("map EVENTS is missing from the kernel object")?,
-        )
-        .context("opening ring buffer EVENTS")?;
+        let Some(Map::Array(events)) = ebpf.take_map(names::EVENTS) else {
+            anyhow::bail!("map EVENTS is missing from the kernel object, or is not an array");
+        };
+        let events = lanes::Lanes::open(events, lanes, slots)
+            .context("mapping the event lanes (EVENTS) into memory")?;
         let counters = PerCpuArray::try_from(
             ebpf.take_map(names::COUNTERS)
                 .context("map COUNTERS is missing from the kernel object")?,

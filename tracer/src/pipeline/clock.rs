@@ -15,10 +15,7 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`.
-pub fn monotonic_ns() -> u64 {
-    clock_ns(libc::CLOCK_MONOTONIC)
-}
+pub use crate::wall::monotonic_ns;
 
 /// CPU time this thread has used, in nanoseconds (user and system).
 pub fn thread_cpu_ns() -> u64 {

@@ -143,9 +143,8 @@ impl<D: Observer> Pipeline<D> {
     /// Load and attach the programs, open the ring buffer and the dump
     /// source. Must be called inside a tokio runtime.
     pub fn new(cfg: Config, derived: D) -> anyhow::Result<Pipeline<D>> {
-        let (probes, ring) = Probes::load(cfg.ring_bytes, true)?;
-        let ingest = Ingest::new(ring, Some(crate::bpf::DRAIN_INTERVAL))
-            .context("polling the ring buffer")?;
+        let (probes, ring) = Probes::load(cfg.ring_bytes)?;
+        let ingest = Ingest::new(ring);
         let tracking = match cfg.reconcile {
             None => None,
             Some(r) => {

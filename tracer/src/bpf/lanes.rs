@@ -1,0 +1,332 @@
+//! The per-CPU event lanes of `EVENTS`, read through a shared mapping.
+//!
+//! The kernel side of the protocol is in `tracer_common::Slot`: each CPU
+//! writes its own lane, and commits each slot by storing its index plus one
+//! into the slot's `seq`. This side reads every lane's committed slots,
+//! merges the lanes by the events' timestamps, and hands slots back by
+//! advancing the lane's `consumed`.
+//!
+//! aya reads BPF ring buffers but not mmapable arrays, so the mapping and
+//! the reading are here; they are a few loads and stores on shared memory.
+use std::{
+    io,
+    os::fd::{AsFd as _, AsRawFd as _},
+    ptr::NonNull,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use aya::maps::MapData;
+use tracer_common::{Event, LaneHead, Slot};
+
+/// Bytes of one slot, and of a lane's head.
+pub const SLOT_BYTES: usize = size_of::<Slot>();
+
+/// The fewest slots a lane gets, however small `--ring-bytes` is.
+pub const MIN_LANE_SLOTS: u32 = 16;
+
+/// How many slots each lane gets out of `ring_bytes` shared by `lanes`
+/// CPUs: the largest power of two that fits, at least [`MIN_LANE_SLOTS`].
+pub fn lane_slots(ring_bytes: u32, lanes: u32) -> u32 {
+    let per_lane = u64::from(ring_bytes) / SLOT_BYTES as u64 / u64::from(lanes.max(1));
+    // One slot of each lane's share is its head.
+    let fit = per_lane.saturating_sub(1).max(u64::from(MIN_LANE_SLOTS));
+    let pow = 1u64 << (63 - fit.leading_zeros());
+    u32::try_from(pow).unwrap_or(1 << 31)
+}
+
+/// What the lanes' memory belongs to.
+enum Memory {
+    /// A shared mapping of the map, which stays open as long as it is read.
+    Mapped(#[allow(dead_code)] MapData),
+    /// Memory of our own, for tests.
+    #[cfg(test)]
+    Owned(#[allow(dead_code)] Vec<u64>),
+}
+
+/// The events map, mapped into this process.
+pub struct Lanes {
+    memory: Memory,
+    base: NonNull<u8>,
+    len: usize,
+    lanes: usize,
+    slots: u64,
+    /// Per lane: the next index to read. Mirrors the lane's `consumed`.
+    next: Vec<u64>,
+    /// Per lane: the timestamp of the next slot to hand out, or `u64::MAX`
+    /// when it is not committed yet or is newer than the drain's horizon.
+    ready: Vec<u64>,
+}
+
+// SAFETY: the mapping is owned by this value alone and only read or written
+// through `&mut self`; the kernel side synchronises through atomics.
+unsafe impl Send for Lanes {}
+
+impl Lanes {
+    /// Map `map`, an `EVENTS` array of `lanes` lanes of `slots` slots each.
+    pub fn open(map: MapData, lanes: u32, slots: u32) -> io::Result<Lanes> {
+        if !slots.is_power_of_two() {
+            return Err(io::Error::other("lane size is not a power of two"));
+        }
+        let elements = lanes as usize * (slots as usize + 1);
+        let page = page_size();
+        let len = (elements * SLOT_BYTES).div_ceil(page) * page;
+        // SAFETY: a fresh shared mapping of the map's fd; the kernel checks
+        // that `len` lies within the map.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(addr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap"))?;
+        Ok(Lanes::at(Memory::Mapped(map), base, len, lanes, slots))
+    }
+
+    fn at(memory: Memory, base: NonNull<u8>, len: usize, lanes: u32, slots: u32) -> Lanes {
+        Lanes {
+            memory,
+            base,
+            len,
+            lanes: lanes as usize,
+            slots: u64::from(slots),
+            next: vec![0; lanes as usize],
+            ready: vec![u64::MAX; lanes as usize],
+        }
+    }
+
+    /// Lanes in memory of their own, zeroed as the kernel creates them.
+    #[cfg(test)]
+    fn owned(lanes: u32, slots: u32) -> Lanes {
+        let words = lanes as usize * (slots as usize + 1) * SLOT_BYTES / 8;
+        let mut buf = vec![0u64; words];
+        let base = NonNull::new(buf.as_mut_ptr().cast::<u8>()).expect("a Vec's pointer");
+        Lanes::at(Memory::Owned(buf), base, words * 8, lanes, slots)
+    }
+
+    /// Slots per lane.
+    pub fn slots(&self) -> u64 {
+        self.slots
+    }
+
+    fn element(&self, lane: usize, k: u64) -> *mut u8 {
+        let at = (lane * (self.slots as usize + 1) + k as usize) * SLOT_BYTES;
+        // SAFETY: lane < lanes and k <= slots, so `at` is inside the mapping.
+        unsafe { self.base.as_ptr().add(at) }
+    }
+
+    fn slot(&self, lane: usize, i: u64) -> *mut Slot {
+        self.element(lane, 1 + (i & (self.slots - 1))).cast()
+    }
+
+    /// The timestamp of slot `i` of `lane` if it is committed and older than
+    /// `before_ns`; `u64::MAX` otherwise.
+    fn ready_ts(&self, lane: usize, i: u64, before_ns: u64) -> u64 {
+        let slot = self.slot(lane, i);
+        // SAFETY: `seq` is 8-aligned in the mapping; the kernel writes it
+        // with an atomic exchange after the event.
+        let seq = unsafe { AtomicU64::from_ptr(&raw mut (*slot).seq) }.load(Ordering::Acquire);
+        if seq != i + 1 {
+            return u64::MAX;
+        }
+        // SAFETY: committed, and not reused before we advance `consumed`.
+        let ts = unsafe { std::ptr::read_volatile(&raw const (*slot).event.ts_ns) };
+        if ts < before_ns { ts } else { u64::MAX }
+    }
+
+    /// The largest share of a lane that waits to be read, from 0 to 1.
+    pub fn fill(&self) -> f64 {
+        (0..self.lanes)
+            .map(|lane| {
+                let head = self.element(lane, 0).cast::<LaneHead>();
+                // SAFETY: the head's `reserved` is written by the kernel
+                // through atomics.
+                let reserved =
+                    unsafe { AtomicU64::from_ptr(&raw mut (*head).reserved) }.load(Ordering::Relaxed);
+                reserved.wrapping_sub(self.next[lane]) as f64 / self.slots as f64
+            })
+            .fold(0.0, f64::max)
+    }
+
+    /// Hand every committed event stamped before `before_ns` to `f`, as its
+    /// bytes, oldest first across lanes; then give the slots back. Returns
+    /// how many were handed out.
+    pub fn drain(&mut self, before_ns: u64, mut f: impl FnMut(&[u8])) -> usize {
+        for lane in 0..self.lanes {
+            self.ready[lane] = self.ready_ts(lane, self.next[lane], before_ns);
+        }
+        let mut n = 0;
+        loop {
+            // The lane whose next event is oldest; lanes are few (one per
+            // CPU), so a scan beats a heap.
+            let mut lane = usize::MAX;
+            let mut oldest = u64::MAX;
+            for (l, &ts) in self.ready.iter().enumerate() {
+                if ts < oldest {
+                    oldest = ts;
+                    lane = l;
+                }
+            }
+            if lane == usize::MAX {
+                break;
+            }
+            let i = self.next[lane];
+            let slot = self.slot(lane, i);
+            // SAFETY: committed (its `seq` was read with acquire) and ours
+            // until `consumed` passes it.
+            let bytes = unsafe {
+                std::slice::from_raw_parts((&raw const (*slot).event).cast::<u8>(), size_of::<Event>())
+            };
+            f(bytes);
+            n += 1;
+            self.next[lane] = i + 1;
+            self.ready[lane] = self.ready_ts(lane, i + 1, before_ns);
+        }
+        for lane in 0..self.lanes {
+            let head = self.element(lane, 0).cast::<LaneHead>();
+            // SAFETY: only user space writes `consumed`; the kernel reads it
+            // before reusing a slot, so the store releases the slots read.
+            unsafe { AtomicU64::from_ptr(&raw mut (*head).consumed) }
+                .store(self.next[lane], Ordering::Release);
+        }
+        n
+    }
+}
+
+impl Drop for Lanes {
+    fn drop(&mut self) {
+        if matches!(self.memory, Memory::Mapped(_)) {
+            // SAFETY: the mapping made in `open`, unmapped once.
+            unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+        }
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).unwrap_or(4096).max(4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use tracer_common::{Event, LaneHead, Slot};
+
+    use super::{Lanes, MIN_LANE_SLOTS, lane_slots};
+
+    /// What a CPU's program does: reserve the lane's next index, write the
+    /// event, and (when `commit`) store the index plus one into `seq`.
+    fn write(lanes: &mut Lanes, lane: usize, ts_ns: u64, cookie: u64, commit: bool) -> bool {
+        let head = lanes.element(lane, 0).cast::<LaneHead>();
+        // SAFETY: test memory laid out as the kernel's.
+        unsafe {
+            let i = (*head).reserved;
+            if i - (*head).consumed >= lanes.slots() {
+                return false;
+            }
+            (*head).reserved = i + 1;
+            let slot = lanes.slot(lane, i);
+            (*slot).event = Event {
+                ts_ns,
+                cookie,
+                ..Event::ZERO
+            };
+            if commit {
+                (*slot).seq = i + 1;
+            }
+        }
+        true
+    }
+
+    fn commit(lanes: &mut Lanes, lane: usize, i: u64) {
+        let slot: *mut Slot = lanes.slot(lane, i);
+        // SAFETY: test memory laid out as the kernel's.
+        unsafe { (*slot).seq = i + 1 };
+    }
+
+    /// Drain before `horizon`, as (ts, cookie) pairs.
+    fn drain(lanes: &mut Lanes, horizon: u64) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        lanes.drain(horizon, |b| {
+            let ts = u64::from_le_bytes(b[8..16].try_into().unwrap());
+            let cookie = u64::from_le_bytes(b[16..24].try_into().unwrap());
+            out.push((ts, cookie));
+        });
+        out
+    }
+
+    #[test]
+    fn lanes_share_the_ring_bytes_in_powers_of_two() {
+        // 8 MiB over 2 CPUs: 43,690 slots each, 32,768 after the head.
+        assert_eq!(lane_slots(8 << 20, 2), 32_768);
+        assert_eq!(lane_slots(8 << 20, 64), 1_024);
+        // Too small a share still gets the minimum.
+        assert_eq!(lane_slots(4096, 2), MIN_LANE_SLOTS);
+        assert_eq!(lane_slots(4096, 512), MIN_LANE_SLOTS);
+        assert_eq!(lane_slots(256 << 20, 1), 1 << 21);
+    }
+
+    #[test]
+    fn events_of_all_lanes_come_out_oldest_first() {
+        let mut l = Lanes::owned(3, 16);
+        for (lane, ts) in [(0, 10), (1, 5), (2, 7), (0, 11), (1, 12), (2, 8)] {
+            assert!(write(&mut l, lane, ts, ts * 100, true));
+        }
+        let got = drain(&mut l, u64::MAX);
+        let ts: Vec<u64> = got.iter().map(|&(t, _)| t).collect();
+        assert_eq!(ts, [5, 7, 8, 10, 11, 12]);
+        assert!(got.iter().all(|&(t, c)| c == t * 100), "{got:?}");
+        assert!(drain(&mut l, u64::MAX).is_empty(), "each event once");
+    }
+
+    #[test]
+    fn a_slot_not_committed_yet_holds_back_its_lane_only() {
+        let mut l = Lanes::owned(2, 16);
+        write(&mut l, 0, 1, 1, true);
+        write(&mut l, 0, 2, 2, false);
+        write(&mut l, 0, 3, 3, true);
+        write(&mut l, 1, 4, 4, true);
+        // Lane 0 stops at its uncommitted index 1; lane 1 goes on.
+        assert_eq!(drain(&mut l, u64::MAX), [(1, 1), (4, 4)]);
+        commit(&mut l, 0, 1);
+        assert_eq!(drain(&mut l, u64::MAX), [(2, 2), (3, 3)]);
+    }
+
+    #[test]
+    fn events_at_or_past_the_horizon_wait_for_the_next_drain() {
+        let mut l = Lanes::owned(2, 16);
+        write(&mut l, 0, 100, 1, true);
+        write(&mut l, 1, 200, 2, true);
+        write(&mut l, 0, 300, 3, true);
+        assert_eq!(drain(&mut l, 200), [(100, 1)]);
+        assert_eq!(drain(&mut l, 1_000), [(200, 2), (300, 3)]);
+    }
+
+    #[test]
+    fn a_full_lane_refuses_until_the_reader_hands_slots_back_then_wraps() {
+        let mut l = Lanes::owned(1, 16);
+        for ts in 0..16 {
+            assert!(write(&mut l, 0, ts, ts, true));
+        }
+        assert!(!write(&mut l, 0, 99, 99, true), "full");
+        assert_eq!(drain(&mut l, u64::MAX).len(), 16);
+        // Around the lane twice more: each slot's `seq` tells this lap's
+        // event from the last one's.
+        for lap in 1..3u64 {
+            for k in 0..16 {
+                assert!(write(&mut l, 0, lap * 100 + k, k, true));
+            }
+            let got = drain(&mut l, u64::MAX);
+            assert_eq!(got.len(), 16);
+            assert_eq!(got[0], (lap * 100, 0));
+            assert_eq!(got[15], (lap * 100 + 15, 15));
+        }
+        assert!(l.fill() < f64::EPSILON);
+    }
+}
