@@ -172,11 +172,11 @@ fn reserve(head: *mut LaneHead, slots: u64) -> Option<u64> {
         if i.wrapping_sub(consumed) >= slots {
             return None;
         }
-        let (_, swapped) = atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::Relaxed }>(
-            reserved,
-            i,
-            i + 1,
-        );
+        let (_, swapped) = atomic_cxchg::<
+            u64,
+            { AtomicOrdering::SeqCst },
+            { AtomicOrdering::Relaxed },
+        >(reserved, i, i + 1);
         swapped.then_some(i)
     }
 }
@@ -220,7 +220,8 @@ pub fn emit(head: Head, t: &Tuple) -> Result<(), Fail> {
     };
     let lane_head = lane_head.cast::<LaneHead>();
     // Two tries: the second covers a program that interrupted this one.
-    let Some(i) = reserve(lane_head, u64::from(slots)).or_else(|| reserve(lane_head, u64::from(slots)))
+    let Some(i) =
+        reserve(lane_head, u64::from(slots)).or_else(|| reserve(lane_head, u64::from(slots)))
     else {
         return Err(Fail::RING_FULL);
     };

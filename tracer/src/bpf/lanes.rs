@@ -147,8 +147,8 @@ impl Lanes {
                 let head = self.element(lane, 0).cast::<LaneHead>();
                 // SAFETY: the head's `reserved` is written by the kernel
                 // through atomics.
-                let reserved =
-                    unsafe { AtomicU64::from_ptr(&raw mut (*head).reserved) }.load(Ordering::Relaxed);
+                let reserved = unsafe { AtomicU64::from_ptr(&raw mut (*head).reserved) }
+                    .load(Ordering::Relaxed);
                 reserved.wrapping_sub(self.next[lane]) as f64 / self.slots as f64
             })
             .fold(0.0, f64::max)
@@ -181,7 +181,10 @@ impl Lanes {
             // SAFETY: committed (its `seq` was read with acquire) and ours
             // until `consumed` passes it.
             let bytes = unsafe {
-                std::slice::from_raw_parts((&raw const (*slot).event).cast::<u8>(), size_of::<Event>())
+                std::slice::from_raw_parts(
+                    (&raw const (*slot).event).cast::<u8>(),
+                    size_of::<Event>(),
+                )
             };
             f(bytes);
             n += 1;
