@@ -128,6 +128,12 @@ impl Ingest {
         self.drain_before(horizon, f)
     }
 
+    /// Hand every event in the lanes to `f`, the newest too: the last read,
+    /// when the programs are about to be detached.
+    pub fn drain_all(&mut self, f: impl FnMut(&SockEvent)) -> usize {
+        self.drain_before(u64::MAX, f)
+    }
+
     fn drain_before(&mut self, horizon: u64, mut f: impl FnMut(&SockEvent)) -> usize {
         let Ingest {
             lanes,

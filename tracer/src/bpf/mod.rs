@@ -207,11 +207,18 @@ fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
 /// asks for debug output; anything else keeps the whole log.
 fn refused(hook: &str, e: &aya::programs::ProgramError) -> anyhow::Error {
     let detail = verifier_detail(e);
-    if detail.contains("unknown func bpf_get_socket_cookie") {
+    // What a kernel before 5.12 says first: the compare-and-swap that
+    // takes a lane slot is an instruction it does not know ("reserved
+    // fields" of BPF_STX), or the cookie helper is not allowed.
+    let before_5_12 = [
+        "unknown func bpf_get_socket_cookie",
+        "BPF_STX uses reserved fields",
+    ];
+    if before_5_12.iter().any(|m| detail.contains(m)) {
         if tracing::enabled!(tracing::Level::DEBUG) {
             tracing::debug!("the kernel refused the program for tracepoint {hook}: {detail}");
         }
-        return preflight::PreflightError::NoSocketCookie(preflight::kernel_release()).into();
+        return preflight::PreflightError::Before512(preflight::kernel_release()).into();
     }
     anyhow::anyhow!("the kernel refused the program for tracepoint {hook}: {detail}")
 }

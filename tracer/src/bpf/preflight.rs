@@ -34,13 +34,15 @@ pub enum PreflightError {
          seccomp unconfined (see docs/kubernetes.md)"
     )]
     BpfBlocked,
-    /// The kernel refuses `bpf_get_socket_cookie` in BTF tracepoint
-    /// programs (before Linux 5.12).
+    /// The kernel refuses what the programs need from Linux 5.12:
+    /// `bpf_get_socket_cookie` in BTF tracepoint programs, and BPF's
+    /// compare-and-swap.
     #[error(
         "this kernel ({0}) does not let tracing programs call bpf_get_socket_cookie, which tracer \
-         needs to tell sockets apart; it needs Linux 5.12 or later (Debian 12, Ubuntu 22.04, RHEL 9)"
+         needs to tell sockets apart, nor run BPF compare-and-swap; it needs Linux 5.12 or later \
+         (Debian 12, Ubuntu 22.04, RHEL 9)"
     )]
-    NoSocketCookie(String),
+    Before512(String),
 }
 
 /// The running kernel's release (`uname -r`), for messages.

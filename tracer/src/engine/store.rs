@@ -208,8 +208,7 @@ impl Store {
         }
         let after = acct(&self.slab[i], self.clock.as_ref());
         if before != after {
-            self.unaccount(slot, before);
-            self.account(slot, after);
+            self.reaccount(slot, before, after);
             if before.timer != after.timer {
                 if let Some(base) = before.timer {
                     self.cancel_timer(slot, base);

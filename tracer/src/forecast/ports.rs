@@ -15,7 +15,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::tcp::TcpState;
+use crate::{engine::BuildCookieHasher, tcp::TcpState};
 
 /// A namespace's `net.ipv4.ip_local_port_range` and `net.ipv4.tcp_tw_reuse`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,13 +122,15 @@ pub fn count(
     socks: &[Sock],
     settings: impl Fn(u32) -> Option<PortSettings>,
 ) -> HashMap<Endpoint, PortUsage> {
-    let mut bound: HashMap<u32, HashSet<u16>> = HashMap::new();
+    // Once per reconcile over every socket: hashed with the engine's
+    // integer hasher, not SipHash, which cost more than the counting.
+    let mut bound: HashMap<u32, HashSet<u16>, BuildCookieHasher> = HashMap::default();
     for s in socks {
         if matches!(s.state, TcpState::Listen | TcpState::BoundInactive) {
             bound.entry(s.netns).or_default().insert(s.local.port());
         }
     }
-    let mut out: HashMap<Endpoint, PortUsage> = HashMap::new();
+    let mut out: HashMap<Endpoint, PortUsage, BuildCookieHasher> = HashMap::default();
     for s in socks {
         if matches!(
             s.state,
@@ -166,7 +168,7 @@ pub fn count(
         u.in_use = (u.connected + tw + u.bound).min(u.range);
         u.free = u.range - u.in_use;
     }
-    out
+    out.into_iter().collect()
 }
 
 #[cfg(test)]

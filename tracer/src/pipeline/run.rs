@@ -79,6 +79,13 @@ impl<D: Observer> Pipeline<D> {
                 break;
             }
         }
+        // What the programs wrote before the stop, to the last event.
+        let tracking = self.tracking.is_some();
+        let seen = (tracking && self.scope.is_all()).then_some(&mut self.event_netns);
+        let mut batch = Batch::new(&self.core, self.scope, tracking, seen, sink);
+        let n = self.ingest.drain_all(|ev| batch.event(ev));
+        batch.finish(n);
+        sink.turn()?;
         Ok(())
     }
 

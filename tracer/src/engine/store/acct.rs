@@ -79,33 +79,60 @@ impl Store {
     /// Count `a` and append the record in `slot` to its list (timers are
     /// the caller's).
     pub(super) fn account(&mut self, slot: u32, a: Acct) {
-        if let Some(st) = a.counted {
-            self.counts[st.index()] += 1;
-            self.live_per_netns.entry(a.netns).or_default()[st.index()] += 1;
-        }
+        self.count(a);
         self.unconfirmed += u64::from(a.unconfirmed);
-        if let Some((h, netns)) = a.tw {
-            // At most one timewait socket per tuple exists; the newest wins.
-            self.tw_index.insert(h, self.slab[slot as usize].cookie);
-            *self.tw_per_netns.entry(netns).or_default() += 1;
-        }
-        if let Some(port) = a.tw_port {
-            self.tw_per_port[usize::from(port)] += 1;
-        }
-        // Append to the tail of its list.
-        let list = *self.list_mut(a.finished);
-        let r = &mut self.slab[slot as usize];
-        r.link_prev = list.tail;
-        r.link_next = NIL;
-        match list.tail {
-            NIL => self.list_mut(a.finished).head = slot,
-            t => self.slab[t as usize].link_next = slot,
-        }
-        self.list_mut(a.finished).tail = slot;
+        self.add_time_wait(slot, a);
+        self.append(slot, a.finished);
     }
 
     /// Undo `account` (timers are the caller's).
     pub(super) fn unaccount(&mut self, slot: u32, a: Acct) {
+        self.uncount(a);
+        self.unconfirmed -= u64::from(a.unconfirmed);
+        self.remove_time_wait(slot, a);
+        self.unlink(slot, a.finished);
+    }
+
+    /// `unaccount(before)` then `account(after)`, touching only what
+    /// changed: a state change within a namespace, the commonest update,
+    /// is one hash lookup instead of four.
+    pub(super) fn reaccount(&mut self, slot: u32, before: Acct, after: Acct) {
+        match (before.counted, after.counted) {
+            (Some(b), Some(a)) if before.netns == after.netns => {
+                if b != a {
+                    self.counts[b.index()] -= 1;
+                    self.counts[a.index()] += 1;
+                    if let Some(c) = self.live_per_netns.get_mut(&after.netns) {
+                        c[b.index()] -= 1;
+                        c[a.index()] += 1;
+                    }
+                }
+            }
+            _ => {
+                self.uncount(before);
+                self.count(after);
+            }
+        }
+        self.unconfirmed -= u64::from(before.unconfirmed);
+        self.unconfirmed += u64::from(after.unconfirmed);
+        if before.tw != after.tw || before.tw_port != after.tw_port {
+            self.remove_time_wait(slot, before);
+            self.add_time_wait(slot, after);
+        }
+        // A changed record moves to the tail of its list, as `account` puts
+        // it: the lists stay in order of last change.
+        self.unlink(slot, before.finished);
+        self.append(slot, after.finished);
+    }
+
+    fn count(&mut self, a: Acct) {
+        if let Some(st) = a.counted {
+            self.counts[st.index()] += 1;
+            self.live_per_netns.entry(a.netns).or_default()[st.index()] += 1;
+        }
+    }
+
+    fn uncount(&mut self, a: Acct) {
         if let Some(st) = a.counted {
             self.counts[st.index()] -= 1;
             if let Some(c) = self.live_per_netns.get_mut(&a.netns) {
@@ -115,7 +142,20 @@ impl Store {
                 }
             }
         }
-        self.unconfirmed -= u64::from(a.unconfirmed);
+    }
+
+    fn add_time_wait(&mut self, slot: u32, a: Acct) {
+        if let Some((h, netns)) = a.tw {
+            // At most one timewait socket per tuple exists; the newest wins.
+            self.tw_index.insert(h, self.slab[slot as usize].cookie);
+            *self.tw_per_netns.entry(netns).or_default() += 1;
+        }
+        if let Some(port) = a.tw_port {
+            self.tw_per_port[usize::from(port)] += 1;
+        }
+    }
+
+    fn remove_time_wait(&mut self, slot: u32, a: Acct) {
         let cookie = self.slab[slot as usize].cookie;
         if let Some((h, netns)) = a.tw {
             if self.tw_index.get(&h) == Some(&cookie) {
@@ -131,16 +171,33 @@ impl Store {
         if let Some(port) = a.tw_port {
             self.tw_per_port[usize::from(port)] -= 1;
         }
+    }
+
+    /// Append the record in `slot` to the tail of a list.
+    fn append(&mut self, slot: u32, finished: bool) {
+        let list = *self.list_mut(finished);
+        let r = &mut self.slab[slot as usize];
+        r.link_prev = list.tail;
+        r.link_next = NIL;
+        match list.tail {
+            NIL => self.list_mut(finished).head = slot,
+            t => self.slab[t as usize].link_next = slot,
+        }
+        self.list_mut(finished).tail = slot;
+    }
+
+    /// Take the record in `slot` off a list.
+    fn unlink(&mut self, slot: u32, finished: bool) {
         let (prev, next) = (
             self.slab[slot as usize].link_prev,
             self.slab[slot as usize].link_next,
         );
         match prev {
-            NIL => self.list_mut(a.finished).head = next,
+            NIL => self.list_mut(finished).head = next,
             p => self.slab[p as usize].link_next = next,
         }
         match next {
-            NIL => self.list_mut(a.finished).tail = prev,
+            NIL => self.list_mut(finished).tail = prev,
             n => self.slab[n as usize].link_prev = prev,
         }
         let r = &mut self.slab[slot as usize];
