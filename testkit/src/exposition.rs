@@ -84,9 +84,82 @@ pub fn gauge(text: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
         .fold(None, |sum, s| Some(sum.unwrap_or(0.0) + s.value))
 }
 
+/// The exposition with what varies between runs fixed, for golden copies:
+/// only the families whose names `keep` accepts (by their `# HELP`/`# TYPE`
+/// lines; other comments when it accepts the line), and within each
+/// family the series sorted by their labels (a
+/// family keeps its series in a hash map). The lines of one series (a
+/// histogram's buckets, sum and count) keep the encoder's order.
+pub fn by_series(text: &str, keep: impl Fn(&str) -> bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut series: Vec<&str> = Vec::new();
+    let flush = |series: &mut Vec<&str>, out: &mut String| {
+        series.sort_by_key(|l| series_labels(l));
+        for l in series.drain(..) {
+            out.push_str(l);
+            out.push('\n');
+        }
+    };
+    let mut keeping = true;
+    for line in text.lines() {
+        if let Some(comment) = line.strip_prefix('#') {
+            flush(&mut series, &mut out);
+            if let Some(name) = ["HELP", "TYPE", "UNIT"]
+                .iter()
+                .find_map(|k| comment.trim_start().strip_prefix(k))
+                .and_then(|rest| rest.split_whitespace().next())
+            {
+                keeping = keep(name);
+                if keeping {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            } else if keep(line) {
+                // A comment of no family (`# EOF`): kept when `keep` takes
+                // the line itself.
+                out.push_str(line);
+                out.push('\n');
+            }
+        } else if keeping {
+            series.push(line);
+        }
+    }
+    flush(&mut series, &mut out);
+    out
+}
+
+/// A sample line's label set, without the `le` of a histogram bucket.
+fn series_labels(line: &str) -> String {
+    let Some((_, rest)) = line.split_once('{') else {
+        return String::new();
+    };
+    let labels = rest.rsplit_once('}').map_or(rest, |(l, _)| l);
+    labels
+        .split(',')
+        .filter(|l| !l.starts_with("le="))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn by_series_sorts_within_a_family_and_keeps_a_histogram_whole() {
+        let text = "# TYPE b gauge\nb{x=\"2\"} 1\nb{x=\"1\"} 1\n\
+            # TYPE h histogram\nh_bucket{s=\"z\",le=\"1\"} 0\nh_bucket{s=\"z\",le=\"+Inf\"} 1\n\
+            h_count{s=\"z\"} 1\nh_bucket{s=\"a\",le=\"1\"} 2\nh_bucket{s=\"a\",le=\"+Inf\"} 2\n\
+            h_count{s=\"a\"} 2\n# TYPE skip gauge\nskip 1\n# EOF\n";
+        let got = by_series(text, |name| name != "skip");
+        assert_eq!(
+            got,
+            "# TYPE b gauge\nb{x=\"1\"} 1\nb{x=\"2\"} 1\n\
+             # TYPE h histogram\nh_bucket{s=\"a\",le=\"1\"} 2\nh_bucket{s=\"a\",le=\"+Inf\"} 2\n\
+             h_count{s=\"a\"} 2\nh_bucket{s=\"z\",le=\"1\"} 0\nh_bucket{s=\"z\",le=\"+Inf\"} 1\n\
+             h_count{s=\"z\"} 1\n# EOF\n"
+        );
+    }
 
     const TEXT: &str = "# HELP tracer_tcp_sockets x\n# TYPE tracer_tcp_sockets gauge\n\
         tracer_tcp_sockets{state=\"established\"} 4\n\

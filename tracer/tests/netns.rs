@@ -142,14 +142,7 @@ fn a_leak_in_a_namespace_made_after_the_agent_is_named_from_the_host() {
 #[test]
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn the_same_four_tuple_in_two_namespaces_is_kept_apart() {
-    let agent = Agent::start(&[
-        "--reconcile-interval",
-        "250ms",
-        "--reconcile-budget",
-        "0",
-        "--netns",
-        "all",
-    ]);
+    let agent = Agent::start_every_netns();
     let (a, b) = (
         NamedNetns::new("tuplea", &[]),
         NamedNetns::new("tupleb", &[]),

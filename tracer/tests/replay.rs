@@ -109,37 +109,7 @@ fn replay(scenario: &str) -> Vec<(&'static str, String)> {
 /// The families in [`FAMILIES`], each family's series sorted (their order
 /// in the encoder is a hash map's).
 fn exposition(text: &str) -> String {
-    let mut out = String::new();
-    let mut series: Vec<&str> = Vec::new();
-    let flush = |series: &mut Vec<&str>, out: &mut String| {
-        series.sort_unstable();
-        for l in series.drain(..) {
-            out.push_str(l);
-            out.push('\n');
-        }
-    };
-    for l in text.lines() {
-        let comment = l.starts_with('#');
-        let name = l
-            .strip_prefix("# HELP ")
-            .or_else(|| l.strip_prefix("# TYPE "))
-            .or_else(|| l.strip_prefix("# UNIT "))
-            .unwrap_or(l);
-        if comment {
-            flush(&mut series, &mut out);
-        }
-        if !FAMILIES.iter().any(|f| name.starts_with(f)) {
-            continue;
-        }
-        if comment {
-            out.push_str(l);
-            out.push('\n');
-        } else {
-            series.push(l);
-        }
-    }
-    flush(&mut series, &mut out);
-    out
+    tracer_testkit::exposition::by_series(text, |name| FAMILIES.iter().any(|f| name.starts_with(f)))
 }
 
 /// The engine's sockets, as the API lists them, with ages at `now`.

@@ -7,9 +7,9 @@ use super::*;
 use crate::{engine::Observer as _, tcp::TcpState};
 
 /// The exposition with what varies between runs and builds made fixed:
-/// series within a family sorted by their labels (a family keeps its
-/// series in a hash map), histogram lines of one series kept in their
-/// order, and the version in `tracer_build_info` spelled `VERSION`.
+/// series within a family sorted by their labels
+/// (`tracer_testkit::exposition::by_series`), and the version in
+/// `tracer_build_info` spelled `VERSION`.
 pub(super) fn canonical(text: &str) -> String {
     let text = text.replace(
         &format!(
@@ -19,41 +19,7 @@ pub(super) fn canonical(text: &str) -> String {
         ),
         "version=\"VERSION\",abi=\"ABI\"",
     );
-    let mut out = String::with_capacity(text.len());
-    let mut samples: Vec<&str> = Vec::new();
-    let flush = |samples: &mut Vec<&str>, out: &mut String| {
-        // Stable: the lines of one series (a histogram's buckets, sum and
-        // count) keep the order the encoder gave them.
-        samples.sort_by_key(|l| series_key(l));
-        for l in samples.drain(..) {
-            out.push_str(l);
-            out.push('\n');
-        }
-    };
-    for line in text.lines() {
-        if line.starts_with('#') {
-            flush(&mut samples, &mut out);
-            out.push_str(line);
-            out.push('\n');
-        } else {
-            samples.push(line);
-        }
-    }
-    flush(&mut samples, &mut out);
-    out
-}
-
-/// A sample line's label set, without the `le` of a histogram bucket.
-fn series_key(line: &str) -> String {
-    let Some((_, rest)) = line.split_once('{') else {
-        return String::new();
-    };
-    let labels = rest.rsplit_once('}').map_or(rest, |(l, _)| l);
-    labels
-        .split(',')
-        .filter(|l| !l.starts_with("le="))
-        .collect::<Vec<_>>()
-        .join(",")
+    tracer_testkit::exposition::by_series(&text, |_| true)
 }
 
 /// A fixed sequence of engine outcomes and published gauges, touching
