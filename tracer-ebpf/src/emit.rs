@@ -192,7 +192,7 @@ unsafe fn commit(seq: *mut u64, i: u64) {
     // store into one store, so a plain store after the event's is a
     // release. A locked exchange would be one too, but it also waits for
     // the slot's cache line, which the reader on another CPU held last:
-    // that wait was a third of what the whole program cost.
+    // about 40 ns of the program's ~320 (BENCHMARKS.md, issue 9).
     #[cfg(bpf_target_arch = "x86_64")]
     // SAFETY: per the contract.
     unsafe {
