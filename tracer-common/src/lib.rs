@@ -113,7 +113,8 @@ impl Event {
 /// of slots (`LANE_SLOTS`). The CPU's program takes the next index `i` of
 /// its lane with one compare-and-swap on `LaneHead::reserved`, writes the
 /// event into slot `i mod slots`, and commits it by storing `i + 1` into
-/// `seq` with an atomic exchange (a full barrier). User space reads the
+/// `seq` after the event's stores (a plain store on x86-64, which keeps
+/// stores in order; an atomic exchange elsewhere). User space reads the
 /// lanes through a shared mapping, takes slot `i` once its `seq` reads
 /// `i + 1`, and hands the slots back by advancing `LaneHead::consumed`.
 /// No lock is shared between CPUs and nothing wakes user space: it reads

@@ -99,10 +99,7 @@ impl Ingest {
     /// to `f`. Returns how many records were read, and whether a drain was
     /// asked for (answer it with [`Drain::done`] once the batch is
     /// published).
-    pub async fn next_batch(
-        &mut self,
-        f: impl FnMut(&SockEvent),
-    ) -> std::io::Result<(usize, bool)> {
+    pub async fn next_batch(&mut self, f: impl FnMut(&SockEvent)) -> (usize, bool) {
         if let Some(l) = &mut self.logs {
             l.flush();
         }
@@ -118,7 +115,7 @@ impl Ingest {
             DRAIN_INTERVAL
         };
         self.due = Instant::now() + wait;
-        Ok((n, asked))
+        (n, asked)
     }
 
     /// Hand every event ready in the lanes to `f`, without waiting: all

@@ -110,15 +110,14 @@ impl Lanes {
         Lanes::at(Memory::Owned(buf), base, words * 8, lanes, slots)
     }
 
-    /// Slots per lane.
-    pub fn slots(&self) -> u64 {
-        self.slots
-    }
-
     fn element(&self, lane: usize, k: u64) -> *mut u8 {
         let at = (lane * (self.slots as usize + 1) + k as usize) * SLOT_BYTES;
         // SAFETY: lane < lanes and k <= slots, so `at` is inside the mapping.
         unsafe { self.base.as_ptr().add(at) }
+    }
+
+    fn head(&self, lane: usize) -> *mut LaneHead {
+        self.element(lane, 0).cast()
     }
 
     fn slot(&self, lane: usize, i: u64) -> *mut Slot {
@@ -130,7 +129,7 @@ impl Lanes {
     fn ready_ts(&self, lane: usize, i: u64, before_ns: u64) -> u64 {
         let slot = self.slot(lane, i);
         // SAFETY: `seq` is 8-aligned in the mapping; the kernel writes it
-        // with an atomic exchange after the event.
+        // after the event (see `tracer_common::Slot`).
         let seq = unsafe { AtomicU64::from_ptr(&raw mut (*slot).seq) }.load(Ordering::Acquire);
         if seq != i + 1 {
             return u64::MAX;
@@ -144,7 +143,7 @@ impl Lanes {
     pub fn fill(&self) -> f64 {
         (0..self.lanes)
             .map(|lane| {
-                let head = self.element(lane, 0).cast::<LaneHead>();
+                let head = self.head(lane);
                 // SAFETY: the head's `reserved` is written by the kernel
                 // through atomics.
                 let reserved = unsafe { AtomicU64::from_ptr(&raw mut (*head).reserved) }
@@ -192,11 +191,14 @@ impl Lanes {
             self.ready[lane] = self.ready_ts(lane, i + 1, before_ns);
         }
         for lane in 0..self.lanes {
-            let head = self.element(lane, 0).cast::<LaneHead>();
             // SAFETY: only user space writes `consumed`; the kernel reads it
             // before reusing a slot, so the store releases the slots read.
-            unsafe { AtomicU64::from_ptr(&raw mut (*head).consumed) }
-                .store(self.next[lane], Ordering::Release);
+            let consumed = unsafe { AtomicU64::from_ptr(&raw mut (*self.head(lane)).consumed) };
+            // A lane nothing was read from keeps its head's line unwritten:
+            // its CPU's program writes `reserved` beside it.
+            if consumed.load(Ordering::Relaxed) != self.next[lane] {
+                consumed.store(self.next[lane], Ordering::Release);
+            }
         }
         n
     }
@@ -219,18 +221,18 @@ fn page_size() -> usize {
 
 #[cfg(test)]
 mod tests {
-    use tracer_common::{Event, LaneHead, Slot};
+    use tracer_common::{Event, Slot};
 
     use super::{Lanes, MIN_LANE_SLOTS, lane_slots};
 
     /// What a CPU's program does: reserve the lane's next index, write the
     /// event, and (when `commit`) store the index plus one into `seq`.
     fn write(lanes: &mut Lanes, lane: usize, ts_ns: u64, cookie: u64, commit: bool) -> bool {
-        let head = lanes.element(lane, 0).cast::<LaneHead>();
+        let head = lanes.head(lane);
         // SAFETY: test memory laid out as the kernel's.
         unsafe {
             let i = (*head).reserved;
-            if i - (*head).consumed >= lanes.slots() {
+            if i - (*head).consumed >= lanes.slots {
                 return false;
             }
             (*head).reserved = i + 1;

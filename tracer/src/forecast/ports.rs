@@ -121,7 +121,7 @@ pub struct PortUsage {
 pub fn count(
     socks: &[Sock],
     settings: impl Fn(u32) -> Option<PortSettings>,
-) -> HashMap<Endpoint, PortUsage> {
+) -> HashMap<Endpoint, PortUsage, BuildCookieHasher> {
     // Once per reconcile over every socket: hashed with the engine's
     // integer hasher, not SipHash, which cost more than the counting.
     let mut bound: HashMap<u32, HashSet<u16>, BuildCookieHasher> = HashMap::default();
@@ -168,7 +168,7 @@ pub fn count(
         u.in_use = (u.connected + tw + u.bound).min(u.range);
         u.free = u.range - u.in_use;
     }
-    out.into_iter().collect()
+    out
 }
 
 #[cfg(test)]

@@ -140,7 +140,7 @@ pub struct Pipeline<D> {
 }
 
 impl<D: Observer> Pipeline<D> {
-    /// Load and attach the programs, open the ring buffer and the dump
+    /// Load and attach the programs, map their event lanes, open the dump
     /// source. Must be called inside a tokio runtime.
     pub fn new(cfg: Config, derived: D) -> anyhow::Result<Pipeline<D>> {
         let (probes, ring) = Probes::load(cfg.ring_bytes)?;

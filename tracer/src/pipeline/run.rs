@@ -66,9 +66,7 @@ impl<D: Observer> Pipeline<D> {
                     "SIGHUP ignored: flags and the config file are read only at start; \
                      restart tracer to change them"
                 ),
-                r = read_batch(&mut self.ingest, &self.core, self.scope, tracking, seen, sink) => {
-                    r.context("reading the ring buffer")?;
-                }
+                () = read_batch(&mut self.ingest, &self.core, self.scope, tracking, seen, sink) => {}
                 () = until(next_end) => self.expire(sink),
                 step = next_step(self.tracking.as_mut()) => match step {
                     Step::Tick => self.on_tick(sink)?,
@@ -220,13 +218,12 @@ async fn read_batch<D: Observer, S: Sink<Derived = D>>(
     tracking: bool,
     seen: Option<&mut HashMap<u32, u64>>,
     sink: &mut S,
-) -> std::io::Result<()> {
-    // Collect first (the ring buffer wakes us), then lock once per batch.
+) {
+    // The lock is taken at the first event in scope, once per batch.
     let mut batch = Batch::new(core, scope, tracking, seen, sink);
-    let (n, asked) = ingest.next_batch(|ev| batch.event(ev)).await?;
+    let (n, asked) = ingest.next_batch(|ev| batch.event(ev)).await;
     batch.finish(n);
     if asked {
         ingest.drained();
     }
-    Ok(())
 }
