@@ -81,6 +81,15 @@ pub enum ClientError {
         /// The cap in force.
         max_bytes: usize,
     },
+    /// The connection closed before the response was complete: the agent
+    /// stopped, or something between dropped it.
+    #[error("the agent at {url} closed the connection before answering {path}")]
+    Dropped {
+        /// The agent's URL.
+        url: String,
+        /// The path asked for.
+        path: String,
+    },
 }
 
 /// Seconds for people: `10`, `1.5`.
@@ -121,6 +130,10 @@ pub fn http_get(url: &str, path: &str, limits: Limits) -> anyhow::Result<Option<
         .timeout_connect(Some(CONNECT_TIMEOUT.min(limits.timeout)))
         .build()
         .into();
+    let dropped = || ClientError::Dropped {
+        url: url.to_owned(),
+        path: full_path.clone(),
+    };
     let asking = || format!("asking the agent at {url} for {full_path}");
     let answer = agent
         .get(format!("http://{authority}{full_path}"))
@@ -130,6 +143,7 @@ pub fn http_get(url: &str, path: &str, limits: Limits) -> anyhow::Result<Option<
         Ok(r) => r,
         Err(e) if no_agent(&e) => return Ok(None),
         Err(ureq::Error::Timeout(_)) => return Err(timed_out().into()),
+        Err(e) if dropped_mid_way(&e) => return Err(dropped().into()),
         Err(ureq::Error::HostNotFound) => {
             anyhow::bail!("--agent {url:?}: cannot resolve {authority:?}")
         }
@@ -146,6 +160,7 @@ pub fn http_get(url: &str, path: &str, limits: Limits) -> anyhow::Result<Option<
         Ok(b) => String::from_utf8_lossy(&b).into_owned(),
         Err(ureq::Error::BodyExceedsLimit(_)) => return Err(too_large().into()),
         Err(ureq::Error::Timeout(_)) => return Err(timed_out().into()),
+        Err(e) if dropped_mid_way(&e) => return Err(dropped().into()),
         Err(e) => return Err(e).with_context(asking),
     };
     if status != 200 {
@@ -167,6 +182,21 @@ fn no_agent(e: &ureq::Error) -> bool {
                 | io::ErrorKind::HostUnreachable
                 | io::ErrorKind::NetworkUnreachable
                 | io::ErrorKind::AddrNotAvailable
+        ),
+        _ => false,
+    }
+}
+
+/// True when a connection that was accepted closed before the response
+/// was whole: reset, or ended early.
+fn dropped_mid_way(e: &ureq::Error) -> bool {
+    match e {
+        ureq::Error::Io(e) => matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof
         ),
         _ => false,
     }

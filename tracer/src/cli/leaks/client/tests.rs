@@ -156,3 +156,27 @@ fn timeout_flag_bounds() {
     assert_eq!(fmt_secs(Duration::from_secs(10)), "10");
     assert_eq!(fmt_secs(Duration::from_millis(1500)), "1.5");
 }
+
+#[test]
+fn an_agent_that_drops_the_connection_says_so() {
+    // Reset: linger 0 turns the close into an RST before any answer.
+    let (url, server) = fake_agent(|s| {
+        let _ = socket2::SockRef::from(&*s).set_linger(Some(Duration::ZERO));
+    });
+    let e = http_get(&url, "/api/v1/summary", limits(2_000)).expect_err("reset");
+    server.join().expect("server");
+    assert_eq!(
+        format!("{e:#}"),
+        format!("the agent at {url} closed the connection before answering /api/v1/summary")
+    );
+    // Ended early: half a head, then a clean close.
+    let (url, server) = fake_agent(|s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc");
+    });
+    let e = http_get(&url, "/x", limits(2_000)).expect_err("short body");
+    server.join().expect("server");
+    assert_eq!(
+        format!("{e:#}"),
+        format!("the agent at {url} closed the connection before answering /x")
+    );
+}
