@@ -132,7 +132,7 @@ fn a_leak_in_a_container_started_after_the_agent_is_named_from_the_host() {
 fn a_container_that_stops_ends_its_sockets_and_its_series() {
     let Some(_) = image() else { return };
     let agent = Agent::start_every_netns();
-    let events = Events::start(&["--port", "8080"]);
+    let events = Events::start(&["--port", "8080", "--netns", "all"]);
     // Events from before our container are another test's: the kernel
     // reuses a destroyed namespace's inode.
     let born_ns = tracer::pipeline::monotonic_ns();

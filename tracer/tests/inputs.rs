@@ -307,8 +307,11 @@ fn values_within_bounds_pass() {
 fn sighup_is_logged_and_ignored_by_events() {
     let tracer = Events::start(&["--no-leaks", "--port", "9"]);
     // The SIGHUP handler is installed as the event loop starts, just
-    // after the start line.
-    std::thread::sleep(Duration::from_millis(500));
+    // after the start line (before it, SIGHUP is ignored unsaid).
+    assert!(
+        wait_until(Duration::from_secs(10), || catches_sighup(tracer.pid())),
+        "tracer events never caught SIGHUP"
+    );
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(tracer.pid() as i32, libc::SIGHUP) };
     std::thread::sleep(Duration::from_millis(300));
@@ -316,6 +319,21 @@ fn sighup_is_logged_and_ignored_by_events() {
     assert!(out.status.success(), "{:?}: {}", out.status, out.stderr);
     assert!(out.stderr.contains("SIGHUP ignored"), "{}", out.stderr);
     assert!(out.stderr.contains("lost in the kernel"), "{}", out.stderr);
+}
+
+/// Whether process `pid` has a handler for SIGHUP (`SigCgt` in its status).
+fn catches_sighup(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("SigCgt:"))?
+                .trim()
+                .to_owned();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|mask| mask & (1 << (libc::SIGHUP - 1)) != 0)
 }
 
 /// SIGHUP does not end `tracer run`: it keeps serving, and stops cleanly

@@ -195,8 +195,9 @@ fn top_in_tmux_shows_states_leaks_and_time_wait_and_answers_keys() {
     tmux.wait_for("the help closed", |s| !s.contains("Keys of tracer top"));
 
     // The agent stops: the last data stays, with a line saying so.
-    drop(server);
+    // The agent first: with the server gone, a dump would clear the flags.
     assert!(agent.stop().success());
+    drop(server);
     // A refresh in flight as the agent stops may see the connection reset;
     // the next one finds nothing listening, and that is the line that stays.
     let s = tmux.wait_for("the error line", |s| {

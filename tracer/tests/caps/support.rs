@@ -143,7 +143,7 @@ impl CapAgent {
         let mut agent = CapAgent::spawn_with(grant, extra);
         let addr = agent.addr;
         let mut exited = false;
-        let up = wait_until(Duration::from_secs(30), || {
+        let up = wait_until(crate::common::STARTUP, || {
             exited = !matches!(agent.child.try_wait(), Ok(None));
             exited || http_get(addr, "/healthz").is_some_and(|(c, _)| c == 200)
         });

@@ -29,6 +29,10 @@ pub struct Output {
 
 impl Events {
     /// Start `tracer events ARGS` and wait until its programs are attached.
+    /// Unless ARGS say otherwise (`--netns all`), it follows only the
+    /// namespace it starts in (`--netns host`), as [`super::Agent::start`]
+    /// does: the tests run in namespaces of their own, and a port or a
+    /// command name of another test's namespace must not show up here.
     pub fn start(args: &[&str]) -> Events {
         Events::start_as(&[], args)
     }
@@ -48,6 +52,11 @@ impl Events {
         }
         let mut child = cmd
             .arg("events")
+            .args(if args.contains(&"--netns") {
+                &[][..]
+            } else {
+                &["--netns", "host"][..]
+            })
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

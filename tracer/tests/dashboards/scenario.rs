@@ -99,6 +99,14 @@ const TABLE: &str = "tracer_dashboards";
 impl Blackholed {
     /// Set it up; the caller must be in a network namespace of its own.
     pub fn start() -> Blackholed {
+        // The handshake stays stuck for the whole test: by default the
+        // request gives up after 63 s and the connect after 127 s, and a
+        // stuck-handshake alert checked then would have gone back to
+        // inactive. These sysctls are the namespace's own.
+        for knob in ["tcp_syn_retries", "tcp_synack_retries"] {
+            std::fs::write(format!("/proc/sys/net/ipv4/{knob}"), "10")
+                .unwrap_or_else(|e| panic!("{knob}: {e}"));
+        }
         let h = TcpListener::bind("127.0.0.1:0").expect("bind");
         let s = TcpListener::bind("127.0.0.1:0").expect("bind");
         let (hp, sp) = (

@@ -62,7 +62,7 @@ fn dropped_peer_causes_retransmits() {
     let pair = NetnsPair::new("rtx", 41);
     let server_ip: IpAddr = pair.addr_b.parse().unwrap();
     let (sock, port) = NetnsPair::in_ns(&pair.b, move || bound(server_ip));
-    let tracer = Events::start(&["--port", &port.to_string()]);
+    let tracer = Events::start(&["--port", &port.to_string(), "--netns", &pair.a]);
     sock.listen(16).expect("listen");
     let listener: TcpListener = sock.into();
     let mut client = NetnsPair::in_ns(&pair.a, move || {

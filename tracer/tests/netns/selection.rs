@@ -29,7 +29,7 @@ fn netns_host_follows_only_the_agents_own_namespace() {
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn tracer_events_names_the_namespace_and_netns_selects_one() {
     let (a, b) = (NamedNetns::new("eva", &[]), NamedNetns::new("evb", &[]));
-    let all = common::Events::start(&["--no-leaks"]);
+    let all = common::Events::start(&["--no-leaks", "--netns", "all"]);
     let only_a = common::Events::start(&["--no-leaks", "--netns", &a.name]);
     let connect = |ns: &NamedNetns| {
         ns.run(|| {

@@ -5,7 +5,6 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicUsize, Ordering},
-    time::Duration,
 };
 
 use crate::common::{free_addr, require_root, wait_until};
@@ -142,7 +141,7 @@ impl TlsAgent {
     pub fn start(pki: &Pki, web_config: &Path) -> TlsAgent {
         let mut agent = TlsAgent::spawn(pki, web_config);
         let addr = agent.addr;
-        let up = wait_until(Duration::from_secs(30), || {
+        let up = wait_until(crate::common::STARTUP, || {
             matches!(agent.child.try_wait(), Ok(None))
                 && agent.curl("/healthz", Some((USER, PASSWORD))).code == Some(200)
         });
