@@ -104,10 +104,16 @@ impl Sock {
     }
 
     /// The socket cookie, generated on first use; 0 for a NULL socket.
+    /// Once generated it never changes, so every event after a socket's
+    /// first reads it with one load instead of a helper call.
     #[inline(always)]
     pub fn cookie(self) -> u64 {
         if self.0.is_null() {
             return 0;
+        }
+        let known = self.load::<u64>(off!(skc_cookie));
+        if known != 0 {
+            return known;
         }
         // SAFETY: the BTF-typed socket pointer the tracepoint handed us.
         unsafe { bpf_get_socket_cookie(self.0 as *mut _) }
