@@ -330,9 +330,9 @@ fn a_burst_of_stays_expires_on_the_kernels_ticks() {
         Duration::from_millis(500),
         "after the burst",
     );
-    // The stays end from 60 s after the first close to about 2 s (timer
-    // wheel buckets; 4 s at HZ=100) past 60 s after the last: sample from
-    // 59 s after the first to 64 s after the last.
+    // The stays end from 60 s after the first close to about 2 s (the
+    // timer wheel's buckets at HZ=250) past 60 s after the last: sample
+    // from 59 s after the first to 64 s after the last.
     thread::sleep(Duration::from_secs(59).saturating_sub(start.elapsed()));
     let until = stopped + Duration::from_secs(64);
     let samples = sample_for(
