@@ -48,11 +48,7 @@ impl Agent {
         let child = cmd
             .arg("run")
             .args(["--listen", &addr.to_string()])
-            .args(if args.contains(&"--netns") {
-                &[][..]
-            } else {
-                &["--netns", "host"][..]
-            })
+            .args(super::netns_unless_chosen(args))
             .args(args)
             .stdout(Stdio::null())
             .stderr(stderr)

@@ -52,11 +52,7 @@ impl Events {
         }
         let mut child = cmd
             .arg("events")
-            .args(if args.contains(&"--netns") {
-                &[][..]
-            } else {
-                &["--netns", "host"][..]
-            })
+            .args(super::netns_unless_chosen(args))
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -59,6 +59,17 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)>
 /// is slow is not a failure, one that never comes is.
 pub const STARTUP: Duration = Duration::from_secs(90);
 
+/// The `--netns` a started tracer gets unless `args` choose one: `host`,
+/// the namespace it starts in. Most tests run in a namespace of their own,
+/// away from whatever else the host (or another test) runs.
+pub fn netns_unless_chosen(args: &[&str]) -> &'static [&'static str] {
+    if args.contains(&"--netns") {
+        &[]
+    } else {
+        &["--netns", "host"]
+    }
+}
+
 /// An agent URL that nobody answers: commands read the kernel themselves.
 pub const NO_AGENT: &str = "http://127.0.0.1:1";
 
