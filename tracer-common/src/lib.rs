@@ -71,7 +71,8 @@ pub struct Event {
     pub saddr: [u8; 16],
     /// Remote address, network byte order.
     pub daddr: [u8; 16],
-    /// `comm` of the current task, NUL-padded.
+    /// `comm` of the current task, up to its first NUL (what follows the
+    /// NUL means nothing).
     pub comm: [u8; 16],
 }
 
@@ -199,9 +200,15 @@ pub struct SockOffsets {
     /// `sock.sk_err` (`int`): the socket's pending error, read on a change
     /// to `close`.
     pub sk_err: u32,
+    /// `task_struct.tgid` (`pid_t`): the owner's process id.
+    pub task_tgid: u32,
+    /// `task_struct.pid` (`pid_t`): the owner's thread id.
+    pub task_pid: u32,
+    /// `task_struct.comm` (`char[16]`), read as two 8-byte words.
+    pub task_comm: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<SockOffsets>() == 60);
+const _: () = assert!(core::mem::size_of::<SockOffsets>() == 72);
 
 impl SockOffsets {
     /// The value of `magic` in offsets that were really filled in.

@@ -9,13 +9,11 @@ use core::{
     mem::offset_of,
 };
 
+use crate::sock;
 use aya_ebpf::{
     EbpfContext,
     bindings::BPF_F_MMAPABLE,
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-        generated::bpf_get_current_comm,
-    },
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::map,
     maps::{Array, PerCpuArray},
 };
@@ -257,14 +255,10 @@ pub fn emit(head: Head, t: &Tuple) -> Result<(), Fail> {
         put(ev, offset_of!(Event, daddr) + 8, t.daddr[1]);
         let comm = offset_of!(Event, comm);
         if head.task == Task::Owner {
-            // pid in the high half, tid in the low: the event's pid then tid.
-            let pid_tgid = bpf_get_current_pid_tgid();
-            put(ev, offset_of!(Event, pid), pid_tgid.rotate_left(32));
-            let p = ev.cast::<u8>().add(comm);
-            if bpf_get_current_comm(p.cast(), 16) != 0 {
-                put(ev, comm, 0u64);
-                put(ev, comm + 8, 0u64);
-            }
+            let (pid, name) = sock::current_task();
+            put(ev, offset_of!(Event, pid), pid);
+            put(ev, comm, name[0]);
+            put(ev, comm + 8, name[1]);
         } else {
             put(ev, offset_of!(Event, pid), 0u64);
             put(ev, comm, 0u64);

@@ -1,4 +1,5 @@
-//! Reading a socket with offsets taken from the running kernel's BTF.
+//! Reading a socket, and the current task, with offsets taken from the
+//! running kernel's BTF.
 //!
 //! A `tp_btf` program gets its socket as a BTF-typed pointer. A plain load
 //! through it is checked by the verifier against the kernel's own type of
@@ -9,7 +10,10 @@
 //! The verifier accepts such a load only at an offset it knows. The offsets
 //! sit in `SOCK_OFFSETS`, a read-only global in a map the loader freezes, so
 //! every offset read from it is a known constant to the verifier.
-use aya_ebpf::helpers::{bpf_probe_read_kernel, generated::bpf_get_socket_cookie};
+use aya_ebpf::helpers::{
+    bpf_probe_read_kernel,
+    generated::{bpf_get_current_task_btf, bpf_get_socket_cookie},
+};
 use tracer_common::{FAMILY_INET, FAMILY_INET6, SockOffsets};
 
 use crate::emit::{self, Fail, Head, Tuple};
@@ -32,6 +36,9 @@ static SOCK_OFFSETS: SockOffsets = SockOffsets {
     net_inum: 0,
     skc_cookie: 0,
     sk_err: 0,
+    task_tgid: 0,
+    task_pid: 0,
+    task_comm: 0,
 };
 
 /// One field of `SOCK_OFFSETS`. A volatile load, so the compiler reads the
@@ -42,6 +49,35 @@ macro_rules! off {
         // SAFETY: a read of a field of a global.
         unsafe { core::ptr::read_volatile(&raw const SOCK_OFFSETS.$field) as usize }
     };
+}
+
+/// A load through the BTF-typed pointer `p` at byte `off`.
+#[inline(always)]
+fn load<T: Copy>(p: *const u8, off: usize) -> T {
+    // SAFETY: an offset from `SOCK_OFFSETS`, which the verifier knows; it
+    // checks the load against the kernel's type and the JIT guards it, so
+    // a bad pointer reads as zero.
+    unsafe { core::ptr::read_volatile(p.wrapping_add(off).cast::<T>()) }
+}
+
+/// The task the program runs in, as the event carries it: the pid in the
+/// low half of the first word and the thread id in the high half, then
+/// `comm` as two words. Plain loads through the task's BTF-typed pointer:
+/// the pid and comm helpers would cost two calls and a string copy, which
+/// was a fifth of the state program's time (BENCHMARKS.md, issue 9).
+#[inline(always)]
+pub fn current_task() -> (u64, [u64; 2]) {
+    // SAFETY: a helper without arguments; it never returns NULL.
+    let task = unsafe { bpf_get_current_task_btf() }
+        .cast::<u8>()
+        .cast_const();
+    let tgid = load::<u32>(task, off!(task_tgid));
+    let tid = load::<u32>(task, off!(task_pid));
+    let comm = off!(task_comm);
+    (
+        u64::from(tgid) | u64::from(tid) << 32,
+        [load::<u64>(task, comm), load::<u64>(task, comm + 8)],
+    )
 }
 
 const TCP_TIME_WAIT: u8 = 6;
@@ -77,10 +113,7 @@ impl Sock {
 
     #[inline(always)]
     fn load<T: Copy>(self, off: usize) -> T {
-        // SAFETY: a load through the BTF-typed pointer at an offset the
-        // verifier knows; it checks it against the kernel's type and the
-        // JIT guards it, so a bad pointer reads as zero.
-        unsafe { core::ptr::read_volatile(self.0.wrapping_add(off).cast::<T>()) }
+        load(self.0, off)
     }
 
     /// `sk->sk_err` as the event carries it: the errno, 255 past that.

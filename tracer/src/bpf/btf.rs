@@ -1,8 +1,9 @@
 //! Member offsets of kernel structs, read from the running kernel's BTF.
 //!
 //! Rust eBPF emits no CO-RE relocations yet, so the agent looks up the few
-//! offsets its programs need (`struct sock_common`, `struct sock`) in
-//! `/sys/kernel/btf/vmlinux` and hands them over as a read-only global.
+//! offsets its programs need (`struct sock_common`, `struct sock`,
+//! `struct task_struct`) in `/sys/kernel/btf/vmlinux` and hands them over
+//! as a read-only global.
 //! This is a deliberately small reader of the BTF format
 //! (Documentation/bpf/btf.rst): it walks the type section once and resolves
 //! members through anonymous structs and unions.
@@ -258,6 +259,9 @@ impl Btf {
             net_inum: self.member_offset("net", "ns")? + self.member_offset("ns_common", "inum")?,
             skc_cookie: sc("skc_cookie")?,
             sk_err: self.member_offset("sock", "sk_err")?,
+            task_tgid: self.member_offset("task_struct", "tgid")?,
+            task_pid: self.member_offset("task_struct", "pid")?,
+            task_comm: self.member_offset("task_struct", "comm")?,
         })
         .and_then(|mut o| {
             // sock_common is the first member of struct sock; keep offsets
@@ -277,7 +281,9 @@ impl Btf {
                 *f += common;
             }
             // The programs load each field with one aligned load of its
-            // own size; the IPv6 addresses as two 8-byte words.
+            // own size; the IPv6 addresses as two 8-byte words. (`comm` is
+            // read as two words wherever it sits: a BTF load need not be
+            // aligned on the architectures that run tracer.)
             for (name, at, align) in [
                 ("skc_daddr", o.skc_daddr, 4),
                 ("skc_rcv_saddr", o.skc_rcv_saddr, 4),
@@ -285,6 +291,8 @@ impl Btf {
                 ("skc_v6_rcv_saddr", o.skc_v6_rcv_saddr, 8),
                 ("skc_net", o.skc_net, 8),
                 ("skc_cookie", o.skc_cookie, 8),
+                ("task_tgid", o.task_tgid, 4),
+                ("task_pid", o.task_pid, 4),
             ] {
                 if at % align != 0 {
                     return Err(BtfError::Layout(name, at));
@@ -333,6 +341,11 @@ mod tests {
         assert!(o.sk_protocol > o.skc_v6_rcv_saddr);
         assert!(o.skc_net > o.skc_state && o.skc_net < o.skc_v6_daddr);
         assert!(o.net_inum > 0);
+        assert!(
+            o.task_tgid == o.task_pid + 4,
+            "pid and tgid sit side by side"
+        );
+        assert!(o.task_comm > o.task_tgid);
         assert!(matches!(
             btf.member_offset("sock_common", "no_such_field"),
             Err(BtfError::NoMember(..))
