@@ -148,6 +148,13 @@ impl Sock {
         if known != 0 {
             return known;
         }
+        self.new_cookie()
+    }
+
+    /// Ask the kernel for the socket's cookie, which generates it when the
+    /// socket has none yet. Not NULL: callers check.
+    #[inline(always)]
+    fn new_cookie(self) -> u64 {
         // SAFETY: the BTF-typed socket pointer the tracepoint handed us.
         unsafe { bpf_get_socket_cookie(self.0 as *mut _) }
     }
@@ -162,10 +169,10 @@ impl Sock {
     /// reset it first, and the child gets its own cookie here.
     #[inline(always)]
     pub fn child_cookie(self) -> u64 {
-        if self.load::<u64>(off!(skc_cookie)) != 0 {
+        if self.0.is_null() || self.load::<u64>(off!(skc_cookie)) != 0 {
             0
         } else {
-            self.cookie()
+            self.new_cookie()
         }
     }
 
