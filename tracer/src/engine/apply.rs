@@ -326,6 +326,7 @@ impl Engine {
         });
         if overflowed {
             self.stats.time_wait_overflows += 1;
+            self.tw_overflowed_in.insert(ev.netns);
             obs.time_wait_overflowed(cookie);
         }
         obs.transition(cookie, from, to);

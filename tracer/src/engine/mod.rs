@@ -43,7 +43,11 @@
 //! - **`tcp_max_tw_buckets`.** With a namespace's limit known
 //!   ([`Engine::set_time_wait_limit`]), a close there while it holds that
 //!   many timewait records leaves none, as `inet_twsk_alloc()` decides;
-//!   counted in [`Stats::time_wait_overflows`].
+//!   counted in [`Stats::time_wait_overflows`]. Near the limit that
+//!   judgement can be wrong for a few ms (the engine ends its stays at the
+//!   late edge of the timer wheel); a TIME_WAIT socket the next full dump
+//!   then shows in that namespace is adopted as
+//!   [`Correction::TimeWaitAtLimit`], not as a missed event.
 //! - **Who closed first** ([`ClosedBy`]): the first of `-> fin_wait1`
 //!   (local), `-> close_wait` (remote), or a reset seen in the state that
 //!   went to `close` (reset).
@@ -128,7 +132,7 @@ pub use record::{ClosedBy, PATH_LEN, SocketView, SyscallOwner};
 pub use wheel::TimeWaitClock;
 
 use record::flag;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use store::Store;
 
@@ -161,6 +165,9 @@ pub struct Engine {
     untracked: [u64; TcpState::COUNT],
     /// New sockets refused at the cap since the last reconcile.
     refused_since_dump: u64,
+    /// Namespaces where a close was judged to leave no timewait socket
+    /// (`tcp_max_tw_buckets` reached) since the last full dump.
+    tw_overflowed_in: HashSet<u32, BuildCookieHasher>,
 }
 
 impl Engine {
@@ -175,6 +182,7 @@ impl Engine {
             tw_limits: HashMap::default(),
             untracked: [0; TcpState::COUNT],
             refused_since_dump: 0,
+            tw_overflowed_in: HashSet::default(),
         }
     }
 

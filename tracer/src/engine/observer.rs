@@ -82,15 +82,24 @@ pub enum Correction {
     /// The socket's network namespace is gone (no process or mount holds
     /// it any more): the socket went with it, and was closed.
     NetnsGone,
+    /// A full dump showed a TIME_WAIT socket the engine did not track, in
+    /// a namespace where a close since the last full dump was judged to
+    /// leave none because `tcp_max_tw_buckets` was reached. At the limit
+    /// the engine cannot tell which closes the kernel still had room for
+    /// (its TIME_WAIT stays end at the late edge of the kernel's timer
+    /// wheel, so for a few ms it reads "full" while the kernel has room):
+    /// such sockets are adopted under this reason, not as `Missed`.
+    TimeWaitAtLimit,
 }
 
 impl Correction {
     /// Every value, in [`Correction::index`] order.
-    pub const ALL: [Correction; 4] = [
+    pub const ALL: [Correction; 5] = [
         Correction::Missed,
         Correction::Vanished,
         Correction::StateMismatch,
         Correction::NetnsGone,
+        Correction::TimeWaitAtLimit,
     ];
 
     /// The `reason` label value.
@@ -100,10 +109,11 @@ impl Correction {
             Correction::Vanished => "vanished",
             Correction::StateMismatch => "state_mismatch",
             Correction::NetnsGone => "netns_gone",
+            Correction::TimeWaitAtLimit => "time_wait_at_limit",
         }
     }
 
-    /// A dense index in `0..4`, for per-value arrays.
+    /// A dense index in `0..5`, for per-value arrays.
     pub fn index(self) -> usize {
         self as usize
     }

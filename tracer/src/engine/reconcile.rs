@@ -43,6 +43,10 @@ pub struct ReconcileReport {
     pub orphan_fin_wait2_ended: u64,
     /// Inferred TIME_WAIT records the dump never showed.
     pub time_wait_never_appeared: u64,
+    /// TIME_WAIT sockets adopted from a full dump in a namespace where a
+    /// close since the last full dump was judged a `tcp_max_tw_buckets`
+    /// overflow (see [`Correction::TimeWaitAtLimit`]); not in `missed`.
+    pub time_wait_at_limit: u64,
     /// Missed sockets not adopted: the store was full of live records.
     pub not_adopted: u64,
     /// Dump sockets ignored: a finished record's cookie, or an untracked
@@ -194,8 +198,17 @@ impl Engine {
                         continue;
                     };
                     rec.set(flag::SEEN, true);
-                    rep.missed += 1;
-                    obs.correction(d.cookie, Correction::Missed);
+                    let reason = if covers_time_wait
+                        && rec.state == TimeWait
+                        && self.tw_overflowed_in.contains(&d.netns)
+                    {
+                        rep.time_wait_at_limit += 1;
+                        Correction::TimeWaitAtLimit
+                    } else {
+                        rep.missed += 1;
+                        Correction::Missed
+                    };
+                    obs.correction(d.cookie, reason);
                     let state = rec.state;
                     if self.store.insert(rec, false, obs).is_none() {
                         rep.not_adopted += 1;
@@ -211,6 +224,11 @@ impl Engine {
             }
         }
         self.count_timers(&mut rep, obs);
+        if covers_time_wait {
+            // Covered: the closes judged so far in these namespaces had
+            // their timewait sockets in this dump, or none.
+            self.tw_overflowed_in.retain(|&netns| !covers(netns));
+        }
         rep.expired = self.drop_retained() as u64;
         rep
     }

@@ -8,7 +8,7 @@ use super::{
     measure::Scenario,
     micro,
     progcost::{self, CostRow},
-    report::{Report, TW_OVERFLOW, split_corrections},
+    report::{Report, TW_LIMIT, split_corrections},
     stats::{Summary, fmt_opt},
 };
 
@@ -118,8 +118,9 @@ impl Report {
         line(
             from_lost.map(|t| t == 0.0),
             format!(
-                "issue 5: zero reconcile corrections from lost events at peak ({detail}; `{TW_OVERFLOW}` counts \
-                 closes that left no timewait socket because `tcp_max_tw_buckets` was full, not lost events)"
+                "issue 5: zero reconcile corrections from lost events at peak ({detail}; `{}` and `{}` \
+                 come from the `tcp_max_tw_buckets` limit, not from lost events)",
+                TW_LIMIT[0], TW_LIMIT[1]
             ),
         );
         let cpu: Option<Summary> = self

@@ -234,6 +234,7 @@ impl H {
             time_wait_killed: a.time_wait_killed + b.time_wait_killed,
             orphan_fin_wait2_ended: a.orphan_fin_wait2_ended + b.orphan_fin_wait2_ended,
             time_wait_never_appeared: a.time_wait_never_appeared + b.time_wait_never_appeared,
+            time_wait_at_limit: a.time_wait_at_limit + b.time_wait_at_limit,
             not_adopted: a.not_adopted + b.not_adopted,
             ignored: a.ignored + b.ignored,
             expired: a.expired + b.expired,

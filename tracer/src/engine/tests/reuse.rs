@@ -173,6 +173,31 @@ fn a_full_namespace_leaves_no_time_wait_as_the_kernel_does() {
 }
 
 #[test]
+fn a_time_wait_adopted_where_the_limit_was_reached_is_not_counted_as_missed() {
+    let mut h = H::new();
+    h.e.set_time_wait_limit(NS, 1);
+    closes_first(&mut h, 1, 40001, secs(1));
+    closes_first(&mut h, 2, 40002, secs(2));
+    assert_eq!(h.e.stats().time_wait_overflows, 1, "the second overflowed");
+    // The kernel had room after all: a full dump lists a timewait socket
+    // the engine does not hold (here a cookie it never saw), beside the
+    // first. In another namespace, where nothing overflowed, it is missed.
+    let at_limit = tw(50, TimeWait, 50_000).netns(NS).local(LOCAL, 40050);
+    let elsewhere = tw(51, TimeWait, 50_000).netns(NS + 1).local(LOCAL, 40051);
+    let first = tw(1, TimeWait, 59_000).netns(NS).local(LOCAL, 40001);
+    let rep = h.reconcile(&[first, at_limit, elsewhere], secs(3));
+    assert_eq!((rep.time_wait_at_limit, rep.missed), (1, 1));
+    assert!(h.o.0.contains(&Obs::Corr(50, Correction::TimeWaitAtLimit)));
+    assert!(h.o.0.contains(&Obs::Corr(51, Correction::Missed)));
+    assert!(h.view(50).in_time_wait(), "adopted all the same");
+    // That dump covered the namespace: a socket the next one adds is
+    // missed, unless another close overflows first.
+    let later = tw(52, TimeWait, 50_000).netns(NS).local(LOCAL, 40052);
+    let rep = h.reconcile(&[first, at_limit, later], secs(4));
+    assert_eq!((rep.time_wait_at_limit, rep.missed), (0, 1));
+}
+
+#[test]
 fn with_the_kernels_clock_a_stay_ends_at_its_bucket_not_at_60_s() {
     // HZ=250 with the tick grid at multiples of 4 ms.
     let clock = TimeWaitClock::new(250, 0, secs(100), 4_294_892_296 + 25_000).unwrap();

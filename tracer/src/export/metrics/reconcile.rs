@@ -84,7 +84,7 @@ struct DumpSeries {
 #[derive(Clone)]
 pub struct Reconcile {
     /// Indexed by [`Correction::index`].
-    corrections: [Counter; 4],
+    corrections: [Counter; 5],
     time_wait_never_appeared: Counter,
     errors: Counter,
     /// Indexed by [`Dump::index`].
