@@ -1,14 +1,16 @@
 //! The bounded record store: a dense slab of [`Record`]s, a cookie index,
 //! per-state counts, a 4-tuple index of TIME_WAIT records, a queue of
-//! TIME_WAIT timers, and the two intrusive lists that make eviction O(1).
+//! TIME_WAIT timers, and the intrusive list of finished records that makes
+//! retention and eviction O(1).
 //!
 //! Records live in a `Vec` (removal is `swap_remove`, fixing the moved
 //! record's index entry, list links and timer), so a socket costs its 120
-//! bytes plus one 16-byte `cookie -> slot` entry in a hash map. Every record
-//! is on exactly one list, threaded through `link_prev`/`link_next`: `live`
-//! (insertion order: the fallback eviction victim is its head) or
-//! `finished` (finish order: retention and the first eviction choice both
-//! take its head). All changes to a record's state, `FINISHED` or `TW`
+//! bytes plus one 16-byte `cookie -> slot` entry in a hash map. Finished
+//! records are on one list, threaded through `link_prev`/`link_next`, in
+//! finish order: retention and the first eviction choice both take its
+//! head. Live records are on none (their links stay `NIL`): nothing walks
+//! them in order, and keeping them in order of last change touched three
+//! other records on every event. All changes to a record's state, `FINISHED` or `TW`
 //! flags go through [`Store::update`], which diffs an accounting snapshot
 //! before and after, so counts, lists, the tuple index and the timers cannot
 //! drift.
@@ -57,7 +59,6 @@ pub(super) struct Store {
     /// The slot whose timer entry `pop_time_wait_timer` just returned (and
     /// removed), until its record's deadline changes; else `NIL`.
     fired: u32,
-    live: List,
     finished: List,
     counts: [u64; TcpState::COUNT],
     /// Live records in TIME_WAIT that no dump confirmed yet.
@@ -87,7 +88,6 @@ impl Store {
             tw_index: HashMap::default(),
             timers: TimerQueue::new(),
             fired: NIL,
-            live: EMPTY,
             finished: EMPTY,
             counts: [0; TcpState::COUNT],
             unconfirmed: 0,
@@ -323,24 +323,18 @@ impl Store {
                 debug_assert!(found, "no timer for {cookie:#x}");
             }
             self.index.insert(cookie, slot);
-            match prev {
-                NIL => self.list_mut(finished).head = slot,
-                p => self.slab[p as usize].link_next = slot,
-            }
-            match next {
-                NIL => self.list_mut(finished).tail = slot,
-                n => self.slab[n as usize].link_prev = slot,
+            if finished {
+                match prev {
+                    NIL => self.finished.head = slot,
+                    p => self.slab[p as usize].link_next = slot,
+                }
+                match next {
+                    NIL => self.finished.tail = slot,
+                    n => self.slab[n as usize].link_prev = slot,
+                }
             }
         }
         rec
-    }
-
-    fn list_mut(&mut self, finished: bool) -> &mut List {
-        if finished {
-            &mut self.finished
-        } else {
-            &mut self.live
-        }
     }
 
     /// Queue the timer of the record in `slot`.

@@ -76,13 +76,15 @@ pub(super) fn acct(r: &Record, clock: Option<&TimeWaitClock>) -> Acct {
 }
 
 impl Store {
-    /// Count `a` and append the record in `slot` to its list (timers are
-    /// the caller's).
+    /// Count `a` and, when finished, append the record in `slot` to the
+    /// finished list (timers are the caller's).
     pub(super) fn account(&mut self, slot: u32, a: Acct) {
         self.count(a);
         self.unconfirmed += u64::from(a.unconfirmed);
         self.add_time_wait(slot, a);
-        self.append(slot, a.finished);
+        if a.finished {
+            self.append(slot);
+        }
     }
 
     /// Undo `account` (timers are the caller's).
@@ -90,7 +92,9 @@ impl Store {
         self.uncount(a);
         self.unconfirmed -= u64::from(a.unconfirmed);
         self.remove_time_wait(slot, a);
-        self.unlink(slot, a.finished);
+        if a.finished {
+            self.unlink(slot);
+        }
     }
 
     /// `unaccount(before)` then `account(after)`, touching only what
@@ -119,10 +123,14 @@ impl Store {
             self.remove_time_wait(slot, before);
             self.add_time_wait(slot, after);
         }
-        // A changed record moves to the tail of its list, as `account` puts
-        // it: the lists stay in order of last change.
-        self.unlink(slot, before.finished);
-        self.append(slot, after.finished);
+        // A finished record that changes moves to the tail, as `account`
+        // puts it: the list stays in order of last change.
+        if before.finished {
+            self.unlink(slot);
+        }
+        if after.finished {
+            self.append(slot);
+        }
     }
 
     fn count(&mut self, a: Acct) {
@@ -173,31 +181,31 @@ impl Store {
         }
     }
 
-    /// Append the record in `slot` to the tail of a list.
-    fn append(&mut self, slot: u32, finished: bool) {
-        let list = *self.list_mut(finished);
+    /// Append the record in `slot` to the tail of the finished list.
+    fn append(&mut self, slot: u32) {
+        let tail = self.finished.tail;
         let r = &mut self.slab[slot as usize];
-        r.link_prev = list.tail;
+        r.link_prev = tail;
         r.link_next = NIL;
-        match list.tail {
-            NIL => self.list_mut(finished).head = slot,
+        match tail {
+            NIL => self.finished.head = slot,
             t => self.slab[t as usize].link_next = slot,
         }
-        self.list_mut(finished).tail = slot;
+        self.finished.tail = slot;
     }
 
-    /// Take the record in `slot` off a list.
-    fn unlink(&mut self, slot: u32, finished: bool) {
+    /// Take the record in `slot` off the finished list.
+    fn unlink(&mut self, slot: u32) {
         let (prev, next) = (
             self.slab[slot as usize].link_prev,
             self.slab[slot as usize].link_next,
         );
         match prev {
-            NIL => self.list_mut(finished).head = next,
+            NIL => self.finished.head = next,
             p => self.slab[p as usize].link_next = next,
         }
         match next {
-            NIL => self.list_mut(finished).tail = prev,
+            NIL => self.finished.tail = prev,
             n => self.slab[n as usize].link_prev = prev,
         }
         let r = &mut self.slab[slot as usize];

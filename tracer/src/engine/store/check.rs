@@ -100,23 +100,23 @@ impl Store {
             let r = &self.slab[self.index[c] as usize];
             assert!(r.has(flag::TW) && r.tuple_hash() == *h);
         }
-        for finished in [false, true] {
-            let list = if finished { self.finished } else { self.live };
-            let (mut n, mut prev, mut cur) = (0, NIL, list.head);
-            while cur != NIL {
-                let r = &self.slab[cur as usize];
-                assert_eq!(r.has(flag::FINISHED), finished);
-                assert_eq!(r.link_prev, prev);
-                (prev, cur) = (cur, r.link_next);
-                n += 1;
-            }
-            assert_eq!(list.tail, prev);
-            let want = self
-                .slab
-                .iter()
-                .filter(|r| r.has(flag::FINISHED) == finished)
-                .count();
-            assert_eq!(n, want, "list length");
+        let (mut n, mut prev, mut cur) = (0, NIL, self.finished.head);
+        while cur != NIL {
+            let r = &self.slab[cur as usize];
+            assert!(r.has(flag::FINISHED));
+            assert_eq!(r.link_prev, prev);
+            (prev, cur) = (cur, r.link_next);
+            n += 1;
+        }
+        assert_eq!(self.finished.tail, prev);
+        let want = self.slab.iter().filter(|r| r.has(flag::FINISHED)).count();
+        assert_eq!(n, want, "list length");
+        for r in self.slab.iter().filter(|r| !r.has(flag::FINISHED)) {
+            assert_eq!(
+                (r.link_prev, r.link_next),
+                (NIL, NIL),
+                "a live record is on no list"
+            );
         }
     }
 }
