@@ -9,7 +9,6 @@ use core::{
     mem::offset_of,
 };
 
-use crate::sock;
 use aya_ebpf::{
     EbpfContext,
     bindings::BPF_F_MMAPABLE,
@@ -22,6 +21,8 @@ use tracer_common::{
     ABI_VERSION, COUNTER_READ_ERROR, COUNTER_RINGBUF_FULL, COUNTER_SLOTS, Event, FAMILY_NONE,
     LaneHead, Slot,
 };
+
+use crate::sock;
 
 /// One lane per CPU, each a `LaneHead` and `LANE_SLOTS` slots. The agent
 /// sizes it at load time (`--ring-bytes`) and maps it into its memory.

@@ -10,8 +10,8 @@
 //! finish order: retention and the first eviction choice both take its
 //! head. Live records are on none (their links stay `NIL`): nothing walks
 //! them in order, and keeping them in order of last change touched three
-//! other records on every event. All changes to a record's state, `FINISHED` or `TW`
-//! flags go through [`Store::update`], which diffs an accounting snapshot
+//! other records on every event. All changes to a record's state,
+//! `FINISHED` or `TW` flags go through [`Store::update`], which diffs an accounting snapshot
 //! before and after, so counts, lists, the tuple index and the timers cannot
 //! drift.
 //!
@@ -324,14 +324,7 @@ impl Store {
             }
             self.index.insert(cookie, slot);
             if finished {
-                match prev {
-                    NIL => self.finished.head = slot,
-                    p => self.slab[p as usize].link_next = slot,
-                }
-                match next {
-                    NIL => self.finished.tail = slot,
-                    n => self.slab[n as usize].link_prev = slot,
-                }
+                self.repoint(prev, next, slot, slot);
             }
         }
         rec

@@ -200,16 +200,24 @@ impl Store {
             self.slab[slot as usize].link_prev,
             self.slab[slot as usize].link_next,
         );
-        match prev {
-            NIL => self.finished.head = next,
-            p => self.slab[p as usize].link_next = next,
-        }
-        match next {
-            NIL => self.finished.tail = prev,
-            n => self.slab[n as usize].link_prev = prev,
-        }
+        self.repoint(prev, next, next, prev);
         let r = &mut self.slab[slot as usize];
         r.link_prev = NIL;
         r.link_next = NIL;
+    }
+
+    /// Point the finished list's links on either side of a place in it:
+    /// `prev`'s next link (the head when `prev` is `NIL`) at `after_prev`,
+    /// and `next`'s previous link (the tail when `next` is `NIL`) at
+    /// `before_next`.
+    pub(super) fn repoint(&mut self, prev: u32, next: u32, after_prev: u32, before_next: u32) {
+        match prev {
+            NIL => self.finished.head = after_prev,
+            p => self.slab[p as usize].link_next = after_prev,
+        }
+        match next {
+            NIL => self.finished.tail = before_next,
+            n => self.slab[n as usize].link_prev = before_next,
+        }
     }
 }
