@@ -13,6 +13,11 @@ use anyhow::{Context as _, bail};
 
 use super::{kprog, procfs, scrape};
 
+/// How long a variant gets to exit after SIGINT. bpftrace prints and clears
+/// its maps first, which has taken over 30 s once after the 20,000 conn/s
+/// rounds.
+const STOP_GRACE: Duration = Duration::from_secs(60);
+
 /// One way of running the machine during the churn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Variant {
@@ -257,7 +262,17 @@ impl Agent {
             stats.lost = Some(d.lost);
             stats.corrections = Some(d.corrections);
         }
-        self.stop()?;
+        if !self.stop()? {
+            // A round's throughput and bpf_stats are already taken; only the
+            // child's own summary is lost. Losing the whole bench for it is worse.
+            eprintln!(
+                "xtask: warning: {} did not stop within {} s of SIGINT and was killed; \
+                 this round has no event count of its own",
+                self.variant.name(),
+                STOP_GRACE.as_secs()
+            );
+            return Ok(stats);
+        }
         match self.variant {
             Variant::Events => {
                 let s = read(&self.err);
@@ -272,19 +287,20 @@ impl Agent {
         Ok(stats)
     }
 
-    /// SIGINT, wait (the agent prints its summary), SIGKILL after 30 s.
-    fn stop(&mut self) -> anyhow::Result<()> {
+    /// SIGINT, wait (the agent prints its summary), SIGKILL after
+    /// [`STOP_GRACE`]. False when it had to be killed.
+    fn stop(&mut self) -> anyhow::Result<bool> {
         // SAFETY: signalling our own child by pid.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
         let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(30) {
+        while t0.elapsed() < STOP_GRACE {
             if self.child.try_wait()?.is_some() {
-                return Ok(());
+                return Ok(true);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         self.kill();
-        bail!("{} did not stop within 30 s of SIGINT", self.variant.name())
+        Ok(false)
     }
 
     fn kill(&mut self) {
