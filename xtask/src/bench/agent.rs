@@ -104,6 +104,10 @@ pub struct AgentStats {
     pub lost: Option<f64>,
     /// Reconcile corrections per reason (`tracer run` only).
     pub corrections: Option<Vec<(String, f64)>>,
+    /// CPU seconds of the sock_diag dumps during the window (the kernel's
+    /// walk and the reconcile, `tracer_reconcile_cpu_seconds_total`;
+    /// `tracer run` only). Part of `cpu_secs`.
+    pub dump_cpu_secs: Option<f64>,
 }
 
 /// A running agent.
@@ -261,6 +265,7 @@ impl Agent {
             stats.events = Some(d.events);
             stats.lost = Some(d.lost);
             stats.corrections = Some(d.corrections);
+            stats.dump_cpu_secs = Some(d.reconcile_cpu_secs);
         }
         if !self.stop()? {
             // A round's throughput and bpf_stats are already taken; only the

@@ -62,6 +62,14 @@ impl Sample {
         Some(a.cpu_secs * 1e9 / events)
     }
 
+    /// Of [`Sample::agent_ns_per_event`], the sock_diag dumps' share: their
+    /// CPU, which `--reconcile-budget` caps, over the same events.
+    pub fn agent_dump_ns_per_event(&self) -> Option<f64> {
+        let a = self.agent.as_ref()?;
+        let events = a.events.filter(|&e| e > 0.0)?;
+        Some(a.dump_cpu_secs? * 1e9 / events)
+    }
+
     /// The largest kernel TIME_WAIT count sampled.
     pub fn tw_peak(&self) -> Option<u64> {
         self.truth.iter().map(|p| p.ss_before.max(p.ss_after)).max()

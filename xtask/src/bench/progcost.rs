@@ -25,6 +25,11 @@ pub enum Subject {
     },
     /// The agent process: its CPU time per event it handled.
     Agent,
+    /// Of [`Subject::Agent`], the sock_diag dumps (`tracer run` only).
+    AgentDumps,
+    /// Of [`Subject::Agent`], everything but the dumps: reading the
+    /// events and applying them (`tracer run` only).
+    AgentRest,
 }
 
 /// One variant × program (or the agent), over the rounds of one scenario.
@@ -96,16 +101,35 @@ pub fn rows(samples: &[Sample]) -> Vec<CostRow> {
                 to_floor: Summary::of(per_round.iter().filter_map(|r| r.1)),
             });
         }
-        if matches!(v, Variant::Run | Variant::Events)
-            && let Some(ns) = Summary::of(mine.iter().filter_map(|s| s.agent_ns_per_event()))
-        {
-            out.push(CostRow {
-                variant: v,
-                subject: Subject::Agent,
-                ns,
-                events: mine.iter().filter_map(|s| s.agent.as_ref()?.events).sum(),
-                to_floor: None,
-            });
+        if !matches!(v, Variant::Run | Variant::Events) {
+            continue;
+        }
+        let events: f64 = mine.iter().filter_map(|s| s.agent.as_ref()?.events).sum();
+        let split = |s: &Sample| Some((s.agent_ns_per_event()?, s.agent_dump_ns_per_event()?));
+        let parts: [(Subject, Option<Summary>); 3] = [
+            (
+                Subject::Agent,
+                Summary::of(mine.iter().filter_map(|s| s.agent_ns_per_event())),
+            ),
+            (
+                Subject::AgentDumps,
+                Summary::of(mine.iter().filter_map(|s| Some(split(s)?.1))),
+            ),
+            (
+                Subject::AgentRest,
+                Summary::of(mine.iter().filter_map(|s| split(s).map(|(all, d)| all - d))),
+            ),
+        ];
+        for (subject, ns) in parts {
+            if let Some(ns) = ns {
+                out.push(CostRow {
+                    variant: v,
+                    subject,
+                    ns,
+                    events,
+                    to_floor: None,
+                });
+            }
         }
     }
     out
@@ -123,10 +147,9 @@ pub fn first_prog(rows: &[CostRow], v: Variant) -> Option<&CostRow> {
         .find(|r| r.variant == v && matches!(r.subject, Subject::Prog { .. }))
 }
 
-/// The agent row of a variant.
-pub fn agent(rows: &[CostRow], v: Variant) -> Option<&CostRow> {
-    rows.iter()
-        .find(|r| r.variant == v && r.subject == Subject::Agent)
+/// The agent row of a variant, or one of its parts.
+pub fn agent(rows: &[CostRow], v: Variant, part: Subject) -> Option<&CostRow> {
+    rows.iter().find(|r| r.variant == v && r.subject == part)
 }
 
 /// The table over the peak scenario and the 10,000 conn/s sweep point.
@@ -145,6 +168,10 @@ pub fn markdown(main: &Scenario, sweep: &[Scenario], quick: bool) -> String {
             let what = match &r.subject {
                 Subject::Prog { name, kind } => format!("`{name}` ({kind})"),
                 Subject::Agent => "agent: CPU per event (user + system)".into(),
+                Subject::AgentDumps => {
+                    "agent: of which the sock_diag dumps (walk + reconcile)".into()
+                }
+                Subject::AgentRest => "agent: of which reading and applying events".into(),
             };
             let _ = writeln!(
                 s,
@@ -153,8 +180,8 @@ pub fn markdown(main: &Scenario, sweep: &[Scenario], quick: bool) -> String {
                 r.ns.fmt(0),
                 r.events,
                 match r.subject {
-                    Subject::Agent => "–".into(),
                     Subject::Prog { .. } => fmt_opt(r.to_floor, 2),
+                    _ => "–".into(),
                 }
             );
         }
@@ -174,7 +201,10 @@ pub fn markdown(main: &Scenario, sweep: &[Scenario], quick: bool) -> String {
          is taken per round against that round's floor. The kernel keeps 15 characters of a program \
          name; bpftool shows the full name when the program has BTF. The agent row is the agent's CPU \
          time (/proc/<pid>/stat, 10 ms ticks) over the window divided by the events it handled \
-         (`tracer events`: its whole life's count).{}\n\n",
+         (`tracer events`: its whole life's count). For `tracer run` it is split in two: the \
+         sock_diag dumps (Δ`tracer_reconcile_cpu_seconds_total`: the kernel's walk of the socket \
+         tables and the engine's reconcile, each kind of dump capped by `--reconcile-budget`, 1% of \
+         a core by default) and the rest; each part is its own median over rounds.{}\n\n",
         super::agent::EMPTY_PROGRAM,
         if quick {
             " With `--quick` the windows are short and the figures rough."
@@ -203,6 +233,7 @@ mod tests {
             agent: Some(AgentStats {
                 cpu_secs: 0.01,
                 events: Some(20_000.0),
+                dump_cpu_secs: (variant == Variant::Run).then_some(0.004),
                 ..AgentStats::default()
             }),
             machine_busy_pct: 0.0,
@@ -249,12 +280,16 @@ mod tests {
         assert!(rows.iter().all(|r| !matches!(&r.subject,
             Subject::Prog { name, .. } if name == "tcp_retransmit_skb")));
         // 10 ms of agent CPU over 20,000 events.
-        let a = agent(&rows, Variant::Run).expect("agent row");
+        let a = agent(&rows, Variant::Run, Subject::Agent).expect("agent row");
         assert_eq!(a.ns.median, 500.0);
+        // Of which 4 ms in dumps: 200 ns per event, and 300 for the rest.
+        let part = |s| agent(&rows, Variant::Run, s).map(|r| r.ns.median);
+        assert_eq!(part(Subject::AgentDumps), Some(200.0));
+        assert_eq!(part(Subject::AgentRest), Some(300.0));
         assert_eq!(
             first_prog(&rows, Variant::Empty).map(|r| r.ns.median),
             Some(150.0)
         );
-        assert!(agent(&rows, Variant::Empty).is_none());
+        assert!(agent(&rows, Variant::Empty, Subject::Agent).is_none());
     }
 }

@@ -25,6 +25,8 @@ pub struct Counters {
     pub tracked: f64,
     /// `tracer_tcp_sockets{state="time_wait"}` (a gauge), when present.
     pub time_wait: Option<f64>,
+    /// Sum of `tracer_reconcile_cpu_seconds_total` over kinds of dump.
+    pub reconcile_cpu_secs: f64,
 }
 
 impl Counters {
@@ -36,6 +38,7 @@ impl Counters {
                 "tracer_events_total" => c.events += s.value,
                 "tracer_events_lost_total" => c.lost += s.value,
                 "tracer_tracked_sockets" => c.tracked = s.value,
+                "tracer_reconcile_cpu_seconds_total" => c.reconcile_cpu_secs += s.value,
                 "tracer_tcp_sockets" if s.label("state") == Some("time_wait") => {
                     c.time_wait = Some(s.value);
                 }
@@ -68,6 +71,7 @@ impl Counters {
                 .collect(),
             tracked: self.tracked,
             time_wait: self.time_wait,
+            reconcile_cpu_secs: self.reconcile_cpu_secs - before.reconcile_cpu_secs,
         }
     }
 }
@@ -86,17 +90,23 @@ mod tests {
              tracer_reconcile_corrections_total{reason=\"vanished\"} 0\n\
              tracer_sockets{state=\"established\"} 4\n\
              tracer_tcp_sockets{state=\"established\"} 4\n\
-             tracer_tcp_sockets{state=\"time_wait\"} 1234\n# EOF\n",
+             tracer_tcp_sockets{state=\"time_wait\"} 1234\n\
+             tracer_reconcile_cpu_seconds_total{dump=\"live\"} 0.25\n\
+             tracer_reconcile_cpu_seconds_total{dump=\"full\"} 0.5\n# EOF\n",
         );
         assert_eq!(a.events, 12.0);
         assert_eq!(a.time_wait, Some(1234.0));
         assert_eq!(a.corrections.iter().map(|(_, v)| v).sum::<f64>(), 1.0);
         let b = Counters::parse(
             "tracer_events_total{kind=\"state\"} 110\ntracer_events_lost_total 3\n\
-             tracer_reconcile_corrections_total{reason=\"missed\"} 4\n",
+             tracer_reconcile_corrections_total{reason=\"missed\"} 4\n\
+             tracer_reconcile_cpu_seconds_total{dump=\"live\"} 1\n\
+             tracer_reconcile_cpu_seconds_total{dump=\"full\"} 0.5\n",
         );
+        assert_eq!(a.reconcile_cpu_secs, 0.75);
         let d = b.since(&a);
         assert_eq!((d.events, d.lost), (98.0, 3.0));
+        assert_eq!(d.reconcile_cpu_secs, 0.75);
         assert_eq!(d.corrections, vec![("missed".to_string(), 3.0)]);
     }
 }
