@@ -57,17 +57,20 @@ impl Sample {
 
     /// Agent CPU (user + system) per event it handled, in ns.
     pub fn agent_ns_per_event(&self) -> Option<f64> {
-        let a = self.agent.as_ref()?;
-        let events = a.events.filter(|&e| e > 0.0)?;
-        Some(a.cpu_secs * 1e9 / events)
+        self.agent_per_event(|a| Some(a.cpu_secs))
     }
 
     /// Of [`Sample::agent_ns_per_event`], the sock_diag dumps' share: their
     /// CPU, which `--reconcile-budget` caps, over the same events.
     pub fn agent_dump_ns_per_event(&self) -> Option<f64> {
+        self.agent_per_event(|a| a.dump_cpu_secs)
+    }
+
+    /// The agent's CPU seconds that `secs` picks, in ns per event it handled.
+    fn agent_per_event(&self, secs: impl Fn(&AgentStats) -> Option<f64>) -> Option<f64> {
         let a = self.agent.as_ref()?;
         let events = a.events.filter(|&e| e > 0.0)?;
-        Some(a.dump_cpu_secs? * 1e9 / events)
+        Some(secs(a)? * 1e9 / events)
     }
 
     /// The largest kernel TIME_WAIT count sampled.

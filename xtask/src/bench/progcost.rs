@@ -105,7 +105,7 @@ pub fn rows(samples: &[Sample]) -> Vec<CostRow> {
             continue;
         }
         let events: f64 = mine.iter().filter_map(|s| s.agent.as_ref()?.events).sum();
-        let split = |s: &Sample| Some((s.agent_ns_per_event()?, s.agent_dump_ns_per_event()?));
+        let rest = |s: &Sample| Some(s.agent_ns_per_event()? - s.agent_dump_ns_per_event()?);
         let parts: [(Subject, Option<Summary>); 3] = [
             (
                 Subject::Agent,
@@ -113,11 +113,11 @@ pub fn rows(samples: &[Sample]) -> Vec<CostRow> {
             ),
             (
                 Subject::AgentDumps,
-                Summary::of(mine.iter().filter_map(|s| Some(split(s)?.1))),
+                Summary::of(mine.iter().filter_map(|s| s.agent_dump_ns_per_event())),
             ),
             (
                 Subject::AgentRest,
-                Summary::of(mine.iter().filter_map(|s| split(s).map(|(all, d)| all - d))),
+                Summary::of(mine.iter().filter_map(|s| rest(s))),
             ),
         ];
         for (subject, ns) in parts {

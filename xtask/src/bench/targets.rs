@@ -61,11 +61,15 @@ impl Report {
                 fmt_opt(ns(peer), 0)
             ),
         );
+        let at_10k_rows;
         let (agent_rows, where_) = match self.at_10k() {
-            Some(sc) => (progcost::rows(&sc.samples), "at 10,000 conn/s"),
-            None => (rows.clone(), "at peak: the sweep did not run 10,000 conn/s"),
+            Some(sc) => {
+                at_10k_rows = progcost::rows(&sc.samples);
+                (&at_10k_rows, "at 10,000 conn/s")
+            }
+            None => (&rows, "at peak: the sweep did not run 10,000 conn/s"),
         };
-        let part = |s| progcost::agent(&agent_rows, Variant::Run, s).map(|r| r.ns);
+        let part = |s| progcost::agent(agent_rows, Variant::Run, s).map(|r| r.ns);
         let agent = part(Subject::Agent);
         line(
             agent.map(|a| a.median <= MAX_AGENT_NS),
