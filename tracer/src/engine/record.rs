@@ -1,9 +1,9 @@
 //! The compact per-socket record and its public read-only view.
 //!
 //! A [`Record`] is 120 bytes: times as u64 ns, addresses as `[u8; 16]` plus a
-//! family, the network namespace inode, the state path as up to [`PATH_LEN`] kernel state numbers, small
-//! saturating counters, and two `u32` links for the store's intrusive list
-//! of finished records.
+//! family, the network namespace inode, the state path as up to [`PATH_LEN`]
+//! kernel state numbers, small saturating counters, and two `u32` links for
+//! the store's intrusive list of finished records.
 //! Only the store (`store.rs`) may change `state` or the `FINISHED`/`TW`
 //! flags, through `Store::update`, which keeps every index in step.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -11,9 +11,9 @@
 //! head. Live records are on none (their links stay `NIL`): nothing walks
 //! them in order, and keeping them in order of last change touched three
 //! other records on every event. All changes to a record's state,
-//! `FINISHED` or `TW` flags go through [`Store::update`], which diffs an accounting snapshot
-//! before and after, so counts, lists, the tuple index and the timers cannot
-//! drift.
+//! `FINISHED` or `TW` flags go through [`Store::update`], which diffs an
+//! accounting snapshot before and after, so counts, lists, the tuple index
+//! and the timers cannot drift.
 //!
 //! Every record that has a TIME_WAIT deadline (see [`time_wait_deadline`])
 //! has exactly one 8-byte `(slot, tick)` entry in the timer queue
