@@ -105,9 +105,10 @@
 //! At most `Config::max_sockets` records: at the cap the oldest finished
 //! record is evicted first, else the oldest live one (dump adoption never
 //! evicts a live record), and every eviction is counted. A record is 120
-//! bytes in a dense slab plus a 16-byte cookie index entry, plus one more
-//! index entry and an 8-byte timer entry while in TIME_WAIT: about 156
-//! (ESTABLISHED) to 200 (TIME_WAIT) bytes per socket with hash table slack.
+//! bytes in a slab (whose freed slots are reused) plus a 16-byte cookie
+//! index entry, plus one more index entry and an 8-byte timer entry while
+//! in TIME_WAIT: about 156 (ESTABLISHED) to 200 (TIME_WAIT) bytes per
+//! socket with hash table slack.
 //! See `store.rs`.
 mod apply;
 mod config;
@@ -270,7 +271,7 @@ impl Engine {
 
     /// Every record (live and recently finished), in no particular order.
     pub fn sockets(&self) -> impl Iterator<Item = SocketView<'_>> {
-        self.store.records().iter().map(|rec| SocketView { rec })
+        self.store.records().map(|rec| SocketView { rec })
     }
 
     /// When the live socket `cookie` entered `state`, and whether that is

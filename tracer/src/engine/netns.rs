@@ -23,8 +23,10 @@ impl Engine {
         self.clock_ns = self.clock_ns.max(now_ns);
         self.time_wait_timers(obs);
         let mut n = 0;
-        for slot in 0..self.store.len() as u32 {
-            let r = self.store.rec(slot);
+        for slot in 0..self.store.slots() {
+            let Some(r) = self.store.get(slot) else {
+                continue;
+            };
             if r.netns == 0 || r.has(flag::FINISHED) || gone.binary_search(&r.netns).is_err() {
                 continue;
             }

@@ -218,8 +218,8 @@ impl Engine {
                 }
             }
         }
-        for slot in 0..self.store.len() as u32 {
-            if covers(self.store.rec(slot).netns) {
+        for slot in 0..self.store.slots() {
+            if self.store.get(slot).is_some_and(|r| covers(r.netns)) {
                 self.absent(slot, now_ns, judge_before, covers_time_wait, &mut rep, obs);
             }
         }

@@ -76,6 +76,8 @@ pub(super) mod flag {
     /// A segment (in SYN_SENT, the SYN) was retransmitted in the current
     /// state.
     pub const RTX: u16 = 1 << 12;
+    /// A free slot of the store: no record, on the store's free list.
+    pub const VACANT: u16 = 1 << 13;
 }
 
 /// `Record::tw_end` values.
@@ -143,6 +145,13 @@ fn addr_of(family: Family, b: &[u8; 16]) -> IpAddr {
 }
 
 impl Record {
+    /// What a free slot of the store holds.
+    pub fn vacant() -> Record {
+        let mut r = Record::new(0, Family::Ipv4, TcpState::Close, 0);
+        r.flags = flag::VACANT;
+        r
+    }
+
     /// A fresh record in `state` since `since_ns`; everything else empty.
     pub fn new(cookie: u64, family: Family, state: TcpState, since_ns: u64) -> Record {
         Record {

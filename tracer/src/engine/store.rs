@@ -1,19 +1,23 @@
-//! The bounded record store: a dense slab of [`Record`]s, a cookie index,
+//! The bounded record store: a slab of [`Record`]s, a cookie index,
 //! per-state counts, a 4-tuple index of TIME_WAIT records, a queue of
 //! TIME_WAIT timers, and the intrusive list of finished records that makes
 //! retention and eviction O(1).
 //!
-//! Records live in a `Vec` (removal is `swap_remove`, fixing the moved
-//! record's index entry, list links and timer), so a socket costs its 120
-//! bytes plus one 16-byte `cookie -> slot` entry in a hash map. Finished
-//! records are on one list, threaded through `link_prev`/`link_next`, in
-//! finish order: retention and the first eviction choice both take its
-//! head. Live records are on none (their links stay `NIL`): nothing walks
-//! them in order, and keeping them in order of last change touched three
-//! other records on every event. All changes to a record's state,
-//! `FINISHED` or `TW` flags go through [`Store::update`], which diffs an
-//! accounting snapshot before and after, so counts, lists, the tuple index
-//! and the timers cannot drift.
+//! Records live in a `Vec` whose freed slots are reused, newest first, so
+//! a socket costs its 120 bytes plus one 16-byte `cookie -> slot` entry in
+//! a hash map, and a record never moves: removing one touches its own
+//! entries only. (Moving the last record into the hole instead cost its
+//! index entry, timer and links too, and a removal is mostly of a record
+//! a minute old, out of the CPU's caches.) A freed slot holds a `VACANT`
+//! record until reused; the slot freed last is reused first, while its
+//! memory is still warm. Finished records are on one list, threaded
+//! through `link_prev`/`link_next`, in finish order: retention and the
+//! first eviction choice both take its head. Live records are on none
+//! (their links stay `NIL`): nothing walks them in order, and keeping them
+//! in order of last change touched three other records on every event.
+//! All changes to a record's state, `FINISHED` or `TW` flags go through
+//! [`Store::update`], which diffs an accounting snapshot before and after,
+//! so counts, lists, the tuple index and the timers cannot drift.
 //!
 //! Every record that has a TIME_WAIT deadline (see [`time_wait_deadline`])
 //! has exactly one 8-byte `(slot, tick)` entry in the timer queue
@@ -25,6 +29,8 @@
 mod acct;
 #[cfg(test)]
 mod check;
+#[cfg(test)]
+mod tests;
 mod timers;
 
 use std::collections::HashMap;
@@ -34,7 +40,7 @@ use super::observer::Observer;
 use super::record::{NIL, Record, flag};
 use super::wheel::{TimeWaitClock, time_wait_end};
 use crate::tcp::TcpState;
-use acct::{acct, timer, timer_at};
+use acct::{acct, timer_at};
 use timers::TimerQueue;
 
 /// Head and tail of an intrusive list of slots.
@@ -51,7 +57,10 @@ const EMPTY: List = List {
 
 /// The bounded store. See the module docs.
 pub(super) struct Store {
+    /// Records, and `VACANT` ones in the free slots.
     slab: Vec<Record>,
+    /// The free slots of `slab`, the one freed last at the end.
+    free: Vec<u32>,
     index: HashMap<u64, u32, BuildCookieHasher>,
     tw_index: HashMap<u64, u64, BuildCookieHasher>,
     /// One entry per record with a TIME_WAIT deadline, earliest first.
@@ -84,6 +93,7 @@ impl Store {
     pub fn new(max: usize, clock: Option<TimeWaitClock>) -> Store {
         Store {
             slab: Vec::new(),
+            free: Vec::new(),
             index: HashMap::default(),
             tw_index: HashMap::default(),
             timers: TimerQueue::new(),
@@ -102,7 +112,7 @@ impl Store {
 
     /// Records held.
     pub fn len(&self) -> usize {
-        self.slab.len()
+        self.slab.len() - self.free.len()
     }
 
     /// Heap bytes held, estimated from capacities: the slab, both hash
@@ -117,6 +127,7 @@ impl Store {
             buckets * (size_of::<(K, V)>() + 1) + 16
         }
         self.slab.capacity() * size_of::<Record>()
+            + self.free.capacity() * size_of::<u32>()
             + self.tw_per_port.len() * size_of::<u32>()
             + table::<u64, u32>(self.index.capacity())
             + table::<u64, u64>(self.tw_index.capacity())
@@ -177,13 +188,26 @@ impl Store {
     }
 
     /// Every record, in no particular order.
-    pub fn records(&self) -> &[Record] {
-        &self.slab
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        self.slab.iter().filter(|r| !r.has(flag::VACANT))
     }
 
     /// The slot of `cookie`.
     pub fn slot(&self, cookie: u64) -> Option<u32> {
         self.index.get(&cookie).copied()
+    }
+
+    /// One past the highest slot: a walk over every record goes through
+    /// `0..slots()` and skips the free ones ([`Store::get`]).
+    pub fn slots(&self) -> u32 {
+        self.slab.len() as u32
+    }
+
+    /// The record in `slot`; `None` when the slot is free.
+    pub fn get(&self, slot: u32) -> Option<&Record> {
+        self.slab
+            .get(slot as usize)
+            .filter(|r| !r.has(flag::VACANT))
     }
 
     /// The record in `slot`.
@@ -240,19 +264,27 @@ impl Store {
         obs: &mut impl Observer,
     ) -> Option<u32> {
         debug_assert!(!self.index.contains_key(&rec.cookie));
-        if self.slab.len() >= self.max && !self.evict_one(evict_time_wait, obs) {
+        if self.len() >= self.max && !self.evict_one(evict_time_wait, obs) {
             return None;
         }
-        if self.slab.len() == self.slab.capacity() {
-            // Grow by an eighth rather than doubling: the slab is most of the
-            // memory, and this keeps its slack near 12 %.
-            let room = self.max - self.slab.len();
-            self.slab
-                .reserve_exact((self.slab.len() / 8).max(64).min(room));
-        }
-        let slot = self.slab.len() as u32;
         let cookie = rec.cookie;
-        self.slab.push(rec);
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slab[slot as usize] = rec;
+                slot
+            }
+            None => {
+                if self.slab.len() == self.slab.capacity() {
+                    // Grow by an eighth rather than doubling: the slab is most
+                    // of the memory, and this keeps its slack near 12 %.
+                    let room = self.max - self.slab.len();
+                    self.slab
+                        .reserve_exact((self.slab.len() / 8).max(64).min(room));
+                }
+                self.slab.push(rec);
+                (self.slab.len() - 1) as u32
+            }
+        };
         self.slab[slot as usize].link_prev = NIL;
         self.slab[slot as usize].link_next = NIL;
         self.index.insert(cookie, slot);
@@ -304,29 +336,9 @@ impl Store {
         if let Some(base) = a.timer {
             self.cancel_timer(slot, base);
         }
-        let rec = self.slab.swap_remove(slot as usize);
+        let rec = std::mem::replace(&mut self.slab[slot as usize], Record::vacant());
         self.index.remove(&rec.cookie);
-        if let Some(moved) = self.slab.get(slot as usize) {
-            // The last record now sits in `slot`: repoint whoever named it.
-            let (cookie, prev, next, finished, timer) = (
-                moved.cookie,
-                moved.link_prev,
-                moved.link_next,
-                moved.has(flag::FINISHED),
-                timer(moved, self.clock.as_ref()),
-            );
-            let from = self.slab.len() as u32;
-            if self.fired == from {
-                self.fired = slot;
-            } else if let Some(t) = timer {
-                let found = self.timers.relocate(from, slot, t.base_ns);
-                debug_assert!(found, "no timer for {cookie:#x}");
-            }
-            self.index.insert(cookie, slot);
-            if finished {
-                self.repoint(prev, next, slot, slot);
-            }
-        }
+        self.free.push(slot);
         rec
     }
 

@@ -11,12 +11,23 @@ impl Store {
     #[cfg(test)]
     pub fn check(&self) {
         assert!(
-            self.slab.len() <= self.max,
+            self.len() <= self.max,
             "{} records over the cap {}",
-            self.slab.len(),
+            self.len(),
             self.max
         );
-        assert_eq!(self.index.len(), self.slab.len());
+        assert_eq!(self.index.len(), self.len());
+        let mut free = self.free.clone();
+        free.sort_unstable();
+        free.dedup();
+        assert_eq!(free.len(), self.free.len(), "a slot freed twice");
+        for (i, r) in self.slab.iter().enumerate() {
+            assert_eq!(
+                r.has(flag::VACANT),
+                free.binary_search(&(i as u32)).is_ok(),
+                "slot {i}: vacant and on the free list, or neither"
+            );
+        }
         let mut counts = [0u64; TcpState::COUNT];
         let (mut tw, mut unconfirmed) = (0, 0);
         assert_eq!(self.fired, NIL, "a popped timer's record kept its deadline");
@@ -28,6 +39,14 @@ impl Store {
             assert!(timers.insert(slot, tick).is_none(), "two timers for {slot}");
         }
         for (i, r) in self.slab.iter().enumerate() {
+            if r.has(flag::VACANT) {
+                assert_eq!(
+                    r.flags,
+                    flag::VACANT,
+                    "slot {i}: a vacant record with flags"
+                );
+                continue;
+            }
             assert_eq!(
                 self.index.get(&r.cookie),
                 Some(&(i as u32)),
@@ -65,8 +84,7 @@ impl Store {
         assert!(self.tw_index.len() <= tw);
         let mut per_netns: HashMap<u32, u32> = HashMap::new();
         for r in self
-            .slab
-            .iter()
+            .records()
             .filter(|r| !r.has(flag::FINISHED) && r.has(flag::TW))
         {
             *per_netns.entry(r.netns).or_default() += 1;
@@ -77,7 +95,7 @@ impl Store {
             "timewait namespaces"
         );
         let mut live: HashMap<u32, [u32; TcpState::COUNT]> = HashMap::new();
-        for r in self.slab.iter().filter(|r| !r.has(flag::FINISHED)) {
+        for r in self.records().filter(|r| !r.has(flag::FINISHED)) {
             live.entry(r.netns).or_default()[r.state.index()] += 1;
         }
         assert_eq!(live.len(), self.live_per_netns.len(), "live namespaces");
@@ -86,8 +104,7 @@ impl Store {
         }
         let mut per_port = vec![0u32; 1 << 16];
         for r in self
-            .slab
-            .iter()
+            .records()
             .filter(|r| !r.has(flag::FINISHED) && r.has(flag::TW) && r.state == TcpState::TimeWait)
         {
             per_port[usize::from(r.lport)] += 1;
@@ -109,9 +126,9 @@ impl Store {
             n += 1;
         }
         assert_eq!(self.finished.tail, prev);
-        let want = self.slab.iter().filter(|r| r.has(flag::FINISHED)).count();
+        let want = self.records().filter(|r| r.has(flag::FINISHED)).count();
         assert_eq!(n, want, "list length");
-        for r in self.slab.iter().filter(|r| !r.has(flag::FINISHED)) {
+        for r in self.records().filter(|r| !r.has(flag::FINISHED)) {
             assert_eq!(
                 (r.link_prev, r.link_next),
                 (NIL, NIL),

@@ -231,23 +231,6 @@ impl TimerQueue {
         true
     }
 
-    /// The record with the timer based at `base_ns` moved from slot `from`
-    /// to `to`. False when there is no such entry.
-    pub fn relocate(&mut self, from: u32, to: u32, base_ns: u64) -> bool {
-        let tick = tick(base_ns);
-        let entry = if let Some(i) = find(&self.queue, from, tick) {
-            &mut self.queue[i]
-        } else if let Some(j) = self.late_index(from, tick) {
-            &mut self.late[j]
-        } else if let Some(i) = find(&self.grace, from, tick) {
-            &mut self.grace[i]
-        } else {
-            return false;
-        };
-        entry.slot = to;
-        true
-    }
-
     /// The inferred timer of `slot`, based at `base_ns`, was confirmed: it
     /// ends at its base now, so it leaves `grace` if it waits there.
     pub fn confirmed<K>(&mut self, slot: u32, base_ns: u64, key: &K)

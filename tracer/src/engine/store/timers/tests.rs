@@ -129,22 +129,19 @@ fn an_inferred_timer_waits_out_the_slack_unless_confirmed() {
 #[test]
 fn a_reused_slot_fires_at_its_own_deadline() {
     // Slot 0 cancels its timer; a new record in slot 0 arms a later one
-    // in the same tick; slot 2's record moves to slot 1, whose record
-    // went without a timer.
+    // in the same tick; slot 1's record went without a timer.
     let (a, b, c) = (T + 1_000, T + 600_000, T + 700_000);
     let (mut q, mut keys) = armed(&[timer(0, a), timer(1, T + 300_000), timer(2, c)]);
     assert!(q.remove(0, a));
     keys.set(0, Some(timer(7, b)));
     q.push(0, &keys.key());
     assert!(q.remove(1, T + 300_000));
-    assert!(q.relocate(2, 1, c));
-    keys.set(1, keys.get(2));
-    keys.set(2, None);
+    keys.set(1, None);
     q.check(&keys.key());
-    assert!(!q.remove(2, c), "the moved entry left slot 2");
+    assert!(!q.remove(1, T + 300_000), "slot 1's entry is gone");
     assert_eq!(pop_all(&mut q, &mut keys, b - 1), []);
     assert_eq!(pop_all(&mut q, &mut keys, b), [(0, b)]);
-    assert_eq!(pop_all(&mut q, &mut keys, c), [(1, c)]);
+    assert_eq!(pop_all(&mut q, &mut keys, c), [(2, c)]);
 }
 
 #[test]
@@ -207,16 +204,6 @@ fn against_a_model(t0: u64, seed: u64) {
                 assert!(q.remove(slot, t.base_ns));
                 keys.set(slot, None);
                 model.remove(&entry(slot, t));
-            }
-            (6..8, Some(t)) => {
-                let to = rand(u64::from(SLOTS)) as u32;
-                if keys.get(to).is_none() {
-                    assert!(q.relocate(slot, to, t.base_ns));
-                    keys.set(to, Some(t));
-                    keys.set(slot, None);
-                    model.remove(&entry(slot, t));
-                    model.insert(entry(to, t));
-                }
             }
             (8, Some(t)) if t.grace => {
                 let c = Timer { grace: false, ..t };
