@@ -21,13 +21,6 @@ impl Store {
         free.sort_unstable();
         free.dedup();
         assert_eq!(free.len(), self.free.len(), "a slot freed twice");
-        for (i, r) in self.slab.iter().enumerate() {
-            assert_eq!(
-                r.has(flag::VACANT),
-                free.binary_search(&(i as u32)).is_ok(),
-                "slot {i}: vacant and on the free list, or neither"
-            );
-        }
         let mut counts = [0u64; TcpState::COUNT];
         let (mut tw, mut unconfirmed) = (0, 0);
         assert_eq!(self.fired, NIL, "a popped timer's record kept its deadline");
@@ -39,6 +32,11 @@ impl Store {
             assert!(timers.insert(slot, tick).is_none(), "two timers for {slot}");
         }
         for (i, r) in self.slab.iter().enumerate() {
+            assert_eq!(
+                r.has(flag::VACANT),
+                free.binary_search(&(i as u32)).is_ok(),
+                "slot {i}: vacant and on the free list, or neither"
+            );
             if r.has(flag::VACANT) {
                 assert_eq!(
                     r.flags,
