@@ -12,6 +12,13 @@
 //! - `pipeline`: bytes -> decode -> count the event -> apply with the recorders:
 //!   what the agent's ring-buffer callback does, less the dwell window.
 //!
+//! - `reconcile/full`: `Engine::reconcile` with a full dump that lists
+//!   every one of 100,000 TIME_WAIT sockets the engine holds (beside their
+//!   100,000 finished server sockets), per socket in the dump.
+//! - `reconcile/live`: the same engine with a live dump (TIME_WAIT left
+//!   out) that lists nothing, per record held: the cost of the pass over
+//!   records a dump did not show.
+//!
 //! The stateful benches feed a steady stream at 20,000 client-closes-first
 //! connections/s of event time (ten events each, fresh cookies and tuples),
 //! and every simulated second run a reconcile with an empty dump, as the
@@ -21,6 +28,7 @@ mod synth;
 
 use std::{
     hint::black_box,
+    net::{IpAddr, Ipv4Addr},
     time::{Duration, Instant},
 };
 
@@ -29,8 +37,8 @@ use tracer::{
     engine::{Config, Engine, NS_PER_SEC, Observer},
     event::SockEvent,
     export::metrics::Metrics,
-    snapshot::SocketSnapshot,
-    tcp::TcpState,
+    snapshot::{SocketSnapshot, TimerKind},
+    tcp::{Family, TcpState},
 };
 
 /// Connections per timed iteration (ten events each).
@@ -197,5 +205,73 @@ fn benches(c: &mut Criterion) {
     black_box(counts[TcpState::TimeWait.index()]);
 }
 
-criterion_group!(engine, benches);
+/// TIME_WAIT client sockets held by the reconcile benches.
+const HELD: u64 = 100_000;
+
+/// The full dump's entry for the client socket of connection `k` of
+/// `synth::connections`: its timewait socket, 55 s left.
+fn time_wait_entry(k: u64) -> SocketSnapshot {
+    let src = [127, 1, (k / 254 % 256) as u8, (k % 254 + 1) as u8];
+    SocketSnapshot {
+        cookie: 2 * k + 1,
+        family: Family::Ipv4,
+        state: TcpState::TimeWait,
+        timewait: true,
+        saddr: IpAddr::V4(Ipv4Addr::from(src)),
+        sport: 32768 + (k % 28000) as u16,
+        daddr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        dport: synth::SERVER_PORT,
+        inode: 0,
+        uid: 0,
+        timer: TimerKind::TimeWait,
+        expires_ms: 55_000,
+        timer_retrans: 0,
+        rqueue: 0,
+        wqueue: 0,
+        info: None,
+        netns: 0,
+    }
+}
+
+fn reconcile_benches(c: &mut Criterion) {
+    let mut engine = Engine::new(Config {
+        retention_ns: 3600 * NS_PER_SEC,
+        ..Config::default()
+    });
+    for ev in &synth::connections(0, HELD, GAP_NS) {
+        if let Ok(ev) = SockEvent::decode(&synth::bytes(ev)) {
+            engine.apply(&ev, &mut ());
+        }
+    }
+    let dump: Vec<SocketSnapshot> = (0..HELD).map(time_wait_entry).collect();
+    // A second after the last connection: every record is past the slack.
+    let mut now = 1_000_000_000 + HELD * GAP_NS + NS_PER_SEC;
+    let first = engine.reconcile(&dump, now, true, &mut ());
+    assert_eq!(
+        first.time_wait_confirmed, HELD,
+        "the dump matches the records"
+    );
+    let held = engine.tracked() as u64;
+    assert_eq!(held, 2 * HELD, "client and server records are all held");
+
+    let mut g = c.benchmark_group("reconcile");
+    g.throughput(Throughput::Elements(HELD));
+    g.bench_function("full", |b| {
+        b.iter(|| {
+            now += 1_000;
+            black_box(engine.reconcile(black_box(&dump), now, true, &mut ()))
+        })
+    });
+    g.throughput(Throughput::Elements(held));
+    g.bench_function("live", |b| {
+        b.iter(|| {
+            now += 1_000;
+            black_box(engine.reconcile(&[], now, false, &mut ()))
+        })
+    });
+    g.finish();
+    assert_eq!(engine.tracked() as u64, held, "no record ended");
+}
+
+criterion_group!(engine, benches, reconcile_benches);
 criterion_main!(engine);

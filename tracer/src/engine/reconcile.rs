@@ -293,8 +293,12 @@ impl Engine {
                 }
                 _ => {}
             }
-            self.store
-                .update(slot, |r| r.set(flag::TW_CONFIRMED | flag::SEEN, true));
+            if self.store.rec(slot).has(flag::TW_CONFIRMED) {
+                self.store.mark(slot, flag::SEEN, true);
+            } else {
+                self.store
+                    .update(slot, |r| r.set(flag::TW_CONFIRMED | flag::SEEN, true));
+            }
             return;
         }
         if judged && (d.timewait || d.state != state) {
@@ -327,7 +331,7 @@ impl Engine {
                 }
             });
         }
-        self.store.update(slot, |r| r.set(flag::SEEN, true));
+        self.store.mark(slot, flag::SEEN, true);
     }
 
     /// Judge `slot` if the dump did not show it. `full`: the dump covered
@@ -346,16 +350,15 @@ impl Engine {
         let seen = r.has(flag::SEEN);
         if r.has(flag::FINISHED) {
             if seen {
-                self.store.update(slot, |r| r.set(flag::SEEN, false));
+                self.store.mark(slot, flag::SEEN, false);
             }
             return;
         }
         if seen || since > judge_before {
-            let half = self.half_closed(r.state, now_ns.saturating_sub(since));
-            self.store.update(slot, |r| {
-                r.set(flag::SEEN | flag::MISSING, false);
-                r.set(flag::HALF_CLOSED, half || r.has(flag::HALF_CLOSED));
-            });
+            if self.half_closed(r.state, now_ns.saturating_sub(since)) {
+                self.store.mark(slot, flag::HALF_CLOSED, true);
+            }
+            self.store.mark(slot, flag::SEEN | flag::MISSING, false);
             return;
         }
         if !full && (r.has(flag::TW) || matches!(r.state, FinWait1 | FinWait2 | Closing)) {
@@ -368,7 +371,7 @@ impl Engine {
         }
         if r.has(flag::TW) && !r.has(flag::MISSING) {
             // Absent once: judged by the next full dump if absent again.
-            self.store.update(slot, |r| r.set(flag::MISSING, true));
+            self.store.mark(slot, flag::MISSING, true);
             return;
         }
         if r.has(flag::TW) {

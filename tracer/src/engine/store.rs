@@ -252,6 +252,21 @@ impl Store {
         out
     }
 
+    /// Set or clear bookkeeping flags of the record in `slot`: those that
+    /// no count, list, index or timer depends on (`SEEN`, `MISSING`,
+    /// `HALF_CLOSED`), so nothing needs bringing up to date. A reconcile
+    /// marks every record a dump lists and then clears the marks: through
+    /// [`Store::update`] that took four accounting snapshots, each hashing
+    /// a TIME_WAIT record's tuple.
+    pub fn mark(&mut self, slot: u32, f: u16, on: bool) {
+        debug_assert_eq!(
+            f & !(flag::SEEN | flag::MISSING | flag::HALF_CLOSED),
+            0,
+            "only bookkeeping flags are marked"
+        );
+        self.slab[slot as usize].set(f, on);
+    }
+
     /// Insert a record for a cookie that is not present. At the cap, first
     /// evict the oldest finished record, else (when `evict_time_wait`) the
     /// oldest in TIME_WAIT; returns `None` when nothing could make room.
