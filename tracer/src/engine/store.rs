@@ -224,13 +224,13 @@ impl Store {
     /// the tuple index up to date with what changed.
     pub fn update<R>(&mut self, slot: u32, f: impl FnOnce(&mut Record) -> R) -> R {
         let i = slot as usize;
-        let before = acct(&self.slab[i], self.clock.as_ref());
+        let before = acct(&self.slab[i]);
         let out = f(&mut self.slab[i]);
         if self.slab[i].has(flag::FINISHED) {
             // A finished record is out of TIME_WAIT by definition.
             self.slab[i].set(flag::TW, false);
         }
-        let after = acct(&self.slab[i], self.clock.as_ref());
+        let after = acct(&self.slab[i]);
         if before != after {
             self.reaccount(slot, before, after);
             if before.timer != after.timer {
@@ -303,7 +303,7 @@ impl Store {
         self.slab[slot as usize].link_prev = NIL;
         self.slab[slot as usize].link_next = NIL;
         self.index.insert(cookie, slot);
-        let a = acct(&self.slab[slot as usize], self.clock.as_ref());
+        let a = acct(&self.slab[slot as usize]);
         self.account(slot, a);
         if a.timer.is_some() {
             self.arm_timer(slot);
@@ -346,7 +346,7 @@ impl Store {
 
     /// Remove the record in `slot` and return it.
     pub fn remove(&mut self, slot: u32) -> Record {
-        let a = acct(&self.slab[slot as usize], self.clock.as_ref());
+        let a = acct(&self.slab[slot as usize]);
         self.unaccount(slot, a);
         if let Some(base) = a.timer {
             self.cancel_timer(slot, base);

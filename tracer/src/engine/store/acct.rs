@@ -33,7 +33,7 @@ pub(super) struct Acct {
 /// while only inferred (a full dump should have judged it by then). `None`
 /// unless live in TIME_WAIT (an orphaned FIN_WAIT2 has no fixed timer).
 pub(super) fn time_wait_deadline(r: &Record, clock: Option<&TimeWaitClock>) -> Option<u64> {
-    if r.has(flag::FINISHED) || !r.has(flag::TW) || r.state != TcpState::TimeWait {
+    if !has_deadline(r) {
         return None;
     }
     let end = time_wait_end(clock, r.since_ns);
@@ -42,6 +42,11 @@ pub(super) fn time_wait_deadline(r: &Record, clock: Option<&TimeWaitClock>) -> O
     } else {
         end.saturating_add(TIME_WAIT_SLACK_NS)
     })
+}
+
+/// Whether `r` has a TIME_WAIT deadline: live in TIME_WAIT proper.
+fn has_deadline(r: &Record) -> bool {
+    !r.has(flag::FINISHED) && r.has(flag::TW) && r.state == TcpState::TimeWait
 }
 
 /// The timer of `r`, when it has a deadline: `time_wait_deadline(r)` is
@@ -61,17 +66,20 @@ pub(super) fn timer_at(slab: &[Record], slot: u32, clock: Option<&TimeWaitClock>
     timer(slab.get(slot as usize)?, clock)
 }
 
-pub(super) fn acct(r: &Record, clock: Option<&TimeWaitClock>) -> Acct {
+/// What `r` contributes. Called twice on every change of a record, so it
+/// reads only the record: a timer's base and grace, not its end (the
+/// timer wheel's arithmetic, two divisions, is the queue's business).
+pub(super) fn acct(r: &Record) -> Acct {
     let finished = r.has(flag::FINISHED);
-    let timer = timer(r, clock);
+    let timer = has_deadline(r);
     Acct {
         counted: (!finished).then_some(r.state),
         netns: r.netns,
         finished,
         tw: (!finished && r.has(flag::TW)).then(|| (r.tuple_hash(), r.netns)),
         tw_port: (!finished && r.has(flag::TW) && r.state == TcpState::TimeWait).then_some(r.lport),
-        timer: timer.map(|t| t.base_ns),
-        unconfirmed: timer.is_some_and(|t| t.grace),
+        timer: timer.then(|| r.since_ns.saturating_add(TCP_TIMEWAIT_LEN_NS)),
+        unconfirmed: timer && !r.has(flag::TW_CONFIRMED),
     }
 }
 
