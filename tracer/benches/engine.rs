@@ -18,6 +18,8 @@
 //! - `reconcile/live`: the same engine with a live dump (TIME_WAIT left
 //!   out) that lists nothing, per record held: the cost of the pass over
 //!   records a dump did not show.
+//! - `reconcile/port_forecast`: the port forecast the agent makes after
+//!   each dump, over the same engine, per record held.
 //!
 //! The stateful benches feed a steady stream at 20,000 client-closes-first
 //! connections/s of event time (ten events each, fresh cookies and tuples),
@@ -37,6 +39,7 @@ use tracer::{
     engine::{Config, Engine, NS_PER_SEC, Observer},
     event::SockEvent,
     export::metrics::Metrics,
+    forecast::{Forecaster, PortSettings, PortSettingsByNetns, TOP},
     snapshot::{SocketSnapshot, TimerKind},
     tcp::{Family, TcpState},
 };
@@ -267,6 +270,17 @@ fn reconcile_benches(c: &mut Criterion) {
         b.iter(|| {
             now += 1_000;
             black_box(engine.reconcile(&[], now, false, &mut ()))
+        })
+    });
+    let mut forecaster = Forecaster::default();
+    let mut settings = PortSettingsByNetns::default();
+    settings.insert(1, PortSettings::DEFAULT);
+    let ports = forecaster.engine_ports(&engine, 1, now, &settings);
+    assert_eq!(ports.len(), TOP, "the busiest endpoints are forecast");
+    g.bench_function("port_forecast", |b| {
+        b.iter(|| {
+            now += 1_000;
+            black_box(forecaster.engine_ports(&engine, 1, now, &settings))
         })
     });
     g.finish();

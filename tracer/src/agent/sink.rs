@@ -1,15 +1,12 @@
 //! The agent's sink: metrics, the agent's log of leak flags, and the
 //! health and freshness marks the HTTP API reports.
-use std::{
-    collections::HashMap,
-    sync::{Arc, atomic::Ordering},
-};
+use std::sync::{Arc, atomic::Ordering};
 
 use super::state::{AgentState, Shared};
 use crate::{
     diag::DiagSocket,
     event::SockEvent,
-    forecast::{self, Forecaster, Leaker, PortForecast, PortSettings, Sock},
+    forecast::{self, Forecaster, Leaker, PortForecast, PortSettings, PortSettingsByNetns},
     leaks::Change,
     pipeline::{Core, Dumped, Flow, NetnsTally, Sink, Tallies, monotonic_ns},
 };
@@ -20,9 +17,7 @@ pub struct AgentSink {
     /// The ports' trend between reconciles.
     forecaster: Forecaster,
     /// Each namespace's ephemeral port settings, from the last dump.
-    port_settings: HashMap<u32, PortSettings>,
-    /// The engine's sockets the port forecast counts (reused).
-    socks: Vec<Sock>,
+    port_settings: PortSettingsByNetns,
     /// What a reconcile left to forecast once the lock is let go.
     pending: Option<(Vec<Leaker>, Vec<PortForecast>)>,
 }
@@ -41,8 +36,7 @@ impl AgentSink {
         AgentSink {
             shared,
             forecaster: Forecaster::default(),
-            port_settings: HashMap::new(),
-            socks: Vec::new(),
+            port_settings: PortSettingsByNetns::default(),
             pending: None,
         }
     }
@@ -50,29 +44,12 @@ impl AgentSink {
     /// Under the lock: count the engine's sockets on ephemeral ports per
     /// endpoint, and pick the processes whose descriptors to read. O(sockets).
     fn gather_forecasts(&mut self, core: &Core<AgentState>, now_ns: u64) {
-        let own = self.shared.own_netns;
-        let settings = &self.port_settings;
-        self.socks.clear();
-        self.socks.extend(
-            core.engine
-                .sockets()
-                .filter(|v| v.is_live())
-                .filter_map(|v| {
-                    let netns = if v.netns() == 0 { own } else { v.netns() };
-                    let (state, local) = (v.state(), v.local());
-                    let bound = matches!(
-                        state,
-                        crate::tcp::TcpState::Listen | crate::tcp::TcpState::BoundInactive
-                    );
-                    (bound || settings.get(&netns)?.contains(local.port())).then(|| Sock {
-                        netns,
-                        local,
-                        remote: v.remote(),
-                        state,
-                    })
-                }),
+        let ports = self.forecaster.engine_ports(
+            &core.engine,
+            self.shared.own_netns,
+            now_ns,
+            &self.port_settings,
         );
-        let ports = self.forecaster.ports(now_ns, &self.socks, settings);
         let leakers = if core.detector.gauges().close_wait_leaks > 0 {
             forecast::leakers(&core.detector.report(now_ns).leaks)
         } else {

@@ -41,6 +41,34 @@ impl Hasher for CookieHasher {
     fn write_u64(&mut self, n: u64) {
         self.0 = mix(self.0 ^ n);
     }
+
+    // Derived `Hash` impls of small keys (a `u32` namespace inode, the
+    // parts of a socket address) write integers one at a time; through
+    // `write` each would be a chunk loop and a copy.
+    #[inline]
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+
+    #[inline]
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(u64::from(n));
+    }
+
+    #[inline]
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    #[inline]
+    fn write_isize(&mut self, n: isize) {
+        self.write_u64(n as u64);
+    }
 }
 
 /// `BuildHasher` for engine maps keyed by cookie or tuple fingerprint.

@@ -20,7 +20,11 @@ pub use self::{
     ports::{Endpoint, PortSettings, PortUsage, Sock},
     trend::Trend,
 };
-use crate::leaks::ProcessLeaks;
+use crate::{
+    engine::{BuildCookieHasher, Engine},
+    leaks::ProcessLeaks,
+    tcp::TcpState,
+};
 
 /// Processes, and endpoints, forecast at most.
 pub const TOP: usize = 20;
@@ -118,34 +122,91 @@ pub fn fd_forecasts(leakers: &[Leaker], usage: impl Fn(u32) -> Option<FdUsage>) 
         .collect()
 }
 
+/// Each network namespace's ephemeral port settings, by inode.
+pub type PortSettingsByNetns = HashMap<u32, PortSettings, BuildCookieHasher>;
+
 /// The agent's memory between reconciles: the ports' trend.
 #[derive(Debug)]
 pub struct Forecaster {
     trend: Trend,
+    /// The last count, kept for its memory.
+    counts: ports::Counts,
 }
 
 impl Default for Forecaster {
     fn default() -> Self {
         Forecaster {
             trend: Trend::new(2 * TOP),
+            counts: ports::Counts::default(),
         }
     }
 }
 
 impl Forecaster {
-    /// Count the ports of `socks` at `now_ns` with each namespace's
+    /// [`Forecaster::ports`] over the engine's live sockets that count:
+    /// those on a port of their namespace's range, and the bound ones
+    /// (listeners). Records of namespace 0 (not known) are taken as
+    /// `own_netns`'s. O(records held).
+    pub fn engine_ports(
+        &mut self,
+        engine: &Engine,
+        own_netns: u32,
+        now_ns: u64,
+        settings: &PortSettingsByNetns,
+    ) -> Vec<PortForecast> {
+        let socks = || {
+            engine.sockets().filter(|v| v.is_live()).filter_map(|v| {
+                let netns = if v.netns() == 0 { own_netns } else { v.netns() };
+                let (state, local) = (v.state(), v.local());
+                let bound = matches!(state, TcpState::Listen | TcpState::BoundInactive);
+                (bound || settings.get(&netns)?.contains(local.port())).then(|| Sock {
+                    netns,
+                    local,
+                    remote: v.remote(),
+                    state,
+                })
+            })
+        };
+        self.ports(now_ns, socks, settings)
+    }
+
+    /// Count the ports of the sockets `socks` yields (it is called twice,
+    /// see [`ports::count_into`]) at `now_ns` with each namespace's
     /// `settings`, record the trend of the busiest endpoints, and forecast
     /// the [`TOP`] of them. O(sockets given).
-    pub fn ports(
+    pub fn ports<I: Iterator<Item = Sock>>(
         &mut self,
         now_ns: u64,
-        socks: &[Sock],
-        settings: &HashMap<u32, PortSettings>,
+        socks: impl Fn() -> I,
+        settings: &PortSettingsByNetns,
     ) -> Vec<PortForecast> {
-        let counts = ports::count(socks, |ns| settings.get(&ns).copied());
-        let mut ranked: Vec<(Endpoint, PortUsage)> = counts.into_iter().collect();
-        ranked.sort_by(|a, b| b.1.in_use.cmp(&a.1.in_use).then(a.0.cmp(&b.0)));
-        ranked.truncate(2 * TOP);
+        let mut counts = std::mem::take(&mut self.counts);
+        ports::count_into(socks, |ns| settings.get(&ns).copied(), &mut counts);
+        let out = self.rank(now_ns, &counts, settings);
+        self.counts = counts;
+        out
+    }
+
+    /// Record the trend of the busiest endpoints of `counts` and forecast
+    /// the [`TOP`] of them.
+    fn rank(
+        &mut self,
+        now_ns: u64,
+        counts: &ports::Counts,
+        settings: &PortSettingsByNetns,
+    ) -> Vec<PortForecast> {
+        let mut ranked: Vec<(Endpoint, PortUsage)> = counts.iter().map(|(e, u)| (*e, *u)).collect();
+        // Busiest first, ties by endpoint: a total order, so picking the
+        // first 2 × TOP and sorting only those gives what sorting every
+        // endpoint (one per local address on a host with many) would.
+        let order = |a: &(Endpoint, PortUsage), b: &(Endpoint, PortUsage)| {
+            b.1.in_use.cmp(&a.1.in_use).then(a.0.cmp(&b.0))
+        };
+        if ranked.len() > 2 * TOP {
+            ranked.select_nth_unstable_by(2 * TOP, order);
+            ranked.truncate(2 * TOP);
+        }
+        ranked.sort_by(order);
         let sample: Vec<(Endpoint, u32)> = ranked.iter().map(|(e, u)| (*e, u.in_use)).collect();
         self.trend.sample(now_ns, &sample);
         ranked
@@ -211,14 +272,15 @@ mod tests {
 
     #[test]
     fn a_client_filling_its_range_is_forecast() {
-        let settings = HashMap::from([(
+        let mut settings = PortSettingsByNetns::default();
+        settings.insert(
             7,
             PortSettings {
                 low: 40000,
                 high: 40063,
                 tw_reuse: 0,
             },
-        )]);
+        );
         let mut f = Forecaster::default();
         let mut last = Vec::new();
         for s in 1..=11u16 {
@@ -230,7 +292,11 @@ mod tests {
                     state: TcpState::TimeWait,
                 })
                 .collect();
-            last = f.ports(u64::from(s) * 1_000_000_000, &socks, &settings);
+            last = f.ports(
+                u64::from(s) * 1_000_000_000,
+                || socks.iter().copied(),
+                &settings,
+            );
         }
         let p = &last[0];
         assert_eq!((p.usage.in_use, p.usage.free), (22, 42));

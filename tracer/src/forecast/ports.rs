@@ -114,36 +114,64 @@ pub struct PortUsage {
     pub free: u32,
 }
 
+/// Each endpoint's ports.
+pub type Counts = HashMap<Endpoint, PortUsage, BuildCookieHasher>;
+
 /// Count each endpoint's ports. Only sockets whose local port is in their
 /// namespace's range count (those `connect()` picked); sockets on a local
 /// port something listens on are the server side and do not; a namespace
 /// without settings is left out.
-pub fn count(
-    socks: &[Sock],
+pub fn count(socks: &[Sock], settings: impl Fn(u32) -> Option<PortSettings>) -> Counts {
+    let mut out = Counts::default();
+    count_into(|| socks.iter().copied(), settings, &mut out);
+    out
+}
+
+/// [`count`] into `out` (emptied first; its memory is kept for the next
+/// call), over the sockets `socks` yields: it is called twice, for the
+/// bound ports and then for the counting, so that the agent's hundreds of
+/// thousands of records are read where they are instead of copied out.
+pub fn count_into<I: Iterator<Item = Sock>>(
+    socks: impl Fn() -> I,
     settings: impl Fn(u32) -> Option<PortSettings>,
-) -> HashMap<Endpoint, PortUsage, BuildCookieHasher> {
+    out: &mut Counts,
+) {
+    out.clear();
     // Once per reconcile over every socket: hashed with the engine's
     // integer hasher, not SipHash, which cost more than the counting.
     let mut bound: HashMap<u32, HashSet<u16>, BuildCookieHasher> = HashMap::default();
-    for s in socks {
+    for s in socks() {
         if matches!(s.state, TcpState::Listen | TcpState::BoundInactive) {
             bound.entry(s.netns).or_default().insert(s.local.port());
         }
     }
-    let mut out: HashMap<Endpoint, PortUsage, BuildCookieHasher> = HashMap::default();
-    for s in socks {
+    // Sockets come namespace by namespace more often than not: the last
+    // namespace's settings and bound ports are kept at hand.
+    let mut last: Option<(u32, Option<PortSettings>)> = None;
+    for s in socks() {
         if matches!(
             s.state,
             TcpState::Listen | TcpState::BoundInactive | TcpState::Close | TcpState::NewSynRecv
         ) {
             continue;
         }
-        let Some(cfg) = settings(s.netns) else {
+        let cfg = match last {
+            Some((netns, cfg)) if netns == s.netns => cfg,
+            _ => {
+                let cfg = settings(s.netns);
+                last = Some((s.netns, cfg));
+                cfg
+            }
+        };
+        let Some(cfg) = cfg else {
             continue;
         };
         let port = s.local.port();
+        if !cfg.contains(port) {
+            continue;
+        }
         let ns_bound = bound.get(&s.netns);
-        if !cfg.contains(port) || ns_bound.is_some_and(|b| b.contains(&port)) {
+        if ns_bound.is_some_and(|b| b.contains(&port)) {
             continue;
         }
         let key = Endpoint {
@@ -168,7 +196,6 @@ pub fn count(
         u.in_use = (u.connected + tw + u.bound).min(u.range);
         u.free = u.range - u.in_use;
     }
-    out
 }
 
 #[cfg(test)]
