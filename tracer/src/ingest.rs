@@ -3,6 +3,8 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::{sync::Notify, time::Instant};
 
+use tracer_common::Event;
+
 use crate::{
     bpf::{DRAIN_INTERVAL, Stream, klog::KernelLogger, lanes::Lanes},
     event::SockEvent,
@@ -13,6 +15,13 @@ use crate::{
 /// A program on another CPU may still be writing an event it stamped just
 /// before: handing out the newer ones first would put them out of order.
 pub const HOLD_BACK: Duration = Duration::from_millis(1);
+
+/// Bytes of one record in the lanes.
+const EVENT_BYTES: usize = size_of::<Event>();
+
+/// Events [`Ingest::spill`] may hold, in units of the lanes' own capacity:
+/// the memory it may take is at most twice the kernel's (`--ring-bytes`).
+const SPILL_LANES: usize = 2;
 
 /// Once a lane is this full at a drain, the next comes after a tenth of
 /// [`DRAIN_INTERVAL`]: a busy CPU's lane must not fill between drains.
@@ -32,6 +41,9 @@ pub struct Ingest {
     pub decode_errors: u64,
     /// Sees every record's bytes before it is decoded (a recording).
     tap: Option<Tap>,
+    /// Records taken out of the lanes by [`Ingest::spill`] and not handed
+    /// out yet, oldest first. Its memory is kept for the next spill.
+    spilled: Vec<[u8; EVENT_BYTES]>,
 }
 
 /// What a recording taps the ring buffer with: the bytes of each record
@@ -77,6 +89,7 @@ impl Ingest {
             asks: Arc::default(),
             decode_errors: 0,
             tap: None,
+            spilled: Vec::new(),
         }
     }
 
@@ -131,22 +144,57 @@ impl Ingest {
         self.drain_before(u64::MAX, f)
     }
 
+    /// Move the events ready in the lanes (all but the last [`HOLD_BACK`])
+    /// into memory, without handing them out: the next drain hands them out
+    /// first. For long work on the event loop (the reconcile of a full dump,
+    /// which under load takes a few hundred milliseconds of wall time), so
+    /// that the kernel's lanes do not fill meanwhile and drop events. Holds
+    /// at most twice what the lanes do; past that the rest stay in the lanes.
+    pub fn spill(&mut self) {
+        let room = (self.lanes.capacity() * SPILL_LANES).saturating_sub(self.spilled.len());
+        let horizon = monotonic_ns().saturating_sub(HOLD_BACK.as_nanos() as u64);
+        let Ingest {
+            lanes,
+            tap,
+            spilled,
+            ..
+        } = self;
+        lanes.drain(horizon, room, |bytes| {
+            if let Some(tap) = tap {
+                tap(bytes);
+            }
+            let mut record = [0u8; EVENT_BYTES];
+            let n = bytes.len().min(EVENT_BYTES);
+            record[..n].copy_from_slice(&bytes[..n]);
+            spilled.push(record);
+        });
+    }
+
     fn drain_before(&mut self, horizon: u64, mut f: impl FnMut(&SockEvent)) -> usize {
         let Ingest {
             lanes,
             decode_errors,
             tap,
+            spilled,
             ..
         } = self;
-        lanes.drain(horizon, |bytes| {
-            if let Some(tap) = tap {
-                tap(bytes);
-            }
-            match SockEvent::decode(bytes) {
-                Ok(ev) => f(&ev),
-                Err(_) => *decode_errors += 1,
-            }
-        })
+        let mut decoded = |bytes: &[u8]| match SockEvent::decode(bytes) {
+            Ok(ev) => f(&ev),
+            Err(_) => *decode_errors += 1,
+        };
+        // Spilled records were tapped when they left the lanes.
+        let earlier = spilled.len();
+        for record in spilled.iter() {
+            decoded(record);
+        }
+        spilled.clear();
+        earlier
+            + lanes.drain(horizon, usize::MAX, |bytes| {
+                if let Some(tap) = tap {
+                    tap(bytes);
+                }
+                decoded(bytes);
+            })
     }
 }
 
@@ -154,7 +202,77 @@ impl Ingest {
 mod tests {
     use std::{sync::Arc, time::Duration};
 
-    use super::Drain;
+    use tracer_common::{ABI_VERSION, Event, FAMILY_INET, KIND_STATE};
+
+    use super::{Drain, Ingest};
+    use crate::bpf::{Stream, lanes::Lanes};
+
+    /// A state event of `cookie`, stamped `ts_ns`.
+    fn event(ts_ns: u64, cookie: u64) -> Event {
+        Event {
+            kind: KIND_STATE,
+            version: ABI_VERSION,
+            family: FAMILY_INET,
+            old_state: 2,
+            new_state: 1,
+            ts_ns,
+            cookie,
+            ..Event::ZERO
+        }
+    }
+
+    /// The cookies a drain of everything hands out, in order.
+    fn drain_all(ingest: &mut Ingest) -> Vec<u64> {
+        let mut out = Vec::new();
+        ingest.drain_all(|ev| out.push(ev.cookie));
+        out
+    }
+
+    #[tokio::test]
+    async fn spilled_events_free_their_slots_and_come_out_first() {
+        // Two lanes of 16 slots, each full.
+        let mut lanes = Lanes::owned(2, 16);
+        for k in 0..32u64 {
+            assert!(lanes.write((k % 2) as usize, event(1_000 + k, k), true));
+        }
+        assert!(!lanes.write(0, event(2_000, 99), true), "full");
+        let mut ingest = Ingest::new(Stream {
+            events: lanes,
+            logs: None,
+        });
+        ingest.spill();
+        assert_eq!(ingest.lanes.fill(), 0.0, "every slot given back");
+        // Newer events land in the freed slots meanwhile.
+        for k in 32..40u64 {
+            assert!(
+                ingest
+                    .lanes
+                    .write((k % 2) as usize, event(1_000 + k, k), true)
+            );
+        }
+        assert_eq!(drain_all(&mut ingest), (0..40).collect::<Vec<_>>());
+        assert!(drain_all(&mut ingest).is_empty(), "each event once");
+    }
+
+    #[tokio::test]
+    async fn a_spill_holds_at_most_twice_the_lanes() {
+        let mut ingest = Ingest::new(Stream {
+            events: Lanes::owned(1, 16),
+            logs: None,
+        });
+        let mut k = 0u64;
+        for _ in 0..3 {
+            while ingest.lanes.write(0, event(1_000 + k, k), true) {
+                k += 1;
+            }
+            ingest.spill();
+        }
+        // 48 written; the third spill found room for 0 of its 16.
+        assert_eq!(k, 48);
+        assert_eq!(ingest.spilled.len(), 32);
+        assert_eq!(ingest.lanes.fill(), 1.0, "the rest wait in the lane");
+        assert_eq!(drain_all(&mut ingest), (0..48).collect::<Vec<_>>());
+    }
 
     #[tokio::test]
     async fn a_drain_nobody_answers_times_out() {

@@ -101,9 +101,31 @@ impl Lanes {
         }
     }
 
+    /// As a CPU's program does: take `lane`'s next index, write `event`
+    /// there and, when `commit`, store the index plus one into `seq`. False
+    /// when the lane is full.
+    #[cfg(test)]
+    pub(crate) fn write(&mut self, lane: usize, event: Event, commit: bool) -> bool {
+        let head = self.head(lane);
+        // SAFETY: test memory laid out as the kernel's.
+        unsafe {
+            let i = (*head).reserved;
+            if i - (*head).consumed >= self.slots {
+                return false;
+            }
+            (*head).reserved = i + 1;
+            let slot = self.slot(lane, i);
+            (*slot).event = event;
+            if commit {
+                (*slot).seq = i + 1;
+            }
+        }
+        true
+    }
+
     /// Lanes in memory of their own, zeroed as the kernel creates them.
     #[cfg(test)]
-    fn owned(lanes: u32, slots: u32) -> Lanes {
+    pub(crate) fn owned(lanes: u32, slots: u32) -> Lanes {
         let words = lanes as usize * (slots as usize + 1) * SLOT_BYTES / 8;
         let mut buf = vec![0u64; words];
         let base = NonNull::new(buf.as_mut_ptr().cast::<u8>()).expect("a Vec's pointer");
@@ -139,6 +161,11 @@ impl Lanes {
         if ts < before_ns { ts } else { u64::MAX }
     }
 
+    /// Events all the lanes hold when full.
+    pub fn capacity(&self) -> usize {
+        self.lanes * self.slots as usize
+    }
+
     /// The largest share of a lane that waits to be read, from 0 to 1.
     pub fn fill(&self) -> f64 {
         (0..self.lanes)
@@ -154,14 +181,14 @@ impl Lanes {
     }
 
     /// Hand every committed event stamped before `before_ns` to `f`, as its
-    /// bytes, oldest first across lanes; then give the slots back. Returns
-    /// how many were handed out.
-    pub fn drain(&mut self, before_ns: u64, mut f: impl FnMut(&[u8])) -> usize {
+    /// bytes, oldest first across lanes, at most `limit` of them; then give
+    /// the slots back. Returns how many were handed out.
+    pub fn drain(&mut self, before_ns: u64, limit: usize, mut f: impl FnMut(&[u8])) -> usize {
         for lane in 0..self.lanes {
             self.ready[lane] = self.ready_ts(lane, self.next[lane], before_ns);
         }
         let mut n = 0;
-        loop {
+        while n < limit {
             // The lane whose next event is oldest; lanes are few (one per
             // CPU), so a scan beats a heap.
             let mut lane = usize::MAX;
@@ -225,28 +252,14 @@ mod tests {
 
     use super::{Lanes, MIN_LANE_SLOTS, lane_slots};
 
-    /// What a CPU's program does: reserve the lane's next index, write the
-    /// event, and (when `commit`) store the index plus one into `seq`.
+    /// An event stamped `ts_ns` about `cookie`, written into `lane`.
     fn write(lanes: &mut Lanes, lane: usize, ts_ns: u64, cookie: u64, commit: bool) -> bool {
-        let head = lanes.head(lane);
-        // SAFETY: test memory laid out as the kernel's.
-        unsafe {
-            let i = (*head).reserved;
-            if i - (*head).consumed >= lanes.slots {
-                return false;
-            }
-            (*head).reserved = i + 1;
-            let slot = lanes.slot(lane, i);
-            (*slot).event = Event {
-                ts_ns,
-                cookie,
-                ..Event::ZERO
-            };
-            if commit {
-                (*slot).seq = i + 1;
-            }
-        }
-        true
+        let event = Event {
+            ts_ns,
+            cookie,
+            ..Event::ZERO
+        };
+        lanes.write(lane, event, commit)
     }
 
     fn commit(lanes: &mut Lanes, lane: usize, i: u64) {
@@ -258,7 +271,7 @@ mod tests {
     /// Drain before `horizon`, as (ts, cookie) pairs.
     fn drain(lanes: &mut Lanes, horizon: u64) -> Vec<(u64, u64)> {
         let mut out = Vec::new();
-        lanes.drain(horizon, |b| {
+        lanes.drain(horizon, usize::MAX, |b| {
             let ts = u64::from_le_bytes(b[8..16].try_into().unwrap());
             let cookie = u64::from_le_bytes(b[16..24].try_into().unwrap());
             out.push((ts, cookie));
@@ -288,6 +301,18 @@ mod tests {
         assert_eq!(ts, [5, 7, 8, 10, 11, 12]);
         assert!(got.iter().all(|&(t, c)| c == t * 100), "{got:?}");
         assert!(drain(&mut l, u64::MAX).is_empty(), "each event once");
+    }
+
+    #[test]
+    fn a_limited_drain_takes_the_oldest_and_leaves_the_rest() {
+        let mut l = Lanes::owned(2, 16);
+        for (lane, ts) in [(0, 3), (1, 1), (0, 4), (1, 2)] {
+            assert!(write(&mut l, lane, ts, ts, true));
+        }
+        let mut first = Vec::new();
+        let n = l.drain(u64::MAX, 3, |b| first.push(b[8]));
+        assert_eq!((n, first), (3, vec![1, 2, 3]));
+        assert_eq!(drain(&mut l, u64::MAX), [(4, 4)], "the rest, once");
     }
 
     #[test]

@@ -16,6 +16,10 @@ use super::{Engine, TCP_TIMEWAIT_LEN_NS, TIME_WAIT_SLACK_NS};
 use crate::snapshot::SocketSnapshot;
 use crate::tcp::TcpState::{self, *};
 
+/// Sockets of a dump reconciled between two calls of the caller's `pause`
+/// (about a millisecond's work; see [`Engine::reconcile_within`]).
+pub const PAUSE_EVERY: usize = 4096;
+
 /// What one reconcile found and fixed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReconcileReport {
@@ -162,13 +166,16 @@ impl Engine {
         covers_time_wait: bool,
         obs: &mut impl Observer,
     ) -> ReconcileReport {
-        self.reconcile_within(dump, now_ns, covers_time_wait, |_| true, obs)
+        self.reconcile_within(dump, now_ns, covers_time_wait, |_| true, obs, || {})
     }
 
     /// [`Engine::reconcile`] with a dump that lists only the network
     /// namespaces `covers` says yes to: records of other namespaces are not
     /// judged by their absence (they may live in a namespace nobody could
-    /// dump).
+    /// dump). `pause` is called every [`PAUSE_EVERY`] sockets of the dump
+    /// and every 16 times that many records: the caller's chance to keep
+    /// the kernel's event lanes from filling during a long reconcile
+    /// (without touching the engine).
     pub fn reconcile_within(
         &mut self,
         dump: &[SocketSnapshot],
@@ -176,6 +183,7 @@ impl Engine {
         covers_time_wait: bool,
         covers: impl Fn(u32) -> bool,
         obs: &mut impl Observer,
+        mut pause: impl FnMut(),
     ) -> ReconcileReport {
         let mut rep = ReconcileReport::default();
         let judge_before = now_ns.saturating_sub(self.cfg.reconcile_slack_ns);
@@ -189,7 +197,10 @@ impl Engine {
         self.refused_since_dump = 0;
         self.clock_ns = self.clock_ns.max(now_ns);
         self.count_timers(&mut rep, obs);
-        for d in dump {
+        for (i, d) in dump.iter().enumerate() {
+            if i % PAUSE_EVERY == PAUSE_EVERY - 1 {
+                pause();
+            }
             match self.store.slot(d.cookie) {
                 Some(slot) => self.present(slot, d, now_ns, judge_before, &mut rep, obs),
                 None if time_wait_ending(d) => rep.ignored += 1,
@@ -219,6 +230,9 @@ impl Engine {
             }
         }
         for slot in 0..self.store.slots() {
+            if slot as usize % (16 * PAUSE_EVERY) == 16 * PAUSE_EVERY - 1 {
+                pause();
+            }
             if self.store.get(slot).is_some_and(|r| covers(r.netns)) {
                 self.absent(slot, now_ns, judge_before, covers_time_wait, &mut rep, obs);
             }

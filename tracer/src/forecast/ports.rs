@@ -314,6 +314,60 @@ mod tests {
     }
 
     #[test]
+    fn namespaces_interleaved_count_as_if_apart() {
+        // Two namespaces with ranges of their own and a listener each, on a
+        // port the other's clients use, their sockets alternating with a
+        // third's that has no settings: each socket is judged by its own
+        // namespace's range and bound ports, whatever came before it.
+        let in_ns = |netns, s: Sock| Sock { netns, ..s };
+        let settings = |ns: u32| match ns {
+            1 => Some(PortSettings {
+                low: 40000,
+                high: 40063,
+                tw_reuse: 0,
+            }),
+            2 => Some(PortSettings {
+                low: 40032,
+                high: 40095,
+                tw_reuse: 0,
+            }),
+            _ => None,
+        };
+        let mut mixed = Vec::new();
+        for p in 40030..40040u16 {
+            for ns in [1, 2, 3] {
+                let client = sock(
+                    &format!("10.0.0.9:{p}"),
+                    "10.0.0.1:443",
+                    TcpState::Established,
+                );
+                mixed.push(in_ns(ns, client));
+            }
+        }
+        mixed.push(in_ns(
+            1,
+            sock("0.0.0.0:40035", "0.0.0.0:0", TcpState::Listen),
+        ));
+        mixed.push(in_ns(
+            2,
+            sock("0.0.0.0:40033", "0.0.0.0:0", TcpState::Listen),
+        ));
+        let got = count(&mixed, settings);
+        let mut apart = mixed.clone();
+        apart.sort_by_key(|s| s.netns);
+        assert_eq!(got, count(&apart, settings));
+        let ep = |netns| Endpoint {
+            netns,
+            ..endpoint("10.0.0.1:443", "10.0.0.9")
+        };
+        // 40030-40039 in namespace 1's range, less its bound 40035.
+        assert_eq!((got[&ep(1)].connected, got[&ep(1)].bound), (9, 1));
+        // Only 40032-40039 in namespace 2's, less its bound 40033.
+        assert_eq!((got[&ep(2)].connected, got[&ep(2)].bound), (7, 1));
+        assert!(!got.contains_key(&ep(3)), "no settings: not counted");
+    }
+
+    #[test]
     fn ports_outside_the_range_and_unknown_namespaces_do_not_count() {
         let mut socks = vec![sock("10.0.0.9:5000", "10.0.0.1:443", TcpState::Established)];
         socks.push(Sock {

@@ -160,7 +160,8 @@ pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
         derived,
         containers,
     } = &mut *guard;
-    if let Some(ingest) = ingest {
+    let mut ingest = ingest;
+    if let Some(ingest) = ingest.as_deref_mut() {
         ingest.drain_now(|ev| {
             let in_scope = scope.contains(ev);
             if in_scope {
@@ -169,6 +170,14 @@ pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
             sink.event(ev, in_scope);
         });
     }
+    // What follows holds the event loop for a while (a full dump of a busy
+    // host: 100,000s of sockets, and the forecasts over every record):
+    // keep the kernel's lanes from filling meanwhile.
+    let mut spill = || {
+        if let Some(ingest) = ingest.as_deref_mut() {
+            ingest.spill();
+        }
+    };
     let cpu_before = thread_cpu_ns();
     set_time_wait_limits(engine, dump);
     let covered = &dump.covered;
@@ -180,6 +189,7 @@ pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
         dump.full,
         |n| covered.binary_search(&n).is_ok() || (n == 0 && own_covered),
         derived,
+        &mut spill,
     );
     engine.adopt(fresh, dump.start_ns);
     let ended = engine.end_netns(&dump.gone, dump.start_ns, derived);
@@ -201,6 +211,7 @@ pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
             f.container = containers.owning(f.netns, pids).map(|c| (**c).clone());
         }
     }
+    spill();
     sink.reconciled(&mut guard, sockets, &changes, dump.start_ns);
     (engine_ns, ended)
 }

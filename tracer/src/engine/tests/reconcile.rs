@@ -299,3 +299,26 @@ fn time_wait_records_are_kept_until_they_end_then_retained() {
     h.reconcile(&[diag(2, Listen)], secs(66));
     assert!(h.e.get(1).is_none());
 }
+
+#[test]
+fn a_long_reconcile_pauses_for_the_caller_and_ends_the_same() {
+    use crate::engine::reconcile::PAUSE_EVERY;
+    let dump: Vec<_> = (1..=2 * PAUSE_EVERY as u64 + 1)
+        .map(|c| diag(c, Established))
+        .collect();
+    let (mut paused, mut quiet) = (H::new(), H::new());
+    let mut pauses = 0;
+    let a = paused.e.reconcile_within(
+        &dump,
+        secs(1),
+        false,
+        |_| true,
+        &mut paused.o,
+        || pauses += 1,
+    );
+    let b = quiet.e.reconcile(&dump, secs(1), false, &mut quiet.o);
+    paused.check();
+    assert_eq!(pauses, 2, "once per {PAUSE_EVERY} sockets of the dump");
+    assert_eq!((a, a.missed), (b, dump.len() as u64));
+    assert_eq!(paused.o.0, quiet.o.0, "the same calls to the observer");
+}
