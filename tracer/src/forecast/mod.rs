@@ -23,7 +23,6 @@ pub use self::{
 use crate::{
     engine::{BuildCookieHasher, Engine},
     leaks::ProcessLeaks,
-    tcp::TcpState,
 };
 
 /// Processes, and endpoints, forecast at most.
@@ -143,9 +142,9 @@ impl Default for Forecaster {
 }
 
 impl Forecaster {
-    /// [`Forecaster::ports`] over the engine's live sockets that count:
-    /// those on a port of their namespace's range, and the bound ones
-    /// (listeners). Records of namespace 0 (not known) are taken as
+    /// [`Forecaster::ports`] over the engine's live sockets (the counting
+    /// picks those on a port of their namespace's range, and the bound
+    /// ones). Records of namespace 0 (not known) are taken as
     /// `own_netns`'s. O(records held).
     pub fn engine_ports(
         &mut self,
@@ -155,16 +154,11 @@ impl Forecaster {
         settings: &PortSettingsByNetns,
     ) -> Vec<PortForecast> {
         let socks = || {
-            engine.sockets().filter(|v| v.is_live()).filter_map(|v| {
-                let netns = if v.netns() == 0 { own_netns } else { v.netns() };
-                let (state, local) = (v.state(), v.local());
-                let bound = matches!(state, TcpState::Listen | TcpState::BoundInactive);
-                (bound || settings.get(&netns)?.contains(local.port())).then(|| Sock {
-                    netns,
-                    local,
-                    remote: v.remote(),
-                    state,
-                })
+            engine.sockets().filter(|v| v.is_live()).map(|v| Sock {
+                netns: if v.netns() == 0 { own_netns } else { v.netns() },
+                local: v.local(),
+                remote: v.remote(),
+                state: v.state(),
             })
         };
         self.ports(now_ns, socks, settings)
