@@ -48,9 +48,17 @@ impl Pace {
     /// True when a dump is due at `now_ns`. The caller asks on a timer of
     /// the configured interval, whose ticks wander against the dumps' start
     /// times by a little: a dump due within a quarter interval counts as
-    /// due, or every other tick would be missed.
+    /// due, or every other tick would be missed. Not when the budget set
+    /// the gap: a dump taken early there spends more than the budget
+    /// allows (up to a third more, a quarter of a one-second interval
+    /// early each time), and one a tick late spends less.
     pub fn due(&self, now_ns: u64) -> bool {
-        now_ns.saturating_add(self.base_ns / 4) >= self.next_ns
+        let slack = if self.interval_ns > self.base_ns {
+            0
+        } else {
+            self.base_ns / 4
+        };
+        now_ns.saturating_add(slack) >= self.next_ns
     }
 
     /// Record a dump that started at `start_ns` and cost `cost_ns` of CPU
@@ -164,11 +172,41 @@ mod tests {
         p.done(10 * S, 40 * MS); // 40 ms at 1% of a core: every 4 s
         assert_eq!(p.interval(), Duration::from_secs(4));
         assert!(!p.due(13 * S));
-        assert!(p.due(14 * S - 100 * MS));
+        assert!(!p.due(14 * S - 100 * MS), "never early on the budget's gap");
+        assert!(p.due(14 * S));
         // The walk got cheap again (TIME_WAIT drained): back to 1 s.
         p.done(14 * S, 3 * MS);
         assert_eq!(p.interval(), Duration::from_secs(1));
         assert!(p.due(15 * S));
+    }
+
+    #[test]
+    fn ticks_wandering_early_keep_a_stretched_pace_within_its_budget() {
+        // A live dump costing 22 ms at 1% of a core: one every 2.2 s at
+        // most. The caller's ticks come every second, each a little early
+        // against the dumps' start times (which come a little after their
+        // tick).
+        let mut p = Pace::new(Duration::from_secs(1), 1.0);
+        p.done(0, MS);
+        let (mut spent, mut dumps) = (0u64, 0u32);
+        let mut tick = S;
+        let end = 600 * S;
+        while tick < end {
+            if p.due(tick) {
+                p.done(tick + 300_000, 22 * MS);
+                spent += 22 * MS;
+                dumps += 1;
+            }
+            tick += S - 1_000;
+        }
+        let share = spent as f64 / end as f64;
+        assert!(share <= 0.01, "{:.3}% of a core", share * 100.0);
+        assert!(
+            share > 0.005,
+            "{:.3}% of a core: the budget is a cap, not a target",
+            share * 100.0
+        );
+        assert!(dumps > 150, "{dumps} dumps in 600 s");
     }
 
     #[test]
