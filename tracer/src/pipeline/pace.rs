@@ -27,13 +27,17 @@ pub struct Pace {
     budget: f64,
     interval_ns: u64,
     next_ns: u64,
+    /// How early a dump still counts as due: a quarter of the period of
+    /// the timer the caller asks on.
+    slack_ns: u64,
     /// No dump has been recorded yet.
     first: bool,
 }
 
 impl Pace {
     /// A pace of one dump every `interval`, spending at most `budget_percent`
-    /// of one core on it (0: no limit). The first dump is due at once.
+    /// of one core on it (0: no limit), asked on a timer of that interval.
+    /// The first dump is due at once.
     pub fn new(interval: Duration, budget_percent: f64) -> Pace {
         let base_ns = interval.as_nanos() as u64;
         Pace {
@@ -41,22 +45,29 @@ impl Pace {
             budget: budget_percent / 100.0,
             interval_ns: base_ns,
             next_ns: 0,
+            slack_ns: base_ns / 4,
             first: true,
         }
     }
 
-    /// True when a dump is due at `now_ns`. The caller asks on a timer of
-    /// the configured interval, whose ticks wander against the dumps' start
-    /// times by a little: a dump due within a quarter interval counts as
-    /// due, or every other tick would be missed. Not when the budget set
-    /// the gap: a dump taken early there spends more than the budget
-    /// allows (up to a third more, a quarter of a one-second interval
-    /// early each time), and one a tick late spends less.
+    /// The same pace, asked on a timer of period `tick` instead.
+    pub fn ticked_by(mut self, tick: Duration) -> Pace {
+        self.slack_ns = tick.as_nanos() as u64 / 4;
+        self
+    }
+
+    /// True when a dump is due at `now_ns`. The caller asks on a timer
+    /// whose ticks wander against the dumps' start times by a little: a
+    /// dump due within a quarter of the timer's period counts as due, or
+    /// every other tick would be missed. Not when the budget set the gap:
+    /// a dump taken early there spends more than the budget allows (a
+    /// third more, a quarter of a one-second tick early on a three-second
+    /// gap), and one a tick late spends less.
     pub fn due(&self, now_ns: u64) -> bool {
         let slack = if self.interval_ns > self.base_ns {
             0
         } else {
-            self.base_ns / 4
+            self.slack_ns
         };
         now_ns.saturating_add(slack) >= self.next_ns
     }
@@ -104,7 +115,8 @@ impl Paces {
     pub fn new(live: Duration, full: Option<Duration>, budget_percent: f64) -> Paces {
         Paces {
             live: Pace::new(live, budget_percent),
-            full: full.map(|f| Pace::new(f, budget_percent)),
+            // Asked on the live dumps' timer.
+            full: full.map(|f| Pace::new(f, budget_percent).ticked_by(live)),
         }
     }
 
@@ -207,6 +219,26 @@ mod tests {
             share * 100.0
         );
         assert!(dumps > 150, "{dumps} dumps in 600 s");
+    }
+
+    #[test]
+    fn full_dumps_keep_their_interval_on_the_live_dumps_ticks() {
+        // Full dumps every 10 s, cheap, asked every second (the live
+        // interval); the ticks wander a little early.
+        let mut p = Paces::new(Duration::from_secs(1), Some(Duration::from_secs(10)), 1.0);
+        let mut last_full = None;
+        let mut tick = 0;
+        while tick < 300 * S {
+            if let Some(full) = p.next(tick, false) {
+                if full && let Some(last) = last_full.replace(tick) {
+                    let gap = tick - last;
+                    assert!(gap > 9 * S + 500 * MS, "full dumps {gap} ns apart");
+                }
+                p.done(full, tick + 300_000, MS);
+            }
+            tick += S - 1_000;
+        }
+        assert!(last_full.is_some());
     }
 
     #[test]
