@@ -60,9 +60,8 @@ impl Pace {
     /// whose ticks wander against the dumps' start times by a little: a
     /// dump due within a quarter of the timer's period counts as due, or
     /// every other tick would be missed. Not when the budget set the gap:
-    /// a dump taken early there spends more than the budget allows (a
-    /// third more, a quarter of a one-second tick early on a three-second
-    /// gap), and one a tick late spends less.
+    /// a dump taken early there spends more than the budget allows, and
+    /// one a tick late spends less.
     pub fn due(&self, now_ns: u64) -> bool {
         let slack = if self.interval_ns > self.base_ns {
             0
