@@ -225,19 +225,24 @@ mod tests {
         // Full dumps every 10 s, cheap, asked every second (the live
         // interval); the ticks wander a little early.
         let mut p = Paces::new(Duration::from_secs(1), Some(Duration::from_secs(10)), 1.0);
-        let mut last_full = None;
+        let (mut last_full, mut fulls) = (None, 0);
         let mut tick = 0;
         while tick < 300 * S {
             if let Some(full) = p.next(tick, false) {
-                if full && let Some(last) = last_full.replace(tick) {
-                    let gap = tick - last;
-                    assert!(gap > 9 * S + 500 * MS, "full dumps {gap} ns apart");
+                if full {
+                    fulls += 1;
+                    if let Some(last) = last_full.replace(tick) {
+                        let gap = tick - last;
+                        assert!(gap > 9 * S + 500 * MS, "full dumps {gap} ns apart");
+                        assert!(gap < 10 * S + 500 * MS, "full dumps {gap} ns apart");
+                    }
                 }
                 p.done(full, tick + 300_000, MS);
             }
             tick += S - 1_000;
         }
-        assert!(last_full.is_some());
+        // At 0, 10, ..., 300 s (the ticks run a little early).
+        assert_eq!(fulls, 31, "full dumps in 300 s");
     }
 
     #[test]
