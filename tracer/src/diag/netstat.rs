@@ -22,6 +22,19 @@ impl TimeWaitLimit {
     }
 }
 
+/// Whether the calling thread's network namespace has a TCP hash table of
+/// its own. A namespace made while `net.ipv4.tcp_child_ehash_entries` is 0
+/// (the default) shares the initial namespace's table, and its
+/// `net.ipv4.tcp_ehash_entries` reads negative (Linux 6.1+). A sock_diag
+/// dump walks the whole table it is given and skips other namespaces'
+/// sockets one by one, so a dump of such a namespace costs a walk over
+/// every TCP socket of the host. `None` where the setting does not exist.
+pub fn owns_tcp_table() -> Option<bool> {
+    let s = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_ehash_entries").ok()?;
+    let n: i64 = s.trim().parse().ok()?;
+    Some(n > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

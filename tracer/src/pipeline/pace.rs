@@ -96,6 +96,11 @@ impl Pace {
     pub fn interval(&self) -> Duration {
         Duration::from_nanos(self.interval_ns)
     }
+
+    /// The configured interval.
+    pub fn configured(&self) -> Duration {
+        Duration::from_nanos(self.base_ns)
+    }
 }
 
 /// The schedules of both kinds of dump: "live" (every state but
@@ -144,6 +149,14 @@ impl Paces {
         };
         pace.done(start_ns, cpu_ns);
         pace.interval()
+    }
+
+    /// The configured interval of a kind of dump.
+    pub fn configured(&self, full: bool) -> Duration {
+        match (full, &self.full) {
+            (true, Some(f)) => f.configured(),
+            _ => self.live.configured(),
+        }
     }
 }
 

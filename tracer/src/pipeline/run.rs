@@ -196,6 +196,9 @@ impl<D: Observer> Pipeline<D> {
             }
         };
         let interval = t.paces.done(dump.full, dump.start_ns, cpu_ns);
+        let configured = t.paces.configured(dump.full);
+        t.warned
+            .stretched(&dump.census, dump.full, interval, configured);
         sink.dumped(&Dumped {
             full: dump.full,
             cpu_ns,

@@ -106,3 +106,67 @@ fn deleted_namespace_ends_cleanly(budget: &str, name: &str) {
         "the namespace is still followed"
     );
 }
+
+/// A namespace made with the host's defaults has no TCP hash table of its
+/// own (`net.ipv4.tcp_child_ehash_entries` is 0), so a dump of it walks
+/// every TCP socket of the host. When the budget stretches the dumps, the
+/// agent says so once, with how many of the namespaces it follows share the
+/// host's table and the setting that changes it.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn namespaces_sharing_the_host_table_are_named_once_when_dumps_stretch() {
+    let ns = NamedNetns::new("shared", &[]);
+    let entries = ns.run(|| {
+        std::fs::read_to_string("/proc/sys/net/ipv4/tcp_ehash_entries")
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+    });
+    match entries {
+        None => {
+            eprintln!("skipped: no net.ipv4.tcp_ehash_entries before Linux 6.1");
+            return;
+        }
+        Some(n) if n > 0 => {
+            eprintln!("skipped: this host gives new namespaces a table of their own");
+            return;
+        }
+        Some(_) => {}
+    }
+    let (agent, log) = Agent::start_logged(
+        &[],
+        &[
+            "--reconcile-interval",
+            "250ms",
+            "--time-wait-interval",
+            "500ms",
+            "--reconcile-budget",
+            "0.0001",
+            "--netns",
+            "all",
+        ],
+    );
+    const HINT: &str = "share the host's TCP hash table";
+    let said = || log.lock().unwrap().matches(HINT).count();
+    assert!(
+        wait_until(Duration::from_secs(10), || said() == 1),
+        "{}",
+        log.lock().unwrap()
+    );
+    let text = log.lock().unwrap().clone();
+    let line = text.lines().find(|l| l.contains(HINT)).expect("the line");
+    assert!(line.contains("instead of every"), "{line}");
+    assert!(line.contains("net.ipv4.tcp_child_ehash_entries"), "{line}");
+    // At least this test's namespace shares the table; the count is of the
+    // namespaces the agent follows, which other tests' come and go among.
+    let shared: usize = line
+        .split(" of the ")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("a count");
+    assert!(shared >= 1, "{line}");
+    // Once: later dumps stretch the same way and say nothing more.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(said(), 1, "{}", log.lock().unwrap());
+    drop(agent);
+}

@@ -15,6 +15,10 @@ pub struct Census {
     pub refused: Vec<u32>,
     /// Namespaces found beyond [`MAX_NETNS`](super::MAX_NETNS).
     pub over_cap: usize,
+    /// Namespaces followed that have no TCP hash table of their own (see
+    /// [`owns_tcp_table`](crate::diag::netstat::owns_tcp_table)): a dump
+    /// of each walks every TCP socket of the host.
+    pub sharing_host_table: usize,
     /// Every namespace found (sorted), followed or not.
     pub known: Vec<u32>,
     /// Processes whose `/proc/<pid>/ns/net` could not be read.

@@ -8,7 +8,8 @@ use super::{Census, Dump, MAX_NETNS};
 use crate::{
     container::Resolver,
     diag::{
-        Datagram, DiagError, DumpOptions, Dumper, NetnsHandle, netstat::TimeWaitLimit,
+        Datagram, DiagError, DumpOptions, Dumper, NetnsHandle,
+        netstat::{TimeWaitLimit, owns_tcp_table},
         portrange::PortSysctls,
     },
     pipeline::{
@@ -31,6 +32,9 @@ struct Ns {
     ports: Option<PortSysctls>,
     /// A dump of it has been handed out (the pipeline adopted it).
     adopted: bool,
+    /// It has no TCP hash table of its own: each dump of it walks the
+    /// initial namespace's, every TCP socket of the host.
+    shares_table: bool,
 }
 
 impl Ns {
@@ -154,6 +158,10 @@ impl Kit {
                 None => PortSysctls::open().ok(),
                 Some(h) => h.run_inside(PortSysctls::open).ok().and_then(Result::ok),
             };
+            let owns_table = match &handle {
+                None => owns_tcp_table(),
+                Some(h) => h.run_inside(owns_tcp_table).ok().flatten(),
+            };
             self.spaces.insert(
                 inode,
                 Ns {
@@ -163,10 +171,19 @@ impl Kit {
                     tw_limit,
                     ports,
                     adopted: false,
+                    shares_table: owns_table == Some(false),
                 },
             );
         }
         (gone.into_iter().collect(), census)
+    }
+
+    /// The namespaces followed, refused, and sharing the initial
+    /// namespace's TCP table, into `census`.
+    fn count(&self, census: &mut Census) {
+        census.tracked = self.spaces.len();
+        census.refused = self.refused.iter().copied().collect();
+        census.sharing_host_table = self.spaces.values().filter(|ns| ns.shares_table).count();
     }
 
     /// Look for namespaces without dumping any: those that vanished are
@@ -178,8 +195,7 @@ impl Kit {
         let cpu_before = thread_cpu_ns();
         let (gone, mut census) = self.refresh();
         self.buf.clear();
-        census.tracked = self.spaces.len();
-        census.refused = self.refused.iter().copied().collect();
+        self.count(&mut census);
         let dump = Dump {
             start_ns,
             cpu_ns: thread_cpu_ns().saturating_sub(cpu_before),
@@ -243,8 +259,7 @@ impl Kit {
         }
         let refused = &self.refused;
         self.spaces.retain(|inode, _| !refused.contains(inode));
-        census.tracked = self.spaces.len();
-        census.refused = self.refused.iter().copied().collect();
+        self.count(&mut census);
         let cpu_ns = thread_cpu_ns().saturating_sub(cpu_before);
         let tw_limits = self
             .spaces
