@@ -55,6 +55,9 @@ pub struct NetnsTally {
     pub unnamed: usize,
     /// Namespaces found beyond the cap.
     pub over_cap: usize,
+    /// Namespaces followed that share the host's TCP hash table (a dump of
+    /// each walks every TCP socket of the host).
+    pub sharing_host_table: usize,
     /// Sockets ended because their namespace vanished, in this dump.
     pub ended: u64,
     /// Namespaces attributed to containers, and the resolver's cache.

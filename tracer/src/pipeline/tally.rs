@@ -133,6 +133,7 @@ pub(super) fn tally_netns<S: Sink>(
         refused: c.refused.len(),
         unnamed: unnamed.len(),
         over_cap: c.over_cap,
+        sharing_host_table: c.sharing_host_table,
         ended,
         containers: c.resolver,
     });

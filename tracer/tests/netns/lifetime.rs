@@ -165,6 +165,14 @@ fn namespaces_sharing_the_host_table_are_named_once_when_dumps_stretch() {
         .and_then(|n| n.parse().ok())
         .expect("a count");
     assert!(shared >= 1, "{line}");
+    // The same count, as a gauge.
+    assert!(
+        wait_until(Duration::from_secs(5), || agent
+            .metric("tracer_netns_sharing_host_table")
+            >= 1.0),
+        "{}",
+        agent.get("/metrics")
+    );
     // Once: later dumps stretch the same way and say nothing more.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(said(), 1, "{}", log.lock().unwrap());

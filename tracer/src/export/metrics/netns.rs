@@ -65,6 +65,7 @@ struct ReasonLabel {
 pub struct Namespaces {
     other_netns_events: Counter,
     tracked: Gauge,
+    sharing_host_table: Gauge,
     /// Indexed by [`Unreachable::index`].
     unreachable: [Gauge; 3],
     workloads: Arc<Workloads>,
@@ -85,6 +86,12 @@ impl Namespaces {
             "Network namespaces followed, each with its own sock_diag sockets",
             tracked.clone(),
         );
+        let sharing_host_table = Gauge::default();
+        r.register(
+            "netns_sharing_host_table",
+            "Network namespaces followed without a TCP hash table of their own: a dump of each walks every TCP socket of the host",
+            sharing_host_table.clone(),
+        );
         let unreachable = Family::<ReasonLabel, Gauge>::default();
         r.register(
             "netns_unreachable",
@@ -94,6 +101,7 @@ impl Namespaces {
         Namespaces {
             other_netns_events,
             tracked,
+            sharing_host_table,
             unreachable: Unreachable::ALL
                 .map(|reason| unreachable.get_or_create_owned(&ReasonLabel { reason })),
             workloads,
@@ -109,6 +117,7 @@ impl Namespaces {
     /// attribution's counters.
     pub fn publish(&self, t: &NetnsTally) {
         self.tracked.set(t.tracked as i64);
+        self.sharing_host_table.set(t.sharing_host_table as i64);
         for (reason, n) in [
             (Unreachable::NoCapSysAdmin, t.refused),
             (Unreachable::Unnamed, t.unnamed),

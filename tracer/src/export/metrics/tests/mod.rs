@@ -102,6 +102,7 @@ pub(super) fn drive(m: &Metrics) {
         refused: 1,
         unnamed: 2,
         over_cap: 3,
+        sharing_host_table: 2,
         ended: 0,
         containers: ResolverStats {
             attributed: 1,
@@ -197,6 +198,7 @@ fn exposition_has_every_family_with_zeroes() {
         "tracer_reconcile_corrections_total{reason=\"missed\"} 0",
         "tracer_reconcile_corrections_total{reason=\"netns_gone\"} 0",
         "tracer_netns_tracked 0",
+        "tracer_netns_sharing_host_table 0",
         "tracer_netns_unreachable{reason=\"no_cap_sys_admin\"} 0",
         "tracer_tracked_sockets 0",
         "tracer_evictions_total 0",
