@@ -21,15 +21,16 @@ pub(super) struct Warned {
     shared_table: bool,
 }
 
-/// Why dumps come further apart than configured, when namespaces without
-/// a TCP table of their own are part of the reason; `None` otherwise.
+/// Why dumps come at least twice as far apart as configured, when
+/// namespaces without a TCP table of their own are part of the reason;
+/// `None` otherwise (a little stretch is not worth a line).
 fn shared_table_hint(
     c: &Census,
     full: bool,
     interval: Duration,
     configured: Duration,
 ) -> Option<String> {
-    if interval <= configured || c.sharing_host_table == 0 {
+    if interval < configured.saturating_mul(2) || c.sharing_host_table == 0 {
         return None;
     }
     Some(format!(
@@ -165,6 +166,11 @@ mod tests {
             shared_table_hint(&census(38, 37), false, s(1), s(1)),
             None,
             "not stretched"
+        );
+        assert_eq!(
+            shared_table_hint(&census(38, 37), false, Duration::from_millis(1500), s(1)),
+            None,
+            "stretched by less than twice"
         );
         assert_eq!(
             shared_table_hint(&census(1, 0), false, s(9), s(1)),
