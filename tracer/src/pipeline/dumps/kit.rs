@@ -61,6 +61,17 @@ impl Ns {
     }
 }
 
+/// What a namespace's dumps need from its `/proc/sys`, opened once from
+/// inside it when it is first followed: its `tcp_max_tw_buckets`, its
+/// ephemeral port settings, and whether it has a TCP table of its own.
+fn settings() -> (Option<TimeWaitLimit>, Option<PortSysctls>, Option<bool>) {
+    (
+        TimeWaitLimit::open().ok(),
+        PortSysctls::open().ok(),
+        owns_tcp_table(),
+    )
+}
+
 /// The dumpers and the buffer they fill, moved to a blocking thread for a
 /// dump and handed back for reuse.
 pub(super) struct Kit {
@@ -150,17 +161,10 @@ impl Kit {
                     _ => continue,
                 },
             };
-            let tw_limit = match &handle {
-                None => TimeWaitLimit::open().ok(),
-                Some(h) => h.run_inside(TimeWaitLimit::open).ok().and_then(Result::ok),
-            };
-            let ports = match &handle {
-                None => PortSysctls::open().ok(),
-                Some(h) => h.run_inside(PortSysctls::open).ok().and_then(Result::ok),
-            };
-            let owns_table = match &handle {
-                None => owns_tcp_table(),
-                Some(h) => h.run_inside(owns_tcp_table).ok().flatten(),
+            // One trip inside for all three (a thread and two setns each).
+            let (tw_limit, ports, owns_table) = match &handle {
+                None => settings(),
+                Some(h) => h.run_inside(settings).unwrap_or_default(),
             };
             self.spaces.insert(
                 inode,
