@@ -1,10 +1,14 @@
-//! Debian kernels, fetched once and cached under `target/vmtest/`.
+//! Debian's and Ubuntu's kernels, fetched once and cached under
+//! `target/vmtest/`.
 //!
 //! apt-get runs against a sources list, package lists, cache and dpkg status
 //! of its own (`target/vmtest/apt/`), so the host's apt setup is never read
-//! or changed. The newest `linux-image-<prefix>*-amd64` in the index is
+//! or changed. The newest `<prefix>*<flavour>` image package in the index
+//! (with Ubuntu's, the `linux-modules-` package of the same release) is
 //! downloaded, unpacked with `dpkg-deb -x` into `target/vmtest/kernels/<package>/`
-//! and its modules indexed with `depmod`. virtme-ng finds the modules next to
+//! and its modules indexed with `depmod`. Ubuntu's index is checked with
+//! Ubuntu's archive key, from the `ubuntu-keyring` package of a pinned
+//! version and SHA-256 (Debian does not ship it). virtme-ng finds the modules next to
 //! the image (`lib/modules/<release>`, or `usr/lib/modules/<release>` in
 //! trixie's packages) and links them into the guest's `/lib/modules`, so
 //! nothing is installed into the host's own `/lib/modules`. A second run
@@ -14,16 +18,24 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
-use super::matrix::{KERNELS, Source};
+use super::matrix::{Archive, KERNELS, Source};
 use crate::cmd;
 
 /// Debian's archive; security updates are not needed.
-const MIRROR: &str = "http://deb.debian.org/debian";
+const DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
+/// Ubuntu's archive, for x86-64.
+const UBUNTU_MIRROR: &str = "http://archive.ubuntu.com/ubuntu";
+/// The package that holds Ubuntu's archive key, pinned by its SHA-256 (the
+/// one in jammy's index), and the key's path inside it.
+const UBUNTU_KEYRING_DEB: &str = "pool/main/u/ubuntu-keyring/ubuntu-keyring_2021.03.26_all.deb";
+const UBUNTU_KEYRING_SHA256: &str =
+    "0d0e7ed6b112f5d03eabf3c7eb01ebdacf9c57714b279e90495cfc58c8c4520f";
+const UBUNTU_KEYRING_PATH: &str = "usr/share/keyrings/ubuntu-archive-keyring.gpg";
 
 /// An unpacked kernel, ready to boot.
 #[derive(Debug, Clone)]
 pub struct Unpacked {
-    /// The Debian package it came from.
+    /// The image package it came from.
     pub package: String,
     /// Its release, as `uname -r` prints it in the guest.
     pub release: String,
@@ -46,9 +58,14 @@ impl Fetcher {
         }
     }
 
-    /// The kernel for a Debian matrix entry, downloading it only when it is
-    /// not cached yet.
-    pub fn kernel(&mut self, key: &str, prefix: &str) -> anyhow::Result<Unpacked> {
+    /// The kernel for a package entry of the matrix, downloading it only
+    /// when it is not cached yet.
+    pub fn kernel(
+        &mut self,
+        key: &str,
+        archive: Archive,
+        prefix: &str,
+    ) -> anyhow::Result<Unpacked> {
         let kernels = self.cache.join("kernels");
         let marker = kernels.join(format!("{key}.package"));
         if let Ok(package) = std::fs::read_to_string(&marker) {
@@ -66,7 +83,7 @@ impl Fetcher {
                 apt
             }
         };
-        let result = download(&apt, &kernels, prefix);
+        let result = download(&apt, &kernels, archive, prefix);
         self.apt = Some(apt);
         let k = result?;
         eprintln!("xtask: kernel {key}: {} unpacked", k.package);
@@ -76,23 +93,40 @@ impl Fetcher {
     }
 }
 
-/// Download the newest `<prefix>*-amd64`, unpack it into `kernels/<package>`
-/// and index its modules.
-fn download(apt: &Apt, kernels: &Path, prefix: &str) -> anyhow::Result<Unpacked> {
-    let package = apt.newest(prefix)?;
+/// Download the newest `<prefix>*<flavour>` (and, from Ubuntu, its modules'
+/// package), unpack it into `kernels/<package>` and index its modules.
+fn download(apt: &Apt, kernels: &Path, archive: Archive, prefix: &str) -> anyhow::Result<Unpacked> {
+    let package = apt.newest(prefix, archive.flavour())?;
+    let mut packages = vec![package.clone()];
+    if archive == Archive::Ubuntu {
+        let release = package
+            .strip_prefix("linux-image-")
+            .with_context(|| format!("{package} is not a linux-image- package"))?;
+        packages.push(format!("linux-modules-{release}"));
+    }
     let dir = kernels.join(&package);
     let tmp = kernels.join(format!("{package}.partial"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    apt.download(&package, &tmp)?;
-    let deb = std::fs::read_dir(&tmp)
+    apt.download(&packages, &tmp)?;
+    let debs: Vec<PathBuf> = std::fs::read_dir(&tmp)
         .with_context(|| format!("listing {}", tmp.display()))?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .with_context(|| format!("apt-get download left no .deb in {}", tmp.display()))?;
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .collect();
+    if debs.len() != packages.len() {
+        bail!(
+            "apt-get download left {} .deb files in {}, not {}",
+            debs.len(),
+            tmp.display(),
+            packages.len()
+        );
+    }
     let root = tmp.join("root");
-    run("dpkg-deb", &["-x", path_str(&deb), path_str(&root)])?;
+    for deb in &debs {
+        run("dpkg-deb", &["-x", path_str(deb), path_str(&root)])?;
+    }
     let (base, release) = modules_root(&root)?;
     // Debian makes the module index in postinst; dpkg-deb -x does not.
     run("depmod", &["-a", "-b", path_str(&base), &release])?;
@@ -160,10 +194,22 @@ impl Apt {
         let sources = dir.join("sources.list");
         let mut list = String::new();
         for k in KERNELS {
-            if let Source::Debian { suite, .. } = k.source {
-                list.push_str(&format!(
-                    "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {MIRROR} {suite} main\n"
-                ));
+            let Source::Package { archive, suite, .. } = k.source else {
+                continue;
+            };
+            match archive {
+                Archive::Debian => list.push_str(&format!(
+                    "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {DEBIAN_MIRROR} {suite} main\n"
+                )),
+                Archive::Ubuntu => {
+                    let key = ubuntu_key(dir)?;
+                    for pocket in [suite.to_string(), format!("{suite}-updates")] {
+                        list.push_str(&format!(
+                            "deb [signed-by={}] {UBUNTU_MIRROR} {pocket} main\n",
+                            key.display()
+                        ));
+                    }
+                }
             }
         }
         std::fs::write(&sources, list).with_context(|| format!("writing {}", sources.display()))?;
@@ -212,10 +258,10 @@ impl Apt {
         run("apt-get", &self.args(&["-qq", "update"]))
     }
 
-    /// The newest `<prefix><version>-amd64` image package in the index; the
-    /// version part has no `-`, which leaves out the `-cloud-amd64` and
-    /// `-rt-amd64` flavours.
-    fn newest(&self, prefix: &str) -> anyhow::Result<String> {
+    /// The newest `<prefix><version><flavour>` image package in the index;
+    /// the version part has no `-`, which leaves out Debian's `-cloud-amd64`
+    /// and `-rt-amd64` and Ubuntu's `-lowlatency` flavours.
+    fn newest(&self, prefix: &str, flavour: &str) -> anyhow::Result<String> {
         let names = cmd::output("apt-cache", &self.args(&["pkgnames", prefix]))
             .context("apt-cache pkgnames failed")?;
         names
@@ -223,16 +269,19 @@ impl Apt {
             .map(str::trim)
             .filter(|n| {
                 n.strip_prefix(prefix)
-                    .and_then(|r| r.strip_suffix("-amd64"))
+                    .and_then(|r| r.strip_suffix(flavour))
                     .is_some_and(|v| !v.is_empty() && !v.contains('-'))
             })
             .max_by(|a, b| natural_cmp(a, b))
             .map(str::to_string)
-            .with_context(|| format!("no {prefix}*-amd64 package in the index"))
+            .with_context(|| format!("no {prefix}*{flavour} package in the index"))
     }
 
-    fn download(&self, package: &str, into: &Path) -> anyhow::Result<()> {
-        let args = self.args(&["-qq", "download", package]);
+    fn download(&self, packages: &[String], into: &Path) -> anyhow::Result<()> {
+        let mut rest = vec!["-qq", "download"];
+        rest.extend(packages.iter().map(String::as_str));
+        let args = self.args(&rest);
+        let package = packages.join(" ");
         eprintln!("xtask: downloading {package} into {}", into.display());
         let status = std::process::Command::new("apt-get")
             .args(&args)
@@ -244,6 +293,36 @@ impl Apt {
         }
         Ok(())
     }
+}
+
+/// Ubuntu's archive keyring under `dir`, fetched once from the pinned
+/// `ubuntu-keyring` package; apt-helper refuses a download whose SHA-256
+/// differs.
+fn ubuntu_key(dir: &Path) -> anyhow::Result<PathBuf> {
+    let key = dir.join("ubuntu-archive-keyring.gpg");
+    if key.is_file() {
+        return Ok(key);
+    }
+    let deb = dir.join("ubuntu-keyring.deb");
+    let unpacked = dir.join("ubuntu-keyring");
+    eprintln!("xtask: fetching Ubuntu's archive key ({UBUNTU_KEYRING_DEB})");
+    run(
+        "/usr/lib/apt/apt-helper",
+        &[
+            "download-file",
+            &format!("{UBUNTU_MIRROR}/{UBUNTU_KEYRING_DEB}"),
+            path_str(&deb),
+            &format!("SHA256:{UBUNTU_KEYRING_SHA256}"),
+        ],
+    )
+    .context("fetching Ubuntu's archive keyring")?;
+    let _ = std::fs::remove_dir_all(&unpacked);
+    run("dpkg-deb", &["-x", path_str(&deb), path_str(&unpacked)])?;
+    std::fs::copy(unpacked.join(UBUNTU_KEYRING_PATH), &key)
+        .with_context(|| format!("{UBUNTU_KEYRING_PATH} is not in {}", deb.display()))?;
+    let _ = std::fs::remove_dir_all(&unpacked);
+    let _ = std::fs::remove_file(&deb);
+    Ok(key)
 }
 
 fn path_str(p: &Path) -> &str {
@@ -309,5 +388,12 @@ mod tests {
         v.sort_by(|a, b| natural_cmp(a, b));
         assert_eq!(v[2], "linux-image-6.12.117+deb13-amd64");
         assert!(natural_cmp("linux-image-5.10.0-9-amd64", "linux-image-5.10.0-32-amd64").is_lt());
+        assert!(
+            natural_cmp(
+                "linux-image-5.15.0-99-generic",
+                "linux-image-5.15.0-204-generic"
+            )
+            .is_lt()
+        );
     }
 }

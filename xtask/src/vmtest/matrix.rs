@@ -30,16 +30,48 @@ impl Expect {
 /// Where a kernel comes from and how the suite runs on it.
 #[derive(Debug, Clone, Copy)]
 pub enum Source {
-    /// A Debian kernel package, booted in a VM under TCG.
-    Debian {
-        /// The Debian suite whose `main` component holds it.
+    /// A distribution's kernel package, booted in a VM under TCG.
+    Package {
+        /// The archive it comes from.
+        archive: Archive,
+        /// The suite whose `main` component holds it (Ubuntu's `-updates`
+        /// pocket is read too).
         suite: &'static str,
-        /// Package names start with this and end with `-amd64`; the newest
-        /// in the index is picked (e.g. `linux-image-5.10.0-32-amd64`).
+        /// Image package names start with this and end with the archive's
+        /// flavour; the newest in the index is picked (e.g.
+        /// `linux-image-5.10.0-32-amd64`, `linux-image-5.15.0-204-generic`).
         prefix: &'static str,
     },
     /// The host's running kernel; the suite runs directly on the host.
     Host,
+}
+
+/// A distribution archive that kernels are fetched from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Archive {
+    /// deb.debian.org; one package holds the image and its modules.
+    Debian,
+    /// archive.ubuntu.com; the modules come in a `linux-modules-<release>`
+    /// package beside the image's.
+    Ubuntu,
+}
+
+impl Archive {
+    /// The distribution's name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Archive::Debian => "Debian",
+            Archive::Ubuntu => "Ubuntu",
+        }
+    }
+
+    /// How the image packages of the plain x86-64 flavour end.
+    pub fn flavour(self) -> &'static str {
+        match self {
+            Archive::Debian => "-amd64",
+            Archive::Ubuntu => "-generic",
+        }
+    }
 }
 
 /// One column of the matrix.
@@ -55,11 +87,12 @@ pub struct Kernel {
     pub why: &'static str,
 }
 
-/// Debian's kernels, oldest first, then the host.
-pub const KERNELS: [Kernel; 4] = [
+/// The distributions' kernels, oldest first, then the host.
+pub const KERNELS: [Kernel; 6] = [
     Kernel {
         key: "5.10",
-        source: Source::Debian {
+        source: Source::Package {
+            archive: Archive::Debian,
             suite: "bullseye",
             prefix: "linux-image-5.10.0-",
         },
@@ -67,8 +100,19 @@ pub const KERNELS: [Kernel; 4] = [
         why: "tp_btf programs cannot call bpf_get_socket_cookie before Linux 5.12",
     },
     Kernel {
+        key: "5.15",
+        source: Source::Package {
+            archive: Archive::Ubuntu,
+            suite: "jammy",
+            prefix: "linux-image-5.15.0-",
+        },
+        expect: Expect::Works,
+        why: "Ubuntu 22.04's kernel",
+    },
+    Kernel {
         key: "6.1",
-        source: Source::Debian {
+        source: Source::Package {
+            archive: Archive::Debian,
             suite: "bookworm",
             prefix: "linux-image-6.1.0-",
         },
@@ -76,8 +120,19 @@ pub const KERNELS: [Kernel; 4] = [
         why: "Debian 12's kernel",
     },
     Kernel {
+        key: "6.8",
+        source: Source::Package {
+            archive: Archive::Ubuntu,
+            suite: "noble",
+            prefix: "linux-image-6.8.0-",
+        },
+        expect: Expect::Works,
+        why: "Ubuntu 24.04's kernel",
+    },
+    Kernel {
         key: "6.12",
-        source: Source::Debian {
+        source: Source::Package {
+            archive: Archive::Debian,
             suite: "trixie",
             prefix: "linux-image-6.12.",
         },

@@ -1,8 +1,9 @@
 //! `cargo xtask vmtest`: the privileged smoke suite on other kernels.
 //!
-//! Each kernel of the matrix ([`matrix`]: Debian's 5.10, 6.1 and 6.12, and
-//! the host's own) runs the checks ([`checks`]) in one go: the test binaries
-//! are built once on the host ([`binaries`]), Debian's kernels are fetched
+//! Each kernel of the matrix ([`matrix`]: Debian's 5.10, 6.1 and 6.12,
+//! Ubuntu 22.04's 5.15, and the host's own) runs the checks ([`checks`]) in
+//! one go: the test binaries are built once on the host ([`binaries`]), the
+//! distributions' kernels are fetched
 //! and cached ([`fetch`]), a script runs every check and leaves its results
 //! in a run directory ([`script`]), in a VM booted by virtme-ng under TCG or
 //! directly on the host ([`vm`]); the results are judged against what the
@@ -64,7 +65,7 @@ pub fn vmtest(args: VmtestArgs) -> anyhow::Result<()> {
     let cache = cmd::workspace_root().join("target/vmtest");
     let vng = if kernels
         .iter()
-        .any(|k| matches!(k.source, Source::Debian { .. }))
+        .any(|k| matches!(k.source, Source::Package { .. }))
     {
         Some(deps::ensure()?)
     } else {
@@ -76,10 +77,12 @@ pub fn vmtest(args: VmtestArgs) -> anyhow::Result<()> {
     let fetched: Vec<Option<anyhow::Result<fetch::Unpacked>>> = kernels
         .iter()
         .map(|k| match k.source {
-            Source::Debian { prefix, .. } => Some(
+            Source::Package {
+                archive, prefix, ..
+            } => Some(
                 fetcher
-                    .kernel(k.key, prefix)
-                    .with_context(|| format!("fetching Debian's {} kernel", k.key))
+                    .kernel(k.key, archive, prefix)
+                    .with_context(|| format!("fetching {}'s {} kernel", archive.name(), k.key))
                     .inspect_err(|e| eprintln!("xtask: {}: {e:#}", k.key)),
             ),
             Source::Host => None,
@@ -139,7 +142,7 @@ fn run_kernel(
         expect: k.expect,
         why: k.why,
         how: match k.source {
-            Source::Debian { .. } => "VM (TCG, 2 vCPUs, 2G)",
+            Source::Package { .. } => "VM (TCG, 2 vCPUs, 2G)",
             Source::Host => "host, directly",
         },
         release: None,

@@ -18,7 +18,7 @@ pub struct KernelRun {
     pub how: &'static str,
     /// `uname -r` where the suite ran, when known.
     pub release: Option<String>,
-    /// The Debian package, for VM runs.
+    /// The kernel package, for VM runs.
     pub package: Option<String>,
     /// Wall-clock time, boot included (zero when it never started).
     pub elapsed: Duration,

@@ -112,7 +112,7 @@ impl Script<'_> {
 }
 
 /// What the guest offers the tests, logged so a failure can be explained:
-/// loopback must be up; veth and nf_tables are modules in Debian's kernels
+/// loopback must be up; veth and nf_tables are modules in the distributions' kernels
 /// (built in, or not found in /lib/modules, on the host: both fine).
 const ENV_CHECKS: &str = r#"date +%s >suite.start
 {
