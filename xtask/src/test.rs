@@ -111,7 +111,7 @@ pub fn test(filter: Option<&str>) -> anyhow::Result<()> {
 
 /// The kernels `cargo xtask test` boots: every one of the matrix but the
 /// host's. Debian's oldest (refused, with its sentence), its most deployed
-/// and its newest, and the kernels of Ubuntu's two LTS releases. About 11
+/// and its newest, and the kernels of Ubuntu's two LTS releases. About 10
 /// minutes under TCG once the kernels are cached (docs/vmtest.md).
 const VM_KERNELS: &str = "5.10,5.15,6.1,6.8,6.12";
 
