@@ -153,9 +153,14 @@ mod tests {
     use crate::vmtest::checks::CHECKS;
 
     fn binaries() -> Binaries {
-        let tests: BTreeMap<String, PathBuf> = ["events", "agent", "leaks", "leaks_net"]
+        let tests: BTreeMap<String, PathBuf> = CHECKS
             .iter()
-            .map(|n| (n.to_string(), PathBuf::from(format!("/t/{n}-abc"))))
+            .map(|c| {
+                (
+                    c.binary.to_string(),
+                    PathBuf::from(format!("/t/{}-abc", c.binary)),
+                )
+            })
             .collect();
         Binaries {
             tests,
@@ -194,7 +199,7 @@ mod tests {
         }
         .render()
         .unwrap();
-        assert!(s.contains("for c in events gauges leak half_open; do echo skipped"));
+        assert!(s.contains("for c in events gauges leak half_open netns; do echo skipped"));
     }
 
     #[test]
