@@ -9,7 +9,7 @@
 //! fakeroot.
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 
 use super::{EXTRAS, SHELLS, Staged, copy, path_str, remove_dir, set_mode, write};
 use crate::cmd;
@@ -77,10 +77,20 @@ pub fn build(staged: &Staged, version: &str, out: &Path) -> anyhow::Result<PathB
     }
     write(&doc.join("copyright"), copyright().as_bytes())?;
 
+    let depends = shlib_depends(&tree.join("usr/bin/tracer"))?;
+    if let Some(needs) = glibc_needed(&depends)
+        && version_gt(needs, OLDEST_GLIBC)
+    {
+        bail!(
+            "the binary needs glibc {needs} ({depends}), newer than {OLDEST_GLIBC}, the oldest \
+             of the distributions tracer is tested on (Ubuntu 22.04 has 2.35, RHEL 9 2.34); \
+             build on an older distribution"
+        );
+    }
     let control = Control {
         version: version.to_string(),
         arch: arch.to_string(),
-        libc: libc_version()?,
+        depends,
         installed_kib: kib(&tree)?,
     };
     let debian = tree.join("DEBIAN");
@@ -126,8 +136,10 @@ pub struct Control {
     pub version: String,
     /// The Debian architecture.
     pub arch: String,
-    /// The glibc the binary was built against: the oldest it may need.
-    pub libc: String,
+    /// The shared libraries the binary needs, as `dpkg-shlibdeps` words
+    /// them from the symbol versions it uses: `libc6 (>= 2.34), libgcc-s1
+    /// (>= 4.2)`, not the build machine's own glibc.
+    pub depends: String,
     /// The installed size in KiB.
     pub installed_kib: u64,
 }
@@ -141,7 +153,7 @@ Version: {version}
 Architecture: {arch}
 Maintainer: {MAINTAINER}
 Installed-Size: {kib}
-Depends: libc6 (>= {libc}), libgcc-s1
+Depends: {depends}
 Section: net
 Priority: optional
 Homepage: https://github.com/tracer-rs/tracer
@@ -157,35 +169,73 @@ Description: eBPF TCP connection lifecycle tracer
             version = self.version,
             arch = self.arch,
             kib = self.installed_kib,
-            libc = self.libc,
+            depends = self.depends,
         )
     }
 }
 
-/// The build machine's glibc version (`2.36`), from dpkg or else `ldd`.
-fn libc_version() -> anyhow::Result<String> {
-    cmd::output("dpkg-query", &["-W", "-f=${Version}", "libc6"])
-        .and_then(|v| upstream_version(&v))
-        .or_else(|| cmd::output("ldd", &["--version"]).and_then(|v| ldd_version(&v)))
-        .context(
-            "cannot tell the glibc version: neither dpkg-query -W libc6 nor ldd --version answered",
-        )
+/// The oldest glibc the binary may ask for: Ubuntu 22.04's (2.35), the
+/// oldest glibc among the distributions whose kernels tracer is tested on
+/// that load it (docs/vmtest.md). RHEL 9 has 2.34; today's builds need 2.34.
+const OLDEST_GLIBC: &str = "2.35";
+
+/// The `Depends` of `binary`, from `dpkg-shlibdeps` (Debian's own tool for
+/// it, in dpkg-dev): the lowest version of each library that has every
+/// symbol version the binary uses. It wants a `debian/control`; a
+/// throwaway one beside nothing else is enough.
+fn shlib_depends(binary: &Path) -> anyhow::Result<String> {
+    crate::setup::apt_install(
+        "packaging tools",
+        "cargo xtask dist",
+        &[("dpkg-shlibdeps", "dpkg-dev")],
+    )?;
+    let dir = std::env::temp_dir().join(format!("tracer-shlibdeps-{}", std::process::id()));
+    remove_dir(&dir)?;
+    write(
+        &dir.join("debian/control"),
+        b"Source: tracer\n\nPackage: tracer\nArchitecture: any\n",
+    )?;
+    let out = std::process::Command::new("dpkg-shlibdeps")
+        .args(["-O", "-e"])
+        .arg(binary)
+        .current_dir(&dir)
+        .output()
+        .context("starting dpkg-shlibdeps")?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    match shlibs_line(&text) {
+        Some(d) if out.status.success() => Ok(d.to_string()),
+        _ => bail!(
+            "dpkg-shlibdeps -O -e {} failed ({}): {}",
+            binary.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+    }
 }
 
-/// `2.36` of a Debian version `2.36-9+deb12u14`.
-pub fn upstream_version(debian: &str) -> Option<String> {
-    let v = debian.trim();
-    let v = v.split_once(':').map_or(v, |(_, rest)| rest);
-    let v = v.rsplit_once('-').map_or(v, |(up, _)| up);
-    v.starts_with(|c: char| c.is_ascii_digit())
-        .then(|| v.to_string())
+/// `libc6 (>= 2.34), libgcc-s1 (>= 4.2)` of dpkg-shlibdeps' output line
+/// `shlibs:Depends=libc6 (>= 2.34), libgcc-s1 (>= 4.2)`.
+fn shlibs_line(out: &str) -> Option<&str> {
+    out.lines()
+        .find_map(|l| l.strip_prefix("shlibs:Depends="))
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
 }
 
-/// `2.36` of `ldd (Debian GLIBC 2.36-9+deb12u14) 2.36`, ldd's first line.
-pub fn ldd_version(out: &str) -> Option<String> {
-    let v = out.lines().next()?.split_whitespace().last()?;
-    v.starts_with(|c: char| c.is_ascii_digit())
-        .then(|| v.to_string())
+/// The glibc version a `Depends` asks for: `2.34` of `libc6 (>= 2.34), ...`.
+fn glibc_needed(depends: &str) -> Option<&str> {
+    depends
+        .split(',')
+        .map(str::trim)
+        .find_map(|d| d.strip_prefix("libc6 (>= "))
+        .and_then(|v| v.strip_suffix(')'))
+}
+
+/// `a > b` for dotted versions such as `2.35` and `2.4`, part by part.
+fn version_gt(a: &str, b: &str) -> bool {
+    let parts = |v: &str| -> Vec<u64> { v.split('.').map(|p| p.parse().unwrap_or(0)).collect() };
+    parts(a) > parts(b)
 }
 
 /// The size of the files under `dir`, in KiB rounded up, as Installed-Size.
@@ -266,7 +316,7 @@ mod tests {
         let c = Control {
             version: "0.1.0".into(),
             arch: "amd64".into(),
-            libc: "2.36".into(),
+            depends: "libc6 (>= 2.34), libgcc-s1 (>= 4.2)".into(),
             installed_kib: 12345,
         };
         let text = c.text();
@@ -275,7 +325,7 @@ mod tests {
             "Version: 0.1.0\n",
             "Architecture: amd64\n",
             "Installed-Size: 12345\n",
-            "Depends: libc6 (>= 2.36), libgcc-s1\n",
+            "Depends: libc6 (>= 2.34), libgcc-s1 (>= 4.2)\n",
             "Description: eBPF TCP connection lifecycle tracer\n",
         ] {
             assert_eq!(text.matches(field).count(), 1, "{field:?} in\n{text}");
@@ -291,16 +341,19 @@ mod tests {
     }
 
     #[test]
-    fn glibc_versions_from_dpkg_and_ldd() {
-        assert_eq!(upstream_version("2.36-9+deb12u14").as_deref(), Some("2.36"));
-        assert_eq!(upstream_version("1:2.39-0ubuntu8").as_deref(), Some("2.39"));
-        assert_eq!(upstream_version("2.41").as_deref(), Some("2.41"));
-        assert_eq!(upstream_version(""), None);
-        assert_eq!(
-            ldd_version("ldd (Debian GLIBC 2.36-9+deb12u14) 2.36\nCopyright").as_deref(),
-            Some("2.36")
-        );
-        assert_eq!(ldd_version("musl libc (x86_64)\nVersion 1.2.5"), None);
+    fn depends_and_glibc_are_read_from_dpkg_shlibdeps() {
+        let out = "shlibs:Depends=libc6 (>= 2.34), libgcc-s1 (>= 4.2)\n";
+        let d = shlibs_line(out).unwrap();
+        assert_eq!(d, "libc6 (>= 2.34), libgcc-s1 (>= 4.2)");
+        assert_eq!(glibc_needed(d), Some("2.34"));
+        assert_eq!(glibc_needed("libgcc-s1 (>= 4.2)"), None);
+        assert_eq!(shlibs_line("shlibs:Depends=\n"), None);
+        assert_eq!(shlibs_line("warning: something\n"), None);
+        assert!(!version_gt("2.34", OLDEST_GLIBC));
+        assert!(!version_gt("2.35", OLDEST_GLIBC));
+        assert!(version_gt("2.36", OLDEST_GLIBC));
+        assert!(version_gt("2.100", "2.35"), "numbers, not text");
+        assert!(!version_gt("2.4", "2.35"));
     }
 
     #[test]
