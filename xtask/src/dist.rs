@@ -14,6 +14,7 @@
 mod check;
 mod deb;
 mod systemd;
+mod ubuntu;
 
 use std::path::{Path, PathBuf};
 

@@ -13,6 +13,7 @@ mod dist;
 mod image;
 mod setup;
 mod test;
+mod ubuntu;
 mod vmtest;
 
 use clap::{Parser, Subcommand};

@@ -15,7 +15,10 @@
 //! 5. `dpkg --purge tracer`, also when a step failed;
 //! 6. the unit under a real systemd, in a container ([`super::systemd`]):
 //!    the sandboxing that only systemd applies (mount namespaces, seccomp
-//!    filters), with the agent doing its whole job inside it.
+//!    filters), with the agent doing its whole job inside it;
+//! 7. the .deb on Ubuntu 22.04 ([`super::ubuntu`]): installed into a
+//!    minimal jammy root, whose glibc is older than the build machine's,
+//!    and run there.
 use std::{
     path::Path,
     process::{Child, Command, Stdio},
@@ -80,6 +83,7 @@ pub fn check(d: &Dist) -> anyhow::Result<()> {
         "/usr/bin/tracer is still there after dpkg --purge tracer"
     );
     super::systemd::check(d)?;
+    super::ubuntu::check(d)?;
     eprintln!(
         "xtask: dist check: passed in {:.0} s",
         started.elapsed().as_secs_f64()

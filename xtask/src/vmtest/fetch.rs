@@ -7,9 +7,8 @@
 //! (with Ubuntu's, the `linux-modules-` package of the same release) is
 //! downloaded, unpacked with `dpkg-deb -x` into `target/vmtest/kernels/<package>/`
 //! and its modules indexed with `depmod`. Ubuntu's index is checked with
-//! Ubuntu's archive key, from the `ubuntu-keyring` package of a pinned
-//! version and SHA-256 (Debian does not ship it). virtme-ng finds the modules next to
-//! the image (`lib/modules/<release>`, or `usr/lib/modules/<release>` in
+//! Ubuntu's archive key ([`crate::ubuntu::archive_key`]). virtme-ng finds
+//! the modules next to the image (`lib/modules/<release>`, or `usr/lib/modules/<release>` in
 //! trixie's packages) and links them into the guest's `/lib/modules`, so
 //! nothing is installed into the host's own `/lib/modules`. A second run
 //! finds `target/vmtest/kernels/<key>.package` and downloads nothing (not
@@ -23,14 +22,6 @@ use crate::cmd;
 
 /// Debian's archive; security updates are not needed.
 const DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
-/// Ubuntu's archive, for x86-64.
-const UBUNTU_MIRROR: &str = "http://archive.ubuntu.com/ubuntu";
-/// The package that holds Ubuntu's archive key, pinned by its SHA-256 (the
-/// one in jammy's index), and the key's path inside it.
-const UBUNTU_KEYRING_DEB: &str = "pool/main/u/ubuntu-keyring/ubuntu-keyring_2021.03.26_all.deb";
-const UBUNTU_KEYRING_SHA256: &str =
-    "0d0e7ed6b112f5d03eabf3c7eb01ebdacf9c57714b279e90495cfc58c8c4520f";
-const UBUNTU_KEYRING_PATH: &str = "usr/share/keyrings/ubuntu-archive-keyring.gpg";
 
 /// An unpacked kernel, ready to boot.
 #[derive(Debug, Clone)]
@@ -202,11 +193,12 @@ impl Apt {
                     "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {DEBIAN_MIRROR} {suite} main\n"
                 )),
                 Archive::Ubuntu => {
-                    let key = ubuntu_key(dir)?;
+                    let key = crate::ubuntu::archive_key()?;
                     for pocket in [suite.to_string(), format!("{suite}-updates")] {
                         list.push_str(&format!(
-                            "deb [signed-by={}] {UBUNTU_MIRROR} {pocket} main\n",
-                            key.display()
+                            "deb [signed-by={}] {} {pocket} main\n",
+                            key.display(),
+                            crate::ubuntu::MIRROR
                         ));
                     }
                 }
@@ -293,36 +285,6 @@ impl Apt {
         }
         Ok(())
     }
-}
-
-/// Ubuntu's archive keyring under `dir`, fetched once from the pinned
-/// `ubuntu-keyring` package; apt-helper refuses a download whose SHA-256
-/// differs.
-fn ubuntu_key(dir: &Path) -> anyhow::Result<PathBuf> {
-    let key = dir.join("ubuntu-archive-keyring.gpg");
-    if key.is_file() {
-        return Ok(key);
-    }
-    let deb = dir.join("ubuntu-keyring.deb");
-    let unpacked = dir.join("ubuntu-keyring");
-    eprintln!("xtask: fetching Ubuntu's archive key ({UBUNTU_KEYRING_DEB})");
-    run(
-        "/usr/lib/apt/apt-helper",
-        &[
-            "download-file",
-            &format!("{UBUNTU_MIRROR}/{UBUNTU_KEYRING_DEB}"),
-            path_str(&deb),
-            &format!("SHA256:{UBUNTU_KEYRING_SHA256}"),
-        ],
-    )
-    .context("fetching Ubuntu's archive keyring")?;
-    let _ = std::fs::remove_dir_all(&unpacked);
-    run("dpkg-deb", &["-x", path_str(&deb), path_str(&unpacked)])?;
-    std::fs::copy(unpacked.join(UBUNTU_KEYRING_PATH), &key)
-        .with_context(|| format!("{UBUNTU_KEYRING_PATH} is not in {}", deb.display()))?;
-    let _ = std::fs::remove_dir_all(&unpacked);
-    let _ = std::fs::remove_file(&deb);
-    Ok(key)
 }
 
 fn path_str(p: &Path) -> &str {
