@@ -57,12 +57,18 @@ impl Agent {
         (child, addr)
     }
 
-    /// Wait until it runs and answers /healthz, at most `timeout`.
+    /// Wait until it runs and answers /healthz, at most `timeout`. Each try
+    /// gives up after half a second: the agent binds its port before it
+    /// loads its programs, so a try that waited longer would sit in the
+    /// listen backlog as an idle connection, which the agent itself then
+    /// sees and, with a short `--idle-threshold`, flags (a start takes 10 s
+    /// and more in the vmtest VMs).
     fn wait_healthy(&mut self, timeout: Duration) -> bool {
         let addr = self.addr;
         wait_until(timeout, || {
             matches!(self.child.try_wait(), Ok(None))
-                && http_get(addr, "/healthz").is_some_and(|(c, _)| c == 200)
+                && super::http_get_with(addr, "/healthz", &[], Duration::from_millis(500))
+                    .is_some_and(|r| r.code == 200)
         })
     }
 

@@ -73,6 +73,17 @@ pub fn netns_unless_chosen(args: &[&str]) -> &'static [&'static str] {
 /// An agent URL that nobody answers: commands read the kernel themselves.
 pub const NO_AGENT: &str = "http://127.0.0.1:1";
 
+/// True when the running kernel is at least `major.minor`
+/// (`/proc/sys/kernel/osrelease`), for tests of what older kernels lack.
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
+}
+
 /// Fail loudly, with the fix, when not root: these tests load kernel programs.
 pub fn require_root() {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
