@@ -199,7 +199,7 @@ mod tests {
         }
         .render()
         .unwrap();
-        assert!(s.contains("for c in events gauges leak half_open netns; do echo skipped"));
+        assert!(s.contains("for c in events gauges leak half_open; do echo skipped"));
     }
 
     #[test]
