@@ -210,7 +210,8 @@ fn attempt(
     let mut elapsed = Duration::ZERO;
     let (started, finished) = loop {
         let started = epoch_secs();
-        let finished = vm::run(&target, &dir, &script, &console, limit)?;
+        let boot_limit = image.as_ref().map(|_| Duration::from_secs(BOOT_SECS));
+        let finished = vm::run(&target, &dir, &script, &console, limit, boot_limit)?;
         elapsed += finished.elapsed;
         // Under TCG an SMP guest now and then dies while patching its own
         // code at boot ("Oops: int3" in a static branch). A VM that never

@@ -44,13 +44,17 @@ pub enum Target<'a> {
 }
 
 /// Run `script` on `target` with its output in `console` and a limit of
-/// `limit`; the script's results are files in `run_dir`.
+/// `limit`; the script's results are files in `run_dir`. With `boot`, the
+/// run is also killed when the script has not written `suite.start` that
+/// long after the start: a guest whose boot hung (seen under TCG) is then
+/// booted again at once instead of after the whole limit.
 pub fn run(
     target: &Target<'_>,
     run_dir: &Path,
     script: &Path,
     console: &Path,
     limit: Duration,
+    boot: Option<Duration>,
 ) -> anyhow::Result<Finished> {
     let mut cmd = command(target, run_dir, script);
     let log = File::create(console).with_context(|| format!("creating {}", console.display()))?;
@@ -82,6 +86,17 @@ pub fn run(
             eprintln!(
                 "xtask: no result after {}s: killing the run (process group {pgid})",
                 limit.as_secs()
+            );
+            break None;
+        }
+        if let Some(boot) = boot
+            && start.elapsed() > boot
+            && !run_dir.join("suite.start").exists()
+        {
+            eprintln!(
+                "xtask: the suite has not started {}s after boot began: killing the run \
+                 (process group {pgid})",
+                boot.as_secs()
             );
             break None;
         }
@@ -168,6 +183,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_suite_that_never_starts_is_killed_at_the_boot_limit() {
+        let dir = std::env::temp_dir().join(format!("vmtest-boot-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("suite.sh");
+        let console = dir.join("console.log");
+        let limit = Duration::from_secs(30);
+        let boot = Some(Duration::from_secs(1));
+        std::fs::write(&script, "sleep 20\n").unwrap();
+        let hung = run(&Target::Host, &dir, &script, &console, limit, boot).unwrap();
+        assert!(hung.status.is_none(), "{hung:?}");
+        assert!(hung.elapsed < Duration::from_secs(10), "{hung:?}");
+        // One that starts keeps running past the boot limit.
+        std::fs::write(&script, "date +%s >suite.start\nsleep 3\n").unwrap();
+        let started = run(&Target::Host, &dir, &script, &console, limit, boot).unwrap();
+        assert!(started.status.is_some_and(|s| s.success()), "{started:?}");
+        assert!(started.elapsed >= Duration::from_secs(3), "{started:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn the_watchdog_kills_the_whole_group() {
         let dir = std::env::temp_dir().join(format!("vmtest-vm-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -181,6 +217,7 @@ mod tests {
             &script,
             &dir.join("console.log"),
             Duration::from_secs(1),
+            None,
         )
         .unwrap();
         assert!(f.status.is_none(), "{f:?}");
