@@ -79,7 +79,7 @@ pub fn build(staged: &Staged, version: &str, out: &Path) -> anyhow::Result<PathB
 
     let depends = shlib_depends(&tree.join("usr/bin/tracer"))?;
     if let Some(needs) = glibc_needed(&depends)
-        && version_gt(needs, OLDEST_GLIBC)
+        && cmd::natural_cmp(needs, OLDEST_GLIBC).is_gt()
     {
         bail!(
             "the binary needs glibc {needs} ({depends}), newer than {OLDEST_GLIBC}, the oldest \
@@ -232,12 +232,6 @@ fn glibc_needed(depends: &str) -> Option<&str> {
         .and_then(|v| v.strip_suffix(')'))
 }
 
-/// `a > b` for dotted versions such as `2.35` and `2.4`, part by part.
-fn version_gt(a: &str, b: &str) -> bool {
-    let parts = |v: &str| -> Vec<u64> { v.split('.').map(|p| p.parse().unwrap_or(0)).collect() };
-    parts(a) > parts(b)
-}
-
 /// The size of the files under `dir`, in KiB rounded up, as Installed-Size.
 fn kib(dir: &Path) -> anyhow::Result<u64> {
     let mut bytes = 0;
@@ -349,11 +343,15 @@ mod tests {
         assert_eq!(glibc_needed("libgcc-s1 (>= 4.2)"), None);
         assert_eq!(shlibs_line("shlibs:Depends=\n"), None);
         assert_eq!(shlibs_line("warning: something\n"), None);
-        assert!(!version_gt("2.34", OLDEST_GLIBC));
-        assert!(!version_gt("2.35", OLDEST_GLIBC));
-        assert!(version_gt("2.36", OLDEST_GLIBC));
-        assert!(version_gt("2.100", "2.35"), "numbers, not text");
-        assert!(!version_gt("2.4", "2.35"));
+        let newer = |v: &str| cmd::natural_cmp(v, OLDEST_GLIBC).is_gt();
+        assert!(!newer("2.34"));
+        assert!(!newer("2.35"));
+        assert!(newer("2.36"));
+        assert!(
+            cmd::natural_cmp("2.100", "2.35").is_gt(),
+            "numbers, not text"
+        );
+        assert!(cmd::natural_cmp("2.4", "2.35").is_lt());
     }
 
     #[test]

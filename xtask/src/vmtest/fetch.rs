@@ -264,7 +264,7 @@ impl Apt {
                     .and_then(|r| r.strip_suffix(flavour))
                     .is_some_and(|v| !v.is_empty() && !v.contains('-'))
             })
-            .max_by(|a, b| natural_cmp(a, b))
+            .max_by(|a, b| cmd::natural_cmp(a, b))
             .map(str::to_string)
             .with_context(|| format!("no {prefix}*{flavour} package in the index"))
     }
@@ -305,57 +305,4 @@ fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Compare names with their digit runs as numbers, so that
-/// `linux-image-6.12.117` sorts after `linux-image-6.12.48`.
-fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    fn chunks(s: &str) -> Vec<(bool, String)> {
-        let mut v: Vec<(bool, String)> = Vec::new();
-        for c in s.chars() {
-            let digit = c.is_ascii_digit();
-            match v.last_mut() {
-                Some((d, run)) if *d == digit => run.push(c),
-                _ => v.push((digit, c.to_string())),
-            }
-        }
-        v
-    }
-    let (ca, cb) = (chunks(a), chunks(b));
-    for ((da, ra), (db, rb)) in ca.iter().zip(cb.iter()) {
-        let ord = if *da && *db {
-            let (ta, tb) = (ra.trim_start_matches('0'), rb.trim_start_matches('0'));
-            ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb))
-        } else {
-            ra.cmp(rb)
-        };
-        if ord.is_ne() {
-            return ord;
-        }
-    }
-    ca.len().cmp(&cb.len())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn newest_by_numbers_not_by_text() {
-        let mut v = [
-            "linux-image-6.12.117+deb13-amd64",
-            "linux-image-6.12.48+deb13-amd64",
-            "linux-image-6.12.107+deb13-amd64",
-        ];
-        v.sort_by(|a, b| natural_cmp(a, b));
-        assert_eq!(v[2], "linux-image-6.12.117+deb13-amd64");
-        assert!(natural_cmp("linux-image-5.10.0-9-amd64", "linux-image-5.10.0-32-amd64").is_lt());
-        assert!(
-            natural_cmp(
-                "linux-image-5.15.0-99-generic",
-                "linux-image-5.15.0-204-generic"
-            )
-            .is_lt()
-        );
-    }
 }
