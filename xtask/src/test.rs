@@ -11,8 +11,8 @@
 //! built with podman, run under the DaemonSet's security context, and
 //! smoke-tested). Then the smoke suite on the distributions' kernels in VMs
 //! (`cargo xtask vmtest`): Debian's 5.10, 6.1 and 6.12 and Ubuntu's 5.15
-//! and 6.8; the host's kernel is the one the whole suite just ran on. With a filter, only the matching tests
-//! run: no packages, no image, no VMs.
+//! and 6.8; the host's kernel is the one the whole suite just ran on. With
+//! a filter, only the matching tests run: no packages, no image, no VMs.
 use crate::{cmd, setup};
 
 pub fn test(filter: Option<&str>) -> anyhow::Result<()> {

@@ -8,10 +8,10 @@
 //! downloaded, unpacked with `dpkg-deb -x` into `target/vmtest/kernels/<package>/`
 //! and its modules indexed with `depmod`. Ubuntu's index is checked with
 //! Ubuntu's archive key ([`crate::ubuntu::archive_key`]). virtme-ng finds
-//! the modules next to the image (`lib/modules/<release>`, or `usr/lib/modules/<release>` in
-//! trixie's packages) and links them into the guest's `/lib/modules`, so
-//! nothing is installed into the host's own `/lib/modules`. A second run
-//! finds `target/vmtest/kernels/<key>.package` and downloads nothing (not
+//! the modules next to the image (`lib/modules/<release>`, or
+//! `usr/lib/modules/<release>` in trixie's packages) and links them into
+//! the guest's `/lib/modules`, so nothing is installed into the host's own
+//! `/lib/modules`. A second run finds `target/vmtest/kernels/<key>.package` and downloads nothing (not
 //! even the index).
 use std::path::{Path, PathBuf};
 

@@ -1,10 +1,9 @@
 //! `cargo xtask vmtest`: the privileged smoke suite on other kernels.
 //!
 //! Each kernel of the matrix ([`matrix`]: Debian's 5.10, 6.1 and 6.12,
-//! Ubuntu 22.04's 5.15, and the host's own) runs the checks ([`checks`]) in
-//! one go: the test binaries are built once on the host ([`binaries`]), the
-//! distributions' kernels are fetched
-//! and cached ([`fetch`]), a script runs every check and leaves its results
+//! Ubuntu's 5.15 and 6.8, and the host's own) runs the checks ([`checks`])
+//! in one go: the test binaries are built once on the host ([`binaries`]),
+//! the distributions' kernels are fetched and cached ([`fetch`]), a script runs every check and leaves its results
 //! in a run directory ([`script`]), in a VM booted by virtme-ng under TCG or
 //! directly on the host ([`vm`]); the results are judged against what the
 //! kernel is expected to do ([`judge`]) and tabulated ([`report`]).
@@ -208,15 +207,15 @@ fn attempt(
     let console = dir.join("console.log");
     let mut boot_notes = Vec::new();
     let mut elapsed = Duration::ZERO;
+    let boot_limit = image.as_ref().map(|_| Duration::from_secs(BOOT_SECS));
     let (started, finished) = loop {
         let started = epoch_secs();
-        let boot_limit = image.as_ref().map(|_| Duration::from_secs(BOOT_SECS));
         let finished = vm::run(&target, &dir, &script, &console, limit, boot_limit)?;
         elapsed += finished.elapsed;
         // Under TCG an SMP guest now and then dies while patching its own
         // code at boot ("Oops: int3" in a static branch). A VM that never
         // reached the script is booted again, at most BOOTS times in all.
-        let booted = dir.join("suite.start").exists();
+        let booted = dir.join(script::START_FILE).exists();
         if booted || image.is_none() || boot_notes.len() + 1 >= BOOTS {
             break (started, finished);
         }
@@ -234,7 +233,7 @@ fn attempt(
             kept.display()
         ));
     };
-    run.boot_secs = read_number(&dir.join("suite.start"))
+    run.boot_secs = read_number(&dir.join(script::START_FILE))
         .filter(|_| image.is_some())
         .map(|s| s.saturating_sub(started));
     run.probe_secs = read_number(&dir.join("probe.seconds"));

@@ -111,9 +111,14 @@ impl Script<'_> {
     }
 }
 
+/// The file the script writes first, holding the time it started: a run
+/// without it never reached the suite (the VM's boot died or hung).
+pub const START_FILE: &str = "suite.start";
+
 /// What the guest offers the tests, logged so a failure can be explained:
-/// loopback must be up; veth and nf_tables are modules in the distributions' kernels
-/// (built in, or not found in /lib/modules, on the host: both fine).
+/// loopback must be up; veth and nf_tables are modules in the
+/// distributions' kernels (built in, or not found in /lib/modules, on the
+/// host: both fine). Its first line writes [`START_FILE`].
 const ENV_CHECKS: &str = r#"date +%s >suite.start
 {
   echo "kernel: $(uname -r)"
@@ -200,6 +205,11 @@ mod tests {
         .render()
         .unwrap();
         assert!(s.contains("for c in events gauges leak half_open; do echo skipped"));
+    }
+
+    #[test]
+    fn the_script_first_writes_the_start_file() {
+        assert!(ENV_CHECKS.starts_with(&format!("date +%s >{START_FILE}\n")));
     }
 
     #[test]

@@ -16,6 +16,8 @@ use std::{
 
 use anyhow::Context as _;
 
+use super::script::START_FILE;
+
 /// Guest size: 2 vCPUs (the host has 2 cores) and room for the tests.
 const CPUS: &str = "2";
 const MEMORY: &str = "2G";
@@ -82,22 +84,20 @@ pub fn run(
         if let Some(s) = child.try_wait().context("waiting for the runner")? {
             break Some(s);
         }
-        if start.elapsed() > limit {
-            eprintln!(
-                "xtask: no result after {}s: killing the run (process group {pgid})",
-                limit.as_secs()
-            );
-            break None;
-        }
-        if let Some(boot) = boot
-            && start.elapsed() > boot
-            && !run_dir.join("suite.start").exists()
-        {
-            eprintln!(
-                "xtask: the suite has not started {}s after boot began: killing the run \
-                 (process group {pgid})",
-                boot.as_secs()
-            );
+        let elapsed = start.elapsed();
+        let why = if elapsed > limit {
+            Some(format!("no result after {}s", limit.as_secs()))
+        } else {
+            boot.filter(|&b| elapsed > b && !run_dir.join(START_FILE).exists())
+                .map(|b| {
+                    format!(
+                        "the suite has not started {}s after boot began",
+                        b.as_secs()
+                    )
+                })
+        };
+        if let Some(why) = why {
+            eprintln!("xtask: {why}: killing the run (process group {pgid})");
             break None;
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -182,12 +182,18 @@ pub fn fresh_run_dir(cache: &Path, key: &str) -> anyhow::Result<PathBuf> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_suite_that_never_starts_is_killed_at_the_boot_limit() {
-        let dir = std::env::temp_dir().join(format!("vmtest-boot-{}", std::process::id()));
+    /// An empty scratch directory for one test, and its script's path.
+    fn scratch(tag: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("vmtest-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let script = dir.join("suite.sh");
+        (dir, script)
+    }
+
+    #[test]
+    fn a_suite_that_never_starts_is_killed_at_the_boot_limit() {
+        let (dir, script) = scratch("boot");
         let console = dir.join("console.log");
         let limit = Duration::from_secs(30);
         let boot = Some(Duration::from_secs(1));
@@ -196,7 +202,7 @@ mod tests {
         assert!(hung.status.is_none(), "{hung:?}");
         assert!(hung.elapsed < Duration::from_secs(10), "{hung:?}");
         // One that starts keeps running past the boot limit.
-        std::fs::write(&script, "date +%s >suite.start\nsleep 3\n").unwrap();
+        std::fs::write(&script, format!("date +%s >{START_FILE}\nsleep 3\n")).unwrap();
         let started = run(&Target::Host, &dir, &script, &console, limit, boot).unwrap();
         assert!(started.status.is_some_and(|s| s.success()), "{started:?}");
         assert!(started.elapsed >= Duration::from_secs(3), "{started:?}");
@@ -205,10 +211,7 @@ mod tests {
 
     #[test]
     fn the_watchdog_kills_the_whole_group() {
-        let dir = std::env::temp_dir().join(format!("vmtest-vm-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let script = dir.join("suite.sh");
+        let (dir, script) = scratch("vm");
         // A grandchild that would outlive a plain kill of `sh`.
         std::fs::write(&script, "sleep 60 &\necho $! >grandchild.pid\nwait\n").unwrap();
         let f = run(
