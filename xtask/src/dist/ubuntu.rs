@@ -15,17 +15,13 @@ use crate::cmd;
 /// The Ubuntu release tried.
 const SUITE: &str = "jammy";
 
+/// Where the .deb is copied, as the chroot sees it.
+const DEB_INSIDE: &str = "/tmp/tracer.deb";
+
 /// Install, run, purge.
 pub fn check(d: &Dist) -> anyhow::Result<()> {
-    let root = crate::ubuntu::root(SUITE)?;
-    let deb_name = d
-        .deb
-        .file_name()
-        .context("the .deb has no file name")?
-        .to_string_lossy()
-        .into_owned();
-    let chroot = Chroot::enter(root, &d.deb, &deb_name)?;
-    chroot.run(&["dpkg", "-i", &format!("/tmp/{deb_name}")])?;
+    let chroot = Chroot::enter(crate::ubuntu::root(SUITE)?, &d.deb)?;
+    chroot.run(&["dpkg", "-i", DEB_INSIDE])?;
     let version = chroot.output(&["tracer", "--version"])?;
     ensure!(
         version.starts_with("tracer "),
@@ -46,14 +42,14 @@ pub fn check(d: &Dist) -> anyhow::Result<()> {
 struct Chroot {
     root: PathBuf,
     mounted: Vec<PathBuf>,
-    /// The .deb copied into the root's /tmp.
+    /// The .deb copied in, at [`DEB_INSIDE`].
     deb: PathBuf,
 }
 
 impl Chroot {
-    /// Copy `deb` into the root's /tmp as `name` and mount /proc and /sys.
-    fn enter(root: PathBuf, deb: &std::path::Path, name: &str) -> anyhow::Result<Chroot> {
-        let copy = root.join("tmp").join(name);
+    /// Copy `deb` to [`DEB_INSIDE`] and mount /proc and /sys.
+    fn enter(root: PathBuf, deb: &std::path::Path) -> anyhow::Result<Chroot> {
+        let copy = root.join(DEB_INSIDE.trim_start_matches('/'));
         std::fs::copy(deb, &copy)
             .with_context(|| format!("copying {} into {}", deb.display(), root.display()))?;
         let mut c = Chroot {

@@ -193,6 +193,7 @@ impl Apt {
                     "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {DEBIAN_MIRROR} {suite} main\n"
                 )),
                 Archive::Ubuntu => {
+                    // Fetched by the first; a file check after that.
                     let key = crate::ubuntu::archive_key()?;
                     for pocket in [suite.to_string(), format!("{suite}-updates")] {
                         list.push_str(&format!(
