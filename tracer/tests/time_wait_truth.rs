@@ -1,7 +1,8 @@
 //! The TIME_WAIT gauge against the kernel's own count, sampled *while* the
 //! kernel recycles, overflows and expires timewait sockets: client-side
 //! port reuse, server-side reuse, `tcp_max_tw_buckets` overflowing, and the
-//! minute in which a burst of stays expires. Privileged: each test has a
+//! minute in which a burst of stays expires; and an orphaned FIN_WAIT2
+//! socket that moves on to TIME_WAIT with no event. Privileged: each test has a
 //! network namespace of its own, so `ss` there counts only its sockets.
 mod common;
 
@@ -16,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Agent, Netns, sh, ss_count};
+use common::{Agent, Netns, sh, ss_count, wait_until};
 
 /// Connections per second over all client threads.
 const RATE: f64 = 1_500.0;
@@ -345,4 +346,62 @@ fn a_burst_of_stays_expires_on_the_kernels_ticks() {
     assert!(first > last + 300, "stays expired meanwhile: {samples:?}");
     // What is left are our own scrapes' stays (the agent closes first).
     assert!(last < 150, "the burst expired: {samples:?}");
+}
+
+/// The state the agent lists for the live socket on `port` whose local
+/// port is `local`, if it lists one.
+fn agent_state(agent: &Agent, port: u16, local: SocketAddr) -> Option<String> {
+    let list = agent.json(&format!("/api/v1/sockets?port={port}"));
+    list.as_array()?
+        .iter()
+        .find(|s| s["live"] == true && s["sport"] == local.port())
+        .and_then(|s| s["state"].as_str().map(str::to_owned))
+}
+
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn an_orphan_that_gets_its_fin_reads_time_wait_before_the_next_full_dump() {
+    let _ns = Netns::enter("twfin");
+    // Live dumps every 250 ms; the next full dump is a minute away.
+    let agent = Agent::start(&[
+        "--reconcile-interval",
+        "250ms",
+        "--time-wait-interval",
+        "60s",
+        "--reconcile-budget",
+        "0",
+    ]);
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let server = listener.local_addr().expect("addr");
+    let client = TcpStream::connect(server).expect("connect");
+    let (accepted, _) = listener.accept().expect("accept");
+    let local = client.local_addr().expect("client addr");
+    // The client closes; the server acknowledges the FIN after its delayed
+    // ACK, so the closed client becomes an orphaned FIN_WAIT2 socket.
+    drop(client);
+    let filter = format!("sport = :{}", local.port());
+    let orphan = wait_until(Duration::from_secs(5), || {
+        ss_count("fin-wait-2", &filter) == 1
+            && agent_state(&agent, server.port(), local).as_deref() == Some("fin_wait2")
+    });
+    assert!(
+        orphan,
+        "ss fin-wait-2: {}, agent: {}",
+        ss_count("fin-wait-2", &filter),
+        agent.get(&format!("/api/v1/sockets?port={}", server.port()))
+    );
+    // Live dumps have listed the orphan; now its peer's FIN moves it to
+    // TIME_WAIT, which the kernel reports with no event.
+    thread::sleep(Duration::from_millis(600));
+    drop(accepted);
+    let moved = wait_until(Duration::from_secs(2), || {
+        agent_state(&agent, server.port(), local).as_deref() == Some("time_wait")
+    });
+    assert!(
+        moved,
+        "ss time-wait: {}, agent: {:?}",
+        ss_count("time-wait", &filter),
+        agent_state(&agent, server.port(), local)
+    );
+    assert_eq!(ss_count("time-wait", &filter), 1);
 }

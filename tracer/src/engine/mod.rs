@@ -87,12 +87,24 @@
 //!   TIME_WAIT substate (sock_diag's state mask without `TCP_TIME_WAIT`;
 //!   orphaned FIN_WAIT2 timewait sockets and all full sockets are in it).
 //!   Records a TIME_WAIT socket may hide behind are not judged when absent:
-//!   TIME_WAIT records (inferred or confirmed), orphaned FIN_WAIT2 ones
-//!   (they may have got their FIN and moved to TIME_WAIT), and full sockets
-//!   in FIN_WAIT1, FIN_WAIT2 or CLOSING (lost events may have turned them
-//!   into one). The next full dump judges them. Everything else (missed,
+//!   TIME_WAIT records (inferred or confirmed), and full sockets in
+//!   FIN_WAIT1, FIN_WAIT2 or CLOSING (lost events may have turned them into
+//!   one). The next full dump judges them. Everything else (missed,
 //!   vanished, state mismatch, orphan confirmation) is judged as in a full
 //!   dump; timer ends happen on every reconcile.
+//! - **An orphan that moved on.** An orphaned FIN_WAIT2 timewait socket
+//!   leaves FIN_WAIT2 with no event: its peer's FIN turns it into
+//!   TIME_WAIT, a reset or its timer ends it. Frequent dumps list it while
+//!   in FIN_WAIT2, so two of them in a row without it, both more than
+//!   [`TIME_WAIT_SLACK_NS`] before its timer (known from the last dump
+//!   that listed it), mean it got its FIN (a reset is the rare other
+//!   case): the record enters TIME_WAIT then, unconfirmed, with `since`
+//!   as a lower bound, and its FIN_WAIT2 stay ends there (up to two
+//!   intervals later than it did). The next full dump confirms it and takes the exact
+//!   entry from the timer. Without this the record would read `fin_wait2`
+//!   until the next full dump while `ss` reads TIME_WAIT. Near or past its
+//!   timer, or with the timer unknown, the absence is left to the full
+//!   dump.
 //!
 //! A dump socket whose cookie belongs to a finished record is ignored (a
 //! timewait socket outlives its 60 s while the kernel's timer wheel runs
@@ -169,6 +181,11 @@ pub struct Engine {
     /// Namespaces where a close was judged to leave no timewait socket
     /// (`tcp_max_tw_buckets` reached) since the last full dump.
     tw_overflowed_in: HashSet<u32, BuildCookieHasher>,
+    /// Cookie -> when the kernel's timer ends each orphaned FIN_WAIT2
+    /// timewait socket, from the last dump that listed it. Entries of
+    /// orphans that ended otherwise go at the next full dump past their
+    /// end, so it holds at most the orphans dumps listed in the last 60 s.
+    orphan_ends: HashMap<u64, u64, BuildCookieHasher>,
 }
 
 impl Engine {
@@ -184,6 +201,7 @@ impl Engine {
             untracked: [0; TcpState::COUNT],
             refused_since_dump: 0,
             tw_overflowed_in: HashSet::default(),
+            orphan_ends: HashMap::default(),
         }
     }
 

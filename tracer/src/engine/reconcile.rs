@@ -45,6 +45,9 @@ pub struct ReconcileReport {
     pub time_wait_killed: u64,
     /// Confirmed orphaned FIN_WAIT2 timewait records now absent.
     pub orphan_fin_wait2_ended: u64,
+    /// Orphaned FIN_WAIT2 records two frequent dumps in a row did not list,
+    /// well before their timer: taken into TIME_WAIT (see the `engine` docs).
+    pub orphan_moved_on: u64,
     /// Inferred TIME_WAIT records the dump never showed.
     pub time_wait_never_appeared: u64,
     /// TIME_WAIT sockets adopted from a full dump in a namespace where a
@@ -82,6 +85,17 @@ fn implied_closer(state: TcpState, timewait: bool) -> Option<ClosedBy> {
         CloseWait | LastAck => Some(ClosedBy::Remote),
         _ => None,
     }
+}
+
+/// When the timer of an orphaned FIN_WAIT2 timewait socket with
+/// `expires_ms` left ends.
+fn orphan_end(now_ns: u64, expires_ms: u32) -> u64 {
+    now_ns.saturating_add(u64::from(expires_ms).saturating_mul(1_000_000))
+}
+
+/// An orphaned FIN_WAIT2 timewait socket.
+fn orphan(d: &SocketSnapshot) -> bool {
+    d.timewait && d.state == FinWait2
 }
 
 /// An untracked timewait socket about to expire (overdue ones show 0 ms):
@@ -144,6 +158,10 @@ impl Engine {
                 && self.store.insert(rec, false, &mut ()).is_some()
             {
                 n += 1;
+                if orphan(d) {
+                    self.orphan_ends
+                        .insert(d.cookie, orphan_end(now_ns, d.expires_ms));
+                }
             } else {
                 self.stats.not_adopted += 1;
                 self.untracked[state.index()] += 1;
@@ -225,6 +243,9 @@ impl Engine {
                         rep.not_adopted += 1;
                         self.stats.not_adopted += 1;
                         self.untracked[state.index()] += 1;
+                    } else if orphan(d) {
+                        self.orphan_ends
+                            .insert(d.cookie, orphan_end(now_ns, d.expires_ms));
                     }
                 }
             }
@@ -242,6 +263,9 @@ impl Engine {
             // Covered: the closes judged so far in these namespaces had
             // their timewait sockets in this dump, or none.
             self.tw_overflowed_in.retain(|&netns| !covers(netns));
+            // Orphans past their timer ended, whichever way.
+            self.orphan_ends
+                .retain(|_, &mut end| end.saturating_add(TIME_WAIT_SLACK_NS) > now_ns);
         }
         rep.expired = self.drop_retained() as u64;
         rep
@@ -280,6 +304,10 @@ impl Engine {
             return;
         }
         let judged = since <= judge_before;
+        if orphan(d) {
+            self.orphan_ends
+                .insert(cookie, orphan_end(now_ns, d.expires_ms));
+        }
         if r.has(flag::TW) {
             if !r.has(flag::TW_CONFIRMED) {
                 rep.time_wait_confirmed += 1;
@@ -294,6 +322,7 @@ impl Engine {
                 }
                 (FinWait2, TimeWait) => {
                     // The orphan got its FIN: TIME_WAIT restarted at 60 s.
+                    self.orphan_ends.remove(&cookie);
                     let entry = time_wait_entry(now_ns, d.expires_ms).max(since);
                     obs.stay(cookie, FinWait2, entry - since, lower_bound);
                     let half = self.half_closed(FinWait2, entry - since);
@@ -303,6 +332,15 @@ impl Engine {
                         r.set(flag::LOWER_BOUND, false);
                         r.set(flag::HALF_CLOSED, half || r.has(flag::HALF_CLOSED));
                         r.push_path(TimeWait);
+                    });
+                }
+                (TimeWait, TimeWait) if self.store.rec(slot).has(flag::LOWER_BOUND) => {
+                    // An orphan that moved on between frequent dumps: the
+                    // timer gives its entry.
+                    let entry = time_wait_entry(now_ns, d.expires_ms).min(since);
+                    self.store.update(slot, |r| {
+                        r.since_ns = entry;
+                        r.set(flag::LOWER_BOUND, false);
                     });
                 }
                 _ => {}
@@ -372,7 +410,15 @@ impl Engine {
             if self.half_closed(r.state, now_ns.saturating_sub(since)) {
                 self.store.mark(slot, flag::HALF_CLOSED, true);
             }
-            self.store.mark(slot, flag::SEEN | flag::MISSING, false);
+            self.store.mark(
+                slot,
+                flag::SEEN | flag::MISSING | flag::ORPHAN_MISSING,
+                false,
+            );
+            return;
+        }
+        if !full && r.has(flag::TW) && r.state == FinWait2 {
+            self.orphan_absent(slot, now_ns, rep, obs);
             return;
         }
         if !full && (r.has(flag::TW) || matches!(r.state, FinWait1 | FinWait2 | Closing)) {
@@ -415,6 +461,47 @@ impl Engine {
             obs.correction(cookie, Correction::Vanished);
             self.finish_at(slot, now_ns, tw_end::NONE);
         }
+    }
+
+    /// The orphaned FIN_WAIT2 record in `slot` is absent from a frequent
+    /// dump, which lists such sockets: the second time in a row, well
+    /// before its timer, it enters TIME_WAIT (see the `engine` docs).
+    fn orphan_absent(
+        &mut self,
+        slot: u32,
+        now_ns: u64,
+        rep: &mut ReconcileReport,
+        obs: &mut impl Observer,
+    ) {
+        let r = self.store.rec(slot);
+        let (cookie, since) = (r.cookie, r.since_ns);
+        let before_timer = self
+            .orphan_ends
+            .get(&cookie)
+            .is_some_and(|&end| now_ns.saturating_add(TIME_WAIT_SLACK_NS) < end);
+        if !before_timer {
+            // It may have expired: the next full dump judges it.
+            self.store.mark(slot, flag::ORPHAN_MISSING, false);
+            return;
+        }
+        if !r.has(flag::ORPHAN_MISSING) {
+            // A dump racing with churn can skip a socket: once is not enough.
+            self.store.mark(slot, flag::ORPHAN_MISSING, true);
+            return;
+        }
+        rep.orphan_moved_on += 1;
+        self.orphan_ends.remove(&cookie);
+        let stay = now_ns.saturating_sub(since);
+        obs.stay(cookie, FinWait2, stay, false);
+        let half = self.half_closed(FinWait2, stay);
+        self.store.update(slot, |r| {
+            r.state = TimeWait;
+            r.since_ns = now_ns.max(since);
+            r.set(flag::LOWER_BOUND, true);
+            r.set(flag::TW_CONFIRMED | flag::ORPHAN_MISSING, false);
+            r.set(flag::HALF_CLOSED, half || r.has(flag::HALF_CLOSED));
+            r.push_path(TimeWait);
+        });
     }
 
     /// Finish `slot` at `at_ns` without reporting a stay.

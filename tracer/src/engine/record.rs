@@ -78,6 +78,10 @@ pub(super) mod flag {
     pub const RTX: u16 = 1 << 12;
     /// A free slot of the store: no record, on the store's free list.
     pub const VACANT: u16 = 1 << 13;
+    /// An orphaned FIN_WAIT2 record the last frequent dump did not list,
+    /// well before its timer. A second frequent dump in a row without it
+    /// takes it into TIME_WAIT (see `reconcile.rs`).
+    pub const ORPHAN_MISSING: u16 = 1 << 14;
 }
 
 /// `Record::tw_end` values.

@@ -260,7 +260,7 @@ impl Store {
     /// a TIME_WAIT record's tuple.
     pub fn mark(&mut self, slot: u32, f: u16, on: bool) {
         debug_assert_eq!(
-            f & !(flag::SEEN | flag::MISSING | flag::HALF_CLOSED),
+            f & !(flag::SEEN | flag::MISSING | flag::ORPHAN_MISSING | flag::HALF_CLOSED),
             0,
             "only bookkeeping flags are marked"
         );

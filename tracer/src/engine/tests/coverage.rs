@@ -103,7 +103,8 @@ fn a_reconcile_reports_the_timer_ends_it_runs() {
 #[test]
 fn a_frequent_dump_does_not_judge_what_may_hide_in_time_wait() {
     // (name, events of cookie 1, confirming full dump at 2 s (if any), what
-    // a full dump at 20 s without it concludes)
+    // a full dump at 20 s without it concludes). An orphan gone well before
+    // its timer is judged: `an_orphan_that_gets_its_fin_between_full_dumps`.
     struct Case {
         name: &'static str,
         events: Vec<Ev>,
@@ -124,9 +125,10 @@ fn a_frequent_dump_does_not_judge_what_may_hide_in_time_wait() {
             full: |r| r.time_wait_killed == 1,
         },
         Case {
-            name: "confirmed orphaned FIN_WAIT2 (may have got its FIN)",
+            // Its timer ends at 3 s (see below for one well before it).
+            name: "confirmed orphaned FIN_WAIT2 past its timer (got its FIN, or expired)",
             events: active_close(1, secs(1)).into(),
-            confirm: Some(tw(1, FinWait2, 59_000)),
+            confirm: Some(tw(1, FinWait2, 1_000)),
             full: |r| r.orphan_fin_wait2_ended == 1,
         },
         Case {
@@ -315,25 +317,114 @@ fn adopted_time_wait_ends_at_its_own_expiry() {
 fn an_orphan_that_gets_its_fin_between_full_dumps() {
     let mut h = confirmed_orphan();
     for t in 3..10 {
-        h.frequent(&[tw(1, FinWait2, 59_000 - t * 1000)], secs(u64::from(t)));
+        h.frequent(&[tw(1, FinWait2, 61_000 - t * 1000)], secs(u64::from(t)));
     }
     // At 9.5 s the FIN arrives: TIME_WAIT, timer re-armed at 60 s. The
-    // frequent dumps no longer list it; nothing is concluded.
-    for t in 10..12 {
-        let rep = h.frequent(&[], secs(t));
-        assert_eq!(rep, ReconcileReport::default(), "at {t} s");
-    }
+    // frequent dumps no longer list it; once is not enough (a dump can
+    // skip a socket).
+    let rep = h.frequent(&[], secs(10));
+    assert_eq!(rep, ReconcileReport::default());
     assert_eq!(h.state(1), FinWait2);
-    assert!(h.o.0.is_empty());
-    // The full dump at 12 s shows it in TIME_WAIT with 57.5 s left.
-    h.reconcile(&[tw(1, TimeWait, 57_500)], secs(12));
-    assert_eq!(h.take(), [Obs::Stay(1, FinWait2, ms(9500) - CLOSE, false)]);
-    assert_eq!(h.view(1).state_since_ns(), ms(9500));
+    // Twice, well before its timer: in TIME_WAIT by 11 s at the latest.
+    let rep = h.frequent(&[], secs(11));
+    assert_eq!(
+        rep,
+        ReconcileReport {
+            orphan_moved_on: 1,
+            ..Default::default()
+        }
+    );
+    assert_eq!(h.take(), [Obs::Stay(1, FinWait2, secs(11) - CLOSE, false)]);
+    let v = h.view(1);
+    assert!(v.in_time_wait() && !v.time_wait_confirmed());
+    assert_eq!(
+        (v.state(), v.state_since_ns(), v.since_is_lower_bound()),
+        (TimeWait, secs(11), true)
+    );
+    assert_eq!(h.path(1)[5..], [Close, FinWait2, TimeWait]);
+    assert_eq!((h.n(FinWait2), h.n(TimeWait)), (0, 1));
+    assert_eq!(h.e.unconfirmed_time_wait(), 1);
+    // Later frequent dumps do not list it and conclude nothing.
+    assert_eq!(h.frequent(&[], ms(11_500)), ReconcileReport::default());
+    // The full dump at 12 s shows it in TIME_WAIT with 57.5 s left: the
+    // entry was at 9.5 s.
+    let rep = h.reconcile(&[tw(1, TimeWait, 57_500)], secs(12));
+    assert_eq!(rep.time_wait_confirmed, 1);
+    assert!(h.take().is_empty());
+    let v = h.view(1);
+    assert_eq!(
+        (v.state_since_ns(), v.since_is_lower_bound()),
+        (ms(9500), false)
+    );
     assert_eq!(h.e.unconfirmed_time_wait(), 0);
     h.frequent(&[], ms(69_499));
     assert!(h.view(1).in_time_wait());
     h.frequent(&[], secs(70));
     assert_ended(&h, TimeWaitEnd::Expired, ms(69_500), secs(60), "orphan");
+}
+
+#[test]
+fn an_orphan_a_frequent_dump_skipped_once_stays_in_fin_wait2() {
+    let mut h = confirmed_orphan();
+    for (t, listed) in [(3, false), (4, true), (5, false), (6, true)] {
+        let dump = if listed {
+            vec![tw(1, FinWait2, 61_000 - t * 1000)]
+        } else {
+            vec![]
+        };
+        assert_eq!(
+            h.frequent(&dump, secs(u64::from(t))),
+            ReconcileReport::default(),
+            "at {t} s"
+        );
+        assert_eq!(h.state(1), FinWait2, "at {t} s");
+    }
+    assert!(h.take().is_empty());
+}
+
+#[test]
+fn an_orphan_gone_near_its_timer_is_left_to_the_full_dump() {
+    // Its timer ends at 61 s; the frequent dumps within the slack of that
+    // cannot tell its FIN from its expiry.
+    let mut h = confirmed_orphan();
+    for t in [60_100, 60_500, 61_200] {
+        assert_eq!(
+            h.frequent(&[], ms(t)),
+            ReconcileReport::default(),
+            "at {t} ms"
+        );
+        assert_eq!(h.state(1), FinWait2);
+    }
+    let rep = h.reconcile_absent(&[], secs(62));
+    assert_eq!(rep.orphan_fin_wait2_ended, 1);
+    assert_eq!(h.take(), [Obs::Stay(1, FinWait2, secs(62) - CLOSE, false)]);
+}
+
+#[test]
+fn an_adopted_orphan_moves_on_too() {
+    let mut h = H::new();
+    assert_eq!(h.adopt(&[tw(1, FinWait2, 30_000)], secs(1)), 1);
+    h.frequent(&[tw(1, FinWait2, 29_000)], secs(2));
+    h.frequent(&[], secs(3));
+    let rep = h.frequent(&[], secs(4));
+    assert_eq!(rep.orphan_moved_on, 1);
+    assert_eq!(h.state(1), TimeWait);
+    // Adopted at 1 s, so its FIN_WAIT2 stay is a lower bound... of at
+    // most 3 s: the engine reports what it saw.
+    assert_eq!(h.stays(), [(FinWait2, secs(3), false)]);
+}
+
+#[test]
+fn a_moved_on_orphan_no_full_dump_shows_never_appeared() {
+    // A reset killed it instead: the full dumps lack it.
+    let mut h = confirmed_orphan();
+    h.frequent(&[], secs(3));
+    h.frequent(&[], secs(4));
+    assert_eq!(h.state(1), TimeWait);
+    let rep = h.reconcile_absent(&[], secs(6));
+    assert_eq!(rep.time_wait_never_appeared, 1);
+    assert!(!h.view(1).is_live());
+    assert_eq!(h.n(TimeWait), 0);
 }
 
 /// Cookie 1 closed at `CLOSE`, shown as an orphaned FIN_WAIT2 at 2 s.

@@ -228,6 +228,7 @@ impl H {
             state_mismatch: a.state_mismatch + b.state_mismatch,
             time_wait_confirmed: a.time_wait_confirmed + b.time_wait_confirmed,
             orphan_fin_wait2: a.orphan_fin_wait2 + b.orphan_fin_wait2,
+            orphan_moved_on: a.orphan_moved_on + b.orphan_moved_on,
             time_wait_expired: a.time_wait_expired + b.time_wait_expired,
             time_wait_unconfirmed_expired: a.time_wait_unconfirmed_expired
                 + b.time_wait_unconfirmed_expired,
