@@ -132,9 +132,9 @@ pub struct Pipeline<D> {
     scope: NetnsScope,
     core: Arc<SharedCore<D>>,
     tracking: Option<Tracking>,
-    /// Namespaces seen in events that no discovery found, with the time of
-    /// their last event (at most [`MAX_NETNS`]): unreachable ones.
-    event_netns: HashMap<u32, u64>,
+    /// Namespaces seen in events that no discovery found yet: unreachable
+    /// ones, or ones made since the last dump.
+    event_netns: tally::EventNetns,
     /// Writes what the pipeline reads, when recording.
     recorder: Option<Recorder>,
 }

@@ -2,7 +2,7 @@
 //! start a dump when one is due, reconcile with it when it ends. Namespaces
 //! dumped for the first time are adopted, vanished ones end their sockets,
 //! and unreachable ones are reported once, in one sentence each.
-use std::{collections::HashMap, future::Future};
+use std::future::Future;
 
 use anyhow::Context as _;
 
@@ -11,7 +11,7 @@ use super::{
     clock::monotonic_ns,
     sink::{Dumped, Flow, Sink, Tallies},
     steps::{Batch, expire, new_containers, reconcile},
-    tally::tally_netns,
+    tally::{EventNetns, tally_netns},
 };
 use crate::{diag::owners_of, engine::Observer, ingest::Ingest};
 
@@ -219,7 +219,7 @@ async fn read_batch<D: Observer, S: Sink<Derived = D>>(
     core: &SharedCore<D>,
     scope: NetnsScope,
     tracking: bool,
-    seen: Option<&mut HashMap<u32, u64>>,
+    seen: Option<&mut EventNetns>,
     sink: &mut S,
 ) {
     // The lock is taken at the first event in scope, once per batch.

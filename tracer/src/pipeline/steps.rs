@@ -3,12 +3,14 @@
 //! events applied under one lock ([`Batch`]), a first dump adopted
 //! ([`adopt`]), a dump reconciled with the detectors run ([`reconcile`]),
 //! due TIME_WAIT stays ended ([`expire`]).
-use std::{
-    collections::{HashMap, HashSet},
-    sync::MutexGuard,
-};
+use std::{collections::HashSet, sync::MutexGuard};
 
-use super::{Core, Dump, MAX_NETNS, NetnsScope, SharedCore, clock::thread_cpu_ns, sink::Sink};
+use super::{
+    Core, Dump, NetnsScope, SharedCore,
+    clock::thread_cpu_ns,
+    sink::Sink,
+    tally::{EventNetns, note_event_netns},
+};
 use crate::{
     engine::Observer,
     event::SockEvent,
@@ -66,7 +68,7 @@ pub(super) struct Batch<'a, D, S> {
     scope: NetnsScope,
     tracking: bool,
     /// Namespaces seen in events, when every namespace is followed.
-    seen: Option<&'a mut HashMap<u32, u64>>,
+    seen: Option<&'a mut EventNetns>,
     last_netns: u32,
     sink: &'a mut S,
 }
@@ -78,7 +80,7 @@ impl<'a, D: Observer, S: Sink<Derived = D>> Batch<'a, D, S> {
         core: &'a SharedCore<D>,
         scope: NetnsScope,
         tracking: bool,
-        seen: Option<&'a mut HashMap<u32, u64>>,
+        seen: Option<&'a mut EventNetns>,
         sink: &'a mut S,
     ) -> Self {
         Batch {
@@ -99,9 +101,7 @@ impl<'a, D: Observer, S: Sink<Derived = D>> Batch<'a, D, S> {
             && ev.netns != 0
         {
             self.last_netns = ev.netns;
-            if seen.len() < MAX_NETNS || seen.contains_key(&ev.netns) {
-                seen.insert(ev.netns, ev.ts_ns);
-            }
+            note_event_netns(seen, ev.netns, ev.ts_ns);
         }
         let in_scope = self.scope.contains(ev);
         if in_scope && self.tracking {

@@ -12,6 +12,52 @@ use crate::leaks::fmt_duration;
 /// How long a namespace seen only in events stays counted without events.
 const UNNAMED_TTL_NS: u64 = 300_000_000_000;
 
+/// Namespaces seen in events that no discovery found yet (at most
+/// [`MAX_NETNS`]), with when their events came.
+pub(super) type EventNetns = HashMap<u32, EventSpan>;
+
+/// The first and last event of a namespace (monotonic ns).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct EventSpan {
+    first_ns: u64,
+    last_ns: u64,
+}
+
+/// Note an event of namespace `netns` at `ts_ns`.
+pub(super) fn note_event_netns(seen: &mut EventNetns, netns: u32, ts_ns: u64) {
+    if let Some(s) = seen.get_mut(&netns) {
+        s.first_ns = s.first_ns.min(ts_ns);
+        s.last_ns = s.last_ns.max(ts_ns);
+    } else if seen.len() < MAX_NETNS {
+        seen.insert(
+            netns,
+            EventSpan {
+                first_ns: ts_ns,
+                last_ns: ts_ns,
+            },
+        );
+    }
+}
+
+/// The namespaces of `seen` that cannot be opened, sorted: those the dump
+/// that started at `start_ns` did not find although they had events
+/// before it (one made since is left for the next dump), and that had
+/// events in the last 5 minutes. Forgets those found and those quiet for
+/// longer.
+fn unnamed(seen: &mut EventNetns, known: &[u32], start_ns: u64) -> Vec<u32> {
+    let newest = seen.values().map(|s| s.last_ns).max().unwrap_or(0);
+    seen.retain(|n, s| {
+        known.binary_search(n).is_err() && s.last_ns.saturating_add(UNNAMED_TTL_NS) >= newest
+    });
+    let mut unnamed: Vec<u32> = seen
+        .iter()
+        .filter(|(_, s)| s.first_ns < start_ns)
+        .map(|(&n, _)| n)
+        .collect();
+    unnamed.sort_unstable();
+    unnamed
+}
+
 /// Which sentences about namespaces were said.
 #[derive(Debug, Default)]
 pub(super) struct Warned {
@@ -112,22 +158,17 @@ impl Warned {
 }
 
 /// After a dump: which namespaces are followed, which cannot be, and tell
-/// the sink. Namespaces seen in events that no discovery found (and that
-/// had events in the last 5 minutes) count as unnamed.
+/// the sink. Namespaces seen in events that no discovery found count as
+/// unnamed ([`unnamed`]).
 pub(super) fn tally_netns<S: Sink>(
     t: &mut Tracking,
-    event_netns: &mut HashMap<u32, u64>,
+    event_netns: &mut EventNetns,
     dump: &Dump,
     ended: u64,
     sink: &mut S,
 ) {
     let c = &dump.census;
-    let newest = event_netns.values().copied().max().unwrap_or(0);
-    event_netns.retain(|n, ts| {
-        c.known.binary_search(n).is_err() && ts.saturating_add(UNNAMED_TTL_NS) >= newest
-    });
-    let mut unnamed: Vec<u32> = event_netns.keys().copied().collect();
-    unnamed.sort_unstable();
+    let unnamed = unnamed(event_netns, &c.known, dump.start_ns);
     t.warned.say(c, &unnamed);
     sink.netns(&NetnsTally {
         tracked: c.tracked,
@@ -177,6 +218,41 @@ mod tests {
             None,
             "no namespace shares"
         );
+    }
+
+    #[test]
+    fn a_namespace_is_unnamed_only_when_a_dump_after_its_first_event_missed_it() {
+        let s = |secs: u64| secs * 1_000_000_000;
+        let mut seen = EventNetns::new();
+        for (netns, ts) in [(7, s(10)), (7, s(12)), (8, s(11)), (9, s(13)), (7, s(9))] {
+            note_event_netns(&mut seen, netns, ts);
+        }
+        assert_eq!(
+            seen[&7],
+            EventSpan {
+                first_ns: s(9),
+                last_ns: s(12)
+            }
+        );
+        // A dump that started at 12 s found 8. 9 began after its start:
+        // made since, perhaps; the next dump judges it.
+        assert_eq!(unnamed(&mut seen, &[8], s(12)), [7]);
+        assert!(!seen.contains_key(&8), "found: forgotten");
+        assert_eq!(unnamed(&mut seen, &[], s(14)), [7, 9]);
+        // Quiet for more than 5 minutes while another namespace is not.
+        note_event_netns(&mut seen, 9, s(400));
+        assert_eq!(unnamed(&mut seen, &[], s(401)), [9]);
+    }
+
+    #[test]
+    fn the_event_namespaces_stay_within_the_cap() {
+        let mut seen = EventNetns::new();
+        for n in 0..MAX_NETNS as u32 + 10 {
+            note_event_netns(&mut seen, n, 1);
+        }
+        assert_eq!(seen.len(), MAX_NETNS);
+        note_event_netns(&mut seen, 0, 5);
+        assert_eq!(seen[&0].last_ns, 5, "a known one is still updated");
     }
 
     #[test]
