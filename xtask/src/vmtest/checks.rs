@@ -26,7 +26,7 @@ pub struct Check {
 pub const STARTUP: &str = "startup";
 
 /// Every check, in the order they run and appear in the table.
-pub const CHECKS: [Check; 5] = [
+pub const CHECKS: [Check; 6] = [
     Check {
         name: STARTUP,
         what: "an unprivileged user gets one sentence and exit status 2",
@@ -64,6 +64,16 @@ pub const CHECKS: [Check; 5] = [
         what: "a peer that vanishes behind nftables over veth is flagged half-open",
         binary: "leaks_net",
         tests: &["half_open::half_open_peer_vanished_is_flagged_and_a_busy_neighbour_is_not"],
+        timeout_secs: 240,
+    },
+    Check {
+        name: "netns",
+        what: "a leak in a namespace made after the agent is named from the host, and one 4-tuple in two namespaces stays two sockets",
+        binary: "netns",
+        tests: &[
+            "a_leak_in_a_namespace_made_after_the_agent_is_named_from_the_host",
+            "the_same_four_tuple_in_two_namespaces_is_kept_apart",
+        ],
         timeout_secs: 240,
     },
 ];
