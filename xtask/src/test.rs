@@ -10,8 +10,9 @@
 //! agent run, and purged). Then the container image (`cargo xtask image`:
 //! built with podman, run under the DaemonSet's security context, and
 //! smoke-tested). Then the smoke suite on the distributions' kernels in VMs
-//! (`cargo xtask vmtest`): Debian's 5.10, 6.1 and 6.12 and Ubuntu's 5.15
-//! and 6.8; the host's kernel is the one the whole suite just ran on. With
+//! (`cargo xtask vmtest`): Ubuntu 20.04's 5.4 and 5.13 and Debian's 5.10,
+//! 6.1 and 6.12 (see [`VM_KERNELS`]); the host's kernel is the one the
+//! whole suite just ran on. With
 //! a filter, only the matching tests run: no packages, no image, no VMs.
 use crate::{cmd, setup};
 
@@ -109,11 +110,13 @@ pub fn test(filter: Option<&str>) -> anyhow::Result<()> {
     })
 }
 
-/// The kernels `cargo xtask test` boots: every one of the matrix but the
-/// host's. Debian's oldest (refused, with its sentence), its most deployed
-/// and its newest, and the kernels of Ubuntu's two LTS releases. About 10
-/// minutes under TCG once the kernels are cached (docs/vmtest.md).
-const VM_KERNELS: &str = "5.10,5.15,6.1,6.8,6.12";
+/// The kernels `cargo xtask test` (and so CI) boots, to stay well within
+/// CI's time: both refusals (Ubuntu 20.04's 5.4 before loading, Debian
+/// 11's 5.10 at the load), the oldest that works (Ubuntu 20.04's HWE
+/// 5.13), Debian's most deployed (6.1) and the newest distribution kernel
+/// (6.12). About 13 minutes under TCG. `cargo xtask vmtest` also boots
+/// Ubuntu's 5.15 and 6.8 (docs/vmtest.md).
+const VM_KERNELS: &str = "5.4,5.10,5.13,6.1,6.12";
 
 /// Ignored tests too slow for every run; a filter that names one runs it.
 const SLOW: &[&str] = &["dump_100k_sockets_in_private_netns"];

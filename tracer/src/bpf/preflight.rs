@@ -1,5 +1,5 @@
 //! Checks that run before anything is loaded, each ending in one plain
-//! sentence when it fails: privileges, kernel BTF, the BPF ring buffer.
+//! sentence when it fails: privileges, kernel BTF, a kernel too old.
 use aya::maps::MapType;
 
 /// Where the kernel publishes its own BTF.
@@ -23,9 +23,6 @@ pub enum PreflightError {
         "this kernel exposes no BTF at {VMLINUX_BTF}; tracer needs Linux 5.12 or later built with CONFIG_DEBUG_INFO_BTF=y"
     )]
     NoBtf,
-    /// BPF_MAP_TYPE_RINGBUF is not supported.
-    #[error("this kernel has no BPF ring buffer; tracer needs Linux 5.12 or later")]
-    NoRingBuf,
     /// Not even an array map can be created, though the capabilities allow
     /// it: the bpf() system call itself is refused.
     #[error(
@@ -36,7 +33,8 @@ pub enum PreflightError {
     BpfBlocked,
     /// The kernel refuses what the programs need from Linux 5.12:
     /// `bpf_get_socket_cookie` in BTF tracepoint programs, and BPF's
-    /// compare-and-swap.
+    /// compare-and-swap. Said before loading when the kernel has no BPF
+    /// ring buffer map (Linux 5.8): older still.
     #[error(
         "this kernel ({0}) does not let tracing programs call bpf_get_socket_cookie, which tracer \
          needs to tell sockets apart, nor run BPF compare-and-swap; it needs Linux 5.12 or later \
@@ -83,12 +81,13 @@ pub fn check() -> Result<(), PreflightError> {
 }
 
 /// What the two map probes say: an array map (every BPF kernel has one)
-/// and a ring buffer (5.8+).
+/// and a ring buffer map (5.8+: the programs' diagnostics need it, and a
+/// kernel without it is too old for the rest as well, which needs 5.12).
 fn map_support(array: bool, ring_buf: bool) -> Result<(), PreflightError> {
     match (array, ring_buf) {
         (_, true) => Ok(()),
         (false, false) => Err(PreflightError::BpfBlocked),
-        (true, false) => Err(PreflightError::NoRingBuf),
+        (true, false) => Err(PreflightError::Before512(kernel_release())),
     }
 }
 
@@ -108,10 +107,11 @@ mod tests {
     #[test]
     fn a_refused_bpf_call_is_not_called_an_old_kernel() {
         assert!(map_support(true, true).is_ok());
-        assert!(matches!(
-            map_support(true, false),
-            Err(PreflightError::NoRingBuf)
-        ));
+        let old = map_support(true, false).unwrap_err().to_string();
+        assert!(
+            old.contains("Linux 5.12") && old.contains("bpf_get_socket_cookie"),
+            "one sentence for every kernel too old: {old}"
+        );
         let blocked = map_support(false, false).unwrap_err();
         assert!(blocked.to_string().contains("seccomp"), "{blocked}");
     }

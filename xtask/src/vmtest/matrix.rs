@@ -88,7 +88,17 @@ pub struct Kernel {
 }
 
 /// The distributions' kernels, oldest first, then the host.
-pub const KERNELS: [Kernel; 6] = [
+pub const KERNELS: [Kernel; 8] = [
+    Kernel {
+        key: "5.4",
+        source: Source::Package {
+            archive: Archive::Ubuntu,
+            suite: "focal",
+            prefix: "linux-image-5.4.0-",
+        },
+        expect: Expect::Refuses,
+        why: "Ubuntu 20.04's kernel: older than Linux 5.12",
+    },
     Kernel {
         key: "5.10",
         source: Source::Package {
@@ -98,6 +108,16 @@ pub const KERNELS: [Kernel; 6] = [
         },
         expect: Expect::Refuses,
         why: "tp_btf programs cannot call bpf_get_socket_cookie before Linux 5.12",
+    },
+    Kernel {
+        key: "5.13",
+        source: Source::Package {
+            archive: Archive::Ubuntu,
+            suite: "focal",
+            prefix: "linux-image-5.13.0-",
+        },
+        expect: Expect::Works,
+        why: "Ubuntu 20.04's HWE kernel, the oldest in the matrix past 5.12",
     },
     Kernel {
         key: "5.15",

@@ -1,7 +1,7 @@
 //! `cargo xtask vmtest`: the privileged smoke suite on other kernels.
 //!
 //! Each kernel of the matrix ([`matrix`]: Debian's 5.10, 6.1 and 6.12,
-//! Ubuntu's 5.15 and 6.8, and the host's own) runs the checks ([`checks`])
+//! Ubuntu's 5.4, 5.13, 5.15 and 6.8, and the host's own) runs the checks ([`checks`])
 //! in one go: the test binaries are built once on the host ([`binaries`]),
 //! the distributions' kernels are fetched and cached ([`fetch`]), a script runs every check and leaves its results
 //! in a run directory ([`script`]), in a VM booted by virtme-ng under TCG or
