@@ -5,7 +5,9 @@
 //! Reconcile ends due TIME_WAIT timers, then runs two passes without
 //! allocating: the first walks the dump, marking each tracked record `SEEN`
 //! and fixing what disagrees; the second walks the records and judges the
-//! unseen ones. Only records whose `since` is older than `now - slack` are
+//! unseen ones (after a frequent dump, only the records it can judge:
+//! neither in TIME_WAIT nor finished, from the store's bitset of them).
+//! Only records whose `since` is older than `now - slack` are
 //! judged, and a frequent dump (`covers_time_wait == false`) does not judge
 //! the absence of records that may hide in TIME_WAIT (see `engine` docs).
 //! Timers run once more at the end, for records this dump confirmed late.
@@ -250,12 +252,32 @@ impl Engine {
                 }
             }
         }
-        for slot in 0..self.store.slots() {
-            if slot as usize % (16 * PAUSE_EVERY) == 16 * PAUSE_EVERY - 1 {
-                pause();
+        if covers_time_wait {
+            for slot in 0..self.store.slots() {
+                if slot as usize % (16 * PAUSE_EVERY) == 16 * PAUSE_EVERY - 1 {
+                    pause();
+                }
+                if self.store.get(slot).is_some_and(|r| covers(r.netns)) {
+                    self.absent(slot, now_ns, judge_before, true, &mut rep, obs);
+                }
             }
-            if self.store.get(slot).is_some_and(|r| covers(r.netns)) {
-                self.absent(slot, now_ns, judge_before, covers_time_wait, &mut rep, obs);
+        } else {
+            // A live dump judges neither TIME_WAIT nor finished records,
+            // most of a busy host's, and marks none of them seen: walk only
+            // the others' bits. Judging a record changes no other record,
+            // so each word's copy stays true while its bits are judged.
+            for w in 0..self.store.live_words() {
+                if w % (16 * PAUSE_EVERY / 64) == 16 * PAUSE_EVERY / 64 - 1 {
+                    pause();
+                }
+                let mut bits = self.store.live_word(w);
+                while bits != 0 {
+                    let slot = (w * 64) as u32 + bits.trailing_zeros();
+                    bits &= bits - 1;
+                    if covers(self.store.rec(slot).netns) {
+                        self.absent(slot, now_ns, judge_before, false, &mut rep, obs);
+                    }
+                }
             }
         }
         self.count_timers(&mut rep, obs);

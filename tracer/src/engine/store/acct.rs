@@ -26,6 +26,9 @@ pub(super) struct Acct {
     pub(super) timer: Option<u64>,
     /// In TIME_WAIT, inferred and not confirmed by a dump yet.
     pub(super) unconfirmed: bool,
+    /// Judged by a live dump's absence: live and not in TIME_WAIT proper
+    /// (see [`Store::live_word`]).
+    pub(super) live_judged: bool,
 }
 
 /// When the TIME_WAIT stay of `r` ends by its timer: the kernel's end for
@@ -80,6 +83,7 @@ pub(super) fn acct(r: &Record) -> Acct {
         tw_port: (!finished && r.has(flag::TW) && r.state == TcpState::TimeWait).then_some(r.lport),
         timer: timer.then(|| r.since_ns.saturating_add(TCP_TIMEWAIT_LEN_NS)),
         unconfirmed: timer && !r.has(flag::TW_CONFIRMED),
+        live_judged: !(finished || r.has(flag::TW) && r.state == TcpState::TimeWait),
     }
 }
 
@@ -88,6 +92,7 @@ impl Store {
     /// finished list (timers are the caller's).
     pub(super) fn account(&mut self, slot: u32, a: Acct) {
         self.count(a);
+        self.set_live_judged(slot, a.live_judged);
         self.unconfirmed += u64::from(a.unconfirmed);
         self.add_time_wait(slot, a);
         if a.finished {
@@ -98,6 +103,7 @@ impl Store {
     /// Undo `account` (timers are the caller's).
     pub(super) fn unaccount(&mut self, slot: u32, a: Acct) {
         self.uncount(a);
+        self.set_live_judged(slot, false);
         self.unconfirmed -= u64::from(a.unconfirmed);
         self.remove_time_wait(slot, a);
         if a.finished {
@@ -127,6 +133,9 @@ impl Store {
         }
         self.unconfirmed -= u64::from(before.unconfirmed);
         self.unconfirmed += u64::from(after.unconfirmed);
+        if before.live_judged != after.live_judged {
+            self.set_live_judged(slot, after.live_judged);
+        }
         if before.tw != after.tw || before.tw_port != after.tw_port {
             self.remove_time_wait(slot, before);
             self.add_time_wait(slot, after);
@@ -138,6 +147,22 @@ impl Store {
         }
         if after.finished {
             self.append(slot);
+        }
+    }
+
+    /// Set or clear the bit of `slot` in `live_judged`.
+    fn set_live_judged(&mut self, slot: u32, on: bool) {
+        let (word, bit) = (slot as usize / 64, 1u64 << (slot % 64));
+        if word >= self.live_judged.len() {
+            if !on {
+                return;
+            }
+            self.live_judged.resize(word + 1, 0);
+        }
+        if on {
+            self.live_judged[word] |= bit;
+        } else {
+            self.live_judged[word] &= !bit;
         }
     }
 

@@ -37,6 +37,10 @@ impl Store {
                 free.binary_search(&(i as u32)).is_ok(),
                 "slot {i}: vacant and on the free list, or neither"
             );
+            assert!(
+                !r.has(flag::SEEN),
+                "slot {i}: still marked seen after a reconcile"
+            );
             if r.has(flag::VACANT) {
                 assert_eq!(
                     r.flags,
@@ -77,6 +81,15 @@ impl Store {
             }
         }
         assert!(timers.is_empty(), "timers without a deadline: {timers:?}");
+        let bits = self.live_words() * 64;
+        for slot in 0..bits.max(self.slots() as usize) as u32 {
+            let want = self.get(slot).is_some_and(|r| {
+                !(r.has(flag::FINISHED) || r.has(flag::TW) && r.state == TcpState::TimeWait)
+            });
+            let bit = (slot as usize) < bits
+                && self.live_word(slot as usize / 64) >> (slot % 64) & 1 == 1;
+            assert_eq!(bit, want, "slot {slot}: live-judged bit");
+        }
         assert_eq!(counts, self.counts, "per-state counts drifted");
         assert_eq!(unconfirmed, self.unconfirmed, "unconfirmed count drifted");
         assert!(self.tw_index.len() <= tw);
