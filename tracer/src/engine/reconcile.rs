@@ -14,9 +14,10 @@
 use super::observer::{Correction, Observer, TimeWaitEnd};
 use super::record::ClosedBy;
 use super::record::{Record, flag, tw_end};
-use super::{Engine, TCP_TIMEWAIT_LEN_NS, TIME_WAIT_SLACK_NS};
+use super::{BuildCookieHasher, Engine, TCP_TIMEWAIT_LEN_NS, TIME_WAIT_SLACK_NS};
 use crate::snapshot::SocketSnapshot;
 use crate::tcp::TcpState::{self, *};
+use std::collections::HashMap;
 
 /// Sockets of a dump reconciled between two calls of the caller's `pause`
 /// (about a millisecond's work; see [`Engine::reconcile_within`]).
@@ -100,6 +101,14 @@ fn orphan(d: &SocketSnapshot) -> bool {
     d.timewait && d.state == FinWait2
 }
 
+/// Remember in `ends` when the timer of `d` ends, if it is an orphaned
+/// FIN_WAIT2 timewait socket (the caller tracks it).
+fn note_orphan(ends: &mut HashMap<u64, u64, BuildCookieHasher>, d: &SocketSnapshot, now_ns: u64) {
+    if orphan(d) {
+        ends.insert(d.cookie, orphan_end(now_ns, d.expires_ms));
+    }
+}
+
 /// An untracked timewait socket about to expire (overdue ones show 0 ms):
 /// most likely one whose finished record retention already dropped.
 fn time_wait_ending(d: &SocketSnapshot) -> bool {
@@ -160,10 +169,7 @@ impl Engine {
                 && self.store.insert(rec, false, &mut ()).is_some()
             {
                 n += 1;
-                if orphan(d) {
-                    self.orphan_ends
-                        .insert(d.cookie, orphan_end(now_ns, d.expires_ms));
-                }
+                note_orphan(&mut self.orphan_ends, d, now_ns);
             } else {
                 self.stats.not_adopted += 1;
                 self.untracked[state.index()] += 1;
@@ -245,9 +251,8 @@ impl Engine {
                         rep.not_adopted += 1;
                         self.stats.not_adopted += 1;
                         self.untracked[state.index()] += 1;
-                    } else if orphan(d) {
-                        self.orphan_ends
-                            .insert(d.cookie, orphan_end(now_ns, d.expires_ms));
+                    } else {
+                        note_orphan(&mut self.orphan_ends, d, now_ns);
                     }
                 }
             }
@@ -326,10 +331,7 @@ impl Engine {
             return;
         }
         let judged = since <= judge_before;
-        if orphan(d) {
-            self.orphan_ends
-                .insert(cookie, orphan_end(now_ns, d.expires_ms));
-        }
+        note_orphan(&mut self.orphan_ends, d, now_ns);
         if r.has(flag::TW) {
             if !r.has(flag::TW_CONFIRMED) {
                 rep.time_wait_confirmed += 1;
@@ -344,17 +346,8 @@ impl Engine {
                 }
                 (FinWait2, TimeWait) => {
                     // The orphan got its FIN: TIME_WAIT restarted at 60 s.
-                    self.orphan_ends.remove(&cookie);
-                    let entry = time_wait_entry(now_ns, d.expires_ms).max(since);
-                    obs.stay(cookie, FinWait2, entry - since, lower_bound);
-                    let half = self.half_closed(FinWait2, entry - since);
-                    self.store.update(slot, |r| {
-                        r.state = TimeWait;
-                        r.since_ns = entry;
-                        r.set(flag::LOWER_BOUND, false);
-                        r.set(flag::HALF_CLOSED, half || r.has(flag::HALF_CLOSED));
-                        r.push_path(TimeWait);
-                    });
+                    let entry = time_wait_entry(now_ns, d.expires_ms);
+                    self.orphan_to_time_wait(slot, entry, true, lower_bound, obs);
                 }
                 (TimeWait, TimeWait) if self.store.rec(slot).has(flag::LOWER_BOUND) => {
                     // An orphan that moved on between frequent dumps: the
@@ -496,7 +489,7 @@ impl Engine {
         obs: &mut impl Observer,
     ) {
         let r = self.store.rec(slot);
-        let (cookie, since) = (r.cookie, r.since_ns);
+        let cookie = r.cookie;
         let before_timer = self
             .orphan_ends
             .get(&cookie)
@@ -512,15 +505,36 @@ impl Engine {
             return;
         }
         rep.orphan_moved_on += 1;
+        self.orphan_to_time_wait(slot, now_ns, false, false, obs);
+    }
+
+    /// The orphaned FIN_WAIT2 record in `slot` entered TIME_WAIT at
+    /// `entry_ns` (never before it closed): its FIN_WAIT2 stay ends there
+    /// (`stay_lower_bound` as [`Observer::stay`] has it). `exact`: the
+    /// timer gave the entry; otherwise it is a lower bound, unconfirmed
+    /// until a full dump shows the socket.
+    fn orphan_to_time_wait(
+        &mut self,
+        slot: u32,
+        entry_ns: u64,
+        exact: bool,
+        stay_lower_bound: bool,
+        obs: &mut impl Observer,
+    ) {
+        let r = self.store.rec(slot);
+        let (cookie, since) = (r.cookie, r.since_ns);
+        let entry = entry_ns.max(since);
         self.orphan_ends.remove(&cookie);
-        let stay = now_ns.saturating_sub(since);
-        obs.stay(cookie, FinWait2, stay, false);
-        let half = self.half_closed(FinWait2, stay);
+        obs.stay(cookie, FinWait2, entry - since, stay_lower_bound);
+        let half = self.half_closed(FinWait2, entry - since);
         self.store.update(slot, |r| {
             r.state = TimeWait;
-            r.since_ns = now_ns.max(since);
-            r.set(flag::LOWER_BOUND, true);
-            r.set(flag::TW_CONFIRMED | flag::ORPHAN_MISSING, false);
+            r.since_ns = entry;
+            r.set(flag::LOWER_BOUND, !exact);
+            if !exact {
+                r.set(flag::TW_CONFIRMED, false);
+            }
+            r.set(flag::ORPHAN_MISSING, false);
             r.set(flag::HALF_CLOSED, half || r.has(flag::HALF_CLOSED));
             r.push_path(TimeWait);
         });

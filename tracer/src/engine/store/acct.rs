@@ -26,9 +26,14 @@ pub(super) struct Acct {
     pub(super) timer: Option<u64>,
     /// In TIME_WAIT, inferred and not confirmed by a dump yet.
     pub(super) unconfirmed: bool,
+}
+
+impl Acct {
     /// Judged by a live dump's absence: live and not in TIME_WAIT proper
     /// (see [`Store::live_word`]).
-    pub(super) live_judged: bool,
+    fn live_judged(&self) -> bool {
+        self.counted.is_some() && self.tw_port.is_none()
+    }
 }
 
 /// When the TIME_WAIT stay of `r` ends by its timer: the kernel's end for
@@ -83,7 +88,6 @@ pub(super) fn acct(r: &Record) -> Acct {
         tw_port: (!finished && r.has(flag::TW) && r.state == TcpState::TimeWait).then_some(r.lport),
         timer: timer.then(|| r.since_ns.saturating_add(TCP_TIMEWAIT_LEN_NS)),
         unconfirmed: timer && !r.has(flag::TW_CONFIRMED),
-        live_judged: !(finished || r.has(flag::TW) && r.state == TcpState::TimeWait),
     }
 }
 
@@ -92,7 +96,7 @@ impl Store {
     /// finished list (timers are the caller's).
     pub(super) fn account(&mut self, slot: u32, a: Acct) {
         self.count(a);
-        self.set_live_judged(slot, a.live_judged);
+        self.set_live_judged(slot, a.live_judged());
         self.unconfirmed += u64::from(a.unconfirmed);
         self.add_time_wait(slot, a);
         if a.finished {
@@ -133,8 +137,8 @@ impl Store {
         }
         self.unconfirmed -= u64::from(before.unconfirmed);
         self.unconfirmed += u64::from(after.unconfirmed);
-        if before.live_judged != after.live_judged {
-            self.set_live_judged(slot, after.live_judged);
+        if before.live_judged() != after.live_judged() {
+            self.set_live_judged(slot, after.live_judged());
         }
         if before.tw != after.tw || before.tw_port != after.tw_port {
             self.remove_time_wait(slot, before);
