@@ -46,6 +46,13 @@ pub fn run_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::Re
     Ok(())
 }
 
+/// A path as the `&str` a command line takes; a path that is not UTF-8
+/// is an error, never an empty or mangled argument.
+pub fn path_str(p: &Path) -> anyhow::Result<&str> {
+    p.to_str()
+        .with_context(|| format!("{} is not UTF-8", p.display()))
+}
+
 /// Run a command and return its stdout, or None if it failed to start or exited non-zero.
 pub fn output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;

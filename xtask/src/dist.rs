@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
-use crate::cmd;
+use crate::cmd::{self, path_str};
 
 /// Flags of `cargo xtask dist`.
 #[derive(Debug, clap::Args)]
@@ -288,12 +288,6 @@ pub fn remove_dir(dir: &Path) -> anyhow::Result<()> {
         }
         _ => Ok(()),
     }
-}
-
-/// A path as the `&str` a command line takes.
-pub fn path_str(p: &Path) -> anyhow::Result<&str> {
-    p.to_str()
-        .with_context(|| format!("{} is not UTF-8", p.display()))
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
-use crate::cmd;
+use crate::cmd::{self, path_str};
 pub use smoke::smoke;
 
 /// The base image made on this machine.
@@ -273,11 +273,6 @@ fn version_of(binary: &Path) -> anyhow::Result<String> {
         .filter(|v| !v.is_empty() && !v.contains(char::is_whitespace))
         .map(str::to_owned)
         .with_context(|| format!("`tracer --version` printed {out:?}"))
-}
-
-fn path_str(p: &Path) -> anyhow::Result<&str> {
-    p.to_str()
-        .with_context(|| format!("{} is not UTF-8", p.display()))
 }
 
 fn create_dir(p: &Path) -> anyhow::Result<()> {

@@ -5,7 +5,7 @@
 //! `ubuntu-keyring` package of a pinned version, fetched with
 //! `apt-helper download-file`, which refuses it unless its SHA-256 is the
 //! pinned one. Everything is kept under `target/ubuntu/`.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 
@@ -41,13 +41,16 @@ pub fn archive_key() -> anyhow::Result<PathBuf> {
         &[
             "download-file",
             &format!("{MIRROR}/{KEYRING_DEB}"),
-            path_str(&deb),
+            cmd::path_str(&deb)?,
             &format!("SHA256:{KEYRING_SHA256}"),
         ],
     )
     .context("fetching Ubuntu's archive keyring")?;
     let _ = std::fs::remove_dir_all(&unpacked);
-    cmd::run("dpkg-deb", &["-x", path_str(&deb), path_str(&unpacked)])?;
+    cmd::run(
+        "dpkg-deb",
+        &["-x", cmd::path_str(&deb)?, cmd::path_str(&unpacked)?],
+    )?;
     std::fs::copy(unpacked.join(KEYRING_PATH), &key)
         .with_context(|| format!("{KEYRING_PATH} is not in {}", deb.display()))?;
     let _ = std::fs::remove_dir_all(&unpacked);
@@ -76,7 +79,7 @@ pub fn root(suite: &str) -> anyhow::Result<PathBuf> {
             "--variant=minbase",
             &format!("--keyring={}", key.display()),
             suite,
-            path_str(&partial),
+            cmd::path_str(&partial)?,
             MIRROR,
         ],
     )
@@ -84,8 +87,4 @@ pub fn root(suite: &str) -> anyhow::Result<PathBuf> {
     std::fs::rename(&partial, &root)
         .with_context(|| format!("moving {} to {}", partial.display(), root.display()))?;
     Ok(root)
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().unwrap_or_default()
 }

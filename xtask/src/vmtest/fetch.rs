@@ -116,11 +116,14 @@ fn download(apt: &Apt, kernels: &Path, archive: Archive, prefix: &str) -> anyhow
     }
     let root = tmp.join("root");
     for deb in &debs {
-        run("dpkg-deb", &["-x", path_str(deb), path_str(&root)])?;
+        run(
+            "dpkg-deb",
+            &["-x", cmd::path_str(deb)?, cmd::path_str(&root)?],
+        )?;
     }
     let (base, release) = modules_root(&root)?;
     // Debian makes the module index in postinst; dpkg-deb -x does not.
-    run("depmod", &["-a", "-b", path_str(&base), &release])?;
+    run("depmod", &["-a", "-b", cmd::path_str(&base)?, &release])?;
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&root, &dir)
         .with_context(|| format!("moving {} to {}", root.display(), dir.display()))?;
@@ -286,10 +289,6 @@ impl Apt {
         }
         Ok(())
     }
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().unwrap_or_default()
 }
 
 fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
