@@ -8,6 +8,7 @@ use tracer::cli::{Cli, Command, dispatch};
 static ALLOCATOR: tracer::memory::HugeTables = tracer::memory::HugeTables;
 
 fn main() {
+    tracer::memory::HugeTables::init();
     let cli = Cli::try_parse().unwrap_or_else(|e| usage_error(&e));
     if let Err(e) = tracer::logging::init(&cli.log) {
         eprintln!("tracer: error: {}", one_line(&e));
