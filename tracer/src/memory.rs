@@ -1,54 +1,58 @@
 //! The process's allocator: the system's, asking for transparent huge pages
-//! on the big tables.
+//! on the engine's big tables.
 //!
-//! The engine's tables (the record slab, the cookie indexes, the timer
-//! queue) reach tens of MiB on a busy host, and every event looks a socket
-//! up in them at a random place. With 4 KiB pages nearly every such lookup
-//! also misses the TLB, and in a virtual machine a TLB miss walks two sets
-//! of page tables. Backed by 2 MiB pages the same tables need a few hundred
-//! TLB entries instead of thousands: at 10,000 conn/s the agent's user CPU
-//! per event fell by about a fifth (BENCHMARKS.md, issue 9).
+//! The engine's tables (the record slab and the two indexes) reach tens of
+//! MiB on a busy host, and every event looks a socket up in them at a
+//! random place. With 4 KiB pages nearly every such lookup also misses the
+//! TLB, and in a virtual machine a TLB miss walks two sets of page tables.
+//! Backed by 2 MiB pages the same tables need a few dozen TLB entries
+//! instead of thousands: at 10,000 conn/s the agent's user CPU per event
+//! fell by about a seventh (BENCHMARKS.md, issue 9).
 //!
 //! Most distributions set `/sys/kernel/mm/transparent_hugepage/enabled` to
 //! `madvise`, which gives huge pages only to memory that asks with
-//! `madvise(MADV_HUGEPAGE)`. [`HugeTables`] asks, for each allocation big
-//! enough to hold a whole aligned 2 MiB page, over the aligned part. Small
-//! allocations are left alone, so memory that is mostly empty never takes a
-//! whole huge page. With `never` the request does nothing, and with
-//! `always` every allocation gets huge pages anyway: the host's setting
-//! stays the operator's.
+//! `madvise(MADV_HUGEPAGE)`. The tables ask when they grow: the store makes
+//! room inside [`huge`], and [`HugeTables`] advises the whole 2 MiB pages
+//! of what is allocated there. With `never` the request does nothing, and
+//! with `always` every allocation gets huge pages anyway: the host's
+//! setting stays the operator's.
 //!
-//! Only memory of its own mapping is advised. glibc serves big allocations
-//! from the heap once big ones have been freed (its mmap threshold rises
-//! to the largest freed, up to 32 MiB), and a huge page advised there stays
-//! resident, whole, after the allocation is freed: the agent's peak
-//! resident memory rose by a third that way. [`HugeTables::init`] pins the
-//! threshold at 2 MiB instead, so every allocation big enough to be
-//! advised has a mapping of its own, given back whole when it is freed.
+//! Nothing else asks. Advising every big allocation was tried: the
+//! short-lived ones (a dump's sockets, a response) then took huge pages
+//! too, fresh ones at each dump, which glibc's heap kept resident after the
+//! free; peak resident memory rose by a third.
 //!
-//! The binary installs it (`src/main.rs`); the library does not, so that
-//! tests and benches keep their own counting allocators.
+//! The binary installs the allocator (`src/main.rs`); the library does not,
+//! so that tests and benches keep their own counting allocators, and
+//! [`huge`] is then only a scope.
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 
 /// The huge page size on x86-64 and on arm64 with 4 KiB pages.
 const HUGE_PAGE: usize = 2 << 20;
 
-/// [`System`], plus `madvise(MADV_HUGEPAGE)` over the whole 2 MiB pages of
-/// every allocation that spans one. See the module docs.
-pub struct HugeTables;
-
-impl HugeTables {
-    /// Give every allocation of 2 MiB or more a mapping of its own (see
-    /// the module docs). Call once, first thing in `main`.
-    pub fn init() {
-        #[cfg(target_env = "gnu")]
-        // SAFETY: mallopt only changes glibc's thresholds; it is called
-        // before any other thread exists.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, HUGE_PAGE as libc::c_int);
-        }
-    }
+thread_local! {
+    /// Inside [`huge`] on this thread.
+    static ASKING: Cell<bool> = const { Cell::new(false) };
 }
+
+/// Run `f`, asking for huge pages on what it allocates (see the module
+/// docs). For the growth of a table that lasts.
+pub fn huge<R>(f: impl FnOnce() -> R) -> R {
+    let was = ASKING.replace(true);
+    let r = f();
+    ASKING.set(was);
+    r
+}
+
+/// Whether this thread is inside [`huge`]; false while the thread exits.
+fn asking() -> bool {
+    ASKING.try_with(Cell::get).unwrap_or(false)
+}
+
+/// [`System`], plus `madvise(MADV_HUGEPAGE)` over the whole 2 MiB pages of
+/// every allocation made inside [`huge`]. See the module docs.
+pub struct HugeTables;
 
 // SAFETY: every call is forwarded to `System` unchanged; the advice only
 // marks memory that the allocation owns, and never fails the allocation.
@@ -56,14 +60,18 @@ unsafe impl GlobalAlloc for HugeTables {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's contract.
         let p = unsafe { System.alloc(layout) };
-        advise(p, layout.size());
+        if asking() {
+            advise(p, layout.size());
+        }
         p
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's contract.
         let p = unsafe { System.alloc_zeroed(layout) };
-        advise(p, layout.size());
+        if asking() {
+            advise(p, layout.size());
+        }
         p
     }
 
@@ -77,7 +85,9 @@ unsafe impl GlobalAlloc for HugeTables {
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         // A block that grew past a huge page, or moved, needs the advice
         // (again): `mremap` keeps it, a copy to a new mapping does not.
-        advise(p, new_size);
+        if asking() {
+            advise(p, new_size);
+        }
         p
     }
 }
@@ -124,16 +134,43 @@ mod tests {
     }
 
     #[test]
-    fn a_big_allocation_is_backed_by_huge_pages_when_the_host_allows() {
+    fn a_big_allocation_is_backed_by_huge_pages_when_asked_and_the_host_allows() {
         let mode = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
             .unwrap_or_default();
         if !mode.contains("[madvise]") {
             eprintln!("skipped: transparent huge pages are not in madvise mode here");
             return;
         }
+        assert!(
+            huge_kib_of_a_touched_allocation(true) > 0,
+            "asked, and none"
+        );
+    }
+
+    /// What is allocated outside [`huge`] is not advised. (Not checked
+    /// through the pages: memory freed in a range advised before, by
+    /// another test's table, keeps the advice when glibc hands it out
+    /// again.)
+    #[test]
+    fn only_allocations_inside_huge_ask() {
+        assert!(!asking());
+        huge(|| {
+            assert!(asking());
+            huge(|| assert!(asking()));
+            assert!(asking(), "a nested scope leaves the outer one asking");
+        });
+        assert!(!asking());
+        std::thread::spawn(|| huge(|| ())).join().unwrap();
+        assert!(!asking(), "another thread's scope is its own");
+    }
+
+    /// Allocate 16 MiB (inside [`huge`] or not), touch every page, and
+    /// return how much of it huge pages back.
+    fn huge_kib_of_a_touched_allocation(asked: bool) -> u64 {
         let layout = Layout::from_size_align(16 * M, 8).unwrap();
         // SAFETY: a non-zero layout; freed below with the same layout.
-        let p = unsafe { HugeTables.alloc_zeroed(layout) };
+        let alloc = || unsafe { HugeTables.alloc_zeroed(layout) };
+        let p = if asked { huge(alloc) } else { alloc() };
         assert!(!p.is_null());
         let (start, len) = huge_span(p as usize, 16 * M).unwrap();
         // Touch every page, then ask the kernel how the range is backed.
@@ -141,13 +178,10 @@ mod tests {
             // SAFETY: inside the allocation.
             unsafe { p.add(off).write_volatile(1) };
         }
-        let huge = anon_huge_kib(start, len);
+        let kib = anon_huge_kib(start, len);
         // SAFETY: allocated above with this layout.
         unsafe { HugeTables.dealloc(p, layout) };
-        assert!(
-            huge > 0,
-            "no huge page backs a 16 MiB allocation advised with MADV_HUGEPAGE"
-        );
+        kib
     }
 
     /// `AnonHugePages` of the mappings of this process that overlap
