@@ -39,10 +39,15 @@ thread_local! {
 /// Run `f`, asking for huge pages on what it allocates (see the module
 /// docs). For the growth of a table that lasts.
 pub fn huge<R>(f: impl FnOnce() -> R) -> R {
-    let was = ASKING.replace(true);
-    let r = f();
-    ASKING.set(was);
-    r
+    /// Puts the flag back as it was, also when `f` unwinds.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ASKING.set(self.0);
+        }
+    }
+    let _restore = Restore(ASKING.replace(true));
+    f()
 }
 
 /// Whether this thread is inside [`huge`]; false while the thread exits.
@@ -162,6 +167,9 @@ mod tests {
         assert!(!asking());
         std::thread::spawn(|| huge(|| ())).join().unwrap();
         assert!(!asking(), "another thread's scope is its own");
+        let unwound = std::panic::catch_unwind(|| huge(|| panic!("inside the scope")));
+        assert!(unwound.is_err());
+        assert!(!asking(), "a scope left by a panic is closed");
     }
 
     /// Allocate 16 MiB (inside [`huge`] or not), touch every page, and
