@@ -172,19 +172,23 @@ mod tests {
         assert!(!asking(), "a scope left by a panic is closed");
     }
 
-    /// Allocate 16 MiB (inside [`huge`] or not), touch every page, and
-    /// return how much of it huge pages back.
+    /// Allocate 64 MiB (inside [`huge`] or not), touch the first 8 MiB of
+    /// its whole huge pages, and return how much of that huge pages back.
+    /// 64 MiB is past glibc's largest mmap threshold (32 MiB), so the memory
+    /// is a fresh mapping: memory reused from the heap may have been
+    /// faulted in with small pages already, which advice does not change.
     fn huge_kib_of_a_touched_allocation(asked: bool) -> u64 {
-        let layout = Layout::from_size_align(16 * M, 8).unwrap();
+        let layout = Layout::from_size_align(64 * M, 8).unwrap();
         // SAFETY: a non-zero layout; freed below with the same layout.
-        let alloc = || unsafe { HugeTables.alloc_zeroed(layout) };
+        let alloc = || unsafe { HugeTables.alloc(layout) };
         let p = if asked { huge(alloc) } else { alloc() };
         assert!(!p.is_null());
-        let (start, len) = huge_span(p as usize, 16 * M).unwrap();
-        // Touch every page, then ask the kernel how the range is backed.
-        for off in (0..16 * M).step_by(4096) {
-            // SAFETY: inside the allocation.
-            unsafe { p.add(off).write_volatile(1) };
+        let (start, _) = huge_span(p as usize, 64 * M).unwrap();
+        let len = 8 * M;
+        for off in (0..len).step_by(4096) {
+            // SAFETY: inside the allocation (its whole huge pages start
+            // less than 2 MiB in, and span at least 62 MiB).
+            unsafe { (start as *mut u8).add(off).write_volatile(1) };
         }
         let kib = anon_huge_kib(start, len);
         // SAFETY: allocated above with this layout.
