@@ -19,7 +19,6 @@ pub mod forecast;
 pub mod ingest;
 pub mod leaks;
 pub mod logging;
-pub mod memory;
 pub mod pipeline;
 pub mod snapshot;
 pub mod tcp;

@@ -3,11 +3,6 @@
 use clap::Parser as _;
 use tracer::cli::{Cli, Command, dispatch};
 
-/// The system allocator, asking for huge pages on the engine's big tables
-/// (`tracer::memory`).
-#[global_allocator]
-static ALLOCATOR: tracer::memory::HugeTables = tracer::memory::HugeTables;
-
 fn main() {
     let cli = Cli::try_parse().unwrap_or_else(|e| usage_error(&e));
     if let Err(e) = tracer::logging::init(&cli.log) {

@@ -312,8 +312,8 @@ impl Store {
                     // Grow by an eighth rather than doubling: the slab is most
                     // of the memory, and this keeps its slack near 12 %.
                     let room = self.max - self.slab.len();
-                    let more = (self.slab.len() / 8).max(64).min(room);
-                    crate::memory::huge(|| self.slab.reserve_exact(more));
+                    self.slab
+                        .reserve_exact((self.slab.len() / 8).max(64).min(room));
                 }
                 self.slab.push(rec);
                 (self.slab.len() - 1) as u32
@@ -321,7 +321,6 @@ impl Store {
         };
         self.slab[slot as usize].link_prev = NIL;
         self.slab[slot as usize].link_next = NIL;
-        make_room(&mut self.index);
         self.index.insert(cookie, slot);
         let a = acct(&self.slab[slot as usize]);
         self.account(slot, a);
@@ -392,14 +391,5 @@ impl Store {
             let found = self.timers.remove(slot, base);
             debug_assert!(found, "no timer for slot {slot}");
         }
-    }
-}
-
-/// Grow `map` when it is full, asking for huge pages on its new table
-/// (`crate::memory`): the indexes are looked up at a random place on every
-/// event.
-pub(super) fn make_room<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V, BuildCookieHasher>) {
-    if map.len() == map.capacity() {
-        crate::memory::huge(|| map.reserve(1));
     }
 }

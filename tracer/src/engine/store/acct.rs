@@ -192,7 +192,6 @@ impl Store {
     fn add_time_wait(&mut self, slot: u32, a: Acct) {
         if let Some((h, netns)) = a.tw {
             // At most one timewait socket per tuple exists; the newest wins.
-            super::make_room(&mut self.tw_index);
             self.tw_index.insert(h, self.slab[slot as usize].cookie);
             *self.tw_per_netns.entry(netns).or_default() += 1;
         }
