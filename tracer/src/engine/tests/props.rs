@@ -140,16 +140,66 @@ proptest! {
 
     #[test]
     fn duplicating_every_state_event_changes_nothing(ops in prop::collection::vec(op(), 1..80)) {
-        let mut once = H::new();
-        drive(&mut once, &ops, false);
-        let mut twice = H::new();
-        drive(&mut twice, &ops, true);
-        prop_assert_eq!(&once.o.0, &twice.o.0);
-        prop_assert_eq!(once.e.counts_by_state(), twice.e.counts_by_state());
-        let mut a: Vec<_> = once.e.sockets().map(|s| (s.cookie(), s.state(), s.state_since_ns(), s.path().collect::<Vec<_>>())).collect();
-        let mut b: Vec<_> = twice.e.sockets().map(|s| (s.cookie(), s.state(), s.state_since_ns(), s.path().collect::<Vec<_>>())).collect();
-        a.sort_by_key(|x| x.0);
-        b.sort_by_key(|x| x.0);
-        prop_assert_eq!(a, b);
+        duplicates_change_nothing(&ops);
     }
+}
+
+/// Run `ops` once plainly and once with every state event doubled: the
+/// observer hears the same, and the records end the same.
+fn duplicates_change_nothing(ops: &[Op]) {
+    let mut once = H::new();
+    drive(&mut once, ops, false);
+    let mut twice = H::new();
+    drive(&mut twice, ops, true);
+    assert_eq!(once.o.0, twice.o.0);
+    assert_eq!(once.e.counts_by_state(), twice.e.counts_by_state());
+    let records = |h: &H| {
+        let mut v: Vec<_> =
+            h.e.sockets()
+                .map(|s| {
+                    (
+                        s.cookie(),
+                        s.state(),
+                        s.state_since_ns(),
+                        s.path().collect::<Vec<_>>(),
+                    )
+                })
+                .collect();
+        v.sort_by_key(|x| x.0);
+        v
+    };
+    assert_eq!(records(&once), records(&twice));
+}
+
+/// Found by the property above: an inferred TIME_WAIT ends at its deadline
+/// when its timer fires seconds later, so it joins the finished list
+/// behind records that finished after that deadline. A reconnect on the
+/// record ahead of it then bares it, already due: the event must drop it
+/// at once, or its duplicate would, and the next dump would judge the
+/// socket differently.
+#[test]
+fn a_reconnect_that_bares_a_due_record_drops_it_at_once() {
+    use TcpState::*;
+    let ops = [
+        Op::Event(1, Kind::State, Closing, TimeWait, 0, 1),
+        Op::Reconcile(vec![], 1775, false),
+        Op::Event(3, Kind::State, Established, Close, 58419, 2),
+        Op::Event(4, Kind::State, Established, Established, 1111, 1),
+        Op::Event(1, Kind::State, NewSynRecv, NewSynRecv, 1548, 1),
+        Op::Event(2, Kind::State, Established, Established, 256, 1),
+        Op::Event(4, Kind::State, Established, Established, 435, 1),
+        Op::Event(1, Kind::Retransmit, Established, Established, 526, 1),
+        Op::Event(3, Kind::State, Established, SynSent, 930, 1),
+        Op::Reconcile(vec![(1, Established, false, 0)], 0, false),
+    ];
+    duplicates_change_nothing(&ops);
+    let mut h = H::new();
+    drive(&mut h, &ops, false);
+    // Cookie 1's record (finished at 1060 s) was dropped by the reconnect
+    // at 1065 s, so the dump finds its socket new.
+    assert!(
+        h.o.0.contains(&Obs::Corr(1, Correction::Missed)),
+        "{:?}",
+        h.o.0
+    );
 }
