@@ -11,8 +11,11 @@
 //! a minute old, out of the CPU's caches.) A freed slot holds a `VACANT`
 //! record until reused; the slot freed last is reused first, while its
 //! memory is still warm. Finished records are on one list, threaded
-//! through `link_prev`/`link_next`, in finish order: retention and the
-//! first eviction choice both take its head. Live records are on none
+//! through `link_prev`/`link_next`, in the order they finished: retention
+//! and the first eviction choice both take its head. (Nearly in order of
+//! finish time: a TIME_WAIT that its timer ends up to the slack late
+//! joins with its deadline behind records that finished after it, and
+//! waits for them; `Engine::apply` drops what a change of the head bares.) Live records are on none
 //! (their links stay `NIL`): nothing walks them in order, and keeping them
 //! in order of last change touched three other records on every event.
 //! All changes to a record's state, `FINISHED` or `TW` flags go through
