@@ -1,6 +1,6 @@
 //! `cargo xtask image`: the agent's container image, built with podman from
 //! the release binary and deploy/Dockerfile, then run under the
-//! DaemonSet's own security context and smoke-tested ([`smoke`]).
+//! DaemonSet's own security context and smoke-tested ([`smoke()`]).
 //!
 //! No registry can be reached from the machines this project is tested on,
 //! so the base image is made here ([`local_base`]): a root filesystem of the

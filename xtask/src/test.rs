@@ -1,6 +1,6 @@
 //! `cargo xtask test`: everything, from nothing.
 //!
-//! Unit tests and clippy run as any user. The privileged tier (tests in
+//! Unit tests, clippy and rustdoc's link checks run as any user. The privileged tier (tests in
 //! tracer/tests that load the real kernel programs) is marked
 //! `#[ignore = "privileged: ..."]` so that plain `cargo test` passes for a
 //! normal user; here every tier runs, with `--include-ignored`, directly
@@ -31,6 +31,19 @@ pub fn test(filter: Option<&str>) -> anyhow::Result<()> {
             "--",
             "-D",
             "warnings",
+        ],
+    )?;
+    // The docs: a link to an item renamed or made private fails here.
+    cmd::run(
+        "cargo",
+        &[
+            "doc",
+            "--workspace",
+            "--exclude",
+            "tracer-ebpf",
+            "--no-deps",
+            "--config",
+            "build.rustdocflags=[\"-D\", \"warnings\"]",
         ],
     )?;
     // The kernel programs, linted for the target they run on.

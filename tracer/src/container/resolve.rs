@@ -98,7 +98,7 @@ impl Resolver {
 
     /// Given a few processes of each namespace found (lowest pids first),
     /// attribute new namespaces and those whose processes changed; forget
-    /// vanished ones after [`LINGER`]. Returns the new map when it changed.
+    /// vanished ones after `LINGER`. Returns the new map when it changed.
     pub fn update(&mut self, pids: &BTreeMap<u32, Vec<u32>>) -> Option<Arc<ContainerMap>> {
         self.update_at(pids, Instant::now())
     }

@@ -154,7 +154,7 @@ pub(super) fn refused_one_walk(e: &DiagError) -> bool {
 /// Decode the datagrams of one namespace's dump, kept by a capturing
 /// [`Dumper`](super::Dumper), into the sockets that dump listed, in the
 /// same order, each with [`SocketSnapshot::netns`] set to `netns`. Each
-/// datagram goes through [`parse_datagram`] as it did when received; a
+/// datagram goes through `parse_datagram` as it did when received; a
 /// one-walk request the kernel refused is dropped as the dumper drops it,
 /// and every request must end with `NLMSG_DONE`. On error `out` may hold
 /// part of the dump.

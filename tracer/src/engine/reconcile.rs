@@ -198,7 +198,7 @@ impl Engine {
     /// [`Engine::reconcile`] with a dump that lists only the network
     /// namespaces `covers` says yes to: records of other namespaces are not
     /// judged by their absence (they may live in a namespace nobody could
-    /// dump). `pause` is called every [`PAUSE_EVERY`] sockets of the dump
+    /// dump). `pause` is called every `PAUSE_EVERY` sockets of the dump
     /// and every 16 times that many records: the caller's chance to keep
     /// the kernel's event lanes from filling during a long reconcile
     /// (without touching the engine).

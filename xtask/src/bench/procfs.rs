@@ -34,7 +34,7 @@ pub fn self_cpu_secs() -> anyhow::Result<f64> {
     cpu_secs(std::process::id())
 }
 
-/// A `VmHWM`/`VmRSS`-style line of /proc/<pid>/status, in KiB.
+/// A `VmHWM`/`VmRSS`-style line of `/proc/<pid>/status`, in KiB.
 pub fn status_kib(pid: u32, key: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()

@@ -1,5 +1,5 @@
 //! What one event costs, per variant and per program: the kernel programs'
-//! Δrun_time_ns / Δrun_cnt from bpf_stats ([`kprog`](super::kprog)), each
+//! Δrun_time_ns / Δrun_cnt from bpf_stats ([`super::kprog`]), each
 //! beside the empty program (the floor) of the same round, and the agent's
 //! CPU per event; summarised over rounds and written as the "Kernel
 //! programs, ns per event" table.

@@ -132,7 +132,7 @@ fn download(apt: &Apt, kernels: &Path, archive: Archive, prefix: &str) -> anyhow
 }
 
 /// Find the image and module tree of an unpacked package; fails when the
-/// module index (made by [`depmod`]) is missing.
+/// module index (made by `depmod`) is missing.
 fn unpacked(dir: &Path, package: &str) -> anyhow::Result<Unpacked> {
     let (mods, release) = modules_root(dir)?;
     let image = dir.join(format!("boot/vmlinuz-{release}"));

@@ -1,6 +1,6 @@
 //! The live view's terminal: raw mode and the alternate screen for as long
 //! as `tracer top` runs, given back on every way out (quit, error, panic:
-//! a [`Restore`] guard and a panic hook; SIGTERM, SIGINT and SIGHUP: a flag
+//! a `Restore` guard and a panic hook; SIGTERM, SIGINT and SIGHUP: a flag
 //! the loop reads), and the loop that draws samples as they come and
 //! answers keys at once.
 use std::{

@@ -2,8 +2,8 @@
 //! node_exporter's format (`tracer run --web-config FILE`,
 //! docs/security.md). This module reads and checks the file at start, so
 //! that anything wrong in it is one sentence naming the file and the key
-//! before the agent loads a program; [`tls`] turns `tls_server_config`
-//! into a rustls server config, and [`auth`] checks each request's basic
+//! before the agent loads a program; `tls` turns `tls_server_config`
+//! into a rustls server config, and `auth` checks each request's basic
 //! auth against `basic_auth_users`. [`Gate`] is what the server
 //! (`serve.rs`) applies to every connection and request.
 //!
