@@ -24,8 +24,9 @@
 //!
 //! Capture: a `Dumper` told to ([`Dumper::set_capture`]; off by default)
 //! also keeps a copy of every datagram of its last dump
-//! ([`Dumper::take_captured`]), which [`parse_datagrams`](super::parse_datagrams) turns into the
-//! same sockets again. That is what a recording holds; off, it costs a
+//! ([`Dumper::take_captured`]), which
+//! [`parse_datagrams`](super::parse_datagrams) turns into the same
+//! sockets again. That is what a recording holds; off, it costs a
 //! branch per datagram and nothing else.
 use std::io;
 

@@ -15,9 +15,10 @@
 //! and the first eviction choice both take its head. (Nearly in order of
 //! finish time: a TIME_WAIT that its timer ends up to the slack late
 //! joins with its deadline behind records that finished after it, and
-//! waits for them; `Engine::apply` drops what a change of the head bares.) Live records are on none
-//! (their links stay `NIL`): nothing walks them in order, and keeping them
-//! in order of last change touched three other records on every event.
+//! waits for them; `Engine::apply` drops what a change of the head
+//! bares.) Live records are on none (their links stay `NIL`): nothing
+//! walks them in order, and keeping them in order of last change touched
+//! three other records on every event.
 //! All changes to a record's state, `FINISHED` or `TW` flags go through
 //! [`Store::update`], which diffs an accounting snapshot before and after,
 //! so counts, lists, the tuple index and the timers cannot drift.
