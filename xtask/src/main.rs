@@ -42,8 +42,8 @@ enum Command {
     },
     /// Measure the tracer's overhead side by side; writes BENCHMARKS.md.
     Bench(Box<bench::BenchArgs>),
-    /// Boot Debian's 5.10, 6.1 and 6.12 kernels in VMs (and use the host's)
-    /// and run the privileged smoke suite on each; prints a table.
+    /// Boot Debian's and Ubuntu's kernels from 5.4 to 6.12 in VMs (and use
+    /// the host's) and run the privileged smoke suite on each; prints a table.
     Vmtest(vmtest::VmtestArgs),
     /// Build the release tarball and the .deb into target/dist/; with
     /// --check, verify the unit and install, run and purge the .deb.

@@ -31,11 +31,12 @@ use report::KernelRun;
 /// Flags of `cargo xtask vmtest`.
 #[derive(Debug, clap::Args)]
 pub struct VmtestArgs {
-    /// Kernels to run, comma-separated: 5.10, 6.1, 6.12, host (default: all).
+    /// Kernels to run, comma-separated: 5.4, 5.10, 5.13, 5.15, 6.1, 6.8,
+    /// 6.12, host (default: all).
     #[arg(long, value_delimiter = ',', value_name = "KERNELS")]
     pub kernels: Vec<String>,
     /// Checks to run, comma-separated: startup, events, gauges, leak,
-    /// half_open (default: all).
+    /// half_open, netns (default: all).
     #[arg(long, value_delimiter = ',', value_name = "CHECKS")]
     pub checks: Vec<String>,
     /// Only install what is needed and fetch the kernels, then stop.
@@ -266,4 +267,39 @@ fn epoch_secs() -> u64 {
 
 fn read_number(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args as _, Command};
+
+    use super::*;
+
+    /// The help of `--kernels` and `--checks` names every kernel and check
+    /// the tables hold.
+    #[test]
+    fn the_flags_help_names_every_kernel_and_check() {
+        let cmd = VmtestArgs::augment_args(Command::new("vmtest"));
+        let help = |id: &str| {
+            let arg = cmd.get_arguments().find(|a| a.get_id() == id);
+            arg.and_then(|a| a.get_help()).map(|h| h.to_string())
+        };
+        let kernels = help("kernels").expect("--kernels help");
+        let named: Vec<&str> = kernels.split([' ', ',', ':', '(']).collect();
+        for k in matrix::KERNELS {
+            assert!(
+                named.contains(&k.key),
+                "--kernels help lacks {}: {kernels}",
+                k.key
+            );
+        }
+        let checks = help("checks").expect("--checks help");
+        for c in checks::CHECKS {
+            assert!(
+                checks.contains(c.name),
+                "--checks help lacks {}: {checks}",
+                c.name
+            );
+        }
+    }
 }
