@@ -75,7 +75,7 @@ fn a_leak_in_a_namespace_made_after_the_agent_is_named_from_the_host() {
     let url = format!("http://{}", agent.addr);
     let ns = NamedNetns::new("nsleak", &[]);
     // On the clock that stamps `raised_at_ns`; the leak begins after this.
-    let began_ns = tracer::wall::monotonic_ns();
+    let began_ns = tracer::agent::monotonic_ns();
     let (port, held) = leak_close_wait(&ns, 3);
     let fds: Vec<i32> = held.iter().map(|s| s.as_raw_fd()).collect();
 
