@@ -84,8 +84,10 @@ pub struct SocketSnapshot {
     pub expires_ms: u32,
     /// `idiag_retrans`: retransmits or unanswered probes counted by the timer.
     pub timer_retrans: u8,
-    /// `idiag_rqueue`: bytes not yet read by the application (established
-    /// sockets), or the accept backlog (listeners).
+    /// `idiag_rqueue`: the kernel's `rcv_nxt - copied_seq` (established
+    /// sockets), or the accept backlog (listeners). Once the peer's FIN has
+    /// arrived it counts the FIN too, until the application reads it: see
+    /// [`SocketSnapshot::unread_bytes`].
     pub rqueue: u32,
     /// `idiag_wqueue`: bytes not yet acknowledged, or the backlog limit.
     pub wqueue: u32,
@@ -94,6 +96,41 @@ pub struct SocketSnapshot {
     /// Inode of the network namespace the socket lives in: that of the
     /// [`Dumper`](crate::diag::Dumper) that listed it (0 when unknown).
     pub netns: u32,
+}
+
+impl SocketSnapshot {
+    /// Whether the peer's FIN has arrived: a full socket in CLOSE_WAIT,
+    /// LAST_ACK or CLOSING.
+    fn fin_received(&self) -> bool {
+        !self.timewait
+            && matches!(
+                self.state,
+                TcpState::CloseWait | TcpState::LastAck | TcpState::Closing
+            )
+    }
+
+    /// Bytes received that the application has not read. The peer's FIN
+    /// takes one sequence number, so after it `idiag_rqueue` is one more
+    /// than the data until the application reads the FIN (the read that
+    /// returns EOF, or the read that takes the last data when the FIN came
+    /// with it): `ss` shows 1 in Recv-Q for a CLOSE_WAIT socket with
+    /// nothing left to read.
+    pub fn unread_bytes(&self) -> u32 {
+        if self.fin_received() {
+            self.rqueue.saturating_sub(1)
+        } else {
+            self.rqueue
+        }
+    }
+
+    /// Once the peer's FIN has arrived: whether the application has read
+    /// everything, the FIN too, so that it has seen EOF or will at its next
+    /// read without waiting. `None` before the FIN. For a CLOSE_WAIT leak
+    /// this tells the two bugs apart: the code that handles EOF does not
+    /// close (true), or nothing reads the socket any more (false).
+    pub fn read_to_end(&self) -> Option<bool> {
+        self.fin_received().then_some(self.rqueue == 0)
+    }
 }
 
 /// One descriptor of a socket in one process.
@@ -171,6 +208,42 @@ impl From<HashMap<u64, Vec<FdOwner>>> for OwnerScan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sock(state: TcpState, timewait: bool, rqueue: u32) -> SocketSnapshot {
+        SocketSnapshot {
+            timewait,
+            rqueue,
+            ..crate::testkit::snapshot(1, state)
+        }
+    }
+
+    /// After the peer's FIN, `idiag_rqueue` counts it as one byte until
+    /// the application reads it (what a real socket shows is in
+    /// tests/leaks.rs).
+    #[test]
+    fn the_peers_fin_is_not_an_unread_byte() {
+        use TcpState::*;
+        let cases = [
+            // (state, timewait, rqueue) -> (unread bytes, read to the end)
+            ((CloseWait, false, 6), (5, Some(false))),
+            ((CloseWait, false, 1), (0, Some(false))),
+            ((CloseWait, false, 0), (0, Some(true))),
+            ((LastAck, false, 1), (0, Some(false))),
+            ((Closing, false, 3), (2, Some(false))),
+            ((Established, false, 6), (6, None)),
+            ((FinWait2, false, 2), (2, None)),
+            ((FinWait2, true, 0), (0, None)),
+            ((Listen, false, 4), (4, None)),
+        ];
+        for ((state, tw, rq), want) in cases {
+            let s = sock(state, tw, rq);
+            assert_eq!(
+                (s.unread_bytes(), s.read_to_end()),
+                want,
+                "{state:?} rqueue {rq}"
+            );
+        }
+    }
 
     #[test]
     fn no_owner_and_unknown_owner_are_told_apart() {

@@ -10,9 +10,11 @@ mod common;
 mod kit;
 
 use std::collections::BTreeSet;
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{NO_AGENT, tracer_leaks, wait_close_wait};
+use common::{NO_AGENT, ss_recv_q, tracer_leaks, wait_close_wait};
 use kit::{CONNS, SERIAL, flags_on_port, foreign_close_wait, leaking_server};
 use serde_json::Value;
 use tracer::diag::{DumpOptions, Dumper, owners_of};
@@ -94,6 +96,68 @@ fn snapshot_names_the_server_pid_and_fds_then_clears() {
     } else {
         assert_eq!(code, 0, "no leaks left: exit 0; {stdout}");
     }
+}
+
+/// Two CLOSE_WAIT sockets of this process: one whose 5 bytes and the
+/// peer's FIN were never read, and one read to EOF. The kernel counts the
+/// FIN in Recv-Q until it is read; tracer counts bytes, and says whether
+/// the application read to EOF.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn unread_bytes_leave_out_the_peers_fin_and_say_whether_eof_was_read() {
+    common::require_root();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let mut unread = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let (held_unread, _) = listener.accept().expect("accept");
+    unread.write_all(b"hello").expect("write");
+    let unread_peer = unread.local_addr().expect("addr").port();
+    drop(unread);
+    let eof = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let (mut held_eof, _) = listener.accept().expect("accept");
+    let eof_peer = eof.local_addr().expect("addr").port();
+    drop(eof);
+    let mut rest = Vec::new();
+    held_eof.read_to_end(&mut rest).expect("read to EOF");
+    assert!(rest.is_empty());
+    wait_close_wait(port, 2);
+
+    // The kernel's view: the FIN is one more byte until it is read.
+    let kernel = ss_recv_q(port);
+    assert_eq!(kernel.get(&unread_peer), Some(&6), "{kernel:?}");
+    assert_eq!(kernel.get(&eof_peer), Some(&0), "{kernel:?}");
+
+    let (code, stdout) = tracer_leaks(&["--json", "--agent", NO_AGENT, "--netns", "host"]);
+    assert_eq!(code, 1, "{stdout}");
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let flags = flags_on_port(&report, port);
+    let by_peer = |peer: u16| {
+        flags
+            .iter()
+            .find(|f| f["remote"] == format!("127.0.0.1:{peer}"))
+            .unwrap_or_else(|| panic!("no flag for peer {peer}: {flags:#?}"))
+    };
+    let f = by_peer(unread_peer);
+    assert_eq!(
+        (&f["unread_bytes"], &f["read_to_end"]),
+        (&5.into(), &false.into()),
+        "{f:#}"
+    );
+    assert_eq!(
+        f["evidence"],
+        "in CLOSE_WAIT, age unknown (snapshot); 5 bytes unread, EOF not read"
+    );
+    let f = by_peer(eof_peer);
+    assert_eq!(
+        (&f["unread_bytes"], &f["read_to_end"]),
+        (&0.into(), &true.into()),
+        "{f:#}"
+    );
+    assert_eq!(
+        f["evidence"],
+        "in CLOSE_WAIT, age unknown (snapshot); 0 bytes unread, EOF read"
+    );
+    drop((held_unread, held_eof));
 }
 
 #[test]

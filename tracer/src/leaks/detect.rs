@@ -175,6 +175,7 @@ impl Detector {
                     a.age_seconds = f.age_seconds;
                     a.age_is_lower_bound = f.age_is_lower_bound;
                     a.unread_bytes = f.unread_bytes;
+                    a.read_to_end = f.read_to_end;
                     a.evidence = f.evidence;
                     a.count = f.count;
                 }

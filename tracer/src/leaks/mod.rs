@@ -200,8 +200,14 @@ pub struct Flag {
     pub age_seconds: Option<f64>,
     /// True when the condition started before we could see it: the age is at least this.
     pub age_is_lower_bound: bool,
-    /// Bytes received and not read by the application (`idiag_rqueue`).
+    /// Bytes received and not read by the application (`idiag_rqueue`, less
+    /// the peer's FIN: [`SocketSnapshot::unread_bytes`](crate::snapshot::SocketSnapshot::unread_bytes)).
     pub unread_bytes: u32,
+    /// Once the peer's FIN has arrived (CLOSE_WAIT): whether the
+    /// application has read everything, EOF included; `None` before the FIN
+    /// ([`SocketSnapshot::read_to_end`](crate::snapshot::SocketSnapshot::read_to_end)).
+    #[serde(default)]
+    pub read_to_end: Option<bool>,
     /// Why, in words and numbers.
     pub evidence: String,
     /// For a `syn_recv` flag: how many request sockets are stuck.

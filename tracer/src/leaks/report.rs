@@ -316,8 +316,8 @@ pub fn snapshot_report_with(
         .filter(|d| d.state == crate::tcp::TcpState::CloseWait && !d.timewait)
         .map(|d| {
             let evidence = format!(
-                "in CLOSE_WAIT, age unknown (snapshot); {} bytes unread",
-                d.rqueue
+                "in CLOSE_WAIT, age unknown (snapshot); {}",
+                super::rules::unread_words(d)
             );
             let mut f =
                 super::rules::socket_flag(d, LeakKind::CloseWait, None, 0, (0, true), evidence);

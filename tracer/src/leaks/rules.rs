@@ -9,6 +9,20 @@ use crate::{
 
 pub(super) const MS: u64 = 1_000_000;
 
+/// What the application left unread, as evidence says it: `512 bytes
+/// unread`, and once the peer's FIN has arrived whether the application
+/// read up to it (`0 bytes unread, EOF read`: the code that handles EOF
+/// does not close) or not (`512 bytes unread, EOF not read`: nothing reads
+/// the socket any more).
+pub(super) fn unread_words(d: &SocketSnapshot) -> String {
+    let eof = match d.read_to_end() {
+        None => "",
+        Some(true) => ", EOF read",
+        Some(false) => ", EOF not read",
+    };
+    format!("{} bytes unread{eof}", d.unread_bytes())
+}
+
 #[derive(Clone, Copy)]
 pub(super) struct Stall {
     pub(super) reason: Reason,
@@ -49,7 +63,8 @@ pub(super) fn socket_flag(
         raised_at: None,
         age_seconds: Some(secs(age.0)),
         age_is_lower_bound: age.1,
-        unread_bytes: d.rqueue,
+        unread_bytes: d.unread_bytes(),
+        read_to_end: d.read_to_end(),
         evidence,
         count: None,
         owners: Vec::new(),

@@ -265,7 +265,7 @@ pub(crate) mod tests {
     /// Four CLOSE_WAIT sockets: two of pid 4242, one of pid 77, one ownerless.
     pub(crate) fn sample() -> Report {
         let dump = [
-            close_wait(1, 11, 512),
+            close_wait(1, 11, 513),
             close_wait(2, 12, 0),
             close_wait(3, 13, 7),
             close_wait(4, 0, 0),
@@ -306,10 +306,13 @@ pub(crate) mod tests {
         );
         assert_eq!(
             lines[7],
-            "  7   -      -          127.0.0.1:8080 -> 127.0.0.1:50001  close_wait  unknown     512  in CLOSE_WAIT, age unknown (snapshot); 512 bytes unread"
+            "  7   -      -          127.0.0.1:8080 -> 127.0.0.1:50001  close_wait  unknown     512  in CLOSE_WAIT, age unknown (snapshot); 512 bytes unread, EOF not read"
         );
         assert!(
-            lines[8].starts_with("  9   -      -          127.0.0.1:8080 -> 127.0.0.1:50002"),
+            lines[8].starts_with("  9   -      -          127.0.0.1:8080 -> 127.0.0.1:50002")
+                && lines[8].ends_with(
+                    "  0  in CLOSE_WAIT, age unknown (snapshot); 0 bytes unread, EOF read"
+                ),
             "{}",
             lines[8]
         );

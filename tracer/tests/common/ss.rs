@@ -3,18 +3,23 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, process::Command};
 
+/// `ss ARGS` on this host: each line of its output split into fields,
+/// blank lines left out.
+fn ss_rows(args: &[&str]) -> Vec<Vec<String>> {
+    let out = Command::new("ss").args(args).output().expect("run ss");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .filter(|f| !f.is_empty())
+        .collect()
+}
+
 /// Cookies `ss` reports right now for sockets on `port`, keyed by
 /// (local, remote) address. `ss` is iproute2's sock_diag client; the tests
 /// use it as an oracle independent of tracer's own code.
 pub fn ss_cookies(port: u16) -> BTreeMap<(SocketAddr, SocketAddr), u64> {
-    let out = Command::new("ss")
-        .args(["-tanHe", &format!("( sport = :{port} or dport = :{port} )")])
-        .output()
-        .expect("run ss");
-    let text = String::from_utf8_lossy(&out.stdout);
     let mut m = BTreeMap::new();
-    for line in text.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
+    for f in ss_rows(&["-tanHe", &format!("( sport = :{port} or dport = :{port} )")]) {
         if f.len() < 5 {
             continue;
         }
@@ -36,7 +41,7 @@ pub fn ss_cookies(port: u16) -> BTreeMap<(SocketAddr, SocketAddr), u64> {
             .iter()
             .find_map(|t| t.strip_prefix("sk:"))
             .and_then(|h| u64::from_str_radix(h, 16).ok());
-        if let (Some(l), Some(r), Some(c)) = (parse(f[3]), parse(f[4]), cookie) {
+        if let (Some(l), Some(r), Some(c)) = (parse(&f[3]), parse(&f[4]), cookie) {
             m.insert((l, r), c);
         }
     }
@@ -45,36 +50,33 @@ pub fn ss_cookies(port: u16) -> BTreeMap<(SocketAddr, SocketAddr), u64> {
 
 /// Local addresses of TIME_WAIT sockets on `port`, per `ss`.
 pub fn ss_time_wait(port: u16) -> Vec<SocketAddr> {
-    let out = Command::new("ss")
-        .args([
-            "-tanH",
-            "state",
-            "time-wait",
-            &format!("( sport = :{port} or dport = :{port} )"),
-        ])
-        .output()
-        .expect("run ss");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.get(2)?.parse().ok()
+    let filter = format!("( sport = :{port} or dport = :{port} )");
+    ss_rows(&["-tanH", "state", "time-wait", &filter])
+        .iter()
+        .filter_map(|f| f.get(2)?.parse().ok())
+        .collect()
+}
+
+/// The kernel's Recv-Q of this host's CLOSE_WAIT sockets on local port
+/// `port`, by peer port, as `ss` prints it.
+pub fn ss_recv_q(port: u16) -> BTreeMap<u16, u32> {
+    let filter = format!("( sport = :{port} )");
+    ss_rows(&["-tnH", "state", "close-wait", &filter])
+        .iter()
+        .filter_map(|f| {
+            let peer = f.get(3)?.rsplit(':').next()?.parse().ok()?;
+            Some((peer, f.first()?.parse().ok()?))
         })
         .collect()
 }
 
 /// Count of sockets `ss` shows in `state` (ss's name, e.g. `time-wait`) on `port`.
 pub fn ss_count(state: &str, filter: &str) -> usize {
-    let mut cmd = Command::new("ss");
-    cmd.args(["-tanH", "state", state]);
+    let mut args = vec!["-tanH", "state", state];
     if !filter.is_empty() {
-        cmd.arg(filter);
+        args.push(filter);
     }
-    let out = cmd.output().expect("run ss");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .count()
+    ss_rows(&args).len()
 }
 
 /// `ss -tanH` run by `cmd` (inside some namespace): live sockets per

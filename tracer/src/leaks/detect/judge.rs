@@ -1,7 +1,7 @@
 //! Judging one socket of a dump: which rule it meets, and since when.
 use std::collections::{BTreeMap, hash_map::Entry};
 
-use super::super::rules::{PortAcc, socket_flag};
+use super::super::rules::{PortAcc, socket_flag, unread_words};
 use super::super::rules::{ns, secs};
 use super::super::{Flag, LeakKind, Reason, fmt_duration};
 use super::{Detector, Key, MAX_TRACKED, Seen, Subject};
@@ -27,11 +27,11 @@ impl Detector {
                     && age >= ns(t.close_wait)
                 {
                     let evidence = format!(
-                        "in CLOSE_WAIT for {}{:.1}s (threshold {}); {} bytes unread",
+                        "in CLOSE_WAIT for {}{:.1}s (threshold {}); {}",
                         if lb { "at least " } else { "" },
                         secs(age),
                         fmt_duration(t.close_wait),
-                        d.rqueue
+                        unread_words(d)
                     );
                     found.insert(
                         key(LeakKind::CloseWait),

@@ -165,6 +165,7 @@ impl Detector {
             age_seconds: Some(secs(age)),
             age_is_lower_bound: lb,
             unread_bytes: 0,
+            read_to_end: None,
             evidence,
             count: Some(acc.stuck),
             owners: Vec::new(),

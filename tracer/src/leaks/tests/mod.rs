@@ -99,7 +99,7 @@ fn cleared(changes: &[Change]) -> Vec<&Flag> {
 fn close_wait_threshold_edge_with_exact_engine_time() {
     let mut det = Detector::new(thresholds());
     let mut d = sock(1, TcpState::CloseWait);
-    d.rqueue = 512;
+    d.rqueue = 513; // 512 bytes, then the peer's FIN
     let engine =
         |c: u64, st: TcpState| (c == 1 && st == TcpState::CloseWait).then_some((1_000 * S, false));
     let c = det.update(&[d], 1_000 * S + 60 * S - 1, engine, app_owners);
@@ -115,7 +115,7 @@ fn close_wait_threshold_edge_with_exact_engine_time() {
     assert_eq!((f.age_seconds, f.age_is_lower_bound), (Some(60.0), false));
     assert_eq!(
         f.evidence,
-        "in CLOSE_WAIT for 60.0s (threshold 60s); 512 bytes unread"
+        "in CLOSE_WAIT for 60.0s (threshold 60s); 512 bytes unread, EOF not read"
     );
     assert_eq!(f.owners, vec![owner(100, "app", 1)]);
     assert_eq!(f.raised_at_ns, 1_060 * S);
