@@ -205,10 +205,13 @@ fn detector_flags_real_close_wait_and_clears_when_the_process_exits() {
             "{f:?}"
         );
         assert!(
-            f.evidence.starts_with("in CLOSE_WAIT for at least"),
+            f.evidence.starts_with("in CLOSE_WAIT for at least")
+                && f.evidence.ends_with("; 0 bytes unread, EOF not read"),
             "{}",
             f.evidence
         );
+        // The server never reads: the peer's FIN is all its queue holds.
+        assert_eq!((f.unread_bytes, f.read_to_end), (0, Some(false)), "{f:?}");
         assert!(
             f.owners
                 .iter()
@@ -386,6 +389,11 @@ fn the_agent_logs_each_flag_as_one_structured_json_event() {
         assert_eq!(v["level"], "WARN", "{v}");
         assert_eq!(v["leak"], "close_wait", "{v}");
         assert_eq!(v["comm"], "python3", "{v}");
+        assert_eq!(
+            (&v["unread_bytes"], &v["read_to_end"]),
+            (&0.into(), &false.into()),
+            "{v}"
+        );
         assert!(
             v["local"]
                 .as_str()

@@ -207,7 +207,7 @@ fn log_leak(c: &Change, ts_ns: u64, clock: &crate::wall::WallClock) {
                 container = %container,
                 age_seconds = f.age_seconds.unwrap_or(-1.0),
                 unread_bytes = f.unread_bytes,
-                read_to_end = f.read_to_end.map_or("", |r| if r { "true" } else { "false" }),
+                read_to_end = f.read_to_end,
                 pid = first.map_or(0, |o| o.pid),
                 comm = first.map_or("", |o| o.comm.as_str()),
                 fd = first.map_or(-1, |o| i64::from(o.fd)),

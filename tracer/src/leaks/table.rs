@@ -2,7 +2,7 @@
 //! 3 a.m., grouped by process, worst first. Pure formatting, no I/O but the writer.
 use std::io::{self, Write};
 
-use super::{Flag, ProcessLeaks, Report};
+use super::{Flag, LeakKind, ProcessLeaks, Report};
 
 /// An age for people: `73.2s`, `12m05s`, `3h04m`, `2d03h`.
 pub fn fmt_age(secs: Option<f64>, lower_bound: bool) -> String {
@@ -86,6 +86,29 @@ pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
     Ok(())
 }
 
+/// Where to look, from how far the process read its CLOSE_WAIT sockets:
+/// read to EOF and not closed (the code that handles EOF), or not read up
+/// to EOF (whatever should be reading them).
+fn render_reads(g: &ProcessLeaks, out: &mut dyn Write) -> io::Result<()> {
+    let close_wait = || g.sockets.iter().filter(|f| f.kind == LeakKind::CloseWait);
+    let n = close_wait().count();
+    let read = |r: bool| close_wait().filter(|f| f.read_to_end == Some(r)).count();
+    let (eof, short) = (read(true), read(false));
+    if eof > 0 {
+        writeln!(
+            out,
+            "  reads:   {eof} of {n} read to EOF and not closed: look where EOF is handled"
+        )?;
+    }
+    if short > 0 {
+        writeln!(
+            out,
+            "  reads:   {short} of {n} not read up to EOF: look at what should read them (an idle pooled connection, a stuck worker)"
+        )?;
+    }
+    Ok(())
+}
+
 fn render_group(g: &ProcessLeaks, out: &mut dyn Write) -> io::Result<()> {
     match (g.pid, &g.comm) {
         (Some(pid), comm) => write!(out, "PID {pid} {}", comm.as_deref().unwrap_or("?"))?,
@@ -115,6 +138,7 @@ fn render_group(g: &ProcessLeaks, out: &mut dyn Write) -> io::Result<()> {
     if let Some(hint) = &g.hint {
         writeln!(out, "  why:     {hint}")?;
     }
+    render_reads(g, out)?;
     if !g.cmdline.is_empty() {
         writeln!(out, "  cmdline: {}", g.cmdline.replace(['\n', '\r'], " "))?;
     }
@@ -298,23 +322,33 @@ pub(crate) mod tests {
             lines[3],
             "PID 4242 api: 2 sockets, 2 in CLOSE_WAIT, oldest unknown"
         );
-        assert_eq!(lines[4], "  cmdline: /usr/bin/api --port 8080");
-        assert!(lines[5].ends_with("docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope  [container 0123456789ab]"));
+        // One of pid 4242's two was read to EOF, the other was not.
         assert_eq!(
-            lines[6],
+            lines[4],
+            "  reads:   1 of 2 read to EOF and not closed: look where EOF is handled"
+        );
+        assert!(
+            lines[5].starts_with("  reads:   1 of 2 not read up to EOF: "),
+            "{}",
+            lines[5]
+        );
+        assert_eq!(lines[6], "  cmdline: /usr/bin/api --port 8080");
+        assert!(lines[7].ends_with("docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope  [container 0123456789ab]"));
+        assert_eq!(
+            lines[8],
             "  FD  NETNS  CONTAINER  LOCAL -> REMOTE                    KIND            AGE  UNREAD  EVIDENCE"
         );
         assert_eq!(
-            lines[7],
+            lines[9],
             "  7   -      -          127.0.0.1:8080 -> 127.0.0.1:50001  close_wait  unknown     512  in CLOSE_WAIT, age unknown (snapshot); 512 bytes unread, EOF not read"
         );
         assert!(
-            lines[8].starts_with("  9   -      -          127.0.0.1:8080 -> 127.0.0.1:50002")
-                && lines[8].ends_with(
+            lines[10].starts_with("  9   -      -          127.0.0.1:8080 -> 127.0.0.1:50002")
+                && lines[10].ends_with(
                     "  0  in CLOSE_WAIT, age unknown (snapshot); 0 bytes unread, EOF read"
                 ),
             "{}",
-            lines[8]
+            lines[10]
         );
         assert!(
             text.contains("PID 77 worker: 1 socket, 1 in CLOSE_WAIT"),
