@@ -152,7 +152,15 @@ impl Panel {
         match self {
             Panel::States => &["STATE", "COUNT", "CHANGE/s"],
             Panel::Dwell => &["STATE", "STAYS", "P50", "P90", "P99", "MAX"],
-            Panel::CloseWait => &["AGE", "PID", "COMM", "FD", "LOCAL -> REMOTE", "CONTAINER"],
+            Panel::CloseWait => &[
+                "AGE",
+                "PID",
+                "COMM",
+                "FD",
+                "LOCAL -> REMOTE",
+                "CONTAINER",
+                "EOF READ",
+            ],
             Panel::Procs => &["PID", "COMM", "CLOSE_WAIT", "LEAKS", "OLDEST", "GROWTH/min"],
             Panel::TwPorts => &["PORT", "COUNT"],
             Panel::TwRemotes => &["REMOTE", "COUNT"],

@@ -55,6 +55,7 @@ fn widths(panel: Panel) -> Vec<Constraint> {
                 Length(4),
                 Min(30),
                 Length(12),
+                Length(8),
             ]
         }
         Panel::Procs => vec![

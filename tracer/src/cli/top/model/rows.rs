@@ -35,6 +35,13 @@ pub(super) fn close_wait_rows(r: &Report) -> Vec<Row> {
                 first.map_or("-".into(), |o| o.fd.to_string()),
                 format!("{} -> {remote}", f.local),
                 f.container.as_ref().map_or("-".into(), |c| c.short()),
+                // Whether the application read up to the peer's FIN: a
+                // missing close() on EOF, or nothing reading the socket.
+                match f.read_to_end {
+                    Some(true) => "yes".into(),
+                    Some(false) => "no".into(),
+                    None => "-".into(),
+                },
             ],
             keys: vec![
                 num(f.age_seconds),

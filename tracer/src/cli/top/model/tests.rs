@@ -39,8 +39,14 @@ fn flag(cookie: u64, lport: u16, rport: u16, age: f64, owners: &[(u32, &str, u32
             json!({"pid": pid, "comm": comm, "cmdline": "", "fd": fd, "cgroup": "", "container_id": null})
         })
         .collect();
+    // Read to EOF: cookie 12 yes, 11 no; 13 from an agent too old to say.
+    let read_to_end = match cookie {
+        11 => json!(false),
+        12 => json!(true),
+        _ => Value::Null,
+    };
     json!({
-        "kind": "close_wait", "reason": null, "cookie": cookie,
+        "kind": "close_wait", "reason": null, "cookie": cookie, "read_to_end": read_to_end,
         "local": format!("127.0.0.1:{lport}"), "remote": format!("127.0.0.1:{rport}"),
         "state": "close_wait", "inode": cookie, "netns": 0, "raised_at_ns": 1,
         "age_seconds": age, "age_is_lower_bound": false, "unread_bytes": 0,
@@ -198,7 +204,8 @@ fn close_wait_rows_are_the_oldest_first_once_each() {
                 "python3",
                 "7",
                 "127.0.0.1:8080 -> 127.0.0.1:50001",
-                "-"
+                "-",
+                "no"
             ],
             vec![
                 "90.0s",
@@ -206,6 +213,7 @@ fn close_wait_rows_are_the_oldest_first_once_each() {
                 "java",
                 "3",
                 "127.0.0.1:9090 -> 127.0.0.1:50003",
+                "-",
                 "-"
             ],
             vec![
@@ -214,7 +222,8 @@ fn close_wait_rows_are_the_oldest_first_once_each() {
                 "python3 +1",
                 "9",
                 "127.0.0.1:8080 -> 127.0.0.1:50002",
-                "-"
+                "-",
+                "yes"
             ],
         ]
     );

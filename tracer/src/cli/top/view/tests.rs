@@ -68,6 +68,9 @@ fn a_live_frame_shows_every_panel() {
         oldest.contains("││4242    python3         2          2     12m05s   -"),
         "{oldest}"
     );
+    // The last column: python3's oldest was not read up to EOF.
+    assert!(text.contains("CONTAINER    EOF READ│"), "{text}");
+    assert!(oldest.contains(" -            no      ││"), "{oldest}");
     assert!(
         line_with(&text, "│90.0s")
             .contains("││77      java            1          1     90.0s    +3.0")
