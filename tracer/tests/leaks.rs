@@ -137,26 +137,21 @@ fn unread_bytes_leave_out_the_peers_fin_and_say_whether_eof_was_read() {
             .find(|f| f["remote"] == format!("127.0.0.1:{peer}"))
             .unwrap_or_else(|| panic!("no flag for peer {peer}: {flags:#?}"))
     };
-    let f = by_peer(unread_peer);
-    assert_eq!(
-        (&f["unread_bytes"], &f["read_to_end"]),
-        (&5.into(), &false.into()),
-        "{f:#}"
-    );
-    assert_eq!(
-        f["evidence"],
-        "in CLOSE_WAIT, age unknown (snapshot); 5 bytes unread, EOF not read"
-    );
-    let f = by_peer(eof_peer);
-    assert_eq!(
-        (&f["unread_bytes"], &f["read_to_end"]),
-        (&0.into(), &true.into()),
-        "{f:#}"
-    );
-    assert_eq!(
-        f["evidence"],
-        "in CLOSE_WAIT, age unknown (snapshot); 0 bytes unread, EOF read"
-    );
+    for (peer, bytes, read_to_end, words) in [
+        (unread_peer, 5, false, "5 bytes unread, EOF not read"),
+        (eof_peer, 0, true, "0 bytes unread, EOF read"),
+    ] {
+        let f = by_peer(peer);
+        assert_eq!(
+            (&f["unread_bytes"], &f["read_to_end"]),
+            (&bytes.into(), &read_to_end.into()),
+            "{f:#}"
+        );
+        assert_eq!(
+            f["evidence"],
+            format!("in CLOSE_WAIT, age unknown (snapshot); {words}")
+        );
+    }
     drop((held_unread, held_eof));
 }
 

@@ -103,7 +103,8 @@ fn a_leak_in_a_namespace_made_after_the_agent_is_named_from_the_host() {
         flags_on(&report, port).len() == 3
     });
     assert!(flagged, "{report:#}");
-    for f in flags_on(&report, port) {
+    let flags = flags_on(&report, port);
+    for f in &flags {
         let raised = f["raised_at_ns"].as_u64().expect("raised_at_ns");
         let after = Duration::from_nanos(raised.saturating_sub(began_ns));
         assert!(
@@ -111,7 +112,6 @@ fn a_leak_in_a_namespace_made_after_the_agent_is_named_from_the_host() {
             "flagged {after:?} after the leak began: {f:#}"
         );
     }
-    let flags = flags_on(&report, port);
     assert_named(&flags, ns.inode, &fds);
     for f in &flags {
         assert!(f["age_seconds"].as_f64().is_some_and(|a| a >= 1.0), "{f:#}");
