@@ -194,6 +194,11 @@ pub struct SockOffsets {
     pub skc_net: u32,
     /// `struct net` -> `ns.inum`: the namespace's inode number.
     pub net_inum: u32,
+    /// `struct net` -> `net_cookie` (`u64`, or `atomic64_t` before Linux
+    /// 5.14): the namespace's cookie, which is never reused while the
+    /// system is up. 0 when the kernel has none; the programs then read
+    /// `ns.inum` on every event.
+    pub net_cookie: u32,
     /// `sock_common.skc_cookie` (`atomic64_t`, 8-byte aligned): read only
     /// to tell a child socket's own cookie from a copy of its listener's.
     pub skc_cookie: u32,
@@ -208,7 +213,7 @@ pub struct SockOffsets {
     pub task_comm: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<SockOffsets>() == 72);
+const _: () = assert!(core::mem::size_of::<SockOffsets>() == 76);
 
 impl SockOffsets {
     /// The value of `magic` in offsets that were really filled in.

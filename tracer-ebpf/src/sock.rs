@@ -10,9 +10,13 @@
 //! The verifier accepts such a load only at an offset it knows. The offsets
 //! sit in `SOCK_OFFSETS`, a read-only global in a map the loader freezes, so
 //! every offset read from it is a known constant to the verifier.
-use aya_ebpf::helpers::{
-    bpf_probe_read_kernel,
-    generated::{bpf_get_current_task_btf, bpf_get_socket_cookie},
+use aya_ebpf::{
+    helpers::{
+        bpf_probe_read_kernel,
+        generated::{bpf_get_current_task_btf, bpf_get_socket_cookie},
+    },
+    macros::map,
+    maps::PerCpuArray,
 };
 use tracer_common::{FAMILY_INET, FAMILY_INET6, SockOffsets};
 
@@ -34,6 +38,7 @@ static SOCK_OFFSETS: SockOffsets = SockOffsets {
     inet_sport: 0,
     skc_net: 0,
     net_inum: 0,
+    net_cookie: 0,
     skc_cookie: 0,
     sk_err: 0,
     task_tgid: 0,
@@ -78,6 +83,56 @@ pub fn current_task() -> (u64, [u64; 2]) {
         u64::from(tgid) | u64::from(tid) << 32,
         [load::<u64>(task, comm), load::<u64>(task, comm + 8)],
     )
+}
+
+/// Slots of [`NETNS`] per CPU, a power of two.
+const NETNS_SLOTS: u32 = 64;
+
+/// Namespace inodes by namespace cookie, per CPU, direct-mapped by the
+/// cookie's low bits: each slot holds the low half of a cookie in its high
+/// half and that namespace's inode in its low half, as one word, so a
+/// program that interrupts another on the same CPU never reads half an
+/// update.
+///
+/// Why not read the inode: it shares a cache line with the namespace's
+/// reference count, which every socket made or freed in the namespace
+/// writes, so under churn the load waits for the line to come back from
+/// the other CPU. That wait was a sixth of the state program's time
+/// (BENCHMARKS.md, issue 9). The cookie sits on a line nothing writes
+/// after the namespace is made, and unlike the `struct net` address it is
+/// never reused while the system is up.
+#[map]
+static NETNS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NETNS_SLOTS, 0);
+
+/// The inode of the namespace `net` (a BTF-typed `struct net *`).
+#[inline(always)]
+fn netns_inum(net: *const u8) -> u32 {
+    let at = off!(net_cookie);
+    if at == 0 {
+        return load::<u32>(net, off!(net_inum));
+    }
+    let cookie = load::<u64>(net, at);
+    // Low halves of 0 (no cookie yet, on kernels that made it on first
+    // use) would match an empty slot: read the inode.
+    let tag = cookie as u32;
+    let slot = if tag != 0 {
+        NETNS.get_ptr_mut(tag & (NETNS_SLOTS - 1))
+    } else {
+        None
+    };
+    let Some(slot) = slot else {
+        return load::<u32>(net, off!(net_inum));
+    };
+    // SAFETY: this CPU's slot of a per-CPU map, 8-aligned; a nested
+    // program on this CPU writes it only with whole words.
+    let known = unsafe { core::ptr::read_volatile(slot) };
+    if (known >> 32) as u32 == tag {
+        return known as u32;
+    }
+    let inum = load::<u32>(net, off!(net_inum));
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(slot, u64::from(tag) << 32 | u64::from(inum)) };
+    inum
 }
 
 const TCP_TIME_WAIT: u8 = 6;
@@ -195,7 +250,7 @@ impl Sock {
         };
         let dport = u16::from_be(self.load::<u16>(off!(skc_dport)));
         let net = self.load::<*const u8>(off!(skc_net));
-        let netns = Sock(net).load::<u32>(off!(net_inum));
+        let netns = netns_inum(net);
         let family = self.load::<u16>(off!(skc_family));
         if family == u16::from(FAMILY_INET6) {
             let s = off!(skc_v6_rcv_saddr);

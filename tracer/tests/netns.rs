@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Agent, NO_AGENT, NamedNetns, tracer_leaks_json, wait_until};
+use common::{Agent, Events, NO_AGENT, NamedNetns, tracer_leaks_json, wait_until};
 use serde_json::Value;
 
 /// `n` connections to a listener inside `ns`, closed by their clients: the
@@ -215,5 +215,67 @@ fn the_same_four_tuple_in_two_namespaces_is_kept_apart() {
     );
     for ns in [&a, &b] {
         agent.assert_states_agree(ns.inode, &ns.name, || ns.ss_states());
+    }
+}
+
+/// Every event names its own socket's namespace, also when many namespaces
+/// take turns. The kernel programs keep namespace inodes in a per-CPU cache
+/// of 64 slots keyed by each namespace's cookie (tracer-ebpf's `sock.rs`),
+/// so with 70 namespaces taking turns slots change hands, and an event
+/// labelled from a slot another namespace left behind would show here.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn every_event_names_its_namespace_when_seventy_take_turns() {
+    const SPACES: u16 = 70;
+    const ROUNDS: usize = 2;
+    // Each namespace listens on a port of its own, so an event's port says
+    // which namespace it came from.
+    let base: u16 = 42_100;
+    let spaces: Vec<NamedNetns> = (0..SPACES)
+        .map(|i| NamedNetns::new(&format!("turn{i}"), &[]))
+        .collect();
+    let ports: Vec<String> = (0..SPACES).map(|i| (base + i).to_string()).collect();
+    let mut args = vec!["--netns", "all", "--kind", "state"];
+    for p in &ports {
+        args.extend(["--port", p.as_str()]);
+    }
+    let tracer = Events::start(&args);
+    let listeners: Vec<TcpListener> = spaces
+        .iter()
+        .zip(base..)
+        .map(|(ns, port)| ns.run(move || TcpListener::bind(("127.0.0.1", port)).expect("bind")))
+        .collect();
+    for _ in 0..ROUNDS {
+        for ((ns, l), port) in spaces.iter().zip(&listeners).zip(base..) {
+            let c = ns.run(move || TcpStream::connect(("127.0.0.1", port)).expect("connect"));
+            let s = l.accept().expect("accept").0;
+            drop(c);
+            drop(s);
+        }
+    }
+    drop(listeners);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = tracer.stop();
+    assert_eq!(out.lost(), 0, "{}", out.stderr);
+
+    let mut seen = vec![0usize; usize::from(SPACES)];
+    for e in &out.events {
+        let port = [&e["sport"], &e["dport"]]
+            .iter()
+            .filter_map(|p| p.as_u64())
+            .find(|p| (u64::from(base)..u64::from(base + SPACES)).contains(p))
+            .unwrap_or_else(|| panic!("an event off our ports: {e}"));
+        let i = (port - u64::from(base)) as usize;
+        assert_eq!(
+            e["netns"], spaces[i].inode,
+            "namespace {}: {e}",
+            spaces[i].name
+        );
+        seen[i] += 1;
+    }
+    // Per round and namespace, the client's connect and the server's
+    // established at least: every namespace had its turns.
+    for (i, n) in seen.iter().enumerate() {
+        assert!(*n >= 2 * ROUNDS, "namespace {i}: {n} events");
     }
 }

@@ -257,6 +257,9 @@ impl Btf {
             // sits at the start of `skc_net`.
             skc_net: sc("skc_net")?,
             net_inum: self.member_offset("net", "ns")? + self.member_offset("ns_common", "inum")?,
+            // Optional: without it the programs read the inode on every
+            // event (see `net_cookie` in tracer_common::SockOffsets).
+            net_cookie: self.member_offset("net", "net_cookie").unwrap_or(0),
             skc_cookie: sc("skc_cookie")?,
             sk_err: self.member_offset("sock", "sk_err")?,
             task_tgid: self.member_offset("task_struct", "tgid")?,
@@ -291,6 +294,7 @@ impl Btf {
                 ("skc_v6_rcv_saddr", o.skc_v6_rcv_saddr, 8),
                 ("skc_net", o.skc_net, 8),
                 ("skc_cookie", o.skc_cookie, 8),
+                ("net_cookie", o.net_cookie, 8),
                 ("task_tgid", o.task_tgid, 4),
                 ("task_pid", o.task_pid, 4),
             ] {
@@ -341,6 +345,9 @@ mod tests {
         assert!(o.sk_protocol > o.skc_v6_rcv_saddr);
         assert!(o.skc_net > o.skc_state && o.skc_net < o.skc_v6_daddr);
         assert!(o.net_inum > 0);
+        // The programs read the cookie instead of the inode because it
+        // sits on another cache line than the namespace's reference count.
+        assert!(o.net_cookie > 0 && o.net_cookie / 64 != o.net_inum / 64);
         assert!(
             o.task_tgid == o.task_pid + 4,
             "pid and tgid sit side by side"
