@@ -68,11 +68,12 @@ pub const CHECKS: [Check; 6] = [
     },
     Check {
         name: "netns",
-        what: "a leak in a namespace made after the agent is named from the host, and one 4-tuple in two namespaces stays two sockets",
+        what: "a leak in a namespace made after the agent is named from the host, one 4-tuple in two namespaces stays two sockets, and every event names its namespace while 70 take turns",
         binary: "netns",
         tests: &[
             "a_leak_in_a_namespace_made_after_the_agent_is_named_from_the_host",
             "the_same_four_tuple_in_two_namespaces_is_kept_apart",
+            "every_event_names_its_namespace_when_seventy_take_turns",
         ],
         timeout_secs: 240,
     },
