@@ -77,6 +77,12 @@ pub fn check(d: &Dist) -> anyhow::Result<()> {
             "/tmp:rw,notmpcopyup",
             "--tmpfs",
             "/run:rw,notmpcopyup",
+            // A network namespace with loopback only. podman's default
+            // network installs NAT rules machine-wide, and with them
+            // connection tracking of every connection on the host, whose
+            // table then fills under churn and drops packets.
+            "--network",
+            "none",
             "--volume",
             &volume,
             "--rootfs",
