@@ -109,17 +109,18 @@ impl Event {
 
 /// One slot of an event lane: the commit word, then the event.
 ///
-/// The events travel through `EVENTS`, an mmapable array map cut into one
-/// lane per CPU. A lane is a [`LaneHead`] followed by a power-of-two number
-/// of slots (`LANE_SLOTS`). The CPU's program takes the next index `i` of
-/// its lane with one compare-and-swap on `LaneHead::reserved`, writes the
-/// event into slot `i mod slots`, and commits it by storing `i + 1` into
+/// The events travel through `EVENTS`, an mmapable array map cut into
+/// lanes, two per CPU (see [`LaneLayout`]): one for the state program, which
+/// writes nearly every event, and one for the four other hooks. A lane is a
+/// [`LaneHead`] followed by a power-of-two number of slots. A program takes
+/// the next index `i` of its CPU's lane through `LaneHead::reserved`, writes
+/// the event into slot `i mod slots`, and commits it by storing `i + 1` into
 /// `seq` after the event's stores (a plain store on x86-64, which keeps
 /// stores in order; an atomic exchange elsewhere). User space reads the
 /// lanes through a shared mapping, takes slot `i` once its `seq` reads
-/// `i + 1`, and hands the slots back by advancing `LaneHead::consumed`.
-/// No lock is shared between CPUs and nothing wakes user space: it reads
-/// the lanes on its drain interval.
+/// `i + 1`, merges the lanes by the events' timestamps, and hands the slots
+/// back by advancing `LaneHead::consumed`. No lock is shared between CPUs
+/// and nothing wakes user space: it reads the lanes on its drain interval.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slot {
@@ -139,6 +140,43 @@ pub struct LaneHead {
     pub consumed: u64,
     /// Up to the size of a slot.
     pub pad: [u64; 10],
+}
+
+/// Where the lanes lie in `EVENTS`, as the loader sizes them
+/// (`LANE_LAYOUT`, a read-only global).
+///
+/// First the state program's lanes, CPU by CPU, each a head and
+/// `state_slots` slots; then, from element `other_base`, the other hooks'
+/// lanes, each a head and `other_slots` slots.
+///
+/// Why two lanes per CPU: a program nested in another on the same CPU
+/// (a softirq's event interrupting a syscall's) must not take the index the
+/// interrupted one is taking. On Linux 6.0 and later the kernel never runs
+/// a BTF tracepoint program inside itself on one CPU (it skips the run and
+/// counts a `recursion_miss`), so a lane that one program alone writes
+/// needs no atomic to take an index: a plain load and store do. That is the
+/// state program's lane there (`state_alone`). The other hooks may
+/// interrupt one another, and before 6.0 the state program may interrupt
+/// itself: those lanes take indexes with a compare-and-swap.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LaneLayout {
+    /// Slots per state lane, a power of two.
+    pub state_slots: u32,
+    /// Slots per lane of the other hooks, a power of two.
+    pub other_slots: u32,
+    /// The element of `EVENTS` where the other hooks' lanes begin.
+    pub other_base: u32,
+    /// 1 when the state program is alone on its lane (Linux 6.0+), 0 when
+    /// it takes indexes with a compare-and-swap.
+    pub state_alone: u32,
+}
+
+impl LaneLayout {
+    /// Elements of `EVENTS` for `cpus` CPUs.
+    pub const fn elements(&self, cpus: u32) -> u32 {
+        cpus * (self.state_slots + 1) + cpus * (self.other_slots + 1)
+    }
 }
 
 const _: () = assert!(core::mem::size_of::<Slot>() == 96);
@@ -228,8 +266,8 @@ pub mod names {
     pub const COUNTERS: &str = "COUNTERS";
     /// The read-only global holding [`super::SockOffsets`].
     pub const SOCK_OFFSETS: &str = "SOCK_OFFSETS";
-    /// The read-only global holding the number of slots per lane.
-    pub const LANE_SLOTS: &str = "LANE_SLOTS";
+    /// The read-only global holding [`super::LaneLayout`].
+    pub const LANE_LAYOUT: &str = "LANE_LAYOUT";
     /// Each hook as (program name in the object, `subsystem/event`), in the
     /// order of the hook numbers the programs' diagnostics carry.
     pub const HOOKS: [(&str, &str); 5] = [
@@ -244,3 +282,7 @@ pub mod names {
 #[cfg(feature = "user")]
 // SAFETY: SockOffsets is #[repr(C)], made only of u32s, with no padding.
 unsafe impl aya::Pod for SockOffsets {}
+
+#[cfg(feature = "user")]
+// SAFETY: LaneLayout is #[repr(C)], made only of u32s, with no padding.
+unsafe impl aya::Pod for LaneLayout {}

@@ -19,19 +19,25 @@ use aya_ebpf::{
 use aya_log_ebpf::{error, warn};
 use tracer_common::{
     ABI_VERSION, COUNTER_READ_ERROR, COUNTER_RINGBUF_FULL, COUNTER_SLOTS, Event, FAMILY_NONE,
-    LaneHead, Slot,
+    KIND_STATE, LaneHead, LaneLayout, Slot,
 };
 
-use crate::sock;
+use crate::sock::{self, Sock};
 
-/// One lane per CPU, each a `LaneHead` and `LANE_SLOTS` slots. The agent
-/// sizes it at load time (`--ring-bytes`) and maps it into its memory.
+/// Two lanes per CPU, each a `LaneHead` and its slots, laid out as
+/// `LANE_LAYOUT` says. The agent sizes it at load time (`--ring-bytes`) and
+/// maps it into its memory.
 #[map]
 static EVENTS: Array<Slot> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-/// Slots per lane, a power of two. Set by the agent at load time.
+/// Where the lanes lie in `EVENTS`. Set by the agent at load time.
 #[unsafe(no_mangle)]
-static LANE_SLOTS: u32 = 0;
+static LANE_LAYOUT: LaneLayout = LaneLayout {
+    state_slots: 0,
+    other_slots: 0,
+    other_base: 0,
+    state_alone: 0,
+};
 
 /// Per-CPU failure counters, indexed by `tracer_common::COUNTER_*`.
 #[map]
@@ -107,35 +113,30 @@ pub struct Head {
     pub task: Task,
 }
 
-/// The tuple of a socket, as the event carries it.
+/// The socket an event is about, as far as it is read before a slot is
+/// taken: what can fail (the family, the helper read of the local port).
+/// The rest of the tuple is loaded straight into the slot
+/// ([`Sock::fill`]), so nothing is built on the stack and copied.
 ///
 /// Always built whole (never an `Option`): LLVM reads the payload of a
 /// `None` as well, from a stack slot nothing wrote, which Linux 6.1's
 /// verifier refuses.
-pub struct Tuple {
-    /// `FAMILY_INET` or `FAMILY_INET6`.
+#[derive(Clone, Copy)]
+pub struct Source {
+    /// The socket; read only when `family` is not `FAMILY_NONE`.
+    pub sk: Sock,
+    /// `FAMILY_INET`, `FAMILY_INET6`, or `FAMILY_NONE` for no socket.
     pub family: u8,
     /// Local port, host order.
     pub sport: u16,
-    /// Remote port, host order.
-    pub dport: u16,
-    /// Network namespace inode.
-    pub netns: u32,
-    /// Local address, network order, as two words in memory order.
-    pub saddr: [u64; 2],
-    /// Remote address, likewise.
-    pub daddr: [u64; 2],
 }
 
-impl Tuple {
-    /// No socket: family `FAMILY_NONE`, everything zero.
-    pub const NONE: Tuple = Tuple {
+impl Source {
+    /// No socket: family `FAMILY_NONE`, and every field of the tuple zero.
+    pub const NONE: Source = Source {
+        sk: Sock::NULL,
         family: FAMILY_NONE,
         sport: 0,
-        dport: 0,
-        netns: 0,
-        saddr: [0; 2],
-        daddr: [0; 2],
     };
 }
 
@@ -145,7 +146,7 @@ impl Tuple {
 /// `ev` points to a whole `Event`, and `at` is the offset of a field of
 /// type `T`.
 #[inline(always)]
-unsafe fn put<T>(ev: *mut Event, at: usize, v: T) {
+pub unsafe fn put<T>(ev: *mut Event, at: usize, v: T) {
     // SAFETY: per the contract; Event is 8-aligned and so is every field
     // offset a u64 is written at. Volatile, so LLVM does not merge adjacent
     // zero stores into a call to a byte-at-a-time memset.
@@ -153,23 +154,33 @@ unsafe fn put<T>(ev: *mut Event, at: usize, v: T) {
 }
 
 /// Take the next index of a lane: the index, or `None` when the lane is
-/// full. A compare-and-swap rather than an add, so a full lane is left as
-/// it was; it fails only when another program on this CPU interrupted this
-/// one between the load and the swap and took the index first.
+/// full.
+///
+/// When `alone`, no other program writes this lane on this CPU while this
+/// one runs (`LaneLayout::state_alone`): a plain store takes the index.
+/// Otherwise a compare-and-swap does, rather than an add, so a full lane is
+/// left as it was; it fails only when another program on this CPU
+/// interrupted this one between the load and the swap and took the index
+/// first. The swap is a locked instruction, about 9 ns of the state
+/// program's time (BENCHMARKS.md, issue 9).
 ///
 /// The BPF target offers atomics only as intrinsics (`core::sync::atomic`
 /// has no read-modify-write there); LLVM emits `BPF_CMPXCHG` (Linux 5.12).
 #[inline(always)]
-fn reserve(head: *mut LaneHead, slots: u64) -> Option<u64> {
+fn reserve(head: *mut LaneHead, slots: u64, alone: bool) -> Option<u64> {
     // SAFETY: `head` points into the lane's map value, 8-aligned. Only
-    // the programs of this CPU write `reserved`, through the swap below;
-    // user space writes `consumed`, we only read it.
+    // the programs of this CPU write `reserved`, through the store or the
+    // swap below; user space writes `consumed`, we only read it.
     unsafe {
         let reserved = &raw mut (*head).reserved;
         let i = core::ptr::read_volatile(reserved);
         let consumed = core::ptr::read_volatile(&raw const (*head).consumed);
         if i.wrapping_sub(consumed) >= slots {
             return None;
+        }
+        if alone {
+            core::ptr::write_volatile(reserved, i + 1);
+            return Some(i);
         }
         let (_, swapped) = atomic_cxchg::<
             u64,
@@ -206,21 +217,36 @@ unsafe fn commit(seq: *mut u64, i: u64) {
     };
 }
 
-/// Send one event about the socket whose tuple is `t`.
+/// Send one event about the socket `src`.
 #[inline(always)]
-pub fn emit(head: Head, t: &Tuple) -> Result<(), Fail> {
-    // SAFETY: a read of a global the loader wrote; volatile so the compiler
+pub fn emit(head: Head, src: Source) -> Result<(), Fail> {
+    // SAFETY: reads of a global the loader wrote; volatile so the compiler
     // does not fold the zero initializer.
-    let slots = unsafe { core::ptr::read_volatile(&raw const LANE_SLOTS) };
+    let (slots, base, alone) = unsafe {
+        let layout = &raw const LANE_LAYOUT;
+        if head.kind == KIND_STATE {
+            (
+                core::ptr::read_volatile(&raw const (*layout).state_slots),
+                0,
+                core::ptr::read_volatile(&raw const (*layout).state_alone) != 0,
+            )
+        } else {
+            (
+                core::ptr::read_volatile(&raw const (*layout).other_slots),
+                core::ptr::read_volatile(&raw const (*layout).other_base),
+                false,
+            )
+        }
+    };
     // SAFETY: a helper without arguments.
-    let lane = unsafe { bpf_get_smp_processor_id() } * (slots + 1);
+    let lane = base + unsafe { bpf_get_smp_processor_id() } * (slots + 1);
     let Some(lane_head) = EVENTS.get_ptr_mut(lane) else {
         return Err(Fail::RING_FULL);
     };
     let lane_head = lane_head.cast::<LaneHead>();
     // Two tries: the second covers a program that interrupted this one.
-    let Some(i) =
-        reserve(lane_head, u64::from(slots)).or_else(|| reserve(lane_head, u64::from(slots)))
+    let Some(i) = reserve(lane_head, u64::from(slots), alone)
+        .or_else(|| reserve(lane_head, u64::from(slots), alone))
     else {
         return Err(Fail::RING_FULL);
     };
@@ -240,20 +266,22 @@ pub fn emit(head: Head, t: &Tuple) -> Result<(), Fail> {
         // one little-endian word.
         let word = u64::from(head.kind)
             | u64::from(ABI_VERSION) << 8
-            | u64::from(t.family) << 16
+            | u64::from(src.family) << 16
             | u64::from(head.old_state) << 24
             | u64::from(head.new_state) << 32
             | u64::from(head.err) << 40;
         put(ev, 0, word);
-        put(ev, offset_of!(Event, ts_ns), bpf_ktime_get_ns());
         put(ev, offset_of!(Event, cookie), head.cookie);
-        put(ev, offset_of!(Event, sport), t.sport);
-        put(ev, offset_of!(Event, dport), t.dport);
-        put(ev, offset_of!(Event, netns), t.netns);
-        put(ev, offset_of!(Event, saddr), t.saddr[0]);
-        put(ev, offset_of!(Event, saddr) + 8, t.saddr[1]);
-        put(ev, offset_of!(Event, daddr), t.daddr[0]);
-        put(ev, offset_of!(Event, daddr) + 8, t.daddr[1]);
+        put(ev, offset_of!(Event, sport), src.sport);
+        if src.family == FAMILY_NONE {
+            put(ev, offset_of!(Event, dport), 0u16);
+            put(ev, offset_of!(Event, netns), 0u32);
+            for at in (offset_of!(Event, saddr)..offset_of!(Event, comm)).step_by(8) {
+                put(ev, at, 0u64);
+            }
+        } else {
+            src.sk.fill(ev, src.family);
+        }
         let comm = offset_of!(Event, comm);
         if head.task == Task::Owner {
             let (pid, name) = sock::current_task();
@@ -265,6 +293,9 @@ pub fn emit(head: Head, t: &Tuple) -> Result<(), Fail> {
             put(ev, comm, 0u64);
             put(ev, comm + 8, 0u64);
         }
+        // The clock last: its read waits for the loads before it, which
+        // by now have landed.
+        put(ev, offset_of!(Event, ts_ns), bpf_ktime_get_ns());
         commit(&raw mut (*slot).seq, i);
     }
     Ok(())

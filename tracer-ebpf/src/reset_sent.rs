@@ -11,7 +11,7 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::KIND_RESET_SENT;
 
 use crate::{
-    emit::{self, Fail, Head, Hook, Task, Tuple},
+    emit::{self, Fail, Head, Hook, Source, Task},
     sock::Sock,
 };
 
@@ -32,7 +32,7 @@ fn try_tcp_send_reset(ctx: &BtfTracePointContext) -> Result<(), Fail> {
         task: Task::Owner,
     };
     if sk.is_null() {
-        emit::emit(head, &Tuple::NONE)
+        emit::emit(head, Source::NONE)
     } else {
         sk.emit(head)
     }

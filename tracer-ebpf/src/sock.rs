@@ -20,7 +20,9 @@ use aya_ebpf::{
 };
 use tracer_common::{FAMILY_INET, FAMILY_INET6, SockOffsets};
 
-use crate::emit::{self, Fail, Head, Tuple};
+use tracer_common::Event;
+
+use crate::emit::{self, Fail, Head, Source, put};
 
 /// Filled in by the agent before load (`EbpfLoader::override_global`).
 #[unsafe(no_mangle)]
@@ -144,6 +146,9 @@ const TCP_NEW_SYN_RECV: u8 = 12;
 pub struct Sock(*const u8);
 
 impl Sock {
+    /// No socket.
+    pub const NULL: Sock = Sock(core::ptr::null());
+
     /// Wrap the socket a tracepoint handed us. Fails (counted) when the
     /// agent never filled in the offsets.
     #[inline(always)]
@@ -163,7 +168,7 @@ impl Sock {
     /// Send one event about this socket.
     #[inline(always)]
     pub fn emit(self, head: Head) -> Result<(), Fail> {
-        emit::emit(head, &self.tuple()?)
+        emit::emit(head, self.source()?)
     }
 
     #[inline(always)]
@@ -231,9 +236,14 @@ impl Sock {
         }
     }
 
-    /// Family, ports, namespace and addresses.
+    /// The family and the local port: what can fail, read before a slot
+    /// is taken.
     #[inline(always)]
-    pub fn tuple(self) -> Result<Tuple, Fail> {
+    pub fn source(self) -> Result<Source, Fail> {
+        let family = self.load::<u16>(off!(skc_family));
+        if family != u16::from(FAMILY_INET) && family != u16::from(FAMILY_INET6) {
+            return Err(Fail::family(family));
+        }
         let state = self.state();
         let num = self.load::<u16>(off!(skc_num));
         // skc_num is the bound port; the kernel zeroes it when it releases
@@ -248,32 +258,44 @@ impl Sock {
             let p = self.0.wrapping_add(off!(inet_sport)).cast::<u16>();
             u16::from_be(unsafe { bpf_probe_read_kernel(p) }.map_err(|_| Fail::READ)?)
         };
+        Ok(Source {
+            sk: self,
+            family: family as u8,
+            sport,
+        })
+    }
+
+    /// Load the remote port, the namespace and both addresses straight
+    /// into the event at `ev`. `family` is what [`Sock::source`] read.
+    ///
+    /// # Safety
+    /// `ev` points to a whole, 8-aligned `Event` this program owns.
+    #[inline(always)]
+    pub unsafe fn fill(self, ev: *mut Event, family: u8) {
         let dport = u16::from_be(self.load::<u16>(off!(skc_dport)));
-        let net = self.load::<*const u8>(off!(skc_net));
-        let netns = netns_inum(net);
-        let family = self.load::<u16>(off!(skc_family));
-        if family == u16::from(FAMILY_INET6) {
-            let s = off!(skc_v6_rcv_saddr);
-            let d = off!(skc_v6_daddr);
-            Ok(Tuple {
-                family: FAMILY_INET6,
-                sport,
-                dport,
-                netns,
-                saddr: [self.load::<u64>(s), self.load::<u64>(s + 8)],
-                daddr: [self.load::<u64>(d), self.load::<u64>(d + 8)],
-            })
-        } else if family == u16::from(FAMILY_INET) {
-            Ok(Tuple {
-                family: FAMILY_INET,
-                sport,
-                dport,
-                netns,
-                saddr: [u64::from(self.load::<u32>(off!(skc_rcv_saddr))), 0],
-                daddr: [u64::from(self.load::<u32>(off!(skc_daddr))), 0],
-            })
+        let netns = netns_inum(self.load::<*const u8>(off!(skc_net)));
+        let (s, d) = if family == FAMILY_INET6 {
+            (off!(skc_v6_rcv_saddr), off!(skc_v6_daddr))
         } else {
-            Err(Fail::family(family))
+            (off!(skc_rcv_saddr), off!(skc_daddr))
+        };
+        let saddr = core::mem::offset_of!(Event, saddr);
+        let daddr = core::mem::offset_of!(Event, daddr);
+        // SAFETY: per the contract; every offset is a field's.
+        unsafe {
+            put(ev, core::mem::offset_of!(Event, dport), dport);
+            put(ev, core::mem::offset_of!(Event, netns), netns);
+            if family == FAMILY_INET6 {
+                put(ev, saddr, self.load::<u64>(s));
+                put(ev, saddr + 8, self.load::<u64>(s + 8));
+                put(ev, daddr, self.load::<u64>(d));
+                put(ev, daddr + 8, self.load::<u64>(d + 8));
+            } else {
+                put(ev, saddr, u64::from(self.load::<u32>(s)));
+                put(ev, saddr + 8, 0u64);
+                put(ev, daddr, u64::from(self.load::<u32>(d)));
+                put(ev, daddr + 8, 0u64);
+            }
         }
     }
 }

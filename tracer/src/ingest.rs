@@ -231,7 +231,7 @@ mod tests {
     #[tokio::test]
     async fn spilled_events_free_their_slots_and_come_out_first() {
         // Two lanes of 16 slots, each full.
-        let mut lanes = Lanes::owned(2, 16);
+        let mut lanes = Lanes::owned(&[16; 2]);
         for k in 0..32u64 {
             assert!(lanes.write((k % 2) as usize, event(1_000 + k, k), true));
         }
@@ -257,7 +257,7 @@ mod tests {
     #[tokio::test]
     async fn a_spill_holds_at_most_twice_the_lanes() {
         let mut ingest = Ingest::new(Stream {
-            events: Lanes::owned(1, 16),
+            events: Lanes::owned(&[16; 1]),
             logs: None,
         });
         let mut k = 0u64;

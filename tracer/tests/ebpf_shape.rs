@@ -4,8 +4,10 @@
 //! out-of-line diagnostic of the error path, and stack frames well under
 //! the verifier's 512-byte limit for a whole call chain. Older
 //! kernels (Linux 6.1) refuse a program whose combined frames pass 512
-//! bytes. These check structure, not timing: the timing is in
-//! `cargo xtask bench`.
+//! bytes. On Linux 6.0 and later the state program takes its lane's slot
+//! without a compare-and-swap, and the other programs, which share their
+//! lane, with one (`tracer_common::LaneLayout`). These check structure, not
+//! timing: the timing is in `cargo xtask bench`.
 //! Privileged: loads the real programs.
 mod common;
 
@@ -74,6 +76,7 @@ fn loaded_programs_call_no_byte_loops_and_keep_a_small_stack() {
     let tracer = Events::start(&["--port", "1"]);
     let ids = prog_ids(tracer.pid());
     let mut seen = Vec::new();
+    let alone = kernel_at_least(6, 0);
     for id in ids {
         let info = bpftool(&["prog", "show", "id", &id.to_string(), "-j"]);
         let name = info["name"].as_str().unwrap_or_default().to_string();
@@ -84,8 +87,10 @@ fn loaded_programs_call_no_byte_loops_and_keep_a_small_stack() {
         // each subprogram it calls (one level deep: `diagnose` calls none).
         let mut frames = vec![0];
         let mut callees = 0;
+        let mut swaps = 0;
         for insn in insns {
             let disasm = insn["disasm"].as_str().unwrap_or_default();
+            swaps += usize::from(disasm.contains("cmpxchg"));
             for f in ["memset", "memcpy", "memmove", "memcmp"] {
                 assert!(!disasm.contains(f), "{name} calls {f}: {disasm}");
             }
@@ -108,6 +113,14 @@ fn loaded_programs_call_no_byte_loops_and_keep_a_small_stack() {
             "{name} uses {deepest} bytes of stack ({frames:?}), more than {MAX_STACK_BYTES}"
         );
         assert!(callees <= 1, "{name} calls {callees} subprograms");
+        if name.starts_with("inet_sock_set_") && alone {
+            assert_eq!(swaps, 0, "{name} takes its slot with a compare-and-swap");
+        } else {
+            assert!(
+                swaps > 0,
+                "{name} shares its lane but takes slots without a compare-and-swap"
+            );
+        }
         eprintln!(
             "{name}: {} instructions, {deepest} bytes of stack",
             insns.len()
@@ -126,6 +139,16 @@ fn loaded_programs_call_no_byte_loops_and_keep_a_small_stack() {
             "program {want}* not found among {seen:?}"
         );
     }
+}
+
+/// Whether the running kernel is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
 }
 
 /// bpftool marks the first instruction of each function with its prototype.

@@ -20,7 +20,7 @@ use tracer_common::{COUNTER_READ_ERROR, COUNTER_RINGBUF_FULL, names};
 /// The kernel object, built by build.rs from tracer-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
 
-/// Default size of the event lanes, all CPUs together: 8 MiB holds ~87,000
+/// Default size of the event lanes, all CPUs together: 8 MiB holds ~82,000
 /// events, several seconds of a very busy host, while user space drains it
 /// continuously.
 pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
@@ -97,16 +97,16 @@ impl Probes {
         let kernel_btf = aya::Btf::parse(&vmlinux, aya::Endianness::default())
             .context("parsing the kernel's BTF")?;
         drop(vmlinux);
-        // One lane per CPU the kernel may run a program on.
-        let lanes = aya::util::nr_cpus()
+        // Two lanes per CPU the kernel may run a program on.
+        let cpus = aya::util::nr_cpus()
             .map_err(|(what, e)| anyhow::anyhow!("counting the CPUs ({what}): {e}"))?;
-        let lanes = u32::try_from(lanes).context("counting the CPUs")?;
-        let slots = lanes::lane_slots(ring_bytes, lanes);
+        let cpus = u32::try_from(cpus).context("counting the CPUs")?;
+        let layout = lanes::layout(ring_bytes, cpus, preflight::programs_never_nest());
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&kernel_btf))
             .override_global(names::SOCK_OFFSETS, &offsets, true)
-            .override_global(names::LANE_SLOTS, &slots, true)
-            .map_max_entries(names::EVENTS, lanes * (slots + 1))
+            .override_global(names::LANE_LAYOUT, &layout, true)
+            .map_max_entries(names::EVENTS, layout.elements(cpus))
             .load(OBJECT)
             .context("loading the kernel programs")?;
         for (prog, hook) in HOOKS {
@@ -132,7 +132,7 @@ impl Probes {
         let Some(Map::Array(events)) = ebpf.take_map(names::EVENTS) else {
             anyhow::bail!("map EVENTS is missing from the kernel object, or is not an array");
         };
-        let events = lanes::Lanes::open(events, lanes, slots)
+        let events = lanes::Lanes::open(events, cpus, layout)
             .context("mapping the event lanes (EVENTS) into memory")?;
         let counters = PerCpuArray::try_from(
             ebpf.take_map(names::COUNTERS)

@@ -50,6 +50,26 @@ pub fn kernel_release() -> String {
         .unwrap_or_else(|_| "unknown release".to_string())
 }
 
+/// Whether the running kernel never runs a BTF tracepoint program inside
+/// itself on one CPU: Linux 6.0 and later skip such a run and count it in
+/// the program's `recursion_misses` ("bpf: Prevent bpf program recursion
+/// for raw tracepoint probes"). A release that cannot be read counts as
+/// older, which is always safe (`tracer_common::LaneLayout`).
+pub fn programs_never_nest() -> bool {
+    release_at_least(&kernel_release(), (6, 0))
+}
+
+/// Whether a `uname -r` release is at least `major.minor`.
+fn release_at_least(release: &str, (major, minor): (u32, u32)) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => false,
+    }
+}
+
 /// The effective capability mask of this process.
 pub fn effective_caps() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -102,6 +122,24 @@ mod tests {
         assert!(!caps_allow_tracing(1 << CAP_BPF));
         assert!(!caps_allow_tracing(1 << CAP_PERFMON));
         assert!(caps_allow_tracing((1 << CAP_BPF) | (1 << CAP_PERFMON)));
+    }
+
+    #[test]
+    fn kernel_releases_compare_by_major_and_minor() {
+        for (release, ok) in [
+            ("6.18.44-fc-v1045", true),
+            ("6.0.0", true),
+            ("6.1.0-28-amd64", true),
+            ("10.2", true),
+            ("5.19.17", false),
+            ("5.14.0-427.13.1.el9_4.x86_64", false),
+            ("5.10.0-33-amd64", false),
+            ("unknown release", false),
+            ("6", false),
+            ("", false),
+        ] {
+            assert_eq!(release_at_least(release, (6, 0)), ok, "{release}");
+        }
     }
 
     #[test]
