@@ -109,21 +109,19 @@ static NETNS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NETNS_SLOTS, 0);
 /// The inode of the namespace `net` (a BTF-typed `struct net *`).
 #[inline(always)]
 fn netns_inum(net: *const u8) -> u32 {
+    let inum = || load::<u32>(net, off!(net_inum));
+    // The low half of the cookie; 0 when the kernel has no cookie, or (on
+    // kernels that made it on first use) the namespace has none yet. 0
+    // would match an empty slot, so it reads the inode.
     let at = off!(net_cookie);
-    if at == 0 {
-        return load::<u32>(net, off!(net_inum));
-    }
-    let cookie = load::<u64>(net, at);
-    // Low halves of 0 (no cookie yet, on kernels that made it on first
-    // use) would match an empty slot: read the inode.
-    let tag = cookie as u32;
+    let tag = if at == 0 { 0 } else { load::<u64>(net, at) as u32 };
     let slot = if tag != 0 {
         NETNS.get_ptr_mut(tag & (NETNS_SLOTS - 1))
     } else {
         None
     };
     let Some(slot) = slot else {
-        return load::<u32>(net, off!(net_inum));
+        return inum();
     };
     // SAFETY: this CPU's slot of a per-CPU map, 8-aligned; a nested
     // program on this CPU writes it only with whole words.
@@ -131,10 +129,10 @@ fn netns_inum(net: *const u8) -> u32 {
     if (known >> 32) as u32 == tag {
         return known as u32;
     }
-    let inum = load::<u32>(net, off!(net_inum));
+    let v = inum();
     // SAFETY: as above.
-    unsafe { core::ptr::write_volatile(slot, u64::from(tag) << 32 | u64::from(inum)) };
-    inum
+    unsafe { core::ptr::write_volatile(slot, u64::from(tag) << 32 | u64::from(v)) };
+    v
 }
 
 const TCP_TIME_WAIT: u8 = 6;
