@@ -114,7 +114,11 @@ fn netns_inum(net: *const u8) -> u32 {
     // kernels that made it on first use) the namespace has none yet. 0
     // would match an empty slot, so it reads the inode.
     let at = off!(net_cookie);
-    let tag = if at == 0 { 0 } else { load::<u64>(net, at) as u32 };
+    let tag = if at == 0 {
+        0
+    } else {
+        load::<u64>(net, at) as u32
+    };
     let slot = if tag != 0 {
         NETNS.get_ptr_mut(tag & (NETNS_SLOTS - 1))
     } else {

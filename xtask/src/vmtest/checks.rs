@@ -26,7 +26,7 @@ pub struct Check {
 pub const STARTUP: &str = "startup";
 
 /// Every check, in the order they run and appear in the table.
-pub const CHECKS: [Check; 6] = [
+pub const CHECKS: [Check; 7] = [
     Check {
         name: STARTUP,
         what: "an unprivileged user gets one sentence and exit status 2",
@@ -44,6 +44,13 @@ pub const CHECKS: [Check; 6] = [
             "hundreds_of_connections_none_missing_none_duplicated",
         ],
         timeout_secs: 240,
+    },
+    Check {
+        name: "shape",
+        what: "the loaded programs call no byte loops, keep a small stack, and take slots as the kernel allows",
+        binary: "ebpf_shape",
+        tests: &["loaded_programs_call_no_byte_loops_and_keep_a_small_stack"],
+        timeout_secs: 120,
     },
     Check {
         name: "gauges",

@@ -35,8 +35,8 @@ pub struct VmtestArgs {
     /// 6.12, host (default: all).
     #[arg(long, value_delimiter = ',', value_name = "KERNELS")]
     pub kernels: Vec<String>,
-    /// Checks to run, comma-separated: startup, events, gauges, leak,
-    /// half_open, netns (default: all).
+    /// Checks to run, comma-separated: startup, events, shape, gauges,
+    /// leak, half_open, netns (default: all).
     #[arg(long, value_delimiter = ',', value_name = "CHECKS")]
     pub checks: Vec<String>,
     /// Only install what is needed and fetch the kernels, then stop.

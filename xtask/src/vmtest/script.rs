@@ -204,7 +204,7 @@ mod tests {
         }
         .render()
         .unwrap();
-        assert!(s.contains("for c in events gauges leak half_open netns; do echo skipped"));
+        assert!(s.contains("for c in events shape gauges leak half_open netns; do echo skipped"));
     }
 
     #[test]
