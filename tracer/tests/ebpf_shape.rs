@@ -4,7 +4,7 @@
 //! out-of-line diagnostic of the error path, and stack frames well under
 //! the verifier's 512-byte limit for a whole call chain. Older
 //! kernels (Linux 6.1) refuse a program whose combined frames pass 512
-//! bytes. On Linux 6.0 and later the state program takes its lane's slot
+//! bytes. On Linux 6.1 and later the state program takes its lane's slot
 //! without a compare-and-swap, and the other programs, which share their
 //! lane, with one (`tracer_common::LaneLayout`). These check structure, not
 //! timing: the timing is in `cargo xtask bench`.
@@ -76,7 +76,7 @@ fn loaded_programs_call_no_byte_loops_and_keep_a_small_stack() {
     let tracer = Events::start(&["--port", "1"]);
     let ids = prog_ids(tracer.pid());
     let mut seen = Vec::new();
-    let alone = kernel_at_least(6, 0);
+    let alone = kernel_at_least(6, 1);
     for id in ids {
         let info = bpftool(&["prog", "show", "id", &id.to_string(), "-j"]);
         let name = info["name"].as_str().unwrap_or_default().to_string();

@@ -51,12 +51,14 @@ pub fn kernel_release() -> String {
 }
 
 /// Whether the running kernel never runs a BTF tracepoint program inside
-/// itself on one CPU: Linux 6.0 and later skip such a run and count it in
-/// the program's `recursion_misses` ("bpf: Prevent bpf program recursion
-/// for raw tracepoint probes"). A release that cannot be read counts as
+/// itself on one CPU: since "bpf: Prevent bpf program recursion for raw
+/// tracepoint probes" the kernel skips such a run and counts it in the
+/// program's `recursion_misses`. That change went into the 6.1 merge
+/// window; 5.19 lacks it, Debian's 6.1 has it (`bpf_trace_run*` call
+/// `bpf_prog_inc_misses_counter`), and no distribution ships 6.0. A release that cannot be read counts as
 /// older, which is always safe (`tracer_common::LaneLayout`).
 pub fn programs_never_nest() -> bool {
-    release_at_least(&kernel_release(), (6, 0))
+    release_at_least(&kernel_release(), (6, 1))
 }
 
 /// Whether a `uname -r` release is at least `major.minor`.
@@ -128,7 +130,8 @@ mod tests {
     fn kernel_releases_compare_by_major_and_minor() {
         for (release, ok) in [
             ("6.18.44-fc-v1045", true),
-            ("6.0.0", true),
+            ("6.1.0", true),
+            ("6.0.19", false),
             ("6.1.0-28-amd64", true),
             ("10.2", true),
             ("5.19.17", false),
@@ -138,7 +141,7 @@ mod tests {
             ("6", false),
             ("", false),
         ] {
-            assert_eq!(release_at_least(release, (6, 0)), ok, "{release}");
+            assert_eq!(release_at_least(release, (6, 1)), ok, "{release}");
         }
     }
 
