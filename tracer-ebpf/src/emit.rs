@@ -293,8 +293,10 @@ pub fn emit(head: Head, src: Source) -> Result<(), Fail> {
             put(ev, comm, 0u64);
             put(ev, comm + 8, 0u64);
         }
-        // The clock last: its read waits for the loads before it, which
-        // by now have landed.
+        // The clock last, right before the commit: an event is stamped
+        // when it is whole, so the reader, which merges the lanes by stamp
+        // and leaves the last millisecond for its next drain, never finds
+        // a slot committed long after the stamp it carries.
         put(ev, offset_of!(Event, ts_ns), bpf_ktime_get_ns());
         commit(&raw mut (*slot).seq, i);
     }
