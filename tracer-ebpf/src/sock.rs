@@ -18,9 +18,7 @@ use aya_ebpf::{
     macros::map,
     maps::PerCpuArray,
 };
-use tracer_common::{FAMILY_INET, FAMILY_INET6, SockOffsets};
-
-use tracer_common::Event;
+use tracer_common::{Event, FAMILY_INET, FAMILY_INET6, SockOffsets};
 
 use crate::emit::{self, Fail, Head, Source, put};
 
@@ -276,23 +274,26 @@ impl Sock {
     pub unsafe fn fill(self, ev: *mut Event, family: u8) {
         let dport = u16::from_be(self.load::<u16>(off!(skc_dport)));
         let netns = netns_inum(self.load::<*const u8>(off!(skc_net)));
-        let (s, d) = if family == FAMILY_INET6 {
-            (off!(skc_v6_rcv_saddr), off!(skc_v6_daddr))
-        } else {
-            (off!(skc_rcv_saddr), off!(skc_daddr))
-        };
         let saddr = core::mem::offset_of!(Event, saddr);
         let daddr = core::mem::offset_of!(Event, daddr);
         // SAFETY: per the contract; every offset is a field's.
         unsafe {
             put(ev, core::mem::offset_of!(Event, dport), dport);
             put(ev, core::mem::offset_of!(Event, netns), netns);
-            if family == FAMILY_INET6 {
+        }
+        if family == FAMILY_INET6 {
+            let (s, d) = (off!(skc_v6_rcv_saddr), off!(skc_v6_daddr));
+            // SAFETY: as above.
+            unsafe {
                 put(ev, saddr, self.load::<u64>(s));
                 put(ev, saddr + 8, self.load::<u64>(s + 8));
                 put(ev, daddr, self.load::<u64>(d));
                 put(ev, daddr + 8, self.load::<u64>(d + 8));
-            } else {
+            }
+        } else {
+            let (s, d) = (off!(skc_rcv_saddr), off!(skc_daddr));
+            // SAFETY: as above.
+            unsafe {
                 put(ev, saddr, u64::from(self.load::<u32>(s)));
                 put(ev, saddr + 8, 0u64);
                 put(ev, daddr, u64::from(self.load::<u32>(d)));

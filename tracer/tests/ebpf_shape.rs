@@ -76,7 +76,8 @@ fn loaded_programs_call_no_byte_loops_and_keep_a_small_stack() {
     let tracer = Events::start(&["--port", "1"]);
     let ids = prog_ids(tracer.pid());
     let mut seen = Vec::new();
-    let alone = kernel_at_least(6, 1);
+    // The agent's own decision, which it writes into `LANE_LAYOUT`.
+    let alone = tracer::bpf::preflight::programs_never_nest();
     for id in ids {
         let info = bpftool(&["prog", "show", "id", &id.to_string(), "-j"]);
         let name = info["name"].as_str().unwrap_or_default().to_string();
@@ -142,16 +143,6 @@ fn loaded_programs_call_no_byte_loops_and_keep_a_small_stack() {
             "program {want}* not found among {seen:?}"
         );
     }
-}
-
-/// Whether the running kernel is at least `major.minor`.
-fn kernel_at_least(major: u32, minor: u32) -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
-    let mut parts = release
-        .trim()
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
 }
 
 /// bpftool marks the first instruction of each function with its prototype.

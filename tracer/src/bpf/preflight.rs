@@ -55,8 +55,9 @@ pub fn kernel_release() -> String {
 /// tracepoint probes" the kernel skips such a run and counts it in the
 /// program's `recursion_misses`. That change went into the 6.1 merge
 /// window; 5.19 lacks it, Debian's 6.1 has it (`bpf_trace_run*` call
-/// `bpf_prog_inc_misses_counter`), and no distribution ships 6.0. A release that cannot be read counts as
-/// older, which is always safe (`tracer_common::LaneLayout`).
+/// `bpf_prog_inc_misses_counter`), and no distribution ships 6.0. A
+/// release that cannot be read counts as older, which is always safe
+/// (`tracer_common::LaneLayout`).
 pub fn programs_never_nest() -> bool {
     release_at_least(&kernel_release(), (6, 1))
 }
