@@ -9,7 +9,7 @@
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// 2^64 / golden ratio, odd: Fibonacci hashing.
-const K: u64 = 0x9E37_79B9_7F4A_7C15;
+pub(super) const K: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// One round of multiply-shift mixing.
 #[inline]

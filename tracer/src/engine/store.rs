@@ -5,7 +5,8 @@
 //!
 //! Records live in a `Vec` whose freed slots are reused, newest first, so
 //! a socket costs its 120 bytes plus one 16-byte `cookie -> slot` entry in
-//! a hash map, and a record never moves: removing one touches its own
+//! an open-addressing table (`table.rs`, one cache line per lookup, which
+//! the engine can ask for ahead: `memory.rs`), and a record never moves: removing one touches its own
 //! entries only. (Moving the last record into the hole instead cost its
 //! index entry, timer and links too, and a removal is mostly of a record
 //! a minute old, out of the CPU's caches.) A freed slot holds a `VACANT`
@@ -33,6 +34,8 @@
 mod acct;
 #[cfg(test)]
 mod check;
+mod memory;
+mod table;
 #[cfg(test)]
 mod tests;
 mod timers;
@@ -45,7 +48,20 @@ use super::record::{NIL, Record, flag};
 use super::wheel::{TimeWaitClock, time_wait_end};
 use crate::tcp::TcpState;
 use acct::{acct, timer_at};
+use table::Table;
 use timers::TimerQueue;
+
+/// Ask the CPU for every cache line of a record.
+fn prefetch_record(r: &Record) {
+    let bytes = (r as *const Record).cast::<u8>();
+    for off in (0..size_of::<Record>())
+        .step_by(64)
+        .chain([size_of::<Record>() - 1])
+    {
+        // SAFETY: every offset is within the record.
+        memory::prefetch(unsafe { &*bytes.add(off) });
+    }
+}
 
 /// Head and tail of an intrusive list of slots.
 #[derive(Clone, Copy, Debug)]
@@ -65,8 +81,10 @@ pub(super) struct Store {
     slab: Vec<Record>,
     /// The free slots of `slab`, the one freed last at the end.
     free: Vec<u32>,
-    index: HashMap<u64, u32, BuildCookieHasher>,
-    tw_index: HashMap<u64, u64, BuildCookieHasher>,
+    /// `cookie -> slot` of every record.
+    index: Table<u32>,
+    /// Tuple fingerprint -> cookie of the records in TIME_WAIT.
+    tw_index: Table<u64>,
     /// One entry per record with a TIME_WAIT deadline, earliest first.
     timers: TimerQueue,
     /// The slot whose timer entry `pop_time_wait_timer` just returned (and
@@ -103,8 +121,8 @@ impl Store {
         Store {
             slab: Vec::new(),
             free: Vec::new(),
-            index: HashMap::default(),
-            tw_index: HashMap::default(),
+            index: Table::new(),
+            tw_index: Table::new(),
             timers: TimerQueue::new(),
             fired: NIL,
             finished: EMPTY,
@@ -125,23 +143,15 @@ impl Store {
         self.slab.len() - self.free.len()
     }
 
-    /// Heap bytes held, estimated from capacities: the slab, both hash
-    /// tables (hashbrown keeps 1/8 of its buckets free, and one control
-    /// byte per bucket plus a trailing group) and the timer queue.
+    /// Heap bytes held, estimated from capacities: the slab, both indexes
+    /// and the timer queue.
     pub fn approx_heap_bytes(&self) -> usize {
-        fn table<K, V>(capacity: usize) -> usize {
-            if capacity == 0 {
-                return 0;
-            }
-            let buckets = (capacity * 8 / 7).next_power_of_two();
-            buckets * (size_of::<(K, V)>() + 1) + 16
-        }
         self.slab.capacity() * size_of::<Record>()
             + self.free.capacity() * size_of::<u32>()
             + self.tw_per_port.len() * size_of::<u32>()
             + self.live_judged.capacity() * size_of::<u64>()
-            + table::<u64, u32>(self.index.capacity())
-            + table::<u64, u64>(self.tw_index.capacity())
+            + self.index.heap_bytes()
+            + self.tw_index.heap_bytes()
             + self.timers.heap_bytes()
     }
 
@@ -189,6 +199,15 @@ impl Store {
         let due = self.timers.pop(now_ns, &|s| timer_at(slab, s, clock));
         if let Some((slot, _)) = due {
             self.fired = slot;
+            // The next timers are most likely due next, a minute after
+            // their records were last touched: ask for their lines now.
+            let mut next = self.timers.upcoming();
+            if let Some(s) = next.next() {
+                self.prefetch_time_wait_end(s, true);
+            }
+            if let Some(s) = next.next() {
+                self.prefetch_time_wait_end(s, false);
+            }
         }
         due
     }
@@ -203,9 +222,35 @@ impl Store {
         self.slab.iter().filter(|r| !r.has(flag::VACANT))
     }
 
+    /// Ask the CPU for the index entry of `cookie` (see `table.rs`).
+    pub fn prefetch_cookie(&self, cookie: u64) {
+        self.index.prefetch(cookie);
+    }
+
+    /// Ask the CPU for the TIME_WAIT index entry of a tuple fingerprint.
+    pub fn prefetch_time_wait_tuple(&self, hash: u64) {
+        self.tw_index.prefetch(hash);
+    }
+
+    /// Ask the CPU for what ending the TIME_WAIT stay of the record in
+    /// `slot` reads: its record, then (once the record is in) its tuple's
+    /// index entry and its port's count. `warm`: the record was asked for
+    /// earlier, so reading it now costs nothing.
+    fn prefetch_time_wait_end(&self, slot: u32, warm: bool) {
+        let Some(r) = self.slab.get(slot as usize) else {
+            return;
+        };
+        if !warm {
+            prefetch_record(r);
+            return;
+        }
+        self.tw_index.prefetch(r.tuple_hash());
+        memory::prefetch(&self.tw_per_port[usize::from(r.lport)]);
+    }
+
     /// The slot of `cookie`.
     pub fn slot(&self, cookie: u64) -> Option<u32> {
-        self.index.get(&cookie).copied()
+        self.index.get(cookie)
     }
 
     /// One past the highest slot: a walk over every record goes through
@@ -240,7 +285,7 @@ impl Store {
 
     /// The cookie of the TIME_WAIT record with this tuple fingerprint.
     pub fn time_wait_with_tuple(&self, hash: u64) -> Option<u64> {
-        self.tw_index.get(&hash).copied()
+        self.tw_index.get(hash)
     }
 
     /// Change the record in `slot` through `f`, then bring counts, lists and
@@ -301,7 +346,7 @@ impl Store {
         evict_time_wait: bool,
         obs: &mut impl Observer,
     ) -> Option<u32> {
-        debug_assert!(!self.index.contains_key(&rec.cookie));
+        debug_assert!(self.index.get(rec.cookie).is_none());
         if self.len() >= self.max && !self.evict_one(evict_time_wait, obs) {
             return None;
         }
@@ -318,6 +363,7 @@ impl Store {
                     let room = self.max - self.slab.len();
                     self.slab
                         .reserve_exact((self.slab.len() / 8).max(64).min(room));
+                    memory::advise_huge(&self.slab);
                 }
                 self.slab.push(rec);
                 (self.slab.len() - 1) as u32
@@ -361,6 +407,16 @@ impl Store {
         while self.finished.head != NIL
             && self.slab[self.finished.head as usize].since_ns <= cutoff_ns
         {
+            // The records after the head go next, seconds after they were
+            // last touched: ask for the second's record and the first's
+            // index entry (its record came with the last removal's ask).
+            let next = self.slab[self.finished.head as usize].link_next;
+            if let Some(r) = self.slab.get(next as usize) {
+                self.index.prefetch(r.cookie);
+                if let Some(after) = self.slab.get(r.link_next as usize) {
+                    prefetch_record(after);
+                }
+            }
             self.remove(self.finished.head);
             n += 1;
         }
@@ -375,7 +431,7 @@ impl Store {
             self.cancel_timer(slot, base);
         }
         let rec = std::mem::replace(&mut self.slab[slot as usize], Record::vacant());
-        self.index.remove(&rec.cookie);
+        self.index.remove(rec.cookie);
         self.free.push(slot);
         rec
     }

@@ -203,8 +203,8 @@ impl Store {
     fn remove_time_wait(&mut self, slot: u32, a: Acct) {
         let cookie = self.slab[slot as usize].cookie;
         if let Some((h, netns)) = a.tw {
-            if self.tw_index.get(&h) == Some(&cookie) {
-                self.tw_index.remove(&h);
+            if self.tw_index.get(h) == Some(cookie) {
+                self.tw_index.remove(h);
             }
             if let Some(n) = self.tw_per_netns.get_mut(&netns) {
                 *n -= 1;

@@ -50,8 +50,8 @@ impl Store {
                 continue;
             }
             assert_eq!(
-                self.index.get(&r.cookie),
-                Some(&(i as u32)),
+                self.index.get(r.cookie),
+                Some(i as u32),
                 "index of {:#x}",
                 r.cookie
             );
@@ -124,9 +124,9 @@ impl Store {
         for (netns, n) in per_netns {
             assert_eq!(self.time_wait_in(netns), n, "timewait records of {netns}");
         }
-        for (h, c) in &self.tw_index {
-            let r = &self.slab[self.index[c] as usize];
-            assert!(r.has(flag::TW) && r.tuple_hash() == *h);
+        for (h, c) in self.tw_index.iter() {
+            let r = &self.slab[self.index.get(c).expect("indexed") as usize];
+            assert!(r.has(flag::TW) && r.tuple_hash() == h);
         }
         let (mut n, mut prev, mut cur) = (0, NIL, self.finished.head);
         while cur != NIL {

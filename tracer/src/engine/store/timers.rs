@@ -266,6 +266,17 @@ impl TimerQueue {
         }
     }
 
+    /// The slots of the next live-looking entries of the main queue, front
+    /// first: most likely the next timers due (a hint for prefetching; a
+    /// tombstone's slot is skipped, a stale entry's is not).
+    pub fn upcoming(&self) -> impl Iterator<Item = u32> + '_ {
+        self.queue
+            .iter()
+            .take(8)
+            .map(|e| e.slot)
+            .filter(|&s| s != NIL)
+    }
+
     /// The earliest timer, with its exact deadline, if that is at or before
     /// `now_ns`, removing it.
     pub fn pop<K>(&mut self, now_ns: u64, key: &K) -> Option<(u32, u64)>
