@@ -77,7 +77,8 @@ pub struct Reconcile {
     pub interval: Duration,
     /// Full dumps (TIME_WAIT included); `None`: live dumps only.
     pub time_wait_interval: Option<Duration>,
-    /// CPU each kind of dump may use, in percent of one core (0: no limit).
+    /// CPU all dumps together may use, in percent of one core (0: no
+    /// limit); live and full dumps get half each.
     pub budget_percent: f64,
 }
 

@@ -8,8 +8,9 @@
 //!
 //! Each kind of dump therefore has a [`Pace`]: it runs every `interval`
 //! (`--reconcile-interval`, `--time-wait-interval`), unless the last one
-//! cost more than `budget` of one core over that interval; then the gap
-//! grows until it does not (`cost / budget`). A dump is still taken at
+//! cost more than its share of the budget over that interval; then the gap
+//! grows until it does not (`cost / share`). `--reconcile-budget` is what
+//! all dumps together may use: live and full dumps get half each. A dump is still taken at
 //! the next tick whenever events may have been lost: healing is what the
 //! reconcile is for, and it must not wait for the budget.
 //!
@@ -115,12 +116,18 @@ pub struct Paces {
 
 impl Paces {
     /// Live dumps every `live`, full ones every `full` (none if `None`),
-    /// each kind within `budget_percent` of one core.
+    /// both together within `budget_percent` of one core: half each when
+    /// there are full dumps, all of it for live ones when not.
     pub fn new(live: Duration, full: Option<Duration>, budget_percent: f64) -> Paces {
+        let share = if full.is_some() {
+            budget_percent / 2.0
+        } else {
+            budget_percent
+        };
         Paces {
-            live: Pace::new(live, budget_percent),
+            live: Pace::new(live, share),
             // Asked on the live dumps' timer.
-            full: full.map(|f| Pace::new(f, budget_percent).ticked_by(live)),
+            full: full.map(|f| Pace::new(f, share).ticked_by(live)),
         }
     }
 
@@ -231,6 +238,30 @@ mod tests {
             share * 100.0
         );
         assert!(dumps > 150, "{dumps} dumps in 600 s");
+    }
+
+    #[test]
+    fn both_kinds_together_stay_within_the_budget() {
+        // Live dumps cost 20 ms and full ones 60 ms, both over their share
+        // of a 1% budget: together they spend at most 1% of a core.
+        let mut p = Paces::new(Duration::from_secs(1), Some(Duration::from_secs(10)), 1.0);
+        let (mut spent, mut tick) = (0u64, 0u64);
+        let end = 1200 * S;
+        while tick < end {
+            if let Some(full) = p.next(tick, false) {
+                let cost = if full { 60 * MS } else { 20 * MS };
+                p.done(full, tick, cost);
+                spent += cost;
+            }
+            tick += S;
+        }
+        let share = spent as f64 / end as f64;
+        assert!(share <= 0.0101, "{:.3}% of a core", share * 100.0);
+        assert!(share > 0.008, "{:.3}% of a core", share * 100.0);
+        // Without full dumps the live ones have all of it: 20 ms every 2 s.
+        let mut live_only = Paces::new(Duration::from_secs(1), None, 1.0);
+        live_only.done(false, 0, MS);
+        assert_eq!(live_only.done(false, S, 20 * MS), Duration::from_secs(2));
     }
 
     #[test]

@@ -203,8 +203,8 @@ pub fn markdown(main: &Scenario, sweep: &[Scenario], quick: bool) -> String {
          time (/proc/<pid>/stat, 10 ms ticks) over the window divided by the events it handled \
          (`tracer events`: its whole life's count). For `tracer run` it is split in two: the \
          sock_diag dumps (Δ`tracer_reconcile_cpu_seconds_total`: the kernel's walk of the socket \
-         tables and the engine's reconcile, each kind of dump capped by `--reconcile-budget`, 1% of \
-         a core by default) and the rest; each part is its own median over rounds.{}\n\n",
+         tables and the engine's reconcile, all dumps together capped by `--reconcile-budget`, 1% \
+         of a core by default) and the rest; each part is its own median over rounds.{}\n\n",
         super::agent::EMPTY_PROGRAM,
         if quick {
             " With `--quick` the windows are short and the figures rough."
