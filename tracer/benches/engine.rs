@@ -9,9 +9,8 @@
 //! - `apply_metrics`: the same with the metrics' recorders as the observer.
 //! - `decode_engine`: bytes -> decode -> apply: the issue-5 target
 //!   (2,000,000 events/s on one core).
-//! - `pipeline`: bytes -> decode -> count the event -> apply with the recorders,
-//!   each event's index entries prefetched four events ahead (`Ahead`):
-//!   what the agent's drain does, less the dwell window.
+//! - `pipeline`: bytes -> decode -> count the event -> apply with the recorders:
+//!   what the agent's ring-buffer callback does, less the dwell window.
 //!
 //! - `reconcile/full`: `Engine::reconcile` with a full dump that lists
 //!   every one of 100,000 TIME_WAIT sockets the engine holds (beside their
@@ -37,7 +36,7 @@ use std::{
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tracer::{
-    engine::{Ahead, Config, Engine, NS_PER_SEC, Observer},
+    engine::{Config, Engine, NS_PER_SEC, Observer},
     event::SockEvent,
     export::metrics::Metrics,
     forecast::{Forecaster, PortSettings, PortSettingsByNetns, TOP},
@@ -193,18 +192,11 @@ fn benches(c: &mut Criterion) {
                 &metrics,
                 |raw| raw,
                 |engine, raw| {
-                    let mut ahead = Ahead::default();
                     for r in raw {
                         if let Ok(ev) = SockEvent::decode(black_box(r)) {
                             metrics.agent.event(ev.kind);
-                            engine.prefetch(&ev);
-                            if let Some(due) = ahead.push(&ev) {
-                                engine.apply(&due, &mut recorders);
-                            }
+                            engine.apply(&ev, &mut recorders);
                         }
-                    }
-                    while let Some(due) = ahead.pop() {
-                        engine.apply(&due, &mut recorders);
                     }
                 },
             )

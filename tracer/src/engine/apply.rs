@@ -62,69 +62,7 @@ fn learn(r: &mut Record, from: TcpState, to: TcpState, ev: &SockEvent) {
     }
 }
 
-/// Holds back the last few events handed in, so that the index entries
-/// each will read are asked for ([`Engine::prefetch`]) when it arrives and
-/// are in the cache when it is applied, a few events later: a cache miss
-/// is served while the events before it are applied.
-#[derive(Debug, Default)]
-pub struct Ahead {
-    /// A ring, the oldest at `next`.
-    ring: [Option<SockEvent>; AHEAD],
-    next: usize,
-}
-
-/// How many events [`Ahead`] holds back.
-const AHEAD: usize = 4;
-
-impl Ahead {
-    /// Hold `ev` back; returns the event handed in four (`AHEAD`) events before
-    /// it, which is due now.
-    pub fn push(&mut self, ev: &SockEvent) -> Option<SockEvent> {
-        let due = self.ring[self.next].replace(*ev);
-        self.next = (self.next + 1) % AHEAD;
-        due
-    }
-
-    /// The oldest event still held back, taken out: call until `None` once
-    /// no more come.
-    pub fn pop(&mut self) -> Option<SockEvent> {
-        for _ in 0..AHEAD {
-            let ev = self.ring[self.next].take();
-            self.next = (self.next + 1) % AHEAD;
-            if ev.is_some() {
-                return ev;
-            }
-        }
-        None
-    }
-}
-
 impl Engine {
-    /// Ask the CPU for the index entries applying `ev` will read, a few
-    /// events before applying it: on a busy host most are cold (a new
-    /// socket's cookie, a new 4-tuple checked against TIME_WAIT ones).
-    /// Changes nothing.
-    pub fn prefetch(&self, ev: &SockEvent) {
-        self.store.prefetch_cookie(ev.cookie);
-        if let (Kind::State, Some(family)) = (ev.kind, ev.family)
-            && ev.sport != 0
-        {
-            let (local, remote) = (
-                super::record::addr_bytes(ev.saddr),
-                super::record::addr_bytes(ev.daddr),
-            );
-            let h = super::hash::tuple_hash(
-                ev.netns,
-                family as u8,
-                &local,
-                ev.sport,
-                &remote,
-                ev.dport,
-            );
-            self.store.prefetch_time_wait_tuple(h);
-        }
-    }
-
     /// Apply one decoded kernel event. Idempotent for an exact duplicate;
     /// never reports a negative (wrapped) duration.
     pub fn apply(&mut self, ev: &SockEvent, obs: &mut impl Observer) {

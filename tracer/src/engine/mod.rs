@@ -138,7 +138,6 @@ mod tests;
 mod time_wait;
 mod wheel;
 
-pub use apply::Ahead;
 pub use config::{Config, Stats};
 pub use handshake::{Handshake, HandshakeFailure, Role};
 pub use hash::{BuildCookieHasher, CookieHasher};

@@ -222,16 +222,6 @@ impl Store {
         self.slab.iter().filter(|r| !r.has(flag::VACANT))
     }
 
-    /// Ask the CPU for the index entry of `cookie` (see `table.rs`).
-    pub fn prefetch_cookie(&self, cookie: u64) {
-        self.index.prefetch(cookie);
-    }
-
-    /// Ask the CPU for the TIME_WAIT index entry of a tuple fingerprint.
-    pub fn prefetch_time_wait_tuple(&self, hash: u64) {
-        self.tw_index.prefetch(hash);
-    }
-
     /// Ask the CPU for what ending the TIME_WAIT stay of the record in
     /// `slot` reads: its record, then (once the record is in) its tuple's
     /// index entry and its port's count. `warm`: the record was asked for

@@ -12,7 +12,7 @@ use super::{
     tally::{EventNetns, note_event_netns},
 };
 use crate::{
-    engine::{Ahead, Observer},
+    engine::Observer,
     event::SockEvent,
     ingest::Ingest,
     leaks::Change,
@@ -71,8 +71,6 @@ pub(super) struct Batch<'a, D, S> {
     seen: Option<&'a mut EventNetns>,
     last_netns: u32,
     sink: &'a mut S,
-    /// The last few events handed in, not applied yet.
-    ahead: Ahead,
 }
 
 impl<'a, D: Observer, S: Sink<Derived = D>> Batch<'a, D, S> {
@@ -93,24 +91,11 @@ impl<'a, D: Observer, S: Sink<Derived = D>> Batch<'a, D, S> {
             seen,
             last_netns: 0,
             sink,
-            ahead: Ahead::default(),
         }
     }
 
-    /// One event: ask for what applying it will read, and apply the one
-    /// handed in a few events before it ([`Ahead`]).
+    /// One event: note its namespace, apply it when in scope, tell the sink.
     pub(super) fn event(&mut self, ev: &SockEvent) {
-        if self.tracking && self.scope.contains(ev) {
-            let core = self.guard.get_or_insert_with(|| self.core.lock());
-            core.engine.prefetch(ev);
-        }
-        if let Some(due) = self.ahead.push(ev) {
-            self.apply(&due);
-        }
-    }
-
-    /// Note an event's namespace, apply it when in scope, tell the sink.
-    fn apply(&mut self, ev: &SockEvent) {
         if let Some(seen) = self.seen.as_deref_mut()
             && ev.netns != self.last_netns
             && ev.netns != 0
@@ -129,12 +114,9 @@ impl<'a, D: Observer, S: Sink<Derived = D>> Batch<'a, D, S> {
         self.sink.event(ev, in_scope);
     }
 
-    /// All `read` records are handed in: apply those still held back, tell
-    /// the sink, let go of the lock.
-    pub(super) fn finish(mut self, read: usize) {
-        while let Some(due) = self.ahead.pop() {
-            self.apply(&due);
-        }
+    /// The batch of `read` records is applied: tell the sink, let go of
+    /// the lock.
+    pub(super) fn finish(self, read: usize) {
         self.sink.batch(read, self.guard.as_deref());
     }
 }

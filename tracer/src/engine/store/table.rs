@@ -7,9 +7,8 @@
 //! hashbrown lookup of a cold key misses the cache twice, once for its
 //! control bytes and once for the bucket. Here the key's home entry is the
 //! first and usually the only line read, and [`Table::prefetch`] asks for
-//! that line ahead of time: the engine knows which keys it will touch a
-//! few events before it touches them (the next events of a drain, the next
-//! TIME_WAIT timers, the next finished records to drop).
+//! that line ahead of time where the store knows which keys it will touch
+//! next (the next TIME_WAIT timers, the next finished records to drop).
 //!
 //! Key 0 marks an empty entry; its value, if any, is kept aside. Removal
 //! shifts the entries after the hole back (no tombstones), so a lookup

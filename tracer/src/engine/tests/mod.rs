@@ -11,7 +11,6 @@ use crate::tcp::{Family, TcpState};
 pub use crate::testkit::SnapshotBuilder;
 use crate::testkit::{LOCAL, REMOTE, REMOTE_PORT, local_port};
 
-mod ahead;
 mod coverage;
 mod disorder;
 mod evict;
