@@ -19,6 +19,7 @@ pub mod forecast;
 pub mod ingest;
 pub mod leaks;
 pub mod logging;
+mod memory;
 pub mod pipeline;
 pub mod snapshot;
 pub mod tcp;

@@ -250,6 +250,16 @@ impl Lanes {
             }
             let i = self.next[lane];
             let slot = self.slot(lane, i);
+            // The kernel wrote the lane on its CPU since the last drain:
+            // ask for the slots a few ahead, as a drain reads several lanes
+            // in turn and the CPU's own prefetcher follows few streams.
+            let ahead = self.slot(lane, i + LOOKAHEAD).cast::<u8>();
+            // SAFETY: `slot` wraps any index into the lane; both bytes, its
+            // first and last, are in that slot (which spans two lines).
+            unsafe {
+                crate::memory::prefetch(&*ahead);
+                crate::memory::prefetch(&*ahead.add(size_of::<Slot>() - 1));
+            }
             // SAFETY: committed (its `seq` was read with acquire) and ours
             // until `consumed` passes it.
             let bytes = unsafe {
@@ -288,6 +298,9 @@ impl Drop for Lanes {
 
 /// Slots of each lane of `EVENTS` in memory order: every CPU's state lane,
 /// then every CPU's lane of the other hooks.
+/// How many slots ahead of the one it reads a drain asks for.
+const LOOKAHEAD: u64 = 4;
+
 fn lane_sizes(cpus: u32, layout: LaneLayout) -> Vec<u32> {
     let state = std::iter::repeat_n(layout.state_slots, cpus as usize);
     let other = std::iter::repeat_n(layout.other_slots, cpus as usize);

@@ -34,7 +34,6 @@
 mod acct;
 #[cfg(test)]
 mod check;
-mod memory;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -49,6 +48,8 @@ use super::wheel::{TimeWaitClock, time_wait_end};
 use crate::tcp::TcpState;
 use acct::{acct, timer_at};
 use table::Table;
+
+use crate::memory;
 use timers::TimerQueue;
 
 /// Ask the CPU for every cache line of a record.

@@ -14,7 +14,7 @@
 //! shifts the entries after the hole back (no tombstones), so a lookup
 //! stops at the first empty entry. The table doubles at 3/4 full.
 use super::super::hash::K;
-use super::memory::{advise_huge, prefetch};
+use crate::memory::{advise_huge, prefetch};
 
 /// One entry; `key == 0` is empty.
 #[derive(Clone, Copy, Debug)]

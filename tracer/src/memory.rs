@@ -1,13 +1,15 @@
-//! Hints about the store's memory, to the CPU and to the kernel. On a busy
-//! host the store spans tens of MiB touched at random (a cookie's index
-//! entry, a record a minute old), so what an event costs is mostly the
-//! wait for memory: for the cache line, and before that for the address
+//! Hints about memory, to the CPU and to the kernel. On a busy host the
+//! engine's store spans tens of MiB touched at random (a cookie's index
+//! entry, a record a minute old), and the event lanes are written by the
+//! kernel on other CPUs, so what an event costs is mostly the wait for
+//! memory: for the cache line, and before that for the address
 //! translation, which in a VM walks two page tables.
 //!
-//! - [`prefetch`]: ask for a line before it is read, where the store knows
-//!   what it reads next: the next TIME_WAIT timers, the next finished
-//!   records to drop. (Asking for each event's index entries a few events
-//!   ahead of applying it was tried too, and measured no gain.)
+//! - [`prefetch`]: ask for a line before it is read, where the reader knows
+//!   what it reads next: the next slots of an event lane, the next
+//!   TIME_WAIT timers, the next finished records to drop. (Asking for each
+//!   event's index entries a few events ahead of applying it was tried
+//!   too, and measured no gain.)
 //! - [`advise_huge`]: back the big arrays with 2 MiB pages where the
 //!   kernel allows it (`transparent_hugepage` set to `madvise` or
 //!   `always`), so that one TLB entry covers 512 times the memory. Where it
@@ -16,7 +18,7 @@
 /// Ask the CPU to bring the cache line holding `r` into its caches; a
 /// hint, a no-op where the target has no such instruction.
 #[inline]
-pub(in super::super) fn prefetch<T>(r: &T) {
+pub(crate) fn prefetch<T>(r: &T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch reads nothing and cannot fault; `r` is a valid
     // reference anyway.
@@ -35,7 +37,7 @@ const HUGE: usize = 2 << 20;
 /// 2 MiB-aligned part of it, best before it is first written (a page
 /// already faulted in is only merged later, if ever). Errors are ignored:
 /// it is advice, and a kernel without transparent huge pages refuses it.
-pub(super) fn advise_huge<T>(v: &Vec<T>) {
+pub(crate) fn advise_huge<T>(v: &Vec<T>) {
     let bytes = v.capacity() * size_of::<T>();
     if bytes < HUGE {
         return;
