@@ -354,7 +354,6 @@ impl Store {
                     let room = self.max - self.slab.len();
                     self.slab
                         .reserve_exact((self.slab.len() / 8).max(64).min(room));
-                    memory::advise_huge(&self.slab);
                 }
                 self.slab.push(rec);
                 (self.slab.len() - 1) as u32

@@ -14,7 +14,7 @@
 //! shifts the entries after the hole back (no tombstones), so a lookup
 //! stops at the first empty entry. The table doubles at 3/4 full.
 use super::super::hash::K;
-use crate::memory::{advise_huge, prefetch};
+use crate::memory::prefetch;
 
 /// One entry; `key == 0` is empty.
 #[derive(Clone, Copy, Debug)]
@@ -175,10 +175,7 @@ impl<V: Copy + Default> Table<V> {
             key: 0,
             val: V::default(),
         };
-        let mut entries = Vec::with_capacity(n);
-        advise_huge(&entries);
-        entries.resize(n, empty);
-        let old = std::mem::replace(&mut self.entries, entries.into_boxed_slice());
+        let old = std::mem::replace(&mut self.entries, vec![empty; n].into_boxed_slice());
         self.shift = 64 - n.trailing_zeros();
         self.len = 0;
         for e in old.iter().filter(|e| e.key != 0) {
