@@ -72,6 +72,14 @@ impl Pace {
         now_ns.saturating_add(slack) >= self.next_ns
     }
 
+    /// True when a dump would be due at `now_ns` had the budget not
+    /// stretched the gap: the configured interval has passed since the
+    /// last one started.
+    pub fn due_unbudgeted(&self, now_ns: u64) -> bool {
+        let last_start = self.next_ns.saturating_sub(self.interval_ns);
+        now_ns.saturating_add(self.slack_ns) >= last_start.saturating_add(self.base_ns)
+    }
+
     /// Record a dump that started at `start_ns` and cost `cost_ns` of CPU
     /// time (the kernel's walk plus the engine's reconcile). The first
     /// dump keeps the configured interval, whatever it cost.
@@ -133,9 +141,16 @@ impl Paces {
 
     /// What to dump at `now_ns`: `Some(true)` for a full dump, `Some(false)`
     /// for a live one, `None` for nothing yet. `lost`: events were lost
-    /// since the last dump, so one is due regardless of the budget.
+    /// since the last dump, so one is due regardless of the budget: a full
+    /// one when its configured interval has passed (lost events may have
+    /// hidden sockets that went to TIME_WAIT, which only a full dump
+    /// lists), else a live one.
     pub fn next(&self, now_ns: u64, lost: bool) -> Option<bool> {
-        if self.full.as_ref().is_some_and(|f| f.due(now_ns)) {
+        if self
+            .full
+            .as_ref()
+            .is_some_and(|f| f.due(now_ns) || (lost && f.due_unbudgeted(now_ns)))
+        {
             Some(true)
         } else if lost || self.live.due(now_ns) {
             Some(false)
@@ -238,6 +253,26 @@ mod tests {
             share * 100.0
         );
         assert!(dumps > 150, "{dumps} dumps in 600 s");
+    }
+
+    #[test]
+    fn losses_bring_the_full_dump_back_to_its_configured_interval() {
+        // Full dumps of 200 ms at half of 1%: one every 40 s.
+        let mut p = Paces::new(Duration::from_secs(1), Some(Duration::from_secs(10)), 1.0);
+        assert_eq!(p.next(0, false), Some(true));
+        p.done(true, 0, MS);
+        p.done(true, 10 * S, 200 * MS);
+        // Losses 5 s after the last full dump: a live dump heals the rest.
+        assert_eq!(p.next(15 * S, true), Some(false));
+        // 10 s after it: a full one, long before the budget's 40 s.
+        assert_eq!(p.next(20 * S, true), Some(true));
+        assert_eq!(
+            p.next(20 * S, false),
+            Some(false),
+            "without losses, a live one"
+        );
+        p.done(true, 20 * S, 200 * MS);
+        assert_eq!(p.next(25 * S, true), Some(false), "not again within 10 s");
     }
 
     #[test]
