@@ -296,11 +296,11 @@ impl Drop for Lanes {
     }
 }
 
-/// Slots of each lane of `EVENTS` in memory order: every CPU's state lane,
-/// then every CPU's lane of the other hooks.
 /// How many slots ahead of the one it reads a drain asks for.
 const LOOKAHEAD: u64 = 4;
 
+/// Slots of each lane of `EVENTS` in memory order: every CPU's state lane,
+/// then every CPU's lane of the other hooks.
 fn lane_sizes(cpus: u32, layout: LaneLayout) -> Vec<u32> {
     let state = std::iter::repeat_n(layout.state_slots, cpus as usize);
     let other = std::iter::repeat_n(layout.other_slots, cpus as usize);

@@ -5,9 +5,9 @@
 //!
 //! Records live in a `Vec` whose freed slots are reused, newest first, so
 //! a socket costs its 120 bytes plus one 16-byte `cookie -> slot` entry in
-//! an open-addressing table (`table.rs`, one cache line per lookup, which
-//! the engine can ask for ahead: `memory.rs`), and a record never moves: removing one touches its own
-//! entries only. (Moving the last record into the hole instead cost its
+//! an open-addressing table (`table.rs`: one cache line per lookup, which
+//! the store asks for ahead where it knows what comes next), and a record
+//! never moves: removing one touches its own entries only. (Moving the last record into the hole instead cost its
 //! index entry, timer and links too, and a removal is mostly of a record
 //! a minute old, out of the CPU's caches.) A freed slot holds a `VACANT`
 //! record until reused; the slot freed last is reused first, while its
@@ -45,11 +45,10 @@ use super::hash::BuildCookieHasher;
 use super::observer::Observer;
 use super::record::{NIL, Record, flag};
 use super::wheel::{TimeWaitClock, time_wait_end};
+use crate::memory;
 use crate::tcp::TcpState;
 use acct::{acct, timer_at};
 use table::Table;
-
-use crate::memory;
 use timers::TimerQueue;
 
 /// Ask the CPU for every cache line of a record.

@@ -64,6 +64,7 @@ impl<V: Copy + Default> Table<V> {
         self.entries.len().wrapping_sub(1)
     }
 
+    /// The index `key`'s probe starts at; only for an allocated table.
     fn home(&self, key: u64) -> usize {
         // Cookies come from one kernel counter: multiplying spreads
         // neighbours far apart, and the top bits are the best mixed.
@@ -164,8 +165,8 @@ impl<V: Copy + Default> Table<V> {
     /// Ask the CPU to bring `key`'s home entry into the cache: a lookup
     /// soon after finds it there. Changes nothing.
     pub fn prefetch(&self, key: u64) {
-        if let Some(e) = self.entries.get(self.home(key) & self.mask()) {
-            prefetch(e);
+        if !self.entries.is_empty() {
+            prefetch(&self.entries[self.home(key)]);
         }
     }
 
