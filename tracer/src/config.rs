@@ -40,7 +40,8 @@ settings! {
         time_wait_interval: Duration = Duration::from_secs(10) => "DURATION" parse_interval;
         /// CPU all dumps together may use, in percent of one core, half for
         /// live and half for full dumps; a dump that costs more (a host
-        /// holding 100,000s of TIME_WAIT sockets) is taken less often. Lost events still trigger a dump at the next interval.
+        /// holding 100,000s of TIME_WAIT sockets) is taken less often.
+        /// Lost events still trigger a dump at the next interval.
         /// 0: no limit [default: 1%].
         reconcile_budget: f64 = DEFAULT_RECONCILE_BUDGET => "PERCENT" parse_percent;
         /// Cap on tracked sockets, up to 100000000; closed records are evicted

@@ -17,17 +17,30 @@
 //! for) at its first touch, and a fresh agent at peak churn spent about
 //! 15% more per event and lost events.
 
-/// Ask the CPU to bring the cache line holding `r` into its caches; a
-/// hint, a no-op where the target has no such instruction.
+/// Ask the CPU to bring the cache line holding the start of `*p` into its
+/// caches; a hint, a no-op where the target has no such instruction.
 #[inline]
-pub(crate) fn prefetch<T>(r: &T) {
+pub(crate) fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch reads nothing and cannot fault; `r` is a valid
-    // reference anyway.
+    // SAFETY: a prefetch reads nothing and cannot fault, whatever the
+    // address.
     unsafe {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        _mm_prefetch::<_MM_HINT_T0>((r as *const T).cast());
+        _mm_prefetch::<_MM_HINT_T0>(p.cast());
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = r;
+    let _ = p;
+}
+
+/// [`prefetch`] every cache line `*p` spans (a value that straddles more
+/// lines than its size suggests included).
+#[inline]
+pub(crate) fn prefetch_all<T>(p: *const T) {
+    let bytes = p.cast::<u8>();
+    for off in (0..size_of::<T>())
+        .step_by(64)
+        .chain([size_of::<T>().saturating_sub(1)])
+    {
+        prefetch(bytes.wrapping_add(off));
+    }
 }

@@ -253,13 +253,7 @@ impl Lanes {
             // The kernel wrote the lane on its CPU since the last drain:
             // ask for the slots a few ahead, as a drain reads several lanes
             // in turn and the CPU's own prefetcher follows few streams.
-            let ahead = self.slot(lane, i + LOOKAHEAD).cast::<u8>();
-            // SAFETY: `slot` wraps any index into the lane; both bytes, its
-            // first and last, are in that slot (which spans two lines).
-            unsafe {
-                crate::memory::prefetch(&*ahead);
-                crate::memory::prefetch(&*ahead.add(size_of::<Slot>() - 1));
-            }
+            crate::memory::prefetch_all(self.slot(lane, i + LOOKAHEAD));
             // SAFETY: committed (its `seq` was read with acquire) and ours
             // until `consumed` passes it.
             let bytes = unsafe {

@@ -7,8 +7,9 @@
 //! a socket costs its 120 bytes plus one 16-byte `cookie -> slot` entry in
 //! an open-addressing table (`table.rs`: one cache line per lookup, which
 //! the store asks for ahead where it knows what comes next), and a record
-//! never moves: removing one touches its own entries only. (Moving the last record into the hole instead cost its
-//! index entry, timer and links too, and a removal is mostly of a record
+//! never moves: removing one touches its own entries only. (Moving the
+//! last record into the hole instead cost its index entry, timer and links
+//! too, and a removal is mostly of a record
 //! a minute old, out of the CPU's caches.) A freed slot holds a `VACANT`
 //! record until reused; the slot freed last is reused first, while its
 //! memory is still warm. Finished records are on one list, threaded
@@ -50,18 +51,6 @@ use crate::tcp::TcpState;
 use acct::{acct, timer_at};
 use table::Table;
 use timers::TimerQueue;
-
-/// Ask the CPU for every cache line of a record.
-fn prefetch_record(r: &Record) {
-    let bytes = (r as *const Record).cast::<u8>();
-    for off in (0..size_of::<Record>())
-        .step_by(64)
-        .chain([size_of::<Record>() - 1])
-    {
-        // SAFETY: every offset is within the record.
-        memory::prefetch(unsafe { &*bytes.add(off) });
-    }
-}
 
 /// Head and tail of an intrusive list of slots.
 #[derive(Clone, Copy, Debug)]
@@ -200,13 +189,20 @@ impl Store {
         if let Some((slot, _)) = due {
             self.fired = slot;
             // The next timers are most likely due next, a minute after
-            // their records were last touched: ask for their lines now.
-            let mut next = self.timers.upcoming();
-            if let Some(s) = next.next() {
-                self.prefetch_time_wait_end(s, true);
+            // their records were last touched. Ask for the second's record,
+            // and for what ending the first reads beside its record (which
+            // came with the last pop's ask): its tuple's index entry and
+            // its port's count.
+            let mut next = self
+                .timers
+                .upcoming()
+                .filter_map(|s| self.slab.get(s as usize));
+            if let Some(r) = next.next() {
+                self.tw_index.prefetch(r.tuple_hash());
+                memory::prefetch(&self.tw_per_port[usize::from(r.lport)]);
             }
-            if let Some(s) = next.next() {
-                self.prefetch_time_wait_end(s, false);
+            if let Some(r) = next.next() {
+                memory::prefetch_all(r);
             }
         }
         due
@@ -220,22 +216,6 @@ impl Store {
     /// Every record, in no particular order.
     pub fn records(&self) -> impl Iterator<Item = &Record> {
         self.slab.iter().filter(|r| !r.has(flag::VACANT))
-    }
-
-    /// Ask the CPU for what ending the TIME_WAIT stay of the record in
-    /// `slot` reads: its record, then (once the record is in) its tuple's
-    /// index entry and its port's count. `warm`: the record was asked for
-    /// earlier, so reading it now costs nothing.
-    fn prefetch_time_wait_end(&self, slot: u32, warm: bool) {
-        let Some(r) = self.slab.get(slot as usize) else {
-            return;
-        };
-        if !warm {
-            prefetch_record(r);
-            return;
-        }
-        self.tw_index.prefetch(r.tuple_hash());
-        memory::prefetch(&self.tw_per_port[usize::from(r.lport)]);
     }
 
     /// The slot of `cookie`.
@@ -403,7 +383,7 @@ impl Store {
             if let Some(r) = self.slab.get(next as usize) {
                 self.index.prefetch(r.cookie);
                 if let Some(after) = self.slab.get(r.link_next as usize) {
-                    prefetch_record(after);
+                    memory::prefetch_all(after);
                 }
             }
             self.remove(self.finished.head);

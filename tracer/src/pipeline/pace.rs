@@ -10,9 +10,10 @@
 //! (`--reconcile-interval`, `--time-wait-interval`), unless the last one
 //! cost more than its share of the budget over that interval; then the gap
 //! grows until it does not (`cost / share`). `--reconcile-budget` is what
-//! all dumps together may use: live and full dumps get half each. A dump is still taken at
-//! the next tick whenever events may have been lost: healing is what the
-//! reconcile is for, and it must not wait for the budget.
+//! all dumps together may use: live and full dumps get half each. A dump
+//! is still taken at the next tick whenever events may have been lost:
+//! healing is what the reconcile is for, and it must not wait for the
+//! budget (a full one, once its configured interval has passed).
 //!
 //! The first dump of each kind does not set the pace: it adopts every
 //! socket, opens every namespace and fills the owner caches, so its cost
