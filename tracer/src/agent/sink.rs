@@ -20,6 +20,11 @@ pub struct AgentSink {
     port_settings: PortSettingsByNetns,
     /// What a reconcile left to forecast once the lock is let go.
     pending: Option<(Vec<Leaker>, Vec<PortForecast>)>,
+    /// Events read since the last fold into the metrics, per kind (like
+    /// `Kind::ALL`), and those of namespaces not followed: counted here,
+    /// in plain memory, and added to the series once per batch.
+    read: [u64; 5],
+    not_followed: u64,
 }
 
 impl Shared {
@@ -38,7 +43,18 @@ impl AgentSink {
             forecaster: Forecaster::default(),
             port_settings: PortSettingsByNetns::default(),
             pending: None,
+            read: [0; 5],
+            not_followed: 0,
         }
+    }
+
+    /// Add the events read since the last fold to the metrics.
+    fn fold_read(&mut self) {
+        let metrics = &self.shared.metrics;
+        metrics.agent.events_read(&mut self.read);
+        metrics
+            .netns
+            .events_not_followed(std::mem::take(&mut self.not_followed));
     }
 
     /// Under the lock: count the engine's sockets on ephemeral ports per
@@ -87,14 +103,12 @@ impl Sink for AgentSink {
     type Derived = AgentState;
 
     fn event(&mut self, ev: &SockEvent, in_scope: bool) {
-        let metrics = &self.shared.metrics;
-        metrics.agent.event(ev.kind);
-        if !in_scope {
-            metrics.netns.event_not_followed();
-        }
+        self.read[ev.kind as usize] += 1;
+        self.not_followed += u64::from(!in_scope);
     }
 
     fn batch(&mut self, read: usize, core: Option<&Core<AgentState>>) {
+        self.fold_read();
         if read > 0 {
             self.shared
                 .last_event_ns
@@ -122,6 +136,7 @@ impl Sink for AgentSink {
         changes: &[Change],
         start_ns: u64,
     ) {
+        self.fold_read();
         let metrics = &*self.shared.metrics;
         let clock = crate::wall::WallClock::now();
         for c in changes {
@@ -172,6 +187,8 @@ impl Sink for AgentSink {
     }
 
     fn turn(&mut self) -> anyhow::Result<Flow> {
+        // Events a namespace's end drained (no batch followed them).
+        self.fold_read();
         self.shared
             .heartbeat_ns
             .store(monotonic_ns(), Ordering::Relaxed);

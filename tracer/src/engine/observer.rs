@@ -172,6 +172,12 @@ pub trait Observer {
     /// A record was dropped to stay under `max_sockets`; `live` is true when
     /// it was still open (no finished record was left to drop).
     fn evicted(&mut self, cookie: u64, live: bool) {}
+
+    /// Show what was counted since the last flush to whoever reads it (the
+    /// exported metrics keep their per-event counts in plain memory until
+    /// then). The pipeline calls it once per batch of events, timer pass
+    /// and reconcile.
+    fn flush(&mut self) {}
 }
 
 /// Ignores everything.
@@ -228,5 +234,10 @@ impl<A: Observer, B: Observer> Observer for (A, B) {
     fn evicted(&mut self, cookie: u64, live: bool) {
         self.0.evicted(cookie, live);
         self.1.evicted(cookie, live);
+    }
+
+    fn flush(&mut self) {
+        self.0.flush();
+        self.1.flush();
     }
 }

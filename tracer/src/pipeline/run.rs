@@ -153,7 +153,9 @@ impl<D: Observer> Pipeline<D> {
                     sink.event(ev, in_scope);
                 });
                 engine.forget_time_wait_limits(&dump.gone);
-                engine.end_netns(&dump.gone, dump.start_ns, derived)
+                let ended = engine.end_netns(&dump.gone, dump.start_ns, derived);
+                derived.flush();
+                ended
             };
             t.unadopted = dump.unadopted;
             tally_netns(t, &mut self.event_netns, &dump, ended, sink);
@@ -192,6 +194,7 @@ impl<D: Observer> Pipeline<D> {
                     engine, derived, ..
                 } = &mut *core;
                 let n = engine.end_netns(&dump.gone, dump.start_ns, derived);
+                derived.flush();
                 (dump.cpu_ns, n)
             }
         };

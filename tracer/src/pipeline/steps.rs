@@ -114,9 +114,12 @@ impl<'a, D: Observer, S: Sink<Derived = D>> Batch<'a, D, S> {
         self.sink.event(ev, in_scope);
     }
 
-    /// The batch of `read` records is applied: tell the sink, let go of
-    /// the lock.
-    pub(super) fn finish(self, read: usize) {
+    /// The batch of `read` records is applied: show what the observers
+    /// counted, tell the sink, let go of the lock.
+    pub(super) fn finish(mut self, read: usize) {
+        if let Some(core) = self.guard.as_deref_mut() {
+            core.derived.flush();
+        }
         self.sink.batch(read, self.guard.as_deref());
     }
 }
@@ -133,6 +136,7 @@ pub(super) fn expire<D: Observer, S: Sink<Derived = D>>(
         engine, derived, ..
     } = &mut *core;
     engine.expire(now_ns, derived);
+    derived.flush();
     sink.advanced(&core);
 }
 
@@ -212,6 +216,7 @@ pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
         }
     }
     spill();
+    guard.derived.flush();
     sink.reconciled(&mut guard, sockets, &changes, dump.start_ns);
     (engine_ns, ended)
 }

@@ -112,9 +112,14 @@ impl Agent {
         self.refusals[why as usize].inc();
     }
 
-    /// Count an event read from the ring buffer.
-    pub fn event(&self, kind: Kind) {
-        self.events[kind as usize].inc();
+    /// Add the events read since the last call, counted per kind (indexed
+    /// like [`Kind::ALL`]) by the caller, and zero those counts.
+    pub fn events_read(&self, read: &mut [u64; 5]) {
+        for (series, n) in self.events.iter().zip(read) {
+            if *n > 0 {
+                series.inc_by(std::mem::take(n));
+            }
+        }
     }
 
     /// Bring the loss counters up to the pipeline's counts since start.

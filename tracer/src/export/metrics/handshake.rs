@@ -3,10 +3,11 @@
 //! engine judges each outcome (`engine/handshake.rs`); this counts them.
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    metrics::{counter::Counter, family::Family},
     registry::{Registry, Unit},
 };
 
+use super::fold::{Histogram, Spread, Tally};
 use crate::engine::{Handshake, HandshakeFailure, Observer, Role};
 
 /// Buckets from a loopback connect (~10 µs) to the kernel's SYN
@@ -34,15 +35,15 @@ struct FailureLabels {
 }
 
 /// The handshake families. Clones share their series: the engine's
-/// observer is one.
+/// observer is one, and what it counts shows once it flushes.
 #[derive(Clone)]
 pub struct Handshakes {
-    established: [Counter; ROLES],
+    established: [Tally; ROLES],
     /// Indexed by role, then reason; a reason that does not apply to a
-    /// role (a server refused) holds a counter outside the family.
-    failed: [[Counter; REASONS]; ROLES],
+    /// role (a server refused) counts into a counter outside the family.
+    failed: [[Tally; REASONS]; ROLES],
     /// Client handshakes only: a server's SYN_RECV stay is not one.
-    latency: Histogram,
+    latency: Spread,
 }
 
 impl Handshakes {
@@ -61,7 +62,7 @@ impl Handshakes {
             failed.clone(),
         );
         let latency = Family::<RoleLabel, Histogram>::new_with_constructor(
-            (|| Histogram::new(HANDSHAKE_BUCKETS)) as fn() -> Histogram,
+            (|| Histogram::new(&HANDSHAKE_BUCKETS)) as fn() -> Histogram,
         );
         r.register_with_unit(
             "tcp_handshake",
@@ -70,17 +71,18 @@ impl Handshakes {
             latency.clone(),
         );
         Handshakes {
-            established: Role::ALL.map(|role| established.get_or_create_owned(&RoleLabel { role })),
+            established: Role::ALL
+                .map(|role| Tally::new(established.get_or_create_owned(&RoleLabel { role }))),
             failed: Role::ALL.map(|role| {
                 HandshakeFailure::ALL.map(|reason| {
-                    if reason.applies_to(role) {
+                    Tally::new(if reason.applies_to(role) {
                         failed.get_or_create_owned(&FailureLabels { role, reason })
                     } else {
                         Counter::default()
-                    }
+                    })
                 })
             }),
-            latency: latency.get_or_create_owned(&RoleLabel { role: Role::Client }),
+            latency: Spread::new(latency.get_or_create_owned(&RoleLabel { role: Role::Client })),
         }
     }
 }
@@ -99,5 +101,13 @@ impl Observer for Handshakes {
                 self.failed[role.index()][why.index()].inc();
             }
         }
+    }
+
+    fn flush(&mut self) {
+        self.established
+            .iter_mut()
+            .chain(self.failed.iter_mut().flatten())
+            .for_each(Tally::flush);
+        self.latency.flush();
     }
 }

@@ -18,10 +18,13 @@
 //! it into the classic text format. Every labelled series is created up
 //! front, and the hot path holds handles to them, indexed by typed label
 //! values, so counting an event never hashes labels, takes a lock or
-//! allocates. `/metrics` only reads atomics, so a scrape never waits for
-//! the engine.
+//! allocates. The per-event counts (transitions, stays, handshakes, events
+//! read) are kept in plain memory and folded into their series once per
+//! drain (`fold.rs`), so counting one is not even an atomic. `/metrics`
+//! reads the series, so a scrape never waits for the engine.
 mod agent;
 mod classic;
+mod fold;
 mod forecast;
 mod handshake;
 mod leaks;

@@ -108,9 +108,11 @@ impl Namespaces {
         }
     }
 
-    /// Count an event of a namespace the agent does not follow.
-    pub fn event_not_followed(&self) {
-        self.other_netns_events.inc();
+    /// Count `n` events of namespaces the agent does not follow.
+    pub fn events_not_followed(&self, n: u64) {
+        if n > 0 {
+            self.other_netns_events.inc_by(n);
+        }
     }
 
     /// Publish the namespaces after a dump, and the container

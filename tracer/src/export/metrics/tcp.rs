@@ -8,9 +8,11 @@ use std::{
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::{Registry, Unit},
 };
+
+use super::fold::{Histogram, Spread, Tally};
 
 use crate::{
     engine::{ClosedBy, Direction, Engine, Observer, TimeWaitEnd},
@@ -87,22 +89,22 @@ struct Ports {
 }
 
 /// The TCP lifecycle's families. Clones share their series: the engine's
-/// observer is one.
+/// observer is one, and what it counts shows once it flushes.
 #[derive(Clone)]
 pub struct Tcp {
     sockets: [Gauge; N],
-    durations: [Histogram; N],
-    /// Indexed by `from * N + to`; pairs the kernel does not report hold
-    /// a counter outside the family.
-    transitions: Vec<Counter>,
-    closed: [Counter; 3],
+    durations: [Spread; N],
+    /// Indexed by `from * N + to`; pairs the kernel does not report count
+    /// into a counter outside the family.
+    transitions: Vec<Tally>,
+    closed: [Tally; 3],
     time_wait_by_port: Family<PortLabel, Gauge>,
     ports: Arc<Mutex<Ports>>,
-    retransmits: Counter,
-    synack_retransmits: Counter,
-    resets: [Counter; 2],
-    time_wait_ended: [Counter; 3],
-    time_wait_overflows: Counter,
+    retransmits: Tally,
+    synack_retransmits: Tally,
+    resets: [Tally; 2],
+    time_wait_ended: [Tally; 3],
+    time_wait_overflows: Tally,
 }
 
 impl Tcp {
@@ -115,7 +117,7 @@ impl Tcp {
             sockets.clone(),
         );
         let durations = Family::<StateLabel, Histogram>::new_with_constructor(
-            (|| Histogram::new(DURATION_BUCKETS)) as fn() -> Histogram,
+            (|| Histogram::new(&DURATION_BUCKETS)) as fn() -> Histogram,
         );
         r.register_with_unit(
             "tcp_state_duration",
@@ -175,28 +177,31 @@ impl Tcp {
         let mut pairs = Vec::with_capacity(N * N);
         for from in TcpState::ALL {
             for to in TcpState::ALL {
-                pairs.push(if plausible(from, to) {
+                pairs.push(Tally::new(if plausible(from, to) {
                     transitions.get_or_create_owned(&FromTo { from, to })
                 } else {
                     Counter::default()
-                });
+                }));
             }
         }
         Tcp {
             sockets: TcpState::ALL.map(|st| sockets.get_or_create_owned(&by_state(st))),
-            durations: TcpState::ALL.map(|st| durations.get_or_create_owned(&by_state(st))),
+            durations: TcpState::ALL
+                .map(|st| Spread::new(durations.get_or_create_owned(&by_state(st)))),
             transitions: pairs,
-            closed: ClosedBy::ALL
-                .map(|closed_by| closed.get_or_create_owned(&ClosedByLabel { closed_by })),
+            closed: ClosedBy::ALL.map(|closed_by| {
+                Tally::new(closed.get_or_create_owned(&ClosedByLabel { closed_by }))
+            }),
             time_wait_by_port,
             ports: Arc::default(),
-            retransmits,
-            synack_retransmits,
-            resets: [Direction::Sent, Direction::Received]
-                .map(|direction| resets.get_or_create_owned(&DirectionLabel { direction })),
+            retransmits: Tally::new(retransmits),
+            synack_retransmits: Tally::new(synack_retransmits),
+            resets: [Direction::Sent, Direction::Received].map(|direction| {
+                Tally::new(resets.get_or_create_owned(&DirectionLabel { direction }))
+            }),
             time_wait_ended: TimeWaitEnd::ALL
-                .map(|how| time_wait_ended.get_or_create_owned(&HowLabel { how })),
-            time_wait_overflows,
+                .map(|how| Tally::new(time_wait_ended.get_or_create_owned(&HowLabel { how }))),
+            time_wait_overflows: Tally::new(time_wait_overflows),
         }
     }
 
@@ -300,6 +305,28 @@ impl Observer for Tcp {
 
     fn time_wait_overflowed(&mut self, _cookie: u64) {
         self.time_wait_overflows.inc();
+    }
+
+    fn flush(&mut self) {
+        let Tcp {
+            durations,
+            transitions,
+            closed,
+            retransmits,
+            synack_retransmits,
+            resets,
+            time_wait_ended,
+            time_wait_overflows,
+            ..
+        } = self;
+        durations.iter_mut().for_each(Spread::flush);
+        transitions
+            .iter_mut()
+            .chain(closed)
+            .chain(resets)
+            .chain(time_wait_ended)
+            .chain([retransmits, synack_retransmits, time_wait_overflows])
+            .for_each(Tally::flush);
     }
 }
 

@@ -76,6 +76,7 @@ pub(super) fn drive(m: &Metrics) {
     o.time_wait_overflowed(10);
     o.evicted(11, true);
     o.evicted(12, false);
+    o.flush();
 
     let mut counts = [0u64; TcpState::COUNT];
     for (i, c) in counts.iter_mut().enumerate() {
@@ -88,10 +89,12 @@ pub(super) fn drive(m: &Metrics) {
     m.tcp.set_listening([8080].into());
     m.tcp.split_time_wait(9, |_| 4);
 
-    m.agent.event(Kind::State);
-    m.agent.event(Kind::State);
-    m.agent.event(Kind::ResetSent);
-    m.netns.event_not_followed();
+    let mut read = [0; 5];
+    read[Kind::State as usize] = 2;
+    read[Kind::ResetSent as usize] = 1;
+    m.agent.events_read(&mut read);
+    assert_eq!(read, [0; 5]);
+    m.netns.events_not_followed(1);
     m.agent.tallied(&Tallies {
         lost: 3,
         undecodable: 1,
@@ -177,6 +180,7 @@ fn exposition_has_every_family_with_zeroes() {
     let o = &mut m.recorders();
     o.transition(1, TcpState::FinWait2, TcpState::Close);
     o.stay(1, TcpState::TimeWait, 60_200_000_000, false);
+    o.flush();
     m.tcp.set_listening([8080].into());
     m.tcp.split_time_wait(6, |_| 3);
     let text = m.encode();
