@@ -48,6 +48,62 @@ pub struct TcpInfo {
     pub total_retrans: u32,
 }
 
+/// One socket to look up: its family, 4-tuple (addresses as the kernel
+/// lays them out: an IPv4 address in the first 4 bytes) and cookie.
+/// A live reconcile asks the kernel for each such socket
+/// ([`crate::diag::Dumper::probe_append`]) instead of walking its tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// Its family.
+    pub family: Family,
+    /// Local address.
+    pub local: [u8; 16],
+    /// Local port.
+    pub lport: u16,
+    /// Remote address.
+    pub remote: [u8; 16],
+    /// Remote port.
+    pub rport: u16,
+    /// Its socket cookie: a socket with the same 4-tuple and another
+    /// cookie is not it.
+    pub cookie: u64,
+}
+
+/// An address as the kernel lays it out in a socket id (and the engine
+/// stores it): IPv4 in the first four bytes.
+pub fn addr_bytes(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(v4) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&v4.octets());
+            b
+        }
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+impl Probe {
+    /// The probe for the socket `local` -> `remote` with `cookie`.
+    pub fn between(
+        local: std::net::SocketAddr,
+        remote: std::net::SocketAddr,
+        cookie: u64,
+    ) -> Probe {
+        Probe {
+            family: if local.is_ipv4() {
+                Family::Ipv4
+            } else {
+                Family::Ipv6
+            },
+            local: addr_bytes(local.ip()),
+            lport: local.port(),
+            remote: addr_bytes(remote.ip()),
+            rport: remote.port(),
+            cookie,
+        }
+    }
+}
+
 /// One socket as a sock_diag dump lists it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SocketSnapshot {

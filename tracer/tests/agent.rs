@@ -356,6 +356,63 @@ fn reconcile_budget_spaces_dumps_but_losses_still_heal() {
     drop((c, s, l));
 }
 
+/// A live walk that costs more than `--reconcile-budget` allows every
+/// interval gives way to lookups of the sockets the engine follows and of
+/// the flagged ones: a CLOSE_WAIT leak is still flagged with its process
+/// and descriptor, and cleared once its socket closes.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn costly_walks_give_way_to_lookups_and_leaks_are_still_judged() {
+    use std::os::fd::AsRawFd;
+    let _ns = Netns::enter("lookups");
+    let (l, port) = listener();
+    // TIME_WAIT sockets the walks go through (a live one leaves them out
+    // of its answer, not of the kernel's walk).
+    client_closes_first(&l, port, 3000);
+    // 0.01% of a core: half of it for live dumps buys 25 µs every 500 ms,
+    // less than any walk of those sockets costs.
+    let agent = Agent::start(&[
+        "--reconcile-interval",
+        "500ms",
+        "--reconcile-budget",
+        "0.01%",
+        "--close-wait-threshold",
+        "1s",
+    ]);
+    let lookups = "tracer_reconcile_lookups_total";
+    assert!(
+        wait_until(Duration::from_secs(20), || agent.metric(lookups) > 0.0),
+        "live dumps look sockets up once a walk costs too much"
+    );
+    // The peer closes; this process never does.
+    let c = TcpStream::connect((LO, port)).expect("connect");
+    let (s, _) = l.accept().expect("accept");
+    drop(c);
+    let (pid, fd) = (u64::from(std::process::id()), s.as_raw_fd() as u64);
+    let leaks = || agent.json(&format!("/api/v1/leaks?state=close-wait&port={port}"));
+    let named = |v: &serde_json::Value| {
+        let sockets = v["leaks"].as_array().into_iter().flatten();
+        let flags = sockets.flat_map(|g| g["sockets"].as_array().into_iter().flatten());
+        let mut owners = flags.flat_map(|f| f["owners"].as_array().into_iter().flatten());
+        owners.any(|o| o["pid"] == pid && o["fd"] == fd)
+    };
+    let mut last = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            last = leaks();
+            named(&last)
+        }),
+        "the CLOSE_WAIT leak, named with pid {pid} and fd {fd}: {last:#}"
+    );
+    drop(s);
+    assert!(
+        wait_until(Duration::from_secs(30), || leaks()["leak_count"] == 0),
+        "the flag clears once the socket closes: {:#}",
+        leaks()
+    );
+    drop(l);
+}
+
 #[test]
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn bad_config_and_taken_port_are_one_line_errors() {

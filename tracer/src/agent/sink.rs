@@ -8,8 +8,15 @@ use crate::{
     event::SockEvent,
     forecast::{self, Forecaster, Leaker, PortForecast, PortSettings, PortSettingsByNetns},
     leaks::Change,
-    pipeline::{Core, Dumped, Flow, NetnsTally, Sink, Tallies, monotonic_ns},
+    pipeline::{Core, Dumped, Flow, NetnsTally, Sink, Tallies, clock::thread_cpu_ns, monotonic_ns},
 };
+
+/// After a port forecast that took T of CPU, the next waits at least this
+/// many times T: the forecasts walk every record the engine holds (beside
+/// 131,072 TIME_WAIT sockets, ~10 ms), and live reconciles that look
+/// sockets up come every second. So they use at most 0.1% of a core;
+/// on a host with a few thousand sockets that is every reconcile.
+const PORT_FORECAST_SPACING: u64 = 1000;
 
 /// Feeds the agent's metrics and shared state from the pipeline.
 pub struct AgentSink {
@@ -20,6 +27,10 @@ pub struct AgentSink {
     port_settings: PortSettingsByNetns,
     /// What a reconcile left to forecast once the lock is let go.
     pending: Option<(Vec<Leaker>, Vec<PortForecast>)>,
+    /// The last port forecasts, and when the next may be taken: see
+    /// [`PORT_FORECAST_SPACING`].
+    ports: Vec<PortForecast>,
+    ports_due_ns: u64,
     /// Events read since the last fold into the metrics, per kind (like
     /// `Kind::ALL`), and those of namespaces not followed: counted here,
     /// in plain memory, and added to the series once per batch.
@@ -43,6 +54,8 @@ impl AgentSink {
             forecaster: Forecaster::default(),
             port_settings: PortSettingsByNetns::default(),
             pending: None,
+            ports: Vec::new(),
+            ports_due_ns: 0,
             read: [0; 5],
             not_followed: 0,
         }
@@ -58,20 +71,26 @@ impl AgentSink {
     }
 
     /// Under the lock: count the engine's sockets on ephemeral ports per
-    /// endpoint, and pick the processes whose descriptors to read. O(sockets).
+    /// endpoint (when due: see [`PORT_FORECAST_SPACING`]), and pick the
+    /// processes whose descriptors to read. O(sockets).
     fn gather_forecasts(&mut self, core: &Core<AgentState>, now_ns: u64) {
-        let ports = self.forecaster.engine_ports(
-            &core.engine,
-            self.shared.own_netns,
-            now_ns,
-            &self.port_settings,
-        );
+        if now_ns >= self.ports_due_ns {
+            let cpu = thread_cpu_ns();
+            self.ports = self.forecaster.engine_ports(
+                &core.engine,
+                self.shared.own_netns,
+                now_ns,
+                &self.port_settings,
+            );
+            let took = thread_cpu_ns().saturating_sub(cpu);
+            self.ports_due_ns = now_ns.saturating_add(took.saturating_mul(PORT_FORECAST_SPACING));
+        }
         let leakers = if core.detector.gauges().close_wait_leaks > 0 {
             forecast::leakers(&core.detector.report(now_ns).leaks)
         } else {
             Vec::new()
         };
-        self.pending = Some((leakers, ports));
+        self.pending = Some((leakers, self.ports.clone()));
     }
 
     /// Say once when `--max-sockets` starts or stops binding, and mark it

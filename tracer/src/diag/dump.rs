@@ -91,8 +91,13 @@ pub struct Dumper {
     /// (`TCPDIAG_GETSOCK`), AF_INET and AF_INET6; the sequence number is
     /// patched in before each send.
     requests: [Vec<u8>; 3],
+    /// The same for listening sockets only: the kernel then walks its
+    /// listening table alone, not the established one.
+    listeners: [Vec<u8>; 3],
     /// Dump both families in one request; false once the kernel refused it.
     one_walk: bool,
+    /// Ask for `tcp_info` ([`DumpOptions::with_info`]), in probes too.
+    with_info: bool,
     seq: u32,
     stats: DumpStats,
     /// The datagrams of the last dump, when capturing.
@@ -133,11 +138,17 @@ impl Dumper {
             netns,
             buf: vec![0; len],
             requests: [
-                request_both(opts),
-                request(AF_INET, opts),
-                request(AF_INET6, opts),
+                request_both(opts, states(opts)),
+                request(AF_INET, opts, states(opts)),
+                request(AF_INET6, opts, states(opts)),
+            ],
+            listeners: [
+                request_both(opts, LISTENING),
+                request(AF_INET, opts, LISTENING),
+                request(AF_INET6, opts, LISTENING),
             ],
             one_walk: true,
+            with_info: opts.with_info,
             seq: 0,
             stats: DumpStats::default(),
             capture: None,
@@ -168,11 +179,26 @@ impl Dumper {
     /// Append every TCP socket of this dumper's namespace to `out`, each
     /// with [`SocketSnapshot::netns`] set. On error `out` may hold part of it.
     pub fn dump_append(&mut self, out: &mut Vec<SocketSnapshot>) -> Result<(), DiagError> {
+        self.walk_append(false, out)
+    }
+
+    /// Append the listening sockets of this dumper's namespace to `out`,
+    /// like [`Dumper::dump_append`]. The kernel walks only its table of
+    /// listeners: cheap beside the established table of a busy host.
+    pub fn listeners_append(&mut self, out: &mut Vec<SocketSnapshot>) -> Result<(), DiagError> {
+        self.walk_append(true, out)
+    }
+
+    fn walk_append(
+        &mut self,
+        listeners: bool,
+        out: &mut Vec<SocketSnapshot>,
+    ) -> Result<(), DiagError> {
         let from = out.len();
-        let r = match self.dump_once(out, from) {
+        let r = match self.dump_once(listeners, out, from) {
             // dump_family grew the buffer to fit; retry once, and return a
             // second truncation (a kernel sending ever larger datagrams).
-            Err(DiagError::Truncated { .. }) => self.dump_once(out, from),
+            Err(DiagError::Truncated { .. }) => self.dump_once(listeners, out, from),
             r => r,
         };
         for d in &mut out[from..] {
@@ -208,7 +234,12 @@ impl Dumper {
         self.stats
     }
 
-    fn dump_once(&mut self, out: &mut Vec<SocketSnapshot>, from: usize) -> Result<(), DiagError> {
+    fn dump_once(
+        &mut self,
+        listeners: bool,
+        out: &mut Vec<SocketSnapshot>,
+        from: usize,
+    ) -> Result<(), DiagError> {
         out.truncate(from);
         self.stats = DumpStats::default();
         if let Some(c) = &mut self.capture {
@@ -221,7 +252,7 @@ impl Dumper {
             None => open_socket(self.netns.as_ref())?,
         };
         if self.one_walk {
-            match self.dump_family(&socket, Walk::Both, out) {
+            match self.dump_family(&socket, listeners, Walk::Both, out) {
                 Err(e) if refused_one_walk(&e) => {
                     // A kernel without the old request: one per family from
                     // now on. The error ended that request; the socket is
@@ -240,7 +271,7 @@ impl Dumper {
             }
         }
         for walk in [Walk::Ipv4, Walk::Ipv6] {
-            self.dump_family(&socket, walk, out)?;
+            self.dump_family(&socket, listeners, walk, out)?;
         }
         self.socket = Some(socket);
         Ok(())
@@ -249,13 +280,19 @@ impl Dumper {
     fn dump_family(
         &mut self,
         socket: &Socket,
+        listeners: bool,
         walk: Walk,
         out: &mut Vec<SocketSnapshot>,
     ) -> Result<(), DiagError> {
         let family = walk.label();
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
-        let req = &mut self.requests[walk as usize];
+        let set = if listeners {
+            &mut self.listeners
+        } else {
+            &mut self.requests
+        };
+        let req = &mut set[walk as usize];
         NetlinkBuffer::new(&mut req[..]).set_sequence_number(seq);
         loop {
             match socket.send(req, 0) {
@@ -328,6 +365,9 @@ fn open_here() -> Result<Socket, DiagError> {
 /// in the TIME_WAIT substate.
 const TCP_TIME_WAIT: u32 = 6;
 
+/// The state mask of listening sockets alone (`TCP_LISTEN` is 10).
+const LISTENING: u32 = 1 << 10;
+
 /// The state mask of a request: all ones, like `ss -a` (the crate's
 /// `StateFlags::all()` stops at CLOSING and would miss NEW_SYN_RECV (12)
 /// and BOUND_INACTIVE (13)), without TIME_WAIT if asked.
@@ -343,7 +383,7 @@ fn states(opts: DumpOptions) -> u32 {
 /// families in one walk. The crate models only the newer request, so the
 /// 60-byte payload is laid out here: family, src_len, dst_len, ext, a
 /// 48-byte `inet_diag_sockid` (unused by a dump), states, dbs.
-fn request_both(opts: DumpOptions) -> Vec<u8> {
+fn request_both(opts: DumpOptions, states: u32) -> Vec<u8> {
     const PAYLOAD: usize = 60;
     let mut buf = vec![0u8; 16 + PAYLOAD];
     let mut nl = NetlinkBuffer::new(&mut buf[..]);
@@ -356,12 +396,12 @@ fn request_both(opts: DumpOptions) -> Vec<u8> {
     if opts.with_info {
         p[3] = ExtensionFlags::INFO.bits();
     }
-    p[52..56].copy_from_slice(&states(opts).to_ne_bytes());
+    p[52..56].copy_from_slice(&states.to_ne_bytes());
     buf
 }
 
 /// A serialized `inet_diag_req_v2` dump request for one family.
-fn request(family: u8, opts: DumpOptions) -> Vec<u8> {
+fn request(family: u8, opts: DumpOptions, states: u32) -> Vec<u8> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     let mut msg = NetlinkMessage::new(
@@ -374,7 +414,7 @@ fn request(family: u8, opts: DumpOptions) -> Vec<u8> {
             } else {
                 ExtensionFlags::empty()
             },
-            states: StateFlags::from_bits_retain(states(opts)),
+            states: StateFlags::from_bits_retain(states),
             socket_id: if family == AF_INET {
                 SocketId::new_v4()
             } else {
@@ -388,6 +428,8 @@ fn request(family: u8, opts: DumpOptions) -> Vec<u8> {
     msg.serialize(&mut buf);
     buf
 }
+
+mod probe;
 
 #[cfg(test)]
 mod tests;

@@ -142,7 +142,7 @@ pub use config::{Config, Stats};
 pub use handshake::{Handshake, HandshakeFailure, Role};
 pub use hash::{BuildCookieHasher, CookieHasher};
 pub use observer::{Correction, Direction, Observer, TimeWaitEnd};
-pub use reconcile::ReconcileReport;
+pub use reconcile::{Listing, ReconcileReport};
 pub use record::{ClosedBy, PATH_LEN, SocketView, SyscallOwner};
 pub use wheel::TimeWaitClock;
 

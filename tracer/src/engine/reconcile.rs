@@ -15,13 +15,27 @@ use super::observer::{Correction, Observer, TimeWaitEnd};
 use super::record::ClosedBy;
 use super::record::{Record, flag, tw_end};
 use super::{BuildCookieHasher, Engine, TCP_TIMEWAIT_LEN_NS, TIME_WAIT_SLACK_NS};
-use crate::snapshot::SocketSnapshot;
+use crate::snapshot::{Probe, SocketSnapshot};
 use crate::tcp::TcpState::{self, *};
 use std::collections::HashMap;
 
 /// Sockets of a dump reconciled between two calls of the caller's `pause`
 /// (about a millisecond's work; see [`Engine::reconcile_within`]).
 pub const PAUSE_EVERY: usize = 4096;
+
+/// What a dump lists of each namespace it covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listing {
+    /// Every socket, timewait ones in TIME_WAIT included.
+    Full,
+    /// Every socket but timewait ones in TIME_WAIT: records that may be
+    /// such a socket are not judged by their absence.
+    Live,
+    /// As `Live`, but only the listeners and the sockets
+    /// [`Engine::probes`] named, looked up one by one: other records are
+    /// not judged by their absence.
+    LookedUp,
+}
 
 /// What one reconcile found and fixed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,6 +78,14 @@ pub struct ReconcileReport {
     pub ignored: u64,
     /// Finished records dropped after their retention.
     pub expired: u64,
+}
+
+/// A live record a lookup by 4-tuple and cookie can find
+/// ([`Engine::probes`]): not a listener (a walk of the listening table
+/// lists those), with both ports known (a connect's `syn_sent` event
+/// comes before the kernel picks the local port).
+fn probed(r: &Record) -> bool {
+    r.state != Listen && r.lport != 0 && r.rport != 0
 }
 
 /// Dump states the engine does not track: no event ever describes them
@@ -192,31 +214,71 @@ impl Engine {
         covers_time_wait: bool,
         obs: &mut impl Observer,
     ) -> ReconcileReport {
-        self.reconcile_within(dump, now_ns, covers_time_wait, |_| true, obs, || {})
+        let listing = if covers_time_wait {
+            Listing::Full
+        } else {
+            Listing::Live
+        };
+        self.reconcile_within(dump, now_ns, listing, |_| true, obs, || {})
+    }
+
+    /// The sockets a live reconcile can look up one by one instead of
+    /// walking the kernel's tables: every record a live dump's absence
+    /// would judge, but listeners and those without both ports. Appended
+    /// to `out` with their namespace. A reconcile with what the lookups
+    /// found (and a walk of the listening table) is `probed`: it judges
+    /// only these records and listeners by their absence.
+    pub fn probes(&self, out: &mut Vec<(u32, Probe)>) {
+        for w in 0..self.store.live_words() {
+            let mut bits = self.store.live_word(w);
+            while bits != 0 {
+                let slot = (w * 64) as u32 + bits.trailing_zeros();
+                bits &= bits - 1;
+                let r = self.store.rec(slot);
+                if probed(r) {
+                    out.push((
+                        r.netns,
+                        Probe {
+                            family: r.family,
+                            local: r.local,
+                            lport: r.lport,
+                            remote: r.remote,
+                            rport: r.rport,
+                            cookie: r.cookie,
+                        },
+                    ));
+                }
+            }
+        }
     }
 
     /// [`Engine::reconcile`] with a dump that lists only the network
     /// namespaces `covers` says yes to: records of other namespaces are not
     /// judged by their absence (they may live in a namespace nobody could
-    /// dump). `pause` is called every `PAUSE_EVERY` sockets of the dump
-    /// and every 16 times that many records: the caller's chance to keep
+    /// dump), and that lists what `listing` says. `pause` is called every `PAUSE_EVERY`
+    /// sockets of the dump and every 16 times that many records: the
+    /// caller's chance to keep
     /// the kernel's event lanes from filling during a long reconcile
     /// (without touching the engine).
     pub fn reconcile_within(
         &mut self,
         dump: &[SocketSnapshot],
         now_ns: u64,
-        covers_time_wait: bool,
+        listing: Listing,
         covers: impl Fn(u32) -> bool,
         obs: &mut impl Observer,
         mut pause: impl FnMut(),
     ) -> ReconcileReport {
+        let covers_time_wait = listing == Listing::Full;
+        let probed = listing == Listing::LookedUp;
         let mut rep = ReconcileReport::default();
         let judge_before = now_ns.saturating_sub(self.cfg.reconcile_slack_ns);
         // Recount what the cap leaves untracked, in the states this dump
         // lists (a live dump leaves TIME_WAIT out).
+        // A probed dump lists only sockets the engine tracks: the last
+        // walk's counts stand.
         for (i, n) in self.untracked.iter_mut().enumerate() {
-            if covers_time_wait || i != TimeWait.index() {
+            if !probed && (covers_time_wait || i != TimeWait.index()) {
                 *n = 0;
             }
         }
@@ -279,7 +341,9 @@ impl Engine {
                 while bits != 0 {
                     let slot = (w * 64) as u32 + bits.trailing_zeros();
                     bits &= bits - 1;
-                    if covers(self.store.rec(slot).netns) {
+                    let r = self.store.rec(slot);
+                    let listed = !probed || r.state == Listen || self::probed(r);
+                    if listed && covers(r.netns) {
                         self.absent(slot, now_ns, judge_before, false, &mut rep, obs);
                     }
                 }

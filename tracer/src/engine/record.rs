@@ -129,17 +129,7 @@ pub(super) struct Record {
 
 const _: () = assert!(size_of::<Record>() == 120);
 
-/// An address as stored: IPv4 in the first four bytes, as the ABI does.
-pub(super) fn addr_bytes(a: IpAddr) -> [u8; 16] {
-    match a {
-        IpAddr::V4(v4) => {
-            let mut b = [0u8; 16];
-            b[..4].copy_from_slice(&v4.octets());
-            b
-        }
-        IpAddr::V6(v6) => v6.octets(),
-    }
-}
+pub(super) use crate::snapshot::addr_bytes;
 
 fn addr_of(family: Family, b: &[u8; 16]) -> IpAddr {
     match family {

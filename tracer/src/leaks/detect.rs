@@ -15,7 +15,7 @@ use super::{
     rollup::{Gauges, Rollup},
 };
 use crate::{
-    snapshot::{OwnerScan, SocketSnapshot},
+    snapshot::{OwnerScan, Probe, SocketSnapshot},
     tcp::TcpState,
 };
 
@@ -33,6 +33,34 @@ enum Subject {
 }
 
 type Key = (LeakKind, Subject);
+
+/// What a dump shows the detector.
+#[derive(Clone, Copy, Debug)]
+pub enum Coverage<'a> {
+    /// Every socket of the namespaces dumped: a walk.
+    All,
+    /// Only the sockets with these cookies (sorted), looked up one by one:
+    /// flags on other sockets and on ports, and the times kept to judge
+    /// them, wait for the next walk.
+    Only(&'a [u64]),
+}
+
+impl Coverage<'_> {
+    fn socket(&self, cookie: u64) -> bool {
+        match self {
+            Coverage::All => true,
+            Coverage::Only(cookies) => cookies.binary_search(&cookie).is_ok(),
+        }
+    }
+
+    fn subject(&self, s: Subject) -> bool {
+        match (self, s) {
+            (_, Subject::Socket(c)) => self.socket(c),
+            (Coverage::All, Subject::Port(..)) => true,
+            (Coverage::Only(_), Subject::Port(..)) => false,
+        }
+    }
+}
 
 mod judge;
 mod stalls;
@@ -111,6 +139,24 @@ impl Detector {
         O: FnOnce(&HashSet<u64>) -> R,
         R: Into<OwnerScan>,
     {
+        self.update_within(dump, Coverage::All, now_ns, since, owners)
+    }
+
+    /// [`Detector::update`] with a dump that shows what `coverage` says:
+    /// flags on subjects it does not cover are neither raised nor cleared.
+    pub fn update_within<S, O, R>(
+        &mut self,
+        dump: &[SocketSnapshot],
+        coverage: Coverage<'_>,
+        now_ns: u64,
+        since: S,
+        owners: O,
+    ) -> Vec<Change>
+    where
+        S: Fn(u64, TcpState) -> Option<(u64, bool)>,
+        O: FnOnce(&HashSet<u64>) -> R,
+        R: Into<OwnerScan>,
+    {
         self.generation += 1;
         let mut found: BTreeMap<Key, Flag> = BTreeMap::new();
         let mut ports: BTreeMap<(u32, u16), PortAcc> = BTreeMap::new();
@@ -123,14 +169,16 @@ impl Detector {
             }
         }
         let generation = self.generation;
-        self.seen.retain(|_, s| s.generation == generation);
-        self.stalls.retain(|_, s| s.generation == generation);
+        self.seen
+            .retain(|&c, s| s.generation == generation || !coverage.socket(c));
+        self.stalls
+            .retain(|&c, s| s.generation == generation || !coverage.socket(c));
 
         let mut changes = Vec::new();
         let ended: Vec<Key> = self
             .active
             .keys()
-            .filter(|k| !found.contains_key(k))
+            .filter(|k| !found.contains_key(k) && coverage.subject(k.1))
             .copied()
             .collect();
         if !ended.is_empty() {
@@ -216,6 +264,17 @@ impl Detector {
         let found: OwnerScan = owners(&inodes).into();
         for f in self.active.values_mut().filter(|f| f.owners.is_empty()) {
             apply_scan(f, &found);
+        }
+    }
+
+    /// The sockets of the flags raised now, to look up (with their
+    /// namespace) when a live dump does not walk: a flag clears when its
+    /// socket is gone, whether the engine follows it or not.
+    pub fn probes(&self, out: &mut Vec<(u32, Probe)>) {
+        for f in self.active.values() {
+            if let (Some(cookie), Some(remote)) = (f.cookie, f.remote) {
+                out.push((f.netns, Probe::between(f.local, remote, cookie)));
+            }
         }
     }
 

@@ -48,7 +48,7 @@ pub mod table;
 #[cfg(test)]
 mod tests;
 
-pub use detect::{Detector, DetectorStats};
+pub use detect::{Coverage, Detector, DetectorStats};
 pub use report::{ProcessLeaks, Report, Source, ThresholdSeconds, snapshot_report};
 pub use rollup::Gauges;
 

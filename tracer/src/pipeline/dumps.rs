@@ -17,7 +17,10 @@ use tokio::task::JoinHandle;
 
 use self::kit::Kit;
 use super::netns::NetnsScope;
-use crate::{diag::DumpOptions, snapshot::SocketSnapshot};
+use crate::{
+    diag::DumpOptions,
+    snapshot::{Probe, SocketSnapshot},
+};
 
 mod found;
 mod kit;
@@ -50,7 +53,7 @@ const SNAPSHOT: DumpOptions = DumpOptions {
 /// One snapshot of every TCP socket in `scope` (every namespace in it), for
 /// a one-shot report, and what was found about namespaces.
 pub fn snapshot(scope: NetnsScope) -> anyhow::Result<(Vec<SocketSnapshot>, Census)> {
-    let (kit, dump) = Kit::new(scope, SNAPSHOT, SNAPSHOT).dump(false);
+    let (kit, dump) = Kit::new(scope, SNAPSHOT, SNAPSHOT).dump(false, None);
     dump.result?;
     Ok((kit.buf, dump.census))
 }
@@ -87,7 +90,7 @@ impl DumpSource {
     /// Dump on this thread and wait for it (adoption at start).
     pub fn dump_now(&mut self, full: bool) -> Dump {
         let kit = self.take_kit();
-        let (kit, dump) = kit.dump(full);
+        let (kit, dump) = kit.dump(full, None);
         self.kit = Some(kit);
         dump
     }
@@ -96,7 +99,22 @@ impl DumpSource {
     /// when it is done.
     pub fn start(&mut self, full: bool) {
         let kit = self.take_kit();
-        self.job = Some(tokio::task::spawn_blocking(move || kit.dump(full)));
+        self.job = Some(tokio::task::spawn_blocking(move || kit.dump(full, None)));
+    }
+
+    /// Start a live dump that looks `probes` up one by one (and walks the
+    /// listening tables) instead of walking every socket: see
+    /// [`Engine::probes`](crate::engine::Engine::probes) and
+    /// [`Detector::probes`](crate::leaks::Detector::probes). `probes` need
+    /// not be sorted.
+    pub fn probe(&mut self, mut probes: Vec<(u32, Probe)>) {
+        // A socket may be named twice (a flagged one the engine follows).
+        probes.sort_unstable_by_key(|(netns, p)| (*netns, p.cookie));
+        probes.dedup_by_key(|(_, p)| p.cookie);
+        let kit = self.take_kit();
+        self.job = Some(tokio::task::spawn_blocking(move || {
+            kit.dump(false, Some(&probes))
+        }));
     }
 
     /// Start a survey (a look for namespaces, no sockets) on a blocking

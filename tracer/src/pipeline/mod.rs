@@ -121,6 +121,10 @@ struct Tracking {
     lost_at_dump: u64,
     /// The last survey found namespaces no dump has adopted yet.
     unadopted: bool,
+    /// CPU the last live walk took (the kernel's and the reconcile's):
+    /// when walking every interval would not fit the budget, live dumps
+    /// look sockets up instead ([`Paces::probe_live`]).
+    live_walk_ns: u64,
     /// The sentences about unreachable namespaces already said.
     warned: tally::Warned,
 }
@@ -157,6 +161,7 @@ impl<D: Observer> Pipeline<D> {
                     paces: Paces::new(r.interval, r.time_wait_interval, r.budget_percent),
                     lost_at_dump: 0,
                     unadopted: false,
+                    live_walk_ns: 0,
                     warned: tally::Warned::default(),
                 })
             }
@@ -239,6 +244,7 @@ impl<D: Observer> Pipeline<D> {
             full,
             cpu_ns: dump.cpu_ns,
             interval,
+            looked_up: 0,
             error: None,
         });
         steps::new_containers(&self.core, &dump, sink);

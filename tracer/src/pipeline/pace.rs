@@ -111,6 +111,12 @@ impl Pace {
     pub fn configured(&self) -> Duration {
         Duration::from_nanos(self.base_ns)
     }
+
+    /// True when a dump that costs `cost_ns` fits the budget at the
+    /// configured interval (always, without a budget).
+    pub fn fits(&self, cost_ns: u64) -> bool {
+        self.budget <= 0.0 || cost_ns as f64 <= self.budget * self.base_ns as f64
+    }
 }
 
 /// The schedules of both kinds of dump: "live" (every state but
@@ -172,6 +178,14 @@ impl Paces {
         };
         pace.done(start_ns, cpu_ns);
         pace.interval()
+    }
+
+    /// Whether live dumps should look the engine's sockets up rather than
+    /// walk the kernel's tables, now that a live walk costs `walk_ns`:
+    /// when walking every interval would not fit the budget, and full
+    /// dumps (complete views) come anyway.
+    pub fn probe_live(&self, walk_ns: u64) -> bool {
+        self.full.is_some() && !self.live.fits(walk_ns)
     }
 
     /// The configured interval of a kind of dump.
@@ -333,6 +347,20 @@ mod tests {
         assert!(p.due(S));
         p.done(S, 175 * MS); // the second one does
         assert_eq!(p.interval(), Duration::from_millis(17_500));
+    }
+
+    #[test]
+    fn live_dumps_look_up_only_when_a_walk_would_not_fit() {
+        // Half of 1% each: 5 ms a second for live dumps.
+        let p = Paces::new(Duration::from_secs(1), Some(Duration::from_secs(10)), 1.0);
+        assert!(!p.probe_live(5 * MS));
+        assert!(p.probe_live(6 * MS));
+        // Without full dumps nothing else would find new sockets.
+        let live_only = Paces::new(Duration::from_secs(1), None, 1.0);
+        assert!(!live_only.probe_live(1000 * MS));
+        // Without a budget every walk fits.
+        let unlimited = Paces::new(Duration::from_secs(1), Some(Duration::from_secs(10)), 0.0);
+        assert!(!unlimited.probe_live(1000 * MS));
     }
 
     #[test]

@@ -119,6 +119,9 @@ impl<D: Observer> Replay<D> {
             start_ns: d.start_ns,
             cpu_ns: 0,
             full: d.full,
+            // A recording agent walks: it records what a walk read.
+            probed: false,
+            looked_up: Vec::new(),
             survey: false,
             unadopted: false,
             tw_limits: d.tw_limits.clone(),
@@ -135,6 +138,7 @@ impl<D: Observer> Replay<D> {
             full: d.full,
             cpu_ns: 0,
             interval: Duration::ZERO,
+            looked_up: 0,
             error: None,
         };
         if d.adopt {

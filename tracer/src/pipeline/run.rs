@@ -99,8 +99,24 @@ impl<D: Observer> Pipeline<D> {
         if let Some(full) = t.paces.next(monotonic_ns(), urgent) {
             t.lost_at_dump = lost;
             t.unadopted = false;
-            // On a blocking thread; events keep flowing meanwhile.
-            t.dumps.start(full);
+            // On a blocking thread; events keep flowing meanwhile. A live
+            // dump looks the engine's sockets up instead of walking every
+            // socket when a walk costs more than the budget allows every
+            // interval (beside 131,072 TIME_WAIT sockets ~45 ms; a lookup
+            // costs a few µs), unless it has to find sockets the engine
+            // does not know (after lost events). A recording walks, as a
+            // replay expects.
+            if !full && !urgent && t.paces.probe_live(t.live_walk_ns) && self.recorder.is_none() {
+                let mut probes = Vec::new();
+                {
+                    let core = self.core.lock();
+                    core.engine.probes(&mut probes);
+                    core.detector.probes(&mut probes);
+                }
+                t.dumps.probe(probes);
+            } else {
+                t.dumps.start(full);
+            }
             if let Some(r) = &self.recorder {
                 r.dump_started(monotonic_ns(), full);
             }
@@ -198,6 +214,15 @@ impl<D: Observer> Pipeline<D> {
                 (dump.cpu_ns, n)
             }
         };
+        if dump.result.is_ok() && !dump.probed {
+            if !dump.full {
+                t.live_walk_ns = cpu_ns;
+            } else if !t.paces.probe_live(cpu_ns) {
+                // A full walk fits the live dumps' budget now (the host
+                // calmed down): so would a live one.
+                t.live_walk_ns = 0;
+            }
+        }
         let interval = t.paces.done(dump.full, dump.start_ns, cpu_ns);
         let configured = t.paces.configured(dump.full);
         t.warned
@@ -206,6 +231,7 @@ impl<D: Observer> Pipeline<D> {
             full: dump.full,
             cpu_ns,
             interval,
+            looked_up: dump.looked_up.len(),
             error: dump.result.as_ref().err(),
         });
         sink.tallied(&Tallies {

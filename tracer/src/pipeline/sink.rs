@@ -30,6 +30,9 @@ pub struct Dumped<'a> {
     pub cpu_ns: u64,
     /// The gap to the next dump of this kind now in force.
     pub interval: Duration,
+    /// Sockets a live dump looked up one by one instead of walking the
+    /// kernel's tables (0 for a walk).
+    pub looked_up: usize,
     /// Why the dump failed, if it did (the next one comes at its interval).
     pub error: Option<&'a anyhow::Error>,
 }

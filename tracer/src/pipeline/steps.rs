@@ -12,10 +12,10 @@ use super::{
     tally::{EventNetns, note_event_netns},
 };
 use crate::{
-    engine::Observer,
+    engine::{Listing, Observer},
     event::SockEvent,
     ingest::Ingest,
-    leaks::Change,
+    leaks::{Change, Coverage},
     snapshot::{OwnerScan, SocketSnapshot},
 };
 
@@ -190,7 +190,11 @@ pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
     engine.reconcile_within(
         old,
         dump.start_ns,
-        dump.full,
+        match (dump.full, dump.probed) {
+            (true, _) => Listing::Full,
+            (false, false) => Listing::Live,
+            (false, true) => Listing::LookedUp,
+        },
         |n| covered.binary_search(&n).is_ok() || (n == 0 && own_covered),
         derived,
         &mut spill,
@@ -199,8 +203,14 @@ pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
     let ended = engine.end_netns(&dump.gone, dump.start_ns, derived);
     let engine_ns = thread_cpu_ns().saturating_sub(cpu_before);
     let engine = &*engine;
-    let mut changes = detector.update(
+    let coverage = if dump.probed {
+        Coverage::Only(&dump.looked_up)
+    } else {
+        Coverage::All
+    };
+    let mut changes = detector.update_within(
         sockets,
+        coverage,
         dump.start_ns,
         |cookie, st| engine.state_since(cookie, st),
         owners,

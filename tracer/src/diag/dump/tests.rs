@@ -3,13 +3,11 @@ use super::*;
 
 #[test]
 fn request_asks_for_every_state_and_info() {
-    let req = request(
-        AF_INET6,
-        DumpOptions {
-            with_info: true,
-            without_time_wait: false,
-        },
-    );
+    let opts = DumpOptions {
+        with_info: true,
+        without_time_wait: false,
+    };
+    let req = request(AF_INET6, opts, states(opts));
     // nlmsghdr(16) + inet_diag_req_v2(56)
     assert_eq!(req.len(), 72);
     let nl = NetlinkBuffer::new_checked(&req[..]).expect("header");
@@ -22,7 +20,7 @@ fn request_asks_for_every_state_and_info() {
     assert_eq!((p[0], p[1]), (AF_INET6, IPPROTO_TCP));
     assert_eq!(p[2], 1 << (netlink_packet_sock_diag::INET_DIAG_INFO - 1));
     assert_eq!(u32::from_ne_bytes([p[4], p[5], p[6], p[7]]), u32::MAX);
-    let plain = request(AF_INET, DumpOptions::default());
+    let plain = request(AF_INET, DumpOptions::default(), u32::MAX);
     assert_eq!(
         NetlinkBuffer::new_checked(&plain[..])
             .expect("header")
@@ -33,10 +31,11 @@ fn request_asks_for_every_state_and_info() {
 
 #[test]
 fn one_walk_request_is_an_inet_diag_req() {
-    let req = request_both(DumpOptions {
+    let opts = DumpOptions {
         with_info: true,
         without_time_wait: true,
-    });
+    };
+    let req = request_both(opts, states(opts));
     // nlmsghdr(16) + inet_diag_req(60)
     assert_eq!(req.len(), 76);
     let nl = NetlinkBuffer::new_checked(&req[..]).expect("header");
@@ -48,7 +47,7 @@ fn one_walk_request_is_an_inet_diag_req() {
     let states = u32::from_ne_bytes([p[52], p[53], p[54], p[55]]);
     assert_eq!(states, !(1 << 6), "every state but TIME_WAIT");
     assert_eq!(&p[56..60], &[0; 4], "idiag_dbs");
-    let all = request_both(DumpOptions::default());
+    let all = request_both(DumpOptions::default(), u32::MAX);
     assert_eq!(all[16 + 3], 0);
     assert_eq!(&all[16 + 52..16 + 56], &u32::MAX.to_ne_bytes());
 }

@@ -2,8 +2,8 @@
 //! observer, and a harness that checks the store's invariants after every
 //! step. The scenarios live in the submodules, one concern each.
 use super::{
-    ClosedBy, Config, Correction, Direction, Engine, Handshake, Observer, ReconcileReport, Role,
-    SocketView, TimeWaitEnd,
+    ClosedBy, Config, Correction, Direction, Engine, Handshake, Listing, Observer, ReconcileReport,
+    Role, SocketView, TimeWaitEnd,
 };
 use crate::event::{Kind, SockEvent};
 use crate::snapshot::SocketSnapshot;

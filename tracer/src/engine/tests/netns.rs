@@ -66,12 +66,12 @@ fn a_dump_of_one_namespace_does_not_judge_another() {
     ]);
     let dump = [in_ns(diag(1, Established), A)];
     let rep =
-        h.e.reconcile_within(&dump, secs(5), true, |n| n == A, &mut h.o, || {});
+        h.e.reconcile_within(&dump, secs(5), Listing::Full, |n| n == A, &mut h.o, || {});
     h.check();
     assert_eq!(rep.vanished, 0, "B was not dumped: cookie 2 stays");
     assert!(h.view(2).is_live());
     let rep =
-        h.e.reconcile_within(&[], secs(6), true, |n| n == B, &mut h.o, || {});
+        h.e.reconcile_within(&[], secs(6), Listing::Full, |n| n == B, &mut h.o, || {});
     h.check();
     assert_eq!(rep.vanished, 1, "B dumped without cookie 2");
     assert!(h.view(1).is_live());

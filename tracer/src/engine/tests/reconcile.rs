@@ -311,7 +311,7 @@ fn a_long_reconcile_pauses_for_the_caller_and_ends_the_same() {
     let a = paused.e.reconcile_within(
         &dump,
         secs(1),
-        false,
+        Listing::Live,
         |_| true,
         &mut paused.o,
         || pauses += 1,
@@ -321,4 +321,54 @@ fn a_long_reconcile_pauses_for_the_caller_and_ends_the_same() {
     assert_eq!(pauses, 2, "once per {PAUSE_EVERY} sockets of the dump");
     assert_eq!((a, a.missed), (b, dump.len() as u64));
     assert_eq!(paused.o.0, quiet.o.0, "the same calls to the observer");
+}
+
+#[test]
+fn a_probed_reconcile_judges_only_what_it_looked_up_and_the_listeners() {
+    let mut h = H::new();
+    // 1 and 2: connected, both ports known. 3: a connect whose local port
+    // the engine never learnt (only its `syn_sent` event). 4 and 5:
+    // listeners.
+    h.run(active_open(1, 0));
+    h.run(active_open(2, 0));
+    h.run([ev(3).from(Close).to(SynSent).ports(0, REMOTE_PORT)]);
+    for c in [4, 5] {
+        h.run([ev(c).from(Close).to(Listen).ports(8000 + c as u16, 0)]);
+    }
+    let mut probes = Vec::new();
+    h.e.probes(&mut probes);
+    let mut named: Vec<u64> = probes.iter().map(|(_, p)| p.cookie).collect();
+    named.sort_unstable();
+    assert_eq!(
+        named,
+        [1, 2],
+        "listeners and unknown ports are not looked up"
+    );
+    let (_, p) = probes.iter().find(|(_, p)| p.cookie == 1).unwrap();
+    assert_eq!((p.lport, p.rport), (local_port(1), REMOTE_PORT));
+    // The lookups found 1; the listening table listed 4.
+    let found = [diag(1, Established), diag(4, Listen)];
+    let rep = h.e.reconcile_within(
+        &found,
+        secs(10),
+        Listing::LookedUp,
+        |_| true,
+        &mut h.o,
+        || {},
+    );
+    h.check();
+    assert_eq!((rep.vanished, rep.missed), (2, 0));
+    assert!(
+        h.e.get(2).is_none_or(|v| v.state() == Close),
+        "2 was looked up"
+    );
+    assert!(
+        h.e.get(5).is_none_or(|v| v.state() == Close),
+        "5 was not listed"
+    );
+    assert_eq!(h.state(3), SynSent, "3 could not be looked up: not judged");
+    assert_eq!(h.state(1), Established);
+    // A walk judges 3 too.
+    let rep = h.frequent(&found, secs(20));
+    assert_eq!(rep.vanished, 1);
 }

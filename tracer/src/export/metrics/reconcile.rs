@@ -87,6 +87,7 @@ pub struct Reconcile {
     corrections: [Counter; 5],
     time_wait_never_appeared: Counter,
     errors: Counter,
+    lookups: Counter,
     /// Indexed by [`Dump::index`].
     dumps: [DumpSeries; 2],
 }
@@ -105,6 +106,12 @@ impl Reconcile {
             "reconcile_errors",
             "sock_diag dumps that failed",
             errors.clone(),
+        );
+        let lookups = Counter::default();
+        r.register(
+            "reconcile_lookups",
+            "Sockets live reconciles looked up one by one instead of walking the kernel's socket tables, when a walk costs more than --reconcile-budget allows every --reconcile-interval",
+            lookups.clone(),
         );
         let count = Family::<DumpLabel, Counter>::default();
         r.register(
@@ -131,6 +138,7 @@ impl Reconcile {
             time_wait_never_appeared: corrections
                 .get_or_create_owned(&reason(Corrected::TimeWaitNeverAppeared)),
             errors,
+            lookups,
             dumps: Dump::ALL.map(|dump| {
                 let l = DumpLabel { dump };
                 DumpSeries {
@@ -150,6 +158,7 @@ impl Reconcile {
         s.count.inc();
         s.cpu_seconds.inc_by(d.cpu_ns as f64 / 1e9);
         s.interval_seconds.set(d.interval.as_secs_f64());
+        self.lookups.inc_by(d.looked_up as u64);
         if d.error.is_some() {
             self.errors.inc();
         }

@@ -252,6 +252,53 @@ fn stuck_handshakes_syn_sent_and_per_port_syn_recv() {
 }
 
 #[test]
+fn a_dump_of_looked_up_sockets_judges_only_those() {
+    let mut det = Detector::new(thresholds());
+    let mut syn = sock(6, TcpState::SynSent);
+    syn.timer_retrans = 3;
+    let mut req = sock(10, TcpState::NewSynRecv);
+    req.inode = 0;
+    req.timer_retrans = 2;
+    let cw = sock(7, TcpState::CloseWait);
+    det.update(&[syn, req, cw], 0, none, app_owners);
+    let c = det.update(&[syn, req, cw], 60 * S, none, app_owners);
+    assert_eq!(det.active().count(), 3, "{c:?}");
+    // The flagged sockets are what a live dump that does not walk looks up
+    // (beside the engine's), by the tuple a walk listed: the port flag
+    // has no socket.
+    let mut probes = Vec::new();
+    det.probes(&mut probes);
+    let mut named: Vec<_> = probes
+        .iter()
+        .map(|(_, p)| (p.cookie, p.lport, p.rport))
+        .collect();
+    named.sort_unstable();
+    assert_eq!(named, [(6, 8080, syn.dport), (7, 8080, cw.dport)]);
+    // Lookups of 7 alone (6 had no local port to look it up by; request
+    // sockets only a walk lists): 7 is judged, the others stand.
+    let mut moved = cw;
+    moved.state = TcpState::LastAck;
+    let c = det.update_within(&[moved], Coverage::Only(&[7]), 61 * S, none, app_owners);
+    assert_eq!(
+        cleared(&c).iter().map(|f| f.cookie).collect::<Vec<_>>(),
+        [Some(7)]
+    );
+    assert_eq!(det.active().count(), 2);
+    // 6 was looked up and not found: gone.
+    let c = det.update_within(&[], Coverage::Only(&[6]), 62 * S, none, app_owners);
+    assert_eq!(
+        cleared(&c).iter().map(|f| f.cookie).collect::<Vec<_>>(),
+        [Some(6)]
+    );
+    // The port flag waits for a walk; a walk without the requests clears it.
+    let c = det.update_within(&[], Coverage::Only(&[]), 63 * S, none, app_owners);
+    assert!(c.is_empty(), "{c:?}");
+    let c = det.update(&[], 64 * S, none, app_owners);
+    assert_eq!(cleared(&c)[0].reason, Some(Reason::SynRecv));
+    assert_eq!(det.active().count(), 0);
+}
+
+#[test]
 fn orphaned_fin_wait2_only_without_an_owner() {
     let mut det = Detector::new(thresholds());
     let mut tw = sock(20, TcpState::FinWait2);

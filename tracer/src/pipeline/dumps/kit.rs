@@ -17,7 +17,8 @@ use crate::{
         discover::discover,
         netns::NetnsScope,
     },
-    snapshot::SocketSnapshot,
+    snapshot::{Probe, SocketSnapshot},
+    tcp::TcpState,
 };
 
 /// One namespace's dumpers, opened on first use.
@@ -58,6 +59,37 @@ impl Ns {
         dumper.set_capture(capture);
         dumper.dump_append(out)?;
         Ok(dumper.take_captured())
+    }
+
+    /// Append its listening sockets and those of `probes` the kernel
+    /// still has, but timewait sockets in TIME_WAIT proper (a live walk
+    /// leaves those out too).
+    fn probe(
+        &mut self,
+        opts: DumpOptions,
+        probes: &[Probe],
+        out: &mut Vec<SocketSnapshot>,
+    ) -> Result<(), DiagError> {
+        let dumper = match &mut self.live {
+            Some(d) => d,
+            None => self.live.insert(match &self.handle {
+                None => Dumper::new(opts)?,
+                Some(h) => Dumper::inside(opts, h.clone())?,
+            }),
+        };
+        dumper.set_capture(false);
+        dumper.listeners_append(out)?;
+        let from = out.len();
+        dumper.probe_append(probes, out)?;
+        let mut i = from;
+        while i < out.len() {
+            if out[i].timewait && out[i].state == TcpState::TimeWait {
+                out.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -204,6 +236,8 @@ impl Kit {
             start_ns,
             cpu_ns: thread_cpu_ns().saturating_sub(cpu_before),
             full: false,
+            probed: false,
+            looked_up: Vec::new(),
             survey: true,
             unadopted: self.spaces.values().any(|ns| !ns.adopted),
             tw_limits: Vec::new(),
@@ -219,11 +253,22 @@ impl Kit {
         (self, dump)
     }
 
-    pub(super) fn dump(mut self, full: bool) -> (Kit, Dump) {
+    /// Dump every namespace in scope: a walk of each (`full`: with
+    /// TIME_WAIT), or with `probes` (a live dump; each `(netns, probe)`
+    /// sorted by namespace) a walk of the listening table of each
+    /// namespace adopted earlier and a lookup of its probes. Namespaces
+    /// dumped for the first time are walked either way: they are adopted.
+    pub(super) fn dump(mut self, full: bool, probes: Option<&[(u32, Probe)]>) -> (Kit, Dump) {
         let start_ns = monotonic_ns();
         let cpu_before = thread_cpu_ns();
         let (gone, mut census) = self.refresh();
         let opts = if full { self.full_opts } else { self.live_opts };
+        let mut looked_up: Vec<u64> = probes
+            .unwrap_or_default()
+            .iter()
+            .map(|(_, p)| p.cookie)
+            .collect();
+        looked_up.sort_unstable();
         self.buf.clear();
         let (mut covered, mut fresh, mut fresh_from) = (Vec::new(), Vec::new(), 0);
         let mut datagrams = Vec::new();
@@ -238,7 +283,25 @@ impl Kit {
                 .filter(|(_, ns)| ns.adopted == adopted)
             {
                 let before = self.buf.len();
-                match ns.append(full, opts, self.capture, &mut self.buf) {
+                let done = match probes {
+                    Some(probes) if adopted => {
+                        // Records of tracer's own namespace may carry 0 (a
+                        // kernel whose events name no namespace).
+                        let own = (inode == self.scope.own_inode()).then_some(0);
+                        let mine: Vec<Probe> = [Some(inode), own]
+                            .into_iter()
+                            .flatten()
+                            .flat_map(|n| {
+                                let from = probes.partition_point(|(k, _)| *k < n);
+                                let to = probes.partition_point(|(k, _)| *k <= n);
+                                probes[from..to].iter().map(|(_, p)| *p)
+                            })
+                            .collect();
+                        ns.probe(opts, &mine, &mut self.buf).map(|()| Vec::new())
+                    }
+                    _ => ns.append(full, opts, self.capture, &mut self.buf),
+                };
+                match done {
                     Ok(kept) => {
                         if self.capture {
                             datagrams.push((inode, kept));
@@ -290,6 +353,8 @@ impl Kit {
             start_ns,
             cpu_ns,
             full,
+            probed: probes.is_some(),
+            looked_up,
             survey: false,
             unadopted: false,
             tw_limits,

@@ -114,14 +114,16 @@ pub(super) fn drive(m: &Metrics) {
         },
     });
     let error = anyhow::anyhow!("dump failed");
-    for (full, cpu_ns, interval_s, error) in [
-        (false, 250_000_000, 1, Some(&error)),
-        (true, 500_000_000, 5, None),
+    for (full, cpu_ns, interval_s, looked_up, error) in [
+        (false, 250_000_000, 1, 0, Some(&error)),
+        (true, 500_000_000, 5, 0, None),
+        (false, 1_000_000, 1, 7, None),
     ] {
         m.reconcile.dumped(&Dumped {
             full,
             cpu_ns,
             interval: Duration::from_secs(interval_s),
+            looked_up,
             error,
         });
     }
