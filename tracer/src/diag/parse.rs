@@ -197,6 +197,35 @@ pub fn parse_datagrams(
     Ok(())
 }
 
+/// The netlink messages of one received datagram, in order; a malformed
+/// header ends it with an error.
+pub(super) fn messages<'a>(
+    buf: &'a [u8],
+    family: &'static str,
+) -> impl Iterator<Item = Result<NetlinkBuffer<&'a [u8]>, DiagError>> + 'a {
+    let mut off = 0;
+    std::iter::from_fn(move || {
+        if off >= buf.len() {
+            return None;
+        }
+        let at = off;
+        match NetlinkBuffer::new_checked(&buf[at..]) {
+            Ok(msg) => {
+                // NLMSG_ALIGN; new_checked guaranteed a length >= 16.
+                off += (msg.length() as usize + 3) & !3;
+                Some(Ok(msg))
+            }
+            Err(e) => {
+                off = buf.len();
+                Some(Err(DiagError::Malformed {
+                    family,
+                    detail: format!("netlink header at byte {at}: {e}"),
+                }))
+            }
+        }
+    })
+}
+
 /// Decode one received datagram (possibly several netlink messages),
 /// pushing sockets into `out`. Messages with another sequence number (left
 /// over from an abandoned dump) are ignored.
@@ -208,13 +237,9 @@ pub(super) fn parse_datagram(
     counts: &mut Counts,
 ) -> Result<Step, DiagError> {
     let malformed = |detail: String| DiagError::Malformed { family, detail };
-    let mut off = 0;
-    while off < buf.len() {
-        let msg = NetlinkBuffer::new_checked(&buf[off..])
-            .map_err(|e| malformed(format!("netlink header at byte {off}: {e}")))?;
+    for msg in messages(buf, family) {
+        let msg = msg?;
         let len = msg.length() as usize;
-        // NLMSG_ALIGN; new_checked guaranteed len >= 16.
-        off += (len + 3) & !3;
         if msg.sequence_number() != seq {
             continue;
         }

@@ -21,7 +21,7 @@ use netlink_packet_sock_diag::{
 
 use super::{DiagError, Dumper, open_socket};
 use crate::{
-    diag::parse::decode_socket,
+    diag::parse::{decode_socket, messages},
     snapshot::{Probe, SocketSnapshot},
     tcp::Family,
 };
@@ -147,12 +147,9 @@ fn read_answers(
         detail,
     };
     let mut answered = 0;
-    let mut off = 0;
-    while off < buf.len() {
-        let msg = NetlinkBuffer::new_checked(&buf[off..])
-            .map_err(|e| malformed(format!("netlink header at byte {off}: {e}")))?;
+    for msg in messages(buf, "lookup") {
+        let msg = msg?;
         let len = msg.length() as usize;
-        off += (len + 3) & !3;
         if msg.sequence_number().wrapping_sub(first) as usize >= count {
             // Left over from an earlier request.
             continue;
