@@ -82,6 +82,7 @@ impl Engine {
             }
             Kind::SynackRetransmit => {
                 obs.synack_retransmit(ev.cookie);
+                self.stats.synack_retransmits += 1;
                 self.bump(ev.cookie, |r| {
                     r.synack_retransmits = r.synack_retransmits.saturating_add(1)
                 });

@@ -63,4 +63,7 @@ pub struct Stats {
     pub time_wait_overflows: u64,
     /// TIME_WAIT stays ended by a new connection on their 4-tuple.
     pub time_wait_reused: u64,
+    /// SYN-ACKs retransmitted: handshakes in trouble, whose request
+    /// sockets only a walk of the kernel's tables lists.
+    pub synack_retransmits: u64,
 }

@@ -224,11 +224,17 @@ impl Engine {
 
     /// The sockets a live reconcile can look up one by one instead of
     /// walking the kernel's tables: every record a live dump's absence
-    /// would judge, but listeners and those without both ports. Appended
-    /// to `out` with their namespace. A reconcile with what the lookups
-    /// found (and a walk of the listening table) is `probed`: it judges
-    /// only these records and listeners by their absence.
-    pub fn probes(&self, out: &mut Vec<(u32, Probe)>) {
+    /// would judge, but listeners (a walk of the listening table lists
+    /// those) and records without both ports. Appended to `out` with their
+    /// namespace. Returns false when lookups would not do at `now_ns`: the
+    /// engine holds a connect without a local port (its `syn_sent` event
+    /// comes before the kernel picks one) older than the reconcile slack,
+    /// a handshake that may be stuck and that only a walk lists; or the
+    /// cap leaves sockets untracked, which only a walk counts. A reconcile
+    /// with what the lookups found is [`Listing::LookedUp`].
+    pub fn probes(&self, now_ns: u64, out: &mut Vec<(u32, Probe)>) -> bool {
+        let judge_before = now_ns.saturating_sub(self.cfg.reconcile_slack_ns);
+        let mut complete = !self.cap_binding();
         for w in 0..self.store.live_words() {
             let mut bits = self.store.live_word(w);
             while bits != 0 {
@@ -247,9 +253,12 @@ impl Engine {
                             cookie: r.cookie,
                         },
                     ));
+                } else if r.state == SynSent && r.since_ns <= judge_before {
+                    complete = false;
                 }
             }
         }
+        complete
     }
 
     /// [`Engine::reconcile`] with a dump that lists only the network

@@ -278,6 +278,15 @@ impl Detector {
         }
     }
 
+    /// True while a flag is raised on a port (stuck server handshakes):
+    /// only a walk of the kernel's tables, which lists request sockets,
+    /// can clear it.
+    pub fn judges_ports(&self) -> bool {
+        self.active
+            .keys()
+            .any(|(_, s)| matches!(s, Subject::Port(..)))
+    }
+
     /// The flags raised now.
     pub fn active(&self) -> impl Iterator<Item = &Flag> {
         self.active.values()

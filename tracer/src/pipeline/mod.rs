@@ -125,6 +125,10 @@ struct Tracking {
     /// when walking every interval would not fit the budget, live dumps
     /// look sockets up instead ([`Paces::probe_live`]).
     live_walk_ns: u64,
+    /// The engine's count of SYN-ACK retransmits when the last walk
+    /// started: more since then, and the next live dump walks (it lists
+    /// the request sockets of handshakes in trouble).
+    synacks_at_walk: u64,
     /// The sentences about unreachable namespaces already said.
     warned: tally::Warned,
 }
@@ -162,6 +166,7 @@ impl<D: Observer> Pipeline<D> {
                     lost_at_dump: 0,
                     unadopted: false,
                     live_walk_ns: 0,
+                    synacks_at_walk: 0,
                     warned: tally::Warned::default(),
                 })
             }

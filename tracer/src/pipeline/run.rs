@@ -106,15 +106,28 @@ impl<D: Observer> Pipeline<D> {
             // costs a few µs), unless it has to find sockets the engine
             // does not know (after lost events). A recording walks, as a
             // replay expects.
-            if !full && !urgent && t.paces.probe_live(t.live_walk_ns) && self.recorder.is_none() {
-                let mut probes = Vec::new();
-                {
+            let mut probes = Vec::new();
+            let look_up = !full
+                && !urgent
+                && t.paces.probe_live(t.live_walk_ns)
+                && self.recorder.is_none()
+                && {
+                    // Not with handshakes in trouble, which only a walk
+                    // lists: request sockets (a SYN-ACK retransmitted since
+                    // the last walk, or a port flagged) and connects the
+                    // engine knows no port of.
                     let core = self.core.lock();
-                    core.engine.probes(&mut probes);
+                    let synacks = core.engine.stats().synack_retransmits;
+                    let complete = core.engine.probes(monotonic_ns(), &mut probes)
+                        && !core.detector.judges_ports()
+                        && synacks == t.synacks_at_walk;
                     core.detector.probes(&mut probes);
-                }
+                    complete
+                };
+            if look_up {
                 t.dumps.probe(probes);
             } else {
+                t.synacks_at_walk = self.core.lock().engine.stats().synack_retransmits;
                 t.dumps.start(full);
             }
             if let Some(r) = &self.recorder {

@@ -274,6 +274,7 @@ fn a_dump_of_looked_up_sockets_judges_only_those() {
         .collect();
     named.sort_unstable();
     assert_eq!(named, [(6, 8080, syn.dport), (7, 8080, cw.dport)]);
+    assert!(det.judges_ports(), "the port flag needs walks to clear");
     // Lookups of 7 alone (6 had no local port to look it up by; request
     // sockets only a walk lists): 7 is judged, the others stand.
     let mut moved = cw;
@@ -295,6 +296,7 @@ fn a_dump_of_looked_up_sockets_judges_only_those() {
     assert!(c.is_empty(), "{c:?}");
     let c = det.update(&[], 64 * S, none, app_owners);
     assert_eq!(cleared(&c)[0].reason, Some(Reason::SynRecv));
+    assert!(!det.judges_ports());
     assert_eq!(det.active().count(), 0);
 }
 
