@@ -84,7 +84,7 @@ pub struct ReconcileReport {
 /// ([`Engine::probes`]): not a listener (a walk of the listening table
 /// lists those), with both ports known (a connect's `syn_sent` event
 /// comes before the kernel picks the local port).
-fn probed(r: &Record) -> bool {
+fn can_look_up(r: &Record) -> bool {
     r.state != Listen && r.lport != 0 && r.rport != 0
 }
 
@@ -241,7 +241,7 @@ impl Engine {
                 let slot = (w * 64) as u32 + bits.trailing_zeros();
                 bits &= bits - 1;
                 let r = self.store.rec(slot);
-                if probed(r) {
+                if can_look_up(r) {
                     out.push((
                         r.netns,
                         Probe {
@@ -264,11 +264,10 @@ impl Engine {
     /// [`Engine::reconcile`] with a dump that lists only the network
     /// namespaces `covers` says yes to: records of other namespaces are not
     /// judged by their absence (they may live in a namespace nobody could
-    /// dump), and that lists what `listing` says. `pause` is called every `PAUSE_EVERY`
-    /// sockets of the dump and every 16 times that many records: the
-    /// caller's chance to keep
-    /// the kernel's event lanes from filling during a long reconcile
-    /// (without touching the engine).
+    /// dump), and that lists what `listing` says. `pause` is called every
+    /// `PAUSE_EVERY` sockets of the dump and every 16 times that many
+    /// records: the caller's chance to keep the kernel's event lanes from
+    /// filling during a long reconcile (without touching the engine).
     pub fn reconcile_within(
         &mut self,
         dump: &[SocketSnapshot],
@@ -279,15 +278,15 @@ impl Engine {
         mut pause: impl FnMut(),
     ) -> ReconcileReport {
         let covers_time_wait = listing == Listing::Full;
-        let probed = listing == Listing::LookedUp;
+        let looked_up = listing == Listing::LookedUp;
         let mut rep = ReconcileReport::default();
         let judge_before = now_ns.saturating_sub(self.cfg.reconcile_slack_ns);
         // Recount what the cap leaves untracked, in the states this dump
         // lists (a live dump leaves TIME_WAIT out).
-        // A probed dump lists only sockets the engine tracks: the last
+        // Looked-up sockets are all ones the engine tracks: the last
         // walk's counts stand.
         for (i, n) in self.untracked.iter_mut().enumerate() {
-            if !probed && (covers_time_wait || i != TimeWait.index()) {
+            if !looked_up && (covers_time_wait || i != TimeWait.index()) {
                 *n = 0;
             }
         }
@@ -351,7 +350,7 @@ impl Engine {
                     let slot = (w * 64) as u32 + bits.trailing_zeros();
                     bits &= bits - 1;
                     let r = self.store.rec(slot);
-                    let listed = !probed || r.state == Listen || self::probed(r);
+                    let listed = !looked_up || r.state == Listen || can_look_up(r);
                     if listed && covers(r.netns) {
                         self.absent(slot, now_ns, judge_before, false, &mut rep, obs);
                     }

@@ -120,8 +120,7 @@ impl<D: Observer> Replay<D> {
             cpu_ns: 0,
             full: d.full,
             // A recording agent walks: it records what a walk read.
-            probed: false,
-            looked_up: Vec::new(),
+            looked_up: None,
             survey: false,
             unadopted: false,
             tw_limits: d.tw_limits.clone(),

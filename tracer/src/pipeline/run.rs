@@ -106,28 +106,29 @@ impl<D: Observer> Pipeline<D> {
             // costs a few µs), unless it has to find sockets the engine
             // does not know (after lost events). A recording walks, as a
             // replay expects.
+            let may_look_up =
+                !full && !urgent && t.paces.probe_live(t.live_walk_ns) && self.recorder.is_none();
             let mut probes = Vec::new();
-            let look_up = !full
-                && !urgent
-                && t.paces.probe_live(t.live_walk_ns)
-                && self.recorder.is_none()
-                && {
-                    // Not with handshakes in trouble, which only a walk
-                    // lists: request sockets (a SYN-ACK retransmitted since
-                    // the last walk, or a port flagged) and connects the
-                    // engine knows no port of.
-                    let core = self.core.lock();
-                    let synacks = core.engine.stats().synack_retransmits;
-                    let complete = core.engine.probes(monotonic_ns(), &mut probes)
-                        && !core.detector.judges_ports()
-                        && synacks == t.synacks_at_walk;
+            let (synacks, look_up) = {
+                // Not with handshakes in trouble, which only a walk lists:
+                // request sockets (a SYN-ACK retransmitted since the last
+                // walk, or a port flagged) and connects the engine knows
+                // no port of.
+                let core = self.core.lock();
+                let synacks = core.engine.stats().synack_retransmits;
+                let look_up = may_look_up
+                    && synacks == t.synacks_at_walk
+                    && !core.detector.judges_ports()
+                    && core.engine.probes(monotonic_ns(), &mut probes);
+                if look_up {
                     core.detector.probes(&mut probes);
-                    complete
-                };
+                }
+                (synacks, look_up)
+            };
             if look_up {
                 t.dumps.probe(probes);
             } else {
-                t.synacks_at_walk = self.core.lock().engine.stats().synack_retransmits;
+                t.synacks_at_walk = synacks;
                 t.dumps.start(full);
             }
             if let Some(r) = &self.recorder {
@@ -227,7 +228,7 @@ impl<D: Observer> Pipeline<D> {
                 (dump.cpu_ns, n)
             }
         };
-        if dump.result.is_ok() && !dump.probed {
+        if dump.result.is_ok() && dump.looked_up.is_none() {
             if !dump.full {
                 t.live_walk_ns = cpu_ns;
             } else if !t.paces.probe_live(cpu_ns) {
@@ -244,7 +245,7 @@ impl<D: Observer> Pipeline<D> {
             full: dump.full,
             cpu_ns,
             interval,
-            looked_up: dump.looked_up.len(),
+            looked_up: dump.looked_up.as_ref().map_or(0, Vec::len),
             error: dump.result.as_ref().err(),
         });
         sink.tallied(&Tallies {

@@ -190,10 +190,10 @@ pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
     engine.reconcile_within(
         old,
         dump.start_ns,
-        match (dump.full, dump.probed) {
+        match (dump.full, &dump.looked_up) {
             (true, _) => Listing::Full,
-            (false, false) => Listing::Live,
-            (false, true) => Listing::LookedUp,
+            (false, None) => Listing::Live,
+            (false, Some(_)) => Listing::LookedUp,
         },
         |n| covered.binary_search(&n).is_ok() || (n == 0 && own_covered),
         derived,
@@ -203,10 +203,9 @@ pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
     let ended = engine.end_netns(&dump.gone, dump.start_ns, derived);
     let engine_ns = thread_cpu_ns().saturating_sub(cpu_before);
     let engine = &*engine;
-    let coverage = if dump.probed {
-        Coverage::Only(&dump.looked_up)
-    } else {
-        Coverage::All
+    let coverage = match &dump.looked_up {
+        Some(cookies) => Coverage::Only(cookies),
+        None => Coverage::All,
     };
     let mut changes = detector.update_within(
         sockets,

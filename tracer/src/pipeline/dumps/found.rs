@@ -39,13 +39,12 @@ pub struct Dump {
     pub cpu_ns: u64,
     /// TIME_WAIT sockets included.
     pub full: bool,
-    /// A live dump of the namespaces adopted earlier that walked only
-    /// their listening tables and looked the engine's sockets up one by
-    /// one ([`DumpSource::probe`](super::DumpSource::probe)).
-    pub probed: bool,
-    /// When `probed`, the cookies looked up, sorted: the sockets it can
-    /// tell about (beside the listeners).
-    pub looked_up: Vec<u64>,
+    /// For a live dump that walked only the listening tables of the
+    /// namespaces adopted earlier and looked sockets up one by one
+    /// ([`DumpSource::probe`](super::DumpSource::probe)): the cookies
+    /// looked up, sorted, the sockets it can tell about beside the
+    /// listeners. `None` for a walk.
+    pub looked_up: Option<Vec<u64>>,
     /// Only a look for namespaces ([`DumpSource::survey`](super::DumpSource::survey)): no sockets.
     pub survey: bool,
     /// A survey found namespaces no dump has adopted yet.

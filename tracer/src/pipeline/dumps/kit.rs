@@ -39,6 +39,18 @@ struct Ns {
 }
 
 impl Ns {
+    /// Its dumper for full (or live) dumps, opened inside it on first use.
+    fn dumper(&mut self, full: bool, opts: DumpOptions) -> Result<&mut Dumper, DiagError> {
+        let slot = if full { &mut self.full } else { &mut self.live };
+        Ok(match slot {
+            Some(d) => d,
+            None => slot.insert(match &self.handle {
+                None => Dumper::new(opts)?,
+                Some(h) => Dumper::inside(opts, h.clone())?,
+            }),
+        })
+    }
+
     /// Append its sockets to `out`; with `capture`, also return the
     /// datagrams they came in (empty otherwise).
     fn append(
@@ -48,14 +60,7 @@ impl Ns {
         capture: bool,
         out: &mut Vec<SocketSnapshot>,
     ) -> Result<Vec<Datagram>, DiagError> {
-        let slot = if full { &mut self.full } else { &mut self.live };
-        let dumper = match slot {
-            Some(d) => d,
-            None => slot.insert(match &self.handle {
-                None => Dumper::new(opts)?,
-                Some(h) => Dumper::inside(opts, h.clone())?,
-            }),
-        };
+        let dumper = self.dumper(full, opts)?;
         dumper.set_capture(capture);
         dumper.dump_append(out)?;
         Ok(dumper.take_captured())
@@ -70,13 +75,7 @@ impl Ns {
         probes: &[Probe],
         out: &mut Vec<SocketSnapshot>,
     ) -> Result<(), DiagError> {
-        let dumper = match &mut self.live {
-            Some(d) => d,
-            None => self.live.insert(match &self.handle {
-                None => Dumper::new(opts)?,
-                Some(h) => Dumper::inside(opts, h.clone())?,
-            }),
-        };
+        let dumper = self.dumper(false, opts)?;
         dumper.set_capture(false);
         dumper.listeners_append(out)?;
         let from = out.len();
@@ -236,8 +235,7 @@ impl Kit {
             start_ns,
             cpu_ns: thread_cpu_ns().saturating_sub(cpu_before),
             full: false,
-            probed: false,
-            looked_up: Vec::new(),
+            looked_up: None,
             survey: true,
             unadopted: self.spaces.values().any(|ns| !ns.adopted),
             tw_limits: Vec::new(),
@@ -263,12 +261,11 @@ impl Kit {
         let cpu_before = thread_cpu_ns();
         let (gone, mut census) = self.refresh();
         let opts = if full { self.full_opts } else { self.live_opts };
-        let mut looked_up: Vec<u64> = probes
-            .unwrap_or_default()
-            .iter()
-            .map(|(_, p)| p.cookie)
-            .collect();
-        looked_up.sort_unstable();
+        let looked_up = probes.map(|probes| {
+            let mut cookies: Vec<u64> = probes.iter().map(|(_, p)| p.cookie).collect();
+            cookies.sort_unstable();
+            cookies
+        });
         self.buf.clear();
         let (mut covered, mut fresh, mut fresh_from) = (Vec::new(), Vec::new(), 0);
         let mut datagrams = Vec::new();
@@ -353,7 +350,6 @@ impl Kit {
             start_ns,
             cpu_ns,
             full,
-            probed: probes.is_some(),
             looked_up,
             survey: false,
             unadopted: false,
