@@ -430,6 +430,7 @@ fn request(family: u8, opts: DumpOptions, states: u32) -> Vec<u8> {
 }
 
 mod probe;
+pub use probe::BATCH as LOOKUP_BATCH;
 
 #[cfg(test)]
 mod tests;

@@ -121,10 +121,6 @@ struct Tracking {
     lost_at_dump: u64,
     /// The last survey found namespaces no dump has adopted yet.
     unadopted: bool,
-    /// CPU the last live walk took (the kernel's and the reconcile's):
-    /// when walking every interval would not fit the budget, live dumps
-    /// look sockets up instead ([`Paces::probe_live`]).
-    live_walk_ns: u64,
     /// The engine's count of SYN-ACK retransmits when the last walk
     /// started: more since then, and the next live dump walks (it lists
     /// the request sockets of handshakes in trouble).
@@ -165,7 +161,6 @@ impl<D: Observer> Pipeline<D> {
                     paces: Paces::new(r.interval, r.time_wait_interval, r.budget_percent),
                     lost_at_dump: 0,
                     unadopted: false,
-                    live_walk_ns: 0,
                     synacks_at_walk: 0,
                     warned: tally::Warned::default(),
                 })

@@ -21,6 +21,8 @@
 //! a later one, and stretched the next dump past a minute).
 use std::time::Duration;
 
+use crate::diag::dump::LOOKUP_BATCH;
+
 /// The schedule of one kind of dump.
 #[derive(Clone, Debug)]
 pub struct Pace {
@@ -107,6 +109,12 @@ impl Pace {
         Duration::from_nanos(self.interval_ns)
     }
 
+    /// True once a dump has been recorded: the next one's cost tells
+    /// the steady state (the first's does not).
+    pub fn settled(&self) -> bool {
+        !self.first
+    }
+
     /// The configured interval.
     pub fn configured(&self) -> Duration {
         Duration::from_nanos(self.base_ns)
@@ -127,6 +135,19 @@ pub struct Paces {
     live: Pace,
     /// Everything, every TIME_WAIT interval; `None`: live dumps only.
     full: Option<Pace>,
+    /// CPU the last live walk took (the kernel's and the reconcile's),
+    /// 0 before one that counts.
+    walk_ns: u64,
+    /// CPU per lookup the last live lookups took, counted in
+    /// [`lookup_units`]: `None` before any, 0 after only the first.
+    lookup_each_ns: Option<u64>,
+}
+
+/// What `n` lookups cost in units of one: at least a datagram's worth,
+/// since a live dump that looks up also walks the listening tables and
+/// pays a round trip however few it asks for.
+fn lookup_units(n: usize) -> u64 {
+    n.max(LOOKUP_BATCH) as u64
 }
 
 impl Paces {
@@ -143,6 +164,8 @@ impl Paces {
             live: Pace::new(live, share),
             // Asked on the live dumps' timer.
             full: full.map(|f| Pace::new(f, share).ticked_by(live)),
+            walk_ns: 0,
+            lookup_each_ns: None,
         }
     }
 
@@ -180,12 +203,61 @@ impl Paces {
         pace.interval()
     }
 
-    /// Whether live dumps should look the engine's sockets up rather than
-    /// walk the kernel's tables, now that a live walk costs `walk_ns`:
-    /// when walking every interval would not fit the budget, and full
-    /// dumps (complete views) come anyway.
-    pub fn probe_live(&self, walk_ns: u64) -> bool {
-        self.full.is_some() && !self.live.fits(walk_ns)
+    /// Account for a walk that listed its sockets, learning what live walks
+    /// cost, and schedule the next dump of its kind as [`Paces::done`] does.
+    /// The walk that shows live walks no longer fit does not set the pace:
+    /// lookups come next, and they do.
+    pub fn walked(&mut self, full: bool, start_ns: u64, cpu_ns: u64) -> Duration {
+        let mut paced_ns = cpu_ns;
+        // The first dump of a kind opens sockets and fills caches: it says
+        // nothing of what the next walk costs.
+        if self.settled(full) {
+            if !full {
+                if !self.may_look_up() && self.full.is_some() && !self.live.fits(cpu_ns) {
+                    paced_ns = 0;
+                }
+                self.walk_ns = cpu_ns;
+            } else if self.live.fits(cpu_ns) {
+                // A full walk fits the live dumps' budget now (the host
+                // calmed down): so would a live one.
+                self.walk_ns = 0;
+            }
+        }
+        self.done(full, start_ns, paced_ns)
+    }
+
+    /// Account for a live dump that looked `n` sockets up, learning what a
+    /// lookup costs, and schedule the next live dump. The first lookups
+    /// run cold (new code paths; in a VM, code translated for the first
+    /// time): like the first dump of a kind, they do not set the pace.
+    pub fn looked_up(&mut self, n: usize, start_ns: u64, cpu_ns: u64) -> Duration {
+        let cold = self.lookup_each_ns.is_none();
+        self.lookup_each_ns = Some(if cold { 0 } else { cpu_ns / lookup_units(n) });
+        self.done(false, start_ns, if cold { 0 } else { cpu_ns })
+    }
+
+    /// Whether live dumps may look the engine's sockets up rather than
+    /// walk the kernel's tables: when walking every interval would not
+    /// fit the budget, and full dumps (complete views) come anyway.
+    pub fn may_look_up(&self) -> bool {
+        self.full.is_some() && !self.live.fits(self.walk_ns)
+    }
+
+    /// Whether the next live dump should look `n` sockets up: it may, and
+    /// that costs less than a walk (on a slow machine with few sockets,
+    /// where every request is dear, it may not).
+    pub fn look_up(&self, n: usize) -> bool {
+        let each = self.lookup_each_ns.unwrap_or(0);
+        self.may_look_up() && each.saturating_mul(lookup_units(n)) < self.walk_ns
+    }
+
+    /// True when a dump of this kind has been recorded before: one done
+    /// now costs what the steady state does.
+    pub fn settled(&self, full: bool) -> bool {
+        match (full, &self.full) {
+            (true, Some(f)) => f.settled(),
+            _ => self.live.settled(),
+        }
     }
 
     /// The configured interval of a kind of dump.
@@ -349,18 +421,73 @@ mod tests {
         assert_eq!(p.interval(), Duration::from_millis(17_500));
     }
 
+    /// Paces whose first dump of each kind is done: the next ones count.
+    fn settled(live: u64, full: Option<u64>, budget: f64) -> Paces {
+        let mut p = Paces::new(
+            Duration::from_secs(live),
+            full.map(Duration::from_secs),
+            budget,
+        );
+        p.walked(true, 0, MS);
+        p.walked(false, 0, MS);
+        p
+    }
+
     #[test]
     fn live_dumps_look_up_only_when_a_walk_would_not_fit() {
         // Half of 1% each: 5 ms a second for live dumps.
-        let p = Paces::new(Duration::from_secs(1), Some(Duration::from_secs(10)), 1.0);
-        assert!(!p.probe_live(5 * MS));
-        assert!(p.probe_live(6 * MS));
+        let mut p = settled(1, Some(10), 1.0);
+        p.walked(false, S, 5 * MS);
+        assert!(!p.may_look_up());
+        p.walked(false, 2 * S, 6 * MS);
+        assert!(p.may_look_up() && p.look_up(1000));
         // Without full dumps nothing else would find new sockets.
-        let live_only = Paces::new(Duration::from_secs(1), None, 1.0);
-        assert!(!live_only.probe_live(1000 * MS));
+        let mut live_only = settled(1, None, 1.0);
+        live_only.walked(false, S, 1000 * MS);
+        assert!(!live_only.may_look_up());
         // Without a budget every walk fits.
-        let unlimited = Paces::new(Duration::from_secs(1), Some(Duration::from_secs(10)), 0.0);
-        assert!(!unlimited.probe_live(1000 * MS));
+        let mut unlimited = settled(1, Some(10), 0.0);
+        unlimited.walked(false, S, 1000 * MS);
+        assert!(!unlimited.may_look_up());
+        // A full walk that fits the live budget says a live one would.
+        p.walked(true, 3 * S, 4 * MS);
+        assert!(!p.may_look_up());
+    }
+
+    #[test]
+    fn the_first_walk_of_a_kind_does_not_decide() {
+        let mut p = Paces::new(Duration::from_secs(1), Some(Duration::from_secs(10)), 1.0);
+        p.walked(true, 0, 100 * MS);
+        p.walked(false, 0, 100 * MS);
+        assert!(!p.may_look_up(), "both ran cold");
+    }
+
+    #[test]
+    fn the_walk_that_turns_to_lookups_and_the_first_lookups_keep_the_interval() {
+        let mut p = settled(1, Some(10), 1.0);
+        // 50 ms: every 10 s had it set the pace.
+        assert_eq!(p.walked(false, S, 50 * MS), Duration::from_secs(1));
+        assert!(p.look_up(100));
+        // Cold: 20 ms would have meant every 4 s.
+        assert_eq!(p.looked_up(100, 2 * S, 20 * MS), Duration::from_secs(1));
+        assert_eq!(p.looked_up(100, 3 * S, MS), Duration::from_secs(1));
+        assert_eq!(p.looked_up(100, 4 * S, 10 * MS), Duration::from_secs(2));
+        // Another walk (lookups could not list something) sets the pace.
+        assert_eq!(p.walked(false, 6 * S, 50 * MS), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn lookups_give_way_when_they_cost_more_than_a_walk() {
+        let mut p = settled(1, Some(10), 1.0);
+        p.walked(false, S, 6 * MS);
+        p.looked_up(10, 2 * S, MS); // cold
+        // In a VM: 10 lookups (at least a datagram's worth) cost 8 ms.
+        p.looked_up(10, 3 * S, 8 * MS);
+        assert!(p.may_look_up());
+        assert!(!p.look_up(10), "8 ms of lookups against a 6 ms walk");
+        // Beside many TIME_WAIT sockets the walk grows past them.
+        p.walked(false, 4 * S, 45 * MS);
+        assert!(p.look_up(100) && !p.look_up(1000));
     }
 
     #[test]

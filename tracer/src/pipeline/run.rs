@@ -104,10 +104,11 @@ impl<D: Observer> Pipeline<D> {
             // socket when a walk costs more than the budget allows every
             // interval (beside 131,072 TIME_WAIT sockets ~45 ms; a lookup
             // costs a few µs), unless it has to find sockets the engine
-            // does not know (after lost events). A recording walks, as a
-            // replay expects.
-            let may_look_up =
-                !full && !urgent && t.paces.probe_live(t.live_walk_ns) && self.recorder.is_none();
+            // does not know (after lost events) or the lookups would cost
+            // more than the walk (few sockets on a slow machine, where
+            // each request is dear). A recording walks, as a replay
+            // expects.
+            let may_look_up = !full && !urgent && t.paces.may_look_up() && self.recorder.is_none();
             let mut probes = Vec::new();
             let (synacks, look_up) = {
                 // Not with handshakes in trouble, which only a walk lists:
@@ -125,7 +126,7 @@ impl<D: Observer> Pipeline<D> {
                 }
                 (synacks, look_up)
             };
-            if look_up {
+            if look_up && t.paces.look_up(probes.len()) {
                 t.dumps.probe(probes);
             } else {
                 t.synacks_at_walk = synacks;
@@ -228,16 +229,11 @@ impl<D: Observer> Pipeline<D> {
                 (dump.cpu_ns, n)
             }
         };
-        if dump.result.is_ok() && dump.looked_up.is_none() {
-            if !dump.full {
-                t.live_walk_ns = cpu_ns;
-            } else if !t.paces.probe_live(cpu_ns) {
-                // A full walk fits the live dumps' budget now (the host
-                // calmed down): so would a live one.
-                t.live_walk_ns = 0;
-            }
-        }
-        let interval = t.paces.done(dump.full, dump.start_ns, cpu_ns);
+        let interval = match (&dump.result, &dump.looked_up) {
+            (Ok(()), Some(cookies)) => t.paces.looked_up(cookies.len(), dump.start_ns, cpu_ns),
+            (Ok(()), None) => t.paces.walked(dump.full, dump.start_ns, cpu_ns),
+            (Err(_), _) => t.paces.done(dump.full, dump.start_ns, cpu_ns),
+        };
         let configured = t.paces.configured(dump.full);
         t.warned
             .stretched(&dump.census, dump.full, interval, configured);
