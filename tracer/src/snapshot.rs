@@ -51,9 +51,9 @@ pub struct TcpInfo {
 /// One socket to look up: its family, 4-tuple (addresses as the kernel
 /// lays them out: an IPv4 address in the first 4 bytes) and cookie.
 /// A live reconcile asks the kernel for each such socket
-/// ([`crate::diag::Dumper::probe_append`]) instead of walking its tables.
+/// ([`crate::diag::Dumper::lookup_append`]) instead of walking its tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Probe {
+pub struct Lookup {
     /// Its family.
     pub family: Family,
     /// Local address.
@@ -82,14 +82,14 @@ pub fn addr_bytes(a: IpAddr) -> [u8; 16] {
     }
 }
 
-impl Probe {
-    /// The probe for the socket `local` -> `remote` with `cookie`.
+impl Lookup {
+    /// The lookup of the socket `local` -> `remote` with `cookie`.
     pub fn between(
         local: std::net::SocketAddr,
         remote: std::net::SocketAddr,
         cookie: u64,
-    ) -> Probe {
-        Probe {
+    ) -> Lookup {
+        Lookup {
             family: if local.is_ipv4() {
                 Family::Ipv4
             } else {

@@ -96,7 +96,7 @@ pub struct Dumper {
     listeners: [Vec<u8>; 3],
     /// Dump both families in one request; false once the kernel refused it.
     one_walk: bool,
-    /// Ask for `tcp_info` ([`DumpOptions::with_info`]), in probes too.
+    /// Ask for `tcp_info` ([`DumpOptions::with_info`]), in lookups too.
     with_info: bool,
     seq: u32,
     stats: DumpStats,
@@ -429,8 +429,8 @@ fn request(family: u8, opts: DumpOptions, states: u32) -> Vec<u8> {
     buf
 }
 
-mod probe;
-pub use probe::BATCH as LOOKUP_BATCH;
+mod lookup;
+pub use lookup::BATCH as LOOKUP_BATCH;
 
 #[cfg(test)]
 mod tests;

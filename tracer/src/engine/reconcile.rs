@@ -15,7 +15,7 @@ use super::observer::{Correction, Observer, TimeWaitEnd};
 use super::record::ClosedBy;
 use super::record::{Record, flag, tw_end};
 use super::{BuildCookieHasher, Engine, TCP_TIMEWAIT_LEN_NS, TIME_WAIT_SLACK_NS};
-use crate::snapshot::{Probe, SocketSnapshot};
+use crate::snapshot::{Lookup, SocketSnapshot};
 use crate::tcp::TcpState::{self, *};
 use std::collections::HashMap;
 
@@ -32,7 +32,7 @@ pub enum Listing {
     /// such a socket are not judged by their absence.
     Live,
     /// As `Live`, but only the listeners and the sockets
-    /// [`Engine::probes`] named, looked up one by one: other records are
+    /// [`Engine::lookups`] named, looked up one by one: other records are
     /// not judged by their absence.
     LookedUp,
 }
@@ -81,7 +81,7 @@ pub struct ReconcileReport {
 }
 
 /// A live record a lookup by 4-tuple and cookie can find
-/// ([`Engine::probes`]): not a listener (a walk of the listening table
+/// ([`Engine::lookups`]): not a listener (a walk of the listening table
 /// lists those), with both ports known (a connect's `syn_sent` event
 /// comes before the kernel picks the local port).
 fn can_look_up(r: &Record) -> bool {
@@ -232,7 +232,7 @@ impl Engine {
     /// a handshake that may be stuck and that only a walk lists; or the
     /// cap leaves sockets untracked, which only a walk counts. A reconcile
     /// with what the lookups found is [`Listing::LookedUp`].
-    pub fn probes(&self, now_ns: u64, out: &mut Vec<(u32, Probe)>) -> bool {
+    pub fn lookups(&self, now_ns: u64, out: &mut Vec<(u32, Lookup)>) -> bool {
         let judge_before = now_ns.saturating_sub(self.cfg.reconcile_slack_ns);
         let mut complete = !self.cap_binding();
         for w in 0..self.store.live_words() {
@@ -244,7 +244,7 @@ impl Engine {
                 if can_look_up(r) {
                     out.push((
                         r.netns,
-                        Probe {
+                        Lookup {
                             family: r.family,
                             local: r.local,
                             lport: r.lport,

@@ -15,7 +15,7 @@ use super::{
     rollup::{Gauges, Rollup},
 };
 use crate::{
-    snapshot::{OwnerScan, Probe, SocketSnapshot},
+    snapshot::{Lookup, OwnerScan, SocketSnapshot},
     tcp::TcpState,
 };
 
@@ -270,10 +270,10 @@ impl Detector {
     /// The sockets of the flags raised now, to look up (with their
     /// namespace) when a live dump does not walk: a flag clears when its
     /// socket is gone, whether the engine follows it or not.
-    pub fn probes(&self, out: &mut Vec<(u32, Probe)>) {
+    pub fn lookups(&self, out: &mut Vec<(u32, Lookup)>) {
         for f in self.active.values() {
             if let (Some(cookie), Some(remote)) = (f.cookie, f.remote) {
-                out.push((f.netns, Probe::between(f.local, remote, cookie)));
+                out.push((f.netns, Lookup::between(f.local, remote, cookie)));
             }
         }
     }

@@ -19,7 +19,7 @@ use self::kit::Kit;
 use super::netns::NetnsScope;
 use crate::{
     diag::DumpOptions,
-    snapshot::{Probe, SocketSnapshot},
+    snapshot::{Lookup, SocketSnapshot},
 };
 
 mod found;
@@ -102,18 +102,18 @@ impl DumpSource {
         self.job = Some(tokio::task::spawn_blocking(move || kit.dump(full, None)));
     }
 
-    /// Start a live dump that looks `probes` up one by one (and walks the
+    /// Start a live dump that looks `lookups` up one by one (and walks the
     /// listening tables) instead of walking every socket: see
-    /// [`Engine::probes`](crate::engine::Engine::probes) and
-    /// [`Detector::probes`](crate::leaks::Detector::probes). `probes` need
+    /// [`Engine::lookups`](crate::engine::Engine::lookups) and
+    /// [`Detector::lookups`](crate::leaks::Detector::lookups). `lookups` need
     /// not be sorted.
-    pub fn probe(&mut self, mut probes: Vec<(u32, Probe)>) {
+    pub fn look_up(&mut self, mut lookups: Vec<(u32, Lookup)>) {
         // A socket may be named twice (a flagged one the engine follows).
-        probes.sort_unstable_by_key(|(netns, p)| (*netns, p.cookie));
-        probes.dedup_by_key(|(_, p)| p.cookie);
+        lookups.sort_unstable_by_key(|(netns, p)| (*netns, p.cookie));
+        lookups.dedup_by_key(|(_, p)| p.cookie);
         let kit = self.take_kit();
         self.job = Some(tokio::task::spawn_blocking(move || {
-            kit.dump(false, Some(&probes))
+            kit.dump(false, Some(&lookups))
         }));
     }
 

@@ -109,7 +109,7 @@ impl<D: Observer> Pipeline<D> {
             // each request is dear). A recording walks, as a replay
             // expects.
             let may_look_up = !full && !urgent && t.paces.may_look_up() && self.recorder.is_none();
-            let mut probes = Vec::new();
+            let mut lookups = Vec::new();
             let (synacks, look_up) = {
                 // Not with handshakes in trouble, which only a walk lists:
                 // request sockets (a SYN-ACK retransmitted since the last
@@ -120,14 +120,14 @@ impl<D: Observer> Pipeline<D> {
                 let look_up = may_look_up
                     && synacks == t.synacks_at_walk
                     && !core.detector.judges_ports()
-                    && core.engine.probes(monotonic_ns(), &mut probes);
+                    && core.engine.lookups(monotonic_ns(), &mut lookups);
                 if look_up {
-                    core.detector.probes(&mut probes);
+                    core.detector.lookups(&mut lookups);
                 }
                 (synacks, look_up)
             };
-            if look_up && t.paces.look_up(probes.len()) {
-                t.dumps.probe(probes);
+            if look_up && t.paces.look_up(lookups.len()) {
+                t.dumps.look_up(lookups);
             } else {
                 t.synacks_at_walk = synacks;
                 t.dumps.start(full);

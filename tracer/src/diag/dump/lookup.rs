@@ -22,7 +22,7 @@ use netlink_packet_sock_diag::{
 use super::{DiagError, Dumper, open_socket};
 use crate::{
     diag::parse::{decode_socket, messages},
-    snapshot::{Probe, SocketSnapshot},
+    snapshot::{Lookup, SocketSnapshot},
     tcp::Family,
 };
 
@@ -35,7 +35,7 @@ pub const BATCH: usize = 32;
 const REQUEST_LEN: usize = 72;
 
 /// Write the request for `p`, sequence number `seq`, into `out`.
-fn encode(p: &Probe, seq: u32, info: bool, out: &mut [u8; REQUEST_LEN]) {
+fn encode(p: &Lookup, seq: u32, info: bool, out: &mut [u8; REQUEST_LEN]) {
     out.fill(0);
     let mut nl = NetlinkBuffer::new(&mut out[..]);
     nl.set_length(REQUEST_LEN as u32);
@@ -65,13 +65,13 @@ fn encode(p: &Probe, seq: u32, info: bool, out: &mut [u8; REQUEST_LEN]) {
 }
 
 impl Dumper {
-    /// Look each of `probes` up in this dumper's namespace and append
+    /// Look each of `lookups` up in this dumper's namespace and append
     /// those found to `out`, with [`SocketSnapshot::netns`] set. Returns
     /// how many were found; the others are gone. On error `out` may hold
     /// some of them, and the socket is reopened by the next call.
-    pub fn probe_append(
+    pub fn lookup_append(
         &mut self,
-        probes: &[Probe],
+        lookups: &[Lookup],
         out: &mut Vec<SocketSnapshot>,
     ) -> Result<usize, DiagError> {
         let from = out.len();
@@ -82,7 +82,7 @@ impl Dumper {
             None => open_socket(self.netns.as_ref())?,
         };
         let mut requests = Vec::with_capacity(BATCH * REQUEST_LEN);
-        for chunk in probes.chunks(BATCH) {
+        for chunk in lookups.chunks(BATCH) {
             let first = self.seq.wrapping_add(1);
             self.seq = self.seq.wrapping_add(chunk.len() as u32);
             requests.clear();
@@ -197,7 +197,7 @@ mod tests {
 
     #[test]
     fn a_request_names_the_socket_like_the_kernel_lays_it_out() {
-        let p = Probe {
+        let p = Lookup {
             family: Family::Ipv4,
             local: v4([127, 0, 0, 1].into()),
             lport: 0x1234,
@@ -240,7 +240,7 @@ mod tests {
             std::net::IpAddr::V4(v) => v4(v),
             std::net::IpAddr::V6(_) => unreachable!("bound to 127.0.0.1"),
         };
-        let client = Probe {
+        let client = Lookup {
             family: Family::Ipv4,
             local: ip(ca),
             lport: ca.port(),
@@ -248,7 +248,7 @@ mod tests {
             rport: sa.port(),
             cookie: cookie(ca, sa),
         };
-        let server = Probe {
+        let server = Lookup {
             local: ip(sa),
             lport: sa.port(),
             remote: ip(ca),
@@ -256,21 +256,21 @@ mod tests {
             cookie: cookie(sa, ca),
             ..client
         };
-        let stale = Probe {
+        let stale = Lookup {
             cookie: client.cookie ^ 1,
             ..client
         };
-        let nowhere = Probe { rport: 1, ..client };
+        let nowhere = Lookup { rport: 1, ..client };
         let mut d = Dumper::new(crate::diag::DumpOptions {
             with_info: true,
             without_time_wait: false,
         })
         .expect("sock_diag socket");
         // More than a batch: the answers of every batch are matched.
-        let mut probes = vec![nowhere; BATCH + 3];
-        probes.extend([client, stale, server]);
+        let mut lookups = vec![nowhere; BATCH + 3];
+        lookups.extend([client, stale, server]);
         let mut out = Vec::new();
-        assert_eq!(d.probe_append(&probes, &mut out).expect("lookup"), 2);
+        assert_eq!(d.lookup_append(&lookups, &mut out).expect("lookup"), 2);
         assert_eq!(
             out.iter().map(|s| s.cookie).collect::<Vec<_>>(),
             [client.cookie, server.cookie]
@@ -294,7 +294,7 @@ mod tests {
         drop(s);
         let gone = (0..100).any(|_| {
             let mut out = Vec::new();
-            let found = d.probe_append(&[server], &mut out).expect("lookup");
+            let found = d.lookup_append(&[server], &mut out).expect("lookup");
             std::thread::sleep(std::time::Duration::from_millis(10));
             found == 0
         });

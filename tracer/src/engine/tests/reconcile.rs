@@ -324,7 +324,7 @@ fn a_long_reconcile_pauses_for_the_caller_and_ends_the_same() {
 }
 
 #[test]
-fn a_probed_reconcile_judges_only_what_it_looked_up_and_the_listeners() {
+fn a_looked_up_reconcile_judges_only_what_it_looked_up_and_the_listeners() {
     let mut h = H::new();
     // 1 and 2: connected, both ports known. 3: a connect whose local port
     // the engine never learnt (only its `syn_sent` event). 4 and 5:
@@ -339,22 +339,22 @@ fn a_probed_reconcile_judges_only_what_it_looked_up_and_the_listeners() {
     for c in [4, 5] {
         h.run([ev(c).from(Close).to(Listen).ports(8000 + c as u16, 0)]);
     }
-    let mut probes = Vec::new();
+    let mut lookups = Vec::new();
     assert!(
-        h.e.probes(secs(1) + ms(50), &mut probes),
+        h.e.lookups(secs(1) + ms(50), &mut lookups),
         "3 is too young to judge"
     );
-    let mut named: Vec<u64> = probes.iter().map(|(_, p)| p.cookie).collect();
+    let mut named: Vec<u64> = lookups.iter().map(|(_, p)| p.cookie).collect();
     named.sort_unstable();
     assert_eq!(
         named,
         [1, 2],
         "listeners and unknown ports are not looked up"
     );
-    let (_, p) = probes.iter().find(|(_, p)| p.cookie == 1).unwrap();
+    let (_, p) = lookups.iter().find(|(_, p)| p.cookie == 1).unwrap();
     assert_eq!((p.lport, p.rport), (local_port(1), REMOTE_PORT));
     // Later, the connect without a port may be stuck: only a walk lists it.
-    assert!(!h.e.probes(secs(10), &mut Vec::new()));
+    assert!(!h.e.lookups(secs(10), &mut Vec::new()));
     // The lookups found 1; the listening table listed 4.
     let found = [diag(1, Established), diag(4, Listen)];
     let rep = h.e.reconcile_within(

@@ -266,9 +266,9 @@ fn a_dump_of_looked_up_sockets_judges_only_those() {
     // The flagged sockets are what a live dump that does not walk looks up
     // (beside the engine's), by the tuple a walk listed: the port flag
     // has no socket.
-    let mut probes = Vec::new();
-    det.probes(&mut probes);
-    let mut named: Vec<_> = probes
+    let mut lookups = Vec::new();
+    det.lookups(&mut lookups);
+    let mut named: Vec<_> = lookups
         .iter()
         .map(|(_, p)| (p.cookie, p.lport, p.rport))
         .collect();

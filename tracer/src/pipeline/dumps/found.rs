@@ -41,7 +41,7 @@ pub struct Dump {
     pub full: bool,
     /// For a live dump that walked only the listening tables of the
     /// namespaces adopted earlier and looked sockets up one by one
-    /// ([`DumpSource::probe`](super::DumpSource::probe)): the cookies
+    /// ([`DumpSource::look_up`](super::DumpSource::look_up)): the cookies
     /// looked up, sorted, the sockets it can tell about beside the
     /// listeners. `None` for a walk.
     pub looked_up: Option<Vec<u64>>,

@@ -17,7 +17,7 @@ use crate::{
         discover::discover,
         netns::NetnsScope,
     },
-    snapshot::{Probe, SocketSnapshot},
+    snapshot::{Lookup, SocketSnapshot},
     tcp::TcpState,
 };
 
@@ -66,20 +66,20 @@ impl Ns {
         Ok(dumper.take_captured())
     }
 
-    /// Append its listening sockets and those of `probes` the kernel
+    /// Append its listening sockets and those of `lookups` the kernel
     /// still has, but timewait sockets in TIME_WAIT proper (a live walk
     /// leaves those out too).
-    fn probe(
+    fn look_up(
         &mut self,
         opts: DumpOptions,
-        probes: &[Probe],
+        lookups: &[Lookup],
         out: &mut Vec<SocketSnapshot>,
     ) -> Result<(), DiagError> {
         let dumper = self.dumper(false, opts)?;
         dumper.set_capture(false);
         dumper.listeners_append(out)?;
         let from = out.len();
-        dumper.probe_append(probes, out)?;
+        dumper.lookup_append(lookups, out)?;
         let mut i = from;
         while i < out.len() {
             if out[i].timewait && out[i].state == TcpState::TimeWait {
@@ -252,17 +252,17 @@ impl Kit {
     }
 
     /// Dump every namespace in scope: a walk of each (`full`: with
-    /// TIME_WAIT), or with `probes` (a live dump; each `(netns, probe)`
+    /// TIME_WAIT), or with `lookups` (a live dump; each `(netns, lookup)`
     /// sorted by namespace) a walk of the listening table of each
-    /// namespace adopted earlier and a lookup of its probes. Namespaces
+    /// namespace adopted earlier and a lookup of each of them. Namespaces
     /// dumped for the first time are walked either way: they are adopted.
-    pub(super) fn dump(mut self, full: bool, probes: Option<&[(u32, Probe)]>) -> (Kit, Dump) {
+    pub(super) fn dump(mut self, full: bool, lookups: Option<&[(u32, Lookup)]>) -> (Kit, Dump) {
         let start_ns = monotonic_ns();
         let cpu_before = thread_cpu_ns();
         let (gone, mut census) = self.refresh();
         let opts = if full { self.full_opts } else { self.live_opts };
-        let looked_up = probes.map(|probes| {
-            let mut cookies: Vec<u64> = probes.iter().map(|(_, p)| p.cookie).collect();
+        let looked_up = lookups.map(|lookups| {
+            let mut cookies: Vec<u64> = lookups.iter().map(|(_, p)| p.cookie).collect();
             cookies.sort_unstable();
             cookies
         });
@@ -280,21 +280,21 @@ impl Kit {
                 .filter(|(_, ns)| ns.adopted == adopted)
             {
                 let before = self.buf.len();
-                let done = match probes {
-                    Some(probes) if adopted => {
+                let done = match lookups {
+                    Some(lookups) if adopted => {
                         // Records of tracer's own namespace may carry 0 (a
                         // kernel whose events name no namespace).
                         let own = (inode == self.scope.own_inode()).then_some(0);
-                        let mine: Vec<Probe> = [Some(inode), own]
+                        let mine: Vec<Lookup> = [Some(inode), own]
                             .into_iter()
                             .flatten()
                             .flat_map(|n| {
-                                let from = probes.partition_point(|(k, _)| *k < n);
-                                let to = probes.partition_point(|(k, _)| *k <= n);
-                                probes[from..to].iter().map(|(_, p)| *p)
+                                let from = lookups.partition_point(|(k, _)| *k < n);
+                                let to = lookups.partition_point(|(k, _)| *k <= n);
+                                lookups[from..to].iter().map(|(_, p)| *p)
                             })
                             .collect();
-                        ns.probe(opts, &mine, &mut self.buf).map(|()| Vec::new())
+                        ns.look_up(opts, &mine, &mut self.buf).map(|()| Vec::new())
                     }
                     _ => ns.append(full, opts, self.capture, &mut self.buf),
                 };
