@@ -19,6 +19,14 @@
 //! socket, opens every namespace and fills the owner caches, so its cost
 //! says nothing about the steady state (on a slow machine it was 100 times
 //! a later one, and stretched the next dump past a minute).
+//!
+//! [`Paces`] also learns what live walks and live lookups cost, and says
+//! which the next live dump should do ([`Paces::look_up`]): lookups when
+//! a walk does not fit the budget and the lookups cost less. The first
+//! lookups run cold and do not set the pace, and neither does the walk
+//! that shows walks no longer fit: in a VM without KVM, where the first
+//! run of any code path is translated, those two stretched live dumps to
+//! 4–9 s apart, and a half-open peer went unflagged past its deadline.
 use std::time::Duration;
 
 use crate::diag::dump::LOOKUP_BATCH;
