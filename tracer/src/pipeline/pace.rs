@@ -119,7 +119,7 @@ impl Pace {
 
     /// True once a dump has been recorded: the next one's cost tells
     /// the steady state (the first's does not).
-    pub fn settled(&self) -> bool {
+    fn settled(&self) -> bool {
         !self.first
     }
 
@@ -221,10 +221,11 @@ impl Paces {
         // nothing of what the next walk costs.
         if self.settled(full) {
             if !full {
-                if !self.may_look_up() && self.full.is_some() && !self.live.fits(cpu_ns) {
+                let could = self.may_look_up();
+                self.walk_ns = cpu_ns;
+                if !could && self.may_look_up() {
                     paced_ns = 0;
                 }
-                self.walk_ns = cpu_ns;
             } else if self.live.fits(cpu_ns) {
                 // A full walk fits the live dumps' budget now (the host
                 // calmed down): so would a live one.
@@ -259,21 +260,23 @@ impl Paces {
         self.may_look_up() && each.saturating_mul(lookup_units(n)) < self.walk_ns
     }
 
+    /// The pace of a kind of dump (a full one is live without full dumps).
+    fn of(&self, full: bool) -> &Pace {
+        match (full, &self.full) {
+            (true, Some(f)) => f,
+            _ => &self.live,
+        }
+    }
+
     /// True when a dump of this kind has been recorded before: one done
     /// now costs what the steady state does.
-    pub fn settled(&self, full: bool) -> bool {
-        match (full, &self.full) {
-            (true, Some(f)) => f.settled(),
-            _ => self.live.settled(),
-        }
+    fn settled(&self, full: bool) -> bool {
+        self.of(full).settled()
     }
 
     /// The configured interval of a kind of dump.
     pub fn configured(&self, full: bool) -> Duration {
-        match (full, &self.full) {
-            (true, Some(f)) => f.configured(),
-            _ => self.live.configured(),
-        }
+        self.of(full).configured()
     }
 }
 
