@@ -247,9 +247,13 @@ impl Agent {
         Ok(Some(scrape::Counters::parse(&body)))
     }
 
-    /// End the window, stop the agent and collect what it did.
-    pub fn finish(mut self) -> anyhow::Result<AgentStats> {
-        let (cpu0, ctx0, before) = self.window.take().context("finish() without begin()")?;
+    /// End the window and collect what the agent did in it; the agent runs
+    /// on ([`Agent::begin`] starts the next window).
+    pub fn window_stats(&mut self) -> anyhow::Result<AgentStats> {
+        let (cpu0, ctx0, before) = self
+            .window
+            .take()
+            .context("window_stats() without begin()")?;
         let cpu1 = procfs::cpu_secs(self.pid())?;
         let ctx1 = procfs::ctx_switches(self.pid());
         let hwm_kib = procfs::status_kib(self.pid(), "VmHWM");
@@ -267,6 +271,12 @@ impl Agent {
             stats.corrections = Some(d.corrections);
             stats.dump_cpu_secs = Some(d.reconcile_cpu_secs);
         }
+        Ok(stats)
+    }
+
+    /// End the window, stop the agent and collect what it did.
+    pub fn finish(mut self) -> anyhow::Result<AgentStats> {
+        let mut stats = self.window_stats()?;
         if !self.stop()? {
             // A round's throughput and bpf_stats are already taken; only the
             // child's own summary is lost. Losing the whole bench for it is worse.

@@ -64,6 +64,11 @@ pub struct BenchArgs {
     /// Skip the rate sweep.
     #[arg(long)]
     pub no_sweep: bool,
+    /// Skip the running agent's measurement: one `tracer run` at 10,000
+    /// conn/s, 3 windows of 20 s after 30 s of churn (10 s and one window
+    /// of 5 s with --quick).
+    #[arg(long)]
+    pub no_steady: bool,
     /// Skip the engine microbenchmarks.
     #[arg(long)]
     pub no_micro: bool,

@@ -2,7 +2,7 @@
 //! rotated each round), each with a fresh agent and server, so slow drifts in
 //! machine load hit every variant alike. Per-round ratios to the baseline of
 //! the same round cancel the rest.
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{
     agent::{Agent, AgentStats, Env, Variant},
@@ -97,29 +97,47 @@ pub fn interleaved(
         for i in 0..variants.len() {
             let v = variants[(i + round) % variants.len()];
             let s = once(env, cfg, v, round, label)?;
-            eprintln!(
-                "xtask: bench {label} round {}/{rounds} {:<28} {:>8.0} conn/s{}{}{}{}",
-                round + 1,
-                v.name(),
-                s.churn.rate(),
-                s.cpu_pct()
-                    .map_or(String::new(), |c| format!("  agent {c:.1}% cpu")),
-                s.events_per_sec()
-                    .map_or(String::new(), |e| format!("  {e:.0} ev/s")),
-                kprog::busiest(&s.progs)
-                    .and_then(|p| Some(format!("  {} {:.0} ns/run", p.name, p.ns_per_event()?)))
-                    .unwrap_or_default(),
-                Worst::of(&s.truth)
-                    .map(|w| format!("  TIME_WAIT gauge-ss worst {}", w.fmt()))
-                    .unwrap_or_default(),
-            );
+            say(label, rounds, &s);
             out.push(s);
         }
     }
     Ok(out)
 }
 
-/// Run `cfg` once under `variant`.
+/// How long [`steady`] lets churn run before its first window: past the
+/// adoption of the TIME_WAIT sockets already there, the first full dump
+/// the budget paces, and the table's filling up to `tcp_max_tw_buckets`
+/// (13 s at 10,000 conn/s).
+pub const STEADY_WARMUP: Duration = Duration::from_secs(30);
+
+/// `tracer run` as it runs for days: one agent beside churn at `cfg`,
+/// `warmup` of it unmeasured, then `windows` windows of `cfg.duration` in
+/// a row, each a sample (its `round` the window's index).
+pub fn steady(
+    env: &Env,
+    cfg: &ChurnConfig,
+    warmup: Duration,
+    windows: usize,
+    label: &str,
+) -> anyhow::Result<Vec<Sample>> {
+    let server = churn::Server::start(cfg)?;
+    let mut agent = Agent::start(Variant::Run, env, label)?;
+    let warm = ChurnConfig {
+        duration: warmup,
+        ..cfg.clone()
+    };
+    churn::run_clients(&server, &warm)?;
+    let mut out = Vec::new();
+    for round in 0..windows {
+        let last = round + 1 == windows;
+        let s = window(env, cfg, &server, &mut agent, Variant::Run, round, last)?;
+        say(label, windows, &s);
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// Run `cfg` once under `variant`, with a fresh server and agent.
 pub fn once(
     env: &Env,
     cfg: &ChurnConfig,
@@ -129,6 +147,21 @@ pub fn once(
 ) -> anyhow::Result<Sample> {
     let server = churn::Server::start(cfg)?;
     let mut agent = Agent::start(variant, env, &format!("{label}-r{round}"))?;
+    window(env, cfg, &server, &mut agent, variant, round, true)
+}
+
+/// One measured window of `cfg` against `server`, beside `agent` (none for
+/// the baseline). `stop`: stop the agent at the end (it prints its own
+/// summary then); otherwise it runs on for the next window.
+fn window(
+    env: &Env,
+    cfg: &ChurnConfig,
+    server: &churn::Server,
+    agent: &mut Option<Agent>,
+    variant: Variant,
+    round: usize,
+    stop: bool,
+) -> anyhow::Result<Sample> {
     if let Some(a) = agent.as_mut() {
         a.begin()?;
     }
@@ -136,6 +169,7 @@ pub fn once(
         Some(a) => Some(kprog::Snapshot::take(a.pid())?),
         None => None,
     };
+    let errors0 = server.errors();
     let m0 = procfs::MachineCpu::now()?;
     let self0 = procfs::self_cpu_secs()?;
     let sampler = match env.truth_every {
@@ -146,7 +180,7 @@ pub fn once(
         None => None,
     };
     let t0 = Instant::now();
-    let mut result = churn::run_clients(&server, cfg)?;
+    let mut result = churn::run_clients(server, cfg)?;
     let wall = t0.elapsed().as_secs_f64().max(1e-9);
     let truth = match sampler {
         Some(s) => s.finish()?,
@@ -158,24 +192,48 @@ pub fn once(
         (Some(p0), Some(a)) => kprog::Snapshot::take(a.pid())?.since(p0),
         _ => Vec::new(),
     };
-    let agent = match agent {
-        Some(a) => Some(a.finish()?),
+    let stats = match agent.take() {
+        Some(a) if stop => Some(a.finish()?),
+        Some(mut a) => {
+            let s = a.window_stats()?;
+            *agent = Some(a);
+            Some(s)
+        }
         None => None,
     };
-    result.errors += server.errors();
-    drop(server);
+    result.errors += server.errors() - errors0;
     let busy = m1.busy - m0.busy;
-    let agent_cpu = agent.as_ref().map_or(0.0, |a| a.cpu_secs);
+    let agent_cpu = stats.as_ref().map_or(0.0, |a| a.cpu_secs);
     Ok(Sample {
         variant,
         round,
         churn: result,
         machine_busy_pct: 100.0 * busy / (m1.total - m0.total).max(1e-9),
         other_pct: (100.0 * (busy - (self1 - self0) - agent_cpu) / wall).max(0.0),
-        agent,
+        agent: stats,
         progs,
         truth,
     })
+}
+
+/// One line on the terminal for a sample just taken.
+fn say(label: &str, rounds: usize, s: &Sample) {
+    eprintln!(
+        "xtask: bench {label} round {}/{rounds} {:<28} {:>8.0} conn/s{}{}{}{}",
+        s.round + 1,
+        s.variant.name(),
+        s.churn.rate(),
+        s.cpu_pct()
+            .map_or(String::new(), |c| format!("  agent {c:.1}% cpu")),
+        s.events_per_sec()
+            .map_or(String::new(), |e| format!("  {e:.0} ev/s")),
+        kprog::busiest(&s.progs)
+            .and_then(|p| Some(format!("  {} {:.0} ns/run", p.name, p.ns_per_event()?)))
+            .unwrap_or_default(),
+        Worst::of(&s.truth)
+            .map(|w| format!("  TIME_WAIT gauge-ss worst {}", w.fmt()))
+            .unwrap_or_default(),
+    );
 }
 
 /// Per-variant summaries of one scenario.
@@ -273,6 +331,10 @@ pub struct Scenario {
     pub cfg: ChurnConfig,
     /// Rounds per variant.
     pub rounds: usize,
+    /// `None`: a fresh agent per round, the variants interleaved.
+    /// `Some(w)`: one `tracer run` ([`steady`]), its `rounds` windows in a
+    /// row after `w` of the same churn.
+    pub warmup: Option<Duration>,
     /// Every sample.
     pub samples: Vec<Sample>,
 }
@@ -294,15 +356,26 @@ impl Scenario {
 
     pub(super) fn describe(&self) -> String {
         let c = &self.cfg;
+        let windows = match self.warmup {
+            None => format!(
+                "{} rounds × {:.0} s per variant, interleaved",
+                self.rounds,
+                c.duration.as_secs_f64()
+            ),
+            Some(w) => format!(
+                "one `tracer run` measured in {} windows × {:.0} s in a row, after {:.0} s of the same churn",
+                self.rounds,
+                c.duration.as_secs_f64(),
+                w.as_secs_f64()
+            ),
+        };
         format!(
-            "{} closes first, {}, {} B each way, {} client + {} server threads, {} rounds × {:.0} s per variant, interleaved",
+            "{} closes first, {}, {} B each way, {} client + {} server threads, {windows}",
             c.closer.name(),
             c.describe_sources(),
             c.payload,
             c.client_threads,
             c.server_threads,
-            self.rounds,
-            c.duration.as_secs_f64()
         )
     }
 }

@@ -44,6 +44,9 @@ use agent::{Env, Variant};
 pub use args::BenchArgs;
 use churn::{ChurnConfig, Sources};
 
+/// The rate of the running agent's measurement: issue 9's target rate.
+const STEADY_RATE: u64 = 10_000;
+
 /// Run the benchmarks the flags ask for.
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let root = cmd::workspace_root();
@@ -160,6 +163,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         report.reuse = Some(measure::Scenario {
             cfg,
             rounds,
+            warmup: None,
             samples,
         });
     }
@@ -177,6 +181,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     report.main = Some(measure::Scenario {
         cfg: main_cfg,
         rounds,
+        warmup: None,
         samples,
     });
     if !args.no_sweep {
@@ -198,9 +203,29 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             report.sweep.push(measure::Scenario {
                 cfg,
                 rounds: sweep_rounds,
+                warmup: None,
                 samples,
             });
         }
+    }
+    if !args.no_steady && variants.contains(&Variant::Run) {
+        // The sweep's agents are measured in their first seconds, beside
+        // start-up work a running agent spreads over minutes.
+        let (warmup, windows, secs) = match args.quick {
+            true => (Duration::from_secs(10), 1, 5.0),
+            false => (measure::STEADY_WARMUP, 3, 20.0),
+        };
+        let cfg = ChurnConfig {
+            server_port: port,
+            ..args.churn(Some(STEADY_RATE), secs)
+        };
+        let samples = measure::steady(&env, &cfg, warmup, windows, "steady")?;
+        report.steady = Some(measure::Scenario {
+            cfg,
+            rounds: windows,
+            warmup: Some(warmup),
+            samples,
+        });
     }
     drop(stats_guard);
     if let Some(exe) = &micro {

@@ -136,13 +136,15 @@ impl Report {
         write(&root.join("bench/time-wait-truth.csv"), &truth)
     }
 
-    /// Every churn scenario with its CSV name: `peak`, `reuse`, `sweep`.
+    /// Every churn scenario with its CSV name: `peak`, `reuse`, `sweep`,
+    /// `steady` (one running agent; `round` is the window).
     fn scenarios(&self) -> impl Iterator<Item = (&'static str, &Scenario)> {
         self.main
             .iter()
             .map(|m| ("peak", m))
             .chain(self.reuse.iter().map(|m| ("reuse", m)))
             .chain(self.sweep.iter().map(|m| ("sweep", m)))
+            .chain(self.steady.iter().map(|m| ("steady", m)))
     }
 }
 

@@ -147,13 +147,41 @@ pub fn first_prog(rows: &[CostRow], v: Variant) -> Option<&CostRow> {
         .find(|r| r.variant == v && matches!(r.subject, Subject::Prog { .. }))
 }
 
+/// The load column of the running agent's rows.
+pub fn steady_load(sc: &Scenario) -> String {
+    format!(
+        "{} conn/s, running agent (after {:.0} s)",
+        sc.cfg.rate.map_or("peak".into(), thousands),
+        sc.warmup.unwrap_or_default().as_secs_f64()
+    )
+}
+
+/// `10000` as `10,000`.
+fn thousands(n: u64) -> String {
+    let d = n.to_string();
+    let mut out = String::new();
+    for (i, c) in d.chars().enumerate() {
+        if i > 0 && (d.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// The agent row of a variant, or one of its parts.
 pub fn agent(rows: &[CostRow], v: Variant, part: Subject) -> Option<&CostRow> {
     rows.iter().find(|r| r.variant == v && r.subject == part)
 }
 
-/// The table over the peak scenario and the 10,000 conn/s sweep point.
-pub fn markdown(main: &Scenario, sweep: &[Scenario], quick: bool) -> String {
+/// The table over the peak scenario, the 10,000 conn/s sweep point and the
+/// running agent.
+pub fn markdown(
+    main: &Scenario,
+    sweep: &[Scenario],
+    steady: Option<&Scenario>,
+    quick: bool,
+) -> String {
     let mut s = String::from(
         "### Kernel programs, ns per event (bpf_stats)\n\n\
          | load | variant | program | ns per event | events counted | ratio to the floor |\n\
@@ -161,7 +189,12 @@ pub fn markdown(main: &Scenario, sweep: &[Scenario], quick: bool) -> String {
     );
     let at10k = sweep.iter().find(|s| s.cfg.rate == Some(10_000));
     let mut any = false;
-    for (load, sc) in [("peak", Some(main)), ("10,000 conn/s", at10k)] {
+    let loads = [
+        ("peak".to_string(), Some(main)),
+        ("10,000 conn/s".to_string(), at10k),
+        (steady.map(steady_load).unwrap_or_default(), steady),
+    ];
+    for (load, sc) in loads {
         let Some(sc) = sc else { continue };
         for r in rows(&sc.samples) {
             any = true;
@@ -204,7 +237,9 @@ pub fn markdown(main: &Scenario, sweep: &[Scenario], quick: bool) -> String {
          (`tracer events`: its whole life's count). For `tracer run` it is split in two: the \
          sock_diag dumps (Δ`tracer_reconcile_cpu_seconds_total`: the kernel's walk of the socket \
          tables and the engine's reconcile, all dumps together capped by `--reconcile-budget`, 1% \
-         of a core by default) and the rest; each part is its own median over rounds.{}\n\n",
+         of a core by default) and the rest; each part is its own median over rounds. The \
+         `peak` and `10,000 conn/s` rows measure a fresh agent per round from its start; the \
+         running agent's rows one agent after its warm-up, per window.{}\n\n",
         super::agent::EMPTY_PROGRAM,
         if quick {
             " With `--quick` the windows are short and the figures rough."
