@@ -10,6 +10,15 @@
 //! that line ahead of time where the store knows which keys it will touch
 //! next (the next TIME_WAIT timers, the next finished records to drop).
 //!
+//! Neighbouring keys share a cache line. The kernel hands out socket
+//! cookies from one counter (per CPU, in batches), in the order sockets are
+//! first seen, so sockets born together, whose events come together, have
+//! neighbouring cookies. A key's home keeps its lowest bits and hashes the
+//! rest: the [`GROUP`] keys that differ only in those bits fill one
+//! 64-byte line, found already cached by all but the first, while groups
+//! are spread over the table as by any hash. (Fingerprints are hashes
+//! already, so it changes nothing for them.)
+//!
 //! Key 0 marks an empty entry; its value, if any, is kept aside. Removal
 //! shifts the entries after the hole back (no tombstones), so a lookup
 //! stops at the first empty entry. The table doubles at 3/4 full.
@@ -23,13 +32,24 @@ struct Entry<V> {
     val: V,
 }
 
+/// Keys that differ only in their lowest bits below this share a home
+/// line: as many entries as fill one.
+const GROUP: usize = 4;
+
+/// [`GROUP`] entries on one cache line of their own.
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
+struct Line<V>([Entry<V>; GROUP]);
+
+const _: () = assert!(size_of::<Line<u32>>() == 64 && size_of::<Line<u64>>() == 64);
+
 /// A `u64 -> V` table. See the module docs.
 #[derive(Debug)]
 pub(super) struct Table<V> {
-    entries: Box<[Entry<V>]>,
-    /// Keys held in `entries` (key 0 not included).
+    lines: Box<[Line<V>]>,
+    /// Keys held in `lines` (key 0 not included).
     len: usize,
-    /// `64 - log2(entries.len())`: a key's home is its Fibonacci hash's top bits.
+    /// `64 - log2(entries)`: a key's group is its Fibonacci hash's top bits.
     shift: u32,
     /// The value of key 0.
     zero: Option<V>,
@@ -42,7 +62,7 @@ impl<V: Copy + Default> Table<V> {
     /// An empty table; allocates nothing until the first insert.
     pub fn new() -> Table<V> {
         Table {
-            entries: Box::new([]),
+            lines: Box::new([]),
             len: 0,
             shift: 64,
             zero: None,
@@ -57,18 +77,32 @@ impl<V: Copy + Default> Table<V> {
 
     /// Heap bytes held.
     pub fn heap_bytes(&self) -> usize {
-        self.entries.len() * size_of::<Entry<V>>()
+        self.lines.len() * size_of::<Line<V>>()
+    }
+
+    /// Entries held, taken and empty.
+    fn capacity(&self) -> usize {
+        self.lines.len() * GROUP
     }
 
     fn mask(&self) -> usize {
-        self.entries.len().wrapping_sub(1)
+        self.capacity().wrapping_sub(1)
+    }
+
+    fn at(&self, i: usize) -> &Entry<V> {
+        &self.lines[i / GROUP].0[i % GROUP]
+    }
+
+    fn at_mut(&mut self, i: usize) -> &mut Entry<V> {
+        &mut self.lines[i / GROUP].0[i % GROUP]
     }
 
     /// The index `key`'s probe starts at; only for an allocated table.
     fn home(&self, key: u64) -> usize {
-        // Cookies come from one kernel counter: multiplying spreads
-        // neighbours far apart, and the top bits are the best mixed.
-        (key.wrapping_mul(K) >> self.shift) as usize
+        let low = (key % GROUP as u64) as usize;
+        // The group's Fibonacci hash: its top bits are the best mixed.
+        let group = (key / GROUP as u64).wrapping_mul(K) >> (self.shift + GROUP.ilog2());
+        group as usize * GROUP + low
     }
 
     /// The index of `key`'s entry, if present (`key != 0`).
@@ -79,7 +113,7 @@ impl<V: Copy + Default> Table<V> {
         let mask = self.mask();
         let mut i = self.home(key);
         loop {
-            match self.entries[i].key {
+            match self.at(i).key {
                 k if k == key => return Some(i),
                 0 => return None,
                 _ => i = (i + 1) & mask,
@@ -92,7 +126,7 @@ impl<V: Copy + Default> Table<V> {
         if key == 0 {
             return self.zero;
         }
-        self.find(key).map(|i| self.entries[i].val)
+        self.find(key).map(|i| self.at(i).val)
     }
 
     /// Set `key` to `val`; returns the value it replaced.
@@ -100,13 +134,13 @@ impl<V: Copy + Default> Table<V> {
         if key == 0 {
             return self.zero.replace(val);
         }
-        if (self.len + 1) * 4 > self.entries.len() * 3 {
+        if (self.len + 1) * 4 > self.capacity() * 3 {
             self.grow();
         }
         let mask = self.mask();
         let mut i = self.home(key);
         loop {
-            let e = &mut self.entries[i];
+            let e = self.at_mut(i);
             if e.key == key {
                 return Some(std::mem::replace(&mut e.val, val));
             }
@@ -125,12 +159,12 @@ impl<V: Copy + Default> Table<V> {
             return self.zero.take();
         }
         let mut hole = self.find(key)?;
-        let val = self.entries[hole].val;
+        let val = self.at(hole).val;
         let mask = self.mask();
         let mut j = hole;
         loop {
             j = (j + 1) & mask;
-            let k = self.entries[j].key;
+            let k = self.at(j).key;
             if k == 0 {
                 break;
             }
@@ -139,11 +173,11 @@ impl<V: Copy + Default> Table<V> {
             // passes no empty entry before reaching it.
             let home = self.home(k);
             if hole.wrapping_sub(home) & mask < j.wrapping_sub(home) & mask {
-                self.entries[hole] = self.entries[j];
+                *self.at_mut(hole) = *self.at(j);
                 hole = j;
             }
         }
-        self.entries[hole] = Entry {
+        *self.at_mut(hole) = Entry {
             key: 0,
             val: V::default(),
         };
@@ -155,8 +189,9 @@ impl<V: Copy + Default> Table<V> {
     #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = (u64, V)> + '_ {
         self.zero.map(|v| (0, v)).into_iter().chain(
-            self.entries
+            self.lines
                 .iter()
+                .flat_map(|l| l.0.iter())
                 .filter(|e| e.key != 0)
                 .map(|e| (e.key, e.val)),
         )
@@ -165,21 +200,23 @@ impl<V: Copy + Default> Table<V> {
     /// Ask the CPU to bring `key`'s home entry into the cache: a lookup
     /// soon after finds it there. Changes nothing.
     pub fn prefetch(&self, key: u64) {
-        if !self.entries.is_empty() {
-            prefetch(&self.entries[self.home(key)]);
+        if !self.lines.is_empty() {
+            prefetch(self.at(self.home(key)));
         }
     }
 
     fn grow(&mut self) {
-        let n = (self.entries.len() * 2).max(MIN_ENTRIES);
-        let empty = Entry {
-            key: 0,
-            val: V::default(),
-        };
-        let old = std::mem::replace(&mut self.entries, vec![empty; n].into_boxed_slice());
+        let n = (self.capacity() * 2).max(MIN_ENTRIES);
+        let empty = Line(
+            [Entry {
+                key: 0,
+                val: V::default(),
+            }; GROUP],
+        );
+        let old = std::mem::replace(&mut self.lines, vec![empty; n / GROUP].into_boxed_slice());
         self.shift = 64 - n.trailing_zeros();
         self.len = 0;
-        for e in old.iter().filter(|e| e.key != 0) {
+        for e in old.iter().flat_map(|l| l.0.iter()).filter(|e| e.key != 0) {
             self.insert(e.key, e.val);
         }
     }
@@ -222,6 +259,56 @@ mod tests {
         let mut want: Vec<_> = m.into_iter().collect();
         want.sort_unstable();
         assert_eq!(listed, want);
+    }
+
+    /// How far past its home each key's entry is.
+    fn displacements(t: &Table<u64>) -> Vec<usize> {
+        t.iter()
+            .filter(|&(k, _)| k != 0)
+            .map(|(k, _)| t.find(k).expect("held").wrapping_sub(t.home(k)) & t.mask())
+            .collect()
+    }
+
+    #[test]
+    fn neighbouring_keys_share_a_line() {
+        let mut t = Table::<u64>::new();
+        for k in 1..=100_000u64 {
+            t.insert(k, k);
+        }
+        for k in [4u64, 40_000, 99_996] {
+            let homes: Vec<usize> = (k..k + GROUP as u64).map(|k| t.home(k)).collect();
+            assert!(
+                homes.iter().all(|h| h / GROUP == homes[0] / GROUP),
+                "{homes:?}"
+            );
+            assert_eq!(homes[0] % GROUP, 0);
+        }
+        // Groups are spread: the next group's line is elsewhere.
+        assert_ne!(t.home(4) / GROUP + 1, t.home(8) / GROUP);
+    }
+
+    #[test]
+    fn runs_of_neighbouring_keys_keep_probes_short() {
+        // A pool of long-lived connections born together, then churn that
+        // keeps a window of recent cookies live, on around the table many
+        // times: the runs that keep their lowest bits must not pile up.
+        let mut t = Table::<u64>::new();
+        let pool = 20_000u64;
+        for k in 1..=pool {
+            t.insert(k, k);
+        }
+        let window = 20_000u64;
+        for k in pool + 1..pool + 1 + 300_000 {
+            t.insert(k, k);
+            if k > pool + window {
+                assert_eq!(t.remove(k - window), Some(k - window));
+            }
+        }
+        assert_eq!(t.len(), (pool + window) as usize);
+        let d = displacements(&t);
+        let mean = d.iter().sum::<usize>() as f64 / d.len() as f64;
+        let max = d.iter().copied().max().unwrap_or(0);
+        assert!(mean < 3.0 && max < 64, "mean {mean:.2}, max {max}");
     }
 
     #[test]
