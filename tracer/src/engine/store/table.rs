@@ -261,6 +261,49 @@ mod tests {
         assert_eq!(listed, want);
     }
 
+    #[test]
+    fn holds_what_a_hash_map_holds_under_cookie_churn() {
+        // Cookies in two interleaved runs (task and softirq counters), most
+        // dropped soon, some kept for long; the table grows and wraps.
+        let mut t = Table::<u64>::new();
+        let mut m = HashMap::new();
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut live: std::collections::VecDeque<u64> = Default::default();
+        let (mut a, mut b) = (1u64 << 20, 1u64 << 40);
+        for round in 0..400_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let key = if x % 3 == 0 {
+                b += 1;
+                b
+            } else {
+                a += 1 + x % 2;
+                a
+            };
+            assert_eq!(t.insert(key, round), m.insert(key, round));
+            live.push_back(key);
+            while live.len() > 50_000 || (live.len() > 1000 && x % 7 == 0) {
+                let old = live.pop_front().expect("live");
+                if x % 5 != 0 {
+                    assert_eq!(t.remove(old), m.remove(&old), "remove {old}");
+                }
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+            }
+            if round % 50_000 == 0 {
+                for (k, v) in &m {
+                    assert_eq!(t.get(*k), Some(*v), "get {k}");
+                }
+            }
+        }
+        assert_eq!(t.len(), m.len());
+        for (k, v) in &m {
+            assert_eq!(t.get(*k), Some(*v));
+        }
+    }
+
     /// How far past its home each key's entry is.
     fn displacements(t: &Table<u64>) -> Vec<usize> {
         t.iter()
