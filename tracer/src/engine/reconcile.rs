@@ -336,6 +336,7 @@ impl Engine {
                     self.absent(slot, now_ns, judge_before, true, &mut rep, obs);
                 }
             }
+            self.end_over_limits(now_ns, &covers, &mut rep, obs);
         } else {
             // A live dump judges neither TIME_WAIT nor finished records,
             // most of a busy host's, and marks none of them seen: walk only
@@ -368,6 +369,53 @@ impl Engine {
         }
         rep.expired = self.drop_retained() as u64;
         rep
+    }
+
+    /// After a full dump: a namespace with more timewait records than its
+    /// `tcp_max_tw_buckets` holds some the kernel never created. At the
+    /// limit the engine cannot tell which close the kernel refused: the
+    /// ones it judged overflowed but the kernel kept were just adopted from
+    /// the dump, and the ones it judged kept but the kernel refused are
+    /// among the unconfirmed records the dump did not show (absent once).
+    /// End that many of those now, instead of at the next full dump.
+    fn end_over_limits(
+        &mut self,
+        now_ns: u64,
+        covers: &impl Fn(u32) -> bool,
+        rep: &mut ReconcileReport,
+        obs: &mut impl Observer,
+    ) {
+        let mut over: Vec<(u32, u32)> = self
+            .tw_limits
+            .iter()
+            .filter(|&(&netns, _)| covers(netns))
+            .filter_map(|(&netns, &max)| {
+                let n = self.store.time_wait_in(netns);
+                (n > max).then(|| (netns, n - max))
+            })
+            .collect();
+        if over.is_empty() {
+            return;
+        }
+        for slot in 0..self.store.slots() {
+            let Some(r) = self.store.get(slot) else {
+                continue;
+            };
+            if !r.has(flag::TW) || !r.has(flag::MISSING) || r.has(flag::TW_CONFIRMED) {
+                continue;
+            }
+            let (cookie, netns) = (r.cookie, r.netns);
+            let Some((_, excess)) = over.iter_mut().find(|(n, e)| *n == netns && *e > 0) else {
+                continue;
+            };
+            *excess -= 1;
+            rep.time_wait_never_appeared += 1;
+            obs.time_wait_never_appeared(cookie);
+            self.finish_at(slot, now_ns, tw_end::NEVER_APPEARED);
+            if over.iter().all(|&(_, e)| e == 0) {
+                return;
+            }
+        }
     }
 
     /// End the due TIME_WAIT timers, counting them in `rep`.

@@ -274,7 +274,7 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let key = if x % 3 == 0 {
+            let key = if x.is_multiple_of(3) {
                 b += 1;
                 b
             } else {
@@ -283,9 +283,9 @@ mod tests {
             };
             assert_eq!(t.insert(key, round), m.insert(key, round));
             live.push_back(key);
-            while live.len() > 50_000 || (live.len() > 1000 && x % 7 == 0) {
+            while live.len() > 50_000 || (live.len() > 1000 && x.is_multiple_of(7)) {
                 let old = live.pop_front().expect("live");
-                if x % 5 != 0 {
+                if !x.is_multiple_of(5) {
                     assert_eq!(t.remove(old), m.remove(&old), "remove {old}");
                 }
                 x ^= x << 13;

@@ -198,6 +198,41 @@ fn a_time_wait_adopted_where_the_limit_was_reached_is_not_counted_as_missed() {
 }
 
 #[test]
+fn a_full_dump_past_the_limit_ends_the_unconfirmed_closes_it_lacks_at_once() {
+    let mut h = H::new();
+    h.e.set_time_wait_limit(NS, 2);
+    for c in 1..=3 {
+        closes_first(&mut h, c, 40000 + c as u16, secs(c));
+    }
+    assert!(!h.view(3).in_time_wait(), "the third judged overflowed");
+    // The kernel kept the first and the third and refused the second.
+    // Once the third's record is dropped (5 s after its close), a dump
+    // adopts its timewait socket: three timewait records where the
+    // namespace holds at most two, so the second, unconfirmed and absent,
+    // is one the kernel never created.
+    h.run(active_open(9, secs(9)).map(|e| e.netns(NS + 1)));
+    let first = tw(1, TimeWait, 51_000).netns(NS).local(LOCAL, 40001);
+    let third = tw(3, TimeWait, 53_000).netns(NS).local(LOCAL, 40003);
+    let rep = h.reconcile(&[first, third], secs(10));
+    assert_eq!(
+        (rep.time_wait_at_limit, rep.time_wait_never_appeared),
+        (1, 1)
+    );
+    assert!(h.view(2).time_wait_never_appeared() && !h.view(2).is_live());
+    assert!(h.view(1).in_time_wait() && h.view(3).in_time_wait());
+    assert_eq!(h.n(TimeWait), 2, "the count is back at the limit");
+    // Under the limit, an unconfirmed record absent once still waits for
+    // the next full dump (a dump racing churn can skip sockets).
+    closes_first(&mut h, 4, 40004, secs(11));
+    assert!(!h.view(4).in_time_wait(), "full again: overflowed");
+    h.e.set_time_wait_limit(NS, 10);
+    closes_first(&mut h, 5, 40005, secs(12));
+    let rep = h.reconcile(&[first, third], secs(13));
+    assert_eq!(rep.time_wait_never_appeared, 0);
+    assert!(h.view(5).in_time_wait());
+}
+
+#[test]
 fn with_the_kernels_clock_a_stay_ends_at_its_bucket_not_at_60_s() {
     // HZ=250 with the tick grid at multiples of 4 ms.
     let clock = TimeWaitClock::new(250, 0, secs(100), 4_294_892_296 + 25_000).unwrap();
