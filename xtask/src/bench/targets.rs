@@ -63,29 +63,25 @@ impl Report {
         );
         // A running agent is what the target is about; without that
         // measurement, the sweep's fresh agents, then the peak's.
-        let agent_of = |sc: &Scenario| progcost::rows(&sc.samples);
-        let fresh_10k = self.at_10k().map(agent_of);
-        let (agent_rows, where_) = match (&self.steady, &fresh_10k) {
-            (Some(sc), _) => (
-                agent_of(sc),
-                format!("{}, per window", progcost::steady_load(sc)),
-            ),
-            (None, Some(r)) => (r.clone(), "fresh agents at 10,000 conn/s".into()),
-            (None, None) => (
-                rows.clone(),
-                "at peak: the sweep did not run 10,000 conn/s".into(),
-            ),
-        };
+        let steady_rows = self.steady.as_ref().map(|sc| progcost::rows(&sc.samples));
+        let at_10k = self.at_10k();
+        let fresh_rows = at_10k.map(|sc| progcost::rows(&sc.samples));
+        let (agent_rows, where_): (&[CostRow], String) =
+            match (&self.steady, &steady_rows, &fresh_rows) {
+                (Some(sc), Some(r), _) => (r, format!("{}, per window", progcost::steady_load(sc))),
+                (_, _, Some(r)) => (r, "fresh agents at 10,000 conn/s".into()),
+                _ => (&rows, "at peak: the sweep did not run 10,000 conn/s".into()),
+            };
         let part = |rows: &[CostRow], s| progcost::agent(rows, Variant::Run, s).map(|r| r.ns);
-        let agent = part(&agent_rows, Subject::Agent);
-        let fresh = match (&self.steady, &fresh_10k) {
-            (Some(_), Some(r)) => format!(
+        let fresh = match (&steady_rows, at_10k, &fresh_rows) {
+            (Some(_), Some(sc), Some(r)) => format!(
                 "; fresh agents at 10,000 conn/s, in their first {:.0} s: {} ns",
-                self.at_10k().map_or(0.0, |s| s.cfg.duration.as_secs_f64()),
+                sc.cfg.duration.as_secs_f64(),
                 fmt_opt(part(r, Subject::Agent), 0)
             ),
             _ => String::new(),
         };
+        let agent = part(agent_rows, Subject::Agent);
         line(
             agent.map(|a| a.median <= MAX_AGENT_NS),
             format!(
@@ -93,8 +89,8 @@ impl Report {
                  of which the sock_diag dumps, capped by `--reconcile-budget`, {} and reading and \
                  applying events {}{fresh})",
                 fmt_opt(agent, 0),
-                fmt_opt(part(&agent_rows, Subject::AgentDumps), 0),
-                fmt_opt(part(&agent_rows, Subject::AgentRest), 0)
+                fmt_opt(part(agent_rows, Subject::AgentDumps), 0),
+                fmt_opt(part(agent_rows, Subject::AgentRest), 0)
             ),
         );
         let run = main.and_then(|m| m.summary(Variant::Run));
