@@ -7,9 +7,9 @@
 //!
 //! - [`prefetch`]: ask for a line before it is read, where the reader knows
 //!   what it reads next: the next slots of an event lane, the next
-//!   TIME_WAIT timers, the next finished records to drop. (Asking for each
-//!   event's index entries a few events ahead of applying it was tried
-//!   too, and measured no gain.)
+//!   TIME_WAIT timers, the next finished records to drop, and each event's
+//!   index entries a few events before it is applied
+//!   (`Engine::prefetch`, called by the pipeline's `Batch`).
 //!
 //! Backing the store's big arrays with huge pages (`MADV_HUGEPAGE`) was
 //! tried and not kept: a few percent less per event once the store stopped

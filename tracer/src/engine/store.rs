@@ -223,6 +223,15 @@ impl Store {
         self.index.get(cookie)
     }
 
+    /// Ask the CPU for the cookie index's entry of `cookie` and, with a
+    /// tuple fingerprint, the TIME_WAIT tuple index's entry of it.
+    pub fn prefetch_lookups(&self, cookie: u64, tuple: Option<u64>) {
+        self.index.prefetch(cookie);
+        if let Some(h) = tuple {
+            self.tw_index.prefetch(h);
+        }
+    }
+
     /// One past the highest slot: a walk over every record goes through
     /// `0..slots()` and skips the free ones ([`Store::get`]).
     pub fn slots(&self) -> u32 {

@@ -22,6 +22,19 @@ pub(super) fn reuses_a_tuple(from: TcpState, to: TcpState) -> bool {
     )
 }
 
+/// The fingerprint of the 4-tuple `ev` names, as a record of `family`
+/// with that tuple has it.
+pub(super) fn event_tuple_hash(ev: &SockEvent, family: u8) -> u64 {
+    hash::tuple_hash(
+        ev.netns,
+        family,
+        &super::record::addr_bytes(ev.saddr),
+        ev.sport,
+        &super::record::addr_bytes(ev.daddr),
+        ev.dport,
+    )
+}
+
 impl Engine {
     /// End the TIME_WAIT (or orphaned FIN_WAIT2) stay of `slot` at `at_ns`,
     /// or at its 60 s timer if that came first (an inferred TIME_WAIT keeps
@@ -72,7 +85,7 @@ impl Engine {
             super::record::addr_bytes(ev.saddr),
             super::record::addr_bytes(ev.daddr),
         );
-        let h = hash::tuple_hash(ev.netns, family, &local, ev.sport, &remote, ev.dport);
+        let h = event_tuple_hash(ev, family);
         let Some(cookie) = self.store.time_wait_with_tuple(h) else {
             return;
         };

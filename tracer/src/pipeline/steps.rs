@@ -59,9 +59,17 @@ pub(super) fn new_containers<D, S: Sink<Derived = D>>(
     sink.containers(map);
 }
 
+/// How many events a [`Batch`] holds back: the engine is asked for what
+/// an event reads ([`crate::engine::Engine::prefetch`]) this many events
+/// before it applies it, enough to cover a miss to memory at this
+/// project's cost per event.
+const AHEAD: usize = 8;
+
 /// One batch of events on its way into the engine: the lock is taken at
 /// the first event in scope and held until [`Batch::finish`]. The live
-/// loop feeds it from the ring buffer, a replay from a recording.
+/// loop feeds it from the ring buffer, a replay from a recording. Each
+/// event is applied (and handed to the sink) [`AHEAD`] events after it
+/// came, in the order they came; `finish` applies the rest.
 pub(super) struct Batch<'a, D, S> {
     core: &'a SharedCore<D>,
     guard: Option<MutexGuard<'a, Core<D>>>,
@@ -71,6 +79,9 @@ pub(super) struct Batch<'a, D, S> {
     seen: Option<&'a mut EventNetns>,
     last_netns: u32,
     sink: &'a mut S,
+    /// Events held back, the one `taken` names next to go.
+    held: [Option<SockEvent>; AHEAD],
+    taken: usize,
 }
 
 impl<'a, D: Observer, S: Sink<Derived = D>> Batch<'a, D, S> {
@@ -91,11 +102,37 @@ impl<'a, D: Observer, S: Sink<Derived = D>> Batch<'a, D, S> {
             seen,
             last_netns: 0,
             sink,
+            held: [None; AHEAD],
+            taken: 0,
         }
     }
 
-    /// One event: note its namespace, apply it when in scope, tell the sink.
+    /// One event: ask the engine for what it reads, and apply the one
+    /// held back longest.
     pub(super) fn event(&mut self, ev: &SockEvent) {
+        if self.tracking && self.scope.contains(ev) {
+            let core = self.guard.get_or_insert_with(|| self.core.lock());
+            core.engine.prefetch(ev);
+        }
+        let slot = &mut self.held[self.taken % AHEAD];
+        self.taken = self.taken.wrapping_add(1);
+        if let Some(old) = slot.replace(*ev) {
+            self.apply(&old);
+        }
+    }
+
+    /// Apply the events still held back, in order.
+    fn apply_held(&mut self) {
+        for i in 0..AHEAD {
+            let at = self.taken.wrapping_add(i) % AHEAD;
+            if let Some(ev) = self.held[at].take() {
+                self.apply(&ev);
+            }
+        }
+    }
+
+    /// Note the namespace of `ev`, apply it when in scope, tell the sink.
+    fn apply(&mut self, ev: &SockEvent) {
         if let Some(seen) = self.seen.as_deref_mut()
             && ev.netns != self.last_netns
             && ev.netns != 0
@@ -117,6 +154,7 @@ impl<'a, D: Observer, S: Sink<Derived = D>> Batch<'a, D, S> {
     /// The batch of `read` records is applied: show what the observers
     /// counted, tell the sink, let go of the lock.
     pub(super) fn finish(mut self, read: usize) {
+        self.apply_held();
         if let Some(core) = self.guard.as_deref_mut() {
             core.derived.flush();
         }
@@ -228,4 +266,83 @@ pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
     guard.derived.flush();
     sink.reconciled(&mut guard, sockets, &changes, dump.start_ns);
     (engine_ns, ended)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::{
+        engine::{Config, Engine},
+        event::Kind,
+        leaks::{Detector, Thresholds},
+        tcp::{Family, TcpState},
+    };
+
+    /// What the sink was told, in order: each event's cookie and scope.
+    #[derive(Default)]
+    struct Told(Vec<(u64, bool)>);
+
+    impl Sink for Told {
+        type Derived = ();
+
+        fn event(&mut self, ev: &SockEvent, in_scope: bool) {
+            self.0.push((ev.cookie, in_scope));
+        }
+    }
+
+    /// A connect of `cookie` in namespace `netns`, stamped `cookie` ns.
+    fn connect(cookie: u64, netns: u32) -> SockEvent {
+        let lo = std::net::IpAddr::from([127, 0, 0, 1]);
+        SockEvent {
+            ts_ns: cookie,
+            kind: Kind::State,
+            cookie,
+            family: Some(Family::Ipv4),
+            saddr: lo,
+            sport: 0,
+            daddr: lo,
+            dport: 80,
+            old_state: Some(TcpState::Close),
+            new_state: Some(TcpState::SynSent),
+            pid: 0,
+            tid: 0,
+            comm: [0; 16],
+            netns,
+            err: 0,
+        }
+    }
+
+    #[test]
+    fn a_batch_applies_and_tells_every_event_in_order_however_many_it_holds_back() {
+        for n in [0, 1, AHEAD - 1, AHEAD, AHEAD + 1, 3 * AHEAD + 5] {
+            let core = SharedCore(Mutex::new(Core {
+                engine: Engine::new(Config::default()),
+                detector: Detector::new(Thresholds::default()),
+                derived: (),
+                containers: Arc::default(),
+            }));
+            let mut told = Told::default();
+            // Every third event is in another namespace: told, not applied.
+            let scope = NetnsScope::One {
+                inode: 7,
+                own: false,
+            };
+            let netns = |c: u64| if c.is_multiple_of(3) { 8 } else { 7 };
+            let mut batch = Batch::new(&core, scope, true, None, &mut told);
+            for c in 1..=n as u64 {
+                batch.event(&connect(c, netns(c)));
+            }
+            batch.finish(n);
+            let want: Vec<(u64, bool)> = (1..=n as u64).map(|c| (c, netns(c) == 7)).collect();
+            assert_eq!(told.0, want, "{n} events");
+            let core = core.lock();
+            let applied = want.iter().filter(|(_, in_scope)| *in_scope).count();
+            assert_eq!(core.engine.stats().events, applied as u64, "{n} events");
+            for (c, in_scope) in want {
+                assert_eq!(core.engine.get(c).is_some(), in_scope, "cookie {c}");
+            }
+        }
+    }
 }

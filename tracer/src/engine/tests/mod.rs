@@ -202,9 +202,11 @@ impl H {
         }
     }
 
-    /// Apply events in order.
+    /// Apply events in order, each asked ahead for first as the pipeline
+    /// does (`Engine::prefetch`, which must change nothing).
     pub fn run(&mut self, evs: impl IntoIterator<Item = Ev>) -> &mut H {
         for e in evs {
+            self.e.prefetch(&e.0);
             self.e.apply(&e.0, &mut self.o);
             self.check();
         }

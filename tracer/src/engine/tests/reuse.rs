@@ -64,6 +64,31 @@ fn a_client_reusing_the_port_ends_the_stay_at_its_handshake() {
 }
 
 #[test]
+fn asking_ahead_for_a_reuse_changes_nothing() {
+    let mut h = H::new();
+    // Nothing held yet: the tables are not even allocated.
+    h.e.prefetch(&ev(9).from(Close).to(SynSent).0);
+    closes_first(&mut h, 1, 40000, secs(1));
+    let reuse = ev(2)
+        .netns(NS)
+        .ports(40000, 80)
+        .from(SynSent)
+        .to(Established)
+        .at(secs(3));
+    h.take();
+    let before = (h.e.stats(), h.n(TimeWait));
+    for e in [reuse, ev(1), rst_rx(1), ev(3).from(Listen).to(SynRecv)] {
+        h.e.prefetch(&e.0);
+    }
+    h.check();
+    assert_eq!((h.e.stats(), h.n(TimeWait)), before);
+    assert_eq!(h.take(), [], "nothing observed");
+    assert!(h.view(1).in_time_wait());
+    h.run([reuse]);
+    assert_eq!(h.e.stats().time_wait_reused, 1);
+}
+
+#[test]
 fn a_reuse_whose_handshake_event_was_lost_is_seen_at_the_next_event() {
     let mut h = H::new();
     closes_first(&mut h, 1, 40000, secs(1));
