@@ -10,7 +10,7 @@ use crate::cmd;
 /// ip and ss, sysctl, python3 (the leaking server of the leak tests), and
 /// bpftool (the guards on the loaded programs' shape), curl and openssl
 /// (the HTTPS endpoint), systemd-analyze (the unit), tmux (the live view).
-/// (`cargo xtask bench` runs its bpftrace peer only when bpftrace is installed.)
+/// (`cargo xtask bench` installs its own: [`BENCH_PACKAGES`].)
 pub const TEST_PACKAGES: [(&str, &str); 15] = [
     ("bpftool", "bpftool"),
     ("nft", "nftables"),
@@ -29,6 +29,11 @@ pub const TEST_PACKAGES: [(&str, &str); 15] = [
     ("systemd-analyze", "systemd"),
     ("tmux", "tmux"),
 ];
+
+/// Debian packages `cargo xtask bench` measures with: bpftrace (the
+/// bpftrace peer and the empty program, the floor) and bpftool (each
+/// program's ns per event from bpf_stats).
+pub const BENCH_PACKAGES: [(&str, &str); 2] = [("bpftrace", "bpftrace"), ("bpftool", "bpftool")];
 
 /// Full setup, printing every step.
 pub fn setup() -> anyhow::Result<()> {

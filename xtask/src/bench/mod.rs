@@ -133,6 +133,14 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Err(e) = crate::setup::apt_install(
+        "bench packages",
+        "the bpftrace peer, the empty program and the per-program figures",
+        &crate::setup::BENCH_PACKAGES,
+    ) {
+        // Measured without them, as `variants` and `bpf_stats_guard` say.
+        eprintln!("xtask: {e:#}");
+    }
     let variants = variants(&args);
     let (rounds, secs) = match args.quick {
         true => (args.rounds.unwrap_or(3), args.secs.unwrap_or(3.0)),
