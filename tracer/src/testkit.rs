@@ -1,7 +1,9 @@
 //! Test support for the crate's unit tests: the one builder of synthetic
-//! sock_diag snapshots, used by the engine's and the leak detectors' tests.
+//! sock_diag snapshots, used by the engine's and the leak detectors' tests,
+//! and the one synthetic kernel event the engine's and the pipeline's
+//! tests start from.
 //!
-//! It is `#[cfg(test)]`: only unit tests make up snapshots. The
+//! It is `#[cfg(test)]`: only unit tests make up snapshots and events. The
 //! integration tests in `tracer/tests` read real ones from the kernel and
 //! have their own kit (`tests/common`: privilege check, HTTP client,
 //! exposition reader), so nothing here needs to be public API.
@@ -11,6 +13,7 @@
 //! ```
 use std::net::{IpAddr, Ipv4Addr};
 
+use crate::event::{Kind, SockEvent};
 use crate::snapshot::{SocketSnapshot, TcpInfo, TimerKind};
 use crate::tcp::{Family, TcpState};
 
@@ -25,6 +28,31 @@ pub const REMOTE_PORT: u16 = 80;
 /// collide when a test says so.
 pub fn local_port(cookie: u64) -> u16 {
     10_000 + (cookie % 50_000) as u16
+}
+
+/// A state event of the IPv4 socket `cookie`, `LOCAL:local_port(cookie)
+/// -> REMOTE:80`, at time 0, in namespace 0, from a bystander task (pid
+/// 999), its states not set yet.
+pub fn event(cookie: u64) -> SockEvent {
+    let mut comm = [0u8; 16];
+    comm[..9].copy_from_slice(b"bystander");
+    SockEvent {
+        ts_ns: 0,
+        kind: Kind::State,
+        cookie,
+        family: Some(Family::Ipv4),
+        saddr: LOCAL,
+        sport: local_port(cookie),
+        daddr: REMOTE,
+        dport: REMOTE_PORT,
+        old_state: None,
+        new_state: None,
+        pid: 999,
+        tid: 999,
+        comm,
+        netns: 0,
+        err: 0,
+    }
 }
 
 /// A full IPv4 socket `LOCAL:local_port(cookie) -> REMOTE:80` in `state`,

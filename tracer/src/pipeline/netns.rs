@@ -163,23 +163,9 @@ mod tests {
     use super::*;
 
     fn event(netns: u32) -> SockEvent {
-        let any = std::net::IpAddr::from([127, 0, 0, 1]);
         SockEvent {
-            ts_ns: 1,
-            kind: crate::event::Kind::State,
-            cookie: 1,
-            family: None,
-            saddr: any,
-            sport: 1,
-            daddr: any,
-            dport: 2,
-            old_state: None,
-            new_state: None,
-            pid: 0,
-            tid: 0,
-            comm: [0; 16],
             netns,
-            err: 0,
+            ..crate::testkit::event(1)
         }
     }
 

@@ -275,9 +275,8 @@ mod tests {
     use super::*;
     use crate::{
         engine::{Config, Engine},
-        event::Kind,
         leaks::{Detector, Thresholds},
-        tcp::{Family, TcpState},
+        tcp::TcpState,
     };
 
     /// What the sink was told, in order: each event's cookie and scope.
@@ -294,23 +293,13 @@ mod tests {
 
     /// A connect of `cookie` in namespace `netns`, stamped `cookie` ns.
     fn connect(cookie: u64, netns: u32) -> SockEvent {
-        let lo = std::net::IpAddr::from([127, 0, 0, 1]);
         SockEvent {
             ts_ns: cookie,
-            kind: Kind::State,
-            cookie,
-            family: Some(Family::Ipv4),
-            saddr: lo,
             sport: 0,
-            daddr: lo,
-            dport: 80,
             old_state: Some(TcpState::Close),
             new_state: Some(TcpState::SynSent),
-            pid: 0,
-            tid: 0,
-            comm: [0; 16],
             netns,
-            err: 0,
+            ..crate::testkit::event(cookie)
         }
     }
 

@@ -9,7 +9,7 @@ use crate::event::{Kind, SockEvent};
 use crate::snapshot::SocketSnapshot;
 use crate::tcp::{Family, TcpState};
 pub use crate::testkit::SnapshotBuilder;
-use crate::testkit::{LOCAL, REMOTE, REMOTE_PORT, local_port};
+use crate::testkit::{LOCAL, REMOTE_PORT, local_port};
 
 mod coverage;
 mod disorder;
@@ -40,25 +40,7 @@ pub struct Ev(pub SockEvent);
 
 /// A state event of `cookie` at time 0, from a bystander task (pid 999).
 pub fn ev(cookie: u64) -> Ev {
-    let mut comm = [0u8; 16];
-    comm[..9].copy_from_slice(b"bystander");
-    Ev(SockEvent {
-        ts_ns: 0,
-        kind: Kind::State,
-        cookie,
-        family: Some(Family::Ipv4),
-        saddr: LOCAL,
-        sport: local_port(cookie),
-        daddr: REMOTE,
-        dport: REMOTE_PORT,
-        old_state: None,
-        new_state: None,
-        pid: 999,
-        tid: 999,
-        comm,
-        netns: 0,
-        err: 0,
-    })
+    Ev(crate::testkit::event(cookie))
 }
 
 /// A reset received by `cookie`.
