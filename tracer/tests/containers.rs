@@ -133,10 +133,12 @@ fn a_container_that_stops_ends_its_sockets_and_its_series() {
     let Some(_) = image() else { return };
     let agent = Agent::start_every_netns();
     let events = Events::start(&["--port", "8080", "--netns", "all"]);
-    // Events from before our container are another test's: the kernel
-    // reuses a destroyed namespace's inode.
-    let born_ns = tracer::pipeline::monotonic_ns();
     let c = Container::run("ctstop", &["--network", "none"], LEAKY_SERVER);
+    // The kernel reuses a destroyed namespace's inode, and tests run side by
+    // side: events in this inode from before our namespace existed (a
+    // container another test stopped meanwhile) or after it was gone are
+    // another's. Ours: from here to its removal.
+    let born_ns = tracer::pipeline::monotonic_ns();
     let client = connect_inside(&c);
     let netns = c.netns;
     let attributed = wait_until(Duration::from_secs(10), || {
@@ -158,6 +160,7 @@ fn a_container_that_stops_ends_its_sockets_and_its_series() {
     // end, alive after the container stops: close it first.
     drop(client);
     c.remove();
+    let removed_ns = tracer::pipeline::monotonic_ns();
     let ended = wait_until(Duration::from_secs(10), || {
         sockets(&agent, netns).is_empty()
     });
@@ -173,7 +176,12 @@ fn a_container_that_stops_ends_its_sockets_and_its_series() {
     let mine: Vec<&Value> = out
         .events
         .iter()
-        .filter(|e| e["netns"] == netns && e["ts_ns"].as_u64().is_some_and(|t| t >= born_ns))
+        .filter(|e| {
+            e["netns"] == netns
+                && e["ts_ns"]
+                    .as_u64()
+                    .is_some_and(|t| (born_ns..=removed_ns).contains(&t))
+        })
         .collect();
     let closes: Vec<&&Value> = mine
         .iter()
