@@ -81,10 +81,6 @@ impl Engine {
         family: u8,
         obs: &mut impl Observer,
     ) {
-        let (local, remote) = (
-            super::record::addr_bytes(ev.saddr),
-            super::record::addr_bytes(ev.daddr),
-        );
         let h = event_tuple_hash(ev, family);
         let Some(cookie) = self.store.time_wait_with_tuple(h) else {
             return;
@@ -93,12 +89,8 @@ impl Engine {
             return;
         };
         let r = self.store.rec(slot);
-        let same = r.netns == ev.netns
-            && r.family as u8 == family
-            && r.local == local
-            && r.remote == remote
-            && r.lport == ev.sport
-            && r.rport == ev.dport;
+        let same = r.family as u8 == family
+            && r.has_tuple(ev.netns, ev.saddr, ev.sport, ev.daddr, ev.dport);
         // A connection that started before the TIME_WAIT did cannot reuse it.
         if cookie != ev.cookie && same && ev.ts_ns >= r.since_ns {
             self.stats.time_wait_reused += 1;
