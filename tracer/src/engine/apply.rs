@@ -75,7 +75,9 @@ impl Engine {
     pub fn prefetch(&self, ev: &SockEvent) {
         let tuple = match (ev.kind, ev.old_state, ev.new_state, ev.family) {
             (Kind::State, Some(from), Some(to), Some(family))
-                if ev.sport != 0 && reuses_a_tuple(from, to) =>
+                if ev.sport != 0
+                    && reuses_a_tuple(from, to)
+                    && self.store.time_wait_tuples_on_port(ev.sport) =>
             {
                 Some(event_tuple_hash(ev, family as u8))
             }
@@ -174,7 +176,11 @@ impl Engine {
                 .rec(s)
                 .has_tuple(ev.netns, ev.saddr, ev.sport, ev.daddr, ev.dport)
         });
-        if from != to && ev.sport != 0 && (reuses_a_tuple(from, to) || !known_tuple) {
+        if from != to
+            && ev.sport != 0
+            && (reuses_a_tuple(from, to) || !known_tuple)
+            && self.store.time_wait_tuples_on_port(ev.sport)
+        {
             // Even a request socket the kernel names no cookie for (a SYN
             // that took over a server-side TIME_WAIT) ends the old stay.
             self.end_reused_time_wait(ev, family as u8, obs);

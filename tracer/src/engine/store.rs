@@ -98,6 +98,13 @@ pub(super) struct Store {
     /// Live records in TIME_WAIT per local port (65,536 entries, 256 KiB):
     /// the per-port gauge, read every turn without a scan.
     tw_per_port: Box<[u32]>,
+    /// Live timewait records (those in `tw_index`'s and `tw_per_netns`'s
+    /// count, orphaned FIN_WAIT2 ones too) per local port, 256 KiB: a new
+    /// connection on a port with none cannot take over a TIME_WAIT's
+    /// tuple, and skips the tuple index, a key at random in a table of
+    /// megabytes. (A server's port, when its clients close first, holds
+    /// none at all.)
+    tuples_per_port: Box<[u32]>,
     /// When the kernel ends a TIME_WAIT stay; `None`: after exactly 60 s.
     clock: Option<TimeWaitClock>,
     max: usize,
@@ -121,6 +128,7 @@ impl Store {
             tw_per_netns: HashMap::default(),
             live_judged: Vec::new(),
             tw_per_port: vec![0; 1 << 16].into_boxed_slice(),
+            tuples_per_port: vec![0; 1 << 16].into_boxed_slice(),
             clock,
             max: max.clamp(1, NIL as usize - 1),
             evictions: 0,
@@ -137,7 +145,7 @@ impl Store {
     pub fn approx_heap_bytes(&self) -> usize {
         self.slab.capacity() * size_of::<Record>()
             + self.free.capacity() * size_of::<u32>()
-            + self.tw_per_port.len() * size_of::<u32>()
+            + (self.tw_per_port.len() + self.tuples_per_port.len()) * size_of::<u32>()
             + self.live_judged.capacity() * size_of::<u64>()
             + self.index.heap_bytes()
             + self.tw_index.heap_bytes()
@@ -260,6 +268,12 @@ impl Store {
     /// The record in `slot`.
     pub fn rec(&self, slot: u32) -> &Record {
         &self.slab[slot as usize]
+    }
+
+    /// Whether any live timewait record has local port `port`: false
+    /// means no TIME_WAIT tuple with that port can be taken over.
+    pub fn time_wait_tuples_on_port(&self, port: u16) -> bool {
+        self.tuples_per_port[usize::from(port)] != 0
     }
 
     /// The cookie of the TIME_WAIT record with this tuple fingerprint.

@@ -18,8 +18,9 @@ pub(super) struct Acct {
     pub(super) netns: u32,
     /// Which list it is on.
     pub(super) finished: bool,
-    /// Its tuple fingerprint and network namespace, while in TIME_WAIT.
-    pub(super) tw: Option<(u64, u32)>,
+    /// Its tuple fingerprint, network namespace and local port, while in
+    /// TIME_WAIT (or an orphaned FIN_WAIT2).
+    pub(super) tw: Option<(u64, u32, u16)>,
     /// Its local port, while live in the TIME_WAIT state proper.
     pub(super) tw_port: Option<u16>,
     /// The base of its TIME_WAIT timer, `since + 60 s` (see `Timer`).
@@ -84,7 +85,7 @@ pub(super) fn acct(r: &Record) -> Acct {
         counted: (!finished).then_some(r.state),
         netns: r.netns,
         finished,
-        tw: (!finished && r.has(flag::TW)).then(|| (r.tuple_hash(), r.netns)),
+        tw: (!finished && r.has(flag::TW)).then(|| (r.tuple_hash(), r.netns, r.lport)),
         tw_port: (!finished && r.has(flag::TW) && r.state == TcpState::TimeWait).then_some(r.lport),
         timer: timer.then(|| r.since_ns.saturating_add(TCP_TIMEWAIT_LEN_NS)),
         unconfirmed: timer && !r.has(flag::TW_CONFIRMED),
@@ -190,10 +191,11 @@ impl Store {
     }
 
     fn add_time_wait(&mut self, slot: u32, a: Acct) {
-        if let Some((h, netns)) = a.tw {
+        if let Some((h, netns, port)) = a.tw {
             // At most one timewait socket per tuple exists; the newest wins.
             self.tw_index.insert(h, self.slab[slot as usize].cookie);
             *self.tw_per_netns.entry(netns).or_default() += 1;
+            self.tuples_per_port[usize::from(port)] += 1;
         }
         if let Some(port) = a.tw_port {
             self.tw_per_port[usize::from(port)] += 1;
@@ -202,10 +204,11 @@ impl Store {
 
     fn remove_time_wait(&mut self, slot: u32, a: Acct) {
         let cookie = self.slab[slot as usize].cookie;
-        if let Some((h, netns)) = a.tw {
+        if let Some((h, netns, port)) = a.tw {
             if self.tw_index.get(h) == Some(cookie) {
                 self.tw_index.remove(h);
             }
+            self.tuples_per_port[usize::from(port)] -= 1;
             if let Some(n) = self.tw_per_netns.get_mut(&netns) {
                 *n -= 1;
                 if *n == 0 {

@@ -94,12 +94,18 @@ impl Store {
         assert_eq!(unconfirmed, self.unconfirmed, "unconfirmed count drifted");
         assert!(self.tw_index.len() <= tw);
         let mut per_netns: HashMap<u32, u32> = HashMap::new();
+        let mut tuples_per_port = vec![0u32; 1 << 16];
         for r in self
             .records()
             .filter(|r| !r.has(flag::FINISHED) && r.has(flag::TW))
         {
             *per_netns.entry(r.netns).or_default() += 1;
+            tuples_per_port[usize::from(r.lport)] += 1;
         }
+        assert!(
+            *tuples_per_port == *self.tuples_per_port,
+            "timewait records per port drifted"
+        );
         assert_eq!(
             per_netns.len(),
             self.tw_per_netns.len(),
