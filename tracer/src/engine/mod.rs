@@ -122,8 +122,9 @@
 //! in TIME_WAIT: about 156 (ESTABLISHED) to 200 (TIME_WAIT) bytes per
 //! socket with hash table slack, and one bit per slot that a live
 //! reconcile walks instead of the records. Each orphaned FIN_WAIT2
-//! socket a dump listed in the last minute adds a 16-byte entry.
-//! See `store.rs`.
+//! socket a dump listed in the last minute adds a 16-byte entry. Two
+//! per-port counts of 256 KiB each are there from the start. See
+//! `store.rs`.
 mod apply;
 mod config;
 mod handshake;
