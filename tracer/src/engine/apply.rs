@@ -7,7 +7,7 @@ use super::Engine;
 use super::handshake;
 use super::observer::{Direction, Observer, TimeWaitEnd};
 use super::record::{ClosedBy, Record, flag, tw_end};
-use super::time_wait::{event_tuple_hash, reuses_a_tuple};
+use super::time_wait::reuses_a_tuple;
 use crate::event::{Kind, SockEvent};
 use crate::tcp::TcpState::{self, *};
 
@@ -75,11 +75,9 @@ impl Engine {
     pub fn prefetch(&self, ev: &SockEvent) {
         let tuple = match (ev.kind, ev.old_state, ev.new_state, ev.family) {
             (Kind::State, Some(from), Some(to), Some(family))
-                if ev.sport != 0
-                    && reuses_a_tuple(from, to)
-                    && self.store.time_wait_tuples_on_port(ev.sport) =>
+                if ev.sport != 0 && reuses_a_tuple(from, to) =>
             {
-                Some(event_tuple_hash(ev, family as u8))
+                self.tuple_to_look_up(ev, family as u8)
             }
             _ => None,
         };
@@ -176,11 +174,7 @@ impl Engine {
                 .rec(s)
                 .has_tuple(ev.netns, ev.saddr, ev.sport, ev.daddr, ev.dport)
         });
-        if from != to
-            && ev.sport != 0
-            && (reuses_a_tuple(from, to) || !known_tuple)
-            && self.store.time_wait_tuples_on_port(ev.sport)
-        {
+        if from != to && ev.sport != 0 && (reuses_a_tuple(from, to) || !known_tuple) {
             // Even a request socket the kernel names no cookie for (a SYN
             // that took over a server-side TIME_WAIT) ends the old stay.
             self.end_reused_time_wait(ev, family as u8, obs);

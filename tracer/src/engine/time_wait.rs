@@ -22,20 +22,24 @@ pub(super) fn reuses_a_tuple(from: TcpState, to: TcpState) -> bool {
     )
 }
 
-/// The fingerprint of the 4-tuple `ev` names, as a record of `family`
-/// with that tuple has it.
-pub(super) fn event_tuple_hash(ev: &SockEvent, family: u8) -> u64 {
-    hash::tuple_hash(
-        ev.netns,
-        family,
-        &super::record::addr_bytes(ev.saddr),
-        ev.sport,
-        &super::record::addr_bytes(ev.daddr),
-        ev.dport,
-    )
-}
-
 impl Engine {
+    /// The fingerprint of the 4-tuple `ev` names, as a record of `family`
+    /// with that tuple has it, when a TIME_WAIT record may hold it; `None`
+    /// when no timewait record has `ev`'s local port, so that neither the
+    /// check nor the ask ahead reads the tuple index.
+    pub(super) fn tuple_to_look_up(&self, ev: &SockEvent, family: u8) -> Option<u64> {
+        self.store.time_wait_tuples_on_port(ev.sport).then(|| {
+            hash::tuple_hash(
+                ev.netns,
+                family,
+                &super::record::addr_bytes(ev.saddr),
+                ev.sport,
+                &super::record::addr_bytes(ev.daddr),
+                ev.dport,
+            )
+        })
+    }
+
     /// End the TIME_WAIT (or orphaned FIN_WAIT2) stay of `slot` at `at_ns`,
     /// or at its 60 s timer if that came first (an inferred TIME_WAIT keeps
     /// no timer of its own until `since + 60 s + slack`).
@@ -81,8 +85,10 @@ impl Engine {
         family: u8,
         obs: &mut impl Observer,
     ) {
-        let h = event_tuple_hash(ev, family);
-        let Some(cookie) = self.store.time_wait_with_tuple(h) else {
+        let Some(cookie) = self
+            .tuple_to_look_up(ev, family)
+            .and_then(|h| self.store.time_wait_with_tuple(h))
+        else {
             return;
         };
         let Some(slot) = self.store.slot(cookie) else {
