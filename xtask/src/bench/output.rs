@@ -76,7 +76,7 @@ impl Report {
             "scenario,target_rate,variant,round,conn_per_s,completed,errors,secs,events,lost,corrections,agent_cpu_pct,agent_ctx_per_s,agent_hwm_kib,machine_busy_pct,other_pct,agent_ns_per_event,bpf_programs,sources,tw_samples,tw_kernel_peak,tw_gauge_dev_worst,tw_gauge_dev_worst_pct\n",
         );
         let mut truth = String::from(
-            "scenario,target_rate,sources,variant,round,t_secs,kernel_before,gauge,kernel_after,deviation,deviation_pct\n",
+            "scenario,target_rate,sources,variant,round,t_secs,kernel_before,gauge,kernel_after,deviation,deviation_pct,sockstat_tw_before,sockstat_tw_after\n",
         );
         for (name, sc) in self.scenarios() {
             for x in &sc.samples {
@@ -116,7 +116,7 @@ impl Report {
                 for p in &x.truth {
                     let _ = writeln!(
                         truth,
-                        "{name},{},{:?},{:?},{},{:.2},{},{},{},{},{}",
+                        "{name},{},{:?},{:?},{},{:.2},{},{},{},{},{},{},{}",
                         sc.cfg.rate.unwrap_or(0),
                         sc.cfg.sources,
                         x.variant,
@@ -128,6 +128,8 @@ impl Report {
                         opt(p.deviation()),
                         p.deviation_pct()
                             .map_or(String::new(), |v| format!("{v:.2}")),
+                        p.sockstat.map_or(String::new(), |t| t[0].to_string()),
+                        p.sockstat.map_or(String::new(), |t| t[1].to_string()),
                     );
                 }
             }

@@ -139,9 +139,10 @@ impl Report {
              the workload or the agent: other processes sharing the machine. The TIME_WAIT columns \
              come from samples taken during the churn: the kernel's count (sock_diag, as `ss -tan state \
              time-wait` lists it, in the churn's network namespace) read right before and after a scrape \
-             of `tracer_tcp_sockets{state=\"time_wait\"}`; the deviation is the gauge minus the nearer \
-             count (0 when between them), worst over all samples of all rounds, in sockets and in % of \
-             the kernel's count.\n\n",
+             of `tracer_tcp_sockets{state=\"time_wait\"}`, and inside those the namespace's timewait \
+             sockets from /proc/net/sockstat, an instant count; the deviation is the gauge's distance \
+             from the band the four reads span (its top the higher instant count), worst over all \
+             samples of all rounds, in sockets and in % of the kernel's count.\n\n",
         );
         if let Some(r) = &self.reuse {
             let _ = writeln!(s, "### Port reuse: {}\n", r.describe());

@@ -1,10 +1,13 @@
 //! The truth column: while a churn window runs, every few seconds the
 //! kernel's TIME_WAIT count ([`sockdiag`], what `ss -tan state time-wait`
 //! lists, in the churn's network namespace) is read right before and right
-//! after a scrape of the agent's `tracer_tcp_sockets{state="time_wait"}`.
-//! The gauge is compared with the nearer of the two counts (no deviation
-//! when it lies between them), so the kernel's own movement during the
-//! scrape is not charged to the agent. Variants without `/metrics` are
+//! after a scrape of the agent's `tracer_tcp_sockets{state="time_wait"}`,
+//! and inside those two dumps the namespace's count of timewait sockets
+//! from `/proc/net/sockstat`, which one read gives at an instant. The
+//! gauge is compared with the band the reads span ([`Point::band`]; no
+//! deviation inside it), so neither the kernel's own movement during the
+//! scrape nor a dump that the kernel overtook mid-walk is charged to the
+//! agent. Variants without `/metrics` are
 //! sampled too (kernel counts only), so every variant carries the same
 //! sampling load.
 use std::{
@@ -30,24 +33,48 @@ pub struct Point {
     pub gauge: Option<f64>,
     /// Kernel TIME_WAIT count right after the scrape.
     pub ss_after: u64,
+    /// The namespace's timewait sockets right before and right after the
+    /// scrape, from `/proc/net/sockstat` (`tw`): one read of the kernel's
+    /// counter, where a dump takes tens of milliseconds to walk a table
+    /// that a bucket's expiry or a refill changes by thousands meanwhile.
+    /// `None` where it was not read.
+    pub sockstat: Option<[u64; 2]>,
 }
 
 impl Point {
-    /// The kernel count the gauge is compared with: the nearer of the two.
+    /// The band the kernel's TIME_WAIT count at the scrape lies in, as far
+    /// as the reads tell: `(lo, hi)`.
+    ///
+    /// Without `sockstat`, the two dumps' counts. With it, `hi` is the
+    /// higher of the two instant counts: no moment has more TIME_WAIT
+    /// sockets than timewait sockets, and a dump that a bucket's expiry
+    /// overtook mid-walk reads tens of thousands above either. `lo` is the
+    /// lowest of all four reads: a dump that a refill overtook reads below
+    /// the instant counts, and the instant counts hold orphaned FIN_WAIT2
+    /// sockets, so neither alone is a floor.
+    pub fn band(&self) -> (f64, f64) {
+        let (b, a) = (self.ss_before, self.ss_after);
+        let (lo, hi) = match self.sockstat {
+            Some([tb, ta]) => (b.min(a).min(tb).min(ta), tb.max(ta)),
+            None => (b.min(a), b.max(a)),
+        };
+        (lo as f64, hi as f64)
+    }
+
+    /// The kernel count the gauge is compared with: the nearer end of the
+    /// band.
     pub fn reference(&self) -> f64 {
-        let (b, a) = (self.ss_before as f64, self.ss_after as f64);
+        let (lo, hi) = self.band();
         match self.gauge {
-            Some(g) if (g - a).abs() < (g - b).abs() => a,
-            _ => b,
+            Some(g) if (g - hi).abs() < (g - lo).abs() => hi,
+            _ => lo,
         }
     }
 
-    /// Gauge minus the kernel's count; 0 when the gauge lies between the
-    /// counts before and after the scrape.
+    /// Gauge minus the kernel's count; 0 when the gauge lies in the band.
     pub fn deviation(&self) -> Option<f64> {
         let g = self.gauge?;
-        let lo = self.ss_before.min(self.ss_after) as f64;
-        let hi = self.ss_before.max(self.ss_after) as f64;
+        let (lo, hi) = self.band();
         Some(if g < lo {
             g - lo
         } else if g > hi {
@@ -154,6 +181,7 @@ fn sample(
         }
         let t_secs = t0.elapsed().as_secs_f64();
         let ss_before = sockdiag::count_time_wait()?;
+        let tw_before = sockdiag::sockstat_tw()?;
         let gauge = match metrics {
             Some(addr) => {
                 let (status, body) = scrape::get(addr, "/metrics")?;
@@ -162,12 +190,14 @@ fn sample(
             }
             None => None,
         };
+        let tw_after = sockdiag::sockstat_tw()?;
         let ss_after = sockdiag::count_time_wait()?;
         points.push(Point {
             t_secs,
             ss_before,
             gauge,
             ss_after,
+            sockstat: Some([tw_before, tw_after]),
         });
         due += every;
     }
@@ -183,6 +213,7 @@ mod tests {
             ss_before: b,
             gauge: Some(g),
             ss_after: a,
+            sockstat: None,
         }
     }
 
@@ -202,6 +233,46 @@ mod tests {
             ..p(1, 0.0, 1)
         };
         assert_eq!(none.deviation(), None);
+    }
+
+    /// A bucket of timewait sockets expired during the first dump: it read
+    /// 61,017, far above the instant counts (44,118 and 45,409) that
+    /// bracket the gauge (a sample of a peak run).
+    #[test]
+    fn the_instant_counts_cap_the_band() {
+        let fire = Point {
+            sockstat: Some([44_118, 45_409]),
+            ..p(61_017, 44_325.0, 45_870)
+        };
+        assert_eq!(fire.band(), (44_118.0, 45_409.0));
+        assert_eq!(fire.deviation(), Some(0.0));
+        assert_eq!(
+            Point {
+                sockstat: None,
+                ..fire
+            }
+            .deviation(),
+            Some(-1545.0)
+        );
+        // Above every timewait socket the kernel had: counted in full.
+        let over = Point {
+            gauge: Some(46_000.0),
+            ..fire
+        };
+        assert_eq!(over.deviation(), Some(591.0));
+        assert_eq!(over.reference(), 45_409.0);
+        // A refill overtook the first dump: it is the floor.
+        let refill = Point {
+            sockstat: Some([77_975, 78_204]),
+            ..p(75_470, 77_130.0, 78_885)
+        };
+        assert_eq!(refill.band(), (75_470.0, 78_204.0));
+        assert_eq!(refill.deviation(), Some(0.0));
+        let under = Point {
+            gauge: Some(75_000.0),
+            ..refill
+        };
+        assert_eq!(under.deviation(), Some(-470.0));
     }
 
     #[test]

@@ -87,6 +87,7 @@ impl Look {
             ss_before: before,
             gauge,
             ss_after: after,
+            sockstat: None,
         };
         Look {
             alive,
@@ -112,6 +113,7 @@ impl Look {
             ss_before: n,
             gauge: None,
             ss_after: n,
+            sockstat: None,
         };
         Look {
             alive: false,
