@@ -16,6 +16,12 @@ use crate::{
 /// before: handing out the newer ones first would put them out of order.
 pub const HOLD_BACK: Duration = Duration::from_millis(1);
 
+/// Where a drain now stops: every event stamped before it is in the lanes
+/// (or read), bar one a program is still writing, [`HOLD_BACK`] ago.
+pub fn horizon_ns() -> u64 {
+    monotonic_ns().saturating_sub(HOLD_BACK.as_nanos() as u64)
+}
+
 /// Bytes of one record in the lanes.
 const EVENT_BYTES: usize = size_of::<Event>();
 
@@ -134,8 +140,7 @@ impl Ingest {
     /// Hand every event ready in the lanes to `f`, without waiting: all
     /// but the last [`HOLD_BACK`] of them.
     pub fn drain_now(&mut self, f: impl FnMut(&SockEvent)) -> usize {
-        let horizon = monotonic_ns().saturating_sub(HOLD_BACK.as_nanos() as u64);
-        self.drain_before(horizon, f)
+        self.drain_before(horizon_ns(), f)
     }
 
     /// Hand every event in the lanes to `f`, the newest too: the last read,
@@ -152,7 +157,7 @@ impl Ingest {
     /// at most twice what the lanes do; past that the rest stay in the lanes.
     pub fn spill(&mut self) {
         let room = (self.lanes.capacity() * SPILL_LANES).saturating_sub(self.spilled.len());
-        let horizon = monotonic_ns().saturating_sub(HOLD_BACK.as_nanos() as u64);
+        let horizon = horizon_ns();
         let Ingest {
             lanes,
             tap,
@@ -170,7 +175,8 @@ impl Ingest {
         });
     }
 
-    fn drain_before(&mut self, horizon: u64, mut f: impl FnMut(&SockEvent)) -> usize {
+    /// Hand every event stamped before `horizon` (monotonic ns) to `f`.
+    pub fn drain_before(&mut self, horizon: u64, mut f: impl FnMut(&SockEvent)) -> usize {
         let Ingest {
             lanes,
             decode_errors,

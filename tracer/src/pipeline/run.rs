@@ -10,10 +10,14 @@ use super::{
     Core, Dump, NetnsScope, Pipeline, SharedCore, Tracking,
     clock::monotonic_ns,
     sink::{Dumped, Flow, Sink, Tallies},
-    steps::{Batch, expire, new_containers, reconcile},
+    steps::{Batch, catch_up, expire, new_containers, reconcile},
     tally::{EventNetns, tally_netns},
 };
-use crate::{diag::owners_of, engine::Observer, ingest::Ingest};
+use crate::{
+    diag::owners_of,
+    engine::Observer,
+    ingest::{HOLD_BACK, Ingest, horizon_ns},
+};
 
 /// Sleep until monotonic `at_ns`; forever when `None`.
 async fn until(at_ns: Option<u64>) {
@@ -67,7 +71,11 @@ impl<D: Observer> Pipeline<D> {
                      restart tracer to change them"
                 ),
                 () = read_batch(&mut self.ingest, &self.core, self.scope, tracking, seen, sink) => {}
-                () = until(next_end) => self.expire(sink),
+                // Once every event stamped before the end is in (see
+                // `expire`).
+                () = until(next_end.map(|at| at + HOLD_BACK.as_nanos() as u64)) => {
+                    self.expire(sink)
+                }
                 step = next_step(self.tracking.as_mut()) => match step {
                     Step::Tick => self.on_tick(sink)?,
                     Step::Dumped(dump) => self.on_dump(*dump?, sink),
@@ -148,14 +156,26 @@ impl<D: Observer> Pipeline<D> {
         Ok(())
     }
 
-    /// End the TIME_WAIT stays the kernel has ended by now, and drop
-    /// finished records past their retention.
+    /// End the TIME_WAIT stays the kernel has ended, and drop finished
+    /// records past their retention: as of the last drain's horizon, once
+    /// every event before it is applied ([`catch_up`] says why).
     fn expire<S: Sink<Derived = D>>(&mut self, sink: &mut S) {
-        let now_ns = monotonic_ns();
+        let at_ns = horizon_ns();
+        let tracking = self.tracking.is_some();
+        let seen = (tracking && self.scope.is_all()).then_some(&mut self.event_netns);
+        catch_up(
+            &mut self.ingest,
+            at_ns,
+            &self.core,
+            self.scope,
+            tracking,
+            seen,
+            sink,
+        );
         if let Some(r) = &self.recorder {
-            r.expired(now_ns);
+            r.expired(at_ns);
         }
-        expire(&self.core, now_ns, sink);
+        expire(&self.core, at_ns, sink);
     }
 
     /// A dump ended: reconcile with it, account for it, refresh the tallies.

@@ -162,6 +162,31 @@ impl<'a, D: Observer, S: Sink<Derived = D>> Batch<'a, D, S> {
     }
 }
 
+/// Apply the events `ingest` holds that were stamped before `horizon_ns`,
+/// as one [`Batch`]: what the engine must have seen before it ends the
+/// stays due by then ([`expire`]).
+///
+/// Why first: at `tcp_max_tw_buckets`, whether a close leaves a TIME_WAIT
+/// depends on how many the namespace holds when it closes. The kernel
+/// ends a bucket of its timer wheel at one tick (tens of thousands at
+/// once under churn); a close stamped before that tick but applied after
+/// the engine ended the bucket would find room the kernel did not have,
+/// and count a TIME_WAIT it refused. Events read in order end each tick's
+/// stays in order ([`crate::engine::Engine::apply`]).
+pub(super) fn catch_up<D: Observer, S: Sink<Derived = D>>(
+    ingest: &mut Ingest,
+    horizon_ns: u64,
+    core: &SharedCore<D>,
+    scope: NetnsScope,
+    tracking: bool,
+    seen: Option<&mut EventNetns>,
+    sink: &mut S,
+) {
+    let mut batch = Batch::new(core, scope, tracking, seen, sink);
+    let n = ingest.drain_before(horizon_ns, |ev| batch.event(ev));
+    batch.finish(n);
+}
+
 /// End the TIME_WAIT stays the kernel has ended by `now_ns`, and drop
 /// finished records past their retention.
 pub(super) fn expire<D: Observer, S: Sink<Derived = D>>(
@@ -331,6 +356,95 @@ mod tests {
             assert_eq!(core.engine.stats().events, applied as u64, "{n} events");
             for (c, in_scope) in want {
                 assert_eq!(core.engine.get(c).is_some(), in_scope, "cookie {c}");
+            }
+        }
+    }
+
+    /// At `tcp_max_tw_buckets`, a close stamped just before the tick that
+    /// ends a TIME_WAIT stay found the namespace full: the kernel left no
+    /// TIME_WAIT. Read before the stays are ended, it overflows; applied
+    /// after them (the order before `catch_up`), it finds the room the
+    /// tick made and counts a TIME_WAIT the kernel refused.
+    #[test]
+    fn a_close_before_a_tick_is_applied_before_the_tick_ends_its_stays() {
+        use tracer_common::{ABI_VERSION, Event, FAMILY_INET, KIND_STATE};
+
+        use crate::{
+            bpf::{Stream, lanes::Lanes},
+            engine::{TCP_TIMEWAIT_LEN_NS, TIME_WAIT_SLACK_NS},
+        };
+
+        const NS: u32 = 4_026_531_840;
+        let scope = NetnsScope::One {
+            inode: NS,
+            own: false,
+        };
+        for caught_up in [true, false] {
+            let mut engine = Engine::new(Config::default());
+            engine.set_time_wait_limit(NS, 1);
+            // The first close takes the namespace's one TIME_WAIT.
+            let first = SockEvent {
+                ts_ns: 1_000_000_000,
+                old_state: Some(TcpState::FinWait2),
+                new_state: Some(TcpState::Close),
+                netns: NS,
+                ..crate::testkit::event(1)
+            };
+            engine.apply(&first, &mut ());
+            // Without the kernel's timer wheel known, an inferred stay ends
+            // 60 s after its close, plus the slack a full dump has to
+            // confirm it.
+            let tick = first.ts_ns + TCP_TIMEWAIT_LEN_NS + TIME_WAIT_SLACK_NS;
+            let core = SharedCore(Mutex::new(Core {
+                engine,
+                detector: Detector::new(Thresholds::default()),
+                derived: (),
+                containers: Arc::default(),
+            }));
+            // The second closes a microsecond before the tick, still in
+            // the lanes when the event loop wakes for it.
+            let mut lanes = Lanes::owned(&[16]);
+            let second = Event {
+                kind: KIND_STATE,
+                version: ABI_VERSION,
+                family: FAMILY_INET,
+                old_state: 5,
+                new_state: 7,
+                ts_ns: tick - 1_000,
+                cookie: 2,
+                sport: 40_002,
+                dport: 80,
+                netns: NS,
+                ..Event::ZERO
+            };
+            assert!(lanes.write(0, second, true));
+            let mut ingest = Ingest::new(Stream {
+                events: lanes,
+                logs: None,
+            });
+            let mut told = Told::default();
+            let at = tick + 2_000_000;
+            if caught_up {
+                catch_up(&mut ingest, at, &core, scope, true, None, &mut told);
+                expire(&core, at, &mut told);
+            } else {
+                expire(&core, at, &mut told);
+                catch_up(&mut ingest, at, &core, scope, true, None, &mut told);
+            }
+            assert_eq!(told.0, vec![(2, true)], "the second close was read");
+            let core = core.lock();
+            let e = &core.engine;
+            assert!(
+                !e.get(1).expect("first").in_time_wait(),
+                "its timer ended it"
+            );
+            let second = e.get(2).expect("second");
+            if caught_up {
+                assert!(!second.in_time_wait(), "the namespace was full");
+                assert_eq!(e.stats().time_wait_overflows, 1);
+                assert_eq!(e.counts_by_state()[TcpState::TimeWait.index()], 0);
+            } else {
+                assert!(second.in_time_wait(), "the room of the tick, too early");
             }
         }
     }
