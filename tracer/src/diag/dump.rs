@@ -42,9 +42,9 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 use super::error::DiagError;
 use super::netns::NetnsHandle;
 use super::parse::{
-    Counts, Datagram, Step, TCPDIAG_GETSOCK, Walk, parse_datagram, refused_one_walk,
+    Counts, Datagram, Step, TCPDIAG_GETSOCK, Walk, on_dump_clock, parse_datagram, refused_one_walk,
 };
-use crate::snapshot::SocketSnapshot;
+use crate::{snapshot::SocketSnapshot, wall::monotonic_ns};
 
 /// Initial receive buffer: twice the largest datagram a dump sends today.
 const RECV_BUF_LEN: usize = 64 * 1024;
@@ -102,6 +102,9 @@ pub struct Dumper {
     stats: DumpStats,
     /// The datagrams of the last dump, when capturing.
     capture: Option<Vec<Datagram>>,
+    /// Monotonic ns the timers of the next walk count from
+    /// ([`Dumper::timers_from`]); `None`: from its first request.
+    epoch_ns: Option<u64>,
 }
 
 impl Dumper {
@@ -152,6 +155,7 @@ impl Dumper {
             seq: 0,
             stats: DumpStats::default(),
             capture: None,
+            epoch_ns: None,
         })
     }
 
@@ -195,10 +199,11 @@ impl Dumper {
         out: &mut Vec<SocketSnapshot>,
     ) -> Result<(), DiagError> {
         let from = out.len();
-        let r = match self.dump_once(listeners, out, from) {
+        let epoch = self.epoch_ns.take().unwrap_or_else(monotonic_ns);
+        let r = match self.dump_once(listeners, epoch, out, from) {
             // dump_family grew the buffer to fit; retry once, and return a
             // second truncation (a kernel sending ever larger datagrams).
-            Err(DiagError::Truncated { .. }) => self.dump_once(listeners, out, from),
+            Err(DiagError::Truncated { .. }) => self.dump_once(listeners, epoch, out, from),
             r => r,
         };
         for d in &mut out[from..] {
@@ -229,6 +234,15 @@ impl Dumper {
             .unwrap_or_default()
     }
 
+    /// Count the time left on the timers the next walk lists from
+    /// monotonic `start_ns` (a caller's dump spanning namespaces starts
+    /// before this one's first request). Every walk counts them from its
+    /// start, not from when the kernel wrote each
+    /// ([`on_dump_clock`]).
+    pub fn timers_from(&mut self, start_ns: u64) {
+        self.epoch_ns = Some(start_ns);
+    }
+
     /// Sizes of the last completed or failed dump.
     pub fn last_stats(&self) -> DumpStats {
         self.stats
@@ -237,6 +251,7 @@ impl Dumper {
     fn dump_once(
         &mut self,
         listeners: bool,
+        epoch: u64,
         out: &mut Vec<SocketSnapshot>,
         from: usize,
     ) -> Result<(), DiagError> {
@@ -252,7 +267,7 @@ impl Dumper {
             None => open_socket(self.netns.as_ref())?,
         };
         if self.one_walk {
-            match self.dump_family(&socket, listeners, Walk::Both, out) {
+            match self.dump_family(&socket, listeners, Walk::Both, epoch, out) {
                 Err(e) if refused_one_walk(&e) => {
                     // A kernel without the old request: one per family from
                     // now on. The error ended that request; the socket is
@@ -271,7 +286,7 @@ impl Dumper {
             }
         }
         for walk in [Walk::Ipv4, Walk::Ipv6] {
-            self.dump_family(&socket, listeners, walk, out)?;
+            self.dump_family(&socket, listeners, walk, epoch, out)?;
         }
         self.socket = Some(socket);
         Ok(())
@@ -282,6 +297,7 @@ impl Dumper {
         socket: &Socket,
         listeners: bool,
         walk: Walk,
+        epoch_ns: u64,
         out: &mut Vec<SocketSnapshot>,
     ) -> Result<(), DiagError> {
         let family = walk.label();
@@ -318,15 +334,19 @@ impl Dumper {
                     detail: "empty datagram".into(),
                 });
             }
+            let late_ms = (monotonic_ns().saturating_sub(epoch_ns) / 1_000_000) as u32;
             if let Some(c) = &mut self.capture {
                 c.push(Datagram {
                     walk,
                     seq,
                     bytes: self.buf[..n].to_vec(),
+                    late_ms,
                 });
             }
             let mut counts = Counts::default();
+            let before = out.len();
             let step = parse_datagram(&self.buf[..n], seq, family, out, &mut counts);
+            on_dump_clock(&mut out[before..], late_ms);
             self.stats.sockets += counts.sockets;
             self.stats.skipped += counts.skipped;
             if step? == Step::Done {

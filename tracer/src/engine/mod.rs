@@ -34,7 +34,8 @@
 //!   `since` is the closing event's time; when the entry was not seen
 //!   (adopted, found by a state mismatch, or an orphaned FIN_WAIT2 that got
 //!   its FIN, which re-arms the timer at 60 s) it is
-//!   `now - (60 s - expires_ms)` from the dump. An inferred record no full
+//!   `now - (60 s - expires_ms)` from the dump (`now` its start, from which
+//!   the dumper counts every timer: `diag::on_dump_clock`). An inferred record no full
 //!   dump has judged by `since + 60 s + slack` (full dumps failing) ends as
 //!   `Expired` at `since + 60 s` too: it cannot have lasted longer.
 //!   Not modelled: the kernel re-arms the timer when a retransmitted FIN

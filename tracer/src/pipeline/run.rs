@@ -163,15 +163,8 @@ impl<D: Observer> Pipeline<D> {
         let at_ns = horizon_ns();
         let tracking = self.tracking.is_some();
         let seen = (tracking && self.scope.is_all()).then_some(&mut self.event_netns);
-        catch_up(
-            &mut self.ingest,
-            at_ns,
-            &self.core,
-            self.scope,
-            tracking,
-            seen,
-            sink,
-        );
+        let batch = Batch::new(&self.core, self.scope, tracking, seen, sink);
+        catch_up(&mut self.ingest, at_ns, batch);
         if let Some(r) = &self.recorder {
             r.expired(at_ns);
         }

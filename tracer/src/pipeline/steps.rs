@@ -176,13 +176,8 @@ impl<'a, D: Observer, S: Sink<Derived = D>> Batch<'a, D, S> {
 pub(super) fn catch_up<D: Observer, S: Sink<Derived = D>>(
     ingest: &mut Ingest,
     horizon_ns: u64,
-    core: &SharedCore<D>,
-    scope: NetnsScope,
-    tracking: bool,
-    seen: Option<&mut EventNetns>,
-    sink: &mut S,
+    mut batch: Batch<'_, D, S>,
 ) {
-    let mut batch = Batch::new(core, scope, tracking, seen, sink);
     let n = ingest.drain_before(horizon_ns, |ev| batch.event(ev));
     batch.finish(n);
 }
@@ -424,12 +419,15 @@ mod tests {
             });
             let mut told = Told::default();
             let at = tick + 2_000_000;
+            let read = |ingest: &mut Ingest, told: &mut Told| {
+                catch_up(ingest, at, Batch::new(&core, scope, true, None, told));
+            };
             if caught_up {
-                catch_up(&mut ingest, at, &core, scope, true, None, &mut told);
+                read(&mut ingest, &mut told);
                 expire(&core, at, &mut told);
             } else {
                 expire(&core, at, &mut told);
-                catch_up(&mut ingest, at, &core, scope, true, None, &mut told);
+                read(&mut ingest, &mut told);
             }
             assert_eq!(told.0, vec![(2, true)], "the second close was read");
             let core = core.lock();

@@ -51,17 +51,20 @@ impl Ns {
         })
     }
 
-    /// Append its sockets to `out`; with `capture`, also return the
-    /// datagrams they came in (empty otherwise).
+    /// Append its sockets to `out`, their timers counted from the dump's
+    /// `start_ns`; with `capture`, also return the datagrams they came in
+    /// (empty otherwise).
     fn append(
         &mut self,
         full: bool,
         opts: DumpOptions,
         capture: bool,
+        start_ns: u64,
         out: &mut Vec<SocketSnapshot>,
     ) -> Result<Vec<Datagram>, DiagError> {
         let dumper = self.dumper(full, opts)?;
         dumper.set_capture(capture);
+        dumper.timers_from(start_ns);
         dumper.dump_append(out)?;
         Ok(dumper.take_captured())
     }
@@ -73,10 +76,12 @@ impl Ns {
         &mut self,
         opts: DumpOptions,
         lookups: &[Lookup],
+        start_ns: u64,
         out: &mut Vec<SocketSnapshot>,
     ) -> Result<(), DiagError> {
         let dumper = self.dumper(false, opts)?;
         dumper.set_capture(false);
+        dumper.timers_from(start_ns);
         dumper.listeners_append(out)?;
         let from = out.len();
         dumper.lookup_append(lookups, out)?;
@@ -294,9 +299,10 @@ impl Kit {
                                 lookups[from..to].iter().map(|(_, p)| *p)
                             })
                             .collect();
-                        ns.look_up(opts, &mine, &mut self.buf).map(|()| Vec::new())
+                        ns.look_up(opts, &mine, start_ns, &mut self.buf)
+                            .map(|()| Vec::new())
                     }
-                    _ => ns.append(full, opts, self.capture, &mut self.buf),
+                    _ => ns.append(full, opts, self.capture, start_ns, &mut self.buf),
                 };
                 match done {
                     Ok(kept) => {

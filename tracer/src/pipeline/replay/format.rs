@@ -21,7 +21,7 @@
 //!
 //! ```text
 //! {"dump":{"start_ns":N,"full":true,"covered":[I],"fresh_from":3,
-//!   "netns":[{"inode":I,"datagrams":[{"walk":"both","seq":2,"raw":"<hex>"}],
+//!   "netns":[{"inode":I,"datagrams":[{"walk":"both","seq":2,"late_ms":3,"raw":"<hex>"}],
 //!             "note":"listen 127.0.0.1:80->0.0.0.0:0 sk 1f, .."}],
 //!   "owners":{..}}}
 //! ```
@@ -280,6 +280,7 @@ impl RecordedNetns {
                 .map(|d| RecordedDatagram {
                     walk: d.walk.name().into(),
                     seq: d.seq,
+                    late_ms: d.late_ms,
                     raw: hex(&d.bytes),
                 })
                 .collect(),
@@ -300,6 +301,7 @@ impl RecordedNetns {
                     walk,
                     seq: d.seq,
                     bytes,
+                    late_ms: d.late_ms,
                 })
             })
             .collect()
@@ -313,8 +315,17 @@ pub struct RecordedDatagram {
     pub walk: String,
     /// That request's sequence number.
     pub seq: u32,
+    /// Milliseconds after the dump's start it arrived (its timers count
+    /// from that start: `diag::on_dump_clock`); 0 in recordings made
+    /// before it was kept.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub late_ms: u32,
     /// Its bytes, in hex.
     pub raw: String,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// A whole recording, read back.

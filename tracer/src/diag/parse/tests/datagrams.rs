@@ -148,7 +148,12 @@ fn recorded_datagrams_read_back_as_the_dump_listed_them() {
             .bytes(),
         )
     };
-    let dg = |walk, seq, bytes: Vec<u8>| Datagram { walk, seq, bytes };
+    let dg = |walk, seq, bytes: Vec<u8>| Datagram {
+        walk,
+        seq,
+        bytes,
+        late_ms: 0,
+    };
     // A kernel without the one-walk request refused it; the dumper asked
     // for each family instead.
     let mut first = sock(1);
@@ -179,4 +184,45 @@ fn recorded_datagrams_read_back_as_the_dump_listed_them() {
         ),
         "{e:?}"
     );
+}
+
+/// The kernel writes each socket's time left as it fills the datagram; a
+/// datagram read `late_ms` into the dump has it counted from the dump's
+/// start, as the live parse counts it. No timer stays no timer.
+#[test]
+fn timers_count_from_the_dump_start() {
+    let sock = |sport, expires| {
+        nlmsg(
+            SEQ,
+            SOCK_DIAG_BY_FAMILY,
+            &Msg {
+                sport,
+                expires,
+                ..established()
+            }
+            .bytes(),
+        )
+    };
+    let mut first = sock(1, 59_000);
+    first.extend(sock(2, 0));
+    let mut late = sock(3, 30_000);
+    late.extend(nlmsg(SEQ, NLMSG_DONE, &0i32.to_ne_bytes()));
+    let recorded = [
+        Datagram {
+            walk: Walk::Both,
+            seq: SEQ,
+            bytes: first,
+            late_ms: 0,
+        },
+        Datagram {
+            walk: Walk::Both,
+            seq: SEQ,
+            bytes: late,
+            late_ms: 45,
+        },
+    ];
+    let mut out = Vec::new();
+    parse_datagrams(&recorded, 1, &mut out).expect("read back");
+    let left: Vec<(u16, u32)> = out.iter().map(|s| (s.sport, s.expires_ms)).collect();
+    assert_eq!(left, [(1, 59_000), (2, 0), (3, 30_045)]);
 }
