@@ -33,7 +33,9 @@ fn client_close_leaves_timewait_with_the_client_cookie() {
         (orphan.cookie, orphan.timer, orphan.inode, orphan.uid),
         (cookie, TimerKind::TimeWait, 0, 0)
     );
-    assert!(orphan.expires_ms <= 60_000, "{orphan:?}");
+    // Counted from the dump's start, which may be a few milliseconds
+    // before the kernel wrote the 60 s it had left (`diag::on_dump_clock`).
+    assert!(orphan.expires_ms <= 60_000 + 250, "{orphan:?}");
     assert_eq!(ss_cookie("FIN-WAIT-2", cport, port), cookie);
 
     // The server's FIN moves the same timewait socket to TIME_WAIT.
@@ -44,7 +46,7 @@ fn client_close_leaves_timewait_with_the_client_cookie() {
         (tw.cookie, tw.timer, tw.inode),
         (cookie, TimerKind::TimeWait, 0)
     );
-    assert!(tw.expires_ms > 0 && tw.expires_ms <= 60_000, "{tw:?}");
+    assert!(tw.expires_ms > 0 && tw.expires_ms <= 60_000 + 250, "{tw:?}");
     assert_eq!(ss_cookie("TIME-WAIT", cport, port), cookie);
 }
 
