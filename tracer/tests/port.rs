@@ -46,7 +46,8 @@ fn a_killed_server_with_reuseaddr_restarts_only_with_reuseaddr() {
         assert_eq!(s["blocks_without_reuseaddr"], "bound", "{s}");
         assert_eq!(s["blocks_with_reuseaddr"], Value::Null, "{s}");
         let left = s["expires_in_seconds"].as_f64().expect("a kernel timer");
-        assert!(left > 50.0 && left <= 60.0, "{s}");
+        // Counted from the dump's start: a few ms past 60 s at most.
+        assert!(left > 50.0 && left <= 60.25, "{s}");
         // Without an agent, only TIME_WAIT's age is known (its timer says).
         if s["state"] == "time_wait" {
             let age = s["age_seconds"].as_f64().expect("TIME_WAIT age");
