@@ -380,8 +380,11 @@ fn costly_walks_give_way_to_lookups_and_leaks_are_still_judged() {
         "1s",
     ]);
     let lookups = "tracer_reconcile_lookups_total";
+    // The budget spaces live walks by their cost (~4 s apart here, more
+    // on a loaded machine), and the first walk does not decide: lookups
+    // start at the third live dump or so.
     assert!(
-        wait_until(Duration::from_secs(20), || agent.metric(lookups) > 0.0),
+        wait_until(Duration::from_secs(60), || agent.metric(lookups) > 0.0),
         "live dumps look sockets up once a walk costs too much"
     );
     // The peer closes; this process never does.
