@@ -25,6 +25,11 @@ pub enum Variant {
     Baseline,
     /// `tracer run` with its defaults.
     Run,
+    /// `tracer run` following only an empty network namespace
+    /// ([`Env::empty_netns`]): it reads, decodes and counts every event and
+    /// applies none, and its dumps find nothing. The floor of any agent
+    /// that reads every event.
+    Reading,
     /// `tracer events > /dev/null`.
     Events,
     /// `bpftrace bench/tcpstates-dwell.bt`.
@@ -36,9 +41,10 @@ pub enum Variant {
 
 impl Variant {
     /// Every variant, in report order.
-    pub const ALL: [Variant; 5] = [
+    pub const ALL: [Variant; 6] = [
         Variant::Baseline,
         Variant::Run,
+        Variant::Reading,
         Variant::Events,
         Variant::Bpftrace,
         Variant::Empty,
@@ -49,6 +55,7 @@ impl Variant {
         match self {
             Variant::Baseline => "baseline (no tracer)",
             Variant::Run => "tracer run",
+            Variant::Reading => "tracer run, reading only (floor)",
             Variant::Events => "tracer events >/dev/null",
             Variant::Bpftrace => "bpftrace tcpstates-dwell.bt",
             Variant::Empty => "empty program (floor)",
@@ -59,6 +66,7 @@ impl Variant {
         match self {
             Variant::Baseline => "baseline",
             Variant::Run => "run",
+            Variant::Reading => "reading",
             Variant::Events => "events",
             Variant::Bpftrace => "bpftrace",
             Variant::Empty => "empty",
@@ -81,6 +89,9 @@ pub struct Env {
     pub scratch: PathBuf,
     /// Extra arguments for `tracer run` (e.g. `--ring-bytes`).
     pub run_args: Vec<String>,
+    /// The empty network namespace (a `/run/netns` name) that
+    /// [`Variant::Reading`] follows.
+    pub empty_netns: Option<String>,
     /// Read each variant's kernel-program counters around the window
     /// (`kernel.bpf_stats_enabled` is on).
     pub bpf_stats: bool,
@@ -128,13 +139,20 @@ impl Agent {
         let stderr = || File::create(&err).with_context(|| format!("creating {}", err.display()));
         let (mut cmd, http) = match variant {
             Variant::Baseline => return Ok(None),
-            Variant::Run => {
+            Variant::Run | Variant::Reading => {
                 let addr = free_port()?;
                 let mut c = Command::new(&env.tracer);
                 c.arg("run")
                     .arg("--listen")
                     .arg(addr.to_string())
                     .args(&env.run_args);
+                if variant == Variant::Reading {
+                    let netns = env
+                        .empty_netns
+                        .as_deref()
+                        .context("no empty network namespace for the reading-only agent")?;
+                    c.arg("--netns").arg(netns);
+                }
                 c.stdout(
                     File::create(&out).with_context(|| format!("creating {}", out.display()))?,
                 );
@@ -193,7 +211,7 @@ impl Agent {
             }
             let ready = match self.variant {
                 Variant::Baseline => true,
-                Variant::Run => self
+                Variant::Run | Variant::Reading => self
                     .http
                     .is_some_and(|a| matches!(scrape::get(a, "/healthz"), Ok((200, _)))),
                 Variant::Events => read(&self.err).contains("tracing TCP events"),
@@ -297,7 +315,7 @@ impl Agent {
                 stats.lost = Some(lost);
             }
             Variant::Bpftrace => stats.events = parse_bpftrace_count(&read(&self.out)),
-            Variant::Baseline | Variant::Run | Variant::Empty => {}
+            Variant::Baseline | Variant::Run | Variant::Reading | Variant::Empty => {}
         }
         Ok(stats)
     }
@@ -329,6 +347,33 @@ impl Drop for Agent {
         if matches!(self.child.try_wait(), Ok(None)) {
             self.kill();
         }
+    }
+}
+
+/// A network namespace under `/run/netns`, made for the run and deleted
+/// on drop, whatever happens.
+pub struct TempNetns(String);
+
+impl TempNetns {
+    /// Make `/run/netns/<name>`, empty.
+    pub fn make(name: String) -> anyhow::Result<TempNetns> {
+        crate::cmd::run("ip", &["netns", "add", &name])
+            .with_context(|| format!("making network namespace {name}"))?;
+        Ok(TempNetns(name))
+    }
+
+    /// Its name under `/run/netns`.
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for TempNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

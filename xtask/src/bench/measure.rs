@@ -110,18 +110,19 @@ pub fn interleaved(
 /// (13 s at 10,000 conn/s).
 pub const STEADY_WARMUP: Duration = Duration::from_secs(30);
 
-/// `tracer run` as it runs for days: one agent beside churn at `cfg`,
-/// `warmup` of it unmeasured, then `windows` windows of `cfg.duration` in
-/// a row, each a sample (its `round` the window's index).
+/// `tracer run` as it runs for days: one agent of `variant` beside churn
+/// at `cfg`, `warmup` of it unmeasured, then `windows` windows of
+/// `cfg.duration` in a row, each a sample (its `round` the window's index).
 pub fn steady(
     env: &Env,
     cfg: &ChurnConfig,
+    variant: Variant,
     warmup: Duration,
     windows: usize,
     label: &str,
 ) -> anyhow::Result<Vec<Sample>> {
     let server = churn::Server::start(cfg)?;
-    let mut agent = Agent::start(Variant::Run, env, label)?;
+    let mut agent = Agent::start(variant, env, label)?;
     let warm = ChurnConfig {
         duration: warmup,
         ..cfg.clone()
@@ -130,7 +131,7 @@ pub fn steady(
     let mut out = Vec::new();
     for round in 0..windows {
         let last = round + 1 == windows;
-        let s = window(env, cfg, &server, &mut agent, Variant::Run, round, last)?;
+        let s = window(env, cfg, &server, &mut agent, variant, round, last)?;
         say(label, windows, &s);
         out.push(s);
     }
@@ -173,8 +174,13 @@ fn window(
     let m0 = procfs::MachineCpu::now()?;
     let self0 = procfs::self_cpu_secs()?;
     let sampler = match env.truth_every {
+        // Only `tracer run`'s gauge is the kernel's count: the reading-only
+        // agent follows an empty namespace.
         Some(every) => Some(truth::Sampler::start(
-            agent.as_ref().and_then(|a| a.http()),
+            agent
+                .as_ref()
+                .filter(|_| variant == Variant::Run)
+                .and_then(|a| a.http()),
             every,
         )?),
         None => None,
@@ -363,7 +369,7 @@ impl Scenario {
                 c.duration.as_secs_f64()
             ),
             Some(w) => format!(
-                "one `tracer run` measured in {} windows × {:.0} s in a row, after {:.0} s of the same churn",
+                "one agent per variant, measured in {} windows × {:.0} s in a row, after {:.0} s of the same churn",
                 self.rounds,
                 c.duration.as_secs_f64(),
                 w.as_secs_f64()

@@ -93,6 +93,14 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         report.micro = Some(micro::run(exe, args.quick)?);
         return finish(&args, &report, &root, t0);
     }
+    // What the reading-only agent follows: nothing.
+    let empty_netns = match variants(&args).contains(&Variant::Reading) {
+        true => Some(agent::TempNetns::make(format!(
+            "tracer-bench-empty-{}",
+            std::process::id()
+        ))?),
+        false => None,
+    };
     let mut env = Env {
         tracer: args
             .tracer_bin
@@ -101,6 +109,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         bpftrace_script: root.join("bench/tcpstates-dwell.bt"),
         scratch: target_dir().join("bench"),
         run_args: args.tracer_args.clone(),
+        empty_netns: empty_netns.as_ref().map(|n| n.name().to_owned()),
         bpf_stats: false,
         truth_every: match args.no_truth {
             true => None,
@@ -201,13 +210,20 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             (false, true) => (vec![1_000, 5_000, 10_000, 20_000], 3, 10.0),
             (false, false) => (args.sweep.clone(), 3, 10.0),
         };
+        // The reading-only floor is measured at peak and beside the
+        // running agent; across the sweep it would only add minutes.
+        let swept: Vec<Variant> = variants
+            .iter()
+            .copied()
+            .filter(|&v| v != Variant::Reading)
+            .collect();
         for rate in rates {
             let cfg = ChurnConfig {
                 server_port: port,
                 ..args.churn(Some(rate), sweep_secs)
             };
             let samples =
-                measure::interleaved(&env, &cfg, &variants, sweep_rounds, &format!("sweep{rate}"))?;
+                measure::interleaved(&env, &cfg, &swept, sweep_rounds, &format!("sweep{rate}"))?;
             report.sweep.push(measure::Scenario {
                 cfg,
                 rounds: sweep_rounds,
@@ -227,7 +243,13 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             server_port: port,
             ..args.churn(Some(STEADY_RATE), secs)
         };
-        let samples = measure::steady(&env, &cfg, warmup, windows, "steady")?;
+        let mut samples = measure::steady(&env, &cfg, Variant::Run, warmup, windows, "steady")?;
+        if variants.contains(&Variant::Reading) {
+            // Then the floor, on the same churn: the same windows after the
+            // same warm-up, one agent at a time.
+            let floor = measure::steady(&env, &cfg, Variant::Reading, warmup, windows, "steady")?;
+            samples.extend(floor);
+        }
         report.steady = Some(measure::Scenario {
             cfg,
             rounds: windows,

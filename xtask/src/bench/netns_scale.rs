@@ -12,22 +12,15 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{procfs, scrape};
+use super::{agent::TempNetns, procfs, scrape};
 use crate::cmd;
 
 /// Namespaces made for the run, each holding a listener and its idle
 /// connections; deleted on drop.
 struct Namespaces {
-    names: Vec<String>,
+    // Declared first: the sockets close before their namespaces go.
     _held: Vec<(TcpListener, Vec<(TcpStream, TcpStream)>)>,
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
+    names: Vec<TempNetns>,
 }
 
 /// Run `f` on a thread that has entered the namespace `/run/netns/NAME`.
@@ -57,8 +50,7 @@ fn make(n: usize, conns: usize) -> anyhow::Result<Namespaces> {
     };
     for i in 0..n {
         let name = format!("trb-{}-{i}", std::process::id());
-        cmd::run("ip", &["netns", "add", &name])?;
-        ns.names.push(name.clone());
+        ns.names.push(TempNetns::make(name.clone())?);
         cmd::run("ip", &["-n", &name, "link", "set", "lo", "up"])?;
         let held = in_netns(&name, move || {
             let l = TcpListener::bind("127.0.0.1:0")?;

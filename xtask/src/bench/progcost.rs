@@ -101,7 +101,7 @@ pub fn rows(samples: &[Sample]) -> Vec<CostRow> {
                 to_floor: Summary::of(per_round.iter().filter_map(|r| r.1)),
             });
         }
-        if !matches!(v, Variant::Run | Variant::Events) {
+        if !matches!(v, Variant::Run | Variant::Reading | Variant::Events) {
             continue;
         }
         let events: f64 = mine.iter().filter_map(|s| s.agent.as_ref()?.events).sum();
@@ -238,7 +238,9 @@ pub fn markdown(
          sock_diag dumps (Δ`tracer_reconcile_cpu_seconds_total`: the kernel's walk of the socket \
          tables and the engine's reconcile, all dumps together capped by `--reconcile-budget`, 1% \
          of a core by default) and the rest; each part is its own median over rounds. The \
-         `peak` and `10,000 conn/s` rows measure a fresh agent per round from its start; the \
+         reading-only floor is `tracer run` following an empty namespace: it reads every event \
+         and applies none, and its dumps still walk the host's socket tables, which the \
+         namespace shares. The `peak` and `10,000 conn/s` rows measure a fresh agent per round from its start; the \
          running agent's rows one agent after its warm-up, per window.{}\n\n",
         super::agent::EMPTY_PROGRAM,
         if quick {
@@ -304,10 +306,19 @@ mod tests {
                 1,
                 &[("inet_sock_set_state", 4_000_000, 10_000)],
             ),
+            // The reading-only floor loads the same program.
+            sample(
+                Variant::Reading,
+                0,
+                &[("inet_sock_set_state", 9_000_000, 10_000)],
+            ),
         ];
         let rows = rows(&samples);
+        // `tracer run`'s own state program, not the floor's.
         let st = state_prog(&rows).expect("state row");
         assert_eq!((st.ns.min, st.ns.max, st.events), (300.0, 400.0, 20_000.0));
+        let floor = agent(&rows, Variant::Reading, Subject::Agent).expect("floor's agent row");
+        assert_eq!(floor.ns.median, 500.0);
         // Round 0: 300/100, round 1: 400/200.
         let r = st.to_floor.expect("ratio");
         assert_eq!((r.min, r.max), (2.0, 3.0));

@@ -82,12 +82,20 @@ impl Report {
             _ => String::new(),
         };
         let agent = part(agent_rows, Subject::Agent);
+        let reading = progcost::agent(agent_rows, Variant::Reading, Subject::Agent)
+            .map(|r| {
+                format!(
+                    "; the floor, an agent that only reads, in the same way: {} ns",
+                    r.ns.fmt(0)
+                )
+            })
+            .unwrap_or_default();
         line(
             agent.map(|a| a.median <= MAX_AGENT_NS),
             format!(
                 "agent ≤ {MAX_AGENT_NS:.0} ns of CPU per event at 10,000 conn/s ({} ns, {where_}; \
                  of which the sock_diag dumps, capped by `--reconcile-budget`, {} and reading and \
-                 applying events {}{fresh})",
+                 applying events {}{fresh}{reading})",
                 fmt_opt(agent, 0),
                 fmt_opt(part(agent_rows, Subject::AgentDumps), 0),
                 fmt_opt(part(agent_rows, Subject::AgentRest), 0)
@@ -96,10 +104,18 @@ impl Report {
         let run = main.and_then(|m| m.summary(Variant::Run));
         let bt = main.and_then(|m| m.summary(Variant::Bpftrace));
         let r = run.as_ref().and_then(|v| v.ratio);
+        let ratio_of = |v| main.and_then(|m| m.summary(v)).and_then(|s| s.ratio);
+        let floors = [
+            (Variant::Reading, "an agent that only reads"),
+            (Variant::Empty, "the empty program"),
+        ]
+        .iter()
+        .filter_map(|&(v, what)| Some(format!("; {what}: {}", ratio_of(v)?.fmt(3))))
+        .collect::<String>();
         line(
             r.map(|r| r.median >= 0.97),
             format!(
-                "ratio with `tracer run` at peak ≥ 0.97 (median {})",
+                "ratio with `tracer run` at peak ≥ 0.97 (median {}{floors})",
                 fmt_opt(r, 3)
             ),
         );
