@@ -93,14 +93,6 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         report.micro = Some(micro::run(exe, args.quick)?);
         return finish(&args, &report, &root, t0);
     }
-    // What the reading-only agent follows: nothing.
-    let empty_netns = match variants(&args).contains(&Variant::Reading) {
-        true => Some(agent::TempNetns::make(format!(
-            "tracer-bench-empty-{}",
-            std::process::id()
-        ))?),
-        false => None,
-    };
     let mut env = Env {
         tracer: args
             .tracer_bin
@@ -109,7 +101,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         bpftrace_script: root.join("bench/tcpstates-dwell.bt"),
         scratch: target_dir().join("bench"),
         run_args: args.tracer_args.clone(),
-        empty_netns: empty_netns.as_ref().map(|n| n.name().to_owned()),
+        empty_netns: None,
         bpf_stats: false,
         truth_every: match args.no_truth {
             true => None,
@@ -151,6 +143,15 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         eprintln!("xtask: {e:#}");
     }
     let variants = variants(&args);
+    // What the reading-only agent follows: nothing. Deleted on the way out.
+    let empty_netns = match variants.contains(&Variant::Reading) {
+        true => Some(agent::TempNetns::make(format!(
+            "tracer-bench-empty-{}",
+            std::process::id()
+        ))?),
+        false => None,
+    };
+    env.empty_netns = empty_netns.as_ref().map(|n| n.name().to_owned());
     let (rounds, secs) = match args.quick {
         true => (args.rounds.unwrap_or(3), args.secs.unwrap_or(3.0)),
         false => (args.rounds.unwrap_or(5), args.secs.unwrap_or(10.0)),
