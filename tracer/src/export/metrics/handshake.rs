@@ -94,7 +94,7 @@ impl Observer for Handshakes {
             Handshake::Established { latency_ns } => {
                 self.established[role.index()].inc();
                 if let (Role::Client, Some(ns)) = (role, latency_ns) {
-                    self.latency.observe(ns as f64 / 1e9);
+                    self.latency.observe_ns(ns);
                 }
             }
             Handshake::Failed(why) => {

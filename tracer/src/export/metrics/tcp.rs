@@ -274,7 +274,7 @@ impl Tcp {
 /// Counts what the engine learns about connections.
 impl Observer for Tcp {
     fn stay(&mut self, _cookie: u64, state: TcpState, duration_ns: u64, _lower_bound: bool) {
-        self.durations[state.index()].observe(duration_ns as f64 / 1e9);
+        self.durations[state.index()].observe_ns(duration_ns);
     }
 
     fn transition(&mut self, _cookie: u64, from: TcpState, to: TcpState) {
