@@ -15,10 +15,15 @@
 //! healing is what the reconcile is for, and it must not wait for the
 //! budget (a full one, once its configured interval has passed).
 //!
-//! The first dump of each kind does not set the pace: it adopts every
-//! socket, opens every namespace and fills the owner caches, so its cost
-//! says nothing about the steady state (on a slow machine it was 100 times
-//! a later one, and stretched the next dump past a minute).
+//! The first dump of each kind does not set the pace alone: it adopts
+//! every socket, opens every namespace and fills the owner caches, so its
+//! cost overstates the steady state (on a slow machine it was 100 times a
+//! later one, and stretched the next dump past a minute). A first live
+//! dump keeps the configured interval. A first full dump may stretch the
+//! gap to the second up to [`FIRST_FULL_STRETCH`] intervals: beside
+//! 131,072 TIME_WAIT sockets the second full walk costs 60–100 ms, as
+//! much as the first, and at the configured 10 s it came inside the
+//! agent's first half minute whatever the budget said.
 //!
 //! [`Paces`] also learns what live walks and live lookups cost, and says
 //! which the next live dump should do ([`Paces::look_up`]): lookups when
@@ -44,7 +49,13 @@ pub struct Pace {
     slack_ns: u64,
     /// No dump has been recorded yet.
     first: bool,
+    /// How many intervals the first dump's cost may stretch the gap to the
+    /// second (0 or 1: not at all).
+    first_stretch: u64,
 }
+
+/// How many intervals a first full dump may stretch the gap to the second.
+pub const FIRST_FULL_STRETCH: u64 = 3;
 
 impl Pace {
     /// A pace of one dump every `interval`, spending at most `budget_percent`
@@ -59,7 +70,15 @@ impl Pace {
             next_ns: 0,
             slack_ns: base_ns / 4,
             first: true,
+            first_stretch: 0,
         }
+    }
+
+    /// The same pace, whose first dump may stretch the gap to the second up
+    /// to `n` intervals when it cost more than the budget allows.
+    pub fn first_stretches(mut self, n: u64) -> Pace {
+        self.first_stretch = n;
+        self
     }
 
     /// The same pace, asked on a timer of period `tick` instead.
@@ -93,12 +112,18 @@ impl Pace {
 
     /// Record a dump that started at `start_ns` and cost `cost_ns` of CPU
     /// time (the kernel's walk plus the engine's reconcile). The first
-    /// dump keeps the configured interval, whatever it cost.
+    /// dump stretches the gap no further than its `first_stretches` allow
+    /// (by default not at all), whatever it cost.
     pub fn done(&mut self, start_ns: u64, cost_ns: u64) {
         let first = std::mem::replace(&mut self.first, false);
-        self.interval_ns = if self.budget > 0.0 && !first {
+        self.interval_ns = if self.budget > 0.0 {
             let stretched = (cost_ns as f64 / self.budget).min(u64::MAX as f64) as u64;
-            self.base_ns.max(stretched)
+            let cap = if first {
+                self.base_ns.saturating_mul(self.first_stretch)
+            } else {
+                u64::MAX
+            };
+            self.base_ns.max(stretched.min(cap))
         } else {
             self.base_ns
         };
@@ -171,7 +196,11 @@ impl Paces {
         Paces {
             live: Pace::new(live, share),
             // Asked on the live dumps' timer.
-            full: full.map(|f| Pace::new(f, share).ticked_by(live)),
+            full: full.map(|f| {
+                Pace::new(f, share)
+                    .ticked_by(live)
+                    .first_stretches(FIRST_FULL_STRETCH)
+            }),
             walk_ns: 0,
             lookup_each_ns: None,
         }
@@ -430,6 +459,24 @@ mod tests {
         assert!(p.due(S));
         p.done(S, 175 * MS); // the second one does
         assert_eq!(p.interval(), Duration::from_millis(17_500));
+    }
+
+    #[test]
+    fn a_first_full_dump_stretches_the_gap_to_the_second_three_intervals_at_most() {
+        let first_full = |cost_ns| {
+            let mut p = Paces::new(Duration::from_secs(1), Some(Duration::from_secs(10)), 1.0);
+            p.done(true, 0, cost_ns)
+        };
+        // 62 ms at half of 1%: 12.4 s.
+        assert_eq!(first_full(62 * MS), Duration::from_millis(12_400));
+        assert_eq!(first_full(2 * MS), Duration::from_secs(10), "cheap");
+        assert_eq!(first_full(5 * S), Duration::from_secs(30), "capped");
+        // A first live dump keeps its interval, however dear.
+        let mut p = Paces::new(Duration::from_secs(1), Some(Duration::from_secs(10)), 1.0);
+        assert_eq!(p.done(false, 0, 5 * S), Duration::from_secs(1));
+        // Without a budget, nothing stretches.
+        let mut p = Paces::new(Duration::from_secs(1), Some(Duration::from_secs(10)), 0.0);
+        assert_eq!(p.done(true, 0, 5 * S), Duration::from_secs(10));
     }
 
     /// Paces whose first dump of each kind is done: the next ones count.
