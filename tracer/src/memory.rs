@@ -11,11 +11,14 @@
 //!   index entries a few events before it is applied
 //!   (`Engine::prefetch`, called by the pipeline's `Batch`).
 //!
-//! Backing the store's big arrays with huge pages (`MADV_HUGEPAGE`) was
-//! tried and not kept: a few percent less per event once the store stopped
-//! growing, but while it grows each 2 MiB page is zeroed (and compacted
-//! for) at its first touch, and a fresh agent at peak churn spent about
-//! 15% more per event and lost events.
+//! - [`huge`]: back what is resident with huge pages, from a thread of its
+//!   own (`MADV_COLLAPSE`), so fewer of those reads miss the TLB. Asking at
+//!   allocation (`MADV_HUGEPAGE`) was tried and not kept: while the store
+//!   grows, each 2 MiB page is zeroed (and compacted for) at its first
+//!   touch, on the event loop, and a fresh agent at peak churn spent about
+//!   15% more per event and lost events.
+
+pub mod huge;
 
 /// Ask the CPU to bring the cache line holding the start of `*p` into its
 /// caches; a hint, a no-op where the target has no such instruction.

@@ -104,6 +104,8 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
     let adopted = pipeline
         .adopt(&mut sink)
         .context("listing existing TCP sockets with sock_diag")?;
+    // Huge pages for the store's tables once they are resident.
+    crate::memory::huge::spawn();
     tracing::info!(
         "agent running: {adopted} existing sockets adopted; serving {}://{}/metrics",
         Gate::scheme(gate.as_deref()),

@@ -106,9 +106,11 @@ pub fn interleaved(
 
 /// How long [`steady`] lets churn run before its first window: past the
 /// adoption of the TIME_WAIT sockets already there, the first full dump
-/// the budget paces, and the table's filling up to `tcp_max_tw_buckets`
-/// (13 s at 10,000 conn/s).
-pub const STEADY_WARMUP: Duration = Duration::from_secs(30);
+/// the budget paces, the table's filling up to `tcp_max_tw_buckets`
+/// (13 s at 10,000 conn/s), and the agent's first huge-page pass, one
+/// TIME_WAIT lifetime after its start (a one-off copy of its tables,
+/// which the fresh agents' figures include).
+pub const STEADY_WARMUP: Duration = Duration::from_secs(75);
 
 /// `tracer run` as it runs for days: one agent of `variant` beside churn
 /// at `cfg`, `warmup` of it unmeasured, then `windows` windows of
