@@ -54,11 +54,11 @@ pub struct Histogram {
 }
 
 /// Observations so far: per bucket (not cumulative; the last is `+Inf`),
-/// their sum and count.
+/// their sum (in nanoseconds: exact, and seconds only when shown) and count.
 #[derive(Debug)]
 struct Totals {
     buckets: Vec<u64>,
-    sum: f64,
+    sum_ns: u128,
     count: u64,
 }
 
@@ -70,7 +70,7 @@ impl Histogram {
             bounds,
             inner: Arc::new(Mutex::new(Totals {
                 buckets: vec![0; bounds.len() + 1],
-                sum: 0.0,
+                sum_ns: 0,
                 count: 0,
             })),
         }
@@ -97,7 +97,7 @@ impl EncodeMetric for Histogram {
                 .chain([f64::INFINITY])
                 .zip(t.buckets.iter().copied())
                 .collect();
-            (t.sum, t.count, buckets)
+            (t.sum_ns as f64 / 1e9, t.count, buckets)
         };
         encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
@@ -187,7 +187,7 @@ impl Spread {
         for (total, n) in t.buckets.iter_mut().zip(self.buckets.iter_mut()) {
             *total += std::mem::take(n);
         }
-        t.sum += std::mem::take(&mut self.sum_ns) as f64 / 1e9;
+        t.sum_ns += std::mem::take(&mut self.sum_ns);
         t.count += std::mem::take(&mut self.count);
     }
 }
