@@ -1,6 +1,6 @@
 //! The compact per-socket record and its public read-only view.
 //!
-//! A [`Record`] is 128 bytes (120 of fields; two whole cache lines): times as u64 ns, addresses as `[u8; 16]` plus a
+//! A [`Record`] is 120 bytes: times as u64 ns, addresses as `[u8; 16]` plus a
 //! family, the network namespace inode, the state path as up to [`PATH_LEN`]
 //! kernel state numbers, small saturating counters, and two `u32` links for
 //! the store's intrusive list of finished records.
@@ -97,12 +97,7 @@ pub(super) mod tw_end {
 pub(super) const NIL: u32 = u32::MAX;
 
 /// One tracked socket. Plain data; see the module docs for the rules.
-///
-/// Two whole cache lines: at 120 bytes, three records in four straddled a
-/// third line, and a record is read at random (its socket's events come
-/// seconds apart), so each straddle was one more miss.
 #[derive(Clone, Debug)]
-#[repr(align(64))]
 pub(super) struct Record {
     pub cookie: u64,
     pub created_ns: u64,
@@ -132,7 +127,7 @@ pub(super) struct Record {
     pub flags: u16,
 }
 
-const _: () = assert!(size_of::<Record>() == 128);
+const _: () = assert!(size_of::<Record>() == 120);
 
 pub(super) use crate::snapshot::addr_bytes;
 

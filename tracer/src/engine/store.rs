@@ -4,7 +4,7 @@
 //! retention and eviction O(1).
 //!
 //! Records live in a `Vec` whose freed slots are reused, newest first, so
-//! a socket costs its 128 bytes plus one 16-byte `cookie -> slot` entry in
+//! a socket costs its 120 bytes plus one 16-byte `cookie -> slot` entry in
 //! an open-addressing table (`table.rs`: one cache line per lookup, which
 //! the store asks for ahead where it knows what comes next), and a record
 //! never moves: removing one touches its own entries only. (Moving the
