@@ -23,13 +23,15 @@
 //!   lifetime: by then the store holds every socket the churn keeps alive
 //!   and its tables have stopped growing, so chunks copied are not
 //!   reallocated soon after. Then one every [`PASS`].
-//! - The copy is the cost: 1–5 ms of CPU per chunk in the 2-vCPU VMs the
-//!   project is measured in (about 0.3 s for the 70 MiB of an agent at
+//! - The copy is the cost: 9–13 ms of CPU per chunk in the 2-vCPU VM the
+//!   project is measured in (0.3–0.45 s for the 66 MiB of an agent at
 //!   10,000 connections a second), once per chunk. It saves about 30 ns
-//!   per event there (BENCHMARKS.md, "Huge pages, collapsed").
+//!   per event there (BENCHMARKS.md, "Huge pages collapsed in the
+//!   background").
 //! - The thread keeps the default priority: the kernel holds the process's
-//!   mapping lock while it copies, and a thread at nice 19, preempted
-//!   there, kept the event loop's faults waiting for tens of ms.
+//!   mapping lock while it copies, and at nice 19 single collapses took
+//!   25–35 ms of wall time, long enough to hold up the event loop's faults
+//!   if it was preempted there.
 //!
 //! Nothing happens where the host's `transparent_hugepage/enabled` is
 //! `never` (the operator's switch), where the process may not have huge
