@@ -210,29 +210,46 @@ fn an_icmp_unreachable_connect_is_one_failure_not_a_refusal() {
             .map(|r| metric_value(&text, &series(r)).expect("series"))
             .to_vec()
     };
-    let before = read(&agent);
     let target: SocketAddr = format!("{}:81", pair.addr_b).parse().expect("addr");
     const N: usize = 2;
-    NetnsPair::in_ns(&pair.a, move || {
-        for _ in 0..N {
-            let err = TcpStream::connect(target).expect_err("the peer rejects");
-            assert_eq!(err.raw_os_error(), Some(libc::EHOSTUNREACH), "{err}");
+    // The kernel skips a program run that would nest inside another on
+    // the same CPU (`recursion_misses`, counted in
+    // `tracer_events_lost_total`): a round in which the agent reports a
+    // loss is run again, at most three times; a miscount without one fails.
+    for round in 1..=3 {
+        let before = read(&agent);
+        let lost = agent.metric("tracer_events_lost_total");
+        NetnsPair::in_ns(&pair.a, move || {
+            for _ in 0..N {
+                let err = TcpStream::connect(target).expect_err("the peer rejects");
+                assert_eq!(err.raw_os_error(), Some(libc::EHOSTUNREACH), "{err}");
+            }
+        });
+        let mut got = before.clone();
+        let settled = wait_until(Duration::from_secs(10), || {
+            got = read(&agent);
+            got[3] - before[3] == N as f64
+        });
+        let lost_now = agent.metric("tracer_events_lost_total");
+        if !settled && lost_now > lost && round < 3 {
+            eprintln!("round {round}: {} events lost, run again", lost_now - lost);
+            continue;
         }
-    });
-    let mut got = before.clone();
-    let settled = wait_until(Duration::from_secs(10), || {
-        got = read(&agent);
-        got[3] - before[3] == N as f64
-    });
-    assert!(settled, "before {before:?}, after {got:?}");
-    std::thread::sleep(Duration::from_millis(500));
-    let after = read(&agent);
-    assert_eq!(after[3] - before[3], N as f64, "{before:?} -> {after:?}");
-    assert_eq!(
-        after[..3],
-        before[..3],
-        "an ICMP error is neither a refusal, a timeout nor the application's close"
-    );
+        assert!(
+            settled,
+            "before {before:?}, after {got:?}; events lost {lost} -> {lost_now}; sockets: {}",
+            agent.get("/api/v1/sockets")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let after = read(&agent);
+        assert_eq!(after[3] - before[3], N as f64, "{before:?} -> {after:?}");
+        assert_eq!(
+            after[..3],
+            before[..3],
+            "an ICMP error is neither a refusal, a timeout nor the application's close"
+        );
+        break;
+    }
     agent.stop();
 }
 

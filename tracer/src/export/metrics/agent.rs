@@ -59,7 +59,7 @@ impl Agent {
         let lost = Counter::default();
         r.register(
             "events_lost",
-            "Events the kernel could not deliver (ring buffer full or failed read)",
+            "Events the kernel could not deliver (ring buffer full, a failed read, or a run skipped because the program was already running on that CPU)",
             lost.clone(),
         );
         let undecodable = Counter::default();
