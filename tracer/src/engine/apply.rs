@@ -111,7 +111,7 @@ impl Engine {
             Kind::ResetSent => self.apply_reset(ev, Direction::Sent, obs),
             Kind::ResetReceived => self.apply_reset(ev, Direction::Received, obs),
         }
-        // The event may have taken the head off the finished list (a
+        // The event may have taken the front off the finished queue (a
         // reconnect) and bared records already due: drop them now, so
         // that applying the same event again finds nothing left to do.
         self.drop_retained();

@@ -117,12 +117,12 @@
 //! # Memory
 //! At most `Config::max_sockets` records: at the cap the oldest finished
 //! record is evicted first, else the oldest live one (dump adoption never
-//! evicts a live record), and every eviction is counted. A record is 120
+//! evicts a live record), and every eviction is counted. A record is 112
 //! bytes in a slab (whose freed slots are reused) plus a 16-byte cookie
 //! index entry, plus one more index entry and an 8-byte timer entry while
-//! in TIME_WAIT: about 156 (ESTABLISHED) to 200 (TIME_WAIT) bytes per
-//! socket with hash table slack, and one bit per slot that a live
-//! reconcile walks instead of the records. Each orphaned FIN_WAIT2
+//! in TIME_WAIT: about 148 (ESTABLISHED) to 192 (TIME_WAIT) bytes per
+//! socket with hash table slack, two bits per slot (free, and judged by a
+//! live reconcile), and a 24-byte queue entry while finished. Each orphaned FIN_WAIT2
 //! socket a dump listed in the last minute adds a 16-byte entry. Two
 //! per-port counts of 256 KiB each are there from the start. See
 //! `store.rs`.

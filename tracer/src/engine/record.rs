@@ -1,9 +1,9 @@
 //! The compact per-socket record and its public read-only view.
 //!
-//! A [`Record`] is 120 bytes: times as u64 ns, addresses as `[u8; 16]` plus a
+//! A [`Record`] is 112 bytes: times as u64 ns, addresses as `[u8; 16]` plus a
 //! family, the network namespace inode, the state path as up to [`PATH_LEN`]
-//! kernel state numbers, small saturating counters, and two `u32` links for
-//! the store's intrusive list of finished records.
+//! kernel state numbers, small saturating counters, and the place of its
+//! entry in the store's queue of finished records.
 //! Only the store (`store.rs`) may change `state` or the `FINISHED`/`TW`
 //! flags, through `Store::update`, which keeps every index in step.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -76,8 +76,6 @@ pub(super) mod flag {
     /// A segment (in SYN_SENT, the SYN) was retransmitted in the current
     /// state.
     pub const RTX: u16 = 1 << 12;
-    /// A free slot of the store: no record, on the store's free list.
-    pub const VACANT: u16 = 1 << 13;
     /// An orphaned FIN_WAIT2 record the last frequent dump did not list,
     /// well before its timer. A second frequent dump in a row without it
     /// takes it into TIME_WAIT (see `reconcile.rs`).
@@ -93,7 +91,7 @@ pub(super) mod tw_end {
     pub const NEVER_APPEARED: u8 = 4;
 }
 
-/// "No slot": the end of an intrusive list.
+/// "No slot".
 pub(super) const NIL: u32 = u32::MAX;
 
 /// One tracked socket. Plain data; see the module docs for the rules.
@@ -107,8 +105,9 @@ pub(super) struct Record {
     pub comm: [u8; 16],
     pub pid: u32,
     pub retransmits: u32,
-    pub link_prev: u32,
-    pub link_next: u32,
+    /// While finished: the sequence number of its entry in the store's
+    /// queue of finished records (see `store.rs`).
+    pub fin_seq: u32,
     /// Inode of the socket's network namespace (0: unknown).
     pub netns: u32,
     pub synack_retransmits: u16,
@@ -127,7 +126,7 @@ pub(super) struct Record {
     pub flags: u16,
 }
 
-const _: () = assert!(size_of::<Record>() == 120);
+const _: () = assert!(size_of::<Record>() == 112);
 
 pub(super) use crate::snapshot::addr_bytes;
 
@@ -139,13 +138,6 @@ fn addr_of(family: Family, b: &[u8; 16]) -> IpAddr {
 }
 
 impl Record {
-    /// What a free slot of the store holds.
-    pub fn vacant() -> Record {
-        let mut r = Record::new(0, Family::Ipv4, TcpState::Close, 0);
-        r.flags = flag::VACANT;
-        r
-    }
-
     /// A fresh record in `state` since `since_ns`; everything else empty.
     pub fn new(cookie: u64, family: Family, state: TcpState, since_ns: u64) -> Record {
         Record {
@@ -157,8 +149,7 @@ impl Record {
             comm: [0; 16],
             pid: 0,
             retransmits: 0,
-            link_prev: NIL,
-            link_next: NIL,
+            fin_seq: 0,
             netns: 0,
             synack_retransmits: 0,
             lport: 0,

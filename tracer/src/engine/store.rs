@@ -1,26 +1,32 @@
 //! The bounded record store: a slab of [`Record`]s, a cookie index,
 //! per-state counts, a 4-tuple index of TIME_WAIT records, a queue of
-//! TIME_WAIT timers, and the intrusive list of finished records that makes
+//! TIME_WAIT timers, and the queue of finished records that makes
 //! retention and eviction O(1).
 //!
 //! Records live in a `Vec` whose freed slots are reused, newest first, so
-//! a socket costs its 120 bytes plus one 16-byte `cookie -> slot` entry in
+//! a socket costs its 112 bytes plus one 16-byte `cookie -> slot` entry in
 //! an open-addressing table (`table.rs`: one cache line per lookup, which
 //! the store asks for ahead where it knows what comes next), and a record
 //! never moves: removing one touches its own entries only. (Moving the
 //! last record into the hole instead cost its index entry, timer and links
 //! too, and a removal is mostly of a record
-//! a minute old, out of the CPU's caches.) A freed slot holds a `VACANT`
-//! record until reused; the slot freed last is reused first, while its
-//! memory is still warm. Finished records are on one list, threaded
-//! through `link_prev`/`link_next`, in the order they finished: retention
-//! and the first eviction choice both take its head. (Nearly in order of
-//! finish time: a TIME_WAIT that its timer ends up to the slack late
-//! joins with its deadline behind records that finished after it, and
-//! waits for them; `Engine::apply` drops what a change of the head
-//! bares.) Live records are on none (their links stay `NIL`): nothing
-//! walks them in order, and keeping them in order of last change touched
-//! three other records on every event.
+//! a minute old, out of the CPU's caches.) A freed slot is marked in the
+//! `vacant` bitset until reused; the slot freed last is reused first,
+//! while its memory is still warm.
+//!
+//! Finished records are queued in the order they finished, each entry
+//! with the record's cookie, slot and finish time: retention and the first
+//! eviction choice both take the queue's front, and retention drops a
+//! record without reading it (the record, 5 s cold in a slab of a hundred
+//! megabytes, cost a miss of the CPU's address translation on every
+//! drop). A record that leaves the queue (it changes, or is removed)
+//! blanks its entry through its `fin_seq`, and blank entries are popped as
+//! they reach the front. (Nearly in order of finish time: a TIME_WAIT
+//! that its timer ends up to the slack late joins with its deadline
+//! behind records that finished after it, and waits for them;
+//! `Engine::apply` drops what a change of the front bares.) Live records
+//! are on no queue: nothing walks them in order, and keeping them in order
+//! of last change touched other records on every event.
 //! All changes to a record's state, `FINISHED` or `TW` flags go through
 //! [`Store::update`], which diffs an accounting snapshot before and after,
 //! so counts, lists, the tuple index and the timers cannot drift.
@@ -40,7 +46,7 @@ mod table;
 mod tests;
 mod timers;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use super::hash::BuildCookieHasher;
 use super::observer::Observer;
@@ -52,22 +58,23 @@ use acct::{acct, timer_at};
 use table::Table;
 use timers::TimerQueue;
 
-/// Head and tail of an intrusive list of slots.
+/// A finished record's entry in the store's queue of them: what
+/// retention needs to drop it without reading it.
 #[derive(Clone, Copy, Debug)]
-struct List {
-    head: u32,
-    tail: u32,
+struct Finished {
+    /// The record's `since_ns` when it was queued.
+    since_ns: u64,
+    cookie: u64,
+    /// `NIL`: blank, the record left the queue.
+    slot: u32,
 }
-
-const EMPTY: List = List {
-    head: NIL,
-    tail: NIL,
-};
 
 /// The bounded store. See the module docs.
 pub(super) struct Store {
-    /// Records, and `VACANT` ones in the free slots.
+    /// Records, and what the free slots last held.
     slab: Vec<Record>,
+    /// One bit per slot, set while the slot is free.
+    vacant: Vec<u64>,
     /// The free slots of `slab`, the one freed last at the end.
     free: Vec<u32>,
     /// `cookie -> slot` of every record.
@@ -79,7 +86,10 @@ pub(super) struct Store {
     /// The slot whose timer entry `pop_time_wait_timer` just returned (and
     /// removed), until its record's deadline changes; else `NIL`.
     fired: u32,
-    finished: List,
+    /// Finished records, oldest first, and blank entries.
+    finished: VecDeque<Finished>,
+    /// The sequence number of the front entry of `finished` (wrapping).
+    finished_front: u32,
     counts: [u64; TcpState::COUNT],
     /// Live records in TIME_WAIT that no dump confirmed yet.
     unconfirmed: u64,
@@ -116,12 +126,14 @@ impl Store {
     pub fn new(max: usize, clock: Option<TimeWaitClock>) -> Store {
         Store {
             slab: Vec::new(),
+            vacant: Vec::new(),
             free: Vec::new(),
             index: Table::new(),
             tw_index: Table::new(),
             timers: TimerQueue::new(),
             fired: NIL,
-            finished: EMPTY,
+            finished: VecDeque::new(),
+            finished_front: 0,
             counts: [0; TcpState::COUNT],
             unconfirmed: 0,
             live_per_netns: HashMap::default(),
@@ -146,7 +158,8 @@ impl Store {
         self.slab.capacity() * size_of::<Record>()
             + self.free.capacity() * size_of::<u32>()
             + (self.tw_per_port.len() + self.tuples_per_port.len()) * size_of::<u32>()
-            + self.live_judged.capacity() * size_of::<u64>()
+            + (self.live_judged.capacity() + self.vacant.capacity()) * size_of::<u64>()
+            + self.finished.capacity() * size_of::<Finished>()
             + self.index.heap_bytes()
             + self.tw_index.heap_bytes()
             + self.timers.heap_bytes()
@@ -223,7 +236,33 @@ impl Store {
 
     /// Every record, in no particular order.
     pub fn records(&self) -> impl Iterator<Item = &Record> {
-        self.slab.iter().filter(|r| !r.has(flag::VACANT))
+        self.slab
+            .iter()
+            .enumerate()
+            .filter(|&(slot, _)| !self.is_vacant(slot as u32))
+            .map(|(_, r)| r)
+    }
+
+    /// Whether `slot` is free.
+    fn is_vacant(&self, slot: u32) -> bool {
+        let (word, bit) = (slot as usize / 64, 1u64 << (slot % 64));
+        self.vacant.get(word).is_some_and(|w| w & bit != 0)
+    }
+
+    /// Mark `slot` free (`true`) or taken.
+    fn set_vacant(&mut self, slot: u32, on: bool) {
+        let (word, bit) = (slot as usize / 64, 1u64 << (slot % 64));
+        if word >= self.vacant.len() {
+            if !on {
+                return;
+            }
+            self.vacant.resize(word + 1, 0);
+        }
+        if on {
+            self.vacant[word] |= bit;
+        } else {
+            self.vacant[word] &= !bit;
+        }
     }
 
     /// The slot of `cookie`.
@@ -262,7 +301,7 @@ impl Store {
     pub fn get(&self, slot: u32) -> Option<&Record> {
         self.slab
             .get(slot as usize)
-            .filter(|r| !r.has(flag::VACANT))
+            .filter(|_| !self.is_vacant(slot))
     }
 
     /// The record in `slot`.
@@ -347,6 +386,13 @@ impl Store {
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.slab[slot as usize] = rec;
+                self.set_vacant(slot, false);
+                // Retention freed the next slot without reading it, seconds
+                // after its record was last touched: ask for it now, a few
+                // events before the next new socket writes it.
+                if let Some(&next) = self.free.last() {
+                    memory::prefetch_all(&self.slab[next as usize]);
+                }
                 slot
             }
             None => {
@@ -361,8 +407,6 @@ impl Store {
                 (self.slab.len() - 1) as u32
             }
         };
-        self.slab[slot as usize].link_prev = NIL;
-        self.slab[slot as usize].link_next = NIL;
         self.index.insert(cookie, slot);
         let a = acct(&self.slab[slot as usize]);
         self.account(slot, a);
@@ -375,8 +419,8 @@ impl Store {
     /// Drop the oldest finished record, else (when `time_wait_too`) the
     /// oldest in TIME_WAIT. Returns false when there was none.
     pub fn evict_one(&mut self, time_wait_too: bool, obs: &mut impl Observer) -> bool {
-        let (slot, live) = if self.finished.head != NIL {
-            (self.finished.head, false)
+        let (slot, live) = if let Some(f) = self.finished_head() {
+            (f.slot, false)
         } else if !time_wait_too {
             return false;
         } else {
@@ -386,7 +430,7 @@ impl Store {
                 None => return false,
             }
         };
-        let cookie = self.remove(slot).cookie;
+        let cookie = self.remove(slot);
         self.evictions += 1;
         obs.evicted(cookie, live);
         true
@@ -396,36 +440,62 @@ impl Store {
     /// oldest first. Returns how many.
     pub fn expire(&mut self, cutoff_ns: u64) -> usize {
         let mut n = 0;
-        while self.finished.head != NIL
-            && self.slab[self.finished.head as usize].since_ns <= cutoff_ns
+        while let Some(f) = self.finished_head()
+            && f.since_ns <= cutoff_ns
         {
-            // The records after the head go next, seconds after they were
-            // last touched: ask for the second's record and the first's
-            // index entry (its record came with the last removal's ask).
-            let next = self.slab[self.finished.head as usize].link_next;
-            if let Some(r) = self.slab.get(next as usize) {
-                self.index.prefetch(r.cookie);
-                if let Some(after) = self.slab.get(r.link_next as usize) {
-                    memory::prefetch_all(after);
-                }
+            // The next records to go were last touched seconds ago: ask
+            // for the next entry's index line ahead.
+            if let Some(next) = self.finished.get(1) {
+                self.index.prefetch(next.cookie);
             }
-            self.remove(self.finished.head);
+            self.pop_finished();
+            self.drop_finished(f);
             n += 1;
         }
         n
     }
 
-    /// Remove the record in `slot` and return it.
-    pub fn remove(&mut self, slot: u32) -> Record {
+    /// The front entry of the finished queue, after popping the blank
+    /// ones before it.
+    fn finished_head(&mut self) -> Option<Finished> {
+        while let Some(&f) = self.finished.front() {
+            if f.slot != NIL {
+                return Some(f);
+            }
+            self.pop_finished();
+        }
+        None
+    }
+
+    fn pop_finished(&mut self) {
+        self.finished.pop_front();
+        self.finished_front = self.finished_front.wrapping_add(1);
+    }
+
+    /// Remove the finished record of a popped entry without reading it: a
+    /// finished record is counted nowhere else, has no timer and is not
+    /// live-judged (see `acct`).
+    fn drop_finished(&mut self, f: Finished) {
+        debug_assert!(self.slab[f.slot as usize].has(flag::FINISHED));
+        debug_assert_eq!(self.slab[f.slot as usize].cookie, f.cookie);
+        debug_assert_ne!(self.fired, f.slot);
+        self.index.remove(f.cookie);
+        self.set_vacant(f.slot, true);
+        self.free.push(f.slot);
+    }
+
+    /// Remove the record in `slot`; returns its cookie.
+    pub fn remove(&mut self, slot: u32) -> u64 {
         let a = acct(&self.slab[slot as usize]);
         self.unaccount(slot, a);
         if let Some(base) = a.timer {
             self.cancel_timer(slot, base);
         }
-        let rec = std::mem::replace(&mut self.slab[slot as usize], Record::vacant());
-        self.index.remove(rec.cookie);
+        let cookie = self.slab[slot as usize].cookie;
+        self.index.remove(cookie);
+        self.set_vacant(slot, true);
         self.free.push(slot);
-        rec
+        cookie
     }
 
     /// Queue the timer of the record in `slot`.

@@ -5,8 +5,8 @@
 use super::super::record::{NIL, Record, flag};
 use super::super::wheel::{TimeWaitClock, time_wait_end};
 use super::super::{TCP_TIMEWAIT_LEN_NS, TIME_WAIT_SLACK_NS};
-use super::Store;
 use super::timers::Timer;
+use super::{Finished, Store};
 use crate::tcp::TcpState;
 
 /// What a record contributes to the indexes.
@@ -16,8 +16,11 @@ pub(super) struct Acct {
     pub(super) counted: Option<TcpState>,
     /// Its network namespace (where `counted` is counted per namespace).
     pub(super) netns: u32,
-    /// Which list it is on.
+    /// Whether it is on the finished queue.
     pub(super) finished: bool,
+    /// Its `since_ns` while finished (else 0): the time its queue entry
+    /// carries, so a change of it requeues the record.
+    pub(super) finished_since: u64,
     /// Its tuple fingerprint, network namespace and local port, while in
     /// TIME_WAIT (or an orphaned FIN_WAIT2).
     pub(super) tw: Option<(u64, u32, u16)>,
@@ -85,6 +88,7 @@ pub(super) fn acct(r: &Record) -> Acct {
         counted: (!finished).then_some(r.state),
         netns: r.netns,
         finished,
+        finished_since: if finished { r.since_ns } else { 0 },
         tw: (!finished && r.has(flag::TW)).then(|| (r.tuple_hash(), r.netns, r.lport)),
         tw_port: (!finished && r.has(flag::TW) && r.state == TcpState::TimeWait).then_some(r.lport),
         timer: timer.then(|| r.since_ns.saturating_add(TCP_TIMEWAIT_LEN_NS)),
@@ -94,7 +98,7 @@ pub(super) fn acct(r: &Record) -> Acct {
 
 impl Store {
     /// Count `a` and, when finished, append the record in `slot` to the
-    /// finished list (timers are the caller's).
+    /// finished queue (timers are the caller's).
     pub(super) fn account(&mut self, slot: u32, a: Acct) {
         self.count(a);
         self.set_live_judged(slot, a.live_judged());
@@ -221,43 +225,26 @@ impl Store {
         }
     }
 
-    /// Append the record in `slot` to the tail of the finished list.
+    /// Queue the record in `slot` at the back of the finished queue.
     fn append(&mut self, slot: u32) {
-        let tail = self.finished.tail;
+        let seq = self.finished_front.wrapping_add(self.finished.len() as u32);
         let r = &mut self.slab[slot as usize];
-        r.link_prev = tail;
-        r.link_next = NIL;
-        match tail {
-            NIL => self.finished.head = slot,
-            t => self.slab[t as usize].link_next = slot,
-        }
-        self.finished.tail = slot;
+        r.fin_seq = seq;
+        let entry = Finished {
+            since_ns: r.since_ns,
+            cookie: r.cookie,
+            slot,
+        };
+        self.finished.push_back(entry);
     }
 
-    /// Take the record in `slot` off the finished list.
+    /// Take the record in `slot` off the finished queue: blank its entry.
     fn unlink(&mut self, slot: u32) {
-        let (prev, next) = (
-            self.slab[slot as usize].link_prev,
-            self.slab[slot as usize].link_next,
-        );
-        self.repoint(prev, next, next, prev);
-        let r = &mut self.slab[slot as usize];
-        r.link_prev = NIL;
-        r.link_next = NIL;
-    }
-
-    /// Point the finished list's links on either side of a place in it:
-    /// `prev`'s next link (the head when `prev` is `NIL`) at `after_prev`,
-    /// and `next`'s previous link (the tail when `next` is `NIL`) at
-    /// `before_next`.
-    pub(super) fn repoint(&mut self, prev: u32, next: u32, after_prev: u32, before_next: u32) {
-        match prev {
-            NIL => self.finished.head = after_prev,
-            p => self.slab[p as usize].link_next = after_prev,
-        }
-        match next {
-            NIL => self.finished.tail = before_next,
-            n => self.slab[n as usize].link_prev = before_next,
-        }
+        let at = self.slab[slot as usize]
+            .fin_seq
+            .wrapping_sub(self.finished_front) as usize;
+        let entry = &mut self.finished[at];
+        debug_assert_eq!(entry.slot, slot);
+        entry.slot = NIL;
     }
 }

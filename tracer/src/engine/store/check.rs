@@ -32,23 +32,19 @@ impl Store {
             assert!(timers.insert(slot, tick).is_none(), "two timers for {slot}");
         }
         for (i, r) in self.slab.iter().enumerate() {
+            let vacant = self.is_vacant(i as u32);
             assert_eq!(
-                r.has(flag::VACANT),
+                vacant,
                 free.binary_search(&(i as u32)).is_ok(),
                 "slot {i}: vacant and on the free list, or neither"
             );
+            if vacant {
+                continue;
+            }
             assert!(
                 !r.has(flag::SEEN),
                 "slot {i}: still marked seen after a reconcile"
             );
-            if r.has(flag::VACANT) {
-                assert_eq!(
-                    r.flags,
-                    flag::VACANT,
-                    "slot {i}: a vacant record with flags"
-                );
-                continue;
-            }
             assert_eq!(
                 self.index.get(r.cookie),
                 Some(i as u32),
@@ -134,23 +130,27 @@ impl Store {
             let r = &self.slab[self.index.get(c).expect("indexed") as usize];
             assert!(r.has(flag::TW) && r.tuple_hash() == h);
         }
-        let (mut n, mut prev, mut cur) = (0, NIL, self.finished.head);
-        while cur != NIL {
-            let r = &self.slab[cur as usize];
-            assert!(r.has(flag::FINISHED));
-            assert_eq!(r.link_prev, prev);
-            (prev, cur) = (cur, r.link_next);
-            n += 1;
-        }
-        assert_eq!(self.finished.tail, prev);
-        let want = self.records().filter(|r| r.has(flag::FINISHED)).count();
-        assert_eq!(n, want, "list length");
-        for r in self.records().filter(|r| !r.has(flag::FINISHED)) {
+        // Every finished record has one entry, the one its `fin_seq`
+        // names, carrying its cookie and finish time; every other entry is
+        // blank.
+        let mut queued = 0;
+        for (at, f) in self.finished.iter().enumerate() {
+            if f.slot == NIL {
+                continue;
+            }
+            assert!(!self.is_vacant(f.slot), "a queued slot is free");
+            let r = &self.slab[f.slot as usize];
+            assert!(r.has(flag::FINISHED), "a live record is queued");
+            assert_eq!((r.cookie, r.since_ns), (f.cookie, f.since_ns));
             assert_eq!(
-                (r.link_prev, r.link_next),
-                (NIL, NIL),
-                "a live record is on no list"
+                r.fin_seq.wrapping_sub(self.finished_front) as usize,
+                at,
+                "the entry of {:#x} is not where its fin_seq says",
+                r.cookie
             );
+            queued += 1;
         }
+        let want = self.records().filter(|r| r.has(flag::FINISHED)).count();
+        assert_eq!(queued, want, "finished records queued");
     }
 }

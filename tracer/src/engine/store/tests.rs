@@ -1,5 +1,7 @@
 use super::Store;
+use crate::engine::NS_PER_SEC;
 use crate::engine::record::Record;
+use crate::engine::record::flag;
 use crate::tcp::{Family, TcpState};
 
 fn rec(cookie: u64) -> Record {
@@ -12,8 +14,8 @@ fn a_removal_moves_no_other_record_and_its_slot_is_reused_first() {
     let slots: Vec<u32> = (1..=4)
         .map(|c| s.insert(rec(c), true, &mut ()).unwrap())
         .collect();
-    assert_eq!(s.remove(slots[1]).cookie, 2);
-    assert_eq!(s.remove(slots[2]).cookie, 3);
+    assert_eq!(s.remove(slots[1]), 2);
+    assert_eq!(s.remove(slots[2]), 3);
     s.check();
     assert_eq!(s.len(), 2);
     assert!(s.get(slots[1]).is_none(), "a freed slot holds no record");
@@ -48,4 +50,69 @@ fn the_cap_counts_records_not_slots() {
         "two live records fill a cap of 2"
     );
     s.check();
+}
+
+/// Finish the record in `slot` at `at_s` seconds.
+fn finish(s: &mut Store, slot: u32, at_s: u64) {
+    s.update(slot, |r| {
+        r.set(flag::FINISHED, true);
+        r.state = TcpState::Close;
+        r.since_ns = at_s * NS_PER_SEC;
+    });
+}
+
+#[test]
+fn finished_records_leave_in_the_order_they_finished_and_one_that_changes_goes_last() {
+    let mut s = Store::new(16, None);
+    let slots: Vec<u32> = (1..=4)
+        .map(|c| s.insert(rec(c), true, &mut ()).unwrap())
+        .collect();
+    for (i, &slot) in slots.iter().enumerate() {
+        finish(&mut s, slot, 10 * (i as u64 + 1));
+    }
+    s.check();
+    // Cookie 1 changes at 50 s: its entry at the front is blanked and it
+    // is queued last.
+    s.update(slots[0], |r| r.since_ns = 50 * NS_PER_SEC);
+    s.check();
+    assert_eq!(s.expire(30 * NS_PER_SEC), 2, "cookies 2 and 3");
+    s.check();
+    let left: Vec<bool> = (1..=4).map(|c| s.slot(c).is_some()).collect();
+    assert_eq!(left, [true, false, false, true]);
+    assert_eq!(s.expire(49 * NS_PER_SEC), 1, "cookie 4");
+    assert_eq!(s.expire(50 * NS_PER_SEC), 1, "cookie 1");
+    assert_eq!((s.len(), s.records().count()), (0, 0));
+    s.check();
+    // A record that starts again (a reconnect) leaves the queue: nothing
+    // is dropped for it later.
+    let a = s.insert(rec(5), true, &mut ()).unwrap();
+    finish(&mut s, a, 60);
+    s.update(a, |r| {
+        r.set(flag::FINISHED, false);
+        r.state = TcpState::SynSent;
+        r.since_ns = 61 * NS_PER_SEC;
+    });
+    s.check();
+    assert_eq!(s.expire(u64::MAX), 0);
+    assert_eq!(s.slot(5), Some(a));
+}
+
+#[test]
+fn eviction_takes_the_oldest_finished_record_past_blank_entries() {
+    let mut s = Store::new(3, None);
+    let slots: Vec<u32> = (1..=3)
+        .map(|c| s.insert(rec(c), true, &mut ()).unwrap())
+        .collect();
+    finish(&mut s, slots[0], 10);
+    finish(&mut s, slots[1], 20);
+    // Cookie 1 changes after cookie 2 finished: 2 is now the oldest.
+    s.update(slots[0], |r| r.since_ns = 30 * NS_PER_SEC);
+    assert!(
+        s.insert(rec(4), false, &mut ()).is_some(),
+        "a finished record makes room"
+    );
+    s.check();
+    let left: Vec<bool> = (1..=4).map(|c| s.slot(c).is_some()).collect();
+    assert_eq!(left, [true, false, true, true]);
+    assert_eq!(s.evictions(), 1);
 }

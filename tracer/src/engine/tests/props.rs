@@ -174,7 +174,7 @@ fn duplicates_change_nothing(ops: &[Op]) -> H {
 }
 
 /// Found by the property above: an inferred TIME_WAIT ends at its deadline
-/// when its timer fires seconds later, so it joins the finished list
+/// when its timer fires seconds later, so it joins the finished queue
 /// behind records that finished after that deadline. A reconnect on the
 /// record ahead of it then bares it, already due: the event must drop it
 /// at once, or its duplicate would, and the next dump would judge the
