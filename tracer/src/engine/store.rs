@@ -3,16 +3,15 @@
 //! TIME_WAIT timers, and the queue of finished records that makes
 //! retention and eviction O(1).
 //!
-//! Records live in a `Vec` whose freed slots are reused, newest first, so
-//! a socket costs its 112 bytes plus one 16-byte `cookie -> slot` entry in
-//! an open-addressing table (`table.rs`: one cache line per lookup, which
-//! the store asks for ahead where it knows what comes next), and a record
+//! Records live in a `Vec` whose freed slots are reused, so a socket
+//! costs its 112 bytes plus one 16-byte `cookie -> slot` entry in an
+//! open-addressing table (`table.rs`: one cache line per lookup, which the
+//! store asks for ahead where it knows what comes next), and a record
 //! never moves: removing one touches its own entries only. (Moving the
 //! last record into the hole instead cost its index entry, timer and links
-//! too, and a removal is mostly of a record
-//! a minute old, out of the CPU's caches.) A freed slot is marked in the
-//! `vacant` bitset until reused; the slot freed last is reused first,
-//! while its memory is still warm.
+//! too, and a removal is mostly of a record a minute old, out of the CPU's
+//! caches.) A new record takes a free slot near the ones taken just before
+//! it (`slots.rs`), so records made together share pages.
 //!
 //! Finished records are queued in the order they finished, each entry
 //! with the record's cookie, slot and finish time: retention and the first
@@ -41,6 +40,7 @@
 mod acct;
 #[cfg(test)]
 mod check;
+mod slots;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -55,6 +55,7 @@ use super::wheel::{TimeWaitClock, time_wait_end};
 use crate::memory;
 use crate::tcp::TcpState;
 use acct::{acct, timer_at};
+use slots::Slots;
 use table::Table;
 use timers::TimerQueue;
 
@@ -73,10 +74,8 @@ struct Finished {
 pub(super) struct Store {
     /// Records, and what the free slots last held.
     slab: Vec<Record>,
-    /// One bit per slot, set while the slot is free.
-    vacant: Vec<u64>,
-    /// The free slots of `slab`, the one freed last at the end.
-    free: Vec<u32>,
+    /// The free slots of `slab`, and which one a new record takes.
+    slots: Slots,
     /// `cookie -> slot` of every record.
     index: Table<u32>,
     /// Tuple fingerprint -> cookie of the records in TIME_WAIT.
@@ -126,8 +125,7 @@ impl Store {
     pub fn new(max: usize, clock: Option<TimeWaitClock>) -> Store {
         Store {
             slab: Vec::new(),
-            vacant: Vec::new(),
-            free: Vec::new(),
+            slots: Slots::default(),
             index: Table::new(),
             tw_index: Table::new(),
             timers: TimerQueue::new(),
@@ -149,16 +147,16 @@ impl Store {
 
     /// Records held.
     pub fn len(&self) -> usize {
-        self.slab.len() - self.free.len()
+        self.slab.len() - self.slots.free()
     }
 
     /// Heap bytes held, estimated from capacities: the slab, both indexes
     /// and the timer queue.
     pub fn approx_heap_bytes(&self) -> usize {
         self.slab.capacity() * size_of::<Record>()
-            + self.free.capacity() * size_of::<u32>()
+            + self.slots.heap_bytes()
             + (self.tw_per_port.len() + self.tuples_per_port.len()) * size_of::<u32>()
-            + (self.live_judged.capacity() + self.vacant.capacity()) * size_of::<u64>()
+            + self.live_judged.capacity() * size_of::<u64>()
             + self.finished.capacity() * size_of::<Finished>()
             + self.index.heap_bytes()
             + self.tw_index.heap_bytes()
@@ -239,30 +237,8 @@ impl Store {
         self.slab
             .iter()
             .enumerate()
-            .filter(|&(slot, _)| !self.is_vacant(slot as u32))
+            .filter(|&(slot, _)| !self.slots.is_vacant(slot as u32))
             .map(|(_, r)| r)
-    }
-
-    /// Whether `slot` is free.
-    fn is_vacant(&self, slot: u32) -> bool {
-        let (word, bit) = (slot as usize / 64, 1u64 << (slot % 64));
-        self.vacant.get(word).is_some_and(|w| w & bit != 0)
-    }
-
-    /// Mark `slot` free (`true`) or taken.
-    fn set_vacant(&mut self, slot: u32, on: bool) {
-        let (word, bit) = (slot as usize / 64, 1u64 << (slot % 64));
-        if word >= self.vacant.len() {
-            if !on {
-                return;
-            }
-            self.vacant.resize(word + 1, 0);
-        }
-        if on {
-            self.vacant[word] |= bit;
-        } else {
-            self.vacant[word] &= !bit;
-        }
     }
 
     /// The slot of `cookie`.
@@ -301,7 +277,7 @@ impl Store {
     pub fn get(&self, slot: u32) -> Option<&Record> {
         self.slab
             .get(slot as usize)
-            .filter(|_| !self.is_vacant(slot))
+            .filter(|_| !self.slots.is_vacant(slot))
     }
 
     /// The record in `slot`.
@@ -383,14 +359,12 @@ impl Store {
             return None;
         }
         let cookie = rec.cookie;
-        let slot = match self.free.pop() {
+        let slot = match self.slots.take() {
             Some(slot) => {
                 self.slab[slot as usize] = rec;
-                self.set_vacant(slot, false);
-                // Retention freed the next slot without reading it, seconds
-                // after its record was last touched: ask for it now, a few
-                // events before the next new socket writes it.
-                if let Some(&next) = self.free.last() {
+                // Retention freed the next slot without reading it: ask
+                // for it a few events before the next new socket writes it.
+                if let Some(next) = self.slots.peek() {
                     memory::prefetch_all(&self.slab[next as usize]);
                 }
                 slot
@@ -480,8 +454,7 @@ impl Store {
         debug_assert_eq!(self.slab[f.slot as usize].cookie, f.cookie);
         debug_assert_ne!(self.fired, f.slot);
         self.index.remove(f.cookie);
-        self.set_vacant(f.slot, true);
-        self.free.push(f.slot);
+        self.slots.release(f.slot);
     }
 
     /// Remove the record in `slot`; returns its cookie.
@@ -493,8 +466,7 @@ impl Store {
         }
         let cookie = self.slab[slot as usize].cookie;
         self.index.remove(cookie);
-        self.set_vacant(slot, true);
-        self.free.push(slot);
+        self.slots.release(slot);
         cookie
     }
 

@@ -17,10 +17,7 @@ impl Store {
             self.max
         );
         assert_eq!(self.index.len(), self.len());
-        let mut free = self.free.clone();
-        free.sort_unstable();
-        free.dedup();
-        assert_eq!(free.len(), self.free.len(), "a slot freed twice");
+        self.slots.check(self.slab.len());
         let mut counts = [0u64; TcpState::COUNT];
         let (mut tw, mut unconfirmed) = (0, 0);
         assert_eq!(self.fired, NIL, "a popped timer's record kept its deadline");
@@ -32,13 +29,7 @@ impl Store {
             assert!(timers.insert(slot, tick).is_none(), "two timers for {slot}");
         }
         for (i, r) in self.slab.iter().enumerate() {
-            let vacant = self.is_vacant(i as u32);
-            assert_eq!(
-                vacant,
-                free.binary_search(&(i as u32)).is_ok(),
-                "slot {i}: vacant and on the free list, or neither"
-            );
-            if vacant {
+            if self.slots.is_vacant(i as u32) {
                 continue;
             }
             assert!(
@@ -138,7 +129,7 @@ impl Store {
             if f.slot == NIL {
                 continue;
             }
-            assert!(!self.is_vacant(f.slot), "a queued slot is free");
+            assert!(!self.slots.is_vacant(f.slot), "a queued slot is free");
             let r = &self.slab[f.slot as usize];
             assert!(r.has(flag::FINISHED), "a live record is queued");
             assert_eq!((r.cookie, r.since_ns), (f.cookie, f.since_ns));

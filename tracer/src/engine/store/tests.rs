@@ -9,7 +9,7 @@ fn rec(cookie: u64) -> Record {
 }
 
 #[test]
-fn a_removal_moves_no_other_record_and_its_slot_is_reused_first() {
+fn a_removal_moves_no_other_record_and_its_slot_is_reused() {
     let mut s = Store::new(16, None);
     let slots: Vec<u32> = (1..=4)
         .map(|c| s.insert(rec(c), true, &mut ()).unwrap())
@@ -23,11 +23,12 @@ fn a_removal_moves_no_other_record_and_its_slot_is_reused_first() {
         assert_eq!(s.slot(c), Some(slots[i]), "cookie {c} kept its slot");
         assert_eq!(s.rec(slots[i]).cookie, c);
     }
-    // The slot freed last is reused first, then the other; then the slab grows.
+    // The freed slots are reused, lowest first in their chunk; then the
+    // slab grows.
     let reused: Vec<u32> = (5..=7)
         .map(|c| s.insert(rec(c), true, &mut ()).unwrap())
         .collect();
-    assert_eq!(reused, [slots[2], slots[1], 4]);
+    assert_eq!(reused, [slots[1], slots[2], 4]);
     s.check();
     let mut cookies: Vec<u64> = s.records().map(|r| r.cookie).collect();
     cookies.sort_unstable();
