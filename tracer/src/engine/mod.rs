@@ -122,10 +122,10 @@
 //! index entry, plus one more index entry and an 8-byte timer entry while
 //! in TIME_WAIT: about 148 (ESTABLISHED) to 192 (TIME_WAIT) bytes per
 //! socket with hash table slack, two bits per slot (free, and judged by a
-//! live reconcile), and a 24-byte queue entry while finished. Each orphaned FIN_WAIT2
-//! socket a dump listed in the last minute adds a 16-byte entry. Two
-//! per-port counts of 256 KiB each are there from the start. See
-//! `store.rs`.
+//! live reconcile), and a 24-byte queue entry while finished. Each
+//! orphaned FIN_WAIT2 socket a dump listed in the last minute adds a
+//! 16-byte entry. Two per-port counts of 256 KiB each are there from the
+//! start. See `store.rs`.
 mod apply;
 mod config;
 mod handshake;

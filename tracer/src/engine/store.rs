@@ -55,7 +55,7 @@ use super::wheel::{TimeWaitClock, time_wait_end};
 use crate::memory;
 use crate::tcp::TcpState;
 use acct::{acct, timer_at};
-use slots::Slots;
+use slots::{SlotBits, Slots};
 use table::Table;
 use timers::TimerQueue;
 
@@ -103,7 +103,7 @@ pub(super) struct Store {
     /// proper: the records a live dump's absence judges. A live reconcile
     /// walks these bits instead of every record, most of which are in
     /// TIME_WAIT on a busy host (1 bit per slot: 128 KiB at a million).
-    live_judged: Vec<u64>,
+    live_judged: SlotBits,
     /// Live records in TIME_WAIT per local port (65,536 entries, 256 KiB):
     /// the per-port gauge, read every turn without a scan.
     tw_per_port: Box<[u32]>,
@@ -136,7 +136,7 @@ impl Store {
             unconfirmed: 0,
             live_per_netns: HashMap::default(),
             tw_per_netns: HashMap::default(),
-            live_judged: Vec::new(),
+            live_judged: SlotBits::default(),
             tw_per_port: vec![0; 1 << 16].into_boxed_slice(),
             tuples_per_port: vec![0; 1 << 16].into_boxed_slice(),
             clock,
@@ -156,7 +156,7 @@ impl Store {
         self.slab.capacity() * size_of::<Record>()
             + self.slots.heap_bytes()
             + (self.tw_per_port.len() + self.tuples_per_port.len()) * size_of::<u32>()
-            + self.live_judged.capacity() * size_of::<u64>()
+            + self.live_judged.heap_bytes()
             + self.finished.capacity() * size_of::<Finished>()
             + self.index.heap_bytes()
             + self.tw_index.heap_bytes()
@@ -263,14 +263,14 @@ impl Store {
 
     /// Words of the live-judged bitset: slots `64 * w ..` are in word `w`.
     pub fn live_words(&self) -> usize {
-        self.live_judged.len()
+        self.live_judged.words()
     }
 
     /// Word `w` of the bitset of records a live dump's absence judges:
     /// live and not in TIME_WAIT proper (orphaned FIN_WAIT2 ones are in).
     /// Bit `b` is slot `64 * w + b`.
     pub fn live_word(&self, w: usize) -> u64 {
-        self.live_judged[w]
+        self.live_judged.word(w)
     }
 
     /// The record in `slot`; `None` when the slot is free.

@@ -101,7 +101,7 @@ impl Store {
     /// finished queue (timers are the caller's).
     pub(super) fn account(&mut self, slot: u32, a: Acct) {
         self.count(a);
-        self.set_live_judged(slot, a.live_judged());
+        self.live_judged.set(slot, a.live_judged());
         self.unconfirmed += u64::from(a.unconfirmed);
         self.add_time_wait(slot, a);
         if a.finished {
@@ -112,7 +112,7 @@ impl Store {
     /// Undo `account` (timers are the caller's).
     pub(super) fn unaccount(&mut self, slot: u32, a: Acct) {
         self.uncount(a);
-        self.set_live_judged(slot, false);
+        self.live_judged.set(slot, false);
         self.unconfirmed -= u64::from(a.unconfirmed);
         self.remove_time_wait(slot, a);
         if a.finished {
@@ -143,7 +143,7 @@ impl Store {
         self.unconfirmed -= u64::from(before.unconfirmed);
         self.unconfirmed += u64::from(after.unconfirmed);
         if before.live_judged() != after.live_judged() {
-            self.set_live_judged(slot, after.live_judged());
+            self.live_judged.set(slot, after.live_judged());
         }
         if before.tw != after.tw || before.tw_port != after.tw_port {
             self.remove_time_wait(slot, before);
@@ -156,22 +156,6 @@ impl Store {
         }
         if after.finished {
             self.append(slot);
-        }
-    }
-
-    /// Set or clear the bit of `slot` in `live_judged`.
-    fn set_live_judged(&mut self, slot: u32, on: bool) {
-        let (word, bit) = (slot as usize / 64, 1u64 << (slot % 64));
-        if word >= self.live_judged.len() {
-            if !on {
-                return;
-            }
-            self.live_judged.resize(word + 1, 0);
-        }
-        if on {
-            self.live_judged[word] |= bit;
-        } else {
-            self.live_judged[word] &= !bit;
         }
     }
 

@@ -13,14 +13,58 @@
 //! its address, and the slot freed last, reused first, was at random too.
 use std::collections::VecDeque;
 
+/// One bit per slot of the slab, in words of 64: bit `b` of word `w` is
+/// slot `64 * w + b`. Grows when a bit past its end is set.
+#[derive(Debug, Default)]
+pub(super) struct SlotBits(Vec<u64>);
+
+impl SlotBits {
+    /// Whether the bit of `slot` is set.
+    pub fn get(&self, slot: u32) -> bool {
+        let (word, bit) = (slot as usize / 64, 1u64 << (slot % 64));
+        self.0.get(word).is_some_and(|w| w & bit != 0)
+    }
+
+    /// Set (`on`) or clear the bit of `slot`.
+    pub fn set(&mut self, slot: u32, on: bool) {
+        let (word, bit) = (slot as usize / 64, 1u64 << (slot % 64));
+        if word >= self.0.len() {
+            if !on {
+                return;
+            }
+            self.0.resize(word + 1, 0);
+        }
+        if on {
+            self.0[word] |= bit;
+        } else {
+            self.0[word] &= !bit;
+        }
+    }
+
+    /// Words held.
+    pub fn words(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Word `w`.
+    pub fn word(&self, w: usize) -> u64 {
+        self.0[w]
+    }
+
+    /// Heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        self.0.capacity() * size_of::<u64>()
+    }
+}
+
 /// A chunk with this many free slots is queued for reuse.
 pub(super) const ROOMY: u32 = 32;
 
 /// Free slots of the slab.
 #[derive(Debug, Default)]
 pub(super) struct Slots {
-    /// One bit per slot, set while the slot is free.
-    vacant: Vec<u64>,
+    /// Set while the slot is free.
+    vacant: SlotBits,
     /// Bits set in `vacant`.
     free: usize,
     /// The chunk new records take slots from; `None` before the first.
@@ -40,20 +84,16 @@ impl Slots {
 
     /// Whether `slot` is free.
     pub fn is_vacant(&self, slot: u32) -> bool {
-        let (word, bit) = (slot as usize / 64, 1u64 << (slot % 64));
-        self.vacant.get(word).is_some_and(|w| w & bit != 0)
+        self.vacant.get(slot)
     }
 
     /// Free `slot` (taken until now).
     pub fn release(&mut self, slot: u32) {
-        let (word, bit) = (slot as usize / 64, 1u64 << (slot % 64));
-        if word >= self.vacant.len() {
-            self.vacant.resize(word + 1, 0);
-        }
-        debug_assert_eq!(self.vacant[word] & bit, 0, "slot {slot} freed twice");
-        self.vacant[word] |= bit;
+        debug_assert!(!self.vacant.get(slot), "slot {slot} freed twice");
+        self.vacant.set(slot, true);
         self.free += 1;
-        if self.vacant[word].count_ones() == ROOMY && self.cursor != Some(word) {
+        let word = slot as usize / 64;
+        if self.vacant.word(word).count_ones() == ROOMY && self.cursor != Some(word) {
             self.roomy.push_back(word as u32);
         }
     }
@@ -63,21 +103,21 @@ impl Slots {
         if self.free == 0 {
             return None;
         }
-        let word = match self.cursor.filter(|&w| self.vacant[w] != 0) {
+        let word = match self.cursor.filter(|&w| self.vacant.word(w) != 0) {
             Some(w) => w,
             None => self.next_chunk(),
         };
         self.cursor = Some(word);
-        let bit = self.vacant[word].trailing_zeros();
-        self.vacant[word] &= !(1u64 << bit);
+        let slot = (word * 64) as u32 + self.vacant.word(word).trailing_zeros();
+        self.vacant.set(slot, false);
         self.free -= 1;
-        Some((word * 64) as u32 + bit)
+        Some(slot)
     }
 
     /// The slot [`Slots::take`] gives next, if it stays in the same chunk.
     pub fn peek(&self) -> Option<u32> {
         let word = self.cursor?;
-        let w = self.vacant[word];
+        let w = self.vacant.word(word);
         (w != 0).then(|| (word * 64) as u32 + w.trailing_zeros())
     }
 
@@ -87,14 +127,14 @@ impl Slots {
         while let Some(w) = self.roomy.pop_front() {
             // Used up since it was queued, or queued twice: half roomy is
             // still worth moving to.
-            if self.vacant[w as usize].count_ones() >= ROOMY / 2 {
+            if self.vacant.word(w as usize).count_ones() >= ROOMY / 2 {
                 return w as usize;
             }
         }
-        let n = self.vacant.len();
+        let n = self.vacant.words();
         for i in 0..n {
             let w = (self.scan + i) % n;
-            if self.vacant[w] != 0 {
+            if self.vacant.word(w) != 0 {
                 self.scan = (w + 1) % n;
                 return w;
             }
@@ -104,16 +144,17 @@ impl Slots {
 
     /// Heap bytes held.
     pub fn heap_bytes(&self) -> usize {
-        self.vacant.capacity() * size_of::<u64>() + self.roomy.capacity() * size_of::<u32>()
+        self.vacant.heap_bytes() + self.roomy.capacity() * size_of::<u32>()
     }
 
     /// Panic unless the count matches the bits and no bit lies at or past
     /// `slots` (tests only).
     #[cfg(test)]
     pub fn check(&self, slots: usize) {
-        let bits: usize = self.vacant.iter().map(|w| w.count_ones() as usize).sum();
+        let words = (0..self.vacant.words()).map(|w| self.vacant.word(w));
+        let bits: usize = words.clone().map(|w| w.count_ones() as usize).sum();
         assert_eq!(bits, self.free, "free slots miscounted");
-        for (w, &word) in self.vacant.iter().enumerate() {
+        for (w, word) in words.enumerate() {
             for b in 0..64 {
                 if word & (1 << b) != 0 {
                     assert!(w * 64 + b < slots, "slot {} past the slab", w * 64 + b);

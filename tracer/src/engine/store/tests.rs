@@ -8,12 +8,17 @@ fn rec(cookie: u64) -> Record {
     Record::new(cookie, Family::Ipv4, TcpState::Established, cookie * 1_000)
 }
 
+/// Insert a record for each cookie; their slots, in order.
+fn insert_all(s: &mut Store, cookies: impl Iterator<Item = u64>) -> Vec<u32> {
+    cookies
+        .map(|c| s.insert(rec(c), true, &mut ()).unwrap())
+        .collect()
+}
+
 #[test]
 fn a_removal_moves_no_other_record_and_its_slot_is_reused() {
     let mut s = Store::new(16, None);
-    let slots: Vec<u32> = (1..=4)
-        .map(|c| s.insert(rec(c), true, &mut ()).unwrap())
-        .collect();
+    let slots = insert_all(&mut s, 1..=4);
     assert_eq!(s.remove(slots[1]), 2);
     assert_eq!(s.remove(slots[2]), 3);
     s.check();
@@ -25,9 +30,7 @@ fn a_removal_moves_no_other_record_and_its_slot_is_reused() {
     }
     // The freed slots are reused, lowest first in their chunk; then the
     // slab grows.
-    let reused: Vec<u32> = (5..=7)
-        .map(|c| s.insert(rec(c), true, &mut ()).unwrap())
-        .collect();
+    let reused = insert_all(&mut s, 5..=7);
     assert_eq!(reused, [slots[1], slots[2], 4]);
     s.check();
     let mut cookies: Vec<u64> = s.records().map(|r| r.cookie).collect();
@@ -65,9 +68,7 @@ fn finish(s: &mut Store, slot: u32, at_s: u64) {
 #[test]
 fn finished_records_leave_in_the_order_they_finished_and_one_that_changes_goes_last() {
     let mut s = Store::new(16, None);
-    let slots: Vec<u32> = (1..=4)
-        .map(|c| s.insert(rec(c), true, &mut ()).unwrap())
-        .collect();
+    let slots = insert_all(&mut s, 1..=4);
     for (i, &slot) in slots.iter().enumerate() {
         finish(&mut s, slot, 10 * (i as u64 + 1));
     }
@@ -101,9 +102,7 @@ fn finished_records_leave_in_the_order_they_finished_and_one_that_changes_goes_l
 #[test]
 fn eviction_takes_the_oldest_finished_record_past_blank_entries() {
     let mut s = Store::new(3, None);
-    let slots: Vec<u32> = (1..=3)
-        .map(|c| s.insert(rec(c), true, &mut ()).unwrap())
-        .collect();
+    let slots = insert_all(&mut s, 1..=3);
     finish(&mut s, slots[0], 10);
     finish(&mut s, slots[1], 20);
     // Cookie 1 changes after cookie 2 finished: 2 is now the oldest.
