@@ -4,8 +4,9 @@
 //! retention and eviction O(1).
 //!
 //! Records live in a `Vec` whose freed slots are reused, so a socket
-//! costs its 112 bytes plus one 16-byte `cookie -> slot` entry in an
-//! open-addressing table (`table.rs`: one cache line per lookup, which the
+//! costs its 112 bytes plus its `cookie -> slot` entry: 4 bytes in a block
+//! shared with the neighbouring cookies, or 16 in an open-addressing table
+//! for the sparse ones (`cookies.rs`, one cache line per lookup, which the
 //! store asks for ahead where it knows what comes next), and a record
 //! never moves: removing one touches its own entries only. (Moving the
 //! last record into the hole instead cost its index entry, timer and links
@@ -40,6 +41,7 @@
 mod acct;
 #[cfg(test)]
 mod check;
+mod cookies;
 mod slots;
 mod table;
 #[cfg(test)]
@@ -55,6 +57,7 @@ use super::wheel::{TimeWaitClock, time_wait_end};
 use crate::memory;
 use crate::tcp::TcpState;
 use acct::{acct, timer_at};
+use cookies::Cookies;
 use slots::{SlotBits, Slots};
 use table::Table;
 use timers::TimerQueue;
@@ -77,7 +80,7 @@ pub(super) struct Store {
     /// The free slots of `slab`, and which one a new record takes.
     slots: Slots,
     /// `cookie -> slot` of every record.
-    index: Table<u32>,
+    index: Cookies,
     /// Tuple fingerprint -> cookie of the records in TIME_WAIT.
     tw_index: Table<u64>,
     /// One entry per record with a TIME_WAIT deadline, earliest first.
@@ -126,7 +129,7 @@ impl Store {
         Store {
             slab: Vec::new(),
             slots: Slots::default(),
-            index: Table::new(),
+            index: Cookies::new(),
             tw_index: Table::new(),
             timers: TimerQueue::new(),
             fired: NIL,

@@ -1,6 +1,7 @@
-//! The store's two indexes, `cookie -> slot` and `TIME_WAIT tuple
-//! fingerprint -> cookie`: open addressing with linear probing over one
-//! array of `(key, value)` entries, keys `u64`.
+//! The store's hashed tables: the TIME_WAIT tuple index (`fingerprint ->
+//! cookie`), and in the cookie index (`cookies.rs`) the span directory and
+//! the cookies of sparse spans. Open addressing with linear probing over
+//! one array of `(key, value)` entries, keys `u64`.
 //!
 //! Why not `HashMap` (hashbrown): on a busy host most lookups are of cold
 //! keys (a socket's first event, a TIME_WAIT record a minute old), and a
