@@ -118,11 +118,12 @@
 //! At most `Config::max_sockets` records: at the cap the oldest finished
 //! record is evicted first, else the oldest live one (dump adoption never
 //! evicts a live record), and every eviction is counted. A record is 112
-//! bytes in a slab (whose freed slots are reused) plus a 16-byte cookie
-//! index entry, plus one more index entry and an 8-byte timer entry while
-//! in TIME_WAIT: about 148 (ESTABLISHED) to 192 (TIME_WAIT) bytes per
-//! socket with hash table slack, two bits per slot (free, and judged by a
-//! live reconcile), and a 24-byte queue entry while finished. Each
+//! bytes in a slab (whose freed slots are reused) plus a cookie index
+//! entry (4 bytes in a block shared with its neighbouring cookies, 16 in a
+//! hash table for sparse ones), plus a 16-byte tuple index entry and an
+//! 8-byte timer entry while in TIME_WAIT: about 130 (ESTABLISHED) to 160
+//! (TIME_WAIT) bytes per socket with slack, two bits per slot (free, and
+//! judged by a live reconcile), and a 24-byte queue entry while finished. Each
 //! orphaned FIN_WAIT2 socket a dump listed in the last minute adds a
 //! 16-byte entry. Two per-port counts of 256 KiB each are there from the
 //! start. See `store.rs`.
