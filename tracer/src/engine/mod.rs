@@ -125,7 +125,7 @@
 //! (TIME_WAIT) bytes per socket with slack, two bits per slot (free, and
 //! judged by a live reconcile), and a 24-byte queue entry while finished. Each
 //! orphaned FIN_WAIT2 socket a dump listed in the last minute adds a
-//! 16-byte entry. Two per-port counts of 256 KiB each are there from the
+//! 16-byte entry. Two counts per local port, 512 KiB, are there from the
 //! start. See `store.rs`.
 mod apply;
 mod config;

@@ -73,6 +73,22 @@ struct Finished {
     slot: u32,
 }
 
+/// The timewait records of one local port, two counts indexed by
+/// [`TIME_WAIT`] and [`TUPLES`]. (An array, not a struct, so that the
+/// store's check compares them all at once.)
+type PortCounts = [u32; 2];
+
+/// Live records in TIME_WAIT: the per-port gauge, read every turn
+/// without a scan.
+const TIME_WAIT: usize = 0;
+
+/// Live timewait records (those in `tw_index`'s and `tw_per_netns`'s
+/// count, orphaned FIN_WAIT2 ones too): a new connection on a port with
+/// none cannot take over a TIME_WAIT's tuple, and skips the tuple index, a
+/// key at random in a table of megabytes. (A server's port, when its
+/// clients close first, holds none at all.)
+const TUPLES: usize = 1;
+
 /// The bounded store. See the module docs.
 pub(super) struct Store {
     /// Records, and what the free slots last held.
@@ -107,16 +123,14 @@ pub(super) struct Store {
     /// walks these bits instead of every record, most of which are in
     /// TIME_WAIT on a busy host (1 bit per slot: 128 KiB at a million).
     live_judged: SlotBits,
-    /// Live records in TIME_WAIT per local port (65,536 entries, 256 KiB):
-    /// the per-port gauge, read every turn without a scan.
-    tw_per_port: Box<[u32]>,
-    /// Live timewait records (those in `tw_index`'s and `tw_per_netns`'s
-    /// count, orphaned FIN_WAIT2 ones too) per local port, 256 KiB: a new
-    /// connection on a port with none cannot take over a TIME_WAIT's
-    /// tuple, and skips the tuple index, a key at random in a table of
-    /// megabytes. (A server's port, when its clients close first, holds
-    /// none at all.)
-    tuples_per_port: Box<[u32]>,
+    /// Two counts per local port (65,536 entries, 512 KiB), side by side
+    /// so that a record entering or leaving TIME_WAIT reads one line.
+    per_port: Box<[PortCounts]>,
+    /// One bit per local port, set while its [`TUPLES`] count is not
+    /// zero (8 KiB): what each new connection checks, a few events ahead
+    /// of applying it, where the counts' 512 KiB missed the CPU's caches
+    /// and address translations.
+    tuple_ports: SlotBits,
     /// When the kernel ends a TIME_WAIT stay; `None`: after exactly 60 s.
     clock: Option<TimeWaitClock>,
     max: usize,
@@ -140,8 +154,8 @@ impl Store {
             live_per_netns: HashMap::default(),
             tw_per_netns: HashMap::default(),
             live_judged: SlotBits::default(),
-            tw_per_port: vec![0; 1 << 16].into_boxed_slice(),
-            tuples_per_port: vec![0; 1 << 16].into_boxed_slice(),
+            per_port: vec![[0; 2]; 1 << 16].into_boxed_slice(),
+            tuple_ports: SlotBits::default(),
             clock,
             max: max.clamp(1, NIL as usize - 1),
             evictions: 0,
@@ -158,7 +172,8 @@ impl Store {
     pub fn approx_heap_bytes(&self) -> usize {
         self.slab.capacity() * size_of::<Record>()
             + self.slots.heap_bytes()
-            + (self.tw_per_port.len() + self.tuples_per_port.len()) * size_of::<u32>()
+            + self.per_port.len() * size_of::<PortCounts>()
+            + self.tuple_ports.heap_bytes()
             + self.live_judged.heap_bytes()
             + self.finished.capacity() * size_of::<Finished>()
             + self.index.heap_bytes()
@@ -193,7 +208,7 @@ impl Store {
 
     /// Live records in TIME_WAIT on local port `port`.
     pub fn time_wait_on_port(&self, port: u16) -> u32 {
-        self.tw_per_port[usize::from(port)]
+        self.per_port[usize::from(port)][TIME_WAIT]
     }
 
     /// When the kernel ends a TIME_WAIT stay that began at `since_ns`.
@@ -221,7 +236,7 @@ impl Store {
                 .filter_map(|s| self.slab.get(s as usize));
             if let Some(r) = next.next() {
                 self.tw_index.prefetch(r.tuple_hash());
-                memory::prefetch(&self.tw_per_port[usize::from(r.lport)]);
+                memory::prefetch(&self.per_port[usize::from(r.lport)]);
             }
             if let Some(r) = next.next() {
                 memory::prefetch_all(r);
@@ -291,7 +306,7 @@ impl Store {
     /// Whether any live timewait record has local port `port`: false
     /// means no TIME_WAIT tuple with that port can be taken over.
     pub fn time_wait_tuples_on_port(&self, port: u16) -> bool {
-        self.tuples_per_port[usize::from(port)] != 0
+        self.tuple_ports.get(u32::from(port))
     }
 
     /// The cookie of the TIME_WAIT record with this tuple fingerprint.

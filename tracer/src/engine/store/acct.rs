@@ -6,7 +6,7 @@ use super::super::record::{NIL, Record, flag};
 use super::super::wheel::{TimeWaitClock, time_wait_end};
 use super::super::{TCP_TIMEWAIT_LEN_NS, TIME_WAIT_SLACK_NS};
 use super::timers::Timer;
-use super::{Finished, Store};
+use super::{Finished, Store, TIME_WAIT, TUPLES};
 use crate::tcp::TcpState;
 
 /// What a record contributes to the indexes.
@@ -183,10 +183,14 @@ impl Store {
             // At most one timewait socket per tuple exists; the newest wins.
             self.tw_index.insert(h, self.slab[slot as usize].cookie);
             *self.tw_per_netns.entry(netns).or_default() += 1;
-            self.tuples_per_port[usize::from(port)] += 1;
+            let c = &mut self.per_port[usize::from(port)];
+            c[TUPLES] += 1;
+            if c[TUPLES] == 1 {
+                self.tuple_ports.set(u32::from(port), true);
+            }
         }
         if let Some(port) = a.tw_port {
-            self.tw_per_port[usize::from(port)] += 1;
+            self.per_port[usize::from(port)][TIME_WAIT] += 1;
         }
     }
 
@@ -196,7 +200,11 @@ impl Store {
             if self.tw_index.get(h) == Some(cookie) {
                 self.tw_index.remove(h);
             }
-            self.tuples_per_port[usize::from(port)] -= 1;
+            let c = &mut self.per_port[usize::from(port)];
+            c[TUPLES] -= 1;
+            if c[TUPLES] == 0 {
+                self.tuple_ports.set(u32::from(port), false);
+            }
             if let Some(n) = self.tw_per_netns.get_mut(&netns) {
                 *n -= 1;
                 if *n == 0 {
@@ -205,7 +213,7 @@ impl Store {
             }
         }
         if let Some(port) = a.tw_port {
-            self.tw_per_port[usize::from(port)] -= 1;
+            self.per_port[usize::from(port)][TIME_WAIT] -= 1;
         }
     }
 

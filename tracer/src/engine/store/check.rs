@@ -3,7 +3,8 @@ use std::collections::HashMap;
 
 use super::super::record::{NIL, flag};
 use super::acct::{time_wait_deadline, timer, timer_at};
-use super::{Store, timers};
+use super::slots::SlotBits;
+use super::{Store, TIME_WAIT, TUPLES, timers};
 use crate::tcp::TcpState;
 
 impl Store {
@@ -81,18 +82,28 @@ impl Store {
         assert_eq!(unconfirmed, self.unconfirmed, "unconfirmed count drifted");
         assert!(self.tw_index.len() <= tw);
         let mut per_netns: HashMap<u32, u32> = HashMap::new();
-        let mut tuples_per_port = vec![0u32; 1 << 16];
+        let mut per_port = vec![[0u32; 2]; 1 << 16];
+        let mut tuple_ports = SlotBits::default();
         for r in self
             .records()
             .filter(|r| !r.has(flag::FINISHED) && r.has(flag::TW))
         {
             *per_netns.entry(r.netns).or_default() += 1;
-            tuples_per_port[usize::from(r.lport)] += 1;
+            let c = &mut per_port[usize::from(r.lport)];
+            c[TUPLES] += 1;
+            c[TIME_WAIT] += u32::from(r.state == TcpState::TimeWait);
+            tuple_ports.set(u32::from(r.lport), true);
         }
-        assert!(
-            *tuples_per_port == *self.tuples_per_port,
-            "timewait records per port drifted"
-        );
+        assert!(*per_port == *self.per_port, "counts per port drifted");
+        for w in 0..tuple_ports.words().max(self.tuple_ports.words()) {
+            let word = |b: &SlotBits| if w < b.words() { b.word(w) } else { 0 };
+            assert_eq!(
+                word(&tuple_ports),
+                word(&self.tuple_ports),
+                "the tuple bits of ports {}..",
+                w * 64
+            );
+        }
         assert_eq!(
             per_netns.len(),
             self.tw_per_netns.len(),
@@ -106,14 +117,6 @@ impl Store {
         for (netns, c) in live {
             assert_eq!(Some(&c), self.live_per_netns.get(&netns), "live in {netns}");
         }
-        let mut per_port = vec![0u32; 1 << 16];
-        for r in self
-            .records()
-            .filter(|r| !r.has(flag::FINISHED) && r.has(flag::TW) && r.state == TcpState::TimeWait)
-        {
-            per_port[usize::from(r.lport)] += 1;
-        }
-        assert!(*per_port == *self.tw_per_port, "TIME_WAIT per port drifted");
         for (netns, n) in per_netns {
             assert_eq!(self.time_wait_in(netns), n, "timewait records of {netns}");
         }
