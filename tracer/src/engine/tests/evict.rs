@@ -153,8 +153,8 @@ fn a_cap_of_zero_means_one() {
 
 #[test]
 fn under_200_bytes_per_socket() {
-    // What an empty engine holds (the two per-port TIME_WAIT tables, 256
-    // KiB each) is not per socket.
+    // What an empty engine holds (the two TIME_WAIT counts per local
+    // port, 512 KiB) is not per socket.
     let fixed = Engine::new(Config::default()).approx_heap_bytes();
     assert!(fixed <= 560 << 10, "{fixed} bytes before any socket");
     for n in [1_000u64, 50_000, 200_000] {
