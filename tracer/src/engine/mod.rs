@@ -123,8 +123,8 @@
 //! hash table for sparse ones), plus a 16-byte tuple index entry and an
 //! 8-byte timer entry while in TIME_WAIT: about 130 (ESTABLISHED) to 160
 //! (TIME_WAIT) bytes per socket with slack, two bits per slot (free, and
-//! judged by a live reconcile), and a 24-byte queue entry while finished. Each
-//! orphaned FIN_WAIT2 socket a dump listed in the last minute adds a
+//! judged by a live reconcile), and a 24-byte queue entry while finished.
+//! Each orphaned FIN_WAIT2 socket a dump listed in the last minute adds a
 //! 16-byte entry. Two counts per local port, 512 KiB, are there from the
 //! start. See `store.rs`.
 mod apply;

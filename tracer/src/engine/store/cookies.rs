@@ -43,7 +43,9 @@ const NONE: u32 = u32::MAX;
 
 type Block = Box<[u32; SPAN]>;
 
-/// The cookies of one span held in the index.
+/// The cookies of one span held in the index: in a block, or in the
+/// hashed table, never both. (A span whose block is dissolved keeps the
+/// table until it empties; a span that starts in the table stays there.)
 #[derive(Debug, Default)]
 struct Span {
     /// The slots of the span's cookies in a block, `NONE` where absent.
@@ -102,16 +104,10 @@ impl Cookies {
     /// The value of `cookie`.
     pub fn get(&self, cookie: u64) -> Option<u32> {
         let (span, off) = split(cookie);
-        let s = self.span(span)?;
-        if let Some(b) = &s.block
-            && b[off] != NONE
-        {
-            return Some(b[off]);
+        match &self.span(span)?.block {
+            Some(b) => Some(b[off]).filter(|&v| v != NONE),
+            None => self.spill.get(cookie),
         }
-        if s.spilled > 0 {
-            return self.spill.get(cookie);
-        }
-        None
     }
 
     /// Ask the CPU to bring `cookie`'s entry into the cache: a lookup
@@ -119,11 +115,7 @@ impl Cookies {
     pub fn prefetch(&self, cookie: u64) {
         let (span, off) = split(cookie);
         match self.span(span) {
-            Some(Span {
-                block: Some(b),
-                spilled: 0,
-                ..
-            }) => prefetch(&b[off]),
+            Some(Span { block: Some(b), .. }) => prefetch(&b[off]),
             Some(_) => self.spill.prefetch(cookie),
             // Not held: a lookup reads the span directory only.
             None => {}
@@ -151,22 +143,7 @@ impl Cookies {
         };
         let roomy = self.blocks < 2 || self.in_blocks >= self.blocks * DENSE as usize;
         let s = &mut self.spans[i as usize];
-        if let Some(b) = &mut s.block
-            && b[off] != NONE
-        {
-            return Some(std::mem::replace(&mut b[off], val));
-        }
-        if s.spilled > 0
-            && let Some(old) = self.spill.insert(cookie, val)
-        {
-            return Some(old);
-        }
-        if s.spilled > 0 {
-            // Taken by the table's insert above.
-            s.spilled += 1;
-            return None;
-        }
-        if s.block.is_none() && roomy {
+        if s.block.is_none() && s.spilled == 0 && roomy {
             s.block = Some(
                 vec![NONE; SPAN]
                     .into_boxed_slice()
@@ -175,18 +152,23 @@ impl Cookies {
             );
             self.blocks += 1;
         }
-        match &mut s.block {
+        let old = match &mut s.block {
             Some(b) => {
-                b[off] = val;
-                s.in_block += 1;
-                self.in_blocks += 1;
+                let old = std::mem::replace(&mut b[off], val);
+                Some(old).filter(|&v| v != NONE)
             }
-            None => {
-                self.spill.insert(cookie, val);
-                s.spilled += 1;
+            None => self.spill.insert(cookie, val),
+        };
+        if old.is_none() {
+            match s.block {
+                Some(_) => {
+                    s.in_block += 1;
+                    self.in_blocks += 1;
+                }
+                None => s.spilled += 1,
             }
         }
-        None
+        old
     }
 
     /// Remove `cookie`; returns its value.
@@ -194,40 +176,37 @@ impl Cookies {
         let (span, off) = split(cookie);
         let i = self.dir.get(span)?;
         let s = &mut self.spans[i as usize];
-        let mut val = None;
-        if let Some(b) = &mut s.block
-            && b[off] != NONE
-        {
-            val = Some(std::mem::replace(&mut b[off], NONE));
-            s.in_block -= 1;
-            self.in_blocks -= 1;
-            if s.in_block < DENSE {
-                // Too few left to keep a page for: move them to the table.
-                let b = s.block.take().expect("the block just read");
-                for (o, &v) in b.iter().enumerate().filter(|&(_, &v)| v != NONE) {
-                    self.spill.insert((span << SPAN_BITS) | o as u64, v);
-                }
-                s.spilled += s.in_block;
-                self.in_blocks -= s.in_block as usize;
-                s.in_block = 0;
-                self.blocks -= 1;
+        let val = match &mut s.block {
+            Some(b) => {
+                let val = Some(std::mem::replace(&mut b[off], NONE)).filter(|&v| v != NONE)?;
+                s.in_block -= 1;
+                self.in_blocks -= 1;
+                val
             }
-        } else if s.spilled > 0 {
-            val = self.spill.remove(cookie);
-            if val.is_some() {
+            None => {
+                let val = self.spill.remove(cookie)?;
                 s.spilled -= 1;
+                val
             }
+        };
+        if s.in_block < DENSE
+            && let Some(b) = s.block.take()
+        {
+            // Too few left to keep a page for: move them to the table (none
+            // when the last one just left).
+            for (o, &v) in b.iter().enumerate().filter(|&(_, &v)| v != NONE) {
+                self.spill.insert((span << SPAN_BITS) | o as u64, v);
+            }
+            s.spilled += s.in_block;
+            self.in_blocks -= s.in_block as usize;
+            s.in_block = 0;
+            self.blocks -= 1;
         }
-        if s.in_block == 0 && s.spilled == 0 {
-            // `take` above freed the block, or there was none.
-            debug_assert!(s.block.is_none() || val.is_none());
-            if s.block.take().is_some() {
-                self.blocks -= 1;
-            }
+        if s.spilled == 0 && s.block.is_none() {
             self.dir.remove(span);
             self.free.push(i);
         }
-        val
+        Some(val)
     }
 
     /// Every `(cookie, value)`, in no particular order.
@@ -283,6 +262,10 @@ mod tests {
             let spilled = spills.remove(&span).unwrap_or(0);
             assert_eq!(spilled, s.spilled as usize, "span {span}");
             assert!(held + spilled > 0, "an empty span {span} kept");
+            assert!(
+                held == 0 || spilled == 0,
+                "span {span} in a block and the table"
+            );
         }
         assert!(spills.is_empty(), "spilled cookies of spans not held");
         assert_eq!((blocks, in_blocks), (c.blocks, c.in_blocks));
