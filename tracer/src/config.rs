@@ -24,7 +24,7 @@ use crate::{bpf::DEFAULT_RING_BYTES, leaks::Thresholds, pipeline::NetnsChoice};
 /// range that Prometheus's port allocation list hands to other exporters.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9077));
 
-/// Default of `--reconcile-budget`: 1% of one core per kind of dump.
+/// Default of `--reconcile-budget`: 1% of one core for all dumps together.
 pub const DEFAULT_RECONCILE_BUDGET: f64 = 1.0;
 
 settings! {
@@ -38,9 +38,10 @@ settings! {
         /// dump confirms them and catches early kills. Costs ~1 µs of kernel
         /// time per socket.
         time_wait_interval: Duration = Duration::from_secs(10) => "DURATION" parse_interval;
-        /// CPU all dumps together may use, in percent of one core, half for
-        /// live and half for full dumps; a dump that costs more (a host
-        /// holding 100,000s of TIME_WAIT sockets) is taken less often.
+        /// CPU all dumps together may use, in percent of one core, three
+        /// quarters for live and a quarter for full dumps; a dump that
+        /// costs more (a host holding 100,000s of TIME_WAIT sockets) is
+        /// taken less often.
         /// Lost events still trigger a dump at the next interval.
         /// 0: no limit [default: 1%].
         reconcile_budget: f64 = DEFAULT_RECONCILE_BUDGET => "PERCENT" parse_percent;

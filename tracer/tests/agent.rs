@@ -369,8 +369,8 @@ fn costly_walks_give_way_to_lookups_and_leaks_are_still_judged() {
     // TIME_WAIT sockets the walks go through (a live one leaves them out
     // of its answer, not of the kernel's walk).
     client_closes_first(&l, port, 3000);
-    // 0.01% of a core: half of it for live dumps buys 25 µs every 500 ms,
-    // less than any walk of those sockets costs.
+    // 0.01% of a core: three quarters of it for live dumps buys 37.5 µs
+    // every 500 ms, less than any walk of those sockets costs.
     let agent = Agent::start(&[
         "--reconcile-interval",
         "500ms",

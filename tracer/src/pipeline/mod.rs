@@ -78,7 +78,8 @@ pub struct Reconcile {
     /// Full dumps (TIME_WAIT included); `None`: live dumps only.
     pub time_wait_interval: Option<Duration>,
     /// CPU all dumps together may use, in percent of one core (0: no
-    /// limit); live and full dumps get half each.
+    /// limit); live dumps get three quarters of it and full ones the rest
+    /// (see [`pace::LIVE_SHARE`]).
     pub budget_percent: f64,
 }
 

@@ -151,7 +151,7 @@ pub fn run(
         );
     }
     println!(
-        "agent CPU in the window: {:.2} % of a core (budget: --reconcile-budget, default 1 % per kind of dump)",
+        "agent CPU in the window: {:.2} % of a core (budget: --reconcile-budget, default 1 % for all dumps together)",
         100.0 * (c1 - c0) / wall
     );
     Ok(())
