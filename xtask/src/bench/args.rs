@@ -65,7 +65,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub no_sweep: bool,
     /// Skip the running agent's measurement: one `tracer run` at 10,000
-    /// conn/s, 3 windows of 20 s after 75 s of churn (10 s and one window
+    /// conn/s, 3 windows of 30 s after 75 s of churn (10 s and one window
     /// of 5 s with --quick).
     #[arg(long)]
     pub no_steady: bool,

@@ -238,7 +238,8 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         // start-up work a running agent spreads over minutes.
         let (warmup, windows, secs) = match args.quick {
             true => (Duration::from_secs(10), 1, 5.0),
-            false => (measure::STEADY_WARMUP, 3, 20.0),
+            // 30 s windows: together they hold two or three full dumps.
+            false => (measure::STEADY_WARMUP, 3, 30.0),
         };
         let cfg = ChurnConfig {
             server_port: port,
