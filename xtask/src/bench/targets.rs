@@ -106,7 +106,7 @@ impl Report {
         let headline = match run_pooled {
             Some((ns, dumps)) => format!(
                 "{ns:.0} ns over the running agent's windows together, of which the sock_diag \
-                 dumps {}; per window, {where_}: {} ns",
+                 dumps {}; {where_}: {} ns",
                 dumps.map_or("–".into(), |d| format!("{d:.0}")),
                 fmt_opt(agent, 0)
             ),
