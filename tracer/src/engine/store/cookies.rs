@@ -26,7 +26,9 @@
 //!   sockets (UDP, other programs' asks) keeps the table for most.
 //!
 //! Either way the index holds at most about 32 bytes of blocks per cookie,
-//! plus two blocks.
+//! plus two blocks, plus up to [`SPARE`] freed blocks kept for the next
+//! spans: under churn a block is freed about as often as one is needed,
+//! and reusing it keeps the allocator off the event path.
 use super::table::Table;
 use crate::memory::prefetch;
 
@@ -40,6 +42,9 @@ const DENSE: u32 = (SPAN / 8) as u32;
 
 /// An empty entry of a block.
 const NONE: u32 = u32::MAX;
+
+/// Freed blocks kept for reuse, at most: 16 KiB.
+const SPARE: usize = 4;
 
 type Block = Box<[u32; SPAN]>;
 
@@ -69,6 +74,8 @@ pub(super) struct Cookies {
     /// Blocks held, and cookies held in them.
     blocks: usize,
     in_blocks: usize,
+    /// Freed blocks, for the next spans (contents stale).
+    spare: Vec<Block>,
 }
 
 fn split(cookie: u64) -> (u64, usize) {
@@ -85,6 +92,7 @@ impl Cookies {
             spill: Table::new(),
             blocks: 0,
             in_blocks: 0,
+            spare: Vec::new(),
         }
     }
 
@@ -94,7 +102,8 @@ impl Cookies {
             + self.spans.capacity() * size_of::<Span>()
             + self.free.capacity() * size_of::<u32>()
             + self.spill.heap_bytes()
-            + self.blocks * size_of::<[u32; SPAN]>()
+            + (self.blocks + self.spare.len()) * size_of::<[u32; SPAN]>()
+            + self.spare.capacity() * size_of::<Block>()
     }
 
     fn span(&self, span: u64) -> Option<&Span> {
@@ -144,12 +153,17 @@ impl Cookies {
         let roomy = self.blocks < 2 || self.in_blocks >= self.blocks * DENSE as usize;
         let s = &mut self.spans[i as usize];
         if s.block.is_none() && s.spilled == 0 && roomy {
-            s.block = Some(
-                vec![NONE; SPAN]
+            let block = match self.spare.pop() {
+                Some(mut b) => {
+                    b.fill(NONE);
+                    b
+                }
+                None => vec![NONE; SPAN]
                     .into_boxed_slice()
                     .try_into()
                     .expect("a span's block"),
-            );
+            };
+            s.block = Some(block);
             self.blocks += 1;
         }
         let old = match &mut s.block {
@@ -201,6 +215,9 @@ impl Cookies {
             self.in_blocks -= s.in_block as usize;
             s.in_block = 0;
             self.blocks -= 1;
+            if self.spare.len() < SPARE {
+                self.spare.push(b);
+            }
         }
         if s.spilled == 0 && s.block.is_none() {
             self.dir.remove(span);
@@ -268,6 +285,7 @@ mod tests {
             );
         }
         assert!(spills.is_empty(), "spilled cookies of spans not held");
+        assert!(c.spare.len() <= SPARE, "{} spare blocks", c.spare.len());
         assert_eq!((blocks, in_blocks), (c.blocks, c.in_blocks));
         assert_eq!(c.dir.len() + c.free.len(), c.spans.len());
     }
@@ -344,6 +362,35 @@ mod tests {
                 .expect("in a block")[off] as *const u32
         };
         assert_eq!(at(40_001) as usize - at(40_000) as usize, 4);
+    }
+
+    #[test]
+    fn churn_reuses_freed_blocks() {
+        // Sockets leave a minute after they came: each span's block is
+        // freed as a later span needs one, and that one is reused, wiped.
+        let mut c = Cookies::new();
+        let mut fresh = 0;
+        let mut held = 0;
+        for k in 1..=200_000u64 {
+            let spare = c.spare.len();
+            c.insert(k, k as u32);
+            if c.blocks > held && c.spare.len() == spare {
+                fresh += 1;
+            }
+            held = c.blocks;
+            if k > 60_000 {
+                assert_eq!(c.remove(k - 60_000), Some((k - 60_000) as u32));
+                held = c.blocks;
+            }
+        }
+        check(&c);
+        // Blocks for the first minute's spans, and one or two more: the
+        // rest came from the spare ones.
+        assert!(fresh <= 60_000 / SPAN + 3, "{fresh} blocks allocated");
+        for k in 140_001..=200_000u64 {
+            assert_eq!(c.get(k), Some(k as u32));
+        }
+        assert_eq!(c.get(140_000), None);
     }
 
     #[test]
