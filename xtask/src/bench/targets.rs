@@ -90,19 +90,13 @@ impl Report {
                 .and_then(|sc| progcost::pooled(&sc.samples, v))
         };
         let (run_pooled, floor_pooled) = (pooled(Variant::Run), pooled(Variant::Reading));
-        let reading = match floor_pooled {
-            Some((ns, _)) => {
-                format!("; the floor, an agent that only reads, in the same way: {ns:.0} ns")
-            }
-            None => progcost::agent(agent_rows, Variant::Reading, Subject::Agent)
-                .map(|r| {
-                    format!(
-                        "; the floor, an agent that only reads, in the same way: {} ns",
-                        r.ns.fmt(0)
-                    )
-                })
-                .unwrap_or_default(),
-        };
+        let reading = floor_pooled
+            .map(|(ns, _)| format!("{ns:.0}"))
+            .or_else(|| {
+                progcost::agent(agent_rows, Variant::Reading, Subject::Agent).map(|r| r.ns.fmt(0))
+            })
+            .map(|ns| format!("; the floor, an agent that only reads, in the same way: {ns} ns"))
+            .unwrap_or_default();
         let headline = match run_pooled {
             Some((ns, dumps)) => format!(
                 "{ns:.0} ns over the running agent's windows together, of which the sock_diag \

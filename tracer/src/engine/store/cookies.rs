@@ -370,17 +370,14 @@ mod tests {
         // freed as a later span needs one, and that one is reused, wiped.
         let mut c = Cookies::new();
         let mut fresh = 0;
-        let mut held = 0;
         for k in 1..=200_000u64 {
-            let spare = c.spare.len();
+            let (blocks, spare) = (c.blocks, c.spare.len());
             c.insert(k, k as u32);
-            if c.blocks > held && c.spare.len() == spare {
+            if c.blocks > blocks && c.spare.len() == spare {
                 fresh += 1;
             }
-            held = c.blocks;
             if k > 60_000 {
                 assert_eq!(c.remove(k - 60_000), Some((k - 60_000) as u32));
-                held = c.blocks;
             }
         }
         check(&c);
