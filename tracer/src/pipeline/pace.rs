@@ -11,8 +11,8 @@
 //! cost more than its share of the budget over that interval; then the gap
 //! grows until it does not (`cost / share`). `--reconcile-budget` is what
 //! all dumps together may use: live dumps get [`LIVE_SHARE`] of it, full
-//! ones the rest. A dump
-//! is still taken at the next tick whenever events may have been lost:
+//! ones the rest. A dump is still taken at the next tick whenever events
+//! may have been lost:
 //! healing is what the reconcile is for, and it must not wait for the
 //! budget (a full one, once its configured interval has passed).
 //!
