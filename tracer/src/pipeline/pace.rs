@@ -12,9 +12,9 @@
 //! grows until it does not (`cost / share`). `--reconcile-budget` is what
 //! all dumps together may use: live dumps get [`LIVE_SHARE`] of it, full
 //! ones the rest. A dump is still taken at the next tick whenever events
-//! may have been lost:
-//! healing is what the reconcile is for, and it must not wait for the
-//! budget (a full one, once its configured interval has passed).
+//! may have been lost: healing is what the reconcile is for, and it must
+//! not wait for the budget (a full one, once its configured interval has
+//! passed).
 //!
 //! The first dump of each kind does not set the pace alone: it adopts
 //! every socket, opens every namespace and fills the owner caches, so its
