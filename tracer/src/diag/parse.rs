@@ -274,22 +274,16 @@ pub(super) fn parse_datagram(
             NLMSG_DONE => {
                 // The dump's final status (`nlk->dump_done_errno`); may be absent.
                 let code = read_i32(payload, 0).unwrap_or(0);
-                if code < 0 {
-                    return Err(DiagError::Refused {
-                        family,
-                        errno: -code,
-                    });
+                if let Some(errno) = status(code).map_err(malformed)? {
+                    return Err(DiagError::Refused { family, errno });
                 }
                 return Ok(Step::Done);
             }
             NLMSG_ERROR => {
                 let code = read_i32(payload, 0)
                     .ok_or_else(|| malformed(format!("NLMSG_ERROR of {len} bytes")))?;
-                if code < 0 {
-                    return Err(DiagError::Refused {
-                        family,
-                        errno: -code,
-                    });
+                if let Some(errno) = status(code).map_err(malformed)? {
+                    return Err(DiagError::Refused { family, errno });
                 }
                 // 0 is an ACK; a dump does not ask for one, but it is harmless.
             }
@@ -407,7 +401,21 @@ fn read_u32(buf: &[u8], off: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(bytes.try_into().ok()?))
 }
 
-fn read_i32(buf: &[u8], off: usize) -> Option<i32> {
+/// What a netlink status word (the first four bytes of `NLMSG_ERROR` and
+/// `NLMSG_DONE`) says: `None` for success, `Some(errno)` for a refusal.
+/// The kernel's errnos run from 1 to `MAX_ERRNO` (4095); a status past
+/// them is a damaged reply, not a refusal (and negating `i32::MIN` would
+/// overflow).
+pub(super) fn status(code: i32) -> Result<Option<i32>, String> {
+    const MAX_ERRNO: i32 = 4095;
+    match code {
+        0.. => Ok(None),
+        _ if code >= -MAX_ERRNO => Ok(Some(-code)),
+        _ => Err(format!("status {code} is no errno")),
+    }
+}
+
+pub(super) fn read_i32(buf: &[u8], off: usize) -> Option<i32> {
     let bytes = buf.get(off..off.checked_add(size_of::<i32>())?)?;
     Some(i32::from_ne_bytes(bytes.try_into().ok()?))
 }

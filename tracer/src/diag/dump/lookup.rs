@@ -21,7 +21,7 @@ use netlink_packet_sock_diag::{
 
 use super::{DiagError, Dumper, open_socket};
 use crate::{
-    diag::parse::{decode_socket, messages},
+    diag::parse::{decode_socket, messages, read_i32, status},
     snapshot::{Lookup, SocketSnapshot},
     tcp::Family,
 };
@@ -157,14 +157,14 @@ fn read_answers(
         let payload = msg.payload();
         match msg.message_type() {
             NLMSG_ERROR => {
-                let code = payload
-                    .get(..4)
-                    .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                let code = read_i32(payload, 0)
                     .ok_or_else(|| malformed(format!("NLMSG_ERROR of {len} bytes")))?;
-                match -code {
+                match status(code).map_err(malformed)? {
+                    // An ACK, which a lookup does not ask for: no answer.
+                    None => {}
                     // Not there, or another socket in its place: gone.
-                    libc::ENOENT | libc::ESTALE => answered += 1,
-                    errno => {
+                    Some(libc::ENOENT | libc::ESTALE) => answered += 1,
+                    Some(errno) => {
                         return Err(DiagError::Refused {
                             family: "lookup",
                             errno,
@@ -193,6 +193,39 @@ mod tests {
         let mut b = [0; 16];
         b[..4].copy_from_slice(&a.octets());
         b
+    }
+
+    /// One `NLMSG_ERROR` answering request `seq` with status `code`.
+    fn error_reply(seq: u32, code: i32) -> Vec<u8> {
+        let mut d = Vec::new();
+        d.extend_from_slice(&20u32.to_ne_bytes());
+        d.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        d.extend_from_slice(&0u16.to_ne_bytes());
+        d.extend_from_slice(&seq.to_ne_bytes());
+        d.extend_from_slice(&0u32.to_ne_bytes());
+        d.extend_from_slice(&code.to_ne_bytes());
+        d
+    }
+
+    #[test]
+    fn error_replies_read_as_gone_refused_ignored_or_malformed() {
+        let answers = |code| read_answers(&error_reply(7, code), 7, 1, &mut Vec::new());
+        assert_eq!(answers(-libc::ENOENT).expect("gone"), 1);
+        assert_eq!(answers(-libc::ESTALE).expect("gone"), 1);
+        assert_eq!(answers(0).expect("an ACK"), 0);
+        assert!(matches!(
+            answers(-libc::EPERM),
+            Err(DiagError::Refused {
+                errno: libc::EPERM,
+                ..
+            })
+        ));
+        for lie in [i32::MIN, -4096] {
+            assert!(
+                matches!(answers(lie), Err(DiagError::Malformed { .. })),
+                "status {lie}"
+            );
+        }
     }
 
     #[test]

@@ -231,7 +231,7 @@ proptest! {
     }
 }
 
-/// Named cases of the lying length fields, kept as plain tests.
+/// Named cases of the lying length and status fields, kept as plain tests.
 mod lengths {
     use super::*;
 
@@ -270,6 +270,24 @@ mod lengths {
             m.attrs = nla(INET_DIAG_SHUTDOWN, &[0]);
             m.attrs[..2].copy_from_slice(&lie.to_ne_bytes());
             assert!(decode_socket(&m.bytes()).is_err(), "attribute length {lie}");
+        }
+    }
+
+    #[test]
+    fn a_status_past_the_kernels_errnos_is_malformed_not_a_refusal() {
+        for kind in [NLMSG_ERROR, NLMSG_DONE] {
+            for lie in [i32::MIN, -4096] {
+                let d = nlmsg(SEQ, kind, &lie.to_ne_bytes());
+                assert!(
+                    matches!(parse(&d), Err(DiagError::Malformed { .. })),
+                    "type {kind}, status {lie}"
+                );
+            }
+            let d = nlmsg(SEQ, kind, &(-4095i32).to_ne_bytes());
+            assert!(
+                matches!(parse(&d), Err(DiagError::Refused { errno: 4095, .. })),
+                "type {kind}"
+            );
         }
     }
 
