@@ -91,7 +91,8 @@ impl Ingest {
         Ingest {
             lanes: events,
             logs,
-            due: Instant::now() + DRAIN_INTERVAL,
+            // The first drain comes at once: the programs are attached.
+            due: Instant::now(),
             asks: Arc::default(),
             decode_errors: 0,
             tap: None,
@@ -155,19 +156,13 @@ impl Ingest {
     /// which under load takes a few hundred milliseconds of wall time), so
     /// that the kernel's lanes do not fill meanwhile and drop events. Holds
     /// at most twice what the lanes do; past that the rest stay in the lanes.
+    /// A recording taps them when they are handed out, so that it has them
+    /// in the order they were applied: after the work that spilled them.
     pub fn spill(&mut self) {
         let room = (self.lanes.capacity() * SPILL_LANES).saturating_sub(self.spilled.len());
         let horizon = horizon_ns();
-        let Ingest {
-            lanes,
-            tap,
-            spilled,
-            ..
-        } = self;
+        let Ingest { lanes, spilled, .. } = self;
         lanes.drain(horizon, room, |bytes| {
-            if let Some(tap) = tap {
-                tap(bytes);
-            }
             let mut record = [0u8; EVENT_BYTES];
             let n = bytes.len().min(EVENT_BYTES);
             record[..n].copy_from_slice(&bytes[..n]);
@@ -184,23 +179,21 @@ impl Ingest {
             spilled,
             ..
         } = self;
-        let mut decoded = |bytes: &[u8]| match SockEvent::decode(bytes) {
-            Ok(ev) => f(&ev),
-            Err(_) => *decode_errors += 1,
+        let mut decoded = |bytes: &[u8]| {
+            if let Some(tap) = tap {
+                tap(bytes);
+            }
+            match SockEvent::decode(bytes) {
+                Ok(ev) => f(&ev),
+                Err(_) => *decode_errors += 1,
+            }
         };
-        // Spilled records were tapped when they left the lanes.
         let earlier = spilled.len();
         for record in spilled.iter() {
             decoded(record);
         }
         spilled.clear();
-        earlier
-            + lanes.drain(horizon, usize::MAX, |bytes| {
-                if let Some(tap) = tap {
-                    tap(bytes);
-                }
-                decoded(bytes);
-            })
+        earlier + lanes.drain(horizon, usize::MAX, decoded)
     }
 }
 

@@ -103,6 +103,7 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
     // here on is missed; events for adopted sockets simply update them.
     let adopted = pipeline
         .adopt(&mut sink)
+        .await
         .context("listing existing TCP sockets with sock_diag")?;
     // Huge pages for the store's tables once they are resident.
     crate::memory::huge::spawn();

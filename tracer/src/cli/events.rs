@@ -261,6 +261,7 @@ async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
     };
     pipeline
         .adopt(&mut p)
+        .await
         .context("listing TCP sockets with sock_diag")?;
     let signal = pipeline::stop_signal()?;
     let duration = args.duration;

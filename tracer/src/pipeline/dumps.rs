@@ -87,14 +87,6 @@ impl DumpSource {
         self.capture = true;
     }
 
-    /// Dump on this thread and wait for it (adoption at start).
-    pub fn dump_now(&mut self, full: bool) -> Dump {
-        let kit = self.take_kit();
-        let (kit, dump) = kit.dump(full, None);
-        self.kit = Some(kit);
-        dump
-    }
-
     /// Start a dump on a blocking thread; [`DumpSource::finished`] says
     /// when it is done.
     pub fn start(&mut self, full: bool) {

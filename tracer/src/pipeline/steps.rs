@@ -14,7 +14,7 @@ use super::{
 use crate::{
     engine::{Listing, Observer},
     event::SockEvent,
-    ingest::Ingest,
+    ingest::{Ingest, horizon_ns},
     leaks::{Change, Coverage},
     snapshot::{OwnerScan, SocketSnapshot},
 };
@@ -28,16 +28,34 @@ pub(super) fn set_time_wait_limits(engine: &mut crate::engine::Engine, dump: &Du
     engine.forget_time_wait_limits(&dump.gone);
 }
 
-/// Adopt the sockets of a first dump into the engine. Returns how many.
-pub(super) fn adopt<D, S: Sink<Derived = D>>(
+/// Adopt the sockets of a first dump into the engine. Live (with
+/// `ingest`; a replay has applied them already), the events ready in the
+/// lanes are applied first, as before a reconcile, so the dump does not
+/// bring back a socket they ended; the lanes are kept from filling while
+/// it works. Returns how many sockets were adopted.
+pub(super) fn adopt<D: Observer, S: Sink<Derived = D>>(
+    mut ingest: Option<&mut Ingest>,
     core: &SharedCore<D>,
+    scope: NetnsScope,
+    seen: Option<&mut EventNetns>,
     sockets: &[SocketSnapshot],
     dump: &Dump,
     sink: &mut S,
 ) -> usize {
+    if let Some(ingest) = ingest.as_deref_mut() {
+        catch_up(
+            ingest,
+            horizon_ns(),
+            Batch::new(core, scope, true, seen, sink),
+        );
+    }
     let mut core = core.lock();
     set_time_wait_limits(&mut core.engine, dump);
-    let n = core.engine.adopt(sockets, dump.start_ns);
+    let n = core.engine.adopt_within(sockets, dump.start_ns, || {
+        if let Some(ingest) = ingest.as_deref_mut() {
+            ingest.spill();
+        }
+    });
     sink.adopted(&mut core, sockets);
     n
 }
@@ -257,7 +275,7 @@ pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
         derived,
         &mut spill,
     );
-    engine.adopt(fresh, dump.start_ns);
+    engine.adopt_within(fresh, dump.start_ns, &mut spill);
     let ended = engine.end_netns(&dump.gone, dump.start_ns, derived);
     let engine_ns = thread_cpu_ns().saturating_sub(cpu_before);
     let engine = &*engine;

@@ -81,7 +81,7 @@ pub fn record(name: &str, drive: Drive) -> String {
                 };
                 let mut p = Pipeline::new(cfg, ()).expect("loading the programs");
                 p.record(recorder);
-                p.adopt(&mut Quiet).expect("adopting");
+                p.adopt(&mut Quiet).await.expect("adopting");
                 ready_tx.send(()).expect("ready");
                 let stop = async {
                     let _ = stop_rx.await;

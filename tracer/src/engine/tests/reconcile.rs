@@ -61,6 +61,40 @@ fn adopt_leaves_tracked_sockets_alone() {
 }
 
 #[test]
+fn adopt_does_not_bring_back_a_socket_the_events_ended_during_the_dump() {
+    // The first dump read 9 in CLOSE_WAIT; before the adoption the loop
+    // applied its close, stamped after the dump started.
+    let mut h = H::new();
+    h.run([
+        ev(9).from(CloseWait).to(LastAck).at(secs(100) + ms(5)),
+        ev(9).from(LastAck).to(Close).at(secs(100) + ms(6)),
+    ]);
+    assert_eq!(
+        h.adopt(&[diag(9, CloseWait), diag(10, CloseWait)], secs(100)),
+        1
+    );
+    assert!(!h.view(9).is_live());
+    assert_eq!(h.state(10), CloseWait);
+    assert_eq!((h.n(CloseWait), h.n(LastAck), h.e.stats().live), (1, 0, 1));
+}
+
+#[test]
+fn adopt_within_pauses_between_slices_and_adopts_what_adopt_does() {
+    use crate::engine::reconcile::PAUSE_EVERY;
+    let dump: Vec<_> = (1..=3 * PAUSE_EVERY as u64 + 5)
+        .map(|c| diag(c, Established))
+        .collect();
+    let mut h = H::new();
+    let mut pauses = 0;
+    let n = h.e.adopt_within(&dump, secs(1), || pauses += 1);
+    h.check();
+    assert_eq!((n, pauses), (dump.len(), 3));
+    let mut whole = H::new();
+    assert_eq!(whole.adopt(&dump, secs(1)), n);
+    assert_eq!(whole.e.counts_by_state(), h.e.counts_by_state());
+}
+
+#[test]
 fn corrections_table() {
     // (what the engine has, the dump, the correction, state after)
     struct Case {
