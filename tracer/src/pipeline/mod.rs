@@ -130,6 +130,11 @@ struct Tracking {
     warned: tally::Warned,
 }
 
+/// How often [`Pipeline::adopt`] moves events out of the lanes while its
+/// dump runs: the default lanes fill in about 160 ms at 400,000 events a
+/// second.
+const ADOPT_SPILL_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Probes, ingest, scope, engine, detectors, dumps and pacing: one command's
 /// whole pipeline. `D` is what its sink keeps beside the engine.
 pub struct Pipeline<D> {
@@ -236,17 +241,17 @@ impl<D: Observer> Pipeline<D> {
     /// born from here on is missed. Returns how many sockets were adopted
     /// (0 when only streaming).
     ///
-    /// The dump runs on the blocking pool while this thread applies the
-    /// events that arrive meanwhile, as the loop does during any dump; the
-    /// adoption then skips the sockets those events already told of, and
-    /// keeps the lanes from filling while it works. A first dump walks every
-    /// socket cold: beside 131,072 TIME_WAIT sockets, at 400,000 events a
-    /// second, it takes about 150 ms and the adoption 100 ms more, while the
-    /// default lanes (about 65,000 events) fill in about 160 ms.
+    /// The dump runs on the blocking pool while this thread moves the
+    /// events that arrive meanwhile out of the lanes ([`Ingest::spill`]),
+    /// and the adoption spills them too; the first drain hands them out
+    /// after it, so they move adopted sockets as they would at any time. A
+    /// first dump walks every socket cold: beside 131,072 TIME_WAIT
+    /// sockets, at 400,000 events a second, it takes about 150 ms and the
+    /// adoption 100 ms more, while the default lanes (about 65,000 events)
+    /// fill in about 160 ms.
     pub async fn adopt<S: Sink<Derived = D>>(&mut self, sink: &mut S) -> anyhow::Result<usize> {
         let Pipeline {
             ingest,
-            scope,
             core,
             tracking,
             event_netns,
@@ -259,10 +264,9 @@ impl<D: Observer> Pipeline<D> {
         let full = t.paces.next(monotonic_ns(), false) == Some(true);
         t.dumps.start(full);
         let mut dump = loop {
-            let seen = scope.is_all().then_some(&mut *event_netns);
             tokio::select! {
                 dump = t.dumps.finished() => break dump?,
-                () = run::read_batch(ingest, core, *scope, true, seen, sink) => {}
+                () = tokio::time::sleep(ADOPT_SPILL_EVERY) => ingest.spill(),
             }
         };
         std::mem::replace(&mut dump.result, Ok(()))?;
@@ -275,16 +279,7 @@ impl<D: Observer> Pipeline<D> {
             error: None,
         });
         steps::new_containers(core, &dump, sink);
-        let seen = scope.is_all().then_some(&mut *event_netns);
-        let n = steps::adopt(
-            Some(ingest),
-            core,
-            *scope,
-            seen,
-            t.dumps.sockets(),
-            &dump,
-            sink,
-        );
+        let n = steps::adopt(Some(ingest), core, t.dumps.sockets(), &dump, sink);
         if let Some(r) = recorder {
             r.dumped(true, &dump, None);
         }

@@ -142,7 +142,7 @@ impl<D: Observer> Replay<D> {
         };
         if d.adopt {
             sink.dumped(&dumped);
-            steps::adopt(None, &self.core, self.scope, None, &sockets, &dump, sink);
+            steps::adopt(None, &self.core, &sockets, &dump, sink);
             return Ok(());
         }
         sink.port_settings(&d.port_settings);

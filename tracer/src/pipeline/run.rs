@@ -266,7 +266,7 @@ impl<D: Observer> Pipeline<D> {
 }
 
 /// Wait for events, then apply everything ready under one lock.
-pub(super) async fn read_batch<D: Observer, S: Sink<Derived = D>>(
+async fn read_batch<D: Observer, S: Sink<Derived = D>>(
     ingest: &mut Ingest,
     core: &SharedCore<D>,
     scope: NetnsScope,

@@ -14,7 +14,7 @@ use super::{
 use crate::{
     engine::{Listing, Observer},
     event::SockEvent,
-    ingest::{Ingest, horizon_ns},
+    ingest::Ingest,
     leaks::{Change, Coverage},
     snapshot::{OwnerScan, SocketSnapshot},
 };
@@ -28,27 +28,17 @@ pub(super) fn set_time_wait_limits(engine: &mut crate::engine::Engine, dump: &Du
     engine.forget_time_wait_limits(&dump.gone);
 }
 
-/// Adopt the sockets of a first dump into the engine. Live (with
-/// `ingest`; a replay has applied them already), the events ready in the
-/// lanes are applied first, as before a reconcile, so the dump does not
-/// bring back a socket they ended; the lanes are kept from filling while
-/// it works. Returns how many sockets were adopted.
-pub(super) fn adopt<D: Observer, S: Sink<Derived = D>>(
+/// Adopt the sockets of a first dump into the engine, keeping the kernel's
+/// lanes from filling meanwhile (a replay has no `ingest`): the events
+/// spilled are handed out after it, as they came after the dump began.
+/// Returns how many sockets were adopted.
+pub(super) fn adopt<D, S: Sink<Derived = D>>(
     mut ingest: Option<&mut Ingest>,
     core: &SharedCore<D>,
-    scope: NetnsScope,
-    seen: Option<&mut EventNetns>,
     sockets: &[SocketSnapshot],
     dump: &Dump,
     sink: &mut S,
 ) -> usize {
-    if let Some(ingest) = ingest.as_deref_mut() {
-        catch_up(
-            ingest,
-            horizon_ns(),
-            Batch::new(core, scope, true, seen, sink),
-        );
-    }
     let mut core = core.lock();
     set_time_wait_limits(&mut core.engine, dump);
     let n = core.engine.adopt_within(sockets, dump.start_ns, || {

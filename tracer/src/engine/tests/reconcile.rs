@@ -62,8 +62,9 @@ fn adopt_leaves_tracked_sockets_alone() {
 
 #[test]
 fn adopt_does_not_bring_back_a_socket_the_events_ended_during_the_dump() {
-    // The first dump read 9 in CLOSE_WAIT; before the adoption the loop
-    // applied its close, stamped after the dump started.
+    // A reconcile's first dump of a namespace read 9 in CLOSE_WAIT; before
+    // adopting that namespace the loop applied the events up to the dump's
+    // end, 9's close among them.
     let mut h = H::new();
     h.run([
         ev(9).from(CloseWait).to(LastAck).at(secs(100) + ms(5)),
