@@ -41,13 +41,19 @@ pub(super) fn adopt<D, S: Sink<Derived = D>>(
 ) -> usize {
     let mut core = core.lock();
     set_time_wait_limits(&mut core.engine, dump);
-    let n = core.engine.adopt_within(sockets, dump.start_ns, || {
-        if let Some(ingest) = ingest.as_deref_mut() {
-            ingest.spill();
-        }
-    });
+    let n = core
+        .engine
+        .adopt_within(sockets, dump.start_ns, || spill(&mut ingest));
     sink.adopted(&mut core, sockets);
     n
+}
+
+/// Move the events ready in the lanes into memory during long work on the
+/// event loop ([`Ingest::spill`]); a replay has no `ingest`.
+fn spill(ingest: &mut Option<&mut Ingest>) {
+    if let Some(ingest) = ingest.as_deref_mut() {
+        ingest.spill();
+    }
 }
 
 /// Hand a changed container map to the core and the sink, before the
@@ -243,11 +249,7 @@ pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
     // What follows holds the event loop for a while (a full dump of a busy
     // host: 100,000s of sockets, and the forecasts over every record):
     // keep the kernel's lanes from filling meanwhile.
-    let mut spill = || {
-        if let Some(ingest) = ingest.as_deref_mut() {
-            ingest.spill();
-        }
-    };
+    let mut pause = || spill(&mut ingest);
     let cpu_before = thread_cpu_ns();
     set_time_wait_limits(engine, dump);
     let covered = &dump.covered;
@@ -263,9 +265,9 @@ pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
         },
         |n| covered.binary_search(&n).is_ok() || (n == 0 && own_covered),
         derived,
-        &mut spill,
+        &mut pause,
     );
-    engine.adopt_within(fresh, dump.start_ns, &mut spill);
+    engine.adopt_within(fresh, dump.start_ns, &mut pause);
     let ended = engine.end_netns(&dump.gone, dump.start_ns, derived);
     let engine_ns = thread_cpu_ns().saturating_sub(cpu_before);
     let engine = &*engine;
@@ -290,7 +292,7 @@ pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
             f.container = containers.owning(f.netns, pids).map(|c| (**c).clone());
         }
     }
-    spill();
+    pause();
     guard.derived.flush();
     sink.reconciled(&mut guard, sockets, &changes, dump.start_ns);
     (engine_ns, ended)
