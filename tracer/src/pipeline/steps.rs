@@ -212,14 +212,21 @@ pub(super) fn expire<D: Observer, S: Sink<Derived = D>>(
     sink.advanced(&core);
 }
 
-/// Apply the events older than the dump (those still in `ingest`; a
-/// replay has applied them already), reconcile the namespaces it covers,
-/// adopt those dumped for the first time, end the sockets of vanished
-/// ones, run the detectors, which name the owners of new flags with
-/// `owners` (the `/proc` scan, live). Returns the CPU time the engine
-/// took: with the dump, what grows with the host's socket count (owner
-/// lookups for new leak flags are one-offs, and not counted), and how many
-/// sockets ended with their namespace.
+/// Adopt the namespaces the dump covers for the first time, apply the
+/// events older than the dump (those still in `ingest`; a replay has
+/// applied them already), reconcile the namespaces it covered before, end
+/// the sockets of vanished ones, run the detectors, which name the owners
+/// of new flags with `owners` (the `/proc` scan, live). Returns the CPU
+/// time the engine took: with the dump, what grows with the host's socket
+/// count (owner lookups for new leak flags are one-offs, and not counted),
+/// and how many sockets ended with their namespace.
+///
+/// A namespace dumped for the first time is adopted before the events are
+/// applied, as at start ([`adopt`]): its sockets' events then find them. A
+/// reset received by one of them marks it, a new connection that takes
+/// over the tuple of one in TIME_WAIT ends that stay, and its closes are
+/// judged against its `tcp_max_tw_buckets`, none of which an event for a
+/// socket not adopted yet can do.
 pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
     ingest: Option<&mut Ingest>,
     core: &SharedCore<D>,
@@ -237,6 +244,14 @@ pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
         containers,
     } = &mut *guard;
     let mut ingest = ingest;
+    let (old, fresh) = sockets.split_at(dump.fresh_from.min(sockets.len()));
+    // Adopting and reconciling hold the event loop for a while (a full
+    // dump of a busy host: 100,000s of sockets, and the forecasts over
+    // every record): keep the kernel's lanes from filling meanwhile.
+    let cpu_before = thread_cpu_ns();
+    set_time_wait_limits(engine, dump);
+    engine.adopt_within(fresh, dump.start_ns, || spill(&mut ingest));
+    let adopt_ns = thread_cpu_ns().saturating_sub(cpu_before);
     if let Some(ingest) = ingest.as_deref_mut() {
         ingest.drain_now(|ev| {
             let in_scope = scope.contains(ev);
@@ -246,15 +261,10 @@ pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
             sink.event(ev, in_scope);
         });
     }
-    // What follows holds the event loop for a while (a full dump of a busy
-    // host: 100,000s of sockets, and the forecasts over every record):
-    // keep the kernel's lanes from filling meanwhile.
     let mut pause = || spill(&mut ingest);
     let cpu_before = thread_cpu_ns();
-    set_time_wait_limits(engine, dump);
     let covered = &dump.covered;
     let own_covered = covered.binary_search(&scope.own_inode()).is_ok();
-    let (old, fresh) = sockets.split_at(dump.fresh_from.min(sockets.len()));
     engine.reconcile_within(
         old,
         dump.start_ns,
@@ -267,9 +277,8 @@ pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
         derived,
         &mut pause,
     );
-    engine.adopt_within(fresh, dump.start_ns, &mut pause);
     let ended = engine.end_netns(&dump.gone, dump.start_ns, derived);
-    let engine_ns = thread_cpu_ns().saturating_sub(cpu_before);
+    let engine_ns = adopt_ns + thread_cpu_ns().saturating_sub(cpu_before);
     let engine = &*engine;
     let coverage = match &dump.looked_up {
         Some(cookies) => Coverage::Only(cookies),
@@ -455,5 +464,96 @@ mod tests {
                 assert!(second.in_time_wait(), "the room of the tick, too early");
             }
         }
+    }
+
+    /// A reconcile's first dump of a namespace listed a TIME_WAIT socket;
+    /// while it ran, a new connection took over that socket's tuple (the
+    /// kernel ended the TIME_WAIT). Adopted after the events, the stay
+    /// would come back and hold the gauge one too high for up to a minute.
+    #[test]
+    fn a_namespace_dumped_first_by_a_reconcile_is_adopted_before_its_events() {
+        use std::net::IpAddr;
+
+        use tracer_common::{ABI_VERSION, Event, FAMILY_INET, KIND_STATE};
+
+        use crate::{
+            bpf::{Stream, lanes::Lanes},
+            pipeline::dumps::Dump,
+            testkit::{LOCAL, REMOTE, REMOTE_PORT, SnapshotBuilder, local_port, snapshot},
+        };
+
+        const NS: u32 = 4_026_531_841;
+        let scope = NetnsScope::One {
+            inode: NS,
+            own: false,
+        };
+        let core = SharedCore(Mutex::new(Core {
+            engine: Engine::new(Config::default()),
+            detector: Detector::new(Thresholds::default()),
+            derived: (),
+            containers: Arc::default(),
+        }));
+        let start_ns = 10_000_000_000;
+        let sockets = [snapshot(5, TcpState::TimeWait).timewait(30_000).netns(NS)];
+        let dump = Dump {
+            start_ns,
+            cpu_ns: 0,
+            full: true,
+            looked_up: None,
+            survey: false,
+            unadopted: false,
+            tw_limits: Vec::new(),
+            port_settings: Vec::new(),
+            result: Ok(()),
+            covered: Vec::new(),
+            fresh_from: 0,
+            fresh: vec![NS],
+            gone: Vec::new(),
+            datagrams: Vec::new(),
+            census: Default::default(),
+        };
+        let (IpAddr::V4(local), IpAddr::V4(remote)) = (LOCAL, REMOTE) else {
+            unreachable!("the kit's addresses are IPv4")
+        };
+        let mut taking_over = Event {
+            kind: KIND_STATE,
+            version: ABI_VERSION,
+            family: FAMILY_INET,
+            old_state: 7,
+            new_state: 2,
+            ts_ns: start_ns + 1_000_000,
+            cookie: 6,
+            sport: local_port(5),
+            dport: REMOTE_PORT,
+            netns: NS,
+            ..Event::ZERO
+        };
+        taking_over.saddr[..4].copy_from_slice(&local.octets());
+        taking_over.daddr[..4].copy_from_slice(&remote.octets());
+        let mut lanes = Lanes::owned(&[16]);
+        assert!(lanes.write(0, taking_over, true));
+        let mut ingest = Ingest::new(Stream {
+            events: lanes,
+            logs: None,
+        });
+        let mut told = Told::default();
+        reconcile(
+            Some(&mut ingest),
+            &core,
+            scope,
+            &mut told,
+            &sockets,
+            &dump,
+            |_| OwnerScan::default(),
+        );
+        assert_eq!(told.0, vec![(6, true)], "the connect was read");
+        let core = core.lock();
+        let e = &core.engine;
+        assert!(
+            !e.get(5).is_some_and(|r| r.is_live()),
+            "the TIME_WAIT its tuple's new connection ended stays ended"
+        );
+        assert_eq!(e.counts_by_state()[TcpState::TimeWait.index()], 0);
+        assert_eq!(e.counts_by_state()[TcpState::SynSent.index()], 1);
     }
 }
