@@ -6,7 +6,7 @@ use tokio::{sync::Notify, time::Instant};
 use tracer_common::Event;
 
 use crate::{
-    bpf::{DRAIN_INTERVAL, Stream, klog::KernelLogger, lanes::Lanes},
+    bpf::{DRAIN_FILL, DRAIN_INTERVAL, LOOK_INTERVAL, Stream, klog::KernelLogger, lanes::Lanes},
     event::SockEvent,
     wall::monotonic_ns,
 };
@@ -29,9 +29,21 @@ const EVENT_BYTES: usize = size_of::<Event>();
 /// the memory it may take is at most twice the kernel's (`--ring-bytes`).
 const SPILL_LANES: usize = 2;
 
-/// Once a lane is this full at a drain, the next comes after a tenth of
-/// [`DRAIN_INTERVAL`]: a busy CPU's lane must not fill between drains.
-const BUSY_FILL: f64 = 0.125;
+/// The shortest gap between two looks at the lanes, when they fill fastest.
+const MIN_LOOK: Duration = LOOK_INTERVAL.checked_div(10).expect("ten");
+
+/// When to look at the lanes next, `since_drain` after the last read found
+/// the fullest `fill` full: half way to [`DRAIN_FILL`] at the rate they
+/// filled, between [`MIN_LOOK`] and [`LOOK_INTERVAL`]. At peak churn on two
+/// CPUs a state lane fills in about 150 ms: looks then come every ~18 ms
+/// and reads every ~36 ms.
+fn next_look(fill: f64, since_drain: Duration) -> Duration {
+    if fill <= 0.0 {
+        return LOOK_INTERVAL;
+    }
+    let to_drain_fill = since_drain.as_secs_f64() * (DRAIN_FILL - fill).max(0.0) / fill;
+    Duration::from_secs_f64(to_drain_fill / 2.0).clamp(MIN_LOOK, LOOK_INTERVAL)
+}
 
 /// Reads the kernel's event lanes on a timer, and when asked, and hands
 /// the events out decoded, oldest first.
@@ -39,8 +51,10 @@ pub struct Ingest {
     lanes: Lanes,
     /// The programs' diagnostics, forwarded to the log on every drain.
     logs: Option<KernelLogger>,
-    /// When the next drain is due.
+    /// When the next look at the lanes is due.
     due: Instant,
+    /// When the lanes were last read (or spilled).
+    drained_at: Instant,
     /// Asks from other threads to read the lanes now.
     asks: Arc<Drain>,
     /// Records that could not be decoded (another ABI version, corruption).
@@ -58,8 +72,8 @@ pub type Tap = Box<dyn FnMut(&[u8]) + Send>;
 
 /// Lets another thread (the HTTP server, before a scrape) ask the event
 /// loop to read the lanes now, and wait a bounded time until what it read
-/// has been applied and published. Between drains ([`DRAIN_INTERVAL`]) a
-/// busy host writes enough events to move a gauge past `ss`'s count.
+/// has been applied and published. Between drains (up to [`DRAIN_INTERVAL`])
+/// a busy host writes enough events to move a gauge past `ss`'s count.
 #[derive(Default)]
 pub struct Drain {
     asked: Notify,
@@ -93,6 +107,9 @@ impl Ingest {
             logs,
             // The first drain comes at once: the programs are attached.
             due: Instant::now(),
+            drained_at: Instant::now()
+                .checked_sub(DRAIN_INTERVAL)
+                .unwrap_or_else(Instant::now),
             asks: Arc::default(),
             decode_errors: 0,
             tap: None,
@@ -116,25 +133,30 @@ impl Ingest {
     }
 
     /// Wait until a drain is due or asked for, then hand every event ready
-    /// to `f`. Returns how many records were read, and whether a drain was
-    /// asked for (answer it with [`Drain::done`] once the batch is
-    /// published).
+    /// to `f` (see [`Ingest::drain_now`]). Returns how many, and whether
+    /// the drain was asked for (answer it with [`Drain::done`] once the
+    /// batch is published). Between drains it looks at how full the lanes
+    /// are: a drain is due once a lane is [`DRAIN_FILL`] full, or
+    /// [`DRAIN_INTERVAL`] after the last.
     pub async fn next_batch(&mut self, f: impl FnMut(&SockEvent)) -> (usize, bool) {
+        let asked = loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(self.due) => {}
+                () = self.asks.asked.notified() => break true,
+            }
+            let (fill, now) = (self.lanes.fill(), Instant::now());
+            let since = now.saturating_duration_since(self.drained_at);
+            if fill >= DRAIN_FILL || since >= DRAIN_INTERVAL {
+                break false;
+            }
+            self.due = (now + next_look(fill, since)).min(self.drained_at + DRAIN_INTERVAL);
+        };
         if let Some(l) = &mut self.logs {
             l.flush();
         }
-        let asked = tokio::select! {
-            () = tokio::time::sleep_until(self.due) => false,
-            () = self.asks.asked.notified() => true,
-        };
-        let busy = self.lanes.fill() >= BUSY_FILL;
+        let (fill, since) = (self.lanes.fill(), self.drained_at.elapsed());
         let n = self.drain_now(f);
-        let wait = if busy {
-            DRAIN_INTERVAL / 10
-        } else {
-            DRAIN_INTERVAL
-        };
-        self.due = Instant::now() + wait;
+        self.due = Instant::now() + next_look(fill, since);
         (n, asked)
     }
 
@@ -159,6 +181,7 @@ impl Ingest {
     /// A recording taps them when they are handed out, so that it has them
     /// in the order they were applied: after the work that spilled them.
     pub fn spill(&mut self) {
+        self.drained_at = Instant::now();
         let room = (self.lanes.capacity() * SPILL_LANES).saturating_sub(self.spilled.len());
         let horizon = horizon_ns();
         let Ingest { lanes, spilled, .. } = self;
@@ -172,6 +195,7 @@ impl Ingest {
 
     /// Hand every event stamped before `horizon` (monotonic ns) to `f`.
     pub fn drain_before(&mut self, horizon: u64, mut f: impl FnMut(&SockEvent)) -> usize {
+        self.drained_at = Instant::now();
         let Ingest {
             lanes,
             decode_errors,
@@ -203,8 +227,10 @@ mod tests {
 
     use tracer_common::{ABI_VERSION, Event, FAMILY_INET, KIND_STATE};
 
-    use super::{Drain, Ingest};
-    use crate::bpf::{Stream, lanes::Lanes};
+    use tokio::time::Instant;
+
+    use super::{Drain, Ingest, MIN_LOOK, next_look};
+    use crate::bpf::{DRAIN_INTERVAL, LOOK_INTERVAL, Stream, lanes::Lanes};
 
     /// A state event of `cookie`, stamped `ts_ns`.
     fn event(ts_ns: u64, cookie: u64) -> Event {
@@ -292,5 +318,75 @@ mod tests {
         };
         assert!(d.now(Duration::from_secs(5)).await);
         event_loop.await.unwrap();
+    }
+
+    /// An ingest over one lane of 16 slots, after its first drain (which
+    /// comes at once).
+    async fn drained_once() -> Ingest {
+        let mut ingest = Ingest::new(Stream {
+            events: Lanes::owned(&[16]),
+            logs: None,
+        });
+        let t0 = Instant::now();
+        assert_eq!(ingest.next_batch(|_| {}).await, (0, false));
+        assert_eq!(
+            t0.elapsed(),
+            Duration::ZERO,
+            "the first drain comes at once"
+        );
+        ingest
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_lane_is_read_every_drain_interval() {
+        let mut ingest = drained_once().await;
+        for round in 0..3u64 {
+            assert!(ingest.lanes.write(0, event(1_000 + round, round), true));
+            let t0 = Instant::now();
+            let mut read = Vec::new();
+            let (n, asked) = ingest.next_batch(|ev| read.push(ev.cookie)).await;
+            assert_eq!((n, asked, read), (1, false, vec![round]));
+            assert_eq!(t0.elapsed(), DRAIN_INTERVAL, "round {round}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lane_a_quarter_full_is_read_at_the_next_look() {
+        let mut ingest = drained_once().await;
+        for k in 0..4u64 {
+            assert!(ingest.lanes.write(0, event(1_000 + k, k), true));
+        }
+        let t0 = Instant::now();
+        assert_eq!(ingest.next_batch(|_| {}).await, (4, false));
+        assert_eq!(t0.elapsed(), LOOK_INTERVAL);
+        // It filled a quarter in one look: the next looks come sooner.
+        for k in 4..8u64 {
+            assert!(ingest.lanes.write(0, event(1_000 + k, k), true));
+        }
+        let t0 = Instant::now();
+        assert_eq!(ingest.next_batch(|_| {}).await, (4, false));
+        assert_eq!(t0.elapsed(), MIN_LOOK);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_asked_drain_does_not_wait_for_the_lanes_to_fill() {
+        let mut ingest = drained_once().await;
+        assert!(ingest.lanes.write(0, event(1_000, 7), true));
+        ingest.drain_handle().asked.notify_one();
+        let t0 = Instant::now();
+        assert_eq!(ingest.next_batch(|_| {}).await, (1, true));
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+    }
+
+    #[test]
+    fn looks_come_half_way_to_a_quarter_full_at_the_rate_the_lanes_filled() {
+        let ms = Duration::from_millis;
+        assert_eq!(next_look(0.0, ms(50)), LOOK_INTERVAL, "nothing came");
+        // 5 % in 50 ms: a quarter in another 200 ms; look in 50 at most.
+        assert_eq!(next_look(0.05, ms(50)), LOOK_INTERVAL);
+        // 10 % in 20 ms: a quarter in another 30 ms; look in 15.
+        assert_eq!(next_look(0.10, ms(20)), ms(15));
+        // Past a quarter already: as soon as looks go.
+        assert_eq!(next_look(0.5, ms(50)), MIN_LOOK);
     }
 }
