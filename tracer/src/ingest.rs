@@ -137,7 +137,8 @@ impl Ingest {
     /// the drain was asked for (answer it with [`Drain::done`] once the
     /// batch is published). Between drains it looks at how full the lanes
     /// are: a drain is due once a lane is [`DRAIN_FILL`] full, or
-    /// [`DRAIN_INTERVAL`] after the last.
+    /// [`DRAIN_INTERVAL`] after the last, or at the first look after a
+    /// spill.
     pub async fn next_batch(&mut self, f: impl FnMut(&SockEvent)) -> (usize, bool) {
         let asked = loop {
             tokio::select! {
@@ -146,7 +147,11 @@ impl Ingest {
             }
             let (fill, now) = (self.lanes.fill(), Instant::now());
             let since = now.saturating_duration_since(self.drained_at);
-            if fill >= DRAIN_FILL || since >= DRAIN_INTERVAL {
+            // Spilled events (the adoption's, a reconcile's) go out at once:
+            // up to twice the lanes wait there, and handing them out later
+            // together with a quarter of the lanes held the loop long
+            // enough for the lanes to fill.
+            if fill >= DRAIN_FILL || since >= DRAIN_INTERVAL || !self.spilled.is_empty() {
                 break false;
             }
             self.due = (now + next_look(fill, since)).min(self.drained_at + DRAIN_INTERVAL);
@@ -388,5 +393,15 @@ mod tests {
         assert_eq!(next_look(0.10, ms(20)), ms(15));
         // Past a quarter already: as soon as looks go.
         assert_eq!(next_look(0.5, ms(50)), MIN_LOOK);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn spilled_events_go_out_at_the_next_look() {
+        let mut ingest = drained_once().await;
+        assert!(ingest.lanes.write(0, event(1_000, 7), true));
+        ingest.spill();
+        let t0 = Instant::now();
+        assert_eq!(ingest.next_batch(|_| {}).await, (1, false));
+        assert!(t0.elapsed() <= LOOK_INTERVAL, "{:?}", t0.elapsed());
     }
 }
