@@ -32,9 +32,9 @@ pub const LOOK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(
 
 /// The longest events wait in the lanes: user space reads them once a lane
 /// is [`DRAIN_FILL`] full, or this long after the last read. Each read
-/// starts from caches the workload has refilled since, and costs the same
-/// for a few events as for thousands, so reading less often costs less CPU
-/// per event (about 40 ns fewer at 10,000 connections a second than
+/// starts from caches the workload has refilled since, and costs about the
+/// same for a few events as for thousands, so reading less often costs
+/// less CPU per event (15–40 ns fewer at 10,000 connections a second than
 /// reading every 50 ms; BENCHMARKS.md, issue 9).
 pub const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
