@@ -140,26 +140,27 @@ impl Ingest {
     /// [`DRAIN_INTERVAL`] after the last, or at the first look after a
     /// spill.
     pub async fn next_batch(&mut self, f: impl FnMut(&SockEvent)) -> (usize, bool) {
-        let asked = loop {
-            tokio::select! {
-                () = tokio::time::sleep_until(self.due) => {}
-                () = self.asks.asked.notified() => break true,
-            }
+        // The fullest lane's fill and the time since the last drain, as
+        // the drain finds them: the rate the next look is set from.
+        let (asked, fill, since) = loop {
+            let asked = tokio::select! {
+                () = tokio::time::sleep_until(self.due) => false,
+                () = self.asks.asked.notified() => true,
+            };
             let (fill, now) = (self.lanes.fill(), Instant::now());
             let since = now.saturating_duration_since(self.drained_at);
             // Spilled events (the adoption's, a reconcile's) go out at once:
             // up to twice the lanes wait there, and handing them out later
             // together with a quarter of the lanes held the loop long
             // enough for the lanes to fill.
-            if fill >= DRAIN_FILL || since >= DRAIN_INTERVAL || !self.spilled.is_empty() {
-                break false;
+            if asked || fill >= DRAIN_FILL || since >= DRAIN_INTERVAL || !self.spilled.is_empty() {
+                break (asked, fill, since);
             }
             self.due = (now + next_look(fill, since)).min(self.drained_at + DRAIN_INTERVAL);
         };
         if let Some(l) = &mut self.logs {
             l.flush();
         }
-        let (fill, since) = (self.lanes.fill(), self.drained_at.elapsed());
         let n = self.drain_now(f);
         self.due = Instant::now() + next_look(fill, since);
         (n, asked)
@@ -248,6 +249,17 @@ mod tests {
             ts_ns,
             cookie,
             ..Event::ZERO
+        }
+    }
+
+    /// Write a state event of each cookie of `cookies` into lane 0, stamped
+    /// `1_000 + cookie`.
+    fn write(ingest: &mut Ingest, cookies: std::ops::Range<u64>) {
+        for k in cookies {
+            assert!(
+                ingest.lanes.write(0, event(1_000 + k, k), true),
+                "room for {k}"
+            );
         }
     }
 
@@ -346,7 +358,7 @@ mod tests {
     async fn a_quiet_lane_is_read_every_drain_interval() {
         let mut ingest = drained_once().await;
         for round in 0..3u64 {
-            assert!(ingest.lanes.write(0, event(1_000 + round, round), true));
+            write(&mut ingest, round..round + 1);
             let t0 = Instant::now();
             let mut read = Vec::new();
             let (n, asked) = ingest.next_batch(|ev| read.push(ev.cookie)).await;
@@ -358,16 +370,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_lane_a_quarter_full_is_read_at_the_next_look() {
         let mut ingest = drained_once().await;
-        for k in 0..4u64 {
-            assert!(ingest.lanes.write(0, event(1_000 + k, k), true));
-        }
+        write(&mut ingest, 0..4);
         let t0 = Instant::now();
         assert_eq!(ingest.next_batch(|_| {}).await, (4, false));
         assert_eq!(t0.elapsed(), LOOK_INTERVAL);
         // It filled a quarter in one look: the next looks come sooner.
-        for k in 4..8u64 {
-            assert!(ingest.lanes.write(0, event(1_000 + k, k), true));
-        }
+        write(&mut ingest, 4..8);
         let t0 = Instant::now();
         assert_eq!(ingest.next_batch(|_| {}).await, (4, false));
         assert_eq!(t0.elapsed(), MIN_LOOK);
@@ -376,7 +384,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_asked_drain_does_not_wait_for_the_lanes_to_fill() {
         let mut ingest = drained_once().await;
-        assert!(ingest.lanes.write(0, event(1_000, 7), true));
+        write(&mut ingest, 7..8);
         ingest.drain_handle().asked.notify_one();
         let t0 = Instant::now();
         assert_eq!(ingest.next_batch(|_| {}).await, (1, true));
@@ -398,7 +406,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn spilled_events_go_out_at_the_next_look() {
         let mut ingest = drained_once().await;
-        assert!(ingest.lanes.write(0, event(1_000, 7), true));
+        write(&mut ingest, 7..8);
         ingest.spill();
         let t0 = Instant::now();
         assert_eq!(ingest.next_batch(|_| {}).await, (1, false));

@@ -245,11 +245,11 @@ pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
     } = &mut *guard;
     let mut ingest = ingest;
     let (old, fresh) = sockets.split_at(dump.fresh_from.min(sockets.len()));
+    let cpu_before = thread_cpu_ns();
+    set_time_wait_limits(engine, dump);
     // Adopting and reconciling hold the event loop for a while (a full
     // dump of a busy host: 100,000s of sockets, and the forecasts over
     // every record): keep the kernel's lanes from filling meanwhile.
-    let cpu_before = thread_cpu_ns();
-    set_time_wait_limits(engine, dump);
     engine.adopt_within(fresh, dump.start_ns, || spill(&mut ingest));
     let adopt_ns = thread_cpu_ns().saturating_sub(cpu_before);
     if let Some(ingest) = ingest.as_deref_mut() {
