@@ -10,7 +10,7 @@ use super::{
     Core, Dump, NetnsScope, Pipeline, SharedCore, Tracking,
     clock::monotonic_ns,
     sink::{Dumped, Flow, Sink, Tallies},
-    steps::{Batch, catch_up, expire, new_containers, reconcile},
+    steps::{Batch, catch_up, drain_locked, expire, new_containers, reconcile},
     tally::{EventNetns, tally_netns},
 };
 use crate::{
@@ -188,14 +188,7 @@ impl<D: Observer> Pipeline<D> {
                 // The events of a namespace's last moments (its processes'
                 // sockets closing) first: ended now, they cannot start
                 // records again afterwards.
-                let scope = self.scope;
-                self.ingest.drain_now(|ev| {
-                    let in_scope = scope.contains(ev);
-                    if in_scope {
-                        engine.apply(ev, derived);
-                    }
-                    sink.event(ev, in_scope);
-                });
+                drain_locked(&mut self.ingest, self.scope, engine, derived, sink);
                 engine.forget_time_wait_limits(&dump.gone);
                 let ended = engine.end_netns(&dump.gone, dump.start_ns, derived);
                 derived.flush();

@@ -12,7 +12,7 @@ use super::{
     tally::{EventNetns, note_event_netns},
 };
 use crate::{
-    engine::{Listing, Observer},
+    engine::{Engine, Listing, Observer},
     event::SockEvent,
     ingest::Ingest,
     leaks::{Change, Coverage},
@@ -21,7 +21,7 @@ use crate::{
 
 /// Give the engine each namespace's `tcp_max_tw_buckets` from a full dump,
 /// and forget those of vanished namespaces.
-pub(super) fn set_time_wait_limits(engine: &mut crate::engine::Engine, dump: &Dump) {
+pub(super) fn set_time_wait_limits(engine: &mut Engine, dump: &Dump) {
     for &(netns, limit) in &dump.tw_limits {
         engine.set_time_wait_limit(netns, limit);
     }
@@ -74,7 +74,7 @@ pub(super) fn new_containers<D, S: Sink<Derived = D>>(
 }
 
 /// How many events a [`Batch`] holds back: the engine is asked for what
-/// an event reads ([`crate::engine::Engine::prefetch`]) this many events
+/// an event reads ([`Engine::prefetch`]) this many events
 /// before it applies it, enough to cover a miss to memory at this
 /// project's cost per event.
 const AHEAD: usize = 8;
@@ -186,7 +186,7 @@ impl<'a, D: Observer, S: Sink<Derived = D>> Batch<'a, D, S> {
 /// once under churn); a close stamped before that tick but applied after
 /// the engine ended the bucket would find room the kernel did not have,
 /// and count a TIME_WAIT it refused. Events read in order end each tick's
-/// stays in order ([`crate::engine::Engine::apply`]).
+/// stays in order ([`Engine::apply`]).
 pub(super) fn catch_up<D: Observer, S: Sink<Derived = D>>(
     ingest: &mut Ingest,
     horizon_ns: u64,
@@ -194,6 +194,26 @@ pub(super) fn catch_up<D: Observer, S: Sink<Derived = D>>(
 ) {
     let n = ingest.drain_before(horizon_ns, |ev| batch.event(ev));
     batch.finish(n);
+}
+
+/// Apply the events ready in `ingest` (those in scope) to an engine whose
+/// core the caller holds locked, telling the sink of each: for work that
+/// needs the engine as of now before it goes on under the same lock (a
+/// reconcile, a namespace's end). A [`Batch`] takes the lock itself.
+pub(super) fn drain_locked<D: Observer, S: Sink<Derived = D>>(
+    ingest: &mut Ingest,
+    scope: NetnsScope,
+    engine: &mut Engine,
+    derived: &mut D,
+    sink: &mut S,
+) -> usize {
+    ingest.drain_now(|ev| {
+        let in_scope = scope.contains(ev);
+        if in_scope {
+            engine.apply(ev, derived);
+        }
+        sink.event(ev, in_scope);
+    })
 }
 
 /// End the TIME_WAIT stays the kernel has ended by `now_ns`, and drop
@@ -253,13 +273,7 @@ pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
     engine.adopt_within(fresh, dump.start_ns, || spill(&mut ingest));
     let adopt_ns = thread_cpu_ns().saturating_sub(cpu_before);
     if let Some(ingest) = ingest.as_deref_mut() {
-        ingest.drain_now(|ev| {
-            let in_scope = scope.contains(ev);
-            if in_scope {
-                engine.apply(ev, derived);
-            }
-            sink.event(ev, in_scope);
-        });
+        drain_locked(ingest, scope, engine, derived, sink);
     }
     let mut pause = || spill(&mut ingest);
     let cpu_before = thread_cpu_ns();
