@@ -11,6 +11,11 @@
 //!   (2,000,000 events/s on one core).
 //! - `pipeline`: bytes -> decode -> count the event -> apply with the recorders:
 //!   what the agent's ring-buffer callback does, less the dwell window.
+//! - `pipeline_host`: the same on the running agent's host in `cargo xtask
+//!   bench`: the namespace at `tcp_max_tw_buckets` (131,072 TIME_WAIT
+//!   records held, most closes leaving none), 32 connections open at once
+//!   with their events interleaved, ports scattered, live reconciles
+//!   (`Feed::at_host_limit`).
 //!
 //! - `reconcile/full`: `Engine::reconcile` with a full dump that lists
 //!   every one of 100,000 TIME_WAIT sockets the engine holds (beside their
@@ -36,7 +41,7 @@ use std::{
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tracer::{
-    engine::{Config, Engine, NS_PER_SEC, Observer},
+    engine::{Config, Engine, NS_PER_SEC, Observer, TimeWaitClock},
     event::SockEvent,
     export::metrics::Metrics,
     forecast::{Forecaster, PortSettings, PortSettingsByNetns, TOP},
@@ -54,7 +59,17 @@ struct Feed {
     engine: Engine,
     next_conn: u64,
     last_reconcile_ns: u64,
+    /// Fed as [`Feed::at_host_limit`] says.
+    host: bool,
 }
+
+/// The running agent's host in `cargo xtask bench`: its
+/// `tcp_max_tw_buckets`, the kernel's default there (half the slots of
+/// its hash table of established sockets).
+const HOST_TW_LIMIT: u32 = 131_072;
+
+/// Connections open at once in [`Feed::at_host_limit`]'s stream.
+const OVERLAP: u64 = 32;
 
 impl Feed {
     fn new() -> Feed {
@@ -62,12 +77,55 @@ impl Feed {
             engine: Engine::new(Config::default()),
             next_conn: 0,
             last_reconcile_ns: 0,
+            host: false,
         }
+    }
+
+    /// The engine as the running agent has it on the bench's host, warmed
+    /// up for 70 s of event time (untimed): the namespace holds
+    /// [`HOST_TW_LIMIT`] TIME_WAIT records, so most closes leave none;
+    /// connections overlap and their ports are scattered
+    /// (`synth::interleaved`); and the reconciles between full dumps are
+    /// live ones, which leave TIME_WAIT records alone. (The plain feed's
+    /// empty full dumps end every TIME_WAIT record past the slack: it
+    /// holds 40,000 of them, two seconds' worth.)
+    fn at_host_limit(metrics: &Metrics) -> Feed {
+        let mut feed = Feed {
+            // The timer wheel of a kernel at 250 Hz: TIME_WAIT stays end in
+            // bursts, every 2 s.
+            engine: Engine::new(Config {
+                time_wait_clock: TimeWaitClock::new(250, 0, 0, 0),
+                ..Config::default()
+            }),
+            host: true,
+            ..Feed::new()
+        };
+        feed.engine.set_time_wait_limit(0, HOST_TW_LIMIT);
+        let warm = 70 * NS_PER_SEC / GAP_NS / CONNS;
+        for _ in 0..warm {
+            for r in feed.next_raw() {
+                if let Ok(ev) = SockEvent::decode(&r) {
+                    feed.engine.apply(&ev, &mut ());
+                }
+            }
+            feed.maybe_reconcile(metrics);
+        }
+        let held = feed.engine.counts_by_state()[TcpState::TimeWait.index()];
+        assert_eq!(
+            held,
+            u64::from(HOST_TW_LIMIT),
+            "the namespace is at its limit"
+        );
+        feed
     }
 
     /// The next batch of raw records (untimed).
     fn next_raw(&mut self) -> Vec<[u8; 88]> {
-        let evs = synth::connections(self.next_conn, CONNS, GAP_NS);
+        let evs = if self.host {
+            synth::interleaved(self.next_conn, CONNS, GAP_NS, OVERLAP)
+        } else {
+            synth::connections(self.next_conn, CONNS, GAP_NS)
+        };
         self.next_conn += CONNS;
         evs.iter().map(synth::bytes).collect()
     }
@@ -78,7 +136,7 @@ impl Feed {
         if now - self.last_reconcile_ns >= NS_PER_SEC {
             let empty: &[SocketSnapshot] = &[];
             self.engine
-                .reconcile(empty, now, true, &mut metrics.recorders());
+                .reconcile(empty, now, !self.host, &mut metrics.recorders());
             self.last_reconcile_ns = now;
         }
     }
@@ -209,6 +267,28 @@ fn benches(c: &mut Criterion) {
             )
         })
     });
+    let mut host = Feed::at_host_limit(&metrics);
+    g.bench_function("pipeline_host", |b| {
+        b.iter_custom(|iters| {
+            host.time(
+                iters,
+                &metrics,
+                |raw| raw,
+                |engine, raw| {
+                    for r in raw {
+                        if let Ok(ev) = SockEvent::decode(black_box(r)) {
+                            read[ev.kind as usize] += 1;
+                            engine.apply(&ev, &mut recorders);
+                        }
+                    }
+                    metrics.agent.events_read(&mut read);
+                    recorders.flush();
+                },
+            )
+        })
+    });
+    let held = host.engine.counts_by_state()[TcpState::TimeWait.index()];
+    assert_eq!(held, u64::from(HOST_TW_LIMIT), "still at the limit");
     g.finish();
     // Keep the state gauge honest: the stream really reached steady state.
     let counts = feed.engine.counts_by_state();

@@ -99,6 +99,39 @@ pub fn connections(first: u64, conns: u64, gap_ns: u64) -> Vec<abi::Event> {
     out
 }
 
+/// Like [`connections`], but as a busy host reports them: about `overlap`
+/// connections open at once, each lasting `overlap` gaps, their events in
+/// time order, and the client ports scattered over the range (the kernel
+/// starts each search for a free port at a hashed offset) instead of one
+/// after another. Events of one socket stay in order; the last connections
+/// of one call end after the first ones of the next begin, as on a host.
+pub fn interleaved(first: u64, conns: u64, gap_ns: u64, overlap: u64) -> Vec<abi::Event> {
+    let step = gap_ns * overlap / EVENTS_PER_CONN as u64;
+    let mut out = Vec::with_capacity(conns as usize * EVENTS_PER_CONN);
+    for k in first..first + conns {
+        let t0 = 1_000_000_000 + k * gap_ns;
+        // 7,919 is prime and divides no factor of 28,000: every port once
+        // per 28,000 connections, in a scattered order.
+        let port = 32768 + (k.wrapping_mul(7919) % 28000) as u16;
+        let src = [127, 1, (k / 254 % 256) as u8, (k % 254 + 1) as u8];
+        for (i, &(client, old, new)) in SEQUENCE.iter().enumerate() {
+            let cookie = 2 * k + u64::from(!client) + 1;
+            out.push(raw(
+                cookie,
+                t0 + i as u64 * step,
+                client,
+                port,
+                src,
+                old,
+                new,
+            ));
+        }
+    }
+    // Stable: ties keep the order they were made in.
+    out.sort_by_key(|e| e.ts_ns);
+    out
+}
+
 /// The bytes of a raw event, as the ring buffer hands them out.
 pub fn bytes(e: &abi::Event) -> [u8; size_of::<abi::Event>()] {
     // SAFETY: Event is repr(C) plain data whose padding is named fields, so
