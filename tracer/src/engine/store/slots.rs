@@ -154,19 +154,16 @@ impl Slots {
     fn first_with_room(&self, from: usize) -> usize {
         let n = self.roomful.words();
         let (start, bit) = (from / 64, from % 64);
+        let at = |i: usize, mask: u64| {
+            let word = self.roomful.word(i) & mask;
+            (word != 0).then(|| i * 64 + word.trailing_zeros() as usize)
+        };
         // Word `start` twice: its chunks from `from` on first, the ones
         // before `from` last, after going round.
-        for i in 0..=n {
-            let at = (start + i) % n;
-            let mut word = self.roomful.word(at);
-            if i == 0 {
-                word &= u64::MAX << bit;
-            }
-            if word != 0 {
-                return at * 64 + word.trailing_zeros() as usize;
-            }
-        }
-        unreachable!("{} free slots counted and none found", self.free)
+        let here = (start < n).then(|| at(start, u64::MAX << bit)).flatten();
+        here.or_else(|| (start + 1..n).find_map(|i| at(i, u64::MAX)))
+            .or_else(|| (0..=start.min(n - 1)).find_map(|i| at(i, u64::MAX)))
+            .unwrap_or_else(|| unreachable!("{} free slots counted and none found", self.free))
     }
 
     /// Heap bytes held.
