@@ -236,8 +236,8 @@ mod tests {
     #[test]
     fn a_scan_goes_on_where_the_last_stopped_and_round_past_the_end() {
         let mut s = Slots::default();
-        // A full slab of 300 chunks with one free slot each in chunks 250,
-        // 10 and 140 (5 of its words of chunk bits): none is roomy.
+        // A full slab of 300 chunks (5 words of chunk bits) but for one
+        // free slot in each of chunks 250, 10, 140 and 299: none is roomy.
         for slot in [250 * 64 + 3, 10 * 64 + 63, 140 * 64, 299 * 64 + 63] {
             s.release(slot);
         }
