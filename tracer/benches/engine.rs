@@ -103,11 +103,8 @@ impl Feed {
         feed.engine.set_time_wait_limit(0, HOST_TW_LIMIT);
         let warm = 70 * NS_PER_SEC / GAP_NS / CONNS;
         for _ in 0..warm {
-            for r in feed.next_raw() {
-                if let Ok(ev) = SockEvent::decode(&r) {
-                    feed.engine.apply(&ev, &mut ());
-                }
-            }
+            let raw = feed.next_raw();
+            decode_apply(&mut feed.engine, &raw, &mut (), |_| {});
             feed.maybe_reconcile(metrics);
         }
         let held = feed.engine.counts_by_state()[TcpState::TimeWait.index()];

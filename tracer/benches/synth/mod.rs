@@ -78,25 +78,7 @@ pub fn raw(
 /// `conns` connections starting at connection number `first`, one every
 /// `gap_ns`, each lasting about 60 µs; events in kernel order.
 pub fn connections(first: u64, conns: u64, gap_ns: u64) -> Vec<abi::Event> {
-    let mut out = Vec::with_capacity(conns as usize * EVENTS_PER_CONN);
-    for k in first..first + conns {
-        let t0 = 1_000_000_000 + k * gap_ns;
-        let port = 32768 + (k % 28000) as u16;
-        let src = [127, 1, (k / 254 % 256) as u8, (k % 254 + 1) as u8];
-        for (i, &(client, old, new)) in SEQUENCE.iter().enumerate() {
-            let cookie = 2 * k + u64::from(!client) + 1;
-            out.push(raw(
-                cookie,
-                t0 + i as u64 * 6_000,
-                client,
-                port,
-                src,
-                old,
-                new,
-            ));
-        }
-    }
-    out
+    make(first, conns, gap_ns, 6_000, |k| k % 28000)
 }
 
 /// Like [`connections`], but as a busy host reports them: about `overlap`
@@ -107,18 +89,34 @@ pub fn connections(first: u64, conns: u64, gap_ns: u64) -> Vec<abi::Event> {
 /// of one call end after the first ones of the next begin, as on a host.
 pub fn interleaved(first: u64, conns: u64, gap_ns: u64, overlap: u64) -> Vec<abi::Event> {
     let step = gap_ns * overlap / EVENTS_PER_CONN as u64;
+    // 7,919 is prime and divides no factor of 28,000: every port once per
+    // 28,000 connections, in a scattered order.
+    let mut out = make(first, conns, gap_ns, step, |k| k.wrapping_mul(7919) % 28000);
+    // Stable: ties keep the order they were made in.
+    out.sort_by_key(|e| e.ts_ns);
+    out
+}
+
+/// The events of connections `first..first + conns`, one every `gap_ns`,
+/// a connection's events `step_ns` apart, connection `k`'s client on port
+/// `32768 + port(k)`; in the order made.
+fn make(
+    first: u64,
+    conns: u64,
+    gap_ns: u64,
+    step_ns: u64,
+    port: impl Fn(u64) -> u64,
+) -> Vec<abi::Event> {
     let mut out = Vec::with_capacity(conns as usize * EVENTS_PER_CONN);
     for k in first..first + conns {
         let t0 = 1_000_000_000 + k * gap_ns;
-        // 7,919 is prime and divides no factor of 28,000: every port once
-        // per 28,000 connections, in a scattered order.
-        let port = 32768 + (k.wrapping_mul(7919) % 28000) as u16;
+        let port = 32768 + port(k) as u16;
         let src = [127, 1, (k / 254 % 256) as u8, (k % 254 + 1) as u8];
         for (i, &(client, old, new)) in SEQUENCE.iter().enumerate() {
             let cookie = 2 * k + u64::from(!client) + 1;
             out.push(raw(
                 cookie,
-                t0 + i as u64 * step,
+                t0 + i as u64 * step_ns,
                 client,
                 port,
                 src,
@@ -127,8 +125,6 @@ pub fn interleaved(first: u64, conns: u64, gap_ns: u64, overlap: u64) -> Vec<abi
             ));
         }
     }
-    // Stable: ties keep the order they were made in.
-    out.sort_by_key(|e| e.ts_ns);
     out
 }
 
