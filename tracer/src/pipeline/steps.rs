@@ -206,14 +206,14 @@ pub(super) fn drain_locked<D: Observer, S: Sink<Derived = D>>(
     engine: &mut Engine,
     derived: &mut D,
     sink: &mut S,
-) -> usize {
+) {
     ingest.drain_now(|ev| {
         let in_scope = scope.contains(ev);
         if in_scope {
             engine.apply(ev, derived);
         }
         sink.event(ev, in_scope);
-    })
+    });
 }
 
 /// End the TIME_WAIT stays the kernel has ended by `now_ns`, and drop
