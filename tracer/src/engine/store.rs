@@ -273,6 +273,14 @@ impl Store {
         }
     }
 
+    /// Ask the CPU for the record of `cookie`, when tracked. Reads the
+    /// cookie index's entry: ask for that first ([`Store::prefetch_lookups`]).
+    pub fn prefetch_record(&self, cookie: u64) {
+        if let Some(slot) = self.index.get(cookie) {
+            memory::prefetch_all(&self.slab[slot as usize]);
+        }
+    }
+
     /// One past the highest slot: a walk over every record goes through
     /// `0..slots()` and skips the free ones ([`Store::get`]).
     pub fn slots(&self) -> u32 {
