@@ -100,7 +100,15 @@ impl<D: Observer> Pipeline<D> {
         let Some(t) = self.tracking.as_mut() else {
             return Ok(());
         };
-        let lost = self.probes.counters().bursty();
+        // The loss counters go out every tick, not only with a dump: the
+        // budget may space dumps tens of seconds apart, and a count that
+        // late hides a loss that happened now.
+        let counters = self.probes.counters();
+        sink.tallied(&Tallies {
+            lost: counters.lost(),
+            undecodable: self.ingest.decode_errors,
+        });
+        let lost = counters.bursty();
         // Lost events or a namespace no dump has seen: dump whatever the
         // budget says.
         let urgent = lost > t.lost_at_dump || t.unadopted;

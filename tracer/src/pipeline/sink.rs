@@ -37,7 +37,7 @@ pub struct Dumped<'a> {
     pub error: Option<&'a anyhow::Error>,
 }
 
-/// Counts the pipeline refreshes after every reconcile dump.
+/// Counts the pipeline refreshes every tick and after every reconcile dump.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Tallies {
     /// Events the kernel programs lost so far.
@@ -107,7 +107,8 @@ pub trait Sink {
     /// A dump ended (adoption included), after any reconcile it brought.
     fn dumped(&mut self, dump: &Dumped<'_>) {}
 
-    /// The counts after each reconcile dump (not after adoption).
+    /// The counts at each tick, and after each reconcile dump (not after
+    /// adoption).
     fn tallied(&mut self, tallies: &Tallies) {}
 
     /// The namespaces after each dump (adoption included).
