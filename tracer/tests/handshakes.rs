@@ -235,9 +235,13 @@ fn an_icmp_unreachable_connect_is_one_failure_not_a_refusal() {
             eprintln!("round {round}: {} events lost, run again", lost_now - lost);
             continue;
         }
+        // A close the agent never saw leaves its socket to a dump, which
+        // finds it gone: `vanished`.
         assert!(
             settled,
-            "before {before:?}, after {got:?}; events lost {lost} -> {lost_now}; sockets: {}",
+            "before {before:?}, after {got:?}; events lost {lost} -> {lost_now}; vanished {}; \
+             sockets: {}",
+            agent.metric("tracer_reconcile_corrections_total{reason=\"vanished\"}"),
             agent.get("/api/v1/sockets")
         );
         std::thread::sleep(Duration::from_millis(500));
