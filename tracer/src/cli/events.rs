@@ -285,10 +285,12 @@ async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
     let counters = pipeline.counters();
     tracing::info!(
         "{seen} events read, {printed} printed, {} lost in the kernel \
-         (ring buffer full: {}, read errors: {}), {} undecodable",
+         (ring buffer full: {}, read errors: {}, skipped while the program ran on the same \
+         CPU: {}), {} undecodable",
         counters.lost(),
         counters.ringbuf_full,
         counters.read_errors,
+        counters.recursion_misses,
         pipeline.decode_errors()
     );
     Ok(0)
