@@ -320,33 +320,12 @@ fn sighup_is_logged_and_ignored_by_events() {
     assert!(out.stderr.contains("SIGHUP ignored"), "{}", out.stderr);
     assert!(out.stderr.contains("lost in the kernel"), "{}", out.stderr);
     // The summary names every cause of a loss, and they add up.
-    let line = out
-        .stderr
-        .lines()
-        .find(|l| l.contains("lost in the kernel"))
-        .expect("summary line");
-    let number_after = |label: &str| -> u64 {
-        let rest = &line[line
-            .find(label)
-            .unwrap_or_else(|| panic!("{label:?} in {line}"))
-            + label.len()..];
-        let digits: String = rest
-            .trim_start()
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        digits
-            .parse()
-            .unwrap_or_else(|_| panic!("a number after {label:?} in {line}"))
-    };
-    let lost = number_after("printed,");
-    let causes = [
-        "ring buffer full:",
-        "read errors:",
-        "skipped while the program ran on the same CPU:",
-    ]
-    .map(number_after);
-    assert_eq!(lost, causes.iter().sum::<u64>(), "{line}");
+    assert_eq!(
+        out.lost(),
+        out.lost_by_cause().iter().sum::<u64>(),
+        "{}",
+        out.stderr
+    );
 }
 
 /// Whether process `pid` has a handler for SIGHUP (`SigCgt` in its status).

@@ -14,6 +14,7 @@ use super::{
     tally::{EventNetns, tally_netns},
 };
 use crate::{
+    bpf::KernelCounters,
     diag::owners_of,
     engine::Observer,
     ingest::{HOLD_BACK, Ingest, horizon_ns},
@@ -104,10 +105,7 @@ impl<D: Observer> Pipeline<D> {
         // budget may space dumps tens of seconds apart, and a count that
         // late hides a loss that happened now.
         let counters = self.probes.counters();
-        sink.tallied(&Tallies {
-            lost: counters.lost(),
-            undecodable: self.ingest.decode_errors,
-        });
+        sink.tallied(&tallies(counters, &self.ingest));
         let lost = counters.bursty();
         // Lost events or a namespace no dump has seen: dump whatever the
         // budget says.
@@ -258,11 +256,17 @@ impl<D: Observer> Pipeline<D> {
             looked_up: dump.looked_up.as_ref().map_or(0, Vec::len),
             error: dump.result.as_ref().err(),
         });
-        sink.tallied(&Tallies {
-            lost: self.probes.counters().lost(),
-            undecodable: self.ingest.decode_errors,
-        });
+        sink.tallied(&tallies(self.probes.counters(), &self.ingest));
         tally_netns(t, &mut self.event_netns, &dump, ended, sink);
+    }
+}
+
+/// The loss counts to publish: the kernel's `counters` and the records
+/// `ingest` could not decode.
+fn tallies(counters: KernelCounters, ingest: &Ingest) -> Tallies {
+    Tallies {
+        lost: counters.lost(),
+        undecodable: ingest.decode_errors,
     }
 }
 

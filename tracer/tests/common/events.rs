@@ -139,19 +139,48 @@ impl Drop for Events {
 }
 
 impl Output {
-    /// The number of events the summary line says were lost in the kernel.
-    pub fn lost(&self) -> u64 {
-        let line = self
-            .stderr
+    /// The exit line that counts what was read, printed and lost.
+    fn summary(&self) -> &str {
+        self.stderr
             .lines()
             .find(|l| l.contains("lost in the kernel"))
-            .unwrap_or_else(|| panic!("no summary on stderr: {}", self.stderr));
+            .unwrap_or_else(|| panic!("no summary on stderr: {}", self.stderr))
+    }
+
+    /// The number of events the summary line says were lost in the kernel.
+    pub fn lost(&self) -> u64 {
+        let line = self.summary();
         let before = line.split(" lost in the kernel").next().unwrap_or_default();
         before
             .rsplit(' ')
             .next()
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("cannot parse summary: {line}"))
+    }
+
+    /// The summary line's losses by cause: a full ring buffer, failed
+    /// reads, runs the kernel skipped.
+    #[allow(dead_code)]
+    pub fn lost_by_cause(&self) -> [u64; 3] {
+        let line = self.summary();
+        [
+            "ring buffer full:",
+            "read errors:",
+            "skipped while the program ran on the same CPU:",
+        ]
+        .map(|label| {
+            let at = line
+                .find(label)
+                .unwrap_or_else(|| panic!("{label:?} in {line}"));
+            let digits: String = line[at + label.len()..]
+                .trim_start()
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits
+                .parse()
+                .unwrap_or_else(|_| panic!("a number after {label:?} in {line}"))
+        })
     }
 
     /// `from->to` transitions per cookie, in arrival order. Accepts the
