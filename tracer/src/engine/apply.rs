@@ -347,7 +347,11 @@ impl Engine {
             } else {
                 r.state = to;
             }
-            r.set(flag::RST_RX | flag::RST_TX | flag::RTX, false);
+            // A dump's absence counts only for the state it judged.
+            r.set(
+                flag::RST_RX | flag::RST_TX | flag::RTX | flag::MISSING,
+                false,
+            );
             (r.cookie, closing.then_some(r.closed_by))
         });
         if overflowed {

@@ -80,7 +80,12 @@
 //! been applied. Only records whose `state_since` is at least
 //! `Config::reconcile_slack_ns` older than `now_ns` are judged (flagged
 //! vanished, mismatched, or TIME_WAIT never appeared): a socket that
-//! changed during the dump is left for the next one.
+//! changed during the dump is left for the next one. A record is judged
+//! by its absence only from the second dump in a row that lacks it (for a
+//! timewait record, the second full dump), with no state change between:
+//! a dump racing with churn can skip a socket, and a close made as the
+//! walk passed may not be in the lanes' drained part yet (the report's
+//! `absent_once` counts the records the next dump judges).
 //!
 //! Two kinds of dumps, told apart by `covers_time_wait`:
 //! - **full** (`true`): every state. It judges everything above.

@@ -46,8 +46,12 @@ pub enum Listing {
 pub struct ReconcileReport {
     /// Sockets in the dump the engine did not track (adopted).
     pub missed: u64,
-    /// Tracked open sockets absent from the dump (closed).
+    /// Tracked open sockets absent from the dump and from the one before
+    /// it (closed).
     pub vanished: u64,
+    /// Tracked open sockets absent from the dump for the first time: the
+    /// next dump closes them if absent again.
+    pub absent_once: u64,
     /// Records whose state disagreed with the dump (the dump won).
     pub state_mismatch: u64,
     /// Inferred TIME_WAIT records the dump confirmed.
@@ -620,6 +624,12 @@ impl Engine {
                 obs.time_wait_never_appeared(cookie);
                 self.finish_at(slot, now_ns, tw_end::NEVER_APPEARED);
             }
+        } else if !r.has(flag::MISSING) {
+            // Absent once. A dump can skip a socket, and a close the kernel
+            // made in the walk's last moment can still be on its way to the
+            // lanes: judged by the next dump if absent again.
+            rep.absent_once += 1;
+            self.store.mark(slot, flag::MISSING, true);
         } else {
             rep.vanished += 1;
             obs.correction(cookie, Correction::Vanished);

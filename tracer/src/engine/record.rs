@@ -68,10 +68,13 @@ pub(super) mod flag {
     pub const RST_TX: u16 = 1 << 9;
     /// Seen in the dump being reconciled (cleared by the same reconcile).
     pub const SEEN: u16 = 1 << 10;
-    /// A timewait record the last full dump did not show. A dump that
+    /// A record the last dump that judged it did not show: for a timewait
+    /// record the last full dump, for any other the last dump. A dump that
     /// races with churn can skip sockets (it resumes each netlink message
-    /// by position in a hash bucket that moved meanwhile), so only a
-    /// second full dump in a row without it ends it.
+    /// by position in a hash bucket that moved meanwhile), and a close
+    /// made just before the walk passed may not be applied yet when the
+    /// dump is judged, so only a second such dump in a row without it ends
+    /// it. Cleared when the record changes state.
     pub const MISSING: u16 = 1 << 11;
     /// A segment (in SYN_SENT, the SYN) was retransmitted in the current
     /// state.

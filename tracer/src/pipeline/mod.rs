@@ -122,6 +122,14 @@ struct Tracking {
     lost_at_dump: u64,
     /// The last survey found namespaces no dump has adopted yet.
     unadopted: bool,
+    /// The dump in progress heals: it was started for lost events or
+    /// namespaces no dump had adopted.
+    healing: bool,
+    /// The last healing dump did not list sockets the engine holds open.
+    /// A socket is closed only by the second dump in a row without it, so
+    /// the next tick dumps again whatever the budget: losses heal within
+    /// two ticks, not two paced intervals.
+    recheck: bool,
     /// The engine's count of SYN-ACK retransmits when the last walk
     /// started: more since then, and the next live dump walks (it lists
     /// the request sockets of handshakes in trouble).
@@ -174,6 +182,8 @@ impl<D: Observer> Pipeline<D> {
                     paces: Paces::new(r.interval, r.time_wait_interval, r.budget_percent),
                     lost_at_dump: 0,
                     unadopted: false,
+                    healing: false,
+                    recheck: false,
                     synacks_at_walk: 0,
                     warned: tally::Warned::default(),
                 })

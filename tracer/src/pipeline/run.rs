@@ -107,12 +107,16 @@ impl<D: Observer> Pipeline<D> {
         let counters = self.probes.counters();
         sink.tallied(&tallies(counters, &self.ingest));
         let lost = counters.bursty();
-        // Lost events or a namespace no dump has seen: dump whatever the
-        // budget says.
-        let urgent = lost > t.lost_at_dump || t.unadopted;
+        // Lost events or a namespace no dump has seen, or sockets the
+        // dump that healed them did not list: dump whatever the budget
+        // says.
+        let healing = lost > t.lost_at_dump || t.unadopted;
+        let urgent = healing || t.recheck;
         if let Some(full) = t.paces.next(monotonic_ns(), urgent) {
             t.lost_at_dump = lost;
             t.unadopted = false;
+            t.healing = healing;
+            t.recheck = false;
             // On a blocking thread; events keep flowing meanwhile. A live
             // dump looks the engine's sockets up instead of walking every
             // socket when a walk costs more than the budget allows every
@@ -209,7 +213,7 @@ impl<D: Observer> Pipeline<D> {
                 sink.port_settings(&dump.port_settings);
                 let recorder = self.recorder.as_ref();
                 let mut scanned = None;
-                let (engine_ns, n) = reconcile(
+                let done = reconcile(
                     Some(&mut self.ingest),
                     &self.core,
                     self.scope,
@@ -227,7 +231,8 @@ impl<D: Observer> Pipeline<D> {
                 if let Some(r) = recorder {
                     r.dumped(false, &dump, scanned.as_ref());
                 }
-                (dump.cpu_ns + engine_ns, n)
+                t.recheck = t.healing && done.absent_once > 0;
+                (dump.cpu_ns + done.engine_ns, done.ended)
             }
             // Try again at the next interval, not the next tick. Vanished
             // namespaces are gone all the same.

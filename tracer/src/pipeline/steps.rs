@@ -232,14 +232,24 @@ pub(super) fn expire<D: Observer, S: Sink<Derived = D>>(
     sink.advanced(&core);
 }
 
+/// What [`reconcile`] did.
+pub(super) struct Reconciled {
+    /// CPU time the engine took: with the dump's, what grows with the
+    /// host's socket count (owner lookups for new leak flags are one-offs,
+    /// and not counted).
+    pub engine_ns: u64,
+    /// Sockets ended with their namespace.
+    pub ended: u64,
+    /// Open sockets the dump did not list, for the first time: the next
+    /// dump closes them if it does not list them either.
+    pub absent_once: u64,
+}
+
 /// Adopt the namespaces the dump covers for the first time, apply the
 /// events older than the dump (those still in `ingest`; a replay has
 /// applied them already), reconcile the namespaces it covered before, end
 /// the sockets of vanished ones, run the detectors, which name the owners
-/// of new flags with `owners` (the `/proc` scan, live). Returns the CPU
-/// time the engine took: with the dump, what grows with the host's socket
-/// count (owner lookups for new leak flags are one-offs, and not counted),
-/// and how many sockets ended with their namespace.
+/// of new flags with `owners` (the `/proc` scan, live).
 ///
 /// A namespace dumped for the first time is adopted before the events are
 /// applied, as at start ([`adopt`]): its sockets' events then find them. A
@@ -255,7 +265,7 @@ pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
     sockets: &[SocketSnapshot],
     dump: &Dump,
     owners: impl FnOnce(&HashSet<u64>) -> OwnerScan,
-) -> (u64, u64) {
+) -> Reconciled {
     let mut guard = core.lock();
     let Core {
         engine,
@@ -279,7 +289,7 @@ pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
     let cpu_before = thread_cpu_ns();
     let covered = &dump.covered;
     let own_covered = covered.binary_search(&scope.own_inode()).is_ok();
-    engine.reconcile_within(
+    let report = engine.reconcile_within(
         old,
         dump.start_ns,
         match (dump.full, &dump.looked_up) {
@@ -318,7 +328,11 @@ pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
     pause();
     guard.derived.flush();
     sink.reconciled(&mut guard, sockets, &changes, dump.start_ns);
-    (engine_ns, ended)
+    Reconciled {
+        engine_ns,
+        ended,
+        absent_once: report.absent_once,
+    }
 }
 
 #[cfg(test)]

@@ -171,14 +171,23 @@ fn a_frequent_dump_judges_everything_else() {
     h.run(active_open(1, 0)); // vanishes
     h.run(active_open(2, 0)); // shows up in CLOSE_WAIT
     h.run(active_close(3, 0)); // inferred TIME_WAIT, shows up as an orphan
-    let rep = h.frequent(
-        &[
-            diag(2, CloseWait),
-            tw(3, FinWait2, 50_000),
-            diag(4, Established),
-        ],
-        secs(5),
+    let dump = [
+        diag(2, CloseWait),
+        tw(3, FinWait2, 50_000),
+        diag(4, Established),
+    ];
+    let first = h.frequent(&dump, secs(5));
+    assert_eq!(first.vanished, 0, "1 is absent once");
+    let second = h.frequent(&dump, secs(6));
+    assert_eq!(
+        (second.vanished, second.state_mismatch, second.missed),
+        (1, 0, 0),
+        "the second dump without 1 judges it; the others agree now"
     );
+    let rep = ReconcileReport {
+        vanished: second.vanished,
+        ..first
+    };
     assert_eq!(
         (
             rep.vanished,

@@ -201,14 +201,16 @@ impl H {
     }
 
     /// Reconcile with the same full dump twice, 1 ms before `now` and at
-    /// `now`: a timewait record is judged absent only by a second full dump
-    /// in a row that lacks it. Returns both reports summed.
+    /// `now`: a record is judged absent only by a second dump in a row
+    /// that lacks it (a full one, for a timewait record). Returns both
+    /// reports summed.
     pub fn reconcile_absent(&mut self, dump: &[SocketSnapshot], now: u64) -> ReconcileReport {
         let a = self.reconcile(dump, now - ms(1));
         let b = self.reconcile(dump, now);
         ReconcileReport {
             missed: a.missed + b.missed,
             vanished: a.vanished + b.vanished,
+            absent_once: a.absent_once + b.absent_once,
             state_mismatch: a.state_mismatch + b.state_mismatch,
             time_wait_confirmed: a.time_wait_confirmed + b.time_wait_confirmed,
             orphan_fin_wait2: a.orphan_fin_wait2 + b.orphan_fin_wait2,

@@ -70,10 +70,15 @@ fn a_dump_of_one_namespace_does_not_judge_another() {
     h.check();
     assert_eq!(rep.vanished, 0, "B was not dumped: cookie 2 stays");
     assert!(h.view(2).is_live());
-    let rep =
-        h.e.reconcile_within(&[], secs(6), Listing::Full, |n| n == B, &mut h.o, || {});
-    h.check();
-    assert_eq!(rep.vanished, 1, "B dumped without cookie 2");
+    for (at, vanished) in [(secs(6), 0), (secs(7), 1)] {
+        let rep =
+            h.e.reconcile_within(&[], at, Listing::Full, |n| n == B, &mut h.o, || {});
+        h.check();
+        assert_eq!(
+            rep.vanished, vanished,
+            "B dumped without cookie 2, at {at} ns"
+        );
+    }
     assert!(h.view(1).is_live());
 }
 
