@@ -56,7 +56,7 @@ use super::record::{NIL, Record, flag};
 use super::wheel::{TimeWaitClock, time_wait_end};
 use crate::memory;
 use crate::tcp::TcpState;
-use acct::{acct, timer_at};
+use acct::{Acct, acct, timer_at};
 use cookies::Cookies;
 use slots::{SlotBits, Slots};
 use table::Table;
@@ -326,8 +326,35 @@ impl Store {
     /// the tuple index up to date with what changed.
     pub fn update<R>(&mut self, slot: u32, f: impl FnOnce(&mut Record) -> R) -> R {
         let i = slot as usize;
+        let r = &self.slab[i];
+        if !r.has(flag::FINISHED | flag::TW) {
+            // A record open and out of TIME_WAIT, the commonest: all it
+            // contributes is its state's count in its namespace. A change
+            // that keeps it so (a handshake, the first steps of a close)
+            // moves that count and nothing else.
+            let (state, netns) = (r.state, r.netns);
+            let out = f(&mut self.slab[i]);
+            let r = &self.slab[i];
+            if !r.has(flag::FINISHED | flag::TW) && r.netns == netns {
+                if r.state != state {
+                    let after = r.state;
+                    self.move_count(netns, state, after);
+                }
+                return out;
+            }
+            self.reaccounted(slot, Acct::open(state, netns));
+            return out;
+        }
         let before = acct(&self.slab[i]);
         let out = f(&mut self.slab[i]);
+        self.reaccounted(slot, before);
+        out
+    }
+
+    /// The record in `slot` changed from what `before` says it contributed:
+    /// bring counts, lists, the tuple index and its timer up to date.
+    fn reaccounted(&mut self, slot: u32, before: Acct) {
+        let i = slot as usize;
         if self.slab[i].has(flag::FINISHED) {
             // A finished record is out of TIME_WAIT by definition.
             self.slab[i].set(flag::TW, false);
@@ -351,7 +378,6 @@ impl Store {
                     .confirmed(slot, base, &|s| timer_at(slab, s, clock));
             }
         }
-        out
     }
 
     /// Set or clear bookkeeping flags of the record in `slot`: those that

@@ -33,6 +33,21 @@ pub(super) struct Acct {
 }
 
 impl Acct {
+    /// What an open record out of TIME_WAIT (neither `FINISHED` nor `TW`)
+    /// in `state` and `netns` contributes: `acct` of it.
+    pub(super) fn open(state: TcpState, netns: u32) -> Acct {
+        Acct {
+            counted: Some(state),
+            netns,
+            finished: false,
+            finished_since: 0,
+            tw: None,
+            tw_port: None,
+            timer: None,
+            unconfirmed: false,
+        }
+    }
+
     /// Judged by a live dump's absence: live and not in TIME_WAIT proper
     /// (see [`Store::live_word`]).
     fn live_judged(&self) -> bool {
@@ -127,12 +142,7 @@ impl Store {
         match (before.counted, after.counted) {
             (Some(b), Some(a)) if before.netns == after.netns => {
                 if b != a {
-                    self.counts[b.index()] -= 1;
-                    self.counts[a.index()] += 1;
-                    if let Some(c) = self.live_per_netns.get_mut(&after.netns) {
-                        c[b.index()] -= 1;
-                        c[a.index()] += 1;
-                    }
+                    self.move_count(after.netns, b, a);
                 }
             }
             _ => {
@@ -156,6 +166,16 @@ impl Store {
         }
         if after.finished {
             self.append(slot);
+        }
+    }
+
+    /// A live record of `netns` went from state `from` to `to`.
+    pub(super) fn move_count(&mut self, netns: u32, from: TcpState, to: TcpState) {
+        self.counts[from.index()] -= 1;
+        self.counts[to.index()] += 1;
+        if let Some(c) = self.live_per_netns.get_mut(&netns) {
+            c[from.index()] -= 1;
+            c[to.index()] += 1;
         }
     }
 
