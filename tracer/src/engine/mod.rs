@@ -302,6 +302,13 @@ impl Engine {
         self.store.records().map(|rec| SocketView { rec })
     }
 
+    /// The live sockets out of TIME_WAIT (listeners among them), in no
+    /// particular order: a subset of [`Engine::sockets`] found without
+    /// reading the others' records.
+    pub fn open_sockets(&self) -> impl Iterator<Item = SocketView<'_>> {
+        self.store.open_records().map(|rec| SocketView { rec })
+    }
+
     /// When the live socket `cookie` entered `state`, and whether that is
     /// only a lower bound; `None` when it is not tracked or is in another
     /// state. The leak detectors' age lookup.

@@ -259,6 +259,23 @@ impl Store {
             .map(|(_, r)| r)
     }
 
+    /// The records a live dump's absence judges (see [`Store::live_word`]):
+    /// every live record out of TIME_WAIT proper, listeners among them. A
+    /// walk of a bitset, so on a host holding mostly TIME_WAIT and finished
+    /// records it reads few of them.
+    pub fn open_records(&self) -> impl Iterator<Item = &Record> {
+        (0..self.live_words()).flat_map(move |w| {
+            let mut bits = self.live_word(w);
+            std::iter::from_fn(move || {
+                (bits != 0).then(|| {
+                    let slot = w * 64 + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    &self.slab[slot]
+                })
+            })
+        })
+    }
+
     /// The slot of `cookie`.
     pub fn slot(&self, cookie: u64) -> Option<u32> {
         self.index.get(cookie)

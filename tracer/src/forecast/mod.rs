@@ -21,7 +21,7 @@ pub use self::{
     trend::Trend,
 };
 use crate::{
-    engine::{BuildCookieHasher, Engine},
+    engine::{BuildCookieHasher, Engine, SocketView},
     leaks::ProcessLeaks,
 };
 
@@ -153,29 +153,35 @@ impl Forecaster {
         now_ns: u64,
         settings: &PortSettingsByNetns,
     ) -> Vec<PortForecast> {
-        let socks = || {
-            engine.sockets().filter(|v| v.is_live()).map(|v| Sock {
-                netns: if v.netns() == 0 { own_netns } else { v.netns() },
-                local: v.local(),
-                remote: v.remote(),
-                state: v.state(),
-            })
+        let sock = |v: SocketView<'_>| Sock {
+            netns: if v.netns() == 0 { own_netns } else { v.netns() },
+            local: v.local(),
+            remote: v.remote(),
+            state: v.state(),
         };
-        self.ports(now_ns, socks, settings)
+        let listeners = engine.open_sockets().map(sock);
+        let socks = engine.sockets().filter(|v| v.is_live()).map(sock);
+        self.ports(now_ns, listeners, socks, settings)
     }
 
-    /// Count the ports of the sockets `socks` yields (it is called twice,
-    /// see [`ports::count_into`]) at `now_ns` with each namespace's
-    /// `settings`, record the trend of the busiest endpoints, and forecast
-    /// the [`TOP`] of them. O(sockets given).
-    pub fn ports<I: Iterator<Item = Sock>>(
+    /// Count the ports of the sockets `socks` yields, with the bound ports
+    /// of `listeners` (see [`ports::count_into`]), at `now_ns` with each
+    /// namespace's `settings`, record the trend of the busiest endpoints,
+    /// and forecast the [`TOP`] of them. O(sockets given).
+    pub fn ports(
         &mut self,
         now_ns: u64,
-        socks: impl Fn() -> I,
+        listeners: impl Iterator<Item = Sock>,
+        socks: impl Iterator<Item = Sock>,
         settings: &PortSettingsByNetns,
     ) -> Vec<PortForecast> {
         let mut counts = std::mem::take(&mut self.counts);
-        ports::count_into(socks, |ns| settings.get(&ns).copied(), &mut counts);
+        ports::count_into(
+            listeners,
+            socks,
+            |ns| settings.get(&ns).copied(),
+            &mut counts,
+        );
         let out = self.rank(now_ns, &counts, settings);
         self.counts = counts;
         out
@@ -264,6 +270,47 @@ mod tests {
         assert_eq!(f[1].seconds_left, None, "no rate");
     }
 
+    /// The engine's listeners hold their ports from every endpoint, and
+    /// are found among its open sockets without reading the TIME_WAIT
+    /// ones; those count as such.
+    #[test]
+    fn the_engines_listeners_and_time_wait_sockets_count_in_its_ports() {
+        use crate::engine::Config;
+        use TcpState::*;
+        let mut engine = Engine::new(Config::default());
+        let mut step = |cookie: u64, port: u16, path: &[TcpState]| {
+            for w in path.windows(2) {
+                let mut ev = crate::testkit::event(cookie);
+                (ev.sport, ev.old_state, ev.new_state) = (port, Some(w[0]), Some(w[1]));
+                engine.apply(&ev, &mut ());
+            }
+        };
+        step(1, 40_000, &[Close, Listen]);
+        step(2, 40_001, &[Close, SynSent, Established]);
+        step(3, 40_002, &[Close, SynSent, Established]);
+        let active_close = [Close, SynSent, Established, FinWait1, FinWait2, Close];
+        step(4, 40_003, &active_close);
+        // Out of the range: not connect()'s.
+        step(5, 20_000, &[Close, SynSent, Established]);
+        let open: Vec<u64> = engine.open_sockets().map(|v| v.cookie()).collect();
+        assert_eq!(open.len(), 4, "{open:?}");
+        assert!(!open.contains(&4), "TIME_WAIT is not open: {open:?}");
+        let mut settings = PortSettingsByNetns::default();
+        let none_reused = PortSettings {
+            tw_reuse: 0,
+            ..PortSettings::DEFAULT
+        };
+        settings.insert(7, none_reused);
+        let got = Forecaster::default().engine_ports(&engine, 7, 1_000_000_000, &settings);
+        assert_eq!(got.len(), 1, "{got:?}");
+        let u = got[0].usage;
+        assert_eq!(
+            (u.connected, u.time_wait, u.bound, u.in_use),
+            (2, 1, 1, 4),
+            "{u:?}"
+        );
+    }
+
     #[test]
     fn a_client_filling_its_range_is_forecast() {
         let mut settings = PortSettingsByNetns::default();
@@ -288,7 +335,8 @@ mod tests {
                 .collect();
             last = f.ports(
                 u64::from(s) * 1_000_000_000,
-                || socks.iter().copied(),
+                socks.iter().copied(),
+                socks.iter().copied(),
                 &settings,
             );
         }

@@ -123,16 +123,23 @@ pub type Counts = HashMap<Endpoint, PortUsage, BuildCookieHasher>;
 /// without settings is left out.
 pub fn count(socks: &[Sock], settings: impl Fn(u32) -> Option<PortSettings>) -> Counts {
     let mut out = Counts::default();
-    count_into(|| socks.iter().copied(), settings, &mut out);
+    count_into(
+        socks.iter().copied(),
+        socks.iter().copied(),
+        settings,
+        &mut out,
+    );
     out
 }
 
 /// [`count`] into `out` (emptied first; its memory is kept for the next
-/// call), over the sockets `socks` yields: it is called twice, for the
-/// bound ports and then for the counting, so that the agent's hundreds of
-/// thousands of records are read where they are instead of copied out.
-pub fn count_into<I: Iterator<Item = Sock>>(
-    socks: impl Fn() -> I,
+/// call), over the sockets `socks` yields, with the bound ports of those
+/// `listeners` yields: any sockets among which are all of `socks` that
+/// listen or are bound (so that the agent reads its records where they
+/// are, and its TIME_WAIT and finished ones once, not twice).
+pub fn count_into(
+    listeners: impl Iterator<Item = Sock>,
+    socks: impl Iterator<Item = Sock>,
     settings: impl Fn(u32) -> Option<PortSettings>,
     out: &mut Counts,
 ) {
@@ -140,7 +147,7 @@ pub fn count_into<I: Iterator<Item = Sock>>(
     // Once per reconcile over every socket: hashed with the engine's
     // integer hasher, not SipHash, which cost more than the counting.
     let mut bound: HashMap<u32, HashSet<u16>, BuildCookieHasher> = HashMap::default();
-    for s in socks() {
+    for s in listeners {
         if matches!(s.state, TcpState::Listen | TcpState::BoundInactive) {
             bound.entry(s.netns).or_default().insert(s.local.port());
         }
@@ -148,7 +155,7 @@ pub fn count_into<I: Iterator<Item = Sock>>(
     // Sockets come namespace by namespace more often than not: the last
     // namespace's settings and bound ports are kept at hand.
     let mut last: Option<(u32, Option<PortSettings>)> = None;
-    for s in socks() {
+    for s in socks {
         if matches!(
             s.state,
             TcpState::Listen | TcpState::BoundInactive | TcpState::Close | TcpState::NewSynRecv
