@@ -85,6 +85,15 @@ const AHEAD: usize = 8;
 /// event is applied (and handed to the sink) [`AHEAD`] events after it
 /// came, in the order they came; `finish` applies the rest.
 pub(super) struct Batch<'a, D, S> {
+    to: Applier<'a, D, S>,
+    /// Events held back, the one `taken` names next to go. Applied where
+    /// they are: an event moved out first went through the stack twice.
+    held: [Option<SockEvent>; AHEAD],
+    taken: usize,
+}
+
+/// Where a [`Batch`] applies its events.
+struct Applier<'a, D, S> {
     core: &'a SharedCore<D>,
     guard: Option<MutexGuard<'a, Core<D>>>,
     scope: NetnsScope,
@@ -93,9 +102,6 @@ pub(super) struct Batch<'a, D, S> {
     seen: Option<&'a mut EventNetns>,
     last_netns: u32,
     sink: &'a mut S,
-    /// Events held back, the one `taken` names next to go.
-    held: [Option<SockEvent>; AHEAD],
-    taken: usize,
 }
 
 impl<'a, D: Observer, S: Sink<Derived = D>> Batch<'a, D, S> {
@@ -109,13 +115,15 @@ impl<'a, D: Observer, S: Sink<Derived = D>> Batch<'a, D, S> {
         sink: &'a mut S,
     ) -> Self {
         Batch {
-            core,
-            guard: None,
-            scope,
-            tracking,
-            seen,
-            last_netns: 0,
-            sink,
+            to: Applier {
+                core,
+                guard: None,
+                scope,
+                tracking,
+                seen,
+                last_netns: 0,
+                sink,
+            },
             held: [None; AHEAD],
             taken: 0,
         }
@@ -124,27 +132,43 @@ impl<'a, D: Observer, S: Sink<Derived = D>> Batch<'a, D, S> {
     /// One event: ask the engine for what it reads, and apply the one
     /// held back longest.
     pub(super) fn event(&mut self, ev: &SockEvent) {
-        if self.tracking && self.scope.contains(ev) {
-            let core = self.guard.get_or_insert_with(|| self.core.lock());
+        let to = &mut self.to;
+        if to.tracking && to.scope.contains(ev) {
+            let core = to.guard.get_or_insert_with(|| to.core.lock());
             core.engine.prefetch(ev);
         }
         let slot = &mut self.held[self.taken % AHEAD];
         self.taken = self.taken.wrapping_add(1);
-        if let Some(old) = slot.replace(*ev) {
-            self.apply(&old);
+        if let Some(old) = slot {
+            to.apply(old);
         }
+        *slot = Some(*ev);
     }
 
     /// Apply the events still held back, in order.
     fn apply_held(&mut self) {
         for i in 0..AHEAD {
             let at = self.taken.wrapping_add(i) % AHEAD;
-            if let Some(ev) = self.held[at].take() {
-                self.apply(&ev);
+            if let Some(ev) = &self.held[at] {
+                self.to.apply(ev);
             }
+            self.held[at] = None;
         }
     }
 
+    /// The batch of `read` records is applied: show what the observers
+    /// counted, tell the sink, let go of the lock.
+    pub(super) fn finish(mut self, read: usize) {
+        self.apply_held();
+        let to = &mut self.to;
+        if let Some(core) = to.guard.as_deref_mut() {
+            core.derived.flush();
+        }
+        to.sink.batch(read, to.guard.as_deref());
+    }
+}
+
+impl<D: Observer, S: Sink<Derived = D>> Applier<'_, D, S> {
     /// Note the namespace of `ev`, apply it when in scope, tell the sink.
     fn apply(&mut self, ev: &SockEvent) {
         if let Some(seen) = self.seen.as_deref_mut()
@@ -163,16 +187,6 @@ impl<'a, D: Observer, S: Sink<Derived = D>> Batch<'a, D, S> {
             engine.apply(ev, derived);
         }
         self.sink.event(ev, in_scope);
-    }
-
-    /// The batch of `read` records is applied: show what the observers
-    /// counted, tell the sink, let go of the lock.
-    pub(super) fn finish(mut self, read: usize) {
-        self.apply_held();
-        if let Some(core) = self.guard.as_deref_mut() {
-            core.derived.flush();
-        }
-        self.sink.batch(read, self.guard.as_deref());
     }
 }
 
