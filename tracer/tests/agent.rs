@@ -282,9 +282,32 @@ fn sockets_older_than_the_agent_are_adopted() {
     drop((c, s, l));
 }
 
+/// Close `s` with a reset (`SO_LINGER` 0): no FIN, no TIME_WAIT.
+fn reset(s: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid descriptor and a pointer to a live `linger`.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+}
+
 /// `--reconcile-budget` spaces out dumps that cost more than it allows,
 /// but events lost in the kernel still bring a dump at the next tick, and
-/// that dump heals what they would have told.
+/// that dump heals what they would have told: sockets the events missed
+/// are adopted, and sockets whose close they missed are closed by the
+/// dump the next tick brings (a socket is judged gone by the second dump
+/// in a row without it).
 #[test]
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn reconcile_budget_spaces_dumps_but_losses_still_heal() {
@@ -322,11 +345,25 @@ fn reconcile_budget_spaces_dumps_but_losses_still_heal() {
         "a dump within the stretched gap, and no events lost"
     );
 
-    // Freeze the agent and make more events than a 4 KiB ring holds; the
-    // connection made last is open, and its events are surely lost.
+    // A connection the agent sees open, then freeze the agent and make
+    // more events than a 4 KiB ring holds: the connection made last is
+    // open, and its events are surely lost, and so is the reset of the
+    // first.
     let (l, port) = listener();
+    let c0 = TcpStream::connect((LO, port)).expect("connect");
+    let (s0, _) = l.accept().expect("accept");
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            api_sockets(&agent, "established", port).len() == 2
+        }),
+        "the first connection is seen open"
+    );
+    let vanished = "tracer_reconcile_corrections_total{reason=\"vanished\"}";
+    let gone = agent.metric(vanished);
     agent.freeze(true);
     client_closes_first(&l, port, 60);
+    reset(c0);
+    reset(s0);
     let c = TcpStream::connect((LO, port)).expect("connect");
     let (s, _) = l.accept().expect("accept");
     // Still frozen: let every socket grow older than the engine's 200 ms
@@ -342,7 +379,8 @@ fn reconcile_budget_spaces_dumps_but_losses_still_heal() {
         "lost events bring a dump regardless of the budget"
     );
     // The dump the losses brought may have begun before the last
-    // connection: wait for one that lists it.
+    // connection: wait for one that lists it, and for the one after it,
+    // which closes the reset connection's ends.
     wait_until(Duration::from_secs(5), || {
         api_sockets(&agent, "established", port).len() == 2
     });
@@ -350,9 +388,13 @@ fn reconcile_budget_spaces_dumps_but_losses_still_heal() {
     assert_eq!(
         est.len(),
         2,
-        "both ends of the open connection, healed: {est:?}"
+        "both ends of the open connection, healed, and not those of the reset one: {est:?}"
     );
     assert!(agent.metric("tracer_reconcile_corrections_total{reason=\"missed\"}") >= 1.0);
+    assert!(
+        agent.metric(vanished) >= gone + 2.0,
+        "the reset connection's ends, vanished"
+    );
     drop((c, s, l));
 }
 
