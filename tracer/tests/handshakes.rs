@@ -71,6 +71,22 @@ fn values(agent: &Agent) -> (Vec<f64>, String) {
 #[test]
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn refused_timed_out_aborted_and_established_connects_are_counted_exactly() {
+    // The kernel skips a program run that would nest inside another on
+    // the same CPU (`recursion_misses`, counted in
+    // `tracer_events_lost_total`): a round in which the agent reports a
+    // loss and miscounts is run again with a fresh agent, at most three
+    // times; a miscount without a loss fails.
+    for round in 1..=3 {
+        if counted_exactly(round == 3) {
+            return;
+        }
+    }
+}
+
+/// One round of [`refused_timed_out_aborted_and_established_connects_are_counted_exactly`]:
+/// false when the counts missed and the agent counted a lost event (and
+/// `final_round` is false), to run again.
+fn counted_exactly(final_round: bool) -> bool {
     // a: the clients (and a loopback server); b: a peer that drops every
     // packet, so a's SYNs to it go unanswered.
     let pair = NetnsPair::new("hs", 71);
@@ -89,6 +105,7 @@ fn refused_timed_out_aborted_and_established_connects_are_counted_exactly() {
     NetnsPair::blackhole(&pair.b);
     let agent = Agent::start(&["--netns", &pair.a]);
     let (before, _) = values(&agent);
+    let lost = agent.metric("tracer_events_lost_total");
 
     let silent: SocketAddr = format!("{}:80", pair.addr_b).parse().expect("addr");
     let took = NetnsPair::in_ns(&pair.a, move || {
@@ -147,11 +164,17 @@ fn refused_timed_out_aborted_and_established_connects_are_counted_exactly() {
         got == want
     });
     let prefixes = ["tracer_tcp_connections_established", "tracer_tcp_handshake"];
+    let lost_now = agent.metric("tracer_events_lost_total");
+    if !settled && lost_now > lost && !final_round {
+        eprintln!("{} events lost, run again", lost_now - lost);
+        return false;
+    }
     assert!(
         settled,
-        "want {want:?} for {:?}, got:\n{}",
+        "want {want:?} for {:?}, got:\n{}\nevents lost {lost} -> {lost_now}; vanished {}",
         EXPECTED.map(|(s, _)| s),
-        metric_lines(&last, &prefixes)
+        metric_lines(&last, &prefixes),
+        agent.metric("tracer_reconcile_corrections_total{reason=\"vanished\"}")
     );
     // Nothing more arrives later (each outcome is counted once).
     std::thread::sleep(Duration::from_millis(500));
@@ -177,6 +200,7 @@ fn refused_timed_out_aborted_and_established_connects_are_counted_exactly() {
     assert_eq!(p["count"], 5, "{hs}");
     assert!(p["max"].as_f64().is_some_and(|m| m < 0.01), "{hs}");
     agent.stop();
+    true
 }
 
 /// A peer whose firewall answers SYNs with ICMP host-unreachable: each
