@@ -258,27 +258,21 @@ impl Engine {
     pub fn lookups(&self, now_ns: u64, out: &mut Vec<(u32, Lookup)>) -> bool {
         let judge_before = now_ns.saturating_sub(self.cfg.reconcile_slack_ns);
         let mut complete = !self.cap_binding();
-        for w in 0..self.store.live_words() {
-            let mut bits = self.store.live_word(w);
-            while bits != 0 {
-                let slot = (w * 64) as u32 + bits.trailing_zeros();
-                bits &= bits - 1;
-                let r = self.store.rec(slot);
-                if can_look_up(r) {
-                    out.push((
-                        r.netns,
-                        Lookup {
-                            family: r.family,
-                            local: r.local,
-                            lport: r.lport,
-                            remote: r.remote,
-                            rport: r.rport,
-                            cookie: r.cookie,
-                        },
-                    ));
-                } else if r.state == SynSent && r.since_ns <= judge_before {
-                    complete = false;
-                }
+        for r in self.store.open_records() {
+            if can_look_up(r) {
+                out.push((
+                    r.netns,
+                    Lookup {
+                        family: r.family,
+                        local: r.local,
+                        lport: r.lport,
+                        remote: r.remote,
+                        rport: r.rport,
+                        cookie: r.cookie,
+                    },
+                ));
+            } else if r.state == SynSent && r.since_ns <= judge_before {
+                complete = false;
             }
         }
         complete
