@@ -1,8 +1,11 @@
 //! The `tracer leaks` table: a [`Report`] as text a person can read at
 //! 3 a.m., grouped by process, worst first. Pure formatting, no I/O but the writer.
-use std::io::{self, Write};
+use std::{
+    io::{self, Write},
+    time::Duration,
+};
 
-use super::{Flag, LeakKind, ProcessLeaks, Report};
+use super::{Flag, LeakKind, ProcessLeaks, Report, ThresholdSeconds, fmt_duration};
 
 /// An age for people: `73.2s`, `12m05s`, `3h04m`, `2d03h`.
 pub fn fmt_age(secs: Option<f64>, lower_bound: bool) -> String {
@@ -23,13 +26,31 @@ pub fn fmt_age(secs: Option<f64>, lower_bound: bool) -> String {
     }
 }
 
+/// When the agent flags each kind of leak: `CLOSE_WAIT after 60s, ...`.
+fn flagged_after(t: &ThresholdSeconds) -> String {
+    let after = |secs: f64| fmt_duration(Duration::from_secs_f64(secs.max(0.0)));
+    format!(
+        "the agent flags CLOSE_WAIT after {}, half-open peers after {}, \
+         stuck handshakes after {}, orphaned FIN_WAIT2 after {}",
+        after(t.close_wait),
+        after(t.half_open),
+        after(t.handshake),
+        after(t.fin_wait2),
+    )
+}
+
 /// The table a person reads at 3 a.m.
 pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
     if let Some(note) = &r.note {
         writeln!(out, "tracer leaks: {note}")?;
     }
     if r.leak_count == 0 {
-        writeln!(out, "no leaks found")?;
+        match &r.thresholds {
+            // An agent's report: say how old a socket must be to be
+            // flagged, as the next question is whether a young one is.
+            Some(t) => writeln!(out, "no leaks found ({})", flagged_after(t))?,
+            None => writeln!(out, "no leaks found")?,
+        }
     } else {
         let procs = r.leaks.iter().filter(|g| g.pid.is_some()).count();
         let unknown: usize = r
@@ -376,6 +397,27 @@ pub(crate) mod tests {
         assert_eq!(fmt_age(Some(3.0 * 3600.0 + 240.0), false), "3h04m");
         assert_eq!(fmt_age(Some(2.0 * 86400.0 + 3.0 * 3600.0), false), "2d03h");
         assert_eq!(fmt_age(None, true), "unknown");
+    }
+
+    #[test]
+    fn an_agents_empty_report_says_when_it_flags() {
+        let mut r = snapshot_report(&[], &OwnerScan::default(), "unused".into());
+        r.note = None;
+        r.thresholds = Some(ThresholdSeconds {
+            close_wait: 60.0,
+            half_open: 10.0,
+            idle: 600.0,
+            handshake: 2.5,
+            fin_wait2: 900.0,
+        });
+        let mut out = Vec::new();
+        render(&r, &mut out).expect("render");
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            "no leaks found (the agent flags CLOSE_WAIT after 60s, half-open peers after 10s, \
+             stuck handshakes after 2.5s, orphaned FIN_WAIT2 after 15m)\n"
+        );
+        assert_eq!(r.exit_code(), 0);
     }
 
     #[test]
