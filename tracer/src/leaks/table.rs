@@ -28,7 +28,11 @@ pub fn fmt_age(secs: Option<f64>, lower_bound: bool) -> String {
 
 /// When the agent flags each kind of leak: `CLOSE_WAIT after 60s, ...`.
 fn flagged_after(t: &ThresholdSeconds) -> String {
-    let after = |secs: f64| fmt_duration(Duration::from_secs_f64(secs.max(0.0)));
+    // The numbers come from the agent's JSON: one no Duration holds is
+    // shown as it came, not a panic.
+    let after = |secs: f64| {
+        Duration::try_from_secs_f64(secs).map_or_else(|_| format!("{secs}s"), fmt_duration)
+    };
     format!(
         "the agent flags CLOSE_WAIT after {}, half-open peers after {}, \
          stuck handshakes after {}, orphaned FIN_WAIT2 after {}",
@@ -418,6 +422,21 @@ pub(crate) mod tests {
              stuck handshakes after 2.5s, orphaned FIN_WAIT2 after 15m)\n"
         );
         assert_eq!(r.exit_code(), 0);
+        // Whatever an agent sends.
+        r.thresholds = Some(ThresholdSeconds {
+            close_wait: 1e300,
+            half_open: -1.0,
+            idle: 0.0,
+            handshake: f64::NAN,
+            fin_wait2: 0.0,
+        });
+        let mut out = Vec::new();
+        render(&r, &mut out).expect("render");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(
+            text.contains("s, half-open peers after -1s, stuck handshakes after NaNs,"),
+            "{text}"
+        );
     }
 
     #[test]
