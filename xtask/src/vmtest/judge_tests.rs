@@ -186,3 +186,23 @@ fn the_first_oops_names_a_boot_that_died() {
     );
     assert_eq!(panic_line("[ 1.0] all fine\n"), None);
 }
+
+#[test]
+fn a_guest_lockup_is_found_on_its_console() {
+    let soft = "[    2.9] virtme initramfs: done\n\
+                [  108.8] watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [half_open::half:315]\n\
+                [  143.2] rcu: INFO: rcu_sched self-detected stall on CPU\n";
+    assert_eq!(
+        lockup_line(soft),
+        Some("watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [half_open::half:315]")
+    );
+    let stall = "[   86.1] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n";
+    assert_eq!(
+        lockup_line(stall),
+        Some("rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:")
+    );
+    // RCU's boot messages and a plain panic are not lockups.
+    let boot = "[    0.5] rcu: Hierarchical RCU implementation.\n\
+                [    0.6] Kernel panic - not syncing: Attempted to kill init!\n";
+    assert_eq!(lockup_line(boot), None);
+}

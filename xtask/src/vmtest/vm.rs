@@ -80,6 +80,7 @@ pub fn run(
     let pgid = i32::try_from(child.id()).context("pid out of range")?;
     GROUP.store(pgid, SeqCst);
     install_signal_handlers();
+    let mut progress = Progress::new(run_dir);
     let status = loop {
         if let Some(s) = child.try_wait().context("waiting for the runner")? {
             break Some(s);
@@ -87,6 +88,8 @@ pub fn run(
         let elapsed = start.elapsed();
         let why = if elapsed > limit {
             Some(format!("no result after {}s", limit.as_secs()))
+        } else if let Some(why) = progress.stuck(console, Instant::now()) {
+            Some(why)
         } else {
             boot.filter(|&b| elapsed > b && !run_dir.join(START_FILE).exists())
                 .map(|b| {
@@ -111,6 +114,63 @@ pub fn run(
         status,
         elapsed: start.elapsed(),
     })
+}
+
+/// How long a guest whose kernel reported a lockup may go without
+/// finishing a check before the run is given up: the slowest check takes
+/// ~100 s under TCG, most a few seconds.
+const LOCKED_UP_FOR: Duration = Duration::from_secs(120);
+
+/// When a check last finished (a `*.status` file appeared), to tell a guest
+/// that recovered from a lockup from one that stays locked.
+struct Progress<'a> {
+    run_dir: &'a Path,
+    finished: usize,
+    since: Instant,
+    looked: Instant,
+}
+
+impl<'a> Progress<'a> {
+    fn new(run_dir: &'a Path) -> Self {
+        let now = Instant::now();
+        Progress {
+            run_dir,
+            finished: 0,
+            since: now,
+            looked: now,
+        }
+    }
+
+    /// Why to give the run up: the guest's kernel reported a lockup on
+    /// `console` and no check has finished for [`LOCKED_UP_FOR`]. Looks
+    /// every few seconds.
+    fn stuck(&mut self, console: &Path, now: Instant) -> Option<String> {
+        if now.saturating_duration_since(self.looked) < Duration::from_secs(5) {
+            return None;
+        }
+        self.looked = now;
+        let finished = std::fs::read_dir(self.run_dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".status"))
+                    .count()
+            })
+            .unwrap_or(0);
+        if finished != self.finished {
+            (self.finished, self.since) = (finished, now);
+            return None;
+        }
+        let quiet = now.saturating_duration_since(self.since);
+        if quiet < LOCKED_UP_FOR {
+            return None;
+        }
+        let text = std::fs::read_to_string(console).ok()?;
+        let line = super::judge::lockup_line(&text)?;
+        Some(format!(
+            "the guest's kernel locked up ({line}) and no check has finished for {}s",
+            quiet.as_secs()
+        ))
+    }
 }
 
 fn command(target: &Target<'_>, run_dir: &Path, script: &Path) -> Command {
@@ -189,6 +249,37 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let script = dir.join("suite.sh");
         (dir, script)
+    }
+
+    #[test]
+    fn a_guest_that_locked_up_is_given_up_only_while_no_check_finishes() {
+        let (dir, _) = scratch("lockup");
+        let console = dir.join("console.log");
+        std::fs::write(&console, "[ 1.0] rcu: Hierarchical RCU implementation.\n").unwrap();
+        let t0 = Instant::now();
+        let mut p = Progress::new(&dir);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // Quiet for long, but no lockup on the console: a slow check.
+        assert_eq!(p.stuck(&console, at(200)), None);
+        std::fs::write(
+            &console,
+            "[ 108.8] watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [t:315]\n",
+        )
+        .unwrap();
+        // A lockup, and nothing finished for over LOCKED_UP_FOR: give up.
+        let why = p.stuck(&console, at(210)).expect("given up");
+        assert!(
+            why.contains("soft lockup") && why.contains("for 20"),
+            "{why}"
+        );
+        // A check that finishes since shows the guest recovered.
+        std::fs::write(dir.join("half_open.status"), "0").unwrap();
+        assert_eq!(p.stuck(&console, at(220)), None);
+        assert_eq!(p.stuck(&console, at(300)), None);
+        assert!(p.stuck(&console, at(345)).is_some());
+        // Looks at most every 5 s.
+        assert_eq!(p.stuck(&console, at(347)), None);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
