@@ -187,19 +187,22 @@ fn panics(log: &str) -> Vec<String> {
 /// The kernel's first `Oops` or `Kernel panic` line on a console, without
 /// its timestamp.
 pub fn panic_line(console: &str) -> Option<&str> {
-    console
-        .lines()
-        .map(|l| l.split_once("] ").map_or(l, |(_, rest)| rest).trim())
+    messages(console)
         .find(|l| l.starts_with("Oops") || l.starts_with("Kernel panic") || l.starts_with("BUG:"))
 }
 
 /// The first line of `console` where the guest's kernel says it locked
 /// up: a soft lockup, or an RCU stall.
 pub fn lockup_line(console: &str) -> Option<&str> {
+    messages(console)
+        .find(|l| l.contains("soft lockup") || (l.starts_with("rcu:") && l.contains("stall")))
+}
+
+/// The console's lines without the kernel's `[ seconds]` stamps.
+fn messages(console: &str) -> impl Iterator<Item = &str> {
     console
         .lines()
         .map(|l| l.split_once("] ").map_or(l, |(_, rest)| rest).trim())
-        .find(|l| l.contains("soft lockup") || (l.starts_with("rcu:") && l.contains("stall")))
 }
 
 /// The first `n` non-blank lines of `text`, each cut short, joined by ` / `.
