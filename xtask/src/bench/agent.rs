@@ -34,19 +34,25 @@ pub enum Variant {
     Events,
     /// `bpftrace bench/tcpstates-dwell.bt`.
     Bpftrace,
+    /// An empty raw tracepoint program on the same tracepoint, which the
+    /// kernel runs the way it runs the tracer's BTF tracepoint program: the
+    /// floor of the tracer's kind of program.
+    EmptyRaw,
     /// An empty bpftrace program on the same tracepoint: the floor of what
-    /// a program there costs.
+    /// a program there costs, as issue 9 measures it. A classic tracepoint,
+    /// as the bpftrace peer's: the kernel fills a trace record for it first.
     Empty,
 }
 
 impl Variant {
     /// Every variant, in report order.
-    pub const ALL: [Variant; 6] = [
+    pub const ALL: [Variant; 7] = [
         Variant::Baseline,
         Variant::Run,
         Variant::Reading,
         Variant::Events,
         Variant::Bpftrace,
+        Variant::EmptyRaw,
         Variant::Empty,
     ];
 
@@ -58,6 +64,7 @@ impl Variant {
             Variant::Reading => "tracer run, reading only (floor)",
             Variant::Events => "tracer events >/dev/null",
             Variant::Bpftrace => "bpftrace tcpstates-dwell.bt",
+            Variant::EmptyRaw => "empty raw tracepoint program",
             Variant::Empty => "empty program (floor)",
         }
     }
@@ -69,13 +76,14 @@ impl Variant {
             Variant::Reading => "reading",
             Variant::Events => "events",
             Variant::Bpftrace => "bpftrace",
+            Variant::EmptyRaw => "empty-raw",
             Variant::Empty => "empty",
         }
     }
 }
 
-/// The floor variant's program: bpftrace's cheapest possible program on the
-/// tracepoint the tracer and the bpftrace peer use.
+/// The classic tracepoint floor's program: bpftrace's cheapest possible
+/// program on the tracepoint the tracer and the bpftrace peer use.
 pub const EMPTY_PROGRAM: &str = "tracepoint:sock:inet_sock_set_state {}";
 
 /// Where things are.
@@ -172,6 +180,17 @@ impl Agent {
                 );
                 (c, None)
             }
+            Variant::EmptyRaw => {
+                let mut c = Command::new(
+                    std::env::current_exe()
+                        .context("finding the xtask binary to hold the floor program")?,
+                );
+                c.args(["bench", "--hold-floor-program"]);
+                c.stdout(
+                    File::create(&out).with_context(|| format!("creating {}", out.display()))?,
+                );
+                (c, None)
+            }
             Variant::Empty => {
                 let mut c = Command::new("bpftrace");
                 c.arg("-e").arg(EMPTY_PROGRAM);
@@ -221,6 +240,7 @@ impl Agent {
                     read(&self.out).contains("Attaching")
                         && kprog::prog_ids(self.pid()).is_ok_and(|ids| !ids.is_empty())
                 }
+                Variant::EmptyRaw => read(&self.out).contains(super::floor::READY),
             };
             if ready {
                 return Ok(());
@@ -315,7 +335,11 @@ impl Agent {
                 stats.lost = Some(lost);
             }
             Variant::Bpftrace => stats.events = parse_bpftrace_count(&read(&self.out)),
-            Variant::Baseline | Variant::Run | Variant::Reading | Variant::Empty => {}
+            Variant::Baseline
+            | Variant::Run
+            | Variant::Reading
+            | Variant::EmptyRaw
+            | Variant::Empty => {}
         }
         Ok(stats)
     }

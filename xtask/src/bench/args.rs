@@ -78,6 +78,11 @@ pub struct BenchArgs {
     /// Only run the churn workload (no tracer) and print its rate.
     #[arg(long)]
     pub churn_only: bool,
+    /// Internal: load an empty raw tracepoint program on the state
+    /// program's tracepoint and hold it until signalled (the `empty-raw`
+    /// variant's process; see `bench::floor`).
+    #[arg(long, hide = true)]
+    pub hold_floor_program: bool,
     /// Only the namespace scale run: `tracer run` beside this many network
     /// namespaces holding idle sockets; prints what reconciliation costs
     /// per namespace and per socket (window: --secs, default 30).

@@ -18,6 +18,7 @@ mod args;
 mod churn;
 mod doc;
 mod faults;
+mod floor;
 mod kprog;
 mod machine;
 mod measure;
@@ -49,6 +50,9 @@ const STEADY_RATE: u64 = 10_000;
 
 /// Run the benchmarks the flags ask for.
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    if args.hold_floor_program {
+        return floor::hold();
+    }
     let root = cmd::workspace_root();
     if args.churn_only {
         let cfg = args.churn(args.rate, args.secs.unwrap_or(10.0));
@@ -212,11 +216,12 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             (false, false) => (args.sweep.clone(), 3, 10.0),
         };
         // The reading-only floor is measured at peak and beside the
-        // running agent; across the sweep it would only add minutes.
+        // running agent, the raw tracepoint floor at peak; across the sweep
+        // they would only add minutes.
         let swept: Vec<Variant> = variants
             .iter()
             .copied()
-            .filter(|&v| v != Variant::Reading)
+            .filter(|&v| !matches!(v, Variant::Reading | Variant::EmptyRaw))
             .collect();
         for rate in rates {
             let cfg = ChurnConfig {

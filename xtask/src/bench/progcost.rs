@@ -55,14 +55,24 @@ impl CostRow {
     }
 }
 
+/// Which variant the kernel programs are held against: bpftrace's empty
+/// program, the floor issue 9 measures against, or where bpftrace did not
+/// run, the empty raw tracepoint program.
+pub fn floor_variant(samples: &[Sample]) -> Option<Variant> {
+    [Variant::Empty, Variant::EmptyRaw]
+        .into_iter()
+        .find(|&v| samples.iter().any(|s| s.variant == v))
+}
+
 /// The rows of one scenario: for each variant in report order, its programs
 /// that ran at least [`MIN_RUNS`] times in some round (most runs first),
 /// then, for the tracer's variants, the agent.
 pub fn rows(samples: &[Sample]) -> Vec<CostRow> {
+    let floor_variant = floor_variant(samples);
     let floor = |round: usize| {
         samples
             .iter()
-            .find(|s| s.variant == Variant::Empty && s.round == round)
+            .find(|s| Some(s.variant) == floor_variant && s.round == round)
             .and_then(|s| kprog::busiest(&s.progs)?.ns_per_event())
     };
     let mut out = Vec::new();
@@ -251,8 +261,13 @@ pub fn markdown(
          process holds (`prog_id:` in /proc/<pid>/fdinfo, counters from `bpftool prog show -j`) over \
          the churn window, with `kernel.bpf_stats_enabled=1`, whose own cost (two clock reads per run) is in \
          every figure, the floor's too. Only programs that ran ≥ {MIN_RUNS} times in \
-         a round. Events counted: runs summed over rounds. The floor is `bpftrace -e '{}'`; the ratio \
-         is taken per round against that round's floor. The kernel keeps 15 characters of a program \
+         a round. Events counted: runs summed over rounds. The floor is `bpftrace -e '{}'` \
+         (tracepoint), as issue 9 measures it (where bpftrace did not run, `{}`); the ratio is \
+         taken per round against that round's floor. `{}` (raw_tracepoint) is an empty program \
+         on the same tracepoint that the kernel runs as it runs the tracer's BTF tracepoint \
+         program, straight from the tracepoint's call, where for bpftrace's it first fills a \
+         trace record (`cargo xtask bench --hold-floor-program` loads it): the floor of the \
+         tracer's own kind of program. The kernel keeps 15 characters of a program \
          name; bpftool shows the full name when the program has BTF. The agent row is the agent's CPU \
          time (/proc/<pid>/stat, 10 ms ticks) over the window divided by the events it handled \
          (`tracer events`: its whole life's count). For `tracer run` it is split in two: the \
@@ -266,6 +281,8 @@ pub fn markdown(
          the windows together (CPU summed over events summed), since beside many TIME_WAIT \
          sockets a full dump comes only every half minute or so and most windows hold none.{}\n\n",
         super::agent::EMPTY_PROGRAM,
+        super::floor::PROGRAM_NAME,
+        super::floor::PROGRAM_NAME,
         if quick {
             " With `--quick` the windows are short and the figures rough."
         } else {
@@ -360,6 +377,33 @@ mod tests {
             Some(150.0)
         );
         assert!(agent(&rows, Variant::Empty, Subject::Agent).is_none());
+    }
+
+    #[test]
+    fn bpftraces_empty_program_is_the_floor_and_the_raw_one_stands_in_without_it() {
+        let samples = [
+            sample(Variant::Empty, 0, &[("inet_sock_set_s", 2_000_000, 10_000)]),
+            sample(Variant::EmptyRaw, 0, &[("empty_raw_tp", 1_000_000, 10_000)]),
+            sample(
+                Variant::Run,
+                0,
+                &[("inet_sock_set_state", 3_000_000, 10_000)],
+            ),
+        ];
+        assert_eq!(floor_variant(&samples), Some(Variant::Empty));
+        let st = |samples: &[Sample]| {
+            let rows = rows(samples);
+            state_prog(&rows).and_then(|r| r.to_floor).map(|r| r.median)
+        };
+        assert_eq!(st(&samples), Some(1.5));
+        // The raw program's own row is held against bpftrace's too.
+        let rows = rows(&samples);
+        let raw = first_prog(&rows, Variant::EmptyRaw).expect("raw row");
+        assert_eq!(raw.to_floor.map(|r| r.median), Some(0.5));
+        // Without bpftrace, the raw program is the floor.
+        assert_eq!(floor_variant(&samples[1..]), Some(Variant::EmptyRaw));
+        assert_eq!(st(&samples[1..]), Some(3.0));
+        assert_eq!(floor_variant(&samples[2..]), None);
     }
 
     #[test]

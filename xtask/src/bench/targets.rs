@@ -40,17 +40,30 @@ impl Report {
         let rows: Vec<CostRow> = main.map_or_else(Vec::new, |m| progcost::rows(&m.samples));
         let ns = |r: Option<&CostRow>| r.map(|r| r.ns);
         let state = progcost::state_prog(&rows);
-        let floor = progcost::first_prog(&rows, Variant::Empty);
+        let floor_variant = main.and_then(|m| progcost::floor_variant(&m.samples));
+        let floor = floor_variant.and_then(|v| progcost::first_prog(&rows, v));
         let peer = progcost::first_prog(&rows, Variant::Bpftrace);
         let to_floor = state.and_then(|r| r.to_floor);
+        // Beside the issue's floor, the floor of the tracer's own kind of
+        // program (see `bench::floor`), as a ratio of the medians.
+        let raw = match (state, progcost::first_prog(&rows, Variant::EmptyRaw)) {
+            (Some(st), Some(raw)) if floor_variant != Some(Variant::EmptyRaw) => format!(
+                "; against an empty raw tracepoint program, which the kernel runs as it runs \
+                 the tracer's: {:.2} ({:.0} ns)",
+                st.ns.median / raw.ns.median,
+                raw.ns.median
+            ),
+            _ => String::new(),
+        };
         line(
             to_floor.map(|r| r.median <= MAX_TO_FLOOR),
             format!(
                 "`tracer run`'s state program ≤ {MAX_TO_FLOOR}× the empty program on the same tracepoint, \
-                 same run, at peak (ratio {}; {} vs {} ns per event)",
+                 same run, at peak (ratio {}; {} vs {} ns per event; the floor: {}{raw})",
                 fmt_opt(to_floor, 2),
                 fmt_opt(ns(state), 0),
-                fmt_opt(ns(floor), 0)
+                fmt_opt(ns(floor), 0),
+                floor_variant.map_or("–", Variant::name)
             ),
         );
         line(
@@ -123,7 +136,14 @@ impl Report {
         let ratio_of = |v| main.and_then(|m| m.summary(v)).and_then(|s| s.ratio);
         let floors = [
             (Variant::Reading, "an agent that only reads"),
-            (Variant::Empty, "the empty program"),
+            (
+                Variant::EmptyRaw,
+                "an empty program of the tracer's kind (raw tracepoint)",
+            ),
+            (
+                Variant::Empty,
+                "the empty program (bpftrace's, a classic tracepoint)",
+            ),
         ]
         .iter()
         .filter_map(|&(v, what)| Some(format!("; {what}: {}", ratio_of(v)?.fmt(3))))
