@@ -105,8 +105,14 @@ fn attach() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Attach, say so, and hold the program until a signal ends the process.
+/// Attach, say so, and hold the program until a signal ends the process,
+/// or the bench that started it ends: a floor program left attached would
+/// be measured in every later run.
 pub fn hold() -> anyhow::Result<()> {
+    // SAFETY: prctl(2) with an integer argument; getppid(2) has none.
+    let orphan =
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 || libc::getppid() == 1 };
+    anyhow::ensure!(!orphan, "the bench that started the floor program is gone");
     attach()?;
     let mut out = std::io::stdout();
     writeln!(out, "{READY}")?;

@@ -342,7 +342,11 @@ fn warn_if_traced() {
     };
     for e in dir.flatten() {
         let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        if matches!(comm.trim(), "tracer" | "bpftrace") {
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let floor = cmdline
+            .split(|&b| b == 0)
+            .any(|a| a == b"--hold-floor-program");
+        if matches!(comm.trim(), "tracer" | "bpftrace") || floor {
             eprintln!(
                 "xtask: warning: {} (pid {}) is already running; its overhead lands on every variant",
                 comm.trim(),
