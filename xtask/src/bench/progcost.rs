@@ -262,8 +262,8 @@ pub fn markdown(
          the churn window, with `kernel.bpf_stats_enabled=1`, whose own cost (two clock reads per run) is in \
          every figure, the floor's too. Only programs that ran ≥ {MIN_RUNS} times in \
          a round. Events counted: runs summed over rounds. The floor is `bpftrace -e '{}'` \
-         (tracepoint), as issue 9 measures it (where bpftrace did not run, `{}`); the ratio is \
-         taken per round against that round's floor. `{}` (raw_tracepoint) is an empty program \
+         (tracepoint), as issue 9 measures it (where bpftrace did not run, `{raw}`); the ratio is \
+         taken per round against that round's floor. `{raw}` (raw_tracepoint) is an empty program \
          on the same tracepoint that the kernel runs as it runs the tracer's BTF tracepoint \
          program, straight from the tracepoint's call, where for bpftrace's it first fills a \
          trace record (`cargo xtask bench --hold-floor-program` loads it): the floor of the \
@@ -281,13 +281,12 @@ pub fn markdown(
          the windows together (CPU summed over events summed), since beside many TIME_WAIT \
          sockets a full dump comes only every half minute or so and most windows hold none.{}\n\n",
         super::agent::EMPTY_PROGRAM,
-        super::floor::PROGRAM_NAME,
-        super::floor::PROGRAM_NAME,
         if quick {
             " With `--quick` the windows are short and the figures rough."
         } else {
             ""
-        }
+        },
+        raw = super::floor::PROGRAM_NAME,
     );
     s
 }
