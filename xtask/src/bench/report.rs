@@ -20,6 +20,8 @@ pub struct Report {
     note: Option<String>,
     command: String,
     binary: Option<String>,
+    /// CPUs of the machine the run measured.
+    pub cpus: usize,
     /// The peak-churn scenario.
     pub main: Option<Scenario>,
     /// The main scenario from one source address: ports reused from TIME_WAIT.
@@ -48,6 +50,7 @@ impl Report {
             note: args.note.clone(),
             command: format!("cargo xtask {}", argv.join(" ")),
             binary: args.tracer_bin.as_ref().map(|p| p.display().to_string()),
+            cpus: std::thread::available_parallelism().map_or(1, usize::from),
             main: None,
             reuse: None,
             sweep: Vec::new(),
