@@ -163,7 +163,7 @@ impl Report {
         // What the target leaves per event, beside what the run spent
         // directly: when the direct costs alone exceed it, no saving in
         // what they cost the workload besides can meet the target.
-        let agent_peak = progcost::agent(&rows, Variant::Run, Subject::Agent).map(|r| r.ns.median);
+        let agent_peak = part(&rows, Subject::Agent).map(|a| a.median);
         let events = run
             .as_ref()
             .and_then(|v| v.events_rate.as_ref())
