@@ -20,16 +20,30 @@ use prometheus_client::{
 
 /// A counter counted locally: [`Tally::flush`] adds the count to the
 /// series. Clones share the series and copy the count.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Tally {
-    series: Counter,
+    /// `None` until a [`Tally::deferred`] one first flushes a count.
+    series: Option<Counter>,
     pending: u64,
 }
 
 impl Tally {
     /// Count into `series`.
     pub fn new(series: Counter) -> Tally {
-        Tally { series, pending: 0 }
+        Tally {
+            series: Some(series),
+            pending: 0,
+        }
+    }
+
+    /// Count into a series made by the first [`Tally::flush_making`] with
+    /// something to add: for label values too rare to show at 0 from the
+    /// start.
+    pub fn deferred() -> Tally {
+        Tally {
+            series: None,
+            pending: 0,
+        }
     }
 
     /// One more.
@@ -37,11 +51,23 @@ impl Tally {
         self.pending += 1;
     }
 
-    /// Add what was counted since the last flush to the series.
+    /// Add what was counted since the last flush to the series. A deferred
+    /// tally without its series keeps its count for [`Tally::flush_making`].
     pub fn flush(&mut self) {
-        if self.pending > 0 {
-            self.series.inc_by(std::mem::take(&mut self.pending));
+        if self.pending > 0
+            && let Some(series) = &self.series
+        {
+            series.inc_by(std::mem::take(&mut self.pending));
         }
+    }
+
+    /// [`Tally::flush`], first making the series with `make` when this is
+    /// a deferred tally's first count.
+    pub fn flush_making(&mut self, make: impl FnOnce() -> Counter) {
+        if self.pending > 0 && self.series.is_none() {
+            self.series = Some(make());
+        }
+        self.flush();
     }
 }
 

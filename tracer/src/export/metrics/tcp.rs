@@ -94,9 +94,10 @@ struct Ports {
 pub struct Tcp {
     sockets: [Gauge; N],
     durations: [Spread; N],
-    /// Indexed by `from * N + to`; pairs the kernel does not report count
-    /// into a counter outside the family.
+    /// Indexed by `from * N + to`. The pairs the kernel reports are in the
+    /// family from the start; any other appears in it when first flushed.
     transitions: Vec<Tally>,
+    transition_family: Family<FromTo, Counter>,
     closed: [Tally; 3],
     time_wait_by_port: Family<PortLabel, Gauge>,
     ports: Arc<Mutex<Ports>>,
@@ -177,11 +178,11 @@ impl Tcp {
         let mut pairs = Vec::with_capacity(N * N);
         for from in TcpState::ALL {
             for to in TcpState::ALL {
-                pairs.push(Tally::new(if plausible(from, to) {
-                    transitions.get_or_create_owned(&FromTo { from, to })
+                pairs.push(if plausible(from, to) {
+                    Tally::new(transitions.get_or_create_owned(&FromTo { from, to }))
                 } else {
-                    Counter::default()
-                }));
+                    Tally::deferred()
+                });
             }
         }
         Tcp {
@@ -189,6 +190,7 @@ impl Tcp {
             durations: TcpState::ALL
                 .map(|st| Spread::new(durations.get_or_create_owned(&by_state(st)))),
             transitions: pairs,
+            transition_family: transitions,
             closed: ClosedBy::ALL.map(|closed_by| {
                 Tally::new(closed.get_or_create_owned(&ClosedByLabel { closed_by }))
             }),
@@ -311,6 +313,7 @@ impl Observer for Tcp {
         let Tcp {
             durations,
             transitions,
+            transition_family,
             closed,
             retransmits,
             synack_retransmits,
@@ -320,9 +323,14 @@ impl Observer for Tcp {
             ..
         } = self;
         durations.iter_mut().for_each(Spread::flush);
-        transitions
+        for (i, pair) in transitions.iter_mut().enumerate() {
+            pair.flush_making(|| {
+                let (from, to) = (TcpState::ALL[i / N], TcpState::ALL[i % N]);
+                transition_family.get_or_create_owned(&FromTo { from, to })
+            });
+        }
+        closed
             .iter_mut()
-            .chain(closed)
             .chain(resets)
             .chain(time_wait_ended)
             .chain([retransmits, synack_retransmits, time_wait_overflows])

@@ -44,7 +44,7 @@ pub(super) fn drive(m: &Metrics) {
     o.stay(3, TcpState::SynSent, 400_000, false);
     o.transition(1, TcpState::FinWait2, TcpState::Close);
     o.transition(1, TcpState::Established, TcpState::FinWait1);
-    // A pair the kernel does not report.
+    // A pair the kernel does not report: it appears when flushed.
     o.transition(1, TcpState::TimeWait, TcpState::Established);
     o.closed(1, Some(ClosedBy::Local));
     o.closed(3, Some(ClosedBy::Reset));
@@ -218,6 +218,26 @@ fn exposition_has_every_family_with_zeroes() {
     assert!(!text.contains("from=\"time_wait\""));
     assert!(!text.contains("role=\"server\",reason=\"refused\""));
     assert!(!text.contains("tracer_tcp_handshake_seconds_count{role=\"server\"}"));
+}
+
+#[test]
+fn a_rare_transition_appears_when_it_first_happens_and_keeps_counting() {
+    let m = Metrics::new();
+    let o = &mut m.recorders();
+    let series = "tracer_tcp_state_transitions_total{from=\"syn_sent\",to=\"syn_recv\"}";
+    o.flush();
+    assert!(!m.encode().contains(series));
+    // Simultaneous open: rare, and not pre-created.
+    o.transition(7, TcpState::SynSent, TcpState::SynRecv);
+    assert!(!m.encode().contains(series), "shown before the flush");
+    o.flush();
+    let text = m.encode();
+    assert!(text.contains(&format!("{series} 1\n")), "{text}");
+    o.transition(8, TcpState::SynSent, TcpState::SynRecv);
+    o.transition(9, TcpState::SynSent, TcpState::SynRecv);
+    o.flush();
+    let text = m.encode();
+    assert!(text.contains(&format!("{series} 3\n")), "{text}");
 }
 
 #[test]
