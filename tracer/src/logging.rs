@@ -44,12 +44,41 @@ pub fn filter(flags: &LogFlags) -> anyhow::Result<EnvFilter> {
             _ => ("info".to_owned(), "the default"),
         },
     };
-    EnvFilter::builder().parse(&text).map_err(|e| {
+    let refused = |what: &dyn std::fmt::Display| {
         anyhow::anyhow!(
-            "{from}: {text:?} is not a log level ({e}); give error, warn, info, debug or trace, \
+            "{from}: {what}; give error, warn, info, debug or trace, \
              or directives such as info,tracer::pipeline=debug"
         )
-    })
+    };
+    // EnvFilter takes a bare word as a target to log everything of, so a
+    // misspelt level ("warnig") would silently turn the whole log off.
+    if let Some(word) = text
+        .split(',')
+        .map(str::trim)
+        .find(|d| !bare_word_is_known(d))
+    {
+        return Err(refused(&format_args!(
+            "{word:?} is neither a log level nor a target tracer logs under ({})",
+            TARGETS.join(", ")
+        )));
+    }
+    EnvFilter::builder()
+        .parse(&text)
+        .map_err(|e| refused(&format_args!("{text:?} is not a log level ({e})")))
+}
+
+/// The targets a bare directive may name: this program's and aya's.
+const TARGETS: [&str; 4] = ["tracer", "kernel", "aya", "aya_log"];
+
+/// Whether a directive is not a bare word, or is a bare word that is a
+/// level, one of [`TARGETS`] or a module path under one of them.
+fn bare_word_is_known(directive: &str) -> bool {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    if directive.is_empty() || directive.contains(['=', '[']) {
+        return true;
+    }
+    let root = directive.split("::").next().unwrap_or(directive);
+    LEVELS.iter().any(|l| directive.eq_ignore_ascii_case(l)) || TARGETS.contains(&root)
 }
 
 /// Install the log for this process: stderr, in `flags`' format and level,
@@ -96,5 +125,29 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn a_misspelt_level_is_refused_not_taken_for_a_target() {
+        let level = |l: &str| {
+            filter(&LogFlags {
+                log_level: Some(l.into()),
+                ..LogFlags::default()
+            })
+        };
+        for bad in ["warnig", "info,debg", "bogus"] {
+            let e = level(bad).expect_err(bad).to_string();
+            assert!(e.contains("is neither a log level nor a target"), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        for ok in [
+            "WARN",
+            "tracer",
+            "kernel=warn",
+            "aya::programs",
+            "info,tracer::engine",
+        ] {
+            assert!(level(ok).is_ok(), "{ok}");
+        }
     }
 }

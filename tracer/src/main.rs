@@ -47,6 +47,16 @@ fn usage_error(e: &clap::Error) -> ! {
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next().unwrap_or("invalid arguments");
     let mut line = first.strip_prefix("error: ").unwrap_or(first).to_owned();
+    // "the following required arguments were not provided:" lists them on
+    // the lines after it, before the usage.
+    if line.ends_with(':') {
+        let named: Vec<&str> = lines
+            .clone()
+            .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("tip:"))
+            .collect();
+        line.push(' ');
+        line.push_str(&named.join(", "));
+    }
     for tip in lines.filter(|l| l.starts_with("tip:")) {
         line.push_str(" (");
         line.push_str(tip);

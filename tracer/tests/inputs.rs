@@ -238,7 +238,18 @@ fn every_bad_value_gets_one_line_naming_it() {
         ),
         (
             vec!["run", "--config", &cfg("g.toml", "ring-bytes = 2147483648")],
-            vec!["key ring-bytes at line 1, column 14", "kernel memory"],
+            vec![
+                "config file ",
+                "g.toml: key ring-bytes at line 1, column 14",
+                "kernel memory",
+            ],
+        ),
+        // A missing argument is named; a misspelt level is not a target.
+        (vec!["port"], vec!["not provided: <PORT>"]),
+        (vec!["completions"], vec!["not provided: <SHELL>"]),
+        (
+            vec!["--log-level", "warnig", "leaks"],
+            vec!["--log-level: \"warnig\" is neither a log level"],
         ),
         // A bare number is seconds: the error is about the next key.
         (

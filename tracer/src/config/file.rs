@@ -20,7 +20,9 @@ impl FileConfig {
     pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
         let name = || format!("config file {}", path.display());
         let text = read_bounded(path).with_context(name)?;
-        FileConfig::parse(&text).with_context(name)
+        let mut f = FileConfig::parse(&text).with_context(name)?;
+        f.name = format!("{}: ", name());
+        Ok(f)
     }
 
     /// Parse TOML text.
@@ -51,7 +53,7 @@ impl FileConfig {
     /// "key K at line L, column C", for an error about one value.
     fn at<T>(&self, key: &str, v: &Spanned<T>) -> String {
         let (line, col) = line_col(&self.text, v.span().start);
-        format!("key {key} at line {line}, column {col}")
+        format!("{}key {key} at line {line}, column {col}", self.name)
     }
 
     /// Check the value of `field` (if given) with `parse`, naming its key

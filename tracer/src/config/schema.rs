@@ -129,6 +129,10 @@ macro_rules! settings {
             /// The text parsed, to turn byte offsets into lines and columns.
             #[serde(skip)]
             text: String,
+            /// "config file PATH: ", which begins an error about a value;
+            /// empty for text parsed without a file.
+            #[serde(skip)]
+            name: String,
         }
 
         impl FileConfig {

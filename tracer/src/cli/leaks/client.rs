@@ -165,11 +165,32 @@ pub fn http_get(url: &str, path: &str, limits: Limits) -> anyhow::Result<Option<
     };
     if status != 200 {
         anyhow::bail!(
-            "the agent at {url} answered {full_path} with HTTP {status}: {}",
-            body.trim()
+            "the agent at {url} answered {full_path} with HTTP {status}{}",
+            refusal(&body)
         );
     }
     Ok(Some(body))
+}
+
+/// What a refusal's body adds to the error: the agent's own reason is one
+/// short line; anything else (a web page, a long answer) is another
+/// server's, and only its first words are worth a line.
+fn refusal(body: &str) -> String {
+    const MAX: usize = 160;
+    let body = body.trim();
+    if body.is_empty() {
+        return String::new();
+    }
+    if body.starts_with('<') {
+        return ", a web page: is a tracer agent listening there?".to_owned();
+    }
+    let first = body.lines().next().unwrap_or_default().trim();
+    let mut cut = first.len().min(MAX);
+    while !first.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let more = cut < first.len() || body.lines().nth(1).is_some();
+    format!(": {}{}", &first[..cut], if more { " …" } else { "" })
 }
 
 /// True when the error says nothing accepted the connection: no agent.

@@ -180,3 +180,42 @@ fn an_agent_that_drops_the_connection_says_so() {
         format!("the agent at {url} closed the connection before answering /x")
     );
 }
+
+#[test]
+fn another_servers_web_page_is_one_sentence() {
+    let (url, server) = fake_agent(|s| {
+        let page = "<!DOCTYPE HTML>\n<html>\n<head><title>Error response</title></head>\n\
+                    <body><h1>Error response</h1><p>Error code: 404</p></body>\n</html>\n";
+        let _ = write!(
+            s,
+            "HTTP/1.0 404 Not Found\r\nContent-Type: text/html\r\n\r\n{page}"
+        );
+    });
+    let e = http_get(&url, "/api/v1/leaks", limits(5000))
+        .expect_err("a 404 is an error")
+        .to_string();
+    assert!(e.contains("with HTTP 404, a web page"), "{e}");
+    assert!(!e.contains('\n') && !e.contains("<html>"), "{e}");
+    server.join().expect("server");
+}
+
+#[test]
+fn the_agents_own_refusal_is_kept_and_a_long_one_cut() {
+    for (body, want) in [
+        (
+            "unknown state \"closewait\"\n",
+            ": unknown state \"closewait\"",
+        ),
+        ("first line\nsecond line\n", ": first line …"),
+    ] {
+        let (url, server) = fake_agent(move |s| {
+            let _ = write!(s, "HTTP/1.0 400 Bad Request\r\n\r\n{body}");
+        });
+        let e = http_get(&url, "/api/v1/leaks", limits(5000))
+            .expect_err("a 400 is an error")
+            .to_string();
+        assert!(e.ends_with(&format!("with HTTP 400{want}")), "{e}");
+        server.join().expect("server");
+    }
+    assert_eq!(refusal(&"x".repeat(500)).chars().count(), 2 + 160 + 2);
+}
