@@ -6,6 +6,8 @@ use aya::maps::MapType;
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 const CAP_SYS_ADMIN: u32 = 21;
+/// Reading other users' `/proc/<pid>` links.
+pub const CAP_SYS_PTRACE: u32 = 19;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
@@ -83,6 +85,11 @@ pub fn effective_caps() -> u64 {
                 .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         })
         .unwrap_or(0)
+}
+
+/// Whether this process has capability `cap` in its effective set.
+pub fn has_effective(cap: u32) -> bool {
+    effective_caps() & (1u64 << cap) != 0
 }
 
 /// True when the mask lets us load and attach tracing programs.

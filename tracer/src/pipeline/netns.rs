@@ -112,7 +112,7 @@ impl NetnsScope {
         Ok(match choice {
             NetnsChoice::All => NetnsScope::all(),
             NetnsChoice::Host => NetnsScope::own(),
-            NetnsChoice::Inode(i) => one(*i),
+            NetnsChoice::Inode(i) => one(existing(*i)?),
             NetnsChoice::Name(n) => one(inode_of(&Path::new("/run/netns").join(n)).with_context(
                 || format!("--netns {n}: no network namespace /run/netns/{n} (see `ip netns list`)"),
             )?),
@@ -151,6 +151,31 @@ impl NetnsScope {
     pub fn contains(&self, ev: &SockEvent) -> bool {
         ev.netns == 0 || self.covers(ev.netns)
     }
+}
+
+/// `inode` when some namespace of the host has it (this process's, a
+/// `/run/netns` mount, or a process's): a mistyped inode would otherwise
+/// follow nothing and report nothing wrong.
+fn existing(inode: u32) -> anyhow::Result<u32> {
+    if inode == own_netns() {
+        return Ok(inode);
+    }
+    let found = super::discover::discover();
+    if found.paths.contains_key(&inode) {
+        return Ok(inode);
+    }
+    use crate::bpf::preflight::{CAP_SYS_PTRACE, has_effective};
+    let unseen = if found.unreadable > 0 && !has_effective(CAP_SYS_PTRACE) {
+        format!(
+            "; {} processes' namespaces could not be read (reading another user's needs CAP_SYS_PTRACE)",
+            found.unreadable
+        )
+    } else {
+        String::new()
+    };
+    anyhow::bail!(
+        "--netns {inode}: no network namespace has inode {inode} (`lsns -t net` lists them){unseen}"
+    )
 }
 
 /// The inode of a namespace file.
@@ -216,5 +241,23 @@ mod tests {
             NetnsScope::resolve(&NetnsChoice::Host).expect("host"),
             NetnsScope::own()
         );
+    }
+
+    #[test]
+    fn an_inode_no_namespace_has_is_refused_and_a_real_one_kept() {
+        let own = own_netns();
+        assert_eq!(
+            NetnsScope::resolve(&NetnsChoice::Inode(own)).expect("our own"),
+            NetnsScope::own()
+        );
+        // The kernel numbers namespaces from 0xF0000000 up: no namespace
+        // has 12345.
+        let e = NetnsScope::resolve(&NetnsChoice::Inode(12345)).expect_err("no such inode");
+        let e = format!("{e:#}");
+        assert!(
+            e.starts_with("--netns 12345: no network namespace has inode 12345"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
     }
 }
