@@ -112,6 +112,8 @@ fn time_wait_agrees_with_sock_diag_after_200_client_closes() {
     for s in &tw {
         assert_eq!(s["closed_by"], "local");
         assert_eq!(s["age_is_lower_bound"], false);
+        assert!(s["created_ns"].as_u64().is_some_and(|c| c > 0), "{s}");
+        assert!(s["created"].is_string(), "{s}");
         assert!(s["age_seconds"].as_f64().unwrap() < 60.0);
         assert_eq!(s["dport"], port);
     }
@@ -263,6 +265,10 @@ fn sockets_older_than_the_agent_are_adopted() {
         assert_eq!(
             e["age_is_lower_bound"], true,
             "age unknown before the agent: {e}"
+        );
+        assert!(
+            e["created_ns"].is_null() && e["created"].is_null(),
+            "a creation the agent did not see is unknown: {e}"
         );
     }
     let listen = api_sockets(&agent, "listen", port);

@@ -47,7 +47,7 @@ pub struct SocketJson {
     resets_received: u8,
     pid: Option<u32>,
     comm: Option<String>,
-    created_ns: u64,
+    created_ns: Option<u64>,
     created: Option<Wall>,
     live: bool,
     container: Option<Container>,
@@ -91,8 +91,13 @@ impl SocketJson {
             resets_received: v.resets_received(),
             pid: owner.map(|o| o.pid),
             comm: owner.map(|o| o.comm_str().to_string()),
-            created_ns: v.created_ns(),
-            created: clock.at_known(v.created_ns()),
+            // Known only when the creation itself was seen: a socket
+            // adopted from a dump, or first met mid-life, is older.
+            created_ns: v.birth_seen().then(|| v.created_ns()),
+            created: v
+                .birth_seen()
+                .then(|| clock.at_known(v.created_ns()))
+                .flatten(),
             live: v.is_live(),
             container: containers.get(v.netns()).map(|c| (**c).clone()),
         }
