@@ -61,6 +61,9 @@ pub struct Held {
     pub snap: SocketSnapshot,
     /// Every (process, fd) holding it.
     pub owners: Vec<FdOwner>,
+    /// With no owners found although it has one (an inode): why, and what
+    /// would name it ([`crate::snapshot::OwnerScan::unknown`]).
+    pub owner_unknown: Option<&'static str>,
     /// What the agent knows of it, when one answered and tracked it.
     pub agent: Option<AgentSocket>,
     /// Its options, read through an owner's descriptor when it has one.
@@ -98,7 +101,7 @@ pub fn gather(port: u16, scope: NetnsScope, url: &str, limits: Limits) -> anyhow
         .filter(|s| s.sport == port && in_bind_table(s.state))
         .collect();
     let inodes: HashSet<u64> = held.iter().map(|s| s.inode).filter(|&i| i != 0).collect();
-    let owners = owners_of(&inodes);
+    let owners_scan = owners_of(&inodes);
     let mut found = Found {
         containers: (*census.containers).clone(),
         namespaces: census.tracked.max(1),
@@ -109,11 +112,12 @@ pub fn gather(port: u16, scope: NetnsScope, url: &str, limits: Limits) -> anyhow
     };
     let mut agent = agent.unwrap_or_default();
     for snap in held {
-        let owners = owners.get(&snap.inode).cloned().unwrap_or_default();
+        let owners = owners_scan.get(&snap.inode).cloned().unwrap_or_default();
         let options = owners
             .iter()
             .find_map(|o| options_of(o.pid, o.fd, snap.inode));
         found.by_netns.entry(snap.netns).or_default().push(Held {
+            owner_unknown: owners_scan.unknown(snap.inode),
             owners,
             options,
             agent: agent.remove(&snap.cookie),

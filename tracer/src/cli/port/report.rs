@@ -105,6 +105,13 @@ pub struct Socket {
     pub closed_first: Option<String>,
     /// Processes holding it (none for TIME_WAIT and orphaned sockets).
     pub owners: Vec<Owner>,
+    /// True when it has an owner that could not be named (as in
+    /// `tracer leaks`): not readable without privileges, or outside this
+    /// pid namespace.
+    pub owner_unknown: bool,
+    /// With `owner_unknown`: why, and what would name the owner.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_hint: Option<&'static str>,
     /// Its `SO_REUSEADDR`, read through an owner's descriptor; `null`
     /// when it has none (TIME_WAIT, orphaned) or it could not be read.
     pub reuseaddr: Option<bool>,
@@ -189,6 +196,8 @@ fn socket(h: &Held, plain: Option<Reason>, reuse: Option<Reason>) -> Socket {
                 fd: Some(o.fd),
             })
             .collect(),
+        owner_unknown: h.owner_unknown.is_some(),
+        owner_hint: h.owner_unknown,
         reuseaddr: h.options.map(|o| o.reuseaddr),
         v6only: h.options.and_then(|o| o.v6only),
         last_seen_process: h.agent.as_ref().and_then(|a| {

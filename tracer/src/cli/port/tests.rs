@@ -52,6 +52,7 @@ fn held(s: SocketSnapshot) -> Held {
     Held {
         snap: s,
         owners: Vec::new(),
+        owner_unknown: None,
         agent: None,
         options: None,
     }
@@ -225,6 +226,44 @@ fn a_listener_is_named_and_busy_both_ways_without_a_test_bind() {
     );
     assert_eq!(r.exit_code(), 0);
     assert_eq!(r.free_with_reuseaddr, Some(true));
+}
+
+#[test]
+fn an_owner_that_could_not_be_read_is_unknown_not_absent() {
+    let mut f = seed();
+    let mut l = held(snap(TcpState::Listen, "0.0.0.0:8080", "0.0.0.0:0", 9));
+    l.owner_unknown = crate::snapshot::OwnerScan {
+        unreadable: 3,
+        ..Default::default()
+    }
+    .unknown(77);
+    f.by_netns.get_mut(&NS).expect("ns").push(l);
+    let r = build(8080, any(), false, &f, "snapshot".into(), |_| None);
+    let ns = &r.namespaces[0];
+    assert!(ns.listeners[0].owner_unknown);
+    assert_eq!(
+        ns.listeners[0].owner_hint,
+        Some(crate::snapshot::HINT_UNREADABLE)
+    );
+    // TIME_WAIT sockets have no owner to find.
+    assert!(ns.sockets.iter().all(|s| !s.owner_unknown));
+    let t = text(&r);
+    assert!(
+        t.contains("  listeners:\n    0.0.0.0:8080             owner unknown\n"),
+        "{t}"
+    );
+    assert!(t.contains("no process holds it"), "{t}");
+    assert!(
+        t.ends_with(&format!(
+            "\nowner unknown: {}\n",
+            crate::snapshot::HINT_UNREADABLE
+        )),
+        "{t}"
+    );
+    let json = serde_json::to_value(&r).expect("json");
+    let listener = &json["namespaces"][0]["listeners"][0];
+    assert_eq!(listener["owner_unknown"], true, "{listener}");
+    assert!(listener["owner_hint"].is_string(), "{listener}");
 }
 
 #[test]

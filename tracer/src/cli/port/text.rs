@@ -54,6 +54,14 @@ pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
     for ns in &r.namespaces {
         namespace(ns, many, out)?;
     }
+    let hint = r
+        .namespaces
+        .iter()
+        .flat_map(|ns| ns.listeners.iter().chain(&ns.sockets))
+        .find_map(|s| s.owner_hint);
+    if let Some(hint) = hint {
+        writeln!(out, "\nowner unknown: {hint}")?;
+    }
     Ok(())
 }
 
@@ -149,9 +157,14 @@ fn socket(s: &Socket, out: &mut dyn Write) -> io::Result<()> {
 
 fn owners(s: &Socket) -> String {
     if s.owners.is_empty() {
+        let nobody = if s.owner_unknown {
+            "owner unknown"
+        } else {
+            "no process holds it"
+        };
         return match &s.last_seen_process {
-            Some(p) => format!("no process holds it (was pid {} {})", p.pid, p.comm),
-            None => "no process holds it".to_owned(),
+            Some(p) => format!("{nobody} (was pid {} {})", p.pid, p.comm),
+            None => nobody.to_owned(),
         };
     }
     s.owners
