@@ -237,8 +237,8 @@ pub struct SockOffsets {
     /// system is up. 0 when the kernel has none; the programs then read
     /// `ns.inum` on every event.
     pub net_cookie: u32,
-    /// `sock_common.skc_cookie` (`atomic64_t`, 8-byte aligned): read only
-    /// to tell a child socket's own cookie from a copy of its listener's.
+    /// `sock_common.skc_cookie` (`atomic64_t`, 8-byte aligned): a cookie
+    /// already made is read here, without the helper's call.
     pub skc_cookie: u32,
     /// `sock.sk_err` (`int`): the socket's pending error, read on a change
     /// to `close`.

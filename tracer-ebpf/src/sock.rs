@@ -220,19 +220,22 @@ impl Sock {
     }
 
     /// The cookie of a child socket the listener just cloned, announced in
-    /// its move from listen to syn_recv. Kernels up to at least 6.12 (seen:
+    /// its move from listen to syn_recv. Kernels before 6.15 (seen:
     /// Debian's 6.1 and 6.12) copy the listener's whole socket, cookie
-    /// included, into the child, announce the move, and only then reset
-    /// the child's cookie: a cookie already set here is the listener's, and
-    /// asking for it would return that. The event then carries 0 ("not
-    /// known yet"); the child's next event carries its own. Newer kernels
-    /// reset it first, and the child gets its own cookie here.
+    /// included, into the child, announce the move, and only then give the
+    /// child its peer's port and its own cookie: a cookie set here is the
+    /// listener's, and asking for it would return that. The event then
+    /// carries 0 ("not known yet"); the child's next event carries its own.
+    /// From 6.15 (`inet_csk_clone_lock()`, "inet: consolidate ...") the
+    /// kernel fills the child in first. The peer's port tells the two
+    /// apart: a listener has none. Whether a cookie is already set does
+    /// not: another tracer's program may have just made the child's own.
     #[inline(always)]
     pub fn child_cookie(self) -> u64 {
-        if self.0.is_null() || self.load::<u64>(off!(skc_cookie)) != 0 {
+        if self.0.is_null() || self.load::<u16>(off!(skc_dport)) == 0 {
             0
         } else {
-            self.new_cookie()
+            self.cookie()
         }
     }
 

@@ -375,3 +375,47 @@ fn comm_filter_follows_the_socket_from_connect_to_close() {
     assert_eq!(states, ["established", "close"], "{mine:#?}");
     assert!(mine.iter().all(|e| e["sport"] == py_port), "{mine:#?}");
 }
+
+/// Two tracers at once (an agent and `tracer events` beside it): the one
+/// whose program runs second finds the accepted socket's cookie already
+/// made by the first, and must still name the socket by it, not take it
+/// for the listener's copy.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn two_tracers_name_an_accepted_socket_alike() {
+    let _ns = Netns::enter("twins");
+    let ip: IpAddr = "127.0.0.1".parse().expect("ip");
+    let (sock, port) = bound(ip);
+    let first = Events::start(&["--port", &port.to_string()]);
+    let second = Events::start(&["--port", &port.to_string()]);
+    sock.listen(16).expect("listen");
+    let listener: TcpListener = sock.into();
+    let client = TcpStream::connect((ip, port)).expect("connect");
+    let (server, _) = listener.accept().expect("accept");
+    let server_cookie =
+        ss_cookies(port)[&(server.local_addr().unwrap(), server.peer_addr().unwrap())];
+    drop((client, server, listener));
+    let accepts = |out: &common::Output| -> Vec<(u64, u64)> {
+        out.of_kind("state")
+            .into_iter()
+            .filter(|e| e["old_state"] == "listen" && e["new_state"] == "syn_recv")
+            .map(|e| {
+                (
+                    e["cookie"].as_u64().expect("cookie"),
+                    e["dport"].as_u64().expect("dport"),
+                )
+            })
+            .collect()
+    };
+    let (a, b) = (accepts(&first.stop()), accepts(&second.stop()));
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a, b, "the two tracers disagree");
+    // Kernels that announce the child filled in (6.15 on) give its peer,
+    // and then its own cookie; earlier ones give neither.
+    let (cookie, dport) = a[0];
+    if dport == 0 {
+        assert_eq!(cookie, 0, "{a:?}");
+    } else {
+        assert_eq!(cookie, server_cookie, "{a:?}");
+    }
+}

@@ -205,7 +205,7 @@ impl Output {
     /// How many `listen->syn_recv` events carried cookie 0. Kernels up to
     /// 6.12 (Debian's 6.1 and 6.12) announce a new server socket before it
     /// has its own cookie or peer (docs/events.md); there the socket's path
-    /// starts at `syn_recv->established`. On 6.18 this is 0.
+    /// starts at `syn_recv->established`. From 6.15 this is 0.
     pub fn unnamed_accepts(&self) -> usize {
         self.events
             .iter()
