@@ -405,3 +405,68 @@ fn an_orphan_that_gets_its_fin_reads_time_wait_before_the_next_full_dump() {
     );
     assert_eq!(ss_count("time-wait", &filter), 1);
 }
+
+/// The agent's record of the socket with local address `local`, live or
+/// finished.
+fn agent_record(agent: &Agent, port: u16, local: SocketAddr) -> Option<serde_json::Value> {
+    let list = agent.json(&format!("/api/v1/sockets?port={port}"));
+    list.as_array()?
+        .iter()
+        .find(|s| s["sport"] == local.port())
+        .cloned()
+}
+
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn an_orphan_whose_fin_timeout_runs_out_ends_at_its_timer() {
+    let _ns = Netns::enter("twfto");
+    // An orphan lives tcp_fin_timeout after the close: 3 s here.
+    sh("sysctl", &["-qw", "net.ipv4.tcp_fin_timeout=3"]);
+    let agent = Agent::start(&[
+        "--reconcile-interval",
+        "250ms",
+        "--time-wait-interval",
+        "1s",
+        "--reconcile-budget",
+        "0",
+    ]);
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let server = listener.local_addr().expect("addr");
+    let client = TcpStream::connect(server).expect("connect");
+    // The server never closes: the client's orphan waits for a FIN that
+    // never comes, until its timer.
+    let (_accepted, _) = listener.accept().expect("accept");
+    let local = client.local_addr().expect("client addr");
+    drop(client);
+    let filter = format!("sport = :{}", local.port());
+    let mut closed_ns = 0;
+    let orphan = wait_until(Duration::from_secs(3), || {
+        agent_record(&agent, server.port(), local).is_some_and(|r| {
+            closed_ns = r["state_since_ns"].as_u64().unwrap_or(0);
+            r["live"] == true && r["state"] == "fin_wait2" && r["time_wait_confirmed"] == true
+        })
+    });
+    assert!(
+        orphan,
+        "ss fin-wait-2: {}, agent: {:?}",
+        ss_count("fin-wait-2", &filter),
+        agent_record(&agent, server.port(), local)
+    );
+    assert!(wait_until(Duration::from_secs(8), || ss_count(
+        "fin-wait-2",
+        &filter
+    ) == 0));
+    // Gone from the kernel: the next full dump (1 s) ends it.
+    let ended = wait_until(Duration::from_secs(3), || {
+        agent_record(&agent, server.port(), local).is_some_and(|r| r["live"] == false)
+    });
+    let record = agent_record(&agent, server.port(), local);
+    assert!(ended, "still live: {record:?}");
+    let record = record.expect("a finished record");
+    let lasted = record["state_since_ns"].as_u64().expect("since") - closed_ns;
+    // At its timer, 3 s after the close, not at a dump after it.
+    assert!(
+        (2_900_000_000..3_500_000_000).contains(&lasted),
+        "the orphan lasted {lasted} ns by the agent: {record}"
+    );
+}

@@ -111,6 +111,10 @@
 //!   until the next full dump while `ss` reads TIME_WAIT. Near or past its
 //!   timer, or with the timer unknown, the absence is left to the full
 //!   dump.
+//! - **An orphan at its timer.** A full dump that lacks a confirmed orphan
+//!   whose timer is due (within [`TIME_WAIT_SLACK_NS`]) ends it at once,
+//!   with no second dump: the kernel destroyed it at its timer, and its
+//!   FIN_WAIT2 stay ends there, not at the dump.
 //!
 //! A dump socket whose cookie belongs to a finished record is ignored (a
 //! timewait socket outlives its 60 s while the kernel's timer wheel runs

@@ -591,6 +591,18 @@ impl Engine {
             // `fin_wait1 -> fin_wait2 -> close` can go unseen.
             return;
         }
+        if r.has(flag::TW) && r.has(flag::TW_CONFIRMED) && r.state == FinWait2 {
+            // A confirmed orphan absent from a full dump once its timer is
+            // due: the kernel destroyed it then. Its stay ends at the timer,
+            // not at this dump, and no second dump is needed to believe it.
+            let due = self.orphan_ends.get(&cookie).copied();
+            if let Some(end) = due.filter(|&end| end <= now_ns.saturating_add(TIME_WAIT_SLACK_NS)) {
+                rep.orphan_fin_wait2_ended += 1;
+                self.orphan_ends.remove(&cookie);
+                self.end_time_wait(slot, end.min(now_ns).max(since), TimeWaitEnd::Expired, obs);
+                return;
+            }
+        }
         if r.has(flag::TW) && !r.has(flag::MISSING) {
             // Absent once: judged by the next full dump if absent again.
             self.store.mark(slot, flag::MISSING, true);
