@@ -26,18 +26,37 @@ use support::*;
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn with_the_manifests_capabilities_nobody_names_roots_leak() {
     let _ns = Netns::enter("capsamb");
-    let agent = CapAgent::start(&Grant::Ambient(CAPS.to_vec()));
+    let mut agent = CapAgent::start(&Grant::Ambient(CAPS.to_vec()));
     agent.assert_runs_as_nobody_with(&CAPS);
     assert_owner_named(&agent, &close_wait_leak());
+    let (_, stderr) = agent.exit(Duration::ZERO);
+    assert!(!stderr.contains("cannot be named"), "{stderr}");
 }
 
 /// The negative control: one owner-naming capability less.
 fn owner_unnamed_without(cap: &str, tag: &str) {
     let _ns = Netns::enter(tag);
     let caps = without(cap);
-    let agent = CapAgent::start(&Grant::Ambient(caps.clone()));
+    let mut agent = CapAgent::start(&Grant::Ambient(caps.clone()));
     agent.assert_runs_as_nobody_with(&caps);
     assert_owner_unnamed(&agent, &close_wait_leak());
+    // It said so, once, naming the capability.
+    let (_, stderr) = agent.exit(Duration::ZERO);
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("cannot be named"))
+        .collect();
+    assert_eq!(said.len(), 1, "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("leak flagged") && l.contains("owner_unknown=true")),
+        "{stderr}"
+    );
+    assert!(
+        said[0].contains(&format!("without CAP_{}", cap.to_uppercase())),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -97,6 +97,9 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
     if let Some(warning) = nofile::raise_and_check(settings.max_http_connections) {
         tracing::warn!("{warning}");
     }
+    if let Some(warning) = crate::diag::naming_warning() {
+        tracing::warn!("{warning}");
+    }
     let mut sink = sink::AgentSink::new(shared.clone());
 
     // Adopt what exists: the programs are attached, so nothing born from

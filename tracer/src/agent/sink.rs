@@ -226,7 +226,8 @@ impl Sink for AgentSink {
 
 /// A leak flag raised (warn) or cleared (info), as one structured log
 /// event: the fields `tracer events` prints for it, the first owner
-/// flattened (`pid`, `comm`, `fd`; 0, "" and -1 when none is known).
+/// flattened (`pid`, `comm`, `fd`; 0, "" and -1 when none is known), and
+/// `owner_unknown` to tell an owner that could not be named from none.
 fn log_leak(c: &Change, ts_ns: u64, clock: &crate::wall::WallClock) {
     let f = c.flag();
     let first = f.owners.first();
@@ -257,6 +258,7 @@ fn log_leak(c: &Change, ts_ns: u64, clock: &crate::wall::WallClock) {
                 comm = first.map_or("", |o| o.comm.as_str()),
                 fd = first.map_or(-1, |o| i64::from(o.fd)),
                 owners = %owners.join(", "),
+                owner_unknown = f.owner_unknown,
                 ts = %clock.at(ts_ns),
                 concat!($what, ": {}"),
                 $why

@@ -8,6 +8,8 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 const CAP_SYS_ADMIN: u32 = 21;
 /// Reading other users' `/proc/<pid>` links.
 pub const CAP_SYS_PTRACE: u32 = 19;
+/// Listing other users' `/proc/<pid>/fd`.
+pub const CAP_DAC_READ_SEARCH: u32 = 2;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 

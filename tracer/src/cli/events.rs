@@ -249,6 +249,9 @@ async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
     let filter = Filter::new(args.matching.clone(), args.kinds.clone());
     let leaks = !(args.no_leaks || filter.excludes_leaks());
     let mut pipeline = Pipeline::new(pipeline_config(&args, leaks)?, ())?;
+    if let Some(warning) = crate::diag::naming_warning().filter(|_| leaks) {
+        tracing::warn!("{warning}");
+    }
     let stdout = std::io::stdout();
     let mut p = Printer {
         out: std::io::BufWriter::with_capacity(64 * 1024, stdout.lock()),

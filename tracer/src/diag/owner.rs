@@ -24,6 +24,28 @@ use procfs::{
 use super::cgroup::parse_proc_cgroup;
 use crate::snapshot::{FdOwner, OwnerScan};
 
+/// One sentence on what cannot be named when this process lacks either of
+/// the capabilities that read other processes' descriptors; `None` with
+/// both. Said once at start by the commands that name leaks' owners.
+pub fn naming_warning() -> Option<String> {
+    use crate::bpf::preflight::{CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, has_effective};
+    let missing: Vec<&str> = [
+        (CAP_SYS_PTRACE, "CAP_SYS_PTRACE"),
+        (CAP_DAC_READ_SEARCH, "CAP_DAC_READ_SEARCH"),
+    ]
+    .into_iter()
+    .filter(|&(cap, _)| !has_effective(cap))
+    .map(|(_, name)| name)
+    .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "without {}, the processes and descriptors behind other users' (or more privileged \
+             processes') sockets cannot be named: their leaks are flagged with owner unknown",
+            missing.join(" and ")
+        )
+    })
+}
+
 /// Find every (process, fd) holding each socket inode in `inodes`, and
 /// count the processes whose descriptors could not be read.
 pub fn owners_of(inodes: &HashSet<u64>) -> OwnerScan {
