@@ -40,14 +40,39 @@ pub fn fd_line(f: &FdForecast, snapshot: bool) -> String {
 pub fn port_line(p: &PortForecast) -> String {
     let u = &p.usage;
     let e = &p.endpoint;
-    let tw = if u.time_wait_reusable {
-        "reusable"
+    // What holds the ports in use, then the TIME_WAIT sockets that do not
+    // count because new connects may take them over.
+    let mut held = Vec::new();
+    if u.connected > 0 {
+        held.push(format!("{} connected", u.connected));
+    }
+    if u.bound > 0 {
+        held.push(format!("{} bound by listeners", u.bound));
+    }
+    if u.time_wait > 0 && !u.time_wait_reusable {
+        held.push(format!("{} in TIME_WAIT, not reusable", u.time_wait));
+    }
+    if held.is_empty() {
+        held.push("none held".to_owned());
+    }
+    let reuse = p.settings.tw_reuse;
+    let tw = if u.time_wait > 0 && u.time_wait_reusable {
+        format!(
+            "plus {} in TIME_WAIT, reusable: tcp_tw_reuse={reuse}",
+            u.time_wait
+        )
     } else {
-        "not reusable"
+        format!("tcp_tw_reuse={reuse}")
     };
     let mut s = format!(
-        "{} -> {} (netns {}): {} of {} ports in use ({} in TIME_WAIT, {tw}; tcp_tw_reuse={}), {} free",
-        e.local, e.remote, e.netns, u.in_use, u.range, u.time_wait, p.settings.tw_reuse, u.free
+        "{} -> {} (netns {}): {} of {} ports in use ({}; {tw}), {} free",
+        e.local,
+        e.remote,
+        e.netns,
+        u.in_use,
+        u.range,
+        held.join(", "),
+        u.free
     );
     match (p.growth_per_second, p.seconds_left) {
         (_, Some(0.0)) => s.push_str(": none left, connect() fails with EADDRNOTAVAIL"),
@@ -149,6 +174,26 @@ mod tests {
             port_line(&p),
             "127.0.0.1 -> 127.0.0.1:5000 (netns 4026532000): 20 of 64 ports in use \
              (20 in TIME_WAIT, not reusable; tcp_tw_reuse=0), 44 free, +2.00/s: runs out in ~22s"
+        );
+        // Listeners hold ports; reusable TIME_WAIT sockets do not.
+        let mut mixed = p.clone();
+        mixed.usage = PortUsage {
+            connected: 3,
+            bound: 8,
+            time_wait: 8,
+            time_wait_reusable: true,
+            in_use: 11,
+            free: 53,
+            ..p.usage
+        };
+        mixed.settings.tw_reuse = 2;
+        assert!(
+            port_line(&mixed).contains(
+                ": 11 of 64 ports in use (3 connected, 8 bound by listeners; \
+                 plus 8 in TIME_WAIT, reusable: tcp_tw_reuse=2), 53 free"
+            ),
+            "{}",
+            port_line(&mixed)
         );
         let mut quiet = p.clone();
         (quiet.growth_per_second, quiet.seconds_left) = (Some(0.0), None);
