@@ -207,7 +207,13 @@ impl Forecaster {
             ranked.truncate(2 * TOP);
         }
         ranked.sort_by(order);
-        let sample: Vec<(Endpoint, u32)> = ranked.iter().map(|(e, u)| (*e, u.in_use)).collect();
+        // The trend is of the ports connections hold: listeners take ports
+        // out of the range too (in `free`), but one started is a step, not
+        // a rate to run out at.
+        let sample: Vec<(Endpoint, u32)> = ranked
+            .iter()
+            .map(|(e, u)| (*e, u.in_use.saturating_sub(u.bound)))
+            .collect();
         self.trend.sample(now_ns, &sample);
         ranked
             .into_iter()
@@ -344,5 +350,51 @@ mod tests {
         assert_eq!((p.usage.in_use, p.usage.free), (22, 42));
         assert_eq!(p.growth_per_second, Some(2.0));
         assert_eq!(p.seconds_left, Some(21.0));
+    }
+
+    #[test]
+    fn listeners_started_take_ports_but_are_no_rate() {
+        let mut settings = PortSettingsByNetns::default();
+        settings.insert(
+            7,
+            PortSettings {
+                low: 40000,
+                high: 40063,
+                tw_reuse: 0,
+            },
+        );
+        let sock = |port: u16, state| Sock {
+            netns: 7,
+            local: format!("127.0.0.1:{port}").parse().expect("local"),
+            remote: if state == TcpState::Listen {
+                "0.0.0.0:0".parse().expect("any")
+            } else {
+                "127.0.0.1:5000".parse().expect("remote")
+            },
+            state,
+        };
+        let mut f = Forecaster::default();
+        let mut last = Vec::new();
+        // Four connections throughout; one more listener in the range
+        // every second.
+        for s in 1..=12u16 {
+            let listeners: Vec<Sock> = (0..s).map(|i| sock(40010 + i, TcpState::Listen)).collect();
+            let conns: Vec<Sock> = (0..4)
+                .map(|i| sock(40000 + i, TcpState::Established))
+                .collect();
+            last = f.ports(
+                u64::from(s) * 1_000_000_000,
+                listeners.iter().copied(),
+                conns.iter().copied(),
+                &settings,
+            );
+        }
+        let p = &last[0];
+        assert_eq!(
+            (p.usage.connected, p.usage.bound, p.usage.in_use),
+            (4, 12, 16)
+        );
+        assert_eq!(p.growth_per_second, Some(0.0), "{p:?}");
+        assert_eq!(p.seconds_left, None, "{p:?}");
     }
 }
