@@ -221,14 +221,7 @@ fn sigterm_ends_top_and_gives_the_terminal_back() {
     );
     tmux.wait_for("the first frame", |s| s.contains("Sockets by state"));
     assert_eq!(tmux.var("alternate_on"), "1");
-    let shell = tmux.var("pane_pid");
-    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children"))
-        .expect("the pane's shell");
-    let top: i32 = children
-        .split_whitespace()
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no child of the pane's shell: {children:?}"));
+    let top = top_pid(&tmux);
     // SAFETY: kill(2) on the tracer top this test started.
     assert_eq!(unsafe { libc::kill(top, libc::SIGTERM) }, 0);
     assert_terminal_given_back(&tmux);
@@ -270,5 +263,54 @@ fn a_bad_interval_is_one_line_naming_the_flag() {
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         "tracer: error: --interval: \"100ms\" is shorter than the minimum of 250ms\n"
+    );
+}
+
+/// The pid of `tracer top` running as the only child of the pane's shell.
+fn top_pid(tmux: &Tmux) -> i32 {
+    let shell = tmux.var("pane_pid");
+    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children"))
+        .expect("the pane's shell");
+    children
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no child of the pane's shell: {children:?}"))
+}
+
+/// Its state letter and CPU ticks (user + system), or `None` once reaped.
+fn run_state(pid: i32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some((f.first()?.chars().next()?, ticks))
+}
+
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn top_ends_when_its_terminal_goes_away() {
+    let _ns = common::Netns::enter("tophup");
+    let agent = common::Agent::start(&[]);
+    let tmux = Tmux::start(
+        "hup",
+        &then_status(&format!("top --agent http://{} -n 500ms", agent.addr)),
+    );
+    tmux.wait_for("the first frame", |s| s.contains("Sockets by state"));
+    let top = top_pid(&tmux);
+    let before = run_state(top).expect("top runs");
+    // The terminal goes: as a dropped SSH session or a killed tmux.
+    drop(tmux);
+    let gone = common::wait_until(Duration::from_secs(5), || {
+        run_state(top).is_none_or(|(state, _)| state == 'Z')
+    });
+    let after = run_state(top);
+    if !gone {
+        // SAFETY: kill(2) on the tracer top this test started.
+        unsafe { libc::kill(top, libc::SIGKILL) };
+    }
+    assert!(
+        gone,
+        "top outlived its terminal: state and CPU ticks {before:?} then {after:?}"
     );
 }

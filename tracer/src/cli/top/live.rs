@@ -1,8 +1,9 @@
 //! The live view's terminal: raw mode and the alternate screen for as long
 //! as `tracer top` runs, given back on every way out (quit, error, panic:
 //! a `Restore` guard and a panic hook; SIGTERM, SIGINT and SIGHUP: a flag
-//! the loop reads), and the loop that draws samples as they come and
-//! answers keys at once.
+//! the loop reads; a terminal hung up: the loop sees it before asking for
+//! a key), and the loop that draws samples as they come and answers keys
+//! at once.
 use std::{
     io::{self, Stdout},
     sync::{
@@ -39,6 +40,38 @@ const TICK: Duration = Duration::from_millis(100);
 fn restore() {
     let _ = execute!(io::stdout(), LeaveAlternateScreen, cursor::Show);
     let _ = terminal::disable_raw_mode();
+}
+
+/// What the terminal has for the loop.
+#[derive(Debug, PartialEq, Eq)]
+enum Input {
+    /// Bytes to read: a key, or part of one.
+    Ready,
+    /// Nothing within the wait (or a signal cut it short).
+    Quiet,
+    /// Hung up: the terminal is gone (a dropped SSH session, a killed
+    /// tmux). crossterm's reader would spin on its end of file forever,
+    /// deaf to signals, so it is never asked then.
+    Gone,
+}
+
+/// Wait up to `timeout` for the terminal on standard input.
+fn wait_input(timeout: Duration) -> Input {
+    let mut p = libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: poll(2) on one pollfd we own.
+    let n = unsafe { libc::poll(&raw mut p, 1, ms) };
+    if n > 0 && p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        Input::Gone
+    } else if n > 0 {
+        Input::Ready
+    } else {
+        Input::Quiet
+    }
 }
 
 /// Set by SIGTERM, SIGINT or SIGHUP: the loop ends at its next turn.
@@ -120,25 +153,34 @@ pub fn run(source: Source, first: Sample, interval: Duration) -> anyhow::Result<
         };
         term.draw(|f| view::draw(f, &screen))
             .context("drawing on the terminal")?;
-        if !event::poll(TICK).context("reading the keyboard")? {
-            continue;
+        match wait_input(TICK) {
+            Input::Gone => break,
+            Input::Quiet => continue,
+            Input::Ready => {}
         }
-        let Event::Key(k) = event::read().context("reading the keyboard")? else {
-            continue;
-        };
-        if k.kind != KeyEventKind::Press {
-            continue;
-        }
-        let cmd = match ui.key(k) {
-            Action::Quit => break,
-            Action::Redraw => None,
-            Action::Interval(d) => Some(Cmd::Interval(d)),
-            Action::Pause(p) => Some(Cmd::Pause(p)),
-            Action::Refresh => Some(Cmd::Refresh),
-        };
-        if let Some(c) = cmd {
-            // A stopped thread shows as an error on the next turn.
-            let _ = cmds.send(c);
+        // Every key those bytes hold (crossterm parses a typed or pasted
+        // run of them at once), asking again only while the terminal is
+        // still there.
+        while wait_input(Duration::ZERO) != Input::Gone
+            && event::poll(Duration::ZERO).context("reading the keyboard")?
+        {
+            let Event::Key(k) = event::read().context("reading the keyboard")? else {
+                continue;
+            };
+            if k.kind != KeyEventKind::Press {
+                continue;
+            }
+            let cmd = match ui.key(k) {
+                Action::Quit => return Ok(0),
+                Action::Redraw => None,
+                Action::Interval(d) => Some(Cmd::Interval(d)),
+                Action::Pause(p) => Some(Cmd::Pause(p)),
+                Action::Refresh => Some(Cmd::Refresh),
+            };
+            if let Some(c) = cmd {
+                // A stopped thread shows as an error on the next turn.
+                let _ = cmds.send(c);
+            }
         }
     }
     Ok(0)
