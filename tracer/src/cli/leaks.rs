@@ -25,7 +25,7 @@ use crate::{
 
 pub mod client;
 
-pub use client::{ClientError, Limits, http_get};
+pub use client::{ClientError, Limits, http_get, shown};
 
 /// The agent's default address, as a URL.
 pub const DEFAULT_AGENT: &str = "http://127.0.0.1:9077";
@@ -130,8 +130,9 @@ pub fn run_to(args: &LeaksArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
 
 /// The agent's report (asked within `limits`), or a snapshot of `scope`
 /// when no agent answers at `url`.
-pub fn collect(url: &str, scope: NetnsScope, limits: Limits) -> anyhow::Result<Report> {
-    match http_get(url, "/api/v1/leaks", limits)? {
+pub fn collect(agent_url: &str, scope: NetnsScope, limits: Limits) -> anyhow::Result<Report> {
+    let url = shown(agent_url);
+    match http_get(agent_url, "/api/v1/leaks", limits)? {
         Some(body) => serde_json::from_str(&body).with_context(|| {
             format!(
                 "the agent at {url} answered /api/v1/leaks with something that is not a leak report"

@@ -88,8 +88,9 @@ pub fn run_to(args: &PortArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         timeout: args.timeout.unwrap_or(client::DEFAULT_TIMEOUT),
         ..Limits::default()
     };
-    let url = args.agent.as_deref().unwrap_or(DEFAULT_AGENT);
-    let found = gather::gather(args.port, scope, url, limits)?;
+    let agent_url = args.agent.as_deref().unwrap_or(DEFAULT_AGENT);
+    let found = gather::gather(args.port, scope, agent_url, limits)?;
+    let url = crate::cli::leaks::shown(agent_url);
     let addr = args.addr.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
     let mut note = if found.agent {
         format!(

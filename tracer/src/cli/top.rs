@@ -103,7 +103,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
         let screen = view::Screen {
             model: &model,
             ui: &ui,
-            url: &source.url,
+            url: &source.shown_url(),
             error: None,
             live: false,
         };

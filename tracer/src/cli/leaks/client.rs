@@ -105,19 +105,21 @@ fn fmt_secs(d: Duration) -> String {
 /// GET `path` under an `http://host:port` URL within `limits`. `Ok(None)`
 /// when nothing accepts the connection (no agent); an error when something
 /// answers badly, too slowly or too much.
-pub fn http_get(url: &str, path: &str, limits: Limits) -> anyhow::Result<Option<String>> {
-    let rest = url
+pub fn http_get(agent_url: &str, path: &str, limits: Limits) -> anyhow::Result<Option<String>> {
+    // Every message names the agent without the password a URL may carry.
+    let url = &shown(agent_url);
+    let rest = agent_url
         .strip_prefix("http://")
         .with_context(|| format!("--agent {url:?}: only http://HOST:PORT URLs are supported"))?;
     let (authority, base) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
     let full_path = format!("/{}{path}", base.trim_end_matches('/')).replace("//", "/");
     let timed_out = || ClientError::TimedOut {
-        url: url.to_owned(),
+        url: url.clone(),
         path: full_path.clone(),
         timeout: limits.timeout,
     };
     let too_large = || ClientError::TooLarge {
-        url: url.to_owned(),
+        url: url.clone(),
         path: full_path.clone(),
         max_bytes: limits.max_bytes,
     };
@@ -131,7 +133,7 @@ pub fn http_get(url: &str, path: &str, limits: Limits) -> anyhow::Result<Option<
         .build()
         .into();
     let dropped = || ClientError::Dropped {
-        url: url.to_owned(),
+        url: url.clone(),
         path: full_path.clone(),
     };
     let asking = || format!("asking the agent at {url} for {full_path}");
@@ -145,7 +147,8 @@ pub fn http_get(url: &str, path: &str, limits: Limits) -> anyhow::Result<Option<
         Err(ureq::Error::Timeout(_)) => return Err(timed_out().into()),
         Err(e) if dropped_mid_way(&e) => return Err(dropped().into()),
         Err(ureq::Error::HostNotFound) => {
-            anyhow::bail!("--agent {url:?}: cannot resolve {authority:?}")
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            anyhow::bail!("--agent {url:?}: cannot resolve {host:?}")
         }
         Err(e) => return Err(e).with_context(asking),
     };
@@ -170,6 +173,24 @@ pub fn http_get(url: &str, path: &str, limits: Limits) -> anyhow::Result<Option<
         );
     }
     Ok(Some(body))
+}
+
+/// `url` as it may be shown: a password in it (`http://user:secret@host`,
+/// which basic auth takes) becomes `***`.
+pub fn shown(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
 }
 
 /// What a refusal's body adds to the error: the agent's own reason is one

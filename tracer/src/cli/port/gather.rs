@@ -157,7 +157,8 @@ fn ask_agent(
         };
         let page: Vec<AgentSocket> = serde_json::from_str(&body).with_context(|| {
             format!(
-                "the agent at {url} answered {path} with something that is not a list of sockets"
+                "the agent at {} answered {path} with something that is not a list of sockets",
+                crate::cli::leaks::shown(url)
             )
         })?;
         let full = page.len() >= PAGE;

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 
 use super::model::{Sample, Summary, TwSocket};
 use crate::{
-    cli::leaks::{Limits, http_get},
+    cli::leaks::{Limits, http_get, shown},
     filter::Match,
     leaks::Report,
     tcp::{Family, TcpState},
@@ -37,11 +37,16 @@ pub struct Source {
 }
 
 impl Source {
+    /// The agent's URL as it may be shown: without a password.
+    pub fn shown_url(&self) -> String {
+        shown(&self.url)
+    }
+
     /// The sentence said when nothing answers.
     pub fn no_agent(&self) -> String {
         format!(
             "no agent answers at {}: start `tracer run` or give --agent",
-            self.url
+            self.shown_url()
         )
     }
 
@@ -54,7 +59,7 @@ impl Source {
         serde_json::from_str(&body).with_context(|| {
             format!(
                 "the agent at {} answered {path} with something tracer top cannot read",
-                self.url
+                self.shown_url()
             )
         })
     }

@@ -120,7 +120,7 @@ fn take_terminal() -> anyhow::Result<(Terminal<CrosstermBackend<Stdout>>, Restor
 /// Run the live view from `first` until a quit key or a signal; exit
 /// status 0.
 pub fn run(source: Source, first: Sample, interval: Duration) -> anyhow::Result<i32> {
-    let url = source.url.clone();
+    let url = source.shown_url();
     let (cmds, samples) = fetch::spawn(source, interval);
     let mut ui = Ui::new(interval);
     let mut model = Model::build(&first, None);

@@ -219,3 +219,40 @@ fn the_agents_own_refusal_is_kept_and_a_long_one_cut() {
     }
     assert_eq!(refusal(&"x".repeat(500)).chars().count(), 2 + 160 + 2);
 }
+
+#[test]
+fn a_password_in_the_url_is_never_shown() {
+    for (url, want) in [
+        (
+            "http://alice:s3cret@127.0.0.1:9077",
+            "http://alice:***@127.0.0.1:9077",
+        ),
+        (
+            "http://alice:s3cret@host:9077/base/",
+            "http://alice:***@host:9077/base/",
+        ),
+        ("http://alice@127.0.0.1:9077", "http://alice@127.0.0.1:9077"),
+        ("http://127.0.0.1:9077", "http://127.0.0.1:9077"),
+        ("127.0.0.1:9077", "127.0.0.1:9077"),
+    ] {
+        assert_eq!(shown(url), want, "{url}");
+    }
+    // Nor in the errors: a refusal, and a host that does not resolve.
+    let (url, server) = fake_agent(|s| {
+        let _ = write!(s, "HTTP/1.0 401 Unauthorized\r\n\r\nwrong password\n");
+    });
+    let with_password = url.replace("http://", "http://alice:s3cret@");
+    let e = http_get(&with_password, "/api/v1/leaks", limits(5000))
+        .expect_err("a 401 is an error")
+        .to_string();
+    assert!(e.contains("alice:***@") && !e.contains("s3cret"), "{e}");
+    server.join().expect("server");
+    let e = http_get(
+        "http://alice:s3cret@tracer-no-such-host.invalid:9077",
+        "/x",
+        limits(5000),
+    )
+    .expect_err("no such host");
+    let e = format!("{e:#}");
+    assert!(!e.contains("s3cret"), "{e}");
+}
