@@ -89,8 +89,8 @@ impl TcpState {
     }
 
     /// A state as people type it: the kernel's name (`close_wait`) or
-    /// ss's (`close-wait`, `estab`, `fin-wait-1`, `syn-recv`, `listening`),
-    /// any case.
+    /// ss's (`close-wait`, `estab`, `fin-wait-1`, `syn-recv`, `listening`,
+    /// `closed`), any case.
     pub fn parse(s: &str) -> Option<TcpState> {
         let name = s.trim().to_ascii_lowercase().replace('-', "_");
         let name = match name.as_str() {
@@ -98,6 +98,7 @@ impl TcpState {
             "fin_wait_1" => "fin_wait1",
             "fin_wait_2" => "fin_wait2",
             "listening" => "listen",
+            "closed" => "close",
             "timewait" => "time_wait",
             other => other,
         };
@@ -183,6 +184,7 @@ mod tests {
             ("syn-recv", TcpState::SynRecv),
             ("listening", TcpState::Listen),
             ("last-ack", TcpState::LastAck),
+            ("closed", TcpState::Close),
         ] {
             assert_eq!(TcpState::parse(typed), Some(want), "{typed}");
         }
