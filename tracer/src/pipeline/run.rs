@@ -106,6 +106,7 @@ impl<D: Observer> Pipeline<D> {
         // late hides a loss that happened now.
         let counters = self.probes.counters();
         sink.tallied(&tallies(counters, &self.ingest));
+        t.warned.skipped(counters.recursion_misses);
         let lost = counters.bursty();
         // Lost events or a namespace no dump has seen, or sockets the
         // dump that healed them did not list: dump whatever the budget

@@ -58,13 +58,31 @@ fn unnamed(seen: &mut EventNetns, known: &[u32], start_ns: u64) -> Vec<u32> {
     unnamed
 }
 
-/// Which sentences about namespaces were said.
+/// Which sentences about namespaces, and about events the kernel skipped,
+/// were said.
 #[derive(Debug, Default)]
 pub(super) struct Warned {
     refused: bool,
     unnamed: bool,
     over_cap: bool,
     shared_table: bool,
+    /// The `recursion_misses` count last said (0: never).
+    skipped: u64,
+}
+
+/// The sentence for `misses` events the kernel skipped so far, when it is
+/// worth one after `said` were last said: the first, then each time the
+/// count has grown tenfold, so a steady trickle is named a few times, not
+/// every second.
+fn skipped_sentence(misses: u64, said: u64) -> Option<String> {
+    (misses > 0 && misses >= said.saturating_mul(10)).then(|| {
+        format!(
+            "the kernel has skipped {misses} events since start: a state change that interrupted \
+             another on the same CPU (recursion_misses); the sock_diag dumps repair the state they \
+             would have changed, and tracer_events_lost_total counts them (said again at ten times \
+             as many)"
+        )
+    })
 }
 
 /// Why dumps come at least twice as far apart as configured, when
@@ -103,6 +121,15 @@ fn some(inodes: &[u32]) -> String {
 }
 
 impl Warned {
+    /// Say, when worth it ([`skipped_sentence`]), how many events the
+    /// kernel skipped.
+    pub(super) fn skipped(&mut self, misses: u64) {
+        if let Some(s) = skipped_sentence(misses, self.skipped) {
+            self.skipped = misses;
+            tracing::warn!("{s}");
+        }
+    }
+
     /// Say, once, that namespaces sharing the host's TCP table stretch the
     /// dumps (a dump of `full` kind now `interval` apart, `configured`
     /// asked for).
@@ -191,6 +218,28 @@ mod tests {
             sharing_host_table: sharing,
             ..Census::default()
         }
+    }
+
+    #[test]
+    fn skipped_events_are_said_first_and_then_at_each_tenfold() {
+        let mut said = 0;
+        let mut lines = Vec::new();
+        for misses in [0, 3, 5, 29, 30, 200, 299, 300, 301] {
+            if let Some(s) = skipped_sentence(misses, said) {
+                said = misses;
+                lines.push((misses, s));
+            }
+        }
+        let counts: Vec<u64> = lines.iter().map(|(m, _)| *m).collect();
+        assert_eq!(counts, [3, 30, 300]);
+        assert!(
+            lines[0]
+                .1
+                .starts_with("the kernel has skipped 3 events since start"),
+            "{}",
+            lines[0].1
+        );
+        assert!(lines[0].1.contains("tracer_events_lost_total"));
     }
 
     #[test]
