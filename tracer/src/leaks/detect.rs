@@ -221,7 +221,6 @@ impl Detector {
                     // A half-open stall keeps its flag when its evidence changes kind.
                     a.reason = f.reason;
                     a.age_seconds = f.age_seconds;
-                    a.aged_at_ns = f.aged_at_ns;
                     a.age_is_lower_bound = f.age_is_lower_bound;
                     a.unread_bytes = f.unread_bytes;
                     a.read_to_end = f.read_to_end;
@@ -311,14 +310,12 @@ impl Detector {
 
     /// The `/api/v1/leaks` report at `now_ns`.
     pub fn report(&self, now_ns: u64) -> Report {
-        // Ages as of the report, not of the last dump.
-        let active: Vec<Flag> = self.active.values().map(|f| f.aged_to(now_ns)).collect();
         Report::build(
             Source::Agent,
             None,
             now_ns,
             Some(&self.thresholds),
-            active.iter(),
+            self.active.values(),
             self.history.iter().rev().cloned().collect(),
             |pid, comm, count| self.rollup.growth(pid, comm, now_ns, count),
         )

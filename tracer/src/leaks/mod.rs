@@ -198,11 +198,6 @@ pub struct Flag {
     pub raised_at: Option<Wall>,
     /// How long the condition has held; `None` when unknown (snapshot).
     pub age_seconds: Option<f64>,
-    /// Monotonic ns of the dump `age_seconds` was judged at (0: none), so
-    /// a report between dumps can give the age as of its own time
-    /// ([`Flag::aged_to`]).
-    #[serde(skip)]
-    pub aged_at_ns: u64,
     /// True when the condition started before we could see it: the age is at least this.
     pub age_is_lower_bound: bool,
     /// Bytes received and not read by the application (`idiag_rqueue`, less
@@ -242,23 +237,6 @@ pub struct Flag {
 }
 
 impl Flag {
-    /// This flag as of `now_ns`: a condition that still held at the last
-    /// dump has held since, so its age grows by the time from that dump to
-    /// `now_ns`. A cleared flag, or one without a known age, is as it was.
-    /// The copy's age is as of `now_ns`, which a report carries: it keeps
-    /// no dump time (`aged_at_ns` 0), as a report read back has none.
-    pub fn aged_to(&self, now_ns: u64) -> Flag {
-        let mut f = self.clone();
-        if f.cleared_at_ns.is_none()
-            && f.aged_at_ns != 0
-            && let Some(age) = f.age_seconds.as_mut()
-        {
-            *age += now_ns.saturating_sub(f.aged_at_ns) as f64 / 1e9;
-        }
-        f.aged_at_ns = 0;
-        f
-    }
-
     /// Fill in the wall-clock times of `raised_at_ns` and `cleared_at_ns`
     /// by `clock` (none for a snapshot's 0).
     pub fn stamp(&mut self, clock: &WallClock) {

@@ -62,7 +62,6 @@ pub(super) fn socket_flag(
         raised_at_ns: now,
         raised_at: None,
         age_seconds: Some(secs(age.0)),
-        aged_at_ns: now,
         age_is_lower_bound: age.1,
         unread_bytes: d.unread_bytes(),
         read_to_end: d.read_to_end(),

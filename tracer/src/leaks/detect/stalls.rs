@@ -163,7 +163,6 @@ impl Detector {
             raised_at_ns: now,
             raised_at: None,
             age_seconds: Some(secs(age)),
-            aged_at_ns: now,
             age_is_lower_bound: lb,
             unread_bytes: 0,
             read_to_end: None,
