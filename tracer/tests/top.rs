@@ -314,3 +314,31 @@ fn top_ends_when_its_terminal_goes_away() {
         "top outlived its terminal: state and CPU ticks {before:?} then {after:?}"
     );
 }
+
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn with_stdin_not_a_terminal_top_reads_keys_from_the_tty_and_idles() {
+    let _ns = common::Netns::enter("topnull");
+    let agent = common::Agent::start(&[]);
+    // As `kubectl exec -t` without `-i`: stdin is not the terminal.
+    let tmux = Tmux::start(
+        "null",
+        &then_status(&format!(
+            "top --agent http://{} -n 500ms </dev/null",
+            agent.addr
+        )),
+    );
+    tmux.wait_for("the first frame", |s| s.contains("Sockets by state"));
+    let top = top_pid(&tmux);
+    let (_, before) = run_state(top).expect("top runs");
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, after) = run_state(top).expect("top still runs");
+    // Idle between samples: a few ticks, not 200 (a core for 2 s).
+    assert!(
+        after - before < 50,
+        "top used {} ticks in 2 s",
+        after - before
+    );
+    tmux.keys(&["q"]);
+    assert_terminal_given_back(&tmux);
+}

@@ -55,10 +55,38 @@ enum Input {
     Gone,
 }
 
-/// Wait up to `timeout` for the terminal on standard input.
-fn wait_input(timeout: Duration) -> Input {
+/// The terminal crossterm reads keys from: standard input when it is one,
+/// else `/dev/tty`, which crossterm opens then (`tracer top </dev/null`,
+/// `kubectl exec -t` without `-i`). Watching anything else would see a
+/// `/dev/null` always ready, or a closed pipe hung up.
+enum Keys {
+    Stdin,
+    Tty(std::fs::File),
+}
+
+impl Keys {
+    fn open() -> anyhow::Result<Keys> {
+        if std::io::IsTerminal::is_terminal(&io::stdin()) {
+            return Ok(Keys::Stdin);
+        }
+        std::fs::File::open("/dev/tty")
+            .map(Keys::Tty)
+            .context("opening /dev/tty to read keys (standard input is not a terminal)")
+    }
+
+    fn fd(&self) -> libc::c_int {
+        use std::os::fd::AsRawFd as _;
+        match self {
+            Keys::Stdin => libc::STDIN_FILENO,
+            Keys::Tty(f) => f.as_raw_fd(),
+        }
+    }
+}
+
+/// Wait up to `timeout` for the terminal `keys` come from.
+fn wait_input(keys: &Keys, timeout: Duration) -> Input {
     let mut p = libc::pollfd {
-        fd: libc::STDIN_FILENO,
+        fd: keys.fd(),
         events: libc::POLLIN,
         revents: 0,
     };
@@ -127,6 +155,7 @@ pub fn run(source: Source, first: Sample, interval: Duration) -> anyhow::Result<
     let mut prev = first.summary;
     let mut error: Option<String> = None;
     catch_signals();
+    let keys = Keys::open()?;
     let (mut term, _restore) = take_terminal()?;
     while !STOP.load(Ordering::Relaxed) {
         loop {
@@ -153,7 +182,7 @@ pub fn run(source: Source, first: Sample, interval: Duration) -> anyhow::Result<
         };
         term.draw(|f| view::draw(f, &screen))
             .context("drawing on the terminal")?;
-        match wait_input(TICK) {
+        match wait_input(&keys, TICK) {
             Input::Gone => break,
             Input::Quiet => continue,
             Input::Ready => {}
@@ -161,7 +190,7 @@ pub fn run(source: Source, first: Sample, interval: Duration) -> anyhow::Result<
         // Every key those bytes hold (crossterm parses a typed or pasted
         // run of them at once), asking again only while the terminal is
         // still there.
-        while wait_input(Duration::ZERO) != Input::Gone
+        while wait_input(&keys, Duration::ZERO) != Input::Gone
             && event::poll(Duration::ZERO).context("reading the keyboard")?
         {
             let Event::Key(k) = event::read().context("reading the keyboard")? else {
