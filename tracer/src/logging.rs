@@ -52,14 +52,10 @@ pub fn filter(flags: &LogFlags) -> anyhow::Result<EnvFilter> {
     };
     // EnvFilter takes a bare word as a target to log everything of, so a
     // misspelt level ("warnig") would silently turn the whole log off.
-    if let Some(word) = text
-        .split(',')
-        .map(str::trim)
-        .find(|d| !bare_word_is_known(d))
-    {
+    if let Some((word, level)) = text.split(',').map(str::trim).find_map(misspelt_level) {
         return Err(refused(&format_args!(
-            "{word:?} is neither a log level nor a target tracer logs under ({})",
-            TARGETS.join(", ")
+            "{word:?} is not a log level (did you mean {level}?), and as a target it would \
+             turn off every line but that target's"
         )));
     }
     EnvFilter::builder()
@@ -67,18 +63,41 @@ pub fn filter(flags: &LogFlags) -> anyhow::Result<EnvFilter> {
         .map_err(|e| refused(&format_args!("{text:?} is not a log level ({e})")))
 }
 
-/// The targets a bare directive may name: this program's and aya's.
-const TARGETS: [&str; 4] = ["tracer", "kernel", "aya", "aya_log"];
-
-/// Whether a directive is not a bare word, or is a bare word that is a
-/// level, one of [`TARGETS`] or a module path under one of them.
-fn bare_word_is_known(directive: &str) -> bool {
+/// A bare directive that is not a level but within two edits of one
+/// (`warnig`, `debg`, `infoo`), with that level. Any other bare word is a
+/// target, as EnvFilter reads it (`tracer`, `ureq`, a `RUST_LOG` meant for
+/// another program), and numeric levels pass.
+fn misspelt_level(directive: &str) -> Option<(&str, &'static str)> {
     const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
-    if directive.is_empty() || directive.contains(['=', '[']) {
-        return true;
+    let word = directive.to_ascii_lowercase();
+    // `tracer`, this program's own target, is one edit from `trace`.
+    if word.is_empty()
+        || word.contains([':', '=', '['])
+        || LEVELS.contains(&word.as_str())
+        || word == "tracer"
+    {
+        return None;
     }
-    let root = directive.split("::").next().unwrap_or(directive);
-    LEVELS.iter().any(|l| directive.eq_ignore_ascii_case(l)) || TARGETS.contains(&root)
+    let level = LEVELS.iter().find(|l| edits(&word, l) <= 2)?;
+    Some((directive, level))
+}
+
+/// The Levenshtein distance between two short ASCII words.
+fn edits(a: &str, b: &str) -> usize {
+    let b = b.as_bytes();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (diag + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 /// Install the log for this process: stderr, in `flags`' format and level,
@@ -135,14 +154,26 @@ mod tests {
                 ..LogFlags::default()
             })
         };
-        for bad in ["warnig", "info,debg", "bogus"] {
+        for (bad, meant) in [
+            ("warnig", "warn"),
+            ("info,debg", "debug"),
+            ("INFOO", "info"),
+        ] {
             let e = level(bad).expect_err(bad).to_string();
-            assert!(e.contains("is neither a log level nor a target"), "{e}");
+            assert!(
+                e.contains(&format!("is not a log level (did you mean {meant}?)")),
+                "{e}"
+            );
             assert!(!e.contains('\n'), "{e}");
         }
+        // Targets, ours or another crate's (a RUST_LOG meant for another
+        // program too), and numeric levels are EnvFilter's to read.
         for ok in [
             "WARN",
             "tracer",
+            "ureq",
+            "myapp",
+            "3",
             "kernel=warn",
             "aya::programs",
             "info,tracer::engine",

@@ -249,7 +249,7 @@ fn every_bad_value_gets_one_line_naming_it() {
         (vec!["completions"], vec!["not provided: <SHELL>"]),
         (
             vec!["--log-level", "warnig", "leaks"],
-            vec!["--log-level: \"warnig\" is neither a log level"],
+            vec!["--log-level: \"warnig\" is not a log level (did you mean warn?)"],
         ),
         // A bare number is seconds: the error is about the next key.
         (
