@@ -178,17 +178,19 @@ pub fn http_get(agent_url: &str, path: &str, limits: Limits) -> anyhow::Result<O
 /// `url` as it may be shown: a password in it (`http://user:secret@host`,
 /// which basic auth takes) becomes `***`.
 pub fn shown(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    // With or without a scheme; the user information ends at the last `@`
+    // before any query or fragment (a password may hold a `/`).
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..end].rfind('@') else {
         return url.to_owned();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            let hidden = if userinfo.contains(':') { ":***" } else { "" };
-            format!("{scheme}://{user}{hidden}@{host}{tail}")
-        }
+    let userinfo = &rest[..at];
+    // When in doubt (an `@` in a path), hide too much rather than a
+    // password.
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{}{user}:***{}", &url[..start], &rest[at..]),
         None => url.to_owned(),
     }
 }

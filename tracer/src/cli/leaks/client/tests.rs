@@ -234,6 +234,14 @@ fn a_password_in_the_url_is_never_shown() {
         ("http://alice@127.0.0.1:9077", "http://alice@127.0.0.1:9077"),
         ("http://127.0.0.1:9077", "http://127.0.0.1:9077"),
         ("127.0.0.1:9077", "127.0.0.1:9077"),
+        // No scheme, a `/` or an `@` in the password.
+        ("alice:s3cret@host:9077", "alice:***@host:9077"),
+        ("http://alice:pa/ss@host:9077", "http://alice:***@host:9077"),
+        (
+            "http://alice:p@ss@host:9077/x",
+            "http://alice:***@host:9077/x",
+        ),
+        ("http://host:9077/x?to=a@b", "http://host:9077/x?to=a@b"),
     ] {
         assert_eq!(shown(url), want, "{url}");
     }
