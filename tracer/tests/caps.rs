@@ -42,11 +42,7 @@ fn owner_unnamed_without(cap: &str, tag: &str) {
     assert_owner_unnamed(&agent, &close_wait_leak());
     // It said so, once, naming the capability.
     let (_, stderr) = agent.exit(Duration::ZERO);
-    let said: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("cannot be named"))
-        .collect();
-    assert_eq!(said.len(), 1, "{stderr}");
+    let said = said_once(&stderr, "cannot be named");
     assert!(
         stderr
             .lines()
@@ -54,7 +50,7 @@ fn owner_unnamed_without(cap: &str, tag: &str) {
         "{stderr}"
     );
     assert!(
-        said[0].contains(&format!("without CAP_{}", cap.to_uppercase())),
+        said.contains(&format!("without CAP_{}", cap.to_uppercase())),
         "{stderr}"
     );
 }
@@ -167,15 +163,10 @@ fn without_cap_sys_admin_other_namespaces_are_unreachable_and_the_rest_goes_on()
     );
     assert_eq!(metric(&agent, "tracer_netns_tracked"), Some(1.0));
     let (_, stderr) = agent.exit(Duration::ZERO);
-    let said: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("CAP_SYS_ADMIN"))
-        .collect();
-    assert_eq!(said.len(), 1, "one sentence: {stderr}");
+    let said = said_once(&stderr, "CAP_SYS_ADMIN");
     assert!(
-        said[0].contains("cannot be followed") && said[0].ends_with("leak detection"),
-        "{}",
-        said[0]
+        said.contains("cannot be followed") && said.ends_with("leak detection"),
+        "{said}"
     );
 }
 

@@ -358,16 +358,17 @@ fn agent_state(agent: &Agent, port: u16, local: SocketAddr) -> Option<String> {
         .and_then(|s| s["state"].as_str().map(str::to_owned))
 }
 
-#[test]
-#[ignore = "privileged: cargo xtask test runs it as root"]
-fn an_orphan_that_gets_its_fin_reads_time_wait_before_the_next_full_dump() {
-    let _ns = Netns::enter("twfin");
-    // Live dumps every 250 ms; the next full dump is a minute away.
+/// An agent with live dumps every 250 ms and full ones every `full`, and
+/// a loopback connection whose client has closed: once the server
+/// acknowledges the FIN (after its delayed ACK), the closed client is an
+/// orphaned FIN_WAIT2 socket. The agent, the server's address, the server's
+/// socket (not closed) and the client's address.
+fn orphan(full: &str) -> (Agent, SocketAddr, TcpStream, SocketAddr) {
     let agent = Agent::start(&[
         "--reconcile-interval",
         "250ms",
         "--time-wait-interval",
-        "60s",
+        full,
         "--reconcile-budget",
         "0",
     ]);
@@ -376,9 +377,16 @@ fn an_orphan_that_gets_its_fin_reads_time_wait_before_the_next_full_dump() {
     let client = TcpStream::connect(server).expect("connect");
     let (accepted, _) = listener.accept().expect("accept");
     let local = client.local_addr().expect("client addr");
-    // The client closes; the server acknowledges the FIN after its delayed
-    // ACK, so the closed client becomes an orphaned FIN_WAIT2 socket.
     drop(client);
+    (agent, server, accepted, local)
+}
+
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn an_orphan_that_gets_its_fin_reads_time_wait_before_the_next_full_dump() {
+    let _ns = Netns::enter("twfin");
+    // The next full dump is a minute away.
+    let (agent, server, accepted, local) = orphan("60s");
     let filter = format!("sport = :{}", local.port());
     let orphan = wait_until(Duration::from_secs(5), || {
         ss_count("fin-wait-2", &filter) == 1
@@ -422,22 +430,9 @@ fn an_orphan_whose_fin_timeout_runs_out_ends_at_its_timer() {
     let _ns = Netns::enter("twfto");
     // An orphan lives tcp_fin_timeout after the close: 3 s here.
     sh("sysctl", &["-qw", "net.ipv4.tcp_fin_timeout=3"]);
-    let agent = Agent::start(&[
-        "--reconcile-interval",
-        "250ms",
-        "--time-wait-interval",
-        "1s",
-        "--reconcile-budget",
-        "0",
-    ]);
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
-    let server = listener.local_addr().expect("addr");
-    let client = TcpStream::connect(server).expect("connect");
     // The server never closes: the client's orphan waits for a FIN that
     // never comes, until its timer.
-    let (_accepted, _) = listener.accept().expect("accept");
-    let local = client.local_addr().expect("client addr");
-    drop(client);
+    let (agent, server, _accepted, local) = orphan("1s");
     let filter = format!("sport = :{}", local.port());
     let mut closed_ns = 0;
     let orphan = wait_until(Duration::from_secs(3), || {

@@ -215,13 +215,8 @@ fn top_in_tmux_shows_states_leaks_and_time_wait_and_answers_keys() {
 fn sigterm_ends_top_and_gives_the_terminal_back() {
     let _ns = common::Netns::enter("topterm");
     let agent = common::Agent::start(&[]);
-    let tmux = Tmux::start(
-        "term",
-        &then_status(&format!("top --agent http://{}", agent.addr)),
-    );
-    tmux.wait_for("the first frame", |s| s.contains("Sockets by state"));
+    let (tmux, top) = start_top("term", &agent, "");
     assert_eq!(tmux.var("alternate_on"), "1");
-    let top = top_pid(&tmux);
     // SAFETY: kill(2) on the tracer top this test started.
     assert_eq!(unsafe { libc::kill(top, libc::SIGTERM) }, 0);
     assert_terminal_given_back(&tmux);
@@ -266,16 +261,23 @@ fn a_bad_interval_is_one_line_naming_the_flag() {
     );
 }
 
-/// The pid of `tracer top` running as the only child of the pane's shell.
-fn top_pid(tmux: &Tmux) -> i32 {
+/// `tracer top --agent AGENT ARGS` in a tmux of its own (named by `tag`),
+/// its first frame drawn, and its pid: the only child of the pane's shell.
+fn start_top(tag: &str, agent: &common::Agent, args: &str) -> (Tmux, i32) {
+    let tmux = Tmux::start(
+        tag,
+        &then_status(&format!("top --agent http://{} {args}", agent.addr)),
+    );
+    tmux.wait_for("the first frame", |s| s.contains("Sockets by state"));
     let shell = tmux.var("pane_pid");
     let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children"))
         .expect("the pane's shell");
-    children
+    let top = children
         .split_whitespace()
         .next()
         .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no child of the pane's shell: {children:?}"))
+        .unwrap_or_else(|| panic!("no child of the pane's shell: {children:?}"));
+    (tmux, top)
 }
 
 /// Its state letter and CPU ticks (user + system), or `None` once reaped.
@@ -292,12 +294,7 @@ fn run_state(pid: i32) -> Option<(char, u64)> {
 fn top_ends_when_its_terminal_goes_away() {
     let _ns = common::Netns::enter("tophup");
     let agent = common::Agent::start(&[]);
-    let tmux = Tmux::start(
-        "hup",
-        &then_status(&format!("top --agent http://{} -n 500ms", agent.addr)),
-    );
-    tmux.wait_for("the first frame", |s| s.contains("Sockets by state"));
-    let top = top_pid(&tmux);
+    let (tmux, top) = start_top("hup", &agent, "-n 500ms");
     let before = run_state(top).expect("top runs");
     // The terminal goes: as a dropped SSH session or a killed tmux.
     drop(tmux);
@@ -321,15 +318,7 @@ fn with_stdin_not_a_terminal_top_reads_keys_from_the_tty_and_idles() {
     let _ns = common::Netns::enter("topnull");
     let agent = common::Agent::start(&[]);
     // As `kubectl exec -t` without `-i`: stdin is not the terminal.
-    let tmux = Tmux::start(
-        "null",
-        &then_status(&format!(
-            "top --agent http://{} -n 500ms </dev/null",
-            agent.addr
-        )),
-    );
-    tmux.wait_for("the first frame", |s| s.contains("Sockets by state"));
-    let top = top_pid(&tmux);
+    let (tmux, top) = start_top("null", &agent, "-n 500ms </dev/null");
     let (_, before) = run_state(top).expect("top runs");
     std::thread::sleep(Duration::from_secs(2));
     let (_, after) = run_state(top).expect("top still runs");

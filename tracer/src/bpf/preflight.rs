@@ -89,14 +89,19 @@ pub fn effective_caps() -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether the capability mask `caps` holds `cap`.
+pub fn holds(caps: u64, cap: u32) -> bool {
+    caps & (1u64 << cap) != 0
+}
+
 /// Whether this process has capability `cap` in its effective set.
 pub fn has_effective(cap: u32) -> bool {
-    effective_caps() & (1u64 << cap) != 0
+    holds(effective_caps(), cap)
 }
 
 /// True when the mask lets us load and attach tracing programs.
 pub fn caps_allow_tracing(caps: u64) -> bool {
-    let has = |c: u32| caps & (1u64 << c) != 0;
+    let has = |c: u32| holds(caps, c);
     has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
 }
 

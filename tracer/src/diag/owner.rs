@@ -28,13 +28,14 @@ use crate::snapshot::{FdOwner, OwnerScan};
 /// the capabilities that read other processes' descriptors; `None` with
 /// both. Said once at start by the commands that name leaks' owners.
 pub fn naming_warning() -> Option<String> {
-    use crate::bpf::preflight::{CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, has_effective};
+    use crate::bpf::preflight::{CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, effective_caps, holds};
+    let caps = effective_caps();
     let missing: Vec<&str> = [
         (CAP_SYS_PTRACE, "CAP_SYS_PTRACE"),
         (CAP_DAC_READ_SEARCH, "CAP_DAC_READ_SEARCH"),
     ]
     .into_iter()
-    .filter(|&(cap, _)| !has_effective(cap))
+    .filter(|&(cap, _)| !holds(caps, cap))
     .map(|(_, name)| name)
     .collect();
     (!missing.is_empty()).then(|| {

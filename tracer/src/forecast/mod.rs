@@ -318,8 +318,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_client_filling_its_range_is_forecast() {
+    /// Namespace 7 with a range of 64 ports (40000-40063), no TIME_WAIT reuse.
+    fn sixty_four_ports() -> PortSettingsByNetns {
         let mut settings = PortSettingsByNetns::default();
         settings.insert(
             7,
@@ -329,6 +329,12 @@ mod tests {
                 tw_reuse: 0,
             },
         );
+        settings
+    }
+
+    #[test]
+    fn a_client_filling_its_range_is_forecast() {
+        let settings = sixty_four_ports();
         let mut f = Forecaster::default();
         let mut last = Vec::new();
         for s in 1..=11u16 {
@@ -355,15 +361,7 @@ mod tests {
 
     #[test]
     fn listeners_started_take_ports_but_are_no_rate() {
-        let mut settings = PortSettingsByNetns::default();
-        settings.insert(
-            7,
-            PortSettings {
-                low: 40000,
-                high: 40063,
-                tw_reuse: 0,
-            },
-        );
+        let settings = sixty_four_ports();
         let sock = |port: u16, state| Sock {
             netns: 7,
             local: format!("127.0.0.1:{port}").parse().expect("local"),

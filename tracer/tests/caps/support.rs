@@ -253,6 +253,14 @@ pub(crate) fn flag_on(agent: &CapAgent, port: u16) -> Option<(Value, Value)> {
     })
 }
 
+/// The one line of `stderr` that mentions `needle`; fails unless there is
+/// exactly one (a sentence said once, not per dump).
+pub(crate) fn said_once<'a>(stderr: &'a str, needle: &str) -> &'a str {
+    let said: Vec<&str> = stderr.lines().filter(|l| l.contains(needle)).collect();
+    assert_eq!(said.len(), 1, "one sentence with {needle:?}: {stderr}");
+    said[0]
+}
+
 pub(crate) fn metric(agent: &CapAgent, series: &str) -> Option<f64> {
     metric_value(&agent.get("/metrics"), series)
 }
