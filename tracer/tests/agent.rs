@@ -237,6 +237,34 @@ fn close_wait_stays_are_measured() {
     drop(l);
 }
 
+/// The JSON API answers with every event the kernel wrote before the
+/// request, as `/metrics` does: it does not wait for the loop's next read
+/// of the lanes (every 200 ms at this rate).
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn api_answers_count_the_events_written_just_before() {
+    let _ns = Netns::enter("fresh318");
+    let agent = Agent::start(&[]);
+    let (l, port) = listener();
+    for round in 0..5 {
+        let mut held = Vec::new();
+        for _ in 0..16 {
+            let c = TcpStream::connect((LO, port)).expect("connect");
+            let (s, _) = l.accept().expect("accept");
+            held.push((c, s));
+        }
+        let est = api_sockets(&agent, "established", port);
+        assert_eq!(est.len(), 32, "round {round}: {est:?}");
+        let summary = agent.json("/api/v1/summary");
+        let counted = summary["sockets"]["established"].as_u64().unwrap_or(0);
+        assert!(counted >= 32, "round {round}: summary {summary}");
+        drop(held);
+        // The closes, too, are seen at once.
+        let est = api_sockets(&agent, "established", port);
+        assert!(est.is_empty(), "round {round}, after the closes: {est:?}");
+    }
+}
+
 #[test]
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn sockets_older_than_the_agent_are_adopted() {

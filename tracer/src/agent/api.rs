@@ -212,12 +212,17 @@ impl Api for AgentApi {
         Health { ok, detail }
     }
 
-    async fn refresh_metrics(&self) {
-        // Events the kernel has written but the loop has not read yet
-        // would leave the gauges behind `ss`: ask for them, briefly. Never
-        // wait for the engine: if it is busy, the gauges from its last
-        // batch are at most one batch old.
+    /// Events the kernel has written but the loop has not read yet would
+    /// leave the answer behind `ss`: ask for them, briefly. If the loop is
+    /// busy past that, the answer is at most one batch old.
+    async fn catch_up(&self) {
         self.0.drain.now(super::SCRAPE_DRAIN_WAIT).await;
+    }
+
+    async fn refresh_metrics(&self) {
+        // Never wait for the engine: if it is busy, the gauges from its
+        // last batch are at most one batch old.
+        self.catch_up().await;
         if let Some(core) = self.0.core.try_lock() {
             self.0.publish(&core);
         }

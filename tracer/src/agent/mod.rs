@@ -3,9 +3,10 @@
 //! that API from a thread of its own. Shared state sits behind one
 //! short-held mutex; `/metrics` never takes it for longer than a
 //! `try_lock`, and API answers copy a page under it and serialise after.
-//! Before a scrape, `/metrics` asks the event loop to read the ring buffer
-//! and waits for that at most [`SCRAPE_DRAIN_WAIT`], so that the gauges
-//! count every event the kernel had written when the scrape came.
+//! Before a scrape or an API answer, the server asks the event loop to read
+//! the ring buffer and waits for that at most [`SCRAPE_DRAIN_WAIT`], so that
+//! the answer counts every event the kernel had written when the request
+//! came.
 mod api;
 pub mod dwell;
 mod handshakes;
@@ -33,8 +34,8 @@ use crate::{
     pipeline::{self, NetnsScope, Pipeline, Reconcile},
 };
 
-/// How long a scrape waits for the event loop to read the ring buffer
-/// before it answers with the gauges as they are.
+/// How long a scrape or an API request waits for the event loop to read
+/// the ring buffer before it answers with the engine as it is.
 pub const SCRAPE_DRAIN_WAIT: Duration = Duration::from_millis(20);
 
 /// The pipeline `tracer run` runs: every dump kind, the configured pace.

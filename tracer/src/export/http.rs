@@ -50,6 +50,12 @@ pub trait Api: Send + Sync + 'static {
     fn leaks(&self, q: &crate::filter::Match) -> serde_json::Value;
     /// `/healthz`; must not wait on the engine.
     fn health(&self) -> Health;
+    /// Apply the events the kernel has written so far, before an answer
+    /// from the engine; must not wait on the engine, and waits on anything
+    /// else only briefly.
+    fn catch_up(&self) -> impl std::future::Future<Output = ()> + Send {
+        async {}
+    }
     /// Bring the metrics up to date just before a scrape; must not wait on
     /// the engine, and waits on anything else only briefly.
     fn refresh_metrics(&self) -> impl std::future::Future<Output = ()> + Send {
@@ -228,6 +234,7 @@ async fn sockets_handler<A: Api>(
     if let Err(msg) = q.limit() {
         return bad_request(msg);
     }
+    s.api.catch_up().await;
     off_thread(&s, &headers, move |api| {
         let page = api.sockets(&q)?;
         let json = serde_json::to_vec(&page.items).map_err(|e| e.to_string())?;
@@ -251,6 +258,7 @@ async fn sockets_handler<A: Api>(
 }
 
 async fn summary_handler<A: Api>(State(s): State<Shared<A>>, headers: HeaderMap) -> Response {
+    s.api.catch_up().await;
     off_thread(&s, &headers, |api| {
         serde_json::to_vec(&api.summary())
             .map(|j| (j, Vec::new()))
@@ -269,6 +277,7 @@ async fn leaks_handler<A: Api>(
         Ok(Err(msg)) => return bad_request(msg),
         Err(e) => return bad_request(e.body_text()),
     };
+    s.api.catch_up().await;
     off_thread(&s, &headers, move |api| {
         serde_json::to_vec(&api.leaks(&m))
             .map(|j| (j, Vec::new()))
