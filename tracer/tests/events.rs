@@ -260,6 +260,34 @@ fn bad_flags_exit_nonzero_with_one_line() {
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
 
+/// A reader that stops reading does not hold up SIGTERM: `tracer events`
+/// ends within its two seconds of patience, says what it left unwritten,
+/// and exits 0.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn sigterm_ends_events_whose_stdout_nobody_reads() {
+    let _ns = Netns::enter("unread");
+    let tracer = Events::start_unread(&["--no-leaks"]);
+    // Some ten lines of 300 bytes a connection: far more than a pipe holds.
+    let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+    for _ in 0..1000 {
+        let c = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+        let (s, _) = listener.accept().expect("accept");
+        drop((c, s));
+    }
+    // The loop reads the lanes and hands the lines over; the writer blocks.
+    std::thread::sleep(Duration::from_millis(600));
+    let out = Events::terminate_within(tracer, Duration::from_secs(8))
+        .expect("tracer events still ran 8 s after SIGTERM");
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("stdout stopped reading"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("events read"), "{}", out.stderr);
+}
+
 /// Without root or CAP_BPF+CAP_PERFMON: one sentence that says how to fix
 /// it, exit status 2, nothing on stdout, no panic.
 #[test]

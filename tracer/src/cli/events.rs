@@ -1,7 +1,11 @@
 //! `tracer events`: every kernel event as one JSON line on stdout.
 //!
 //! Stdout carries JSON only; the summary (events seen, events lost in the
-//! kernel) goes to stderr when the command ends.
+//! kernel) goes to stderr when the command ends. Stdout is written by a
+//! thread of its own ([`out`]), so a reader that stops reading never
+//! stalls the event loop or its signals.
+mod out;
+
 use std::{io::Write, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
@@ -252,9 +256,8 @@ async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
     if let Some(warning) = crate::diag::naming_warning().filter(|_| leaks) {
         tracing::warn!("{warning}");
     }
-    let stdout = std::io::stdout();
     let mut p = Printer {
-        out: std::io::BufWriter::with_capacity(64 * 1024, stdout.lock()),
+        out: out::Detached::spawn(std::io::stdout()).context("starting the stdout writer")?,
         filter,
         seen: 0,
         printed: 0,
@@ -284,12 +287,23 @@ async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
 
     pipeline.run(&mut p, stop).await?;
     let _ = p.flush();
-    let (seen, printed) = (p.seen, p.printed);
+    let (seen, dropped) = (p.seen, p.out.dropped);
+    let printed = p.printed - dropped;
+    if let Ok(unread) = p.out.finish()
+        && unread > 0
+    {
+        tracing::warn!("stdout stopped reading: {unread} bytes of events were left unwritten");
+    }
     let counters = pipeline.counters();
     tracing::info!(
-        "{seen} events read, {printed} printed, {} lost in the kernel \
+        "{seen} events read, {printed} printed{}, {} lost in the kernel \
          (ring buffer full: {}, read errors: {}, skipped while the program ran on the same \
          CPU: {}), {} undecodable",
+        if dropped > 0 {
+            format!(" ({dropped} not printed: stdout did not keep up)")
+        } else {
+            String::new()
+        },
         counters.lost(),
         counters.ringbuf_full,
         counters.read_errors,

@@ -3,7 +3,7 @@
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
+    process::{Child, ChildStdout, Command, Stdio},
     sync::mpsc,
     thread::JoinHandle,
     time::Duration,
@@ -17,6 +17,8 @@ use super::require_root;
 pub struct Events {
     child: Child,
     stdout: Option<JoinHandle<Vec<Value>>>,
+    /// Stdout held open and never read ([`Events::start_unread`]).
+    unread: Option<ChildStdout>,
     stderr: Option<JoinHandle<String>>,
 }
 
@@ -39,6 +41,16 @@ impl Events {
 
     /// Like [`Events::start`], run through `wrapper` (e.g. setpriv ...).
     pub fn start_as(wrapper: &[&str], args: &[&str]) -> Events {
+        Events::launch(wrapper, args, true)
+    }
+
+    /// Like [`Events::start`], with a stdout that nobody reads: the pipe
+    /// fills and every write to it blocks.
+    pub fn start_unread(args: &[&str]) -> Events {
+        Events::launch(&[], args, false)
+    }
+
+    fn launch(wrapper: &[&str], args: &[&str], read: bool) -> Events {
         require_root();
         let bin = env!("CARGO_BIN_EXE_tracer");
         let (program, pre): (&str, &[&str]) = match wrapper.split_first() {
@@ -72,19 +84,27 @@ impl Events {
             }
             all
         });
-        let stdout = std::thread::spawn(move || {
-            BufReader::new(out)
-                .lines()
-                .map_while(Result::ok)
-                .map(|l| {
-                    serde_json::from_str(&l)
-                        .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
-                })
-                .collect()
+        let (out, unread) = if read {
+            (Some(out), None)
+        } else {
+            (None, Some(out))
+        };
+        let stdout = out.map(|out| {
+            std::thread::spawn(move || {
+                BufReader::new(out)
+                    .lines()
+                    .map_while(Result::ok)
+                    .map(|l| {
+                        serde_json::from_str(&l)
+                            .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
+                    })
+                    .collect()
+            })
         });
         let mut ev = Events {
             child,
-            stdout: Some(stdout),
+            stdout,
+            unread,
             stderr: Some(stderr),
         };
         if ready_rx.recv_timeout(super::STARTUP).is_err() {
@@ -111,6 +131,23 @@ impl Events {
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         self.finish()
+    }
+
+    /// SIGTERM, and its output if it exits within `limit`; `None` if it
+    /// was still running then (it is killed).
+    pub fn terminate_within(mut self, limit: Duration) -> Option<Output> {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let started = std::time::Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                // The pipe nobody read closes with it.
+                drop(self.unread.take());
+                return Some(self.finish());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     fn finish(mut self) -> Output {
