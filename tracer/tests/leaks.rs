@@ -155,6 +155,62 @@ fn unread_bytes_leave_out_the_peers_fin_and_say_whether_eof_was_read() {
     drop((held_unread, held_eof));
 }
 
+/// A half-close in use is no leak: the peer shut down its side
+/// (`shutdown(SHUT_WR)`) and our side still sends its answer from
+/// CLOSE_WAIT. Once it has sent nothing for the threshold, it is flagged.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn close_wait_that_still_sends_after_the_peers_shutdown_is_not_flagged() {
+    let _ns = common::Netns::enter("halfclose");
+    let l = TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+    let port = l.local_addr().unwrap().port();
+    let c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let (mut s, _) = l.accept().expect("accept");
+    c.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    assert_eq!(s.read(&mut [0u8; 1]).unwrap(), 0, "the peer's FIN");
+    let reader = std::thread::spawn(move || std::io::copy(&mut &c, &mut std::io::sink()));
+    let mut det = Detector::new(Thresholds {
+        close_wait: Duration::from_secs(1),
+        ..Thresholds::default()
+    });
+    let mut dumper = Dumper::new(DumpOptions {
+        with_info: true,
+        without_time_wait: true,
+    })
+    .expect("sock_diag");
+    let mut dump = Vec::new();
+    let mut judge = || {
+        dumper.dump_into(&mut dump).expect("dump");
+        det.update(&dump, tracer::agent::monotonic_ns(), |_, _| None, owners_of)
+            .into_iter()
+            .filter(|c| c.flag().kind == LeakKind::CloseWait && c.flag().local.port() == port)
+            .collect::<Vec<_>>()
+    };
+    let sending = Instant::now();
+    while sending.elapsed() < Duration::from_millis(2500) {
+        s.write_all(b"answer\n").expect("write");
+        let flags = judge();
+        assert!(flags.is_empty(), "flagged while sending: {flags:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let quiet = Instant::now();
+    let mut flags = Vec::new();
+    while flags.is_empty() && quiet.elapsed() < Duration::from_secs(4) {
+        std::thread::sleep(Duration::from_millis(200));
+        flags = judge();
+    }
+    let f = flags
+        .first()
+        .expect("not flagged 4 s after it stopped sending");
+    assert!(
+        f.flag().evidence.contains(", nothing sent for "),
+        "{}",
+        f.flag().evidence
+    );
+    drop(s);
+    reader.join().unwrap().expect("read the answer");
+}
+
 #[test]
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn detector_flags_real_close_wait_and_clears_when_the_process_exits() {

@@ -100,6 +100,7 @@ pub(super) fn cleared_how(f: &Flag, now: Option<TcpState>) -> String {
         (Some(_), Some(_)) => match f.kind {
             LeakKind::HalfOpen => "ACK progress resumed".into(),
             LeakKind::IdleNoKeepalive => "traffic resumed or keepalive armed".into(),
+            LeakKind::CloseWait => "the application sends again (a half-close in use)".into(),
             _ => format!("no longer {}", f.kind.name()),
         },
     }

@@ -22,15 +22,24 @@ impl Detector {
         let key = |k| (k, Subject::Socket(d.cookie));
         match d.state {
             TcpState::CloseWait | TcpState::Established if !d.timewait => {
+                // A half-close in use: the peer shut down its side and the
+                // application still sends its answer. Only a socket idle on
+                // our side for the threshold too is left unclosed.
+                let quiet = d.info.map(|i| u64::from(i.last_data_sent_ms) * 1_000_000);
                 if d.state == TcpState::CloseWait
                     && let Some((age, lb)) = self.age(d, now, since)
                     && age >= ns(t.close_wait)
+                    && quiet.is_none_or(|q| q >= ns(t.close_wait))
                 {
                     let evidence = format!(
-                        "in CLOSE_WAIT for {}{:.1}s (threshold {}); {}",
+                        "in CLOSE_WAIT for {}{:.1}s (threshold {}){}; {}",
                         if lb { "at least " } else { "" },
                         secs(age),
                         fmt_duration(t.close_wait),
+                        match quiet {
+                            Some(q) if q < age => format!(", nothing sent for {:.1}s", secs(q)),
+                            _ => String::new(),
+                        },
                         unread_words(d)
                     );
                     found.insert(

@@ -16,8 +16,14 @@ use crate::testkit::{SnapshotBuilder, snapshot};
 
 const S: u64 = 1_000_000_000;
 
-/// A served connection `10.0.0.1:8080 <- 10.0.0.2:40000+`, recently busy.
+/// A served connection `10.0.0.1:8080 <- 10.0.0.2:40000+`, recently busy;
+/// in CLOSE_WAIT, the application has sent nothing for an hour.
 fn sock(cookie: u64, state: TcpState) -> SocketSnapshot {
+    let sent_ms = if state == TcpState::CloseWait {
+        3_600_000
+    } else {
+        10
+    };
     snapshot(cookie, state)
         .local(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 8080)
         .peer(
@@ -26,7 +32,7 @@ fn sock(cookie: u64, state: TcpState) -> SocketSnapshot {
         )
         .info(TcpInfo {
             last_data_recv_ms: 10,
-            last_data_sent_ms: 10,
+            last_data_sent_ms: sent_ms,
             last_ack_recv_ms: 10,
             ..TcpInfo::default()
         })
@@ -128,6 +134,38 @@ fn close_wait_threshold_edge_with_exact_engine_time() {
     let f = det.active().next().expect("flag");
     assert_eq!(f.age_seconds, Some(73.2));
     assert!(f.evidence.starts_with("in CLOSE_WAIT for 73.2s"));
+}
+
+/// A half-close in use: the peer shut down its side and the application
+/// still sends its answer. Only once it has been quiet on our side for the
+/// threshold is the socket left unclosed; sending again clears the flag.
+#[test]
+fn close_wait_that_still_sends_is_a_half_close_not_a_leak() {
+    let mut det = Detector::new(thresholds());
+    let engine =
+        |c: u64, st: TcpState| (c == 1 && st == TcpState::CloseWait).then_some((1_000 * S, false));
+    let mut d = sock(1, TcpState::CloseWait);
+    info(&mut d).last_data_sent_ms = 200;
+    let c = det.update(&[d], 1_095 * S, engine, app_owners);
+    assert!(c.is_empty(), "sent 0.2 s ago, 95 s into CLOSE_WAIT: {c:?}");
+    info(&mut d).last_data_sent_ms = 59_999;
+    assert!(det.update(&[d], 1_096 * S, engine, app_owners).is_empty());
+    info(&mut d).last_data_sent_ms = 62_000;
+    let c = det.update(&[d], 1_097 * S, engine, app_owners);
+    let f = raised(&c);
+    assert_eq!(f.len(), 1, "{c:?}");
+    assert_eq!(
+        f[0].evidence,
+        "in CLOSE_WAIT for 97.0s (threshold 60s), nothing sent for 62.0s; 0 bytes unread, EOF read"
+    );
+    info(&mut d).last_data_sent_ms = 100;
+    let c = det.update(&[d], 1_098 * S, engine, app_owners);
+    let f = cleared(&c);
+    assert_eq!(f.len(), 1, "{c:?}");
+    assert_eq!(
+        f[0].cleared_how.as_deref(),
+        Some("the application sends again (a half-close in use)")
+    );
 }
 
 #[test]
