@@ -24,6 +24,11 @@ pub const MAX_TRACKED: usize = 1 << 20;
 /// Cleared flags kept for the report.
 pub const HISTORY: usize = 256;
 
+/// How often the owners of raised flags are looked up again, so that a
+/// process that exited or closed its fd is not named after it. A scan for
+/// a new flag refreshes them all at once: the walk of `/proc` is the same.
+pub const OWNERS_FRESH_NS: u64 = 10_000_000_000;
+
 /// What a flag is about: one socket, or (for `syn_recv`) one listening port
 /// in one network namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -93,6 +98,8 @@ pub struct Detector {
     rollup: Rollup,
     pub(super) generation: u64,
     pub(super) untracked: u64,
+    /// When the owners of the raised flags were last looked up.
+    owners_at: u64,
 }
 
 impl Detector {
@@ -107,6 +114,7 @@ impl Detector {
             rollup: Rollup::default(),
             generation: 0,
             untracked: 0,
+            owners_at: 0,
         }
     }
 
@@ -123,10 +131,10 @@ impl Detector {
     /// whether that time is a lower bound (the engine's
     /// `state_since_ns`/`since_is_lower_bound`), or `None` when unknown; the
     /// detector then uses when it first saw the socket in that state, as a
-    /// lower bound. `owners` is called at most once, with the inodes of new
-    /// flags (and of earlier ones still without an owner); pass
-    /// the `/proc` owner scan. A flag whose owner the scan could not
-    /// see is marked `owner_unknown`, with a hint.
+    /// lower bound. `owners` is called at most once, with the inodes of
+    /// every raised flag, when a flag is new or the owners are older than
+    /// [`OWNERS_FRESH_NS`]; pass the `/proc` owner scan. A flag whose owner
+    /// the scan could not see is marked `owner_unknown`, with a hint.
     pub fn update<S, O, R>(
         &mut self,
         dump: &[SocketSnapshot],
@@ -233,7 +241,7 @@ impl Detector {
                 }
             }
         }
-        self.attach_owners(&raised, owners);
+        self.attach_owners(&raised, owners, now_ns);
         for key in raised {
             if let Some(f) = self.active.get(&key) {
                 changes.push(Change::Raised(f.clone()));
@@ -243,26 +251,30 @@ impl Detector {
         changes
     }
 
-    /// Owners for new flags; ownerless older flags get another try then.
-    fn attach_owners<O, R>(&mut self, raised: &[Key], owners: O)
+    /// Owners for new flags, and again for all raised flags once theirs
+    /// are [`OWNERS_FRESH_NS`] old: a process exits, or closes its copy
+    /// of a socket a fork shares.
+    fn attach_owners<O, R>(&mut self, raised: &[Key], owners: O, now_ns: u64)
     where
         O: FnOnce(&HashSet<u64>) -> R,
         R: Into<OwnerScan>,
     {
-        if !raised
+        let new = raised
             .iter()
-            .any(|k| self.active.get(k).is_some_and(|f| f.inode != 0))
-        {
-            return;
-        }
+            .any(|k| self.active.get(k).is_some_and(|f| f.inode != 0));
+        let stale = now_ns.saturating_sub(self.owners_at) >= OWNERS_FRESH_NS;
         let inodes: HashSet<u64> = self
             .active
             .values()
-            .filter(|f| f.inode != 0 && f.owners.is_empty())
+            .filter(|f| f.inode != 0)
             .map(|f| f.inode)
             .collect();
+        if inodes.is_empty() || !(new || stale) {
+            return;
+        }
         let found: OwnerScan = owners(&inodes).into();
-        for f in self.active.values_mut().filter(|f| f.owners.is_empty()) {
+        self.owners_at = now_ns;
+        for f in self.active.values_mut().filter(|f| f.inode != 0) {
             apply_scan(f, &found);
         }
     }

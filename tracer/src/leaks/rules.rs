@@ -85,6 +85,8 @@ pub(super) fn apply_scan(f: &mut Flag, scan: &OwnerScan) {
         f.owner_unknown = false;
         f.owner_hint = None;
     } else {
+        // No process holds it now (or none we may see).
+        f.owners.clear();
         let hint = scan.unknown(f.inode);
         f.owner_unknown = hint.is_some();
         f.owner_hint = hint.map(str::to_owned);

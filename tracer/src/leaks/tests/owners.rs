@@ -165,3 +165,48 @@ fn a_snapshot_without_privileges_says_owner_unknown() {
     assert!(text.contains("PID 100 app: 1 socket"), "{text}");
     assert!(text.contains("owner unknown: 1 socket"), "{text}");
 }
+
+/// A flag's owners are looked up again every [`OWNERS_FRESH_NS`]: a
+/// parent that exits after a fork leaves its child named alone, and a
+/// socket no process we can see holds any more is "owner unknown" (a live
+/// socket with an inode has an owner, in another pid namespace then).
+#[test]
+fn owners_are_looked_up_again_so_an_exited_process_is_not_named() {
+    use crate::leaks::detect::OWNERS_FRESH_NS;
+    let mut det = Detector::new(thresholds());
+    let d = sock(1, TcpState::CloseWait);
+    let both = |i: &HashSet<u64>| -> HashMap<u64, Vec<FdOwner>> {
+        i.iter()
+            .map(|&i| (i, vec![owner(100, "parent", 4), owner(200, "child", 4)]))
+            .collect()
+    };
+    let child = |i: &HashSet<u64>| -> HashMap<u64, Vec<FdOwner>> {
+        i.iter()
+            .map(|&i| (i, vec![owner(200, "child", 4)]))
+            .collect()
+    };
+    let nobody = |_: &HashSet<u64>| HashMap::<u64, Vec<FdOwner>>::new();
+    det.update(&[d], S, none, both);
+    let c = det.update(&[d], 62 * S, none, both);
+    assert_eq!(raised(&c)[0].owners.len(), 2);
+    let pids = |det: &Detector| -> Vec<u32> {
+        det.active()
+            .flat_map(|f| f.owners.iter().map(|o| o.pid))
+            .collect()
+    };
+    // Within the interval, no scan runs.
+    det.update(
+        &[d],
+        62 * S + OWNERS_FRESH_NS - 1,
+        none,
+        |_: &HashSet<u64>| -> OwnerScan { panic!("scanned again within {OWNERS_FRESH_NS} ns") },
+    );
+    assert_eq!(pids(&det), vec![100, 200]);
+    det.update(&[d], 62 * S + OWNERS_FRESH_NS, none, child);
+    assert_eq!(pids(&det), vec![200]);
+    let r = det.report(62 * S + OWNERS_FRESH_NS);
+    assert!(r.leaks.iter().all(|g| g.pid != Some(100)), "{:?}", r.leaks);
+    det.update(&[d], 62 * S + 2 * OWNERS_FRESH_NS, none, nobody);
+    assert_eq!(pids(&det), Vec::<u32>::new());
+    assert!(det.active().all(|f| f.owner_unknown));
+}
