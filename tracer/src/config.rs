@@ -83,7 +83,8 @@ settings! {
         /// SYN_SENT/SYN_RECV this long is a stuck handshake [default: 10s].
         handshake_threshold: Duration = Thresholds::default().handshake
             => "DURATION" parse_threshold;
-        /// Orphaned FIN_WAIT2 this long is flagged [default: 60s].
+        /// Orphaned FIN_WAIT2 this long is flagged; the kernel ends an
+        /// orphan at tcp_fin_timeout, 60 s by default [default: 30s].
         fin_wait2_threshold: Duration = Thresholds::default().fin_wait2
             => "DURATION" parse_threshold;
     }

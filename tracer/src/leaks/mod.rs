@@ -63,19 +63,21 @@ pub struct Thresholds {
     pub idle: Duration,
     /// SYN_SENT, or a request socket, this long: a stuck handshake.
     pub handshake: Duration,
-    /// Orphaned FIN_WAIT2 this long: flagged.
+    /// Orphaned FIN_WAIT2 this long: flagged. The kernel ends an orphan
+    /// at `tcp_fin_timeout` (60 s by default), so the default is half that:
+    /// at 60 s a flag would live for the orphan's last moment only.
     pub fin_wait2: Duration,
 }
 
 impl Default for Thresholds {
-    /// The defaults of `tracer run` (60 s, 10 s, 10 min, 10 s, 60 s).
+    /// The defaults of `tracer run` (60 s, 10 s, 10 min, 10 s, 30 s).
     fn default() -> Self {
         Thresholds {
             close_wait: Duration::from_secs(60),
             half_open: Duration::from_secs(10),
             idle: Duration::from_secs(600),
             handshake: Duration::from_secs(10),
-            fin_wait2: Duration::from_secs(60),
+            fin_wait2: Duration::from_secs(30),
         }
     }
 }
