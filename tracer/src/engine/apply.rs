@@ -317,6 +317,8 @@ impl Engine {
         let tw_full = matches!(to, Close | TimeWait) && self.time_wait_full(ev.netns);
         let mut overflowed = false;
         let (cookie, closed) = self.store.update(slot, |r| {
+            // How long the stay being left lasted, when its entry is exact.
+            let stayed = (!r.has(flag::LOWER_BOUND)).then(|| at.saturating_sub(r.since_ns));
             learn(r, from, to, ev);
             r.set_tuple(ev.saddr, ev.sport, ev.daddr, ev.dport);
             r.netns = ev.netns;
@@ -333,6 +335,7 @@ impl Engine {
                 let tw = to == TimeWait || (matches!(from, FinWait2 | Closing) && !rst);
                 overflowed = tw && tw_full;
                 if tw && !tw_full {
+                    r.set_fin_wait2_before(stayed.filter(|_| from == FinWait2).unwrap_or(0));
                     r.set(flag::TW, true);
                     r.set(flag::TW_CONFIRMED, false);
                     r.tw_end = tw_end::NONE;

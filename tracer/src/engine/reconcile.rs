@@ -489,6 +489,8 @@ impl Engine {
                     self.store.update(slot, |r| {
                         r.state = FinWait2;
                         r.replace_last_path(TimeWait, FinWait2);
+                        // Still the FIN_WAIT2 the full socket was in.
+                        r.since_ns = r.since_ns.saturating_sub(r.fin_wait2_before_ns());
                     });
                 }
                 (FinWait2, TimeWait) => {
@@ -687,10 +689,12 @@ impl Engine {
         obs: &mut impl Observer,
     ) {
         let r = self.store.rec(slot);
-        let (cookie, since) = (r.cookie, r.since_ns);
-        let entry = entry_ns.max(since);
+        // The part of the stay before the handover went at the close.
+        let (cookie, since, handover) =
+            (r.cookie, r.since_ns, r.since_ns + r.fin_wait2_before_ns());
+        let entry = entry_ns.max(handover);
         self.orphan_ends.remove(&cookie);
-        obs.stay(cookie, FinWait2, entry - since, stay_lower_bound);
+        obs.stay(cookie, FinWait2, entry - handover, stay_lower_bound);
         let half = self.half_closed(FinWait2, entry - since);
         self.store.update(slot, |r| {
             r.state = TimeWait;

@@ -109,7 +109,9 @@ pub(super) struct Record {
     pub pid: u32,
     pub retransmits: u32,
     /// While finished: the sequence number of its entry in the store's
-    /// queue of finished records (see `store.rs`).
+    /// queue of finished records (see `store.rs`). While live as a
+    /// timewait record that a close from FIN_WAIT2 made: how long that
+    /// FIN_WAIT2 stay had lasted, in ms ([`Record::fin_wait2_before_ns`]).
     pub fin_seq: u32,
     /// Inode of the socket's network namespace (0: unknown).
     pub netns: u32,
@@ -205,6 +207,26 @@ impl Record {
             &self.remote,
             self.rport,
         )
+    }
+
+    /// A timewait record made by a close from FIN_WAIT2 (TIME_WAIT
+    /// inferred, or an orphan the kernel keeps in FIN_WAIT2): how long the
+    /// full socket had been in FIN_WAIT2 then, when that entry was exact.
+    /// An orphan's stay goes on across the handover (a `tcp_fin_timeout`
+    /// above 60 s keeps the full socket for the part above 60 s), so a dump
+    /// that finds one gives it its first entry back, and its stay is
+    /// reported from the handover on: the part before went at the close.
+    pub fn fin_wait2_before_ns(&self) -> u64 {
+        if self.has(flag::TW) && !self.has(flag::FINISHED) {
+            u64::from(self.fin_seq) * 1_000_000
+        } else {
+            0
+        }
+    }
+
+    /// See [`Record::fin_wait2_before_ns`]; saturates at 49 days.
+    pub fn set_fin_wait2_before(&mut self, ns: u64) {
+        self.fin_seq = u32::try_from(ns / 1_000_000).unwrap_or(u32::MAX);
     }
 
     pub fn has(&self, f: u16) -> bool {

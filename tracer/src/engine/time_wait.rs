@@ -59,7 +59,13 @@ impl Engine {
             (at_ns, how)
         };
         let dur = at_ns.saturating_sub(since);
-        obs.stay(cookie, state, dur, r.has(flag::LOWER_BOUND));
+        // An orphan's stay before the handover went at the close.
+        let reported = if state == FinWait2 {
+            dur.saturating_sub(r.fin_wait2_before_ns())
+        } else {
+            dur
+        };
+        obs.stay(cookie, state, reported, r.has(flag::LOWER_BOUND));
         if state == TimeWait {
             obs.time_wait_ended(cookie, how);
         }

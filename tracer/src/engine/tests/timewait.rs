@@ -189,6 +189,47 @@ fn orphaned_fin_wait2_counts_as_fin_wait2() {
     assert!(h.view(1).half_closed());
 }
 
+/// With `tcp_fin_timeout` above 60 s the kernel keeps an orphan's full
+/// socket in FIN_WAIT2 for the part above 60 s, then hands it over to a
+/// timewait socket: its `fin_wait2 -> close` comes mid-stay. A dump that
+/// finds the orphan gives it back its first entry (its age is the whole
+/// stay), and its two reported stays add up to that one stay.
+#[test]
+fn an_orphan_handed_over_mid_stay_keeps_its_fin_wait2_entry() {
+    let mut h = H::new();
+    h.run(active_open(1, 0));
+    let entered = secs(1) + ms(10);
+    h.run([
+        ev(1).from(Established).to(FinWait1).at(secs(1)),
+        ev(1).from(FinWait1).to(FinWait2).at(entered),
+    ]);
+    h.take();
+    let handover = entered + secs(60);
+    h.run([ev(1).from(FinWait2).to(Close).at(handover)]);
+    assert_eq!(h.stays(), vec![(FinWait2, secs(60), false)]);
+    h.take();
+    h.reconcile(&[tw(1, FinWait2, 59_000)], secs(62));
+    let v = h.view(1);
+    assert_eq!(v.state(), FinWait2);
+    assert_eq!(v.state_since_ns(), entered);
+    assert!(!v.since_is_lower_bound());
+    // Its timer (59 s after the dump) ends it at the next full dump.
+    h.reconcile_absent(&[], secs(122));
+    assert_eq!(h.stays(), vec![(FinWait2, secs(121) - handover, false)]);
+}
+
+/// An ordinary close from FIN_WAIT2 into TIME_WAIT keeps its TIME_WAIT
+/// entry and its full 60 s stay.
+#[test]
+fn a_time_wait_from_fin_wait2_ends_60s_after_its_own_entry() {
+    let mut h = closed_at_1s();
+    assert_eq!(h.view(1).state_since_ns(), CLOSE);
+    h.reconcile(&[tw(1, TimeWait, 59_000)], secs(2));
+    assert_eq!(h.view(1).state_since_ns(), CLOSE);
+    h.reconcile(&[], secs(70));
+    assert_eq!(h.stays(), vec![(TimeWait, secs(60), false)]);
+}
+
 #[test]
 fn orphan_that_gets_its_fin_enters_time_wait() {
     let mut h = closed_at_1s();
