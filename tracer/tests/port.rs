@@ -302,3 +302,30 @@ fn each_namespace_holding_the_port_gets_its_own_answer() {
     let r: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(only_namespace(&r)["name"], other.0.as_str());
 }
+
+/// An agent started for another namespace cannot age our sockets, and
+/// says so: `tracer port` in its note, `tracer leaks` by taking a
+/// snapshot of ours instead of reporting "no leaks" from the agent's.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn an_agent_that_follows_another_namespace_is_not_taken_for_ours() {
+    let _ns = Netns::enter("port-one-a");
+    let other = OtherNetns::new("port-one-b");
+    let agent = Agent::start(&["--netns", &other.0]);
+    let url = format!("http://{}", agent.addr);
+    let port = 8096;
+    let here = Server::start(port, true);
+    assert_eq!(here.outcome, Ok(()));
+    let (_, r) = port_json(port, &["--agent", &url]);
+    let note = r["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("the agent follows only network namespace")
+            && note.contains("ages in the others are unknown"),
+        "{r:#}"
+    );
+    let out = tracer(&["leaks", "--json", "--agent", &url, "--netns", "host"]);
+    let r: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(r["source"], "snapshot", "{r:#}");
+    let note = r["note"].as_str().unwrap_or_default();
+    assert!(note.contains("follows only network namespace"), "{r:#}");
+}

@@ -70,6 +70,7 @@ fn replay(scenario: &str) -> Vec<(&'static str, String)> {
     );
     let shared = Arc::new(Shared {
         own_netns: rec.header.netns,
+        followed_netns: None,
         core: replay.core(),
         metrics: metrics.clone(),
         settings: Settings::default(),

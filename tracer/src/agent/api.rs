@@ -164,6 +164,7 @@ impl Api for AgentApi {
             "now": clock.at(now),
             "started_ns": self.0.started_ns,
             "started": clock.at(self.0.started_ns),
+            "followed_netns": self.0.followed_netns,
             "tracked_sockets": stats.tracked,
             "sockets": states,
             "dwell_seconds": dwell,
@@ -177,6 +178,7 @@ impl Api for AgentApi {
         let mut report = core.detector.report(monotonic_ns());
         report.attribute(&core.containers);
         drop(core);
+        report.followed_netns = self.0.followed_netns;
         if let Ok(f) = self.0.forecasts.lock() {
             report.forecasts = f.clone();
         }

@@ -38,6 +38,8 @@ impl Observer for Dwell {
 pub struct Shared {
     /// The network namespace tracer runs in: its workload is `host`.
     pub own_netns: u32,
+    /// The one namespace `--netns` chose, if it chose one.
+    pub followed_netns: Option<u32>,
     /// Engine, detectors and [`AgentState`], under one short-held lock.
     pub core: Arc<SharedCore<AgentState>>,
     /// All metrics.

@@ -129,35 +129,61 @@ pub fn run_to(args: &LeaksArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
 }
 
 /// The agent's report (asked within `limits`), or a snapshot of `scope`
-/// when no agent answers at `url`.
+/// when no agent answers at `url` or the agent follows one namespace and
+/// `scope` is another.
 pub fn collect(agent_url: &str, scope: NetnsScope, limits: Limits) -> anyhow::Result<Report> {
     let url = shown(agent_url);
-    match http_get(agent_url, "/api/v1/leaks", limits)? {
-        Some(body) => serde_json::from_str(&body).with_context(|| {
-            format!(
-                "the agent at {url} answered /api/v1/leaks with something that is not a leak report"
+    let Some(body) = http_get(agent_url, "/api/v1/leaks", limits)? else {
+        return snapshot_of(
+            scope,
+            format!("no agent at {url}: one-shot snapshot, ages unknown"),
+        );
+    };
+    let mut report: Report = serde_json::from_str(&body).with_context(|| {
+        format!(
+            "the agent at {url} answered /api/v1/leaks with something that is not a leak report"
+        )
+    })?;
+    match (report.followed_netns, scope) {
+        (Some(followed), NetnsScope::One { inode, .. }) if inode != 0 && inode != followed => {
+            snapshot_of(
+                scope,
+                format!(
+                    "the agent at {url} follows only network namespace {followed}, not \
+                     {inode}: one-shot snapshot, ages unknown"
+                ),
             )
-        }),
-        None => {
-            let (dump, census) = snapshot(scope).context("taking a sock_diag snapshot")?;
-            let inodes = dump
-                .iter()
-                .filter(|d| d.inode != 0)
-                .map(|d| d.inode)
-                .collect();
-            let owners = owners_of(&inodes);
-            let mut note = format!("no agent at {url}: one-shot snapshot, ages unknown");
-            if !census.refused.is_empty() {
-                note.push_str(&format!(
-                    "; {} network namespace(s) could not be entered (that needs CAP_SYS_ADMIN)",
-                    census.refused.len()
-                ));
-            }
-            let mut report = snapshot_report(&dump, &owners, note);
-            report.attribute(&census.containers);
+        }
+        (Some(followed), NetnsScope::All { .. }) => {
+            report.note = Some(format!(
+                "the agent at {url} follows only network namespace {followed}: the other \
+                 namespaces are not in this report (--netns N takes a snapshot of one)"
+            ));
             Ok(report)
         }
+        _ => Ok(report),
     }
+}
+
+/// A one-shot snapshot report of `scope`, with `note` (and the namespaces
+/// that could not be entered).
+fn snapshot_of(scope: NetnsScope, mut note: String) -> anyhow::Result<Report> {
+    let (dump, census) = snapshot(scope).context("taking a sock_diag snapshot")?;
+    let inodes = dump
+        .iter()
+        .filter(|d| d.inode != 0)
+        .map(|d| d.inode)
+        .collect();
+    let owners = owners_of(&inodes);
+    if !census.refused.is_empty() {
+        note.push_str(&format!(
+            "; {} network namespace(s) could not be entered (that needs CAP_SYS_ADMIN)",
+            census.refused.len()
+        ));
+    }
+    let mut report = snapshot_report(&dump, &owners, note);
+    report.attribute(&census.containers);
+    Ok(report)
 }
 
 /// Drop flags younger than the `--*-threshold` flags ask for, flags of
@@ -246,11 +272,12 @@ mod tests {
         assert!(e.to_string().contains("only http://"), "{e}");
     }
 
-    #[test]
-    fn http_get_reads_an_agent_reply() {
+    /// An agent that answers one request with `report`; the thread
+    /// returns the request it read.
+    fn agent_once(report: &Report) -> (String, std::thread::JoinHandle<String>) {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}/", l.local_addr().expect("addr"));
-        let body = serde_json::to_string(&sample()).expect("json");
+        let body = serde_json::to_string(report).expect("json");
         let server = std::thread::spawn(move || {
             let (mut s, _) = l.accept().expect("accept");
             let mut req = [0u8; 1024];
@@ -263,6 +290,12 @@ mod tests {
             .expect("write");
             req
         });
+        (url, server)
+    }
+
+    #[test]
+    fn http_get_reads_an_agent_reply() {
+        let (url, server) = agent_once(&sample());
         let report = collect(&url, NetnsScope::all(), Limits::default()).expect("report");
         assert!(
             server
@@ -271,6 +304,35 @@ mod tests {
                 .starts_with("GET /api/v1/leaks HTTP/1.1\r\n")
         );
         assert_eq!(report, sample());
+    }
+
+    /// An agent started with `--netns` for one namespace cannot answer for
+    /// another: asked for all, its report says what it leaves out; asked
+    /// for another one, a snapshot of that one answers instead.
+    #[test]
+    fn an_agent_that_follows_one_namespace_says_so() {
+        let mut one = sample();
+        one.followed_netns = Some(12345);
+        let (url, server) = agent_once(&one);
+        let report = collect(&url, NetnsScope::all(), Limits::default()).expect("report");
+        server.join().expect("server");
+        let note = report.note.unwrap_or_default();
+        assert!(
+            note.contains("follows only network namespace 12345: the other namespaces are not"),
+            "{note}"
+        );
+        assert_eq!(report.leak_count, sample().leak_count);
+
+        let (url, server) = agent_once(&one);
+        let report = collect(&url, NetnsScope::own(), Limits::default()).expect("report");
+        server.join().expect("server");
+        let note = report.note.unwrap_or_default();
+        assert!(
+            note.contains("follows only network namespace 12345, not ")
+                && note.ends_with("one-shot snapshot, ages unknown"),
+            "{note}"
+        );
+        assert!(report.thresholds.is_none(), "a snapshot has no thresholds");
     }
 
     #[test]

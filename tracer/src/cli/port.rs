@@ -108,6 +108,13 @@ pub fn run_to(args: &PortArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
             found.refused
         ));
     }
+    if let Some(f) = found.agent_followed
+        && found.by_netns.keys().any(|&n| n != f)
+    {
+        note.push_str(&format!(
+            "; the agent follows only network namespace {f}: ages in the others are unknown"
+        ));
+    }
     let own = own_netns();
     let report = report::build(args.port, addr, false, &found, note, |netns| {
         let path = if netns == own || netns == 0 {

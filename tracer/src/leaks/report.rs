@@ -81,6 +81,11 @@ pub struct Report {
     pub now: Option<crate::wall::Wall>,
     /// Thresholds in force (agent only).
     pub thresholds: Option<ThresholdSeconds>,
+    /// The one network namespace (inode) an agent follows, when it was
+    /// started with `--netns` for one; `None`: every namespace, or a
+    /// snapshot.
+    #[serde(default)]
+    pub followed_netns: Option<u32>,
     /// Distinct leak flags (risks excluded); `tracer leaks` exits 1 when > 0.
     pub leak_count: usize,
     /// Leaks grouped by process, worst first.
@@ -130,6 +135,7 @@ impl Report {
             |pid, _, _| growth.get(&pid).copied().flatten(),
         );
         out.thresholds = self.thresholds;
+        out.followed_netns = self.followed_netns;
         out.now = self.now;
         out.forecasts = self.forecasts;
         // A process's descriptors go with its leaks.
@@ -272,6 +278,7 @@ impl Report {
                 fin_wait2: t.fin_wait2.as_secs_f64(),
             }),
             leak_count,
+            followed_netns: None,
             leaks,
             risks,
             recently_cleared,

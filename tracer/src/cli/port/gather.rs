@@ -89,12 +89,18 @@ pub struct Found {
     pub agent: bool,
     /// Sockets the agent listed on the port.
     pub agent_sockets: usize,
+    /// The one namespace the agent follows, when it follows one.
+    pub agent_followed: Option<u32>,
 }
 
 /// Snapshot `scope`, keep what is bound to `port`, name its owners, and
 /// ask the agent at `url` (if one answers) what it knows of them.
 pub fn gather(port: u16, scope: NetnsScope, url: &str, limits: Limits) -> anyhow::Result<Found> {
     let agent = ask_agent(url, port, limits)?;
+    let agent_followed = match agent {
+        Some(_) => followed_by(url, limits)?,
+        None => None,
+    };
     let (dump, census) = snapshot(scope).context("taking a sock_diag snapshot")?;
     let held: Vec<SocketSnapshot> = dump
         .into_iter()
@@ -108,6 +114,7 @@ pub fn gather(port: u16, scope: NetnsScope, url: &str, limits: Limits) -> anyhow
         refused: census.refused.len(),
         agent: agent.is_some(),
         agent_sockets: agent.as_ref().map_or(0, HashMap::len),
+        agent_followed,
         ..Found::default()
     };
     let mut agent = agent.unwrap_or_default();
@@ -136,6 +143,23 @@ pub fn gather(port: u16, scope: NetnsScope, url: &str, limits: Limits) -> anyhow
         found.paths.insert(inode, path);
     }
     Ok(found)
+}
+
+/// The one network namespace the agent at `url` follows, if it was started
+/// with `--netns` for one (`followed_netns` in `/api/v1/summary`).
+fn followed_by(url: &str, limits: Limits) -> anyhow::Result<Option<u32>> {
+    let Some(body) = http_get(url, "/api/v1/summary", limits)? else {
+        return Ok(None);
+    };
+    let summary: serde_json::Value = serde_json::from_str(&body).with_context(|| {
+        format!(
+            "the agent at {} answered /api/v1/summary with something that is not JSON",
+            crate::cli::leaks::shown(url)
+        )
+    })?;
+    Ok(summary["followed_netns"]
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok()))
 }
 
 /// Every live socket the agent lists with `port` as its local port, by
