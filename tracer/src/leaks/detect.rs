@@ -171,6 +171,16 @@ impl Detector {
         for d in dump {
             self.check(d, now_ns, &since, &mut found, &mut ports);
         }
+        // A CLOSE_WAIT socket with no file was never accepted: the process
+        // to name is the one whose listener's queue it waits in.
+        for f in found
+            .values_mut()
+            .filter(|f| f.kind == LeakKind::CloseWait && f.inode == 0)
+        {
+            if let Some(acc) = ports.get(&(f.netns, f.local.port())) {
+                f.inode = acc.listener_inode;
+            }
+        }
         for (port, acc) in ports {
             if let Some(f) = self.port_flag(port, &acc, now_ns) {
                 found.insert((LeakKind::StuckHandshake, Subject::Port(port.0, port.1)), f);

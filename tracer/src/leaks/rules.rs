@@ -39,6 +39,8 @@ pub(super) struct PortAcc {
     pub(super) retransmitted: u32,
     pub(super) max_retrans: u8,
     pub(super) oldest: Option<(u64, bool)>,
+    /// The inode of the port's listener, whose process the flag names.
+    pub(super) listener_inode: u64,
 }
 
 /// A flag about one socket, raised at `now` (owners filled in later).

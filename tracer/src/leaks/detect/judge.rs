@@ -40,7 +40,11 @@ impl Detector {
                             Some(q) if q < age => format!(", nothing sent for {:.1}s", secs(q)),
                             _ => String::new(),
                         },
-                        unread_words(d)
+                        if d.inode == 0 {
+                            "never accepted: it waits in the listener's accept queue".to_string()
+                        } else {
+                            unread_words(d)
+                        }
                     );
                     found.insert(
                         key(LeakKind::CloseWait),
@@ -98,6 +102,9 @@ impl Detector {
                         acc.oldest = Some(a);
                     }
                 }
+            }
+            TcpState::Listen if d.inode != 0 => {
+                ports.entry((d.netns, d.sport)).or_default().listener_inode = d.inode;
             }
             TcpState::FinWait2 if d.timewait || d.inode == 0 => {
                 if let Some((age, lb)) = self.age(d, now, since)

@@ -143,7 +143,7 @@ impl Detector {
         let (age, lb) = acc.oldest.unwrap_or((0, true));
         let evidence = format!(
             "{} handshakes stuck on port {port}: {} needed SYN-ACK retransmits (up to {}), oldest {}{:.1}s \
-             (threshold {}); a SYN flood or a full accept queue",
+             (threshold {}, or 2 SYN-ACK retransmits); a SYN flood, a lost ACK or a full accept queue",
             acc.stuck,
             acc.retransmitted,
             acc.max_retrans,
@@ -158,7 +158,7 @@ impl Detector {
             local,
             remote: None,
             state: TcpState::NewSynRecv,
-            inode: 0,
+            inode: acc.listener_inode,
             netns,
             raised_at_ns: now,
             raised_at: None,

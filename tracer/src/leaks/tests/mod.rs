@@ -289,6 +289,51 @@ fn stuck_handshakes_syn_sent_and_per_port_syn_recv() {
     );
 }
 
+/// A port's stuck handshakes are the listener's: the flag names the
+/// process that listens (the one whose accept queue it is), and says that
+/// two SYN-ACK retransmits flag a port as its age does.
+#[test]
+fn stuck_server_handshakes_name_the_listener() {
+    let mut det = Detector::new(thresholds());
+    let mut listener = sock(1, TcpState::Listen);
+    listener.inode = 1044;
+    let mut req = sock(10, TcpState::NewSynRecv);
+    req.inode = 0;
+    req.timer_retrans = 2;
+    let c = det.update(&[req, listener], S, none, app_owners);
+    let f = raised(&c);
+    assert_eq!(f.len(), 1, "{c:?}");
+    assert_eq!(f[0].reason, Some(Reason::SynRecv));
+    assert_eq!(f[0].owners, vec![owner(100, "app", 44)]);
+    assert!(
+        f[0].evidence.ends_with(
+            "oldest at least 0.0s (threshold 10s, or 2 SYN-ACK retransmits); \
+             a SYN flood, a lost ACK or a full accept queue"
+        ),
+        "{}",
+        f[0].evidence
+    );
+    let r = det.report(S);
+    assert!(r.leaks.iter().any(|g| g.pid == Some(100)), "{:?}", r.leaks);
+
+    // A connection the peer closed before anyone accepted it: CLOSE_WAIT
+    // with no file, in the same listener's queue.
+    let mut queued = sock(2, TcpState::CloseWait);
+    queued.inode = 0;
+    det.update(&[req, listener, queued], S, none, app_owners);
+    let c = det.update(&[req, listener, queued], 62 * S, none, app_owners);
+    let f = raised(&c);
+    assert_eq!(f.len(), 1, "{c:?}");
+    assert_eq!(f[0].kind, LeakKind::CloseWait);
+    assert_eq!(f[0].owners, vec![owner(100, "app", 44)]);
+    assert!(
+        f[0].evidence
+            .ends_with("; never accepted: it waits in the listener's accept queue"),
+        "{}",
+        f[0].evidence
+    );
+}
+
 #[test]
 fn a_dump_of_looked_up_sockets_judges_only_those() {
     let mut det = Detector::new(thresholds());
