@@ -121,8 +121,23 @@ fn sockets_come_in_pages_with_filters_and_gzip() {
         false,
     );
     assert_eq!(kernel.len(), 250);
+    // Filters repeat: any of their values.
+    let (either, _, _) = page(
+        &agent,
+        &format!("/api/v1/sockets?state=close-wait&state=time_wait&port={port}&limit=10000"),
+        false,
+    );
+    assert_eq!(either.len(), 250);
     // Bad pages are refused in words.
-    for bad in ["limit=0", "limit=10001", "after=x", "state=waiting"] {
+    for bad in [
+        "limit=0",
+        "limit=10001",
+        "after=x",
+        "state=waiting",
+        "port=99999",
+        "limit=1&limit=2",
+        "colour=red",
+    ] {
         let (code, body) = http_get(agent.addr, &format!("/api/v1/sockets?{bad}")).expect("answer");
         assert_eq!(code, 400, "{bad}: {body}");
         assert!(body.contains("error"), "{bad}: {body}");

@@ -110,24 +110,24 @@ impl Api for AgentApi {
     /// Under the engine lock: one walk that only compares, then a copy of
     /// the page's records. Serialising happens after the lock is let go.
     fn sockets(&self, q: &SocketQuery) -> Result<Page<SocketJson>, String> {
-        let state = q.state.as_deref().map(TcpState::parse_or_say).transpose()?;
         let mut picker = Picker::new(q.limit()?, q.after);
         let now = monotonic_ns();
         let clock = WallClock::now();
         let core = self.0.core.lock();
         core.engine
             .sockets()
-            .filter(|v| state.is_none_or(|s| v.state() == s && v.is_live()))
+            .filter(|v| q.state.is_empty() || (q.state.contains(&v.state()) && v.is_live()))
             .filter(|v| {
-                q.port
-                    .is_none_or(|p| v.local().port() == p || v.remote().port() == p)
+                q.port.is_empty()
+                    || q.port.contains(&v.local().port())
+                    || q.port.contains(&v.remote().port())
             })
-            .filter(|v| q.netns.is_none_or(|n| v.netns() == n))
+            .filter(|v| q.netns.is_empty() || q.netns.contains(&v.netns()))
             .filter(|v| {
-                (q.pid.is_none() && q.comm.is_none())
+                (q.pid.is_empty() && q.comm.is_empty())
                     || v.owner().is_some_and(|o| {
-                        q.pid.is_none_or(|p| o.pid == p)
-                            && q.comm.as_deref().is_none_or(|c| o.comm_str() == c)
+                        (q.pid.is_empty() || q.pid.contains(&o.pid))
+                            && (q.comm.is_empty() || q.comm.iter().any(|c| o.comm_str() == c))
                     })
             })
             .for_each(|v| picker.offer(v.cookie()));

@@ -11,7 +11,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     Json, Router,
-    extract::{Query, State},
+    extract::{RawQuery, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
@@ -225,11 +225,11 @@ async fn off_thread<A: Api>(
 async fn sockets_handler<A: Api>(
     State(s): State<Shared<A>>,
     headers: HeaderMap,
-    q: Result<Query<SocketQuery>, axum::extract::rejection::QueryRejection>,
+    RawQuery(raw): RawQuery,
 ) -> Response {
-    let q = match q {
-        Ok(Query(q)) => q,
-        Err(e) => return bad_request(e.body_text()),
+    let q = match SocketQuery::parse(raw.as_deref()) {
+        Ok(q) => q,
+        Err(msg) => return bad_request(msg),
     };
     if let Err(msg) = q.limit() {
         return bad_request(msg);
@@ -270,12 +270,11 @@ async fn summary_handler<A: Api>(State(s): State<Shared<A>>, headers: HeaderMap)
 async fn leaks_handler<A: Api>(
     State(s): State<Shared<A>>,
     headers: HeaderMap,
-    q: Result<Query<LeakQuery>, axum::extract::rejection::QueryRejection>,
+    RawQuery(raw): RawQuery,
 ) -> Response {
-    let m = match q.map(|Query(q)| q.matching()) {
-        Ok(Ok(m)) => m,
-        Ok(Err(msg)) => return bad_request(msg),
-        Err(e) => return bad_request(e.body_text()),
+    let m = match LeakQuery::parse(raw.as_deref()) {
+        Ok(q) => q.matching(),
+        Err(msg) => return bad_request(msg),
     };
     s.api.catch_up().await;
     off_thread(&s, &headers, move |api| {

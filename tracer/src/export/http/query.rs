@@ -1,24 +1,28 @@
 //! The query strings of the API: `/api/v1/sockets` and `/api/v1/leaks`.
-use serde::Deserialize;
+//!
+//! Each filter may be given more than once and keeps what matches any of
+//! its values, as the flags of `tracer leaks` and `tracer events` do
+//! (`?state=close-wait&state=estab`). A bad query is a 400 with one
+//! sentence that names the parameter.
+use std::str::FromStr;
 
-use crate::export::page;
+use crate::{export::page, tcp::TcpState};
 
-/// `?state=S&port=P&netns=N&limit=L&after=C` on `/api/v1/sockets`.
-#[derive(Debug, Default, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
+/// `?state=S&port=P&netns=N&pid=N&comm=C&limit=L&after=C` on `/api/v1/sockets`.
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct SocketQuery {
-    /// Keep sockets in this state (kernel name, `close_wait`, or ss's
+    /// Keep sockets in these states (kernel names, `close_wait`, or ss's
     /// spelling, `close-wait`).
-    pub state: Option<String>,
-    /// Keep sockets with this port at either end.
-    pub port: Option<u16>,
-    /// Keep sockets of this network namespace (inode).
-    pub netns: Option<u32>,
+    pub state: Vec<TcpState>,
+    /// Keep sockets with one of these ports at either end.
+    pub port: Vec<u16>,
+    /// Keep sockets of these network namespaces (inodes).
+    pub netns: Vec<u32>,
     /// Keep sockets whose owner (known from its connect, listen or close)
-    /// has this pid.
-    pub pid: Option<u32>,
-    /// Keep sockets whose owner has this command name.
-    pub comm: Option<String>,
+    /// has one of these pids.
+    pub pid: Vec<u32>,
+    /// Keep sockets whose owner has one of these command names.
+    pub comm: Vec<String>,
     /// Sockets per page, 1 to [`page::MAX_LIMIT`] (default
     /// [`page::DEFAULT_LIMIT`]).
     pub limit: Option<usize>,
@@ -26,7 +30,70 @@ pub struct SocketQuery {
     pub after: Option<u64>,
 }
 
+/// The pairs of a query string, decoded.
+fn pairs(raw: Option<&str>) -> impl Iterator<Item = (String, String)> + '_ {
+    form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+}
+
+/// `value` of parameter `key` as a `T`, or a sentence that says what `key`
+/// takes (`what`).
+fn number<T: FromStr>(key: &str, value: &str, what: &str) -> Result<T, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{key} {value:?} is not {what}"))
+}
+
+/// A parameter that may be given once.
+fn once<T>(slot: &mut Option<T>, key: &str, value: T) -> Result<(), String> {
+    if slot.replace(value).is_some() {
+        return Err(format!("{key} is given more than once"));
+    }
+    Ok(())
+}
+
+/// The filters both endpoints take, added to `q`; `false` when `key` is
+/// none of them.
+fn filter(q: &mut SocketQuery, key: &str, value: &str) -> Result<bool, String> {
+    match key {
+        "state" => q.state.push(TcpState::parse_or_say(value)?),
+        "port" => q
+            .port
+            .push(number(key, value, "a port number (0 to 65535)")?),
+        "pid" => q.pid.push(number(key, value, "a process id")?),
+        "comm" => q.comm.push(value.to_owned()),
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
 impl SocketQuery {
+    /// Read a query string (`None`: no `?`).
+    pub fn parse(raw: Option<&str>) -> Result<SocketQuery, String> {
+        let mut q = SocketQuery::default();
+        for (key, value) in pairs(raw) {
+            match key.as_str() {
+                "netns" => q
+                    .netns
+                    .push(number(&key, &value, "a network namespace inode")?),
+                "limit" => once(
+                    &mut q.limit,
+                    &key,
+                    number(&key, &value, "a number of sockets")?,
+                )?,
+                "after" => once(&mut q.after, &key, number(&key, &value, "a cookie")?)?,
+                _ if filter(&mut q, &key, &value)? => {}
+                _ => {
+                    return Err(format!(
+                        "unknown parameter {key:?}: /api/v1/sockets takes state, port, netns, \
+                         pid, comm, limit and after"
+                    ));
+                }
+            }
+        }
+        Ok(q)
+    }
+
     /// The page size asked for, checked.
     pub fn limit(&self) -> Result<usize, String> {
         match self.limit {
@@ -43,27 +110,15 @@ impl SocketQuery {
     /// The query string of the page after `cursor`, keeping the filters.
     pub(super) fn next(&self, cursor: u64) -> String {
         let mut q = Vec::new();
-        if let Some(s) = &self.state {
-            q.push(format!(
-                "state={}",
-                s.replace(
-                    |c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-',
-                    ""
-                )
-            ));
-        }
-        if let Some(p) = self.port {
-            q.push(format!("port={p}"));
-        }
-        if let Some(n) = self.netns {
-            q.push(format!("netns={n}"));
-        }
-        if let Some(p) = self.pid {
-            q.push(format!("pid={p}"));
-        }
-        if let Some(c) = &self.comm {
-            q.push(format!("comm={}", percent_encode(c)));
-        }
+        q.extend(self.state.iter().map(|s| format!("state={}", s.name())));
+        q.extend(self.port.iter().map(|p| format!("port={p}")));
+        q.extend(self.netns.iter().map(|n| format!("netns={n}")));
+        q.extend(self.pid.iter().map(|p| format!("pid={p}")));
+        q.extend(
+            self.comm
+                .iter()
+                .map(|c| format!("comm={}", percent_encode(c))),
+        );
         if let Some(l) = self.limit {
             q.push(format!("limit={l}"));
         }
@@ -87,34 +142,38 @@ pub fn percent_encode(s: &str) -> String {
 }
 
 /// The filters of `/api/v1/leaks`: those of `tracer leaks`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LeakQuery {
-    /// Keep flags with an owner of this pid.
-    pub pid: Option<u32>,
-    /// Keep flags with an owner of this command name.
-    pub comm: Option<String>,
-    /// Keep flags of sockets in this state (either spelling).
-    pub state: Option<String>,
-    /// Keep flags with this port at either end.
-    pub port: Option<u16>,
-}
+#[derive(Debug, Default, PartialEq)]
+pub struct LeakQuery(SocketQuery);
 
 impl LeakQuery {
-    /// The query as the filters `tracer leaks` uses, or why it is wrong.
-    pub fn matching(&self) -> Result<crate::filter::Match, String> {
-        Ok(crate::filter::Match {
-            pids: self.pid.into_iter().collect(),
-            comms: self.comm.iter().cloned().collect(),
-            states: self
-                .state
-                .as_deref()
-                .map(crate::tcp::TcpState::parse_or_say)
-                .transpose()?
-                .into_iter()
-                .collect(),
-            ports: self.port.into_iter().collect(),
+    /// Read a query string (`None`: no `?`).
+    pub fn parse(raw: Option<&str>) -> Result<LeakQuery, String> {
+        let mut q = SocketQuery::default();
+        for (key, value) in pairs(raw) {
+            if !filter(&mut q, &key, &value)? {
+                return Err(format!(
+                    "unknown parameter {key:?}: /api/v1/leaks takes pid, comm, state and port"
+                ));
+            }
+        }
+        Ok(LeakQuery(q))
+    }
+
+    /// The query as the filters `tracer leaks` uses.
+    pub fn matching(self) -> crate::filter::Match {
+        let SocketQuery {
+            state,
+            port,
+            pid,
+            comm,
+            ..
+        } = self.0;
+        crate::filter::Match {
+            pids: pid,
+            comms: comm,
+            states: state,
+            ports: port,
             ..Default::default()
-        })
+        }
     }
 }

@@ -32,14 +32,12 @@ fn gzip_round_trips() {
 
 #[test]
 fn the_next_link_keeps_the_filters() {
-    let q = SocketQuery {
-        state: Some("close-wait".into()),
-        port: Some(80),
-        limit: Some(5),
-        after: Some(3),
-        ..Default::default()
-    };
-    assert_eq!(q.next(9), "state=close-wait&port=80&limit=5&after=9");
+    let q = SocketQuery::parse(Some("state=close-wait&port=80&state=estab&limit=5&after=3"))
+        .expect("query");
+    assert_eq!(
+        q.next(9),
+        "state=close_wait&state=established&port=80&limit=5&after=9"
+    );
     assert_eq!(q.limit(), Ok(5));
     let q = SocketQuery {
         limit: Some(page::MAX_LIMIT + 1),
@@ -47,4 +45,47 @@ fn the_next_link_keeps_the_filters() {
     };
     assert!(q.limit().unwrap_err().contains("maximum"));
     assert_eq!(SocketQuery::default().limit(), Ok(page::DEFAULT_LIMIT));
+}
+
+/// Each filter repeats and keeps what matches any of its values, as the
+/// flags of `tracer leaks` do; a bad query is one sentence naming the
+/// parameter.
+#[test]
+fn filters_repeat_and_bad_queries_say_which_parameter() {
+    use crate::tcp::TcpState;
+    let q = SocketQuery::parse(Some(
+        "state=close-wait&state=estab&port=80&port=443&comm=a%20b",
+    ))
+    .expect("query");
+    assert_eq!(q.state, [TcpState::CloseWait, TcpState::Established]);
+    assert_eq!(
+        (q.port.as_slice(), q.comm.as_slice()),
+        (&[80, 443][..], &["a b".to_string()][..])
+    );
+    assert_eq!(SocketQuery::parse(None), Ok(SocketQuery::default()));
+    let m = LeakQuery::parse(Some("pid=1&pid=2&state=close-wait"))
+        .expect("query")
+        .matching();
+    assert_eq!(m.pids, [1, 2]);
+    assert_eq!(m.states, [TcpState::CloseWait]);
+    for (bad, says) in [
+        (
+            "port=99999",
+            "port \"99999\" is not a port number (0 to 65535)",
+        ),
+        ("pid=-1", "pid \"-1\" is not a process id"),
+        ("limit=5&limit=6", "limit is given more than once"),
+        ("after=x", "after \"x\" is not a cookie"),
+        ("colour=red", "unknown parameter \"colour\""),
+    ] {
+        let e = SocketQuery::parse(Some(bad)).expect_err(bad);
+        assert!(e.starts_with(says), "{bad}: {e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+    let e = LeakQuery::parse(Some("limit=5")).expect_err("limit");
+    assert!(
+        e.contains("/api/v1/leaks takes pid, comm, state and port"),
+        "{e}"
+    );
+    assert!(SocketQuery::parse(Some("state=waiting")).is_err());
 }
