@@ -316,6 +316,27 @@ fn unprivileged_user_gets_one_sentence() {
     assert!(out.stdout.is_empty());
 }
 
+/// Root with the capabilities dropped (as a container or capsh leaves
+/// it) is told just that, not to run it as root.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn root_without_the_capabilities_is_told_so() {
+    common::require_root();
+    let out = std::process::Command::new("setpriv")
+        .args(["--inh-caps=-all", "--bounding-set=-bpf,-perfmon,-sys_admin"])
+        .arg(env!("CARGO_BIN_EXE_tracer"))
+        .args(["events", "--duration", "1"])
+        .output()
+        .expect("setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("runs as root but without the CAP_BPF and CAP_PERFMON capabilities"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
 /// CAP_BPF and CAP_PERFMON are enough: no root needed.
 #[test]
 #[ignore = "privileged: cargo xtask test runs it as root"]

@@ -19,9 +19,17 @@ pub enum PreflightError {
     /// Neither root nor CAP_BPF + CAP_PERFMON.
     #[error(
         "tracer needs root, or the CAP_BPF and CAP_PERFMON capabilities, to load its kernel programs; \
-         run it with sudo or grant them (setcap cap_bpf,cap_perfmon,cap_sys_ptrace,cap_dac_read_search+ep tracer)"
+         run it with sudo or grant them (setcap cap_bpf,cap_perfmon,cap_sys_admin,cap_sys_ptrace,cap_dac_read_search+ep tracer; \
+         CAP_SYS_ADMIN enters other network namespaces, the other two name sockets' owners)"
     )]
     NotPrivileged,
+    /// Root, with the capabilities dropped (a container, capsh).
+    #[error(
+        "tracer runs as root but without the CAP_BPF and CAP_PERFMON capabilities (or CAP_SYS_ADMIN) \
+         that loading its kernel programs needs: whatever started it dropped them; grant them back \
+         (--cap-add BPF --cap-add PERFMON for a container, the securityContext of deploy/kubernetes/tracer.yaml)"
+    )]
+    RootWithoutCaps,
     /// No /sys/kernel/btf/vmlinux.
     #[error(
         "this kernel exposes no BTF at {VMLINUX_BTF}; tracer needs Linux 5.12 or later built with CONFIG_DEBUG_INFO_BTF=y"
@@ -108,7 +116,12 @@ pub fn caps_allow_tracing(caps: u64) -> bool {
 /// Run every check.
 pub fn check() -> Result<(), PreflightError> {
     if !caps_allow_tracing(effective_caps()) {
-        return Err(PreflightError::NotPrivileged);
+        // SAFETY: geteuid(2) has no failure mode.
+        return Err(if unsafe { libc::geteuid() } == 0 {
+            PreflightError::RootWithoutCaps
+        } else {
+            PreflightError::NotPrivileged
+        });
     }
     if !std::path::Path::new(VMLINUX_BTF).exists() {
         return Err(PreflightError::NoBtf);

@@ -20,7 +20,9 @@ Exit status: 0 after SIGINT or SIGTERM, 2 when it cannot start or run.";
 #[derive(Debug, Args, Default)]
 #[command(after_help = EXAMPLES)]
 pub struct RunArgs {
-    /// TOML config file; any flag below can be set there (kebab-case keys).
+    /// TOML config file; any flag of `tracer run` can be set there
+    /// (kebab-case keys), but the global --log-level and --log-format,
+    /// which take effect before it is read.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Every setting, each `None` unless given.
