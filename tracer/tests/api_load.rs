@@ -362,6 +362,9 @@ fn slow_clients_are_cut_off_and_metrics_keep_answering() {
     );
     let capped = log.matches("HTTP connection cap of 256 reached").count();
     assert_eq!(capped, 1, "one log line per burst:\n{log}");
+    // Each connection the cap closed is counted.
+    let evicted = agent.metric("tracer_http_connections_closed_total{reason=\"evicted\"}");
+    assert!(evicted >= 1.0, "no eviction counted:\n{log}");
     assert!(
         !log.contains("open-file limit"),
         "1,024 files fit 256 connections:\n{log}"

@@ -128,7 +128,8 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
             max_connections: settings.max_http_connections,
             ..serve::Limits::default()
         };
-        serve::spawn(listener, app, limits, gate, stop_rx)?
+        let closed = metrics.agent.http_closed.clone();
+        serve::spawn(listener, app, limits, gate, closed, stop_rx)?
     };
 
     pipeline.run(&mut sink, pipeline::stop_signal()?).await?;

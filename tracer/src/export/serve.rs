@@ -7,7 +7,8 @@
 //! or silent client) is closed to make room, so a scrape that arrives
 //! during a slowloris flood is still accepted and answered; only when
 //! every open connection is busy is the newcomer refused. Reaching the cap
-//! is logged once per burst.
+//! is logged once per burst, and each connection closed there is counted
+//! ([`Closed`]: `tracer_http_connections_closed_total`).
 //!
 //! Under `--web-config` ([`Gate`]) each connection first completes a TLS
 //! handshake, within the header deadline, and each request shows basic
@@ -28,6 +29,7 @@ use anyhow::Context as _;
 use axum::Router;
 use hyper::{body::Incoming, server::conn::http1};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
@@ -66,6 +68,7 @@ pub fn spawn(
     app: Router,
     limits: Limits,
     gate: Option<Arc<Gate>>,
+    closed: Closed,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<()>>> {
     std::thread::Builder::new()
@@ -79,10 +82,20 @@ pub fn spawn(
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)
                     .context("registering the HTTP listener")?;
-                serve(listener, app, limits, gate, shutdown).await
+                serve(listener, app, limits, gate, closed, shutdown).await
             })
         })
         .context("starting the HTTP server's thread")
+}
+
+/// Connections the cap closed, by why: the series of
+/// `tracer_http_connections_closed_total` (unregistered by default).
+#[derive(Clone, Debug, Default)]
+pub struct Closed {
+    /// An idle connection closed to make room for a newcomer.
+    pub evicted: Counter,
+    /// A newcomer closed at once: every open connection was busy.
+    pub refused: Counter,
 }
 
 /// One open connection, as the accept loop sees it.
@@ -100,6 +113,8 @@ struct Table {
     next_id: u64,
     /// The cap was reached and not yet left: log nothing more.
     in_burst: bool,
+    /// What the cap closed.
+    closed: Closed,
 }
 
 /// Serve `app` on `listener` within `limits`, behind `gate` if any, until
@@ -109,9 +124,13 @@ pub async fn serve(
     app: Router,
     limits: Limits,
     gate: Option<Arc<Gate>>,
+    closed: Closed,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let table = Arc::new(Mutex::new(Table::default()));
+    let table = Arc::new(Mutex::new(Table {
+        closed,
+        ..Table::default()
+    }));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
@@ -242,7 +261,8 @@ fn admit(table: &Mutex<Table>, max: usize) -> Option<(u64, Arc<AtomicUsize>, Arc
             t.in_burst = true;
             tracing::warn!(
                 "HTTP connection cap of {max} reached (--max-http-connections): \
-                 closing the oldest idle connections to make room; said once per burst"
+                 closing the oldest idle connections to make room, or a newcomer when all are \
+                 busy (tracer_http_connections_closed_total counts both); said once per burst"
             );
         }
         let oldest_idle = t
@@ -250,7 +270,11 @@ fn admit(table: &Mutex<Table>, max: usize) -> Option<(u64, Arc<AtomicUsize>, Arc
             .iter()
             .find(|(_, c)| c.busy.load(Ordering::Relaxed) == 0)
             .map(|(&id, _)| id);
-        let victim = oldest_idle.and_then(|id| t.conns.remove(&id))?;
+        let Some(victim) = oldest_idle.and_then(|id| t.conns.remove(&id)) else {
+            t.closed.refused.inc();
+            return None;
+        };
+        t.closed.evicted.inc();
         victim.close.notify_one();
     }
     let id = t.next_id;

@@ -1,6 +1,6 @@
 //! The agent's own health: kernel events read, lost and undecodable, the
 //! engine's records and evictions, the HTTP server's refusals under
-//! `--web-config`, and the build.
+//! `--web-config` and the connections its cap closed, and the build.
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -11,9 +11,14 @@ use super::catch_up;
 use crate::{
     engine::{Engine, Observer},
     event::Kind,
-    export::web::Refusal,
+    export::{serve::Closed, web::Refusal},
     pipeline::Tallies,
 };
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WhyLabel {
+    reason: &'static str,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
@@ -49,6 +54,8 @@ pub struct Agent {
     evictions: Counter,
     /// Indexed like [`Refusal::ALL`].
     refusals: [Counter; 4],
+    /// Connections the HTTP server's cap closed.
+    pub http_closed: Closed,
 }
 
 impl Agent {
@@ -86,6 +93,16 @@ impl Agent {
             "HTTP requests and connections refused under --web-config, by reason",
             refusals.clone(),
         );
+        let closed = Family::<WhyLabel, Counter>::default();
+        r.register(
+            "http_connections_closed",
+            "HTTP connections closed at the --max-http-connections cap: an idle one to make room (evicted), or a newcomer while every connection was busy (refused)",
+            closed.clone(),
+        );
+        let http_closed = Closed {
+            evicted: closed.get_or_create_owned(&WhyLabel { reason: "evicted" }),
+            refused: closed.get_or_create_owned(&WhyLabel { reason: "refused" }),
+        };
         // A gauge fixed at 1 rather than an OpenMetrics `info`, which the
         // classic text parser (promtool 2.x) rejects.
         let build = Family::<BuildLabels, Gauge>::default();
@@ -104,6 +121,7 @@ impl Agent {
             evictions,
             refusals: Refusal::ALL
                 .map(|reason| refusals.get_or_create_owned(&ReasonLabel { reason })),
+            http_closed,
         }
     }
 

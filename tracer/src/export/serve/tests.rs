@@ -23,6 +23,8 @@ fn at_the_cap_the_oldest_idle_connection_makes_room() {
     // Everyone busy: the newcomer is refused.
     busy_c.fetch_add(1, Ordering::Relaxed);
     assert!(admit(&t, 2).is_none());
+    let closed = t.lock().unwrap().closed.clone();
+    assert_eq!((closed.evicted.get(), closed.refused.get()), (1, 1));
     // Back to half the cap: the burst is over.
     leave(&t, c, 2);
     assert!(!t.lock().unwrap().in_burst);
