@@ -372,7 +372,7 @@ fn diagnose<C: EbpfContext>(ctx: &C, hook: u32, code: u32, detail: u32) {
         ),
         _ => warn!(
             ctx,
-            "hook {}: the event ring buffer is full; events are dropped until the agent catches up",
+            "hook {}: the event ring buffer is full; events are dropped until user space catches up",
             hook
         ),
     }

@@ -5,13 +5,31 @@
 //! second per CPU; the per-CPU counters say how often. [`KernelLog`]
 //! receives those records and logs each as a `tracing` event with its
 //! level, target `kernel`, the tracepoint it came from, and the message.
+//! The same message is logged at most once per [`REPEAT_EVERY`], however
+//! many CPUs send it, with how many times it came since it was last logged.
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
 use aya_log::EbpfLogger;
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use tracer_common::names;
 
+/// The shortest gap between two log lines of the same message.
+pub const REPEAT_EVERY: Duration = Duration::from_secs(10);
+
+/// Messages remembered; more are few (one per hook and cause), so the
+/// memory is cleared past this rather than bounded more cleverly.
+const REMEMBERED: usize = 64;
+
 /// Where aya-log's records go: the log ([`crate::logging`]).
 pub struct KernelLog {
     max: LevelFilter,
+    /// Each message: when it was last logged, and how many times it came
+    /// since without being logged.
+    said: Mutex<HashMap<String, (Instant, u64)>>,
 }
 
 impl KernelLog {
@@ -25,7 +43,34 @@ impl KernelLog {
             Some(_) => LevelFilter::Warn,
             None => LevelFilter::Off,
         };
-        KernelLog { max }
+        KernelLog::new(max)
+    }
+
+    fn new(max: LevelFilter) -> KernelLog {
+        KernelLog {
+            max,
+            said: Mutex::default(),
+        }
+    }
+
+    /// Whether `msg` is due a log line at `now`, and how many times it
+    /// came unlogged before this one.
+    fn due(&self, msg: &str, now: Instant) -> Option<u64> {
+        let mut said = self.said.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, skipped)) = said.get_mut(msg) {
+            if now.duration_since(*at) < REPEAT_EVERY {
+                *skipped += 1;
+                return None;
+            }
+            let before = std::mem::take(skipped);
+            *at = now;
+            return Some(before);
+        }
+        if said.len() >= REMEMBERED {
+            said.clear();
+        }
+        said.insert(msg.to_owned(), (now, 0));
+        Some(0)
     }
 
     /// The tracepoint and message of a record. The programs name their
@@ -53,11 +98,20 @@ impl Log for KernelLog {
             return;
         }
         let (hook, msg) = KernelLog::split(record.args());
-        let msg = if hook.is_empty() {
+        let mut msg = if hook.is_empty() {
             msg
         } else {
             format!("{hook}: {msg}")
         };
+        let Some(skipped) = self.due(&msg, Instant::now()) else {
+            return;
+        };
+        if skipped > 0 {
+            msg.push_str(&format!(
+                " ({skipped} more since it was last said, {} s or more ago)",
+                REPEAT_EVERY.as_secs()
+            ));
+        }
         match record.level() {
             Level::Error => tracing::error!(target: "kernel", hook, "kernel: {msg}"),
             Level::Warn => tracing::warn!(target: "kernel", hook, "kernel: {msg}"),
@@ -83,12 +137,24 @@ mod tests {
         assert_eq!((hook, msg.as_str()), ("tcp/tcp_send_reset", "ring full"));
         let (hook, msg) = KernelLog::split(&format_args!("hook 9: odd"));
         assert_eq!((hook, msg.as_str()), ("", "hook 9: odd"));
-        let quiet = KernelLog {
-            max: LevelFilter::Warn,
-        };
+        let quiet = KernelLog::new(LevelFilter::Warn);
         let debug = Metadata::builder().level(Level::Debug).build();
         let error = Metadata::builder().level(Level::Error).build();
         assert!(!quiet.enabled(&debug));
         assert!(quiet.enabled(&error));
+    }
+
+    #[test]
+    fn the_same_message_is_said_once_per_window_with_how_often_it_came() {
+        let log = KernelLog::new(LevelFilter::Warn);
+        let t0 = Instant::now();
+        assert_eq!(log.due("ring full", t0), Some(0));
+        // Every CPU sends it once a second: held back in the window.
+        for s in 1..10 {
+            assert_eq!(log.due("ring full", t0 + Duration::from_secs(s)), None);
+        }
+        assert_eq!(log.due("read failed", t0 + Duration::from_secs(1)), Some(0));
+        assert_eq!(log.due("ring full", t0 + REPEAT_EVERY), Some(9));
+        assert_eq!(log.due("ring full", t0 + REPEAT_EVERY), None);
     }
 }
