@@ -52,6 +52,10 @@ pub struct AgentSocket {
     /// Still open in the kernel (closed ones linger in the API a while).
     #[serde(default)]
     pub live: bool,
+    /// The states it went through, first 8 (`syn_sent` first: it
+    /// connected; `syn_recv`: it was accepted).
+    #[serde(default)]
+    pub path: Vec<String>,
 }
 
 /// One socket on the port.

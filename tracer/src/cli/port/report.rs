@@ -103,6 +103,9 @@ pub struct Socket {
     /// `local` or `remote`: which side closed first, from the state;
     /// the agent's `closed_by` (which may also say `reset`) when it knows.
     pub closed_first: Option<String>,
+    /// `local` (it connected) or `remote` (it was accepted), when the
+    /// agent saw its handshake; `null` otherwise (and for listeners).
+    pub opened_by: Option<&'static str>,
     /// Processes holding it (none for TIME_WAIT and orphaned sockets).
     pub owners: Vec<Owner>,
     /// True when it has an owner that could not be named (as in
@@ -187,6 +190,15 @@ fn socket(h: &Held, plain: Option<Reason>, reuse: Option<Reason>) -> Socket {
             .as_ref()
             .and_then(|a| a.closed_by.clone())
             .or_else(|| closed_first(s.state).map(str::to_owned)),
+        // A life the agent saw begin starts `close, syn_sent` (it
+        // connected) or `listen, syn_recv` (it was accepted).
+        opened_by: h.agent.as_ref().and_then(|a| {
+            a.path.iter().take(2).find_map(|st| match st.as_str() {
+                "syn_sent" => Some("local"),
+                "syn_recv" | "new_syn_recv" => Some("remote"),
+                _ => None,
+            })
+        }),
         owners: h
             .owners
             .iter()

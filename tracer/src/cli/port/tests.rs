@@ -279,6 +279,7 @@ fn the_agent_gives_ages_and_who_closed() {
             pid: Some(77),
             comm: Some("server".into()),
             live: true,
+            path: vec!["listen".into(), "syn_recv".into(), "established".into()],
         });
     }
     f.agent = true;
@@ -295,6 +296,20 @@ fn the_agent_gives_ages_and_who_closed() {
     assert_eq!(s.age_source, Some("agent"));
     assert_eq!(r.namespaces[0].sockets[1].age_source, Some("kernel_timer"));
     assert_eq!(s.last_seen_process.as_ref().map(|p| p.pid), Some(77));
+    // Accepted: the peer connected to us.
+    assert_eq!(s.opened_by, Some("remote"));
+    assert!(t.contains(" <- "), "{t}");
+    // Without the agent, who connected is not known.
+    let r = build(8080, any(), false, &seed(), "snapshot".into(), |_| {
+        Some(true)
+    });
+    assert!(
+        r.namespaces[0]
+            .sockets
+            .iter()
+            .all(|s| s.opened_by.is_none())
+    );
+    assert!(!text(&r).contains(" <- "), "{}", text(&r));
 }
 
 #[test]
@@ -340,7 +355,7 @@ fn a_busy_port_lists_the_oldest_of_each_state() {
     assert_eq!(ns.sockets[29].peer.port(), 40029);
     let t = text(&r);
     assert!(t.contains("  TIME_WAIT (30):\n"), "{t}");
-    assert_eq!(t.matches(" <- 10.0.0.2:").count(), 20, "{t}");
+    assert_eq!(t.matches(" -- 10.0.0.2:").count(), 20, "{t}");
     assert!(
         t.contains("    ... and 10 more (--json lists them all)\n"),
         "{t}"

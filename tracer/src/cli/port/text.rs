@@ -139,8 +139,14 @@ fn socket(s: &Socket, out: &mut dyn Write) -> io::Result<()> {
         Some(a) => secs(a),
         None => "unknown".to_owned(),
     };
+    // Who connected to whom, when the agent saw the handshake.
+    let arrow = match s.opened_by {
+        Some("local") => "->",
+        Some("remote") => "<-",
+        _ => "--",
+    };
     let mut line = format!(
-        "    {:<24} <- {:<24} age {age:<8}",
+        "    {:<24} {arrow} {:<24} age {age:<8}",
         s.local.to_string(),
         s.peer.to_string()
     );
