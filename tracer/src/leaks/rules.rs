@@ -28,6 +28,8 @@ pub(super) struct Stall {
     pub(super) reason: Reason,
     pub(super) since_ns: u64,
     pub(super) total_retrans: u32,
+    /// The retransmit timer's firings in a row when first seen stalled.
+    pub(super) retransmits: u8,
     pub(super) generation: u64,
 }
 

@@ -99,7 +99,7 @@ fn half_open_peer_vanished_is_flagged_and_a_busy_neighbour_is_not() {
         .unwrap_or_else(|| panic!("no ACK time in {evidence:?}"));
     let unacked = number_after(evidence, "with ")
         .unwrap_or_else(|| panic!("no unacked count in {evidence:?}"));
-    let head = number_after(evidence, "retransmitted ")
+    let head = number_after(evidence, "retransmit timer fired ")
         .unwrap_or_else(|| panic!("no retransmits in {evidence:?}"));
     assert!(no_ack >= 2.0 && unacked >= 1.0 && head >= 1.0, "{evidence}");
     assert!(f["age_seconds"].as_f64().is_some_and(|a| a >= 2.0), "{f:#}");

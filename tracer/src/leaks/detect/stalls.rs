@@ -54,6 +54,7 @@ impl Detector {
                 reason,
                 since_ns: now,
                 total_retrans: info.total_retrans,
+                retransmits: info.retransmits,
                 generation,
             },
         };
@@ -74,18 +75,28 @@ impl Detector {
             return None;
         }
         let evidence = match reason {
-            Reason::Retransmitting => format!(
-                "no ACK for {:.1}s (threshold {}) with {} segments unacked; head segment retransmitted {} times, \
-                 RTO backoff {} (rto {:.1}s); {} retransmits in total, {} while stalled",
-                secs(no_ack),
-                fmt_duration(self.thresholds.half_open),
-                info.unacked,
-                info.retransmits,
-                info.backoff,
-                f64::from(info.rto_us) / 1e6,
-                info.total_retrans,
-                info.total_retrans.saturating_sub(stall.total_retrans)
-            ),
+            Reason::Retransmitting => {
+                let sent = info.total_retrans.saturating_sub(stall.total_retrans);
+                let fired = info.retransmits.saturating_sub(stall.retransmits);
+                format!(
+                    "no ACK for {:.1}s (threshold {}) with {} segments unacked; retransmit timer fired {} times, \
+                     RTO backoff {} (rto {:.1}s); {} segments retransmitted in total, {} while stalled{}",
+                    secs(no_ack),
+                    fmt_duration(self.thresholds.half_open),
+                    info.unacked,
+                    info.retransmits,
+                    info.backoff,
+                    f64::from(info.rto_us) / 1e6,
+                    info.total_retrans,
+                    sent,
+                    // The timer fires whether or not a segment can leave.
+                    if sent < u32::from(fired) {
+                        " (fewer than the timer fired: the host may have no route to the peer)"
+                    } else {
+                        ""
+                    }
+                )
+            }
             _ => format!(
                 "{probes} keepalive probes unanswered; no ACK for {:.1}s, probing for {:.1}s (threshold {})",
                 secs(no_ack),

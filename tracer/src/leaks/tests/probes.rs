@@ -122,3 +122,33 @@ fn idle_without_keepalive_is_a_risk_not_a_leak() {
         Some("traffic resumed or keepalive armed")
     );
 }
+
+/// The retransmit timer fires whether or not a segment can leave: with no
+/// route to the peer it keeps firing and nothing is sent. The evidence says
+/// so instead of counting the firings as retransmitted segments.
+#[test]
+fn timer_firings_that_sent_nothing_are_told_apart() {
+    let mut det = Detector::new(thresholds());
+    det.update(&[stalled(7, 30_000)], 0, none, app_owners);
+    let mut later = stalled(7, 40_000);
+    info(&mut later).retransmits = 7;
+    let c = det.update(&[later], 10 * S, none, app_owners);
+    let f = raised(&c)[0];
+    assert!(
+        f.evidence.contains("retransmit timer fired 7 times")
+            && f.evidence
+                .contains("9 segments retransmitted in total, 0 while stalled")
+            && f.evidence
+                .ends_with("(fewer than the timer fired: the host may have no route to the peer)"),
+        "{}",
+        f.evidence
+    );
+    // Segments that do leave: no such words.
+    let mut det = Detector::new(thresholds());
+    det.update(&[stalled(8, 30_000)], 0, none, app_owners);
+    let mut sent = stalled(8, 40_000);
+    info(&mut sent).retransmits = 7;
+    info(&mut sent).total_retrans = 12;
+    let c = det.update(&[sent], 10 * S, none, app_owners);
+    assert!(!raised(&c)[0].evidence.contains("no route"), "{c:?}");
+}
