@@ -57,9 +57,9 @@ fn usage_error(e: &clap::Error) -> ! {
         line.push(' ');
         line.push_str(&named.join(", "));
     }
-    for tip in lines.filter(|l| l.starts_with("tip:")) {
+    for tip in lines.filter(|l| l.starts_with("tip:") || l.starts_with("[possible values:")) {
         line.push_str(" (");
-        line.push_str(tip);
+        line.push_str(tip.trim_start_matches('[').trim_end_matches(']'));
         line.push(')');
     }
     eprintln!("tracer: error: {line}");

@@ -135,6 +135,14 @@ fn every_bad_value_gets_one_line_naming_it() {
             vec!["--ring-bytes", "power of two"],
         ),
         (
+            vec!["port", "99999"],
+            vec!["<PORT>", "out of range: give a port from 1 to 65535"],
+        ),
+        (
+            vec!["--log-format", "xml", "leaks"],
+            vec!["--log-format", "(possible values: text, json)"],
+        ),
+        (
             vec!["run", "--reconcile-interval", "-1"],
             vec!["--reconcile-interval", "negative"],
         ),
@@ -223,6 +231,14 @@ fn every_bad_value_gets_one_line_naming_it() {
         (
             vec!["run", "--config", &cfg("m.toml", "max-sockets = \"many\"")],
             vec!["key max-sockets at line 1, column 15"],
+        ),
+        (
+            vec![
+                "run",
+                "--config",
+                &cfg("int.toml", "max-sockets = 99999999999999999999"),
+            ],
+            vec!["key max-sockets at line 1, column 15", "out of range"],
         ),
         (
             vec!["run", "--config", &cfg("l.toml", "\nlisten = 9077")],

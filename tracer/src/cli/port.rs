@@ -51,7 +51,7 @@ Exit status: 0 a plain bind() would succeed, 1 the port is busy, 2 error.";
 #[command(after_help = EXAMPLES)]
 pub struct PortArgs {
     /// The local port to explain.
-    #[arg(value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(value_parser = crate::config::parse_listen_port)]
     pub port: u16,
     /// The local address the new listener would bind [default: any, i.e.
     /// `::` dual-stack, which overlaps every address]; `0.0.0.0` for an

@@ -172,7 +172,7 @@ impl<'de> Deserialize<'de> for Quantity {
         impl serde::de::Visitor<'_> for Visitor {
             type Value = Quantity;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a number or a string such as \"10s\"")
+                f.write_str("a number, or a string such as \"10s\" or \"1%\"")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Quantity, E> {
                 Ok(Quantity(v.to_owned()))
@@ -181,6 +181,13 @@ impl<'de> Deserialize<'de> for Quantity {
                 Ok(Quantity(v.to_string()))
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Quantity, E> {
+                Ok(Quantity(v.to_string()))
+            }
+            // Out of every flag's range, which its parser then says.
+            fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<Quantity, E> {
+                Ok(Quantity(v.to_string()))
+            }
+            fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Quantity, E> {
                 Ok(Quantity(v.to_string()))
             }
             fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Quantity, E> {

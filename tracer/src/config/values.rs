@@ -180,6 +180,11 @@ pub fn parse_port(s: &str) -> Result<u16, String> {
     parse_count(s, 0, u64::from(u16::MAX), "a port").map(|n| n as u16)
 }
 
+/// A port something may listen on: 1 to 65535.
+pub fn parse_listen_port(s: &str) -> Result<u16, String> {
+    parse_count(s, 1, u64::from(u16::MAX), "a port").map(|n| n as u16)
+}
+
 /// Smallest ring buffer: one page.
 pub const MIN_RING_BYTES: u32 = 4096;
 /// Largest ring buffer: 256 MiB.
