@@ -150,6 +150,12 @@ pub fn http_get(agent_url: &str, path: &str, limits: Limits) -> anyhow::Result<O
             let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
             anyhow::bail!("--agent {url:?}: cannot resolve {host:?}")
         }
+        // Something answered, not in HTTP: most often an agent serving
+        // HTTPS (--web-config), whose TLS alert this reads.
+        Err(ureq::Error::Protocol(_)) => anyhow::bail!(
+            "the server at {url} does not answer in plain HTTP: an agent with a --web-config \
+             serves HTTPS, which this command does not speak yet; ask its API with curl (docs/security.md)"
+        ),
         Err(e) => return Err(e).with_context(asking),
     };
     let status = resp.status().as_u16();

@@ -264,3 +264,18 @@ fn a_password_in_the_url_is_never_shown() {
     let e = format!("{e:#}");
     assert!(!e.contains("s3cret"), "{e}");
 }
+
+/// An agent serving HTTPS answers a plain request with a TLS alert: the
+/// error says so in words, not in the HTTP parser's.
+#[test]
+fn a_server_that_does_not_speak_http_is_named_for_what_it_likely_is() {
+    let (url, server) = fake_agent(|s| {
+        // A TLS record: alert, protocol_version.
+        let _ = s.write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46]);
+    });
+    let e = http_get(&url, "/api/v1/leaks", limits(2000)).expect_err("tls");
+    server.join().expect("server");
+    let text = format!("{e:#}");
+    assert!(text.contains("does not answer in plain HTTP"), "{text}");
+    assert!(!text.contains("parse fail"), "{text}");
+}
