@@ -525,3 +525,28 @@ fn bad_config_and_taken_port_are_one_line_errors() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A SIGTERM that comes while the agent is still starting (loading its
+/// programs, adopting sockets) stops it as cleanly as one that comes later.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn sigterm_during_start_exits_0() {
+    let _ns = Netns::enter("earlyterm");
+    for delay_ms in [5, 30, 80] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tracer"))
+            .args(["run", "--listen", "127.0.0.1:0", "--netns", "host"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn tracer");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().expect("wait");
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "SIGTERM {delay_ms} ms after start: {status}"
+        );
+    }
+}

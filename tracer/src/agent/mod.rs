@@ -70,6 +70,9 @@ pub fn run(settings: Settings) -> anyhow::Result<i32> {
 }
 
 async fn run_async(settings: Settings) -> anyhow::Result<i32> {
+    // Before anything slow: a SIGTERM during start stops the agent cleanly
+    // once it is up, instead of killing it half-way.
+    let stop = pipeline::stop_signal()?;
     // Read first: a bad web config is refused before anything is bound or loaded.
     let gate = settings.web_config.as_deref().map(Gate::load).transpose()?;
     let listener = http::bind(settings.listen)?;
@@ -132,7 +135,7 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
         serve::spawn(listener, app, limits, gate, closed, stop_rx)?
     };
 
-    pipeline.run(&mut sink, pipeline::stop_signal()?).await?;
+    pipeline.run(&mut sink, stop).await?;
 
     tracing::info!("stopping");
     shared.attached.store(false, Ordering::Relaxed);

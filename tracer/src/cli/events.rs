@@ -250,6 +250,8 @@ pub fn run(args: EventsArgs) -> anyhow::Result<i32> {
 }
 
 async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
+    // Before anything slow: a signal during start stops it cleanly once up.
+    let signal = pipeline::stop_signal()?;
     let filter = Filter::new(args.matching.clone(), args.kinds.clone());
     let leaks = !(args.no_leaks || filter.excludes_leaks());
     let mut pipeline = Pipeline::new(pipeline_config(&args, leaks)?, ())?;
@@ -269,7 +271,6 @@ async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
         .adopt(&mut p)
         .await
         .context("listing TCP sockets with sock_diag")?;
-    let signal = pipeline::stop_signal()?;
     let duration = args.duration;
     let stop = async move {
         let deadline = async {
