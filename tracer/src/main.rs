@@ -4,13 +4,17 @@ use clap::Parser as _;
 use tracer::cli::{Cli, Command, dispatch};
 
 fn main() {
+    // Before any thread exists, so every thread holds them too.
+    tracer::pipeline::hold_stop_signals();
     let cli = Cli::try_parse().unwrap_or_else(|e| usage_error(&e));
+    if matches!(cli.command, Command::Run(_) | Command::Events(_)) {
+        ignore_hangup();
+    } else {
+        tracer::pipeline::release_stop_signals();
+    }
     if let Err(e) = tracer::logging::init(&cli.log) {
         eprintln!("tracer: error: {}", one_line(&e));
         std::process::exit(2);
-    }
-    if matches!(cli.command, Command::Run(_) | Command::Events(_)) {
-        ignore_hangup();
     }
     match dispatch(cli) {
         Ok(code) => std::process::exit(code),

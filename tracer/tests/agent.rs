@@ -532,7 +532,7 @@ fn bad_config_and_taken_port_are_one_line_errors() {
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn sigterm_during_start_exits_0() {
     let _ns = Netns::enter("earlyterm");
-    for delay_ms in [5, 30, 80] {
+    for delay_ms in [20, 50, 100] {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tracer"))
             .args(["run", "--listen", "127.0.0.1:0", "--netns", "host"])
             .stdout(std::process::Stdio::null())

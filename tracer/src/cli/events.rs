@@ -2,7 +2,7 @@
 //!
 //! Stdout carries JSON only; the summary (events seen, events lost in the
 //! kernel) goes to stderr when the command ends. Stdout is written by a
-//! thread of its own ([`out`]), so a reader that stops reading never
+//! thread of its own (`out.rs`), so a reader that stops reading never
 //! stalls the event loop or its signals.
 mod out;
 

@@ -288,7 +288,7 @@ impl Engine {
                     r.closed_by = None;
                     r.tw_end = tw_end::NONE;
                 }
-                r.set(flag::TW, false);
+                r.set(flag::TW | flag::FW2_KEPT, false);
             });
         } else if from == cur {
             let dur = at - since;
@@ -317,8 +317,12 @@ impl Engine {
         let tw_full = matches!(to, Close | TimeWait) && self.time_wait_full(ev.netns);
         let mut overflowed = false;
         let (cookie, closed) = self.store.update(slot, |r| {
-            // How long the stay being left lasted, when its entry is exact.
-            let stayed = (!r.has(flag::LOWER_BOUND)).then(|| at.saturating_sub(r.since_ns));
+            // How long a full socket's FIN_WAIT2 had lasted, when this
+            // close leaves it (no event missed between) and its entry was
+            // seen: an orphan's timewait socket goes on in it.
+            let fin_wait2 =
+                (from == FinWait2 && r.state == FinWait2 && !r.has(flag::TW | flag::LOWER_BOUND))
+                    .then(|| at.saturating_sub(r.since_ns));
             learn(r, from, to, ev);
             r.set_tuple(ev.saddr, ev.sport, ev.daddr, ev.dport);
             r.netns = ev.netns;
@@ -335,7 +339,7 @@ impl Engine {
                 let tw = to == TimeWait || (matches!(from, FinWait2 | Closing) && !rst);
                 overflowed = tw && tw_full;
                 if tw && !tw_full {
-                    r.set_fin_wait2_before(stayed.filter(|_| from == FinWait2).unwrap_or(0));
+                    r.keep_fin_wait2_before(fin_wait2);
                     r.set(flag::TW, true);
                     r.set(flag::TW_CONFIRMED, false);
                     r.tw_end = tw_end::NONE;
@@ -344,10 +348,12 @@ impl Engine {
                         r.push_path(TimeWait);
                     }
                 } else {
+                    r.keep_fin_wait2_before(None);
                     r.set(flag::FINISHED, true);
                     r.state = Close;
                 }
             } else {
+                r.keep_fin_wait2_before(None);
                 r.state = to;
             }
             // A dump's absence counts only for the state it judged.

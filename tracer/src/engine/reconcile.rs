@@ -489,8 +489,6 @@ impl Engine {
                     self.store.update(slot, |r| {
                         r.state = FinWait2;
                         r.replace_last_path(TimeWait, FinWait2);
-                        // Still the FIN_WAIT2 the full socket was in.
-                        r.since_ns = r.since_ns.saturating_sub(r.fin_wait2_before_ns());
                     });
                 }
                 (FinWait2, TimeWait) => {
@@ -530,6 +528,8 @@ impl Engine {
                 if d.timewait {
                     r.push_path(Close);
                     r.set(flag::TW | flag::TW_CONFIRMED, true);
+                    // Its FIN_WAIT2 entry, if any, was not seen.
+                    r.set(flag::FW2_KEPT, false);
                     r.tw_end = tw_end::NONE;
                 }
                 r.push_path(to);
@@ -689,12 +689,10 @@ impl Engine {
         obs: &mut impl Observer,
     ) {
         let r = self.store.rec(slot);
-        // The part of the stay before the handover went at the close.
-        let (cookie, since, handover) =
-            (r.cookie, r.since_ns, r.since_ns + r.fin_wait2_before_ns());
-        let entry = entry_ns.max(handover);
+        let (cookie, since) = (r.cookie, r.since_ns);
+        let entry = entry_ns.max(since);
         self.orphan_ends.remove(&cookie);
-        obs.stay(cookie, FinWait2, entry - handover, stay_lower_bound);
+        obs.stay(cookie, FinWait2, entry - since, stay_lower_bound);
         let half = self.half_closed(FinWait2, entry - since);
         self.store.update(slot, |r| {
             r.state = TimeWait;

@@ -79,6 +79,10 @@ pub(super) mod flag {
     /// A segment (in SYN_SENT, the SYN) was retransmitted in the current
     /// state.
     pub const RTX: u16 = 1 << 12;
+    /// `fin_seq` holds how long the FIN_WAIT2 stay had lasted when the
+    /// close handed the socket over to a timewait socket (see
+    /// [`Record::fin_wait2_before_ns`]). Set only by that close.
+    pub const FW2_KEPT: u16 = 1 << 13;
     /// An orphaned FIN_WAIT2 record the last frequent dump did not list,
     /// well before its timer. A second frequent dump in a row without it
     /// takes it into TIME_WAIT (see `reconcile.rs`).
@@ -109,9 +113,9 @@ pub(super) struct Record {
     pub pid: u32,
     pub retransmits: u32,
     /// While finished: the sequence number of its entry in the store's
-    /// queue of finished records (see `store.rs`). While live as a
-    /// timewait record that a close from FIN_WAIT2 made: how long that
-    /// FIN_WAIT2 stay had lasted, in ms ([`Record::fin_wait2_before_ns`]).
+    /// queue of finished records (see `store.rs`). While live with
+    /// `FW2_KEPT`: how long the FIN_WAIT2 stay had lasted at the close that
+    /// made its timewait socket, in ms ([`Record::fin_wait2_before_ns`]).
     pub fin_seq: u32,
     /// Inode of the socket's network namespace (0: unknown).
     pub netns: u32,
@@ -209,24 +213,30 @@ impl Record {
         )
     }
 
-    /// A timewait record made by a close from FIN_WAIT2 (TIME_WAIT
-    /// inferred, or an orphan the kernel keeps in FIN_WAIT2): how long the
-    /// full socket had been in FIN_WAIT2 then, when that entry was exact.
-    /// An orphan's stay goes on across the handover (a `tcp_fin_timeout`
-    /// above 60 s keeps the full socket for the part above 60 s), so a dump
-    /// that finds one gives it its first entry back, and its stay is
-    /// reported from the handover on: the part before went at the close.
+    /// An orphaned FIN_WAIT2 timewait record: how long its full socket had
+    /// been in FIN_WAIT2 when the close handed it over, when that stay's
+    /// entry was seen; 0 for any other record. The orphan's FIN_WAIT2 goes
+    /// on across the handover (with `tcp_fin_timeout` above 60 s the kernel
+    /// keeps the full socket for the part above 60 s; after a
+    /// `shutdown(SHUT_WR)` the application may hold it for long before its
+    /// `close()`), so its state began that much before `since_ns`, the
+    /// handover, from which the engine reports its stay.
     pub fn fin_wait2_before_ns(&self) -> u64 {
-        if self.has(flag::TW) && !self.has(flag::FINISHED) {
+        let orphan = self.has(flag::TW) && self.state == TcpState::FinWait2;
+        if orphan && self.has(flag::FW2_KEPT) && !self.has(flag::FINISHED) {
             u64::from(self.fin_seq) * 1_000_000
         } else {
             0
         }
     }
 
-    /// See [`Record::fin_wait2_before_ns`]; saturates at 49 days.
-    pub fn set_fin_wait2_before(&mut self, ns: u64) {
-        self.fin_seq = u32::try_from(ns / 1_000_000).unwrap_or(u32::MAX);
+    /// Keep `ns` for [`Record::fin_wait2_before_ns`] (saturating at 49
+    /// days), or forget it (`None`).
+    pub fn keep_fin_wait2_before(&mut self, ns: Option<u64>) {
+        if let Some(ns) = ns {
+            self.fin_seq = u32::try_from(ns / 1_000_000).unwrap_or(u32::MAX);
+        }
+        self.set(flag::FW2_KEPT, ns.is_some());
     }
 
     pub fn has(&self, f: u16) -> bool {

@@ -59,13 +59,7 @@ impl Engine {
             (at_ns, how)
         };
         let dur = at_ns.saturating_sub(since);
-        // An orphan's stay before the handover went at the close.
-        let reported = if state == FinWait2 {
-            dur.saturating_sub(r.fin_wait2_before_ns())
-        } else {
-            dur
-        };
-        obs.stay(cookie, state, reported, r.has(flag::LOWER_BOUND));
+        obs.stay(cookie, state, dur, r.has(flag::LOWER_BOUND));
         if state == TimeWait {
             obs.time_wait_ended(cookie, how);
         }

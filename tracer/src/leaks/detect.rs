@@ -24,9 +24,12 @@ pub const MAX_TRACKED: usize = 1 << 20;
 /// Cleared flags kept for the report.
 pub const HISTORY: usize = 256;
 
-/// How often the owners of raised flags are looked up again, so that a
-/// process that exited or closed its fd is not named after it. A scan for
-/// a new flag refreshes them all at once: the walk of `/proc` is the same.
+/// How often the owners of raised flags are looked up again, at most, so
+/// that a process that exited or closed its fd is not named after it. A
+/// scan for a new flag refreshes them all at once: the walk of `/proc` is
+/// the same. Where a walk takes longer than a hundredth of this, the
+/// refresh waits a hundred times the walk: it never takes more than 1% of
+/// the event loop's time.
 pub const OWNERS_FRESH_NS: u64 = 10_000_000_000;
 
 /// What a flag is about: one socket, or (for `syn_recv`) one listening port
@@ -100,6 +103,8 @@ pub struct Detector {
     pub(super) untracked: u64,
     /// When the owners of the raised flags were last looked up.
     owners_at: u64,
+    /// How long the last walk of `/proc` for them took.
+    owners_took: u64,
 }
 
 impl Detector {
@@ -115,6 +120,7 @@ impl Detector {
             generation: 0,
             untracked: 0,
             owners_at: 0,
+            owners_took: 0,
         }
     }
 
@@ -170,16 +176,6 @@ impl Detector {
         let mut ports: BTreeMap<(u32, u16), PortAcc> = BTreeMap::new();
         for d in dump {
             self.check(d, now_ns, &since, &mut found, &mut ports);
-        }
-        // A CLOSE_WAIT socket with no file was never accepted: the process
-        // to name is the one whose listener's queue it waits in.
-        for f in found
-            .values_mut()
-            .filter(|f| f.kind == LeakKind::CloseWait && f.inode == 0)
-        {
-            if let Some(acc) = ports.get(&(f.netns, f.local.port())) {
-                f.inode = acc.listener_inode;
-            }
         }
         for (port, acc) in ports {
             if let Some(f) = self.port_flag(port, &acc, now_ns) {
@@ -272,7 +268,8 @@ impl Detector {
         let new = raised
             .iter()
             .any(|k| self.active.get(k).is_some_and(|f| f.inode != 0));
-        let stale = now_ns.saturating_sub(self.owners_at) >= OWNERS_FRESH_NS;
+        let every = OWNERS_FRESH_NS.max(self.owners_took.saturating_mul(100));
+        let stale = now_ns.saturating_sub(self.owners_at) >= every;
         let inodes: HashSet<u64> = self
             .active
             .values()
@@ -282,7 +279,9 @@ impl Detector {
         if inodes.is_empty() || !(new || stale) {
             return;
         }
+        let walk = std::time::Instant::now();
         let found: OwnerScan = owners(&inodes).into();
+        self.owners_took = u64::try_from(walk.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.owners_at = now_ns;
         for f in self.active.values_mut().filter(|f| f.inode != 0) {
             apply_scan(f, &found);

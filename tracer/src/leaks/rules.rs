@@ -106,7 +106,11 @@ pub(super) fn cleared_how(f: &Flag, now: Option<TcpState>) -> String {
         (Some(_), Some(_)) => match f.kind {
             LeakKind::HalfOpen => "ACK progress resumed".into(),
             LeakKind::IdleNoKeepalive => "traffic resumed or keepalive armed".into(),
-            LeakKind::CloseWait => "the application sends again (a half-close in use)".into(),
+            LeakKind::CloseWait => {
+                "still in CLOSE_WAIT, no longer a leak: it sent data again (a half-close in use), \
+                 or its age was corrected"
+                    .into()
+            }
             _ => format!("no longer {}", f.kind.name()),
         },
     }

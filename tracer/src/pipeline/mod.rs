@@ -298,11 +298,39 @@ impl<D: Observer> Pipeline<D> {
     }
 }
 
-/// A future that completes on SIGINT or SIGTERM.
+/// Hold SIGINT and SIGTERM pending on this thread (and the threads it
+/// starts) until [`stop_signal`] can take them, or [`release_stop_signals`]
+/// gives them back their default: `main` calls it first, so a signal that
+/// comes while the long-running commands start is not lost nor fatal.
+pub fn hold_stop_signals() {
+    stop_signals_mask(libc::SIG_BLOCK);
+}
+
+/// Undo [`hold_stop_signals`] on this thread: a pending signal is
+/// delivered now.
+pub fn release_stop_signals() {
+    stop_signals_mask(libc::SIG_UNBLOCK);
+}
+
+fn stop_signals_mask(how: libc::c_int) {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before
+    // use; pthread_sigmask changes only this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
+/// A future that completes on SIGINT or SIGTERM, including one held
+/// pending since [`hold_stop_signals`].
 pub fn stop_signal() -> anyhow::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    release_stop_signals();
     Ok(async move {
         tokio::select! {
             _ = sigint.recv() => {}

@@ -6,7 +6,8 @@
 //! it: SIGTERM would wait on the reader, and the kernel's lanes would fill.
 //! So the loop appends each turn's lines to a buffer and hands it to the
 //! writer thread, never waiting. While more than [`MAX_BACKLOG`] bytes wait
-//! for the reader, a turn's lines are dropped and counted instead: the
+//! for the reader (a turn's own lines always go when nothing waits), a
+//! turn's lines are dropped and counted instead: the
 //! engine and the leak detectors keep every event, only printing falls
 //! behind.
 use std::{
@@ -135,7 +136,8 @@ impl Write for Detached {
             return Ok(());
         }
         let n = self.buf.len() as u64;
-        if self.shared.backlog.load(Ordering::Relaxed) + n > MAX_BACKLOG {
+        let backlog = self.shared.backlog.load(Ordering::Relaxed);
+        if backlog > 0 && backlog + n > MAX_BACKLOG {
             if self.dropped == 0 {
                 tracing::warn!(
                     "stdout is not keeping up: events are left unprinted until its reader \
@@ -219,6 +221,20 @@ mod tests {
         assert_eq!(d.finish().unwrap(), MAX_BACKLOG);
         let waited = started.elapsed();
         assert!(PATIENCE <= waited && waited < PATIENCE * 2, "{waited:?}");
+    }
+
+    #[test]
+    fn a_turn_larger_than_the_backlog_goes_when_nothing_waits() {
+        let (allow, gate) = mpsc::channel();
+        let (got_tx, got) = mpsc::sync_channel(16);
+        let mut d = Detached::spawn(Gate(gate, got_tx)).unwrap();
+        let big = vec![b'x'; (MAX_BACKLOG + 1) as usize];
+        d.write_all(&big).unwrap();
+        d.flush().unwrap();
+        assert_eq!(d.dropped, 0);
+        allow.send(()).unwrap();
+        assert_eq!(got.recv().unwrap().len(), big.len());
+        assert_eq!(d.finish().unwrap(), 0);
     }
 
     #[test]

@@ -63,9 +63,13 @@ impl<'a> SocketView<'a> {
         self.rec.state
     }
 
-    /// When the socket entered [`SocketView::state`] (monotonic ns).
+    /// When the socket entered [`SocketView::state`] (monotonic ns). For
+    /// an orphaned FIN_WAIT2, its full socket's entry when it was seen (an
+    /// orphan's FIN_WAIT2 goes on across the close that hands it over).
     pub fn state_since_ns(&self) -> u64 {
-        self.rec.since_ns
+        self.rec
+            .since_ns
+            .saturating_sub(self.rec.fin_wait2_before_ns())
     }
 
     /// True when the entry was not seen: the socket has been in this state

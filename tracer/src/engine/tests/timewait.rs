@@ -284,3 +284,64 @@ fn time_wait_by_local_port_counts_only_time_wait() {
     assert_eq!(got, [(80, 3), (443, 1)]);
     assert_eq!(h.n(TimeWait), 4);
 }
+
+/// A close whose `fin_wait1 -> fin_wait2` was skipped has no FIN_WAIT2
+/// entry to give its orphan: its age runs from the handover, not from its
+/// FIN_WAIT1 entry.
+#[test]
+fn an_orphan_after_a_path_gap_ages_from_the_handover() {
+    let mut h = H::new();
+    h.run(active_open(1, 0));
+    h.run([ev(1).from(Established).to(FinWait1).at(secs(1))]);
+    let handover = secs(61);
+    h.run([ev(1).from(FinWait2).to(Close).at(handover)]);
+    h.reconcile(&[tw(1, FinWait2, 59_000)], secs(62));
+    assert_eq!(h.view(1).state(), FinWait2);
+    assert_eq!(h.view(1).state_since_ns(), handover);
+}
+
+/// A record finished and started again keeps its finished-queue number
+/// in the word an orphan's FIN_WAIT2 time uses; a dump that then finds it
+/// an orphan must not read that number as a time.
+#[test]
+fn a_revived_record_found_an_orphan_has_no_stale_fin_wait2_time() {
+    let mut h = H::new();
+    // Finished records before it raise the queue's sequence numbers.
+    for c in 100..3100 {
+        h.run(active_open(c, 0));
+        h.run([ev(c).from(Established).to(Close).at(ms(5))]);
+    }
+    h.run(active_open(1, 0));
+    h.run([ev(1).from(Established).to(Close).at(ms(5))]);
+    // The same cookie starts again.
+    h.run(active_open(1, secs(1)));
+    h.reconcile(&[tw(1, FinWait2, 30_000)], secs(2));
+    let v = h.view(1);
+    assert_eq!(v.state(), FinWait2);
+    assert!(
+        v.state_since_ns() >= secs(1),
+        "entry {} ns: a queue number read as a time",
+        v.state_since_ns()
+    );
+}
+
+/// An exact duplicate of the close that handed an orphan over is ignored,
+/// as every exact duplicate is.
+#[test]
+fn a_duplicate_handover_of_an_orphan_is_ignored() {
+    let mut h = H::new();
+    h.run(active_open(1, 0));
+    let entered = secs(1) + ms(10);
+    h.run([
+        ev(1).from(Established).to(FinWait1).at(secs(1)),
+        ev(1).from(FinWait1).to(FinWait2).at(entered),
+    ]);
+    let close = ev(1).from(FinWait2).to(Close).at(entered + secs(60));
+    h.run([close]);
+    h.reconcile(&[tw(1, FinWait2, 59_000)], secs(62));
+    h.take();
+    h.run([close]);
+    assert!(h.take().is_empty(), "the duplicate was applied");
+    assert_eq!(h.view(1).state(), FinWait2);
+    assert_eq!(h.view(1).state_since_ns(), entered);
+}

@@ -127,18 +127,10 @@ impl SocketQuery {
     }
 }
 
-/// A query value: every byte but RFC 3986's unreserved characters
-/// (`[A-Za-z0-9._~-]`) as `%XX`.
+/// A query value, form-encoded (`a b` as `a+b`), as [`SocketQuery::parse`]
+/// reads it back.
 pub fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// The filters of `/api/v1/leaks`: those of `tracer leaks`.

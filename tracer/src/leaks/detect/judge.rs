@@ -111,7 +111,7 @@ impl Detector {
                     && age >= ns(t.fin_wait2)
                 {
                     let evidence = format!(
-                        "orphaned in FIN_WAIT2 for {}{:.1}s (threshold {}): we closed, the peer never sent its FIN",
+                        "in FIN_WAIT2 for {}{:.1}s (threshold {}), orphaned: we closed, the peer never sent its FIN",
                         if lb { "at least " } else { "" },
                         secs(age),
                         fmt_duration(t.fin_wait2)

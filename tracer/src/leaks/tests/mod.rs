@@ -164,7 +164,10 @@ fn close_wait_that_still_sends_is_a_half_close_not_a_leak() {
     assert_eq!(f.len(), 1, "{c:?}");
     assert_eq!(
         f[0].cleared_how.as_deref(),
-        Some("the application sends again (a half-close in use)")
+        Some(
+            "still in CLOSE_WAIT, no longer a leak: it sent data again (a half-close in use), \
+             or its age was corrected"
+        )
     );
 }
 
@@ -317,7 +320,8 @@ fn stuck_server_handshakes_name_the_listener() {
     assert!(r.leaks.iter().any(|g| g.pid == Some(100)), "{:?}", r.leaks);
 
     // A connection the peer closed before anyone accepted it: CLOSE_WAIT
-    // with no file, in the same listener's queue.
+    // with no file, in the same listener's queue. It has no fd of its own
+    // to name; its evidence says where it waits.
     let mut queued = sock(2, TcpState::CloseWait);
     queued.inode = 0;
     det.update(&[req, listener, queued], S, none, app_owners);
@@ -325,7 +329,7 @@ fn stuck_server_handshakes_name_the_listener() {
     let f = raised(&c);
     assert_eq!(f.len(), 1, "{c:?}");
     assert_eq!(f[0].kind, LeakKind::CloseWait);
-    assert_eq!(f[0].owners, vec![owner(100, "app", 44)]);
+    assert!(f[0].owners.is_empty(), "{:?}", f[0].owners);
     assert!(
         f[0].evidence
             .ends_with("; never accepted: it waits in the listener's accept queue"),
