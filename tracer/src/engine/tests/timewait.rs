@@ -189,13 +189,8 @@ fn orphaned_fin_wait2_counts_as_fin_wait2() {
     assert!(h.view(1).half_closed());
 }
 
-/// With `tcp_fin_timeout` above 60 s the kernel keeps an orphan's full
-/// socket in FIN_WAIT2 for the part above 60 s, then hands it over to a
-/// timewait socket: its `fin_wait2 -> close` comes mid-stay. A dump that
-/// finds the orphan gives it back its first entry (its age is the whole
-/// stay), and its two reported stays add up to that one stay.
-#[test]
-fn an_orphan_handed_over_mid_stay_keeps_its_fin_wait2_entry() {
+/// Socket 1 opened, and in FIN_WAIT2 since the returned time (1.01 s).
+fn in_fin_wait2() -> (H, u64) {
     let mut h = H::new();
     h.run(active_open(1, 0));
     let entered = secs(1) + ms(10);
@@ -203,6 +198,17 @@ fn an_orphan_handed_over_mid_stay_keeps_its_fin_wait2_entry() {
         ev(1).from(Established).to(FinWait1).at(secs(1)),
         ev(1).from(FinWait1).to(FinWait2).at(entered),
     ]);
+    (h, entered)
+}
+
+/// With `tcp_fin_timeout` above 60 s the kernel keeps an orphan's full
+/// socket in FIN_WAIT2 for the part above 60 s, then hands it over to a
+/// timewait socket: its `fin_wait2 -> close` comes mid-stay. A dump that
+/// finds the orphan gives it back its first entry (its age is the whole
+/// stay), and its two reported stays add up to that one stay.
+#[test]
+fn an_orphan_handed_over_mid_stay_keeps_its_fin_wait2_entry() {
+    let (mut h, entered) = in_fin_wait2();
     h.take();
     let handover = entered + secs(60);
     h.run([ev(1).from(FinWait2).to(Close).at(handover)]);
@@ -329,13 +335,7 @@ fn a_revived_record_found_an_orphan_has_no_stale_fin_wait2_time() {
 /// as every exact duplicate is.
 #[test]
 fn a_duplicate_handover_of_an_orphan_is_ignored() {
-    let mut h = H::new();
-    h.run(active_open(1, 0));
-    let entered = secs(1) + ms(10);
-    h.run([
-        ev(1).from(Established).to(FinWait1).at(secs(1)),
-        ev(1).from(FinWait1).to(FinWait2).at(entered),
-    ]);
+    let (mut h, entered) = in_fin_wait2();
     let close = ev(1).from(FinWait2).to(Close).at(entered + secs(60));
     h.run([close]);
     h.reconcile(&[tw(1, FinWait2, 59_000)], secs(62));
