@@ -532,13 +532,31 @@ fn bad_config_and_taken_port_are_one_line_errors() {
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn sigterm_during_start_exits_0() {
     let _ns = Netns::enter("earlyterm");
-    for delay_ms in [20, 50, 100] {
+    // SIGINT and SIGTERM: bits 1 and 14 of /proc's masks.
+    let takes_them = |pid: u32| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status.lines().any(|l| {
+            let mask = |key| {
+                l.strip_prefix(key)
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            };
+            mask("SigBlk:")
+                .or(mask("SigCgt:"))
+                .is_some_and(|m| m & 0x4002 == 0x4002)
+        })
+    };
+    for delay_ms in [0, 20, 50, 100] {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tracer"))
             .args(["run", "--listen", "127.0.0.1:0", "--netns", "host"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("spawn tracer");
+        // Past the dynamic loader: main holds the signals from its first line.
+        assert!(
+            wait_until(Duration::from_secs(5), || takes_them(child.id())),
+            "tracer never held or caught SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(delay_ms));
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

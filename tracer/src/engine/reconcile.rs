@@ -562,7 +562,7 @@ impl Engine {
         obs: &mut impl Observer,
     ) {
         let r = self.store.rec(slot);
-        let (cookie, since) = (r.cookie, r.since_ns);
+        let (cookie, since, entry) = (r.cookie, r.since_ns, r.state_entry_ns());
         let seen = r.has(flag::SEEN);
         if r.has(flag::FINISHED) {
             if seen {
@@ -571,7 +571,7 @@ impl Engine {
             return;
         }
         if seen || since > judge_before {
-            if self.half_closed(r.state, now_ns.saturating_sub(since)) {
+            if self.half_closed(r.state, now_ns.saturating_sub(entry)) {
                 self.store.mark(slot, flag::HALF_CLOSED, true);
             }
             self.store.mark(
@@ -689,14 +689,17 @@ impl Engine {
         obs: &mut impl Observer,
     ) {
         let r = self.store.rec(slot);
-        let (cookie, since) = (r.cookie, r.since_ns);
+        // The stay is reported from the handover (the part before went at
+        // the close); half-closed is judged over the whole FIN_WAIT2.
+        let (cookie, since, first) = (r.cookie, r.since_ns, r.state_entry_ns());
         let entry = entry_ns.max(since);
         self.orphan_ends.remove(&cookie);
         obs.stay(cookie, FinWait2, entry - since, stay_lower_bound);
-        let half = self.half_closed(FinWait2, entry - since);
+        let half = self.half_closed(FinWait2, entry - first.min(since));
         self.store.update(slot, |r| {
             r.state = TimeWait;
             r.since_ns = entry;
+            r.set(flag::FW2_KEPT, false);
             r.set(flag::LOWER_BOUND, !exact);
             if !exact {
                 r.set(flag::TW_CONFIRMED, false);

@@ -230,6 +230,22 @@ impl Record {
         }
     }
 
+    /// When the socket entered its state: `since_ns`, or for an orphan the
+    /// entry of its full socket's FIN_WAIT2 ([`Record::fin_wait2_before_ns`]).
+    pub fn state_entry_ns(&self) -> u64 {
+        self.since_ns
+            .checked_sub(self.fin_wait2_before_ns())
+            .unwrap_or(self.since_ns)
+    }
+
+    /// Whether the entry into its state is only a lower bound: not seen,
+    /// or an orphan whose full socket's FIN_WAIT2 entry was not seen (a
+    /// skipped event, or one adopted mid-life).
+    pub fn entry_is_lower_bound(&self) -> bool {
+        let orphan = self.has(flag::TW) && self.state == TcpState::FinWait2;
+        self.has(flag::LOWER_BOUND) || (orphan && !self.has(flag::FW2_KEPT))
+    }
+
     /// Keep `ns` for [`Record::fin_wait2_before_ns`] (saturating at 49
     /// days), or forget it (`None`).
     pub fn keep_fin_wait2_before(&mut self, ns: Option<u64>) {

@@ -52,6 +52,8 @@ impl Engine {
     ) {
         let r = self.store.rec(slot);
         let (cookie, state, since) = (r.cookie, r.state, r.since_ns);
+        // An orphan's FIN_WAIT2 began before the handover `since` is.
+        let first = r.state_entry_ns();
         let timer = self.store.time_wait_end(since);
         let (at_ns, how) = if state == TimeWait && timer < at_ns {
             (timer, TimeWaitEnd::Expired)
@@ -63,7 +65,7 @@ impl Engine {
         if state == TimeWait {
             obs.time_wait_ended(cookie, how);
         }
-        let half = self.half_closed(state, dur);
+        let half = self.half_closed(state, at_ns.saturating_sub(first));
         self.store.update(slot, |r| {
             r.set(flag::FINISHED, true);
             r.set(flag::LOWER_BOUND, false);

@@ -28,8 +28,9 @@ pub const HISTORY: usize = 256;
 /// that a process that exited or closed its fd is not named after it. A
 /// scan for a new flag refreshes them all at once: the walk of `/proc` is
 /// the same. Where a walk takes longer than a hundredth of this, the
-/// refresh waits a hundred times the walk: it never takes more than 1% of
-/// the event loop's time.
+/// refresh waits a hundred times the walk, so refreshing alone never takes
+/// more than 1% of the event loop's time (a new flag is still looked up at
+/// once: its first report names its owners).
 pub const OWNERS_FRESH_NS: u64 = 10_000_000_000;
 
 /// What a flag is about: one socket, or (for `syn_recv`) one listening port

@@ -17,14 +17,23 @@ fn owners_list_every_process_and_fd() {
     let c = conn4();
     let dup = c.client.try_clone().expect("dup");
     let client_fd = c.client.as_raw_fd();
-    // SAFETY: between fork and exec the child only calls dup2, which is
-    // async-signal-safe; the new fd 3 has no CLOEXEC and survives exec.
+    // SAFETY: between fork and exec the child only calls dup2 or fcntl,
+    // which are async-signal-safe; fd 3 is left without CLOEXEC and
+    // survives exec. (When the socket already is fd 3, as it can be with
+    // tests running side by side, dup2 would keep its CLOEXEC.)
     let child = Reaped(unsafe {
         Command::new("sleep")
             .arg("30")
-            .pre_exec(move || match libc::dup2(client_fd, 3) {
-                -1 => Err(std::io::Error::last_os_error()),
-                _ => Ok(()),
+            .pre_exec(move || {
+                let r = if client_fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(client_fd, 3)
+                };
+                match r {
+                    -1 => Err(std::io::Error::last_os_error()),
+                    _ => Ok(()),
+                }
             })
             .spawn()
             .expect("spawn sleep")

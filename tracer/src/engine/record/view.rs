@@ -67,15 +67,13 @@ impl<'a> SocketView<'a> {
     /// an orphaned FIN_WAIT2, its full socket's entry when it was seen (an
     /// orphan's FIN_WAIT2 goes on across the close that hands it over).
     pub fn state_since_ns(&self) -> u64 {
-        self.rec
-            .since_ns
-            .saturating_sub(self.rec.fin_wait2_before_ns())
+        self.rec.state_entry_ns()
     }
 
     /// True when the entry was not seen: the socket has been in this state
     /// at least since `state_since_ns`.
     pub fn since_is_lower_bound(&self) -> bool {
-        self.rec.has(flag::LOWER_BOUND)
+        self.rec.entry_is_lower_bound()
     }
 
     /// False once closed (and past any TIME_WAIT): the record is only kept

@@ -304,6 +304,20 @@ fn an_orphan_after_a_path_gap_ages_from_the_handover() {
     h.reconcile(&[tw(1, FinWait2, 59_000)], secs(62));
     assert_eq!(h.view(1).state(), FinWait2);
     assert_eq!(h.view(1).state_since_ns(), handover);
+    assert!(h.view(1).since_is_lower_bound(), "its FIN_WAIT2 began earlier");
+}
+
+/// Half-closed is judged over an orphan's whole FIN_WAIT2: 0.6 s before
+/// the handover and 0.6 s after make 1.2 s, past the 1 s threshold.
+#[test]
+fn an_orphan_is_half_closed_over_its_whole_fin_wait2() {
+    let (mut h, entered) = in_fin_wait2();
+    let handover = entered + ms(600);
+    h.run([ev(1).from(FinWait2).to(Close).at(handover)]);
+    h.reconcile(&[tw(1, FinWait2, 400)], handover + ms(200));
+    h.reconcile_absent(&[], handover + ms(1000));
+    assert!(!h.view(1).is_live(), "ended at its timer");
+    assert!(h.view(1).half_closed());
 }
 
 /// A record finished and started again keeps its finished-queue number
