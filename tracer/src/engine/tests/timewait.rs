@@ -304,7 +304,10 @@ fn an_orphan_after_a_path_gap_ages_from_the_handover() {
     h.reconcile(&[tw(1, FinWait2, 59_000)], secs(62));
     assert_eq!(h.view(1).state(), FinWait2);
     assert_eq!(h.view(1).state_since_ns(), handover);
-    assert!(h.view(1).since_is_lower_bound(), "its FIN_WAIT2 began earlier");
+    assert!(
+        h.view(1).since_is_lower_bound(),
+        "its FIN_WAIT2 began earlier"
+    );
 }
 
 /// Half-closed is judged over an orphan's whole FIN_WAIT2: 0.6 s before
