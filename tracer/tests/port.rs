@@ -329,3 +329,44 @@ fn an_agent_that_follows_another_namespace_is_not_taken_for_ours() {
     let note = r["note"].as_str().unwrap_or_default();
     assert!(note.contains("follows only network namespace"), "{r:#}");
 }
+
+/// A listener that never accepts, with a backlog of 1: the kernel queues
+/// two handshakes, then drops the rest. `tracer port` says its accept
+/// queue is full, as `ss -lt` shows it (Recv-Q above Send-Q).
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn a_listener_that_does_not_accept_shows_a_full_queue() {
+    use socket2::{Domain, Socket, Type};
+    let _ns = Netns::enter("port-queue");
+    let port = 8098;
+    let l = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    l.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .expect("bind");
+    l.listen(1).expect("listen");
+    let clients: Vec<Socket> = (0..4)
+        .map(|_| {
+            let c = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+            c.set_nonblocking(true).expect("nonblocking");
+            let _ = c.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into());
+            c
+        })
+        .collect();
+    let mut last = Value::Null;
+    let full = wait_until(Duration::from_secs(5), || {
+        last = port_json(port, &["--agent", NO_AGENT]).1;
+        only_namespace(&last)["listeners"][0]["accept_queue"]["full"] == true
+    });
+    assert!(full, "{last:#}");
+    let q = &only_namespace(&last)["listeners"][0]["accept_queue"];
+    assert_eq!(
+        (q["waiting"].as_u64(), q["backlog"].as_u64()),
+        (Some(2), Some(1)),
+        "{q}"
+    );
+    let text = port_text(port, &["--agent", NO_AGENT]);
+    assert!(
+        text.contains("accept queue FULL (2 waiting, backlog 1)"),
+        "{text}"
+    );
+    drop((clients, l));
+}

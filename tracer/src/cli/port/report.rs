@@ -127,6 +127,22 @@ pub struct Socket {
     /// Why it keeps a `SO_REUSEADDR` listener out (`listening`,
     /// `reuseaddr_unknown`), or `null`.
     pub blocks_with_reuseaddr: Option<&'static str>,
+    /// A listener's accept queue: connections the kernel completed that the
+    /// process has not accepted yet, and its backlog; `null` for others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accept_queue: Option<AcceptQueue>,
+}
+
+/// A listener's accept queue, as `ss -lt` shows it (Recv-Q, Send-Q).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct AcceptQueue {
+    /// Connections waiting for `accept()`.
+    pub waiting: u32,
+    /// The backlog `listen()` asked for, capped by `somaxconn`.
+    pub backlog: u32,
+    /// More wait than the backlog holds: the kernel drops new handshakes
+    /// (`ListenOverflows`) until the process accepts.
+    pub full: bool,
 }
 
 /// A process holding a socket.
@@ -221,6 +237,13 @@ fn socket(h: &Held, plain: Option<Reason>, reuse: Option<Reason>) -> Socket {
         }),
         blocks_without_reuseaddr: plain.map(Reason::name),
         blocks_with_reuseaddr: reuse.map(Reason::name),
+        // sock_diag gives a listener's queue in rqueue and its backlog in
+        // wqueue; the kernel's sk_acceptq_is_full() is "more than it".
+        accept_queue: (s.state == TcpState::Listen).then_some(AcceptQueue {
+            waiting: s.rqueue,
+            backlog: s.wqueue,
+            full: s.rqueue > s.wqueue,
+        }),
     }
 }
 

@@ -42,7 +42,8 @@ fn snap(state: TcpState, local: &str, peer: &str, cookie: u64) -> SocketSnapshot
         expires_ms: if timewait { 43_200 } else { 0 },
         timer_retrans: 0,
         rqueue: 0,
-        wqueue: 0,
+        // A listener's backlog.
+        wqueue: if state == TcpState::Listen { 128 } else { 0 },
         info: None,
         netns: NS,
     }
@@ -200,7 +201,9 @@ fn a_listener_is_named_and_busy_both_ways_without_a_test_bind() {
     assert_eq!(ns.listeners[0].reuseaddr, Some(true));
     let t = text(&r);
     assert!(
-        t.contains("  listeners:\n    0.0.0.0:8080             pid 4242 python3 fd 3\n"),
+        t.contains(
+            "  listeners:\n    0.0.0.0:8080             accept queue 0/128 pid 4242 python3 fd 3\n"
+        ),
         "{t}"
     );
     // The TIME_WAIT sockets go, the listener stays: no "succeeds then".
@@ -249,7 +252,7 @@ fn an_owner_that_could_not_be_read_is_unknown_not_absent() {
     assert!(ns.sockets.iter().all(|s| !s.owner_unknown));
     let t = text(&r);
     assert!(
-        t.contains("  listeners:\n    0.0.0.0:8080             owner unknown\n"),
+        t.contains("  listeners:\n    0.0.0.0:8080             accept queue 0/128 owner unknown\n"),
         "{t}"
     );
     assert!(t.contains("no process holds it"), "{t}");
@@ -405,4 +408,32 @@ fn a_container_names_its_namespace() {
     let json = serde_json::to_value(&r).expect("json");
     assert_eq!(json["namespaces"][0]["container"]["name"], "web");
     assert_eq!(json["namespaces"][0]["name"], serde_json::Value::Null);
+}
+
+/// A listener's accept queue, as `ss -lt` shows it: the text says when it
+/// is full and the kernel drops new handshakes.
+#[test]
+fn a_listener_shows_its_accept_queue_and_says_when_it_is_full() {
+    let with_queue = |waiting, backlog| {
+        let mut l = snap(TcpState::Listen, "0.0.0.0:8080", "0.0.0.0:0", 1);
+        (l.rqueue, l.wqueue) = (waiting, backlog);
+        build(
+            8080,
+            any(),
+            false,
+            &found(vec![held(l)]),
+            String::new(),
+            |_| None,
+        )
+    };
+    let r = with_queue(2, 1);
+    let q = r.namespaces[0].listeners[0].accept_queue.expect("queue");
+    assert_eq!((q.waiting, q.backlog, q.full), (2, 1, true));
+    let t = text(&r);
+    assert!(
+        t.contains("accept queue FULL (2 waiting, backlog 1)"),
+        "{t}"
+    );
+    let t = text(&with_queue(0, 4096));
+    assert!(t.contains("accept queue 0/4096 "), "{t}");
 }

@@ -89,7 +89,15 @@ fn namespace(ns: &Namespace, many: bool, out: &mut dyn Write) -> io::Result<()> 
     } else {
         writeln!(out, "  listeners:")?;
         for s in &ns.listeners {
-            writeln!(out, "    {:<24} {}", s.local.to_string(), owners(s))?;
+            let queue = match s.accept_queue {
+                Some(q) if q.full => format!(
+                    "accept queue FULL ({} waiting, backlog {}): new handshakes are dropped until it accepts ",
+                    q.waiting, q.backlog
+                ),
+                Some(q) => format!("accept queue {}/{} ", q.waiting, q.backlog),
+                None => String::new(),
+            };
+            writeln!(out, "    {:<24} {queue}{}", s.local.to_string(), owners(s))?;
         }
     }
     let mut i = 0;
