@@ -293,25 +293,31 @@ fn sigterm_ends_events_whose_stdout_nobody_reads() {
 #[test]
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn unprivileged_user_gets_one_sentence() {
-    common::require_root();
-    let out = std::process::Command::new("setpriv")
-        .args([
+    refused_through_setpriv(
+        &[
             "--reuid=65534",
             "--regid=65534",
             "--clear-groups",
             "--inh-caps=-all",
             "--bounding-set=-all",
-        ])
+        ],
+        "needs root, or the CAP_BPF and CAP_PERFMON capabilities",
+    );
+}
+
+/// `tracer events` run through `setpriv SETPRIV` is refused: status 2, one
+/// line on stderr that says `says`, nothing on stdout.
+fn refused_through_setpriv(setpriv: &[&str], says: &str) {
+    common::require_root();
+    let out = std::process::Command::new("setpriv")
+        .args(setpriv)
         .arg(env!("CARGO_BIN_EXE_tracer"))
         .args(["events", "--duration", "1"])
         .output()
         .expect("setpriv (util-linux)");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("needs root, or the CAP_BPF and CAP_PERFMON capabilities"),
-        "{err}"
-    );
+    assert!(err.contains(says), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(out.stdout.is_empty());
 }
@@ -321,20 +327,10 @@ fn unprivileged_user_gets_one_sentence() {
 #[test]
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn root_without_the_capabilities_is_told_so() {
-    common::require_root();
-    let out = std::process::Command::new("setpriv")
-        .args(["--inh-caps=-all", "--bounding-set=-bpf,-perfmon,-sys_admin"])
-        .arg(env!("CARGO_BIN_EXE_tracer"))
-        .args(["events", "--duration", "1"])
-        .output()
-        .expect("setpriv (util-linux)");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("runs as root but without the CAP_BPF and CAP_PERFMON capabilities"),
-        "{err}"
+    refused_through_setpriv(
+        &["--inh-caps=-all", "--bounding-set=-bpf,-perfmon,-sys_admin"],
+        "runs as root but without the CAP_BPF and CAP_PERFMON capabilities",
     );
-    assert_eq!(err.lines().count(), 1, "{err}");
 }
 
 /// CAP_BPF and CAP_PERFMON are enough: no root needed.

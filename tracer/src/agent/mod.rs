@@ -86,10 +86,7 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
     let started_ns = monotonic_ns();
     let shared = Arc::new(Shared {
         own_netns: pipeline.scope().own_inode(),
-        followed_netns: match pipeline.scope() {
-            NetnsScope::One { inode, .. } => Some(inode).filter(|&i| i != 0),
-            NetnsScope::All { .. } => None,
-        },
+        followed_netns: pipeline.scope().only(),
         core: pipeline.core(),
         drain: pipeline.drain_handle(),
         metrics: metrics.clone(),

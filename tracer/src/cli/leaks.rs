@@ -144,17 +144,15 @@ pub fn collect(agent_url: &str, scope: NetnsScope, limits: Limits) -> anyhow::Re
             "the agent at {url} answered /api/v1/leaks with something that is not a leak report"
         )
     })?;
-    match (report.followed_netns, scope) {
-        (Some(followed), NetnsScope::One { inode, .. }) if inode != 0 && inode != followed => {
-            snapshot_of(
-                scope,
-                format!(
-                    "the agent at {url} follows only network namespace {followed}, not \
+    match (report.followed_netns, scope.only()) {
+        (Some(followed), Some(inode)) if inode != followed => snapshot_of(
+            scope,
+            format!(
+                "the agent at {url} follows only network namespace {followed}, not \
                      {inode}: one-shot snapshot, ages unknown"
-                ),
-            )
-        }
-        (Some(followed), NetnsScope::All { .. }) => {
+            ),
+        ),
+        (Some(followed), None) if scope.is_all() => {
             report.note = Some(format!(
                 "the agent at {url} follows only network namespace {followed}: the other \
                  namespaces are not in this report (--netns N takes a snapshot of one)"

@@ -581,7 +581,7 @@ impl Engine {
             );
             return;
         }
-        if !full && r.has(flag::TW) && r.state == FinWait2 {
+        if !full && r.is_orphan() {
             self.orphan_absent(slot, now_ns, rep, obs);
             return;
         }
@@ -593,7 +593,7 @@ impl Engine {
             // `fin_wait1 -> fin_wait2 -> close` can go unseen.
             return;
         }
-        if r.has(flag::TW) && r.has(flag::TW_CONFIRMED) && r.state == FinWait2 {
+        if r.is_orphan() && r.has(flag::TW_CONFIRMED) {
             // A confirmed orphan absent from a full dump once its timer is
             // due: the kernel destroyed it then. Its stay ends at the timer,
             // not at this dump, and no second dump is needed to believe it.
@@ -695,7 +695,7 @@ impl Engine {
         let entry = entry_ns.max(since);
         self.orphan_ends.remove(&cookie);
         obs.stay(cookie, FinWait2, entry - since, stay_lower_bound);
-        let half = self.half_closed(FinWait2, entry - first.min(since));
+        let half = self.half_closed(FinWait2, entry - first);
         self.store.update(slot, |r| {
             r.state = TimeWait;
             r.since_ns = entry;

@@ -222,8 +222,7 @@ impl Record {
     /// `close()`), so its state began that much before `since_ns`, the
     /// handover, from which the engine reports its stay.
     pub fn fin_wait2_before_ns(&self) -> u64 {
-        let orphan = self.has(flag::TW) && self.state == TcpState::FinWait2;
-        if orphan && self.has(flag::FW2_KEPT) && !self.has(flag::FINISHED) {
+        if self.is_orphan() && self.has(flag::FW2_KEPT) && !self.has(flag::FINISHED) {
             u64::from(self.fin_seq) * 1_000_000
         } else {
             0
@@ -242,8 +241,13 @@ impl Record {
     /// or an orphan whose full socket's FIN_WAIT2 entry was not seen (a
     /// skipped event, or one adopted mid-life).
     pub fn entry_is_lower_bound(&self) -> bool {
-        let orphan = self.has(flag::TW) && self.state == TcpState::FinWait2;
-        self.has(flag::LOWER_BOUND) || (orphan && !self.has(flag::FW2_KEPT))
+        self.has(flag::LOWER_BOUND) || (self.is_orphan() && !self.has(flag::FW2_KEPT))
+    }
+
+    /// An orphaned FIN_WAIT2 timewait record: the full socket closed into
+    /// a timewait socket that waits in FIN_WAIT2 for the peer's FIN.
+    pub fn is_orphan(&self) -> bool {
+        self.has(flag::TW) && self.state == TcpState::FinWait2
     }
 
     /// Keep `ns` for [`Record::fin_wait2_before_ns`] (saturating at 49

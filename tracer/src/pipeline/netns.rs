@@ -133,6 +133,15 @@ impl NetnsScope {
         }
     }
 
+    /// The one namespace followed, when `--netns` chose one and its inode
+    /// is known; `None` for every namespace.
+    pub fn only(&self) -> Option<u32> {
+        match *self {
+            NetnsScope::One { inode, .. } => Some(inode).filter(|&i| i != 0),
+            NetnsScope::All { .. } => None,
+        }
+    }
+
     /// True when every namespace is followed.
     pub fn is_all(&self) -> bool {
         matches!(self, NetnsScope::All { .. })

@@ -30,10 +30,9 @@ const PATIENCE: Duration = Duration::from_secs(2);
 /// What the writer thread and the loop share.
 #[derive(Default)]
 struct Shared {
-    /// Bytes handed over and not yet written.
+    /// Bytes handed over and not yet written; once nothing more is handed
+    /// over, its fall is the reader's progress.
     backlog: AtomicU64,
-    /// Bytes written so far: the reader's progress.
-    written: AtomicU64,
     /// The write error that ended the thread.
     err: Mutex<Option<io::Error>>,
 }
@@ -65,9 +64,9 @@ impl Detached {
                         *theirs.err.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                         return;
                     }
-                    let n = buf.len() as u64;
-                    theirs.written.fetch_add(n, Ordering::Relaxed);
-                    theirs.backlog.fetch_sub(n, Ordering::Relaxed);
+                    theirs
+                        .backlog
+                        .fetch_sub(buf.len() as u64, Ordering::Relaxed);
                     buf.clear();
                     let _ = spare_tx.send(buf);
                 }
@@ -100,16 +99,16 @@ impl Detached {
         let Some(thread) = self.thread.take() else {
             return Ok(0);
         };
-        let mut seen = self.shared.written.load(Ordering::Relaxed);
+        let mut left = self.shared.backlog.load(Ordering::Relaxed);
         let mut moved = Instant::now();
         while !thread.is_finished() {
             std::thread::sleep(Duration::from_millis(10));
-            let now = self.shared.written.load(Ordering::Relaxed);
-            if now != seen {
-                (seen, moved) = (now, Instant::now());
+            let now = self.shared.backlog.load(Ordering::Relaxed);
+            if now != left {
+                (left, moved) = (now, Instant::now());
             } else if moved.elapsed() > PATIENCE {
                 // The thread stays blocked in its write; the process ends.
-                return Ok(self.shared.backlog.load(Ordering::Relaxed));
+                return Ok(left);
             }
         }
         let _ = thread.join();

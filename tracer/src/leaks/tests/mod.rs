@@ -38,6 +38,15 @@ fn sock(cookie: u64, state: TcpState) -> SocketSnapshot {
         })
 }
 
+/// A request socket on port 8080 (no file) that retransmitted its SYN-ACK
+/// `retrans` times.
+fn request(cookie: u64, retrans: u8) -> SocketSnapshot {
+    let mut r = sock(cookie, TcpState::NewSynRecv);
+    r.inode = 0;
+    r.timer_retrans = retrans;
+    r
+}
+
 fn info(d: &mut SocketSnapshot) -> &mut TcpInfo {
     d.info.get_or_insert_with(TcpInfo::default)
 }
@@ -248,13 +257,9 @@ fn stuck_handshakes_syn_sent_and_per_port_syn_recv() {
     let mut det = Detector::new(thresholds());
     let mut syn = sock(6, TcpState::SynSent);
     syn.timer_retrans = 3;
-    let mut r1 = sock(10, TcpState::NewSynRecv);
-    r1.inode = 0;
-    r1.timer_retrans = 2;
-    let mut r2 = sock(11, TcpState::NewSynRecv);
-    r2.inode = 0;
-    let mut fresh = sock(12, TcpState::NewSynRecv);
-    fresh.inode = 0;
+    let r1 = request(10, 2);
+    let r2 = request(11, 0);
+    let mut fresh = request(12, 0);
     fresh.sport = 9090;
     let c = det.update(&[syn, r1, r2], 0, none, app_owners);
     // r1 needed a SYN-ACK retransmit: its port is flagged at once.
@@ -300,9 +305,7 @@ fn stuck_server_handshakes_name_the_listener() {
     let mut det = Detector::new(thresholds());
     let mut listener = sock(1, TcpState::Listen);
     listener.inode = 1044;
-    let mut req = sock(10, TcpState::NewSynRecv);
-    req.inode = 0;
-    req.timer_retrans = 2;
+    let req = request(10, 2);
     let c = det.update(&[req, listener], S, none, app_owners);
     let f = raised(&c);
     assert_eq!(f.len(), 1, "{c:?}");
@@ -343,9 +346,7 @@ fn a_dump_of_looked_up_sockets_judges_only_those() {
     let mut det = Detector::new(thresholds());
     let mut syn = sock(6, TcpState::SynSent);
     syn.timer_retrans = 3;
-    let mut req = sock(10, TcpState::NewSynRecv);
-    req.inode = 0;
-    req.timer_retrans = 2;
+    let req = request(10, 2);
     let cw = sock(7, TcpState::CloseWait);
     det.update(&[syn, req, cw], 0, none, app_owners);
     let c = det.update(&[syn, req, cw], 60 * S, none, app_owners);
