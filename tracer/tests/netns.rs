@@ -36,14 +36,16 @@ fn leak_close_wait(ns: &NamedNetns, n: usize) -> (u16, Vec<TcpStream>) {
     })
 }
 
-/// Flags of a report whose local port is `port`.
-fn flags_on(report: &Value, port: u16) -> Vec<Value> {
+/// Flags of a report on local port `port` in namespace `inode`: the port
+/// alone may be another namespace's, as tests run side by side.
+fn flags_on(report: &Value, inode: u64, port: u16) -> Vec<Value> {
     let mut out: Vec<Value> = Vec::new();
     for g in report["leaks"].as_array().expect("leaks") {
         for f in g["sockets"].as_array().expect("sockets") {
             let mine = f["local"]
                 .as_str()
-                .is_some_and(|l| l.ends_with(&format!(":{port}")));
+                .is_some_and(|l| l.ends_with(&format!(":{port}")))
+                && f["netns"] == inode;
             if mine && !out.iter().any(|o| o["cookie"] == f["cookie"]) {
                 out.push(f.clone());
             }
@@ -81,9 +83,11 @@ fn a_leak_in_a_namespace_made_after_the_agent_is_named_from_the_host() {
 
     // The API lists them, with their namespace.
     let listed = wait_until(Duration::from_secs(5), || {
-        let v = agent.json(&format!("/api/v1/sockets?state=close_wait&port={port}"));
-        let a = v.as_array().expect("array");
-        a.len() == 3 && a.iter().all(|s| s["netns"] == ns.inode)
+        let v = agent.json(&format!(
+            "/api/v1/sockets?state=close_wait&port={port}&netns={}",
+            ns.inode
+        ));
+        v.as_array().expect("array").len() == 3
     });
     assert!(
         listed,
@@ -100,10 +104,10 @@ fn a_leak_in_a_namespace_made_after_the_agent_is_named_from_the_host() {
     let mut report = Value::Null;
     let flagged = wait_until(Duration::from_secs(6), || {
         report = tracer_leaks_json(&["--agent", &url]).1;
-        flags_on(&report, port).len() == 3
+        flags_on(&report, ns.inode, port).len() == 3
     });
     assert!(flagged, "{report:#}");
-    let flags = flags_on(&report, port);
+    let flags = flags_on(&report, ns.inode, port);
     for f in &flags {
         let raised = f["raised_at_ns"].as_u64().expect("raised_at_ns");
         let after = Duration::from_nanos(raised.saturating_sub(began_ns));
@@ -119,18 +123,21 @@ fn a_leak_in_a_namespace_made_after_the_agent_is_named_from_the_host() {
     }
     // Narrowed to the host's namespace, the agent's report has none of them.
     let (_, host_only) = tracer_leaks_json(&["--agent", &url, "--netns", "host"]);
-    assert!(flags_on(&host_only, port).is_empty(), "{host_only:#}");
+    assert!(
+        flags_on(&host_only, ns.inode, port).is_empty(),
+        "{host_only:#}"
+    );
 
     // Without an agent: a snapshot of every namespace names them too.
     let (code, snap) = tracer_leaks_json(&["--agent", NO_AGENT]);
     assert_eq!(code, 1);
-    let flags = flags_on(&snap, port);
+    let flags = flags_on(&snap, ns.inode, port);
     assert_eq!(flags.len(), 3, "{snap:#}");
     assert_named(&flags, ns.inode, &fds);
     let (_, by_name) = tracer_leaks_json(&["--agent", NO_AGENT, "--netns", &ns.name]);
-    assert_eq!(flags_on(&by_name, port).len(), 3, "{by_name:#}");
+    assert_eq!(flags_on(&by_name, ns.inode, port).len(), 3, "{by_name:#}");
     let (_, host) = tracer_leaks_json(&["--agent", NO_AGENT, "--netns", "host"]);
-    assert!(flags_on(&host, port).is_empty(), "{host:#}");
+    assert!(flags_on(&host, ns.inode, port).is_empty(), "{host:#}");
 
     // The table shows the namespace.
     let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
