@@ -111,7 +111,7 @@ fn with_the_manifests_capabilities_a_leak_in_another_namespace_is_named() {
     let pid = std::process::id();
     let mut last = None;
     let named = common::wait_until(Duration::from_secs(10), || {
-        last = flag_on(&agent, leak.port);
+        last = flag_on(&agent, &leak);
         last.as_ref().is_some_and(|(f, _)| {
             f["owners"]
                 .as_array()
@@ -144,7 +144,7 @@ fn without_cap_sys_admin_other_namespaces_are_unreachable_and_the_rest_goes_on()
     let leak = close_wait_leak();
     let pid = std::process::id();
     let named = common::wait_until(Duration::from_secs(10), || {
-        flag_on(&agent, leak.port).is_some_and(|(f, _)| {
+        flag_on(&agent, &leak).is_some_and(|(f, _)| {
             f["owners"]
                 .as_array()
                 .is_some_and(|o| o.iter().any(|o| o["pid"] == pid && o["fd"] == leak.fd))

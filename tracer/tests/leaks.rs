@@ -15,7 +15,7 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::{NO_AGENT, ss_recv_q, tracer_leaks, wait_close_wait};
-use kit::{CONNS, SERIAL, flags_on_port, foreign_close_wait, leaking_server};
+use kit::{CONNS, SERIAL, flags_on_port, leaking_server};
 use serde_json::Value;
 use tracer::diag::{DumpOptions, Dumper, owners_of};
 use tracer::leaks::{Change, Detector, LeakKind, Thresholds};
@@ -41,7 +41,9 @@ fn snapshot_names_the_server_pid_and_fds_then_clears() {
         .collect();
     assert_eq!(proc_fds.len(), CONNS);
 
-    let (code, stdout) = tracer_leaks(&["--json", "--agent", NO_AGENT]);
+    // The host's namespace only: another namespace may have a leak on the
+    // same port number.
+    let (code, stdout) = tracer_leaks(&["--json", "--agent", NO_AGENT, "--netns", "host"]);
     let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     assert_eq!(code, 1, "leaks present: exit 1");
     assert_eq!(report["source"], "snapshot");
@@ -89,13 +91,14 @@ fn snapshot_names_the_server_pid_and_fds_then_clears() {
     let (code, stdout) = tracer_leaks(&["--json", "--agent", NO_AGENT, "--netns", "host"]);
     let report: Value = serde_json::from_str(&stdout).expect("json");
     assert!(flags_on_port(&report, port).is_empty());
-    if foreign_close_wait(port) {
-        eprintln!(
-            "skipping the exit-0 check: other sockets on this host are in CLOSE_WAIT (see `ss -tn state close-wait`)"
-        );
-    } else {
-        assert_eq!(code, 0, "no leaks left: exit 0; {stdout}");
-    }
+    // Other sockets of the host may be in CLOSE_WAIT, and come and go: the
+    // exit status is judged against the report it came with.
+    let leaks = report["leak_count"].as_u64().expect("leak_count");
+    assert_eq!(
+        code,
+        i32::from(leaks > 0),
+        "exit 0 only without leaks: {stdout}"
+    );
 }
 
 /// Two CLOSE_WAIT sockets of this process: one whose 5 bytes and the
@@ -106,6 +109,8 @@ fn snapshot_names_the_server_pid_and_fds_then_clears() {
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn unread_bytes_leave_out_the_peers_fin_and_say_whether_eof_was_read() {
     common::require_root();
+    // Its CLOSE_WAIT sockets would be foreign to the others' exit statuses.
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let mut unread = TcpStream::connect(("127.0.0.1", port)).expect("connect");

@@ -116,9 +116,7 @@ fn an_agent_without_cap_sys_ptrace_says_owner_unknown_through_tracer_leaks() {
     // The namespace is new: its one listener is the agent.
     let url = format!("http://{}", only_listener());
     let leak = close_wait_leak();
-    let flagged = common::wait_until(Duration::from_secs(10), || {
-        flag_on(&agent, leak.port).is_some()
-    });
+    let flagged = common::wait_until(Duration::from_secs(10), || flag_on(&agent, &leak).is_some());
     assert!(flagged, "the leak on port {} was not flagged", leak.port);
     let (code, json, err) = leaks(false, &["--json", "--agent", &url]);
     assert_eq!(code, 1, "{err}");

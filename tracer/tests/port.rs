@@ -106,8 +106,9 @@ fn with_an_agent_every_age_is_exact() {
     let agent = Agent::start(&[]);
     let url = format!("http://{}", agent.addr);
     let port = 8082;
-    let _clients = crash(port, true);
+    // Before the sockets are made: an exact age is at most this old.
     let start = std::time::Instant::now();
+    let _clients = crash(port, true);
     // The agent follows the sockets through their events: wait until it
     // knows all three.
     let mut last = Value::Null;

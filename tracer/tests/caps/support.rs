@@ -241,13 +241,17 @@ pub(crate) fn close_wait_leak() -> Leak {
     }
 }
 
-/// The agent's close_wait flag on `port`, and the pid of its process group.
-pub(crate) fn flag_on(agent: &CapAgent, port: u16) -> Option<(Value, Value)> {
+/// The agent's close_wait flag on `leak`, and the pid of its process
+/// group. Matched by inode as well as port: other tests' leaks in other
+/// namespaces may have the same port number.
+pub(crate) fn flag_on(agent: &CapAgent, leak: &Leak) -> Option<(Value, Value)> {
     let report: Value = serde_json::from_str(&agent.get("/api/v1/leaks")).expect("JSON");
-    let suffix = format!(":{port}");
+    let suffix = format!(":{}", leak.port);
     report["leaks"].as_array()?.iter().find_map(|group| {
         let flag = group["sockets"].as_array()?.iter().find(|f| {
-            f["kind"] == "close_wait" && f["local"].as_str().is_some_and(|l| l.ends_with(&suffix))
+            f["kind"] == "close_wait"
+                && f["inode"] == leak.inode
+                && f["local"].as_str().is_some_and(|l| l.ends_with(&suffix))
         })?;
         Some((flag.clone(), group["pid"].clone()))
     })
@@ -278,7 +282,7 @@ pub(crate) fn assert_owner_named(agent: &CapAgent, leak: &Leak) {
     let pid = std::process::id();
     let mut last = None;
     let named = wait_until(Duration::from_secs(10), || {
-        last = flag_on(agent, leak.port);
+        last = flag_on(agent, leak);
         last.as_ref().is_some_and(|(f, _)| {
             f["owners"]
                 .as_array()
@@ -303,12 +307,10 @@ pub(crate) fn assert_owner_named(agent: &CapAgent, leak: &Leak) {
 /// The agent flags the leak, with its inode, but names no process; it keeps
 /// trying on every reconcile (ownerless flags are retried), and keeps failing.
 pub(crate) fn assert_owner_unnamed(agent: &CapAgent, leak: &Leak) {
-    let flagged = wait_until(Duration::from_secs(10), || {
-        flag_on(agent, leak.port).is_some()
-    });
+    let flagged = wait_until(Duration::from_secs(10), || flag_on(agent, leak).is_some());
     assert!(flagged, "the leak on port {} was not flagged", leak.port);
     std::thread::sleep(Duration::from_millis(1500)); // 6 more reconciles
-    let (flag, group_pid) = flag_on(agent, leak.port).expect("still flagged");
+    let (flag, group_pid) = flag_on(agent, leak).expect("still flagged");
     assert_eq!(flag["inode"], leak.inode, "the inode to look for is known");
     assert_eq!(flag["owners"], Value::Array(vec![]), "no owner: {flag}");
     assert!(group_pid.is_null(), "grouped under no process: {group_pid}");

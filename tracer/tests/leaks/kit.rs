@@ -1,7 +1,6 @@
 //! The leak tests' server with its clients gone, and how they read
 //! `tracer leaks`' report.
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -35,18 +34,4 @@ pub fn flags_on_port(report: &Value, port: u16) -> Vec<Value> {
         }
     }
     out
-}
-
-/// True when `ss` sees CLOSE_WAIT sockets that are not on `port`.
-pub fn foreign_close_wait(port: u16) -> bool {
-    let out = Command::new("ss")
-        .args(["-Htn", "state", "close-wait"])
-        .output()
-        .expect("ss");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines().any(|l| {
-        l.split_whitespace()
-            .nth(2)
-            .is_some_and(|local| !local.ends_with(&format!(":{port}")))
-    })
 }
