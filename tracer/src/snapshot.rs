@@ -179,6 +179,14 @@ impl SocketSnapshot {
         }
     }
 
+    /// A listener with more connections waiting for `accept()` than its
+    /// backlog (`ss -lt`'s Recv-Q above its Send-Q): the kernel's
+    /// `sk_acceptq_is_full()`, under which it drops new handshakes
+    /// (`ListenOverflows`) until the process accepts.
+    pub fn accept_queue_full(&self) -> bool {
+        self.state == TcpState::Listen && self.rqueue > self.wqueue
+    }
+
     /// Once the peer's FIN has arrived: whether the application has read
     /// everything, the FIN too, so that it has seen EOF or will at its next
     /// read without waiting. `None` before the FIN. For a CLOSE_WAIT leak

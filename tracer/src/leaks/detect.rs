@@ -33,12 +33,14 @@ pub const HISTORY: usize = 256;
 /// once: its first report names its owners).
 pub const OWNERS_FRESH_NS: u64 = 10_000_000_000;
 
-/// What a flag is about: one socket, or (for `syn_recv`) one listening port
-/// in one network namespace.
+/// What a flag is about: one socket, one listening port in one network
+/// namespace (`syn_recv`), or one listener (`accept_queue_full`). Only a
+/// walk judges the last two.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Subject {
     Socket(u64),
     Port(u32, u16),
+    Listener(u64),
 }
 
 type Key = (LeakKind, Subject);
@@ -65,8 +67,8 @@ impl Coverage<'_> {
     fn subject(&self, s: Subject) -> bool {
         match (self, s) {
             (_, Subject::Socket(c)) => self.socket(c),
-            (Coverage::All, Subject::Port(..)) => true,
-            (Coverage::Only(_), Subject::Port(..)) => false,
+            (Coverage::All, Subject::Port(..) | Subject::Listener(_)) => true,
+            (Coverage::Only(_), Subject::Port(..) | Subject::Listener(_)) => false,
         }
     }
 }
@@ -200,7 +202,7 @@ impl Detector {
             let mut now_state: HashMap<u64, TcpState> = ended
                 .iter()
                 .filter_map(|(_, s)| match s {
-                    Subject::Socket(c) => Some((*c, TcpState::Close)),
+                    Subject::Socket(c) | Subject::Listener(c) => Some((*c, TcpState::Close)),
                     Subject::Port(..) => None,
                 })
                 .collect();
@@ -300,13 +302,13 @@ impl Detector {
         }
     }
 
-    /// True while a flag is raised on a port (stuck server handshakes):
-    /// only a walk of the kernel's tables, which lists request sockets,
-    /// can clear it.
+    /// True while a flag is raised on a port or a listener (stuck server
+    /// handshakes, a full accept queue): only a walk of the kernel's
+    /// tables, which lists request sockets and listeners, can clear it.
     pub fn judges_ports(&self) -> bool {
         self.active
             .keys()
-            .any(|(_, s)| matches!(s, Subject::Port(..)))
+            .any(|(_, s)| matches!(s, Subject::Port(..) | Subject::Listener(_)))
     }
 
     /// The flags raised now.

@@ -25,6 +25,7 @@
 //! | `idle_no_keepalive` (a risk) | ESTABLISHED, no data either way for `idle`, no timer armed (a retransmit or zero-window probe timer hides the keepalive one, and watches the peer too) |
 //! | `stuck_handshake` / `syn_sent` | SYN_SENT longer than `handshake` |
 //! | `stuck_handshake` / `syn_recv` | per listening port: request sockets that retransmitted their SYN-ACK at least twice, or are older than `handshake` |
+//! | `stuck_handshake` / `accept_queue_full` | a listener whose accept queue was full (more waiting than its backlog) at every walk for `handshake` |
 //! | `orphaned_fin_wait2` | FIN_WAIT2 without an owner (timewait substate or inode 0) longer than `fin_wait2` |
 //!
 //! A half-open stall lasts until an ACK arrives: when its evidence changes
@@ -153,13 +154,16 @@ pub enum Reason {
     SynSent,
     /// Request sockets on a listening port needing SYN-ACK retransmits or too old.
     SynRecv,
+    /// A listener whose accept queue has been full at every walk for the
+    /// threshold: the kernel drops new handshakes until the process accepts.
+    AcceptQueueFull,
 }
 
 impl Reason {
     /// Half-open reasons, for pre-created labels.
     pub const HALF_OPEN: [Reason; 2] = [Reason::Retransmitting, Reason::KeepaliveUnanswered];
     /// Stuck-handshake kinds, for pre-created labels.
-    pub const HANDSHAKE: [Reason; 2] = [Reason::SynSent, Reason::SynRecv];
+    pub const HANDSHAKE: [Reason; 3] = [Reason::SynSent, Reason::SynRecv, Reason::AcceptQueueFull];
 
     /// The label value.
     pub fn name(self) -> &'static str {
@@ -168,11 +172,14 @@ impl Reason {
             Reason::KeepaliveUnanswered => "keepalive_unanswered",
             Reason::SynSent => "syn_sent",
             Reason::SynRecv => "syn_recv",
+            Reason::AcceptQueueFull => "accept_queue_full",
         }
     }
 }
 
 /// One flag: a socket (or, for `syn_recv`, a listening port) in trouble.
+/// An `accept_queue_full` flag is about the listener: its cookie, inode
+/// and owners, and no remote.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Flag {
     /// What is wrong.
@@ -183,7 +190,8 @@ pub struct Flag {
     pub cookie: Option<u64>,
     /// Local endpoint (the listening address for a `syn_recv` flag).
     pub local: SocketAddr,
-    /// Remote endpoint; `None` for a `syn_recv` flag (many peers).
+    /// Remote endpoint; `None` for a `syn_recv` flag (many peers) and an
+    /// `accept_queue_full` one (a listener).
     pub remote: Option<SocketAddr>,
     /// Socket state (`new_syn_recv` for a `syn_recv` flag).
     #[serde(with = "state_name")]

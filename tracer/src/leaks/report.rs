@@ -13,7 +13,8 @@ use crate::snapshot::{OwnerScan, SocketSnapshot};
 pub enum Source {
     /// The running agent, with ages and thresholds.
     Agent,
-    /// A one-shot sock_diag snapshot: every CLOSE_WAIT socket, ages unknown.
+    /// A one-shot sock_diag snapshot: every CLOSE_WAIT socket and every
+    /// listener whose accept queue is full, ages unknown.
     Snapshot,
 }
 
@@ -320,18 +321,22 @@ pub fn snapshot_report_with(
 ) -> Report {
     let flags: Vec<Flag> = dump
         .iter()
-        .filter(|d| d.state == crate::tcp::TcpState::CloseWait && !d.timewait)
-        .map(|d| {
-            let evidence = format!(
-                "in CLOSE_WAIT, age unknown (snapshot); {}",
-                super::rules::unread_words(d)
-            );
-            let mut f =
-                super::rules::socket_flag(d, LeakKind::CloseWait, None, 0, (0, true), evidence);
+        .filter_map(|d| {
+            let mut f = if d.state == crate::tcp::TcpState::CloseWait && !d.timewait {
+                let evidence = format!(
+                    "in CLOSE_WAIT, age unknown (snapshot); {}",
+                    super::rules::unread_words(d)
+                );
+                super::rules::socket_flag(d, LeakKind::CloseWait, None, 0, (0, true), evidence)
+            } else if d.accept_queue_full() {
+                super::rules::queue_flag(d, 0, (0, true), "now (snapshot: since when unknown)")
+            } else {
+                return None;
+            };
             f.age_seconds = None;
             f.raised_at_ns = 0;
             super::rules::apply_scan(&mut f, owners);
-            f
+            Some(f)
         })
         .collect();
     let mut report = Report::build(

@@ -84,9 +84,10 @@ pub struct Gauges {
     pub close_wait_by_comm: Vec<(String, u64)>,
     /// `tracer_half_open_connections{reason}`.
     pub half_open: [(Reason, u64); 2],
-    /// `tracer_stuck_handshakes{kind}`: SYN_SENT sockets, and request
-    /// sockets summed over listening ports.
-    pub stuck_handshakes: [(Reason, u64); 2],
+    /// `tracer_stuck_handshakes{kind}`: SYN_SENT sockets, request
+    /// sockets summed over listening ports, and listeners whose accept
+    /// queue is full.
+    pub stuck_handshakes: [(Reason, u64); 3],
     /// `tracer_idle_without_keepalive`.
     pub idle_without_keepalive: u64,
     /// Orphaned FIN_WAIT2 sockets flagged.
@@ -107,7 +108,7 @@ impl Gauges {
         let mut by_comm: HashMap<&str, u64> = HashMap::new();
         let mut other = 0;
         for f in flags {
-            let add = |slots: &mut [(Reason, u64); 2], n: u64| {
+            let add = |slots: &mut [(Reason, u64)], n: u64| {
                 if let Some(s) = slots.iter_mut().find(|s| Some(s.0) == f.reason) {
                     s.1 += n;
                 }

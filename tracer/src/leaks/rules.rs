@@ -81,6 +81,21 @@ pub(super) fn socket_flag(
     }
 }
 
+/// A flag on listener `d`, whose accept queue is full `held` ("at every
+/// walk for 12.0s (threshold 10s)"): about the listener, so with no peer.
+pub(super) fn queue_flag(d: &SocketSnapshot, now: u64, age: (u64, bool), held: &str) -> Flag {
+    let evidence = format!(
+        "accept queue full {held}: {} connections wait for accept(), backlog {}; \
+         the kernel drops new handshakes until the process accepts",
+        d.rqueue, d.wqueue
+    );
+    let reason = Some(Reason::AcceptQueueFull);
+    let mut f = socket_flag(d, LeakKind::StuckHandshake, reason, now, age, evidence);
+    f.remote = None;
+    f.unread_bytes = 0;
+    f
+}
+
 /// Fill in `f`'s owners from `scan`, or mark them unknown (with the hint)
 /// when the socket has an owner the scan could not see.
 pub(super) fn apply_scan(f: &mut Flag, scan: &OwnerScan) {
@@ -103,6 +118,9 @@ pub(super) fn cleared_how(f: &Flag, now: Option<TcpState>) -> String {
         (None, _) => "no stuck handshakes left on the port".into(),
         (Some(_), None) => "socket gone (closed, or its process exited)".into(),
         (Some(_), Some(st)) if st != f.state => format!("socket left {} (now {st})", f.state),
+        (Some(_), Some(_)) if f.reason == Some(Reason::AcceptQueueFull) => {
+            "the process accepted: its accept queue has room again".into()
+        }
         (Some(_), Some(_)) => match f.kind {
             LeakKind::HalfOpen => "ACK progress resumed".into(),
             LeakKind::IdleNoKeepalive => "traffic resumed or keepalive armed".into(),

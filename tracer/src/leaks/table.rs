@@ -249,6 +249,9 @@ fn netns(f: &Flag) -> String {
 fn endpoints(f: &Flag) -> String {
     match f.remote {
         Some(r) => format!("{} -> {r}", f.local),
+        None if f.reason == Some(crate::leaks::Reason::AcceptQueueFull) => {
+            format!("{} listening", f.local)
+        }
         None => format!("{} <- {} peers", f.local, f.count.unwrap_or(0)),
     }
 }

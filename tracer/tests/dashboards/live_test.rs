@@ -8,7 +8,7 @@ use crate::common::{Agent, LeakyServer, Netns, wait_until};
 use crate::live::{LivePrometheus, Sample};
 use crate::model::{Vars, dashboard, label_values, targets, variables};
 use crate::promtool::rules_file;
-use crate::scenario::{Blackholed, Churn};
+use crate::scenario::{Blackholed, Churn, NotAccepting};
 
 /// The samples of query `ref_id` of the panel titled `title`.
 fn panel_samples(prom: &LivePrometheus, vars: &Vars, title: &str, ref_id: &str) -> Vec<Sample> {
@@ -53,6 +53,7 @@ fn every_dashboard_query_returns_data_from_a_real_agent_during_a_real_leak() {
     let mut leaky = LeakyServer::start(None);
     leaky.leak(3);
     let black = Blackholed::start();
+    let full = NotAccepting::start();
     let prom = LivePrometheus::start(agent.addr, &rules_file());
     let instance = agent.addr.to_string();
     let tw_buckets = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_max_tw_buckets")
@@ -61,12 +62,13 @@ fn every_dashboard_query_returns_data_from_a_real_agent_during_a_real_leak() {
         .to_owned();
     let vars = Vars::for_agent(&instance, &tw_buckets);
     eprintln!(
-        "agent {instance}, python3 pid {} leaking on port {}, churn on port {}, half-open to port {}, stuck handshake to port {}",
+        "agent {instance}, python3 pid {} leaking on port {}, churn on port {}, half-open to port {}, stuck handshake to port {}, full accept queue on port {}",
         leaky.pid(),
         leaky.port,
         churn.port,
         black.half_open_port,
-        black.handshake_port
+        black.handshake_port,
+        full.port
     );
 
     let up = wait_until(Duration::from_secs(30), || {
@@ -90,6 +92,10 @@ fn every_dashboard_query_returns_data_from_a_real_agent_during_a_real_leak() {
         ),
         ("sum(tracer_stuck_handshakes{kind=\"syn_sent\"})", 1.0),
         ("sum(tracer_stuck_handshakes{kind=\"syn_recv\"})", 1.0),
+        (
+            "sum(tracer_stuck_handshakes{kind=\"accept_queue_full\"})",
+            1.0,
+        ),
         ("sum(tracer_tcp_sockets{state=\"time_wait\"})", 100.0),
         (
             "sum(increase(tracer_tcp_state_duration_seconds_count{state=\"time_wait\"}[20s]))",
@@ -167,6 +173,7 @@ fn every_dashboard_query_returns_data_from_a_real_agent_during_a_real_leak() {
     let stuck = panel_samples(&prom, &vars, "Stuck handshakes by kind", "A");
     assert!(by_label(&stuck, "kind", "syn_sent").is_some_and(|v| v >= 1.0));
     assert!(by_label(&stuck, "kind", "syn_recv").is_some_and(|v| v >= 1.0));
+    assert!(by_label(&stuck, "kind", "accept_queue_full").is_some_and(|v| v >= 1.0));
     let half = panel_samples(&prom, &vars, "Half-open connections by reason", "A");
     assert!(by_label(&half, "reason", "retransmitting").is_some_and(|v| v >= 1.0));
     // Loopback reuses TIME_WAIT 4-tuples (tcp_tw_reuse=2), so most stays
@@ -211,6 +218,7 @@ fn every_dashboard_query_returns_data_from_a_real_agent_during_a_real_leak() {
         ("TracerHalfOpenConnections", "reason", "retransmitting"),
         ("TracerStuckHandshakes", "kind", "syn_sent"),
         ("TracerStuckHandshakes", "kind", "syn_recv"),
+        ("TracerAcceptQueueFull", "job", "tracer"),
     ];
     let pending = |rules: &[serde_json::Value], (name, label, value): (&str, &str, &str)| {
         rules.iter().any(|r| {

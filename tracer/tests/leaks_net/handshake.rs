@@ -1,11 +1,15 @@
 //! Stuck handshakes: a connect whose SYN-ACKs are dropped, seen from both
-//! ends (SYN_SENT on the client, a request socket on the listening port).
+//! ends (SYN_SENT on the client, a request socket on the listening port),
+//! and a listener whose process stops accepting.
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use crate::common::{Agent, NetnsPair, http_get, metric_value, sh, wait_until};
+use crate::common::{
+    Agent, NO_AGENT, Netns, NetnsPair, http_get, metric_value, sh, tracer_leaks_json, wait_until,
+};
 use crate::support::*;
+use serde_json::Value;
 use socket2::{Domain, Protocol, Socket, Type};
 
 #[test]
@@ -152,4 +156,116 @@ fn connect_whose_syn_acks_are_dropped_is_a_stuck_handshake() {
     });
     assert!(cleared, "{:#}", json_in(&pair.b, b_addr, "/api/v1/leaks"));
     drop(listener);
+}
+
+/// A process that stops accepting: its listener's queue fills (a backlog
+/// of 1 holds two connections), the kernel drops further SYNs, and no
+/// request socket is left for the `syn_recv` flag. The agent flags the
+/// listener itself, naming this process and the listener's fd; a snapshot
+/// without an agent names it too; accepting clears the flag.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn a_listener_that_stops_accepting_is_flagged_with_its_process() {
+    let _ns = Netns::enter("acceptq");
+    let agent = Agent::start(&[
+        "--handshake-threshold",
+        "2s",
+        "--reconcile-interval",
+        "250ms",
+        "--netns",
+        "host",
+    ]);
+    let url = format!("http://{}", agent.addr);
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+    listener
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    listener.listen(1).expect("listen");
+    let addr = listener
+        .local_addr()
+        .expect("local")
+        .as_socket()
+        .expect("inet");
+    let clients: Vec<Socket> = (0..4)
+        .map(|_| {
+            let c = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+            c.set_nonblocking(true).expect("nonblocking");
+            let _ = c.connect(&addr.into());
+            c
+        })
+        .collect();
+    let mine = |r: &Value| {
+        all_flags(r)
+            .into_iter()
+            .find(|f| f["reason"] == "accept_queue_full" && f["local"] == addr.to_string())
+    };
+    let started = Instant::now();
+    let (code, report, ok) = poll(&url, Duration::from_secs(8), |r| mine(r).is_some());
+    assert!(
+        ok,
+        "{addr} not flagged after {:?}: {report:#}",
+        started.elapsed()
+    );
+    let f = mine(&report).expect("flag");
+    assert_eq!(
+        (f["kind"].as_str(), f["state"].as_str()),
+        (Some("stuck_handshake"), Some("listen")),
+        "{f:#}"
+    );
+    assert!(
+        f["cookie"].is_u64() && f["remote"].is_null(),
+        "about the listener: {f:#}"
+    );
+    assert!(f["age_seconds"].as_f64().is_some_and(|a| a >= 2.0), "{f:#}");
+    let evidence = f["evidence"].as_str().expect("evidence");
+    assert!(
+        evidence.contains(": 2 connections wait for accept(), backlog 1;"),
+        "{evidence}"
+    );
+    assert_owned_by_us(&f, listener.as_raw_fd());
+    assert_eq!(code, 1, "a full accept queue is a leak: exit 1");
+    assert_eq!(
+        agent.metric("tracer_stuck_handshakes{kind=\"accept_queue_full\"}"),
+        1.0
+    );
+    assert_eq!(
+        agent.metric("tracer_stuck_handshakes{kind=\"syn_recv\"}"),
+        0.0,
+        "the kernel dropped the SYNs: no request sockets"
+    );
+
+    // Without an agent: a snapshot sees the full queue as it is now.
+    let (code, snap) = tracer_leaks_json(&["--agent", NO_AGENT, "--netns", "host"]);
+    let s = mine(&snap).unwrap_or_else(|| panic!("snapshot: {snap:#}"));
+    assert!(s["age_seconds"].is_null(), "{s:#}");
+    assert_owned_by_us(&s, listener.as_raw_fd());
+    assert_eq!(code, 1);
+
+    // The process accepts again: every waiting connection, and those whose
+    // SYNs the kernel dropped as they come back.
+    listener.set_nonblocking(true).expect("nonblocking");
+    let mut accepted = Vec::new();
+    // (Clients whose SYNs were dropped may still be flagged in SYN_SENT
+    // until their next retransmit: the exit status is not judged here.)
+    let (_, report, ok) = poll(&url, Duration::from_secs(10), |r| {
+        while let Ok((s, _)) = listener.accept() {
+            accepted.push(s);
+        }
+        r["recently_cleared"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|f| f["reason"] == "accept_queue_full" && f["local"] == addr.to_string())
+        })
+    });
+    assert!(ok, "{addr} not cleared: {report:#}");
+    let cleared = report["recently_cleared"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["reason"] == "accept_queue_full")
+        .expect("cleared");
+    assert_eq!(
+        cleared["cleared_how"],
+        "the process accepted: its accept queue has room again"
+    );
+    drop((clients, accepted));
 }

@@ -238,11 +238,11 @@ fn socket(h: &Held, plain: Option<Reason>, reuse: Option<Reason>) -> Socket {
         blocks_without_reuseaddr: plain.map(Reason::name),
         blocks_with_reuseaddr: reuse.map(Reason::name),
         // sock_diag gives a listener's queue in rqueue and its backlog in
-        // wqueue; the kernel's sk_acceptq_is_full() is "more than it".
+        // wqueue.
         accept_queue: (s.state == TcpState::Listen).then_some(AcceptQueue {
             waiting: s.rqueue,
             backlog: s.wqueue,
-            full: s.rqueue > s.wqueue,
+            full: s.accept_queue_full(),
         }),
     }
 }

@@ -1,7 +1,7 @@
 //! Judging one socket of a dump: which rule it meets, and since when.
 use std::collections::{BTreeMap, hash_map::Entry};
 
-use super::super::rules::{PortAcc, socket_flag, unread_words};
+use super::super::rules::{PortAcc, queue_flag, socket_flag, unread_words};
 use super::super::rules::{ns, secs};
 use super::super::{Flag, LeakKind, Reason, fmt_duration};
 use super::{Detector, Key, MAX_TRACKED, Seen, Subject};
@@ -103,8 +103,24 @@ impl Detector {
                     }
                 }
             }
-            TcpState::Listen if d.inode != 0 => {
-                ports.entry((d.netns, d.sport)).or_default().listener_inode = d.inode;
+            TcpState::Listen => {
+                if d.inode != 0 {
+                    ports.entry((d.netns, d.sport)).or_default().listener_inode = d.inode;
+                }
+                if !d.accept_queue_full() {
+                    // Only a queue full at every walk counts.
+                    self.seen.remove(&d.cookie);
+                } else if let Some((age, lb)) = self.age(d, now, &|_, _| None)
+                    && age >= ns(t.handshake)
+                {
+                    let held = format!(
+                        "at every walk for {:.1}s (threshold {})",
+                        secs(age),
+                        fmt_duration(t.handshake)
+                    );
+                    let f = queue_flag(d, now, (age, lb), &held);
+                    found.insert((LeakKind::StuckHandshake, Subject::Listener(d.cookie)), f);
+                }
             }
             TcpState::FinWait2 if d.timewait || d.inode == 0 => {
                 if let Some((age, lb)) = self.age(d, now, since)

@@ -284,7 +284,11 @@ fn stuck_handshakes_syn_sent_and_per_port_syn_recv() {
     let g = det.gauges();
     assert_eq!(
         g.stuck_handshakes,
-        [(Reason::SynSent, 1), (Reason::SynRecv, 2)]
+        [
+            (Reason::SynSent, 1),
+            (Reason::SynRecv, 2),
+            (Reason::AcceptQueueFull, 0)
+        ]
     );
     let c = det.update(&[fresh], 11 * S, none, app_owners);
     let how: Vec<_> = cleared(&c)
@@ -338,6 +342,80 @@ fn stuck_server_handshakes_name_the_listener() {
             .ends_with("; never accepted: it waits in the listener's accept queue"),
         "{}",
         f[0].evidence
+    );
+}
+
+/// A process that stops accepting: its listener is flagged once its
+/// accept queue has been full at every walk for the threshold, naming the
+/// process; room at one walk starts the count again; only walks judge it.
+#[test]
+fn a_full_accept_queue_is_flagged_on_its_listener() {
+    let mut det = Detector::new(thresholds());
+    let mut full = sock(1, TcpState::Listen);
+    (full.inode, full.rqueue, full.wqueue) = (1044, 2, 1);
+    let room = SocketSnapshot { rqueue: 1, ..full };
+    assert!(full.accept_queue_full() && !room.accept_queue_full());
+    assert!(det.update(&[full], 0, none, app_owners).is_empty());
+    det.update(&[room], 5 * S, none, app_owners);
+    let c = det.update(&[full], 9 * S, none, app_owners);
+    assert!(c.is_empty(), "room at 5 s: counted from 9 s, {c:?}");
+    // Lookups of the engine's sockets do not list listeners: no judgement.
+    let c = det.update_within(&[], Coverage::Only(&[]), 15 * S, none, app_owners);
+    assert!(c.is_empty(), "{c:?}");
+    let c = det.update(&[full], 19 * S, none, app_owners);
+    let f = raised(&c);
+    assert_eq!(f.len(), 1, "{c:?}");
+    assert_eq!(
+        (f[0].kind, f[0].reason, f[0].cookie, f[0].remote),
+        (
+            LeakKind::StuckHandshake,
+            Some(Reason::AcceptQueueFull),
+            Some(1),
+            None
+        )
+    );
+    assert_eq!(f[0].owners, vec![owner(100, "app", 44)]);
+    assert_eq!(
+        (f[0].age_seconds, f[0].age_is_lower_bound),
+        (Some(10.0), true)
+    );
+    assert_eq!(
+        f[0].evidence,
+        "accept queue full at every walk for 10.0s (threshold 10s): 2 connections wait for \
+         accept(), backlog 1; the kernel drops new handshakes until the process accepts"
+    );
+    assert_eq!(
+        det.gauges().stuck_handshakes[2],
+        (Reason::AcceptQueueFull, 1)
+    );
+    let mut text = Vec::new();
+    table::render(&det.report(19 * S), &mut text).expect("render");
+    let text = String::from_utf8(text).expect("utf8");
+    assert!(
+        text.contains("10.0.0.1:8080 listening  stuck_handshake/accept_queue_full  >=10.0s"),
+        "{text}"
+    );
+    // A live dump that does not walk cannot look a listener up by a peer;
+    // the flag asks for walks until one clears it.
+    let mut lookups = Vec::new();
+    det.lookups(&mut lookups);
+    assert!(lookups.is_empty(), "{lookups:?}");
+    assert!(det.judges_ports());
+    let c = det.update_within(&[], Coverage::Only(&[1]), 20 * S, none, app_owners);
+    assert!(c.is_empty(), "{c:?}");
+    let c = det.update(&[room], 21 * S, none, app_owners);
+    assert_eq!(
+        cleared(&c)[0].cleared_how.as_deref(),
+        Some("the process accepted: its accept queue has room again")
+    );
+    assert!(!det.judges_ports());
+    // A listener that closes with its queue full: gone.
+    det.update(&[full], 22 * S, none, app_owners);
+    det.update(&[full], 32 * S, none, app_owners);
+    let c = det.update(&[], 33 * S, none, app_owners);
+    assert_eq!(
+        cleared(&c)[0].cleared_how.as_deref(),
+        Some("socket gone (closed, or its process exited)")
     );
 }
 

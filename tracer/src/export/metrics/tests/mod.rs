@@ -135,7 +135,11 @@ pub(super) fn drive(m: &Metrics) {
             (Reason::Retransmitting, 1),
             (Reason::KeepaliveUnanswered, 0),
         ],
-        stuck_handshakes: [(Reason::SynSent, 0), (Reason::SynRecv, 4)],
+        stuck_handshakes: [
+            (Reason::SynSent, 0),
+            (Reason::SynRecv, 4),
+            (Reason::AcceptQueueFull, 1),
+        ],
         idle_without_keepalive: 5,
         orphaned_fin_wait2: 6,
     });
