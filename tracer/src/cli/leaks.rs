@@ -3,8 +3,9 @@
 //! Asks the running agent (`GET /api/v1/leaks`, plain HTTP on `ureq`,
 //! within `--timeout` and a 64 MiB cap: see [`client`]); when
 //! nothing answers at `--agent`, takes a one-shot
-//! sock_diag snapshot in which every CLOSE_WAIT socket is a suspected leak
-//! of unknown age, and says so. Prints a table grouped by process, worst
+//! sock_diag snapshot in which every CLOSE_WAIT socket, and every listener
+//! whose accept queue is full, is a suspected leak of unknown age, and
+//! says so. Prints a table grouped by process, worst
 //! first, or the report as JSON with `--json`. Exit status: 0 without
 //! leaks, 1 with leaks, 2 on error (risks alone do not count).
 use std::{

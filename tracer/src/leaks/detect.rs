@@ -34,8 +34,9 @@ pub const HISTORY: usize = 256;
 pub const OWNERS_FRESH_NS: u64 = 10_000_000_000;
 
 /// What a flag is about: one socket, one listening port in one network
-/// namespace (`syn_recv`), or one listener (`accept_queue_full`). Only a
-/// walk judges the last two.
+/// namespace (`syn_recv`: only a walk lists request sockets), or one
+/// listener (`accept_queue_full`: every dump lists the listeners, a
+/// lookup dump too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Subject {
     Socket(u64),
@@ -50,7 +51,8 @@ type Key = (LeakKind, Subject);
 pub enum Coverage<'a> {
     /// Every socket of the namespaces dumped: a walk.
     All,
-    /// Only the sockets with these cookies (sorted), looked up one by one:
+    /// Only the sockets with these cookies (sorted), looked up one by one,
+    /// and every listener (a lookup dump walks the listening tables):
     /// flags on other sockets and on ports, and the times kept to judge
     /// them, wait for the next walk.
     Only(&'a [u64]),
@@ -67,8 +69,9 @@ impl Coverage<'_> {
     fn subject(&self, s: Subject) -> bool {
         match (self, s) {
             (_, Subject::Socket(c)) => self.socket(c),
-            (Coverage::All, Subject::Port(..) | Subject::Listener(_)) => true,
-            (Coverage::Only(_), Subject::Port(..) | Subject::Listener(_)) => false,
+            (_, Subject::Listener(_)) => true,
+            (Coverage::All, Subject::Port(..)) => true,
+            (Coverage::Only(_), Subject::Port(..)) => false,
         }
     }
 }
@@ -302,13 +305,14 @@ impl Detector {
         }
     }
 
-    /// True while a flag is raised on a port or a listener (stuck server
-    /// handshakes, a full accept queue): only a walk of the kernel's
-    /// tables, which lists request sockets and listeners, can clear it.
+    /// True while a flag is raised on a port (stuck server handshakes):
+    /// only a walk of the kernel's tables, which lists request sockets,
+    /// can clear it. (A listener's flag needs no walk: a dump that looks
+    /// sockets up lists the listening tables too.)
     pub fn judges_ports(&self) -> bool {
         self.active
             .keys()
-            .any(|(_, s)| matches!(s, Subject::Port(..) | Subject::Listener(_)))
+            .any(|(_, s)| matches!(s, Subject::Port(..)))
     }
 
     /// The flags raised now.

@@ -25,7 +25,7 @@
 //! | `idle_no_keepalive` (a risk) | ESTABLISHED, no data either way for `idle`, no timer armed (a retransmit or zero-window probe timer hides the keepalive one, and watches the peer too) |
 //! | `stuck_handshake` / `syn_sent` | SYN_SENT longer than `handshake` |
 //! | `stuck_handshake` / `syn_recv` | per listening port: request sockets that retransmitted their SYN-ACK at least twice, or are older than `handshake` |
-//! | `stuck_handshake` / `accept_queue_full` | a listener whose accept queue was full (more waiting than its backlog) at every walk for `handshake` |
+//! | `stuck_handshake` / `accept_queue_full` | a listener whose accept queue was full (more waiting than its backlog) at every dump for `handshake` |
 //! | `orphaned_fin_wait2` | FIN_WAIT2 without an owner (timewait substate or inode 0) longer than `fin_wait2` |
 //!
 //! A half-open stall lasts until an ACK arrives: when its evidence changes
@@ -154,9 +154,13 @@ pub enum Reason {
     SynSent,
     /// Request sockets on a listening port needing SYN-ACK retransmits or too old.
     SynRecv,
-    /// A listener whose accept queue has been full at every walk for the
+    /// A listener whose accept queue has been full at every dump for the
     /// threshold: the kernel drops new handshakes until the process accepts.
     AcceptQueueFull,
+    /// A reason that a newer agent's report names and this build does not
+    /// know: `tracer leaks` and `tracer top` still read the report.
+    #[serde(other)]
+    Other,
 }
 
 impl Reason {
@@ -173,6 +177,7 @@ impl Reason {
             Reason::SynSent => "syn_sent",
             Reason::SynRecv => "syn_recv",
             Reason::AcceptQueueFull => "accept_queue_full",
+            Reason::Other => "other",
         }
     }
 }

@@ -82,7 +82,7 @@ pub(super) fn socket_flag(
 }
 
 /// A flag on listener `d`, whose accept queue is full `held` ("at every
-/// walk for 12.0s (threshold 10s)"): about the listener, so with no peer.
+/// dump for 12.0s (threshold 10s)"): about the listener, so with no peer.
 pub(super) fn queue_flag(d: &SocketSnapshot, now: u64, age: (u64, bool), held: &str) -> Flag {
     let evidence = format!(
         "accept queue full {held}: {} connections wait for accept(), backlog {}; \

@@ -228,11 +228,6 @@ fn a_listener_that_stops_accepting_is_flagged_with_its_process() {
         agent.metric("tracer_stuck_handshakes{kind=\"accept_queue_full\"}"),
         1.0
     );
-    assert_eq!(
-        agent.metric("tracer_stuck_handshakes{kind=\"syn_recv\"}"),
-        0.0,
-        "the kernel dropped the SYNs: no request sockets"
-    );
 
     // Without an agent: a snapshot sees the full queue as it is now.
     let (code, snap) = tracer_leaks_json(&["--agent", NO_AGENT, "--netns", "host"]);

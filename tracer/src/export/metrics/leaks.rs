@@ -71,7 +71,7 @@ impl Leaks {
         let stuck_handshakes = Family::<HandshakeLabel, Gauge>::default();
         r.register(
             "stuck_handshakes",
-            "Handshakes that did not finish within --handshake-threshold",
+            "Handshakes that did not finish within --handshake-threshold; for kind accept_queue_full, listeners whose accept queue stayed full as long",
             stuck_handshakes.clone(),
         );
         for kind in Reason::HANDSHAKE {

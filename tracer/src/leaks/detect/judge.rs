@@ -108,13 +108,13 @@ impl Detector {
                     ports.entry((d.netns, d.sport)).or_default().listener_inode = d.inode;
                 }
                 if !d.accept_queue_full() {
-                    // Only a queue full at every walk counts.
+                    // Only a queue full at every dump counts.
                     self.seen.remove(&d.cookie);
                 } else if let Some((age, lb)) = self.age(d, now, &|_, _| None)
                     && age >= ns(t.handshake)
                 {
                     let held = format!(
-                        "at every walk for {:.1}s (threshold {})",
+                        "at every dump for {:.1}s (threshold {})",
                         secs(age),
                         fmt_duration(t.handshake)
                     );

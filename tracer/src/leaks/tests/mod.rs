@@ -346,8 +346,9 @@ fn stuck_server_handshakes_name_the_listener() {
 }
 
 /// A process that stops accepting: its listener is flagged once its
-/// accept queue has been full at every walk for the threshold, naming the
-/// process; room at one walk starts the count again; only walks judge it.
+/// accept queue has been full at every dump for the threshold, naming the
+/// process; room at one dump starts the count again. A dump that looks
+/// sockets up lists every listener too, so it judges them as a walk does.
 #[test]
 fn a_full_accept_queue_is_flagged_on_its_listener() {
     let mut det = Detector::new(thresholds());
@@ -359,10 +360,9 @@ fn a_full_accept_queue_is_flagged_on_its_listener() {
     det.update(&[room], 5 * S, none, app_owners);
     let c = det.update(&[full], 9 * S, none, app_owners);
     assert!(c.is_empty(), "room at 5 s: counted from 9 s, {c:?}");
-    // Lookups of the engine's sockets do not list listeners: no judgement.
-    let c = det.update_within(&[], Coverage::Only(&[]), 15 * S, none, app_owners);
+    let c = det.update_within(&[full], Coverage::Only(&[]), 15 * S, none, app_owners);
     assert!(c.is_empty(), "{c:?}");
-    let c = det.update(&[full], 19 * S, none, app_owners);
+    let c = det.update_within(&[full], Coverage::Only(&[7]), 19 * S, none, app_owners);
     let f = raised(&c);
     assert_eq!(f.len(), 1, "{c:?}");
     assert_eq!(
@@ -381,7 +381,7 @@ fn a_full_accept_queue_is_flagged_on_its_listener() {
     );
     assert_eq!(
         f[0].evidence,
-        "accept queue full at every walk for 10.0s (threshold 10s): 2 connections wait for \
+        "accept queue full at every dump for 10.0s (threshold 10s): 2 connections wait for \
          accept(), backlog 1; the kernel drops new handshakes until the process accepts"
     );
     assert_eq!(
@@ -395,28 +395,36 @@ fn a_full_accept_queue_is_flagged_on_its_listener() {
         text.contains("10.0.0.1:8080 listening  stuck_handshake/accept_queue_full  >=10.0s"),
         "{text}"
     );
-    // A live dump that does not walk cannot look a listener up by a peer;
-    // the flag asks for walks until one clears it.
+    // A listener is not looked up by a peer, and its flag does not make
+    // live dumps walk: they list it anyway.
     let mut lookups = Vec::new();
     det.lookups(&mut lookups);
     assert!(lookups.is_empty(), "{lookups:?}");
-    assert!(det.judges_ports());
-    let c = det.update_within(&[], Coverage::Only(&[1]), 20 * S, none, app_owners);
-    assert!(c.is_empty(), "{c:?}");
-    let c = det.update(&[room], 21 * S, none, app_owners);
+    assert!(!det.judges_ports());
+    let c = det.update_within(&[room], Coverage::Only(&[]), 21 * S, none, app_owners);
     assert_eq!(
         cleared(&c)[0].cleared_how.as_deref(),
         Some("the process accepted: its accept queue has room again")
     );
-    assert!(!det.judges_ports());
-    // A listener that closes with its queue full: gone.
+    // A listener that closes with its queue full: gone, from either dump.
     det.update(&[full], 22 * S, none, app_owners);
     det.update(&[full], 32 * S, none, app_owners);
-    let c = det.update(&[], 33 * S, none, app_owners);
+    let c = det.update_within(&[], Coverage::Only(&[]), 33 * S, none, app_owners);
     assert_eq!(
         cleared(&c)[0].cleared_how.as_deref(),
         Some("socket gone (closed, or its process exited)")
     );
+}
+
+/// A newer agent's report may name a reason this build does not know: it
+/// is read as `other`, not refused.
+#[test]
+fn an_unknown_reason_reads_as_other() {
+    let r: Option<Reason> = serde_json::from_str("\"a_future_reason\"").expect("read");
+    assert_eq!(r, Some(Reason::Other));
+    assert_eq!(Reason::Other.name(), "other");
+    let r: Option<Reason> = serde_json::from_str("\"accept_queue_full\"").expect("read");
+    assert_eq!(r, Some(Reason::AcceptQueueFull));
 }
 
 #[test]
