@@ -39,19 +39,13 @@ fn leak_close_wait(ns: &NamedNetns, n: usize) -> (u16, Vec<TcpStream>) {
 /// Flags of a report on local port `port` in namespace `inode`: the port
 /// alone may be another namespace's, as tests run side by side.
 fn flags_on(report: &Value, inode: u64, port: u16) -> Vec<Value> {
-    let mut out: Vec<Value> = Vec::new();
-    for g in report["leaks"].as_array().expect("leaks") {
-        for f in g["sockets"].as_array().expect("sockets") {
-            let mine = f["local"]
-                .as_str()
-                .is_some_and(|l| l.ends_with(&format!(":{port}")))
-                && f["netns"] == inode;
-            if mine && !out.iter().any(|o| o["cookie"] == f["cookie"]) {
-                out.push(f.clone());
-            }
-        }
-    }
-    out
+    let suffix = format!(":{port}");
+    common::all_flags(report)
+        .into_iter()
+        .filter(|f| {
+            f["netns"] == inode && f["local"].as_str().is_some_and(|l| l.ends_with(&suffix))
+        })
+        .collect()
 }
 
 /// Each flag names the namespace, this process and one of `fds`.

@@ -173,3 +173,27 @@ pub fn tracer_leaks_json(args: &[&str]) -> (i32, Value) {
         .unwrap_or_else(|e| panic!("{e}: {text}\n{}", String::from_utf8_lossy(&out.stderr)));
     (out.status.code().expect("exit code"), report)
 }
+
+/// Every flag of a report: leaks (deduplicated across owner groups), then risks.
+pub fn all_flags(report: &Value) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    let groups = report["leaks"].as_array().expect("leaks array");
+    for f in groups
+        .iter()
+        .flat_map(|g| g["sockets"].as_array().expect("sockets").iter())
+    {
+        if !out.iter().any(|o| {
+            o["kind"] == f["kind"] && o["cookie"] == f["cookie"] && o["local"] == f["local"]
+        }) {
+            out.push(f.clone());
+        }
+    }
+    out.extend(
+        report["risks"]
+            .as_array()
+            .expect("risks array")
+            .iter()
+            .cloned(),
+    );
+    out
+}

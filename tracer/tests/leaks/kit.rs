@@ -1,6 +1,5 @@
 //! The leak tests' server with its clients gone, and how they read
 //! `tracer leaks`' report.
-use std::collections::BTreeSet;
 
 use serde_json::Value;
 
@@ -21,17 +20,9 @@ pub fn leaking_server() -> LeakyServer {
 
 /// Every flagged socket in a JSON report whose local port is `port`.
 pub fn flags_on_port(report: &Value, port: u16) -> Vec<Value> {
-    let mut seen = BTreeSet::new();
-    let mut out = Vec::new();
-    for group in report["leaks"].as_array().expect("leaks array") {
-        for f in group["sockets"].as_array().expect("sockets") {
-            let local = f["local"].as_str().unwrap_or("");
-            if local.ends_with(&format!(":{port}"))
-                && seen.insert((f["kind"].to_string(), f["cookie"].to_string()))
-            {
-                out.push(f.clone());
-            }
-        }
-    }
-    out
+    let suffix = format!(":{port}");
+    crate::common::all_flags(report)
+        .into_iter()
+        .filter(|f| f["local"].as_str().is_some_and(|l| l.ends_with(&suffix)))
+        .collect()
 }

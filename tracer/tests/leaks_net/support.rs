@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub use crate::common::all_flags;
 use crate::common::{NetnsPair, http_get, sh};
 use serde_json::Value;
 
@@ -119,30 +120,6 @@ pub fn poll(
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-}
-
-/// Every flag of a report: leaks (deduplicated across owner groups), then risks.
-pub fn all_flags(report: &Value) -> Vec<Value> {
-    let mut out: Vec<Value> = Vec::new();
-    let groups = report["leaks"].as_array().expect("leaks array");
-    for f in groups
-        .iter()
-        .flat_map(|g| g["sockets"].as_array().expect("sockets").iter())
-    {
-        if !out.iter().any(|o| {
-            o["kind"] == f["kind"] && o["cookie"] == f["cookie"] && o["local"] == f["local"]
-        }) {
-            out.push(f.clone());
-        }
-    }
-    out.extend(
-        report["risks"]
-            .as_array()
-            .expect("risks array")
-            .iter()
-            .cloned(),
-    );
-    out
 }
 
 /// The flag of `kind` on the socket (local, remote), if any.
