@@ -431,7 +431,10 @@ fn a_listener_shows_its_accept_queue_and_says_when_it_is_full() {
     assert_eq!((q.waiting, q.backlog, q.full), (2, 1, true));
     let t = text(&r);
     assert!(
-        t.contains("accept queue FULL (2 waiting, backlog 1)"),
+        t.contains(
+            "accept queue FULL (2 waiting, backlog 1): new handshakes are dropped until it \
+             accepts; no process holds it\n"
+        ),
         "{t}"
     );
     let t = text(&with_queue(0, 4096));

@@ -91,7 +91,7 @@ fn namespace(ns: &Namespace, many: bool, out: &mut dyn Write) -> io::Result<()> 
         for s in &ns.listeners {
             let queue = match s.accept_queue {
                 Some(q) if q.full => format!(
-                    "accept queue FULL ({} waiting, backlog {}): new handshakes are dropped until it accepts ",
+                    "accept queue FULL ({} waiting, backlog {}): new handshakes are dropped until it accepts; ",
                     q.waiting, q.backlog
                 ),
                 Some(q) => format!("accept queue {}/{} ", q.waiting, q.backlog),
