@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::config::{FileConfig, RunFlags, Settings};
+use crate::{
+    config::{FileConfig, RunFlags, Settings},
+    pipeline::NetnsScope,
+};
 
 /// Examples under `tracer run --help`.
 const EXAMPLES: &str = "Examples:
@@ -31,11 +34,18 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// Defaults, then the config file, then these flags.
+    /// Defaults, then the config file, then these flags. A namespace the
+    /// file names and no flag overrides is looked for here, so that a
+    /// wrong one is reported as the file's, not as `--netns`.
     pub fn settings(&self) -> anyhow::Result<Settings> {
         let mut s = Settings::default();
         if let Some(path) = &self.config {
-            FileConfig::load(path)?.layer()?.apply(&mut s);
+            let layer = FileConfig::load(path)?.layer()?;
+            if let (Some(choice), None) = (&layer.netns, &self.flags.netns) {
+                let said = format!("netns = \"{choice}\" in {}", path.display());
+                NetnsScope::resolve_as(choice, &said)?;
+            }
+            layer.apply(&mut s);
         }
         self.flags.apply(&mut s);
         Ok(s)
@@ -76,6 +86,47 @@ mod tests {
         let err = format!("{:#}", missing.settings().unwrap_err());
         assert!(
             err.contains("config file") && err.contains("nope.toml"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A namespace the file names that does not exist is the file's
+    /// error; the same name given as a flag is the flag's, and a flag
+    /// that overrides the file's choice leaves it unchecked.
+    #[test]
+    fn a_missing_namespace_is_reported_where_it_was_given() {
+        let dir = std::env::temp_dir().join(format!("tracer-cfg-ns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tracer.toml");
+        std::fs::write(&path, "netns = \"tracer-no-such-ns\"\n").unwrap();
+        let from_file = RunArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let err = format!("{:#}", from_file.settings().unwrap_err());
+        assert!(
+            err.starts_with(&format!(
+                "netns = \"tracer-no-such-ns\" in {}: no network namespace /run/netns/tracer-no-such-ns",
+                path.display()
+            )),
+            "{err}"
+        );
+        let overridden = RunArgs {
+            config: Some(path.clone()),
+            flags: RunFlags {
+                netns: Some(crate::pipeline::NetnsChoice::Host),
+                ..Default::default()
+            },
+        };
+        let s = overridden
+            .settings()
+            .expect("the flag wins, unchecked file value");
+        assert_eq!(s.netns, crate::pipeline::NetnsChoice::Host);
+        let flag = crate::pipeline::NetnsChoice::Name("tracer-no-such-ns".into());
+        let err = format!("{:#}", NetnsScope::resolve(&flag).unwrap_err());
+        assert!(
+            err.starts_with("--netns tracer-no-such-ns: no network namespace"),
             "{err}"
         );
         std::fs::remove_dir_all(&dir).unwrap();

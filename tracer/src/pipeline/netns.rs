@@ -105,6 +105,12 @@ impl NetnsScope {
 
     /// Resolve a `--netns` choice: find the inode of a name or a process.
     pub fn resolve(choice: &NetnsChoice) -> anyhow::Result<NetnsScope> {
+        NetnsScope::resolve_as(choice, &format!("--netns {choice}"))
+    }
+
+    /// [`NetnsScope::resolve`], its errors naming the choice as `said`
+    /// (`netns = "web" in /etc/tracer/tracer.toml`).
+    pub fn resolve_as(choice: &NetnsChoice, said: &str) -> anyhow::Result<NetnsScope> {
         let one = |inode: u32| NetnsScope::One {
             inode,
             own: inode == own_netns(),
@@ -112,15 +118,20 @@ impl NetnsScope {
         Ok(match choice {
             NetnsChoice::All => NetnsScope::all(),
             NetnsChoice::Host => NetnsScope::own(),
-            NetnsChoice::Inode(i) => one(existing(*i)?),
-            NetnsChoice::Name(n) => one(inode_of(&Path::new("/run/netns").join(n)).with_context(
-                || format!("--netns {n}: no network namespace /run/netns/{n} (see `ip netns list`)"),
+            NetnsChoice::Inode(i) => one(existing(*i, said)?),
+            NetnsChoice::Name(n) => {
+                one(plainly(inode_of(&Path::new("/run/netns").join(n)), || {
+                    format!("{said}: no network namespace /run/netns/{n} (see `ip netns list`)")
+                })?)
+            }
+            NetnsChoice::Pid(p) => one(plainly(
+                inode_of(&Path::new("/proc").join(p.to_string()).join("ns/net")),
+                || {
+                    format!(
+                        "{said}: cannot read the network namespace of process {p} (is it running? reading another user's needs CAP_SYS_PTRACE)"
+                    )
+                },
             )?),
-            NetnsChoice::Pid(p) => one(
-                inode_of(&Path::new("/proc").join(p.to_string()).join("ns/net")).with_context(
-                    || format!("--netns pid:{p}: cannot read the network namespace of process {p} (is it running? reading another user's needs CAP_SYS_PTRACE)"),
-                )?,
-            ),
         })
     }
 
@@ -165,7 +176,7 @@ impl NetnsScope {
 /// `inode` when some namespace of the host has it (this process's, a
 /// `/run/netns` mount, or a process's): a mistyped inode would otherwise
 /// follow nothing and report nothing wrong.
-fn existing(inode: u32) -> anyhow::Result<u32> {
+fn existing(inode: u32, said: &str) -> anyhow::Result<u32> {
     if inode == own_netns() {
         return Ok(inode);
     }
@@ -183,8 +194,18 @@ fn existing(inode: u32) -> anyhow::Result<u32> {
         String::new()
     };
     anyhow::bail!(
-        "--netns {inode}: no network namespace has inode {inode} (`lsns -t net` lists them){unseen}"
+        "{said}: no network namespace has inode {inode} (`lsns -t net` lists them){unseen}"
     )
+}
+
+/// `r`, or the sentence `say` makes: alone when the file is not there
+/// (the sentence says all), with the system's reason otherwise.
+fn plainly<T>(r: std::io::Result<T>, say: impl FnOnce() -> String) -> anyhow::Result<T> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(anyhow::anyhow!(say())),
+        Err(e) => Err(e).with_context(say),
+    }
 }
 
 /// The inode of a namespace file.
