@@ -337,21 +337,9 @@ fn an_agent_that_follows_another_namespace_is_not_taken_for_ours() {
 #[test]
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn a_listener_that_does_not_accept_shows_a_full_queue() {
-    use socket2::{Domain, Socket, Type};
     let _ns = Netns::enter("port-queue");
     let port = 8098;
-    let l = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    l.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
-        .expect("bind");
-    l.listen(1).expect("listen");
-    let clients: Vec<Socket> = (0..4)
-        .map(|_| {
-            let c = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-            c.set_nonblocking(true).expect("nonblocking");
-            let _ = c.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into());
-            c
-        })
-        .collect();
+    let queue = common::NotAccepting::start(([127, 0, 0, 1], port).into(), 4);
     let mut last = Value::Null;
     let full = wait_until(Duration::from_secs(5), || {
         last = port_json(port, &["--agent", NO_AGENT]).1;
@@ -369,5 +357,5 @@ fn a_listener_that_does_not_accept_shows_a_full_queue() {
         text.contains("accept queue FULL (2 waiting, backlog 1)"),
         "{text}"
     );
-    drop((clients, l));
+    drop(queue);
 }

@@ -1,6 +1,7 @@
 //! The python3 server that leaks what it accepts (every client that hangs
-//! up leaves one of its sockets in CLOSE_WAIT), the wait for those sockets
-//! in sock_diag, and `tracer leaks` run as a user runs it.
+//! up leaves one of its sockets in CLOSE_WAIT), a listener that never
+//! accepts, the wait for those sockets in sock_diag, and `tracer leaks`
+//! run as a user runs it.
 
 use std::{
     collections::HashMap,
@@ -196,4 +197,45 @@ pub fn all_flags(report: &Value) -> Vec<Value> {
             .cloned(),
     );
     out
+}
+
+/// A listener with a backlog of 1 that this process never accepts from,
+/// and clients that connect to it without waiting: two fill its accept
+/// queue, and the kernel drops the others' SYNs (they wait in SYN_SENT).
+pub struct NotAccepting {
+    /// The listener, for its fd and to accept at last.
+    pub listener: socket2::Socket,
+    /// The clients, kept open.
+    pub clients: Vec<socket2::Socket>,
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+}
+
+impl NotAccepting {
+    /// Listen on `at` (port 0: any free one) and connect `clients` to it.
+    pub fn start(at: std::net::SocketAddr, clients: usize) -> NotAccepting {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let tcp = || Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+        let listener = tcp();
+        listener.bind(&at.into()).expect("bind");
+        listener.listen(1).expect("listen");
+        let addr = listener
+            .local_addr()
+            .expect("local")
+            .as_socket()
+            .expect("inet");
+        let clients = (0..clients)
+            .map(|_| {
+                let c = tcp();
+                c.set_nonblocking(true).expect("nonblocking");
+                let _ = c.connect(&addr.into());
+                c
+            })
+            .collect();
+        NotAccepting {
+            listener,
+            clients,
+            addr,
+        }
+    }
 }

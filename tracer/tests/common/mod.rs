@@ -28,7 +28,9 @@ use std::{
 
 pub use agent::Agent;
 pub use events::{Events, Output};
-pub use leaky::{LeakyServer, all_flags, tracer_leaks, tracer_leaks_json, wait_close_wait};
+pub use leaky::{
+    LeakyServer, NotAccepting, all_flags, tracer_leaks, tracer_leaks_json, wait_close_wait,
+};
 pub use netns::{NamedNetns, Netns, NetnsPair, in_netns_file};
 pub use prometheus::{Prometheus, percent_encode};
 pub use ss::{ss_cookies, ss_count, ss_recv_q, ss_states, ss_time_wait};

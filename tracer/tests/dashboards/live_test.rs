@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{Agent, LeakyServer, Netns, wait_until};
+use crate::common::{Agent, LeakyServer, Netns, NotAccepting, wait_until};
 use crate::live::{LivePrometheus, Sample};
 use crate::model::{Vars, dashboard, label_values, targets, variables};
 use crate::promtool::rules_file;
-use crate::scenario::{Blackholed, Churn, NotAccepting};
+use crate::scenario::{Blackholed, Churn};
 
 /// The samples of query `ref_id` of the panel titled `title`.
 fn panel_samples(prom: &LivePrometheus, vars: &Vars, title: &str, ref_id: &str) -> Vec<Sample> {
@@ -53,7 +53,8 @@ fn every_dashboard_query_returns_data_from_a_real_agent_during_a_real_leak() {
     let mut leaky = LeakyServer::start(None);
     leaky.leak(3);
     let black = Blackholed::start();
-    let full = NotAccepting::start();
+    // Three clients: two fill the queue, the third waits in SYN_SENT.
+    let full = NotAccepting::start(([127, 0, 0, 1], 0).into(), 3);
     let prom = LivePrometheus::start(agent.addr, &rules_file());
     let instance = agent.addr.to_string();
     let tw_buckets = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_max_tw_buckets")
@@ -68,7 +69,7 @@ fn every_dashboard_query_returns_data_from_a_real_agent_during_a_real_leak() {
         churn.port,
         black.half_open_port,
         black.handshake_port,
-        full.port
+        full.addr.port()
     );
 
     let up = wait_until(Duration::from_secs(30), || {

@@ -3,7 +3,8 @@
 //! leaks CLOSE_WAIT sockets: short connections that leave TIME_WAIT
 //! behind and complete stays in every state on the way, and a connection
 //! and a connect whose answers an nft rule drops (half-open, stuck
-//! handshakes), and a listener that never accepts (a full accept queue).
+//! handshakes). A listener that never accepts is the kit's
+//! [`NotAccepting`](crate::common::NotAccepting).
 
 use std::{
     io::{Read, Write},
@@ -149,44 +150,5 @@ impl Drop for Blackholed {
         let _ = Command::new("nft")
             .args(["delete", "table", "inet", TABLE])
             .output();
-    }
-}
-
-/// A listener whose process never accepts, with a backlog of 1: two
-/// connections fill its accept queue and the kernel drops the third's
-/// SYNs (`accept_queue_full`; the third connect also waits in SYN_SENT).
-pub struct NotAccepting {
-    _listener: Socket,
-    _clients: Vec<Socket>,
-    pub port: u16,
-}
-
-impl NotAccepting {
-    /// Set it up on a loopback port of its own.
-    pub fn start() -> NotAccepting {
-        let listener =
-            Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
-        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        listener.bind(&any.into()).expect("bind");
-        listener.listen(1).expect("listen");
-        let addr = listener
-            .local_addr()
-            .expect("addr")
-            .as_socket()
-            .expect("inet");
-        let clients = (0..3)
-            .map(|_| {
-                let c =
-                    Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
-                c.set_nonblocking(true).expect("nonblocking");
-                let _ = c.connect(&addr.into());
-                c
-            })
-            .collect();
-        NotAccepting {
-            _listener: listener,
-            _clients: clients,
-            port: addr.port(),
-        }
     }
 }

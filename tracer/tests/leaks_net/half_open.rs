@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use crate::common::{Agent, NetnsPair, sh};
+use crate::common::{NetnsPair, sh};
 use crate::support::*;
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
@@ -19,15 +19,7 @@ fn half_open_peer_vanished_is_flagged_and_a_busy_neighbour_is_not() {
     let pair = NetnsPair::new("hopen", 60);
     let spur = Spur::new(&pair.a, "hopen", 61);
     let _inside = Inside::enter(&pair.a);
-    let agent = Agent::start(&[
-        "--half-open-threshold",
-        "2s",
-        "--reconcile-interval",
-        "250ms",
-        // This namespace only: its peers' sockets live in the others.
-        "--netns",
-        "host",
-    ]);
+    let agent = start_agent(&["--half-open-threshold", "2s"]);
     let url = format!("http://{}", agent.addr);
     let stop = Stop::default();
 
@@ -176,17 +168,7 @@ fn unanswered_keepalive_probes_are_half_open() {
     let pair = NetnsPair::new("kalive", 63);
     let _inside = Inside::enter(&pair.a);
     // A 1 s idle threshold too: a socket with a keepalive timer is never "idle at risk".
-    let agent = Agent::start(&[
-        "--half-open-threshold",
-        "2s",
-        "--idle-threshold",
-        "1s",
-        "--reconcile-interval",
-        "250ms",
-        // This namespace only: its peers' sockets live in the others.
-        "--netns",
-        "host",
-    ]);
+    let agent = start_agent(&["--half-open-threshold", "2s", "--idle-threshold", "1s"]);
     let url = format!("http://{}", agent.addr);
     let b_ip: IpAddr = pair.addr_b.parse().expect("addr");
     let listener = NetnsPair::in_ns(&pair.b, move || {

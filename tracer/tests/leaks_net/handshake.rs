@@ -6,7 +6,8 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    Agent, NO_AGENT, Netns, NetnsPair, http_get, metric_value, sh, tracer_leaks_json, wait_until,
+    NO_AGENT, Netns, NetnsPair, NotAccepting, http_get, metric_value, sh, tracer_leaks_json,
+    wait_until,
 };
 use crate::support::*;
 use serde_json::Value;
@@ -27,19 +28,12 @@ fn connect_whose_syn_acks_are_dropped_is_a_stuck_handshake() {
          add rule inet tracer_test in ip saddr {b_ip} drop"
     );
     sh("ip", &["netns", "exec", &pair.a, "nft", &rule]);
-    const ARGS: [&str; 6] = [
-        "--handshake-threshold",
-        "2s",
-        "--reconcile-interval",
-        "250ms",
-        "--netns",
-        "host",
-    ];
+    const ARGS: [&str; 2] = ["--handshake-threshold", "2s"];
     // An agent on each side, each following its own namespace only: a sees
     // the SYN_SENT socket, b the request socket.
-    let agent_b = NetnsPair::in_ns(&pair.b, || Agent::start(&ARGS));
+    let agent_b = NetnsPair::in_ns(&pair.b, || start_agent(&ARGS));
     let _inside = Inside::enter(&pair.a);
-    let agent_a = Agent::start(&ARGS);
+    let agent_a = start_agent(&ARGS);
     let url = format!("http://{}", agent_a.addr);
 
     let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
@@ -167,33 +161,10 @@ fn connect_whose_syn_acks_are_dropped_is_a_stuck_handshake() {
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn a_listener_that_stops_accepting_is_flagged_with_its_process() {
     let _ns = Netns::enter("acceptq");
-    let agent = Agent::start(&[
-        "--handshake-threshold",
-        "2s",
-        "--reconcile-interval",
-        "250ms",
-        "--netns",
-        "host",
-    ]);
+    let agent = start_agent(&["--handshake-threshold", "2s"]);
     let url = format!("http://{}", agent.addr);
-    let listener = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
-    listener
-        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .expect("bind");
-    listener.listen(1).expect("listen");
-    let addr = listener
-        .local_addr()
-        .expect("local")
-        .as_socket()
-        .expect("inet");
-    let clients: Vec<Socket> = (0..4)
-        .map(|_| {
-            let c = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
-            c.set_nonblocking(true).expect("nonblocking");
-            let _ = c.connect(&addr.into());
-            c
-        })
-        .collect();
+    let queue = NotAccepting::start(([127, 0, 0, 1], 0).into(), 4);
+    let (listener, addr) = (&queue.listener, queue.addr);
     let mine = |r: &Value| {
         all_flags(r)
             .into_iter()
@@ -262,5 +233,5 @@ fn a_listener_that_stops_accepting_is_flagged_with_its_process() {
         cleared["cleared_how"],
         "the process accepted: its accept queue has room again"
     );
-    drop((clients, accepted));
+    drop((accepted, queue));
 }

@@ -5,7 +5,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use crate::common::{Agent, Netns};
+use crate::common::Netns;
 use crate::support::*;
 use serde_json::Value;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
@@ -15,14 +15,7 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 fn idle_without_keepalive_is_a_risk_and_with_keepalive_is_not() {
     let _ns = Netns::enter("atrisk");
     // This namespace only: other tests' namespaces hold idle sockets too.
-    let agent = Agent::start(&[
-        "--idle-threshold",
-        "2s",
-        "--reconcile-interval",
-        "250ms",
-        "--netns",
-        "host",
-    ]);
+    let agent = start_agent(&["--idle-threshold", "2s"]);
     let url = format!("http://{}", agent.addr);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::common::{Agent, Netns};
+use crate::common::Netns;
 use crate::support::*;
 
 /// Read one HTTP head (through the blank line) into `buf`; false on EOF or stop.
@@ -91,9 +91,7 @@ fn request(s: &mut TcpStream, close: bool, stop: &AtomicBool) -> bool {
 fn busy_keep_alive_http_for_30_seconds_raises_no_flags() {
     let _ns = Netns::enter("nofalse");
     // This namespace only: other tests' namespaces raise flags of their own.
-    let agent = Agent::start(&[
-        "--netns",
-        "host",
+    let agent = start_agent(&[
         "--half-open-threshold",
         "2s",
         "--handshake-threshold",
@@ -104,8 +102,6 @@ fn busy_keep_alive_http_for_30_seconds_raises_no_flags() {
         "2s",
         "--fin-wait2-threshold",
         "2s",
-        "--reconcile-interval",
-        "250ms",
     ]);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use crate::common::all_flags;
-use crate::common::{NetnsPair, http_get, sh};
+use crate::common::{Agent, NetnsPair, http_get, sh};
 use serde_json::Value;
 
 /// The calling thread inside an existing named namespace, until dropped.
@@ -98,6 +98,15 @@ impl Drop for Stop {
     fn drop(&mut self) {
         self.0.store(true, Relaxed);
     }
+}
+
+/// `tracer run` in the calling thread's namespace only (the kit's
+/// default: a test's peers, and other tests, live in other namespaces),
+/// dumping every 250 ms, with the thresholds `args` set.
+pub fn start_agent(args: &[&str]) -> Agent {
+    let mut all = vec!["--reconcile-interval", "250ms"];
+    all.extend_from_slice(args);
+    Agent::start(&all)
 }
 
 /// `tracer leaks --json --agent URL`: (exit status, report).
