@@ -271,16 +271,7 @@ fn each_namespace_holding_the_port_gets_its_own_answer() {
     let out = tracer(&["port", &p, "--json", "--agent", NO_AGENT]);
     assert_eq!(out.status.code(), Some(1));
     let r: Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let ours: Vec<&Value> = r["namespaces"]
-        .as_array()
-        .expect("namespaces")
-        .iter()
-        .filter(|n| {
-            n["name"]
-                .as_str()
-                .is_some_and(|n| n.starts_with("tr-port-ns-"))
-        })
-        .collect();
+    let ours = named(&r, "tr-port-ns-");
     assert_eq!(ours.len(), 2, "{r:#}");
     for n in &ours {
         assert_eq!(n["without_reuseaddr"]["outcome"], "busy");
@@ -358,4 +349,65 @@ fn a_listener_that_does_not_accept_shows_a_full_queue() {
         "{text}"
     );
     drop(queue);
+}
+
+/// A listener binds only an address its namespace has. `--addr` that no
+/// interface of the namespace has is UNAVAILABLE, as `bind()` says
+/// (EADDRNOTAVAIL), whatever holds the port; with `--netns all`, a
+/// namespace without the address is left out of the verdict.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn an_address_the_namespace_does_not_have_is_unavailable() {
+    let _ns = Netns::enter("port-addr-a");
+    let other = OtherNetns::new("port-addr-b");
+    let port = 8097;
+    // TEST-NET-1 (RFC 5737): in neither namespace yet.
+    let addr = "192.0.2.1";
+    let ip: std::net::IpAddr = addr.parse().expect("address");
+    let (code, r) = port_json(port, &["--agent", NO_AGENT, "--addr", addr]);
+    assert_eq!(code, 1, "{r:#}");
+    assert_eq!(r["addr_available"], false, "{r:#}");
+    assert_eq!(r["free"], false);
+    assert_eq!(r["free_with_reuseaddr"], false);
+    assert_eq!(try_listen(ip, port, false), Err(libc::EADDRNOTAVAIL));
+    let text = port_text(port, &["--agent", NO_AGENT, "--addr", addr]);
+    assert!(
+        text.starts_with("port 8097 (192.0.2.1) is UNAVAILABLE: 192.0.2.1 is not an address in the network namespace scanned"),
+        "{text}"
+    );
+    // Any address binds here, and the answer says so.
+    let (code, r) = port_json(port, &["--agent", NO_AGENT, "--addr", "127.0.0.1"]);
+    assert_eq!(
+        (code, &r["addr_available"]),
+        (0, &Value::Bool(true)),
+        "{r:#}"
+    );
+    // The port held here on every address, the address only there.
+    let here = Server::start(port, true);
+    assert_eq!(here.outcome, Ok(()));
+    common::sh(
+        "ip",
+        &["-n", &other.0, "addr", "add", "192.0.2.1/32", "dev", "lo"],
+    );
+    let p = port.to_string();
+    let out = tracer(&["port", &p, "--json", "--agent", NO_AGENT, "--addr", addr]);
+    let r: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(r["addr_available"], true, "{r:#}");
+    assert!(r["namespaces_without_addr"].as_u64() >= Some(1), "{r:#}");
+    assert_eq!(named(&r, "tr-port-addr-").len(), 0, "{r:#}");
+    // Only a namespace holding port 8097 on 192.0.2.1 could make it busy.
+    assert_eq!(out.status.code(), Some(0), "{r:#}");
+    // --netns picks one; the kernel agrees in each.
+    let (code, r) = port_json(port, &["--agent", NO_AGENT, "--addr", addr]);
+    assert_eq!(
+        (code, &r["namespaces_without_addr"]),
+        (1, &Value::from(1)),
+        "{r:#}"
+    );
+    let out = tracer(&[
+        "port", &p, "--json", "--agent", NO_AGENT, "--addr", addr, "--netns", &other.0,
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(other.run(move || try_listen(ip, port, false)), Ok(()));
+    assert_eq!(try_listen(ip, port, false), Err(libc::EADDRNOTAVAIL));
 }

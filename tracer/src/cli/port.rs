@@ -44,7 +44,7 @@ const EXAMPLES: &str = "Examples:
   tracer port 5432 --netns pid:4242   in the network namespace of process 4242
   tracer port 8080 --json | jq .free_with_reuseaddr
 
-Exit status: 0 a plain bind() would succeed, 1 the port is busy, 2 error.";
+Exit status: 0 a plain bind() would succeed, 1 the port is busy (or no namespace has --addr), 2 error.";
 
 /// Flags of `tracer port`.
 #[derive(Debug, Args, Clone)]
@@ -55,7 +55,8 @@ pub struct PortArgs {
     pub port: u16,
     /// The local address the new listener would bind [default: any, i.e.
     /// `::` dual-stack, which overlaps every address]; `0.0.0.0` for an
-    /// IPv4-only listener.
+    /// IPv4-only listener. A specific address is checked against each
+    /// namespace: one none has is UNAVAILABLE (EADDRNOTAVAIL).
     #[arg(long, value_name = "ADDR")]
     pub addr: Option<IpAddr>,
     /// Print the answer as JSON.
@@ -89,9 +90,9 @@ pub fn run_to(args: &PortArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         ..Limits::default()
     };
     let agent_url = args.agent.as_deref().unwrap_or(DEFAULT_AGENT);
-    let found = gather::gather(args.port, scope, agent_url, limits)?;
-    let url = crate::cli::leaks::shown(agent_url);
     let addr = args.addr.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    let found = gather::gather(args.port, addr, scope, agent_url, limits)?;
+    let url = crate::cli::leaks::shown(agent_url);
     let mut note = if found.agent {
         format!(
             "agent at {url} (exact ages; {} of its sockets on the port) and a sock_diag snapshot (sockets, owners, timers)",

@@ -241,3 +241,14 @@ impl Drop for OtherNetns {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
     }
 }
+
+/// The namespaces of a `--json` report whose `/run/netns` name starts
+/// with `prefix`: a test's own, on a machine it shares.
+pub fn named<'a>(r: &'a Value, prefix: &str) -> Vec<&'a Value> {
+    r["namespaces"]
+        .as_array()
+        .expect("namespaces")
+        .iter()
+        .filter(|n| n["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+        .collect()
+}

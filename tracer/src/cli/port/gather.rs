@@ -8,19 +8,22 @@
 //! carries the TIME_WAIT timers, and it is cheap. The agent's answer is
 //! joined to it by cookie. Sockets with an owner get their options read
 //! ([`options_of`]).
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    net::IpAddr,
+};
 
 use anyhow::Context as _;
 use serde::Deserialize;
 
 use super::{
     bind::in_bind_table,
-    probe::{SockOptions, options_of},
+    probe::{SockOptions, has_addr, options_of},
 };
 use crate::{
     cli::leaks::{Limits, http_get},
     container::ContainerMap,
-    diag::owners_of,
+    diag::{own_netns, owners_of},
     pipeline::{NetnsScope, discover::discover, snapshot},
     snapshot::{FdOwner, SocketSnapshot},
 };
@@ -95,11 +98,21 @@ pub struct Found {
     pub agent_sockets: usize,
     /// The one namespace the agent follows, when it follows one.
     pub agent_followed: Option<u32>,
+    /// For a specific `--addr`: whether each namespace checked has it
+    /// (`None`: could not tell); empty for any address.
+    pub addr_in: HashMap<u32, Option<bool>>,
 }
 
-/// Snapshot `scope`, keep what is bound to `port`, name its owners, and
-/// ask the agent at `url` (if one answers) what it knows of them.
-pub fn gather(port: u16, scope: NetnsScope, url: &str, limits: Limits) -> anyhow::Result<Found> {
+/// Snapshot `scope`, keep what is bound to `port`, name its owners, ask
+/// the agent at `url` (if one answers) what it knows of them, and check
+/// which namespaces have `addr`.
+pub fn gather(
+    port: u16,
+    addr: IpAddr,
+    scope: NetnsScope,
+    url: &str,
+    limits: Limits,
+) -> anyhow::Result<Found> {
     let agent = ask_agent(url, port, limits)?;
     let agent_followed = match agent {
         Some(_) => followed_by(url, limits)?,
@@ -146,7 +159,50 @@ pub fn gather(port: u16, scope: NetnsScope, url: &str, limits: Limits) -> anyhow
         }
         found.paths.insert(inode, path);
     }
+    found.addr_in = addr_check(addr, scope, &found);
     Ok(found)
+}
+
+/// Which namespaces in `scope` have `addr`, when it is a specific address
+/// (a listener on it binds only where an interface has it): every
+/// namespace holding the port, and this process's, then the others until
+/// one has it. Empty for an unspecified address (`::`, `0.0.0.0`).
+fn addr_check(addr: IpAddr, scope: NetnsScope, found: &Found) -> HashMap<u32, Option<bool>> {
+    let mut out = HashMap::new();
+    if addr.is_unspecified() {
+        return out;
+    }
+    let own = own_netns();
+    let check = |netns: u32| {
+        if netns == own || netns == 0 {
+            has_addr(addr, None)
+        } else {
+            has_addr(addr, Some(found.paths.get(&netns)?.as_path()))
+        }
+    };
+    match scope {
+        NetnsScope::One { inode, .. } => {
+            out.insert(inode, check(inode));
+        }
+        NetnsScope::All { .. } => {
+            for &netns in found.by_netns.keys().chain([&own]) {
+                out.entry(netns).or_insert_with(|| check(netns));
+            }
+            let rest: Vec<u32> = found
+                .paths
+                .keys()
+                .copied()
+                .filter(|n| !out.contains_key(n))
+                .collect();
+            for netns in rest {
+                if out.values().any(|&has| has == Some(true)) {
+                    break;
+                }
+                out.insert(netns, check(netns));
+            }
+        }
+    }
+    out
 }
 
 /// The one network namespace the agent at `url` follows, if it was started

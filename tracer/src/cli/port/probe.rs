@@ -97,6 +97,29 @@ pub fn test_bind(addr: IpAddr, port: u16, v6only: bool, netns: Option<&Path>) ->
     }
 }
 
+/// Whether `addr` is an address of the namespace at `netns` (`None`:
+/// this process's), as `bind()` sees it: `Some(false)` when a bind to it
+/// fails with `EADDRNOTAVAIL` ("Cannot assign requested address"), as a
+/// new listener's would whatever its port; `None` when it cannot tell (the
+/// namespace could not be entered; an IPv6 link-local address, which needs
+/// an interface). The test socket asks for no port (0) and is closed at
+/// once. `net.ipv4.ip_nonlocal_bind` and an IPv6 address still in
+/// duplicate address detection count as the kernel counts them.
+pub fn has_addr(addr: IpAddr, netns: Option<&Path>) -> Option<bool> {
+    let at = SocketAddr::new(addr, 0);
+    let bound = match netns {
+        None => bind_here(at, false),
+        Some(p) => NetnsHandle::open(p)
+            .and_then(|ns| ns.run_inside(|| bind_here(at, false)))
+            .and_then(|r| r),
+    };
+    match bound {
+        Ok(()) => Some(true),
+        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Some(false),
+        Err(_) => None,
+    }
+}
+
 fn bind_here(at: SocketAddr, v6only: bool) -> io::Result<()> {
     let family = if at.is_ipv4() {
         libc::AF_INET
@@ -256,5 +279,19 @@ mod tests {
         drop(with);
         // The test socket is gone: the port binds plainly.
         std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).expect("rebind");
+    }
+
+    #[test]
+    fn an_address_no_interface_has_is_unavailable() {
+        let here = |a: &str| has_addr(a.parse().expect("address"), None);
+        assert_eq!(here("127.0.0.1"), Some(true));
+        assert_eq!(here("0.0.0.0"), Some(true));
+        // TEST-NET-1 (RFC 5737) is on no interface, unless the machine
+        // lets a socket bind any address.
+        let nonlocal = std::fs::read_to_string("/proc/sys/net/ipv4/ip_nonlocal_bind")
+            .is_ok_and(|v| v.trim() == "1");
+        assert_eq!(here("192.0.2.1"), Some(nonlocal));
+        // A link-local address needs an interface (a scope) to bind.
+        assert_eq!(here("fe80::1"), None);
     }
 }

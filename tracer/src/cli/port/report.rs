@@ -40,6 +40,14 @@ pub struct Report {
     pub at: String,
     /// Network namespaces dumped.
     pub namespaces_scanned: usize,
+    /// For a specific `addr`: some namespace looked at has it (`false`:
+    /// none does, so a `bind()` to it fails with `EADDRNOTAVAIL` whatever
+    /// the port); `null` for any address, or when it could not be told.
+    pub addr_available: Option<bool>,
+    /// Namespaces holding the port that do not have `addr`: a listener
+    /// there cannot bind it, so they are left out of `namespaces` and of
+    /// the verdict.
+    pub namespaces_without_addr: usize,
     /// Namespaces where something is bound to the port (none: free everywhere).
     pub namespaces: Vec<Namespace>,
 }
@@ -268,8 +276,9 @@ pub fn build(
         reuseaddr: true,
         ..plain
     };
+    let lacks = |netns: &u32| found.addr_in.get(netns) == Some(&Some(false));
     let mut namespaces = Vec::new();
-    for (&netns, held) in &found.by_netns {
+    for (&netns, held) in found.by_netns.iter().filter(|(n, _)| !lacks(n)) {
         let holders: Vec<Holder> = held.iter().map(holder).collect();
         let (p_out, p_why) = verdict(&plain, &holders);
         let (mut r_out, r_why) = verdict(&reuse, &holders);
@@ -324,12 +333,25 @@ pub fn build(
             time_wait,
         });
     }
-    let free = namespaces
-        .iter()
-        .all(|n| n.without_reuseaddr.outcome == "free");
-    let free_with_reuseaddr = if namespaces
-        .iter()
-        .any(|n| n.with_reuseaddr.outcome == "busy")
+    let checked = found.addr_in.values();
+    let addr_available = if checked.len() == 0 {
+        None
+    } else if checked.clone().any(|&has| has == Some(true)) {
+        Some(true)
+    } else if checked.clone().all(|&has| has == Some(false)) {
+        Some(false)
+    } else {
+        None
+    };
+    let unavailable = addr_available == Some(false);
+    let free = !unavailable
+        && namespaces
+            .iter()
+            .all(|n| n.without_reuseaddr.outcome == "free");
+    let free_with_reuseaddr = if unavailable
+        || namespaces
+            .iter()
+            .any(|n| n.with_reuseaddr.outcome == "busy")
     {
         Some(false)
     } else if namespaces
@@ -349,12 +371,15 @@ pub fn build(
         free_with_reuseaddr,
         at: humantime::format_rfc3339_millis(now).to_string(),
         namespaces_scanned: found.namespaces,
+        addr_available,
+        namespaces_without_addr: found.by_netns.keys().filter(|n| lacks(n)).count(),
         namespaces,
     }
 }
 
 impl Report {
-    /// 0 when a plain bind succeeds everywhere, 1 when it fails somewhere.
+    /// 0 when a plain bind succeeds everywhere, 1 when it fails somewhere
+    /// (or no namespace has the address).
     pub fn exit_code(&self) -> i32 {
         if self.free { 0 } else { 1 }
     }

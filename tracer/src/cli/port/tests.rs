@@ -440,3 +440,78 @@ fn a_listener_shows_its_accept_queue_and_says_when_it_is_full() {
     let t = text(&with_queue(0, 4096));
     assert!(t.contains("accept queue 0/4096 "), "{t}");
 }
+
+#[test]
+fn an_address_no_namespace_has_is_unavailable_whatever_holds_the_port() {
+    let addr: IpAddr = "192.0.2.1".parse().expect("addr");
+    let mut f = seed();
+    f.namespaces = 1;
+    f.addr_in.insert(NS, Some(false));
+    let r = build(8080, addr, false, &f, "snapshot".into(), |_| {
+        panic!("no test bind where the address is missing")
+    });
+    assert_eq!(r.exit_code(), 1);
+    assert!(!r.free);
+    assert_eq!(r.free_with_reuseaddr, Some(false));
+    assert_eq!(r.addr_available, Some(false));
+    assert!(r.namespaces.is_empty());
+    assert_eq!(r.namespaces_without_addr, 1);
+    let t = text(&r);
+    assert!(
+        t.starts_with(
+            "port 8080 (192.0.2.1) is UNAVAILABLE: 192.0.2.1 is not an address in the network namespace scanned, so bind() fails with EADDRNOTAVAIL"
+        ),
+        "{t}"
+    );
+    assert!(
+        t.contains("\n1 network namespace without 192.0.2.1 holds port 8080 (not shown)"),
+        "{t}"
+    );
+    assert!(!t.contains("nothing is bound"), "{t}");
+    // Many namespaces, none with it.
+    f.namespaces = 3;
+    f.addr_in.insert(NS + 1, Some(false));
+    let t = text(&build(8080, addr, false, &f, "snapshot".into(), |_| None));
+    assert!(
+        t.contains("192.0.2.1 is an address in none of the 3 network namespaces scanned"),
+        "{t}"
+    );
+    let json =
+        serde_json::to_value(build(8080, addr, false, &f, "s".into(), |_| None)).expect("json");
+    assert_eq!(json["addr_available"], false);
+    assert_eq!(json["namespaces_without_addr"], 1);
+}
+
+#[test]
+fn a_namespace_without_the_address_is_left_out_of_the_verdict() {
+    // The port is held (TIME_WAIT) in a namespace that does not have
+    // the address; another namespace has it and nothing there holds the
+    // port: a listener on it binds there.
+    let addr: IpAddr = "10.0.0.5".parse().expect("addr");
+    let mut f = seed();
+    f.namespaces = 2;
+    f.addr_in.insert(NS, Some(false));
+    f.addr_in.insert(NS + 1, Some(true));
+    let r = build(8080, addr, false, &f, "snapshot".into(), |_| {
+        panic!("nothing in the way where the address is")
+    });
+    assert_eq!(r.exit_code(), 0);
+    assert_eq!(r.free_with_reuseaddr, Some(true));
+    assert_eq!(r.addr_available, Some(true));
+    assert_eq!(r.namespaces_without_addr, 1);
+    let t = text(&r);
+    assert!(t.starts_with("port 8080 (10.0.0.5) is FREE"), "{t}");
+    assert!(
+        t.contains("\nnothing is bound to port 8080 in the namespaces that have 10.0.0.5\n"),
+        "{t}"
+    );
+    // Where it could not be told, the namespace is judged as before: its
+    // sockets on 127.0.0.1 are in the way of a plain bind there.
+    f.addr_in.clear();
+    f.addr_in.insert(NS, None);
+    let lo: IpAddr = "127.0.0.1".parse().expect("addr");
+    let r = build(8080, lo, false, &f, "snapshot".into(), |_| Some(true));
+    assert_eq!(r.addr_available, None);
+    assert_eq!(r.namespaces.len(), 1);
+    assert_eq!(r.exit_code(), 1);
+}

@@ -14,6 +14,10 @@ fn word(v: &Verdict) -> String {
     v.outcome.to_ascii_uppercase()
 }
 
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 fn secs(s: f64) -> String {
     if s >= 100.0 {
         format!("{s:.0}s")
@@ -34,25 +38,56 @@ pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
         Some(false) => "BUSY",
         None => "UNKNOWN",
     };
-    writeln!(
-        out,
-        "port {} ({at}) is {} for a new listener without SO_REUSEADDR; {reuse} with SO_REUSEADDR",
-        r.port,
-        if r.free { "FREE" } else { "BUSY" },
-    )?;
-    writeln!(out, "source: {}", r.note)?;
-    if r.namespaces.is_empty() {
-        let n = r.namespaces_scanned;
+    let n = r.namespaces_scanned;
+    let scanned = format!("{n} network namespace{} scanned", plural(n));
+    if r.addr_available == Some(false) {
+        let none = if n == 1 {
+            "not an address in the network namespace scanned".to_owned()
+        } else {
+            format!("an address in none of the {scanned}")
+        };
         writeln!(
             out,
-            "\nnothing is bound to port {} in the {n} network namespace{} scanned",
+            "port {} ({at}) is UNAVAILABLE: {at} is {none}, so bind() fails with EADDRNOTAVAIL (Cannot assign requested address) whatever the port",
             r.port,
-            if n == 1 { "" } else { "s" }
         )?;
+    } else {
+        writeln!(
+            out,
+            "port {} ({at}) is {} for a new listener without SO_REUSEADDR; {reuse} with SO_REUSEADDR",
+            r.port,
+            if r.free { "FREE" } else { "BUSY" },
+        )?;
+    }
+    writeln!(out, "source: {}", r.note)?;
+    if r.namespaces.is_empty() && r.addr_available != Some(false) {
+        if r.namespaces_without_addr == 0 {
+            writeln!(
+                out,
+                "\nnothing is bound to port {} in the {scanned}",
+                r.port
+            )?;
+        } else {
+            writeln!(
+                out,
+                "\nnothing is bound to port {} in the namespaces that have {at}",
+                r.port
+            )?;
+        }
     }
     let many = r.namespaces.len() > 1;
     for ns in &r.namespaces {
         namespace(ns, many, out)?;
+    }
+    let k = r.namespaces_without_addr;
+    if k > 0 {
+        writeln!(
+            out,
+            "\n{k} network namespace{} without {at} hold{} port {} (not shown): a listener there cannot bind {at}",
+            plural(k),
+            if k == 1 { "s" } else { "" },
+            r.port
+        )?;
     }
     let hint = r
         .namespaces
