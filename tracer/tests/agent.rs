@@ -509,8 +509,8 @@ fn bad_config_and_taken_port_are_one_line_errors() {
     );
     assert_eq!(err.lines().count(), 1, "{err}");
 
-    let dir = std::env::temp_dir().join(format!("tracer-agent-cfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = common::scratch("tracer-agent-cfg-");
+    let dir = tmp.path();
     let cfg = dir.join("bad.toml");
     std::fs::write(&cfg, "reconcile-intervl = \"1s\"\n").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracer"))
@@ -523,7 +523,6 @@ fn bad_config_and_taken_port_are_one_line_errors() {
         err.contains("unknown field `reconcile-intervl`") && err.contains("bad.toml"),
         "{err}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A SIGTERM that comes while the agent is still starting (loading its

@@ -6,7 +6,7 @@
 mod common;
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant},
@@ -15,35 +15,27 @@ use std::{
 use common::{Agent, Events, wait_until};
 
 /// A scratch directory for config files, removed on drop.
-struct Scratch(PathBuf);
+struct Scratch(tempfile::TempDir);
 
 impl Scratch {
     fn new() -> Scratch {
-        let dir = std::env::temp_dir().join(format!("tracer-inputs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Scratch(dir)
+        Scratch(common::scratch("tracer-inputs-"))
     }
 
     /// A config file holding `text`.
     fn file(&self, name: &str, text: &[u8]) -> String {
-        let path = self.0.join(name);
+        let path = self.0.path().join(name);
         std::fs::write(&path, text).expect("write config");
         path.display().to_string()
     }
 
     /// A FIFO nobody writes to.
     fn fifo(&self) -> String {
-        let path = self.0.join("fifo");
+        let path = self.0.path().join("fifo");
         let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
         // SAFETY: mkfifo(3) with a valid C string.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
         path.display().to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -90,7 +82,7 @@ fn every_bad_value_gets_one_line_naming_it() {
     let cfg = |name: &str, text: &str| s.file(name, text.as_bytes());
     let big = s.file("big.toml", "#".repeat(2 << 20).as_bytes());
     let fifo = s.fifo();
-    let dir = s.0.display().to_string();
+    let dir = s.0.path().display().to_string();
     let table: Vec<(Vec<String>, Vec<&str>)> = [
         // Item 4: values that panicked converting to a Duration.
         (

@@ -58,8 +58,11 @@ mod tests {
 
     #[test]
     fn flags_override_the_file() {
-        let dir = std::env::temp_dir().join(format!("tracer-cfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("tracer-cfg-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path();
         let path = dir.join("tracer.toml");
         std::fs::write(
             &path,
@@ -88,7 +91,6 @@ mod tests {
             err.contains("config file") && err.contains("nope.toml"),
             "{err}"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A namespace the file names that does not exist is the file's
@@ -96,8 +98,11 @@ mod tests {
     /// that overrides the file's choice leaves it unchecked.
     #[test]
     fn a_missing_namespace_is_reported_where_it_was_given() {
-        let dir = std::env::temp_dir().join(format!("tracer-cfg-ns-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("tracer-cfg-ns-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path();
         let path = dir.join("tracer.toml");
         std::fs::write(&path, "netns = \"tracer-no-such-ns\"\n").unwrap();
         let from_file = RunArgs {
@@ -129,6 +134,5 @@ mod tests {
             err.starts_with("--netns tracer-no-such-ns: no network namespace"),
             "{err}"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

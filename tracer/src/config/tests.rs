@@ -149,8 +149,11 @@ fn positions_count_characters() {
 
 #[test]
 fn only_small_regular_files_are_read() {
-    let dir = std::env::temp_dir().join(format!("tracer-cfg-read-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("tracer-cfg-read-")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path();
     let ok = dir.join("ok.toml");
     std::fs::write(&ok, "max-sockets = 3\n").unwrap();
     let mut s = Settings::default();
@@ -172,7 +175,7 @@ fn only_small_regular_files_are_read() {
             Path::new("/dev/zero"),
             "is a character device, not a regular file",
         ),
-        (dir.as_path(), "is a directory, not a regular file"),
+        (dir, "is a directory, not a regular file"),
         (binary.as_path(), "is not UTF-8 text (line 1, column 5)"),
         (&dir.join("nope.toml"), "cannot be opened"),
     ] {
@@ -183,7 +186,6 @@ fn only_small_regular_files_are_read() {
             "{err}"
         );
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

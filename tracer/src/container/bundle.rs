@@ -233,8 +233,11 @@ mod tests {
 
     #[test]
     fn bundles_and_names_are_found_on_disk() {
-        let root = std::env::temp_dir().join(format!("tracer-bundle-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
+        let tmp = tempfile::Builder::new()
+            .prefix("tracer-bundle-")
+            .tempdir()
+            .expect("tempdir");
+        let root = tmp.path();
         let user = root.join(STORAGE_ROOTS[2]).join(ID).join("userdata");
         std::fs::create_dir_all(&user).expect("mkdir");
         std::fs::write(
@@ -252,7 +255,7 @@ mod tests {
             format!(r#"[{{"id":"{ID}","names":["leaky"],"image":"x"}}]"#),
         )
         .expect("containers.json");
-        let f = find(&root, ID, None);
+        let f = find(root, ID, None);
         assert_eq!(f.container.name.as_deref(), Some("leaky"));
         assert_eq!(f.container.runtime, Some(Runtime::Podman));
         assert_eq!(f.container.pod.expect("pod").name, "p");
@@ -264,12 +267,11 @@ mod tests {
         let cfg = root.join(DOCKER_CONFIG).join(docker);
         std::fs::create_dir_all(&cfg).expect("mkdir");
         std::fs::write(cfg.join("config.v2.json"), r#"{"Name":"/web"}"#).expect("cfg");
-        let f = find(&root, docker, None);
+        let f = find(root, docker, None);
         assert_eq!(f.container.runtime, Some(Runtime::Docker));
         assert_eq!(f.container.name.as_deref(), Some("web"));
 
-        let nothing = find(&root, &ID.replace('3', "4"), None);
+        let nothing = find(root, &ID.replace('3', "4"), None);
         assert_eq!(nothing.container.runtime, None);
-        std::fs::remove_dir_all(&root).expect("cleanup");
     }
 }

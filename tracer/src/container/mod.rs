@@ -221,9 +221,12 @@ mod tests {
 
     /// A containerd pod on a fake root: its sandbox (pid 5), its `app`
     /// (pid 10) and a `sidecar` (pid 20), one namespace.
-    fn pod_root() -> (std::path::PathBuf, [String; 3]) {
-        let root = std::env::temp_dir().join(format!("tracer-pod-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
+    fn pod_root() -> (tempfile::TempDir, [String; 3]) {
+        let tmp = tempfile::Builder::new()
+            .prefix("tracer-pod-")
+            .tempdir()
+            .expect("tempdir");
+        let root = tmp.path();
         let ids = [1u8, 2, 3].map(|n| format!("{:064x}", u64::from(n) + 0xfeed));
         let kinds = [
             ("sandbox", "POD", 5),
@@ -246,19 +249,20 @@ mod tests {
             let cg = format!("0::/kubepods.slice/cri-containerd-{id}.scope\n");
             std::fs::write(proc.join("cgroup"), cg).expect("cgroup");
         }
-        (root, ids)
+        (tmp, ids)
     }
 
     #[test]
     fn a_pods_socket_is_named_after_the_container_of_its_owner() {
-        let (root, ids) = pod_root();
-        let mut r = Resolver::new(root.clone(), 8);
+        let (tmp, ids) = pod_root();
+        let root = tmp.path();
+        let mut r = Resolver::new(root.to_path_buf(), 8);
         // Discovery saw the sandbox and the app: the namespace is the app's.
         let pids = std::collections::BTreeMap::from([(700, vec![5, 10])]);
         let map = r.update(&pids).expect("map");
         assert_eq!(map.get(700).expect("pod").id, ids[1]);
         let owned = |owners: &[u32]| {
-            map.owning_under(&root, 700, owners.iter().copied())
+            map.owning_under(root, 700, owners.iter().copied())
                 .map(|c| {
                     (
                         c.id.clone(),
@@ -276,8 +280,7 @@ mod tests {
         assert_eq!(owned(&[99]), named(1, "app"));
         assert_eq!(owned(&[5]), named(1, "app"));
         // A namespace in no container stays unnamed, whoever owns it.
-        assert!(map.owning_under(&root, 800, [20].into_iter()).is_none());
-        std::fs::remove_dir_all(&root).expect("cleanup");
+        assert!(map.owning_under(root, 800, [20].into_iter()).is_none());
     }
 
     #[test]

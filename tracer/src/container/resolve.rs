@@ -216,11 +216,13 @@ mod tests {
     }
 
     /// A fake root: processes 1.. with the given cgroup paths.
-    fn root(tag: &str, procs: &[(u32, String)]) -> PathBuf {
-        let root = std::env::temp_dir().join(format!("tracer-res-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
+    fn root(tag: &str, procs: &[(u32, String)]) -> tempfile::TempDir {
+        let root = tempfile::Builder::new()
+            .prefix(&format!("tracer-res-{tag}-"))
+            .tempdir()
+            .expect("tempdir");
         for (pid, cg) in procs {
-            let dir = root.join("proc").join(pid.to_string());
+            let dir = root.path().join("proc").join(pid.to_string());
             std::fs::create_dir_all(&dir).expect("mkdir");
             std::fs::write(dir.join("cgroup"), format!("4:pids:{cg}\n0::/\n")).expect("cgroup");
         }
@@ -235,7 +237,7 @@ mod tests {
             (20, format!("/libpod_parent/libpod-{}", id(2))),
         ];
         let root = root("follow", &procs);
-        let mut r = Resolver::new(root.clone(), 8);
+        let mut r = Resolver::new(root.path().to_path_buf(), 8);
         let mut pids = BTreeMap::from([(100, vec![1]), (200, vec![10]), (300, vec![])]);
         let map = r.update(&pids).expect("first map");
         assert_eq!(map.len(), 1);
@@ -271,7 +273,6 @@ mod tests {
             map.get(300).is_none(),
             "the host's process is in no container"
         );
-        std::fs::remove_dir_all(&root).expect("cleanup");
     }
 
     #[test]
@@ -280,13 +281,12 @@ mod tests {
             .map(|n| (u32::from(n), format!("/docker/{}", id(n))))
             .collect();
         let root = root("cap", &procs);
-        let mut r = Resolver::new(root.clone(), 2);
+        let mut r = Resolver::new(root.path().to_path_buf(), 2);
         let pids: BTreeMap<u32, Vec<u32>> = (1..=5).map(|n| (n * 100, vec![n])).collect();
         let map = r.update(&pids).expect("map");
         assert_eq!(map.len(), 5, "attribution does not depend on the cache");
         let s = r.stats();
         assert_eq!((s.cached, s.evictions), (2, 3));
         assert_eq!(map.get(300).expect("3").runtime, Some(Runtime::Docker));
-        std::fs::remove_dir_all(&root).expect("cleanup");
     }
 }

@@ -157,3 +157,12 @@ pub fn sh(program: &str, args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A fresh directory under the system's temporary directory, named
+/// `prefix` and a random tail, removed with everything in it on drop.
+pub fn scratch(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("a scratch directory")
+}

@@ -10,16 +10,15 @@ use super::http_get;
 /// second, with optional rules; killed and its data removed on drop.
 pub struct Prometheus {
     child: Child,
-    dir: std::path::PathBuf,
+    dir: tempfile::TempDir,
     addr: std::net::SocketAddr,
 }
 
 impl Prometheus {
     /// Start it on a free loopback port; `rules` is a rule file's YAML (or empty).
     pub fn start(target: std::net::SocketAddr, rules: &str) -> Prometheus {
-        let dir = std::env::temp_dir().join(format!("tracer-prom-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let rule_file = dir.join("rules.yml");
+        let dir = super::scratch("tracer-prom-");
+        let rule_file = dir.path().join("rules.yml");
         std::fs::write(
             &rule_file,
             if rules.is_empty() {
@@ -41,18 +40,18 @@ impl Prometheus {
         )
     }
 
-    /// Write `config` (a whole prometheus.yml) into `dir`, which must
-    /// exist, and start Prometheus with it on a free loopback port, its
-    /// data in `dir`; both are removed on drop.
-    pub fn launch(dir: std::path::PathBuf, config: &str) -> Prometheus {
+    /// Write `config` (a whole prometheus.yml) into `dir` and start
+    /// Prometheus with it on a free loopback port, its data in `dir`;
+    /// both are removed on drop.
+    pub fn launch(dir: tempfile::TempDir, config: &str) -> Prometheus {
         let addr = super::free_addr();
-        let cfg = dir.join("prometheus.yml");
+        let cfg = dir.path().join("prometheus.yml");
         std::fs::write(&cfg, config).unwrap();
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", cfg.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
-                dir.join("data").display()
+                dir.path().join("data").display()
             ))
             .arg(format!("--web.listen-address={addr}"))
             .stdout(Stdio::null())
@@ -110,7 +109,6 @@ impl Drop for Prometheus {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -120,10 +118,7 @@ impl Prometheus {
     /// by four spaces, e.g. `scheme: https`, `tls_config:` and
     /// `basic_auth:`. Each one gets a directory of its own.
     pub fn start_job(target: std::net::SocketAddr, job: &str) -> Prometheus {
-        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("tracer-prom-job-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = super::scratch("tracer-prom-job-");
         let config = format!(
             "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: tracer\n{job}    static_configs:\n      - targets: ['{target}']\n"
         );

@@ -60,8 +60,8 @@ pub fn image() -> Option<&'static str> {
         *ready = true;
         return Some(IMAGE);
     }
-    let root = std::env::temp_dir().join(format!("tracer-bb-rootfs-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+    let tmp = crate::common::scratch("tracer-bb-rootfs-");
+    let root = tmp.path();
     std::fs::create_dir_all(root.join("bin")).expect("rootfs");
     std::fs::copy(BUSYBOX, root.join("bin/busybox"))
         .unwrap_or_else(|e| panic!("{BUSYBOX}: {e} (package busybox-static)"));
@@ -88,7 +88,6 @@ pub fn image() -> Option<&'static str> {
         import.wait().expect("podman import").success(),
         "podman import failed"
     );
-    let _ = std::fs::remove_dir_all(&root);
     *ready = true;
     Some(IMAGE)
 }

@@ -22,10 +22,7 @@ impl LivePrometheus {
     /// Start it on a free loopback port, scraping `target`, with the rule
     /// file `rules` loaded; waits until it answers.
     pub fn start(target: SocketAddr, rules: &std::path::Path) -> LivePrometheus {
-        let dir =
-            std::env::temp_dir().join(format!("tracer-dashboards-prom-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("prometheus dir");
+        let dir = crate::common::scratch("tracer-dashboards-prom-");
         let prom = Prometheus::launch(dir, &Prometheus::config(target, rules));
         prom.wait_ready();
         LivePrometheus(prom)

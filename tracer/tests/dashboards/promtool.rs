@@ -65,18 +65,18 @@ pub fn recording_rules(rules: &[(String, String)]) -> String {
 /// `promtool check rules` on `yaml`, written to a file of its own;
 /// Err holds promtool's complaint.
 pub fn check_rules_text(yaml: &str, tag: &str) -> Result<String, String> {
-    let path = std::env::temp_dir().join(format!(
-        "tracer-dashboards-{tag}-{}.yml",
-        std::process::id()
-    ));
-    std::fs::write(&path, yaml).expect("write rule file");
+    let file = tempfile::Builder::new()
+        .prefix(&format!("tracer-dashboards-{tag}-"))
+        .suffix(".yml")
+        .tempfile()
+        .expect("a rule file");
+    std::fs::write(file.path(), yaml).expect("write rule file");
     let out = Command::new("promtool")
         .arg("check")
         .arg("rules")
-        .arg(&path)
+        .arg(file.path())
         .output()
         .expect("run promtool");
-    let _ = std::fs::remove_file(&path);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

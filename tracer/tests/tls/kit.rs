@@ -4,7 +4,6 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::atomic::{AtomicUsize, Ordering},
 };
 
 use crate::common::{free_addr, require_root, wait_until};
@@ -15,17 +14,14 @@ pub const PASSWORD: &str = "correct horse battery staple";
 /// A directory of its own with a CA, a server certificate for 127.0.0.1
 /// signed by it, and a web config; removed on drop.
 pub struct Pki {
-    pub dir: PathBuf,
+    pub dir: tempfile::TempDir,
 }
 
 impl Pki {
     pub fn new() -> Pki {
-        static MADE: AtomicUsize = AtomicUsize::new(0);
-        let n = MADE.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("tracer-tls-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("pki dir");
-        let pki = Pki { dir };
+        let pki = Pki {
+            dir: crate::common::scratch("tracer-tls-"),
+        };
         let ec = [
             "-newkey",
             "ec",
@@ -86,7 +82,7 @@ impl Pki {
     pub fn openssl(&self, args: &[&str]) {
         let out = Command::new("openssl")
             .args(args)
-            .current_dir(&self.dir)
+            .current_dir(self.dir.path())
             .output()
             .expect("openssl (Debian package `openssl`; cargo xtask test installs it)");
         assert!(
@@ -98,7 +94,7 @@ impl Pki {
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
+        self.dir.path().join(name)
     }
 
     /// Write `text` to `name` in the directory; its path.
@@ -119,12 +115,6 @@ impl Pki {
                  basic_auth_users:\n  {USER}: {hash}\n"
             ),
         )
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

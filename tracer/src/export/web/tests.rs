@@ -6,19 +6,14 @@ use super::*;
 
 /// A self-signed certificate and its key, made by the openssl CLI in a
 /// directory of the test's own, removed on drop.
-struct Pki(PathBuf);
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+struct Pki(tempfile::TempDir);
 
 /// `None` when openssl is not installed (the test says it skips).
 fn pki(test: &str) -> Option<Pki> {
-    let dir = std::env::temp_dir().join(format!("tracer-web-{test}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).ok()?;
-    let pki = Pki(dir);
+    let pki = Pki(tempfile::Builder::new()
+        .prefix(&format!("tracer-web-{test}-"))
+        .tempdir()
+        .ok()?);
     let made = std::process::Command::new("openssl")
         .args([
             "req",
@@ -30,7 +25,7 @@ fn pki(test: &str) -> Option<Pki> {
         ])
         .args(["-nodes", "-days", "1", "-subj", "/CN=tracer"])
         .args(["-keyout", "key.pem", "-out", "cert.pem"])
-        .current_dir(&pki.0)
+        .current_dir(pki.0.path())
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
@@ -67,7 +62,7 @@ fn relative_paths_are_taken_from_the_files_directory() {
         eprintln!("skipped: no openssl");
         return;
     };
-    let dir = &pki.0;
+    let dir = pki.0.path();
     let g = Gate::parse(
         "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n  min_version: TLS13\n",
         dir,
@@ -88,7 +83,7 @@ fn relative_paths_are_taken_from_the_files_directory() {
 #[test]
 fn each_mistake_is_one_sentence_naming_the_key() {
     let pki = pki("mistakes");
-    let d = pki.as_ref().map_or(Path::new("/"), |p| p.0.as_path());
+    let d = pki.as_ref().map_or(Path::new("/"), |p| p.0.path());
     let mut table = vec![
         ("", "holds neither tls_server_config nor basic_auth_users"),
         (
@@ -160,7 +155,7 @@ fn client_certificates_can_be_required() {
         eprintln!("skipped: no openssl");
         return;
     };
-    let dir = &pki.0;
+    let dir = pki.0.path();
     let g = Gate::parse(
         "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n  \
          client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: cert.pem\n",
