@@ -21,7 +21,7 @@ use crate::{
 #[derive(Debug, Default, Clone, Args)]
 pub struct Match {
     /// Only sockets of this process (repeatable).
-    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = config::parse_pid)]
     pub pids: Vec<u32>,
     /// Only sockets of processes with this name, as `ps -o comm` shows it (repeatable).
     #[arg(short = 'c', long = "comm", value_name = "COMM")]

@@ -26,7 +26,7 @@ use crate::{
 
 pub mod client;
 
-pub use client::{ClientError, Limits, http_get, shown};
+pub use client::{ClientError, Limits, get_json, http_get, shown};
 
 /// The agent's default address, as a URL.
 pub const DEFAULT_AGENT: &str = "http://127.0.0.1:9077";
@@ -134,17 +134,12 @@ pub fn run_to(args: &LeaksArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
 /// `scope` is another.
 pub fn collect(agent_url: &str, scope: NetnsScope, limits: Limits) -> anyhow::Result<Report> {
     let url = shown(agent_url);
-    let Some(body) = http_get(agent_url, "/api/v1/leaks", limits)? else {
+    let Some(mut report) = get_json::<Report>(agent_url, "/api/v1/leaks", limits)? else {
         return snapshot_of(
             scope,
             format!("no agent at {url}: one-shot snapshot, ages unknown"),
         );
     };
-    let mut report: Report = serde_json::from_str(&body).with_context(|| {
-        format!(
-            "the agent at {url} answered /api/v1/leaks with something that is not a leak report"
-        )
-    })?;
     match (report.followed_netns, scope.only()) {
         (Some(followed), Some(inode)) if inode != followed => snapshot_of(
             scope,

@@ -57,7 +57,7 @@ pub struct PortArgs {
     /// `::` dual-stack, which overlaps every address]; `0.0.0.0` for an
     /// IPv4-only listener. A specific address is checked against each
     /// namespace: one none has is UNAVAILABLE (EADDRNOTAVAIL).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = crate::config::parse_ip)]
     pub addr: Option<IpAddr>,
     /// Print the answer as JSON.
     #[arg(long)]

@@ -209,3 +209,29 @@ fn every_flag_is_a_key() {
         );
     }
 }
+
+#[test]
+fn pids_and_addresses_say_what_is_wrong() {
+    assert_eq!(parse_pid("4242"), Ok(4242));
+    assert!(
+        parse_pid("abc")
+            .unwrap_err()
+            .contains("not a whole number: give a process id")
+    );
+    assert!(parse_pid("0").unwrap_err().contains("out of range"));
+    assert_eq!(
+        parse_ip("10.0.0.5").map(|a| a.to_string()),
+        Ok("10.0.0.5".into())
+    );
+    assert_eq!(parse_ip("[::1]").map(|a| a.to_string()), Ok("::1".into()));
+    assert_eq!(
+        parse_ip("127.0.0.1:8080").unwrap_err(),
+        "\"127.0.0.1:8080\" has a port: give the address alone (--addr 127.0.0.1)"
+    );
+    assert!(parse_ip("[::1]:80").unwrap_err().contains("(--addr ::1)"));
+    assert!(
+        parse_ip("localhost")
+            .unwrap_err()
+            .contains("is not an IP address")
+    );
+}

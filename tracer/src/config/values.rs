@@ -185,6 +185,32 @@ pub fn parse_listen_port(s: &str) -> Result<u16, String> {
     parse_count(s, 1, u64::from(u16::MAX), "a port").map(|n| n as u16)
 }
 
+/// The largest pid Linux gives (`PID_MAX_LIMIT` on 64-bit).
+pub const MAX_PID: u64 = 4_194_304;
+
+/// `--pid`: a process id, 1 to [`MAX_PID`].
+pub fn parse_pid(s: &str) -> Result<u32, String> {
+    parse_count(s, 1, MAX_PID, "a process id").map(|n| n as u32)
+}
+
+/// An IP address alone (`--addr`), with a hint for the usual slips: a
+/// port after it, or a host name.
+pub fn parse_ip(s: &str) -> Result<std::net::IpAddr, String> {
+    let t = s.trim();
+    if let Ok(ip) = t.trim_start_matches('[').trim_end_matches(']').parse() {
+        return Ok(ip);
+    }
+    match t.parse::<std::net::SocketAddr>() {
+        Ok(a) => Err(format!(
+            "{s:?} has a port: give the address alone (--addr {})",
+            a.ip()
+        )),
+        Err(_) => Err(format!(
+            "{s:?} is not an IP address: give one such as 127.0.0.1, 10.0.0.5 or ::1 (not a host name)"
+        )),
+    }
+}
+
 /// Smallest ring buffer: one page.
 pub const MIN_RING_BYTES: u32 = 4096;
 /// Largest ring buffer: 256 MiB.

@@ -112,7 +112,7 @@ pub fn http_get(agent_url: &str, path: &str, limits: Limits) -> anyhow::Result<O
         .strip_prefix("http://")
         .with_context(|| format!("--agent {url:?}: only http://HOST:PORT URLs are supported"))?;
     let (authority, base) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-    let full_path = format!("/{}{path}", base.trim_end_matches('/')).replace("//", "/");
+    let full_path = format!("/{}{path}", base_of(base)).replace("//", "/");
     let timed_out = || ClientError::TimedOut {
         url: url.clone(),
         path: full_path.clone(),
@@ -179,6 +179,57 @@ pub fn http_get(agent_url: &str, path: &str, limits: Limits) -> anyhow::Result<O
         );
     }
     Ok(Some(body))
+}
+
+/// The agent's base path in a URL's path: what is left when the URL was
+/// pasted from one of the agent's own pages (its `/metrics`, `/healthz`
+/// or an `/api/v1/...` answer), as the agent's log names the first. A path
+/// before them (an agent behind a proxy at `/tracer/`) is kept.
+fn base_of(path: &str) -> &str {
+    let path = path.trim_end_matches('/');
+    let path = match path.find("api/v1") {
+        Some(i) if i == 0 || path[..i].ends_with('/') => &path[..i],
+        _ => path,
+    };
+    let path = path.trim_end_matches('/');
+    ["metrics", "healthz"]
+        .iter()
+        .find_map(|page| {
+            let before = path.strip_suffix(page)?;
+            (before.is_empty() || before.ends_with('/')).then_some(before)
+        })
+        .unwrap_or(path)
+        .trim_end_matches('/')
+}
+
+/// GET `path` and read its JSON as a `T`; `Ok(None)` when no agent
+/// answers. An answer that is no agent's (a web page, not JSON) or that
+/// this build cannot read (an agent of another version) is one sentence.
+pub fn get_json<T: serde::de::DeserializeOwned>(
+    agent_url: &str,
+    path: &str,
+    limits: Limits,
+) -> anyhow::Result<Option<T>> {
+    let Some(body) = http_get(agent_url, path, limits)? else {
+        return Ok(None);
+    };
+    let url = shown(agent_url);
+    match serde_json::from_str(&body) {
+        Ok(v) => Ok(Some(v)),
+        Err(_) if serde_json::from_str::<serde::de::IgnoredAny>(&body).is_err() => {
+            anyhow::bail!(
+                "the server at {url} answered {path} with {}, not JSON: is a tracer agent listening there?",
+                if body.trim_start().starts_with('<') {
+                    "a web page"
+                } else {
+                    "something else"
+                }
+            )
+        }
+        Err(e) => anyhow::bail!(
+            "the agent at {url} answered {path} with JSON this tracer cannot read (is it another version?): {e}"
+        ),
+    }
 }
 
 /// `url` as it may be shown: a password in it (`http://user:secret@host`,

@@ -21,7 +21,7 @@ use super::{
     probe::{SockOptions, has_addr, options_of},
 };
 use crate::{
-    cli::leaks::{Limits, http_get},
+    cli::leaks::{Limits, get_json},
     container::ContainerMap,
     diag::{own_netns, owners_of},
     pipeline::{NetnsScope, discover::discover, snapshot},
@@ -94,7 +94,7 @@ pub struct Found {
     pub refused: usize,
     /// The agent answered.
     pub agent: bool,
-    /// Sockets the agent listed on the port.
+    /// Sockets on the port in scope that the agent follows.
     pub agent_sockets: usize,
     /// The one namespace the agent follows, when it follows one.
     pub agent_followed: Option<u32>,
@@ -130,7 +130,6 @@ pub fn gather(
         namespaces: census.tracked.max(1),
         refused: census.refused.len(),
         agent: agent.is_some(),
-        agent_sockets: agent.as_ref().map_or(0, HashMap::len),
         agent_followed,
         ..Found::default()
     };
@@ -148,6 +147,13 @@ pub fn gather(
             snap,
         });
     }
+    // The agent's sockets in scope: those the snapshot holds too.
+    found.agent_sockets = found
+        .by_netns
+        .values()
+        .flatten()
+        .filter(|h| h.agent.is_some())
+        .count();
     for list in found.by_netns.values_mut() {
         list.sort_by_key(|h| (h.snap.state, h.snap.saddr, h.snap.daddr, h.snap.dport));
     }
@@ -208,15 +214,9 @@ fn addr_check(addr: IpAddr, scope: NetnsScope, found: &Found) -> HashMap<u32, Op
 /// The one network namespace the agent at `url` follows, if it was started
 /// with `--netns` for one (`followed_netns` in `/api/v1/summary`).
 fn followed_by(url: &str, limits: Limits) -> anyhow::Result<Option<u32>> {
-    let Some(body) = http_get(url, "/api/v1/summary", limits)? else {
+    let Some(summary) = get_json::<serde_json::Value>(url, "/api/v1/summary", limits)? else {
         return Ok(None);
     };
-    let summary: serde_json::Value = serde_json::from_str(&body).with_context(|| {
-        format!(
-            "the agent at {} answered /api/v1/summary with something that is not JSON",
-            crate::cli::leaks::shown(url)
-        )
-    })?;
     Ok(summary["followed_netns"]
         .as_u64()
         .and_then(|n| u32::try_from(n).ok()))
@@ -236,15 +236,9 @@ fn ask_agent(
         if let Some(a) = after {
             path.push_str(&format!("&after={a}"));
         }
-        let Some(body) = http_get(url, &path, limits)? else {
+        let Some(page) = get_json::<Vec<AgentSocket>>(url, &path, limits)? else {
             return Ok(None);
         };
-        let page: Vec<AgentSocket> = serde_json::from_str(&body).with_context(|| {
-            format!(
-                "the agent at {} answered {path} with something that is not a list of sockets",
-                crate::cli::leaks::shown(url)
-            )
-        })?;
         let full = page.len() >= PAGE;
         after = page.last().map(|s| s.cookie);
         out.extend(

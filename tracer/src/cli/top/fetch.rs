@@ -8,11 +8,9 @@ use std::{
     time::Duration,
 };
 
-use anyhow::Context as _;
-
 use super::model::{Sample, Summary, TwSocket};
 use crate::{
-    cli::leaks::{Limits, http_get, shown},
+    cli::leaks::{Limits, get_json, shown},
     filter::Match,
     leaks::Report,
     tcp::{Family, TcpState},
@@ -50,18 +48,8 @@ impl Source {
         )
     }
 
-    fn get(&self, path: &str) -> anyhow::Result<String> {
-        http_get(&self.url, path, self.limits)?.ok_or_else(|| anyhow::anyhow!(self.no_agent()))
-    }
-
     fn json<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let body = self.get(path)?;
-        serde_json::from_str(&body).with_context(|| {
-            format!(
-                "the agent at {} answered {path} with something tracer top cannot read",
-                self.shown_url()
-            )
-        })
+        get_json(&self.url, path, self.limits)?.ok_or_else(|| anyhow::anyhow!(self.no_agent()))
     }
 
     /// One refresh.

@@ -279,3 +279,79 @@ fn a_server_that_does_not_speak_http_is_named_for_what_it_likely_is() {
     assert!(text.contains("does not answer in plain HTTP"), "{text}");
     assert!(!text.contains("parse fail"), "{text}");
 }
+
+#[test]
+fn a_url_pasted_from_an_agents_page_is_its_base() {
+    for (path, base) in [
+        ("", ""),
+        ("/", ""),
+        ("metrics", ""),
+        ("metrics/", ""),
+        ("healthz", ""),
+        ("api/v1/leaks", ""),
+        ("api/v1/sockets?port=80", ""),
+        ("tracer/", "tracer"),
+        ("tracer/metrics", "tracer"),
+        ("tracer/api/v1/summary", "tracer"),
+        // Only a whole segment is an agent's page.
+        ("mymetrics", "mymetrics"),
+        ("tracer-api/v1", "tracer-api/v1"),
+    ] {
+        assert_eq!(base_of(path), base, "{path:?}");
+    }
+    // The request goes to the agent's own path.
+    let (addr, seen) = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let seen = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().expect("accept");
+            let mut req = [0u8; 1024];
+            let n = s.read(&mut req).expect("request");
+            let _ = write!(s, "HTTP/1.0 200 OK\r\n\r\n{{}}");
+            String::from_utf8_lossy(&req[..n]).into_owned()
+        });
+        (addr, seen)
+    };
+    let got = http_get(
+        &format!("http://{addr}/metrics"),
+        "/api/v1/leaks",
+        limits(5000),
+    );
+    assert_eq!(got.expect("answer").as_deref(), Some("{}"));
+    let req = seen.join().expect("server");
+    assert!(req.starts_with("GET /api/v1/leaks HTTP/1.1\r\n"), "{req}");
+}
+
+#[test]
+fn an_answer_that_is_not_the_agents_json_is_one_sentence() {
+    for (body, says) in [
+        (
+            "<html><body>Directory listing</body></html>",
+            "answered /api/v1/leaks with a web page, not JSON: is a tracer agent listening there?",
+        ),
+        (
+            "hello",
+            "answered /api/v1/leaks with something else, not JSON: is a tracer agent listening there?",
+        ),
+        (
+            "{\"unexpected\": true}",
+            "answered /api/v1/leaks with JSON this tracer cannot read (is it another version?): missing field",
+        ),
+    ] {
+        let sent = body.to_owned();
+        let (url, server) = fake_agent(move |s| {
+            let _ = write!(s, "HTTP/1.0 200 OK\r\n\r\n{sent}");
+        });
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Needs {
+            now_ns: u64,
+        }
+        let e = get_json::<Needs>(&url, "/api/v1/leaks", limits(5000))
+            .expect_err("not the agent's JSON")
+            .to_string();
+        assert!(e.contains(says), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        server.join().expect("server");
+    }
+}
