@@ -212,7 +212,10 @@ fn every_bad_value_gets_one_line_naming_it() {
             vec![
                 "run",
                 "--config",
-                &cfg("r.toml", "listen = \":9\"\nreconcile-interval = \"1e20\"\n"),
+                &cfg(
+                    "r.toml",
+                    "listen = \"127.0.0.1:9\"\nreconcile-interval = \"1e20\"\n",
+                ),
             ],
             vec!["key reconcile-interval at line 2, column 22", "maximum"],
         ),

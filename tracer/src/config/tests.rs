@@ -60,7 +60,7 @@ fn bare_numbers_are_seconds() {
 fn errors_name_the_key_with_line_and_column() {
     for (text, says) in [
         (
-            "listen = \":1\"\nreconcile-interval = \"1e20\"\n",
+            "listen = \"127.0.0.1:1\"\nreconcile-interval = \"1e20\"\n",
             "key reconcile-interval at line 2, column 22: \"1e20\" is longer than the maximum of 1d",
         ),
         (

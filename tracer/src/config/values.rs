@@ -239,12 +239,19 @@ pub fn check_ring_bytes(n: u64) -> Result<u32, String> {
     Ok(n as u32)
 }
 
-/// Parse `ADDR:PORT`, or `:PORT` for the default address.
+/// Parse `ADDR:PORT` (`localhost:PORT` is 127.0.0.1's). `:PORT` is
+/// refused: Go's exporters read it as every address, and an agent that
+/// listened on loopback instead, or the other way round, would surprise.
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    let full = if let Some(port) = s.strip_prefix(':') {
-        format!("127.0.0.1:{port}")
-    } else {
-        s.to_string()
+    let t = s.trim();
+    if let Some(port) = t.strip_prefix(':') {
+        return Err(format!(
+            "{s:?} has no address: give 127.0.0.1:{port} (this host only) or 0.0.0.0:{port} / [::]:{port} (every address)"
+        ));
+    }
+    let full = match t.strip_prefix("localhost:") {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => t.to_owned(),
     };
     full.parse().map_err(|_| {
         format!("{s:?} is not an ADDR:PORT listen address (e.g. 127.0.0.1:9077 or [::]:9077)")

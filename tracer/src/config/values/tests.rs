@@ -148,9 +148,14 @@ fn web_config_files() {
 #[test]
 fn listen_addresses() {
     assert_eq!(
-        parse_listen(":9999").unwrap(),
+        parse_listen(":9999").unwrap_err(),
+        "\":9999\" has no address: give 127.0.0.1:9999 (this host only) or 0.0.0.0:9999 / [::]:9999 (every address)"
+    );
+    assert_eq!(
+        parse_listen("localhost:9999").unwrap(),
         "127.0.0.1:9999".parse().unwrap()
     );
     assert_eq!(parse_listen("[::]:80").unwrap(), "[::]:80".parse().unwrap());
     assert!(parse_listen("localhost").is_err());
+    assert!(parse_listen("localhost:http").is_err());
 }
