@@ -137,7 +137,7 @@ pub fn collect(agent_url: &str, scope: NetnsScope, limits: Limits) -> anyhow::Re
     let Some(mut report) = get_json::<Report>(agent_url, "/api/v1/leaks", limits)? else {
         return snapshot_of(
             scope,
-            format!("no agent at {url}: one-shot snapshot, ages unknown"),
+            format!("no agent at {url}: one-shot snapshot of suspects, ages not exact"),
         );
     };
     match (report.followed_netns, scope.only()) {
@@ -145,7 +145,7 @@ pub fn collect(agent_url: &str, scope: NetnsScope, limits: Limits) -> anyhow::Re
             scope,
             format!(
                 "the agent at {url} follows only network namespace {followed}, not \
-                     {inode}: one-shot snapshot, ages unknown"
+                     {inode}: one-shot snapshot of suspects, ages not exact"
             ),
         ),
         (Some(followed), None) if scope.is_all() => {
@@ -323,7 +323,7 @@ mod tests {
         let note = report.note.unwrap_or_default();
         assert!(
             note.contains("follows only network namespace 12345, not ")
-                && note.ends_with("one-shot snapshot, ages unknown"),
+                && note.ends_with("one-shot snapshot of suspects, ages not exact"),
             "{note}"
         );
         assert!(report.thresholds.is_none(), "a snapshot has no thresholds");

@@ -8,7 +8,7 @@
 //! [`DetectorStats::untracked`] and get an age only from the engine.
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-use super::rules::{PortAcc, Stall, apply_scan, cleared_how};
+use super::rules::{PortAcc, Stall, apply_scan, attribute_to_listeners, cleared_how};
 use super::{Change, Flag, LeakKind, Thresholds};
 use super::{
     report::{Report, Source},
@@ -183,6 +183,12 @@ impl Detector {
         for d in dump {
             self.check(d, now_ns, &since, &mut found, &mut ports);
         }
+        attribute_to_listeners(found.values_mut(), |netns, port| {
+            ports
+                .get(&(netns, port))
+                .map(|acc| acc.listener_inode)
+                .filter(|&i| i != 0)
+        });
         for (port, acc) in ports {
             if let Some(f) = self.port_flag(port, &acc, now_ns) {
                 found.insert((LeakKind::StuckHandshake, Subject::Port(port.0, port.1)), f);
@@ -235,9 +241,17 @@ impl Detector {
         }
 
         let mut raised = Vec::new();
+        let mut reowned = Vec::new();
         for (key, f) in found {
             match self.active.get_mut(&key) {
                 Some(a) => {
+                    // Accepted since (its own inode now), or its listener
+                    // found: the owners are another socket's.
+                    if f.inode != 0 && a.inode != f.inode {
+                        a.inode = f.inode;
+                        a.owners.clear();
+                        reowned.push(key);
+                    }
                     // A half-open stall keeps its flag when its evidence changes kind.
                     a.reason = f.reason;
                     a.age_seconds = f.age_seconds;
@@ -253,7 +267,7 @@ impl Detector {
                 }
             }
         }
-        self.attach_owners(&raised, owners, now_ns);
+        self.attach_owners(&raised, &reowned, owners, now_ns);
         for key in raised {
             if let Some(f) = self.active.get(&key) {
                 changes.push(Change::Raised(f.clone()));
@@ -266,13 +280,14 @@ impl Detector {
     /// Owners for new flags, and again for all raised flags once theirs
     /// are [`OWNERS_FRESH_NS`] old: a process exits, or closes its copy
     /// of a socket a fork shares.
-    fn attach_owners<O, R>(&mut self, raised: &[Key], owners: O, now_ns: u64)
+    fn attach_owners<O, R>(&mut self, raised: &[Key], reowned: &[Key], owners: O, now_ns: u64)
     where
         O: FnOnce(&HashSet<u64>) -> R,
         R: Into<OwnerScan>,
     {
         let new = raised
             .iter()
+            .chain(reowned)
             .any(|k| self.active.get(k).is_some_and(|f| f.inode != 0));
         let every = OWNERS_FRESH_NS.max(self.owners_took.saturating_mul(100));
         let stale = now_ns.saturating_sub(self.owners_at) >= every;

@@ -142,7 +142,8 @@ impl LeakKind {
 
 /// The sub-kind of a `half_open` or `stuck_handshake` flag: the `reason`
 /// label of `tracer_half_open_connections` and the `kind` label of
-/// `tracer_stuck_handshakes`.
+/// `tracer_stuck_handshakes`; and `not_accepted` for a `close_wait` flag
+/// on a connection still in its listener's accept queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
@@ -157,6 +158,10 @@ pub enum Reason {
     /// A listener whose accept queue has been full at every dump for the
     /// threshold: the kernel drops new handshakes until the process accepts.
     AcceptQueueFull,
+    /// A `close_wait` connection the process never accepted: it waits in
+    /// its listener's accept queue, so the flag's inode and owners are the
+    /// listener's (the process that should call `accept()`).
+    NotAccepted,
     /// A reason that a newer agent's report names and this build does not
     /// know: `tracer leaks` and `tracer top` still read the report.
     #[serde(other)]
@@ -177,6 +182,7 @@ impl Reason {
             Reason::SynSent => "syn_sent",
             Reason::SynRecv => "syn_recv",
             Reason::AcceptQueueFull => "accept_queue_full",
+            Reason::NotAccepted => "not_accepted",
             Reason::Other => "other",
         }
     }
@@ -189,7 +195,8 @@ impl Reason {
 pub struct Flag {
     /// What is wrong.
     pub kind: LeakKind,
-    /// Sub-kind for `half_open` and `stuck_handshake`.
+    /// Sub-kind for `half_open` and `stuck_handshake`; `not_accepted` for a
+    /// `close_wait` connection still in its listener's accept queue.
     pub reason: Option<Reason>,
     /// Socket cookie; `None` for a per-port `syn_recv` flag.
     pub cookie: Option<u64>,
@@ -201,7 +208,8 @@ pub struct Flag {
     /// Socket state (`new_syn_recv` for a `syn_recv` flag).
     #[serde(with = "state_name")]
     pub state: TcpState,
-    /// Socket inode (0 for timewait, request and orphaned sockets).
+    /// Socket inode (0 for timewait, request and orphaned sockets); the
+    /// listener's for a port's `syn_recv` flag and a `not_accepted` one.
     pub inode: u64,
     /// Inode of the socket's network namespace (0 when unknown).
     #[serde(default)]

@@ -1,6 +1,9 @@
 //! The [`Report`] that `/api/v1/leaks` serves and `tracer leaks` prints:
 //! flags grouped by process, worst first, with the forecasts.
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -13,8 +16,9 @@ use crate::snapshot::{OwnerScan, SocketSnapshot};
 pub enum Source {
     /// The running agent, with ages and thresholds.
     Agent,
-    /// A one-shot sock_diag snapshot: every CLOSE_WAIT socket and every
-    /// listener whose accept queue is full, ages unknown.
+    /// A one-shot sock_diag snapshot: suspects, every CLOSE_WAIT socket
+    /// that sends nothing and every listener whose accept queue is full,
+    /// with ages at best lower bounds.
     Snapshot,
 }
 
@@ -73,7 +77,7 @@ pub struct ProcessLeaks {
 pub struct Report {
     /// Agent or snapshot.
     pub source: Source,
-    /// A caveat for the reader ("no agent at URL: one-shot snapshot, ages unknown").
+    /// A caveat for the reader ("no agent at URL: one-shot snapshot of suspects, ages not exact").
     pub note: Option<String>,
     /// Monotonic ns of the report (0 for a snapshot).
     pub now_ns: u64,
@@ -303,9 +307,12 @@ enum Holder {
 }
 
 /// The report of a one-shot snapshot (no agent): every CLOSE_WAIT socket of
-/// `dump` is a suspected leak, with its owners from `owners` (as
-/// the `/proc` owner scan returns: the holders, and whether an owner
-/// not found could not be read) and its age unknown.
+/// `dump` that has sent nothing for the default CLOSE_WAIT threshold (a
+/// half-close in use sends its answer) is a suspected leak, with its owners
+/// from `owners` (as the `/proc` owner scan returns: the holders, and
+/// whether an owner not found could not be read; for one never accepted,
+/// its listener's) and its age at least the time since the peer's last ACK
+/// (its FIN at the latest); so is every listener whose accept queue is full.
 /// Each holder's descriptors against its limit, from `/proc`, are in its
 /// forecasts, with no rate.
 pub fn snapshot_report(dump: &[SocketSnapshot], owners: &OwnerScan, note: String) -> Report {
@@ -319,26 +326,64 @@ pub fn snapshot_report_with(
     note: String,
     usage: impl Fn(u32) -> Option<crate::forecast::FdUsage>,
 ) -> Report {
-    let flags: Vec<Flag> = dump
+    let in_use = super::Thresholds::default().close_wait;
+    let listeners: HashMap<(u32, u16), u64> = dump
+        .iter()
+        .filter(|d| d.state == crate::tcp::TcpState::Listen && d.inode != 0)
+        .map(|d| ((d.netns, d.sport), d.inode))
+        .collect();
+    let mut flags: Vec<Flag> = dump
         .iter()
         .filter_map(|d| {
             let mut f = if d.state == crate::tcp::TcpState::CloseWait && !d.timewait {
+                let quiet = d
+                    .info
+                    .map(|i| Duration::from_millis(u64::from(i.last_data_sent_ms)));
+                if d.inode != 0 && quiet.is_some_and(|q| q < in_use) {
+                    // It still sends: a half-close in use. (One never
+                    // accepted sends nothing; its time is its birth's.)
+                    return None;
+                }
+                let (age, _) = super::rules::fin_floor(d, (0, true));
+                let since = if age == 0 {
+                    ", age unknown (snapshot)".to_owned()
+                } else {
+                    format!(
+                        " for at least {:.1}s (since the peer's last ACK; snapshot)",
+                        super::rules::secs(age)
+                    )
+                };
                 let evidence = format!(
-                    "in CLOSE_WAIT, age unknown (snapshot); {}",
-                    super::rules::unread_words(d)
+                    "in CLOSE_WAIT{since}; {}",
+                    if d.inode == 0 {
+                        "never accepted: it waits in the listener's accept queue".to_owned()
+                    } else {
+                        super::rules::unread_words(d)
+                    }
                 );
-                super::rules::socket_flag(d, LeakKind::CloseWait, None, 0, (0, true), evidence)
+                let mut f = super::rules::close_wait_flag(d, 0, (age, true), evidence);
+                if age == 0 {
+                    f.age_seconds = None;
+                }
+                f
             } else if d.accept_queue_full() {
-                super::rules::queue_flag(d, 0, (0, true), "now (snapshot: since when unknown)")
+                let mut f =
+                    super::rules::queue_flag(d, 0, (0, true), "now (snapshot: since when unknown)");
+                f.age_seconds = None;
+                f
             } else {
                 return None;
             };
-            f.age_seconds = None;
             f.raised_at_ns = 0;
-            super::rules::apply_scan(&mut f, owners);
             Some(f)
         })
         .collect();
+    super::rules::attribute_to_listeners(flags.iter_mut(), |netns, port| {
+        listeners.get(&(netns, port)).copied()
+    });
+    for f in &mut flags {
+        super::rules::apply_scan(f, owners);
+    }
     let mut report = Report::build(
         Source::Snapshot,
         Some(note),

@@ -81,6 +81,39 @@ pub(super) fn socket_flag(
     }
 }
 
+/// A `close_wait` flag on `d`. One never accepted (no inode: it waits in
+/// its listener's accept queue) is `not_accepted`, and nothing could
+/// have read it, so its `read_to_end` is unknown; [`attribute_to_listeners`]
+/// gives it the listener's inode.
+pub(super) fn close_wait_flag(
+    d: &SocketSnapshot,
+    now: u64,
+    age: (u64, bool),
+    evidence: String,
+) -> Flag {
+    let not_accepted = d.inode == 0;
+    let reason = not_accepted.then_some(Reason::NotAccepted);
+    let mut f = socket_flag(d, LeakKind::CloseWait, reason, now, age, evidence);
+    if not_accepted {
+        f.read_to_end = None;
+    }
+    f
+}
+
+/// Give each `not_accepted` flag of `flags` its listener's inode, from
+/// `listeners` by namespace and port, so that its owners are the process
+/// that should accept it.
+pub(super) fn attribute_to_listeners<'a>(
+    flags: impl Iterator<Item = &'a mut Flag>,
+    listeners: impl Fn(u32, u16) -> Option<u64>,
+) {
+    for f in flags.filter(|f| f.reason == Some(Reason::NotAccepted) && f.inode == 0) {
+        if let Some(inode) = listeners(f.netns, f.local.port()) {
+            f.inode = inode;
+        }
+    }
+}
+
 /// A flag on listener `d`, whose accept queue is full `held` ("at every
 /// dump for 12.0s (threshold 10s)"): about the listener, so with no peer.
 pub(super) fn queue_flag(d: &SocketSnapshot, now: u64, age: (u64, bool), held: &str) -> Flag {
@@ -140,4 +173,17 @@ pub(super) fn ns(d: std::time::Duration) -> u64 {
 
 pub(super) fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
+}
+
+/// A CLOSE_WAIT socket's age at least since the peer's FIN: that segment
+/// was an ACK, so the time since the last ACK came (`tcpi_last_ack_recv`)
+/// is no longer than the stay. It raises a lower bound (a socket older
+/// than the agent, or than its first sight) and leaves an exact age alone.
+pub(super) fn fin_floor(d: &SocketSnapshot, (age, lb): (u64, bool)) -> (u64, bool) {
+    match d.info {
+        Some(i) if lb && d.state == TcpState::CloseWait => {
+            (age.max(u64::from(i.last_ack_recv_ms) * 1_000_000), true)
+        }
+        _ => (age, lb),
+    }
 }

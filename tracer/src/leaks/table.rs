@@ -5,7 +5,7 @@ use std::{
     time::Duration,
 };
 
-use super::{Flag, LeakKind, ProcessLeaks, Report, ThresholdSeconds, fmt_duration};
+use super::{Flag, LeakKind, ProcessLeaks, Reason, Report, ThresholdSeconds, fmt_duration};
 
 /// An age for people: `73.2s`, `12m05s`, `3h04m`, `2d03h`.
 pub fn fmt_age(secs: Option<f64>, lower_bound: bool) -> String {
@@ -63,7 +63,18 @@ pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
             .filter(|g| g.owner_unknown)
             .map(|g| g.sockets.iter().filter(|f| f.kind.is_leak()).count())
             .sum();
-        write!(out, "{} leak{}", r.leak_count, plural(r.leak_count))?;
+        // A snapshot cannot judge an age against a threshold: suspects.
+        let suspected = if r.source == super::Source::Snapshot {
+            "suspected "
+        } else {
+            ""
+        };
+        write!(
+            out,
+            "{} {suspected}leak{}",
+            r.leak_count,
+            plural(r.leak_count)
+        )?;
         if procs > 0 || unknown == 0 {
             write!(
                 out,
@@ -129,6 +140,15 @@ fn render_reads(g: &ProcessLeaks, out: &mut dyn Write) -> io::Result<()> {
         writeln!(
             out,
             "  reads:   {short} of {n} not read up to EOF: look at what should read them (an idle pooled connection, a stuck worker)"
+        )?;
+    }
+    let waiting = close_wait()
+        .filter(|f| f.reason == Some(Reason::NotAccepted))
+        .count();
+    if waiting > 0 {
+        writeln!(
+            out,
+            "  accept:  {waiting} of {n} never accepted, in the accept queue of its listener (FD is the listener's): look at why the process stopped calling accept() (a full worker pool, a blocked accept loop)"
         )?;
     }
     Ok(())
@@ -249,7 +269,7 @@ fn netns(f: &Flag) -> String {
 fn endpoints(f: &Flag) -> String {
     match f.remote {
         Some(r) => format!("{} -> {r}", f.local),
-        None if f.reason == Some(crate::leaks::Reason::AcceptQueueFull) => {
+        None if f.reason == Some(Reason::AcceptQueueFull) => {
             format!("{} listening", f.local)
         }
         None => format!("{} <- {} peers", f.local, f.count.unwrap_or(0)),
@@ -330,7 +350,7 @@ pub(crate) mod tests {
         snapshot_report_with(
             &dump,
             &owners.into(),
-            "no agent at http://127.0.0.1:1: one-shot snapshot, ages unknown".into(),
+            "no agent at http://127.0.0.1:1: one-shot snapshot of suspects, ages not exact".into(),
             |_| None,
         )
     }
@@ -343,9 +363,10 @@ pub(crate) mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "tracer leaks: no agent at http://127.0.0.1:1: one-shot snapshot, ages unknown"
+            "tracer leaks: no agent at http://127.0.0.1:1: one-shot snapshot of suspects, ages not exact"
         );
-        assert_eq!(lines[1], "4 leaks in 2 processes");
+        // A snapshot's flags are suspects: their ages are not judged.
+        assert_eq!(lines[1], "4 suspected leaks in 2 processes");
         assert_eq!(
             lines[3],
             "PID 4242 api: 2 sockets, 2 in CLOSE_WAIT, oldest unknown"

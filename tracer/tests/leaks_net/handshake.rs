@@ -235,3 +235,56 @@ fn a_listener_that_stops_accepting_is_flagged_with_its_process() {
     );
     drop((accepted, queue));
 }
+
+/// A connection its peer closed before the process accepted it: CLOSE_WAIT
+/// in the listener's accept queue, with no file of its own. The flag names
+/// the process that should accept it (the listener's, with the listener's
+/// fd), with and without an agent; nothing could have read it.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn a_connection_closed_before_accept_is_the_listeners_processs_leak() {
+    let _ns = Netns::enter("notacc");
+    let agent = start_agent(&["--close-wait-threshold", "1s"]);
+    let url = format!("http://{}", agent.addr);
+    let mut queue = NotAccepting::start(([127, 0, 0, 1], 0).into(), 1);
+    let addr = queue.addr;
+    let client = queue.clients.pop().expect("a client");
+    let client_addr = wait_until(Duration::from_secs(5), || {
+        client.peer_addr().is_ok() && client.take_error().ok().flatten().is_none()
+    });
+    assert!(client_addr, "the client did not connect");
+    let from = client
+        .local_addr()
+        .expect("local")
+        .as_socket()
+        .expect("inet");
+    drop(client);
+    let mine = |r: &Value| {
+        all_flags(r).into_iter().find(|f| {
+            f["kind"] == "close_wait"
+                && f["local"] == addr.to_string()
+                && f["remote"] == from.to_string()
+        })
+    };
+    let (code, report, ok) = poll(&url, Duration::from_secs(8), |r| mine(r).is_some());
+    assert!(ok, "not flagged: {report:#}");
+    let f = mine(&report).expect("flag");
+    assert_eq!(f["reason"], "not_accepted", "{f:#}");
+    assert!(f["read_to_end"].is_null(), "{f:#}");
+    assert!(
+        f["evidence"]
+            .as_str()
+            .is_some_and(|e| e.ends_with("never accepted: it waits in the listener's accept queue")),
+        "{f:#}"
+    );
+    assert_owned_by_us(&f, queue.listener.as_raw_fd());
+    assert_eq!(code, 1);
+
+    // Without an agent: the same, at once (it cannot send: no wait for quiet).
+    let (code, snap) = tracer_leaks_json(&["--agent", NO_AGENT, "--netns", "host"]);
+    let s = mine(&snap).unwrap_or_else(|| panic!("snapshot: {snap:#}"));
+    assert_eq!(s["reason"], "not_accepted", "{s:#}");
+    assert_owned_by_us(&s, queue.listener.as_raw_fd());
+    assert_eq!(code, 1);
+    drop(queue);
+}

@@ -1,7 +1,9 @@
 //! Judging one socket of a dump: which rule it meets, and since when.
 use std::collections::{BTreeMap, hash_map::Entry};
 
-use super::super::rules::{PortAcc, queue_flag, socket_flag, unread_words};
+use super::super::rules::{
+    PortAcc, close_wait_flag, fin_floor, queue_flag, socket_flag, unread_words,
+};
 use super::super::rules::{ns, secs};
 use super::super::{Flag, LeakKind, Reason, fmt_duration};
 use super::{Detector, Key, MAX_TRACKED, Seen, Subject};
@@ -27,7 +29,7 @@ impl Detector {
                 // our side for the threshold too is left unclosed.
                 let quiet = d.info.map(|i| u64::from(i.last_data_sent_ms) * 1_000_000);
                 if d.state == TcpState::CloseWait
-                    && let Some((age, lb)) = self.age(d, now, since)
+                    && let Some((age, lb)) = self.age(d, now, since).map(|a| fin_floor(d, a))
                     && age >= ns(t.close_wait)
                     && quiet.is_none_or(|q| q >= ns(t.close_wait))
                 {
@@ -48,7 +50,7 @@ impl Detector {
                     );
                     found.insert(
                         key(LeakKind::CloseWait),
-                        socket_flag(d, LeakKind::CloseWait, None, now, (age, lb), evidence),
+                        close_wait_flag(d, now, (age, lb), evidence),
                     );
                 }
                 if let Some(info) = d.info {

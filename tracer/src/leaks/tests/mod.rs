@@ -12,6 +12,13 @@ mod stalls;
 use super::*;
 use crate::snapshot::{FdOwner, SocketSnapshot, TcpInfo, TimerKind};
 use crate::tcp::TcpState;
+
+/// The table a report renders to.
+fn table(r: &Report) -> String {
+    let mut out = Vec::new();
+    crate::leaks::table::render(r, &mut out).expect("render");
+    String::from_utf8(out).expect("utf8")
+}
 use crate::testkit::{SnapshotBuilder, snapshot};
 
 const S: u64 = 1_000_000_000;
@@ -202,6 +209,78 @@ fn unknown_age_counts_from_first_sight_as_a_lower_bound() {
     assert!(raised(&c)[0].age_is_lower_bound);
 }
 
+/// A CLOSE_WAIT socket older than the agent: the peer's FIN was an ACK,
+/// so the time since the last ACK (`tcpi_last_ack_recv`) bounds its stay
+/// from below. It is flagged at the first dump when that is past the
+/// threshold, and an exact age from the engine is left alone.
+#[test]
+fn the_last_ack_from_the_peer_bounds_a_close_wait_age_from_below() {
+    let mut det = Detector::new(thresholds());
+    let mut d = sock(1, TcpState::CloseWait);
+    info(&mut d).last_ack_recv_ms = 744_700;
+    let c = det.update(&[d], 5 * S, none, app_owners);
+    let f = raised(&c)[0];
+    assert_eq!((f.age_seconds, f.age_is_lower_bound), (Some(744.7), true));
+    assert!(
+        f.evidence.starts_with("in CLOSE_WAIT for at least 744.7s"),
+        "{}",
+        f.evidence
+    );
+    // Exact from the engine: 30 s, whatever the ACK says (not a leak yet).
+    let mut det = Detector::new(thresholds());
+    let exact = |_: u64, _: TcpState| Some((5 * S, false));
+    assert!(det.update(&[d], 35 * S, exact, app_owners).is_empty());
+    // An ESTABLISHED socket's last ACK says nothing of its state's age.
+    let mut e = sock(2, TcpState::Established);
+    info(&mut e).last_ack_recv_ms = 744_700;
+    assert_eq!(
+        crate::leaks::rules::fin_floor(&e, (S, true)),
+        (S, true),
+        "not CLOSE_WAIT"
+    );
+}
+
+/// Without an agent: a CLOSE_WAIT socket that still sends (a half-close
+/// in use) is no suspect; one that sends nothing is, aged from the
+/// peer's last ACK; one never accepted is its listener's process's.
+#[test]
+fn a_snapshot_judges_what_it_can_see() {
+    let mut answering = sock(1, TcpState::CloseWait);
+    info(&mut answering).last_data_sent_ms = 564;
+    let mut quiet = sock(2, TcpState::CloseWait);
+    info(&mut quiet).last_ack_recv_ms = 744_700;
+    let mut queued = sock(3, TcpState::CloseWait);
+    queued.inode = 0;
+    // Its last send is its birth: recent, and no sign of use.
+    info(&mut queued).last_data_sent_ms = 2_000;
+    let mut listener = sock(4, TcpState::Listen);
+    listener.inode = 1044;
+    let scan: crate::snapshot::OwnerScan = app_owners(&HashSet::from([1002, 1044])).into();
+    let r = crate::leaks::report::snapshot_report_with(
+        &[answering, quiet, queued, listener],
+        &scan,
+        "no agent".into(),
+        |_| None,
+    );
+    let flags: Vec<&Flag> = r.leaks.iter().flat_map(|g| &g.sockets).collect();
+    assert_eq!(flags.len(), 2, "{flags:#?}");
+    let by = |c: u64| flags.iter().find(|f| f.cookie == Some(c)).expect("flag");
+    assert_eq!(
+        (by(2).age_seconds, by(2).age_is_lower_bound),
+        (Some(744.7), true)
+    );
+    assert!(
+        by(2)
+            .evidence
+            .starts_with("in CLOSE_WAIT for at least 744.7s (since the peer's last ACK; snapshot)"),
+        "{}",
+        by(2).evidence
+    );
+    assert_eq!(by(3).reason, Some(Reason::NotAccepted));
+    assert_eq!(by(3).owners, vec![owner(100, "app", 44)]);
+    assert!(r.leaks.iter().all(|g| g.pid == Some(100)), "{:?}", r.leaks);
+}
+
 #[test]
 fn clears_when_the_socket_moves_on_or_goes() {
     let mut det = Detector::new(thresholds());
@@ -327,8 +406,10 @@ fn stuck_server_handshakes_name_the_listener() {
     assert!(r.leaks.iter().any(|g| g.pid == Some(100)), "{:?}", r.leaks);
 
     // A connection the peer closed before anyone accepted it: CLOSE_WAIT
-    // with no file, in the same listener's queue. It has no fd of its own
-    // to name; its evidence says where it waits.
+    // with no file, in the same listener's queue. It has no fd of its own:
+    // it is the listener's process that should accept it, so the flag
+    // names that (with the listener's fd), and its evidence says where it
+    // waits. Nothing could read it: it is not in the "reads" hint.
     let mut queued = sock(2, TcpState::CloseWait);
     queued.inode = 0;
     det.update(&[req, listener, queued], S, none, app_owners);
@@ -336,13 +417,37 @@ fn stuck_server_handshakes_name_the_listener() {
     let f = raised(&c);
     assert_eq!(f.len(), 1, "{c:?}");
     assert_eq!(f[0].kind, LeakKind::CloseWait);
-    assert!(f[0].owners.is_empty(), "{:?}", f[0].owners);
+    assert_eq!(f[0].reason, Some(Reason::NotAccepted));
+    assert_eq!((f[0].inode, f[0].read_to_end), (1044, None));
+    assert_eq!(f[0].owners, vec![owner(100, "app", 44)]);
     assert!(
         f[0].evidence
             .ends_with("; never accepted: it waits in the listener's accept queue"),
         "{}",
         f[0].evidence
     );
+    let text = table(&det.report(62 * S));
+    assert!(
+        text.contains("  accept:  1 of 1 never accepted, in the accept queue of its listener"),
+        "{text}"
+    );
+    assert!(!text.contains("reads:"), "{text}");
+    assert!(text.contains("close_wait/not_accepted"), "{text}");
+    // Accepted at last: its own inode, and owners looked up again.
+    queued.inode = 2002;
+    let own = |i: &HashSet<u64>| -> HashMap<u64, Vec<FdOwner>> {
+        i.iter()
+            .map(|&i| (i, vec![owner(100, "app", i as u32 % 100)]))
+            .collect()
+    };
+    let c = det.update(&[req, listener, queued], 63 * S, none, own);
+    assert!(raised(&c).is_empty(), "{c:?}");
+    let f = det
+        .active()
+        .find(|f| f.kind == LeakKind::CloseWait)
+        .expect("still a leak");
+    assert_eq!((f.inode, f.reason), (2002, None));
+    assert_eq!(f.owners, vec![owner(100, "app", 2)]);
 }
 
 /// A process that stops accepting: its listener is flagged once its

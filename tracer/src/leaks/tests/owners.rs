@@ -2,7 +2,6 @@
 //! capabilities that would name them; sockets with no owner (inode 0) stay
 //! "no process". Through the detector, the report, its JSON and the table.
 use super::*;
-use crate::leaks::table::render;
 use crate::snapshot::{HINT_NOT_VISIBLE, HINT_UNREADABLE, OwnerScan};
 
 /// A scan that could not read some processes and found nothing.
@@ -11,12 +10,6 @@ fn unreadable(_: &HashSet<u64>) -> OwnerScan {
         owners: HashMap::new(),
         unreadable: 2,
     }
-}
-
-fn table(r: &Report) -> String {
-    let mut out = Vec::new();
-    render(r, &mut out).expect("render");
-    String::from_utf8(out).expect("utf8")
 }
 
 /// Three CLOSE_WAIT sockets flagged while the owners could not be read,
@@ -159,7 +152,7 @@ fn a_snapshot_without_privileges_says_owner_unknown() {
     let r = snapshot_report(&dump, &scan, "no agent".into());
     let text = table(&r);
     assert!(
-        text.contains("2 leaks in 1 process, owner unknown for 1"),
+        text.contains("2 suspected leaks in 1 process, owner unknown for 1"),
         "{text}"
     );
     assert!(text.contains("PID 100 app: 1 socket"), "{text}");
