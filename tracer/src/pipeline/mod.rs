@@ -252,8 +252,10 @@ impl<D: Observer> Pipeline<D> {
     /// (0 when only streaming).
     ///
     /// The dump runs on the blocking pool while this thread moves the
-    /// events that arrive meanwhile out of the lanes ([`Ingest::spill`]),
-    /// and the adoption spills them too; the first drain hands them out
+    /// events that arrive meanwhile out of the lanes ([`Ingest::spill`]).
+    /// Those stamped before the walk began are applied first: a socket
+    /// born then is followed from its first event, not adopted mid-life.
+    /// The adoption spills the rest too; the first drain hands them out
     /// after it, so they move adopted sockets as they would at any time. A
     /// first dump walks every socket cold: beside 131,072 TIME_WAIT
     /// sockets, at 400,000 events a second, it takes about 150 ms and the
@@ -266,6 +268,7 @@ impl<D: Observer> Pipeline<D> {
             tracking,
             event_netns,
             recorder,
+            scope,
             ..
         } = self;
         let Some(t) = tracking.as_mut() else {
@@ -289,7 +292,7 @@ impl<D: Observer> Pipeline<D> {
             error: None,
         });
         steps::new_containers(core, &dump, sink);
-        let n = steps::adopt(Some(ingest), core, t.dumps.sockets(), &dump, sink);
+        let n = steps::adopt(Some(ingest), core, *scope, t.dumps.sockets(), &dump, sink);
         if let Some(r) = recorder {
             r.dumped(true, &dump, None);
         }

@@ -129,6 +129,8 @@ impl<D: Observer> Replay<D> {
             covered: d.covered.clone(),
             fresh_from: d.fresh_from,
             fresh: d.fresh.clone(),
+            // A replay has applied the events as they were handed out.
+            fresh_walk_ns: d.start_ns,
             gone: d.gone.clone(),
             datagrams: Vec::new(),
             census: Default::default(),
@@ -142,7 +144,7 @@ impl<D: Observer> Replay<D> {
         };
         if d.adopt {
             sink.dumped(&dumped);
-            steps::adopt(None, &self.core, &sockets, &dump, sink);
+            steps::adopt(None, &self.core, self.scope, &sockets, &dump, sink);
             return Ok(());
         }
         sink.port_settings(&d.port_settings);

@@ -199,7 +199,7 @@ impl<D: Observer> Pipeline<D> {
                 // The events of a namespace's last moments (its processes'
                 // sockets closing) first: ended now, they cannot start
                 // records again afterwards.
-                drain_locked(&mut self.ingest, self.scope, engine, derived, sink);
+                drain_locked(&mut self.ingest, None, self.scope, engine, derived, sink);
                 engine.forget_time_wait_limits(&dump.gone);
                 let ended = engine.end_netns(&dump.gone, dump.start_ns, derived);
                 derived.flush();

@@ -32,18 +32,30 @@ pub(super) fn set_time_wait_limits(engine: &mut Engine, dump: &Dump) {
 /// lanes from filling meanwhile (a replay has no `ingest`): the events
 /// spilled are handed out after it, as they came after the dump began.
 /// Returns how many sockets were adopted.
-pub(super) fn adopt<D, S: Sink<Derived = D>>(
+pub(super) fn adopt<D: Observer, S: Sink<Derived = D>>(
     mut ingest: Option<&mut Ingest>,
     core: &SharedCore<D>,
+    scope: NetnsScope,
     sockets: &[SocketSnapshot],
     dump: &Dump,
     sink: &mut S,
 ) -> usize {
     let mut core = core.lock();
-    set_time_wait_limits(&mut core.engine, dump);
-    let n = core
-        .engine
-        .adopt_within(sockets, dump.start_ns, || spill(&mut ingest));
+    let Core {
+        engine, derived, ..
+    } = &mut *core;
+    set_time_wait_limits(engine, dump);
+    if let Some(ingest) = ingest.as_deref_mut() {
+        drain_locked(
+            ingest,
+            Some(dump.fresh_walk_ns),
+            scope,
+            engine,
+            derived,
+            sink,
+        );
+    }
+    let n = engine.adopt_within(sockets, dump.start_ns, || spill(&mut ingest));
     sink.adopted(&mut core, sockets);
     n
 }
@@ -210,24 +222,31 @@ pub(super) fn catch_up<D: Observer, S: Sink<Derived = D>>(
     batch.finish(n);
 }
 
-/// Apply the events ready in `ingest` (those in scope) to an engine whose
-/// core the caller holds locked, telling the sink of each: for work that
-/// needs the engine as of now before it goes on under the same lock (a
-/// reconcile, a namespace's end). A [`Batch`] takes the lock itself.
+/// Apply the events ready in `ingest` (those in scope), or those stamped
+/// before `before` (monotonic ns), to an engine whose core the caller
+/// holds locked, telling the sink of each: for work that needs the engine
+/// as of now, or as of a walk's start, before it goes on under the same
+/// lock (an adoption, a reconcile, a namespace's end). A [`Batch`] takes
+/// the lock itself.
 pub(super) fn drain_locked<D: Observer, S: Sink<Derived = D>>(
     ingest: &mut Ingest,
+    before: Option<u64>,
     scope: NetnsScope,
     engine: &mut Engine,
     derived: &mut D,
     sink: &mut S,
 ) {
-    ingest.drain_now(|ev| {
+    let apply = |ev: &SockEvent| {
         let in_scope = scope.contains(ev);
         if in_scope {
             engine.apply(ev, derived);
         }
         sink.event(ev, in_scope);
-    });
+    };
+    match before {
+        Some(horizon) => ingest.drain_before(horizon, apply),
+        None => ingest.drain_now(apply),
+    };
 }
 
 /// End the TIME_WAIT stays the kernel has ended by `now_ns`, and drop
@@ -291,13 +310,28 @@ pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
     let (old, fresh) = sockets.split_at(dump.fresh_from.min(sockets.len()));
     let cpu_before = thread_cpu_ns();
     set_time_wait_limits(engine, dump);
+    // A new namespace's sockets have a history before its walk (a pod
+    // starts with its connections): their events first, or the snapshot
+    // stands in for them, and a connection reads as adopted mid-life.
+    if !fresh.is_empty()
+        && let Some(ingest) = ingest.as_deref_mut()
+    {
+        drain_locked(
+            ingest,
+            Some(dump.fresh_walk_ns),
+            scope,
+            engine,
+            derived,
+            sink,
+        );
+    }
     // Adopting and reconciling hold the event loop for a while (a full
     // dump of a busy host: 100,000s of sockets, and the forecasts over
     // every record): keep the kernel's lanes from filling meanwhile.
     engine.adopt_within(fresh, dump.start_ns, || spill(&mut ingest));
     let adopt_ns = thread_cpu_ns().saturating_sub(cpu_before);
     if let Some(ingest) = ingest.as_deref_mut() {
-        drain_locked(ingest, scope, engine, derived, sink);
+        drain_locked(ingest, None, scope, engine, derived, sink);
     }
     let mut pause = || spill(&mut ingest);
     let cpu_before = thread_cpu_ns();
@@ -508,6 +542,106 @@ mod tests {
         }
     }
 
+    /// A namespace made with its sockets (a pod that starts with its
+    /// connections): their events, stamped before the first walk of the
+    /// namespace began, still wait in the lanes when that dump is
+    /// reconciled. Applied first, they make the socket's whole life; the
+    /// snapshot adopted before them would have stood in for it (a path of
+    /// its state alone, the handshake unseen).
+    #[test]
+    fn a_new_namespaces_sockets_keep_the_history_before_its_walk() {
+        use tracer_common::{ABI_VERSION, Event, FAMILY_INET, KIND_STATE};
+
+        use crate::{
+            bpf::{Stream, lanes::Lanes},
+            pipeline::dumps::Dump,
+            testkit::{SnapshotBuilder, snapshot},
+        };
+
+        const NS: u32 = 4_026_531_843;
+        let scope = NetnsScope::All { own: 1 };
+        let core = SharedCore(Mutex::new(Core {
+            engine: Engine::new(Config::default()),
+            detector: Detector::new(Thresholds::default()),
+            derived: (),
+            containers: Arc::default(),
+        }));
+        let start_ns = 10_000_000_000;
+        // The dump walked the namespaces it knew first: the new one's walk
+        // began 5 ms after the dump did.
+        let fresh_walk_ns = start_ns + 5_000_000;
+        let sockets = [snapshot(5, TcpState::CloseWait).netns(NS)];
+        let dump = Dump {
+            start_ns,
+            cpu_ns: 0,
+            full: false,
+            looked_up: None,
+            survey: false,
+            unadopted: false,
+            tw_limits: Vec::new(),
+            port_settings: Vec::new(),
+            result: Ok(()),
+            covered: Vec::new(),
+            fresh_from: 0,
+            fresh: vec![NS],
+            fresh_walk_ns,
+            gone: Vec::new(),
+            datagrams: Vec::new(),
+            census: Default::default(),
+        };
+        let mut lanes = Lanes::owned(&[16]);
+        // listen -> syn_recv -> established -> close_wait, the last 1 ms
+        // before the walk (after the dump's start).
+        for (i, (from, to)) in [(10, 3), (3, 1), (1, 8)].into_iter().enumerate() {
+            let ev = Event {
+                kind: KIND_STATE,
+                version: ABI_VERSION,
+                family: FAMILY_INET,
+                old_state: from,
+                new_state: to,
+                ts_ns: fresh_walk_ns - 3_000_000 + i as u64 * 1_000_000,
+                cookie: 5,
+                sport: 8080,
+                dport: 40_000,
+                netns: NS,
+                ..Event::ZERO
+            };
+            assert!(lanes.write(0, ev, true));
+        }
+        let mut ingest = Ingest::new(Stream {
+            events: lanes,
+            logs: None,
+        });
+        let mut told = Told::default();
+        reconcile(
+            Some(&mut ingest),
+            &core,
+            scope,
+            &mut told,
+            &sockets,
+            &dump,
+            |_| OwnerScan::default(),
+        );
+        assert_eq!(told.0, vec![(5, true); 3], "every event was read");
+        let core = core.lock();
+        let r = core.engine.get(5).expect("followed");
+        let path: Vec<TcpState> = r.path().collect();
+        assert_eq!(
+            path,
+            [
+                TcpState::Listen,
+                TcpState::SynRecv,
+                TcpState::Established,
+                TcpState::CloseWait
+            ]
+        );
+        assert_eq!(
+            core.engine.state_since(5, TcpState::CloseWait),
+            Some((fresh_walk_ns - 1_000_000, false)),
+            "its CLOSE_WAIT is dated by its event, exactly"
+        );
+    }
+
     /// A reconcile's first dump of a namespace listed a TIME_WAIT socket;
     /// while it ran, a new connection took over that socket's tuple (the
     /// kernel ended the TIME_WAIT). Adopted after the events, the stay
@@ -550,6 +684,7 @@ mod tests {
             covered: Vec::new(),
             fresh_from: 0,
             fresh: vec![NS],
+            fresh_walk_ns: start_ns,
             gone: Vec::new(),
             datagrams: Vec::new(),
             census: Default::default(),

@@ -249,6 +249,7 @@ impl Kit {
             covered: Vec::new(),
             fresh_from: 0,
             fresh: Vec::new(),
+            fresh_walk_ns: start_ns,
             gone,
             datagrams: Vec::new(),
             census,
@@ -273,11 +274,13 @@ impl Kit {
         });
         self.buf.clear();
         let (mut covered, mut fresh, mut fresh_from) = (Vec::new(), Vec::new(), 0);
+        let mut fresh_walk_ns = start_ns;
         let mut datagrams = Vec::new();
         let mut error = None;
         for adopted in [true, false] {
             if !adopted {
                 fresh_from = self.buf.len();
+                fresh_walk_ns = monotonic_ns();
             }
             for (&inode, ns) in self
                 .spaces
@@ -365,6 +368,7 @@ impl Kit {
             covered,
             fresh_from,
             fresh,
+            fresh_walk_ns,
             gone,
             datagrams,
             census,
