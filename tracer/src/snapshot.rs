@@ -46,6 +46,9 @@ pub struct TcpInfo {
     pub last_ack_recv_ms: u32,
     /// `tcpi_total_retrans`.
     pub total_retrans: u32,
+    /// `tcpi_bytes_acked` (Linux 4.1): data the peer acknowledged; 0 for
+    /// a socket that never sent any.
+    pub bytes_acked: u64,
 }
 
 /// One socket to look up: its family, 4-tuple (addresses as the kernel

@@ -68,6 +68,7 @@ pub(super) mod tcpi {
     pub const LAST_DATA_RECV: usize = 52;
     pub const LAST_ACK_RECV: usize = 56;
     pub const TOTAL_RETRANS: usize = 100;
+    pub const BYTES_ACKED: usize = 120;
 }
 
 /// Where a datagram left the dump.
@@ -383,6 +384,11 @@ pub(super) fn cookie_from_id(raw: &[u8; 8]) -> u64 {
 pub(super) fn decode_tcp_info(v: &[u8]) -> TcpInfo {
     let u8_at = |off: usize| v.get(off).copied().unwrap_or(0);
     let u32_at = |off: usize| read_u32(v, off).unwrap_or(0);
+    let u64_at = |off: usize| {
+        v.get(off..off + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_ne_bytes)
+    };
     TcpInfo {
         retransmits: u8_at(tcpi::RETRANSMITS),
         probes: u8_at(tcpi::PROBES),
@@ -393,6 +399,7 @@ pub(super) fn decode_tcp_info(v: &[u8]) -> TcpInfo {
         last_data_recv_ms: u32_at(tcpi::LAST_DATA_RECV),
         last_ack_recv_ms: u32_at(tcpi::LAST_ACK_RECV),
         total_retrans: u32_at(tcpi::TOTAL_RETRANS),
+        bytes_acked: u64_at(tcpi::BYTES_ACKED),
     }
 }
 

@@ -307,8 +307,8 @@ enum Holder {
 }
 
 /// The report of a one-shot snapshot (no agent): every CLOSE_WAIT socket of
-/// `dump` that has sent nothing for the default CLOSE_WAIT threshold (a
-/// half-close in use sends its answer) is a suspected leak, with its owners
+/// `dump` that has sent no data for the default CLOSE_WAIT threshold, or
+/// never (a half-close in use sends its answer), is a suspected leak, with its owners
 /// from `owners` (as the `/proc` owner scan returns: the holders, and
 /// whether an owner not found could not be read; for one never accepted,
 /// its listener's) and its age at least the time since the peer's last ACK
@@ -336,12 +336,13 @@ pub fn snapshot_report_with(
         .iter()
         .filter_map(|d| {
             let mut f = if d.state == crate::tcp::TcpState::CloseWait && !d.timewait {
-                let quiet = d
-                    .info
-                    .map(|i| Duration::from_millis(u64::from(i.last_data_sent_ms)));
-                if d.inode != 0 && quiet.is_some_and(|q| q < in_use) {
-                    // It still sends: a half-close in use. (One never
-                    // accepted sends nothing; its time is its birth's.)
+                // It sent lately, and has sent at all (a socket that never
+                // did has its birth as its last send): a half-close in use.
+                let answering = d.info.is_some_and(|i| {
+                    i.bytes_acked > 0
+                        && Duration::from_millis(u64::from(i.last_data_sent_ms)) < in_use
+                });
+                if answering {
                     return None;
                 }
                 let (age, _) = super::rules::fin_floor(d, (0, true));

@@ -44,9 +44,10 @@ const FULL: DumpOptions = DumpOptions {
     with_info: true,
     without_time_wait: false,
 };
-/// `tracer leaks` without an agent: every socket, no `tcp_info`.
+/// `tracer leaks` and `tracer port` without an agent: every socket, with
+/// `tcp_info` (what a snapshot can judge a CLOSE_WAIT socket by).
 const SNAPSHOT: DumpOptions = DumpOptions {
-    with_info: false,
+    with_info: true,
     without_time_wait: false,
 };
 

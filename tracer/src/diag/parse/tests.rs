@@ -118,6 +118,9 @@ pub(super) fn tcp_info_bytes(len: usize) -> Vec<u8> {
             v[off..off + 4].copy_from_slice(&val.to_ne_bytes());
         }
     }
+    if tcpi::BYTES_ACKED + 8 <= len {
+        v[tcpi::BYTES_ACKED..tcpi::BYTES_ACKED + 8].copy_from_slice(&11u64.to_ne_bytes());
+    }
     v
 }
 
@@ -155,6 +158,7 @@ fn full_established_socket_with_tcp_info() {
                 last_data_recv_ms: 8,
                 last_ack_recv_ms: 9,
                 total_retrans: 10,
+                bytes_acked: 11,
             }),
             netns: 0,
         }

@@ -247,6 +247,10 @@ fn the_last_ack_from_the_peer_bounds_a_close_wait_age_from_below() {
 fn a_snapshot_judges_what_it_can_see() {
     let mut answering = sock(1, TcpState::CloseWait);
     info(&mut answering).last_data_sent_ms = 564;
+    info(&mut answering).bytes_acked = 4096;
+    // Its last send is its birth: it never sent data.
+    let mut silent = sock(5, TcpState::CloseWait);
+    info(&mut silent).last_data_sent_ms = 900;
     let mut quiet = sock(2, TcpState::CloseWait);
     info(&mut quiet).last_ack_recv_ms = 744_700;
     let mut queued = sock(3, TcpState::CloseWait);
@@ -255,15 +259,19 @@ fn a_snapshot_judges_what_it_can_see() {
     info(&mut queued).last_data_sent_ms = 2_000;
     let mut listener = sock(4, TcpState::Listen);
     listener.inode = 1044;
-    let scan: crate::snapshot::OwnerScan = app_owners(&HashSet::from([1002, 1044])).into();
+    let scan: crate::snapshot::OwnerScan = app_owners(&HashSet::from([1002, 1005, 1044])).into();
     let r = crate::leaks::report::snapshot_report_with(
-        &[answering, quiet, queued, listener],
+        &[answering, quiet, queued, listener, silent],
         &scan,
         "no agent".into(),
         |_| None,
     );
     let flags: Vec<&Flag> = r.leaks.iter().flat_map(|g| &g.sockets).collect();
-    assert_eq!(flags.len(), 2, "{flags:#?}");
+    assert_eq!(flags.len(), 3, "{flags:#?}");
+    assert!(
+        flags.iter().all(|f| f.cookie != Some(1)),
+        "in use: {flags:#?}"
+    );
     let by = |c: u64| flags.iter().find(|f| f.cookie == Some(c)).expect("flag");
     assert_eq!(
         (by(2).age_seconds, by(2).age_is_lower_bound),
