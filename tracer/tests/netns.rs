@@ -64,6 +64,54 @@ fn assert_named(flags: &[Value], inode: u64, fds: &[i32]) {
     }
 }
 
+/// A namespace born with its connections, as a pod that serves at once:
+/// the agent finds it only after the sockets' events, which may still wait
+/// in the lanes when its first dump is reconciled (the agent dumps every
+/// 10 ms here, and drains every 200 ms or so). Each socket is still
+/// followed from its first event: the server end's whole path, exact ages.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn a_namespace_born_with_its_connections_has_their_whole_history() {
+    let agent = Agent::start(&[
+        "--netns",
+        "all",
+        "--reconcile-interval",
+        "10ms",
+        "--reconcile-budget",
+        "0",
+    ]);
+    for round in 0..5 {
+        let (ns, (port, held)) = NamedNetns::born_with(&format!("born{round}"), || {
+            let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let port = l.local_addr().expect("addr").port();
+            let c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            let (s, _) = l.accept().expect("accept");
+            drop(c);
+            (port, (l, s))
+        });
+        // No request meanwhile: one makes the agent read its lanes.
+        std::thread::sleep(Duration::from_millis(300));
+        let path = format!(
+            "/api/v1/sockets?state=close_wait&port={port}&netns={}",
+            ns.inode
+        );
+        let mut listed = Value::Null;
+        let found = wait_until(Duration::from_secs(5), || {
+            listed = agent.json(&path);
+            listed.as_array().is_some_and(|a| a.len() == 1)
+        });
+        assert!(found, "round {round}: {listed:#}");
+        let s = &listed[0];
+        assert_eq!(
+            s["path"],
+            serde_json::json!(["listen", "syn_recv", "established", "close_wait"]),
+            "round {round}: {s:#}"
+        );
+        assert_eq!(s["age_is_lower_bound"], false, "round {round}: {s:#}");
+        drop((held, ns));
+    }
+}
+
 #[test]
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn a_leak_in_a_namespace_made_after_the_agent_is_named_from_the_host() {

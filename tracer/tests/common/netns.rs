@@ -149,6 +149,52 @@ impl NamedNetns {
         ns
     }
 
+    /// A namespace born with what `f` makes in it, as a pod's with its
+    /// first connections: a new thread unshares a network namespace,
+    /// brings loopback up and runs `f` there, unseen (no process holds it
+    /// and it has no name); only then is it named `tr-<tag>-<pid>`
+    /// (bind-mounted under /run/netns, as `ip netns add` does), where an
+    /// agent's discovery finds it. Deleted on drop, as any other.
+    pub fn born_with<T: Send + 'static>(
+        tag: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> (NamedNetns, T) {
+        require_root();
+        use std::os::unix::fs::MetadataExt as _;
+        let name = format!("tr-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let path = format!("/run/netns/{name}");
+        let made = std::thread::spawn(move || {
+            // SAFETY: unshare(2) of this thread's network namespace only.
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
+            loopback_up();
+            let out = f();
+            std::fs::create_dir_all("/run/netns").expect("/run/netns");
+            std::fs::File::create(&path).expect("the mount point");
+            let c = |s: &str| std::ffi::CString::new(s).expect("path");
+            let (from, to) = (c("/proc/thread-self/ns/net"), c(&path));
+            // SAFETY: a bind mount of this thread's namespace file onto
+            // the empty file just made; both are valid C strings.
+            let rc = unsafe {
+                libc::mount(
+                    from.as_ptr(),
+                    to.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                )
+            };
+            assert_eq!(rc, 0, "bind mount: {}", std::io::Error::last_os_error());
+            out
+        });
+        let out = made.join().expect("namespace thread");
+        let inode = std::fs::metadata(format!("/run/netns/{name}"))
+            .expect("netns mount")
+            .ino();
+        (NamedNetns { name, inode }, out)
+    }
+
     /// Run `f` inside the namespace, and wait for it.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         NetnsPair::in_ns(&self.name, f)
@@ -174,6 +220,36 @@ impl Drop for NamedNetns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();
+    }
+}
+
+/// Bring `lo` up in this thread's network namespace, without a process
+/// (one in the namespace would show it to discovery).
+fn loopback_up() {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    // SAFETY: socket(2) with constant arguments; owned below.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(raw >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: a descriptor just opened, owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: an all-zero ifreq is valid; the name fits with its NUL.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS and SIOCSIFFLAGS read and write `req` only.
+    unsafe {
+        assert_eq!(
+            libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &raw mut req),
+            0
+        );
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        assert_eq!(
+            libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFFLAGS, &raw const req),
+            0,
+            "lo up: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
