@@ -58,6 +58,17 @@ fn unnamed(seen: &mut EventNetns, known: &[u32], start_ns: u64) -> Vec<u32> {
     unnamed
 }
 
+/// Of the `unnamed` namespaces, those with events after the dump that
+/// missed them began: there while it looked, not gone before it could
+/// (a short-lived namespace, a test's or a build's, is no reason to warn).
+fn alive(unnamed: &[u32], seen: &EventNetns, start_ns: u64) -> Vec<u32> {
+    unnamed
+        .iter()
+        .copied()
+        .filter(|n| seen.get(n).is_some_and(|s| s.last_ns >= start_ns))
+        .collect()
+}
+
 /// Which sentences about namespaces, and about events the kernel skipped,
 /// were said.
 #[derive(Debug, Default)]
@@ -196,7 +207,8 @@ pub(super) fn tally_netns<S: Sink>(
 ) {
     let c = &dump.census;
     let unnamed = unnamed(event_netns, &c.known, dump.start_ns);
-    t.warned.say(c, &unnamed);
+    t.warned
+        .say(c, &alive(&unnamed, event_netns, dump.start_ns));
     sink.netns(&NetnsTally {
         tracked: c.tracked,
         refused: c.refused.len(),
@@ -291,6 +303,10 @@ mod tests {
         // Quiet for more than 5 minutes while another namespace is not.
         note_event_netns(&mut seen, 9, s(400));
         assert_eq!(unnamed(&mut seen, &[], s(401)), [9]);
+        // Warned of only while it has events after the dump began: one
+        // whose last came before may have been gone when the dump looked.
+        assert_eq!(alive(&[9], &seen, s(401)), [] as [u32; 0]);
+        assert_eq!(alive(&[9], &seen, s(400)), [9]);
     }
 
     #[test]
