@@ -12,7 +12,7 @@ use clap::Args;
 use crate::{
     config,
     event::SockEvent,
-    leaks::Flag,
+    leaks::{Flag, Report},
     tcp::{Family, TcpState},
 };
 
@@ -88,6 +88,38 @@ impl Match {
     pub fn owner(&self, pid: u32, comm: &str) -> bool {
         any_or_all(&self.pids, &pid)
             && (self.comms.is_empty() || self.comms.iter().any(|c| c == comm))
+    }
+
+    /// Every filter, on a remote endpoint that connects go to (a port
+    /// forecast): the family, and the port at either end or the remote
+    /// one. It has no process, no state and no one local port, so a pid,
+    /// comm, state or local port filter leaves it out.
+    pub fn endpoint(&self, remote: std::net::SocketAddr) -> bool {
+        let family = match remote {
+            std::net::SocketAddr::V4(_) => Family::Ipv4,
+            std::net::SocketAddr::V6(_) => Family::Ipv6,
+        };
+        !self.by_owner()
+            && self.states.is_empty()
+            && self.local_ports.is_empty()
+            && (!self.ipv4 || family == Family::Ipv4)
+            && (!self.ipv6 || family == Family::Ipv6)
+            && any_or_all(&self.ports, &remote.port())
+            && any_or_all(&self.remote_ports, &remote.port())
+    }
+
+    /// A leak report narrowed to what the filters keep: its flags
+    /// ([`Match::flag`]), the descriptor forecasts of the processes left,
+    /// and the port forecasts of the endpoints kept ([`Match::endpoint`]).
+    pub fn report(&self, r: Report) -> Report {
+        if self.is_empty() {
+            return r;
+        }
+        let mut r = r.narrowed(|f| self.flag(f));
+        r.forecasts
+            .ports
+            .retain(|p| self.endpoint(p.endpoint.remote));
+        r
     }
 
     /// Every filter, on a leak flag: some owner must match the pid and

@@ -182,9 +182,7 @@ impl Api for AgentApi {
         if let Ok(f) = self.0.forecasts.lock() {
             report.forecasts = f.clone();
         }
-        if !m.is_empty() {
-            report = report.narrowed(|f| m.flag(f));
-        }
+        let mut report = m.report(report);
         report.stamp(&WallClock::now());
         serde_json::to_value(report).unwrap_or_else(|e| json!({ "error": e.to_string() }))
     }

@@ -189,13 +189,18 @@ fn filter(report: Report, args: &LeaksArgs, scope: NetnsScope) -> Report {
     {
         return report;
     }
-    report.narrowed(|f: &Flag| {
+    let mut report = args.matching.report(report).narrowed(|f: &Flag| {
         let old_enough = match (args.min_age(f.kind), f.age_seconds) {
             (Some(min), Some(age)) => age >= min.as_secs_f64(),
             _ => true,
         };
-        old_enough && (f.netns == 0 || scope.covers(f.netns)) && args.matching.flag(f)
-    })
+        old_enough && (f.netns == 0 || scope.covers(f.netns))
+    });
+    report
+        .forecasts
+        .ports
+        .retain(|p| scope.covers(p.endpoint.netns));
+    report
 }
 
 #[cfg(test)]
@@ -246,6 +251,80 @@ mod tests {
             NetnsScope::all(),
         );
         assert_eq!((none.leak_count, none.exit_code()), (0, 0));
+    }
+
+    /// Port forecasts follow the filters too: a port, the family, the
+    /// namespace; a process filter leaves them out (they have none).
+    #[test]
+    fn port_forecasts_follow_the_filters() {
+        use crate::forecast::{Endpoint, PortForecast, PortSettings, PortUsage};
+        let endpoint = |netns: u32, remote: &str| PortForecast {
+            endpoint: Endpoint {
+                netns,
+                remote: remote.parse().expect("remote"),
+                local: "10.0.0.1".parse().expect("local"),
+            },
+            usage: PortUsage {
+                range: 64,
+                connected: 1,
+                time_wait: 0,
+                time_wait_reusable: false,
+                bound: 0,
+                in_use: 1,
+                free: 63,
+            },
+            settings: PortSettings {
+                low: 40000,
+                high: 40063,
+                tw_reuse: 2,
+            },
+            growth_per_second: Some(1.0),
+            seconds_left: Some(63.0),
+        };
+        let report = || {
+            let mut r = sample();
+            r.forecasts.ports = vec![
+                endpoint(1, "10.0.0.9:5432"),
+                endpoint(1, "10.0.0.9:9077"),
+                endpoint(2, "[fd00::9]:5432"),
+            ];
+            r
+        };
+        let remotes = |m: Match, scope: NetnsScope| -> Vec<String> {
+            let args = LeaksArgs {
+                matching: m,
+                ..LeaksArgs::default()
+            };
+            filter(report(), &args, scope)
+                .forecasts
+                .ports
+                .iter()
+                .map(|p| p.endpoint.remote.to_string())
+                .collect()
+        };
+        let port = |p: u16| Match {
+            ports: vec![p],
+            ..Match::default()
+        };
+        assert_eq!(
+            remotes(port(5432), NetnsScope::all()),
+            ["10.0.0.9:5432", "[fd00::9]:5432"]
+        );
+        let v4 = Match {
+            ipv4: true,
+            ..port(5432)
+        };
+        assert_eq!(remotes(v4, NetnsScope::all()), ["10.0.0.9:5432"]);
+        let one = NetnsScope::One {
+            inode: 2,
+            own: false,
+        };
+        assert_eq!(remotes(Match::default(), one), ["[fd00::9]:5432"]);
+        let by_pid = Match {
+            pids: vec![4242],
+            ..Match::default()
+        };
+        assert!(remotes(by_pid, NetnsScope::all()).is_empty());
     }
 
     #[test]

@@ -85,13 +85,21 @@ pub fn port_line(p: &PortForecast) -> String {
     s
 }
 
-/// Worth a line in the table: growing, or half the range used.
+/// How soon an endpoint must run out to be worth a line of its own: a
+/// day. Two connects in a quiet minute extrapolate to days, not to an
+/// outage anyone must act on tonight (the JSON and metrics keep them).
+pub const SOON_SECONDS: f64 = 86_400.0;
+
+/// Worth a line in the table: running out within [`SOON_SECONDS`], or
+/// half the range used.
 fn worth_showing(p: &PortForecast) -> bool {
-    p.seconds_left.is_some() || p.usage.in_use.saturating_mul(2) >= p.usage.range
+    p.seconds_left.is_some_and(|s| s <= SOON_SECONDS)
+        || p.usage.in_use.saturating_mul(2) >= p.usage.range
 }
 
-/// The forecasts section, nothing when there is none. Endpoints that are
-/// neither growing nor half full are counted, not listed (the JSON has them).
+/// The forecasts section, nothing when there is none. Endpoints that
+/// neither run out within a day nor are half full are counted, not listed
+/// (the JSON has them).
 pub fn render(f: &Forecasts, snapshot: bool, out: &mut dyn Write) -> io::Result<()> {
     let shown: Vec<&PortForecast> = f.ports.iter().filter(|p| worth_showing(p)).collect();
     if f.fd.is_empty() && shown.is_empty() {
@@ -108,7 +116,7 @@ pub fn render(f: &Forecasts, snapshot: bool, out: &mut dyn Write) -> io::Result<
     if quiet > 0 && !shown.is_empty() {
         writeln!(
             out,
-            "  ({quiet} more endpoint{} neither growing nor half full: --json lists them)",
+            "  ({quiet} more endpoint{} neither running out within a day nor half full: --json lists them)",
             if quiet == 1 { "" } else { "s" }
         )?;
     }
@@ -206,7 +214,9 @@ mod tests {
         let text = String::from_utf8(out).expect("utf8");
         assert!(text.starts_with("\nForecasts:\n  127.0.0.1 -> "), "{text}");
         assert!(
-            text.ends_with("(1 more endpoint neither growing nor half full: --json lists them)\n"),
+            text.ends_with(
+                "(1 more endpoint neither running out within a day nor half full: --json lists them)\n"
+            ),
             "{text}"
         );
         let mut out = Vec::new();
@@ -220,6 +230,12 @@ mod tests {
         )
         .expect("render");
         assert!(out.is_empty(), "nothing worth a line");
+        // Two connects in a quiet minute: days away, and no line of its own.
+        let mut slow = p.clone();
+        (slow.growth_per_second, slow.seconds_left) = (Some(0.04), Some(8.0 * 86_400.0));
+        assert!(!worth_showing(&slow));
+        slow.usage.in_use = 40;
+        assert!(worth_showing(&slow), "half full");
         assert_eq!(fmt_left(0.2), "now");
         assert_eq!(fmt_left(5424.0), "~90 min");
         assert_eq!(fmt_left(4.0 * 3600.0 + 300.0), "~4h05m");

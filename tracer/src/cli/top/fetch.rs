@@ -12,7 +12,6 @@ use super::model::{Sample, Summary, TwSocket};
 use crate::{
     cli::leaks::{Limits, get_json, shown},
     filter::Match,
-    leaks::Report,
     tcp::{Family, TcpState},
 };
 
@@ -55,10 +54,7 @@ impl Source {
     /// One refresh.
     pub fn sample(&self) -> anyhow::Result<Sample> {
         let summary: Summary = self.json("/api/v1/summary")?;
-        let mut leaks: Report = self.json("/api/v1/leaks")?;
-        if !self.matching.is_empty() {
-            leaks = leaks.narrowed(|f| self.matching.flag(f));
-        }
+        let leaks = self.matching.report(self.json("/api/v1/leaks")?);
         let (time_wait, time_wait_sampled) = self.time_wait()?;
         Ok(Sample {
             summary,
