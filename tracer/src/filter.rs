@@ -108,6 +108,34 @@ impl Match {
             && any_or_all(&self.remote_ports, &remote.port())
     }
 
+    /// The filters as flags, for a header: `--pid 4242 --port 8080`;
+    /// empty when nothing is filtered.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        let mut list = |flag: &str, values: Vec<String>| {
+            if !values.is_empty() {
+                parts.push(format!("{flag} {}", values.join(",")));
+            }
+        };
+        let each = |v: &[u16]| v.iter().map(u16::to_string).collect::<Vec<_>>();
+        list("--pid", self.pids.iter().map(u32::to_string).collect());
+        list("--comm", self.comms.clone());
+        list(
+            "--state",
+            self.states.iter().map(|s| s.name().to_owned()).collect(),
+        );
+        list("--port", each(&self.ports));
+        list("--local-port", each(&self.local_ports));
+        list("--remote-port", each(&self.remote_ports));
+        if self.ipv4 {
+            parts.push("-4".to_owned());
+        }
+        if self.ipv6 {
+            parts.push("-6".to_owned());
+        }
+        parts.join(" ")
+    }
+
     /// A leak report narrowed to what the filters keep: its flags
     /// ([`Match::flag`]), the descriptor forecasts of the processes left,
     /// and the port forecasts of the endpoints kept ([`Match::endpoint`]).

@@ -226,8 +226,10 @@ impl Sink for AgentSink {
 
 /// A leak flag raised (warn) or cleared (info), as one structured log
 /// event: the fields `tracer events` prints for it, the first owner
-/// flattened (`pid`, `comm`, `fd`; 0, "" and -1 when none is known), and
-/// `owner_unknown` to tell an owner that could not be named from none.
+/// flattened (`pid`, `comm`, `fd`), and `owner_unknown` to tell an owner
+/// that could not be named from none. What is not known (a reason, a
+/// remote, a container, an owner) is left out rather than written as a
+/// placeholder.
 fn log_leak(c: &Change, ts_ns: u64, clock: &crate::wall::WallClock) {
     let f = c.flag();
     let first = f.owners.first();
@@ -236,28 +238,31 @@ fn log_leak(c: &Change, ts_ns: u64, clock: &crate::wall::WallClock) {
         .iter()
         .map(|o| format!("{}[{}] fd {}", o.comm, o.pid, o.fd))
         .collect();
-    let container = f.container.as_ref().map_or(String::new(), |c| {
-        c.name.clone().unwrap_or_else(|| c.id.clone())
-    });
+    let owners = (!owners.is_empty()).then(|| owners.join(", "));
+    let container = f
+        .container
+        .as_ref()
+        .map(|c| c.name.clone().unwrap_or_else(|| c.id.clone()));
+    let remote = f.remote.map(|r| r.to_string());
     macro_rules! leak_event {
         ($level:ident, $what:literal, $why:expr) => {
             tracing::$level!(
                 event = c.event_name(),
                 leak = f.kind.name(),
-                reason = f.reason.map_or("", |r| r.name()),
-                cookie = f.cookie.unwrap_or(0),
+                reason = f.reason.map(|r| r.name()),
+                cookie = f.cookie,
                 local = %f.local,
-                remote = %f.remote.map_or(String::new(), |r| r.to_string()),
+                remote = remote.as_deref(),
                 state = f.state.name(),
                 netns = f.netns,
-                container = %container,
-                age_seconds = f.age_seconds.unwrap_or(-1.0),
+                container = container.as_deref(),
+                age_seconds = f.age_seconds,
                 unread_bytes = f.unread_bytes,
                 read_to_end = f.read_to_end,
-                pid = first.map_or(0, |o| o.pid),
-                comm = first.map_or("", |o| o.comm.as_str()),
-                fd = first.map_or(-1, |o| i64::from(o.fd)),
-                owners = %owners.join(", "),
+                pid = first.map(|o| o.pid),
+                comm = first.map(|o| o.comm.as_str()),
+                fd = first.map(|o| o.fd),
+                owners = owners.as_deref(),
                 owner_unknown = f.owner_unknown,
                 ts = %clock.at(ts_ns),
                 concat!($what, ": {}"),

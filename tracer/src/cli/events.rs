@@ -58,6 +58,8 @@ struct Printer<W: Write> {
     filter: Filter,
     seen: u64,
     printed: u64,
+    /// Of `printed`, the leak flag changes (not kernel events).
+    leak_lines: u64,
     err: Option<std::io::Error>,
     /// The container of each namespace, from the pipeline's last discovery.
     containers: Arc<ContainerMap>,
@@ -80,6 +82,7 @@ impl<W: Write> Printer<W> {
     fn leak(&mut self, c: &Change, ts_ns: u64) {
         if self.err.is_none() && self.filter.keep_leak(c) {
             self.printed += 1;
+            self.leak_lines += 1;
             if let Err(e) = stream::write_leak(&mut self.out, c, ts_ns, &self.clock) {
                 self.err = Some(e);
             }
@@ -263,6 +266,7 @@ async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
         filter,
         seen: 0,
         printed: 0,
+        leak_lines: 0,
         err: None,
         containers: Arc::default(),
         clock: WallClock::now(),
@@ -296,8 +300,13 @@ async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
         tracing::warn!("stdout stopped reading: {unread} bytes of events were left unwritten");
     }
     let counters = pipeline.counters();
+    let leak_lines = match p.leak_lines {
+        0 => String::new(),
+        1 => " (1 of them a leak flag change)".to_owned(),
+        n => format!(" ({n} of them leak flag changes)"),
+    };
     tracing::info!(
-        "{seen} events read, {printed} printed{}, {} lost in the kernel \
+        "{seen} kernel events read, {printed} lines printed{leak_lines}{}, {} lost in the kernel \
          (ring buffer full: {}, read errors: {}, skipped while the program ran on the same \
          CPU: {}), {} undecodable",
         if dropped > 0 {

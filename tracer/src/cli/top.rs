@@ -104,6 +104,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
             model: &model,
             ui: &ui,
             url: &source.shown_url(),
+            only: &source.matching.describe(),
             error: None,
             live: false,
         };

@@ -24,6 +24,9 @@ pub struct Screen<'a> {
     pub ui: &'a Ui,
     /// The agent asked.
     pub url: &'a str,
+    /// The command line's filters (`--port 8080`), empty for none: the
+    /// counts and panels are of what they keep.
+    pub only: &'a str,
     /// Why the last refresh failed, while it does.
     pub error: Option<&'a str>,
     /// Live (footer and interval shown), or one `--once` frame.
@@ -87,6 +90,9 @@ fn header_lines(s: &Screen<'_>) -> Vec<Line<'static>> {
         first.push_str(&format!("  filter: {}", s.ui.filter));
     }
     let mut second = format!("leaks {}", m.leak_count);
+    if !s.only.is_empty() {
+        second.push_str(&format!(" (only {})", s.only));
+    }
     if let Some(h) = m.handshakes {
         let (ok, failed, rates) = (h.ok, h.failed, h.rates);
         let r = |v: Option<f64>| v.map_or(String::new(), |v| format!(" ({v:+.1}/s)"));

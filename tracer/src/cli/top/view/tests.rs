@@ -20,6 +20,7 @@ fn frame(m: &Model, ui: &Ui, error: Option<&str>, (w, h): (u16, u16)) -> String 
         model: m,
         ui,
         url: "http://127.0.0.1:9077",
+        only: "",
         error,
         live: true,
     };
@@ -152,6 +153,7 @@ fn a_once_frame_fits_its_rows_and_has_no_footer() {
         model: &m,
         ui: &ui,
         url: "http://127.0.0.1:9077",
+        only: "--port 8080",
         error: None,
         live: false,
     };
@@ -163,6 +165,13 @@ fn a_once_frame_fits_its_rows_and_has_no_footer() {
         text.starts_with(
             "tracer top  http://127.0.0.1:9077  at 2026-11-30T05:42:20Z  tracked 42\n"
         )
+    );
+    // The command line's filters: what the counts are of.
+    assert!(
+        text.lines()
+            .nth(1)
+            .is_some_and(|l| l.contains(" (only --port 8080)")),
+        "{text}"
     );
     assert!(!text.contains("┌ > "), "no focus in a batch frame");
     assert!(!text.contains(HINTS));
