@@ -188,11 +188,7 @@ fn close_wait_that_still_sends_after_the_peers_shutdown_is_not_flagged() {
         close_wait: Duration::from_secs(1),
         ..Thresholds::default()
     });
-    let mut dumper = Dumper::new(DumpOptions {
-        with_info: true,
-        without_time_wait: true,
-    })
-    .expect("sock_diag");
+    let mut dumper = live_dumper();
     let mut dump = Vec::new();
     let mut judge = || {
         dumper.dump_into(&mut dump).expect("dump");
@@ -483,4 +479,62 @@ fn the_agent_logs_each_flag_as_one_structured_json_event() {
             .any(|l| l.contains("\"message\":\"agent running:")),
         "{text}"
     );
+}
+
+/// The server's clients closed and are gone: their ends are orphans in
+/// FIN_WAIT2, waiting for the server's FIN that never comes. Their peer is
+/// on this host, so each orphan's flag names the server's process and the
+/// fd of its end of that very connection.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn an_orphans_peer_on_this_host_is_named() {
+    common::require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let server = leaking_server();
+    let (port, pid) = (server.port, server.pid());
+    wait_close_wait(port, CONNS);
+    let mut det = Detector::new(Thresholds {
+        fin_wait2: Duration::from_secs(1),
+        close_wait: Duration::from_secs(3600),
+        ..Thresholds::default()
+    });
+    let mut dumper = live_dumper();
+    let mut dump = Vec::new();
+    let mut orphans = Vec::new();
+    let started = Instant::now();
+    while orphans.len() < CONNS && started.elapsed() < Duration::from_secs(5) {
+        dumper.dump_into(&mut dump).expect("dump");
+        let now = tracer::agent::monotonic_ns();
+        det.update(&dump, now, |_, _| None, owners_of);
+        orphans = det
+            .active()
+            .filter(|f| {
+                f.kind == LeakKind::OrphanedFinWait2 && f.remote.is_some_and(|r| r.port() == port)
+            })
+            .cloned()
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(orphans.len(), CONNS, "{orphans:#?}");
+    for f in &orphans {
+        let peer = f
+            .local_peer
+            .as_ref()
+            .unwrap_or_else(|| panic!("no peer: {f:#?}"));
+        let owner = peer
+            .owners
+            .iter()
+            .find(|o| o.pid == pid)
+            .unwrap_or_else(|| panic!("the server not named: {f:#?}"));
+        assert_eq!(server.fds[&owner.fd], f.local.port(), "{f:#?}");
+    }
+}
+
+/// A dumper as the agent's live dumps make it: `tcp_info`, no TIME_WAIT.
+fn live_dumper() -> Dumper {
+    Dumper::new(DumpOptions {
+        with_info: true,
+        without_time_wait: true,
+    })
+    .expect("sock_diag")
 }

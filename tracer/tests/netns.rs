@@ -187,7 +187,10 @@ fn a_leak_in_a_namespace_made_after_the_agent_is_named_from_the_host() {
         .output()
         .expect("tracer leaks");
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains(&ns.inode.to_string()), "{table}");
+    assert!(
+        table.contains(&format!("{} ({})", ns.inode, ns.name)),
+        "{table}"
+    );
 
     // Per-state counts agree with `ss -tan` inside the namespace.
     agent.assert_states_agree(ns.inode, &ns.name, || ns.ss_states());

@@ -105,7 +105,7 @@ pub fn run_to(args: &LeaksArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         timeout: args.timeout.unwrap_or(client::DEFAULT_TIMEOUT),
         ..Limits::default()
     };
-    let report = filter(
+    let mut report = filter(
         collect(
             args.agent.as_deref().unwrap_or(DEFAULT_AGENT),
             scope,
@@ -119,6 +119,7 @@ pub fn run_to(args: &LeaksArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
             .map_err(io::Error::from)
             .and_then(|()| writeln!(out))
     } else {
+        report.netns_names = crate::pipeline::discover::names();
         render(&report, out)
     };
     match written.and_then(|()| out.flush()) {

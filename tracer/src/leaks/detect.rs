@@ -8,7 +8,9 @@
 //! [`DetectorStats::untracked`] and get an age only from the engine.
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-use super::rules::{PortAcc, Stall, apply_scan, attribute_to_listeners, cleared_how};
+use super::rules::{
+    PortAcc, Stall, apply_scan, attribute_to_listeners, cleared_how, find_local_peers,
+};
 use super::{Change, Flag, LeakKind, Thresholds};
 use super::{
     report::{Report, Source},
@@ -183,6 +185,7 @@ impl Detector {
         for d in dump {
             self.check(d, now_ns, &since, &mut found, &mut ports);
         }
+        find_local_peers(found.values_mut(), dump);
         attribute_to_listeners(found.values_mut(), |netns, port| {
             ports
                 .get(&(netns, port))
@@ -252,6 +255,12 @@ impl Detector {
                         a.owners.clear();
                         reowned.push(key);
                     }
+                    // Its local peer found (or another one): its owners too.
+                    let peer = |p: &Option<super::LocalPeer>| p.as_ref().map(|p| p.inode);
+                    if peer(&f.local_peer) != peer(&a.local_peer) {
+                        a.local_peer = f.local_peer;
+                        reowned.push(key);
+                    }
                     // A half-open stall keeps its flag when its evidence changes kind.
                     a.reason = f.reason;
                     a.age_seconds = f.age_seconds;
@@ -285,18 +294,14 @@ impl Detector {
         O: FnOnce(&HashSet<u64>) -> R,
         R: Into<OwnerScan>,
     {
-        let new = raised
-            .iter()
-            .chain(reowned)
-            .any(|k| self.active.get(k).is_some_and(|f| f.inode != 0));
+        let new = raised.iter().chain(reowned).any(|k| {
+            self.active
+                .get(k)
+                .is_some_and(|f| scanned(f).next().is_some())
+        });
         let every = OWNERS_FRESH_NS.max(self.owners_took.saturating_mul(100));
         let stale = now_ns.saturating_sub(self.owners_at) >= every;
-        let inodes: HashSet<u64> = self
-            .active
-            .values()
-            .filter(|f| f.inode != 0)
-            .map(|f| f.inode)
-            .collect();
+        let inodes: HashSet<u64> = self.active.values().flat_map(scanned).collect();
         if inodes.is_empty() || !(new || stale) {
             return;
         }
@@ -304,7 +309,11 @@ impl Detector {
         let found: OwnerScan = owners(&inodes).into();
         self.owners_took = u64::try_from(walk.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.owners_at = now_ns;
-        for f in self.active.values_mut().filter(|f| f.inode != 0) {
+        for f in self
+            .active
+            .values_mut()
+            .filter(|f| scanned(f).next().is_some())
+        {
             apply_scan(f, &found);
         }
     }
@@ -372,4 +381,13 @@ impl Detector {
             active: self.active.len(),
         }
     }
+}
+
+/// The inodes a flag's owners are looked up by: its socket's (or its
+/// listener's), and its local peer's.
+fn scanned(f: &Flag) -> impl Iterator<Item = u64> + '_ {
+    [Some(f.inode), f.local_peer.as_ref().map(|p| p.inode)]
+        .into_iter()
+        .flatten()
+        .filter(|&i| i != 0)
 }

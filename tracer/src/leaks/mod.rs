@@ -257,6 +257,27 @@ pub struct Flag {
     /// The container (and pod) of the socket's namespace, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<crate::container::Container>,
+    /// For an `orphaned_fin_wait2` flag whose peer is on this host (its
+    /// other end is in the same namespace's dump, in CLOSE_WAIT): that
+    /// end, whose process is the one that leaks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_peer: Option<LocalPeer>,
+}
+
+/// The other end of a connection, when it is a socket on this host: for an
+/// orphan whose peer never sent its FIN, the process that has not closed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LocalPeer {
+    /// Its cookie.
+    pub cookie: u64,
+    /// Its state (`close_wait`).
+    #[serde(with = "state_name")]
+    pub state: TcpState,
+    /// Its inode.
+    pub inode: u64,
+    /// Every (process, fd) holding it, from the same `/proc` scan as the
+    /// flags' owners.
+    pub owners: Vec<FdOwner>,
 }
 
 impl Flag {

@@ -103,6 +103,10 @@ pub struct Report {
     /// a snapshot has descriptor counts only, with no rate.
     #[serde(default, skip_serializing_if = "crate::forecast::Forecasts::is_empty")]
     pub forecasts: crate::forecast::Forecasts,
+    /// The `/run/netns` names of the flags' namespaces, for the table's
+    /// NETNS column: `tracer leaks` fills them from its host.
+    #[serde(skip)]
+    pub netns_names: BTreeMap<u32, String>,
 }
 
 impl Report {
@@ -143,6 +147,7 @@ impl Report {
         out.followed_netns = self.followed_netns;
         out.now = self.now;
         out.forecasts = self.forecasts;
+        out.netns_names = self.netns_names;
         // A process's descriptors go with its leaks.
         let pids: Vec<Option<u32>> = out.leaks.iter().map(|g| g.pid).collect();
         out.forecasts.fd.retain(|f| pids.contains(&Some(f.pid)));
@@ -288,6 +293,7 @@ impl Report {
             risks,
             recently_cleared,
             forecasts: crate::forecast::Forecasts::default(),
+            netns_names: BTreeMap::new(),
         }
     }
 

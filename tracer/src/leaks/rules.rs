@@ -78,6 +78,7 @@ pub(super) fn socket_flag(
         cleared_at: None,
         cleared_how: None,
         container: None,
+        local_peer: None,
     }
 }
 
@@ -129,9 +130,50 @@ pub(super) fn queue_flag(d: &SocketSnapshot, now: u64, age: (u64, bool), held: &
     f
 }
 
+/// Give each `orphaned_fin_wait2` flag of `flags` its peer, when the
+/// other end of its connection is in `dump` (same namespace, the 4-tuple
+/// reversed) in CLOSE_WAIT: a connection between two processes of this
+/// host, whose other process has not closed. One pass over the dump, and
+/// only when there is such a flag.
+pub(super) fn find_local_peers<'a>(
+    flags: impl Iterator<Item = &'a mut Flag>,
+    dump: &[SocketSnapshot],
+) {
+    use std::{collections::HashMap, net::SocketAddr};
+    let mut orphans: HashMap<(u32, SocketAddr, SocketAddr), &mut Flag> = flags
+        .filter(|f| f.kind == LeakKind::OrphanedFinWait2)
+        .filter_map(|f| Some(((f.netns, f.remote?, f.local), f)))
+        .collect();
+    if orphans.is_empty() {
+        return;
+    }
+    for d in dump
+        .iter()
+        .filter(|d| d.state == TcpState::CloseWait && !d.timewait)
+    {
+        let key = (
+            d.netns,
+            SocketAddr::new(d.saddr, d.sport),
+            SocketAddr::new(d.daddr, d.dport),
+        );
+        if let Some(f) = orphans.remove(&key) {
+            f.local_peer = Some(super::LocalPeer {
+                cookie: d.cookie,
+                state: d.state,
+                inode: d.inode,
+                owners: Vec::new(),
+            });
+        }
+    }
+}
+
 /// Fill in `f`'s owners from `scan`, or mark them unknown (with the hint)
-/// when the socket has an owner the scan could not see.
+/// when the socket has an owner the scan could not see; and its local
+/// peer's owners.
 pub(super) fn apply_scan(f: &mut Flag, scan: &OwnerScan) {
+    if let Some(p) = &mut f.local_peer {
+        p.owners = scan.get(&p.inode).cloned().unwrap_or_default();
+    }
     if let Some(list) = scan.get(&f.inode).filter(|_| f.inode != 0) {
         f.owners = list.clone();
         f.owner_unknown = false;

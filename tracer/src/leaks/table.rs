@@ -89,7 +89,7 @@ pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
     }
     for g in &r.leaks {
         writeln!(out)?;
-        render_group(g, out)?;
+        render_group(g, &r.netns_names, out)?;
     }
     if !r.risks.is_empty() {
         writeln!(out, "\nAt risk, not leaks ({}):", r.risks.len())?;
@@ -154,7 +154,54 @@ fn render_reads(g: &ProcessLeaks, out: &mut dyn Write) -> io::Result<()> {
     Ok(())
 }
 
-fn render_group(g: &ProcessLeaks, out: &mut dyn Write) -> io::Result<()> {
+/// A flag's local peer, for its evidence: the process that has not closed.
+fn peer_words(f: &Flag) -> String {
+    let Some(p) = &f.local_peer else {
+        return String::new();
+    };
+    match p.owners.first() {
+        Some(o) => format!(
+            "; its peer is on this host, in CLOSE_WAIT: PID {} {} fd {} has not closed it",
+            o.pid, o.comm, o.fd
+        ),
+        None => "; its peer is on this host, in CLOSE_WAIT (its owner could not be named)".into(),
+    }
+}
+
+/// For orphans whose peers are on this host: which process holds the
+/// other ends, in CLOSE_WAIT. It is that process that leaks.
+fn render_peers(g: &ProcessLeaks, out: &mut dyn Write) -> io::Result<()> {
+    let mut by: Vec<(u32, &str, usize)> = Vec::new();
+    for o in g
+        .sockets
+        .iter()
+        .filter_map(|f| f.local_peer.as_ref()?.owners.first())
+    {
+        match by.iter_mut().find(|(pid, ..)| *pid == o.pid) {
+            Some(e) => e.2 += 1,
+            None => by.push((o.pid, &o.comm, 1)),
+        }
+    }
+    for (pid, comm, n) in by {
+        writeln!(
+            out,
+            "  peer:    {n} {} to PID {pid} {comm} on this host, which has not closed its end{} (CLOSE_WAIT): that process leaks",
+            if n == 1 {
+                "is a connection"
+            } else {
+                "are connections"
+            },
+            if n == 1 { "" } else { "s" }
+        )?;
+    }
+    Ok(())
+}
+
+fn render_group(
+    g: &ProcessLeaks,
+    names: &std::collections::BTreeMap<u32, String>,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     match (g.pid, &g.comm) {
         (Some(pid), comm) => write!(out, "PID {pid} {}", comm.as_deref().unwrap_or("?"))?,
         (None, _) if g.owner_unknown => write!(out, "owner unknown")?,
@@ -184,6 +231,7 @@ fn render_group(g: &ProcessLeaks, out: &mut dyn Write) -> io::Result<()> {
         writeln!(out, "  why:     {hint}")?;
     }
     render_reads(g, out)?;
+    render_peers(g, out)?;
     if !g.cmdline.is_empty() {
         writeln!(out, "  cmdline: {}", g.cmdline.replace(['\n', '\r'], " "))?;
     }
@@ -214,13 +262,13 @@ fn render_group(g: &ProcessLeaks, out: &mut dyn Write) -> io::Result<()> {
                 } else {
                     fds.join(",")
                 },
-                netns(f),
+                netns(f, names),
                 f.container.as_ref().map_or("-".into(), |c| c.short()),
                 endpoints(f),
                 kind,
                 fmt_age(f.age_seconds, f.age_is_lower_bound),
                 f.unread_bytes.to_string(),
-                f.evidence.clone(),
+                format!("{}{}", f.evidence, peer_words(f)),
             ]
         })
         .collect();
@@ -258,11 +306,13 @@ fn render_group(g: &ProcessLeaks, out: &mut dyn Write) -> io::Result<()> {
     Ok(())
 }
 
-/// The network namespace inode, or `-` when unknown.
-fn netns(f: &Flag) -> String {
-    match f.netns {
-        0 => "-".into(),
-        n => n.to_string(),
+/// The network namespace inode, with its `/run/netns` name when it has
+/// one (`4026532174 (web)`), or `-` when unknown.
+fn netns(f: &Flag, names: &std::collections::BTreeMap<u32, String>) -> String {
+    match (f.netns, names.get(&f.netns)) {
+        (0, _) => "-".into(),
+        (n, Some(name)) => format!("{n} ({name})"),
+        (n, None) => n.to_string(),
     }
 }
 

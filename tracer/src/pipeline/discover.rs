@@ -24,6 +24,27 @@ pub struct Found {
     pub unreadable: u32,
 }
 
+impl Found {
+    /// The `/run/netns` names of the namespaces found, by inode.
+    pub fn names(&self) -> BTreeMap<u32, String> {
+        self.paths
+            .iter()
+            .filter_map(|(&inode, p)| {
+                let name = p.strip_prefix("/run/netns").ok()?;
+                Some((inode, name.to_string_lossy().into_owned()))
+            })
+            .collect()
+    }
+}
+
+/// The names of the host's named namespaces (`ip netns add`), by inode:
+/// a scan of `/run/netns` alone.
+pub fn names() -> BTreeMap<u32, String> {
+    let mut found = Found::default();
+    scan(Path::new("/run/netns"), None, &mut found);
+    found.names()
+}
+
 /// Processes remembered per namespace: a pod's sandbox and its first
 /// application processes.
 pub const PIDS_PER_NETNS: usize = 8;

@@ -157,14 +157,9 @@ pub fn gather(
     for list in found.by_netns.values_mut() {
         list.sort_by_key(|h| (h.snap.state, h.snap.saddr, h.snap.daddr, h.snap.dport));
     }
-    for (inode, path) in discover().paths {
-        if let Ok(name) = path.strip_prefix("/run/netns") {
-            found
-                .names
-                .insert(inode, name.to_string_lossy().into_owned());
-        }
-        found.paths.insert(inode, path);
-    }
+    let namespaces = discover();
+    found.names = namespaces.names().into_iter().collect();
+    found.paths = namespaces.paths.into_iter().collect();
     found.addr_in = addr_check(addr, scope, &found);
     Ok(found)
 }

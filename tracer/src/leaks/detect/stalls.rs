@@ -186,6 +186,7 @@ impl Detector {
             cleared_at: None,
             cleared_how: None,
             container: None,
+            local_peer: None,
         })
     }
 }

@@ -587,6 +587,59 @@ fn a_dump_of_looked_up_sockets_judges_only_those() {
     assert_eq!(det.active().count(), 0);
 }
 
+/// An orphan whose peer is a process of this host: the other end of its
+/// connection, in CLOSE_WAIT in the same namespace, names the process
+/// that has not closed, in the JSON and the table (with the default
+/// thresholds, 30 s before that end's own CLOSE_WAIT flag).
+#[test]
+fn an_orphans_local_peer_names_the_process_that_did_not_close() {
+    let mut det = Detector::new(thresholds());
+    let mut orphan = sock(20, TcpState::FinWait2);
+    (orphan.timewait, orphan.inode) = (true, 0);
+    // The peer's end: the same 4-tuple reversed.
+    let peer = snapshot(7, TcpState::CloseWait)
+        .local(orphan.daddr, orphan.dport)
+        .peer(orphan.saddr, orphan.sport);
+    // Another namespace's socket with the same tuple is not its peer.
+    let mut elsewhere = peer;
+    (elsewhere.cookie, elsewhere.netns, elsewhere.inode) = (8, 99, 1008);
+    let dump = [orphan, elsewhere, peer];
+    det.update(&dump, 0, none, app_owners);
+    let c = det.update(&dump, 60 * S, none, app_owners);
+    let f = raised(&c)
+        .into_iter()
+        .find(|f| f.kind == LeakKind::OrphanedFinWait2)
+        .expect("orphan flagged");
+    let p = f.local_peer.as_ref().expect("its peer is here");
+    assert_eq!((p.cookie, p.state, p.inode), (7, TcpState::CloseWait, 1007));
+    assert_eq!(p.owners, vec![owner(100, "app", 7)]);
+    let text = table(&det.report(60 * S));
+    assert!(
+        text.contains(
+            "its peer is on this host, in CLOSE_WAIT: PID 100 app fd 7 has not closed it"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("  peer:    1 is a connection to PID 100 app on this host, which has not closed its end (CLOSE_WAIT): that process leaks"),
+        "{text}"
+    );
+    let json = serde_json::to_value(f).expect("json");
+    assert_eq!(json["local_peer"]["state"], "close_wait");
+    // The peer closes: the orphan stays, without a peer.
+    let c = det.update(&[orphan], 61 * S, none, app_owners);
+    assert!(
+        c.iter()
+            .all(|c| c.flag().kind != LeakKind::OrphanedFinWait2),
+        "{c:?}"
+    );
+    let f = det
+        .active()
+        .find(|f| f.kind == LeakKind::OrphanedFinWait2)
+        .expect("still flagged");
+    assert!(f.local_peer.is_none());
+}
+
 #[test]
 fn orphaned_fin_wait2_only_without_an_owner() {
     let mut det = Detector::new(thresholds());
