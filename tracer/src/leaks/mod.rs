@@ -273,8 +273,12 @@ pub struct LocalPeer {
     /// Its state (`close_wait`).
     #[serde(with = "state_name")]
     pub state: TcpState,
-    /// Its inode.
+    /// Its inode; its listener's when it was never accepted.
     pub inode: u64,
+    /// It waits in its listener's accept queue, never accepted: `owners`
+    /// hold the listener (the process that should accept it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_accepted: bool,
     /// Every (process, fd) holding it, from the same `/proc` scan as the
     /// flags' owners.
     pub owners: Vec<FdOwner>,

@@ -101,16 +101,25 @@ pub(super) fn close_wait_flag(
     f
 }
 
-/// Give each `not_accepted` flag of `flags` its listener's inode, from
-/// `listeners` by namespace and port, so that its owners are the process
-/// that should accept it.
+/// Give each `not_accepted` flag of `flags`, and each local peer never
+/// accepted, its listener's inode, from `listeners` by namespace and port,
+/// so that its owners are the process that should accept it.
 pub(super) fn attribute_to_listeners<'a>(
     flags: impl Iterator<Item = &'a mut Flag>,
     listeners: impl Fn(u32, u16) -> Option<u64>,
 ) {
-    for f in flags.filter(|f| f.reason == Some(Reason::NotAccepted) && f.inode == 0) {
-        if let Some(inode) = listeners(f.netns, f.local.port()) {
-            f.inode = inode;
+    for f in flags {
+        if f.reason == Some(Reason::NotAccepted) && f.inode == 0 {
+            if let Some(inode) = listeners(f.netns, f.local.port()) {
+                f.inode = inode;
+            }
+        }
+        if let (Some(p), Some(remote)) = (&mut f.local_peer, f.remote)
+            && p.not_accepted
+            && p.inode == 0
+            && let Some(inode) = listeners(f.netns, remote.port())
+        {
+            p.inode = inode;
         }
     }
 }
@@ -161,6 +170,7 @@ pub(super) fn find_local_peers<'a>(
                 cookie: d.cookie,
                 state: d.state,
                 inode: d.inode,
+                not_accepted: d.inode == 0,
                 owners: Vec::new(),
             });
         }

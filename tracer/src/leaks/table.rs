@@ -159,12 +159,18 @@ fn peer_words(f: &Flag) -> String {
     let Some(p) = &f.local_peer else {
         return String::new();
     };
-    match p.owners.first() {
-        Some(o) => format!(
+    match (p.owners.first(), p.not_accepted) {
+        (Some(o), false) => format!(
             "; its peer is on this host, in CLOSE_WAIT: PID {} {} fd {} has not closed it",
             o.pid, o.comm, o.fd
         ),
-        None => "; its peer is on this host, in CLOSE_WAIT (its owner could not be named)".into(),
+        (Some(o), true) => format!(
+            "; its peer is on this host, in CLOSE_WAIT in the accept queue of PID {} {} (its listener, fd {}): never accepted",
+            o.pid, o.comm, o.fd
+        ),
+        (None, _) => {
+            "; its peer is on this host, in CLOSE_WAIT (its owner could not be named)".into()
+        }
     }
 }
 
@@ -185,13 +191,13 @@ fn render_peers(g: &ProcessLeaks, out: &mut dyn Write) -> io::Result<()> {
     for (pid, comm, n) in by {
         writeln!(
             out,
-            "  peer:    {n} {} to PID {pid} {comm} on this host, which has not closed its end{} (CLOSE_WAIT): that process leaks",
+            "  peer:    {n} {} to PID {pid} {comm} on this host, whose end{} CLOSE_WAIT (not closed, or never accepted): that process leaks",
             if n == 1 {
                 "is a connection"
             } else {
                 "are connections"
             },
-            if n == 1 { "" } else { "s" }
+            if n == 1 { " sits in" } else { "s sit in" }
         )?;
     }
     Ok(())

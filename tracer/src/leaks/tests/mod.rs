@@ -621,11 +621,12 @@ fn an_orphans_local_peer_names_the_process_that_did_not_close() {
         "{text}"
     );
     assert!(
-        text.contains("  peer:    1 is a connection to PID 100 app on this host, which has not closed its end (CLOSE_WAIT): that process leaks"),
+        text.contains("  peer:    1 is a connection to PID 100 app on this host, whose end sits in CLOSE_WAIT (not closed, or never accepted): that process leaks"),
         "{text}"
     );
     let json = serde_json::to_value(f).expect("json");
     assert_eq!(json["local_peer"]["state"], "close_wait");
+    assert!(json["local_peer"].get("not_accepted").is_none(), "{json}");
     // The peer closes: the orphan stays, without a peer.
     let c = det.update(&[orphan], 61 * S, none, app_owners);
     assert!(
@@ -638,6 +639,28 @@ fn an_orphans_local_peer_names_the_process_that_did_not_close() {
         .find(|f| f.kind == LeakKind::OrphanedFinWait2)
         .expect("still flagged");
     assert!(f.local_peer.is_none());
+
+    // A peer never accepted (no inode): its listener's process is named.
+    let mut det = Detector::new(thresholds());
+    let mut queued = peer;
+    queued.inode = 0;
+    let mut listener = snapshot(9, TcpState::Listen).local(orphan.daddr, orphan.dport);
+    listener.inode = 1044;
+    let dump = [orphan, queued, listener];
+    det.update(&dump, 0, none, app_owners);
+    det.update(&dump, 60 * S, none, app_owners);
+    let f = det
+        .active()
+        .find(|f| f.kind == LeakKind::OrphanedFinWait2)
+        .expect("orphan flagged");
+    let p = f.local_peer.as_ref().expect("its peer is here");
+    assert!(p.not_accepted);
+    assert_eq!(p.owners, vec![owner(100, "app", 44)]);
+    let text = table(&det.report(60 * S));
+    assert!(
+        text.contains("in the accept queue of PID 100 app (its listener, fd 44): never accepted"),
+        "{text}"
+    );
 }
 
 #[test]
