@@ -109,10 +109,11 @@ pub(super) fn attribute_to_listeners<'a>(
     listeners: impl Fn(u32, u16) -> Option<u64>,
 ) {
     for f in flags {
-        if f.reason == Some(Reason::NotAccepted) && f.inode == 0 {
-            if let Some(inode) = listeners(f.netns, f.local.port()) {
-                f.inode = inode;
-            }
+        if f.reason == Some(Reason::NotAccepted)
+            && f.inode == 0
+            && let Some(inode) = listeners(f.netns, f.local.port())
+        {
+            f.inode = inode;
         }
         if let (Some(p), Some(remote)) = (&mut f.local_peer, f.remote)
             && p.not_accepted
