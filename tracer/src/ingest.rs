@@ -199,7 +199,11 @@ impl Ingest {
         });
     }
 
-    /// Hand every event stamped before `horizon` (monotonic ns) to `f`.
+    /// Hand every event stamped before `horizon` (monotonic ns) to `f`:
+    /// the spilled ones first (they are older than any in the lanes), and
+    /// those in the lanes only when every spilled one went: a spilled
+    /// event stamped at or after `horizon` keeps its place, and the lanes'
+    /// newer ones wait behind it.
     pub fn drain_before(&mut self, horizon: u64, mut f: impl FnMut(&SockEvent)) -> usize {
         self.drained_at = Instant::now();
         let Ingest {
@@ -218,12 +222,18 @@ impl Ingest {
                 Err(_) => *decode_errors += 1,
             }
         };
-        let earlier = spilled.len();
-        for record in spilled.iter() {
+        // Spilled in stamp order; one that does not decode goes with
+        // those before it (and is counted).
+        let due =
+            spilled.partition_point(|r| SockEvent::decode(r).map_or(true, |e| e.ts_ns < horizon));
+        for record in &spilled[..due] {
             decoded(record);
         }
-        spilled.clear();
-        earlier + lanes.drain(horizon, usize::MAX, decoded)
+        spilled.drain(..due);
+        if !spilled.is_empty() {
+            return due;
+        }
+        due + lanes.drain(horizon, usize::MAX, decoded)
     }
 }
 
@@ -294,6 +304,23 @@ mod tests {
         }
         assert_eq!(drain_all(&mut ingest), (0..40).collect::<Vec<_>>());
         assert!(drain_all(&mut ingest).is_empty(), "each event once");
+    }
+
+    /// A drain up to a horizon hands out the spilled events stamped before
+    /// it, and keeps the later ones, and the lanes' newer ones, in order.
+    #[tokio::test]
+    async fn a_drain_before_a_horizon_keeps_the_later_spilled_events() {
+        let mut ingest = Ingest::new(Stream {
+            events: Lanes::owned(&[16]),
+            logs: None,
+        });
+        write(&mut ingest, 0..16);
+        ingest.spill();
+        write(&mut ingest, 16..20);
+        let mut before = Vec::new();
+        let n = ingest.drain_before(1_008, |ev| before.push(ev.cookie));
+        assert_eq!((n, before), (8, (0..8).collect::<Vec<_>>()));
+        assert_eq!(drain_all(&mut ingest), (8..20).collect::<Vec<_>>());
     }
 
     #[tokio::test]

@@ -46,8 +46,9 @@ pub struct TcpInfo {
     pub last_ack_recv_ms: u32,
     /// `tcpi_total_retrans`.
     pub total_retrans: u32,
-    /// `tcpi_bytes_acked` (Linux 4.1): data the peer acknowledged; 0 for
-    /// a socket that never sent any.
+    /// `tcpi_bytes_acked` (Linux 4.1): bytes the peer acknowledged; 0 for
+    /// an accepted socket that never sent data, 1 for a connecting one
+    /// (its SYN).
     pub bytes_acked: u64,
 }
 

@@ -395,8 +395,6 @@ fn an_address_the_namespace_does_not_have_is_unavailable() {
     assert_eq!(r["addr_available"], true, "{r:#}");
     assert!(r["namespaces_without_addr"].as_u64() >= Some(1), "{r:#}");
     assert_eq!(named(&r, "tr-port-addr-").len(), 0, "{r:#}");
-    // Only a namespace holding port 8097 on 192.0.2.1 could make it busy.
-    assert_eq!(out.status.code(), Some(0), "{r:#}");
     // --netns picks one; the kernel agrees in each.
     let (code, r) = port_json(port, &["--agent", NO_AGENT, "--addr", addr]);
     assert_eq!(

@@ -189,8 +189,7 @@ impl Detector {
         attribute_to_listeners(found.values_mut(), |netns, port| {
             ports
                 .get(&(netns, port))
-                .map(|acc| acc.listener_inode)
-                .filter(|&i| i != 0)
+                .map(|acc| acc.listeners.as_slice())
         });
         for (port, acc) in ports {
             if let Some(f) = self.port_flag(port, &acc, now_ns) {

@@ -333,19 +333,25 @@ pub fn snapshot_report_with(
     usage: impl Fn(u32) -> Option<crate::forecast::FdUsage>,
 ) -> Report {
     let in_use = super::Thresholds::default().close_wait;
-    let listeners: HashMap<(u32, u16), u64> = dump
+    let mut listeners: HashMap<(u32, u16), Vec<(std::net::IpAddr, u64)>> = HashMap::new();
+    for d in dump
         .iter()
         .filter(|d| d.state == crate::tcp::TcpState::Listen && d.inode != 0)
-        .map(|d| ((d.netns, d.sport), d.inode))
-        .collect();
+    {
+        listeners
+            .entry((d.netns, d.sport))
+            .or_default()
+            .push((d.saddr, d.inode));
+    }
     let mut flags: Vec<Flag> = dump
         .iter()
         .filter_map(|d| {
             let mut f = if d.state == crate::tcp::TcpState::CloseWait && !d.timewait {
                 // It sent lately, and has sent at all (a socket that never
-                // did has its birth as its last send): a half-close in use.
+                // did has its birth as its last send; a connecting one
+                // counts its SYN, 1): a half-close in use.
                 let answering = d.info.is_some_and(|i| {
-                    i.bytes_acked > 0
+                    i.bytes_acked > 1
                         && Duration::from_millis(u64::from(i.last_data_sent_ms)) < in_use
                 });
                 if answering {
@@ -386,7 +392,7 @@ pub fn snapshot_report_with(
         })
         .collect();
     super::rules::attribute_to_listeners(flags.iter_mut(), |netns, port| {
-        listeners.get(&(netns, port)).copied()
+        listeners.get(&(netns, port)).map(Vec::as_slice)
     });
     for f in &mut flags {
         super::rules::apply_scan(f, owners);

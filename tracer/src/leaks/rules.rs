@@ -43,6 +43,27 @@ pub(super) struct PortAcc {
     pub(super) oldest: Option<(u64, bool)>,
     /// The inode of the port's listener, whose process the flag names.
     pub(super) listener_inode: u64,
+    /// Every listener on the port: its address and inode.
+    pub(super) listeners: Vec<(std::net::IpAddr, u64)>,
+}
+
+/// The listener a connection to `local` came in through, of `listeners`
+/// (address, inode) on its port: one bound to that very address, else a
+/// wildcard one (`0.0.0.0` takes IPv4, `::` either); the first when
+/// several are (`SO_REUSEPORT`), and none when every one is bound to
+/// another address.
+pub(super) fn listener_for(
+    listeners: &[(std::net::IpAddr, u64)],
+    local: std::net::IpAddr,
+) -> Option<u64> {
+    let local = local.to_canonical();
+    let exact = listeners.iter().find(|(a, _)| a.to_canonical() == local);
+    let wildcard = || {
+        listeners
+            .iter()
+            .find(|(a, _)| a.is_unspecified() && (a.is_ipv6() || local.is_ipv4()))
+    };
+    exact.or_else(wildcard).map(|&(_, inode)| inode)
 }
 
 /// A flag about one socket, raised at `now` (owners filled in later).
@@ -106,19 +127,22 @@ pub(super) fn close_wait_flag(
 /// so that its owners are the process that should accept it.
 pub(super) fn attribute_to_listeners<'a>(
     flags: impl Iterator<Item = &'a mut Flag>,
-    listeners: impl Fn(u32, u16) -> Option<u64>,
+    listeners: impl Fn(u32, u16) -> Option<&'a [(std::net::IpAddr, u64)]>,
 ) {
+    let of = |netns: u32, local: std::net::SocketAddr| {
+        listener_for(listeners(netns, local.port())?, local.ip())
+    };
     for f in flags {
         if f.reason == Some(Reason::NotAccepted)
             && f.inode == 0
-            && let Some(inode) = listeners(f.netns, f.local.port())
+            && let Some(inode) = of(f.netns, f.local)
         {
             f.inode = inode;
         }
         if let (Some(p), Some(remote)) = (&mut f.local_peer, f.remote)
             && p.not_accepted
             && p.inode == 0
-            && let Some(inode) = listeners(f.netns, remote.port())
+            && let Some(inode) = of(f.netns, remote)
         {
             p.inode = inode;
         }

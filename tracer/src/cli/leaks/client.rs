@@ -183,16 +183,24 @@ pub fn http_get(agent_url: &str, path: &str, limits: Limits) -> anyhow::Result<O
 
 /// The agent's base path in a URL's path: what is left when the URL was
 /// pasted from one of the agent's own pages (its `/metrics`, `/healthz`
-/// or an `/api/v1/...` answer), as the agent's log names the first. A path
-/// before them (an agent behind a proxy at `/tracer/`) is kept.
+/// or an `/api/v1/...` answer, with its query), as the agent's log names
+/// the first. Only a whole page at the end goes: a path before it (an
+/// agent behind a proxy, `kubectl proxy`'s `/api/v1/namespaces/...`) is
+/// kept.
 fn base_of(path: &str) -> &str {
-    let path = path.trim_end_matches('/');
-    let path = match path.find("api/v1") {
-        Some(i) if i == 0 || path[..i].ends_with('/') => &path[..i],
-        _ => path,
-    };
-    let path = path.trim_end_matches('/');
-    ["metrics", "healthz"]
+    const PAGES: [&str; 5] = [
+        "metrics",
+        "healthz",
+        "api/v1/leaks",
+        "api/v1/sockets",
+        "api/v1/summary",
+    ];
+    let path = path
+        .split(['?', '#'])
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('/');
+    PAGES
         .iter()
         .find_map(|page| {
             let before = path.strip_suffix(page)?;

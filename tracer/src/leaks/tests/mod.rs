@@ -248,9 +248,11 @@ fn a_snapshot_judges_what_it_can_see() {
     let mut answering = sock(1, TcpState::CloseWait);
     info(&mut answering).last_data_sent_ms = 564;
     info(&mut answering).bytes_acked = 4096;
-    // Its last send is its birth: it never sent data.
+    // Its last send is its birth: it never sent data (it connected: its
+    // SYN is the one byte acknowledged).
     let mut silent = sock(5, TcpState::CloseWait);
     info(&mut silent).last_data_sent_ms = 900;
+    info(&mut silent).bytes_acked = 1;
     let mut quiet = sock(2, TcpState::CloseWait);
     info(&mut quiet).last_ack_recv_ms = 744_700;
     let mut queued = sock(3, TcpState::CloseWait);
@@ -679,4 +681,26 @@ fn orphaned_fin_wait2_only_without_an_owner() {
         (LeakKind::OrphanedFinWait2, Some(20))
     );
     assert!(f[0].owners.is_empty());
+}
+
+/// Which listener a connection came in through, when a port has several:
+/// the one on its address, else a wildcard of its family, else none.
+#[test]
+fn a_connection_is_matched_to_the_listener_on_its_address() {
+    use super::rules::listener_for;
+    let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+    let listeners = [
+        (ip("10.0.0.1"), 1),
+        (ip("0.0.0.0"), 2),
+        (ip("::"), 3),
+        (ip("fd00::1"), 4),
+    ];
+    assert_eq!(listener_for(&listeners, ip("10.0.0.1")), Some(1));
+    assert_eq!(listener_for(&listeners, ip("127.0.0.1")), Some(2));
+    assert_eq!(listener_for(&listeners, ip("::ffff:10.0.0.1")), Some(1));
+    assert_eq!(listener_for(&listeners, ip("fd00::1")), Some(4));
+    assert_eq!(listener_for(&listeners, ip("::1")), Some(3));
+    // Only listeners on other addresses: none of them took it.
+    assert_eq!(listener_for(&listeners[..1], ip("10.0.0.2")), None);
+    assert_eq!(listener_for(&[(ip("::"), 3)], ip("10.0.0.2")), Some(3));
 }

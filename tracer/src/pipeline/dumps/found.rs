@@ -62,9 +62,9 @@ pub struct Dump {
     pub fresh_from: usize,
     /// Namespaces dumped for the first time: `sockets()[fresh_from..]`, to adopt.
     pub fresh: Vec<u32>,
-    /// Monotonic ns when the walk of the first of them began: the events
-    /// stamped before it are their sockets' history, applied before they
-    /// are adopted. `start_ns` when there are none.
+    /// Monotonic ns when the walk of the first of them began (after the
+    /// namespaces adopted earlier were walked): the events stamped before
+    /// it are their sockets' history, applied before they are adopted.
     pub fresh_walk_ns: u64,
     /// Namespaces that vanished since the last dump: their sockets are gone.
     pub gone: Vec<u32>,

@@ -296,6 +296,15 @@ fn a_url_pasted_from_an_agents_page_is_its_base() {
         // Only a whole segment is an agent's page.
         ("mymetrics", "mymetrics"),
         ("tracer-api/v1", "tracer-api/v1"),
+        // kubectl proxy's route to a service: its own /api/v1 stays.
+        (
+            "api/v1/namespaces/mon/services/tracer:9077/proxy/",
+            "api/v1/namespaces/mon/services/tracer:9077/proxy",
+        ),
+        (
+            "api/v1/namespaces/mon/services/tracer:9077/proxy/api/v1/leaks",
+            "api/v1/namespaces/mon/services/tracer:9077/proxy",
+        ),
     ] {
         assert_eq!(base_of(path), base, "{path:?}");
     }
