@@ -143,7 +143,13 @@ impl Match {
         if self.is_empty() {
             return r;
         }
-        let mut r = r.narrowed(|f| self.flag(f));
+        self.report_where(r, |_| true)
+    }
+
+    /// [`Match::report`] keeping only the flags `keep` keeps too, in one
+    /// narrowing.
+    pub fn report_where(&self, r: Report, keep: impl Fn(&Flag) -> bool) -> Report {
+        let mut r = r.narrowed(|f| keep(f) && self.flag(f));
         r.forecasts
             .ports
             .retain(|p| self.endpoint(p.endpoint.remote));

@@ -190,7 +190,7 @@ fn filter(report: Report, args: &LeaksArgs, scope: NetnsScope) -> Report {
     {
         return report;
     }
-    let mut report = args.matching.report(report).narrowed(|f: &Flag| {
+    let mut report = args.matching.report_where(report, |f: &Flag| {
         let old_enough = match (args.min_age(f.kind), f.age_seconds) {
             (Some(min), Some(age)) => age >= min.as_secs_f64(),
             _ => true,

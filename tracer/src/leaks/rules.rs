@@ -41,9 +41,8 @@ pub(super) struct PortAcc {
     pub(super) retransmitted: u32,
     pub(super) max_retrans: u8,
     pub(super) oldest: Option<(u64, bool)>,
-    /// The inode of the port's listener, whose process the flag names.
-    pub(super) listener_inode: u64,
-    /// Every listener on the port: its address and inode.
+    /// Every listener on the port: its address and inode. The port's
+    /// `syn_recv` flag names the last one's process.
     pub(super) listeners: Vec<(std::net::IpAddr, u64)>,
 }
 

@@ -542,39 +542,32 @@ mod tests {
         }
     }
 
-    /// A namespace made with its sockets (a pod that starts with its
-    /// connections): their events, stamped before the first walk of the
-    /// namespace began, still wait in the lanes when that dump is
-    /// reconciled. Applied first, they make the socket's whole life; the
-    /// snapshot adopted before them would have stood in for it (a path of
-    /// its state alone, the handshake unseen).
-    #[test]
-    fn a_new_namespaces_sockets_keep_the_history_before_its_walk() {
-        use tracer_common::{ABI_VERSION, Event, FAMILY_INET, KIND_STATE};
-
+    /// Reconcile a dump (`full` or not) that walked namespace `ns` for the
+    /// first time, started at `start_ns` with that walk at `fresh_walk_ns`,
+    /// listing `sockets`, while `events` wait in the lanes: the core after,
+    /// and the events the sink was told of.
+    fn reconcile_first_dump(
+        scope: NetnsScope,
+        ns: u32,
+        (start_ns, fresh_walk_ns, full): (u64, u64, bool),
+        sockets: &[SocketSnapshot],
+        events: &[tracer_common::Event],
+    ) -> (SharedCore<()>, Told) {
         use crate::{
             bpf::{Stream, lanes::Lanes},
             pipeline::dumps::Dump,
-            testkit::{SnapshotBuilder, snapshot},
         };
 
-        const NS: u32 = 4_026_531_843;
-        let scope = NetnsScope::All { own: 1 };
         let core = SharedCore(Mutex::new(Core {
             engine: Engine::new(Config::default()),
             detector: Detector::new(Thresholds::default()),
             derived: (),
             containers: Arc::default(),
         }));
-        let start_ns = 10_000_000_000;
-        // The dump walked the namespaces it knew first: the new one's walk
-        // began 5 ms after the dump did.
-        let fresh_walk_ns = start_ns + 5_000_000;
-        let sockets = [snapshot(5, TcpState::CloseWait).netns(NS)];
         let dump = Dump {
             start_ns,
             cpu_ns: 0,
-            full: false,
+            full,
             looked_up: None,
             survey: false,
             unadopted: false,
@@ -583,29 +576,14 @@ mod tests {
             result: Ok(()),
             covered: Vec::new(),
             fresh_from: 0,
-            fresh: vec![NS],
+            fresh: vec![ns],
             fresh_walk_ns,
             gone: Vec::new(),
             datagrams: Vec::new(),
             census: Default::default(),
         };
         let mut lanes = Lanes::owned(&[16]);
-        // listen -> syn_recv -> established -> close_wait, the last 1 ms
-        // before the walk (after the dump's start).
-        for (i, (from, to)) in [(10, 3), (3, 1), (1, 8)].into_iter().enumerate() {
-            let ev = Event {
-                kind: KIND_STATE,
-                version: ABI_VERSION,
-                family: FAMILY_INET,
-                old_state: from,
-                new_state: to,
-                ts_ns: fresh_walk_ns - 3_000_000 + i as u64 * 1_000_000,
-                cookie: 5,
-                sport: 8080,
-                dport: 40_000,
-                netns: NS,
-                ..Event::ZERO
-            };
+        for &ev in events {
             assert!(lanes.write(0, ev, true));
         }
         let mut ingest = Ingest::new(Stream {
@@ -618,9 +596,55 @@ mod tests {
             &core,
             scope,
             &mut told,
-            &sockets,
+            sockets,
             &dump,
             |_| OwnerScan::default(),
+        );
+        (core, told)
+    }
+
+    /// A namespace made with its sockets (a pod that starts with its
+    /// connections): their events, stamped before the first walk of the
+    /// namespace began, still wait in the lanes when that dump is
+    /// reconciled. Applied first, they make the socket's whole life; the
+    /// snapshot adopted before them would have stood in for it (a path of
+    /// its state alone, the handshake unseen).
+    #[test]
+    fn a_new_namespaces_sockets_keep_the_history_before_its_walk() {
+        use tracer_common::{ABI_VERSION, Event, FAMILY_INET, KIND_STATE};
+
+        use crate::testkit::{SnapshotBuilder, snapshot};
+
+        const NS: u32 = 4_026_531_843;
+        let start_ns = 10_000_000_000;
+        // The dump walked the namespaces it knew first: the new one's walk
+        // began 5 ms after the dump did.
+        let fresh_walk_ns = start_ns + 5_000_000;
+        // listen -> syn_recv -> established -> close_wait, the last 1 ms
+        // before the walk (after the dump's start).
+        let events: Vec<Event> = [(10, 3), (3, 1), (1, 8)]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (from, to))| Event {
+                kind: KIND_STATE,
+                version: ABI_VERSION,
+                family: FAMILY_INET,
+                old_state: from,
+                new_state: to,
+                ts_ns: fresh_walk_ns - 3_000_000 + i as u64 * 1_000_000,
+                cookie: 5,
+                sport: 8080,
+                dport: 40_000,
+                netns: NS,
+                ..Event::ZERO
+            })
+            .collect();
+        let (core, told) = reconcile_first_dump(
+            NetnsScope::All { own: 1 },
+            NS,
+            (start_ns, fresh_walk_ns, false),
+            &[snapshot(5, TcpState::CloseWait).netns(NS)],
+            &events,
         );
         assert_eq!(told.0, vec![(5, true); 3], "every event was read");
         let core = core.lock();
@@ -652,43 +676,10 @@ mod tests {
 
         use tracer_common::{ABI_VERSION, Event, FAMILY_INET, KIND_STATE};
 
-        use crate::{
-            bpf::{Stream, lanes::Lanes},
-            pipeline::dumps::Dump,
-            testkit::{LOCAL, REMOTE, REMOTE_PORT, SnapshotBuilder, local_port, snapshot},
-        };
+        use crate::testkit::{LOCAL, REMOTE, REMOTE_PORT, SnapshotBuilder, local_port, snapshot};
 
         const NS: u32 = 4_026_531_841;
-        let scope = NetnsScope::One {
-            inode: NS,
-            own: false,
-        };
-        let core = SharedCore(Mutex::new(Core {
-            engine: Engine::new(Config::default()),
-            detector: Detector::new(Thresholds::default()),
-            derived: (),
-            containers: Arc::default(),
-        }));
         let start_ns = 10_000_000_000;
-        let sockets = [snapshot(5, TcpState::TimeWait).timewait(30_000).netns(NS)];
-        let dump = Dump {
-            start_ns,
-            cpu_ns: 0,
-            full: true,
-            looked_up: None,
-            survey: false,
-            unadopted: false,
-            tw_limits: Vec::new(),
-            port_settings: Vec::new(),
-            result: Ok(()),
-            covered: Vec::new(),
-            fresh_from: 0,
-            fresh: vec![NS],
-            fresh_walk_ns: start_ns,
-            gone: Vec::new(),
-            datagrams: Vec::new(),
-            census: Default::default(),
-        };
         let (IpAddr::V4(local), IpAddr::V4(remote)) = (LOCAL, REMOTE) else {
             unreachable!("the kit's addresses are IPv4")
         };
@@ -707,21 +698,15 @@ mod tests {
         };
         taking_over.saddr[..4].copy_from_slice(&local.octets());
         taking_over.daddr[..4].copy_from_slice(&remote.octets());
-        let mut lanes = Lanes::owned(&[16]);
-        assert!(lanes.write(0, taking_over, true));
-        let mut ingest = Ingest::new(Stream {
-            events: lanes,
-            logs: None,
-        });
-        let mut told = Told::default();
-        reconcile(
-            Some(&mut ingest),
-            &core,
-            scope,
-            &mut told,
-            &sockets,
-            &dump,
-            |_| OwnerScan::default(),
+        let (core, told) = reconcile_first_dump(
+            NetnsScope::One {
+                inode: NS,
+                own: false,
+            },
+            NS,
+            (start_ns, start_ns, true),
+            &[snapshot(5, TcpState::TimeWait).timewait(30_000).netns(NS)],
+            &[taking_over],
         );
         assert_eq!(told.0, vec![(6, true)], "the connect was read");
         let core = core.lock();

@@ -103,6 +103,19 @@ pub struct Found {
     pub addr_in: HashMap<u32, Option<bool>>,
 }
 
+impl Found {
+    /// How to enter namespace `netns` for a probe: `Some(None)` for this
+    /// process's own (`own`, or 0: unreadable), `Some(path)` for another,
+    /// `None` when no path to it is known.
+    pub fn entry(&self, netns: u32, own: u32) -> Option<Option<&std::path::Path>> {
+        if netns == own || netns == 0 {
+            Some(None)
+        } else {
+            Some(Some(self.paths.get(&netns)?.as_path()))
+        }
+    }
+}
+
 /// Snapshot `scope`, keep what is bound to `port`, name its owners, ask
 /// the agent at `url` (if one answers) what it knows of them, and check
 /// which namespaces have `addr`.
@@ -174,13 +187,7 @@ fn addr_check(addr: IpAddr, scope: NetnsScope, found: &Found) -> HashMap<u32, Op
         return out;
     }
     let own = own_netns();
-    let check = |netns: u32| {
-        if netns == own || netns == 0 {
-            has_addr(addr, None)
-        } else {
-            has_addr(addr, Some(found.paths.get(&netns)?.as_path()))
-        }
-    };
+    let check = |netns: u32| has_addr(addr, found.entry(netns, own)?);
     match scope {
         NetnsScope::One { inode, .. } => {
             out.insert(inode, check(inode));

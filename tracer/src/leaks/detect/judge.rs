@@ -107,9 +107,11 @@ impl Detector {
             }
             TcpState::Listen => {
                 if d.inode != 0 {
-                    let acc = ports.entry((d.netns, d.sport)).or_default();
-                    acc.listener_inode = d.inode;
-                    acc.listeners.push((d.saddr, d.inode));
+                    ports
+                        .entry((d.netns, d.sport))
+                        .or_default()
+                        .listeners
+                        .push((d.saddr, d.inode));
                 }
                 if !d.accept_queue_full() {
                     // Only a queue full at every dump counts.

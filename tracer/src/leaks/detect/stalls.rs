@@ -169,7 +169,7 @@ impl Detector {
             local,
             remote: None,
             state: TcpState::NewSynRecv,
-            inode: acc.listener_inode,
+            inode: acc.listeners.last().map_or(0, |&(_, inode)| inode),
             netns,
             raised_at_ns: now,
             raised_at: None,
