@@ -163,6 +163,29 @@ fn a_leak_in_a_namespace_made_after_the_agent_is_named_from_the_host() {
         assert!(f["age_seconds"].as_f64().is_some_and(|a| a >= 1.0), "{f:#}");
         assert_eq!(f["age_is_lower_bound"], false, "seen from its birth: {f:#}");
     }
+    assert_eq!(
+        report["agent_netns"].as_u64(),
+        Some(u64::from(tracer::diag::own_netns())),
+        "the agent names its own namespace"
+    );
+    // `tracer top` marks the namespace by its name: no container here.
+    let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args([
+            "top",
+            "--once",
+            "--agent",
+            &url,
+            "--port",
+            &port.to_string(),
+        ])
+        .output()
+        .expect("tracer top");
+    let frame = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        frame.matches(&format!(" ns:{} ", ns.name)).count(),
+        3,
+        "{frame}"
+    );
     // Narrowed to the host's namespace, the agent's report has none of them.
     let (_, host_only) = tracer_leaks_json(&["--agent", &url, "--netns", "host"]);
     assert!(

@@ -165,6 +165,7 @@ impl Api for AgentApi {
             "started_ns": self.0.started_ns,
             "started": clock.at(self.0.started_ns),
             "followed_netns": self.0.followed_netns,
+            "agent_netns": self.0.own_netns,
             "tracked_sockets": stats.tracked,
             "sockets": states,
             "dwell_seconds": dwell,
@@ -179,6 +180,7 @@ impl Api for AgentApi {
         report.attribute(&core.containers);
         drop(core);
         report.followed_netns = self.0.followed_netns;
+        report.agent_netns = Some(self.0.own_netns);
         if let Ok(f) = self.0.forecasts.lock() {
             report.forecasts = f.clone();
         }

@@ -178,6 +178,7 @@ fn snapshot_of(scope: NetnsScope, mut note: String) -> anyhow::Result<Report> {
     }
     let mut report = snapshot_report(&dump, &owners, note);
     report.attribute(&census.containers);
+    report.agent_netns = Some(crate::diag::own_netns());
     Ok(report)
 }
 

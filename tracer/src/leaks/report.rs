@@ -91,6 +91,11 @@ pub struct Report {
     /// snapshot.
     #[serde(default)]
     pub followed_netns: Option<u32>,
+    /// The agent's own network namespace (inode): the host's for an agent
+    /// on the host or with `hostNetwork`; for a snapshot, the one `tracer
+    /// leaks` ran in. `None` from an agent older than this field.
+    #[serde(default)]
+    pub agent_netns: Option<u32>,
     /// Distinct leak flags (risks excluded); `tracer leaks` exits 1 when > 0.
     pub leak_count: usize,
     /// Leaks grouped by process, worst first.
@@ -145,6 +150,7 @@ impl Report {
         );
         out.thresholds = self.thresholds;
         out.followed_netns = self.followed_netns;
+        out.agent_netns = self.agent_netns;
         out.now = self.now;
         out.forecasts = self.forecasts;
         out.netns_names = self.netns_names;
@@ -289,6 +295,7 @@ impl Report {
             }),
             leak_count,
             followed_netns: None,
+            agent_netns: None,
             leaks,
             risks,
             recently_cleared,

@@ -322,6 +322,21 @@ fn netns(f: &Flag, names: &std::collections::BTreeMap<u32, String>) -> String {
     }
 }
 
+/// Where a flag's socket lives, for a narrow column: its container, else
+/// a network namespace other than the agent's (`ns:web`, `ns:4026532174`),
+/// else `-`.
+pub fn container_or_netns(f: &Flag, r: &Report) -> String {
+    match (&f.container, f.netns) {
+        (Some(c), _) => c.short(),
+        (None, 0) => "-".into(),
+        (None, n) if r.agent_netns == Some(n) => "-".into(),
+        (None, n) => match r.netns_names.get(&n) {
+            Some(name) => format!("ns:{name}"),
+            None => format!("ns:{n}"),
+        },
+    }
+}
+
 fn endpoints(f: &Flag) -> String {
     match f.remote {
         Some(r) => format!("{} -> {r}", f.local),

@@ -54,7 +54,8 @@ impl Source {
     /// One refresh.
     pub fn sample(&self) -> anyhow::Result<Sample> {
         let summary: Summary = self.json("/api/v1/summary")?;
-        let leaks = self.matching.report(self.json("/api/v1/leaks")?);
+        let mut leaks = self.matching.report(self.json("/api/v1/leaks")?);
+        leaks.netns_names = crate::pipeline::discover::names();
         let (time_wait, time_wait_sampled) = self.time_wait()?;
         Ok(Sample {
             summary,

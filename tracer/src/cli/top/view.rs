@@ -13,7 +13,7 @@ use ratatui::{
 
 use super::{
     keys::{HELP, HINTS, Ui},
-    model::{Model, Panel},
+    model::{Model, Panel, Row as ModelRow},
 };
 
 /// What one frame shows.
@@ -38,7 +38,11 @@ const ONCE_ROWS: usize = 20;
 /// Lines of the states and dwell panels: every state, a header, borders.
 const STATES_HEIGHT: u16 = 13 + 3;
 
-fn widths(panel: Panel) -> Vec<Constraint> {
+/// The CLOSE_WAIT panel's CONTAINER column: as wide as its widest cell,
+/// from the header's width up to this.
+const CONTAINER_MAX: usize = 24;
+
+fn widths(panel: Panel, rows: &[&ModelRow]) -> Vec<Constraint> {
     use Constraint::{Length, Min};
     match panel {
         Panel::States => vec![Length(14), Length(8), Length(9)],
@@ -57,7 +61,12 @@ fn widths(panel: Panel) -> Vec<Constraint> {
                 Length(15),
                 Length(4),
                 Min(30),
-                Length(12),
+                Length(
+                    rows.iter()
+                        .map(|r| r.cells[5].chars().count())
+                        .fold("CONTAINER".len(), usize::max)
+                        .min(CONTAINER_MAX) as u16,
+                ),
                 Length(8),
             ]
         }
@@ -130,7 +139,9 @@ fn panel(f: &mut Frame<'_>, s: &Screen<'_>, p: Panel, area: Rect) {
     }
     let header = Row::new(p.header().iter().copied()).bold();
     let body = rows.iter().map(|r| Row::new(r.cells.iter().cloned()));
-    let table = Table::new(body, widths(p)).header(header).block(block);
+    let table = Table::new(body, widths(p, &rows))
+        .header(header)
+        .block(block);
     f.render_widget(table, area);
 }
 

@@ -6,7 +6,10 @@ use std::{
 };
 
 use super::{Key, Row, TwSocket};
-use crate::leaks::{LeakKind, Report, table::fmt_age};
+use crate::leaks::{
+    LeakKind, Report,
+    table::{container_or_netns, fmt_age},
+};
 
 pub(super) fn num(v: Option<f64>) -> Key {
     Key::Num(v.unwrap_or(f64::NEG_INFINITY))
@@ -34,7 +37,7 @@ pub(super) fn close_wait_rows(r: &Report) -> Vec<Row> {
                 first.map_or("-".into(), |o| format!("{}{more}", o.comm)),
                 first.map_or("-".into(), |o| o.fd.to_string()),
                 format!("{} -> {remote}", f.local),
-                f.container.as_ref().map_or("-".into(), |c| c.short()),
+                container_or_netns(f, r),
                 // Whether the application read up to the peer's FIN: a
                 // missing close() on EOF, or nothing reading the socket.
                 match f.read_to_end {

@@ -284,3 +284,23 @@ fn dwell_rows_in_state_order_with_units() {
         ["time_wait", "syn_sent"]
     );
 }
+
+#[test]
+fn a_close_wait_outside_the_agents_namespace_and_any_container_names_its_namespace() {
+    let mut s = sample(100, &[]);
+    s.leaks.agent_netns = Some(4026531840);
+    s.leaks.netns_names.insert(4026532174, "web".into());
+    for f in s.leaks.leaks.iter_mut().flat_map(|g| &mut g.sockets) {
+        f.netns = match f.cookie {
+            Some(11) => 4026531840,
+            Some(12) => 4026532174,
+            _ => 4026532999,
+        };
+    }
+    let m = Model::build(&s, None);
+    assert_eq!(
+        column(&m, Panel::CloseWait, 0, "", 5),
+        ["-", "ns:4026532999", "ns:web"],
+        "the agent's own namespace is the unmarked case; others are named, else numbered"
+    );
+}

@@ -70,8 +70,8 @@ fn a_live_frame_shows_every_panel() {
         "{oldest}"
     );
     // The last column: python3's oldest was not read up to EOF.
-    assert!(text.contains("CONTAINER    EOF READ│"), "{text}");
-    assert!(oldest.contains(" -            no      ││"), "{oldest}");
+    assert!(text.contains("CONTAINER EOF READ│"), "{text}");
+    assert!(oldest.contains(" -         no      ││"), "{oldest}");
     assert!(
         line_with(&text, "│90.0s")
             .contains("││77      java            1          1     90.0s    +3.0")
@@ -176,4 +176,26 @@ fn a_once_frame_fits_its_rows_and_has_no_footer() {
     assert!(!text.contains("┌ > "), "no focus in a batch frame");
     assert!(!text.contains(HINTS));
     assert!(text.lines().last().expect("last").starts_with("└"));
+}
+
+#[test]
+fn a_namespaces_name_widens_the_container_column_to_show_it_whole() {
+    let mut s = sample(100, &[("close_wait", 3)]);
+    s.leaks.agent_netns = Some(1);
+    s.leaks.netns_names.insert(2, "tr-nsleak-123456".into());
+    for f in s.leaks.leaks.iter_mut().flat_map(|g| &mut g.sockets) {
+        f.netns = 2;
+    }
+    let text = frame(
+        &Model::build(&s, None),
+        &Ui::new(Duration::from_secs(2)),
+        None,
+        (160, 50),
+    );
+    let oldest = line_with(&text, "12m05s");
+    // The connection keeps its 30 columns at least: the local end whole.
+    assert!(
+        oldest.contains("127.0.0.1:8080 -> 127.0.0.1:50 ns:tr-nsleak-123456 no "),
+        "{oldest}"
+    );
 }
