@@ -369,8 +369,8 @@ pub fn snapshot_report_with(
                     ", age unknown (snapshot)".to_owned()
                 } else {
                     format!(
-                        " for at least {:.1}s (since the peer's last ACK; snapshot)",
-                        super::rules::secs(age)
+                        " for at least {} (since the peer's last ACK; snapshot)",
+                        super::rules::span(age)
                     )
                 };
                 let evidence = format!(

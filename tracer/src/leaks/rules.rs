@@ -251,6 +251,12 @@ pub(super) fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
 
+/// A span for evidence text, written as the AGE column writes ages:
+/// `73.2s`, `12m05s`, `3h04m`.
+pub(super) fn span(ns: u64) -> String {
+    super::table::fmt_age(Some(secs(ns)), false)
+}
+
 /// A CLOSE_WAIT socket's age at least since the peer's FIN: that segment
 /// was an ACK, so the time since the last ACK came (`tcpi_last_ack_recv`)
 /// is no longer than the stay. It raises a lower bound (a socket older

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, hash_map::Entry};
 use super::super::rules::{
     PortAcc, close_wait_flag, fin_floor, queue_flag, socket_flag, unread_words,
 };
-use super::super::rules::{ns, secs};
+use super::super::rules::{ns, span};
 use super::super::{Flag, LeakKind, Reason, fmt_duration};
 use super::{Detector, Key, MAX_TRACKED, Seen, Subject};
 use crate::{snapshot::SocketSnapshot, tcp::TcpState};
@@ -34,12 +34,12 @@ impl Detector {
                     && quiet.is_none_or(|q| q >= ns(t.close_wait))
                 {
                     let evidence = format!(
-                        "in CLOSE_WAIT for {}{:.1}s (threshold {}){}; {}",
+                        "in CLOSE_WAIT for {}{} (threshold {}){}; {}",
                         if lb { "at least " } else { "" },
-                        secs(age),
+                        span(age),
                         fmt_duration(t.close_wait),
                         match quiet {
-                            Some(q) if q < age => format!(", nothing sent for {:.1}s", secs(q)),
+                            Some(q) if q < age => format!(", nothing sent for {}", span(q)),
                             _ => String::new(),
                         },
                         if d.inode == 0 {
@@ -67,9 +67,9 @@ impl Detector {
                     && age >= ns(t.handshake)
                 {
                     let evidence = format!(
-                        "in SYN_SENT for {}{:.1}s (threshold {}); {} SYN retransmits, no answer",
+                        "in SYN_SENT for {}{} (threshold {}); {} SYN retransmits, no answer",
                         if lb { "at least " } else { "" },
-                        secs(age),
+                        span(age),
                         fmt_duration(t.handshake),
                         d.timer_retrans
                     );
@@ -120,8 +120,8 @@ impl Detector {
                     && age >= ns(t.handshake)
                 {
                     let held = format!(
-                        "at every dump for {:.1}s (threshold {})",
-                        secs(age),
+                        "at every dump for {} (threshold {})",
+                        span(age),
                         fmt_duration(t.handshake)
                     );
                     let f = queue_flag(d, now, (age, lb), &held);
@@ -133,9 +133,9 @@ impl Detector {
                     && age >= ns(t.fin_wait2)
                 {
                     let evidence = format!(
-                        "in FIN_WAIT2 for {}{:.1}s (threshold {}), orphaned: we closed, the peer never sent its FIN",
+                        "in FIN_WAIT2 for {}{} (threshold {}), orphaned: we closed, the peer never sent its FIN",
                         if lb { "at least " } else { "" },
-                        secs(age),
+                        span(age),
                         fmt_duration(t.fin_wait2)
                     );
                     let f = socket_flag(

@@ -2,7 +2,7 @@
 //! without keepalive, per-port stuck handshakes.
 use std::collections::hash_map::Entry;
 
-use super::super::rules::{MS, PortAcc, Stall, ns, secs, socket_flag};
+use super::super::rules::{MS, PortAcc, Stall, ns, secs, socket_flag, span};
 use super::super::{Flag, LeakKind, Reason, fmt_duration};
 use super::{Detector, MAX_TRACKED};
 use crate::{
@@ -79,9 +79,9 @@ impl Detector {
                 let sent = info.total_retrans.saturating_sub(stall.total_retrans);
                 let fired = info.retransmits.saturating_sub(stall.retransmits);
                 format!(
-                    "no ACK for {:.1}s (threshold {}) with {} segments unacked; retransmit timer fired {} times, \
+                    "no ACK for {} (threshold {}) with {} segments unacked; retransmit timer fired {} times, \
                      RTO backoff {} (rto {:.1}s); {} segments retransmitted in total, {} while stalled{}",
-                    secs(no_ack),
+                    span(no_ack),
                     fmt_duration(self.thresholds.half_open),
                     info.unacked,
                     info.retransmits,
@@ -98,9 +98,9 @@ impl Detector {
                 )
             }
             _ => format!(
-                "{probes} keepalive probes unanswered; no ACK for {:.1}s, probing for {:.1}s (threshold {})",
-                secs(no_ack),
-                secs(stalled),
+                "{probes} keepalive probes unanswered; no ACK for {}, probing for {} (threshold {})",
+                span(no_ack),
+                span(stalled),
                 fmt_duration(self.thresholds.half_open)
             ),
         };
@@ -128,10 +128,10 @@ impl Detector {
             return None;
         }
         let evidence = format!(
-            "no data received for {:.1}s nor sent for {:.1}s (threshold {}); no keepalive timer armed, \
+            "no data received for {} nor sent for {} (threshold {}); no keepalive timer armed, \
              a dead peer would go unnoticed",
-            f64::from(info.last_data_recv_ms) / 1e3,
-            f64::from(info.last_data_sent_ms) / 1e3,
+            span(u64::from(info.last_data_recv_ms) * MS),
+            span(u64::from(info.last_data_sent_ms) * MS),
             fmt_duration(self.thresholds.idle)
         );
         Some(socket_flag(
@@ -153,13 +153,13 @@ impl Detector {
         let local = acc.local?;
         let (age, lb) = acc.oldest.unwrap_or((0, true));
         let evidence = format!(
-            "{} handshakes stuck on port {port}: {} needed SYN-ACK retransmits (up to {}), oldest {}{:.1}s \
+            "{} handshakes stuck on port {port}: {} needed SYN-ACK retransmits (up to {}), oldest {}{} \
              (threshold {}, or 2 SYN-ACK retransmits); a SYN flood, a lost ACK or a full accept queue",
             acc.stuck,
             acc.retransmitted,
             acc.max_retrans,
             if lb { "at least " } else { "" },
-            secs(age),
+            span(age),
             fmt_duration(self.thresholds.handshake)
         );
         Some(Flag {

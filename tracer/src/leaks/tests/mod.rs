@@ -222,7 +222,8 @@ fn the_last_ack_from_the_peer_bounds_a_close_wait_age_from_below() {
     let f = raised(&c)[0];
     assert_eq!((f.age_seconds, f.age_is_lower_bound), (Some(744.7), true));
     assert!(
-        f.evidence.starts_with("in CLOSE_WAIT for at least 744.7s"),
+        f.evidence
+            .starts_with("in CLOSE_WAIT for at least 12m24s (threshold 60s)"),
         "{}",
         f.evidence
     );
@@ -282,7 +283,7 @@ fn a_snapshot_judges_what_it_can_see() {
     assert!(
         by(2)
             .evidence
-            .starts_with("in CLOSE_WAIT for at least 744.7s (since the peer's last ACK; snapshot)"),
+            .starts_with("in CLOSE_WAIT for at least 12m24s (since the peer's last ACK; snapshot)"),
         "{}",
         by(2).evidence
     );
