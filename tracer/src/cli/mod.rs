@@ -35,8 +35,7 @@ pub enum Command {
     Top(top::TopArgs),
     /// Print a shell completion script.
     Completions(shell::CompletionsArgs),
-    /// Print the man page.
-    #[command(hide = true)]
+    /// Print the man page (roff: `tracer man | man -l -`).
     Man,
 }
 

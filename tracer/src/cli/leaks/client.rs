@@ -110,7 +110,7 @@ pub fn http_get(agent_url: &str, path: &str, limits: Limits) -> anyhow::Result<O
     let url = &shown(agent_url);
     let rest = agent_url
         .strip_prefix("http://")
-        .with_context(|| format!("--agent {url:?}: only http://HOST:PORT URLs are supported"))?;
+        .with_context(|| format!("--agent {url:?}: only plain http:// URLs are supported (http://HOST:PORT, or a proxy's http:// path)"))?;
     let (authority, base) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
     let full_path = format!("/{}{path}", base_of(base)).replace("//", "/");
     let timed_out = || ClientError::TimedOut {
