@@ -249,9 +249,15 @@ pub struct SockOffsets {
     pub task_pid: u32,
     /// `task_struct.comm` (`char[16]`), read as two 8-byte words.
     pub task_comm: u32,
+    /// `sk_buff.dev` (`struct net_device *`): for a reset that answers a
+    /// segment no socket matched, the device it came in on.
+    pub skb_dev: u32,
+    /// `net_device.nd_net`: a `possible_net_t`, like `skc_net`; that
+    /// device's namespace, the one the reset is sent from.
+    pub dev_nd_net: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<SockOffsets>() == 76);
+const _: () = assert!(core::mem::size_of::<SockOffsets>() == 84);
 
 impl SockOffsets {
     /// The value of `magic` in offsets that were really filled in.

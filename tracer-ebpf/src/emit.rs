@@ -129,6 +129,9 @@ pub struct Source {
     pub family: u8,
     /// Local port, host order.
     pub sport: u16,
+    /// With no socket: the namespace the event happened in, when known
+    /// otherwise (0 when not); with a socket, the socket's is read.
+    pub netns: u32,
 }
 
 impl Source {
@@ -137,6 +140,7 @@ impl Source {
         sk: Sock::NULL,
         family: FAMILY_NONE,
         sport: 0,
+        netns: 0,
     };
 }
 
@@ -275,7 +279,7 @@ pub fn emit(head: Head, src: Source) -> Result<(), Fail> {
         put(ev, offset_of!(Event, sport), src.sport);
         if src.family == FAMILY_NONE {
             put(ev, offset_of!(Event, dport), 0u16);
-            put(ev, offset_of!(Event, netns), 0u32);
+            put(ev, offset_of!(Event, netns), src.netns);
             for at in (offset_of!(Event, saddr)..offset_of!(Event, comm)).step_by(8) {
                 put(ev, at, 0u64);
             }

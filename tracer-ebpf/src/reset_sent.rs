@@ -5,14 +5,15 @@
 //! with `(const struct sock *sk, const struct sk_buff *skb, ...)`; `sk` is
 //! NULL when the RST answers a segment that matched no socket (a refused
 //! connect, seen from the refusing side). Then the event has no cookie and
-//! no tuple. `sk` may also be a timewait or request socket; both start with
+//! no tuple, and its namespace is that of the device the segment came in
+//! on (`skb->dev`), so a reset of no socket still counts in its namespace. `sk` may also be a timewait or request socket; both start with
 //! `struct sock_common`, which is all we read.
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::KIND_RESET_SENT;
 
 use crate::{
     emit::{self, Fail, Head, Hook, Source, Task},
-    sock::Sock,
+    sock::{self, Sock},
 };
 
 #[btf_tracepoint(function = "tcp_send_reset")]
@@ -32,7 +33,14 @@ fn try_tcp_send_reset(ctx: &BtfTracePointContext) -> Result<(), Fail> {
         task: Task::Owner,
     };
     if sk.is_null() {
-        emit::emit(head, Source::NONE)
+        let netns = sock::skb_netns(ctx.arg(1));
+        emit::emit(
+            head,
+            Source {
+                netns,
+                ..Source::NONE
+            },
+        )
     } else {
         sk.emit(head)
     }

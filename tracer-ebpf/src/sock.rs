@@ -44,6 +44,8 @@ static SOCK_OFFSETS: SockOffsets = SockOffsets {
     task_tgid: 0,
     task_pid: 0,
     task_comm: 0,
+    skb_dev: 0,
+    dev_nd_net: 0,
 };
 
 /// One field of `SOCK_OFFSETS`. A volatile load, so the compiler reads the
@@ -104,9 +106,21 @@ const NETNS_SLOTS: u32 = 64;
 #[map]
 static NETNS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NETNS_SLOTS, 0);
 
+/// The inode of the namespace of the device `skb` (a BTF-typed `struct
+/// sk_buff *`, which the verifier makes us check for null) came in on: 0
+/// without one (past the first pointer, a bad one reads as zero).
+#[inline(always)]
+pub fn skb_netns(skb: *const u8) -> u32 {
+    if skb.is_null() {
+        return 0;
+    }
+    let dev = load::<*const u8>(skb, off!(skb_dev));
+    netns_inum(load::<*const u8>(dev, off!(dev_nd_net)))
+}
+
 /// The inode of the namespace `net` (a BTF-typed `struct net *`).
 #[inline(always)]
-fn netns_inum(net: *const u8) -> u32 {
+pub fn netns_inum(net: *const u8) -> u32 {
     let inum = || load::<u32>(net, off!(net_inum));
     // The low half of the cookie; 0 when the kernel has no cookie, or (on
     // kernels that made it on first use) the namespace has none yet. 0
@@ -265,6 +279,7 @@ impl Sock {
             sk: self,
             family: family as u8,
             sport,
+            netns: 0,
         })
     }
 

@@ -191,6 +191,17 @@ impl SocketSnapshot {
         self.state == TcpState::Listen && self.rqueue > self.wqueue
     }
 
+    /// A connection the kernel completed that no process has accepted
+    /// yet: a full socket, ESTABLISHED or (its peer closed meanwhile)
+    /// CLOSE_WAIT, with no file. It waits in its listener's accept queue
+    /// ([`listener_for`]); closed unaccepted, it would be an orphan in
+    /// another state.
+    pub fn awaits_accept(&self) -> bool {
+        self.inode == 0
+            && !self.timewait
+            && matches!(self.state, TcpState::Established | TcpState::CloseWait)
+    }
+
     /// Once the peer's FIN has arrived: whether the application has read
     /// everything, the FIN too, so that it has seen EOF or will at its next
     /// read without waiting. `None` before the FIN. For a CLOSE_WAIT leak
@@ -271,6 +282,22 @@ impl From<HashMap<u64, Vec<FdOwner>>> for OwnerScan {
             unreadable: 0,
         }
     }
+}
+
+/// The listener a connection to `local` came in through, of `listeners`
+/// (address, inode) on its port: one bound to that very address, else a
+/// wildcard one (`0.0.0.0` takes IPv4, `::` either); the first when
+/// several are (`SO_REUSEPORT`), and none when every one is bound to
+/// another address.
+pub fn listener_for(listeners: &[(std::net::IpAddr, u64)], local: std::net::IpAddr) -> Option<u64> {
+    let local = local.to_canonical();
+    let exact = listeners.iter().find(|(a, _)| a.to_canonical() == local);
+    let wildcard = || {
+        listeners
+            .iter()
+            .find(|(a, _)| a.is_unspecified() && (a.is_ipv6() || local.is_ipv4()))
+    };
+    exact.or_else(wildcard).map(|&(_, inode)| inode)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Events, Netns, NetnsPair, ss_cookies, ss_time_wait, wait_until};
+use common::{Events, NamedNetns, Netns, NetnsPair, ss_cookies, ss_time_wait, wait_until};
 use socket2::{Domain, Socket, Type};
 
 /// A bound, not yet listening, socket on an ephemeral port of `ip`; the

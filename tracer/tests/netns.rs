@@ -196,6 +196,11 @@ fn a_leak_in_a_namespace_made_after_the_agent_is_named_from_the_host() {
     // Without an agent: a snapshot of every namespace names them too.
     let (code, snap) = tracer_leaks_json(&["--agent", NO_AGENT]);
     assert_eq!(code, 1);
+    assert!(
+        snap["now"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "a snapshot says when it was taken: {}",
+        snap["now"]
+    );
     let flags = flags_on(&snap, ns.inode, port);
     assert_eq!(flags.len(), 3, "{snap:#}");
     assert_named(&flags, ns.inode, &fds);

@@ -265,6 +265,8 @@ impl Btf {
             task_tgid: self.member_offset("task_struct", "tgid")?,
             task_pid: self.member_offset("task_struct", "pid")?,
             task_comm: self.member_offset("task_struct", "comm")?,
+            skb_dev: self.member_offset("sk_buff", "dev")?,
+            dev_nd_net: self.member_offset("net_device", "nd_net")?,
         })
         .and_then(|mut o| {
             // sock_common is the first member of struct sock; keep offsets
@@ -297,6 +299,8 @@ impl Btf {
                 ("net_cookie", o.net_cookie, 8),
                 ("task_tgid", o.task_tgid, 4),
                 ("task_pid", o.task_pid, 4),
+                ("skb_dev", o.skb_dev, 8),
+                ("dev_nd_net", o.dev_nd_net, 8),
             ] {
                 if at % align != 0 {
                     return Err(BtfError::Layout(name, at));

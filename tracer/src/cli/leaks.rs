@@ -179,6 +179,9 @@ fn snapshot_of(scope: NetnsScope, mut note: String) -> anyhow::Result<Report> {
     let mut report = snapshot_report(&dump, &owners, note);
     report.attribute(&census.containers);
     report.agent_netns = Some(crate::diag::own_netns());
+    // A snapshot has no monotonic stamp of its own (now_ns 0), but it knows
+    // when it was taken.
+    report.now = Some(crate::wall::WallClock::now().at(crate::wall::monotonic_ns()));
     Ok(report)
 }
 
@@ -344,7 +347,7 @@ mod tests {
             .is_none()
         );
         let e = http_get("https://127.0.0.1:9077", "/x", Limits::default()).expect_err("https");
-        assert!(e.to_string().contains("only http://"), "{e}");
+        assert!(e.to_string().contains("only plain http://"), "{e}");
     }
 
     /// An agent that answers one request with `report`; the thread

@@ -188,8 +188,8 @@ mod tests {
             );
         }
         assert!(
-            !page.contains("TRACER MAN"),
-            "the hidden command has a section"
+            page.contains("\\fBtracer man\\fR"),
+            "the page names how to print itself"
         );
         assert!(
             !page.contains("tracer\\-run(1)") && !page.contains("TRACER HELP"),

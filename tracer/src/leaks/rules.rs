@@ -3,7 +3,7 @@
 //! flag is built and how its clearing is worded.
 use super::{Flag, LeakKind, Reason};
 use crate::{
-    snapshot::{OwnerScan, SocketSnapshot},
+    snapshot::{OwnerScan, SocketSnapshot, listener_for},
     tcp::TcpState,
 };
 
@@ -44,25 +44,6 @@ pub(super) struct PortAcc {
     /// Every listener on the port: its address and inode. The port's
     /// `syn_recv` flag names the last one's process.
     pub(super) listeners: Vec<(std::net::IpAddr, u64)>,
-}
-
-/// The listener a connection to `local` came in through, of `listeners`
-/// (address, inode) on its port: one bound to that very address, else a
-/// wildcard one (`0.0.0.0` takes IPv4, `::` either); the first when
-/// several are (`SO_REUSEPORT`), and none when every one is bound to
-/// another address.
-pub(super) fn listener_for(
-    listeners: &[(std::net::IpAddr, u64)],
-    local: std::net::IpAddr,
-) -> Option<u64> {
-    let local = local.to_canonical();
-    let exact = listeners.iter().find(|(a, _)| a.to_canonical() == local);
-    let wildcard = || {
-        listeners
-            .iter()
-            .find(|(a, _)| a.is_unspecified() && (a.is_ipv6() || local.is_ipv4()))
-    };
-    exact.or_else(wildcard).map(|&(_, inode)| inode)
 }
 
 /// A flag about one socket, raised at `now` (owners filled in later).

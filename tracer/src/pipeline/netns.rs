@@ -167,9 +167,12 @@ impl NetnsScope {
         }
     }
 
-    /// True for events of sockets in scope (or of unknown namespace).
+    /// True for events in scope. An event whose namespace the kernel
+    /// program could not tell (netns 0: a reset of no socket, without a
+    /// device) cannot be placed in any one namespace, so only a scope of
+    /// every namespace keeps it.
     pub fn contains(&self, ev: &SockEvent) -> bool {
-        ev.netns == 0 || self.covers(ev.netns)
+        self.covers(ev.netns)
     }
 }
 
@@ -225,13 +228,13 @@ mod tests {
     }
 
     #[test]
-    fn the_scope_keeps_its_namespace_and_unknown_ones() {
+    fn the_scope_keeps_its_namespace_and_every_namespace_keeps_unknown_ones() {
         let scope = NetnsScope::One {
             inode: 7,
             own: false,
         };
         assert!(scope.contains(&event(7)));
-        assert!(scope.contains(&event(0)));
+        assert!(!scope.contains(&event(0)), "a reset of no socket");
         assert!(!scope.contains(&event(8)));
         let unknown = NetnsScope::One {
             inode: 0,
@@ -239,6 +242,7 @@ mod tests {
         };
         assert!(unknown.contains(&event(8)));
         assert!(NetnsScope::All { own: 7 }.contains(&event(8)));
+        assert!(NetnsScope::All { own: 7 }.contains(&event(0)));
     }
 
     #[test]

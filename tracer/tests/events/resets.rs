@@ -101,3 +101,31 @@ fn dropped_peer_causes_retransmits() {
     }
     drop(pair);
 }
+
+/// A reset that answers a segment no socket matched (a connect to a port
+/// nothing listens on) has no socket of its own, but it is placed in the
+/// namespace of the device the segment came in on: `--netns` keeps the one
+/// refused in its namespace and leaves out one refused in another.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn a_reset_for_no_socket_is_placed_in_its_namespace() {
+    let ns = NamedNetns::new("rstno", &[]);
+    let other = NamedNetns::new("rstother", &[]);
+    let tracer = Events::start(&["--netns", &ns.name, "--kind", "reset_sent"]);
+    let refuse = || {
+        let ip: IpAddr = "127.0.0.1".parse().expect("ip");
+        // Bound, never listening: the port is taken, and refuses.
+        let (_closed, port) = bound(ip);
+        let err = TcpStream::connect((ip, port)).expect_err("nothing listens");
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    };
+    other.run(refuse);
+    ns.run(refuse);
+    let out = tracer.stop();
+    assert_eq!(out.lost(), 0);
+    let resets = out.of_kind("reset_sent");
+    // The namespace is new and only this test connects in it: one reset.
+    assert_eq!(resets.len(), 1, "{:?}", out.events);
+    assert_eq!(resets[0]["cookie"], 0, "no socket: {:?}", resets[0]);
+    assert_eq!(resets[0]["netns"], ns.inode, "{:?}", resets[0]);
+}

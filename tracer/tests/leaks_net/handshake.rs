@@ -286,5 +286,36 @@ fn a_connection_closed_before_accept_is_the_listeners_processs_leak() {
     assert_eq!(s["reason"], "not_accepted", "{s:#}");
     assert_owned_by_us(&s, queue.listener.as_raw_fd());
     assert_eq!(code, 1);
+
+    // `tracer port` names the listener's process on that connection too.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args([
+            "port",
+            &addr.port().to_string(),
+            "--netns",
+            "host",
+            "--json",
+        ])
+        .args(["--agent", NO_AGENT])
+        .output()
+        .expect("tracer port");
+    let port: Value = serde_json::from_slice(&out.stdout).expect("port JSON");
+    let sockets = port["namespaces"][0]["sockets"].as_array().cloned();
+    let queued = sockets
+        .iter()
+        .flatten()
+        .find(|s| s["peer"] == from.to_string())
+        .unwrap_or_else(|| panic!("{port:#}"));
+    assert_eq!(queued["not_accepted"], true, "{queued:#}");
+    assert_eq!(
+        queued["listener_owners"][0]["pid"],
+        std::process::id(),
+        "{queued:#}"
+    );
+    assert_eq!(
+        queued["listener_owners"][0]["fd"],
+        queue.listener.as_raw_fd(),
+        "{queued:#}"
+    );
     drop(queue);
 }

@@ -15,7 +15,7 @@ use super::{
     gather::{Found, Held},
     verdict::say,
 };
-use crate::{container::Container, tcp::TcpState};
+use crate::{container::Container, snapshot::listener_for, tcp::TcpState};
 
 /// `TCP_TIMEWAIT_LEN`: how long a TIME_WAIT socket lives (60 s, fixed in
 /// the kernel), so its age is this minus its timer.
@@ -139,6 +139,13 @@ pub struct Socket {
     /// process has not accepted yet, and its backlog; `null` for others.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accept_queue: Option<AcceptQueue>,
+    /// A connection completed but not accepted yet: it has no file and
+    /// waits in its listener's accept queue.
+    pub not_accepted: bool,
+    /// With `not_accepted`: the processes holding that listener, which
+    /// should accept it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub listener_owners: Vec<Owner>,
 }
 
 /// A listener's accept queue, as `ss -lt` shows it (Recv-Q, Send-Q).
@@ -223,15 +230,7 @@ fn socket(h: &Held, plain: Option<Reason>, reuse: Option<Reason>) -> Socket {
                 _ => None,
             })
         }),
-        owners: h
-            .owners
-            .iter()
-            .map(|o| Owner {
-                pid: o.pid,
-                comm: o.comm.clone(),
-                fd: Some(o.fd),
-            })
-            .collect(),
+        owners: owners_of(h),
         owner_unknown: h.owner_unknown.is_some(),
         owner_hint: h.owner_unknown,
         reuseaddr: h.options.map(|o| o.reuseaddr),
@@ -252,7 +251,20 @@ fn socket(h: &Held, plain: Option<Reason>, reuse: Option<Reason>) -> Socket {
             backlog: s.wqueue,
             full: s.accept_queue_full(),
         }),
+        not_accepted: s.awaits_accept(),
+        listener_owners: Vec::new(),
     }
+}
+
+fn owners_of(h: &Held) -> Vec<Owner> {
+    h.owners
+        .iter()
+        .map(|o| Owner {
+            pid: o.pid,
+            comm: o.comm.clone(),
+            fd: Some(o.fd),
+        })
+        .collect()
 }
 
 /// Judge what was found for a new listener on `addr` (`v6only` as
@@ -292,13 +304,24 @@ pub fn build(
         let reason =
             |why: &[(usize, Reason)], i: usize| why.iter().find(|&&(j, _)| j == i).map(|&(_, r)| r);
         let (mut listeners, mut sockets) = (Vec::new(), Vec::new());
+        let listening: Vec<(IpAddr, u64)> = held
+            .iter()
+            .filter(|h| h.snap.state == TcpState::Listen && h.snap.inode != 0)
+            .map(|h| (h.snap.saddr, h.snap.inode))
+            .collect();
         for (i, h) in held.iter().enumerate() {
             let r = if tested && r_out == Outcome::Free {
                 None
             } else {
                 reason(&r_why, i)
             };
-            let s = socket(h, reason(&p_why, i), r);
+            let mut s = socket(h, reason(&p_why, i), r);
+            if s.not_accepted
+                && let Some(inode) = listener_for(&listening, h.snap.saddr)
+                && let Some(l) = held.iter().find(|l| l.snap.inode == inode)
+            {
+                s.listener_owners = owners_of(l);
+            }
             if h.snap.state == TcpState::Listen {
                 listeners.push(s);
             } else {

@@ -515,3 +515,45 @@ fn a_namespace_without_the_address_is_left_out_of_the_verdict() {
     assert_eq!(r.namespaces.len(), 1);
     assert_eq!(r.exit_code(), 1);
 }
+
+/// A connection the listener has not accepted yet has no process of its
+/// own: it names the listener's, which should accept it.
+#[test]
+fn a_connection_not_accepted_names_the_listeners_process() {
+    let mut l = held(snap(TcpState::Listen, "0.0.0.0:8080", "0.0.0.0:0", 1));
+    l.owners = vec![FdOwner {
+        pid: 4242,
+        comm: "python3".into(),
+        cmdline: String::new(),
+        fd: 3,
+        cgroup: String::new(),
+        container_id: None,
+    }];
+    let mut queued = snap(TcpState::CloseWait, "127.0.0.1:8080", "127.0.0.1:50000", 2);
+    queued.inode = 0;
+    let mut orphan = snap(TcpState::LastAck, "127.0.0.1:8080", "127.0.0.1:50001", 3);
+    orphan.inode = 0;
+    let f = found(vec![l, held(queued), held(orphan)]);
+    let r = build(8080, any(), false, &f, "snapshot".into(), |_| None);
+    let t = text(&r);
+    let line = |peer: &str| t.lines().find(|l| l.contains(peer)).expect(peer).to_owned();
+    assert!(
+        line("127.0.0.1:50000")
+            .ends_with("not accepted yet: waits in the accept queue of pid 4242 python3 fd 3"),
+        "{t}"
+    );
+    assert!(
+        line("127.0.0.1:50001").ends_with("no process holds it"),
+        "{t}"
+    );
+    let json = serde_json::to_value(&r).expect("json");
+    let sockets = json["namespaces"][0]["sockets"]
+        .as_array()
+        .expect("sockets");
+    let queued = sockets.iter().find(|s| s["cookie"] == 2).expect("queued");
+    assert_eq!(queued["not_accepted"], true);
+    assert_eq!(queued["listener_owners"][0]["pid"], 4242);
+    let orphan = sockets.iter().find(|s| s["cookie"] == 3).expect("orphan");
+    assert_eq!(orphan["not_accepted"], false);
+    assert!(orphan.get("listener_owners").is_none());
+}

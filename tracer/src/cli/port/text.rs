@@ -3,7 +3,7 @@
 //! [`SHOWN_PER_STATE`] of each), and when the last TIME_WAIT socket goes.
 use std::io::{self, Write};
 
-use super::report::{Namespace, Report, Socket, Verdict};
+use super::report::{Namespace, Owner, Report, Socket, Verdict};
 
 /// Sockets listed per state, oldest first; a busy server's port has
 /// thousands, and `--json` has them all.
@@ -178,7 +178,7 @@ fn namespace(ns: &Namespace, many: bool, out: &mut dyn Write) -> io::Result<()> 
 
 fn socket(s: &Socket, out: &mut dyn Write) -> io::Result<()> {
     let age = match s.age_seconds {
-        Some(a) if s.age_is_lower_bound => format!(">{}", secs(a)),
+        Some(a) if s.age_is_lower_bound => format!(">={}", secs(a)),
         Some(a) => secs(a),
         None => "unknown".to_owned(),
     };
@@ -205,6 +205,15 @@ fn socket(s: &Socket, out: &mut dyn Write) -> io::Result<()> {
 }
 
 fn owners(s: &Socket) -> String {
+    if s.not_accepted && s.owners.is_empty() {
+        return match s.listener_owners.as_slice() {
+            [] => "not accepted yet: waits in its listener's accept queue".to_owned(),
+            l => format!(
+                "not accepted yet: waits in the accept queue of {}",
+                processes(l)
+            ),
+        };
+    }
     if s.owners.is_empty() {
         let nobody = if s.owner_unknown {
             "owner unknown"
@@ -216,7 +225,11 @@ fn owners(s: &Socket) -> String {
             None => nobody.to_owned(),
         };
     }
-    s.owners
+    processes(&s.owners)
+}
+
+fn processes(owners: &[Owner]) -> String {
+    owners
         .iter()
         .map(|o| match o.fd {
             Some(fd) => format!("pid {} {} fd {fd}", o.pid, o.comm),
