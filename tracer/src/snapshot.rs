@@ -286,16 +286,21 @@ impl From<HashMap<u64, Vec<FdOwner>>> for OwnerScan {
 
 /// The listener a connection to `local` came in through, of `listeners`
 /// (address, inode) on its port: one bound to that very address, else a
-/// wildcard one (`0.0.0.0` takes IPv4, `::` either); the first when
-/// several are (`SO_REUSEPORT`), and none when every one is bound to
-/// another address.
+/// wildcard one of its family, else (IPv4 only) `::`, which takes IPv4
+/// unless it is IPv6-only, as it must be when `0.0.0.0` is bound beside
+/// it; the first when several are (`SO_REUSEPORT`), and none when every
+/// one is bound to another address.
 pub fn listener_for(listeners: &[(std::net::IpAddr, u64)], local: std::net::IpAddr) -> Option<u64> {
     let local = local.to_canonical();
     let exact = listeners.iter().find(|(a, _)| a.to_canonical() == local);
-    let wildcard = || {
+    let any = |v4: bool| {
         listeners
             .iter()
-            .find(|(a, _)| a.is_unspecified() && (a.is_ipv6() || local.is_ipv4()))
+            .find(|(a, _)| a.is_unspecified() && a.is_ipv4() == v4)
+    };
+    let wildcard = || match local.is_ipv4() {
+        true => any(true).or_else(|| any(false)),
+        false => any(false),
     };
     exact.or_else(wildcard).map(|&(_, inode)| inode)
 }

@@ -165,7 +165,7 @@ impl Api for AgentApi {
             "started_ns": self.0.started_ns,
             "started": clock.at(self.0.started_ns),
             "followed_netns": self.0.followed_netns,
-            "agent_netns": self.0.own_netns,
+            "agent_netns": (self.0.own_netns != 0).then_some(self.0.own_netns),
             "tracked_sockets": stats.tracked,
             "sockets": states,
             "dwell_seconds": dwell,
@@ -180,7 +180,8 @@ impl Api for AgentApi {
         report.attribute(&core.containers);
         drop(core);
         report.followed_netns = self.0.followed_netns;
-        report.agent_netns = Some(self.0.own_netns);
+        report.agent_netns = (self.0.own_netns != 0).then_some(self.0.own_netns);
+        report.name_namespaces(crate::pipeline::discover::names());
         if let Ok(f) = self.0.forecasts.lock() {
             report.forecasts = f.clone();
         }

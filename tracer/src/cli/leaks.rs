@@ -105,7 +105,7 @@ pub fn run_to(args: &LeaksArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         timeout: args.timeout.unwrap_or(client::DEFAULT_TIMEOUT),
         ..Limits::default()
     };
-    let mut report = filter(
+    let report = filter(
         collect(
             args.agent.as_deref().unwrap_or(DEFAULT_AGENT),
             scope,
@@ -119,7 +119,6 @@ pub fn run_to(args: &LeaksArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
             .map_err(io::Error::from)
             .and_then(|()| writeln!(out))
     } else {
-        report.netns_names = crate::pipeline::discover::names();
         render(&report, out)
     };
     match written.and_then(|()| out.flush()) {
@@ -178,7 +177,8 @@ fn snapshot_of(scope: NetnsScope, mut note: String) -> anyhow::Result<Report> {
     }
     let mut report = snapshot_report(&dump, &owners, note);
     report.attribute(&census.containers);
-    report.agent_netns = Some(crate::diag::own_netns());
+    report.agent_netns = Some(crate::diag::own_netns()).filter(|&n| n != 0);
+    report.name_namespaces(crate::pipeline::discover::names());
     // A snapshot has no monotonic stamp of its own (now_ns 0), but it knows
     // when it was taken.
     report.now = Some(crate::wall::WallClock::now().at(crate::wall::monotonic_ns()));

@@ -108,9 +108,10 @@ pub struct Report {
     /// a snapshot has descriptor counts only, with no rate.
     #[serde(default, skip_serializing_if = "crate::forecast::Forecasts::is_empty")]
     pub forecasts: crate::forecast::Forecasts,
-    /// The `/run/netns` names of the flags' namespaces, for the table's
-    /// NETNS column: `tracer leaks` fills them from its host.
-    #[serde(skip)]
+    /// The `/run/netns` names of the flags' namespaces, on the host that
+    /// made the report (the agent's, or `tracer leaks`' for a snapshot),
+    /// for the table's NETNS column and `tracer top`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub netns_names: BTreeMap<u32, String>,
 }
 
@@ -167,6 +168,14 @@ impl Report {
             .flat_map(|g| g.sockets.iter_mut())
             .chain(self.risks.iter_mut())
             .chain(self.recently_cleared.iter_mut())
+    }
+
+    /// Keep of `names` (`/run/netns` names by inode, of the host that made
+    /// the report) those of the flags' namespaces.
+    pub fn name_namespaces(&mut self, mut names: BTreeMap<u32, String>) {
+        let used: std::collections::BTreeSet<u32> = self.flags_mut().map(|f| f.netns).collect();
+        names.retain(|inode, _| used.contains(inode));
+        self.netns_names = names;
     }
 
     /// Fill in the wall-clock times of the report and of every flag.

@@ -328,8 +328,10 @@ fn netns(f: &Flag, names: &std::collections::BTreeMap<u32, String>) -> String {
 pub fn container_or_netns(f: &Flag, r: &Report) -> String {
     match (&f.container, f.netns) {
         (Some(c), _) => c.short(),
+        // An agent older than `agent_netns` cannot say which is its own:
+        // mark none rather than every one.
         (None, 0) => "-".into(),
-        (None, n) if r.agent_netns == Some(n) => "-".into(),
+        (None, n) if r.agent_netns.is_none_or(|own| own == n) => "-".into(),
         (None, n) => match r.netns_names.get(&n) {
             Some(name) => format!("ns:{name}"),
             None => format!("ns:{n}"),

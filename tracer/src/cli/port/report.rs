@@ -3,6 +3,7 @@
 //! the way with its age, timer, owner and who closed first. `--json`
 //! prints it as is; [`super::text`] renders it for people.
 use std::{
+    collections::HashMap,
     net::{IpAddr, SocketAddr},
     time::{Duration, SystemTime},
 };
@@ -142,8 +143,9 @@ pub struct Socket {
     /// A connection completed but not accepted yet: it has no file and
     /// waits in its listener's accept queue.
     pub not_accepted: bool,
-    /// With `not_accepted`: the processes holding that listener, which
-    /// should accept it.
+    /// With `not_accepted`: the processes holding that listener (every
+    /// listener on its address, with `SO_REUSEPORT`), which should accept
+    /// it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub listener_owners: Vec<Owner>,
 }
@@ -309,6 +311,15 @@ pub fn build(
             .filter(|h| h.snap.state == TcpState::Listen && h.snap.inode != 0)
             .map(|h| (h.snap.saddr, h.snap.inode))
             .collect();
+        // Every listener's owners by address: with SO_REUSEPORT several
+        // share one, and which one's queue holds a connection is not told.
+        let mut owners_at: HashMap<IpAddr, Vec<Owner>> = HashMap::new();
+        for l in held.iter().filter(|h| h.snap.state == TcpState::Listen) {
+            owners_at
+                .entry(l.snap.saddr)
+                .or_default()
+                .extend(owners_of(l));
+        }
         for (i, h) in held.iter().enumerate() {
             let r = if tested && r_out == Outcome::Free {
                 None
@@ -318,9 +329,9 @@ pub fn build(
             let mut s = socket(h, reason(&p_why, i), r);
             if s.not_accepted
                 && let Some(inode) = listener_for(&listening, h.snap.saddr)
-                && let Some(l) = held.iter().find(|l| l.snap.inode == inode)
+                && let Some(&(at, _)) = listening.iter().find(|&&(_, i)| i == inode)
             {
-                s.listener_owners = owners_of(l);
+                s.listener_owners = owners_at.get(&at).cloned().unwrap_or_default();
             }
             if h.snap.state == TcpState::Listen {
                 listeners.push(s);

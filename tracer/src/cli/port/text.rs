@@ -18,12 +18,9 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
+/// A span as every table writes it: `45.7s`, `12m24s`, `3h04m`.
 fn secs(s: f64) -> String {
-    if s >= 100.0 {
-        format!("{s:.0}s")
-    } else {
-        format!("{s:.1}s")
-    }
+    crate::leaks::table::fmt_age(Some(s), false)
 }
 
 /// Render `r` to `out`.

@@ -54,8 +54,7 @@ impl Source {
     /// One refresh.
     pub fn sample(&self) -> anyhow::Result<Sample> {
         let summary: Summary = self.json("/api/v1/summary")?;
-        let mut leaks = self.matching.report(self.json("/api/v1/leaks")?);
-        leaks.netns_names = crate::pipeline::discover::names();
+        let leaks = self.matching.report(self.json("/api/v1/leaks")?);
         let (time_wait, time_wait_sampled) = self.time_wait()?;
         Ok(Sample {
             summary,

@@ -39,10 +39,15 @@ const ONCE_ROWS: usize = 20;
 const STATES_HEIGHT: u16 = 13 + 3;
 
 /// The CLOSE_WAIT panel's CONTAINER column: as wide as its widest cell,
-/// from the header's width up to this.
-const CONTAINER_MAX: usize = 24;
+/// from the header's width up to this, and never at the cost of the
+/// connection's [`CONNECTION_MIN`] columns.
+const CONTAINER_MAX: u16 = 24;
+/// The columns the CLOSE_WAIT panel's connection keeps at least.
+const CONNECTION_MIN: u16 = 30;
 
-fn widths(panel: Panel, rows: &[&ModelRow]) -> Vec<Constraint> {
+/// The column widths of `panel`, whose rows are `rows`, `inner` columns
+/// wide inside its borders.
+fn widths(panel: Panel, rows: &[&ModelRow], inner: u16) -> Vec<Constraint> {
     use Constraint::{Length, Min};
     match panel {
         Panel::States => vec![Length(14), Length(8), Length(9)],
@@ -55,19 +60,26 @@ fn widths(panel: Panel, rows: &[&ModelRow]) -> Vec<Constraint> {
             Length(9),
         ],
         Panel::CloseWait => {
+            let [age, pid, comm, fd, eof] = [8, 7, 15, 4, 8];
+            let header = "CONTAINER".len() as u16;
+            // What the other columns and the six gaps between all seven leave.
+            let room = inner.saturating_sub(age + pid + comm + fd + eof + 6 + CONNECTION_MIN);
+            let widest = rows
+                .iter()
+                .map(|r| Line::from(r.cells[5].as_str()).width())
+                .max()
+                .unwrap_or(0);
+            let container = u16::try_from(widest)
+                .unwrap_or(u16::MAX)
+                .clamp(header, CONTAINER_MAX.min(room).max(header));
             vec![
-                Length(8),
-                Length(7),
-                Length(15),
-                Length(4),
-                Min(30),
-                Length(
-                    rows.iter()
-                        .map(|r| r.cells[5].chars().count())
-                        .fold("CONTAINER".len(), usize::max)
-                        .min(CONTAINER_MAX) as u16,
-                ),
-                Length(8),
+                Length(age),
+                Length(pid),
+                Length(comm),
+                Length(fd),
+                Min(CONNECTION_MIN),
+                Length(container),
+                Length(eof),
             ]
         }
         Panel::Procs => vec![
@@ -139,7 +151,7 @@ fn panel(f: &mut Frame<'_>, s: &Screen<'_>, p: Panel, area: Rect) {
     }
     let header = Row::new(p.header().iter().copied()).bold();
     let body = rows.iter().map(|r| Row::new(r.cells.iter().cloned()));
-    let table = Table::new(body, widths(p, &rows))
+    let table = Table::new(body, widths(p, &rows, area.width.saturating_sub(2)))
         .header(header)
         .block(block);
     f.render_widget(table, area);

@@ -704,4 +704,8 @@ fn a_connection_is_matched_to_the_listener_on_its_address() {
     // Only listeners on other addresses: none of them took it.
     assert_eq!(listener_for(&listeners[..1], ip("10.0.0.2")), None);
     assert_eq!(listener_for(&[(ip("::"), 3)], ip("10.0.0.2")), Some(3));
+    // An IPv6-only `::` listed first does not take IPv4 from `0.0.0.0`.
+    let v6_first = [(ip("::"), 3), (ip("0.0.0.0"), 2)];
+    assert_eq!(listener_for(&v6_first, ip("127.0.0.1")), Some(2));
+    assert_eq!(listener_for(&v6_first, ip("::1")), Some(3));
 }

@@ -304,3 +304,23 @@ fn a_close_wait_outside_the_agents_namespace_and_any_container_names_its_namespa
         "the agent's own namespace is the unmarked case; others are named, else numbered"
     );
 }
+
+#[test]
+fn the_names_of_the_flags_namespaces_travel_with_the_report() {
+    let mut r = report();
+    for f in r.leaks.iter_mut().flat_map(|g| &mut g.sockets) {
+        f.netns = 4026532174;
+    }
+    let names = [(4026532174, "web"), (4026532999, "unrelated")]
+        .map(|(i, n)| (i, n.to_owned()))
+        .into();
+    r.name_namespaces(names);
+    assert_eq!(r.netns_names.len(), 1, "only the flags' namespaces");
+    let json = serde_json::to_value(&r).expect("json");
+    assert_eq!(json["netns_names"]["4026532174"], "web");
+    let back: Report = serde_json::from_value(json).expect("read back");
+    assert_eq!(
+        back.netns_names.get(&4026532174).map(String::as_str),
+        Some("web")
+    );
+}

@@ -179,23 +179,33 @@ fn a_once_frame_fits_its_rows_and_has_no_footer() {
 }
 
 #[test]
-fn a_namespaces_name_widens_the_container_column_to_show_it_whole() {
-    let mut s = sample(100, &[("close_wait", 3)]);
-    s.leaks.agent_netns = Some(1);
-    s.leaks.netns_names.insert(2, "tr-nsleak-123456".into());
-    for f in s.leaks.leaks.iter_mut().flat_map(|g| &mut g.sockets) {
-        f.netns = 2;
-    }
-    let text = frame(
-        &Model::build(&s, None),
-        &Ui::new(Duration::from_secs(2)),
-        None,
-        (160, 50),
-    );
-    let oldest = line_with(&text, "12m05s");
-    // The connection keeps its 30 columns at least: the local end whole.
+fn a_namespaces_name_widens_the_container_column_but_not_past_the_connection() {
+    let frame_with = |name: &str| {
+        let mut s = sample(100, &[("close_wait", 3)]);
+        s.leaks.agent_netns = Some(1);
+        s.leaks.netns_names.insert(2, name.into());
+        for f in s.leaks.leaks.iter_mut().flat_map(|g| &mut g.sockets) {
+            f.netns = 2;
+        }
+        let ui = Ui::new(Duration::from_secs(2));
+        line_with(
+            &frame(&Model::build(&s, None), &ui, None, (160, 50)),
+            "12m05s",
+        )
+        .to_owned()
+    };
+    // Wider than the header: shown whole, the connection too.
+    let oldest = frame_with("tr-web-4242");
     assert!(
-        oldest.contains("127.0.0.1:8080 -> 127.0.0.1:50 ns:tr-nsleak-123456 no "),
+        oldest.contains("127.0.0.1:8080 -> 127.0.0.1:50001 "),
+        "{oldest}"
+    );
+    assert!(oldest.contains(" ns:tr-web-4242 no "), "{oldest}");
+    // Wider than the panel leaves: cut, and the connection keeps its 30
+    // columns, the local end whole.
+    let oldest = frame_with("a-name-far-too-long-for-the-panel");
+    assert!(
+        oldest.contains("127.0.0.1:8080 -> 127.0.0.1:50 ns:a-name-far-too- no "),
         "{oldest}"
     );
 }
