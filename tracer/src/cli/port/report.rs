@@ -41,6 +41,9 @@ pub struct Report {
     pub at: String,
     /// Network namespaces dumped.
     pub namespaces_scanned: usize,
+    /// Network namespaces that could not be entered (that needs
+    /// `CAP_SYS_ADMIN`): what they hold is not in the answer.
+    pub namespaces_not_entered: usize,
     /// For a specific `addr`: some namespace looked at has it (`false`:
     /// none does, so a `bind()` to it fails with `EADDRNOTAVAIL` whatever
     /// the port); `null` for any address, or when it could not be told.
@@ -405,6 +408,7 @@ pub fn build(
         free_with_reuseaddr,
         at: humantime::format_rfc3339_millis(now).to_string(),
         namespaces_scanned: found.namespaces,
+        namespaces_not_entered: found.refused,
         addr_available,
         namespaces_without_addr: found.by_netns.keys().filter(|n| lacks(n)).count(),
         namespaces,

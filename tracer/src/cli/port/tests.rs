@@ -557,3 +557,27 @@ fn a_connection_not_accepted_names_the_listeners_process() {
     assert_eq!(orphan["not_accepted"], false);
     assert!(orphan.get("listener_owners").is_none());
 }
+
+/// Namespaces that could not be entered are named in the verdict's line,
+/// not only in the source line: a FREE there is for the others.
+#[test]
+fn a_namespace_not_entered_is_said_beside_the_verdict() {
+    let mut f = found(Vec::new());
+    f.by_netns.clear();
+    f.namespaces = 1;
+    f.refused = 2;
+    let r = build(8080, any(), false, &f, "snapshot".into(), |_| None);
+    assert!(r.free);
+    assert_eq!(r.exit_code(), 0);
+    let t = text(&r);
+    assert!(
+        t.lines().next().is_some_and(|l| l.ends_with(
+            "FREE with SO_REUSEADDR in the 1 network namespace scanned; 2 more could not be entered (that needs CAP_SYS_ADMIN), and what they hold is not known"
+        )),
+        "{t}"
+    );
+    assert_eq!(
+        serde_json::to_value(&r).expect("json")["namespaces_not_entered"],
+        2
+    );
+}

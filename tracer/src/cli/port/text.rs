@@ -49,9 +49,15 @@ pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
             r.port,
         )?;
     } else {
+        let unseen = match r.namespaces_not_entered {
+            0 => String::new(),
+            k => format!(
+                " in the {scanned}; {k} more could not be entered (that needs CAP_SYS_ADMIN), and what they hold is not known"
+            ),
+        };
         writeln!(
             out,
-            "port {} ({at}) is {} for a new listener without SO_REUSEADDR; {reuse} with SO_REUSEADDR",
+            "port {} ({at}) is {} for a new listener without SO_REUSEADDR; {reuse} with SO_REUSEADDR{unseen}",
             r.port,
             if r.free { "FREE" } else { "BUSY" },
         )?;
