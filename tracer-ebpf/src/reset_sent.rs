@@ -6,8 +6,9 @@
 //! NULL when the RST answers a segment that matched no socket (a refused
 //! connect, seen from the refusing side). Then the event has no cookie and
 //! no tuple, and its namespace is that of the device the segment came in
-//! on (`skb->dev`), so a reset of no socket still counts in its namespace. `sk` may also be a timewait or request socket; both start with
-//! `struct sock_common`, which is all we read.
+//! on (`skb->dev`), so a reset of no socket still counts in its namespace.
+//! `sk` may also be a timewait or request socket; both start with `struct
+//! sock_common`, which is all we read.
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::KIND_RESET_SENT;
 

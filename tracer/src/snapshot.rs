@@ -290,7 +290,10 @@ impl From<HashMap<u64, Vec<FdOwner>>> for OwnerScan {
 /// unless it is IPv6-only, as it must be when `0.0.0.0` is bound beside
 /// it; the first when several are (`SO_REUSEPORT`), and none when every
 /// one is bound to another address.
-pub fn listener_for(listeners: &[(std::net::IpAddr, u64)], local: std::net::IpAddr) -> Option<u64> {
+pub fn listener_for(
+    listeners: &[(std::net::IpAddr, u64)],
+    local: std::net::IpAddr,
+) -> Option<&(std::net::IpAddr, u64)> {
     let local = local.to_canonical();
     let exact = listeners.iter().find(|(a, _)| a.to_canonical() == local);
     let any = |v4: bool| {
@@ -302,7 +305,7 @@ pub fn listener_for(listeners: &[(std::net::IpAddr, u64)], local: std::net::IpAd
         true => any(true).or_else(|| any(false)),
         false => any(false),
     };
-    exact.or_else(wildcard).map(|&(_, inode)| inode)
+    exact.or_else(wildcard)
 }
 
 #[cfg(test)]

@@ -104,6 +104,13 @@ impl SocketJson {
     }
 }
 
+impl AgentApi {
+    /// The agent's own network namespace, `None` when it could not be read.
+    fn agent_netns(&self) -> Option<u32> {
+        Some(self.0.own_netns).filter(|&n| n != 0)
+    }
+}
+
 impl Api for AgentApi {
     type Socket = SocketJson;
 
@@ -165,7 +172,7 @@ impl Api for AgentApi {
             "started_ns": self.0.started_ns,
             "started": clock.at(self.0.started_ns),
             "followed_netns": self.0.followed_netns,
-            "agent_netns": (self.0.own_netns != 0).then_some(self.0.own_netns),
+            "agent_netns": self.agent_netns(),
             "tracked_sockets": stats.tracked,
             "sockets": states,
             "dwell_seconds": dwell,
@@ -180,7 +187,7 @@ impl Api for AgentApi {
         report.attribute(&core.containers);
         drop(core);
         report.followed_netns = self.0.followed_netns;
-        report.agent_netns = (self.0.own_netns != 0).then_some(self.0.own_netns);
+        report.agent_netns = self.agent_netns();
         report.name_namespaces(crate::pipeline::discover::names());
         if let Ok(f) = self.0.forecasts.lock() {
             report.forecasts = f.clone();

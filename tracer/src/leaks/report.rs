@@ -384,11 +384,7 @@ pub fn snapshot_report_with(
                 };
                 let evidence = format!(
                     "in CLOSE_WAIT{since}; {}",
-                    if d.inode == 0 {
-                        "never accepted: it waits in the listener's accept queue".to_owned()
-                    } else {
-                        super::rules::unread_words(d)
-                    }
+                    super::rules::close_wait_words(d)
                 );
                 let mut f = super::rules::close_wait_flag(d, 0, (age, true), evidence);
                 if age == 0 {

@@ -93,7 +93,7 @@ pub(super) fn close_wait_flag(
     age: (u64, bool),
     evidence: String,
 ) -> Flag {
-    let not_accepted = d.inode == 0;
+    let not_accepted = d.awaits_accept();
     let reason = not_accepted.then_some(Reason::NotAccepted);
     let mut f = socket_flag(d, LeakKind::CloseWait, reason, now, age, evidence);
     if not_accepted {
@@ -110,7 +110,7 @@ pub(super) fn attribute_to_listeners<'a>(
     listeners: impl Fn(u32, u16) -> Option<&'a [(std::net::IpAddr, u64)]>,
 ) {
     let of = |netns: u32, local: std::net::SocketAddr| {
-        listener_for(listeners(netns, local.port())?, local.ip())
+        listener_for(listeners(netns, local.port())?, local.ip()).map(|&(_, inode)| inode)
     };
     for f in flags {
         if f.reason == Some(Reason::NotAccepted)
@@ -175,7 +175,7 @@ pub(super) fn find_local_peers<'a>(
                 cookie: d.cookie,
                 state: d.state,
                 inode: d.inode,
-                not_accepted: d.inode == 0,
+                not_accepted: d.awaits_accept(),
                 owners: Vec::new(),
             });
         }
@@ -230,6 +230,16 @@ pub(super) fn ns(d: std::time::Duration) -> u64 {
 
 pub(super) fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
+}
+
+/// How a CLOSE_WAIT socket's evidence ends: that no process accepted it,
+/// or what its application left unread.
+pub(super) fn close_wait_words(d: &SocketSnapshot) -> String {
+    if d.awaits_accept() {
+        "never accepted: it waits in the listener's accept queue".to_owned()
+    } else {
+        unread_words(d)
+    }
 }
 
 /// A span for evidence text, written as the AGE column writes ages:

@@ -331,8 +331,7 @@ pub fn build(
             };
             let mut s = socket(h, reason(&p_why, i), r);
             if s.not_accepted
-                && let Some(inode) = listener_for(&listening, h.snap.saddr)
-                && let Some(&(at, _)) = listening.iter().find(|&&(_, i)| i == inode)
+                && let Some(&(at, _)) = listener_for(&listening, h.snap.saddr)
             {
                 s.listener_owners = owners_at.get(&at).cloned().unwrap_or_default();
             }

@@ -2,7 +2,7 @@
 use std::collections::{BTreeMap, hash_map::Entry};
 
 use super::super::rules::{
-    PortAcc, close_wait_flag, fin_floor, queue_flag, socket_flag, unread_words,
+    PortAcc, close_wait_flag, close_wait_words, fin_floor, queue_flag, socket_flag,
 };
 use super::super::rules::{ns, span};
 use super::super::{Flag, LeakKind, Reason, fmt_duration};
@@ -42,11 +42,7 @@ impl Detector {
                             Some(q) if q < age => format!(", nothing sent for {}", span(q)),
                             _ => String::new(),
                         },
-                        if d.inode == 0 {
-                            "never accepted: it waits in the listener's accept queue".to_string()
-                        } else {
-                            unread_words(d)
-                        }
+                        close_wait_words(d)
                     );
                     found.insert(
                         key(LeakKind::CloseWait),

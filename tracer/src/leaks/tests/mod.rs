@@ -688,7 +688,10 @@ fn orphaned_fin_wait2_only_without_an_owner() {
 /// the one on its address, else a wildcard of its family, else none.
 #[test]
 fn a_connection_is_matched_to_the_listener_on_its_address() {
-    use crate::snapshot::listener_for;
+    // The matched listener's inode.
+    let listener_for = |l: &[(IpAddr, u64)], a: IpAddr| {
+        crate::snapshot::listener_for(l, a).map(|&(_, inode)| inode)
+    };
     let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
     let listeners = [
         (ip("10.0.0.1"), 1),
