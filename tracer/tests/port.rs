@@ -409,3 +409,58 @@ fn an_address_the_namespace_does_not_have_is_unavailable() {
     assert_eq!(other.run(move || try_listen(ip, port, false)), Ok(()));
     assert_eq!(try_listen(ip, port, false), Err(libc::EADDRNOTAVAIL));
 }
+
+/// Without CAP_SYS_ADMIN (root with it dropped from the bounding set, as a
+/// container without it runs) `tracer port` cannot enter another
+/// namespace. It answers for the namespaces it scanned, and says, in the
+/// verdict's line and in the JSON, that others were not looked at: a
+/// listener there is not reported, nor taken for nothing.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn without_cap_sys_admin_the_namespaces_not_entered_are_said() {
+    let _ns = Netns::enter("port-nocap-a");
+    let other = OtherNetns::new("port-nocap-b");
+    let port = 8099;
+    let there = other.run(move || Server::start(port, false));
+    assert_eq!(there.outcome, Ok(()));
+    let p = port.to_string();
+    let bin = env!("CARGO_BIN_EXE_tracer");
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new("setpriv")
+            .args(["--bounding-set=-sys_admin", "--inh-caps=-sys_admin", bin])
+            .args(["port", &p, "--agent", NO_AGENT])
+            .args(extra)
+            .output()
+            .expect("run setpriv");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        print!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        (out.status.code(), stdout)
+    };
+    let (code, json) = run(&["--json"]);
+    let r: Value = serde_json::from_str(&json).expect("JSON");
+    // Our namespace holds nothing on the port: FREE there, exit 0.
+    assert_eq!(code, Some(0), "{r:#}");
+    assert_eq!(r["free"], true, "{r:#}");
+    // The other namespace was not entered, so its listener is not in the
+    // answer, and the count says so (other tests' namespaces may add to
+    // it on a shared machine).
+    assert!(named(&r, "tr-port-nocap-").is_empty(), "{r:#}");
+    let unseen = r["namespaces_not_entered"].as_u64().expect("count");
+    assert!(unseen >= 1, "{r:#}");
+    let (_, text) = run(&[]);
+    assert!(
+        text.contains("more could not be entered (that needs CAP_SYS_ADMIN)"),
+        "{text}"
+    );
+    // With the capability, the same question finds the listener.
+    let out = tracer(&[
+        "port", &p, "--json", "--agent", NO_AGENT, "--netns", &other.0,
+    ]);
+    let r: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(out.status.code(), Some(1), "{r:#}");
+    assert_eq!(r["namespaces_not_entered"], 0, "{r:#}");
+    assert_eq!(
+        only_namespace(&r)["listeners"][0]["owners"][0]["pid"],
+        there.pid()
+    );
+}
