@@ -249,13 +249,18 @@ impl Detector {
                 Some(a) => {
                     // Accepted since (its own inode now), or its listener
                     // found: the owners are another socket's.
-                    if f.inode != 0 && a.inode != f.inode {
+                    if f.inode != 0
+                        && (a.inode, &a.sibling_listeners) != (f.inode, &f.sibling_listeners)
+                    {
                         a.inode = f.inode;
+                        a.sibling_listeners = f.sibling_listeners;
                         a.owners.clear();
                         reowned.push(key);
                     }
                     // Its local peer found (or another one): its owners too.
-                    let peer = |p: &Option<super::LocalPeer>| p.as_ref().map(|p| p.inode);
+                    let peer = |p: &Option<super::LocalPeer>| {
+                        p.as_ref().map(|p| (p.inode, p.sibling_listeners.clone()))
+                    };
                     if peer(&f.local_peer) != peer(&a.local_peer) {
                         a.local_peer = f.local_peer;
                         reowned.push(key);
@@ -385,8 +390,14 @@ impl Detector {
 /// The inodes a flag's owners are looked up by: its socket's (or its
 /// listener's), and its local peer's.
 fn scanned(f: &Flag) -> impl Iterator<Item = u64> + '_ {
-    [Some(f.inode), f.local_peer.as_ref().map(|p| p.inode)]
+    let peer = f.local_peer.as_ref();
+    [Some(f.inode), peer.map(|p| p.inode)]
         .into_iter()
         .flatten()
+        .chain(f.sibling_listeners.iter().copied())
+        .chain(
+            peer.into_iter()
+                .flat_map(|p| p.sibling_listeners.iter().copied()),
+        )
         .filter(|&i| i != 0)
 }

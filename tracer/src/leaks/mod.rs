@@ -211,6 +211,12 @@ pub struct Flag {
     /// Socket inode (0 for timewait, request and orphaned sockets); the
     /// listener's for a port's `syn_recv` flag and a `not_accepted` one.
     pub inode: u64,
+    /// For a `not_accepted` flag: the other listeners bound to its address
+    /// (`SO_REUSEPORT`). Which of their queues holds it the kernel does
+    /// not say, so their processes are among its owners too. Not in the
+    /// JSON: `owners` carries it.
+    #[serde(skip)]
+    pub sibling_listeners: Vec<u64>,
     /// Inode of the socket's network namespace (0 when unknown).
     #[serde(default)]
     pub netns: u32,
@@ -275,6 +281,10 @@ pub struct LocalPeer {
     pub state: TcpState,
     /// Its inode; its listener's when it was never accepted.
     pub inode: u64,
+    /// Never accepted: the other listeners on its address, as
+    /// [`Flag::sibling_listeners`].
+    #[serde(skip)]
+    pub sibling_listeners: Vec<u64>,
     /// It waits in its listener's accept queue, never accepted: `owners`
     /// hold the listener (the process that should accept it).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -3,7 +3,7 @@
 //! flag is built and how its clearing is worded.
 use super::{Flag, LeakKind, Reason};
 use crate::{
-    snapshot::{OwnerScan, SocketSnapshot, listener_for},
+    snapshot::{FdOwner, OwnerScan, SocketSnapshot, listener_for},
     tcp::TcpState,
 };
 
@@ -63,6 +63,7 @@ pub(super) fn socket_flag(
         remote: Some(std::net::SocketAddr::new(d.daddr, d.dport)),
         state: d.state,
         inode: d.inode,
+        sibling_listeners: Vec::new(),
         netns: d.netns,
         raised_at_ns: now,
         raised_at: None,
@@ -104,29 +105,57 @@ pub(super) fn close_wait_flag(
 
 /// Give each `not_accepted` flag of `flags`, and each local peer never
 /// accepted, its listener's inode, from `listeners` by namespace and port,
-/// so that its owners are the process that should accept it.
+/// so that its owners are the process that should accept it; and the
+/// other listeners on the same address (`SO_REUSEPORT`: one of them holds
+/// it, and the kernel does not say which).
 pub(super) fn attribute_to_listeners<'a>(
     flags: impl Iterator<Item = &'a mut Flag>,
     listeners: impl Fn(u32, u16) -> Option<&'a [(std::net::IpAddr, u64)]>,
 ) {
     let of = |netns: u32, local: std::net::SocketAddr| {
-        listener_for(listeners(netns, local.port())?, local.ip()).map(|&(_, inode)| inode)
+        let all = listeners(netns, local.port())?;
+        let &(at, inode) = listener_for(all, local.ip())?;
+        let siblings = all
+            .iter()
+            .filter(|&&(a, i)| a == at && i != inode)
+            .map(|&(_, i)| i)
+            .collect();
+        Some((inode, siblings))
     };
     for f in flags {
         if f.reason == Some(Reason::NotAccepted)
             && f.inode == 0
-            && let Some(inode) = of(f.netns, f.local)
+            && let Some((inode, siblings)) = of(f.netns, f.local)
         {
             f.inode = inode;
+            f.sibling_listeners = siblings;
         }
         if let (Some(p), Some(remote)) = (&mut f.local_peer, f.remote)
             && p.not_accepted
             && p.inode == 0
-            && let Some(inode) = of(f.netns, remote)
+            && let Some((inode, siblings)) = of(f.netns, remote)
         {
             p.inode = inode;
+            p.sibling_listeners = siblings;
         }
     }
+}
+
+/// The owners of `inode` and of its `siblings` (listeners sharing its
+/// address) in `scan`, each (pid, fd) once; `None` when none of them is
+/// in it.
+fn owners_of(scan: &OwnerScan, inode: u64, siblings: &[u64]) -> Option<Vec<FdOwner>> {
+    let first = scan.get(&inode).filter(|_| inode != 0)?;
+    if siblings.is_empty() {
+        return Some(first.clone());
+    }
+    let mut all = first.clone();
+    for i in siblings {
+        all.extend(scan.get(i).into_iter().flatten().cloned());
+    }
+    all.sort_by_key(|o| (o.pid, o.fd));
+    all.dedup_by_key(|o| (o.pid, o.fd));
+    Some(all)
 }
 
 /// A flag on listener `d`, whose accept queue is full `held` ("at every
@@ -175,6 +204,7 @@ pub(super) fn find_local_peers<'a>(
                 cookie: d.cookie,
                 state: d.state,
                 inode: d.inode,
+                sibling_listeners: Vec::new(),
                 not_accepted: d.awaits_accept(),
                 owners: Vec::new(),
             });
@@ -187,10 +217,10 @@ pub(super) fn find_local_peers<'a>(
 /// peer's owners.
 pub(super) fn apply_scan(f: &mut Flag, scan: &OwnerScan) {
     if let Some(p) = &mut f.local_peer {
-        p.owners = scan.get(&p.inode).cloned().unwrap_or_default();
+        p.owners = owners_of(scan, p.inode, &p.sibling_listeners).unwrap_or_default();
     }
-    if let Some(list) = scan.get(&f.inode).filter(|_| f.inode != 0) {
-        f.owners = list.clone();
+    if let Some(list) = owners_of(scan, f.inode, &f.sibling_listeners) {
+        f.owners = list;
         f.owner_unknown = false;
         f.owner_hint = None;
     } else {

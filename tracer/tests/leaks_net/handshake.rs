@@ -319,3 +319,65 @@ fn a_connection_closed_before_accept_is_the_listeners_processs_leak() {
     );
     drop(queue);
 }
+
+/// Two listeners on one address with `SO_REUSEPORT`, as workers share a
+/// port: the kernel puts each connection in one of their queues and
+/// sock_diag does not say which, so a connection closed before accept
+/// names both listeners' fds as its owners, from the agent and from a
+/// snapshot alike.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn a_connection_not_accepted_names_every_reuseport_listener() {
+    let _ns = Netns::enter("notaccrp");
+    let agent = start_agent(&["--close-wait-threshold", "1s"]);
+    let url = format!("http://{}", agent.addr);
+    let tcp = || Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+    let listen = |at: SocketAddr| {
+        let l = tcp();
+        l.set_reuse_port(true).expect("SO_REUSEPORT");
+        l.bind(&at.into()).expect("bind");
+        l.listen(8).expect("listen");
+        l
+    };
+    let first = listen(([127, 0, 0, 1], 0).into());
+    let addr = first
+        .local_addr()
+        .expect("local")
+        .as_socket()
+        .expect("inet");
+    let second = listen(addr);
+    let fds = [first.as_raw_fd(), second.as_raw_fd()];
+    // Enough connections that both queues are likely to hold one; each
+    // flag names both listeners whichever holds it.
+    let mut from = Vec::new();
+    for _ in 0..4 {
+        let c = std::net::TcpStream::connect(addr).expect("connect");
+        from.push(c.local_addr().expect("local").to_string());
+    }
+    let ours = |r: &Value| -> Vec<Value> {
+        all_flags(r)
+            .into_iter()
+            .filter(|f| {
+                f["kind"] == "close_wait"
+                    && f["local"] == addr.to_string()
+                    && from.iter().any(|p| f["remote"] == *p)
+            })
+            .collect()
+    };
+    let check = |flags: &[Value]| {
+        for f in flags {
+            assert_eq!(f["reason"], "not_accepted", "{f:#}");
+            for fd in fds {
+                assert_owned_by_us(f, fd);
+            }
+        }
+    };
+    let (_, report, ok) = poll(&url, Duration::from_secs(8), |r| ours(r).len() == 4);
+    assert!(ok, "not all flagged: {report:#}");
+    check(&ours(&report));
+    let (_, snap) = tracer_leaks_json(&["--agent", NO_AGENT, "--netns", "host"]);
+    let flags = ours(&snap);
+    assert_eq!(flags.len(), 4, "{snap:#}");
+    check(&flags);
+    drop((first, second));
+}

@@ -170,6 +170,7 @@ impl Detector {
             remote: None,
             state: TcpState::NewSynRecv,
             inode: acc.listeners.last().map_or(0, |&(_, inode)| inode),
+            sibling_listeners: Vec::new(),
             netns,
             raised_at_ns: now,
             raised_at: None,

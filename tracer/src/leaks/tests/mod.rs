@@ -391,6 +391,65 @@ fn stuck_handshakes_syn_sent_and_per_port_syn_recv() {
     );
 }
 
+/// Workers that each listen on the same address (`SO_REUSEPORT`): a
+/// connection never accepted waits in one of their queues, and the kernel
+/// does not say which, so its flag names every worker (each once), and
+/// not a listener on another address of the port. Both the agent's
+/// detector and a one-shot snapshot say so.
+#[test]
+fn a_connection_not_accepted_names_every_reuseport_listener() {
+    let workers = |i: &HashSet<u64>| -> HashMap<u64, Vec<FdOwner>> {
+        i.iter()
+            .map(|&i| (i, vec![owner(i as u32 - 1000, "worker", 3)]))
+            .collect()
+    };
+    let listening = |cookie: u64, inode: u64, at: Ipv4Addr| {
+        let mut l = sock(cookie, TcpState::Listen).local(IpAddr::V4(at), 8080);
+        l.inode = inode;
+        l
+    };
+    let here = Ipv4Addr::new(10, 0, 0, 1);
+    let dump = [
+        listening(1, 1001, here),
+        listening(2, 1002, here),
+        listening(3, 1003, Ipv4Addr::LOCALHOST),
+        {
+            let mut queued = sock(4, TcpState::CloseWait);
+            queued.inode = 0;
+            queued
+        },
+    ];
+    let pids = |f: &Flag| f.owners.iter().map(|o| o.pid).collect::<Vec<_>>();
+    let mut det = Detector::new(thresholds());
+    det.update(&dump, 0, none, workers);
+    let c = det.update(&dump, 61 * S, none, workers);
+    let f = raised(&c);
+    assert_eq!(f.len(), 1, "{c:?}");
+    assert_eq!(f[0].reason, Some(Reason::NotAccepted));
+    assert_eq!(pids(f[0]), vec![1, 2]);
+    let r = det.report(61 * S);
+    let groups: Vec<_> = r.leaks.iter().map(|g| g.pid).collect();
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    assert!(groups.contains(&Some(1)) && groups.contains(&Some(2)));
+    assert_eq!(r.leak_count, 1, "one connection, however many workers");
+    let json = serde_json::to_value(f[0]).expect("json");
+    assert!(json.get("sibling_listeners").is_none(), "{json}");
+    // A worker gone: the flag's owners are looked up again with the rest.
+    let dump = [dump[0], dump[2], dump[3]];
+    det.update(&dump, 62 * S, none, workers);
+    let f = det.active().next().expect("still flagged");
+    assert_eq!(pids(f), vec![1]);
+
+    let scan = workers(&[1001, 1002, 1003].into());
+    let r = snapshot_report(
+        &[dump[0], listening(2, 1002, here), dump[1], dump[2]],
+        &scan.into(),
+        "snapshot".into(),
+    );
+    let f = &r.leaks[0].sockets[0];
+    assert_eq!(pids(f), vec![1, 2]);
+}
+
 /// A port's stuck handshakes are the listener's: the flag names the
 /// process that listens (the one whose accept queue it is), and says that
 /// two SYN-ACK retransmits flag a port as its age does.
