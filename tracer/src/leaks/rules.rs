@@ -115,11 +115,12 @@ pub(super) fn attribute_to_listeners<'a>(
     let of = |netns: u32, local: std::net::SocketAddr| {
         let all = listeners(netns, local.port())?;
         let &(at, inode) = listener_for(all, local.ip())?;
-        let siblings = all
+        let mut siblings: Vec<u64> = all
             .iter()
             .filter(|&&(a, i)| a == at && i != inode)
             .map(|&(_, i)| i)
             .collect();
+        siblings.sort_unstable();
         Some((inode, siblings))
     };
     for f in flags {

@@ -151,6 +151,12 @@ impl Detector {
         now: u64,
     ) -> Option<Flag> {
         let local = acc.local?;
+        // Every listener on the port (SO_REUSEPORT workers, IPv4 and
+        // IPv6): which queue a request sits in, the dump does not say.
+        let mut sibling_listeners: Vec<u64> = acc.listeners.iter().map(|&(_, i)| i).collect();
+        sibling_listeners.sort_unstable();
+        sibling_listeners.dedup();
+        let inode = sibling_listeners.pop().unwrap_or(0);
         let (age, lb) = acc.oldest.unwrap_or((0, true));
         let evidence = format!(
             "{} handshakes stuck on port {port}: {} needed SYN-ACK retransmits (up to {}), oldest {}{} \
@@ -169,8 +175,8 @@ impl Detector {
             local,
             remote: None,
             state: TcpState::NewSynRecv,
-            inode: acc.listeners.last().map_or(0, |&(_, inode)| inode),
-            sibling_listeners: Vec::new(),
+            inode,
+            sibling_listeners,
             netns,
             raised_at_ns: now,
             raised_at: None,

@@ -427,6 +427,13 @@ fn a_connection_not_accepted_names_every_reuseport_listener() {
     assert_eq!(f.len(), 1, "{c:?}");
     assert_eq!(f[0].reason, Some(Reason::NotAccepted));
     assert_eq!(pids(f[0]), vec![1, 2]);
+    // A port's stuck handshakes: every listener on the port.
+    let mut stuck = Detector::new(thresholds());
+    let with_request = [dump[0], dump[1], dump[2], request(10, 2)];
+    let c = stuck.update(&with_request, S, none, workers);
+    let f = raised(&c);
+    assert_eq!(f[0].reason, Some(Reason::SynRecv), "{c:?}");
+    assert_eq!(pids(f[0]), vec![1, 2, 3]);
     let r = det.report(61 * S);
     let groups: Vec<_> = r.leaks.iter().map(|g| g.pid).collect();
     assert_eq!(groups.len(), 2, "{groups:?}");
