@@ -265,8 +265,11 @@ impl Detector {
                         a.local_peer = f.local_peer;
                         reowned.push(key);
                     }
-                    // A half-open stall keeps its flag when its evidence changes kind.
+                    // A half-open stall keeps its flag when its evidence
+                    // changes kind, and when its socket changes state (the
+                    // peer's FIN arrives: CLOSE_WAIT).
                     a.reason = f.reason;
+                    a.state = f.state;
                     a.age_seconds = f.age_seconds;
                     a.age_is_lower_bound = f.age_is_lower_bound;
                     a.unread_bytes = f.unread_bytes;

@@ -27,6 +27,8 @@ pub(super) fn unread_words(d: &SocketSnapshot) -> String {
 pub(super) struct Stall {
     pub(super) reason: Reason,
     pub(super) since_ns: u64,
+    /// `tcpi_bytes_acked` when first seen stalled: more is progress.
+    pub(super) bytes_acked: u64,
     pub(super) total_retrans: u32,
     /// The retransmit timer's firings in a row when first seen stalled.
     pub(super) retransmits: u8,

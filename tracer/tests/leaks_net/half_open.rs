@@ -273,3 +273,84 @@ fn unanswered_keepalive_probes_are_half_open() {
     );
     assert_eq!(code, 0);
 }
+
+/// Our packets stop reaching the peer while its own still arrive: its
+/// process closes, and its FIN, retransmitted because our ACKs never reach
+/// it, keeps coming. Those segments acknowledge none of our data, so the
+/// stall goes on: one flag, raised once and never cleared, its age growing,
+/// through the move to CLOSE_WAIT that the FIN makes.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn a_peer_whose_fin_still_arrives_stays_half_open() {
+    let pair = NetnsPair::new("hofin", 64);
+    let _inside = Inside::enter(&pair.a);
+    let agent = start_agent(&["--half-open-threshold", "2s"]);
+    let url = format!("http://{}", agent.addr);
+    let b_ip: IpAddr = pair.addr_b.parse().expect("addr");
+    let listener = NetnsPair::in_ns(&pair.b, move || {
+        TcpListener::bind((b_ip, 0)).expect("bind in b")
+    });
+    let port = listener.local_addr().expect("addr").port();
+    let mut client = TcpStream::connect((b_ip, port)).expect("connect to b");
+    let (peer, _) = listener.accept().expect("accept");
+    let ends = (
+        client.local_addr().expect("local"),
+        client.peer_addr().expect("peer"),
+    );
+    NetnsPair::blackhole(&pair.b);
+    client.write_all(&[1u8; 4096]).expect("write into the void");
+    // The peer's process goes: its FIN reaches us, our ACK does not reach
+    // it, and it sends the FIN again and again.
+    drop(peer);
+    let (_, report, ok) = poll(&url, Duration::from_secs(8), |r| {
+        flag_of(&all_flags(r), "half_open", ends.0, ends.1).is_some()
+    });
+    assert!(ok, "not flagged half_open: {report:#}");
+    let first = flag_of(&all_flags(&report), "half_open", ends.0, ends.1).expect("flag");
+    let raised = first["raised_at_ns"].as_u64().expect("raised_at_ns");
+    // Through several of the peer's FIN retransmits (0.2, 0.4, 0.8, 1.6,
+    // 3.2 s after its close): the same flag all along.
+    let mut last_age = 0.0;
+    let until = Instant::now() + Duration::from_secs(7);
+    while Instant::now() < until {
+        let (_, r) = tracer_leaks(&url);
+        let f = flag_of(&all_flags(&r), "half_open", ends.0, ends.1)
+            .unwrap_or_else(|| panic!("the flag went: {r:#}"));
+        assert_eq!(
+            f["raised_at_ns"].as_u64(),
+            Some(raised),
+            "raised again: {f:#}"
+        );
+        let age = f["age_seconds"].as_f64().expect("age");
+        assert!(
+            age >= last_age,
+            "age went back from {last_age} to {age}: {f:#}"
+        );
+        last_age = age;
+        let cleared = r["recently_cleared"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            cleared
+                .iter()
+                .all(|c| c["kind"] != "half_open" || c["local"] != ends.0.to_string()),
+            "cleared while stalled: {r:#}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The FIN did arrive: the socket is in CLOSE_WAIT, the flag says so,
+    // and its evidence tells the peer's segments from ACKs of our data.
+    let (code, r) = tracer_leaks(&url);
+    let f = flag_of(&all_flags(&r), "half_open", ends.0, ends.1).expect("flag");
+    assert_eq!(f["state"], "close_wait", "{f:#}");
+    assert!(
+        f["evidence"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("no ACK of our data for ")
+                && e.contains("the peer's segments acknowledge nothing new")),
+        "{f:#}"
+    );
+    assert!(last_age >= 7.0, "{f:#}");
+    assert_eq!(code, 1);
+}

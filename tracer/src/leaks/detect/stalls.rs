@@ -15,7 +15,10 @@ impl Detector {
     /// long as no ACK arrives, whatever its evidence: keepalive probes
     /// unanswered can turn into retransmits when the application writes, with
     /// a moment between the two (data in flight, first RTO not yet fired)
-    /// that shows neither. An ACK after the stall began ends it.
+    /// that shows neither. An ACK after the stall began ends it; while
+    /// retransmitting, only one that acknowledges data does. A peer's
+    /// segments that acknowledge nothing new (its FIN, retransmitted because
+    /// our ACKs never reach it) are no progress.
     pub(super) fn half_open(
         &mut self,
         d: &SocketSnapshot,
@@ -26,11 +29,9 @@ impl Detector {
         let probes = d.timer_retrans.max(info.probes);
         let keepalive = d.timer == TimerKind::Keepalive && probes > 0;
         let no_ack = u64::from(info.last_ack_recv_ms) * MS;
-        let ongoing = self
-            .stalls
-            .get(&d.cookie)
-            .copied()
-            .filter(|s| now.saturating_sub(no_ack) <= s.since_ns);
+        let ongoing = self.stalls.get(&d.cookie).copied().filter(|s| {
+            info.bytes_acked == s.bytes_acked && (rto || now.saturating_sub(no_ack) <= s.since_ns)
+        });
         let reason = if rto {
             Reason::Retransmitting
         } else if keepalive {
@@ -53,6 +54,7 @@ impl Detector {
             None => Stall {
                 reason,
                 since_ns: now,
+                bytes_acked: info.bytes_acked,
                 total_retrans: info.total_retrans,
                 retransmits: info.retransmits,
                 generation,
@@ -71,19 +73,31 @@ impl Detector {
         }
         let threshold = ns(self.thresholds.half_open);
         let stalled = now - stall.since_ns;
-        if stalled < threshold || (reason == Reason::Retransmitting && no_ack < threshold) {
+        if stalled < threshold {
             return None;
         }
+        let age = no_ack.max(stalled);
         let evidence = match reason {
             Reason::Retransmitting => {
                 let sent = info.total_retrans.saturating_sub(stall.total_retrans);
                 let fired = info.retransmits.saturating_sub(stall.retransmits);
+                // Segments came from the peer since the stall began, and
+                // acknowledged none of ours.
+                let silence = if no_ack < stalled {
+                    format!(
+                        "no ACK of our data for {} (the peer's segments acknowledge nothing new, the last {} ago)",
+                        span(age),
+                        span(no_ack)
+                    )
+                } else {
+                    format!("no ACK for {}", span(age))
+                };
                 format!(
-                    "no ACK for {} (threshold {}) with {} segments unacked; retransmit timer fired {} times, \
+                    "{silence} (threshold {}) with {} segment{} unacked; retransmit timer fired {} times, \
                      RTO backoff {} (rto {:.1}s); {} segments retransmitted in total, {} while stalled{}",
-                    span(no_ack),
                     fmt_duration(self.thresholds.half_open),
                     info.unacked,
+                    if info.unacked == 1 { "" } else { "s" },
                     info.retransmits,
                     info.backoff,
                     f64::from(info.rto_us) / 1e6,
@@ -104,7 +118,6 @@ impl Detector {
                 fmt_duration(self.thresholds.half_open)
             ),
         };
-        let age = no_ack.max(stalled);
         Some(socket_flag(
             d,
             LeakKind::HalfOpen,

@@ -69,6 +69,54 @@ fn a_keepalive_stall_that_turns_into_retransmits_stays_one_flag() {
     );
 }
 
+/// Our packets stop reaching the peer (a firewall drops them) while its
+/// own still arrive: its FIN, retransmitted because our ACKs never reach
+/// it, refreshes `tcpi_last_ack_recv` but acknowledges none of our data.
+/// The stall goes on, one flag from when it was first seen, through the
+/// move to CLOSE_WAIT that FIN makes; data acknowledged at last ends it.
+#[test]
+fn segments_that_acknowledge_nothing_new_do_not_end_a_retransmit_stall() {
+    let mut det = Detector::new(thresholds());
+    let mut d = sock(12, TcpState::Established).timer(TimerKind::Retransmit, 3);
+    let i = info(&mut d);
+    (i.unacked, i.retransmits, i.backoff, i.bytes_acked) = (1, 3, 3, 4096);
+    i.last_ack_recv_ms = 2_000;
+    assert!(det.update(&[d], 0, none, app_owners).is_empty());
+    info(&mut d).last_ack_recv_ms = 12_000;
+    let c = det.update(&[d], 10 * S, none, app_owners);
+    assert_eq!(raised(&c)[0].reason, Some(Reason::Retransmitting));
+    // The peer's FIN arrives (and again, retransmitted): CLOSE_WAIT, a
+    // fresh last ACK, the same bytes acknowledged.
+    d.state = TcpState::CloseWait;
+    for t in [40, 100] {
+        info(&mut d).last_ack_recv_ms = 3_000;
+        let c = det.update(&[d], t * S, none, app_owners);
+        assert!(c.is_empty(), "at {t}s: {c:?}");
+    }
+    let f = det
+        .active()
+        .find(|f| f.kind == LeakKind::HalfOpen)
+        .expect("still flagged");
+    assert_eq!(f.raised_at_ns, 10 * S);
+    assert_eq!(f.age_seconds, Some(100.0), "timed from first seen");
+    assert!(
+        f.evidence.starts_with(
+            "no ACK of our data for 100.0s (the peer's segments acknowledge nothing new, the last 3.0s ago) \
+             (threshold 10s) with 1 segment unacked"
+        ),
+        "{}",
+        f.evidence
+    );
+    // Our data acknowledged: progress, the flag clears.
+    let i = info(&mut d);
+    (i.unacked, i.retransmits, i.backoff, i.bytes_acked) = (0, 0, 0, 4097);
+    let c = det.update(&[d], 101 * S, none, app_owners);
+    assert_eq!(
+        cleared(&c)[0].cleared_how.as_deref(),
+        Some("ACK progress resumed")
+    );
+}
+
 #[test]
 fn an_ack_between_dumps_starts_a_new_stall() {
     let mut det = Detector::new(thresholds());
