@@ -26,7 +26,7 @@ use crate::{
 
 pub mod client;
 
-pub use client::{ClientError, Limits, get_json, http_get, shown};
+pub use client::{AgentClient, ClientError, Limits, get_json, http_get, shown};
 
 /// The agent's default address, as a URL.
 pub const DEFAULT_AGENT: &str = "http://127.0.0.1:9077";

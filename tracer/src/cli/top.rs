@@ -15,7 +15,7 @@ use std::{
 use clap::Args;
 
 use crate::{
-    cli::leaks::{DEFAULT_AGENT, Limits, client},
+    cli::leaks::{AgentClient, DEFAULT_AGENT, Limits, client},
     config::{Bounds, parse_duration_within},
     filter::Match,
 };
@@ -75,15 +75,13 @@ Exit status: 0 quit, 2 error (no agent, not a terminal).";
 
 /// Run `tracer top`.
 pub fn run(args: TopArgs) -> anyhow::Result<i32> {
+    let url = args.agent.as_deref().unwrap_or(DEFAULT_AGENT);
+    let limits = Limits {
+        timeout: args.timeout.unwrap_or(client::DEFAULT_TIMEOUT),
+        ..Limits::default()
+    };
     let source = fetch::Source {
-        url: args
-            .agent
-            .clone()
-            .unwrap_or_else(|| DEFAULT_AGENT.to_owned()),
-        limits: Limits {
-            timeout: args.timeout.unwrap_or(client::DEFAULT_TIMEOUT),
-            ..Limits::default()
-        },
+        client: AgentClient::new(url, limits),
         matching: args.matching.clone(),
     };
     let stdout = std::io::stdout();

@@ -102,10 +102,75 @@ fn fmt_secs(d: Duration) -> String {
     }
 }
 
-/// GET `path` under an `http://host:port` URL within `limits`. `Ok(None)`
-/// when nothing accepts the connection (no agent); an error when something
-/// answers badly, too slowly or too much.
+/// One agent asked over a connection kept open between requests (HTTP
+/// keep-alive, which the agent serves): a view that asks every second
+/// would otherwise leave a TIME_WAIT socket of its own per request on the
+/// host it watches. Cheap to clone; clones share the connection.
+#[derive(Clone, Debug)]
+pub struct AgentClient {
+    url: String,
+    limits: Limits,
+    agent: ureq::Agent,
+}
+
+impl AgentClient {
+    /// A client of the agent at `url` (`http://HOST:PORT`, perhaps with a
+    /// proxy's path); each request within `limits`.
+    pub fn new(url: &str, limits: Limits) -> AgentClient {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            // One deadline for each whole request, connection to last
+            // byte: a byte every 0.5 s does not reset it.
+            .timeout_global(Some(limits.timeout))
+            .timeout_connect(Some(CONNECT_TIMEOUT.min(limits.timeout)))
+            .build()
+            .into();
+        AgentClient {
+            url: url.to_owned(),
+            limits,
+            agent,
+        }
+    }
+
+    /// Its URL as it may be shown: without a password.
+    pub fn shown_url(&self) -> String {
+        shown(&self.url)
+    }
+
+    /// GET `path`. `Ok(None)` when nothing accepts the connection (no
+    /// agent); an error when something answers badly, too slowly or too
+    /// much.
+    pub fn get(&self, path: &str) -> anyhow::Result<Option<String>> {
+        get_with(&self.agent, &self.url, path, self.limits)
+    }
+
+    /// GET `path` and read its JSON as a `T`; `Ok(None)` when no agent
+    /// answers. An answer that is no agent's (a web page, not JSON) or that
+    /// this build cannot read (an agent of another version) is one sentence.
+    pub fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<Option<T>> {
+        let Some(body) = self.get(path)? else {
+            return Ok(None);
+        };
+        parse_json(&self.url, path, &body).map(Some)
+    }
+}
+
+/// GET `path` under an `http://host:port` URL within `limits`, on a
+/// connection of its own ([`AgentClient::get`]).
 pub fn http_get(agent_url: &str, path: &str, limits: Limits) -> anyhow::Result<Option<String>> {
+    AgentClient::new(agent_url, limits).get(path)
+}
+
+fn get_with(
+    agent: &ureq::Agent,
+    agent_url: &str,
+    path: &str,
+    limits: Limits,
+) -> anyhow::Result<Option<String>> {
     // Every message names the agent without the password a URL may carry.
     let url = &shown(agent_url);
     let rest = agent_url
@@ -123,15 +188,6 @@ pub fn http_get(agent_url: &str, path: &str, limits: Limits) -> anyhow::Result<O
         path: full_path.clone(),
         max_bytes: limits.max_bytes,
     };
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        // One deadline for the whole request, connection to last byte:
-        // a byte every 0.5 s does not reset it.
-        .timeout_global(Some(limits.timeout))
-        .timeout_connect(Some(CONNECT_TIMEOUT.min(limits.timeout)))
-        .build()
-        .into();
     let dropped = || ClientError::Dropped {
         url: url.clone(),
         path: full_path.clone(),
@@ -210,21 +266,25 @@ fn base_of(path: &str) -> &str {
         .trim_end_matches('/')
 }
 
-/// GET `path` and read its JSON as a `T`; `Ok(None)` when no agent
-/// answers. An answer that is no agent's (a web page, not JSON) or that
-/// this build cannot read (an agent of another version) is one sentence.
+/// [`AgentClient::get_json`] on a connection of its own.
 pub fn get_json<T: serde::de::DeserializeOwned>(
     agent_url: &str,
     path: &str,
     limits: Limits,
 ) -> anyhow::Result<Option<T>> {
-    let Some(body) = http_get(agent_url, path, limits)? else {
-        return Ok(None);
-    };
+    AgentClient::new(agent_url, limits).get_json(path)
+}
+
+/// `body`, the agent's answer to `path`, as a `T`.
+fn parse_json<T: serde::de::DeserializeOwned>(
+    agent_url: &str,
+    path: &str,
+    body: &str,
+) -> anyhow::Result<T> {
     let url = shown(agent_url);
-    match serde_json::from_str(&body) {
-        Ok(v) => Ok(Some(v)),
-        Err(_) if serde_json::from_str::<serde::de::IgnoredAny>(&body).is_err() => {
+    match serde_json::from_str(body) {
+        Ok(v) => Ok(v),
+        Err(_) if serde_json::from_str::<serde::de::IgnoredAny>(body).is_err() => {
             anyhow::bail!(
                 "the server at {url} answered {path} with {}, not JSON: is a tracer agent listening there?",
                 if body.trim_start().starts_with('<') {

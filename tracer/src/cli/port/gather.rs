@@ -21,7 +21,7 @@ use super::{
     probe::{SockOptions, has_addr, options_of},
 };
 use crate::{
-    cli::leaks::{Limits, get_json},
+    cli::leaks::{AgentClient, Limits},
     container::ContainerMap,
     diag::{own_netns, owners_of},
     pipeline::{NetnsScope, discover::discover, snapshot},
@@ -126,9 +126,10 @@ pub fn gather(
     url: &str,
     limits: Limits,
 ) -> anyhow::Result<Found> {
-    let agent = ask_agent(url, port, limits)?;
+    let client = AgentClient::new(url, limits);
+    let agent = ask_agent(&client, port)?;
     let agent_followed = match agent {
-        Some(_) => followed_by(url, limits)?,
+        Some(_) => followed_by(&client)?,
         None => None,
     };
     let (dump, census) = snapshot(scope).context("taking a sock_diag snapshot")?;
@@ -213,10 +214,10 @@ fn addr_check(addr: IpAddr, scope: NetnsScope, found: &Found) -> HashMap<u32, Op
     out
 }
 
-/// The one network namespace the agent at `url` follows, if it was started
-/// with `--netns` for one (`followed_netns` in `/api/v1/summary`).
-fn followed_by(url: &str, limits: Limits) -> anyhow::Result<Option<u32>> {
-    let Some(summary) = get_json::<serde_json::Value>(url, "/api/v1/summary", limits)? else {
+/// The one network namespace the agent follows, if it was started with
+/// `--netns` for one (`followed_netns` in `/api/v1/summary`).
+fn followed_by(client: &AgentClient) -> anyhow::Result<Option<u32>> {
+    let Some(summary) = client.get_json::<serde_json::Value>("/api/v1/summary")? else {
         return Ok(None);
     };
     Ok(summary["followed_netns"]
@@ -225,12 +226,8 @@ fn followed_by(url: &str, limits: Limits) -> anyhow::Result<Option<u32>> {
 }
 
 /// Every live socket the agent lists with `port` as its local port, by
-/// cookie; `None` when no agent answers at `url`.
-fn ask_agent(
-    url: &str,
-    port: u16,
-    limits: Limits,
-) -> anyhow::Result<Option<HashMap<u64, AgentSocket>>> {
+/// cookie; `None` when no agent answers.
+fn ask_agent(client: &AgentClient, port: u16) -> anyhow::Result<Option<HashMap<u64, AgentSocket>>> {
     let mut out = HashMap::new();
     let mut after: Option<u64> = None;
     loop {
@@ -238,7 +235,7 @@ fn ask_agent(
         if let Some(a) = after {
             path.push_str(&format!("&after={a}"));
         }
-        let Some(page) = get_json::<Vec<AgentSocket>>(url, &path, limits)? else {
+        let Some(page) = client.get_json::<Vec<AgentSocket>>(&path)? else {
             return Ok(None);
         };
         let full = page.len() >= PAGE;

@@ -10,7 +10,7 @@ use std::{
 
 use super::model::{Sample, Summary, TwSocket};
 use crate::{
-    cli::leaks::{Limits, get_json, shown},
+    cli::leaks::AgentClient,
     filter::Match,
     tcp::{Family, TcpState},
 };
@@ -25,10 +25,8 @@ const PAGE: usize = 5_000;
 /// An agent and what to ask it.
 #[derive(Clone, Debug)]
 pub struct Source {
-    /// `http://HOST:PORT`.
-    pub url: String,
-    /// Per request.
-    pub limits: Limits,
+    /// The agent, over one connection kept open from refresh to refresh.
+    pub client: AgentClient,
     /// The shared filters, applied to the leaks and TIME_WAIT panels.
     pub matching: Match,
 }
@@ -36,7 +34,7 @@ pub struct Source {
 impl Source {
     /// The agent's URL as it may be shown: without a password.
     pub fn shown_url(&self) -> String {
-        shown(&self.url)
+        self.client.shown_url()
     }
 
     /// The sentence said when nothing answers.
@@ -48,7 +46,9 @@ impl Source {
     }
 
     fn json<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        get_json(&self.url, path, self.limits)?.ok_or_else(|| anyhow::anyhow!(self.no_agent()))
+        self.client
+            .get_json(path)?
+            .ok_or_else(|| anyhow::anyhow!(self.no_agent()))
     }
 
     /// One refresh.

@@ -364,3 +364,75 @@ fn an_answer_that_is_not_the_agents_json_is_one_sentence() {
         server.join().expect("server");
     }
 }
+
+/// Read one request's head from `s` (up to the blank line).
+fn read_head(s: &mut TcpStream) -> bool {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => return false,
+        }
+    }
+    true
+}
+
+fn answer(s: &mut TcpStream, body: &str) {
+    let _ = write!(
+        s,
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// `tracer top` asks every second: one client keeps one connection for
+/// all its requests (each one a socket left in TIME_WAIT otherwise, on
+/// the host it watches). The fake agent accepts once and answers three
+/// requests on that connection; a second connection would never be
+/// answered.
+#[test]
+fn one_client_asks_over_one_connection() {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", l.local_addr().expect("addr"));
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().expect("accept");
+        for i in 0..3 {
+            assert!(read_head(&mut s), "request {i}");
+            answer(&mut s, &format!("{{\"n\": {i}}}"));
+        }
+        l.set_nonblocking(true).expect("nonblocking");
+        assert!(l.accept().is_err(), "a second connection was opened");
+    });
+    let client = AgentClient::new(&url, limits(2000));
+    for i in 0..3 {
+        let v: serde_json::Value = client
+            .get_json("/api/v1/summary")
+            .expect("answer")
+            .expect("agent");
+        assert_eq!(v["n"], i);
+    }
+    server.join().expect("server");
+}
+
+/// The agent closes a connection that stays quiet (its header timeout):
+/// the next request opens another, and is not an error.
+#[test]
+fn a_connection_the_agent_closed_is_opened_again() {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", l.local_addr().expect("addr"));
+    let server = std::thread::spawn(move || {
+        for i in 0..2 {
+            let (mut s, _) = l.accept().expect("accept");
+            assert!(read_head(&mut s), "request {i}");
+            answer(&mut s, "{}");
+            // Closed after one answer, as an idle timeout does.
+        }
+    });
+    let client = AgentClient::new(&url, limits(2000));
+    for _ in 0..2 {
+        assert_eq!(client.get("/x").expect("answer").as_deref(), Some("{}"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.join().expect("server");
+}
