@@ -122,6 +122,11 @@ fn every_bad_value_gets_one_line_naming_it() {
             vec!["events", "--ring-bytes", "2147483648"],
             vec!["--ring-bytes", "kernel memory"],
         ),
+        // A filter no event can pass: said, not an empty stream.
+        (
+            vec!["events", "-s", "time-wait"],
+            vec!["--state time_wait matches no event", "--state close"],
+        ),
         (
             vec!["run", "--ring-bytes", "5000"],
             vec!["--ring-bytes", "power of two"],

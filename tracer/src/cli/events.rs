@@ -22,6 +22,7 @@ use crate::{
     leaks::Change,
     pipeline::{self, Core, Flow, NetnsChoice, NetnsScope, Pipeline, Reconcile, Sink},
     snapshot::SocketSnapshot,
+    tcp::TcpState,
     wall::WallClock,
 };
 
@@ -140,6 +141,11 @@ impl<W: Write> Sink for Printer<W> {
     }
 }
 
+/// Why `--state time_wait` is refused: no event could pass it.
+const NO_TIME_WAIT_EVENT: &str = "--state time_wait matches no event: the kernel reports no move into TIME_WAIT \
+(an active close ends fin_wait2 -> close or closing -> close, and the timewait socket after it has no events); \
+give --state close for those closes, or see TIME_WAIT sockets with tracer top or /api/v1/sockets?state=time_wait";
+
 /// Flags of `tracer events`.
 #[derive(Debug, Args)]
 #[command(after_help = EXAMPLES)]
@@ -245,6 +251,9 @@ impl Filter {
 
 /// Run `tracer events`.
 pub fn run(args: EventsArgs) -> anyhow::Result<i32> {
+    if args.matching.states.contains(&TcpState::TimeWait) {
+        anyhow::bail!("{NO_TIME_WAIT_EVENT}");
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
