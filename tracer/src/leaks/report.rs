@@ -348,7 +348,8 @@ pub fn snapshot_report_with(
     note: String,
     usage: impl Fn(u32) -> Option<crate::forecast::FdUsage>,
 ) -> Report {
-    let in_use = super::Thresholds::default().close_wait;
+    let defaults = super::Thresholds::default();
+    let in_use = defaults.close_wait;
     let mut listeners: HashMap<(u32, u16), Vec<(std::net::IpAddr, u64)>> = HashMap::new();
     for d in dump
         .iter()
@@ -359,6 +360,11 @@ pub fn snapshot_report_with(
             .or_default()
             .push((d.saddr, d.inode));
     }
+    let suspects = dump.iter().filter_map(|d| {
+        let mut f = super::rules::stall_suspect(d, defaults.half_open)?;
+        f.raised_at_ns = 0;
+        Some(f)
+    });
     let mut flags: Vec<Flag> = dump
         .iter()
         .filter_map(|d| {
@@ -402,6 +408,7 @@ pub fn snapshot_report_with(
             f.raised_at_ns = 0;
             Some(f)
         })
+        .chain(suspects)
         .collect();
     super::rules::attribute_to_listeners(flags.iter_mut(), |netns, port| {
         listeners.get(&(netns, port)).map(Vec::as_slice)

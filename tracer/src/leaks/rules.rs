@@ -161,6 +161,41 @@ fn owners_of(scan: &OwnerScan, inode: u64, siblings: &[u64]) -> Option<Vec<FdOwn
     Some(all)
 }
 
+/// A one-shot snapshot's half-open suspect: an ESTABLISHED or CLOSE_WAIT
+/// socket with data unacknowledged, its retransmit timer fired, and no ACK
+/// for `threshold` or more. One look cannot tell how long nothing of ours
+/// was acknowledged (the agent times that across dumps), only how long
+/// since the peer's last segment: the age is at least that.
+pub(super) fn stall_suspect(d: &SocketSnapshot, threshold: std::time::Duration) -> Option<Flag> {
+    let info = d.info.as_ref()?;
+    let no_ack = u64::from(info.last_ack_recv_ms) * MS;
+    let live = matches!(d.state, TcpState::Established | TcpState::CloseWait) && !d.timewait;
+    let rto = info.unacked > 0 && (info.retransmits > 0 || info.backoff > 0);
+    if !live || !rto || no_ack < ns(threshold) {
+        return None;
+    }
+    let evidence = format!(
+        "no ACK for at least {} (threshold {}) with {} segment{} unacked; retransmit timer \
+         fired {} times, RTO backoff {} (rto {:.1}s) (snapshot)",
+        span(no_ack),
+        super::fmt_duration(threshold),
+        info.unacked,
+        if info.unacked == 1 { "" } else { "s" },
+        info.retransmits,
+        info.backoff,
+        f64::from(info.rto_us) / 1e6,
+    );
+    let reason = Some(Reason::Retransmitting);
+    Some(socket_flag(
+        d,
+        LeakKind::HalfOpen,
+        reason,
+        0,
+        (no_ack, true),
+        evidence,
+    ))
+}
+
 /// A flag on listener `d`, whose accept queue is full `held` ("at every
 /// dump for 12.0s (threshold 10s)"): about the listener, so with no peer.
 pub(super) fn queue_flag(d: &SocketSnapshot, now: u64, age: (u64, bool), held: &str) -> Flag {

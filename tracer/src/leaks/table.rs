@@ -43,6 +43,11 @@ fn flagged_after(t: &ThresholdSeconds) -> String {
     )
 }
 
+/// What a one-shot snapshot looks for, and what only the agent sees.
+const SNAPSHOT_CHECKS: &str = "a snapshot looks for CLOSE_WAIT sockets, full accept queues and \
+connections retransmitting with no ACK for 10s; stuck handshakes, orphaned FIN_WAIT2 and \
+unanswered keepalives need the agent's history: start tracer run";
+
 /// The table a person reads at 3 a.m.
 pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
     if let Some(note) = &r.note {
@@ -53,6 +58,9 @@ pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
             // An agent's report: say how old a socket must be to be
             // flagged, as the next question is whether a young one is.
             Some(t) => writeln!(out, "no leaks found ({})", flagged_after(t))?,
+            None if r.source == super::Source::Snapshot => {
+                writeln!(out, "no leaks found ({SNAPSHOT_CHECKS})")?
+            }
             None => writeln!(out, "no leaks found")?,
         }
     } else {
@@ -489,7 +497,7 @@ pub(crate) mod tests {
         render(&r, &mut out).expect("render");
         assert_eq!(
             String::from_utf8(out).expect("utf8"),
-            "tracer leaks: no agent\nno leaks found\n"
+            format!("tracer leaks: no agent\nno leaks found ({SNAPSHOT_CHECKS})\n")
         );
         assert_eq!(r.exit_code(), 0);
         assert_eq!(sample().exit_code(), 1);

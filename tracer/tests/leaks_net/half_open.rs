@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use crate::common::{NetnsPair, sh};
+use crate::common::{NO_AGENT, NetnsPair, sh, tracer_leaks_json};
 use crate::support::*;
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
@@ -122,6 +122,20 @@ fn half_open_peer_vanished_is_flagged_and_a_busy_neighbour_is_not() {
         agent.metric("tracer_leaks_flagged_total{kind=\"half_open\"}"),
         1.0
     );
+
+    // Without the agent, one snapshot suspects it too, once the peer has
+    // been silent for the default threshold (10 s).
+    std::thread::sleep(Duration::from_secs(11).saturating_sub(vanished.elapsed()));
+    let (code, snap) = tracer_leaks_json(&["--agent", NO_AGENT, "--netns", "host"]);
+    let s = flag_of(&all_flags(&snap), "half_open", ends.0, ends.1)
+        .unwrap_or_else(|| panic!("the snapshot missed it: {snap:#}"));
+    assert_eq!(
+        (s["reason"].as_str(), s["age_is_lower_bound"].as_bool()),
+        (Some("retransmitting"), Some(true)),
+        "{s:#}"
+    );
+    assert_owned_by_us(&s, client.as_raw_fd());
+    assert_eq!(code, 1, "{snap:#}");
 
     // The peer comes back: the next retransmit is ACKed and the flag clears.
     sh(

@@ -156,3 +156,40 @@ fn a_socket_with_a_retransmit_or_probe_timer_is_not_idle_at_risk() {
     }
     assert_eq!(det.gauges().idle_without_keepalive, 0);
 }
+
+/// Without an agent, one snapshot still names a connection whose data
+/// goes unacknowledged while its retransmit timer fires, once the peer has
+/// been silent for the default threshold: a suspect, its age a lower
+/// bound. A short silence, or one with nothing in flight, is not.
+#[test]
+fn a_snapshot_suspects_a_retransmitting_connection_with_no_ack() {
+    let stalled = |cookie: u64, no_ack_ms: u32, unacked: u32| {
+        let mut d = sock(cookie, TcpState::Established).timer(TimerKind::Retransmit, 6);
+        let i = info(&mut d);
+        (i.unacked, i.retransmits, i.backoff, i.rto_us) = (unacked, 6, 6, 12_800_000);
+        i.last_ack_recv_ms = no_ack_ms;
+        d
+    };
+    let dump = [
+        stalled(1, 95_000, 2),
+        stalled(2, 4_000, 2),
+        stalled(3, 95_000, 0),
+    ];
+    let scan = app_owners(&[1001, 1002, 1003].into());
+    let r = crate::leaks::snapshot_report(&dump, &scan.into(), "snapshot".into());
+    let flags: Vec<&Flag> = r.leaks.iter().flat_map(|g| &g.sockets).collect();
+    assert_eq!(flags.len(), 1, "{flags:?}");
+    let f = flags[0];
+    assert_eq!(
+        (f.kind, f.reason, f.cookie),
+        (LeakKind::HalfOpen, Some(Reason::Retransmitting), Some(1))
+    );
+    assert_eq!((f.age_seconds, f.age_is_lower_bound), (Some(95.0), true));
+    assert_eq!(
+        f.evidence,
+        "no ACK for at least 95.0s (threshold 10s) with 2 segments unacked; retransmit timer \
+         fired 6 times, RTO backoff 6 (rto 12.8s) (snapshot)"
+    );
+    assert_eq!(f.owners, vec![owner(100, "app", 1)]);
+    assert_eq!(r.exit_code(), 1);
+}
