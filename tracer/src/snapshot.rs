@@ -183,6 +183,17 @@ impl SocketSnapshot {
         }
     }
 
+    /// In CLOSE_WAIT: how long since the peer's FIN at least, in ns. That
+    /// segment was an ACK, so the time since the last ACK came
+    /// (`tcpi_last_ack_recv`) is no longer than the stay; for an idle
+    /// leaked socket it is about the whole stay. `None` in other states,
+    /// or without `tcp_info`.
+    pub fn close_wait_at_least_ns(&self) -> Option<u64> {
+        let i = self.info.as_ref()?;
+        (self.state == TcpState::CloseWait && !self.timewait)
+            .then(|| u64::from(i.last_ack_recv_ms) * 1_000_000)
+    }
+
     /// A listener with more connections waiting for `accept()` than its
     /// backlog (`ss -lt`'s Recv-Q above its Send-Q): the kernel's
     /// `sk_acceptq_is_full()`, under which it drops new handshakes

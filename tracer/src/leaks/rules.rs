@@ -316,15 +316,13 @@ pub(super) fn span(ns: u64) -> String {
     super::table::fmt_age(Some(secs(ns)), false)
 }
 
-/// A CLOSE_WAIT socket's age at least since the peer's FIN: that segment
-/// was an ACK, so the time since the last ACK came (`tcpi_last_ack_recv`)
-/// is no longer than the stay. It raises a lower bound (a socket older
-/// than the agent, or than its first sight) and leaves an exact age alone.
+/// A CLOSE_WAIT socket's age at least since the peer's FIN
+/// ([`SocketSnapshot::close_wait_at_least_ns`]). It raises a lower bound
+/// (a socket older than the agent, or than its first sight) and leaves an
+/// exact age alone.
 pub(super) fn fin_floor(d: &SocketSnapshot, (age, lb): (u64, bool)) -> (u64, bool) {
-    match d.info {
-        Some(i) if lb && d.state == TcpState::CloseWait => {
-            (age.max(u64::from(i.last_ack_recv_ms) * 1_000_000), true)
-        }
+    match d.close_wait_at_least_ns() {
+        Some(floor) if lb => (age.max(floor), true),
         _ => (age, lb),
     }
 }

@@ -202,14 +202,21 @@ fn socket(h: &Held, plain: Option<Reason>, reuse: Option<Reason>) -> Socket {
     // TIME_WAIT's age comes from its timer even with an agent: a socket
     // that reached TIME_WAIT from an orphaned FIN_WAIT2 mini socket moved
     // without a state-change event, so the agent dates it from the mini.
-    let (age, lower, source) = match &h.agent {
+    // A CLOSE_WAIT socket's age is at least the time since the peer's
+    // FIN, as `tracer leaks` reckons it.
+    let fin = s.close_wait_at_least_ns().map(|ns| ns as f64 / 1e9);
+    let (age, lower, source) = match (&h.agent, fin) {
         _ if s.timewait && s.state == TcpState::TimeWait => (
             Some(f64::from(TIME_WAIT_LEN_MS.saturating_sub(s.expires_ms)) / 1e3),
             false,
             Some("kernel_timer"),
         ),
-        Some(a) => (Some(a.age_seconds), a.age_is_lower_bound, Some("agent")),
-        None => (None, false, None),
+        (Some(a), Some(fin)) if a.age_is_lower_bound => {
+            (Some(a.age_seconds.max(fin)), true, Some("agent"))
+        }
+        (Some(a), _) => (Some(a.age_seconds), a.age_is_lower_bound, Some("agent")),
+        (None, Some(fin)) => (Some(fin), true, Some("last_ack")),
+        (None, None) => (None, false, None),
     };
     Socket {
         cookie: s.cookie,

@@ -581,3 +581,41 @@ fn a_namespace_not_entered_is_said_beside_the_verdict() {
         2
     );
 }
+
+/// A CLOSE_WAIT socket's age is at least the time since the peer's last
+/// ACK (its FIN was one), as `tracer leaks` reckons it: without an agent
+/// that is its age, a lower bound; an agent's lower bound is raised to it;
+/// an exact age from the agent stays.
+#[test]
+fn a_close_wait_age_is_at_least_since_the_peers_fin() {
+    let mut s = snap(TcpState::CloseWait, "127.0.0.1:8080", "127.0.0.1:50009", 9);
+    s.info = Some(crate::snapshot::TcpInfo {
+        last_ack_recv_ms: 302_000,
+        ..Default::default()
+    });
+    let one = |agent: Option<(f64, bool)>| {
+        let mut h = held(s);
+        h.agent = agent.map(|(age, lower)| AgentSocket {
+            cookie: 9,
+            sport: 8080,
+            age_seconds: age,
+            age_is_lower_bound: lower,
+            closed_by: Some("remote".into()),
+            pid: None,
+            comm: None,
+            live: true,
+            path: Vec::new(),
+        });
+        let r = build(8080, any(), false, &found(vec![h]), "x".into(), |_| None);
+        let s = &r.namespaces[0].sockets[0];
+        (s.age_seconds, s.age_is_lower_bound, s.age_source, text(&r))
+    };
+    let (age, lower, source, t) = one(None);
+    assert_eq!((age, lower, source), (Some(302.0), true, Some("last_ack")));
+    assert!(t.contains("age >=5m02s"), "{t}");
+    assert!(!t.contains("age unknown"), "{t}");
+    let (age, lower, source, _) = one(Some((40.0, true)));
+    assert_eq!((age, lower, source), (Some(302.0), true, Some("agent")));
+    let (age, lower, _, _) = one(Some((40.0, false)));
+    assert_eq!((age, lower), (Some(40.0), false));
+}
