@@ -83,12 +83,22 @@ pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
             r.leak_count,
             plural(r.leak_count)
         )?;
-        if procs > 0 || unknown == 0 {
+        // Orphans, timewait and request sockets: no process to count.
+        let nobody: usize = r
+            .leaks
+            .iter()
+            .filter(|g| g.pid.is_none() && !g.owner_unknown)
+            .map(|g| g.sockets.iter().filter(|f| f.kind.is_leak()).count())
+            .sum();
+        if procs > 0 || (unknown == 0 && nobody == 0) {
             write!(
                 out,
                 " in {procs} process{}",
                 if procs == 1 { "" } else { "es" }
             )?;
+        }
+        if nobody > 0 {
+            write!(out, ", {nobody} held by no process")?;
         }
         if unknown > 0 {
             write!(out, ", owner unknown for {unknown}")?;
@@ -447,7 +457,10 @@ pub(crate) mod tests {
             "tracer leaks: no agent at http://127.0.0.1:1: one-shot snapshot of suspects, ages not exact"
         );
         // A snapshot's flags are suspects: their ages are not judged.
-        assert_eq!(lines[1], "4 suspected leaks in 2 processes");
+        assert_eq!(
+            lines[1],
+            "4 suspected leaks in 2 processes, 1 held by no process"
+        );
         assert_eq!(
             lines[3],
             "PID 4242 api: 2 sockets, 2 in CLOSE_WAIT, oldest unknown"

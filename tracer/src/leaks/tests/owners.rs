@@ -85,7 +85,10 @@ fn the_json_says_owner_unknown_with_a_hint() {
 fn the_table_says_owner_unknown_and_how_to_see_it() {
     let text = table(&flagged_unreadable().report(62 * S));
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "4 leaks, owner unknown for 3", "{text}");
+    assert_eq!(
+        lines[0], "4 leaks, 1 held by no process, owner unknown for 3",
+        "{text}"
+    );
     assert!(
         text.contains("\nowner unknown: 3 sockets, 3 in CLOSE_WAIT, oldest >=61.0s\n"),
         "{text}"
