@@ -136,10 +136,17 @@ fn panel(f: &mut Frame<'_>, s: &Screen<'_>, p: Panel, area: Rect) {
     let all = s.model.tables[p.index()].len();
     let focused = s.live && s.ui.focus == p;
     let mut title = format!(" {}{} ", if focused { "> " } else { "" }, p.title());
+    // Rows past the panel's height are not drawn: say how many are.
+    let fits = usize::from(area.height.saturating_sub(3));
+    let shown = if rows.len() > fits {
+        format!(", {fits} shown")
+    } else {
+        String::new()
+    };
     if rows.len() != all {
-        title.push_str(&format!("({} of {all}) ", rows.len()));
+        title.push_str(&format!("({} of {all}{shown}) ", rows.len()));
     } else if p != Panel::States {
-        title.push_str(&format!("({all}) "));
+        title.push_str(&format!("({all}{shown}) "));
     }
     if matches!(p, Panel::TwPorts | Panel::TwRemotes) && s.model.time_wait_read.1 {
         title.push_str("sampled ");

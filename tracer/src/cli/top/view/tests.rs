@@ -209,3 +209,30 @@ fn a_namespaces_name_widens_the_container_column_but_not_past_the_connection() {
         "{oldest}"
     );
 }
+
+/// A panel too short for its rows says how many it shows: the rest are
+/// reached by sorting or filtering, not hidden without a word.
+#[test]
+fn a_panel_too_short_for_its_rows_says_how_many_it_shows() {
+    let ui = Ui::new(Duration::from_secs(2));
+    let text = frame(&model(), &ui, None, (160, 28));
+    let title = line_with(&text, "Oldest CLOSE_WAIT");
+    let shown = title
+        .split("(3, ")
+        .nth(1)
+        .and_then(|t| t.split(" shown)").next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("no count shown in {title:?}\n{text}"));
+    assert!(shown < 3, "{title}");
+    let drawn = text
+        .lines()
+        .filter(|l| l.contains(" -> 127.0.0.1:500"))
+        .count();
+    assert_eq!(drawn, shown, "{text}");
+    // Tall enough: no count.
+    let text = frame(&model(), &ui, None, (160, 50));
+    assert!(
+        line_with(&text, "Oldest CLOSE_WAIT").contains("(3) "),
+        "{text}"
+    );
+}
