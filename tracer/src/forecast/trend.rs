@@ -68,13 +68,27 @@ impl Trend {
         }
     }
 
-    /// Ports per second over the window, from its oldest sample to the
-    /// newest; `None` until the history spans [`MIN_SPAN_NS`].
+    /// Ports per second: the faster of the growth over the window (from
+    /// its oldest sample to the newest) and over the last [`MIN_SPAN_NS`],
+    /// so that a burst after a quiet spell is not averaged down with the
+    /// quiet (a forecast of an outage errs early, not late); `None` until
+    /// the history spans [`MIN_SPAN_NS`].
     pub fn growth_per_second(&self, e: &Endpoint) -> Option<f64> {
         let hist = self.history.get(e)?;
         let (&(t0, n0), &(t1, n1)) = (hist.front()?, hist.back()?);
-        let span = t1.saturating_sub(t0);
-        (span >= MIN_SPAN_NS).then(|| (f64::from(n1) - f64::from(n0)) / (span as f64 / 1e9))
+        let slope = |(t, n): (u64, u32)| {
+            (f64::from(n1) - f64::from(n)) / (t1.saturating_sub(t) as f64 / 1e9)
+        };
+        if t1.saturating_sub(t0) < MIN_SPAN_NS {
+            return None;
+        }
+        let recent = hist
+            .iter()
+            .rev()
+            .find(|&&(t, _)| t1.saturating_sub(t) >= MIN_SPAN_NS)
+            .copied()
+            .unwrap_or((t0, n0));
+        Some(slope((t0, n0)).max(slope(recent)))
     }
 }
 
@@ -112,6 +126,20 @@ mod tests {
         t.sample(10 * S, &[(e(443), 20)]);
         assert_eq!(t.growth_per_second(&e(443)), Some(2.0));
         assert_eq!(seconds_left(44, Some(2.0)), Some(22.0));
+    }
+
+    /// A client quiet for most of the minute, then connecting at 4 ports
+    /// a second: the minute's average (1/s) would say it runs out four
+    /// times later than it does.
+    #[test]
+    fn a_burst_after_a_quiet_spell_is_not_averaged_down() {
+        let mut t = Trend::new(4);
+        for s in 0..=60 {
+            let n = if s < 45 { 0 } else { 4 * (s - 45) as u32 };
+            t.sample(s * S, &[(e(443), n)]);
+        }
+        assert_eq!(t.growth_per_second(&e(443)), Some(4.0));
+        assert_eq!(seconds_left(40, Some(4.0)), Some(10.0));
     }
 
     #[test]
