@@ -258,11 +258,16 @@ fn port_exhaustion_is_forecast_before_connect_fails() {
         common::metric_value(&metrics, &series("tracer_forecast_port_exhaustion_seconds")),
         Some(0.0)
     );
-    let (_, text) = tracer_leaks(&["--agent", &url]);
+    let (code, text) = tracer_leaks(&["--agent", &url]);
     eprintln!("{text}");
+    // No leak, but connect() fails now: a script that pages on the exit
+    // status hears of it.
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("but something has run out now"), "{text}");
     assert!(
         text.contains(&format!(
-            "127.0.0.1 -> {remote} (netns {inode}): 64 of 64 ports in use"
+            "127.0.0.1 -> {remote} in netns {inode} ({}): 64 of 64 ports in use",
+            ns.name
         )),
         "{text}"
     );

@@ -188,10 +188,10 @@ impl Api for AgentApi {
         drop(core);
         report.followed_netns = self.0.followed_netns;
         report.agent_netns = self.agent_netns();
-        report.name_namespaces(crate::pipeline::discover::names());
         if let Ok(f) = self.0.forecasts.lock() {
             report.forecasts = f.clone();
         }
+        report.name_namespaces(crate::pipeline::discover::names());
         let mut report = m.report(report);
         report.stamp(&WallClock::now());
         serde_json::to_value(report).unwrap_or_else(|e| json!({ "error": e.to_string() }))

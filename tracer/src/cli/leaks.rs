@@ -77,7 +77,7 @@ const EXAMPLES: &str = "Examples:
   tracer leaks -L 8080 -j | jq .       leaks on local port 8080, as JSON
   tracer leaks --close-wait-threshold 10m   only CLOSE_WAIT sockets older than 10 minutes
 
-Exit status: 0 no leaks, 1 leaks found, 2 error.";
+Exit status: 0 no leaks, 1 leaks found or something run out now (descriptors, ports), 2 error.";
 
 impl LeaksArgs {
     fn min_age(&self, kind: LeakKind) -> Option<Duration> {

@@ -80,7 +80,8 @@ Read only at start: restart the service to apply a change.
 The systemd unit: \fBtracer run\fR with five capabilities, serving
 http://127.0.0.1:9077. Not enabled on install: \fBsystemctl enable \-\-now tracer\fR.
 .SH EXIT STATUS
-0 on success. \fBtracer leaks\fR exits 1 when it found leaks;
+0 on success. \fBtracer leaks\fR exits 1 when it found leaks, or when a
+process is out of descriptors or an endpoint out of ports now;
 \fBtracer port\fR exits 1 when the port is busy, or when no namespace has
 the address \fB\-\-addr\fR names. 2 for a bad
 flag, a bad config file, missing privileges or a missing kernel feature,

@@ -44,6 +44,14 @@ impl Forecasts {
     pub fn is_empty(&self) -> bool {
         self.fd.is_empty() && self.ports.is_empty()
     }
+
+    /// True when something has run out now: a process at its descriptor
+    /// limit, or an endpoint with no port free (`connect()` fails).
+    pub fn run_out(&self) -> bool {
+        let now = |left: Option<f64>| left == Some(0.0);
+        self.fd.iter().any(|f| now(f.seconds_left))
+            || self.ports.iter().any(|p| now(p.seconds_left))
+    }
 }
 
 /// One endpoint's ephemeral ports and the time left at their growth.

@@ -36,8 +36,8 @@ pub fn fd_line(f: &FdForecast, snapshot: bool) -> String {
     s
 }
 
-/// One endpoint's line.
-pub fn port_line(p: &PortForecast) -> String {
+/// One endpoint's line; `name`: its namespace's `/run/netns` name.
+pub fn port_line(p: &PortForecast, name: Option<&str>) -> String {
     let u = &p.usage;
     let e = &p.endpoint;
     // What holds the ports in use, then the TIME_WAIT sockets that do not
@@ -64,8 +64,9 @@ pub fn port_line(p: &PortForecast) -> String {
     } else {
         format!("tcp_tw_reuse={reuse}")
     };
+    let name = name.map(|n| format!(" ({n})")).unwrap_or_default();
     let mut s = format!(
-        "{} -> {} (netns {}): {} of {} ports in use ({}; {tw}), {} free",
+        "{} -> {} in netns {}{name}: {} of {} ports in use ({}; {tw}), {} free",
         e.local,
         e.remote,
         e.netns,
@@ -99,8 +100,13 @@ fn worth_showing(p: &PortForecast) -> bool {
 
 /// The forecasts section, nothing when there is none. Endpoints that
 /// neither run out within a day nor are half full are counted, not listed
-/// (the JSON has them).
-pub fn render(f: &Forecasts, snapshot: bool, out: &mut dyn Write) -> io::Result<()> {
+/// (the JSON has them). `names`: namespaces' `/run/netns` names.
+pub fn render(
+    f: &Forecasts,
+    snapshot: bool,
+    names: &std::collections::BTreeMap<u32, String>,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let shown: Vec<&PortForecast> = f.ports.iter().filter(|p| worth_showing(p)).collect();
     if f.fd.is_empty() && shown.is_empty() {
         return Ok(());
@@ -110,7 +116,8 @@ pub fn render(f: &Forecasts, snapshot: bool, out: &mut dyn Write) -> io::Result<
         writeln!(out, "  {}", fd_line(p, snapshot))?;
     }
     for p in &shown {
-        writeln!(out, "  {}", port_line(p))?;
+        let name = names.get(&p.endpoint.netns).map(String::as_str);
+        writeln!(out, "  {}", port_line(p, name))?;
     }
     let quiet = f.ports.len() - shown.len();
     if quiet > 0 && !shown.is_empty() {
@@ -179,8 +186,8 @@ mod tests {
             seconds_left: Some(22.0),
         };
         assert_eq!(
-            port_line(&p),
-            "127.0.0.1 -> 127.0.0.1:5000 (netns 4026532000): 20 of 64 ports in use \
+            port_line(&p, None),
+            "127.0.0.1 -> 127.0.0.1:5000 in netns 4026532000: 20 of 64 ports in use \
              (20 in TIME_WAIT, not reusable; tcp_tw_reuse=0), 44 free, +2.00/s: runs out in ~22s"
         );
         // Listeners hold ports; reusable TIME_WAIT sockets do not.
@@ -196,12 +203,12 @@ mod tests {
         };
         mixed.settings.tw_reuse = 2;
         assert!(
-            port_line(&mixed).contains(
+            port_line(&mixed, None).contains(
                 ": 11 of 64 ports in use (3 connected, 8 bound by listeners; \
                  plus 8 in TIME_WAIT, reusable: tcp_tw_reuse=2), 53 free"
             ),
             "{}",
-            port_line(&mixed)
+            port_line(&mixed, None)
         );
         let mut quiet = p.clone();
         (quiet.growth_per_second, quiet.seconds_left) = (Some(0.0), None);
@@ -210,7 +217,7 @@ mod tests {
             ports: vec![p.clone(), quiet.clone()],
         };
         let mut out = Vec::new();
-        render(&f, false, &mut out).expect("render");
+        render(&f, false, &Default::default(), &mut out).expect("render");
         let text = String::from_utf8(out).expect("utf8");
         assert!(text.starts_with("\nForecasts:\n  127.0.0.1 -> "), "{text}");
         assert!(
@@ -226,6 +233,7 @@ mod tests {
                 ports: vec![quiet],
             },
             false,
+            &Default::default(),
             &mut out,
         )
         .expect("render");
@@ -236,6 +244,27 @@ mod tests {
         assert!(!worth_showing(&slow));
         slow.usage.in_use = 40;
         assert!(worth_showing(&slow), "half full");
+        // None left: a report with no leak says so, names the namespace,
+        // and exits 1.
+        let mut out_now = p.clone();
+        (out_now.usage.free, out_now.seconds_left) = (0, Some(0.0));
+        let mut r = crate::leaks::snapshot_report(&[], &Default::default(), "snapshot".into());
+        assert_eq!(r.exit_code(), 0);
+        r.forecasts.ports = vec![out_now];
+        r.name_namespaces([(4026532000, "web".to_owned())].into());
+        assert_eq!(r.exit_code(), 1);
+        let mut out = Vec::new();
+        crate::leaks::table::render(&r, &mut out).expect("render");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(
+            text.contains("no leaks found (a snapshot")
+                && text.contains(
+                    "\nbut something has run out now: see the forecasts below (exit status 1)\n"
+                )
+                && text.contains(" in netns 4026532000 (web): 20 of 64 ports in use")
+                && text.contains("0 free: none left, connect() fails with EADDRNOTAVAIL"),
+            "{text}"
+        );
         assert_eq!(fmt_left(0.2), "now");
         assert_eq!(fmt_left(5424.0), "~90 min");
         assert_eq!(fmt_left(4.0 * 3600.0 + 300.0), "~4h05m");

@@ -173,7 +173,8 @@ impl Report {
     /// Keep of `names` (`/run/netns` names by inode, of the host that made
     /// the report) those of the flags' namespaces.
     pub fn name_namespaces(&mut self, mut names: BTreeMap<u32, String>) {
-        let used: std::collections::BTreeSet<u32> = self.flags_mut().map(|f| f.netns).collect();
+        let mut used: std::collections::BTreeSet<u32> = self.flags_mut().map(|f| f.netns).collect();
+        used.extend(self.forecasts.ports.iter().map(|p| p.endpoint.netns));
         names.retain(|inode, _| used.contains(inode));
         self.netns_names = names;
     }
@@ -313,9 +314,10 @@ impl Report {
         }
     }
 
-    /// The exit status `tracer leaks` uses: 1 with leaks, else 0.
+    /// The exit status `tracer leaks` uses: 1 with leaks, or when a
+    /// forecast says something has run out now; else 0.
     pub fn exit_code(&self) -> i32 {
-        i32::from(self.leak_count > 0)
+        i32::from(self.leak_count > 0 || self.forecasts.run_out())
     }
 }
 

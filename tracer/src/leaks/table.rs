@@ -63,6 +63,12 @@ pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
             }
             None => writeln!(out, "no leaks found")?,
         }
+        if r.forecasts.run_out() {
+            writeln!(
+                out,
+                "but something has run out now: see the forecasts below (exit status 1)"
+            )?;
+        }
     } else {
         let procs = r.leaks.iter().filter(|g| g.pid.is_some()).count();
         let unknown: usize = r
@@ -136,7 +142,7 @@ pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
         }
     }
     let snapshot = r.source == super::Source::Snapshot;
-    crate::forecast::text::render(&r.forecasts, snapshot, out)?;
+    crate::forecast::text::render(&r.forecasts, snapshot, &r.netns_names, out)?;
     Ok(())
 }
 
