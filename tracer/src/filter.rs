@@ -45,6 +45,10 @@ pub struct Match {
     /// Only IPv6 sockets.
     #[arg(short = '6', long = "ipv6")]
     pub ipv6: bool,
+    /// Only sockets of these network namespaces, by inode: the API's
+    /// `netns=` (the commands choose namespaces with their own `--netns`).
+    #[arg(skip)]
+    pub netns: Vec<u32>,
 }
 
 fn any_or_all<T: PartialEq>(list: &[T], v: &T) -> bool {
@@ -61,6 +65,7 @@ impl Match {
             && self.remote_ports.is_empty()
             && !self.ipv4
             && !self.ipv6
+            && self.netns.is_empty()
     }
 
     /// True when a pid or comm filter is set.
@@ -150,9 +155,9 @@ impl Match {
     /// narrowing.
     pub fn report_where(&self, r: Report, keep: impl Fn(&Flag) -> bool) -> Report {
         let mut r = r.narrowed(|f| keep(f) && self.flag(f));
-        r.forecasts
-            .ports
-            .retain(|p| self.endpoint(p.endpoint.remote));
+        r.forecasts.ports.retain(|p| {
+            self.endpoint(p.endpoint.remote) && any_or_all(&self.netns, &p.endpoint.netns)
+        });
         r
     }
 
@@ -166,6 +171,7 @@ impl Match {
         });
         let remote = f.remote.map_or(0, |r| r.port());
         self.socket(family, f.local.port(), remote, f.state)
+            && any_or_all(&self.netns, &f.netns)
             && (!self.by_owner() || f.owners.iter().any(|o| self.owner(o.pid, &o.comm)))
     }
 }

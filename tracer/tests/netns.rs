@@ -159,6 +159,27 @@ fn a_leak_in_a_namespace_made_after_the_agent_is_named_from_the_host() {
         );
     }
     assert_named(&flags, ns.inode, &fds);
+    // The API takes the namespace by its `ip netns` name too, as the
+    // commands' --netns does; on /api/v1/leaks it keeps that one's flags.
+    let by_name = agent.json(&format!(
+        "/api/v1/sockets?state=close_wait&port={port}&netns={}",
+        ns.name
+    ));
+    assert_eq!(by_name.as_array().map(Vec::len), Some(3), "{by_name:#}");
+    let leaks = agent.json(&format!("/api/v1/leaks?netns={}", ns.name));
+    let kept: Vec<u64> = leaks["leaks"]
+        .as_array()
+        .expect("leaks")
+        .iter()
+        .flat_map(|g| g["sockets"].as_array().expect("sockets"))
+        .map(|f| f["netns"].as_u64().expect("netns"))
+        .collect();
+    assert!(
+        kept.len() >= 3 && kept.iter().all(|&n| n == ns.inode),
+        "{leaks:#}"
+    );
+    let elsewhere = agent.json("/api/v1/leaks?netns=1");
+    assert_eq!(elsewhere["leak_count"], 0, "{elsewhere:#}");
     for f in &flags {
         assert!(f["age_seconds"].as_f64().is_some_and(|a| a >= 1.0), "{f:#}");
         assert_eq!(f["age_is_lower_bound"], false, "seen from its birth: {f:#}");

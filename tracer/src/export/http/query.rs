@@ -16,7 +16,8 @@ pub struct SocketQuery {
     pub state: Vec<TcpState>,
     /// Keep sockets with one of these ports at either end.
     pub port: Vec<u16>,
-    /// Keep sockets of these network namespaces (inodes).
+    /// Keep sockets of these network namespaces (inodes; given by inode
+    /// or by `ip netns` name).
     pub netns: Vec<u32>,
     /// Keep sockets whose owner (known from its connect, listen or close)
     /// has one of these pids.
@@ -52,6 +53,22 @@ fn once<T>(slot: &mut Option<T>, key: &str, value: T) -> Result<(), String> {
     Ok(())
 }
 
+/// A network namespace by inode, or by the name `ip netns add` gave it
+/// (under `/run/netns`), as the commands' `--netns` takes it.
+fn netns_value(value: &str) -> Result<u32, String> {
+    if let Ok(inode) = value.parse() {
+        return Ok(inode);
+    }
+    crate::pipeline::discover::names()
+        .into_iter()
+        .find_map(|(inode, name)| (name == value).then_some(inode))
+        .ok_or_else(|| {
+            format!(
+                "netns {value:?} is neither a network namespace inode nor a name under /run/netns"
+            )
+        })
+}
+
 /// The filters both endpoints take, added to `q`; `false` when `key` is
 /// none of them.
 fn filter(q: &mut SocketQuery, key: &str, value: &str) -> Result<bool, String> {
@@ -62,6 +79,7 @@ fn filter(q: &mut SocketQuery, key: &str, value: &str) -> Result<bool, String> {
             .push(number(key, value, "a port number (0 to 65535)")?),
         "pid" => q.pid.push(number(key, value, "a process id")?),
         "comm" => q.comm.push(value.to_owned()),
+        "netns" => q.netns.push(netns_value(value)?),
         _ => return Ok(false),
     }
     Ok(true)
@@ -73,9 +91,6 @@ impl SocketQuery {
         let mut q = SocketQuery::default();
         for (key, value) in pairs(raw) {
             match key.as_str() {
-                "netns" => q
-                    .netns
-                    .push(number(&key, &value, "a network namespace inode")?),
                 "limit" => once(
                     &mut q.limit,
                     &key,
@@ -144,7 +159,7 @@ impl LeakQuery {
         for (key, value) in pairs(raw) {
             if !filter(&mut q, &key, &value)? {
                 return Err(format!(
-                    "unknown parameter {key:?}: /api/v1/leaks takes pid, comm, state and port"
+                    "unknown parameter {key:?}: /api/v1/leaks takes pid, comm, state, port and netns"
                 ));
             }
         }
@@ -156,6 +171,7 @@ impl LeakQuery {
         let SocketQuery {
             state,
             port,
+            netns,
             pid,
             comm,
             ..
@@ -165,6 +181,7 @@ impl LeakQuery {
             comms: comm,
             states: state,
             ports: port,
+            netns,
             ..Default::default()
         }
     }

@@ -84,8 +84,20 @@ fn filters_repeat_and_bad_queries_say_which_parameter() {
     }
     let e = LeakQuery::parse(Some("limit=5")).expect_err("limit");
     assert!(
-        e.contains("/api/v1/leaks takes pid, comm, state and port"),
+        e.contains("/api/v1/leaks takes pid, comm, state, port and netns"),
         "{e}"
+    );
+    // A namespace by inode, on both endpoints; a name that /run/netns
+    // does not hold is one sentence.
+    let m = LeakQuery::parse(Some("netns=4026531840"))
+        .expect("query")
+        .matching();
+    assert_eq!(m.netns, [4026531840]);
+    assert!(!m.is_empty());
+    let e = SocketQuery::parse(Some("netns=tracer-no-such-ns")).expect_err("name");
+    assert_eq!(
+        e,
+        "netns \"tracer-no-such-ns\" is neither a network namespace inode nor a name under /run/netns"
     );
     assert!(SocketQuery::parse(Some("state=waiting")).is_err());
 }
