@@ -122,6 +122,15 @@ fn every_bad_value_gets_one_line_naming_it() {
             vec!["events", "--ring-bytes", "2147483648"],
             vec!["--ring-bytes", "kernel memory"],
         ),
+        // An address where a port goes, a port out of range in an address.
+        (
+            vec!["port", "127.0.0.1:9400"],
+            vec!["has an address", "(9400 --addr 127.0.0.1)"],
+        ),
+        (
+            vec!["run", "--listen", "127.0.0.1:99999"],
+            vec!["--listen", "the port \"99999\" is out of range"],
+        ),
         // A filter no event can pass: said, not an empty stream.
         (
             vec!["events", "-s", "time-wait"],

@@ -76,6 +76,8 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
     // Read first: a bad web config is refused before anything is bound or loaded.
     let gate = settings.web_config.as_deref().map(Gate::load).transpose()?;
     let listener = http::bind(settings.listen)?;
+    // The port the kernel gave, for `--listen ADDR:0`.
+    let serving = listener.local_addr().unwrap_or(settings.listen);
     let metrics = Arc::new(Metrics::new());
     let gate = gate.map(|g| {
         let agent = metrics.agent.clone();
@@ -118,7 +120,7 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
     tracing::info!(
         "agent running: {adopted} existing sockets adopted; serving {}://{}/metrics",
         Gate::scheme(gate.as_deref()),
-        settings.listen
+        serving
     );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

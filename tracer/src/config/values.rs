@@ -180,9 +180,25 @@ pub fn parse_port(s: &str) -> Result<u16, String> {
     parse_count(s, 0, u64::from(u16::MAX), "a port").map(|n| n as u16)
 }
 
-/// A port something may listen on: 1 to 65535.
+/// A port something may listen on: 1 to 65535. An address with it
+/// (`127.0.0.1:8080`) is refused with where the address goes.
 pub fn parse_listen_port(s: &str) -> Result<u16, String> {
-    parse_count(s, 1, u64::from(u16::MAX), "a port").map(|n| n as u16)
+    parse_count(s, 1, u64::from(u16::MAX), "a port")
+        .map(|n| n as u16)
+        .map_err(|e| match addr_and_port(s) {
+            Some((addr, port)) if port.parse::<u16>().is_ok() => format!(
+                "{s:?} has an address: give the port alone, and the address with --addr \
+                 ({port} --addr {addr})"
+            ),
+            _ => e,
+        })
+}
+
+/// `ADDR:PORT` (`[V6]:PORT`) split at its last colon, when what comes
+/// before it is an IP address; the port as written.
+fn addr_and_port(s: &str) -> Option<(std::net::IpAddr, &str)> {
+    let (addr, port) = s.trim().rsplit_once(':')?;
+    Some((addr.trim_matches(['[', ']']).parse().ok()?, port))
 }
 
 /// The largest pid Linux gives (`PID_MAX_LIMIT` on 64-bit).
@@ -254,6 +270,12 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
         None => t.to_owned(),
     };
     full.parse().map_err(|_| {
+        // An address and a port that is no port: say which part is wrong.
+        if let Some((_, port)) = addr_and_port(&full)
+            && let Err(e) = parse_listen_port(port)
+        {
+            return format!("{s:?}: the port {e}");
+        }
         format!("{s:?} is not an ADDR:PORT listen address (e.g. 127.0.0.1:9077 or [::]:9077)")
     })
 }
