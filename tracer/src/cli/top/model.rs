@@ -225,6 +225,9 @@ pub struct Model {
     pub handshakes: Option<HandshakeLine>,
     /// Distinct leaks in the report.
     pub leak_count: usize,
+    /// The agent's CLOSE_WAIT threshold, seconds: how old a socket must be
+    /// to be in the CLOSE_WAIT panel.
+    pub close_wait_after: Option<f64>,
     /// TIME_WAIT sockets aggregated, and whether that was a sample.
     pub time_wait_read: (usize, bool),
     /// Rows per panel, in [`Panel::ALL`] order, unsorted.
@@ -272,6 +275,7 @@ impl Model {
             now: sum.now.as_deref().map_or(String::new(), to_seconds),
             tracked: sum.tracked_sockets,
             leak_count: s.leaks.leak_count,
+            close_wait_after: s.leaks.thresholds.as_ref().map(|t| t.close_wait),
             time_wait_read: (s.time_wait.len(), s.time_wait_sampled),
             ..Model::default()
         };

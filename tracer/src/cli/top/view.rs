@@ -143,10 +143,21 @@ fn panel(f: &mut Frame<'_>, s: &Screen<'_>, p: Panel, area: Rect) {
     } else {
         String::new()
     };
+    // An empty CLOSE_WAIT panel beside CLOSE_WAIT sockets in the states
+    // panel: they are younger than the threshold, not missed.
+    let after = match (p, s.model.close_wait_after) {
+        (Panel::CloseWait, Some(t)) if all == 0 => {
+            format!(
+                "; flagged after {}",
+                crate::leaks::table::fmt_age(Some(t), false)
+            )
+        }
+        _ => String::new(),
+    };
     if rows.len() != all {
         title.push_str(&format!("({} of {all}{shown}) ", rows.len()));
     } else if p != Panel::States {
-        title.push_str(&format!("({all}{shown}) "));
+        title.push_str(&format!("({all}{shown}{after}) "));
     }
     if matches!(p, Panel::TwPorts | Panel::TwRemotes) && s.model.time_wait_read.1 {
         title.push_str("sampled ");

@@ -236,3 +236,31 @@ fn a_panel_too_short_for_its_rows_says_how_many_it_shows() {
         "{text}"
     );
 }
+
+/// CLOSE_WAIT sockets younger than the agent's threshold are in the states
+/// panel and not in the CLOSE_WAIT one: its empty title says why.
+#[test]
+fn an_empty_close_wait_panel_says_when_sockets_are_flagged() {
+    use crate::cli::top::model::tests::sample;
+    let mut s = sample(102, &[("close_wait", 24)]);
+    s.leaks = crate::leaks::Report::build(
+        crate::leaks::Source::Agent,
+        None,
+        0,
+        Some(&crate::leaks::Thresholds::default()),
+        std::iter::empty(),
+        Vec::new(),
+        |_, _, _| None,
+    );
+    let m = Model::build(&s, None);
+    let ui = Ui::new(Duration::from_secs(2));
+    let text = frame(&m, &ui, None, (160, 50));
+    assert!(
+        line_with(&text, "Oldest CLOSE_WAIT").contains("(0; flagged after 60.0s) "),
+        "{text}"
+    );
+    assert!(
+        line_with(&text, "Leaking processes").contains("(0) "),
+        "{text}"
+    );
+}
