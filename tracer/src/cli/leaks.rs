@@ -194,6 +194,14 @@ fn filter(report: Report, args: &LeaksArgs, scope: NetnsScope) -> Report {
     {
         return report;
     }
+    // Which processes leak, should a pid or comm filter keep none.
+    let before = report.leak_count;
+    let leaking: Vec<String> = report
+        .leaks
+        .iter()
+        .filter_map(|g| Some(format!("{} {}", g.comm.as_deref()?, g.pid?)))
+        .take(5)
+        .collect();
     let mut report = args.matching.report_where(report, |f: &Flag| {
         let old_enough = match (args.min_age(f.kind), f.age_seconds) {
             (Some(min), Some(age)) => age >= min.as_secs_f64(),
@@ -205,6 +213,27 @@ fn filter(report: Report, args: &LeaksArgs, scope: NetnsScope) -> Report {
         .forecasts
         .ports
         .retain(|p| scope.covers(p.endpoint.netns));
+    if report.leak_count == 0 && before > 0 && args.matching.by_owner() {
+        let others = if leaking.is_empty() {
+            "owners not named".to_owned()
+        } else {
+            format!("processes {}", leaking.join(", "))
+        };
+        let whole = if args.matching.comms.is_empty() {
+            ""
+        } else {
+            "; --comm matches the whole name, as ps -o comm shows it"
+        };
+        let said = format!(
+            "none of the {before} leak{} is of {} (leaking: {others}{whole})",
+            if before == 1 { "" } else { "s" },
+            args.matching.describe()
+        );
+        report.note = Some(match report.note.take() {
+            Some(n) => format!("{n}; {said}"),
+            None => said,
+        });
+    }
     report
 }
 
@@ -256,6 +285,29 @@ mod tests {
             NetnsScope::all(),
         );
         assert_eq!((none.leak_count, none.exit_code()), (0, 0));
+        assert!(
+            !none.note.unwrap_or_default().contains("none of the"),
+            "a state filter: nothing to say"
+        );
+        // A process that leaks nothing (or a name cut short): the report
+        // says who does.
+        let python = filter(
+            sample(),
+            &args(Match {
+                comms: vec!["ap".into()],
+                ..Match::default()
+            }),
+            NetnsScope::all(),
+        );
+        assert_eq!(python.leak_count, 0);
+        let note = python.note.as_deref().unwrap_or_default();
+        assert!(
+            note.contains("; none of the 4 leaks is of --comm ap (leaking: processes ")
+                && note.contains("api 4242")
+                && note.contains("worker 77")
+                && note.ends_with("; --comm matches the whole name, as ps -o comm shows it)"),
+            "{note}"
+        );
     }
 
     /// Port forecasts follow the filters too: a port, the family, the

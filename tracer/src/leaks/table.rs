@@ -132,9 +132,17 @@ pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
         writeln!(out, "\nRecently cleared:")?;
         for f in r.recently_cleared.iter().take(10) {
             let how = f.cleared_how.as_deref().unwrap_or("");
+            // When, on the report's own clock (a snapshot has none).
+            let ago = match f.cleared_at_ns {
+                Some(at) if r.now_ns > 0 => {
+                    let secs = r.now_ns.saturating_sub(at) as f64 / 1e9;
+                    format!(", {} ago", fmt_age(Some(secs), false))
+                }
+                _ => String::new(),
+            };
             writeln!(
                 out,
-                "  {:<18} {}  {}: {how}",
+                "  {:<18} {}  {}: {how}{ago}",
                 f.kind.name(),
                 endpoints(f),
                 owners_short(f)

@@ -115,6 +115,13 @@ fn segments_that_acknowledge_nothing_new_do_not_end_a_retransmit_stall() {
         cleared(&c)[0].cleared_how.as_deref(),
         Some("ACK progress resumed")
     );
+    // The table says how long ago, on the report's clock.
+    let text = table(&det.report(103 * S));
+    assert!(
+        text.contains("\nRecently cleared:\n  half_open ")
+            && text.contains(": ACK progress resumed, 2.0s ago\n"),
+        "{text}"
+    );
 }
 
 #[test]
