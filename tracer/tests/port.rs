@@ -464,3 +464,29 @@ fn without_cap_sys_admin_the_namespaces_not_entered_are_said() {
         there.pid()
     );
 }
+
+/// Clients that close first leave TIME_WAIT on their side: `tracer port`
+/// on the server's port counts them (they hold the clients' ports), and
+/// the port stays free of them.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn clients_time_wait_to_the_port_is_counted() {
+    let _ns = Netns::enter("port-clients-tw");
+    let port = 8097;
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
+    for _ in 0..3 {
+        let c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let (mut s, _) = listener.accept().expect("accept");
+        drop(c);
+        // The server reads the client's FIN, then closes: the client
+        // closed first, so TIME_WAIT is on its side.
+        let _ = std::io::Read::read(&mut s, &mut [0u8; 1]);
+    }
+    let (_, r) = port_json(port, &["--agent", NO_AGENT]);
+    assert_eq!(r["clients_time_wait"], 3, "{r:#}");
+    let text = port_text(port, &["--agent", NO_AGENT]);
+    assert!(
+        text.contains("3 connections to port 8097 wait in TIME_WAIT on the client side"),
+        "{text}"
+    );
+}

@@ -98,6 +98,10 @@ pub struct Found {
     pub agent_sockets: usize,
     /// The one namespace the agent follows, when it follows one.
     pub agent_followed: Option<u32>,
+    /// TIME_WAIT sockets of connections *to* the port, on their clients'
+    /// side in the namespaces scanned: they hold the clients' ports, not
+    /// this one.
+    pub clients_time_wait: usize,
     /// For a specific `--addr`: whether each namespace checked has it
     /// (`None`: could not tell); empty for any address.
     pub addr_in: HashMap<u32, Option<bool>>,
@@ -133,6 +137,10 @@ pub fn gather(
         None => None,
     };
     let (dump, census) = snapshot(scope).context("taking a sock_diag snapshot")?;
+    let clients_time_wait = dump
+        .iter()
+        .filter(|s| s.dport == port && s.timewait && s.state == crate::tcp::TcpState::TimeWait)
+        .count();
     let held: Vec<SocketSnapshot> = dump
         .into_iter()
         .filter(|s| s.sport == port && in_bind_table(s.state))
@@ -145,6 +153,7 @@ pub fn gather(
         refused: census.refused.len(),
         agent: agent.is_some(),
         agent_followed,
+        clients_time_wait,
         ..Found::default()
     };
     let mut agent = agent.unwrap_or_default();

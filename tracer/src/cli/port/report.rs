@@ -54,6 +54,11 @@ pub struct Report {
     pub namespaces_without_addr: usize,
     /// Namespaces where something is bound to the port (none: free everywhere).
     pub namespaces: Vec<Namespace>,
+    /// Connections to the port that wait in TIME_WAIT on their clients'
+    /// side, in the namespaces scanned (clients closed first). They hold
+    /// the clients' ephemeral ports, not this one: `tracer leaks`' port
+    /// forecasts say when those run out.
+    pub clients_time_wait: usize,
 }
 
 /// One network namespace holding the port.
@@ -418,6 +423,7 @@ pub fn build(
         addr_available,
         namespaces_without_addr: found.by_netns.keys().filter(|n| lacks(n)).count(),
         namespaces,
+        clients_time_wait: found.clients_time_wait,
     }
 }
 

@@ -619,3 +619,29 @@ fn a_close_wait_age_is_at_least_since_the_peers_fin() {
     let (age, lower, _, _) = one(Some((40.0, false)));
     assert_eq!((age, lower), (Some(40.0), false));
 }
+
+/// Clients that closed first hold TIME_WAIT on their side, on their own
+/// ephemeral ports: the answer counts them and says they do not hold this
+/// port.
+#[test]
+fn clients_time_wait_is_counted_and_not_blamed_on_the_port() {
+    let mut f = found(Vec::new());
+    f.clients_time_wait = 3;
+    let r = build(8080, any(), false, &f, "snapshot".into(), |_| Some(true));
+    assert!(r.free);
+    assert_eq!(
+        serde_json::to_value(&r).expect("json")["clients_time_wait"],
+        3
+    );
+    assert!(
+        text(&r).contains(
+            "\n3 connections to port 8080 wait in TIME_WAIT on the client side (their clients \
+             closed first): they hold the clients' ports, not this one"
+        ),
+        "{}",
+        text(&r)
+    );
+    f.clients_time_wait = 0;
+    let r = build(8080, any(), false, &f, "snapshot".into(), |_| Some(true));
+    assert!(!text(&r).contains("client side"), "{}", text(&r));
+}

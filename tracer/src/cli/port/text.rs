@@ -100,6 +100,18 @@ pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
     if let Some(hint) = hint {
         writeln!(out, "\nowner unknown: {hint}")?;
     }
+    let n = r.clients_time_wait;
+    if n > 0 {
+        writeln!(
+            out,
+            "\n{n} connection{} to port {} wait{} in TIME_WAIT on the client side (their clients \
+             closed first): they hold the clients' ports, not this one; tracer leaks forecasts \
+             when those run out",
+            plural(n),
+            r.port,
+            if n == 1 { "s" } else { "" },
+        )?;
+    }
     Ok(())
 }
 
