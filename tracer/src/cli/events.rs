@@ -251,8 +251,13 @@ impl Filter {
 
 /// Run `tracer events`.
 pub fn run(args: EventsArgs) -> anyhow::Result<i32> {
-    if args.matching.states.contains(&TcpState::TimeWait) {
-        anyhow::bail!("{NO_TIME_WAIT_EVENT}");
+    let states = &args.matching.states;
+    if states.contains(&TcpState::TimeWait) {
+        // Alone, nothing could pass; beside other states, those still do.
+        if states.iter().all(|&s| s == TcpState::TimeWait) {
+            anyhow::bail!("{NO_TIME_WAIT_EVENT}");
+        }
+        tracing::warn!("{NO_TIME_WAIT_EVENT}");
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -194,15 +194,9 @@ fn filter(report: Report, args: &LeaksArgs, scope: NetnsScope) -> Report {
     {
         return report;
     }
-    // Which processes leak, should a pid or comm filter keep none.
-    let before = report.leak_count;
-    let leaking: Vec<String> = report
-        .leaks
-        .iter()
-        .filter_map(|g| Some(format!("{} {}", g.comm.as_deref()?, g.pid?)))
-        .take(5)
-        .collect();
-    let mut report = args.matching.report_where(report, |f: &Flag| {
+    // The namespaces and ages asked for first, then the other filters:
+    // should a pid or comm filter keep none, say which processes leak.
+    let mut report = Match::default().report_where(report, |f: &Flag| {
         let old_enough = match (args.min_age(f.kind), f.age_seconds) {
             (Some(min), Some(age)) => age >= min.as_secs_f64(),
             _ => true,
@@ -213,6 +207,14 @@ fn filter(report: Report, args: &LeaksArgs, scope: NetnsScope) -> Report {
         .forecasts
         .ports
         .retain(|p| scope.covers(p.endpoint.netns));
+    let before = report.leak_count;
+    let leaking: Vec<String> = report
+        .leaks
+        .iter()
+        .filter_map(|g| Some(format!("{} {}", g.comm.as_deref()?, g.pid?)))
+        .take(5)
+        .collect();
+    let mut report = args.matching.report(report);
     if report.leak_count == 0 && before > 0 && args.matching.by_owner() {
         let others = if leaking.is_empty() {
             "owners not named".to_owned()
@@ -307,6 +309,34 @@ mod tests {
                 && note.contains("worker 77")
                 && note.ends_with("; --comm matches the whole name, as ps -o comm shows it)"),
             "{note}"
+        );
+        // Every leak younger than an age asked for: nothing of the filter
+        // to say (it would name processes that were just left out).
+        let mut aged = sample();
+        for f in aged.leaks.iter_mut().flat_map(|g| &mut g.sockets) {
+            f.age_seconds = Some(5.0);
+        }
+        let young = filter(
+            aged,
+            &LeaksArgs {
+                thresholds: ThresholdFlags {
+                    close_wait_threshold: Some(Duration::from_secs(30 * 86_400)),
+                    half_open_threshold: Some(Duration::from_secs(30 * 86_400)),
+                    handshake_threshold: Some(Duration::from_secs(30 * 86_400)),
+                    fin_wait2_threshold: Some(Duration::from_secs(30 * 86_400)),
+                    idle_threshold: Some(Duration::from_secs(30 * 86_400)),
+                },
+                ..args(Match {
+                    comms: vec!["nope".into()],
+                    ..Match::default()
+                })
+            },
+            NetnsScope::all(),
+        );
+        assert_eq!(young.leak_count, 0);
+        assert!(
+            !young.note.unwrap_or_default().contains("none of the"),
+            "ages first"
         );
     }
 

@@ -186,7 +186,7 @@ pub fn parse_listen_port(s: &str) -> Result<u16, String> {
     parse_count(s, 1, u64::from(u16::MAX), "a port")
         .map(|n| n as u16)
         .map_err(|e| match addr_and_port(s) {
-            Some((addr, port)) if port.parse::<u16>().is_ok() => format!(
+            Some((addr, port)) if port.parse::<u16>().is_ok_and(|p| p > 0) => format!(
                 "{s:?} has an address: give the port alone, and the address with --addr \
                  ({port} --addr {addr})"
             ),
@@ -272,7 +272,7 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     full.parse().map_err(|_| {
         // An address and a port that is no port: say which part is wrong.
         if let Some((_, port)) = addr_and_port(&full)
-            && let Err(e) = parse_listen_port(port)
+            && let Err(e) = parse_port(port)
         {
             return format!("{s:?}: the port {e}");
         }

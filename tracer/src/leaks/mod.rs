@@ -212,9 +212,10 @@ pub struct Flag {
     /// listener's for a port's `syn_recv` flag and a `not_accepted` one.
     pub inode: u64,
     /// For a `not_accepted` flag: the other listeners bound to its address
-    /// (`SO_REUSEPORT`). Which of their queues holds it the kernel does
-    /// not say, so their processes are among its owners too. Not in the
-    /// JSON: `owners` carries it.
+    /// (`SO_REUSEPORT`); for a port's `syn_recv` flag, the other listeners
+    /// on the port. Which of their queues holds it the kernel does not
+    /// say, so their processes are among its owners too. Not in the JSON:
+    /// `owners` carries it.
     #[serde(skip)]
     pub sibling_listeners: Vec<u64>,
     /// Inode of the socket's network namespace (0 when unknown).

@@ -17,8 +17,9 @@ pub enum Source {
     /// The running agent, with ages and thresholds.
     Agent,
     /// A one-shot sock_diag snapshot: suspects, every CLOSE_WAIT socket
-    /// that sends nothing and every listener whose accept queue is full,
-    /// with ages at best lower bounds.
+    /// that sends nothing, every listener whose accept queue is full and
+    /// every connection whose retransmit timer has backed off past the
+    /// half-open threshold, with ages at best lower bounds.
     Snapshot,
 }
 
@@ -336,7 +337,10 @@ enum Holder {
 /// from `owners` (as the `/proc` owner scan returns: the holders, and
 /// whether an owner not found could not be read; for one never accepted,
 /// its listener's) and its age at least the time since the peer's last ACK
-/// (its FIN at the latest); so is every listener whose accept queue is full.
+/// (its FIN at the latest); so is every listener whose accept queue is full,
+/// and every connection whose retransmit timer has spent the half-open
+/// threshold (`rules::stall_suspect`), which is then not also a CLOSE_WAIT
+/// suspect.
 /// Each holder's descriptors against its limit, from `/proc`, are in its
 /// forecasts, with no rate.
 pub fn snapshot_report(dump: &[SocketSnapshot], owners: &OwnerScan, note: String) -> Report {
@@ -370,7 +374,10 @@ pub fn snapshot_report_with(
     let mut flags: Vec<Flag> = dump
         .iter()
         .filter_map(|d| {
-            let mut f = if d.state == crate::tcp::TcpState::CloseWait && !d.timewait {
+            // A socket whose answer goes unacknowledged is a half-open
+            // suspect (below), not also a CLOSE_WAIT one: it did write.
+            let stalled = || super::rules::stall_suspect(d, defaults.half_open).is_some();
+            let mut f = if d.state == crate::tcp::TcpState::CloseWait && !d.timewait && !stalled() {
                 // It sent lately, and has sent at all (a socket that never
                 // did has its birth as its last send; a connecting one
                 // counts its SYN, 1): a half-close in use.

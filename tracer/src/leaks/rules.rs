@@ -148,36 +148,45 @@ pub(super) fn attribute_to_listeners<'a>(
 /// address) in `scan`, each (pid, fd) once; `None` when none of them is
 /// in it.
 fn owners_of(scan: &OwnerScan, inode: u64, siblings: &[u64]) -> Option<Vec<FdOwner>> {
-    let first = scan.get(&inode).filter(|_| inode != 0)?;
+    let of = |i: &u64| scan.get(i).filter(|_| *i != 0);
     if siblings.is_empty() {
-        return Some(first.clone());
+        return of(&inode).cloned();
     }
-    let mut all = first.clone();
-    for i in siblings {
-        all.extend(scan.get(i).into_iter().flatten().cloned());
-    }
+    let mut all: Vec<FdOwner> = std::iter::once(&inode)
+        .chain(siblings)
+        .filter_map(of)
+        .flatten()
+        .cloned()
+        .collect();
     all.sort_by_key(|o| (o.pid, o.fd));
     all.dedup_by_key(|o| (o.pid, o.fd));
-    Some(all)
+    (!all.is_empty()).then_some(all)
 }
 
 /// A one-shot snapshot's half-open suspect: an ESTABLISHED or CLOSE_WAIT
-/// socket with data unacknowledged, its retransmit timer fired, and no ACK
-/// for `threshold` or more. One look cannot tell how long nothing of ours
-/// was acknowledged (the agent times that across dumps), only how long
-/// since the peer's last segment: the age is at least that.
+/// socket with data unacknowledged whose retransmit timer has backed off
+/// for `threshold` or more. One look cannot time the stall (the agent does,
+/// across dumps), and the time since the peer's last segment is no measure
+/// of it (a connection idle for an hour that just lost one segment has
+/// that too). The timeouts already spent are: each backoff doubled the
+/// timeout, so those before the current one add up to `rto · (1 − 2^-backoff)`
+/// (less when the timeout reached its cap), and nothing was acknowledged
+/// meanwhile. That is the age, a lower bound.
 pub(super) fn stall_suspect(d: &SocketSnapshot, threshold: std::time::Duration) -> Option<Flag> {
     let info = d.info.as_ref()?;
     let no_ack = u64::from(info.last_ack_recv_ms) * MS;
     let live = matches!(d.state, TcpState::Established | TcpState::CloseWait) && !d.timewait;
     let rto = info.unacked > 0 && (info.retransmits > 0 || info.backoff > 0);
-    if !live || !rto || no_ack < ns(threshold) {
+    let rto_ns = u64::from(info.rto_us) * 1_000;
+    let spent = rto_ns - (rto_ns >> info.backoff.min(63));
+    let stalled = spent.min(no_ack);
+    if !live || !rto || stalled < ns(threshold) {
         return None;
     }
     let evidence = format!(
         "no ACK for at least {} (threshold {}) with {} segment{} unacked; retransmit timer \
          fired {} times, RTO backoff {} (rto {:.1}s) (snapshot)",
-        span(no_ack),
+        span(stalled),
         super::fmt_duration(threshold),
         info.unacked,
         if info.unacked == 1 { "" } else { "s" },
@@ -191,7 +200,7 @@ pub(super) fn stall_suspect(d: &SocketSnapshot, threshold: std::time::Duration) 
         LeakKind::HalfOpen,
         reason,
         0,
-        (no_ack, true),
+        (stalled, true),
         evidence,
     ))
 }

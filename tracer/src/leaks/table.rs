@@ -45,7 +45,7 @@ fn flagged_after(t: &ThresholdSeconds) -> String {
 
 /// What a one-shot snapshot looks for, and what only the agent sees.
 const SNAPSHOT_CHECKS: &str = "a snapshot looks for CLOSE_WAIT sockets, full accept queues and \
-connections retransmitting with no ACK for 10s; stuck handshakes, orphaned FIN_WAIT2 and \
+connections retransmitting unacknowledged for 10s; stuck handshakes, orphaned FIN_WAIT2 and \
 unanswered keepalives need the agent's history: start tracer run";
 
 /// The table a person reads at 3 a.m.

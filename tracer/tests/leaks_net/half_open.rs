@@ -123,9 +123,16 @@ fn half_open_peer_vanished_is_flagged_and_a_busy_neighbour_is_not() {
         1.0
     );
 
-    // Without the agent, one snapshot suspects it too, once the peer has
-    // been silent for the default threshold (10 s).
-    std::thread::sleep(Duration::from_secs(11).saturating_sub(vanished.elapsed()));
+    // Without the agent, one snapshot suspects it too, once the timeouts
+    // its retransmit timer has spent add up to the default threshold
+    // (10 s: 0.2 + 0.4 + ... + 6.4 s, some 13 s after it vanished).
+    let mut snap = serde_json::Value::Null;
+    let seen = crate::common::wait_until(Duration::from_secs(30), || {
+        snap = tracer_leaks_json(&["--agent", NO_AGENT, "--netns", "host"]).1;
+        flag_of(&all_flags(&snap), "half_open", ends.0, ends.1).is_some()
+    });
+    assert!(seen, "the snapshot missed it: {snap:#}");
+    assert!(vanished.elapsed() >= Duration::from_secs(10), "{snap:#}");
     let (code, snap) = tracer_leaks_json(&["--agent", NO_AGENT, "--netns", "host"]);
     let s = flag_of(&all_flags(&snap), "half_open", ends.0, ends.1)
         .unwrap_or_else(|| panic!("the snapshot missed it: {snap:#}"));
@@ -148,7 +155,9 @@ fn half_open_peer_vanished_is_flagged_and_a_busy_neighbour_is_not() {
             "delete table inet tracer_test",
         ],
     );
-    let (code, report, ok) = poll(&url, Duration::from_secs(20), |r| {
+    // The next retransmit is one backed-off timeout away (12.8 s or more
+    // by now, longer on a slow VM).
+    let (code, report, ok) = poll(&url, Duration::from_secs(45), |r| {
         r["recently_cleared"].as_array().is_some_and(|c| {
             c.iter()
                 .any(|f| f["kind"] == "half_open" && f["local"] == ends.0.to_string())

@@ -111,6 +111,9 @@ pub struct AgentClient {
     url: String,
     limits: Limits,
     agent: ureq::Agent,
+    /// A request has been answered: the next may go over a kept-open
+    /// connection, which the agent may close at any moment.
+    answered: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AgentClient {
@@ -130,6 +133,7 @@ impl AgentClient {
             url: url.to_owned(),
             limits,
             agent,
+            answered: Default::default(),
         }
     }
 
@@ -141,8 +145,25 @@ impl AgentClient {
     /// GET `path`. `Ok(None)` when nothing accepts the connection (no
     /// agent); an error when something answers badly, too slowly or too
     /// much.
+    ///
+    /// A kept-open connection the agent closed as the request went out
+    /// (its idle timeout, or room made under its connection cap) is tried
+    /// again once, on a new connection: a GET may be.
     pub fn get(&self, path: &str) -> anyhow::Result<Option<String>> {
-        get_with(&self.agent, &self.url, path, self.limits)
+        use std::sync::atomic::Ordering::Relaxed;
+        let got = match get_with(&self.agent, &self.url, path, self.limits) {
+            Err(e)
+                if self.answered.load(Relaxed)
+                    && matches!(e.downcast_ref(), Some(ClientError::Dropped { .. })) =>
+            {
+                get_with(&self.agent, &self.url, path, self.limits)
+            }
+            got => got,
+        };
+        if matches!(got, Ok(Some(_))) {
+            self.answered.store(true, Relaxed);
+        }
+        got
     }
 
     /// GET `path` and read its JSON as a `T`; `Ok(None)` when no agent

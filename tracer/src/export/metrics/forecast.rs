@@ -68,7 +68,7 @@ impl Forecast {
         );
         r.register(
             "forecast_port_exhaustion_seconds",
-            "Seconds until no ephemeral port is left for connects to a remote endpoint, at the net growth of the last minute",
+            "Seconds until no ephemeral port is left for connects to a remote endpoint, at the net growth of the last minute or of the last 10 s, whichever is faster",
             f.port_seconds.clone(),
         );
         r.register(

@@ -29,8 +29,13 @@ impl Detector {
         let probes = d.timer_retrans.max(info.probes);
         let keepalive = d.timer == TimerKind::Keepalive && probes > 0;
         let no_ack = u64::from(info.last_ack_recv_ms) * MS;
+        // A retransmit stall goes on until our data is acknowledged; any
+        // other (keepalive probes, and one turning into retransmits) until
+        // any ACK.
         let ongoing = self.stalls.get(&d.cookie).copied().filter(|s| {
-            info.bytes_acked == s.bytes_acked && (rto || now.saturating_sub(no_ack) <= s.since_ns)
+            info.bytes_acked == s.bytes_acked
+                && ((rto && s.reason == Reason::Retransmitting)
+                    || now.saturating_sub(no_ack) <= s.since_ns)
         });
         let reason = if rto {
             Reason::Retransmitting

@@ -177,24 +177,40 @@ fn a_snapshot_suspects_a_retransmitting_connection_with_no_ack() {
         i.last_ack_recv_ms = no_ack_ms;
         d
     };
+    // Idle for five minutes, then one segment lost: one timeout spent,
+    // 0.2 s of stall, whatever the time since the peer's last segment.
+    let mut lost_one = stalled(4, 300_000, 1);
+    let i = info(&mut lost_one);
+    (i.retransmits, i.backoff, i.rto_us) = (1, 1, 400_000);
+    // A server whose answer goes unacknowledged to a vanished peer, in
+    // CLOSE_WAIT: half-open, not also a CLOSE_WAIT leak (it did write).
+    let mut answering = stalled(5, 95_000, 3);
+    answering.state = TcpState::CloseWait;
     let dump = [
         stalled(1, 95_000, 2),
         stalled(2, 4_000, 2),
         stalled(3, 95_000, 0),
+        lost_one,
+        answering,
     ];
-    let scan = app_owners(&[1001, 1002, 1003].into());
+    let scan = app_owners(&[1001, 1002, 1003, 1004, 1005].into());
     let r = crate::leaks::snapshot_report(&dump, &scan.into(), "snapshot".into());
-    let flags: Vec<&Flag> = r.leaks.iter().flat_map(|g| &g.sockets).collect();
-    assert_eq!(flags.len(), 1, "{flags:?}");
-    let f = flags[0];
+    let mut flags: Vec<&Flag> = r.leaks.iter().flat_map(|g| &g.sockets).collect();
+    flags.sort_by_key(|f| f.cookie);
+    let kinds: Vec<_> = flags.iter().map(|f| (f.cookie, f.kind)).collect();
     assert_eq!(
-        (f.kind, f.reason, f.cookie),
-        (LeakKind::HalfOpen, Some(Reason::Retransmitting), Some(1))
+        kinds,
+        [(Some(1), LeakKind::HalfOpen), (Some(5), LeakKind::HalfOpen)],
+        "{flags:?}"
     );
-    assert_eq!((f.age_seconds, f.age_is_lower_bound), (Some(95.0), true));
+    assert_eq!(r.leak_count, 2);
+    let f = flags[0];
+    assert_eq!(f.reason, Some(Reason::Retransmitting));
+    // The six timeouts before the current one: 12.8 s × (1 − 1/64).
+    assert_eq!((f.age_seconds, f.age_is_lower_bound), (Some(12.6), true));
     assert_eq!(
         f.evidence,
-        "no ACK for at least 95.0s (threshold 10s) with 2 segments unacked; retransmit timer \
+        "no ACK for at least 12.6s (threshold 10s) with 2 segments unacked; retransmit timer \
          fired 6 times, RTO backoff 6 (rto 12.8s) (snapshot)"
     );
     assert_eq!(f.owners, vec![owner(100, "app", 1)]);

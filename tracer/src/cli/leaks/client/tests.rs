@@ -365,8 +365,11 @@ fn an_answer_that_is_not_the_agents_json_is_one_sentence() {
     }
 }
 
-/// Read one request's head from `s` (up to the blank line).
+/// Read one request's head from `s` (up to the blank line), waiting at
+/// most 3 s for it.
 fn read_head(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("read timeout");
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -412,6 +415,32 @@ fn one_client_asks_over_one_connection() {
             .expect("agent");
         assert_eq!(v["n"], i);
     }
+    server.join().expect("server");
+}
+
+/// The agent closes a kept-open connection just as a request goes out on
+/// it: the request is tried once more, on a new connection.
+#[test]
+fn a_request_the_agent_dropped_on_a_kept_connection_is_tried_again() {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", l.local_addr().expect("addr"));
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().expect("accept");
+        assert!(read_head(&mut s), "first request");
+        answer(&mut s, "{}");
+        // The second request arrives, and the connection closes unanswered.
+        assert!(read_head(&mut s), "second request");
+        drop(s);
+        let (mut s, _) = l.accept().expect("a new connection");
+        assert!(read_head(&mut s), "the second request again");
+        answer(&mut s, "{\"again\": true}");
+    });
+    let client = AgentClient::new(&url, limits(3000));
+    assert_eq!(client.get("/x").expect("first").as_deref(), Some("{}"));
+    assert_eq!(
+        client.get("/x").expect("tried again").as_deref(),
+        Some("{\"again\": true}")
+    );
     server.join().expect("server");
 }
 
