@@ -52,6 +52,14 @@ pub struct TcpInfo {
     pub bytes_acked: u64,
 }
 
+impl TcpInfo {
+    /// Data in flight unacknowledged, with the retransmit timer fired: the
+    /// evidence of a stall.
+    pub fn retransmitting(&self) -> bool {
+        self.unacked > 0 && (self.retransmits > 0 || self.backoff > 0)
+    }
+}
+
 /// One socket to look up: its family, 4-tuple (addresses as the kernel
 /// lays them out: an IPv4 address in the first 4 bytes) and cookie.
 /// A live reconcile asks the kernel for each such socket

@@ -258,9 +258,10 @@ impl Detector {
                         reowned.push(key);
                     }
                     // Its local peer found (or another one): its owners too.
-                    let peer = |p: &Option<super::LocalPeer>| {
-                        p.as_ref().map(|p| (p.inode, p.sibling_listeners.clone()))
-                    };
+                    fn peer(p: &Option<super::LocalPeer>) -> Option<(u64, &[u64])> {
+                        p.as_ref()
+                            .map(|p| (p.inode, p.sibling_listeners.as_slice()))
+                    }
                     if peer(&f.local_peer) != peer(&a.local_peer) {
                         a.local_peer = f.local_peer;
                         reowned.push(key);

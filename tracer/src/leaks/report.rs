@@ -366,18 +366,14 @@ pub fn snapshot_report_with(
             .or_default()
             .push((d.saddr, d.inode));
     }
-    let suspects = dump.iter().filter_map(|d| {
-        let mut f = super::rules::stall_suspect(d, defaults.half_open)?;
-        f.raised_at_ns = 0;
-        Some(f)
-    });
     let mut flags: Vec<Flag> = dump
         .iter()
         .filter_map(|d| {
             // A socket whose answer goes unacknowledged is a half-open
-            // suspect (below), not also a CLOSE_WAIT one: it did write.
-            let stalled = || super::rules::stall_suspect(d, defaults.half_open).is_some();
-            let mut f = if d.state == crate::tcp::TcpState::CloseWait && !d.timewait && !stalled() {
+            // suspect, not also a CLOSE_WAIT one: it did write.
+            let mut f = if let Some(f) = super::rules::stall_suspect(d, defaults.half_open) {
+                f
+            } else if d.state == crate::tcp::TcpState::CloseWait && !d.timewait {
                 // It sent lately, and has sent at all (a socket that never
                 // did has its birth as its last send; a connecting one
                 // counts its SYN, 1): a half-close in use.
@@ -417,7 +413,6 @@ pub fn snapshot_report_with(
             f.raised_at_ns = 0;
             Some(f)
         })
-        .chain(suspects)
         .collect();
     super::rules::attribute_to_listeners(flags.iter_mut(), |netns, port| {
         listeners.get(&(netns, port)).map(Vec::as_slice)

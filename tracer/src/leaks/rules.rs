@@ -3,7 +3,7 @@
 //! flag is built and how its clearing is worded.
 use super::{Flag, LeakKind, Reason};
 use crate::{
-    snapshot::{FdOwner, OwnerScan, SocketSnapshot, listener_for},
+    snapshot::{FdOwner, OwnerScan, SocketSnapshot, TcpInfo, listener_for},
     tcp::TcpState,
 };
 
@@ -163,6 +163,19 @@ fn owners_of(scan: &OwnerScan, inode: u64, siblings: &[u64]) -> Option<Vec<FdOwn
     (!all.is_empty()).then_some(all)
 }
 
+/// What a retransmit stall shows in `tcp_info`: `with 2 segments unacked;
+/// retransmit timer fired 6 times, RTO backoff 6 (rto 12.8s)`.
+pub(super) fn retransmit_words(info: &TcpInfo) -> String {
+    format!(
+        "with {} segment{} unacked; retransmit timer fired {} times, RTO backoff {} (rto {:.1}s)",
+        info.unacked,
+        if info.unacked == 1 { "" } else { "s" },
+        info.retransmits,
+        info.backoff,
+        f64::from(info.rto_us) / 1e6,
+    )
+}
+
 /// A one-shot snapshot's half-open suspect: an ESTABLISHED or CLOSE_WAIT
 /// socket with data unacknowledged whose retransmit timer has backed off
 /// for `threshold` or more. One look cannot time the stall (the agent does,
@@ -176,7 +189,7 @@ pub(super) fn stall_suspect(d: &SocketSnapshot, threshold: std::time::Duration) 
     let info = d.info.as_ref()?;
     let no_ack = u64::from(info.last_ack_recv_ms) * MS;
     let live = matches!(d.state, TcpState::Established | TcpState::CloseWait) && !d.timewait;
-    let rto = info.unacked > 0 && (info.retransmits > 0 || info.backoff > 0);
+    let rto = info.retransmitting();
     let rto_ns = u64::from(info.rto_us) * 1_000;
     let spent = rto_ns - (rto_ns >> info.backoff.min(63));
     let stalled = spent.min(no_ack);
@@ -184,15 +197,10 @@ pub(super) fn stall_suspect(d: &SocketSnapshot, threshold: std::time::Duration) 
         return None;
     }
     let evidence = format!(
-        "no ACK for at least {} (threshold {}) with {} segment{} unacked; retransmit timer \
-         fired {} times, RTO backoff {} (rto {:.1}s) (snapshot)",
+        "no ACK for at least {} (threshold {}) {} (snapshot)",
         span(stalled),
         super::fmt_duration(threshold),
-        info.unacked,
-        if info.unacked == 1 { "" } else { "s" },
-        info.retransmits,
-        info.backoff,
-        f64::from(info.rto_us) / 1e6,
+        retransmit_words(info),
     );
     let reason = Some(Reason::Retransmitting);
     Some(socket_flag(

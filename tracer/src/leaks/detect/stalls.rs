@@ -2,7 +2,7 @@
 //! without keepalive, per-port stuck handshakes.
 use std::collections::hash_map::Entry;
 
-use super::super::rules::{MS, PortAcc, Stall, ns, secs, socket_flag, span};
+use super::super::rules::{MS, PortAcc, Stall, ns, retransmit_words, secs, socket_flag, span};
 use super::super::{Flag, LeakKind, Reason, fmt_duration};
 use super::{Detector, MAX_TRACKED};
 use crate::{
@@ -25,7 +25,7 @@ impl Detector {
         info: &TcpInfo,
         now: u64,
     ) -> Option<Flag> {
-        let rto = info.unacked > 0 && (info.retransmits > 0 || info.backoff > 0);
+        let rto = info.retransmitting();
         let probes = d.timer_retrans.max(info.probes);
         let keepalive = d.timer == TimerKind::Keepalive && probes > 0;
         let no_ack = u64::from(info.last_ack_recv_ms) * MS;
@@ -98,14 +98,9 @@ impl Detector {
                     format!("no ACK for {}", span(age))
                 };
                 format!(
-                    "{silence} (threshold {}) with {} segment{} unacked; retransmit timer fired {} times, \
-                     RTO backoff {} (rto {:.1}s); {} segments retransmitted in total, {} while stalled{}",
+                    "{silence} (threshold {}) {}; {} segments retransmitted in total, {} while stalled{}",
                     fmt_duration(self.thresholds.half_open),
-                    info.unacked,
-                    if info.unacked == 1 { "" } else { "s" },
-                    info.retransmits,
-                    info.backoff,
-                    f64::from(info.rto_us) / 1e6,
+                    retransmit_words(info),
                     info.total_retrans,
                     sent,
                     // The timer fires whether or not a segment can leave.
