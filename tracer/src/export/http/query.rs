@@ -54,19 +54,22 @@ fn once<T>(slot: &mut Option<T>, key: &str, value: T) -> Result<(), String> {
 }
 
 /// A network namespace by inode, or by the name `ip netns add` gave it
-/// (under `/run/netns`), as the commands' `--netns` takes it.
+/// (under `/run/netns`), resolved as the commands' `--netns` resolves one.
 fn netns_value(value: &str) -> Result<u32, String> {
+    use crate::pipeline::{NetnsChoice, NetnsScope};
     if let Ok(inode) = value.parse() {
         return Ok(inode);
     }
-    crate::pipeline::discover::names()
-        .into_iter()
-        .find_map(|(inode, name)| (name == value).then_some(inode))
-        .ok_or_else(|| {
-            format!(
-                "netns {value:?} is neither a network namespace inode nor a name under /run/netns"
-            )
-        })
+    let unknown = || {
+        format!("netns {value:?} is neither a network namespace inode nor a name under /run/netns")
+    };
+    match value.parse() {
+        Ok(name @ NetnsChoice::Name(_)) => NetnsScope::resolve(&name)
+            .ok()
+            .and_then(|scope| scope.only())
+            .ok_or_else(unknown),
+        _ => Err(unknown()),
+    }
 }
 
 /// The filters both endpoints take, added to `q`; `false` when `key` is
