@@ -89,6 +89,16 @@ impl Match {
             && any_or_all(&self.states, &state)
     }
 
+    /// The `--pid`s no process of this host has now (by /proc; pids are
+    /// the host's, as the agent and `ps` on the host name them).
+    pub fn absent_pids(&self) -> Vec<u32> {
+        self.pids
+            .iter()
+            .copied()
+            .filter(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+            .collect()
+    }
+
     /// The pid and comm filters, on one owner.
     pub fn owner(&self, pid: u32, comm: &str) -> bool {
         any_or_all(&self.pids, &pid)

@@ -258,8 +258,23 @@ fn port_exhaustion_is_forecast_before_connect_fails() {
         common::metric_value(&metrics, &series("tracer_forecast_port_exhaustion_seconds")),
         Some(0.0)
     );
+    // The process that connected is named: this test's, for every port.
+    let last = port_forecast(&agent.json("/api/v1/leaks"), remote).expect("forecast");
+    assert_eq!(
+        (
+            last["connectors"][0]["pid"].as_u64(),
+            last["connectors"][0]["sockets"].as_u64(),
+            last["connectors"].as_array().map(Vec::len)
+        ),
+        (Some(u64::from(std::process::id())), Some(64), Some(1)),
+        "{last:#}"
+    );
     let (code, text) = tracer_leaks(&["--agent", &url]);
     eprintln!("{text}");
+    assert!(
+        text.contains(&format!("; connected by pid {} ", std::process::id())),
+        "{text}"
+    );
     // No leak, but connect() fails now: a script that pages on the exit
     // status hears of it.
     assert_eq!(code, 1, "{text}");

@@ -20,7 +20,7 @@ use crate::{
     config::ThresholdFlags,
     diag::owners_of,
     filter::Match,
-    leaks::{Flag, LeakKind, Report, snapshot_report, table::render},
+    leaks::{Flag, LeakKind, Report, Source, snapshot_report, table::render},
     pipeline::{NetnsChoice, NetnsScope, snapshot},
 };
 
@@ -105,15 +105,11 @@ pub fn run_to(args: &LeaksArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         timeout: args.timeout.unwrap_or(client::DEFAULT_TIMEOUT),
         ..Limits::default()
     };
-    let report = filter(
-        collect(
-            args.agent.as_deref().unwrap_or(DEFAULT_AGENT),
-            scope,
-            limits,
-        )?,
-        args,
-        scope,
-    );
+    let agent = args.agent.as_deref().unwrap_or(DEFAULT_AGENT);
+    let mut report = filter(collect(agent, scope, limits)?, args, scope);
+    if report.source == Source::Snapshot || client::is_local(agent) {
+        say_absent_pids(&mut report, &args.matching.absent_pids());
+    }
     let written = if args.json {
         serde_json::to_writer_pretty(&mut *out, &report)
             .map_err(io::Error::from)
@@ -239,6 +235,28 @@ fn filter(report: Report, args: &LeaksArgs, scope: NetnsScope) -> Report {
     report
 }
 
+/// Add to the note which `--pid`s no process of this host has: a typo,
+/// or a process gone, rather than one without leaks.
+fn say_absent_pids(report: &mut Report, absent: &[u32]) {
+    if absent.is_empty() {
+        return;
+    }
+    let list: Vec<String> = absent.iter().map(u32::to_string).collect();
+    let said = format!(
+        "no process {} runs on this host now{}",
+        list.join(", "),
+        if report.leak_count > 0 {
+            ""
+        } else {
+            " (a pid is the host's, as ps on the host shows it)"
+        }
+    );
+    report.note = Some(match report.note.take() {
+        Some(n) => format!("{n}; {said}"),
+        None => said,
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Read;
@@ -259,6 +277,35 @@ mod tests {
         };
         let f = filter(r, &args, NetnsScope::all());
         assert_eq!(f.leak_count, 3);
+    }
+
+    #[test]
+    fn a_pid_no_process_has_is_said() {
+        // Above pid_max's ceiling (2^22): no process has it.
+        let gone = 4_194_305;
+        let m = Match {
+            pids: vec![std::process::id(), gone],
+            ..Match::default()
+        };
+        assert_eq!(m.absent_pids(), [gone]);
+        let mut none = Report {
+            leaks: Vec::new(),
+            leak_count: 0,
+            note: Some("no agent".into()),
+            ..sample()
+        };
+        say_absent_pids(&mut none, &m.absent_pids());
+        assert_eq!(
+            none.note.as_deref(),
+            Some(
+                "no agent; no process 4194305 runs on this host now (a pid is the host's, \
+                 as ps on the host shows it)"
+            )
+        );
+        let mut some = sample();
+        let before = some.note.clone();
+        say_absent_pids(&mut some, &[]);
+        assert_eq!(some.note, before, "every pid there: nothing to say");
     }
 
     #[test]
@@ -367,6 +414,7 @@ mod tests {
             },
             growth_per_second: Some(1.0),
             seconds_left: Some(63.0),
+            connectors: Vec::new(),
         };
         let report = || {
             let mut r = sample();

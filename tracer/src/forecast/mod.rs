@@ -21,7 +21,7 @@ pub use self::{
     trend::Trend,
 };
 use crate::{
-    engine::{BuildCookieHasher, Engine, SocketView},
+    engine::{BuildCookieHasher, Engine, SocketView, SyscallOwner},
     leaks::ProcessLeaks,
 };
 
@@ -71,6 +71,75 @@ pub struct PortForecast {
     /// Seconds until none is free at that growth: 0 when none is free now,
     /// `None` when not growing.
     pub seconds_left: Option<f64>,
+    /// The processes whose `connect()` took the most of the ports held
+    /// (TIME_WAIT sockets keep the process that connected them), most
+    /// first, at most [`CONNECTORS`]; empty from a snapshot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connectors: Vec<Connector>,
+}
+
+/// Processes named per endpoint at most.
+pub const CONNECTORS: usize = 3;
+
+/// A process that connected to an endpoint, and how many of the sockets
+/// to it holding a port it connected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connector {
+    /// Process id.
+    pub pid: u32,
+    /// Process name.
+    pub comm: String,
+    /// Sockets to the endpoint it connected, TIME_WAIT included.
+    pub sockets: u32,
+}
+
+/// Fill each forecast's `connectors` from `socks`: each socket, with the
+/// process that connected it when known. Only sockets counted for an
+/// endpoint (see [`ports::count_into`]) reach it: one on a port of
+/// another endpoint's is not. O(sockets given).
+pub fn name_connectors(
+    forecasts: &mut [PortForecast],
+    socks: impl Iterator<Item = (Sock, Option<SyscallOwner>)>,
+) {
+    if forecasts.is_empty() {
+        return;
+    }
+    let at: HashMap<Endpoint, (usize, PortSettings), BuildCookieHasher> = forecasts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.endpoint, (i, p.settings)))
+        .collect();
+    let mut tally: HashMap<(usize, u32), ([u8; 16], u32), BuildCookieHasher> = HashMap::default();
+    for (s, owner) in socks {
+        let Some(SyscallOwner { pid, comm }) = owner else {
+            continue;
+        };
+        let key = Endpoint {
+            netns: s.netns,
+            remote: s.remote,
+            local: s.local.ip(),
+        };
+        if let Some(&(i, settings)) = at.get(&key)
+            && ports::holds_a_port(s.state)
+            && settings.contains(s.local.port())
+        {
+            tally.entry((i, pid)).or_insert((comm, 0)).1 += 1;
+        }
+    }
+    let mut named: Vec<(usize, Connector)> = tally
+        .into_iter()
+        .map(|((i, pid), (comm, sockets))| {
+            let comm = crate::event::comm_str(&comm).to_owned();
+            (i, Connector { pid, comm, sockets })
+        })
+        .collect();
+    named.sort_by(|(i, a), (j, b)| (i, b.sockets, a.pid).cmp(&(j, a.sockets, b.pid)));
+    for (i, c) in named {
+        let list = &mut forecasts[i].connectors;
+        if list.len() < CONNECTORS {
+            list.push(c);
+        }
+    }
 }
 
 /// A process whose descriptors to forecast.
@@ -169,7 +238,13 @@ impl Forecaster {
         };
         let listeners = engine.open_sockets().map(sock);
         let socks = engine.sockets().filter(|v| v.is_live()).map(sock);
-        self.ports(now_ns, listeners, socks, settings)
+        let mut out = self.ports(now_ns, listeners, socks, settings);
+        let owned = engine
+            .sockets()
+            .filter(|v| v.is_live())
+            .map(|v| (sock(v), v.owner()));
+        name_connectors(&mut out, owned);
+        out
     }
 
     /// Count the ports of the sockets `socks` yields, with the bound ports
@@ -236,6 +311,7 @@ impl Forecaster {
                     settings,
                     growth_per_second: growth,
                     seconds_left: trend::seconds_left(usage.free, growth),
+                    connectors: Vec::new(),
                 })
             })
             .collect()
@@ -324,6 +400,81 @@ mod tests {
             (2, 1, 1, 4),
             "{u:?}"
         );
+        // The connects' process (testkit's), its TIME_WAIT socket
+        // included; the socket out of the range is not one of these.
+        assert_eq!(
+            got[0].connectors,
+            [Connector {
+                pid: 999,
+                comm: "bystander".into(),
+                sockets: 3
+            }]
+        );
+    }
+
+    #[test]
+    fn the_processes_that_connect_most_are_named_per_endpoint() {
+        let settings = sixty_four_ports();
+        let to = |port: u16, remote: &str, state| Sock {
+            netns: 7,
+            local: format!("127.0.0.1:{port}").parse().expect("local"),
+            remote: remote.parse().expect("remote"),
+            state,
+        };
+        let mut socks = Vec::new();
+        // To :5000, pids 1 (5), 2 (3), 3 (1), 4 (2), and two of no known
+        // process; to :6000, pid 9 alone; a listener of pid 1 on :5000's
+        // side of nothing.
+        for (pid, n) in [(1, 5), (2, 3), (3, 1), (4, 2)] {
+            for _ in 0..n {
+                socks.push((
+                    to(
+                        40000 + socks.len() as u16,
+                        "127.0.0.1:5000",
+                        TcpState::TimeWait,
+                    ),
+                    Some(pid),
+                ));
+            }
+        }
+        socks.push((to(40050, "127.0.0.1:5000", TcpState::Established), None));
+        socks.push((to(40051, "127.0.0.1:5000", TcpState::Established), None));
+        socks.push((to(40052, "127.0.0.1:6000", TcpState::Established), Some(9)));
+        // Out of the range, and a listener: neither holds one of its ports.
+        socks.push((to(20000, "127.0.0.1:5000", TcpState::Established), Some(3)));
+        socks.push((to(40060, "0.0.0.0:0", TcpState::Listen), Some(3)));
+        let plain: Vec<Sock> = socks.iter().map(|(s, _)| *s).collect();
+        let mut got = Forecaster::default().ports(
+            1_000_000_000,
+            plain.iter().copied(),
+            plain.iter().copied(),
+            &settings,
+        );
+        let comms = ["", "api", "worker", "cron", "batch"];
+        let owner = |pid: u32| {
+            let name = comms.get(pid as usize).copied().unwrap_or("other");
+            let mut comm = [0u8; 16];
+            comm[..name.len()].copy_from_slice(name.as_bytes());
+            SyscallOwner { pid, comm }
+        };
+        name_connectors(&mut got, socks.iter().map(|(s, pid)| (*s, pid.map(owner))));
+        let of = |port: u16| {
+            got.iter()
+                .find(|p| p.endpoint.remote.port() == port)
+                .map(|p| {
+                    p.connectors
+                        .iter()
+                        .map(|c| (c.pid, c.comm.as_str(), c.sockets))
+                        .collect::<Vec<_>>()
+                })
+                .expect("endpoint")
+        };
+        assert_eq!(
+            of(5000),
+            [(1, "api", 5), (2, "worker", 3), (4, "batch", 2)],
+            "most first, at most {CONNECTORS}"
+        );
+        assert_eq!(of(6000), [(9, "other", 1)]);
     }
 
     /// Namespace 7 with a range of 64 ports (40000-40063), no TIME_WAIT reuse.

@@ -114,6 +114,16 @@ pub struct PortUsage {
     pub free: u32,
 }
 
+/// True for the states of a connection that holds its local port for one
+/// endpoint: not a listener or a bound socket (those hold it for every
+/// endpoint), nor a closed socket or a request not yet a socket.
+pub fn holds_a_port(state: TcpState) -> bool {
+    !matches!(
+        state,
+        TcpState::Listen | TcpState::BoundInactive | TcpState::Close | TcpState::NewSynRecv
+    )
+}
+
 /// Each endpoint's ports.
 pub type Counts = HashMap<Endpoint, PortUsage, BuildCookieHasher>;
 
@@ -156,10 +166,7 @@ pub fn count_into(
     // namespace's settings and bound ports are kept at hand.
     let mut last: Option<(u32, Option<PortSettings>)> = None;
     for s in socks {
-        if matches!(
-            s.state,
-            TcpState::Listen | TcpState::BoundInactive | TcpState::Close | TcpState::NewSynRecv
-        ) {
+        if !holds_a_port(s.state) {
             continue;
         }
         let cfg = match last {

@@ -83,6 +83,14 @@ pub fn port_line(p: &PortForecast, name: Option<&str>) -> String {
         (Some(_), None) => s.push_str(": not growing"),
         (None, _) => s.push_str(": no rate yet"),
     }
+    if !p.connectors.is_empty() {
+        let who: Vec<String> = p
+            .connectors
+            .iter()
+            .map(|c| format!("pid {} {} ({})", c.pid, c.comm, c.sockets))
+            .collect();
+        s.push_str(&format!("; connected by {}", who.join(", ")));
+    }
     s
 }
 
@@ -184,6 +192,7 @@ mod tests {
             },
             growth_per_second: Some(2.0),
             seconds_left: Some(22.0),
+            connectors: Vec::new(),
         };
         assert_eq!(
             port_line(&p, None),
@@ -209,6 +218,26 @@ mod tests {
             ),
             "{}",
             port_line(&mixed, None)
+        );
+        // The processes that connected, most first.
+        let mut named = p.clone();
+        named.connectors = vec![
+            crate::forecast::Connector {
+                pid: 4242,
+                comm: "api".into(),
+                sockets: 18,
+            },
+            crate::forecast::Connector {
+                pid: 77,
+                comm: "cron".into(),
+                sockets: 2,
+            },
+        ];
+        assert!(
+            port_line(&named, None)
+                .ends_with(": runs out in ~22s; connected by pid 4242 api (18), pid 77 cron (2)"),
+            "{}",
+            port_line(&named, None)
         );
         let mut quiet = p.clone();
         (quiet.growth_per_second, quiet.seconds_left) = (Some(0.0), None);

@@ -321,6 +321,28 @@ fn parse_json<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// True when `url` names this host: `localhost` or a loopback address
+/// (with or without a scheme). Anything else may be another machine.
+pub fn is_local(url: &str) -> bool {
+    let with_scheme = if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("http://{url}")
+    };
+    let Ok(uri) = with_scheme.parse::<axum::http::Uri>() else {
+        return false;
+    };
+    match uri.host() {
+        Some("localhost") => true,
+        Some(host) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
 /// `url` as it may be shown: a password in it (`http://user:secret@host`,
 /// which basic auth takes) becomes `***`.
 pub fn shown(url: &str) -> String {

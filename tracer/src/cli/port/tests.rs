@@ -546,6 +546,13 @@ fn a_connection_not_accepted_names_the_listeners_process() {
         line("127.0.0.1:50001").ends_with("no process holds it"),
         "{t}"
     );
+    // The state's header counts them: oldest first may leave them out of
+    // the rows shown.
+    assert!(
+        t.contains("\n  CLOSE_WAIT (1, 1 not accepted yet):\n"),
+        "{t}"
+    );
+    assert!(t.contains("\n  LAST_ACK (1):\n"), "{t}");
     let json = serde_json::to_value(&r).expect("json");
     let sockets = json["namespaces"][0]["sockets"]
         .as_array()

@@ -158,9 +158,19 @@ fn namespace(ns: &Namespace, many: bool, out: &mut dyn Write) -> io::Result<()> 
             .take_while(|s| s.state == state)
             .collect();
         i += group.len();
+        // Oldest first may leave them out of the rows shown: counted here.
+        let waiting = group
+            .iter()
+            .filter(|s| s.not_accepted && s.owners.is_empty())
+            .count();
+        let waiting = if waiting == 0 {
+            String::new()
+        } else {
+            format!(", {waiting} not accepted yet")
+        };
         writeln!(
             out,
-            "  {} ({}):",
+            "  {} ({}{waiting}):",
             state.name().to_ascii_uppercase(),
             group.len()
         )?;

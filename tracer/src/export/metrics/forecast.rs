@@ -172,6 +172,7 @@ pub(super) fn sample() -> Forecasts {
             },
             growth_per_second: Some(2.0),
             seconds_left: Some(22.0),
+            connectors: Vec::new(),
         }],
     }
 }

@@ -465,3 +465,24 @@ fn a_connection_the_agent_closed_is_opened_again() {
     }
     server.join().expect("server");
 }
+
+#[test]
+fn only_loopback_urls_are_this_host() {
+    for local in [
+        "http://127.0.0.1:9077",
+        "127.0.0.2:9077",
+        "http://localhost:9077/",
+        "http://[::1]:9077",
+        "https://user:pw@127.0.0.1:9077",
+    ] {
+        assert!(is_local(local), "{local}");
+    }
+    for remote in [
+        "http://10.0.0.7:9077",
+        "http://node-3.example:9077",
+        "http://[2001:db8::1]:9077",
+        "not a url",
+    ] {
+        assert!(!is_local(remote), "{remote}");
+    }
+}
