@@ -194,6 +194,16 @@ impl SockEvent {
         if kind == Kind::State && (old_state.is_none() || new_state.is_none()) {
             return Err(DecodeError::State(0));
         }
+        // A close with an error ran in softirq or a timer (a reset came,
+        // or the kernel gave up on the peer), whatever task the kernel
+        // program took for the owner's: the one interrupted. And a task of
+        // pid 0 is the idle task, no process.
+        let kernel_side = kind == Kind::State && raw.err != 0;
+        let (pid, tid, comm) = if kernel_side || raw.pid == 0 {
+            (0, 0, [0; 16])
+        } else {
+            (raw.pid, raw.tid, raw.comm)
+        };
         Ok(SockEvent {
             ts_ns: raw.ts_ns,
             kind,
@@ -205,9 +215,9 @@ impl SockEvent {
             dport: raw.dport,
             old_state: if kind == Kind::State { old_state } else { None },
             new_state,
-            pid: raw.pid,
-            tid: raw.tid,
-            comm: raw.comm,
+            pid,
+            tid,
+            comm,
             netns: raw.netns,
             err: if kind == Kind::State { raw.err } else { 0 },
         })
@@ -255,6 +265,7 @@ mod tests {
         e.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
         e.daddr[..4].copy_from_slice(&[10, 1, 2, 3]);
         e.comm[..4].copy_from_slice(b"curl");
+        (e.pid, e.tid) = (4242, 4242);
         e.netns = 4026531840;
         e
     }
@@ -270,6 +281,25 @@ mod tests {
             )
         }
         .to_vec()
+    }
+
+    /// A close with an error ran in softirq or a timer: whatever task the
+    /// kernel program named is not the owner. Pid 0 is no process.
+    #[test]
+    fn a_kernel_side_close_and_the_idle_task_name_no_process() {
+        let mut raw = raw_state(1, 7);
+        raw.err = libc::ETIMEDOUT as u8;
+        let ev = SockEvent::from_raw(&raw).expect("decodes");
+        assert_eq!((ev.pid, ev.tid, ev.comm_str()), (0, 0, ""));
+        assert_eq!(ev.err, libc::ETIMEDOUT as u8);
+        raw.err = 0;
+        let abort = SockEvent::from_raw(&raw).expect("decodes");
+        assert_eq!(abort.comm_str(), "curl", "an abort in close(): the owner");
+        assert_ne!(abort.pid, 0);
+        raw.pid = 0;
+        raw.comm[..9].copy_from_slice(b"swapper/0");
+        let idle = SockEvent::from_raw(&raw).expect("decodes");
+        assert_eq!(idle.comm_str(), "");
     }
 
     #[test]

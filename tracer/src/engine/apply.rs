@@ -20,6 +20,16 @@ fn closer_of(to: TcpState) -> Option<ClosedBy> {
     }
 }
 
+/// True when a close's `sk_err` says the kernel gave up on the peer (its
+/// timers ran out: ETIMEDOUT, or the ICMP error that replaced it), not
+/// that a reset came (ECONNRESET, EPIPE, ECONNREFUSED) or nothing did.
+fn gave_up(err: u8) -> bool {
+    !matches!(
+        i32::from(err),
+        0 | libc::ECONNRESET | libc::EPIPE | libc::ECONNREFUSED
+    )
+}
+
 /// True when the transition runs in the owner's syscall, so the event's
 /// pid/comm are the owner's. `rst_rx`: a reset was received in `from`
 /// (then `established -> close` ran in softirq).
@@ -333,8 +343,12 @@ impl Engine {
             let closing = matches!(to, Close | TimeWait);
             if closing {
                 let rst = r.has(flag::RST_RX | flag::RST_TX);
-                if rst && r.closed_by.is_none() {
-                    r.closed_by = Some(ClosedBy::Reset);
+                if r.closed_by.is_none() {
+                    if gave_up(ev.err) {
+                        r.closed_by = Some(ClosedBy::Timeout);
+                    } else if rst {
+                        r.closed_by = Some(ClosedBy::Reset);
+                    }
                 }
                 let tw = to == TimeWait || (matches!(from, FinWait2 | Closing) && !rst);
                 overflowed = tw && tw_full;

@@ -19,11 +19,20 @@ pub enum ClosedBy {
     Remote,
     /// A reset (sent or received) moved the socket to CLOSE.
     Reset,
+    /// The kernel gave up on the peer and closed the socket: its keepalive
+    /// probes or retransmissions went unanswered (`sk_err` ETIMEDOUT, or
+    /// the ICMP error that came meanwhile), whatever reset it sent then.
+    Timeout,
 }
 
 impl ClosedBy {
     /// Every value, in [`ClosedBy::index`] order.
-    pub const ALL: [ClosedBy; 3] = [ClosedBy::Local, ClosedBy::Remote, ClosedBy::Reset];
+    pub const ALL: [ClosedBy; 4] = [
+        ClosedBy::Local,
+        ClosedBy::Remote,
+        ClosedBy::Reset,
+        ClosedBy::Timeout,
+    ];
 
     /// The `closed_by` label value.
     pub fn name(self) -> &'static str {
@@ -31,10 +40,11 @@ impl ClosedBy {
             ClosedBy::Local => "local",
             ClosedBy::Remote => "remote",
             ClosedBy::Reset => "reset",
+            ClosedBy::Timeout => "timeout",
         }
     }
 
-    /// A dense index in `0..3`, for per-value arrays.
+    /// A dense index in `0..4`, for per-value arrays.
     pub fn index(self) -> usize {
         self as usize
     }

@@ -9,7 +9,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use super::rules::{
-    PortAcc, Stall, apply_scan, attribute_to_listeners, cleared_how, find_local_peers,
+    GONE, PortAcc, Stall, apply_scan, attribute_to_listeners, cleared_how, find_local_peers,
+    gone_how,
 };
 use super::{Change, Flag, LeakKind, Thresholds};
 use super::{
@@ -17,6 +18,7 @@ use super::{
     rollup::{Gauges, Rollup},
 };
 use crate::{
+    engine::ClosedBy,
     snapshot::{Lookup, OwnerScan, SocketSnapshot},
     tcp::TcpState,
 };
@@ -350,6 +352,33 @@ impl Detector {
     /// The flags raised now.
     pub fn active(&self) -> impl Iterator<Item = &Flag> {
         self.active.values()
+    }
+
+    /// Say how the sockets ended whose flags `changes` cleared as gone from
+    /// the dump, where `record` knows: each socket's engine record as
+    /// (live, state, who closed it). The history's copies too.
+    pub fn say_how_gone<R>(&mut self, changes: &mut [Change], record: R)
+    where
+        R: Fn(u64) -> Option<(bool, TcpState, Option<ClosedBy>)>,
+    {
+        for c in changes {
+            let Change::Cleared(f) = c else { continue };
+            let (Some(cookie), Some(GONE)) = (f.cookie, f.cleared_how.as_deref()) else {
+                continue;
+            };
+            let Some(how) =
+                record(cookie).and_then(|(live, st, by)| gone_how(f.kind, live, st, by))
+            else {
+                continue;
+            };
+            f.cleared_how = Some(how.to_owned());
+            let same = |h: &&mut Flag| {
+                (h.kind, h.cookie, h.cleared_at_ns) == (f.kind, f.cookie, f.cleared_at_ns)
+            };
+            if let Some(h) = self.history.iter_mut().rev().find(same) {
+                h.cleared_how = Some(how.to_owned());
+            }
+        }
     }
 
     /// The flags raised now, to fill in what the detector does not know

@@ -3,6 +3,7 @@
 //! flag is built and how its clearing is worded.
 use super::{Flag, LeakKind, Reason};
 use crate::{
+    engine::ClosedBy,
     snapshot::{FdOwner, OwnerScan, SocketSnapshot, TcpInfo, listener_for},
     tcp::TcpState,
 };
@@ -287,11 +288,39 @@ pub(super) fn apply_scan(f: &mut Flag, scan: &OwnerScan) {
     }
 }
 
+/// Why a flag ended when its socket is no longer in the dump, until the
+/// engine says more ([`gone_how`]).
+pub(super) const GONE: &str = "socket gone (closed, or its process exited)";
+
+/// How a socket missing from a dump ended, from the engine's record of it
+/// (kept a few seconds after its close): `live`, its `state` and who
+/// closed it. `None` when the record says no more than [`GONE`].
+pub(super) fn gone_how(
+    kind: LeakKind,
+    live: bool,
+    state: TcpState,
+    closed_by: Option<ClosedBy>,
+) -> Option<&'static str> {
+    match (live, state, closed_by) {
+        (true, TcpState::TimeWait, _) => Some("the connection closed: its socket is in TIME_WAIT"),
+        (false, _, Some(ClosedBy::Timeout)) if kind == LeakKind::StuckHandshake => Some(
+            "the kernel gave up on the handshake (its SYNs unanswered: connect() fails with \
+             ETIMEDOUT)",
+        ),
+        (false, _, Some(ClosedBy::Timeout)) => Some(
+            "the kernel gave up on the peer and closed the connection (keepalive probes or \
+             retransmissions unanswered: the next read or write gets ETIMEDOUT)",
+        ),
+        (false, _, Some(ClosedBy::Reset)) => Some("a reset ended the connection"),
+        _ => None,
+    }
+}
+
 /// Why a flag ended, given the socket's state now (`None`: not in the dump).
 pub(super) fn cleared_how(f: &Flag, now: Option<TcpState>) -> String {
     match (f.cookie, now) {
         (None, _) => "no stuck handshakes left on the port".into(),
-        (Some(_), None) => "socket gone (closed, or its process exited)".into(),
+        (Some(_), None) => GONE.into(),
         (Some(_), Some(st)) if st != f.state => format!("socket left {} (now {st})", f.state),
         (Some(_), Some(_)) if f.reason == Some(Reason::AcceptQueueFull) => {
             "the process accepted: its accept queue has room again".into()

@@ -297,6 +297,71 @@ fn unanswered_keepalive_probes_are_half_open() {
     assert_eq!(code, 0);
 }
 
+/// When its keepalive probes run out, the kernel closes the connection
+/// (ETIMEDOUT), sending a reset the peer never gets: the flag clears saying
+/// so, and the connection counts as closed by a timeout, not a reset.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn a_connection_the_kernel_gives_up_on_is_said_to_time_out() {
+    let pair = NetnsPair::new("kagone", 64);
+    let _inside = Inside::enter(&pair.a);
+    let agent = start_agent(&["--half-open-threshold", "1s"]);
+    let url = format!("http://{}", agent.addr);
+    let b_ip: IpAddr = pair.addr_b.parse().expect("addr");
+    let listener = NetnsPair::in_ns(&pair.b, move || {
+        TcpListener::bind((b_ip, 0)).expect("bind in b")
+    });
+    let server = SocketAddr::new(b_ip, listener.local_addr().expect("addr").port());
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+    let probes = TcpKeepalive::new()
+        .with_time(Duration::from_secs(1))
+        .with_interval(Duration::from_secs(1))
+        .with_retries(4);
+    sock.set_tcp_keepalive(&probes).expect("keepalive");
+    sock.connect(&server.into()).expect("connect");
+    let mut client: TcpStream = sock.into();
+    let (_peer, _) = listener.accept().expect("accept");
+    let local = client.local_addr().expect("local");
+    NetnsPair::blackhole(&pair.b);
+
+    let (_, report, ok) = poll(&url, Duration::from_secs(8), |r| {
+        flag_of(&all_flags(r), "half_open", local, server).is_some()
+    });
+    assert!(ok, "unanswered keepalive probes not flagged: {report:#}");
+    // Four probes a second apart, then the kernel gives up.
+    let (_, report, ok) = poll(&url, Duration::from_secs(15), |r| {
+        r["recently_cleared"]
+            .as_array()
+            .and_then(|c| flag_of(c, "half_open", local, server))
+            .is_some()
+    });
+    assert!(ok, "the flag never cleared: {report:#}");
+    let cleared = flag_of(
+        report["recently_cleared"].as_array().expect("cleared"),
+        "half_open",
+        local,
+        server,
+    )
+    .expect("cleared flag");
+    assert!(
+        cleared["cleared_how"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("the kernel gave up on the peer")),
+        "{cleared:#}"
+    );
+    let mut buf = [0u8; 1];
+    let err = client.read(&mut buf).expect_err("a dead connection");
+    assert_eq!(err.raw_os_error(), Some(libc::ETIMEDOUT), "{err}");
+    assert_eq!(
+        agent.metric("tracer_tcp_connections_closed_total{closed_by=\"timeout\"}"),
+        1.0
+    );
+    assert_eq!(
+        agent.metric("tracer_tcp_connections_closed_total{closed_by=\"reset\"}"),
+        0.0
+    );
+}
+
 /// Our packets stop reaching the peer while its own still arrive: its
 /// process closes, and its FIN, retransmitted because our ACKs never reach
 /// it, keeps coming. Those segments acknowledge none of our data, so the

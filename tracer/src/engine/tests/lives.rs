@@ -144,6 +144,60 @@ fn cases() -> Vec<Case> {
             closed: Some(Some(ClosedBy::Reset)),
         },
         Case {
+            name: "keepalive gave up: the reset it sends does not make it a reset",
+            events: cat(
+                active_open(1, 0),
+                [
+                    rst_tx(1).at(ms(5)),
+                    ev(1)
+                        .from(Established)
+                        .to(Close)
+                        .err(libc::ETIMEDOUT)
+                        .at(ms(5)),
+                ],
+            ),
+            state: Close,
+            path: &[Close, SynSent, Established, Close],
+            closed_by: Some(ClosedBy::Timeout),
+            stays: vec![(SynSent, ms(1)), (Established, ms(4))],
+            closed: Some(Some(ClosedBy::Timeout)),
+        },
+        Case {
+            name: "retransmissions gave up after an ICMP error",
+            events: cat(
+                active_open(1, 0),
+                [ev(1)
+                    .from(Established)
+                    .to(Close)
+                    .err(libc::EHOSTUNREACH)
+                    .at(ms(5))],
+            ),
+            state: Close,
+            path: &[Close, SynSent, Established, Close],
+            closed_by: Some(ClosedBy::Timeout),
+            stays: vec![(SynSent, ms(1)), (Established, ms(4))],
+            closed: Some(Some(ClosedBy::Timeout)),
+        },
+        Case {
+            name: "reset received in established, with its error",
+            events: cat(
+                active_open(1, 0),
+                [
+                    rst_rx(1).at(ms(50)),
+                    ev(1)
+                        .from(Established)
+                        .to(Close)
+                        .err(libc::ECONNRESET)
+                        .at(ms(50)),
+                ],
+            ),
+            state: Close,
+            path: &[Close, SynSent, Established, Close],
+            closed_by: Some(ClosedBy::Reset),
+            stays: vec![(SynSent, ms(1)), (Established, ms(49))],
+            closed: Some(Some(ClosedBy::Reset)),
+        },
+        Case {
             name: "reset in close_wait: the peer still closed first",
             events: cat(
                 passive_open(1),

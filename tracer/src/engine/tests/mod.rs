@@ -70,6 +70,11 @@ impl Ev {
         self.0.kind = k;
         self
     }
+    /// A close carrying `sk_err` = `err`.
+    pub fn err(mut self, err: i32) -> Ev {
+        self.0.err = err as u8;
+        self
+    }
     /// Ran in the context of `pid`/`comm`.
     pub fn by(mut self, pid: u32, comm: &str) -> Ev {
         self.0.pid = pid;

@@ -98,7 +98,7 @@ pub struct Tcp {
     /// family from the start; any other appears in it when first flushed.
     transitions: Vec<Tally>,
     transition_family: Family<FromTo, Counter>,
-    closed: [Tally; 3],
+    closed: [Tally; ClosedBy::ALL.len()],
     time_wait_by_port: Family<PortLabel, Gauge>,
     ports: Arc<Mutex<Ports>>,
     retransmits: Tally,

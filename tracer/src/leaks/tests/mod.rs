@@ -330,6 +330,45 @@ fn clears_when_the_socket_moves_on_or_goes() {
     assert_eq!(det.stats().tracked, 1);
 }
 
+/// A socket gone from the dump: the engine's record of it says how it
+/// ended, in the change and in the history alike.
+#[test]
+fn the_engine_says_how_a_gone_socket_ended() {
+    use crate::engine::ClosedBy;
+    let mut det = Detector::new(thresholds());
+    let socks = [1, 2, 3, 4].map(|c| sock(c, TcpState::CloseWait));
+    det.update(&socks, 0, none, app_owners);
+    det.update(&socks, 60 * S, none, app_owners);
+    let mut c = det.update(&[], 61 * S, none, app_owners);
+    det.say_how_gone(&mut c, |cookie| match cookie {
+        1 => Some((false, TcpState::Close, Some(ClosedBy::Timeout))),
+        2 => Some((false, TcpState::Close, Some(ClosedBy::Reset))),
+        3 => Some((false, TcpState::Close, Some(ClosedBy::Remote))),
+        _ => None,
+    });
+    let how = |flags: Vec<Flag>| -> HashMap<Option<u64>, String> {
+        flags
+            .into_iter()
+            .map(|f| (f.cookie, f.cleared_how.unwrap_or_default()))
+            .collect()
+    };
+    let said = how(cleared(&c).into_iter().cloned().collect());
+    assert!(
+        said[&Some(1)].starts_with("the kernel gave up on the peer"),
+        "{said:?}"
+    );
+    assert_eq!(said[&Some(2)], "a reset ended the connection");
+    assert_eq!(
+        said[&Some(3)],
+        "socket gone (closed, or its process exited)"
+    );
+    assert_eq!(
+        said[&Some(4)],
+        "socket gone (closed, or its process exited)"
+    );
+    assert_eq!(how(det.recently_cleared().cloned().collect()), said);
+}
+
 #[test]
 fn history_ring_is_bounded() {
     let mut det = Detector::new(thresholds());
