@@ -129,13 +129,32 @@ fn fd_exhaustion_is_forecast_before_accept_fails() {
     });
     assert!(zero, "no forecast of 0 once out of descriptors");
 
-    // Without an agent: the usage against the limit, and no rate.
-    let (_, text) = tracer_leaks(&["--agent", common::NO_AGENT, "-p", &pid.to_string()]);
+    // Without an agent: no rate, but a process at its limit is out now.
+    let (code, text) = tracer_leaks(&["--agent", common::NO_AGENT, "-p", &pid.to_string()]);
     eprintln!("{text}");
     assert!(
-        text.contains(&format!(" of {LIMIT} fds")) && text.contains("no rate"),
+        text.contains(&format!(" of {LIMIT} fds"))
+            && text.contains(": out of descriptors now: accept(), socket() and open() fail"),
         "{text}"
     );
+    assert_eq!(code, 1, "{text}");
+    let (_, text) = tracer_leaks(&["--agent", &url, "-p", &pid.to_string()]);
+    assert!(text.contains(": out of descriptors now"), "{text}");
+    // The connections it cannot accept say why they wait.
+    let why = format!("; pid {pid} is out of descriptors (");
+    let linked = common::wait_until(Duration::from_secs(10), || {
+        let report = agent.json("/api/v1/leaks");
+        report["leaks"].as_array().is_some_and(|groups| {
+            groups
+                .iter()
+                .flat_map(|g| g["sockets"].as_array().into_iter().flatten())
+                .any(|f| {
+                    f["reason"] == "not_accepted"
+                        && f["evidence"].as_str().is_some_and(|e| e.contains(&why))
+                })
+        })
+    });
+    assert!(linked, "{:#}", agent.json("/api/v1/leaks"));
 
     let _ = stop_tx.send(());
     clients.join().expect("clients");

@@ -191,6 +191,7 @@ impl Api for AgentApi {
         if let Ok(f) = self.0.forecasts.lock() {
             report.forecasts = f.clone();
         }
+        report.link_forecasts();
         report.name_namespaces(crate::pipeline::discover::names());
         let mut report = m.report(report);
         report.stamp(&WallClock::now());

@@ -22,7 +22,7 @@ pub use self::{
 };
 use crate::{
     engine::{BuildCookieHasher, Engine, SocketView, SyscallOwner},
-    leaks::ProcessLeaks,
+    leaks::{LeakKind, ProcessLeaks, Reason},
 };
 
 /// Processes, and endpoints, forecast at most.
@@ -155,6 +155,17 @@ pub struct Leaker {
     pub growth_per_minute: Option<f64>,
 }
 
+/// The CLOSE_WAIT leaks of a group that hold one of its descriptors: not
+/// those still waiting in its listener's accept queue.
+fn held_close_wait(g: &ProcessLeaks) -> usize {
+    let waiting = g
+        .sockets
+        .iter()
+        .filter(|f| f.kind == LeakKind::CloseWait && f.reason == Some(Reason::NotAccepted))
+        .count();
+    g.close_wait.saturating_sub(waiting)
+}
+
 /// The processes of a leaks report's groups that hold CLOSE_WAIT leaks:
 /// fastest growing first, then most leaks; at most [`TOP`].
 pub fn leakers(groups: &[ProcessLeaks]) -> Vec<Leaker> {
@@ -164,7 +175,7 @@ pub fn leakers(groups: &[ProcessLeaks]) -> Vec<Leaker> {
             Some(Leaker {
                 pid: g.pid?,
                 comm: g.comm.clone()?,
-                close_wait: u32::try_from(g.close_wait).ok().filter(|&n| n > 0)?,
+                close_wait: u32::try_from(held_close_wait(g)).ok().filter(|&n| n > 0)?,
                 growth_per_minute: g.growth_per_minute,
             })
         })

@@ -24,8 +24,10 @@ pub fn fd_line(f: &FdForecast, snapshot: bool) -> String {
         f.pid, f.comm, f.open_fds, f.close_wait
     );
     match (f.growth_per_minute, f.seconds_left) {
+        (_, Some(0.0)) => {
+            s.push_str(": out of descriptors now: accept(), socket() and open() fail with EMFILE")
+        }
         _ if snapshot => s.push_str(": no rate (a snapshot sees no growth; the agent measures it)"),
-        (_, Some(0.0)) => s.push_str(": out of descriptors now"),
         (Some(g), Some(left)) => {
             s.push_str(&format!(", +{g:.1}/min: runs out in {}", fmt_left(left)))
         }

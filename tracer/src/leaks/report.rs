@@ -7,7 +7,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{Flag, LeakKind, Thresholds};
+use super::{Flag, LeakKind, Reason, Thresholds};
 use crate::snapshot::{OwnerScan, SocketSnapshot};
 
 /// Where a report's data came from.
@@ -169,6 +169,50 @@ impl Report {
             .flat_map(|g| g.sockets.iter_mut())
             .chain(self.risks.iter_mut())
             .chain(self.recently_cleared.iter_mut())
+    }
+
+    /// Say beside each connection waiting for `accept()`, and each full
+    /// accept queue, when the process that should accept is out of
+    /// descriptors now (its forecast): then `accept()` fails with EMFILE,
+    /// which is why they wait. Call once the forecasts are in.
+    pub fn link_forecasts(&mut self) {
+        let out: Vec<&crate::forecast::FdForecast> = self
+            .forecasts
+            .fd
+            .iter()
+            .filter(|f| f.seconds_left == Some(0.0))
+            .collect();
+        if out.is_empty() {
+            return;
+        }
+        let words: Vec<(u32, String)> = out
+            .iter()
+            .map(|f| {
+                let limit = f.fd_limit.map_or("unlimited".into(), |l| l.to_string());
+                let said = format!(
+                    "; pid {} is out of descriptors ({} of {limit}): its accept() fails with EMFILE",
+                    f.pid, f.open_fds
+                );
+                (f.pid, said)
+            })
+            .collect();
+        for g in &mut self.leaks {
+            for f in &mut g.sockets {
+                if !matches!(
+                    f.reason,
+                    Some(Reason::NotAccepted | Reason::AcceptQueueFull)
+                ) {
+                    continue;
+                }
+                if let Some((_, said)) = words
+                    .iter()
+                    .find(|(pid, _)| f.owners.iter().any(|o| o.pid == *pid))
+                    && !f.evidence.ends_with(said.as_str())
+                {
+                    f.evidence.push_str(said);
+                }
+            }
+        }
     }
 
     /// Keep of `names` (`/run/netns` names by inode, of the host that made
@@ -431,5 +475,6 @@ pub fn snapshot_report_with(
     );
     let leakers = crate::forecast::leakers(&report.leaks);
     report.forecasts.fd = crate::forecast::fd_forecasts(&leakers, usage);
+    report.link_forecasts();
     report
 }

@@ -460,6 +460,55 @@ pub(crate) mod tests {
         )
     }
 
+    /// A process out of descriptors cannot accept: the connections waiting
+    /// for it say so, and they hold none of its descriptors.
+    #[test]
+    fn waiting_connections_name_a_process_out_of_descriptors() {
+        use crate::forecast::{FdUsage, fd_forecasts, leakers};
+        use crate::leaks::Reason;
+        let mut r = sample();
+        let waiting = r.leaks[0].sockets.iter_mut().find(|f| f.cookie == Some(2));
+        waiting.expect("cookie 2").reason = Some(Reason::NotAccepted);
+        let who = leakers(&r.leaks);
+        assert_eq!(
+            who.iter()
+                .map(|l| (l.pid, l.close_wait))
+                .collect::<Vec<_>>(),
+            [(77, 1), (4242, 1)],
+            "the one waiting for accept() holds no descriptor"
+        );
+        let full = FdUsage {
+            open: 256,
+            limit: Some(256),
+        };
+        r.forecasts.fd = fd_forecasts(&who, |pid| (pid == 4242).then_some(full));
+        r.link_forecasts();
+        r.link_forecasts();
+        let evidence = |cookie| {
+            r.leaks
+                .iter()
+                .flat_map(|g| &g.sockets)
+                .find(|f| f.cookie == Some(cookie))
+                .map(|f| f.evidence.clone())
+                .expect("flag")
+        };
+        let said = "; pid 4242 is out of descriptors (256 of 256): its accept() fails with EMFILE";
+        assert!(evidence(2).ends_with(said), "{}", evidence(2));
+        assert_eq!(evidence(2).matches(said).count(), 1, "said once");
+        assert!(
+            !evidence(1).contains(said),
+            "a held socket: {}",
+            evidence(1)
+        );
+        // A snapshot sees no rate, but it sees a process at its limit.
+        let line = crate::forecast::text::fd_line(&r.forecasts.fd[0], true);
+        assert_eq!(
+            line,
+            "PID 4242 api: 256 of 256 fds, 1 in CLOSE_WAIT: out of descriptors now: accept(), \
+             socket() and open() fail with EMFILE"
+        );
+    }
+
     #[test]
     fn table_groups_by_process_worst_first() {
         let mut out = Vec::new();
