@@ -91,8 +91,12 @@ pub struct TimeWait {
     pub last_expires_in_seconds: f64,
     /// When, wall clock (RFC 3339, UTC).
     pub last_expires_at: String,
-    /// They are all that keeps a plain bind out: it succeeds then.
+    /// They are all that keeps a plain bind out: it succeeds then (unless
+    /// a FIN_WAIT2 one's peer closes first: see `fin_wait2`).
     pub free_then: bool,
+    /// Of them, orphaned FIN_WAIT2 sockets: one whose peer closes before
+    /// its timer ends moves to TIME_WAIT and holds the port 60 s more.
+    pub fin_wait2: usize,
 }
 
 /// One socket bound to the port.
@@ -368,6 +372,10 @@ pub fn build(
                 last_expires_in_seconds: left.as_secs_f64(),
                 last_expires_at: humantime::format_rfc3339_millis(now + left).to_string(),
                 free_then: p_why.iter().all(|&(i, _)| held[i].snap.timewait),
+                fin_wait2: minis
+                    .iter()
+                    .filter(|h| h.snap.state == TcpState::FinWait2)
+                    .count(),
             }
         });
         namespaces.push(Namespace {

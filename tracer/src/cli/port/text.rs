@@ -186,16 +186,29 @@ fn namespace(ns: &Namespace, many: bool, out: &mut dyn Write) -> io::Result<()> 
         }
     }
     if let Some(tw) = &ns.time_wait {
+        let what = match (tw.fin_wait2, tw.count) {
+            (0, _) => "last TIME_WAIT expires",
+            (f, n) if f == n => "last FIN_WAIT2 timer ends",
+            _ => "last TIME_WAIT or FIN_WAIT2 timer ends",
+        };
+        let then = match tw.fin_wait2 {
+            _ if !tw.free_then || ns.without_reuseaddr.outcome == "free" => String::new(),
+            0 => ": a plain bind succeeds then".to_owned(),
+            f => format!(
+                ": a plain bind succeeds then, unless a peer closes first: {} FIN_WAIT2 \
+                 socket{} still wait{} for {} peer's FIN, and each that gets it holds the port \
+                 60 s more in TIME_WAIT",
+                f,
+                plural(f),
+                if f == 1 { "s" } else { "" },
+                if f == 1 { "its" } else { "their" },
+            ),
+        };
         writeln!(
             out,
-            "  last TIME_WAIT expires in {} (at {}){}",
+            "  {what} in {} (at {}){then}",
             secs(tw.last_expires_in_seconds),
             tw.last_expires_at,
-            if tw.free_then && ns.without_reuseaddr.outcome != "free" {
-                ": a plain bind succeeds then"
-            } else {
-                ""
-            }
         )?;
     }
     Ok(())
