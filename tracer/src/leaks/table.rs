@@ -118,9 +118,18 @@ pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
     if !r.risks.is_empty() {
         writeln!(out, "\nAt risk, not leaks ({}):", r.risks.len())?;
         for f in &r.risks {
+            // Another namespace than the agent's (the host's) is named.
+            let netns = match f.netns {
+                0 => String::new(),
+                n if Some(n) == r.agent_netns => String::new(),
+                n => match r.netns_names.get(&n) {
+                    Some(name) => format!("netns {n} ({name})  "),
+                    None => format!("netns {n}  "),
+                },
+            };
             writeln!(
                 out,
-                "  {}  {}  {}  {}",
+                "  {netns}{}  {}  {}  {}",
                 endpoints(f),
                 owners_short(f),
                 fmt_age(f.age_seconds, f.age_is_lower_bound),
@@ -382,7 +391,10 @@ fn endpoints(f: &Flag) -> String {
 }
 
 fn owners_short(f: &Flag) -> String {
+    let waiting = f.reason == Some(Reason::NotAccepted) && f.remote.is_some();
     match f.owners.first() {
+        Some(o) if waiting => format!("not accepted yet by pid {} {} fd {}", o.pid, o.comm, o.fd),
+        None if waiting => "not accepted yet".into(),
         Some(o) => format!("pid {} {} fd {}", o.pid, o.comm, o.fd),
         None if f.owner_unknown => "owner unknown".into(),
         None => "no process".into(),

@@ -157,6 +157,12 @@ pub fn run(source: Source, first: Sample, interval: Duration) -> anyhow::Result<
     let mut error: Option<String> = None;
     catch_signals();
     let keys = Keys::open()?;
+    if let Ok((0, _) | (_, 0)) = terminal::size() {
+        anyhow::bail!(
+            "the terminal says it has no size (a pseudo-terminal whose size was never set, as \
+             under script): set one with stty cols 120 rows 40, or use --once"
+        );
+    }
     let (mut term, _restore) = take_terminal()?;
     while !STOP.load(Ordering::Relaxed) {
         loop {

@@ -8,7 +8,7 @@ use ratatui::{
     layout::{Constraint, Layout, Rect},
     style::{Style, Stylize as _},
     text::Line,
-    widgets::{Block, Clear, Paragraph, Row, Table},
+    widgets::{Block, Clear, Paragraph, Row, Table, Wrap},
 };
 
 use super::{
@@ -189,9 +189,21 @@ pub fn once_height(s: &Screen<'_>) -> u16 {
         + fitted(s, Panel::TwPorts, Panel::TwRemotes)
 }
 
+/// The smallest terminal the live view draws its panels in.
+pub const MIN_SIZE: (u16, u16) = (60, 16);
+
 /// Draw one frame.
 pub fn draw(f: &mut Frame<'_>, s: &Screen<'_>) {
     use Constraint::{Fill, Length, Percentage};
+    let area = f.area();
+    if s.live && (area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1) {
+        let said = format!(
+            "terminal too small ({}x{}): tracer top needs {}x{}; q quits",
+            area.width, area.height, MIN_SIZE.0, MIN_SIZE.1
+        );
+        f.render_widget(Paragraph::new(said).wrap(Wrap { trim: true }), area);
+        return;
+    }
     let (middle, bottom, footer) = if s.live {
         (Fill(3), Fill(2), 1)
     } else {

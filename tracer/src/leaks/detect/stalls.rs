@@ -140,17 +140,23 @@ impl Detector {
         if idle < ns(self.thresholds.idle) {
             return None;
         }
-        let evidence = format!(
+        let mut evidence = format!(
             "no data received for {} nor sent for {} (threshold {}); no keepalive timer armed, \
              a dead peer would go unnoticed",
             span(u64::from(info.last_data_recv_ms) * MS),
             span(u64::from(info.last_data_sent_ms) * MS),
             fmt_duration(self.thresholds.idle)
         );
+        // Idle because no process took it yet: its owners are then the
+        // listener's (attribute_to_listeners), which should accept it.
+        let not_accepted = d.awaits_accept();
+        if not_accepted {
+            evidence.push_str("; never accepted: it waits in the listener's accept queue");
+        }
         Some(socket_flag(
             d,
             LeakKind::IdleNoKeepalive,
-            None,
+            not_accepted.then_some(Reason::NotAccepted),
             now,
             (idle, false),
             evidence,

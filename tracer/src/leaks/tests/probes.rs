@@ -123,6 +123,47 @@ fn idle_without_keepalive_is_a_risk_not_a_leak() {
     );
 }
 
+/// A connection idle because nobody accepted it: it names the listener's
+/// process, which should, and says where it waits.
+#[test]
+fn an_idle_connection_never_accepted_names_its_listener() {
+    let mut det = Detector::new(thresholds());
+    let mut listener = sock(1, TcpState::Listen);
+    listener.inode = 1044;
+    let mut d = sock(5, TcpState::Established);
+    d.inode = 0;
+    info(&mut d).last_data_recv_ms = 700_000;
+    info(&mut d).last_data_sent_ms = 700_000;
+    let c = det.update(&[listener, d], S, none, app_owners);
+    let f = raised(&c);
+    assert_eq!(f.len(), 1, "{c:?}");
+    assert_eq!(
+        (f[0].kind, f[0].reason),
+        (LeakKind::IdleNoKeepalive, Some(Reason::NotAccepted))
+    );
+    assert_eq!(f[0].owners, vec![owner(100, "app", 44)]);
+    assert!(
+        f[0].evidence
+            .ends_with("; never accepted: it waits in the listener's accept queue"),
+        "{}",
+        f[0].evidence
+    );
+    let text = table(&det.report(S));
+    assert!(
+        text.contains("10.0.0.2:40005  not accepted yet by pid 100 app fd 44  "),
+        "{text}"
+    );
+    // In another namespace than the agent's, the line names it.
+    let mut r = det.report(S);
+    (r.risks[0].netns, r.agent_netns) = (4026532001, Some(4026531840));
+    r.netns_names.insert(4026532001, "web".into());
+    let text = table(&r);
+    assert!(
+        text.contains("\n  netns 4026532001 (web)  10.0.0.1:8080 -> 10.0.0.2:40005  "),
+        "{text}"
+    );
+}
+
 /// The retransmit timer fires whether or not a segment can leave: with no
 /// route to the peer it keeps firing and nothing is sent. The evidence says
 /// so instead of counting the firings as retransmitted segments.

@@ -264,3 +264,16 @@ fn an_empty_close_wait_panel_says_when_sockets_are_flagged() {
         "{text}"
     );
 }
+
+#[test]
+fn a_terminal_too_small_says_so_instead_of_panels() {
+    let ui = Ui::new(Duration::from_secs(2));
+    let text = frame(&model(), &ui, None, (40, 10));
+    assert!(
+        text.starts_with("terminal too small (40x10): tracer top\nneeds 60x16; q quits"),
+        "{text}"
+    );
+    assert!(!text.contains("Sockets by state"), "{text}");
+    let fits = frame(&model(), &ui, None, MIN_SIZE);
+    assert!(fits.contains("Sockets by state"), "{fits}");
+}
