@@ -225,6 +225,11 @@ pub struct Model {
     pub handshakes: Option<HandshakeLine>,
     /// Distinct leaks in the report.
     pub leak_count: usize,
+    /// Those leaks by kind, most first: `2 close_wait, 1 stuck_handshake`.
+    pub leak_kinds: String,
+    /// The forecast that runs out soonest, as `tracer leaks` words it, and
+    /// whether it has run out now.
+    pub soonest: Option<(String, bool)>,
     /// The agent's CLOSE_WAIT threshold, seconds: how old a socket must be
     /// to be in the CLOSE_WAIT panel.
     pub close_wait_after: Option<f64>,
@@ -249,6 +254,39 @@ fn to_seconds(rfc3339: &str) -> String {
         Some(head) if rfc3339.ends_with('Z') => format!("{head}Z"),
         _ => rfc3339.to_owned(),
     }
+}
+
+/// A report's leaks by kind, each flag once (one under several processes
+/// too), most first.
+fn leak_kinds(r: &Report) -> String {
+    let mut seen = std::collections::HashSet::new();
+    let mut by: std::collections::BTreeMap<&'static str, usize> = Default::default();
+    for f in r.leaks.iter().flat_map(|g| &g.sockets) {
+        if seen.insert((f.kind, f.cookie, f.local, f.remote)) {
+            *by.entry(f.kind.name()).or_default() += 1;
+        }
+    }
+    let mut kinds: Vec<(&str, usize)> = by.into_iter().collect();
+    kinds.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let words: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    words.join(", ")
+}
+
+/// The forecast of `r` with the least time left, worded.
+fn soonest(r: &Report) -> Option<(String, bool)> {
+    use crate::forecast::text::{fd_line, port_line};
+    let fd = r
+        .forecasts
+        .fd
+        .iter()
+        .filter_map(|f| Some((f.seconds_left?, fd_line(f, false))));
+    let ports = r.forecasts.ports.iter().filter_map(|p| {
+        let name = r.netns_names.get(&p.endpoint.netns).map(String::as_str);
+        Some((p.seconds_left?, port_line(p, name)))
+    });
+    fd.chain(ports)
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(left, line)| (line, left <= 0.0))
 }
 
 fn rate(now: u64, then: u64, secs: f64) -> f64 {
@@ -277,6 +315,8 @@ impl Model {
             leak_count: s.leaks.leak_count,
             close_wait_after: s.leaks.thresholds.as_ref().map(|t| t.close_wait),
             time_wait_read: (s.time_wait.len(), s.time_wait_sampled),
+            leak_kinds: leak_kinds(&s.leaks),
+            soonest: soonest(&s.leaks),
             ..Model::default()
         };
         m.handshakes = sum.handshakes.as_ref().map(|h| {

@@ -111,6 +111,9 @@ fn header_lines(s: &Screen<'_>) -> Vec<Line<'static>> {
         first.push_str(&format!("  filter: {}", s.ui.filter));
     }
     let mut second = format!("leaks {}", m.leak_count);
+    if !m.leak_kinds.is_empty() {
+        second.push_str(&format!(" ({})", m.leak_kinds));
+    }
     if !s.only.is_empty() {
         second.push_str(&format!(" (only {})", s.only));
     }
@@ -123,9 +126,15 @@ fn header_lines(s: &Screen<'_>) -> Vec<Line<'static>> {
             r(rates.map(|r| r.1))
         ));
     }
-    let third = match s.error {
-        Some(e) => Line::from(format!("agent not answering, showing the last data: {e}")).red(),
-        None => Line::from(""),
+    let third = match (s.error, &m.soonest) {
+        (Some(e), _) => {
+            Line::from(format!("agent not answering, showing the last data: {e}")).red()
+        }
+        (None, Some((line, now))) => {
+            let l = Line::from(format!("forecast: {line}"));
+            if *now { l.red().bold() } else { l.yellow() }
+        }
+        (None, None) => Line::from(""),
     };
     vec![Line::from(first).bold(), Line::from(second), third]
 }

@@ -47,8 +47,9 @@ fn a_live_frame_shows_every_panel() {
     );
     assert_eq!(
         lines[1],
-        "leaks 3  handshakes: 1025 established (+10.0/s), 1 failed (+0.0/s)"
+        "leaks 3 (3 close_wait)  handshakes: 1025 established (+10.0/s), 1 failed (+0.0/s)"
     );
+    assert_eq!(lines[2].trim_end(), "", "no forecast, no error");
     assert!(
         lines[3].starts_with("┌ > Sockets by state sort: state ^ "),
         "{}",
@@ -276,4 +277,29 @@ fn a_terminal_too_small_says_so_instead_of_panels() {
     assert!(!text.contains("Sockets by state"), "{text}");
     let fits = frame(&model(), &ui, None, MIN_SIZE);
     assert!(fits.contains("Sockets by state"), "{fits}");
+}
+
+/// The forecast that runs out soonest has the header's third line.
+#[test]
+fn the_soonest_forecast_is_in_the_header() {
+    use crate::forecast::{FdForecast, FdUsage};
+    let first = summary(100, &[("established", 10)]);
+    let mut s = sample(102, &[("established", 16), ("close_wait", 3)]);
+    let usage = |open| FdUsage {
+        open,
+        limit: Some(1024),
+    };
+    s.leaks.forecasts.fd = vec![
+        FdForecast::new(7, "slow", 3, usage(100), Some(1.0)),
+        FdForecast::new(8, "fast", 3, usage(1000), Some(60.0)),
+    ];
+    let ui = Ui::new(Duration::from_secs(2));
+    let text = frame(&Model::build(&s, Some(&first)), &ui, None, (160, 50));
+    let third = text.lines().nth(2).expect("line 3");
+    assert!(
+        third.starts_with(
+            "forecast: PID 8 fast: 1000 of 1024 fds, 3 in CLOSE_WAIT, +60.0/min: runs out in ~24s"
+        ),
+        "{text}"
+    );
 }
