@@ -497,3 +497,67 @@ fn clients_time_wait_to_the_port_is_counted() {
         "{text}"
     );
 }
+
+/// The classic leaked listener: a server forks a helper that inherits its
+/// listening socket, and exits; the helper keeps the port. `tracer port`
+/// names the helper as the holder, and the server as the one that called
+/// listen(), since when it listens.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn an_inherited_listener_names_who_called_listen() {
+    let _ns = Netns::enter("port-fork");
+    let agent = Agent::start(&[]);
+    let url = format!("http://{}", agent.addr);
+    let port = 8089;
+    let script = format!(
+        "import os, socket, sys\n\
+         s = socket.socket(); s.bind(('0.0.0.0', {port})); s.listen()\n\
+         s.set_inheritable(True)\n\
+         if os.fork() == 0:\n\
+         \x20   null = os.open('/dev/null', os.O_WRONLY); os.dup2(null, 1); os.dup2(null, 2)\n\
+         \x20   os.execvp('sleep', ['sleep', '60'])\n\
+         print(os.getpid(), flush=True)\n"
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    let parent: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("the server's pid");
+    // The helper: the one sleep holding our port, found through the report.
+    let mut last = Value::Null;
+    let known = wait_until(Duration::from_secs(10), || {
+        let (_, r) = port_json(port, &["--agent", &url]);
+        last = r;
+        last["namespaces"][0]["listeners"][0]["last_seen_process"]["pid"] == parent
+    });
+    let helper = last["namespaces"][0]["listeners"][0]["owners"][0]["pid"].as_u64();
+    // Kill the helper whatever the outcome.
+    let _kill = Kill(helper);
+    assert!(known, "{last:#}");
+    let listener = &only_namespace(&last)["listeners"][0];
+    assert_eq!(listener["owners"][0]["comm"], "sleep", "{last:#}");
+    assert_ne!(helper, Some(parent));
+    let text = port_text(port, &["--agent", &url]);
+    assert!(
+        text.contains(&format!(
+            "sleep fd 3 (listen() was by pid {parent} python3)"
+        )),
+        "{text}"
+    );
+    assert!(text.contains(" listening "), "{text}");
+}
+
+/// Kills a pid when dropped.
+struct Kill(Option<u64>);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            // SAFETY: kill(2) of the helper this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}

@@ -661,3 +661,49 @@ fn clients_time_wait_is_counted_and_not_blamed_on_the_port() {
     let r = build(8080, any(), false, &f, "snapshot".into(), |_| Some(true));
     assert!(!text(&r).contains("client side"), "{}", text(&r));
 }
+
+/// A listener inherited across fork(): held by the child, listen() by the
+/// parent, gone since. The row says since when it listens, and who did.
+#[test]
+fn an_inherited_listener_names_who_called_listen() {
+    let mut l = held(snap(TcpState::Listen, "0.0.0.0:8080", "0.0.0.0:0", 1));
+    l.snap.inode = 5000;
+    l.owners = vec![FdOwner {
+        pid: 4300,
+        comm: "sleep".into(),
+        cmdline: String::new(),
+        fd: 3,
+        cgroup: String::new(),
+        container_id: None,
+    }];
+    l.agent = Some(AgentSocket {
+        cookie: 1,
+        sport: 8080,
+        age_seconds: 754.0,
+        age_is_lower_bound: false,
+        closed_by: None,
+        pid: Some(4242),
+        comm: Some("server".into()),
+        live: true,
+        path: vec!["close".into(), "listen".into()],
+    });
+    let mut f = found(vec![l.clone()]);
+    f.agent = true;
+    let r = build(8080, any(), false, &f, "agent".into(), |_| None);
+    let t = text(&r);
+    let row = t
+        .lines()
+        .find(|line| line.contains("0.0.0.0:8080"))
+        .expect("listener row");
+    assert!(row.contains(" listening 12m34s  accept queue "), "{t}");
+    assert!(
+        row.ends_with("pid 4300 sleep fd 3 (listen() was by pid 4242 server)"),
+        "{t}"
+    );
+    // Held by the process that called listen(): nothing more to say.
+    l.owners[0].pid = 4242;
+    let mut f = found(vec![l]);
+    f.agent = true;
+    let t = text(&build(8080, any(), false, &f, "agent".into(), |_| None));
+    assert!(!t.contains("listen() was by"), "{t}");
+}

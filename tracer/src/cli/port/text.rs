@@ -147,7 +147,25 @@ fn namespace(ns: &Namespace, many: bool, out: &mut dyn Write) -> io::Result<()> 
                 Some(q) => format!("accept queue {}/{} ", q.waiting, q.backlog),
                 None => String::new(),
             };
-            writeln!(out, "    {:<24} {queue}{}", s.local.to_string(), owners(s))?;
+            let age = match s.age_seconds {
+                Some(a) if s.age_is_lower_bound => format!("listening >={}  ", secs(a)),
+                Some(a) => format!("listening {}  ", secs(a)),
+                None => String::new(),
+            };
+            // A listener inherited across fork() (or passed on) is held by
+            // processes that did not call listen(): say who did.
+            let opened = match &s.last_seen_process {
+                Some(p) if !s.owners.is_empty() && s.owners.iter().all(|o| o.pid != p.pid) => {
+                    format!(" (listen() was by pid {} {})", p.pid, p.comm)
+                }
+                _ => String::new(),
+            };
+            writeln!(
+                out,
+                "    {:<24} {age}{queue}{}{opened}",
+                s.local.to_string(),
+                owners(s)
+            )?;
         }
     }
     let mut i = 0;
