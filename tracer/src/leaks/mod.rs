@@ -282,6 +282,11 @@ pub struct LocalPeer {
     pub state: TcpState,
     /// Its inode; its listener's when it was never accepted.
     pub inode: u64,
+    /// Its network namespace (inode), when it is not the flag's: a
+    /// connection between two namespaces of this host (containers, `ip
+    /// netns`), matched by its addresses, which no NAT rewrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<u32>,
     /// Never accepted: the other listeners on its address, as
     /// [`Flag::sibling_listeners`].
     #[serde(skip)]

@@ -230,15 +230,19 @@ pub(super) fn queue_flag(d: &SocketSnapshot, now: u64, age: (u64, bool), held: &
 }
 
 /// Give each `orphaned_fin_wait2` flag of `flags` its peer, when the
-/// other end of its connection is in `dump` (same namespace, the 4-tuple
-/// reversed) in CLOSE_WAIT: a connection between two processes of this
-/// host, whose other process has not closed. One pass over the dump, and
-/// only when there is such a flag.
+/// other end of its connection is in `dump` (the 4-tuple reversed) in
+/// CLOSE_WAIT: a connection between two processes of this host, whose
+/// other process has not closed. In the same namespace first; else, for
+/// addresses that are not loopback (every namespace has its own), in the
+/// one other namespace that has it (a container's peer over a veth; two
+/// namespaces with the same addresses are not told apart, and name none).
+/// One pass over the dump, and only when there is such a flag.
 pub(super) fn find_local_peers<'a>(
     flags: impl Iterator<Item = &'a mut Flag>,
     dump: &[SocketSnapshot],
 ) {
     use std::{collections::HashMap, net::SocketAddr};
+    type Tuple = (SocketAddr, SocketAddr);
     let mut orphans: HashMap<(u32, SocketAddr, SocketAddr), &mut Flag> = flags
         .filter(|f| f.kind == LeakKind::OrphanedFinWait2)
         .filter_map(|f| Some(((f.netns, f.remote?, f.local), f)))
@@ -246,24 +250,41 @@ pub(super) fn find_local_peers<'a>(
     if orphans.is_empty() {
         return;
     }
+    let routed: std::collections::HashSet<Tuple> = orphans
+        .keys()
+        .filter(|(_, remote, local)| !remote.ip().is_loopback() && !local.ip().is_loopback())
+        .map(|&(_, remote, local)| (remote, local))
+        .collect();
+    // Other namespaces' candidates, by tuple: the first, and how many.
+    let mut elsewhere: HashMap<Tuple, (&SocketSnapshot, usize)> = HashMap::new();
+    let peer = |d: &SocketSnapshot, netns: Option<u32>| super::LocalPeer {
+        cookie: d.cookie,
+        state: d.state,
+        inode: d.inode,
+        netns,
+        sibling_listeners: Vec::new(),
+        not_accepted: d.awaits_accept(),
+        owners: Vec::new(),
+    };
     for d in dump
         .iter()
         .filter(|d| d.state == TcpState::CloseWait && !d.timewait)
     {
-        let key = (
-            d.netns,
+        let tuple = (
             SocketAddr::new(d.saddr, d.sport),
             SocketAddr::new(d.daddr, d.dport),
         );
-        if let Some(f) = orphans.remove(&key) {
-            f.local_peer = Some(super::LocalPeer {
-                cookie: d.cookie,
-                state: d.state,
-                inode: d.inode,
-                sibling_listeners: Vec::new(),
-                not_accepted: d.awaits_accept(),
-                owners: Vec::new(),
-            });
+        if let Some(f) = orphans.remove(&(d.netns, tuple.0, tuple.1)) {
+            f.local_peer = Some(peer(d, None));
+        } else if routed.contains(&tuple) {
+            elsewhere.entry(tuple).or_insert((d, 0)).1 += 1;
+        }
+    }
+    for ((netns, remote, local), f) in orphans {
+        if let Some(&(d, 1)) = elsewhere.get(&(remote, local))
+            && d.netns != netns
+        {
+            f.local_peer = Some(peer(d, Some(d.netns)));
         }
     }
 }

@@ -200,18 +200,20 @@ fn peer_words(f: &Flag) -> String {
     let Some(p) = &f.local_peer else {
         return String::new();
     };
+    let here = match p.netns {
+        Some(n) => format!("on this host in netns {n}"),
+        None => "on this host".to_owned(),
+    };
     match (p.owners.first(), p.not_accepted) {
         (Some(o), false) => format!(
-            "; its peer is on this host, in CLOSE_WAIT: PID {} {} fd {} has not closed it",
+            "; its peer is {here}, in CLOSE_WAIT: PID {} {} fd {} has not closed it",
             o.pid, o.comm, o.fd
         ),
         (Some(o), true) => format!(
-            "; its peer is on this host, in CLOSE_WAIT in the accept queue of PID {} {} (its listener, fd {}): never accepted",
+            "; its peer is {here}, in CLOSE_WAIT in the accept queue of PID {} {} (its listener, fd {}): never accepted",
             o.pid, o.comm, o.fd
         ),
-        (None, _) => {
-            "; its peer is on this host, in CLOSE_WAIT (its owner could not be named)".into()
-        }
+        (None, _) => format!("; its peer is {here}, in CLOSE_WAIT (its owner could not be named)"),
     }
 }
 

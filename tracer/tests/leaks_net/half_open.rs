@@ -303,7 +303,7 @@ fn unanswered_keepalive_probes_are_half_open() {
 #[test]
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn a_connection_the_kernel_gives_up_on_is_said_to_time_out() {
-    let pair = NetnsPair::new("kagone", 64);
+    let pair = NetnsPair::new("kagone", 66);
     let _inside = Inside::enter(&pair.a);
     let agent = start_agent(&["--half-open-threshold", "1s"]);
     let url = format!("http://{}", agent.addr);
@@ -441,4 +441,41 @@ fn a_peer_whose_fin_still_arrives_stays_half_open() {
     );
     assert!(last_age >= 7.0, "{f:#}");
     assert_eq!(code, 1);
+}
+
+/// A client in one namespace closes; its server, in another (a container
+/// over a veth), never does. The client's orphan names the server's
+/// process, fd and namespace: found by the connection's addresses.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn an_orphans_peer_in_another_namespace_is_named() {
+    use std::os::unix::fs::MetadataExt;
+    let pair = NetnsPair::new("xpeer", 67);
+    let agent = start_agent(&["--netns", "all", "--fin-wait2-threshold", "1s"]);
+    let url = format!("http://{}", agent.addr);
+    let b_ip: IpAddr = pair.addr_b.parse().expect("addr");
+    let listener = NetnsPair::in_ns(&pair.b, move || {
+        TcpListener::bind((b_ip, 0)).expect("bind in b")
+    });
+    let server = SocketAddr::new(b_ip, listener.local_addr().expect("addr").port());
+    let client = NetnsPair::in_ns(&pair.a, move || {
+        TcpStream::connect(server).expect("connect from a")
+    });
+    let (held, _) = listener.accept().expect("accept");
+    let local = client.local_addr().expect("local");
+    drop(client);
+    let b_inode = std::fs::metadata(format!("/run/netns/{}", pair.b))
+        .expect("netns b")
+        .ino();
+    let (_, report, ok) = poll(&url, Duration::from_secs(10), |r| {
+        flag_of(&all_flags(r), "orphaned_fin_wait2", local, server)
+            .is_some_and(|f| f["local_peer"]["owners"][0]["pid"].is_number())
+    });
+    assert!(ok, "the orphan's peer not named: {report:#}");
+    let f = flag_of(&all_flags(&report), "orphaned_fin_wait2", local, server).expect("flag");
+    let peer = &f["local_peer"];
+    assert_eq!(peer["netns"], b_inode, "{f:#}");
+    assert_eq!(peer["state"], "close_wait", "{f:#}");
+    assert_eq!(peer["owners"][0]["pid"], std::process::id(), "{f:#}");
+    assert_eq!(peer["owners"][0]["fd"], held.as_raw_fd(), "{f:#}");
 }

@@ -771,6 +771,53 @@ fn an_orphans_local_peer_names_the_process_that_did_not_close() {
     );
 }
 
+/// An orphan whose peer is a container's (another namespace of this host,
+/// over a veth, no NAT): found by its addresses, when one namespace alone
+/// has them; never for loopback, which every namespace has its own of.
+#[test]
+fn an_orphans_peer_in_another_namespace_is_found_when_unique() {
+    let mut orphan = sock(20, TcpState::FinWait2);
+    (orphan.timewait, orphan.inode) = (true, 0);
+    let mut peer = snapshot(7, TcpState::CloseWait)
+        .local(orphan.daddr, orphan.dport)
+        .peer(orphan.saddr, orphan.sport);
+    peer.netns = 99;
+    let peer_of = |dump: &[SocketSnapshot]| {
+        let mut det = Detector::new(thresholds());
+        det.update(dump, 0, none, app_owners);
+        det.update(dump, 60 * S, none, app_owners);
+        let f = det
+            .active()
+            .find(|f| f.kind == LeakKind::OrphanedFinWait2)
+            .expect("orphan flagged")
+            .clone();
+        (f, table(&det.report(60 * S)))
+    };
+    let (f, text) = peer_of(&[orphan, peer]);
+    let p = f.local_peer.as_ref().expect("its peer, in the container");
+    assert_eq!((p.cookie, p.netns, p.inode), (7, Some(99), 1007));
+    assert_eq!(p.owners, vec![owner(100, "app", 7)]);
+    assert!(
+        text.contains("its peer is on this host in netns 99, in CLOSE_WAIT: PID 100 app fd 7"),
+        "{text}"
+    );
+    assert_eq!(
+        serde_json::to_value(&f).expect("json")["local_peer"]["netns"],
+        99
+    );
+    // Two namespaces with the same addresses: which one, nobody can say.
+    let mut twin = peer;
+    (twin.cookie, twin.netns, twin.inode) = (8, 98, 1008);
+    assert!(peer_of(&[orphan, peer, twin]).0.local_peer.is_none());
+    // Loopback: each namespace has its own.
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut orphan_lo = orphan;
+    (orphan_lo.saddr, orphan_lo.daddr) = (lo, lo);
+    let mut peer_lo = peer;
+    (peer_lo.saddr, peer_lo.daddr) = (lo, lo);
+    assert!(peer_of(&[orphan_lo, peer_lo]).0.local_peer.is_none());
+}
+
 #[test]
 fn orphaned_fin_wait2_only_without_an_owner() {
     let mut det = Detector::new(thresholds());
