@@ -112,11 +112,13 @@ pub struct SockEvent {
     pub old_state: Option<TcpState>,
     /// State after the change; for other kinds, the state when it fired.
     pub new_state: Option<TcpState>,
-    /// Thread-group id of the task that was running.
+    /// Thread-group id of the task that was running, where the kernel
+    /// program records it (the owner's syscalls); 0 otherwise, for the
+    /// idle task, and for a close with an error (decoding clears it).
     pub pid: u32,
-    /// Thread id of the task that was running.
+    /// Thread id of that task (0 as `pid` is).
     pub tid: u32,
-    /// `comm` of the task that was running, NUL-padded.
+    /// `comm` of that task, NUL-padded (empty as `pid` is).
     pub comm: [u8; 16],
     /// Inode number of the socket's network namespace; 0 when unknown.
     pub netns: u32,

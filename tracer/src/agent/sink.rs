@@ -94,7 +94,14 @@ impl AgentSink {
                 wait as f64 / 1e9
             );
         }
-        let leakers = if core.detector.gauges().close_wait_leaks > 0 {
+        // Processes that leak CLOSE_WAIT sockets, and those whose
+        // listeners' queues hold connections (see forecast::leakers).
+        let g = core.detector.gauges();
+        let full = |&(r, n): &(crate::leaks::Reason, u64)| {
+            r == crate::leaks::Reason::AcceptQueueFull && n > 0
+        };
+        let queued = g.close_wait_leaks > 0 || g.stuck_handshakes.iter().any(full);
+        let leakers = if queued {
             forecast::leakers(&core.detector.report(now_ns).leaks)
         } else {
             Vec::new()

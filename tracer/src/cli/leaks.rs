@@ -107,7 +107,12 @@ pub fn run_to(args: &LeaksArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     };
     let agent = args.agent.as_deref().unwrap_or(DEFAULT_AGENT);
     let mut report = filter(collect(agent, scope, limits)?, args, scope);
-    if report.source == Source::Snapshot || client::is_local(agent) {
+    // This host's /proc answers for the report's pids only when the report
+    // is this host's: a snapshot, or an agent on a loopback address in our
+    // own network namespace (a port-forward to another host's agent is on
+    // loopback too, but in another namespace unless both are hosts').
+    let ours = report.agent_netns == Some(crate::diag::own_netns());
+    if report.source == Source::Snapshot || (client::is_local(agent) && ours) {
         say_absent_pids(&mut report, &args.matching.absent_pids());
     }
     let written = if args.json {

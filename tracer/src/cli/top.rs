@@ -71,7 +71,7 @@ const EXAMPLES: &str = "Examples:
   tracer top --once > frame.txt           one frame as plain text
 
 Keys: q quit, Tab/arrows focus, s sort, / filter, +/- interval, p pause, ? help.
-Exit status: 0 quit, 2 error (no agent, not a terminal).";
+Exit status: 0 quit, 2 error (no agent, not a terminal, a terminal with no size).";
 
 /// Run `tracer top`.
 pub fn run(args: TopArgs) -> anyhow::Result<i32> {

@@ -20,14 +20,22 @@ fn closer_of(to: TcpState) -> Option<ClosedBy> {
     }
 }
 
-/// True when a close's `sk_err` says the kernel gave up on the peer (its
-/// timers ran out: ETIMEDOUT, or the ICMP error that replaced it), not
-/// that a reset came (ECONNRESET, EPIPE, ECONNREFUSED) or nothing did.
-fn gave_up(err: u8) -> bool {
-    !matches!(
-        i32::from(err),
-        0 | libc::ECONNRESET | libc::EPIPE | libc::ECONNREFUSED
-    )
+/// What a close's `sk_err` says ended the connection, the record's
+/// retransmits beside it: the kernel gave up on the peer when its timers
+/// ran out (ETIMEDOUT; or the ICMP error that came meanwhile, which then
+/// replaces it, so only after a retransmit), a reset (ECONNRESET, EPIPE,
+/// ECONNREFUSED; ECONNABORTED: `ss -K`, which sends one). An ICMP error
+/// that closed a connect at once is neither (`None`).
+fn ended_by(err: u8, retransmitted: bool) -> Option<ClosedBy> {
+    match i32::from(err) {
+        0 => None,
+        libc::ETIMEDOUT => Some(ClosedBy::Timeout),
+        libc::ECONNRESET | libc::EPIPE | libc::ECONNREFUSED | libc::ECONNABORTED => {
+            Some(ClosedBy::Reset)
+        }
+        _ if retransmitted => Some(ClosedBy::Timeout),
+        _ => None,
+    }
 }
 
 /// True when the transition runs in the owner's syscall, so the event's
@@ -344,11 +352,11 @@ impl Engine {
             if closing {
                 let rst = r.has(flag::RST_RX | flag::RST_TX);
                 if r.closed_by.is_none() {
-                    if gave_up(ev.err) {
-                        r.closed_by = Some(ClosedBy::Timeout);
-                    } else if rst {
-                        r.closed_by = Some(ClosedBy::Reset);
-                    }
+                    let retransmitted = r.retransmits > 0 || r.has(flag::RTX);
+                    r.closed_by = match ended_by(ev.err, retransmitted) {
+                        None if rst => Some(ClosedBy::Reset),
+                        by => by,
+                    };
                 }
                 let tw = to == TimeWait || (matches!(from, FinWait2 | Closing) && !rst);
                 overflowed = tw && tw_full;

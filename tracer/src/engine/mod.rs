@@ -50,8 +50,10 @@
 //!   then shows in that namespace is adopted as
 //!   [`Correction::TimeWaitAtLimit`], not as a missed event.
 //! - **Who closed first** ([`ClosedBy`]): the first of `-> fin_wait1`
-//!   (local), `-> close_wait` (remote), or a reset seen in the state that
-//!   went to `close` (reset).
+//!   (local), `-> close_wait` (remote), or what the close's `sk_err` says
+//!   ended it (ETIMEDOUT, or an ICMP error after a retransmit: timeout;
+//!   a reset's errnos: reset), else a reset seen in the state that went to
+//!   `close` (reset).
 //! - **Handshakes** end when a socket leaves SYN_SENT or SYN_RECV: for
 //!   ESTABLISHED a success (a client's latency: its SYN_SENT stay, when
 //!   seen from the start), for CLOSE a failure whose reason is the evidence
@@ -61,7 +63,8 @@
 //!   `close->syn_sent`, `close->listen`, `listen->close`,
 //!   `established->fin_wait1`, `close_wait->last_ack`, and
 //!   `established->close` unless a reset was just received (then it ran in
-//!   softirq). Receive-path transitions never set it.
+//!   softirq). Receive-path transitions never set it, nor does a close
+//!   with an error: decoding takes its task away (`SockEvent::from_raw`).
 //! - **Disorder**: an exact duplicate (same ts, from, to as the last applied
 //!   transition) is ignored; an event older than the record's current state
 //!   either follows it (`from` matches: applied with a clamped zero-length

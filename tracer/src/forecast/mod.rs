@@ -155,15 +155,25 @@ pub struct Leaker {
     pub growth_per_minute: Option<f64>,
 }
 
-/// The CLOSE_WAIT leaks of a group that hold one of its descriptors: not
-/// those still waiting in its listener's accept queue.
-fn held_close_wait(g: &ProcessLeaks) -> usize {
-    let waiting = g
+/// The CLOSE_WAIT leaks of a group that hold one of its descriptors (not
+/// those still waiting in its listener's accept queue), and whether any
+/// connection waits for it to accept (which a process out of descriptors
+/// cannot).
+fn held_close_wait(g: &ProcessLeaks) -> (usize, bool) {
+    let waiting = |f: &&crate::leaks::Flag| {
+        matches!(
+            f.reason,
+            Some(Reason::NotAccepted | Reason::AcceptQueueFull)
+        )
+    };
+    let not_accepted = g
         .sockets
         .iter()
-        .filter(|f| f.kind == LeakKind::CloseWait && f.reason == Some(Reason::NotAccepted))
+        .filter(waiting)
+        .filter(|f| f.kind == LeakKind::CloseWait)
         .count();
-    g.close_wait.saturating_sub(waiting)
+    let accepts = g.sockets.iter().any(|f| waiting(&f));
+    (g.close_wait.saturating_sub(not_accepted), accepts)
 }
 
 /// The processes of a leaks report's groups that hold CLOSE_WAIT leaks:
@@ -172,10 +182,14 @@ pub fn leakers(groups: &[ProcessLeaks]) -> Vec<Leaker> {
     let mut out: Vec<Leaker> = groups
         .iter()
         .filter_map(|g| {
+            // A process with connections waiting for its accept() is
+            // forecast too, for what may keep it from accepting: no
+            // descriptor left (see `fd_forecasts`).
+            let (held, accepts) = held_close_wait(g);
             Some(Leaker {
                 pid: g.pid?,
                 comm: g.comm.clone()?,
-                close_wait: u32::try_from(held_close_wait(g)).ok().filter(|&n| n > 0)?,
+                close_wait: u32::try_from(held).ok().filter(|&n| n > 0 || accepts)?,
                 growth_per_minute: g.growth_per_minute,
             })
         })
@@ -192,12 +206,17 @@ pub fn leakers(groups: &[ProcessLeaks]) -> Vec<Leaker> {
 }
 
 /// The descriptor forecasts of `leakers`, each process's usage from
-/// `usage` (a process gone or unreadable is left out).
+/// `usage` (a process gone or unreadable is left out, and one that holds
+/// no CLOSE_WAIT leak unless it is out of descriptors now).
 pub fn fd_forecasts(leakers: &[Leaker], usage: impl Fn(u32) -> Option<FdUsage>) -> Vec<FdForecast> {
     leakers
         .iter()
         .filter_map(|l| {
             let u = usage(l.pid)?;
+            let out = u.limit.is_some_and(|limit| u.open >= limit);
+            if l.close_wait == 0 && !out {
+                return None;
+            }
             Some(FdForecast::new(
                 l.pid,
                 &l.comm,
@@ -451,9 +470,9 @@ mod tests {
         socks.push((to(40050, "127.0.0.1:5000", TcpState::Established), None));
         socks.push((to(40051, "127.0.0.1:5000", TcpState::Established), None));
         socks.push((to(40052, "127.0.0.1:6000", TcpState::Established), Some(9)));
-        // Out of the range, and a listener: neither holds one of its ports.
+        // Out of the range, and closed: neither holds one of its ports.
         socks.push((to(20000, "127.0.0.1:5000", TcpState::Established), Some(3)));
-        socks.push((to(40060, "0.0.0.0:0", TcpState::Listen), Some(3)));
+        socks.push((to(40060, "127.0.0.1:5000", TcpState::Close), Some(3)));
         let plain: Vec<Sock> = socks.iter().map(|(s, _)| *s).collect();
         let mut got = Forecaster::default().ports(
             1_000_000_000,

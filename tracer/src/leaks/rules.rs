@@ -137,7 +137,7 @@ pub(super) fn attribute_to_listeners<'a>(
         if let (Some(p), Some(remote)) = (&mut f.local_peer, f.remote)
             && p.not_accepted
             && p.inode == 0
-            && let Some((inode, siblings)) = of(f.netns, remote)
+            && let Some((inode, siblings)) = of(p.netns.unwrap_or(f.netns), remote)
         {
             p.inode = inode;
             p.sibling_listeners = siblings;
@@ -252,7 +252,9 @@ pub(super) fn find_local_peers<'a>(
     }
     let routed: std::collections::HashSet<Tuple> = orphans
         .keys()
-        .filter(|(_, remote, local)| !remote.ip().is_loopback() && !local.ip().is_loopback())
+        .filter(|(_, remote, local)| {
+            !remote.ip().to_canonical().is_loopback() && !local.ip().to_canonical().is_loopback()
+        })
         .map(|&(_, remote, local)| (remote, local))
         .collect();
     // Other namespaces' candidates, by tuple: the first, and how many.
@@ -326,11 +328,12 @@ pub(super) fn gone_how(
         (true, TcpState::TimeWait, _) => Some("the connection closed: its socket is in TIME_WAIT"),
         (false, _, Some(ClosedBy::Timeout)) if kind == LeakKind::StuckHandshake => Some(
             "the kernel gave up on the handshake (its SYNs unanswered: connect() fails with \
-             ETIMEDOUT)",
+             ETIMEDOUT, or the ICMP error that came meanwhile)",
         ),
         (false, _, Some(ClosedBy::Timeout)) => Some(
             "the kernel gave up on the peer and closed the connection (keepalive probes or \
-             retransmissions unanswered: the next read or write gets ETIMEDOUT)",
+             retransmissions unanswered: the next read or write fails with ETIMEDOUT, or the ICMP \
+             error that came meanwhile)",
         ),
         (false, _, Some(ClosedBy::Reset)) => Some("a reset ended the connection"),
         _ => None,

@@ -521,6 +521,22 @@ pub(crate) mod tests {
             "PID 4242 api: 256 of 256 fds, 1 in CLOSE_WAIT: out of descriptors now: accept(), \
              socket() and open() fail with EMFILE"
         );
+        // A process whose only leaks wait for its accept(): forecast when
+        // it is out of descriptors (which is why they wait), else not.
+        let mut r = sample();
+        let only = r.leaks.iter_mut().find(|g| g.pid == Some(77)).expect("77");
+        only.sockets[0].reason = Some(Reason::NotAccepted);
+        let who = leakers(&r.leaks);
+        let l77 = who.iter().find(|l| l.pid == 77).expect("still a leaker");
+        assert_eq!(l77.close_wait, 0);
+        let at = |open| FdUsage {
+            open,
+            limit: Some(256),
+        };
+        let out = fd_forecasts(&who, |pid| (pid == 77).then_some(at(256)));
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].pid, out[0].seconds_left), (77, Some(0.0)));
+        assert!(fd_forecasts(&who, |pid| (pid == 77).then_some(at(10))).is_empty());
     }
 
     #[test]

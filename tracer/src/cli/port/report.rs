@@ -122,7 +122,8 @@ pub struct Socket {
     /// Seconds until the kernel destroys it (TIME_WAIT, orphaned FIN_WAIT2).
     pub expires_in_seconds: Option<f64>,
     /// `local` or `remote`: which side closed first, from the state;
-    /// the agent's `closed_by` (which may also say `reset`) when it knows.
+    /// the agent's `closed_by` (which may also say `reset` or `timeout`)
+    /// when it knows.
     pub closed_first: Option<String>,
     /// `local` (it connected) or `remote` (it was accepted), when the
     /// agent saw its handshake; `null` otherwise (and for listeners).

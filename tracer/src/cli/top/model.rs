@@ -262,7 +262,7 @@ fn leak_kinds(r: &Report) -> String {
     let mut seen = std::collections::HashSet::new();
     let mut by: std::collections::BTreeMap<&'static str, usize> = Default::default();
     for f in r.leaks.iter().flat_map(|g| &g.sockets) {
-        if seen.insert((f.kind, f.cookie, f.local, f.remote)) {
+        if seen.insert((f.kind, f.netns, f.cookie, f.local, f.remote)) {
             *by.entry(f.kind.name()).or_default() += 1;
         }
     }

@@ -163,14 +163,49 @@ fn cases() -> Vec<Case> {
             closed: Some(Some(ClosedBy::Timeout)),
         },
         Case {
-            name: "retransmissions gave up after an ICMP error",
+            name: "an ICMP error that closed a connect at once: no timeout",
+            events: vec![
+                ev(1).from(Close).to(SynSent).at(0),
+                ev(1)
+                    .from(SynSent)
+                    .to(Close)
+                    .err(libc::EHOSTUNREACH)
+                    .at(ms(1)),
+            ],
+            state: Close,
+            path: &[Close, SynSent, Close],
+            closed_by: None,
+            stays: vec![(SynSent, ms(1))],
+            closed: Some(None),
+        },
+        Case {
+            name: "ss -K: aborted, with the reset it sends",
             events: cat(
                 active_open(1, 0),
                 [ev(1)
                     .from(Established)
                     .to(Close)
-                    .err(libc::EHOSTUNREACH)
+                    .err(libc::ECONNABORTED)
                     .at(ms(5))],
+            ),
+            state: Close,
+            path: &[Close, SynSent, Established, Close],
+            closed_by: Some(ClosedBy::Reset),
+            stays: vec![(SynSent, ms(1)), (Established, ms(4))],
+            closed: Some(Some(ClosedBy::Reset)),
+        },
+        Case {
+            name: "retransmissions gave up after an ICMP error",
+            events: cat(
+                active_open(1, 0),
+                [
+                    ev(1).kind(Kind::Retransmit).at(ms(2)),
+                    ev(1)
+                        .from(Established)
+                        .to(Close)
+                        .err(libc::EHOSTUNREACH)
+                        .at(ms(5)),
+                ],
             ),
             state: Close,
             path: &[Close, SynSent, Established, Close],

@@ -135,7 +135,7 @@ impl Tcp {
         let closed = Family::<ClosedByLabel, Counter>::default();
         r.register(
             "tcp_connections_closed",
-            "Connections closed, by who closed first",
+            "Connections closed, by who closed first, or what ended them (a reset, the kernel giving up on the peer)",
             closed.clone(),
         );
         let time_wait_by_port = Family::<PortLabel, Gauge>::default();

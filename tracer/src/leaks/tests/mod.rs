@@ -805,6 +805,18 @@ fn an_orphans_peer_in_another_namespace_is_found_when_unique() {
         serde_json::to_value(&f).expect("json")["local_peer"]["netns"],
         99
     );
+    // Never accepted there: named by that namespace's listener, not by
+    // one on the same port in the orphan's.
+    let mut queued = peer;
+    queued.inode = 0;
+    let mut theirs = snapshot(9, TcpState::Listen).local(orphan.daddr, orphan.dport);
+    (theirs.inode, theirs.netns) = (1044, 99);
+    let mut ours = theirs;
+    (ours.cookie, ours.inode, ours.netns) = (10, 1055, orphan.netns);
+    let (f, _) = peer_of(&[orphan, queued, theirs, ours]);
+    let p = f.local_peer.as_ref().expect("its peer");
+    assert!(p.not_accepted);
+    assert_eq!(p.owners, vec![owner(100, "app", 44)]);
     // Two namespaces with the same addresses: which one, nobody can say.
     let mut twin = peer;
     (twin.cookie, twin.netns, twin.inode) = (8, 98, 1008);
