@@ -707,3 +707,37 @@ fn an_inherited_listener_names_who_called_listen() {
     let t = text(&build(8080, any(), false, &f, "agent".into(), |_| None));
     assert!(!t.contains("listen() was by"), "{t}");
 }
+
+/// A process that shut its side down (shutdown(SHUT_WR)) and holds the
+/// socket: FIN_WAIT2 with no timer, until the peer closes.
+#[test]
+fn a_half_closed_socket_held_by_a_process_has_no_timer() {
+    let mut s = snap(TcpState::FinWait2, "127.0.0.1:8080", "127.0.0.1:50010", 5);
+    (s.timewait, s.timer, s.expires_ms, s.inode) = (false, TimerKind::None, 0, 1005);
+    let mut h = held(s);
+    h.owners = vec![FdOwner {
+        pid: 4242,
+        comm: "client".into(),
+        cmdline: String::new(),
+        fd: 7,
+        cgroup: String::new(),
+        container_id: None,
+    }];
+    let r = build(
+        8080,
+        any(),
+        false,
+        &found(vec![h]),
+        "snapshot".into(),
+        |_| None,
+    );
+    let t = text(&r);
+    let row = t.lines().find(|l| l.contains("50010")).expect("row");
+    assert!(
+        row.ends_with(
+            "pid 4242 client fd 7; no timer while held: it stays until the peer closes its side"
+        ),
+        "{t}"
+    );
+    assert!(!row.contains("expires in"), "{t}");
+}

@@ -4,6 +4,7 @@
 use std::io::{self, Write};
 
 use super::report::{Namespace, Owner, Report, Socket, Verdict};
+use crate::tcp::TcpState;
 
 /// Sockets listed per state, oldest first; a busy server's port has
 /// thousands, and `--json` has them all.
@@ -257,6 +258,11 @@ fn socket(s: &Socket, out: &mut dyn Write) -> io::Result<()> {
     }
     line.push(' ');
     line.push_str(&owners(s));
+    // Half-closed by a process that still holds it (shutdown(SHUT_WR)):
+    // the kernel arms no timer, and it stays until the peer closes.
+    if s.state == TcpState::FinWait2 && s.expires_in_seconds.is_none() && !s.owners.is_empty() {
+        line.push_str("; no timer while held: it stays until the peer closes its side");
+    }
     writeln!(out, "{}", line.trim_end())
 }
 
