@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use super::rules::{
-    GONE, PortAcc, Stall, apply_scan, attribute_to_listeners, cleared_how, find_local_peers,
-    gone_how,
+    GONE, ORPHAN_GONE, PortAcc, Stall, apply_scan, attribute_to_listeners, cleared_how,
+    find_local_peers, gone_how,
 };
 use super::{Change, Flag, LeakKind, Thresholds};
 use super::{
@@ -363,7 +363,8 @@ impl Detector {
     {
         for c in changes {
             let Change::Cleared(f) = c else { continue };
-            let (Some(cookie), Some(GONE)) = (f.cookie, f.cleared_how.as_deref()) else {
+            let (Some(cookie), Some(GONE | ORPHAN_GONE)) = (f.cookie, f.cleared_how.as_deref())
+            else {
                 continue;
             };
             let Some(how) =

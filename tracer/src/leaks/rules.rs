@@ -315,6 +315,11 @@ pub(super) fn apply_scan(f: &mut Flag, scan: &OwnerScan) {
 /// engine says more ([`gone_how`]).
 pub(super) const GONE: &str = "socket gone (closed, or its process exited)";
 
+/// Why an orphan's flag ended when it is no longer in the dump: no process
+/// held it, so neither did one close it.
+pub(super) const ORPHAN_GONE: &str = "it left FIN_WAIT2: the peer's FIN came (then TIME_WAIT, \
+     which the live dumps leave out), or its timer ran out (tcp_fin_timeout)";
+
 /// How a socket missing from a dump ended, from the engine's record of it
 /// (kept a few seconds after its close): `live`, its `state` and who
 /// closed it. `None` when the record says no more than [`GONE`].
@@ -344,6 +349,7 @@ pub(super) fn gone_how(
 pub(super) fn cleared_how(f: &Flag, now: Option<TcpState>) -> String {
     match (f.cookie, now) {
         (None, _) => "no stuck handshakes left on the port".into(),
+        (Some(_), None) if f.kind == LeakKind::OrphanedFinWait2 => ORPHAN_GONE.into(),
         (Some(_), None) => GONE.into(),
         (Some(_), Some(st)) if st != f.state => format!("socket left {} (now {st})", f.state),
         (Some(_), Some(_)) if f.reason == Some(Reason::AcceptQueueFull) => {

@@ -369,6 +369,39 @@ fn the_engine_says_how_a_gone_socket_ended() {
     assert_eq!(how(det.recently_cleared().cloned().collect()), said);
 }
 
+/// An orphan gone from the dump was closed already: it moved on to
+/// TIME_WAIT or its timer ran out; the engine says which when it knows.
+#[test]
+fn a_gone_orphan_says_it_left_fin_wait2() {
+    use crate::engine::ClosedBy;
+    let orphan = |cookie| {
+        let mut o = sock(cookie, TcpState::FinWait2);
+        (o.timewait, o.inode) = (true, 0);
+        o
+    };
+    let mut det = Detector::new(thresholds());
+    let dump = [orphan(20), orphan(21)];
+    det.update(&dump, 0, none, app_owners);
+    det.update(&dump, 60 * S, none, app_owners);
+    let mut c = det.update(&[], 61 * S, none, app_owners);
+    det.say_how_gone(&mut c, |cookie| {
+        (cookie == 21).then_some((true, TcpState::TimeWait, Some(ClosedBy::Local)))
+    });
+    let how: HashMap<Option<u64>, String> = cleared(&c)
+        .into_iter()
+        .map(|f| (f.cookie, f.cleared_how.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        how[&Some(20)],
+        "it left FIN_WAIT2: the peer's FIN came (then TIME_WAIT, which the live dumps leave \
+         out), or its timer ran out (tcp_fin_timeout)"
+    );
+    assert_eq!(
+        how[&Some(21)],
+        "the connection closed: its socket is in TIME_WAIT"
+    );
+}
+
 #[test]
 fn history_ring_is_bounded() {
     let mut det = Detector::new(thresholds());
