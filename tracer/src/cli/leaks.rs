@@ -232,10 +232,7 @@ fn filter(report: Report, args: &LeaksArgs, scope: NetnsScope) -> Report {
             if before == 1 { "" } else { "s" },
             args.matching.describe()
         );
-        report.note = Some(match report.note.take() {
-            Some(n) => format!("{n}; {said}"),
-            None => said,
-        });
+        report.add_note(said);
     }
     report
 }
@@ -256,10 +253,7 @@ fn say_absent_pids(report: &mut Report, absent: &[u32]) {
             " (a pid is the host's, as ps on the host shows it)"
         }
     );
-    report.note = Some(match report.note.take() {
-        Some(n) => format!("{n}; {said}"),
-        None => said,
-    });
+    report.add_note(said);
 }
 
 #[cfg(test)]

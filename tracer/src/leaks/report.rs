@@ -215,6 +215,14 @@ impl Report {
         }
     }
 
+    /// Add `said` to the note, after what it says already.
+    pub fn add_note(&mut self, said: String) {
+        self.note = Some(match self.note.take() {
+            Some(n) => format!("{n}; {said}"),
+            None => said,
+        });
+    }
+
     /// Keep of `names` (`/run/netns` names by inode, of the host that made
     /// the report) those of the flags' namespaces.
     pub fn name_namespaces(&mut self, mut names: BTreeMap<u32, String>) {
