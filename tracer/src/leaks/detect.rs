@@ -27,6 +27,11 @@ use crate::{
 pub const MAX_TRACKED: usize = 1 << 20;
 /// Cleared flags kept for the report.
 pub const HISTORY: usize = 256;
+/// How long a flag cleared as gone from a dump is looked up again in the
+/// engine, to say how its socket ended: the engine keeps a closed
+/// socket's record 5 s by default, and the close's event comes within a
+/// drain of the dump.
+pub const REFINE_NS: u64 = 5_000_000_000;
 
 /// How often the owners of raised flags are looked up again, at most, so
 /// that a process that exited or closed its fd is not named after it. A
@@ -356,30 +361,35 @@ impl Detector {
 
     /// Say how the sockets ended whose flags `changes` cleared as gone from
     /// the dump, where `record` knows: each socket's engine record as
-    /// (live, state, who closed it). The history's copies too.
-    pub fn say_how_gone<R>(&mut self, changes: &mut [Change], record: R)
+    /// (live, state, who closed it). The history's copies too, and the
+    /// history's flags cleared as gone in the last [`REFINE_NS`]: a dump
+    /// can find a socket gone before the agent has read its close, so the
+    /// engine may know how it ended only at a later reconcile.
+    pub fn say_how_gone<R>(&mut self, changes: &mut [Change], now_ns: u64, record: R)
     where
         R: Fn(u64) -> Option<(bool, TcpState, Option<ClosedBy>)>,
     {
-        for c in changes {
-            let Change::Cleared(f) = c else { continue };
+        let refine = |f: &mut Flag| {
             let (Some(cookie), Some(GONE | ORPHAN_GONE)) = (f.cookie, f.cleared_how.as_deref())
             else {
-                continue;
+                return;
             };
-            let Some(how) =
+            if let Some(how) =
                 record(cookie).and_then(|(live, st, by)| gone_how(f.kind, live, st, by))
-            else {
-                continue;
-            };
-            f.cleared_how = Some(how.to_owned());
-            let same = |h: &&mut Flag| {
-                (h.kind, h.cookie, h.cleared_at_ns) == (f.kind, f.cookie, f.cleared_at_ns)
-            };
-            if let Some(h) = self.history.iter_mut().rev().find(same) {
-                h.cleared_how = Some(how.to_owned());
+            {
+                f.cleared_how = Some(how.to_owned());
             }
-        }
+        };
+        let changed = changes.iter_mut().filter_map(|c| match c {
+            Change::Cleared(f) => Some(f),
+            Change::Raised(_) => None,
+        });
+        let recent = self
+            .history
+            .iter_mut()
+            .rev()
+            .take_while(|h| h.cleared_at_ns.unwrap_or(0) + REFINE_NS >= now_ns);
+        changed.chain(recent).for_each(refine);
     }
 
     /// The flags raised now, to fill in what the detector does not know

@@ -363,7 +363,7 @@ pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
         |cookie, st| engine.state_since(cookie, st),
         owners,
     );
-    detector.say_how_gone(&mut changes, |cookie| {
+    detector.say_how_gone(&mut changes, dump.start_ns, |cookie| {
         engine
             .get(cookie)
             .map(|v| (v.is_live(), v.state(), v.closed_by()))

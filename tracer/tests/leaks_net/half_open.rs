@@ -328,31 +328,18 @@ fn a_connection_the_kernel_gives_up_on_is_said_to_time_out() {
         flag_of(&all_flags(r), "half_open", local, server).is_some()
     });
     assert!(ok, "unanswered keepalive probes not flagged: {report:#}");
-    // Four probes a second apart, then the kernel gives up.
-    let (_, report, ok) = poll(&url, Duration::from_secs(15), |r| {
+    // Four probes a second apart, then the kernel gives up. The dump that
+    // clears the flag may come before the close's event is read: the next
+    // reconcile then says how the socket ended.
+    let gave_up = |r: &serde_json::Value| {
         r["recently_cleared"]
             .as_array()
             .and_then(|c| flag_of(c, "half_open", local, server))
-            .is_some()
-    });
-    assert!(ok, "the flag never cleared: {report:#}");
-    let cleared = flag_of(
-        report["recently_cleared"].as_array().expect("cleared"),
-        "half_open",
-        local,
-        server,
-    )
-    .expect("cleared flag");
-    // The dump that clears the flag may come before the close's event is
-    // applied: then the engine cannot say yet how it ended (a known race;
-    // the metrics below are exact).
-    assert!(
-        cleared["cleared_how"].as_str().is_some_and(|h| {
-            h.starts_with("the kernel gave up on the peer")
-                || h == "socket gone (closed, or its process exited)"
-        }),
-        "{cleared:#}"
-    );
+            .and_then(|f| f["cleared_how"].as_str().map(str::to_owned))
+            .is_some_and(|h| h.starts_with("the kernel gave up on the peer"))
+    };
+    let (_, report, ok) = poll(&url, Duration::from_secs(18), gave_up);
+    assert!(ok, "the flag never cleared as a timeout: {report:#}");
     let mut buf = [0u8; 1];
     let err = client.read(&mut buf).expect_err("a dead connection");
     assert_eq!(err.raw_os_error(), Some(libc::ETIMEDOUT), "{err}");

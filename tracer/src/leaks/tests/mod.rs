@@ -340,7 +340,7 @@ fn the_engine_says_how_a_gone_socket_ended() {
     det.update(&socks, 0, none, app_owners);
     det.update(&socks, 60 * S, none, app_owners);
     let mut c = det.update(&[], 61 * S, none, app_owners);
-    det.say_how_gone(&mut c, |cookie| match cookie {
+    det.say_how_gone(&mut c, 61 * S, |cookie| match cookie {
         1 => Some((false, TcpState::Close, Some(ClosedBy::Timeout))),
         2 => Some((false, TcpState::Close, Some(ClosedBy::Reset))),
         3 => Some((false, TcpState::Close, Some(ClosedBy::Remote))),
@@ -369,6 +369,40 @@ fn the_engine_says_how_a_gone_socket_ended() {
     assert_eq!(how(det.recently_cleared().cloned().collect()), said);
 }
 
+/// A dump can find a socket gone before the agent reads its close: the
+/// history learns how it ended at a later reconcile, for a few seconds.
+#[test]
+fn a_close_read_after_the_dump_refines_the_history() {
+    use crate::engine::ClosedBy;
+    let mut det = Detector::new(thresholds());
+    let socks = [1, 2].map(|c| sock(c, TcpState::CloseWait));
+    det.update(&socks, 0, none, app_owners);
+    det.update(&socks, 60 * S, none, app_owners);
+    let mut c = det.update(&[], 61 * S, none, app_owners);
+    // The engine still has both live: their closes are not read yet.
+    det.say_how_gone(&mut c, 61 * S, |_| Some((true, TcpState::CloseWait, None)));
+    let gone = "socket gone (closed, or its process exited)";
+    assert!(
+        cleared(&c)
+            .iter()
+            .all(|f| f.cleared_how.as_deref() == Some(gone))
+    );
+    let timed_out = |_| Some((false, TcpState::Close, Some(ClosedBy::Timeout)));
+    // Past the window, the history is left as it was...
+    det.say_how_gone(&mut [], 61 * S + detect::REFINE_NS + 1, timed_out);
+    assert!(
+        det.recently_cleared()
+            .all(|f| f.cleared_how.as_deref() == Some(gone))
+    );
+    // ...within it, the next reconcile says how both ended.
+    det.say_how_gone(&mut [], 62 * S, timed_out);
+    assert_eq!(det.recently_cleared().count(), 2);
+    for f in det.recently_cleared() {
+        let how = f.cleared_how.as_deref().unwrap_or_default();
+        assert!(how.starts_with("the kernel gave up on the peer"), "{how}");
+    }
+}
+
 /// An orphan gone from the dump was closed already: it moved on to
 /// TIME_WAIT or its timer ran out; the engine says which when it knows.
 #[test]
@@ -384,7 +418,7 @@ fn a_gone_orphan_says_it_left_fin_wait2() {
     det.update(&dump, 0, none, app_owners);
     det.update(&dump, 60 * S, none, app_owners);
     let mut c = det.update(&[], 61 * S, none, app_owners);
-    det.say_how_gone(&mut c, |cookie| {
+    det.say_how_gone(&mut c, 61 * S, |cookie| {
         (cookie == 21).then_some((true, TcpState::TimeWait, Some(ClosedBy::Local)))
     });
     let how: HashMap<Option<u64>, String> = cleared(&c)
