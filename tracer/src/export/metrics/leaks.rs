@@ -82,7 +82,7 @@ impl Leaks {
         let idle_without_keepalive = Gauge::default();
         r.register(
             "idle_without_keepalive",
-            "ESTABLISHED sockets idle longer than --idle-threshold with no keepalive timer (a risk)",
+            "ESTABLISHED sockets, and FIN_WAIT2 ones a process holds, idle longer than --idle-threshold with no timer armed (a risk)",
             idle_without_keepalive.clone(),
         );
         let orphaned_fin_wait2 = Gauge::default();

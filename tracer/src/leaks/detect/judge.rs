@@ -124,6 +124,7 @@ impl Detector {
                     found.insert((LeakKind::StuckHandshake, Subject::Listener(d.cookie)), f);
                 }
             }
+            TcpState::FinWait1 if d.inode == 0 => {}
             TcpState::FinWait2 if d.timewait || d.inode == 0 => {
                 if let Some((age, lb)) = self.age(d, now, since)
                     && age >= ns(t.fin_wait2)
@@ -143,6 +144,19 @@ impl Detector {
                         evidence,
                     );
                     found.insert(key(LeakKind::OrphanedFinWait2), f);
+                }
+            }
+            // Held after `shutdown(SHUT_WR)`: no kernel timer ends it (the
+            // FIN_WAIT2 timer is an orphan's), so a peer that vanished, or
+            // never closes its side, leaves it to the process.
+            TcpState::FinWait1 | TcpState::FinWait2 => {
+                if let Some(info) = d.info {
+                    if let Some(f) = self.half_open(d, &info, now) {
+                        found.insert(key(LeakKind::HalfOpen), f);
+                    }
+                    if let Some(f) = self.idle(d, &info, now) {
+                        found.insert(key(LeakKind::IdleNoKeepalive), f);
+                    }
                 }
             }
             _ => {}

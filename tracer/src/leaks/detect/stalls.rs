@@ -133,7 +133,12 @@ impl Detector {
     /// notices a dead peer anyway. So only a socket with no timer at all is
     /// at risk.
     pub(super) fn idle(&self, d: &SocketSnapshot, info: &TcpInfo, now: u64) -> Option<Flag> {
-        if d.state != TcpState::Established || d.timer != TimerKind::None {
+        let held = match d.state {
+            TcpState::Established => false,
+            TcpState::FinWait2 => true,
+            _ => return None,
+        };
+        if d.timer != TimerKind::None {
             return None;
         }
         let idle = u64::from(info.last_data_recv_ms.min(info.last_data_sent_ms)) * MS;
@@ -141,11 +146,22 @@ impl Detector {
             return None;
         }
         let mut evidence = format!(
-            "no data received for {} nor sent for {} (threshold {}); no keepalive timer armed, \
-             a dead peer would go unnoticed",
+            "{}no data received for {} nor sent for {} (threshold {}); no keepalive timer armed, \
+             a dead peer would go unnoticed{}",
+            if held {
+                "in FIN_WAIT2 and held: the process shut its side down (shutdown(SHUT_WR)) and \
+                 the peer has not closed its side; "
+            } else {
+                ""
+            },
             span(u64::from(info.last_data_recv_ms) * MS),
             span(u64::from(info.last_data_sent_ms) * MS),
-            fmt_duration(self.thresholds.idle)
+            fmt_duration(self.thresholds.idle),
+            if held {
+                ", and no timer ends FIN_WAIT2 while a process holds the socket"
+            } else {
+                ""
+            }
         );
         // Idle because no process took it yet: its owners are then the
         // listener's (attribute_to_listeners), which should accept it.

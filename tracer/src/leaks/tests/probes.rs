@@ -123,6 +123,56 @@ fn idle_without_keepalive_is_a_risk_not_a_leak() {
     );
 }
 
+/// A socket held in FIN_WAIT2 after `shutdown(SHUT_WR)` has no timer: a
+/// peer that never closes its side, or vanished, leaves it to the process.
+/// Quiet and without keepalive it is at risk; probing a silent peer it is
+/// half-open. An orphan is another rule's.
+#[test]
+fn a_held_fin_wait2_is_watched_like_an_established_socket() {
+    let mut det = Detector::new(thresholds());
+    let mut held = sock(5, TcpState::FinWait2);
+    info(&mut held).last_data_recv_ms = 700_000;
+    info(&mut held).last_data_sent_ms = 600_000;
+    let mut orphan = sock(6, TcpState::FinWait2);
+    orphan.inode = 0;
+    *info(&mut orphan) = *info(&mut held);
+    let c = det.update(&[held, orphan], S, none, app_owners);
+    let f = raised(&c);
+    assert_eq!(f.len(), 1, "{c:?}");
+    assert_eq!(
+        (f[0].kind, f[0].cookie),
+        (LeakKind::IdleNoKeepalive, Some(5))
+    );
+    assert!(
+        f[0].evidence
+            .starts_with("in FIN_WAIT2 and held: the process shut its side down"),
+        "{}",
+        f[0].evidence
+    );
+    assert!(
+        f[0].evidence
+            .ends_with("no timer ends FIN_WAIT2 while a process holds the socket"),
+        "{}",
+        f[0].evidence
+    );
+    let r = det.report(S);
+    assert_eq!((r.leak_count, r.risks.len()), (0, 1));
+    // Keepalive on, its probes unanswered: a half-open peer instead.
+    held.timer = TimerKind::Keepalive;
+    held.timer_retrans = 3;
+    info(&mut held).last_ack_recv_ms = 30_000;
+    det.update(&[held], 2 * S, none, app_owners);
+    let c = det.update(&[held], 20 * S, none, app_owners);
+    assert_eq!(
+        raised(&c)
+            .iter()
+            .map(|f| (f.kind, f.reason))
+            .collect::<Vec<_>>(),
+        vec![(LeakKind::HalfOpen, Some(Reason::KeepaliveUnanswered))]
+    );
+    assert_eq!(det.report(20 * S).risks.len(), 0);
+}
+
 /// A connection idle because nobody accepted it: it names the listener's
 /// process, which should, and says where it waits.
 #[test]
