@@ -101,11 +101,14 @@ fn edits(a: &str, b: &str) -> usize {
 }
 
 /// Install the log for this process: stderr, in `flags`' format and level,
-/// with `log` records (aya's) bridged in.
+/// with `log` records (aya's) bridged in. A line stderr cannot take (its
+/// reader went away: `tracer run 2>&1 | head`, a log shipper restarting) is
+/// dropped: the agent goes on without its log rather than stopping.
 pub fn init(flags: &LogFlags) -> anyhow::Result<()> {
     let filter = filter(flags)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     let installed = match flags.log_format {
         LogFormat::Text => builder

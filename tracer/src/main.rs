@@ -13,13 +13,13 @@ fn main() {
         tracer::pipeline::release_stop_signals();
     }
     if let Err(e) = tracer::logging::init(&cli.log) {
-        eprintln!("tracer: error: {}", one_line(&e));
+        say_error(&one_line(&e));
         std::process::exit(2);
     }
     match dispatch(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("tracer: error: {}", one_line(&e));
+            say_error(&one_line(&e));
             std::process::exit(2);
         }
     }
@@ -44,7 +44,7 @@ fn usage_error(e: &clap::Error) -> ! {
         std::error::Error::source(e),
     ) {
         let flag = arg.split_whitespace().next().unwrap_or(arg);
-        eprintln!("tracer: error: {flag}: {why}");
+        say_error(&format!("{flag}: {why}"));
         std::process::exit(2);
     }
     let text = e.render().to_string();
@@ -66,8 +66,15 @@ fn usage_error(e: &clap::Error) -> ! {
         line.push_str(tip.trim_start_matches('[').trim_end_matches(']'));
         line.push(')');
     }
-    eprintln!("tracer: error: {line}");
+    say_error(&line);
     std::process::exit(2);
+}
+
+/// `tracer: error: LINE` on stderr; a stderr nobody reads any more is no
+/// reason to panic on the way out.
+fn say_error(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "tracer: error: {line}");
 }
 
 /// SIGHUP does not stop the long-running commands: their settings are read

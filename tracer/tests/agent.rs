@@ -567,3 +567,53 @@ fn sigterm_during_start_exits_0() {
         );
     }
 }
+
+/// The agent's log reader goes away (`tracer run 2>&1 | head`, a log
+/// shipper restarting): the agent goes on serving, and stops cleanly.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn a_closed_stderr_does_not_stop_the_agent() {
+    let _ns = Netns::enter("deaflog");
+    let addr = common::free_addr();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(["--log-level", "debug", "run", "--netns", "host"])
+        .args([
+            "--listen",
+            &addr.to_string(),
+            "--reconcile-interval",
+            "100ms",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tracer");
+    // Read the first line, then hang up: every later line fails with EPIPE.
+    let mut first = String::new();
+    let mut err = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    std::io::BufRead::read_line(&mut err, &mut first).expect("a first log line");
+    drop(err);
+    let healthy = || {
+        common::http_get_with(addr, "/healthz", &[], Duration::from_millis(500))
+            .is_some_and(|r| r.code == 200)
+    };
+    let up = wait_until(common::STARTUP, || {
+        !matches!(child.try_wait(), Ok(None)) || healthy()
+    });
+    assert!(
+        up && matches!(child.try_wait(), Ok(None)),
+        "the agent did not become healthy with its stderr closed: {:?} (first line: {first})",
+        child.try_wait()
+    );
+    // Debug lines come at every reconcile (100 ms): a second of them.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        matches!(child.try_wait(), Ok(None)),
+        "the agent exited when its stderr closed: {:?}",
+        child.try_wait()
+    );
+    assert!(healthy(), "the agent stopped answering");
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0), "{status}");
+}
