@@ -310,6 +310,7 @@ fn time_wait_entry(k: u64) -> SocketSnapshot {
         wqueue: 0,
         info: None,
         netns: 0,
+        ifindex: 0,
     }
 }
 

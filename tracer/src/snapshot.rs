@@ -79,6 +79,9 @@ pub struct Lookup {
     /// Its socket cookie: a socket with the same 4-tuple and another
     /// cookie is not it.
     pub cookie: u64,
+    /// The interface it is bound to ([`SocketSnapshot::ifindex`]); 0 for
+    /// none. The kernel finds a bound socket only when it is named.
+    pub ifindex: u32,
 }
 
 /// An address as the kernel lays it out in a socket id (and the engine
@@ -100,6 +103,7 @@ impl Lookup {
         local: std::net::SocketAddr,
         remote: std::net::SocketAddr,
         cookie: u64,
+        ifindex: u32,
     ) -> Lookup {
         Lookup {
             family: if local.is_ipv4() {
@@ -112,6 +116,7 @@ impl Lookup {
             remote: addr_bytes(remote.ip()),
             rport: remote.port(),
             cookie,
+            ifindex,
         }
     }
 }
@@ -164,6 +169,10 @@ pub struct SocketSnapshot {
     /// Inode of the network namespace the socket lives in: that of the
     /// [`Dumper`](crate::diag::Dumper) that listed it (0 when unknown).
     pub netns: u32,
+    /// `idiag_if`: the interface the socket is bound to, 0 for none
+    /// (`SO_BINDTODEVICE`, a VRF, or the scope of an IPv6 link-local
+    /// address). A lookup of a bound socket must name it.
+    pub ifindex: u32,
 }
 
 impl SocketSnapshot {
@@ -333,6 +342,7 @@ mod tests {
 
     fn sock(state: TcpState, timewait: bool, rqueue: u32) -> SocketSnapshot {
         SocketSnapshot {
+            ifindex: 0,
             timewait,
             rqueue,
             ..crate::testkit::snapshot(1, state)

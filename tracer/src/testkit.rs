@@ -59,6 +59,7 @@ pub fn event(cookie: u64) -> SockEvent {
 /// inode `1000 + cookie`, no timer, empty queues, no `tcp_info`.
 pub fn snapshot(cookie: u64, state: TcpState) -> SocketSnapshot {
     SocketSnapshot {
+        ifindex: 0,
         cookie,
         family: Family::Ipv4,
         state,

@@ -279,6 +279,10 @@ fn sockets_older_than_the_agent_are_adopted() {
     let mut b = [0u8; 1];
     assert_eq!(s2.read(&mut b).unwrap(), 0);
     drop(s2);
+    // And one CLOSE_WAIT: its peer closed, it did not.
+    let c3 = TcpStream::connect((LO, port)).expect("connect");
+    let (s3, _) = l.accept().expect("accept");
+    drop(c3);
     let closed = std::time::Instant::now();
     assert!(wait_until(Duration::from_secs(3), || ss_count(
         "time-wait",
@@ -313,7 +317,17 @@ fn sockets_older_than_the_agent_are_adopted() {
         "age {age} s, closed {most} s ago: {}",
         tw[0]
     );
-    drop((c, s, l));
+    // The peer's FIN came with its last ACK or before: at least that old,
+    // as the leak report says.
+    let cw = api_sockets(&agent, "close_wait", port);
+    assert_eq!(cw.len(), 1, "{cw:?}");
+    let age = cw[0]["age_seconds"].as_f64().unwrap();
+    assert!(
+        cw[0]["age_is_lower_bound"] == true && (1.0..most).contains(&age),
+        "age {age} s, the peer closed {most} s ago: {}",
+        cw[0]
+    );
+    drop((c, s, s3, l));
 }
 
 /// Close `s` with a reset (`SO_LINGER` 0): no FIN, no TIME_WAIT.

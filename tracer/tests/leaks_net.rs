@@ -15,6 +15,8 @@ mod half_open;
 mod handshake;
 #[path = "leaks_net/idle.rs"]
 mod idle;
+#[path = "leaks_net/link_local.rs"]
+mod link_local;
 #[path = "leaks_net/quiet.rs"]
 mod quiet;
 #[path = "leaks_net/support.rs"]

@@ -350,6 +350,7 @@ pub(super) fn decode_socket(p: &[u8]) -> Result<Option<SocketSnapshot>, String> 
         _ => TimerKind::None,
     };
     Ok(Some(SocketSnapshot {
+        ifindex: id.interface_id,
         cookie: cookie_from_id(&id.cookie),
         family,
         state,

@@ -16,6 +16,7 @@ use super::record::ClosedBy;
 use super::record::{Record, flag, tw_end};
 use super::{BuildCookieHasher, Engine, TCP_TIMEWAIT_LEN_NS, TIME_WAIT_SLACK_NS};
 use crate::snapshot::{Lookup, SocketSnapshot};
+use crate::tcp::Family;
 use crate::tcp::TcpState::{self, *};
 use std::collections::HashMap;
 
@@ -93,7 +94,15 @@ pub struct ReconcileReport {
 /// lists those), with both ports known (a connect's `syn_sent` event
 /// comes before the kernel picks the local port).
 fn can_look_up(r: &Record) -> bool {
-    r.state != Listen && r.lport != 0 && r.rport != 0
+    r.state != Listen && r.lport != 0 && r.rport != 0 && !r.has(flag::BOUND) && !link_local(r)
+}
+
+/// An IPv6 link-local connection (`fe80::/10`): its socket is bound to the
+/// interface of its scope, which the events do not carry, so a lookup
+/// would not find it.
+fn link_local(r: &Record) -> bool {
+    let ll = |a: &[u8; 16]| a[0] == 0xfe && a[1] & 0xc0 == 0x80;
+    r.family == Family::Ipv6 && (ll(&r.local) || ll(&r.remote))
 }
 
 /// Dump states the engine does not track: no event ever describes them
@@ -162,6 +171,7 @@ fn adopted(d: &SocketSnapshot, now_ns: u64) -> Option<Record> {
     r.netns = d.netns;
     r.push_path(state);
     r.closed_by = implied_closer(state, d.timewait);
+    r.set(flag::BOUND, d.ifindex != 0);
     if d.timewait {
         r.set(flag::TW | flag::TW_CONFIRMED, true);
     }
@@ -169,6 +179,11 @@ fn adopted(d: &SocketSnapshot, now_ns: u64) -> Option<Record> {
         r.since_ns = time_wait_entry(now_ns, d.expires_ms);
         r.created_ns = r.since_ns;
     } else {
+        // In CLOSE_WAIT at least since the peer's FIN, which its last ACK
+        // came with or after.
+        let floor = d.close_wait_at_least_ns().unwrap_or(0);
+        r.since_ns = now_ns.saturating_sub(floor);
+        r.created_ns = r.since_ns;
         r.set(flag::LOWER_BOUND, true);
     }
     Some(r)
@@ -269,6 +284,7 @@ impl Engine {
                         remote: r.remote,
                         rport: r.rport,
                         cookie: r.cookie,
+                        ifindex: 0,
                     },
                 ));
             } else if r.state == SynSent && r.since_ns <= judge_before {
@@ -542,12 +558,20 @@ impl Engine {
                     r.since_ns = time_wait_entry(now_ns, d.expires_ms).max(since);
                     r.set(flag::LOWER_BOUND, false);
                 } else {
-                    r.since_ns = now_ns.max(since);
+                    // After its last known state began, and (CLOSE_WAIT) at
+                    // or before the peer's last ACK.
+                    let floor = d.close_wait_at_least_ns().unwrap_or(0);
+                    r.since_ns = now_ns.saturating_sub(floor).max(since);
                     r.set(flag::LOWER_BOUND, true);
                 }
             });
         }
-        self.store.mark(slot, flag::SEEN, true);
+        let seen = if d.ifindex != 0 {
+            flag::SEEN | flag::BOUND
+        } else {
+            flag::SEEN
+        };
+        self.store.mark(slot, seen, true);
     }
 
     /// Judge `slot` if the dump did not show it. `full`: the dump covered

@@ -97,6 +97,10 @@ pub(super) mod flag {
     /// well before its timer. A second frequent dump in a row without it
     /// takes it into TIME_WAIT (see `reconcile.rs`).
     pub const ORPHAN_MISSING: u16 = 1 << 14;
+    /// A dump listed it bound to an interface (`idiag_if`: `SO_BINDTODEVICE`,
+    /// a VRF): a lookup that does not name the interface finds nothing, so
+    /// only walks judge it.
+    pub const BOUND: u16 = 1 << 15;
 }
 
 /// `Record::tw_end` values.

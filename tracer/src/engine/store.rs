@@ -399,13 +399,17 @@ impl Store {
 
     /// Set or clear bookkeeping flags of the record in `slot`: those that
     /// no count, list, index or timer depends on (`SEEN`, `MISSING`,
-    /// `HALF_CLOSED`), so nothing needs bringing up to date. A reconcile
+    /// `HALF_CLOSED`, `BOUND`), so nothing needs bringing up to date. A reconcile
     /// marks every record a dump lists and then clears the marks: through
     /// [`Store::update`] that took four accounting snapshots, each hashing
     /// a TIME_WAIT record's tuple.
     pub fn mark(&mut self, slot: u32, f: u16, on: bool) {
         debug_assert_eq!(
-            f & !(flag::SEEN | flag::MISSING | flag::ORPHAN_MISSING | flag::HALF_CLOSED),
+            f & !(flag::SEEN
+                | flag::MISSING
+                | flag::ORPHAN_MISSING
+                | flag::HALF_CLOSED
+                | flag::BOUND),
             0,
             "only bookkeeping flags are marked"
         );

@@ -339,7 +339,7 @@ impl Detector {
     pub fn lookups(&self, out: &mut Vec<(u32, Lookup)>) {
         for f in self.active.values() {
             if let (Some(cookie), Some(remote)) = (f.cookie, f.remote) {
-                out.push((f.netns, Lookup::between(f.local, remote, cookie)));
+                out.push((f.netns, Lookup::between(f.local, remote, cookie, f.ifindex)));
             }
         }
     }

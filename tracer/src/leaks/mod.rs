@@ -269,6 +269,10 @@ pub struct Flag {
     /// end, whose process is the one that leaks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_peer: Option<LocalPeer>,
+    /// The interface the socket is bound to (`idiag_if`, 0: none), to look
+    /// it up by: not in the report.
+    #[serde(skip)]
+    pub ifindex: u32,
 }
 
 /// The other end of a connection, when it is a socket on this host: for an

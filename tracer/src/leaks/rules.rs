@@ -84,6 +84,7 @@ pub(super) fn socket_flag(
         cleared_how: None,
         container: None,
         local_peer: None,
+        ifindex: d.ifindex,
     }
 }
 

@@ -419,6 +419,7 @@ pub(crate) mod tests {
 
     fn close_wait(cookie: u64, inode: u64, rqueue: u32) -> SocketSnapshot {
         SocketSnapshot {
+            ifindex: 0,
             cookie,
             family: Family::Ipv4,
             state: TcpState::CloseWait,

@@ -49,6 +49,13 @@ impl NetnsPair {
         pair
     }
 
+    /// The veth ends: in `a`, in `b`.
+    #[allow(dead_code)]
+    pub fn devices(&self) -> (String, String) {
+        let pid = std::process::id() % 100000;
+        (format!("v{pid}a"), format!("v{pid}b"))
+    }
+
     /// Run `f` on a thread that has entered namespace `ns`; sockets made
     /// there stay in that namespace.
     pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {

@@ -20,6 +20,7 @@ fn snap(state: TcpState, local: &str, peer: &str, cookie: u64) -> SocketSnapshot
         (local.parse().expect("local"), peer.parse().expect("peer"));
     let timewait = matches!(state, TcpState::TimeWait | TcpState::FinWait2);
     SocketSnapshot {
+        ifindex: 0,
         cookie,
         family: if l.is_ipv4() {
             Family::Ipv4

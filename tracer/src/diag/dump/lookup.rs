@@ -59,6 +59,7 @@ fn encode(p: &Lookup, seq: u32, info: bool, out: &mut [u8; REQUEST_LEN]) {
     id[2..4].copy_from_slice(&p.rport.to_be_bytes());
     id[4..20].copy_from_slice(&p.local);
     id[20..36].copy_from_slice(&p.remote);
+    id[36..40].copy_from_slice(&p.ifindex.to_ne_bytes());
     // idiag_cookie: __u32[2], low half first (as `cookie_from_id` reads it).
     id[40..44].copy_from_slice(&(p.cookie as u32).to_ne_bytes());
     id[44..48].copy_from_slice(&((p.cookie >> 32) as u32).to_ne_bytes());
@@ -239,6 +240,7 @@ mod tests {
             remote: v4([10, 0, 0, 2].into()),
             rport: 443,
             cookie: 0x0000_0001_0000_0002,
+            ifindex: 7,
         };
         let mut req = [0; REQUEST_LEN];
         encode(&p, 7, true, &mut req);
@@ -252,6 +254,7 @@ mod tests {
         assert_eq!(&b[10..12], &443u16.to_be_bytes());
         assert_eq!(&b[12..16], &[127, 0, 0, 1]);
         assert_eq!(&b[28..32], &[10, 0, 0, 2]);
+        assert_eq!(&b[44..48], &7u32.to_ne_bytes(), "idiag_if");
         let mut id = [0; 8];
         id.copy_from_slice(&b[48..56]);
         assert_eq!(crate::diag::parse::cookie_from_id(&id), p.cookie);
@@ -282,6 +285,7 @@ mod tests {
             remote: ip(sa),
             rport: sa.port(),
             cookie: cookie(ca, sa),
+            ifindex: 0,
         };
         let server = Lookup {
             local: ip(sa),
@@ -289,6 +293,7 @@ mod tests {
             remote: ip(ca),
             rport: ca.port(),
             cookie: cookie(sa, ca),
+            ifindex: 0,
             ..client
         };
         let stale = Lookup {

@@ -83,7 +83,7 @@ impl Msg {
             }
             p.extend_from_slice(&b);
         }
-        p.extend_from_slice(&0u32.to_ne_bytes()); // idiag_if
+        p.extend_from_slice(&5u32.to_ne_bytes()); // idiag_if: bound to interface 5
         p.extend_from_slice(&(self.cookie as u32).to_ne_bytes());
         p.extend_from_slice(&((self.cookie >> 32) as u32).to_ne_bytes());
         for v in [self.expires, RQUEUE, WQUEUE, UID, self.inode] {
@@ -133,6 +133,7 @@ fn full_established_socket_with_tcp_info() {
     assert_eq!(
         s,
         SocketSnapshot {
+            ifindex: 5,
             cookie: 0x1_0001_920f,
             family: Family::Ipv4,
             state: TcpState::Established,

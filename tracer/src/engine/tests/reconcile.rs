@@ -53,6 +53,63 @@ fn adopt_a_start_dump() {
     assert!(h.o.0.contains(&Obs::Stay(5, FinWait2, secs(30), true)));
 }
 
+/// A CLOSE_WAIT socket older than the agent: the peer's FIN came with its
+/// last ACK or before it, so its stay is at least `tcpi_last_ack_recv` old
+/// (the API's age agrees with the leak report's).
+#[test]
+fn an_adopted_close_wait_is_at_least_as_old_as_the_peers_last_ack() {
+    use crate::snapshot::TcpInfo;
+    let mut h = H::new();
+    let info = TcpInfo {
+        last_ack_recv_ms: 50_000,
+        ..TcpInfo::default()
+    };
+    let dump = [
+        diag(1, CloseWait).info(info),
+        diag(2, Established).info(info),
+    ];
+    assert_eq!(h.adopt(&dump, secs(100)), 2);
+    assert_eq!(h.e.state_since(1, CloseWait), Some((secs(50), true)));
+    assert_eq!(h.e.state_since(2, Established), Some((secs(100), true)));
+    // A record the dump finds moved on to CLOSE_WAIT unseen: no earlier
+    // than its last known state began.
+    h.run(active_open(3, secs(80)));
+    let moved = [diag(3, CloseWait).info(info)];
+    h.e.reconcile_within(&moved, secs(100), Listing::Live, |_| true, &mut h.o, || {});
+    assert_eq!(
+        h.e.state_since(3, CloseWait),
+        Some((secs(80) + ms(1), true))
+    );
+}
+
+/// Sockets bound to an interface (`idiag_if`: SO_BINDTODEVICE, a VRF, an
+/// IPv6 link-local address) are found by a lookup only when it names the
+/// interface, which the events do not carry: they are left to walks.
+#[test]
+fn bound_and_link_local_sockets_are_not_looked_up() {
+    use std::net::{IpAddr, Ipv6Addr};
+    let mut h = H::new();
+    let mut bound = diag(1, Established);
+    bound.ifindex = 3;
+    let ll: IpAddr = "fe80::1".parse::<Ipv6Addr>().unwrap().into();
+    let mut link_local = diag(2, Established)
+        .local(ll, 7103)
+        .peer("fe80::2".parse::<Ipv6Addr>().unwrap().into(), 40000);
+    link_local.family = crate::tcp::Family::Ipv6;
+    let plain = diag(3, Established);
+    h.adopt(&[bound, link_local, plain], secs(1));
+    let mut lookups = Vec::new();
+    assert!(h.e.lookups(secs(2), &mut lookups));
+    let named: Vec<u64> = lookups.iter().map(|(_, p)| p.cookie).collect();
+    assert_eq!(named, [3]);
+    // A looked-up reconcile that found only 3 judges neither of the others.
+    for at in [secs(3), secs(4)] {
+        h.e.reconcile_within(&[plain], at, Listing::LookedUp, |_| true, &mut h.o, || {});
+    }
+    assert!(h.e.get(1).is_some_and(|v| v.is_live()));
+    assert!(h.e.get(2).is_some_and(|v| v.is_live()));
+}
+
 #[test]
 fn adopt_leaves_tracked_sockets_alone() {
     let mut h = H::new();

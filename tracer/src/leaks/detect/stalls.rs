@@ -229,6 +229,7 @@ impl Detector {
             cleared_how: None,
             container: None,
             local_peer: None,
+            ifindex: 0,
         })
     }
 }

@@ -403,6 +403,24 @@ fn a_close_read_after_the_dump_refines_the_history() {
     }
 }
 
+/// A flagged socket bound to an interface (an IPv6 link-local address's
+/// scope, SO_BINDTODEVICE) is looked up by it: the kernel finds a bound
+/// socket only when the lookup names its interface.
+#[test]
+fn a_bound_sockets_flag_is_looked_up_on_its_interface() {
+    let mut det = Detector::new(thresholds());
+    let mut bound = sock(1, TcpState::CloseWait);
+    bound.ifindex = 4;
+    let plain = sock(2, TcpState::CloseWait);
+    det.update(&[bound, plain], 0, none, app_owners);
+    det.update(&[bound, plain], 60 * S, none, app_owners);
+    let mut lookups = Vec::new();
+    det.lookups(&mut lookups);
+    let mut on: Vec<(u64, u32)> = lookups.iter().map(|(_, l)| (l.cookie, l.ifindex)).collect();
+    on.sort_unstable();
+    assert_eq!(on, [(1, 4), (2, 0)]);
+}
+
 /// An orphan gone from the dump was closed already: it moved on to
 /// TIME_WAIT or its timer ran out; the engine says which when it knows.
 #[test]
