@@ -55,6 +55,10 @@ struct HowLabel {
     how: TimeWaitEnd,
 }
 
+/// At most this many ports get a `tracer_tcp_time_wait_sockets` series of
+/// their own: those listened on that hold the most TIME_WAIT sockets.
+pub const TIME_WAIT_PORTS: usize = 20;
+
 /// The `port` label of `tracer_tcp_time_wait_sockets`.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 enum Port {
@@ -141,7 +145,10 @@ impl Tcp {
         let time_wait_by_port = Family::<PortLabel, Gauge>::default();
         r.register(
             "tcp_time_wait_sockets",
-            "TIME_WAIT sockets by local listening port (port=\"other\" for the rest)",
+            format!(
+                "TIME_WAIT sockets by local listening port, for the {TIME_WAIT_PORTS} ports holding \
+                 the most (port=\"other\" for the rest)"
+            ),
             time_wait_by_port.clone(),
         );
         time_wait_by_port
@@ -243,29 +250,41 @@ impl Tcp {
         }
     }
 
-    /// Replace `tracer_tcp_time_wait_sockets{port}`: `on_port(p)` for each
-    /// port the host listens on, the rest of `total` under "other". O(ports
-    /// listened on), from counts the engine keeps as it goes.
+    /// Replace `tracer_tcp_time_wait_sockets{port}`: `on_port(p)` for the
+    /// [`TIME_WAIT_PORTS`] ports listened on that hold the most TIME_WAIT
+    /// sockets (none for a port that holds none), the rest of `total`
+    /// under "other". O(ports listened on), from counts the engine keeps as
+    /// it goes: a host with thousands of listeners exports a bounded
+    /// number of series.
     ///
-    /// Series are set in place, and those of ports no longer listened on
-    /// are removed, so a concurrent scrape never sees the family half-built.
+    /// Series are set in place, and those of ports no longer shown are
+    /// removed, so a concurrent scrape never sees the family half-built.
     pub(super) fn split_time_wait(&self, total: u64, on_port: impl Fn(u16) -> u64) {
         let series = |port| PortLabel { port };
         let mut ports = self.ports();
         let Ports { listening, shown } = &mut *ports;
-        let before = std::mem::take(shown);
+        let mut most: Vec<(u64, u16)> = listening
+            .iter()
+            .map(|&p| (on_port(p), p))
+            .filter(|&(n, _)| n > 0)
+            .collect();
+        if most.len() > TIME_WAIT_PORTS {
+            most.select_nth_unstable_by(TIME_WAIT_PORTS - 1, |a, b| b.cmp(a));
+            most.truncate(TIME_WAIT_PORTS);
+        }
+        let now: HashSet<u16> = most.iter().map(|&(_, p)| p).collect();
+        for gone in shown.iter().filter(|p| !now.contains(p)) {
+            self.time_wait_by_port
+                .remove(&series(Port::Listening(*gone)));
+        }
+        shown.clear();
         let mut listed = 0u64;
-        for &p in listening.iter() {
-            let n = on_port(p);
+        for (n, p) in most {
             listed += n;
             self.time_wait_by_port
                 .get_or_create(&series(Port::Listening(p)))
                 .set(n as i64);
             shown.push(p);
-        }
-        for gone in before.into_iter().filter(|p| !shown.contains(p)) {
-            self.time_wait_by_port
-                .remove(&series(Port::Listening(gone)));
         }
         self.time_wait_by_port
             .get_or_create(&series(Port::Other))

@@ -259,6 +259,42 @@ fn counters_catch_up_with_totals_kept_elsewhere() {
     );
 }
 
+/// Thousands of listeners export a bounded number of series: the ports
+/// holding the most TIME_WAIT sockets, none for a port holding none.
+#[test]
+fn time_wait_by_port_shows_the_busiest_ports_only() {
+    use super::tcp::TIME_WAIT_PORTS;
+    let m = Metrics::new();
+    m.tcp.set_listening((20000..21000).collect());
+    // Port 20000 + k holds k TIME_WAIT sockets below 20100, none above.
+    let on = |p: u16| if p < 20100 { u64::from(p - 20000) } else { 0 };
+    let total: u64 = (20000..20100).map(on).sum::<u64>() + 7;
+    m.tcp.split_time_wait(total, on);
+    let text = m.encode();
+    let shown: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("tracer_tcp_time_wait_sockets{port=\"2"))
+        .collect();
+    assert_eq!(shown.len(), TIME_WAIT_PORTS, "{shown:?}");
+    assert!(text.contains("tracer_tcp_time_wait_sockets{port=\"20099\"} 99\n"));
+    assert!(text.contains("tracer_tcp_time_wait_sockets{port=\"20080\"} 80\n"));
+    assert!(!text.contains("port=\"20079\""), "{text}");
+    assert!(
+        !text.contains("port=\"20500\""),
+        "no series for a port without TIME_WAIT"
+    );
+    let busiest: u64 = (20080..20100).map(on).sum();
+    assert!(text.contains(&format!(
+        "tracer_tcp_time_wait_sockets{{port=\"other\"}} {}\n",
+        total - busiest
+    )));
+    // The busiest change: the series follow.
+    m.tcp.split_time_wait(5, |p| u64::from(p == 20500) * 5);
+    let text = m.encode();
+    assert!(text.contains("tracer_tcp_time_wait_sockets{port=\"20500\"} 5\n"));
+    assert!(!text.contains("port=\"20099\""), "{text}");
+}
+
 #[test]
 fn a_port_no_longer_listened_on_loses_its_series() {
     let m = Metrics::new();
