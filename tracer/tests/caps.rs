@@ -162,6 +162,19 @@ fn without_cap_sys_admin_other_namespaces_are_unreachable_and_the_rest_goes_on()
         metric(&agent, series)
     );
     assert_eq!(metric(&agent, "tracer_netns_tracked"), Some(1.0));
+    // Who reads the report, not the agent's log, learns it is partial.
+    let report: serde_json::Value =
+        serde_json::from_str(&agent.get("/api/v1/leaks")).expect("JSON");
+    assert!(
+        report["unfollowed_netns"].as_u64().is_some_and(|n| n >= 1),
+        "{report:#}"
+    );
+    let note = report["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("network namespace(s) are not followed")
+            && note.contains("cannot be entered without CAP_SYS_ADMIN"),
+        "{note}"
+    );
     let (_, stderr) = agent.exit(Duration::ZERO);
     let said = said_once(&stderr, "CAP_SYS_ADMIN");
     assert!(

@@ -188,6 +188,12 @@ impl Api for AgentApi {
         drop(core);
         report.followed_netns = self.0.followed_netns;
         report.agent_netns = self.agent_netns();
+        if let Ok(nf) = self.0.not_followed.lock()
+            && let Some((n, said)) = nf.as_ref()
+        {
+            report.unfollowed_netns = *n;
+            report.add_note(said.clone());
+        }
         if let Ok(f) = self.0.forecasts.lock() {
             report.forecasts = f.clone();
         }

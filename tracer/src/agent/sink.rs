@@ -219,6 +219,9 @@ impl Sink for AgentSink {
 
     fn netns(&mut self, t: &NetnsTally) {
         self.shared.metrics.netns.publish(t);
+        if let Ok(mut said) = self.shared.not_followed.lock() {
+            *said = t.not_followed();
+        }
     }
 
     fn turn(&mut self) -> anyhow::Result<Flow> {

@@ -97,6 +97,11 @@ pub struct Report {
     /// leaks` ran in. `None` from an agent older than this field.
     #[serde(default)]
     pub agent_netns: Option<u32>,
+    /// Network namespaces the agent cannot follow (no `CAP_SYS_ADMIN` to
+    /// enter them, none of their processes readable, or past the cap):
+    /// leaks there are in no flag. The note says why.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unfollowed_netns: usize,
     /// Distinct leak flags (risks excluded); `tracer leaks` exits 1 when > 0.
     pub leak_count: usize,
     /// Leaks grouped by process, worst first.
@@ -153,6 +158,7 @@ impl Report {
         out.thresholds = self.thresholds;
         out.followed_netns = self.followed_netns;
         out.agent_netns = self.agent_netns;
+        out.unfollowed_netns = self.unfollowed_netns;
         out.now = self.now;
         out.forecasts = self.forecasts;
         out.netns_names = self.netns_names;
@@ -359,6 +365,7 @@ impl Report {
             leak_count,
             followed_netns: None,
             agent_netns: None,
+            unfollowed_netns: 0,
             leaks,
             risks,
             recently_cleared,
@@ -485,4 +492,8 @@ pub fn snapshot_report_with(
     report.forecasts.fd = crate::forecast::fd_forecasts(&leakers, usage);
     report.link_forecasts();
     report
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }

@@ -67,6 +67,37 @@ pub struct NetnsTally {
     pub containers: ResolverStats,
 }
 
+impl NetnsTally {
+    /// Namespaces not followed, and why, in one sentence for a reader of
+    /// a report ("2 network namespace(s) are not followed (...): leaks
+    /// there are not in this report"); `None` when every one is.
+    pub fn not_followed(&self) -> Option<(usize, String)> {
+        let why: Vec<String> = [
+            (self.refused, "cannot be entered without CAP_SYS_ADMIN"),
+            (
+                self.unnamed,
+                "seen only in events, held by no process tracer may read (CAP_SYS_PTRACE)",
+            ),
+            (self.over_cap, "beyond the cap on namespaces"),
+        ]
+        .into_iter()
+        .filter(|&(n, _)| n > 0)
+        .map(|(n, why)| format!("{n} {why}"))
+        .collect();
+        let n = self.refused + self.unnamed + self.over_cap;
+        (n > 0).then(|| {
+            (
+                n,
+                format!(
+                    "{n} network namespace(s) are not followed ({}): leaks there are not in this \
+                     report (the agent's log names them)",
+                    why.join("; ")
+                ),
+            )
+        })
+    }
+}
+
 /// A command's outputs. Every method has a default that does nothing.
 /// Methods given a [`Core`] are called with its lock held: be brief.
 #[expect(unused_variables, reason = "default methods ignore their arguments")]
@@ -122,5 +153,30 @@ pub trait Sink {
     /// an error.
     fn turn(&mut self) -> anyhow::Result<Flow> {
         Ok(Flow::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NetnsTally;
+
+    #[test]
+    fn namespaces_not_followed_are_one_sentence_for_the_report() {
+        assert_eq!(NetnsTally::default().not_followed(), None);
+        let t = NetnsTally {
+            refused: 2,
+            over_cap: 1,
+            ..NetnsTally::default()
+        };
+        assert_eq!(
+            t.not_followed(),
+            Some((
+                3,
+                "3 network namespace(s) are not followed (2 cannot be entered without \
+                 CAP_SYS_ADMIN; 1 beyond the cap on namespaces): leaks there are not in this \
+                 report (the agent's log names them)"
+                    .to_owned()
+            ))
+        );
     }
 }

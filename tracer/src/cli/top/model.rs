@@ -230,6 +230,9 @@ pub struct Model {
     /// The forecast that runs out soonest, as `tracer leaks` words it, and
     /// whether it has run out now.
     pub soonest: Option<(String, bool)>,
+    /// Network namespaces the agent cannot follow: their leaks are not
+    /// shown.
+    pub unfollowed_netns: usize,
     /// The agent's CLOSE_WAIT threshold, seconds: how old a socket must be
     /// to be in the CLOSE_WAIT panel.
     pub close_wait_after: Option<f64>,
@@ -313,6 +316,7 @@ impl Model {
             now: sum.now.as_deref().map_or(String::new(), to_seconds),
             tracked: sum.tracked_sockets,
             leak_count: s.leaks.leak_count,
+            unfollowed_netns: s.leaks.unfollowed_netns,
             close_wait_after: s.leaks.thresholds.as_ref().map(|t| t.close_wait),
             time_wait_read: (s.time_wait.len(), s.time_wait_sampled),
             leak_kinds: leak_kinds(&s.leaks),

@@ -134,6 +134,12 @@ fn header_lines(s: &Screen<'_>) -> Vec<Line<'static>> {
             let l = Line::from(format!("forecast: {line}"));
             if *now { l.red().bold() } else { l.yellow() }
         }
+        (None, None) if m.unfollowed_netns > 0 => Line::from(format!(
+            "{} network namespace(s) not followed (the agent's log says why): their leaks are \
+             not shown",
+            m.unfollowed_netns
+        ))
+        .yellow(),
         (None, None) => Line::from(""),
     };
     vec![Line::from(first).bold(), Line::from(second), third]

@@ -303,3 +303,25 @@ fn the_soonest_forecast_is_in_the_header() {
         "{text}"
     );
 }
+
+/// Namespaces the agent cannot follow: the header says their leaks are
+/// missing, unless a forecast or an error needs the line.
+#[test]
+fn namespaces_not_followed_are_said_in_the_header() {
+    let first = summary(100, &[("established", 10)]);
+    let mut s = sample(102, &[("established", 16)]);
+    s.leaks.unfollowed_netns = 3;
+    let ui = Ui::new(Duration::from_secs(2));
+    let text = frame(&Model::build(&s, Some(&first)), &ui, None, (160, 50));
+    let third = text.lines().nth(2).expect("line 3");
+    assert!(
+        third.starts_with(
+            "3 network namespace(s) not followed (the agent's log says why): their leaks are not \
+             shown"
+        ),
+        "{text}"
+    );
+    s.leaks.unfollowed_netns = 0;
+    let text = frame(&Model::build(&s, Some(&first)), &ui, None, (160, 50));
+    assert!(!text.contains("not followed"), "{text}");
+}
