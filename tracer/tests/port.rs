@@ -294,6 +294,21 @@ fn each_namespace_holding_the_port_gets_its_own_answer() {
         String::from_utf8_lossy(&tracer(&["port", &p, "--agent", NO_AGENT]).stdout).into_owned();
     print!("{text}");
     assert!(text.contains(&format!("({}): BUSY", other.0)), "{text}");
+    assert!(
+        text.contains("where tracer port runs) among them"),
+        "{text}"
+    );
+    // Busy only in the other namespace: free in the one we run in.
+    drop(here);
+    let text =
+        String::from_utf8_lossy(&tracer(&["port", &p, "--agent", NO_AGENT]).stdout).into_owned();
+    let line = text.lines().nth(1).unwrap_or_default();
+    assert!(
+        line.starts_with("busy in ")
+            && line.contains(&format!("({})", other.0))
+            && line.contains("; FREE in this one (netns "),
+        "{text}"
+    );
     // --netns picks one.
     let out = tracer(&[
         "port", &p, "--json", "--agent", NO_AGENT, "--netns", &other.0,

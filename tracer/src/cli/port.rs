@@ -117,18 +117,20 @@ pub fn run_to(args: &PortArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         ));
     }
     let own = own_netns();
-    let report = report::build(
-        args.port,
-        addr,
-        false,
-        &found,
-        note,
-        |netns| match probe::test_bind(addr, args.port, false, found.entry(netns, own)?) {
-            Ok(()) => Some(true),
-            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => Some(false),
-            Err(_) => None,
-        },
-    );
+    let mut report =
+        report::build(
+            args.port,
+            addr,
+            false,
+            &found,
+            note,
+            |netns| match probe::test_bind(addr, args.port, false, found.entry(netns, own)?) {
+                Ok(()) => Some(true),
+                Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => Some(false),
+                Err(_) => None,
+            },
+        );
+    report.own_netns = own;
     let written = if args.json {
         serde_json::to_writer_pretty(&mut *out, &report)
             .map_err(io::Error::from)

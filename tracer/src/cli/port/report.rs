@@ -41,6 +41,9 @@ pub struct Report {
     pub at: String,
     /// Network namespaces dumped.
     pub namespaces_scanned: usize,
+    /// The network namespace `tracer port` ran in (0: unknown), where a
+    /// listener started from the same shell would bind.
+    pub own_netns: u32,
     /// Network namespaces that could not be entered (that needs
     /// `CAP_SYS_ADMIN`): what they hold is not in the answer.
     pub namespaces_not_entered: usize,
@@ -428,6 +431,7 @@ pub fn build(
         free_with_reuseaddr,
         at: humantime::format_rfc3339_millis(now).to_string(),
         namespaces_scanned: found.namespaces,
+        own_netns: 0,
         namespaces_not_entered: found.refused,
         addr_available,
         namespaces_without_addr: found.by_netns.keys().filter(|n| lacks(n)).count(),

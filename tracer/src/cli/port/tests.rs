@@ -742,3 +742,33 @@ fn a_half_closed_socket_held_by_a_process_has_no_timer() {
     );
     assert!(!row.contains("expires in"), "{t}");
 }
+
+/// Scanned across namespaces, a busy port says where it is busy, and
+/// whether in the namespace `tracer port` ran in.
+#[test]
+fn a_port_busy_elsewhere_says_where_and_that_it_is_free_here() {
+    let mut f = seed();
+    f.namespaces = 12;
+    let mut r = build(8080, any(), false, &f, "snapshot".into(), |_| Some(true));
+    r.own_netns = 4026531840;
+    let t = text(&r);
+    let lines: Vec<&str> = t.lines().collect();
+    assert_eq!(
+        lines[1],
+        "busy in 1 of the 12 network namespaces scanned: netns 4026532177 (web); FREE in this \
+         one (netns 4026531840, where tracer port runs)",
+        "{t}"
+    );
+    r.own_netns = NS;
+    let t = text(&r);
+    assert!(
+        t.contains(
+            "netns 4026532177 (web); this one (netns 4026532177, where tracer port runs) among them"
+        ),
+        "{t}"
+    );
+    // One namespace scanned: the headline is about it, nothing to add.
+    f.namespaces = 1;
+    let r = build(8080, any(), false, &f, "snapshot".into(), |_| Some(true));
+    assert!(!text(&r).contains("busy in"), "{}", text(&r));
+}

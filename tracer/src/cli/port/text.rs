@@ -63,6 +63,7 @@ pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
             if r.free { "FREE" } else { "BUSY" },
         )?;
     }
+    where_busy(r, out)?;
     writeln!(out, "source: {}", r.note)?;
     if r.namespaces.is_empty() && r.addr_available != Some(false) {
         if r.namespaces_without_addr == 0 {
@@ -116,8 +117,56 @@ pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
     Ok(())
 }
 
-fn namespace(ns: &Namespace, many: bool, out: &mut dyn Write) -> io::Result<()> {
-    writeln!(out)?;
+/// Namespaces listed at most in [`where_busy`]'s line.
+const NAMED_BUSY: usize = 4;
+
+/// With more than one namespace scanned, a busy port is busy in some of
+/// them: which, and whether in the one `tracer port` ran in, where a
+/// listener started from the same shell would bind.
+fn where_busy(r: &Report, out: &mut dyn Write) -> io::Result<()> {
+    if r.free || r.namespaces_scanned < 2 || r.addr_available == Some(false) {
+        return Ok(());
+    }
+    let busy: Vec<&Namespace> = r
+        .namespaces
+        .iter()
+        .filter(|ns| ns.without_reuseaddr.outcome != "free")
+        .collect();
+    let mut named: Vec<String> = busy
+        .iter()
+        .take(NAMED_BUSY)
+        .map(|ns| match &ns.name {
+            Some(n) => format!("netns {} ({n})", ns.netns),
+            None => format!("netns {}", ns.netns),
+        })
+        .collect();
+    if busy.len() > NAMED_BUSY {
+        named.push(format!("{} more", busy.len() - NAMED_BUSY));
+    }
+    let here = if r.own_netns == 0 {
+        String::new()
+    } else if busy.iter().any(|ns| ns.netns == r.own_netns) {
+        format!(
+            "; this one (netns {}, where tracer port runs) among them",
+            r.own_netns
+        )
+    } else {
+        format!(
+            "; FREE in this one (netns {}, where tracer port runs)",
+            r.own_netns
+        )
+    };
+    writeln!(
+        out,
+        "busy in {} of the {} network namespaces scanned: {}{here}",
+        busy.len(),
+        r.namespaces_scanned,
+        named.join(", ")
+    )
+}
+
+/// `netns N (name), container C`.
+fn title(ns: &Namespace) -> String {
     let mut title = format!("netns {}", ns.netns);
     if let Some(n) = &ns.name {
         title.push_str(&format!(" ({n})"));
@@ -125,6 +174,12 @@ fn namespace(ns: &Namespace, many: bool, out: &mut dyn Write) -> io::Result<()> 
     if let Some(c) = &ns.container {
         title.push_str(&format!(", container {}", c.short()));
     }
+    title
+}
+
+fn namespace(ns: &Namespace, many: bool, out: &mut dyn Write) -> io::Result<()> {
+    writeln!(out)?;
+    let mut title = title(ns);
     if many {
         title.push_str(&format!(": {}", word(&ns.without_reuseaddr)));
     }
