@@ -288,6 +288,23 @@ fn sigterm_ends_events_whose_stdout_nobody_reads() {
     assert!(out.stderr.contains("events read"), "{}", out.stderr);
 }
 
+/// A reader that goes away (`tracer events -s syn_sent | head -1`, once
+/// head has its line) ends `tracer events` at once with status 0, even
+/// when no line is written after it: a narrow filter may print nothing for
+/// hours.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn a_reader_that_goes_away_ends_events_without_another_line() {
+    let _ns = Netns::enter("hangup");
+    // Port 1 in a namespace of our own: nothing will ever match.
+    let tracer = Events::start_unread(&["--no-leaks", "--port", "1"]);
+    let out = tracer
+        .hang_up_within(Duration::from_secs(3))
+        .expect("tracer events still ran 3 s after its reader went away");
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(out.stderr.contains("events read"), "{}", out.stderr);
+}
+
 /// Without root or CAP_BPF+CAP_PERFMON: one sentence that says how to fix
 /// it, exit status 2, nothing on stdout, no panic.
 #[test]

@@ -285,7 +285,9 @@ async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
         tracing::warn!("{warning}");
     }
     let mut p = Printer {
-        out: out::Detached::spawn(std::io::stdout()).context("starting the stdout writer")?,
+        out: out::Detached::spawn(std::io::stdout())
+            .context("starting the stdout writer")?
+            .watching(libc::STDOUT_FILENO),
         filter,
         seen: 0,
         printed: 0,

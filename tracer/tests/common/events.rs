@@ -150,6 +150,22 @@ impl Events {
         None
     }
 
+    /// Close the stdout nobody read ([`Events::start_unread`]), as `| head`
+    /// does once it has its lines, and its output if it then exits on its
+    /// own within `limit`; `None` if it still ran then (it is killed).
+    #[allow(dead_code)]
+    pub fn hang_up_within(mut self, limit: Duration) -> Option<Output> {
+        drop(self.unread.take());
+        let started = std::time::Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Some(self.finish());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     fn finish(mut self) -> Output {
         let status = self.child.wait().expect("wait for tracer");
         Output {

@@ -27,6 +27,9 @@ pub const MAX_BACKLOG: u64 = 32 << 20;
 /// How long the end waits for a reader that takes nothing.
 const PATIENCE: Duration = Duration::from_secs(2);
 
+/// How often a watched descriptor is asked whether its reader has gone.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+
 /// What the writer thread and the loop share.
 #[derive(Default)]
 struct Shared {
@@ -47,6 +50,9 @@ pub struct Detached {
     thread: Option<JoinHandle<()>>,
     /// Lines dropped because the reader was [`MAX_BACKLOG`] behind.
     pub dropped: u64,
+    /// The descriptor the thread writes to, when it is to be watched for a
+    /// reader that went away, and when it was last asked.
+    watch: Option<(std::os::fd::RawFd, Instant)>,
 }
 
 impl Detached {
@@ -78,7 +84,30 @@ impl Detached {
             shared,
             thread: Some(thread),
             dropped: 0,
+            watch: None,
         })
+    }
+
+    /// Also ask `fd` (what the thread writes to) every [`WATCH_EVERY`]
+    /// whether its reader has gone (`tracer events ... | head -1`): a
+    /// closed pipe then ends the command at once, not at the next line
+    /// written, which a narrow filter may not print for hours.
+    pub fn watching(mut self, fd: std::os::fd::RawFd) -> Detached {
+        self.watch = Some((fd, Instant::now()));
+        self
+    }
+
+    /// True once `fd`'s reader has gone: `poll` reports an error (a pipe
+    /// with no reader left) or a hang-up (a socket or terminal closed).
+    fn hung_up(fd: std::os::fd::RawFd) -> bool {
+        let mut p = libc::pollfd {
+            fd,
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no wait.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n > 0 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0
     }
 
     /// The error that ended the writer, if it ended.
@@ -130,6 +159,14 @@ impl Write for Detached {
     fn flush(&mut self) -> io::Result<()> {
         if let Some(e) = self.failed() {
             return Err(e);
+        }
+        if let Some((fd, asked)) = &mut self.watch
+            && asked.elapsed() >= WATCH_EVERY
+        {
+            *asked = Instant::now();
+            if Detached::hung_up(*fd) {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
         }
         if self.buf.is_empty() {
             return Ok(());
@@ -257,5 +294,27 @@ mod tests {
                 .is_err_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
         });
         assert!(closed, "the writer's BrokenPipe never reached the loop");
+    }
+
+    /// A reader gone while nothing is written: the next flush after the
+    /// watch interval says so, without a line to write.
+    #[test]
+    fn a_watched_pipe_whose_reader_closed_is_broken_without_a_write() {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let mut fds = [0; 2];
+        // SAFETY: two descriptors for pipe(2) to fill.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: pipe(2) just made them, and nothing else owns them.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let fd = write.as_raw_fd();
+        let mut d = Detached::spawn(std::fs::File::from(write))
+            .unwrap()
+            .watching(fd);
+        std::thread::sleep(WATCH_EVERY);
+        assert!(d.flush().is_ok(), "the reader is still there");
+        drop(read);
+        std::thread::sleep(WATCH_EVERY);
+        let e = d.flush().expect_err("the reader has gone");
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
     }
 }
