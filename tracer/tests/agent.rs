@@ -631,3 +631,76 @@ fn a_closed_stderr_does_not_stop_the_agent() {
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(0), "{status}");
 }
+
+/// `--netns pid:N` follows a process's namespace. Once nothing holds that
+/// namespace (the process exited, a container restarted), the agent says
+/// so in one line and exits 2, rather than follow nothing with a healthy
+/// /healthz.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn an_agent_whose_namespace_is_gone_says_so_and_exits() {
+    use std::io::Read as _;
+    let _ns = Netns::enter("nsgone");
+    let mut holder = std::process::Command::new("unshare")
+        .args(["-n", "sleep", "120"])
+        .spawn()
+        .expect("unshare -n sleep");
+    let pid = holder.id();
+    let ns_of = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/net")).ok();
+    assert!(
+        wait_until(Duration::from_secs(5), || ns_of(&pid.to_string())
+            != ns_of("thread-self")),
+        "unshare never entered a namespace of its own"
+    );
+    let addr = common::free_addr();
+    let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(["run", "--netns", &format!("pid:{pid}")])
+        .args(["--listen", &addr.to_string()])
+        .args([
+            "--reconcile-interval",
+            "100ms",
+            "--time-wait-interval",
+            "1s",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tracer");
+    let healthy = || {
+        common::http_get_with(addr, "/healthz", &[], Duration::from_millis(500))
+            .is_some_and(|r| r.code == 200)
+    };
+    let up = wait_until(common::STARTUP, || {
+        !matches!(agent.try_wait(), Ok(None)) || healthy()
+    });
+    assert!(
+        up && matches!(agent.try_wait(), Ok(None)),
+        "the agent did not start"
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let ended = wait_until(Duration::from_secs(10), || {
+        !matches!(agent.try_wait(), Ok(None))
+    });
+    if !ended {
+        let _ = agent.kill();
+    }
+    let status = agent.wait().expect("wait");
+    let mut err = String::new();
+    let _ = agent
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err);
+    assert!(
+        ended,
+        "the agent still ran 10 s after its namespace was gone: {err}"
+    );
+    assert_eq!(status.code(), Some(2), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("tracer: error: the network namespace followed (")
+            && last.contains(") is gone"),
+        "{err}"
+    );
+}

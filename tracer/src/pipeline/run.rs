@@ -79,7 +79,7 @@ impl<D: Observer> Pipeline<D> {
                 }
                 step = next_step(self.tracking.as_mut()) => match step {
                     Step::Tick => self.on_tick(sink)?,
-                    Step::Dumped(dump) => self.on_dump(*dump?, sink),
+                    Step::Dumped(dump) => self.on_dump(*dump?, sink)?,
                 },
             }
             if sink.turn()? == Flow::Stop {
@@ -182,8 +182,30 @@ impl<D: Observer> Pipeline<D> {
         expire(&self.core, at_ns, sink);
     }
 
-    /// A dump ended: reconcile with it, account for it, refresh the tallies.
-    fn on_dump<S: Sink<Derived = D>>(&mut self, dump: Dump, sink: &mut S) {
+    /// A dump ended: reconcile with it, account for it, refresh the
+    /// tallies. Fails once the one namespace followed (`--netns` naming
+    /// another than tracer's own) is gone: nothing is left to follow, and
+    /// a supervisor that restarts tracer can point it at the namespace
+    /// that replaced it (a restarted container's).
+    fn on_dump<S: Sink<Derived = D>>(&mut self, dump: Dump, sink: &mut S) -> anyhow::Result<()> {
+        let lost = match self.scope {
+            NetnsScope::One { inode, own: false } if inode != 0 && dump.gone.contains(&inode) => {
+                Some(inode)
+            }
+            _ => None,
+        };
+        self.reconcile_dump(dump, sink);
+        match lost {
+            Some(inode) => Err(anyhow::anyhow!(
+                "the network namespace followed ({inode}) is gone: no process or /run/netns \
+                 mount holds it any more, so nothing is left to follow; start tracer again with \
+                 --netns for the namespace that replaced it"
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn reconcile_dump<S: Sink<Derived = D>>(&mut self, dump: Dump, sink: &mut S) {
         let Some(t) = self.tracking.as_mut() else {
             return;
         };
