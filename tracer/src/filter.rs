@@ -31,13 +31,13 @@ pub struct Match {
     #[arg(short = 's', long = "state", value_name = "STATE", value_parser = TcpState::parse_or_say)]
     pub states: Vec<TcpState>,
     /// Only sockets with this port at either end (repeatable).
-    #[arg(long = "port", value_name = "P", value_parser = config::parse_port, allow_hyphen_values = true)]
+    #[arg(long = "port", value_name = "P", value_parser = config::parse_filter_port, allow_hyphen_values = true)]
     pub ports: Vec<u16>,
     /// Only sockets with this local port, as bcc's -L (repeatable).
-    #[arg(short = 'L', long = "local-port", value_name = "P", value_parser = config::parse_port, allow_hyphen_values = true)]
+    #[arg(short = 'L', long = "local-port", value_name = "P", value_parser = config::parse_filter_port, allow_hyphen_values = true)]
     pub local_ports: Vec<u16>,
     /// Only sockets with this remote port, as bcc's -D (repeatable).
-    #[arg(short = 'D', long = "remote-port", value_name = "P", value_parser = config::parse_port, allow_hyphen_values = true)]
+    #[arg(short = 'D', long = "remote-port", value_name = "P", value_parser = config::parse_filter_port, allow_hyphen_values = true)]
     pub remote_ports: Vec<u16>,
     /// Only IPv4 sockets.
     #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]

@@ -92,10 +92,15 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
     }
     let first = source.sample()?;
     if args.once {
+        // The terminal's width; else `COLUMNS`, as `ls` and `ps` read it
+        // when writing to a pipe; else 160.
+        let columns = || std::env::var("COLUMNS").ok()?.trim().parse::<u16>().ok();
         let width = ratatui::crossterm::terminal::size()
             .ok()
             .filter(|_| stdout.is_terminal())
-            .map_or(160, |(w, _)| w.max(80));
+            .map(|(w, _)| w)
+            .or_else(columns)
+            .map_or(160, |w| w.max(80));
         let model = model::Model::build(&first, None);
         let ui = keys::Ui::new(args.interval);
         let screen = view::Screen {

@@ -180,18 +180,23 @@ pub fn parse_port(s: &str) -> Result<u16, String> {
     parse_count(s, 0, u64::from(u16::MAX), "a port").map(|n| n as u16)
 }
 
+/// A port to filter by (`--port`, `-L`, `-D`): 1 to 65535. No socket a
+/// filter could want has port 0 (a listener's remote port, which the
+/// filters do not match).
+pub fn parse_filter_port(s: &str) -> Result<u16, String> {
+    parse_count(s, 1, u64::from(u16::MAX), "a port").map(|n| n as u16)
+}
+
 /// A port something may listen on: 1 to 65535. An address with it
 /// (`127.0.0.1:8080`) is refused with where the address goes.
 pub fn parse_listen_port(s: &str) -> Result<u16, String> {
-    parse_count(s, 1, u64::from(u16::MAX), "a port")
-        .map(|n| n as u16)
-        .map_err(|e| match addr_and_port(s) {
-            Some((addr, port)) if port.parse::<u16>().is_ok_and(|p| p > 0) => format!(
-                "{s:?} has an address: give the port alone, and the address with --addr \
+    parse_filter_port(s).map_err(|e| match addr_and_port(s) {
+        Some((addr, port)) if port.parse::<u16>().is_ok_and(|p| p > 0) => format!(
+            "{s:?} has an address: give the port alone, and the address with --addr \
                  ({port} --addr {addr})"
-            ),
-            _ => e,
-        })
+        ),
+        _ => e,
+    })
 }
 
 /// `ADDR:PORT` (`[V6]:PORT`) split at its last colon, when what comes
@@ -232,10 +237,37 @@ pub const MIN_RING_BYTES: u32 = 4096;
 /// Largest ring buffer: 256 MiB.
 pub const MAX_RING_BYTES: u32 = 256 << 20;
 
-/// `--ring-bytes`: a power of two from 4096 to 256 MiB.
+/// `--ring-bytes`: a power of two from 4096 to 256 MiB, in bytes or with
+/// a binary unit (`8M`, `8MiB`: 8 MiB, as the kernel counts memory).
 pub fn parse_ring_bytes(s: &str) -> Result<u32, String> {
-    let n = parse_count(s, 0, u64::MAX, "a power of two of bytes")?;
-    check_ring_bytes(n).map_err(|e| format!("{s:?} {e}"))
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit() && c != '_' && c != '-');
+    let (num, unit) = t.split_at(digits.unwrap_or(t.len()));
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        _ => {
+            return Err(format!(
+                "{s:?} is not a size: give a power of two of bytes from {MIN_RING_BYTES} to \
+                 {MAX_RING_BYTES}, or with K, M or G (8M for 8 MiB)"
+            ));
+        }
+    };
+    if t.starts_with('-') {
+        return Err(format!(
+            "{s:?} is negative: give a power of two of bytes from {MIN_RING_BYTES} to \
+             {MAX_RING_BYTES}"
+        ));
+    }
+    let n = parse_count(num, 0, u64::MAX >> shift, "a power of two of bytes").map_err(|_| {
+        format!(
+            "{s:?} is not a size: give a power of two of bytes from {MIN_RING_BYTES} to \
+             {MAX_RING_BYTES}, or with K, M or G (8M for 8 MiB)"
+        )
+    })?;
+    check_ring_bytes(n << shift).map_err(|e| format!("{s:?} {e}"))
 }
 
 /// The bounds of `--ring-bytes`, as a phrase to follow the value.

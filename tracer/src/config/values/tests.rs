@@ -113,6 +113,22 @@ fn ring_bytes() {
     );
     assert!(parse_ring_bytes("0").unwrap_err().contains("power of two"));
     assert!(parse_ring_bytes("-1").unwrap_err().contains("negative"));
+    // Binary units, as the kernel counts memory.
+    assert_eq!(parse_ring_bytes("8M"), Ok(8 << 20));
+    assert_eq!(parse_ring_bytes("8MiB"), Ok(8 << 20));
+    assert_eq!(parse_ring_bytes("64k"), Ok(64 << 10));
+    assert!(parse_ring_bytes("1G").unwrap_err().contains("maximum"));
+    assert!(parse_ring_bytes("3M").unwrap_err().contains("power of two"));
+    let bad = parse_ring_bytes("8 megs").unwrap_err();
+    assert!(
+        bad.contains("not a size") && bad.contains("from 4096 to 268435456"),
+        "{bad}"
+    );
+    assert!(
+        !parse_ring_bytes("8X")
+            .unwrap_err()
+            .contains("18446744073709551615")
+    );
 }
 
 #[test]

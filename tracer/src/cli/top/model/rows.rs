@@ -29,14 +29,14 @@ pub(super) fn close_wait_rows(r: &Report) -> Vec<Row> {
             0 | 1 => String::new(),
             n => format!(" +{}", n - 1),
         };
-        let remote = f.remote.map_or("*".into(), |r| r.to_string());
+        let remote = f.remote.map_or("*".into(), |r| compact(r).to_string());
         rows.push(Row {
             cells: vec![
                 fmt_age(f.age_seconds, f.age_is_lower_bound),
                 first.map_or("-".into(), |o| o.pid.to_string()),
                 first.map_or("-".into(), |o| format!("{}{more}", o.comm)),
                 first.map_or("-".into(), |o| o.fd.to_string()),
-                format!("{} -> {remote}", f.local),
+                format!("{} -> {remote}", compact(f.local)),
                 container_or_netns(f, r),
                 // Whether the application read up to the peer's FIN: a
                 // missing close() on EOF, or nothing reading the socket.
@@ -54,6 +54,13 @@ pub(super) fn close_wait_rows(r: &Report) -> Vec<Row> {
         });
     }
     rows
+}
+
+/// An IPv4 peer of a dual-stack socket as IPv4 (`127.0.0.1:7102`, not
+/// `[::ffff:127.0.0.1]:7102`): the panel's column has room for two
+/// endpoints that way, and `tracer leaks` keeps the kernel's spelling.
+fn compact(a: std::net::SocketAddr) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
 /// One row per process group of the report.

@@ -324,3 +324,28 @@ fn the_names_of_the_flags_namespaces_travel_with_the_report() {
         Some("web")
     );
 }
+
+/// An IPv4 peer of a dual-stack socket shows as IPv4, so that both ends of
+/// the connection fit the panel's column; a real IPv6 address stays.
+#[test]
+fn a_v4_mapped_connection_is_shown_as_ipv4() {
+    let mut s = sample(5, &[("close_wait", 2)]);
+    let socks = &mut s.leaks.leaks[0].sockets;
+    socks[0].local = "[::ffff:127.0.0.1]:8080".parse().unwrap();
+    socks[0].remote = Some("[::ffff:127.0.0.1]:50001".parse().unwrap());
+    socks[1].local = "[2001:db8::1]:8080".parse().unwrap();
+    socks[1].remote = Some("[2001:db8::2]:50002".parse().unwrap());
+    let m = Model::build(&s, None);
+    let shown: Vec<String> = cells(&m, Panel::CloseWait, 0, "")
+        .iter()
+        .map(|r| r[4].to_owned())
+        .collect();
+    assert!(
+        shown.contains(&"127.0.0.1:8080 -> 127.0.0.1:50001".to_owned()),
+        "{shown:?}"
+    );
+    assert!(
+        shown.contains(&"[2001:db8::1]:8080 -> [2001:db8::2]:50002".to_owned()),
+        "{shown:?}"
+    );
+}
