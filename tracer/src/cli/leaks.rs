@@ -115,6 +115,7 @@ pub fn run_to(args: &LeaksArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     if report.source == Source::Snapshot || (client::is_local(agent) && ours) {
         say_absent_pids(&mut report, &args.matching.absent_pids());
     }
+    say_thresholds_below_the_agents(&mut report, args);
     let written = if args.json {
         serde_json::to_writer_pretty(&mut *out, &report)
             .map_err(io::Error::from)
@@ -239,6 +240,29 @@ fn filter(report: Report, args: &LeaksArgs, scope: NetnsScope) -> Report {
 
 /// Add to the note which `--pid`s no process of this host has: a typo,
 /// or a process gone, rather than one without leaks.
+/// A `--*-threshold` below the agent's own cannot show younger flags: the
+/// agent raises none before its threshold. Say so, and how to get them.
+fn say_thresholds_below_the_agents(report: &mut Report, args: &LeaksArgs) {
+    let Some(t) = report.thresholds else {
+        return;
+    };
+    for kind in LeakKind::ALL {
+        let agents = t.of(kind);
+        if let Some(asked) = args.min_age(kind)
+            && asked.as_secs_f64() < agents
+        {
+            let flag = format!("--{}", kind.threshold_flag());
+            report.add_note(format!(
+                "{flag} {} is below the agent's own ({}): it flags {} only from then on, so \
+                 younger ones are not shown (start the agent with a lower {flag} to see them)",
+                humantime::format_duration(asked),
+                crate::leaks::table::fmt_age(Some(agents), false),
+                kind.name()
+            ));
+        }
+    }
+}
+
 fn say_absent_pids(report: &mut Report, absent: &[u32]) {
     if absent.is_empty() {
         return;
@@ -276,6 +300,47 @@ mod tests {
         };
         let f = filter(r, &args, NetnsScope::all());
         assert_eq!(f.leak_count, 3);
+    }
+
+    /// Asking for younger flags than the agent raises: said, with how.
+    #[test]
+    fn a_threshold_below_the_agents_is_said() {
+        use crate::leaks::report::ThresholdSeconds;
+        let agents = ThresholdSeconds {
+            close_wait: 60.0,
+            half_open: 10.0,
+            idle: 600.0,
+            handshake: 10.0,
+            fin_wait2: 30.0,
+        };
+        let mut r = Report {
+            thresholds: Some(agents),
+            note: None,
+            ..sample()
+        };
+        let args = LeaksArgs {
+            thresholds: ThresholdFlags {
+                close_wait_threshold: Some(Duration::from_secs(1)),
+                half_open_threshold: Some(Duration::from_secs(20)),
+                ..ThresholdFlags::default()
+            },
+            ..LeaksArgs::default()
+        };
+        say_thresholds_below_the_agents(&mut r, &args);
+        let note = r.note.expect("a note");
+        assert!(
+            note.starts_with("--close-wait-threshold 1s is below the agent's own (60.0s)"),
+            "{note}"
+        );
+        assert!(!note.contains("half-open"), "above the agent's: {note}");
+        // A snapshot has no thresholds: nothing to say.
+        let mut snap = Report {
+            thresholds: None,
+            note: None,
+            ..sample()
+        };
+        say_thresholds_below_the_agents(&mut snap, &args);
+        assert_eq!(snap.note, None);
     }
 
     #[test]

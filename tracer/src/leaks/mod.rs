@@ -134,6 +134,17 @@ impl LeakKind {
         }
     }
 
+    /// Its threshold's flag, without the dashes: `close-wait-threshold`.
+    pub fn threshold_flag(self) -> &'static str {
+        match self {
+            LeakKind::CloseWait => "close-wait-threshold",
+            LeakKind::HalfOpen => "half-open-threshold",
+            LeakKind::IdleNoKeepalive => "idle-threshold",
+            LeakKind::StuckHandshake => "handshake-threshold",
+            LeakKind::OrphanedFinWait2 => "fin-wait2-threshold",
+        }
+    }
+
     /// False for risks (`idle_no_keepalive`): they do not make `tracer leaks` exit 1.
     pub fn is_leak(self) -> bool {
         self != LeakKind::IdleNoKeepalive

@@ -38,6 +38,19 @@ pub struct ThresholdSeconds {
     pub fin_wait2: f64,
 }
 
+impl ThresholdSeconds {
+    /// The threshold of one kind, seconds.
+    pub fn of(&self, kind: LeakKind) -> f64 {
+        match kind {
+            LeakKind::CloseWait => self.close_wait,
+            LeakKind::HalfOpen => self.half_open,
+            LeakKind::IdleNoKeepalive => self.idle,
+            LeakKind::StuckHandshake => self.handshake,
+            LeakKind::OrphanedFinWait2 => self.fin_wait2,
+        }
+    }
+}
+
 /// The flags of one process; with `pid: None`, of sockets no process holds
 /// (`owner_unknown: false`) or whose owner could not be named
 /// (`owner_unknown: true`, with a `hint`).
