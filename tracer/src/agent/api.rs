@@ -182,8 +182,14 @@ impl Api for AgentApi {
     }
 
     fn leaks(&self, m: &crate::filter::Match) -> Value {
-        let core = self.0.core.lock();
-        let mut report = core.detector.report(monotonic_ns());
+        let mut core = self.0.core.lock();
+        let now = monotonic_ns();
+        // A close read since the dump that found the socket gone.
+        let crate::pipeline::Core {
+            engine, detector, ..
+        } = &mut *core;
+        detector.say_how_gone_by(&mut [], now, engine);
+        let mut report = core.detector.report(now);
         report.attribute(&core.containers);
         drop(core);
         report.followed_netns = self.0.followed_netns;

@@ -238,8 +238,6 @@ fn filter(report: Report, args: &LeaksArgs, scope: NetnsScope) -> Report {
     report
 }
 
-/// Add to the note which `--pid`s no process of this host has: a typo,
-/// or a process gone, rather than one without leaks.
 /// A `--*-threshold` below the agent's own cannot show younger flags: the
 /// agent raises none before its threshold. Say so, and how to get them.
 fn say_thresholds_below_the_agents(report: &mut Report, args: &LeaksArgs) {
@@ -263,6 +261,8 @@ fn say_thresholds_below_the_agents(report: &mut Report, args: &LeaksArgs) {
     }
 }
 
+/// Add to the note which `--pid`s no process of this host has: a typo,
+/// or a process gone, rather than one without leaks.
 fn say_absent_pids(report: &mut Report, absent: &[u32]) {
     if absent.is_empty() {
         return;

@@ -243,17 +243,18 @@ pub fn parse_ring_bytes(s: &str) -> Result<u32, String> {
     let t = s.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit() && c != '_' && c != '-');
     let (num, unit) = t.split_at(digits.unwrap_or(t.len()));
+    let not_a_size = || {
+        format!(
+            "{s:?} is not a size: give a power of two of bytes from {MIN_RING_BYTES} to \
+             {MAX_RING_BYTES}, or with K, M or G (8M for 8 MiB)"
+        )
+    };
     let shift = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kib" => 10,
         "m" | "mib" => 20,
         "g" | "gib" => 30,
-        _ => {
-            return Err(format!(
-                "{s:?} is not a size: give a power of two of bytes from {MIN_RING_BYTES} to \
-                 {MAX_RING_BYTES}, or with K, M or G (8M for 8 MiB)"
-            ));
-        }
+        _ => return Err(not_a_size()),
     };
     if t.starts_with('-') {
         return Err(format!(
@@ -261,12 +262,8 @@ pub fn parse_ring_bytes(s: &str) -> Result<u32, String> {
              {MAX_RING_BYTES}"
         ));
     }
-    let n = parse_count(num, 0, u64::MAX >> shift, "a power of two of bytes").map_err(|_| {
-        format!(
-            "{s:?} is not a size: give a power of two of bytes from {MIN_RING_BYTES} to \
-             {MAX_RING_BYTES}, or with K, M or G (8M for 8 MiB)"
-        )
-    })?;
+    let n = parse_count(num, 0, u64::MAX >> shift, "a power of two of bytes")
+        .map_err(|_| not_a_size())?;
     check_ring_bytes(n << shift).map_err(|e| format!("{s:?} {e}"))
 }
 

@@ -18,7 +18,7 @@ use super::{
     rollup::{Gauges, Rollup},
 };
 use crate::{
-    engine::ClosedBy,
+    engine::{ClosedBy, Engine},
     snapshot::{Lookup, OwnerScan, SocketSnapshot},
     tcp::TcpState,
 };
@@ -28,10 +28,11 @@ pub const MAX_TRACKED: usize = 1 << 20;
 /// Cleared flags kept for the report.
 pub const HISTORY: usize = 256;
 /// How long a flag cleared as gone from a dump is looked up again in the
-/// engine, to say how its socket ended: the engine keeps a closed
-/// socket's record 5 s by default, and the close's event comes within a
-/// drain of the dump.
-pub const REFINE_NS: u64 = 5_000_000_000;
+/// engine, at each reconcile and each `/api/v1/leaks` answer, to say how
+/// its socket ended. The engine keeps a closed socket's record
+/// `--closed-retention` (5 s by default) after its close, which bounds it
+/// anyway; this bounds the work.
+pub const REFINE_NS: u64 = 60_000_000_000;
 
 /// How often the owners of raised flags are looked up again, at most, so
 /// that a process that exited or closed its fd is not named after it. A
@@ -390,6 +391,15 @@ impl Detector {
             .rev()
             .take_while(|h| h.cleared_at_ns.unwrap_or(0) + REFINE_NS >= now_ns);
         changed.chain(recent).for_each(refine);
+    }
+
+    /// [`Detector::say_how_gone`] from `engine`'s records.
+    pub fn say_how_gone_by(&mut self, changes: &mut [Change], now_ns: u64, engine: &Engine) {
+        self.say_how_gone(changes, now_ns, |cookie| {
+            engine
+                .get(cookie)
+                .map(|v| (v.is_live(), v.state(), v.closed_by()))
+        });
     }
 
     /// The flags raised now, to fill in what the detector does not know

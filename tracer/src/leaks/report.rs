@@ -113,7 +113,7 @@ pub struct Report {
     /// Network namespaces the agent cannot follow (no `CAP_SYS_ADMIN` to
     /// enter them, none of their processes readable, or past the cap):
     /// leaks there are in no flag. The note says why.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::leaks::report::none_unfollowed")]
     pub unfollowed_netns: usize,
     /// Distinct leak flags (risks excluded); `tracer leaks` exits 1 when > 0.
     pub leak_count: usize,
@@ -507,6 +507,7 @@ pub fn snapshot_report_with(
     report
 }
 
-fn is_zero(n: &usize) -> bool {
+/// An agent that follows every namespace leaves `unfollowed_netns` out.
+fn none_unfollowed(n: &usize) -> bool {
     *n == 0
 }

@@ -136,6 +136,9 @@ struct Tracking {
     synacks_at_walk: u64,
     /// The sentences about unreachable namespaces already said.
     warned: tally::Warned,
+    /// When a dump first found the one namespace `--netns` chose gone
+    /// (see `Pipeline::on_dump`).
+    scope_gone_at: Option<u64>,
 }
 
 /// How often [`Pipeline::adopt`] moves events out of the lanes while its
@@ -186,6 +189,7 @@ impl<D: Observer> Pipeline<D> {
                     recheck: false,
                     synacks_at_walk: 0,
                     warned: tally::Warned::default(),
+                    scope_gone_at: None,
                 })
             }
         };

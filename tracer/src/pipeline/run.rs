@@ -49,6 +49,10 @@ async fn next_step(tracking: Option<&mut Tracking>) -> Step {
     }
 }
 
+/// How long the one namespace followed stays gone before tracer ends
+/// ([`Pipeline::on_dump`]).
+const SCOPE_GONE_FOR_NS: u64 = 3_000_000_000;
+
 impl<D: Observer> Pipeline<D> {
     /// Run until `stop` completes, the sink says stop, or reading fails.
     /// SIGHUP does not stop it: settings are read only at start, so each
@@ -186,11 +190,27 @@ impl<D: Observer> Pipeline<D> {
     /// tallies. Fails once the one namespace followed (`--netns` naming
     /// another than tracer's own) is gone: nothing is left to follow, and
     /// a supervisor that restarts tracer can point it at the namespace
-    /// that replaced it (a restarted container's).
+    /// that replaced it (a restarted container's). Gone means a dump found
+    /// it gone and every dump for [`SCOPE_GONE_FOR_NS`] after did not find
+    /// it again: a look at `/proc` that missed it once (a process exiting
+    /// as it was read) is not the end. Without `CAP_SYS_PTRACE` another
+    /// user's processes may be unreadable for good, so a namespace only
+    /// they hold would look gone: tracer then goes on.
     fn on_dump<S: Sink<Derived = D>>(&mut self, dump: Dump, sink: &mut S) -> anyhow::Result<()> {
-        let lost = match self.scope {
-            NetnsScope::One { inode, own: false } if inode != 0 && dump.gone.contains(&inode) => {
-                Some(inode)
+        let lost = match (self.scope, self.tracking.as_mut()) {
+            (NetnsScope::One { inode, own: false }, Some(t)) if inode != 0 => {
+                if dump.gone.contains(&inode) {
+                    t.scope_gone_at.get_or_insert(dump.start_ns);
+                } else if dump.census.known.contains(&inode) {
+                    t.scope_gone_at = None;
+                }
+                t.scope_gone_at
+                    .filter(|&at| dump.start_ns.saturating_sub(at) >= SCOPE_GONE_FOR_NS)
+                    .filter(|_| {
+                        use crate::bpf::preflight::{CAP_SYS_PTRACE, has_effective};
+                        has_effective(CAP_SYS_PTRACE)
+                    })
+                    .map(|_| inode)
             }
             _ => None,
         };

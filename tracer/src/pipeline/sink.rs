@@ -56,6 +56,9 @@ pub struct NetnsTally {
     /// Namespaces seen only in events: no process or mount tracer may
     /// read names them (no `CAP_SYS_PTRACE`, or another pid namespace).
     pub unnamed: usize,
+    /// Of those, the ones with events since the dump began: alive still,
+    /// not a build's namespace that lived a moment.
+    pub unnamed_alive: usize,
     /// Namespaces found beyond the cap.
     pub over_cap: usize,
     /// Namespaces followed that share the host's TCP hash table (a dump of
@@ -75,7 +78,7 @@ impl NetnsTally {
         let why: Vec<String> = [
             (self.refused, "cannot be entered without CAP_SYS_ADMIN"),
             (
-                self.unnamed,
+                self.unnamed_alive,
                 "seen only in events, held by no process tracer may read (CAP_SYS_PTRACE)",
             ),
             (self.over_cap, "beyond the cap on namespaces"),
@@ -84,7 +87,7 @@ impl NetnsTally {
         .filter(|&(n, _)| n > 0)
         .map(|(n, why)| format!("{n} {why}"))
         .collect();
-        let n = self.refused + self.unnamed + self.over_cap;
+        let n = self.refused + self.unnamed_alive + self.over_cap;
         (n > 0).then(|| {
             (
                 n,
@@ -163,8 +166,10 @@ mod tests {
     #[test]
     fn namespaces_not_followed_are_one_sentence_for_the_report() {
         assert_eq!(NetnsTally::default().not_followed(), None);
+        // Four seen in events, all gone since: a build's, not a gap.
         let t = NetnsTally {
             refused: 2,
+            unnamed: 4,
             over_cap: 1,
             ..NetnsTally::default()
         };

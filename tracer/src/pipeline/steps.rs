@@ -363,11 +363,7 @@ pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
         |cookie, st| engine.state_since(cookie, st),
         owners,
     );
-    detector.say_how_gone(&mut changes, dump.start_ns, |cookie| {
-        engine
-            .get(cookie)
-            .map(|v| (v.is_live(), v.state(), v.closed_by()))
-    });
+    detector.say_how_gone_by(&mut changes, dump.start_ns, engine);
     // Flags keep the container they were raised in, even once it is gone.
     let changed = changes.iter_mut().map(|c| match c {
         Change::Raised(f) | Change::Cleared(f) => f,

@@ -207,12 +207,13 @@ pub(super) fn tally_netns<S: Sink>(
 ) {
     let c = &dump.census;
     let unnamed = unnamed(event_netns, &c.known, dump.start_ns);
-    t.warned
-        .say(c, &alive(&unnamed, event_netns, dump.start_ns));
+    let living = alive(&unnamed, event_netns, dump.start_ns);
+    t.warned.say(c, &living);
     sink.netns(&NetnsTally {
         tracked: c.tracked,
         refused: c.refused.len(),
         unnamed: unnamed.len(),
+        unnamed_alive: living.len(),
         over_cap: c.over_cap,
         sharing_host_table: c.sharing_host_table,
         ended,

@@ -132,14 +132,7 @@ fn where_busy(r: &Report, out: &mut dyn Write) -> io::Result<()> {
         .iter()
         .filter(|ns| ns.without_reuseaddr.outcome != "free")
         .collect();
-    let mut named: Vec<String> = busy
-        .iter()
-        .take(NAMED_BUSY)
-        .map(|ns| match &ns.name {
-            Some(n) => format!("netns {} ({n})", ns.netns),
-            None => format!("netns {}", ns.netns),
-        })
-        .collect();
+    let mut named: Vec<String> = busy.iter().take(NAMED_BUSY).map(|ns| label(ns)).collect();
     if busy.len() > NAMED_BUSY {
         named.push(format!("{} more", busy.len() - NAMED_BUSY));
     }
@@ -165,12 +158,17 @@ fn where_busy(r: &Report, out: &mut dyn Write) -> io::Result<()> {
     )
 }
 
+/// `netns N (name)`.
+fn label(ns: &Namespace) -> String {
+    match &ns.name {
+        Some(n) => format!("netns {} ({n})", ns.netns),
+        None => format!("netns {}", ns.netns),
+    }
+}
+
 /// `netns N (name), container C`.
 fn title(ns: &Namespace) -> String {
-    let mut title = format!("netns {}", ns.netns);
-    if let Some(n) = &ns.name {
-        title.push_str(&format!(" ({n})"));
-    }
+    let mut title = label(ns);
     if let Some(c) = &ns.container {
         title.push_str(&format!(", container {}", c.short()));
     }

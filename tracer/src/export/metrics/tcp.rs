@@ -272,14 +272,9 @@ impl Tcp {
             most.select_nth_unstable_by(TIME_WAIT_PORTS - 1, |a, b| b.cmp(a));
             most.truncate(TIME_WAIT_PORTS);
         }
-        let now: HashSet<u16> = most.iter().map(|&(_, p)| p).collect();
-        for gone in shown.iter().filter(|p| !now.contains(p)) {
-            self.time_wait_by_port
-                .remove(&series(Port::Listening(*gone)));
-        }
-        shown.clear();
+        let before = std::mem::take(shown);
         let mut listed = 0u64;
-        for (n, p) in most {
+        for &(n, p) in &most {
             listed += n;
             self.time_wait_by_port
                 .get_or_create(&series(Port::Listening(p)))
@@ -289,6 +284,11 @@ impl Tcp {
         self.time_wait_by_port
             .get_or_create(&series(Port::Other))
             .set(total.saturating_sub(listed) as i64);
+        let now: HashSet<u16> = shown.iter().copied().collect();
+        for gone in before.into_iter().filter(|p| !now.contains(p)) {
+            self.time_wait_by_port
+                .remove(&series(Port::Listening(gone)));
+        }
     }
 }
 

@@ -101,7 +101,7 @@ pub fn time_wait_rows(sockets: &[TwSocket]) -> (Vec<Row>, Vec<Row>) {
     for s in sockets {
         *ports.entry(s.sport).or_default() += 1;
         *remotes
-            .entry(SocketAddr::new(s.daddr, s.dport))
+            .entry(compact(SocketAddr::new(s.daddr, s.dport)))
             .or_default() += 1;
     }
     let mut ports: Vec<_> = ports.into_iter().collect();

@@ -104,6 +104,7 @@ pub(super) fn drive(m: &Metrics) {
         tracked: 2,
         refused: 1,
         unnamed: 2,
+        unnamed_alive: 1,
         over_cap: 3,
         sharing_host_table: 2,
         ended: 0,
