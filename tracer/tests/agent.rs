@@ -589,33 +589,18 @@ fn sigterm_during_start_exits_0() {
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn a_closed_stderr_does_not_stop_the_agent() {
     let _ns = Netns::enter("deaflog");
-    let addr = common::free_addr();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tracer"))
-        .args(["--log-level", "debug", "run", "--netns", "host"])
-        .args([
-            "--listen",
-            &addr.to_string(),
-            "--reconcile-interval",
-            "100ms",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn tracer");
+    let (mut child, addr) = Agent::spawn(
+        &[],
+        &["--log-level", "debug", "--reconcile-interval", "100ms"],
+        std::process::Stdio::piped(),
+    );
     // Read the first line, then hang up: every later line fails with EPIPE.
     let mut first = String::new();
     let mut err = std::io::BufReader::new(child.stderr.take().expect("stderr"));
     std::io::BufRead::read_line(&mut err, &mut first).expect("a first log line");
     drop(err);
-    let healthy = || {
-        common::http_get_with(addr, "/healthz", &[], Duration::from_millis(500))
-            .is_some_and(|r| r.code == 200)
-    };
-    let up = wait_until(common::STARTUP, || {
-        !matches!(child.try_wait(), Ok(None)) || healthy()
-    });
     assert!(
-        up && matches!(child.try_wait(), Ok(None)),
+        common::wait_healthy(&mut child, addr, common::STARTUP),
         "the agent did not become healthy with its stderr closed: {:?} (first line: {first})",
         child.try_wait()
     );
@@ -626,7 +611,7 @@ fn a_closed_stderr_does_not_stop_the_agent() {
         "the agent exited when its stderr closed: {:?}",
         child.try_wait()
     );
-    assert!(healthy(), "the agent stopped answering");
+    assert!(common::answers_healthz(addr), "the agent stopped answering");
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().expect("wait");
@@ -653,29 +638,21 @@ fn an_agent_whose_namespace_is_gone_says_so_and_exits() {
             != ns_of("thread-self")),
         "unshare never entered a namespace of its own"
     );
-    let addr = common::free_addr();
-    let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_tracer"))
-        .args(["run", "--netns", &format!("pid:{pid}")])
-        .args(["--listen", &addr.to_string()])
-        .args([
+    let netns = format!("pid:{pid}");
+    let (mut agent, addr) = Agent::spawn(
+        &[],
+        &[
+            "--netns",
+            &netns,
             "--reconcile-interval",
             "100ms",
             "--time-wait-interval",
             "1s",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn tracer");
-    let healthy = || {
-        common::http_get_with(addr, "/healthz", &[], Duration::from_millis(500))
-            .is_some_and(|r| r.code == 200)
-    };
-    let up = wait_until(common::STARTUP, || {
-        !matches!(agent.try_wait(), Ok(None)) || healthy()
-    });
+        ],
+        std::process::Stdio::piped(),
+    );
     assert!(
-        up && matches!(agent.try_wait(), Ok(None)),
+        common::wait_healthy(&mut agent, addr, common::STARTUP),
         "the agent did not start"
     );
     let _ = holder.kill();
@@ -696,7 +673,7 @@ fn an_agent_whose_namespace_is_gone_says_so_and_exits() {
         .read_to_string(&mut err);
     assert!(
         ended,
-        "the agent still ran 10 s after its namespace was gone: {err}"
+        "the agent still ran 20 s after its namespace was gone: {err}"
     );
     assert_eq!(status.code(), Some(2), "{err}");
     let last = err.lines().last().unwrap_or_default();

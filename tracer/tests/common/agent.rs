@@ -32,8 +32,9 @@ impl Agent {
     }
 
     /// Spawn `WRAPPER tracer run --listen 127.0.0.1:<free> [--netns host]
-    /// ARGS` with stdout discarded and stderr to `stderr`.
-    fn spawn(wrapper: &[&str], args: &[&str], stderr: Stdio) -> (Child, SocketAddr) {
+    /// ARGS` with stdout discarded and stderr to `stderr`, without waiting
+    /// for it ([`wait_healthy`]).
+    pub fn spawn(wrapper: &[&str], args: &[&str], stderr: Stdio) -> (Child, SocketAddr) {
         require_root();
         let addr = free_addr();
         let bin = env!("CARGO_BIN_EXE_tracer");
@@ -57,19 +58,8 @@ impl Agent {
         (child, addr)
     }
 
-    /// Wait until it runs and answers /healthz, at most `timeout`. Each try
-    /// gives up after half a second: the agent binds its port before it
-    /// loads its programs, so a try that waited longer would sit in the
-    /// listen backlog as an idle connection, which the agent itself then
-    /// sees and, with a short `--idle-threshold`, flags (a start takes 10 s
-    /// and more in the vmtest VMs).
     fn wait_healthy(&mut self, timeout: Duration) -> bool {
-        let addr = self.addr;
-        wait_until(timeout, || {
-            matches!(self.child.try_wait(), Ok(None))
-                && super::http_get_with(addr, "/healthz", &[], Duration::from_millis(500))
-                    .is_some_and(|r| r.code == 200)
-        })
+        wait_healthy(&mut self.child, self.addr, timeout)
     }
 
     /// [`Agent::start`] following every namespace, flagging CLOSE_WAIT
@@ -122,6 +112,28 @@ impl Agent {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         self.child.wait().expect("wait for tracer run")
     }
+}
+
+/// Wait until the agent `child` runs and answers /healthz on `addr`, at
+/// most `timeout`; false at once if it exits. Each try gives up after half
+/// a second: the agent binds its port before it loads its programs, so a
+/// try that waited longer would sit in the listen backlog as an idle
+/// connection, which the agent itself then sees and, with a short
+/// `--idle-threshold`, flags (a start takes 10 s and more in the vmtest
+/// VMs).
+pub fn wait_healthy(child: &mut Child, addr: SocketAddr, timeout: Duration) -> bool {
+    let mut healthy = false;
+    wait_until(timeout, || {
+        healthy = answers_healthz(addr);
+        healthy || !matches!(child.try_wait(), Ok(None))
+    });
+    healthy && matches!(child.try_wait(), Ok(None))
+}
+
+/// One try of /healthz on `addr`, half a second at most: 200 or not.
+pub fn answers_healthz(addr: SocketAddr) -> bool {
+    super::http_get_with(addr, "/healthz", &[], Duration::from_millis(500))
+        .is_some_and(|r| r.code == 200)
 }
 
 impl Drop for Agent {

@@ -26,7 +26,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use agent::Agent;
+pub use agent::{Agent, answers_healthz, wait_healthy};
 pub use events::{Events, Output};
 pub use leaky::{
     LeakyServer, NotAccepting, all_flags, tracer_leaks, tracer_leaks_json, wait_close_wait,
