@@ -82,7 +82,7 @@ fn replay(scenario: &str) -> Vec<(&'static str, String)> {
         cap_binding: AtomicBool::new(false),
         drain: Arc::default(),
         forecasts: Default::default(),
-        not_followed: Default::default(),
+        netns: Default::default(),
     });
     let mut sink = shared.sink();
     replay

@@ -189,16 +189,15 @@ impl Api for AgentApi {
             engine, detector, ..
         } = &mut *core;
         detector.say_how_gone_by(&mut [], now, engine);
-        let mut report = core.detector.report(now);
+        let mut report = detector.report(now);
         report.attribute(&core.containers);
         drop(core);
         report.followed_netns = self.0.followed_netns;
         report.agent_netns = self.agent_netns();
-        if let Ok(nf) = self.0.not_followed.lock()
-            && let Some((n, said)) = nf.as_ref()
-        {
-            report.unfollowed_netns = *n;
-            report.add_note(said.clone());
+        let netns = self.0.netns.lock().map(|t| *t).unwrap_or_default();
+        if let Some((n, said)) = netns.not_followed() {
+            report.unfollowed_netns = n;
+            report.add_note(said);
         }
         if let Ok(f) = self.0.forecasts.lock() {
             report.forecasts = f.clone();

@@ -100,7 +100,7 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
         last_reconcile_ns: AtomicU64::new(0),
         cap_binding: AtomicBool::new(false),
         forecasts: Default::default(),
-        not_followed: Default::default(),
+        netns: Default::default(),
     });
     if let Some(warning) = nofile::raise_and_check(settings.max_http_connections) {
         tracing::warn!("{warning}");

@@ -219,8 +219,8 @@ impl Sink for AgentSink {
 
     fn netns(&mut self, t: &NetnsTally) {
         self.shared.metrics.netns.publish(t);
-        if let Ok(mut said) = self.shared.not_followed.lock() {
-            *said = t.not_followed();
+        if let Ok(mut last) = self.shared.netns.lock() {
+            *last = *t;
         }
     }
 

@@ -63,10 +63,10 @@ pub struct Shared {
     pub drain: Arc<crate::ingest::Drain>,
     /// The forecasts of the last reconcile, for `/api/v1/leaks`.
     pub forecasts: std::sync::Mutex<crate::forecast::Forecasts>,
-    /// The namespaces the last dump could not follow, and why
-    /// ([`NetnsTally::not_followed`](crate::pipeline::NetnsTally::not_followed)),
-    /// for `/api/v1/leaks`.
-    pub not_followed: std::sync::Mutex<Option<(usize, String)>>,
+    /// The namespaces after the last dump: which could not be followed,
+    /// and why, for `/api/v1/leaks`
+    /// ([`NetnsTally::not_followed`](crate::pipeline::NetnsTally::not_followed)).
+    pub netns: std::sync::Mutex<crate::pipeline::NetnsTally>,
 }
 
 impl Shared {

@@ -111,6 +111,13 @@ fn untracked_state(d: &SocketSnapshot) -> bool {
     !d.timewait && matches!(d.state, Close | NewSynRecv | BoundInactive)
 }
 
+/// The latest a socket the dump `d` lists at `now_ns` can have entered its
+/// state: now, or for CLOSE_WAIT the peer's last ACK, which its FIN came
+/// with or before.
+fn entered_by(d: &SocketSnapshot, now_ns: u64) -> u64 {
+    now_ns.saturating_sub(d.close_wait_at_least_ns().unwrap_or(0))
+}
+
 /// When a timewait socket with `expires_ms` left entered TIME_WAIT.
 fn time_wait_entry(now_ns: u64, expires_ms: u32) -> u64 {
     let left = u64::from(expires_ms)
@@ -179,10 +186,7 @@ fn adopted(d: &SocketSnapshot, now_ns: u64) -> Option<Record> {
         r.since_ns = time_wait_entry(now_ns, d.expires_ms);
         r.created_ns = r.since_ns;
     } else {
-        // In CLOSE_WAIT at least since the peer's FIN, which its last ACK
-        // came with or after.
-        let floor = d.close_wait_at_least_ns().unwrap_or(0);
-        r.since_ns = now_ns.saturating_sub(floor);
+        r.since_ns = entered_by(d, now_ns);
         r.created_ns = r.since_ns;
         r.set(flag::LOWER_BOUND, true);
     }
@@ -558,10 +562,8 @@ impl Engine {
                     r.since_ns = time_wait_entry(now_ns, d.expires_ms).max(since);
                     r.set(flag::LOWER_BOUND, false);
                 } else {
-                    // After its last known state began, and (CLOSE_WAIT) at
-                    // or before the peer's last ACK.
-                    let floor = d.close_wait_at_least_ns().unwrap_or(0);
-                    r.since_ns = now_ns.saturating_sub(floor).max(since);
+                    // After its last known state began.
+                    r.since_ns = entered_by(d, now_ns).max(since);
                     r.set(flag::LOWER_BOUND, true);
                 }
             });
