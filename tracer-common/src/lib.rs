@@ -153,7 +153,8 @@ pub struct LaneHead {
 /// (a softirq's event interrupting a syscall's) must not take the index the
 /// interrupted one is taking. On Linux 6.1 and later the kernel never runs
 /// a BTF tracepoint program inside itself on one CPU (it skips the run and
-/// counts a `recursion_miss`), so a lane that one program alone writes
+/// counts a `recursion_miss`; on x86-64: see `programs_never_nest` in the
+/// agent for arm64), so a lane that one program alone writes
 /// needs no atomic to take an index: a plain load and store do. That is the
 /// state program's lane there (`state_alone`). The other hooks may
 /// interrupt one another, and before 6.1 the state program may interrupt
@@ -167,7 +168,7 @@ pub struct LaneLayout {
     pub other_slots: u32,
     /// The element of `EVENTS` where the other hooks' lanes begin.
     pub other_base: u32,
-    /// 1 when the state program is alone on its lane (Linux 6.1+), 0 when
+    /// 1 when the state program is alone on its lane (Linux 6.1+ on x86-64), 0 when
     /// it takes indexes with a compare-and-swap.
     pub state_alone: u32,
 }

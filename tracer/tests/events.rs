@@ -218,7 +218,12 @@ fn hundreds_of_connections_none_missing_none_duplicated() {
         match p.first().map(String::as_str) {
             Some("close->syn_sent") => {
                 clients += 1;
-                assert_eq!(p.len(), 5, "client {cookie}: {p:?}");
+                assert_eq!(
+                    p.len(),
+                    5,
+                    "client {cookie}: {p:?}\n{}",
+                    out.explain(*cookie)
+                );
                 assert_eq!(p[4], "fin_wait2->close", "client {cookie}: {p:?}");
             }
             Some(first)
@@ -226,7 +231,12 @@ fn hundreds_of_connections_none_missing_none_duplicated() {
             {
                 servers += 1;
                 let steps = out.server_path(&["", "", "", "", ""]).len();
-                assert_eq!(p.len(), steps, "server {cookie}: {p:?}");
+                assert_eq!(
+                    p.len(),
+                    steps,
+                    "server {cookie}: {p:?}\n{}",
+                    out.explain(*cookie)
+                );
                 assert_eq!(p[steps - 1], "last_ack->close", "server {cookie}: {p:?}");
             }
             Some("close->listen") => assert_eq!(p, &["close->listen", "listen->close"]),

@@ -70,8 +70,14 @@ pub fn kernel_release() -> String {
 /// `bpf_prog_inc_misses_counter`), and no distribution ships 6.0. A
 /// release that cannot be read counts as older, which is always safe
 /// (`tracer_common::LaneLayout`).
+///
+/// x86-64 only: on arm64, a bpf-next series of December 2025 (after "bpf:
+/// move recursion detection logic to helpers") keeps one recursion count
+/// per context (task, softirq, hardirq, NMI), so there a run that a
+/// softirq interrupts may be followed by a run inside the interruption,
+/// and the two would take one slot.
 pub fn programs_never_nest() -> bool {
-    release_at_least(&kernel_release(), (6, 1))
+    cfg!(target_arch = "x86_64") && release_at_least(&kernel_release(), (6, 1))
 }
 
 /// Whether a `uname -r` release is at least `major.minor`.

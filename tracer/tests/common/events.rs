@@ -1,7 +1,7 @@
 //! A running `tracer events` process and what it printed.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     io::{BufRead, BufReader},
     process::{Child, ChildStdout, Command, Stdio},
     sync::mpsc,
@@ -279,6 +279,32 @@ impl Output {
         } else {
             full
         }
+    }
+
+    /// What a failed check about `cookie` needs to be understood: the
+    /// summary line, and every event of the socket or of its connection
+    /// (the same two ports either way round: its peer, or itself filed
+    /// under another cookie or none).
+    #[allow(dead_code)]
+    pub fn explain(&self, cookie: u64) -> String {
+        let pair = |e: &Value| {
+            let (a, b) = (e["sport"].as_u64()?, e["dport"].as_u64()?);
+            (a != 0 && b != 0).then_some((a.min(b), a.max(b)))
+        };
+        let pairs: BTreeSet<(u64, u64)> = self
+            .events
+            .iter()
+            .filter(|e| e["cookie"] == cookie)
+            .filter_map(pair)
+            .collect();
+        let mut lines = vec![self.summary().to_owned()];
+        lines.extend(
+            self.events
+                .iter()
+                .filter(|e| e["cookie"] == cookie || pair(e).is_some_and(|p| pairs.contains(&p)))
+                .map(ToString::to_string),
+        );
+        lines.join("\n")
     }
 
     /// Events of `kind`.
