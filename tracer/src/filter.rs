@@ -11,8 +11,9 @@ use clap::Args;
 
 use crate::{
     config,
-    event::SockEvent,
+    event::{Kind, SockEvent},
     leaks::{Flag, Report},
+    snapshot::{OwnerScan, SocketSnapshot},
     tcp::{Family, TcpState},
 };
 
@@ -190,11 +191,16 @@ impl Match {
 /// so once on stderr), so memory stays bounded on any host.
 pub const MAX_FOLLOWED: usize = 1 << 20;
 
-/// The sockets whose owner matched a pid or comm filter, learnt from the
-/// events that name an owner and forgotten at `close`.
+/// The sockets whose owner matched a pid or comm filter: learnt from the
+/// events that name an owner, from the listeners of matching processes
+/// (a socket accepted there is theirs from its first event, which runs in
+/// softirq and names no one), and from what matching processes held when
+/// the command started ([`Owners::seed`]); forgotten at `close`.
 #[derive(Debug, Default)]
 pub struct Owners {
     cookies: HashSet<u64>,
+    /// The listening ports of matching processes, by (namespace, port).
+    listeners: HashSet<(u32, u16)>,
     /// Times the set was full and started over.
     pub restarts: u64,
 }
@@ -211,22 +217,72 @@ impl Owners {
         } else {
             if ev.pid != 0 {
                 if m.owner(ev.pid, ev.comm_str()) {
-                    if self.cookies.len() >= MAX_FOLLOWED {
-                        self.cookies.clear();
-                        self.restarts += 1;
-                    }
-                    self.cookies.insert(ev.cookie);
+                    self.follow(ev.cookie);
                 } else {
                     self.cookies.remove(&ev.cookie);
                 }
+            } else if self.accepted_by_one(ev) {
+                self.follow(ev.cookie);
             }
             let own = self.cookies.contains(&ev.cookie);
+            let moved = |from, to| {
+                ev.kind == Kind::State && ev.old_state == from && ev.new_state == Some(to)
+            };
+            if own && moved(Some(TcpState::Close), TcpState::Listen) {
+                self.listeners.insert((ev.netns, ev.sport));
+            }
             if own && ev.new_state == Some(TcpState::Close) {
                 self.cookies.remove(&ev.cookie);
+                if moved(Some(TcpState::Listen), TcpState::Close) {
+                    self.listeners.remove(&(ev.netns, ev.sport));
+                }
             }
             own
         };
         own && m.socket(ev.family, ev.sport, ev.dport, state)
+    }
+
+    /// Follow the sockets `sockets` lists that a process matching `m`
+    /// holds (`scan`: their holders), and the ports of the listeners among
+    /// them. Returns how many sockets it follows.
+    pub fn seed(&mut self, m: &Match, sockets: &[SocketSnapshot], scan: &OwnerScan) -> usize {
+        let before = self.cookies.len();
+        for s in sockets {
+            let held = scan
+                .owners
+                .get(&s.inode)
+                .is_some_and(|o| o.iter().any(|o| m.owner(o.pid, &o.comm)));
+            if s.inode != 0 && held {
+                self.follow(s.cookie);
+                if s.state == TcpState::Listen {
+                    self.listeners.insert((s.netns, s.sport));
+                }
+            }
+        }
+        self.cookies.len() - before
+    }
+
+    /// A socket's first moves out of a followed listener's queue: the
+    /// kernel announces them from softirq, with no task, on the listener's
+    /// port (`listen -> syn_recv` from Linux 6.15 on, `syn_recv ->
+    /// established` on every kernel). Whoever accepts from the listener
+    /// holds the socket next; it is taken for the listener's process.
+    fn accepted_by_one(&self, ev: &SockEvent) -> bool {
+        ev.kind == Kind::State
+            && matches!(
+                (ev.old_state, ev.new_state),
+                (Some(TcpState::Listen), Some(TcpState::SynRecv))
+                    | (Some(TcpState::SynRecv), Some(TcpState::Established))
+            )
+            && self.listeners.contains(&(ev.netns, ev.sport))
+    }
+
+    fn follow(&mut self, cookie: u64) {
+        if self.cookies.len() >= MAX_FOLLOWED {
+            self.cookies.clear();
+            self.restarts += 1;
+        }
+        self.cookies.insert(cookie);
     }
 }
 
@@ -235,7 +291,6 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::event::Kind;
 
     #[derive(Parser)]
     struct Cli {
@@ -335,6 +390,90 @@ mod tests {
         let m = flags(&["-p", "99", "-s", "established"]);
         assert!(!o.keep(&m, &ev(10, 99, "curl", TcpState::Close, TcpState::SynSent)));
         assert!(o.keep(&m, &ev(10, 0, "", TcpState::SynSent, TcpState::Established)));
+    }
+
+    /// An event of `ev`'s on local port `port`.
+    fn on(port: u16, mut e: SockEvent) -> SockEvent {
+        e.sport = port;
+        e
+    }
+
+    #[test]
+    fn sockets_accepted_on_a_matching_listener_are_followed_from_their_first_event() {
+        use TcpState::*;
+        let m = flags(&["-c", "nginx", "-s", "close-wait"]);
+        let mut o = Owners::default();
+        // listen() names nginx; the state filter hides the move itself.
+        assert!(!o.keep(&m, &on(80, ev(1, 5, "nginx", Close, Listen))));
+        // From Linux 6.15 the accept's first move carries the new cookie.
+        assert!(!o.keep(&m, &on(80, ev(2, 0, "", Listen, SynRecv))));
+        assert!(o.keep(&m, &on(80, ev(2, 0, "", Established, CloseWait))));
+        // Before, it is unnamed, and the next move names it.
+        assert!(!o.keep(&m, &on(80, ev(0, 0, "", Listen, SynRecv))));
+        assert!(!o.keep(&m, &on(80, ev(3, 0, "", SynRecv, Established))));
+        assert!(o.keep(&m, &on(80, ev(3, 0, "", Established, CloseWait))));
+        // Another port, or the same port in another namespace: not nginx's.
+        assert!(!o.keep(&m, &on(81, ev(4, 0, "", SynRecv, Established))));
+        assert!(!o.keep(&m, &on(81, ev(4, 0, "", Established, CloseWait))));
+        let mut elsewhere = on(80, ev(5, 0, "", SynRecv, Established));
+        elsewhere.netns = 2;
+        assert!(!o.keep(&m, &elsewhere));
+        // Once the listener closes, its port is no longer nginx's.
+        assert!(!o.keep(&m, &on(80, ev(1, 5, "nginx", Listen, Close))));
+        assert!(!o.keep(&m, &on(80, ev(6, 0, "", SynRecv, Established))));
+        assert!(!o.keep(&m, &on(80, ev(6, 0, "", Established, CloseWait))));
+    }
+
+    #[test]
+    fn what_matching_processes_held_at_start_is_followed() {
+        use crate::testkit::{SnapshotBuilder, snapshot};
+        let held = |pid: u32, comm: &str| crate::snapshot::FdOwner {
+            pid,
+            comm: comm.to_owned(),
+            cmdline: String::new(),
+            fd: 3,
+            cgroup: String::new(),
+            container_id: None,
+        };
+        let sockets = [
+            snapshot(1, TcpState::Listen).netns(1),
+            snapshot(2, TcpState::Established).netns(1),
+            snapshot(3, TcpState::Established).netns(1),
+            // A timewait socket has no inode, and no owner.
+            snapshot(4, TcpState::TimeWait).timewait(1000).netns(1),
+        ];
+        let mut scan = OwnerScan::default();
+        scan.owners.insert(1001, vec![held(5, "nginx")]);
+        scan.owners
+            .insert(1002, vec![held(6, "curl"), held(5, "nginx")]);
+        scan.owners.insert(1003, vec![held(6, "curl")]);
+        let m = flags(&["-c", "nginx"]);
+        let mut o = Owners::default();
+        assert_eq!(o.seed(&m, &sockets, &scan), 2);
+        let port = |c| crate::testkit::local_port(c);
+        // A socket held by nginx (with curl too) moves in softirq: kept.
+        assert!(o.keep(
+            &m,
+            &on(
+                port(2),
+                ev(2, 0, "", TcpState::Established, TcpState::CloseWait)
+            )
+        ));
+        assert!(!o.keep(
+            &m,
+            &on(
+                port(3),
+                ev(3, 0, "", TcpState::Established, TcpState::CloseWait)
+            )
+        ));
+        // The listener's accepted sockets are nginx's.
+        assert!(o.keep(
+            &m,
+            &on(
+                port(1),
+                ev(9, 0, "", TcpState::SynRecv, TcpState::Established)
+            )
+        ));
     }
 
     #[test]

@@ -15,7 +15,10 @@ use std::{
     time::Duration,
 };
 
-use common::{Events, NamedNetns, Netns, NetnsPair, ss_cookies, ss_time_wait, wait_until};
+use common::{
+    Events, LeakyServer, NamedNetns, Netns, NetnsPair, ss_cookies, ss_time_wait, wait_close_wait,
+    wait_until,
+};
 use socket2::{Domain, Socket, Type};
 
 /// A bound, not yet listening, socket on an ephemeral port of `ip`; the
@@ -446,6 +449,51 @@ fn comm_filter_follows_the_socket_from_connect_to_close() {
     // too: both are python's all the same.
     assert_eq!(states, ["established", "close"], "{mine:#?}");
     assert!(mine.iter().all(|e| e["sport"] == py_port), "{mine:#?}");
+}
+
+/// `-c` keeps the sockets a server accepts, and those it held before the
+/// command started: their moves into CLOSE_WAIT run in softirq and name no
+/// process, so they are known by the server's listener and by what it held
+/// at start. The test's own CLOSE_WAIT, on a listener of its own, is left
+/// out.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn comm_filter_keeps_a_servers_accepted_and_older_sockets() {
+    let _ns = Netns::enter("commacc");
+    let mut server = LeakyServer::start(None);
+    let older = server.connect();
+    let tracer = Events::start(&["-c", "python3", "-s", "close-wait"]);
+    let newer = server.connect();
+    let (sock, port) = bound("127.0.0.1".parse().unwrap());
+    sock.listen(16).expect("listen");
+    let listener: TcpListener = sock.into();
+    let mine = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let (_held, _) = listener.accept().expect("accept");
+    let ports = [
+        older.local_addr().unwrap().port(),
+        newer.local_addr().unwrap().port(),
+    ];
+    drop((older, newer, mine));
+    wait_close_wait(server.port, 2);
+    wait_close_wait(port, 1);
+    let out = tracer.stop();
+    let mut got: Vec<(u64, u64)> = out
+        .of_kind("state")
+        .iter()
+        .map(|e| {
+            (
+                e["sport"].as_u64().unwrap_or(0),
+                e["dport"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    got.sort_unstable();
+    let mut want: Vec<(u64, u64)> = ports
+        .iter()
+        .map(|&p| (u64::from(server.port), u64::from(p)))
+        .collect();
+    want.sort_unstable();
+    assert_eq!(got, want, "{:#?}", out.events);
 }
 
 /// Two tracers at once (an agent and `tracer events` beside it): the one

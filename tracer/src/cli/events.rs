@@ -152,7 +152,8 @@ give --state close for those closes, or see TIME_WAIT sockets with tracer top or
 pub struct EventsArgs {
     /// Which sockets: pid, comm, state (the event's new state), ports,
     /// family. The pid and comm filters follow a socket from the syscall
-    /// that names its owner (connect, listen, close) to its close.
+    /// that names its owner (connect, listen, close) to its close, and
+    /// what matching processes hold at start or accept on their listeners.
     #[command(flatten)]
     pub matching: Match,
     /// Only events of this kind (repeatable): state, retransmit,
@@ -230,6 +231,28 @@ impl Filter {
             && self.owners.keep(&self.matching, ev)
     }
 
+    /// With a pid or comm filter: follow the sockets matching processes
+    /// hold now in `scope`, and those they will accept on their listeners
+    /// (see [`Owners`]). Without, a server's connections would show only
+    /// from their close, and one opened before the command not at all.
+    fn seed(&mut self, scope: NetnsScope) {
+        if !self.matching.by_owner() {
+            return;
+        }
+        match pipeline::snapshot(scope) {
+            Ok((sockets, _)) => {
+                let inodes = sockets.iter().map(|s| s.inode).filter(|&i| i != 0);
+                let scan = crate::diag::owners_of(&inodes.collect());
+                let n = self.owners.seed(&self.matching, &sockets, &scan);
+                tracing::debug!("following {n} sockets the matching processes hold");
+            }
+            Err(e) => tracing::warn!(
+                "the sockets the matching processes hold now could not be listed ({e:#}): only \
+                 those they open or accept from now on are shown"
+            ),
+        }
+    }
+
     /// True when a leak flag change passes.
     pub fn keep_leak(&self, c: &Change) -> bool {
         let want = match c {
@@ -278,9 +301,11 @@ pub fn run(args: EventsArgs) -> anyhow::Result<i32> {
 async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
     // Before anything slow: a signal during start stops it cleanly once up.
     let signal = pipeline::stop_signal()?;
-    let filter = Filter::new(args.matching.clone(), args.kinds.clone());
+    let mut filter = Filter::new(args.matching.clone(), args.kinds.clone());
     let leaks = !(args.no_leaks || filter.excludes_leaks());
     let mut pipeline = Pipeline::new(pipeline_config(&args, leaks)?, ())?;
+    // The programs are attached: a socket made from here on is seen born.
+    filter.seed(pipeline.scope());
     if let Some(warning) = crate::diag::naming_warning().filter(|_| leaks) {
         tracing::warn!("{warning}");
     }

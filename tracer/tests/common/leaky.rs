@@ -100,12 +100,26 @@ impl LeakyServer {
             .map(|_| TcpStream::connect(("127.0.0.1", self.port)).expect("connect"))
             .collect();
         for _ in 0..n {
-            let l = self.line();
-            let (fd, peer) = l.split_once(' ').expect("fd peer");
-            self.fds
-                .insert(fd.parse().expect("fd"), peer.parse().expect("peer port"));
+            self.accepted();
         }
         drop(clients);
+    }
+
+    /// Connect one client and wait until the server holds it: closing the
+    /// client leaves the server's socket in CLOSE_WAIT.
+    #[allow(dead_code)]
+    pub fn connect(&mut self) -> TcpStream {
+        let client = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        self.accepted();
+        client
+    }
+
+    /// Wait for the server's next accept, and note it in `fds`.
+    fn accepted(&mut self) {
+        let l = self.line();
+        let (fd, peer) = l.split_once(' ').expect("fd peer");
+        self.fds
+            .insert(fd.parse().expect("fd"), peer.parse().expect("peer port"));
     }
 
     /// The server's pid.
