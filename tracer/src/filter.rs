@@ -100,6 +100,16 @@ impl Match {
             .collect()
     }
 
+    /// "no process 1, 2 runs on this host now", for the `--pid`s that
+    /// name no process ([`Match::absent_pids`]); `None` when each does.
+    pub fn absent_pids_said(&self) -> Option<String> {
+        let absent = self.absent_pids();
+        (!absent.is_empty()).then(|| {
+            let list: Vec<String> = absent.iter().map(u32::to_string).collect();
+            format!("no process {} runs on this host now", list.join(", "))
+        })
+    }
+
     /// The pid and comm filters, on one owner.
     pub fn owner(&self, pid: u32, comm: &str) -> bool {
         any_or_all(&self.pids, &pid)

@@ -282,13 +282,10 @@ pub fn run(args: EventsArgs) -> anyhow::Result<i32> {
         }
         tracing::warn!("{NO_TIME_WAIT_EVENT}");
     }
-    let absent = args.matching.absent_pids();
-    if !absent.is_empty() {
-        let list: Vec<String> = absent.iter().map(u32::to_string).collect();
+    if let Some(said) = args.matching.absent_pids_said() {
         tracing::warn!(
-            "no process {} runs on this host now: --pid names the host's pids, as ps on the \
-             host shows them, and its events come only once such a process runs",
-            list.join(", ")
+            "{said}: --pid names the host's pids, as ps on the host shows them, and its events \
+             come only once such a process runs"
         );
     }
     let rt = tokio::runtime::Builder::new_current_thread()

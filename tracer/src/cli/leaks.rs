@@ -113,7 +113,7 @@ pub fn run_to(args: &LeaksArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     // loopback too, but in another namespace unless both are hosts').
     let ours = report.agent_netns == Some(crate::diag::own_netns());
     if report.source == Source::Snapshot || (client::is_local(agent) && ours) {
-        say_absent_pids(&mut report, &args.matching.absent_pids());
+        say_absent_pids(&mut report, &args.matching);
     }
     say_thresholds_below_the_agents(&mut report, args);
     let written = if args.json {
@@ -261,23 +261,18 @@ fn say_thresholds_below_the_agents(report: &mut Report, args: &LeaksArgs) {
     }
 }
 
-/// Add to the note which `--pid`s no process of this host has: a typo,
-/// or a process gone, rather than one without leaks.
-fn say_absent_pids(report: &mut Report, absent: &[u32]) {
-    if absent.is_empty() {
+/// Add to the note which `--pid`s of `m` no process of this host has: a
+/// typo, or a process gone, rather than one without leaks.
+fn say_absent_pids(report: &mut Report, m: &Match) {
+    let Some(said) = m.absent_pids_said() else {
         return;
-    }
-    let list: Vec<String> = absent.iter().map(u32::to_string).collect();
-    let said = format!(
-        "no process {} runs on this host now{}",
-        list.join(", "),
-        if report.leak_count > 0 {
-            ""
-        } else {
-            " (a pid is the host's, as ps on the host shows it)"
-        }
-    );
-    report.add_note(said);
+    };
+    let tail = if report.leak_count > 0 {
+        ""
+    } else {
+        " (a pid is the host's, as ps on the host shows it)"
+    };
+    report.add_note(format!("{said}{tail}"));
 }
 
 #[cfg(test)]
@@ -358,7 +353,7 @@ mod tests {
             note: Some("no agent".into()),
             ..sample()
         };
-        say_absent_pids(&mut none, &m.absent_pids());
+        say_absent_pids(&mut none, &m);
         assert_eq!(
             none.note.as_deref(),
             Some(
@@ -368,7 +363,7 @@ mod tests {
         );
         let mut some = sample();
         let before = some.note.clone();
-        say_absent_pids(&mut some, &[]);
+        say_absent_pids(&mut some, &Match::default());
         assert_eq!(some.note, before, "every pid there: nothing to say");
     }
 
