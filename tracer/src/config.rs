@@ -18,7 +18,11 @@ pub use self::{
     file::{MAX_CONFIG_BYTES, Quantity},
     values::*,
 };
-use crate::{bpf::DEFAULT_RING_BYTES, leaks::Thresholds, pipeline::NetnsChoice};
+use crate::{
+    bpf::DEFAULT_RING_BYTES,
+    leaks::{PerKind, Thresholds},
+    pipeline::NetnsChoice,
+};
 
 /// The default listen address: loopback, on a port outside the 9100-9999
 /// range that Prometheus's port allocation list hands to other exporters.
@@ -104,6 +108,17 @@ impl Settings {
 }
 
 impl ThresholdFlags {
+    /// The thresholds given, each `None` when its flag was not.
+    pub fn given(&self) -> PerKind<Option<Duration>> {
+        PerKind {
+            close_wait: self.close_wait_threshold,
+            half_open: self.half_open_threshold,
+            idle: self.idle_threshold,
+            handshake: self.handshake_threshold,
+            fin_wait2: self.fin_wait2_threshold,
+        }
+    }
+
     /// The thresholds given, over the defaults of `tracer run`.
     pub fn thresholds(&self) -> Thresholds {
         let mut s = Settings::default();

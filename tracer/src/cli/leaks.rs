@@ -79,18 +79,6 @@ const EXAMPLES: &str = "Examples:
 
 Exit status: 0 no leaks, 1 leaks found or something run out now (descriptors, ports), 2 error.";
 
-impl LeaksArgs {
-    fn min_age(&self, kind: LeakKind) -> Option<Duration> {
-        match kind {
-            LeakKind::CloseWait => self.thresholds.close_wait_threshold,
-            LeakKind::HalfOpen => self.thresholds.half_open_threshold,
-            LeakKind::IdleNoKeepalive => self.thresholds.idle_threshold,
-            LeakKind::StuckHandshake => self.thresholds.handshake_threshold,
-            LeakKind::OrphanedFinWait2 => self.thresholds.fin_wait2_threshold,
-        }
-    }
-}
-
 /// Run `tracer leaks`, printing to stdout.
 pub fn run(args: LeaksArgs) -> anyhow::Result<i32> {
     let stdout = io::stdout();
@@ -190,7 +178,8 @@ fn snapshot_of(scope: NetnsScope, mut note: String) -> anyhow::Result<Report> {
 /// Drop flags younger than the `--*-threshold` flags ask for, flags of
 /// namespaces outside `scope`, and flags the filters leave out.
 fn filter(report: Report, args: &LeaksArgs, scope: NetnsScope) -> Report {
-    if LeakKind::ALL.iter().all(|&k| args.min_age(k).is_none())
+    let given = args.thresholds.given();
+    if LeakKind::ALL.iter().all(|&k| given.of(k).is_none())
         && scope.is_all()
         && args.matching.is_empty()
     {
@@ -199,7 +188,7 @@ fn filter(report: Report, args: &LeaksArgs, scope: NetnsScope) -> Report {
     // The namespaces and ages asked for first, then the other filters:
     // should a pid or comm filter keep none, say which processes leak.
     let mut report = Match::default().report_where(report, |f: &Flag| {
-        let old_enough = match (args.min_age(f.kind), f.age_seconds) {
+        let old_enough = match (given.of(f.kind), f.age_seconds) {
             (Some(min), Some(age)) => age >= min.as_secs_f64(),
             _ => true,
         };
@@ -246,7 +235,7 @@ fn say_thresholds_below_the_agents(report: &mut Report, args: &LeaksArgs) {
     };
     for kind in LeakKind::ALL {
         let agents = t.of(kind);
-        if let Some(asked) = args.min_age(kind)
+        if let Some(asked) = args.thresholds.given().of(kind)
             && asked.as_secs_f64() < agents
         {
             let flag = format!("--{}", kind.threshold_flag());

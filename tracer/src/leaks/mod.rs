@@ -53,22 +53,52 @@ pub use detect::{Coverage, Detector, DetectorStats};
 pub use report::{ProcessLeaks, Report, Source, ThresholdSeconds, snapshot_report};
 pub use rollup::Gauges;
 
-/// How long each condition must last before it is flagged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Thresholds {
+/// One value per kind of leak, named as the thresholds are: how long each
+/// condition must last before it is flagged ([`Thresholds`]), the same in
+/// seconds as a report shows them ([`ThresholdSeconds`]), in milliseconds
+/// in a recording, or as a command's flags give them (`Option`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PerKind<T> {
     /// CLOSE_WAIT longer than this is a leak.
-    pub close_wait: Duration,
+    pub close_wait: T,
     /// Stalled (retransmitting without ACK, or keepalive unanswered) this long: half-open.
-    pub half_open: Duration,
+    pub half_open: T,
     /// ESTABLISHED and idle this long without a keepalive timer: at risk.
-    pub idle: Duration,
+    pub idle: T,
     /// SYN_SENT, or a request socket, this long: a stuck handshake.
-    pub handshake: Duration,
+    pub handshake: T,
     /// Orphaned FIN_WAIT2 this long: flagged. The kernel ends an orphan
     /// at `tcp_fin_timeout` (60 s by default), so the default is half that:
     /// at 60 s a flag would live for the orphan's last moment only.
-    pub fin_wait2: Duration,
+    pub fin_wait2: T,
 }
+
+impl<T: Copy> PerKind<T> {
+    /// The value of one kind.
+    pub fn of(&self, kind: LeakKind) -> T {
+        match kind {
+            LeakKind::CloseWait => self.close_wait,
+            LeakKind::HalfOpen => self.half_open,
+            LeakKind::IdleNoKeepalive => self.idle,
+            LeakKind::StuckHandshake => self.handshake,
+            LeakKind::OrphanedFinWait2 => self.fin_wait2,
+        }
+    }
+
+    /// Each value through `f`.
+    pub fn map<U>(self, f: impl Fn(T) -> U) -> PerKind<U> {
+        PerKind {
+            close_wait: f(self.close_wait),
+            half_open: f(self.half_open),
+            idle: f(self.idle),
+            handshake: f(self.handshake),
+            fin_wait2: f(self.fin_wait2),
+        }
+    }
+}
+
+/// How long each condition must last before it is flagged.
+pub type Thresholds = PerKind<Duration>;
 
 impl Default for Thresholds {
     /// The defaults of `tracer run` (60 s, 10 s, 10 min, 10 s, 30 s).
@@ -79,19 +109,6 @@ impl Default for Thresholds {
             idle: Duration::from_secs(600),
             handshake: Duration::from_secs(10),
             fin_wait2: Duration::from_secs(30),
-        }
-    }
-}
-
-impl Thresholds {
-    /// The threshold of one kind.
-    pub fn of(&self, kind: LeakKind) -> Duration {
-        match kind {
-            LeakKind::CloseWait => self.close_wait,
-            LeakKind::HalfOpen => self.half_open,
-            LeakKind::IdleNoKeepalive => self.idle,
-            LeakKind::StuckHandshake => self.handshake,
-            LeakKind::OrphanedFinWait2 => self.fin_wait2,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{Flag, LeakKind, Reason, Thresholds};
+use super::{Flag, LeakKind, PerKind, Reason, Thresholds};
 use crate::snapshot::{OwnerScan, SocketSnapshot};
 
 /// Where a report's data came from.
@@ -24,32 +24,7 @@ pub enum Source {
 }
 
 /// The thresholds, in seconds, as the report shows them.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ThresholdSeconds {
-    /// CLOSE_WAIT.
-    pub close_wait: f64,
-    /// Half-open.
-    pub half_open: f64,
-    /// Idle without keepalive.
-    pub idle: f64,
-    /// Stuck handshake.
-    pub handshake: f64,
-    /// Orphaned FIN_WAIT2.
-    pub fin_wait2: f64,
-}
-
-impl ThresholdSeconds {
-    /// The threshold of one kind, seconds.
-    pub fn of(&self, kind: LeakKind) -> f64 {
-        match kind {
-            LeakKind::CloseWait => self.close_wait,
-            LeakKind::HalfOpen => self.half_open,
-            LeakKind::IdleNoKeepalive => self.idle,
-            LeakKind::StuckHandshake => self.handshake,
-            LeakKind::OrphanedFinWait2 => self.fin_wait2,
-        }
-    }
-}
+pub type ThresholdSeconds = PerKind<f64>;
 
 /// The flags of one process; with `pid: None`, of sockets no process holds
 /// (`owner_unknown: false`) or whose owner could not be named
@@ -368,13 +343,7 @@ impl Report {
             note,
             now_ns,
             now: None,
-            thresholds: thresholds.map(|t| ThresholdSeconds {
-                close_wait: t.close_wait.as_secs_f64(),
-                half_open: t.half_open.as_secs_f64(),
-                idle: t.idle.as_secs_f64(),
-                handshake: t.handshake.as_secs_f64(),
-                fin_wait2: t.fin_wait2.as_secs_f64(),
-            }),
+            thresholds: thresholds.map(|t| t.map(|d| d.as_secs_f64())),
             leak_count,
             followed_netns: None,
             agent_netns: None,

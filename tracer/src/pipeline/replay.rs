@@ -45,7 +45,7 @@ impl<D: Observer> Replay<D> {
     pub fn new(header: &Header, engine: engine::Config, derived: D) -> Replay<D> {
         let core = Core {
             engine: Engine::new(engine),
-            detector: Detector::new(header.thresholds_ms.into()),
+            detector: Detector::new(header.thresholds_ms.map(Duration::from_millis)),
             derived,
             containers: Arc::default(),
         };

@@ -25,7 +25,7 @@
 //!             "note":"listen 127.0.0.1:80->0.0.0.0:0 sk 1f, .."}],
 //!   "owners":{..}}}
 //! ```
-use std::{fmt::Write as _, time::Duration};
+use std::fmt::Write as _;
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
@@ -35,7 +35,7 @@ use crate::{
     diag::{Datagram, Walk, parse_datagrams},
     event::SockEvent,
     forecast::PortSettings,
-    leaks::Thresholds,
+    leaks::PerKind,
     snapshot::SocketSnapshot,
 };
 
@@ -74,46 +74,8 @@ pub struct Header {
     pub thresholds_ms: ThresholdsMs,
 }
 
-/// [`Thresholds`] in milliseconds.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-pub struct ThresholdsMs {
-    /// [`Thresholds::close_wait`].
-    pub close_wait: u64,
-    /// [`Thresholds::half_open`].
-    pub half_open: u64,
-    /// [`Thresholds::idle`].
-    pub idle: u64,
-    /// [`Thresholds::handshake`].
-    pub handshake: u64,
-    /// [`Thresholds::fin_wait2`].
-    pub fin_wait2: u64,
-}
-
-impl From<&Thresholds> for ThresholdsMs {
-    fn from(t: &Thresholds) -> Self {
-        let ms = |d: Duration| d.as_millis() as u64;
-        ThresholdsMs {
-            close_wait: ms(t.close_wait),
-            half_open: ms(t.half_open),
-            idle: ms(t.idle),
-            handshake: ms(t.handshake),
-            fin_wait2: ms(t.fin_wait2),
-        }
-    }
-}
-
-impl From<ThresholdsMs> for Thresholds {
-    fn from(t: ThresholdsMs) -> Self {
-        let d = Duration::from_millis;
-        Thresholds {
-            close_wait: d(t.close_wait),
-            half_open: d(t.half_open),
-            idle: d(t.idle),
-            handshake: d(t.handshake),
-            fin_wait2: d(t.fin_wait2),
-        }
-    }
-}
+/// [`Thresholds`](crate::leaks::Thresholds) in milliseconds.
+pub type ThresholdsMs = PerKind<u64>;
 
 /// One ring-buffer record.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -43,7 +43,7 @@ impl Recorder {
         self.push(&Line::Header(Header {
             version: VERSION,
             netns,
-            thresholds_ms: thresholds.into(),
+            thresholds_ms: thresholds.map(|d| d.as_millis() as u64),
         }));
     }
 
