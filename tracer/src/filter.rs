@@ -24,8 +24,9 @@ pub struct Match {
     /// Only sockets of this process (repeatable).
     #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = config::parse_pid)]
     pub pids: Vec<u32>,
-    /// Only sockets of processes with this name, as `ps -o comm` shows it (repeatable).
-    #[arg(short = 'c', long = "comm", value_name = "COMM")]
+    /// Only sockets of processes with this name, as `ps -o comm` shows it
+    /// (at most 15 characters; repeatable).
+    #[arg(short = 'c', long = "comm", value_name = "COMM", value_parser = config::parse_comm)]
     pub comms: Vec<String>,
     /// Only sockets in this state, the kernel's name or ss's (close_wait,
     /// close-wait, estab, fin-wait-1, ...; repeatable).

@@ -212,6 +212,17 @@ fn every_flag_is_a_key() {
 
 #[test]
 fn pids_and_addresses_say_what_is_wrong() {
+    assert_eq!(parse_comm("nginx"), Ok("nginx".to_owned()));
+    assert_eq!(
+        parse_comm("walk4-long-serv"),
+        Ok("walk4-long-serv".to_owned())
+    );
+    let e = parse_comm("walk4-long-server-name").unwrap_err();
+    assert!(e.contains("(ps -o comm shows \"walk4-long-serv\")"), "{e}");
+    // Cut on a character, not inside one.
+    let e = parse_comm("ééééééééé").unwrap_err();
+    assert!(e.contains("shows \"ééééééé\""), "{e}");
+    assert!(parse_comm("").is_err());
     assert_eq!(parse_pid("4242"), Ok(4242));
     assert!(
         parse_pid("abc")

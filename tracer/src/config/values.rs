@@ -214,6 +214,32 @@ pub fn parse_pid(s: &str) -> Result<u32, String> {
     parse_count(s, 1, MAX_PID, "a process id").map(|n| n as u32)
 }
 
+/// The most bytes of a process name the kernel keeps (`TASK_COMM_LEN`
+/// less its NUL): `ps -o comm`, `/proc/PID/comm` and the events show that
+/// much of a longer name.
+pub const COMM_MAX: usize = 15;
+
+/// A process name to match (`--comm`, `comm=`): one the kernel could show.
+/// A longer one would never match, and silently; the refusal names what
+/// to ask for instead.
+pub fn parse_comm(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("a process name cannot be empty".to_owned());
+    }
+    if s.len() <= COMM_MAX {
+        return Ok(s.to_owned());
+    }
+    let mut cut = COMM_MAX;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    Err(format!(
+        "{s:?} is longer than the {COMM_MAX} bytes of a process name the kernel keeps \
+         (ps -o comm shows {:?}): ask for that",
+        &s[..cut]
+    ))
+}
+
 /// An IP address alone (`--addr`), with a hint for the usual slips: a
 /// port after it, or a host name.
 pub fn parse_ip(s: &str) -> Result<std::net::IpAddr, String> {

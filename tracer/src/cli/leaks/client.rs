@@ -249,6 +249,13 @@ fn get_with(
         Err(e) if dropped_mid_way(&e) => return Err(dropped().into()),
         Err(e) => return Err(e).with_context(asking),
     };
+    // Every agent serves its API paths: a 404 is another server's answer
+    // (Prometheus's, node_exporter's), or a proxy's path that leads nowhere.
+    if status == 404 {
+        anyhow::bail!(
+            "the server at {url} has no {full_path} (HTTP 404): is a tracer agent listening there?"
+        );
+    }
     if status != 200 {
         anyhow::bail!(
             "the agent at {url} answered {full_path} with HTTP {status}{}",

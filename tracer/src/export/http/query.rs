@@ -81,7 +81,7 @@ fn filter(q: &mut SocketQuery, key: &str, value: &str) -> Result<bool, String> {
             .port
             .push(number(key, value, "a port number (0 to 65535)")?),
         "pid" => q.pid.push(number(key, value, "a process id")?),
-        "comm" => q.comm.push(value.to_owned()),
+        "comm" => q.comm.push(crate::config::parse_comm(value)?),
         "netns" => q.netns.push(netns_value(value)?),
         _ => return Ok(false),
     }

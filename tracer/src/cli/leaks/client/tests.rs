@@ -188,14 +188,35 @@ fn another_servers_web_page_is_one_sentence() {
                     <body><h1>Error response</h1><p>Error code: 404</p></body>\n</html>\n";
         let _ = write!(
             s,
-            "HTTP/1.0 404 Not Found\r\nContent-Type: text/html\r\n\r\n{page}"
+            "HTTP/1.0 502 Bad Gateway\r\nContent-Type: text/html\r\n\r\n{page}"
+        );
+    });
+    let e = http_get(&url, "/api/v1/leaks", limits(5000))
+        .expect_err("a 502 is an error")
+        .to_string();
+    assert!(e.contains("with HTTP 502, a web page"), "{e}");
+    assert!(!e.contains('\n') && !e.contains("<html>"), "{e}");
+    server.join().expect("server");
+}
+
+/// Prometheus and node_exporter answer an unknown path with a plain-text
+/// 404; every agent serves its API paths, so that is no agent.
+#[test]
+fn a_404_is_no_agent_whatever_its_body() {
+    let (url, server) = fake_agent(|s| {
+        let _ = write!(
+            s,
+            "HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\n\r\n404 page not found\n"
         );
     });
     let e = http_get(&url, "/api/v1/leaks", limits(5000))
         .expect_err("a 404 is an error")
         .to_string();
-    assert!(e.contains("with HTTP 404, a web page"), "{e}");
-    assert!(!e.contains('\n') && !e.contains("<html>"), "{e}");
+    assert!(
+        e.ends_with("has no /api/v1/leaks (HTTP 404): is a tracer agent listening there?"),
+        "{e}"
+    );
+    assert!(e.starts_with("the server at "), "{e}");
     server.join().expect("server");
 }
 
