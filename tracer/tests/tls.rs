@@ -323,3 +323,84 @@ fn client_certificates_are_required_when_asked() {
         metric_lines(&text, &["tracer_http"])
     );
 }
+
+/// `tracer leaks`, `top` and `port` ask an agent with a web config over
+/// HTTPS, with its basic auth: what the alerts tell a person to run works
+/// against the Kubernetes DaemonSet's agent. Each way of asking wrong is
+/// one sentence that says what to give.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn the_commands_ask_an_https_agent() {
+    let pki = Pki::new();
+    let agent = TlsAgent::start(&pki, &pki.web_config());
+    let password = PASSWORD.replace(' ', "%20");
+    let url = format!("https://{USER}:{password}@{}", agent.addr);
+    let ca = agent.ca.to_string_lossy().into_owned();
+    let tracer = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
+            .args(args)
+            .output()
+            .expect("run tracer");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // The agent's report, trusting the CA that signed its certificate.
+    let (code, json, err) = tracer(&["leaks", "--json", "--agent", &url, "--agent-ca", &ca]);
+    assert!(matches!(code, Some(0 | 1)), "{code:?} {err}");
+    let report: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(report["source"], "agent", "{json}");
+    assert!(!err.contains(PASSWORD) && !err.contains(&password), "{err}");
+    // Whatever certificate, when asked to.
+    let (code, json, err) = tracer(&["leaks", "--json", "--agent", &url, "--agent-insecure"]);
+    assert!(matches!(code, Some(0 | 1)), "{code:?} {err}");
+    let report: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(report["source"], "agent", "{json}");
+    // top and port too.
+    let (code, frame, err) = tracer(&["top", "--once", "--agent", &url, "--agent-ca", &ca]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        frame.contains("ESTABLISHED") || frame.contains("estab"),
+        "{frame}"
+    );
+    let port = agent.addr.port().to_string();
+    let (code, text, err) = tracer(&["port", &port, "--agent", &url, "--agent-ca", &ca]);
+    assert_eq!(code, Some(1), "the agent's own port is busy: {text}{err}");
+    assert!(
+        text.contains(&format!("agent at https://{USER}:***@")),
+        "{text}"
+    );
+
+    // Asked wrong: one sentence each, exit 2.
+    let one = |args: &[&str], want: &str| {
+        let (code, _, err) = tracer(args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    };
+    // The system's CA bundle does not know the test CA.
+    one(&["leaks", "--agent", &url], "give --agent-ca FILE");
+    one(
+        &[
+            "leaks",
+            "--agent",
+            &url.replacen("https://", "http://", 1),
+            "--agent-ca",
+            &ca,
+        ],
+        "serves HTTPS, so ask for https://",
+    );
+    let wrong = format!("https://{USER}:wrong@{}", agent.addr);
+    one(
+        &["leaks", "--agent", &wrong, "--agent-ca", &ca],
+        "refused the user and password given (HTTP 401)",
+    );
+    let anonymous = format!("https://{}", agent.addr);
+    one(
+        &["leaks", "--agent", &anonymous, "--agent-ca", &ca],
+        "wants a user and password (HTTP 401)",
+    );
+}

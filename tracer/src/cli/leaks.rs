@@ -8,10 +8,7 @@
 //! says so. Prints a table grouped by process, worst
 //! first, or the report as JSON with `--json`. Exit status: 0 without
 //! leaks, 1 with leaks, 2 on error (risks alone do not count).
-use std::{
-    io::{self, Write},
-    time::Duration,
-};
+use std::io::{self, Write};
 
 use anyhow::Context as _;
 use clap::Args;
@@ -26,10 +23,9 @@ use crate::{
 
 pub mod client;
 
-pub use client::{AgentClient, ClientError, Limits, get_json, http_get, shown};
-
-/// The agent's default address, as a URL.
-pub const DEFAULT_AGENT: &str = "http://127.0.0.1:9077";
+pub use client::{
+    AgentClient, AgentFlags, ClientError, DEFAULT_AGENT, Limits, get_json, http_get, shown,
+};
 
 /// Flags of `tracer leaks`. The thresholds are those of `tracer run`,
 /// with no default: each hides younger flags of its kind.
@@ -49,12 +45,9 @@ pub struct LeaksArgs {
     /// Print the report as JSON instead of a table.
     #[arg(short = 'j', long)]
     pub json: bool,
-    /// The agent to ask [default: http://127.0.0.1:9077]; without one, a snapshot is taken.
-    #[arg(long, value_name = "URL")]
-    pub agent: Option<String>,
-    /// Give up on the agent after this long, connection to last byte [default: 10s].
-    #[arg(long, value_name = "DURATION", value_parser = client::parse_timeout, allow_hyphen_values = true)]
-    pub timeout: Option<Duration>,
+    /// The agent to ask; when none answers, a snapshot is taken.
+    #[command(flatten)]
+    pub agent: AgentFlags,
     /// The `--*-threshold` flags of `tracer run`, here hiding what is
     /// younger (see the help above).
     #[command(flatten)]
@@ -89,12 +82,8 @@ pub fn run(args: LeaksArgs) -> anyhow::Result<i32> {
 pub fn run_to(args: &LeaksArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let choice = args.netns.clone().unwrap_or_default();
     let scope = NetnsScope::resolve(&choice)?;
-    let limits = Limits {
-        timeout: args.timeout.unwrap_or(client::DEFAULT_TIMEOUT),
-        ..Limits::default()
-    };
-    let agent = args.agent.as_deref().unwrap_or(DEFAULT_AGENT);
-    let mut report = filter(collect(agent, scope, limits)?, args, scope);
+    let agent = args.agent.url();
+    let mut report = filter(collect(&args.agent.client()?, scope)?, args, scope);
     // This host's /proc answers for the report's pids only when the report
     // is this host's: a snapshot, or an agent on a loopback address in our
     // own network namespace (a port-forward to another host's agent is on
@@ -119,12 +108,11 @@ pub fn run_to(args: &LeaksArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     }
 }
 
-/// The agent's report (asked within `limits`), or a snapshot of `scope`
-/// when no agent answers at `url` or the agent follows one namespace and
-/// `scope` is another.
-pub fn collect(agent_url: &str, scope: NetnsScope, limits: Limits) -> anyhow::Result<Report> {
-    let url = shown(agent_url);
-    let Some(mut report) = get_json::<Report>(agent_url, "/api/v1/leaks", limits)? else {
+/// The report of the agent `client` asks, or a snapshot of `scope` when no
+/// agent answers or the agent follows one namespace and `scope` is another.
+pub fn collect(client: &AgentClient, scope: NetnsScope) -> anyhow::Result<Report> {
+    let url = client.shown_url();
+    let Some(mut report) = client.get_json::<Report>("/api/v1/leaks")? else {
         return snapshot_of(
             scope,
             format!("no agent at {url}: one-shot snapshot of suspects, ages not exact"),
@@ -266,7 +254,7 @@ fn say_absent_pids(report: &mut Report, m: &Match) {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Read;
+    use std::{io::Read, time::Duration};
 
     use super::*;
     use crate::leaks::table::tests::sample;
@@ -524,8 +512,11 @@ mod tests {
             .expect("no agent")
             .is_none()
         );
-        let e = http_get("https://127.0.0.1:9077", "/x", Limits::default()).expect_err("https");
-        assert!(e.to_string().contains("only plain http://"), "{e}");
+        let e = http_get("ftp://127.0.0.1:9077", "/x", Limits::default()).expect_err("ftp");
+        assert!(
+            e.to_string().contains("give an http:// or https:// URL"),
+            "{e}"
+        );
     }
 
     /// An agent that answers one request with `report`; the thread
@@ -552,7 +543,11 @@ mod tests {
     #[test]
     fn http_get_reads_an_agent_reply() {
         let (url, server) = agent_once(&sample());
-        let report = collect(&url, NetnsScope::all(), Limits::default()).expect("report");
+        let report = collect(
+            &AgentClient::new(&url, Limits::default()).expect("client"),
+            NetnsScope::all(),
+        )
+        .expect("report");
         assert!(
             server
                 .join()
@@ -570,7 +565,11 @@ mod tests {
         let mut one = sample();
         one.followed_netns = Some(12345);
         let (url, server) = agent_once(&one);
-        let report = collect(&url, NetnsScope::all(), Limits::default()).expect("report");
+        let report = collect(
+            &AgentClient::new(&url, Limits::default()).expect("client"),
+            NetnsScope::all(),
+        )
+        .expect("report");
         server.join().expect("server");
         let note = report.note.unwrap_or_default();
         assert!(
@@ -580,7 +579,11 @@ mod tests {
         assert_eq!(report.leak_count, sample().leak_count);
 
         let (url, server) = agent_once(&one);
-        let report = collect(&url, NetnsScope::own(), Limits::default()).expect("report");
+        let report = collect(
+            &AgentClient::new(&url, Limits::default()).expect("client"),
+            NetnsScope::own(),
+        )
+        .expect("report");
         server.join().expect("server");
         let note = report.note.unwrap_or_default();
         assert!(
@@ -597,8 +600,11 @@ mod tests {
         let url = format!("http://{}", l.local_addr().expect("addr"));
         // Accepts (through the backlog) and never answers.
         let args = LeaksArgs {
-            agent: Some(url.clone()),
-            timeout: Some(Duration::from_millis(400)),
+            agent: AgentFlags {
+                agent: Some(url.clone()),
+                timeout: Some(Duration::from_millis(400)),
+                ..AgentFlags::default()
+            },
             ..LeaksArgs::default()
         };
         let start = std::time::Instant::now();

@@ -18,14 +18,13 @@
 use std::{
     io::{self, Write},
     net::{IpAddr, Ipv6Addr},
-    time::Duration,
 };
 
 use anyhow::Context as _;
 use clap::Args;
 
 use crate::{
-    cli::leaks::{DEFAULT_AGENT, Limits, client},
+    cli::leaks::AgentFlags,
     diag::own_netns,
     pipeline::{NetnsChoice, NetnsScope},
 };
@@ -62,13 +61,10 @@ pub struct PortArgs {
     /// Print the answer as JSON.
     #[arg(long)]
     pub json: bool,
-    /// The agent to ask for exact ages [default: http://127.0.0.1:9077];
-    /// without one, ages other than TIME_WAIT's are unknown.
-    #[arg(long, value_name = "URL")]
-    pub agent: Option<String>,
-    /// Give up on the agent after this long, connection to last byte [default: 10s].
-    #[arg(long, value_name = "DURATION", value_parser = client::parse_timeout, allow_hyphen_values = true)]
-    pub timeout: Option<Duration>,
+    /// The agent to ask for exact ages; without one, ages other than
+    /// TIME_WAIT's are unknown.
+    #[command(flatten)]
+    pub agent: AgentFlags,
     /// Network namespaces: all, host (the one tracer runs in), a /run/netns
     /// name, an inode, or pid:N [default: all]. A port is per namespace:
     /// the answer is given for each one that holds it.
@@ -85,13 +81,9 @@ pub fn run(args: PortArgs) -> anyhow::Result<i32> {
 /// Run `tracer port`, printing to `out`; returns the exit status (0 or 1).
 pub fn run_to(args: &PortArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let scope = NetnsScope::resolve(&args.netns.clone().unwrap_or_default())?;
-    let limits = Limits {
-        timeout: args.timeout.unwrap_or(client::DEFAULT_TIMEOUT),
-        ..Limits::default()
-    };
-    let agent_url = args.agent.as_deref().unwrap_or(DEFAULT_AGENT);
+    let agent_url = args.agent.url();
     let addr = args.addr.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
-    let found = gather::gather(args.port, addr, scope, agent_url, limits)?;
+    let found = gather::gather(args.port, addr, scope, &args.agent.client()?)?;
     let url = crate::cli::leaks::shown(agent_url);
     let mut note = if found.agent {
         format!(

@@ -15,7 +15,7 @@ use std::{
 use clap::Args;
 
 use crate::{
-    cli::leaks::{AgentClient, DEFAULT_AGENT, Limits, client},
+    cli::leaks::AgentFlags,
     config::{Bounds, parse_duration_within},
     filter::Match,
 };
@@ -44,15 +44,12 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Args, Clone)]
 #[command(after_help = EXAMPLES)]
 pub struct TopArgs {
-    /// The agent to watch [default: http://127.0.0.1:9077].
-    #[arg(long, value_name = "URL")]
-    pub agent: Option<String>,
+    /// The agent to watch.
+    #[command(flatten)]
+    pub agent: AgentFlags,
     /// Refresh every this long, 250ms to 1h.
     #[arg(short = 'n', long, value_name = "DURATION", default_value = "2s", value_parser = parse_interval, allow_hyphen_values = true)]
     pub interval: Duration,
-    /// Give up on one request to the agent after this long [default: 10s].
-    #[arg(long, value_name = "DURATION", value_parser = client::parse_timeout, allow_hyphen_values = true)]
-    pub timeout: Option<Duration>,
     /// Print one frame as plain text on stdout and exit (for scripts; no terminal needed).
     #[arg(short = 'b', long)]
     pub once: bool,
@@ -75,13 +72,8 @@ Exit status: 0 quit, 2 error (no agent, not a terminal, a terminal with no size)
 
 /// Run `tracer top`.
 pub fn run(args: TopArgs) -> anyhow::Result<i32> {
-    let url = args.agent.as_deref().unwrap_or(DEFAULT_AGENT);
-    let limits = Limits {
-        timeout: args.timeout.unwrap_or(client::DEFAULT_TIMEOUT),
-        ..Limits::default()
-    };
     let source = fetch::Source {
-        client: AgentClient::new(url, limits),
+        client: args.agent.client()?,
         matching: args.matching.clone(),
     };
     let stdout = std::io::stdout();

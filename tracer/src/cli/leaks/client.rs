@@ -1,16 +1,172 @@
 //! The HTTP client `tracer leaks` (and `tracer top`, `tracer port`) asks the
-//! agent with: one `GET` over plain HTTP on `ureq`, under an overall
-//! deadline and a cap on the response size.
+//! agent with: one `GET` over HTTP, or HTTPS for an agent with a
+//! `--web-config`, on `ureq`, under an overall deadline and a cap on the
+//! response size. The flags that say how to reach the agent are
+//! [`AgentFlags`], the same in the three commands.
 //!
 //! A slow or hostile server cannot keep the command hung or make it grow
 //! without bound: every read waits at most for what is left of the deadline
 //! (one byte every 0.5 s does not reset it), and the reply is refused once
 //! it passes the cap. Both failures are said in words.
-use std::{io, time::Duration};
+use std::{
+    io,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context as _;
+use clap::Args;
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
 
 use crate::config::{Bounds, parse_duration_within};
+
+/// The agent asked when `--agent` is not given.
+pub const DEFAULT_AGENT: &str = "http://127.0.0.1:9077";
+
+/// How to reach the agent: the flags of `tracer leaks`, `tracer top` and
+/// `tracer port`.
+#[derive(Debug, Default, Clone, Args)]
+pub struct AgentFlags {
+    /// The agent's URL: http://HOST:PORT, or https:// for an agent with a
+    /// --web-config, with user:password@ before the host for its basic
+    /// auth [default: http://127.0.0.1:9077].
+    #[arg(long, value_name = "URL")]
+    pub agent: Option<String>,
+    /// Give up on the agent after this long, connection to last byte [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout, allow_hyphen_values = true)]
+    pub timeout: Option<Duration>,
+    /// With https://, trust the certificates in this PEM file (the CA that
+    /// signed the agent's certificate) instead of the system's CA bundle.
+    #[arg(long, value_name = "FILE")]
+    pub agent_ca: Option<PathBuf>,
+    /// With https://, accept whatever certificate the agent presents: the
+    /// connection is encrypted, but to whoever answers.
+    #[arg(long)]
+    pub agent_insecure: bool,
+}
+
+impl AgentFlags {
+    /// The URL asked.
+    pub fn url(&self) -> &str {
+        self.agent.as_deref().unwrap_or(DEFAULT_AGENT)
+    }
+
+    /// What one request may take.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            ..Limits::default()
+        }
+    }
+
+    /// A client of the agent, as the flags say.
+    pub fn client(&self) -> anyhow::Result<AgentClient> {
+        if self.agent_ca.is_some() && self.agent_insecure {
+            anyhow::bail!(
+                "--agent-ca and --agent-insecure contradict each other: give one (--agent-ca checks \
+                 the agent's certificate against the file, --agent-insecure checks nothing)"
+            );
+        }
+        let trust = match (&self.agent_ca, self.agent_insecure) {
+            (Some(file), _) => Trust::File(file.clone()),
+            (None, true) => Trust::Anyone,
+            (None, false) => Trust::System,
+        };
+        AgentClient::with_trust(self.url(), self.limits(), &trust)
+    }
+}
+
+/// Whom an https:// agent is taken to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Trust {
+    /// A certificate that chains to the system's CA bundle.
+    System,
+    /// One that chains to a certificate of this PEM file (`--agent-ca`).
+    File(PathBuf),
+    /// Any certificate (`--agent-insecure`).
+    Anyone,
+}
+
+/// Where distributions keep their CA bundle, as Go's `crypto/x509` looks
+/// for it: Debian and Ubuntu, RHEL and Fedora, openSUSE, Alpine. The
+/// `SSL_CERT_FILE` variable, when set, comes first.
+const CA_BUNDLES: [&str; 4] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// The largest PEM file read for certificates: a system bundle is ~220 KiB.
+const MAX_PEM_BYTES: u64 = 16 << 20;
+
+/// The TLS settings of a client of `url` that trusts `trust`. For an
+/// http:// URL no certificate is read: TLS is never used.
+fn tls_config(url: &str, trust: &Trust) -> anyhow::Result<TlsConfig> {
+    let https = url.starts_with("https://");
+    let roots = match trust {
+        _ if !https => Vec::new(),
+        Trust::Anyone => Vec::new(),
+        Trust::File(file) => {
+            let certs =
+                pem_certificates(file).with_context(|| format!("--agent-ca {}", file.display()))?;
+            anyhow::ensure!(
+                !certs.is_empty(),
+                "--agent-ca {}: no PEM certificate in it (-----BEGIN CERTIFICATE-----)",
+                file.display()
+            );
+            certs
+        }
+        Trust::System => system_roots()?,
+    };
+    Ok(TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        // Never the built-in WebPki roots: this build has none.
+        .root_certs(RootCerts::new_with_certs(&roots))
+        .disable_verification(*trust == Trust::Anyone)
+        .build())
+}
+
+/// The certificates of the system's CA bundle.
+fn system_roots() -> anyhow::Result<Vec<Certificate<'static>>> {
+    let env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
+    let candidates = env
+        .iter()
+        .cloned()
+        .chain(CA_BUNDLES.iter().map(PathBuf::from));
+    for file in candidates {
+        if let Ok(certs) = pem_certificates(&file)
+            && !certs.is_empty()
+        {
+            return Ok(certs);
+        }
+    }
+    anyhow::bail!(
+        "no CA bundle on this host to check the agent's certificate with (SSL_CERT_FILE, {}): \
+         give --agent-ca FILE, the CA that signed it",
+        CA_BUNDLES.join(", ")
+    )
+}
+
+/// Every certificate of the PEM file `file` (other items are skipped).
+fn pem_certificates(file: &Path) -> anyhow::Result<Vec<Certificate<'static>>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(MAX_PEM_BYTES).read_to_end(&mut bytes))
+        .map_err(|e| anyhow::anyhow!("cannot be read: {e}"))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&bytes) {
+        match item {
+            Ok(PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => anyhow::bail!("not PEM: {e}"),
+        }
+    }
+    Ok(certs)
+}
 
 /// How long a connection attempt may take before "no agent" is concluded.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -118,8 +274,15 @@ pub struct AgentClient {
 
 impl AgentClient {
     /// A client of the agent at `url` (`http://HOST:PORT`, perhaps with a
-    /// proxy's path); each request within `limits`.
-    pub fn new(url: &str, limits: Limits) -> AgentClient {
+    /// proxy's path); each request within `limits`. An https:// agent's
+    /// certificate must chain to the system's CA bundle.
+    pub fn new(url: &str, limits: Limits) -> anyhow::Result<AgentClient> {
+        AgentClient::with_trust(url, limits, &Trust::System)
+    }
+
+    /// [`AgentClient::new`], an https:// agent taken to be whom `trust`
+    /// says.
+    pub fn with_trust(url: &str, limits: Limits, trust: &Trust) -> anyhow::Result<AgentClient> {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
@@ -127,14 +290,15 @@ impl AgentClient {
             // byte: a byte every 0.5 s does not reset it.
             .timeout_global(Some(limits.timeout))
             .timeout_connect(Some(CONNECT_TIMEOUT.min(limits.timeout)))
+            .tls_config(tls_config(url, trust)?)
             .build()
             .into();
-        AgentClient {
+        Ok(AgentClient {
             url: url.to_owned(),
             limits,
             agent,
             answered: Default::default(),
-        }
+        })
     }
 
     /// Its URL as it may be shown: without a password.
@@ -183,7 +347,7 @@ impl AgentClient {
 /// GET `path` under an `http://host:port` URL within `limits`, on a
 /// connection of its own ([`AgentClient::get`]).
 pub fn http_get(agent_url: &str, path: &str, limits: Limits) -> anyhow::Result<Option<String>> {
-    AgentClient::new(agent_url, limits).get(path)
+    AgentClient::new(agent_url, limits)?.get(path)
 }
 
 fn get_with(
@@ -194,9 +358,10 @@ fn get_with(
 ) -> anyhow::Result<Option<String>> {
     // Every message names the agent without the password a URL may carry.
     let url = &shown(agent_url);
-    let rest = agent_url
-        .strip_prefix("http://")
-        .with_context(|| format!("--agent {url:?}: only plain http:// URLs are supported (http://HOST:PORT, or a proxy's http:// path)"))?;
+    let (scheme, rest) = agent_url
+        .split_once("://")
+        .filter(|(scheme, _)| matches!(*scheme, "http" | "https"))
+        .with_context(|| format!("--agent {url:?}: give an http:// or https:// URL (http://HOST:PORT, https:// for an agent with a --web-config, or a proxy's path)"))?;
     let (authority, base) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
     let full_path = format!("/{}{path}", base_of(base)).replace("//", "/");
     let timed_out = || ClientError::TimedOut {
@@ -214,26 +379,37 @@ fn get_with(
         path: full_path.clone(),
     };
     let asking = || format!("asking the agent at {url} for {full_path}");
-    let answer = agent
-        .get(format!("http://{authority}{full_path}"))
-        .header("Accept", "application/json")
-        .call();
+    // The user information goes as basic auth, decoded: ureq would send
+    // it as written, `%20` for a space.
+    let (userinfo, host) = authority
+        .rsplit_once('@')
+        .map_or((None, authority), |(u, h)| (Some(u), h));
+    let mut request = agent
+        .get(format!("{scheme}://{host}{full_path}"))
+        .header("Accept", "application/json");
+    if let Some(userinfo) = userinfo {
+        request = request.header("Authorization", basic_auth(userinfo));
+    }
+    let answer = request.call();
     let mut resp = match answer {
         Ok(r) => r,
         Err(e) if no_agent(&e) => return Ok(None),
         Err(ureq::Error::Timeout(_)) => return Err(timed_out().into()),
         Err(e) if dropped_mid_way(&e) => return Err(dropped().into()),
         Err(ureq::Error::HostNotFound) => {
-            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
             anyhow::bail!("--agent {url:?}: cannot resolve {host:?}")
         }
         // Something answered, not in HTTP: most often an agent serving
         // HTTPS (--web-config), whose TLS alert this reads.
-        Err(ureq::Error::Protocol(_)) => anyhow::bail!(
+        Err(ureq::Error::Protocol(_)) if scheme == "http" => anyhow::bail!(
             "the server at {url} does not answer in plain HTTP: an agent with a --web-config \
-             serves HTTPS, which this command does not speak yet; ask its API with curl (docs/security.md)"
+             serves HTTPS, so ask for {}",
+            url.replacen("http://", "https://", 1)
         ),
-        Err(e) => return Err(e).with_context(asking),
+        Err(e) => match tls_failure(&e) {
+            Some(failure) => anyhow::bail!("{}", tls_sentence(failure, url, host)),
+            None => return Err(e).with_context(asking),
+        },
     };
     let status = resp.status().as_u16();
     // The head is capped by the client (64 KiB); the body here.
@@ -254,6 +430,17 @@ fn get_with(
     if status == 404 {
         anyhow::bail!(
             "the server at {url} has no {full_path} (HTTP 404): is a tracer agent listening there?"
+        );
+    }
+    if status == 401 {
+        anyhow::bail!(
+            "the agent at {url} {} (HTTP 401): give the user and password of its web config in the \
+             URL, {scheme}://USER:PASSWORD@{host}, with a space as %20",
+            if userinfo.is_some() {
+                "refused the user and password given"
+            } else {
+                "wants a user and password"
+            }
         );
     }
     if status != 200 {
@@ -300,7 +487,7 @@ pub fn get_json<T: serde::de::DeserializeOwned>(
     path: &str,
     limits: Limits,
 ) -> anyhow::Result<Option<T>> {
-    AgentClient::new(agent_url, limits).get_json(path)
+    AgentClient::new(agent_url, limits)?.get_json(path)
 }
 
 /// `body`, the agent's answer to `path`, as a `T`.
@@ -389,6 +576,64 @@ fn refusal(body: &str) -> String {
     }
     let more = cut < first.len() || body.lines().nth(1).is_some();
     format!(": {}{}", &first[..cut], if more { " …" } else { "" })
+}
+
+/// The `Authorization` header of an `--agent` URL's user information,
+/// `USER:PASSWORD` percent-encoded as a URL holds it.
+fn basic_auth(userinfo: &str) -> String {
+    use base64::Engine as _;
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let decoded = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let pair = format!("{}:{}", decoded(user), decoded(password));
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
+/// The TLS error inside a failed request, if TLS failed.
+fn tls_failure(e: &ureq::Error) -> Option<&rustls::Error> {
+    match e {
+        ureq::Error::Rustls(t) => Some(t),
+        ureq::Error::Io(io) => io.get_ref()?.downcast_ref::<rustls::Error>(),
+        _ => None,
+    }
+}
+
+/// One sentence for a TLS handshake with the agent at `url` (`host`: its
+/// host and port) that failed with `e`.
+fn tls_sentence(e: &rustls::Error, url: &str, host: &str) -> String {
+    use rustls::{CertificateError as C, Error as E};
+    match e {
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => format!(
+            "the agent's certificate at {url} is not made out to {host}: ask by a name or \
+             address its subjectAltName lists (openssl x509 -noout -ext subjectAltName -in \
+             CERT shows them), or give --agent-insecure"
+        ),
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => format!(
+            "the agent's certificate at {url} has expired: renew it (docs/security.md), or give \
+             --agent-insecure meanwhile"
+        ),
+        E::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => format!(
+            "the agent at {url} presents a certificate no CA this command trusts has signed: \
+             give --agent-ca FILE with the CA that signed it (the one Prometheus's \
+             tls_config.ca_file names), or --agent-insecure"
+        ),
+        E::AlertReceived(alert) => format!(
+            "the agent at {url} refused the TLS handshake ({alert:?}): a web config with \
+             client_auth_type wants a client certificate, which tracer's commands do not send"
+        ),
+        E::InvalidMessage(_) | E::InappropriateMessage { .. } => format!(
+            "the server at {url} does not answer in TLS: is it an agent without a --web-config? \
+             ask for {}",
+            url.replacen("https://", "http://", 1)
+        ),
+        other => format!("the TLS handshake with the agent at {url} failed: {other}"),
+    }
 }
 
 /// True when the error says nothing accepted the connection: no agent.

@@ -21,7 +21,7 @@ use super::{
     probe::{SockOptions, has_addr, options_of},
 };
 use crate::{
-    cli::leaks::{AgentClient, Limits},
+    cli::leaks::AgentClient,
     container::ContainerMap,
     diag::{own_netns, owners_of},
     pipeline::{NetnsScope, discover::discover, snapshot},
@@ -121,19 +121,17 @@ impl Found {
 }
 
 /// Snapshot `scope`, keep what is bound to `port`, name its owners, ask
-/// the agent at `url` (if one answers) what it knows of them, and check
-/// which namespaces have `addr`.
+/// the agent `client` reaches (if one answers) what it knows of them, and
+/// check which namespaces have `addr`.
 pub fn gather(
     port: u16,
     addr: IpAddr,
     scope: NetnsScope,
-    url: &str,
-    limits: Limits,
+    client: &AgentClient,
 ) -> anyhow::Result<Found> {
-    let client = AgentClient::new(url, limits);
-    let agent = ask_agent(&client, port)?;
+    let agent = ask_agent(client, port)?;
     let agent_followed = match agent {
-        Some(_) => followed_by(&client)?,
+        Some(_) => followed_by(client)?,
         None => None,
     };
     let (dump, census) = snapshot(scope).context("taking a sock_diag snapshot")?;

@@ -384,8 +384,11 @@ fn a_silent_agent_is_an_error_within_the_timeout() {
         port: 8080,
         addr: None,
         json: false,
-        agent: Some(url.clone()),
-        timeout: Some(std::time::Duration::from_millis(300)),
+        agent: crate::cli::leaks::AgentFlags {
+            agent: Some(url.clone()),
+            timeout: Some(std::time::Duration::from_millis(300)),
+            ..Default::default()
+        },
         netns: None,
     };
     let start = std::time::Instant::now();

@@ -428,7 +428,7 @@ fn one_client_asks_over_one_connection() {
         l.set_nonblocking(true).expect("nonblocking");
         assert!(l.accept().is_err(), "a second connection was opened");
     });
-    let client = AgentClient::new(&url, limits(2000));
+    let client = AgentClient::new(&url, limits(2000)).expect("client");
     for i in 0..3 {
         let v: serde_json::Value = client
             .get_json("/api/v1/summary")
@@ -456,7 +456,7 @@ fn a_request_the_agent_dropped_on_a_kept_connection_is_tried_again() {
         assert!(read_head(&mut s), "the second request again");
         answer(&mut s, "{\"again\": true}");
     });
-    let client = AgentClient::new(&url, limits(3000));
+    let client = AgentClient::new(&url, limits(3000)).expect("client");
     assert_eq!(client.get("/x").expect("first").as_deref(), Some("{}"));
     assert_eq!(
         client.get("/x").expect("tried again").as_deref(),
@@ -479,7 +479,7 @@ fn a_connection_the_agent_closed_is_opened_again() {
             // Closed after one answer, as an idle timeout does.
         }
     });
-    let client = AgentClient::new(&url, limits(2000));
+    let client = AgentClient::new(&url, limits(2000)).expect("client");
     for _ in 0..2 {
         assert_eq!(client.get("/x").expect("answer").as_deref(), Some("{}"));
         std::thread::sleep(Duration::from_millis(100));
@@ -506,4 +506,109 @@ fn only_loopback_urls_are_this_host() {
     ] {
         assert!(!is_local(remote), "{remote}");
     }
+}
+
+/// A user and password in the URL go as basic auth, percent-decoded, and
+/// not in the request line; a 401 says what to give.
+#[test]
+fn the_urls_user_and_password_are_basic_auth() {
+    use base64::Engine as _;
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let seen = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().expect("accept");
+        let mut req = [0u8; 2048];
+        let n = s.read(&mut req).expect("request");
+        let _ = write!(s, "HTTP/1.0 401 Unauthorized\r\n\r\nUnauthorized\n");
+        String::from_utf8_lossy(&req[..n]).into_owned()
+    });
+    let e = http_get(
+        &format!("http://prometheus:correct%20horse%40x@{addr}"),
+        "/api/v1/leaks",
+        limits(5000),
+    )
+    .expect_err("a 401 is an error")
+    .to_string();
+    let req = seen.join().expect("server");
+    let want = base64::engine::general_purpose::STANDARD.encode("prometheus:correct horse@x");
+    assert!(
+        req.to_ascii_lowercase().contains(&format!(
+            "authorization: basic {}",
+            want.to_ascii_lowercase()
+        )),
+        "{req}"
+    );
+    assert!(req.starts_with("GET /api/v1/leaks HTTP/1.1\r\n"), "{req}");
+    assert!(
+        e.contains("refused the user and password given (HTTP 401)")
+            && e.contains(&format!("http://USER:PASSWORD@{addr}"))
+            && !e.contains("horse"),
+        "{e}"
+    );
+}
+
+/// The flags: an https:// agent's trust, and the contradiction.
+#[test]
+fn agent_flags_say_whom_to_trust() {
+    let flags = AgentFlags {
+        agent_ca: Some("/nonexistent/ca.crt".into()),
+        agent_insecure: true,
+        ..AgentFlags::default()
+    };
+    let e = flags.client().expect_err("both").to_string();
+    assert!(e.contains("contradict"), "{e}");
+    // An http:// agent reads no certificate, even a missing file.
+    let flags = AgentFlags {
+        agent_ca: Some("/nonexistent/ca.crt".into()),
+        ..AgentFlags::default()
+    };
+    assert!(flags.client().is_ok());
+    let flags = AgentFlags {
+        agent: Some("https://127.0.0.1:9077".into()),
+        ..flags
+    };
+    let e = format!("{:#}", flags.client().expect_err("no such file"));
+    assert!(
+        e.starts_with("--agent-ca /nonexistent/ca.crt: cannot be read"),
+        "{e}"
+    );
+    // A file with no certificate in it.
+    let dir = std::env::temp_dir().join(format!("tracer-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let empty = dir.join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").expect("write");
+    let flags = AgentFlags {
+        agent_ca: Some(empty.clone()),
+        ..flags
+    };
+    let e = format!("{:#}", flags.client().expect_err("no certificate"));
+    assert!(e.contains("no PEM certificate in it"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Each way a handshake fails is one sentence that says what to do.
+#[test]
+fn tls_failures_say_what_to_give() {
+    use rustls::{CertificateError as C, Error as E};
+    let url = "https://127.0.0.1:9077";
+    let host = "127.0.0.1:9077";
+    let say = |e: E| tls_sentence(&e, url, host);
+    assert!(say(E::InvalidCertificate(C::UnknownIssuer)).contains("give --agent-ca FILE"));
+    assert!(
+        say(E::InvalidCertificate(C::NotValidForName))
+            .contains("is not made out to 127.0.0.1:9077")
+    );
+    assert!(say(E::InvalidCertificate(C::Expired)).contains("has expired"));
+    assert!(
+        say(E::AlertReceived(
+            rustls::AlertDescription::CertificateRequired
+        ))
+        .contains("client certificate")
+    );
+    assert!(
+        say(E::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType
+        ))
+        .contains("ask for http://127.0.0.1:9077")
+    );
 }
