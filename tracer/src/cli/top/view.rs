@@ -45,25 +45,66 @@ const CONTAINER_MAX: u16 = 24;
 /// The columns the CLOSE_WAIT panel's connection keeps at least.
 const CONNECTION_MIN: u16 = 30;
 
-/// The column widths of `panel`, whose rows are `rows`, `inner` columns
-/// wide inside its borders.
-fn widths(panel: Panel, rows: &[&ModelRow], inner: u16) -> Vec<Constraint> {
-    use Constraint::{Length, Min};
+/// One column of a panel: its width (for the one that takes what is left,
+/// the least it takes), and when it goes if the panel is too narrow for
+/// every column: 0 never, otherwise the highest first.
+#[derive(Clone, Copy)]
+struct Col {
+    width: u16,
+    rest: bool,
+    drop: u8,
+    /// For the one that takes the rest: as wide as its widest cell, which
+    /// other columns go to leave room for.
+    want: u16,
+}
+
+const fn col(width: u16, drop: u8) -> Col {
+    Col {
+        width,
+        rest: false,
+        drop,
+        want: width,
+    }
+}
+
+/// The column that takes what the others leave: at least `least` wide,
+/// and as wide as the widest of its `cells` up to [`REST_MAX`].
+fn rest_col<'a>(least: u16, cells: impl Iterator<Item = &'a str>) -> Col {
+    let widest = cells.map(|c| Line::from(c).width()).max().unwrap_or(0);
+    Col {
+        width: least,
+        rest: true,
+        drop: 0,
+        want: u16::try_from(widest)
+            .unwrap_or(u16::MAX)
+            .clamp(least, REST_MAX),
+    }
+}
+
+/// The widest a connection or remote column asks room for: two IPv6 ends.
+const REST_MAX: u16 = 47;
+
+/// The columns of `panel`, whose rows are `rows`, `inner` columns wide
+/// inside its borders.
+fn columns(panel: Panel, rows: &[&ModelRow], inner: u16) -> Vec<Col> {
     match panel {
-        Panel::States => vec![Length(14), Length(8), Length(9)],
+        Panel::States => vec![col(14, 0), col(8, 0), col(9, 1)],
+        // The tail first, then the count: a narrow view keeps P99 and MAX.
         Panel::Dwell => vec![
-            Length(14),
-            Length(8),
-            Length(9),
-            Length(9),
-            Length(9),
-            Length(9),
+            col(14, 0),
+            col(8, 3),
+            col(9, 5),
+            col(9, 4),
+            col(9, 0),
+            col(9, 2),
         ],
         Panel::CloseWait => {
             let [age, pid, comm, fd, eof] = [8, 7, 15, 4, 8];
             let header = "CONTAINER".len() as u16;
-            // What the other columns and the six gaps between all seven leave.
-            let room = inner.saturating_sub(age + pid + comm + fd + eof + 6 + CONNECTION_MIN);
+            let connection = rest_col(CONNECTION_MIN, rows.iter().map(|r| r.cells[4].as_str()));
+            // What the other columns, the connection whole and the six gaps
+            // between all seven leave.
+            let room = inner.saturating_sub(age + pid + comm + fd + eof + 6 + connection.want);
             let widest = rows
                 .iter()
                 .map(|r| Line::from(r.cells[5].as_str()).width())
@@ -73,29 +114,71 @@ fn widths(panel: Panel, rows: &[&ModelRow], inner: u16) -> Vec<Constraint> {
                 .unwrap_or(u16::MAX)
                 .clamp(header, CONTAINER_MAX.min(room).max(header));
             vec![
-                Length(age),
-                Length(pid),
-                Length(comm),
-                Length(fd),
-                Min(CONNECTION_MIN),
-                Length(container),
-                Length(eof),
+                col(age, 0),
+                col(pid, 0),
+                col(comm, 0),
+                col(fd, 1),
+                connection,
+                col(container, 3),
+                col(eof, 2),
             ]
         }
         Panel::Procs => vec![
-            Length(7),
-            Length(15),
-            Length(10),
-            Length(5),
-            Length(8),
-            Length(10),
+            col(7, 0),
+            col(15, 0),
+            col(10, 0),
+            col(5, 3),
+            col(8, 1),
+            col(10, 2),
         ],
-        Panel::TwPorts => vec![Length(8), Length(8)],
-        Panel::TwRemotes => vec![Min(24), Length(8)],
+        Panel::TwPorts => vec![col(8, 0), col(8, 0)],
+        Panel::TwRemotes => vec![
+            rest_col(24, rows.iter().map(|r| r.cells[0].as_str())),
+            col(8, 0),
+        ],
     }
 }
 
-fn header_lines(s: &Screen<'_>) -> Vec<Line<'static>> {
+/// Which columns of `cols` a panel `inner` columns wide shows, and how
+/// wide: while they do not fit (with a gap between two) with the one that
+/// takes the rest as wide as it wants, the one that goes first goes; the
+/// one that takes the rest takes it. A number is never cut: its column
+/// goes whole (the header says which are shown).
+fn fit(cols: &[Col], inner: u16) -> Vec<(usize, u16)> {
+    let mut kept: Vec<usize> = (0..cols.len()).collect();
+    let sum = |kept: &[usize], w: fn(&Col) -> u16| -> u16 {
+        kept.iter().map(|&i| w(&cols[i])).sum::<u16>() + kept.len().saturating_sub(1) as u16
+    };
+    let need = |kept: &[usize]| sum(kept, |c| c.width);
+    // Columns go while the one that takes the rest would be cut.
+    while sum(&kept, |c| c.want) > inner {
+        let Some(at) = (0..kept.len())
+            .filter(|&k| cols[kept[k]].drop > 0)
+            .max_by_key(|&k| cols[kept[k]].drop)
+        else {
+            break;
+        };
+        kept.remove(at);
+    }
+    let spare = inner.saturating_sub(need(&kept));
+    kept.iter()
+        .map(|&i| (i, cols[i].width + if cols[i].rest { spare } else { 0 }))
+        .collect()
+}
+
+/// `cell` in `width` columns: whole, or cut with a `…` that says so.
+fn cell_in(cell: &str, width: u16) -> String {
+    let width = usize::from(width);
+    if Line::from(cell).width() <= width {
+        return cell.to_owned();
+    }
+    let mut out: String = cell.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// The header's three lines, each with its style.
+fn header_lines(s: &Screen<'_>) -> [(String, Style); 3] {
     let m = s.model;
     let mut first = format!("tracer top  {}  at {}  tracked {}", s.url, m.now, m.tracked);
     if s.live {
@@ -127,22 +210,71 @@ fn header_lines(s: &Screen<'_>) -> Vec<Line<'static>> {
         ));
     }
     let third = match (s.error, &m.soonest) {
-        (Some(e), _) => {
-            Line::from(format!("agent not answering, showing the last data: {e}")).red()
-        }
-        (None, Some((line, now))) => {
-            let l = Line::from(format!("forecast: {line}"));
-            if *now { l.red().bold() } else { l.yellow() }
-        }
-        (None, None) if m.unfollowed_netns > 0 => Line::from(format!(
-            "{} network namespace(s) not followed (the agent's log says why): their leaks are \
-             not shown",
-            m.unfollowed_netns
-        ))
-        .yellow(),
-        (None, None) => Line::from(""),
+        (Some(e), _) => (
+            format!("agent not answering, showing the last data: {e}"),
+            Style::new().red(),
+        ),
+        (None, Some((line, now))) => (
+            format!("forecast: {line}"),
+            if *now {
+                Style::new().red().bold()
+            } else {
+                Style::new().yellow()
+            },
+        ),
+        (None, None) if m.unfollowed_netns > 0 => (
+            format!(
+                "{} network namespace(s) not followed (the agent's log says why): their leaks \
+                 are not shown",
+                m.unfollowed_netns
+            ),
+            Style::new().yellow(),
+        ),
+        (None, None) => (String::new(), Style::new()),
     };
-    vec![Line::from(first).bold(), Line::from(second), third]
+    [(first, Style::new().bold()), (second, Style::new()), third]
+}
+
+/// The header's lines in `width` columns: a line too long goes on at the
+/// next, broken between words, so that the end of a forecast (when it runs
+/// out) is never cut off.
+fn header_wrapped(s: &Screen<'_>, width: u16) -> Vec<Line<'static>> {
+    header_lines(s)
+        .into_iter()
+        .flat_map(|(text, style)| {
+            wrap(&text, usize::from(width.max(1)))
+                .into_iter()
+                .map(move |l| Line::from(l).style(style))
+        })
+        .collect()
+}
+
+/// `text` broken into lines of at most `width` characters, between words
+/// where it can (a word longer than a line is cut).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        let len = line.chars().count();
+        if len > 0 && len + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+        while line.chars().count() > width {
+            let rest: String = line.chars().skip(width).collect();
+            line.truncate(
+                line.char_indices()
+                    .nth(width)
+                    .map_or(line.len(), |(i, _)| i),
+            );
+            lines.push(std::mem::replace(&mut line, rest));
+        }
+    }
+    lines.push(line);
+    lines
 }
 
 fn panel(f: &mut Frame<'_>, s: &Screen<'_>, p: Panel, area: Rect) {
@@ -182,11 +314,20 @@ fn panel(f: &mut Frame<'_>, s: &Screen<'_>, p: Panel, area: Rect) {
     if focused {
         block = block.border_style(Style::new().yellow().bold());
     }
-    let header = Row::new(p.header().iter().copied()).bold();
-    let body = rows.iter().map(|r| Row::new(r.cells.iter().cloned()));
-    let table = Table::new(body, widths(p, &rows, area.width.saturating_sub(2)))
-        .header(header)
-        .block(block);
+    let shown = fit(
+        &columns(p, &rows, area.width.saturating_sub(2)),
+        area.width.saturating_sub(2),
+    );
+    let header = Row::new(shown.iter().map(|&(i, _)| p.header()[i])).bold();
+    let body = rows.iter().map(|r| {
+        Row::new(
+            shown
+                .iter()
+                .map(|&(i, w)| cell_in(r.cells.get(i).map_or("", String::as_str), w)),
+        )
+    });
+    let widths = shown.iter().map(|&(_, w)| Constraint::Length(w));
+    let table = Table::new(body, widths).header(header).block(block);
     f.render_widget(table, area);
 }
 
@@ -197,10 +338,37 @@ fn fitted(s: &Screen<'_>, a: Panel, b: Panel) -> u16 {
     n(a).max(n(b)).clamp(1, ONCE_ROWS) as u16 + 3
 }
 
-/// The height a `--once` frame needs.
-pub fn once_height(s: &Screen<'_>) -> u16 {
-    3 + STATES_HEIGHT
-        + fitted(s, Panel::CloseWait, Panel::Procs)
+/// The height of one panel of a `--once` frame.
+fn fitted_one(s: &Screen<'_>, p: Panel) -> u16 {
+    fitted(s, p, p)
+}
+
+/// The width from which the CLOSE_WAIT and processes panels stand side by
+/// side with every column: below it the processes panel goes under the
+/// CLOSE_WAIT one, each the whole width.
+const SIDE_BY_SIDE: u16 = {
+    // Age, pid, comm, fd, the connection's least, CONTAINER's header, EOF
+    // READ, six gaps and two borders; the processes panel's 62 beside.
+    (8 + 7 + 15 + 4 + CONNECTION_MIN + 9 + 8 + 6 + 2) + PROCS_WIDTH
+};
+/// The processes panel's width beside the CLOSE_WAIT panel.
+const PROCS_WIDTH: u16 = 62;
+
+/// The height of the middle of a `--once` frame `width` wide: the
+/// CLOSE_WAIT and processes panels, beside or under each other.
+fn middle_height(s: &Screen<'_>, width: u16) -> u16 {
+    if width >= SIDE_BY_SIDE {
+        fitted(s, Panel::CloseWait, Panel::Procs)
+    } else {
+        fitted_one(s, Panel::CloseWait) + fitted_one(s, Panel::Procs)
+    }
+}
+
+/// The height a `--once` frame `width` columns wide needs.
+pub fn once_height(s: &Screen<'_>, width: u16) -> u16 {
+    header_wrapped(s, width).len() as u16
+        + STATES_HEIGHT
+        + middle_height(s, width)
         + fitted(s, Panel::TwPorts, Panel::TwRemotes)
 }
 
@@ -219,26 +387,38 @@ pub fn draw(f: &mut Frame<'_>, s: &Screen<'_>) {
         f.render_widget(Paragraph::new(said).wrap(Wrap { trim: true }), area);
         return;
     }
+    let side_by_side = area.width >= SIDE_BY_SIDE;
     let (middle, bottom, footer) = if s.live {
         (Fill(3), Fill(2), 1)
     } else {
         (
-            Length(fitted(s, Panel::CloseWait, Panel::Procs)),
+            Length(middle_height(s, area.width)),
             Length(fitted(s, Panel::TwPorts, Panel::TwRemotes)),
             0,
         )
     };
+    let header = header_wrapped(s, area.width);
     let [head, top, mid, low, foot] = Layout::vertical([
-        Length(3),
+        Length(header.len() as u16),
         Length(STATES_HEIGHT),
         middle,
         bottom,
         Length(footer),
     ])
     .areas(f.area());
-    f.render_widget(Paragraph::new(header_lines(s)), head);
+    f.render_widget(Paragraph::new(header), head);
     let [states, dwell] = Layout::horizontal([Length(44), Fill(1)]).areas(top);
-    let [cw, procs] = Layout::horizontal([Fill(1), Length(62)]).areas(mid);
+    let [cw, procs] = if side_by_side {
+        Layout::horizontal([Fill(1), Length(PROCS_WIDTH)]).areas(mid)
+    } else if s.live {
+        Layout::vertical([Fill(3), Fill(2)]).areas(mid)
+    } else {
+        Layout::vertical([
+            Length(fitted_one(s, Panel::CloseWait)),
+            Length(fitted_one(s, Panel::Procs)),
+        ])
+        .areas(mid)
+    };
     let [ports, remotes] = Layout::horizontal([Percentage(35), Fill(1)]).areas(low);
     for (p, area) in [
         (Panel::States, states),
@@ -279,7 +459,7 @@ pub fn draw(f: &mut Frame<'_>, s: &Screen<'_>) {
 
 /// One frame as plain text, `width` columns wide: what `--once` prints.
 pub fn text(s: &Screen<'_>, width: u16) -> anyhow::Result<String> {
-    let mut term = Terminal::new(TestBackend::new(width, once_height(s)))?;
+    let mut term = Terminal::new(TestBackend::new(width, once_height(s, width)))?;
     term.draw(|f| draw(f, s))?;
     Ok(buffer_text(term.backend().buffer()))
 }

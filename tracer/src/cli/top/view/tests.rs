@@ -158,10 +158,14 @@ fn a_once_frame_fits_its_rows_and_has_no_footer() {
         error: None,
         live: false,
     };
-    let text = text(&screen, 120).expect("text");
+    // Narrower than the CLOSE_WAIT and processes panels side by side: one
+    // under the other.
+    let narrow = text(&screen, 120).expect("text");
+    assert_eq!(narrow.lines().count(), 3 + 16 + 6 + 5 + 7, "{narrow}");
+    let text = text(&screen, 160).expect("text");
     // Header 3, states 16, leaks 3 + 3 rows, TIME_WAIT 4 + 3 rows.
     assert_eq!(text.lines().count(), 3 + 16 + 6 + 7);
-    assert_eq!(once_height(&screen), 32);
+    assert_eq!(once_height(&screen, 160), 32);
     assert!(
         text.starts_with(
             "tracer top  http://127.0.0.1:9077  at 2026-11-30T05:42:20Z  tracked 42\n"
@@ -202,11 +206,11 @@ fn a_namespaces_name_widens_the_container_column_but_not_past_the_connection() {
         "{oldest}"
     );
     assert!(oldest.contains(" ns:tr-web-4242 no "), "{oldest}");
-    // Wider than the panel leaves: cut, and the connection keeps its 30
-    // columns, the local end whole.
+    // Wider than the panel leaves: cut, with a mark that says so, and the
+    // connection stays whole.
     let oldest = frame_with("a-name-far-too-long-for-the-panel");
     assert!(
-        oldest.contains("127.0.0.1:8080 -> 127.0.0.1:50 ns:a-name-far-too- no "),
+        oldest.contains("127.0.0.1:8080 -> 127.0.0.1:50001 ns:a-name-far-… no "),
         "{oldest}"
     );
 }
@@ -324,4 +328,46 @@ fn namespaces_not_followed_are_said_in_the_header() {
     s.leaks.unfollowed_netns = 0;
     let text = frame(&Model::build(&s, Some(&first)), &ui, None, (160, 50));
     assert!(!text.contains("not followed"), "{text}");
+}
+
+/// An 80-column terminal, the default: no number is cut (a column that
+/// does not fit goes whole, the header says which are shown), a cut text
+/// says so, and the forecast's end goes on the next line.
+#[test]
+fn a_narrow_frame_cuts_no_number() {
+    let mut s = sample(102, &[("established", 115_542), ("close_wait", 3)]);
+    s.leaks.agent_netns = Some(1);
+    let first = summary(100, &[("established", 115_000), ("close_wait", 1)]);
+    let m = Model::build(&s, Some(&first));
+    let ui = Ui::new(Duration::from_secs(2));
+    let screen = Screen {
+        model: &m,
+        ui: &ui,
+        url: "http://127.0.0.1:9077",
+        only: "",
+        error: None,
+        live: false,
+    };
+    let text = text(&screen, 80).expect("text");
+    assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
+    // The counts whole, in both top panels.
+    assert!(
+        line_with(&text, "│established").contains(" 115542 "),
+        "{text}"
+    );
+    // The dwell panel keeps STATE, P99 and MAX: the others go whole.
+    let dwell = line_with(&text, "STATE ")
+        .rsplit('│')
+        .nth(1)
+        .unwrap_or("")
+        .to_owned();
+    assert!(dwell.contains("P99") && dwell.contains("MAX"), "{text}");
+    assert!(!dwell.contains("P50"), "{text}");
+    // Every CLOSE_WAIT row keeps its age, pid, comm and connection.
+    let oldest = line_with(&text, "12m05s");
+    assert!(
+        oldest.contains(" 4242 ") && oldest.contains("python3"),
+        "{oldest}"
+    );
+    assert!(oldest.contains("127.0.0.1:8080 -> "), "{oldest}");
 }
