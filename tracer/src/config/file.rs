@@ -22,6 +22,7 @@ impl FileConfig {
         let text = read_bounded(path).with_context(name)?;
         let mut f = FileConfig::parse(&text).with_context(name)?;
         f.name = format!("{}: ", name());
+        f.dir = path.parent().map(Path::to_path_buf);
         Ok(f)
     }
 
@@ -37,11 +38,17 @@ impl FileConfig {
                 match e.span() {
                     Some(span) => {
                         let (line, col) = line_col(text, span.start);
-                        match key_before(text, span.start) {
+                        // A key's value at fault, or the key itself (a
+                        // duplicate one, whose error points at the key).
+                        let key = key_before(text, span.start).or_else(|| key_at(text, span.start));
+                        let hint = unquoted_text(text, span.start).map_or(String::new(), |v| {
+                            format!(" (a text value goes in quotes: \"{v}\")")
+                        });
+                        match key {
                             Some(key) => {
-                                anyhow::bail!("key {key} at line {line}, column {col}: {msg}")
+                                anyhow::bail!("key {key} at line {line}, column {col}: {msg}{hint}")
                             }
-                            None => anyhow::bail!("line {line}, column {col}: {msg}"),
+                            None => anyhow::bail!("line {line}, column {col}: {msg}{hint}"),
                         }
                     }
                     None => anyhow::bail!("{msg}"),
@@ -72,9 +79,18 @@ impl FileConfig {
             .transpose()
     }
 
-    /// Lay this file's values over `s`.
+    /// Lay this file's values over `s`. A relative `web-config` is the
+    /// file's neighbour (`/etc/tracer/web.yml` beside
+    /// `/etc/tracer/tracer.toml`), as the paths inside a web config are
+    /// that file's: under systemd the working directory is `/`.
     pub fn apply(&self, s: &mut Settings) -> anyhow::Result<()> {
-        self.layer()?.apply(s);
+        let mut layer = self.layer()?;
+        if let (Some(dir), Some(Some(web))) = (&self.dir, &mut layer.web_config)
+            && web.is_relative()
+        {
+            *web = dir.join(&*web);
+        }
+        layer.apply(s);
         Ok(())
     }
 }
@@ -158,6 +174,31 @@ pub(super) fn key_before(text: &str, at: usize) -> Option<String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
     .then(|| key.to_owned())
+}
+
+/// The key a `key = value` line starts with when byte `at` lies in the key.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let at = at.min(text.len());
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    key_before(text, start + key.len() + 1)
+}
+
+/// The value of the `key = value` line byte `at` lies in, when it is bare
+/// text TOML cannot read (an address or a name without its quotes):
+/// `listen = 127.0.0.1:9077`.
+fn unquoted_text(text: &str, at: usize) -> Option<String> {
+    let at = at.min(text.len());
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (_, value) = line.split_once('=')?;
+    let value = value.split(" #").next()?.trim();
+    let bare = !value.is_empty()
+        && !value.starts_with(['"', '\'', '[', '{'])
+        && !matches!(value, "true" | "false")
+        && value.parse::<f64>().is_err();
+    bare.then(|| value.to_owned())
 }
 
 /// A config value that may be a number or a string: `reconcile-interval

@@ -133,6 +133,10 @@ macro_rules! settings {
             /// empty for text parsed without a file.
             #[serde(skip)]
             name: String,
+            /// The directory of the file: a relative path in it is its
+            /// neighbour, not the working directory's.
+            #[serde(skip)]
+            dir: Option<std::path::PathBuf>,
         }
 
         impl FileConfig {

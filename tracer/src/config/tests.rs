@@ -36,6 +36,38 @@ fn file_overrides_defaults() {
     );
 }
 
+/// A relative web config in a config file is that file's neighbour, not
+/// the working directory's (systemd's is `/`).
+#[test]
+fn a_relative_web_config_is_beside_the_config_file() {
+    let dir = std::env::temp_dir().join(format!("tracer-conf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("tracer.toml");
+    let loaded = |text: &str| {
+        std::fs::write(&file, text).expect("write");
+        let mut s = Settings::default();
+        FileConfig::load(&file)
+            .expect("load")
+            .apply(&mut s)
+            .expect("apply");
+        s.web_config
+    };
+    assert_eq!(
+        loaded("web-config = \"web.yml\""),
+        Some(dir.join("web.yml"))
+    );
+    assert_eq!(
+        loaded("web-config = \"tls/web.yml\""),
+        Some(dir.join("tls/web.yml"))
+    );
+    assert_eq!(
+        loaded("web-config = \"/etc/tracer/web.yml\""),
+        Some("/etc/tracer/web.yml".into())
+    );
+    assert_eq!(loaded("web-config = \"none\""), None);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn web_config_is_a_path_or_none() {
     let s = applied("web-config = \"/etc/tracer/web.yml\"").unwrap();
@@ -86,6 +118,16 @@ fn errors_name_the_key_with_line_and_column() {
         (
             "close-wait-threshold = \"forever\"",
             "key close-wait-threshold",
+        ),
+        // Bare text: TOML reads a number, and the quotes are what is missing.
+        (
+            "listen = 127.0.0.1:19850",
+            "(a text value goes in quotes: \"127.0.0.1:19850\")",
+        ),
+        // A key given twice is named, where TOML's error points at it.
+        (
+            "listen = \"127.0.0.1:1\"\nlisten = \"127.0.0.1:2\"\n",
+            "key listen at line 2, column 1: duplicate key",
         ),
         (
             "\n\nmax-sockets = 0",
