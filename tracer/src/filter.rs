@@ -5,7 +5,7 @@
 //! filters must all hold. The kernel names a socket's owner only on the
 //! transitions its own syscalls make (connect, listen, close), so for
 //! events the owner filters follow the socket: see [`Owners`].
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use clap::Args;
 
@@ -210,8 +210,9 @@ pub const MAX_FOLLOWED: usize = 1 << 20;
 #[derive(Debug, Default)]
 pub struct Owners {
     cookies: HashSet<u64>,
-    /// The listening ports of matching processes, by (namespace, port).
-    listeners: HashSet<(u32, u16)>,
+    /// The listeners of matching processes, by (namespace, port): the
+    /// cookies of those listening there (several with `SO_REUSEPORT`).
+    listeners: HashMap<(u32, u16), HashSet<u64>>,
     /// Times the set was full and started over.
     pub restarts: u64,
 }
@@ -240,11 +241,17 @@ impl Owners {
                 ev.kind == Kind::State && ev.old_state == from && ev.new_state == Some(to)
             };
             if own && moved(Some(TcpState::Close), TcpState::Listen) {
-                self.listeners.insert((ev.netns, ev.sport));
+                self.listen(ev.netns, ev.sport, ev.cookie);
             }
             if own && ev.new_state == Some(TcpState::Close) {
                 self.cookies.remove(&ev.cookie);
-                if moved(Some(TcpState::Listen), TcpState::Close) {
+            }
+            // A listener's close ends its port's accepts whoever closes it.
+            if moved(Some(TcpState::Listen), TcpState::Close)
+                && let Some(on_port) = self.listeners.get_mut(&(ev.netns, ev.sport))
+            {
+                on_port.remove(&ev.cookie);
+                if on_port.is_empty() {
                     self.listeners.remove(&(ev.netns, ev.sport));
                 }
             }
@@ -266,11 +273,19 @@ impl Owners {
             if s.inode != 0 && held {
                 self.follow(s.cookie);
                 if s.state == TcpState::Listen {
-                    self.listeners.insert((s.netns, s.sport));
+                    self.listen(s.netns, s.sport, s.cookie);
                 }
             }
         }
-        self.cookies.len() - before
+        self.cookies.len().saturating_sub(before)
+    }
+
+    /// The listener `cookie` of a matching process listens on `port`.
+    fn listen(&mut self, netns: u32, port: u16, cookie: u64) {
+        self.listeners
+            .entry((netns, port))
+            .or_default()
+            .insert(cookie);
     }
 
     /// A socket's first moves out of a followed listener's queue: the
@@ -285,12 +300,13 @@ impl Owners {
                 (Some(TcpState::Listen), Some(TcpState::SynRecv))
                     | (Some(TcpState::SynRecv), Some(TcpState::Established))
             )
-            && self.listeners.contains(&(ev.netns, ev.sport))
+            && self.listeners.contains_key(&(ev.netns, ev.sport))
     }
 
     fn follow(&mut self, cookie: u64) {
         if self.cookies.len() >= MAX_FOLLOWED {
             self.cookies.clear();
+            self.listeners.clear();
             self.restarts += 1;
         }
         self.cookies.insert(cookie);
@@ -433,6 +449,24 @@ mod tests {
         assert!(!o.keep(&m, &on(80, ev(1, 5, "nginx", Listen, Close))));
         assert!(!o.keep(&m, &on(80, ev(6, 0, "", SynRecv, Established))));
         assert!(!o.keep(&m, &on(80, ev(6, 0, "", Established, CloseWait))));
+    }
+
+    #[test]
+    fn a_port_is_followed_while_any_of_its_listeners_is() {
+        use TcpState::*;
+        let m = flags(&["-c", "nginx", "-s", "close-wait"]);
+        let mut o = Owners::default();
+        // Two SO_REUSEPORT listeners of nginx on one port.
+        assert!(!o.keep(&m, &on(80, ev(1, 5, "nginx", Close, Listen))));
+        assert!(!o.keep(&m, &on(80, ev(10, 6, "nginx", Close, Listen))));
+        assert!(!o.keep(&m, &on(80, ev(1, 5, "nginx", Listen, Close))));
+        assert!(!o.keep(&m, &on(80, ev(2, 0, "", SynRecv, Established))));
+        assert!(o.keep(&m, &on(80, ev(2, 0, "", Established, CloseWait))));
+        // The last one closed by another process (it inherited it): the
+        // port's accepts are no longer nginx's.
+        assert!(!o.keep(&m, &on(80, ev(10, 7, "bash", Listen, Close))));
+        assert!(!o.keep(&m, &on(80, ev(3, 0, "", SynRecv, Established))));
+        assert!(!o.keep(&m, &on(80, ev(3, 0, "", Established, CloseWait))));
     }
 
     #[test]

@@ -245,6 +245,14 @@ impl Filter {
                 let scan = crate::diag::owners_of(&inodes.collect());
                 let n = self.owners.seed(&self.matching, &sockets, &scan);
                 tracing::debug!("following {n} sockets the matching processes hold");
+                if scan.unreadable > 0 {
+                    tracing::warn!(
+                        "the descriptors of {} processes could not be read (other users': \
+                         grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH): their sockets open \
+                         before now show only from the next move a syscall of theirs makes",
+                        scan.unreadable
+                    );
+                }
             }
             Err(e) => tracing::warn!(
                 "the sockets the matching processes hold now could not be listed ({e:#}): only \

@@ -45,7 +45,7 @@ pub struct LeaksArgs {
     /// Print the report as JSON instead of a table.
     #[arg(short = 'j', long)]
     pub json: bool,
-    /// The agent to ask; when none answers, a snapshot is taken.
+    // The agent to ask; when none answers, a snapshot is taken.
     #[command(flatten)]
     pub agent: AgentFlags,
     /// The `--*-threshold` flags of `tracer run`, here hiding what is

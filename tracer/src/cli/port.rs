@@ -61,8 +61,8 @@ pub struct PortArgs {
     /// Print the answer as JSON.
     #[arg(long)]
     pub json: bool,
-    /// The agent to ask for exact ages; without one, ages other than
-    /// TIME_WAIT's are unknown.
+    // The agent to ask for exact ages; without one, ages other than
+    // TIME_WAIT's are unknown.
     #[command(flatten)]
     pub agent: AgentFlags,
     /// Network namespaces: all, host (the one tracer runs in), a /run/netns

@@ -44,7 +44,7 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Args, Clone)]
 #[command(after_help = EXAMPLES)]
 pub struct TopArgs {
-    /// The agent to watch.
+    // The agent to watch.
     #[command(flatten)]
     pub agent: AgentFlags,
     /// Refresh every this long, 250ms to 1h.

@@ -178,25 +178,36 @@ pub(super) fn key_before(text: &str, at: usize) -> Option<String> {
 
 /// The key a `key = value` line starts with when byte `at` lies in the key.
 fn key_at(text: &str, at: usize) -> Option<String> {
-    let at = at.min(text.len());
-    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let start = line_start(text, at);
     let line = text[start..].lines().next()?;
     let (key, _) = line.split_once('=')?;
     key_before(text, start + key.len() + 1)
+}
+
+/// The byte where the line holding byte `at` of `text` begins.
+fn line_start(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    text[..at].rfind('\n').map_or(0, |i| i + 1)
 }
 
 /// The value of the `key = value` line byte `at` lies in, when it is bare
 /// text TOML cannot read (an address or a name without its quotes):
 /// `listen = 127.0.0.1:9077`.
 fn unquoted_text(text: &str, at: usize) -> Option<String> {
-    let at = at.min(text.len());
-    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let start = line_start(text, at);
     let line = text[start..].lines().next()?;
     let (_, value) = line.split_once('=')?;
     let value = value.split(" #").next()?.trim();
+    // An address, a path or a duration: what a word alone (`yes`) or a
+    // number is not, and quotes make readable.
     let bare = !value.is_empty()
         && !value.starts_with(['"', '\'', '[', '{'])
-        && !matches!(value, "true" | "false")
+        && (value.contains([':', '/', '.'])
+            || value.starts_with(|c: char| c.is_ascii_digit())
+                && value.contains(|c: char| c.is_ascii_alphabetic()))
         && value.parse::<f64>().is_err();
     bare.then(|| value.to_owned())
 }

@@ -73,8 +73,90 @@ impl AgentFlags {
             (None, true) => Trust::Anyone,
             (None, false) => Trust::System,
         };
-        AgentClient::with_trust(self.url(), self.limits(), &trust)
+        let url = with_password(self.url())?;
+        AgentClient::with_trust(&url, self.limits(), &trust)
     }
+}
+
+/// The variable a password may come from, for a URL that names a user
+/// and no password: a command line is seen by every user of the host (and
+/// of a pod with `hostPID`).
+pub const PASSWORD_VAR: &str = "TRACER_AGENT_PASSWORD";
+
+/// `url`, with a password when it names a user and none: from
+/// [`PASSWORD_VAR`], else asked on the terminal (not echoed); as given
+/// when neither is there (the agent's 401 then says what to give).
+fn with_password(url: &str) -> anyhow::Result<String> {
+    with_password_from(url, |user, host| match std::env::var(PASSWORD_VAR) {
+        Ok(p) => Ok(Some(p)),
+        Err(_) => ask_password(&format!("password of {user} at {host}: ")),
+    })
+}
+
+/// [`with_password`], the password from `get(user, host)`.
+fn with_password_from(
+    url: &str,
+    get: impl FnOnce(&str, &str) -> anyhow::Result<Option<String>>,
+) -> anyhow::Result<String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Ok(url.to_owned());
+    };
+    let host_ends = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some((user, host)) = rest[..host_ends].rsplit_once('@') else {
+        return Ok(url.to_owned());
+    };
+    if user.contains(':') || user.is_empty() {
+        return Ok(url.to_owned());
+    }
+    let Some(password) = get(user, host)? else {
+        return Ok(url.to_owned());
+    };
+    let encoded = percent_encoding::utf8_percent_encode(&password, USERINFO).to_string();
+    Ok(format!(
+        "{scheme}://{user}:{encoded}@{}",
+        &rest[user.len() + 1..]
+    ))
+}
+
+/// What a password in a URL's user information cannot hold raw.
+const USERINFO: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A password typed on the terminal, not echoed; `None` without one.
+fn ask_password(prompt: &str) -> anyhow::Result<Option<String>> {
+    use std::io::{BufRead as _, Write as _};
+    use std::os::fd::AsRawFd as _;
+    let Ok(tty) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+    else {
+        return Ok(None);
+    };
+    let fd = tty.as_raw_fd();
+    // SAFETY: termios is plain data, filled by tcgetattr before use.
+    let mut term: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor and a termios to fill.
+    if unsafe { libc::tcgetattr(fd, &mut term) } != 0 {
+        return Ok(None);
+    }
+    let saved = term;
+    term.c_lflag &= !libc::ECHO;
+    // SAFETY: as above; restored below whatever the read gives.
+    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &term) };
+    let mut out = &tty;
+    let _ = write!(out, "{prompt}");
+    let _ = out.flush();
+    let mut line = String::new();
+    let read = std::io::BufReader::new(&tty).read_line(&mut line);
+    // SAFETY: as above.
+    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
+    let _ = writeln!(out);
+    read.context("reading the password from the terminal")?;
+    Ok(Some(line.trim_end_matches(['\n', '\r']).to_owned()))
 }
 
 /// Whom an https:// agent is taken to be.
@@ -100,6 +182,22 @@ const CA_BUNDLES: [&str; 4] = [
 
 /// The largest PEM file read for certificates: a system bundle is ~220 KiB.
 const MAX_PEM_BYTES: u64 = 16 << 20;
+
+/// Refuse an `--agent` URL whose `@` comes after the host: a raw `/`, `?`
+/// or `#` in its password, which would end the host early, send the rest
+/// of the password to another host as a path, and show it in messages.
+/// The refusal does not repeat the URL.
+fn check_userinfo(url: &str) -> anyhow::Result<()> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host_ends = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if rest[host_ends..].contains('@') {
+        anyhow::bail!(
+            "--agent: an '@' after the host: a '/', '?' or '#' in a user or password goes \
+             percent-encoded (%2F, %3F, %23), as a space does (%20)"
+        );
+    }
+    Ok(())
+}
 
 /// The TLS settings of a client of `url` that trusts `trust`. For an
 /// http:// URL no certificate is read: TLS is never used.
@@ -129,14 +227,21 @@ fn tls_config(url: &str, trust: &Trust) -> anyhow::Result<TlsConfig> {
         .build())
 }
 
-/// The certificates of the system's CA bundle.
+/// The certificates of the system's CA bundle: `SSL_CERT_FILE` alone when
+/// it is set (a bad one is said, not passed over for a wider bundle), else
+/// the first bundle of [`CA_BUNDLES`] there is.
 fn system_roots() -> anyhow::Result<Vec<Certificate<'static>>> {
-    let env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
-    let candidates = env
-        .iter()
-        .cloned()
-        .chain(CA_BUNDLES.iter().map(PathBuf::from));
-    for file in candidates {
+    if let Some(file) = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from) {
+        let certs =
+            pem_certificates(&file).with_context(|| format!("SSL_CERT_FILE={}", file.display()))?;
+        anyhow::ensure!(
+            !certs.is_empty(),
+            "SSL_CERT_FILE={}: no PEM certificate in it",
+            file.display()
+        );
+        return Ok(certs);
+    }
+    for file in CA_BUNDLES.iter().map(PathBuf::from) {
         if let Ok(certs) = pem_certificates(&file)
             && !certs.is_empty()
         {
@@ -283,6 +388,7 @@ impl AgentClient {
     /// [`AgentClient::new`], an https:// agent taken to be whom `trust`
     /// says.
     pub fn with_trust(url: &str, limits: Limits, trust: &Trust) -> anyhow::Result<AgentClient> {
+        check_userinfo(url)?;
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
@@ -623,10 +729,17 @@ fn tls_sentence(e: &rustls::Error, url: &str, host: &str) -> String {
              give --agent-ca FILE with the CA that signed it (the one Prometheus's \
              tls_config.ca_file names), or --agent-insecure"
         ),
-        E::AlertReceived(alert) => format!(
+        E::AlertReceived(
+            alert @ (rustls::AlertDescription::CertificateRequired
+            | rustls::AlertDescription::BadCertificate
+            | rustls::AlertDescription::HandshakeFailure),
+        ) => format!(
             "the agent at {url} refused the TLS handshake ({alert:?}): a web config with \
              client_auth_type wants a client certificate, which tracer's commands do not send"
         ),
+        E::AlertReceived(alert) => {
+            format!("the agent at {url} refused the TLS handshake ({alert:?})")
+        }
         E::InvalidMessage(_) | E::InappropriateMessage { .. } => format!(
             "the server at {url} does not answer in TLS: is it an agent without a --web-config? \
              ask for {}",

@@ -92,11 +92,11 @@ fn columns(panel: Panel, rows: &[&ModelRow], inner: u16) -> Vec<Col> {
         // The tail first, then the count: a narrow view keeps P99 and MAX.
         Panel::Dwell => vec![
             col(14, 0),
-            col(8, 3),
+            col(8, 4),
+            col(9, 6),
             col(9, 5),
-            col(9, 4),
-            col(9, 0),
             col(9, 2),
+            col(9, 3),
         ],
         Panel::CloseWait => {
             let [age, pid, comm, fd, eof] = [8, 7, 15, 4, 8];
@@ -160,9 +160,20 @@ fn fit(cols: &[Col], inner: u16) -> Vec<(usize, u16)> {
         };
         kept.remove(at);
     }
+    // Still too wide (a terminal of 60 columns): the one that takes the
+    // rest gives up its least, and its cells are cut (with a mark).
+    let over = need(&kept).saturating_sub(inner);
     let spare = inner.saturating_sub(need(&kept));
     kept.iter()
-        .map(|&i| (i, cols[i].width + if cols[i].rest { spare } else { 0 }))
+        .map(|&i| {
+            let c = cols[i];
+            let w = if c.rest {
+                (c.width + spare).saturating_sub(over).max(1)
+            } else {
+                c.width
+            };
+            (i, w)
+        })
         .collect()
 }
 
@@ -252,6 +263,7 @@ fn header_wrapped(s: &Screen<'_>, width: u16) -> Vec<Line<'static>> {
 /// `text` broken into lines of at most `width` characters, between words
 /// where it can (a word longer than a line is cut).
 fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
     let mut lines = Vec::new();
     let mut line = String::new();
     for word in text.split(' ') {

@@ -99,7 +99,9 @@ impl Forecast {
             let (Some(left), Some(limit)) = (p.seconds_left, p.fd_limit) else {
                 continue;
             };
-            if p.growth_per_minute.is_none_or(|g| g <= 0.0) {
+            // A leak that does not grow has no forecast, but one that has
+            // run out stays at 0: it grows no more because accept() fails.
+            if left > 0.0 && p.growth_per_minute.is_none_or(|g| g <= 0.0) {
                 continue;
             }
             let l = ProcessLabels {
@@ -197,5 +199,26 @@ mod tests {
         let text = m.encode();
         assert!(!text.contains(r#"pid="4242""#), "{text}");
         assert!(!text.contains("10.0.0.1:443"), "{text}");
+    }
+
+    /// A process that has run out stays at 0 though its leak grows no more
+    /// (accept() fails): the alert on it must not go quiet then.
+    #[test]
+    fn a_process_out_of_descriptors_stays_at_zero() {
+        use crate::forecast::{FdForecast, FdUsage};
+        let m = crate::export::metrics::Metrics::new();
+        let full = FdUsage {
+            open: 1024,
+            limit: Some(1024),
+        };
+        m.forecast.publish(&Forecasts {
+            fd: vec![FdForecast::new(4242, "api", 1000, full, Some(0.0))],
+            ports: Vec::new(),
+        });
+        let text = m.encode();
+        assert!(
+            text.contains(r#"tracer_forecast_fd_exhaustion_seconds{pid="4242",comm="api"} 0.0"#),
+            "{text}"
+        );
     }
 }

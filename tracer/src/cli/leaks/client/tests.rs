@@ -612,3 +612,48 @@ fn tls_failures_say_what_to_give() {
         .contains("ask for http://127.0.0.1:9077")
     );
 }
+
+/// A URL that names a user and no password gets one, percent-encoded; a
+/// URL with a password, or without a user, is left as it is.
+#[test]
+fn a_password_is_asked_for_a_user_without_one() {
+    let given = |url: &str| {
+        with_password_from(url, |user, host| {
+            assert_eq!((user, host), ("prometheus", "127.0.0.1:9077"));
+            Ok(Some("correct horse/@#".to_owned()))
+        })
+        .expect("url")
+    };
+    assert_eq!(
+        given("https://prometheus@127.0.0.1:9077/base"),
+        "https://prometheus:correct%20horse%2F%40%23@127.0.0.1:9077/base"
+    );
+    let untouched =
+        |url: &str| with_password_from(url, |_, _| panic!("asked for {url}")).expect("url");
+    for url in [
+        "https://prometheus:given@127.0.0.1:9077",
+        "https://127.0.0.1:9077",
+        "http://127.0.0.1:9077/x?to=a@b",
+    ] {
+        assert_eq!(untouched(url), url);
+    }
+    // No terminal and no variable: as given (the agent's 401 says the rest).
+    let none = with_password_from("https://prometheus@127.0.0.1:9077", |_, _| Ok(None));
+    assert_eq!(none.expect("url"), "https://prometheus@127.0.0.1:9077");
+}
+
+/// A raw `/`, `?` or `#` in a password would end the host early: refused,
+/// and the password is in no message.
+#[test]
+fn a_raw_slash_in_a_password_is_refused_without_showing_it() {
+    for url in [
+        "https://prometheus:se/cret@tracer:9077",
+        "https://prometheus:se?cret@tracer:9077",
+        "https://prometheus:se#cret@tracer:9077",
+    ] {
+        let e = format!("{:#}", AgentClient::new(url, limits(1000)).expect_err(url));
+        assert!(e.contains("percent-encoded (%2F, %3F, %23)"), "{e}");
+        assert!(!e.contains("cret"), "{e}");
+    }
+    assert!(AgentClient::new("https://prometheus:se%2Fcret@tracer:9077", limits(1000)).is_ok());
+}
