@@ -354,6 +354,18 @@ fn the_commands_ask_an_https_agent() {
     let report: serde_json::Value = serde_json::from_str(&json).expect("json");
     assert_eq!(report["source"], "agent", "{json}");
     assert!(!err.contains(PASSWORD) && !err.contains(&password), "{err}");
+    // The password from the environment, for a URL that names the user
+    // alone: no command line shows it.
+    let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(["leaks", "--json", "--agent-ca", &ca, "--agent"])
+        .arg(format!("https://{USER}@{}", agent.addr))
+        .env("TRACER_AGENT_PASSWORD", PASSWORD)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tracer");
+    let json = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(report["source"], "agent", "{json}");
     // Whatever certificate, when asked to.
     let (code, json, err) = tracer(&["leaks", "--json", "--agent", &url, "--agent-insecure"]);
     assert!(matches!(code, Some(0 | 1)), "{code:?} {err}");

@@ -122,7 +122,10 @@ impl Namespaces {
         self.sharing_host_table.set(t.sharing_host_table as i64);
         for (reason, n) in [
             (Unreachable::NoCapSysAdmin, t.refused),
-            (Unreachable::Unnamed, t.unnamed),
+            // Only those still there: one that lived a moment (a build's,
+            // a test's) and was gone before a dump looked is unreachable in
+            // no sense worth a series, as the log and the API say too.
+            (Unreachable::Unnamed, t.unnamed_alive),
             (Unreachable::OverCap, t.over_cap),
         ] {
             self.unreachable[reason.index()].set(n as i64);
