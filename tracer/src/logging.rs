@@ -28,10 +28,16 @@ pub enum LogFormat {
 pub struct LogFlags {
     /// Log level: error, warn, info, debug or trace, or directives such as
     /// "info,tracer::pipeline=debug" [default: $RUST_LOG, else info].
-    #[arg(long, value_name = "LEVEL", global = true)]
+    #[arg(long, value_name = "LEVEL", global = true, help_heading = "Logging")]
     pub log_level: Option<String>,
     /// Log line format.
-    #[arg(long, value_name = "FORMAT", global = true, default_value = "text")]
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        global = true,
+        default_value = "text",
+        help_heading = "Logging"
+    )]
     pub log_format: LogFormat,
 }
 
