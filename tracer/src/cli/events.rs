@@ -245,7 +245,7 @@ impl Filter {
                 let scan = crate::diag::owners_of(&inodes.collect());
                 let n = self.owners.seed(&self.matching, &sockets, &scan);
                 tracing::debug!("following {n} sockets the matching processes hold");
-                if scan.unreadable > 0 {
+                if scan.unreadable > 0 && crate::diag::naming_warning().is_some() {
                     tracing::warn!(
                         "the descriptors of {} processes could not be read (other users': \
                          grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH): their sockets open \

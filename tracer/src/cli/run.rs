@@ -40,7 +40,7 @@ impl RunArgs {
     pub fn settings(&self) -> anyhow::Result<Settings> {
         let mut s = Settings::default();
         if let Some(path) = &self.config {
-            let layer = FileConfig::load(path)?.layer()?;
+            let layer = FileConfig::load(path)?.flags()?;
             if let (Some(choice), None) = (&layer.netns, &self.flags.netns) {
                 let said = format!("netns = \"{choice}\" in {}", path.display());
                 NetnsScope::resolve_as(choice, &said)?;
@@ -55,6 +55,26 @@ impl RunArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Through the command's own path: a relative web config in the file
+    /// is the file's neighbour.
+    #[test]
+    fn a_relative_web_config_is_beside_the_file() {
+        let tmp = tempfile::Builder::new()
+            .prefix("tracer-cfg-")
+            .tempdir()
+            .unwrap();
+        let path = tmp.path().join("tracer.toml");
+        std::fs::write(&path, "web-config = \"web.yml\"\n").unwrap();
+        let args = RunArgs {
+            config: Some(path),
+            flags: RunFlags::default(),
+        };
+        assert_eq!(
+            args.settings().unwrap().web_config,
+            Some(tmp.path().join("web.yml"))
+        );
+    }
 
     #[test]
     fn flags_override_the_file() {

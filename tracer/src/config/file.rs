@@ -84,14 +84,20 @@ impl FileConfig {
     /// `/etc/tracer/tracer.toml`), as the paths inside a web config are
     /// that file's: under systemd the working directory is `/`.
     pub fn apply(&self, s: &mut Settings) -> anyhow::Result<()> {
+        self.flags()?.apply(s);
+        Ok(())
+    }
+
+    /// This file's values as flags ([`FileConfig::layer`]), a relative
+    /// `web-config` made the file's neighbour.
+    pub fn flags(&self) -> anyhow::Result<super::RunFlags> {
         let mut layer = self.layer()?;
         if let (Some(dir), Some(Some(web))) = (&self.dir, &mut layer.web_config)
             && web.is_relative()
         {
             *web = dir.join(&*web);
         }
-        layer.apply(s);
-        Ok(())
+        Ok(layer)
     }
 }
 

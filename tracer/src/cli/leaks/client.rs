@@ -539,14 +539,15 @@ fn get_with(
         );
     }
     if status == 401 {
+        let given = match userinfo {
+            Some(u) if u.contains(':') => "refused the user and password given",
+            Some(_) => "wants a password, and none was given",
+            None => "wants a user and password",
+        };
         anyhow::bail!(
-            "the agent at {url} {} (HTTP 401): give the user and password of its web config in the \
-             URL, {scheme}://USER:PASSWORD@{host}, with a space as %20",
-            if userinfo.is_some() {
-                "refused the user and password given"
-            } else {
-                "wants a user and password"
-            }
+            "the agent at {url} {given} (HTTP 401): name the user of its web config in the URL, \
+             {scheme}://USER@{host}, and give the password on the terminal or in \
+             {PASSWORD_VAR}"
         );
     }
     if status != 200 {

@@ -294,7 +294,8 @@ fn panel(f: &mut Frame<'_>, s: &Screen<'_>, p: Panel, area: Rect) {
     let rows = s.model.rows(p, sort, &s.ui.filter);
     let all = s.model.tables[p.index()].len();
     let focused = s.live && s.ui.focus == p;
-    let mut title = format!(" {}{} ", if focused { "> " } else { "" }, p.title());
+    let name = format!(" {}{} ", if focused { "> " } else { "" }, p.title());
+    let mut title = String::new();
     // Rows past the panel's height are not drawn: say how many are.
     let fits = usize::from(area.height.saturating_sub(3));
     let shown = if rows.len() > fits {
@@ -321,7 +322,8 @@ fn panel(f: &mut Frame<'_>, s: &Screen<'_>, p: Panel, area: Rect) {
     if matches!(p, Panel::TwPorts | Panel::TwRemotes) && s.model.time_wait_read.1 {
         title.push_str("sampled ");
     }
-    title.push_str(&format!("sort: {key}{} ", if desc { " v" } else { " ^" }));
+    let sort = format!("sort: {key}{} ", if desc { " v" } else { " ^" });
+    let title = titled(&name, &title, &sort, area.width.saturating_sub(2));
     let mut block = Block::bordered().title(title);
     if focused {
         block = block.border_style(Style::new().yellow().bold());
@@ -341,6 +343,23 @@ fn panel(f: &mut Frame<'_>, s: &Screen<'_>, p: Panel, area: Rect) {
     let widths = shown.iter().map(|&(_, w)| Constraint::Length(w));
     let table = Table::new(body, widths).header(header).block(block);
     f.render_widget(table, area);
+}
+
+/// A panel's title in `width` columns: its `name`, its `counts` and its
+/// `sort`; too long, the sort goes first, then the name is cut (with a
+/// `…`): the counts are what a narrow frame must not lose.
+fn titled(name: &str, counts: &str, sort: &str, width: u16) -> String {
+    let len = |s: &str| Line::from(s).width();
+    let width = usize::from(width);
+    if len(name) + len(counts) + len(sort) <= width {
+        return format!("{name}{counts}{sort}");
+    }
+    if len(name) + len(counts) <= width {
+        return format!("{name}{counts}");
+    }
+    let room = width.saturating_sub(len(counts) + 1).max(2);
+    let cut: String = name.trim_end().chars().take(room - 1).collect();
+    format!("{cut}… {counts}")
 }
 
 /// Table heights of a `--once` frame: as many rows as there are, up to

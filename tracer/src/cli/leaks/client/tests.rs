@@ -541,7 +541,8 @@ fn the_urls_user_and_password_are_basic_auth() {
     assert!(req.starts_with("GET /api/v1/leaks HTTP/1.1\r\n"), "{req}");
     assert!(
         e.contains("refused the user and password given (HTTP 401)")
-            && e.contains(&format!("http://USER:PASSWORD@{addr}"))
+            && e.contains(&format!("http://USER@{addr}"))
+            && e.contains("TRACER_AGENT_PASSWORD")
             && !e.contains("horse"),
         "{e}"
     );

@@ -371,3 +371,22 @@ fn a_narrow_frame_cuts_no_number() {
     );
     assert!(oldest.contains("127.0.0.1:8080 -> "), "{oldest}");
 }
+
+/// A title too long for its panel keeps its counts: the sort goes first,
+/// then the name is cut with a mark.
+#[test]
+fn a_narrow_title_keeps_its_counts() {
+    let name = " TIME_WAIT by local port ";
+    let (counts, sort) = ("(26, 20 shown) ", "sort: count v ");
+    assert_eq!(
+        titled(name, counts, sort, 60),
+        " TIME_WAIT by local port (26, 20 shown) sort: count v "
+    );
+    assert_eq!(
+        titled(name, counts, sort, 40),
+        " TIME_WAIT by local port (26, 20 shown) "
+    );
+    let t = titled(name, counts, sort, 26);
+    assert!(t.ends_with("… (26, 20 shown) "), "{t}");
+    assert!(Line::from(t.as_str()).width() <= 26, "{t}");
+}
