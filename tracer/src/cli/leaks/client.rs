@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Args;
-use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
+use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 
 use crate::config::{Bounds, parse_duration_within};
 
@@ -180,9 +180,6 @@ const CA_BUNDLES: [&str; 4] = [
     "/etc/ssl/cert.pem",
 ];
 
-/// The largest PEM file read for certificates: a system bundle is ~220 KiB.
-const MAX_PEM_BYTES: u64 = 16 << 20;
-
 /// Refuse an `--agent` URL whose `@` comes after the host: a raw `/`, `?`
 /// or `#` in its password, which would end the host early, send the rest
 /// of the password to another host as a path, and show it in messages.
@@ -202,21 +199,10 @@ fn check_userinfo(url: &str) -> anyhow::Result<()> {
 /// The TLS settings of a client of `url` that trusts `trust`. For an
 /// http:// URL no certificate is read: TLS is never used.
 fn tls_config(url: &str, trust: &Trust) -> anyhow::Result<TlsConfig> {
-    let https = url.starts_with("https://");
     let roots = match trust {
-        _ if !https => Vec::new(),
-        Trust::Anyone => Vec::new(),
-        Trust::File(file) => {
-            let certs =
-                pem_certificates(file).with_context(|| format!("--agent-ca {}", file.display()))?;
-            anyhow::ensure!(
-                !certs.is_empty(),
-                "--agent-ca {}: no PEM certificate in it (-----BEGIN CERTIFICATE-----)",
-                file.display()
-            );
-            certs
-        }
-        Trust::System => system_roots()?,
+        _ if !url.starts_with("https://") || *trust == Trust::Anyone => Vec::new(),
+        Trust::File(file) => pem(file).context("--agent-ca")?,
+        _ => system_roots()?,
     };
     Ok(TlsConfig::builder()
         .provider(TlsProvider::Rustls)
@@ -232,19 +218,10 @@ fn tls_config(url: &str, trust: &Trust) -> anyhow::Result<TlsConfig> {
 /// the first bundle of [`CA_BUNDLES`] there is.
 fn system_roots() -> anyhow::Result<Vec<Certificate<'static>>> {
     if let Some(file) = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from) {
-        let certs =
-            pem_certificates(&file).with_context(|| format!("SSL_CERT_FILE={}", file.display()))?;
-        anyhow::ensure!(
-            !certs.is_empty(),
-            "SSL_CERT_FILE={}: no PEM certificate in it",
-            file.display()
-        );
-        return Ok(certs);
+        return pem(&file).context("SSL_CERT_FILE");
     }
     for file in CA_BUNDLES.iter().map(PathBuf::from) {
-        if let Ok(certs) = pem_certificates(&file)
-            && !certs.is_empty()
-        {
+        if let Ok(certs) = pem(&file) {
             return Ok(certs);
         }
     }
@@ -255,22 +232,13 @@ fn system_roots() -> anyhow::Result<Vec<Certificate<'static>>> {
     )
 }
 
-/// Every certificate of the PEM file `file` (other items are skipped).
-fn pem_certificates(file: &Path) -> anyhow::Result<Vec<Certificate<'static>>> {
-    use std::io::Read as _;
-    let mut bytes = Vec::new();
-    std::fs::File::open(file)
-        .and_then(|f| f.take(MAX_PEM_BYTES).read_to_end(&mut bytes))
-        .map_err(|e| anyhow::anyhow!("cannot be read: {e}"))?;
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(&bytes) {
-        match item {
-            Ok(PemItem::Certificate(c)) => certs.push(c),
-            Ok(_) => {}
-            Err(e) => anyhow::bail!("not PEM: {e}"),
-        }
-    }
-    Ok(certs)
+/// The certificates of the PEM file `file` (at least one), read as the
+/// agent reads its own ([`crate::export::web::certificates`]).
+fn pem(file: &Path) -> anyhow::Result<Vec<Certificate<'static>>> {
+    Ok(crate::export::web::certificates(file)?
+        .iter()
+        .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+        .collect())
 }
 
 /// How long a connection attempt may take before "no agent" is concluded.

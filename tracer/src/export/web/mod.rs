@@ -23,6 +23,7 @@ use anyhow::Context as _;
 use serde::Deserialize;
 
 pub use self::auth::{Refusal, Users, refusal_response};
+pub(crate) use self::tls::certificates;
 
 /// The most a web config file may hold: 1 MiB, like `--config`.
 const MAX_WEB_CONFIG_BYTES: u64 = 1 << 20;

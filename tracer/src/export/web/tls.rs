@@ -98,10 +98,20 @@ pub(super) fn acceptor(t: &TlsFile, dir: &Path) -> anyhow::Result<TlsAcceptor> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Every PEM certificate in `path`, at least one.
-fn certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+/// The most of a PEM file read for certificates: a system's CA bundle is
+/// about 220 KiB.
+const MAX_PEM_BYTES: u64 = 16 << 20;
+
+/// Every PEM certificate in the first [`MAX_PEM_BYTES`] of `path`, at
+/// least one: the agent's own and its clients' CA here, and the CA a
+/// command trusts an agent by (`tracer leaks --agent-ca`).
+pub(crate) fn certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    use std::io::Read as _;
+    let certs = std::fs::File::open(path)
+        .map_err(rustls::pki_types::pem::Error::Io)
+        .and_then(|f| {
+            CertificateDer::pem_reader_iter(f.take(MAX_PEM_BYTES)).collect::<Result<Vec<_>, _>>()
+        })
         .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), pem_error(&e, "certificate")))?;
     if certs.is_empty() {
         anyhow::bail!("{}: holds no PEM certificate", path.display());

@@ -570,7 +570,7 @@ fn agent_flags_say_whom_to_trust() {
     };
     let e = format!("{:#}", flags.client().expect_err("no such file"));
     assert!(
-        e.starts_with("--agent-ca /nonexistent/ca.crt: cannot be read"),
+        e.starts_with("--agent-ca: /nonexistent/ca.crt: cannot be read"),
         "{e}"
     );
     // A file with no certificate in it.
@@ -583,7 +583,7 @@ fn agent_flags_say_whom_to_trust() {
         ..flags
     };
     let e = format!("{:#}", flags.client().expect_err("no certificate"));
-    assert!(e.contains("no PEM certificate in it"), "{e}");
+    assert!(e.contains("holds no PEM certificate"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
