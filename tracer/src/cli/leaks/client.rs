@@ -98,11 +98,10 @@ fn with_password_from(
     url: &str,
     get: impl FnOnce(&str, &str) -> anyhow::Result<Option<String>>,
 ) -> anyhow::Result<String> {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    let (Some(scheme), authority, tail) = split_host(url) else {
         return Ok(url.to_owned());
     };
-    let host_ends = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some((user, host)) = rest[..host_ends].rsplit_once('@') else {
+    let Some((user, host)) = authority.rsplit_once('@') else {
         return Ok(url.to_owned());
     };
     if user.contains(':') || user.is_empty() {
@@ -112,10 +111,18 @@ fn with_password_from(
         return Ok(url.to_owned());
     };
     let encoded = percent_encoding::utf8_percent_encode(&password, USERINFO).to_string();
-    Ok(format!(
-        "{scheme}://{user}:{encoded}@{}",
-        &rest[user.len() + 1..]
-    ))
+    Ok(format!("{scheme}://{user}:{encoded}@{host}{tail}"))
+}
+
+/// `url` cut where its host part ends (at the first `/`, `?` or `#` after
+/// the scheme): the scheme (`None` without `://`), the host part with any
+/// user information, and what follows it.
+fn split_host(url: &str) -> (Option<&str>, &str, &str) {
+    let (scheme, rest) = url
+        .split_once("://")
+        .map_or((None, url), |(s, r)| (Some(s), r));
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    (scheme, &rest[..end], &rest[end..])
 }
 
 /// What a password in a URL's user information cannot hold raw.
@@ -185,9 +192,7 @@ const CA_BUNDLES: [&str; 4] = [
 /// of the password to another host as a path, and show it in messages.
 /// The refusal does not repeat the URL.
 fn check_userinfo(url: &str) -> anyhow::Result<()> {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let host_ends = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    if rest[host_ends..].contains('@') {
+    if split_host(url).2.contains('@') {
         anyhow::bail!(
             "--agent: an '@' after the host: a '/', '?' or '#' in a user or password goes \
              percent-encoded (%2F, %3F, %23), as a space does (%20)"
