@@ -155,11 +155,7 @@ fn read_bounded(path: &Path) -> anyhow::Result<String> {
 
 /// The 1-based line and column (in characters) of byte `at` in `text`.
 pub(super) fn line_col(text: &str, at: usize) -> (usize, usize) {
-    let mut at = at.min(text.len());
-    while !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    let before = &text[..at];
+    let before = &text[..boundary(text, at)];
     let line = before.matches('\n').count() + 1;
     let start = before.rfind('\n').map_or(0, |i| i + 1);
     (line, before[start..].chars().count() + 1)
@@ -167,13 +163,8 @@ pub(super) fn line_col(text: &str, at: usize) -> (usize, usize) {
 
 /// The key of a `key = value` line when byte `at` lies in its value.
 pub(super) fn key_before(text: &str, at: usize) -> Option<String> {
-    let mut at = at.min(text.len());
-    while !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    let before = &text[..at];
-    let start = before.rfind('\n').map_or(0, |i| i + 1);
-    let (key, _) = before[start..].split_once('=')?;
+    let (start, at) = (line_start(text, at), boundary(text, at));
+    let (key, _) = text[start..at].split_once('=')?;
     let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
     (!key.is_empty()
         && key
@@ -192,11 +183,16 @@ fn key_at(text: &str, at: usize) -> Option<String> {
 
 /// The byte where the line holding byte `at` of `text` begins.
 fn line_start(text: &str, at: usize) -> usize {
+    text[..boundary(text, at)].rfind('\n').map_or(0, |i| i + 1)
+}
+
+/// Byte `at` of `text`, or the start of the character it falls in.
+fn boundary(text: &str, at: usize) -> usize {
     let mut at = at.min(text.len());
     while !text.is_char_boundary(at) {
         at -= 1;
     }
-    text[..at].rfind('\n').map_or(0, |i| i + 1)
+    at
 }
 
 /// The value of the `key = value` line byte `at` lies in, when it is bare

@@ -142,8 +142,10 @@ macro_rules! settings {
         impl FileConfig {
             /// Check every key with the parser of its flag: the layer this
             /// file lays over the defaults, or the first bad value, named
-            /// with its key, line and column.
-            pub fn layer(&self) -> anyhow::Result<RunFlags> {
+            /// with its key, line and column. Private: its callers go
+            /// through [`FileConfig::flags`], which places a relative
+            /// `web-config` beside the file.
+            fn layer(&self) -> anyhow::Result<RunFlags> {
                 Ok(RunFlags {
                     $( $name: self.check(stringify!($name), &self.$name, $parse)?, )*
                     thresholds: ThresholdFlags {
