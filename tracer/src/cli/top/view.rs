@@ -44,6 +44,23 @@ const STATES_HEIGHT: u16 = 13 + 3;
 const CONTAINER_MAX: u16 = 24;
 /// The columns the CLOSE_WAIT panel's connection keeps at least.
 const CONNECTION_MIN: u16 = 30;
+/// The CLOSE_WAIT panel's other columns: AGE, PID, COMM, FD, EOF READ.
+const CLOSE_WAIT_COLS: [u16; 5] = [8, 7, 15, 4, 8];
+/// The least of the CLOSE_WAIT panel's CONTAINER column: its header.
+const CONTAINER_MIN: u16 = "CONTAINER".len() as u16;
+/// The processes panel's columns: PID, COMM, CLOSE_WAIT, LEAKS, OLDEST,
+/// GROWTH/min.
+const PROCS_COLS: [u16; 6] = [7, 15, 10, 5, 8, 10];
+
+/// The sum of `widths`.
+const fn sum(widths: &[u16]) -> u16 {
+    let (mut i, mut total) = (0, 0);
+    while i < widths.len() {
+        total += widths[i];
+        i += 1;
+    }
+    total
+}
 
 /// One column of a panel: its width (for the one that takes what is left,
 /// the least it takes), and when it goes if the panel is too narrow for
@@ -70,15 +87,18 @@ const fn col(width: u16, drop: u8) -> Col {
 /// The column that takes what the others leave: at least `least` wide,
 /// and as wide as the widest of its `cells` up to [`REST_MAX`].
 fn rest_col<'a>(least: u16, cells: impl Iterator<Item = &'a str>) -> Col {
-    let widest = cells.map(|c| Line::from(c).width()).max().unwrap_or(0);
     Col {
         width: least,
         rest: true,
         drop: 0,
-        want: u16::try_from(widest)
-            .unwrap_or(u16::MAX)
-            .clamp(least, REST_MAX),
+        want: widest(cells).clamp(least, REST_MAX),
     }
+}
+
+/// The width of the widest of `cells`, 0 for none.
+fn widest<'a>(cells: impl Iterator<Item = &'a str>) -> u16 {
+    let w = cells.map(|c| Line::from(c).width()).max().unwrap_or(0);
+    u16::try_from(w).unwrap_or(u16::MAX)
 }
 
 /// The widest a connection or remote column asks room for: two IPv6 ends.
@@ -99,20 +119,13 @@ fn columns(panel: Panel, rows: &[&ModelRow], inner: u16) -> Vec<Col> {
             col(9, 3),
         ],
         Panel::CloseWait => {
-            let [age, pid, comm, fd, eof] = [8, 7, 15, 4, 8];
-            let header = "CONTAINER".len() as u16;
+            let [age, pid, comm, fd, eof] = CLOSE_WAIT_COLS;
             let connection = rest_col(CONNECTION_MIN, rows.iter().map(|r| r.cells[4].as_str()));
             // What the other columns, the connection whole and the six gaps
             // between all seven leave.
-            let room = inner.saturating_sub(age + pid + comm + fd + eof + 6 + connection.want);
-            let widest = rows
-                .iter()
-                .map(|r| Line::from(r.cells[5].as_str()).width())
-                .max()
-                .unwrap_or(0);
-            let container = u16::try_from(widest)
-                .unwrap_or(u16::MAX)
-                .clamp(header, CONTAINER_MAX.min(room).max(header));
+            let room = inner.saturating_sub(sum(&CLOSE_WAIT_COLS) + 6 + connection.want);
+            let container = widest(rows.iter().map(|r| r.cells[5].as_str()))
+                .clamp(CONTAINER_MIN, CONTAINER_MAX.min(room).max(CONTAINER_MIN));
             vec![
                 col(age, 0),
                 col(pid, 0),
@@ -123,14 +136,17 @@ fn columns(panel: Panel, rows: &[&ModelRow], inner: u16) -> Vec<Col> {
                 col(eof, 2),
             ]
         }
-        Panel::Procs => vec![
-            col(7, 0),
-            col(15, 0),
-            col(10, 0),
-            col(5, 3),
-            col(8, 1),
-            col(10, 2),
-        ],
+        Panel::Procs => {
+            let [pid, comm, close_wait, leaks, oldest, growth] = PROCS_COLS;
+            vec![
+                col(pid, 0),
+                col(comm, 0),
+                col(close_wait, 0),
+                col(leaks, 3),
+                col(oldest, 1),
+                col(growth, 2),
+            ]
+        }
         Panel::TwPorts => vec![col(8, 0), col(8, 0)],
         Panel::TwRemotes => vec![
             rest_col(24, rows.iter().map(|r| r.cells[0].as_str())),
@@ -358,8 +374,7 @@ fn titled(name: &str, counts: &str, sort: &str, width: u16) -> String {
         return format!("{name}{counts}");
     }
     let room = width.saturating_sub(len(counts) + 1).max(2);
-    let cut: String = name.trim_end().chars().take(room - 1).collect();
-    format!("{cut}… {counts}")
+    format!("{} {counts}", cell_in(name.trim_end(), room as u16))
 }
 
 /// Table heights of a `--once` frame: as many rows as there are, up to
@@ -377,13 +392,15 @@ fn fitted_one(s: &Screen<'_>, p: Panel) -> u16 {
 /// The width from which the CLOSE_WAIT and processes panels stand side by
 /// side with every column: below it the processes panel goes under the
 /// CLOSE_WAIT one, each the whole width.
-const SIDE_BY_SIDE: u16 = {
-    // Age, pid, comm, fd, the connection's least, CONTAINER's header, EOF
-    // READ, six gaps and two borders; the processes panel's 62 beside.
-    (8 + 7 + 15 + 4 + CONNECTION_MIN + 9 + 8 + 6 + 2) + PROCS_WIDTH
-};
-/// The processes panel's width beside the CLOSE_WAIT panel.
-const PROCS_WIDTH: u16 = 62;
+const SIDE_BY_SIDE: u16 =
+    // Its columns, the connection's least and CONTAINER's, six gaps and
+    // two borders; the processes panel beside.
+    sum(&CLOSE_WAIT_COLS) + CONNECTION_MIN + CONTAINER_MIN + 6 + 2 + PROCS_WIDTH;
+/// The processes panel's width beside the CLOSE_WAIT panel: its columns,
+/// five gaps and two borders.
+const PROCS_WIDTH: u16 = sum(&PROCS_COLS) + 5 + 2;
+// docs/top.md names the width from which the two stand side by side.
+const _: () = assert!(SIDE_BY_SIDE == 151 && PROCS_WIDTH == 62);
 
 /// The height of the middle of a `--once` frame `width` wide: the
 /// CLOSE_WAIT and processes panels, beside or under each other.
