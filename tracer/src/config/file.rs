@@ -88,7 +88,8 @@ impl FileConfig {
         Ok(())
     }
 
-    /// This file's values as flags ([`FileConfig::layer`]), a relative
+    /// This file's values as flags, each key checked with the parser of
+    /// its flag and named with its line and column when bad; a relative
     /// `web-config` made the file's neighbour.
     pub fn flags(&self) -> anyhow::Result<super::RunFlags> {
         let mut layer = self.layer()?;
@@ -216,7 +217,7 @@ fn unquoted_text(text: &str, at: usize) -> Option<String> {
 
 /// A config value that may be a number or a string: `reconcile-interval
 /// = 5` (bare seconds) or `"5s"`, `reconcile-budget = 0.5` or `"0.5%"`,
-/// `max-sockets = 1000`. Checked, with its key, by [`FileConfig::layer`].
+/// `max-sockets = 1000`. Checked, with its key, by [`FileConfig::flags`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Quantity(pub String);
 

@@ -71,7 +71,7 @@ macro_rules! settings {
 
         /// Flags of `tracer run` past `--config`, and one layer of settings
         /// (each `None` unless given): the flags, or a config file's keys
-        /// once checked ([`FileConfig::layer`]).
+        /// once checked ([`FileConfig::flags`]).
         #[derive(Clone, Debug, Default, clap::Args)]
         pub struct RunFlags {
             $(
