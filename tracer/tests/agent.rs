@@ -655,12 +655,28 @@ fn an_agent_whose_namespace_is_gone_says_so_and_exits() {
         common::wait_healthy(&mut agent, addr, common::STARTUP),
         "the agent did not start"
     );
+    let inode = {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(format!("/proc/{pid}/ns/net")).map(|m| m.ino())
+    };
     let _ = holder.kill();
     let _ = holder.wait();
-    // Gone for three seconds of dumps, then the end.
+    // Gone for three seconds of dumps, then the end. Meanwhile new
+    // namespaces are made, as other containers' would be: the kernel
+    // hands a freed namespace's inode to the next one made, and the agent
+    // must not take that one for the namespace it followed.
+    let mut others = Vec::new();
     let ended = wait_until(Duration::from_secs(20), || {
-        !matches!(agent.try_wait(), Ok(None))
+        let done = !matches!(agent.try_wait(), Ok(None));
+        if !done && others.len() < 40 {
+            others.push(common::NamedNetns::new(
+                &format!("nsgone{}", others.len()),
+                &[],
+            ));
+        }
+        done
     });
+    let reused = others.iter().any(|o| inode.as_ref().ok() == Some(&o.inode));
     if !ended {
         let _ = agent.kill();
     }
@@ -673,7 +689,8 @@ fn an_agent_whose_namespace_is_gone_says_so_and_exits() {
         .read_to_string(&mut err);
     assert!(
         ended,
-        "the agent still ran 20 s after its namespace was gone: {err}"
+        "the agent still ran 20 s after its namespace was gone (its inode handed to a new \
+         namespace: {reused}): {err}"
     );
     assert_eq!(status.code(), Some(2), "{err}");
     let last = err.lines().last().unwrap_or_default();

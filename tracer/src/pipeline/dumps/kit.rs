@@ -118,6 +118,13 @@ pub(super) struct Kit {
     refused: BTreeSet<u32>,
     /// Every namespace in scope the last discovery found, followed or not.
     known: BTreeSet<u32>,
+    /// The one namespace `--netns` chose, held open from the first time
+    /// it is found until tracer exits. The kernel hands a freed
+    /// namespace's inode to the next namespace made, so without it the
+    /// inode tracer follows (here, in the kernel's event filter, and in
+    /// [`Dump::gone`]) could come to name another namespace, a new
+    /// container's, once its own was gone.
+    pin: Option<NetnsHandle>,
     /// Names the container of each namespace, once per container.
     resolver: Resolver,
     pub(super) buf: Vec<SocketSnapshot>,
@@ -134,6 +141,7 @@ impl Kit {
             spaces: BTreeMap::new(),
             refused: BTreeSet::new(),
             known: BTreeSet::new(),
+            pin: None,
             resolver: Resolver::default(),
             buf: Vec::new(),
             capture: false,
@@ -202,6 +210,9 @@ impl Kit {
                 None => settings(),
                 Some(h) => h.run_inside(settings).unwrap_or_default(),
             };
+            if self.pin.is_none() && self.scope.only() == Some(inode) {
+                self.pin = handle.clone();
+            }
             self.spaces.insert(
                 inode,
                 Ns {
