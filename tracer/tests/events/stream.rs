@@ -45,7 +45,11 @@ fn close_wait_leak_is_flagged_then_cleared_in_the_stream() {
         assert_eq!(e["cookie"], server_cookie);
         assert_eq!(e["local"], format!("127.0.0.1:{port}"));
         assert!(e["ts_ns"].as_u64().is_some());
-        assert_eq!(e["owners"][0]["pid"], std::process::id(), "{e}");
+        // A parallel test's child holds copies of this process's
+        // descriptors from its fork to its exec: the test process is one
+        // owner, maybe not the only one.
+        let owners = e["owners"].as_array().expect("owners");
+        assert!(owners.iter().any(|o| o["pid"] == std::process::id()), "{e}");
     }
     assert!(
         out.events[0]["evidence"]
