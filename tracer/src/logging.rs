@@ -57,24 +57,60 @@ pub fn filter(flags: &LogFlags) -> anyhow::Result<EnvFilter> {
         )
     };
     // EnvFilter takes a bare word as a target to log everything of, so a
-    // misspelt level ("warnig") would silently turn the whole log off.
-    if let Some((word, level)) = text.split(',').map(str::trim).find_map(misspelt_level) {
-        return Err(refused(&format_args!(
-            "{word:?} is not a log level (did you mean {level}?), and as a target it would \
-             turn off every line but that target's"
-        )));
+    // misspelt level ("warnig"), or one of another tool ("verbose"), would
+    // silently turn the whole log off.
+    for word in text.split(',').map(str::trim) {
+        if let Some(level) = misspelt_level(word) {
+            return Err(refused(&format_args!(
+                "{word:?} is not a log level (did you mean {level}?), and as a target it would \
+                 turn off every line but that target's"
+            )));
+        }
+        if stray_target(word) {
+            return Err(refused(&format_args!(
+                "{word:?} is neither a log level nor a target tracer logs under ({}), and as a \
+                 target it would turn off every line",
+                TARGETS.join(", ")
+            )));
+        }
     }
     EnvFilter::builder()
         .parse(&text)
         .map_err(|e| refused(&format_args!("{text:?} is not a log level ({e})")))
 }
 
-/// A bare directive that is not a level but within two edits of one
-/// (`warnig`, `debg`, `infoo`), with that level. Any other bare word is a
-/// target, as EnvFilter reads it (`tracer`, `ureq`, a `RUST_LOG` meant for
-/// another program), and numeric levels pass.
-fn misspelt_level(directive: &str) -> Option<(&str, &'static str)> {
-    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+/// The levels a directive may name.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// The targets tracer's log lines come under, by the first part of their
+/// path: its own, the kernel programs' diagnostics, and the crates that
+/// log through it.
+const TARGETS: [&str; 10] = [
+    "tracer", "kernel", "aya", "aya_log", "aya_obj", "ureq", "rustls", "hyper", "axum", "tokio",
+];
+
+/// A bare directive (no `=`, no span filter) that EnvFilter would read as
+/// a target, and that no line of tracer comes under: `verbose`, `myapp`.
+/// Levels (named or numbered) and misspelt ones are not.
+fn stray_target(directive: &str) -> bool {
+    let word = directive.to_ascii_lowercase();
+    if word.is_empty()
+        || word.contains(['=', '['])
+        || word.parse::<u8>().is_ok()
+        || LEVELS.contains(&word.as_str())
+        || misspelt_level(directive).is_some()
+    {
+        return false;
+    }
+    let root = word.split("::").next().unwrap_or_default();
+    !TARGETS.contains(&root)
+}
+
+/// The level a bare directive that is not one but is within two edits of
+/// one (`warnig`, `debg`, `infoo`) was meant as. Any other bare word is a
+/// target, as EnvFilter reads it (`tracer`, `ureq`: see [`stray_target`]),
+/// and numeric levels pass.
+fn misspelt_level(directive: &str) -> Option<&'static str> {
     let word = directive.to_ascii_lowercase();
     // `tracer`, this program's own target, is one edit from `trace`.
     if word.is_empty()
@@ -84,8 +120,7 @@ fn misspelt_level(directive: &str) -> Option<(&str, &'static str)> {
     {
         return None;
     }
-    let level = LEVELS.iter().find(|l| edits(&word, l) <= 2)?;
-    Some((directive, level))
+    LEVELS.iter().find(|l| edits(&word, l) <= 2).copied()
 }
 
 /// The Levenshtein distance between two short ASCII words.
@@ -181,13 +216,23 @@ mod tests {
             "WARN",
             "tracer",
             "ureq",
-            "myapp",
             "3",
             "kernel=warn",
+            "myapp=debug",
             "aya::programs",
             "info,tracer::engine",
         ] {
             assert!(level(ok).is_ok(), "{ok}");
+        }
+        // Another tool's level, or a target no line of tracer's comes
+        // under, would turn the whole log off.
+        for bad in ["verbose", "myapp", "info,quiet", "tracerx::engine"] {
+            let e = level(bad).expect_err(bad).to_string();
+            assert!(
+                e.contains("is neither a log level nor a target tracer logs under (tracer, kernel"),
+                "{e}"
+            );
+            assert!(!e.contains('\n'), "{e}");
         }
     }
 }

@@ -276,6 +276,11 @@ fn every_bad_value_gets_one_line_naming_it() {
             vec!["--log-level", "warnig", "leaks"],
             vec!["--log-level: \"warnig\" is not a log level (did you mean warn?)"],
         ),
+        // Another tool's level would turn the whole log off.
+        (
+            vec!["--log-level", "verbose", "run"],
+            vec!["--log-level: \"verbose\" is neither a log level nor a target tracer logs under"],
+        ),
         // A bare number is seconds: the error is about the next key.
         (
             vec![
