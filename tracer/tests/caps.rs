@@ -181,6 +181,27 @@ fn without_cap_sys_admin_other_namespaces_are_unreachable_and_the_rest_goes_on()
         said.contains("cannot be followed") && said.ends_with("leak detection"),
         "{said}"
     );
+    // With CAP_SYS_PTRACE every process's namespace can be found.
+    assert!(!stderr.contains("cannot be found"), "{stderr}");
+}
+
+/// Without CAP_SYS_PTRACE, an agent of every namespace cannot find those
+/// only root's processes hold (the host's own, here, seen from the test's
+/// namespace), and says so once.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn without_cap_sys_ptrace_an_agent_of_every_namespace_says_what_it_cannot_find() {
+    let _ns = Netns::enter("capsnofind");
+    let caps = without("sys_ptrace");
+    let mut agent = CapAgent::start_with(&Grant::Ambient(caps.clone()), &[]);
+    agent.assert_runs_as_nobody_with(&caps);
+    let (_, stderr) = agent.exit(Duration::ZERO);
+    let said = said_once(&stderr, "cannot be found");
+    assert!(
+        said.contains("without CAP_SYS_PTRACE, a network namespace that only other users'")
+            && said.contains("tracer_netns_unreachable{reason=\"unnamed\"}"),
+        "{said}"
+    );
 }
 
 #[test]

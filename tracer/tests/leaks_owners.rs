@@ -88,6 +88,19 @@ fn unprivileged_snapshot_says_owner_unknown_and_which_capabilities() {
     assert_eq!(flag["inode"], leak.inode, "{flag}");
     assert_unknown_with_hint(&group, &flag);
 
+    // Across every namespace, the snapshot says which it could not find:
+    // root's processes' namespaces are unreadable to this user.
+    let (_, json, err) = leaks(true, &["--agent", NO_AGENT, "--json"]);
+    let report: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    let note = report["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains(
+            "processes' network namespaces could not be read (that needs CAP_SYS_PTRACE), so a \
+             namespace only they hold was not looked at"
+        ),
+        "{note}; {err}"
+    );
+
     let (code, table, _) = leaks(true, &args);
     assert_eq!(code, 1);
     assert!(

@@ -108,6 +108,10 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
     if let Some(warning) = crate::diag::naming_warning() {
         tracing::warn!("{warning}");
     }
+    use crate::bpf::preflight::{CAP_SYS_PTRACE, has_effective};
+    if pipeline.scope().is_all() && !has_effective(CAP_SYS_PTRACE) {
+        tracing::warn!("{}", crate::pipeline::discover::UNREAD_WARNING);
+    }
     let mut sink = sink::AgentSink::new(shared.clone());
 
     // Adopt what exists: the programs are attached, so nothing born from

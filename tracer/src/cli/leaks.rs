@@ -153,6 +153,9 @@ fn snapshot_of(scope: NetnsScope, mut note: String) -> anyhow::Result<Report> {
             census.refused.len()
         ));
     }
+    if let Some(said) = census.unread_said() {
+        note.push_str(&format!("; {said}"));
+    }
     let mut report = snapshot_report(&dump, &owners, note);
     report.attribute(&census.containers);
     report.agent_netns = Some(crate::diag::own_netns()).filter(|&n| n != 0);

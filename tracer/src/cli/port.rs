@@ -101,6 +101,9 @@ pub fn run_to(args: &PortArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
             found.refused
         ));
     }
+    if let Some(said) = crate::pipeline::unread_said(found.unread) {
+        note.push_str(&format!("; {said}"));
+    }
     if let Some(f) = found.agent_followed
         && found.by_netns.keys().any(|&n| n != f)
     {

@@ -45,6 +45,15 @@ pub fn names() -> BTreeMap<u32, String> {
     found.names()
 }
 
+/// What the agent says once at start when it follows every namespace
+/// without `CAP_SYS_PTRACE`: discovery cannot read other users'
+/// `/proc/<pid>/ns/net`, so a namespace only they hold (a container's,
+/// unless its runtime names it under `/run/netns`) is not found.
+pub const UNREAD_WARNING: &str = "without CAP_SYS_PTRACE, a network namespace that only other \
+     users' (or more privileged) processes hold cannot be found: its sockets are known from kernel \
+     events alone once they change state, and are not adopted, reconciled or checked for leaks \
+     (tracer_netns_unreachable{reason=\"unnamed\"} counts such namespaces)";
+
 /// Processes remembered per namespace: a pod's sandbox and its first
 /// application processes.
 pub const PIDS_PER_NETNS: usize = 8;

@@ -25,7 +25,7 @@ use crate::{
 mod found;
 mod kit;
 
-pub use found::{Census, Dump};
+pub use found::{Census, Dump, unread_said};
 
 /// Most namespaces followed at once; more are counted in
 /// [`Census::over_cap`]. Each costs two netlink sockets and their buffers

@@ -41,7 +41,7 @@ use anyhow::Context as _;
 
 pub use self::{
     clock::{monotonic_ns, thread_cpu_ns},
-    dumps::{Census, Dump, DumpSource, MAX_NETNS, snapshot},
+    dumps::{Census, Dump, DumpSource, MAX_NETNS, snapshot, unread_said},
     netns::{NetnsChoice, NetnsScope},
     pace::{Pace, Paces},
     replay::{Recorder, Recording, Replay},

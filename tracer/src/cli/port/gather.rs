@@ -92,6 +92,8 @@ pub struct Found {
     pub namespaces: usize,
     /// Namespaces that could not be entered.
     pub refused: usize,
+    /// Processes whose namespace could not be read ([`Census::unread`]).
+    pub unread: u32,
     /// The agent answered.
     pub agent: bool,
     /// Sockets on the port in scope that the agent follows.
@@ -149,6 +151,7 @@ pub fn gather(
         containers: (*census.containers).clone(),
         namespaces: census.tracked.max(1),
         refused: census.refused.len(),
+        unread: census.unread(),
         agent: agent.is_some(),
         agent_followed,
         clients_time_wait,

@@ -47,6 +47,9 @@ pub struct Report {
     /// Network namespaces that could not be entered (that needs
     /// `CAP_SYS_ADMIN`): what they hold is not in the answer.
     pub namespaces_not_entered: usize,
+    /// Processes whose network namespace could not be read (that needs
+    /// `CAP_SYS_PTRACE`): a namespace only they hold was not scanned.
+    pub processes_not_read: u32,
     /// For a specific `addr`: some namespace looked at has it (`false`:
     /// none does, so a `bind()` to it fails with `EADDRNOTAVAIL` whatever
     /// the port); `null` for any address, or when it could not be told.
@@ -433,6 +436,7 @@ pub fn build(
         namespaces_scanned: found.namespaces,
         own_netns: 0,
         namespaces_not_entered: found.refused,
+        processes_not_read: found.unread,
         addr_available,
         namespaces_without_addr: found.by_netns.keys().filter(|n| lacks(n)).count(),
         namespaces,

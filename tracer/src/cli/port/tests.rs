@@ -578,6 +578,31 @@ fn a_connection_not_accepted_names_the_listeners_process() {
     assert!(orphan.get("listener_owners").is_none());
 }
 
+/// Processes whose namespace could not be read (no CAP_SYS_PTRACE) are
+/// said beside the verdict: a namespace only they hold was not scanned.
+#[test]
+fn processes_not_read_are_said_beside_the_verdict() {
+    let mut f = found(Vec::new());
+    f.by_netns.clear();
+    f.namespaces = 2;
+    f.unread = 3;
+    let r = build(8080, any(), false, &f, "snapshot".into(), |_| None);
+    let t = text(&r);
+    assert!(
+        t.lines().next().is_some_and(|l| l.ends_with(
+            "FREE with SO_REUSEADDR in the 2 network namespaces scanned; 3 processes' network namespaces could not be read (that needs CAP_SYS_PTRACE), so a namespace only they hold was not looked at"
+        )),
+        "{t}"
+    );
+    assert_eq!(
+        serde_json::to_value(&r).expect("json")["processes_not_read"],
+        3
+    );
+    f.unread = 0;
+    let r = build(8080, any(), false, &f, "snapshot".into(), |_| None);
+    assert!(!text(&r).contains("CAP_SYS_PTRACE"));
+}
+
 /// Namespaces that could not be entered are named in the verdict's line,
 /// not only in the source line: a FREE there is for the others.
 #[test]

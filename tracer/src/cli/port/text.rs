@@ -50,12 +50,18 @@ pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
             r.port,
         )?;
     } else {
-        let unseen = match r.namespaces_not_entered {
+        let mut unseen = match r.namespaces_not_entered {
             0 => String::new(),
             k => format!(
                 " in the {scanned}; {k} more could not be entered (that needs CAP_SYS_ADMIN), and what they hold is not known"
             ),
         };
+        if let Some(said) = crate::pipeline::unread_said(r.processes_not_read) {
+            if unseen.is_empty() {
+                unseen = format!(" in the {scanned}");
+            }
+            unseen.push_str(&format!("; {said}"));
+        }
         writeln!(
             out,
             "port {} ({at}) is {} for a new listener without SO_REUSEADDR; {reuse} with SO_REUSEADDR{unseen}",

@@ -29,6 +29,36 @@ pub struct Census {
     pub resolver: ResolverStats,
 }
 
+impl Census {
+    /// Processes whose namespace could not be read for want of
+    /// `CAP_SYS_PTRACE` (0 with it: then a process read as it exited).
+    pub fn unread(&self) -> u32 {
+        use crate::bpf::preflight::{CAP_SYS_PTRACE, has_effective};
+        if has_effective(CAP_SYS_PTRACE) {
+            0
+        } else {
+            self.unreadable_processes
+        }
+    }
+
+    /// What a one-shot answer (`tracer leaks`, `tracer port`) could not
+    /// look at: "N processes could not be read (...)"; `None` when
+    /// [`Census::unread`] is 0.
+    pub fn unread_said(&self) -> Option<String> {
+        unread_said(self.unread())
+    }
+}
+
+/// The sentence of [`Census::unread_said`] for `n` processes.
+pub fn unread_said(n: u32) -> Option<String> {
+    (n > 0).then(|| {
+        format!(
+            "{n} processes' network namespaces could not be read (that needs CAP_SYS_PTRACE), so a \
+             namespace only they hold was not looked at"
+        )
+    })
+}
+
 /// What one dump found; the sockets stay in [`DumpSource::sockets`](super::DumpSource::sockets).
 #[derive(Debug)]
 pub struct Dump {
