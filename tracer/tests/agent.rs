@@ -263,6 +263,15 @@ fn api_answers_count_the_events_written_just_before() {
         let est = api_sockets(&agent, "established", port);
         assert!(est.is_empty(), "round {round}, after the closes: {est:?}");
     }
+    // A path it does not serve says which it does, and where events
+    // stream from.
+    let (code, body) = common::http_get(agent.addr, "/api/v1/events").expect("an answer");
+    assert_eq!(code, 404, "{body}");
+    assert!(
+        body.starts_with("tracer serves no /api/v1/events: its endpoints are /metrics /healthz")
+            && body.contains("the command `tracer events`"),
+        "{body}"
+    );
 }
 
 #[test]

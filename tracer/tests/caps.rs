@@ -226,6 +226,10 @@ fn without_cap_bpf_or_cap_perfmon_the_agent_does_not_start() {
             stderr.contains("CAP_BPF and CAP_PERFMON"),
             "without {missing}: {stderr}"
         );
+        assert!(
+            stderr.contains(&format!("(it lacks CAP_{};", missing.to_uppercase())),
+            "the missing one is named: {stderr}"
+        );
     }
 }
 

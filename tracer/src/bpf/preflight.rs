@@ -16,20 +16,22 @@ const CAP_BPF: u32 = 39;
 /// Why the tracer cannot run here.
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
-    /// Neither root nor CAP_BPF + CAP_PERFMON.
+    /// Neither root nor CAP_BPF + CAP_PERFMON; which of the two it lacks.
     #[error(
-        "tracer needs root, or the CAP_BPF and CAP_PERFMON capabilities, to load its kernel programs; \
+        "tracer needs root, or the CAP_BPF and CAP_PERFMON capabilities, to load its kernel programs \
+         ({0}); \
          run it with sudo or grant them (setcap cap_bpf,cap_perfmon,cap_sys_admin,cap_sys_ptrace,cap_dac_read_search+ep tracer; \
          CAP_SYS_ADMIN enters other network namespaces, the other two name sockets' owners)"
     )]
-    NotPrivileged,
-    /// Root, with the capabilities dropped (a container, capsh).
+    NotPrivileged(&'static str),
+    /// Root, with the capabilities dropped (a container, capsh); which of
+    /// the two it lacks.
     #[error(
         "tracer runs as root but without the CAP_BPF and CAP_PERFMON capabilities (or CAP_SYS_ADMIN) \
-         that loading its kernel programs needs: whatever started it dropped them; grant them back \
+         that loading its kernel programs needs ({0}): whatever started it dropped them; grant them back \
          (--cap-add BPF --cap-add PERFMON for a container, the securityContext of deploy/kubernetes/tracer.yaml)"
     )]
-    RootWithoutCaps,
+    RootWithoutCaps(&'static str),
     /// No /sys/kernel/btf/vmlinux.
     #[error(
         "this kernel exposes no BTF at {VMLINUX_BTF}; tracer needs Linux 5.12 or later built with CONFIG_DEBUG_INFO_BTF=y"
@@ -119,14 +121,24 @@ pub fn caps_allow_tracing(caps: u64) -> bool {
     has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
 }
 
+/// Which of CAP_BPF and CAP_PERFMON the mask `caps` lacks, as a clause.
+fn lacking(caps: u64) -> &'static str {
+    match (holds(caps, CAP_BPF), holds(caps, CAP_PERFMON)) {
+        (false, true) => "it lacks CAP_BPF; CAP_PERFMON is there",
+        (true, false) => "it lacks CAP_PERFMON; CAP_BPF is there",
+        _ => "it lacks both",
+    }
+}
+
 /// Run every check.
 pub fn check() -> Result<(), PreflightError> {
-    if !caps_allow_tracing(effective_caps()) {
+    let caps = effective_caps();
+    if !caps_allow_tracing(caps) {
         // SAFETY: geteuid(2) has no failure mode.
         return Err(if unsafe { libc::geteuid() } == 0 {
-            PreflightError::RootWithoutCaps
+            PreflightError::RootWithoutCaps(lacking(caps))
         } else {
-            PreflightError::NotPrivileged
+            PreflightError::NotPrivileged(lacking(caps))
         });
     }
     if !std::path::Path::new(VMLINUX_BTF).exists() {
@@ -150,6 +162,28 @@ fn map_support(array: bool, ring_buf: bool) -> Result<(), PreflightError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_missing_capability_is_named() {
+        let bit = |c: u32| 1u64 << c;
+        assert_eq!(
+            lacking(bit(CAP_PERFMON)),
+            "it lacks CAP_BPF; CAP_PERFMON is there"
+        );
+        assert_eq!(
+            lacking(bit(CAP_BPF)),
+            "it lacks CAP_PERFMON; CAP_BPF is there"
+        );
+        assert_eq!(lacking(0), "it lacks both");
+        let said = PreflightError::NotPrivileged(lacking(bit(CAP_BPF))).to_string();
+        assert!(
+            said.starts_with(
+                "tracer needs root, or the CAP_BPF and CAP_PERFMON capabilities, to load its \
+                 kernel programs (it lacks CAP_PERFMON; CAP_BPF is there); run it with sudo"
+            ),
+            "{said}"
+        );
+    }
 
     #[test]
     fn capability_rules() {

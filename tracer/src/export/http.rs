@@ -92,6 +92,7 @@ pub fn router<A: Api>(api: Arc<A>, metrics: Arc<Metrics>) -> Router {
         .route("/api/v1/summary", get(summary_handler::<A>))
         .route("/api/v1/leaks", get(leaks_handler::<A>))
         .route("/", get(index))
+        .fallback(not_found)
         .with_state(Shared {
             api,
             metrics,
@@ -118,8 +119,24 @@ pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     Ok(l)
 }
 
-async fn index() -> &'static str {
-    "tracer: /metrics /healthz /api/v1/sockets?state=S&port=P&limit=N&after=CURSOR /api/v1/summary /api/v1/leaks\n"
+/// The endpoints, for `/` and a 404.
+const ENDPOINTS: &str = "/metrics /healthz /api/v1/sockets?state=S&port=P&limit=N&after=CURSOR /api/v1/summary /api/v1/leaks";
+
+async fn index() -> String {
+    format!("tracer: {ENDPOINTS}\n")
+}
+
+/// A path the agent does not serve: 404, with the ones it does, and where
+/// the stream of events is (a command of its own, not an endpoint).
+async fn not_found(uri: axum::http::Uri) -> (StatusCode, String) {
+    (
+        StatusCode::NOT_FOUND,
+        format!(
+            "tracer serves no {}: its endpoints are {ENDPOINTS}; the stream of kernel events is \
+             the command `tracer events`\n",
+            uri.path()
+        ),
+    )
 }
 
 /// OpenMetrics for clients that ask for it (Prometheus does), the classic

@@ -92,7 +92,7 @@ pub struct Found {
     pub namespaces: usize,
     /// Namespaces that could not be entered.
     pub refused: usize,
-    /// Processes whose namespace could not be read ([`Census::unread`]).
+    /// Processes whose namespace could not be read ([`Census::unread`](crate::pipeline::Census::unread)).
     pub unread: u32,
     /// The agent answered.
     pub agent: bool,
