@@ -154,12 +154,6 @@ impl Sink for AgentSink {
         }
     }
 
-    fn adopted(&mut self, core: &mut Core<AgentState>, dump: &[DiagSocket]) {
-        self.shared.metrics.tcp.listening_in(dump);
-        self.note_cap(core);
-        self.shared.publish(core);
-    }
-
     fn advanced(&mut self, core: &Core<AgentState>) {
         self.shared.publish(core);
     }

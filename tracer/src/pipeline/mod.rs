@@ -296,9 +296,24 @@ impl<D: Observer> Pipeline<D> {
             error: None,
         });
         steps::new_containers(core, &dump, sink);
-        let n = steps::adopt(Some(ingest), core, *scope, t.dumps.sockets(), &dump, sink);
+        let mut scanned = None;
+        let n = steps::adopt(
+            Some(ingest),
+            core,
+            *scope,
+            t.dumps.sockets(),
+            &dump,
+            sink,
+            |inodes| {
+                let scan = crate::diag::owners_of(inodes);
+                if recorder.is_some() {
+                    scanned = Some(scan.clone());
+                }
+                scan
+            },
+        );
         if let Some(r) = recorder {
-            r.dumped(true, &dump, None);
+            r.dumped(true, &dump, scanned.as_ref());
         }
         tally::tally_netns(t, event_netns, &dump, 0, sink);
         Ok(n)

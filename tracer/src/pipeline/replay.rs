@@ -142,13 +142,15 @@ impl<D: Observer> Replay<D> {
             looked_up: 0,
             error: None,
         };
+        let owners = d.owners.as_ref();
         if d.adopt {
             sink.dumped(&dumped);
-            steps::adopt(None, &self.core, self.scope, &sockets, &dump, sink);
+            steps::adopt(None, &self.core, self.scope, &sockets, &dump, sink, |_| {
+                owners.map(Into::into).unwrap_or_default()
+            });
             return Ok(());
         }
         sink.port_settings(&d.port_settings);
-        let owners = d.owners.as_ref();
         steps::reconcile(None, &self.core, self.scope, sink, &sockets, &dump, |_| {
             owners.map(Into::into).unwrap_or_default()
         });

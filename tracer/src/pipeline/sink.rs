@@ -117,14 +117,11 @@ pub trait Sink {
     /// batch changed, when it changed it.
     fn batch(&mut self, read: usize, core: Option<&Core<Self::Derived>>) {}
 
-    /// The first dump was adopted into the engine.
-    fn adopted(&mut self, core: &mut Core<Self::Derived>, dump: &[SocketSnapshot]) {}
-
     /// The engine ended what was due at the current time, with no dump.
     fn advanced(&mut self, core: &Core<Self::Derived>) {}
 
-    /// The engine reconciled with `dump` (taken at `start_ns`) and the
-    /// detectors raised or cleared `changes`.
+    /// The engine adopted or reconciled `dump` (taken at `start_ns`) and
+    /// the detectors raised or cleared `changes`.
     fn reconciled(
         &mut self,
         core: &mut Core<Self::Derived>,

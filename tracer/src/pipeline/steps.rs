@@ -12,10 +12,11 @@ use super::{
     tally::{EventNetns, note_event_netns},
 };
 use crate::{
+    container::ContainerMap,
     engine::{Engine, Listing, Observer},
     event::SockEvent,
     ingest::Ingest,
-    leaks::{Change, Coverage},
+    leaks::{Change, Coverage, Detector},
     snapshot::{OwnerScan, SocketSnapshot},
 };
 
@@ -31,7 +32,10 @@ pub(super) fn set_time_wait_limits(engine: &mut Engine, dump: &Dump) {
 /// Adopt the sockets of a first dump into the engine, keeping the kernel's
 /// lanes from filling meanwhile (a replay has no `ingest`): the events
 /// spilled are handed out after it, as they came after the dump began.
-/// Returns how many sockets were adopted.
+/// Then run the detectors on it, as a reconcile does, naming the owners of
+/// new flags with `owners`: leaks older than the agent are flagged from
+/// its first answer, not one reconcile interval later. Returns how many
+/// sockets were adopted.
 pub(super) fn adopt<D: Observer, S: Sink<Derived = D>>(
     mut ingest: Option<&mut Ingest>,
     core: &SharedCore<D>,
@@ -39,10 +43,14 @@ pub(super) fn adopt<D: Observer, S: Sink<Derived = D>>(
     sockets: &[SocketSnapshot],
     dump: &Dump,
     sink: &mut S,
+    owners: impl FnOnce(&HashSet<u64>) -> OwnerScan,
 ) -> usize {
     let mut core = core.lock();
     let Core {
-        engine, derived, ..
+        engine,
+        detector,
+        derived,
+        containers,
     } = &mut *core;
     set_time_wait_limits(engine, dump);
     if let Some(ingest) = ingest.as_deref_mut() {
@@ -56,8 +64,53 @@ pub(super) fn adopt<D: Observer, S: Sink<Derived = D>>(
         );
     }
     let n = engine.adopt_within(sockets, dump.start_ns, || spill(&mut ingest));
-    sink.adopted(&mut core, sockets);
+    let changes = detect(
+        detector,
+        containers,
+        engine,
+        sockets,
+        Coverage::All,
+        dump.start_ns,
+        owners,
+    );
+    spill(&mut ingest);
+    core.derived.flush();
+    sink.reconciled(&mut core, sockets, &changes, dump.start_ns);
     n
+}
+
+/// Run the detectors on a dump taken at `start_ns` (`coverage`: the
+/// sockets it judges), naming the owners of new flags with `owners`, and
+/// give each flag without a container the one its namespace and owners
+/// name. Returns the flags raised and cleared.
+fn detect(
+    detector: &mut Detector,
+    containers: &ContainerMap,
+    engine: &Engine,
+    sockets: &[SocketSnapshot],
+    coverage: Coverage<'_>,
+    start_ns: u64,
+    owners: impl FnOnce(&HashSet<u64>) -> OwnerScan,
+) -> Vec<Change> {
+    let mut changes = detector.update_within(
+        sockets,
+        coverage,
+        start_ns,
+        |cookie, st| engine.state_since(cookie, st),
+        owners,
+    );
+    detector.say_how_gone_by(&mut changes, start_ns, engine);
+    // Flags keep the container they were raised in, even once it is gone.
+    let changed = changes.iter_mut().map(|c| match c {
+        Change::Raised(f) | Change::Cleared(f) => f,
+    });
+    for f in detector.active_mut().chain(changed) {
+        if f.container.is_none() {
+            let pids = f.owners.iter().map(|o| o.pid);
+            f.container = containers.owning(f.netns, pids).map(|c| (**c).clone());
+        }
+    }
+    changes
 }
 
 /// Move the events ready in the lanes into memory during long work on the
@@ -356,24 +409,15 @@ pub(super) fn reconcile<D: Observer, S: Sink<Derived = D>>(
         Some(cookies) => Coverage::Only(cookies),
         None => Coverage::All,
     };
-    let mut changes = detector.update_within(
+    let changes = detect(
+        detector,
+        containers,
+        engine,
         sockets,
         coverage,
         dump.start_ns,
-        |cookie, st| engine.state_since(cookie, st),
         owners,
     );
-    detector.say_how_gone_by(&mut changes, dump.start_ns, engine);
-    // Flags keep the container they were raised in, even once it is gone.
-    let changed = changes.iter_mut().map(|c| match c {
-        Change::Raised(f) | Change::Cleared(f) => f,
-    });
-    for f in detector.active_mut().chain(changed) {
-        if f.container.is_none() {
-            let pids = f.owners.iter().map(|o| o.pid);
-            f.container = containers.owning(f.netns, pids).map(|c| (**c).clone());
-        }
-    }
     pause();
     guard.derived.flush();
     sink.reconciled(&mut guard, sockets, &changes, dump.start_ns);
