@@ -590,3 +590,65 @@ fn leaks_older_than_the_agent_are_in_its_first_answer() {
         "{text}"
     );
 }
+
+/// `ss -K` on a leak, the 3 a.m. workaround, kills the sockets but not the
+/// descriptors: each flag clears saying the process still holds its fd,
+/// not that the socket was closed.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn a_leak_killed_with_ss_k_says_the_fd_is_still_held() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _ns = common::Netns::enter("leakkill");
+    let agent = common::Agent::start(&[
+        "--close-wait-threshold",
+        "1s",
+        "--reconcile-interval",
+        "250ms",
+    ]);
+    let server = leaking_server();
+    let port = server.port;
+    wait_close_wait(port, CONNS);
+    let report = || -> Value { serde_json::from_str(&agent.get("/api/v1/leaks")).expect("JSON") };
+    assert!(
+        common::wait_until(Duration::from_secs(10), || flags_on_port(&report(), port)
+            .len()
+            == CONNS),
+        "{:#}",
+        report()
+    );
+    // Run in this thread's namespace, as its children are.
+    common::sh(
+        "ss",
+        &[
+            "-K",
+            "-tan",
+            "state",
+            "close-wait",
+            &format!("( sport = :{port} )"),
+        ],
+    );
+    let suffix = format!(":{port}");
+    let held = |r: &Value| -> Vec<String> {
+        r["recently_cleared"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| f["local"].as_str().is_some_and(|l| l.ends_with(&suffix)))
+            .filter_map(|f| f["cleared_how"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let said = common::wait_until(Duration::from_secs(10), || {
+        let how = held(&report());
+        how.len() == CONNS
+            && how
+                .iter()
+                .all(|h| h.starts_with("socket closed under its process (ss -K"))
+    });
+    let r = report();
+    assert!(said, "{:?}\n{r:#}", held(&r));
+    // The fds are still the server's.
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+        .expect("the server's fds")
+        .count();
+    assert!(fds >= CONNS, "{fds}");
+}

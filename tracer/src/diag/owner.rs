@@ -47,6 +47,13 @@ pub fn naming_warning() -> Option<String> {
     })
 }
 
+/// Whether process `pid`'s descriptor `fd` is the socket `inode` now
+/// (`/proc/<pid>/fd/<fd>` links to `socket:[inode]`).
+pub fn holds_socket(pid: u32, fd: u32, inode: u64) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+        .is_ok_and(|l| l.as_os_str().as_encoded_bytes() == format!("socket:[{inode}]").as_bytes())
+}
+
 /// Find every (process, fd) holding each socket inode in `inodes`, and
 /// count the processes whose descriptors could not be read.
 pub fn owners_of(inodes: &HashSet<u64>) -> OwnerScan {

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use super::rules::{
-    GONE, ORPHAN_GONE, PortAcc, Stall, apply_scan, attribute_to_listeners, cleared_how,
+    GONE, ORPHAN_GONE, PortAcc, STILL_HELD, Stall, apply_scan, attribute_to_listeners, cleared_how,
     find_local_peers, gone_how,
 };
 use super::{Change, Flag, LeakKind, Thresholds};
@@ -370,11 +370,32 @@ impl Detector {
     where
         R: Fn(u64) -> Option<(bool, TcpState, Option<ClosedBy>)>,
     {
+        self.say_how_gone_or_held(changes, now_ns, record, |_| false);
+    }
+
+    /// [`Detector::say_how_gone`], and first: a flag cleared as gone whose
+    /// owner still holds the socket's descriptor (`held`) says so. Its
+    /// socket was closed under the process (`ss -K`, which sends the peer a
+    /// reset; a sock_diag destroy), and the descriptor leaks on.
+    pub fn say_how_gone_or_held<R, H>(
+        &mut self,
+        changes: &mut [Change],
+        now_ns: u64,
+        record: R,
+        held: H,
+    ) where
+        R: Fn(u64) -> Option<(bool, TcpState, Option<ClosedBy>)>,
+        H: Fn(&Flag) -> bool,
+    {
         let refine = |f: &mut Flag| {
             let (Some(cookie), Some(GONE | ORPHAN_GONE)) = (f.cookie, f.cleared_how.as_deref())
             else {
                 return;
             };
+            if f.cleared_how.as_deref() == Some(GONE) && held(f) {
+                f.cleared_how = Some(STILL_HELD.to_owned());
+                return;
+            }
             if let Some(how) =
                 record(cookie).and_then(|(live, st, by)| gone_how(f.kind, live, st, by))
             {
@@ -393,13 +414,24 @@ impl Detector {
         changed.chain(recent).for_each(refine);
     }
 
-    /// [`Detector::say_how_gone`] from `engine`'s records.
+    /// [`Detector::say_how_gone_or_held`] from `engine`'s records and
+    /// `/proc` (whether an owner still holds the flag's descriptor).
     pub fn say_how_gone_by(&mut self, changes: &mut [Change], now_ns: u64, engine: &Engine) {
-        self.say_how_gone(changes, now_ns, |cookie| {
-            engine
-                .get(cookie)
-                .map(|v| (v.is_live(), v.state(), v.closed_by()))
-        });
+        self.say_how_gone_or_held(
+            changes,
+            now_ns,
+            |cookie| {
+                engine
+                    .get(cookie)
+                    .map(|v| (v.is_live(), v.state(), v.closed_by()))
+            },
+            |f| {
+                f.inode != 0
+                    && f.owners
+                        .iter()
+                        .any(|o| crate::diag::holds_socket(o.pid, o.fd, f.inode))
+            },
+        );
     }
 
     /// The flags raised now, to fill in what the detector does not know

@@ -316,6 +316,11 @@ pub(super) fn apply_scan(f: &mut Flag, scan: &OwnerScan) {
 /// engine says more ([`gone_how`]).
 pub(super) const GONE: &str = "socket gone (closed, or its process exited)";
 
+/// Why a flag ended when its socket is no longer in the dump but its
+/// owner still holds the descriptor: the socket was closed under it.
+pub(super) const STILL_HELD: &str = "socket closed under its process (ss -K, or a sock_diag \
+     destroy), which still holds the descriptor: the fd leaks on until the application closes it";
+
 /// Why an orphan's flag ended when it is no longer in the dump: no process
 /// held it, so neither did one close it.
 pub(super) const ORPHAN_GONE: &str = "it left FIN_WAIT2: the peer's FIN came (then TIME_WAIT, \

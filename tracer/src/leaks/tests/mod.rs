@@ -369,6 +369,38 @@ fn the_engine_says_how_a_gone_socket_ended() {
     assert_eq!(how(det.recently_cleared().cloned().collect()), said);
 }
 
+/// A socket gone from the dump whose owner still holds its descriptor was
+/// closed under the process (`ss -K`): its flag says the fd leaks on,
+/// whatever the engine's record says; one no longer held ends as before.
+#[test]
+fn a_socket_closed_under_its_process_says_the_fd_is_still_held() {
+    use crate::engine::ClosedBy;
+    let mut det = Detector::new(thresholds());
+    let socks = [1, 2].map(|c| sock(c, TcpState::CloseWait));
+    det.update(&socks, 0, none, app_owners);
+    det.update(&socks, 60 * S, none, app_owners);
+    let mut c = det.update(&[], 61 * S, none, app_owners);
+    det.say_how_gone_or_held(
+        &mut c,
+        61 * S,
+        |_| Some((false, TcpState::Close, Some(ClosedBy::Remote))),
+        |f| f.cookie == Some(1) && !f.owners.is_empty(),
+    );
+    let said: HashMap<Option<u64>, String> = cleared(&c)
+        .into_iter()
+        .map(|f| (f.cookie, f.cleared_how.clone().unwrap_or_default()))
+        .collect();
+    assert!(
+        said[&Some(1)].starts_with("socket closed under its process (ss -K")
+            && said[&Some(1)].contains("the fd leaks on"),
+        "{said:?}"
+    );
+    assert_eq!(
+        said[&Some(2)],
+        "socket gone (closed, or its process exited)"
+    );
+}
+
 /// A dump can find a socket gone before the agent reads its close: the
 /// history learns how it ended at a later reconcile, for a few seconds.
 #[test]
