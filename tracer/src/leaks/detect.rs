@@ -373,10 +373,13 @@ impl Detector {
         self.say_how_gone_or_held(changes, now_ns, record, |_| false);
     }
 
-    /// [`Detector::say_how_gone`], and first: a flag cleared as gone whose
-    /// owner still holds the socket's descriptor (`held`) says so. Its
-    /// socket was closed under the process (`ss -K`, which sends the peer a
-    /// reset; a sock_diag destroy), and the descriptor leaks on.
+    /// [`Detector::say_how_gone`], and where the record, its close read,
+    /// says no more than [`GONE`]: a flag whose owner still holds the
+    /// socket's descriptor (`held`) says so. Its socket was closed under
+    /// the process (`ss -K`, which sends the peer a reset; a sock_diag
+    /// destroy), and the descriptor leaks on. A timeout, a reset or a
+    /// TIME_WAIT the record tells of comes first: those, too, close a
+    /// socket its process still holds.
     pub fn say_how_gone_or_held<R, H>(
         &mut self,
         changes: &mut [Change],
@@ -392,14 +395,16 @@ impl Detector {
             else {
                 return;
             };
-            if f.cleared_how.as_deref() == Some(GONE) && held(f) {
-                f.cleared_how = Some(STILL_HELD.to_owned());
-                return;
-            }
-            if let Some(how) =
-                record(cookie).and_then(|(live, st, by)| gone_how(f.kind, live, st, by))
-            {
+            let known = record(cookie);
+            if let Some(how) = known.and_then(|(live, st, by)| gone_how(f.kind, live, st, by)) {
                 f.cleared_how = Some(how.to_owned());
+            } else if f.cleared_how.as_deref() == Some(GONE)
+                && known.is_none_or(|(live, ..)| !live)
+                && held(f)
+            {
+                // The close was read (or the record is gone) and says no
+                // more: a descriptor still held is the rest of the story.
+                f.cleared_how = Some(STILL_HELD.to_owned());
             }
         };
         let changed = changes.iter_mut().filter_map(|c| match c {

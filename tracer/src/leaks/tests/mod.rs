@@ -376,15 +376,22 @@ fn the_engine_says_how_a_gone_socket_ended() {
 fn a_socket_closed_under_its_process_says_the_fd_is_still_held() {
     use crate::engine::ClosedBy;
     let mut det = Detector::new(thresholds());
-    let socks = [1, 2].map(|c| sock(c, TcpState::CloseWait));
+    let socks = [1, 2, 3, 4].map(|c| sock(c, TcpState::CloseWait));
     det.update(&socks, 0, none, app_owners);
     det.update(&socks, 60 * S, none, app_owners);
     let mut c = det.update(&[], 61 * S, none, app_owners);
     det.say_how_gone_or_held(
         &mut c,
         61 * S,
-        |_| Some((false, TcpState::Close, Some(ClosedBy::Remote))),
-        |f| f.cookie == Some(1) && !f.owners.is_empty(),
+        |cookie| match cookie {
+            // Timed out: the kernel closed it under its process too, and
+            // that is the finer story.
+            3 => Some((false, TcpState::Close, Some(ClosedBy::Timeout))),
+            // Its close not read yet: a later reconcile says.
+            4 => Some((true, TcpState::CloseWait, Some(ClosedBy::Remote))),
+            _ => Some((false, TcpState::Close, Some(ClosedBy::Remote))),
+        },
+        |f| f.cookie != Some(2) && !f.owners.is_empty(),
     );
     let said: HashMap<Option<u64>, String> = cleared(&c)
         .into_iter()
@@ -395,10 +402,13 @@ fn a_socket_closed_under_its_process_says_the_fd_is_still_held() {
             && said[&Some(1)].contains("the fd leaks on"),
         "{said:?}"
     );
-    assert_eq!(
-        said[&Some(2)],
-        "socket gone (closed, or its process exited)"
+    let gone = "socket gone (closed, or its process exited)";
+    assert_eq!(said[&Some(2)], gone);
+    assert!(
+        said[&Some(3)].starts_with("the kernel gave up on the peer"),
+        "{said:?}"
     );
+    assert_eq!(said[&Some(4)], gone);
 }
 
 /// A dump can find a socket gone before the agent reads its close: the
