@@ -347,13 +347,18 @@ async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
 
     pipeline.run(&mut p, stop).await?;
     let _ = p.flush();
-    let (seen, dropped) = (p.seen, p.out.dropped);
-    let printed = p.printed - dropped;
+    let seen = p.seen;
+    let mut dropped = p.out.dropped;
     if let Ok(unread) = p.out.finish()
-        && unread > 0
+        && unread.bytes > 0
     {
-        tracing::warn!("stdout stopped reading: {unread} bytes of events were left unwritten");
+        tracing::warn!(
+            "stdout stopped reading: {} bytes of events were left unwritten",
+            unread.bytes
+        );
+        dropped += unread.lines;
     }
+    let printed = p.printed.saturating_sub(dropped);
     let counters = pipeline.counters();
     let leak_lines = match p.leak_lines {
         0 => String::new(),

@@ -36,14 +36,27 @@ struct Shared {
     /// Bytes handed over and not yet written; once nothing more is handed
     /// over, its fall is the reader's progress.
     backlog: AtomicU64,
+    /// Lines of the buffers handed over and not yet written whole.
+    backlog_lines: AtomicU64,
     /// The write error that ended the thread.
     err: Mutex<Option<io::Error>>,
+}
+
+/// What the reader left unread when the command ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Unread {
+    /// Bytes handed to the writer and not written.
+    pub bytes: u64,
+    /// Lines of the buffers not written whole: not printed (a buffer the
+    /// reader took part of counts whole).
+    pub lines: u64,
 }
 
 /// A [`Write`] whose `flush` hands the lines so far to the writer thread.
 pub struct Detached {
     buf: Vec<u8>,
-    tx: Option<Sender<Vec<u8>>>,
+    /// Each buffer handed over, with its lines.
+    tx: Option<Sender<(Vec<u8>, u64)>>,
     /// Buffers the writer gives back, to be filled again.
     spare: Receiver<Vec<u8>>,
     shared: Arc<Shared>,
@@ -58,14 +71,14 @@ pub struct Detached {
 impl Detached {
     /// Start the thread that writes to `out`.
     pub fn spawn<W: Write + Send + 'static>(mut out: W) -> io::Result<Detached> {
-        let (tx, rx) = mpsc::channel::<Vec<u8>>();
+        let (tx, rx) = mpsc::channel::<(Vec<u8>, u64)>();
         let (spare_tx, spare) = mpsc::channel();
         let shared = Arc::new(Shared::default());
         let theirs = shared.clone();
         let thread = std::thread::Builder::new()
             .name("stdout".into())
             .spawn(move || {
-                for mut buf in rx {
+                for (mut buf, lines) in rx {
                     if let Err(e) = out.write_all(&buf).and_then(|()| out.flush()) {
                         *theirs.err.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                         return;
@@ -73,6 +86,7 @@ impl Detached {
                     theirs
                         .backlog
                         .fetch_sub(buf.len() as u64, Ordering::Relaxed);
+                    theirs.backlog_lines.fetch_sub(lines, Ordering::Relaxed);
                     buf.clear();
                     let _ = spare_tx.send(buf);
                 }
@@ -120,13 +134,13 @@ impl Detached {
     }
 
     /// Hand over what is left and wait for the reader to take it, as long
-    /// as it keeps taking some within [`PATIENCE`]. Returns the bytes it
-    /// left unread.
-    pub fn finish(mut self) -> io::Result<u64> {
+    /// as it keeps taking some within [`PATIENCE`]. Returns what it left
+    /// unread.
+    pub fn finish(mut self) -> io::Result<Unread> {
         self.flush()?;
         drop(self.tx.take());
         let Some(thread) = self.thread.take() else {
-            return Ok(0);
+            return Ok(Unread::default());
         };
         let mut left = self.shared.backlog.load(Ordering::Relaxed);
         let mut moved = Instant::now();
@@ -137,13 +151,16 @@ impl Detached {
                 (left, moved) = (now, Instant::now());
             } else if moved.elapsed() > PATIENCE {
                 // The thread stays blocked in its write; the process ends.
-                return Ok(left);
+                return Ok(Unread {
+                    bytes: left,
+                    lines: self.shared.backlog_lines.load(Ordering::Relaxed),
+                });
             }
         }
         let _ = thread.join();
         match self.failed() {
             Some(e) => Err(e),
-            None => Ok(0),
+            None => Ok(Unread::default()),
         }
     }
 }
@@ -172,6 +189,7 @@ impl Write for Detached {
             return Ok(());
         }
         let n = self.buf.len() as u64;
+        let lines = self.buf.iter().filter(|&&b| b == b'\n').count() as u64;
         let backlog = self.shared.backlog.load(Ordering::Relaxed);
         if backlog > 0 && backlog + n > MAX_BACKLOG {
             if self.dropped == 0 {
@@ -180,7 +198,7 @@ impl Write for Detached {
                      catches up (the exit line counts them)"
                 );
             }
-            self.dropped += self.buf.iter().filter(|&&b| b == b'\n').count() as u64;
+            self.dropped += lines;
             self.buf.clear();
             return Ok(());
         }
@@ -190,7 +208,10 @@ impl Write for Detached {
             .unwrap_or_else(|_| Vec::with_capacity(self.buf.len()));
         let full = std::mem::replace(&mut self.buf, next);
         self.shared.backlog.fetch_add(n, Ordering::Relaxed);
-        let sent = self.tx.as_ref().map(|tx| tx.send(full));
+        self.shared
+            .backlog_lines
+            .fetch_add(lines, Ordering::Relaxed);
+        let sent = self.tx.as_ref().map(|tx| tx.send((full, lines)));
         match sent {
             Some(Ok(())) => Ok(()),
             // The thread ended between the check above and now.
@@ -233,7 +254,7 @@ mod tests {
         }
         let all: Vec<u8> = (0..3).flat_map(|_| got.recv().unwrap()).collect();
         assert_eq!(String::from_utf8(all).unwrap(), "line 0\nline 1\nline 2\n");
-        assert_eq!(d.finish().unwrap(), 0);
+        assert_eq!(d.finish().unwrap(), Unread::default());
     }
 
     #[test]
@@ -253,8 +274,15 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
         assert_eq!(d.dropped, turns - MAX_BACKLOG / 1024);
         let started = Instant::now();
-        // Nothing was read: the end gives up after its patience.
-        assert_eq!(d.finish().unwrap(), MAX_BACKLOG);
+        // Nothing was read: the end gives up after its patience, and says
+        // how many lines were handed over but never written.
+        assert_eq!(
+            d.finish().unwrap(),
+            Unread {
+                bytes: MAX_BACKLOG,
+                lines: MAX_BACKLOG / 1024
+            }
+        );
         let waited = started.elapsed();
         assert!(PATIENCE <= waited && waited < PATIENCE * 2, "{waited:?}");
     }
@@ -270,7 +298,7 @@ mod tests {
         assert_eq!(d.dropped, 0);
         allow.send(()).unwrap();
         assert_eq!(got.recv().unwrap().len(), big.len());
-        assert_eq!(d.finish().unwrap(), 0);
+        assert_eq!(d.finish().unwrap(), Unread::default());
     }
 
     #[test]
