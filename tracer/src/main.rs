@@ -16,8 +16,14 @@ fn main() {
         say_error(&one_line(&e));
         std::process::exit(2);
     }
+    // A log shipper reading JSON lines gets the failure as one of them.
+    let json = cli.log.log_format == tracer::logging::LogFormat::Json;
     match dispatch(cli) {
         Ok(code) => std::process::exit(code),
+        Err(e) if json => {
+            tracing::error!(event = "failed", exit_status = 2, "{}", one_line(&e));
+            std::process::exit(2);
+        }
         Err(e) => {
             say_error(&one_line(&e));
             std::process::exit(2);

@@ -318,6 +318,34 @@ fn every_bad_value_gets_one_line_naming_it() {
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
+/// With `--log-format json`, a failure once the log has started is a JSON
+/// line like the rest, for a log shipper; in text, the plain line.
+#[test]
+fn a_failure_is_a_json_line_under_the_json_log() {
+    let args = ["leaks", "--netns", "tr-inputs-no-such-namespace"];
+    let (code, _, stderr) = tracer(&[&["--log-format", "json"][..], &args].concat());
+    assert_eq!(code, Some(2), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    let v: serde_json::Value =
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert_eq!(v["level"], "ERROR", "{v}");
+    assert_eq!(v["event"], "failed", "{v}");
+    assert_eq!(v["exit_status"], 2, "{v}");
+    let message = v["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("--netns tr-inputs-no-such-namespace: no network namespace"),
+        "{v}"
+    );
+    let (code, _, stderr) = tracer(&args);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.starts_with(
+            "tracer: error: --netns tr-inputs-no-such-namespace: no network namespace"
+        ),
+        "{stderr}"
+    );
+}
+
 /// Values at the edges of the bounds, and the `10s` style for
 /// `tracer events --duration`, pass validation: a bad flag later on the
 /// line is then the one named.
