@@ -374,7 +374,7 @@ impl Detector {
     }
 
     /// [`Detector::say_how_gone`], and where the record, its close read,
-    /// says no more than [`GONE`]: a flag whose owner still holds the
+    /// says no more than "socket gone": a flag whose owner still holds the
     /// socket's descriptor (`held`) says so. Its socket was closed under
     /// the process (`ss -K`, which sends the peer a reset; a sock_diag
     /// destroy), and the descriptor leaks on. A timeout, a reset or a
