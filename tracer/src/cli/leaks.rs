@@ -153,7 +153,7 @@ fn snapshot_of(scope: NetnsScope, mut note: String) -> anyhow::Result<Report> {
             census.refused.len()
         ));
     }
-    if let Some(said) = census.unread_said() {
+    if let Some(said) = crate::pipeline::unread_said(census.unread()) {
         note.push_str(&format!("; {said}"));
     }
     let mut report = snapshot_report(&dump, &owners, note);

@@ -25,6 +25,12 @@ pub struct Found {
 }
 
 impl Found {
+    /// Of the processes whose `ns/net` could not be read, those that
+    /// `CAP_SYS_PTRACE` would have let tracer read ([`unread`]).
+    pub fn unread(&self) -> u32 {
+        unread(self.unreadable)
+    }
+
     /// The `/run/netns` names of the namespaces found, by inode.
     pub fn names(&self) -> BTreeMap<u32, String> {
         self.paths
@@ -43,6 +49,18 @@ pub fn names() -> BTreeMap<u32, String> {
     let mut found = Found::default();
     scan(Path::new("/run/netns"), None, &mut found);
     found.names()
+}
+
+/// Of `unreadable` processes, how many went unread for want of
+/// `CAP_SYS_PTRACE`: all of them without it, none with it (then a process
+/// was read as it exited, and its namespace went with it).
+pub fn unread(unreadable: u32) -> u32 {
+    use crate::bpf::preflight::{CAP_SYS_PTRACE, has_effective};
+    if has_effective(CAP_SYS_PTRACE) {
+        0
+    } else {
+        unreadable
+    }
 }
 
 /// What the agent says once at start when it follows every namespace

@@ -187,11 +187,10 @@ fn existing(inode: u32, said: &str) -> anyhow::Result<u32> {
     if found.paths.contains_key(&inode) {
         return Ok(inode);
     }
-    use crate::bpf::preflight::{CAP_SYS_PTRACE, has_effective};
-    let unseen = if found.unreadable > 0 && !has_effective(CAP_SYS_PTRACE) {
+    let unseen = if found.unread() > 0 {
         format!(
             "; {} processes' namespaces could not be read (reading another user's needs CAP_SYS_PTRACE)",
-            found.unreadable
+            found.unread()
         )
     } else {
         String::new()

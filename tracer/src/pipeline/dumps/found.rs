@@ -31,25 +31,15 @@ pub struct Census {
 
 impl Census {
     /// Processes whose namespace could not be read for want of
-    /// `CAP_SYS_PTRACE` (0 with it: then a process read as it exited).
+    /// `CAP_SYS_PTRACE` ([`unread`](crate::pipeline::discover::unread)).
     pub fn unread(&self) -> u32 {
-        use crate::bpf::preflight::{CAP_SYS_PTRACE, has_effective};
-        if has_effective(CAP_SYS_PTRACE) {
-            0
-        } else {
-            self.unreadable_processes
-        }
-    }
-
-    /// What a one-shot answer (`tracer leaks`, `tracer port`) could not
-    /// look at: "N processes could not be read (...)"; `None` when
-    /// [`Census::unread`] is 0.
-    pub fn unread_said(&self) -> Option<String> {
-        unread_said(self.unread())
+        crate::pipeline::discover::unread(self.unreadable_processes)
     }
 }
 
-/// The sentence of [`Census::unread_said`] for `n` processes.
+/// What a one-shot answer (`tracer leaks`, `tracer port`) could not look
+/// at, for `n` processes [`Census::unread`]: "N processes' network
+/// namespaces could not be read (...)"; `None` for 0.
 pub fn unread_said(n: u32) -> Option<String> {
     (n > 0).then(|| {
         format!(
