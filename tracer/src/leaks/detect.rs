@@ -366,27 +366,15 @@ impl Detector {
     /// history's flags cleared as gone in the last [`REFINE_NS`]: a dump
     /// can find a socket gone before the agent has read its close, so the
     /// engine may know how it ended only at a later reconcile.
-    pub fn say_how_gone<R>(&mut self, changes: &mut [Change], now_ns: u64, record: R)
+    ///
+    /// Where the record, its close read, says no more than "socket gone",
+    /// a flag whose owner still holds the socket's descriptor (`held`)
+    /// says so: its socket was closed under the process (`ss -K`, which
+    /// sends the peer a reset; a sock_diag destroy), and the descriptor
+    /// leaks on. A timeout, a reset or a TIME_WAIT the record tells of
+    /// comes first: those, too, close a socket its process still holds.
+    pub fn say_how_gone<R, H>(&mut self, changes: &mut [Change], now_ns: u64, record: R, held: H)
     where
-        R: Fn(u64) -> Option<(bool, TcpState, Option<ClosedBy>)>,
-    {
-        self.say_how_gone_or_held(changes, now_ns, record, |_| false);
-    }
-
-    /// [`Detector::say_how_gone`], and where the record, its close read,
-    /// says no more than "socket gone": a flag whose owner still holds the
-    /// socket's descriptor (`held`) says so. Its socket was closed under
-    /// the process (`ss -K`, which sends the peer a reset; a sock_diag
-    /// destroy), and the descriptor leaks on. A timeout, a reset or a
-    /// TIME_WAIT the record tells of comes first: those, too, close a
-    /// socket its process still holds.
-    pub fn say_how_gone_or_held<R, H>(
-        &mut self,
-        changes: &mut [Change],
-        now_ns: u64,
-        record: R,
-        held: H,
-    ) where
         R: Fn(u64) -> Option<(bool, TcpState, Option<ClosedBy>)>,
         H: Fn(&Flag) -> bool,
     {
@@ -419,10 +407,10 @@ impl Detector {
         changed.chain(recent).for_each(refine);
     }
 
-    /// [`Detector::say_how_gone_or_held`] from `engine`'s records and
-    /// `/proc` (whether an owner still holds the flag's descriptor).
+    /// [`Detector::say_how_gone`] from `engine`'s records and `/proc`
+    /// (whether an owner still holds the flag's descriptor).
     pub fn say_how_gone_by(&mut self, changes: &mut [Change], now_ns: u64, engine: &Engine) {
-        self.say_how_gone_or_held(
+        self.say_how_gone(
             changes,
             now_ns,
             |cookie| {

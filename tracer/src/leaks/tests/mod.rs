@@ -81,6 +81,11 @@ fn none(_: u64, _: TcpState) -> Option<(u64, bool)> {
     None
 }
 
+/// No owner still holds a gone socket's descriptor.
+fn none_held(_: &Flag) -> bool {
+    false
+}
+
 fn thresholds() -> Thresholds {
     Thresholds {
         close_wait: Duration::from_secs(60),
@@ -340,12 +345,17 @@ fn the_engine_says_how_a_gone_socket_ended() {
     det.update(&socks, 0, none, app_owners);
     det.update(&socks, 60 * S, none, app_owners);
     let mut c = det.update(&[], 61 * S, none, app_owners);
-    det.say_how_gone(&mut c, 61 * S, |cookie| match cookie {
-        1 => Some((false, TcpState::Close, Some(ClosedBy::Timeout))),
-        2 => Some((false, TcpState::Close, Some(ClosedBy::Reset))),
-        3 => Some((false, TcpState::Close, Some(ClosedBy::Remote))),
-        _ => None,
-    });
+    det.say_how_gone(
+        &mut c,
+        61 * S,
+        |cookie| match cookie {
+            1 => Some((false, TcpState::Close, Some(ClosedBy::Timeout))),
+            2 => Some((false, TcpState::Close, Some(ClosedBy::Reset))),
+            3 => Some((false, TcpState::Close, Some(ClosedBy::Remote))),
+            _ => None,
+        },
+        none_held,
+    );
     let how = |flags: Vec<Flag>| -> HashMap<Option<u64>, String> {
         flags
             .into_iter()
@@ -380,7 +390,7 @@ fn a_socket_closed_under_its_process_says_the_fd_is_still_held() {
     det.update(&socks, 0, none, app_owners);
     det.update(&socks, 60 * S, none, app_owners);
     let mut c = det.update(&[], 61 * S, none, app_owners);
-    det.say_how_gone_or_held(
+    det.say_how_gone(
         &mut c,
         61 * S,
         |cookie| match cookie {
@@ -422,7 +432,12 @@ fn a_close_read_after_the_dump_refines_the_history() {
     det.update(&socks, 60 * S, none, app_owners);
     let mut c = det.update(&[], 61 * S, none, app_owners);
     // The engine still has both live: their closes are not read yet.
-    det.say_how_gone(&mut c, 61 * S, |_| Some((true, TcpState::CloseWait, None)));
+    det.say_how_gone(
+        &mut c,
+        61 * S,
+        |_| Some((true, TcpState::CloseWait, None)),
+        none_held,
+    );
     let gone = "socket gone (closed, or its process exited)";
     assert!(
         cleared(&c)
@@ -431,13 +446,18 @@ fn a_close_read_after_the_dump_refines_the_history() {
     );
     let timed_out = |_| Some((false, TcpState::Close, Some(ClosedBy::Timeout)));
     // Past the window, the history is left as it was...
-    det.say_how_gone(&mut [], 61 * S + detect::REFINE_NS + 1, timed_out);
+    det.say_how_gone(
+        &mut [],
+        61 * S + detect::REFINE_NS + 1,
+        timed_out,
+        none_held,
+    );
     assert!(
         det.recently_cleared()
             .all(|f| f.cleared_how.as_deref() == Some(gone))
     );
     // ...within it, the next reconcile says how both ended.
-    det.say_how_gone(&mut [], 62 * S, timed_out);
+    det.say_how_gone(&mut [], 62 * S, timed_out, none_held);
     assert_eq!(det.recently_cleared().count(), 2);
     for f in det.recently_cleared() {
         let how = f.cleared_how.as_deref().unwrap_or_default();
@@ -478,9 +498,12 @@ fn a_gone_orphan_says_it_left_fin_wait2() {
     det.update(&dump, 0, none, app_owners);
     det.update(&dump, 60 * S, none, app_owners);
     let mut c = det.update(&[], 61 * S, none, app_owners);
-    det.say_how_gone(&mut c, 61 * S, |cookie| {
-        (cookie == 21).then_some((true, TcpState::TimeWait, Some(ClosedBy::Local)))
-    });
+    det.say_how_gone(
+        &mut c,
+        61 * S,
+        |cookie| (cookie == 21).then_some((true, TcpState::TimeWait, Some(ClosedBy::Local))),
+        none_held,
+    );
     let how: HashMap<Option<u64>, String> = cleared(&c)
         .into_iter()
         .map(|f| (f.cookie, f.cleared_how.clone().unwrap_or_default()))
