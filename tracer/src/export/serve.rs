@@ -8,7 +8,9 @@
 //! during a slowloris flood is still accepted and answered; only when
 //! every open connection is busy is the newcomer refused. Reaching the cap
 //! is logged once per burst, and each connection closed there is counted
-//! ([`Closed`]: `tracer_http_connections_closed_total`).
+//! ([`Closed`]: `tracer_http_connections_closed_total`). So is each
+//! connection the idle timeout closes (a client that stopped reading its
+//! answer), with a log line at most once a minute.
 //!
 //! Under `--web-config` ([`Gate`]) each connection first completes a TLS
 //! handshake, within the header deadline, and each request shows basic
@@ -96,6 +98,8 @@ pub struct Closed {
     pub evicted: Counter,
     /// A newcomer closed at once: every open connection was busy.
     pub refused: Counter,
+    /// A connection on which no byte moved for the idle timeout.
+    pub idle: Counter,
 }
 
 /// One open connection, as the accept loop sees it.
@@ -113,8 +117,12 @@ struct Table {
     next_id: u64,
     /// The cap was reached and not yet left: log nothing more.
     in_burst: bool,
-    /// What the cap closed.
+    /// What the cap and the idle timeout closed.
     closed: Closed,
+    /// When an idle connection's closing was last logged (monotonic ms),
+    /// and how many were closed since without a word.
+    idle_said: Option<u64>,
+    idle_unsaid: u64,
 }
 
 /// Serve `app` on `listener` within `limits`, behind `gate` if any, until
@@ -136,7 +144,7 @@ pub async fn serve(
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.changed() => break,
             r = listener.accept() => match r {
                 Ok(s) => s,
@@ -188,7 +196,9 @@ pub async fn serve(
             tokio::pin!(idle);
             let Some(tls) = gate.as_ref().and_then(|g| g.tls.clone()) else {
                 let conn = http.serve_connection(TokioIo::new(stream), svc);
-                drive(conn, &close, &mut idle, &mut stop).await;
+                if drive(conn, &close, &mut idle, &mut stop).await == Ended::Idle {
+                    idled(&conn_table, peer, limits.idle_timeout);
+                }
                 leave(&conn_table, id, limits.max_connections);
                 return;
             };
@@ -202,7 +212,9 @@ pub async fn serve(
             match handshake {
                 Some(Ok(Ok(stream))) => {
                     let conn = http.serve_connection(TokioIo::new(stream), svc);
-                    drive(conn, &close, &mut idle, &mut stop).await;
+                    if drive(conn, &close, &mut idle, &mut stop).await == Ended::Idle {
+                        idled(&conn_table, peer, limits.idle_timeout);
+                    }
                 }
                 // A client that connects and leaves without a word (a TCP
                 // probe) is not counted.
@@ -227,6 +239,15 @@ pub async fn serve(
     Ok(())
 }
 
+/// How a connection's run ended, as far as anyone is told.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// No byte moved for the idle timeout.
+    Idle,
+    /// It ended, the cap closed it, or the agent is stopping.
+    Other,
+}
+
 /// Run one connection until it ends, the cap closes it, it idles out, or
 /// shutdown (which lets an answer in flight finish, within 1 s).
 async fn drive<I, S>(
@@ -234,7 +255,8 @@ async fn drive<I, S>(
     close: &Notify,
     idle: &mut Pin<&mut impl Future<Output = ()>>,
     stop: &mut watch::Receiver<bool>,
-) where
+) -> Ended
+where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
     S: hyper::service::HttpService<Incoming>,
     S::ResBody: 'static,
@@ -242,14 +264,41 @@ async fn drive<I, S>(
 {
     tokio::pin!(conn);
     tokio::select! {
-        _ = conn.as_mut() => {}
-        _ = close.notified() => {}
-        _ = idle.as_mut() => {}
+        _ = conn.as_mut() => Ended::Other,
+        _ = close.notified() => Ended::Other,
+        _ = idle.as_mut() => Ended::Idle,
         _ = stop.changed() => {
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await;
+            Ended::Other
         }
     }
+}
+
+/// The idle timeout closed `peer`'s connection: count it, and say so at
+/// most once a minute. Before it, the header deadline ends a connection
+/// that waits for a request, so this is a client that stopped reading
+/// its answer (or one whose answer never came).
+fn idled(table: &Mutex<Table>, peer: std::net::SocketAddr, idle: Duration) {
+    const EVERY_MS: u64 = 60_000;
+    let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
+    t.closed.idle.inc();
+    let now = now_ms();
+    if t.idle_said.is_some_and(|at| now < at + EVERY_MS) {
+        t.idle_unsaid += 1;
+        return;
+    }
+    let also = match std::mem::take(&mut t.idle_unsaid) {
+        0 => String::new(),
+        n => format!("; {n} more since the last such line"),
+    };
+    t.idle_said = Some(now);
+    tracing::warn!(
+        "HTTP client {peer} moved no byte for {}s, so its connection was closed: a client that \
+         stopped reading its answer (tracer_http_connections_closed_total{{reason=\"idle\"}} \
+         counts these; said at most once a minute{also})",
+        idle.as_secs()
+    );
 }
 
 /// Make room for a new connection: its id, busy counter and close handle,

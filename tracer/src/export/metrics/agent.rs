@@ -96,12 +96,13 @@ impl Agent {
         let closed = Family::<WhyLabel, Counter>::default();
         r.register(
             "http_connections_closed",
-            "HTTP connections closed at the --max-http-connections cap: an idle one to make room (evicted), or a newcomer while every connection was busy (refused)",
+            "HTTP connections the agent closed: at the --max-http-connections cap, an idle one to make room (evicted) or a newcomer while every connection was busy (refused); and one on which no byte moved for 30 s, such as a client that stopped reading its answer (idle)",
             closed.clone(),
         );
         let http_closed = Closed {
             evicted: closed.get_or_create_owned(&WhyLabel { reason: "evicted" }),
             refused: closed.get_or_create_owned(&WhyLabel { reason: "refused" }),
+            idle: closed.get_or_create_owned(&WhyLabel { reason: "idle" }),
         };
         // A gauge fixed at 1 rather than an OpenMetrics `info`, which the
         // classic text parser (promtool 2.x) rejects.
