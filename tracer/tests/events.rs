@@ -72,7 +72,7 @@ fn lifecycle(ip: IpAddr) {
     }));
     let out = tracer.stop();
     assert!(out.status.success(), "tracer events failed: {}", out.stderr);
-    assert_eq!(out.lost(), 0, "events lost: {}", out.stderr);
+    out.assert_none_dropped();
     // Every event's wall-clock time lies within the test.
     let ended = std::time::SystemTime::now();
     let walls: Vec<std::time::SystemTime> = out
@@ -203,7 +203,7 @@ fn hundreds_of_connections_none_missing_none_duplicated() {
     }
     drop(listener);
     let out = tracer.stop();
-    assert_eq!(out.lost(), 0, "{}", out.stderr);
+    out.assert_none_dropped();
 
     let paths = out.paths();
     // 2N connection ends plus the listener.
@@ -388,7 +388,7 @@ fn runs_with_only_cap_bpf_and_cap_perfmon() {
     drop((c, s, listener));
     let out = tracer.stop();
     assert!(out.status.success(), "{}", out.stderr);
-    assert_eq!(out.lost(), 0);
+    out.assert_none_dropped();
     assert!(
         out.paths()
             .values()

@@ -357,7 +357,7 @@ fn every_event_names_its_namespace_when_seventy_take_turns() {
     drop(listeners);
     std::thread::sleep(Duration::from_millis(300));
     let out = tracer.stop();
-    assert_eq!(out.lost(), 0, "{}", out.stderr);
+    out.assert_none_dropped();
 
     let mut seen = vec![0usize; usize::from(SPACES)];
     for e in &out.events {

@@ -35,7 +35,7 @@ fn linger_zero_close_sends_and_receives_reset() {
     assert!(server.read(&mut buf).is_err(), "the server sees the reset");
     drop(server);
     let out = tracer.stop();
-    assert_eq!(out.lost(), 0);
+    out.assert_none_dropped();
 
     let sent: Vec<_> = out.of_kind("reset_sent");
     let received: Vec<_> = out.of_kind("reset_received");
@@ -76,7 +76,7 @@ fn dropped_peer_causes_retransmits() {
     // RTO starts around 200 ms and doubles: expect several within 3 s.
     std::thread::sleep(Duration::from_secs(3));
     let out = tracer.stop();
-    assert_eq!(out.lost(), 0);
+    out.assert_none_dropped();
 
     let client_cookie = out
         .events
@@ -126,7 +126,7 @@ fn a_reset_for_no_socket_is_placed_in_its_namespace() {
     other.run(refuse);
     ns.run(refuse);
     let out = tracer.stop();
-    assert_eq!(out.lost(), 0);
+    out.assert_none_dropped();
     let resets = out.of_kind("reset_sent");
     // The namespace is new and only this test connects in it: one reset.
     assert_eq!(resets.len(), 1, "{:?}", out.events);
