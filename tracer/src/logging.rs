@@ -80,7 +80,7 @@ pub fn filter(flags: &LogFlags) -> anyhow::Result<EnvFilter> {
 }
 
 /// The levels a directive may name.
-const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+pub(crate) const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
 /// The targets tracer's log lines come under, by the first part of their
 /// path: its own, the kernel programs' diagnostics, and the crates that

@@ -61,10 +61,50 @@ fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
 
 /// The completion script of `shell` for the `tracer` command.
 pub fn completion_script(shell: Shell) -> Vec<u8> {
-    let mut cmd = Cli::command();
+    let mut cmd = completing(Cli::command());
     let mut out = Vec::new();
     clap_complete::generate(shell.generator(), &mut cmd, "tracer", &mut out);
     out
+}
+
+/// The command tree as completions see it, every command's flags through
+/// [`completing_value`].
+fn completing(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(completing_value).mut_subcommands(completing)
+}
+
+/// A flag's value as completions offer it: the names it takes where they
+/// are few, file names only where it takes a file, and nothing else
+/// (clap would otherwise offer file names for a port or a duration).
+/// Only the completions see this: parsing and `--help` keep the flag's
+/// own parser, which also takes ss's names and aliases.
+fn completing_value(arg: clap::Arg) -> clap::Arg {
+    use clap::{ValueHint, builder::PossibleValuesParser};
+    if !arg.get_action().takes_values()
+        || arg.get_value_hint() != ValueHint::Unknown
+        || !arg.get_possible_values().is_empty()
+    {
+        return arg;
+    }
+    let names: Vec<&'static str> = match arg.get_long() {
+        Some("state") => crate::tcp::TcpState::ALL.map(|s| s.name()).to_vec(),
+        Some("kind") => crate::event::Kind::ALL
+            .iter()
+            .map(|k| k.name())
+            .chain(["leak_flagged", "leak_cleared"])
+            .collect(),
+        Some("log-level") => crate::logging::LEVELS.to_vec(),
+        Some("netns") => vec!["all", "host"],
+        _ => Vec::new(),
+    };
+    let file = arg
+        .get_value_names()
+        .is_some_and(|v| v.iter().any(|n| n.as_str() == "FILE"));
+    match (names.is_empty(), file) {
+        (false, _) => arg.value_parser(PossibleValuesParser::new(names)),
+        (true, true) => arg.value_hint(ValueHint::FilePath),
+        (true, false) => arg.value_hint(ValueHint::Other),
+    }
 }
 
 /// What the man page says past the flags: where packages put the config
@@ -121,10 +161,61 @@ pub fn man_page() -> anyhow::Result<Vec<u8>> {
         page.render_synopsis_section(&mut body)?;
         page.render_options_section(&mut body)?;
         out.extend_from_slice(&demote_sections(&String::from_utf8_lossy(&body)).into_bytes());
+        out.extend_from_slice(epilogue(sub).as_bytes());
     }
     out.extend_from_slice(FILES_AND_SEE_ALSO.as_bytes());
     man.render_version_section(&mut out)?;
-    Ok(out)
+    Ok(code_in_bold(&String::from_utf8_lossy(&out)).into_bytes())
+}
+
+/// Text the help quotes as `code` set in bold, as man pages set what is
+/// typed; a line with an odd number of backticks is left alone.
+fn code_in_bold(roff: &str) -> String {
+    roff.lines()
+        .map(|l| {
+            let parts: Vec<_> = l.split('`').collect();
+            if parts.len() % 2 == 0 {
+                return format!("{l}\n");
+            }
+            let mut line = String::new();
+            for (i, p) in parts.iter().enumerate() {
+                if i % 2 == 1 {
+                    line.push_str(&format!("\\fB{p}\\fR"));
+                } else {
+                    line.push_str(p);
+                }
+            }
+            line + "\n"
+        })
+        .collect()
+}
+
+/// A command's `--help` epilogue as roff: each paragraph under a
+/// subheading of its own (EXAMPLES, KEYS, EXIT STATUS), and each example a
+/// tagged paragraph with the command line in bold.
+fn epilogue(cmd: &clap::Command) -> String {
+    let Some(text) = cmd.get_after_long_help().or_else(|| cmd.get_after_help()) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for line in text.to_string().lines() {
+        if let Some(example) = line.strip_prefix("  ") {
+            let (typed, what) = example.split_once("   ").unwrap_or((example, ""));
+            out += &format!(
+                ".TP\n\\fB{}\\fR\n{}\n",
+                escape(typed.trim()),
+                escape(what.trim())
+            );
+        } else if let Some((head, rest)) = line.split_once(':') {
+            out += &format!(".SS \"{}\"\n", head.to_uppercase());
+            if !rest.trim().is_empty() {
+                out += &format!("{}\n", escape(rest.trim()));
+            }
+        } else if !line.trim().is_empty() {
+            out += &format!("{}\n", escape(line.trim()));
+        }
+    }
+    out
 }
 
 /// The commands a user types: not the hidden ones, not `help`.
@@ -206,6 +297,56 @@ mod tests {
             assert!(page.contains(&format!("\\-\\-{flag}")), "no --{flag}");
         }
         assert!(page.contains("/etc/tracer/tracer.toml"));
+        // Each command's examples, with the line to type in bold.
+        assert_eq!(page.matches(".SS \"EXAMPLES\"").count(), 5, "{page}");
+        assert!(
+            page.contains(
+                ".TP\n\\fBtracer leaks \\-c java \\-s close\\-wait\\fR\njava's CLOSE_WAIT sockets\n"
+            ),
+            "{page}"
+        );
+        assert!(page.contains(".SS \"KEYS\"\nq quit"), "top's keys");
+        // What the help quotes as code is bold, not backticked.
+        assert!(!page.contains('`'), "{page}");
+        assert!(
+            page.contains("(roff: \\fBtracer man | man \\-l \\-\\fR)"),
+            "{page}"
+        );
+    }
+
+    #[test]
+    fn code_quoted_in_backticks_is_set_in_bold() {
+        assert_eq!(code_in_bold("a `b` c `d`\n"), "a \\fBb\\fR c \\fBd\\fR\n");
+        assert_eq!(code_in_bold("an odd ` stays\n"), "an odd ` stays\n");
+    }
+
+    #[test]
+    fn completions_offer_names_not_file_names_where_a_flag_takes_no_file() {
+        let script = String::from_utf8(completion_script(Shell::Bash)).unwrap();
+        // The case arm of each flag, in `tracer events`.
+        let arm = |flag: &str| {
+            let at = script
+                .find(&format!("                {flag})\n"))
+                .unwrap_or_else(|| panic!("no {flag} arm"));
+            script[at..].lines().nth(1).unwrap().to_owned()
+        };
+        assert!(arm("--state").contains("close_wait"), "{}", arm("--state"));
+        assert!(arm("--kind").contains("reset_sent"), "{}", arm("--kind"));
+        assert!(arm("--kind").contains("leak_flagged"), "{}", arm("--kind"));
+        assert!(arm("--netns").contains("all host"), "{}", arm("--netns"));
+        assert!(
+            arm("--log-level").contains("debug"),
+            "{}",
+            arm("--log-level")
+        );
+        for flag in ["--port", "--duration", "--ring-bytes", "--pid", "--comm"] {
+            assert!(!arm(flag).contains("compgen -f"), "{flag}: {}", arm(flag));
+        }
+        assert!(
+            arm("--config").contains("compgen -f"),
+            "{}",
+            arm("--config")
+        );
     }
 
     #[test]
