@@ -41,16 +41,31 @@ pub struct Match {
     /// Only sockets with this remote port, as bcc's -D (repeatable).
     #[arg(short = 'D', long = "remote-port", value_name = "P", value_parser = config::parse_filter_port, allow_hyphen_values = true)]
     pub remote_ports: Vec<u16>,
-    /// Only IPv4 sockets.
+    /// Only IPv4 connections: IPv4 sockets, and a dual-stack IPv6
+    /// socket's IPv4 clients (v4-mapped, ::ffff:a.b.c.d), which ss -4
+    /// leaves out.
     #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
     pub ipv4: bool,
-    /// Only IPv6 sockets.
+    /// Only IPv6 connections: IPv6 sockets, but not their v4-mapped IPv4
+    /// ones.
     #[arg(short = '6', long = "ipv6")]
     pub ipv6: bool,
     /// Only sockets of these network namespaces, by inode: the API's
     /// `netns=` (the commands choose namespaces with their own `--netns`).
     #[arg(skip)]
     pub netns: Vec<u32>,
+}
+
+/// The family `-4` and `-6` take a socket for: its own, but IPv4 for an
+/// IPv6 socket whose local address is v4-mapped (`::ffff:a.b.c.d`), as a
+/// dual-stack server's socket for an IPv4 client is. A person asking for
+/// IPv4 means that client too.
+pub fn asked_family(family: Option<Family>, local: std::net::IpAddr) -> Option<Family> {
+    match local {
+        std::net::IpAddr::V4(_) => Some(Family::Ipv4),
+        std::net::IpAddr::V6(a) if a.to_ipv4_mapped().is_some() => Some(Family::Ipv4),
+        std::net::IpAddr::V6(_) => family,
+    }
 }
 
 fn any_or_all<T: PartialEq>(list: &[T], v: &T) -> bool {
@@ -122,15 +137,12 @@ impl Match {
     /// one. It has no process, no state and no one local port, so a pid,
     /// comm, state or local port filter leaves it out.
     pub fn endpoint(&self, remote: std::net::SocketAddr) -> bool {
-        let family = match remote {
-            std::net::SocketAddr::V4(_) => Family::Ipv4,
-            std::net::SocketAddr::V6(_) => Family::Ipv6,
-        };
+        let family = asked_family(Some(Family::Ipv6), remote.ip());
         !self.by_owner()
             && self.states.is_empty()
             && self.local_ports.is_empty()
-            && (!self.ipv4 || family == Family::Ipv4)
-            && (!self.ipv6 || family == Family::Ipv6)
+            && (!self.ipv4 || family == Some(Family::Ipv4))
+            && (!self.ipv6 || family == Some(Family::Ipv6))
             && any_or_all(&self.ports, &remote.port())
             && any_or_all(&self.remote_ports, &remote.port())
     }
@@ -186,11 +198,7 @@ impl Match {
     /// Every filter, on a leak flag: some owner must match the pid and
     /// comm filters (a flag without a known owner fails them).
     pub fn flag(&self, f: &Flag) -> bool {
-        let family = Some(if f.local.is_ipv4() {
-            Family::Ipv4
-        } else {
-            Family::Ipv6
-        });
+        let family = asked_family(Some(Family::Ipv6), f.local.ip());
         let remote = f.remote.map_or(0, |r| r.port());
         self.socket(family, f.local.port(), remote, f.state)
             && any_or_all(&self.netns, &f.netns)
@@ -257,7 +265,7 @@ impl Owners {
             }
             own
         };
-        own && m.socket(ev.family, ev.sport, ev.dport, state)
+        own && m.socket(asked_family(ev.family, ev.saddr), ev.sport, ev.dport, state)
     }
 
     /// Follow the sockets `sockets` lists that a process matching `m`
@@ -397,6 +405,32 @@ mod tests {
         assert!(!m.socket(None, 8080, 1, TcpState::Listen));
         assert!(m.socket(Some(Family::Ipv6), 8080, 1, TcpState::Listen));
         assert!(!m.socket(Some(Family::Ipv6), 1, 8080, TcpState::Listen));
+    }
+
+    #[test]
+    fn a_dual_stack_servers_ipv4_clients_are_ipv4() {
+        let mut mapped = ev(7, 99, "java", TcpState::SynRecv, TcpState::Established);
+        mapped.family = Some(Family::Ipv6);
+        mapped.saddr = "::ffff:10.0.0.5".parse().unwrap();
+        let mut v6 = mapped;
+        v6.saddr = "fd00::5".parse().unwrap();
+        let mut listener = v6;
+        listener.saddr = "::".parse().unwrap();
+        let v4 = ev(7, 99, "java", TcpState::SynRecv, TcpState::Established);
+        let mut o = Owners::default();
+        let four = flags(&["-4"]);
+        let six = flags(&["-6"]);
+        let kept = |m: &Match, e: &SockEvent, o: &mut Owners| o.keep(m, e);
+        assert!(kept(&four, &mapped, &mut o) && kept(&four, &v4, &mut o));
+        assert!(!kept(&four, &v6, &mut o) && !kept(&four, &listener, &mut o));
+        assert!(!kept(&six, &mapped, &mut o) && !kept(&six, &v4, &mut o));
+        assert!(kept(&six, &v6, &mut o) && kept(&six, &listener, &mut o));
+        // A family the kernel did not give stays unknown.
+        assert_eq!(asked_family(None, "fd00::5".parse().unwrap()), None);
+        assert_eq!(
+            asked_family(None, "::ffff:127.0.0.1".parse().unwrap()),
+            Some(Family::Ipv4)
+        );
     }
 
     #[test]

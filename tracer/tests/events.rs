@@ -541,3 +541,56 @@ fn two_tracers_name_an_accepted_socket_alike() {
         assert_eq!(cookie, server_cookie, "{a:?}");
     }
 }
+
+/// A dual-stack server on `[::]` sees its IPv4 clients through v4-mapped
+/// sockets (`::ffff:127.0.0.1`): `-4` keeps those and the IPv4 client,
+/// `-6` keeps the listener and leaves them out.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn ipv4_clients_of_a_dual_stack_server_are_ipv4() {
+    let _ns = Netns::enter("dual");
+    let sock = Socket::new(Domain::IPV6, Type::STREAM, None).expect("socket");
+    sock.set_only_v6(false).expect("dual stack");
+    sock.bind(&SocketAddr::from(([0u16; 8], 0)).into())
+        .expect("bind");
+    let port = sock
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("inet")
+        .port();
+    let p = port.to_string();
+    let four = Events::start(&["--port", &p, "-4"]);
+    let six = Events::start(&["--port", &p, "-6"]);
+    sock.listen(4).expect("listen");
+    let listener: TcpListener = sock.into();
+    let c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let (s, _) = listener.accept().expect("accept");
+    drop((c, s, listener));
+    let (four, six) = (four.stop(), six.stop());
+    four.assert_none_dropped();
+    six.assert_none_dropped();
+    let families = |out: &common::Output| -> BTreeSet<(String, String)> {
+        out.of_kind("state")
+            .iter()
+            .map(|e| (e["family"].to_string(), e["saddr"].to_string()))
+            .collect()
+    };
+    // The client's IPv4 socket and the server's v4-mapped one.
+    assert_eq!(
+        families(&four),
+        BTreeSet::from([
+            ("\"ipv4\"".to_owned(), "\"127.0.0.1\"".to_owned()),
+            ("\"ipv6\"".to_owned(), "\"::ffff:127.0.0.1\"".to_owned()),
+        ]),
+        "{:?}",
+        four.events
+    );
+    // The listener alone.
+    assert_eq!(
+        families(&six),
+        BTreeSet::from([("\"ipv6\"".to_owned(), "\"::\"".to_owned())]),
+        "{:?}",
+        six.events
+    );
+}

@@ -282,6 +282,9 @@ fn pids_and_addresses_say_what_is_wrong() {
         "\"127.0.0.1:8080\" has a port: give the address alone (--addr 127.0.0.1)"
     );
     assert!(parse_ip("[::1]:80").unwrap_err().contains("(--addr ::1)"));
+    assert!(parse_ip("fe80::1%eth0").unwrap_err().starts_with(
+        "\"fe80::1%eth0\" has a zone (%eth0): give the address alone (--addr fe80::1)"
+    ));
     assert!(
         parse_ip("localhost")
             .unwrap_err()

@@ -247,6 +247,14 @@ pub fn parse_ip(s: &str) -> Result<std::net::IpAddr, String> {
     if let Ok(ip) = t.trim_start_matches('[').trim_end_matches(']').parse() {
         return Ok(ip);
     }
+    if let Some((ip, zone)) = t.split_once('%')
+        && let Ok(ip) = ip.parse::<std::net::Ipv6Addr>()
+    {
+        return Err(format!(
+            "{s:?} has a zone (%{zone}): give the address alone (--addr {ip}); a port is \
+             looked at in every interface's scope"
+        ));
+    }
     match t.parse::<std::net::SocketAddr>() {
         Ok(a) => Err(format!(
             "{s:?} has a port: give the address alone (--addr {})",

@@ -97,11 +97,7 @@ impl Source {
 
     fn keeps(&self, s: &TwSocket) -> bool {
         let m = &self.matching;
-        let family = Some(if s.saddr.is_ipv4() {
-            Family::Ipv4
-        } else {
-            Family::Ipv6
-        });
+        let family = crate::filter::asked_family(Some(Family::Ipv6), s.saddr);
         m.socket(family, s.sport, s.dport, TcpState::TimeWait)
             && (!m.by_owner()
                 || s.pid
