@@ -236,8 +236,10 @@ pub struct Model {
     /// The agent's CLOSE_WAIT threshold, seconds: how old a socket must be
     /// to be in the CLOSE_WAIT panel.
     pub close_wait_after: Option<f64>,
-    /// TIME_WAIT sockets aggregated, and whether that was a sample.
-    pub time_wait_read: (usize, bool),
+    /// When the TIME_WAIT panels count a sample (the first
+    /// [`MAX_TIME_WAIT`](super::fetch::MAX_TIME_WAIT) sockets read): how
+    /// many TIME_WAIT sockets the agent has in all.
+    pub time_wait_sampled: Option<u64>,
     /// Rows per panel, in [`Panel::ALL`] order, unsorted.
     pub tables: [Vec<Row>; 6],
 }
@@ -318,7 +320,12 @@ impl Model {
             leak_count: s.leaks.leak_count,
             unfollowed_netns: s.leaks.unfollowed_netns,
             close_wait_after: s.leaks.thresholds.as_ref().map(|t| t.close_wait),
-            time_wait_read: (s.time_wait.len(), s.time_wait_sampled),
+            time_wait_sampled: s.time_wait_sampled.then(|| {
+                sum.sockets
+                    .get(TcpState::TimeWait.name())
+                    .copied()
+                    .unwrap_or(0)
+            }),
             leak_kinds: leak_kinds(&s.leaks),
             soonest: soonest(&s.leaks),
             ..Model::default()

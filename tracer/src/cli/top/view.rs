@@ -335,8 +335,13 @@ fn panel(f: &mut Frame<'_>, s: &Screen<'_>, p: Panel, area: Rect) {
     } else if p != Panel::States {
         title.push_str(&format!("({all}{shown}{after}) "));
     }
-    if matches!(p, Panel::TwPorts | Panel::TwRemotes) && s.model.time_wait_read.1 {
-        title.push_str("sampled ");
+    if matches!(p, Panel::TwPorts | Panel::TwRemotes)
+        && let Some(all) = s.model.time_wait_sampled
+    {
+        title.push_str(&format!(
+            "{} of {all} sampled ",
+            super::fetch::MAX_TIME_WAIT
+        ));
     }
     let sort = format!("sort: {key}{} ", if desc { " v" } else { " ^" });
     let title = titled(&name, &title, &sort, area.width.saturating_sub(2));

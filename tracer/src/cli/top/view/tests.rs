@@ -84,6 +84,20 @@ fn a_live_frame_shows_every_panel() {
 }
 
 #[test]
+fn sampled_time_wait_panels_say_how_much_was_read() {
+    let mut s = sample(102, &[("established", 16), ("time_wait", 45_123)]);
+    s.time_wait_sampled = true;
+    let m = Model::build(&s, None);
+    let text = frame(&m, &Ui::new(Duration::from_secs(2)), None, (160, 50));
+    for panel in ["TIME_WAIT by local port", "TIME_WAIT by remote"] {
+        assert!(
+            line_with(&text, panel).contains(") 20000 of 45123 sampled "),
+            "{text}"
+        );
+    }
+}
+
+#[test]
 fn focus_sort_and_filter_show_in_the_titles() {
     let mut ui = Ui::new(Duration::from_secs(2));
     ui.focus = Panel::Procs;
