@@ -169,6 +169,53 @@ pub fn init(flags: &LogFlags) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// Every warning and error tracer logs carries an `event` field, so a
+    /// log pipeline can count and alert on it by name under `--log-format
+    /// json` (docs/cli.md lists them). The kernel's own diagnostics are
+    /// named by their `hook` instead.
+    #[test]
+    fn every_warning_and_error_names_its_event() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() && !p.ends_with("tests") {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") && !p.ends_with("tests.rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        let mut unnamed = Vec::new();
+        let mut seen = 0;
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            for macro_call in ["tracing::warn!(", "tracing::error!("] {
+                for (at, _) in text.match_indices(macro_call) {
+                    let args = &text[at + macro_call.len()..];
+                    if text[..at].ends_with('"') || args.starts_with("target: \"kernel\"") {
+                        continue;
+                    }
+                    let head = &args[..args.find('"').unwrap_or(args.len())];
+                    seen += 1;
+                    if !head.contains("event =") {
+                        let line = text[..at].lines().count() + 1;
+                        unnamed.push(format!("{}:{line}", f.display()));
+                    }
+                }
+            }
+        }
+        assert!(seen > 20, "the walk found {seen} warnings");
+        assert!(
+            unnamed.is_empty(),
+            "warnings without an event field: {unnamed:?}"
+        );
+    }
+
     #[test]
     fn levels_and_directives_parse_and_nonsense_is_one_sentence() {
         for ok in ["info", "debug", "warn,tracer::pipeline=trace", "error"] {

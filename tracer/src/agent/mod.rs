@@ -103,14 +103,18 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
         netns: Default::default(),
     });
     if let Some(warning) = nofile::raise_and_check(settings.max_http_connections) {
-        tracing::warn!("{warning}");
+        tracing::warn!(event = "open_file_limit", "{warning}");
     }
     if let Some(warning) = crate::diag::naming_warning() {
-        tracing::warn!("{warning}");
+        tracing::warn!(event = "owners_unreadable", "{warning}");
     }
     use crate::bpf::preflight::{CAP_SYS_PTRACE, has_effective};
     if pipeline.scope().is_all() && !has_effective(CAP_SYS_PTRACE) {
-        tracing::warn!("{}", crate::pipeline::discover::UNREAD_WARNING);
+        tracing::warn!(
+            event = "netns_unfindable",
+            "{}",
+            crate::pipeline::discover::UNREAD_WARNING
+        );
     }
     let mut sink = sink::AgentSink::new(shared.clone());
 
@@ -123,6 +127,7 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
     // Huge pages for the store's tables once they are resident.
     crate::memory::huge::spawn();
     tracing::info!(
+        event = "started",
         "agent running: {adopted} existing sockets adopted; serving {}://{}/metrics",
         Gate::scheme(gate.as_deref()),
         serving
@@ -141,7 +146,7 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
 
     pipeline.run(&mut sink, stop).await?;
 
-    tracing::info!("stopping");
+    tracing::info!(event = "stopping", "stopping");
     shared.attached.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     drop(pipeline);
@@ -150,7 +155,10 @@ async fn run_async(settings: Settings) -> anyhow::Result<i32> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     if !server.is_finished() {
-        tracing::warn!("HTTP server did not stop within 5 s");
+        tracing::warn!(
+            event = "http_stop_timeout",
+            "HTTP server did not stop within 5 s"
+        );
         return Ok(0);
     }
     match server.join() {

@@ -117,6 +117,7 @@ impl AgentSink {
             let stats = core.engine.stats();
             if binding {
                 tracing::warn!(
+                    event = "max_sockets_binding",
                     "--max-sockets {} is binding: new sockets go untracked \
                      (their states still count in tracer_tcp_sockets, from the dumps) and \
                      TIME_WAIT records are evicted first; raise --max-sockets to follow every socket",
@@ -124,6 +125,7 @@ impl AgentSink {
                 );
             } else {
                 tracing::info!(
+                    event = "max_sockets_unbound",
                     "--max-sockets {} no longer binds: every socket is followed again \
                      ({} tracked)",
                     core.engine.config().max_sockets,
@@ -203,7 +205,7 @@ impl Sink for AgentSink {
         }
         self.shared.metrics.reconcile.dumped(d);
         if let Some(e) = d.error {
-            tracing::warn!("reconcile skipped: {e:#}");
+            tracing::warn!(event = "reconcile_skipped", "reconcile skipped: {e:#}");
         }
     }
 

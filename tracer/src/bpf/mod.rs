@@ -141,7 +141,10 @@ impl Probes {
         ) {
             Ok(l) => Some(l),
             Err(e) => {
-                tracing::warn!("the kernel programs' diagnostics are unavailable: {e}");
+                tracing::warn!(
+                    event = "kernel_diagnostics_unavailable",
+                    "the kernel programs' diagnostics are unavailable: {e}"
+                );
                 None
             }
         };

@@ -247,6 +247,7 @@ impl Filter {
                 tracing::debug!("following {n} sockets the matching processes hold");
                 if scan.unreadable > 0 && crate::diag::naming_warning().is_some() {
                     tracing::warn!(
+                        event = "owners_unreadable",
                         "the descriptors of {} processes could not be read (other users': \
                          grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH): their sockets open \
                          before now show only from the next move a syscall of theirs makes",
@@ -255,6 +256,7 @@ impl Filter {
                 }
             }
             Err(e) => tracing::warn!(
+                event = "owners_unlisted",
                 "the sockets the matching processes hold now could not be listed ({e:#}): only \
                  those they open or accept from now on are shown"
             ),
@@ -288,10 +290,11 @@ pub fn run(args: EventsArgs) -> anyhow::Result<i32> {
         if states.iter().all(|&s| s == TcpState::TimeWait) {
             anyhow::bail!("{NO_TIME_WAIT_EVENT}");
         }
-        tracing::warn!("{NO_TIME_WAIT_EVENT}");
+        tracing::warn!(event = "no_time_wait_event", "{NO_TIME_WAIT_EVENT}");
     }
     if let Some(said) = args.matching.absent_pids_said() {
         tracing::warn!(
+            event = "pid_absent",
             "{said}: --pid names the host's pids, as ps on the host shows them, and its events \
              come only once such a process runs"
         );
@@ -312,7 +315,7 @@ async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
     // The programs are attached: a socket made from here on is seen born.
     filter.seed(pipeline.scope());
     if let Some(warning) = crate::diag::naming_warning().filter(|_| leaks) {
-        tracing::warn!("{warning}");
+        tracing::warn!(event = "owners_unreadable", "{warning}");
     }
     let mut p = Printer {
         out: out::Detached::spawn(std::io::stdout())
@@ -353,6 +356,7 @@ async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
         && unread.bytes > 0
     {
         tracing::warn!(
+            event = "stdout_unread",
             "stdout stopped reading: {} bytes of events were left unwritten",
             unread.bytes
         );

@@ -152,7 +152,10 @@ pub async fn serve(
                     // EMFILE and friends: wait for a file to be freed rather
                     // than spin; a reset before accept is just skipped.
                     if !is_connection_error(&e) {
-                        tracing::warn!("HTTP accept failed: {e}; retrying in 100 ms");
+                        tracing::warn!(
+                            event = "http_accept_failed",
+                            "HTTP accept failed: {e}; retrying in 100 ms"
+                        );
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                     continue;
@@ -294,6 +297,8 @@ fn idled(table: &Mutex<Table>, peer: std::net::SocketAddr, idle: Duration) {
     };
     t.idle_said = Some(now);
     tracing::warn!(
+        event = "http_idle_closed",
+        peer = %peer,
         "HTTP client {peer} moved no byte for {}s, so its connection was closed: a client that \
          stopped reading its answer (tracer_http_connections_closed_total{{reason=\"idle\"}} \
          counts these; said at most once a minute{also})",
@@ -309,6 +314,7 @@ fn admit(table: &Mutex<Table>, max: usize) -> Option<(u64, Arc<AtomicUsize>, Arc
         if !t.in_burst {
             t.in_burst = true;
             tracing::warn!(
+                event = "http_connection_cap",
                 "HTTP connection cap of {max} reached (--max-http-connections): \
                  closing the oldest idle connections to make room, or a newcomer when all are \
                  busy (tracer_http_connections_closed_total counts both); said once per burst"

@@ -72,6 +72,7 @@ impl<D: Observer> Pipeline<D> {
             tokio::select! {
                 () = &mut stop => break,
                 Some(()) = hangup.recv() => tracing::warn!(
+                    event = "sighup_ignored",
                     "SIGHUP ignored: flags and the config file are read only at start; \
                      restart tracer to change them"
                 ),

@@ -137,7 +137,7 @@ impl Warned {
     pub(super) fn skipped(&mut self, misses: u64) {
         if let Some(s) = skipped_sentence(misses, self.skipped) {
             self.skipped = misses;
-            tracing::warn!("{s}");
+            tracing::warn!(event = "events_skipped", skipped = misses, "{s}");
         }
     }
 
@@ -156,7 +156,7 @@ impl Warned {
         }
         if let Some(s) = shared_table_hint(c, full, interval, configured) {
             self.shared_table = true;
-            tracing::info!("{s}");
+            tracing::info!(event = "dumps_stretched", "{s}");
         }
     }
 
@@ -167,6 +167,8 @@ impl Warned {
         if !self.refused && !c.refused.is_empty() {
             self.refused = true;
             tracing::warn!(
+                event = "netns_refused",
+                netns_count = c.refused.len(),
                 "{} network namespace(s) cannot be followed ({}): entering another \
                  namespace needs CAP_SYS_ADMIN; {LOSS}",
                 c.refused.len(),
@@ -176,6 +178,8 @@ impl Warned {
         if !self.unnamed && !unnamed.is_empty() {
             self.unnamed = true;
             tracing::warn!(
+                event = "netns_unnamed",
+                netns_count = unnamed.len(),
                 "{} network namespace(s) seen in events cannot be opened ({}): no \
                  process or /run/netns mount that tracer may read holds them (reading other \
                  users' /proc/<pid>/ns/net needs CAP_SYS_PTRACE, and tracer must share the \
@@ -187,6 +191,8 @@ impl Warned {
         if !self.over_cap && c.over_cap > 0 {
             self.over_cap = true;
             tracing::warn!(
+                event = "netns_over_cap",
+                netns_count = c.over_cap,
                 "{} network namespace(s) beyond the cap of {MAX_NETNS} are not \
                  followed; {LOSS}",
                 c.over_cap

@@ -194,6 +194,7 @@ impl Write for Detached {
         if backlog > 0 && backlog + n > MAX_BACKLOG {
             if self.dropped == 0 {
                 tracing::warn!(
+                    event = "stdout_slow",
                     "stdout is not keeping up: events are left unprinted until its reader \
                      catches up (the exit line counts them)"
                 );

@@ -76,6 +76,7 @@ impl Gate {
         let gate = Gate::parse(&text, dir).with_context(name)?;
         if gate.tls.is_none() {
             tracing::warn!(
+                event = "auth_without_tls",
                 "{} sets basic_auth_users without tls_server_config: \
                  passwords cross the network in the clear",
                 path.display()
