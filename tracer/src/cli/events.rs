@@ -170,8 +170,8 @@ pub struct EventsArgs {
     /// (default: run until SIGINT/SIGTERM).
     #[arg(long, value_name = "DURATION", value_parser = config::parse_run_length, allow_hyphen_values = true)]
     pub duration: Option<Duration>,
-    /// Network namespaces: all, host (the one tracer runs in), a /run/netns
-    /// name, an inode, or pid:N.
+    /// The network namespaces: all, or one: host (the one tracer runs in),
+    /// a /run/netns name, an inode, or pid:N.
     #[arg(long, value_name = "NETNS", default_value_t = NetnsChoice::All)]
     pub netns: NetnsChoice,
     /// Size of the kernel ring buffer in bytes: a power of two from 4096 to

@@ -52,9 +52,9 @@ pub struct LeaksArgs {
     /// younger (see the help above).
     #[command(flatten)]
     pub thresholds: ThresholdFlags,
-    /// Network namespaces: all, host (the one tracer runs in), a /run/netns
-    /// name, an inode, or pid:N [default: all]. With an agent, its report
-    /// is narrowed to them.
+    /// The network namespaces: all, or one: host (the one tracer runs in),
+    /// a /run/netns name, an inode, or pid:N [default: all]. With an
+    /// agent, its report is narrowed to it.
     #[arg(long, value_name = "NETNS")]
     pub netns: Option<NetnsChoice>,
     /// Which leaks: of these processes (pid, comm: any owner of the

@@ -65,8 +65,8 @@ pub struct PortArgs {
     // TIME_WAIT's are unknown.
     #[command(flatten)]
     pub agent: AgentFlags,
-    /// Network namespaces: all, host (the one tracer runs in), a /run/netns
-    /// name, an inode, or pid:N [default: all]. A port is per namespace:
+    /// The network namespaces: all, or one: host (the one tracer runs in),
+    /// a /run/netns name, an inode, or pid:N [default: all]. A port is per namespace:
     /// the answer is given for each one that holds it.
     #[arg(long, value_name = "NETNS")]
     pub netns: Option<NetnsChoice>,
