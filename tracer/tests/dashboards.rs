@@ -40,6 +40,40 @@ fn alert_names() -> Vec<String> {
         .collect()
 }
 
+/// Each alert's `runbook_url` links the row docs/dashboards.md gives it,
+/// in the repository Cargo.toml names.
+#[test]
+fn every_alert_links_its_runbook() {
+    let rules = std::fs::read_to_string(promtool::rules_file()).expect("tracer-rules.yml");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let doc = std::fs::read_to_string(root.join("docs/dashboards.md")).expect("dashboards.md");
+    let repo = std::fs::read_to_string(root.join("Cargo.toml"))
+        .expect("Cargo.toml")
+        .lines()
+        .find_map(|l| l.strip_prefix("repository = "))
+        .map(|r| r.trim_matches('"').to_owned())
+        .expect("a repository in Cargo.toml");
+    let urls: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("runbook_url: "))
+        .map(|u| u.trim_matches('"'))
+        .collect();
+    let names = alert_names();
+    assert_eq!(urls.len(), names.len(), "one runbook_url per alert");
+    for (name, url) in names.iter().zip(urls) {
+        let anchor = name.to_lowercase();
+        assert_eq!(
+            url,
+            format!("{repo}/blob/main/docs/dashboards.md#{anchor}"),
+            "{name}"
+        );
+        assert!(
+            doc.contains(&format!("<a id=\"{anchor}\"></a>{name}")),
+            "docs/dashboards.md has no row for {name}"
+        );
+    }
+}
+
 #[test]
 fn promtool_checks_the_alerting_rules() {
     if !promtool::available("promtool_checks_the_alerting_rules") {
