@@ -155,6 +155,7 @@ pub fn init(flags: &LogFlags) -> anyhow::Result<()> {
         LogFormat::Text => builder
             .with_target(false)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(|| OneLine(std::io::stderr()))
             .try_init(),
         LogFormat::Json => builder
             .json()
@@ -165,9 +166,66 @@ pub fn init(flags: &LogFlags) -> anyhow::Result<()> {
     installed.map_err(|e| anyhow::anyhow!("starting the log: {e}"))
 }
 
+/// A text log line as one line: a record with line breaks of its own
+/// (aya's debug output pretty-prints structs) is joined with spaces, so
+/// that every line of the log starts with a time and a level. tracing's
+/// formatter hands each record over in one write.
+struct OneLine<W>(W);
+
+impl<W: std::io::Write> std::io::Write for OneLine<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let body = buf.strip_suffix(b"\n").unwrap_or(buf);
+        if !body.contains(&b'\n') {
+            return self.0.write_all(buf);
+        }
+        self.0.write_all(&one_line(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// `record` with each line break inside it, and the indent after it, made
+/// one space; its last line break kept.
+fn one_line(record: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(record);
+    let (body, end) = match text.strip_suffix('\n') {
+        Some(b) => (b, "\n"),
+        None => (&*text, ""),
+    };
+    let mut out: String = body
+        .split('\n')
+        .map(str::trim_start)
+        .collect::<Vec<_>>()
+        .join(" ");
+    out.push_str(end);
+    out.into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_of_several_lines_is_logged_as_one() {
+        let mut out = OneLine(Vec::new());
+        std::io::Write::write_all(
+            &mut out,
+            b"T DEBUG Features {\n    bpf_name: true,\n    btf: None,\n}\n",
+        )
+        .unwrap();
+        std::io::Write::write_all(&mut out, b"T INFO one line\n").unwrap();
+        assert_eq!(
+            String::from_utf8(out.0).unwrap(),
+            "T DEBUG Features { bpf_name: true, btf: None, }\nT INFO one line\n"
+        );
+    }
 
     /// Every warning and error tracer logs carries an `event` field, so a
     /// log pipeline can count and alert on it by name under `--log-format
