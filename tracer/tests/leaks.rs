@@ -660,3 +660,61 @@ fn a_leak_killed_with_ss_k_says_the_fd_is_still_held() {
         .count();
     assert!(fds >= CONNS, "{fds}");
 }
+
+/// A peer that resets a leaked CLOSE_WAIT socket (here: the server writes
+/// to it, and the client's closed end answers with a reset) closes it
+/// under its process: each flag clears saying a reset ended it and that
+/// the descriptor leaks on, not blaming `ss -K`.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn a_leak_the_peer_resets_says_so_and_that_the_fd_is_still_held() {
+    use std::io::Write as _;
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _ns = common::Netns::enter("leakrst");
+    let agent = common::Agent::start(&[
+        "--close-wait-threshold",
+        "1s",
+        "--reconcile-interval",
+        "250ms",
+    ]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    // This process leaks: it accepts and never closes.
+    let mut held = Vec::new();
+    for _ in 0..CONNS {
+        let c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        held.push(listener.accept().expect("accept").0);
+        drop(c);
+    }
+    wait_close_wait(port, CONNS);
+    let report = || -> Value { serde_json::from_str(&agent.get("/api/v1/leaks")).expect("JSON") };
+    assert!(
+        common::wait_until(Duration::from_secs(10), || flags_on_port(&report(), port)
+            .len()
+            == CONNS),
+        "{:#}",
+        report()
+    );
+    for s in &mut held {
+        let _ = s.write_all(b"late answer");
+    }
+    let suffix = format!(":{port}");
+    let cleared = |r: &Value| -> Vec<String> {
+        r["recently_cleared"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| f["local"].as_str().is_some_and(|l| l.ends_with(&suffix)))
+            .filter_map(|f| f["cleared_how"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let want = "a reset ended the connection; its process still holds the descriptor: the fd \
+                leaks on until the application closes it";
+    let said = common::wait_until(Duration::from_secs(10), || {
+        let how = cleared(&report());
+        how.len() == CONNS && how.iter().all(|h| h == want)
+    });
+    let r = report();
+    assert!(said, "{:?}\n{r:#}", cleared(&r));
+    drop(held);
+}

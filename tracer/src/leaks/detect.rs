@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use super::rules::{
-    GONE, ORPHAN_GONE, PortAcc, STILL_HELD, Stall, apply_scan, attribute_to_listeners, cleared_how,
-    find_local_peers, gone_how,
+    GONE, HELD_ON, ORPHAN_GONE, PortAcc, STILL_HELD, Stall, apply_scan, attribute_to_listeners,
+    cleared_how, find_local_peers, gone_how,
 };
 use super::{Change, Flag, LeakKind, Thresholds};
 use super::{
@@ -384,16 +384,18 @@ impl Detector {
                 return;
             };
             let known = record(cookie);
-            if let Some(how) = known.and_then(|(live, st, by)| gone_how(f.kind, live, st, by)) {
-                f.cleared_how = Some(how.to_owned());
-            } else if f.cleared_how.as_deref() == Some(GONE)
+            let how = known.and_then(|(live, st, by)| gone_how(f.kind, live, st, by));
+            // The close was read (or the record is gone): a descriptor
+            // still held is the rest of the story.
+            let held_on = f.cleared_how.as_deref() == Some(GONE)
                 && known.is_none_or(|(live, ..)| !live)
-                && held(f)
-            {
-                // The close was read (or the record is gone) and says no
-                // more: a descriptor still held is the rest of the story.
-                f.cleared_how = Some(STILL_HELD.to_owned());
-            }
+                && held(f);
+            f.cleared_how = match (how, held_on) {
+                (Some(how), true) => Some(format!("{how}; {HELD_ON}")),
+                (Some(how), false) => Some(how.to_owned()),
+                (None, true) => Some(STILL_HELD.to_owned()),
+                (None, false) => return,
+            };
         };
         let changed = changes.iter_mut().filter_map(|c| match c {
             Change::Cleared(f) => Some(f),
@@ -416,7 +418,7 @@ impl Detector {
             |cookie| {
                 engine
                     .get(cookie)
-                    .map(|v| (v.is_live(), v.state(), v.closed_by()))
+                    .map(|v| (v.is_live(), v.state(), v.ended_by()))
             },
             |f| {
                 f.inode != 0

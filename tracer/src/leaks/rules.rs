@@ -316,8 +316,14 @@ pub(super) fn apply_scan(f: &mut Flag, scan: &OwnerScan) {
 /// engine says more ([`gone_how`]).
 pub(super) const GONE: &str = "socket gone (closed, or its process exited)";
 
+/// What a flag's end adds when the socket was closed under its owner (a
+/// reset, a timeout, `ss -K`), which still holds the descriptor.
+pub(super) const HELD_ON: &str =
+    "its process still holds the descriptor: the fd leaks on until the application closes it";
+
 /// Why a flag ended when its socket is no longer in the dump but its
-/// owner still holds the descriptor: the socket was closed under it.
+/// owner still holds the descriptor, and nothing the engine read closed
+/// it: it was closed under the process.
 pub(super) const STILL_HELD: &str = "socket closed under its process (ss -K, or a sock_diag \
      destroy), which still holds the descriptor: the fd leaks on until the application closes it";
 

@@ -128,6 +128,21 @@ impl<'a> SocketView<'a> {
         self.rec.closed_by
     }
 
+    /// How the connection ended, once closed: as [`closed_by`](Self::closed_by),
+    /// except that a reset received after either side began closing ended
+    /// it (a peer that resets a CLOSE_WAIT socket its process never
+    /// closed: the close then carries EPIPE).
+    pub fn ended_by(&self) -> Option<ClosedBy> {
+        match self.rec.closed_by {
+            Some(ClosedBy::Local | ClosedBy::Remote)
+                if self.rec.has(flag::FINISHED) && self.rec.resets_received > 0 =>
+            {
+                Some(ClosedBy::Reset)
+            }
+            by => by,
+        }
+    }
+
     /// True when FIN_WAIT2 or CLOSE_WAIT (one direction shut) lasted longer
     /// than `Config::half_closed_threshold_ns`. Set when the state is left,
     /// and by a reconcile for a socket still in it.

@@ -128,6 +128,38 @@ fn half_closed_after_threshold() {
     assert!(h.view(1).half_closed(), "the threshold is configurable");
 }
 
+/// A peer that resets a CLOSE_WAIT socket (a reconnect from the same
+/// port) ends the connection, though the peer began closing it.
+#[test]
+fn a_reset_in_close_wait_ended_the_connection_the_peer_began_closing() {
+    let mut h = H::new();
+    let open = |c| {
+        [
+            ev(c).from(SynSent).to(Established).at(0),
+            ev(c).from(Established).to(CloseWait).at(ms(1)),
+        ]
+    };
+    h.run(cat(
+        open(1),
+        [
+            rst_rx(1).at(ms(5)),
+            ev(1).from(CloseWait).to(Close).at(ms(5)).err(libc::EPIPE),
+        ],
+    ));
+    let v = h.view(1);
+    assert_eq!(v.closed_by(), Some(ClosedBy::Remote));
+    assert_eq!(v.ended_by(), Some(ClosedBy::Reset));
+    // Closed by its process: who began closing is how it ended.
+    h.run(cat(
+        open(2),
+        [
+            ev(2).from(CloseWait).to(LastAck).at(ms(5)),
+            ev(2).from(LastAck).to(Close).at(ms(6)),
+        ],
+    ));
+    assert_eq!(h.view(2).ended_by(), Some(ClosedBy::Remote));
+}
+
 #[test]
 fn a_refused_socket_can_connect_again_on_the_same_cookie() {
     let mut h = H::new();

@@ -341,7 +341,7 @@ fn clears_when_the_socket_moves_on_or_goes() {
 fn the_engine_says_how_a_gone_socket_ended() {
     use crate::engine::ClosedBy;
     let mut det = Detector::new(thresholds());
-    let socks = [1, 2, 3, 4].map(|c| sock(c, TcpState::CloseWait));
+    let socks = [1, 2, 3, 4, 5].map(|c| sock(c, TcpState::CloseWait));
     det.update(&socks, 0, none, app_owners);
     det.update(&socks, 60 * S, none, app_owners);
     let mut c = det.update(&[], 61 * S, none, app_owners);
@@ -386,7 +386,7 @@ fn the_engine_says_how_a_gone_socket_ended() {
 fn a_socket_closed_under_its_process_says_the_fd_is_still_held() {
     use crate::engine::ClosedBy;
     let mut det = Detector::new(thresholds());
-    let socks = [1, 2, 3, 4].map(|c| sock(c, TcpState::CloseWait));
+    let socks = [1, 2, 3, 4, 5].map(|c| sock(c, TcpState::CloseWait));
     det.update(&socks, 0, none, app_owners);
     det.update(&socks, 60 * S, none, app_owners);
     let mut c = det.update(&[], 61 * S, none, app_owners);
@@ -399,6 +399,8 @@ fn a_socket_closed_under_its_process_says_the_fd_is_still_held() {
             3 => Some((false, TcpState::Close, Some(ClosedBy::Timeout))),
             // Its close not read yet: a later reconcile says.
             4 => Some((true, TcpState::CloseWait, Some(ClosedBy::Remote))),
+            // The peer reset it (a reconnect from the same port).
+            5 => Some((false, TcpState::Close, Some(ClosedBy::Reset))),
             _ => Some((false, TcpState::Close, Some(ClosedBy::Remote))),
         },
         |f| f.cookie != Some(2) && !f.owners.is_empty(),
@@ -414,11 +416,19 @@ fn a_socket_closed_under_its_process_says_the_fd_is_still_held() {
     );
     let gone = "socket gone (closed, or its process exited)";
     assert_eq!(said[&Some(2)], gone);
+    // What closed it comes first, and the descriptor still held after.
+    let held_on = "; its process still holds the descriptor: the fd leaks on until the \
+                   application closes it";
     assert!(
-        said[&Some(3)].starts_with("the kernel gave up on the peer"),
+        said[&Some(3)].starts_with("the kernel gave up on the peer")
+            && said[&Some(3)].ends_with(held_on),
         "{said:?}"
     );
     assert_eq!(said[&Some(4)], gone);
+    assert_eq!(
+        said[&Some(5)],
+        format!("a reset ended the connection{held_on}")
+    );
 }
 
 /// A dump can find a socket gone before the agent reads its close: the
