@@ -15,7 +15,7 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::{NO_AGENT, ss_recv_q, tracer_leaks, wait_close_wait};
-use kit::{CONNS, SERIAL, flags_on_port, leaking_server};
+use kit::{CONNS, SERIAL, cleared_on_port, close_wait_agent, flags_on_port, leaking_server};
 use serde_json::Value;
 use tracer::diag::{DumpOptions, Dumper, owners_of};
 use tracer::leaks::{Change, Detector, LeakKind, Thresholds};
@@ -607,12 +607,7 @@ fn leaks_older_than_the_agent_are_in_its_first_answer() {
 fn a_leak_killed_with_ss_k_says_the_fd_is_still_held() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let _ns = common::Netns::enter("leakkill");
-    let agent = common::Agent::start(&[
-        "--close-wait-threshold",
-        "1s",
-        "--reconcile-interval",
-        "250ms",
-    ]);
+    let agent = close_wait_agent();
     let server = leaking_server();
     let port = server.port;
     wait_close_wait(port, CONNS);
@@ -635,25 +630,15 @@ fn a_leak_killed_with_ss_k_says_the_fd_is_still_held() {
             &format!("( sport = :{port} )"),
         ],
     );
-    let suffix = format!(":{port}");
-    let held = |r: &Value| -> Vec<String> {
-        r["recently_cleared"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|f| f["local"].as_str().is_some_and(|l| l.ends_with(&suffix)))
-            .filter_map(|f| f["cleared_how"].as_str().map(str::to_owned))
-            .collect()
-    };
     let said = common::wait_until(Duration::from_secs(10), || {
-        let how = held(&report());
+        let how = cleared_on_port(&report(), port);
         how.len() == CONNS
             && how
                 .iter()
                 .all(|h| h.starts_with("socket closed under its process (ss -K"))
     });
     let r = report();
-    assert!(said, "{:?}\n{r:#}", held(&r));
+    assert!(said, "{:?}\n{r:#}", cleared_on_port(&r, port));
     // The fds are still the server's.
     let fds = std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
         .expect("the server's fds")
@@ -671,12 +656,7 @@ fn a_leak_the_peer_resets_says_so_and_that_the_fd_is_still_held() {
     use std::io::Write as _;
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let _ns = common::Netns::enter("leakrst");
-    let agent = common::Agent::start(&[
-        "--close-wait-threshold",
-        "1s",
-        "--reconcile-interval",
-        "250ms",
-    ]);
+    let agent = close_wait_agent();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     // This process leaks: it accepts and never closes.
@@ -698,23 +678,13 @@ fn a_leak_the_peer_resets_says_so_and_that_the_fd_is_still_held() {
     for s in &mut held {
         let _ = s.write_all(b"late answer");
     }
-    let suffix = format!(":{port}");
-    let cleared = |r: &Value| -> Vec<String> {
-        r["recently_cleared"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|f| f["local"].as_str().is_some_and(|l| l.ends_with(&suffix)))
-            .filter_map(|f| f["cleared_how"].as_str().map(str::to_owned))
-            .collect()
-    };
     let want = "a reset ended the connection; its process still holds the descriptor: the fd \
                 leaks on until the application closes it";
     let said = common::wait_until(Duration::from_secs(10), || {
-        let how = cleared(&report());
+        let how = cleared_on_port(&report(), port);
         how.len() == CONNS && how.iter().all(|h| h == want)
     });
     let r = report();
-    assert!(said, "{:?}\n{r:#}", cleared(&r));
+    assert!(said, "{:?}\n{r:#}", cleared_on_port(&r, port));
     drop(held);
 }

@@ -26,3 +26,27 @@ pub fn flags_on_port(report: &Value, port: u16) -> Vec<Value> {
         .filter(|f| f["local"].as_str().is_some_and(|l| l.ends_with(&suffix)))
         .collect()
 }
+
+/// How each flag on local port `port` that `report` lists as recently
+/// cleared ended (`cleared_how`).
+pub fn cleared_on_port(report: &Value, port: u16) -> Vec<String> {
+    let suffix = format!(":{port}");
+    report["recently_cleared"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["local"].as_str().is_some_and(|l| l.ends_with(&suffix)))
+        .filter_map(|f| f["cleared_how"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// An agent of this thread's namespace that flags CLOSE_WAIT after 1 s,
+/// with dumps every 250 ms.
+pub fn close_wait_agent() -> crate::common::Agent {
+    crate::common::Agent::start(&[
+        "--close-wait-threshold",
+        "1s",
+        "--reconcile-interval",
+        "250ms",
+    ])
+}
