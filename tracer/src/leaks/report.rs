@@ -248,7 +248,7 @@ impl Report {
     }
 
     /// Group `flags` by owning process, worst first (most CLOSE_WAIT, then
-    /// most flags, then oldest). `growth(pid, comm, count)` gives a
+    /// most flags, then oldest), and the orphans no process holds last. `growth(pid, comm, count)` gives a
     /// process's CLOSE_WAIT growth.
     pub fn build<'a>(
         source: Source,
@@ -327,9 +327,14 @@ impl Report {
                 g.growth_per_minute = growth(pid, comm, n);
             }
         }
+        // Orphans, which no process holds, after every process's group:
+        // each of their flags names the peer that keeps them, which is
+        // where to look.
+        let nobody = |g: &ProcessLeaks| g.pid.is_none() && !g.owner_unknown;
         leaks.sort_by(|a, b| {
-            b.close_wait
-                .cmp(&a.close_wait)
+            nobody(a)
+                .cmp(&nobody(b))
+                .then(b.close_wait.cmp(&a.close_wait))
                 .then(b.sockets.len().cmp(&a.sockets.len()))
                 .then(
                     b.oldest_age_seconds

@@ -475,6 +475,23 @@ pub(crate) mod tests {
         )
     }
 
+    /// Sockets no process holds come after every process's group, however
+    /// many: a process is what one can act on.
+    #[test]
+    fn the_orphans_come_after_the_processes() {
+        let dump = [
+            close_wait(1, 11, 0),
+            close_wait(2, 0, 0),
+            close_wait(3, 0, 0),
+            close_wait(4, 0, 0),
+        ];
+        let owners = HashMap::from([(11, vec![owner(4242, "api", 7)])]);
+        let r = snapshot_report_with(&dump, &owners.into(), String::new(), |_| None);
+        let groups: Vec<(Option<u32>, usize)> =
+            r.leaks.iter().map(|g| (g.pid, g.sockets.len())).collect();
+        assert_eq!(groups, [(Some(4242), 1), (None, 3)]);
+    }
+
     /// A process out of descriptors cannot accept: the connections waiting
     /// for it say so, and they hold none of its descriptors.
     #[test]
