@@ -653,7 +653,6 @@ fn a_leak_killed_with_ss_k_says_the_fd_is_still_held() {
 #[test]
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn a_leak_the_peer_resets_says_so_and_that_the_fd_is_still_held() {
-    use std::io::Write as _;
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let _ns = common::Netns::enter("leakrst");
     let agent = close_wait_agent();
@@ -687,4 +686,42 @@ fn a_leak_the_peer_resets_says_so_and_that_the_fd_is_still_held() {
     let r = report();
     assert!(said, "{:?}\n{r:#}", cleared_on_port(&r, port));
     drop(held);
+}
+
+/// A half-close whose answer is slow: the client shut its side down
+/// (`shutdown(SHUT_WR)`) and waits, the server read the EOF and has not
+/// answered. The server's CLOSE_WAIT flag names the client's end, held in
+/// FIN_WAIT2, so a person can tell it from a missing close().
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn a_half_close_waiting_for_its_answer_names_the_peer_that_waits() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _ns = common::Netns::enter("halfclose");
+    let agent = close_wait_agent();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let (mut server, _) = listener.accept().expect("accept");
+    client
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    let mut buf = [0u8; 16];
+    assert_eq!(server.read(&mut buf).expect("read"), 0, "EOF");
+    wait_close_wait(port, 1);
+    let url = format!("http://{}", agent.addr);
+    let want = format!(
+        "its peer is on this host, in FIN_WAIT2: PID {} ",
+        std::process::id()
+    );
+    let mut table = String::new();
+    let named = common::wait_until(Duration::from_secs(10), || {
+        table = tracer_leaks(&["--agent", &url, "--port", &port.to_string()]).1;
+        table.contains(&want)
+    });
+    assert!(named, "{table}");
+    assert!(
+        table.contains("shut its side down (shutdown(SHUT_WR)) and waits for this answer"),
+        "{table}"
+    );
+    drop((client, server));
 }

@@ -233,7 +233,9 @@ pub(super) fn queue_flag(d: &SocketSnapshot, now: u64, age: (u64, bool), held: &
 /// Give each `orphaned_fin_wait2` flag of `flags` its peer, when the
 /// other end of its connection is in `dump` (the 4-tuple reversed) in
 /// CLOSE_WAIT: a connection between two processes of this host, whose
-/// other process has not closed. In the same namespace first; else, for
+/// other process has not closed. Likewise each `close_wait` flag whose
+/// other end is in FIN_WAIT2 held by a process (not an orphan): a
+/// half-close, its peer waiting for the answer. In the same namespace first; else, for
 /// addresses that are not loopback (every namespace has its own), in the
 /// one other namespace that has it (a container's peer over a veth; two
 /// namespaces with the same addresses are not told apart, and name none).
@@ -244,8 +246,14 @@ pub(super) fn find_local_peers<'a>(
 ) {
     use std::{collections::HashMap, net::SocketAddr};
     type Tuple = (SocketAddr, SocketAddr);
+    // The peer's state each kind looks for.
+    let wanted = |kind| match kind {
+        LeakKind::OrphanedFinWait2 => Some(TcpState::CloseWait),
+        LeakKind::CloseWait => Some(TcpState::FinWait2),
+        _ => None,
+    };
     let mut orphans: HashMap<(u32, SocketAddr, SocketAddr), &mut Flag> = flags
-        .filter(|f| f.kind == LeakKind::OrphanedFinWait2)
+        .filter(|f| wanted(f.kind).is_some())
         .filter_map(|f| Some(((f.netns, f.remote?, f.local), f)))
         .collect();
     if orphans.is_empty() {
@@ -269,16 +277,25 @@ pub(super) fn find_local_peers<'a>(
         not_accepted: d.awaits_accept(),
         owners: Vec::new(),
     };
-    for d in dump
-        .iter()
-        .filter(|d| d.state == TcpState::CloseWait && !d.timewait)
-    {
+    // A FIN_WAIT2 peer counts only when a process holds it (an orphan
+    // has no file): that process shut its side down.
+    let candidate = |d: &&SocketSnapshot| {
+        !d.timewait
+            && (d.state == TcpState::CloseWait || (d.state == TcpState::FinWait2 && d.inode != 0))
+    };
+    for d in dump.iter().filter(candidate) {
         let tuple = (
             SocketAddr::new(d.saddr, d.sport),
             SocketAddr::new(d.daddr, d.dport),
         );
-        if let Some(f) = orphans.remove(&(d.netns, tuple.0, tuple.1)) {
-            f.local_peer = Some(peer(d, None));
+        let key = (d.netns, tuple.0, tuple.1);
+        if orphans
+            .get(&key)
+            .is_some_and(|f| wanted(f.kind) == Some(d.state))
+        {
+            if let Some(f) = orphans.remove(&key) {
+                f.local_peer = Some(peer(d, None));
+            }
         } else if routed.contains(&tuple) {
             elsewhere.entry(tuple).or_insert((d, 0)).1 += 1;
         }
@@ -286,6 +303,7 @@ pub(super) fn find_local_peers<'a>(
     for ((netns, remote, local), f) in orphans {
         if let Some(&(d, 1)) = elsewhere.get(&(remote, local))
             && d.netns != netns
+            && wanted(f.kind) == Some(d.state)
         {
             f.local_peer = Some(peer(d, Some(d.netns)));
         }

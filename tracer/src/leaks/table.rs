@@ -6,6 +6,7 @@ use std::{
 };
 
 use super::{Flag, LeakKind, ProcessLeaks, Reason, Report, ThresholdSeconds, fmt_duration};
+use crate::tcp::TcpState;
 
 /// An age for people: `73.2s`, `12m05s`, `3h04m`, `2d03h`.
 pub fn fmt_age(secs: Option<f64>, lower_bound: bool) -> String {
@@ -204,6 +205,16 @@ fn peer_words(f: &Flag) -> String {
         Some(n) => format!("on this host in netns {n}"),
         None => "on this host".to_owned(),
     };
+    if p.state == TcpState::FinWait2 {
+        let who = p.owners.first().map_or("its process".to_owned(), |o| {
+            format!("PID {} {} fd {}", o.pid, o.comm, o.fd)
+        });
+        return format!(
+            "; its peer is {here}, in FIN_WAIT2: {who} shut its side down (shutdown(SHUT_WR)) \
+             and waits for this answer: a half-close, a leak only if this process never answers \
+             or closes"
+        );
+    }
     match (p.owners.first(), p.not_accepted) {
         (Some(o), false) => format!(
             "; its peer is {here}, in CLOSE_WAIT: PID {} {} fd {} has not closed it",
@@ -224,7 +235,9 @@ fn render_peers(g: &ProcessLeaks, out: &mut dyn Write) -> io::Result<()> {
     for o in g
         .sockets
         .iter()
-        .filter_map(|f| f.local_peer.as_ref()?.owners.first())
+        .filter_map(|f| f.local_peer.as_ref())
+        .filter(|p| p.state == TcpState::CloseWait)
+        .filter_map(|p| p.owners.first())
     {
         match by.iter_mut().find(|(pid, ..)| *pid == o.pid) {
             Some(e) => e.2 += 1,
@@ -415,7 +428,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::leaks::{report::snapshot_report_with, snapshot_report};
     use crate::snapshot::{FdOwner, OwnerScan, SocketSnapshot, TimerKind};
-    use crate::tcp::{Family, TcpState};
+    use crate::tcp::Family;
 
     fn close_wait(cookie: u64, inode: u64, rqueue: u32) -> SocketSnapshot {
         SocketSnapshot {

@@ -855,6 +855,46 @@ fn a_dump_of_looked_up_sockets_judges_only_those() {
     assert_eq!(det.active().count(), 0);
 }
 
+/// A CLOSE_WAIT socket whose other end, on this host, is held in
+/// FIN_WAIT2 by a process that shut its side down: a half-close whose
+/// peer waits for the answer, which the flag says; an orphan in FIN_WAIT2
+/// (no process) is not such a peer.
+#[test]
+fn a_close_wait_flag_names_a_peer_that_half_closed() {
+    let cw = sock(7, TcpState::CloseWait);
+    let mut peer = snapshot(20, TcpState::FinWait2)
+        .local(cw.daddr, cw.dport)
+        .peer(cw.saddr, cw.sport);
+    peer.inode = 1020;
+    let flagged = |peer: SocketSnapshot| {
+        let mut det = Detector::new(thresholds());
+        det.update(&[cw, peer], 0, none, app_owners);
+        let c = det.update(&[cw, peer], 61 * S, none, app_owners);
+        let f = raised(&c)
+            .into_iter()
+            .find(|f| f.kind == LeakKind::CloseWait)
+            .cloned()
+            .expect("close_wait flagged");
+        (f, table(&det.report(61 * S)))
+    };
+    let (f, text) = flagged(peer);
+    let p = f.local_peer.as_ref().expect("its peer is here");
+    assert_eq!((p.cookie, p.state), (20, TcpState::FinWait2));
+    assert_eq!(p.owners, vec![owner(100, "app", 20)]);
+    assert!(
+        text.contains(
+            "its peer is on this host, in FIN_WAIT2: PID 100 app fd 20 shut its side down \
+             (shutdown(SHUT_WR)) and waits for this answer: a half-close, a leak only if this \
+             process never answers or closes"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("  peer:"), "no process is blamed: {text}");
+    // An orphan (no file) closed its side for good: no peer to name.
+    peer.inode = 0;
+    assert!(flagged(peer).0.local_peer.is_none());
+}
+
 /// An orphan whose peer is a process of this host: the other end of its
 /// connection, in CLOSE_WAIT in the same namespace, names the process
 /// that has not closed, in the JSON and the table (with the default
