@@ -98,6 +98,10 @@ fn every_dashboard_query_returns_data_from_a_real_agent_during_a_real_leak() {
             1.0,
         ),
         ("sum(tracer_tcp_sockets{state=\"time_wait\"})", 100.0),
+        // The forecasts' inputs: the leaking process's descriptors, and
+        // the churn's ports.
+        ("count(tracer_process_open_fds{comm=\"python3\"})", 1.0),
+        ("count(tracer_ephemeral_ports_in_use)", 1.0),
         (
             "sum(increase(tracer_tcp_state_duration_seconds_count{state=\"time_wait\"}[20s]))",
             10.0,
