@@ -306,3 +306,39 @@ fn port_exhaustion_is_forecast_before_connect_fails() {
         "{text}"
     );
 }
+
+/// A server that leaks faster than the CLOSE_WAIT threshold (60 s here,
+/// the default) runs out of descriptors before any of its leaks is old
+/// enough to flag: the agent says it all the same, from the process that
+/// listens, and `tracer leaks` exits 1.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn a_listener_out_of_descriptors_is_said_before_any_leak_is_flagged() {
+    common::require_root();
+    let _ns = common::Netns::enter("fdnow");
+    let agent = Agent::start(&[]);
+    let server = LeakyServer::start(Some(24));
+    let (pid, port) = (server.pid(), server.port);
+    let url = format!("http://{}", agent.addr);
+    for _ in 0..40 {
+        drop(TcpStream::connect(("127.0.0.1", port)));
+    }
+    assert!(
+        common::wait_until(Duration::from_secs(10), || server.emfile().is_some()),
+        "the server never hit EMFILE"
+    );
+    let want = format!("PID {pid} python3: ");
+    let mut said = (0, String::new());
+    let told = common::wait_until(Duration::from_secs(15), || {
+        said = tracer_leaks(&["--agent", &url]);
+        said.1
+            .lines()
+            .any(|l| l.contains(&want) && l.contains("out of descriptors now"))
+    });
+    assert!(told, "{}", said.1);
+    assert_eq!(said.0, 1, "something has run out now: {}", said.1);
+    let report = agent.json("/api/v1/leaks");
+    let f = fd_forecast(&report, pid).expect("its forecast");
+    assert_eq!(f["seconds_left"], 0.0, "{f}");
+    assert_eq!(f["close_wait"], 0, "no leak flagged yet: {f}");
+}

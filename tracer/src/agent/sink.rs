@@ -29,6 +29,9 @@ pub struct AgentSink {
     port_settings: PortSettingsByNetns,
     /// What a reconcile left to forecast once the lock is let go.
     pending: Option<(Vec<Leaker>, Vec<PortForecast>)>,
+    /// The processes that listen, from the last port forecast: looked at
+    /// for a descriptor limit reached after every reconcile.
+    listening: Vec<Leaker>,
     /// The last port forecasts, and when the next may be taken: see
     /// [`PORT_FORECAST_SPACING`].
     ports: Vec<PortForecast>,
@@ -56,6 +59,7 @@ impl AgentSink {
             forecaster: Forecaster::default(),
             port_settings: PortSettingsByNetns::default(),
             pending: None,
+            listening: Vec::new(),
             ports: Vec::new(),
             ports_due_ns: 0,
             read: [0; 5],
@@ -84,6 +88,7 @@ impl AgentSink {
                 now_ns,
                 &self.port_settings,
             );
+            self.listening = forecast::listening_processes(&core.engine);
             let took = thread_cpu_ns().saturating_sub(cpu);
             let wait = took.saturating_mul(PORT_FORECAST_SPACING);
             self.ports_due_ns = now_ns.saturating_add(wait);
@@ -192,12 +197,12 @@ impl Sink for AgentSink {
     }
 
     fn dumped(&mut self, d: &Dumped<'_>) {
-        // Off the lock: read the leaking processes' /proc (at most TOP).
+        // Off the lock: read the leaking processes' /proc (at most TOP),
+        // and whether a listening one is at its descriptor limit.
         if let Some((leakers, ports)) = self.pending.take() {
-            let f = forecast::Forecasts {
-                fd: forecast::fd_forecasts(&leakers, forecast::procfs::fd_usage),
-                ports,
-            };
+            let mut fd = forecast::fd_forecasts(&leakers, forecast::procfs::fd_usage);
+            forecast::listeners_at_limit(&mut fd, &self.listening, forecast::procfs::at_limit);
+            let f = forecast::Forecasts { fd, ports };
             self.shared.metrics.forecast.publish(&f);
             if let Ok(mut slot) = self.shared.forecasts.lock() {
                 *slot = f;

@@ -31,7 +31,9 @@ pub const TOP: usize = 20;
 /// Everything forecast, as the leaks report carries it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Forecasts {
-    /// Processes holding CLOSE_WAIT leaks, fastest growing first (at most [`TOP`]).
+    /// Processes holding CLOSE_WAIT leaks, fastest growing first (at most
+    /// [`TOP`]), then listening processes at their descriptor limit with no
+    /// leak flagged yet.
     #[serde(default)]
     pub fd: Vec<FdForecast>,
     /// Remote endpoints, most ports in use first (at most [`TOP`]).
@@ -228,6 +230,54 @@ pub fn fd_forecasts(leakers: &[Leaker], usage: impl Fn(u32) -> Option<FdUsage>) 
         .collect()
 }
 
+/// Most listening processes looked at for a descriptor limit reached.
+pub const MAX_LISTENERS: usize = 64;
+
+/// The processes that called `listen()` on the engine's listeners (as the
+/// event named them), each once, at most [`MAX_LISTENERS`]: the servers
+/// whose `accept()` fails when they run out of descriptors, looked at
+/// ([`listeners_at_limit`]) before any of their leaks is old enough to
+/// flag. O(open sockets), so taken with the paced port forecast.
+pub fn listening_processes(engine: &Engine) -> Vec<Leaker> {
+    let mut out: Vec<Leaker> = Vec::new();
+    for v in engine
+        .open_sockets()
+        .filter(|v| v.state() == crate::tcp::TcpState::Listen)
+    {
+        let Some(o) = v.owner() else { continue };
+        if out.len() >= MAX_LISTENERS {
+            break;
+        }
+        if !out.iter().any(|l| l.pid == o.pid) {
+            out.push(Leaker {
+                pid: o.pid,
+                comm: o.comm_str().to_owned(),
+                close_wait: 0,
+                growth_per_minute: None,
+            });
+        }
+    }
+    out
+}
+
+/// Forecasts for the `listening` processes that are at their descriptor
+/// limit now (`usage`: [`procfs::at_limit`]) and not among `fd`'s
+/// already: the outage itself, which a leak too young to flag can cause.
+pub fn listeners_at_limit(
+    fd: &mut Vec<FdForecast>,
+    listening: &[Leaker],
+    usage: impl Fn(u32) -> Option<FdUsage>,
+) {
+    for l in listening {
+        if fd.iter().any(|f| f.pid == l.pid) {
+            continue;
+        }
+        if let Some(u) = usage(l.pid) {
+            fd.push(FdForecast::new(l.pid, &l.comm, 0, u, None));
+        }
+    }
+}
+
 /// Each network namespace's ephemeral port settings, by inode.
 pub type PortSettingsByNetns = HashMap<u32, PortSettings, BuildCookieHasher>;
 
@@ -368,6 +418,40 @@ mod tests {
             growth_per_minute: growth,
             sockets: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_listening_process_at_its_limit_is_forecast_once() {
+        let l = |pid| Leaker {
+            pid,
+            comm: "srv".into(),
+            close_wait: 0,
+            growth_per_minute: None,
+        };
+        let at = |pid: u32| {
+            (pid != 3).then_some(FdUsage {
+                open: 64,
+                limit: Some(64),
+            })
+        };
+        // Pid 1 is forecast already as a leaker; 3 is not at its limit.
+        let mut fd = fd_forecasts(
+            &[Leaker {
+                close_wait: 5,
+                ..l(1)
+            }],
+            at,
+        );
+        listeners_at_limit(&mut fd, &[l(1), l(2), l(3)], at);
+        let got: Vec<(u32, u32, Option<f64>)> = fd
+            .iter()
+            .map(|f| (f.pid, f.close_wait, f.seconds_left))
+            .collect();
+        assert_eq!(got, [(1, 5, Some(0.0)), (2, 0, Some(0.0))]);
+        assert_eq!(
+            text::fd_line(&fd[1], false),
+            "PID 2 srv: 64 of 64 fds: out of descriptors now: accept(), socket() and open() fail with EMFILE"
+        );
     }
 
     #[test]

@@ -19,10 +19,12 @@ pub fn fmt_left(secs: f64) -> String {
 /// One process's line; `snapshot`: no rate can be known.
 pub fn fd_line(f: &FdForecast, snapshot: bool) -> String {
     let limit = f.fd_limit.map_or("unlimited".into(), |l| l.to_string());
-    let mut s = format!(
-        "PID {} {}: {} of {limit} fds, {} in CLOSE_WAIT",
-        f.pid, f.comm, f.open_fds, f.close_wait
-    );
+    let mut s = format!("PID {} {}: {} of {limit} fds", f.pid, f.comm, f.open_fds);
+    // A listening process at its limit with no leak flagged yet: its
+    // CLOSE_WAIT sockets, if any, are younger than the threshold.
+    if f.close_wait > 0 {
+        s.push_str(&format!(", {} in CLOSE_WAIT", f.close_wait));
+    }
     match (f.growth_per_minute, f.seconds_left) {
         (_, Some(0.0)) => {
             s.push_str(": out of descriptors now: accept(), socket() and open() fail with EMFILE")
