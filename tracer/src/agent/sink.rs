@@ -6,7 +6,9 @@ use super::state::{AgentState, Shared};
 use crate::{
     diag::DiagSocket,
     event::SockEvent,
-    forecast::{self, Forecaster, Leaker, PortForecast, PortSettings, PortSettingsByNetns},
+    forecast::{
+        self, FdForecast, Forecaster, Leaker, PortForecast, PortSettings, PortSettingsByNetns,
+    },
     leaks::Change,
     pipeline::{Core, Dumped, Flow, NetnsTally, Sink, Tallies, clock::thread_cpu_ns, monotonic_ns},
 };
@@ -20,6 +22,11 @@ use crate::{
 /// thousand.
 const PORT_FORECAST_SPACING: u64 = 2000;
 
+/// How often the listening processes are looked at for a descriptor
+/// limit reached: two small `/proc` reads each (under 30 µs), at most
+/// [`forecast::MAX_LISTENERS`] of them, so under 0.05% of a core.
+const LISTENING_SPACING_NS: u64 = 5_000_000_000;
+
 /// Feeds the agent's metrics and shared state from the pipeline.
 pub struct AgentSink {
     shared: Arc<Shared>,
@@ -29,9 +36,12 @@ pub struct AgentSink {
     port_settings: PortSettingsByNetns,
     /// What a reconcile left to forecast once the lock is let go.
     pending: Option<(Vec<Leaker>, Vec<PortForecast>)>,
-    /// The processes that listen, from the last port forecast: looked at
-    /// for a descriptor limit reached after every reconcile.
+    /// The processes that listen, from the last port forecast; those of
+    /// them at their descriptor limit when last looked at, and when to look
+    /// again (see [`LISTENING_SPACING_NS`]).
     listening: Vec<Leaker>,
+    at_limit: Vec<FdForecast>,
+    listening_due_ns: u64,
     /// The last port forecasts, and when the next may be taken: see
     /// [`PORT_FORECAST_SPACING`].
     ports: Vec<PortForecast>,
@@ -60,6 +70,8 @@ impl AgentSink {
             port_settings: PortSettingsByNetns::default(),
             pending: None,
             listening: Vec::new(),
+            at_limit: Vec::new(),
+            listening_due_ns: 0,
             ports: Vec::new(),
             ports_due_ns: 0,
             read: [0; 5],
@@ -201,7 +213,13 @@ impl Sink for AgentSink {
         // and whether a listening one is at its descriptor limit.
         if let Some((leakers, ports)) = self.pending.take() {
             let mut fd = forecast::fd_forecasts(&leakers, forecast::procfs::fd_usage);
-            forecast::listeners_at_limit(&mut fd, &self.listening, forecast::procfs::at_limit);
+            let now = monotonic_ns();
+            if now >= self.listening_due_ns {
+                self.listening_due_ns = now.saturating_add(LISTENING_SPACING_NS);
+                self.at_limit =
+                    forecast::listeners_at_limit(&self.listening, forecast::procfs::at_limit);
+            }
+            forecast::add_missing(&mut fd, &self.at_limit);
             let f = forecast::Forecasts { fd, ports };
             self.shared.metrics.forecast.publish(&f);
             if let Ok(mut slot) = self.shared.forecasts.lock() {

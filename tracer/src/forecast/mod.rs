@@ -261,19 +261,23 @@ pub fn listening_processes(engine: &Engine) -> Vec<Leaker> {
 }
 
 /// Forecasts for the `listening` processes that are at their descriptor
-/// limit now (`usage`: [`procfs::at_limit`]) and not among `fd`'s
-/// already: the outage itself, which a leak too young to flag can cause.
+/// limit now (`usage`: [`procfs::at_limit`]): the outage itself, which a
+/// leak too young to flag can cause.
 pub fn listeners_at_limit(
-    fd: &mut Vec<FdForecast>,
     listening: &[Leaker],
     usage: impl Fn(u32) -> Option<FdUsage>,
-) {
-    for l in listening {
-        if fd.iter().any(|f| f.pid == l.pid) {
-            continue;
-        }
-        if let Some(u) = usage(l.pid) {
-            fd.push(FdForecast::new(l.pid, &l.comm, 0, u, None));
+) -> Vec<FdForecast> {
+    listening
+        .iter()
+        .filter_map(|l| Some(FdForecast::new(l.pid, &l.comm, 0, usage(l.pid)?, None)))
+        .collect()
+}
+
+/// Add to `fd` the forecasts of `more` for processes it has none for.
+pub fn add_missing(fd: &mut Vec<FdForecast>, more: &[FdForecast]) {
+    for m in more {
+        if !fd.iter().any(|f| f.pid == m.pid) {
+            fd.push(m.clone());
         }
     }
 }
@@ -442,7 +446,7 @@ mod tests {
             }],
             at,
         );
-        listeners_at_limit(&mut fd, &[l(1), l(2), l(3)], at);
+        add_missing(&mut fd, &listeners_at_limit(&[l(1), l(2), l(3)], at));
         let got: Vec<(u32, u32, Option<f64>)> = fd
             .iter()
             .map(|f| (f.pid, f.close_wait, f.seconds_left))
