@@ -59,12 +59,14 @@ pub struct Match {
 /// The family `-4` and `-6` take a socket for: its own, but IPv4 for an
 /// IPv6 socket whose local address is v4-mapped (`::ffff:a.b.c.d`), as a
 /// dual-stack server's socket for an IPv4 client is. A person asking for
-/// IPv4 means that client too.
+/// IPv4 means that client too. A family the kernel did not give stays
+/// unknown, whatever the (then empty) address.
 pub fn asked_family(family: Option<Family>, local: std::net::IpAddr) -> Option<Family> {
-    match local {
-        std::net::IpAddr::V4(_) => Some(Family::Ipv4),
-        std::net::IpAddr::V6(a) if a.to_ipv4_mapped().is_some() => Some(Family::Ipv4),
-        std::net::IpAddr::V6(_) => family,
+    match (family, local) {
+        (None, _) => None,
+        (Some(_), std::net::IpAddr::V4(_)) => Some(Family::Ipv4),
+        (Some(_), std::net::IpAddr::V6(a)) if a.to_ipv4_mapped().is_some() => Some(Family::Ipv4),
+        (f, std::net::IpAddr::V6(_)) => f,
     }
 }
 
@@ -427,8 +429,9 @@ mod tests {
         assert!(kept(&six, &v6, &mut o) && kept(&six, &listener, &mut o));
         // A family the kernel did not give stays unknown.
         assert_eq!(asked_family(None, "fd00::5".parse().unwrap()), None);
+        assert_eq!(asked_family(None, "0.0.0.0".parse().unwrap()), None);
         assert_eq!(
-            asked_family(None, "::ffff:127.0.0.1".parse().unwrap()),
+            asked_family(Some(Family::Ipv6), "::ffff:127.0.0.1".parse().unwrap()),
             Some(Family::Ipv4)
         );
     }

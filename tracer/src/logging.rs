@@ -254,7 +254,7 @@ mod tests {
             let text = std::fs::read_to_string(&f).unwrap();
             for macro_call in ["tracing::warn!(", "tracing::error!("] {
                 for (at, _) in text.match_indices(macro_call) {
-                    let args = &text[at + macro_call.len()..];
+                    let args = text[at + macro_call.len()..].trim_start();
                     if text[..at].ends_with('"') || args.starts_with("target: \"kernel\"") {
                         continue;
                     }

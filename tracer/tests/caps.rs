@@ -178,7 +178,9 @@ fn without_cap_sys_admin_other_namespaces_are_unreachable_and_the_rest_goes_on()
     let (_, stderr) = agent.exit(Duration::ZERO);
     let said = said_once(&stderr, "CAP_SYS_ADMIN");
     assert!(
-        said.contains("cannot be followed") && said.ends_with("leak detection"),
+        said.contains("cannot be followed")
+            && said.contains("leak detection")
+            && said.contains("event=\"netns_refused\""),
         "{said}"
     );
     // With CAP_SYS_PTRACE every process's namespace can be found.

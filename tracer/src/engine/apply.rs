@@ -300,7 +300,7 @@ impl Engine {
             self.store.update(slot, |r| {
                 if r.has(flag::FINISHED) {
                     r.set(
-                        flag::FINISHED | flag::TW_CONFIRMED | flag::HALF_CLOSED,
+                        flag::FINISHED | flag::TW_CONFIRMED | flag::HALF_CLOSED | flag::RST_RX,
                         false,
                     );
                     r.closed_by = None;
@@ -349,6 +349,8 @@ impl Engine {
             r.since_ns = at;
             r.set(flag::LOWER_BOUND, false);
             let closing = matches!(to, Close | TimeWait);
+            // Whether a reset received ended it, kept once finished.
+            let mut reset_ended = false;
             if closing {
                 let rst = r.has(flag::RST_RX | flag::RST_TX);
                 if r.closed_by.is_none() {
@@ -373,6 +375,8 @@ impl Engine {
                     r.keep_fin_wait2_before(None);
                     r.set(flag::FINISHED, true);
                     r.state = Close;
+                    reset_ended = r.has(flag::RST_RX)
+                        || matches!(i32::from(ev.err), libc::ECONNRESET | libc::EPIPE);
                 }
             } else {
                 r.keep_fin_wait2_before(None);
@@ -383,6 +387,7 @@ impl Engine {
                 flag::RST_RX | flag::RST_TX | flag::RTX | flag::MISSING,
                 false,
             );
+            r.set(flag::RST_RX, reset_ended);
             (r.cookie, closing.then_some(r.closed_by))
         });
         if overflowed {

@@ -72,7 +72,9 @@ pub(super) mod flag {
     pub const HALF_CLOSED: u16 = 1 << 6;
     /// `pid`/`comm` came from a syscall-context transition.
     pub const OWNER: u16 = 1 << 7;
-    /// A reset was received in the current state.
+    /// A reset was received in the current state; on a finished record,
+    /// a reset received (or the close's ECONNRESET, EPIPE) ended it, until
+    /// a new life starts.
     pub const RST_RX: u16 = 1 << 8;
     /// A reset was sent in the current state.
     pub const RST_TX: u16 = 1 << 9;

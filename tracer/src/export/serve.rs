@@ -178,6 +178,7 @@ pub async fn serve(
                 inner: stream,
                 activity: activity.clone(),
             };
+            let answering = busy.clone();
             let req_gate = gate.clone();
             let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 let app = app.clone();
@@ -200,7 +201,7 @@ pub async fn serve(
             let Some(tls) = gate.as_ref().and_then(|g| g.tls.clone()) else {
                 let conn = http.serve_connection(TokioIo::new(stream), svc);
                 if drive(conn, &close, &mut idle, &mut stop).await == Ended::Idle {
-                    idled(&conn_table, peer, limits.idle_timeout);
+                    idled(&conn_table, peer, limits.idle_timeout, &answering);
                 }
                 leave(&conn_table, id, limits.max_connections);
                 return;
@@ -216,7 +217,7 @@ pub async fn serve(
                 Some(Ok(Ok(stream))) => {
                     let conn = http.serve_connection(TokioIo::new(stream), svc);
                     if drive(conn, &close, &mut idle, &mut stop).await == Ended::Idle {
-                        idled(&conn_table, peer, limits.idle_timeout);
+                        idled(&conn_table, peer, limits.idle_timeout, &answering);
                     }
                 }
                 // A client that connects and leaves without a word (a TCP
@@ -281,8 +282,14 @@ where
 /// The idle timeout closed `peer`'s connection: count it, and say so at
 /// most once a minute. Before it, the header deadline ends a connection
 /// that waits for a request, so this is a client that stopped reading
-/// its answer (or one whose answer never came).
-fn idled(table: &Mutex<Table>, peer: std::net::SocketAddr, idle: Duration) {
+/// its answer, or (`answering` above 0) one whose answer was still being
+/// built.
+fn idled(
+    table: &Mutex<Table>,
+    peer: std::net::SocketAddr,
+    idle: Duration,
+    answering: &AtomicUsize,
+) {
     const EVERY_MS: u64 = 60_000;
     let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
     t.closed.idle.inc();
@@ -296,12 +303,17 @@ fn idled(table: &Mutex<Table>, peer: std::net::SocketAddr, idle: Duration) {
         n => format!("; {n} more since the last such line"),
     };
     t.idle_said = Some(now);
+    let why = if answering.load(Ordering::Relaxed) > 0 {
+        "its answer was still being built (API answers wait their turn, 2 at a time)"
+    } else {
+        "a client that stopped reading its answer"
+    };
     tracing::warn!(
         event = "http_idle_closed",
         peer = %peer,
-        "HTTP client {peer} moved no byte for {}s, so its connection was closed: a client that \
-         stopped reading its answer (tracer_http_connections_closed_total{{reason=\"idle\"}} \
-         counts these; said at most once a minute{also})",
+        "HTTP client {peer} moved no byte for {}s, so its connection was closed: {why} \
+         (tracer_http_connections_closed_total{{reason=\"idle\"}} counts these; said at most \
+         once a minute{also})",
         idle.as_secs()
     );
 }

@@ -338,10 +338,13 @@ fn panel(f: &mut Frame<'_>, s: &Screen<'_>, p: Panel, area: Rect) {
     if matches!(p, Panel::TwPorts | Panel::TwRemotes)
         && let Some(all) = s.model.time_wait_sampled
     {
-        title.push_str(&format!(
-            "{} of {all} sampled ",
-            super::fetch::MAX_TIME_WAIT
-        ));
+        // The whole host's count, which a filter's sample is not out of.
+        let of = if s.only.is_empty() {
+            format!(" of {all}")
+        } else {
+            String::new()
+        };
+        title.push_str(&format!("{}{of} sampled ", super::fetch::MAX_TIME_WAIT));
     }
     let sort = format!("sort: {key}{} ", if desc { " v" } else { " ^" });
     let title = titled(&name, &title, &sort, area.width.saturating_sub(2));

@@ -135,7 +135,7 @@ impl<'a> SocketView<'a> {
     pub fn ended_by(&self) -> Option<ClosedBy> {
         match self.rec.closed_by {
             Some(ClosedBy::Local | ClosedBy::Remote)
-                if self.rec.has(flag::FINISHED) && self.rec.resets_received > 0 =>
+                if self.rec.has(flag::FINISHED) && self.rec.has(flag::RST_RX) =>
             {
                 Some(ClosedBy::Reset)
             }

@@ -149,6 +149,7 @@ fn a_reset_in_close_wait_ended_the_connection_the_peer_began_closing() {
     let v = h.view(1);
     assert_eq!(v.closed_by(), Some(ClosedBy::Remote));
     assert_eq!(v.ended_by(), Some(ClosedBy::Reset));
+    assert_eq!(h.n(CloseWait), 0);
     // Closed by its process: who began closing is how it ended.
     h.run(cat(
         open(2),
@@ -158,6 +159,22 @@ fn a_reset_in_close_wait_ended_the_connection_the_peer_began_closing() {
         ],
     ));
     assert_eq!(h.view(2).ended_by(), Some(ClosedBy::Remote));
+    // A reset that ended one life does not end the next on the same
+    // cookie (a socket connected again).
+    h.run([
+        ev(1).from(Close).to(SynSent).at(ms(20)),
+        ev(1).from(SynSent).to(Established).at(ms(21)),
+        ev(1).from(Established).to(CloseWait).at(ms(22)),
+        ev(1).from(CloseWait).to(LastAck).at(ms(23)),
+        ev(1).from(LastAck).to(Close).at(ms(24)),
+    ]);
+    assert_eq!(h.view(1).ended_by(), Some(ClosedBy::Remote));
+    // The close's EPIPE says so when the reset's own event was not read.
+    h.run(cat(
+        open(3),
+        [ev(3).from(CloseWait).to(Close).at(ms(5)).err(libc::EPIPE)],
+    ));
+    assert_eq!(h.view(3).ended_by(), Some(ClosedBy::Reset));
 }
 
 #[test]

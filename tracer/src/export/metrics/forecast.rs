@@ -53,7 +53,7 @@ impl Forecast {
         };
         r.register(
             "forecast_fd_exhaustion_seconds",
-            "Seconds until a process leaking CLOSE_WAIT sockets reaches its soft RLIMIT_NOFILE at its growth (top 20 growing leaks)",
+            "Seconds until a process leaking CLOSE_WAIT sockets reaches its soft RLIMIT_NOFILE at its growth (top 20 growing leaks; 0 for those there, and for listening processes at their limit)",
             f.fd_seconds.clone(),
         );
         r.register(

@@ -67,12 +67,14 @@ async fn a_client_that_stops_reading_is_cut_off_counted_and_named() {
     // stalls as soon as the client stops reading.
     let app = Router::new().route(
         "/big",
-        axum::routing::get(|| async { vec![b'x'; 64 << 20] }),
+        axum::routing::get(|| async { vec![b'x'; 32 << 20] }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let limits = Limits {
-        idle_timeout: Duration::from_millis(300),
+        // Long enough that the reading client is never cut on a busy
+        // machine, well inside the header deadline.
+        idle_timeout: Duration::from_secs(2),
         ..Limits::default()
     };
     let closed = Closed::default();
@@ -87,7 +89,7 @@ async fn a_client_that_stops_reading_is_cut_off_counted_and_named() {
         .unwrap();
     let mut all = Vec::new();
     reader.read_to_end(&mut all).await.unwrap();
-    assert!(all.len() > 64 << 20, "{} bytes", all.len());
+    assert!(all.len() > 32 << 20, "{} bytes", all.len());
     assert_eq!(closed.idle.get(), 0);
 
     // Two clients ask and never read.
@@ -99,7 +101,7 @@ async fn a_client_that_stops_reading_is_cut_off_counted_and_named() {
             .unwrap();
         stalled.push(s);
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while closed.idle.get() < 2 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -129,6 +131,7 @@ async fn a_client_that_stops_reading_is_cut_off_counted_and_named() {
     assert!(lines[0].contains("WARN"), "{text}");
     assert!(lines[0].contains("127.0.0.1:"), "{text}");
     assert!(lines[0].contains("stopped reading its answer"), "{text}");
+    assert!(lines[0].contains("moved no byte for 2s"), "{text}");
     assert!(lines[0].contains("reason=\"idle\""), "{text}");
     stop_tx.send(true).unwrap();
     server.await.unwrap().unwrap();

@@ -15,12 +15,17 @@ fn model() -> Model {
     Model::build(&s, Some(&first))
 }
 
-fn frame(m: &Model, ui: &Ui, error: Option<&str>, (w, h): (u16, u16)) -> String {
+fn frame(m: &Model, ui: &Ui, error: Option<&str>, size: (u16, u16)) -> String {
+    frame_only(m, ui, error, "", size)
+}
+
+/// [`frame`] under the filters `only` describes.
+fn frame_only(m: &Model, ui: &Ui, error: Option<&str>, only: &str, (w, h): (u16, u16)) -> String {
     let screen = Screen {
         model: m,
         ui,
         url: "http://127.0.0.1:9077",
-        only: "",
+        only,
         error,
         live: true,
     };
@@ -95,6 +100,11 @@ fn sampled_time_wait_panels_say_how_much_was_read() {
             "{text}"
         );
     }
+    // Under a filter the sample is not out of the whole host's count.
+    let ui = Ui::new(Duration::from_secs(2));
+    let text = frame_only(&m, &ui, None, "--port 80", (160, 50));
+    let title = line_with(&text, "TIME_WAIT by remote");
+    assert!(title.contains(") 20000 sampled "), "{title}");
 }
 
 #[test]
