@@ -15,7 +15,9 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::{NO_AGENT, ss_recv_q, tracer_leaks, wait_close_wait};
-use kit::{CONNS, SERIAL, cleared_on_port, close_wait_agent, flags_on_port, leaking_server};
+use kit::{
+    CONNS, SERIAL, close_wait_agent, flags_on_port, leaking_server, wait_cleared, wait_flagged,
+};
 use serde_json::Value;
 use tracer::diag::{DumpOptions, Dumper, owners_of};
 use tracer::leaks::{Change, Detector, LeakKind, Thresholds};
@@ -611,14 +613,7 @@ fn a_leak_killed_with_ss_k_says_the_fd_is_still_held() {
     let server = leaking_server();
     let port = server.port;
     wait_close_wait(port, CONNS);
-    let report = || -> Value { serde_json::from_str(&agent.get("/api/v1/leaks")).expect("JSON") };
-    assert!(
-        common::wait_until(Duration::from_secs(10), || flags_on_port(&report(), port)
-            .len()
-            == CONNS),
-        "{:#}",
-        report()
-    );
+    wait_flagged(&agent, port, CONNS);
     // Run in this thread's namespace, as its children are.
     common::sh(
         "ss",
@@ -630,15 +625,9 @@ fn a_leak_killed_with_ss_k_says_the_fd_is_still_held() {
             &format!("( sport = :{port} )"),
         ],
     );
-    let said = common::wait_until(Duration::from_secs(10), || {
-        let how = cleared_on_port(&report(), port);
-        how.len() == CONNS
-            && how
-                .iter()
-                .all(|h| h.starts_with("socket closed under its process (ss -K"))
+    wait_cleared(&agent, port, CONNS, |h| {
+        h.starts_with("socket closed under its process (ss -K")
     });
-    let r = report();
-    assert!(said, "{:?}\n{r:#}", cleared_on_port(&r, port));
     // The fds are still the server's.
     let fds = std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
         .expect("the server's fds")
@@ -666,25 +655,13 @@ fn a_leak_the_peer_resets_says_so_and_that_the_fd_is_still_held() {
         drop(c);
     }
     wait_close_wait(port, CONNS);
-    let report = || -> Value { serde_json::from_str(&agent.get("/api/v1/leaks")).expect("JSON") };
-    assert!(
-        common::wait_until(Duration::from_secs(10), || flags_on_port(&report(), port)
-            .len()
-            == CONNS),
-        "{:#}",
-        report()
-    );
+    wait_flagged(&agent, port, CONNS);
     for s in &mut held {
         let _ = s.write_all(b"late answer");
     }
     let want = "a reset ended the connection; its process still holds the descriptor: the fd \
                 leaks on until the application closes it";
-    let said = common::wait_until(Duration::from_secs(10), || {
-        let how = cleared_on_port(&report(), port);
-        how.len() == CONNS && how.iter().all(|h| h == want)
-    });
-    let r = report();
-    assert!(said, "{:?}\n{r:#}", cleared_on_port(&r, port));
+    wait_cleared(&agent, port, CONNS, |h| h == want);
     drop(held);
 }
 

@@ -27,9 +27,34 @@ pub fn flags_on_port(report: &Value, port: u16) -> Vec<Value> {
         .collect()
 }
 
+/// The agent's leak report.
+fn report(agent: &crate::common::Agent) -> Value {
+    serde_json::from_str(&agent.get("/api/v1/leaks")).expect("JSON")
+}
+
+/// Wait until `agent` flags `n` sockets on local port `port`; panics with
+/// its report otherwise.
+pub fn wait_flagged(agent: &crate::common::Agent, port: u16, n: usize) {
+    let flagged = crate::common::wait_until(std::time::Duration::from_secs(10), || {
+        flags_on_port(&report(agent), port).len() == n
+    });
+    assert!(flagged, "{:#}", report(agent));
+}
+
+/// Wait until `n` flags on local port `port` have cleared, each in a way
+/// `how` accepts; panics with how they cleared otherwise.
+pub fn wait_cleared(agent: &crate::common::Agent, port: u16, n: usize, how: impl Fn(&str) -> bool) {
+    let said = crate::common::wait_until(std::time::Duration::from_secs(10), || {
+        let cleared = cleared_on_port(&report(agent), port);
+        cleared.len() == n && cleared.iter().all(|h| how(h))
+    });
+    let r = report(agent);
+    assert!(said, "{:?}\n{r:#}", cleared_on_port(&r, port));
+}
+
 /// How each flag on local port `port` that `report` lists as recently
 /// cleared ended (`cleared_how`).
-pub fn cleared_on_port(report: &Value, port: u16) -> Vec<String> {
+fn cleared_on_port(report: &Value, port: u16) -> Vec<String> {
     let suffix = format!(":{port}");
     report["recently_cleared"]
         .as_array()
