@@ -6,12 +6,22 @@ use super::fd::{FdUsage, parse_limits};
 /// process is gone or unreadable (needs `CAP_DAC_READ_SEARCH` for other
 /// users' processes).
 pub fn fd_usage(pid: u32) -> Option<FdUsage> {
-    let open = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let open = open_fds(pid)?;
     Some(FdUsage {
         open,
-        limit: parse_limits(&limits)?,
+        limit: soft_limit(pid)?,
     })
+}
+
+/// Entries of `/proc/PID/fd`.
+fn open_fds(pid: u32) -> Option<u64> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
+/// The soft "Max open files" of `/proc/PID/limits`: `Some(None)` when
+/// unlimited.
+fn soft_limit(pid: u32) -> Option<Option<u64>> {
+    parse_limits(&std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?)
 }
 
 /// A process's usage when it is at its soft `RLIMIT_NOFILE` now, else
@@ -20,8 +30,7 @@ pub fn fd_usage(pid: u32) -> Option<FdUsage> {
 /// `/proc/PID/status`, at least its highest descriptor plus one) below the
 /// limit means fewer open, and `/proc/PID/fd` is counted only past that.
 pub fn at_limit(pid: u32) -> Option<FdUsage> {
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
-    let limit = parse_limits(&limits)??;
+    let limit = soft_limit(pid)??;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let table: u64 = status
         .lines()
@@ -32,7 +41,7 @@ pub fn at_limit(pid: u32) -> Option<FdUsage> {
     if table < limit {
         return None;
     }
-    let open = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
+    let open = open_fds(pid)?;
     (open >= limit).then_some(FdUsage {
         open,
         limit: Some(limit),
