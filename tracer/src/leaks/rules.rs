@@ -252,14 +252,14 @@ pub(super) fn find_local_peers<'a>(
         LeakKind::CloseWait => Some(TcpState::FinWait2),
         _ => None,
     };
-    let mut orphans: HashMap<(u32, SocketAddr, SocketAddr), &mut Flag> = flags
+    let mut seeking: HashMap<(u32, SocketAddr, SocketAddr), &mut Flag> = flags
         .filter(|f| wanted(f.kind).is_some())
         .filter_map(|f| Some(((f.netns, f.remote?, f.local), f)))
         .collect();
-    if orphans.is_empty() {
+    if seeking.is_empty() {
         return;
     }
-    let routed: std::collections::HashSet<Tuple> = orphans
+    let routed: std::collections::HashSet<Tuple> = seeking
         .keys()
         .filter(|(_, remote, local)| {
             !remote.ip().to_canonical().is_loopback() && !local.ip().to_canonical().is_loopback()
@@ -289,18 +289,18 @@ pub(super) fn find_local_peers<'a>(
             SocketAddr::new(d.daddr, d.dport),
         );
         let key = (d.netns, tuple.0, tuple.1);
-        if orphans
+        if seeking
             .get(&key)
             .is_some_and(|f| wanted(f.kind) == Some(d.state))
         {
-            if let Some(f) = orphans.remove(&key) {
+            if let Some(f) = seeking.remove(&key) {
                 f.local_peer = Some(peer(d, None));
             }
         } else if routed.contains(&tuple) {
             elsewhere.entry(tuple).or_insert((d, 0)).1 += 1;
         }
     }
-    for ((netns, remote, local), f) in orphans {
+    for ((netns, remote, local), f) in seeking {
         if let Some(&(d, 1)) = elsewhere.get(&(remote, local))
             && d.netns != netns
             && wanted(f.kind) == Some(d.state)
