@@ -4,7 +4,7 @@
 //! in a private namespace with a 64-port range and no TIME_WAIT reuse that
 //! connects and closes first, until connect() fails with EADDRNOTAVAIL.
 //! Each forecast made on the way is checked against when the limit was
-//! really hit.
+//! really hit. Ports that closed connections still hold count as closing.
 mod common;
 #[path = "forecasts/kit.rs"]
 mod kit;
@@ -341,4 +341,61 @@ fn a_listener_out_of_descriptors_is_said_before_any_leak_is_flagged() {
     let f = fd_forecast(&report, pid).expect("its forecast");
     assert_eq!(f["seconds_left"], 0.0, "{f}");
     assert_eq!(f["close_wait"], 0, "no leak flagged yet: {f}");
+}
+
+/// A client that closes first against a server that never closes leaves
+/// its side in FIN_WAIT2, an orphan once closed: no process holds it, and
+/// it keeps its port until `tcp_fin_timeout`. The port forecast counts
+/// those ports as closing, not connected, and in use.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn orphaned_fin_wait2_ports_are_closing_and_in_use() {
+    common::require_root();
+    const CLIENTS: u64 = 8;
+    let ns = NamedNetns::new(
+        "fcclosing",
+        &[
+            "net.ipv4.ip_local_port_range=40000 40063",
+            "net.ipv4.tcp_fin_timeout=120",
+        ],
+    );
+    let agent = Agent::start(&["--netns", &ns.name, "--reconcile-interval", "1s"]);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    // The server keeps what it accepts open and never reads: each client's
+    // close leaves this side in CLOSE_WAIT, the client's in FIN_WAIT2.
+    ns.spawn(move || {
+        let l = std::net::TcpListener::bind("127.0.0.1:5001").expect("bind 5001");
+        ready_tx.send(()).expect("ready");
+        let mut held = Vec::new();
+        for c in l.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    ready_rx.recv().expect("server up");
+    ns.run(|| {
+        for _ in 0..CLIENTS {
+            drop(TcpStream::connect("127.0.0.1:5001").expect("connect"));
+        }
+    });
+    let remote = "127.0.0.1:5001";
+    let mut last = None;
+    let counted = common::wait_until(Duration::from_secs(15), || {
+        last = port_forecast(&agent.json("/api/v1/leaks"), remote);
+        last.as_ref().is_some_and(|f| f["closing"] == CLIENTS)
+    });
+    let f = last.expect("a forecast for the endpoint");
+    assert!(counted, "{f:#}");
+    assert_eq!(
+        (f["connected"].as_u64(), f["in_use"].as_u64()),
+        (Some(0), Some(CLIENTS)),
+        "{f:#}"
+    );
+    // The kernel agrees: the namespace's only FIN_WAIT2 sockets are the
+    // clients'.
+    let ss = ns.ss_states();
+    assert_eq!(
+        ss.get("fin_wait2").copied(),
+        Some(CLIENTS as usize),
+        "{ss:?}"
+    );
 }

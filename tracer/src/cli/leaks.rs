@@ -440,6 +440,7 @@ mod tests {
             usage: PortUsage {
                 range: 64,
                 connected: 1,
+                closing: 0,
                 time_wait: 0,
                 time_wait_reusable: false,
                 bound: 0,

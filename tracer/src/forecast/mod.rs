@@ -377,11 +377,7 @@ impl Forecaster {
         // The trend is of the ports connections hold: listeners take ports
         // out of the range too (in `free`), but one started is a step, not
         // a rate to run out at.
-        let held = |u: &PortUsage| {
-            let tw = if u.time_wait_reusable { 0 } else { u.time_wait };
-            u.connected.saturating_add(tw)
-        };
-        let sample: Vec<(Endpoint, u32)> = ranked.iter().map(|(e, u)| (*e, held(u))).collect();
+        let sample: Vec<(Endpoint, u32)> = ranked.iter().map(|(e, u)| (*e, u.held())).collect();
         self.trend.sample(now_ns, &sample);
         ranked
             .into_iter()

@@ -98,8 +98,14 @@ pub struct Sock {
 pub struct PortUsage {
     /// Ports in the range: `ip_local_port_range`'s size.
     pub range: u32,
-    /// Ports held by live connections to the endpoint (not TIME_WAIT).
+    /// Ports held by open connections to the endpoint: connecting,
+    /// established, or in CLOSE_WAIT (the peer closed, this side not yet).
     pub connected: u32,
+    /// Ports held by connections to the endpoint this side has closed,
+    /// not yet gone: FIN_WAIT1, FIN_WAIT2 (often orphans the kernel keeps
+    /// for `tcp_fin_timeout`), CLOSING and LAST_ACK.
+    #[serde(default)]
+    pub closing: u32,
     /// Ports held by TIME_WAIT sockets to the endpoint.
     pub time_wait: u32,
     /// True when new connects can take those over (`tcp_tw_reuse`).
@@ -107,11 +113,24 @@ pub struct PortUsage {
     /// Ports of the range bound by `bind()` in the namespace (listeners):
     /// no connect takes them, whatever the destination.
     pub bound: u32,
-    /// Ports no new connect to the endpoint can take: connected, bound,
-    /// and TIME_WAIT unless reusable.
+    /// Ports no new connect to the endpoint can take: connected, closing,
+    /// bound, and TIME_WAIT unless reusable.
     pub in_use: u32,
     /// Ports left for new connects to the endpoint.
     pub free: u32,
+}
+
+impl PortUsage {
+    /// Ports the endpoint's connections hold, TIME_WAIT ones unless new
+    /// connects may take those over: all but the bound ones.
+    pub fn held(&self) -> u32 {
+        let tw = if self.time_wait_reusable {
+            0
+        } else {
+            self.time_wait
+        };
+        self.connected + self.closing + tw
+    }
 }
 
 /// True for the states of a connection that holds its local port for one
@@ -199,15 +218,16 @@ pub fn count_into(
             bound: ns_bound.map_or(0, |b| b.iter().filter(|&&p| cfg.contains(p)).count() as u32),
             ..PortUsage::default()
         });
-        if s.state == TcpState::TimeWait {
-            u.time_wait += 1;
-        } else {
-            u.connected += 1;
+        match s.state {
+            TcpState::TimeWait => u.time_wait += 1,
+            TcpState::FinWait1 | TcpState::FinWait2 | TcpState::Closing | TcpState::LastAck => {
+                u.closing += 1
+            }
+            _ => u.connected += 1,
         }
     }
     for u in out.values_mut() {
-        let tw = if u.time_wait_reusable { 0 } else { u.time_wait };
-        u.in_use = (u.connected + tw + u.bound).min(u.range);
+        u.in_use = (u.held() + u.bound).min(u.range);
         u.free = u.range - u.in_use;
     }
 }
@@ -271,6 +291,34 @@ mod tests {
         assert_eq!((u.range, u.connected, u.time_wait), (64, 3, 2));
         assert!(!u.time_wait_reusable);
         assert_eq!((u.in_use, u.free), (5, 59));
+    }
+
+    #[test]
+    fn closed_but_not_gone_is_closing_not_connected() {
+        // A client that closed first leaves FIN_WAIT sockets (orphans once
+        // it let go of them); one the server closed first is in LAST_ACK
+        // after its own close; CLOSE_WAIT is still open on this side.
+        let mut socks = traffic();
+        for (i, state) in [
+            TcpState::FinWait1,
+            TcpState::FinWait2,
+            TcpState::FinWait2,
+            TcpState::Closing,
+            TcpState::LastAck,
+            TcpState::CloseWait,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            socks.push(sock(
+                &format!("10.0.0.9:{}", 40020 + i),
+                "10.0.0.1:443",
+                state,
+            ));
+        }
+        let u = count(&socks, settings(0))[&endpoint("10.0.0.1:443", "10.0.0.9")];
+        assert_eq!((u.connected, u.closing, u.time_wait), (4, 5, 2), "{u:?}");
+        assert_eq!((u.held(), u.in_use, u.free), (11, 11, 53), "{u:?}");
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub fn port_line(p: &PortForecast, name: Option<&str>) -> String {
     if u.connected > 0 {
         held.push(format!("{} connected", u.connected));
     }
+    if u.closing > 0 {
+        held.push(format!("{} closing", u.closing));
+    }
     if u.bound > 0 {
         held.push(format!("{} bound by listeners", u.bound));
     }
@@ -183,6 +186,7 @@ mod tests {
             usage: PortUsage {
                 range: 64,
                 connected: 0,
+                closing: 0,
                 time_wait: 20,
                 time_wait_reusable: false,
                 bound: 0,
@@ -203,22 +207,24 @@ mod tests {
             "127.0.0.1 -> 127.0.0.1:5000 in netns 4026532000: 20 of 64 ports in use \
              (20 in TIME_WAIT, not reusable; tcp_tw_reuse=0), 44 free, +2.00/s: runs out in ~22s"
         );
-        // Listeners hold ports; reusable TIME_WAIT sockets do not.
+        // Listeners hold ports; reusable TIME_WAIT sockets do not. Closed
+        // connections not yet gone (orphaned FIN_WAIT2) hold theirs.
         let mut mixed = p.clone();
         mixed.usage = PortUsage {
             connected: 3,
+            closing: 4,
             bound: 8,
             time_wait: 8,
             time_wait_reusable: true,
-            in_use: 11,
-            free: 53,
+            in_use: 15,
+            free: 49,
             ..p.usage
         };
         mixed.settings.tw_reuse = 2;
         assert!(
             port_line(&mixed, None).contains(
-                ": 11 of 64 ports in use (3 connected, 8 bound by listeners; \
-                 plus 8 in TIME_WAIT, reusable: tcp_tw_reuse=2), 53 free"
+                ": 15 of 64 ports in use (3 connected, 4 closing, 8 bound by listeners; \
+                 plus 8 in TIME_WAIT, reusable: tcp_tw_reuse=2), 49 free"
             ),
             "{}",
             port_line(&mixed, None)

@@ -161,6 +161,7 @@ pub(super) fn sample() -> Forecasts {
             usage: PortUsage {
                 range: 64,
                 connected: 2,
+                closing: 0,
                 time_wait: 18,
                 time_wait_reusable: false,
                 bound: 0,
