@@ -178,23 +178,30 @@ pub(super) fn retransmit_words(info: &TcpInfo) -> String {
     )
 }
 
-/// A one-shot snapshot's half-open suspect: an ESTABLISHED or CLOSE_WAIT
-/// socket with data unacknowledged whose retransmit timer has backed off
-/// for `threshold` or more. One look cannot time the stall (the agent does,
-/// across dumps), and the time since the peer's last segment is no measure
-/// of it (a connection idle for an hour that just lost one segment has
-/// that too). The timeouts already spent are: each backoff doubled the
-/// timeout, so those before the current one add up to `rto · (1 − 2^-backoff)`
-/// (less when the timeout reached its cap), and nothing was acknowledged
-/// meanwhile. That is the age, a lower bound.
-pub(super) fn stall_suspect(d: &SocketSnapshot, threshold: std::time::Duration) -> Option<Flag> {
-    let info = d.info.as_ref()?;
-    let no_ack = u64::from(info.last_ack_recv_ms) * MS;
-    let live = matches!(d.state, TcpState::Established | TcpState::CloseWait) && !d.timewait;
-    let rto = info.retransmitting();
+/// How long the data in flight of a retransmitting socket has waited for
+/// its ACK, from `tcp_info` alone: the time since the peer's last segment
+/// is no measure of it (a connection idle for an hour that just lost one
+/// segment has that too). Each backoff doubled the timeout, so the
+/// timeouts before the current one add up to `rto · (1 − 2^-backoff)`
+/// (less when the timeout reached its cap), and the current one began at
+/// the last retransmission (`tcpi_last_data_sent`). Nothing was
+/// acknowledged meanwhile: unless the peer's segments acknowledge nothing
+/// new, it is at most the time since the last ACK, as callers cap it.
+pub(super) fn unacked_for(info: &TcpInfo) -> u64 {
     let rto_ns = u64::from(info.rto_us) * 1_000;
     let spent = rto_ns - (rto_ns >> info.backoff.min(63));
-    let stalled = spent.min(no_ack);
+    spent + u64::from(info.last_data_sent_ms) * MS
+}
+
+/// A one-shot snapshot's half-open suspect: an ESTABLISHED or CLOSE_WAIT
+/// socket with data unacknowledged whose retransmit timer has backed off
+/// for `threshold` or more ([`unacked_for`]). One look cannot time the
+/// stall (the agent does, across dumps): that is the age, a lower bound.
+pub(super) fn stall_suspect(d: &SocketSnapshot, threshold: std::time::Duration) -> Option<Flag> {
+    let info = d.info.as_ref()?;
+    let live = matches!(d.state, TcpState::Established | TcpState::CloseWait) && !d.timewait;
+    let rto = info.retransmitting();
+    let stalled = unacked_for(info).min(u64::from(info.last_ack_recv_ms) * MS);
     if !live || !rto || stalled < ns(threshold) {
         return None;
     }

@@ -67,6 +67,10 @@ fn half_open_peer_vanished_is_flagged_and_a_busy_neighbour_is_not() {
         client.local_addr().expect("local"),
         client.peer_addr().expect("peer"),
     );
+    // Quiet for a while first: the stall's age is how long the data has
+    // waited for its ACK, not this idle spell before it.
+    const IDLE: Duration = Duration::from_secs(4);
+    std::thread::sleep(IDLE);
     NetnsPair::blackhole(&spur.far);
     client.write_all(&[1u8; 4096]).expect("write into the void");
     let vanished = Instant::now();
@@ -94,7 +98,16 @@ fn half_open_peer_vanished_is_flagged_and_a_busy_neighbour_is_not() {
     let head = number_after(evidence, "retransmit timer fired ")
         .unwrap_or_else(|| panic!("no retransmits in {evidence:?}"));
     assert!(no_ack >= 2.0 && unacked >= 1.0 && head >= 1.0, "{evidence}");
-    assert!(f["age_seconds"].as_f64().is_some_and(|a| a >= 2.0), "{f:#}");
+    let age = f["age_seconds"].as_f64().expect("age");
+    assert!(
+        age >= 2.0 && age <= vanished.elapsed().as_secs_f64() + 0.5,
+        "age {age} of a stall {:?} old: {f:#}",
+        vanished.elapsed()
+    );
+    assert!(
+        no_ack >= age + IDLE.as_secs_f64() - 0.5 && evidence.contains(", for the data sent "),
+        "the idle spell is in the silence, not the age: {f:#}"
+    );
     assert_owned_by_us(&f, client.as_raw_fd());
     assert_eq!(code, 1, "a half-open connection is a leak: exit 1");
 

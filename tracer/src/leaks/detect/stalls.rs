@@ -2,7 +2,9 @@
 //! without keepalive, per-port stuck handshakes.
 use std::collections::hash_map::Entry;
 
-use super::super::rules::{MS, PortAcc, Stall, ns, retransmit_words, secs, socket_flag, span};
+use super::super::rules::{
+    MS, PortAcc, Stall, ns, retransmit_words, secs, socket_flag, span, unacked_for,
+};
 use super::super::{Flag, LeakKind, Reason, fmt_duration};
 use super::{Detector, MAX_TRACKED};
 use crate::{
@@ -81,18 +83,34 @@ impl Detector {
         if stalled < threshold {
             return None;
         }
-        let age = no_ack.max(stalled);
+        // A retransmit stall is as old as the data waiting for its ACK: an
+        // idle spell before it (no ACK, as nothing was sent) is not part of
+        // it. Keepalive probes are sent after the idle time they measure.
+        let age = match reason {
+            Reason::Retransmitting if no_ack >= stalled => {
+                unacked_for(info).min(no_ack).max(stalled)
+            }
+            Reason::Retransmitting => unacked_for(info).max(stalled),
+            _ => no_ack.max(stalled),
+        };
         let evidence = match reason {
             Reason::Retransmitting => {
                 let sent = info.total_retrans.saturating_sub(stall.total_retrans);
                 let fired = info.retransmits.saturating_sub(stall.retransmits);
-                // Segments came from the peer since the stall began, and
-                // acknowledged none of ours.
                 let silence = if no_ack < stalled {
+                    // Segments came from the peer since the stall began,
+                    // and acknowledged none of ours.
                     format!(
                         "no ACK of our data for {} (the peer's segments acknowledge nothing new, the last {} ago)",
                         span(age),
                         span(no_ack)
+                    )
+                } else if no_ack > age + (age / 10).max(1_000 * MS) {
+                    // Idle before: the last ACK is older than the data.
+                    format!(
+                        "no ACK for {}, for the data sent {} ago",
+                        span(no_ack),
+                        span(age)
                     )
                 } else {
                     format!("no ACK for {}", span(age))

@@ -2,12 +2,16 @@
 //! tcp_info, not from states.
 use super::*;
 
+/// Data unacknowledged through four timeouts (0.2 + 0.4 + 0.8 + 1.6 s)
+/// and 20 s into the fifth, the last ACK `no_ack_ms` ago.
 fn stalled(cookie: u64, no_ack_ms: u32) -> SocketSnapshot {
     let mut d = sock(cookie, TcpState::Established).timer(TimerKind::Retransmit, 0);
     let i = info(&mut d);
     i.unacked = 3;
     i.retransmits = 4;
     i.backoff = 4;
+    i.rto_us = 3_200_000;
+    i.last_data_sent_ms = 20_000;
     i.total_retrans = 9;
     i.last_ack_recv_ms = no_ack_ms;
     d
@@ -31,10 +35,13 @@ fn half_open_needs_a_stall_observed_for_the_threshold() {
         (f.kind, f.reason),
         (LeakKind::HalfOpen, Some(Reason::Retransmitting))
     );
-    assert_eq!((f.age_seconds, f.age_is_lower_bound), (Some(40.0), false));
+    // Its age is the data's wait, 23 s: the ACK before it came 40 s ago,
+    // an idle spell before the stall.
+    assert_eq!((f.age_seconds, f.age_is_lower_bound), (Some(23.0), false));
     assert!(
-        f.evidence
-            .starts_with("no ACK for 40.0s (threshold 10s) with 3 segments unacked"),
+        f.evidence.starts_with(
+            "no ACK for 40.0s, for the data sent 23.0s ago (threshold 10s) with 3 segments unacked"
+        ),
         "{}",
         f.evidence
     );
@@ -47,6 +54,35 @@ fn half_open_needs_a_stall_observed_for_the_threshold() {
         cleared(&c)[0].cleared_how.as_deref(),
         Some("ACK progress resumed")
     );
+}
+
+/// A connection idle for an hour that writes to a vanished peer: the stall
+/// is as old as the data waiting for its ACK, not the hour of quiet before
+/// it, and never younger than the agent has seen it stalled.
+#[test]
+fn an_idle_spell_before_a_stall_is_not_its_age() {
+    let mut det = Detector::new(thresholds());
+    let mut d = stalled(7, 3_600_000);
+    (info(&mut d).rto_us, info(&mut d).backoff) = (12_800_000, 6);
+    (info(&mut d).last_data_sent_ms, info(&mut d).retransmits) = (2_000, 6);
+    assert!(det.update(&[d], 0, none, app_owners).is_empty());
+    let c = det.update(&[d], 10 * S, none, app_owners);
+    let f = raised(&c)[0];
+    // Six timeouts, 12.6 s, and 2 s into the seventh.
+    assert_eq!((f.age_seconds, f.age_is_lower_bound), (Some(14.6), false));
+    assert!(
+        f.evidence
+            .starts_with("no ACK for 1h00m, for the data sent 14.6s ago (threshold 10s)"),
+        "{}",
+        f.evidence
+    );
+    // Seen stalled for longer than tcp_info tells (a timeout at its cap):
+    // the agent's own time.
+    let mut det = Detector::new(thresholds());
+    let d = stalled(8, 3_600_000);
+    assert!(det.update(&[d], 0, none, app_owners).is_empty());
+    let c = det.update(&[d], 30 * S, none, app_owners);
+    assert_eq!(raised(&c)[0].age_seconds, Some(30.0));
 }
 
 #[test]

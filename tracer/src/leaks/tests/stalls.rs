@@ -174,11 +174,12 @@ fn a_snapshot_suspects_a_retransmitting_connection_with_no_ack() {
         let mut d = sock(cookie, TcpState::Established).timer(TimerKind::Retransmit, 6);
         let i = info(&mut d);
         (i.unacked, i.retransmits, i.backoff, i.rto_us) = (unacked, 6, 6, 12_800_000);
-        i.last_ack_recv_ms = no_ack_ms;
+        (i.last_ack_recv_ms, i.last_data_sent_ms) = (no_ack_ms, 5_000);
         d
     };
-    // Idle for five minutes, then one segment lost: one timeout spent,
-    // 0.2 s of stall, whatever the time since the peer's last segment.
+    // Idle for five minutes, then one segment lost: one timeout spent and
+    // 5 s of the next, 5.2 s of stall, whatever the time since the peer's
+    // last segment.
     let mut lost_one = stalled(4, 300_000, 1);
     let i = info(&mut lost_one);
     (i.retransmits, i.backoff, i.rto_us) = (1, 1, 400_000);
@@ -206,11 +207,12 @@ fn a_snapshot_suspects_a_retransmitting_connection_with_no_ack() {
     assert_eq!(r.leak_count, 2);
     let f = flags[0];
     assert_eq!(f.reason, Some(Reason::Retransmitting));
-    // The six timeouts before the current one: 12.8 s × (1 − 1/64).
-    assert_eq!((f.age_seconds, f.age_is_lower_bound), (Some(12.6), true));
+    // The six timeouts before the current one, 12.8 s × (1 − 1/64), and
+    // the 5 s since the last retransmission.
+    assert_eq!((f.age_seconds, f.age_is_lower_bound), (Some(17.6), true));
     assert_eq!(
         f.evidence,
-        "no ACK for at least 12.6s (threshold 10s) with 2 segments unacked; retransmit timer \
+        "no ACK for at least 17.6s (threshold 10s) with 2 segments unacked; retransmit timer \
          fired 6 times, RTO backoff 6 (rto 12.8s) (snapshot)"
     );
     assert_eq!(f.owners, vec![owner(100, "app", 1)]);
