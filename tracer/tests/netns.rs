@@ -329,9 +329,11 @@ fn every_event_names_its_namespace_when_seventy_take_turns() {
     const SPACES: u16 = 70;
     const ROUNDS: usize = 2;
     // Each namespace listens on a port of its own, so an event's port says
-    // which namespace it came from: ports above the default ephemeral
-    // range (32768-60999), so no client's own port falls among them.
-    let base: u16 = 61_000;
+    // which namespace it came from: ports below 1024, which no
+    // `ip_local_port_range` gives out (a host's, widened to 1024-65535,
+    // included), so no client's own port, here or on the host, falls
+    // among them.
+    let base: u16 = 700;
     let spaces: Vec<NamedNetns> = (0..SPACES)
         .map(|i| NamedNetns::new(&format!("turn{i}"), &[]))
         .collect();
