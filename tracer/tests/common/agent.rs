@@ -23,12 +23,25 @@ impl Agent {
     /// /healthz. Unless ARGS say otherwise (`--netns all`), the agent follows
     /// only the namespace it starts in (`--netns host`): most tests run it in
     /// a namespace of their own, away from whatever else the host runs.
+    ///
+    /// The port was free when picked, but a parallel test may take it
+    /// before the agent binds it: an agent that exits at once is started
+    /// again on another port, twice at most.
     pub fn start(args: &[&str]) -> Agent {
-        let (child, addr) = Agent::spawn(&[], args, Stdio::inherit());
-        let mut agent = Agent { child, addr };
-        let up = agent.wait_healthy(super::STARTUP);
-        assert!(up, "tracer run did not become healthy on {addr}");
-        agent
+        let mut tries = 0;
+        loop {
+            let (child, addr) = Agent::spawn(&[], args, Stdio::inherit());
+            let mut agent = Agent { child, addr };
+            if agent.wait_healthy(super::STARTUP) {
+                return agent;
+            }
+            tries += 1;
+            let exited = agent.child.try_wait().ok().flatten().is_some();
+            assert!(
+                exited && tries < 3,
+                "tracer run did not become healthy on {addr}"
+            );
+        }
     }
 
     /// Spawn `WRAPPER tracer run --listen 127.0.0.1:<free> [--netns host]
