@@ -568,6 +568,14 @@ impl Engine {
                 }
             });
         }
+        // A connect's syn_sent event comes before the kernel picks its
+        // local port: a handshake that never finishes has no later event
+        // to carry it, so the dump gives it (the API's `?port=` finds it,
+        // and later dumps can look it up).
+        if self.store.rec(slot).lport == 0 && d.sport != 0 {
+            self.store
+                .update(slot, |r| r.set_tuple(d.saddr, d.sport, d.daddr, d.dport));
+        }
         let seen = if d.ifindex != 0 {
             flag::SEEN | flag::BOUND
         } else {

@@ -532,3 +532,20 @@ fn a_state_change_between_dumps_starts_their_count_again() {
     assert_eq!(rep.vanished, 1, "twice in a row in CLOSE_WAIT");
     assert_eq!(h.state(1), Close);
 }
+
+/// A connect whose handshake never finishes: its only event, close ->
+/// syn_sent, comes before the kernel picks the local port, and the dump
+/// gives it.
+#[test]
+fn a_stuck_connect_gets_its_local_port_from_the_dump() {
+    let mut h = H::new();
+    h.run([ev(1).from(Close).to(SynSent).ports(0, 443).at(secs(1))]);
+    assert_eq!(h.view(1).local().port(), 0);
+    let d = diag(1, SynSent)
+        .local(crate::testkit::LOCAL, 50120)
+        .peer(crate::testkit::REMOTE, 443);
+    h.reconcile(&[d], secs(2));
+    let v = h.view(1);
+    assert_eq!((v.local().port(), v.remote().port()), (50120, 443));
+    assert_eq!((v.state(), v.state_since_ns()), (SynSent, secs(1)));
+}
