@@ -76,6 +76,17 @@ fn connect_whose_syn_acks_are_dropped_is_a_stuck_handshake() {
         agent_a.metric("tracer_stuck_handshakes{kind=\"syn_sent\"}"),
         1.0
     );
+    // The socket API finds it by its local port, which its syn_sent event
+    // did not carry.
+    let found = agent_a.json(&format!(
+        "/api/v1/sockets?state=syn_sent&port={}",
+        local.port()
+    ));
+    assert_eq!(
+        (found.as_array().map(Vec::len), found[0]["sport"].as_u64()),
+        (Some(1), Some(u64::from(local.port()))),
+        "{found:#}"
+    );
     assert_eq!(
         agent_a.metric("tracer_leaks_flagged_total{kind=\"stuck_handshake\"}"),
         1.0
