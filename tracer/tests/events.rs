@@ -273,6 +273,21 @@ fn bad_flags_exit_nonzero_with_one_line() {
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
 
+/// `tracer events` with a stdout nobody reads, after 1000 connections:
+/// some ten lines of 300 bytes each, far more than a pipe holds. The loop
+/// has read the lanes and handed the lines over; the writer blocks.
+fn unread_events_after_a_flood() -> Events {
+    let tracer = Events::start_unread(&["--no-leaks"]);
+    let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+    for _ in 0..1000 {
+        let c = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+        let (s, _) = listener.accept().expect("accept");
+        drop((c, s));
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    tracer
+}
+
 /// A reader that stops reading does not hold up SIGTERM: `tracer events`
 /// ends within its two seconds of patience, says what it left unwritten,
 /// and exits 0.
@@ -280,16 +295,8 @@ fn bad_flags_exit_nonzero_with_one_line() {
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn sigterm_ends_events_whose_stdout_nobody_reads() {
     let _ns = Netns::enter("unread");
-    let tracer = Events::start_unread(&["--no-leaks"]);
-    // Some ten lines of 300 bytes a connection: far more than a pipe holds.
-    let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind");
-    for _ in 0..1000 {
-        let c = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
-        let (s, _) = listener.accept().expect("accept");
-        drop((c, s));
-    }
-    // The loop reads the lanes and hands the lines over; the writer blocks.
-    std::thread::sleep(Duration::from_millis(600));
+    let mut tracer = unread_events_after_a_flood();
+    let mut pipe = tracer.take_unread();
     let out = Events::terminate_within(tracer, Duration::from_secs(8))
         .expect("tracer events still ran 8 s after SIGTERM");
     assert!(out.status.success(), "{}", out.stderr);
@@ -298,7 +305,48 @@ fn sigterm_ends_events_whose_stdout_nobody_reads() {
         "{}",
         out.stderr
     );
-    assert!(out.stderr.contains("events read"), "{}", out.stderr);
+    // What the pipe took, read after the end, is what the exit line
+    // counts as printed: whole lines, each once.
+    let mut left = Vec::new();
+    std::io::Read::read_to_end(&mut pipe, &mut left).expect("read the pipe");
+    let whole = left.iter().filter(|&&b| b == b'\n').count();
+    assert_eq!(left.last(), Some(&b'\n'), "a line written in part");
+    assert!(
+        out.stderr.contains(&format!(" {whole} lines printed (")),
+        "{whole} lines in the pipe: {}",
+        out.stderr
+    );
+}
+
+/// A reader that takes some lines and goes away (a consumer that
+/// crashes): the exit line counts as printed exactly the lines it got
+/// whole, and a warning says how many never reached it.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn a_reader_that_goes_away_mid_stream_is_counted_exactly() {
+    let _ns = Netns::enter("gone");
+    let mut tracer = unread_events_after_a_flood();
+    // 100,000 bytes: whole lines and part of one.
+    let got = tracer.read_unread(100_000);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = tracer
+        .hang_up_within(Duration::from_secs(3))
+        .expect("tracer events still ran 3 s after its reader went away");
+    assert!(out.status.success(), "{}", out.stderr);
+    let whole = got.iter().filter(|&&b| b == b'\n').count();
+    let printed = out
+        .stderr
+        .split(" lines printed")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse::<usize>().ok());
+    eprintln!("{whole} whole lines read; {}", out.stderr);
+    assert_eq!(printed, Some(whole), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("stdout's reader went away: "),
+        "{}",
+        out.stderr
+    );
 }
 
 /// A reader that goes away (`tracer events -s syn_sent | head -1`, once

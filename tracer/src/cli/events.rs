@@ -306,6 +306,18 @@ pub fn run(args: EventsArgs) -> anyhow::Result<i32> {
     rt.block_on(stream_events(args))
 }
 
+/// Stdout as a file of its own (a duplicate of descriptor 1): written
+/// with plain `write(2)`s, without the standard library's line buffer, so
+/// that each write's count is what the reader's pipe took.
+fn stdout_file() -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsFd as _;
+    let fd = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("duplicating stdout")?;
+    Ok(std::fs::File::from(fd))
+}
+
 async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
     // Before anything slow: a signal during start stops it cleanly once up.
     let signal = pipeline::stop_signal()?;
@@ -318,9 +330,8 @@ async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
         tracing::warn!(event = "owners_unreadable", "{warning}");
     }
     let mut p = Printer {
-        out: out::Detached::spawn(std::io::stdout())
-            .context("starting the stdout writer")?
-            .watching(libc::STDOUT_FILENO),
+        out: out::Detached::watching(stdout_file()?, libc::STDOUT_FILENO)
+            .context("starting the stdout writer")?,
         filter,
         seen: 0,
         printed: 0,
@@ -352,15 +363,26 @@ async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
     let _ = p.flush();
     let seen = p.seen;
     let mut dropped = p.out.dropped;
-    if let Ok(unread) = p.out.finish()
-        && unread.bytes > 0
-    {
-        tracing::warn!(
-            event = "stdout_unread",
-            "stdout stopped reading: {} bytes of events were left unwritten",
-            unread.bytes
-        );
-        dropped += unread.lines;
+    match p.out.finish() {
+        Ok(unread) if unread.bytes > 0 => {
+            let how = if unread.gone {
+                "stdout's reader went away"
+            } else {
+                "stdout stopped reading"
+            };
+            tracing::warn!(
+                event = "stdout_unread",
+                "{how}: {} lines of events ({} bytes) never reached it",
+                unread.lines,
+                unread.bytes
+            );
+            dropped += unread.lines;
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            event = "stdout_failed",
+            "writing events to stdout failed: {e}"
+        ),
     }
     let printed = p.printed.saturating_sub(dropped);
     let counters = pipeline.counters();
@@ -374,7 +396,7 @@ async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
          (ring buffer full: {}, read errors: {}, skipped while the program ran on the same \
          CPU: {}), {} undecodable",
         if dropped > 0 {
-            format!(" ({dropped} not printed: stdout did not keep up)")
+            format!(" ({dropped} not printed: stdout did not keep up, or went away)")
         } else {
             String::new()
         },

@@ -150,6 +150,27 @@ impl Events {
         None
     }
 
+    /// Read `n` bytes of the stdout nobody read ([`Events::start_unread`]),
+    /// as a slow reader takes a few lines, without a buffer of its own.
+    #[allow(dead_code)]
+    pub fn read_unread(&mut self, n: usize) -> Vec<u8> {
+        use std::io::Read as _;
+        let mut got = vec![0u8; n];
+        self.unread
+            .as_mut()
+            .expect("started with start_unread")
+            .read_exact(&mut got)
+            .expect("read stdout");
+        got
+    }
+
+    /// The stdout nobody read ([`Events::start_unread`]), to read once
+    /// `tracer events` has ended.
+    #[allow(dead_code)]
+    pub fn take_unread(&mut self) -> ChildStdout {
+        self.unread.take().expect("started with start_unread")
+    }
+
     /// Close the stdout nobody read ([`Events::start_unread`]), as `| head`
     /// does once it has its lines, and its output if it then exits on its
     /// own within `limit`; `None` if it still ran then (it is killed).
