@@ -25,7 +25,7 @@ use super::{
 };
 
 mod query;
-pub use query::{LeakQuery, SocketQuery, percent_encode};
+pub use query::{LeakQuery, SocketQuery, missing_netns, percent_encode};
 
 /// Health as `/healthz` reports it.
 #[derive(Debug, serde::Serialize)]
@@ -120,7 +120,7 @@ pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
 }
 
 /// The endpoints, for `/` and a 404.
-const ENDPOINTS: &str = "/metrics /healthz /api/v1/sockets?state=S&port=P&limit=N&after=CURSOR /api/v1/summary /api/v1/leaks";
+const ENDPOINTS: &str = "/metrics /healthz /api/v1/sockets?state=S&port=P&netns=N&pid=N&comm=C&limit=N&after=CURSOR /api/v1/summary /api/v1/leaks?state=S&port=P&netns=N&pid=N&comm=C";
 
 async fn index() -> String {
     format!("tracer: {ENDPOINTS}\n")
@@ -274,7 +274,14 @@ async fn sockets_handler<A: Api>(
     .await
 }
 
-async fn summary_handler<A: Api>(State(s): State<Shared<A>>, headers: HeaderMap) -> Response {
+async fn summary_handler<A: Api>(
+    State(s): State<Shared<A>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    if let Err(msg) = query::no_parameters(raw.as_deref(), "/api/v1/summary") {
+        return bad_request(msg);
+    }
     s.api.catch_up().await;
     off_thread(&s, &headers, |api| {
         serde_json::to_vec(&api.summary())

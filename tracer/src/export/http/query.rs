@@ -37,6 +37,15 @@ fn pairs(raw: Option<&str>) -> impl Iterator<Item = (String, String)> + '_ {
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
 }
 
+/// An endpoint that takes no parameters refuses any, as the others refuse
+/// those they do not take.
+pub(super) fn no_parameters(raw: Option<&str>, endpoint: &str) -> Result<(), String> {
+    match pairs(raw).next() {
+        Some((key, _)) => Err(format!("unknown parameter {key:?}: {endpoint} takes none")),
+        None => Ok(()),
+    }
+}
+
 /// `value` of parameter `key` as a `T`, or a sentence that says what `key`
 /// takes (`what`).
 fn number<T: FromStr>(key: &str, value: &str, what: &str) -> Result<T, String> {
@@ -53,23 +62,36 @@ fn once<T>(slot: &mut Option<T>, key: &str, value: T) -> Result<(), String> {
     Ok(())
 }
 
-/// A network namespace by inode, or by the name `ip netns add` gave it
-/// (under `/run/netns`), resolved as the commands' `--netns` resolves one.
-fn netns_value(value: &str) -> Result<u32, String> {
+/// A network namespace as the commands' `--netns` takes one: `all` (no
+/// filter: `None`), `host` (the agent's own), a name `ip netns add` gave it
+/// (under `/run/netns`), `pid:N`, or an inode. An inode is taken as given
+/// here; whether a namespace has it is asked only when nothing matched
+/// ([`missing_netns`]), as that walks `/proc`.
+fn netns_value(value: &str) -> Result<Option<u32>, String> {
     use crate::pipeline::{NetnsChoice, NetnsScope};
-    if let Ok(inode) = value.parse() {
-        return Ok(inode);
+    let choice: NetnsChoice = value.parse().map_err(|e| format!("netns={value}: {e}"))?;
+    match choice {
+        NetnsChoice::All => Ok(None),
+        NetnsChoice::Inode(inode) => Ok(Some(inode)),
+        c => {
+            let scope =
+                NetnsScope::resolve_as(&c, &format!("netns={value}")).map_err(|e| e.to_string())?;
+            scope.only().map(Some).ok_or_else(|| {
+                format!("netns={value}: the inode of that network namespace could not be read")
+            })
+        }
     }
-    let unknown = || {
-        format!("netns {value:?} is neither a network namespace inode nor a name under /run/netns")
-    };
-    match value.parse() {
-        Ok(name @ NetnsChoice::Name(_)) => NetnsScope::resolve(&name)
-            .ok()
-            .and_then(|scope| scope.only())
-            .ok_or_else(unknown),
-        _ => Err(unknown()),
-    }
+}
+
+/// The first of `netns` that no network namespace has, in one sentence;
+/// `None` when each of them is one.
+pub fn missing_netns(netns: &[u32]) -> Option<String> {
+    use crate::pipeline::{NetnsChoice, NetnsScope};
+    netns.iter().find_map(|&i| {
+        NetnsScope::resolve_as(&NetnsChoice::Inode(i), &format!("netns={i}"))
+            .err()
+            .map(|e| e.to_string())
+    })
 }
 
 /// The filters both endpoints take, added to `q`; `false` when `key` is
@@ -82,7 +104,7 @@ fn filter(q: &mut SocketQuery, key: &str, value: &str) -> Result<bool, String> {
             .push(number(key, value, "a port number (0 to 65535)")?),
         "pid" => q.pid.push(number(key, value, "a process id")?),
         "comm" => q.comm.push(crate::config::parse_comm(value)?),
-        "netns" => q.netns.push(netns_value(value)?),
+        "netns" => q.netns.extend(netns_value(value)?),
         _ => return Ok(false),
     }
     Ok(true)

@@ -97,7 +97,38 @@ fn filters_repeat_and_bad_queries_say_which_parameter() {
     let e = SocketQuery::parse(Some("netns=tracer-no-such-ns")).expect_err("name");
     assert_eq!(
         e,
-        "netns \"tracer-no-such-ns\" is neither a network namespace inode nor a name under /run/netns"
+        "netns=tracer-no-such-ns: no network namespace /run/netns/tracer-no-such-ns \
+         (see `ip netns list`)"
+    );
+    // As the commands' --netns: all is no filter, host the agent's own.
+    assert_eq!(
+        SocketQuery::parse(Some("netns=all")).expect("all").netns,
+        Vec::<u32>::new()
+    );
+    let own = crate::pipeline::NetnsScope::own().only();
+    if let Some(own) = own {
+        assert_eq!(
+            SocketQuery::parse(Some("netns=host")).expect("host").netns,
+            [own]
+        );
+        let me = format!("netns=pid:{}", std::process::id());
+        assert_eq!(SocketQuery::parse(Some(&me)).expect("pid").netns, [own]);
+        assert_eq!(super::missing_netns(&[own]), None);
+    }
+    // An inode is asked about only when nothing matched: none has 1.
+    let said = super::missing_netns(&[1]).expect("no namespace has inode 1");
+    assert!(
+        said.starts_with("netns=1: no network namespace has inode 1 (`lsns -t net` lists them)"),
+        "{said}"
     );
     assert!(SocketQuery::parse(Some("state=waiting")).is_err());
+    assert_eq!(
+        super::query::no_parameters(Some("foo=1"), "/api/v1/summary"),
+        Err("unknown parameter \"foo\": /api/v1/summary takes none".to_owned())
+    );
+    assert_eq!(super::query::no_parameters(None, "/api/v1/summary"), Ok(()));
+    assert_eq!(
+        super::query::no_parameters(Some(""), "/api/v1/summary"),
+        Ok(())
+    );
 }
