@@ -99,9 +99,9 @@ pub fn missing_netns(netns: &[u32]) -> Option<String> {
 fn filter(q: &mut SocketQuery, key: &str, value: &str) -> Result<bool, String> {
     match key {
         "state" => q.state.push(TcpState::parse_or_say(value)?),
-        "port" => q
-            .port
-            .push(number(key, value, "a port number (0 to 65535)")?),
+        "port" => q.port.push(
+            crate::config::parse_filter_port(value).map_err(|e| format!("port={value}: {e}"))?,
+        ),
         "pid" => q.pid.push(number(key, value, "a process id")?),
         "comm" => q.comm.push(crate::config::parse_comm(value)?),
         "netns" => q.netns.extend(netns_value(value)?),

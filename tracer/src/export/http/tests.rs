@@ -71,7 +71,11 @@ fn filters_repeat_and_bad_queries_say_which_parameter() {
     for (bad, says) in [
         (
             "port=99999",
-            "port \"99999\" is not a port number (0 to 65535)",
+            "port=99999: \"99999\" is out of range: give a port from 1 to 65535",
+        ),
+        (
+            "port=0",
+            "port=0: \"0\" is out of range: give a port from 1 to 65535",
         ),
         ("pid=-1", "pid \"-1\" is not a process id"),
         ("limit=5&limit=6", "limit is given more than once"),
