@@ -635,6 +635,26 @@ fn a_leak_killed_with_ss_k_says_the_fd_is_still_held() {
     assert!(fds >= CONNS, "{fds}");
 }
 
+/// A leaking process that exits (killed, here): the kernel closes its
+/// sockets for it, and each flag clears saying its process closed it, not
+/// that a socket merely went.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn a_leak_whose_process_exits_says_its_process_closed_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _ns = common::Netns::enter("leakexit");
+    let agent = close_wait_agent();
+    let server = leaking_server();
+    let port = server.port;
+    wait_close_wait(port, CONNS);
+    wait_flagged(&agent, port, CONNS);
+    drop(server);
+    wait_cleared(&agent, port, CONNS, |h| {
+        h == "its process closed it (close(), or the process exited)"
+            || h == "socket left close_wait (now last_ack)"
+    });
+}
+
 /// A peer that resets a leaked CLOSE_WAIT socket (here: the server writes
 /// to it, and the client's closed end answers with a reset) closes it
 /// under its process: each flag clears saying a reset ended it and that

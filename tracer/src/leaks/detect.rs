@@ -375,7 +375,7 @@ impl Detector {
     /// comes first: those, too, close a socket its process still holds.
     pub fn say_how_gone<R, H>(&mut self, changes: &mut [Change], now_ns: u64, record: R, held: H)
     where
-        R: Fn(u64) -> Option<(bool, TcpState, Option<ClosedBy>)>,
+        R: Fn(u64) -> Option<(bool, TcpState, Option<ClosedBy>, bool)>,
         H: Fn(&Flag) -> bool,
     {
         let refine = |f: &mut Flag| {
@@ -384,7 +384,8 @@ impl Detector {
                 return;
             };
             let known = record(cookie);
-            let how = known.and_then(|(live, st, by)| gone_how(f.kind, live, st, by));
+            let how = known
+                .and_then(|(live, st, by, app_closed)| gone_how(f.kind, live, st, by, app_closed));
             // The close was read (or the record is gone): a descriptor
             // still held is the rest of the story.
             let held_on = f.cleared_how.as_deref() == Some(GONE)
@@ -416,9 +417,10 @@ impl Detector {
             changes,
             now_ns,
             |cookie| {
-                engine
-                    .get(cookie)
-                    .map(|v| (v.is_live(), v.state(), v.ended_by()))
+                engine.get(cookie).map(|v| {
+                    let app_closed = v.path().any(|s| s == TcpState::LastAck);
+                    (v.is_live(), v.state(), v.ended_by(), app_closed)
+                })
             },
             |f| {
                 f.inode != 0

@@ -358,14 +358,28 @@ pub(super) const ORPHAN_GONE: &str = "it left FIN_WAIT2: the peer's FIN came (th
      which the live dumps leave out), or its timer ran out (tcp_fin_timeout)";
 
 /// How a socket missing from a dump ended, from the engine's record of it
-/// (kept a few seconds after its close): `live`, its `state` and who
-/// closed it. `None` when the record says no more than [`GONE`].
+/// (kept a few seconds after its close): `live`, its `state`, who closed
+/// it, and whether its process closed it after the peer had (`app_closed`:
+/// it went through LAST_ACK, by a `close()` or by the process's exit).
+/// `None` when the record says no more than [`GONE`].
 pub(super) fn gone_how(
     kind: LeakKind,
     live: bool,
     state: TcpState,
     closed_by: Option<ClosedBy>,
+    app_closed: bool,
 ) -> Option<&'static str> {
+    if kind == LeakKind::CloseWait && app_closed && !live {
+        // The application's close (or its exit) ended the leak; a reset
+        // after it is the peer, long gone, answering its FIN.
+        return Some(match closed_by {
+            Some(ClosedBy::Reset) => {
+                "its process closed it (close(), or the process exited); the peer, gone by \
+                 then, answered its FIN with a reset"
+            }
+            _ => "its process closed it (close(), or the process exited)",
+        });
+    }
     match (live, state, closed_by) {
         (true, TcpState::TimeWait, _) => Some("the connection closed: its socket is in TIME_WAIT"),
         (false, _, Some(ClosedBy::Timeout)) if kind == LeakKind::StuckHandshake => Some(

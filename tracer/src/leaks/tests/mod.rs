@@ -349,9 +349,12 @@ fn the_engine_says_how_a_gone_socket_ended() {
         &mut c,
         61 * S,
         |cookie| match cookie {
-            1 => Some((false, TcpState::Close, Some(ClosedBy::Timeout))),
-            2 => Some((false, TcpState::Close, Some(ClosedBy::Reset))),
-            3 => Some((false, TcpState::Close, Some(ClosedBy::Remote))),
+            1 => Some((false, TcpState::Close, Some(ClosedBy::Timeout), false)),
+            2 => Some((false, TcpState::Close, Some(ClosedBy::Reset), false)),
+            3 => Some((false, TcpState::Close, Some(ClosedBy::Remote), false)),
+            // Its process exited: the kernel sent the FIN (LAST_ACK), and
+            // the peer, gone, answered with a reset.
+            5 => Some((false, TcpState::Close, Some(ClosedBy::Reset), true)),
             _ => None,
         },
         none_held,
@@ -376,6 +379,11 @@ fn the_engine_says_how_a_gone_socket_ended() {
         said[&Some(4)],
         "socket gone (closed, or its process exited)"
     );
+    assert_eq!(
+        said[&Some(5)],
+        "its process closed it (close(), or the process exited); the peer, gone by then, \
+         answered its FIN with a reset"
+    );
     assert_eq!(how(det.recently_cleared().cloned().collect()), said);
 }
 
@@ -396,12 +404,12 @@ fn a_socket_closed_under_its_process_says_the_fd_is_still_held() {
         |cookie| match cookie {
             // Timed out: the kernel closed it under its process too, and
             // that is the finer story.
-            3 => Some((false, TcpState::Close, Some(ClosedBy::Timeout))),
+            3 => Some((false, TcpState::Close, Some(ClosedBy::Timeout), false)),
             // Its close not read yet: a later reconcile says.
-            4 => Some((true, TcpState::CloseWait, Some(ClosedBy::Remote))),
+            4 => Some((true, TcpState::CloseWait, Some(ClosedBy::Remote), false)),
             // The peer reset it (a reconnect from the same port).
-            5 => Some((false, TcpState::Close, Some(ClosedBy::Reset))),
-            _ => Some((false, TcpState::Close, Some(ClosedBy::Remote))),
+            5 => Some((false, TcpState::Close, Some(ClosedBy::Reset), false)),
+            _ => Some((false, TcpState::Close, Some(ClosedBy::Remote), false)),
         },
         |f| f.cookie != Some(2) && !f.owners.is_empty(),
     );
@@ -445,7 +453,7 @@ fn a_close_read_after_the_dump_refines_the_history() {
     det.say_how_gone(
         &mut c,
         61 * S,
-        |_| Some((true, TcpState::CloseWait, None)),
+        |_| Some((true, TcpState::CloseWait, None, false)),
         none_held,
     );
     let gone = "socket gone (closed, or its process exited)";
@@ -454,7 +462,7 @@ fn a_close_read_after_the_dump_refines_the_history() {
             .iter()
             .all(|f| f.cleared_how.as_deref() == Some(gone))
     );
-    let timed_out = |_| Some((false, TcpState::Close, Some(ClosedBy::Timeout)));
+    let timed_out = |_| Some((false, TcpState::Close, Some(ClosedBy::Timeout), false));
     // Past the window, the history is left as it was...
     det.say_how_gone(
         &mut [],
@@ -511,7 +519,7 @@ fn a_gone_orphan_says_it_left_fin_wait2() {
     det.say_how_gone(
         &mut c,
         61 * S,
-        |cookie| (cookie == 21).then_some((true, TcpState::TimeWait, Some(ClosedBy::Local))),
+        |cookie| (cookie == 21).then_some((true, TcpState::TimeWait, Some(ClosedBy::Local), false)),
         none_held,
     );
     let how: HashMap<Option<u64>, String> = cleared(&c)
