@@ -245,7 +245,8 @@ fn without_an_agent_top_says_how_to_start_one_and_exits_2() {
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         format!(
-            "tracer: error: no agent answers at {}: start `tracer run` or give --agent\n",
+            "tracer: error: no agent answers at {}: nothing accepted a connection within 0.5 s; \
+             start `tracer run` or give --agent\n",
             common::NO_AGENT
         )
     );

@@ -33,7 +33,8 @@ pub struct AgentFlags {
     /// auth [default: http://127.0.0.1:9077].
     #[arg(long, value_name = "URL")]
     pub agent: Option<String>,
-    /// Give up on the agent after this long, connection to last byte [default: 10s].
+    /// Give up on the agent after this long, connection to last byte; a
+    /// connection not accepted within 0.5 s means no agent [default: 10s].
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout, allow_hyphen_values = true)]
     pub timeout: Option<Duration>,
     /// With https://, trust the certificates in this PEM file (the CA that

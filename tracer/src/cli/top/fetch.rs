@@ -40,7 +40,8 @@ impl Source {
     /// The sentence said when nothing answers.
     pub fn no_agent(&self) -> String {
         format!(
-            "no agent answers at {}: start `tracer run` or give --agent",
+            "no agent answers at {}: nothing accepted a connection within 0.5 s; start `tracer run` \
+             or give --agent",
             self.shown_url()
         )
     }

@@ -225,7 +225,9 @@ fn header_lines(s: &Screen<'_>) -> [(String, Style); 3] {
         second.push_str(&format!(" ({})", m.leak_kinds));
     }
     if !s.only.is_empty() {
-        second.push_str(&format!(" (only {})", s.only));
+        // The filters keep leaks and TIME_WAIT sockets; the state counts,
+        // dwell times and handshakes stay whole, and the header says so.
+        second.push_str(&format!(" (only {}: leaks, TIME_WAIT)", s.only));
     }
     if let Some(h) = m.handshakes {
         let (ok, failed, rates) = (h.ok, h.failed, h.rates);

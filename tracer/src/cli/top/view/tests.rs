@@ -199,7 +199,7 @@ fn a_once_frame_fits_its_rows_and_has_no_footer() {
     assert!(
         text.lines()
             .nth(1)
-            .is_some_and(|l| l.contains(" (only --port 8080)")),
+            .is_some_and(|l| l.contains(" (only --port 8080: leaks, TIME_WAIT)")),
         "{text}"
     );
     assert!(!text.contains("┌ > "), "no focus in a batch frame");
