@@ -154,6 +154,25 @@ fn with_an_agent_every_age_is_exact() {
     assert_eq!(Server::start(port, true).outcome, Ok(()));
 }
 
+/// Asked about the agent's own port, `tracer port` lists its listener,
+/// not the agent's end of the connection the question came on.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn the_agents_own_port_does_not_count_the_question() {
+    let _ns = Netns::enter("port-self");
+    let agent = Agent::start(&[]);
+    let url = format!("http://{}", agent.addr);
+    let (code, r) = port_json(agent.addr.port(), &["--agent", &url]);
+    assert_eq!((code, &r["source"]), (1, &Value::from("agent")), "{r:#}");
+    let ns = only_namespace(&r);
+    let count = |key: &str| ns[key].as_array().map(Vec::len);
+    assert_eq!(
+        (count("listeners"), count("sockets")),
+        (Some(1), Some(0)),
+        "{r:#}"
+    );
+}
+
 #[test]
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn a_live_listener_is_busy_both_ways_and_named() {

@@ -54,6 +54,20 @@ pub fn holds_socket(pid: u32, fd: u32, inode: u64) -> bool {
         .is_ok_and(|l| l.as_os_str().as_encoded_bytes() == format!("socket:[{inode}]").as_bytes())
 }
 
+/// The socket inodes this process holds (its own connections: to an
+/// agent it asks, say).
+pub fn own_sockets() -> HashSet<u64> {
+    let Ok(fds) = Process::myself().and_then(|me| me.fd()) else {
+        return HashSet::new();
+    };
+    fds.flatten()
+        .filter_map(|fd| match fd.target {
+            FDTarget::Socket(inode) => Some(inode),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Find every (process, fd) holding each socket inode in `inodes`, and
 /// count the processes whose descriptors could not be read.
 pub fn owners_of(inodes: &HashSet<u64>) -> OwnerScan {
@@ -194,5 +208,6 @@ mod tests {
             "{mine:?}"
         );
         assert_eq!(scan.unknown(inode), None);
+        assert!(own_sockets().contains(&inode));
     }
 }

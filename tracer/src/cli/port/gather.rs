@@ -23,7 +23,7 @@ use super::{
 use crate::{
     cli::leaks::AgentClient,
     container::ContainerMap,
-    diag::{own_netns, owners_of},
+    diag::{own_netns, own_sockets, owners_of},
     pipeline::{NetnsScope, discover::discover, snapshot},
     snapshot::{FdOwner, SocketSnapshot},
 };
@@ -141,9 +141,19 @@ pub fn gather(
         .iter()
         .filter(|s| s.dport == port && s.timewait && s.state == crate::tcp::TcpState::TimeWait)
         .count();
+    // This command's own connections to the agent, when the agent serves
+    // on the port asked about: the agent's ends of them hold the port only
+    // for the question.
+    let ours = own_sockets();
+    let asking: HashSet<(u32, IpAddr, u16)> = dump
+        .iter()
+        .filter(|s| s.dport == port && ours.contains(&s.inode))
+        .map(|s| (s.netns, s.saddr.to_canonical(), s.sport))
+        .collect();
     let held: Vec<SocketSnapshot> = dump
         .into_iter()
         .filter(|s| s.sport == port && in_bind_table(s.state))
+        .filter(|s| !asking.contains(&(s.netns, s.daddr.to_canonical(), s.dport)))
         .collect();
     let inodes: HashSet<u64> = held.iter().map(|s| s.inode).filter(|&i| i != 0).collect();
     let owners_scan = owners_of(&inodes);
