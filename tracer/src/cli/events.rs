@@ -391,8 +391,13 @@ async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
         1 => " (1 of them a leak flag change)".to_owned(),
         n => format!(" ({n} of them leak flag changes)"),
     };
+    // Events of namespaces out of --netns are left before they are read.
+    let of = match pipeline.scope().only() {
+        Some(inode) => format!(" in network namespace {inode}"),
+        None => String::new(),
+    };
     tracing::info!(
-        "{seen} kernel events read, {printed} lines printed{leak_lines}{}, {} lost in the kernel \
+        "{seen} kernel events read{of}, {printed} lines printed{leak_lines}{}, {} lost in the kernel \
          (ring buffer full: {}, read errors: {}, skipped while the program ran on the same \
          CPU: {}), {} undecodable",
         if dropped > 0 {
