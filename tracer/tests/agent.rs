@@ -531,6 +531,11 @@ fn bad_config_and_taken_port_are_one_line_errors() {
         err.contains("cannot listen on") && err.contains("--listen"),
         "{err}"
     );
+    // It names who listens there: this test.
+    assert!(
+        err.contains(&format!("; pid {} ", std::process::id())),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "{err}");
 
     let tmp = common::scratch("tracer-agent-cfg-");

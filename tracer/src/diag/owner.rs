@@ -68,6 +68,42 @@ pub fn own_sockets() -> HashSet<u64> {
         .collect()
 }
 
+/// Who listens on TCP `port` in this thread's network namespace, as
+/// `pid 123 python3` (each process once, at most three), for a sentence
+/// about a port taken; `None` when nothing is found (a dump refused, or
+/// the owner's descriptors unreadable).
+pub fn who_listens(port: u16) -> Option<String> {
+    let mut dump = Vec::new();
+    super::Dumper::new(super::DumpOptions {
+        with_info: false,
+        without_time_wait: true,
+    })
+    .ok()?
+    .dump_into(&mut dump)
+    .ok()?;
+    let inodes: HashSet<u64> = dump
+        .iter()
+        .filter(|s| s.state == crate::tcp::TcpState::Listen && s.sport == port && s.inode != 0)
+        .map(|s| s.inode)
+        .collect();
+    let scan = owners_of(&inodes);
+    let mut who: Vec<(u32, String)> = inodes
+        .iter()
+        .filter_map(|i| scan.get(i))
+        .flatten()
+        .map(|o| (o.pid, o.comm.clone()))
+        .collect();
+    who.sort_unstable();
+    who.dedup();
+    (!who.is_empty()).then(|| {
+        who.iter()
+            .take(3)
+            .map(|(pid, comm)| format!("pid {pid} {comm}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
+}
+
 /// Find every (process, fd) holding each socket inode in `inodes`, and
 /// count the processes whose descriptors could not be read.
 pub fn owners_of(inodes: &HashSet<u64>) -> OwnerScan {
@@ -209,5 +245,11 @@ mod tests {
         );
         assert_eq!(scan.unknown(inode), None);
         assert!(own_sockets().contains(&inode));
+        let port = l.local_addr().expect("addr").port();
+        assert!(
+            who_listens(port).is_some_and(|w| w.contains(&format!("pid {} ", std::process::id()))),
+            "{:?}",
+            who_listens(port)
+        );
     }
 }

@@ -106,11 +106,15 @@ pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     let l = std::net::TcpListener::bind(addr).map_err(|e| {
         let hint = match e.kind() {
             std::io::ErrorKind::AddrInUse => {
-                "; another process (maybe another tracer) uses it: pick another with --listen ADDR:PORT"
+                let who = crate::diag::who_listens(addr.port())
+                    .unwrap_or_else(|| "another process (maybe another tracer)".to_owned());
+                format!("; {who} listens on it: pick another with --listen ADDR:PORT")
             }
-            std::io::ErrorKind::AddrNotAvailable => "; that address is not on this host",
-            std::io::ErrorKind::PermissionDenied => "; ports below 1024 need CAP_NET_BIND_SERVICE",
-            _ => "",
+            std::io::ErrorKind::AddrNotAvailable => "; that address is not on this host".into(),
+            std::io::ErrorKind::PermissionDenied => {
+                "; ports below 1024 need CAP_NET_BIND_SERVICE".into()
+            }
+            _ => String::new(),
         };
         anyhow::anyhow!("cannot listen on {addr}: {e}{hint}")
     })?;
