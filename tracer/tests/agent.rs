@@ -714,3 +714,39 @@ fn an_agent_whose_namespace_is_gone_says_so_and_exits() {
         "{err}"
     );
 }
+
+/// `?pid=` and `?comm=` keep a server's listener and the sockets it
+/// accepted and never closed (they name no owner of their own yet: they
+/// count as their listener's process), and leave out everyone else's.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn sockets_by_pid_include_what_a_server_accepted() {
+    const CONNS: usize = 3;
+    let _ns = Netns::enter("bypid");
+    let agent = Agent::start(&[]);
+    let mut server = common::LeakyServer::start(None);
+    server.leak(CONNS);
+    common::wait_close_wait(server.port, CONNS);
+    let of = |query: &str| -> Vec<String> {
+        let mut v: Vec<String> = agent
+            .json(&format!("/api/v1/sockets?{query}"))
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|s| s["state"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let want = ["close_wait", "close_wait", "close_wait", "listen"];
+    let mut last = Vec::new();
+    let listed = wait_until(Duration::from_secs(5), || {
+        last = of(&format!("pid={}", server.pid()));
+        last == want
+    });
+    assert!(listed, "{last:?}");
+    assert_eq!(of(&format!("comm=python3&port={}", server.port)), want);
+    // The clients (this test's connects, closed) are not the server's.
+    let theirs = of(&format!("pid={}&state=fin_wait2", server.pid()));
+    assert!(theirs.is_empty(), "{theirs:?}");
+}

@@ -1,5 +1,8 @@
 //! The agent's answers to the HTTP API: sockets, summary, health.
-use std::sync::{Arc, atomic::Ordering};
+use std::{
+    collections::HashMap,
+    sync::{Arc, atomic::Ordering},
+};
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -7,7 +10,7 @@ use serde_json::{Value, json};
 use super::Shared;
 use crate::{
     container::{Container, ContainerMap},
-    engine::SocketView,
+    engine::{SocketView, SyscallOwner},
     export::{
         http::{Api, Health, SocketQuery},
         page::{Page, Picker},
@@ -121,6 +124,27 @@ impl Api for AgentApi {
         let now = monotonic_ns();
         let clock = WallClock::now();
         let core = self.0.core.lock();
+        // A socket accepted and never closed has named no owner yet: it
+        // counts as its listener's process (the one that accepts, most
+        // often), as `tracer events -p` counts it. One more walk, only
+        // when owners are asked for.
+        let by_owner = !q.pid.is_empty() || !q.comm.is_empty();
+        let listeners: HashMap<(u32, u16), SyscallOwner> = if by_owner {
+            core.engine
+                .sockets()
+                .filter(|v| v.state() == TcpState::Listen && v.is_live())
+                .filter_map(|v| Some(((v.netns(), v.local().port()), v.owner()?)))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let owner = |v: &SocketView| {
+            v.owner().or_else(|| {
+                (v.state() != TcpState::Listen)
+                    .then(|| listeners.get(&(v.netns(), v.local().port())).copied())
+                    .flatten()
+            })
+        };
         core.engine
             .sockets()
             .filter(|v| q.state.is_empty() || (q.state.contains(&v.state()) && v.is_live()))
@@ -131,8 +155,8 @@ impl Api for AgentApi {
             })
             .filter(|v| q.netns.is_empty() || q.netns.contains(&v.netns()))
             .filter(|v| {
-                (q.pid.is_empty() && q.comm.is_empty())
-                    || v.owner().is_some_and(|o| {
+                !by_owner
+                    || owner(v).is_some_and(|o| {
                         (q.pid.is_empty() || q.pid.contains(&o.pid))
                             && (q.comm.is_empty() || q.comm.iter().any(|c| o.comm_str() == c))
                     })
