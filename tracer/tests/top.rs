@@ -107,6 +107,19 @@ fn top_in_tmux_shows_states_leaks_and_time_wait_and_answers_keys() {
         !text.contains("q quit"),
         "no key hints in a batch frame: {text}"
     );
+    // --netns, as the agent names it: its own keeps the leaks; an inode
+    // no namespace has is one sentence and status 2.
+    let own = tracer(&["top", "--once", "--agent", &url, "--netns", "host"]);
+    let own_text = String::from_utf8_lossy(&own.stdout);
+    assert!(
+        own_text.contains("(only --netns host: leaks, TIME_WAIT)")
+            && own_text.contains("┌ Oldest CLOSE_WAIT (3) sort: age v"),
+        "{own_text}"
+    );
+    let none = tracer(&["top", "--once", "--agent", &url, "--netns", "1"]);
+    let said = String::from_utf8_lossy(&none.stderr);
+    assert_eq!(none.status.code(), Some(2), "{said}");
+    assert!(said.contains("no network namespace has inode 1"), "{said}");
 
     let tmux = Tmux::start("keys", &then_status(&format!("top --agent {url} -n 500ms")));
     // Every refresh leaves TIME_WAIT sockets of its own (HTTP/1.0 to the

@@ -58,6 +58,11 @@ pub struct TopArgs {
     /// stay whole).
     #[command(flatten)]
     pub matching: Match,
+    /// Which leaks and TIME_WAIT sockets: of this network namespace, as the
+    /// agent names it: host (its own), a /run/netns name, pid:N or an
+    /// inode; all (the default) for every one.
+    #[arg(long, value_name = "NETNS")]
+    pub netns: Option<crate::pipeline::NetnsChoice>,
 }
 
 /// Examples under `tracer top --help`.
@@ -65,6 +70,7 @@ const EXAMPLES: &str = "Examples:
   tracer top                              watch the local agent, every 2s
   tracer top --agent http://10.0.0.7:9077 -n 500ms
   tracer top -c java                      only java's leaks and TIME_WAIT sockets
+  tracer top --netns web                  only the leaks and TIME_WAIT sockets of netns web
   tracer top --once > frame.txt           one frame as plain text
 
 Keys: q quit, Tab/arrows focus, s sort, / filter, +/- interval, p pause, ? help.
@@ -75,6 +81,10 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
     let source = fetch::Source {
         client: args.agent.client()?,
         matching: args.matching.clone(),
+        netns: args
+            .netns
+            .clone()
+            .filter(|n| *n != crate::pipeline::NetnsChoice::All),
     };
     let stdout = std::io::stdout();
     if !args.once && !stdout.is_terminal() {
@@ -99,7 +109,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<i32> {
             model: &model,
             ui: &ui,
             url: &source.shown_url(),
-            only: &source.matching.describe(),
+            only: &source.describe(),
             error: None,
             live: false,
         };

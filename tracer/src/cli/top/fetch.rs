@@ -11,7 +11,9 @@ use std::{
 use super::model::{Sample, Summary, TwSocket};
 use crate::{
     cli::leaks::AgentClient,
+    export::http::percent_encode,
     filter::Match,
+    pipeline::NetnsChoice,
     tcp::{Family, TcpState},
 };
 
@@ -29,9 +31,29 @@ pub struct Source {
     pub client: AgentClient,
     /// The shared filters, applied to the leaks and TIME_WAIT panels.
     pub matching: Match,
+    /// `--netns`, as given: the agent resolves it (`host` is its own).
+    pub netns: Option<NetnsChoice>,
 }
 
 impl Source {
+    /// The filters, as the header says them.
+    pub fn describe(&self) -> String {
+        let m = self.matching.describe();
+        match &self.netns {
+            Some(n) if m.is_empty() => format!("--netns {n}"),
+            Some(n) => format!("{m} --netns {n}"),
+            None => m,
+        }
+    }
+
+    /// `&netns=...` for the agent's API, or nothing.
+    fn netns_query(&self) -> String {
+        self.netns
+            .as_ref()
+            .map(|n| format!("netns={}", percent_encode(&n.to_string())))
+            .unwrap_or_default()
+    }
+
     /// The agent's URL as it may be shown: without a password.
     pub fn shown_url(&self) -> String {
         self.client.shown_url()
@@ -55,7 +77,13 @@ impl Source {
     /// One refresh.
     pub fn sample(&self) -> anyhow::Result<Sample> {
         let summary: Summary = self.json("/api/v1/summary")?;
-        let leaks = self.matching.report(self.json("/api/v1/leaks")?);
+        let netns = self.netns_query();
+        let leaks_path = if netns.is_empty() {
+            "/api/v1/leaks".to_owned()
+        } else {
+            format!("/api/v1/leaks?{netns}")
+        };
+        let leaks = self.matching.report(self.json(&leaks_path)?);
         let (time_wait, time_wait_sampled) = self.time_wait()?;
         Ok(Sample {
             summary,
@@ -75,6 +103,10 @@ impl Source {
         let mut base = format!("/api/v1/sockets?state=time_wait&limit={PAGE}");
         if let [port] = m.ports[..] {
             base.push_str(&format!("&port={port}"));
+        }
+        let netns = self.netns_query();
+        if !netns.is_empty() {
+            base.push_str(&format!("&{netns}"));
         }
         let (mut out, mut read, mut after) = (Vec::new(), 0, None);
         loop {

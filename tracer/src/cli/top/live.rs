@@ -149,7 +149,7 @@ fn take_terminal() -> anyhow::Result<(Terminal<CrosstermBackend<Stdout>>, Restor
 /// status 0.
 pub fn run(source: Source, first: Sample, interval: Duration) -> anyhow::Result<i32> {
     let url = source.shown_url();
-    let only = source.matching.describe();
+    let only = source.describe();
     let (cmds, samples) = fetch::spawn(source, interval);
     let mut ui = Ui::new(interval);
     let mut model = Model::build(&first, None);
