@@ -44,6 +44,16 @@ impl FileConfig {
                         let hint = unquoted_text(text, span.start).map_or(String::new(), |v| {
                             format!(" (a text value goes in quotes: \"{v}\")")
                         });
+                        // Flags of every command, not settings of the agent.
+                        let hint = match key.as_deref() {
+                            Some(k @ ("log-level" | "log-format" | "config")) => {
+                                format!(
+                                    "{hint} ({k} is a command-line flag, not a config key: give \
+                                     --{k})"
+                                )
+                            }
+                            _ => hint,
+                        };
                         match key {
                             Some(key) => {
                                 anyhow::bail!("key {key} at line {line}, column {col}: {msg}{hint}")

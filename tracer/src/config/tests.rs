@@ -171,6 +171,10 @@ fn errors_name_the_key_with_line_and_column() {
         ("\nlisen = \"x\"", "line 2, column 1: unknown field `lisen`"),
         ("listen = \"x", "line 1, column"),
         ("[table]\nx = 1", "line 1, column 2: unknown field `table`"),
+        (
+            "log-level = \"debug\"",
+            "(log-level is a command-line flag, not a config key: give --log-level)",
+        ),
     ] {
         let err = error(text);
         assert!(err.contains(says), "{text:?}: {err}");
