@@ -297,10 +297,16 @@ pub struct Flag {
     /// end, whose process is the one that leaks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_peer: Option<LocalPeer>,
-    /// The interface the socket is bound to (`idiag_if`, 0: none), to look
-    /// it up by: not in the report.
-    #[serde(skip)]
+    /// The interface the socket is bound to (`idiag_if`, 0: none): the
+    /// scope of an IPv6 link-local address, or `SO_BINDTODEVICE`. Lookups
+    /// name it, and the table writes a link-local address with it
+    /// (`[fe80::1%3]:80`).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub ifindex: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The other end of a connection, when it is a socket on this host: for an

@@ -396,12 +396,26 @@ pub fn container_or_netns(f: &Flag, r: &Report) -> String {
 }
 
 fn endpoints(f: &Flag) -> String {
+    let local = scoped(f.local, f.ifindex);
     match f.remote {
-        Some(r) => format!("{} -> {r}", f.local),
-        None if f.reason == Some(Reason::AcceptQueueFull) => {
-            format!("{} listening", f.local)
+        Some(r) => format!("{local} -> {}", scoped(r, f.ifindex)),
+        None if f.reason == Some(Reason::AcceptQueueFull) => format!("{local} listening"),
+        None => format!("{local} <- {} peers", f.count.unwrap_or(0)),
+    }
+}
+
+/// `addr` with its zone when it is IPv6 link-local and the socket's
+/// interface is known (`[fe80::1%3]:80`, as `ping` and `ssh` take it): the
+/// same address is on every link, and only the interface says which.
+fn scoped(addr: std::net::SocketAddr, ifindex: u32) -> std::net::SocketAddr {
+    match addr {
+        std::net::SocketAddr::V6(mut v6)
+            if ifindex != 0 && v6.ip().segments()[0] & 0xffc0 == 0xfe80 =>
+        {
+            v6.set_scope_id(ifindex);
+            v6.into()
         }
-        None => format!("{} <- {} peers", f.local, f.count.unwrap_or(0)),
+        a => a,
     }
 }
 
@@ -486,6 +500,35 @@ pub(crate) mod tests {
             "no agent at http://127.0.0.1:1: one-shot snapshot of suspects, ages not exact".into(),
             |_| None,
         )
+    }
+
+    /// A link-local address is written with its interface, the one its
+    /// socket is bound to, and the JSON keeps it for a table drawn from an
+    /// agent's report; other addresses are left as they are.
+    #[test]
+    fn a_link_local_address_says_its_interface() {
+        let mut d = close_wait(1, 11, 0);
+        (d.family, d.ifindex) = (Family::Ipv6, 3);
+        d.saddr = "fe80::1".parse().expect("addr");
+        d.daddr = "fe80::2".parse().expect("addr");
+        let owners = HashMap::from([(11, vec![owner(4242, "api", 7)])]);
+        let r = snapshot_report_with(&[d], &owners.into(), String::new(), |_| None);
+        let f = &r.leaks[0].sockets[0];
+        assert_eq!(endpoints(f), "[fe80::1%3]:8080 -> [fe80::2%3]:50001");
+        let json = serde_json::to_value(f).expect("json");
+        assert_eq!(
+            (&json["ifindex"], &json["local"]),
+            (&3.into(), &"[fe80::1]:8080".into())
+        );
+        let back: Flag = serde_json::from_value(json).expect("flag");
+        assert_eq!(endpoints(&back), endpoints(f));
+        let plain = close_wait(2, 12, 0);
+        let owners = HashMap::from([(12, vec![owner(4242, "api", 9)])]);
+        let r = snapshot_report_with(&[plain], &owners.into(), String::new(), |_| None);
+        assert_eq!(
+            endpoints(&r.leaks[0].sockets[0]),
+            "127.0.0.1:8080 -> 127.0.0.1:50002"
+        );
     }
 
     /// Sockets no process holds come after every process's group, however
