@@ -129,21 +129,27 @@ impl Api for AgentApi {
         // often), as `tracer events -p` counts it. One more walk, only
         // when owners are asked for.
         let by_owner = !q.pid.is_empty() || !q.comm.is_empty();
-        let listeners: HashMap<(u32, u16), SyscallOwner> = if by_owner {
+        // Several may listen on one port (SO_REUSEPORT workers, an IPv4
+        // and an IPv6 listener): the kernel does not say whose queue a
+        // socket came from, so it counts as any of theirs.
+        let mut listeners: HashMap<(u32, u16), Vec<SyscallOwner>> = HashMap::new();
+        if by_owner {
             core.engine
                 .sockets()
                 .filter(|v| v.state() == TcpState::Listen && v.is_live())
                 .filter_map(|v| Some(((v.netns(), v.local().port()), v.owner()?)))
-                .collect()
-        } else {
-            HashMap::new()
+                .for_each(|(at, o)| listeners.entry(at).or_default().push(o));
+        }
+        let wanted = |o: &SyscallOwner| {
+            (q.pid.is_empty() || q.pid.contains(&o.pid))
+                && (q.comm.is_empty() || q.comm.iter().any(|c| o.comm_str() == c))
         };
-        let owner = |v: &SocketView| {
-            v.owner().or_else(|| {
-                (v.state() != TcpState::Listen)
-                    .then(|| listeners.get(&(v.netns(), v.local().port())).copied())
-                    .flatten()
-            })
+        let owned = |v: &SocketView| match v.owner() {
+            Some(o) => wanted(&o),
+            None if v.state() != TcpState::Listen => listeners
+                .get(&(v.netns(), v.local().port()))
+                .is_some_and(|all| all.iter().any(wanted)),
+            None => false,
         };
         core.engine
             .sockets()
@@ -154,13 +160,7 @@ impl Api for AgentApi {
                     || q.port.contains(&v.remote().port())
             })
             .filter(|v| q.netns.is_empty() || q.netns.contains(&v.netns()))
-            .filter(|v| {
-                !by_owner
-                    || owner(v).is_some_and(|o| {
-                        (q.pid.is_empty() || q.pid.contains(&o.pid))
-                            && (q.comm.is_empty() || q.comm.iter().any(|c| o.comm_str() == c))
-                    })
-            })
+            .filter(|v| !by_owner || owned(v))
             .for_each(|v| picker.offer(v.cookie()));
         let (cookies, total, next_after) = picker.finish();
         // An inode no namespace has is a mistake to say, not an empty

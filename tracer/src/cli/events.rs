@@ -360,7 +360,8 @@ async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
     tracing::info!("tracing TCP events; stop with Ctrl-C");
 
     pipeline.run(&mut p, stop).await?;
-    let _ = p.flush();
+    // A closed pipe is counted below; another failure ends the command.
+    p.flush()?;
     let seen = p.seen;
     let mut dropped = p.out.dropped;
     match p.out.finish() {

@@ -108,7 +108,10 @@ pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
             std::io::ErrorKind::AddrInUse => {
                 let who = crate::diag::who_listens(addr.port())
                     .unwrap_or_else(|| "another process (maybe another tracer)".to_owned());
-                format!("; {who} listens on it: pick another with --listen ADDR:PORT")
+                format!(
+                    "; {who} listens on port {}: pick another with --listen ADDR:PORT",
+                    addr.port()
+                )
             }
             std::io::ErrorKind::AddrNotAvailable => "; that address is not on this host".into(),
             std::io::ErrorKind::PermissionDenied => {

@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use super::rules::{
-    GONE, HELD_ON, ORPHAN_GONE, PortAcc, STILL_HELD, Stall, apply_scan, attribute_to_listeners,
-    cleared_how, find_local_peers, gone_how,
+    GONE, HELD_ON, ORPHAN_GONE, PortAcc, SHUT_DOWN, STILL_HELD, Stall, apply_scan,
+    attribute_to_listeners, cleared_how, find_local_peers, gone_how,
 };
 use super::{Change, Flag, LeakKind, Thresholds};
 use super::{
@@ -391,7 +391,13 @@ impl Detector {
             let held_on = f.cleared_how.as_deref() == Some(GONE)
                 && known.is_none_or(|(live, ..)| !live)
                 && held(f);
+            // In CLOSE_WAIT, `shutdown(SHUT_WR)` sends the FIN as a close
+            // does (LAST_ACK), and the process keeps the descriptor.
+            let shut_down = held_on
+                && f.kind == LeakKind::CloseWait
+                && known.is_some_and(|(.., app_closed)| app_closed);
             f.cleared_how = match (how, held_on) {
+                _ if shut_down => Some(SHUT_DOWN.to_owned()),
                 (Some(how), true) => Some(format!("{how}; {HELD_ON}")),
                 (Some(how), false) => Some(how.to_owned()),
                 (None, true) => Some(STILL_HELD.to_owned()),

@@ -27,7 +27,11 @@ pub(super) fn unread_words(d: &SocketSnapshot) -> String {
 #[derive(Clone, Copy)]
 pub(super) struct Stall {
     pub(super) reason: Reason,
+    /// When the agent first saw it stalled.
     pub(super) since_ns: u64,
+    /// When its data was first sent, the earliest `tcp_info` told of
+    /// while retransmitting ([`unacked_for`]; `u64::MAX` before): its age.
+    pub(super) began_ns: u64,
     /// `tcpi_bytes_acked` when first seen stalled: more is progress.
     pub(super) bytes_acked: u64,
     pub(super) total_retrans: u32,
@@ -187,10 +191,26 @@ pub(super) fn retransmit_words(info: &TcpInfo) -> String {
 /// the last retransmission (`tcpi_last_data_sent`). Nothing was
 /// acknowledged meanwhile: unless the peer's segments acknowledge nothing
 /// new, it is at most the time since the last ACK, as callers cap it.
+///
+/// Two cases tell less. With no route to the peer the timer fires and
+/// sends nothing, so the last send is older than the current timeout: the
+/// time since it then holds the timeouts spent since, and the larger of
+/// the two is the wait. Once the timeout reaches its cap ([`rto_capped`])
+/// it no longer doubles, and the sum is short of the stall.
 pub(super) fn unacked_for(info: &TcpInfo) -> u64 {
     let rto_ns = u64::from(info.rto_us) * 1_000;
     let spent = rto_ns - (rto_ns >> info.backoff.min(63));
-    spent + u64::from(info.last_data_sent_ms) * MS
+    let since_sent = u64::from(info.last_data_sent_ms) * MS;
+    if since_sent >= rto_ns {
+        spent.max(since_sent)
+    } else {
+        spent + since_sent
+    }
+}
+
+/// The retransmit timeout is at its cap (`TCP_RTO_MAX`, 120 s).
+pub(super) fn rto_capped(info: &TcpInfo) -> bool {
+    info.rto_us >= 120_000_000
 }
 
 /// A one-shot snapshot's half-open suspect: an ESTABLISHED or CLOSE_WAIT
@@ -345,6 +365,13 @@ pub(super) const GONE: &str = "socket gone (closed, or its process exited)";
 /// reset, a timeout, `ss -K`), which still holds the descriptor.
 pub(super) const HELD_ON: &str =
     "its process still holds the descriptor: the fd leaks on until the application closes it";
+
+/// Why a CLOSE_WAIT flag ended when its process sent its FIN
+/// (`shutdown(SHUT_WR)`: LAST_ACK) and the connection ended, while it
+/// still holds the descriptor.
+pub(super) const SHUT_DOWN: &str = "its process shut its side down (shutdown(SHUT_WR)) and the \
+     connection ended; it still holds the descriptor: the fd leaks on until the application \
+     closes it";
 
 /// Why a flag ended when its socket is no longer in the dump but its
 /// owner still holds the descriptor, and nothing the engine read closed

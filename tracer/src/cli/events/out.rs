@@ -183,7 +183,9 @@ impl Detached {
         Detached::start(out, None)
     }
 
-    /// Start the thread that writes to `out`, which writes to `fd`. Ask
+    /// Start the thread that writes to `out`, which writes to `fd` (a
+    /// descriptor of its own, a duplicate: `fd` is asked after the thread
+    /// has ended and closed `out`, so it must stay open). Ask
     /// `fd` every [`WATCH_EVERY`] whether its reader has gone (`tracer
     /// events ... | head -1`): a closed pipe then ends the command at
     /// once, not at the next line written, which a narrow filter may not
@@ -274,11 +276,12 @@ impl Detached {
         // Lines a reader that went away kept from being handed over.
         let kept = match self.flush() {
             Ok(()) => Unread::default(),
-            Err(_) => Unread {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Unread {
                 bytes: self.buf.len() as u64,
                 lines: newlines(&self.buf),
                 gone: true,
             },
+            Err(e) => return Err(e),
         };
         drop(self.tx.take());
         let Some(thread) = self.thread.take() else {
@@ -304,6 +307,7 @@ impl Detached {
         let written = thread.join().unwrap_or_default();
         let mut unread = self.backlog();
         (unread.bytes, unread.lines) = (unread.bytes + kept.bytes, unread.lines + kept.lines);
+        unread.gone = kept.gone;
         if let Some((fd, _)) = self.watch
             && Detached::hung_up(fd)
         {

@@ -143,7 +143,8 @@ pub fn gather(
         .count();
     // This command's own connections to the agent, when the agent serves
     // on the port asked about: the agent's ends of them hold the port only
-    // for the question.
+    // for the question. The client keeps its connection open (pooled) past
+    // the answers, so its end is in this dump to match against.
     let ours = own_sockets();
     let asking: HashSet<(u32, IpAddr, u16)> = dump
         .iter()

@@ -16,8 +16,8 @@ pub struct SocketQuery {
     pub state: Vec<TcpState>,
     /// Keep sockets with one of these ports at either end.
     pub port: Vec<u16>,
-    /// Keep sockets of these network namespaces (inodes; given by inode
-    /// or by `ip netns` name).
+    /// Keep sockets of these network namespaces (inodes; given as the
+    /// commands' `--netns` takes one).
     pub netns: Vec<u32>,
     /// Keep sockets whose owner (known from its connect, listen or close)
     /// has one of these pids.
@@ -29,6 +29,8 @@ pub struct SocketQuery {
     pub limit: Option<usize>,
     /// Only sockets with a cookie above this (the previous page's cursor).
     pub after: Option<u64>,
+    /// `netns=all` was given: every namespace, so no other `netns=`.
+    pub all_netns: bool,
 }
 
 /// The pairs of a query string, decoded.
@@ -84,13 +86,32 @@ fn netns_value(value: &str) -> Result<Option<u32>, String> {
 }
 
 /// The first of `netns` that no network namespace has, in one sentence;
-/// `None` when each of them is one.
+/// `None` when each of them is one. Finding a namespace walks `/proc`, so
+/// those found are remembered: asked again and again (`tracer top --netns`
+/// at every refresh, of a namespace with nothing to list), `/proc` is
+/// walked once. A namespace found once and ended since then gives an empty
+/// answer, as it would while the agent still held its sockets.
 pub fn missing_netns(netns: &[u32]) -> Option<String> {
     use crate::pipeline::{NetnsChoice, NetnsScope};
+    /// At most this many remembered; then they are found again.
+    const REMEMBERED: usize = 4096;
+    static FOUND: std::sync::Mutex<std::collections::BTreeSet<u32>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut found = FOUND.lock().unwrap_or_else(|p| p.into_inner());
     netns.iter().find_map(|&i| {
-        NetnsScope::resolve_as(&NetnsChoice::Inode(i), &format!("netns={i}"))
-            .err()
-            .map(|e| e.to_string())
+        if found.contains(&i) {
+            return None;
+        }
+        match NetnsScope::resolve_as(&NetnsChoice::Inode(i), &format!("netns={i}")) {
+            Ok(_) => {
+                if found.len() >= REMEMBERED {
+                    found.clear();
+                }
+                found.insert(i);
+                None
+            }
+            Err(e) => Some(e.to_string()),
+        }
     })
 }
 
@@ -104,7 +125,17 @@ fn filter(q: &mut SocketQuery, key: &str, value: &str) -> Result<bool, String> {
         ),
         "pid" => q.pid.push(number(key, value, "a process id")?),
         "comm" => q.comm.push(crate::config::parse_comm(value)?),
-        "netns" => q.netns.extend(netns_value(value)?),
+        "netns" => {
+            match netns_value(value)? {
+                None => q.all_netns = true,
+                Some(inode) => q.netns.push(inode),
+            }
+            if q.all_netns && !q.netns.is_empty() {
+                return Err(
+                    "netns=all keeps every namespace: give it alone, or leave it out".into(),
+                );
+            }
+        }
         _ => return Ok(false),
     }
     Ok(true)

@@ -109,6 +109,10 @@ fn filters_repeat_and_bad_queries_say_which_parameter() {
         SocketQuery::parse(Some("netns=all")).expect("all").netns,
         Vec::<u32>::new()
     );
+    assert_eq!(
+        SocketQuery::parse(Some("netns=all&netns=7")).expect_err("all and one"),
+        "netns=all keeps every namespace: give it alone, or leave it out"
+    );
     let own = crate::pipeline::NetnsScope::own().only();
     if let Some(own) = own {
         assert_eq!(

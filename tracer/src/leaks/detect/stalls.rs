@@ -3,7 +3,7 @@
 use std::collections::hash_map::Entry;
 
 use super::super::rules::{
-    MS, PortAcc, Stall, ns, retransmit_words, secs, socket_flag, span, unacked_for,
+    MS, PortAcc, Stall, ns, retransmit_words, rto_capped, secs, socket_flag, span, unacked_for,
 };
 use super::super::{Flag, LeakKind, Reason, fmt_duration};
 use super::{Detector, MAX_TRACKED};
@@ -52,15 +52,36 @@ impl Detector {
             return None;
         };
         let generation = self.generation;
+        // When the data in flight was first sent, as tcp_info tells it now;
+        // the earliest such word is kept, as a timeout at its cap tells less
+        // and less of the stall (see `unacked_for`). An idle spell before
+        // it (no ACK, as nothing was sent) is no part of it; the peer's
+        // segments that acknowledge nothing new do not bound it.
+        let since = ongoing.map_or(now, |s| s.since_ns);
+        let waited = if now.saturating_sub(no_ack) <= since {
+            // The last ACK came before the stall was first seen: the data
+            // has waited no longer than since then.
+            unacked_for(info).min(no_ack)
+        } else {
+            unacked_for(info)
+        };
+        // Told only while retransmitting: keepalive probes say nothing of it.
+        let began = if reason == Reason::Retransmitting {
+            now.saturating_sub(waited)
+        } else {
+            u64::MAX
+        };
         let stall = match ongoing {
             Some(s) => Stall {
                 reason,
                 generation,
+                began_ns: s.began_ns.min(began),
                 ..s
             },
             None => Stall {
                 reason,
                 since_ns: now,
+                began_ns: began,
                 bytes_acked: info.bytes_acked,
                 total_retrans: info.total_retrans,
                 retransmits: info.retransmits,
@@ -87,12 +108,12 @@ impl Detector {
         // idle spell before it (no ACK, as nothing was sent) is not part of
         // it. Keepalive probes are sent after the idle time they measure.
         let age = match reason {
-            Reason::Retransmitting if no_ack >= stalled => {
-                unacked_for(info).min(no_ack).max(stalled)
-            }
-            Reason::Retransmitting => unacked_for(info).max(stalled),
+            Reason::Retransmitting => now.saturating_sub(stall.began_ns).max(stalled),
             _ => no_ack.max(stalled),
         };
+        // A timeout at its cap (TCP_RTO_MAX) no longer doubles: tcp_info
+        // then tells less than the stall, unless the agent saw it all.
+        let lower_bound = reason == Reason::Retransmitting && rto_capped(info) && age > stalled;
         let evidence = match reason {
             Reason::Retransmitting => {
                 let sent = info.total_retrans.saturating_sub(stall.total_retrans);
@@ -141,7 +162,7 @@ impl Detector {
             LeakKind::HalfOpen,
             Some(reason),
             now,
-            (age, false),
+            (age, lower_bound),
             evidence,
         ))
     }

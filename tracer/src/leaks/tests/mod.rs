@@ -335,16 +335,23 @@ fn clears_when_the_socket_moves_on_or_goes() {
     assert_eq!(det.stats().tracked, 1);
 }
 
+/// Cookies 1 to `n` in CLOSE_WAIT, flagged at 60 s and gone from the dump
+/// at 61 s: the detector, and the changes of that last dump.
+fn flagged_then_gone(n: u64) -> (Detector, Vec<Change>) {
+    let mut det = Detector::new(thresholds());
+    let socks: Vec<SocketSnapshot> = (1..=n).map(|c| sock(c, TcpState::CloseWait)).collect();
+    det.update(&socks, 0, none, app_owners);
+    det.update(&socks, 60 * S, none, app_owners);
+    let c = det.update(&[], 61 * S, none, app_owners);
+    (det, c)
+}
+
 /// A socket gone from the dump: the engine's record of it says how it
 /// ended, in the change and in the history alike.
 #[test]
 fn the_engine_says_how_a_gone_socket_ended() {
     use crate::engine::ClosedBy;
-    let mut det = Detector::new(thresholds());
-    let socks = [1, 2, 3, 4, 5].map(|c| sock(c, TcpState::CloseWait));
-    det.update(&socks, 0, none, app_owners);
-    det.update(&socks, 60 * S, none, app_owners);
-    let mut c = det.update(&[], 61 * S, none, app_owners);
+    let (mut det, mut c) = flagged_then_gone(5);
     det.say_how_gone(
         &mut c,
         61 * S,
@@ -387,17 +394,40 @@ fn the_engine_says_how_a_gone_socket_ended() {
     assert_eq!(how(det.recently_cleared().cloned().collect()), said);
 }
 
+/// A CLOSE_WAIT leak whose process sent its FIN (LAST_ACK) says how: it
+/// closed it, or, still holding the descriptor, shut its side down.
+#[test]
+fn a_leak_its_process_closed_or_shut_down_says_which() {
+    use crate::engine::ClosedBy;
+    let (mut det, mut c) = flagged_then_gone(2);
+    det.say_how_gone(
+        &mut c,
+        61 * S,
+        |_| Some((false, TcpState::Close, Some(ClosedBy::Remote), true)),
+        |f| f.cookie == Some(2) && !f.owners.is_empty(),
+    );
+    let said: HashMap<Option<u64>, String> = cleared(&c)
+        .into_iter()
+        .map(|f| (f.cookie, f.cleared_how.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        said[&Some(1)],
+        "its process closed it (close(), or the process exited)"
+    );
+    assert!(
+        said[&Some(2)].starts_with("its process shut its side down (shutdown(SHUT_WR))")
+            && said[&Some(2)].contains("the fd leaks on"),
+        "{said:?}"
+    );
+}
+
 /// A socket gone from the dump whose owner still holds its descriptor was
 /// closed under the process (`ss -K`): its flag says the fd leaks on,
 /// whatever the engine's record says; one no longer held ends as before.
 #[test]
 fn a_socket_closed_under_its_process_says_the_fd_is_still_held() {
     use crate::engine::ClosedBy;
-    let mut det = Detector::new(thresholds());
-    let socks = [1, 2, 3, 4, 5].map(|c| sock(c, TcpState::CloseWait));
-    det.update(&socks, 0, none, app_owners);
-    det.update(&socks, 60 * S, none, app_owners);
-    let mut c = det.update(&[], 61 * S, none, app_owners);
+    let (mut det, mut c) = flagged_then_gone(5);
     det.say_how_gone(
         &mut c,
         61 * S,
@@ -444,11 +474,7 @@ fn a_socket_closed_under_its_process_says_the_fd_is_still_held() {
 #[test]
 fn a_close_read_after_the_dump_refines_the_history() {
     use crate::engine::ClosedBy;
-    let mut det = Detector::new(thresholds());
-    let socks = [1, 2].map(|c| sock(c, TcpState::CloseWait));
-    det.update(&socks, 0, none, app_owners);
-    det.update(&socks, 60 * S, none, app_owners);
-    let mut c = det.update(&[], 61 * S, none, app_owners);
+    let (mut det, mut c) = flagged_then_gone(2);
     // The engine still has both live: their closes are not read yet.
     det.say_how_gone(
         &mut c,

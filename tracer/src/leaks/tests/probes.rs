@@ -3,7 +3,7 @@
 use super::*;
 
 /// Data unacknowledged through four timeouts (0.2 + 0.4 + 0.8 + 1.6 s)
-/// and 20 s into the fifth, the last ACK `no_ack_ms` ago.
+/// and 2 s into the fifth (3.2 s), the last ACK `no_ack_ms` ago.
 fn stalled(cookie: u64, no_ack_ms: u32) -> SocketSnapshot {
     let mut d = sock(cookie, TcpState::Established).timer(TimerKind::Retransmit, 0);
     let i = info(&mut d);
@@ -11,36 +11,40 @@ fn stalled(cookie: u64, no_ack_ms: u32) -> SocketSnapshot {
     i.retransmits = 4;
     i.backoff = 4;
     i.rto_us = 3_200_000;
-    i.last_data_sent_ms = 20_000;
+    i.last_data_sent_ms = 2_000;
     i.total_retrans = 9;
     i.last_ack_recv_ms = no_ack_ms;
     d
 }
 
+/// A monotonic clock well past its start, as a host's is: a stall's start
+/// is `now` less what tcp_info says it has waited.
+const T0: u64 = 10_000 * S;
+
 #[test]
 fn half_open_needs_a_stall_observed_for_the_threshold() {
     let mut det = Detector::new(thresholds());
-    // Long without ACK already, but seen stalled only from t=0.
+    // Long without ACK already, but seen stalled only from T0.
     assert!(
-        det.update(&[stalled(7, 30_000)], 0, none, app_owners)
+        det.update(&[stalled(7, 30_000)], T0, none, app_owners)
             .is_empty()
     );
     assert!(
-        det.update(&[stalled(7, 39_999)], 10 * S - 1, none, app_owners)
+        det.update(&[stalled(7, 39_999)], T0 + 10 * S - 1, none, app_owners)
             .is_empty()
     );
-    let c = det.update(&[stalled(7, 40_000)], 10 * S, none, app_owners);
+    let c = det.update(&[stalled(7, 40_000)], T0 + 10 * S, none, app_owners);
     let f = raised(&c)[0];
     assert_eq!(
         (f.kind, f.reason),
         (LeakKind::HalfOpen, Some(Reason::Retransmitting))
     );
-    // Its age is the data's wait, 23 s: the ACK before it came 40 s ago,
-    // an idle spell before the stall.
-    assert_eq!((f.age_seconds, f.age_is_lower_bound), (Some(23.0), false));
+    // Its age is the data's wait: 5 s at first sight, 10 s ago; the ACK
+    // before it came 40 s ago, an idle spell before the stall.
+    assert_eq!((f.age_seconds, f.age_is_lower_bound), (Some(15.0), false));
     assert!(
         f.evidence.starts_with(
-            "no ACK for 40.0s, for the data sent 23.0s ago (threshold 10s) with 3 segments unacked"
+            "no ACK for 40.0s, for the data sent 15.0s ago (threshold 10s) with 3 segments unacked"
         ),
         "{}",
         f.evidence
@@ -49,7 +53,7 @@ fn half_open_needs_a_stall_observed_for_the_threshold() {
     let mut ok = stalled(7, 5);
     info(&mut ok).retransmits = 0;
     info(&mut ok).backoff = 0;
-    let c = det.update(&[ok], 11 * S, none, app_owners);
+    let c = det.update(&[ok], T0 + 11 * S, none, app_owners);
     assert_eq!(
         cleared(&c)[0].cleared_how.as_deref(),
         Some("ACK progress resumed")
@@ -65,24 +69,70 @@ fn an_idle_spell_before_a_stall_is_not_its_age() {
     let mut d = stalled(7, 3_600_000);
     (info(&mut d).rto_us, info(&mut d).backoff) = (12_800_000, 6);
     (info(&mut d).last_data_sent_ms, info(&mut d).retransmits) = (2_000, 6);
-    assert!(det.update(&[d], 0, none, app_owners).is_empty());
-    let c = det.update(&[d], 10 * S, none, app_owners);
+    assert!(det.update(&[d], T0, none, app_owners).is_empty());
+    // 10 s later, 12 s into the seventh timeout (12.8 s).
+    info(&mut d).last_data_sent_ms = 12_000;
+    info(&mut d).last_ack_recv_ms = 3_610_000;
+    let c = det.update(&[d], T0 + 10 * S, none, app_owners);
     let f = raised(&c)[0];
-    // Six timeouts, 12.6 s, and 2 s into the seventh.
-    assert_eq!((f.age_seconds, f.age_is_lower_bound), (Some(14.6), false));
+    // Six timeouts, 12.6 s, and 2 s into the seventh at first sight; 10 s
+    // on, 12 s into it: 24.6 s, whichever is read.
+    assert_eq!((f.age_seconds, f.age_is_lower_bound), (Some(24.6), false));
     assert!(
         f.evidence
-            .starts_with("no ACK for 1h00m, for the data sent 14.6s ago (threshold 10s)"),
+            .starts_with("no ACK for 1h00m, for the data sent 24.6s ago (threshold 10s)"),
         "{}",
         f.evidence
     );
-    // Seen stalled for longer than tcp_info tells (a timeout at its cap):
-    // the agent's own time.
+}
+
+/// With no route to the peer the timer fires and sends nothing: the last
+/// send is older than the current timeout, and the wait is the time since
+/// it, not that plus the timeouts it already holds.
+#[test]
+fn a_stall_that_sends_nothing_is_as_old_as_its_last_send() {
     let mut det = Detector::new(thresholds());
-    let d = stalled(8, 3_600_000);
-    assert!(det.update(&[d], 0, none, app_owners).is_empty());
-    let c = det.update(&[d], 30 * S, none, app_owners);
+    let mut d = stalled(7, 3_600_000);
+    (info(&mut d).rto_us, info(&mut d).backoff) = (12_800_000, 6);
+    (info(&mut d).last_data_sent_ms, info(&mut d).retransmits) = (20_000, 6);
+    assert!(det.update(&[d], T0, none, app_owners).is_empty());
+    info(&mut d).last_data_sent_ms = 30_000;
+    let c = det.update(&[d], T0 + 10 * S, none, app_owners);
     assert_eq!(raised(&c)[0].age_seconds, Some(30.0));
+}
+
+/// Once the timeout reaches its cap (120 s) it no longer doubles: tcp_info
+/// tells less and less of the stall, the time since the last send starts
+/// again at each firing. The earliest start told is kept, so the age only
+/// grows, and it is a lower bound.
+#[test]
+fn a_stall_at_the_timeout_cap_only_grows_and_is_a_lower_bound() {
+    let mut det = Detector::new(thresholds());
+    let mut d = stalled(7, 3_600_000);
+    (info(&mut d).rto_us, info(&mut d).backoff) = (120_000_000, 12);
+    (info(&mut d).last_data_sent_ms, info(&mut d).retransmits) = (100_000, 12);
+    assert!(det.update(&[d], T0, none, app_owners).is_empty());
+    let first = 120.0 * (1.0 - 1.0 / 4096.0) + 100.0;
+    // Two firings later, 40 s after the last: tcp_info says less.
+    (info(&mut d).backoff, info(&mut d).last_data_sent_ms) = (14, 40_000);
+    let c = det.update(&[d], T0 + 260 * S, none, app_owners);
+    let f = raised(&c)[0];
+    let age = f.age_seconds.expect("age");
+    assert!((age - (first + 260.0)).abs() < 0.01, "{f:?}");
+    assert!(f.age_is_lower_bound, "{f:?}");
+    // Seen stalled for longer than tcp_info ever told: the agent's own time.
+    let mut det = Detector::new(thresholds());
+    let mut short = stalled(8, 3_600_000);
+    (info(&mut short).rto_us, info(&mut short).backoff) = (400_000, 1);
+    info(&mut short).last_data_sent_ms = 100;
+    assert!(det.update(&[short], T0, none, app_owners).is_empty());
+    let c = det.update(&[short], T0 + 30 * S, none, app_owners);
+    assert!(
+        raised(&c)[0]
+            .age_seconds
+            .is_some_and(|a| (a - 30.3).abs() < 0.01),
+        "{c:?}"
+    );
 }
 
 #[test]
