@@ -309,7 +309,16 @@ async fn leaks_handler<A: Api>(
     };
     s.api.catch_up().await;
     off_thread(&s, &headers, move |api| {
-        serde_json::to_vec(&api.leaks(&m))
+        let report = api.leaks(&m);
+        // As on /api/v1/sockets: an inode no namespace has is said when
+        // nothing matched, not answered with an empty report.
+        if !m.netns.is_empty()
+            && report["leak_count"] == 0
+            && let Some(said) = missing_netns(&m.netns)
+        {
+            return Err(said);
+        }
+        serde_json::to_vec(&report)
             .map(|j| (j, Vec::new()))
             .map_err(|e| e.to_string())
     })
