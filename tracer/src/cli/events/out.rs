@@ -116,6 +116,7 @@ impl Pipe {
     }
 }
 
+/// The lines of `b`: its newlines.
 fn newlines(b: &[u8]) -> u64 {
     b.iter().filter(|&&b| b == b'\n').count() as u64
 }
@@ -385,7 +386,7 @@ impl Write for Detached {
             return Ok(());
         }
         let n = self.buf.len() as u64;
-        let lines = self.buf.iter().filter(|&&b| b == b'\n').count() as u64;
+        let lines = newlines(&self.buf);
         let backlog = self.shared.backlog.load(Ordering::Relaxed);
         if backlog > 0 && backlog + n > MAX_BACKLOG {
             if self.dropped == 0 {
