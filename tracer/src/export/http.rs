@@ -25,7 +25,8 @@ use super::{
 };
 
 mod query;
-pub use query::{LeakQuery, SocketQuery, missing_netns, percent_encode};
+use query::missing_netns;
+pub use query::{LeakQuery, SocketQuery, percent_encode};
 
 /// Health as `/healthz` reports it.
 #[derive(Debug, serde::Serialize)]
@@ -261,6 +262,14 @@ async fn sockets_handler<A: Api>(
     s.api.catch_up().await;
     off_thread(&s, &headers, move |api| {
         let page = api.sockets(&q)?;
+        // An inode no namespace has is said when nothing matched, not
+        // answered with an empty list (the same rule as /api/v1/leaks).
+        if page.total == 0
+            && !q.netns.is_empty()
+            && let Some(said) = missing_netns(&q.netns)
+        {
+            return Err(said);
+        }
         let json = serde_json::to_vec(&page.items).map_err(|e| e.to_string())?;
         let mut extra = vec![(
             header::HeaderName::from_static("x-total-count"),
@@ -310,8 +319,8 @@ async fn leaks_handler<A: Api>(
     s.api.catch_up().await;
     off_thread(&s, &headers, move |api| {
         let report = api.leaks(&m);
-        // As on /api/v1/sockets: an inode no namespace has is said when
-        // nothing matched, not answered with an empty report.
+        // An inode no namespace has is said when nothing matched, not
+        // answered with an empty report (the same rule as /api/v1/sockets).
         if !m.netns.is_empty()
             && report["leak_count"] == 0
             && let Some(said) = missing_netns(&m.netns)
