@@ -348,6 +348,57 @@ fn a_burst_of_stays_expires_on_the_kernels_ticks() {
     assert!(last < 150, "the burst expired: {samples:?}");
 }
 
+/// Clients close first, and the server closes its listener with their
+/// connections never accepted: each child resets its client, whose orphan
+/// (a timewait socket waiting in FIN_WAIT2 for a FIN) dies of it with no
+/// event. The agent ends them at the child's reset, not two full dumps
+/// later (a minute away here).
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn orphans_reset_by_their_peer_here_leave_at_once() {
+    let _ns = Netns::enter("twrst");
+    let agent = Agent::start(&["--reconcile-interval", "60s", "--time-wait-interval", "60s"]);
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    const N: usize = 50;
+    for _ in 0..N {
+        drop(TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect"));
+    }
+    let filter = format!("dport = :{port}");
+    // The clients' live records: their orphans, and nothing else.
+    let orphans = || {
+        let list = agent.json(&format!("/api/v1/sockets?port={port}"));
+        let list = list.as_array().cloned().unwrap_or_default();
+        list.iter()
+            .filter(|s| s["live"] == true && s["dport"] == port)
+            .count()
+    };
+    let waiting = wait_until(Duration::from_secs(5), || {
+        ss_count("fin-wait-2", &filter) == N && orphans() == N
+    });
+    assert!(
+        waiting,
+        "ss fin-wait-2: {}, agent: {}",
+        ss_count("fin-wait-2", &filter),
+        orphans()
+    );
+    drop(listener);
+    let gone = wait_until(Duration::from_secs(2), || {
+        ss_count("fin-wait-2", &filter) == 0 && orphans() == 0
+    });
+    assert!(
+        gone,
+        "ss fin-wait-2: {}, time-wait: {}, agent: {}",
+        ss_count("fin-wait-2", &filter),
+        ss_count("time-wait", &filter),
+        agent.get(&format!("/api/v1/sockets?port={port}"))
+    );
+    // No dump has judged them: each is a TIME_WAIT inferred at the close,
+    // which the reset ended.
+    let reset = agent.metric("tracer_tcp_time_wait_ended_total{how=\"reset\"}");
+    assert_eq!(reset, N as f64, "stays ended by a reset");
+}
+
 /// The state the agent lists for the live socket on `port` whose local
 /// port is `local`, if it lists one.
 fn agent_state(agent: &Agent, port: u16, local: SocketAddr) -> Option<String> {

@@ -151,6 +151,9 @@ impl Engine {
 
     fn apply_reset(&mut self, ev: &SockEvent, dir: Direction, obs: &mut impl Observer) {
         obs.reset(ev.cookie, dir, ev.new_state);
+        if let (Direction::Sent, Some(family)) = (dir, ev.family) {
+            self.end_time_wait_reset_by_peer(ev, family as u8, obs);
+        }
         let (bit, counter): (u16, fn(&mut Record)) = match dir {
             Direction::Sent => (flag::RST_TX, |r| {
                 r.resets_sent = r.resets_sent.saturating_add(1)

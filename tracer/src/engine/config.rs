@@ -63,6 +63,9 @@ pub struct Stats {
     pub time_wait_overflows: u64,
     /// TIME_WAIT stays ended by a new connection on their 4-tuple.
     pub time_wait_reused: u64,
+    /// Orphaned FIN_WAIT2 (and unconfirmed TIME_WAIT) stays ended by a
+    /// reset their peer's socket in the same namespace sent.
+    pub time_wait_reset_by_peer: u64,
     /// SYN-ACKs retransmitted: handshakes in trouble, whose request
     /// sockets only a walk of the kernel's tables lists.
     pub synack_retransmits: u64,

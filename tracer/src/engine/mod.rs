@@ -28,7 +28,9 @@
 //!   Earlier ends: a reset ([`TimeWaitEnd::Reset`]), a new connection on
 //!   the same 4-tuple ([`TimeWaitEnd::Reused`]: a client's
 //!   `syn_sent -> established` or a server's `listen -> syn_recv`, even
-//!   without a cookie), or absence
+//!   without a cookie), a reset sent to it by its peer's socket in the
+//!   same namespace (an orphan, or an inference not yet confirmed: the
+//!   orphan dies of it with no event), or absence
 //!   from a full dump more than [`TIME_WAIT_SLACK_NS`] before the timer
 //!   (`Reset`: killed before its timer, by a RST or an explicit kill).
 //!   `since` is the closing event's time; when the entry was not seen

@@ -1,6 +1,8 @@
 //! How a TIME_WAIT stay ends: at its timer, when a new connection recycles
 //! its 4-tuple, or when something else ends it (a reset, a dump that no
 //! longer shows it). [`super::apply`] calls these as events arrive.
+use std::net::IpAddr;
+
 use super::observer::{Observer, TimeWaitEnd};
 use super::record::{flag, tw_end};
 use super::{Engine, hash};
@@ -28,16 +30,43 @@ impl Engine {
     /// when no timewait record has `ev`'s local port, so that neither the
     /// check nor the ask ahead reads the tuple index.
     pub(super) fn tuple_to_look_up(&self, ev: &SockEvent, family: u8) -> Option<u64> {
-        self.store.time_wait_tuples_on_port(ev.sport).then(|| {
+        self.time_wait_tuple(ev.netns, family, (ev.saddr, ev.sport), (ev.daddr, ev.dport))
+    }
+
+    /// The fingerprint of a 4-tuple of `family` in `netns`, when a timewait
+    /// record may hold it (one has its local port).
+    fn time_wait_tuple(
+        &self,
+        netns: u32,
+        family: u8,
+        local: (IpAddr, u16),
+        remote: (IpAddr, u16),
+    ) -> Option<u64> {
+        self.store.time_wait_tuples_on_port(local.1).then(|| {
             hash::tuple_hash(
-                ev.netns,
+                netns,
                 family,
-                &super::record::addr_bytes(ev.saddr),
-                ev.sport,
-                &super::record::addr_bytes(ev.daddr),
-                ev.dport,
+                &super::record::addr_bytes(local.0),
+                local.1,
+                &super::record::addr_bytes(remote.0),
+                remote.1,
             )
         })
+    }
+
+    /// The slot of the timewait record that holds this 4-tuple, if any.
+    fn time_wait_holding(
+        &self,
+        netns: u32,
+        family: u8,
+        local: (IpAddr, u16),
+        remote: (IpAddr, u16),
+    ) -> Option<u32> {
+        let hash = self.time_wait_tuple(netns, family, local, remote)?;
+        let slot = self.store.slot(self.store.time_wait_with_tuple(hash)?)?;
+        let r = self.store.rec(slot);
+        (r.family as u8 == family && r.has_tuple(netns, local.0, local.1, remote.0, remote.1))
+            .then_some(slot)
     }
 
     /// End the TIME_WAIT (or orphaned FIN_WAIT2) stay of `slot` at `at_ns`,
@@ -87,22 +116,48 @@ impl Engine {
         family: u8,
         obs: &mut impl Observer,
     ) {
-        let Some(cookie) = self
-            .tuple_to_look_up(ev, family)
-            .and_then(|h| self.store.time_wait_with_tuple(h))
+        let Some(slot) =
+            self.time_wait_holding(ev.netns, family, (ev.saddr, ev.sport), (ev.daddr, ev.dport))
         else {
             return;
         };
-        let Some(slot) = self.store.slot(cookie) else {
+        let r = self.store.rec(slot);
+        // A connection that started before the TIME_WAIT did cannot reuse it.
+        if r.cookie != ev.cookie && ev.ts_ns >= r.since_ns {
+            self.stats.time_wait_reused += 1;
+            self.end_time_wait(slot, ev.ts_ns, TimeWaitEnd::Reused, obs);
+        }
+    }
+
+    /// A reset this host sent on a connection whose other end is a
+    /// timewait record in the same namespace (loopback, a sidecar): the
+    /// peer's socket closed with the client's orphan still waiting in
+    /// FIN_WAIT2 for its FIN (unread data, a listener closed with
+    /// connections it never accepted, `SO_LINGER` 0). The orphan dies of
+    /// the reset with no event of its own; without this, it counted until
+    /// two full dumps had missed it. Ends an orphan's stay, or one inferred
+    /// at its close and not yet confirmed (most likely an orphan: the
+    /// peer's socket sent its FIN otherwise); a confirmed TIME_WAIT is left
+    /// to the dumps, as `tcp_rfc1337=1` keeps it through a reset.
+    pub(super) fn end_time_wait_reset_by_peer(
+        &mut self,
+        ev: &SockEvent,
+        family: u8,
+        obs: &mut impl Observer,
+    ) {
+        if ev.sport == 0 {
+            return;
+        }
+        let Some(slot) =
+            self.time_wait_holding(ev.netns, family, (ev.daddr, ev.dport), (ev.saddr, ev.sport))
+        else {
             return;
         };
         let r = self.store.rec(slot);
-        let same = r.family as u8 == family
-            && r.has_tuple(ev.netns, ev.saddr, ev.sport, ev.daddr, ev.dport);
-        // A connection that started before the TIME_WAIT did cannot reuse it.
-        if cookie != ev.cookie && same && ev.ts_ns >= r.since_ns {
-            self.stats.time_wait_reused += 1;
-            self.end_time_wait(slot, ev.ts_ns, TimeWaitEnd::Reused, obs);
+        let dies = r.state == FinWait2 || !r.has(flag::TW_CONFIRMED);
+        if r.cookie != ev.cookie && dies && ev.ts_ns >= r.since_ns {
+            self.stats.time_wait_reset_by_peer += 1;
+            self.end_time_wait(slot, ev.ts_ns, TimeWaitEnd::Reset, obs);
         }
     }
 }

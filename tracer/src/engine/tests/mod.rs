@@ -87,6 +87,14 @@ impl Ev {
         self.0.netns = netns;
         self
     }
+    /// The other end of `cookie`'s connection: `ev(cookie)`'s tuple
+    /// turned round.
+    pub fn peer_of(mut self, cookie: u64) -> Ev {
+        let of = ev(cookie).0;
+        (self.0.saddr, self.0.sport) = (of.daddr, of.dport);
+        (self.0.daddr, self.0.dport) = (of.saddr, of.sport);
+        self
+    }
     /// Local and remote ports.
     pub fn ports(mut self, local: u16, remote: u16) -> Ev {
         self.0.sport = local;

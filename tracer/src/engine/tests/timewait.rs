@@ -149,6 +149,48 @@ fn reset_kills_it_early() {
     }
 }
 
+/// The peer's socket here (loopback, a sidecar) closed with a reset while
+/// 1's orphan waited for its FIN (a listener closed with connections it
+/// never accepted, unread data, `SO_LINGER` 0): the orphan died of it,
+/// which no event of its own reports.
+#[test]
+fn a_reset_from_its_peer_here_ends_an_orphan() {
+    // Inferred at the close, not yet confirmed: most likely the orphan.
+    let mut h = closed_at_1s();
+    h.run([rst_tx(7).peer_of(1).at(CLOSE + ms(3))]);
+    let obs = h.take();
+    assert!(
+        obs.contains(&Obs::TwEnded(1, TimeWaitEnd::Reset)),
+        "{obs:?}"
+    );
+    assert!(!h.view(1).is_live());
+    assert_eq!((h.n(TimeWait), h.e.stats().time_wait_reset_by_peer), (0, 1));
+    // A dump showed the orphan.
+    let mut h = closed_at_1s();
+    h.reconcile(&[tw(1, FinWait2, 59_000)], secs(2));
+    h.run([rst_tx(7).peer_of(1).at(secs(3))]);
+    assert!(!h.view(1).is_live());
+    assert_eq!(h.n(FinWait2), 0);
+}
+
+#[test]
+fn a_reset_that_cannot_have_reached_it_ends_nothing() {
+    // Received, not sent: the reset arrived at another socket here.
+    let mut h = closed_at_1s();
+    h.run([rst_rx(7).peer_of(1).at(CLOSE + ms(3))]);
+    // Sent on another tuple, from another namespace, or before the close.
+    h.run([rst_tx(7).at(CLOSE + ms(3))]);
+    h.run([rst_tx(7).peer_of(1).netns(5).at(CLOSE + ms(3))]);
+    h.run([rst_tx(7).peer_of(1).at(CLOSE - 1)]);
+    assert!(h.view(1).in_time_wait());
+    // A confirmed TIME_WAIT outlives a reset under `tcp_rfc1337=1`: the
+    // dumps judge it.
+    h.reconcile(&[tw(1, TimeWait, 59_000)], secs(2));
+    h.run([rst_tx(7).peer_of(1).at(secs(3))]);
+    assert!(h.view(1).in_time_wait());
+    assert_eq!((h.n(TimeWait), h.e.stats().time_wait_reset_by_peer), (1, 0));
+}
+
 #[test]
 fn a_reset_delivered_after_its_close_retracts_the_inference() {
     let mut h = closed_at_1s();
