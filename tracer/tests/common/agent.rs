@@ -26,17 +26,22 @@ impl Agent {
     ///
     /// The port was free when picked, but a parallel test may take it
     /// before the agent binds it: an agent that exits at once is started
-    /// again on another port, twice at most.
+    /// again on another port, twice at most. When that test's agent took
+    /// it, its `/healthz` answers too: the agent is ours only when its
+    /// process holds the port.
     pub fn start(args: &[&str]) -> Agent {
         let mut tries = 0;
         loop {
             let (child, addr) = Agent::spawn(&[], args, Stdio::inherit());
             let mut agent = Agent { child, addr };
-            if agent.wait_healthy(super::STARTUP) {
+            if agent.wait_healthy(super::STARTUP) && super::listens(agent.child.id(), addr) {
                 return agent;
             }
             tries += 1;
-            let exited = agent.child.try_wait().ok().flatten().is_some();
+            // Not ours: ours fails to bind, and exits.
+            let exited = wait_until(Duration::from_secs(10), || {
+                agent.child.try_wait().ok().flatten().is_some()
+            });
             assert!(
                 exited && tries < 3,
                 "tracer run did not become healthy on {addr}"

@@ -33,7 +33,7 @@ pub use leaky::{
 };
 pub use netns::{NamedNetns, Netns, NetnsPair, in_netns_file};
 pub use prometheus::{Prometheus, percent_encode};
-pub use ss::{ss_cookies, ss_count, ss_recv_q, ss_states, ss_time_wait};
+pub use ss::{listens, ss_cookies, ss_count, ss_recv_q, ss_states, ss_time_wait};
 pub use tracer_testkit::{
     exposition::{gauge, metric_lines, metric_sum, metric_value},
     http::Reply,

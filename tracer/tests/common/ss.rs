@@ -14,6 +14,15 @@ fn ss_rows(args: &[&str]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Whether process `pid` holds the listening socket on `addr`.
+pub fn listens(pid: u32, addr: SocketAddr) -> bool {
+    let filter = format!("src {addr}");
+    let owner = format!("pid={pid},");
+    ss_rows(&["-tlnpH", &filter])
+        .iter()
+        .any(|f| f.iter().any(|field| field.contains(&owner)))
+}
+
 /// Cookies `ss` reports right now for sockets on `port`, keyed by
 /// (local, remote) address. `ss` is iproute2's sock_diag client; the tests
 /// use it as an oracle independent of tracer's own code.
