@@ -211,6 +211,63 @@ fn counted_exactly(final_round: bool) -> bool {
     true
 }
 
+/// Ports run out: with two local ports, both in TIME_WAIT to the one
+/// destination, `connect()` fails with EADDRNOTAVAIL before any SYN. Each
+/// counts as `no_local_port`, not as an application that gave up.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn a_connect_with_no_free_local_port_counts_as_no_local_port() {
+    let pair = NetnsPair::new("hsport", 74);
+    for setting in [
+        "net.ipv4.ip_local_port_range=40000 40001",
+        "net.ipv4.tcp_tw_reuse=0",
+    ] {
+        sh("ip", &["netns", "exec", &pair.a, "sysctl", "-qw", setting]);
+    }
+    let agent = Agent::start(&["--netns", &pair.a]);
+    let read = |agent: &Agent| -> [f64; 2] {
+        let text = agent.get("/metrics");
+        ["no_local_port", "aborted"].map(|r| {
+            let series =
+                format!("tracer_tcp_handshake_failures_total{{role=\"client\",reason=\"{r}\"}}");
+            metric_value(&text, &series).expect("series")
+        })
+    };
+    let before = read(&agent);
+    let lost = agent.metric("tracer_events_lost_total");
+    const N: usize = 3;
+    let errors = NetnsPair::in_ns(&pair.a, || {
+        // Outside the range, so that the listener takes neither port.
+        let listener = TcpListener::bind("127.0.0.1:8080").expect("listen");
+        for _ in 0..2 {
+            let client = TcpStream::connect("127.0.0.1:8080").expect("connect");
+            let (server, _) = listener.accept().expect("accept");
+            // The client closes first, and keeps the TIME_WAIT.
+            drop(client);
+            drop(server);
+        }
+        (0..N)
+            .map(|_| {
+                TcpStream::connect("127.0.0.1:8080")
+                    .expect_err("no local port left")
+                    .raw_os_error()
+            })
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(errors, [Some(libc::EADDRNOTAVAIL); N]);
+    let want = [before[0] + N as f64, before[1]];
+    let mut got = before;
+    let counted = wait_until(Duration::from_secs(10), || {
+        got = read(&agent);
+        got == want
+    });
+    assert!(
+        counted,
+        "no_local_port and aborted: want {want:?}, got {got:?}; events lost {lost} -> {}",
+        agent.metric("tracer_events_lost_total")
+    );
+}
+
 /// A peer whose firewall answers SYNs with ICMP host-unreachable: each
 /// connect fails with EHOSTUNREACH and is counted once, as `unreachable`
 /// (never `refused`, `timed_out` or `aborted`): the `syn_sent -> close`

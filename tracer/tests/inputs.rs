@@ -346,6 +346,25 @@ fn a_failure_is_a_json_line_under_the_json_log() {
     );
 }
 
+/// An `--agent` on another host that does not answer is an error: a
+/// snapshot taken here would show this host's leaks under that host's name.
+/// One on this host (loopback) falls back to a snapshot, as documented.
+#[test]
+fn an_agent_elsewhere_that_does_not_answer_is_an_error_not_this_hosts_snapshot() {
+    // TEST-NET-1: no host here has it, and nothing answers there.
+    let (code, stdout, stderr) = tracer(&["leaks", "--agent", "http://192.0.2.7:9077"]);
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.starts_with(
+            "tracer: error: no agent at http://192.0.2.7:9077 (nothing accepted a connection \
+             within 0.5 s), and that is not this host: a snapshot here would show this host's \
+             leaks, not its."
+        ),
+        "{stderr}"
+    );
+}
+
 /// Values at the edges of the bounds, and the `10s` style for
 /// `tracer events --duration`, pass validation: a bad flag later on the
 /// line is then the one named.

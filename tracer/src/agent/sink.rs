@@ -187,11 +187,38 @@ impl Sink for AgentSink {
         self.fold_read();
         let metrics = &*self.shared.metrics;
         let clock = crate::wall::WallClock::now();
+        // One line per flag, up to a bound per dump and direction: an agent
+        // started beside hundreds of leaks (or a process exiting with
+        // them) would bury its log under them. The rest are one line.
+        let (mut raised, mut cleared) = (0, 0);
         for c in changes {
-            if let Change::Raised(f) = c {
-                metrics.leaks.flagged(f.kind);
+            let n = match c {
+                Change::Raised(f) => {
+                    metrics.leaks.flagged(f.kind);
+                    &mut raised
+                }
+                Change::Cleared(_) => &mut cleared,
+            };
+            *n += 1;
+            if *n <= LEAK_LINES_PER_DUMP {
+                log_leak(c, start_ns, &clock);
             }
-            log_leak(c, start_ns, &clock);
+        }
+        if let Some(more) = raised.checked_sub(LEAK_LINES_PER_DUMP).filter(|&m| m > 0) {
+            tracing::warn!(
+                event = "leaks_flagged_unlogged",
+                count = more,
+                "{more} more leaks flagged at this dump, not logged one by one (tracer leaks, \
+                 /api/v1/leaks and tracer events list every one)"
+            );
+        }
+        if let Some(more) = cleared.checked_sub(LEAK_LINES_PER_DUMP).filter(|&m| m > 0) {
+            tracing::info!(
+                event = "leaks_cleared_unlogged",
+                count = more,
+                "{more} more leaks cleared at this dump, not logged one by one (/api/v1/leaks \
+                 lists them under recently_cleared)"
+            );
         }
         metrics.leaks.publish(&core.detector.gauges());
         metrics.tcp.listening_in(dump);
@@ -252,6 +279,10 @@ impl Sink for AgentSink {
         Ok(Flow::Continue)
     }
 }
+
+/// The leak flags raised, and those cleared, that one dump logs one line
+/// each; the rest are counted in one line.
+const LEAK_LINES_PER_DUMP: usize = 20;
 
 /// A leak flag raised (warn) or cleared (info), as one structured log
 /// event: the fields `tracer events` prints for it, the first owner

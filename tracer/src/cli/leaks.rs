@@ -91,6 +91,11 @@ pub fn run_to(args: &LeaksArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let ours = report.agent_netns == Some(crate::diag::own_netns());
     if report.source == Source::Snapshot || (client::is_local(agent) && ours) {
         say_absent_pids(&mut report, &args.matching);
+        for g in &mut report.leaks {
+            g.exited = g
+                .pid
+                .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
+        }
     }
     say_thresholds_below_the_agents(&mut report, args);
     let written = if args.json {
@@ -113,6 +118,13 @@ pub fn run_to(args: &LeaksArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
 pub fn collect(client: &AgentClient, scope: NetnsScope) -> anyhow::Result<Report> {
     let url = client.shown_url();
     let Some(mut report) = client.get_json::<Report>("/api/v1/leaks")? else {
+        if !client::names_this_host(&url) {
+            anyhow::bail!(
+                "no agent at {url} (nothing accepted a connection within 0.5 s), and that is \
+                 not this host: a snapshot here would show this host's leaks, not its. Run \
+                 tracer leaks on that host, or leave out --agent to look at this one"
+            );
+        }
         return snapshot_of(
             scope,
             format!("no agent at {url}: one-shot snapshot of suspects, ages not exact"),
@@ -197,7 +209,7 @@ fn filter(report: Report, args: &LeaksArgs, scope: NetnsScope) -> Report {
         .take(5)
         .collect();
     let mut report = args.matching.report(report);
-    if report.leak_count == 0 && before > 0 && args.matching.by_owner() {
+    if report.leak_count == 0 && before > 0 && !args.matching.is_empty() {
         let others = if leaking.is_empty() {
             "owners not named".to_owned()
         } else {
@@ -208,9 +220,14 @@ fn filter(report: Report, args: &LeaksArgs, scope: NetnsScope) -> Report {
         } else {
             "; --comm matches the whole name, as ps -o comm shows it"
         };
+        let (plural, is) = match (before, args.matching.by_owner()) {
+            (1, true) => ("", "is of"),
+            (_, true) => ("s", "is of"),
+            (1, false) => ("", "matches"),
+            (_, false) => ("s", "matches"),
+        };
         let said = format!(
-            "none of the {before} leak{} is of {} (leaking: {others}{whole})",
-            if before == 1 { "" } else { "s" },
+            "none of the {before} leak{plural} {is} {} (leaking: {others}{whole})",
             args.matching.describe()
         );
         report.add_note(said);
@@ -373,9 +390,12 @@ mod tests {
             NetnsScope::all(),
         );
         assert_eq!((none.leak_count, none.exit_code()), (0, 0));
+        // Any filter that hides every leak says so: "no leaks found" alone
+        // reads as a clean host.
+        let note = none.note.unwrap_or_default();
         assert!(
-            !none.note.unwrap_or_default().contains("none of the"),
-            "a state filter: nothing to say"
+            note.contains("none of the 4 leaks matches --state established (leaking: processes "),
+            "{note}"
         );
         // A process that leaks nothing (or a name cut short): the report
         // says who does.

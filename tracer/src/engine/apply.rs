@@ -239,7 +239,7 @@ impl Engine {
             }
         };
         self.enter(slot, from, to, ev, obs);
-        if let Some((role, outcome)) = handshake::outcome(from, to, ev.err, seen) {
+        if let Some((role, outcome)) = handshake::outcome(from, to, ev.err, ev.sport, seen) {
             obs.handshake(ev.cookie, role, outcome);
         }
     }

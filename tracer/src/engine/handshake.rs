@@ -14,7 +14,12 @@
 //!   (`tcp_v4_err()`, `tcp_v6_err()`), or, when the first one came while
 //!   `connect()` held the socket, the timeout that followed it;
 //! - no error ([`HandshakeFailure::Aborted`]): the application closed it
-//!   (a connect timeout of its own, a Happy Eyeballs loser).
+//!   (a connect timeout of its own, a Happy Eyeballs loser);
+//! - no error and no local port ([`HandshakeFailure::NoLocalPort`]):
+//!   `connect()` found no free port for the destination (EADDRNOTAVAIL,
+//!   `inet_hash_connect()`) and closed the socket before any SYN. The
+//!   kernel enters SYN_SENT before it picks the port, so the close of such
+//!   a socket shows local port 0; one that had its port sent its SYN.
 //!
 //! Without an error (events from an older agent's replay) the evidence seen
 //! in SYN_SENT decides: a reset received is `Refused`, a retransmitted SYN
@@ -75,16 +80,20 @@ pub enum HandshakeFailure {
     /// An ICMP error said the peer cannot be reached (EHOSTUNREACH,
     /// ENETUNREACH, EHOSTDOWN, ENETDOWN).
     Unreachable,
+    /// `connect()` found no free local port for the destination
+    /// (EADDRNOTAVAIL) and sent no SYN: its ports are exhausted.
+    NoLocalPort,
 }
 
 impl HandshakeFailure {
     /// Every value, in [`HandshakeFailure::index`] order.
-    pub const ALL: [HandshakeFailure; 5] = [
+    pub const ALL: [HandshakeFailure; 6] = [
         HandshakeFailure::Refused,
         HandshakeFailure::Reset,
         HandshakeFailure::TimedOut,
         HandshakeFailure::Aborted,
         HandshakeFailure::Unreachable,
+        HandshakeFailure::NoLocalPort,
     ];
 
     /// The `reason` label value.
@@ -95,21 +104,25 @@ impl HandshakeFailure {
             HandshakeFailure::TimedOut => "timed_out",
             HandshakeFailure::Aborted => "aborted",
             HandshakeFailure::Unreachable => "unreachable",
+            HandshakeFailure::NoLocalPort => "no_local_port",
         }
     }
 
-    /// A dense index in `0..5`, for per-value arrays.
+    /// A dense index in `0..6`, for per-value arrays.
     pub fn index(self) -> usize {
         self as usize
     }
 
     /// True when a socket of `role` can fail this way (a client is
-    /// refused or finds its peer unreachable, a server is reset).
+    /// refused, finds its peer unreachable or no local port, a server is
+    /// reset).
     pub fn applies_to(self, role: Role) -> bool {
         !matches!(
             (self, role),
             (
-                HandshakeFailure::Refused | HandshakeFailure::Unreachable,
+                HandshakeFailure::Refused
+                    | HandshakeFailure::Unreachable
+                    | HandshakeFailure::NoLocalPort,
                 Role::Server
             ) | (HandshakeFailure::Reset, Role::Client)
         )
@@ -164,14 +177,15 @@ pub(super) struct Seen {
     pub retransmitted: bool,
 }
 
-/// The outcome of a transition `from -> to` whose event carried `err`, if
-/// it ends a handshake. `seen` is `None` when the engine did not follow
-/// the socket in `from` (a new record, or events lost): it is counted, by
-/// its error, else with the weakest reason.
+/// The outcome of a transition `from -> to` whose event carried `err` and
+/// local port `lport`, if it ends a handshake. `seen` is `None` when the
+/// engine did not follow the socket in `from` (a new record, or events
+/// lost): it is counted, by its error, else with the weakest reason.
 pub(super) fn outcome(
     from: TcpState,
     to: TcpState,
     err: u8,
+    lport: u16,
     seen: Option<Seen>,
 ) -> Option<(Role, Handshake)> {
     use TcpState::*;
@@ -193,6 +207,7 @@ pub(super) fn outcome(
                 Role::Server => HandshakeFailure::Reset,
             },
             Some(s) if s.retransmitted => HandshakeFailure::TimedOut,
+            _ if from == SynSent && lport == 0 => HandshakeFailure::NoLocalPort,
             _ => HandshakeFailure::Aborted,
         })),
         _ => return None,

@@ -417,6 +417,7 @@ mod tests {
             oldest_is_lower_bound: false,
             growth_per_minute: growth,
             sockets: Vec::new(),
+            exited: false,
         }
     }
 

@@ -101,6 +101,41 @@ pub fn port_line(p: &PortForecast, name: Option<&str>) -> String {
     s
 }
 
+/// How soon an endpoint must run out for the table to say what to do
+/// about it: within the hour, or now.
+const ADVISE_SECONDS: f64 = 3_600.0;
+
+/// What to do about an endpoint that runs out within the hour (or now):
+/// about what holds most of its ports; `None` for any other.
+pub fn port_advice(p: &PortForecast) -> Option<String> {
+    if !p.seconds_left.is_some_and(|s| s <= ADVISE_SECONDS) {
+        return None;
+    }
+    let u = &p.usage;
+    let st = &p.settings;
+    let widen = format!(
+        "widen net.ipv4.ip_local_port_range ({}-{} now), or spread the connects over more \
+         addresses or ports of the peer (each destination has a range of its own)",
+        st.low, st.high
+    );
+    let waiting = if u.time_wait_reusable { 0 } else { u.time_wait };
+    Some(if waiting >= u.held() {
+        // Connections this host closed first, one per request.
+        format!(
+            "most ports wait out TIME_WAIT after connections this host closed first: reuse \
+             connections (a pool, HTTP keep-alive) rather than one per request; or set \
+             net.ipv4.tcp_tw_reuse=1 (connects take over a TIME_WAIT older than 1 s; needs TCP \
+             timestamps, on by default); or {widen}. Not SO_LINGER 0: it resets each connection \
+             instead of closing it, and the peer loses what was unsent"
+        )
+    } else {
+        format!(
+            "most ports are held by connections still open or closing: close or pool them \
+             (the processes named above), or {widen}"
+        )
+    })
+}
+
 /// How soon an endpoint must run out to be worth a line of its own: a
 /// day. Two connects in a quiet minute extrapolate to days, not to an
 /// outage anyone must act on tonight (the JSON and metrics keep them).
@@ -133,6 +168,9 @@ pub fn render(
     for p in &shown {
         let name = names.get(&p.endpoint.netns).map(String::as_str);
         writeln!(out, "  {}", port_line(p, name))?;
+        if let Some(advice) = port_advice(p) {
+            writeln!(out, "    what to do: {advice}")?;
+        }
     }
     let quiet = f.ports.len() - shown.len();
     if quiet > 0 && !shown.is_empty() {
@@ -303,6 +341,27 @@ mod tests {
                 && text.contains(" in netns 4026532000 (web): 20 of 64 ports in use")
                 && text.contains("0 free: none left, connect() fails with EADDRNOTAVAIL"),
             "{text}"
+        );
+        assert!(
+            text.contains(
+                "\n    what to do: most ports wait out TIME_WAIT after connections this host \
+                 closed first: reuse connections (a pool, HTTP keep-alive) rather than one per \
+                 request; or set net.ipv4.tcp_tw_reuse=1"
+            ) && text.contains("widen net.ipv4.ip_local_port_range (40000-40063 now)"),
+            "{text}"
+        );
+        // Advice only for what runs out within the hour, about what holds
+        // the ports.
+        assert!(port_advice(&p).is_some(), "~22s left");
+        assert!(port_advice(&slow).is_none(), "days left");
+        let mut open = p.clone();
+        (open.usage.connected, open.usage.time_wait) = (40, 10);
+        let said = port_advice(&open).expect("advice");
+        assert!(
+            said.starts_with(
+                "most ports are held by connections still open or closing: close or pool"
+            ),
+            "{said}"
         );
         assert_eq!(fmt_left(0.2), "now");
         assert_eq!(fmt_left(5424.0), "~90 min");

@@ -121,6 +121,8 @@ pub struct Detector {
     owners_at: u64,
     /// How long the last walk of `/proc` for them took.
     owners_took: u64,
+    /// When the last dump was checked (0: none yet).
+    judged_ns: u64,
 }
 
 impl Detector {
@@ -137,6 +139,7 @@ impl Detector {
             untracked: 0,
             owners_at: 0,
             owners_took: 0,
+            judged_ns: 0,
         }
     }
 
@@ -188,6 +191,7 @@ impl Detector {
         R: Into<OwnerScan>,
     {
         self.generation += 1;
+        self.judged_ns = now_ns;
         let mut found: BTreeMap<Key, Flag> = BTreeMap::new();
         let mut ports: BTreeMap<(u32, u16), PortAcc> = BTreeMap::new();
         for d in dump {
@@ -455,7 +459,7 @@ impl Detector {
 
     /// The `/api/v1/leaks` report at `now_ns`.
     pub fn report(&self, now_ns: u64) -> Report {
-        Report::build(
+        let mut r = Report::build(
             Source::Agent,
             None,
             now_ns,
@@ -463,7 +467,10 @@ impl Detector {
             self.active.values(),
             self.history.iter().rev().cloned().collect(),
             |pid, comm, count| self.rollup.growth(pid, comm, now_ns, count),
-        )
+        );
+        r.dump_age_seconds =
+            (self.judged_ns > 0).then(|| now_ns.saturating_sub(self.judged_ns) as f64 / 1e9);
+        r
     }
 
     /// Counters about the detector itself.

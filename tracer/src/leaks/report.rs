@@ -59,6 +59,12 @@ pub struct ProcessLeaks {
     pub growth_per_minute: Option<f64>,
     /// The flags, oldest first.
     pub sockets: Vec<Flag>,
+    /// No process has its pid any more, by this host's `/proc` when
+    /// `tracer leaks` read the report (set there, for a report of this
+    /// host only): it exited after the agent's last dump, whose flags
+    /// still name it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exited: bool,
 }
 
 /// Everything `tracer leaks` shows.
@@ -70,6 +76,11 @@ pub struct Report {
     pub note: Option<String>,
     /// Monotonic ns of the report (0 for a snapshot).
     pub now_ns: u64,
+    /// How long before the report the agent last checked a dump, whose
+    /// flags (and ages) these are; `None` for a snapshot, and before the
+    /// first dump.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump_age_seconds: Option<f64>,
     /// `now_ns` on the wall clock (see [`Report::stamp`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub now: Option<crate::wall::Wall>,
@@ -301,6 +312,7 @@ impl Report {
                         oldest_is_lower_bound: false,
                         growth_per_minute: None,
                         sockets: Vec::new(),
+                        exited: false,
                     }
                 });
                 g.close_wait += usize::from(f.kind == LeakKind::CloseWait);
@@ -315,10 +327,19 @@ impl Report {
         }
         let mut leaks: Vec<ProcessLeaks> = groups.into_values().collect();
         for g in &mut leaks {
+            // Oldest first; as old (a burst of them), by the process's
+            // fd, as `ls -l /proc/PID/fd` lists them.
+            let fd = |f: &Flag| {
+                f.owners
+                    .iter()
+                    .find(|o| Some(o.pid) == g.pid)
+                    .map_or(u32::MAX, |o| o.fd)
+            };
             g.sockets.sort_by(|a, b| {
                 b.age_seconds
                     .unwrap_or(-1.0)
                     .total_cmp(&a.age_seconds.unwrap_or(-1.0))
+                    .then(fd(a).cmp(&fd(b)))
             });
             if let (Some(pid), Some(comm)) = (g.pid, &g.comm)
                 && let Ok(n) = u32::try_from(g.close_wait)
@@ -347,6 +368,7 @@ impl Report {
             source,
             note,
             now_ns,
+            dump_age_seconds: None,
             now: None,
             thresholds: thresholds.map(|t| t.map(|d| d.as_secs_f64())),
             leak_count,

@@ -49,6 +49,13 @@ const SNAPSHOT_CHECKS: &str = "a snapshot looks for CLOSE_WAIT sockets, full acc
 connections retransmitting unacknowledged for 10s; stuck handshakes, orphaned FIN_WAIT2 and \
 unanswered keepalives need the agent's history: start tracer run";
 
+/// The recently cleared flags the table lists, newest first.
+const CLEARED_SHOWN: usize = 10;
+
+/// How old the agent's last dump must be for the table to say its flags
+/// are as of then: several of the default 1 s interval.
+const STALE_DUMP_SECONDS: f64 = 5.0;
+
 /// The table a person reads at 3 a.m.
 pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
     if let Some(note) = &r.note {
@@ -112,6 +119,15 @@ pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
         }
         writeln!(out)?;
     }
+    if let Some(ago) = r.dump_age_seconds.filter(|&s| s >= STALE_DUMP_SECONDS) {
+        writeln!(
+            out,
+            "as of the agent's last dump, {} ago: a socket closed or a process exited since still \
+             shows (its dumps are spaced out: a long --reconcile-interval, or a busy host's \
+             --reconcile-budget)",
+            fmt_age(Some(ago), false)
+        )?;
+    }
     for g in &r.leaks {
         writeln!(out)?;
         render_group(g, &r.netns_names, out)?;
@@ -140,7 +156,7 @@ pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
     }
     if !r.recently_cleared.is_empty() {
         writeln!(out, "\nRecently cleared:")?;
-        for f in r.recently_cleared.iter().take(10) {
+        for f in r.recently_cleared.iter().take(CLEARED_SHOWN) {
             let how = f.cleared_how.as_deref().unwrap_or("");
             // When, on the report's own clock (a snapshot has none).
             let ago = match f.cleared_at_ns {
@@ -158,6 +174,11 @@ pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
                 owners_short(f)
             )?;
         }
+    }
+    if let Some(more) = r.recently_cleared.len().checked_sub(CLEARED_SHOWN)
+        && more > 0
+    {
+        writeln!(out, "  ... and {more} more (--json lists them all)")?;
     }
     let snapshot = r.source == super::Source::Snapshot;
     crate::forecast::text::render(&r.forecasts, snapshot, &r.netns_names, out)?;
@@ -181,7 +202,7 @@ fn render_reads(g: &ProcessLeaks, out: &mut dyn Write) -> io::Result<()> {
     if short > 0 {
         writeln!(
             out,
-            "  reads:   {short} of {n} not read up to EOF: look at what should read them (an idle pooled connection, a stuck worker)"
+            "  reads:   {short} of {n} not read up to EOF: look at what should read or close them (a handler that answered and never called close(), an idle pooled connection, a stuck worker)"
         )?;
     }
     let waiting = close_wait()
@@ -265,7 +286,12 @@ fn render_group(
     out: &mut dyn Write,
 ) -> io::Result<()> {
     match (g.pid, &g.comm) {
-        (Some(pid), comm) => write!(out, "PID {pid} {}", comm.as_deref().unwrap_or("?"))?,
+        (Some(pid), comm) => {
+            write!(out, "PID {pid} {}", comm.as_deref().unwrap_or("?"))?;
+            if g.exited {
+                write!(out, " (exited since the agent's last dump)")?;
+            }
+        }
         (None, _) if g.owner_unknown => write!(out, "owner unknown")?,
         (None, _) => write!(out, "no process (orphaned, timewait or request sockets)")?,
     }
@@ -666,6 +692,75 @@ pub(crate) mod tests {
         );
         assert!(
             text.contains("no process (orphaned, timewait or request sockets): 1 socket"),
+            "{text}"
+        );
+    }
+
+    /// Sockets as old as each other are listed by fd, as /proc lists them.
+    #[test]
+    fn sockets_of_one_age_go_by_fd() {
+        let dump = [
+            close_wait(1, 11, 0),
+            close_wait(2, 12, 0),
+            close_wait(3, 13, 0),
+        ];
+        let owners = HashMap::from([
+            (11, vec![owner(4242, "api", 12)]),
+            (12, vec![owner(4242, "api", 6)]),
+            (13, vec![owner(4242, "api", 9)]),
+        ]);
+        let r = snapshot_report_with(&dump, &owners.into(), "snapshot".into(), |_| None);
+        let fds: Vec<u32> = r.leaks[0].sockets.iter().map(|f| f.owners[0].fd).collect();
+        assert_eq!(fds, [6, 9, 12]);
+    }
+
+    /// Ten recently cleared flags are listed; the rest are counted.
+    #[test]
+    fn more_cleared_flags_than_listed_are_counted() {
+        let mut r = sample();
+        let mut f = r.leaks[0].sockets[0].clone();
+        f.cleared_how = Some("socket gone".into());
+        r.recently_cleared = vec![f; 12];
+        let mut out = Vec::new();
+        render(&r, &mut out).expect("render");
+        let text = String::from_utf8(out).expect("utf8");
+        assert_eq!(text.matches(": socket gone").count(), 10, "{text}");
+        assert!(
+            text.contains("\n  ... and 2 more (--json lists them all)\n"),
+            "{text}"
+        );
+    }
+
+    /// A report made long after the agent's last dump says its flags are
+    /// as of then; a process gone since is named so.
+    #[test]
+    fn flags_of_an_old_dump_and_an_exited_process_are_said() {
+        let mut r = sample();
+        r.dump_age_seconds = Some(11.24);
+        r.leaks[0].exited = true;
+        let mut out = Vec::new();
+        render(&r, &mut out).expect("render");
+        let text = String::from_utf8(out).expect("utf8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[2].starts_with(
+                "as of the agent's last dump, 11.2s ago: a socket closed or a process exited since \
+                 still shows"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nPID 4242 api (exited since the agent's last dump): 2 sockets"),
+            "{text}"
+        );
+        // A fresh dump, and a process still there: nothing said.
+        r.dump_age_seconds = Some(0.4);
+        r.leaks[0].exited = false;
+        let mut out = Vec::new();
+        render(&r, &mut out).expect("render");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(
+            !text.contains("as of") && !text.contains("exited"),
             "{text}"
         );
     }

@@ -599,23 +599,54 @@ fn parse_json<T: serde::de::DeserializeOwned>(
 /// True when `url` names this host: `localhost` or a loopback address
 /// (with or without a scheme). Anything else may be another machine.
 pub fn is_local(url: &str) -> bool {
+    match host_of(url).as_deref() {
+        Some("localhost") => true,
+        Some(host) => host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
+/// True when `url` names this host as this network namespace sees it: a
+/// loopback address or `localhost` ([`is_local`]), or an address of one
+/// of its interfaces (a node's own IP, where a DaemonSet's agent listens
+/// on the host network). Without an agent there, a snapshot taken here
+/// shows the host asked about; for any other, it would not.
+pub fn names_this_host(url: &str) -> bool {
+    if is_local(url) {
+        return true;
+    }
+    let Some(host) = host_of(url) else {
+        return false;
+    };
+    let addrs: Vec<std::net::IpAddr> = match host.parse() {
+        Ok(ip) => vec![ip],
+        Err(_) => std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), 0))
+            .map(|a| a.map(|a| a.ip()).collect())
+            .unwrap_or_default(),
+    };
+    // Binding an address succeeds only where an interface here has it.
+    !addrs.is_empty()
+        && addrs
+            .iter()
+            .all(|&ip| std::net::UdpSocket::bind((ip, 0)).is_ok())
+}
+
+/// The host `url` names (an IPv6 address without its brackets).
+fn host_of(url: &str) -> Option<String> {
     let with_scheme = if url.contains("://") {
         url.to_owned()
     } else {
         format!("http://{url}")
     };
-    let Ok(uri) = with_scheme.parse::<axum::http::Uri>() else {
-        return false;
-    };
-    match uri.host() {
-        Some("localhost") => true,
-        Some(host) => host
-            .trim_start_matches('[')
+    let uri = with_scheme.parse::<axum::http::Uri>().ok()?;
+    let host = uri.host()?;
+    Some(
+        host.trim_start_matches('[')
             .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
-    }
+            .to_owned(),
+    )
 }
 
 /// `url` as it may be shown: a password in it (`http://user:secret@host`,

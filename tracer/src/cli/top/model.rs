@@ -212,6 +212,9 @@ pub struct HandshakeLine {
     pub failed: u64,
     /// (completed, failed) per second; `None` on the first sample.
     pub rates: Option<(f64, f64)>,
+    /// Of the failed: connects that found no free local port (their
+    /// ports to the destination exhausted).
+    pub no_local_port: u64,
 }
 
 /// Everything on screen but the keys' state.
@@ -338,7 +341,18 @@ impl Model {
             let rates = was
                 .zip(secs)
                 .map(|((o, f), d)| (rate(ok, o, d), rate(failed, f, d)));
-            HandshakeLine { ok, failed, rates }
+            let no_local_port = h
+                .failed
+                .get("client")
+                .and_then(|r| r.get("no_local_port"))
+                .copied()
+                .unwrap_or(0);
+            HandshakeLine {
+                ok,
+                failed,
+                rates,
+                no_local_port,
+            }
         });
         for (i, st) in TcpState::ALL.iter().enumerate() {
             let count = sum.sockets.get(st.name()).copied().unwrap_or(0);

@@ -237,6 +237,9 @@ fn header_lines(s: &Screen<'_>) -> [(String, Style); 3] {
             r(rates.map(|r| r.0)),
             r(rates.map(|r| r.1))
         ));
+        if h.no_local_port > 0 {
+            second.push_str(&format!(", {} with no free local port", h.no_local_port));
+        }
     }
     let third = match (s.error, &m.soonest) {
         (Some(e), _) => (

@@ -93,6 +93,15 @@ fn each_way_out_of_a_handshake_is_classified() {
             failed(Aborted),
         ),
         (
+            "connect() found no free local port: closed before any SYN, on port 0",
+            vec![
+                connect(1, 0).ports(0, 80),
+                ev(1).from(SynSent).to(Close).ports(0, 80).at(4_000),
+            ],
+            Role::Client,
+            failed(NoLocalPort),
+        ),
+        (
             "a reset sent is no evidence of refusal",
             vec![
                 connect(1, 0),

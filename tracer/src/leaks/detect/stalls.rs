@@ -137,7 +137,9 @@ impl Detector {
                     format!("no ACK for {}", span(age))
                 };
                 format!(
-                    "{silence} (threshold {}) {}; {} segments retransmitted in total, {} while stalled{}",
+                    "{silence} (threshold {}) {}; {} segments retransmitted in total, {} while \
+                     stalled{}; the kernel gives up after net.ipv4.tcp_retries2 timeouts (15 by \
+                     default, about 15 min) or the socket's TCP_USER_TIMEOUT",
                     fmt_duration(self.thresholds.half_open),
                     retransmit_words(info),
                     info.total_retrans,
@@ -186,7 +188,9 @@ impl Detector {
         }
         let mut evidence = format!(
             "{}no data received for {} nor sent for {} (threshold {}); no keepalive timer armed, \
-             a dead peer would go unnoticed{}",
+             a dead peer would go unnoticed{} (SO_KEEPALIVE with TCP_KEEPIDLE, TCP_KEEPINTVL and \
+             TCP_KEEPCNT notices one in minutes, the defaults in 2h11m; or an application \
+             heartbeat with a read timeout)",
             if held {
                 "in FIN_WAIT2 and held: the process shut its side down (shutdown(SHUT_WR)) and \
                  the peer has not closed its side; "

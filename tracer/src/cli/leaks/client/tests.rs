@@ -508,6 +508,25 @@ fn only_loopback_urls_are_this_host() {
     }
 }
 
+#[test]
+fn a_url_names_this_host_by_loopback_or_an_address_it_has() {
+    for here in [
+        "http://127.0.0.1:9077",
+        "http://localhost:9077",
+        "http://[::1]:9077",
+    ] {
+        assert!(names_this_host(here), "{here}");
+    }
+    // TEST-NET addresses, which no interface here has.
+    for elsewhere in [
+        "http://192.0.2.7:9077",
+        "http://[2001:db8::7]:9077",
+        "not a url",
+    ] {
+        assert!(!names_this_host(elsewhere), "{elsewhere}");
+    }
+}
+
 /// A user and password in the URL go as basic auth, percent-decoded, and
 /// not in the request line; a 401 says what to give.
 #[test]

@@ -151,6 +151,18 @@ fn change_per_second_comes_from_two_samples() {
 }
 
 #[test]
+fn connects_with_no_local_port_are_counted_apart() {
+    let mut s = sample(102, &[("established", 1)]);
+    let h = s.summary.handshakes.as_mut().expect("handshakes");
+    h.failed
+        .entry("client".into())
+        .or_default()
+        .insert("no_local_port".into(), 7);
+    let h = Model::build(&s, None).handshakes.expect("handshakes");
+    assert_eq!((h.failed, h.no_local_port), (8, 7));
+}
+
+#[test]
 fn a_sample_no_later_than_the_last_gives_no_rate() {
     let s = sample(100, &[("established", 10)]);
     let m = Model::build(&s, Some(&s.summary));

@@ -41,6 +41,21 @@ fn line_with<'a>(text: &'a str, needle: &str) -> &'a str {
 }
 
 #[test]
+fn connects_that_found_no_local_port_are_named_among_the_failed() {
+    let mut m = model();
+    let h = m.handshakes.as_mut().expect("handshakes");
+    (h.failed, h.no_local_port) = (40, 39);
+    let ui = Ui::new(Duration::from_secs(2));
+    let text = frame(&m, &ui, None, (160, 50));
+    assert!(
+        text.lines()
+            .nth(1)
+            .is_some_and(|l| l.ends_with("40 failed (+0.0/s), 39 with no free local port")),
+        "{text}"
+    );
+}
+
+#[test]
 fn a_live_frame_shows_every_panel() {
     let ui = Ui::new(Duration::from_secs(2));
     let text = frame(&model(), &ui, None, (160, 50));
