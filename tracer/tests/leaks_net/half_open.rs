@@ -157,6 +157,26 @@ fn half_open_peer_vanished_is_flagged_and_a_busy_neighbour_is_not() {
     assert_owned_by_us(&s, client.as_raw_fd());
     assert_eq!(code, 1, "{snap:#}");
 
+    // An agent started now, beside a stall whose data has waited past the
+    // threshold, flags it at its first dumps, with the data's whole wait
+    // as its age: not a threshold after it first saw it.
+    // (Its threshold of 8 s: the data has waited 10 s and more, the
+    // snapshot said; what the new agent sees of the stall is a second.)
+    drop(agent);
+    let agent = start_agent(&["--half-open-threshold", "8s"]);
+    let url = format!("http://{}", agent.addr);
+    let (_, report, ok) = poll(&url, Duration::from_secs(3), |r| {
+        flag_of(&all_flags(r), "half_open", ends.0, ends.1).is_some()
+    });
+    assert!(ok, "a new agent did not flag the stall at once: {report:#}");
+    let f = flag_of(&all_flags(&report), "half_open", ends.0, ends.1).expect("flag");
+    let age = f["age_seconds"].as_f64().expect("age");
+    assert!(
+        age >= 10.0 && age <= vanished.elapsed().as_secs_f64() + 0.5,
+        "age {age} of a stall {:?} old: {f:#}",
+        vanished.elapsed()
+    );
+
     // The peer comes back: the next retransmit is ACKed and the flag clears.
     sh(
         "ip",

@@ -101,9 +101,6 @@ impl Detector {
         }
         let threshold = ns(self.thresholds.half_open);
         let stalled = now - stall.since_ns;
-        if stalled < threshold {
-            return None;
-        }
         // A retransmit stall is as old as the data waiting for its ACK: an
         // idle spell before it (no ACK, as nothing was sent) is not part of
         // it. Keepalive probes are sent after the idle time they measure.
@@ -111,6 +108,18 @@ impl Detector {
             Reason::Retransmitting => now.saturating_sub(stall.began_ns).max(stalled),
             _ => no_ack.max(stalled),
         };
+        // Judged by the data's wait when tcp_info tells it (an agent that
+        // starts beside a stall flags it at its first dump, as a snapshot
+        // would); probes only by what the agent saw, as their silence
+        // includes the idle time before the first.
+        let judged = if reason == Reason::Retransmitting {
+            age
+        } else {
+            stalled
+        };
+        if judged < threshold {
+            return None;
+        }
         // A timeout at its cap (TCP_RTO_MAX) no longer doubles: tcp_info
         // then tells less than the stall, unless the agent saw it all.
         let lower_bound = reason == Reason::Retransmitting && rto_capped(info) && age > stalled;
