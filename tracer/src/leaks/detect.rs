@@ -8,6 +8,7 @@
 //! [`DetectorStats::untracked`] and get an age only from the engine.
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
+pub use super::rules::Ending;
 use super::rules::{
     GONE, HELD_ON, ORPHAN_GONE, PortAcc, SHUT_DOWN, STILL_HELD, Stall, apply_scan,
     attribute_to_listeners, cleared_how, find_local_peers, gone_how,
@@ -18,7 +19,7 @@ use super::{
     rollup::{Gauges, Rollup},
 };
 use crate::{
-    engine::{ClosedBy, Engine},
+    engine::Engine,
     snapshot::{Lookup, OwnerScan, SocketSnapshot},
     tcp::TcpState,
 };
@@ -379,7 +380,7 @@ impl Detector {
     /// comes first: those, too, close a socket its process still holds.
     pub fn say_how_gone<R, H>(&mut self, changes: &mut [Change], now_ns: u64, record: R, held: H)
     where
-        R: Fn(u64) -> Option<(bool, TcpState, Option<ClosedBy>, bool)>,
+        R: Fn(u64) -> Option<Ending>,
         H: Fn(&Flag) -> bool,
     {
         let refine = |f: &mut Flag| {
@@ -388,18 +389,15 @@ impl Detector {
                 return;
             };
             let known = record(cookie);
-            let how = known
-                .and_then(|(live, st, by, app_closed)| gone_how(f.kind, live, st, by, app_closed));
+            let how = known.and_then(|e| gone_how(f.kind, &e));
             // The close was read (or the record is gone): a descriptor
             // still held is the rest of the story.
-            let held_on = f.cleared_how.as_deref() == Some(GONE)
-                && known.is_none_or(|(live, ..)| !live)
-                && held(f);
+            let held_on =
+                f.cleared_how.as_deref() == Some(GONE) && known.is_none_or(|e| !e.live) && held(f);
             // In CLOSE_WAIT, `shutdown(SHUT_WR)` sends the FIN as a close
             // does (LAST_ACK), and the process keeps the descriptor.
-            let shut_down = held_on
-                && f.kind == LeakKind::CloseWait
-                && known.is_some_and(|(.., app_closed)| app_closed);
+            let shut_down =
+                held_on && f.kind == LeakKind::CloseWait && known.is_some_and(|e| e.app_closed);
             f.cleared_how = match (how, held_on) {
                 _ if shut_down => Some(SHUT_DOWN.to_owned()),
                 (Some(how), true) => Some(format!("{how}; {HELD_ON}")),
@@ -427,9 +425,12 @@ impl Detector {
             changes,
             now_ns,
             |cookie| {
-                engine.get(cookie).map(|v| {
-                    let app_closed = v.path().any(|s| s == TcpState::LastAck);
-                    (v.is_live(), v.state(), v.ended_by(), app_closed)
+                engine.get(cookie).map(|v| Ending {
+                    live: v.is_live(),
+                    state: v.state(),
+                    closed_by: v.ended_by(),
+                    app_closed: v.path().any(|s| s == TcpState::LastAck),
+                    time_wait_end: v.time_wait_end(),
                 })
             },
             |f| {

@@ -3,7 +3,7 @@
 //! flag is built and how its clearing is worded.
 use super::{Flag, LeakKind, Reason};
 use crate::{
-    engine::ClosedBy,
+    engine::{ClosedBy, TimeWaitEnd},
     snapshot::{FdOwner, OwnerScan, SocketSnapshot, TcpInfo, listener_for},
     tcp::TcpState,
 };
@@ -384,18 +384,48 @@ pub(super) const STILL_HELD: &str = "socket closed under its process (ss -K, or 
 pub(super) const ORPHAN_GONE: &str = "it left FIN_WAIT2: the peer's FIN came (then TIME_WAIT, \
      which the live dumps leave out), or its timer ran out (tcp_fin_timeout)";
 
-/// How a socket missing from a dump ended, from the engine's record of it
-/// (kept a few seconds after its close): `live`, its `state`, who closed
-/// it, and whether its process closed it after the peer had (`app_closed`:
-/// it went through LAST_ACK, by a `close()` or by the process's exit).
+/// What the engine's record of a flagged socket says of its end (kept a
+/// few seconds after its close).
+#[derive(Clone, Copy, Debug)]
+pub struct Ending {
+    /// Still open (or in TIME_WAIT).
+    pub live: bool,
+    /// Its state now.
+    pub state: TcpState,
+    /// Who closed it.
+    pub closed_by: Option<ClosedBy>,
+    /// Its process closed it after the peer had: it went through
+    /// LAST_ACK, by a `close()` or by the process's exit.
+    pub app_closed: bool,
+    /// How its TIME_WAIT, or an orphan's FIN_WAIT2, ended.
+    pub time_wait_end: Option<TimeWaitEnd>,
+}
+
+/// How an orphan's FIN_WAIT2 ended at its timer.
+pub(super) const ORPHAN_EXPIRED: &str =
+    "its timer ran out (tcp_fin_timeout): the peer never sent its FIN";
+
+/// How an orphan's FIN_WAIT2 ended at a reset.
+pub(super) const ORPHAN_RESET: &str = "a reset from its peer ended it (the peer's socket closed \
+     with a reset: unread data, SO_LINGER 0, or a listener closed before accepting it)";
+
+/// How a socket missing from a dump ended, from the engine's record of it.
 /// `None` when the record says no more than [`GONE`].
-pub(super) fn gone_how(
-    kind: LeakKind,
-    live: bool,
-    state: TcpState,
-    closed_by: Option<ClosedBy>,
-    app_closed: bool,
-) -> Option<&'static str> {
+pub(super) fn gone_how(kind: LeakKind, e: &Ending) -> Option<&'static str> {
+    let &Ending {
+        live,
+        state,
+        closed_by,
+        app_closed,
+        time_wait_end,
+    } = e;
+    if kind == LeakKind::OrphanedFinWait2 && !live {
+        return match time_wait_end {
+            Some(TimeWaitEnd::Expired) => Some(ORPHAN_EXPIRED),
+            Some(TimeWaitEnd::Reset) => Some(ORPHAN_RESET),
+            _ => None,
+        };
+    }
     if kind == LeakKind::CloseWait && app_closed && !live {
         // The application's close (or its exit) ended the leak; a reset
         // after it is the peer, long gone, answering its FIN.

@@ -86,6 +86,23 @@ fn none_held(_: &Flag) -> bool {
     false
 }
 
+/// The engine's word on a socket's end: live, state, closer, and whether
+/// its process closed it after the peer had.
+fn ending(
+    live: bool,
+    state: TcpState,
+    closed_by: Option<crate::engine::ClosedBy>,
+    app_closed: bool,
+) -> detect::Ending {
+    detect::Ending {
+        live,
+        state,
+        closed_by,
+        app_closed,
+        time_wait_end: None,
+    }
+}
+
 fn thresholds() -> Thresholds {
     Thresholds {
         close_wait: Duration::from_secs(60),
@@ -356,12 +373,22 @@ fn the_engine_says_how_a_gone_socket_ended() {
         &mut c,
         61 * S,
         |cookie| match cookie {
-            1 => Some((false, TcpState::Close, Some(ClosedBy::Timeout), false)),
-            2 => Some((false, TcpState::Close, Some(ClosedBy::Reset), false)),
-            3 => Some((false, TcpState::Close, Some(ClosedBy::Remote), false)),
+            1 => Some(ending(
+                false,
+                TcpState::Close,
+                Some(ClosedBy::Timeout),
+                false,
+            )),
+            2 => Some(ending(false, TcpState::Close, Some(ClosedBy::Reset), false)),
+            3 => Some(ending(
+                false,
+                TcpState::Close,
+                Some(ClosedBy::Remote),
+                false,
+            )),
             // Its process exited: the kernel sent the FIN (LAST_ACK), and
             // the peer, gone, answered with a reset.
-            5 => Some((false, TcpState::Close, Some(ClosedBy::Reset), true)),
+            5 => Some(ending(false, TcpState::Close, Some(ClosedBy::Reset), true)),
             _ => None,
         },
         none_held,
@@ -403,7 +430,7 @@ fn a_leak_its_process_closed_or_shut_down_says_which() {
     det.say_how_gone(
         &mut c,
         61 * S,
-        |_| Some((false, TcpState::Close, Some(ClosedBy::Remote), true)),
+        |_| Some(ending(false, TcpState::Close, Some(ClosedBy::Remote), true)),
         |f| f.cookie == Some(2) && !f.owners.is_empty(),
     );
     let said: HashMap<Option<u64>, String> = cleared(&c)
@@ -434,12 +461,27 @@ fn a_socket_closed_under_its_process_says_the_fd_is_still_held() {
         |cookie| match cookie {
             // Timed out: the kernel closed it under its process too, and
             // that is the finer story.
-            3 => Some((false, TcpState::Close, Some(ClosedBy::Timeout), false)),
+            3 => Some(ending(
+                false,
+                TcpState::Close,
+                Some(ClosedBy::Timeout),
+                false,
+            )),
             // Its close not read yet: a later reconcile says.
-            4 => Some((true, TcpState::CloseWait, Some(ClosedBy::Remote), false)),
+            4 => Some(ending(
+                true,
+                TcpState::CloseWait,
+                Some(ClosedBy::Remote),
+                false,
+            )),
             // The peer reset it (a reconnect from the same port).
-            5 => Some((false, TcpState::Close, Some(ClosedBy::Reset), false)),
-            _ => Some((false, TcpState::Close, Some(ClosedBy::Remote), false)),
+            5 => Some(ending(false, TcpState::Close, Some(ClosedBy::Reset), false)),
+            _ => Some(ending(
+                false,
+                TcpState::Close,
+                Some(ClosedBy::Remote),
+                false,
+            )),
         },
         |f| f.cookie != Some(2) && !f.owners.is_empty(),
     );
@@ -479,7 +521,7 @@ fn a_close_read_after_the_dump_refines_the_history() {
     det.say_how_gone(
         &mut c,
         61 * S,
-        |_| Some((true, TcpState::CloseWait, None, false)),
+        |_| Some(ending(true, TcpState::CloseWait, None, false)),
         none_held,
     );
     let gone = "socket gone (closed, or its process exited)";
@@ -488,7 +530,14 @@ fn a_close_read_after_the_dump_refines_the_history() {
             .iter()
             .all(|f| f.cleared_how.as_deref() == Some(gone))
     );
-    let timed_out = |_| Some((false, TcpState::Close, Some(ClosedBy::Timeout), false));
+    let timed_out = |_| {
+        Some(ending(
+            false,
+            TcpState::Close,
+            Some(ClosedBy::Timeout),
+            false,
+        ))
+    };
     // Past the window, the history is left as it was...
     det.say_how_gone(
         &mut [],
@@ -538,14 +587,23 @@ fn a_gone_orphan_says_it_left_fin_wait2() {
         o
     };
     let mut det = Detector::new(thresholds());
-    let dump = [orphan(20), orphan(21)];
+    let dump = [orphan(20), orphan(21), orphan(22), orphan(23)];
     det.update(&dump, 0, none, app_owners);
     det.update(&dump, 60 * S, none, app_owners);
     let mut c = det.update(&[], 61 * S, none, app_owners);
+    let ended = |how| detect::Ending {
+        time_wait_end: Some(how),
+        ..ending(false, TcpState::Close, Some(ClosedBy::Local), false)
+    };
     det.say_how_gone(
         &mut c,
         61 * S,
-        |cookie| (cookie == 21).then_some((true, TcpState::TimeWait, Some(ClosedBy::Local), false)),
+        |cookie| match cookie {
+            21 => Some(ending(true, TcpState::TimeWait, Some(ClosedBy::Local), false)),
+            22 => Some(ended(crate::engine::TimeWaitEnd::Expired)),
+            23 => Some(ended(crate::engine::TimeWaitEnd::Reset)),
+            _ => None,
+        },
         none_held,
     );
     let how: HashMap<Option<u64>, String> = cleared(&c)
@@ -560,6 +618,14 @@ fn a_gone_orphan_says_it_left_fin_wait2() {
     assert_eq!(
         how[&Some(21)],
         "the connection closed: its socket is in TIME_WAIT"
+    );
+    assert_eq!(
+        how[&Some(22)],
+        "its timer ran out (tcp_fin_timeout): the peer never sent its FIN"
+    );
+    assert!(
+        how[&Some(23)].starts_with("a reset from its peer ended it"),
+        "{how:?}"
     );
 }
 
