@@ -231,7 +231,12 @@ impl Report {
     /// Keep of `names` (`/run/netns` names by inode, of the host that made
     /// the report) those of the flags' namespaces.
     pub fn name_namespaces(&mut self, mut names: BTreeMap<u32, String>) {
-        let mut used: std::collections::BTreeSet<u32> = self.flags_mut().map(|f| f.netns).collect();
+        // The flags' own, and those of local peers in other namespaces.
+        let mut used: std::collections::BTreeSet<u32> = self
+            .flags_mut()
+            .flat_map(|f| [Some(f.netns), f.local_peer.as_ref().and_then(|p| p.netns)])
+            .flatten()
+            .collect();
         used.extend(self.forecasts.ports.iter().map(|p| p.endpoint.netns));
         names.retain(|inode, _| used.contains(inode));
         self.netns_names = names;

@@ -217,13 +217,17 @@ fn render_reads(g: &ProcessLeaks, out: &mut dyn Write) -> io::Result<()> {
     Ok(())
 }
 
-/// A flag's local peer, for its evidence: the process that has not closed.
-fn peer_words(f: &Flag) -> String {
+/// A flag's local peer, for its evidence: the process that has not closed;
+/// its namespace by `names` when it has one.
+fn peer_words(f: &Flag, names: &std::collections::BTreeMap<u32, String>) -> String {
     let Some(p) = &f.local_peer else {
         return String::new();
     };
     let here = match p.netns {
-        Some(n) => format!("on this host in netns {n}"),
+        Some(n) => match names.get(&n) {
+            Some(name) => format!("on this host in netns {n} ({name})"),
+            None => format!("on this host in netns {n}"),
+        },
         None => "on this host".to_owned(),
     };
     if p.state == TcpState::FinWait2 {
@@ -356,7 +360,7 @@ fn render_group(
                 kind,
                 fmt_age(f.age_seconds, f.age_is_lower_bound),
                 f.unread_bytes.to_string(),
-                format!("{}{}", f.evidence, peer_words(f)),
+                format!("{}{}", f.evidence, peer_words(f, names)),
             ]
         })
         .collect();

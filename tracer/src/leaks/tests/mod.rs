@@ -599,7 +599,12 @@ fn a_gone_orphan_says_it_left_fin_wait2() {
         &mut c,
         61 * S,
         |cookie| match cookie {
-            21 => Some(ending(true, TcpState::TimeWait, Some(ClosedBy::Local), false)),
+            21 => Some(ending(
+                true,
+                TcpState::TimeWait,
+                Some(ClosedBy::Local),
+                false,
+            )),
             22 => Some(ended(crate::engine::TimeWaitEnd::Expired)),
             23 => Some(ended(crate::engine::TimeWaitEnd::Reset)),
             _ => None,
@@ -1071,6 +1076,14 @@ fn an_orphans_local_peer_names_the_process_that_did_not_close() {
     );
 }
 
+/// The report after two dumps a minute apart of `dump`.
+fn det_report(dump: &[SocketSnapshot]) -> crate::leaks::Report {
+    let mut det = Detector::new(thresholds());
+    det.update(dump, 0, none, app_owners);
+    det.update(dump, 60 * S, none, app_owners);
+    det.report(60 * S)
+}
+
 /// An orphan whose peer is a container's (another namespace of this host,
 /// over a veth, no NAT): found by its addresses, when one namespace alone
 /// has them; never for loopback, which every namespace has its own of.
@@ -1100,6 +1113,15 @@ fn an_orphans_peer_in_another_namespace_is_found_when_unique() {
     assert!(
         text.contains("its peer is on this host in netns 99, in CLOSE_WAIT: PID 100 app fd 7"),
         "{text}"
+    );
+    // Named as the NETNS column names namespaces, when it has a name.
+    let mut named = det_report(&[orphan, peer]);
+    named.name_namespaces([(99, "web".to_owned()), (7, "unused".to_owned())].into());
+    assert_eq!(named.netns_names.len(), 1, "only the namespaces shown");
+    assert!(
+        table(&named).contains("its peer is on this host in netns 99 (web), in CLOSE_WAIT"),
+        "{}",
+        table(&named)
     );
     assert_eq!(
         serde_json::to_value(&f).expect("json")["local_peer"]["netns"],
