@@ -9,6 +9,12 @@ use super::super::{Flag, LeakKind, Reason, fmt_duration};
 use super::{Detector, Key, MAX_TRACKED, Seen, Subject};
 use crate::{snapshot::SocketSnapshot, tcp::TcpState};
 
+/// How much later than the entry into CLOSE_WAIT a socket's last send
+/// must be for its evidence to say how long it has sent nothing:
+/// `tcpi_last_data_sent` counts in jiffies (up to 10 ms), and a connection
+/// closed right after its last send reads as sent in CLOSE_WAIT otherwise.
+const SENT_SINCE_NS: u64 = 1_000_000_000;
+
 impl Detector {
     pub(super) fn check<S>(
         &mut self,
@@ -38,8 +44,14 @@ impl Detector {
                         if lb { "at least " } else { "" },
                         span(age),
                         fmt_duration(t.close_wait),
+                        // Said when the application sent in CLOSE_WAIT (a
+                        // half-close in use, then silence): not for the
+                        // jiffy by which the last send before the FIN can
+                        // read as later than it.
                         match quiet {
-                            Some(q) if q < age => format!(", nothing sent for {}", span(q)),
+                            Some(q) if q.saturating_add(SENT_SINCE_NS) < age => {
+                                format!(", nothing sent for {}", span(q))
+                            }
                             _ => String::new(),
                         },
                         close_wait_words(d)

@@ -196,6 +196,18 @@ fn close_wait_that_still_sends_is_a_half_close_not_a_leak() {
         f[0].evidence,
         "in CLOSE_WAIT for 97.0s (threshold 60s), nothing sent for 62.0s; 0 bytes unread, EOF read"
     );
+    // The last send a jiffy after the entry it came before (a connection
+    // closed right after it): the evidence does not say it sent since.
+    let mut just = sock(2, TcpState::CloseWait);
+    info(&mut just).last_data_sent_ms = 96_996;
+    let at_entry =
+        |c: u64, st: TcpState| (c == 2 && st == TcpState::CloseWait).then_some((1_000 * S, false));
+    let mut other = Detector::new(thresholds());
+    let c = other.update(&[just], 1_097 * S, at_entry, app_owners);
+    assert_eq!(
+        raised(&c)[0].evidence,
+        "in CLOSE_WAIT for 97.0s (threshold 60s); 0 bytes unread, EOF read"
+    );
     info(&mut d).last_data_sent_ms = 100;
     let c = det.update(&[d], 1_098 * S, engine, app_owners);
     let f = cleared(&c);
