@@ -357,9 +357,9 @@ fn an_agent_elsewhere_that_does_not_answer_is_an_error_not_this_hosts_snapshot()
     assert!(stdout.is_empty(), "{stdout}");
     assert!(
         stderr.starts_with(
-            "tracer: error: no agent at http://192.0.2.7:9077 (nothing accepted a connection \
-             within 0.5 s), and that is not this host: a snapshot here would show this host's \
-             leaks, not its."
+            "tracer: error: no agent at http://192.0.2.7:9077 (the connection was refused, \
+             unreachable, or not accepted in time), and that is not this host: a snapshot here \
+             would show this host's leaks, not its."
         ),
         "{stderr}"
     );

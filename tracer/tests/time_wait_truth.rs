@@ -393,10 +393,18 @@ fn orphans_reset_by_their_peer_here_leave_at_once() {
         ss_count("time-wait", &filter),
         agent.get(&format!("/api/v1/sockets?port={port}"))
     );
-    // No dump has judged them: each is a TIME_WAIT inferred at the close,
-    // which the reset ended.
-    let reset = agent.metric("tracer_tcp_time_wait_ended_total{how=\"reset\"}");
-    assert_eq!(reset, N as f64, "stays ended by a reset");
+    // They end as the orphans they were: no TIME_WAIT stay, none ended.
+    for series in [
+        "tracer_tcp_time_wait_ended_total{how=\"reset\"}",
+        "tracer_tcp_state_duration_seconds_count{state=\"time_wait\"}",
+    ] {
+        assert_eq!(agent.metric(series), 0.0, "{series}");
+    }
+    let fin_wait2 = agent.metric("tracer_tcp_state_duration_seconds_count{state=\"fin_wait2\"}");
+    assert!(
+        fin_wait2 >= 2.0 * N as f64,
+        "{fin_wait2} FIN_WAIT2 stays: before and after the close"
+    );
 }
 
 /// The state the agent lists for the live socket on `port` whose local

@@ -218,6 +218,7 @@ impl Api for AgentApi {
         drop(core);
         report.followed_netns = self.0.followed_netns;
         report.agent_netns = self.agent_netns();
+        report.dump_interval_seconds = Some(self.0.settings.reconcile_interval.as_secs_f64());
         let netns = self.0.netns.lock().map(|t| *t).unwrap_or_default();
         if let Some((n, said)) = netns.not_followed() {
             report.unfollowed_netns = n;

@@ -92,9 +92,7 @@ pub fn run_to(args: &LeaksArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     if report.source == Source::Snapshot || (client::is_local(agent) && ours) {
         say_absent_pids(&mut report, &args.matching);
         for g in &mut report.leaks {
-            g.exited = g
-                .pid
-                .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
+            g.exited = g.pid.is_some_and(exited);
         }
     }
     say_thresholds_below_the_agents(&mut report, args);
@@ -120,9 +118,10 @@ pub fn collect(client: &AgentClient, scope: NetnsScope) -> anyhow::Result<Report
     let Some(mut report) = client.get_json::<Report>("/api/v1/leaks")? else {
         if !client::names_this_host(&url) {
             anyhow::bail!(
-                "no agent at {url} (nothing accepted a connection within 0.5 s), and that is \
-                 not this host: a snapshot here would show this host's leaks, not its. Run \
-                 tracer leaks on that host, or leave out --agent to look at this one"
+                "no agent at {url} (the connection was refused, unreachable, or not accepted \
+                 in time), and that is not this host: a snapshot here would show this host's \
+                 leaks, not its. Run tracer leaks on that host, or leave out --agent to look at \
+                 this one"
             );
         }
         return snapshot_of(
@@ -258,6 +257,18 @@ fn say_thresholds_below_the_agents(report: &mut Report, args: &LeaksArgs) {
     }
 }
 
+/// Whether no process of this host has `pid`: kill(2) with no signal says
+/// ESRCH only then (a `/proc` mounted with `hidepid` hides other users'
+/// processes, which EPERM shows exist).
+fn exited(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill(2) with signal 0 sends nothing; it only checks.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
 /// Add to the note which `--pid`s of `m` no process of this host has: a
 /// typo, or a process gone, rather than one without leaks.
 fn say_absent_pids(report: &mut Report, m: &Match) {
@@ -278,6 +289,15 @@ mod tests {
 
     use super::*;
     use crate::leaks::table::tests::sample;
+
+    #[test]
+    fn a_process_has_exited_only_when_no_process_has_its_pid() {
+        assert!(!exited(std::process::id()));
+        // pid 1 is there whoever asks (EPERM for a user is no exit).
+        assert!(!exited(1));
+        // Above the kernel's PID_MAX_LIMIT: no process has it.
+        assert!(exited(4_194_305));
+    }
 
     #[test]
     fn threshold_flags_filter_known_ages_only() {

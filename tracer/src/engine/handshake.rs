@@ -19,7 +19,10 @@
 //!   `connect()` found no free port for the destination (EADDRNOTAVAIL,
 //!   `inet_hash_connect()`) and closed the socket before any SYN. The
 //!   kernel enters SYN_SENT before it picks the port, so the close of such
-//!   a socket shows local port 0; one that had its port sent its SYN.
+//!   a socket shows local port 0. Only the automatic choice is seen so: a
+//!   socket bound to its port first whose 4-tuple is taken shows its port
+//!   (and counts as aborted), and a `bind()` to port 0 that finds none
+//!   fails before any state.
 //!
 //! Without an error (events from an older agent's replay) the evidence seen
 //! in SYN_SENT decides: a reset received is `Refused`, a retransmitted SYN

@@ -647,8 +647,16 @@ impl Engine {
         if r.has(flag::TW) {
             if r.has(flag::TW_CONFIRMED) {
                 if r.state != TimeWait {
+                    // Its timer not due yet (the branch above took those):
+                    // something killed it (a reset, `ss -K`).
+                    let killed = self.orphan_ends.remove(&cookie).is_some();
                     rep.orphan_fin_wait2_ended += 1;
-                    self.end_time_wait(slot, now_ns, TimeWaitEnd::Expired, obs);
+                    let how = if killed {
+                        TimeWaitEnd::Reset
+                    } else {
+                        TimeWaitEnd::Expired
+                    };
+                    self.end_time_wait(slot, now_ns, how, obs);
                     return;
                 }
                 let deadline = self.store.time_wait_end(since);

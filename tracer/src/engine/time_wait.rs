@@ -157,6 +157,14 @@ impl Engine {
         let dies = r.state == FinWait2 || !r.has(flag::TW_CONFIRMED);
         if r.cookie != ev.cookie && dies && ev.ts_ns >= r.since_ns {
             self.stats.time_wait_reset_by_peer += 1;
+            if r.state == TimeWait {
+                // Inferred at the close, and most likely the orphan a
+                // reset kills: its stay was FIN_WAIT2's, not TIME_WAIT's.
+                self.store.update(slot, |r| {
+                    r.state = FinWait2;
+                    r.replace_last_path(TimeWait, FinWait2);
+                });
+            }
             self.end_time_wait(slot, ev.ts_ns, TimeWaitEnd::Reset, obs);
         }
     }

@@ -119,7 +119,14 @@ pub fn port_advice(p: &PortForecast) -> Option<String> {
         st.low, st.high
     );
     let waiting = if u.time_wait_reusable { 0 } else { u.time_wait };
-    Some(if waiting >= u.held() {
+    let open = u.connected + u.closing;
+    Some(if u.bound > waiting.max(open) {
+        // Listeners in the range take their ports from every destination.
+        format!(
+            "most ports are bound by listeners inside the range: move them out of it (or \
+             reserve their ports with net.ipv4.ip_local_reserved_ports), or {widen}"
+        )
+    } else if waiting >= open {
         // Connections this host closed first, one per request.
         format!(
             "most ports wait out TIME_WAIT after connections this host closed first: reuse \
@@ -361,6 +368,17 @@ mod tests {
             said.starts_with(
                 "most ports are held by connections still open or closing: close or pool"
             ),
+            "{said}"
+        );
+        // Mostly TIME_WAIT, a few open: still the TIME_WAIT advice.
+        (open.usage.connected, open.usage.time_wait) = (1, 31);
+        let said = port_advice(&open).expect("advice");
+        assert!(said.starts_with("most ports wait out TIME_WAIT"), "{said}");
+        // Listeners in the range.
+        (open.usage.bound, open.usage.time_wait) = (50, 3);
+        let said = port_advice(&open).expect("advice");
+        assert!(
+            said.starts_with("most ports are bound by listeners"),
             "{said}"
         );
         assert_eq!(fmt_left(0.2), "now");

@@ -431,6 +431,7 @@ impl Detector {
                     closed_by: v.ended_by(),
                     app_closed: v.path().any(|s| s == TcpState::LastAck),
                     time_wait_end: v.time_wait_end(),
+                    reset_sent: v.resets_sent() > 0,
                 })
             },
             |f| {

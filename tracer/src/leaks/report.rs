@@ -81,6 +81,10 @@ pub struct Report {
     /// first dump.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dump_age_seconds: Option<f64>,
+    /// The agent's `--reconcile-interval`: how often it dumps when its
+    /// budget does not space the dumps out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump_interval_seconds: Option<f64>,
     /// `now_ns` on the wall clock (see [`Report::stamp`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub now: Option<crate::wall::Wall>,
@@ -340,12 +344,10 @@ impl Report {
                     .find(|o| Some(o.pid) == g.pid)
                     .map_or(u32::MAX, |o| o.fd)
             };
-            g.sockets.sort_by(|a, b| {
-                b.age_seconds
-                    .unwrap_or(-1.0)
-                    .total_cmp(&a.age_seconds.unwrap_or(-1.0))
-                    .then(fd(a).cmp(&fd(b)))
-            });
+            // Ages as the table shows them, to a tenth of a second.
+            let tenths = |f: &Flag| f.age_seconds.map_or(-1, |a| (a * 10.0).round() as i64);
+            g.sockets
+                .sort_by(|a, b| tenths(b).cmp(&tenths(a)).then(fd(a).cmp(&fd(b))));
             if let (Some(pid), Some(comm)) = (g.pid, &g.comm)
                 && let Ok(n) = u32::try_from(g.close_wait)
                 && n > 0
@@ -374,6 +376,7 @@ impl Report {
             note,
             now_ns,
             dump_age_seconds: None,
+            dump_interval_seconds: None,
             now: None,
             thresholds: thresholds.map(|t| t.map(|d| d.as_secs_f64())),
             leak_count,

@@ -399,15 +399,23 @@ pub struct Ending {
     pub app_closed: bool,
     /// How its TIME_WAIT, or an orphan's FIN_WAIT2, ended.
     pub time_wait_end: Option<TimeWaitEnd>,
+    /// It sent a reset (an orphan answers data that comes after its
+    /// close with one).
+    pub reset_sent: bool,
 }
 
 /// How an orphan's FIN_WAIT2 ended at its timer.
 pub(super) const ORPHAN_EXPIRED: &str =
     "its timer ran out (tcp_fin_timeout): the peer never sent its FIN";
 
-/// How an orphan's FIN_WAIT2 ended at a reset.
-pub(super) const ORPHAN_RESET: &str = "a reset from its peer ended it (the peer's socket closed \
-     with a reset: unread data, SO_LINGER 0, or a listener closed before accepting it)";
+/// How an orphan's FIN_WAIT2 ended at a reset it did not send.
+pub(super) const ORPHAN_RESET: &str = "a reset ended it before its timer (its peer's socket \
+     closed with one: unread data, SO_LINGER 0, a listener closed before accepting it; or ss -K)";
+
+/// How an orphan's FIN_WAIT2 ended at a reset it sent.
+pub(super) const ORPHAN_ANSWERED: &str = "the peer sent data after this side had closed, and the \
+     orphan answered with a reset, which ended it (the peer's application wrote to a connection \
+     this one had given up on)";
 
 /// How a socket missing from a dump ended, from the engine's record of it.
 /// `None` when the record says no more than [`GONE`].
@@ -418,13 +426,15 @@ pub(super) fn gone_how(kind: LeakKind, e: &Ending) -> Option<&'static str> {
         closed_by,
         app_closed,
         time_wait_end,
+        reset_sent,
     } = e;
     if kind == LeakKind::OrphanedFinWait2 && !live {
-        return match time_wait_end {
-            Some(TimeWaitEnd::Expired) => Some(ORPHAN_EXPIRED),
-            Some(TimeWaitEnd::Reset) => Some(ORPHAN_RESET),
-            _ => None,
-        };
+        match time_wait_end {
+            Some(TimeWaitEnd::Expired) => return Some(ORPHAN_EXPIRED),
+            Some(TimeWaitEnd::Reset) if reset_sent => return Some(ORPHAN_ANSWERED),
+            Some(TimeWaitEnd::Reset) => return Some(ORPHAN_RESET),
+            _ => {}
+        }
     }
     if kind == LeakKind::CloseWait && app_closed && !live {
         // The application's close (or its exit) ended the leak; a reset

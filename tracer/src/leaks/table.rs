@@ -53,8 +53,11 @@ unanswered keepalives need the agent's history: start tracer run";
 const CLEARED_SHOWN: usize = 10;
 
 /// How old the agent's last dump must be for the table to say its flags
-/// are as of then: several of the default 1 s interval.
-const STALE_DUMP_SECONDS: f64 = 5.0;
+/// are as of then: several of the default 1 s interval, and two of a
+/// longer one.
+fn stale_after(r: &Report) -> f64 {
+    r.dump_interval_seconds.map_or(0.0, |i| 2.0 * i).max(5.0)
+}
 
 /// The table a person reads at 3 a.m.
 pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
@@ -119,7 +122,7 @@ pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
         }
         writeln!(out)?;
     }
-    if let Some(ago) = r.dump_age_seconds.filter(|&s| s >= STALE_DUMP_SECONDS) {
+    if let Some(ago) = r.dump_age_seconds.filter(|&s| s >= stale_after(r)) {
         writeln!(
             out,
             "as of the agent's last dump, {} ago: a socket closed or a process exited since still \
@@ -293,7 +296,7 @@ fn render_group(
         (Some(pid), comm) => {
             write!(out, "PID {pid} {}", comm.as_deref().unwrap_or("?"))?;
             if g.exited {
-                write!(out, " (exited since the agent's last dump)")?;
+                write!(out, " (exited: no process has this pid now)")?;
             }
         }
         (None, _) if g.owner_unknown => write!(out, "owner unknown")?,
@@ -754,9 +757,14 @@ pub(crate) mod tests {
             "{text}"
         );
         assert!(
-            text.contains("\nPID 4242 api (exited since the agent's last dump): 2 sockets"),
+            text.contains("\nPID 4242 api (exited: no process has this pid now): 2 sockets"),
             "{text}"
         );
+        // An agent that dumps every 10 s: 11 s is not stale.
+        r.dump_interval_seconds = Some(10.0);
+        let mut out = Vec::new();
+        render(&r, &mut out).expect("render");
+        assert!(!String::from_utf8(out).expect("utf8").contains("as of"));
         // A fresh dump, and a process still there: nothing said.
         r.dump_age_seconds = Some(0.4);
         r.leaks[0].exited = false;

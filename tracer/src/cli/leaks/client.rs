@@ -10,6 +10,7 @@
 //! it passes the cap. Both failures are said in words.
 use std::{
     io,
+    net::IpAddr,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -608,29 +609,73 @@ pub fn is_local(url: &str) -> bool {
     }
 }
 
-/// True when `url` names this host as this network namespace sees it: a
-/// loopback address or `localhost` ([`is_local`]), or an address of one
-/// of its interfaces (a node's own IP, where a DaemonSet's agent listens
-/// on the host network). Without an agent there, a snapshot taken here
-/// shows the host asked about; for any other, it would not.
+/// True when `url` names this host's agent as this network namespace sees
+/// it: no proxy's path before the agent's own, and a loopback address or
+/// `localhost` ([`is_local`]), or an address of one of its interfaces (a
+/// node's own IP, where a DaemonSet's agent listens on the host network).
+/// Without an agent there, a snapshot taken here shows the host asked
+/// about; for any other, it would not.
 pub fn names_this_host(url: &str) -> bool {
+    let path = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split_once('/')
+        .map_or("", |(_, path)| path);
+    if !base_of(path).is_empty() {
+        // A proxy (`kubectl proxy`, a gateway): the agent is elsewhere.
+        return false;
+    }
     if is_local(url) {
         return true;
     }
     let Some(host) = host_of(url) else {
         return false;
     };
-    let addrs: Vec<std::net::IpAddr> = match host.parse() {
+    let addrs: Vec<IpAddr> = match host.parse() {
         Ok(ip) => vec![ip],
         Err(_) => std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), 0))
             .map(|a| a.map(|a| a.ip()).collect())
             .unwrap_or_default(),
     };
-    // Binding an address succeeds only where an interface here has it.
-    !addrs.is_empty()
-        && addrs
-            .iter()
-            .all(|&ip| std::net::UdpSocket::bind((ip, 0)).is_ok())
+    let here = interface_addrs();
+    !addrs.is_empty() && addrs.iter().all(|ip| here.contains(ip))
+}
+
+/// The addresses of this network namespace's interfaces (empty when they
+/// cannot be read). `getifaddrs(3)`, which glibc and musl answer from
+/// netlink: a bind test would take any address under `ip_nonlocal_bind`.
+fn interface_addrs() -> Vec<IpAddr> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs(3) fills `head` with a list freed below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut node = head;
+    while !node.is_null() {
+        // SAFETY: `node` is a node of the list getifaddrs returned, alive
+        // until freeifaddrs; an address, when set, is a sockaddr of the
+        // family it names.
+        let ifa = unsafe { &*node };
+        if !ifa.ifa_addr.is_null() {
+            match i32::from(unsafe { (*ifa.ifa_addr).sa_family }) {
+                libc::AF_INET => {
+                    let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
+                    // `s_addr` holds the address in network order: its bytes as stored.
+                    out.push(IpAddr::from(sin.sin_addr.s_addr.to_ne_bytes()));
+                }
+                libc::AF_INET6 => {
+                    let sin6 = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in6>() };
+                    out.push(IpAddr::from(sin6.sin6_addr.s6_addr));
+                }
+                _ => {}
+            }
+        }
+        node = ifa.ifa_next;
+    }
+    // SAFETY: the list getifaddrs returned, freed once.
+    unsafe { libc::freeifaddrs(head) };
+    out
 }
 
 /// The host `url` names (an IPv6 address without its brackets).

@@ -13,7 +13,7 @@ use crate::{snapshot::SocketSnapshot, tcp::TcpState};
 /// must be for its evidence to say how long it has sent nothing:
 /// `tcpi_last_data_sent` counts in jiffies (up to 10 ms), and a connection
 /// closed right after its last send reads as sent in CLOSE_WAIT otherwise.
-const SENT_SINCE_NS: u64 = 1_000_000_000;
+const SENT_SINCE_NS: u64 = 50_000_000;
 
 impl Detector {
     pub(super) fn check<S>(

@@ -100,6 +100,7 @@ fn ending(
         closed_by,
         app_closed,
         time_wait_end: None,
+        reset_sent: false,
     }
 }
 
@@ -599,7 +600,7 @@ fn a_gone_orphan_says_it_left_fin_wait2() {
         o
     };
     let mut det = Detector::new(thresholds());
-    let dump = [orphan(20), orphan(21), orphan(22), orphan(23)];
+    let dump = [orphan(20), orphan(21), orphan(22), orphan(23), orphan(24)];
     det.update(&dump, 0, none, app_owners);
     det.update(&dump, 60 * S, none, app_owners);
     let mut c = det.update(&[], 61 * S, none, app_owners);
@@ -619,6 +620,10 @@ fn a_gone_orphan_says_it_left_fin_wait2() {
             )),
             22 => Some(ended(crate::engine::TimeWaitEnd::Expired)),
             23 => Some(ended(crate::engine::TimeWaitEnd::Reset)),
+            24 => Some(detect::Ending {
+                reset_sent: true,
+                ..ended(crate::engine::TimeWaitEnd::Reset)
+            }),
             _ => None,
         },
         none_held,
@@ -641,7 +646,13 @@ fn a_gone_orphan_says_it_left_fin_wait2() {
         "its timer ran out (tcp_fin_timeout): the peer never sent its FIN"
     );
     assert!(
-        how[&Some(23)].starts_with("a reset from its peer ended it"),
+        how[&Some(23)].starts_with("a reset ended it before its timer (its peer's socket"),
+        "{how:?}"
+    );
+    assert!(
+        how[&Some(24)].starts_with(
+            "the peer sent data after this side had closed, and the orphan answered with a reset"
+        ),
         "{how:?}"
     );
 }

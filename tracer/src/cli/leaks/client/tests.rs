@@ -517,14 +517,26 @@ fn a_url_names_this_host_by_loopback_or_an_address_it_has() {
     ] {
         assert!(names_this_host(here), "{here}");
     }
-    // TEST-NET addresses, which no interface here has.
+    // TEST-NET addresses, which no interface here has; a proxy's path.
     for elsewhere in [
         "http://192.0.2.7:9077",
         "http://[2001:db8::7]:9077",
         "not a url",
+        "http://127.0.0.1:8001/api/v1/namespaces/obs/services/tracer:9077/proxy",
     ] {
         assert!(!names_this_host(elsewhere), "{elsewhere}");
     }
+    // A page of the agent's own is no proxy.
+    assert!(names_this_host("http://127.0.0.1:9077/metrics"));
+    // An address an interface here has: the first non-loopback one.
+    if let Some(ip) = interface_addrs().into_iter().find(|ip| !ip.is_loopback()) {
+        let url = match ip {
+            IpAddr::V4(v4) => format!("http://{v4}:9077"),
+            IpAddr::V6(v6) => format!("http://[{v6}]:9077"),
+        };
+        assert!(names_this_host(&url), "{url}");
+    }
+    assert!(interface_addrs().contains(&IpAddr::from([127, 0, 0, 1])));
 }
 
 /// A user and password in the URL go as basic auth, percent-decoded, and
