@@ -305,6 +305,18 @@ fn port_exhaustion_is_forecast_before_connect_fails() {
         )),
         "{text}"
     );
+    // And what to do: the ports wait out TIME_WAIT (tcp_tw_reuse=0 here).
+    assert!(
+        text.contains(
+            "\n    what to do: most ports wait out TIME_WAIT after connections this host closed \
+             first: reuse connections"
+        ) && text.contains("widen net.ipv4.ip_local_port_range (40000-40063 now)"),
+        "{text}"
+    );
+    // The connect that failed for want of a port is counted as such.
+    let series = "tracer_tcp_handshake_failures_total{role=\"client\",reason=\"no_local_port\"}";
+    let counted = common::wait_until(Duration::from_secs(5), || agent.metric(series) >= 1.0);
+    assert!(counted, "{}", agent.get("/metrics"));
 }
 
 /// A server that leaks faster than the CLOSE_WAIT threshold (60 s here,
