@@ -358,8 +358,8 @@ fn an_agent_elsewhere_that_does_not_answer_is_an_error_not_this_hosts_snapshot()
     assert!(
         stderr.starts_with(
             "tracer: error: no agent at http://192.0.2.7:9077 (the connection was refused, \
-             unreachable, or not accepted in time), and that is not this host: a snapshot here \
-             would show this host's leaks, not its."
+             unreachable, or not accepted in time), and that is not an agent on this host: a \
+             snapshot here would show this host's leaks, not those of the host it watches."
         ),
         "{stderr}"
     );

@@ -119,9 +119,9 @@ pub fn collect(client: &AgentClient, scope: NetnsScope) -> anyhow::Result<Report
         if !client::names_this_host(&url) {
             anyhow::bail!(
                 "no agent at {url} (the connection was refused, unreachable, or not accepted \
-                 in time), and that is not this host: a snapshot here would show this host's \
-                 leaks, not its. Run tracer leaks on that host, or leave out --agent to look at \
-                 this one"
+                 in time), and that is not an agent on this host: a snapshot here would show \
+                 this host's leaks, not those of the host it watches. Run tracer leaks there, \
+                 or leave out --agent to look at this host"
             );
         }
         return snapshot_of(
