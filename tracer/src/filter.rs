@@ -108,13 +108,14 @@ impl Match {
             && any_or_all(&self.states, &state)
     }
 
-    /// The `--pid`s no process of this host has now (by /proc; pids are
-    /// the host's, as the agent and `ps` on the host name them).
+    /// The `--pid`s no process of this host has now
+    /// ([`crate::diag::no_process`]; pids are the host's, as the agent and
+    /// `ps` on the host name them).
     pub fn absent_pids(&self) -> Vec<u32> {
         self.pids
             .iter()
             .copied()
-            .filter(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+            .filter(|&p| crate::diag::no_process(p))
             .collect()
     }
 

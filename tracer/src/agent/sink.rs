@@ -204,7 +204,8 @@ impl Sink for AgentSink {
                 log_leak(c, start_ns, &clock);
             }
         }
-        if let Some(more) = raised.checked_sub(LEAK_LINES_PER_DUMP).filter(|&m| m > 0) {
+        let more = raised.saturating_sub(LEAK_LINES_PER_DUMP);
+        if more > 0 {
             tracing::warn!(
                 event = "leaks_flagged_unlogged",
                 count = more,
@@ -212,7 +213,8 @@ impl Sink for AgentSink {
                  /api/v1/leaks and tracer events list every one)"
             );
         }
-        if let Some(more) = cleared.checked_sub(LEAK_LINES_PER_DUMP).filter(|&m| m > 0) {
+        let more = cleared.saturating_sub(LEAK_LINES_PER_DUMP);
+        if more > 0 {
             tracing::info!(
                 event = "leaks_cleared_unlogged",
                 count = more,

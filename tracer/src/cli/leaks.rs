@@ -92,7 +92,7 @@ pub fn run_to(args: &LeaksArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     if report.source == Source::Snapshot || (client::is_local(agent) && ours) {
         say_absent_pids(&mut report, &args.matching);
         for g in &mut report.leaks {
-            g.exited = g.pid.is_some_and(exited);
+            g.exited = g.pid.is_some_and(crate::diag::no_process);
         }
     }
     say_thresholds_below_the_agents(&mut report, args);
@@ -219,11 +219,11 @@ fn filter(report: Report, args: &LeaksArgs, scope: NetnsScope) -> Report {
         } else {
             "; --comm matches the whole name, as ps -o comm shows it"
         };
-        let (plural, is) = match (before, args.matching.by_owner()) {
-            (1, true) => ("", "is of"),
-            (_, true) => ("s", "is of"),
-            (1, false) => ("", "matches"),
-            (_, false) => ("s", "matches"),
+        let plural = if before == 1 { "" } else { "s" };
+        let is = if args.matching.by_owner() {
+            "is of"
+        } else {
+            "matches"
         };
         let said = format!(
             "none of the {before} leak{plural} {is} {} (leaking: {others}{whole})",
@@ -257,18 +257,6 @@ fn say_thresholds_below_the_agents(report: &mut Report, args: &LeaksArgs) {
     }
 }
 
-/// Whether no process of this host has `pid`: kill(2) with no signal says
-/// ESRCH only then (a `/proc` mounted with `hidepid` hides other users'
-/// processes, which EPERM shows exist).
-fn exited(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill(2) with signal 0 sends nothing; it only checks.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
-}
-
 /// Add to the note which `--pid`s of `m` no process of this host has: a
 /// typo, or a process gone, rather than one without leaks.
 fn say_absent_pids(report: &mut Report, m: &Match) {
@@ -289,15 +277,6 @@ mod tests {
 
     use super::*;
     use crate::leaks::table::tests::sample;
-
-    #[test]
-    fn a_process_has_exited_only_when_no_process_has_its_pid() {
-        assert!(!exited(std::process::id()));
-        // pid 1 is there whoever asks (EPERM for a user is no exit).
-        assert!(!exited(1));
-        // Above the kernel's PID_MAX_LIMIT: no process has it.
-        assert!(exited(4_194_305));
-    }
 
     #[test]
     fn threshold_flags_filter_known_ages_only() {

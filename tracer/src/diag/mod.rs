@@ -33,7 +33,7 @@ pub use cgroup::container_id;
 pub use dump::{DumpOptions, DumpStats, Dumper, dump_tcp};
 pub use error::DiagError;
 pub use netns::{NetnsHandle, own_netns};
-pub use owner::{holds_socket, naming_warning, own_sockets, owners_of, who_listens};
+pub use owner::{holds_socket, naming_warning, no_process, own_sockets, owners_of, who_listens};
 pub use parse::{Datagram, Walk, on_dump_clock, parse_datagrams};
 
 /// The old name of [`SocketSnapshot`](crate::snapshot::SocketSnapshot),

@@ -54,6 +54,18 @@ pub fn holds_socket(pid: u32, fd: u32, inode: u64) -> bool {
         .is_ok_and(|l| l.as_os_str().as_encoded_bytes() == format!("socket:[{inode}]").as_bytes())
 }
 
+/// Whether no process of this host has `pid`: kill(2) with no signal says
+/// ESRCH only then. (A `/proc` mounted with `hidepid` hides other users'
+/// processes, which EPERM shows exist.)
+pub fn no_process(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill(2) with signal 0 sends nothing; it only checks.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
 /// The socket inodes this process holds (its own connections: to an
 /// agent it asks, say).
 pub fn own_sockets() -> HashSet<u64> {
@@ -226,6 +238,15 @@ fn read_relative(process: &Process, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_is_gone_only_when_no_process_has_its_pid() {
+        assert!(!no_process(std::process::id()));
+        // pid 1 is there whoever asks (EPERM for a user is no exit).
+        assert!(!no_process(1));
+        // Above the kernel's PID_MAX_LIMIT: no process has it.
+        assert!(no_process(4_194_305));
+    }
 
     #[test]
     fn this_process_finds_its_own_socket() {

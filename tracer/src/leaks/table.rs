@@ -178,9 +178,8 @@ pub fn render(r: &Report, out: &mut dyn Write) -> io::Result<()> {
             )?;
         }
     }
-    if let Some(more) = r.recently_cleared.len().checked_sub(CLEARED_SHOWN)
-        && more > 0
-    {
+    let more = r.recently_cleared.len().saturating_sub(CLEARED_SHOWN);
+    if more > 0 {
         writeln!(out, "  ... and {more} more (--json lists them all)")?;
     }
     let snapshot = r.source == super::Source::Snapshot;

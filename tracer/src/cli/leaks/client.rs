@@ -616,12 +616,10 @@ pub fn is_local(url: &str) -> bool {
 /// Without an agent there, a snapshot taken here shows the host asked
 /// about; for any other, it would not.
 pub fn names_this_host(url: &str) -> bool {
-    let path = url
-        .split_once("://")
-        .map_or(url, |(_, rest)| rest)
-        .split_once('/')
-        .map_or("", |(_, path)| path);
-    if !base_of(path).is_empty() {
+    let Some(uri) = uri_of(url) else {
+        return false;
+    };
+    if !base_of(uri.path().trim_start_matches('/')).is_empty() {
         // A proxy (`kubectl proxy`, a gateway): the agent is elsewhere.
         return false;
     }
@@ -678,14 +676,19 @@ fn interface_addrs() -> Vec<IpAddr> {
     out
 }
 
-/// The host `url` names (an IPv6 address without its brackets).
-fn host_of(url: &str) -> Option<String> {
+/// `url` parsed, `http://` taken when it has no scheme.
+fn uri_of(url: &str) -> Option<axum::http::Uri> {
     let with_scheme = if url.contains("://") {
         url.to_owned()
     } else {
         format!("http://{url}")
     };
-    let uri = with_scheme.parse::<axum::http::Uri>().ok()?;
+    with_scheme.parse().ok()
+}
+
+/// The host `url` names (an IPv6 address without its brackets).
+fn host_of(url: &str) -> Option<String> {
+    let uri = uri_of(url)?;
     let host = uri.host()?;
     Some(
         host.trim_start_matches('[')
