@@ -356,9 +356,23 @@ fn a_burst_of_stays_expires_on_the_kernels_ticks() {
 #[test]
 #[ignore = "privileged: cargo xtask test runs it as root"]
 fn orphans_reset_by_their_peer_here_leave_at_once() {
-    let _ns = Netns::enter("twrst");
+    orphans_reset_by("twrst", Ipv4Addr::LOCALHOST.into());
+}
+
+/// The same with a dual-stack server (an IPv6 socket on `::`): its
+/// children's resets name the IPv4 clients' tuples as IPv4-mapped ones.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn orphans_reset_by_a_dual_stack_peer_here_leave_at_once() {
+    orphans_reset_by("twrst6", std::net::Ipv6Addr::UNSPECIFIED.into());
+}
+
+/// IPv4 clients of a listener on `listen_on` that never accepts them
+/// close, and the listener closes; in a namespace named for `name`.
+fn orphans_reset_by(name: &str, listen_on: std::net::IpAddr) {
+    let _ns = Netns::enter(name);
     let agent = Agent::start(&["--reconcile-interval", "60s", "--time-wait-interval", "60s"]);
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let listener = TcpListener::bind((listen_on, 0)).expect("bind");
     let port = listener.local_addr().expect("addr").port();
     const N: usize = 50;
     for _ in 0..N {

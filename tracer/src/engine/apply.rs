@@ -95,7 +95,7 @@ impl Engine {
             (Kind::State, Some(from), Some(to), Some(family))
                 if ev.sport != 0 && reuses_a_tuple(from, to) =>
             {
-                self.tuple_to_look_up(ev, family as u8)
+                self.tuple_to_look_up(ev, family)
             }
             _ => None,
         };
@@ -152,7 +152,7 @@ impl Engine {
     fn apply_reset(&mut self, ev: &SockEvent, dir: Direction, obs: &mut impl Observer) {
         obs.reset(ev.cookie, dir, ev.new_state);
         if let (Direction::Sent, Some(family)) = (dir, ev.family) {
-            self.end_time_wait_reset_by_peer(ev, family as u8, obs);
+            self.end_time_wait_reset_by_peer(ev, family, obs);
         }
         let (bit, counter): (u16, fn(&mut Record)) = match dir {
             Direction::Sent => (flag::RST_TX, |r| {
@@ -198,7 +198,7 @@ impl Engine {
         if from != to && ev.sport != 0 && (reuses_a_tuple(from, to) || !known_tuple) {
             // Even a request socket the kernel names no cookie for (a SYN
             // that took over a server-side TIME_WAIT) ends the old stay.
-            self.end_reused_time_wait(ev, family as u8, obs);
+            self.end_reused_time_wait(ev, family, obs);
         }
         if ev.cookie == 0 {
             // No socket to follow (the kernel could not name it): count it.

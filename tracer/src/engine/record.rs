@@ -216,12 +216,26 @@ impl Record {
             && self.remote == addr_bytes(remote)
     }
 
+    /// True when the record holds this 4-tuple in `netns`, an IPv4-mapped
+    /// address being the IPv4 address it maps (as in `hash::tuple_hash`):
+    /// the two ends of one connection, or a tuple a TIME_WAIT of either
+    /// family holds.
+    pub fn holds_tuple(&self, netns: u32, local: (IpAddr, u16), remote: (IpAddr, u16)) -> bool {
+        let same =
+            |b: &[u8; 16], a: IpAddr| addr_of(self.family, b).to_canonical() == a.to_canonical();
+        self.netns == netns
+            && self.lport == local.1
+            && self.rport == remote.1
+            && same(&self.local, local.0)
+            && same(&self.remote, remote.0)
+    }
+
     /// The fingerprint of the 4-tuple in its namespace (see
     /// `hash::tuple_hash`).
     pub fn tuple_hash(&self) -> u64 {
         super::hash::tuple_hash(
             self.netns,
-            self.family as u8,
+            self.family,
             &self.local,
             self.lport,
             &self.remote,

@@ -7,6 +7,7 @@ use super::observer::{Observer, TimeWaitEnd};
 use super::record::{flag, tw_end};
 use super::{Engine, hash};
 use crate::event::SockEvent;
+use crate::tcp::Family;
 use crate::tcp::TcpState::{self, *};
 
 /// True when a transition shows a new connection on its 4-tuple, which
@@ -29,7 +30,7 @@ impl Engine {
     /// with that tuple has it, when a TIME_WAIT record may hold it; `None`
     /// when no timewait record has `ev`'s local port, so that neither the
     /// check nor the ask ahead reads the tuple index.
-    pub(super) fn tuple_to_look_up(&self, ev: &SockEvent, family: u8) -> Option<u64> {
+    pub(super) fn tuple_to_look_up(&self, ev: &SockEvent, family: Family) -> Option<u64> {
         self.time_wait_tuple(ev.netns, family, (ev.saddr, ev.sport), (ev.daddr, ev.dport))
     }
 
@@ -38,7 +39,7 @@ impl Engine {
     fn time_wait_tuple(
         &self,
         netns: u32,
-        family: u8,
+        family: Family,
         local: (IpAddr, u16),
         remote: (IpAddr, u16),
     ) -> Option<u64> {
@@ -54,18 +55,20 @@ impl Engine {
         })
     }
 
-    /// The slot of the timewait record that holds this 4-tuple, if any.
+    /// The slot of the timewait record that holds this 4-tuple, if any, of
+    /// either family when the tuple is IPv4 (`Record::holds_tuple`).
     fn time_wait_holding(
         &self,
         netns: u32,
-        family: u8,
+        family: Family,
         local: (IpAddr, u16),
         remote: (IpAddr, u16),
     ) -> Option<u32> {
         let hash = self.time_wait_tuple(netns, family, local, remote)?;
         let slot = self.store.slot(self.store.time_wait_with_tuple(hash)?)?;
-        let r = self.store.rec(slot);
-        (r.family as u8 == family && r.has_tuple(netns, local.0, local.1, remote.0, remote.1))
+        self.store
+            .rec(slot)
+            .holds_tuple(netns, local, remote)
             .then_some(slot)
     }
 
@@ -113,7 +116,7 @@ impl Engine {
     pub(super) fn end_reused_time_wait(
         &mut self,
         ev: &SockEvent,
-        family: u8,
+        family: Family,
         obs: &mut impl Observer,
     ) {
         let Some(slot) =
@@ -142,7 +145,7 @@ impl Engine {
     pub(super) fn end_time_wait_reset_by_peer(
         &mut self,
         ev: &SockEvent,
-        family: u8,
+        family: Family,
         obs: &mut impl Observer,
     ) {
         if ev.sport == 0 {

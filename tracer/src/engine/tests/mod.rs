@@ -95,6 +95,17 @@ impl Ev {
         (self.0.daddr, self.0.dport) = (of.saddr, of.sport);
         self
     }
+    /// The same IPv4 tuple as an IPv6 socket has it: a dual-stack socket's
+    /// IPv4-mapped addresses (`::ffff:a.b.c.d`).
+    pub fn mapped(mut self) -> Ev {
+        let map = |a: std::net::IpAddr| match a {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().into(),
+            v6 => v6,
+        };
+        self.0.family = Some(crate::tcp::Family::Ipv6);
+        (self.0.saddr, self.0.daddr) = (map(self.0.saddr), map(self.0.daddr));
+        self
+    }
     /// Local and remote ports.
     pub fn ports(mut self, local: u16, remote: u16) -> Ev {
         self.0.sport = local;

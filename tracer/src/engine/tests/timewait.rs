@@ -116,6 +116,33 @@ fn reused_4_tuple_ends_it_early() {
     }
 }
 
+/// An IPv6 socket's connect to an IPv4-mapped address takes the 4-tuple
+/// an IPv4 socket's TIME_WAIT held, and the other way round.
+#[test]
+fn reuse_by_the_other_family_ends_it_early() {
+    let closed_v4 = [
+        ev(1).from(Established).to(FinWait1).ports(40000, 80).at(0),
+        ev(1).from(FinWait1).to(FinWait2).ports(40000, 80).at(ms(1)),
+        ev(1).from(FinWait2).to(Close).ports(40000, 80).at(ms(2)),
+    ];
+    let opener = ev(2)
+        .from(SynSent)
+        .to(Established)
+        .ports(40000, 80)
+        .at(secs(5));
+    for (closed, opener) in [
+        (closed_v4, opener.mapped()),
+        (closed_v4.map(Ev::mapped), opener),
+    ] {
+        let mut h = H::new();
+        h.run(closed);
+        h.take();
+        h.run([opener]);
+        assert!(h.take().contains(&Obs::TwEnded(1, TimeWaitEnd::Reused)));
+        assert_eq!(h.n(TimeWait), 0);
+    }
+}
+
 #[test]
 fn another_tuple_or_an_older_event_does_not_reuse() {
     let mut h = H::new();
@@ -175,6 +202,30 @@ fn a_reset_from_its_peer_here_ends_an_orphan() {
     h.run([rst_tx(7).peer_of(1).at(secs(3))]);
     assert!(!h.view(1).is_live());
     assert_eq!(h.n(FinWait2), 0);
+}
+
+/// A dual-stack server (an IPv6 socket, IPv4-mapped addresses) resets
+/// an IPv4 client's orphan, and an IPv6 client's orphan is reset by an
+/// IPv4 server: the kernel keeps both families' tuples in one table.
+#[test]
+fn a_reset_from_its_peer_of_the_other_family_ends_an_orphan() {
+    let mut h = closed_at_1s();
+    h.run([rst_tx(7).peer_of(1).mapped().at(CLOSE + ms(3))]);
+    assert!(!h.view(1).is_live());
+    assert_eq!((h.n(TimeWait), h.e.stats().time_wait_reset_by_peer), (0, 1));
+
+    let mut h = H::new();
+    h.run(active_open(1, 0).map(Ev::mapped));
+    h.run(active_close(1, secs(1)).map(Ev::mapped));
+    assert!(h.view(1).in_time_wait());
+    h.run([rst_tx(7).peer_of(1).at(CLOSE + ms(3))]);
+    assert!(!h.view(1).is_live());
+    // Another address: an IPv6 one that is not mapped.
+    let mut h = closed_at_1s();
+    let mut other = rst_tx(7).peer_of(1).mapped();
+    other.0.daddr = "::1".parse().unwrap();
+    h.run([other.at(CLOSE + ms(3))]);
+    assert!(h.view(1).in_time_wait());
 }
 
 #[test]
