@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Agent, Netns, sh, ss_count, wait_until};
+use common::{Agent, Netns, NetnsPair, sh, ss_count, wait_until};
 
 /// Connections per second over all client threads.
 const RATE: f64 = 1_500.0;
@@ -419,6 +419,74 @@ fn orphans_reset_by(name: &str, listen_on: std::net::IpAddr) {
         fin_wait2 >= 2.0 * N as f64,
         "{fin_wait2} FIN_WAIT2 stays: before and after the close"
     );
+}
+
+/// Pods on one node: the clients are in one namespace, the listener that
+/// never accepts them in another, over a veth. The listener's children's
+/// resets are events of its namespace; the orphans they kill are of the
+/// other.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn orphans_reset_by_their_peer_in_another_namespace_leave_at_once() {
+    use std::os::unix::fs::MetadataExt as _;
+    let pair = NetnsPair::new("twveth", 75);
+    let clients = std::fs::metadata(format!("/run/netns/{}", pair.a))
+        .expect("netns")
+        .ino();
+    let agent = Agent::start(&[
+        "--reconcile-interval",
+        "60s",
+        "--time-wait-interval",
+        "60s",
+        "--netns",
+        "all",
+    ]);
+    let addr_b = pair.addr_b.clone();
+    let listener = NetnsPair::in_ns(&pair.b, move || {
+        TcpListener::bind((addr_b.as_str(), 0)).expect("bind")
+    });
+    let server = listener.local_addr().expect("addr");
+    let port = server.port();
+    const N: usize = 30;
+    NetnsPair::in_ns(&pair.a, move || {
+        for _ in 0..N {
+            drop(TcpStream::connect(server).expect("connect"));
+        }
+    });
+    let in_a = |state: &'static str| {
+        let filter = format!("dport = :{port}");
+        NetnsPair::in_ns(&pair.a, move || ss_count(state, &filter))
+    };
+    let orphans = || {
+        let list = agent.json(&format!("/api/v1/sockets?port={port}"));
+        let list = list.as_array().cloned().unwrap_or_default();
+        list.iter()
+            .filter(|s| s["live"] == true && s["dport"] == port && s["netns"] == clients)
+            .count()
+    };
+    let waiting = wait_until(Duration::from_secs(5), || {
+        in_a("fin-wait-2") == N && orphans() == N
+    });
+    assert!(
+        waiting,
+        "ss fin-wait-2: {}, agent: {} ({clients}): {}",
+        in_a("fin-wait-2"),
+        orphans(),
+        agent.get(&format!("/api/v1/sockets?port={port}"))
+    );
+    drop(listener);
+    let gone = wait_until(Duration::from_secs(2), || {
+        in_a("fin-wait-2") == 0 && orphans() == 0
+    });
+    assert!(
+        gone,
+        "ss fin-wait-2: {}, time-wait: {}, agent: {} of {N}",
+        in_a("fin-wait-2"),
+        in_a("time-wait"),
+        orphans()
+    );
+    let ended = agent.metric("tracer_tcp_state_duration_seconds_count{state=\"fin_wait2\"}");
+    assert!(ended >= 2.0 * N as f64, "{ended} FIN_WAIT2 stays");
 }
 
 /// The state the agent lists for the live socket on `port` whose local

@@ -201,6 +201,11 @@ impl Store {
         self.tw_per_netns.get(&netns).copied().unwrap_or(0)
     }
 
+    /// The network namespaces that hold live timewait records.
+    pub fn time_wait_namespaces(&self) -> impl ExactSizeIterator<Item = u32> + '_ {
+        self.tw_per_netns.keys().copied()
+    }
+
     /// Live records per state, for each network namespace that has any.
     pub fn live_per_netns(&self) -> impl Iterator<Item = (u32, &[u32; TcpState::COUNT])> {
         self.live_per_netns.iter().map(|(&n, c)| (n, c))

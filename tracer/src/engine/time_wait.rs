@@ -18,6 +18,11 @@ use crate::tcp::TcpState::{self, *};
 /// `listen -> syn_recv` shows it at once. The kernel skips events that fire
 /// while its program runs on the same CPU, so any event that shows a
 /// socket's tuple for the first time is checked too.
+/// At most this many namespaces with timewait records are asked for the
+/// tuple a reset from another namespace names: one lookup each, on a
+/// reset's path only.
+const NAMESPACES_ASKED: usize = 256;
+
 pub(super) fn reuses_a_tuple(from: TcpState, to: TcpState) -> bool {
     matches!(
         (from, to),
@@ -70,6 +75,35 @@ impl Engine {
             .rec(slot)
             .holds_tuple(netns, local, remote)
             .then_some(slot)
+    }
+
+    /// The slot of the one timewait record of another namespace than
+    /// `netns` that holds this 4-tuple: the other end of a connection over
+    /// a veth (pods on one node). None when the tuple is loopback's, which
+    /// never leaves its namespace, when two namespaces hold it (addresses
+    /// reused in isolated namespaces: which one the packet reached is
+    /// unknown), or when more than [`NAMESPACES_ASKED`] hold timewait
+    /// records (the dumps settle it).
+    fn time_wait_holding_elsewhere(
+        &self,
+        netns: u32,
+        family: Family,
+        local: (IpAddr, u16),
+        remote: (IpAddr, u16),
+    ) -> Option<u32> {
+        let namespaces = self.store.time_wait_namespaces();
+        if namespaces.len() > NAMESPACES_ASKED
+            || local.0.to_canonical().is_loopback()
+            || remote.0.to_canonical().is_loopback()
+            || !self.store.time_wait_tuples_on_port(local.1)
+        {
+            return None;
+        }
+        let mut holding = namespaces
+            .filter(|&n| n != netns)
+            .filter_map(|n| self.time_wait_holding(n, family, local, remote));
+        let slot = holding.next()?;
+        holding.next().is_none().then_some(slot)
     }
 
     /// End the TIME_WAIT (or orphaned FIN_WAIT2) stay of `slot` at `at_ns`,
@@ -133,8 +167,10 @@ impl Engine {
     }
 
     /// A reset this host sent on a connection whose other end is a
-    /// timewait record in the same namespace (loopback, a sidecar): the
-    /// peer's socket closed with the client's orphan still waiting in
+    /// timewait record here: in the same namespace (loopback, a sidecar),
+    /// or the only one of another namespace that holds the tuple (pods on
+    /// one node, over a veth). The peer's socket closed with the client's
+    /// orphan still waiting in
     /// FIN_WAIT2 for its FIN (unread data, a listener closed with
     /// connections it never accepted, `SO_LINGER` 0). The orphan dies of
     /// the reset with no event of its own; without this, it counted until
@@ -151,8 +187,15 @@ impl Engine {
         if ev.sport == 0 {
             return;
         }
-        let Some(slot) =
-            self.time_wait_holding(ev.netns, family, (ev.daddr, ev.dport), (ev.saddr, ev.sport))
+        let (local, remote) = ((ev.daddr, ev.dport), (ev.saddr, ev.sport));
+        let Some(slot) = self
+            .time_wait_holding(ev.netns, family, local, remote)
+            // A reset with no socket answered a segment no socket here
+            // wanted (a port scan): it cannot be a peer's.
+            .or_else(|| {
+                let socket = ev.cookie != 0;
+                socket.then(|| self.time_wait_holding_elsewhere(ev.netns, family, local, remote))?
+            })
         else {
             return;
         };

@@ -24,6 +24,8 @@ mod reuse;
 mod timers;
 mod timewait;
 
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 /// Milliseconds as ns.
 pub fn ms(n: u64) -> u64 {
     n * 1_000_000
@@ -102,8 +104,13 @@ impl Ev {
             std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().into(),
             v6 => v6,
         };
-        self.0.family = Some(crate::tcp::Family::Ipv6);
+        self.0.family = Some(Family::Ipv6);
         (self.0.saddr, self.0.daddr) = (map(self.0.saddr), map(self.0.daddr));
+        self
+    }
+    /// On loopback: 127.0.0.1 at both ends.
+    pub fn loopback(mut self) -> Ev {
+        (self.0.saddr, self.0.daddr) = (LOOPBACK, LOOPBACK);
         self
     }
     /// Local and remote ports.
