@@ -64,7 +64,7 @@ pub struct Stats {
     /// TIME_WAIT stays ended by a new connection on their 4-tuple.
     pub time_wait_reused: u64,
     /// Orphaned FIN_WAIT2 (and unconfirmed TIME_WAIT) stays ended by a
-    /// reset their peer's socket in the same namespace sent.
+    /// reset their peer's socket on this host sent.
     pub time_wait_reset_by_peer: u64,
     /// SYN-ACKs retransmitted: handshakes in trouble, whose request
     /// sockets only a walk of the kernel's tables lists.
