@@ -11,6 +11,8 @@ const WINDOW_NS: u64 = 300 * 1_000_000_000;
 const SAMPLE_EVERY_NS: u64 = 10 * 1_000_000_000;
 /// No growth figure until the history spans this long.
 const MIN_SPAN_NS: u64 = 30 * 1_000_000_000;
+/// The recent growth is measured over at least this long.
+const RECENT_NS: u64 = 30 * 1_000_000_000;
 /// Processes with a growth history, at most.
 const MAX_PROCS: usize = 4096;
 /// `tracer_close_wait_leaks_by_process` names this many processes; the rest is `other`.
@@ -63,12 +65,28 @@ impl Rollup {
         }
     }
 
-    /// Sockets per minute over the last ~5 minutes, from the oldest sample to
-    /// `count` now; `None` until the history spans [`MIN_SPAN_NS`].
+    /// Sockets per minute to `count` now: the faster of the growth over the
+    /// last ~5 minutes (from the oldest sample) and over the last
+    /// [`RECENT_NS`] or so, so that a leak that speeds up after a quiet
+    /// spell is not averaged down with the quiet (the forecast of an
+    /// outage errs early, not late); `None` until the history spans
+    /// [`MIN_SPAN_NS`].
     pub(super) fn growth(&self, pid: u32, comm: &str, now: u64, count: u32) -> Option<f64> {
-        let &(t, base) = self.procs.get(&(pid, comm.to_owned()))?.front()?;
-        let span = now.saturating_sub(t);
-        (span >= MIN_SPAN_NS).then(|| (f64::from(count) - f64::from(base)) / (span as f64 / 60e9))
+        let hist = self.procs.get(&(pid, comm.to_owned()))?;
+        let &oldest = hist.front()?;
+        let slope = |(t, base): (u64, u32)| {
+            (f64::from(count) - f64::from(base)) / (now.saturating_sub(t) as f64 / 60e9)
+        };
+        if now.saturating_sub(oldest.0) < MIN_SPAN_NS {
+            return None;
+        }
+        let recent = hist
+            .iter()
+            .rev()
+            .find(|&&(t, _)| now.saturating_sub(t) >= RECENT_NS)
+            .copied()
+            .unwrap_or(oldest);
+        Some(slope(oldest).max(slope(recent)))
     }
 }
 

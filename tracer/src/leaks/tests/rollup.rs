@@ -61,16 +61,40 @@ fn growth_window_is_bounded_to_five_minutes() {
     let mut det = Detector::new(thresholds());
     let exact = |_: u64, _: TcpState| Some((0, false));
     let mut dump = Vec::new();
-    // One new leak per minute for 20 minutes, sampled every second.
-    for t in 0..=1200u64 {
+    // One new leak per minute for 20 minutes, sampled every second; read
+    // half a minute after the last one.
+    for t in 0..=1230u64 {
         if t % 60 == 0 {
             dump.push(sock(t + 1, TcpState::CloseWait));
         }
         det.update(&dump, 100 * S + t * S, exact, app_owners);
     }
-    let r = det.report(100 * S + 1200 * S);
+    let r = det.report(100 * S + 1230 * S);
     let g = r.leaks[0].growth_per_minute.expect("growth");
     assert!((g - 1.0).abs() < 0.05, "{g}");
+}
+
+/// A process that leaked one socket every 10 s for five minutes, then
+/// ten a second: the five minutes' average would say it has ten times
+/// longer than it has.
+#[test]
+fn a_leak_that_speeds_up_is_not_averaged_down() {
+    let mut det = Detector::new(thresholds());
+    let exact = |_: u64, _: TcpState| Some((0, false));
+    let mut dump = Vec::new();
+    let mut next = 1;
+    for t in 0..=330u64 {
+        let new = if t < 300 { u64::from(t % 10 == 0) } else { 10 };
+        for _ in 0..new {
+            dump.push(sock(next, TcpState::CloseWait));
+            next += 1;
+        }
+        det.update(&dump, 100 * S + t * S, exact, app_owners);
+    }
+    let r = det.report(100 * S + 330 * S);
+    let g = r.leaks[0].growth_per_minute.expect("growth");
+    // 600 a minute over the last half minute; the five minutes give ~66.
+    assert!((500.0..=620.0).contains(&g), "{g}");
 }
 
 #[test]
