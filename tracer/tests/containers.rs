@@ -19,7 +19,9 @@ use std::{
 
 use common::{Agent, Events, NO_AGENT, NamedNetns, wait_until};
 use podman::{Container, image, pids_in};
-use scenario::{LEAKY_SERVER, connect_inside, leak_flags, metric, names, sockets, ss_states};
+use scenario::{
+    LEAKY_SERVER, connect_inside, leak_flags, leak_flags_on, metric, names, sockets, ss_states,
+};
 use serde_json::Value;
 
 #[test]
@@ -326,4 +328,36 @@ fn a_sidecars_leak_is_named_after_the_sidecar_not_its_pods_first_container() {
     let snap = leak_flags(&["--agent", NO_AGENT], side.netns);
     assert_eq!(snap.len(), 3, "{snap:#?}");
     assert!(snap.iter().all(|f| names(f, &side)), "{snap:#?}");
+}
+
+/// A container on the host's network (`--network host`, Kubernetes'
+/// `hostNetwork: true`) is in the host's namespace, which no container
+/// names: its leak is named after the container its process's cgroup
+/// names, by the agent and by a snapshot.
+#[test]
+#[ignore = "privileged: cargo xtask test runs it as root"]
+fn a_leak_in_a_container_on_the_host_network_is_named_after_it() {
+    let Some(_) = image() else { return };
+    let agent = Agent::start_every_netns();
+    let url = format!("http://{}", agent.addr);
+    let port = common::free_addr().port();
+    let server = format!("exec nc -ll -p {port} -e /bin/sleep 100000");
+    let c = Container::run("cthost", &["--network", "host"], &server);
+    let up = wait_until(Duration::from_secs(10), || c.listening(port));
+    assert!(up, "the server never listened on {port}");
+    for _ in 0..3 {
+        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        std::thread::sleep(Duration::from_millis(100));
+        drop(s);
+    }
+    let mut flags = Vec::new();
+    let flagged = wait_until(Duration::from_secs(8), || {
+        flags = leak_flags_on(&["--agent", &url], c.netns, port);
+        flags.len() == 3
+    });
+    assert!(flagged, "{flags:#?}");
+    assert!(flags.iter().all(|f| names(f, &c)), "{flags:#?}");
+    let snap = leak_flags_on(&["--agent", NO_AGENT], c.netns, port);
+    assert_eq!(snap.len(), 3, "{snap:#?}");
+    assert!(snap.iter().all(|f| names(f, &c)), "{snap:#?}");
 }

@@ -214,7 +214,7 @@ impl Api for AgentApi {
         } = &mut *core;
         detector.say_how_gone_by(&mut [], now, engine);
         let mut report = detector.report(now);
-        report.attribute(&core.containers);
+        report.attribute(&core.containers, false);
         drop(core);
         report.followed_netns = self.0.followed_netns;
         report.agent_netns = self.agent_netns();

@@ -168,7 +168,7 @@ fn snapshot_of(scope: NetnsScope, mut note: String) -> anyhow::Result<Report> {
         note.push_str(&format!("; {said}"));
     }
     let mut report = snapshot_report(&dump, &owners, note);
-    report.attribute(&census.containers);
+    report.attribute(&census.containers, true);
     report.agent_netns = Some(crate::diag::own_netns()).filter(|&n| n != 0);
     report.name_namespaces(crate::pipeline::discover::names());
     // A snapshot has no monotonic stamp of its own (now_ns 0), but it knows

@@ -131,10 +131,13 @@ impl ContainerMap {
     /// A pod's containers share one namespace, which [`ContainerMap::get`]
     /// names after its first application container. The owner's own cgroup
     /// says which of them holds the socket: a sidecar's leak is the
-    /// sidecar's. Reads `/proc/<pid>/cgroup` (and, for a container not met
-    /// yet, its runtime's record) once per call: for leak flags, which are
-    /// named once each, not for every socket of a listing. Borrowed when it
-    /// is the namespace's container, owned when read for this owner.
+    /// sidecar's. A container on the host's network (`--network host`,
+    /// `hostNetwork: true`) has a namespace no container holds, so its
+    /// owner's cgroup alone names it. Reads `/proc/<pid>/cgroup` (and, for
+    /// a container not met yet, its runtime's record) once per call: for
+    /// leak flags, which are named once each, not for every socket of a
+    /// listing. Borrowed when it is the namespace's container, owned when
+    /// read for this owner.
     pub fn owning(
         &self,
         netns: u32,
@@ -149,17 +152,16 @@ impl ContainerMap {
         netns: u32,
         mut pids: impl Iterator<Item = u32>,
     ) -> Option<Cow<'_, Arc<Container>>> {
-        // A namespace in no container (the host's) costs nothing.
-        let first = self.get(netns)?;
+        let first = self.get(netns);
         let Some((id, hint)) = pids.find_map(|pid| resolve::container_of_pid(root, pid)) else {
-            return Some(Cow::Borrowed(first));
+            return first.map(Cow::Borrowed);
         };
-        if id == first.id {
+        if let Some(first) = first.filter(|c| c.id == id) {
             return Some(Cow::Borrowed(first));
         }
         let found = bundle::find(root, &id, hint);
         if found.sandbox {
-            return Some(Cow::Borrowed(first));
+            return first.map(Cow::Borrowed);
         }
         Some(Cow::Owned(Arc::new(found.container)))
     }
@@ -279,8 +281,20 @@ mod tests {
         assert_eq!(owned(&[]), named(1, "app"));
         assert_eq!(owned(&[99]), named(1, "app"));
         assert_eq!(owned(&[5]), named(1, "app"));
-        // A namespace in no container stays unnamed, whoever owns it.
-        assert!(map.owning_under(root, 800, [20].into_iter()).is_none());
+        // A namespace no container holds (the host's): a container on the
+        // host's network is named by its owner's cgroup; a host process, an
+        // owner gone, or a sandbox leave it unnamed.
+        let host = |owners: &[u32]| {
+            map.owning_under(root, 800, owners.iter().copied())
+                .map(|c| c.pod.as_ref().and_then(|p| p.container.clone()))
+        };
+        assert_eq!(host(&[20]), Some(Some("sidecar".into())));
+        let sshd = root.join("proc/30");
+        std::fs::create_dir_all(&sshd).expect("mkdir");
+        std::fs::write(sshd.join("cgroup"), "0::/system.slice/ssh.service\n").expect("cgroup");
+        for owners in [&[30][..], &[99], &[5], &[]] {
+            assert_eq!(host(owners), None, "{owners:?}");
+        }
     }
 
     #[test]

@@ -148,11 +148,19 @@ impl Resolver {
         Some(self.map.clone())
     }
 
-    /// The container of the first of `pids` that is in one, preferring an
-    /// application container to a pod's sandbox.
+    /// The container of the oldest of `pids` that is in one, preferring
+    /// an application container to a pod's sandbox. The oldest made the
+    /// namespace, or joined it first: where containers share one (`podman
+    /// --network container:NAME`), the one the others joined, whatever
+    /// order the pids wrapped into.
     fn attribute(&mut self, pids: &[u32]) -> Option<Arc<Container>> {
+        let mut oldest_first: Vec<(u64, u32)> = pids
+            .iter()
+            .map(|&pid| (started(&self.root, pid).unwrap_or(u64::MAX), pid))
+            .collect();
+        oldest_first.sort_unstable();
         let mut sandbox = None;
-        for &pid in pids {
+        for (_, pid) in oldest_first {
             let Some((id, hint)) = container_of_pid(&self.root, pid) else {
                 continue;
             };
@@ -195,6 +203,13 @@ impl Resolver {
         );
         (container, sandbox)
     }
+}
+
+/// When process `pid` started, in clock ticks since boot (`/proc/PID/stat`).
+fn started(root: &Path, pid: u32) -> Option<u64> {
+    let dir = root.join("proc").join(pid.to_string());
+    let process = procfs::process::Process::new_with_root(dir).ok()?;
+    Some(process.stat().ok()?.starttime)
 }
 
 /// The id of the container process `pid` runs in, from its cgroup path
@@ -272,6 +287,39 @@ mod tests {
         assert!(
             map.get(300).is_none(),
             "the host's process is in no container"
+        );
+    }
+
+    /// Containers sharing one namespace (`--network container:c1`) after
+    /// the pids wrapped: c1's process started first, with the higher pid.
+    /// The namespace is c1's, the one the others joined.
+    #[test]
+    fn a_shared_namespace_is_named_after_its_oldest_process() {
+        let procs = [
+            (32335, format!("/libpod_parent/libpod-{}", id(1))),
+            (5071, format!("/libpod_parent/libpod-{}", id(5))),
+        ];
+        let root = root("oldest", &procs);
+        let stat = |pid: u32, started: u64| {
+            let rest = "0 ".repeat(30);
+            let line = format!(
+                "{pid} (sh) S 1 {pid} {pid} 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 {started} 1000 0 {rest}"
+            );
+            let path = root.path().join(format!("proc/{pid}/stat"));
+            std::fs::write(path, line.trim_end()).expect("stat");
+        };
+        stat(32335, 1_000);
+        stat(5071, 9_000);
+        let mut r = Resolver::new(root.path().to_path_buf(), 8);
+        let pids = BTreeMap::from([(100, vec![5071, 32335])]);
+        let map = r.update(&pids).expect("map");
+        assert_eq!(map.get(100).expect("named").id, id(1));
+        // Without their start times, the lowest pid.
+        std::fs::remove_file(root.path().join("proc/32335/stat")).expect("rm");
+        let mut r = Resolver::new(root.path().to_path_buf(), 8);
+        assert_eq!(
+            r.update(&pids).expect("map").get(100).expect("named").id,
+            id(5)
         );
     }
 

@@ -254,13 +254,16 @@ impl Report {
         }
     }
 
-    /// Fill in the container of every flag, by its namespace and owners.
-    pub fn attribute(&mut self, map: &crate::container::ContainerMap) {
-        if map.is_empty() {
+    /// Fill in the container of every flag, by its namespace and owners;
+    /// with `host_network`, of flags in namespaces no container holds too,
+    /// by their owners' cgroups (a container on the host's network: a
+    /// snapshot's flags; the agent names its own when it raises them).
+    pub fn attribute(&mut self, map: &crate::container::ContainerMap, host_network: bool) {
+        if map.is_empty() && !host_network {
             return;
         }
         for f in self.flags_mut() {
-            if f.container.is_none() {
+            if f.container.is_none() && (host_network || map.get(f.netns).is_some()) {
                 let pids = f.owners.iter().map(|o| o.pid);
                 f.container = map.owning(f.netns, pids).map(|c| (**c).clone());
             }

@@ -104,8 +104,11 @@ fn detect(
     let changed = changes.iter_mut().map(|c| match c {
         Change::Raised(f) | Change::Cleared(f) => f,
     });
+    // A flag in a namespace no container holds is named by its owner's
+    // cgroup (a container on the host's network) once, when raised.
     for f in detector.active_mut().chain(changed) {
-        if f.container.is_none() {
+        let look = containers.get(f.netns).is_some() || f.raised_at_ns == start_ns;
+        if f.container.is_none() && look {
             let pids = f.owners.iter().map(|o| o.pid);
             f.container = containers.owning(f.netns, pids).map(|c| (**c).clone());
         }

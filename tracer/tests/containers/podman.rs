@@ -106,7 +106,8 @@ pub struct Container {
 
 impl Container {
     /// `podman run -d --name tr-<tag>-<pid> EXTRA IMAGE sh -c SCRIPT`.
-    /// `extra` must choose the network (`--network none` or `ns:PATH`).
+    /// `extra` must choose the network (`--network none`, `ns:PATH`, or
+    /// `host`).
     pub fn run(tag: &str, extra: &[&str], script: &str) -> Container {
         assert!(
             extra.iter().any(|a| a.starts_with("--network")),

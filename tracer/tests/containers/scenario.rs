@@ -61,12 +61,19 @@ pub fn names(v: &Value, c: &Container) -> bool {
 
 /// `tracer leaks --json ARGS`: the flags on port 8080 in namespace `netns`.
 pub fn leak_flags(args: &[&str], netns: u64) -> Vec<Value> {
+    leak_flags_on(args, netns, 8080)
+}
+
+/// `tracer leaks --json ARGS`: the flags on local port `port` in namespace
+/// `netns`.
+pub fn leak_flags_on(args: &[&str], netns: u64, port: u16) -> Vec<Value> {
     let (_, report) = tracer_leaks_json(args);
     let mut flags: Vec<Value> = Vec::new();
+    let on_port = format!(":{port}");
     for g in report["leaks"].as_array().expect("leaks") {
         for f in g["sockets"].as_array().expect("sockets") {
             let mine =
-                f["netns"] == netns && f["local"].as_str().is_some_and(|l| l.ends_with(":8080"));
+                f["netns"] == netns && f["local"].as_str().is_some_and(|l| l.ends_with(&on_port));
             if mine && !flags.iter().any(|o| o["cookie"] == f["cookie"]) {
                 flags.push(f.clone());
             }
