@@ -373,8 +373,9 @@ async fn stream_events(args: EventsArgs) -> anyhow::Result<i32> {
             };
             tracing::warn!(
                 event = "stdout_unread",
-                "{how}: {} lines of events ({} bytes) never reached it",
+                "{how}: {} line{} of events ({} bytes) never reached it",
                 unread.lines,
+                if unread.lines == 1 { "" } else { "s" },
                 unread.bytes
             );
             dropped += unread.lines;

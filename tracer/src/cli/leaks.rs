@@ -201,18 +201,23 @@ fn filter(report: Report, args: &LeaksArgs, scope: NetnsScope) -> Report {
         .ports
         .retain(|p| scope.covers(p.endpoint.netns));
     let before = report.leak_count;
-    let leaking: Vec<String> = report
+    let named: Vec<String> = report
         .leaks
         .iter()
         .filter_map(|g| Some(format!("{} {}", g.comm.as_deref()?, g.pid?)))
-        .take(5)
         .collect();
     let mut report = args.matching.report(report);
     if report.leak_count == 0 && before > 0 && !args.matching.is_empty() {
-        let others = if leaking.is_empty() {
-            "owners not named".to_owned()
+        let others = match named.len() {
+            0 => "owners not named".to_owned(),
+            n @ ..=5 => format!("processes {}", named[..n].join(", ")),
+            n => format!("processes {} and {} more", named[..5].join(", "), n - 5),
+        };
+        // A container's pid 1 is not the host's: `-p` takes host pids.
+        let pids = if args.matching.pids.is_empty() {
+            ""
         } else {
-            format!("processes {}", leaking.join(", "))
+            "; -p takes host pids, as ps on the host shows them (podman top NAME hpid, crictl inspect)"
         };
         let whole = if args.matching.comms.is_empty() {
             ""
@@ -226,7 +231,7 @@ fn filter(report: Report, args: &LeaksArgs, scope: NetnsScope) -> Report {
             "matches"
         };
         let said = format!(
-            "none of the {before} leak{plural} {is} {} (leaking: {others}{whole})",
+            "none of the {before} leak{plural} {is} {} (leaking: {others}{whole}{pids})",
             args.matching.describe()
         );
         report.add_note(said);
@@ -415,6 +420,45 @@ mod tests {
                 && note.ends_with("; --comm matches the whole name, as ps -o comm shows it)"),
             "{note}"
         );
+        // Past five leaking processes, the rest are counted.
+        let dump: Vec<_> = (1..=7)
+            .map(|i| crate::leaks::table::tests::close_wait(i, 10 + i, 0))
+            .collect();
+        let owners: std::collections::HashMap<_, _> = (1..=7u32)
+            .map(|i| {
+                (
+                    10 + u64::from(i),
+                    vec![crate::leaks::table::tests::owner(100 + i, "w", 3)],
+                )
+            })
+            .collect();
+        let seven = crate::leaks::report::snapshot_report_with(
+            &dump,
+            &owners.into(),
+            String::new(),
+            |_| None,
+        );
+        let nobody = filter(
+            seven,
+            &args(Match {
+                comms: vec!["nobody".into()],
+                ..Match::default()
+            }),
+            NetnsScope::all(),
+        );
+        let note = nobody.note.as_deref().unwrap_or_default();
+        assert!(note.contains(" and 2 more;"), "{note}");
+        // A container's pid: `-p` takes the host's.
+        let in_container = filter(
+            sample(),
+            &args(Match {
+                pids: vec![1],
+                ..Match::default()
+            }),
+            NetnsScope::all(),
+        );
+        let note = in_container.note.as_deref().unwrap_or_default();
+        assert!(note.contains("; -p takes host pids"), "{note}");
         // Every leak younger than an age asked for: nothing of the filter
         // to say (it would name processes that were just left out).
         let mut aged = sample();

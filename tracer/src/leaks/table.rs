@@ -476,7 +476,7 @@ pub(crate) mod tests {
     use crate::snapshot::{FdOwner, OwnerScan, SocketSnapshot, TimerKind};
     use crate::tcp::Family;
 
-    fn close_wait(cookie: u64, inode: u64, rqueue: u32) -> SocketSnapshot {
+    pub(crate) fn close_wait(cookie: u64, inode: u64, rqueue: u32) -> SocketSnapshot {
         SocketSnapshot {
             ifindex: 0,
             cookie,
@@ -499,7 +499,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn owner(pid: u32, comm: &str, fd: u32) -> FdOwner {
+    pub(crate) fn owner(pid: u32, comm: &str, fd: u32) -> FdOwner {
         let cgroup = "/system.slice/docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope";
         FdOwner {
             pid,

@@ -729,6 +729,11 @@ fn refusal(body: &str) -> String {
     if body.starts_with('<') {
         return ", a web page: is a tracer agent listening there?".to_owned();
     }
+    // The agent's own refusal is a sentence in `{"error": ...}`.
+    let said = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error")?.as_str().map(str::to_owned));
+    let body = said.as_deref().unwrap_or(body);
     let first = body.lines().next().unwrap_or_default().trim();
     let mut cut = first.len().min(MAX);
     while !first.is_char_boundary(cut) {

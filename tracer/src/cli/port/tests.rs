@@ -421,6 +421,16 @@ fn a_container_names_its_namespace() {
     let json = serde_json::to_value(&r).expect("json");
     assert_eq!(json["namespaces"][0]["container"]["name"], "web");
     assert_eq!(json["namespaces"][0]["name"], serde_json::Value::Null);
+    // Busy there among others: the line that says where names it too.
+    f.namespaces = 3;
+    let r = build(8080, any(), false, &f, String::new(), |_| Some(true));
+    assert!(
+        text(&r).contains(
+            "busy in 1 of the 3 network namespaces scanned: netns 4026532177, container podman:web"
+        ),
+        "{}",
+        text(&r)
+    );
 }
 
 /// A listener's accept queue, as `ss -lt` shows it: the text says when it

@@ -138,7 +138,7 @@ fn where_busy(r: &Report, out: &mut dyn Write) -> io::Result<()> {
         .iter()
         .filter(|ns| ns.without_reuseaddr.outcome != "free")
         .collect();
-    let mut named: Vec<String> = busy.iter().take(NAMED_BUSY).map(|ns| label(ns)).collect();
+    let mut named: Vec<String> = busy.iter().take(NAMED_BUSY).map(|ns| title(ns)).collect();
     if busy.len() > NAMED_BUSY {
         named.push(format!("{} more", busy.len() - NAMED_BUSY));
     }

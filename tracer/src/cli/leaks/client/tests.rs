@@ -228,6 +228,10 @@ fn the_agents_own_refusal_is_kept_and_a_long_one_cut() {
             ": unknown state \"closewait\"",
         ),
         ("first line\nsecond line\n", ": first line …"),
+        (
+            "{\"error\":\"netns=12345: no network namespace has inode 12345\"}",
+            ": netns=12345: no network namespace has inode 12345",
+        ),
     ] {
         let (url, server) = fake_agent(move |s| {
             let _ = write!(s, "HTTP/1.0 400 Bad Request\r\n\r\n{body}");
