@@ -788,6 +788,14 @@ fn tls_sentence(e: &rustls::Error, url: &str, host: &str) -> String {
              give --agent-ca FILE with the CA that signed it (the one Prometheus's \
              tls_config.ca_file names), or --agent-insecure"
         ),
+        // webpki's error, which rustls passes on only as `Other`.
+        E::InvalidCertificate(C::Other(o)) if format!("{o:?}").contains("CaUsedAsEndEntity") => {
+            format!(
+                "the agent at {url} presents a CA certificate as its own (`openssl req -x509` \
+                 makes one unless told otherwise): give it a certificate its CA signs \
+                 (docs/security.md shows how), or --agent-insecure"
+            )
+        }
         E::AlertReceived(
             alert @ (rustls::AlertDescription::CertificateRequired
             | rustls::AlertDescription::BadCertificate

@@ -635,6 +635,17 @@ fn tls_failures_say_what_to_give() {
             .contains("is not made out to 127.0.0.1:9077")
     );
     assert!(say(E::InvalidCertificate(C::Expired)).contains("has expired"));
+    // A self-signed certificate with CA:TRUE given as --agent-ca.
+    #[derive(Debug)]
+    struct CaUsedAsEndEntity;
+    impl std::fmt::Display for CaUsedAsEndEntity {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("CaUsedAsEndEntity")
+        }
+    }
+    impl std::error::Error for CaUsedAsEndEntity {}
+    let webpki = rustls::OtherError(std::sync::Arc::new(CaUsedAsEndEntity));
+    assert!(say(E::InvalidCertificate(C::Other(webpki))).contains("presents a CA certificate"));
     assert!(
         say(E::AlertReceived(
             rustls::AlertDescription::CertificateRequired
