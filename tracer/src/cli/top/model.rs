@@ -87,6 +87,12 @@ pub struct TwSocket {
     /// Owner's name, when a syscall revealed it.
     #[serde(default)]
     pub comm: Option<String>,
+    /// Its network namespace (inode; 0: unknown).
+    #[serde(default)]
+    pub netns: u64,
+    /// The container of its namespace, when it has one.
+    #[serde(default)]
+    pub container: Option<crate::container::Container>,
 }
 
 /// One refresh: everything asked of the agent.
@@ -162,7 +168,7 @@ impl Panel {
                 "EOF READ",
             ],
             Panel::Procs => &["PID", "COMM", "CLOSE_WAIT", "LEAKS", "OLDEST", "GROWTH/min"],
-            Panel::TwPorts => &["PORT", "COUNT"],
+            Panel::TwPorts => &["PORT", "COUNT", "WHERE"],
             Panel::TwRemotes => &["REMOTE", "COUNT"],
         }
     }
@@ -385,7 +391,7 @@ impl Model {
         }
         m.tables[2] = close_wait_rows(&s.leaks);
         m.tables[3] = process_rows(&s.leaks);
-        let (ports, remotes) = time_wait_rows(&s.time_wait);
+        let (ports, remotes) = time_wait_rows(&s.time_wait, s.leaks.agent_netns);
         (m.tables[4], m.tables[5]) = (ports, remotes);
         m
     }

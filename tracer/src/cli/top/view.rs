@@ -147,7 +147,11 @@ fn columns(panel: Panel, rows: &[&ModelRow], inner: u16) -> Vec<Col> {
                 col(growth, 2),
             ]
         }
-        Panel::TwPorts => vec![col(8, 0), col(8, 0)],
+        Panel::TwPorts => vec![
+            col(8, 0),
+            col(8, 0),
+            rest_col(6, rows.iter().map(|r| r.cells[2].as_str())),
+        ],
         Panel::TwRemotes => vec![
             rest_col(24, rows.iter().map(|r| r.cells[0].as_str())),
             col(8, 0),

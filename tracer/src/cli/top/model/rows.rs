@@ -94,25 +94,36 @@ pub(super) fn process_rows(r: &Report) -> Vec<Row> {
         .collect()
 }
 
-/// TIME_WAIT counts by local port and by remote endpoint.
-pub fn time_wait_rows(sockets: &[TwSocket]) -> (Vec<Row>, Vec<Row>) {
-    let mut ports: HashMap<u16, u64> = HashMap::new();
+/// TIME_WAIT counts by local port in each network namespace (every pod of
+/// a node may serve 8080: each is a row, named by its container, `host`
+/// for the agent's own namespace), and by remote endpoint.
+pub fn time_wait_rows(sockets: &[TwSocket], agent_netns: Option<u32>) -> (Vec<Row>, Vec<Row>) {
+    let mut ports: HashMap<(u16, u64), (u64, &TwSocket)> = HashMap::new();
     let mut remotes: HashMap<SocketAddr, u64> = HashMap::new();
     for s in sockets {
-        *ports.entry(s.sport).or_default() += 1;
+        ports.entry((s.sport, s.netns)).or_insert((0, s)).0 += 1;
         *remotes
             .entry(compact(SocketAddr::new(s.daddr, s.dport)))
             .or_default() += 1;
     }
     let mut ports: Vec<_> = ports.into_iter().collect();
-    ports.sort_unstable();
+    ports.sort_unstable_by_key(|&(key, _)| key);
     let mut remotes: Vec<_> = remotes.into_iter().collect();
     remotes.sort_unstable();
     let ports = ports
         .into_iter()
-        .map(|(p, n)| Row {
-            cells: vec![p.to_string(), n.to_string()],
-            keys: vec![Key::Num(n as f64), Key::Num(f64::from(p))],
+        .map(|((p, netns), (n, s))| {
+            let place = match &s.container {
+                Some(c) => c.short(),
+                None if netns == 0 || agent_netns.is_some_and(|a| u64::from(a) == netns) => {
+                    "host".to_owned()
+                }
+                None => format!("netns {netns}"),
+            };
+            Row {
+                cells: vec![p.to_string(), n.to_string(), place],
+                keys: vec![Key::Num(n as f64), Key::Num(f64::from(p))],
+            }
         })
         .collect();
     let remotes = remotes

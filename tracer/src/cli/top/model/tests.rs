@@ -169,9 +169,44 @@ fn a_sample_no_later_than_the_last_gives_no_rate() {
     assert_eq!(cells(&m, Panel::States, 0, "estab")[0][2], "-");
 }
 
+/// Every pod of a node serving 8080: a row each, named by its container
+/// (the agent's own namespace is `host`), not one sum.
+#[test]
+fn time_wait_by_port_is_counted_in_each_namespace() {
+    let mut sockets = time_wait();
+    let pod: crate::container::Container = serde_json::from_value(json!({
+        "id": "3f4e9a1c0b7d".repeat(5) + "abcd", "runtime": "podman", "name": "web"
+    }))
+    .expect("container");
+    for (cookie, netns, container) in [(6, 7, Some(pod)), (7, 7, None), (8, 9, None)] {
+        let mut s = sockets[3].clone();
+        (s.cookie, s.netns, s.container) = (cookie, netns, container);
+        sockets.push(s);
+    }
+    sockets[3].netns = 5;
+    let (ports, _) = time_wait_rows(&sockets, Some(5));
+    let m = Model {
+        tables: [vec![], vec![], vec![], vec![], ports, vec![]],
+        ..Model::default()
+    };
+    let on_8080: Vec<Vec<&str>> = cells(&m, Panel::TwPorts, 0, "")
+        .into_iter()
+        .filter(|r| r[0] == "8080")
+        .collect();
+    assert_eq!(
+        on_8080,
+        [
+            vec!["8080", "2", "podman:web"],
+            vec!["8080", "1", "host"],
+            vec!["8080", "1", "host"],
+            vec!["8080", "1", "netns 9"]
+        ]
+    );
+}
+
 #[test]
 fn time_wait_is_counted_by_local_port_and_by_remote() {
-    let (ports, remotes) = time_wait_rows(&time_wait());
+    let (ports, remotes) = time_wait_rows(&time_wait(), None);
     let m = Model {
         tables: [vec![], vec![], vec![], vec![], ports, remotes],
         ..Model::default()
@@ -179,10 +214,10 @@ fn time_wait_is_counted_by_local_port_and_by_remote() {
     assert_eq!(
         cells(&m, Panel::TwPorts, 0, ""),
         [
-            vec!["8080", "2"],
-            vec!["40001", "1"],
-            vec!["40002", "1"],
-            vec!["40003", "1"]
+            vec!["8080", "2", "host"],
+            vec!["40001", "1", "host"],
+            vec!["40002", "1", "host"],
+            vec!["40003", "1", "host"]
         ]
     );
     assert_eq!(
