@@ -73,6 +73,9 @@ struct Col {
     /// For the one that takes the rest: as wide as its widest cell, which
     /// other columns go to leave room for.
     want: u16,
+    /// A container's name: cut, it keeps its end (`podman:web-1` and
+    /// `podman:web-2` differ there), as [`name_in`] cuts it.
+    name: bool,
 }
 
 const fn col(width: u16, drop: u8) -> Col {
@@ -81,6 +84,15 @@ const fn col(width: u16, drop: u8) -> Col {
         rest: false,
         drop,
         want: width,
+        name: false,
+    }
+}
+
+/// A column of container names (see [`Col::name`]).
+const fn name_col(width: u16, drop: u8) -> Col {
+    Col {
+        name: true,
+        ..col(width, drop)
     }
 }
 
@@ -92,6 +104,7 @@ fn rest_col<'a>(least: u16, cells: impl Iterator<Item = &'a str>) -> Col {
         rest: true,
         drop: 0,
         want: widest(cells).clamp(least, REST_MAX),
+        name: false,
     }
 }
 
@@ -132,7 +145,7 @@ fn columns(panel: Panel, rows: &[&ModelRow], inner: u16) -> Vec<Col> {
                 col(comm, 0),
                 col(fd, 1),
                 connection,
-                col(container, 3),
+                name_col(container, 3),
                 col(eof, 2),
             ]
         }
@@ -150,7 +163,10 @@ fn columns(panel: Panel, rows: &[&ModelRow], inner: u16) -> Vec<Col> {
         Panel::TwPorts => vec![
             col(8, 0),
             col(8, 0),
-            rest_col(6, rows.iter().map(|r| r.cells[2].as_str())),
+            Col {
+                name: true,
+                ..rest_col(6, rows.iter().map(|r| r.cells[2].as_str()))
+            },
         ],
         Panel::TwRemotes => vec![
             rest_col(24, rows.iter().map(|r| r.cells[0].as_str())),
@@ -206,6 +222,30 @@ fn cell_in(cell: &str, width: u16) -> String {
     let mut out: String = cell.chars().take(width.saturating_sub(1)).collect();
     out.push('…');
     out
+}
+
+/// A container's name (`podman:walk9-c1`, `containerd:shop/cart/app`) or
+/// a namespace's (`ns:web`) in `width` columns: whole; else a container's
+/// without its runtime; else its end after a `…`, where the names of one
+/// deployment's containers differ.
+fn name_in(cell: &str, width: u16) -> String {
+    let fits = |s: &str| Line::from(s).width() <= usize::from(width);
+    if fits(cell) {
+        return cell.to_owned();
+    }
+    let name = match cell.split_once(':') {
+        Some((runtime, name)) if runtime != "ns" => name,
+        _ => cell,
+    };
+    if fits(name) {
+        return name.to_owned();
+    }
+    let keep = usize::from(width).saturating_sub(1);
+    let tail: String = {
+        let chars: Vec<char> = name.chars().collect();
+        chars[chars.len().saturating_sub(keep)..].iter().collect()
+    };
+    format!("…{tail}")
 }
 
 /// The header's three lines, each with its style.
@@ -361,17 +401,18 @@ fn panel(f: &mut Frame<'_>, s: &Screen<'_>, p: Panel, area: Rect) {
     if focused {
         block = block.border_style(Style::new().yellow().bold());
     }
-    let shown = fit(
-        &columns(p, &rows, area.width.saturating_sub(2)),
-        area.width.saturating_sub(2),
-    );
+    let cols = columns(p, &rows, area.width.saturating_sub(2));
+    let shown = fit(&cols, area.width.saturating_sub(2));
     let header = Row::new(shown.iter().map(|&(i, _)| p.header()[i])).bold();
     let body = rows.iter().map(|r| {
-        Row::new(
-            shown
-                .iter()
-                .map(|&(i, w)| cell_in(r.cells.get(i).map_or("", String::as_str), w)),
-        )
+        Row::new(shown.iter().map(|&(i, w)| {
+            let cell = r.cells.get(i).map_or("", String::as_str);
+            if cols[i].name {
+                name_in(cell, w)
+            } else {
+                cell_in(cell, w)
+            }
+        }))
     });
     let widths = shown.iter().map(|&(_, w)| Constraint::Length(w));
     let table = Table::new(body, widths).header(header).block(block);

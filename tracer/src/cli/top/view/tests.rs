@@ -245,11 +245,11 @@ fn a_namespaces_name_widens_the_container_column_but_not_past_the_connection() {
         "{oldest}"
     );
     assert!(oldest.contains(" ns:tr-web-4242 no "), "{oldest}");
-    // Wider than the panel leaves: cut, with a mark that says so, and the
-    // connection stays whole.
+    // Wider than the panel leaves: cut, with a mark that says so, keeping
+    // its end; the connection stays whole.
     let oldest = frame_with("a-name-far-too-long-for-the-panel");
     assert!(
-        oldest.contains("127.0.0.1:8080 -> 127.0.0.1:50001 ns:a-name-far-… no "),
+        oldest.contains("127.0.0.1:8080 -> 127.0.0.1:50001 …-for-the-panel no "),
         "{oldest}"
     );
 }
@@ -428,4 +428,15 @@ fn a_narrow_title_keeps_its_counts() {
     let t = titled(name, counts, sort, 26);
     assert!(t.ends_with("… (26, 20 shown) "), "{t}");
     assert!(Line::from(t.as_str()).width() <= 26, "{t}");
+}
+
+/// Two containers of one deployment differ at the end of their names:
+/// cut, a name keeps its end, after dropping its runtime.
+#[test]
+fn a_container_name_cut_keeps_its_end() {
+    assert_eq!(name_in("podman:walk9-c1", 20), "podman:walk9-c1");
+    assert_eq!(name_in("podman:walk9-c1", 10), "walk9-c1");
+    assert_eq!(name_in("podman:walk9-c1", 6), "…k9-c1");
+    assert_eq!(name_in("containerd:shop/cart-5d9/app", 12), "…art-5d9/app");
+    assert_eq!(name_in("host", 4), "host");
 }
