@@ -145,14 +145,20 @@ impl Detector {
                 } else {
                     format!("no ACK for {}", span(age))
                 };
+                // An agent that started beside an older stall counts only
+                // what it watched.
+                let watched = if age > stalled + 1_000 * MS {
+                    format!("{sent} in the {} this agent has watched it", span(stalled))
+                } else {
+                    format!("{sent} while stalled")
+                };
                 format!(
-                    "{silence} (threshold {}) {}; {} segments retransmitted in total, {} while \
-                     stalled{}; the kernel gives up after net.ipv4.tcp_retries2 timeouts (15 by \
+                    "{silence} (threshold {}) {}; {} segments retransmitted in total, \
+                     {watched}{}; the kernel gives up after net.ipv4.tcp_retries2 timeouts (15 by \
                      default, about 15 min) or the socket's TCP_USER_TIMEOUT",
                     fmt_duration(self.thresholds.half_open),
                     retransmit_words(info),
                     info.total_retrans,
-                    sent,
                     // The timer fires whether or not a segment can leave.
                     if sent < u32::from(fired) {
                         " (fewer than the timer fired: the host may have no route to the peer)"

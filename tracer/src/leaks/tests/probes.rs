@@ -57,6 +57,13 @@ fn half_open_is_judged_by_how_long_its_data_has_waited() {
         "{}",
         f.evidence
     );
+    // Of its retransmissions, it counts those it watched, and says so.
+    assert!(
+        f.evidence
+            .contains(" in the 5.0s this agent has watched it;"),
+        "{}",
+        f.evidence
+    );
     // An ACK arrives: retransmits reset, the flag clears.
     let mut ok = stalled(7, 5);
     info(&mut ok).retransmits = 0;
