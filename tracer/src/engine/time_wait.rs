@@ -10,6 +10,15 @@ use crate::event::SockEvent;
 use crate::tcp::Family;
 use crate::tcp::TcpState::{self, *};
 
+/// At most this many namespaces with timewait records are asked for the
+/// tuple a reset from another namespace names: one lookup each, only for a
+/// reset its peer's socket sent from `close_wait`.
+const NAMESPACES_ASKED: usize = 256;
+
+/// The two ends of one connection are born this close together, at most:
+/// a handshake, SYN retransmissions included (1 s, then 2 s).
+const HANDSHAKE_SPAN_NS: u64 = 3_500_000_000;
+
 /// True when a transition shows a new connection on its 4-tuple, which
 /// the kernel allows only once no other socket holds it: a timewait socket
 /// on the same tuple was recycled. A client's `close -> syn_sent` runs
@@ -18,11 +27,6 @@ use crate::tcp::TcpState::{self, *};
 /// `listen -> syn_recv` shows it at once. The kernel skips events that fire
 /// while its program runs on the same CPU, so any event that shows a
 /// socket's tuple for the first time is checked too.
-/// At most this many namespaces with timewait records are asked for the
-/// tuple a reset from another namespace names: one lookup each, on a
-/// reset's path only.
-const NAMESPACES_ASKED: usize = 256;
-
 pub(super) fn reuses_a_tuple(from: TcpState, to: TcpState) -> bool {
     matches!(
         (from, to),
@@ -93,8 +97,8 @@ impl Engine {
     ) -> Option<u32> {
         let namespaces = self.store.time_wait_namespaces();
         if namespaces.len() > NAMESPACES_ASKED
-            || local.0.to_canonical().is_loopback()
-            || remote.0.to_canonical().is_loopback()
+            || !unique_on_a_host(local.0)
+            || !unique_on_a_host(remote.0)
             || !self.store.time_wait_tuples_on_port(local.1)
         {
             return None;
@@ -104,6 +108,37 @@ impl Engine {
             .filter_map(|n| self.time_wait_holding(n, family, local, remote));
         let slot = holding.next()?;
         holding.next().is_none().then_some(slot)
+    }
+
+    /// The timewait record of another namespace that a reset `ev` names,
+    /// when `ev` is its peer's: a socket this engine follows, that the
+    /// orphan's FIN left in CLOSE_WAIT (a listener's child it never
+    /// accepted, a `close()` with unread data), first seen within
+    /// [`HANDSHAKE_SPAN_NS`] of the orphan's birth (the two ends of one
+    /// handshake; a server's child may show itself only at
+    /// `syn_recv -> established`).
+    /// Addresses reused in isolated namespaces could otherwise make a
+    /// stranger's reset end an orphan; and a reset of any other kind (a
+    /// socketless one answering a port scan, `SO_LINGER` 0 on an open
+    /// connection) asks nothing.
+    fn orphans_peer_elsewhere(
+        &self,
+        ev: &SockEvent,
+        family: Family,
+        local: (IpAddr, u16),
+        remote: (IpAddr, u16),
+    ) -> Option<u32> {
+        let sender = self.store.rec(self.store.slot(ev.cookie)?);
+        let closing =
+            sender.state == CloseWait || (sender.state == Close && sender.prev == Some(CloseWait));
+        if !closing {
+            return None;
+        }
+        let slot = self.time_wait_holding_elsewhere(ev.netns, family, local, remote)?;
+        let orphan = self.store.rec(slot);
+        (orphan.has(flag::BIRTH_SEEN)
+            && orphan.created_ns.abs_diff(sender.created_ns) <= HANDSHAKE_SPAN_NS)
+            .then_some(slot)
     }
 
     /// End the TIME_WAIT (or orphaned FIN_WAIT2) stay of `slot` at `at_ns`,
@@ -190,12 +225,7 @@ impl Engine {
         let (local, remote) = ((ev.daddr, ev.dport), (ev.saddr, ev.sport));
         let Some(slot) = self
             .time_wait_holding(ev.netns, family, local, remote)
-            // A reset with no socket answered a segment no socket here
-            // wanted (a port scan): it cannot be a peer's.
-            .or_else(|| {
-                let socket = ev.cookie != 0;
-                socket.then(|| self.time_wait_holding_elsewhere(ev.netns, family, local, remote))?
-            })
+            .or_else(|| self.orphans_peer_elsewhere(ev, family, local, remote))
         else {
             return;
         };
@@ -213,5 +243,14 @@ impl Engine {
             }
             self.end_time_wait(slot, ev.ts_ns, TimeWaitEnd::Reset, obs);
         }
+    }
+}
+
+/// False for the addresses every namespace, or every link, may have:
+/// loopback's and link-local ones.
+fn unique_on_a_host(a: IpAddr) -> bool {
+    match a.to_canonical() {
+        IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local(),
+        IpAddr::V6(v6) => !v6.is_loopback() && !v6.is_unicast_link_local(),
     }
 }

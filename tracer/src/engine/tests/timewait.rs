@@ -233,9 +233,24 @@ fn a_reset_from_its_peer_of_the_other_family_ends_an_orphan() {
 #[test]
 fn a_reset_from_its_peer_in_another_namespace_ends_an_orphan() {
     let mut h = closed_at_1s();
+    h.run(peer_closing_in(5, 7));
     h.run([rst_tx(7).peer_of(1).netns(5).at(CLOSE + ms(3))]);
     assert!(!h.view(1).is_live());
     assert_eq!((h.n(TimeWait), h.e.stats().time_wait_reset_by_peer), (0, 1));
+}
+
+/// Socket `cookie` in namespace `netns`: the server end of socket 1's
+/// connection (`closed_at_1s`), accepted with it, left in CLOSE_WAIT by
+/// its FIN, and closed at `CLOSE + 2 ms` (a listener's child it never
+/// accepted, a `close()` with unread data), which sends the reset.
+fn peer_closing_in(netns: u32, cookie: u64) -> [Ev; 4] {
+    let peer = |e: Ev| e.peer_of(1).netns(netns);
+    [
+        peer(ev(cookie).from(Listen).to(SynRecv).at(100)),
+        peer(ev(cookie).from(SynRecv).to(Established).at(ms(1))),
+        peer(ev(cookie).from(Established).to(CloseWait).at(secs(1))),
+        peer(ev(cookie).from(CloseWait).to(Close).at(CLOSE + ms(2))),
+    ]
 }
 
 #[test]
@@ -244,6 +259,7 @@ fn a_reset_from_another_namespace_that_need_not_be_its_peers_ends_nothing() {
     let mut h = H::new();
     h.run(active_open(1, 0).map(Ev::loopback));
     h.run(active_close(1, secs(1)).map(Ev::loopback));
+    h.run(peer_closing_in(5, 7).map(Ev::loopback));
     h.run([rst_tx(7).peer_of(1).loopback().netns(5).at(CLOSE + ms(3))]);
     assert!(h.view(1).in_time_wait());
     // Two other namespaces hold the tuple (addresses reused in isolated
@@ -252,11 +268,22 @@ fn a_reset_from_another_namespace_that_need_not_be_its_peers_ends_nothing() {
     let twin = |e: Ev| e.netns(9).ports(crate::testkit::local_port(1), 80);
     h.run(active_open(2, 0).map(twin));
     h.run(active_close(2, secs(1)).map(twin));
+    h.run(peer_closing_in(5, 7));
     h.run([rst_tx(7).peer_of(1).netns(5).at(CLOSE + ms(3))]);
     assert!(h.view(1).in_time_wait() && h.view(2).in_time_wait());
-    // A reset no socket sent answered a segment nothing here wanted.
+    // A reset no socket sent answered a segment nothing here wanted; one
+    // from a socket not followed, or not closed from CLOSE_WAIT (SO_LINGER
+    // 0 on an open connection), or born long after the orphan (a
+    // stranger on reused addresses): none is the orphan's peer.
     let mut h = closed_at_1s();
     h.run([rst_tx(0).peer_of(1).netns(5).at(CLOSE + ms(3))]);
+    h.run([rst_tx(7).peer_of(1).netns(5).at(CLOSE + ms(3))]);
+    let open = peer_closing_in(5, 8);
+    h.run([open[0], open[1]]);
+    h.run([rst_tx(8).peer_of(1).netns(5).at(CLOSE + ms(3))]);
+    let late = peer_closing_in(5, 9).map(|e| e.at(e.0.ts_ns + secs(20)));
+    h.run(late);
+    h.run([rst_tx(9).peer_of(1).netns(5).at(secs(22))]);
     assert!(h.view(1).in_time_wait());
     assert_eq!(h.e.stats().time_wait_reset_by_peer, 0);
 }
