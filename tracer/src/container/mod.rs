@@ -117,6 +117,30 @@ impl Container {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ContainerMap(HashMap<u32, Arc<Container>>);
 
+/// [`ContainerMap::owning`] for the flags of one dump or one report: a
+/// process met before is not read again (its `/proc/<pid>/cgroup`, and for
+/// a container on the host's network its runtime's record), so a process
+/// with thousands of leaks costs one read, not one per leak.
+pub struct Namer<'a> {
+    map: &'a ContainerMap,
+    root: &'a Path,
+    /// (namespace, first owner's pid or 0) -> the container named.
+    seen: HashMap<(u32, u32), Option<Container>>,
+}
+
+impl Namer<'_> {
+    /// The container behind a socket of `netns` owned by `pids`.
+    pub fn owning(&mut self, netns: u32, pids: impl Iterator<Item = u32>) -> Option<Container> {
+        let mut pids = pids.peekable();
+        let first = pids.peek().copied().unwrap_or(0);
+        let (map, root) = (self.map, self.root);
+        self.seen
+            .entry((netns, first))
+            .or_insert_with(|| map.owning_under(root, netns, pids).map(|c| (**c).clone()))
+            .clone()
+    }
+}
+
 impl ContainerMap {
     /// The container of namespace `netns`, if one was found.
     pub fn get(&self, netns: u32) -> Option<&Arc<Container>> {
@@ -164,6 +188,15 @@ impl ContainerMap {
             return first.map(Cow::Borrowed);
         }
         Some(Cow::Owned(Arc::new(found.container)))
+    }
+
+    /// A namer for many flags at once (see [`Namer`]).
+    pub fn namer(&self) -> Namer<'_> {
+        Namer {
+            map: self,
+            root: Path::new("/"),
+            seen: HashMap::new(),
+        }
     }
 
     /// How many namespaces have a container.
@@ -295,6 +328,15 @@ mod tests {
         for owners in [&[30][..], &[99], &[5], &[]] {
             assert_eq!(host(owners), None, "{owners:?}");
         }
+        // Many flags of one process: its cgroup is read once.
+        let mut namer = Namer {
+            root,
+            ..map.namer()
+        };
+        let side = namer.owning(800, [20].into_iter()).expect("sidecar");
+        std::fs::remove_file(root.join("proc/20/cgroup")).expect("rm");
+        assert_eq!(namer.owning(800, [20].into_iter()), Some(side));
+        assert_eq!(map.owning_under(root, 800, [20].into_iter()), None);
     }
 
     #[test]

@@ -262,10 +262,10 @@ impl Report {
         if map.is_empty() && !host_network {
             return;
         }
+        let mut namer = map.namer();
         for f in self.flags_mut() {
             if f.container.is_none() && (host_network || map.get(f.netns).is_some()) {
-                let pids = f.owners.iter().map(|o| o.pid);
-                f.container = map.owning(f.netns, pids).map(|c| (**c).clone());
+                f.container = namer.owning(f.netns, f.owners.iter().map(|o| o.pid));
             }
         }
     }

@@ -13,6 +13,8 @@ const SAMPLE_EVERY_NS: u64 = 10 * 1_000_000_000;
 const MIN_SPAN_NS: u64 = 30 * 1_000_000_000;
 /// The recent growth is measured over at least this long.
 const RECENT_NS: u64 = 30 * 1_000_000_000;
+/// The recent growth counts once it is this many sockets.
+const RECENT_MIN_RISE: u32 = 3;
 /// Processes with a growth history, at most.
 const MAX_PROCS: usize = 4096;
 /// `tracer_close_wait_leaks_by_process` names this many processes; the rest is `other`.
@@ -86,6 +88,11 @@ impl Rollup {
             .find(|&&(t, _)| now.saturating_sub(t) >= RECENT_NS)
             .copied()
             .unwrap_or(oldest);
+        // Counts move in whole sockets: one more in half a minute is a
+        // slow leak's step, not a speed-up.
+        if count < recent.1.saturating_add(RECENT_MIN_RISE) {
+            return Some(slope(oldest));
+        }
         Some(slope(oldest).max(slope(recent)))
     }
 }

@@ -106,11 +106,11 @@ fn detect(
     });
     // A flag in a namespace no container holds is named by its owner's
     // cgroup (a container on the host's network) once, when raised.
+    let mut namer = containers.namer();
     for f in detector.active_mut().chain(changed) {
         let look = containers.get(f.netns).is_some() || f.raised_at_ns == start_ns;
         if f.container.is_none() && look {
-            let pids = f.owners.iter().map(|o| o.pid);
-            f.container = containers.owning(f.netns, pids).map(|c| (**c).clone());
+            f.container = namer.owning(f.netns, f.owners.iter().map(|o| o.pid));
         }
     }
     changes

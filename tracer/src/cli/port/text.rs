@@ -160,7 +160,7 @@ fn where_busy(r: &Report, out: &mut dyn Write) -> io::Result<()> {
         "busy in {} of the {} network namespaces scanned: {}{here}",
         busy.len(),
         r.namespaces_scanned,
-        named.join(", ")
+        named.join("; ")
     )
 }
 

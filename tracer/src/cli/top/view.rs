@@ -233,19 +233,21 @@ fn name_in(cell: &str, width: u16) -> String {
     if fits(cell) {
         return cell.to_owned();
     }
-    let name = match cell.split_once(':') {
-        Some((runtime, name)) if runtime != "ns" => name,
-        _ => cell,
+    let (mark, name) = match cell.split_once(':') {
+        Some(("ns", name)) => ("ns:", name),
+        Some((_runtime, name)) => ("", name),
+        None => ("", cell),
     };
     if fits(name) {
         return name.to_owned();
     }
-    let keep = usize::from(width).saturating_sub(1);
+    // A namespace's name keeps its mark.
+    let keep = usize::from(width).saturating_sub(1 + mark.len());
     let tail: String = {
         let chars: Vec<char> = name.chars().collect();
         chars[chars.len().saturating_sub(keep)..].iter().collect()
     };
-    format!("…{tail}")
+    format!("{mark}…{tail}")
 }
 
 /// The header's three lines, each with its style.

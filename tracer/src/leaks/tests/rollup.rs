@@ -62,14 +62,14 @@ fn growth_window_is_bounded_to_five_minutes() {
     let exact = |_: u64, _: TcpState| Some((0, false));
     let mut dump = Vec::new();
     // One new leak per minute for 20 minutes, sampled every second; read
-    // half a minute after the last one.
-    for t in 0..=1230u64 {
+    // as the last one lands, when the last half minute alone says 2/min.
+    for t in 0..=1200u64 {
         if t % 60 == 0 {
             dump.push(sock(t + 1, TcpState::CloseWait));
         }
         det.update(&dump, 100 * S + t * S, exact, app_owners);
     }
-    let r = det.report(100 * S + 1230 * S);
+    let r = det.report(100 * S + 1200 * S);
     let g = r.leaks[0].growth_per_minute.expect("growth");
     assert!((g - 1.0).abs() < 0.05, "{g}");
 }

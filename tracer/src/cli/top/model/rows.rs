@@ -96,7 +96,8 @@ pub(super) fn process_rows(r: &Report) -> Vec<Row> {
 
 /// TIME_WAIT counts by local port in each network namespace (every pod of
 /// a node may serve 8080: each is a row, named by its container, `host`
-/// for the agent's own namespace), and by remote endpoint.
+/// for the agent's own namespace, `?` when the agent does not say), and by
+/// remote endpoint.
 pub fn time_wait_rows(sockets: &[TwSocket], agent_netns: Option<u32>) -> (Vec<Row>, Vec<Row>) {
     let mut ports: HashMap<(u16, u64), (u64, &TwSocket)> = HashMap::new();
     let mut remotes: HashMap<SocketAddr, u64> = HashMap::new();
@@ -115,9 +116,9 @@ pub fn time_wait_rows(sockets: &[TwSocket], agent_netns: Option<u32>) -> (Vec<Ro
         .map(|((p, netns), (n, s))| {
             let place = match &s.container {
                 Some(c) => c.short(),
-                None if netns == 0 || agent_netns.is_some_and(|a| u64::from(a) == netns) => {
-                    "host".to_owned()
-                }
+                None if agent_netns.is_some_and(|a| u64::from(a) == netns) => "host".to_owned(),
+                // An agent too old to say.
+                None if netns == 0 => "?".to_owned(),
                 None => format!("netns {netns}"),
             };
             Row {

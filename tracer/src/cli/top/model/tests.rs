@@ -197,7 +197,7 @@ fn time_wait_by_port_is_counted_in_each_namespace() {
         on_8080,
         [
             vec!["8080", "2", "podman:web"],
-            vec!["8080", "1", "host"],
+            vec!["8080", "1", "?"],
             vec!["8080", "1", "host"],
             vec!["8080", "1", "netns 9"]
         ]
@@ -214,10 +214,10 @@ fn time_wait_is_counted_by_local_port_and_by_remote() {
     assert_eq!(
         cells(&m, Panel::TwPorts, 0, ""),
         [
-            vec!["8080", "2", "host"],
-            vec!["40001", "1", "host"],
-            vec!["40002", "1", "host"],
-            vec!["40003", "1", "host"]
+            vec!["8080", "2", "?"],
+            vec!["40001", "1", "?"],
+            vec!["40002", "1", "?"],
+            vec!["40003", "1", "?"]
         ]
     );
     assert_eq!(

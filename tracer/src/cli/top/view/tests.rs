@@ -249,7 +249,7 @@ fn a_namespaces_name_widens_the_container_column_but_not_past_the_connection() {
     // its end; the connection stays whole.
     let oldest = frame_with("a-name-far-too-long-for-the-panel");
     assert!(
-        oldest.contains("127.0.0.1:8080 -> 127.0.0.1:50001 …-for-the-panel no "),
+        oldest.contains("127.0.0.1:8080 -> 127.0.0.1:50001 ns:…r-the-panel no "),
         "{oldest}"
     );
 }
