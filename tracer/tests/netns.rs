@@ -212,8 +212,12 @@ fn a_leak_in_a_namespace_made_after_the_agent_is_named_from_the_host() {
         .output()
         .expect("tracer top");
     let frame = String::from_utf8_lossy(&out.stdout);
-    // `tr-nsleak-<pid>`: whole, or cut at the column's width on a narrow frame.
-    assert_eq!(frame.matches(" ns:tr-nsleak-").count(), 3, "{frame}");
+    // `ns:tr-nsleak-<pid>`: whole, or cut to its end on a narrow frame.
+    let marked = frame
+        .lines()
+        .filter(|l| l.contains(" ns:") && l.contains(&format!("leak-{}", std::process::id())))
+        .count();
+    assert_eq!(marked, 3, "{frame}");
     // Narrowed to the host's namespace, the agent's report has none of them.
     let (_, host_only) = tracer_leaks_json(&["--agent", &url, "--netns", "host"]);
     assert!(

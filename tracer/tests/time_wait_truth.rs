@@ -372,30 +372,50 @@ fn orphans_reset_by_a_dual_stack_peer_here_leave_at_once() {
 fn orphans_reset_by(name: &str, listen_on: std::net::IpAddr) {
     let _ns = Netns::enter(name);
     let agent = Agent::start(&["--reconcile-interval", "60s", "--time-wait-interval", "60s"]);
-    let listener = TcpListener::bind((listen_on, 0)).expect("bind");
-    let port = listener.local_addr().expect("addr").port();
     const N: usize = 50;
-    for _ in 0..N {
-        drop(TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect"));
-    }
-    let filter = format!("dport = :{port}");
-    // The clients' live records: their orphans, and nothing else.
-    let orphans = || {
+    // The clients' live records: their orphans (an orphan in FIN_WAIT2, or
+    // a TIME_WAIT inferred at its close), and nothing else.
+    let orphans_on = |port: u16, closed: bool| {
         let list = agent.json(&format!("/api/v1/sockets?port={port}"));
         let list = list.as_array().cloned().unwrap_or_default();
         list.iter()
             .filter(|s| s["live"] == true && s["dport"] == port)
+            .filter(|s| !closed || s["state"] == "time_wait" || s["state"] == "fin_wait2")
             .count()
     };
-    let waiting = wait_until(Duration::from_secs(5), || {
-        ss_count("fin-wait-2", &filter) == N && orphans() == N
-    });
-    assert!(
-        waiting,
-        "ss fin-wait-2: {}, agent: {}",
-        ss_count("fin-wait-2", &filter),
-        orphans()
-    );
+    // A round whose events the agent lost (counted: a busy host's kernel
+    // skips nested runs, a lane overflows) is played again.
+    let mut round = 0;
+    let (listener, port) = loop {
+        round += 1;
+        let lost = agent.metric("tracer_events_lost_total");
+        let listener = TcpListener::bind((listen_on, 0)).expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        for _ in 0..N {
+            drop(TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect"));
+        }
+        let filter = format!("dport = :{port}");
+        let waiting = wait_until(Duration::from_secs(5), || {
+            ss_count("fin-wait-2", &filter) == N && orphans_on(port, true) == N
+        });
+        if waiting {
+            break (listener, port);
+        }
+        let lost = agent.metric("tracer_events_lost_total") - lost;
+        assert!(
+            lost > 0.0 && round < 3,
+            "round {round}: ss fin-wait-2: {}, agent: {} of {N} closed; {lost} events lost; \
+             events {}, of other namespaces {}; {}",
+            ss_count("fin-wait-2", &filter),
+            orphans_on(port, true),
+            agent.metric("tracer_events_total"),
+            agent.metric("tracer_events_other_netns_total"),
+            agent.get(&format!("/api/v1/sockets?port={port}"))
+        );
+        eprintln!("round {round}: the agent lost {lost} events; again");
+    };
+    let filter = format!("dport = :{port}");
+    let orphans = || orphans_on(port, false);
     drop(listener);
     let gone = wait_until(Duration::from_secs(2), || {
         ss_count("fin-wait-2", &filter) == 0 && orphans() == 0

@@ -238,7 +238,7 @@ fn name_in(cell: &str, width: u16) -> String {
         Some((_runtime, name)) => ("", name),
         None => ("", cell),
     };
-    if fits(name) {
+    if mark.is_empty() && fits(name) {
         return name.to_owned();
     }
     // A namespace's name keeps its mark.

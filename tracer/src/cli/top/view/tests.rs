@@ -439,4 +439,7 @@ fn a_container_name_cut_keeps_its_end() {
     assert_eq!(name_in("podman:walk9-c1", 6), "…k9-c1");
     assert_eq!(name_in("containerd:shop/cart-5d9/app", 12), "…art-5d9/app");
     assert_eq!(name_in("host", 4), "host");
+    // A namespace's name keeps its mark, whole or cut.
+    assert_eq!(name_in("ns:tr-nsleak-675", 16), "ns:tr-nsleak-675");
+    assert_eq!(name_in("ns:tr-nsleak-675", 14), "ns:…nsleak-675");
 }
