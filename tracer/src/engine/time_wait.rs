@@ -83,8 +83,9 @@ impl Engine {
 
     /// The slot of the one timewait record of another namespace than
     /// `netns` that holds this 4-tuple: the other end of a connection over
-    /// a veth (pods on one node). None when the tuple is loopback's, which
-    /// never leaves its namespace, when two namespaces hold it (addresses
+    /// a veth (pods on one node). None when the tuple is loopback's or
+    /// link-local, which every namespace or link may have, when two
+    /// namespaces hold it (addresses
     /// reused in isolated namespaces: which one the packet reached is
     /// unknown), or when more than [`NAMESPACES_ASKED`] hold timewait
     /// records (the dumps settle it).

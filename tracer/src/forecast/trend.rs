@@ -68,28 +68,46 @@ impl Trend {
         }
     }
 
-    /// Ports per second: the faster of the growth over the window (from
-    /// its oldest sample to the newest) and over the last [`MIN_SPAN_NS`],
-    /// so that a burst after a quiet spell is not averaged down with the
-    /// quiet (a forecast of an outage errs early, not late); `None` until
-    /// the history spans [`MIN_SPAN_NS`].
+    /// Ports per second over the window and over the last
+    /// [`MIN_SPAN_NS`], whichever is faster ([`faster_growth`]); `None`
+    /// until the history spans [`MIN_SPAN_NS`].
     pub fn growth_per_second(&self, e: &Endpoint) -> Option<f64> {
         let hist = self.history.get(e)?;
-        let (&(t0, n0), &(t1, n1)) = (hist.front()?, hist.back()?);
-        let slope = |(t, n): (u64, u32)| {
-            (f64::from(n1) - f64::from(n)) / (t1.saturating_sub(t) as f64 / 1e9)
-        };
-        if t1.saturating_sub(t0) < MIN_SPAN_NS {
-            return None;
-        }
-        let recent = hist
-            .iter()
-            .rev()
-            .find(|&&(t, _)| t1.saturating_sub(t) >= MIN_SPAN_NS)
-            .copied()
-            .unwrap_or((t0, n0));
-        Some(slope((t0, n0)).max(slope(recent)))
+        faster_growth(hist, *hist.back()?, MIN_SPAN_NS, MIN_SPAN_NS, 0)
     }
+}
+
+/// Growth per second of a count sampled as `samples` (ns, count), oldest
+/// first, to `now` (ns, count): the faster of the growth since the oldest
+/// sample and since the newest at least `recent_ns` before `now`, so that
+/// a burst after a quiet spell is not averaged down with the quiet (a
+/// forecast of an outage errs early, not late). With `min_rise`, the recent
+/// growth counts only once it is that many: counts move in whole units,
+/// and a slow rise's single step is no speed-up. `None` until `samples`
+/// span `min_span_ns` to `now`.
+pub fn faster_growth(
+    samples: &VecDeque<(u64, u32)>,
+    (t1, n1): (u64, u32),
+    min_span_ns: u64,
+    recent_ns: u64,
+    min_rise: u32,
+) -> Option<f64> {
+    let &oldest = samples.front()?;
+    let slope =
+        |(t, n): (u64, u32)| (f64::from(n1) - f64::from(n)) / (t1.saturating_sub(t) as f64 / 1e9);
+    if t1.saturating_sub(oldest.0) < min_span_ns {
+        return None;
+    }
+    let recent = samples
+        .iter()
+        .rev()
+        .find(|&&(t, _)| t1.saturating_sub(t) >= recent_ns)
+        .copied()
+        .unwrap_or(oldest);
+    if min_rise > 0 && n1 < recent.1.saturating_add(min_rise) {
+        return Some(slope(oldest));
+    }
+    Some(slope(oldest).max(slope(recent)))
 }
 
 /// Seconds until no port is free, at `growth` ports per second: 0 when

@@ -68,32 +68,20 @@ impl Rollup {
     }
 
     /// Sockets per minute to `count` now: the faster of the growth over the
-    /// last ~5 minutes (from the oldest sample) and over the last
-    /// [`RECENT_NS`] or so, so that a leak that speeds up after a quiet
-    /// spell is not averaged down with the quiet (the forecast of an
-    /// outage errs early, not late); `None` until the history spans
-    /// [`MIN_SPAN_NS`].
+    /// last ~5 minutes and over the last [`RECENT_NS`] or so, once that is
+    /// [`RECENT_MIN_RISE`] sockets (the port forecast's rule:
+    /// `forecast::trend::faster_growth`); `None` until the history
+    /// spans [`MIN_SPAN_NS`].
     pub(super) fn growth(&self, pid: u32, comm: &str, now: u64, count: u32) -> Option<f64> {
         let hist = self.procs.get(&(pid, comm.to_owned()))?;
-        let &oldest = hist.front()?;
-        let slope = |(t, base): (u64, u32)| {
-            (f64::from(count) - f64::from(base)) / (now.saturating_sub(t) as f64 / 60e9)
-        };
-        if now.saturating_sub(oldest.0) < MIN_SPAN_NS {
-            return None;
-        }
-        let recent = hist
-            .iter()
-            .rev()
-            .find(|&&(t, _)| now.saturating_sub(t) >= RECENT_NS)
-            .copied()
-            .unwrap_or(oldest);
-        // Counts move in whole sockets: one more in half a minute is a
-        // slow leak's step, not a speed-up.
-        if count < recent.1.saturating_add(RECENT_MIN_RISE) {
-            return Some(slope(oldest));
-        }
-        Some(slope(oldest).max(slope(recent)))
+        let per_second = crate::forecast::trend::faster_growth(
+            hist,
+            (now, count),
+            MIN_SPAN_NS,
+            RECENT_NS,
+            RECENT_MIN_RISE,
+        )?;
+        Some(per_second * 60.0)
     }
 }
 
